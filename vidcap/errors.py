@@ -1,0 +1,27 @@
+"""Errors a user can cause. Each carries a one-line message fit to print as is."""
+
+from __future__ import annotations
+
+
+class VidcapError(Exception):
+    """Base class: a problem the user can fix, reported in one line, no traceback."""
+
+
+class UsageError(VidcapError):
+    """A bad option or setting (CLI exit code 2, HTTP 400)."""
+
+
+class ModelLoadError(VidcapError):
+    """The model could not be loaded (not cached, unreachable, or not a BLIP-2 checkpoint)."""
+
+
+class VideoError(VidcapError):
+    """One input is not a decodable video: that file fails alone."""
+
+
+class BadRequest(VidcapError):
+    """A server request that cannot be served; ``status`` is the HTTP code to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status

@@ -1,0 +1,84 @@
+"""One settings dataclass per component; defaults live here and nowhere else."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from vidcap.errors import UsageError
+
+DEFAULT_MODEL = "Salesforce/blip2-opt-2.7b"
+DEVICES_HELP = "auto, cpu, cuda or cuda:N"
+DTYPES = ("auto", "float16", "bfloat16", "float32")
+
+MAX_NEW_TOKENS_LIMIT = 128
+NUM_BEAMS_LIMIT = 8
+PROMPT_CHARS_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Which frames of a video are captioned.
+
+    ``fps``: sample at this rate of presentation time (default 1 frame/s);
+    ``every_n``: instead take every N-th decoded frame; ``max_frames``: stop after M.
+    """
+
+    fps: float | None = 1.0
+    every_n: int | None = None
+    max_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.every_n is not None and self.every_n < 1:
+            raise UsageError(f"--every-n must be a whole number >= 1, got {self.every_n}")
+        if self.every_n is None and (self.fps is None or not self.fps > 0):
+            raise UsageError(f"--fps must be a number > 0, got {self.fps}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise UsageError(f"--max-frames must be >= 1, got {self.max_frames}")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which model to load, where, and how many frames per forward pass."""
+
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise UsageError(f"unknown device {self.device!r}; supported values are {DEVICES_HELP}")
+        if self.dtype not in DTYPES:
+            raise UsageError(
+                f"unknown dtype {self.dtype!r}; supported values are {', '.join(DTYPES)}"
+            )
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How captions are generated. Validated here, for the CLI and for every server."""
+
+    prompt: str | None = None
+    max_new_tokens: int = 30
+    num_beams: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+            raise UsageError(
+                f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, "
+                f"got {self.max_new_tokens}"
+            )
+        if not 1 <= self.num_beams <= NUM_BEAMS_LIMIT:
+            raise UsageError(
+                f"num_beams must be between 1 and {NUM_BEAMS_LIMIT}, got {self.num_beams}"
+            )
+        if self.prompt is not None and len(self.prompt) > PROMPT_CHARS_LIMIT:
+            raise UsageError(f"prompt is longer than {PROMPT_CHARS_LIMIT} characters")
+
+
+def question_prompt(question: str) -> str:
+    """BLIP-2's visual-question form: ``Question: … Answer:``."""
+    return f"Question: {question.strip()} Answer:"

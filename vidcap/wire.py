@@ -1,0 +1,160 @@
+"""The HTTP payload every server and client shares: frames as JPEG/PNG, answers as JSON.
+
+Request: one image body (``image/jpeg`` or ``image/png``), or ``multipart/form-data``
+with N image parts in order (a pre-batch). Optional generation settings travel as
+form fields or as ``X-Vidcap-<Name>`` headers: ``prompt``, ``max_new_tokens``,
+``num_beams``. Response: one image → ``{"caption": "…"}``; a pre-batch → a list of
+those, in order. Errors → 4xx with ``{"error": "…"}``.
+
+This module is transport-neutral: Flask and the TorchServe handler hand it bytes and
+string fields; it never sees a framework object.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from vidcap.errors import BadRequest, UsageError
+from vidcap.settings import GenerationSettings
+
+WIRE_FORMATS = {"jpeg": "image/jpeg", "png": "image/png"}
+SETTING_FIELDS = ("prompt", "max_new_tokens", "num_beams")
+HEADER_PREFIX = "X-Vidcap-"
+
+
+@dataclass(frozen=True)
+class WireLimits:
+    """What one request may carry."""
+
+    max_frames: int = 64
+    max_pixels: int = 4096 * 4096
+    max_bytes_per_frame: int = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CaptionRequest:
+    images: list[np.ndarray]
+    settings: GenerationSettings
+    batched: bool
+
+
+def encode_image(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:
+    """Encode an RGB uint8 frame for the wire (``jpeg`` or lossless ``png``)."""
+    if fmt not in WIRE_FORMATS:
+        raise UsageError(f"unknown wire format {fmt!r}; supported values are jpeg, png")
+    buffer = io.BytesIO()
+    image = Image.fromarray(rgb, mode="RGB")
+    if fmt == "jpeg":
+        image.save(buffer, format="JPEG", quality=quality)
+    else:
+        image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def decode_image(data: bytes, limits: WireLimits, label: str = "image") -> np.ndarray:
+    """Decode one wire frame to RGB uint8, or raise ``BadRequest`` saying what is wrong."""
+    if not data:
+        raise BadRequest(f"{label} is empty")
+    if len(data) > limits.max_bytes_per_frame:
+        raise BadRequest(f"{label} is larger than {limits.max_bytes_per_frame} bytes", 413)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format not in ("JPEG", "PNG"):
+                raise BadRequest(f"{label} is {image.format}, expected JPEG or PNG", 415)
+            width, height = image.size
+            if width * height > limits.max_pixels:
+                raise BadRequest(
+                    f"{label} has {width}x{height} pixels, more than {limits.max_pixels}", 413
+                )
+            return np.asarray(image.convert("RGB"))
+    except BadRequest:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types on garbage input
+        raise BadRequest(f"{label} is not a decodable JPEG or PNG image ({exc})") from None
+
+
+def parse_settings(values: Mapping[str, str]) -> GenerationSettings:
+    """Generation settings from form fields/headers (strings), validated with limits."""
+    kwargs: dict[str, object] = {}
+    for name in SETTING_FIELDS:
+        raw = values.get(name)
+        if raw is None or raw == "":
+            continue
+        if name == "prompt":
+            kwargs[name] = raw
+            continue
+        try:
+            kwargs[name] = int(raw)
+        except ValueError:
+            raise BadRequest(f"{name} must be a whole number, got {raw!r}") from None
+    try:
+        return GenerationSettings(**kwargs)  # type: ignore[arg-type]
+    except UsageError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def settings_from_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """``X-Vidcap-Max-New-Tokens: 20`` → ``{"max_new_tokens": "20"}`` (case-insensitive)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    found: dict[str, str] = {}
+    for name in SETTING_FIELDS:
+        header = (HEADER_PREFIX + name.replace("_", "-")).lower()
+        if header in lowered:
+            found[name] = lowered[header]
+    return found
+
+
+def settings_to_fields(settings: GenerationSettings) -> dict[str, str]:
+    """The inverse of ``parse_settings``, for clients: only what differs from defaults."""
+    default = GenerationSettings()
+    return {
+        name: str(getattr(settings, name))
+        for name in SETTING_FIELDS
+        if getattr(settings, name) != getattr(default, name) and getattr(settings, name) is not None
+    }
+
+
+def build_request(
+    frames: Sequence[bytes],
+    fields_: Mapping[str, str],
+    batched: bool,
+    limits: WireLimits,
+) -> CaptionRequest:
+    """Validate a request's image parts and settings; raise ``BadRequest`` on any fault."""
+    if not frames:
+        raise BadRequest("request has no image: send an image body or multipart image parts")
+    if len(frames) > limits.max_frames:
+        raise BadRequest(
+            f"request has {len(frames)} frames, more than the limit of {limits.max_frames}", 413
+        )
+    settings = parse_settings(fields_)
+    images = [
+        decode_image(data, limits, f"frame {i}" if batched else "image")
+        for i, data in enumerate(frames)
+    ]
+    return CaptionRequest(images=images, settings=settings, batched=batched)
+
+
+def caption_response(
+    captions: Sequence[str], batched: bool
+) -> list[dict[str, str]] | dict[str, str]:
+    """JSON body for a served request: one object, or a list in frame order."""
+    answers = [{"caption": caption} for caption in captions]
+    return answers if batched else answers[0]
+
+
+def error_response(message: str) -> dict[str, str]:
+    return {"error": message}
+
+
+def captions_from_response(body: object, expected: int) -> list[str]:
+    """Client side: the captions out of a response body, checked against what was sent."""
+    items = body if isinstance(body, list) else [body]
+    if len(items) != expected or not all(isinstance(i, dict) and "caption" in i for i in items):
+        raise ValueError(f"server answered {body!r:.200}, expected {expected} caption(s)")
+    return [str(item["caption"]) for item in items]
