@@ -1,0 +1,38 @@
+# Two commands matter: `make demo` and `make test`. Both set up .venv from nothing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# A CPU build of torch installs from the registry in seconds; on a GPU machine install the
+# CUDA build of your choice first (see README) and it is kept.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[server,torchserve,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/vidcap caption sample_videos/shapes.mp4 --model tiny --out demo_out
+	@echo
+	@echo "outputs: demo_out/ (shapes.jsonl, shapes.srt, shapes.vtt, summary.json)"
+	@head -n 5 demo_out/shapes.jsonl
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(VENV)/bin/python -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache

@@ -1,0 +1,232 @@
+"""``vidcap caption`` end to end: real videos, the tiny model, outputs parsed back."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import srt
+import webvtt
+from videos import VideoSpec, constant_rate, probe_times, write_video
+
+from vidcap.outputs import read_jsonl
+
+CMD = [sys.executable, "-m", "vidcap"]
+
+
+def vidcap(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CMD, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Different codecs and containers, two files with the same name, one corrupt file."""
+    root = tmp_path_factory.mktemp("mixed")
+    (root / "cam1").mkdir()
+    (root / "cam2").mkdir()
+    specs = {
+        "cam1/clip.mp4": VideoSpec("a", "libx264", ".mp4", constant_rate(40, Fraction(10))),
+        "cam2/clip.mp4": VideoSpec(
+            "b",
+            "libx264",
+            ".mp4",
+            constant_rate(25, Fraction(30000, 1001)),
+            rate=Fraction(30000, 1001),
+        ),
+        "cam2/old.avi": VideoSpec(
+            "c", "mpeg4", ".avi", constant_rate(30, Fraction(15)), rate=Fraction(15)
+        ),
+        "web.webm": VideoSpec("d", "libvpx-vp9", ".webm", constant_rate(20, Fraction(10))),
+    }
+    for rel, spec in specs.items():
+        write_video(root / rel, spec)
+    (root / "broken.mkv").write_bytes(os.urandom(20_000))
+    (root / "notes.txt").write_text("not a video, and not picked up by extension")
+    return root
+
+
+@pytest.fixture(scope="module")
+def mixed_run(mixed_folder: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("out")
+    result = vidcap(
+        "caption", mixed_folder, "--out", out, "--model", "tiny", "--fps", "2", "--quiet"
+    )
+    return result, out
+
+
+def test_exit_code_and_summary_report_the_bad_video(mixed_run) -> None:
+    result, out = mixed_run
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    by_video = {Path(v["video"]).name + ":" + v["name"]: v for v in summary["videos"]}
+    failed = [v for v in summary["videos"] if v["status"] == "failed"]
+    assert [Path(v["video"]).name for v in failed] == ["broken.mkv"]
+    assert "not a decodable video" in failed[0]["error"]
+    assert summary["totals"]["done"] == 4 and summary["totals"]["failed"] == 1
+    assert summary["totals"]["frames"] == sum(v["frames"] for v in by_video.values())
+
+
+def test_same_file_names_do_not_overwrite(mixed_run) -> None:
+    _, out = mixed_run
+    clips = sorted(p.name for p in out.glob("clip*.jsonl"))
+    assert len(clips) == 2 and clips[0] != clips[1]
+    videos = {read_jsonl(out / name)[0]["video"] for name in clips}
+    assert len(videos) == 2
+
+
+def test_jsonl_times_match_the_stream(mixed_run, mixed_folder: Path) -> None:
+    _, out = mixed_run
+    summary = json.loads((out / "summary.json").read_text())
+    for entry in summary["videos"]:
+        if entry["status"] != "done":
+            continue
+        rows = read_jsonl(out / f"{entry['name']}.jsonl")
+        stream_times = probe_times(Path(entry["video"]))
+        assert len(rows) == entry["frames"] > 0
+        for row in rows:
+            assert set(row) == {"video", "frame", "time", "caption"}
+            assert row["time"] == pytest.approx(stream_times[row["frame"]], abs=1e-6)
+        # --fps 2: one frame per half second tick
+        assert [r["time"] for r in rows] == sorted(r["time"] for r in rows)
+        assert len(rows) == pytest.approx(entry["duration"] * 2, abs=1)
+
+
+def test_subtitles_parse_and_cover_the_video(mixed_run) -> None:
+    _, out = mixed_run
+    for srt_file in out.glob("*.srt"):
+        subs = list(srt.parse(srt_file.read_text()))
+        vtt = webvtt.read(str(srt_file.with_suffix(".vtt")))
+        assert len(subs) == len(vtt.captions)
+        for a, b in zip(subs, subs[1:], strict=False):
+            assert a.end <= b.start
+        rows = read_jsonl(srt_file.with_suffix(".jsonl"))
+        nonempty = [r for r in rows if r["caption"]]
+        if nonempty:
+            assert subs[0].start.total_seconds() == pytest.approx(nonempty[0]["time"], abs=1e-3)
+
+
+def test_rerun_skips_finished_videos(mixed_run, mixed_folder: Path) -> None:
+    _, out = mixed_run
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.jsonl")}
+    result = vidcap(
+        "caption", mixed_folder, "--out", out, "--model", "tiny", "--fps", "2", "--quiet"
+    )
+    assert result.returncode == 1
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.jsonl")} == before
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["totals"]["resumed"] == 4
+
+
+def test_changed_settings_redo_videos(mixed_folder: Path, tmp_path: Path) -> None:
+    video = mixed_folder / "web.webm"
+    assert vidcap("caption", video, "--out", tmp_path, "--model", "tiny", "--quiet").returncode == 0
+    assert len(read_jsonl(tmp_path / "web.jsonl")) == 2
+    assert (
+        vidcap(
+            "caption", video, "--out", tmp_path, "--model", "tiny", "--fps", "5", "--quiet"
+        ).returncode
+        == 0
+    )
+    assert len(read_jsonl(tmp_path / "web.jsonl")) == 10
+
+
+def test_killed_run_resumes_to_identical_outputs(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        write_video(
+            src / f"v{i}.mkv",
+            VideoSpec(
+                f"v{i}", "libx264", ".mkv", constant_rate(400, Fraction(25)), rate=Fraction(25)
+            ),
+        )
+    args = ["caption", src, "--model", "tiny", "--every-n", "1", "--batch-size", "4", "--quiet"]
+    clean = tmp_path / "clean"
+    assert vidcap(*args, "--out", clean).returncode == 0
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [*CMD, *map(str, args), "--out", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(killed.glob("v1.jsonl.part")):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (killed / "v0.jsonl").is_file()
+    assert not (killed / "v1.jsonl").exists() and not (killed / "v2.jsonl").exists()
+    assert not (killed / "summary.json").exists()
+
+    assert vidcap(*args, "--out", killed).returncode == 0
+    for name in ["v0", "v1", "v2"]:
+        for fmt in ["jsonl", "srt", "vtt"]:
+            assert (killed / f"{name}.{fmt}").read_bytes() == (clean / f"{name}.{fmt}").read_bytes()
+    assert not list(killed.glob("*.part"))
+    assert json.loads((killed / "summary.json").read_text())["totals"]["resumed"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--format", "jsonl,ass"], "supported values are jsonl, srt, vtt"),
+        (["--fps", "0"], "--fps"),
+        (["--every-n", "-2"], "--every-n"),
+        (["--device", "tpu"], "supported values are"),
+        (["--max-new-tokens", "0"], "max_new_tokens"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(
+    mixed_folder: Path, tmp_path: Path, args, message
+) -> None:
+    result = vidcap(
+        "caption", mixed_folder / "web.webm", "--out", tmp_path, "--model", "tiny", *args
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_input_is_a_usage_error(tmp_path: Path) -> None:
+    result = vidcap("caption", tmp_path / "nope.mp4", "--out", tmp_path / "o", "--model", "tiny")
+    assert result.returncode == 2
+    assert "no such file or folder" in result.stderr
+
+
+def test_unavailable_model_is_one_line(mixed_folder: Path, tmp_path: Path) -> None:
+    result = vidcap(
+        "caption", mixed_folder / "web.webm", "--out", tmp_path, "--model", "nobody/no-such-model"
+    )
+    assert result.returncode == 1
+    assert "--model /path/to/blip2" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_format_subset_and_quiet(mixed_folder: Path, tmp_path: Path) -> None:
+    result = vidcap(
+        "caption",
+        mixed_folder / "web.webm",
+        "--out",
+        tmp_path,
+        "--model",
+        "tiny",
+        "--format",
+        "srt",
+        "--quiet",
+    )
+    assert result.returncode == 0
+    assert result.stderr == ""
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+        "summary.json",
+        "web.srt",
+    ]

@@ -1,0 +1,137 @@
+"""The Captioner on the tiny checkpoint, loaded through the real from_pretrained path."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vidcap.cli import main
+from vidcap.errors import ModelLoadError, UsageError
+from vidcap.frames import Frame, resize_for_model
+from vidcap.model import Captioner, model_input_size
+from vidcap.settings import GenerationSettings, ModelSettings
+from vidcap.tiny.scenes import draw_scene, random_scene
+
+
+def scene_images(n: int, seed: int = 7) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [draw_scene(random_scene(rng), 320, 240, rng) for _ in range(n)]
+
+
+def test_tiny_captions_a_batch(tiny_captioner: Captioner) -> None:
+    images = scene_images(5)
+    captions = tiny_captioner.caption(images)
+    assert len(captions) == 5
+    assert all(isinstance(c, str) and c for c in captions)
+
+
+def test_batch_size_does_not_change_captions(tiny_captioner: Captioner) -> None:
+    images = scene_images(6)
+    small = Captioner(tiny_captioner.processor, tiny_captioner.model, "cpu", batch_size=2)
+    assert small.caption(images) == tiny_captioner.caption(images)
+
+
+def test_any_input_size_is_resized_once(tiny_captioner: Captioner) -> None:
+    image = scene_images(1)[0]
+    resized = resize_for_model(image, tiny_captioner.input_size)
+    assert resized.shape == (*tiny_captioner.input_size, 3)
+    assert tiny_captioner.caption([image]) == tiny_captioner.caption([resized])
+
+
+def test_prompt_is_not_echoed(tiny_captioner: Captioner) -> None:
+    prompt = "Question: is there a red circle in this picture? Answer:"
+    answers = tiny_captioner.caption(
+        scene_images(3), GenerationSettings(prompt=prompt, max_new_tokens=2)
+    )
+    assert all("question" not in a.lower() for a in answers)
+
+
+def test_input_size_known_without_loading() -> None:
+    assert model_input_size("tiny") == (64, 64)
+    assert model_input_size("Salesforce/blip2-opt-2.7b") == (224, 224)
+
+
+def test_tiny_model_command_writes_a_loadable_checkpoint(tmp_path: Path, tiny_captioner) -> None:
+    out = tmp_path / "tiny"
+    assert main(["tiny-model", str(out)]) == 0
+    assert (out / "tokenizer.json").is_file() and (out / "config.json").is_file()
+    copy = Captioner.load(ModelSettings(model=str(out), device="cpu"))
+    images = scene_images(3)
+    assert copy.caption(images) == tiny_captioner.caption(images)
+    assert main(["tiny-model", str(out)]) == 2  # not empty any more
+
+
+def test_untrained_tiny_model_builds_offline(tmp_path: Path) -> None:
+    out = tmp_path / "random"
+    assert main(["tiny-model", str(out), "--untrained"]) == 0
+    captioner = Captioner.load(ModelSettings(model=str(out), device="cpu"))
+    assert len(captioner.caption(scene_images(2))) == 2
+
+
+def test_unreachable_hub_model_fails_fast_with_advice(monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.monotonic()
+    with pytest.raises(ModelLoadError, match="--model /path/to/blip2") as info:
+        Captioner.load(ModelSettings(model="Salesforce/blip2-opt-2.7b", device="cpu"))
+    assert time.monotonic() - started < 10
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [("/definitely/not/here", "no such directory"), (".", "no config.json")],
+)
+def test_bad_model_paths(model: str, message: str) -> None:
+    with pytest.raises(ModelLoadError, match=message):
+        Captioner.load(ModelSettings(model=model, device="cpu"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"device": "gpu"}, "supported values are"),
+        ({"dtype": "int8"}, "supported values are"),
+        ({"batch_size": 0}, "--batch-size"),
+    ],
+)
+def test_bad_model_settings(kwargs: dict, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        ModelSettings(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"max_new_tokens": 10_000}, "max_new_tokens"),
+        ({"num_beams": 0}, "num_beams"),
+        ({"prompt": "x" * 1000}, "prompt"),
+    ],
+)
+def test_bad_generation_settings(kwargs: dict, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        GenerationSettings(**kwargs)
+
+
+def test_cuda_asked_for_without_cuda() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(UsageError, match="CUDA is not available"):
+        Captioner.load(ModelSettings(model="tiny", device="cuda:0"))
+
+
+@pytest.mark.needs_cuda
+def test_fp16_on_cuda_matches_shapes() -> None:
+    captioner = Captioner.load(ModelSettings(model="tiny", device="cuda"))
+    assert str(captioner.dtype) == "torch.float16"
+    assert len(captioner.caption(scene_images(4))) == 4
+
+
+def test_frame_container_checks_shape() -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        Frame(0, 0.0, np.zeros((4, 4), dtype=np.uint8))

@@ -1,0 +1,104 @@
+"""Subtitle and JSONL writers, checked by parsing the files back with real parsers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import srt
+import webvtt
+
+from vidcap.outputs import (
+    CaptionedFrame,
+    JsonlWriter,
+    merge_cues,
+    part_path,
+    read_jsonl,
+    write_atomic,
+    write_subtitles,
+)
+
+FRAMES = [
+    CaptionedFrame(0, 0.0, "a red circle on a white background"),
+    CaptionedFrame(10, 1.0, "a red circle on a white background"),
+    CaptionedFrame(20, 2.0, "a blue star on a black background"),
+    CaptionedFrame(30, 3.0, ""),
+    CaptionedFrame(40, 4.0, "a green square on a gray background"),
+]
+
+
+def test_merge_cues_spans_until_next_different_caption() -> None:
+    cues = merge_cues(FRAMES, end_time=5.5)
+    assert [(c.start, c.end, c.text) for c in cues] == [
+        (0.0, 2.0, FRAMES[0].caption),
+        (2.0, 3.0, FRAMES[2].caption),
+        (4.0, 5.5, FRAMES[4].caption),
+    ]
+
+
+def test_merge_cues_edge_cases() -> None:
+    assert merge_cues([], 3.0) == []
+    single = merge_cues([CaptionedFrame(0, 1.5, "x")], end_time=1.0)
+    assert [(c.start, c.end) for c in single] == [(1.5, 1.5)]
+
+
+def test_srt_and_vtt_parse_back(tmp_path: Path) -> None:
+    base = tmp_path / "clip"
+    write_subtitles(base, FRAMES, 5.5, ("srt", "vtt"))
+    subs = list(srt.parse((tmp_path / "clip.srt").read_text()))
+    assert [(s.start, s.end, s.content) for s in subs] == [
+        (timedelta(0), timedelta(seconds=2), FRAMES[0].caption),
+        (timedelta(seconds=2), timedelta(seconds=3), FRAMES[2].caption),
+        (timedelta(seconds=4), timedelta(seconds=5.5), FRAMES[4].caption),
+    ]
+    vtt = webvtt.read(str(tmp_path / "clip.vtt"))
+    assert [(c.start, c.end, c.text) for c in vtt] == [
+        ("00:00:00.000", "00:00:02.000", FRAMES[0].caption),
+        ("00:00:02.000", "00:00:03.000", FRAMES[2].caption),
+        ("00:00:04.000", "00:00:05.500", FRAMES[4].caption),
+    ]
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_long_times_format_hours(tmp_path: Path) -> None:
+    frames = [CaptionedFrame(0, 3723.25, "late")]
+    write_subtitles(tmp_path / "long", frames, 3724.0, ("vtt", "srt"))
+    assert "01:02:03.250 --> 01:02:04.000" in (tmp_path / "long.vtt").read_text()
+    assert "01:02:03,250 --> 01:02:04,000" in (tmp_path / "long.srt").read_text()
+
+
+def test_jsonl_is_partial_until_committed(tmp_path: Path) -> None:
+    target = tmp_path / "v.jsonl"
+    writer = JsonlWriter(target, "in/v.mp4")
+    writer.write(FRAMES[0])
+    assert not target.exists() and part_path(target).exists()
+    writer.write(FRAMES[2])
+    writer.commit()
+    assert not part_path(target).exists()
+    assert read_jsonl(target) == [
+        {"video": "in/v.mp4", "frame": 0, "time": 0.0, "caption": FRAMES[0].caption},
+        {"video": "in/v.mp4", "frame": 20, "time": 2.0, "caption": FRAMES[2].caption},
+    ]
+
+
+def test_unicode_captions_round_trip(tmp_path: Path) -> None:
+    target = tmp_path / "u.jsonl"
+    writer = JsonlWriter(target, "ü.mp4")
+    writer.write(CaptionedFrame(0, 0.0, "Путин — café"))
+    writer.commit()
+    assert read_jsonl(target)[0]["caption"] == "Путин — café"
+
+
+def test_write_atomic_replaces_whole(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    write_atomic(path, "one")
+    write_atomic(path, "two")
+    assert path.read_text() == "two"
+    assert not part_path(path).exists()
+
+
+@pytest.mark.parametrize("fmt", ["srt", "vtt"])
+def test_only_requested_formats_written(tmp_path: Path, fmt: str) -> None:
+    write_subtitles(tmp_path / "c", FRAMES, 5.0, (fmt,))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"c.{fmt}"]

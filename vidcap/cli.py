@@ -1,0 +1,156 @@
+"""``vidcap``: caption · mask · clips · tiny-model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from vidcap import __version__
+from vidcap.errors import UsageError, VidcapError
+
+log = logging.getLogger("vidcap")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def cmd_caption(args: argparse.Namespace) -> int:
+    from vidcap.cli_common import backend_from_args, generation_from_args, sampling_from_args
+    from vidcap.outputs import FORMATS
+    from vidcap.pipeline import RunSettings, run
+    from vidcap.video import find_videos
+
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise UsageError(
+            f"unknown --format {','.join(unknown) or args.format!r}; supported values are {', '.join(FORMATS)}"
+        )
+    missing = [str(p) for p in args.inputs if not p.exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    videos = find_videos(args.inputs)
+    if not videos:
+        raise UsageError("no videos found in the given folders")
+    settings = RunSettings(
+        out_dir=args.out,
+        formats=formats,
+        sampling=sampling_from_args(args),
+        generation=generation_from_args(args),
+        model=args.model,
+        quiet=args.quiet,
+    )
+    backend = backend_from_args(args)
+    try:
+        results = run(videos, backend, settings)
+    finally:
+        backend.close()
+    failed = [r for r in results if r.status == "failed"]
+    done_frames = sum(r.frames for r in results)
+    if not args.quiet:
+        print(
+            f"vidcap: {len(results) - len(failed)} of {len(results)} videos done, "
+            f"{done_frames} frames; outputs in {args.out}"
+            + (f"; {len(failed)} failed (see {args.out / 'summary.json'})" if failed else ""),
+            file=sys.stderr,
+        )
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    from vidcap.tiny import CHECKPOINT_DIR
+
+    out: Path = args.dir
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"{out} exists and is not empty")
+    if args.untrained:
+        from vidcap.tiny.build import build_tiny
+
+        build_tiny(out, seed=args.seed)
+    else:
+        shutil.copytree(CHECKPOINT_DIR, out, dirs_exist_ok=True)
+    print(f"tiny BLIP-2 checkpoint written to {out} (load it with --model {out})")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vidcap.cli_common import add_model_arguments, add_sampling_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="vidcap", description="Caption video in bulk with BLIP-2."
+    )
+    parser.add_argument("--version", action="version", version=f"vidcap {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    caption = sub.add_parser(
+        "caption", help="caption videos: JSONL, SRT, WebVTT and a summary per run"
+    )
+    caption.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="INPUT",
+        help="video files or folders (searched recursively)",
+    )
+    caption.add_argument("--out", type=Path, required=True, help="output folder")
+    caption.add_argument(
+        "--format", default="jsonl,srt,vtt", help="comma-separated: jsonl, srt, vtt (default all)"
+    )
+    caption.add_argument("--quiet", action="store_true", help="no progress bar or final line")
+    add_sampling_arguments(caption)
+    add_model_arguments(caption)
+    caption.set_defaults(func=cmd_caption)
+
+    tiny = sub.add_parser("tiny-model", help="write the bundled tiny BLIP-2 checkpoint to a folder")
+    tiny.add_argument("dir", type=Path)
+    tiny.add_argument("--untrained", action="store_true", help="build fresh random weights instead")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=cmd_tiny_model)
+
+    try:
+        from vidcap.cli_mask import add_clips_parser, add_mask_parser
+    except ImportError:
+        pass
+    else:
+        add_mask_parser(sub)
+        add_clips_parser(sub)
+    return parser
+
+
+def quiet_libraries() -> None:
+    """Keep FFmpeg's and transformers' chatter off the user's terminal."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    quiet_libraries()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="vidcap: %(levelname)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"vidcap: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except VidcapError as exc:
+        print(f"vidcap: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("vidcap: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

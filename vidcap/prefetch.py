@@ -1,0 +1,59 @@
+"""Run an iterator in a background thread, a bounded number of items ahead."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_DONE = object()
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def prefetch(source: Iterator[T], depth: int) -> Iterator[T]:
+    """Yield ``source``'s items, produced by a worker thread at most ``depth`` items ahead.
+
+    Decoding overlaps inference this way while memory stays bounded. An exception in
+    the worker is re-raised in the consumer; closing the consumer stops the worker.
+    """
+    items: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in source:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer to re-raise
+            put(_Failure(exc))
+
+    worker = threading.Thread(target=work, name="vidcap-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = items.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        worker.join(timeout=5)
