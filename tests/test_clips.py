@@ -1,0 +1,272 @@
+"""vidcap.clips, vidcap.ffmpeg and ``vidcap clips``: real cuts of a video with a known GOP."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from vidcap import ffmpeg
+from vidcap.cli_mask import add_clips_parser
+from vidcap.clips import clip_name, export_clips, load_segments
+from vidcap.errors import UsageError, VidcapError, VideoError
+from vidcap.mask import Segment
+
+FPS = 25
+GOP = 25  # frames between keyframes: one second
+SECONDS = 8
+SIZE = (120, 160)  # (height, width)
+SAMPLE_RATE = 16000
+FRAME = 1 / FPS
+
+
+def grey(index: int) -> int:
+    """Frame ``index`` is a flat grey whose level encodes the index (survives re-encoding)."""
+    return (index * 37) % 200 + 30
+
+
+def write_gop_video(path: Path) -> Path:
+    """8 s of 25 fps H.264 with a keyframe exactly every second, plus a mono AAC track."""
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=FPS)
+        video.height, video.width = SIZE
+        video.pix_fmt = "yuv420p"
+        video.options = {
+            "preset": "ultrafast",
+            "x264-params": f"keyint={GOP}:min-keyint={GOP}:scenecut=0",
+        }
+        audio = container.add_stream("aac", rate=SAMPLE_RATE)
+        audio.layout = "mono"
+        for i in range(SECONDS * FPS):
+            frame = av.VideoFrame.from_ndarray(np.full((*SIZE, 3), grey(i), np.uint8), "rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, FPS)
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        samples = (0.2 * np.sin(np.arange(SECONDS * SAMPLE_RATE) * 0.17)).astype(np.float32)
+        for offset in range(0, len(samples), 1024):
+            chunk = av.AudioFrame.from_ndarray(
+                samples[None, offset : offset + 1024], format="fltp", layout="mono"
+            )
+            chunk.sample_rate, chunk.pts = SAMPLE_RATE, offset
+            chunk.time_base = Fraction(1, SAMPLE_RATE)
+            container.mux(audio.encode(chunk))
+        container.mux(audio.encode(None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def gop_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_gop_video(tmp_path_factory.mktemp("clips") / "gop.mp4")
+
+
+def decode(path: Path) -> tuple[list[float], list[int], list[str]]:
+    """Frame times and grey levels of a clip, and its stream types: it must play through."""
+    with av.open(str(path)) as container:
+        kinds = [s.type for s in container.streams]
+        frames = list(container.decode(video=0))
+    levels = [int(round(f.to_ndarray(format="gray").mean())) for f in frames]
+    return [float(f.time) for f in frames], levels, kinds
+
+
+def test_the_test_video_has_the_known_gop(gop_video: Path) -> None:
+    with av.open(str(gop_video)) as container:
+        stream = container.streams.video[0]
+        keys = [
+            round(float(p.pts * stream.time_base), 3)
+            for p in container.demux(stream)
+            if p.is_keyframe and p.pts is not None
+        ]
+    assert keys == [float(s) for s in range(SECONDS)]
+    assert ffmpeg.probe(gop_video).duration == pytest.approx(SECONDS, abs=FRAME)
+
+
+# --- cutting -----------------------------------------------------------------------------
+
+SEGMENTS = [Segment(1.0, 3.0), Segment(2.52, 4.2), Segment(5.4, 5.8), Segment(6.0, 8.0)]
+
+
+def test_precise_clips_are_frame_accurate(gop_video: Path, tmp_path: Path) -> None:
+    clips = export_clips(gop_video, SEGMENTS, tmp_path / "out", precise=True)
+    for clip, segment in zip(clips, SEGMENTS, strict=True):
+        wanted = segment.end - segment.start
+        assert clip.duration == pytest.approx(wanted, abs=FRAME + 1e-6), clip
+        times, levels, kinds = decode(tmp_path / "out" / clip.path)
+        assert kinds == ["video", "audio"]
+        assert len(times) == pytest.approx(wanted * FPS, abs=1)
+        first = round(segment.start * FPS)
+        assert abs(levels[0] - grey(first)) <= 3, (clip, levels[:3])  # starts on the asked frame
+
+
+def test_stream_copy_clips_are_within_a_gop(gop_video: Path, tmp_path: Path) -> None:
+    clips = export_clips(gop_video, SEGMENTS, tmp_path / "out")
+    for clip, segment in zip(clips, SEGMENTS, strict=True):
+        assert clip.duration == pytest.approx(segment.end - segment.start, abs=GOP / FPS), clip
+        times, levels, kinds = decode(tmp_path / "out" / clip.path)
+        assert kinds == ["video", "audio"]
+        assert times and len(times) <= (segment.end - segment.start + GOP / FPS) * FPS + 1
+        with av.open(str(tmp_path / "out" / clip.path)) as container:
+            first_packet = next(container.demux(video=0))
+        assert first_packet.is_keyframe  # cut on a keyframe: plays without a broken start
+
+
+def test_names_manifest_and_no_partial_files(gop_video: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    clips = export_clips(gop_video, SEGMENTS[:2], out)
+    names = ["gop_0001_1.000-3.000.mp4", "gop_0002_2.520-4.200.mp4"]
+    assert [c.path for c in clips] == names
+    assert sorted(p.name for p in out.iterdir()) == [*names, "manifest.json"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source"] == str(gop_video)
+    assert manifest["mode"] == "stream-copy"
+    assert [(c["path"], c["start"], c["end"]) for c in manifest["clips"]] == [
+        (names[0], 1.0, 3.0),
+        (names[1], 2.52, 4.2),
+    ]
+    assert [c["duration"] for c in manifest["clips"]] == [c.duration for c in clips]
+    again = export_clips(gop_video, SEGMENTS[:2], out)  # a rerun overwrites the same names
+    assert [c.path for c in again] == names
+    assert sorted(p.name for p in out.iterdir()) == [*names, "manifest.json"]
+
+
+def test_a_segment_past_the_end_is_cut_at_the_end(gop_video: Path, tmp_path: Path) -> None:
+    [clip] = export_clips(gop_video, [Segment(7.0, 9.5)], tmp_path, precise=True)
+    assert (clip.start, clip.end) == (7.0, pytest.approx(SECONDS, abs=FRAME))
+    assert clip.duration == pytest.approx(1.0, abs=FRAME + 1e-6)
+    assert clip.path == clip_name("gop", 1, Segment(7.0, 9.5))
+
+
+def test_no_segments_writes_an_empty_manifest(gop_video: Path, tmp_path: Path) -> None:
+    assert export_clips(gop_video, [], tmp_path / "none") == []
+    assert json.loads((tmp_path / "none" / "manifest.json").read_text())["clips"] == []
+
+
+def test_a_segment_after_the_end_is_a_usage_error(gop_video: Path, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"segment 2 starts at 8\.5 s, at or after the end"):
+        export_clips(gop_video, [Segment(1, 2), Segment(8.5, 9.0)], tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # checked before anything is cut
+
+
+def test_bad_videos(tmp_path: Path) -> None:
+    with pytest.raises(VideoError, match=r"missing\.mp4: no such file"):
+        export_clips(tmp_path / "missing.mp4", [Segment(0, 1)], tmp_path / "out")
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    with pytest.raises(VideoError, match=r"notes\.mp4: not a readable video"):
+        export_clips(text, [Segment(0, 1)], tmp_path / "out")
+
+
+# --- segments files ----------------------------------------------------------------------
+
+
+def write(tmp_path: Path, data: object | str) -> Path:
+    path = tmp_path / "segments.json"
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+def test_load_segments_from_a_report_or_a_list(tmp_path: Path) -> None:
+    report = {"video": "v.mp4", "segments": [{"start": 1, "end": 2.5, "frames": 3}]}
+    assert load_segments(write(tmp_path, report)) == [Segment(1.0, 2.5, 3)]
+    assert load_segments(write(tmp_path, [{"start": 0, "end": 1}])) == [Segment(0.0, 1.0)]
+    assert load_segments(write(tmp_path, {"segments": []})) == []
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("{not json", r"not a segments JSON file \(Expecting property name .* at line 1\)"),
+        ("", "not a segments JSON file"),
+        ({"clips": []}, "expected a list of segments or a 'vidcap mask' report"),
+        ("3", "expected a list of segments"),
+        ([[1, 2]], r"segment 1: expected an object with 'start' and 'end', got \[1, 2\]"),
+        ([{"start": 0, "end": 1}, {"start": -1, "end": 2}], "segment 2: start -1 is negative"),
+        ([{"start": 3, "end": 3}], "segment 1: end 3 is not after start 3"),
+        ([{"start": 4, "end": 2}], "segment 1: end 2 is not after start 4"),
+        ([{"start": "1", "end": 2}], "segment 1: 'start' must be a number of seconds, got '1'"),
+        ([{"start": 1}], "segment 1: 'end' must be a number of seconds, got None"),
+        ([{"start": True, "end": 2}], "'start' must be a number"),
+        ('[{"start": NaN, "end": 2}]', "'start' must be a number of seconds, got nan"),
+    ],
+)
+def test_bad_segments_files(tmp_path: Path, data: object, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        load_segments(write(tmp_path, data))
+
+
+def test_missing_segments_file(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"nope\.json: no such file"):
+        load_segments(tmp_path / "nope.json")
+
+
+# --- ffmpeg ------------------------------------------------------------------------------
+
+
+def test_find_ffmpeg_prefers_path_then_the_wheel(monkeypatch) -> None:
+    monkeypatch.setattr(ffmpeg.shutil, "which", lambda name: None)
+    import imageio_ffmpeg
+
+    assert ffmpeg.find_ffmpeg() == imageio_ffmpeg.get_ffmpeg_exe()
+    monkeypatch.setattr(ffmpeg.shutil, "which", lambda name: "/usr/bin/ffmpeg")
+    assert ffmpeg.find_ffmpeg() == "/usr/bin/ffmpeg"
+
+
+def test_no_ffmpeg_anywhere_is_one_clear_line(monkeypatch) -> None:
+    import imageio_ffmpeg
+
+    def missing() -> str:
+        raise RuntimeError("No ffmpeg exe could be found.")
+
+    monkeypatch.setattr(ffmpeg.shutil, "which", lambda name: None)
+    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", missing)
+    with pytest.raises(VidcapError, match="^ffmpeg not found: install ffmpeg on PATH or"):
+        ffmpeg.find_ffmpeg()
+    with pytest.raises(VidcapError, match="ffmpeg '/no/such/ffmpeg' not found"):
+        ffmpeg.find_ffmpeg("/no/such/ffmpeg")
+
+
+def test_ffmpeg_failure_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ffmpeg.FfmpegError, match=r"^ffmpeg failed \(exit \d+\): .+") as info:
+        ffmpeg.run_ffmpeg(["-i", str(tmp_path / "absent.mp4"), "-f", "null", "-"])
+    assert "\n" not in str(info.value)
+
+
+def test_probe_without_pyav_reads_ffmpeg(gop_video: Path) -> None:
+    exact = ffmpeg.probe_with_pyav(gop_video)
+    parsed = ffmpeg.probe_with_ffmpeg(gop_video)
+    assert parsed.duration == pytest.approx(exact.duration, abs=0.011)
+    assert (parsed.width, parsed.height, parsed.fps, parsed.codec) == (160, 120, 25.0, "h264")
+    assert (exact.width, exact.height, exact.fps, exact.codec) == (160, 120, 25.0, "h264")
+    assert exact.frames == SECONDS * FPS
+    with pytest.raises(VideoError, match="not a readable video"):
+        ffmpeg.parse_ffmpeg_info(Path("x.txt"), "Input #0, lrc\n  Stream #0:0: Subtitle: text\n")
+
+
+# --- the CLI -----------------------------------------------------------------------------
+
+
+def run_clips(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="vidcap")
+    add_clips_parser(parser.add_subparsers())
+    args = parser.parse_args(["clips", *argv])
+    return args.func(args)
+
+
+def test_cli_clips(gop_video: Path, tmp_path: Path, capsys) -> None:
+    report = write(tmp_path, {"segments": [{"start": 2.0, "end": 3.0, "frames": 1}]})
+    assert run_clips([str(gop_video), str(report), "--out", str(tmp_path / "c"), "--precise"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [
+        str(tmp_path / "c" / "gop_0001_2.000-3.000.mp4"),
+        str(tmp_path / "c" / "manifest.json"),
+    ]
+    assert json.loads((tmp_path / "c" / "manifest.json").read_text())["mode"] == "precise"
+
+
+def test_cli_clips_bad_segments(gop_video: Path, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="not a segments JSON file"):
+        run_clips([str(gop_video), str(write(tmp_path, "oops")), "--out", str(tmp_path / "c")])

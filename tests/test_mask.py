@@ -1,0 +1,537 @@
+"""vidcap.mask and ``vidcap mask``: matching, mask strings, segments, reports, question mode."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vidcap.cli_mask import add_clips_parser, add_mask_parser, answers_path
+from vidcap.errors import UsageError, VideoError
+from vidcap.mask import (
+    CaptionRecord,
+    MaskSettings,
+    Segment,
+    ask_frames,
+    build_report,
+    frame_ends,
+    is_yes,
+    load_captions,
+    mask_answers,
+    mask_captions,
+    mask_string,
+    match_frames,
+    records_jsonl,
+    segments,
+)
+from vidcap.outputs import CaptionedFrame
+from vidcap.tiny.render import caption_at, read_truth, subject_ranges
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_videos"
+SUBJECT = SAMPLES / "subject.mp4"
+SUBJECT_TRUTH = SAMPLES / "subject.truth.json"
+RED = np.array([220, 30, 30])
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def write_jsonl(path: Path, rows: Iterable[dict | str]) -> Path:
+    lines = [row if isinstance(row, str) else json.dumps(row) for row in rows]
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def truth_captions(step: float) -> list[dict]:
+    """Caption JSONL rows of subject.mp4 as a perfect captioner would write them."""
+    truth = read_truth(SUBJECT_TRUTH)
+    end = truth[-1].end
+    count = round(end / step)
+    return [
+        {"video": str(SUBJECT), "frame": round(i * step * 10), "time": i * step,
+         "caption": caption_at(truth, i * step)}
+        for i in range(count)
+    ]  # fmt: skip
+
+
+def records(times: Iterable[float], captions: Iterable[str]) -> list[CaptionRecord]:
+    return [
+        CaptionRecord("v.mp4", i, t, c)
+        for i, (t, c) in enumerate(zip(times, captions, strict=True))
+    ]
+
+
+def iou(found: list[tuple[float, float]], truth: list[tuple[float, float]], end: float) -> float:
+    """Intersection over union of two sets of [start, end) ranges, on a 1 ms grid."""
+    grid = np.arange(0, end, 0.001)
+
+    def cover(ranges: list[tuple[float, float]]) -> np.ndarray:
+        mask = np.zeros(grid.shape, dtype=bool)
+        for start, stop in ranges:
+            mask |= (grid >= start) & (grid < stop)
+        return mask
+
+    a, b = cover(found), cover(truth)
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="vidcap")
+    subparsers = parser.add_subparsers()
+    add_mask_parser(subparsers)
+    add_clips_parser(subparsers)
+    return parser.parse_args(argv)
+
+
+def run_cli(argv: list[str]) -> int:
+    args = parse(argv)
+    return args.func(args)
+
+
+@pytest.fixture
+def subject_jsonl(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "subject.jsonl", truth_captions(1.0))
+
+
+# --- matching ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "caption", "expected"),
+    [
+        ("red", "a red circle", True),
+        ("red", "a redo of it", False),
+        ("red", "a bored square", False),
+        ("RED", "a Red circle", True),
+        ("red circle", "a red circle on a white background", True),
+        ("red circle", "a red   circle", True),
+        ("red  circle", "a red circle", True),
+        ("red circle", "a red square and a blue circle", False),
+        ("red circle", "a red circles", False),
+        ("circle?", "is it a circle? yes", True),
+        ("circle", "circle", True),
+    ],
+)
+def test_plain_queries_match_whole_words_and_phrases(query, caption, expected) -> None:
+    assert match_frames([caption], [query]) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("query", "caption", "expected"),
+    [
+        (r"red\w*", "a redo of it", True),
+        (r"^a (red|blue) circle", "a Blue circle on gray", True),
+        (r"^a (red|blue) circle", "a green circle", False),
+        ("red", "a bored square", True),  # a regex is taken as written: no word boundaries
+    ],
+)
+def test_regex_queries(query, caption, expected) -> None:
+    assert match_frames([caption], [query], regex=True) == [expected]
+
+
+def test_overlapping_queries_are_or_ed() -> None:
+    captions = ["a red circle", "a blue circle", "a red square", "a green star"]
+    assert match_frames(captions, ["red circle", "circle"]) == [True, True, False, False]
+    assert match_frames(captions, ["red", "circle"]) == [True, True, True, False]
+
+
+def test_match_frames_takes_records_or_strings() -> None:
+    recs = records([0, 1], ["a red circle", "a blue star"])
+    assert match_frames(recs, ["red"]) == match_frames([r.caption for r in recs], ["red"])
+
+
+@pytest.mark.parametrize(
+    ("queries", "regex", "message"),
+    [
+        (["red("], True, r"bad --regex query 'red\(': missing \)"),
+        (["[a-"], True, "bad --regex query"),
+        ([], False, "give at least one --query"),
+        (["  "], False, "--query must not be empty"),
+    ],
+)
+def test_bad_queries_are_usage_errors(queries, regex, message) -> None:
+    with pytest.raises(UsageError, match=message):
+        match_frames(["a red circle"], queries, regex=regex)
+
+
+def test_is_yes() -> None:
+    assert [is_yes(a) for a in ["yes", "Yes, he is.", " YES", "yes!"]] == [True] * 4
+    assert [is_yes(a) for a in ["no", "yesterday", "", "maybe yes"]] == [False] * 4
+
+
+def test_mask_string() -> None:
+    assert mask_string([False, True, True, False]) == "0110"
+    assert mask_string([]) == ""
+
+
+# --- segments ----------------------------------------------------------------------------
+
+TIMES = [float(t) for t in range(10)]
+
+
+def flags_of(mask: str) -> list[bool]:
+    return [c == "1" for c in mask]
+
+
+def spans(found: list[Segment]) -> list[tuple[float, float, int]]:
+    return [(s.start, s.end, s.frames) for s in found]
+
+
+def test_no_match_gives_no_segments() -> None:
+    assert segments(TIMES, flags_of("0000000000"), 10.0) == []
+
+
+def test_whole_video_is_one_segment() -> None:
+    assert spans(segments(TIMES, flags_of("1111111111"), 10.0)) == [(0.0, 10.0, 10)]
+
+
+def test_segment_touching_the_end_ends_at_the_duration() -> None:
+    assert spans(segments(TIMES, flags_of("0000000111"), 10.5)) == [(7.0, 10.5, 3)]
+
+
+def test_without_duration_the_last_frame_lasts_a_median_interval() -> None:
+    times = [0.0, 0.5, 1.0, 1.5, 2.5]  # median gap 0.5
+    assert spans(segments(times, flags_of("00011"))) == [(1.5, 3.0, 2)]
+    assert frame_ends(times) == [0.5, 1.0, 1.5, 2.5, 3.0]
+
+
+def test_each_frame_covers_until_the_next_frame_time() -> None:
+    times = [0.0, 1.0, 4.0, 5.0]  # irregular sampling: frame 1 covers [1, 4)
+    assert spans(segments(times, flags_of("0100"), 6.0)) == [(1.0, 4.0, 1)]
+
+
+def test_merge_gap_closes_shorter_gaps_only() -> None:
+    flags = flags_of("1100111001")  # gaps of 2 s and 2 s
+    assert spans(segments(TIMES, flags, 10.0, merge_gap=2.0)) == [
+        (0.0, 2.0, 2), (4.0, 7.0, 3), (9.0, 10.0, 1),
+    ]  # fmt: skip
+    assert spans(segments(TIMES, flags, 10.0, merge_gap=2.5)) == [(0.0, 10.0, 6)]
+
+
+def test_min_duration_drops_short_segments_after_merging() -> None:
+    flags = flags_of("1010000111")
+    assert spans(segments(TIMES, flags, 10.0, min_duration=2.0)) == [(7.0, 10.0, 3)]
+    assert spans(segments(TIMES, flags, 10.0, min_duration=3.0)) == [(7.0, 10.0, 3)]
+    # merged first: [0, 1) + [2, 3) → [0, 3), long enough to stay
+    merged = segments(TIMES, flags, 10.0, merge_gap=1.5, min_duration=3.0)
+    assert spans(merged) == [(0.0, 3.0, 2), (7.0, 10.0, 3)]
+
+
+def test_float_noise_does_not_flip_comparisons() -> None:
+    times = [i * 0.1 for i in range(30)]  # 0.30000000000000004 and friends
+    flags = flags_of("111" + "000" + "111" + "0" * 21)
+    found = segments(times, flags, 3.0, merge_gap=0.3)
+    assert len(found) == 2  # the gap is exactly 0.3 s: not shorter, not closed
+    assert len(segments(times, flags, 3.0, merge_gap=0.300001)) == 1
+    kept = segments(times, flags, 3.0, min_duration=0.3)
+    assert len(kept) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"merge_gap": -1.0}, "--merge-gap must be a number of seconds >= 0, got -1.0"),
+        ({"min_duration": -0.5}, "--min-duration must be a number of seconds >= 0"),
+        ({"min_duration": float("nan")}, "--min-duration must be a number"),
+        ({"duration": 0.0}, "--duration must be a number of seconds > 0"),
+        ({"duration": -3.0}, "--duration must be a number of seconds > 0"),
+        ({"duration": 5.0}, "--duration 5.0 is before the last frame's time 9.0"),
+    ],
+)
+def test_bad_segment_settings(kwargs, message) -> None:
+    with pytest.raises(UsageError, match=message):
+        segments(TIMES, flags_of("0110000000"), **kwargs)
+
+
+def test_single_frame_needs_a_duration() -> None:
+    with pytest.raises(UsageError, match="single frame time; pass --duration"):
+        segments([0.0], [True])
+    assert spans(segments([0.0], [True], 4.0)) == [(0.0, 4.0, 1)]
+
+
+def test_truth_captions_give_the_truth_ranges() -> None:
+    truth = read_truth(SUBJECT_TRUTH)
+    for step in (1.0, 0.5):
+        rows = truth_captions(step)
+        recs = records([r["time"] for r in rows], [r["caption"] for r in rows])
+        found = segments([r.time for r in recs], match_frames(recs, ["red circle"]))
+        assert [(s.start, s.end) for s in found] == subject_ranges(truth)
+
+
+# --- report ------------------------------------------------------------------------------
+
+
+def test_report_shape_and_coverage() -> None:
+    flags = flags_of("0011000111")
+    report = build_report("v.mp4", TIMES, flags, MaskSettings(duration=10.0), queries=["red"])
+    assert report["mask"] == "0011000111"
+    assert report["segments"] == [
+        {"start": 2.0, "end": 4.0, "frames": 2},
+        {"start": 7.0, "end": 10.0, "frames": 3},
+    ]
+    assert report["coverage"] == 0.5
+    assert report["settings"]["duration"] == 10.0
+    assert report["settings"]["duration_source"] == "given"
+    assert (report["video"], report["queries"], report["question"]) == ("v.mp4", ["red"], None)
+    assert report["frames"] == 10
+
+
+def test_report_infers_duration() -> None:
+    report = build_report("v.mp4", TIMES, flags_of("1" * 10), MaskSettings())
+    assert report["settings"]["duration"] == 10.0
+    assert report["settings"]["duration_source"] == "inferred"
+    assert report["coverage"] == 1.0
+
+
+def test_mask_captions_on_the_subject_truth(subject_jsonl: Path) -> None:
+    captions = load_captions(subject_jsonl)
+    report = mask_captions(captions, ["red circle"], MaskSettings())
+    assert report["mask"] == "0001111000011110000000011110001111"
+    assert [(s["start"], s["end"]) for s in report["segments"]] == [
+        (3.0, 7.0), (11.0, 15.0), (23.0, 27.0), (30.0, 34.0),
+    ]  # fmt: skip
+    assert report["coverage"] == pytest.approx(16 / 34, abs=1e-6)
+    assert report["video"] == str(SUBJECT)
+
+
+# --- loading captions --------------------------------------------------------------------
+
+
+def test_load_captions_reads_the_contract(tmp_path: Path) -> None:
+    rows = [{"video": "a.mp4", "frame": 3, "time": 0.1, "caption": "x"}, {"video": "a.mp4",
+            "frame": 13, "time": 1.1, "caption": "y"}]  # fmt: skip
+    path = write_jsonl(tmp_path / "a.jsonl", [*rows[:1], "", *rows[1:]])  # blank lines allowed
+    assert load_captions(path) == [
+        CaptionRecord("a.mp4", 3, 0.1, "x"),
+        CaptionRecord("a.mp4", 13, 1.1, "y"),
+    ]
+
+
+def test_records_round_trip_through_jsonl(tmp_path: Path) -> None:
+    recs = records([0.0, 0.5], ["yes", "no"])
+    path = tmp_path / "answers.jsonl"
+    path.write_text(records_jsonl(recs))
+    assert load_captions(path) == recs
+
+
+GOOD = {"video": "a.mp4", "frame": 0, "time": 0.0, "caption": "a red circle"}
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (["not json at all"], r"a\.jsonl:1: not a caption JSONL file \(Expecting value\)"),
+        ([json.dumps(GOOD), "{broken"], r"a\.jsonl:2: not a caption JSONL file"),
+        (["[1, 2]"], "a.jsonl:1: expected a JSON object per line, got list"),
+        ([json.dumps({**GOOD, "time": -1.0})], "'time' must be a number of seconds >= 0, got -1.0"),
+        ([json.dumps({**GOOD, "time": "3"})], "'time' must be a number of seconds >= 0, got '3'"),
+        ([json.dumps({**GOOD, "time": True})], "'time' must be a number"),
+        ([json.dumps({k: v for k, v in GOOD.items() if k != "time"})], "'time' must be a number"),
+        ([json.dumps({**GOOD, "caption": None})], "'caption' must be a string, got None"),
+        ([json.dumps({**GOOD, "frame": 1.5})], "'frame' must be a whole number, got 1.5"),
+        ([json.dumps({**GOOD, "time": 2.0}), json.dumps({**GOOD, "time": 1.0})],
+         r"a\.jsonl:2: time 1\.0 is before the previous frame's 2\.0"),
+        ([json.dumps(GOOD), json.dumps({**GOOD, "video": "b.mp4", "time": 1.0})],
+         r"holds captions of 2 videos \(a\.mp4, b\.mp4\); mask one video at a time"),
+        ([], "no captions in the file"),
+    ],
+)  # fmt: skip
+def test_bad_caption_files(tmp_path: Path, lines: list[str], message: str) -> None:
+    path = write_jsonl(tmp_path / "a.jsonl", lines)
+    with pytest.raises(UsageError, match=message):
+        load_captions(path)
+
+
+def test_missing_and_binary_caption_files(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"nope\.jsonl: no such file"):
+        load_captions(tmp_path / "nope.jsonl")
+    binary = tmp_path / "video.jsonl"
+    binary.write_bytes(b"\x00\x00\x00\x18ftypmp42\xff\xfe\x80")
+    with pytest.raises(UsageError, match="not a caption JSONL file"):
+        load_captions(binary)
+
+
+# --- question mode -----------------------------------------------------------------------
+
+
+class RednessBackend:
+    """A stand-in model: answers "yes" when a frame holds the red circle's colour."""
+
+    input_size = (32, 32)
+
+    def __init__(self) -> None:
+        self.prompts: list[str | None] = []
+
+    def caption_stream(self, images: Iterable[np.ndarray], settings) -> Iterator[str]:
+        self.prompts.append(settings.prompt)
+        for image in images:
+            red = (np.abs(image.astype(int) - RED).sum(axis=-1) < 60).mean() > 0.002
+            yield "yes" if red else "no"
+
+    def close(self) -> None:
+        return None
+
+
+def fake_caption_video(frames: list[tuple[float, np.ndarray]]):
+    """A stand-in for ``vidcap.pipeline.caption_video`` over given (time, rgb) frames."""
+
+    def caption_video(video, backend, sampling, generation) -> Iterator[CaptionedFrame]:
+        answers = backend.caption_stream((rgb for _, rgb in frames), generation)
+        for i, ((time, _), answer) in enumerate(zip(frames, answers, strict=True)):
+            yield CaptionedFrame(i, time, answer)
+
+    return caption_video
+
+
+def solid(colour: tuple[int, int, int]) -> np.ndarray:
+    image = np.zeros((32, 32, 3), dtype=np.uint8)
+    image[:] = colour
+    return image
+
+
+def test_ask_frames_uses_the_question_prompt_and_keeps_order() -> None:
+    frames = [(float(t), solid((220, 30, 30) if t in (2, 3, 7) else (0, 0, 255))) for t in range(9)]
+    backend = RednessBackend()
+    answers = ask_frames(
+        "v.mp4", backend, " is there a red circle? ", sampling=None,
+        caption_video=fake_caption_video(frames),
+    )  # fmt: skip
+    assert backend.prompts == ["Question: is there a red circle? Answer:"]
+    assert [a.time for a in answers] == [float(t) for t in range(9)]
+    report = mask_answers(answers, "is there a red circle?", MaskSettings(duration=9.0))
+    assert report["mask"] == "001100010"
+    assert [(s["start"], s["end"]) for s in report["segments"]] == [(2.0, 4.0), (7.0, 8.0)]
+    assert report["question"] == "is there a red circle?"
+    assert report["settings"]["answer_rule"] == "starts with yes"
+
+
+def test_empty_question_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="--question must not be empty"):
+        ask_frames("v.mp4", RednessBackend(), "  ", sampling=None, caption_video=lambda *a: [])
+
+
+# --- the CLI -----------------------------------------------------------------------------
+
+
+def test_cli_mask_prints_json(subject_jsonl: Path, capsys) -> None:
+    assert run_cli(["mask", str(subject_jsonl), "--query", "red circle", "--merge-gap", "4.5",
+                    "--min-duration", "4"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert [(s["start"], s["end"]) for s in report["segments"]] == [(3.0, 15.0), (23.0, 34.0)]
+    assert report["settings"]["merge_gap"] == 4.5
+
+
+def test_cli_mask_writes_out_atomically(subject_jsonl: Path, tmp_path: Path) -> None:
+    out = tmp_path / "deep" / "mask.json"
+    run_cli(["mask", str(subject_jsonl), "--query", "green", "--query", "yellow star",
+             "--duration", "34", "--out", str(out)])  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["queries"] == ["green", "yellow star"]
+    assert report["mask"] == "0001111000000001111100000001111111"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["mask.json"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--query", "red", "--question", "red?"], "give --query .* or --question"),
+        ([], "give --query .* or --question"),
+        (["--query", "x(", "--regex"], "bad --regex query"),
+        (["--query", "red", "--merge-gap", "-2"], "--merge-gap must be a number of seconds >= 0"),
+        (["--query", "red", "--min-duration", "nan"], "--min-duration must be a number"),
+        (["--query", "red", "--duration", "-1"], "--duration must be a number of seconds > 0"),
+        (["--question", "red?"], "--question asks a video, not a caption JSONL"),
+    ],
+)
+def test_cli_mask_usage_errors(subject_jsonl: Path, argv: list[str], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        run_cli(["mask", str(subject_jsonl), *argv])
+
+
+def test_cli_query_on_a_video_points_to_question_mode() -> None:
+    with pytest.raises(UsageError, match="is a video: --query searches a caption JSONL"):
+        run_cli(["mask", str(SUBJECT), "--query", "red"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--regex"], "--regex applies to --query only"),
+        (["--prompt", "Question: x Answer:"], "--prompt does not apply to --question"),
+        (["--max-new-tokens", "0"], "max_new_tokens must be between 1 and"),
+        (["--fps", "0"], "--fps must be a number > 0"),
+    ],
+)
+def test_cli_question_mode_usage_errors(monkeypatch, argv: list[str], message: str) -> None:
+    monkeypatch.setattr("vidcap.cli_mask.build_backend", lambda args: pytest.fail("no model"))
+    with pytest.raises(UsageError, match=message):
+        run_cli(["mask", str(SUBJECT), "--question", "red?", *argv])
+
+
+def test_cli_question_mode_missing_video(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr("vidcap.cli_mask.build_backend", lambda args: pytest.fail("no model"))
+    with pytest.raises(VideoError, match=r"gone\.mp4: no such file"):
+        run_cli(["mask", str(tmp_path / "gone.mp4"), "--question", "red?"])
+
+
+def test_answers_path() -> None:
+    assert answers_path(Path("out/putin.json")) == Path("out/putin.answers.jsonl")
+
+
+def test_cli_question_mode_with_the_pipeline(tmp_path: Path, monkeypatch) -> None:
+    """The real pipeline with a pixel-oracle backend: no model needed, exact ranges."""
+    pytest.importorskip("vidcap.pipeline")
+    monkeypatch.setattr("vidcap.cli_mask.build_backend", lambda args: RednessBackend())
+    out = tmp_path / "subject.mask.json"
+    run_cli(["mask", str(SUBJECT), "--question", "is there a red circle in this picture?",
+             "--out", str(out)])  # fmt: skip
+    report = json.loads(out.read_text())
+    truth = subject_ranges(read_truth(SUBJECT_TRUTH))
+    assert [(s["start"], s["end"]) for s in report["segments"]] == truth
+    assert report["settings"]["duration_source"] == "probed"
+    assert report["settings"]["duration"] == 34.0
+    answers = load_captions(answers_path(out))
+    assert len(answers) == len(report["mask"]) == 34
+
+
+# --- end to end with the tiny model ------------------------------------------------------
+
+
+def decoded_subject(every: int) -> list[tuple[float, np.ndarray]]:
+    av = pytest.importorskip("av")
+    with av.open(str(SUBJECT)) as container:
+        return [
+            (float(frame.time), frame.to_ndarray(format="rgb24"))
+            for i, frame in enumerate(container.decode(video=0))
+            if i % every == 0
+        ]
+
+
+def test_tiny_model_captions_find_the_subject(tiny_captioner) -> None:
+    """Caption subject.mp4 at 1 frame/s with the tiny model; segments vs truth: IoU >= 0.9."""
+    frames = decoded_subject(every=10)
+    captions = tiny_captioner.caption([rgb for _, rgb in frames])
+    recs = [CaptionRecord(str(SUBJECT), i * 10, t, c) for i, ((t, _), c) in
+            enumerate(zip(frames, captions, strict=True))]  # fmt: skip
+    truth = read_truth(SUBJECT_TRUTH)
+    report = mask_captions(recs, ["red circle"], MaskSettings(duration=truth[-1].end))
+    found = [(s["start"], s["end"]) for s in report["segments"]]
+    assert iou(found, subject_ranges(truth), truth[-1].end) >= 0.9, (found, captions)
+
+
+def test_tiny_model_answers_find_the_subject(tiny_captioner) -> None:
+    """Question mode with the tiny model (embedded backend): IoU >= 0.9 against the truth."""
+    from vidcap.backend import EmbeddedBackend
+
+    frames = decoded_subject(every=10)
+    truth = read_truth(SUBJECT_TRUTH)
+    question = "is there a red circle in this picture?"
+    answers = ask_frames(SUBJECT, EmbeddedBackend(tiny_captioner), question, sampling=None,
+                         caption_video=fake_caption_video(frames))  # fmt: skip
+    report = mask_answers(answers, question, MaskSettings(duration=truth[-1].end))
+    found = [(s["start"], s["end"]) for s in report["segments"]]
+    assert iou(found, subject_ranges(truth), truth[-1].end) >= 0.9, (found, report["mask"])

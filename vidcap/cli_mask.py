@@ -1,0 +1,196 @@
+"""``vidcap mask`` and ``vidcap clips``: argparse sub-commands, wired in by ``vidcap.cli``.
+
+Each ``add_*_parser(subparsers)`` adds one sub-command and sets ``func`` to its handler;
+a handler takes the parsed ``argparse.Namespace``, returns the exit code (0), prints its
+result to stdout, and raises ``UsageError``/``VidcapError`` for anything the user can fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from vidcap.backend import Backend
+from vidcap.cli_common import (
+    add_model_arguments,
+    add_sampling_arguments,
+    backend_from_args,
+    generation_from_args,
+    sampling_from_args,
+)
+from vidcap.clips import MANIFEST_NAME, export_clips, load_segments
+from vidcap.errors import UsageError
+from vidcap.ffmpeg import probe_duration
+from vidcap.mask import (
+    QUESTION_MAX_NEW_TOKENS,
+    MaskSettings,
+    ask_frames,
+    load_captions,
+    mask_answers,
+    mask_captions,
+    records_jsonl,
+)
+from vidcap.outputs import write_atomic
+from vidcap.video import VIDEO_EXTENSIONS
+
+log = logging.getLogger(__name__)
+
+MASK_EPILOG = """\
+query mode:    vidcap mask out/talk.jsonl --query "red circle" --merge-gap 2 --out talk.mask.json
+question mode: vidcap mask talk.mp4 --question "Is Vladimir Putin in this picture?" --out putin.json
+               (frames whose answer starts with "yes" match; with --out, the per-frame
+               answers are saved beside it as putin.answers.jsonl, a caption JSONL that
+               `vidcap mask putin.answers.jsonl --regex --query '^\\s*yes\\b'` re-masks without the model)
+"""
+
+
+def add_mask_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "mask",
+        help="find where a subject is on screen: per-frame mask and time segments",
+        description="Match captions (--query) or ask each frame a question (--question); "
+        "print the per-frame 0/1 mask and the time segments as JSON.",
+        epilog=MASK_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("source", type=Path, help="caption JSONL (--query) or video (--question)")
+    mode = parser.add_argument_group("what to find")
+    mode.add_argument(
+        "--query", action="append", default=[], metavar="TEXT",
+        help="words or phrase to find in captions (case-insensitive, whole words); repeatable",
+    )  # fmt: skip
+    mode.add_argument("--regex", action="store_true", help="queries are regular expressions")
+    mode.add_argument("--question", metavar="TEXT", help="ask this of every sampled frame")
+    shaping = parser.add_argument_group("segments")
+    shaping.add_argument("--merge-gap", type=float, default=0.0, metavar="S",
+                         help="close gaps shorter than S seconds (default 0)")  # fmt: skip
+    shaping.add_argument("--min-duration", type=float, default=0.0, metavar="S",
+                         help="drop segments shorter than S seconds (default 0)")  # fmt: skip
+    shaping.add_argument("--duration", type=float, metavar="S",
+                         help="the video's duration (default: probed in question mode; "
+                         "else last frame time + median frame interval)")  # fmt: skip
+    parser.add_argument("--out", type=Path, metavar="FILE", help="write the JSON here, not stdout")
+    _add_question_options(parser)
+    parser.set_defaults(func=run_mask)
+    return parser
+
+
+def _add_question_options(parser: argparse.ArgumentParser) -> None:
+    """Question mode samples and asks like ``vidcap caption`` does (embedded or --server)."""
+    add_sampling_arguments(parser)
+    add_model_arguments(parser)
+    parser.set_defaults(max_new_tokens=QUESTION_MAX_NEW_TOKENS)
+
+
+def add_clips_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "clips",
+        help="cut each segment of a video into its own MP4",
+        description="Cut the segments (a `vidcap mask` report or a JSON list of "
+        '{"start", "end"}) out of VIDEO into DIR, with DIR/manifest.json.',
+    )
+    parser.add_argument("video", type=Path)
+    parser.add_argument("segments", type=Path, help="SEGMENTS.json")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR")
+    parser.add_argument(
+        "--precise",
+        action="store_true",
+        help="frame-accurate re-encode (libx264) instead of keyframe-aligned stream copy",
+    )
+    parser.set_defaults(func=run_clips)
+    return parser
+
+
+# --- handlers ----------------------------------------------------------------------------
+
+
+def run_mask(args: argparse.Namespace) -> int:
+    settings = MaskSettings(
+        regex=args.regex,
+        merge_gap=args.merge_gap,
+        min_duration=args.min_duration,
+        duration=args.duration,
+    )
+    if bool(args.query) == bool(args.question):
+        raise UsageError("give --query (to search a caption JSONL) or --question (to ask a video)")
+    if args.query:
+        report = _query_mode(args, settings)
+    else:
+        report = _question_mode(args, settings)
+    _emit(report, args.out)
+    return 0
+
+
+def _query_mode(args: argparse.Namespace, settings: MaskSettings) -> dict:
+    if args.source.suffix.lower() in VIDEO_EXTENSIONS:
+        raise UsageError(
+            f"{args.source} is a video: --query searches a caption JSONL "
+            "(run `vidcap caption` first), or ask the video with --question"
+        )
+    return mask_captions(load_captions(args.source), args.query, settings)
+
+
+def _question_mode(args: argparse.Namespace, settings: MaskSettings) -> dict:
+    if args.source.suffix.lower() == ".jsonl":
+        raise UsageError("--question asks a video, not a caption JSONL; use --query for captions")
+    if args.regex:
+        raise UsageError("--regex applies to --query only")
+    if args.prompt is not None:
+        raise UsageError("--prompt does not apply to --question: the question is the prompt")
+    sampling = sampling_from_args(args)
+    generation = generation_from_args(args)
+    probed = args.duration is None
+    duration = probe_duration(args.source) if probed else args.duration
+    backend = build_backend(args)
+    try:
+        answers = ask_frames(args.source, backend, args.question, sampling, generation)
+    finally:
+        backend.close()
+    if probed and answers and duration < answers[-1].time:
+        log.warning("probed duration %.3f s ends before the last frame; inferring it", duration)
+        duration = None
+    extra = {"model": args.model, "fps": sampling.fps, "every_n": sampling.every_n,
+             "server": getattr(args, "server", None)}  # fmt: skip
+    if probed and duration is not None:
+        extra["duration_source"] = "probed"
+    report = mask_answers(answers, args.question, replace(settings, duration=duration), extra)
+    if args.out is not None:
+        path = answers_path(args.out)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, records_jsonl(answers))
+        log.info("per-frame answers in %s", path)
+    return report
+
+
+def build_backend(args: argparse.Namespace) -> Backend:
+    """The model in this process, or the servers given with ``--server``."""
+    return backend_from_args(args)
+
+
+def answers_path(out: Path) -> Path:
+    """``putin.json`` → ``putin.answers.jsonl`` beside it."""
+    return out.with_name(f"{out.stem}.answers.jsonl")
+
+
+def _emit(report: dict, out: Path | None) -> None:
+    text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+    segments = report["segments"]
+    log.info("%d segment(s), %.1f%% of the video", len(segments), 100 * report["coverage"])
+    if out is None:
+        print(text, end="")
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, text)
+    print(out)
+
+
+def run_clips(args: argparse.Namespace) -> int:
+    segments = load_segments(args.segments)
+    clips = export_clips(args.video, segments, args.out, precise=args.precise)
+    for clip in clips:
+        print(args.out / clip.path)
+    print(args.out / MANIFEST_NAME)
+    return 0

@@ -1,0 +1,150 @@
+"""Cut a video's segments into playable MP4 clips, plus a ``manifest.json`` (``vidcap clips``).
+
+Default: stream copy with input seeking (``-ss`` before ``-i``, ``-c copy``): fast and
+lossless, but a clip can only begin at a keyframe, so it may run up to one GOP longer
+than asked (players that honour MP4 edit lists start at the asked time). ``precise``
+re-encodes with libx264 for frame-accurate cuts. Each clip is written under a ``.part``
+name and renamed when whole; the manifest records each clip's probed duration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from vidcap.errors import UsageError
+from vidcap.ffmpeg import probe, run_ffmpeg
+from vidcap.mask import DECIMALS, Segment
+from vidcap.outputs import write_atomic
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+PART_SUFFIX = ".part"
+PRECISE_VIDEO = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p"]
+PRECISE_AUDIO = ["-c:a", "aac", "-b:a", "160k"]
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One exported clip: ``path`` relative to the manifest's folder; times in seconds."""
+
+    path: str
+    source: str
+    start: float
+    end: float
+    duration: float
+
+
+def load_segments(path: Path | str) -> list[Segment]:
+    """Segments from a ``vidcap mask`` report, or a bare JSON list of ``{"start", "end"}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: not a segments JSON file ({_reason(exc)})") from exc
+    rows = data.get("segments") if isinstance(data, dict) else data
+    if not isinstance(rows, list):
+        raise UsageError(
+            f"{path}: expected a list of segments or a 'vidcap mask' report with 'segments'"
+        )
+    return [_parse_segment(path, i, row) for i, row in enumerate(rows, start=1)]
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno}"
+    return "not UTF-8 text"
+
+
+def _parse_segment(path: Path, number: int, row: object) -> Segment:
+    where = f"{path}: segment {number}"
+    if not isinstance(row, dict):
+        raise UsageError(f"{where}: expected an object with 'start' and 'end', got {row!r}")
+    start, end = row.get("start"), row.get("end")
+    for name, value in (("start", start), ("end", end)):
+        if not _is_number(value):
+            raise UsageError(f"{where}: '{name}' must be a number of seconds, got {value!r}")
+    if start < 0:
+        raise UsageError(f"{where}: start {start} is negative")
+    if end <= start:
+        raise UsageError(f"{where}: end {end} is not after start {start}")
+    frames = row.get("frames", 0)
+    return Segment(float(start), float(end), frames if isinstance(frames, int) else 0)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def clip_name(stem: str, number: int, segment: Segment) -> str:
+    """Stable name: ``<stem>_0001_3.000-7.000.mp4`` (number, then start-end in seconds)."""
+    return f"{stem}_{number:04d}_{segment.start:.3f}-{segment.end:.3f}.mp4"
+
+
+def cut_arguments(
+    video: Path, start: float, length: float, output: Path, precise: bool
+) -> list[str]:
+    """ffmpeg arguments for one clip: first video stream and any audio, MP4 out."""
+    codecs = [*PRECISE_VIDEO, *PRECISE_AUDIO] if precise else ["-c", "copy"]
+    return [
+        "-ss", f"{start:.6f}",
+        "-i", str(video.resolve()),
+        "-t", f"{length:.6f}",
+        "-map", "0:v:0", "-map", "0:a?",
+        *codecs,
+        "-movflags", "+faststart",
+        "-f", "mp4", "-y", str(output.resolve()),
+    ]  # fmt: skip
+
+
+def export_clip(
+    video: Path, segment: Segment, output: Path, precise: bool, video_duration: float
+) -> Clip:
+    """Cut one segment into ``output`` atomically and probe what came out."""
+    end = min(segment.end, video_duration)
+    part = output.with_name(output.name + PART_SUFFIX)
+    try:
+        run_ffmpeg(cut_arguments(video, segment.start, end - segment.start, part, precise))
+        os.replace(part, output)
+    finally:
+        part.unlink(missing_ok=True)
+    duration = probe(output).duration
+    log.info("wrote %s (%.3f s)", output, duration)
+    return Clip(output.name, str(video), segment.start, end, round(duration, DECIMALS))
+
+
+def export_clips(
+    video: Path | str, segments: list[Segment], out_dir: Path | str, precise: bool = False
+) -> list[Clip]:
+    """Every segment of ``video`` as its own MP4 in ``out_dir``, then ``manifest.json``."""
+    video, out_dir = Path(video), Path(out_dir)
+    duration = probe(video).duration
+    for number, segment in enumerate(segments, start=1):
+        if segment.start >= duration:
+            raise UsageError(
+                f"segment {number} starts at {segment.start} s, at or after the end of "
+                f"{video} ({duration:.3f} s)"
+            )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clips = [
+        export_clip(video, seg, out_dir / clip_name(video.stem, number, seg), precise, duration)
+        for number, seg in enumerate(segments, start=1)
+    ]
+    write_manifest(out_dir / MANIFEST_NAME, video, clips, precise)
+    return clips
+
+
+def write_manifest(path: Path, video: Path, clips: list[Clip], precise: bool) -> None:
+    manifest = {
+        "source": str(video),
+        "mode": "precise" if precise else "stream-copy",
+        "clips": [asdict(clip) for clip in clips],
+    }
+    write_atomic(path, json.dumps(manifest, indent=2) + "\n")

@@ -1,0 +1,148 @@
+"""Find an ffmpeg binary, run it, and probe media files.
+
+ffmpeg is the system one on ``PATH`` when there is one, else the static binary the
+``imageio-ffmpeg`` wheel ships (a core dependency, so one is always there after
+``pip install vidcap``). Probing uses PyAV when it is installed (exact durations and
+frame counts) and otherwise reads what ``ffmpeg -i`` prints (durations to 10 ms).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidcap.errors import VidcapError, VideoError
+
+log = logging.getLogger(__name__)
+
+FFMPEG_MISSING = "ffmpeg not found: install ffmpeg on PATH or the imageio-ffmpeg package (pip install imageio-ffmpeg)"
+_DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+_VIDEO_STREAM = re.compile(r"Stream #\d+:\d+.*?: Video: (\w+).*?, (\d{2,5})x(\d{2,5})")
+_FPS = re.compile(r"([\d.]+) fps")
+
+
+class FfmpegError(VidcapError):
+    """ffmpeg ran but failed; the message carries its last line of stderr."""
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a probe found. ``frames`` is None when the container does not say."""
+
+    path: Path
+    duration: float
+    width: int
+    height: int
+    fps: float
+    codec: str
+    frames: int | None = None
+
+
+def find_ffmpeg(explicit: str | None = None) -> str:
+    """The ffmpeg to run: ``explicit`` if given, else ``ffmpeg`` on PATH, else the wheel's binary."""
+    if explicit:
+        found = shutil.which(explicit)
+        if found is None:
+            raise VidcapError(f"ffmpeg {explicit!r} not found or not executable")
+        return found
+    on_path = shutil.which("ffmpeg")
+    if on_path:
+        return on_path
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError) as exc:
+        raise VidcapError(FFMPEG_MISSING) from exc
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def run_ffmpeg(args: list[str], ffmpeg: str | None = None) -> None:
+    """Run ``ffmpeg -nostdin -hide_banner -v error ARGS``; FfmpegError with its last stderr line."""
+    command = [find_ffmpeg(ffmpeg), "-nostdin", "-hide_banner", "-v", "error", *args]
+    log.debug("running %s", command)
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise FfmpegError(f"ffmpeg failed (exit {result.returncode}): {last_line(result.stderr)}")
+
+
+def probe(path: Path | str) -> MediaInfo:
+    """Duration (s), size, frame rate and codec of the first video stream of ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"{path}: no such file")
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return probe_with_ffmpeg(path)
+    return probe_with_pyav(path)
+
+
+def probe_duration(path: Path | str) -> float:
+    return probe(path).duration
+
+
+def probe_with_pyav(path: Path) -> MediaInfo:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            duration = _pyav_duration(container, stream)
+            rate = stream.average_rate or stream.base_rate or 0
+            return MediaInfo(
+                path=path,
+                duration=duration,
+                width=stream.codec_context.width,
+                height=stream.codec_context.height,
+                fps=float(rate),
+                codec=stream.codec_context.name,
+                frames=stream.frames or None,
+            )
+    except av.FFmpegError as exc:
+        raise VideoError(f"{path}: not a readable video ({exc.strerror or exc})") from exc
+
+
+def _pyav_duration(container, stream) -> float:
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    raise VideoError(f"{container.name}: the container does not say how long it is")
+
+
+def probe_with_ffmpeg(path: Path, ffmpeg: str | None = None) -> MediaInfo:
+    """Probe by reading ``ffmpeg -i`` (which exits 1: no output named) — no ffprobe needed."""
+    command = [find_ffmpeg(ffmpeg), "-nostdin", "-hide_banner", "-i", str(path)]
+    stderr = subprocess.run(command, capture_output=True, text=True, check=False).stderr
+    return parse_ffmpeg_info(path, stderr)
+
+
+def parse_ffmpeg_info(path: Path, stderr: str) -> MediaInfo:
+    duration = _DURATION.search(stderr)
+    stream = _VIDEO_STREAM.search(stderr)
+    if stream is None:
+        raise VideoError(f"{path}: not a readable video ({last_line(stderr)})")
+    if duration is None:
+        raise VideoError(f"{path}: the container does not say how long it is")
+    hours, minutes, seconds = duration.groups()
+    rest_of_line = (stderr[stream.end() :].splitlines() or [""])[0]
+    fps = _FPS.search(rest_of_line)
+    return MediaInfo(
+        path=path,
+        duration=int(hours) * 3600 + int(minutes) * 60 + float(seconds),
+        width=int(stream.group(2)),
+        height=int(stream.group(3)),
+        fps=float(fps.group(1)) if fps else 0.0,
+        codec=stream.group(1),
+    )

@@ -1,0 +1,364 @@
+"""Find a subject in a video: captions (or yes/no answers) → per-frame mask → time segments.
+
+A sampled frame at time ``t`` covers ``[t, next frame's time)``; the last frame covers
+up to the video's duration when it is known, else one typical (median) frame interval.
+Matching frames form runs; gaps shorter than ``merge_gap`` are closed, then segments
+shorter than ``min_duration`` are dropped. The mask string is the raw per-frame match,
+one ``0``/``1`` per caption line, before any closing or dropping.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import statistics
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vidcap.errors import UsageError
+
+if TYPE_CHECKING:
+    from vidcap.backend import Backend
+from vidcap.settings import GenerationSettings, SamplingSettings, question_prompt
+
+log = logging.getLogger(__name__)
+
+DECIMALS = 6
+"""Times are compared and written rounded to a microsecond, so float noise never flips a gap."""
+QUESTION_MAX_NEW_TOKENS = 5
+"""A yes/no answer needs one or two tokens; a few more keep BLIP-2's "yes, he is" whole."""
+_YES = re.compile(r"\s*yes\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class CaptionRecord:
+    """One line of a caption JSONL: decoder frame index, presentation time (s), text."""
+
+    video: str
+    frame: int
+    time: float
+    caption: str
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Subject on screen in [start, end) seconds; ``frames`` sampled frames matched in it."""
+
+    start: float
+    end: float
+    frames: int = 0
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class MaskSettings:
+    """How matches become segments. ``duration`` None: inferred from the frame times."""
+
+    regex: bool = False
+    merge_gap: float = 0.0
+    min_duration: float = 0.0
+    duration: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in (("--merge-gap", self.merge_gap), ("--min-duration", self.min_duration)):
+            if not (math.isfinite(value) and value >= 0):
+                raise UsageError(f"{name} must be a number of seconds >= 0, got {value}")
+        if self.duration is not None and not (math.isfinite(self.duration) and self.duration > 0):
+            raise UsageError(f"--duration must be a number of seconds > 0, got {self.duration}")
+
+
+# --- reading captions -------------------------------------------------------------------
+
+
+def load_captions(path: Path | str) -> list[CaptionRecord]:
+    """Read a caption JSONL (``vidcap caption`` output) of one video, in time order."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            records = list(_parse_lines(path, handle))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not a caption JSONL file (not UTF-8 text)") from exc
+    if not records:
+        raise UsageError(f"{path}: no captions in the file")
+    _check_one_video(path, records)
+    return records
+
+
+def _parse_lines(path: Path, lines: Iterable[str]) -> Iterator[CaptionRecord]:
+    previous = -math.inf
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        record = _parse_record(path, number, line)
+        if record.time < previous:
+            raise UsageError(
+                f"{path}:{number}: time {record.time} is before the previous frame's "
+                f"{previous}; captions must be in time order"
+            )
+        previous = record.time
+        yield record
+
+
+def _parse_record(path: Path, number: int, line: str) -> CaptionRecord:
+    where = f"{path}:{number}"
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{where}: not a caption JSONL file ({exc.msg})") from exc
+    if not isinstance(obj, dict):
+        raise UsageError(f"{where}: expected a JSON object per line, got {type(obj).__name__}")
+    time, caption = obj.get("time"), obj.get("caption")
+    if not _is_number(time) or time < 0:
+        raise UsageError(f"{where}: 'time' must be a number of seconds >= 0, got {time!r}")
+    if not isinstance(caption, str):
+        raise UsageError(f"{where}: 'caption' must be a string, got {caption!r}")
+    frame = obj.get("frame", number - 1)
+    if not isinstance(frame, int) or isinstance(frame, bool):
+        raise UsageError(f"{where}: 'frame' must be a whole number, got {frame!r}")
+    return CaptionRecord(str(obj.get("video", "")), frame, float(time), caption)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_one_video(path: Path, records: Sequence[CaptionRecord]) -> None:
+    videos = sorted({r.video for r in records})
+    if len(videos) > 1:
+        shown = ", ".join(videos[:3]) + (", …" if len(videos) > 3 else "")
+        raise UsageError(
+            f"{path}: holds captions of {len(videos)} videos ({shown}); mask one video at a time"
+        )
+
+
+# --- matching ----------------------------------------------------------------------------
+
+
+def compile_queries(queries: Sequence[str], regex: bool = False) -> list[re.Pattern[str]]:
+    """Case-insensitive patterns. Plain queries match whole words; a multi-word query the phrase."""
+    if not queries:
+        raise UsageError("give at least one --query")
+    patterns = []
+    for query in queries:
+        if not query.strip():
+            raise UsageError("--query must not be empty")
+        source = query if regex else phrase_pattern(query)
+        try:
+            patterns.append(re.compile(source, re.IGNORECASE))
+        except re.error as exc:
+            raise UsageError(f"bad --regex query {query!r}: {exc}") from exc
+    return patterns
+
+
+def phrase_pattern(query: str) -> str:
+    """``red  circle`` → a regex for the words in order, any whitespace between, whole words."""
+    words = query.split()
+    body = r"\s+".join(re.escape(word) for word in words)
+    head = r"(?<!\w)" if re.match(r"\w", words[0]) else ""
+    tail = r"(?!\w)" if re.search(r"\w$", words[-1]) else ""
+    return head + body + tail
+
+
+def match_frames(
+    captions: Sequence[CaptionRecord | str], queries: Sequence[str], regex: bool = False
+) -> list[bool]:
+    """One flag per caption: True when any query matches it."""
+    patterns = compile_queries(queries, regex)
+    texts = (c if isinstance(c, str) else c.caption for c in captions)
+    return [any(p.search(text) for p in patterns) for text in texts]
+
+
+def is_yes(answer: str) -> bool:
+    """A question-mode answer counts when it starts with the word "yes" (any case)."""
+    return _YES.match(answer) is not None
+
+
+def mask_string(flags: Iterable[bool]) -> str:
+    return "".join("1" if flag else "0" for flag in flags)
+
+
+# --- segments ----------------------------------------------------------------------------
+
+
+def typical_interval(times: Sequence[float]) -> float:
+    """The median gap between consecutive frame times (0 gaps ignored)."""
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False) if b > a]
+    if not gaps:
+        raise UsageError(
+            "cannot infer the video's duration from a single frame time; pass --duration"
+        )
+    return statistics.median(gaps)
+
+
+def frame_ends(times: Sequence[float], duration: float | None = None) -> list[float]:
+    """Where each frame's coverage ends: the next frame's time; the last one's at the end."""
+    if not times:
+        return []
+    if duration is None:
+        last_end = times[-1] + typical_interval(times)
+    elif duration < times[-1]:
+        raise UsageError(
+            f"--duration {duration} is before the last frame's time {times[-1]}; "
+            "is this the right video?"
+        )
+    else:
+        last_end = duration
+    return [*times[1:], last_end]
+
+
+def segments(
+    times: Sequence[float],
+    flags: Sequence[bool],
+    duration: float | None = None,
+    merge_gap: float = 0.0,
+    min_duration: float = 0.0,
+) -> list[Segment]:
+    """Runs of matching frames as time segments: gaps < ``merge_gap`` closed, then
+    segments < ``min_duration`` dropped (both in seconds)."""
+    if len(times) != len(flags):
+        raise ValueError(f"{len(times)} times but {len(flags)} flags")
+    MaskSettings(merge_gap=merge_gap, min_duration=min_duration, duration=duration)
+    runs = _runs(times, frame_ends(times, duration), flags)
+    closed = _close_gaps(runs, merge_gap)
+    return [s for s in closed if not _shorter(s.duration, min_duration)]
+
+
+def _runs(times: Sequence[float], ends: Sequence[float], flags: Sequence[bool]) -> list[Segment]:
+    runs: list[Segment] = []
+    start = None
+    for i, flag in enumerate(flags):
+        if flag and start is None:
+            start = i
+        if start is not None and (not flag or i == len(flags) - 1):
+            last = i if flag else i - 1
+            runs.append(Segment(times[start], ends[last], last - start + 1))
+            start = None
+    return runs
+
+
+def _close_gaps(runs: Sequence[Segment], merge_gap: float) -> list[Segment]:
+    closed: list[Segment] = []
+    for run in runs:
+        if closed and _shorter(run.start - closed[-1].end, merge_gap):
+            previous = closed.pop()
+            run = Segment(previous.start, run.end, previous.frames + run.frames)
+        closed.append(run)
+    return closed
+
+
+def _shorter(seconds: float, limit: float) -> bool:
+    return round(seconds, DECIMALS) < round(limit, DECIMALS)
+
+
+# --- the report --------------------------------------------------------------------------
+
+
+def build_report(
+    video: str,
+    times: Sequence[float],
+    flags: Sequence[bool],
+    settings: MaskSettings,
+    queries: Sequence[str] = (),
+    question: str | None = None,
+    extra_settings: Mapping[str, object] | None = None,
+) -> dict:
+    """The ``vidcap mask`` JSON: settings, mask string, segments and coverage of the video."""
+    found = segments(times, flags, settings.duration, settings.merge_gap, settings.min_duration)
+    duration = frame_ends(times, settings.duration)[-1] if times else settings.duration or 0.0
+    covered = sum(s.duration for s in found)
+    return {
+        "video": video,
+        "queries": list(queries),
+        "question": question,
+        "settings": {
+            "regex": settings.regex,
+            "merge_gap": settings.merge_gap,
+            "min_duration": settings.min_duration,
+            "duration": round(duration, DECIMALS),
+            "duration_source": "inferred" if settings.duration is None else "given",
+            **(extra_settings or {}),
+        },
+        "frames": len(flags),
+        "mask": mask_string(flags),
+        "segments": [_rounded(s) for s in found],
+        "coverage": round(covered / duration, DECIMALS) if duration > 0 else 0.0,
+    }
+
+
+def _rounded(segment: Segment) -> dict:
+    row = asdict(segment)
+    row["start"] = round(segment.start, DECIMALS)
+    row["end"] = round(segment.end, DECIMALS)
+    return row
+
+
+def mask_captions(
+    captions: Sequence[CaptionRecord], queries: Sequence[str], settings: MaskSettings
+) -> dict:
+    """Caption records + queries → the report (query mode, the whole of it)."""
+    flags = match_frames(captions, queries, settings.regex)
+    video = captions[0].video if captions else ""
+    return build_report(video, [c.time for c in captions], flags, settings, queries=queries)
+
+
+# --- question mode -----------------------------------------------------------------------
+
+CaptionVideo = Callable[..., Iterable]
+"""``vidcap.pipeline.caption_video(video, backend, sampling, generation)`` or a stand-in."""
+
+
+def ask_frames(
+    video: Path | str,
+    backend: Backend,
+    question: str,
+    sampling: SamplingSettings,
+    generation: GenerationSettings | None = None,
+    caption_video: CaptionVideo | None = None,
+) -> list[CaptionRecord]:
+    """Ask ``question`` of every sampled frame; the answers come back as caption records.
+
+    ``generation`` sets the token limit and beams (default: ``QUESTION_MAX_NEW_TOKENS``);
+    the prompt is always BLIP-2's ``Question: … Answer:`` form of ``question``.
+    ``caption_video`` defaults to ``vidcap.pipeline.caption_video``.
+    """
+    if not question.strip():
+        raise UsageError("--question must not be empty")
+    if caption_video is None:
+        from vidcap.pipeline import caption_video
+    generation = replace(
+        generation or GenerationSettings(max_new_tokens=QUESTION_MAX_NEW_TOKENS),
+        prompt=question_prompt(question),
+    )
+    log.info("asking %r of %s", generation.prompt, video)
+    return [
+        CaptionRecord(str(video), frame.index, frame.time, frame.caption)
+        for frame in caption_video(Path(video), backend, sampling, generation)
+    ]
+
+
+def mask_answers(
+    answers: Sequence[CaptionRecord],
+    question: str,
+    settings: MaskSettings,
+    extra_settings: Mapping[str, object] | None = None,
+) -> dict:
+    """Answer records → the report (question mode): frames answered "yes…" match."""
+    flags = [is_yes(a.caption) for a in answers]
+    video = answers[0].video if answers else ""
+    extra = {"answer_rule": "starts with yes", **(extra_settings or {})}
+    times = [a.time for a in answers]
+    return build_report(video, times, flags, settings, question=question, extra_settings=extra)
+
+
+def records_jsonl(records: Iterable[CaptionRecord]) -> str:
+    """Records in the caption JSONL format (question mode saves its answers this way)."""
+    return "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in records)
