@@ -32,7 +32,7 @@ test: lint
 	$(VENV)/bin/python -m pytest -q
 
 bench: $(STAMP)
-	$(PY) bench/run.py
+	$(PY) bench/run.py --model tiny --out bench/last_cpu_tiny.json
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache

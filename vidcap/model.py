@@ -78,7 +78,8 @@ class Captioner:
         self.processor = processor
         self.model = model
         self.device = device
-        self.dtype = next(model.parameters()).dtype
+        # The language model's dtype: BLIP-2 keeps its Q-Former in fp32 whatever is asked.
+        self.dtype = model.get_input_embeddings().weight.dtype
         self.batch_size = batch_size
         size = processor.image_processor.size
         self.input_size: tuple[int, int] = (int(size["height"]), int(size["width"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from collections.abc import Iterator
 from typing import TypeVar
@@ -10,6 +11,12 @@ from typing import TypeVar
 T = TypeVar("T")
 
 _DONE = object()
+
+# While a prefetch runs, the interpreter hands the GIL over every 0.5 ms instead of 5 ms.
+# Without this a GIL-heavy consumer (Hugging Face ``generate`` launching CUDA kernels from
+# Python) makes the decoding thread wait up to 5 ms at each of its several GIL
+# re-acquisitions per frame, and decoding, not the GPU, bounds throughput (see BENCHMARKS.md).
+SWITCH_INTERVAL = 0.0005
 
 
 class _Failure:
@@ -44,6 +51,9 @@ def prefetch(source: Iterator[T], depth: int) -> Iterator[T]:
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer to re-raise
             put(_Failure(exc))
 
+    previous_interval = sys.getswitchinterval()
+    if SWITCH_INTERVAL:
+        sys.setswitchinterval(min(previous_interval, SWITCH_INTERVAL))
     worker = threading.Thread(target=work, name="vidcap-prefetch", daemon=True)
     worker.start()
     try:
@@ -57,3 +67,4 @@ def prefetch(source: Iterator[T], depth: int) -> Iterator[T]:
     finally:
         stop.set()
         worker.join(timeout=5)
+        sys.setswitchinterval(previous_interval)
