@@ -1,0 +1,526 @@
+"""The TorchServe handler: batching and splitting with a fake context (fast), then a real
+TorchServe started by ``torchserve/start.sh`` with the tiny model on CPU (slow)."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from torchserve_fixture import (  # noqa: E402
+    Response,
+    TorchServeInstance,
+    http,
+    load_worker_service,
+    multipart,
+    parse_predict_response,
+    run_script,
+    script_env,
+    worker_request,
+    write_archive,
+)
+from ts.context import Context, RequestProcessor  # noqa: E402
+
+from handlers.blip2_handler import (  # noqa: E402
+    BATCH_FRAMES_HEADER,
+    BATCH_REQUESTS_HEADER,
+    Blip2Handler,
+    HandlerConfig,
+    worker_device,
+)
+from vidcap.errors import UsageError  # noqa: E402
+from vidcap.settings import GenerationSettings  # noqa: E402
+from vidcap.tiny.scenes import draw_scene, random_scene  # noqa: E402
+from vidcap.wire import encode_image, frame_part_name  # noqa: E402
+
+PNG = "image/png"
+
+
+# --- fast: the handler with a fake captioner and TorchServe's own Context class ---
+
+
+class FakeCaptioner:
+    """Captions a frame with the value it is filled with, and the settings used."""
+
+    input_size = (8, 8)
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[int], GenerationSettings]] = []
+
+    def caption(self, images: Sequence[np.ndarray], settings: GenerationSettings) -> list[str]:
+        values = [int(image[0, 0, 0]) for image in images]
+        self.calls.append((values, settings))
+        return [f"v{value} t{settings.max_new_tokens}" for value in values]
+
+
+class FakeMetrics:
+    def __init__(self) -> None:
+        self.times: list[tuple[str, float]] = []
+
+    def add_time(self, name: str, value: float, *args: object, **kwargs: object) -> None:
+        self.times.append((name, value))
+
+
+def frame(value: int, size: tuple[int, int] = (8, 8)) -> bytes:
+    return encode_image(np.full((*size, 3), value, dtype=np.uint8), "png")
+
+
+@dataclass
+class FakeRequest:
+    """One HTTP request as TorchServe hands it to a handler: parts dict + headers."""
+
+    row: dict[str, object]
+    headers: dict[str, object] = field(default_factory=dict)
+
+
+def single(value: int, **headers: str) -> FakeRequest:
+    return FakeRequest(
+        {"body": bytearray(frame(value))},
+        {"body": {"content-type": PNG}, "Content-Type": PNG, "explain": "False", **headers},
+    )
+
+
+def prebatch(values: Sequence[int], **form: str) -> FakeRequest:
+    row: dict[str, object] = {frame_part_name(i): bytearray(frame(v)) for i, v in enumerate(values)}
+    row.update({name: bytearray(value.encode()) for name, value in form.items()})
+    return FakeRequest(row, {"Content-Type": "multipart/form-data; boundary=x"})
+
+
+def serve(
+    requests: Sequence[FakeRequest], config: HandlerConfig | None = None
+) -> tuple[list[tuple[int, object, dict[str, str]]], FakeCaptioner]:
+    """One TorchServe batch through the handler: (status, JSON body, headers) per request."""
+    captioner = FakeCaptioner()
+    handler = Blip2Handler()
+    handler.bind(captioner, config or HandlerConfig(max_frames=4, max_pixels=16 * 16))
+    context = Context("vidcap", "/nonexistent", {"model": {}}, len(requests), None, "0.12.0")
+    context.metrics = FakeMetrics()
+    context.model_yaml_config = {}
+    context.request_processor = [RequestProcessor(r.headers) for r in requests]
+    bodies = handler.handle([r.row for r in requests], context)
+    assert len(bodies) == len(requests)
+    results = []
+    for idx, body in enumerate(bodies):
+        status, _ = context.get_response_status(idx)
+        results.append((status, json.loads(body), context.get_response_headers(idx)))
+    return results, captioner
+
+
+def test_mixed_batch_one_response_per_request_in_order() -> None:
+    results, captioner = serve(
+        [
+            single(1),
+            prebatch([2, 3, 4]),
+            single(5, **{"X-Vidcap-Max-New-Tokens": "5"}),
+            prebatch([6, 7], max_new_tokens="5"),
+            prebatch([8]),
+        ]
+    )
+    assert [status for status, _, _ in results] == [200] * 5
+    assert [body for _, body, _ in results] == [
+        {"caption": "v1 t30"},
+        [{"caption": "v2 t30"}, {"caption": "v3 t30"}, {"caption": "v4 t30"}],
+        {"caption": "v5 t5"},
+        [{"caption": "v6 t5"}, {"caption": "v7 t5"}],
+        [{"caption": "v8 t30"}],
+    ]
+    # One model pass per generation setting, every frame of the batch flattened into it.
+    assert [values for values, _ in captioner.calls] == [[1, 2, 3, 4, 8], [5, 6, 7]]
+    headers = results[0][2]
+    assert headers["content-type"] == "application/json"
+    assert (headers[BATCH_REQUESTS_HEADER], headers[BATCH_FRAMES_HEADER]) == ("5", "8")
+
+
+def test_parts_are_ordered_by_frame_index_and_form_fields_beat_headers() -> None:
+    request = prebatch([], max_new_tokens="7")
+    request.row = {"frame1": bytearray(frame(11)), "frame0": bytearray(frame(10)), **request.row}
+    request.headers["X-Vidcap-Max-New-Tokens"] = "3"
+    results, _ = serve([request])
+    assert results[0][1] == [{"caption": "v10 t7"}, {"caption": "v11 t7"}]
+
+
+@pytest.mark.parametrize(
+    ("bad", "status", "message"),
+    [
+        (
+            FakeRequest({"body": bytearray(b"not an image")}, {"Content-Type": PNG}),
+            400,
+            "decodable",
+        ),
+        (FakeRequest({"body": bytearray()}, {"Content-Type": PNG}), 400, "empty"),
+        (FakeRequest({}, {"Content-Type": "multipart/form-data; boundary=x"}), 400, "no image"),
+        (
+            FakeRequest(
+                {"frame0": bytearray(frame(1)), "frame1": bytearray(b"GIF89a")},
+                {"Content-Type": "multipart/form-data; boundary=x"},
+            ),
+            400,
+            "frame 1",
+        ),
+        (
+            FakeRequest(
+                {"frame0": "some text"}, {"Content-Type": "multipart/form-data; boundary=x"}
+            ),
+            415,
+            "not a JPEG or PNG",
+        ),
+        (prebatch([1, 2, 3, 4, 5]), 413, "5 frames"),
+        (
+            FakeRequest({"body": bytearray(frame(1, (17, 16)))}, {"Content-Type": PNG}),
+            413,
+            "pixels",
+        ),
+        (single(1, **{"X-Vidcap-Max-New-Tokens": "0"}), 400, "max_new_tokens"),
+        (prebatch([1], max_new_tokens="many"), 400, "whole number"),
+        (prebatch([1], num_beams="99"), 400, "num_beams"),
+    ],
+)
+def test_a_bad_request_fails_alone(bad: FakeRequest, status: int, message: str) -> None:
+    results, captioner = serve([single(1), bad, prebatch([2, 3])])
+    assert (results[0][0], results[0][1]) == (200, {"caption": "v1 t30"})
+    assert (results[2][0], results[2][1]) == (200, [{"caption": "v2 t30"}, {"caption": "v3 t30"}])
+    got_status, body, headers = results[1]
+    assert got_status == status
+    assert set(body) == {"error"} and message in body["error"]
+    assert headers["content-type"] == "application/json"
+    assert [values for values, _ in captioner.calls] == [[1, 2, 3]]
+
+
+def test_describe_and_explain_headers_cannot_hijack_a_batch() -> None:
+    results, _ = serve([single(1, describe="True", explain="True"), single(2)])
+    assert [body for _, body, _ in results] == [{"caption": "v1 t30"}, {"caption": "v2 t30"}]
+
+
+def test_handler_defaults_apply_when_a_request_sends_no_settings() -> None:
+    results, captioner = serve([single(1)], HandlerConfig(max_new_tokens=9, prompt="a photo of"))
+    assert results[0][1] == {"caption": "v1 t9"}
+    assert captioner.calls[0][1] == GenerationSettings(prompt="a photo of", max_new_tokens=9)
+
+
+def test_config_from_yaml_section_with_env_overrides() -> None:
+    config = HandlerConfig.from_sources(
+        {"model": "tiny", "max_chunk": 4, "profile": True},
+        {"VIDCAP_MAX_CHUNK": "2", "VIDCAP_DTYPE": "bfloat16", "OTHER": "x"},
+    )
+    assert (config.model, config.max_chunk, config.dtype) == ("tiny", 2, "bfloat16")
+    assert config.model_settings("cuda:1").dtype == "bfloat16"
+    assert config.model_settings("cpu").dtype == "float32"
+    assert config.model_settings("cuda:1").batch_size == 2
+
+
+@pytest.mark.parametrize(
+    ("section", "env", "message"),
+    [
+        ({"modle": "tiny"}, {}, "unknown handler setting.*supported keys are"),
+        ({"max_chunk": "lots"}, {}, "whole number"),
+        ({}, {"VIDCAP_MAX_FRAMES": "0"}, "max_frames must be >= 1"),
+        ({"num_beams": 50}, {}, "num_beams must be between"),
+        ({}, {"VIDCAP_DTYPE": "float8"}, "unknown dtype 'float8'; supported values are"),
+    ],
+)
+def test_config_errors_name_the_problem(
+    section: dict[str, object], env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(UsageError, match=message):
+        HandlerConfig.from_sources(section, env)
+
+
+def test_worker_device_follows_gpu_id_and_falls_back_to_cpu() -> None:
+    assert worker_device(1, cuda_available=True) == "cuda:1"
+    assert worker_device("0", cuda_available=True) == "cuda:0"
+    assert worker_device(None, cuda_available=True) == "cpu"
+    assert worker_device(1, cuda_available=False) == "cpu"
+
+
+def test_initialize_loads_the_tiny_model_from_the_yaml_section(tiny_captioner) -> None:
+    context = Context(
+        "vidcap", "/nonexistent", {"model": {}}, 1, None, "0.12.0",
+        model_yaml_config={"handler": {"model": "tiny", "max_chunk": 3}},
+    )  # fmt: skip
+    context.metrics = FakeMetrics()
+    handler = Blip2Handler()
+    handler.initialize(context)
+    assert handler.captioner is not None
+    assert (handler.captioner.device, handler.captioner.batch_size) == ("cpu", 3)
+    image = scene_frames(1, tiny_captioner.input_size)[0]
+    context.request_processor = [RequestProcessor({"Content-Type": PNG})]
+    body = handler.handle([{"body": bytearray(encode_image(image, "png"))}], context)
+    assert json.loads(body[0]) == {"caption": tiny_captioner.caption([image])[0]}
+
+
+@pytest.mark.parametrize("gpu_id", [None, pytest.param(0, marks=pytest.mark.needs_cuda)])
+def test_torchserve_worker_path_serves_a_mixed_batch(
+    gpu_id: int | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archive loaded and served by TorchServe's own worker code (no Java front end):
+    gpu_id → device, float16 on a GPU, float32 on CPU; per-request statuses."""
+    model_dir = write_archive(tmp_path, {"model": "tiny", "max_chunk": 2, "max_new_tokens": 6})
+    monkeypatch.syspath_prepend(str(model_dir))
+    monkeypatch.delitem(sys.modules, "blip2_handler", raising=False)
+    service = load_worker_service(model_dir, gpu_id, batch_size=4)
+    handler = sys.modules["blip2_handler"]._service
+    assert handler.captioner.device == ("cpu" if gpu_id is None else f"cuda:{gpu_id}")
+    assert str(handler.captioner.dtype) == ("torch.float32" if gpu_id is None else "torch.float16")
+
+    frames = [encode_image(f, "png") for f in scene_frames(4, handler.captioner.input_size)]
+    form = "multipart/form-data; boundary=x"
+    batch = [
+        worker_request("a", [("body", PNG, frames[0])], {"Content-Type": PNG}),
+        worker_request(
+            "b",
+            [(frame_part_name(i), PNG, f) for i, f in enumerate(frames[1:])]
+            + [("max_new_tokens", "", b"4")],
+            {"Content-Type": form},
+        ),
+        worker_request("c", [("body", PNG, b"")], {"Content-Type": PNG}),
+    ]
+    answers = parse_predict_response(service.predict(batch))
+    assert [a.status for a in answers] == [200, 200, 400]
+    assert set(answers[0].body) == {"caption"}
+    assert len(answers[1].body) == 3 and all(set(item) == {"caption"} for item in answers[1].body)
+    assert answers[2].body == {"error": "image is empty"}
+    assert answers[1].headers[BATCH_REQUESTS_HEADER] == "3"
+    expected = handler.captioner.caption([decode(frames[0])], GenerationSettings(max_new_tokens=6))
+    assert answers[0].body == {"caption": expected[0]}
+
+
+def decode(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def test_start_refuses_to_disable_tokens_on_a_public_address(tmp_path: Path) -> None:
+    (tmp_path / "store" / "vidcap" / "MAR-INF").mkdir(parents=True)
+    (tmp_path / "store" / "vidcap" / "MAR-INF" / "MANIFEST.json").write_text("{}")
+    env = script_env(
+        {
+            "MODEL_STORE": str(tmp_path / "store"),
+            "TS_RUN_DIR": str(tmp_path / "run"),
+            "INFERENCE_HOST": "0.0.0.0",
+            "TOKEN_AUTH": "off",
+            "NUM_GPUS": "0",
+        }
+    )
+    result = run_script("start.sh", env, timeout=30)
+    assert result.returncode != 0
+    assert "TOKEN_AUTH=off is refused" in result.stdout
+    assert not (tmp_path / "run" / ".model_server.pid").exists()
+
+
+# --- slow: a real TorchServe, 2 CPU workers, batchSize 8, tiny model ---
+
+SERVER_DEFAULT_TOKENS = 8
+MAX_FRAMES = 6
+MAX_PIXELS = 128 * 128
+
+
+def scene_frames(count: int, size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
+    """Frames of the tiny model's synthetic world, already at its input size."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    return [draw_scene(random_scene(rng), width, height, rng) for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def torchserve() -> Iterator[TorchServeInstance]:
+    """One TorchServe for the module. Its folder is a private temporary one rather than
+    pytest's ``tmp_path``: pytest deletes old base folders when other sessions start, and
+    the server must keep its model store and worker sockets while it runs."""
+    with tempfile.TemporaryDirectory(prefix="vidcap-torchserve-") as root:
+        instance = TorchServeInstance.launch(
+            Path(root),
+            {
+                "VIDCAP_MODEL": "tiny",
+                "NUM_GPUS": "0",
+                "NUM_WORKERS": "2",
+                "BATCH_SIZE": "8",
+                "MAX_BATCH_DELAY_MS": "300",
+                "TOKEN_AUTH": "on",
+                "VIDCAP_MAX_CHUNK": "4",
+                "VIDCAP_MAX_FRAMES": str(MAX_FRAMES),
+                "VIDCAP_MAX_PIXELS": str(MAX_PIXELS),
+                "VIDCAP_MAX_NEW_TOKENS": str(SERVER_DEFAULT_TOKENS),
+            },
+        )
+        try:
+            yield instance
+        finally:
+            stopped = instance.stop()
+            assert stopped.returncode == 0, stopped.stdout
+
+
+@dataclass
+class Call:
+    """One HTTP request to fire, and the captions it must come back with (None: an error)."""
+
+    body: bytes
+    content_type: str
+    expected: list[str] | None
+    batched: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def fire_together(server: TorchServeInstance, calls: Sequence[Call]) -> list[Response]:
+    """Send every call at the same instant from its own thread; answers in call order."""
+    barrier = threading.Barrier(len(calls))
+
+    def send(call: Call) -> Response:
+        barrier.wait()
+        return server.predict(call.body, call.content_type, call.headers)
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(send, calls))
+
+
+def assert_answered(calls: Sequence[Call], responses: Sequence[Response]) -> None:
+    for call, response in zip(calls, responses, strict=True):
+        if call.expected is None:
+            assert 400 <= response.status < 500, response
+            assert isinstance(response.body, dict) and set(response.body) == {"error"}, response
+            continue
+        assert response.status == 200, response
+        expected = [{"caption": c} for c in call.expected]
+        assert response.body == (expected if call.batched else expected[0])
+
+
+SINGLE = 0  # in a call shape: one frame as the request body (not multipart)
+
+
+@pytest.fixture(scope="module")
+def caption_calls(tiny_captioner) -> Callable[..., list[Call]]:
+    """Calls of a given shape, with the embedded captioner's answers for their frames.
+
+    ``shape``: one entry per request, ``SINGLE`` for a single-image body, ``n`` for a
+    multipart pre-batch of n frames; ``tokens``: sent as ``X-Vidcap-Max-New-Tokens``.
+    """
+
+    def build(shape: Sequence[int], seed: int, tokens: int | None = None) -> list[Call]:
+        settings = GenerationSettings(max_new_tokens=tokens or SERVER_DEFAULT_TOKENS)
+        headers = {"X-Vidcap-Max-New-Tokens": str(tokens)} if tokens else {}
+        sizes = [max(size, 1) for size in shape]
+        frames = scene_frames(sum(sizes), tiny_captioner.input_size, seed)
+        expected = tiny_captioner.caption(frames, settings)
+        calls, start = [], 0
+        for kind, size in zip(shape, sizes, strict=True):
+            chunk, answers = frames[start : start + size], expected[start : start + size]
+            start += size
+            if kind == SINGLE:
+                calls.append(Call(encode_image(chunk[0], "png"), PNG, answers, headers=headers))
+                continue
+            parts = [(frame_part_name(i), encode_image(f, "png"), PNG) for i, f in enumerate(chunk)]
+            body, content_type = multipart(parts)
+            calls.append(Call(body, content_type, answers, batched=True, headers=headers))
+        return calls
+
+    return build
+
+
+@pytest.mark.slow
+def test_single_and_prebatched_requests_match_the_embedded_captioner(
+    torchserve: TorchServeInstance, caption_calls: Callable[..., list[Call]]
+) -> None:
+    calls = caption_calls([SINGLE, 3, SINGLE, 1, SINGLE, 4], seed=1)
+    assert_answered(calls, fire_together(torchserve, calls))
+
+
+@pytest.mark.slow
+def test_mixed_server_batch_keeps_one_response_per_request_in_order(
+    torchserve: TorchServeInstance, caption_calls: Callable[..., list[Call]]
+) -> None:
+    mixed_batch_seen = False
+    for seed in range(10, 13):
+        calls = caption_calls([SINGLE, 2, SINGLE, 3, SINGLE, 1], seed=seed)
+        calls += caption_calls([2, SINGLE], seed=seed + 100, tokens=5)  # other settings, same batch
+        responses = fire_together(torchserve, calls)
+        assert_answered(calls, responses)
+        for response in responses:
+            requests = int(response.headers[BATCH_REQUESTS_HEADER])
+            frames = int(response.headers[BATCH_FRAMES_HEADER])
+            mixed_batch_seen |= 2 <= requests < frames
+        if mixed_batch_seen:
+            break
+    assert mixed_batch_seen, "no TorchServe batch held singles and pre-batches together"
+
+
+def bad_calls(size: tuple[int, int]) -> list[Call]:
+    good = encode_image(scene_frames(1, size, seed=99)[0], "png")
+    too_big = encode_image(np.zeros((129, 128, 3), dtype=np.uint8), "png")
+    return [
+        Call(
+            *multipart([("frame0", good, PNG), ("frame1", b"<html>no</html>", "text/html")]), None
+        ),
+        Call(*multipart([("frame0", b"\x89PNG broken", PNG)]), None),
+        Call(b"", PNG, None),
+        Call(*multipart([(frame_part_name(i), good, PNG) for i in range(MAX_FRAMES + 1)]), None),
+        Call(too_big, PNG, None),
+        Call(good, PNG, None, headers={"X-Vidcap-Max-New-Tokens": "100000"}),
+        Call(*multipart([("frame0", good, PNG), ("max_new_tokens", b"ten", None)]), None),
+        Call(good, PNG, None, headers={"X-Vidcap-Num-Beams": "0"}),
+    ]
+
+
+@pytest.mark.slow
+def test_bad_requests_fail_alone_and_the_workers_stay_up(
+    torchserve: TorchServeInstance, caption_calls: Callable[..., list[Call]], tiny_captioner
+) -> None:
+    workers_before = {w["pid"] for w in torchserve.describe()["workers"]}
+    goods = caption_calls([SINGLE, 2, SINGLE, 1], seed=20)
+    bads = bad_calls(tiny_captioner.input_size)
+    calls = [call for pair in zip(goods * 2, bads, strict=True) for call in pair]
+    assert_answered(calls, fire_together(torchserve, calls))
+    # Still serving, with the same worker processes.
+    again = caption_calls([SINGLE, 2], seed=21)
+    assert_answered(again, fire_together(torchserve, again))
+    workers = torchserve.describe()["workers"]
+    assert {w["pid"] for w in workers} == workers_before
+    assert all(w["status"] == "READY" for w in workers)
+
+
+@pytest.mark.slow
+def test_inference_needs_the_token(torchserve: TorchServeInstance) -> None:
+    image = encode_image(np.zeros((16, 16, 3), dtype=np.uint8), "png")
+    refused = torchserve.predict(image, PNG, {"Authorization": "Bearer wrong"})
+    assert refused.status in (400, 401) and "Token" in str(refused.body)
+
+
+@pytest.mark.slow
+def test_prometheus_metrics_endpoint(torchserve: TorchServeInstance) -> None:
+    metrics = http("GET", f"{torchserve.metrics_url}/metrics", None, {})
+    assert metrics.status == 200
+    assert "ts_inference_requests_total" in str(metrics.body)
+
+
+@pytest.mark.slow
+def test_model_registration_through_the_api_is_off(torchserve: TorchServeInstance) -> None:
+    url = f"{torchserve.management_url}/models?url=https://example.com/evil.mar"
+    answer = http("POST", url, b"", torchserve.auth("management"))
+    assert answer.status == 405, answer
+
+
+@pytest.mark.slow
+def test_stop_leaves_no_process_behind(torchserve: TorchServeInstance) -> None:
+    import psutil
+
+    frontend = torchserve.frontend_pid()
+    assert frontend is not None
+    processes = [psutil.Process(frontend), *psutil.Process(frontend).children(recursive=True)]
+    assert {p.pid for p in processes} >= {w["pid"] for w in torchserve.describe()["workers"]}
+    stopped = torchserve.stop()
+    assert stopped.returncode == 0, stopped.stdout
+    _, alive = psutil.wait_procs(processes, timeout=5)
+    assert not alive, f"left behind: {[p.pid for p in alive]}"
+    assert not (torchserve.run_dir / ".model_server.pid").exists()
+    assert not (torchserve.run_dir / "key_file.json").exists()

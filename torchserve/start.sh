@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# Start TorchServe with the vidcap archive (built by ./server-create.sh), one worker per
+# GPU, and wait until every worker is loaded and the model answers.
+#
+# Environment (all optional):
+#   CUDA_VISIBLE_DEVICES   GPUs TorchServe may use (numeric indices); honoured as is
+#   NUM_GPUS               GPUs to use (default: those visible; 0 = CPU only)
+#   NUM_WORKERS            workers (default: NUM_GPUS, or 1 on a CPU-only machine)
+#   INFERENCE_PORT / MANAGEMENT_PORT / METRICS_PORT   (default 8080 / 8081 / 8082)
+#   INFERENCE_HOST / MANAGEMENT_HOST / METRICS_HOST   bind addresses (default 127.0.0.1)
+#   TOKEN_AUTH             auto (default: on unless every address is loopback), on, off
+#   VIDCAP_MODEL           hub id, local directory or `tiny`; overrides the archive's
+#                          model-config.yaml, as do VIDCAP_DTYPE, VIDCAP_MAX_CHUNK, ...
+#   BATCH_SIZE / MAX_BATCH_DELAY_MS   TorchServe batching (default: config.properties)
+#   MODEL_STORE            archive folder (default ./model_store); MODEL_NAME (vidcap)
+#   TS_RUN_DIR             logs, pid, key_file.json, sockets (default ./logs)
+#   TS_CONFIG              config.properties template (default ./config.properties)
+#   START_TIMEOUT          seconds to wait for the model (default 900)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(dirname "$here")"
+python="${PYTHON:-python}"
+
+model_store="$(realpath -m "${MODEL_STORE:-$here/model_store}")"
+model_name="${MODEL_NAME:-vidcap}"
+run_dir="$(realpath -m "${TS_RUN_DIR:-$here/logs}")"
+template="${TS_CONFIG:-$here/config.properties}"
+start_timeout="${START_TIMEOUT:-900}"
+
+die() {
+    echo "start.sh: $*" >&2
+    exit 1
+}
+
+is_loopback() {
+    case "$1" in
+    127.* | localhost | ::1 | "[::1]") return 0 ;;
+    *) return 1 ;;
+    esac
+}
+
+visible_gpus() {
+    if [[ -n "${CUDA_VISIBLE_DEVICES+set}" ]]; then
+        # Set but empty hides every GPU.
+        local list="${CUDA_VISIBLE_DEVICES//[[:space:]]/}"
+        if [[ -z "$list" ]]; then echo 0; else awk -F, '{print NF}' <<<"$list"; fi
+    elif command -v nvidia-smi >/dev/null 2>&1; then
+        nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true
+    else
+        echo 0
+    fi
+}
+
+command -v torchserve >/dev/null ||
+    die "torchserve not found; run: pip install -r requirements-torchserve.txt"
+command -v java >/dev/null || [[ -n "${JAVA_HOME:-}" ]] ||
+    die "java not found; TorchServe needs Java 17 (e.g. apt-get install openjdk-17-jre-headless)"
+[[ -f "$model_store/$model_name/MAR-INF/MANIFEST.json" ]] ||
+    die "no archive at $model_store/$model_name; run ./server-create.sh first"
+[[ -f "$template" ]] || die "config template $template not found"
+
+num_gpus="${NUM_GPUS:-$(visible_gpus)}"
+[[ "$num_gpus" =~ ^[0-9]+$ ]] || die "NUM_GPUS must be a whole number >= 0 (got $num_gpus)"
+if ((num_gpus > 0)); then
+    num_workers="${NUM_WORKERS:-$num_gpus}"
+else
+    num_workers="${NUM_WORKERS:-1}"
+fi
+[[ "$num_workers" =~ ^[1-9][0-9]*$ ]] || die "NUM_WORKERS must be a whole number >= 1 (got $num_workers)"
+
+inference_host="${INFERENCE_HOST:-127.0.0.1}"
+management_host="${MANAGEMENT_HOST:-127.0.0.1}"
+metrics_host="${METRICS_HOST:-127.0.0.1}"
+all_loopback=true
+for host in "$inference_host" "$management_host" "$metrics_host"; do
+    is_loopback "$host" || all_loopback=false
+done
+case "${TOKEN_AUTH:-auto}" in
+auto) if $all_loopback; then token_auth=off; else token_auth=on; fi ;;
+on) token_auth=on ;;
+off)
+    $all_loopback ||
+        die "TOKEN_AUTH=off is refused while an address is not loopback ($inference_host, $management_host, $metrics_host)"
+    token_auth=off
+    ;;
+*) die "TOKEN_AUTH must be auto, on or off (got ${TOKEN_AUTH})" ;;
+esac
+
+# Worker sockets live in the run folder; a Unix socket path has at most 107 bytes.
+((${#run_dir} <= 90)) || die "TS_RUN_DIR path is too long for worker sockets: $run_dir"
+mkdir -p "$run_dir"
+pid_file="$run_dir/.model_server.pid"
+if [[ -f "$pid_file" ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null &&
+    grep -q "org.pytorch.serve.ModelServer" "/proc/$(cat "$pid_file")/cmdline" 2>/dev/null; then
+    die "TorchServe already runs from $run_dir (pid $(cat "$pid_file")); ./stop.sh first"
+fi
+rm -f "$pid_file" "$run_dir/key_file.json"
+
+url() { if [[ "$1" == *:* && "$1" != \[* ]]; then echo "http://[$1]:$2"; else echo "http://$1:$2"; fi; }
+inference_url="$(url "$inference_host" "${INFERENCE_PORT:-8080}")"
+management_url="$(url "$management_host" "${MANAGEMENT_PORT:-8081}")"
+metrics_url="$(url "$metrics_host" "${METRICS_PORT:-8082}")"
+
+# The run's config.properties: the template, then this run's values (last one wins).
+config="$run_dir/config.properties"
+disable_token_auth="$([[ $token_auth == off ]] && echo true || echo false)"
+"$python" - "$template" "$config" "$model_name" "$num_workers" "${BATCH_SIZE:-}" \
+    "${MAX_BATCH_DELAY_MS:-}" "inference_address=$inference_url" \
+    "management_address=$management_url" "metrics_address=$metrics_url" \
+    "number_of_gpu=$num_gpus" "model_store=$model_store" "load_models=$model_name" \
+    "disable_token_authorization=$disable_token_auth" <<'PY'
+import json
+import sys
+
+template, target, name, workers, batch_size, batch_delay = sys.argv[1:7]
+overrides = dict(arg.split("=", 1) for arg in sys.argv[7:])
+with open(template, encoding="utf-8") as handle:
+    text = handle.read()
+props = {}
+for line in text.splitlines():
+    key, sep, value = line.strip().partition("=")
+    if sep and not key.startswith("#"):
+        props[key.strip()] = value.strip()
+versions = next(iter(json.loads(props.get("models", "{}")).values()), {})
+model = next(iter(versions.values()), {})
+model.update(defaultVersion=True, marName=name, minWorkers=int(workers), maxWorkers=int(workers))
+if batch_size:
+    model["batchSize"] = int(batch_size)
+if batch_delay:
+    model["maxBatchDelay"] = int(batch_delay)
+overrides["models"] = json.dumps({name: {"1.0": model}})
+with open(target, "w", encoding="utf-8") as handle:
+    handle.write(text.rstrip("\n") + "\n\n# written by start.sh for this run\n")
+    handle.writelines(f"{key}={value}\n" for key, value in overrides.items())
+PY
+
+# The worker imports vidcap and the handler's dependencies from this checkout.
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+# CPU workers share the cores instead of each starting one thread per core.
+if ((num_gpus == 0)) && [[ -z "${OMP_NUM_THREADS:-}" ]]; then
+    cores="$(nproc)"
+    export OMP_NUM_THREADS=$((cores / num_workers > 0 ? cores / num_workers : 1))
+fi
+
+echo "starting TorchServe: $num_workers worker(s), $num_gpus GPU(s), model store $model_store"
+echo "  inference $inference_url  management $management_url  metrics $metrics_url/metrics"
+echo "  token authorization: $token_auth; logs in $run_dir"
+(
+    # TorchServe writes its pid file under TMPDIR, worker sockets under TEMP, logs under
+    # LOG_LOCATION and key_file.json in the current folder: all of them in the run folder.
+    cd "$run_dir"
+    TMPDIR="$run_dir" TEMP="$run_dir" LOG_LOCATION="$run_dir" METRICS_LOCATION="$run_dir" \
+        torchserve --start --ncs --ts-config "$config" --model-store "$model_store" \
+        >"$run_dir/torchserve.out" 2>&1
+)
+
+# Wait until every worker is READY and a prediction answers.
+if ! "$python" - "$run_dir" "$inference_url" "$management_url" "$model_name" "$num_workers" \
+    "$start_timeout" "$token_auth" <<'PY'; then
+import io
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+run_dir, inference, management, name = sys.argv[1:5]
+workers, timeout, token_auth = int(sys.argv[5]), float(sys.argv[6]), sys.argv[7] == "on"
+
+
+def test_image() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def alive() -> bool:
+    try:
+        with open(os.path.join(run_dir, ".model_server.pid"), encoding="utf-8") as handle:
+            os.kill(int(handle.read().strip()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def key(kind: str) -> dict[str, str]:
+    if not token_auth:
+        return {}
+    with open(os.path.join(run_dir, "key_file.json"), encoding="utf-8") as handle:
+        return {"Authorization": f"Bearer {json.load(handle)[kind]['key']}"}
+
+
+def call(url: str, headers: dict[str, str], data: bytes | None = None) -> object:
+    request = urllib.request.Request(url, data=data, headers=headers)
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.load(io.TextIOWrapper(response, encoding="utf-8"))
+
+
+deadline = time.monotonic() + timeout
+state = "TorchServe not answering yet"
+while time.monotonic() < deadline:
+    if not alive():
+        print(f"TorchServe exited during start; see {run_dir}/ts_log.log", file=sys.stderr)
+        sys.exit(1)
+    try:
+        described = call(f"{management}/models/{name}", key("management"))
+        ready = sum(w["status"] == "READY" for w in described[0]["workers"])
+        state = f"{ready}/{workers} workers ready"
+        if ready >= workers:
+            headers = {**key("inference"), "Content-Type": "image/png"}
+            answer = call(f"{inference}/predictions/{name}", headers, test_image())
+            print(f"ready: {state}; test caption {answer}")
+            sys.exit(0)
+    except (OSError, ValueError, KeyError, IndexError, urllib.error.URLError) as exc:
+        state = f"waiting ({exc})"
+    time.sleep(2)
+print(f"model not ready after {timeout:.0f}s: {state}", file=sys.stderr)
+sys.exit(1)
+PY
+    echo "start.sh: TorchServe did not come up; last lines of $run_dir/model_log.log:" >&2
+    tail -n 30 "$run_dir/model_log.log" >&2 2>/dev/null || true
+    TS_RUN_DIR="$run_dir" "$here/stop.sh" >&2 || true
+    exit 1
+fi
+
+if [[ "$token_auth" == on ]]; then
+    echo "token authorization is on: keys are in $run_dir/key_file.json"
+    echo "  clients send: Authorization: Bearer <inference key>"
+fi
+echo "TorchServe is up; stop it with ./stop.sh"

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Stop the TorchServe that ./start.sh started from the same run folder, and make sure
+# none of its processes (front end, model workers) is left behind.
+#
+# Environment: TS_RUN_DIR (default ./logs, as for start.sh), STOP_TIMEOUT (seconds the
+# front end gets to stop its workers before they are killed; default 60).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+run_dir="$(realpath -m "${TS_RUN_DIR:-$here/logs}")"
+pid_file="$run_dir/.model_server.pid"
+stop_timeout="${STOP_TIMEOUT:-60}"
+
+is_torchserve() {
+    grep -q "org.pytorch.serve.ModelServer" "/proc/$1/cmdline" 2>/dev/null
+}
+
+descendants() {
+    local child
+    for child in $(ps -o pid= --ppid "$1" 2>/dev/null || true); do
+        echo "$child"
+        descendants "$child"
+    done
+}
+
+wait_gone() { # wait_gone SECONDS PID...
+    local deadline=$((SECONDS + $1)) pid
+    shift
+    for pid in "$@"; do
+        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.5; done
+    done
+}
+
+if [[ ! -f "$pid_file" ]]; then
+    echo "TorchServe is not running from $run_dir"
+    exit 0
+fi
+pid="$(cat "$pid_file")"
+if ! is_torchserve "$pid"; then
+    echo "TorchServe is not running from $run_dir (stale pid file removed)"
+    rm -f "$pid_file" "$run_dir/key_file.json"
+    exit 0
+fi
+
+# Note the workers now: once the front end is gone they would be orphans.
+mapfile -t children < <(descendants "$pid")
+echo "stopping TorchServe (pid $pid, ${#children[@]} child process(es))"
+(
+    # The launcher finds its pid file under TMPDIR and removes key_file.json from CWD.
+    cd "$run_dir"
+    TMPDIR="$run_dir" torchserve --stop --foreground >>"$run_dir/torchserve.out" 2>&1 || true
+)
+wait_gone "$stop_timeout" "$pid" "${children[@]}"
+
+left=()
+for p in "$pid" "${children[@]}"; do
+    kill -0 "$p" 2>/dev/null && left+=("$p")
+done
+if ((${#left[@]} > 0)); then
+    echo "killing what did not stop: ${left[*]}"
+    kill -TERM "${left[@]}" 2>/dev/null || true
+    wait_gone 10 "${left[@]}"
+    for p in "${left[@]}"; do
+        kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true
+    done
+fi
+rm -f "$pid_file" "$run_dir/key_file.json" "$run_dir"/.ts.sock.*
+echo "TorchServe stopped"
