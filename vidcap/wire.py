@@ -158,3 +158,50 @@ def captions_from_response(body: object, expected: int) -> list[str]:
     if len(items) != expected or not all(isinstance(i, dict) and "caption" in i for i in items):
         raise ValueError(f"server answered {body!r:.200}, expected {expected} caption(s)")
     return [str(item["caption"]) for item in items]
+
+
+# --- multipart part names and headers (shared by clients and both servers) ---
+
+FRAME_PART_PREFIX = "frame"
+
+
+def frame_part_name(index: int) -> str:
+    """The multipart field name of the ``index``-th frame of a pre-batch: ``frame0``, ``frame1``…"""
+    return f"{FRAME_PART_PREFIX}{index}"
+
+
+def ordered_frames(parts: Sequence[tuple[str, bytes]]) -> list[bytes]:
+    """Frame bytes in frame order from ``(field name, bytes)`` parts.
+
+    When every name is ``frame<N>`` (what ``frame_part_name`` writes), the parts are
+    sorted by N, so a transport that loses part order (a dict keyed by name) still
+    answers in order; otherwise the given order is kept.
+    """
+    prefix = len(FRAME_PART_PREFIX)
+    if parts and all(
+        name.startswith(FRAME_PART_PREFIX) and name[prefix:].isdigit() for name, _ in parts
+    ):
+        return [data for _, data in sorted(parts, key=lambda part: int(part[0][prefix:]))]
+    return [data for _, data in parts]
+
+
+def explicit_settings_fields(settings: GenerationSettings) -> dict[str, str]:
+    """Every generation setting as a field (``prompt`` only when set), for clients.
+
+    Unlike ``settings_to_fields`` it does not leave out values equal to the library's
+    defaults, so a server configured with other defaults still generates exactly what
+    the client asked for (and what the embedded run generates).
+    """
+    return {
+        name: str(getattr(settings, name))
+        for name in SETTING_FIELDS
+        if getattr(settings, name) is not None
+    }
+
+
+def settings_to_headers(settings: GenerationSettings) -> dict[str, str]:
+    """``explicit_settings_fields`` as ``X-Vidcap-<Name>`` headers, for single-image requests."""
+    return {
+        HEADER_PREFIX + "-".join(word.capitalize() for word in name.split("_")): value
+        for name, value in explicit_settings_fields(settings).items()
+    }

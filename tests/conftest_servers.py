@@ -1,0 +1,314 @@
+"""Real servers on loopback for the client and server tests (helpers, not fixtures).
+
+* ``FlaskServer``: ``flask/start.sh`` (gunicorn) with the tiny model, in its own process
+  group, stopped (and restartable) by the tests.
+* ``ScriptedServer``: a small aiohttp server speaking the vidcap wire protocol that
+  misbehaves on cue (503/429 bursts, dropped connections, slow answers, 4xx, garbage)
+  and otherwise captions each frame with a digest of its decoded pixels, so order and
+  lossless transport are checked exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from aiohttp import web
+
+from vidcap import wire
+from vidcap.errors import BadRequest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+START_SH = REPO_ROOT / "flask" / "start.sh"
+SERVER_PY = REPO_ROOT / "flask" / "server.py"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str, timeout: float = 5.0) -> tuple[int, object]:
+    """GET or POST-less fetch: (status, parsed JSON body), 4xx/5xx included."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def post(
+    url: str, body: bytes, content_type: str, headers: dict[str, str] | None = None
+) -> tuple[int, object, dict[str, str]]:
+    """POST ``body``: (status, parsed JSON body, headers); never raises on 4xx/5xx."""
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": content_type, **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - loopback
+            return resp.status, json.loads(resp.read()), dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read()), dict(err.headers)
+
+
+def multipart(parts: list[tuple[str, bytes, str | None]]) -> tuple[bytes, str]:
+    """Encode ``(name, data, content type or None for a text field)`` parts."""
+    boundary = "vidcap-test-boundary-7f3a"
+    chunks: list[bytes] = []
+    for name, data, ctype in parts:
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"'
+        if ctype is not None:
+            head += f'; filename="{name}"\r\nContent-Type: {ctype}'
+        chunks.append(head.encode() + b"\r\n\r\n" + data + b"\r\n")
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
+
+
+# --- frames -----------------------------------------------------------------------------
+
+
+def make_frames(count: int, size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
+    """Distinct RGB frames at ``size`` (h, w): a moving bright square on a varying ground."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    frames = []
+    for i in range(count):
+        rgb = np.empty((height, width, 3), dtype=np.uint8)
+        rgb[:] = rng.integers(0, 256, 3, dtype=np.uint8)
+        side = max(4, min(height, width) // 3)
+        top, left = (i * 7) % (height - side), (i * 11) % (width - side)
+        rgb[top : top + side, left : left + side] = rng.integers(0, 256, 3, dtype=np.uint8)
+        rgb += rng.integers(0, 8, rgb.shape, dtype=np.uint8)
+        frames.append(rgb)
+    return frames
+
+
+def pixel_digest(rgb: np.ndarray) -> str:
+    """The caption the scripted server gives a frame: a digest of its exact pixels."""
+    return hashlib.sha1(np.ascontiguousarray(rgb).tobytes()).hexdigest()[:12]
+
+
+# --- the Flask server (gunicorn, real process) --------------------------------------------
+
+
+@dataclass
+class FlaskServer:
+    """``flask/start.sh`` on a free loopback port; ``start``/``stop``/``restart`` as needed."""
+
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base}/caption"
+
+    def start(self, wait: bool = True, timeout: float = 90.0) -> FlaskServer:
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "THREADS": "16",
+            "VIDCAP_MODEL": "tiny",
+            "VIDCAP_DEVICE": "cpu",
+            "VIDCAP_LOG_LEVEL": "WARNING",
+            "OMP_NUM_THREADS": "1",
+            **self.env,
+        }
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            ["bash", str(START_SH)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        if wait:
+            self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float = 90.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"flask server exited: {self.log_tail()}")
+            try:
+                status, body = get_json(f"{self.base}/health", timeout=2)
+                if status == 200 and isinstance(body, dict):
+                    return body
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"flask server not healthy after {timeout}s: {self.log_tail()}")
+
+    def health(self) -> dict:
+        status, body = get_json(f"{self.base}/health")
+        assert status == 200 and isinstance(body, dict), body
+        return body
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+
+# --- the scripted aiohttp server -----------------------------------------------------------
+
+ACTIONS = ("503", "429", "drop", "slow", "400", "500", "garbage", "401")
+
+
+@dataclass
+class ScriptedServer:
+    """Serves ``POST /caption``; the first requests follow ``script`` (one action each).
+
+    Actions: ``503``/``429`` (busy, JSON error), ``drop`` (close the connection
+    unanswered), ``slow`` (answer after ``slow_seconds``), ``400``/``500``/``401`` (JSON
+    error), ``garbage`` (200 with a non-caption body). After the script, every frame
+    is captioned with ``pixel_digest`` of its decoded pixels (plus ``|prompt`` if any).
+    """
+
+    script: list[str] = field(default_factory=list)
+    slow_seconds: float = 2.0
+    token: str | None = None
+    jitter: float = 0.0
+    requests: int = 0
+    answered_frames: int = 0
+    statuses: list[int] = field(default_factory=list)
+    seen_headers: list[dict[str, str]] = field(default_factory=list)
+    concurrent: int = 0
+    max_concurrent: int = 0
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/caption"
+
+    def __enter__(self) -> ScriptedServer:
+        self._loop = asyncio.new_event_loop()
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
+        self._thread.start()
+        assert started.wait(10), "scripted server did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def _serve(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._main(started))
+        self._loop.close()
+
+    async def _main(self, started: threading.Event) -> None:
+        self._stop = asyncio.Event()
+        app = web.Application(client_max_size=64 * 2**20)
+        app.router.add_post("/caption", self._handle)
+        runner = web.AppRunner(app, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = runner.addresses[0][1]
+        started.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        self.seen_headers.append(dict(request.headers))
+        self.concurrent += 1
+        self.max_concurrent = max(self.max_concurrent, self.concurrent)
+        try:
+            response = await self._answer(request)
+        finally:
+            self.concurrent -= 1
+        self.statuses.append(response.status)
+        return response
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        action = self.script.pop(0) if self.script else "ok"
+        if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
+            action = "401"
+        if action in ("503", "429"):
+            await request.read()
+            return web.json_response({"error": "busy, try later"}, status=int(action))
+        if action in ("400", "500", "401"):
+            await request.read()
+            return web.json_response({"error": f"scripted {action}"}, status=int(action))
+        if action == "garbage":
+            await request.read()
+            return web.Response(text="<html>proxy error</html>", content_type="text/html")
+        if action == "drop":
+            await request.read()
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=599)
+        if action == "slow":
+            await asyncio.sleep(self.slow_seconds)
+        if self.jitter:
+            await asyncio.sleep(float(np.random.default_rng().uniform(0, self.jitter)))
+        frames, fields, batched = await read_wire(request)
+        try:
+            job = wire.build_request(frames, fields, batched, wire.WireLimits())
+        except BadRequest as exc:
+            return web.json_response(wire.error_response(str(exc)), status=exc.status)
+        suffix = f"|{job.settings.prompt}" if job.settings.prompt else ""
+        captions = [pixel_digest(image) + suffix for image in job.images]
+        self.answered_frames += len(captions)
+        return web.json_response(wire.caption_response(captions, job.batched))
+
+
+async def read_wire(request: web.Request) -> tuple[list[bytes], dict[str, str], bool]:
+    fields = wire.settings_from_headers(request.headers)
+    if request.content_type != "multipart/form-data":
+        return [await request.read()], fields, False
+    parts: list[tuple[str, bytes]] = []
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        data = await part.read()  # type: ignore[union-attr]
+        name = part.name or ""
+        if part.filename is None and name in wire.SETTING_FIELDS:  # type: ignore[union-attr]
+            fields[name] = data.decode()
+        else:
+            parts.append((name, bytes(data)))
+    return wire.ordered_frames(parts), fields, True
+
+
+def counting(frames: list[np.ndarray], pulled: list[int]) -> Iterator[np.ndarray]:
+    """Yield ``frames``, counting in ``pulled[0]`` how many were taken so far."""
+    for frame in frames:
+        pulled[0] += 1
+        yield frame

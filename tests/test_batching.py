@@ -1,0 +1,188 @@
+"""The micro-batcher: merging, grouping by settings, failure isolation, back-pressure."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from vidcap.batching import BatchSettings, MicroBatcher, ModelFailure, QueueFull
+from vidcap.errors import UsageError
+from vidcap.settings import GenerationSettings
+
+DEFAULT = GenerationSettings()
+
+
+def image(value: int) -> np.ndarray:
+    return np.full((4, 4, 3), value, dtype=np.uint8)
+
+
+class FakeModel:
+    """Captions a frame with its grey level; records every call; can be made to fail or wait."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.calls: list[tuple[int, GenerationSettings]] = []
+        self.gate = gate
+
+    def __call__(self, images: Sequence[np.ndarray], settings: GenerationSettings) -> list[str]:
+        if self.gate is not None:
+            assert self.gate.wait(10)
+        self.calls.append((len(images), settings))
+        if settings.prompt == "boom":
+            raise RuntimeError("CUDA out of memory (pretend)")
+        prefix = settings.prompt or ""
+        return [f"{prefix}{int(img[0, 0, 0])}" for img in images]
+
+
+@pytest.fixture
+def gated() -> tuple[FakeModel, threading.Event]:
+    gate = threading.Event()
+    return FakeModel(gate), gate
+
+
+def test_single_request_gets_its_captions_in_order() -> None:
+    model = FakeModel()
+    batcher = MicroBatcher(model, BatchSettings(max_batch=8, max_delay=0.0))
+    try:
+        assert batcher.submit([image(1), image(2), image(3)], DEFAULT).result(5) == ["1", "2", "3"]
+    finally:
+        batcher.close()
+    assert batcher.snapshot()["model_calls"] == 1
+
+
+def test_concurrent_requests_are_merged_into_fewer_model_calls(gated) -> None:
+    model, gate = gated
+    batcher = MicroBatcher(model, BatchSettings(max_batch=8, max_delay=0.05))
+    try:
+        first = batcher.submit([image(0)], DEFAULT)  # occupies the model until the gate opens
+        futures = [batcher.submit([image(i)], DEFAULT) for i in range(1, 9)]
+        gate.set()
+        assert first.result(5) == ["0"]
+        assert [f.result(5) for f in futures] == [[str(i)] for i in range(1, 9)]
+    finally:
+        batcher.close()
+    stats = batcher.snapshot()
+    assert stats["requests"] == 9
+    assert stats["model_calls"] < 9
+    assert stats["largest_call"] <= 8
+    assert stats["waiting_frames"] == 0
+
+
+def test_max_batch_is_respected_and_requests_are_never_split(gated) -> None:
+    model, gate = gated
+    batcher = MicroBatcher(model, BatchSettings(max_batch=4, max_delay=0.05))
+    try:
+        futures = [batcher.submit([image(i), image(i + 100)], DEFAULT) for i in range(6)]
+        gate.set()
+        for i, future in enumerate(futures):
+            assert future.result(5) == [str(i), str(i + 100)]
+    finally:
+        batcher.close()
+    assert all(size <= 4 for size, _ in model.calls)
+    assert sum(size for size, _ in model.calls) == 12
+
+
+def test_a_request_larger_than_max_batch_runs_alone() -> None:
+    model = FakeModel()
+    batcher = MicroBatcher(model, BatchSettings(max_batch=2, max_delay=0.0))
+    try:
+        assert batcher.submit([image(i) for i in range(5)], DEFAULT).result(5) == list("01234")
+    finally:
+        batcher.close()
+
+
+def test_requests_with_different_settings_are_grouped_apart(gated) -> None:
+    model, gate = gated
+    batcher = MicroBatcher(model, BatchSettings(max_batch=16, max_delay=0.05))
+    other = GenerationSettings(prompt="q:")
+    try:
+        mixed = [batcher.submit([image(i)], other if i % 2 else DEFAULT) for i in range(6)]
+        gate.set()
+        # the fake model prefixes with its call's prompt: right answers mean right groups
+        assert [f.result(5) for f in mixed] == [[f"q:{i}" if i % 2 else str(i)] for i in range(6)]
+    finally:
+        batcher.close()
+    assert {s for _, s in model.calls} == {DEFAULT, other}
+    assert len(model.calls) < 6
+
+
+def test_a_model_exception_fails_only_that_call_and_the_worker_survives() -> None:
+    model = FakeModel()
+    batcher = MicroBatcher(model, BatchSettings(max_batch=8, max_delay=0.0))
+    try:
+        with pytest.raises(ModelFailure, match="out of memory"):
+            batcher.submit([image(1)], GenerationSettings(prompt="boom")).result(5)
+        assert batcher.submit([image(2)], DEFAULT).result(5) == ["2"]
+    finally:
+        batcher.close()
+    stats = batcher.snapshot()
+    assert stats["failed_calls"] == 1 and stats["model_calls"] == 2
+
+
+def test_a_wrong_number_of_captions_is_a_failure_not_a_misalignment() -> None:
+    batcher = MicroBatcher(lambda images, settings: ["only one"], BatchSettings(max_delay=0.0))
+    try:
+        with pytest.raises(ModelFailure, match="1 captions for 2 frames"):
+            batcher.submit([image(1), image(2)], DEFAULT).result(5)
+    finally:
+        batcher.close()
+
+
+def test_queue_full_raises_instead_of_growing_without_bound(gated) -> None:
+    model, gate = gated
+    batcher = MicroBatcher(model, BatchSettings(max_batch=1, max_delay=0.0, max_queue=3))
+    try:
+        running = batcher.submit([image(0)], DEFAULT)
+        deadline = time.monotonic() + 5
+        while batcher.snapshot()["waiting_frames"] and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the worker has taken the first job (blocked on the gate)
+        queued = [batcher.submit([image(i)], DEFAULT) for i in range(1, 4)]
+        with pytest.raises(QueueFull, match="3 frames are already waiting"):
+            batcher.submit([image(9)], DEFAULT)
+        gate.set()
+        assert running.result(5) == ["0"]
+        assert [f.result(5) for f in queued] == [["1"], ["2"], ["3"]]
+    finally:
+        gate.set()
+        batcher.close()
+
+
+def test_many_threads_each_get_their_own_answers() -> None:
+    model = FakeModel()
+    batcher = MicroBatcher(model, BatchSettings(max_batch=8, max_delay=0.005))
+
+    def one(i: int) -> list[str]:
+        return batcher.submit([image(i), image(255 - i)], DEFAULT).result(10)
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(one, range(64)))
+    finally:
+        batcher.close()
+    assert answers == [[str(i), str(255 - i)] for i in range(64)]
+    assert batcher.snapshot()["model_calls"] < 64
+
+
+def test_closed_batcher_refuses_work() -> None:
+    batcher = MicroBatcher(FakeModel())
+    batcher.close()
+    batcher.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.submit([image(1)], DEFAULT)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_batch": 0}, "max_batch must be >= 1"),
+        ({"max_delay": -1}, "max_delay must be between"),
+        ({"max_queue": 0}, "max_queue must be >= 1"),
+    ],
+)
+def test_settings_are_validated(kwargs: dict, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        BatchSettings(**kwargs)

@@ -1,0 +1,492 @@
+"""``vidcap.client.RemoteBackend`` against real servers on loopback.
+
+The scripted aiohttp server (``conftest_servers.ScriptedServer``) captions each frame
+with a digest of its decoded pixels and misbehaves on cue, so order, exactly-once
+delivery, retries and error handling are checked exactly. The Flask server (gunicorn
+via ``flask/start.sh``, tiny model) checks that captions equal the embedded run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest_servers import (
+    REPO_ROOT,
+    FlaskServer,
+    ScriptedServer,
+    counting,
+    free_port,
+    make_frames,
+    pixel_digest,
+)
+
+from vidcap.backend import EmbeddedBackend
+from vidcap.client import (
+    ClientOptions,
+    RemoteBackend,
+    ServerRejected,
+    ServerUnavailable,
+    add_client_arguments,
+    backend_from_args,
+    parse_server_urls,
+)
+from vidcap.errors import UsageError, VidcapError
+from vidcap.frames import resize_for_model
+from vidcap.settings import GenerationSettings
+
+SIZE = (64, 64)
+DEFAULT = GenerationSettings()
+FAST = {"backoff": 0.01, "backoff_max": 0.05, "timeout": 10.0}
+
+
+def remote(urls: str | list[str], **options: object) -> RemoteBackend:
+    urls = [urls] if isinstance(urls, str) else urls
+    return RemoteBackend(urls, SIZE, ClientOptions(**{"wire_format": "png", **FAST, **options}))
+
+
+def caption_all(
+    backend: RemoteBackend, frames, settings: GenerationSettings = DEFAULT
+) -> list[str]:
+    return list(backend.caption_stream(frames, settings))
+
+
+# --- order, formats, settings ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("prebatch", "inflight"), [(1, 4), (3, 3), (8, 1)])
+def test_captions_come_back_in_frame_order_with_exact_pixels(prebatch: int, inflight: int) -> None:
+    frames = make_frames(37, SIZE)
+    with (
+        ScriptedServer(jitter=0.02) as server,
+        remote(server.url, prebatch=prebatch, inflight=inflight) as backend,
+    ):
+        assert caption_all(backend, frames) == [pixel_digest(f) for f in frames]
+    assert server.requests == -(-37 // prebatch)
+    assert 1 <= server.max_concurrent <= inflight
+
+
+def test_requests_are_spread_over_endpoints_and_order_kept() -> None:
+    frames = make_frames(48, SIZE)
+    with ScriptedServer(jitter=0.03) as one, ScriptedServer(jitter=0.03) as two:
+        with remote([one.url, two.url], prebatch=2, inflight=2) as backend:
+            assert caption_all(backend, frames) == [pixel_digest(f) for f in frames]
+        assert one.requests > 0 and two.requests > 0
+        assert one.answered_frames + two.answered_frames == 48
+        assert one.max_concurrent <= 2 and two.max_concurrent <= 2
+
+
+@pytest.mark.parametrize("prebatch", [1, 4])
+@pytest.mark.parametrize("prompt", ["a photo of", "une photo d'été"])
+def test_generation_settings_reach_the_server(prebatch: int, prompt: str) -> None:
+    frames = make_frames(5, SIZE)
+    settings = GenerationSettings(prompt=prompt, max_new_tokens=7)
+    with ScriptedServer() as server, remote(server.url, prebatch=prebatch) as backend:
+        assert caption_all(backend, frames, settings) == [
+            f"{pixel_digest(f)}|{prompt}" for f in frames
+        ]
+    if prebatch == 1 and prompt.isascii():  # every setting is sent, defaults included
+        assert {h["X-Vidcap-Max-New-Tokens"] for h in server.seen_headers} == {"7"}
+        assert {h["X-Vidcap-Num-Beams"] for h in server.seen_headers} == {"1"}
+
+
+def test_frames_not_at_input_size_are_resized_like_the_embedded_path() -> None:
+    frames = make_frames(4, (90, 120))
+    with ScriptedServer() as server, remote(server.url, prebatch=2) as backend:
+        got = caption_all(backend, frames)
+    assert got == [pixel_digest(resize_for_model(f, SIZE)) for f in frames]
+
+
+def test_jpeg_wire_format_is_sent_as_jpeg() -> None:
+    frames = make_frames(3, SIZE)
+    with ScriptedServer() as server, remote(server.url, wire_format="jpeg", prebatch=1) as backend:
+        got = caption_all(backend, frames)
+    assert len(got) == 3 and all(len(c) == 12 for c in got)
+    assert {h["Content-Type"] for h in server.seen_headers} == {"image/jpeg"}
+
+
+def test_read_ahead_is_bounded_and_the_stream_is_lazy() -> None:
+    frames = make_frames(200, SIZE)
+    pulled = [0]
+    prebatch, inflight = 2, 2
+    bound = prebatch * inflight * 2 * 2 + prebatch  # two endpoints
+    with ScriptedServer() as one, ScriptedServer() as two:
+        with remote([one.url, two.url], prebatch=prebatch, inflight=inflight) as backend:
+            stream = backend.caption_stream(counting(frames, pulled), DEFAULT)
+            assert pulled[0] == 0  # nothing read before the first caption is asked for
+            worst = 0
+            for done, _ in enumerate(stream, start=1):
+                worst = max(worst, pulled[0] - done)
+    assert pulled[0] == 200
+    assert worst <= bound
+
+
+def test_an_abandoned_stream_is_cancelled_and_the_backend_reusable() -> None:
+    frames = make_frames(40, SIZE)
+    with ScriptedServer(jitter=0.01) as server, remote(server.url, prebatch=2) as backend:
+        stream = backend.caption_stream(iter(frames), DEFAULT)
+        first = [next(stream) for _ in range(3)]
+        stream.close()
+        assert first == [pixel_digest(f) for f in frames[:3]]
+        assert caption_all(backend, frames[:5]) == [pixel_digest(f) for f in frames[:5]]
+
+
+def test_close_is_idempotent_and_a_closed_backend_refuses_work() -> None:
+    backend = remote("http://127.0.0.1:9/caption")
+    backend.close()
+    backend.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        caption_all(backend, make_frames(1, SIZE))
+
+
+# --- retries and errors ------------------------------------------------------------------
+
+
+def test_a_burst_of_503s_is_backed_off_not_turned_into_captions() -> None:
+    frames = make_frames(12, SIZE)
+    with (
+        ScriptedServer(script=["503"] * 6) as server,
+        remote(server.url, prebatch=3, retries=7) as backend,
+    ):
+        got = caption_all(backend, frames)
+    assert got == [pixel_digest(f) for f in frames]
+    assert server.statuses.count(503) == 6
+    assert server.statuses.count(200) == 4  # each batch answered exactly once
+    assert server.answered_frames == 12
+
+
+def test_429_dropped_connections_and_timeouts_are_retried() -> None:
+    frames = make_frames(6, SIZE)
+    script = ["429", "drop", "slow", "503"]
+    with (
+        ScriptedServer(script=script, slow_seconds=1.5) as server,
+        remote(server.url, prebatch=6, retries=4, timeout=0.5) as backend,
+    ):
+        assert caption_all(backend, frames) == [pixel_digest(f) for f in frames]
+    assert server.requests == 5 and server.answered_frames == 6
+
+
+def test_retries_are_bounded_then_a_one_line_error() -> None:
+    with ScriptedServer(script=["503"] * 10) as server, remote(server.url, retries=2) as backend:
+        with pytest.raises(ServerUnavailable) as caught:
+            caption_all(backend, make_frames(2, SIZE))
+    message = str(caught.value)
+    assert "after 2 retries" in message and "HTTP 503: busy, try later" in message
+    assert "\n" not in message
+    assert server.requests == 3
+    assert isinstance(caught.value, VidcapError)
+
+
+def test_an_unreachable_server_fails_after_retries_with_a_clear_message() -> None:
+    url = f"http://127.0.0.1:{free_port()}/caption"
+    with remote(url, retries=2) as backend, pytest.raises(ServerUnavailable, match="Connect"):
+        caption_all(backend, make_frames(2, SIZE))
+
+
+@pytest.mark.parametrize(
+    ("action", "message"),
+    [
+        ("400", r"HTTP 400: scripted 400"),
+        ("500", r"HTTP 500: scripted 500"),
+        ("401", r"HTTP 401: scripted 401"),
+        ("garbage", r"HTTP 200 with a bad body"),
+    ],
+)
+def test_refusals_fail_at_once_with_the_servers_message(action: str, message: str) -> None:
+    with (
+        ScriptedServer(script=[action]) as server,
+        remote(server.url, retries=5, prebatch=4) as backend,
+    ):
+        with pytest.raises(ServerRejected, match=message):
+            caption_all(backend, make_frames(4, SIZE))
+    assert server.requests == 1  # not retried
+
+
+def test_a_wrong_endpoint_path_says_so() -> None:
+    with ScriptedServer() as server, remote(server.url.replace("/caption", "/nope")) as backend:
+        with pytest.raises(ServerRejected, match="HTTP 404.*full endpoint URL"):
+            caption_all(backend, make_frames(1, SIZE))
+
+
+def test_the_token_is_sent_as_a_bearer_header() -> None:
+    frames = make_frames(2, SIZE)
+    with ScriptedServer(token="s3cret") as server:
+        with remote(server.url, token="s3cret") as backend:
+            assert caption_all(backend, frames) == [pixel_digest(f) for f in frames]
+        with remote(server.url) as backend, pytest.raises(ServerRejected, match="HTTP 401"):
+            caption_all(backend, frames)
+
+
+def test_a_dead_endpoint_is_routed_around() -> None:
+    dead = f"http://127.0.0.1:{free_port()}/caption"
+    frames = make_frames(20, SIZE)
+    with (
+        ScriptedServer() as alive,
+        remote([dead, alive.url], prebatch=2, retries=3, backoff_max=2.0) as backend,
+    ):
+        assert caption_all(backend, frames) == [pixel_digest(f) for f in frames]
+    assert alive.answered_frames == 20
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("", "at least one endpoint"),
+        ("localhost:5000/caption", "bad server URL"),
+        ("ftp://host/caption", "bad server URL"),
+        ("http://127.0.0.1:5000", "no endpoint path"),
+        ("http://127.0.0.1:99999/caption", "bad port"),
+    ],
+)
+def test_bad_urls_are_usage_errors(value: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_server_urls(value)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"wire_format": "webp"}, "supported values are jpeg, png"),
+        ({"prebatch": 0}, "--prebatch must be"),
+        ({"inflight": 0}, "--inflight must be"),
+        ({"retries": -1}, "--retries must be"),
+        ({"timeout": 0}, "--timeout must be"),
+    ],
+)
+def test_bad_options_are_usage_errors(options: dict, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        ClientOptions(**options)
+
+
+def test_argparse_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
+    parser = argparse.ArgumentParser()
+    add_client_arguments(parser)
+    assert backend_from_args(parser.parse_args([]), SIZE) is None
+    monkeypatch.setenv("VIDCAP_TOKEN", "from-env")
+    args = parser.parse_args(
+        ["--server", "http://127.0.0.1:1/a, http://127.0.0.1:2/b", "--prebatch", "3",
+         "--inflight", "2", "--wire-format", "png", "--retries", "1", "--timeout", "5"]
+    )  # fmt: skip
+    backend = backend_from_args(args, SIZE)
+    assert backend is not None
+    with backend:
+        assert backend.urls == ["http://127.0.0.1:1/a", "http://127.0.0.1:2/b"]
+        assert backend.input_size == SIZE
+        assert backend.options == ClientOptions(
+            wire_format="png", prebatch=3, inflight=2, retries=1, timeout=5.0, token="from-env"
+        )
+
+
+# --- against the Flask server (gunicorn, tiny model) --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def flask_pair(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[FlaskServer, FlaskServer]]:
+    logs = tmp_path_factory.mktemp("flask-logs")
+    one, two = FlaskServer(logs / "one.log"), FlaskServer(logs / "two.log")
+    try:
+        one.start(wait=False)
+        two.start(wait=False)
+        one.wait_healthy()
+        two.wait_healthy()
+        yield one, two
+    finally:
+        one.stop()
+        two.stop()
+
+
+@pytest.fixture(scope="module")
+def embedded(tiny_captioner) -> EmbeddedBackend:
+    return EmbeddedBackend(tiny_captioner)
+
+
+SETTINGS = [DEFAULT, GenerationSettings(prompt="a picture of", max_new_tokens=6)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("settings", SETTINGS, ids=["default", "prompt"])
+def test_png_over_flask_equals_the_embedded_run(flask_pair, embedded, settings) -> None:
+    frames = make_frames(20, SIZE, seed=3)
+    expected = list(embedded.caption_stream(frames, settings))
+    with remote(flask_pair[0].url, prebatch=4, inflight=2) as backend:
+        assert caption_all(backend, frames, settings) == expected
+
+
+@pytest.mark.slow
+def test_two_flask_servers_at_once_equal_the_embedded_run(flask_pair, embedded) -> None:
+    frames = make_frames(24, SIZE, seed=4)
+    settings = SETTINGS[1]
+    expected = list(embedded.caption_stream(frames, settings))
+    before = [s.health()["stats"]["frames"] for s in flask_pair]
+    with remote([s.url for s in flask_pair], prebatch=2, inflight=2) as backend:
+        assert caption_all(backend, frames, settings) == expected
+    served = [s.health()["stats"]["frames"] - b for s, b in zip(flask_pair, before, strict=True)]
+    assert all(n > 0 for n in served) and sum(served) == 24
+
+
+@pytest.mark.slow
+def test_a_server_restarted_mid_run_is_retried_and_every_frame_captioned_once(
+    tmp_path: Path, embedded
+) -> None:
+    frames = make_frames(24, SIZE, seed=5)
+    settings = SETTINGS[1]
+    expected = list(embedded.caption_stream(frames, settings))
+    server = FlaskServer(tmp_path / "restart.log").start()
+
+    def frames_with_a_crash() -> Iterator[np.ndarray]:
+        for i, frame in enumerate(frames):
+            if i == 8:
+                server.stop(signal.SIGKILL)  # the whole process group, mid-request
+                server.start(wait=False)
+            yield frame
+
+    try:
+        options = {"prebatch": 2, "inflight": 2, "retries": 40, "backoff": 0.1, "backoff_max": 1.0}
+        with remote(server.url, **options) as backend:
+            got = caption_all(backend, frames_with_a_crash(), settings)
+        assert got == expected
+        assert server.health()["stats"]["frames"] > 0  # the new process served the rest
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [[], ["--prompt", "a picture of", "--max-new-tokens", "6"]])
+def test_vidcap_caption_with_server_writes_the_same_outputs_as_embedded(
+    flask_pair, tmp_path: Path, extra: list[str]
+) -> None:
+    from videos import VideoSpec, constant_rate, write_video
+
+    from vidcap.cli import main
+
+    video = write_video(
+        tmp_path / "clip.mp4", VideoSpec("clip", "libx264", ".mp4", constant_rate(30, Fraction(10)))
+    )
+    common = ["caption", str(video), "--model", "tiny", "--fps", "5", "--quiet", *extra]
+    assert main([*common, "--out", str(tmp_path / "embedded"), "--device", "cpu"]) == 0
+    servers = ",".join(s.url for s in flask_pair)
+    remote_args = ["--server", servers, "--wire-format", "png", "--prebatch", "2"]
+    assert main([*common, "--out", str(tmp_path / "remote"), *remote_args]) == 0
+
+    def outputs(folder: Path) -> list[str]:
+        return sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != "summary.json")
+
+    names = outputs(tmp_path / "embedded")
+    assert names == outputs(tmp_path / "remote")
+    assert {Path(n).suffix for n in names} >= {".jsonl", ".srt", ".vtt"}
+    for name in names:
+        embedded_bytes = (tmp_path / "embedded" / name).read_bytes()
+        assert (tmp_path / "remote" / name).read_bytes() == embedded_bytes, name
+
+
+# --- against TorchServe (the handler engineer's launcher; token auth on) ------------------
+
+
+@pytest.fixture(scope="module")
+def torchserve(tmp_path_factory: pytest.TempPathFactory):
+    from torchserve_fixture import TorchServeInstance
+
+    settings = {
+        "VIDCAP_MODEL": "tiny",
+        "NUM_GPUS": "0",
+        "NUM_WORKERS": "1",
+        "BATCH_SIZE": "4",
+        "MAX_BATCH_DELAY_MS": "20",
+        "TOKEN_AUTH": "on",
+        "VIDCAP_MAX_NEW_TOKENS": "10",  # a server default unlike the client's: sent explicitly
+    }
+    instance = TorchServeInstance.launch(tmp_path_factory.mktemp("ts-client"), settings)
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.mark.slow
+def test_png_over_torchserve_equals_the_embedded_run(torchserve, embedded) -> None:
+    frames = make_frames(14, SIZE, seed=6)
+    token = torchserve.key("inference")
+    for settings in SETTINGS:
+        expected = list(embedded.caption_stream(frames, settings))
+        for prebatch in (1, 3):
+            options = {"prebatch": prebatch, "inflight": 3, "token": token}
+            with remote(torchserve.predictions_url, **options) as backend:
+                assert caption_all(backend, frames, settings) == expected, (settings, prebatch)
+    with (
+        remote(torchserve.predictions_url) as backend,
+        pytest.raises(ServerRejected, match="HTTP 40[01]: Token Authorization failed"),
+    ):
+        caption_all(backend, frames[:1])
+
+
+# --- the example clients ----------------------------------------------------------------
+
+CLIENTS = REPO_ROOT / "clients"
+SCRIPTS = ["dummydata", "batch", "stream", "stream-v2", "putinmask"]
+
+
+def run_client(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    script = CLIENTS / f"client_example-{name}.py"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=120, env=env
+    )
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_client_has_help_with_url(name: str) -> None:
+    result = run_client(name, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "--url" in result.stdout and "--prebatch" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def short_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from videos import VideoSpec, constant_rate, write_video
+
+    spec = VideoSpec("short", "libx264", ".mp4", constant_rate(20, Fraction(10)))
+    return write_video(tmp_path_factory.mktemp("short") / "short.mp4", spec)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "args", "frames"),
+    [
+        ("dummydata", ["--frames", "10"], 10),
+        ("batch", ["VIDEO", "--fps", "5", "--prebatch", "4"], 10),
+        ("stream", ["VIDEO", "--fps", "5", "--inflight", "3"], 10),
+        ("stream-v2", ["VIDEO", "--fps", "5", "--wire-format", "png"], 10),
+        ("putinmask", ["VIDEO", "--fps", "5", "--query", "circle"], 10),
+    ],
+)
+def test_clients_caption_on_the_flask_server(
+    flask_pair, short_video: Path, name: str, args: list[str], frames: int
+) -> None:
+    args = [str(short_video) if a == "VIDEO" else a for a in args]
+    result = run_client(name, *args, "--url", flask_pair[0].url, "--model", "tiny")
+    assert result.returncode == 0, result.stderr
+    summary = result.stdout.strip().splitlines()[-1]
+    assert re.search(rf"\b{frames} (noise )?frames .* [\d.]+ frames/s", summary), summary
+    if name == "putinmask":
+        assert re.search(rf"^mask: [01]{{{frames}}}$", result.stdout, re.MULTILINE), result.stdout
+
+
+def test_a_client_reports_an_unreachable_server_in_one_line() -> None:
+    url = f"http://127.0.0.1:{free_port()}/caption"
+    result = run_client(
+        "dummydata", "--url", url, "--frames", "2", "--retries", "1", "--model", "tiny"
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no server captioned")
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,504 @@
+"""Captions from running servers: the ``--server URL[,URL…]`` backend (aiohttp).
+
+``RemoteBackend`` is a ``vidcap.backend.Backend``: the pipeline hands it frames (already
+resized to the model's input size) and gets one caption per frame, in order. Inside,
+an asyncio event loop in a background thread sends pre-batches of ``prebatch`` frames
+as multipart requests, at most ``inflight`` at a time per endpoint, each to the
+endpoint with the fewest requests outstanding. Frames are encoded in a thread pool,
+off the event loop. 429/502/503/504, connection errors and timeouts are retried with
+exponential backoff; any other non-2xx status fails with the server's own message.
+
+The caller's frame iterator is read lazily: never more than about
+``prebatch * inflight * endpoints * 2`` frames are held, however long the video.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import islice
+from urllib.parse import urlsplit
+
+import aiohttp
+import numpy as np
+
+from vidcap import wire
+from vidcap.errors import UsageError, VidcapError
+from vidcap.frames import resize_for_model
+from vidcap.settings import GenerationSettings
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+TOKEN_ENV = "VIDCAP_TOKEN"
+ENDPOINT_HELP = (
+    "http://HOST:PORT/caption (Flask) or http://HOST:PORT/predictions/<model> (TorchServe)"
+)
+HINTS = {
+    401: " (pass the server's inference key with --token)",
+    404: f" (is it the full endpoint URL? {ENDPOINT_HELP})",
+    413: " (send fewer frames per request: lower --prebatch)",
+}
+
+
+class RemoteError(VidcapError):
+    """A server could not caption a batch of frames."""
+
+
+class ServerUnavailable(RemoteError):
+    """No server answered (connection errors, timeouts, 503/429) within the retries."""
+
+
+class ServerRejected(RemoteError):
+    """A server refused a request (4xx other than 429, 5xx other than 502-504) or answered garbage."""
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How frames go to the servers.
+
+    ``wire_format``: ``jpeg`` (small) or ``png`` (lossless: captions equal the embedded
+    run's exactly); ``prebatch``: frames per request; ``inflight``: requests in flight per
+    endpoint; ``retries``: extra attempts per request; ``timeout``: seconds per attempt;
+    ``token``: sent as ``Authorization: Bearer`` (TorchServe token auth); ``backoff``:
+    first retry delay in seconds, doubled each retry up to ``backoff_max``.
+    """
+
+    wire_format: str = "jpeg"
+    jpeg_quality: int = 90
+    prebatch: int = 8
+    inflight: int = 4
+    retries: int = 5
+    timeout: float = 120.0
+    token: str | None = None
+    backoff: float = 0.5
+    backoff_max: float = 10.0
+    encode_workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.wire_format not in wire.WIRE_FORMATS:
+            raise UsageError(
+                f"unknown --wire-format {self.wire_format!r}; supported values are "
+                f"{', '.join(wire.WIRE_FORMATS)}"
+            )
+        checks = {
+            "--prebatch": (self.prebatch, 1),
+            "--inflight": (self.inflight, 1),
+            "--retries": (self.retries, 0),
+            "encode_workers": (self.encode_workers, 1),
+        }
+        for flag, (value, least) in checks.items():
+            if value < least:
+                raise UsageError(f"{flag} must be a whole number >= {least}, got {value}")
+        if not self.timeout > 0:
+            raise UsageError(f"--timeout must be a number of seconds > 0, got {self.timeout}")
+        if not (0 <= self.backoff <= self.backoff_max):
+            raise UsageError(f"backoff must be within [0, {self.backoff_max}], got {self.backoff}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise UsageError(f"jpeg_quality must be between 1 and 100, got {self.jpeg_quality}")
+
+    def delay(self, attempt: int) -> float:
+        """Backoff before retry number ``attempt`` (0-based)."""
+        return min(self.backoff * 2**attempt, self.backoff_max)
+
+
+def parse_server_urls(value: str | Sequence[str]) -> list[str]:
+    """``"URL1,URL2"`` (or a list) → checked endpoint URLs; ``UsageError`` on a bad one."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    urls = [item.strip() for item in items if item.strip()]
+    if not urls:
+        raise UsageError(f"--server needs at least one endpoint URL, e.g. {ENDPOINT_HELP}")
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"bad server URL {url!r}: expected {ENDPOINT_HELP}")
+        if parts.path in ("", "/"):
+            raise UsageError(f"server URL {url!r} has no endpoint path: expected {ENDPOINT_HELP}")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise UsageError(f"bad port in server URL {url!r}") from None
+    return urls
+
+
+@dataclass
+class _Endpoint:
+    url: str
+    outstanding: int = 0
+    failures: int = 0
+    down_until: float = 0.0
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class _Balancer:
+    """Endpoints with at most ``inflight`` requests each; the least loaded healthy one wins.
+
+    An endpoint that failed (connection error, timeout, 503/429) cools down for a time
+    that doubles with each consecutive failure; while another endpoint is healthy, new
+    requests wait for a free slot there rather than go to the cooling one. When every
+    endpoint is cooling, requests go to the least loaded anyway (that is how a restarted
+    server is found again). Event-loop thread only: no locks needed.
+    """
+
+    def __init__(self, urls: Sequence[str], options: ClientOptions) -> None:
+        self.endpoints = [_Endpoint(url) for url in urls]
+        self.options = options
+        self._changed = asyncio.Event()
+
+    async def acquire(self, avoid: _Endpoint | None = None) -> _Endpoint:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            healthy = [e for e in self.endpoints if e.down_until <= now]
+            open_ = [e for e in healthy or self.endpoints if e.outstanding < self.options.inflight]
+            if open_:
+                best = min(open_, key=lambda e: (e is avoid, e.outstanding, e.failures))
+                best.outstanding += 1
+                return best
+            wake = [e.down_until - now for e in self.endpoints if e.down_until > now]
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), min(wake, default=None))
+            except asyncio.TimeoutError:
+                pass
+
+    def release(self, endpoint: _Endpoint, failed: bool, cooldown: float | None = None) -> None:
+        endpoint.outstanding -= 1
+        if failed:
+            endpoint.failures += 1
+            if cooldown is None:
+                cooldown = self.options.delay(endpoint.failures - 1)
+            endpoint.down_until = asyncio.get_running_loop().time() + cooldown
+        else:
+            endpoint.failures = 0
+            endpoint.down_until = 0.0
+        self._changed.set()
+
+    def any_healthy_besides(self, endpoint: _Endpoint) -> bool:
+        now = asyncio.get_running_loop().time()
+        return any(e is not endpoint and e.down_until <= now for e in self.endpoints)
+
+
+def encode_frames(
+    images: Sequence[np.ndarray], input_size: tuple[int, int], options: ClientOptions
+) -> list[bytes]:
+    """Resize (a no-op for frames already at ``input_size``) and encode for the wire."""
+    return [
+        wire.encode_image(
+            resize_for_model(image, input_size), options.wire_format, options.jpeg_quality
+        )
+        for image in images
+    ]
+
+
+def error_message(body: bytes) -> str:
+    """The server's own words: ``{"error": …}`` (Flask), ``{"message": …}`` (TorchServe)."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict):
+        for key in ("error", "message"):
+            if isinstance(payload.get(key), str):
+                text = payload[key]
+                break
+    return " ".join(text.split())[:300] or "(empty body)"
+
+
+class RemoteBackend:
+    """A ``Backend`` that captions on one or more servers; see the module docstring.
+
+    ::
+
+        with RemoteBackend(["http://127.0.0.1:5000/caption"], (224, 224)) as backend:
+            for caption in backend.caption_stream(frames, GenerationSettings()):
+                ...
+
+    Raises ``ServerUnavailable`` when a request fails ``retries + 1`` times over and
+    ``ServerRejected`` when a server refuses one; both are ``VidcapError``s with a
+    one-line message. Earlier frames' captions have been yielded by then.
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        input_size: tuple[int, int],
+        options: ClientOptions | None = None,
+    ) -> None:
+        self.urls = parse_server_urls(urls)
+        self.input_size = input_size
+        self.options = options or ClientOptions()
+        self._mime = wire.WIRE_FORMATS[self.options.wire_format]
+        self._encoder = ThreadPoolExecutor(self.options.encode_workers, "vidcap-encode")
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run_loop, name="vidcap-client", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._startup_error is not None:
+            self._closed = True
+            self._encoder.shutdown()
+            raise RuntimeError("the client's event loop failed to start") from self._startup_error
+
+    # --- the Backend protocol (caller's thread) ---
+
+    def caption_stream(
+        self, images: Iterable[np.ndarray], settings: GenerationSettings
+    ) -> Iterator[str]:
+        if self._closed or not self._thread.is_alive():
+            raise RuntimeError("RemoteBackend is closed")
+        window = self.options.inflight * len(self.urls) * 2
+        pending: deque[Future[list[str]]] = deque()
+        frames = iter(images)
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(pending) < window:
+                    chunk = list(islice(frames, self.options.prebatch))
+                    if not chunk:
+                        exhausted = True
+                        break
+                    coro = self._caption_batch(chunk, settings)
+                    pending.append(asyncio.run_coroutine_threadsafe(coro, self._loop))
+                if not pending:
+                    return
+                yield from pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join()
+        self._loop.close()
+        self._encoder.shutdown(wait=True)
+
+    def __enter__(self) -> RemoteBackend:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- the event loop thread ---
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._main())
+        except BaseException as exc:  # noqa: BLE001 - handed to the constructor's thread
+            if self._ready.is_set():
+                log.exception("the client's event loop stopped")
+            self._startup_error = exc
+        finally:
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        self._balancer = _Balancer(self.urls, self.options)
+        headers = {"Authorization": f"Bearer {self.options.token}"} if self.options.token else {}
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+            self._session = session
+            self._ready.set()
+            await self._stop.wait()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _caption_batch(
+        self, images: list[np.ndarray], settings: GenerationSettings
+    ) -> list[str]:
+        loop = asyncio.get_running_loop()
+        frames = await loop.run_in_executor(
+            self._encoder, encode_frames, images, self.input_size, self.options
+        )
+        del images
+        avoid: _Endpoint | None = None
+        reason = ""
+        for attempt in range(self.options.retries + 1):
+            endpoint = await self._balancer.acquire(avoid)
+            try:
+                captions = await self._post(endpoint.url, frames, settings)
+            except _Retryable as exc:
+                reason = f"{endpoint.url}: {exc}"
+                delay = self.options.delay(attempt)
+                cooldown = None
+                if exc.retry_after is not None:
+                    cooldown = min(exc.retry_after, self.options.backoff_max)
+                    delay = max(delay, cooldown)
+                self._balancer.release(endpoint, failed=True, cooldown=cooldown)
+            except BaseException:
+                self._balancer.release(endpoint, failed=False)
+                raise
+            else:
+                self._balancer.release(endpoint, failed=False)
+                return captions
+            if attempt == self.options.retries:
+                break
+            if self._balancer.any_healthy_besides(endpoint):
+                delay = 0.0
+            log.warning(
+                "retry %d/%d in %.2fs: %s", attempt + 1, self.options.retries, delay, reason
+            )
+            avoid = endpoint
+            await asyncio.sleep(delay)
+        raise ServerUnavailable(
+            f"no server captioned {len(frames)} frame(s) after {self.options.retries} "
+            f"retries; last error: {reason}"
+        )
+
+    async def _post(self, url: str, frames: list[bytes], settings: GenerationSettings) -> list[str]:
+        fields = wire.explicit_settings_fields(settings)
+        headers: dict[str, str] = {}
+        data: bytes | aiohttp.FormData
+        if (
+            self.options.prebatch == 1
+            and len(frames) == 1
+            and all(v.isascii() for v in fields.values())
+        ):
+            data = frames[0]
+            headers["Content-Type"] = self._mime
+            headers.update(wire.settings_to_headers(settings))
+        else:
+            data = self._form(frames, fields)
+        timeout = aiohttp.ClientTimeout(total=self.options.timeout)
+        try:
+            async with self._session.post(url, data=data, headers=headers, timeout=timeout) as resp:
+                body = await resp.read()
+                status = resp.status
+                retry_after = _seconds(resp.headers.get("Retry-After"))
+        except asyncio.TimeoutError:
+            raise _Retryable(f"no answer within {self.options.timeout:g}s") from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise _Retryable(_describe(exc)) from None
+        if status in RETRY_STATUSES:
+            raise _Retryable(f"HTTP {status}: {error_message(body)}", retry_after)
+        if not 200 <= status < 300:
+            hint = HINTS.get(status, "")
+            raise ServerRejected(f"{url} answered HTTP {status}: {error_message(body)}{hint}")
+        try:
+            return wire.captions_from_response(json.loads(body), len(frames))
+        except ValueError as exc:
+            raise ServerRejected(f"{url} answered HTTP {status} with a bad body: {exc}") from None
+
+    def _form(self, frames: list[bytes], fields: dict[str, str]) -> aiohttp.FormData:
+        form = aiohttp.FormData()
+        extension = self.options.wire_format
+        for index, frame in enumerate(frames):
+            name = wire.frame_part_name(index)
+            form.add_field(name, frame, filename=f"{name}.{extension}", content_type=self._mime)
+        for name, value in fields.items():
+            form.add_field(name, value)
+        return form
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+# --- command-line wiring shared by ``vidcap caption`` and clients/ ---
+
+
+def add_client_arguments(
+    parser: argparse.ArgumentParser,
+    require_server: bool = False,
+    server_flags: Sequence[str] = ("--server",),
+) -> None:
+    """``--server`` (or ``server_flags``, e.g. ``--url``) and how frames travel to it."""
+    default = ClientOptions()
+    group = parser.add_argument_group("remote servers")
+    group.add_argument(
+        *server_flags,
+        dest="server",
+        metavar="URL[,URL...]",
+        required=require_server,
+        help=f"caption on running servers instead of in-process: {ENDPOINT_HELP}; "
+        "several comma-separated endpoints share the work",
+    )
+    group.add_argument(
+        "--wire-format",
+        choices=tuple(wire.WIRE_FORMATS),
+        default=default.wire_format,
+        help="frame encoding on the wire; png is lossless: captions equal the in-process run's "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--prebatch",
+        type=int,
+        default=default.prebatch,
+        metavar="K",
+        help="frames per request (default: %(default)s)",
+    )
+    group.add_argument(
+        "--inflight",
+        type=int,
+        default=default.inflight,
+        metavar="C",
+        help="requests in flight per endpoint (default: %(default)s)",
+    )
+    group.add_argument(
+        "--retries",
+        type=int,
+        default=default.retries,
+        help="retries per request on 503/429, connection errors and timeouts (default: %(default)s)",
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=default.timeout,
+        metavar="SECONDS",
+        help="per request attempt (default: %(default)s)",
+    )
+    group.add_argument(
+        "--token",
+        default=None,
+        help=f"sent as 'Authorization: Bearer TOKEN' (TorchServe token auth); default: ${TOKEN_ENV}",
+    )
+
+
+def options_from_args(args: argparse.Namespace) -> ClientOptions:
+    return ClientOptions(
+        wire_format=args.wire_format,
+        prebatch=args.prebatch,
+        inflight=args.inflight,
+        retries=args.retries,
+        timeout=args.timeout,
+        token=args.token or os.environ.get(TOKEN_ENV) or None,
+    )
+
+
+def backend_from_args(
+    args: argparse.Namespace, input_size: tuple[int, int]
+) -> RemoteBackend | None:
+    """A ``RemoteBackend`` when ``--server`` was given, else ``None`` (caption in-process)."""
+    if not args.server:
+        return None
+    return RemoteBackend(parse_server_urls(args.server), input_size, options_from_args(args))
