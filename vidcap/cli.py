@@ -43,6 +43,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
         generation=generation_from_args(args),
         model=args.model,
         quiet=args.quiet,
+        decoder=args.decoder,
     )
     backend = backend_from_args(args)
     try:

@@ -34,6 +34,13 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="M",
         help="stop each video after M sampled frames",
     )
+    group.add_argument(
+        "--decoder",
+        default="process",
+        choices=("process", "thread"),
+        help="decode in a child process (default: a decoder crash fails one video only, "
+        "no GIL contention with the model) or in a thread",
+    )
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -76,7 +76,9 @@ class JsonlWriter:
         os.replace(part_path(self.path), self.path)
 
     def abort(self) -> None:
+        """Drop the partial file: a failed video leaves nothing behind."""
         self._handle.close()
+        part_path(self.path).unlink(missing_ok=True)
 
 
 def read_jsonl(path: Path) -> list[dict]:

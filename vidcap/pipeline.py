@@ -14,7 +14,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vidcap.backend import Backend
-from vidcap.errors import VidcapError
+from vidcap.decode_worker import decoded_frames
+from vidcap.errors import UsageError, VidcapError
 from vidcap.frames import Frame, resize_for_model
 from vidcap.outputs import CaptionedFrame, JsonlWriter, write_json, write_subtitles
 from vidcap.prefetch import prefetch
@@ -35,6 +36,7 @@ class RunSettings:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     model: str = ""
     quiet: bool = False
+    decoder: str = "process"
 
     def key(self) -> str:
         """Identifies what the outputs depend on; a rerun with other settings redoes videos."""
@@ -59,27 +61,35 @@ class VideoResult:
     resumed: bool = False
 
 
+DECODERS = ("process", "thread")
+
+
 def caption_frames(
     reader: VideoReader,
     backend: Backend,
     sampling: SamplingSettings,
     generation: GenerationSettings,
+    decoder: str = "process",
 ) -> Iterator[CaptionedFrame]:
     """Caption one open video's sampled frames, in order.
 
-    Decoding and the resize to the model's input size run in a worker thread a bounded
-    number of frames ahead of the backend.
+    Decoding and the resize to the model's input size run ahead of the backend, bounded:
+    in a child process (``decoder="process"``, the default; see ``decode_worker``) or in
+    a thread of this one (``"thread"``).
     """
     pending: deque[Frame] = deque()
-
-    def decoded() -> Iterator[Frame]:
-        for frame in reader.frames(sampling):
-            yield Frame(
-                frame.index, frame.pts_seconds, resize_for_model(frame.rgb, backend.input_size)
-            )
+    if decoder == "process":
+        source = decoded_frames(reader, sampling, backend.input_size)
+    elif decoder == "thread":
+        source = (
+            Frame(f.index, f.pts_seconds, resize_for_model(f.rgb, backend.input_size))
+            for f in reader.frames(sampling)
+        )
+    else:
+        raise UsageError(f"unknown decoder {decoder!r}; supported values are {', '.join(DECODERS)}")
 
     def images() -> Iterator:
-        for frame in prefetch(decoded(), PREFETCH_FRAMES):
+        for frame in prefetch(source, PREFETCH_FRAMES):
             pending.append(frame)
             yield frame.rgb
 
@@ -93,10 +103,11 @@ def caption_video(
     backend: Backend,
     sampling: SamplingSettings,
     generation: GenerationSettings,
+    decoder: str = "process",
 ) -> Iterator[CaptionedFrame]:
     """Open ``path`` and caption its sampled frames (raises ``VideoError`` if undecodable)."""
     with VideoReader(path) as reader:
-        yield from caption_frames(reader, backend, sampling, generation)
+        yield from caption_frames(reader, backend, sampling, generation, decoder)
 
 
 def output_names(videos: Sequence[Path]) -> dict[Path, str]:
@@ -152,7 +163,9 @@ def process_video(video: Path, name: str, backend: Backend, settings: RunSetting
                 leave=False,
             )
             with bar:
-                for item in caption_frames(reader, backend, settings.sampling, settings.generation):
+                for item in caption_frames(
+                    reader, backend, settings.sampling, settings.generation, settings.decoder
+                ):
                     frames.append(item)
                     if writer:
                         writer.write(item)
