@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from vidcap.errors import BadRequest, UsageError
 from vidcap.settings import GenerationSettings
@@ -71,9 +71,11 @@ def decode_image(data: bytes, limits: WireLimits, label: str = "image") -> np.nd
                 raise BadRequest(
                     f"{label} has {width}x{height} pixels, more than {limits.max_pixels}", 413
                 )
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))  # a writable copy
     except BadRequest:
         raise
+    except UnidentifiedImageError:
+        raise BadRequest(f"{label} is not a decodable JPEG or PNG image") from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many types on garbage input
         raise BadRequest(f"{label} is not a decodable JPEG or PNG image ({exc})") from None
 
