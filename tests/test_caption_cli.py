@@ -230,3 +230,24 @@ def test_format_subset_and_quiet(mixed_folder: Path, tmp_path: Path) -> None:
         "summary.json",
         "web.srt",
     ]
+
+
+def test_dead_server_stops_the_run_resumably(mixed_folder: Path, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/caption"
+    started = time.monotonic()
+    result = vidcap(
+        "caption", mixed_folder / "cam2", "--out", tmp_path, "--model", "tiny", "--quiet",
+        "--server", url, "--retries", "1", "--timeout", "5",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert time.monotonic() - started < 60
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [v["status"] for v in summary["videos"]] == ["failed"]  # stopped at the first video
+    assert not list(tmp_path.glob("*.jsonl"))

@@ -31,7 +31,7 @@ import aiohttp
 import numpy as np
 
 from vidcap import wire
-from vidcap.errors import UsageError, VidcapError
+from vidcap.errors import BackendUnavailable, UsageError, VidcapError
 from vidcap.frames import resize_for_model
 from vidcap.settings import GenerationSettings
 
@@ -53,7 +53,7 @@ class RemoteError(VidcapError):
     """A server could not caption a batch of frames."""
 
 
-class ServerUnavailable(RemoteError):
+class ServerUnavailable(RemoteError, BackendUnavailable):
     """No server answered (connection errors, timeouts, 503/429) within the retries."""
 
 
@@ -357,7 +357,7 @@ class RemoteBackend:
                 break
             if self._balancer.any_healthy_besides(endpoint):
                 delay = 0.0
-            log.warning(
+            log.info(
                 "retry %d/%d in %.2fs: %s", attempt + 1, self.options.retries, delay, reason
             )
             avoid = endpoint

@@ -15,6 +15,10 @@ class ModelLoadError(VidcapError):
     """The model could not be loaded (not cached, unreachable, or not a BLIP-2 checkpoint)."""
 
 
+class BackendUnavailable(VidcapError):
+    """Captions cannot be had at all (every server down): the run stops, resumable."""
+
+
 class VideoError(VidcapError):
     """One input is not a decodable video: that file fails alone."""
 

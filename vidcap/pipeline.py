@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from vidcap.backend import Backend
 from vidcap.decode_worker import decoded_frames
-from vidcap.errors import UsageError, VidcapError
+from vidcap.errors import BackendUnavailable, UsageError, VidcapError
 from vidcap.frames import Frame, resize_for_model
 from vidcap.outputs import CaptionedFrame, JsonlWriter, write_json, write_subtitles
 from vidcap.prefetch import prefetch
@@ -177,6 +177,8 @@ def process_video(video: Path, name: str, backend: Backend, settings: RunSetting
             result.status = "done"
             result.frames = len(frames)
             result.duration = round(reader.stats.duration, 6)
+    except BackendUnavailable:
+        raise
     except VidcapError as exc:
         result.error = str(exc)
     except Exception as exc:  # noqa: BLE001 - one bad video never stops the run
@@ -194,19 +196,32 @@ def process_video(video: Path, name: str, backend: Backend, settings: RunSetting
 
 
 def run(videos: Sequence[Path], backend: Backend, settings: RunSettings) -> list[VideoResult]:
-    """Caption every video (skipping those a previous identical run finished); write summary."""
+    """Caption every video (skipping those a previous identical run finished); write summary.
+
+    When the backend is unavailable altogether (every server down after retries) the run
+    stops at once rather than failing each remaining video in turn: the summary is written
+    with the videos done so far and ``BackendUnavailable`` propagates. A rerun resumes.
+    """
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     (settings.out_dir / STATE_DIR).mkdir(exist_ok=True)
     started = time.monotonic()
     results: list[VideoResult] = []
-    for video, name in output_names(videos).items():
-        previous = _finished(settings, name)
-        if previous is not None:
-            log.info("%s: already done, skipped", video)
-            results.append(previous)
-            continue
-        results.append(process_video(video, name, backend, settings))
-    write_json(settings.out_dir / "summary.json", summary(results, time.monotonic() - started))
+    try:
+        for video, name in output_names(videos).items():
+            previous = _finished(settings, name)
+            if previous is not None:
+                log.info("%s: already done, skipped", video)
+                results.append(previous)
+                continue
+            try:
+                results.append(process_video(video, name, backend, settings))
+            except BackendUnavailable as exc:
+                results.append(
+                    VideoResult(video=str(video), name=name, status="failed", error=str(exc))
+                )
+                raise
+    finally:
+        write_json(settings.out_dir / "summary.json", summary(results, time.monotonic() - started))
     return results
 
 

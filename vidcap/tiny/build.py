@@ -77,6 +77,8 @@ def build_config(vocab_size: int, image_token_index: int, pad_id: int, eos_id: i
         "cross_attention_frequency": 1,
         "vocab_size": vocab_size,
         "max_position_embeddings": 64,
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
     }
     text = {
         "model_type": "opt",
