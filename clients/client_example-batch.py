@@ -11,53 +11,26 @@ one endpoint). Simple and gentle on the server; compare its frames/s with
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import logging
-import sys
-import time
-from pathlib import Path
 
-from vidcap.cli_common import add_sampling_arguments, sampling_from_args
-from vidcap.client import RemoteBackend, add_client_arguments, options_from_args, parse_server_urls
-from vidcap.errors import VidcapError
+from vidcap.client import RemoteBackend, options_from_args, parse_server_urls
+from vidcap.client_scripts import caption_and_print, run_script, summary_line, video_script_parser
 from vidcap.model import model_input_size
-from vidcap.pipeline import caption_video
-from vidcap.settings import DEFAULT_MODEL, GenerationSettings
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("video", type=Path)
-    parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help="the served model, for its input size"
-    )
-    parser.add_argument("--quiet", action="store_true", help="only the summary line")
-    add_sampling_arguments(parser)
-    add_client_arguments(parser, require_server=True, server_flags=("--url", "--server"))
+    parser = video_script_parser(__doc__)
     parser.set_defaults(prebatch=16)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     options = dataclasses.replace(options_from_args(args), inflight=1)
     url = parse_server_urls(args.server)[0]
-    started, count = time.perf_counter(), 0
-    with RemoteBackend([url], model_input_size(args.model), options) as backend:
-        for frame in caption_video(
-            args.video, backend, sampling_from_args(args), GenerationSettings()
-        ):
-            count += 1
-            if not args.quiet:
-                print(f"{frame.time:9.3f}s  {frame.caption}")
-    seconds = time.perf_counter() - started
+    backend = RemoteBackend([url], model_input_size(args.model), options)
+    run = caption_and_print(args, backend)
     print(
-        f"{args.video.name}: {count} frames in {seconds:.2f}s: {count / seconds:.1f} frames/s "
-        f"(batches of {options.prebatch}, one request at a time)"
+        summary_line(args.video.name, run, f"batches of {options.prebatch}, one request at a time")
     )
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except VidcapError as exc:
-        sys.exit(f"error: {exc}")
+    run_script(main)

@@ -10,15 +10,13 @@ up) and sent by ``vidcap.client.RemoteBackend``: pre-batched, several in flight.
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 import time
 from collections.abc import Iterator
 
 import numpy as np
 
 from vidcap.client import add_client_arguments, backend_from_args
-from vidcap.errors import VidcapError
+from vidcap.client_scripts import run_script
 from vidcap.model import model_input_size
 from vidcap.settings import DEFAULT_MODEL, GenerationSettings
 
@@ -38,7 +36,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     add_client_arguments(parser, require_server=True, server_flags=("--url", "--server"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     size = model_input_size(args.model)
     backend = backend_from_args(args, size)
     assert backend is not None
@@ -57,7 +54,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except VidcapError as exc:
-        sys.exit(f"error: {exc}")
+    run_script(main)

@@ -12,33 +12,18 @@ whole words, any case; ``--regex`` for patterns). Prints the per-frame mask
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
-import sys
-import time
-from pathlib import Path
 
-from vidcap.backend import Backend, EmbeddedBackend
-from vidcap.cli_common import add_sampling_arguments, sampling_from_args
-from vidcap.client import add_client_arguments, backend_from_args
-from vidcap.errors import VidcapError
+from vidcap.backend import EmbeddedBackend
+from vidcap.client import backend_from_args
+from vidcap.client_scripts import caption_and_print, run_script, summary_line, video_script_parser
 from vidcap.mask import CaptionRecord, MaskSettings, mask_captions
 from vidcap.model import Captioner, model_input_size
-from vidcap.pipeline import caption_video
-from vidcap.settings import DEFAULT_MODEL, GenerationSettings, ModelSettings
-
-
-def make_backend(args: argparse.Namespace) -> Backend:
-    remote = backend_from_args(args, model_input_size(args.model))
-    if remote is not None:
-        return remote
-    return EmbeddedBackend(Captioner.load(ModelSettings(model=args.model, device=args.device)))
+from vidcap.settings import ModelSettings
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("video", type=Path)
+    parser = video_script_parser(__doc__, require_server=False)
     parser.add_argument(
         "--query", action="append", help='what to look for (default "putin"); repeatable'
     )
@@ -47,43 +32,31 @@ def main(argv: list[str] | None = None) -> int:
         "--merge-gap", type=float, default=0.0, help="close gaps shorter than this (s)"
     )
     parser.add_argument("--min-duration", type=float, default=0.0, help="drop shorter segments (s)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="model to run, or the served one")
     parser.add_argument("--device", default="auto", help="in-process only: auto, cpu, cuda, cuda:N")
-    add_sampling_arguments(parser)
-    add_client_arguments(parser, server_flags=("--url", "--server"))
+    parser.set_defaults(quiet=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     queries = args.query or ["putin"]
     settings = MaskSettings(
         regex=args.regex, merge_gap=args.merge_gap, min_duration=args.min_duration
     )
-    backend = make_backend(args)
-    started = time.perf_counter()
-    try:
-        records = [
-            CaptionRecord(str(args.video), f.index, f.time, f.caption)
-            for f in caption_video(
-                args.video, backend, sampling_from_args(args), GenerationSettings()
-            )
-        ]
-    finally:
-        backend.close()
-    seconds = time.perf_counter() - started
+    backend = backend_from_args(args, model_input_size(args.model)) or EmbeddedBackend(
+        Captioner.load(ModelSettings(model=args.model, device=args.device))
+    )
+    records: list[CaptionRecord] = []
+    run = caption_and_print(
+        args,
+        backend,
+        on_frame=lambda i, t, c: records.append(CaptionRecord(str(args.video), i, t, c)),
+    )
     report = mask_captions(records, queries, settings)
     print(f"mask: {report['mask']}")
     for segment in report["segments"]:
         print(f"segment: {json.dumps(segment)}")
-    print(
-        f"{args.video.name}: {len(records)} frames in {seconds:.2f}s: "
-        f"{len(records) / max(seconds, 1e-9):.1f} frames/s; {len(report['segments'])} segment(s) "
-        f"match {queries}, coverage {report['coverage']:.1%} "
-        f"({'--url ' + args.server if args.server else 'in-process'})"
-    )
+    where = f"--url {args.server}" if args.server else "in-process"
+    how = f"{where}; {len(report['segments'])} segment(s) match {queries}, coverage {report['coverage']:.1%}"
+    print(summary_line(args.video.name, run, how))
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except VidcapError as exc:
-        sys.exit(f"error: {exc}")
+    run_script(main)

@@ -1,0 +1,85 @@
+"""What the example clients in ``clients/`` share: arguments, the caption loop, the summary.
+
+Each script only says how it talks to the servers (one request at a time, one frame per
+request, batched streaming, …); the rest lives here, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+from vidcap.backend import Backend
+from vidcap.cli_common import add_sampling_arguments, sampling_from_args
+from vidcap.client import add_client_arguments
+from vidcap.errors import VidcapError
+from vidcap.pipeline import caption_video
+from vidcap.settings import DEFAULT_MODEL, GenerationSettings
+
+
+@dataclass(frozen=True)
+class CaptionRun:
+    frames: int
+    seconds: float
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def video_script_parser(doc: str, *, require_server: bool = True) -> argparse.ArgumentParser:
+    """``VIDEO --url … --model … --quiet`` plus the sampling and client options."""
+    parser = argparse.ArgumentParser(
+        description=doc.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("video", type=Path)
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="the served model (for its input size), or the one to run",
+    )
+    parser.add_argument("--quiet", action="store_true", help="only the summary line")
+    add_sampling_arguments(parser)
+    add_client_arguments(parser, require_server=require_server, server_flags=("--url", "--server"))
+    return parser
+
+
+def caption_and_print(
+    args: argparse.Namespace,
+    backend: Backend,
+    generation: GenerationSettings | None = None,
+    on_frame: Callable[[int, float, str], None] | None = None,
+) -> CaptionRun:
+    """Caption ``args.video`` through ``backend``; print each caption unless ``--quiet``."""
+    started, count = time.perf_counter(), 0
+    try:
+        for frame in caption_video(
+            args.video, backend, sampling_from_args(args), generation or GenerationSettings()
+        ):
+            count += 1
+            if on_frame is not None:
+                on_frame(frame.index, frame.time, frame.caption)
+            if not args.quiet:
+                print(f"{frame.time:9.3f}s  {frame.caption}")
+    finally:
+        backend.close()
+    return CaptionRun(frames=count, seconds=time.perf_counter() - started)
+
+
+def summary_line(label: str, run: CaptionRun, how: str) -> str:
+    return f"{label}: {run.frames} frames in {run.seconds:.2f}s: {run.frames_per_second:.1f} frames/s ({how})"
+
+
+def run_script(main: Callable[[], int]) -> NoReturn:
+    """Run a client's ``main``: user errors end in one line and exit status 1."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        sys.exit(main())
+    except VidcapError as exc:
+        sys.exit(f"error: {exc}")
