@@ -148,7 +148,7 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path: Path) -> None:
                 f"v{i}", "libx264", ".mkv", constant_rate(400, Fraction(25)), rate=Fraction(25)
             ),
         )
-    args = ["caption", src, "--model", "tiny", "--every-n", "1", "--batch-size", "4", "--quiet"]
+    args = ["caption", src, "--model", "tiny", "--every-n", "1", "--batch-size", "8", "--quiet"]
     clean = tmp_path / "clean"
     assert vidcap(*args, "--out", clean).returncode == 0
 
