@@ -521,17 +521,3 @@ def test_tiny_model_captions_find_the_subject(tiny_captioner) -> None:
     report = mask_captions(recs, ["red circle"], MaskSettings(duration=truth[-1].end))
     found = [(s["start"], s["end"]) for s in report["segments"]]
     assert iou(found, subject_ranges(truth), truth[-1].end) >= 0.9, (found, captions)
-
-
-def test_tiny_model_answers_find_the_subject(tiny_captioner) -> None:
-    """Question mode with the tiny model (embedded backend): IoU >= 0.9 against the truth."""
-    from vidcap.backend import EmbeddedBackend
-
-    frames = decoded_subject(every=10)
-    truth = read_truth(SUBJECT_TRUTH)
-    question = "is there a red circle in this picture?"
-    answers = ask_frames(SUBJECT, EmbeddedBackend(tiny_captioner), question, sampling=None,
-                         caption_video=fake_caption_video(frames))  # fmt: skip
-    report = mask_answers(answers, question, MaskSettings(duration=truth[-1].end))
-    found = [(s["start"], s["end"]) for s in report["segments"]]
-    assert iou(found, subject_ranges(truth), truth[-1].end) >= 0.9, (found, report["mask"])

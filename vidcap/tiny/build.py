@@ -67,6 +67,9 @@ def build_config(vocab_size: int, image_token_index: int, pad_id: int, eos_id: i
         "num_attention_heads": 4,
         "image_size": IMAGE_SIZE,
         "patch_size": 8,
+        # Blip2VisionConfig defaults to 1e-10 (its weights always come pretrained);
+        # from scratch that leaves the vision tower dead, so use the usual 0.02.
+        "initializer_range": 0.02,
     }
     qformer = {
         "hidden_size": 96,
