@@ -357,9 +357,7 @@ class RemoteBackend:
                 break
             if self._balancer.any_healthy_besides(endpoint):
                 delay = 0.0
-            log.info(
-                "retry %d/%d in %.2fs: %s", attempt + 1, self.options.retries, delay, reason
-            )
+            log.info("retry %d/%d in %.2fs: %s", attempt + 1, self.options.retries, delay, reason)
             avoid = endpoint
             await asyncio.sleep(delay)
         raise ServerUnavailable(
