@@ -13,7 +13,7 @@ from transformers import Blip2ForConditionalGeneration, Blip2Processor
 from vidcap.tiny import CHECKPOINT_DIR
 from vidcap.tiny.build import build_processor
 from vidcap.tiny.render import caption_at, read_truth, truth_path
-from vidcap.tiny.scenes import make_examples, random_question, to_model_image
+from vidcap.tiny.scenes import make_examples, question_for, random_question, to_model_image
 from vidcap.tiny.train import (
     EVAL_SEED,
     IGNORE,
