@@ -145,7 +145,7 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path: Path) -> None:
         write_video(
             src / f"v{i}.mkv",
             VideoSpec(
-                f"v{i}", "libx264", ".mkv", constant_rate(400, Fraction(25)), rate=Fraction(25)
+                f"v{i}", "libx264", ".mkv", constant_rate(150, Fraction(25)), rate=Fraction(25)
             ),
         )
     args = ["caption", src, "--model", "tiny", "--every-n", "1", "--batch-size", "8", "--quiet"]
@@ -167,7 +167,8 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path: Path) -> None:
     assert not (killed / "v1.jsonl").exists() and not (killed / "v2.jsonl").exists()
     assert not (killed / "summary.json").exists()
 
-    assert vidcap(*args, "--out", killed).returncode == 0
+    rerun = vidcap(*args, "--out", killed)
+    assert rerun.returncode == 0, rerun.stderr
     for name in ["v0", "v1", "v2"]:
         for fmt in ["jsonl", "srt", "vtt"]:
             assert (killed / f"{name}.{fmt}").read_bytes() == (clean / f"{name}.{fmt}").read_bytes()
