@@ -24,8 +24,10 @@ from vidcap.tiny.render import (
 from vidcap.tiny.scenes import (
     COLOUR_RGB,
     MIN_SIZE,
+    QUESTION_FORMS,
     canonical_order,
     draw_scene,
+    make_example,
     make_examples,
     question_for,
     random_question,
@@ -43,6 +45,14 @@ def test_examples_are_deterministic_per_seed() -> None:
     assert all(np.array_equal(a.image, b.image) for a, b in zip(first, again, strict=True))
     assert [a.caption for a in first] == [b.caption for b in again]
     assert not all(np.array_equal(a.image, b.image) for a, b in zip(first, other, strict=True))
+
+
+def test_same_colour_pairs_for_training() -> None:
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        example = make_example(rng, same_colour_fraction=1.0)
+        colours = {colour for colour, _ in example.scene.objects}
+        assert len(example.scene.shapes) == 2 and len(colours) == 1
 
 
 def test_examples_are_model_size_rgb() -> None:
@@ -115,9 +125,9 @@ def test_questions_answer_from_the_scene() -> None:
     answers = []
     for example in make_examples(2, 200):
         prompt, answer = random_question(rng, example.scene)
-        words = prompt.split()
+        words = prompt.replace("?", " ").split()
         colour, kind = words[4], words[5]
-        assert prompt == question_for(colour, kind)
+        assert prompt in {question_for(colour, kind, form) for form in range(len(QUESTION_FORMS))}
         assert answer == ("yes" if example.scene.contains(colour, kind) else "no")
         answers.append(answer)
     assert 0.35 < answers.count("yes") / len(answers) < 0.65
@@ -125,9 +135,11 @@ def test_questions_answer_from_the_scene() -> None:
 
 def test_prompt_as_typed_has_no_unknown_tokens() -> None:
     tok = build_processor().tokenizer
-    ids = tok(question_for("red", "circle"))["input_ids"]
-    assert tok.unk_token_id not in ids
-    assert tok.convert_ids_to_tokens(ids)[1:3] == ["question", ":"]
+    for form in range(len(QUESTION_FORMS)):
+        ids = tok(question_for("red", "circle", form))["input_ids"]
+        assert tok.unk_token_id not in ids
+        assert tok.convert_ids_to_tokens(ids)[1:3] == ["question", ":"]
+        assert tok.convert_ids_to_tokens(ids)[-2:] == ["answer", ":"]
 
 
 def _decode(path: Path) -> tuple[int, float, float, str, str]:

@@ -272,13 +272,25 @@ class NoiseBank:
         return cv2.add(rgb, field[y : y + height, x : x + width], dtype=cv2.CV_8U)
 
 
-def make_example(rng: np.random.Generator, bank: NoiseBank | None = None) -> Example:
+def same_colour_pair(rng: np.random.Generator) -> list[tuple[str, str]]:
+    """Two shapes of one colour: the pairs a small model most often miscounts."""
+    colour = str(rng.choice(COLOURS))
+    first, second = rng.choice(len(SHAPES), size=2, replace=False)
+    return [(colour, SHAPES[int(first)]), (colour, SHAPES[int(second)])]
+
+
+def make_example(
+    rng: np.random.Generator, bank: NoiseBank | None = None, same_colour_fraction: float = 0.0
+) -> Example:
     """One random scene drawn at a random video-like resolution, noised, resized for the model.
 
     Without ``bank`` the noise is drawn fresh (slower); with one it is cropped from the bank.
+    ``same_colour_fraction`` of the scenes (on top of the natural share) are
+    :func:`same_colour_pair` scenes; held-out examples keep it 0.
     """
     width, height = FRAME_SIZES[int(rng.integers(len(FRAME_SIZES)))]
-    scene = random_scene(rng, aspect=width / height)
+    objects = same_colour_pair(rng) if rng.random() < same_colour_fraction else None
+    scene = random_scene(rng, aspect=width / height, objects=objects)
     if bank is None:
         frame = draw_scene(
             scene, width, height, rng, noise_std=float(rng.uniform(0, 2 * NOISE_STD))
@@ -294,20 +306,30 @@ def make_examples(seed: int, count: int) -> list[Example]:
     return [make_example(rng) for _ in range(count)]
 
 
-def question_for(colour: str, kind: str) -> str:
+QUESTION_FORMS: tuple[str, ...] = (
+    "Question: is there a {colour} {kind} in this picture? Answer:",
+    "Question: is there a {colour} {kind}? Answer:",
+)
+"""The prompts question mode is trained on (``vidcap mask --question "is there a red circle?"``
+sends the second form)."""
+
+
+def question_for(colour: str, kind: str, form: int = 0) -> str:
     """The question-mode prompt as a user types it."""
-    return f"Question: is there a {colour} {kind} in this picture? Answer:"
+    return QUESTION_FORMS[form].format(colour=colour, kind=kind)
 
 
 def random_question(rng: np.random.Generator, scene: Scene) -> tuple[str, str]:
-    """A (prompt, "yes"/"no") pair: half asks about a present object, half about a near miss."""
+    """A (prompt, "yes"/"no") pair in a random form: half asks about a present object,
+    half about a near miss (right colour or right shape, often both wrong)."""
+    form = int(rng.integers(len(QUESTION_FORMS)))
     if rng.random() < 0.5:
         colour, kind = scene.objects[int(rng.integers(len(scene.objects)))]
-        return question_for(colour, kind), "yes"
+        return question_for(colour, kind, form), "yes"
     while True:
         base_colour, base_kind = scene.objects[int(rng.integers(len(scene.objects)))]
         roll = rng.random()
         colour = str(rng.choice(COLOURS)) if roll < 0.7 else base_colour
         kind = str(rng.choice(SHAPES)) if roll >= 0.35 else base_kind
         if not scene.contains(colour, kind):
-            return question_for(colour, kind), "no"
+            return question_for(colour, kind, form), "no"
