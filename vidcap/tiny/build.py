@@ -107,9 +107,8 @@ def build_config(vocab_size: int, image_token_index: int, pad_id: int, eos_id: i
     )
 
 
-def build_tiny(out_dir: Path, seed: int = 0) -> Path:
-    """Write a randomly initialised tiny BLIP-2 checkpoint to ``out_dir``."""
-    processor = build_processor()
+def new_model(processor: Blip2Processor, seed: int) -> Blip2ForConditionalGeneration:
+    """A freshly initialised tiny model for ``processor``'s tokenizer, the same for the same seed."""
     tok = processor.tokenizer
     config = build_config(
         vocab_size=len(tok),
@@ -119,7 +118,18 @@ def build_tiny(out_dir: Path, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = Blip2ForConditionalGeneration(config)
+    # transformers initialises the query tokens to zeros (they come pretrained in real
+    # BLIP-2); identical queries learn slowly from scratch, so draw them like LAVIS does.
+    with torch.no_grad():
+        model.query_tokens.normal_(0.0, config.qformer_config.initializer_range)
     model.generation_config.max_new_tokens = MAX_CAPTION_TOKENS
+    return model
+
+
+def build_tiny(out_dir: Path, seed: int = 0) -> Path:
+    """Write a randomly initialised tiny BLIP-2 checkpoint to ``out_dir``."""
+    processor = build_processor()
+    model = new_model(processor, seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
-from vidcap.tiny.build import MAX_CAPTION_TOKENS, build_config, build_processor
+from vidcap.tiny.build import MAX_CAPTION_TOKENS, build_processor, new_model
 from vidcap.tiny.grammar import BACKGROUNDS, COLOURS, SHAPES
 from vidcap.tiny.scenes import (
     Example,
@@ -66,25 +66,6 @@ class TrainConfig:
     """Weight of the training-only object probe loss (0: language-model loss alone)."""
     eval_every: int = 0
     """Every this many steps, log held-out accuracy on a few examples (0: never)."""
-
-
-def new_model(processor: Blip2Processor, seed: int) -> Blip2ForConditionalGeneration:
-    """A freshly initialised model with ``build_tiny``'s configuration."""
-    tok = processor.tokenizer
-    config = build_config(
-        vocab_size=len(tok),
-        image_token_index=tok.convert_tokens_to_ids("<image>"),
-        pad_id=tok.pad_token_id,
-        eos_id=tok.eos_token_id,
-    )
-    torch.manual_seed(seed)
-    model = Blip2ForConditionalGeneration(config)
-    # transformers initialises the query tokens to zeros (they come pretrained in real
-    # BLIP-2); identical queries learn slowly from scratch, so draw them like LAVIS does.
-    with torch.no_grad():
-        model.query_tokens.normal_(0.0, config.qformer_config.initializer_range)
-    model.generation_config.max_new_tokens = MAX_CAPTION_TOKENS
-    return model
 
 
 def encode_batch(
