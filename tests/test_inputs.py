@@ -1,0 +1,151 @@
+"""Dataset inputs: folders, list files with metadata, fsspec URLs (a real local HTTP server)."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import http.server
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from vidcap.commit import RunSettings, plan, source_identity
+from vidcap.errors import UsageError
+from vidcap.inputs import InputVideo, expand_inputs, local_copy, remote_identity
+
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_videos" / "shapes.mp4"
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture(scope="module")
+def http_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """A real HTTP server over a folder: (folder, base URL)."""
+    root = tmp_path_factory.mktemp("http")
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_files_and_folders(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    for name in ("b.mp4", "a.MKV", "sub/c.webm", "notes.md"):
+        (tmp_path / name).write_bytes(b"x")
+    videos = expand_inputs([tmp_path, str(SAMPLE)])
+    assert [v.source for v in videos] == [
+        str(tmp_path / "a.MKV"),
+        str(tmp_path / "b.mp4"),
+        str(tmp_path / "sub" / "c.webm"),
+        str(SAMPLE),
+    ]
+    assert all(v.metadata == {} for v in videos)
+
+
+def test_file_url_is_a_path() -> None:
+    assert expand_inputs([f"file://{SAMPLE}"]) == [InputVideo(str(SAMPLE))]
+
+
+def test_txt_list_relative_to_itself(tmp_path: Path) -> None:
+    listing = tmp_path / "lists" / "videos.txt"
+    listing.parent.mkdir()
+    listing.write_text(
+        f"# a comment\n\n../clip.mp4\n{SAMPLE}\nfile://{SAMPLE}\nhttps://example.com/v.mp4\n"
+    )
+    assert [v.source for v in expand_inputs([listing])] == [
+        str(tmp_path / "lists" / "../clip.mp4"),
+        str(SAMPLE),
+        str(SAMPLE),
+        "https://example.com/v.mp4",
+    ]
+
+
+def test_csv_list_carries_metadata(tmp_path: Path) -> None:
+    listing = tmp_path / "videos.csv"
+    with open(listing, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "clip_id", "licence"])
+        writer.writerow([str(SAMPLE), "7", "cc-by"])
+    assert expand_inputs([listing]) == [
+        InputVideo(str(SAMPLE), {"clip_id": "7", "licence": "cc-by"})
+    ]
+
+
+def test_parquet_list_carries_typed_metadata(tmp_path: Path) -> None:
+    listing = tmp_path / "videos.parquet"
+    pq.write_table(
+        pa.table({"clip_id": [3, 4], "path": ["a.mp4", "/abs/b.mp4"], "score": [0.5, None]}),
+        listing,
+    )
+    assert expand_inputs([listing]) == [
+        InputVideo(str(tmp_path / "a.mp4"), {"clip_id": 3, "score": 0.5}),
+        InputVideo("/abs/b.mp4", {"clip_id": 4, "score": None}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("v.csv", "file,id\na.mp4,1\n", r"v\.csv: no 'path' column \(columns: file, id\)"),
+        ("v.csv", "path,frame\na.mp4,1\n", r"column 'frame' clashes with an output column"),
+        ("v.csv", "path,id\n,1\n", r"v\.csv: row 1 has an empty 'path'"),
+        ("v.parquet", "not parquet", r"v\.parquet: not a readable Parquet file"),
+        ("v.txt", "# only a comment\n", r"no videos found in the given inputs"),
+    ],
+)
+def test_bad_list_files(tmp_path: Path, name: str, content: str, message: str) -> None:
+    (tmp_path / name).write_text(content)
+    with pytest.raises(UsageError, match=message):
+        expand_inputs([tmp_path / name])
+
+
+def test_missing_inputs(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"no such file or folder: .*nothing\.mp4"):
+        expand_inputs([tmp_path / "nothing.mp4"])
+    with pytest.raises(UsageError, match=r"no videos found"):
+        expand_inputs([tmp_path])
+    with pytest.raises(UsageError, match=r"cannot open nosuchproto://x\.mp4"):
+        expand_inputs(["nosuchproto://x.mp4"])
+
+
+def test_http_inputs_lists_and_copies(http_root: tuple[Path, str], tmp_path: Path) -> None:
+    root, base = http_root
+    shutil.copy(SAMPLE, root / "shapes.mp4")
+    (root / "list.txt").write_text(f"{base}/shapes.mp4\n")
+    [video] = expand_inputs([f"{base}/list.txt"])
+    assert video == InputVideo(f"{base}/shapes.mp4")
+
+    identity = remote_identity(video.source)
+    assert identity["path"] == video.source
+    assert identity["size"] == SAMPLE.stat().st_size
+    assert source_identity(video.source) == identity
+
+    with local_copy(video.source) as path:
+        assert path.suffix == ".mp4"
+        assert path.read_bytes() == SAMPLE.read_bytes()
+    assert not path.exists()
+    with local_copy(f"file://{SAMPLE}") as same:
+        assert same == SAMPLE
+
+    with pytest.raises(OSError):
+        remote_identity(f"{base}/missing.mp4")
+    with pytest.raises(UsageError, match=r"no such file or folder: .*/missing\.txt"):
+        expand_inputs([f"{base}/missing.txt"])
+
+    # A missing remote video fails alone at plan time, with its URL as identity.
+    todo, _ = plan([f"{base}/missing.mp4", video.source], RunSettings(out_dir=tmp_path))
+    assert [job.identity["path"] for job in todo] == [f"{base}/missing.mp4", video.source]
+    assert "error" in todo[0].identity

@@ -1,0 +1,229 @@
+"""What to caption: files, folders, list files and fsspec URLs, each with its metadata.
+
+``expand_inputs`` turns what a user typed into ``InputVideo``\\ s:
+
+- a video file, or a folder (searched recursively for video extensions, sorted);
+- a list file: ``.txt`` (one path or URL per line; blank lines and ``#`` comments skipped),
+  ``.csv`` or ``.parquet`` with a ``path`` column, whose other columns are carried into the
+  outputs as the video's metadata. Relative paths in a local list file are relative to it;
+- an fsspec URL (``s3://``, ``gs://``, ``https://``, ``file://``, …) of a video, a folder
+  or a list file. ``file://`` URLs become plain paths.
+
+A missing path given on the command line is a usage error; a missing entry of a list file
+is a per-video failure (a dataset of millions of rows should not stop at one bad row).
+
+Remote videos are decoded from a local copy (``local_copy``) and told apart on reruns by
+what their store says about them (``remote_identity``: size, ETag, modification time).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from vidcap.errors import UsageError
+from vidcap.video import VIDEO_EXTENSIONS
+
+log = logging.getLogger(__name__)
+
+LIST_SUFFIXES = (".txt", ".csv", ".parquet")
+PATH_COLUMN = "path"
+# Columns every caption row has; metadata may not reuse their names.
+RESERVED_COLUMNS = frozenset({"video", "frame", "time", "caption", "key"})
+# What a store says about an object that changes when the object does.
+IDENTITY_FIELDS = ("size", "ETag", "etag", "md5Hash", "crc32c", "generation", "LastModified",
+                   "last_modified", "mtime", "updated", "version_id", "VersionId")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class InputVideo:
+    """One video to caption: a local path or URL, and the metadata carried into its outputs."""
+
+    source: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def is_url(item: str) -> bool:
+    """An fsspec URL that is not a local ``file://`` one."""
+    return "://" in item and not item.startswith("file://")
+
+
+def _local(item: str) -> str:
+    return item.removeprefix("file://") if item.startswith("file://") else item
+
+
+def expand_inputs(items: Sequence[str | os.PathLike]) -> list[InputVideo]:
+    """Every video the inputs name, in order; raises ``UsageError`` on a bad input."""
+    videos: list[InputVideo] = []
+    for raw in items:
+        item = _local(str(raw))
+        if is_url(item):
+            videos.extend(_expand_url(item))
+        else:
+            videos.extend(_expand_local(Path(item)))
+    if not videos:
+        raise UsageError("no videos found in the given inputs")
+    return videos
+
+
+def _expand_local(path: Path) -> list[InputVideo]:
+    if path.is_dir():
+        return [
+            InputVideo(str(p))
+            for p in sorted(path.rglob("*"))
+            if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
+        ]
+    if not path.exists():
+        raise UsageError(f"no such file or folder: {path}")
+    if path.suffix.lower() in LIST_SUFFIXES:
+        return _read_list(str(path), path.read_bytes(), base=str(path.parent))
+    return [InputVideo(str(path))]
+
+
+def _expand_url(url: str) -> list[InputVideo]:
+    fs, path = _filesystem(url)
+    suffix = Path(path).suffix.lower()
+    try:
+        if suffix in LIST_SUFFIXES:
+            with fs.open(path, "rb") as handle:
+                return _read_list(url, handle.read(), base=None)
+        if suffix not in VIDEO_EXTENSIONS and fs.isdir(path):
+            found = sorted(p for p in fs.find(path) if Path(p).suffix.lower() in VIDEO_EXTENSIONS)
+            return [InputVideo(fs.unstrip_protocol(p)) for p in found]
+    except FileNotFoundError as exc:
+        raise UsageError(f"no such file or folder: {url}") from exc
+    except OSError as exc:
+        raise UsageError(f"cannot read {url}: {exc}") from exc
+    return [InputVideo(url)]
+
+
+def _filesystem(url: str):
+    try:
+        import fsspec
+    except ImportError as exc:  # pragma: no cover - fsspec comes with torch/transformers
+        raise UsageError("URL inputs need fsspec: pip install 'vidcap[data]'") from exc
+    try:
+        return fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as exc:
+        raise UsageError(f"cannot open {url}: {exc}") from exc
+
+
+def _read_list(name: str, data: bytes, base: str | None) -> list[InputVideo]:
+    """The videos of one list file; ``base`` resolves relative local paths."""
+    suffix = Path(name.split("?", 1)[0]).suffix.lower()
+    if suffix == ".txt":
+        rows = [
+            {PATH_COLUMN: line.strip()}
+            for line in data.decode("utf-8-sig").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+    elif suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
+        _check_columns(name, reader.fieldnames or [])
+        rows = list(reader)
+    else:
+        rows = _parquet_rows(name, data)
+    videos = []
+    for number, row in enumerate(rows, start=1):
+        path = row.pop(PATH_COLUMN)
+        if path is None or not str(path).strip():
+            raise UsageError(f"{name}: row {number} has an empty {PATH_COLUMN!r}")
+        videos.append(InputVideo(_resolve(str(path).strip(), base), _plain(row)))
+    return videos
+
+
+def _parquet_rows(name: str, data: bytes) -> list[dict[str, Any]]:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise UsageError(
+            f"{name}: Parquet list files need pyarrow: pip install 'vidcap[data]'"
+        ) from exc
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except pa.ArrowException as exc:
+        raise UsageError(f"{name}: not a readable Parquet file ({exc})") from exc
+    _check_columns(name, table.column_names)
+    return table.to_pylist()
+
+
+def _check_columns(name: str, columns: Sequence[str]) -> None:
+    if PATH_COLUMN not in columns:
+        raise UsageError(
+            f"{name}: no {PATH_COLUMN!r} column (columns: {', '.join(columns) or 'none'})"
+        )
+    clashes = sorted(RESERVED_COLUMNS & set(columns))
+    if clashes:
+        raise UsageError(
+            f"{name}: column {', '.join(map(repr, clashes))} clashes with an output column "
+            f"({', '.join(sorted(RESERVED_COLUMNS))}); rename it"
+        )
+
+
+def _resolve(path: str, base: str | None) -> str:
+    """A list entry: a URL or absolute path as is; a relative path against the list's folder."""
+    path = _local(path)
+    if is_url(path) or base is None or os.path.isabs(path):
+        return path
+    return os.path.join(base, path)
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """Metadata as JSON values (dates as ISO strings)."""
+    return {
+        key: value.isoformat() if isinstance(value, (datetime, date)) else value
+        for key, value in row.items()
+    }
+
+
+def remote_identity(url: str) -> dict[str, Any]:
+    """What tells one remote object from another: its URL plus what the store says (size,
+    ETag, modification time…). Raises ``OSError`` when the object cannot be reached."""
+    fs, path = _filesystem(url)
+    try:
+        info = fs.info(path)
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - stores raise their own types; one OSError out
+        raise OSError(f"{url}: {exc}") from exc
+    identity: dict[str, Any] = {"path": url}
+    for key in IDENTITY_FIELDS:
+        value = info.get(key)
+        if value is not None:
+            identity[key] = value if isinstance(value, (int, float, str)) else str(value)
+    return identity
+
+
+@contextmanager
+def local_copy(source: str) -> Iterator[Path]:
+    """A local path to decode ``source`` from: the path itself for local files, else a
+    temporary copy downloaded with fsspec (deleted on exit)."""
+    source = _local(source)
+    if not is_url(source):
+        yield Path(source)
+        return
+    fs, path = _filesystem(source)
+    suffix = Path(path).suffix if Path(path).suffix.lower() in VIDEO_EXTENSIONS else ""
+    handle, name = tempfile.mkstemp(prefix="vidcap-", suffix=suffix)
+    os.close(handle)
+    try:
+        log.info("downloading %s", source)
+        try:
+            fs.get_file(path, name)
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one error type for the decoder to report
+            raise OSError(f"{source}: cannot download ({exc})") from exc
+        yield Path(name)
+    finally:
+        os.unlink(name)
