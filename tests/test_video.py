@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from videos import SPECS, VideoSpec, constant_rate, frame_colour, probe_times, write_video
@@ -20,17 +22,117 @@ def read(path: Path, sampling: SamplingSettings) -> list:
         return list(reader.frames(sampling))
 
 
-@pytest.mark.parametrize("name", [s.name for s in SPECS])
+NAMES = [s.name for s in SPECS]
+B_FRAME_VIDEOS = ["h264-mp4", "h264-mkv", "ntsc-mp4", "mpeg4-bframes-avi", "mpeg4-noindex-avi"]
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_every_frame_has_true_pts_and_pixels(generated_videos, name: str) -> None:
     path, spec = generated_videos[name]
-    frames = read(path, SamplingSettings(every_n=1))
+    frames = read(path, SamplingSettings(every_n=1, mode="all"))
     assert [f.index for f in frames] == list(range(len(spec.times)))
-    assert [f.pts_seconds for f in frames] == pytest.approx(list(spec.times), abs=1e-3)
+    assert [f.pts_seconds for f in frames] == pytest.approx(list(spec.shown_times), abs=1e-3)
     assert [f.pts_seconds for f in frames] == pytest.approx(probe_times(path), abs=1e-6)
     for frame in frames:
         assert frame.rgb.shape == (*spec.size, 3)
         grey = float(frame.rgb.mean())
         assert grey == pytest.approx(float(frame_colour(frame.index)[0]), abs=12)
+
+
+SAMPLINGS = {
+    "fps1": SamplingSettings(fps=1.0),
+    "fps3": SamplingSettings(fps=3.0),
+    "fps7.5": SamplingSettings(fps=7.5),
+    "every4": SamplingSettings(every_n=4),
+    "max2": SamplingSettings(fps=2.0, max_frames=2),
+}
+
+
+@pytest.mark.parametrize("sampling", SAMPLINGS.values(), ids=SAMPLINGS.keys())
+@pytest.mark.parametrize("name", NAMES)
+def test_exact_mode_gives_the_frames_of_decoding_everything(
+    generated_videos, name: str, sampling: SamplingSettings
+) -> None:
+    path, _ = generated_videos[name]
+    with VideoReader(path) as everything:
+        reference = list(everything.frames(replace(sampling, mode="all")))
+    with VideoReader(path) as exact:
+        frames = list(exact.frames(replace(sampling, mode="exact")))
+        assert exact.estimated_samples(sampling) == len(frames)
+    assert [(f.index, f.pts_seconds) for f in frames] == [
+        (f.index, f.pts_seconds) for f in reference
+    ]
+    for ours, theirs in zip(frames, reference, strict=True):
+        assert np.array_equal(ours.rgb, theirs.rgb)
+    assert exact.stats.decoded_frames <= everything.stats.decoded_frames
+    assert exact.stats.duration == everything.stats.duration
+
+
+@pytest.mark.parametrize("name", B_FRAME_VIDEOS)
+def test_exact_mode_skips_frames_no_tick_needs(generated_videos, name: str) -> None:
+    path, spec = generated_videos[name]
+    with VideoReader(path) as reader:
+        frames = list(reader.frames(SamplingSettings(fps=1.0)))
+    assert len(frames) == int(spec.shown_times[-1]) + 1  # one per whole second
+    assert reader.stats.decoded_frames < len(spec.times)
+
+
+@pytest.mark.parametrize("fps", [1.0, 3.0, 4.0])
+@pytest.mark.parametrize("name", B_FRAME_VIDEOS + ["vfr-mp4"])
+def test_fast_mode_takes_a_frame_at_or_after_each_tick(
+    generated_videos, name: str, fps: float
+) -> None:
+    """Fast decodes reference frames only. For every tick it takes the first of those at
+    or after the tick: never earlier, and at most one run of skipped non-reference frames
+    (the encoder's B-frame limit, 3 for x264) after the frame exact mode takes. Ticks
+    closer together than reference frames share one sample."""
+    path, spec = generated_videos[name]
+    with VideoReader(path) as reader:
+        fast = list(reader.frames(SamplingSettings(fps=fps, mode="fast")))
+    assert reader.stats.duration == pytest.approx(spec.duration, abs=1e-6)
+    times = [f.pts_seconds for f in fast]
+    assert times == sorted(set(times))
+    for frame in fast:
+        assert frame.pts_seconds == pytest.approx(spec.shown_times[frame.index], abs=1e-6)
+        assert float(frame.rgb.mean()) == pytest.approx(frame_colour(frame.index)[0], abs=12)
+    longest_skip = (spec.b_frames or 3) / float(spec.rate)
+    taken = set()
+    for tick in np.arange(0.0, spec.shown_times[-1] + 1e-9, 1 / fps):
+        exact_time = min(t for t in spec.shown_times if t >= tick - 1e-6)
+        sample = min(t for t in times if t >= tick - 1e-6)
+        assert exact_time <= sample <= exact_time + longest_skip + 1e-6
+        taken.add(sample)
+    assert taken == set(times)
+
+
+def test_fast_mode_decodes_fewer_frames(generated_videos) -> None:
+    path, _ = generated_videos["h264-mp4"]
+    with VideoReader(path) as exact:
+        list(exact.frames(SamplingSettings(fps=3.0)))
+    with VideoReader(path) as fast:
+        list(fast.frames(SamplingSettings(fps=3.0, mode="fast")))
+    assert fast.stats.decoded_frames < exact.stats.decoded_frames
+
+
+def keyframe_times(path: Path) -> list[float]:
+    with av.open(str(path)) as container:
+        return [float(f.time) for f in container.decode(video=0) if f.key_frame]
+
+
+@pytest.mark.parametrize("name", ["h264-mp4", "ntsc-mp4", "mpeg4-bframes-avi", "vp9-webm"])
+def test_keyframes_mode_takes_every_keyframe_at_its_true_pts(generated_videos, name: str) -> None:
+    path, spec = generated_videos[name]
+    with VideoReader(path) as reader:
+        assert reader.estimated_samples(SamplingSettings(keyframes=True)) == len(
+            keyframe_times(path)
+        )
+        frames = list(reader.frames(SamplingSettings(keyframes=True)))
+    assert [f.pts_seconds for f in frames] == pytest.approx(keyframe_times(path), abs=1e-6)
+    assert [f.pts_seconds for f in frames] == pytest.approx(
+        [spec.shown_times[f.index] for f in frames], abs=1e-6
+    )
+    assert reader.stats.decoded_frames == len(frames)
+    assert reader.stats.duration == pytest.approx(spec.duration, abs=1e-6)
 
 
 def test_fps_sampling_takes_first_frame_at_or_after_each_tick(generated_videos) -> None:
@@ -60,11 +162,41 @@ def test_every_n_and_max_frames(generated_videos) -> None:
     assert [f.index for f in read(path, SamplingSettings(fps=5, max_frames=3))] == [0, 2, 4]
 
 
-def test_duration_is_last_pts_plus_one_frame(generated_videos) -> None:
-    path, spec = generated_videos["ntsc-mp4"]
+@pytest.mark.parametrize("mode", ["exact", "fast", "all"])
+@pytest.mark.parametrize("name", NAMES)
+def test_duration_is_the_end_of_the_last_frame(generated_videos, name: str, mode: str) -> None:
+    """Regression (#12.1): a B-frame AVI's last frame comes out of the decoder without a
+    timestamp; OpenCV read it as 0 s, so the duration was one frame (0.033 s of 9 s)."""
+    path, spec = generated_videos[name]
     with VideoReader(path) as reader:
-        list(reader.frames(SamplingSettings()))
-    assert reader.stats.duration == pytest.approx(spec.duration, abs=1e-3)
+        list(reader.frames(SamplingSettings(mode=mode)))
+    assert reader.stats.duration == pytest.approx(spec.duration, abs=1e-6)
+    if not name.startswith("vfr"):  # a VFR file's declared duration is its muxer's guess
+        with av.open(str(path)) as container:  # ffprobe's duration: the container's
+            declared = container.duration / 1e6
+        assert abs(reader.stats.duration - declared) <= 1 / float(spec.rate) + 1e-6
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_corruption_warning_for_whole_videos(generated_videos, name: str, caplog) -> None:
+    """Regression (#12.3): a variable-frame-rate AVI's header counts 316 frames where 12
+    are stored, all decodable; that was reported as 304 frames that could not be decoded."""
+    path, spec = generated_videos[name]
+    with caplog.at_level(logging.WARNING, logger="vidcap.video"):
+        with VideoReader(path) as reader:
+            frames = list(reader.frames(SamplingSettings(every_n=1)))
+    assert len(frames) == len(spec.times)
+    assert reader.stats.failed_frames == 0
+    assert not [r for r in caplog.records if "could not be decoded" in r.getMessage()]
+
+
+def test_a_vfr_avi_header_counts_ticks_not_frames(generated_videos) -> None:
+    path, spec = generated_videos["vfr-avi"]
+    with VideoReader(path) as reader:
+        frames = list(reader.frames(SamplingSettings(fps=1.0)))
+    assert reader.stats.expected_frames == 316
+    assert reader.stats.decoded_frames == len(spec.times) == 12
+    assert [f.pts_seconds for f in frames] == pytest.approx([0.0, 1.2, 2.0, 3.1], abs=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -110,6 +242,13 @@ def test_truncated_stream_keeps_decodable_frames_and_warns_once(tmp_path: Path, 
     warnings = [r for r in caplog.records if "could not be decoded" in r.getMessage()]
     assert len(warnings) == 1
     assert f"{len(spec.times) - len(frames)} of {len(spec.times)}" in warnings[0].getMessage()
+    assert reader_failed(cut) == len(spec.times) - len(frames)
+
+
+def reader_failed(path: Path) -> int:
+    with VideoReader(path) as reader:
+        list(reader.frames(SamplingSettings(every_n=1)))
+    return reader.stats.failed_frames
 
 
 def test_corrupt_middle_keeps_frames_on_both_sides(tmp_path: Path, caplog) -> None:
@@ -133,6 +272,8 @@ def test_corrupt_middle_keeps_frames_on_both_sides(tmp_path: Path, caplog) -> No
         ({"fps": -1.0}, "--fps"),
         ({"every_n": 0}, "--every-n"),
         ({"max_frames": 0}, "--max-frames"),
+        ({"mode": "quick"}, "unknown decode mode 'quick'; supported values are exact, fast, all"),
+        ({"keyframes": True, "every_n": 2}, "--keyframes .* cannot be combined with --every-n"),
     ],
 )
 def test_bad_sampling_settings(kwargs: dict, message: str) -> None:

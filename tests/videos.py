@@ -14,7 +14,11 @@ TIME_BASE = Fraction(1, 90000)
 
 @dataclass(frozen=True)
 class VideoSpec:
-    """What a generated test video holds: container, codec, and each frame's pts (s)."""
+    """What a generated test video holds: container, codec, and each frame's pts (s).
+
+    ``b_frames``: the encoder's B-frame limit (0: codec default); ``index``: False strips
+    an AVI's ``idx1`` index, as some cameras and cut-off downloads leave it.
+    """
 
     name: str
     codec: str
@@ -22,10 +26,21 @@ class VideoSpec:
     times: tuple[float, ...]
     rate: Fraction = Fraction(10)
     size: tuple[int, int] = (96, 128)  # (height, width)
+    b_frames: int = 0
+    index: bool = True
+
+    @property
+    def shown_times(self) -> tuple[float, ...]:
+        """The pts FFmpeg (and ffprobe) reports. AVI stores no pts: with B-frames the
+        decoder's one-frame delay shows every frame one interval late."""
+        if self.suffix == ".avi" and self.b_frames:
+            return tuple(round(t + 1 / float(self.rate), 9) for t in self.times)
+        return self.times
 
     @property
     def duration(self) -> float:
-        return self.times[-1] + 1 / float(self.rate)
+        """The end of the last frame: its shown pts plus one frame interval."""
+        return self.shown_times[-1] + 1 / float(self.rate)
 
 
 def constant_rate(n: int, rate: Fraction) -> tuple[float, ...]:
@@ -40,29 +55,42 @@ def frame_colour(index: int) -> np.ndarray:
 def write_video(path: Path, spec: VideoSpec) -> Path:
     """Encode ``spec`` to ``path``; frame i has pts ``spec.times[i]``."""
     height, width = spec.size
-    explicit_pts = spec.codec in ("libx264", "libvpx-vp9", "mpeg4")
+    fine_time_base = spec.codec in ("libx264", "libvpx-vp9", "mpeg4") and spec.suffix in (
+        ".mp4", ".mkv", ".webm"
+    )  # fmt: skip
+    time_base = TIME_BASE if fine_time_base else 1 / spec.rate
     with av.open(str(path), "w") as container:
         stream = container.add_stream(spec.codec, rate=spec.rate)
         stream.width, stream.height = width, height
         stream.pix_fmt = "rgb24" if spec.codec == "cinepak" else "yuv420p"
-        if explicit_pts and spec.suffix in (".mp4", ".mkv", ".webm"):
+        if spec.b_frames:
+            stream.codec_context.max_b_frames = spec.b_frames
+        if fine_time_base:
             stream.time_base = TIME_BASE
             stream.codec_context.time_base = TIME_BASE
         for i, t in enumerate(spec.times):
             rgb = np.empty((height, width, 3), dtype=np.uint8)
             rgb[:] = frame_colour(i)
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            if explicit_pts and spec.suffix in (".mp4", ".mkv", ".webm"):
-                frame.pts = round(t / TIME_BASE)
-                frame.time_base = TIME_BASE
-            else:
-                frame.pts = i
-                frame.time_base = 1 / spec.rate
+            frame.pts = round(t / time_base)
+            frame.time_base = time_base
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+    if not spec.index:
+        strip_avi_index(path)
     return path
+
+
+def strip_avi_index(path: Path) -> None:
+    """Rename an AVI's ``idx1`` chunk to ``JUNK``: FFmpeg then reads it without an index."""
+    data = bytearray(path.read_bytes())
+    at = data.rfind(b"idx1")
+    if at < 0:
+        raise ValueError(f"{path}: no idx1 chunk to strip")
+    data[at : at + 4] = b"JUNK"
+    path.write_bytes(bytes(data))
 
 
 def probe_times(path: Path) -> list[float]:
@@ -83,4 +111,20 @@ SPECS = [
     VideoSpec("vp9-webm", "libvpx-vp9", ".webm", constant_rate(30, Fraction(10))),
     VideoSpec("ntsc-mp4", "libx264", ".mp4", constant_rate(90, NTSC), rate=NTSC),
     VideoSpec("vfr-mp4", "libx264", ".mp4", VFR_TIMES, rate=Fraction(20)),
+    VideoSpec("vfr-mkv", "libx264", ".mkv", VFR_TIMES, rate=Fraction(20)),
+    # AVI as cameras and old encoders leave it: B-frames (no pts stored), no index, and
+    # variable frame rate, whose header counts every tick of its rate (316 for 12 frames).
+    VideoSpec("mpeg4-bframes-avi", "mpeg4", ".avi", constant_rate(30, Fraction(10)), b_frames=2),
+    VideoSpec(
+        "mpeg4-noindex-avi",
+        "mpeg4",
+        ".avi",
+        constant_rate(30, Fraction(10)),
+        b_frames=2,
+        index=False,
+    ),  # fmt: skip
+    VideoSpec(
+        "msmpeg4-noindex-avi", "msmpeg4", ".avi", constant_rate(30, Fraction(10)), index=False
+    ),
+    VideoSpec("vfr-avi", "mpeg4", ".avi", VFR_TIMES, rate=Fraction(100)),
 ]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 
 from vidcap.backend import Backend, EmbeddedBackend
+from vidcap.errors import UsageError
 from vidcap.model import Captioner, model_input_size
 from vidcap.settings import (
+    DECODE_MODES,
     DEFAULT_MODEL,
     DTYPES,
     GenerationSettings,
@@ -16,16 +18,27 @@ from vidcap.settings import (
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    sampling = SamplingSettings()
     group = parser.add_argument_group("frame sampling")
     group.add_argument(
-        "--fps", type=float, default=1.0, help="frames per second of video to caption (default 1.0)"
+        "--fps",
+        type=float,
+        default=None,
+        help="frames per second of video to caption: the first frame at or after each tick, "
+        f"at its true timestamp (default {sampling.fps})",
     )
     group.add_argument(
         "--every-n",
         type=int,
         default=None,
         metavar="N",
-        help="caption every N-th decoded frame instead of --fps",
+        help="caption every N-th frame instead (not with --fps)",
+    )
+    group.add_argument(
+        "--keyframes",
+        action="store_true",
+        help="caption every keyframe instead, at its true timestamp: the cheapest to decode, "
+        "spaced as the encoder chose (often 2-10 s)",
     )
     group.add_argument(
         "--max-frames",
@@ -33,6 +46,14 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="M",
         help="stop each video after M sampled frames",
+    )
+    group.add_argument(
+        "--decode-mode",
+        default=sampling.mode,
+        choices=DECODE_MODES,
+        help=f"exact (default {sampling.mode}): the frames decoding everything gives, decoding "
+        "only reference frames and those a tick needs; fast: reference frames only, a sample "
+        "may fall up to 3 frames after its tick (x264's B-frame limit); all: decode every frame",
     )
     group.add_argument(
         "--decoder",
@@ -79,7 +100,25 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def sampling_from_args(args: argparse.Namespace) -> SamplingSettings:
-    return SamplingSettings(fps=args.fps, every_n=args.every_n, max_frames=args.max_frames)
+    """``--fps``, ``--every-n`` and ``--keyframes`` each choose the frames: one at a time."""
+    chosen = [
+        flag
+        for flag, given in (
+            ("--fps", args.fps is not None),
+            ("--every-n", args.every_n is not None),
+            ("--keyframes", args.keyframes),
+        )
+        if given
+    ]
+    if len(chosen) > 1:
+        raise UsageError(f"{' and '.join(chosen)} cannot be used together: give one of them")
+    return SamplingSettings(
+        fps=args.fps if args.fps is not None else SamplingSettings.fps,
+        every_n=args.every_n,
+        max_frames=args.max_frames,
+        keyframes=args.keyframes,
+        mode=args.decode_mode,
+    )
 
 
 def generation_from_args(args: argparse.Namespace, prompt: str | None = None) -> GenerationSettings:

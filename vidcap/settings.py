@@ -16,17 +16,26 @@ NUM_BEAMS_LIMIT = 8
 PROMPT_CHARS_LIMIT = 500
 
 
+DECODE_MODES = ("exact", "fast", "all")
+"""``exact``: the frames decoding everything would give, decoding only reference frames and
+the frames a tick needs; ``fast``: reference frames only (a sample may fall a few frames
+after its tick); ``all``: decode every frame."""
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
-    """Which frames of a video are captioned.
+    """Which frames of a video are captioned, and how much of it is decoded to find them.
 
     ``fps``: sample at this rate of presentation time (default 1 frame/s);
-    ``every_n``: instead take every N-th decoded frame; ``max_frames``: stop after M.
+    ``every_n``: instead take every N-th frame; ``keyframes``: instead take every
+    keyframe; ``max_frames``: stop after M; ``mode``: one of ``DECODE_MODES``.
     """
 
     fps: float | None = 1.0
     every_n: int | None = None
     max_frames: int | None = None
+    keyframes: bool = False
+    mode: str = "exact"
 
     def __post_init__(self) -> None:
         if self.every_n is not None and self.every_n < 1:
@@ -35,6 +44,14 @@ class SamplingSettings:
             raise UsageError(f"--fps must be a number > 0, got {self.fps}")
         if self.max_frames is not None and self.max_frames < 1:
             raise UsageError(f"--max-frames must be >= 1, got {self.max_frames}")
+        if self.keyframes and self.every_n is not None:
+            raise UsageError(
+                "--keyframes takes every keyframe; it cannot be combined with --every-n"
+            )
+        if self.mode not in DECODE_MODES:
+            raise UsageError(
+                f"unknown decode mode {self.mode!r}; supported values are {', '.join(DECODE_MODES)}"
+            )
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,31 @@
-"""Open a video with OpenCV's FFmpeg backend and sample frames with their true timestamps.
+"""Open a video with PyAV (FFmpeg) and sample frames with their true timestamps.
 
-Timestamps are each frame's presentation time as the demuxer reports it
-(``CAP_PROP_POS_MSEC`` is the stream's pts in OpenCV's FFmpeg backend), so variable
-frame rate and 29.97 fps streams get the times ffprobe shows, not index ÷ nominal fps.
+A first pass only demuxes (no decoding, a few ms) and lists every packet's presentation
+time. It gives each frame its index (rank in presentation order), the video's end, and
+the frames the sampling needs. The second pass decodes as little as the mode allows:
+
+- ``exact`` (default): reference frames plus the non-reference frames a tick needs;
+  the same frames and times as decoding everything, at nearly the cost of skipping;
+- ``fast``: reference frames only; each tick takes the first decoded frame at or after
+  it, so a sample can fall after the tick by up to one run of non-reference frames;
+- ``all``: decode every frame (the slow reference the other two are tested against);
+- ``SamplingSettings.keyframes``: decode keyframes only.
+
+Timestamps are each frame's pts as FFmpeg reports it (what ffprobe shows), never
+index ÷ nominal fps; the duration is the end of the last frame: its pts plus its packet
+duration (one frame interval), as ffprobe counts it.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
+import av
 
 from vidcap.errors import VideoError
 from vidcap.frames import Frame
@@ -26,15 +38,18 @@ VIDEO_EXTENSIONS = frozenset(
      ".ts", ".mts", ".m2ts", ".3gp", ".ogv", ".vob", ".divx"}
 )  # fmt: skip
 
-# After a failed grab, try this many more before deciding the stream has ended:
-# FFmpeg can resume after a damaged stretch of a corrupt file.
-MAX_CONSECUTIVE_FAILURES = 32
 PTS_EPSILON = 1e-6
+# Frames missing at the end count as failed only beyond this many frame intervals.
+TAIL_TOLERANCE_FRAMES = 1.5
 
 
 @dataclass
 class VideoStats:
-    """What decoding one video found; filled in as frames are read."""
+    """What decoding one video found; complete once ``frames()`` has been iterated.
+
+    ``failed_frames``: frames that really did not decode (decoder errors, or a stream
+    that ends before its header's duration) — never frames a header merely over-counts.
+    """
 
     width: int = 0
     height: int = 0
@@ -42,19 +57,29 @@ class VideoStats:
     expected_frames: int = 0
     decoded_frames: int = 0
     sampled_frames: int = 0
+    failed_frames: int = 0
     last_pts: float = 0.0
-    # End of the last decoded frame: its pts plus one frame interval (as ffprobe counts it).
+    # End of the last frame: its pts plus one frame interval (as ffprobe counts it).
     duration: float = 0.0
 
-    @property
-    def skipped_frames(self) -> int:
-        return max(0, self.expected_frames - self.decoded_frames)
+
+@dataclass(frozen=True)
+class _Packets:
+    """The demux pass: presentation times (s) of all frames and of keyframes, sorted."""
+
+    times: list[float]
+    keyframe_times: list[float]
+    complete: bool  # every packet with data had a pts, and demuxing met no error
 
 
 class VideoReader:
-    """One open video. Iterate ``frames(sampling)`` once; ``stats`` is complete afterwards."""
+    """One open video. Iterate ``frames(sampling)`` once; ``stats`` is complete afterwards.
 
-    def __init__(self, path: Path | str) -> None:
+    ``threads``: decoder threads (0: FFmpeg picks one per core). A pool of N decoder
+    processes does best with 1 each.
+    """
+
+    def __init__(self, path: Path | str, threads: int = 0) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise VideoError(f"{self.path}: no such file")
@@ -62,15 +87,20 @@ class VideoReader:
             raise VideoError(f"{self.path}: is a folder, not a video")
         if self.path.stat().st_size == 0:
             raise VideoError(f"{self.path}: empty file")
-        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
-        if not cap.isOpened():
-            raise VideoError(f"{self.path}: not a decodable video (FFmpeg cannot open it)")
-        self._cap = cap
+        self._container = _open(self.path)
+        if not self._container.streams.video:
+            self._container.close()
+            raise VideoError(f"{self.path}: no video stream")
+        self._stream = self._container.streams.video[0]
+        self._threads = threads
+        self._packets: _Packets | None = None
+        stream = self._stream
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         self.stats = VideoStats(
-            width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-            height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-            nominal_fps=float(cap.get(cv2.CAP_PROP_FPS) or 0.0),
-            expected_frames=max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT))),
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            nominal_fps=float(rate or 0.0),
+            expected_frames=stream.frames or _frames_from_duration(stream, rate),
         )
 
     def __enter__(self) -> VideoReader:
@@ -80,92 +110,263 @@ class VideoReader:
         self.close()
 
     def close(self) -> None:
-        self._cap.release()
+        self._container.close()
 
     def estimated_samples(self, sampling: SamplingSettings) -> int | None:
-        """A best guess of how many frames ``sampling`` takes, for progress bars."""
-        stats = self.stats
-        if stats.expected_frames <= 0:
-            return None
-        if sampling.every_n is not None:
-            estimate = math.ceil(stats.expected_frames / sampling.every_n)
-        elif stats.nominal_fps > 0 and sampling.fps is not None:
-            seconds = stats.expected_frames / stats.nominal_fps
-            estimate = max(1, math.ceil(seconds * sampling.fps))
+        """How many frames ``sampling`` takes (exact unless frames fail), for progress bars."""
+        packets = self._demux()
+        if sampling.keyframes:
+            count = len(packets.keyframe_times)
+        elif sampling.every_n is not None:
+            count = math.ceil(len(packets.times) / sampling.every_n)
         else:
+            count = len(_ticks(packets.times, 1.0 / float(sampling.fps or 1.0)))
+        if not packets.complete and count == 0:
             return None
-        return min(estimate, sampling.max_frames) if sampling.max_frames else estimate
+        return min(count, sampling.max_frames) if sampling.max_frames else count
 
     def frames(self, sampling: SamplingSettings) -> Iterator[Frame]:
-        """Decode the stream in order, yielding the sampled frames (RGB, true pts)."""
+        """Decode as little as ``sampling.mode`` allows, yielding sampled frames (RGB, true pts)."""
+        packets = self._demux()
         stats = self.stats
-        selector = _selector(sampling)
-        last_interval = 1.0 / stats.nominal_fps if stats.nominal_fps > 0 else 0.0
+        codec = self._stream.codec_context
+        codec.thread_type = "AUTO"
+        codec.thread_count = self._threads
+        take = _selector(sampling)
+        needed = _needed_times(packets, sampling)
         reached_end = True
-        for index, pts in self._grab_all():
-            if stats.decoded_frames and pts > stats.last_pts and stats.nominal_fps <= 0:
-                last_interval = pts - stats.last_pts
-            stats.decoded_frames += 1
-            stats.last_pts = pts
-            stats.duration = pts + last_interval
-            if not selector(index, pts):
+        for packet, decoded in self._decode(sampling, needed):
+            if decoded is None:  # skipped on purpose: still counts towards the video's end
+                self._extend(
+                    max(0.0, float(packet.pts * packet.time_base)), _packet_duration(packet)
+                )
                 continue
-            ok, bgr = self._cap.retrieve()
-            if not ok or bgr is None:
+            pts = _frame_time(decoded, stats)
+            stats.decoded_frames += 1
+            self._extend(pts, _frame_duration(decoded, packet))
+            if packets.complete:
+                index = bisect.bisect_left(packets.times, pts - PTS_EPSILON)
+            else:
+                index = stats.decoded_frames - 1
+            if not take(index, pts):
                 continue
             stats.sampled_frames += 1
-            yield Frame(index=index, pts_seconds=pts, rgb=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            yield Frame(index=index, pts_seconds=pts, rgb=decoded.to_ndarray(format="rgb24"))
             if sampling.max_frames is not None and stats.sampled_frames >= sampling.max_frames:
                 reached_end = False
                 break
         self._finish(reached_end)
 
-    def _grab_all(self) -> Iterator[tuple[int, float]]:
-        index = 0
-        failures = 0
-        while failures <= MAX_CONSECUTIVE_FAILURES:
-            if not self._cap.grab():
-                failures += 1
-                if index == 0 or index >= self.stats.expected_frames:
-                    break
-                continue
-            failures = 0
-            yield index, max(0.0, self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
-            index += 1
+    def _extend(self, pts: float, duration: float) -> None:
+        """A frame at ``pts`` lasting ``duration`` (0: unknown) exists: move the end.
+
+        Only the last frame in presentation order sets the end: in a stream with B-frames
+        a packet's duration is its decode-time step, not its frame's display time.
+        """
+        stats = self.stats
+        if pts < stats.last_pts:
+            return
+        if duration <= 0:
+            duration = 1.0 / stats.nominal_fps if stats.nominal_fps > 0 else 0.0
+        stats.last_pts = pts
+        stats.duration = pts + duration
+
+    # --- the demux pass ---------------------------------------------------------------
+
+    def _demux(self) -> _Packets:
+        if self._packets is None:
+            self._packets = _demux_times(self.path)
+        return self._packets
+
+    # --- the decode pass --------------------------------------------------------------
+
+    def _decode(
+        self, sampling: SamplingSettings, needed: set[float] | None
+    ) -> Iterator[tuple[av.Packet, av.VideoFrame | None]]:
+        """(packet, frame) per decoded frame; (packet, None) per packet skipped on purpose."""
+        codec = self._stream.codec_context
+        flushed = False
+        try:
+            for packet in self._container.demux(self._stream):
+                flushed = packet.size == 0
+                skip = _skip(packet, sampling, needed)
+                if skip is None:
+                    if packet.pts is not None:
+                        yield packet, None
+                    continue
+                codec.skip_frame = skip
+                yield from self._decode_packet(packet)
+        except av.FFmpegError as exc:  # a damaged container: keep what was read
+            log.debug("%s: demuxing stopped: %s", self.path, exc)
+        if not flushed:
+            yield from self._decode_packet(None)
+
+    def _decode_packet(
+        self, packet: av.Packet | None
+    ) -> Iterator[tuple[av.Packet, av.VideoFrame | None]]:
+        try:
+            frames = self._stream.codec_context.decode(packet)
+        except av.FFmpegError as exc:
+            log.debug("%s: a packet did not decode: %s", self.path, exc)
+            self.stats.failed_frames += 1
+            return
+        for frame in frames:
+            yield packet, frame
 
     def _finish(self, reached_end: bool) -> None:
-        """Fail a video with no frame; warn once about frames that did not decode."""
+        """Fail a video with no frame; warn once about frames that really failed."""
         stats = self.stats
         if stats.decoded_frames == 0:
             raise VideoError(f"{self.path}: no decodable frames")
-        if reached_end and stats.skipped_frames:
+        if not reached_end:
+            return
+        stats.failed_frames += _missing_tail(self._stream, stats)
+        if stats.failed_frames:
+            total = max(stats.expected_frames, stats.decoded_frames + stats.failed_frames)
             log.warning(
                 "%s: %d of %d frames could not be decoded (corrupt or truncated stream); "
                 "kept the %d that decoded",
                 self.path,
-                stats.skipped_frames,
-                stats.expected_frames,
+                stats.failed_frames,
+                total,
                 stats.decoded_frames,
             )
 
 
-def _selector(sampling: SamplingSettings):
-    """A predicate (index, pts) → take this frame?"""
+def _open(path: Path) -> av.container.InputContainer:
+    try:
+        return av.open(str(path))
+    except av.FFmpegError as exc:
+        raise VideoError(
+            f"{path}: not a decodable video (FFmpeg cannot open it: {exc.strerror or exc})"
+        ) from exc
+
+
+def _frames_from_duration(stream: av.video.stream.VideoStream, rate: object) -> int:
+    if stream.duration is None or stream.time_base is None or not rate:
+        return 0
+    return max(0, round(float(stream.duration * stream.time_base * rate)))
+
+
+def _demux_times(path: Path) -> _Packets:
+    """Read every packet's pts without decoding (cheap): the plan for the decode pass."""
+    times: list[float] = []
+    keyframes: list[float] = []
+    complete = True
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                if packet.pts is None:
+                    complete = False
+                    continue
+                time = float(packet.pts * packet.time_base)
+                times.append(time)
+                if packet.is_keyframe:
+                    keyframes.append(time)
+        except av.FFmpegError:
+            complete = False
+    times.sort()
+    keyframes.sort()
+    return _Packets(times, keyframes, complete)
+
+
+def _ticks(times: list[float], interval: float) -> list[float]:
+    """The frames ``--fps`` takes: the first frame at or after each tick of the grid."""
+    take = _grid_selector(interval)
+    return [t for t in times if take(t)]
+
+
+def _needed_times(packets: _Packets, sampling: SamplingSettings) -> set[float] | None:
+    """Times whose packets ``exact`` mode must decode fully; None: decode everything."""
+    if sampling.mode == "all" or not packets.complete:
+        return None
+    if sampling.mode == "fast" or sampling.keyframes:
+        return set()
     if sampling.every_n is not None:
-        every_n = sampling.every_n
-        return lambda index, pts: index % every_n == 0
+        return set(packets.times[:: sampling.every_n])
+    return set(_ticks(packets.times, 1.0 / float(sampling.fps or 1.0)))
 
-    interval = 1.0 / float(sampling.fps or 1.0)
-    next_time = [0.0]
 
-    def by_time(index: int, pts: float) -> bool:
-        if pts + PTS_EPSILON < next_time[0]:
+def _skip(packet: av.Packet, sampling: SamplingSettings, needed: set[float] | None) -> str | None:
+    """How the decoder treats ``packet``: its ``skip_frame`` value, or None: do not send it."""
+    if packet.size == 0 or needed is None:
+        return "DEFAULT"
+    if sampling.keyframes:
+        return "DEFAULT" if packet.is_keyframe else None
+    if packet.pts is not None and float(packet.pts * packet.time_base) in needed:
+        return "DEFAULT"
+    return "NONREF"
+
+
+def _frame_time(frame: av.VideoFrame, stats: VideoStats) -> float:
+    if frame.pts is None or frame.time is None:  # no timestamp at all: one interval on
+        step = 1.0 / stats.nominal_fps if stats.nominal_fps > 0 else 0.0
+        return stats.last_pts + (step if stats.decoded_frames else 0.0)
+    return max(0.0, float(frame.time))
+
+
+def _frame_duration(frame: av.VideoFrame, packet: av.Packet) -> float:
+    """One frame interval as ffprobe counts it: the frame's (else its packet's) duration."""
+    duration = getattr(frame, "duration", None) or 0
+    if duration and frame.time_base is not None:
+        return float(duration * frame.time_base)
+    return _packet_duration(packet)
+
+
+def _packet_duration(packet: av.Packet | None) -> float:
+    if packet is None or not packet.size or not packet.duration:
+        return 0.0
+    return float(packet.duration * packet.time_base)
+
+
+def _missing_tail(stream: av.video.stream.VideoStream, stats: VideoStats) -> int:
+    """Frames the header promises after the last decodable frame's end.
+
+    Compares times, not frame counts: a variable-frame-rate AVI's header counts the
+    ticks of its rate (444 where 68 frames are stored), which ends where the last frame
+    does; a truncated file's header ends later. (AVI's ``duration`` without an index is
+    a guess from the file size, so the frame count comes first.)
+    """
+    if stats.nominal_fps <= 0:
+        return 0
+    start = float((stream.start_time or 0) * stream.time_base) if stream.time_base else 0.0
+    if stream.frames:
+        promised = start + stream.frames / stats.nominal_fps
+    elif stream.duration is not None and stream.time_base is not None:
+        promised = start + float(stream.duration * stream.time_base)
+    else:
+        return 0
+    gap = (promised - stats.duration) * stats.nominal_fps
+    return round(gap) if gap > TAIL_TOLERANCE_FRAMES else 0
+
+
+def _selector(sampling: SamplingSettings) -> Callable[[int, float], bool]:
+    """A predicate (index, pts) → take this frame? Frames come in presentation order."""
+    if sampling.keyframes:
+        return lambda index, pts: True
+    if sampling.every_n is not None:
+        take_index = _grid_selector(sampling.every_n)
+        return lambda index, pts: take_index(index)
+    take_time = _grid_selector(1.0 / float(sampling.fps or 1.0))
+    return lambda index, pts: take_time(pts)
+
+
+def _grid_selector(step: float) -> Callable[[float], bool]:
+    """Take the first position at or after each multiple of ``step``; skip the rest."""
+    next_due = 0.0
+
+    def take(position: float) -> bool:
+        nonlocal next_due
+        if position + PTS_EPSILON < next_due:
             return False
-        # The next sample is due at the first grid point after this frame.
-        next_time[0] = (math.floor(pts / interval + PTS_EPSILON) + 1) * interval
+        # The next sample is due at the first grid point after this one.
+        next_due = (math.floor(position / step + PTS_EPSILON) + 1) * step
         return True
 
-    return by_time
+    return take
 
 
 def find_videos(inputs: list[Path]) -> list[Path]:
