@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 
-from vidcap.client import RemoteBackend, options_from_args, parse_server_urls
+from vidcap.client import backend_from_args, options_from_args, parse_server_urls
 from vidcap.client_scripts import caption_and_print, run_script, summary_line, video_script_parser
 from vidcap.model import model_input_size
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = video_script_parser(__doc__)
+    parser = video_script_parser(__doc__, omit=("--inflight",))
     parser.set_defaults(prebatch=16)
     args = parser.parse_args(argv)
     options = dataclasses.replace(options_from_args(args), inflight=1)
-    url = parse_server_urls(args.server)[0]
-    backend = RemoteBackend([url], model_input_size(args.model), options)
+    args.server = parse_server_urls(args.server)[0]
+    backend = backend_from_args(args, model_input_size(args.model), options)
     run = caption_and_print(args, backend)
     print(
         summary_line(args.video.name, run, f"batches of {options.prebatch}, one request at a time")

@@ -17,8 +17,9 @@ import json
 from vidcap.backend import EmbeddedBackend
 from vidcap.client import backend_from_args
 from vidcap.client_scripts import caption_and_print, run_script, summary_line, video_script_parser
-from vidcap.mask import CaptionRecord, MaskSettings, mask_captions
+from vidcap.mask import MaskSettings, VideoCaptions, mask_captions
 from vidcap.model import Captioner, model_input_size
+from vidcap.outputs import CaptionedFrame
 from vidcap.settings import ModelSettings
 
 
@@ -42,13 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     backend = backend_from_args(args, model_input_size(args.model)) or EmbeddedBackend(
         Captioner.load(ModelSettings(model=args.model, device=args.device))
     )
-    records: list[CaptionRecord] = []
+    frames: list[CaptionedFrame] = []
     run = caption_and_print(
-        args,
-        backend,
-        on_frame=lambda i, t, c: records.append(CaptionRecord(str(args.video), i, t, c)),
+        args, backend, on_frame=lambda i, t, c: frames.append(CaptionedFrame(i, t, c))
     )
-    report = mask_captions(records, queries, settings)
+    report = mask_captions(VideoCaptions(str(args.video), tuple(frames)), queries, settings)
     print(f"mask: {report['mask']}")
     for segment in report["segments"]:
         print(f"segment: {json.dumps(segment)}")

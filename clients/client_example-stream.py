@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 
-from vidcap.client import RemoteBackend, options_from_args, parse_server_urls
+from vidcap.client import backend_from_args, options_from_args
 from vidcap.client_scripts import caption_and_print, run_script, summary_line, video_script_parser
 from vidcap.model import model_input_size
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = video_script_parser(__doc__)
+    parser = video_script_parser(__doc__, omit=("--prebatch",))
     parser.set_defaults(inflight=16)
     args = parser.parse_args(argv)
     options = dataclasses.replace(options_from_args(args), prebatch=1)
-    backend = RemoteBackend(parse_server_urls(args.server), model_input_size(args.model), options)
+    backend = backend_from_args(args, model_input_size(args.model), options)
     run = caption_and_print(args, backend)
     how = f"one frame per request, up to {options.inflight} in flight per endpoint"
     print(summary_line(args.video.name, run, how))

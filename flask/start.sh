@@ -2,21 +2,38 @@
 # Start the vidcap Flask caption server under gunicorn.
 #
 # One worker process (the model is loaded once per process, i.e. once per GPU) with
-# THREADS threads for concurrent requests; the micro-batcher merges their frames into
+# THREADS threads for concurrent connections; the micro-batcher merges their frames into
 # one model call. Binds 127.0.0.1 unless HOST says otherwise.
 #
 #   VIDCAP_MODEL=tiny PORT=5000 flask/start.sh
 #
-# Environment: VIDCAP_MODEL (hub id, local dir or "tiny"), VIDCAP_DEVICE (auto, cpu,
-# cuda, cuda:N), VIDCAP_DTYPE (auto, float16, bfloat16, float32), HOST (127.0.0.1),
-# PORT (5000), THREADS (16), VIDCAP_MAX_BATCH (8), VIDCAP_MAX_DELAY_MS (10),
-# VIDCAP_MAX_FRAMES (64 per request), VIDCAP_MAX_REQUEST_MB (64), VIDCAP_LOG_LEVEL (INFO),
+# Environment: VIDCAP_MODEL (required: hub id, local dir or "tiny"), VIDCAP_DEVICE (auto,
+# cpu, cuda, cuda:N), VIDCAP_DTYPE (auto, float16, bfloat16, float32), HOST (127.0.0.1),
+# PORT (5000), THREADS (64 connections at once), VIDCAP_MAX_BATCH (8 frames per model
+# call), VIDCAP_MAX_DELAY_MS (10), VIDCAP_MAX_QUEUE (512 frames waiting, then 503),
+# VIDCAP_MAX_FRAMES (64 per request), VIDCAP_MAX_REQUEST_MB (64), VIDCAP_READ_TIMEOUT
+# (30 s for a whole request body, and for each read of the headers: slower clients get
+# 408 or are dropped), VIDCAP_PROMPT / VIDCAP_MAX_NEW_TOKENS / VIDCAP_NUM_BEAMS
+# (defaults for requests that send none), VIDCAP_LOG_LEVEL (INFO),
 # GUNICORN_TIMEOUT (300 s without a worker heartbeat).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 export PYTHONPATH="${root}${PYTHONPATH:+:${PYTHONPATH}}"
+
+die() {
+    echo "start.sh: $*" >&2
+    exit 2
+}
+
+[[ -n "${VIDCAP_MODEL:-}" ]] ||
+    die "set VIDCAP_MODEL to the model to serve (a hub id such as Salesforce/blip2-opt-2.7b, a local directory, or tiny)"
+command -v gunicorn >/dev/null || die "gunicorn not found; run: pip install -r flask/requirements.txt"
+threads="${THREADS:-64}"
+[[ "$threads" =~ ^[1-9][0-9]*$ ]] || die "THREADS must be a whole number >= 1 (got $threads)"
+# The VIDCAP_* settings, checked here so a mistake is one line, not a gunicorn traceback.
+"$(dirname "$(command -v gunicorn)")/python" -m vidcap.serve.config || exit 2
 
 # Newer gunicorn opens a control socket at one fixed path per user, which a second
 # server on the same machine would fight over; this server does not use it.
@@ -28,8 +45,8 @@ fi
 exec gunicorn ${extra[@]+"${extra[@]}"} \
     --chdir "$here" \
     --workers 1 \
-    --worker-class gthread \
-    --threads "${THREADS:-16}" \
+    --worker-class vidcap.serve.gunicorn_worker.DeadlineThreadWorker \
+    --threads "$threads" \
     --bind "${HOST:-127.0.0.1}:${PORT:-5000}" \
     --timeout "${GUNICORN_TIMEOUT:-300}" \
     --graceful-timeout 30 \

@@ -185,17 +185,19 @@ class FlaskServer:
 
 # --- the scripted aiohttp server -----------------------------------------------------------
 
-ACTIONS = ("503", "429", "drop", "slow", "400", "500", "garbage", "401")
+ACTIONS = ("503", "429", "507", "drop", "slow", "400", "500", "garbage", "401")
 
 
 @dataclass
 class ScriptedServer:
     """Serves ``POST /caption``; the first requests follow ``script`` (one action each).
 
-    Actions: ``503``/``429`` (busy, JSON error), ``drop`` (close the connection
+    Actions: ``503``/``429`` (busy, JSON error), ``507`` (TorchServe's "Worker died."), ``drop`` (close the connection
     unanswered), ``slow`` (answer after ``slow_seconds``), ``400``/``500``/``401`` (JSON
     error), ``garbage`` (200 with a non-caption body). After the script, every frame
     is captioned with ``pixel_digest`` of its decoded pixels (plus ``|prompt`` if any).
+    With ``input_size`` set, an ``X-Vidcap-Info`` request is answered with it (and not
+    counted in ``requests``).
     """
 
     script: list[str] = field(default_factory=list)
@@ -209,6 +211,7 @@ class ScriptedServer:
     concurrent: int = 0
     max_concurrent: int = 0
     port: int = 0
+    input_size: tuple[int, int] | None = None
 
     @property
     def url(self) -> str:
@@ -247,6 +250,10 @@ class ScriptedServer:
             await runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("X-Vidcap-Info") and not await request.read():
+            if self.input_size is None:
+                return web.json_response({"error": "request has no image"}, status=400)
+            return web.json_response({"model": "scripted", "input_size": list(self.input_size)})
         self.requests += 1
         self.seen_headers.append(dict(request.headers))
         self.concurrent += 1
@@ -265,6 +272,9 @@ class ScriptedServer:
         if action in ("503", "429"):
             await request.read()
             return web.json_response({"error": "busy, try later"}, status=int(action))
+        if action == "507":
+            await request.read()
+            return web.json_response({"code": 507, "message": "Worker died."}, status=507)
         if action in ("400", "500", "401"):
             await request.read()
             return web.json_response({"error": f"scripted {action}"}, status=int(action))

@@ -32,12 +32,14 @@ from conftest_servers import (
 
 from vidcap.backend import EmbeddedBackend
 from vidcap.client import (
+    RETRY_STATUSES,
     ClientOptions,
     RemoteBackend,
     ServerRejected,
     ServerUnavailable,
     add_client_arguments,
     backend_from_args,
+    find_token,
     parse_server_urls,
 )
 from vidcap.errors import UsageError, VidcapError
@@ -173,6 +175,62 @@ def test_429_dropped_connections_and_timeouts_are_retried() -> None:
     ):
         assert caption_all(backend, frames) == [pixel_digest(f) for f in frames]
     assert server.requests == 5 and server.answered_frames == 6
+
+
+def test_a_dead_torchserve_worker_507_is_retried_and_costs_no_frame() -> None:
+    frames = make_frames(8, SIZE)
+    with (
+        ScriptedServer(script=["507", "507"]) as server,
+        remote(server.url, prebatch=4, retries=3) as backend,
+    ):
+        assert caption_all(backend, frames) == [pixel_digest(f) for f in frames]
+    assert server.statuses.count(507) == 2 and server.answered_frames == 8
+
+
+def test_the_retries_help_lists_exactly_the_retried_statuses() -> None:
+    parser = argparse.ArgumentParser()
+    add_client_arguments(parser)
+    help_text = " ".join(parser.format_help().split())
+    assert "retries per request on HTTP 429/502/503/504/507, connection errors" in help_text
+    assert RETRY_STATUSES == {429, 502, 503, 504, 507}
+
+
+def test_the_token_comes_from_flag_env_or_a_loopback_key_file(tmp_path: Path) -> None:
+    (tmp_path / "key_file.json").write_text(
+        '{"management": {"key": "m-key"}, "inference": {"key": "i-key"}}'
+    )
+    local = ["http://127.0.0.1:8080/predictions/vidcap"]
+    run_dir = {"TS_RUN_DIR": str(tmp_path)}
+    assert find_token("flag", local, {"VIDCAP_TOKEN": "env", **run_dir}) == "flag"
+    assert find_token(None, local, {"VIDCAP_TOKEN": "env", **run_dir}) == "env"
+    assert find_token(None, local, run_dir) == "i-key"
+    assert find_token(None, ["http://10.1.2.3:8080/predictions/vidcap"], run_dir) is None
+    assert find_token(None, local, {"TS_RUN_DIR": str(tmp_path / "none")}) is None
+
+
+def parsed(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="Salesforce/blip2-opt-2.7b")
+    add_client_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_the_input_size_comes_from_the_server() -> None:
+    with ScriptedServer(input_size=(32, 48)) as server:
+        backend = backend_from_args(parsed("--server", server.url), (224, 224))
+        assert backend is not None
+        with backend:
+            assert backend.input_size == (32, 48)
+        with pytest.raises(
+            UsageError,
+            match="--model tiny takes 64x64 frames but the server's model takes 32x48",
+        ):
+            backend_from_args(parsed("--server", server.url, "--model", "tiny"), (64, 64))
+    with ScriptedServer() as server:  # a server that does not say: --model's size is kept
+        backend = backend_from_args(parsed("--server", server.url), (224, 224))
+        assert backend is not None
+        with backend:
+            assert backend.input_size == (224, 224)
 
 
 def test_retries_are_bounded_then_a_one_line_error() -> None:
@@ -445,10 +503,12 @@ def run_client(name: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
-def test_every_client_has_help_with_url(name: str) -> None:
+def test_every_client_has_help_with_url_and_only_the_options_it_uses(name: str) -> None:
     result = run_client(name, "--help")
     assert result.returncode == 0, result.stderr
-    assert "--url" in result.stdout and "--prebatch" in result.stdout
+    assert "--url" in result.stdout
+    assert ("--prebatch" in result.stdout) is (name != "stream")  # one frame per request
+    assert ("--inflight" in result.stdout) is (name != "batch")  # one request at a time
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The Flask server: wire protocol, errors as JSON, limits, micro-batching.
+"""The Flask server: wire protocol, errors as JSON, limits, micro-batching, slow clients.
 
 End-to-end tests run ``flask/start.sh`` (gunicorn, one worker, threads) with the tiny
 model; a few failure paths that need a misbehaving model use ``create_app`` in process.
@@ -6,39 +6,34 @@ model; a few failure paths that need a misbehaving model use ``create_app`` in p
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import re
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
-from conftest_servers import SERVER_PY, FlaskServer, get_json, make_frames, multipart, post
+from conftest_servers import START_SH, FlaskServer, get_json, make_frames, multipart, post
 from PIL import Image
 
 from vidcap import wire
-from vidcap.batching import BatchSettings
+from vidcap.errors import UsageError
+from vidcap.serve.config import ServeConfig
+from vidcap.serve.core import ServingCore
+from vidcap.serve.flask_app import create_app, create_app_from_env
 from vidcap.settings import GenerationSettings
 
 SIZE = (64, 64)
 PNG = "image/png"
+READ_TIMEOUT = 2.0
 
 
 def png(rgb: np.ndarray) -> bytes:
     return wire.encode_image(rgb, "png")
-
-
-def load_server_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("vidcap_flask_server", SERVER_PY)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +43,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlaskServer]:
         "VIDCAP_MAX_BATCH": "8",
         "VIDCAP_MAX_FRAMES": "8",
         "VIDCAP_MAX_REQUEST_MB": "0.5",
+        "VIDCAP_READ_TIMEOUT": str(READ_TIMEOUT),
+        "THREADS": "16",
     }
     flask = FlaskServer(tmp_path_factory.mktemp("flask") / "server.log", env=env)
     try:
@@ -64,6 +61,7 @@ def test_health_names_the_model_and_input_size(server: FlaskServer) -> None:
     assert health["input_size"] == [64, 64]
     assert health["device"] == "cpu"
     assert health["max_batch"] == 8 and health["max_frames_per_request"] == 8
+    assert health["token_limit"] == 128
     assert {"requests", "frames", "model_calls"} <= set(health["stats"])
 
 
@@ -98,12 +96,23 @@ BAD_REQUESTS = {
     "not an image": (lambda: (b"hello, world", PNG), {}, 400, "not a decodable JPEG or PNG"),
     "a gif": (lambda: (gif(), "image/gif"), {}, 415, "GIF, expected JPEG or PNG"),
     "too many frames": (lambda: frames_form(9), {}, 413, "9 frames, more than the limit of 8"),
-    "too large": (lambda: (b"\0" * 700_000, PNG), {}, 413, "Too Large|exceeds"),
+    "too large": (lambda: (b"\0" * 700_000, PNG), {}, 413, "^request body is larger than the limit of 524288 bytes$"),
     "bad number": (lambda: frames_form(1, [("num_beams", b"many", None)]), {}, 400, "num_beams must be a whole number"),
     "too many tokens": (lambda: (png(make_frames(1, SIZE)[0]), PNG), {"X-Vidcap-Max-New-Tokens": "999"}, 400, "max_new_tokens must be between"),
     "long prompt": (lambda: frames_form(1, [("prompt", b"x" * 600, None)]), {}, 400, "longer than 500"),
     "no image parts": (lambda: multipart([("prompt", b"hi", None)]), {}, 400, "request has no image"),
+    "prompt over the token limit": (lambda: frames_form(1, [("prompt", LONG_PROMPT.encode(), None)]), {}, 400, "^prompt is 251 tokens; with max_new_tokens 30 and 8 image tokens that is 289, more than the model's limit of 128 tokens"),
+    "part without a name": (lambda: nameless(), {}, 400, "^multipart part 0 has no name"),
+    "duplicate part names": (lambda: frames_form(1, [("frame0", png(make_frames(1, SIZE)[0]), PNG)]), {}, 400, "^multipart part name 'frame0' appears more than once$"),
 }  # fmt: skip
+
+# 250 short words: under the 500-character limit, over the tiny model's 128 tokens.
+LONG_PROMPT = " ".join(["a"] * 250)
+
+
+def nameless() -> tuple[bytes, str]:
+    body, content_type = frames_form(1)
+    return body.replace(b'name="frame0"; ', b"", 1), content_type
 
 
 @pytest.mark.slow
@@ -113,7 +122,7 @@ def test_bad_input_is_a_4xx_json_error_and_the_server_stays_up(
 ) -> None:
     make_body, headers, expected_status, message = BAD_REQUESTS[case]
     status, body, _ = post(server.url, *make_body(), headers)
-    assert status == expected_status
+    assert status == expected_status, body
     assert isinstance(body, dict) and set(body) == {"error"}
     assert re.search(message, body["error"]), body
     assert server.health()["status"] == "ok"
@@ -124,6 +133,107 @@ def test_bad_input_is_a_4xx_json_error_and_the_server_stays_up(
 def test_wrong_method_or_path_is_json_too(server: FlaskServer, path: str, code: int) -> None:
     status, body = get_json(server.base + path)
     assert status == code and "error" in body
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["GET", "PUT"])
+def test_get_and_put_with_an_image_are_refused(server: FlaskServer, method: str) -> None:
+    image = png(make_frames(1, SIZE)[0])
+    status, body = raw_exchange(
+        server.port,
+        f"{method} /caption HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        f"Content-Length: {len(image)}\r\nConnection: close\r\n\r\n".encode()
+        + image,
+    )
+    assert (status, body) == (
+        405,
+        {"error": f"method {method} is not allowed: POST one image or a multipart pre-batch"},
+    )
+
+
+@pytest.mark.slow
+def test_bad_chunked_encoding_is_a_400(server: FlaskServer) -> None:
+    status, body = raw_exchange(
+        server.port,
+        b"POST /caption HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nZZ\r\nabc\r\n0\r\n\r\n",
+    )
+    assert status == 400
+    assert body["error"].startswith("request body could not be read: InvalidChunkSize")
+
+
+@pytest.mark.slow
+def test_an_info_request_says_the_input_size(server: FlaskServer) -> None:
+    status, body, _ = post(server.url, b"", PNG, {"X-Vidcap-Info": "1"})
+    assert status == 200
+    assert body == {
+        "model": "tiny",
+        "input_size": [64, 64],
+        "max_frames_per_request": 8,
+        "max_batch": 8,
+        "token_limit": 128,
+    }
+
+
+def raw_exchange(port: int, request: bytes, timeout: float = 30) -> tuple[int, dict]:
+    """Send raw bytes, read one answer: (status, JSON body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        return read_response(sock)
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict]:
+    """One HTTP response off ``sock``: (status, JSON body), by its Content-Length."""
+    import json
+
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed mid-body"
+        body += chunk
+    return int(head.split()[1]), json.loads(body[:length])
+
+
+@pytest.mark.slow
+def test_half_sent_bodies_get_408_and_do_not_starve_the_server(
+    server: FlaskServer, tiny_captioner
+) -> None:
+    """20 clients (more than the 16 threads) each send headers and half a body, then stall,
+    and one stalls in its headers; a good request still gets its caption, and each stalled
+    body gets 408 in bounded time."""
+    image = png(make_frames(1, SIZE, seed=3)[0])
+    stalled = []
+    for _ in range(20):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        sock.sendall(
+            b"POST /caption HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            + f"Content-Length: {len(image)}\r\n\r\n".encode()
+            + image[: len(image) // 2]
+        )
+        stalled.append(sock)
+    half_headers = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    half_headers.sendall(b"POST /caption HTTP/1.1\r\nHost: x\r\nContent-Ty")
+    try:
+        started = time.monotonic()
+        status, body, _ = post(server.url, image, PNG)
+        assert status == 200, body
+        assert body == {"caption": tiny_captioner.caption([make_frames(1, SIZE, seed=3)[0]])[0]}
+        for sock in stalled:
+            assert read_response(sock) == (
+                408,
+                {"error": f"request body not received within {READ_TIMEOUT:g}s"},
+            )
+        assert time.monotonic() - started < 4 * READ_TIMEOUT + 10
+    finally:
+        for sock in [*stalled, half_headers]:
+            sock.close()
+    assert server.health()["status"] == "ok"
 
 
 @pytest.mark.slow
@@ -171,57 +281,82 @@ class FlakyCaptioner:
         return [f"mean {img.mean():.1f}" for img in images]
 
 
-@pytest.fixture(scope="module")
-def server_module() -> ModuleType:
-    return load_server_module()
+def in_process_app(captioner: FlakyCaptioner, **config: object):
+    return create_app(ServingCore(captioner, ServeConfig(**config)), model_name="flaky")
 
 
-def test_a_model_failure_is_a_500_json_and_the_next_request_works(server_module) -> None:
-    app = server_module.create_app(FlakyCaptioner(), batching=BatchSettings(max_delay=0.0))
+def test_a_model_failure_fails_that_request_alone_and_the_next_request_works() -> None:
+    app = in_process_app(FlakyCaptioner(), max_batch=8, max_delay_ms=0)
     client = app.test_client()
     image = png(np.full((*SIZE, 3), 10, dtype=np.uint8))
     failed = client.post(
         "/caption", data=image, headers={"Content-Type": PNG, "X-Vidcap-Prompt": "boom"}
     )
     assert failed.status_code == 500
-    assert "the model failed on this batch" in failed.get_json()["error"]
-    assert "device-side assert" in failed.get_json()["error"]
+    assert failed.get_json() == {
+        "error": "the model failed on this request: RuntimeError: "
+        "CUDA error: device-side assert triggered"
+    }
     ok = client.post("/caption", data=image, headers={"Content-Type": PNG})
     assert ok.status_code == 200 and ok.get_json() == {"caption": "mean 10.0"}
-    assert client.get("/health").get_json()["stats"]["failed_calls"] == 1
+    assert ok.headers["X-Vidcap-Input-Size"] == "64x64"
+    assert client.get("/health").get_json()["stats"]["failed_requests"] == 1
 
 
-def test_a_full_queue_answers_503_with_retry_after(server_module) -> None:
+def test_a_full_queue_answers_503_with_retry_after() -> None:
     gate = threading.Event()
-    app = server_module.create_app(
-        FlakyCaptioner(gate), batching=BatchSettings(max_batch=1, max_delay=0.0, max_queue=1)
-    )
+    app = in_process_app(FlakyCaptioner(gate), max_batch=1, max_delay_ms=0, max_queue=1)
     batcher = app.extensions["vidcap_batcher"]
     image = png(np.zeros((*SIZE, 3), dtype=np.uint8))
+    request = wire.CaptionRequest([np.zeros((*SIZE, 3), np.uint8)], GenerationSettings(), False)
     try:
-        first = batcher.submit([np.zeros((*SIZE, 3), np.uint8)], GenerationSettings())
+        first = batcher.submit(request)
         deadline = time.monotonic() + 5
         while batcher.snapshot()["waiting_frames"] and time.monotonic() < deadline:
             time.sleep(0.01)  # until the worker holds the first job (blocked on the gate)
-        second = batcher.submit([np.zeros((*SIZE, 3), np.uint8)], GenerationSettings())
+        second = batcher.submit(request)
         response = app.test_client().post("/caption", data=image, headers={"Content-Type": PNG})
         assert response.status_code == 503
         assert response.headers["Retry-After"] == "1"
         assert "server busy" in response.get_json()["error"]
     finally:
         gate.set()
-    assert first.result(5) and second.result(5)
+    assert first.result(5).captions and second.result(5).captions
 
 
-def test_create_app_from_env_rejects_a_bad_number(server_module, monkeypatch) -> None:
-    monkeypatch.setenv("VIDCAP_MAX_BATCH", "lots")
-    from vidcap.errors import UsageError
-
-    with pytest.raises(UsageError, match="VIDCAP_MAX_BATCH must be a whole number"):
-        server_module.create_app_from_env()
+def test_create_app_from_env_rejects_a_bad_number() -> None:
+    with pytest.raises(UsageError, match="VIDCAP_MAX_BATCH must be a whole number, got 'lots'"):
+        create_app_from_env({"VIDCAP_MODEL": "tiny", "VIDCAP_MAX_BATCH": "lots"})
 
 
-def test_start_script_is_strict_bash() -> None:
-    text = (Path(SERVER_PY).parent / "start.sh").read_text()
-    assert "set -euo pipefail" in text and "--workers 1" in text
-    assert "${HOST:-127.0.0.1}" in text
+def run_start_sh(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    import os
+    import sys
+    from pathlib import Path
+
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return subprocess.run(
+        ["bash", str(START_SH)],
+        env={**os.environ, "PATH": path, "VIDCAP_MODEL": "", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "start.sh: set VIDCAP_MODEL to the model to serve (a hub id such as"),
+        (
+            {"VIDCAP_MODEL": "tiny", "VIDCAP_READ_TIMEOUT": "soon"},
+            "error: VIDCAP_READ_TIMEOUT must be a number, got 'soon'",
+        ),
+    ],
+)
+def test_start_script_mistakes_are_one_line(env: dict[str, str], message: str) -> None:
+    result = run_start_sh(env)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

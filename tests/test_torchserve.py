@@ -35,14 +35,15 @@ from torchserve_fixture import (  # noqa: E402
 )
 from ts.context import Context, RequestProcessor  # noqa: E402
 
-from handlers.blip2_handler import (  # noqa: E402
+from vidcap.errors import UsageError  # noqa: E402
+from vidcap.serve.config import ServeConfig  # noqa: E402
+from vidcap.serve.core import ServingCore  # noqa: E402
+from vidcap.serve.torchserve import (  # noqa: E402
     BATCH_FRAMES_HEADER,
     BATCH_REQUESTS_HEADER,
     Blip2Handler,
-    HandlerConfig,
     worker_device,
 )
-from vidcap.errors import UsageError  # noqa: E402
 from vidcap.settings import GenerationSettings  # noqa: E402
 from vidcap.tiny.scenes import draw_scene, random_scene  # noqa: E402
 from vidcap.wire import encode_image, frame_part_name  # noqa: E402
@@ -53,6 +54,9 @@ PNG = "image/png"
 # --- fast: the handler with a fake captioner and TorchServe's own Context class ---
 
 
+POISON = 66  # a frame of this value makes the fake captioner raise
+
+
 class FakeCaptioner:
     """Captions a frame with the value it is filled with, and the settings used."""
 
@@ -61,9 +65,14 @@ class FakeCaptioner:
     def __init__(self) -> None:
         self.calls: list[tuple[list[int], GenerationSettings]] = []
 
-    def caption(self, images: Sequence[np.ndarray], settings: GenerationSettings) -> list[str]:
+    def caption(
+        self, images: Sequence[np.ndarray], settings: GenerationSettings | None = None
+    ) -> list[str]:
+        settings = settings or GenerationSettings()
         values = [int(image[0, 0, 0]) for image in images]
         self.calls.append((values, settings))
+        if POISON in values:
+            raise RuntimeError("CUDA error: device-side assert triggered (pretend)")
         return [f"v{value} t{settings.max_new_tokens}" for value in values]
 
 
@@ -101,12 +110,13 @@ def prebatch(values: Sequence[int], **form: str) -> FakeRequest:
 
 
 def serve(
-    requests: Sequence[FakeRequest], config: HandlerConfig | None = None
+    requests: Sequence[FakeRequest], config: ServeConfig | None = None
 ) -> tuple[list[tuple[int, object, dict[str, str]]], FakeCaptioner]:
     """One TorchServe batch through the handler: (status, JSON body, headers) per request."""
     captioner = FakeCaptioner()
     handler = Blip2Handler()
-    handler.bind(captioner, config or HandlerConfig(max_frames=4, max_pixels=16 * 16))
+    config = config or ServeConfig(max_batch=8, max_frames=4, max_pixels=16 * 16)
+    handler.bind(ServingCore(captioner, config), "fake")
     context = Context("vidcap", "/nonexistent", {"model": {}}, len(requests), None, "0.12.0")
     context.metrics = FakeMetrics()
     context.model_yaml_config = {}
@@ -206,17 +216,48 @@ def test_describe_and_explain_headers_cannot_hijack_a_batch() -> None:
 
 
 def test_handler_defaults_apply_when_a_request_sends_no_settings() -> None:
-    results, captioner = serve([single(1)], HandlerConfig(max_new_tokens=9, prompt="a photo of"))
+    results, captioner = serve([single(1)], ServeConfig(max_new_tokens=9, prompt="a photo of"))
     assert results[0][1] == {"caption": "v1 t9"}
     assert captioner.calls[0][1] == GenerationSettings(prompt="a photo of", max_new_tokens=9)
 
 
-def test_config_from_yaml_section_with_env_overrides() -> None:
-    config = HandlerConfig.from_sources(
-        {"model": "tiny", "max_chunk": 4, "profile": True},
-        {"VIDCAP_MAX_CHUNK": "2", "VIDCAP_DTYPE": "bfloat16", "OTHER": "x"},
+def test_a_model_error_is_retried_per_request_so_batch_mates_get_captions() -> None:
+    results, captioner = serve([single(1), single(POISON), prebatch([2, 3])])
+    assert (results[0][0], results[0][1]) == (200, {"caption": "v1 t30"})
+    assert (results[2][0], results[2][1]) == (200, [{"caption": "v2 t30"}, {"caption": "v3 t30"}])
+    assert results[1][0] == 500
+    assert results[1][1] == {
+        "error": "the model failed on this request: RuntimeError: "
+        "CUDA error: device-side assert triggered (pretend)"
+    }
+    assert [values for values, _ in captioner.calls] == [[1, POISON, 2, 3], [1], [POISON], [2, 3]]
+
+
+def test_an_info_request_is_answered_alone_with_the_input_size() -> None:
+    info = FakeRequest({"body": bytearray()}, {"Content-Type": PNG, "X-Vidcap-Info": "1"})
+    results, captioner = serve([info, single(1)])
+    assert results[0][:2] == (
+        200,
+        {
+            "model": "fake",
+            "input_size": [8, 8],
+            "max_frames_per_request": 4,
+            "max_batch": 8,
+            "token_limit": None,
+        },
     )
-    assert (config.model, config.max_chunk, config.dtype) == ("tiny", 2, "bfloat16")
+    assert results[1][1] == {"caption": "v1 t30"}
+    assert results[1][2]["X-Vidcap-Input-Size"] == "8x8"
+    assert [values for values, _ in captioner.calls] == [[1]]
+
+
+def test_config_from_yaml_section_with_env_overrides() -> None:
+    config = ServeConfig.from_sources(
+        {"model": "tiny", "max_chunk": 4, "profile": True},
+        {"VIDCAP_MAX_BATCH": "2", "VIDCAP_DTYPE": "bfloat16", "OTHER": "x"},
+    )
+    assert (config.model, config.max_batch, config.dtype) == ("tiny", 2, "bfloat16")
+    assert ServeConfig.from_sources({"max_chunk": 4}, {}).max_batch == 4  # the old name
     assert config.model_settings("cuda:1").dtype == "bfloat16"
     assert config.model_settings("cpu").dtype == "float32"
     assert config.model_settings("cuda:1").batch_size == 2
@@ -225,9 +266,10 @@ def test_config_from_yaml_section_with_env_overrides() -> None:
 @pytest.mark.parametrize(
     ("section", "env", "message"),
     [
-        ({"modle": "tiny"}, {}, "unknown handler setting.*supported keys are"),
-        ({"max_chunk": "lots"}, {}, "whole number"),
-        ({}, {"VIDCAP_MAX_FRAMES": "0"}, "max_frames must be >= 1"),
+        ({"modle": "tiny"}, {}, "unknown server setting.*supported keys are"),
+        ({"max_chunk": "lots"}, {}, "VIDCAP_MAX_BATCH must be a whole number, got 'lots'"),
+        ({}, {"VIDCAP_MAX_FRAMES": "0"}, "VIDCAP_MAX_FRAMES must be >= 1"),
+        ({}, {"VIDCAP_READ_TIMEOUT": "0"}, "VIDCAP_READ_TIMEOUT must be > 0"),
         ({"num_beams": 50}, {}, "num_beams must be between"),
         ({}, {"VIDCAP_DTYPE": "float8"}, "unknown dtype 'float8'; supported values are"),
     ],
@@ -236,7 +278,7 @@ def test_config_errors_name_the_problem(
     section: dict[str, object], env: dict[str, str], message: str
 ) -> None:
     with pytest.raises(UsageError, match=message):
-        HandlerConfig.from_sources(section, env)
+        ServeConfig.from_sources(section, env)
 
 
 def test_worker_device_follows_gpu_id_and_falls_back_to_cpu() -> None:
@@ -254,8 +296,8 @@ def test_initialize_loads_the_tiny_model_from_the_yaml_section(tiny_captioner) -
     context.metrics = FakeMetrics()
     handler = Blip2Handler()
     handler.initialize(context)
-    assert handler.captioner is not None
-    assert (handler.captioner.device, handler.captioner.batch_size) == ("cpu", 3)
+    assert handler.core is not None
+    assert (handler.core.captioner.device, handler.core.config.max_batch) == ("cpu", 3)
     image = scene_frames(1, tiny_captioner.input_size)[0]
     context.request_processor = [RequestProcessor({"Content-Type": PNG})]
     body = handler.handle([{"body": bytearray(encode_image(image, "png"))}], context)
@@ -273,10 +315,11 @@ def test_torchserve_worker_path_serves_a_mixed_batch(
     monkeypatch.delitem(sys.modules, "blip2_handler", raising=False)
     service = load_worker_service(model_dir, gpu_id, batch_size=4)
     handler = sys.modules["blip2_handler"]._service
-    assert handler.captioner.device == ("cpu" if gpu_id is None else f"cuda:{gpu_id}")
-    assert str(handler.captioner.dtype) == ("torch.float32" if gpu_id is None else "torch.float16")
+    captioner = handler.core.captioner
+    assert captioner.device == ("cpu" if gpu_id is None else f"cuda:{gpu_id}")
+    assert str(captioner.dtype) == ("torch.float32" if gpu_id is None else "torch.float16")
 
-    frames = [encode_image(f, "png") for f in scene_frames(4, handler.captioner.input_size)]
+    frames = [encode_image(f, "png") for f in scene_frames(4, captioner.input_size)]
     form = "multipart/form-data; boundary=x"
     batch = [
         worker_request("a", [("body", PNG, frames[0])], {"Content-Type": PNG}),
@@ -294,7 +337,7 @@ def test_torchserve_worker_path_serves_a_mixed_batch(
     assert len(answers[1].body) == 3 and all(set(item) == {"caption"} for item in answers[1].body)
     assert answers[2].body == {"error": "image is empty"}
     assert answers[1].headers[BATCH_REQUESTS_HEADER] == "3"
-    expected = handler.captioner.caption([decode(frames[0])], GenerationSettings(max_new_tokens=6))
+    expected = captioner.caption([decode(frames[0])], GenerationSettings(max_new_tokens=6))
     assert answers[0].body == {"caption": expected[0]}
 
 

@@ -8,7 +8,9 @@
 #   NUM_WORKERS            workers (default: NUM_GPUS, or 1 on a CPU-only machine)
 #   INFERENCE_PORT / MANAGEMENT_PORT / METRICS_PORT   (default 8080 / 8081 / 8082)
 #   INFERENCE_HOST / MANAGEMENT_HOST / METRICS_HOST   bind addresses (default 127.0.0.1)
-#   TOKEN_AUTH             auto (default: on unless every address is loopback), on, off
+#   GRPC_INFERENCE_PORT / GRPC_MANAGEMENT_PORT   (default 7070 / 7071; always 127.0.0.1)
+#   TOKEN_AUTH             on (default, loopback included) or off (refused unless every
+#                          address is loopback); keys in $TS_RUN_DIR/key_file.json, mode 600
 #   VIDCAP_MODEL           hub id, local directory or `tiny`; overrides the archive's
 #                          model-config.yaml, as do VIDCAP_DTYPE, VIDCAP_MAX_CHUNK, ...
 #   BATCH_SIZE / MAX_BATCH_DELAY_MS   TorchServe batching (default: config.properties)
@@ -76,16 +78,21 @@ all_loopback=true
 for host in "$inference_host" "$management_host" "$metrics_host"; do
     is_loopback "$host" || all_loopback=false
 done
-case "${TOKEN_AUTH:-auto}" in
-auto) if $all_loopback; then token_auth=off; else token_auth=on; fi ;;
+case "${TOKEN_AUTH:-on}" in
 on) token_auth=on ;;
 off)
     $all_loopback ||
         die "TOKEN_AUTH=off is refused while an address is not loopback ($inference_host, $management_host, $metrics_host)"
     token_auth=off
     ;;
-*) die "TOKEN_AUTH must be auto, on or off (got ${TOKEN_AUTH})" ;;
+*) die "TOKEN_AUTH must be on or off (got ${TOKEN_AUTH})" ;;
 esac
+# Model names and store paths go into a regular expression (allowed_urls) and a
+# properties file: keep them to characters that need no escaping there.
+[[ "$model_name" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]] ||
+    die "MODEL_NAME may hold letters, digits, '_', '.', '-' only (got $model_name)"
+[[ "$model_store" =~ ^[A-Za-z0-9_/.+-]+$ ]] ||
+    die "MODEL_STORE path may hold letters, digits and _ / . + - only (got $model_store)"
 
 # Worker sockets live in the run folder; a Unix socket path has at most 107 bytes.
 ((${#run_dir} <= 90)) || die "TS_RUN_DIR path is too long for worker sockets: $run_dir"
@@ -96,6 +103,38 @@ if [[ -f "$pid_file" ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null &&
     die "TorchServe already runs from $run_dir (pid $(cat "$pid_file")); ./stop.sh first"
 fi
 rm -f "$pid_file" "$run_dir/key_file.json"
+# Keys, logs and sockets are this user's alone; the workflow store stays empty and
+# read-only (workflow registration is refused by allowed_urls as well).
+chmod 700 "$run_dir"
+workflow_store="$run_dir/workflow_store"
+mkdir -p "$workflow_store" && chmod 500 "$workflow_store"
+
+# Every port this server binds, free before it starts: a taken one is named here
+# rather than found in a Java stack trace.
+grpc_inference_port="${GRPC_INFERENCE_PORT:-7070}"
+grpc_management_port="${GRPC_MANAGEMENT_PORT:-7071}"
+"$python" - "$inference_host" "${INFERENCE_PORT:-8080}" INFERENCE_PORT \
+    "$management_host" "${MANAGEMENT_PORT:-8081}" MANAGEMENT_PORT \
+    "$metrics_host" "${METRICS_PORT:-8082}" METRICS_PORT \
+    127.0.0.1 "$grpc_inference_port" GRPC_INFERENCE_PORT \
+    127.0.0.1 "$grpc_management_port" GRPC_MANAGEMENT_PORT <<'PY' || exit 1
+import socket
+import sys
+
+args = sys.argv[1:]
+for host, port, name in zip(args[0::3], args[1::3], args[2::3]):
+    if not port.isdigit():
+        sys.exit(f"start.sh: {name} must be a port number (got {port})")
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family) as sock:
+        try:
+            sock.bind((host.strip("[]"), int(port)))
+        except OSError as exc:
+            sys.exit(
+                f"start.sh: port {port} on {host} ({name}) is not free: {exc.strerror}; "
+                f"another TorchServe may be running: set {name} to a free port"
+            )
+PY
 
 url() { if [[ "$1" == *:* && "$1" != \[* ]]; then echo "http://[$1]:$2"; else echo "http://$1:$2"; fi; }
 inference_url="$(url "$inference_host" "${INFERENCE_PORT:-8080}")"
@@ -109,12 +148,21 @@ disable_token_auth="$([[ $token_auth == off ]] && echo true || echo false)"
     "${MAX_BATCH_DELAY_MS:-}" "inference_address=$inference_url" \
     "management_address=$management_url" "metrics_address=$metrics_url" \
     "number_of_gpu=$num_gpus" "model_store=$model_store" "load_models=$model_name" \
-    "disable_token_authorization=$disable_token_auth" <<'PY'
+    "disable_token_authorization=$disable_token_auth" "workflow_store=$workflow_store" \
+    "allowed_urls=$model_store/$model_name" \
+    "grpc_inference_address=127.0.0.1" "grpc_management_address=127.0.0.1" \
+    "grpc_inference_port=$grpc_inference_port" "grpc_management_port=$grpc_management_port" \
+    <<'PY'
 import json
 import sys
 
 template, target, name, workers, batch_size, batch_delay = sys.argv[1:7]
 overrides = dict(arg.split("=", 1) for arg in sys.argv[7:])
+# Only this server's own archive, by its absolute path: a Java regex (full match) with
+# every character that is not a letter, digit, '/', '_' or '-' made literal as [c].
+archive = overrides["allowed_urls"]
+literal = "".join(c if c.isalnum() or c in "/_-" else f"[{c}]" for c in archive)
+overrides["allowed_urls"] = f"file://{literal}([.]mar)?"
 with open(template, encoding="utf-8") as handle:
     text = handle.read()
 props = {}
@@ -150,6 +198,8 @@ echo "  token authorization: $token_auth; logs in $run_dir"
     # TorchServe writes its pid file under TMPDIR, worker sockets under TEMP, logs under
     # LOG_LOCATION and key_file.json in the current folder: all of them in the run folder.
     cd "$run_dir"
+    # Nothing TorchServe writes here (key file, logs) is readable by other users.
+    umask 077
     TMPDIR="$run_dir" TEMP="$run_dir" LOG_LOCATION="$run_dir" METRICS_LOCATION="$run_dir" \
         torchserve --start --ncs --ts-config "$config" --model-store "$model_store" \
         >"$run_dir/torchserve.out" 2>&1
@@ -187,6 +237,20 @@ def alive() -> bool:
         return False
 
 
+def cause() -> str:
+    """The front end's own reason, from whichever log holds it."""
+    for name in ("ts_log.log", "torchserve.out"):
+        try:
+            with open(os.path.join(run_dir, name), encoding="utf-8", errors="replace") as handle:
+                lines = handle.read().splitlines()
+        except OSError:
+            continue
+        for line in reversed(lines):
+            if "Exception" in line or "ERROR" in line or "Error:" in line:
+                return f"{line.strip()[:300]} (from {run_dir}/{name})"
+    return f"no reason logged; see {run_dir}/torchserve.out and {run_dir}/ts_log.log"
+
+
 def key(kind: str) -> dict[str, str]:
     if not token_auth:
         return {}
@@ -204,7 +268,7 @@ deadline = time.monotonic() + timeout
 state = "TorchServe not answering yet"
 while time.monotonic() < deadline:
     if not alive():
-        print(f"TorchServe exited during start; see {run_dir}/ts_log.log", file=sys.stderr)
+        print(f"TorchServe exited during start: {cause()}", file=sys.stderr)
         sys.exit(1)
     try:
         described = call(f"{management}/models/{name}", key("management"))

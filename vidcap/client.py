@@ -5,8 +5,13 @@ resized to the model's input size) and gets one caption per frame, in order. Ins
 an asyncio event loop in a background thread sends pre-batches of ``prebatch`` frames
 as multipart requests, at most ``inflight`` at a time per endpoint, each to the
 endpoint with the fewest requests outstanding. Frames are encoded in a thread pool,
-off the event loop. 429/502/503/504, connection errors and timeouts are retried with
-exponential backoff; any other non-2xx status fails with the server's own message.
+off the event loop. 429/502/503/504/507, connection errors and timeouts are retried
+with exponential backoff; any other non-2xx status fails with the server's own message.
+
+Before the first frame, ``ask_input_size`` asks every endpoint for its model's input
+size (``X-Vidcap-Info``, both servers answer it), so frames are resized once, to the
+size the served model wants. The token comes from ``--token``, ``$VIDCAP_TOKEN`` or,
+for a loopback server, the TorchServe key file when this user can read it.
 
 The caller's frame iterator is read lazily: never more than about
 ``prebatch * inflight * endpoints * 2`` frames are held, however long the video.
@@ -21,10 +26,11 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -33,17 +39,27 @@ import numpy as np
 from vidcap import wire
 from vidcap.errors import BackendUnavailable, UsageError, VidcapError
 from vidcap.frames import resize_for_model
-from vidcap.settings import GenerationSettings
+from vidcap.serve.protocol import INFO_HEADER
+from vidcap.settings import DEFAULT_MODEL, GenerationSettings
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
+WIRE_FORMAT_HELP = (
+    "frame encoding on the wire; png is lossless: captions equal the in-process run's "
+    "(default: %(default)s)"
+)
+# 429/503: busy; 502/504: a proxy lost the server; 507: a TorchServe worker died.
+RETRY_STATUSES = frozenset({429, 502, 503, 504, 507})
 TOKEN_ENV = "VIDCAP_TOKEN"
+# Where a loopback TorchServe keeps its keys: $TS_RUN_DIR, else torchserve/logs/.
+KEY_FILE_ENV = "TS_RUN_DIR"
+DEFAULT_KEY_FILE = Path(__file__).resolve().parent.parent / "torchserve" / "logs" / "key_file.json"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 ENDPOINT_HELP = (
     "http://HOST:PORT/caption (Flask) or http://HOST:PORT/predictions/<model> (TorchServe)"
 )
 HINTS = {
-    401: " (pass the server's inference key with --token)",
+    401: f" (pass the server's inference key with --token or ${TOKEN_ENV})",
     404: f" (is it the full endpoint URL? {ENDPOINT_HELP})",
     413: " (send fewer frames per request: lower --prebatch)",
 }
@@ -58,7 +74,7 @@ class ServerUnavailable(RemoteError, BackendUnavailable):
 
 
 class ServerRejected(RemoteError):
-    """A server refused a request (4xx other than 429, 5xx other than 502-504) or answered garbage."""
+    """A server refused a request (a status not in RETRY_STATUSES) or answered garbage."""
 
 
 @dataclass(frozen=True)
@@ -283,6 +299,24 @@ class RemoteBackend:
             for future in pending:
                 future.cancel()
 
+    def ask_input_size(self) -> tuple[int, int] | None:
+        """The served model's input size, agreed by every endpoint, or None if none says.
+
+        Raises ``ServerRejected`` when endpoints serve models of different sizes.
+        """
+        if self._closed:
+            raise RuntimeError("RemoteBackend is closed")
+        sizes: dict[str, tuple[int, int]] = {}
+        for url in self.urls:
+            future = asyncio.run_coroutine_threadsafe(self._info(url), self._loop)
+            size = future.result()
+            if size is not None:
+                sizes[url] = size
+        if len(set(sizes.values())) > 1:
+            found = ", ".join(f"{url}: {h}x{w}" for url, (h, w) in sizes.items())
+            raise ServerRejected(f"the servers serve models of different input sizes ({found})")
+        return next(iter(sizes.values()), None)
+
     def close(self) -> None:
         if self._closed:
             return
@@ -399,6 +433,26 @@ class RemoteBackend:
         except ValueError as exc:
             raise ServerRejected(f"{url} answered HTTP {status} with a bad body: {exc}") from None
 
+    async def _info(self, url: str) -> tuple[int, int] | None:
+        timeout = aiohttp.ClientTimeout(total=min(self.options.timeout, 30.0))
+        try:
+            async with self._session.post(
+                url, data=b"", headers={INFO_HEADER: "1"}, timeout=timeout
+            ) as resp:
+                body = await resp.read()
+                status = resp.status
+        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            log.warning("%s did not say its input size: %s", url, _describe(exc))
+            return None
+        if status == 401:
+            raise ServerRejected(f"{url} answered HTTP 401: {error_message(body)}{HINTS[401]}")
+        try:
+            size = json.loads(body)["input_size"]
+            return int(size[0]), int(size[1])
+        except (ValueError, KeyError, IndexError, TypeError):
+            log.warning("%s did not say its input size (HTTP %d)", url, status)
+            return None
+
     def _form(self, frames: list[bytes], fields: dict[str, str]) -> aiohttp.FormData:
         form = aiohttp.FormData()
         extension = self.options.wire_format
@@ -425,12 +479,22 @@ def _describe(exc: BaseException) -> str:
 # --- command-line wiring shared by ``vidcap caption`` and clients/ ---
 
 
+def retries_help() -> str:
+    statuses = "/".join(str(s) for s in sorted(RETRY_STATUSES))
+    return f"retries per request on HTTP {statuses}, connection errors and timeouts"
+
+
 def add_client_arguments(
     parser: argparse.ArgumentParser,
     require_server: bool = False,
     server_flags: Sequence[str] = ("--server",),
+    omit: Collection[str] = (),
 ) -> None:
-    """``--server`` (or ``server_flags``, e.g. ``--url``) and how frames travel to it."""
+    """``--server`` (or ``server_flags``, e.g. ``--url``) and how frames travel to it.
+
+    ``omit``: options a caller fixes itself (e.g. ``("--inflight",)``), left out of
+    the parser and its help; ``options_from_args`` then takes their defaults.
+    """
     default = ClientOptions()
     group = parser.add_argument_group("remote servers")
     group.add_argument(
@@ -441,62 +505,120 @@ def add_client_arguments(
         help=f"caption on running servers instead of in-process: {ENDPOINT_HELP}; "
         "several comma-separated endpoints share the work",
     )
-    group.add_argument(
+
+    def add(flag: str, **kwargs: object) -> None:
+        if flag not in omit:
+            group.add_argument(flag, **kwargs)  # type: ignore[arg-type]
+
+    add(
         "--wire-format",
         choices=tuple(wire.WIRE_FORMATS),
         default=default.wire_format,
-        help="frame encoding on the wire; png is lossless: captions equal the in-process run's "
-        "(default: %(default)s)",
+        help=WIRE_FORMAT_HELP,
     )
-    group.add_argument(
+    add(
         "--prebatch",
         type=int,
         default=default.prebatch,
         metavar="K",
         help="frames per request (default: %(default)s)",
     )
-    group.add_argument(
+    add(
         "--inflight",
         type=int,
         default=default.inflight,
         metavar="C",
         help="requests in flight per endpoint (default: %(default)s)",
     )
-    group.add_argument(
+    add(
         "--retries",
         type=int,
         default=default.retries,
-        help="retries per request on 503/429, connection errors and timeouts (default: %(default)s)",
+        help=retries_help() + " (default: %(default)s)",
     )
-    group.add_argument(
+    add(
         "--timeout",
         type=float,
         default=default.timeout,
         metavar="SECONDS",
         help="per request attempt (default: %(default)s)",
     )
-    group.add_argument(
+    add(
         "--token",
         default=None,
-        help=f"sent as 'Authorization: Bearer TOKEN' (TorchServe token auth); default: ${TOKEN_ENV}",
+        help="sent as 'Authorization: Bearer TOKEN' (TorchServe token auth); default: "
+        f"${TOKEN_ENV}, else for a loopback server the inference key of its key_file.json "
+        f"(${KEY_FILE_ENV}/key_file.json or torchserve/logs/key_file.json) when readable",
     )
 
 
-def options_from_args(args: argparse.Namespace) -> ClientOptions:
+def options_from_args(
+    args: argparse.Namespace, env: Mapping[str, str] | None = None
+) -> ClientOptions:
+    """Client options from parsed arguments; those a parser omitted keep their defaults."""
+    default = ClientOptions()
+    env = os.environ if env is None else env
+    urls = parse_server_urls(args.server) if getattr(args, "server", None) else []
     return ClientOptions(
-        wire_format=args.wire_format,
-        prebatch=args.prebatch,
-        inflight=args.inflight,
-        retries=args.retries,
-        timeout=args.timeout,
-        token=args.token or os.environ.get(TOKEN_ENV) or None,
+        wire_format=getattr(args, "wire_format", default.wire_format),
+        prebatch=getattr(args, "prebatch", default.prebatch),
+        inflight=getattr(args, "inflight", default.inflight),
+        retries=getattr(args, "retries", default.retries),
+        timeout=getattr(args, "timeout", default.timeout),
+        token=find_token(getattr(args, "token", None), urls, env),
     )
+
+
+def find_token(given: str | None, urls: Sequence[str], env: Mapping[str, str]) -> str | None:
+    """``--token``, else ``$VIDCAP_TOKEN``, else the key file of a loopback TorchServe."""
+    if given:
+        return given
+    if env.get(TOKEN_ENV):
+        return env[TOKEN_ENV]
+    if not urls or not all(urlsplit(url).hostname in LOOPBACK_HOSTS for url in urls):
+        return None
+    run_dir = env.get(KEY_FILE_ENV)
+    key_file = Path(run_dir) / "key_file.json" if run_dir else DEFAULT_KEY_FILE
+    try:
+        key = json.loads(key_file.read_text(encoding="utf-8"))["inference"]["key"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    log.info("using the inference key from %s", key_file)
+    return str(key)
 
 
 def backend_from_args(
-    args: argparse.Namespace, input_size: tuple[int, int]
+    args: argparse.Namespace, input_size: tuple[int, int], options: ClientOptions | None = None
 ) -> RemoteBackend | None:
-    """A ``RemoteBackend`` when ``--server`` was given, else ``None`` (caption in-process)."""
+    """A ``RemoteBackend`` when ``--server`` was given, else ``None`` (caption in-process).
+
+    ``input_size`` is what ``--model`` implies; the servers' own answer wins. When
+    ``--model`` was named and its size differs from the served model's, that is a
+    ``UsageError`` (frames would be resized twice and captions change silently).
+    """
     if not args.server:
         return None
-    return RemoteBackend(parse_server_urls(args.server), input_size, options_from_args(args))
+    options = options or options_from_args(args)
+    backend = RemoteBackend(parse_server_urls(args.server), input_size, options)
+    try:
+        served = backend.ask_input_size()
+    except BaseException:
+        backend.close()
+        raise
+    model = getattr(args, "model", DEFAULT_MODEL)
+    if served is None:
+        log.warning(
+            "the server did not say its input size: resizing frames to %dx%d (--model %s)",
+            *input_size,
+            model,
+        )
+    elif served != input_size:
+        if model != DEFAULT_MODEL:
+            backend.close()
+            raise UsageError(
+                f"--model {model} takes {input_size[0]}x{input_size[1]} frames but the server's "
+                f"model takes {served[0]}x{served[1]}: drop --model or name the served model"
+            )
+        log.info("the server's model takes %dx%d frames", *served)
+        backend.input_size = served
+    return backend

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -33,8 +34,11 @@ class CaptionRun:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def video_script_parser(doc: str, *, require_server: bool = True) -> argparse.ArgumentParser:
-    """``VIDEO --url … --model … --quiet`` plus the sampling and client options."""
+def video_script_parser(
+    doc: str, *, require_server: bool = True, omit: Collection[str] = ()
+) -> argparse.ArgumentParser:
+    """``VIDEO --url … --model … --quiet`` plus the sampling and client options
+    (less ``omit``: options the script fixes itself, so its help does not offer them)."""
     parser = argparse.ArgumentParser(
         description=doc.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -46,7 +50,9 @@ def video_script_parser(doc: str, *, require_server: bool = True) -> argparse.Ar
     )
     parser.add_argument("--quiet", action="store_true", help="only the summary line")
     add_sampling_arguments(parser)
-    add_client_arguments(parser, require_server=require_server, server_flags=("--url", "--server"))
+    add_client_arguments(
+        parser, require_server=require_server, server_flags=("--url", "--server"), omit=omit
+    )
     return parser
 
 
@@ -77,9 +83,19 @@ def summary_line(label: str, run: CaptionRun, how: str) -> str:
 
 
 def run_script(main: Callable[[], int]) -> NoReturn:
-    """Run a client's ``main``: user errors end in one line and exit status 1."""
+    """Run a client's ``main``: user errors end in one line and exit status 1; a closed
+    stdout (``| head``) ends the script quietly; FFmpeg/OpenCV chatter stays off stderr."""
+    from vidcap.cli import quiet_libraries
+
+    quiet_libraries()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        sys.exit(main())
+        code = main()
+        sys.stdout.flush()
     except VidcapError as exc:
         sys.exit(f"error: {exc}")
+    except BrokenPipeError:
+        # The reader went away: send what Python still wants to flush to /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)

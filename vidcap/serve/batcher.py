@@ -1,11 +1,10 @@
-"""Micro-batching: concurrent requests' frames merged into one model call.
+"""Micro-batching for a threaded server: concurrent requests merged into one core run.
 
-A server thread per request calls ``MicroBatcher.submit(images, settings)`` and waits on
-the returned future. One worker thread takes the first waiting request, keeps
-collecting for up to ``max_delay`` seconds or until ``max_batch`` frames are in hand,
-groups what it holds by generation settings, runs the caption function once per group
-and resolves each request's future with its own captions, in order. A model exception
-fails only the requests of that call; the worker goes on.
+A server thread per request calls ``MicroBatcher.submit(request)`` and waits on the
+returned future. One worker thread takes the first waiting request, keeps collecting
+for up to ``max_delay`` seconds or until ``max_batch`` frames are in hand, and hands
+what it holds to ``run`` (``ServingCore.run``: group by settings, flatten, caption,
+split back, per-request errors); each future gets its own ``Outcome``.
 """
 
 from __future__ import annotations
@@ -18,24 +17,23 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from vidcap.errors import UsageError
-from vidcap.settings import GenerationSettings
+from vidcap.serve.core import Outcome
+from vidcap.wire import CaptionRequest
 
 log = logging.getLogger(__name__)
 
-CaptionFn = Callable[[Sequence[np.ndarray], GenerationSettings], list[str]]
+RunFn = Callable[[Sequence[CaptionRequest]], list[Outcome]]
 
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """``max_batch`` frames per model call; wait ``max_delay`` s for company; at most
+    """``max_batch`` frames per round; wait ``max_delay`` s for company; at most
     ``max_queue`` frames waiting (beyond that, ``submit`` raises ``QueueFull``)."""
 
-    max_batch: int = 8
-    max_delay: float = 0.01
-    max_queue: int = 512
+    max_batch: int
+    max_delay: float
+    max_queue: int
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
@@ -50,54 +48,51 @@ class QueueFull(Exception):
     """Too many frames are waiting for the model: answer 503 and let the client retry."""
 
 
-class ModelFailure(Exception):
-    """The model raised while captioning a batch this request was part of."""
-
-
 @dataclass
 class BatchStats:
     requests: int = 0
     frames: int = 0
     model_calls: int = 0
-    failed_calls: int = 0
+    failed_requests: int = 0
     largest_call: int = 0
 
 
 @dataclass
 class _Job:
-    images: Sequence[np.ndarray]
-    settings: GenerationSettings
-    future: Future[list[str]] = field(default_factory=Future)
+    request: CaptionRequest
+    future: Future[Outcome] = field(default_factory=Future)
+
+    @property
+    def frames(self) -> int:
+        return len(self.request.images)
 
 
 class MicroBatcher:
-    """Owns one worker thread; ``caption`` is only ever called from it (one at a time)."""
+    """Owns one worker thread; ``run`` is only ever called from it (one at a time)."""
 
-    def __init__(self, caption: CaptionFn, settings: BatchSettings | None = None) -> None:
-        self.caption = caption
-        self.settings = settings or BatchSettings()
+    def __init__(self, run: RunFn, settings: BatchSettings) -> None:
+        self.run = run
+        self.settings = settings
         self.stats = BatchStats()
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._lock = threading.Lock()
         self._waiting_frames = 0
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="vidcap-batcher", daemon=True)
+        self._thread = threading.Thread(target=self._work, name="vidcap-batcher", daemon=True)
         self._thread.start()
 
-    def submit(
-        self, images: Sequence[np.ndarray], settings: GenerationSettings
-    ) -> Future[list[str]]:
-        """Queue one request's frames; the future gets their captions, in order."""
-        job = _Job(images, settings)
+    def submit(self, request: CaptionRequest) -> Future[Outcome]:
+        """Queue one request; the future gets its ``Outcome``."""
+        job = _Job(request)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the micro-batcher is closed")
             waiting = self._waiting_frames
-            if waiting and waiting + len(images) > self.settings.max_queue:
+            if waiting and waiting + job.frames > self.settings.max_queue:
                 raise QueueFull(f"{waiting} frames are already waiting for the model")
-            self._waiting_frames += len(images)
+            self._waiting_frames += job.frames
             self.stats.requests += 1
-            self.stats.frames += len(images)
+            self.stats.frames += job.frames
         self._queue.put(job)
         return job.future
 
@@ -115,7 +110,7 @@ class MicroBatcher:
 
     # --- worker thread ---
 
-    def _run(self) -> None:
+    def _work(self) -> None:
         carry: _Job | None = None
         while True:
             first = carry or self._queue.get()
@@ -123,11 +118,7 @@ class MicroBatcher:
             if first is None:
                 return
             jobs, carry, stop = self._collect(first)
-            groups: dict[GenerationSettings, list[_Job]] = {}
-            for job in jobs:
-                groups.setdefault(job.settings, []).append(job)
-            for settings, group in groups.items():
-                self._run_group(settings, group)
+            self._run(jobs)
             if stop:
                 return
 
@@ -135,7 +126,7 @@ class MicroBatcher:
         """Jobs for one round, the job that did not fit (next round's first), and stop."""
         jobs = [first]
         self._taken(first)
-        frames = len(first.images)
+        frames = first.frames
         deadline = time.monotonic() + self.settings.max_delay
         while frames < self.settings.max_batch:
             remaining = deadline - time.monotonic()
@@ -149,46 +140,36 @@ class MicroBatcher:
                 break
             if job is None:
                 return jobs, None, True
-            if frames + len(job.images) > self.settings.max_batch:
+            if frames + job.frames > self.settings.max_batch:
                 return jobs, job, False
             self._taken(job)
             jobs.append(job)
-            frames += len(job.images)
+            frames += job.frames
         return jobs, None, False
 
     def _taken(self, job: _Job) -> None:
         with self._lock:
-            self._waiting_frames -= len(job.images)
+            self._waiting_frames -= job.frames
 
-    def _run_group(self, settings: GenerationSettings, jobs: list[_Job]) -> None:
+    def _run(self, jobs: list[_Job]) -> None:
         jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]
-        images = [image for job in jobs for image in job.images]
-        if not images:
+        if not jobs:
             return
         started = time.perf_counter()
         try:
-            captions = list(self.caption(images, settings))
-            if len(captions) != len(images):
-                raise RuntimeError(f"{len(captions)} captions for {len(images)} frames")
-        except Exception as exc:  # noqa: BLE001 - fails these requests, never the worker
-            log.exception("model call on %d frames failed", len(images))
-            with self._lock:
-                self.stats.model_calls += 1
-                self.stats.failed_calls += 1
-            failure = ModelFailure(f"{type(exc).__name__}: {exc}")
+            outcomes = self.run([job.request for job in jobs])
+        except Exception as exc:  # noqa: BLE001 - the core catches model errors: a bug
+            log.exception("serving %d requests failed", len(jobs))
             for job in jobs:
-                job.future.set_exception(failure)
+                job.future.set_exception(exc)
             return
+        frames = sum(job.frames for job in jobs)
         with self._lock:
             self.stats.model_calls += 1
-            self.stats.largest_call = max(self.stats.largest_call, len(images))
+            self.stats.largest_call = max(self.stats.largest_call, frames)
+            self.stats.failed_requests += sum(o.error is not None for o in outcomes)
         log.debug(
-            "%d frames from %d requests in %.3fs",
-            len(images),
-            len(jobs),
-            time.perf_counter() - started,
+            "%d frames from %d requests in %.3fs", frames, len(jobs), time.perf_counter() - started
         )
-        start = 0
-        for job in jobs:
-            job.future.set_result(captions[start : start + len(job.images)])
-            start += len(job.images)
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            job.future.set_result(outcome)

@@ -1,0 +1,162 @@
+"""Server settings: one dataclass, defaults taken from the library's own dataclasses, and
+the one place where ``VIDCAP_<KEY>`` environment variables are read (both servers).
+
+The Flask entry point calls ``ServeConfig.from_sources({}, os.environ)``; the TorchServe
+handler passes the ``handler:`` section of ``model-config.yaml`` as ``section``, which
+the environment overrides.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+from vidcap.errors import UsageError
+from vidcap.settings import DTYPES, GenerationSettings, ModelSettings
+from vidcap.wire import WireLimits
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "VIDCAP_"
+# Keys of the ``handler:`` section that TorchServe itself reads (``profile``: @timed).
+TORCHSERVE_KEYS = frozenset({"profile"})
+# Old names still understood, so an existing deployment keeps its setting.
+ALIASES = {"max_chunk": "max_batch"}
+
+_MODEL = ModelSettings()
+_GENERATION = GenerationSettings()
+_LIMITS = WireLimits()
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What a caption server runs and accepts. Every default comes from elsewhere.
+
+    ``max_batch``: most frames per model call (Flask micro-batches and TorchServe
+    batches alike), ``None`` (``auto``) for the captioner's own batch size; ``max_delay_ms``: how long the Flask batcher waits for company;
+    ``max_queue``: frames that may wait for the model before requests get 503;
+    ``max_frames``/``max_pixels``: per request and per frame; ``max_request_mb``: body
+    size; ``read_timeout``: seconds a client may take to send its whole request body
+    (and each read of its headers) before it gets 408; ``request_timeout``: seconds a
+    request may wait for the model; ``prompt``/``max_new_tokens``/``num_beams``:
+    generation defaults for requests that send none.
+    """
+
+    model: str = _MODEL.model
+    device: str = _MODEL.device
+    dtype: str = _MODEL.dtype
+    max_batch: int | None = _MODEL.batch_size
+    max_delay_ms: float = 10.0
+    max_queue: int = 512
+    max_frames: int = _LIMITS.max_frames
+    max_pixels: int = _LIMITS.max_pixels
+    max_request_mb: float = 64.0
+    read_timeout: float = 30.0
+    request_timeout: float = 600.0
+    prompt: str = ""
+    max_new_tokens: int = _GENERATION.max_new_tokens
+    num_beams: int = _GENERATION.num_beams
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise UsageError(
+                f"unknown dtype {self.dtype!r}; supported values are {', '.join(DTYPES)}"
+            )
+        for name in ("max_batch", "max_queue", "max_frames", "max_pixels"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UsageError(f"{_env(name)} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_request_mb", "read_timeout", "request_timeout"):
+            if not getattr(self, name) > 0:
+                raise UsageError(f"{_env(name)} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.max_delay_ms <= 10_000:
+            raise UsageError(
+                f"{_env('max_delay_ms')} must be between 0 and 10000, got {self.max_delay_ms}"
+            )
+        self.model_settings()  # validates device
+        self.generation_defaults()  # validates prompt, max_new_tokens, num_beams
+
+    @classmethod
+    def from_sources(cls, section: Mapping[str, object], env: Mapping[str, str]) -> ServeConfig:
+        """``section`` (e.g. from YAML) overridden by ``VIDCAP_<KEY>`` variables in ``env``."""
+        known = [f.name for f in fields(cls)]
+        section = {ALIASES.get(k, k): v for k, v in section.items()}
+        unknown = sorted(set(section) - set(known) - TORCHSERVE_KEYS)
+        if unknown:
+            raise UsageError(
+                f"unknown server setting(s) {', '.join(unknown)}; "
+                f"supported keys are {', '.join(known)}"
+            )
+        hints = typing.get_type_hints(cls)
+        values: dict[str, object] = {}
+        for name in known:
+            raw: object = section.get(name)
+            for key in (name, *(old for old, new in ALIASES.items() if new == name)):
+                if env.get(_env(key), "").strip():
+                    raw = env[_env(key)].strip()
+                    break
+            if raw is not None:
+                values[name] = _convert(name, raw, hints[name])
+        return cls(**values)  # type: ignore[arg-type]
+
+    def model_settings(self, device: str | None = None) -> ModelSettings:
+        """The captioner to load; CPU always runs float32."""
+        device = device or self.device
+        dtype = "float32" if device == "cpu" else self.dtype
+        return ModelSettings(
+            model=self.model, device=device, dtype=dtype, batch_size=self.max_batch
+        )
+
+    def limits(self) -> WireLimits:
+        return WireLimits(max_frames=self.max_frames, max_pixels=self.max_pixels)
+
+    @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_mb * 2**20)
+
+    def generation_defaults(self) -> GenerationSettings:
+        try:
+            return GenerationSettings(
+                prompt=self.prompt or None,
+                max_new_tokens=self.max_new_tokens,
+                num_beams=self.num_beams,
+            )
+        except UsageError as exc:
+            raise UsageError(f"server setting: {exc}") from None
+
+
+def _env(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _convert(name: str, raw: object, kind: object) -> object:
+    if kind == int | None:
+        if str(raw).strip().lower() in ("", "auto", "none"):
+            return None
+        kind = int
+    if kind in (int, float):
+        try:
+            return kind(str(raw))  # type: ignore[operator]
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise UsageError(f"{_env(name)} must be {what}, got {raw!r}") from None
+    return str(raw)
+
+
+def main() -> int:
+    """``python -m vidcap.serve.config``: check the ``VIDCAP_*`` environment, one line."""
+    import os
+    import sys
+
+    try:
+        ServeConfig.from_sources({}, os.environ)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
