@@ -114,6 +114,48 @@ def test_stream_copy_clips_are_within_a_gop(gop_video: Path, tmp_path: Path) -> 
         assert first_packet.is_keyframe  # cut on a keyframe: plays without a broken start
 
 
+@pytest.mark.parametrize(
+    ("name", "mode"),
+    [
+        ("msmpeg4-avi", "re-encoded"),  # MP4 has no tag for MS-MPEG4 v3: copy cannot work
+        ("msmpeg4-noindex-avi", "re-encoded"),
+        ("mpeg4-avi", "stream-copy"),
+        ("mpeg4-bframes-avi", "stream-copy"),
+    ],
+)
+def test_avi_clips_fall_back_to_reencoding(
+    generated_videos, tmp_path: Path, name: str, mode: str
+) -> None:
+    """Regression (#12.6): stream copy of an AVI failed with ffmpeg's last line only."""
+    path, spec = generated_videos[name]
+    out = tmp_path / "out"
+    [clip] = export_clips(path, [Segment(1.0, 2.0)], out)
+    assert clip.mode == mode
+    times, levels, kinds = decode(out / clip.path)
+    assert kinds == ["video"] and times
+    assert clip.duration == pytest.approx(1.0, abs=0.5)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["mode"] == "stream-copy"  # what was asked; each clip says what was done
+    [entry] = manifest["clips"]
+    assert entry["mode"] == mode
+    if mode == "re-encoded":
+        assert entry["note"].startswith("stream copy failed: ffmpeg failed (exit")
+        assert "Could not find tag for codec msmpeg4v3" in entry["note"]
+    else:
+        assert entry["note"] is None
+    assert sorted(p.name for p in out.iterdir()) == sorted([clip.path, "manifest.json"])
+
+
+def test_ffmpeg_errors_keep_the_cause_not_only_the_last_line(generated_videos, tmp_path) -> None:
+    path, _ = generated_videos["msmpeg4-avi"]
+    with pytest.raises(ffmpeg.FfmpegError) as info:
+        ffmpeg.run_ffmpeg(["-i", str(path), "-c", "copy", "-f", "mp4", str(tmp_path / "x.mp4")])
+    message = str(info.value)
+    assert "Could not find tag for codec msmpeg4v3" in message  # the cause, first line
+    assert "Could not write header" in message  # the last line
+    assert "\n" not in message and " @ 0x" not in message
+
+
 def test_names_manifest_and_no_partial_files(gop_video: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     clips = export_clips(gop_video, SEGMENTS[:2], out)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from collections.abc import Iterable, Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +15,9 @@ import pytest
 from vidcap.cli_mask import add_clips_parser, add_mask_parser, answers_path
 from vidcap.errors import UsageError, VideoError
 from vidcap.mask import (
-    CaptionRecord,
     MaskSettings,
     Segment,
+    VideoCaptions,
     ask_frames,
     build_report,
     frame_ends,
@@ -29,7 +31,9 @@ from vidcap.mask import (
     segments,
 )
 from vidcap.outputs import CaptionedFrame
+from vidcap.settings import SamplingSettings
 from vidcap.tiny.render import caption_at, read_truth, subject_ranges
+from vidcap.video import VideoReader
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_videos"
 SUBJECT = SAMPLES / "subject.mp4"
@@ -58,11 +62,11 @@ def truth_captions(step: float) -> list[dict]:
     ]  # fmt: skip
 
 
-def records(times: Iterable[float], captions: Iterable[str]) -> list[CaptionRecord]:
-    return [
-        CaptionRecord("v.mp4", i, t, c)
-        for i, (t, c) in enumerate(zip(times, captions, strict=True))
-    ]
+def records(times: Iterable[float], captions: Iterable[str], video: str = "v.mp4") -> VideoCaptions:
+    frames = tuple(
+        CaptionedFrame(i, t, c) for i, (t, c) in enumerate(zip(times, captions, strict=True))
+    )
+    return VideoCaptions(video, frames)
 
 
 def iou(found: list[tuple[float, float]], truth: list[tuple[float, float]], end: float) -> float:
@@ -140,7 +144,7 @@ def test_overlapping_queries_are_or_ed() -> None:
 
 
 def test_match_frames_takes_records_or_strings() -> None:
-    recs = records([0, 1], ["a red circle", "a blue star"])
+    recs = records([0, 1], ["a red circle", "a blue star"]).frames
     assert match_frames(recs, ["red"]) == match_frames([r.caption for r in recs], ["red"])
 
 
@@ -258,7 +262,7 @@ def test_truth_captions_give_the_truth_ranges() -> None:
     for step in (1.0, 0.5):
         rows = truth_captions(step)
         recs = records([r["time"] for r in rows], [r["caption"] for r in rows])
-        found = segments([r.time for r in recs], match_frames(recs, ["red circle"]))
+        found = segments(recs.times, match_frames(recs.frames, ["red circle"]))
         assert [(s.start, s.end) for s in found] == subject_ranges(truth)
 
 
@@ -305,10 +309,9 @@ def test_load_captions_reads_the_contract(tmp_path: Path) -> None:
     rows = [{"video": "a.mp4", "frame": 3, "time": 0.1, "caption": "x"}, {"video": "a.mp4",
             "frame": 13, "time": 1.1, "caption": "y"}]  # fmt: skip
     path = write_jsonl(tmp_path / "a.jsonl", [*rows[:1], "", *rows[1:]])  # blank lines allowed
-    assert load_captions(path) == [
-        CaptionRecord("a.mp4", 3, 0.1, "x"),
-        CaptionRecord("a.mp4", 13, 1.1, "y"),
-    ]
+    assert load_captions(path) == VideoCaptions(
+        "a.mp4", (CaptionedFrame(3, 0.1, "x"), CaptionedFrame(13, 1.1, "y"))
+    )
 
 
 def test_records_round_trip_through_jsonl(tmp_path: Path) -> None:
@@ -316,6 +319,23 @@ def test_records_round_trip_through_jsonl(tmp_path: Path) -> None:
     path = tmp_path / "answers.jsonl"
     path.write_text(records_jsonl(recs))
     assert load_captions(path) == recs
+
+
+def test_a_folder_is_one_line_usage_error(tmp_path: Path) -> None:
+    """Regression (#12.5): ``vidcap mask DIR`` said "no such file" (or failed deeper)."""
+    for argv in (["--query", "red"], ["--question", "red?"]):
+        with pytest.raises(UsageError, match=r"is a folder: mask takes one caption JSONL"):
+            run_cli(["mask", str(tmp_path), *argv])
+    with pytest.raises(UsageError, match=r"is a folder"):
+        load_captions(tmp_path)
+
+
+def test_cli_main_exits_2_with_one_line_for_a_folder(tmp_path: Path, capsys) -> None:
+    from vidcap.cli import main
+
+    assert main(["mask", str(tmp_path), "--query", "red"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a folder" in err and "Traceback" not in err
 
 
 GOOD = {"video": "a.mp4", "frame": 0, "time": 0.0, "caption": "a red circle"}
@@ -376,32 +396,38 @@ class RednessBackend:
         return None
 
 
-def fake_caption_video(frames: list[tuple[float, np.ndarray]]):
-    """A stand-in for ``vidcap.pipeline.caption_video`` over given (time, rgb) frames."""
-
-    def caption_video(video, backend, sampling, generation) -> Iterator[CaptionedFrame]:
-        answers = backend.caption_stream((rgb for _, rgb in frames), generation)
-        for i, ((time, _), answer) in enumerate(zip(frames, answers, strict=True)):
-            yield CaptionedFrame(i, time, answer)
-
-    return caption_video
-
-
 def solid(colour: tuple[int, int, int]) -> np.ndarray:
     image = np.zeros((32, 32, 3), dtype=np.uint8)
     image[:] = colour
     return image
 
 
-def test_ask_frames_uses_the_question_prompt_and_keeps_order() -> None:
-    frames = [(float(t), solid((220, 30, 30) if t in (2, 3, 7) else (0, 0, 255))) for t in range(9)]
+def write_red_blue_video(path: Path, red_seconds: set[int], seconds: int = 9) -> Path:
+    """10 fps H.264: red in the given whole seconds, blue elsewhere."""
+    av = pytest.importorskip("av")
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        for i in range(seconds * 10):
+            rgb = solid((220, 30, 30) if i // 10 in red_seconds else (0, 0, 255))
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 10)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def test_ask_frames_uses_the_question_prompt_and_keeps_order(tmp_path: Path) -> None:
+    video = write_red_blue_video(tmp_path / "v.mp4", {2, 3, 7})
     backend = RednessBackend()
     answers = ask_frames(
-        "v.mp4", backend, " is there a red circle? ", sampling=None,
-        caption_video=fake_caption_video(frames),
-    )  # fmt: skip
+        video, backend, " is there a red circle? ", SamplingSettings(fps=1.0), quiet=True
+    )
     assert backend.prompts == ["Question: is there a red circle? Answer:"]
-    assert [a.time for a in answers] == [float(t) for t in range(9)]
+    assert answers.times == [float(t) for t in range(9)]
+    assert [f.index for f in answers.frames] == [10 * t for t in range(9)]
+    assert answers.duration == pytest.approx(9.0)
     report = mask_answers(answers, "is there a red circle?", MaskSettings(duration=9.0))
     assert report["mask"] == "001100010"
     assert [(s["start"], s["end"]) for s in report["segments"]] == [(2.0, 4.0), (7.0, 8.0)]
@@ -409,9 +435,27 @@ def test_ask_frames_uses_the_question_prompt_and_keeps_order() -> None:
     assert report["settings"]["answer_rule"] == "starts with yes"
 
 
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_question_mode_shows_progress_on_a_terminal_unless_quiet(
+    tmp_path: Path, monkeypatch, quiet: bool
+) -> None:
+    """Regression (#12.7): ``vidcap mask --question`` showed no progress and had no --quiet."""
+    video = write_red_blue_video(tmp_path / "v.mp4", {1}, seconds=3)
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    ask_frames(video, RednessBackend(), "red?", SamplingSettings(fps=1.0), quiet=quiet)
+    shown = terminal.getvalue()
+    assert ("/3 [" in shown and "frame/s" in shown) is not quiet
+
+
 def test_empty_question_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="--question must not be empty"):
-        ask_frames("v.mp4", RednessBackend(), "  ", sampling=None, caption_video=lambda *a: [])
+        ask_frames("v.mp4", RednessBackend(), "  ", sampling=SamplingSettings())
 
 
 # --- the CLI -----------------------------------------------------------------------------
@@ -464,6 +508,8 @@ def test_cli_query_on_a_video_points_to_question_mode() -> None:
         (["--prompt", "Question: x Answer:"], "--prompt does not apply to --question"),
         (["--max-new-tokens", "0"], "max_new_tokens must be between 1 and"),
         (["--fps", "0"], "--fps must be a number > 0"),
+        (["--fps", "2", "--every-n", "3"], "--fps and --every-n cannot be used together"),
+        (["--keyframes", "--every-n", "3"], "--every-n and --keyframes cannot be used together"),
     ],
 )
 def test_cli_question_mode_usage_errors(monkeypatch, argv: list[str], message: str) -> None:
@@ -478,13 +524,29 @@ def test_cli_question_mode_missing_video(monkeypatch, tmp_path: Path) -> None:
         run_cli(["mask", str(tmp_path / "gone.mp4"), "--question", "red?"])
 
 
+@pytest.mark.parametrize("name", ["mpeg4-bframes-avi", "mpeg4-noindex-avi", "vfr-avi", "h264-mkv"])
+def test_question_mode_duration_is_what_caption_writes(
+    generated_videos, monkeypatch, name: str, capsys
+) -> None:
+    """Regression (#12.1): mask probed the container (9.0 s) while caption decoded (0.033 s);
+    both now take the end of the last decodable frame from ``VideoReader``."""
+    path, spec = generated_videos[name]
+    monkeypatch.setattr("vidcap.cli_mask.build_backend", lambda args: RednessBackend())
+    run_cli(["mask", str(path), "--question", "red?", "--quiet"])
+    report = json.loads(capsys.readouterr().out)
+    with VideoReader(path) as reader:
+        list(reader.frames(SamplingSettings()))
+    assert report["settings"]["duration"] == round(reader.stats.duration, 6)
+    assert report["settings"]["duration"] == pytest.approx(spec.duration, abs=1e-6)
+    assert report["settings"]["duration_source"] == "decoded"
+
+
 def test_answers_path() -> None:
     assert answers_path(Path("out/putin.json")) == Path("out/putin.answers.jsonl")
 
 
 def test_cli_question_mode_with_the_pipeline(tmp_path: Path, monkeypatch) -> None:
-    """The real pipeline with a pixel-oracle backend: no model needed, exact ranges."""
-    pytest.importorskip("vidcap.pipeline")
+    """Real decoding with a pixel-oracle backend: no model needed, exact ranges."""
     monkeypatch.setattr("vidcap.cli_mask.build_backend", lambda args: RednessBackend())
     out = tmp_path / "subject.mask.json"
     run_cli(["mask", str(SUBJECT), "--question", "is there a red circle in this picture?",
@@ -492,10 +554,10 @@ def test_cli_question_mode_with_the_pipeline(tmp_path: Path, monkeypatch) -> Non
     report = json.loads(out.read_text())
     truth = subject_ranges(read_truth(SUBJECT_TRUTH))
     assert [(s["start"], s["end"]) for s in report["segments"]] == truth
-    assert report["settings"]["duration_source"] == "probed"
+    assert report["settings"]["duration_source"] == "decoded"
     assert report["settings"]["duration"] == 34.0
     answers = load_captions(answers_path(out))
-    assert len(answers) == len(report["mask"]) == 34
+    assert len(answers.frames) == len(report["mask"]) == 34
 
 
 # --- end to end with the tiny model ------------------------------------------------------
@@ -515,8 +577,9 @@ def test_tiny_model_captions_find_the_subject(tiny_captioner) -> None:
     """Caption subject.mp4 at 1 frame/s with the tiny model; segments vs truth: IoU >= 0.9."""
     frames = decoded_subject(every=10)
     captions = tiny_captioner.caption([rgb for _, rgb in frames])
-    recs = [CaptionRecord(str(SUBJECT), i * 10, t, c) for i, ((t, _), c) in
-            enumerate(zip(frames, captions, strict=True))]  # fmt: skip
+    recs = VideoCaptions(str(SUBJECT), tuple(
+        CaptionedFrame(i * 10, t, c) for i, ((t, _), c) in enumerate(zip(frames, captions, strict=True))
+    ))  # fmt: skip
     truth = read_truth(SUBJECT_TRUTH)
     report = mask_captions(recs, ["red circle"], MaskSettings(duration=truth[-1].end))
     found = [(s["start"], s["end"]) for s in report["segments"]]

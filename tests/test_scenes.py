@@ -12,7 +12,7 @@ import pytest
 from vidcap.tiny.build import IMAGE_SIZE, build_processor
 from vidcap.tiny.grammar import BACKGROUNDS, COLOURS, SHAPES, caption_for
 from vidcap.tiny.render import (
-    Segment,
+    Shot,
     TruthSegment,
     caption_at,
     read_truth,
@@ -155,7 +155,7 @@ def test_rendered_video_matches_its_truth(tmp_path: Path, codec: str, suffix: st
     rng = np.random.default_rng(0)
     scenes = [random_scene(rng, aspect=160 / 120) for _ in range(3)]
     segments = [
-        Segment(scene, duration) for scene, duration in zip(scenes, (1.0, 1.5, 0.8), strict=True)
+        Shot(scene, duration) for scene, duration in zip(scenes, (1.0, 1.5, 0.8), strict=True)
     ]
     video = tmp_path / f"clip{suffix}"
     truth = render_video(video, segments, fps=10, size=(160, 120), codec=codec, seed=1)

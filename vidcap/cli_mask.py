@@ -23,7 +23,6 @@ from vidcap.cli_common import (
 )
 from vidcap.clips import MANIFEST_NAME, export_clips, load_segments
 from vidcap.errors import UsageError
-from vidcap.ffmpeg import probe_duration
 from vidcap.mask import (
     QUESTION_MAX_NEW_TOKENS,
     MaskSettings,
@@ -32,9 +31,10 @@ from vidcap.mask import (
     mask_answers,
     mask_captions,
     records_jsonl,
+    reject_folder,
 )
 from vidcap.outputs import write_atomic
-from vidcap.video import VIDEO_EXTENSIONS
+from vidcap.video import VIDEO_EXTENSIONS, VideoReader
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,11 @@ def add_mask_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     shaping.add_argument("--min-duration", type=float, default=0.0, metavar="S",
                          help="drop segments shorter than S seconds (default 0)")  # fmt: skip
     shaping.add_argument("--duration", type=float, metavar="S",
-                         help="the video's duration (default: probed in question mode; "
-                         "else last frame time + median frame interval)")  # fmt: skip
+                         help="the video's duration (default in question mode: the end of "
+                         "its last decodable frame, as `vidcap caption` finds it; else the "
+                         "last frame time + median frame interval)")  # fmt: skip
     parser.add_argument("--out", type=Path, metavar="FILE", help="write the JSON here, not stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (question mode)")
     _add_question_options(parser)
     parser.set_defaults(func=run_mask)
     return parser
@@ -116,6 +118,7 @@ def run_mask(args: argparse.Namespace) -> int:
     )
     if bool(args.query) == bool(args.question):
         raise UsageError("give --query (to search a caption JSONL) or --question (to ask a video)")
+    reject_folder(args.source)
     if args.query:
         report = _query_mode(args, settings)
     else:
@@ -142,21 +145,21 @@ def _question_mode(args: argparse.Namespace, settings: MaskSettings) -> dict:
         raise UsageError("--prompt does not apply to --question: the question is the prompt")
     sampling = sampling_from_args(args)
     generation = generation_from_args(args)
-    probed = args.duration is None
-    duration = probe_duration(args.source) if probed else args.duration
+    with VideoReader(args.source):  # a missing or undecodable video fails before the model loads
+        pass
     backend = build_backend(args)
     try:
-        answers = ask_frames(args.source, backend, args.question, sampling, generation)
+        answers = ask_frames(
+            args.source, backend, args.question, sampling, generation, quiet=args.quiet
+        )
     finally:
         backend.close()
-    if probed and answers and duration < answers[-1].time:
-        log.warning("probed duration %.3f s ends before the last frame; inferring it", duration)
-        duration = None
     extra = {"model": args.model, "fps": sampling.fps, "every_n": sampling.every_n,
-             "server": getattr(args, "server", None)}  # fmt: skip
-    if probed and duration is not None:
-        extra["duration_source"] = "probed"
-    report = mask_answers(answers, args.question, replace(settings, duration=duration), extra)
+             "keyframes": sampling.keyframes, "server": getattr(args, "server", None)}  # fmt: skip
+    if args.duration is None:
+        settings = replace(settings, duration=answers.duration)
+        extra["duration_source"] = "decoded"
+    report = mask_answers(answers, args.question, settings, extra)
     if args.out is not None:
         path = answers_path(args.out)
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,39 +5,49 @@ lossless, but a clip can only begin at a keyframe, so it may run up to one GOP l
 than asked (players that honour MP4 edit lists start at the asked time). ``precise``
 re-encodes with libx264 for frame-accurate cuts. Each clip is written under a ``.part``
 name and renamed when whole; the manifest records each clip's probed duration.
+
+Stream copy into MP4 fails for codecs MP4 cannot hold (MS-MPEG4 v3 "DIV3" in old AVIs)
+and for streams it cannot time (some MPEG-4 Part 2 AVIs). Such a clip is re-encoded as
+``precise`` would, and its manifest entry says so and why; if that fails too, the error
+carries ffmpeg's full reason.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vidcap.errors import UsageError
-from vidcap.ffmpeg import probe, run_ffmpeg
-from vidcap.mask import DECIMALS, Segment
-from vidcap.outputs import write_atomic
+from vidcap.ffmpeg import FfmpegError, probe, run_ffmpeg
+from vidcap.mask import DECIMALS, Segment, is_number
+from vidcap.outputs import part_path, write_atomic
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
-PART_SUFFIX = ".part"
+STREAM_COPY, PRECISE, REENCODED = "stream-copy", "precise", "re-encoded"
 PRECISE_VIDEO = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p"]
 PRECISE_AUDIO = ["-c:a", "aac", "-b:a", "160k"]
 
 
 @dataclass(frozen=True)
 class Clip:
-    """One exported clip: ``path`` relative to the manifest's folder; times in seconds."""
+    """One exported clip: ``path`` relative to the manifest's folder; times in seconds.
+
+    ``mode``: how it was cut (stream-copy, precise, or re-encoded when stream copy
+    failed); ``note``: why it was re-encoded.
+    """
 
     path: str
     source: str
     start: float
     end: float
     duration: float
+    mode: str = STREAM_COPY
+    note: str | None = None
 
 
 def load_segments(path: Path | str) -> list[Segment]:
@@ -69,7 +79,7 @@ def _parse_segment(path: Path, number: int, row: object) -> Segment:
         raise UsageError(f"{where}: expected an object with 'start' and 'end', got {row!r}")
     start, end = row.get("start"), row.get("end")
     for name, value in (("start", start), ("end", end)):
-        if not _is_number(value):
+        if not is_number(value):
             raise UsageError(f"{where}: '{name}' must be a number of seconds, got {value!r}")
     if start < 0:
         raise UsageError(f"{where}: start {start} is negative")
@@ -77,10 +87,6 @@ def _parse_segment(path: Path, number: int, row: object) -> Segment:
         raise UsageError(f"{where}: end {end} is not after start {start}")
     frames = row.get("frames", 0)
     return Segment(float(start), float(end), frames if isinstance(frames, int) else 0)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def clip_name(stem: str, number: int, segment: Segment) -> str:
@@ -107,17 +113,38 @@ def cut_arguments(
 def export_clip(
     video: Path, segment: Segment, output: Path, precise: bool, video_duration: float
 ) -> Clip:
-    """Cut one segment into ``output`` atomically and probe what came out."""
+    """Cut one segment into ``output`` atomically and probe what came out.
+
+    A stream copy that ffmpeg refuses is redone as a re-encode, and the clip says why.
+    """
     end = min(segment.end, video_duration)
-    part = output.with_name(output.name + PART_SUFFIX)
+    mode, note = (PRECISE if precise else STREAM_COPY), None
     try:
-        run_ffmpeg(cut_arguments(video, segment.start, end - segment.start, part, precise))
+        _cut(video, segment.start, end - segment.start, output, precise)
+    except FfmpegError as exc:
+        if precise:
+            raise
+        note = f"stream copy failed: {exc}"
+        log.warning("%s: %s; re-encoding this clip", output.name, note)
+        mode = REENCODED
+        try:
+            _cut(video, segment.start, end - segment.start, output, precise=True)
+        except FfmpegError as again:
+            raise FfmpegError(
+                f"{video}: could not cut {output.name}: {note}; re-encoding failed too: {again}"
+            ) from again
+    duration = probe(output).duration
+    log.info("wrote %s (%.3f s, %s)", output, duration, mode)
+    return Clip(output.name, str(video), segment.start, end, round(duration, DECIMALS), mode, note)
+
+
+def _cut(video: Path, start: float, length: float, output: Path, precise: bool) -> None:
+    part = part_path(output)
+    try:
+        run_ffmpeg(cut_arguments(video, start, length, part, precise))
         os.replace(part, output)
     finally:
         part.unlink(missing_ok=True)
-    duration = probe(output).duration
-    log.info("wrote %s (%.3f s)", output, duration)
-    return Clip(output.name, str(video), segment.start, end, round(duration, DECIMALS))
 
 
 def export_clips(
@@ -144,7 +171,7 @@ def export_clips(
 def write_manifest(path: Path, video: Path, clips: list[Clip], precise: bool) -> None:
     manifest = {
         "source": str(video),
-        "mode": "precise" if precise else "stream-copy",
+        "mode": PRECISE if precise else STREAM_COPY,
         "clips": [asdict(clip) for clip in clips],
     }
     write_atomic(path, json.dumps(manifest, indent=2) + "\n")

@@ -26,7 +26,7 @@ _FPS = re.compile(r"([\d.]+) fps")
 
 
 class FfmpegError(VidcapError):
-    """ffmpeg ran but failed; the message carries its last line of stderr."""
+    """ffmpeg ran but failed; the message carries every error line of its stderr, in one line."""
 
 
 @dataclass(frozen=True)
@@ -60,18 +60,32 @@ def find_ffmpeg(explicit: str | None = None) -> str:
         raise VidcapError(FFMPEG_MISSING) from exc
 
 
+_LOG_PREFIX = re.compile(r"^\[[\w#:/ .-]+ @ 0x[0-9a-f]+\]\s*")
+MESSAGE_CHARS = 600
+
+
 def last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else "no message"
 
 
+def error_message(stderr: str) -> str:
+    """ffmpeg's error lines joined into one: the cause usually comes first, the last line
+    only says that writing failed ("Could not write header … Invalid argument")."""
+    lines = [_LOG_PREFIX.sub("", line.strip()) for line in stderr.splitlines() if line.strip()]
+    message = "; ".join(dict.fromkeys(lines)) or "no message"
+    return message if len(message) <= MESSAGE_CHARS else message[: MESSAGE_CHARS - 1] + "…"
+
+
 def run_ffmpeg(args: list[str], ffmpeg: str | None = None) -> None:
-    """Run ``ffmpeg -nostdin -hide_banner -v error ARGS``; FfmpegError with its last stderr line."""
+    """Run ``ffmpeg -nostdin -hide_banner -v error ARGS``; FfmpegError with its error lines."""
     command = [find_ffmpeg(ffmpeg), "-nostdin", "-hide_banner", "-v", "error", *args]
     log.debug("running %s", command)
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise FfmpegError(f"ffmpeg failed (exit {result.returncode}): {last_line(result.stderr)}")
+        raise FfmpegError(
+            f"ffmpeg failed (exit {result.returncode}): {error_message(result.stderr)}"
+        )
 
 
 def probe(path: Path | str) -> MediaInfo:

@@ -14,16 +14,24 @@ import logging
 import math
 import re
 import statistics
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tqdm import tqdm
+
 from vidcap.errors import UsageError
+from vidcap.frames import Frame, resize_for_model
+from vidcap.outputs import CaptionedFrame
+from vidcap.settings import GenerationSettings, SamplingSettings, question_prompt
+from vidcap.video import VideoReader
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from vidcap.backend import Backend
-from vidcap.settings import GenerationSettings, SamplingSettings, question_prompt
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +43,20 @@ _YES = re.compile(r"\s*yes\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
-class CaptionRecord:
-    """One line of a caption JSONL: decoder frame index, presentation time (s), text."""
+class VideoCaptions:
+    """One video's captions (or answers) in time order.
+
+    ``duration``: the end of the video's last decodable frame when it was decoded here
+    (question mode: the same number ``vidcap caption`` writes), else None.
+    """
 
     video: str
-    frame: int
-    time: float
-    caption: str
+    frames: tuple[CaptionedFrame, ...]
+    duration: float | None = None
+
+    @property
+    def times(self) -> list[float]:
+        return [frame.time for frame in self.frames]
 
 
 @dataclass(frozen=True)
@@ -77,9 +92,10 @@ class MaskSettings:
 # --- reading captions -------------------------------------------------------------------
 
 
-def load_captions(path: Path | str) -> list[CaptionRecord]:
+def load_captions(path: Path | str) -> VideoCaptions:
     """Read a caption JSONL (``vidcap caption`` output) of one video, in time order."""
     path = Path(path)
+    reject_folder(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
     try:
@@ -89,26 +105,35 @@ def load_captions(path: Path | str) -> list[CaptionRecord]:
         raise UsageError(f"{path}: not a caption JSONL file (not UTF-8 text)") from exc
     if not records:
         raise UsageError(f"{path}: no captions in the file")
-    _check_one_video(path, records)
-    return records
+    video = _one_video(path, [name for name, _ in records])
+    return VideoCaptions(video, tuple(frame for _, frame in records))
 
 
-def _parse_lines(path: Path, lines: Iterable[str]) -> Iterator[CaptionRecord]:
+def reject_folder(path: Path) -> None:
+    """``vidcap mask`` takes one file: a folder is a usage error, said in one line."""
+    if path.is_dir():
+        raise UsageError(
+            f"{path} is a folder: mask takes one caption JSONL (--query) or one video "
+            f"(--question), e.g. {path / 'NAME.jsonl'}"
+        )
+
+
+def _parse_lines(path: Path, lines: Iterable[str]) -> Iterator[tuple[str, CaptionedFrame]]:
     previous = -math.inf
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        record = _parse_record(path, number, line)
-        if record.time < previous:
+        video, frame = _parse_record(path, number, line)
+        if frame.time < previous:
             raise UsageError(
-                f"{path}:{number}: time {record.time} is before the previous frame's "
+                f"{path}:{number}: time {frame.time} is before the previous frame's "
                 f"{previous}; captions must be in time order"
             )
-        previous = record.time
-        yield record
+        previous = frame.time
+        yield video, frame
 
 
-def _parse_record(path: Path, number: int, line: str) -> CaptionRecord:
+def _parse_record(path: Path, number: int, line: str) -> tuple[str, CaptionedFrame]:
     where = f"{path}:{number}"
     try:
         obj = json.loads(line)
@@ -117,27 +142,29 @@ def _parse_record(path: Path, number: int, line: str) -> CaptionRecord:
     if not isinstance(obj, dict):
         raise UsageError(f"{where}: expected a JSON object per line, got {type(obj).__name__}")
     time, caption = obj.get("time"), obj.get("caption")
-    if not _is_number(time) or time < 0:
+    if not is_number(time) or time < 0:
         raise UsageError(f"{where}: 'time' must be a number of seconds >= 0, got {time!r}")
     if not isinstance(caption, str):
         raise UsageError(f"{where}: 'caption' must be a string, got {caption!r}")
     frame = obj.get("frame", number - 1)
     if not isinstance(frame, int) or isinstance(frame, bool):
         raise UsageError(f"{where}: 'frame' must be a whole number, got {frame!r}")
-    return CaptionRecord(str(obj.get("video", "")), frame, float(time), caption)
+    return str(obj.get("video", "")), CaptionedFrame(frame, float(time), caption)
 
 
-def _is_number(value: object) -> bool:
+def is_number(value: object) -> bool:
+    """A finite JSON number (``true`` is not one)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _check_one_video(path: Path, records: Sequence[CaptionRecord]) -> None:
-    videos = sorted({r.video for r in records})
+def _one_video(path: Path, names: Sequence[str]) -> str:
+    videos = sorted(set(names))
     if len(videos) > 1:
         shown = ", ".join(videos[:3]) + (", …" if len(videos) > 3 else "")
         raise UsageError(
             f"{path}: holds captions of {len(videos)} videos ({shown}); mask one video at a time"
         )
+    return videos[0]
 
 
 # --- matching ----------------------------------------------------------------------------
@@ -169,7 +196,7 @@ def phrase_pattern(query: str) -> str:
 
 
 def match_frames(
-    captions: Sequence[CaptionRecord | str], queries: Sequence[str], regex: bool = False
+    captions: Sequence[CaptionedFrame | str], queries: Sequence[str], regex: bool = False
 ) -> list[bool]:
     """One flag per caption: True when any query matches it."""
     patterns = compile_queries(queries, regex)
@@ -301,19 +328,13 @@ def _rounded(segment: Segment) -> dict:
     return row
 
 
-def mask_captions(
-    captions: Sequence[CaptionRecord], queries: Sequence[str], settings: MaskSettings
-) -> dict:
-    """Caption records + queries → the report (query mode, the whole of it)."""
-    flags = match_frames(captions, queries, settings.regex)
-    video = captions[0].video if captions else ""
-    return build_report(video, [c.time for c in captions], flags, settings, queries=queries)
+def mask_captions(captions: VideoCaptions, queries: Sequence[str], settings: MaskSettings) -> dict:
+    """A video's captions + queries → the report (query mode, the whole of it)."""
+    flags = match_frames(captions.frames, queries, settings.regex)
+    return build_report(captions.video, captions.times, flags, settings, queries=queries)
 
 
 # --- question mode -----------------------------------------------------------------------
-
-CaptionVideo = Callable[..., Iterable]
-"""``vidcap.pipeline.caption_video(video, backend, sampling, generation)`` or a stand-in."""
 
 
 def ask_frames(
@@ -322,43 +343,72 @@ def ask_frames(
     question: str,
     sampling: SamplingSettings,
     generation: GenerationSettings | None = None,
-    caption_video: CaptionVideo | None = None,
-) -> list[CaptionRecord]:
-    """Ask ``question`` of every sampled frame; the answers come back as caption records.
+    quiet: bool = False,
+) -> VideoCaptions:
+    """Ask ``question`` of every sampled frame of ``video``; the answers, and its duration.
 
     ``generation`` sets the token limit and beams (default: ``QUESTION_MAX_NEW_TOKENS``);
-    the prompt is always BLIP-2's ``Question: … Answer:`` form of ``question``.
-    ``caption_video`` defaults to ``vidcap.pipeline.caption_video``.
+    the prompt is always BLIP-2's ``Question: … Answer:`` form of ``question``. Frames are
+    decoded by ``VideoReader``, as ``vidcap caption`` decodes them, so the times and the
+    duration are the ones it writes. A progress bar shows on a terminal unless ``quiet``.
     """
     if not question.strip():
         raise UsageError("--question must not be empty")
-    if caption_video is None:
-        from vidcap.pipeline import caption_video
     generation = replace(
         generation or GenerationSettings(max_new_tokens=QUESTION_MAX_NEW_TOKENS),
         prompt=question_prompt(question),
     )
     log.info("asking %r of %s", generation.prompt, video)
-    return [
-        CaptionRecord(str(video), frame.index, frame.time, frame.caption)
-        for frame in caption_video(Path(video), backend, sampling, generation)
-    ]
+    pending: deque[Frame] = deque()
+    answers: list[CaptionedFrame] = []
+    with VideoReader(video) as reader:
+
+        def images() -> Iterator[np.ndarray]:
+            for frame in reader.frames(sampling):
+                pending.append(frame)
+                yield resize_for_model(frame.rgb, backend.input_size)
+
+        bar = tqdm(
+            total=reader.estimated_samples(sampling),
+            desc=Path(video).name,
+            unit="frame",
+            disable=True if quiet else None,  # None: shown on a terminal only
+            leave=False,
+        )
+        with bar:
+            for answer in backend.caption_stream(images(), generation):
+                frame = pending.popleft()
+                answers.append(CaptionedFrame(frame.index, frame.pts_seconds, answer))
+                bar.update(1)
+    return VideoCaptions(str(video), tuple(answers), reader.stats.duration)
 
 
 def mask_answers(
-    answers: Sequence[CaptionRecord],
+    answers: VideoCaptions,
     question: str,
     settings: MaskSettings,
     extra_settings: Mapping[str, object] | None = None,
 ) -> dict:
-    """Answer records → the report (question mode): frames answered "yes…" match."""
-    flags = [is_yes(a.caption) for a in answers]
-    video = answers[0].video if answers else ""
+    """Answers → the report (question mode): frames answered "yes…" match."""
+    flags = [is_yes(a.caption) for a in answers.frames]
     extra = {"answer_rule": "starts with yes", **(extra_settings or {})}
-    times = [a.time for a in answers]
-    return build_report(video, times, flags, settings, question=question, extra_settings=extra)
+    return build_report(
+        answers.video, answers.times, flags, settings, question=question, extra_settings=extra
+    )
 
 
-def records_jsonl(records: Iterable[CaptionRecord]) -> str:
-    """Records in the caption JSONL format (question mode saves its answers this way)."""
-    return "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in records)
+def records_jsonl(captions: VideoCaptions) -> str:
+    """Captions in the caption JSONL format (question mode saves its answers this way)."""
+    return "".join(
+        json.dumps(
+            {
+                "video": captions.video,
+                "frame": f.index,
+                "time": round(f.time, DECIMALS),
+                "caption": f.caption,
+            },
+            ensure_ascii=False,
+        )
+        + "\n"
+        for f in captions.frames
+    )

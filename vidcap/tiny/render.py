@@ -31,8 +31,11 @@ SUBJECT = "red circle"
 
 
 @dataclass(frozen=True)
-class Segment:
-    """``scene`` shown for ``duration`` seconds, drifting by up to ``drift`` (frame fractions)."""
+class Shot:
+    """``scene`` shown for ``duration`` seconds, drifting by up to ``drift`` (frame fractions).
+
+    (Not ``vidcap.mask.Segment``, which is a time span where a subject was found.)
+    """
 
     scene: Scene
     duration: float
@@ -96,7 +99,7 @@ def _fit_drift(scene: Scene, aspect: float, drift: tuple[float, float]) -> tuple
 
 
 def segment_frames(
-    segment: Segment,
+    segment: Shot,
     fps: int,
     size: tuple[int, int],
     rng: np.random.Generator,
@@ -121,7 +124,7 @@ def segment_frames(
 
 def render_video(
     path: Path,
-    segments: list[Segment],
+    segments: list[Shot],
     fps: int = DEFAULT_FPS,
     size: tuple[int, int] = DEFAULT_SIZE,
     codec: str = "libx264",
@@ -131,7 +134,7 @@ def render_video(
 ) -> list[TruthSegment]:
     """Encode ``segments`` into ``path`` (container from the suffix) and return the truth.
 
-    Segment boundaries fall on frame times: a segment of ``d`` seconds has
+    Shot boundaries fall on frame times: a shot of ``d`` seconds has
     ``round(d * fps)`` frames, and its truth is [first frame time, next segment's).
     ``codec`` is a PyAV/FFmpeg encoder ("libx264", "mpeg4", ...); pixels are yuv420p.
     """
@@ -178,7 +181,7 @@ def scene_of(objects: list[tuple[str, str]], background: str, rng: np.random.Gen
     )
 
 
-def shapes_segments(seed: int = 10) -> list[Segment]:
+def shapes_segments(seed: int = 10) -> list[Shot]:
     """The general demo: ten scenes of 3 s, one or two shapes, every background.
 
     The placement ``seed`` is one where the shipped checkpoint captions every frame right
@@ -198,10 +201,10 @@ def shapes_segments(seed: int = 10) -> list[Segment]:
         ([("blue", "circle")], "black"),
         ([("red", "triangle"), ("yellow", "circle")], "white"),
     ]
-    return [Segment(scene_of(objs, bg, rng), 3.0, _drift(rng)) for objs, bg in plan]
+    return [Shot(scene_of(objs, bg, rng), 3.0, _drift(rng)) for objs, bg in plan]
 
 
-def subject_segments(seed: int = 13) -> list[Segment]:
+def subject_segments(seed: int = 13) -> list[Shot]:
     """A red circle on screen in [3, 7), [11, 15), [23, 27) and [30, 34) (the end); never elsewhere.
 
     Off-range scenes hold no red shape at all (circles of other colours do appear).
@@ -219,7 +222,7 @@ def subject_segments(seed: int = 13) -> list[Segment]:
         ([("green", "triangle")], "white", 3.0),
         ([("red", "circle"), ("yellow", "star")], "white", 4.0),
     ]
-    return [Segment(scene_of(objs, bg, rng), dur, _drift(rng)) for objs, bg, dur in plan]
+    return [Shot(scene_of(objs, bg, rng), dur, _drift(rng)) for objs, bg, dur in plan]
 
 
 def _drift(rng: np.random.Generator) -> tuple[float, float]:
