@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from vidcap.cli import main
 from vidcap.errors import ModelLoadError, UsageError
 from vidcap.frames import Frame, resize_for_model
-from vidcap.model import Captioner, model_input_size
+from vidcap.model import BLIP2_INPUT_SIZE, Captioner, model_input_size
 from vidcap.settings import GenerationSettings, ModelSettings
 from vidcap.tiny.scenes import draw_scene, random_scene
 
@@ -49,9 +50,26 @@ def test_prompt_is_not_echoed(tiny_captioner: Captioner) -> None:
     assert all("question" not in a.lower() for a in answers)
 
 
-def test_input_size_known_without_loading() -> None:
-    assert model_input_size("tiny") == (64, 64)
-    assert model_input_size("Salesforce/blip2-opt-2.7b") == (224, 224)
+def test_input_size_known_without_loading(tiny_captioner: Captioner) -> None:
+    """What clients resize to before loading anything must be what the model loads with."""
+    assert model_input_size("tiny") == tiny_captioner.input_size == (64, 64)
+
+
+@pytest.mark.parametrize(
+    ("name", "config", "expected"),
+    [
+        ("preprocessor_config.json", {"size": {"height": 96, "width": 128}}, (96, 128)),
+        ("processor_config.json", {"image_processor": {"size": {"height": 80, "width": 40}}},
+         (80, 40)),
+        ("preprocessor_config.json", {"size": {"shortest_edge": 300}}, BLIP2_INPUT_SIZE),
+    ],
+    ids=["preprocessor", "processor", "no-height-width"],
+)  # fmt: skip
+def test_input_size_read_from_a_local_model_directory(
+    tmp_path: Path, name: str, config: dict, expected: tuple[int, int]
+) -> None:
+    (tmp_path / name).write_text(json.dumps(config))
+    assert model_input_size(str(tmp_path)) == expected
 
 
 def test_tiny_model_command_writes_a_loadable_checkpoint(tmp_path: Path, tiny_captioner) -> None:
