@@ -1,12 +1,15 @@
 """Where captions come from: the model in-process, or servers over HTTP (``vidcap.client``).
 
-The pipeline sees one small protocol. A backend takes frames already resized to its
+The engine sees one small protocol. A backend takes frames already resized to its
 ``input_size`` and yields exactly one caption per frame, in order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import queue
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from typing import Protocol
 
@@ -29,18 +32,48 @@ class Backend(Protocol):
 
 
 class EmbeddedBackend:
-    """The model in this process: frames are captioned in ``batch_size`` chunks."""
+    """Model replicas in this process (one per device), each in its own thread.
 
-    def __init__(self, captioner: Captioner) -> None:
-        self.captioner = captioner
-        self.input_size = captioner.input_size
+    Batches of ``batch_size`` frames — from any videos — go to whichever replica is free;
+    captions come back in order. While a replica runs a batch, the next one is gathered,
+    so the model does not wait for the caller between batches.
+    """
+
+    def __init__(self, captioners: Captioner | Sequence[Captioner]) -> None:
+        replicas = [captioners] if isinstance(captioners, Captioner) else list(captioners)
+        if not replicas:
+            raise ValueError("EmbeddedBackend needs at least one Captioner")
+        self.captioners = replicas
+        self.captioner = replicas[0]
+        self.input_size = replicas[0].input_size
+        self._free: queue.SimpleQueue[Captioner] = queue.SimpleQueue()
+        for replica in replicas:
+            self._free.put(replica)
+        self._pool = ThreadPoolExecutor(len(replicas), thread_name_prefix="vidcap-model")
+
+    @property
+    def batch_size(self) -> int:
+        return self.captioner.batch_size
+
+    def _run(self, images: list[np.ndarray], settings: GenerationSettings) -> list[str]:
+        replica = self._free.get()
+        try:
+            return replica.caption(images, settings)
+        finally:
+            self._free.put(replica)
 
     def caption_stream(
         self, images: Iterable[np.ndarray], settings: GenerationSettings
     ) -> Iterator[str]:
         iterator = iter(images)
-        while chunk := list(islice(iterator, self.captioner.batch_size)):
-            yield from self.captioner.caption(chunk, settings)
+        running: deque[Future[list[str]]] = deque()
+        depth = len(self.captioners) + 1
+        while True:
+            while len(running) < depth and (chunk := list(islice(iterator, self.batch_size))):
+                running.append(self._pool.submit(self._run, chunk, settings))
+            if not running:
+                return
+            yield from running.popleft().result()
 
     def close(self) -> None:
-        return None
+        self._pool.shutdown(wait=True)

@@ -7,8 +7,10 @@ import logging
 import os
 import shutil
 import sys
+from argparse import SUPPRESS
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from vidcap import __version__
 from vidcap.errors import UsageError, VidcapError
@@ -19,23 +21,28 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
-    from vidcap.cli_common import backend_from_args, generation_from_args, sampling_from_args
+    from vidcap.cli_common import (
+        backend_from_args,
+        engine_from_args,
+        generation_from_args,
+        sampling_from_args,
+    )
+    from vidcap.commit import RunSettings, check_out_dir
+    from vidcap.engine import run
+    from vidcap.inputs import expand_inputs
+    from vidcap.model import model_input_size
     from vidcap.outputs import FORMATS
-    from vidcap.pipeline import RunSettings, run
-    from vidcap.video import find_videos
+    from vidcap.parquet import RUN_FORMATS, run_writers_for
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    unknown = [f for f in formats if f not in FORMATS]
+    known = FORMATS + RUN_FORMATS
+    unknown = [f for f in formats if f not in known]
     if unknown or not formats:
         raise UsageError(
-            f"unknown --format {','.join(unknown) or args.format!r}; supported values are {', '.join(FORMATS)}"
+            f"unknown --format {','.join(unknown) or args.format!r}; supported values are {', '.join(known)}"
         )
-    missing = [str(p) for p in args.inputs if not p.exists()]
-    if missing:
-        raise UsageError(f"no such file or folder: {', '.join(missing)}")
-    videos = find_videos(args.inputs)
-    if not videos:
-        raise UsageError("no videos found in the given folders")
+    check_out_dir(args.out)
+    videos = expand_inputs(args.inputs)  # files, folders, list files, URLs
     settings = RunSettings(
         out_dir=args.out,
         formats=formats,
@@ -43,13 +50,25 @@ def cmd_caption(args: argparse.Namespace) -> int:
         generation=generation_from_args(args),
         model=args.model,
         quiet=args.quiet,
-        decoder=args.decoder,
     )
-    backend = backend_from_args(args)
-    try:
-        results = run(videos, backend, settings)
-    finally:
-        backend.close()
+    engine = engine_from_args(args)
+    # Embedded: the input size is known before the model loads, so decoding starts at once.
+    size = None if getattr(args, "server", None) else model_input_size(args.model)
+    metadata = [v.metadata for v in videos]
+    if args.ray:  # the same stages as a Ray Data pipeline (vidcap/ray.py)
+        from vidcap.ray import run_from_args as run_on_ray
+
+        results = run_on_ray(args, settings, videos)
+    else:
+        results = run(
+            [v.source for v in videos],
+            settings,
+            lambda: backend_from_args(args),
+            engine,
+            metadata=metadata,
+            run_writers=run_writers_for(settings, metadata, args.shard_rows),
+            input_size=size,
+        )
     failed = [r for r in results if r.status == "failed"]
     done_frames = sum(r.frames for r in results)
     if not args.quiet:
@@ -66,6 +85,8 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
     from vidcap.tiny import CHECKPOINT_DIR
 
     out: Path = args.dir
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file; give a new or empty folder")
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} exists and is not empty")
     if args.untrained:
@@ -78,15 +99,26 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from vidcap.cli_common import add_model_arguments, add_sampling_arguments
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes in one line (and ``--help`` named), exit status 2."""
 
-    parser = argparse.ArgumentParser(
-        prog="vidcap", description="Caption video in bulk with BLIP-2."
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vidcap.cli_common import (
+        add_engine_arguments,
+        add_model_arguments,
+        add_sampling_arguments,
     )
+    from vidcap.parquet import add_parquet_arguments
+    from vidcap.ray import add_ray_arguments
+
+    parser = OneLineParser(prog="vidcap", description="Caption video in bulk with BLIP-2.")
     parser.add_argument("--version", action="version", version=f"vidcap {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     caption = sub.add_parser(
         "caption", help="caption videos: JSONL, SRT, WebVTT and a summary per run"
@@ -94,17 +126,23 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument(
         "inputs",
         nargs="+",
-        type=Path,
         metavar="INPUT",
-        help="video files or folders (searched recursively)",
+        help="video files, folders (searched recursively), list files (.txt, or .csv/.parquet "
+        "with a 'path' column; other columns are carried into the outputs) or fsspec URLs",
     )
     caption.add_argument("--out", type=Path, required=True, help="output folder")
     caption.add_argument(
-        "--format", default="jsonl,srt,vtt", help="comma-separated: jsonl, srt, vtt (default all)"
+        "--format",
+        default="jsonl,srt,vtt",
+        help="comma-separated: jsonl, srt, vtt, parquet (one row per frame, in shards) "
+        "(default jsonl,srt,vtt)",
     )
     caption.add_argument("--quiet", action="store_true", help="no progress bar or final line")
     add_sampling_arguments(caption)
     add_model_arguments(caption)
+    add_engine_arguments(caption)
+    add_parquet_arguments(caption)
+    add_ray_arguments(caption)
     caption.set_defaults(func=cmd_caption)
 
     tiny = sub.add_parser("tiny-model", help="write the bundled tiny BLIP-2 checkpoint to a folder")
@@ -113,13 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=cmd_tiny_model)
 
-    try:
-        from vidcap.cli_mask import add_clips_parser, add_mask_parser
-    except ImportError:
-        pass
-    else:
-        add_mask_parser(sub)
-        add_clips_parser(sub)
+    from vidcap.cli_mask import add_clips_parser, add_mask_parser
+
+    add_mask_parser(sub)
+    add_clips_parser(sub)
+    for subparser in sub.choices.values():
+        subparser.add_argument(
+            "-v", "--verbose", action="store_true", default=SUPPRESS, help="log progress details"
+        )
     return parser
 
 

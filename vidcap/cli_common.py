@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from vidcap.backend import Backend, EmbeddedBackend
+from vidcap.client import add_client_arguments
+from vidcap.engine import EngineSettings
 from vidcap.errors import UsageError
-from vidcap.model import Captioner, model_input_size
+from vidcap.model import (
+    AUTO_BATCH_CPU,
+    AUTO_BATCH_CUDA,
+    Captioner,
+    expand_devices,
+    model_input_size,
+)
 from vidcap.settings import (
     DECODE_MODES,
-    DEFAULT_MODEL,
+    DEVICES_HELP,
     DTYPES,
     GenerationSettings,
     ModelSettings,
@@ -55,48 +64,82 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         "only reference frames and those a tick needs; fast: reference frames only, a sample "
         "may fall up to 3 frames after its tick (x264's B-frame limit); all: decode every frame",
     )
-    group.add_argument(
-        "--decoder",
-        default="process",
-        choices=("process", "thread"),
-        help="decode in a child process (default: a decoder crash fails one video only, "
-        "no GIL contention with the model) or in a thread",
-    )
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    model = ModelSettings()
+    generation = GenerationSettings()
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
-        help=f"hub id, local directory, or 'tiny' (default {DEFAULT_MODEL})",
+        default=model.model,
+        help=f"hub id, local directory, or 'tiny' (default {model.model})",
     )
     group.add_argument(
-        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto: CUDA if present)"
+        "--device",
+        default=model.device,
+        help=f"{DEVICES_HELP}; one model replica per device, all fed from one frame queue "
+        f"(default {model.device}: CUDA if present)",
     )
     group.add_argument(
         "--dtype",
-        default="auto",
+        default=model.dtype,
         choices=DTYPES,
-        help="default auto: float16 on CUDA, float32 on CPU",
+        help=f"default {model.dtype}: float16 on CUDA, float32 on CPU",
     )
     group.add_argument(
-        "--batch-size", type=int, default=8, help="frames per forward pass (default 8)"
+        "--batch-size",
+        type=_batch_size,
+        default=model.batch_size,
+        metavar="N|auto",
+        help=f"frames per forward pass, taken across videos (default auto: {AUTO_BATCH_CUDA} on "
+        f"CUDA, halved whenever it runs out of GPU memory so it settles at the largest that "
+        f"fits; {AUTO_BATCH_CPU} on CPU)",
     )
     group.add_argument(
-        "--max-new-tokens", type=int, default=30, help="caption length limit in tokens (default 30)"
+        "--max-new-tokens",
+        type=int,
+        default=generation.max_new_tokens,
+        help=f"caption length limit in tokens (default {generation.max_new_tokens})",
     )
     group.add_argument(
-        "--num-beams", type=int, default=1, help="beam search width (default 1: greedy)"
+        "--num-beams",
+        type=int,
+        default=generation.num_beams,
+        help=f"beam search width (default {generation.num_beams}: greedy)",
     )
     group.add_argument(
         "--prompt", default=None, help="text the caption continues, e.g. 'Question: … Answer:'"
     )
-    try:
-        from vidcap.client import add_client_arguments
-    except ImportError:  # the remote backend is optional
-        return
     add_client_arguments(parser)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("engine")
+    group.add_argument(
+        "--decode-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="decoder processes, each decoding one video at a time (default: one per CPU core)",
+    )
+
+
+def _batch_size(value: str) -> int | None:
+    if value == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto' or a whole number, got {value!r}"
+        ) from None
+
+
+def engine_from_args(args: argparse.Namespace) -> EngineSettings:
+    if args.decode_workers is not None and args.decode_workers < 1:
+        raise UsageError(f"--decode-workers must be a whole number >= 1, got {args.decode_workers}")
+    return EngineSettings(decode_workers=args.decode_workers)
 
 
 def sampling_from_args(args: argparse.Namespace) -> SamplingSettings:
@@ -140,4 +183,12 @@ def backend_from_args(args: argparse.Namespace) -> Backend:
     settings = ModelSettings(
         model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size
     )
-    return EmbeddedBackend(Captioner.load(settings))
+    return EmbeddedBackend(load_replicas(settings))
+
+
+def load_replicas(settings: ModelSettings) -> list[Captioner]:
+    """One ``Captioner`` per device named in ``settings.device`` (``cuda:all``: every GPU)."""
+    return [
+        Captioner.load(replace(settings, device=device))
+        for device in expand_devices(settings.device)
+    ]

@@ -1,12 +1,14 @@
-"""Decode a video in a child process; frames stream back over a pipe as raw RGB.
+"""Persistent decoder worker processes: several videos decode at once, frames stream back.
 
-Why a process: decoding in a thread of the captioning process competes for the GIL with
-``generate`` (which launches CUDA kernels from Python), and a decoder crash on a hostile
-file would take the whole bulk run down. In a child, decoding has its own interpreter
-and a crash fails that one video.
+Why processes: decoding in a thread of the captioning process competes for the GIL with
+the model step, and a decoder crash on a hostile file would take the whole bulk run down.
+Each worker is one ``python -m vidcap.decode_worker`` child that decodes the videos it is
+sent, one after another, for the whole run (no interpreter start per video). A worker that
+dies fails the video it was decoding and is replaced.
 
-The pipe carries no pickle: each message is a fixed header (kind, index, pts, height,
-width) then raw bytes — an RGB frame (kind ``F``), the final stats as JSON (``E``), or a
+The pipes carry no pickle. A job goes down as one JSON line (id, source, sampling). Each
+message back is a fixed header (kind, job id, index or payload length, pts, height, width)
+then raw bytes: an RGB frame (kind ``F``), the video's final stats as JSON (``E``), or a
 one-line error (``X``).
 """
 
@@ -14,13 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import queue
 import signal
 import struct
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import asdict, fields
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
@@ -29,102 +34,260 @@ import numpy as np
 from vidcap.errors import VideoError
 from vidcap.frames import Frame, resize_for_model
 from vidcap.settings import SamplingSettings
-from vidcap.video import VideoReader, VideoStats
 
-HEADER = struct.Struct("<cqdII")  # kind, index (or payload length), pts, height, width
+log = logging.getLogger(__name__)
+
+HEADER = struct.Struct("<cIqdII")  # kind, job id, index (or payload length), pts, height, width
 
 
-def stream_frames(
-    path: Path, sampling: SamplingSettings, size: tuple[int, int], out: IO[bytes]
-) -> None:
-    """The child's side: decode, resize to ``size``, write messages to ``out``."""
+@dataclass(frozen=True)
+class Decoded:
+    """A sampled frame of job ``job``, resized to the model's input size."""
+
+    job: int
+    frame: Frame
+
+
+@dataclass(frozen=True)
+class Ended:
+    """Job ``job`` is decoded: ``sampled`` frames were sent; the video ends at ``duration``."""
+
+    job: int
+    sampled: int
+    duration: float
+
+
+@dataclass(frozen=True)
+class Failed:
+    job: int
+    error: str
+
+
+Event = Decoded | Ended | Failed
+
+
+# ---------------------------------------------------------------- the child's side
+
+
+def decode_job(job: dict, size: tuple[int, int], out: IO[bytes]) -> None:
+    """Decode one video, resize each sampled frame to ``size``, write messages to ``out``."""
+    from vidcap.video import VideoReader
+
+    job_id = int(job["id"])
     try:
-        with VideoReader(path) as reader:
+        sampling = SamplingSettings(**job["sampling"])
+        with _local(job["source"]) as path, VideoReader(path) as reader:
             for frame in reader.frames(sampling):
                 rgb = resize_for_model(frame.rgb, size)
-                out.write(HEADER.pack(b"F", frame.index, frame.pts_seconds, *rgb.shape[:2]))
-                out.write(rgb.tobytes())
+                out.write(HEADER.pack(b"F", job_id, frame.index, frame.pts_seconds, *rgb.shape[:2]))
+                out.write(rgb.data)
             payload = json.dumps(asdict(reader.stats)).encode()
-            out.write(HEADER.pack(b"E", len(payload), 0.0, 0, 0) + payload)
+            out.write(HEADER.pack(b"E", job_id, len(payload), 0.0, 0, 0) + payload)
     except VideoError as exc:
         payload = str(exc).encode()
-        out.write(HEADER.pack(b"X", len(payload), 0.0, 0, 0) + payload)
+        out.write(HEADER.pack(b"X", job_id, len(payload), 0.0, 0, 0) + payload)
+    except Exception as exc:  # noqa: BLE001 - any decoder failure fails this video alone
+        log.debug("decoding %s failed", job["source"], exc_info=True)
+        payload = f"{job['source']}: {type(exc).__name__}: {exc}".encode()
+        out.write(HEADER.pack(b"X", job_id, len(payload), 0.0, 0, 0) + payload)
     out.flush()
 
 
-def _read_exact(pipe: IO[bytes], size: int) -> bytes:
-    data = pipe.read(size)
-    return data if data is not None else b""
+def _local(source: str):
+    """A local path for ``source`` (URLs are fetched by ``vidcap.inputs.local_copy``)."""
+    if "://" in source and not source.startswith("file://"):
+        from vidcap.inputs import local_copy
+
+        return local_copy(source)
+    from contextlib import nullcontext
+
+    return nullcontext(Path(source.removeprefix("file://")))
 
 
-def decoded_frames(
-    reader: VideoReader, sampling: SamplingSettings, size: tuple[int, int]
-) -> Iterator[Frame]:
-    """The parent's side: frames of ``reader``'s video, decoded and resized in a child.
-
-    ``reader.stats`` is updated from the child's final report; a child that dies
-    without one fails this video with its exit status.
-    """
-    command = [
-        sys.executable, "-m", "vidcap.decode_worker", str(reader.path),
-        "--height", str(size[0]), "--width", str(size[1]),
-    ]  # fmt: skip
-    if sampling.every_n is not None:
-        command += ["--every-n", str(sampling.every_n)]
-    else:
-        command += ["--fps", repr(sampling.fps)]
-    if sampling.max_frames is not None:
-        command += ["--max-frames", str(sampling.max_frames)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, bufsize=1 << 20)
-    assert proc.stdout is not None
-    try:
-        while True:
-            header = _read_exact(proc.stdout, HEADER.size)
-            if len(header) < HEADER.size:
-                code = proc.wait()
-                raise VideoError(
-                    f"{reader.path}: the decoder stopped unexpectedly (exit status {code})"
-                )
-            kind, number, pts, height, width = HEADER.unpack(header)
-            if kind == b"F":
-                data = _read_exact(proc.stdout, height * width * 3)
-                if len(data) < height * width * 3:
-                    continue  # the loop's next read reports the dead decoder
-                rgb = np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
-                yield Frame(index=number, pts_seconds=pts, rgb=rgb)
-            elif kind == b"E":
-                stats = json.loads(_read_exact(proc.stdout, number))
-                for item in fields(VideoStats):
-                    setattr(reader.stats, item.name, stats[item.name])
-                return
-            else:
-                raise VideoError(_read_exact(proc.stdout, number).decode(errors="replace"))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stdout.close()
+def serve(size: tuple[int, int], jobs: IO[str], out: IO[bytes]) -> None:
+    """Decode every job read from ``jobs`` (one JSON line each) until it closes."""
+    for line in jobs:
+        if line.strip():
+            decode_job(json.loads(line), size, out)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vidcap.decode_worker")
-    parser.add_argument("path", type=Path)
-    parser.add_argument("--fps", type=float, default=None)
-    parser.add_argument("--every-n", type=int, default=None)
-    parser.add_argument("--max-frames", type=int, default=None)
     parser.add_argument("--height", type=int, required=True)
     parser.add_argument("--width", type=int, required=True)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    import logging
-
     logging.basicConfig(level=logging.WARNING, format="vidcap: %(levelname)s: %(message)s")
-    sampling = SamplingSettings(fps=args.fps, every_n=args.every_n, max_frames=args.max_frames)
     try:
-        stream_frames(args.path, sampling, (args.height, args.width), sys.stdout.buffer)
+        serve((args.height, args.width), sys.stdin, sys.stdout.buffer)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+# ---------------------------------------------------------------- the parent's side
+
+
+class DecodePool:
+    """``workers`` decoder processes fed from one job list; events go to one bounded queue.
+
+    Frames of one video arrive in order, each video ends with ``Ended`` or ``Failed``;
+    frames of different videos interleave. At most ``max_events`` events wait in the queue
+    (then the workers block), so memory stays bounded whatever the number of videos.
+    """
+
+    def __init__(
+        self,
+        jobs: Sequence[tuple[int, str]],
+        sampling: SamplingSettings,
+        size: tuple[int, int],
+        workers: int,
+        max_events: int,
+    ) -> None:
+        self.sampling = sampling
+        self.size = size
+        self._jobs: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
+        for job in jobs:
+            self._jobs.put(job)
+        self._events: queue.Queue[Event | None] = queue.Queue(maxsize=max(1, max_events))
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._live = min(workers, len(jobs))
+        self.decoding: dict[int, int] = {}  # job id → pid of the worker decoding it
+        self._procs: list[subprocess.Popen] = []
+        self._threads = [
+            threading.Thread(target=self._drive, name=f"vidcap-decoder-{i}", daemon=True)
+            for i in range(self._live)
+        ]
+        for thread in self._threads:
+            thread.start()
+        if not self._threads:
+            self._events.put(None)
+
+    def events(self) -> Iterator[Event]:
+        """Every event of every job, until all jobs are done."""
+        while (event := self._events.get()) is not None:
+            yield event
+
+    def close(self) -> None:
+        """Stop the workers (killing any mid-video) and wait for their threads."""
+        self._stop.set()
+        with self._lock:
+            for proc in self._procs:
+                if proc.poll() is None:
+                    proc.kill()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    # one thread per worker process
+    def _spawn(self) -> subprocess.Popen:
+        command = [
+            sys.executable, "-m", "vidcap.decode_worker",
+            "--height", str(self.size[0]), "--width", str(self.size[1]),
+        ]  # fmt: skip
+        proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=1 << 20
+        )
+        with self._lock:
+            self._procs.append(proc)
+        return proc
+
+    def _put(self, event: Event | None) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._events.put(event, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _drive(self) -> None:
+        proc: subprocess.Popen | None = None
+        try:
+            while not self._stop.is_set():
+                try:
+                    job_id, source = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if proc is None or proc.poll() is not None:
+                    proc = self._spawn()
+                self.decoding[job_id] = proc.pid
+                try:
+                    self._run_job(proc, job_id, source)
+                finally:
+                    self.decoding.pop(job_id, None)
+        finally:
+            if proc is not None:
+                _end(proc)
+            with self._lock:
+                self._live -= 1
+                last = self._live == 0
+            if last:
+                self._put(None)
+
+    def _run_job(self, proc: subprocess.Popen, job_id: int, source: str) -> None:
+        if proc.stdin is None or proc.stdout is None:
+            raise RuntimeError("decoder pipes missing")  # Popen(stdin=PIPE, stdout=PIPE) sets both
+        line = json.dumps({"id": job_id, "source": source, "sampling": asdict(self.sampling)})
+        try:
+            proc.stdin.write((line + "\n").encode())
+            proc.stdin.flush()
+        except OSError:
+            pass  # a dead worker: reported below when its output ends
+        while True:
+            header = _read(proc.stdout, HEADER.size)
+            if len(header) < HEADER.size:
+                if self._stop.is_set():
+                    return
+                code = proc.wait()
+                self._put(
+                    Failed(job_id, f"{source}: the decoder stopped unexpectedly ({_how(code)})")
+                )
+                return
+            kind, job, number, pts, height, width = HEADER.unpack(header)
+            if kind == b"F":
+                data = _read(proc.stdout, height * width * 3)
+                if len(data) < height * width * 3:
+                    continue  # the next read reports the dead decoder
+                rgb = np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
+                if not self._put(Decoded(job, Frame(index=number, pts_seconds=pts, rgb=rgb))):
+                    return
+            elif kind == b"E":
+                stats = json.loads(_read(proc.stdout, number))
+                self._put(Ended(job, int(stats["sampled_frames"]), float(stats["duration"])))
+                return
+            else:
+                self._put(Failed(job, _read(proc.stdout, number).decode(errors="replace")))
+                return
+
+
+def _read(pipe: IO[bytes], size: int) -> bytes:
+    data = pipe.read(size)
+    return data if data is not None else b""
+
+
+def _how(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit status {code}"
+
+
+def _end(proc: subprocess.Popen) -> None:
+    try:
+        if proc.stdin:
+            proc.stdin.close()
+    except OSError:
+        pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout:
+        proc.stdout.close()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from vidcap.errors import UsageError
 
 DEFAULT_MODEL = "Salesforce/blip2-opt-2.7b"
-DEVICES_HELP = "auto, cpu, cuda or cuda:N"
+DEVICES_HELP = "auto, cpu, cuda, cuda:N, cuda:all, or several separated by commas (cuda:0,cuda:1)"
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 
 MAX_NEW_TOKENS_LIMIT = 128
@@ -56,22 +56,30 @@ class SamplingSettings:
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """Which model to load, where, and how many frames per forward pass."""
+    """Which model to load, where, and how many frames per forward pass.
+
+    ``device``: one device, or several separated by commas (one model replica each, e.g.
+    ``cuda:0,cuda:1``; ``cuda:all`` for every visible GPU); ``batch_size``: frames per
+    forward pass, ``None`` for auto (see ``vidcap.model.auto_batch_size``).
+    """
 
     model: str = DEFAULT_MODEL
     device: str = "auto"
     dtype: str = "auto"
-    batch_size: int = 8
+    batch_size: int | None = None
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise UsageError(f"unknown device {self.device!r}; supported values are {DEVICES_HELP}")
+        for device in self.device.split(","):
+            if not re.fullmatch(r"auto|cpu|cuda(:\d+|:all)?", device.strip()):
+                raise UsageError(f"unknown device {device!r}; supported values are {DEVICES_HELP}")
         if self.dtype not in DTYPES:
             raise UsageError(
                 f"unknown dtype {self.dtype!r}; supported values are {', '.join(DTYPES)}"
             )
-        if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UsageError(
+                f"--batch-size must be 'auto' or a whole number >= 1, got {self.batch_size}"
+            )
 
 
 @dataclass(frozen=True)
@@ -85,12 +93,12 @@ class GenerationSettings:
     def __post_init__(self) -> None:
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
             raise UsageError(
-                f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, "
+                f"--max-new-tokens: max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, "
                 f"got {self.max_new_tokens}"
             )
         if not 1 <= self.num_beams <= NUM_BEAMS_LIMIT:
             raise UsageError(
-                f"num_beams must be between 1 and {NUM_BEAMS_LIMIT}, got {self.num_beams}"
+                f"--num-beams: num_beams must be between 1 and {NUM_BEAMS_LIMIT}, got {self.num_beams}"
             )
         if self.prompt is not None and len(self.prompt) > PROMPT_CHARS_LIMIT:
             raise UsageError(f"prompt is longer than {PROMPT_CHARS_LIMIT} characters")

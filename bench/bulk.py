@@ -1,0 +1,200 @@
+"""Bulk throughput of ``vidcap caption`` beside what its parts allow, in one run.
+
+    python bench/bulk.py cpu  [--out bench/results/bulk_cpu.json]   # tiny model, 40 × 5 s 360p
+    python bench/bulk.py gpu  [--out bench/results/bulk_gpu.json]   # BLIP-2-sized, 24 × 12 s 720p
+
+Reported side by side, as frames/s and ratios (never asserted):
+- ``vidcap``: the whole command at its defaults (``--fps 1``), wall clock, process start and
+  model load included (cpu), or the engine with the BLIP-2-sized model (gpu);
+- ``decode_all``: FFmpeg decoding every frame of every clip, one single-threaded process
+  per core (``xargs -P<cores> ffmpeg -threads 1 -i clip -f null -``) — the decode limit;
+- ``model_only``: the model captioning already-decoded frames at the engine's batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import imageio_ffmpeg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+WORKLOADS = {
+    # name: clips, seconds, height, width, fps
+    "cpu": (40, 5, 360, 640, 30),
+    "gpu": (24, 12, 720, 1280, 30),
+}
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def make_clips(
+    folder: Path, clips: int, seconds: int, height: int, width: int, fps: int
+) -> list[Path]:
+    """H.264 clips with a keyframe every 2 s and B-frames (x264 defaults), varied content."""
+    paths = []
+    sources = ["testsrc2", "smptehdbars", "mandelbrot", "rgbtestsrc", "cellauto"]
+    for i in range(clips):
+        path = folder / f"clip{i:03d}.mp4"
+        source = sources[i % len(sources)]
+        graph = f"{source}=size={width}x{height}:rate={fps}"
+        if source == "cellauto":
+            graph = f"cellauto=size={width}x{height}:rate={fps}:rule={30 + i}"
+        subprocess.run(
+            [FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", graph, "-t", str(seconds),
+             "-vf", f"hue=h={i * 17}", "-c:v", "libx264", "-preset", "veryfast", "-g", "60",
+             "-pix_fmt", "yuv420p", str(path)],
+            check=True,
+        )  # fmt: skip
+        paths.append(path)
+    return paths
+
+
+def decode_all(paths: list[Path], workers: int) -> float:
+    """Seconds for FFmpeg to decode every frame of every clip, ``workers`` processes."""
+    started = time.perf_counter()
+    listing = "\n".join(map(str, paths)).encode()
+    subprocess.run(
+        ["xargs", f"-P{workers}", "-I{}", FFMPEG, "-v", "error", "-threads", "1", "-i", "{}",
+         "-f", "null", "-"],
+        input=listing, check=True,
+    )  # fmt: skip
+    return time.perf_counter() - started
+
+
+def vidcap_cli(folder: Path, out: Path, extra: list[str]) -> tuple[float, dict]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "vidcap", "caption", str(folder), "--out", str(out), "--quiet",
+         *extra],
+        check=True, env=env,
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    return seconds, json.loads((out / "summary.json").read_text())
+
+
+def model_only(captioner, frames: int, generation) -> float:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    h, w = captioner.input_size
+    images = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for _ in range(frames)]
+    captioner.caption(images[: captioner.batch_size], generation)  # warm up
+    _sync(captioner.device)
+    started = time.perf_counter()
+    captioner.caption(images, generation)
+    _sync(captioner.device)
+    return frames / (time.perf_counter() - started)
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def bench_cpu(folder: Path, paths: list[Path], repeats: int) -> dict:
+    from vidcap.model import Captioner
+    from vidcap.settings import GenerationSettings, ModelSettings
+
+    cores = os.cpu_count() or 1
+    runs = []
+    for _ in range(repeats):  # interleaved, so both see the same machine
+        decode_s = decode_all(paths, cores)
+        with tempfile.TemporaryDirectory() as out:
+            vidcap_s, summary = vidcap_cli(folder, Path(out), ["--model", "tiny"])
+        frames = summary["run"]["frames"]
+        runs.append({
+            "decode_all_sampled_fps": round(frames / decode_s, 1),
+            "vidcap_fps": round(frames / vidcap_s, 1),
+            "vidcap_over_decode_all": round(decode_s / vidcap_s, 2),
+            "frames": frames,
+        })  # fmt: skip
+    captioner = Captioner.load(ModelSettings(model="tiny", device="cpu"))
+    return {
+        "runs": runs,
+        "best_ratio": max(r["vidcap_over_decode_all"] for r in runs),
+        "median_ratio": sorted(r["vidcap_over_decode_all"] for r in runs)[len(runs) // 2],
+        "model_only_fps": round(model_only(captioner, 256, GenerationSettings()), 1),
+        "batch_size": captioner.batch_size,
+    }
+
+
+def bench_gpu(paths: list[Path], tokens: int) -> dict:
+    import torch
+    from blip2_sized import blip2_sized_captioner
+
+    from vidcap.backend import EmbeddedBackend
+    from vidcap.commit import RunSettings
+    from vidcap.engine import EngineSettings, run
+    from vidcap.settings import GenerationSettings
+
+    captioner = blip2_sized_captioner("cuda", torch.float16, None, tokens)
+    generation = GenerationSettings(max_new_tokens=tokens)
+    model_fps = model_only(captioner, 4 * captioner.batch_size, generation)
+    cores = os.cpu_count() or 1
+    decode_s = decode_all(paths, cores)
+    with tempfile.TemporaryDirectory() as out:
+        settings = RunSettings(
+            out_dir=Path(out), generation=generation, model="blip2-sized", quiet=True
+        )
+        started = time.perf_counter()
+        results = run(
+            [str(p) for p in paths], settings, lambda: EmbeddedBackend(captioner), EngineSettings()
+        )
+        seconds = time.perf_counter() - started
+    frames = sum(r.frames for r in results)
+    engine_fps = frames / seconds
+    decode_fps = frames / decode_s
+    return {
+        "gpu": torch.cuda.get_device_name(),
+        "batch_size": captioner.batch_size,
+        "frames": frames,
+        "engine_fps": round(engine_fps, 1),
+        "model_only_fps": round(model_fps, 1),
+        "decode_all_sampled_fps": round(decode_fps, 1),
+        "engine_over_slower_limit": round(engine_fps / min(model_fps, decode_fps), 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("workload", choices=sorted(WORKLOADS))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    clips, seconds, height, width, fps = WORKLOADS[args.workload]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "clips"
+        folder.mkdir()
+        paths = make_clips(folder, clips, seconds, height, width, fps)
+        report = {
+            "workload": f"{clips} clips x {seconds} s, {height}p H.264 {fps} fps (-g 60), --fps 1",
+            "machine": f"{platform.node()}: {os.cpu_count()} cores, {platform.processor() or platform.machine()}",
+        }
+        if args.workload == "cpu":
+            report.update(bench_cpu(folder, paths, args.repeats))
+        else:
+            report.update(bench_gpu(paths, args.tokens))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

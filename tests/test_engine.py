@@ -1,0 +1,258 @@
+"""The streaming engine: decoder pool → one frame queue → backend → commit.
+
+Real videos, the real tiny model, outputs parsed back; the engine's results are compared
+with each video captioned on its own, straight through the ``Captioner``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import srt
+from videos import VideoSpec, constant_rate, write_video
+
+from vidcap.backend import EmbeddedBackend
+from vidcap.commit import RunSettings
+from vidcap.engine import EngineSettings, run
+from vidcap.frames import resize_for_model
+from vidcap.outputs import read_jsonl
+from vidcap.settings import GenerationSettings, SamplingSettings
+from vidcap.video import VideoReader
+
+EVERY = SamplingSettings(fps=None, every_n=1)
+
+
+def clip(
+    folder: Path, name: str, frames: int, codec: str = "libx264", suffix: str = ".mp4"
+) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = VideoSpec(name, codec, suffix, constant_rate(frames, Fraction(10)))
+    return write_video(folder / f"{name}{suffix}", spec)
+
+
+def reference(captioner, path: Path, sampling: SamplingSettings) -> list[tuple[int, float, str]]:
+    """One video on its own: decode in this process, caption with the Captioner directly."""
+    with VideoReader(path) as reader:
+        frames = list(reader.frames(sampling))
+    images = [resize_for_model(f.rgb, captioner.input_size) for f in frames]
+    captions = captioner.caption(images, GenerationSettings())
+    return [(f.index, round(f.pts_seconds, 6), c) for f, c in zip(frames, captions, strict=True)]
+
+
+def rows(out: Path, name: str) -> list[tuple[int, float, str]]:
+    return [(r["frame"], r["time"], r["caption"]) for r in read_jsonl(out / f"{name}.jsonl")]
+
+
+class CountingBackend(EmbeddedBackend):
+    """The real embedded backend, noting the size of every batch the model ran."""
+
+    def __init__(self, captioner) -> None:
+        super().__init__(captioner)
+        self.batches: list[int] = []
+
+    def _run(self, images, settings):
+        self.batches.append(len(images))
+        return super()._run(images, settings)
+
+
+def settings_for(out: Path, sampling: SamplingSettings = EVERY, **kw) -> RunSettings:
+    return RunSettings(out_dir=out, sampling=sampling, model="tiny", quiet=True, **kw)
+
+
+def test_batches_cross_video_boundaries(tmp_path: Path, tiny_captioner) -> None:
+    videos = [clip(tmp_path / "in", f"v{i}", 3) for i in range(6)]  # 6 videos × 3 frames
+    backend = CountingBackend(tiny_captioner)
+    results = run(
+        [str(v) for v in videos],
+        settings_for(tmp_path / "out"),
+        lambda: backend,
+        EngineSettings(decode_workers=2),
+    )
+    assert [r.status for r in results] == ["done"] * 6
+    assert sum(backend.batches) == 18
+    assert backend.batches[:2] == [tiny_captioner.batch_size] * 2  # 8, 8, 2: never 3, 3, 3…
+    for video in videos:
+        assert rows(tmp_path / "out", video.stem) == reference(tiny_captioner, video, EVERY)
+
+
+def test_mixed_inputs_each_get_their_own_result(tmp_path: Path, tiny_captioner) -> None:
+    folder = tmp_path / "in"
+    short = clip(folder, "short", 2)
+    long = clip(folder, "long", 120)
+    avi = clip(folder, "old", 25, codec="mpeg4", suffix=".avi")
+    broken = folder / "broken.mp4"
+    broken.write_bytes(os.urandom(5000))
+    text = folder / "notes.mkv"
+    text.write_text("not a video")
+    truncated = folder / "cut.mp4"
+    truncated.write_bytes(long.read_bytes()[: long.stat().st_size // 2])
+    sources = [str(p) for p in (short, broken, long, text, avi, truncated)]
+    sampling = SamplingSettings(fps=2.0)
+    out = tmp_path / "out"
+    results = run(sources, settings_for(out, sampling), lambda: EmbeddedBackend(tiny_captioner))
+    status = {Path(r.video).name: r.status for r in results}
+    assert status == {
+        "short.mp4": "done",
+        "broken.mp4": "failed",
+        "long.mp4": "done",
+        "notes.mkv": "failed",
+        "old.avi": "done",
+        "cut.mp4": status["cut.mp4"],  # a truncated mp4 may or may not open; never crashes the run
+    }
+    for video in (short, long, avi):
+        assert rows(out, video.stem) == reference(tiny_captioner, video, sampling)
+    summary = json.loads((out / "summary.json").read_text())
+    assert {v["name"]: v["status"] for v in summary["videos"]}["broken"] == "failed"
+    assert not list(out.glob("*.part"))
+
+
+def test_a_killed_decoder_fails_its_video_alone(
+    tmp_path: Path, tiny_captioner, monkeypatch
+) -> None:
+    folder = tmp_path / "in"
+    long_spec = VideoSpec(
+        "long", "libx264", ".mkv", constant_rate(3000, Fraction(25)), rate=Fraction(25)
+    )
+    long = write_video(folder.mkdir(parents=True) or folder / "long.mkv", long_spec)
+    others = [clip(folder, f"ok{i}", 5) for i in range(3)]
+    backend = EmbeddedBackend(tiny_captioner)
+    killed: list[int] = []
+
+    def kill_the_long_one(pool_holder: list) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            pools = [p for p in pool_holder if 0 in p.decoding]
+            if pools:
+                pid = pools[0].decoding[0]
+                time.sleep(0.3)
+                os.kill(pid, 9)
+                killed.append(pid)
+            time.sleep(0.01)
+
+    import vidcap.engine as engine_module
+
+    pools: list = []
+    real_pool = engine_module.DecodePool
+
+    def recording_pool(*args, **kwargs):
+        pool = real_pool(*args, **kwargs)
+        pools.append(pool)
+        return pool
+
+    killer = threading.Thread(target=kill_the_long_one, args=(pools,), daemon=True)
+    killer.start()
+    monkeypatch.setattr(engine_module, "DecodePool", recording_pool)  # to learn the pid
+    results = run(
+        [str(long), *map(str, others)],
+        settings_for(tmp_path / "out"),
+        lambda: backend,
+        EngineSettings(decode_workers=1),
+    )
+    killer.join()
+    assert killed, "the decoder was not seen running"
+    by_name = {r.name: r for r in results}
+    assert by_name["long"].status == "failed"
+    assert "decoder stopped unexpectedly (killed by SIGKILL)" in by_name["long"].error
+    assert [by_name[p.stem].status for p in others] == ["done"] * 3  # the pool replaced it
+    assert not (tmp_path / "out" / "long.jsonl").exists()
+
+
+def test_two_replicas_give_the_same_outputs(tmp_path: Path, tiny_captioner) -> None:
+    from vidcap.cli_common import load_replicas
+    from vidcap.settings import ModelSettings
+
+    videos = [clip(tmp_path / "in", f"v{i}", 7) for i in range(4)]
+    replicas = load_replicas(ModelSettings(model="tiny", device="cpu,cpu", batch_size=4))
+    assert len(replicas) == 2 and replicas[0] is not replicas[1]
+    backend = EmbeddedBackend(replicas)
+    run([str(v) for v in videos], settings_for(tmp_path / "out"), lambda: backend)
+    for video in videos:
+        assert rows(tmp_path / "out", video.stem) == reference(tiny_captioner, video, EVERY)
+
+
+def test_nothing_left_to_do_loads_no_model(tmp_path: Path, tiny_captioner) -> None:
+    video = clip(tmp_path / "in", "v", 4)
+    settings = settings_for(tmp_path / "out")
+    run([str(video)], settings, lambda: EmbeddedBackend(tiny_captioner))
+
+    def must_not_load():
+        raise AssertionError("the model was loaded for a run with nothing to do")
+
+    results = run([str(video)], settings, must_not_load)
+    assert [r.resumed for r in results] == [True]
+
+
+def test_resume_tells_files_with_the_same_name_apart(tmp_path: Path, tiny_captioner) -> None:
+    a = clip(tmp_path / "a", "shapes", 4)
+    b = clip(tmp_path / "b", "shapes", 9)  # the same name, other content
+    out = tmp_path / "out"
+    backend = lambda: EmbeddedBackend(tiny_captioner)  # noqa: E731
+    run([str(a)], settings_for(out), backend)
+    results = run([str(b)], settings_for(out), backend)
+    assert [r.status for r in results] == ["done"] and not results[0].resumed
+    assert results[0].name != "shapes" and results[0].name.startswith("shapes-")
+    assert len(rows(out, "shapes")) == 4 and len(rows(out, results[0].name)) == 9
+    # a rerun of both resumes both, under the names they have
+    again = run([str(a), str(b), str(a)], settings_for(out), backend)  # a twice: one video
+    assert sorted((r.name, r.resumed) for r in again) == [("shapes", True), (results[0].name, True)]
+    # the same path with new content is redone under its name
+    a.write_bytes(clip(tmp_path / "third", "shapes", 6).read_bytes())
+    redo = run([str(a)], settings_for(out), backend)
+    assert [(r.name, r.resumed) for r in redo] == [("shapes", False)]
+    assert len(rows(out, "shapes")) == 6
+
+
+def test_summary_describes_the_whole_folder(tmp_path: Path, tiny_captioner) -> None:
+    out = tmp_path / "out"
+    backend = lambda: EmbeddedBackend(tiny_captioner)  # noqa: E731
+    first = clip(tmp_path / "in", "first", 3)
+    second = clip(tmp_path / "in", "second", 5)
+    run([str(first)], settings_for(out), backend)
+    run([str(second)], settings_for(out), backend)
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(v["name"] for v in summary["videos"]) == ["first", "second"]
+    assert summary["totals"]["done"] == 2 and summary["totals"]["frames"] == 8
+    assert summary["run"]["videos"] == 1 and summary["run"]["frames"] == 5
+    for entry in summary["videos"]:
+        assert entry["key"] == settings_for(out).key()
+        assert entry["model"] == "tiny" and entry["version"]
+        assert entry["source"]["size"] > 0
+
+
+def test_other_settings_in_the_same_folder_are_listed_with_their_key(
+    tmp_path: Path, tiny_captioner
+) -> None:
+    out = tmp_path / "out"
+    video = clip(tmp_path / "in", "v", 6)
+    backend = lambda: EmbeddedBackend(tiny_captioner)  # noqa: E731
+    run([str(video)], settings_for(out), backend)
+    other = settings_for(out, SamplingSettings(fps=None, every_n=2))
+    results = run([str(video)], other, backend)
+    assert not results[0].resumed and results[0].frames == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert [v["key"] for v in summary["videos"]] == [other.key()]
+
+
+def test_last_cue_ends_at_the_video_end(tmp_path: Path, tiny_captioner) -> None:
+    video = clip(tmp_path / "in", "v", 25)  # 2.5 s at 10 fps
+    out = tmp_path / "out"
+    run(
+        [str(video)],
+        settings_for(out, SamplingSettings(fps=1.0)),
+        lambda: EmbeddedBackend(tiny_captioner),
+    )
+    cues = list(srt.parse((out / "v.srt").read_text()))
+    assert cues and cues[-1].end.total_seconds() == pytest.approx(2.5, abs=1e-3)
+    assert all(c.end > c.start for c in cues)
+
+
+def test_engine_settings_default_to_the_cpu_count() -> None:
+    assert EngineSettings().workers() == max(1, os.cpu_count() or 1)
+    assert replace(EngineSettings(), decode_workers=3).workers() == 3

@@ -1,0 +1,364 @@
+"""The commit stage: captions back from any backend → per-video outputs, resume records,
+``summary.json``.
+
+A video is committed (every output renamed from ``.part`` into place, then its resume
+record written) once its decoder has said how many frames it sampled and that many
+captions are back. Captions may arrive in any order and more than once (a retried Ray
+task): they are kept per frame index, so each frame is written exactly once, in order.
+
+Resume records live in ``OUT/.vidcap/<name>.json`` and hold the settings key and the
+source's identity (resolved path, size, modification time): a rerun skips a video only when
+both match and every output exists. Another file with the same name gets another output
+name; the same file changed in place is redone under its name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+from vidcap import __version__
+from vidcap.errors import UsageError
+from vidcap.outputs import VIDEO_WRITERS, CaptionedFrame, write_json, write_video_outputs
+from vidcap.settings import GenerationSettings, SamplingSettings
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = ".vidcap"
+SUMMARY = "summary.json"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run writes and what its outputs depend on."""
+
+    out_dir: Path
+    formats: tuple[str, ...] = ("jsonl", "srt", "vtt")
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    model: str = ""
+    quiet: bool = False
+
+    def key(self) -> str:
+        """Identifies what the outputs depend on; a rerun with other settings redoes videos."""
+        data = {
+            "formats": sorted(self.formats),
+            "sampling": asdict(self.sampling),
+            "generation": asdict(self.generation),
+            "model": self.model,
+        }
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One input video of a run: ``id`` is its index in the run, ``name`` its output base name."""
+
+    id: int
+    source: str
+    name: str
+    identity: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class VideoResult:
+    video: str
+    name: str
+    status: str  # "done" or "failed"
+    error: str | None = None
+    frames: int = 0
+    duration: float = 0.0
+    seconds: float = 0.0
+    resumed: bool = False
+    key: str = ""
+    model: str = ""
+    version: str = __version__
+
+
+class RunWriter(Protocol):
+    """An output across videos (e.g. Parquet shards): durable only once it says so.
+
+    ``add`` takes a finished video's frames and returns the ids of videos whose rows are
+    now durable (possibly none yet); ``close`` makes the rest durable and returns their ids.
+    A video's resume record is written only once it is durable everywhere.
+    """
+
+    def add(self, job: VideoJob, frames: Sequence[CaptionedFrame]) -> list[int]: ...
+
+    def close(self) -> list[int]: ...
+
+
+def source_identity(source: str) -> dict[str, Any]:
+    """What tells one input file from another: resolved path, size, modification time."""
+    if "://" in source and not source.startswith("file://"):
+        from vidcap.inputs import remote_identity  # fsspec URLs
+
+        return remote_identity(source)
+    path = Path(source.removeprefix("file://")).resolve()
+    stat = path.stat()
+    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _stem(source: str) -> str:
+    return Path(source.rstrip("/").rsplit("/", 1)[-1]).stem or "video"
+
+
+def _read_state(out_dir: Path, name: str) -> dict | None:
+    try:
+        record = json.loads((out_dir / STATE_DIR / f"{name}.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _state_path(record: dict | None) -> str | None:
+    return (record or {}).get("source", {}).get("path")
+
+
+def plan(
+    sources: Sequence[str], settings: RunSettings, metadata: Sequence[dict] | None = None
+) -> tuple[list[VideoJob], list[VideoResult]]:
+    """The videos a run must do, and the results of those a previous run already did.
+
+    The same file given twice is one video. A video's output name is its file stem, unless
+    another input of this run or an earlier run's record (another file) holds that stem:
+    then the stem plus a hash of the path.
+    """
+    out_dir = settings.out_dir
+    entries: list[tuple[str, dict, dict]] = []
+    seen: set[str] = set()
+    for i, source in enumerate(sources):
+        try:
+            identity = source_identity(str(source))
+        except OSError as exc:
+            identity = {"path": str(source), "error": str(exc)}
+        if identity["path"] in seen:
+            continue
+        seen.add(identity["path"])
+        entries.append((str(source), identity, dict(metadata[i]) if metadata else {}))
+
+    stems = Counter(_stem(source) for source, _, _ in entries)
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for source, identity, _ in entries:  # a name stays with the file that has it
+        stem = _stem(source)
+        if stem not in taken and _state_path(_read_state(out_dir, stem)) == identity["path"]:
+            names[identity["path"]] = stem
+            taken.add(stem)
+    for source, identity, _ in entries:
+        if identity["path"] in names:
+            continue
+        stem = _stem(source)
+        owner = _state_path(_read_state(out_dir, stem))
+        if stems[stem] == 1 and stem not in taken and owner in (None, identity["path"]):
+            name = stem
+        else:
+            name = f"{stem}-{hashlib.sha1(identity['path'].encode()).hexdigest()[:8]}"
+        names[identity["path"]] = name
+        taken.add(name)
+
+    key = settings.key()
+    todo: list[VideoJob] = []
+    resumed: list[VideoResult] = []
+    for source, identity, meta in entries:
+        name = names[identity["path"]]
+        record = _read_state(out_dir, name)
+        outputs = [out_dir / f"{name}.{fmt}" for fmt in settings.formats if fmt in VIDEO_WRITERS]
+        if (
+            record is not None
+            and record.get("key") == key
+            and record.get("source") == identity
+            and record.get("result", {}).get("status") == "done"
+            and all(p.is_file() for p in outputs)
+        ):
+            known = {f.name for f in fields(VideoResult)}
+            result = VideoResult(**{k: v for k, v in record["result"].items() if k in known})
+            result.resumed = True
+            resumed.append(result)
+            continue
+        todo.append(VideoJob(len(todo), source, name, identity, meta))
+    return todo, resumed
+
+
+@dataclass
+class _Open:
+    job: VideoJob
+    started: float
+    frames: dict[int, CaptionedFrame] = field(default_factory=dict)
+    expected: int | None = None
+    duration: float = 0.0
+
+
+class Committer:
+    """Collects captions per video and commits each video once all its frames are back."""
+
+    def __init__(
+        self,
+        settings: RunSettings,
+        jobs: Sequence[VideoJob],
+        run_writers: Sequence[RunWriter] = (),
+        on_done: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.key = settings.key()
+        self.jobs = {job.id: job for job in jobs}
+        self.run_writers = list(run_writers)
+        self.on_done = on_done  # called with each finished VideoResult (progress)
+        self.results: list[VideoResult] = []
+        self.new_frames = 0
+        self._open: dict[int, _Open] = {}
+        self._undurable: dict[int, VideoResult] = {}
+        (settings.out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
+
+    def _state(self, job_id: int) -> _Open | None:
+        if job_id not in self.jobs or any(r.name == self.jobs[job_id].name for r in self.results):
+            return None  # finished already (a duplicate from a retried task)
+        if job_id not in self._open:
+            self._open[job_id] = _Open(self.jobs[job_id], time.monotonic())
+        return self._open[job_id]
+
+    def frame(self, job_id: int, frame: CaptionedFrame) -> None:
+        state = self._state(job_id)
+        if state is None:
+            return
+        state.frames[frame.index] = frame
+        self._maybe_commit(state)
+
+    def end(self, job_id: int, sampled_frames: int, duration: float) -> None:
+        """The decoder sampled ``sampled_frames`` frames of this video, which ends at ``duration``."""
+        state = self._state(job_id)
+        if state is None:
+            return
+        state.expected = sampled_frames
+        state.duration = duration
+        self._maybe_commit(state)
+
+    def fail(self, job_id: int, error: str, warn: bool = True) -> None:
+        state = self._state(job_id)
+        if state is None:
+            return
+        del self._open[job_id]
+        if warn:
+            log.warning("failed: %s", error)
+        result = self._result(state, "failed", error)
+        self._record(result)
+        self._finish(result)
+
+    def fail_open(self, error: str) -> None:
+        """Fail every video begun but not finished (the backend went away)."""
+        for job_id in list(self._open):
+            self.fail(job_id, error, warn=False)  # the run's own error line says why
+
+    def _result(self, state: _Open, status: str, error: str | None = None) -> VideoResult:
+        return VideoResult(
+            video=state.job.source,
+            name=state.job.name,
+            status=status,
+            error=error,
+            frames=len(state.frames) if status == "done" else 0,
+            duration=round(state.duration, 6),
+            seconds=round(time.monotonic() - state.started, 3),
+            key=self.key,
+            model=self.settings.model,
+        )
+
+    def _maybe_commit(self, state: _Open) -> None:
+        if state.expected is None or len(state.frames) < state.expected:
+            return
+        del self._open[state.job.id]
+        frames = [state.frames[i] for i in sorted(state.frames)]
+        base = self.settings.out_dir / state.job.name
+        try:
+            write_video_outputs(
+                base, state.job.source, frames, state.duration, self.settings.formats
+            )
+        except OSError as exc:
+            result = self._result(state, "failed", f"cannot write outputs: {exc}")
+            self._record(result)
+            self._finish(result)
+            return
+        result = self._result(state, "done")
+        self.new_frames += result.frames
+        durable = [state.job.id]
+        self._undurable[state.job.id] = result
+        for writer in self.run_writers:
+            durable = writer.add(state.job, frames)
+        self._settle(durable if self.run_writers else [state.job.id])
+        self._finish(result)
+
+    def _settle(self, durable: Sequence[int]) -> None:
+        for job_id in durable:
+            result = self._undurable.pop(job_id, None)
+            if result is not None:
+                self._record(result)
+
+    def _record(self, result: VideoResult) -> None:
+        job = next(j for j in self.jobs.values() if j.name == result.name)
+        state = {"key": self.key, "source": job.identity, "result": asdict(result)}
+        if job.metadata:
+            state["metadata"] = job.metadata
+        write_json(self.settings.out_dir / STATE_DIR / f"{result.name}.json", state)
+
+    def _finish(self, result: VideoResult) -> None:
+        self.results.append(result)
+        if self.on_done is not None:
+            self.on_done(result)
+
+    def close(self, seconds: float, resumed: Sequence[VideoResult] = ()) -> list[VideoResult]:
+        """Make run-level outputs durable, write ``summary.json``; every result of the run."""
+        for writer in self.run_writers:
+            self._settle(writer.close())
+        results = list(resumed) + self.results
+        write_summary(self.settings.out_dir, results, self.new_frames, seconds)
+        return results
+
+
+def write_summary(
+    out_dir: Path, run: Sequence[VideoResult], new_frames: int, seconds: float
+) -> dict:
+    """``summary.json``: every video the folder holds a record of, and this run's totals."""
+    videos: list[dict] = []
+    for path in sorted((out_dir / STATE_DIR).glob("*.json")):
+        record = _read_state(out_dir, path.stem)
+        if record and isinstance(record.get("result"), dict):
+            entry = dict(record["result"])
+            entry["source"] = record.get("source", {})
+            entry.pop("resumed", None)
+            videos.append(entry)
+    done = [v for v in videos if v.get("status") == "done"]
+    data = {
+        "videos": videos,
+        "totals": {
+            "videos": len(videos),
+            "done": len(done),
+            "failed": len(videos) - len(done),
+            "frames": sum(v.get("frames", 0) for v in done),
+            "duration": round(sum(v.get("duration", 0.0) for v in done), 3),
+        },
+        "run": {
+            "videos": len(run),
+            "done": sum(r.status == "done" and not r.resumed for r in run),
+            "failed": sum(r.status == "failed" for r in run),
+            "resumed": sum(r.resumed for r in run),
+            "frames": new_frames,
+            "seconds": round(seconds, 3),
+            "frames_per_second": round(new_frames / seconds, 3) if seconds > 0 else 0.0,
+            "version": __version__,
+        },
+    }
+    write_json(out_dir / SUMMARY, data)
+    return data
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """``--out`` must be a folder (or not exist yet): one line, not a traceback."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir} is a file, not a folder")
