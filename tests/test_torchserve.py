@@ -391,7 +391,6 @@ def torchserve() -> Iterator[TorchServeInstance]:
                 "NUM_WORKERS": "2",
                 "BATCH_SIZE": "8",
                 "MAX_BATCH_DELAY_MS": "300",
-                "TOKEN_AUTH": "on",
                 "VIDCAP_MAX_CHUNK": "4",
                 "VIDCAP_MAX_FRAMES": str(MAX_FRAMES),
                 "VIDCAP_MAX_PIXELS": str(MAX_PIXELS),
@@ -512,6 +511,9 @@ def bad_calls(size: tuple[int, int]) -> list[Call]:
         Call(good, PNG, None, headers={"X-Vidcap-Max-New-Tokens": "100000"}),
         Call(*multipart([("frame0", good, PNG), ("max_new_tokens", b"ten", None)]), None),
         Call(good, PNG, None, headers={"X-Vidcap-Num-Beams": "0"}),
+        # 250 short words: under the 500-character limit, over the model's 128 tokens.
+        Call(good, PNG, None, headers={"X-Vidcap-Prompt": " ".join(["a"] * 250)}),
+        Call(*multipart([("frame0", good, PNG), ("prompt", b" ".join([b"a"] * 250), None)]), None),
     ]
 
 
@@ -520,7 +522,7 @@ def test_bad_requests_fail_alone_and_the_workers_stay_up(
     torchserve: TorchServeInstance, caption_calls: Callable[..., list[Call]], tiny_captioner
 ) -> None:
     workers_before = {w["pid"] for w in torchserve.describe()["workers"]}
-    goods = caption_calls([SINGLE, 2, SINGLE, 1], seed=20)
+    goods = caption_calls([SINGLE, 2, SINGLE, 1, SINGLE], seed=20)
     bads = bad_calls(tiny_captioner.input_size)
     calls = [call for pair in zip(goods * 2, bads, strict=True) for call in pair]
     assert_answered(calls, fire_together(torchserve, calls))
@@ -530,6 +532,93 @@ def test_bad_requests_fail_alone_and_the_workers_stay_up(
     workers = torchserve.describe()["workers"]
     assert {w["pid"] for w in workers} == workers_before
     assert all(w["status"] == "READY" for w in workers)
+
+
+def fake_store(root: Path) -> Path:
+    (root / "store" / "vidcap" / "MAR-INF").mkdir(parents=True)
+    (root / "store" / "vidcap" / "MAR-INF" / "MANIFEST.json").write_text("{}")
+    return root / "store"
+
+
+def test_start_names_a_taken_grpc_port(tmp_path: Path) -> None:
+    """A second TorchServe on the same host: start.sh says which port is taken."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = script_env(
+            {
+                "MODEL_STORE": str(fake_store(tmp_path)),
+                "TS_RUN_DIR": str(tmp_path / "run"),
+                "NUM_GPUS": "0",
+                "GRPC_INFERENCE_PORT": str(port),
+            }
+        )
+        result = run_script("start.sh", env, timeout=30)
+    assert result.returncode != 0
+    assert (
+        f"start.sh: port {port} on 127.0.0.1 (GRPC_INFERENCE_PORT) is not free: "
+        "Address already in use; another TorchServe may be running: set GRPC_INFERENCE_PORT"
+    ) in result.stdout
+    assert not (tmp_path / "run" / ".model_server.pid").exists()
+
+
+@pytest.mark.slow
+def test_token_auth_is_on_by_default_and_the_keys_are_private(
+    torchserve: TorchServeInstance,
+) -> None:
+    key_file = torchserve.run_dir / "key_file.json"
+    assert key_file.is_file() and torchserve.key("inference")
+    assert key_file.stat().st_mode & 0o077 == 0
+    assert torchserve.run_dir.stat().st_mode & 0o077 == 0
+    config = (torchserve.run_dir / "config.properties").read_text()
+    assert "disable_token_authorization=false" in config
+    assert "grpc_inference_address=127.0.0.1" in config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["other_store", "traversal"])
+def test_workflow_registration_is_refused_and_nothing_is_copied(
+    torchserve: TorchServeInstance, tmp_path: Path, target: str
+) -> None:
+    """Issue #10 items 1 and 2, against the real front end, with the management key."""
+    other = tmp_path / "other" / "model_store"
+    other.mkdir(parents=True)
+    (other / "x.war").write_bytes(b"PK\x05\x06" + b"\0" * 18)  # an empty zip
+    store = torchserve.root / "model_store"
+    if target == "other_store":
+        url = f"file://{other}/x.war"
+    else:
+        url = f"file://{store}/" + "../" * 8 + "etc/passwd"
+    before = {p: sorted(p.rglob("*")) for p in (store, other, torchserve.run_dir)}
+    answer = http(
+        "POST",
+        f"{torchserve.management_url}/workflows?url={url}",
+        b"",
+        torchserve.auth("management"),
+    )
+    assert 400 <= answer.status < 500, answer
+    listed = http(
+        "GET", f"{torchserve.management_url}/workflows", None, torchserve.auth("management")
+    )
+    assert listed.body == {"workflows": []}, listed
+    for path, files in before.items():
+        now = [p for p in sorted(path.rglob("*")) if not p.name.endswith((".log", ".out"))]
+        assert now == [p for p in files if not p.name.endswith((".log", ".out"))], path
+    assert not list(store.rglob("passwd")) and not list(torchserve.run_dir.rglob("passwd"))
+    assert list((torchserve.run_dir / "workflow_store").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_the_input_size_is_told_by_header_and_info_request(torchserve: TorchServeInstance) -> None:
+    info = torchserve.predict(b"", PNG, {"X-Vidcap-Info": "1"})
+    assert info.status == 200 and info.body["input_size"] == [64, 64], info
+    assert info.body["model"] == "tiny" and info.body["token_limit"] == 128
+    image = encode_image(np.zeros((64, 64, 3), dtype=np.uint8), "png")
+    answered = torchserve.predict(image, PNG)
+    assert answered.status == 200 and answered.headers["X-Vidcap-Input-Size"] == "64x64"
 
 
 @pytest.mark.slow

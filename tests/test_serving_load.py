@@ -1,0 +1,210 @@
+"""A bounded load test of both servers (loopback, tiny model, a few seconds each).
+
+Good traffic goes through ``RemoteBackend`` (pre-batches, several in flight, the
+client's own retries); bad traffic is fired raw at the same time. Every good frame
+must come back with the embedded captioner's caption, every bad request with a 4xx
+JSON error, nothing with a 5xx, and the server must answer its health check
+throughout. On TorchServe one of the two workers is killed mid-run: that must cost no
+frame. ``bench/serving.py --load`` runs the same for longer.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest_servers import FlaskServer, get_json, make_frames
+from torchserve_fixture import TorchServeInstance, http, multipart
+
+from vidcap.client import ClientOptions, RemoteBackend
+from vidcap.settings import GenerationSettings
+from vidcap.wire import encode_image, frame_part_name
+
+SIZE = (64, 64)
+PNG = "image/png"
+SECONDS = 4.0
+GOOD_CLIENTS = 3
+BAD_CLIENTS = 3
+LONG_PROMPT = " ".join(["a"] * 250)  # under 500 characters, over 128 tokens
+
+
+@dataclass
+class Tally:
+    good_frames: int = 0
+    bad_requests: int = 0
+    health_checks: int = 0
+    failures: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail(self, message: str) -> None:
+        with self.lock:
+            self.failures.append(message)
+
+
+def bad_bodies() -> list[tuple[bytes, str, dict[str, str]]]:
+    good = encode_image(make_frames(1, SIZE, seed=7)[0], "png")
+    return [
+        (good, PNG, {"X-Vidcap-Prompt": LONG_PROMPT}),
+        (b"not an image", PNG, {}),
+        (b"", PNG, {}),
+        (*multipart([(frame_part_name(i), good, PNG) for i in range(9)]), {}),
+        (good, PNG, {"X-Vidcap-Max-New-Tokens": "0"}),
+    ]
+
+
+def run_load(
+    url: str,
+    post: Callable[[bytes, str, dict[str, str]], tuple[int, object]],
+    healthy: Callable[[], bool],
+    expected: dict[bytes, str],
+    frames: list[np.ndarray],
+    token: str | None = None,
+    during: Callable[[], None] | None = None,
+) -> Tally:
+    tally = Tally()
+    stop = time.monotonic() + SECONDS
+    bads = bad_bodies()
+    options = ClientOptions(
+        wire_format="png", prebatch=2, inflight=2, retries=20, backoff=0.1, token=token
+    )
+
+    def good_client(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        with RemoteBackend([url], SIZE, options) as backend:
+            while time.monotonic() < stop:
+                batch = [frames[i] for i in rng.integers(0, len(frames), 6)]
+                got = list(backend.caption_stream(batch, GenerationSettings()))
+                want = [expected[f.tobytes()] for f in batch]
+                if got != want:
+                    tally.fail(f"wrong captions: {got} != {want}")
+                with tally.lock:
+                    tally.good_frames += len(batch)
+
+    def bad_client(seed: int) -> None:
+        index = seed
+        while time.monotonic() < stop:
+            body, content_type, headers = bads[index % len(bads)]
+            index += 1
+            for _ in range(10):  # 507 "Worker died.": retried, as every vidcap client does
+                status, answer = post(body, content_type, headers)
+                if status != 507:
+                    break
+            if not (400 <= status < 500 and isinstance(answer, dict) and set(answer) == {"error"}):
+                tally.fail(f"bad request {index % len(bads)} answered {status}: {answer!r:.200}")
+            with tally.lock:
+                tally.bad_requests += 1
+
+    def health() -> None:
+        while time.monotonic() < stop:
+            if not healthy():
+                tally.fail("health check failed")
+            tally.health_checks += 1
+            time.sleep(0.25)
+
+    with ThreadPoolExecutor(GOOD_CLIENTS + BAD_CLIENTS + 2) as pool:
+        jobs = [pool.submit(good_client, seed) for seed in range(GOOD_CLIENTS)]
+        jobs += [pool.submit(bad_client, seed) for seed in range(BAD_CLIENTS)]
+        jobs.append(pool.submit(health))
+        if during is not None:
+            jobs.append(pool.submit(during))
+        for job in jobs:
+            job.result(timeout=SECONDS + 120)
+    return tally
+
+
+@pytest.fixture(scope="module")
+def load_frames(tiny_captioner) -> tuple[list[np.ndarray], dict[bytes, str]]:
+    frames = make_frames(12, SIZE, seed=21)
+    captions = tiny_captioner.caption(frames, GenerationSettings())
+    return frames, {f.tobytes(): c for f, c in zip(frames, captions, strict=True)}
+
+
+def check(tally: Tally) -> None:
+    assert tally.failures == [], tally.failures[:5]
+    assert tally.good_frames >= 12 and tally.bad_requests >= 10 and tally.health_checks >= 4
+
+
+@pytest.mark.slow
+def test_flask_under_mixed_load(tmp_path: Path, load_frames) -> None:
+    from conftest_servers import post
+
+    frames, expected = load_frames
+    server = FlaskServer(tmp_path / "flask.log", env={"VIDCAP_MAX_FRAMES": "8"}).start()
+    try:
+
+        def send(body: bytes, content_type: str, headers: dict[str, str]) -> tuple[int, object]:
+            status, answer, _ = post(server.url, body, content_type, headers)
+            return status, answer
+
+        def healthy() -> bool:
+            return get_json(f"{server.base}/health")[0] == 200
+
+        check(run_load(server.url, send, healthy, expected, frames))
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def torchserve_two_workers() -> Iterator[TorchServeInstance]:
+    with tempfile.TemporaryDirectory(prefix="vidcap-load-") as root:
+        instance = TorchServeInstance.launch(
+            Path(root),
+            {
+                "VIDCAP_MODEL": "tiny",
+                "NUM_GPUS": "0",
+                "NUM_WORKERS": "2",
+                "BATCH_SIZE": "8",
+                "MAX_BATCH_DELAY_MS": "20",
+                "VIDCAP_MAX_FRAMES": "8",
+            },
+        )
+        try:
+            yield instance
+        finally:
+            instance.stop()
+
+
+@pytest.mark.slow
+def test_torchserve_under_mixed_load_with_a_worker_killed(
+    torchserve_two_workers: TorchServeInstance, load_frames
+) -> None:
+    import psutil
+
+    server = torchserve_two_workers
+    frames, expected = load_frames
+    auth = server.auth("inference")
+    killed: list[int] = []
+
+    def send(body: bytes, content_type: str, headers: dict[str, str]) -> tuple[int, object]:
+        answer = http(
+            "POST", server.predictions_url, body, {**auth, "Content-Type": content_type, **headers}
+        )
+        return answer.status, answer.body
+
+    def healthy() -> bool:
+        return http("GET", f"{server.inference_url}/ping", None, auth).status == 200
+
+    def kill_one_worker() -> None:
+        time.sleep(SECONDS / 3)
+        pid = server.describe()["workers"][0]["pid"]
+        psutil.Process(pid).kill()
+        killed.append(pid)
+
+    tally = run_load(
+        server.predictions_url,
+        send,
+        healthy,
+        expected,
+        frames,
+        token=server.key("inference"),
+        during=kill_one_worker,
+    )
+    check(tally)
+    assert killed
