@@ -39,7 +39,7 @@ def test_shards_rows_metadata_and_resume(tmp_path: Path) -> None:
     jobs, resumed = plan(sources, settings, metadata)
     assert (len(jobs), resumed) == (3, [])
 
-    committer = Committer(settings, jobs, run_writers_for(settings, jobs, shard_rows=4))
+    committer = Committer(settings, jobs, run_writers_for(settings, metadata, shard_rows=4))
     _feed(committer, 0, 3)
     assert not (out / SHARD_DIR).exists()  # 3 rows < 4: buffered, not yet durable
     assert not (out / STATE_DIR / "v0.json").exists()
@@ -77,7 +77,7 @@ def test_unfinished_shard_leaves_nothing_and_is_redone(tmp_path: Path) -> None:
     settings = RunSettings(out_dir=out, formats=("jsonl", "parquet"))
     sources = _sources(tmp_path, 2)
     jobs, _ = plan(sources, settings)
-    committer = Committer(settings, jobs, run_writers_for(settings, jobs, shard_rows=3))
+    committer = Committer(settings, jobs, run_writers_for(settings, shard_rows=3))
     _feed(committer, 0, 3)  # a shard
     _feed(committer, 1, 2)  # buffered; the run "dies" before close
     assert (out / "v1.jsonl").exists()  # per-video file written, but no record
@@ -87,7 +87,7 @@ def test_unfinished_shard_leaves_nothing_and_is_redone(tmp_path: Path) -> None:
     todo, resumed = plan(sources, settings)
     assert [j.source for j in todo] == [sources[1]]
     assert [r.video for r in resumed] == [sources[0]]
-    committer = Committer(settings, todo, run_writers_for(settings, todo))
+    committer = Committer(settings, todo, run_writers_for(settings))
     _feed(committer, 0, 2)
     committer.close(1.0)
     rows = pq.read_table(out / SHARD_DIR).to_pylist()

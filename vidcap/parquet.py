@@ -15,6 +15,7 @@ unique by (``video``, ``frame``, ``key``).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import secrets
@@ -44,15 +45,15 @@ def _pyarrow():
     return pa, pq
 
 
-def metadata_schema(jobs: Sequence[VideoJob]):  # -> pyarrow.Schema
-    """One schema for the metadata of every video of the run, so every shard agrees."""
+def metadata_schema(metadata: Sequence[dict[str, Any]]):  # -> pyarrow.Schema
+    """One schema for the metadata of every input of the run, so every shard agrees."""
     pa, _ = _pyarrow()
     names: dict[str, None] = {}
-    for job in jobs:
-        names.update(dict.fromkeys(job.metadata))
+    for meta in metadata:
+        names.update(dict.fromkeys(meta))
     fields = []
     for name in names:
-        values = [job.metadata.get(name) for job in jobs]
+        values = [meta.get(name) for meta in metadata]
         try:
             kind = pa.array(values).type
         except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -68,7 +69,7 @@ class ParquetShardWriter:
         self,
         out_dir: Path,
         key: str,
-        jobs: Sequence[VideoJob] = (),
+        metadata: Sequence[dict[str, Any]] = (),
         shard_rows: int = DEFAULT_SHARD_ROWS,
     ) -> None:
         if shard_rows < 1:
@@ -77,7 +78,7 @@ class ParquetShardWriter:
         self.folder = out_dir / SHARD_DIR
         self.key = key
         self.shard_rows = shard_rows
-        self.meta_schema = metadata_schema(jobs)
+        self.meta_schema = metadata_schema(metadata)
         pa = self.pa
         self.schema = pa.schema(
             [
@@ -135,10 +136,25 @@ class ParquetShardWriter:
         return durable
 
 
+def add_parquet_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--shard-rows",
+        type=int,
+        default=DEFAULT_SHARD_ROWS,
+        metavar="N",
+        help=f"--format parquet: rows (frames) per shard (default {DEFAULT_SHARD_ROWS})",
+    )
+
+
 def run_writers_for(
-    settings: RunSettings, jobs: Sequence[VideoJob] = (), shard_rows: int = DEFAULT_SHARD_ROWS
+    settings: RunSettings,
+    metadata: Sequence[dict[str, Any]] = (),
+    shard_rows: int = DEFAULT_SHARD_ROWS,
 ) -> list[RunWriter]:
-    """The writers across videos that ``settings.formats`` asks for (none, or Parquet)."""
+    """The writers across videos that ``settings.formats`` asks for (none, or Parquet).
+
+    ``metadata``: every input's metadata (``InputVideo.metadata``), for the shards' schema.
+    """
     if FORMAT not in settings.formats:
         return []
-    return [ParquetShardWriter(settings.out_dir, settings.key(), jobs, shard_rows)]
+    return [ParquetShardWriter(settings.out_dir, settings.key(), metadata, shard_rows)]

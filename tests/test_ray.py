@@ -1,0 +1,267 @@
+"""The Ray Data pipeline on a real local Ray cluster (CPU, tiny model).
+
+One cluster serves the in-process tests of this module; the CLI test starts (and must
+leave behind no process of) its own.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import ray  # the optional extra: `make test` installs it
+from test_inputs import http_root  # noqa: F401 - the real HTTP server fixture
+
+from vidcap.cli import build_parser
+from vidcap.commit import Committer, RunSettings, VideoResult, plan
+from vidcap.errors import UsageError, VideoError
+from vidcap.frames import resize_for_model
+from vidcap.inputs import InputVideo, expand_inputs, local_copy
+from vidcap.outputs import CaptionedFrame, read_jsonl
+from vidcap.parquet import SHARD_DIR, run_writers_for
+from vidcap.ray import RaySettings, caption_dataset, ray_settings_from_args
+from vidcap.settings import ModelSettings, SamplingSettings
+from vidcap.video import VideoReader
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "sample_videos"
+TINY = ModelSettings(model="tiny", device="cpu", batch_size=8)
+MARKER = "VIDCAP_RAY_TEST_MARKER"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """One local Ray cluster for the module; its processes carry a marker in their env."""
+    marker = uuid.uuid4().hex
+    os.environ[MARKER] = marker
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    finally:
+        del os.environ[MARKER]
+    try:
+        yield marker
+    finally:
+        ray.shutdown()
+
+
+def embedded_run(
+    inputs: Sequence[InputVideo],
+    out: Path,
+    captioner,
+    formats: Sequence[str],
+    sampling: SamplingSettings | None = None,
+) -> list[VideoResult]:
+    """The embedded stages in one process: local copy → VideoReader → resize → Captioner →
+    Committer (what the engine's decoders and embedded backend do, one video at a time)."""
+    settings = RunSettings(
+        out_dir=out, formats=tuple(formats), sampling=sampling or SamplingSettings(), model="tiny"
+    )
+    metadata = [v.metadata for v in inputs]
+    jobs, resumed = plan([v.source for v in inputs], settings, metadata)
+    committer = Committer(settings, jobs, run_writers_for(settings, metadata))
+    for job in jobs:
+        try:
+            with local_copy(job.source) as path, VideoReader(path) as reader:
+                frames = list(reader.frames(settings.sampling))
+        except (VideoError, OSError) as exc:
+            committer.fail(job.id, str(exc))
+            continue
+        images = [resize_for_model(f.rgb, captioner.input_size) for f in frames]
+        for frame, caption in zip(frames, captioner.caption(images), strict=True):
+            committer.frame(job.id, CaptionedFrame(frame.index, frame.pts_seconds, caption))
+        committer.end(job.id, reader.stats.sampled_frames, reader.stats.duration)
+    return committer.close(0.0, resumed)
+
+
+def _videos(summary: Path) -> dict[str, dict]:
+    """summary.json's per-video entries, without what differs between runs (timings)."""
+    entries = json.loads(summary.read_text())["videos"]
+    return {e["name"]: {k: v for k, v in e.items() if k != "seconds"} for e in entries}
+
+
+def _marked_processes(marker: str) -> list[tuple[int, str]]:
+    """Processes whose environment carries ``marker``: (pid, command line)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if f"{MARKER}={marker}".encode() in environ:
+            found.append((int(proc.name), cmdline))
+    return found
+
+
+@pytest.fixture(scope="module")
+def dataset_inputs(generated_videos, tmp_path_factory) -> Path:
+    """A CSV list file (relative paths, metadata columns, one broken entry)."""
+    folder = tmp_path_factory.mktemp("dataset")
+    for name in ("h264-mp4", "vfr-mp4", "mpeg4-avi"):
+        path, spec = generated_videos[name]
+        shutil.copy(path, folder / path.name)
+    (folder / "broken.mp4").write_bytes(b"\x00\x01 not a video" * 50)
+    with open(folder / "list.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "clip_id", "split"])
+        writer.writerows(
+            [
+                ["h264-mp4.mp4", 1, "train"],
+                ["vfr-mp4.mp4", 2, "train"],
+                ["mpeg4-avi.avi", 3, "test"],
+                ["broken.mp4", 4, "test"],
+            ]
+        )
+    return folder / "list.csv"
+
+
+@pytest.mark.slow
+def test_ray_run_equals_embedded_per_frame(
+    cluster: str,
+    tiny_captioner,
+    dataset_inputs: Path,
+    http_root: tuple[Path, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    root, base = http_root
+    shutil.copy(SAMPLES / "subject.mp4", root / "subject.mp4")
+    items = [str(dataset_inputs), f"file://{SAMPLES / 'shapes.mp4'}", f"{base}/subject.mp4"]
+    formats = ("jsonl", "srt", "vtt", "parquet")
+
+    expected = embedded_run(expand_inputs(items), tmp_path / "embedded", tiny_captioner, formats)
+    results = caption_dataset(
+        items, tmp_path / "ray", model=TINY, formats=formats, shard_rows=40, quiet=True
+    )
+
+    assert sorted((r.name, r.status, r.frames) for r in results) == sorted(
+        (r.name, r.status, r.frames) for r in expected
+    )
+    [failed] = [r for r in results if r.status == "failed"]
+    assert failed.name == "broken" and "broken.mp4" in (failed.error or "")
+    for result in expected:
+        if result.status != "done":
+            continue
+        for fmt in ("jsonl", "srt", "vtt"):
+            ours = (tmp_path / "ray" / f"{result.name}.{fmt}").read_text()
+            assert ours == (tmp_path / "embedded" / f"{result.name}.{fmt}").read_text()
+    assert _videos(tmp_path / "ray" / "summary.json") == _videos(
+        tmp_path / "embedded" / "summary.json"
+    )
+
+    # Parquet: one row per frame, metadata columns carried, read back with pyarrow.
+    shards = sorted((tmp_path / "ray" / SHARD_DIR).glob("*.parquet"))
+    assert len(shards) > 1
+    rows = pq.read_table(tmp_path / "ray" / SHARD_DIR).to_pylist()
+    key = RunSettings(out_dir=tmp_path, formats=formats, model="tiny").key()
+    by_video: dict[str, list[dict]] = {}
+    for row in rows:
+        by_video.setdefault(row["video"], []).append(row)
+        assert row["key"] == key
+    jsonl = {
+        r.video: read_jsonl(tmp_path / "embedded" / f"{r.name}.jsonl")
+        for r in expected
+        if r.status == "done"
+    }
+    assert set(by_video) == set(jsonl)
+    for video, frames in by_video.items():
+        frames.sort(key=lambda row: row["frame"])
+        assert [(f["frame"], f["time"], f["caption"]) for f in frames] == [
+            (f["frame"], f["time"], f["caption"]) for f in jsonl[video]
+        ]
+    h264 = by_video[str(dataset_inputs.parent / "h264-mp4.mp4")][0]
+    assert (h264["clip_id"], h264["split"]) == ("1", "train")
+    assert by_video[str(SAMPLES / "shapes.mp4")][0]["clip_id"] is None
+
+    # A rerun skips what is done without starting Ray; the broken video is tried again.
+    again = caption_dataset(items, tmp_path / "ray", model=TINY, formats=formats, quiet=True)
+    assert sum(r.resumed for r in again) == len(expected) - 1
+
+
+def _kill_caption_actor(marker: str) -> int:
+    for pid, cmdline in _marked_processes(marker):
+        if cmdline.startswith("ray::MapWorker(MapBatches(CaptionActor))"):
+            os.kill(pid, signal.SIGKILL)
+            return pid
+    raise AssertionError("no Captioner actor process found")
+
+
+@pytest.mark.slow
+def test_killed_actor_loses_and_duplicates_nothing(
+    cluster: str, tiny_captioner, generated_videos, tmp_path: Path
+) -> None:
+    videos = [InputVideo(str(path)) for path, _ in generated_videos.values()]
+    sampling = SamplingSettings(every_n=1)  # every frame: enough work to kill in the middle
+    formats = ("jsonl", "parquet")
+    expected = embedded_run(videos, tmp_path / "embedded", tiny_captioner, formats, sampling)
+    killed: list[tuple[int, int]] = []
+
+    def on_done(result: VideoResult) -> None:
+        if not killed:
+            killed.append((_kill_caption_actor(cluster), len(done)))
+        done.append(result)
+
+    done: list[VideoResult] = []
+    results = caption_dataset(
+        videos,
+        tmp_path / "ray",
+        model=TINY,
+        sampling=sampling,
+        formats=formats,
+        quiet=True,
+        on_done=on_done,
+        ray_settings=RaySettings(frames_per_block=8),
+    )
+    assert killed and killed[0][1] < len(videos) - 1  # the kill came with videos left to do
+    assert [r.status for r in results] == ["done"] * len(videos)
+    for result in expected:
+        ours = read_jsonl(tmp_path / "ray" / f"{result.name}.jsonl")
+        assert ours == read_jsonl(tmp_path / "embedded" / f"{result.name}.jsonl")
+    rows = pq.read_table(tmp_path / "ray" / SHARD_DIR).to_pylist()
+    pairs = [(row["video"], row["frame"]) for row in rows]
+    assert len(pairs) == len(set(pairs)) == sum(r.frames for r in expected)
+
+
+def test_ray_settings_validation() -> None:
+    with pytest.raises(UsageError, match=r"--ray-actors must be >= 1, got 0"):
+        RaySettings(actors=0)
+    with pytest.raises(UsageError, match=r"--ray-decode-tasks must be >= 1, got 0"):
+        RaySettings(decode_tasks=0)
+    with pytest.raises(UsageError, match=r"--ray-gpus-per-actor must be >= 0, got -1"):
+        RaySettings(gpus_per_actor=-1)
+    parser = build_parser()
+    args = parser.parse_args(["caption", "--ray", "a.mp4", "b.mp4", "--out", "o"])
+    with pytest.raises(UsageError, match=r"--ray took 'a\.mp4' as its ADDRESS; put --ray after"):
+        ray_settings_from_args(args)
+    args = parser.parse_args(["caption", "b.mp4", "--out", "o", "--ray", "10.0.0.1:6379"])
+    assert ray_settings_from_args(args).address == "10.0.0.1:6379"
+    args = parser.parse_args(["caption", "b.mp4", "--out", "o", "--ray"])
+    assert ray_settings_from_args(args).address is None
+
+
+@pytest.mark.slow
+def test_cli_local_cluster_leaves_no_process(tmp_path: Path) -> None:
+    """``vidcap caption --ray``: a local cluster of its own, gone when the command ends."""
+    marker = uuid.uuid4().hex
+    env = {**os.environ, MARKER: marker, "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "vidcap", "caption", str(SAMPLES / "shapes.mp4")]
+    command += ["--out", str(tmp_path / "out"), "--model", "tiny", "--device", "cpu", "--ray"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(read_jsonl(tmp_path / "out" / "shapes.jsonl")) == 30
+    deadline = time.monotonic() + 20
+    while _marked_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _marked_processes(marker) == []

@@ -1,0 +1,470 @@
+"""Past one machine: the same stages as a Ray Data pipeline (``vidcap caption --ray``).
+
+::
+
+    jobs (plan: dedup, names, resume)        on the driver
+      │  from_items: one block per video
+      ▼
+    decode tasks (CPUs)                      VideoReader + resize_for_model, as embedded;
+      │  rows: one per sampled frame,        one "end" row per video (sampled frames,
+      │  then one "end" or "error" row       duration) or one "error" row
+      ▼
+    Captioner actor pool (GPUs)              one Captioner per actor, batches across videos
+      │  rows without pixels
+      ▼
+    Committer                                on the driver: per-video files, Parquet shards,
+                                             resume records, summary.json — as embedded
+
+Nothing is lost or doubled when a worker dies: Ray retries the decode task or restarts the
+actor and retries its batch, and the ``Committer`` keeps one caption per frame index. A
+decode task that keeps dying (after ``decode_retries``) fails its video alone, as does a
+batch the model keeps failing on; such videos are listed in ``summary.json`` and redone by
+a rerun.
+
+Ray is an optional dependency (``pip install 'vidcap[ray]'``), imported only here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vidcap.commit import Committer, RunSettings, VideoJob, VideoResult, check_out_dir, plan
+from vidcap.errors import UsageError, VidcapError
+from vidcap.frames import resize_for_model
+from vidcap.inputs import LIST_SUFFIXES, InputVideo, expand_inputs, local_copy
+from vidcap.outputs import CaptionedFrame
+from vidcap.parquet import DEFAULT_SHARD_ROWS, run_writers_for
+from vidcap.settings import GenerationSettings, ModelSettings, SamplingSettings
+from vidcap.video import VIDEO_EXTENSIONS
+
+log = logging.getLogger(__name__)
+
+FRAME, END, ERROR = "frame", "end", "error"  # the kinds of row the decode stage emits
+# Frames per actor call when ``--batch-size`` is auto; the Captioner then splits a call into
+# the batches its device fits.
+CPU_BATCH_SIZE = 8
+GPU_BATCH_SIZE = 256
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """Where the pipeline runs and how wide each stage is; ``None`` picks from the cluster.
+
+    ``address``: ``None`` starts a local cluster, else joins one (``auto``, ``HOST:PORT``,
+    ``ray://HOST:10001``). ``gpus_per_actor``: 1 when the cluster has GPUs, else 0.
+    ``actors``: Captioner actors, default one per GPU (``GPUs // gpus_per_actor``), 1 on
+    CPUs. ``decode_tasks``: decode tasks at once, default Ray's choice (one per free CPU).
+    ``frames_per_block``: sampled frames per block out of a decode task.
+    """
+
+    address: str | None = None
+    gpus_per_actor: float | None = None
+    actors: int | None = None
+    decode_tasks: int | None = None
+    frames_per_block: int = 32
+    decode_retries: int = 3
+
+    def __post_init__(self) -> None:
+        if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
+            raise UsageError(f"--ray-gpus-per-actor must be >= 0, got {self.gpus_per_actor}")
+        if self.actors is not None and self.actors < 1:
+            raise UsageError(f"--ray-actors must be >= 1, got {self.actors}")
+        if self.decode_tasks is not None and self.decode_tasks < 1:
+            raise UsageError(f"--ray-decode-tasks must be >= 1, got {self.decode_tasks}")
+        if self.frames_per_block < 1:
+            raise UsageError(f"frames_per_block must be >= 1, got {self.frames_per_block}")
+
+
+# ---- decode stage (Ray tasks on CPUs) ---------------------------------------------------
+
+
+def _rows(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Rows → one numpy batch (every column always present, so blocks share a schema)."""
+    return {
+        "job": np.array([r["job"] for r in rows], dtype=np.int64),
+        "kind": np.array([r["kind"] for r in rows], dtype=object),
+        "frame": np.array([r.get("frame", -1) for r in rows], dtype=np.int64),
+        "time": np.array([r.get("time", 0.0) for r in rows], dtype=np.float64),
+        "pixels": np.array([r.get("pixels", b"") for r in rows], dtype=object),
+        "height": np.array([r.get("height", 0) for r in rows], dtype=np.int32),
+        "width": np.array([r.get("width", 0) for r in rows], dtype=np.int32),
+        "sampled": np.array([r.get("sampled", 0) for r in rows], dtype=np.int64),
+        "duration": np.array([r.get("duration", 0.0) for r in rows], dtype=np.float64),
+        "error": np.array([r.get("error", "") for r in rows], dtype=object),
+    }
+
+
+def decode_video(
+    job: int,
+    source: str,
+    sampling: SamplingSettings,
+    size: tuple[int, int],
+    frames_per_block: int,
+) -> Iterator[dict[str, np.ndarray]]:
+    """One video's sampled frames, resized for the model, in blocks; then its end row."""
+    from vidcap.video import VideoReader
+
+    rows: list[dict[str, Any]] = []
+    try:
+        with local_copy(source) as path, VideoReader(path) as reader:
+            for frame in reader.frames(sampling):
+                rgb = resize_for_model(frame.rgb, size)
+                rows.append(
+                    {
+                        "job": job,
+                        "kind": FRAME,
+                        "frame": frame.index,
+                        "time": frame.pts_seconds,
+                        "pixels": rgb.tobytes(),
+                        "height": rgb.shape[0],
+                        "width": rgb.shape[1],
+                    }
+                )
+                if len(rows) >= frames_per_block:
+                    yield _rows(rows)
+                    rows = []
+            stats = reader.stats
+    except VidcapError as exc:
+        yield _rows([{"job": job, "kind": ERROR, "error": str(exc)}])
+        return
+    except Exception as exc:  # noqa: BLE001 - a failure of one video is data, not a crash
+        yield _rows([{"job": job, "kind": ERROR, "error": f"{source}: {exc}"}])
+        return
+    rows.append(
+        {"job": job, "kind": END, "sampled": stats.sampled_frames, "duration": stats.duration}
+    )
+    yield _rows(rows)
+
+
+def _decode_batch(
+    batch: dict[str, np.ndarray],
+    sampling: SamplingSettings,
+    size: tuple[int, int],
+    frames_per_block: int,
+) -> Iterator[dict[str, np.ndarray]]:
+    for job, source in zip(batch["job"], batch["source"], strict=True):
+        yield from decode_video(int(job), str(source), sampling, size, frames_per_block)
+
+
+# ---- model stage (Ray actors, one Captioner each) ---------------------------------------
+
+
+class CaptionActor:
+    """Holds one ``Captioner``; captions the frame rows of a batch, passes the others on."""
+
+    def __init__(self, model: ModelSettings, generation: GenerationSettings) -> None:
+        from vidcap.model import Captioner
+
+        self.captioner = Captioner.load(model)
+        self.generation = generation
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        kinds = batch["kind"]
+        frames = [i for i, kind in enumerate(kinds) if kind == FRAME]
+        images = [
+            np.frombuffer(batch["pixels"][i], dtype=np.uint8).reshape(
+                int(batch["height"][i]), int(batch["width"][i]), 3
+            )
+            for i in frames
+        ]
+        captions = np.full(len(kinds), "", dtype=object)
+        if images:
+            captions[frames] = self.captioner.caption(images, self.generation)
+        out = {k: batch[k] for k in ("job", "kind", "frame", "time", "sampled", "duration")}
+        out["error"] = batch["error"]
+        out["caption"] = captions
+        return out
+
+
+# ---- the driver ---------------------------------------------------------------------------
+
+
+@contextmanager
+def ray_cluster(address: str | None) -> Iterator[None]:
+    """Connected to Ray for the block: a new local cluster (``None``) or ``address``.
+
+    A local cluster started here is shut down on exit, its processes with it. When this
+    process is already connected (e.g. a notebook called ``ray.init``), that connection is
+    used and left as it was.
+    """
+    try:
+        import ray
+    except ImportError as exc:
+        raise UsageError("--ray needs Ray: pip install 'vidcap[ray]'") from exc
+    if ray.is_initialized():
+        yield
+        return
+    try:
+        if address is None:
+            log.info("starting a local Ray cluster")
+            ray.init(include_dashboard=False, logging_level=logging.WARNING)
+        else:
+            log.info("joining the Ray cluster at %s", address)
+            ray.init(address=address, logging_level=logging.WARNING)
+    except ConnectionError as exc:
+        raise UsageError(f"cannot join the Ray cluster at {address}: {exc}") from exc
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _actor_batch_size(model: ModelSettings, gpus: float) -> int:
+    size = getattr(model, "batch_size", None)
+    if isinstance(size, int) and size > 0:
+        return size
+    return GPU_BATCH_SIZE if gpus > 0 else CPU_BATCH_SIZE
+
+
+def build_pipeline(
+    jobs: Sequence[VideoJob],
+    model: ModelSettings,
+    sampling: SamplingSettings,
+    generation: GenerationSettings,
+    settings: RaySettings,
+    quiet: bool = False,
+):  # -> ray.data.Dataset
+    """decode tasks → Captioner actors, over the jobs of a run (Ray must be connected)."""
+    import ray
+    import ray.data
+
+    from vidcap.model import model_input_size
+
+    cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
+    gpus = settings.gpus_per_actor
+    if gpus is None:
+        gpus = 1.0 if cluster_gpus >= 1 else 0.0
+    actors = settings.actors
+    if actors is None:
+        actors = max(1, int(cluster_gpus // gpus)) if gpus > 0 else 1
+    # Ray gives each actor its GPU(s) as CUDA_VISIBLE_DEVICES: the actor's device is "cuda".
+    device = "cuda" if gpus > 0 else "cpu"
+    log.info(
+        "Ray pipeline: %d videos, %d Captioner actor(s) with %g GPU each, decode tasks %s",
+        len(jobs),
+        actors,
+        gpus,
+        settings.decode_tasks or "as CPUs allow",
+    )
+    items = [{"job": job.id, "source": job.source} for job in jobs]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    with warnings.catch_warnings():
+        # Ray 2.60 names no parameter for task retries yet and warns about the generic one.
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        ds = ds.map_batches(
+            _decode_batch,
+            batch_size=1,
+            batch_format="numpy",
+            fn_kwargs={
+                "sampling": sampling,
+                "size": model_input_size(model.model),
+                "frames_per_block": settings.frames_per_block,
+            },
+            num_cpus=1,
+            compute=ray.data.TaskPoolStrategy(size=settings.decode_tasks),
+            # Finite retries: a video that kills its decoder every time must not stall the run.
+            max_retries=settings.decode_retries,
+        )
+    ds = ds.map_batches(
+        CaptionActor,
+        batch_size=_actor_batch_size(model, gpus),
+        batch_format="numpy",
+        fn_constructor_kwargs={
+            "model": replace(model, device=device),
+            "generation": generation,
+        },
+        num_cpus=1,
+        num_gpus=gpus or None,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+    )
+    # A block that fails past its retries fails its videos (listed, redone by a rerun),
+    # not the run.
+    ds.context.max_errored_blocks = len(items)
+    ds.context.enable_progress_bars = not quiet
+    return ds
+
+
+def feed(committer: Committer, batches: Iterator[dict[str, np.ndarray]]) -> None:
+    """The pipeline's output rows → the Committer (any order, duplicates welcome)."""
+    for batch in batches:
+        for i, job in enumerate(batch["job"]):
+            kind = batch["kind"][i]
+            if kind == FRAME:
+                frame = CaptionedFrame(
+                    int(batch["frame"][i]), float(batch["time"][i]), str(batch["caption"][i])
+                )
+                committer.frame(int(job), frame)
+            elif kind == END:
+                committer.end(int(job), int(batch["sampled"][i]), float(batch["duration"][i]))
+            else:
+                committer.fail(int(job), str(batch["error"][i]))
+
+
+def _vidcap_cause(exc: BaseException) -> VidcapError | None:
+    """The user-facing error inside a Ray error (e.g. a model that cannot load), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, VidcapError):
+            return current
+        current = getattr(current, "cause", None) or current.__cause__
+    return None
+
+
+def caption_dataset(
+    inputs: Sequence[str | os.PathLike | InputVideo],
+    out: str | os.PathLike,
+    *,
+    model: ModelSettings | None = None,
+    sampling: SamplingSettings | None = None,
+    generation: GenerationSettings | None = None,
+    formats: Sequence[str] = ("jsonl", "srt", "vtt"),
+    ray_settings: RaySettings | None = None,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    quiet: bool = False,
+    on_done: Callable[[VideoResult], None] | None = None,
+) -> list[VideoResult]:
+    """Caption videos on a Ray cluster into ``out``: the same outputs as an embedded run.
+
+    ``inputs``: paths, folders, list files, URLs (expanded as the CLI does) or
+    ``InputVideo``\\ s. Returns every video's result (resumed ones included); failed videos
+    are results, not exceptions.
+    """
+    model = model or ModelSettings()
+    ray_settings = ray_settings or RaySettings()
+    strings = [str(i) for i in inputs if not isinstance(i, InputVideo)]
+    videos = [i for i in inputs if isinstance(i, InputVideo)]
+    if strings:
+        videos += expand_inputs(strings)
+    out_dir = Path(out)
+    check_out_dir(out_dir)
+    settings = RunSettings(
+        out_dir=out_dir,
+        formats=tuple(formats),
+        sampling=sampling or SamplingSettings(),
+        generation=generation or GenerationSettings(),
+        model=model.model,
+        quiet=quiet,
+    )
+    started = time.monotonic()
+    jobs, resumed = plan([v.source for v in videos], settings, [v.metadata for v in videos])
+    log.info("%d videos to caption, %d done already", len(jobs), len(resumed))
+    committer = Committer(
+        settings, jobs, run_writers_for(settings, [v.metadata for v in videos], shard_rows), on_done
+    )
+    try:
+        if jobs:
+            with ray_cluster(ray_settings.address):
+                ds = build_pipeline(
+                    jobs, model, settings.sampling, settings.generation, ray_settings, quiet
+                )
+                try:
+                    feed(committer, ds.iter_batches(batch_size=None, batch_format="numpy"))
+                except Exception as exc:
+                    cause = _vidcap_cause(exc)
+                    if cause is not None:
+                        raise cause from exc
+                    raise
+            finished = {r.name for r in committer.results}
+            for job in jobs:
+                if job.name not in finished:
+                    committer.fail(
+                        job.id,
+                        f"{job.source}: lost in the Ray pipeline (a task failed past its "
+                        "retries); rerun to redo it",
+                    )
+    finally:
+        results = committer.close(time.monotonic() - started, resumed)
+    return results
+
+
+# ---- CLI glue -------------------------------------------------------------------------------
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ray [ADDRESS]`` and the widths of its stages."""
+    default = RaySettings()
+    group = parser.add_argument_group("Ray (pip install 'vidcap[ray]')")
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run as a Ray Data pipeline: with no ADDRESS on a new local cluster, else on "
+        "the cluster at ADDRESS (auto, HOST:PORT or ray://HOST:10001)",
+    )
+    group.add_argument(
+        "--ray-gpus-per-actor",
+        type=float,
+        default=default.gpus_per_actor,
+        metavar="G",
+        help="GPUs per Captioner actor (default: 1 when the cluster has GPUs, else 0)",
+    )
+    group.add_argument(
+        "--ray-actors",
+        type=int,
+        default=default.actors,
+        metavar="N",
+        help="Captioner actors (default: one per GPU of the cluster; 1 without GPUs)",
+    )
+    group.add_argument(
+        "--ray-decode-tasks",
+        type=int,
+        default=default.decode_tasks,
+        metavar="N",
+        help="decode tasks at once, one CPU each (default: as many as free CPUs allow)",
+    )
+
+
+def ray_settings_from_args(args: argparse.Namespace) -> RaySettings:
+    address = None if args.ray == "local" else args.ray
+    suffix = Path(address or "").suffix.lower()
+    if address is not None and (
+        os.path.exists(address) or suffix in VIDEO_EXTENSIONS or suffix in LIST_SUFFIXES
+    ):
+        raise UsageError(
+            f"--ray took {address!r} as its ADDRESS; put --ray after the inputs "
+            "or write --ray=ADDRESS"
+        )
+    return RaySettings(
+        address=address,
+        gpus_per_actor=args.ray_gpus_per_actor,
+        actors=args.ray_actors,
+        decode_tasks=args.ray_decode_tasks,
+    )
+
+
+def run_from_args(
+    args: argparse.Namespace,
+    settings: RunSettings,
+    inputs: Sequence[InputVideo],
+    model: ModelSettings | None = None,
+) -> list[VideoResult]:
+    """``vidcap caption … --ray``: the run the CLI has set up, on Ray."""
+    model = model or ModelSettings(
+        model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size
+    )
+    return caption_dataset(
+        inputs,
+        settings.out_dir,
+        model=model,
+        sampling=settings.sampling,
+        generation=settings.generation,
+        formats=settings.formats,
+        ray_settings=ray_settings_from_args(args),
+        shard_rows=args.shard_rows,
+        quiet=settings.quiet,
+    )
