@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[server,torchserve,dev]"
+	$(PY) -m pip install -q -e ".[server,torchserve,dev,ray]"
 	touch $(STAMP)
 
 install: $(STAMP)
