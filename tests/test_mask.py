@@ -541,6 +541,26 @@ def test_question_mode_duration_is_what_caption_writes(
     assert report["settings"]["duration_source"] == "decoded"
 
 
+def test_mask_and_caption_agree_on_the_duration(
+    generated_videos, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """#12.1: ``vidcap caption`` (summary.json, last cue) and ``vidcap mask`` give one duration."""
+    from vidcap.cli import main
+
+    names = ["mpeg4-bframes-avi", "vfr-avi"]
+    paths = [generated_videos[name][0] for name in names]
+    out = tmp_path / "captions"
+    assert main(["caption", *map(str, paths), "--model", "tiny", "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    captioned = {Path(v["video"]).name: v["duration"] for v in summary["videos"]}
+    capsys.readouterr()
+    monkeypatch.setattr("vidcap.cli_mask.build_backend", lambda args: RednessBackend())
+    for name, path in zip(names, paths, strict=True):
+        run_cli(["mask", str(path), "--question", "red?", "--quiet"])
+        masked = json.loads(capsys.readouterr().out)["settings"]["duration"]
+        assert masked == captioned[path.name] == pytest.approx(generated_videos[name][1].duration)
+
+
 def test_answers_path() -> None:
     assert answers_path(Path("out/putin.json")) == Path("out/putin.answers.jsonl")
 
