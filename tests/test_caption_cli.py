@@ -260,3 +260,35 @@ def test_dead_server_stops_the_run_resumably(mixed_folder: Path, tmp_path: Path)
     statuses = [v["status"] for v in summary["videos"]]
     assert statuses and set(statuses) == {"failed"}  # stopped with the videos it had begun
     assert not list(tmp_path.glob("*.jsonl"))
+
+
+def test_out_pointing_at_a_file_is_one_line(mixed_folder: Path, tmp_path: Path) -> None:
+    target = tmp_path / "a-file"
+    target.write_text("x")
+    result = vidcap("caption", mixed_folder / "web.webm", "--out", target, "--model", "tiny")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"vidcap: error: --out {target} is a file, not a folder"
+    ]
+
+
+def test_tiny_model_onto_an_existing_file_is_one_line(tmp_path: Path) -> None:
+    target = tmp_path / "model"
+    target.write_text("x")
+    result = vidcap("tiny-model", target)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "is a file" in result.stderr
+
+
+def test_verbose_is_accepted_after_the_subcommand(tmp_path: Path) -> None:
+    result = vidcap("caption", tmp_path / "none.mp4", "--out", tmp_path / "o", "-v")
+    assert result.returncode == 2 and "no such file or folder" in result.stderr
+
+
+def test_argument_errors_are_one_line_with_the_help_hint(tmp_path: Path) -> None:
+    result = vidcap("caption", tmp_path, "--out", tmp_path / "o", "--batch-size", "lots")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "vidcap caption: error: argument --batch-size: expected 'auto' or a whole number, "
+        "got 'lots' (see vidcap caption --help)"
+    ]

@@ -39,8 +39,10 @@ def test_merge_cues_spans_until_next_different_caption() -> None:
 
 def test_merge_cues_edge_cases() -> None:
     assert merge_cues([], 3.0) == []
-    single = merge_cues([CaptionedFrame(0, 1.5, "x")], end_time=1.0)
-    assert [(c.start, c.end) for c in single] == [(1.5, 1.5)]
+    # a cue that would end where it starts (an end time that is wrong, or under a
+    # millisecond) is dropped: no zero-length cue
+    assert merge_cues([CaptionedFrame(0, 1.5, "x")], end_time=1.0) == []
+    assert merge_cues([CaptionedFrame(0, 1.0, "x")], end_time=1.0004) == []
 
 
 def test_srt_and_vtt_parse_back(tmp_path: Path) -> None:
@@ -102,3 +104,44 @@ def test_write_atomic_replaces_whole(tmp_path: Path) -> None:
 def test_only_requested_formats_written(tmp_path: Path, fmt: str) -> None:
     write_subtitles(tmp_path / "c", FRAMES, 5.0, (fmt,))
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"c.{fmt}"]
+
+
+def test_srt_and_vtt_round_times_the_same_way(tmp_path: Path) -> None:
+    # 1.0009 s: SRT used to truncate to 1.000 while VTT rounded to 1.001
+    frames = [CaptionedFrame(0, 0.0, "a"), CaptionedFrame(1, 1.0009, "b")]
+    write_subtitles(tmp_path / "r", frames, 2.0005, ("srt", "vtt"))
+    subs = list(srt.parse((tmp_path / "r.srt").read_text()))
+    vtt = webvtt.read(str(tmp_path / "r.vtt"))
+    assert [s.end for s in subs] == [timedelta(seconds=1.001), timedelta(seconds=2.001)]
+    assert [c.end for c in vtt] == ["00:00:01.001", "00:00:02.001"]
+
+
+def test_all_empty_captions_still_give_files_ffmpeg_opens(tmp_path: Path) -> None:
+    import subprocess
+
+    import imageio_ffmpeg
+
+    frames = [CaptionedFrame(0, 0.0, ""), CaptionedFrame(10, 1.0, "  ")]
+    write_subtitles(tmp_path / "e", frames, 2.0, ("srt", "vtt"))
+    assert (tmp_path / "e.srt").stat().st_size > 0
+    assert [s.content for s in srt.parse((tmp_path / "e.srt").read_text())] == [""]
+    assert webvtt.read(str(tmp_path / "e.vtt")).captions == []
+    for name in ("e.srt", "e.vtt"):
+        probe = subprocess.run(
+            [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(tmp_path / name),
+             "-f", "srt", "-"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert probe.returncode == 0, probe.stderr
+
+
+def test_every_writer_has_the_same_interface(tmp_path: Path) -> None:
+    from vidcap.outputs import VIDEO_WRITERS, write_video_outputs
+
+    paths = write_video_outputs(tmp_path / "v", "v.mp4", FRAMES, 5.5, tuple(VIDEO_WRITERS))
+    assert sorted(p.name for p in paths) == ["v.jsonl", "v.srt", "v.vtt"]
+    for fmt, cls in VIDEO_WRITERS.items():
+        writer = cls(tmp_path / f"aborted.{fmt}", "v.mp4")
+        writer.write(FRAMES[0])
+        writer.abort()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.jsonl", "v.srt", "v.vtt"]

@@ -76,7 +76,8 @@ def decode_job(job: dict, size: tuple[int, int], out: IO[bytes]) -> None:
     job_id = int(job["id"])
     try:
         sampling = SamplingSettings(**job["sampling"])
-        with _local(job["source"]) as path, VideoReader(path) as reader:
+        threads = int(job.get("threads", 0))
+        with _local(job["source"]) as path, VideoReader(path, threads=threads) as reader:
             for frame in reader.frames(sampling):
                 rgb = resize_for_model(frame.rgb, size)
                 out.write(HEADER.pack(b"F", job_id, frame.index, frame.pts_seconds, *rgb.shape[:2]))
@@ -146,6 +147,8 @@ class DecodePool:
     ) -> None:
         self.sampling = sampling
         self.size = size
+        # Cores shared out among the workers: FFmpeg's own threads on top would oversubscribe.
+        self.threads = max(1, (os.cpu_count() or 1) // max(1, workers))
         self._jobs: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
         for job in jobs:
             self._jobs.put(job)
@@ -228,7 +231,13 @@ class DecodePool:
     def _run_job(self, proc: subprocess.Popen, job_id: int, source: str) -> None:
         if proc.stdin is None or proc.stdout is None:
             raise RuntimeError("decoder pipes missing")  # Popen(stdin=PIPE, stdout=PIPE) sets both
-        line = json.dumps({"id": job_id, "source": source, "sampling": asdict(self.sampling)})
+        job = {
+            "id": job_id,
+            "source": source,
+            "sampling": asdict(self.sampling),
+            "threads": self.threads,
+        }
+        line = json.dumps(job)
         try:
             proc.stdin.write((line + "\n").encode())
             proc.stdin.flush()

@@ -150,7 +150,8 @@ def render_srt(cues: Sequence[Cue], duration: float = 0.0) -> str:
     a file without any cue is not valid SRT (FFmpeg refuses to open it)."""
     if not cues:
         return srt.compose(
-            [srt.Subtitle(1, timedelta(0), timedelta(milliseconds=max(1, _millis(duration))), "")]
+            [srt.Subtitle(1, timedelta(0), timedelta(milliseconds=max(1, _millis(duration))), "")],
+            reindex=False,
         )
     subtitles = [
         srt.Subtitle(
