@@ -94,9 +94,12 @@ def strip_avi_index(path: Path) -> None:
 
 
 def probe_times(path: Path) -> list[float]:
-    """Every frame's presentation time as FFmpeg's demuxer reports it (ffprobe's view)."""
+    """Every frame's presentation time as FFmpeg's demuxer reports it (ffprobe's view),
+    from the stream's start (an MPEG-TS starts at 1.4 s; players and OpenCV show 0)."""
     with av.open(str(path)) as container:
-        return [float(frame.time) for frame in container.decode(video=0)]
+        stream = container.streams.video[0]
+        start = float((stream.start_time or 0) * stream.time_base)
+        return [float(frame.time) - start for frame in container.decode(stream)]
 
 
 NTSC = Fraction(30000, 1001)
@@ -127,4 +130,8 @@ SPECS = [
         "msmpeg4-noindex-avi", "msmpeg4", ".avi", constant_rate(30, Fraction(10)), index=False
     ),
     VideoSpec("vfr-avi", "mpeg4", ".avi", VFR_TIMES, rate=Fraction(100)),
-]
+    # Streams whose time starts late: MPEG-TS (1.4 s) and MPEG-PS with MPEG-2 B-frames.
+    VideoSpec("h264-ts", "libx264", ".ts", constant_rate(30, Fraction(10))),
+    VideoSpec("mpeg2-mpg", "mpeg2video", ".mpg", constant_rate(75, Fraction(25)), Fraction(25),
+              b_frames=2),
+]  # fmt: skip

@@ -23,6 +23,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -92,6 +93,7 @@ class VideoReader:
             self._container.close()
             raise VideoError(f"{self.path}: no video stream")
         self._stream = self._container.streams.video[0]
+        self._start = _stream_start(self._stream)
         self._threads = threads
         self._packets: _Packets | None = None
         stream = self._stream
@@ -137,11 +139,9 @@ class VideoReader:
         reached_end = True
         for packet, decoded in self._decode(sampling, needed):
             if decoded is None:  # skipped on purpose: still counts towards the video's end
-                self._extend(
-                    max(0.0, float(packet.pts * packet.time_base)), _packet_duration(packet)
-                )
+                self._extend(self._seconds(packet.pts, packet.time_base), _packet_duration(packet))
                 continue
-            pts = _frame_time(decoded, stats)
+            pts = self._frame_time(decoded)
             stats.decoded_frames += 1
             self._extend(pts, _frame_duration(decoded, packet))
             if packets.complete:
@@ -175,7 +175,7 @@ class VideoReader:
 
     def _demux(self) -> _Packets:
         if self._packets is None:
-            self._packets = _demux_times(self.path)
+            self._packets = _demux_times(self.path, self._start)
         return self._packets
 
     # --- the decode pass --------------------------------------------------------------
@@ -189,7 +189,7 @@ class VideoReader:
         try:
             for packet in self._container.demux(self._stream):
                 flushed = packet.size == 0
-                skip = _skip(packet, sampling, needed)
+                skip = self._skip(packet, sampling, needed)
                 if skip is None:
                     if packet.pts is not None:
                         yield packet, None
@@ -200,6 +200,28 @@ class VideoReader:
             log.debug("%s: demuxing stopped: %s", self.path, exc)
         if not flushed:
             yield from self._decode_packet(None)
+
+    def _seconds(self, pts: int, time_base: Fraction) -> float:
+        return _to_seconds(pts, time_base, self._start)
+
+    def _frame_time(self, frame: av.VideoFrame) -> float:
+        if frame.pts is None or frame.time_base is None:  # no timestamp: one interval on
+            stats = self.stats
+            step = 1.0 / stats.nominal_fps if stats.nominal_fps > 0 else 0.0
+            return stats.last_pts + (step if stats.decoded_frames else 0.0)
+        return self._seconds(frame.pts, frame.time_base)
+
+    def _skip(
+        self, packet: av.Packet, sampling: SamplingSettings, needed: set[float] | None
+    ) -> str | None:
+        """How the decoder treats ``packet``: its ``skip_frame`` value, or None: do not send it."""
+        if packet.size == 0 or needed is None:
+            return "DEFAULT"
+        if sampling.keyframes:
+            return "DEFAULT" if packet.is_keyframe else None
+        if packet.pts is not None and self._seconds(packet.pts, packet.time_base) in needed:
+            return "DEFAULT"
+        return "NONREF"
 
     def _decode_packet(
         self, packet: av.Packet | None
@@ -248,7 +270,19 @@ def _frames_from_duration(stream: av.video.stream.VideoStream, rate: object) -> 
     return max(0, round(float(stream.duration * stream.time_base * rate)))
 
 
-def _demux_times(path: Path) -> _Packets:
+def _stream_start(stream: av.video.stream.VideoStream) -> float:
+    """Where the stream's time starts (1.4 s in a typical MPEG-TS); times count from here."""
+    if stream.start_time is None or stream.time_base is None:
+        return 0.0
+    return float(stream.start_time * stream.time_base)
+
+
+def _to_seconds(pts: int, time_base: Fraction, start: float) -> float:
+    """A timestamp in seconds from the stream's start, as players (and OpenCV) count."""
+    return max(0.0, float(pts * time_base) - start)
+
+
+def _demux_times(path: Path, start: float) -> _Packets:
     """Read every packet's pts without decoding (cheap): the plan for the decode pass."""
     times: list[float] = []
     keyframes: list[float] = []
@@ -262,7 +296,7 @@ def _demux_times(path: Path) -> _Packets:
                 if packet.pts is None:
                     complete = False
                     continue
-                time = float(packet.pts * packet.time_base)
+                time = _to_seconds(packet.pts, packet.time_base, start)
                 times.append(time)
                 if packet.is_keyframe:
                     keyframes.append(time)
@@ -290,24 +324,6 @@ def _needed_times(packets: _Packets, sampling: SamplingSettings) -> set[float] |
     return set(_ticks(packets.times, 1.0 / float(sampling.fps or 1.0)))
 
 
-def _skip(packet: av.Packet, sampling: SamplingSettings, needed: set[float] | None) -> str | None:
-    """How the decoder treats ``packet``: its ``skip_frame`` value, or None: do not send it."""
-    if packet.size == 0 or needed is None:
-        return "DEFAULT"
-    if sampling.keyframes:
-        return "DEFAULT" if packet.is_keyframe else None
-    if packet.pts is not None and float(packet.pts * packet.time_base) in needed:
-        return "DEFAULT"
-    return "NONREF"
-
-
-def _frame_time(frame: av.VideoFrame, stats: VideoStats) -> float:
-    if frame.pts is None or frame.time is None:  # no timestamp at all: one interval on
-        step = 1.0 / stats.nominal_fps if stats.nominal_fps > 0 else 0.0
-        return stats.last_pts + (step if stats.decoded_frames else 0.0)
-    return max(0.0, float(frame.time))
-
-
 def _frame_duration(frame: av.VideoFrame, packet: av.Packet) -> float:
     """One frame interval as ffprobe counts it: the frame's (else its packet's) duration."""
     duration = getattr(frame, "duration", None) or 0
@@ -332,11 +348,10 @@ def _missing_tail(stream: av.video.stream.VideoStream, stats: VideoStats) -> int
     """
     if stats.nominal_fps <= 0:
         return 0
-    start = float((stream.start_time or 0) * stream.time_base) if stream.time_base else 0.0
     if stream.frames:
-        promised = start + stream.frames / stats.nominal_fps
+        promised = stream.frames / stats.nominal_fps
     elif stream.duration is not None and stream.time_base is not None:
-        promised = start + float(stream.duration * stream.time_base)
+        promised = float(stream.duration * stream.time_base)
     else:
         return 0
     gap = (promised - stats.duration) * stats.nominal_fps
