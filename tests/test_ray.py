@@ -30,7 +30,7 @@ from vidcap.frames import resize_for_model
 from vidcap.inputs import InputVideo, expand_inputs, local_copy
 from vidcap.outputs import CaptionedFrame, read_jsonl
 from vidcap.parquet import SHARD_DIR, run_writers_for
-from vidcap.ray import RaySettings, caption_dataset, ray_settings_from_args
+from vidcap.ray import RaySettings, caption_dataset, ray_settings_from_args, run_from_args
 from vidcap.settings import ModelSettings, SamplingSettings
 from vidcap.video import VideoReader
 
@@ -249,6 +249,9 @@ def test_ray_settings_validation() -> None:
     assert ray_settings_from_args(args).address == "10.0.0.1:6379"
     args = parser.parse_args(["caption", "b.mp4", "--out", "o", "--ray"])
     assert ray_settings_from_args(args).address is None
+    args = parser.parse_args(["caption", "b.mp4", "--out", "o", "--ray", "--server", "http://h"])
+    with pytest.raises(UsageError, match=r"--ray and --server are two ways to run the model"):
+        run_from_args(args, RunSettings(out_dir=Path("o")), [])
 
 
 @pytest.mark.slow

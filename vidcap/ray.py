@@ -454,6 +454,8 @@ def run_from_args(
     model: ModelSettings | None = None,
 ) -> list[VideoResult]:
     """``vidcap caption … --ray``: the run the CLI has set up, on Ray."""
+    if getattr(args, "server", None):
+        raise UsageError("--ray and --server are two ways to run the model; give one of them")
     model = model or ModelSettings(
         model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size
     )
