@@ -23,16 +23,17 @@ import pytest
 import ray  # the optional extra: `make test` installs it
 from test_inputs import http_root  # noqa: F401 - the real HTTP server fixture
 
+from vidcap import engine
+from vidcap.backend import EmbeddedBackend
 from vidcap.cli import build_parser
-from vidcap.commit import Committer, RunSettings, VideoResult, plan
-from vidcap.errors import UsageError, VideoError
-from vidcap.frames import resize_for_model
-from vidcap.inputs import InputVideo, expand_inputs, local_copy
-from vidcap.outputs import CaptionedFrame, read_jsonl
+from vidcap.commit import RunSettings, VideoResult
+from vidcap.engine import EngineSettings
+from vidcap.errors import UsageError
+from vidcap.inputs import InputVideo, expand_inputs
+from vidcap.outputs import read_jsonl
 from vidcap.parquet import SHARD_DIR, run_writers_for
 from vidcap.ray import RaySettings, caption_dataset, ray_settings_from_args, run_from_args
 from vidcap.settings import ModelSettings, SamplingSettings
-from vidcap.video import VideoReader
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_videos"
@@ -62,26 +63,24 @@ def embedded_run(
     formats: Sequence[str],
     sampling: SamplingSettings | None = None,
 ) -> list[VideoResult]:
-    """The embedded stages in one process: local copy → VideoReader → resize → Captioner →
-    Committer (what the engine's decoders and embedded backend do, one video at a time)."""
+    """The same inputs through the embedded engine (decoder processes, one Captioner)."""
     settings = RunSettings(
-        out_dir=out, formats=tuple(formats), sampling=sampling or SamplingSettings(), model="tiny"
+        out_dir=out,
+        formats=tuple(formats),
+        sampling=sampling or SamplingSettings(),
+        model="tiny",
+        quiet=True,
     )
     metadata = [v.metadata for v in inputs]
-    jobs, resumed = plan([v.source for v in inputs], settings, metadata)
-    committer = Committer(settings, jobs, run_writers_for(settings, metadata))
-    for job in jobs:
-        try:
-            with local_copy(job.source) as path, VideoReader(path) as reader:
-                frames = list(reader.frames(settings.sampling))
-        except (VideoError, OSError) as exc:
-            committer.fail(job.id, str(exc))
-            continue
-        images = [resize_for_model(f.rgb, captioner.input_size) for f in frames]
-        for frame, caption in zip(frames, captioner.caption(images), strict=True):
-            committer.frame(job.id, CaptionedFrame(frame.index, frame.pts_seconds, caption))
-        committer.end(job.id, reader.stats.sampled_frames, reader.stats.duration)
-    return committer.close(0.0, resumed)
+    return engine.run(
+        [v.source for v in inputs],
+        settings,
+        lambda: EmbeddedBackend(captioner),
+        EngineSettings(decode_workers=1),
+        metadata=metadata,
+        run_writers=run_writers_for(settings, metadata),
+        input_size=captioner.input_size,
+    )
 
 
 def _videos(summary: Path) -> dict[str, dict]:
