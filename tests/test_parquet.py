@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from vidcap.commit import STATE_DIR, Committer, RunSettings, plan
 from vidcap.errors import UsageError
-from vidcap.outputs import CaptionedFrame
+from vidcap.outputs import CaptionedFrame, read_jsonl
 from vidcap.parquet import SHARD_DIR, ParquetShardWriter, run_writers_for
+
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_videos" / "shapes.mp4"
 
 
 def _sources(tmp_path: Path, n: int) -> list[str]:
@@ -100,3 +106,44 @@ def test_no_parquet_no_writer_and_validation(tmp_path: Path) -> None:
     assert run_writers_for(RunSettings(out_dir=tmp_path)) == []
     with pytest.raises(UsageError, match=r"--shard-rows must be >= 1, got 0"):
         ParquetShardWriter(tmp_path, "k", shard_rows=0)
+
+
+def test_cli_embedded_list_files_to_parquet(generated_videos, tmp_path: Path) -> None:
+    """``vidcap caption`` (embedded engine): a .parquet and a .txt list → Parquet shards."""
+    h264, _ = generated_videos["h264-mp4"]
+    vfr, _ = generated_videos["vfr-mp4"]
+    listing = tmp_path / "clips.parquet"
+    pq.write_table(
+        pa.table({"path": [str(h264), str(vfr)], "clip_id": [11, 12], "tag": ["a", None]}),
+        listing,
+    )
+    (tmp_path / "more.txt").write_text(f"file://{SAMPLE}\n")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "vidcap", "caption", str(listing), str(tmp_path / "more.txt")]
+    command += ["--out", str(out), "--format", "parquet,jsonl", "--shard-rows", "5"]
+    command += ["--model", "tiny", "--device", "cpu", "--quiet"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    rows = pq.read_table(out / SHARD_DIR).to_pylist()
+    assert {r["video"] for r in rows} == {str(h264), str(vfr), str(SAMPLE)}
+    for row in rows:
+        expected = {str(h264): (11, "a"), str(vfr): (12, None), str(SAMPLE): (None, None)}
+        assert (row["clip_id"], row["tag"]) == expected[row["video"]]
+    for name, video in (("h264-mp4", h264), ("vfr-mp4", vfr), ("shapes", SAMPLE)):
+        ours = sorted(
+            (r["frame"], r["time"], r["caption"]) for r in rows if r["video"] == str(video)
+        )
+        assert ours == [
+            (f["frame"], f["time"], f["caption"]) for f in read_jsonl(out / f"{name}.jsonl")
+        ]
+    assert json.loads((out / STATE_DIR / "h264-mp4.json").read_text())["metadata"] == {
+        "clip_id": 11,
+        "tag": "a",
+    }
+
+    shards = sorted((out / SHARD_DIR).iterdir())
+    assert len(shards) > 1
+    again = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert sorted((out / SHARD_DIR).iterdir()) == shards  # all resumed: no new shard
