@@ -28,7 +28,7 @@ from vidcap.backend import EmbeddedBackend
 from vidcap.cli import build_parser
 from vidcap.commit import RunSettings, VideoResult
 from vidcap.engine import EngineSettings
-from vidcap.errors import UsageError
+from vidcap.errors import ModelLoadError, UsageError
 from vidcap.inputs import InputVideo, expand_inputs
 from vidcap.outputs import read_jsonl
 from vidcap.parquet import SHARD_DIR, run_writers_for
@@ -231,6 +231,24 @@ def test_killed_actor_loses_and_duplicates_nothing(
     rows = pq.read_table(tmp_path / "ray" / SHARD_DIR).to_pylist()
     pairs = [(row["video"], row["frame"]) for row in rows]
     assert len(pairs) == len(set(pairs)) == sum(r.frames for r in expected)
+
+
+@pytest.mark.slow
+def test_model_that_cannot_load_is_one_error(cluster: str, tmp_path: Path) -> None:
+    bad = ModelSettings(model=str(tmp_path / "no-model"), device="cpu")
+    with pytest.raises(ModelLoadError, match=r"no-model'.*no such directory"):
+        caption_dataset([SAMPLES / "shapes.mp4"], tmp_path / "local", model=bad, quiet=True)
+    # On a joined cluster the driver cannot check: the actors' error comes back as the same one.
+    address = RaySettings(address=ray.get_runtime_context().gcs_address)
+    with pytest.raises(ModelLoadError, match=r"no-model'.*no such directory"):
+        caption_dataset(
+            [SAMPLES / "shapes.mp4"],
+            tmp_path / "joined",
+            model=bad,
+            ray_settings=address,
+            quiet=True,
+        )
+    assert json.loads((tmp_path / "joined" / "summary.json").read_text())["run"]["done"] == 0
 
 
 def test_ray_settings_validation() -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -39,10 +40,12 @@ from typing import Any
 
 import numpy as np
 
+from vidcap import errors
 from vidcap.commit import Committer, RunSettings, VideoJob, VideoResult, check_out_dir, plan
 from vidcap.errors import UsageError, VidcapError
 from vidcap.frames import resize_for_model
 from vidcap.inputs import LIST_SUFFIXES, InputVideo, expand_inputs, local_copy
+from vidcap.model import ensure_loadable, resolve_model_path
 from vidcap.outputs import CaptionedFrame
 from vidcap.parquet import DEFAULT_SHARD_ROWS, run_writers_for
 from vidcap.settings import GenerationSettings, ModelSettings, SamplingSettings
@@ -312,7 +315,11 @@ def feed(committer: Committer, batches: Iterator[dict[str, np.ndarray]]) -> None
 
 
 def _vidcap_cause(exc: BaseException) -> VidcapError | None:
-    """The user-facing error inside a Ray error (e.g. a model that cannot load), if any."""
+    """The user-facing error inside a Ray error (e.g. a model that cannot load), if any.
+
+    Ray keeps the exception of a failed task as a cause, but that of a failed actor
+    constructor only as text (``vidcap.errors.ModelLoadError: …`` on its last lines).
+    """
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -320,6 +327,11 @@ def _vidcap_cause(exc: BaseException) -> VidcapError | None:
         if isinstance(current, VidcapError):
             return current
         current = getattr(current, "cause", None) or current.__cause__
+    for line in reversed(str(exc).splitlines()):
+        match = re.match(r"\s*vidcap\.errors\.(\w+): (.+)", line)
+        kind = getattr(errors, match.group(1), None) if match else None
+        if isinstance(kind, type) and issubclass(kind, VidcapError):
+            return kind(match.group(2).strip())
     return None
 
 
@@ -366,6 +378,8 @@ def caption_dataset(
     )
     try:
         if jobs:
+            if ray_settings.address is None:  # a local cluster: fail fast, as embedded does
+                ensure_loadable(model.model, resolve_model_path(model.model))
             with ray_cluster(ray_settings.address):
                 ds = build_pipeline(
                     jobs, model, settings.sampling, settings.generation, ray_settings, quiet
