@@ -266,6 +266,7 @@ class RemoteBackend:
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._closed = False
+        self.unreachable: set[str] = set()  # endpoints that did not answer the size question
         self._thread = threading.Thread(target=self._run_loop, name="vidcap-client", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -444,7 +445,9 @@ class RemoteBackend:
                 body = await resp.read()
                 status = resp.status
         except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-            log.warning("%s did not say its input size: %s", url, _describe(exc))
+            # Unreachable: the captioning requests that follow retry, then say so in one line.
+            log.info("%s did not say its input size: %s", url, _describe(exc))
+            self.unreachable.add(url)
             return None
         if status == 401:
             raise ServerRejected(f"{url} answered HTTP 401: {error_message(body)}{HINTS[401]}")
@@ -608,7 +611,7 @@ def backend_from_args(
         backend.close()
         raise
     model = getattr(args, "model", DEFAULT_MODEL)
-    if served is None:
+    if served is None and backend.unreachable != set(backend.urls):
         log.warning(
             "the server did not say its input size: resizing frames to %dx%d (--model %s)",
             *input_size,
