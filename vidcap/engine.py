@@ -149,14 +149,19 @@ def _caption(
             elif isinstance(marker, Failed):
                 committer.fail(marker.job, marker.error)
 
-    for caption in backend.caption_stream(frames(), settings.generation):
-        settle_markers()
-        slot = pending.popleft()
-        if not isinstance(slot, _Slot):
-            raise RuntimeError("a caption came back with no frame waiting for it")
-        committer.frame(slot.job, CaptionedFrame(slot.index, slot.pts, caption))
-        progress.frame()
-        settle_markers()
+    try:
+        for caption in backend.caption_stream(frames(), settings.generation):
+            settle_markers()
+            slot = pending.popleft()
+            if not isinstance(slot, _Slot):
+                raise RuntimeError("a caption came back with no frame waiting for it")
+            committer.frame(slot.job, CaptionedFrame(slot.index, slot.pts, caption))
+            progress.frame()
+            settle_markers()
+    except BackendUnavailable as exc:
+        for item in list(pending):  # every video with frames in flight is recorded failed
+            committer.fail(item.job, str(exc), warn=False)
+        raise
     settle_markers()
     if pending:
         raise RuntimeError(f"the backend returned {len(pending)} captions too few")
