@@ -105,13 +105,34 @@ def test_fast_mode_takes_a_frame_at_or_after_each_tick(
     assert taken == set(times)
 
 
-def test_fast_mode_decodes_fewer_frames(generated_videos) -> None:
+def test_fast_and_exact_modes_decode_fewer_frames(generated_videos) -> None:
     path, _ = generated_videos["h264-mp4"]
-    with VideoReader(path) as exact:
-        list(exact.frames(SamplingSettings(fps=3.0)))
-    with VideoReader(path) as fast:
-        list(fast.frames(SamplingSettings(fps=3.0, mode="fast")))
-    assert fast.stats.decoded_frames < exact.stats.decoded_frames
+    decoded = {}
+    for mode in ("all", "exact", "fast"):
+        with VideoReader(path) as reader:
+            list(reader.frames(SamplingSettings(fps=3.0, mode=mode)))
+        decoded[mode] = reader.stats.decoded_frames
+    assert decoded["fast"] < decoded["all"] and decoded["exact"] < decoded["all"]
+
+
+@pytest.mark.parametrize(
+    "name", ["h264-gop-mp4", "h264-opengop-mkv", "mpeg4-gop-avi", "h264-gop-ts"]
+)
+def test_exact_mode_skips_what_follows_a_gops_last_tick(generated_videos, name: str) -> None:
+    """With keyframes every 0.8 s and ticks every 2 s, the frames between a tick and the
+    next keyframe are never sent to the decoder; the samples are those of decoding all."""
+    path, _ = generated_videos[name]
+    runs = {}
+    for mode in ("all", "exact"):
+        with VideoReader(path) as reader:
+            runs[mode] = list(reader.frames(SamplingSettings(fps=0.5, mode=mode)))
+        runs[mode + "_decoded"] = reader.stats.decoded_frames
+    assert [(f.index, f.pts_seconds) for f in runs["exact"]] == [
+        (f.index, f.pts_seconds) for f in runs["all"]
+    ]
+    for ours, theirs in zip(runs["exact"], runs["all"], strict=True):
+        assert np.array_equal(ours.rgb, theirs.rgb)
+    assert runs["exact_decoded"] <= runs["all_decoded"] // 2
 
 
 def keyframe_times(path: Path) -> list[float]:
@@ -194,7 +215,7 @@ def test_no_corruption_warning_for_whole_videos(generated_videos, name: str, cap
 def test_a_vfr_avi_header_counts_ticks_not_frames(generated_videos) -> None:
     path, spec = generated_videos["vfr-avi"]
     with VideoReader(path) as reader:
-        frames = list(reader.frames(SamplingSettings(fps=1.0)))
+        frames = list(reader.frames(SamplingSettings(fps=1.0, mode="all")))
     assert reader.stats.expected_frames == 316
     assert reader.stats.decoded_frames == len(spec.times) == 12
     assert [f.pts_seconds for f in frames] == pytest.approx([0.0, 1.2, 2.0, 3.1], abs=1e-6)

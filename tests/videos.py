@@ -28,6 +28,8 @@ class VideoSpec:
     size: tuple[int, int] = (96, 128)  # (height, width)
     b_frames: int = 0
     index: bool = True
+    gop: int = 0  # frames between keyframes (0: the encoder's default)
+    x264_params: str = ""  # e.g. "open-gop=1"
 
     @property
     def shown_times(self) -> tuple[float, ...]:
@@ -65,6 +67,10 @@ def write_video(path: Path, spec: VideoSpec) -> Path:
         stream.pix_fmt = "rgb24" if spec.codec == "cinepak" else "yuv420p"
         if spec.b_frames:
             stream.codec_context.max_b_frames = spec.b_frames
+        if spec.gop:
+            stream.codec_context.gop_size = spec.gop
+        if spec.x264_params:
+            stream.codec_context.options = {"x264-params": spec.x264_params}
         if fine_time_base:
             stream.time_base = TIME_BASE
             stream.codec_context.time_base = TIME_BASE
@@ -134,4 +140,14 @@ SPECS = [
     VideoSpec("h264-ts", "libx264", ".ts", constant_rate(30, Fraction(10))),
     VideoSpec("mpeg2-mpg", "mpeg2video", ".mpg", constant_rate(75, Fraction(25)), Fraction(25),
               b_frames=2),
+    # Short GOPs, as streaming encodes use (-g 2 s): exact mode skips what follows a GOP's
+    # last needed frame. Closed GOPs, an open-GOP x264 stream, MPEG-4 in AVI and MPEG-TS.
+    VideoSpec("h264-gop-mp4", "libx264", ".mp4", constant_rate(60, Fraction(10)), gop=8,
+              b_frames=3),
+    VideoSpec("h264-opengop-mkv", "libx264", ".mkv", constant_rate(60, Fraction(10)), gop=8,
+              b_frames=3, x264_params="open-gop=1"),
+    VideoSpec("mpeg4-gop-avi", "mpeg4", ".avi", constant_rate(60, Fraction(10)), gop=8,
+              b_frames=2),
+    VideoSpec("h264-gop-ts", "libx264", ".ts", constant_rate(60, Fraction(10)), gop=8,
+              b_frames=3),
 ]  # fmt: skip

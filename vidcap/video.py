@@ -71,6 +71,7 @@ class _Packets:
     times: list[float]
     keyframe_times: list[float]
     complete: bool  # every packet with data had a pts, and demuxing met no error
+    order: tuple[tuple[float, bool], ...] = ()  # (time, keyframe) of each packet, decode order
 
 
 class VideoReader:
@@ -96,6 +97,7 @@ class VideoReader:
         self._start = _stream_start(self._stream)
         self._threads = threads
         self._packets: _Packets | None = None
+        self._unneeded: set[float] = set()
         stream = self._stream
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         self.stats = VideoStats(
@@ -136,6 +138,10 @@ class VideoReader:
         codec.thread_count = self._threads
         take = _selector(sampling)
         needed = _needed_times(packets, sampling)
+        # (with --max-frames the end is where reading stops: skipping ahead would move it)
+        exact = sampling.mode == "exact" and not sampling.keyframes and not sampling.max_frames
+        exact = exact and bool(needed)
+        self._unneeded = _unneeded_times(packets, needed) if exact else set()
         reached_end = True
         for packet, decoded in self._decode(sampling, needed):
             if decoded is None:  # skipped on purpose: still counts towards the video's end
@@ -186,15 +192,24 @@ class VideoReader:
         """(packet, frame) per decoded frame; (packet, None) per packet skipped on purpose."""
         codec = self._stream.codec_context
         flushed = False
+        pending = False  # packets sent since the decoder was last drained
         try:
             for packet in self._container.demux(self._stream):
                 flushed = packet.size == 0
                 skip = self._skip(packet, sampling, needed)
                 if skip is None:
+                    if pending and not sampling.keyframes:
+                        # Jumping to a later keyframe: drain what the decoder holds back
+                        # for reordering first, or it comes out after the next group's
+                        # frames (FFmpeg's H.264 decoder does so after non-IDR keyframes).
+                        yield from self._decode_packet(None)
+                        codec.flush_buffers()
+                        pending = False
                     if packet.pts is not None:
                         yield packet, None
                     continue
                 codec.skip_frame = skip
+                pending = packet.size > 0
                 yield from self._decode_packet(packet)
         except av.FFmpegError as exc:  # a damaged container: keep what was read
             log.debug("%s: demuxing stopped: %s", self.path, exc)
@@ -205,6 +220,8 @@ class VideoReader:
         return _to_seconds(pts, time_base, self._start)
 
     def _frame_time(self, frame: av.VideoFrame) -> float:
+        if frame.time_base is None and frame.pts is not None:  # drained: the stream's base
+            frame.time_base = self._stream.time_base
         if frame.pts is None or frame.time_base is None:  # no timestamp: one interval on
             stats = self.stats
             step = 1.0 / stats.nominal_fps if stats.nominal_fps > 0 else 0.0
@@ -219,8 +236,11 @@ class VideoReader:
             return "DEFAULT"
         if sampling.keyframes:
             return "DEFAULT" if packet.is_keyframe else None
-        if packet.pts is not None and self._seconds(packet.pts, packet.time_base) in needed:
+        time = self._seconds(packet.pts, packet.time_base) if packet.pts is not None else None
+        if time in needed:
             return "DEFAULT"
+        if time in self._unneeded:
+            return None
         return "NONREF"
 
     def _decode_packet(
@@ -286,6 +306,7 @@ def _demux_times(path: Path, start: float) -> _Packets:
     """Read every packet's pts without decoding (cheap): the plan for the decode pass."""
     times: list[float] = []
     keyframes: list[float] = []
+    order: list[tuple[float, bool]] = []
     complete = True
     with _open(path) as container:
         stream = container.streams.video[0]
@@ -298,13 +319,14 @@ def _demux_times(path: Path, start: float) -> _Packets:
                     continue
                 time = _to_seconds(packet.pts, packet.time_base, start)
                 times.append(time)
+                order.append((time, bool(packet.is_keyframe)))
                 if packet.is_keyframe:
                     keyframes.append(time)
         except av.FFmpegError:
             complete = False
     times.sort()
     keyframes.sort()
-    return _Packets(times, keyframes, complete)
+    return _Packets(times, keyframes, complete, tuple(order))
 
 
 def _ticks(times: list[float], interval: float) -> list[float]:
@@ -322,6 +344,35 @@ def _needed_times(packets: _Packets, sampling: SamplingSettings) -> set[float] |
     if sampling.every_n is not None:
         return set(packets.times[:: sampling.every_n])
     return set(_ticks(packets.times, 1.0 / float(sampling.fps or 1.0)))
+
+
+def _unneeded_times(packets: _Packets, needed: set[float]) -> set[float]:
+    """Packets ``exact`` mode need not even send to the decoder.
+
+    Split the stream at keyframes (decode order). Within a group, nothing after its last
+    needed frame (decode order) is referenced by a needed frame: references always come
+    earlier in decode order, and the next group starts from its own keyframe. The one
+    exception is an open GOP, whose leading pictures (after the next keyframe in decode
+    order, before it in presentation order) may reference this group: when one of those is
+    needed, this group is decoded as usual.
+    """
+    groups: list[list[float]] = []
+    leading: list[bool] = []  # does the group hold a needed leading picture?
+    for time, key in packets.order:
+        if key or not groups:
+            groups.append([])
+            leading.append(False)
+            key_time = time
+        elif time < key_time and time in needed:
+            leading[-1] = True
+        groups[-1].append(time)
+    unneeded: set[float] = set()
+    for i, group in enumerate(groups):
+        if i + 1 < len(groups) and leading[i + 1]:
+            continue
+        last = max((j for j, t in enumerate(group) if t in needed), default=-1)
+        unneeded.update(group[last + 1 :])
+    return unneeded - needed
 
 
 def _frame_duration(frame: av.VideoFrame, packet: av.Packet) -> float:
