@@ -21,6 +21,13 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
+    from vidcap.remote_out import output_folder
+
+    with output_folder(args.out) as out:  # a URL: a local staging folder, uploaded
+        return _caption(args, out)
+
+
+def _caption(args: argparse.Namespace, out: Path) -> int:
     from vidcap.cli_common import (
         backend_from_args,
         engine_from_args,
@@ -41,10 +48,10 @@ def cmd_caption(args: argparse.Namespace) -> int:
         raise UsageError(
             f"unknown --format {','.join(unknown) or args.format!r}; supported values are {', '.join(known)}"
         )
-    check_out_dir(args.out)
+    check_out_dir(out)
     videos = expand_inputs(args.inputs)  # files, folders, list files, URLs
     settings = RunSettings(
-        out_dir=args.out,
+        out_dir=out,
         formats=formats,
         sampling=sampling_from_args(args),
         generation=generation_from_args(args),
@@ -75,7 +82,11 @@ def cmd_caption(args: argparse.Namespace) -> int:
         print(
             f"vidcap: {len(results) - len(failed)} of {len(results)} videos done, "
             f"{done_frames} frames; outputs in {args.out}"
-            + (f"; {len(failed)} failed (see {args.out / 'summary.json'})" if failed else ""),
+            + (
+                f"; {len(failed)} failed (see {args.out.rstrip('/')}/summary.json)"
+                if failed
+                else ""
+            ),
             file=sys.stderr,
         )
     return EXIT_FAILED if failed else EXIT_OK
@@ -130,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="video files, folders (searched recursively), list files (.txt, or .csv/.parquet "
         "with a 'path' column; other columns are carried into the outputs) or fsspec URLs",
     )
-    caption.add_argument("--out", type=Path, required=True, help="output folder")
+    caption.add_argument(
+        "--out", required=True, help="output folder, or an fsspec URL (s3://…, gs://…)"
+    )
     caption.add_argument(
         "--format",
         default="jsonl,srt,vtt",

@@ -61,10 +61,14 @@ def _local(item: str) -> str:
     return item.removeprefix("file://") if item.startswith("file://") else item
 
 
-def expand_inputs(items: Sequence[str | os.PathLike]) -> list[InputVideo]:
-    """Every video the inputs name, in order; raises ``UsageError`` on a bad input."""
+def expand_inputs(items: Sequence[str | os.PathLike | InputVideo]) -> list[InputVideo]:
+    """Every video the inputs name, in order (``InputVideo``\\ s as they are); raises
+    ``UsageError`` on a bad input."""
     videos: list[InputVideo] = []
     for raw in items:
+        if isinstance(raw, InputVideo):
+            videos.append(raw)
+            continue
         item = _local(str(raw))
         if is_url(item):
             videos.extend(_expand_url(item))

@@ -48,6 +48,7 @@ from vidcap.inputs import LIST_SUFFIXES, InputVideo, expand_inputs, local_copy
 from vidcap.model import ensure_loadable, resolve_model_path
 from vidcap.outputs import CaptionedFrame
 from vidcap.parquet import DEFAULT_SHARD_ROWS, run_writers_for
+from vidcap.remote_out import output_folder
 from vidcap.settings import GenerationSettings, ModelSettings, SamplingSettings
 from vidcap.video import VIDEO_EXTENSIONS
 
@@ -337,7 +338,7 @@ def _vidcap_cause(exc: BaseException) -> VidcapError | None:
 
 def caption_dataset(
     inputs: Sequence[str | os.PathLike | InputVideo],
-    out: str | os.PathLike,
+    out: str | os.PathLike,  # a folder, or an fsspec URL (vidcap.remote_out)
     *,
     model: ModelSettings | None = None,
     sampling: SamplingSettings | None = None,
@@ -356,11 +357,34 @@ def caption_dataset(
     """
     model = model or ModelSettings()
     ray_settings = ray_settings or RaySettings()
-    strings = [str(i) for i in inputs if not isinstance(i, InputVideo)]
-    videos = [i for i in inputs if isinstance(i, InputVideo)]
-    if strings:
-        videos += expand_inputs(strings)
-    out_dir = Path(out)
+    videos = expand_inputs(inputs)
+    with output_folder(out) as out_dir:
+        return _caption_into(
+            out_dir,
+            videos,
+            model,
+            sampling,
+            generation,
+            formats,
+            ray_settings,
+            shard_rows,
+            quiet,
+            on_done,
+        )
+
+
+def _caption_into(
+    out_dir: Path,
+    videos: Sequence[InputVideo],
+    model: ModelSettings,
+    sampling: SamplingSettings | None,
+    generation: GenerationSettings | None,
+    formats: Sequence[str],
+    ray_settings: RaySettings,
+    shard_rows: int,
+    quiet: bool,
+    on_done: Callable[[VideoResult], None] | None,
+) -> list[VideoResult]:
     check_out_dir(out_dir)
     settings = RunSettings(
         out_dir=out_dir,

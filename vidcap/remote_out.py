@@ -1,0 +1,135 @@
+"""``--out`` as an fsspec URL (``s3://``, ``gs://``, …): a local staging folder, synced.
+
+The commit stage writes local files (atomic renames, resume records); an object store has
+no rename. So a run with a remote ``--out`` writes into a local staging folder and uploads
+from it:
+
+- before the run, the remote folder is listed once: its resume records and summary are
+  downloaded (the summary covers the whole folder), and every other output gets an empty
+  local placeholder, so a finished video is seen as finished without downloading it;
+- during the run, every ``sync_seconds``, and once more at the end (also after a failure),
+  files that are new or changed since are uploaded — outputs and Parquet shards first, then
+  the resume records that vouch for them, ``summary.json`` last. An object appears whole
+  or not at all, so the remote folder keeps the local guarantees: a record never names an
+  output that is not there, and a rerun resumes from what was uploaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from vidcap.commit import STATE_DIR, SUMMARY
+from vidcap.errors import UsageError
+from vidcap.inputs import is_url
+from vidcap.outputs import PART_SUFFIX
+
+log = logging.getLogger(__name__)
+
+SYNC_SECONDS = 30.0
+
+
+class StagedFolder:
+    """A local folder mirrored to the remote folder ``url``."""
+
+    def __init__(self, url: str) -> None:
+        import fsspec
+
+        try:
+            self.fs, root = fsspec.core.url_to_fs(url)
+        except (ImportError, ValueError) as exc:
+            raise UsageError(f"--out {url}: {exc}") from exc
+        self.url = url
+        self.root = root.rstrip("/")
+        self.local = Path(tempfile.mkdtemp(prefix="vidcap-out-"))
+        self._sent: dict[str, tuple[int, int]] = {}  # relative path → (size, mtime_ns)
+        self._lock = threading.Lock()
+
+    def pull(self) -> None:
+        """Records and summary down; placeholders for the other outputs."""
+        try:
+            remote = self.fs.find(self.root, detail=True)
+        except FileNotFoundError:
+            remote = {}
+        except OSError as exc:
+            raise UsageError(f"--out {self.url}: cannot list it ({exc})") from exc
+        fetch: dict[str, str] = {}
+        for path, info in remote.items():
+            if info.get("type") == "directory":
+                continue
+            rel = path.strip("/").removeprefix(self.root.strip("/")).lstrip("/")
+            local = self.local / rel
+            local.parent.mkdir(parents=True, exist_ok=True)
+            if rel == SUMMARY or rel.startswith(f"{STATE_DIR}/"):
+                fetch[path] = rel
+            else:
+                local.touch()
+                self._mark(rel)
+        if fetch:  # one call: concurrent on object stores
+            self.fs.get(list(fetch), [str(self.local / rel) for rel in fetch.values()])
+            for rel in fetch.values():
+                self._mark(rel)
+        log.info("--out %s: %d files listed", self.url, len(remote))
+
+    def push(self) -> int:
+        """Upload what is new or changed, records after outputs, the summary last."""
+        with self._lock:
+            changed = []
+            for path in self.local.rglob("*"):
+                rel = path.relative_to(self.local).as_posix()
+                if not path.is_file() or path.name.endswith(PART_SUFFIX):
+                    continue
+                stat = path.stat()
+                if self._sent.get(rel) != (stat.st_size, stat.st_mtime_ns):
+                    changed.append(rel)
+            changed.sort(key=lambda rel: (rel == SUMMARY, rel.startswith(f"{STATE_DIR}/"), rel))
+            for rel in changed:
+                self.fs.put_file(str(self.local / rel), f"{self.root}/{rel}")
+                self._mark(rel)
+            return len(changed)
+
+    def _mark(self, rel: str) -> None:
+        stat = (self.local / rel).stat()
+        self._sent[rel] = (stat.st_size, stat.st_mtime_ns)
+
+    def close(self) -> None:
+        shutil.rmtree(self.local, ignore_errors=True)
+
+
+@contextmanager
+def output_folder(out: str | Path, sync_seconds: float = SYNC_SECONDS) -> Iterator[Path]:
+    """The local folder a run writes into: ``out`` itself, or a staging folder for a URL."""
+    if not is_url(str(out)):
+        yield Path(str(out).removeprefix("file://"))
+        return
+    staged = StagedFolder(str(out))
+    stop = threading.Event()
+
+    def sync() -> None:
+        while not stop.wait(sync_seconds):
+            try:
+                staged.push()
+            except Exception:  # noqa: BLE001 - retried at the next sync and at the end
+                log.warning("uploading to %s failed; will retry", staged.url, exc_info=True)
+
+    staged.pull()
+    thread = threading.Thread(target=sync, name="vidcap-upload", daemon=True)
+    thread.start()
+    try:
+        yield staged.local
+    finally:
+        stop.set()
+        thread.join()
+        try:
+            log.info("uploaded %d files to %s", staged.push(), staged.url)
+        except Exception:
+            log.error(
+                "uploading to %s failed; the outputs are left in %s", staged.url, staged.local
+            )
+            raise
+        staged.close()
