@@ -210,6 +210,8 @@ class Committer:
         self.settings = settings
         self.key = settings.key()
         self.jobs = {job.id: job for job in jobs}
+        self._by_name = {job.name: job for job in jobs}
+        self._finished: set[str] = set()  # names of videos done or failed in this run
         self.run_writers = list(run_writers)
         self.on_done = on_done  # called with each finished VideoResult (progress)
         self.results: list[VideoResult] = []
@@ -219,7 +221,7 @@ class Committer:
         (settings.out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
 
     def _state(self, job_id: int) -> _Open | None:
-        if job_id not in self.jobs or any(r.name == self.jobs[job_id].name for r in self.results):
+        if job_id not in self.jobs or self.jobs[job_id].name in self._finished:
             return None  # finished already (a duplicate from a retried task)
         if job_id not in self._open:
             self._open[job_id] = _Open(self.jobs[job_id], time.monotonic())
@@ -301,7 +303,7 @@ class Committer:
                 self._record(result)
 
     def _record(self, result: VideoResult) -> None:
-        job = next(j for j in self.jobs.values() if j.name == result.name)
+        job = self._by_name[result.name]
         state = {"key": self.key, "source": job.identity, "result": asdict(result)}
         if job.metadata:
             state["metadata"] = job.metadata
@@ -309,6 +311,7 @@ class Committer:
 
     def _finish(self, result: VideoResult) -> None:
         self.results.append(result)
+        self._finished.add(result.name)
         if self.on_done is not None:
             self.on_done(result)
 
