@@ -149,3 +149,18 @@ def test_http_inputs_lists_and_copies(http_root: tuple[Path, str], tmp_path: Pat
     todo, _ = plan([f"{base}/missing.mp4", video.source], RunSettings(out_dir=tmp_path))
     assert [job.identity["path"] for job in todo] == [f"{base}/missing.mp4", video.source]
     assert "error" in todo[0].identity
+
+
+def test_identities_asked_together_and_taken_once(http_root: tuple[Path, str]) -> None:
+    root, base = http_root
+    names = [f"p{i}.mp4" for i in range(3)]
+    for name in names:
+        shutil.copy(SAMPLE, root / name)
+    (root / "three.txt").write_text("".join(f"{base}/{name}\n" for name in names))
+    videos = expand_inputs([f"{base}/three.txt"])  # asks the server about all three at once
+    for name in names:
+        (root / name).unlink()
+    for video in videos:  # answered from what was asked during the expansion …
+        assert remote_identity(video.source)["size"] == SAMPLE.stat().st_size
+    with pytest.raises(OSError):  # … once: the next question goes to the server again
+        remote_identity(videos[0].source)

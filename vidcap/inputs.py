@@ -24,6 +24,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -34,6 +35,9 @@ from vidcap.errors import UsageError
 from vidcap.video import VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
+
+IDENTITY_THREADS = 32  # concurrent metadata requests to a store
+_prefetched: dict[str, dict[str, Any]] = {}  # URL → identity, taken once by remote_identity
 
 LIST_SUFFIXES = (".txt", ".csv", ".parquet")
 PATH_COLUMN = "path"
@@ -76,6 +80,7 @@ def expand_inputs(items: Sequence[str | os.PathLike | InputVideo]) -> list[Input
             videos.extend(_expand_local(Path(item)))
     if not videos:
         raise UsageError("no videos found in the given inputs")
+    prefetch_identities([v.source for v in videos if is_url(v.source)])
     return videos
 
 
@@ -190,9 +195,32 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def prefetch_identities(urls: Sequence[str]) -> None:
+    """Ask the store about many objects at once (a dataset's URLs one by one would take
+    hours); the answers wait for ``remote_identity``, which takes each one once."""
+    if len(urls) < 2:
+        return
+    with ThreadPoolExecutor(IDENTITY_THREADS) as pool:
+        for url, identity in zip(urls, pool.map(_identity_or_none, urls), strict=True):
+            if identity is not None:
+                _prefetched[url] = identity
+
+
+def _identity_or_none(url: str) -> dict[str, Any] | None:
+    try:
+        return _ask_identity(url)
+    except OSError:
+        return None  # asked again by remote_identity, which reports the error
+
+
 def remote_identity(url: str) -> dict[str, Any]:
     """What tells one remote object from another: its URL plus what the store says (size,
     ETag, modification time…). Raises ``OSError`` when the object cannot be reached."""
+    prefetched = _prefetched.pop(url, None)
+    return prefetched if prefetched is not None else _ask_identity(url)
+
+
+def _ask_identity(url: str) -> dict[str, Any]:
     fs, path = _filesystem(url)
     try:
         info = fs.info(path)
