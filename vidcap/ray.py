@@ -3,7 +3,7 @@
 ::
 
     jobs (plan: dedup, names, resume)        on the driver
-      │  from_items: one block per video
+      │  from_items: a block per video (up to 2,000 blocks)
       ▼
     decode tasks (CPUs)                      VideoReader + resize_for_model, as embedded;
       │  rows: one per sampled frame,        one "end" row per video (sampled frames,
@@ -17,9 +17,9 @@
 
 Nothing is lost or doubled when a worker dies: Ray retries the decode task or restarts the
 actor and retries its batch, and the ``Committer`` keeps one caption per frame index. A
-decode task that keeps dying (after ``decode_retries``) fails its video alone, as does a
-batch the model keeps failing on; such videos are listed in ``summary.json`` and redone by
-a rerun.
+decode task that keeps dying (after ``decode_retries``) fails the videos of its block (one
+video per block up to 2,000 videos) and no other, as does a batch the model keeps failing
+on; such videos are listed in ``summary.json`` and redone by a rerun.
 
 Ray is an optional dependency (``pip install 'vidcap[ray]'``), imported only here.
 """
@@ -59,6 +59,10 @@ FRAME, END, ERROR = "frame", "end", "error"  # the kinds of row the decode stage
 # the batches its device fits.
 CPU_BATCH_SIZE = 8
 GPU_BATCH_SIZE = 256
+# Videos are split into at most this many blocks, each a decode task (and the unit Ray
+# retries): one per video up to here; past it, a block per video would cost the driver
+# about a millisecond each before anything runs (17 s for 20,000 videos).
+MAX_DECODE_BLOCKS = 2000
 
 
 @dataclass(frozen=True)
@@ -262,7 +266,7 @@ def build_pipeline(
         settings.decode_tasks or "as CPUs allow",
     )
     items = [{"job": job.id, "source": job.source} for job in jobs]
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_DECODE_BLOCKS))
     with warnings.catch_warnings():
         # Ray 2.60 names no parameter for task retries yet and warns about the generic one.
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
