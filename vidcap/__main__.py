@@ -1,5 +1,3 @@
-import sys
+from vidcap.cli import entry
 
-from vidcap.cli import main
-
-sys.exit(main())
+entry()
