@@ -611,12 +611,13 @@ def backend_from_args(
         backend.close()
         raise
     model = getattr(args, "model", DEFAULT_MODEL)
-    if served is None and backend.unreachable != set(backend.urls):
-        log.warning(
-            "the server did not say its input size: resizing frames to %dx%d (--model %s)",
-            *input_size,
-            model,
-        )
+    if served is None:
+        if backend.unreachable != set(backend.urls):
+            log.warning(
+                "the server did not say its input size: resizing frames to %dx%d (--model %s)",
+                *input_size,
+                model,
+            )
     elif served != input_size:
         if model != DEFAULT_MODEL:
             backend.close()
