@@ -152,16 +152,23 @@ def bench_cpu(folder: Path, paths: list[Path], repeats: int) -> dict:
     }
 
 
-def bench_gpu(paths: list[Path], tokens: int) -> dict:
+def bench_gpu(paths: list[Path], tokens: int, dry_run: bool) -> dict:
+    """``dry_run``: the same code on this machine's CPU with the tiny model (a check of the
+    script before it goes to a GPU, not a measurement)."""
     import torch
-    from blip2_sized import blip2_sized_captioner
 
     from vidcap.backend import EmbeddedBackend
     from vidcap.commit import RunSettings
     from vidcap.engine import EngineSettings, run
-    from vidcap.settings import GenerationSettings
+    from vidcap.model import Captioner
+    from vidcap.settings import GenerationSettings, ModelSettings
 
-    captioner = blip2_sized_captioner("cuda", torch.float16, None, tokens)
+    if dry_run:
+        captioner = Captioner.load(ModelSettings(model="tiny", device="cpu"))
+    else:
+        from blip2_sized import blip2_sized_captioner
+
+        captioner = blip2_sized_captioner("cuda", torch.float16, None, tokens)
     generation = GenerationSettings(max_new_tokens=tokens)
     model_fps = model_only(captioner, 4 * captioner.batch_size, generation)
     cores = os.cpu_count() or 1
@@ -179,7 +186,7 @@ def bench_gpu(paths: list[Path], tokens: int) -> dict:
     engine_fps = frames / seconds
     decode_fps = frames / decode_s
     return {
-        "gpu": torch.cuda.get_device_name(),
+        "gpu": "dry run on CPU" if dry_run else torch.cuda.get_device_name(),
         "batch_size": captioner.batch_size,
         "frames": frames,
         "engine_fps": round(engine_fps, 1),
@@ -197,11 +204,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=20)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--dry-run", action="store_true", help="gpu: 3 clips, tiny model on CPU (checks the script)"
+    )
     args = parser.parse_args()
     clips, seconds, height, width, fps = WORKLOADS[args.workload]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "clips"
         folder.mkdir()
+        clips = 3 if args.dry_run else clips
         paths = make_clips(folder, clips, seconds, height, width, fps)
         report = {
             "workload": f"{clips} clips x {seconds} s, {height}p H.264 {fps} fps (-g 60), --fps 1",
@@ -210,7 +221,7 @@ def main() -> None:
         if args.workload == "cpu":
             report.update(bench_cpu(folder, paths, args.repeats))
         else:
-            report.update(bench_gpu(paths, args.tokens))
+            report.update(bench_gpu(paths, args.tokens, args.dry_run))
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
