@@ -201,7 +201,8 @@ def _kill_caption_actor(marker: str) -> int:
 def test_killed_actor_loses_and_duplicates_nothing(
     cluster: str, tiny_captioner, generated_videos, tmp_path: Path
 ) -> None:
-    videos = [InputVideo(str(path)) for path, _ in generated_videos.values()]
+    names = ("h264-mp4", "vfr-mp4", "ntsc-mp4", "mpeg4-avi", "h264-mkv")
+    videos = [InputVideo(str(generated_videos[name][0])) for name in names]
     sampling = SamplingSettings(every_n=1)  # every frame: enough work to kill in the middle
     formats = ("jsonl", "parquet")
     expected = embedded_run(videos, tmp_path / "embedded", tiny_captioner, formats, sampling)
