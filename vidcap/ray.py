@@ -30,6 +30,7 @@ import argparse
 import logging
 import os
 import re
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -125,7 +126,8 @@ def decode_video(
 
     rows: list[dict[str, Any]] = []
     try:
-        with local_copy(source) as path, VideoReader(path) as reader:
+        # One decoder thread: a decode task holds one CPU, and a node runs one task per CPU.
+        with local_copy(source) as path, VideoReader(path, threads=1) as reader:
             for frame in reader.frames(sampling):
                 rgb = resize_for_model(frame.rgb, size)
                 rows.append(
@@ -299,7 +301,7 @@ def build_pipeline(
     # A block that fails past its retries fails its videos (listed, redone by a rerun),
     # not the run.
     ds.context.max_errored_blocks = len(items)
-    ds.context.enable_progress_bars = not quiet
+    ds.context.enable_progress_bars = not quiet and sys.stderr.isatty()  # else log spam
     return ds
 
 
