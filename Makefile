@@ -33,6 +33,7 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) bench/run.py --model tiny --out bench/last_cpu_tiny.json
+	$(PY) bench/bulk.py cpu --out bench/last_bulk_cpu.json
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache

@@ -202,6 +202,7 @@ def main() -> None:
     )
     parser.add_argument("workload", choices=sorted(WORKLOADS))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--clips", type=int, default=None, help="instead of the workload's count")
     parser.add_argument("--tokens", type=int, default=20)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
@@ -212,7 +213,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "clips"
         folder.mkdir()
-        clips = 3 if args.dry_run else clips
+        clips = 3 if args.dry_run else args.clips or clips
         paths = make_clips(folder, clips, seconds, height, width, fps)
         report = {
             "workload": f"{clips} clips x {seconds} s, {height}p H.264 {fps} fps (-g 60), --fps 1",

@@ -112,7 +112,6 @@ DECODERS: dict[str, Callable[..., tuple[list[float], int]]] = {
     "opencv-grab": opencv_grab,
     "pyav-all": vidcap_reader("all"),
     "pyav-exact": vidcap_reader("exact"),
-    "pyav-fast": vidcap_reader("fast"),
     "pyav-keyframes": vidcap_reader("exact", keyframes=True),
 }
 

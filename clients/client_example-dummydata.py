@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     size = model_input_size(args.model)
     backend = backend_from_args(args, size)
-    assert backend is not None
+    if backend is None:  # unreachable: --url is required
+        parser.error("--url is required")
     started = time.perf_counter()
     with backend:
         captions = list(

@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt", default=None, help="text the captions continue")
     args = parser.parse_args(argv)
     backend = backend_from_args(args, model_input_size(args.model))
-    assert backend is not None  # --url is required
+    if backend is None:  # unreachable: --url is required
+        parser.error("--url is required")
     run = caption_and_print(args, backend, GenerationSettings(prompt=args.prompt))
     how = f"{len(backend.urls)} endpoint(s), prebatch {args.prebatch}, inflight {args.inflight}"
     print(summary_line(args.video.name, run, how))

@@ -61,8 +61,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         default=sampling.mode,
         choices=DECODE_MODES,
         help=f"exact (default {sampling.mode}): the frames decoding everything gives, decoding "
-        "only reference frames and those a tick needs; fast: reference frames only, a sample "
-        "may fall up to 3 frames after its tick (x264's B-frame limit); all: decode every frame",
+        "only what they need (reference frames, the frames ticks take, nothing after a "
+        "keyframe group's last needed frame); all: decode every frame",
     )
 
 

@@ -16,10 +16,9 @@ NUM_BEAMS_LIMIT = 8
 PROMPT_CHARS_LIMIT = 500
 
 
-DECODE_MODES = ("exact", "fast", "all")
-"""``exact``: the frames decoding everything would give, decoding only reference frames and
-the frames a tick needs; ``fast``: reference frames only (a sample may fall a few frames
-after its tick); ``all``: decode every frame."""
+DECODE_MODES = ("exact", "all")
+"""``exact``: the frames decoding everything would give, decoding only what the samples
+need (see ``vidcap.video``); ``all``: decode every frame."""
 
 
 @dataclass(frozen=True)

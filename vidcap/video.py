@@ -4,11 +4,10 @@ A first pass only demuxes (no decoding, a few ms) and lists every packet's prese
 time. It gives each frame its index (rank in presentation order), the video's end, and
 the frames the sampling needs. The second pass decodes as little as the mode allows:
 
-- ``exact`` (default): reference frames plus the non-reference frames a tick needs;
-  the same frames and times as decoding everything, at nearly the cost of skipping;
-- ``fast``: reference frames only; each tick takes the first decoded frame at or after
-  it, so a sample can fall after the tick by up to one run of non-reference frames;
-- ``all``: decode every frame (the slow reference the other two are tested against);
+- ``exact`` (default): reference frames plus the non-reference frames a tick needs, and
+  nothing between a keyframe group's last needed frame and the next keyframe; the same
+  frames, times and pixels as decoding everything;
+- ``all``: decode every frame (the slow reference ``exact`` is tested against);
 - ``SamplingSettings.keyframes``: decode keyframes only.
 
 Timestamps are each frame's pts as FFmpeg reports it (what ffprobe shows), never
@@ -339,7 +338,7 @@ def _needed_times(packets: _Packets, sampling: SamplingSettings) -> set[float] |
     """Times whose packets ``exact`` mode must decode fully; None: decode everything."""
     if sampling.mode == "all" or not packets.complete:
         return None
-    if sampling.mode == "fast" or sampling.keyframes:
+    if sampling.keyframes:
         return set()
     if sampling.every_n is not None:
         return set(packets.times[:: sampling.every_n])
