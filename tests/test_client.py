@@ -428,10 +428,12 @@ def test_vidcap_caption_with_server_writes_the_same_outputs_as_embedded(
 
     from vidcap.cli import main
 
-    video = write_video(
-        tmp_path / "clip.mp4", VideoSpec("clip", "libx264", ".mp4", constant_rate(30, Fraction(10)))
-    )
-    common = ["caption", str(video), "--model", "tiny", "--fps", "5", "--quiet", *extra]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, frames in [("clip", 30), ("short", 7), ("longer", 45)]:  # frames of all three
+        spec = VideoSpec(name, "libx264", ".mp4", constant_rate(frames, Fraction(10)))  # share
+        write_video(folder / f"{name}.mp4", spec)  # requests: the engine's one stream
+    common = ["caption", str(folder), "--model", "tiny", "--fps", "5", "--quiet", *extra]
     assert main([*common, "--out", str(tmp_path / "embedded"), "--device", "cpu"]) == 0
     servers = ",".join(s.url for s in flask_pair)
     remote_args = ["--server", servers, "--wire-format", "png", "--prebatch", "2"]
@@ -442,7 +444,7 @@ def test_vidcap_caption_with_server_writes_the_same_outputs_as_embedded(
 
     names = outputs(tmp_path / "embedded")
     assert names == outputs(tmp_path / "remote")
-    assert {Path(n).suffix for n in names} >= {".jsonl", ".srt", ".vtt"}
+    assert {Path(n).suffix for n in names} >= {".jsonl", ".srt", ".vtt"} and len(names) == 9
     for name in names:
         embedded_bytes = (tmp_path / "embedded" / name).read_bytes()
         assert (tmp_path / "remote" / name).read_bytes() == embedded_bytes, name

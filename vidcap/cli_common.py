@@ -60,7 +60,7 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         "--decode-mode",
         default=sampling.mode,
         choices=DECODE_MODES,
-        help=f"exact (default {sampling.mode}): the frames decoding everything gives, decoding "
+        help=f"default {sampling.mode}. exact: the frames decoding everything gives, decoding "
         "only what they need (reference frames, the frames ticks take, nothing after a "
         "keyframe group's last needed frame); all: decode every frame",
     )
