@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from dataclasses import replace
@@ -256,3 +257,40 @@ def test_last_cue_ends_at_the_video_end(tmp_path: Path, tiny_captioner) -> None:
 def test_engine_settings_default_to_the_cpu_count() -> None:
     assert EngineSettings().workers() == max(1, os.cpu_count() or 1)
     assert replace(EngineSettings(), decode_workers=3).workers() == 3
+
+
+def test_a_folder_of_every_kind_of_file_gives_true_outputs(
+    generated_videos, tmp_path: Path, tiny_captioner
+) -> None:
+    """#12's "done when", through the whole engine: every container and codec the tests
+    encode (AVI with and without index and B-frames, VFR, TS, PS, short and open GOPs…)
+    plus non-videos, in one folder. Per video: times are frame presentation times, the
+    duration is the end of the last frame, cues are never empty or zero-length and the last
+    one ends at that duration; summary.json lists the folder."""
+    from videos import probe_times
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, (path, _) in generated_videos.items():
+        shutil.copy(path, folder / f"{name}{path.suffix}")
+    (folder / "notes.mp4").write_text("a text file with a video's name")
+    (folder / "noise.avi").write_bytes(os.urandom(30_000))
+    out = tmp_path / "out"
+    sources = sorted(str(p) for p in folder.iterdir())
+    sampling = SamplingSettings(fps=2.0)
+    results = run(sources, settings_for(out, sampling), lambda: EmbeddedBackend(tiny_captioner))
+    by_name = {r.name: r for r in results}
+    assert by_name["notes"].status == by_name["noise"].status == "failed"
+    for name, (_, spec) in generated_videos.items():
+        result = by_name[name]
+        assert result.status == "done", (name, result.error)
+        assert result.duration == pytest.approx(spec.duration, abs=1e-6), name
+        times = probe_times(folder / f"{name}{spec.suffix}")
+        for row in read_jsonl(out / f"{name}.jsonl"):
+            assert row["time"] == pytest.approx(times[row["frame"]], abs=1e-6), name
+        cues = list(srt.parse((out / f"{name}.srt").read_text()))
+        assert cues and all(c.end > c.start and c.content.strip() for c in cues), name
+        assert cues[-1].end.total_seconds() == pytest.approx(spec.duration, abs=1e-3), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["videos"]) == len(generated_videos) + 2
+    assert summary["totals"]["failed"] == 2
