@@ -191,6 +191,7 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path: Path) -> None:
         (["--batch-size", "0"], "--batch-size"),
         (["--batch-size", "many"], "--batch-size"),
         (["--decode-workers", "0"], "--decode-workers"),
+        (["--decode-timeout", "0"], "--decode-timeout"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(

@@ -294,3 +294,52 @@ def test_a_folder_of_every_kind_of_file_gives_true_outputs(
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["videos"]) == len(generated_videos) + 2
     assert summary["totals"]["failed"] == 2
+
+
+def test_a_stalled_decoder_fails_its_video_and_the_run_goes_on(
+    tmp_path: Path, tiny_captioner
+) -> None:
+    """An input whose download hangs half-way (a stuck network store): its decoder is stopped
+    after --decode-timeout and the video fails alone, with the reason."""
+    import http.server
+
+    good = clip(tmp_path / "in", "good", 6)
+    body = clip(tmp_path / "in", "stuck", 6).read_bytes()
+    release = threading.Event()
+
+    class Stalling(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Type", "video/mp4")
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            self.do_HEAD()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            release.wait(60)  # then never the rest
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/stuck.mp4"
+    try:
+        started = time.monotonic()
+        results = run(
+            [url, str(good)],
+            settings_for(tmp_path / "out"),
+            lambda: EmbeddedBackend(tiny_captioner),
+            EngineSettings(decode_workers=2, decode_timeout=3),
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+        server.shutdown()
+    by_name = {r.name: r for r in results}
+    assert by_name["good"].status == "done"
+    assert by_name["stuck"].status == "failed"
+    assert "sent nothing for 3 s (--decode-timeout)" in by_name["stuck"].error
+    assert elapsed < 30

@@ -123,6 +123,14 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="decoder processes, each decoding one video at a time (default: one per CPU core)",
     )
+    group.add_argument(
+        "--decode-timeout",
+        type=float,
+        default=EngineSettings().decode_timeout,
+        metavar="SECONDS",
+        help="fail a video whose decoder sends nothing for this long: a hung download or "
+        "decoder (default %(default)g)",
+    )
 
 
 def _batch_size(value: str) -> int | None:
@@ -139,7 +147,11 @@ def _batch_size(value: str) -> int | None:
 def engine_from_args(args: argparse.Namespace) -> EngineSettings:
     if args.decode_workers is not None and args.decode_workers < 1:
         raise UsageError(f"--decode-workers must be a whole number >= 1, got {args.decode_workers}")
-    return EngineSettings(decode_workers=args.decode_workers)
+    if not args.decode_timeout > 0:
+        raise UsageError(
+            f"--decode-timeout must be a number of seconds > 0, got {args.decode_timeout}"
+        )
+    return EngineSettings(decode_workers=args.decode_workers, decode_timeout=args.decode_timeout)
 
 
 def sampling_from_args(args: argparse.Namespace) -> SamplingSettings:

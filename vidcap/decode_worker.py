@@ -24,6 +24,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -135,6 +136,8 @@ class DecodePool:
     Frames of one video arrive in order, each video ends with ``Ended`` or ``Failed``;
     frames of different videos interleave. At most ``max_events`` events wait in the queue
     (then the workers block), so memory stays bounded whatever the number of videos.
+    A worker that sends nothing for ``stall_timeout`` seconds while it is being waited for
+    (a hung download or decoder) is killed, failing its video, and replaced.
     """
 
     def __init__(
@@ -144,9 +147,11 @@ class DecodePool:
         size: tuple[int, int],
         workers: int,
         max_events: int,
+        stall_timeout: float | None = None,
     ) -> None:
         self.sampling = sampling
         self.size = size
+        self.stall_timeout = stall_timeout
         # Cores shared out among the workers: FFmpeg's own threads on top would oversubscribe.
         self.threads = max(1, (os.cpu_count() or 1) // max(1, workers))
         self._jobs: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
@@ -158,10 +163,17 @@ class DecodePool:
         self._live = min(workers, len(jobs))
         self.decoding: dict[int, int] = {}  # job id → pid of the worker decoding it
         self._procs: list[subprocess.Popen] = []
+        self._running: dict[int, subprocess.Popen] = {}  # job id → its worker
+        self._waiting: dict[int, float] = {}  # job id → since when its worker is waited for
+        self._stalled: set[int] = set()
         self._threads = [
             threading.Thread(target=self._drive, name=f"vidcap-decoder-{i}", daemon=True)
             for i in range(self._live)
         ]
+        if stall_timeout and self._threads:
+            self._threads.append(
+                threading.Thread(target=self._watch, name="vidcap-decoder-watch", daemon=True)
+            )
         for thread in self._threads:
             thread.start()
         if not self._threads:
@@ -215,10 +227,13 @@ class DecodePool:
                 if proc is None or proc.poll() is not None:
                     proc = self._spawn()
                 self.decoding[job_id] = proc.pid
+                self._running[job_id] = proc
                 try:
                     self._run_job(proc, job_id, source)
                 finally:
                     self.decoding.pop(job_id, None)
+                    self._running.pop(job_id, None)
+                    self._waiting.pop(job_id, None)
         finally:
             if proc is not None:
                 _end(proc)
@@ -244,14 +259,18 @@ class DecodePool:
         except OSError:
             pass  # a dead worker: reported below when its output ends
         while True:
+            self._waiting[job_id] = time.monotonic()
             header = _read(proc.stdout, HEADER.size)
+            self._waiting.pop(job_id, None)
             if len(header) < HEADER.size:
                 if self._stop.is_set():
                     return
                 code = proc.wait()
-                self._put(
-                    Failed(job_id, f"{source}: the decoder stopped unexpectedly ({_how(code)})")
-                )
+                if job_id in self._stalled:
+                    why = f"sent nothing for {self.stall_timeout:g} s (--decode-timeout); stopped"
+                else:
+                    why = f"stopped unexpectedly ({_how(code)})"
+                self._put(Failed(job_id, f"{source}: the decoder {why}"))
                 return
             kind, job, number, pts, height, width = HEADER.unpack(header)
             if kind == b"F":
@@ -267,6 +286,20 @@ class DecodePool:
                 return
             else:
                 self._put(Failed(job, _read(proc.stdout, number).decode(errors="replace")))
+                return
+
+    def _watch(self) -> None:
+        """Kill the worker of a job that has kept its driver waiting past ``stall_timeout``."""
+        limit = float(self.stall_timeout or 0)
+        while not self._stop.wait(min(1.0, limit / 4)):
+            now = time.monotonic()
+            for job_id, since in list(self._waiting.items()):
+                proc = self._running.get(job_id)
+                if proc is not None and now - since > limit and job_id not in self._stalled:
+                    log.warning("decoder of job %d stalled for %.0f s: stopping it", job_id, limit)
+                    self._stalled.add(job_id)
+                    proc.kill()
+            if self._live == 0:
                 return
 
 

@@ -42,11 +42,14 @@ class EngineSettings:
 
     ``decode_workers``: decoder processes (default: one per CPU core);
     ``queue_mib``: memory that decoded frames waiting for the backend may take (at the
-    model's input size: 256 MiB holds about 1,700 BLIP-2 frames of 224×224).
+    model's input size: 256 MiB holds about 1,700 BLIP-2 frames of 224×224);
+    ``decode_timeout``: seconds a decoder may send nothing (opening, downloading, decoding
+    up to the next sample) before its video fails as stalled.
     """
 
     decode_workers: int | None = None
     queue_mib: int = 256
+    decode_timeout: float = 600.0
 
     def workers(self) -> int:
         return self.decode_workers or max(1, os.cpu_count() or 1)
@@ -93,7 +96,9 @@ def run(
     def start_pool(size: tuple[int, int]) -> DecodePool:
         frames = engine.queue_frames(size, AUTO_BATCH_CUDA)
         work = [(job.id, job.source) for job in jobs]
-        return DecodePool(work, settings.sampling, size, engine.workers(), frames)
+        return DecodePool(
+            work, settings.sampling, size, engine.workers(), frames, engine.decode_timeout
+        )
 
     # Decoding starts while the model loads when the input size is known beforehand.
     pool = start_pool(input_size) if input_size else None
