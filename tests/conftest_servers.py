@@ -6,6 +6,9 @@
   misbehaves on cue (503/429 bursts, dropped connections, slow answers, 4xx, garbage)
   and otherwise captions each frame with a digest of its decoded pixels, so order and
   lossless transport are checked exactly.
+* ``PROTOCOL_CASES``: requests that break the wire protocol's HTTP rules, as raw bytes,
+  with the status and JSON error both servers must answer (Flask, and TorchServe
+  through its protocol gate), sent by ``raw_exchange``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,6 +29,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from aiohttp import web
@@ -322,3 +327,96 @@ def counting(frames: list[np.ndarray], pulled: list[int]) -> Iterator[np.ndarray
     for frame in frames:
         pulled[0] += 1
         yield frame
+
+
+# --- protocol cases, the same for both servers ---------------------------------------------
+
+# Servers under these cases run with VIDCAP_MAX_REQUEST_MB and VIDCAP_READ_TIMEOUT set so.
+PROTOCOL_MAX_REQUEST_MB = 0.5
+PROTOCOL_READ_TIMEOUT = 2.0
+_BOUNDARY = b"vidcap-case"
+_FORM = "multipart/form-data; boundary=vidcap-case"
+
+
+class ProtocolCase(NamedTuple):
+    """A raw request (``head`` without the request line) and the answer it must get;
+    ``error`` is a regular expression for the whole ``error`` message."""
+
+    method: str
+    headers: dict[str, str]
+    body: bytes
+    status: int
+    error: str
+
+
+def _part(disposition: str, data: bytes = b"\x89PNG") -> bytes:
+    return (
+        b"--"
+        + _BOUNDARY
+        + b"\r\nContent-Disposition: "
+        + disposition.encode()
+        + b"\r\n\r\n"
+        + data
+        + b"\r\n"
+    )
+
+
+def _form(*parts: bytes, close: bool = True) -> bytes:
+    return b"".join(parts) + (b"--" + _BOUNDARY + b"--\r\n" if close else b"")
+
+
+def _length(body: bytes, declared: int | None = None) -> dict[str, str]:
+    return {"Content-Length": str(len(body) if declared is None else declared)}
+
+
+_NAMED = _part('form-data; name="frame0"; filename="frame0"')
+_LIMIT = int(PROTOCOL_MAX_REQUEST_MB * 2**20)
+_BIG_CHUNK = b"%x\r\n" % (_LIMIT // 2) + b"\0" * (_LIMIT // 2) + b"\r\n"
+
+PROTOCOL_CASES = {
+    "part without a name": ProtocolCase("POST", {"Content-Type": _FORM}, _form(_part('form-data; filename="frame0"')), 400, re.escape("multipart part 0 has no name: name frames frame0, frame1, …")),
+    "duplicate part names": ProtocolCase("POST", {"Content-Type": _FORM}, _form(_NAMED, _NAMED), 400, re.escape("multipart part name 'frame0' appears more than once")),
+    "no closing boundary": ProtocolCase("POST", {"Content-Type": _FORM}, _form(_NAMED, close=False), 400, re.escape("request body could not be read: malformed multipart body: no closing boundary")),
+    "GET": ProtocolCase("GET", {"Content-Type": "image/png"}, b"\x89PNG", 405, re.escape("method GET is not allowed: POST one image or a multipart pre-batch")),
+    "PUT": ProtocolCase("PUT", {"Content-Type": "image/png"}, b"\x89PNG", 405, re.escape("method PUT is not allowed: POST one image or a multipart pre-batch")),
+    "Content-Length over the limit": ProtocolCase("POST", {"Content-Type": "image/png", **_length(b"", _LIMIT + 1)}, b"", 413, re.escape(f"request body is larger than the limit of {_LIMIT} bytes")),
+    "chunked body over the limit": ProtocolCase("POST", {"Content-Type": "image/png", "Transfer-Encoding": "chunked"}, _BIG_CHUNK * 3 + b"0\r\n\r\n", 413, re.escape(f"request body is larger than the limit of {_LIMIT} bytes")),
+    "bad chunked encoding": ProtocolCase("POST", {"Content-Type": "image/png", "Transfer-Encoding": "chunked"}, b"ZZ\r\nabc\r\n0\r\n\r\n", 400, "request body could not be read: .+"),
+    "stalled body": ProtocolCase("POST", {"Content-Type": "image/png", **_length(b"", 1000)}, b"\x89PNG half", 408, re.escape(f"request body not received within {PROTOCOL_READ_TIMEOUT:g}s")),
+}  # fmt: skip
+
+
+def check_protocol_case(port: int, path: str, case: ProtocolCase, auth: dict[str, str]) -> None:
+    """Send ``case`` to ``127.0.0.1:port`` + ``path``; its status and JSON error must match."""
+    headers = {"Host": "127.0.0.1", **auth, **case.headers}
+    if "Transfer-Encoding" not in headers:
+        headers.setdefault("Content-Length", str(len(case.body)))
+    head = f"{case.method} {path} HTTP/1.1\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in headers.items()
+    )
+    status, body = raw_exchange(port, head.encode() + b"\r\n" + case.body)
+    assert status == case.status, body
+    assert set(body) == {"error"} and re.fullmatch(case.error, body["error"]), body
+
+
+def raw_exchange(port: int, request: bytes, timeout: float = 30) -> tuple[int, dict]:
+    """Send raw bytes, read one answer: (status, JSON body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        return read_response(sock)
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict]:
+    """One HTTP response off ``sock``: (status, JSON body), by its Content-Length."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed mid-body"
+        body += chunk
+    return int(head.split()[1]), json.loads(body[:length])

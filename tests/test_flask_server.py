@@ -17,7 +17,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest_servers import START_SH, FlaskServer, get_json, make_frames, multipart, post
+from conftest_servers import (
+    PROTOCOL_CASES,
+    PROTOCOL_MAX_REQUEST_MB,
+    PROTOCOL_READ_TIMEOUT,
+    START_SH,
+    FlaskServer,
+    check_protocol_case,
+    get_json,
+    make_frames,
+    multipart,
+    post,
+    read_response,
+)
 from PIL import Image
 
 from vidcap import wire
@@ -29,7 +41,7 @@ from vidcap.settings import GenerationSettings
 
 SIZE = (64, 64)
 PNG = "image/png"
-READ_TIMEOUT = 2.0
+READ_TIMEOUT = PROTOCOL_READ_TIMEOUT
 
 
 def png(rgb: np.ndarray) -> bytes:
@@ -42,7 +54,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlaskServer]:
         "VIDCAP_MAX_DELAY_MS": "50",
         "VIDCAP_MAX_BATCH": "8",
         "VIDCAP_MAX_FRAMES": "8",
-        "VIDCAP_MAX_REQUEST_MB": "0.5",
+        "VIDCAP_MAX_REQUEST_MB": str(PROTOCOL_MAX_REQUEST_MB),
         "VIDCAP_READ_TIMEOUT": str(READ_TIMEOUT),
         "THREADS": "16",
     }
@@ -102,17 +114,10 @@ BAD_REQUESTS = {
     "long prompt": (lambda: frames_form(1, [("prompt", b"x" * 600, None)]), {}, 400, "longer than 500"),
     "no image parts": (lambda: multipart([("prompt", b"hi", None)]), {}, 400, "request has no image"),
     "prompt over the token limit": (lambda: frames_form(1, [("prompt", LONG_PROMPT.encode(), None)]), {}, 400, "^prompt is 251 tokens; with max_new_tokens 30 and 8 image tokens that is 289, more than the model's limit of 128 tokens"),
-    "part without a name": (lambda: nameless(), {}, 400, "^multipart part 0 has no name"),
-    "duplicate part names": (lambda: frames_form(1, [("frame0", png(make_frames(1, SIZE)[0]), PNG)]), {}, 400, "^multipart part name 'frame0' appears more than once$"),
 }  # fmt: skip
 
 # 250 short words: under the 500-character limit, over the tiny model's 128 tokens.
 LONG_PROMPT = " ".join(["a"] * 250)
-
-
-def nameless() -> tuple[bytes, str]:
-    body, content_type = frames_form(1)
-    return body.replace(b'name="frame0"; ', b"", 1), content_type
 
 
 @pytest.mark.slow
@@ -136,30 +141,10 @@ def test_wrong_method_or_path_is_json_too(server: FlaskServer, path: str, code: 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["GET", "PUT"])
-def test_get_and_put_with_an_image_are_refused(server: FlaskServer, method: str) -> None:
-    image = png(make_frames(1, SIZE)[0])
-    status, body = raw_exchange(
-        server.port,
-        f"{method} /caption HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-        f"Content-Length: {len(image)}\r\nConnection: close\r\n\r\n".encode()
-        + image,
-    )
-    assert (status, body) == (
-        405,
-        {"error": f"method {method} is not allowed: POST one image or a multipart pre-batch"},
-    )
-
-
-@pytest.mark.slow
-def test_bad_chunked_encoding_is_a_400(server: FlaskServer) -> None:
-    status, body = raw_exchange(
-        server.port,
-        b"POST /caption HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nZZ\r\nabc\r\n0\r\n\r\n",
-    )
-    assert status == 400
-    assert body["error"].startswith("request body could not be read: InvalidChunkSize")
+@pytest.mark.parametrize("case", list(PROTOCOL_CASES))
+def test_protocol_errors_are_4xx_json_as_on_torchserve(server: FlaskServer, case: str) -> None:
+    """The table ``tests/test_torchserve.py`` sends to TorchServe's gate too."""
+    check_protocol_case(server.port, "/caption", PROTOCOL_CASES[case], {})
 
 
 @pytest.mark.slow
@@ -173,31 +158,6 @@ def test_an_info_request_says_the_input_size(server: FlaskServer) -> None:
         "max_batch": 8,
         "token_limit": 128,
     }
-
-
-def raw_exchange(port: int, request: bytes, timeout: float = 30) -> tuple[int, dict]:
-    """Send raw bytes, read one answer: (status, JSON body)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(request)
-        return read_response(sock)
-
-
-def read_response(sock: socket.socket) -> tuple[int, dict]:
-    """One HTTP response off ``sock``: (status, JSON body), by its Content-Length."""
-    import json
-
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"connection closed after {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed mid-body"
-        body += chunk
-    return int(head.split()[1]), json.loads(body[:length])
 
 
 @pytest.mark.slow

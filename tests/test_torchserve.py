@@ -15,6 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest_servers import (
+    PROTOCOL_CASES,
+    PROTOCOL_MAX_REQUEST_MB,
+    PROTOCOL_READ_TIMEOUT,
+    check_protocol_case,
+)
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -22,6 +28,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from torchserve_fixture import (  # noqa: E402
+    MODEL_NAME,
     Response,
     TorchServeInstance,
     http,
@@ -38,6 +45,7 @@ from ts.context import Context, RequestProcessor  # noqa: E402
 from vidcap.errors import UsageError  # noqa: E402
 from vidcap.serve.config import ServeConfig  # noqa: E402
 from vidcap.serve.core import ServingCore  # noqa: E402
+from vidcap.serve.gate import upstream_answer  # noqa: E402
 from vidcap.serve.torchserve import (  # noqa: E402
     BATCH_FRAMES_HEADER,
     BATCH_REQUESTS_HEADER,
@@ -251,6 +259,26 @@ def test_an_info_request_is_answered_alone_with_the_input_size() -> None:
     assert [values for values, _ in captioner.calls] == [[1]]
 
 
+@pytest.mark.parametrize(
+    ("status", "content_type", "body", "expected"),
+    [
+        (413, "text/plain", b"", {"error": "Request Entity Too Large"}),
+        (503, "text/plain", b"busy\n", {"error": "busy"}),
+        (507, "application/json", b'{"code": 507, "message": "Worker died."}', None),
+        (200, "application/json", b'{"caption": "a"}', None),
+    ],
+)
+def test_the_gate_wraps_torchserve_errors_that_are_not_json(
+    status: int, content_type: str, body: bytes, expected: dict | None
+) -> None:
+    headers = {"Content-Type": content_type, "X-Vidcap-Input-Size": "64x64", "Server": "x"}
+    answer = upstream_answer(status, headers, body)
+    assert answer.status == status
+    assert json.loads(answer.body) == (expected or json.loads(body))  # type: ignore[arg-type]
+    assert answer.content_type == "application/json"
+    assert answer.headers["X-Vidcap-Input-Size"] == "64x64" and "Server" not in answer.headers
+
+
 def test_config_from_yaml_section_with_env_overrides() -> None:
     config = ServeConfig.from_sources(
         {"model": "tiny", "max_chunk": 4, "profile": True},
@@ -395,6 +423,8 @@ def torchserve() -> Iterator[TorchServeInstance]:
                 "VIDCAP_MAX_FRAMES": str(MAX_FRAMES),
                 "VIDCAP_MAX_PIXELS": str(MAX_PIXELS),
                 "VIDCAP_MAX_NEW_TOKENS": str(SERVER_DEFAULT_TOKENS),
+                "VIDCAP_MAX_REQUEST_MB": str(PROTOCOL_MAX_REQUEST_MB),
+                "VIDCAP_READ_TIMEOUT": str(PROTOCOL_READ_TIMEOUT),
             },
         )
         try:
@@ -566,6 +596,17 @@ def test_start_names_a_taken_grpc_port(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("case", list(PROTOCOL_CASES))
+def test_protocol_errors_are_the_same_4xx_json_as_flask(
+    torchserve: TorchServeInstance, case: str
+) -> None:
+    """Issue #10 item 7: the gate in front of TorchServe answers as Flask does."""
+    port = int(torchserve.inference_url.rsplit(":", 1)[1])
+    path = f"/predictions/{MODEL_NAME}"
+    check_protocol_case(port, path, PROTOCOL_CASES[case], torchserve.auth("inference"))
+
+
+@pytest.mark.slow
 def test_token_auth_is_on_by_default_and_the_keys_are_private(
     torchserve: TorchServeInstance,
 ) -> None:
@@ -646,13 +687,15 @@ def test_model_registration_through_the_api_is_off(torchserve: TorchServeInstanc
 def test_stop_leaves_no_process_behind(torchserve: TorchServeInstance) -> None:
     import psutil
 
-    frontend = torchserve.frontend_pid()
-    assert frontend is not None
+    frontend, gate = torchserve.frontend_pid(), torchserve.gate_pid()
+    assert frontend is not None and gate is not None
     processes = [psutil.Process(frontend), *psutil.Process(frontend).children(recursive=True)]
+    processes.append(psutil.Process(gate))
     assert {p.pid for p in processes} >= {w["pid"] for w in torchserve.describe()["workers"]}
     stopped = torchserve.stop()
     assert stopped.returncode == 0, stopped.stdout
     _, alive = psutil.wait_procs(processes, timeout=5)
     assert not alive, f"left behind: {[p.pid for p in alive]}"
     assert not (torchserve.run_dir / ".model_server.pid").exists()
+    assert not (torchserve.run_dir / "gate.pid").exists()
     assert not (torchserve.run_dir / "key_file.json").exists()

@@ -99,7 +99,7 @@ class TorchServeInstance:
         cls, root: Path, settings: Mapping[str, str], timeout: float = 300
     ) -> TorchServeInstance:
         """server-create.sh + start.sh; stops what was started if start fails."""
-        inference, management, metrics = free_ports(3)
+        inference, management, metrics, backend = free_ports(4)
         template = root / "config.properties"
         template.write_text(
             (TORCHSERVE_DIR / "config.properties").read_text()
@@ -113,6 +113,7 @@ class TorchServeInstance:
                 "INFERENCE_PORT": str(inference),
                 "MANAGEMENT_PORT": str(management),
                 "METRICS_PORT": str(metrics),
+                "BACKEND_INFERENCE_PORT": str(backend),
                 "START_TIMEOUT": str(int(timeout)),
                 **settings,
             }
@@ -164,6 +165,10 @@ class TorchServeInstance:
 
     def frontend_pid(self) -> int | None:
         pid_file = self.run_dir / ".model_server.pid"
+        return int(pid_file.read_text().strip()) if pid_file.is_file() else None
+
+    def gate_pid(self) -> int | None:
+        pid_file = self.run_dir / "gate.pid"
         return int(pid_file.read_text().strip()) if pid_file.is_file() else None
 
     def log_tail(self, lines: int = 40) -> str:

@@ -6,13 +6,17 @@
 #   CUDA_VISIBLE_DEVICES   GPUs TorchServe may use (numeric indices); honoured as is
 #   NUM_GPUS               GPUs to use (default: those visible; 0 = CPU only)
 #   NUM_WORKERS            workers (default: NUM_GPUS, or 1 on a CPU-only machine)
-#   INFERENCE_PORT / MANAGEMENT_PORT / METRICS_PORT   (default 8080 / 8081 / 8082)
+#   INFERENCE_PORT / MANAGEMENT_PORT / METRICS_PORT   (default 8080 / 8081 / 8082); the
+#                          inference port is the protocol gate's (vidcap.serve.gate)
+#   BACKEND_INFERENCE_PORT TorchServe's own inference API behind the gate (default 8083;
+#                          always 127.0.0.1)
 #   INFERENCE_HOST / MANAGEMENT_HOST / METRICS_HOST   bind addresses (default 127.0.0.1)
 #   GRPC_INFERENCE_PORT / GRPC_MANAGEMENT_PORT   (default 7070 / 7071; always 127.0.0.1)
 #   TOKEN_AUTH             on (default, loopback included) or off (refused unless every
 #                          address is loopback); keys in $TS_RUN_DIR/key_file.json, mode 600
 #   VIDCAP_MODEL           hub id, local directory or `tiny`; overrides the archive's
 #                          model-config.yaml, as do VIDCAP_DTYPE, VIDCAP_MAX_CHUNK, ...
+#   VIDCAP_MAX_REQUEST_MB / VIDCAP_READ_TIMEOUT   the gate's body limit and read deadline
 #   BATCH_SIZE / MAX_BATCH_DELAY_MS   TorchServe batching (default: config.properties)
 #   MODEL_STORE            archive folder (default ./model_store); MODEL_NAME (vidcap)
 #   TS_RUN_DIR             logs, pid, key_file.json, sockets (default ./logs)
@@ -98,11 +102,15 @@ esac
 ((${#run_dir} <= 90)) || die "TS_RUN_DIR path is too long for worker sockets: $run_dir"
 mkdir -p "$run_dir"
 pid_file="$run_dir/.model_server.pid"
+gate_pid_file="$run_dir/gate.pid"
 if [[ -f "$pid_file" ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null &&
     grep -q "org.pytorch.serve.ModelServer" "/proc/$(cat "$pid_file")/cmdline" 2>/dev/null; then
     die "TorchServe already runs from $run_dir (pid $(cat "$pid_file")); ./stop.sh first"
 fi
-rm -f "$pid_file" "$run_dir/key_file.json"
+if [[ -f "$gate_pid_file" ]] && grep -q "vidcap.serve.gate" "/proc/$(cat "$gate_pid_file")/cmdline" 2>/dev/null; then
+    die "the protocol gate already runs from $run_dir (pid $(cat "$gate_pid_file")); ./stop.sh first"
+fi
+rm -f "$pid_file" "$gate_pid_file" "$run_dir/key_file.json"
 # Keys, logs and sockets are this user's alone; the workflow store stays empty and
 # read-only (workflow registration is refused by allowed_urls as well).
 chmod 700 "$run_dir"
@@ -113,7 +121,9 @@ mkdir -p "$workflow_store" && chmod 500 "$workflow_store"
 # rather than found in a Java stack trace.
 grpc_inference_port="${GRPC_INFERENCE_PORT:-7070}"
 grpc_management_port="${GRPC_MANAGEMENT_PORT:-7071}"
+backend_port="${BACKEND_INFERENCE_PORT:-8083}"
 "$python" - "$inference_host" "${INFERENCE_PORT:-8080}" INFERENCE_PORT \
+    127.0.0.1 "$backend_port" BACKEND_INFERENCE_PORT \
     "$management_host" "${MANAGEMENT_PORT:-8081}" MANAGEMENT_PORT \
     "$metrics_host" "${METRICS_PORT:-8082}" METRICS_PORT \
     127.0.0.1 "$grpc_inference_port" GRPC_INFERENCE_PORT \
@@ -138,6 +148,7 @@ PY
 
 url() { if [[ "$1" == *:* && "$1" != \[* ]]; then echo "http://[$1]:$2"; else echo "http://$1:$2"; fi; }
 inference_url="$(url "$inference_host" "${INFERENCE_PORT:-8080}")"
+backend_url="$(url 127.0.0.1 "$backend_port")"
 management_url="$(url "$management_host" "${MANAGEMENT_PORT:-8081}")"
 metrics_url="$(url "$metrics_host" "${METRICS_PORT:-8082}")"
 
@@ -145,7 +156,7 @@ metrics_url="$(url "$metrics_host" "${METRICS_PORT:-8082}")"
 config="$run_dir/config.properties"
 disable_token_auth="$([[ $token_auth == off ]] && echo true || echo false)"
 "$python" - "$template" "$config" "$model_name" "$num_workers" "${BATCH_SIZE:-}" \
-    "${MAX_BATCH_DELAY_MS:-}" "inference_address=$inference_url" \
+    "${MAX_BATCH_DELAY_MS:-}" "inference_address=$backend_url" \
     "management_address=$management_url" "metrics_address=$metrics_url" \
     "number_of_gpu=$num_gpus" "model_store=$model_store" "load_models=$model_name" \
     "disable_token_authorization=$disable_token_auth" "workflow_store=$workflow_store" \
@@ -191,8 +202,39 @@ if ((num_gpus == 0)) && [[ -z "${OMP_NUM_THREADS:-}" ]]; then
     export OMP_NUM_THREADS=$((cores / num_workers > 0 ? cores / num_workers : 1))
 fi
 
+# The protocol gate on the public inference address: the wire protocol's method, size,
+# deadline and multipart rules, then TorchServe's inference API on loopback. Started
+# first, so a bad VIDCAP_* setting stops the start before TorchServe runs.
+nohup "$python" -m vidcap.serve.gate --host "$inference_host" --port "${INFERENCE_PORT:-8080}" \
+    --upstream "$backend_url" </dev/null >"$run_dir/gate.log" 2>&1 &
+echo $! >"$gate_pid_file"
+"$python" - "$inference_host" "${INFERENCE_PORT:-8080}" "$(cat "$gate_pid_file")" <<'PY' || {
+import os
+import socket
+import sys
+import time
+
+host, port, pid = sys.argv[1].strip("[]"), int(sys.argv[2]), int(sys.argv[3])
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit(1)
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.1)
+sys.exit(1)
+PY
+    kill "$(cat "$gate_pid_file")" 2>/dev/null || true
+    rm -f "$gate_pid_file"
+    die "the protocol gate did not start: $(tail -n 3 "$run_dir/gate.log" 2>/dev/null | tr '\n' ' ')"
+}
+
 echo "starting TorchServe: $num_workers worker(s), $num_gpus GPU(s), model store $model_store"
-echo "  inference $inference_url  management $management_url  metrics $metrics_url/metrics"
+echo "  inference $inference_url (gate; TorchServe on $backend_url)  management $management_url  metrics $metrics_url/metrics"
 echo "  token authorization: $token_auth; logs in $run_dir"
 (
     # TorchServe writes its pid file under TMPDIR, worker sockets under TEMP, logs under
@@ -203,7 +245,10 @@ echo "  token authorization: $token_auth; logs in $run_dir"
     TMPDIR="$run_dir" TEMP="$run_dir" LOG_LOCATION="$run_dir" METRICS_LOCATION="$run_dir" \
         torchserve --start --ncs --ts-config "$config" --model-store "$model_store" \
         >"$run_dir/torchserve.out" 2>&1
-)
+) || {
+    TS_RUN_DIR="$run_dir" "$here/stop.sh" >&2 || true
+    die "torchserve --start failed; see $run_dir/torchserve.out"
+}
 
 # Wait until every worker is READY and a prediction answers.
 if ! "$python" - "$run_dir" "$inference_url" "$management_url" "$model_name" "$num_workers" \

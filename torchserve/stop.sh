@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Stop the TorchServe that ./start.sh started from the same run folder, and make sure
-# none of its processes (front end, model workers) is left behind.
+# Stop the TorchServe that ./start.sh started from the same run folder, and its protocol
+# gate, and make sure none of their processes (gate, front end, model workers) is left behind.
 #
 # Environment: TS_RUN_DIR (default ./logs, as for start.sh), STOP_TIMEOUT (seconds the
 # front end gets to stop its workers before they are killed; default 60).
@@ -9,6 +9,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 run_dir="$(realpath -m "${TS_RUN_DIR:-$here/logs}")"
 pid_file="$run_dir/.model_server.pid"
+gate_pid_file="$run_dir/gate.pid"
 stop_timeout="${STOP_TIMEOUT:-60}"
 
 is_torchserve() {
@@ -30,6 +31,18 @@ wait_gone() { # wait_gone SECONDS PID...
         while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.5; done
     done
 }
+
+# The gate first: no new request reaches TorchServe while it stops.
+if [[ -f "$gate_pid_file" ]]; then
+    gate_pid="$(cat "$gate_pid_file")"
+    if grep -q "vidcap.serve.gate" "/proc/$gate_pid/cmdline" 2>/dev/null; then
+        kill -TERM "$gate_pid" 2>/dev/null || true
+        wait_gone 10 "$gate_pid"
+        kill -0 "$gate_pid" 2>/dev/null && kill -KILL "$gate_pid" 2>/dev/null || true
+        echo "protocol gate stopped (pid $gate_pid)"
+    fi
+    rm -f "$gate_pid_file"
+fi
 
 if [[ ! -f "$pid_file" ]]; then
     echo "TorchServe is not running from $run_dir"

@@ -187,11 +187,12 @@ def create_app(core: ServingCore, *, model_name: str = "") -> Flask:
 def read_request() -> tuple[list[bytes], dict[str, str], bool]:
     """Frames, settings fields and whether it is a pre-batch, from the current request."""
     fields = wire.settings_from_headers(request.headers)
-    if request.mimetype != "multipart/form-data":
+    if request.mimetype != protocol.MULTIPART:
         return [request.get_data(cache=False)], fields, False
+    # Checked on the raw body, as the TorchServe gate does (werkzeug drops what it cannot parse).
+    protocol.check_multipart(request.get_data(), request.content_type or "")
     files = list(request.files.items(multi=True))
     texts = list(request.form.items(multi=True))
-    protocol.check_part_names([name for name, _ in files] + [name for name, _ in texts])
     parts = [(name, part.read()) for name, part in files]
     for name, value in texts:
         if name in wire.SETTING_FIELDS:
