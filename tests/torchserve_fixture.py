@@ -99,7 +99,7 @@ class TorchServeInstance:
         cls, root: Path, settings: Mapping[str, str], timeout: float = 300
     ) -> TorchServeInstance:
         """server-create.sh + start.sh; stops what was started if start fails."""
-        inference, management, metrics, backend = free_ports(4)
+        inference, management, metrics, backend, grpc, grpc_management = free_ports(6)
         template = root / "config.properties"
         template.write_text(
             (TORCHSERVE_DIR / "config.properties").read_text()
@@ -114,6 +114,9 @@ class TorchServeInstance:
                 "MANAGEMENT_PORT": str(management),
                 "METRICS_PORT": str(metrics),
                 "BACKEND_INFERENCE_PORT": str(backend),
+                # free gRPC ports too, so test runs side by side on one host never collide
+                "GRPC_INFERENCE_PORT": str(grpc),
+                "GRPC_MANAGEMENT_PORT": str(grpc_management),
                 "START_TIMEOUT": str(int(timeout)),
                 **settings,
             }
