@@ -323,3 +323,13 @@ def test_one_progress_line_for_the_run_on_a_terminal(mixed_folder: Path, tmp_pat
     text = b"".join(chunks).decode(errors="replace")
     assert "5/5" in text and "video" in text and "frames/s" in text  # videos done/total, rate
     assert text.count("vidcap:") >= 1  # the final line; no per-video bars
+
+
+def test_an_out_folder_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = vidcap("caption", tmp_path, "--out", blocker / "sub", "--model", "tiny")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"vidcap: error: --out {blocker / 'sub'}: cannot create the folder (Not a directory)"
+    ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -362,6 +363,13 @@ def write_summary(
 
 
 def check_out_dir(out_dir: Path) -> None:
-    """``--out`` must be a folder (or not exist yet): one line, not a traceback."""
+    """``--out`` must be a folder this process can write (created if missing): one line,
+    not a traceback, when it cannot be."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} is a file, not a folder")
+    try:
+        (out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out_dir}: cannot create the folder ({exc.strerror})") from None
+    if not os.access(out_dir, os.W_OK) or not os.access(out_dir / STATE_DIR, os.W_OK):
+        raise UsageError(f"--out {out_dir}: the folder is not writable")
