@@ -285,3 +285,34 @@ def test_find_videos_recurses_and_filters(tmp_path: Path) -> None:
         "a/one.mp4",
         "three.avi",
     ]
+
+
+def test_keyframe_flags_that_are_no_random_access_points_do_not_lose_frames(
+    generated_videos,
+) -> None:
+    """Regression: x264's intra refresh flags recovery-point P-frames as keyframes; exact
+    mode skipped to them, flushed, and the decoder gave nothing more (1 caption of 8)."""
+    path, spec = generated_videos["h264-intrarefresh-mp4"]
+    for fps in (1.0, 4.0):
+        with VideoReader(path) as reader:
+            exact = list(reader.frames(SamplingSettings(fps=fps)))
+        with VideoReader(path) as reader:
+            everything = list(reader.frames(SamplingSettings(fps=fps, mode="all")))
+        assert [(f.index, f.pts_seconds) for f in exact] == [
+            (f.index, f.pts_seconds) for f in everything
+        ]
+        assert len(exact) == len(np.arange(0.0, spec.shown_times[-1] + 1e-9, 1 / fps))
+        for ours, theirs in zip(exact, everything, strict=True):
+            assert np.array_equal(ours.rgb, theirs.rgb)
+
+
+def test_keyframes_mode_takes_only_keyframes_even_when_decoding_everything(
+    generated_videos,
+) -> None:
+    path, _ = generated_videos["h264-gop-mp4"]
+    with VideoReader(path) as reader:
+        cheap = list(reader.frames(SamplingSettings(keyframes=True)))
+    with VideoReader(path) as reader:
+        full = list(reader.frames(SamplingSettings(keyframes=True, mode="all")))
+    assert [f.pts_seconds for f in cheap] == [f.pts_seconds for f in full]
+    assert 1 < len(full) < 60

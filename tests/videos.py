@@ -150,4 +150,8 @@ SPECS = [
               b_frames=2),
     VideoSpec("h264-gop-ts", "libx264", ".ts", constant_rate(60, Fraction(10)), gop=8,
               b_frames=3),
+    # x264's periodic intra refresh: recovery-point P-frames flagged as keyframes, which
+    # cannot start decoding (exact mode must notice and decode again without skipping).
+    VideoSpec("h264-intrarefresh-mp4", "libx264", ".mp4", constant_rate(60, Fraction(10)),
+              gop=8, x264_params="intra-refresh=1:bframes=0"),
 ]  # fmt: skip

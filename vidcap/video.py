@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -129,38 +129,94 @@ class VideoReader:
         return min(count, sampling.max_frames) if sampling.max_frames else count
 
     def frames(self, sampling: SamplingSettings) -> Iterator[Frame]:
-        """Decode as little as ``sampling.mode`` allows, yielding sampled frames (RGB, true pts)."""
+        """Decode as little as ``sampling.mode`` allows, yielding sampled frames (RGB, true pts).
+
+        When ``exact`` skips whole stretches after a keyframe group's last needed frame, it
+        checks what the decoder gives against the demux pass's plan: a frame the plan did not
+        expect, a corrupt frame, or an expected one that never comes out (keyframe flags that
+        are no random access points, as x264's periodic intra refresh writes) stops that and
+        the video is decoded again without skipping stretches, from where it went wrong.
+        """
         packets = self._demux()
+        needed = _needed_times(packets, sampling)
+        # (with --max-frames the end is where reading stops: skipping ahead would move it)
+        exact = sampling.mode == "exact" and not sampling.keyframes and not sampling.max_frames
+        skipping = exact and bool(needed)
+        self._unneeded = _unneeded_times(packets, needed) if skipping and needed else set()
+        yielded: set[float] = set()
+        plan = {_key(t) for t in needed} if skipping and needed else None
+        try:
+            reached_end = yield from self._pass(sampling, packets, needed, plan, yielded)
+        except _PlanBroken as exc:
+            log.info("%s: %s; decoding it again without skipping", self.path, exc)
+            self._reopen()
+            reached_end = yield from self._pass(sampling, packets, needed, None, yielded)
+        self._finish(reached_end)
+
+    def _pass(
+        self,
+        sampling: SamplingSettings,
+        packets: _Packets,
+        needed: set[float] | None,
+        plan: set[float] | None,
+        yielded: set[float],
+    ) -> Generator[Frame, None, bool]:
+        """One decoding pass; True when it read to the end. ``plan``: the frame times the
+        samples must be (checked, ``_PlanBroken`` when the decoder disagrees); ``yielded``:
+        times already sent (a second pass does not send them again)."""
         stats = self.stats
         codec = self._stream.codec_context
         codec.thread_type = "AUTO"
         codec.thread_count = self._threads
         take = _selector(sampling)
-        needed = _needed_times(packets, sampling)
-        # (with --max-frames the end is where reading stops: skipping ahead would move it)
-        exact = sampling.mode == "exact" and not sampling.keyframes and not sampling.max_frames
-        exact = exact and bool(needed)
-        self._unneeded = _unneeded_times(packets, needed) if exact else set()
-        reached_end = True
+        expected = sorted(plan) if plan is not None else []
+        position = 0
+        last_index = -1
         for packet, decoded in self._decode(sampling, needed):
             if decoded is None:  # skipped on purpose: still counts towards the video's end
                 self._extend(self._seconds(packet.pts, packet.time_base), _packet_duration(packet))
                 continue
             pts = self._frame_time(decoded)
+            if plan is not None:
+                if decoded.is_corrupt:
+                    raise _PlanBroken(f"a corrupt frame at {pts:.3f} s after skipping")
+                while position < len(expected) and expected[position] < _key(pts):
+                    if expected[position] not in yielded:
+                        raise _PlanBroken(f"the frame at {expected[position]:.3f} s never came out")
+                    position += 1
             stats.decoded_frames += 1
             self._extend(pts, _frame_duration(decoded, packet))
             if packets.complete:
                 index = bisect.bisect_left(packets.times, pts - PTS_EPSILON)
             else:
                 index = stats.decoded_frames - 1
-            if not take(index, pts):
+            if index == last_index:  # two frames with one timestamp: keep indices distinct
+                index += 1
+            last_index = index
+            if sampling.keyframes and not decoded.key_frame:
+                continue  # (when every packet is decoded: no pts, or --decode-mode all)
+            if not take(index, pts) or _key(pts) in yielded:
                 continue
+            if plan is not None and _key(pts) not in plan:
+                raise _PlanBroken(f"a frame at {pts:.3f} s that no tick asked for")
             stats.sampled_frames += 1
+            yielded.add(_key(pts))
             yield Frame(index=index, pts_seconds=pts, rgb=decoded.to_ndarray(format="rgb24"))
             if sampling.max_frames is not None and stats.sampled_frames >= sampling.max_frames:
-                reached_end = False
-                break
-        self._finish(reached_end)
+                return False
+        missing = [t for t in expected[position:] if t not in yielded]
+        if missing:
+            raise _PlanBroken(f"the frame at {missing[0]:.3f} s never came out")
+        return True
+
+    def _reopen(self) -> None:
+        """A fresh container and decoder for a second pass; its counts start again."""
+        self._container.close()
+        self._container = _open(self.path)
+        self._stream = self._container.streams.video[0]
+        self._unneeded = set()
+        self.stats.decoded_frames = 0
+        self.stats.failed_frames = 0
 
     def _extend(self, pts: float, duration: float) -> None:
         """A frame at ``pts`` lasting ``duration`` (0: unknown) exists: move the end.
@@ -272,6 +328,15 @@ class VideoReader:
                 total,
                 stats.decoded_frames,
             )
+
+
+class _PlanBroken(Exception):
+    """The decoder's frames disagree with the demux pass's plan (see ``VideoReader.frames``)."""
+
+
+def _key(seconds: float) -> float:
+    """A frame time as a set key: packet and frame times of one frame agree to the µs."""
+    return round(seconds, 6)
 
 
 def _open(path: Path) -> av.container.InputContainer:
