@@ -343,3 +343,40 @@ def test_a_stalled_decoder_fails_its_video_and_the_run_goes_on(
     assert by_name["stuck"].status == "failed"
     assert "sent nothing for 3 s (--decode-timeout)" in by_name["stuck"].error
     assert elapsed < 30
+
+
+def test_a_file_keeps_its_hashed_name_when_captioned_alone_later(
+    tmp_path: Path, tiny_captioner
+) -> None:
+    """Regression: two x.mp4 got hashed names; captioning a/x.mp4 alone afterwards redid it
+    as "x" and summary.json counted it twice."""
+    a = clip(tmp_path / "a", "x", 4)
+    b = clip(tmp_path / "b", "x", 6)
+    out = tmp_path / "out"
+    backend = lambda: EmbeddedBackend(tiny_captioner)  # noqa: E731
+    first = {r.video: r.name for r in run([str(a), str(b)], settings_for(out), backend)}
+    assert len(set(first.values())) == 2 and "x" not in first.values()
+    again = run([str(a)], settings_for(out), backend)
+    assert [(r.name, r.resumed) for r in again] == [(first[str(a)], True)]
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["videos"]) == 2 and summary["totals"]["frames"] == 10
+
+
+def test_a_video_whose_frames_do_not_all_come_back_fails_instead_of_vanishing(
+    tmp_path: Path,
+) -> None:
+    from vidcap.commit import Committer, VideoJob, write_summary
+    from vidcap.outputs import CaptionedFrame
+
+    settings = settings_for(tmp_path / "out")
+    job = VideoJob(0, "in/v.mp4", "v", {"path": "in/v.mp4"})
+    committer = Committer(settings, [job])
+    committer.frame(0, CaptionedFrame(0, 0.0, "a"))
+    committer.frame(0, CaptionedFrame(0, 0.0, "a"))  # the same index twice
+    committer.end(0, sampled_frames=2, duration=1.0)
+    committer.fail_unfinished()
+    results = committer.close(1.0)
+    assert [(r.status, r.error) for r in results] == [
+        ("failed", "in/v.mp4: 1 of the 2 sampled frames came back")
+    ]
+    assert write_summary(tmp_path / "out", results, 0, 1.0)["totals"]["failed"] == 1

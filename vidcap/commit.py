@@ -112,6 +112,11 @@ def _stem(source: str) -> str:
     return Path(source.rstrip("/").rsplit("/", 1)[-1]).stem or "video"
 
 
+def _hashed(stem: str, path: str) -> str:
+    """The output name of a file whose stem is taken: the stem and a hash of its path."""
+    return f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+
+
 def _read_state(out_dir: Path, name: str) -> dict | None:
     try:
         record = json.loads((out_dir / STATE_DIR / f"{name}.json").read_text())
@@ -151,9 +156,11 @@ def plan(
     taken: set[str] = set()
     for source, identity, _ in entries:  # a name stays with the file that has it
         stem = _stem(source)
-        if stem not in taken and _state_path(_read_state(out_dir, stem)) == identity["path"]:
-            names[identity["path"]] = stem
-            taken.add(stem)
+        for name in (stem, _hashed(stem, identity["path"])):
+            if name not in taken and _state_path(_read_state(out_dir, name)) == identity["path"]:
+                names[identity["path"]] = name
+                taken.add(name)
+                break
     for source, identity, _ in entries:
         if identity["path"] in names:
             continue
@@ -162,7 +169,7 @@ def plan(
         if stems[stem] == 1 and stem not in taken and owner in (None, identity["path"]):
             name = stem
         else:
-            name = f"{stem}-{hashlib.sha1(identity['path'].encode()).hexdigest()[:8]}"
+            name = _hashed(stem, identity["path"])
         names[identity["path"]] = name
         taken.add(name)
 
@@ -254,6 +261,16 @@ class Committer:
         result = self._result(state, "failed", error)
         self._record(result)
         self._finish(result)
+
+    def fail_unfinished(self) -> None:
+        """After the stream ended: a video still open lost frames on the way (it never
+        commits by itself); it fails, saying so, rather than vanishing from the run."""
+        for job_id, state in list(self._open.items()):
+            if state.expected is None:
+                why = "the decoder never said the video ended"
+            else:
+                why = f"{len(state.frames)} of the {state.expected} sampled frames came back"
+            self.fail(job_id, f"{state.job.source}: {why}")
 
     def fail_open(self, error: str) -> None:
         """Fail every video begun but not finished (the backend went away)."""

@@ -117,6 +117,7 @@ def run(
         pool = pool or start_pool(backend.input_size)
         try:
             _caption(pool, backend, settings, committer, progress)
+            committer.fail_unfinished()
         except BackendUnavailable as exc:
             committer.fail_open(str(exc))
             raise
