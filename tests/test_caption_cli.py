@@ -333,3 +333,11 @@ def test_an_out_folder_that_cannot_be_created_is_one_line(tmp_path: Path) -> Non
     assert result.stderr.strip().splitlines() == [
         f"vidcap: error: --out {blocker / 'sub'}: cannot create the folder (Not a directory)"
     ]
+
+
+def test_an_infinite_fps_is_a_usage_error(mixed_folder: Path, tmp_path: Path) -> None:
+    result = vidcap("caption", mixed_folder / "web.webm", "--out", tmp_path, "--fps", "inf")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "vidcap: error: --fps must be a number > 0, got inf"
+    ]

@@ -604,3 +604,16 @@ def test_tiny_model_captions_find_the_subject(tiny_captioner) -> None:
     report = mask_captions(recs, ["red circle"], MaskSettings(duration=truth[-1].end))
     found = [(s["start"], s["end"]) for s in report["segments"]]
     assert iou(found, subject_ranges(truth), truth[-1].end) >= 0.9, (found, captions)
+
+
+def test_a_mask_out_that_is_a_folder_is_one_line_and_leaves_no_part_file(
+    subject_jsonl: Path, tmp_path: Path, capsys
+) -> None:
+    from vidcap.cli import main
+
+    folder = tmp_path / "taken"
+    folder.mkdir()
+    assert main(["mask", str(subject_jsonl), "--query", "red", "--out", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"vidcap: error: Is a directory: {folder}\n"
+    assert not list(tmp_path.glob("*.part"))

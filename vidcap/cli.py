@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     caption = sub.add_parser(
-        "caption", help="caption videos: JSONL, SRT, WebVTT and a summary per run"
+        "caption", help="caption videos: JSONL, SRT, WebVTT per video; summary.json of the folder"
     )
     caption.add_argument(
         "inputs",
@@ -199,6 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except VidcapError as exc:
         print(f"vidcap: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:  # a file the user named cannot be read or written
+        name = exc.filename2 or exc.filename
+        where = f": {name}" if name else ""
+        print(f"vidcap: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("vidcap: interrupted; rerun the same command to resume", file=sys.stderr)

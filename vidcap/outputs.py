@@ -46,11 +46,15 @@ def part_path(path: Path) -> Path:
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a ``.part`` file and an atomic rename."""
     tmp = part_path(path)
-    with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never a stray .part
+        raise
 
 
 class VideoWriter(Protocol):

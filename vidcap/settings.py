@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -39,7 +40,9 @@ class SamplingSettings:
     def __post_init__(self) -> None:
         if self.every_n is not None and self.every_n < 1:
             raise UsageError(f"--every-n must be a whole number >= 1, got {self.every_n}")
-        if self.every_n is None and (self.fps is None or not self.fps > 0):
+        if self.every_n is None and (
+            self.fps is None or not self.fps > 0 or not math.isfinite(self.fps)
+        ):
             raise UsageError(f"--fps must be a number > 0, got {self.fps}")
         if self.max_frames is not None and self.max_frames < 1:
             raise UsageError(f"--max-frames must be >= 1, got {self.max_frames}")
