@@ -316,3 +316,34 @@ def test_keyframes_mode_takes_only_keyframes_even_when_decoding_everything(
         full = list(reader.frames(SamplingSettings(keyframes=True, mode="all")))
     assert [f.pts_seconds for f in cheap] == [f.pts_seconds for f in full]
     assert 1 < len(full) < 60
+
+
+def test_a_clip_cut_with_stream_copy_has_no_false_warning_and_true_indices(
+    generated_videos, tmp_path: Path, caplog
+) -> None:
+    """Regression: an MP4 cut with ``ffmpeg -ss … -c copy`` keeps packets its edit list
+    hides (decoded as references, never shown); they were counted as frames, so indices
+    ran 0, 44, 74… and a corruption warning named 11 frames that never existed."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    source, _ = generated_videos["h264-gop-mp4"]
+    cut = tmp_path / "cut.mp4"
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-ss", "1.3", "-i", str(source),
+         "-t", "3", "-c", "copy", str(cut)],
+        check=True,
+    )  # fmt: skip
+    times = probe_times(cut)
+    runs = {}
+    with caplog.at_level(logging.WARNING, logger="vidcap.video"):
+        for mode in ("exact", "all"):
+            with VideoReader(cut) as reader:
+                runs[mode] = list(reader.frames(SamplingSettings(fps=1.0, mode=mode)))
+    assert not [r for r in caplog.records if "could not be decoded" in r.getMessage()]
+    assert [(f.index, f.pts_seconds) for f in runs["exact"]] == [
+        (f.index, f.pts_seconds) for f in runs["all"]
+    ]
+    for frame in runs["exact"]:
+        assert frame.pts_seconds == pytest.approx(times[frame.index], abs=1e-6)

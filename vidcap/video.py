@@ -71,6 +71,7 @@ class _Packets:
     keyframe_times: list[float]
     complete: bool  # every packet with data had a pts, and demuxing met no error
     order: tuple[tuple[float, bool], ...] = ()  # (time, keyframe) of each packet, decode order
+    discarded: int = 0  # packets an edit list cuts (decoded as references, never shown)
 
 
 class VideoReader:
@@ -317,7 +318,9 @@ class VideoReader:
             raise VideoError(f"{self.path}: no decodable frames")
         if not reached_end:
             return
-        stats.failed_frames += _missing_tail(self._stream, stats)
+        discarded = self._packets.discarded if self._packets else 0
+        stats.expected_frames = max(0, stats.expected_frames - discarded)
+        stats.failed_frames += _missing_tail(self._stream, stats, discarded)
         if stats.failed_frames:
             total = max(stats.expected_frames, stats.decoded_frames + stats.failed_frames)
             log.warning(
@@ -371,6 +374,7 @@ def _demux_times(path: Path, start: float) -> _Packets:
     times: list[float] = []
     keyframes: list[float] = []
     order: list[tuple[float, bool]] = []
+    discarded = 0
     complete = True
     with _open(path) as container:
         stream = container.streams.video[0]
@@ -381,6 +385,9 @@ def _demux_times(path: Path, start: float) -> _Packets:
                 if packet.pts is None:
                     complete = False
                     continue
+                if packet.is_discard:  # before an edit list's start (a clip cut with -c copy)
+                    discarded += 1
+                    continue
                 time = _to_seconds(packet.pts, packet.time_base, start)
                 times.append(time)
                 order.append((time, bool(packet.is_keyframe)))
@@ -390,7 +397,7 @@ def _demux_times(path: Path, start: float) -> _Packets:
             complete = False
     times.sort()
     keyframes.sort()
-    return _Packets(times, keyframes, complete, tuple(order))
+    return _Packets(times, keyframes, complete, tuple(order), discarded)
 
 
 def _ticks(times: list[float], interval: float) -> list[float]:
@@ -453,7 +460,7 @@ def _packet_duration(packet: av.Packet | None) -> float:
     return float(packet.duration * packet.time_base)
 
 
-def _missing_tail(stream: av.video.stream.VideoStream, stats: VideoStats) -> int:
+def _missing_tail(stream: av.video.stream.VideoStream, stats: VideoStats, discarded: int) -> int:
     """Frames the header promises after the last decodable frame's end.
 
     Compares times, not frame counts: a variable-frame-rate AVI's header counts the
@@ -464,7 +471,7 @@ def _missing_tail(stream: av.video.stream.VideoStream, stats: VideoStats) -> int
     if stats.nominal_fps <= 0:
         return 0
     if stream.frames:
-        promised = stream.frames / stats.nominal_fps
+        promised = (stream.frames - discarded) / stats.nominal_fps
     elif stream.duration is not None and stream.time_base is not None:
         promised = float(stream.duration * stream.time_base)
     else:
