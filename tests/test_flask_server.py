@@ -284,6 +284,48 @@ def test_a_full_queue_answers_503_with_retry_after() -> None:
     assert first.result(5).captions and second.result(5).captions
 
 
+def black_png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_decompression_bomb_is_a_413_before_any_pixel_is_decoded() -> None:
+    # The reported request: 64 black 4096x4096 PNGs, 3 MB sent, 3.2 GB once decoded.
+    app = create_app_from_env(
+        {"VIDCAP_MODEL": "tiny", "VIDCAP_DEVICE": "cpu", "VIDCAP_MAX_REQUEST_PIXELS": "300000"}
+    )
+    client = app.test_client()
+    bomb = black_png(4096, 4096)
+    started = time.monotonic()
+    response = client.post(
+        "/caption",
+        data={f"frame{i}": (io.BytesIO(bomb), f"{i}.png", PNG) for i in range(64)},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 413
+    assert response.get_json() == {"error": "frame 0 has 4096x4096 pixels, more than 8847360"}
+    assert time.monotonic() - started < 5  # was 22 s of decoding
+    # Within the per-frame limit, over VIDCAP_MAX_REQUEST_PIXELS together.
+    frame = black_png(400, 300)
+    response = client.post(
+        "/caption",
+        data={f"frame{i}": (io.BytesIO(frame), f"{i}.png", PNG) for i in range(3)},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 413
+    assert response.get_json() == {
+        "error": "request has 360000 pixels in its 3 frame(s), more than the limit of 300000"
+    }
+    # Two such frames pass, resized to the model's input size as they are decoded.
+    response = client.post(
+        "/caption",
+        data={f"frame{i}": (io.BytesIO(frame), f"{i}.png", PNG) for i in range(2)},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 200 and len(response.get_json()) == 2
+
+
 def test_create_app_from_env_rejects_a_bad_number() -> None:
     with pytest.raises(UsageError, match="VIDCAP_MAX_BATCH must be a whole number, got 'lots'"):
         create_app_from_env({"VIDCAP_MODEL": "tiny", "VIDCAP_MAX_BATCH": "lots"})

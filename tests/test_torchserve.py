@@ -218,6 +218,26 @@ def test_a_bad_request_fails_alone(bad: FakeRequest, status: int, message: str) 
     assert [values for values, _ in captioner.calls] == [[1, 2, 3]]
 
 
+def test_a_decompression_bomb_is_a_413_and_its_batch_mates_are_captioned() -> None:
+    # The reported request: 64 black 4096x4096 PNGs, 3 MB sent, 3.2 GB once decoded;
+    # it used to kill the worker (its batch-mates got 507).
+    buffer = io.BytesIO()
+    Image.new("RGB", (4096, 4096)).save(buffer, format="PNG")
+    bomb = FakeRequest(
+        {frame_part_name(i): bytearray(buffer.getvalue()) for i in range(64)},
+        {"Content-Type": "multipart/form-data; boundary=x"},
+    )
+    over_total = prebatch([4] * 3)  # 3 x 64 pixels, over max_request_pixels
+    config = ServeConfig(max_batch=8, max_frames=64, max_request_pixels=150)
+    results, captioner = serve([single(1), bomb, over_total, prebatch([2, 3])], config)
+    assert [status for status, _, _ in results] == [200, 413, 413, 200]
+    assert results[1][1] == {"error": "frame 0 has 4096x4096 pixels, more than 8847360"}
+    assert results[2][1] == {
+        "error": "request has 192 pixels in its 3 frame(s), more than the limit of 150"
+    }
+    assert [values for values, _ in captioner.calls] == [[1, 2, 3]]
+
+
 def test_describe_and_explain_headers_cannot_hijack_a_batch() -> None:
     results, _ = serve([single(1, describe="True", explain="True"), single(2)])
     assert [body for _, body, _ in results] == [{"caption": "v1 t30"}, {"caption": "v2 t30"}]

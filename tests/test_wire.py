@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 
+from vidcap import wire
 from vidcap.errors import BadRequest, UsageError
 from vidcap.frames import resize_for_model
 from vidcap.settings import GenerationSettings
@@ -60,6 +64,89 @@ def test_pixel_and_frame_limits() -> None:
     assert info.value.status == 413
     with pytest.raises(BadRequest, match="no image"):
         build_request([], {}, batched=False, limits=WireLimits())
+
+
+def black_png(width: int, height: int) -> bytes:
+    """A black frame: tiny on the wire, ``width * height * 3`` bytes once decoded."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_sizes_are_refused_from_the_headers_before_any_pixel_is_decoded(monkeypatch) -> None:
+    def no_decoding(*args: object) -> None:
+        raise AssertionError("pixels decoded before the size limits were checked")
+
+    monkeypatch.setattr(wire, "load_rgb", no_decoding)
+    # The reported decompression bomb: 64 black 4096x4096 PNGs, 3 MB sent, 3.2 GB decoded.
+    bomb = black_png(4096, 4096)
+    with pytest.raises(BadRequest, match="frame 0 has 4096x4096 pixels, more than") as info:
+        build_request([bomb] * 64, {}, batched=True, limits=WireLimits())
+    assert info.value.status == 413
+    # Frames each within max_pixels, too many pixels together: 64 frames a bit over 1080p.
+    frame = black_png(1920, 1088)
+    with pytest.raises(BadRequest, match=r"request has 133693440 pixels in its 64 frame\(s\), more than the limit of 132710400") as info:  # fmt: skip
+        build_request([frame] * 64, {}, batched=True, limits=WireLimits(), size=(64, 64))
+    assert info.value.status == 413
+
+
+def test_defaults_pass_a_full_request_of_1080p_frames_and_any_4k_frame() -> None:
+    limits = WireLimits()
+    assert limits.max_frames * 1920 * 1080 <= limits.max_total_pixels
+    assert 4096 * 2160 <= limits.max_pixels
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_a_frame_at_the_input_size_decodes_exactly_as_without_a_size(fmt: str) -> None:
+    small = resize_for_model(FRAME, (64, 64))
+    data = encode_image(small, fmt)
+    assert np.array_equal(
+        decode_image(data, WireLimits(), size=(64, 64)), decode_image(data, WireLimits())
+    )
+    request = build_request([data, data], {}, batched=True, limits=WireLimits(), size=(64, 64))
+    assert all(np.array_equal(image, decode_image(data, WireLimits())) for image in request.images)
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_a_large_frame_is_resized_to_the_input_size_as_it_is_decoded(fmt: str) -> None:
+    smooth = resize_for_model(resize_for_model(FRAME, (54, 96)), (1080, 1920))
+    data = encode_image(smooth, fmt)
+    full = resize_for_model(decode_image(data, WireLimits()), (64, 64))
+    got = decode_image(data, WireLimits(), size=(64, 64))
+    assert got.shape == (64, 64, 3) and got.dtype == np.uint8
+    if fmt == "png":
+        assert np.array_equal(got, full)  # decoded whole, then the one resize
+    else:  # decoded at 1/8 scale (240x135) by libjpeg, then the one resize
+        assert np.abs(got.astype(int) - full.astype(int)).mean() < 2
+
+
+def test_frames_are_decoded_one_at_a_time_inside_the_decoding_context(monkeypatch) -> None:
+    held: list[bool] = []
+    inside = False
+
+    class Decoding:
+        def __enter__(self) -> None:
+            nonlocal inside
+            assert not inside
+            inside = True
+
+        def __exit__(self, *args: object) -> None:
+            nonlocal inside
+            inside = False
+
+    real = wire.load_rgb
+
+    def load(*args: object) -> np.ndarray:
+        held.append(inside)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(wire, "load_rgb", load)
+    frame = encode_image(FRAME[:200, :300], "png")
+    request = build_request(
+        [frame] * 3, {}, batched=True, limits=WireLimits(), size=(64, 64), decoding=Decoding()
+    )
+    assert held == [True, True, True]
+    assert [image.shape for image in request.images] == [(64, 64, 3)] * 3
 
 
 def test_bad_part_is_named_in_a_batch() -> None:

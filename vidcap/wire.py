@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from vidcap.errors import BadRequest, UsageError
+from vidcap.frames import resize_for_model
 from vidcap.settings import GenerationSettings
 
 WIRE_FORMATS = {"jpeg": "image/jpeg", "png": "image/png"}
@@ -27,13 +29,23 @@ SETTING_FIELDS = ("prompt", "max_new_tokens", "num_beams")
 HEADER_PREFIX = "X-Vidcap-"
 
 
+# Pixels of one 1080p frame: the unit the default request-wide pixel limit is counted in.
+FULL_HD_PIXELS = 1920 * 1080
+
+
 @dataclass(frozen=True)
 class WireLimits:
-    """What one request may carry."""
+    """What one request may carry.
+
+    ``max_pixels``: per frame (default DCI 4K, 4096x2160); ``max_total_pixels``: all of a
+    request's frames together (default ``max_frames`` 1080p frames). Both are checked from
+    the image headers before any pixel is decoded.
+    """
 
     max_frames: int = 64
-    max_pixels: int = 4096 * 4096
+    max_pixels: int = 4096 * 2160
     max_bytes_per_frame: int = 16 * 1024 * 1024
+    max_total_pixels: int = 64 * FULL_HD_PIXELS
 
 
 @dataclass(frozen=True)
@@ -56,28 +68,59 @@ def encode_image(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes
     return buffer.getvalue()
 
 
-def decode_image(data: bytes, limits: WireLimits, label: str = "image") -> np.ndarray:
-    """Decode one wire frame to RGB uint8, or raise ``BadRequest`` saying what is wrong."""
+def open_image(data: bytes, limits: WireLimits, label: str = "image") -> Image.Image:
+    """Open one wire frame lazily (headers only, no pixels decoded) and check its format and
+    size against ``limits``; ``BadRequest`` says what is wrong."""
     if not data:
         raise BadRequest(f"{label} is empty")
     if len(data) > limits.max_bytes_per_frame:
         raise BadRequest(f"{label} is larger than {limits.max_bytes_per_frame} bytes", 413)
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.format not in ("JPEG", "PNG"):
-                raise BadRequest(f"{label} is {image.format}, expected JPEG or PNG", 415)
-            width, height = image.size
-            if width * height > limits.max_pixels:
-                raise BadRequest(
-                    f"{label} has {width}x{height} pixels, more than {limits.max_pixels}", 413
-                )
-            return np.array(image.convert("RGB"))  # a writable copy
-    except BadRequest:
-        raise
+        image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise BadRequest(f"{label} is not a decodable JPEG or PNG image") from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many types on garbage input
         raise BadRequest(f"{label} is not a decodable JPEG or PNG image ({exc})") from None
+    if image.format not in ("JPEG", "PNG"):
+        image.close()
+        raise BadRequest(f"{label} is {image.format}, expected JPEG or PNG", 415)
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        image.close()
+        raise BadRequest(f"{label} has {width}x{height} pixels, more than {limits.max_pixels}", 413)
+    return image
+
+
+def load_rgb(
+    image: Image.Image, label: str = "image", size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Decode an image from ``open_image`` to RGB uint8 (a writable array) and close it.
+
+    With ``size`` (height, width) the frame comes back resized by ``resize_for_model``; a
+    JPEG at least twice that size in both directions is first decoded at a reduced scale
+    (1/2, 1/4 or 1/8, never below ``size``), so a large frame is never held at full size.
+    A frame already at ``size`` is decoded and returned exactly as without ``size``.
+    """
+    try:
+        if size is not None and image.format == "JPEG":
+            height, width = size
+            if image.width // width >= 2 and image.height // height >= 2:
+                image.draft(None, (width, height))
+        rgb = np.array(image.convert("RGB"))  # a writable copy
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types on garbage input
+        raise BadRequest(f"{label} is not a decodable JPEG or PNG image ({exc})") from None
+    finally:
+        image.close()  # frees the decoded pixels even while others still refer to it
+    return rgb if size is None else resize_for_model(rgb, size)
+
+
+def decode_image(
+    data: bytes, limits: WireLimits, label: str = "image", size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Decode one wire frame to RGB uint8, or raise ``BadRequest`` saying what is wrong.
+
+    ``size`` (height, width): resize to it, as ``load_rgb`` does."""
+    return load_rgb(open_image(data, limits, label), label, size)
 
 
 def parse_settings(values: Mapping[str, str]) -> GenerationSettings:
@@ -126,8 +169,17 @@ def build_request(
     fields_: Mapping[str, str],
     batched: bool,
     limits: WireLimits,
+    size: tuple[int, int] | None = None,
+    decoding: AbstractContextManager[object] | None = None,
 ) -> CaptionRequest:
-    """Validate a request's image parts and settings; raise ``BadRequest`` on any fault."""
+    """Validate a request's image parts and settings; raise ``BadRequest`` on any fault.
+
+    Every frame's format and size is checked from its header, and the request's total
+    pixels against ``limits.max_total_pixels``, before any pixel is decoded. Frames are
+    then decoded one at a time — each inside ``decoding`` (e.g. a semaphore bounding
+    concurrent decodes) and, with ``size``, resized to it before the next one — so a
+    request never holds more than one full-size frame.
+    """
     if not frames:
         raise BadRequest("request has no image: send an image body or multipart image parts")
     if len(frames) > limits.max_frames:
@@ -135,10 +187,24 @@ def build_request(
             f"request has {len(frames)} frames, more than the limit of {limits.max_frames}", 413
         )
     settings = parse_settings(fields_)
-    images = [
-        decode_image(data, limits, f"frame {i}" if batched else "image")
-        for i, data in enumerate(frames)
-    ]
+    labels = [f"frame {i}" if batched else "image" for i in range(len(frames))]
+    with ExitStack() as stack:  # closes every opened image, however this ends
+        opened = []
+        for data, label in zip(frames, labels, strict=True):
+            image = open_image(data, limits, label)
+            stack.callback(image.close)
+            opened.append(image)
+        total = sum(image.width * image.height for image in opened)
+        if total > limits.max_total_pixels:
+            raise BadRequest(
+                f"request has {total} pixels in its {len(frames)} frame(s), more than the "
+                f"limit of {limits.max_total_pixels}",
+                413,
+            )
+        images: list[np.ndarray] = []
+        for image, label in zip(opened, labels, strict=True):
+            with decoding if decoding is not None else nullcontext():
+                images.append(load_rgb(image, label, size))
     return CaptionRequest(images=images, settings=settings, batched=batched)
 
 

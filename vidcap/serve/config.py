@@ -9,13 +9,14 @@ the environment overrides.
 from __future__ import annotations
 
 import logging
+import os
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 from vidcap.errors import UsageError
 from vidcap.settings import DTYPES, GenerationSettings, ModelSettings
-from vidcap.wire import WireLimits
+from vidcap.wire import FULL_HD_PIXELS, WireLimits
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,10 @@ class ServeConfig:
     ``max_batch``: most frames per model call (Flask micro-batches and TorchServe
     batches alike), ``None`` (``auto``) for the captioner's own batch size; ``max_delay_ms``: how long the Flask batcher waits for company;
     ``max_queue``: frames that may wait for the model before requests get 503;
-    ``max_frames``/``max_pixels``: per request and per frame; ``max_request_mb``: body
-    size; ``read_timeout``: seconds a client may take to send its whole request body
+    ``max_frames``/``max_pixels``: per request and per frame; ``max_request_pixels``: all
+    frames of a request together, from their headers, before any is decoded (``auto``:
+    ``max_frames`` 1080p frames); ``max_decoders``: requests decoding a frame at once
+    (``auto``: the CPU count); ``max_request_mb``: body size; ``read_timeout``: seconds a client may take to send its whole request body
     (and each read of its headers) before it gets 408; ``request_timeout``: seconds a
     request may wait for the model; ``prompt``/``max_new_tokens``/``num_beams``:
     generation defaults for requests that send none.
@@ -52,6 +55,8 @@ class ServeConfig:
     max_queue: int = 512
     max_frames: int = _LIMITS.max_frames
     max_pixels: int = _LIMITS.max_pixels
+    max_request_pixels: int | None = None
+    max_decoders: int | None = None
     max_request_mb: float = 64.0
     read_timeout: float = 30.0
     request_timeout: float = 600.0
@@ -65,7 +70,14 @@ class ServeConfig:
             raise UsageError(
                 f"unknown dtype {self.dtype!r}; supported values are {', '.join(DTYPES)}"
             )
-        for name in ("max_batch", "max_queue", "max_frames", "max_pixels"):
+        for name in (
+            "max_batch",
+            "max_queue",
+            "max_frames",
+            "max_pixels",
+            "max_request_pixels",
+            "max_decoders",
+        ):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UsageError(f"{_env(name)} must be >= 1, got {getattr(self, name)}")
         for name in ("max_request_mb", "read_timeout", "request_timeout"):
@@ -110,7 +122,14 @@ class ServeConfig:
         )
 
     def limits(self) -> WireLimits:
-        return WireLimits(max_frames=self.max_frames, max_pixels=self.max_pixels)
+        total = self.max_request_pixels or self.max_frames * FULL_HD_PIXELS
+        return WireLimits(
+            max_frames=self.max_frames, max_pixels=self.max_pixels, max_total_pixels=total
+        )
+
+    def decoders(self) -> int:
+        """How many requests may decode a frame at once (``max_decoders``, else CPUs)."""
+        return self.max_decoders or os.cpu_count() or 1
 
     @property
     def max_request_bytes(self) -> int:
@@ -147,7 +166,6 @@ def _convert(name: str, raw: object, kind: object) -> object:
 
 def main() -> int:
     """``python -m vidcap.serve.config``: check the ``VIDCAP_*`` environment, one line."""
-    import os
     import sys
 
     try:

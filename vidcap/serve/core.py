@@ -13,14 +13,14 @@ their captions.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from vidcap.errors import BadRequest
-from vidcap.frames import resize_for_model
 from vidcap.serve.config import ServeConfig
 from vidcap.settings import GenerationSettings
 from vidcap.wire import CaptionRequest, build_request, settings_to_fields
@@ -103,6 +103,8 @@ class ServingCore:
         self.captioner = captioner
         self.config = config
         self.limits = config.limits()
+        # Bounds the full-size frames held at once across concurrent requests (Flask threads).
+        self.decoding = threading.BoundedSemaphore(config.decoders())
         self.defaults = settings_to_fields(config.generation_defaults())
         self.budget = budget or TokenBudget.of(captioner)
         self.input_size = captioner.input_size
@@ -112,12 +114,23 @@ class ServingCore:
     def decode(
         self, frames: Sequence[bytes], fields: Mapping[str, str], batched: bool
     ) -> CaptionRequest:
-        """A valid request with model-sized frames, or ``BadRequest``."""
-        request = build_request(frames, {**self.defaults, **fields}, batched, self.limits)
+        """A valid request with model-sized frames, or ``BadRequest``.
+
+        Sizes are checked from the image headers before any pixel is decoded; then each
+        frame is decoded and resized to the model's input size before the next, at most
+        ``config.decoders()`` frames at once across threads, so a batch of large frames
+        stays small and a request of large frames holds one at full size.
+        """
+        request = build_request(
+            frames,
+            {**self.defaults, **fields},
+            batched,
+            self.limits,
+            size=self.input_size,
+            decoding=self.decoding,
+        )
         self.budget.check(request.settings)
-        # Keep model-sized frames only: a batch of large frames stays small.
-        images = [resize_for_model(image, self.input_size) for image in request.images]
-        return replace(request, images=images)
+        return request
 
     def run(self, requests: Sequence[CaptionRequest]) -> list[Outcome]:
         """One ``Outcome`` per request, in order; never raises for a model error."""
