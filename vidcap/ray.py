@@ -302,6 +302,8 @@ def build_pipeline(
     # not the run.
     ds.context.max_errored_blocks = len(items)
     ds.context.enable_progress_bars = not quiet and sys.stderr.isatty()  # else log spam
+    if quiet:  # Ray Data's own INFO/WARNING lines ("execution finished", "bars disabled")
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
     return ds
 
 
