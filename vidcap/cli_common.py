@@ -7,7 +7,6 @@ from dataclasses import replace
 
 from vidcap.backend import Backend, EmbeddedBackend
 from vidcap.client import add_client_arguments
-from vidcap.engine import EngineSettings
 from vidcap.errors import UsageError
 from vidcap.model import (
     AUTO_BATCH_CPU,
@@ -20,6 +19,7 @@ from vidcap.settings import (
     DECODE_MODES,
     DEVICES_HELP,
     DTYPES,
+    EngineSettings,
     GenerationSettings,
     ModelSettings,
     SamplingSettings,

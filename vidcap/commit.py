@@ -151,13 +151,20 @@ def plan(
         seen.add(identity["path"])
         entries.append((str(source), identity, dict(metadata[i]) if metadata else {}))
 
+    records: dict[str, dict | None] = {}
+
+    def record_of(name: str) -> dict | None:  # each record read once, however often asked
+        if name not in records:
+            records[name] = _read_state(out_dir, name)
+        return records[name]
+
     stems = Counter(_stem(source) for source, _, _ in entries)
     names: dict[str, str] = {}
     taken: set[str] = set()
     for source, identity, _ in entries:  # a name stays with the file that has it
         stem = _stem(source)
         for name in (stem, _hashed(stem, identity["path"])):
-            if name not in taken and _state_path(_read_state(out_dir, name)) == identity["path"]:
+            if name not in taken and _state_path(record_of(name)) == identity["path"]:
                 names[identity["path"]] = name
                 taken.add(name)
                 break
@@ -165,7 +172,7 @@ def plan(
         if identity["path"] in names:
             continue
         stem = _stem(source)
-        owner = _state_path(_read_state(out_dir, stem))
+        owner = _state_path(record_of(stem))
         if stems[stem] == 1 and stem not in taken and owner in (None, identity["path"]):
             name = stem
         else:
@@ -178,7 +185,7 @@ def plan(
     resumed: list[VideoResult] = []
     for source, identity, meta in entries:
         name = names[identity["path"]]
-        record = _read_state(out_dir, name)
+        record = record_of(name)
         outputs = [out_dir / f"{name}.{fmt}" for fmt in settings.formats if fmt in VIDEO_WRITERS]
         if (
             record is not None

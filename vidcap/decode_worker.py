@@ -161,7 +161,6 @@ class DecodePool:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._live = min(workers, len(jobs))
-        self.decoding: dict[int, int] = {}  # job id → pid of the worker decoding it
         self._procs: list[subprocess.Popen] = []
         self._running: dict[int, subprocess.Popen] = {}  # job id → its worker
         self._waiting: dict[int, float] = {}  # job id → since when its worker is waited for
@@ -178,6 +177,11 @@ class DecodePool:
             thread.start()
         if not self._threads:
             self._events.put(None)
+
+    @property
+    def decoding(self) -> dict[int, int]:
+        """Job id → pid of the worker decoding it, now."""
+        return {job: proc.pid for job, proc in list(self._running.items())}
 
     def events(self) -> Iterator[Event]:
         """Every event of every job, until all jobs are done."""
@@ -226,12 +230,10 @@ class DecodePool:
                     break
                 if proc is None or proc.poll() is not None:
                     proc = self._spawn()
-                self.decoding[job_id] = proc.pid
                 self._running[job_id] = proc
                 try:
                     self._run_job(proc, job_id, source)
                 finally:
-                    self.decoding.pop(job_id, None)
                     self._running.pop(job_id, None)
                     self._waiting.pop(job_id, None)
         finally:

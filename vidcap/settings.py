@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 
@@ -109,3 +110,26 @@ class GenerationSettings:
 def question_prompt(question: str) -> str:
     """BLIP-2's visual-question form: ``Question: … Answer:``."""
     return f"Question: {question.strip()} Answer:"
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How the engine runs: decoder processes, and frames that may wait between stages.
+
+    ``decode_workers``: decoder processes (default: one per CPU core);
+    ``queue_mib``: memory that decoded frames waiting for the backend may take (at the
+    model's input size: 256 MiB holds about 1,700 BLIP-2 frames of 224×224);
+    ``decode_timeout``: seconds a decoder may send nothing (opening, downloading, decoding
+    up to the next sample) before its video fails as stalled.
+    """
+
+    decode_workers: int | None = None
+    queue_mib: int = 256
+    decode_timeout: float = 600.0
+
+    def workers(self) -> int:
+        return self.decode_workers or max(1, os.cpu_count() or 1)
+
+    def queue_frames(self, size: tuple[int, int], batch_size: int) -> int:
+        """Frames the queue holds: the memory budget, and never less than two batches."""
+        return max(2 * batch_size, (self.queue_mib << 20) // (size[0] * size[1] * 3))

@@ -104,11 +104,3 @@ def wants_info(headers: Mapping[str, object]) -> bool:
 
 def input_size_value(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
-
-
-def parse_input_size(value: str) -> tuple[int, int]:
-    """``"64x64"`` → ``(64, 64)``; ``ValueError`` on anything else."""
-    height, sep, width = value.strip().lower().partition("x")
-    if not sep or not height.isdigit() or not width.isdigit():
-        raise ValueError(f"bad input size {value!r}, expected HEIGHTxWIDTH")
-    return int(height), int(width)
