@@ -179,11 +179,17 @@ class TorchServeInstance:
         return "\n".join(log_file.read_text().splitlines()[-lines:]) if log_file.is_file() else ""
 
 
-def http(method: str, url: str, body: bytes | None, headers: Mapping[str, str]) -> Response:
+def http(
+    method: str,
+    url: str,
+    body: bytes | None,
+    headers: Mapping[str, str],
+    timeout: float = 120,
+) -> Response:
     """One request on loopback: status, JSON body (or text), headers; never raises on 4xx/5xx."""
     request = urllib.request.Request(url, data=body, method=method, headers=dict(headers))
     try:
-        with urllib.request.urlopen(request, timeout=120) as answer:  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 - loopback
             return Response(answer.status, _parse(answer.read()), dict(answer.headers.items()))
     except urllib.error.HTTPError as error:
         return Response(error.code, _parse(error.read()), dict(error.headers.items()))
