@@ -82,7 +82,7 @@ def vidcap_reader(mode: str, keyframes: bool = False) -> Callable[..., tuple[lis
 
     def decode(path: Path, threads: int = 0) -> tuple[list[float], int]:
         with VideoReader(path, threads=threads) as reader:
-            times = [frame.pts_seconds for frame in reader.frames(sampling)]
+            times = [frame.time for frame in reader.frames(sampling)]
         return times, reader.stats.decoded_frames
 
     return decode
@@ -198,7 +198,7 @@ def pool(clips: dict[str, Path], workers: int, repeat: int) -> list[dict]:
 
 def keyframe_spacing(path: Path) -> dict:
     with VideoReader(path) as reader:
-        times = [f.pts_seconds for f in reader.frames(SamplingSettings(keyframes=True))]
+        times = [f.time for f in reader.frames(SamplingSettings(keyframes=True))]
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     return {
         "keyframes": len(times),

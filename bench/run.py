@@ -25,9 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vidcap.backend import EmbeddedBackend  # noqa: E402
+from vidcap.engine import caption_video  # noqa: E402
 from vidcap.frames import resize_for_model  # noqa: E402
 from vidcap.model import Captioner  # noqa: E402
-from vidcap.pipeline import caption_video  # noqa: E402
 from vidcap.settings import GenerationSettings, ModelSettings, SamplingSettings  # noqa: E402
 from vidcap.tiny.scenes import draw_scene, random_scene  # noqa: E402
 from vidcap.video import VideoReader  # noqa: E402
@@ -127,7 +127,7 @@ def bench_pipeline(captioner: Captioner, video: Path, every_n: int, tokens: int)
     row = {"video": video.name, "frames": count, "batch_size": captioner.batch_size,
            "decode_only_fps": round(count / decode_s, 1), "model_only_fps": model_only}  # fmt: skip
     slowest = min(count / decode_s, model_only)
-    # One video through a decoder process and the backend (vidcap.pipeline.caption_video).
+    # One video through a decoder process and the backend (vidcap.engine.caption_video).
     sync(captioner.device)
     started = time.perf_counter()
     captions = list(caption_video(video, backend, sampling, settings))

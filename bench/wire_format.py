@@ -23,8 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vidcap.engine import caption_video  # noqa: E402
 from vidcap.model import Captioner  # noqa: E402
-from vidcap.pipeline import caption_video  # noqa: E402
 from vidcap.settings import GenerationSettings, ModelSettings, SamplingSettings  # noqa: E402
 from vidcap.tiny.scenes import draw_scene, random_scene  # noqa: E402
 from vidcap.wire import WireLimits, decode_image, encode_image  # noqa: E402

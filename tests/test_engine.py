@@ -44,7 +44,7 @@ def reference(captioner, path: Path, sampling: SamplingSettings) -> list[tuple[i
         frames = list(reader.frames(sampling))
     images = [resize_for_model(f.rgb, captioner.input_size) for f in frames]
     captions = captioner.caption(images, GenerationSettings())
-    return [(f.index, round(f.pts_seconds, 6), c) for f, c in zip(frames, captions, strict=True)]
+    return [(f.index, round(f.time, 6), c) for f, c in zip(frames, captions, strict=True)]
 
 
 def rows(out: Path, name: str) -> list[tuple[int, float, str]]:

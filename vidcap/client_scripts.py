@@ -19,8 +19,8 @@ from typing import NoReturn
 from vidcap.backend import Backend
 from vidcap.cli_common import add_sampling_arguments, sampling_from_args
 from vidcap.client import add_client_arguments
+from vidcap.engine import caption_video
 from vidcap.errors import VidcapError
-from vidcap.pipeline import caption_video
 from vidcap.settings import DEFAULT_MODEL, GenerationSettings
 
 

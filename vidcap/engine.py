@@ -3,15 +3,18 @@
 One look at the whole flow::
 
     jobs = plan(sources)                      # resume: skip what is done (commit.py)
-    pool = DecodePool(jobs)                   # N decoder processes, several videos at once
-    for caption in backend.caption_stream(    # embedded replicas or --server endpoints,
-            frames_of(pool)):                 # full batches across video boundaries
-        route(caption) → Committer            # per-video outputs once a video's last frame is back
+    pool = DecodePool(jobs)                   # N decoder processes, several videos at once,
+                                              # each running decode.decode_events per video
+    for item in _in_order(pool.events(),      # embedded replicas or --server endpoints,
+                          backend):           # full batches across video boundaries
+        deliver(committer, item)              # per-video outputs once its last frame is back
 
-A frame's place in the stream is remembered in ``pending`` (job id, index, pts; no
+A frame's place in the stream is remembered in ``pending`` (job id, index, time; no
 pixels), together with the end-of-video and failure markers in the order the decoders sent
 them: since a backend returns captions in order, a video's marker is reached only after all
-its frames are captioned, so it can be committed right there.
+its frames are captioned, so it can be committed right there. ``deliver`` is the one routing
+to the ``Committer`` (the Ray pipeline uses it too); ``caption_video`` is the same stream
+for one video whose captions the caller consumes as they come (the example clients, benches).
 """
 
 from __future__ import annotations
@@ -21,26 +24,50 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from vidcap.backend import Backend
 from vidcap.commit import Committer, RunSettings, RunWriter, VideoResult, plan, write_summary
-from vidcap.decode_worker import Decoded, DecodePool, Ended, Event, Failed
-from vidcap.errors import BackendUnavailable
+from vidcap.decode import Decoded, Ended, Event, Failed
+from vidcap.decode_pool import DecodePool
+from vidcap.errors import BackendUnavailable, VideoError
 from vidcap.model import AUTO_BATCH_CUDA
 from vidcap.outputs import CaptionedFrame
-from vidcap.settings import EngineSettings
+from vidcap.settings import EngineSettings, GenerationSettings, SamplingSettings
 
 log = logging.getLogger(__name__)
+
+QUEUE_FRAMES = 64  # decoded frames waiting for the backend in ``caption_video``
+
+
+@dataclass(frozen=True)
+class Captioned:
+    """A captioned frame of job ``job``: what comes back from the model stage."""
+
+    job: int
+    frame: CaptionedFrame
 
 
 @dataclass(frozen=True)
 class _Slot:
     job: int
     index: int
-    pts: float
+    time: float
+
+
+def deliver(committer: Committer, item: Captioned | Ended | Failed) -> None:
+    """The one routing of the stages' output to the ``Committer`` (engine and Ray)."""
+    if isinstance(item, Captioned):
+        committer.frame(item.job, item.frame)
+    elif isinstance(item, Ended):
+        committer.end(item.job, item.sampled, item.duration)
+    elif isinstance(item, Failed):
+        committer.fail(item.job, item.error)
+    else:
+        raise TypeError(f"nothing to deliver in {type(item).__name__}")
 
 
 def run(
@@ -114,40 +141,70 @@ def _caption(
     committer: Committer,
     progress: _Progress,
 ) -> None:
-    pending: deque[_Slot | Event] = deque()
+    pending: deque[_Slot | Ended | Failed] = deque()
+    try:
+        for item in _in_order(pool.events(), backend, settings.generation, pending):
+            deliver(committer, item)
+            if isinstance(item, Captioned):
+                progress.frame()
+    except BackendUnavailable as exc:
+        for slot in list(pending):  # every video with frames in flight is recorded failed
+            committer.fail(slot.job, str(exc), warn=False)
+        raise
+
+
+def _in_order(
+    events: Iterator[Event],
+    backend: Backend,
+    generation: GenerationSettings,
+    pending: deque[_Slot | Ended | Failed],
+) -> Iterator[Captioned | Ended | Failed]:
+    """The frames of ``events`` through ``backend``, back captioned in order, each video's
+    end or failure right after its last frame. ``pending``: what is in flight."""
 
     def frames() -> Iterator[np.ndarray]:
-        for event in pool.events():
+        for event in events:
             if isinstance(event, Decoded):
-                pending.append(_Slot(event.job, event.frame.index, event.frame.pts_seconds))
+                pending.append(_Slot(event.job, event.frame.index, event.frame.time))
                 yield event.frame.rgb
             else:
                 pending.append(event)
 
-    def settle_markers() -> None:
+    def markers() -> Iterator[Ended | Failed]:  # the markers before the next frame's slot
         while pending and not isinstance(pending[0], _Slot):
-            marker = pending.popleft()
-            if isinstance(marker, Ended):
-                committer.end(marker.job, marker.sampled, marker.duration)
-            elif isinstance(marker, Failed):
-                committer.fail(marker.job, marker.error)
+            yield pending.popleft()
 
-    try:
-        for caption in backend.caption_stream(frames(), settings.generation):
-            settle_markers()
-            slot = pending.popleft()
-            if not isinstance(slot, _Slot):
-                raise RuntimeError("a caption came back with no frame waiting for it")
-            committer.frame(slot.job, CaptionedFrame(slot.index, slot.pts, caption))
-            progress.frame()
-            settle_markers()
-    except BackendUnavailable as exc:
-        for item in list(pending):  # every video with frames in flight is recorded failed
-            committer.fail(item.job, str(exc), warn=False)
-        raise
-    settle_markers()
+    for caption in backend.caption_stream(frames(), generation):
+        yield from markers()
+        if not pending:
+            raise RuntimeError("a caption came back with no frame waiting for it")
+        slot = pending.popleft()
+        yield Captioned(slot.job, CaptionedFrame(slot.index, slot.time, caption))
+        yield from markers()
+    yield from markers()
     if pending:
         raise RuntimeError(f"the backend returned {len(pending)} captions too few")
+
+
+def caption_video(
+    source: str | Path,
+    backend: Backend,
+    sampling: SamplingSettings,
+    generation: GenerationSettings,
+) -> Iterator[CaptionedFrame]:
+    """Caption ``source``'s sampled frames in order (raises ``VideoError`` if undecodable).
+
+    Decoding runs ahead in a decoder process, bounded, while the backend captions.
+    """
+    pool = DecodePool([(0, str(source))], sampling, backend.input_size, 1, QUEUE_FRAMES)
+    try:
+        for item in _in_order(pool.events(), backend, generation, deque()):
+            if isinstance(item, Failed):
+                raise VideoError(item.error)
+            if isinstance(item, Captioned):
+                yield item.frame
+    finally:
+        pool.close()
 
 
 class _Progress:

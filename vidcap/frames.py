@@ -13,7 +13,7 @@ class Frame:
     """One decoded frame: decoder index, presentation time and RGB pixels (H, W, 3 uint8)."""
 
     index: int
-    pts_seconds: float
+    time: float
     rgb: np.ndarray
 
     def __post_init__(self) -> None:

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from vidcap.errors import UsageError
-from vidcap.frames import Frame, resize_for_model
+from vidcap.decode import Decoded, Failed, decode_events
+from vidcap.errors import UsageError, VideoError
+from vidcap.frames import Frame
 from vidcap.outputs import CaptionedFrame
 from vidcap.settings import GenerationSettings, SamplingSettings, question_prompt
 from vidcap.video import VideoReader
@@ -349,8 +350,8 @@ def ask_frames(
 
     ``generation`` sets the token limit and beams (default: ``QUESTION_MAX_NEW_TOKENS``);
     the prompt is always BLIP-2's ``Question: … Answer:`` form of ``question``. Frames are
-    decoded by ``VideoReader``, as ``vidcap caption`` decodes them, so the times and the
-    duration are the ones it writes. A progress bar shows on a terminal unless ``quiet``.
+    decoded in this process by ``decode_events``, as ``vidcap caption`` decodes them, so the
+    times and the duration are the ones it writes. A progress bar shows on a terminal unless ``quiet``.
     """
     if not question.strip():
         raise UsageError("--question must not be empty")
@@ -359,28 +360,36 @@ def ask_frames(
         prompt=question_prompt(question),
     )
     log.info("asking %r of %s", generation.prompt, video)
+    with VideoReader(video) as reader:  # the bar's total: a demux pass, nothing decoded
+        total = reader.estimated_samples(sampling)
     pending: deque[Frame] = deque()
     answers: list[CaptionedFrame] = []
-    with VideoReader(video) as reader:
+    duration = 0.0
 
-        def images() -> Iterator[np.ndarray]:
-            for frame in reader.frames(sampling):
-                pending.append(frame)
-                yield resize_for_model(frame.rgb, backend.input_size)
+    def images() -> Iterator[np.ndarray]:
+        nonlocal duration
+        for event in decode_events(0, str(video), sampling, backend.input_size):
+            if isinstance(event, Decoded):
+                pending.append(event.frame)
+                yield event.frame.rgb
+            elif isinstance(event, Failed):
+                raise VideoError(event.error)
+            else:
+                duration = event.duration
 
-        bar = tqdm(
-            total=reader.estimated_samples(sampling),
-            desc=Path(video).name,
-            unit="frame",
-            disable=True if quiet else None,  # None: shown on a terminal only
-            leave=False,
-        )
-        with bar:
-            for answer in backend.caption_stream(images(), generation):
-                frame = pending.popleft()
-                answers.append(CaptionedFrame(frame.index, frame.pts_seconds, answer))
-                bar.update(1)
-    return VideoCaptions(str(video), tuple(answers), reader.stats.duration)
+    bar = tqdm(
+        total=total,
+        desc=Path(video).name,
+        unit="frame",
+        disable=True if quiet else None,  # None: shown on a terminal only
+        leave=False,
+    )
+    with bar:
+        for answer in backend.caption_stream(images(), generation):
+            frame = pending.popleft()
+            answers.append(CaptionedFrame(frame.index, frame.time, answer))
+            bar.update(1)
+    return VideoCaptions(str(video), tuple(answers), duration)
 
 
 def mask_answers(

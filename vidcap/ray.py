@@ -5,15 +5,17 @@
     jobs (plan: dedup, names, resume)        on the driver
       │  from_items: a block per video (up to 2,000 blocks)
       ▼
-    decode tasks (CPUs)                      VideoReader + resize_for_model, as embedded;
-      │  rows: one per sampled frame,        one "end" row per video (sampled frames,
-      │  then one "end" or "error" row       duration) or one "error" row
+    decode tasks (CPUs)                      decode.decode_events, as embedded; a row per
+      │  rows: one encoded event each        event (encode_event): each sampled frame, then
+      │  (job, event bytes)                  the video's end or failure
       ▼
     Captioner actor pool (GPUs)              one Captioner per actor, batches across videos
-      │  rows without pixels
+      │  the same rows without pixels,
+      │  plus their captions
       ▼
-    Committer                                on the driver: per-video files, Parquet shards,
-                                             resume records, summary.json — as embedded
+    Committer                                on the driver, fed by engine.deliver: per-video
+                                             files, Parquet shards, resume records,
+                                             summary.json — as embedded
 
 Nothing is lost or doubled when a worker dies: Ray retries the decode task or restarts the
 actor and retries its batch, and the ``Committer`` keeps one caption per frame index. A
@@ -27,6 +29,7 @@ Ray is an optional dependency (``pip install 'vidcap[ray]'``), imported only her
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import re
@@ -37,15 +40,15 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from vidcap import errors
 from vidcap.commit import Committer, RunSettings, VideoJob, VideoResult, check_out_dir, plan
+from vidcap.decode import Decoded, Event, decode_events, encode_event, read_event
+from vidcap.engine import Captioned, deliver
 from vidcap.errors import UsageError, VidcapError
-from vidcap.frames import resize_for_model
-from vidcap.inputs import LIST_SUFFIXES, InputVideo, expand_inputs, local_copy
+from vidcap.inputs import LIST_SUFFIXES, InputVideo, expand_inputs
 from vidcap.model import ensure_loadable, resolve_model_path
 from vidcap.outputs import CaptionedFrame
 from vidcap.parquet import DEFAULT_SHARD_ROWS, run_writers_for
@@ -55,7 +58,6 @@ from vidcap.video import VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
-FRAME, END, ERROR = "frame", "end", "error"  # the kinds of row the decode stage emits
 # Frames per actor call when ``--batch-size`` is auto; the Captioner then splits a call into
 # the batches its device fits.
 CPU_BATCH_SIZE = 8
@@ -98,22 +100,6 @@ class RaySettings:
 # ---- decode stage (Ray tasks on CPUs) ---------------------------------------------------
 
 
-def _rows(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Rows → one numpy batch (every column always present, so blocks share a schema)."""
-    return {
-        "job": np.array([r["job"] for r in rows], dtype=np.int64),
-        "kind": np.array([r["kind"] for r in rows], dtype=object),
-        "frame": np.array([r.get("frame", -1) for r in rows], dtype=np.int64),
-        "time": np.array([r.get("time", 0.0) for r in rows], dtype=np.float64),
-        "pixels": np.array([r.get("pixels", b"") for r in rows], dtype=object),
-        "height": np.array([r.get("height", 0) for r in rows], dtype=np.int32),
-        "width": np.array([r.get("width", 0) for r in rows], dtype=np.int32),
-        "sampled": np.array([r.get("sampled", 0) for r in rows], dtype=np.int64),
-        "duration": np.array([r.get("duration", 0.0) for r in rows], dtype=np.float64),
-        "error": np.array([r.get("error", "") for r in rows], dtype=object),
-    }
-
-
 def decode_video(
     job: int,
     source: str,
@@ -121,40 +107,30 @@ def decode_video(
     size: tuple[int, int],
     frames_per_block: int,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """One video's sampled frames, resized for the model, in blocks; then its end row."""
-    from vidcap.video import VideoReader
+    """One video's events (frames resized for the model, then its end), in blocks of rows."""
+    rows: list[bytes] = []
+    # One decoder thread: a decode task holds one CPU, and a node runs one task per CPU.
+    for event in decode_events(job, source, sampling, size, threads=1):
+        rows.append(encode_event(event))
+        if len(rows) >= frames_per_block:
+            yield _rows(job, rows)
+            rows = []
+    if rows:
+        yield _rows(job, rows)
 
-    rows: list[dict[str, Any]] = []
-    try:
-        # One decoder thread: a decode task holds one CPU, and a node runs one task per CPU.
-        with local_copy(source) as path, VideoReader(path, threads=1) as reader:
-            for frame in reader.frames(sampling):
-                rgb = resize_for_model(frame.rgb, size)
-                rows.append(
-                    {
-                        "job": job,
-                        "kind": FRAME,
-                        "frame": frame.index,
-                        "time": frame.pts_seconds,
-                        "pixels": rgb.tobytes(),
-                        "height": rgb.shape[0],
-                        "width": rgb.shape[1],
-                    }
-                )
-                if len(rows) >= frames_per_block:
-                    yield _rows(rows)
-                    rows = []
-            stats = reader.stats
-    except VidcapError as exc:
-        yield _rows([{"job": job, "kind": ERROR, "error": str(exc)}])
-        return
-    except Exception as exc:  # noqa: BLE001 - a failure of one video is data, not a crash
-        yield _rows([{"job": job, "kind": ERROR, "error": f"{source}: {exc}"}])
-        return
-    rows.append(
-        {"job": job, "kind": END, "sampled": stats.sampled_frames, "duration": stats.duration}
-    )
-    yield _rows(rows)
+
+def _rows(job: int, events: list[bytes]) -> dict[str, np.ndarray]:
+    return {
+        "job": np.full(len(events), job, dtype=np.int64),
+        "event": np.array(events, dtype=object),
+    }
+
+
+def _event(data: bytes) -> Event:
+    event = read_event(io.BytesIO(data))
+    if event is None:
+        raise ValueError("a row holds a truncated decoder event")
+    return event
 
 
 def _decode_batch(
@@ -180,21 +156,24 @@ class CaptionActor:
         self.generation = generation
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        kinds = batch["kind"]
-        frames = [i for i, kind in enumerate(kinds) if kind == FRAME]
-        images = [
-            np.frombuffer(batch["pixels"][i], dtype=np.uint8).reshape(
-                int(batch["height"][i]), int(batch["width"][i]), 3
-            )
-            for i in frames
-        ]
-        captions = np.full(len(kinds), "", dtype=object)
-        if images:
+        events = [_event(data) for data in batch["event"]]
+        frames = [i for i, event in enumerate(events) if isinstance(event, Decoded)]
+        captions = np.full(len(events), "", dtype=object)
+        if frames:
+            images = [events[i].frame.rgb for i in frames]
             captions[frames] = self.captioner.caption(images, self.generation)
-        out = {k: batch[k] for k in ("job", "kind", "frame", "time", "sampled", "duration")}
-        out["error"] = batch["error"]
-        out["caption"] = captions
-        return out
+        # The pixels stay here: the driver needs each frame's index and time only.
+        rows = [encode_event(_without_pixels(event)) for event in events]
+        return {"job": batch["job"], "event": np.array(rows, dtype=object), "caption": captions}
+
+
+_NO_PIXELS = np.zeros((0, 0, 3), dtype=np.uint8)
+
+
+def _without_pixels(event: Event) -> Event:
+    if isinstance(event, Decoded):
+        return Decoded(event.job, replace(event.frame, rgb=_NO_PIXELS))
+    return event
 
 
 # ---- the driver ---------------------------------------------------------------------------
@@ -310,17 +289,13 @@ def build_pipeline(
 def feed(committer: Committer, batches: Iterator[dict[str, np.ndarray]]) -> None:
     """The pipeline's output rows → the Committer (any order, duplicates welcome)."""
     for batch in batches:
-        for i, job in enumerate(batch["job"]):
-            kind = batch["kind"][i]
-            if kind == FRAME:
-                frame = CaptionedFrame(
-                    int(batch["frame"][i]), float(batch["time"][i]), str(batch["caption"][i])
-                )
-                committer.frame(int(job), frame)
-            elif kind == END:
-                committer.end(int(job), int(batch["sampled"][i]), float(batch["duration"][i]))
+        for data, caption in zip(batch["event"], batch["caption"], strict=True):
+            event = _event(data)
+            if isinstance(event, Decoded):
+                frame = CaptionedFrame(event.frame.index, event.frame.time, str(caption))
+                deliver(committer, Captioned(event.job, frame))
             else:
-                committer.fail(int(job), str(batch["error"][i]))
+                deliver(committer, event)
 
 
 def _vidcap_cause(exc: BaseException) -> VidcapError | None:

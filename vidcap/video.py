@@ -202,7 +202,7 @@ class VideoReader:
                 raise _PlanBroken(f"a frame at {pts:.3f} s that no tick asked for")
             stats.sampled_frames += 1
             yielded.add(_key(pts))
-            yield Frame(index=index, pts_seconds=pts, rgb=decoded.to_ndarray(format="rgb24"))
+            yield Frame(index=index, time=pts, rgb=decoded.to_ndarray(format="rgb24"))
             if sampling.max_frames is not None and stats.sampled_frames >= sampling.max_frames:
                 return False
         missing = [t for t in expected[position:] if t not in yielded]

@@ -2,14 +2,13 @@
 
 Why processes: decoding in a thread of the captioning process competes for the GIL with
 the model step, and a decoder crash on a hostile file would take the whole bulk run down.
-Each worker is one ``python -m vidcap.decode_worker`` child that decodes the videos it is
+Each worker is one ``python -m vidcap.decode_pool`` child that decodes the videos it is
 sent, one after another, for the whole run (no interpreter start per video). A worker that
 dies fails the video it was decoding and is replaced.
 
-The pipes carry no pickle. A job goes down as one JSON line (id, source, sampling). Each
-message back is a fixed header (kind, job id, index or payload length, pts, height, width)
-then raw bytes: an RGB frame (kind ``F``), the video's final stats as JSON (``E``), or a
-one-line error (``X``).
+The pipes carry no pickle. A job goes down as one JSON line (id, source, sampling,
+threads); back come the events of ``vidcap.decode.decode_events`` in their one binary
+encoding (``encode_event`` / ``read_event``).
 """
 
 from __future__ import annotations
@@ -20,101 +19,36 @@ import logging
 import os
 import queue
 import signal
-import struct
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict
 from typing import IO
 
-import numpy as np
-
-from vidcap.errors import VideoError
-from vidcap.frames import Frame, resize_for_model
+from vidcap.decode import Decoded, Event, Failed, decode_events, encode_event, read_event
 from vidcap.settings import SamplingSettings
 
 log = logging.getLogger(__name__)
 
-HEADER = struct.Struct("<cIqdII")  # kind, job id, index (or payload length), pts, height, width
-
-
-@dataclass(frozen=True)
-class Decoded:
-    """A sampled frame of job ``job``, resized to the model's input size."""
-
-    job: int
-    frame: Frame
-
-
-@dataclass(frozen=True)
-class Ended:
-    """Job ``job`` is decoded: ``sampled`` frames were sent; the video ends at ``duration``."""
-
-    job: int
-    sampled: int
-    duration: float
-
-
-@dataclass(frozen=True)
-class Failed:
-    job: int
-    error: str
-
-
-Event = Decoded | Ended | Failed
-
-
 # ---------------------------------------------------------------- the child's side
-
-
-def decode_job(job: dict, size: tuple[int, int], out: IO[bytes]) -> None:
-    """Decode one video, resize each sampled frame to ``size``, write messages to ``out``."""
-    from vidcap.video import VideoReader
-
-    job_id = int(job["id"])
-    try:
-        sampling = SamplingSettings(**job["sampling"])
-        threads = int(job.get("threads", 0))
-        with _local(job["source"]) as path, VideoReader(path, threads=threads) as reader:
-            for frame in reader.frames(sampling):
-                rgb = resize_for_model(frame.rgb, size)
-                out.write(HEADER.pack(b"F", job_id, frame.index, frame.pts_seconds, *rgb.shape[:2]))
-                out.write(rgb.data)
-            payload = json.dumps(asdict(reader.stats)).encode()
-            out.write(HEADER.pack(b"E", job_id, len(payload), 0.0, 0, 0) + payload)
-    except VideoError as exc:
-        payload = str(exc).encode()
-        out.write(HEADER.pack(b"X", job_id, len(payload), 0.0, 0, 0) + payload)
-    except Exception as exc:  # noqa: BLE001 - any decoder failure fails this video alone
-        log.debug("decoding %s failed", job["source"], exc_info=True)
-        payload = f"{job['source']}: {type(exc).__name__}: {exc}".encode()
-        out.write(HEADER.pack(b"X", job_id, len(payload), 0.0, 0, 0) + payload)
-    out.flush()
-
-
-def _local(source: str):
-    """A local path for ``source`` (URLs are fetched by ``vidcap.inputs.local_copy``)."""
-    if "://" in source and not source.startswith("file://"):
-        from vidcap.inputs import local_copy
-
-        return local_copy(source)
-    from contextlib import nullcontext
-
-    return nullcontext(Path(source.removeprefix("file://")))
 
 
 def serve(size: tuple[int, int], jobs: IO[str], out: IO[bytes]) -> None:
     """Decode every job read from ``jobs`` (one JSON line each) until it closes."""
     for line in jobs:
         if line.strip():
-            decode_job(json.loads(line), size, out)
+            job = json.loads(line)
+            sampling = SamplingSettings(**job["sampling"])
+            threads = int(job.get("threads", 0))
+            for event in decode_events(int(job["id"]), job["source"], sampling, size, threads):
+                out.write(encode_event(event))
+            out.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vidcap.decode_worker")
+    parser = argparse.ArgumentParser(prog="python -m vidcap.decode_pool")
     parser.add_argument("--height", type=int, required=True)
     parser.add_argument("--width", type=int, required=True)
     args = parser.parse_args(argv)
@@ -201,7 +135,7 @@ class DecodePool:
     # one thread per worker process
     def _spawn(self) -> subprocess.Popen:
         command = [
-            sys.executable, "-m", "vidcap.decode_worker",
+            sys.executable, "-m", "vidcap.decode_pool",
             "--height", str(self.size[0]), "--width", str(self.size[1]),
         ]  # fmt: skip
         proc = subprocess.Popen(
@@ -262,9 +196,9 @@ class DecodePool:
             pass  # a dead worker: reported below when its output ends
         while True:
             self._waiting[job_id] = time.monotonic()
-            header = _read(proc.stdout, HEADER.size)
+            event = read_event(proc.stdout)
             self._waiting.pop(job_id, None)
-            if len(header) < HEADER.size:
+            if event is None:
                 if self._stop.is_set():
                     return
                 code = proc.wait()
@@ -274,20 +208,7 @@ class DecodePool:
                     why = f"stopped unexpectedly ({_how(code)})"
                 self._put(Failed(job_id, f"{source}: the decoder {why}"))
                 return
-            kind, job, number, pts, height, width = HEADER.unpack(header)
-            if kind == b"F":
-                data = _read(proc.stdout, height * width * 3)
-                if len(data) < height * width * 3:
-                    continue  # the next read reports the dead decoder
-                rgb = np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
-                if not self._put(Decoded(job, Frame(index=number, pts_seconds=pts, rgb=rgb))):
-                    return
-            elif kind == b"E":
-                stats = json.loads(_read(proc.stdout, number))
-                self._put(Ended(job, int(stats["sampled_frames"]), float(stats["duration"])))
-                return
-            else:
-                self._put(Failed(job, _read(proc.stdout, number).decode(errors="replace")))
+            if not self._put(event) or not isinstance(event, Decoded):
                 return
 
     def _watch(self) -> None:
@@ -303,11 +224,6 @@ class DecodePool:
                     proc.kill()
             if self._live == 0:
                 return
-
-
-def _read(pipe: IO[bytes], size: int) -> bytes:
-    data = pipe.read(size)
-    return data if data is not None else b""
 
 
 def _how(code: int) -> str:

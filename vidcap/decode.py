@@ -1,0 +1,127 @@
+"""The decode stage: one video → its sampled frames, resized for the model → its end.
+
+``decode_events`` is the one per-video decode loop, and every executor drives it: the
+decoder processes of ``vidcap.decode_pool`` (``vidcap caption``), the Ray decode tasks
+(``vidcap.ray``) and ``vidcap mask --question`` (in process). A video that cannot be
+decoded is an event too (``Failed``), never an exception: one bad file fails alone.
+
+Events cross process boundaries in one binary encoding, no pickle: a fixed header (kind,
+job id, index / sampled frames / payload length, time / duration, height, width), then
+raw bytes: an RGB frame (kind ``F``), nothing (``E``: the header says it all) or a
+one-line error (``X``).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import IO
+
+import numpy as np
+
+from vidcap.errors import VideoError
+from vidcap.frames import Frame, resize_for_model
+from vidcap.settings import SamplingSettings
+
+log = logging.getLogger(__name__)
+
+HEADER = struct.Struct("<cIqdII")  # kind, job id, index (sampled, length), time, height, width
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A sampled frame of job ``job``, resized to the model's input size."""
+
+    job: int
+    frame: Frame
+
+
+@dataclass(frozen=True)
+class Ended:
+    """Job ``job`` is decoded: ``sampled`` frames were sent; the video ends at ``duration``."""
+
+    job: int
+    sampled: int
+    duration: float
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Job ``job`` cannot be decoded (any frames sent before stand for nothing)."""
+
+    job: int
+    error: str
+
+
+Event = Decoded | Ended | Failed
+
+
+def decode_events(
+    job: int,
+    source: str,
+    sampling: SamplingSettings,
+    size: tuple[int, int],
+    threads: int = 0,
+) -> Iterator[Event]:
+    """Decode ``source`` (a path or a URL, fetched first): its sampled frames resized to
+    ``size`` (height, width), then ``Ended``, or ``Failed`` wherever decoding stops.
+
+    ``threads``: FFmpeg decoder threads (0: one per core).
+    """
+    # Imported here: a process that only reads events (the engine) needs no PyAV or fsspec.
+    from vidcap.inputs import local_copy
+    from vidcap.video import VideoReader
+
+    try:
+        with local_copy(source) as path, VideoReader(path, threads=threads) as reader:
+            for frame in reader.frames(sampling):
+                yield Decoded(job, replace(frame, rgb=resize_for_model(frame.rgb, size)))
+            stats = reader.stats
+    except VideoError as exc:
+        yield Failed(job, str(exc))
+        return
+    except Exception as exc:  # noqa: BLE001 - any decoder failure fails this video alone
+        log.debug("decoding %s failed", source, exc_info=True)
+        yield Failed(job, f"{source}: {type(exc).__name__}: {exc}")
+        return
+    yield Ended(job, stats.sampled_frames, stats.duration)
+
+
+def encode_event(event: Event) -> bytes:
+    """``event`` as bytes for a pipe or a Ray row (``read_event`` reads it back)."""
+    if isinstance(event, Decoded):
+        frame = event.frame
+        height, width = frame.rgb.shape[:2]
+        header = HEADER.pack(b"F", event.job, frame.index, frame.time, height, width)
+        return b"".join((header, np.ascontiguousarray(frame.rgb).data))
+    if isinstance(event, Ended):
+        return HEADER.pack(b"E", event.job, event.sampled, event.duration, 0, 0)
+    message = event.error.encode()
+    return HEADER.pack(b"X", event.job, len(message), 0.0, 0, 0) + message
+
+
+def read_event(stream: IO[bytes]) -> Event | None:
+    """The next event on ``stream``; None where the stream ends (or is cut short)."""
+    header = _read(stream, HEADER.size)
+    if len(header) < HEADER.size:
+        return None
+    kind, job, number, time, height, width = HEADER.unpack(header)
+    if kind == b"E":
+        return Ended(job, number, time)
+    if kind not in (b"F", b"X"):
+        raise ValueError(f"not a vidcap decoder event (kind {kind!r})")
+    length = height * width * 3 if kind == b"F" else number
+    payload = _read(stream, length)
+    if len(payload) < length:
+        return None
+    if kind == b"X":
+        return Failed(job, payload.decode(errors="replace"))
+    rgb = np.frombuffer(payload, dtype=np.uint8).reshape(height, width, 3)
+    return Decoded(job, Frame(index=number, time=time, rgb=rgb))
+
+
+def _read(stream: IO[bytes], size: int) -> bytes:
+    data = stream.read(size)
+    return data if data is not None else b""
