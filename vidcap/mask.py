@@ -351,7 +351,8 @@ def ask_frames(
     ``generation`` sets the token limit and beams (default: ``QUESTION_MAX_NEW_TOKENS``);
     the prompt is always BLIP-2's ``Question: … Answer:`` form of ``question``. Frames are
     decoded in this process by ``decode_events``, as ``vidcap caption`` decodes them, so the
-    times and the duration are the ones it writes. A progress bar shows on a terminal unless ``quiet``.
+    times and the duration are the ones it writes. A progress bar shows on a terminal
+    unless ``quiet``.
     """
     if not question.strip():
         raise UsageError("--question must not be empty")

@@ -1,0 +1,82 @@
+"""The decode stage: ``decode_events`` and the one binary encoding of its events."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vidcap.decode import (
+    HEADER,
+    Decoded,
+    Ended,
+    Failed,
+    decode_events,
+    encode_event,
+    read_event,
+)
+from vidcap.frames import Frame, resize_for_model
+from vidcap.settings import SamplingSettings
+from vidcap.video import VideoReader
+
+SHAPES = Path(__file__).resolve().parent.parent / "sample_videos" / "shapes.mp4"
+SAMPLING = SamplingSettings(fps=2.0, max_frames=5)
+
+
+def read_all(data: bytes) -> list:
+    stream, events = io.BytesIO(data), []
+    while (event := read_event(stream)) is not None:
+        events.append(event)
+    return events
+
+
+def test_a_video_is_its_frames_resized_then_its_end() -> None:
+    events = list(decode_events(7, str(SHAPES), SAMPLING, (32, 48)))
+    with VideoReader(SHAPES) as reader:
+        frames = list(reader.frames(SAMPLING))
+        duration = reader.stats.duration
+    assert [type(e) for e in events] == [Decoded] * 5 + [Ended]
+    assert all(e.job == 7 for e in events)
+    assert [(e.frame.index, e.frame.time) for e in events[:-1]] == [
+        (f.index, f.time) for f in frames
+    ]
+    for event, frame in zip(events, frames, strict=False):
+        assert np.array_equal(event.frame.rgb, resize_for_model(frame.rgb, (32, 48)))
+    assert events[-1] == Ended(7, 5, duration)
+
+
+def test_an_undecodable_video_is_one_failed_event(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video" * 100)
+    missing = str(tmp_path / "missing.mp4")
+    [failed] = list(decode_events(1, str(broken), SAMPLING, (32, 32)))
+    assert isinstance(failed, Failed) and failed.error.startswith(f"{broken}: not a decodable")
+    assert list(decode_events(2, missing, SAMPLING, (32, 32))) == [
+        Failed(2, f"{missing}: no such file")
+    ]
+
+
+def test_events_round_trip_through_their_encoding() -> None:
+    rgb = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    events = [
+        Decoded(3, Frame(index=12, time=1.0 / 3.0, rgb=rgb)),
+        Ended(3, 1, 9.876543210123),
+        Failed(4, "v.mp4: ünïcode error"),
+    ]
+    back = read_all(b"".join(encode_event(e) for e in events))
+    assert back[1:] == events[1:]
+    assert (back[0].job, back[0].frame.index, back[0].frame.time) == (3, 12, 1.0 / 3.0)
+    assert np.array_equal(back[0].frame.rgb, rgb)
+
+
+def test_a_stream_cut_short_ends_where_the_last_whole_event_does() -> None:
+    frame = encode_event(Decoded(0, Frame(0, 0.0, np.zeros((2, 2, 3), np.uint8))))
+    assert len(read_all(frame + frame[:-1])) == 1
+    assert read_all(frame[: HEADER.size - 1]) == []
+
+
+def test_an_unknown_kind_is_an_error() -> None:
+    with pytest.raises(ValueError, match="not a vidcap decoder event"):
+        read_event(io.BytesIO(HEADER.pack(b"Z", 0, 0, 0.0, 0, 0)))
