@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from vidcap import ffmpeg
-from vidcap.cli_mask import add_clips_parser
+from vidcap.cli.mask import add_clips_parser
 from vidcap.clips import clip_name, export_clips, load_segments
 from vidcap.errors import UsageError, VidcapError, VideoError
 from vidcap.mask import Segment

@@ -22,6 +22,7 @@ from videos import VideoSpec, constant_rate, write_video
 from vidcap.backend import EmbeddedBackend
 from vidcap.commit import RunSettings
 from vidcap.engine import EngineSettings, run
+from vidcap.errors import UsageError
 from vidcap.frames import resize_for_model
 from vidcap.outputs import read_jsonl
 from vidcap.settings import GenerationSettings, SamplingSettings
@@ -166,7 +167,7 @@ def test_a_killed_decoder_fails_its_video_alone(
 
 
 def test_two_replicas_give_the_same_outputs(tmp_path: Path, tiny_captioner) -> None:
-    from vidcap.cli_common import load_replicas
+    from vidcap.backend import load_replicas
     from vidcap.settings import ModelSettings
 
     videos = [clip(tmp_path / "in", f"v{i}", 7) for i in range(4)]
@@ -257,6 +258,20 @@ def test_last_cue_ends_at_the_video_end(tmp_path: Path, tiny_captioner) -> None:
 def test_engine_settings_default_to_the_cpu_count() -> None:
     assert EngineSettings().workers() == max(1, os.cpu_count() or 1)
     assert replace(EngineSettings(), decode_workers=3).workers() == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"decode_workers": 0}, r"--decode-workers must be a whole number >= 1, got 0"),
+        ({"decode_timeout": 0}, r"--decode-timeout must be a number of seconds > 0, got 0"),
+        ({"decode_timeout": float("nan")}, r"--decode-timeout .* got nan"),
+        ({"queue_mib": 0}, r"queue_mib must be >= 1, got 0"),
+    ],
+)
+def test_engine_settings_validate_themselves(kwargs: dict, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        EngineSettings(**kwargs)
 
 
 def test_a_folder_of_every_kind_of_file_gives_true_outputs(

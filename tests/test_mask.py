@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vidcap.cli_mask import add_clips_parser, add_mask_parser, answers_path
+from vidcap.cli.mask import add_clips_parser, add_mask_parser, answers_path
 from vidcap.errors import UsageError, VideoError
 from vidcap.mask import (
     MaskSettings,
@@ -513,13 +513,13 @@ def test_cli_query_on_a_video_points_to_question_mode() -> None:
     ],
 )
 def test_cli_question_mode_usage_errors(monkeypatch, argv: list[str], message: str) -> None:
-    monkeypatch.setattr("vidcap.cli_mask.build_backend", lambda args: pytest.fail("no model"))
+    monkeypatch.setattr("vidcap.cli.mask.build_backend", lambda args: pytest.fail("no model"))
     with pytest.raises(UsageError, match=message):
         run_cli(["mask", str(SUBJECT), "--question", "red?", *argv])
 
 
 def test_cli_question_mode_missing_video(monkeypatch, tmp_path: Path) -> None:
-    monkeypatch.setattr("vidcap.cli_mask.build_backend", lambda args: pytest.fail("no model"))
+    monkeypatch.setattr("vidcap.cli.mask.build_backend", lambda args: pytest.fail("no model"))
     with pytest.raises(VideoError, match=r"gone\.mp4: no such file"):
         run_cli(["mask", str(tmp_path / "gone.mp4"), "--question", "red?"])
 
@@ -531,7 +531,7 @@ def test_question_mode_duration_is_what_caption_writes(
     """Regression (#12.1): mask probed the container (9.0 s) while caption decoded (0.033 s);
     both now take the end of the last decodable frame from ``VideoReader``."""
     path, spec = generated_videos[name]
-    monkeypatch.setattr("vidcap.cli_mask.build_backend", lambda args: RednessBackend())
+    monkeypatch.setattr("vidcap.cli.mask.build_backend", lambda args: RednessBackend())
     run_cli(["mask", str(path), "--question", "red?", "--quiet"])
     report = json.loads(capsys.readouterr().out)
     with VideoReader(path) as reader:
@@ -554,7 +554,7 @@ def test_mask_and_caption_agree_on_the_duration(
     summary = json.loads((out / "summary.json").read_text())
     captioned = {Path(v["video"]).name: v["duration"] for v in summary["videos"]}
     capsys.readouterr()
-    monkeypatch.setattr("vidcap.cli_mask.build_backend", lambda args: RednessBackend())
+    monkeypatch.setattr("vidcap.cli.mask.build_backend", lambda args: RednessBackend())
     for name, path in zip(names, paths, strict=True):
         run_cli(["mask", str(path), "--question", "red?", "--quiet"])
         masked = json.loads(capsys.readouterr().out)["settings"]["duration"]
@@ -567,7 +567,7 @@ def test_answers_path() -> None:
 
 def test_cli_question_mode_with_the_pipeline(tmp_path: Path, monkeypatch) -> None:
     """Real decoding with a pixel-oracle backend: no model needed, exact ranges."""
-    monkeypatch.setattr("vidcap.cli_mask.build_backend", lambda args: RednessBackend())
+    monkeypatch.setattr("vidcap.cli.mask.build_backend", lambda args: RednessBackend())
     out = tmp_path / "subject.mask.json"
     run_cli(["mask", str(SUBJECT), "--question", "is there a red circle in this picture?",
              "--out", str(out)])  # fmt: skip

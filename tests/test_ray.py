@@ -26,13 +26,14 @@ from test_inputs import http_root  # noqa: F401 - the real HTTP server fixture
 from vidcap import engine
 from vidcap.backend import EmbeddedBackend
 from vidcap.cli import build_parser
+from vidcap.cli.args import ray_settings_from_args
 from vidcap.commit import RunSettings, VideoResult
 from vidcap.engine import EngineSettings
 from vidcap.errors import ModelLoadError, UsageError
 from vidcap.inputs import InputVideo, expand_inputs
 from vidcap.outputs import read_jsonl
 from vidcap.parquet import SHARD_DIR, run_writers_for
-from vidcap.ray import RaySettings, caption_dataset, ray_settings_from_args, run_from_args
+from vidcap.ray import RaySettings, caption_dataset
 from vidcap.settings import ModelSettings, SamplingSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -269,7 +270,8 @@ def test_ray_settings_validation() -> None:
     assert ray_settings_from_args(args).address is None
     args = parser.parse_args(["caption", "b.mp4", "--out", "o", "--ray", "--server", "http://h"])
     with pytest.raises(UsageError, match=r"--ray and --server are two ways to run the model"):
-        run_from_args(args, RunSettings(out_dir=Path("o")), [])
+        ray_settings_from_args(args)
+    assert ray_settings_from_args(parser.parse_args(["caption", "b.mp4", "--out", "o"])) is None
 
 
 @pytest.mark.slow

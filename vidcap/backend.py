@@ -10,13 +10,14 @@ import queue
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from itertools import islice
 from typing import Protocol
 
 import numpy as np
 
-from vidcap.model import Captioner
-from vidcap.settings import GenerationSettings
+from vidcap.model import Captioner, expand_devices
+from vidcap.settings import GenerationSettings, ModelSettings
 
 
 class Backend(Protocol):
@@ -77,3 +78,11 @@ class EmbeddedBackend:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def load_replicas(settings: ModelSettings) -> list[Captioner]:
+    """One ``Captioner`` per device named in ``settings.device`` (``cuda:all``: every GPU)."""
+    return [
+        Captioner.load(replace(settings, device=device))
+        for device in expand_devices(settings.device)
+    ]

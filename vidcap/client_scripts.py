@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from vidcap.backend import Backend
-from vidcap.cli_common import add_sampling_arguments, sampling_from_args
+from vidcap.cli.args import add_sampling_arguments, sampling_from_args
 from vidcap.client import add_client_arguments
 from vidcap.engine import caption_video
 from vidcap.errors import VidcapError

@@ -15,7 +15,6 @@ unique by (``video``, ``frame``, ``key``).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import secrets
@@ -134,16 +133,6 @@ class ParquetShardWriter:
         self.shards.append(path)
         durable, self._pending, self._rows = self._pending, [], []
         return durable
-
-
-def add_parquet_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--shard-rows",
-        type=int,
-        default=DEFAULT_SHARD_ROWS,
-        metavar="N",
-        help=f"--format parquet: rows (frames) per shard (default {DEFAULT_SHARD_ROWS})",
-    )
 
 
 def run_writers_for(

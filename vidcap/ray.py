@@ -28,7 +28,6 @@ Ray is an optional dependency (``pip install 'vidcap[ray]'``), imported only her
 
 from __future__ import annotations
 
-import argparse
 import io
 import logging
 import os
@@ -39,29 +38,31 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
 from vidcap import errors
-from vidcap.commit import Committer, RunSettings, VideoJob, VideoResult, check_out_dir, plan
+from vidcap.commit import (
+    Committer,
+    RunSettings,
+    RunWriter,
+    VideoJob,
+    VideoResult,
+    check_out_dir,
+    plan,
+)
 from vidcap.decode import Decoded, Event, decode_events, encode_event, read_event
 from vidcap.engine import Captioned, deliver
 from vidcap.errors import UsageError, VidcapError
-from vidcap.inputs import LIST_SUFFIXES, InputVideo, expand_inputs
-from vidcap.model import ensure_loadable, resolve_model_path
+from vidcap.inputs import InputVideo, expand_inputs
+from vidcap.model import auto_batch_size, ensure_loadable, resolve_model_path
 from vidcap.outputs import CaptionedFrame
 from vidcap.parquet import DEFAULT_SHARD_ROWS, run_writers_for
 from vidcap.remote_out import output_folder
 from vidcap.settings import GenerationSettings, ModelSettings, SamplingSettings
-from vidcap.video import VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
-# Frames per actor call when ``--batch-size`` is auto; the Captioner then splits a call into
-# the batches its device fits.
-CPU_BATCH_SIZE = 8
-GPU_BATCH_SIZE = 256
 # Videos are split into at most this many blocks, each a decode task (and the unit Ray
 # retries): one per video up to here; past it, a block per video would cost the driver
 # about a millisecond each before anything runs (17 s for 20,000 videos).
@@ -209,13 +210,6 @@ def ray_cluster(address: str | None) -> Iterator[None]:
         ray.shutdown()
 
 
-def _actor_batch_size(model: ModelSettings, gpus: float) -> int:
-    size = getattr(model, "batch_size", None)
-    if isinstance(size, int) and size > 0:
-        return size
-    return GPU_BATCH_SIZE if gpus > 0 else CPU_BATCH_SIZE
-
-
 def build_pipeline(
     jobs: Sequence[VideoJob],
     model: ModelSettings,
@@ -267,7 +261,9 @@ def build_pipeline(
         )
     ds = ds.map_batches(
         CaptionActor,
-        batch_size=_actor_batch_size(model, gpus),
+        # Frames per actor call: --batch-size, else the device's auto batch (the Captioner
+        # halves it on CUDA out-of-memory).
+        batch_size=model.batch_size or auto_batch_size(device),
         batch_format="numpy",
         fn_constructor_kwargs={
             "model": replace(model, device=device),
@@ -326,7 +322,7 @@ def caption_dataset(
     model: ModelSettings | None = None,
     sampling: SamplingSettings | None = None,
     generation: GenerationSettings | None = None,
-    formats: Sequence[str] = ("jsonl", "srt", "vtt"),
+    formats: Sequence[str] = RunSettings.formats,
     ray_settings: RaySettings | None = None,
     shard_rows: int = DEFAULT_SHARD_ROWS,
     quiet: bool = False,
@@ -339,57 +335,52 @@ def caption_dataset(
     are results, not exceptions.
     """
     model = model or ModelSettings()
-    ray_settings = ray_settings or RaySettings()
     videos = expand_inputs(inputs)
     with output_folder(out) as out_dir:
-        return _caption_into(
-            out_dir,
-            videos,
-            model,
-            sampling,
-            generation,
-            formats,
-            ray_settings,
-            shard_rows,
-            quiet,
-            on_done,
+        settings = RunSettings(
+            out_dir=out_dir,
+            formats=tuple(formats),
+            sampling=sampling or SamplingSettings(),
+            generation=generation or GenerationSettings(),
+            model=model.model,
+            quiet=quiet,
         )
+        run_writers = run_writers_for(settings, [v.metadata for v in videos], shard_rows)
+        return run(videos, settings, model, ray_settings or RaySettings(), run_writers, on_done)
 
 
-def _caption_into(
-    out_dir: Path,
+def run(
     videos: Sequence[InputVideo],
+    settings: RunSettings,
     model: ModelSettings,
-    sampling: SamplingSettings | None,
-    generation: GenerationSettings | None,
-    formats: Sequence[str],
     ray_settings: RaySettings,
-    shard_rows: int,
-    quiet: bool,
-    on_done: Callable[[VideoResult], None] | None,
+    run_writers: Sequence[RunWriter] = (),
+    on_done: Callable[[VideoResult], None] | None = None,
 ) -> list[VideoResult]:
-    check_out_dir(out_dir)
-    settings = RunSettings(
-        out_dir=out_dir,
-        formats=tuple(formats),
-        sampling=sampling or SamplingSettings(),
-        generation=generation or GenerationSettings(),
-        model=model.model,
-        quiet=quiet,
-    )
+    """``vidcap.engine.run`` on Ray: the run ``settings`` describes, into ``settings.out_dir``.
+
+    ``model`` loads in each Captioner actor (its device chosen per actor); ``settings.model``
+    names the same model (it keys the outputs).
+    """
+    if settings.model != model.model:
+        raise ValueError(f"settings.model {settings.model!r} is not model.model {model.model!r}")
+    check_out_dir(settings.out_dir)
     started = time.monotonic()
     jobs, resumed = plan([v.source for v in videos], settings, [v.metadata for v in videos])
     log.info("%d videos to caption, %d done already", len(jobs), len(resumed))
-    committer = Committer(
-        settings, jobs, run_writers_for(settings, [v.metadata for v in videos], shard_rows), on_done
-    )
+    committer = Committer(settings, jobs, run_writers, on_done)
     try:
         if jobs:
             if ray_settings.address is None:  # a local cluster: fail fast, as embedded does
                 ensure_loadable(model.model, resolve_model_path(model.model))
             with ray_cluster(ray_settings.address):
                 ds = build_pipeline(
-                    jobs, model, settings.sampling, settings.generation, ray_settings, quiet
+                    jobs,
+                    model,
+                    settings.sampling,
+                    settings.generation,
+                    ray_settings,
+                    settings.quiet,
                 )
                 try:
                     feed(committer, ds.iter_batches(batch_size=None, batch_format="numpy"))
@@ -409,85 +400,3 @@ def _caption_into(
     finally:
         results = committer.close(time.monotonic() - started, resumed)
     return results
-
-
-# ---- CLI glue -------------------------------------------------------------------------------
-
-
-def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--ray [ADDRESS]`` and the widths of its stages."""
-    default = RaySettings()
-    group = parser.add_argument_group("Ray (pip install 'vidcap[ray]')")
-    group.add_argument(
-        "--ray",
-        nargs="?",
-        const="local",
-        default=None,
-        metavar="ADDRESS",
-        help="run as a Ray Data pipeline: with no ADDRESS on a new local cluster, else on "
-        "the cluster at ADDRESS (auto, HOST:PORT or ray://HOST:10001)",
-    )
-    group.add_argument(
-        "--ray-gpus-per-actor",
-        type=float,
-        default=default.gpus_per_actor,
-        metavar="G",
-        help="GPUs per Captioner actor (default: 1 when the cluster has GPUs, else 0)",
-    )
-    group.add_argument(
-        "--ray-actors",
-        type=int,
-        default=default.actors,
-        metavar="N",
-        help="Captioner actors (default: one per GPU of the cluster; 1 without GPUs)",
-    )
-    group.add_argument(
-        "--ray-decode-tasks",
-        type=int,
-        default=default.decode_tasks,
-        metavar="N",
-        help="decode tasks at once, one CPU each (default: as many as free CPUs allow)",
-    )
-
-
-def ray_settings_from_args(args: argparse.Namespace) -> RaySettings:
-    address = None if args.ray == "local" else args.ray
-    suffix = Path(address or "").suffix.lower()
-    if address is not None and (
-        os.path.exists(address) or suffix in VIDEO_EXTENSIONS or suffix in LIST_SUFFIXES
-    ):
-        raise UsageError(
-            f"--ray took {address!r} as its ADDRESS; put --ray after the inputs "
-            "or write --ray=ADDRESS"
-        )
-    return RaySettings(
-        address=address,
-        gpus_per_actor=args.ray_gpus_per_actor,
-        actors=args.ray_actors,
-        decode_tasks=args.ray_decode_tasks,
-    )
-
-
-def run_from_args(
-    args: argparse.Namespace,
-    settings: RunSettings,
-    inputs: Sequence[InputVideo],
-    model: ModelSettings | None = None,
-) -> list[VideoResult]:
-    """``vidcap caption … --ray``: the run the CLI has set up, on Ray."""
-    if getattr(args, "server", None):
-        raise UsageError("--ray and --server are two ways to run the model; give one of them")
-    model = model or ModelSettings(
-        model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size
-    )
-    return caption_dataset(
-        inputs,
-        settings.out_dir,
-        model=model,
-        sampling=settings.sampling,
-        generation=settings.generation,
-        formats=settings.formats,
-        ray_settings=ray_settings_from_args(args),
-        shard_rows=args.shard_rows,
-        quiet=settings.quiet,
-    )

@@ -127,6 +127,18 @@ class EngineSettings:
     queue_mib: int = 256
     decode_timeout: float = 600.0
 
+    def __post_init__(self) -> None:
+        if self.decode_workers is not None and self.decode_workers < 1:
+            raise UsageError(
+                f"--decode-workers must be a whole number >= 1, got {self.decode_workers}"
+            )
+        if not self.decode_timeout > 0:
+            raise UsageError(
+                f"--decode-timeout must be a number of seconds > 0, got {self.decode_timeout}"
+            )
+        if self.queue_mib < 1:
+            raise UsageError(f"queue_mib must be >= 1, got {self.queue_mib}")
+
     def workers(self) -> int:
         return self.decode_workers or max(1, os.cpu_count() or 1)
 

@@ -1,4 +1,8 @@
-"""``vidcap``: caption · mask · clips · tiny-model."""
+"""``vidcap``: caption · mask · clips · tiny-model.
+
+The sub-commands live in ``caption.py`` and ``mask.py`` (mask, clips); every flag group
+and its mapping onto a settings dataclass in ``args.py``. ``entry`` is the console script.
+"""
 
 from __future__ import annotations
 
@@ -18,78 +22,6 @@ from vidcap.errors import UsageError, VidcapError
 log = logging.getLogger("vidcap")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def cmd_caption(args: argparse.Namespace) -> int:
-    from vidcap.remote_out import output_folder
-
-    with output_folder(args.out) as out:  # a URL: a local staging folder, uploaded
-        return _caption(args, out)
-
-
-def _caption(args: argparse.Namespace, out: Path) -> int:
-    from vidcap.cli_common import (
-        backend_from_args,
-        engine_from_args,
-        generation_from_args,
-        sampling_from_args,
-    )
-    from vidcap.commit import RunSettings, check_out_dir
-    from vidcap.engine import run
-    from vidcap.inputs import expand_inputs
-    from vidcap.model import model_input_size
-    from vidcap.outputs import FORMATS
-    from vidcap.parquet import RUN_FORMATS, run_writers_for
-
-    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    known = FORMATS + RUN_FORMATS
-    unknown = [f for f in formats if f not in known]
-    if unknown or not formats:
-        raise UsageError(
-            f"unknown --format {','.join(unknown) or args.format!r}; supported values are {', '.join(known)}"
-        )
-    check_out_dir(out)
-    videos = expand_inputs(args.inputs)  # files, folders, list files, URLs
-    settings = RunSettings(
-        out_dir=out,
-        formats=formats,
-        sampling=sampling_from_args(args),
-        generation=generation_from_args(args),
-        model=args.model,
-        quiet=args.quiet,
-    )
-    engine = engine_from_args(args)
-    # Embedded: the input size is known before the model loads, so decoding starts at once.
-    size = None if getattr(args, "server", None) else model_input_size(args.model)
-    metadata = [v.metadata for v in videos]
-    if args.ray:  # the same stages as a Ray Data pipeline (vidcap/ray.py)
-        from vidcap.ray import run_from_args as run_on_ray
-
-        results = run_on_ray(args, settings, videos)
-    else:
-        results = run(
-            [v.source for v in videos],
-            settings,
-            lambda: backend_from_args(args),
-            engine,
-            metadata=metadata,
-            run_writers=run_writers_for(settings, metadata, args.shard_rows),
-            input_size=size,
-        )
-    failed = [r for r in results if r.status == "failed"]
-    done_frames = sum(r.frames for r in results)
-    if not args.quiet:
-        print(
-            f"vidcap: {len(results) - len(failed)} of {len(results)} videos done, "
-            f"{done_frames} frames; outputs in {args.out}"
-            + (
-                f"; {len(failed)} failed (see {args.out.rstrip('/')}/summary.json)"
-                if failed
-                else ""
-            ),
-            file=sys.stderr,
-        )
-    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
@@ -118,53 +50,21 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vidcap.cli_common import (
-        add_engine_arguments,
-        add_model_arguments,
-        add_sampling_arguments,
-    )
-    from vidcap.parquet import add_parquet_arguments
-    from vidcap.ray import add_ray_arguments
+    from vidcap.cli.caption import add_caption_parser
+    from vidcap.cli.mask import add_clips_parser, add_mask_parser
 
     parser = OneLineParser(prog="vidcap", description="Caption video in bulk with BLIP-2.")
     parser.add_argument("--version", action="version", version=f"vidcap {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
-    caption = sub.add_parser(
-        "caption", help="caption videos: JSONL, SRT, WebVTT per video; summary.json of the folder"
-    )
-    caption.add_argument(
-        "inputs",
-        nargs="+",
-        metavar="INPUT",
-        help="video files, folders (searched recursively), list files (.txt, or .csv/.parquet "
-        "with a 'path' column; other columns are carried into the outputs) or fsspec URLs",
-    )
-    caption.add_argument(
-        "--out", required=True, help="output folder, or an fsspec URL (s3://…, gs://…)"
-    )
-    caption.add_argument(
-        "--format",
-        default="jsonl,srt,vtt",
-        help="comma-separated: jsonl, srt, vtt, parquet (one row per frame, in shards) "
-        "(default jsonl,srt,vtt)",
-    )
-    caption.add_argument("--quiet", action="store_true", help="no progress bar or final line")
-    add_sampling_arguments(caption)
-    add_model_arguments(caption)
-    add_engine_arguments(caption)
-    add_parquet_arguments(caption)
-    add_ray_arguments(caption)
-    caption.set_defaults(func=cmd_caption)
+    add_caption_parser(sub)
 
     tiny = sub.add_parser("tiny-model", help="write the bundled tiny BLIP-2 checkpoint to a folder")
     tiny.add_argument("dir", type=Path)
     tiny.add_argument("--untrained", action="store_true", help="build fresh random weights instead")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=cmd_tiny_model)
-
-    from vidcap.cli_mask import add_clips_parser, add_mask_parser
 
     add_mask_parser(sub)
     add_clips_parser(sub)
@@ -224,7 +124,3 @@ def entry() -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-if __name__ == "__main__":
-    entry()

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from vidcap.backend import Backend
-from vidcap.cli_common import (
+from vidcap.cli.args import (
     add_model_arguments,
     add_sampling_arguments,
     backend_from_args,
@@ -64,12 +64,13 @@ def add_mask_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     )  # fmt: skip
     mode.add_argument("--regex", action="store_true", help="queries are regular expressions")
     mode.add_argument("--question", metavar="TEXT", help="ask this of every sampled frame")
+    default = MaskSettings()
     shaping = parser.add_argument_group("segments")
-    shaping.add_argument("--merge-gap", type=float, default=0.0, metavar="S",
-                         help="close gaps shorter than S seconds (default 0)")  # fmt: skip
-    shaping.add_argument("--min-duration", type=float, default=0.0, metavar="S",
-                         help="drop segments shorter than S seconds (default 0)")  # fmt: skip
-    shaping.add_argument("--duration", type=float, metavar="S",
+    shaping.add_argument("--merge-gap", type=float, default=default.merge_gap, metavar="S",
+                         help="close gaps shorter than S seconds (default %(default)g)")  # fmt: skip
+    shaping.add_argument("--min-duration", type=float, default=default.min_duration, metavar="S",
+                         help="drop segments shorter than S seconds (default %(default)g)")  # fmt: skip
+    shaping.add_argument("--duration", type=float, default=default.duration, metavar="S",
                          help="the video's duration (default in question mode: the end of "
                          "its last decodable frame, as `vidcap caption` finds it; else the "
                          "last frame time + median frame interval)")  # fmt: skip

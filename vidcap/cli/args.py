@@ -1,0 +1,332 @@
+"""Flags → settings: every argument group of the CLI and the settings it maps to.
+
+Each ``add_*_arguments(parser)`` adds one group, its defaults read from the settings
+dataclass it feeds; each ``*_from_args(args)`` maps the parsed flags onto that dataclass's
+constructor, which validates them (``vidcap.settings``). Only what no one dataclass can
+see is checked here: flags that exclude each other, and a ``--ray`` that took an input
+for its address. The ``--server`` group lives in ``vidcap.client`` (shared with clients/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from vidcap.backend import Backend, EmbeddedBackend, load_replicas
+from vidcap.client import add_client_arguments
+from vidcap.commit import RunSettings
+from vidcap.errors import UsageError
+from vidcap.inputs import LIST_SUFFIXES
+from vidcap.model import AUTO_BATCH_CPU, AUTO_BATCH_CUDA, model_input_size
+from vidcap.outputs import FORMATS
+from vidcap.parquet import DEFAULT_SHARD_ROWS, RUN_FORMATS
+from vidcap.ray import RaySettings
+from vidcap.settings import (
+    DECODE_MODES,
+    DEVICES_HELP,
+    DTYPES,
+    EngineSettings,
+    GenerationSettings,
+    ModelSettings,
+    SamplingSettings,
+)
+from vidcap.video import VIDEO_EXTENSIONS
+
+# ---- run: what to write --------------------------------------------------------------------
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--out``, ``--format`` and ``--quiet`` of ``vidcap caption``."""
+    parser.add_argument(
+        "--out", required=True, help="output folder, or an fsspec URL (s3://…, gs://…)"
+    )
+    parser.add_argument(
+        "--format",
+        default=",".join(RunSettings.formats),
+        help="comma-separated: jsonl, srt, vtt, parquet (one row per frame, in shards) "
+        "(default %(default)s)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or final line")
+
+
+def formats_from_args(args: argparse.Namespace) -> tuple[str, ...]:
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    known = FORMATS + RUN_FORMATS
+    unknown = [f for f in formats if f not in known]
+    if unknown or not formats:
+        raise UsageError(
+            f"unknown --format {','.join(unknown) or args.format!r}; supported values are {', '.join(known)}"
+        )
+    return formats
+
+
+def run_settings_from_args(args: argparse.Namespace, out_dir: Path) -> RunSettings:
+    """What a ``vidcap caption`` run writes into ``out_dir`` (the local folder)."""
+    return RunSettings(
+        out_dir=out_dir,
+        formats=formats_from_args(args),
+        sampling=sampling_from_args(args),
+        generation=generation_from_args(args),
+        model=args.model,
+        quiet=args.quiet,
+    )
+
+
+# ---- frame sampling ----------------------------------------------------------------------
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    sampling = SamplingSettings()
+    group = parser.add_argument_group("frame sampling")
+    group.add_argument(
+        "--fps",
+        type=float,
+        default=None,  # None: not given (it excludes --every-n and --keyframes)
+        help="frames per second of video to caption: the first frame at or after each tick, "
+        f"at its true timestamp (default {sampling.fps})",
+    )
+    group.add_argument(
+        "--every-n",
+        type=int,
+        default=sampling.every_n,
+        metavar="N",
+        help="caption every N-th frame instead (not with --fps)",
+    )
+    group.add_argument(
+        "--keyframes",
+        action="store_true",
+        help="caption every keyframe instead, at its true timestamp: the cheapest to decode, "
+        "spaced as the encoder chose (often 2-10 s)",
+    )
+    group.add_argument(
+        "--max-frames",
+        type=int,
+        default=sampling.max_frames,
+        metavar="M",
+        help="stop each video after M sampled frames",
+    )
+    group.add_argument(
+        "--decode-mode",
+        default=sampling.mode,
+        choices=DECODE_MODES,
+        help=f"default {sampling.mode}. exact: the frames decoding everything gives, decoding "
+        "only what they need (reference frames, the frames ticks take, nothing after a "
+        "keyframe group's last needed frame); all: decode every frame",
+    )
+
+
+def sampling_from_args(args: argparse.Namespace) -> SamplingSettings:
+    """``--fps``, ``--every-n`` and ``--keyframes`` each choose the frames: one at a time."""
+    chosen = [
+        flag
+        for flag, given in (
+            ("--fps", args.fps is not None),
+            ("--every-n", args.every_n is not None),
+            ("--keyframes", args.keyframes),
+        )
+        if given
+    ]
+    if len(chosen) > 1:
+        raise UsageError(f"{' and '.join(chosen)} cannot be used together: give one of them")
+    return SamplingSettings(
+        fps=args.fps if args.fps is not None else SamplingSettings.fps,
+        every_n=args.every_n,
+        max_frames=args.max_frames,
+        keyframes=args.keyframes,
+        mode=args.decode_mode,
+    )
+
+
+# ---- model and generation (and --server, from vidcap.client) -------------------------------
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    model = ModelSettings()
+    generation = GenerationSettings()
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model",
+        default=model.model,
+        help=f"hub id, local directory, or 'tiny' (default {model.model})",
+    )
+    group.add_argument(
+        "--device",
+        default=model.device,
+        help=f"{DEVICES_HELP}; one model replica per device, all fed from one frame queue "
+        f"(default {model.device}: CUDA if present)",
+    )
+    group.add_argument(
+        "--dtype",
+        default=model.dtype,
+        choices=DTYPES,
+        help=f"default {model.dtype}: float16 on CUDA, float32 on CPU",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=model.batch_size,
+        metavar="N|auto",
+        help=f"frames per forward pass, taken across videos (default auto: {AUTO_BATCH_CUDA} on "
+        f"CUDA, halved whenever it runs out of GPU memory so it settles at the largest that "
+        f"fits; {AUTO_BATCH_CPU} on CPU)",
+    )
+    group.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=generation.max_new_tokens,
+        help=f"caption length limit in tokens (default {generation.max_new_tokens})",
+    )
+    group.add_argument(
+        "--num-beams",
+        type=int,
+        default=generation.num_beams,
+        help=f"beam search width (default {generation.num_beams}: greedy)",
+    )
+    group.add_argument(
+        "--prompt",
+        default=generation.prompt,
+        help="text the caption continues, e.g. 'Question: … Answer:'",
+    )
+    add_client_arguments(parser)
+
+
+def _batch_size(value: str) -> int | None:
+    if value == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto' or a whole number, got {value!r}"
+        ) from None
+
+
+def model_settings_from_args(args: argparse.Namespace) -> ModelSettings:
+    return ModelSettings(
+        model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size
+    )
+
+
+def generation_from_args(args: argparse.Namespace, prompt: str | None = None) -> GenerationSettings:
+    return GenerationSettings(
+        prompt=prompt if prompt is not None else args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        num_beams=args.num_beams,
+    )
+
+
+def backend_from_args(args: argparse.Namespace, model: ModelSettings | None = None) -> Backend:
+    """Remote servers when ``--server`` is given, else the model in this process.
+
+    ``model``: the settings ``model_settings_from_args`` gave, when the caller has them.
+    """
+    if args.server:
+        from vidcap.client import backend_from_args as remote_backend
+
+        backend = remote_backend(args, model_input_size(args.model))
+        if backend is not None:
+            return backend
+    return EmbeddedBackend(load_replicas(model or model_settings_from_args(args)))
+
+
+# ---- engine --------------------------------------------------------------------------------
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    engine = EngineSettings()
+    group = parser.add_argument_group("engine")
+    group.add_argument(
+        "--decode-workers",
+        type=int,
+        default=engine.decode_workers,
+        metavar="N",
+        help="decoder processes, each decoding one video at a time (default: one per CPU core)",
+    )
+    group.add_argument(
+        "--decode-timeout",
+        type=float,
+        default=engine.decode_timeout,
+        metavar="SECONDS",
+        help="fail a video whose decoder sends nothing for this long: a hung download or "
+        "decoder (default %(default)g)",
+    )
+
+
+def engine_from_args(args: argparse.Namespace) -> EngineSettings:
+    return EngineSettings(decode_workers=args.decode_workers, decode_timeout=args.decode_timeout)
+
+
+# ---- Parquet -------------------------------------------------------------------------------
+
+
+def add_parquet_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--shard-rows",
+        type=int,
+        default=DEFAULT_SHARD_ROWS,
+        metavar="N",
+        help=f"--format parquet: rows (frames) per shard (default {DEFAULT_SHARD_ROWS})",
+    )
+
+
+# ---- Ray -----------------------------------------------------------------------------------
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ray [ADDRESS]`` and the widths of its stages."""
+    default = RaySettings()
+    group = parser.add_argument_group("Ray (pip install 'vidcap[ray]')")
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run as a Ray Data pipeline: with no ADDRESS on a new local cluster, else on "
+        "the cluster at ADDRESS (auto, HOST:PORT or ray://HOST:10001)",
+    )
+    group.add_argument(
+        "--ray-gpus-per-actor",
+        type=float,
+        default=default.gpus_per_actor,
+        metavar="G",
+        help="GPUs per Captioner actor (default: 1 when the cluster has GPUs, else 0)",
+    )
+    group.add_argument(
+        "--ray-actors",
+        type=int,
+        default=default.actors,
+        metavar="N",
+        help="Captioner actors (default: one per GPU of the cluster; 1 without GPUs)",
+    )
+    group.add_argument(
+        "--ray-decode-tasks",
+        type=int,
+        default=default.decode_tasks,
+        metavar="N",
+        help="decode tasks at once, one CPU each (default: as many as free CPUs allow)",
+    )
+
+
+def ray_settings_from_args(args: argparse.Namespace) -> RaySettings | None:
+    """``None`` without ``--ray``; ``--ray`` alone is a new local cluster (address ``None``)."""
+    if args.ray is None:
+        return None
+    if args.server:
+        raise UsageError("--ray and --server are two ways to run the model; give one of them")
+    address = None if args.ray == "local" else args.ray
+    suffix = Path(address or "").suffix.lower()
+    if address is not None and (
+        os.path.exists(address) or suffix in VIDEO_EXTENSIONS or suffix in LIST_SUFFIXES
+    ):
+        raise UsageError(
+            f"--ray took {address!r} as its ADDRESS; put --ray after the inputs "
+            "or write --ray=ADDRESS"
+        )
+    return RaySettings(
+        address=address,
+        gpus_per_actor=args.ray_gpus_per_actor,
+        actors=args.ray_actors,
+        decode_tasks=args.ray_decode_tasks,
+    )

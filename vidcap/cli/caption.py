@@ -1,0 +1,100 @@
+"""``vidcap caption``: flags → settings, then the engine (or ``--ray``) runs them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vidcap.cli import EXIT_FAILED, EXIT_OK
+
+
+def add_caption_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from vidcap.cli.args import (
+        add_engine_arguments,
+        add_model_arguments,
+        add_output_arguments,
+        add_parquet_arguments,
+        add_ray_arguments,
+        add_sampling_arguments,
+    )
+
+    parser = subparsers.add_parser(
+        "caption", help="caption videos: JSONL, SRT, WebVTT per video; summary.json of the folder"
+    )
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="video files, folders (searched recursively), list files (.txt, or .csv/.parquet "
+        "with a 'path' column; other columns are carried into the outputs) or fsspec URLs",
+    )
+    add_output_arguments(parser)
+    add_sampling_arguments(parser)
+    add_model_arguments(parser)
+    add_engine_arguments(parser)
+    add_parquet_arguments(parser)
+    add_ray_arguments(parser)
+    parser.set_defaults(func=run_caption)
+    return parser
+
+
+def run_caption(args: argparse.Namespace) -> int:
+    from vidcap.remote_out import output_folder
+
+    with output_folder(args.out) as out:  # a URL: a local staging folder, uploaded
+        return _caption(args, out)
+
+
+def _caption(args: argparse.Namespace, out: Path) -> int:
+    from vidcap.cli.args import (
+        backend_from_args,
+        engine_from_args,
+        model_settings_from_args,
+        ray_settings_from_args,
+        run_settings_from_args,
+    )
+    from vidcap.commit import check_out_dir
+    from vidcap.engine import run
+    from vidcap.inputs import expand_inputs
+    from vidcap.model import model_input_size
+    from vidcap.parquet import run_writers_for
+
+    settings = run_settings_from_args(args, out)
+    model = model_settings_from_args(args)
+    engine = engine_from_args(args)
+    ray_settings = ray_settings_from_args(args)
+    check_out_dir(out)
+    videos = expand_inputs(args.inputs)  # files, folders, list files, URLs
+    metadata = [v.metadata for v in videos]
+    run_writers = run_writers_for(settings, metadata, args.shard_rows)
+    if ray_settings is not None:  # the same stages as a Ray Data pipeline (vidcap/ray.py)
+        from vidcap.ray import run as run_on_ray
+
+        results = run_on_ray(videos, settings, model, ray_settings, run_writers)
+    else:
+        results = run(
+            [v.source for v in videos],
+            settings,
+            lambda: backend_from_args(args, model),
+            engine,
+            metadata=metadata,
+            run_writers=run_writers,
+            # Embedded: the input size is known before the model loads, so decoding starts
+            # at once.
+            input_size=None if args.server else model_input_size(args.model),
+        )
+    failed = [r for r in results if r.status == "failed"]
+    done_frames = sum(r.frames for r in results)
+    if not args.quiet:
+        print(
+            f"vidcap: {len(results) - len(failed)} of {len(results)} videos done, "
+            f"{done_frames} frames; outputs in {args.out}"
+            + (
+                f"; {len(failed)} failed (see {args.out.rstrip('/')}/summary.json)"
+                if failed
+                else ""
+            ),
+            file=sys.stderr,
+        )
+    return EXIT_FAILED if failed else EXIT_OK
