@@ -27,7 +27,6 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import IO
 
 import numpy as np
@@ -72,13 +71,14 @@ Event = Decoded | Ended | Failed
 
 def decode_job(job: dict, size: tuple[int, int], out: IO[bytes]) -> None:
     """Decode one video, resize each sampled frame to ``size``, write messages to ``out``."""
+    from vidcap.inputs import local_copy
     from vidcap.video import VideoReader
 
     job_id = int(job["id"])
     try:
         sampling = SamplingSettings(**job["sampling"])
         threads = int(job.get("threads", 0))
-        with _local(job["source"]) as path, VideoReader(path, threads=threads) as reader:
+        with local_copy(job["source"]) as path, VideoReader(path, threads=threads) as reader:
             for frame in reader.frames(sampling):
                 rgb = resize_for_model(frame.rgb, size)
                 out.write(HEADER.pack(b"F", job_id, frame.index, frame.pts_seconds, *rgb.shape[:2]))
@@ -93,17 +93,6 @@ def decode_job(job: dict, size: tuple[int, int], out: IO[bytes]) -> None:
         payload = f"{job['source']}: {type(exc).__name__}: {exc}".encode()
         out.write(HEADER.pack(b"X", job_id, len(payload), 0.0, 0, 0) + payload)
     out.flush()
-
-
-def _local(source: str):
-    """A local path for ``source`` (URLs are fetched by ``vidcap.inputs.local_copy``)."""
-    if "://" in source and not source.startswith("file://"):
-        from vidcap.inputs import local_copy
-
-        return local_copy(source)
-    from contextlib import nullcontext
-
-    return nullcontext(Path(source.removeprefix("file://")))
 
 
 def serve(size: tuple[int, int], jobs: IO[str], out: IO[bytes]) -> None:
