@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 import srt
 import webvtt
-from videos import VideoSpec, constant_rate, probe_times, write_video
-
-from vidcap.outputs import read_jsonl
+from videos import VideoSpec, constant_rate, probe_times, read_jsonl, write_video
 
 CMD = [sys.executable, "-m", "vidcap"]
 

@@ -17,14 +17,13 @@ from pathlib import Path
 
 import pytest
 import srt
-from videos import VideoSpec, constant_rate, write_video
+from videos import VideoSpec, constant_rate, read_jsonl, write_video
 
 from vidcap.backend import EmbeddedBackend
 from vidcap.commit import RunSettings
 from vidcap.engine import EngineSettings, run
 from vidcap.errors import UsageError
 from vidcap.frames import resize_for_model
-from vidcap.outputs import read_jsonl
 from vidcap.settings import GenerationSettings, SamplingSettings
 from vidcap.video import VideoReader
 
@@ -225,7 +224,40 @@ def test_summary_describes_the_whole_folder(tmp_path: Path, tiny_captioner) -> N
     for entry in summary["videos"]:
         assert entry["key"] == settings_for(out).key()
         assert entry["model"] == "tiny" and entry["version"]
-        assert entry["source"]["size"] > 0
+        assert Path(entry["video"]).name == f"{entry['name']}.mp4"
+        assert entry["identity"]["size"] > 0 and "source" not in entry
+
+
+def test_a_folder_written_before_identity_was_renamed_resumes_with_nothing_redone(
+    tmp_path: Path, tiny_captioner
+) -> None:
+    """Resume records and summary.json of vidcap 0.1.0 name the source's identity
+    ``"source"``; such a folder resumes as it is (its records are not rewritten)."""
+    out = tmp_path / "out"
+    videos = [str(clip(tmp_path / "in", "one", 3)), str(clip(tmp_path / "in", "two", 4))]
+    run(videos, settings_for(out), lambda: EmbeddedBackend(tiny_captioner))
+    summary = json.loads((out / "summary.json").read_text())
+    for entry in summary["videos"]:  # 0.1.0's layout: the same fields, "source" last
+        entry["source"] = entry.pop("identity")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    for path in (out / ".vidcap").glob("*.json"):
+        new = json.loads(path.read_text())
+        old = {"key": new["key"], "source": new["identity"], "result": new["result"]}
+        path.write_text(json.dumps(old, indent=2, ensure_ascii=False) + "\n")
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.name != "summary.json"}
+
+    def must_not_load():
+        raise AssertionError("a video of the old folder was redone")
+
+    results = run(videos, settings_for(out), must_not_load)
+    assert [(r.name, r.resumed) for r in results] == [("one", True), ("two", True)]
+    assert {p: p.stat().st_mtime_ns for p in files} == files
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["run"]["resumed"] == 2 and summary["totals"]["frames"] == 7
+    assert [v["identity"]["path"] for v in summary["videos"]] == [
+        str(Path(v).resolve()) for v in videos
+    ]
+    assert all("source" not in v for v in summary["videos"])
 
 
 def test_other_settings_in_the_same_folder_are_listed_with_their_key(

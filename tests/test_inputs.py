@@ -14,9 +14,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from vidcap.commit import RunSettings, plan, source_identity
+from vidcap.commit import RunSettings, plan
 from vidcap.errors import UsageError
-from vidcap.inputs import InputVideo, expand_inputs, local_copy, remote_identity
+from vidcap.inputs import (
+    InputVideo,
+    expand_inputs,
+    local_copy,
+    remote_identity,
+    source_identity,
+)
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_videos" / "shapes.mp4"
 

@@ -1,4 +1,5 @@
-"""Subtitle and JSONL writers, checked by parsing the files back with real parsers."""
+"""Per-video outputs (JSONL, SRT, WebVTT), checked by parsing the files back with real
+parsers."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ from pathlib import Path
 import pytest
 import srt
 import webvtt
+from videos import read_jsonl
 
+from vidcap import outputs
 from vidcap.outputs import (
+    VIDEO_FORMATS,
     CaptionedFrame,
-    JsonlWriter,
+    frame_row,
     merge_cues,
     part_path,
-    read_jsonl,
     write_atomic,
-    write_subtitles,
+    write_video_outputs,
 )
 
 FRAMES = [
@@ -47,7 +50,7 @@ def test_merge_cues_edge_cases() -> None:
 
 def test_srt_and_vtt_parse_back(tmp_path: Path) -> None:
     base = tmp_path / "clip"
-    write_subtitles(base, FRAMES, 5.5, ("srt", "vtt"))
+    write_video_outputs(base, "clip.mp4", FRAMES, 5.5, ("srt", "vtt"))
     subs = list(srt.parse((tmp_path / "clip.srt").read_text()))
     assert [(s.start, s.end, s.content) for s in subs] == [
         (timedelta(0), timedelta(seconds=2), FRAMES[0].caption),
@@ -65,31 +68,28 @@ def test_srt_and_vtt_parse_back(tmp_path: Path) -> None:
 
 def test_long_times_format_hours(tmp_path: Path) -> None:
     frames = [CaptionedFrame(0, 3723.25, "late")]
-    write_subtitles(tmp_path / "long", frames, 3724.0, ("vtt", "srt"))
+    write_video_outputs(tmp_path / "long", "long.mp4", frames, 3724.0, ("vtt", "srt"))
     assert "01:02:03.250 --> 01:02:04.000" in (tmp_path / "long.vtt").read_text()
     assert "01:02:03,250 --> 01:02:04,000" in (tmp_path / "long.srt").read_text()
 
 
-def test_jsonl_is_partial_until_committed(tmp_path: Path) -> None:
-    target = tmp_path / "v.jsonl"
-    writer = JsonlWriter(target, "in/v.mp4")
-    writer.write(FRAMES[0])
-    assert not target.exists() and part_path(target).exists()
-    writer.write(FRAMES[2])
-    writer.commit()
-    assert not part_path(target).exists()
+def test_jsonl_rows(tmp_path: Path) -> None:
+    frames = [FRAMES[0], CaptionedFrame(20, 2.00000049, FRAMES[2].caption)]
+    [target] = write_video_outputs(tmp_path / "v", "in/v.mp4", frames, 3.0, ("jsonl",))
+    assert target == tmp_path / "v.jsonl"
     assert read_jsonl(target) == [
         {"video": "in/v.mp4", "frame": 0, "time": 0.0, "caption": FRAMES[0].caption},
         {"video": "in/v.mp4", "frame": 20, "time": 2.0, "caption": FRAMES[2].caption},
     ]
+    assert read_jsonl(target) == [frame_row("in/v.mp4", f) for f in frames]
 
 
 def test_unicode_captions_round_trip(tmp_path: Path) -> None:
-    target = tmp_path / "u.jsonl"
-    writer = JsonlWriter(target, "ü.mp4")
-    writer.write(CaptionedFrame(0, 0.0, "Путин — café"))
-    writer.commit()
-    assert read_jsonl(target)[0]["caption"] == "Путин — café"
+    frames = [CaptionedFrame(0, 0.0, "Путин — café")]
+    [target] = write_video_outputs(tmp_path / "u", "ü.mp4", frames, 1.0, ("jsonl",))
+    assert "Путин — café" in target.read_text(encoding="utf-8")  # not \u escapes
+    assert read_jsonl(target)[0] == {"video": "ü.mp4", "frame": 0, "time": 0.0,
+                                     "caption": "Путин — café"}  # fmt: skip
 
 
 def test_write_atomic_replaces_whole(tmp_path: Path) -> None:
@@ -102,14 +102,14 @@ def test_write_atomic_replaces_whole(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fmt", ["srt", "vtt"])
 def test_only_requested_formats_written(tmp_path: Path, fmt: str) -> None:
-    write_subtitles(tmp_path / "c", FRAMES, 5.0, (fmt,))
+    write_video_outputs(tmp_path / "c", "c.mp4", FRAMES, 5.0, (fmt, "parquet"))
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"c.{fmt}"]
 
 
 def test_srt_and_vtt_round_times_the_same_way(tmp_path: Path) -> None:
     # 1.0009 s: SRT used to truncate to 1.000 while VTT rounded to 1.001
     frames = [CaptionedFrame(0, 0.0, "a"), CaptionedFrame(1, 1.0009, "b")]
-    write_subtitles(tmp_path / "r", frames, 2.0005, ("srt", "vtt"))
+    write_video_outputs(tmp_path / "r", "r.mp4", frames, 2.0005, ("srt", "vtt"))
     subs = list(srt.parse((tmp_path / "r.srt").read_text()))
     vtt = webvtt.read(str(tmp_path / "r.vtt"))
     assert [s.end for s in subs] == [timedelta(seconds=1.001), timedelta(seconds=2.001)]
@@ -122,7 +122,7 @@ def test_all_empty_captions_still_give_files_ffmpeg_opens(tmp_path: Path) -> Non
     import imageio_ffmpeg
 
     frames = [CaptionedFrame(0, 0.0, ""), CaptionedFrame(10, 1.0, "  ")]
-    write_subtitles(tmp_path / "e", frames, 2.0, ("srt", "vtt"))
+    write_video_outputs(tmp_path / "e", "e.mp4", frames, 2.0, ("srt", "vtt"))
     assert (tmp_path / "e.srt").stat().st_size > 0
     assert [s.content for s in srt.parse((tmp_path / "e.srt").read_text())] == [""]
     assert webvtt.read(str(tmp_path / "e.vtt")).captions == []
@@ -135,13 +135,20 @@ def test_all_empty_captions_still_give_files_ffmpeg_opens(tmp_path: Path) -> Non
         assert probe.returncode == 0, probe.stderr
 
 
-def test_every_writer_has_the_same_interface(tmp_path: Path) -> None:
-    from vidcap.outputs import VIDEO_WRITERS, write_video_outputs
+def test_every_format_renders_a_finished_video(tmp_path: Path) -> None:
+    paths = write_video_outputs(tmp_path / "v", "v.mp4", FRAMES, 5.5, tuple(VIDEO_FORMATS))
+    assert [p.name for p in paths] == ["v.jsonl", "v.srt", "v.vtt"]
+    for path, (fmt, video_format) in zip(paths, VIDEO_FORMATS.items(), strict=True):
+        assert path.read_text(encoding="utf-8") == video_format.render("v.mp4", FRAMES, 5.5), fmt
 
-    paths = write_video_outputs(tmp_path / "v", "v.mp4", FRAMES, 5.5, tuple(VIDEO_WRITERS))
-    assert sorted(p.name for p in paths) == ["v.jsonl", "v.srt", "v.vtt"]
-    for fmt, cls in VIDEO_WRITERS.items():
-        writer = cls(tmp_path / f"aborted.{fmt}", "v.mp4")
-        writer.write(FRAMES[0])
-        writer.abort()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.jsonl", "v.srt", "v.vtt"]
+
+def test_a_failed_write_leaves_no_output(tmp_path: Path, monkeypatch) -> None:
+    def failing_vtt(path: Path, text: str) -> None:
+        if path.suffix == ".vtt":
+            raise OSError("disk full")
+        write_atomic(path, text)
+
+    monkeypatch.setattr(outputs, "write_atomic", failing_vtt)
+    with pytest.raises(OSError, match="disk full"):
+        write_video_outputs(tmp_path / "v", "v.mp4", FRAMES, 5.5, ("jsonl", "srt", "vtt"))
+    assert list(tmp_path.iterdir()) == []

@@ -10,10 +10,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from videos import read_jsonl
 
 from vidcap.commit import STATE_DIR, Committer, RunSettings, plan
 from vidcap.errors import UsageError
-from vidcap.outputs import CaptionedFrame, read_jsonl
+from vidcap.outputs import CaptionedFrame
 from vidcap.parquet import SHARD_DIR, ParquetShardWriter, run_writers_for
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_videos" / "shapes.mp4"

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray  # the optional extra: `make test` installs it
 from test_inputs import http_root  # noqa: F401 - the real HTTP server fixture
+from videos import read_jsonl
 
 from vidcap import engine
 from vidcap.backend import EmbeddedBackend
@@ -31,7 +32,6 @@ from vidcap.commit import RunSettings, VideoResult
 from vidcap.engine import EngineSettings
 from vidcap.errors import ModelLoadError, UsageError
 from vidcap.inputs import InputVideo, expand_inputs
-from vidcap.outputs import read_jsonl
 from vidcap.parquet import SHARD_DIR, run_writers_for
 from vidcap.ray import RaySettings, caption_dataset
 from vidcap.settings import ModelSettings, SamplingSettings

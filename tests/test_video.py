@@ -14,7 +14,7 @@ from videos import SPECS, VideoSpec, constant_rate, frame_colour, probe_times, w
 
 from vidcap.errors import UsageError, VideoError
 from vidcap.settings import SamplingSettings
-from vidcap.video import VideoReader, find_videos
+from vidcap.video import VideoReader
 
 
 def read(path: Path, sampling: SamplingSettings) -> list:
@@ -269,18 +269,6 @@ def test_corrupt_middle_keeps_frames_on_both_sides(tmp_path: Path, caplog) -> No
 def test_bad_sampling_settings(kwargs: dict, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         SamplingSettings(**kwargs)
-
-
-def test_find_videos_recurses_and_filters(tmp_path: Path) -> None:
-    (tmp_path / "a" / "b").mkdir(parents=True)
-    for name in ["a/one.mp4", "a/b/two.MKV", "a/notes.txt", "three.avi"]:
-        (tmp_path / name).write_bytes(b"x")
-    found = find_videos([tmp_path / "a", tmp_path / "three.avi"])
-    assert [p.relative_to(tmp_path).as_posix() for p in found] == [
-        "a/b/two.MKV",
-        "a/one.mp4",
-        "three.avi",
-    ]
 
 
 def test_keyframe_flags_that_are_no_random_access_points_do_not_lose_frames(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -106,6 +107,12 @@ def probe_times(path: Path) -> list[float]:
         stream = container.streams.video[0]
         start = float((stream.start_time or 0) * stream.time_base)
         return [float(frame.time) - start for frame in container.decode(stream)]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a caption JSONL output, as written."""
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
 
 
 NTSC = Fraction(30000, 1001)

@@ -6,10 +6,11 @@ record written) once its decoder has said how many frames it sampled and that ma
 captions are back. Captions may arrive in any order and more than once (a retried Ray
 task): they are kept per frame index, so each frame is written exactly once, in order.
 
-Resume records live in ``OUT/.vidcap/<name>.json`` and hold the settings key and the
-source's identity (resolved path, size, modification time): a rerun skips a video only when
-both match and every output exists. Another file with the same name gets another output
-name; the same file changed in place is redone under its name.
+Resume records (``vidcap.records``) live in ``OUT/.vidcap/<name>.json`` and hold the
+settings key and the source's identity (``vidcap.inputs.source_identity``: resolved path,
+size, modification time): a rerun skips a video only when both match and every output
+exists. Another file with the same name gets another output name; the same file changed in
+place is redone under its name.
 """
 
 from __future__ import annotations
@@ -27,13 +28,12 @@ from typing import Any, Protocol
 
 from vidcap import __version__
 from vidcap.errors import UsageError
-from vidcap.outputs import VIDEO_WRITERS, CaptionedFrame, write_json, write_video_outputs
+from vidcap.inputs import source_identity
+from vidcap.outputs import VIDEO_FORMATS, CaptionedFrame, write_video_outputs
+from vidcap.records import STATE_DIR, identity_of, read_record, write_record, write_summary
 from vidcap.settings import GenerationSettings, SamplingSettings
 
 log = logging.getLogger(__name__)
-
-STATE_DIR = ".vidcap"
-SUMMARY = "summary.json"
 
 
 @dataclass(frozen=True)
@@ -97,17 +97,6 @@ class RunWriter(Protocol):
     def close(self) -> list[int]: ...
 
 
-def source_identity(source: str) -> dict[str, Any]:
-    """What tells one input file from another: resolved path, size, modification time."""
-    if "://" in source and not source.startswith("file://"):
-        from vidcap.inputs import remote_identity  # fsspec URLs
-
-        return remote_identity(source)
-    path = Path(source.removeprefix("file://")).resolve()
-    stat = path.stat()
-    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
 def _stem(source: str) -> str:
     return Path(source.rstrip("/").rsplit("/", 1)[-1]).stem or "video"
 
@@ -117,16 +106,8 @@ def _hashed(stem: str, path: str) -> str:
     return f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
 
 
-def _read_state(out_dir: Path, name: str) -> dict | None:
-    try:
-        record = json.loads((out_dir / STATE_DIR / f"{name}.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
 def _state_path(record: dict | None) -> str | None:
-    return (record or {}).get("source", {}).get("path")
+    return (identity_of(record) or {}).get("path")
 
 
 def plan(
@@ -155,7 +136,7 @@ def plan(
 
     def record_of(name: str) -> dict | None:  # each record read once, however often asked
         if name not in records:
-            records[name] = _read_state(out_dir, name)
+            records[name] = read_record(out_dir, name)
         return records[name]
 
     stems = Counter(_stem(source) for source, _, _ in entries)
@@ -186,11 +167,11 @@ def plan(
     for source, identity, meta in entries:
         name = names[identity["path"]]
         record = record_of(name)
-        outputs = [out_dir / f"{name}.{fmt}" for fmt in settings.formats if fmt in VIDEO_WRITERS]
+        outputs = [out_dir / f"{name}.{fmt}" for fmt in settings.formats if fmt in VIDEO_FORMATS]
         if (
             record is not None
             and record.get("key") == key
-            and record.get("source") == identity
+            and identity_of(record) == identity
             and record.get("result", {}).get("status") == "done"
             and all(p.is_file() for p in outputs)
         ):
@@ -329,10 +310,9 @@ class Committer:
 
     def _record(self, result: VideoResult) -> None:
         job = self._by_name[result.name]
-        state = {"key": self.key, "source": job.identity, "result": asdict(result)}
-        if job.metadata:
-            state["metadata"] = job.metadata
-        write_json(self.settings.out_dir / STATE_DIR / f"{result.name}.json", state)
+        write_record(
+            self.settings.out_dir, job.name, self.key, job.identity, asdict(result), job.metadata
+        )
 
     def _finish(self, result: VideoResult) -> None:
         self.results.append(result)
@@ -347,43 +327,6 @@ class Committer:
         results = list(resumed) + self.results
         write_summary(self.settings.out_dir, results, self.new_frames, seconds)
         return results
-
-
-def write_summary(
-    out_dir: Path, run: Sequence[VideoResult], new_frames: int, seconds: float
-) -> dict:
-    """``summary.json``: every video the folder holds a record of, and this run's totals."""
-    videos: list[dict] = []
-    for path in sorted((out_dir / STATE_DIR).glob("*.json")):
-        record = _read_state(out_dir, path.stem)
-        if record and isinstance(record.get("result"), dict):
-            entry = dict(record["result"])
-            entry["source"] = record.get("source", {})
-            entry.pop("resumed", None)
-            videos.append(entry)
-    done = [v for v in videos if v.get("status") == "done"]
-    data = {
-        "videos": videos,
-        "totals": {
-            "videos": len(videos),
-            "done": len(done),
-            "failed": len(videos) - len(done),
-            "frames": sum(v.get("frames", 0) for v in done),
-            "duration": round(sum(v.get("duration", 0.0) for v in done), 3),
-        },
-        "run": {
-            "videos": len(run),
-            "done": sum(r.status == "done" and not r.resumed for r in run),
-            "failed": sum(r.status == "failed" for r in run),
-            "resumed": sum(r.resumed for r in run),
-            "frames": new_frames,
-            "seconds": round(seconds, 3),
-            "frames_per_second": round(new_frames / seconds, 3) if seconds > 0 else 0.0,
-            "version": __version__,
-        },
-    }
-    write_json(out_dir / SUMMARY, data)
-    return data
 
 
 def check_out_dir(out_dir: Path) -> None:

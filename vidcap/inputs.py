@@ -12,8 +12,10 @@
 A missing path given on the command line is a usage error; a missing entry of a list file
 is a per-video failure (a dataset of millions of rows should not stop at one bad row).
 
-Remote videos are decoded from a local copy (``local_copy``) and told apart on reruns by
-what their store says about them (``remote_identity``: size, ETag, modification time).
+``is_url`` is the one test of "is this a URL" (``file://`` ones are local paths). Inputs are
+told apart on reruns by ``source_identity``: a local file by its resolved path, size and
+modification time, a remote one by what its store says about it (``remote_identity``: size,
+ETag, modification time…). Remote videos are decoded from a local copy (``local_copy``).
 """
 
 from __future__ import annotations
@@ -211,6 +213,18 @@ def _identity_or_none(url: str) -> dict[str, Any] | None:
         return _ask_identity(url)
     except OSError:
         return None  # asked again by remote_identity, which reports the error
+
+
+def source_identity(source: str) -> dict[str, Any]:
+    """What tells one input from another (its ``"path"`` names it): a local file's resolved
+    path, size and modification time, or a URL's ``remote_identity``. Raises ``OSError``
+    when the input cannot be reached."""
+    source = _local(source)
+    if is_url(source):
+        return remote_identity(source)
+    path = Path(source).resolve()
+    stat = path.stat()
+    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def remote_identity(url: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from vidcap.decode import Decoded, Failed, decode_events
 from vidcap.errors import UsageError, VideoError
 from vidcap.frames import Frame
-from vidcap.outputs import CaptionedFrame
+from vidcap.outputs import CaptionedFrame, render_jsonl
 from vidcap.settings import GenerationSettings, SamplingSettings, question_prompt
 from vidcap.video import VideoReader
 
@@ -409,16 +409,4 @@ def mask_answers(
 
 def records_jsonl(captions: VideoCaptions) -> str:
     """Captions in the caption JSONL format (question mode saves its answers this way)."""
-    return "".join(
-        json.dumps(
-            {
-                "video": captions.video,
-                "frame": f.index,
-                "time": round(f.time, DECIMALS),
-                "caption": f.caption,
-            },
-            ensure_ascii=False,
-        )
-        + "\n"
-        for f in captions.frames
-    )
+    return render_jsonl(captions.video, captions.frames)

@@ -1,9 +1,16 @@
-"""Writers for ``<video>.jsonl``, ``.srt``, ``.vtt`` and JSON files.
+"""The per-video outputs ``<video>.jsonl``, ``.srt``, ``.vtt``, and JSON files.
 
-Every per-video format is one class behind one small interface (``VideoWriter``:
-``write`` each frame, then ``commit`` or ``abort``), so the engine never branches on
-format names. Every file is written under a ``.part`` name and renamed only when
-complete, so a file with a final name is always whole.
+A video's outputs are written once the whole video is captioned, not frame by frame:
+captions may come back in any order and more than once (a retried Ray task), and a
+subtitle cue's end is only known from the next different caption or the video's end. So
+each per-video format is one class behind one interface, ``VideoFormat.render(video,
+frames, duration) -> text``, which renders a finished video at once, and
+``write_video_outputs`` writes every format's text; the engine never branches on format
+names. Every file is written under a ``.part`` name and renamed only when complete, so a
+file with a final name is always whole.
+
+``frame_row`` is the one row layout of a captioned frame, shared by the JSONL files, the
+Parquet shards (``vidcap.parquet``) and ``vidcap mask``'s saved answers.
 """
 
 from __future__ import annotations
@@ -11,11 +18,11 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, Protocol
+from typing import Any, Protocol
 
 import srt
 import webvtt
@@ -57,72 +64,20 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-class VideoWriter(Protocol):
-    """One output file of one video: frames in order, then ``commit`` (or ``abort``)."""
-
-    path: Path
-
-    def write(self, frame: CaptionedFrame) -> None: ...
-
-    def commit(self, duration: float) -> None:
-        """Make the file whole under its final name; ``duration`` is the video's end (s)."""
-        ...
-
-    def abort(self) -> None:
-        """Drop what was written: a failed video leaves nothing behind."""
-        ...
+def frame_row(video: str, frame: CaptionedFrame) -> dict[str, Any]:
+    """One captioned frame as a row: the source, frame index, time (s, to the microsecond)
+    and caption."""
+    return {
+        "video": video,
+        "frame": frame.index,
+        "time": round(frame.time, 6),
+        "caption": frame.caption,
+    }
 
 
-class JsonlWriter:
-    """Streams one JSON object per frame to ``<path>.part``; ``commit`` renames it."""
-
-    def __init__(self, path: Path, video: str) -> None:
-        self.path = path
-        self.video = video
-        self._handle: IO[str] = open(part_path(path), "w", encoding="utf-8", newline="\n")
-
-    def write(self, frame: CaptionedFrame) -> None:
-        record = {
-            "video": self.video,
-            "frame": frame.index,
-            "time": round(frame.time, 6),
-            "caption": frame.caption,
-        }
-        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-    def commit(self, duration: float = 0.0) -> None:
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-        self._handle.close()
-        os.replace(part_path(self.path), self.path)
-
-    def abort(self) -> None:
-        self._handle.close()
-        part_path(self.path).unlink(missing_ok=True)
-
-
-class _SubtitleWriter:
-    """Collects captions; ``commit`` merges them into cues and writes the file atomically."""
-
-    render: Callable[[Sequence[Cue], float], str]
-
-    def __init__(self, path: Path, video: str) -> None:
-        self.path = path
-        self.frames: list[CaptionedFrame] = []
-
-    def write(self, frame: CaptionedFrame) -> None:
-        self.frames.append(frame)
-
-    def commit(self, duration: float) -> None:
-        write_atomic(self.path, type(self).render(merge_cues(self.frames, duration), duration))
-
-    def abort(self) -> None:
-        part_path(self.path).unlink(missing_ok=True)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+def render_jsonl(video: str, frames: Sequence[CaptionedFrame]) -> str:
+    """One JSON object (``frame_row``) per line."""
+    return "".join(json.dumps(frame_row(video, f), ensure_ascii=False) + "\n" for f in frames)
 
 
 def merge_cues(frames: Sequence[CaptionedFrame], end_time: float) -> list[Cue]:
@@ -190,30 +145,37 @@ def render_vtt(cues: Sequence[Cue], duration: float = 0.0) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
-class SrtWriter(_SubtitleWriter):
-    render = staticmethod(render_srt)
+class VideoFormat(Protocol):
+    """One per-video output format: the whole file's text for a finished video."""
+
+    def render(self, video: str, frames: Sequence[CaptionedFrame], duration: float) -> str:
+        """``frames``: every sampled frame of ``video`` in order; ``duration``: the video's
+        end (s)."""
+        ...
 
 
-class VttWriter(_SubtitleWriter):
-    render = staticmethod(render_vtt)
+class JsonlFormat:
+    def render(self, video: str, frames: Sequence[CaptionedFrame], duration: float) -> str:
+        return render_jsonl(video, frames)
 
 
-# Per-video formats: name → writer class. Adding a format is adding a class here.
-VIDEO_WRITERS: dict[str, Callable[[Path, str], VideoWriter]] = {
-    "jsonl": JsonlWriter,
-    "srt": SrtWriter,
-    "vtt": VttWriter,
+class SrtFormat:
+    def render(self, video: str, frames: Sequence[CaptionedFrame], duration: float) -> str:
+        return render_srt(merge_cues(frames, duration), duration)
+
+
+class VttFormat:
+    def render(self, video: str, frames: Sequence[CaptionedFrame], duration: float) -> str:
+        return render_vtt(merge_cues(frames, duration), duration)
+
+
+# Per-video formats: name → format. Adding a format is adding a class here.
+VIDEO_FORMATS: dict[str, VideoFormat] = {
+    "jsonl": JsonlFormat(),
+    "srt": SrtFormat(),
+    "vtt": VttFormat(),
 }
-FORMATS = tuple(VIDEO_WRITERS)
-
-
-def open_writers(base: Path, video: str, formats: Sequence[str]) -> list[VideoWriter]:
-    """One writer per per-video format in ``formats`` for the video whose outputs are ``base.*``."""
-    return [
-        VIDEO_WRITERS[fmt](base.with_name(f"{base.name}.{fmt}"), video)
-        for fmt in formats
-        if fmt in VIDEO_WRITERS
-    ]
+FORMATS = tuple(VIDEO_FORMATS)
 
 
 def write_video_outputs(
@@ -223,26 +185,23 @@ def write_video_outputs(
     duration: float,
     formats: Sequence[str],
 ) -> list[Path]:
-    """Write every per-video output of one video atomically; on failure nothing is left."""
-    writers = open_writers(base, video, formats)
+    """Render a finished video in every per-video format in ``formats`` and write each to
+    ``base.<format>`` atomically; on failure none of them is left."""
+    texts = {
+        base.with_name(f"{base.name}.{fmt}"): VIDEO_FORMATS[fmt].render(video, frames, duration)
+        for fmt in formats
+        if fmt in VIDEO_FORMATS
+    }
+    written: list[Path] = []
     try:
-        for frame in frames:
-            for writer in writers:
-                writer.write(frame)
-        for writer in writers:
-            writer.commit(duration)
+        for path, text in texts.items():
+            write_atomic(path, text)
+            written.append(path)
     except BaseException:
-        for writer in writers:
-            writer.abort()
+        for path in written:
+            path.unlink(missing_ok=True)
         raise
-    return [writer.path for writer in writers]
-
-
-def write_subtitles(
-    base: Path, frames: Sequence[CaptionedFrame], end_time: float, formats: Sequence[str]
-) -> None:
-    """SRT and/or WebVTT of one video (the JSONL aside)."""
-    write_video_outputs(base, "", frames, end_time, [f for f in formats if f != "jsonl"])
+    return written
 
 
 def write_json(path: Path, data: object) -> None:

@@ -1,11 +1,11 @@
 """``--format parquet``: one row per sampled frame, in shards, for dataset builders.
 
-Rows: ``video`` (the source), ``frame``, ``time``, ``caption``, the video's metadata
-columns (from a list file), and ``key`` (the run's settings key). A shard holds whole
-videos and is written under a hidden ``.part`` name, then renamed into
-``OUT/parquet/part-<run>-<n>.parquet``: a shard is whole or absent. A video's resume
-record is written (by the ``Committer``) only once its shard is durable, so a rerun redoes
-exactly the videos whose shard never landed. Read the folder with
+Rows: ``video`` (the source), ``frame``, ``time``, ``caption`` (``outputs.frame_row``, as
+in the JSONL files), the video's metadata columns (from a list file), and ``key`` (the
+run's settings key). A shard holds whole videos and is written under a hidden ``.part``
+name, then renamed into ``OUT/parquet/part-<run>-<n>.parquet``: a shard is whole or absent.
+A video's resume record is written (by the ``Committer``) only once its shard is durable,
+so a rerun redoes exactly the videos whose shard never landed. Read the folder with
 ``pyarrow.parquet.read_table(OUT / "parquet")`` or ``ray.data.read_parquet``.
 
 One caveat: a run killed between a shard's rename and its videos' resume records (a few
@@ -25,7 +25,7 @@ from typing import Any
 
 from vidcap.commit import RunSettings, RunWriter, VideoJob
 from vidcap.errors import UsageError
-from vidcap.outputs import CaptionedFrame
+from vidcap.outputs import CaptionedFrame, frame_row
 
 log = logging.getLogger(__name__)
 
@@ -98,16 +98,7 @@ class ParquetShardWriter:
     def add(self, job: VideoJob, frames: Sequence[CaptionedFrame]) -> list[int]:
         meta = {name: job.metadata.get(name) for name in self.meta_schema.names}
         for frame in frames:
-            self._rows.append(
-                {
-                    "video": job.source,
-                    "frame": frame.index,
-                    "time": round(frame.time, 6),
-                    "caption": frame.caption,
-                    **meta,
-                    "key": self.key,
-                }
-            )
+            self._rows.append({**frame_row(job.source, frame), **meta, "key": self.key})
         self._pending.append(job.id)
         return self._flush() if len(self._rows) >= self.shard_rows else []
 

@@ -24,10 +24,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from vidcap.commit import STATE_DIR, SUMMARY
 from vidcap.errors import UsageError
 from vidcap.inputs import is_url
 from vidcap.outputs import PART_SUFFIX
+from vidcap.records import STATE_DIR, SUMMARY
 
 log = logging.getLogger(__name__)
 

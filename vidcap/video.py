@@ -504,20 +504,3 @@ def _grid_selector(step: float) -> Callable[[float], bool]:
         return True
 
     return take
-
-
-def find_videos(inputs: list[Path]) -> list[Path]:
-    """Files as given; folders searched recursively for video extensions, sorted."""
-    found: list[Path] = []
-    for item in inputs:
-        if item.is_dir():
-            found.extend(
-                sorted(
-                    p
-                    for p in item.rglob("*")
-                    if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
-                )
-            )
-        else:
-            found.append(item)
-    return found

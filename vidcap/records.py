@@ -1,0 +1,98 @@
+"""What an output folder remembers of its runs: resume records and ``summary.json``.
+
+``OUT/.vidcap/<name>.json`` is one video's resume record, written once its outputs are
+durable (or it failed)::
+
+    {"key": <settings key>, "identity": <source_identity>, "result": <VideoResult>,
+     "metadata": <list-file columns, when any>}
+
+Records written by earlier versions hold the identity under ``"source"``; ``identity_of``
+reads both, so an output folder written by an earlier version resumes with nothing redone.
+
+``OUT/summary.json`` lists every video the folder holds a record of (its result, with the
+identity beside it) and the totals of the folder and of the last run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vidcap import __version__
+from vidcap.outputs import write_json
+
+if TYPE_CHECKING:
+    from vidcap.commit import VideoResult
+
+STATE_DIR = ".vidcap"
+SUMMARY = "summary.json"
+
+
+def read_record(out_dir: Path, name: str) -> dict | None:
+    """The resume record of output name ``name``; None when absent or unreadable."""
+    try:
+        record = json.loads((out_dir / STATE_DIR / f"{name}.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def identity_of(record: Mapping[str, Any] | None) -> dict | None:
+    """The source identity a record holds (under ``"source"`` in earlier versions' records)."""
+    if record is None:
+        return None
+    identity = record.get("identity", record.get("source"))
+    return identity if isinstance(identity, dict) else None
+
+
+def write_record(
+    out_dir: Path,
+    name: str,
+    key: str,
+    identity: dict[str, Any],
+    result: dict[str, Any],
+    metadata: dict[str, Any],
+) -> None:
+    record: dict[str, Any] = {"key": key, "identity": identity, "result": result}
+    if metadata:
+        record["metadata"] = metadata
+    write_json(out_dir / STATE_DIR / f"{name}.json", record)
+
+
+def write_summary(
+    out_dir: Path, run: Sequence[VideoResult], new_frames: int, seconds: float
+) -> dict:
+    """``summary.json``: every video the folder holds a record of, and this run's totals."""
+    videos: list[dict] = []
+    for path in sorted((out_dir / STATE_DIR).glob("*.json")):
+        record = read_record(out_dir, path.stem)
+        if record and isinstance(record.get("result"), dict):
+            entry = dict(record["result"])
+            entry["identity"] = identity_of(record) or {}
+            entry.pop("resumed", None)
+            videos.append(entry)
+    done = [v for v in videos if v.get("status") == "done"]
+    data = {
+        "videos": videos,
+        "totals": {
+            "videos": len(videos),
+            "done": len(done),
+            "failed": len(videos) - len(done),
+            "frames": sum(v.get("frames", 0) for v in done),
+            "duration": round(sum(v.get("duration", 0.0) for v in done), 3),
+        },
+        "run": {
+            "videos": len(run),
+            "done": sum(r.status == "done" and not r.resumed for r in run),
+            "failed": sum(r.status == "failed" for r in run),
+            "resumed": sum(r.resumed for r in run),
+            "frames": new_frames,
+            "seconds": round(seconds, 3),
+            "frames_per_second": round(new_frames / seconds, 3) if seconds > 0 else 0.0,
+            "version": __version__,
+        },
+    }
+    write_json(out_dir / SUMMARY, data)
+    return data
