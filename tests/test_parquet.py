@@ -108,6 +108,7 @@ def test_no_parquet_no_writer_and_validation(tmp_path: Path) -> None:
         ParquetShardWriter(tmp_path, "k", shard_rows=0)
 
 
+@pytest.mark.slow
 def test_cli_embedded_list_files_to_parquet(generated_videos, tmp_path: Path) -> None:
     """``vidcap caption`` (embedded engine): a .parquet and a .txt list → Parquet shards."""
     h264, _ = generated_videos["h264-mp4"]
