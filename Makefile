@@ -1,4 +1,6 @@
 # Two commands matter: `make demo` and `make test`. Both set up .venv from nothing.
+# `make test-fast` is the contributor's loop: lint and every test not marked slow (no real
+# TorchServe, gunicorn or Ray). `make test` is the whole suite, and what .ci/run calls.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,7 +9,7 @@ STAMP := $(VENV)/.installed
 # CUDA build of your choice first (see README) and it is kept.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +32,9 @@ lint: $(STAMP)
 
 test: lint
 	$(VENV)/bin/python -m pytest -q
+
+test-fast: lint
+	$(VENV)/bin/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(PY) bench/run.py --model tiny --out bench/last_cpu_tiny.json

@@ -28,8 +28,6 @@ from pathlib import Path
 import imageio_ffmpeg
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 WORKLOADS = {
     # name: clips, seconds, height, width, fps

@@ -19,7 +19,6 @@ import math
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,11 +28,9 @@ from pathlib import Path
 import av
 import cv2
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vidcap.ffmpeg import find_ffmpeg  # noqa: E402
-from vidcap.settings import SamplingSettings  # noqa: E402
-from vidcap.video import VideoReader  # noqa: E402
+from vidcap.ffmpeg import find_ffmpeg
+from vidcap.settings import SamplingSettings
+from vidcap.video import VideoReader
 
 log = logging.getLogger("bench.decode")
 

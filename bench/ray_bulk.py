@@ -20,16 +20,13 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from bulk import WORKLOADS, decode_all, make_clips, vidcap_cli  # bench/, the script's folder
 
-from bulk import WORKLOADS, decode_all, make_clips, vidcap_cli  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def ray_warm(folder: Path) -> tuple[float, int]:

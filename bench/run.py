@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,16 +21,14 @@ import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vidcap.backend import EmbeddedBackend  # noqa: E402
-from vidcap.engine import caption_video  # noqa: E402
-from vidcap.frames import resize_for_model  # noqa: E402
-from vidcap.model import Captioner  # noqa: E402
-from vidcap.settings import GenerationSettings, ModelSettings, SamplingSettings  # noqa: E402
-from vidcap.tiny.scenes import draw_scene, random_scene  # noqa: E402
-from vidcap.video import VideoReader  # noqa: E402
-from vidcap.wire import encode_image  # noqa: E402
+from vidcap.backend import EmbeddedBackend
+from vidcap.engine import caption_video
+from vidcap.frames import resize_for_model
+from vidcap.model import Captioner
+from vidcap.settings import GenerationSettings, ModelSettings, SamplingSettings
+from vidcap.tiny.scenes import draw_scene, random_scene
+from vidcap.video import VideoReader
+from vidcap.wire import encode_image
 
 RESOLUTIONS = {"270p": (270, 480), "1080p": (1080, 1920), "4K": (2160, 3840)}
 

@@ -1,7 +1,10 @@
 """``vidcap caption --server`` on TorchServe against the embedded run: same clips, same settings.
 
-    python bench/serving.py [--model tiny] [--workers 1] [--fps 5] [--copies 4]
+    python -m bench.serving [--model tiny] [--workers 1] [--fps 5] [--copies 4]
                             [--repeats 2] [--out bench/results/serving_cpu_tiny.json]
+
+Run it as a module from the repository root: it starts TorchServe with the tests' helper
+(``tests.support.torchserve``).
 
 Starts a real TorchServe (``torchserve/server-create.sh`` + ``start.sh``, token auth on)
 on free loopback ports, captions ``--copies`` copies of every sample video once embedded
@@ -20,18 +23,14 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from tests.support.torchserve import TorchServeInstance
+from vidcap.cli import main as vidcap
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from torchserve_fixture import TorchServeInstance  # noqa: E402
-
-from vidcap.cli import main as vidcap  # noqa: E402
 
 
 def caption(videos: Path, out: Path, common: list[str], extra: list[str]) -> float:

@@ -14,20 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vidcap.engine import caption_video  # noqa: E402
-from vidcap.model import Captioner  # noqa: E402
-from vidcap.settings import GenerationSettings, ModelSettings, SamplingSettings  # noqa: E402
-from vidcap.tiny.scenes import draw_scene, random_scene  # noqa: E402
-from vidcap.wire import WireLimits, decode_image, encode_image  # noqa: E402
+from vidcap.engine import caption_video
+from vidcap.model import Captioner
+from vidcap.settings import GenerationSettings, ModelSettings, SamplingSettings
+from vidcap.tiny.scenes import draw_scene, random_scene
+from vidcap.wire import WireLimits, decode_image, encode_image
 
 ROOT = Path(__file__).resolve().parents[1]
 FORMATS = {"jpeg90": ("jpeg", 90), "jpeg95": ("jpeg", 95), "png": ("png", 90)}

@@ -1,16 +1,19 @@
-"""Shared fixtures: generated test videos and the tiny model, loaded once per session."""
+"""Shared fixtures: generated test videos, the tiny model, a local HTTP server.
+
+Helpers (video generation, test servers, TorchServe) are modules of ``tests.support``;
+pytest's ``pythonpath`` setting (pyproject.toml) puts the repository root on the import path.
+"""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
-import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-TESTS_DIR = Path(__file__).resolve().parent
-REPO_ROOT = TESTS_DIR.parent
-sys.path.insert(0, str(TESTS_DIR))
 
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
@@ -18,7 +21,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from videos import SPECS, VideoSpec, write_video  # noqa: E402
+from tests.support.videos import SPECS, VideoSpec, write_video  # noqa: E402 - after the env
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -34,7 +37,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def generated_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, VideoSpec]]:
-    """Every spec in ``videos.SPECS`` encoded once: name → (path, spec)."""
+    """Every spec in ``tests.support.videos.SPECS`` encoded once: name → (path, spec)."""
     folder = tmp_path_factory.mktemp("videos")
     return {s.name: (write_video(folder / f"{s.name}{s.suffix}", s), s) for s in SPECS}
 
@@ -45,3 +48,23 @@ def tiny_captioner():
     from vidcap.settings import ModelSettings
 
     return Captioner.load(ModelSettings(model="tiny", device="cpu", batch_size=8))
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture(scope="module")
+def http_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """A real HTTP server (a thread) over an empty folder, one per test module: (folder, base URL)."""
+    root = tmp_path_factory.mktemp("http")
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import srt
 import webvtt
-from videos import VideoSpec, constant_rate, probe_times, read_jsonl, write_video
+
+from tests.support.videos import VideoSpec, constant_rate, probe_times, read_jsonl, write_video
 
 CMD = [sys.executable, "-m", "vidcap"]
 
@@ -124,6 +125,7 @@ def test_rerun_skips_finished_videos(mixed_run, mixed_folder: Path) -> None:
     assert summary["totals"]["done"] == 4  # the folder, not just this run
 
 
+@pytest.mark.slow
 def test_changed_settings_redo_videos(mixed_folder: Path, tmp_path: Path) -> None:
     video = mixed_folder / "web.webm"
     assert vidcap("caption", video, "--out", tmp_path, "--model", "tiny", "--quiet").returncode == 0
@@ -137,6 +139,7 @@ def test_changed_settings_redo_videos(mixed_folder: Path, tmp_path: Path) -> Non
     assert len(read_jsonl(tmp_path / "web.jsonl")) == 10
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_outputs(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()

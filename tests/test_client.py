@@ -1,6 +1,6 @@
 """``vidcap.client.RemoteBackend`` against real servers on loopback.
 
-The scripted aiohttp server (``conftest_servers.ScriptedServer``) captions each frame
+The scripted aiohttp server (``tests.support.servers.ScriptedServer``) captions each frame
 with a digest of its decoded pixels and misbehaves on cue, so order, exactly-once
 delivery, retries and error handling are checked exactly. The Flask server (gunicorn
 via ``flask/start.sh``, tiny model) checks that captions equal the embedded run's.
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest_servers import (
+
+from tests.support.servers import (
     REPO_ROOT,
     FlaskServer,
     ScriptedServer,
@@ -29,7 +30,6 @@ from conftest_servers import (
     make_frames,
     pixel_digest,
 )
-
 from vidcap.backend import EmbeddedBackend
 from vidcap.client import (
     RETRY_STATUSES,
@@ -424,8 +424,7 @@ def test_a_server_restarted_mid_run_is_retried_and_every_frame_captioned_once(
 def test_vidcap_caption_with_server_writes_the_same_outputs_as_embedded(
     flask_pair, tmp_path: Path, extra: list[str]
 ) -> None:
-    from videos import VideoSpec, constant_rate, write_video
-
+    from tests.support.videos import VideoSpec, constant_rate, write_video
     from vidcap.cli import main
 
     folder = tmp_path / "in"
@@ -455,7 +454,7 @@ def test_vidcap_caption_with_server_writes_the_same_outputs_as_embedded(
 
 @pytest.fixture(scope="module")
 def torchserve(tmp_path_factory: pytest.TempPathFactory):
-    from torchserve_fixture import TorchServeInstance
+    from tests.support.torchserve import TorchServeInstance
 
     settings = {
         "VIDCAP_MODEL": "tiny",
@@ -515,7 +514,7 @@ def test_every_client_has_help_with_url_and_only_the_options_it_uses(name: str) 
 
 @pytest.fixture(scope="module")
 def short_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from videos import VideoSpec, constant_rate, write_video
+    from tests.support.videos import VideoSpec, constant_rate, write_video
 
     spec = VideoSpec("short", "libx264", ".mp4", constant_rate(20, Fraction(10)))
     return write_video(tmp_path_factory.mktemp("short") / "short.mp4", spec)

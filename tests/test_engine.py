@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import srt
-from videos import VideoSpec, constant_rate, read_jsonl, write_video
 
+from tests.support.videos import VideoSpec, constant_rate, read_jsonl, write_video
 from vidcap.backend import EmbeddedBackend
 from vidcap.commit import RunSettings
 from vidcap.engine import EngineSettings, run
@@ -314,7 +314,7 @@ def test_a_folder_of_every_kind_of_file_gives_true_outputs(
     plus non-videos, in one folder. Per video: times are frame presentation times, the
     duration is the end of the last frame, cues are never empty or zero-length and the last
     one ends at that duration; summary.json lists the folder."""
-    from videos import probe_times
+    from tests.support.videos import probe_times
 
     folder = tmp_path / "in"
     folder.mkdir()

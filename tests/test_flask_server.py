@@ -17,7 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest_servers import (
+from PIL import Image
+
+from tests.support.servers import (
     PROTOCOL_CASES,
     PROTOCOL_MAX_REQUEST_MB,
     PROTOCOL_READ_TIMEOUT,
@@ -30,8 +32,6 @@ from conftest_servers import (
     post,
     read_response,
 )
-from PIL import Image
-
 from vidcap import wire
 from vidcap.errors import UsageError
 from vidcap.serve.config import ServeConfig

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import csv
-import functools
-import http.server
 import shutil
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,26 +21,6 @@ from vidcap.inputs import (
 )
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_videos" / "shapes.mp4"
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
-
-@pytest.fixture(scope="module")
-def http_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
-    """A real HTTP server over a folder: (folder, base URL)."""
-    root = tmp_path_factory.mktemp("http")
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_files_and_folders(tmp_path: Path) -> None:

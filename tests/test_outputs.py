@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import srt
 import webvtt
-from videos import read_jsonl
 
+from tests.support.videos import read_jsonl
 from vidcap import outputs
 from vidcap.outputs import (
     VIDEO_FORMATS,

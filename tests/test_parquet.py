@@ -10,8 +10,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from videos import read_jsonl
 
+from tests.support.videos import read_jsonl
 from vidcap.commit import STATE_DIR, Committer, RunSettings, plan
 from vidcap.errors import UsageError
 from vidcap.outputs import CaptionedFrame
@@ -109,6 +109,7 @@ def test_no_parquet_no_writer_and_validation(tmp_path: Path) -> None:
         ParquetShardWriter(tmp_path, "k", shard_rows=0)
 
 
+@pytest.mark.slow
 def test_cli_embedded_list_files_to_parquet(generated_videos, tmp_path: Path) -> None:
     """``vidcap caption`` (embedded engine): a .parquet and a .txt list → Parquet shards."""
     h264, _ = generated_videos["h264-mp4"]

@@ -21,9 +21,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import ray  # the optional extra: `make test` installs it
-from test_inputs import http_root  # noqa: F401 - the real HTTP server fixture
-from videos import read_jsonl
 
+from tests.support.videos import read_jsonl
 from vidcap import engine
 from vidcap.backend import EmbeddedBackend
 from vidcap.cli import build_parser
@@ -133,7 +132,7 @@ def test_ray_run_equals_embedded_per_frame(
     cluster: str,
     tiny_captioner,
     dataset_inputs: Path,
-    http_root: tuple[Path, str],  # noqa: F811
+    http_root: tuple[Path, str],
     tmp_path: Path,
 ) -> None:
     root, base = http_root

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest_servers import FlaskServer, get_json, make_frames
-from torchserve_fixture import TorchServeInstance, http, multipart
 
+from tests.support.servers import FlaskServer, get_json, make_frames
+from tests.support.torchserve import TorchServeInstance, http, multipart
 from vidcap.client import ClientOptions, RemoteBackend
 from vidcap.settings import GenerationSettings
 from vidcap.wire import encode_image, frame_part_name
@@ -140,7 +140,7 @@ def check(tally: Tally) -> None:
 
 @pytest.mark.slow
 def test_flask_under_mixed_load(tmp_path: Path, load_frames) -> None:
-    from conftest_servers import post
+    from tests.support.servers import post
 
     frames, expected = load_frames
     server = FlaskServer(tmp_path / "flask.log", env={"VIDCAP_MAX_FRAMES": "8"}).start()

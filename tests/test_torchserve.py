@@ -15,19 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest_servers import (
+from PIL import Image
+from ts.context import Context, RequestProcessor
+
+from tests.support.servers import (
     PROTOCOL_CASES,
     PROTOCOL_MAX_REQUEST_MB,
     PROTOCOL_READ_TIMEOUT,
     check_protocol_case,
 )
-from PIL import Image
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from torchserve_fixture import (  # noqa: E402
+from tests.support.torchserve import (
     MODEL_NAME,
     Response,
     TorchServeInstance,
@@ -40,21 +37,19 @@ from torchserve_fixture import (  # noqa: E402
     worker_request,
     write_archive,
 )
-from ts.context import Context, RequestProcessor  # noqa: E402
-
-from vidcap.errors import UsageError  # noqa: E402
-from vidcap.serve.config import ServeConfig  # noqa: E402
-from vidcap.serve.core import ServingCore  # noqa: E402
-from vidcap.serve.gate import upstream_answer  # noqa: E402
-from vidcap.serve.torchserve import (  # noqa: E402
+from vidcap.errors import UsageError
+from vidcap.serve.config import ServeConfig
+from vidcap.serve.core import ServingCore
+from vidcap.serve.gate import upstream_answer
+from vidcap.serve.torchserve import (
     BATCH_FRAMES_HEADER,
     BATCH_REQUESTS_HEADER,
     Blip2Handler,
     worker_device,
 )
-from vidcap.settings import GenerationSettings  # noqa: E402
-from vidcap.tiny.scenes import draw_scene, random_scene  # noqa: E402
-from vidcap.wire import encode_image, frame_part_name  # noqa: E402
+from vidcap.settings import GenerationSettings
+from vidcap.tiny.scenes import draw_scene, random_scene
+from vidcap.wire import encode_image, frame_part_name
 
 PNG = "image/png"
 

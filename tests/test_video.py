@@ -10,8 +10,15 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from videos import SPECS, VideoSpec, constant_rate, frame_colour, probe_times, write_video
 
+from tests.support.videos import (
+    SPECS,
+    VideoSpec,
+    constant_rate,
+    frame_colour,
+    probe_times,
+    write_video,
+)
 from vidcap.errors import UsageError, VideoError
 from vidcap.settings import SamplingSettings
 from vidcap.video import VideoReader

@@ -37,7 +37,7 @@ from aiohttp import web
 from vidcap import wire
 from vidcap.errors import BadRequest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 START_SH = REPO_ROOT / "flask" / "start.sh"
 SERVER_PY = REPO_ROOT / "flask" / "server.py"
 

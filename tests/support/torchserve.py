@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TORCHSERVE_DIR = REPO_ROOT / "torchserve"
 MODEL_NAME = "vidcap"
 
