@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from vidcap.client import backend_from_args, options_from_args, parse_server_urls
+from vidcap.client import parse_server_urls
 from vidcap.client_scripts import caption_and_print, run_script, summary_line, video_script_parser
 from vidcap.model import model_input_size
+from vidcap.remote_args import backend_from_args, options_from_args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,9 +11,9 @@ This is exactly what ``vidcap caption --server`` does, minus the output files.
 
 from __future__ import annotations
 
-from vidcap.client import backend_from_args
 from vidcap.client_scripts import caption_and_print, run_script, summary_line, video_script_parser
 from vidcap.model import model_input_size
+from vidcap.remote_args import backend_from_args
 from vidcap.settings import GenerationSettings
 
 

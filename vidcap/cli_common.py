@@ -6,7 +6,6 @@ import argparse
 from dataclasses import replace
 
 from vidcap.backend import Backend, EmbeddedBackend
-from vidcap.client import add_client_arguments
 from vidcap.errors import UsageError
 from vidcap.model import (
     AUTO_BATCH_CPU,
@@ -15,6 +14,7 @@ from vidcap.model import (
     expand_devices,
     model_input_size,
 )
+from vidcap.remote_args import add_client_arguments
 from vidcap.settings import (
     DECODE_MODES,
     DEVICES_HELP,
@@ -187,7 +187,7 @@ def generation_from_args(args: argparse.Namespace, prompt: str | None = None) ->
 def backend_from_args(args: argparse.Namespace) -> Backend:
     """Remote servers when ``--server`` is given, else the model in this process."""
     if getattr(args, "server", None):
-        from vidcap.client import backend_from_args as remote_backend
+        from vidcap.remote_args import backend_from_args as remote_backend
 
         backend = remote_backend(args, model_input_size(args.model))
         if backend is not None:

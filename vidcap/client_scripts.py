@@ -18,9 +18,9 @@ from typing import NoReturn
 
 from vidcap.backend import Backend
 from vidcap.cli_common import add_sampling_arguments, sampling_from_args
-from vidcap.client import add_client_arguments
 from vidcap.errors import VidcapError
 from vidcap.pipeline import caption_video
+from vidcap.remote_args import add_client_arguments
 from vidcap.settings import DEFAULT_MODEL, GenerationSettings
 
 
