@@ -176,7 +176,9 @@ class RemoteBackend:
 
     ``RemoteBackend(urls, input_size, options, token=…)`` builds one for a known size.
     ``token`` is sent as ``Authorization: Bearer`` (TorchServe token auth). Frames must
-    be at ``input_size`` (a ``ValueError`` otherwise). Raises ``ServerUnavailable`` when a request fails ``retries + 1`` times over and
+    be at ``input_size`` (a ``ValueError`` otherwise).
+
+    Raises ``ServerUnavailable`` when a request fails ``retries + 1`` times over and
     ``ServerRejected`` when a server refuses one; both are ``VidcapError``s with a
     one-line message. Earlier frames' captions have been yielded by then.
     """
