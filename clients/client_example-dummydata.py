@@ -3,8 +3,8 @@
 
     python clients/client_example-dummydata.py --url http://127.0.0.1:5000/caption --model tiny
 
-Frames are generated at the model's input size (``--model`` is only used to look that
-up) and sent by ``vidcap.client.RemoteBackend``: pre-batched, several in flight.
+Frames are generated at the served model's input size (as the server says it, else
+``--model``'s) and sent by ``vidcap.client.RemoteBackend``: pre-batched, several in flight.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from vidcap.client import add_client_arguments, backend_from_args
+from vidcap.cli.remote import add_client_arguments, backend_from_args
 from vidcap.client_scripts import run_script
 from vidcap.model import model_input_size
 from vidcap.settings import DEFAULT_MODEL, GenerationSettings
@@ -36,10 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     add_client_arguments(parser, require_server=True, server_flags=("--url", "--server"))
     args = parser.parse_args(argv)
-    size = model_input_size(args.model)
-    backend = backend_from_args(args, size)
+    backend = backend_from_args(args, model_input_size(args.model))
     if backend is None:  # unreachable: --url is required
         parser.error("--url is required")
+    size = backend.input_size  # the served model's, when the server says it
     started = time.perf_counter()
     with backend:
         captions = list(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 
 from vidcap.backend import EmbeddedBackend
-from vidcap.client import backend_from_args
+from vidcap.cli.remote import backend_from_args
 from vidcap.client_scripts import caption_and_print, run_script, summary_line, video_script_parser
 from vidcap.mask import MaskSettings, VideoCaptions, mask_captions
 from vidcap.model import Captioner, model_input_size

@@ -11,7 +11,7 @@ This is exactly what ``vidcap caption --server`` does, minus the output files.
 
 from __future__ import annotations
 
-from vidcap.client import backend_from_args
+from vidcap.cli.remote import backend_from_args
 from vidcap.client_scripts import caption_and_print, run_script, summary_line, video_script_parser
 from vidcap.model import model_input_size
 from vidcap.settings import GenerationSettings

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from vidcap.client import backend_from_args, options_from_args
+from vidcap.cli.remote import backend_from_args, options_from_args
 from vidcap.client_scripts import caption_and_print, run_script, summary_line, video_script_parser
 from vidcap.model import model_input_size
 

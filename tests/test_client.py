@@ -31,19 +31,16 @@ from tests.support.servers import (
     pixel_digest,
 )
 from vidcap.backend import EmbeddedBackend
+from vidcap.cli.remote import add_client_arguments, backend_from_args, find_token
 from vidcap.client import (
     RETRY_STATUSES,
     ClientOptions,
     RemoteBackend,
     ServerRejected,
     ServerUnavailable,
-    add_client_arguments,
-    backend_from_args,
-    find_token,
     parse_server_urls,
 )
 from vidcap.errors import UsageError, VidcapError
-from vidcap.frames import resize_for_model
 from vidcap.settings import GenerationSettings
 
 SIZE = (64, 64)
@@ -51,9 +48,10 @@ DEFAULT = GenerationSettings()
 FAST = {"backoff": 0.01, "backoff_max": 0.05, "timeout": 10.0}
 
 
-def remote(urls: str | list[str], **options: object) -> RemoteBackend:
+def remote(urls: str | list[str], token: str | None = None, **options: object) -> RemoteBackend:
     urls = [urls] if isinstance(urls, str) else urls
-    return RemoteBackend(urls, SIZE, ClientOptions(**{"wire_format": "png", **FAST, **options}))
+    options = ClientOptions(**{"wire_format": "png", **FAST, **options})
+    return RemoteBackend(urls, SIZE, options, token=token)
 
 
 def caption_all(
@@ -101,11 +99,12 @@ def test_generation_settings_reach_the_server(prebatch: int, prompt: str) -> Non
         assert {h["X-Vidcap-Num-Beams"] for h in server.seen_headers} == {"1"}
 
 
-def test_frames_not_at_input_size_are_resized_like_the_embedded_path() -> None:
-    frames = make_frames(4, (90, 120))
+def test_frames_not_at_input_size_are_refused_not_resized() -> None:
+    frames = make_frames(2, SIZE) + make_frames(1, (90, 120))
     with ScriptedServer() as server, remote(server.url, prebatch=2) as backend:
-        got = caption_all(backend, frames)
-    assert got == [pixel_digest(resize_for_model(f, SIZE)) for f in frames]
+        with pytest.raises(ValueError, match=r"shape \(90, 120, 3\).*takes \(64, 64, 3\)"):
+            caption_all(backend, frames)
+    assert server.answered_frames == 2  # the first batch went; the odd frame never did
 
 
 def test_jpeg_wire_format_is_sent_as_jpeg() -> None:
@@ -206,6 +205,9 @@ def test_the_token_comes_from_flag_env_or_a_loopback_key_file(tmp_path: Path) ->
     assert find_token(None, local, run_dir) == "i-key"
     assert find_token(None, ["http://10.1.2.3:8080/predictions/vidcap"], run_dir) is None
     assert find_token(None, local, {"TS_RUN_DIR": str(tmp_path / "none")}) is None
+    # without $TS_RUN_DIR, the folder the entry point names (torchserve/logs by default)
+    assert find_token(None, local, {}, default_run_dir=tmp_path) == "i-key"
+    assert find_token(None, local, {}, default_run_dir=tmp_path / "none") is None
 
 
 def parsed(*argv: str) -> argparse.Namespace:
@@ -213,6 +215,35 @@ def parsed(*argv: str) -> argparse.Namespace:
     parser.add_argument("--model", default="Salesforce/blip2-opt-2.7b")
     add_client_arguments(parser)
     return parser.parse_args(list(argv))
+
+
+def test_connect_builds_the_backend_for_the_served_size() -> None:
+    options = ClientOptions(**FAST)
+    with ScriptedServer(input_size=(32, 48)) as one, ScriptedServer(input_size=(32, 48)) as two:
+        with RemoteBackend.connect([one.url, two.url], options, expected_size=(64, 64)) as backend:
+            assert backend.input_size == (32, 48)
+            frames = make_frames(3, (32, 48))
+            assert caption_all(backend, frames) == [pixel_digest(f) for f in frames]
+        with RemoteBackend.connect(one.url, options) as backend:
+            assert backend.input_size == (32, 48)
+    with ScriptedServer(input_size=(32, 48)) as one, ScriptedServer(input_size=(64, 64)) as two:
+        with pytest.raises(ServerRejected, match="different input sizes"):
+            RemoteBackend.connect([one.url, two.url], options)
+    with ScriptedServer() as silent:  # says no size: the expected one, else an error
+        with RemoteBackend.connect(silent.url, options, expected_size=(8, 8)) as backend:
+            assert backend.input_size == (8, 8)
+        with pytest.raises(ServerRejected, match="no server said"):
+            RemoteBackend.connect(silent.url, options)
+    dead = f"http://127.0.0.1:{free_port()}/caption"
+    with pytest.raises(ServerUnavailable, match="no server answered"):
+        RemoteBackend.connect(dead, options)
+    with RemoteBackend.connect(dead, options, expected_size=(8, 8)) as backend:
+        assert backend.input_size == (8, 8)  # requests will retry, then fail in one line
+    with ScriptedServer(token="s3cret", input_size=(16, 16)) as guarded:
+        with RemoteBackend.connect(guarded.url, options, token="s3cret") as backend:
+            assert backend.input_size == (16, 16) and backend.token == "s3cret"
+            frames = make_frames(2, (16, 16))
+            assert caption_all(backend, frames) == [pixel_digest(f) for f in frames]
 
 
 def test_the_input_size_comes_from_the_server() -> None:
@@ -340,8 +371,9 @@ def test_argparse_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
         assert backend.urls == ["http://127.0.0.1:1/a", "http://127.0.0.1:2/b"]
         assert backend.input_size == SIZE
         assert backend.options == ClientOptions(
-            wire_format="png", prebatch=3, inflight=2, retries=1, timeout=5.0, token="from-env"
+            wire_format="png", prebatch=3, inflight=2, retries=1, timeout=5.0
         )
+        assert backend.token == "from-env"
 
 
 # --- against the Flask server (gunicorn, tiny model) --------------------------------------

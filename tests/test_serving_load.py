@@ -74,13 +74,11 @@ def run_load(
     tally = Tally()
     stop = time.monotonic() + SECONDS
     bads = bad_bodies()
-    options = ClientOptions(
-        wire_format="png", prebatch=2, inflight=2, retries=20, backoff=0.1, token=token
-    )
+    options = ClientOptions(wire_format="png", prebatch=2, inflight=2, retries=20, backoff=0.1)
 
     def good_client(seed: int) -> None:
         rng = np.random.default_rng(seed)
-        with RemoteBackend([url], SIZE, options) as backend:
+        with RemoteBackend([url], SIZE, options, token=token) as backend:
             while time.monotonic() < stop:
                 batch = [frames[i] for i in rng.integers(0, len(frames), 6)]
                 got = list(backend.caption_stream(batch, GenerationSettings()))

@@ -18,6 +18,7 @@ from vidcap.wire import (
     caption_response,
     captions_from_response,
     decode_image,
+    encode_frames,
     encode_image,
     parse_settings,
     settings_from_headers,
@@ -32,6 +33,18 @@ def test_png_is_lossless_and_writable() -> None:
     decoded = decode_image(encode_image(small, "png"), WireLimits())
     assert np.array_equal(decoded, small)
     decoded[0, 0] = 0  # a writable array, ready for torch
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_a_clients_frames_are_encoded_as_they_are_never_resized(fmt: str) -> None:
+    small = resize_for_model(FRAME, (64, 48))
+    strided = np.ascontiguousarray(small[:, ::-1])[:, ::-1]  # a view, not contiguous
+    assert encode_frames([small, strided], (64, 48), fmt, 95) == [
+        encode_image(small, fmt, 95),
+        encode_image(small, fmt, 95),
+    ]
+    with pytest.raises(ValueError, match=r"frame 1 .* shape \(1080, 1920, 3\).*\(64, 48, 3\)"):
+        encode_frames([small, FRAME], (64, 48), fmt)
 
 
 def test_resized_jpeg_is_small_whatever_the_source() -> None:

@@ -17,6 +17,9 @@
 #   VIDCAP_MODEL           hub id, local directory or `tiny`; overrides the archive's
 #                          model-config.yaml, as do VIDCAP_DTYPE, VIDCAP_MAX_CHUNK, ...
 #   VIDCAP_MAX_REQUEST_MB / VIDCAP_READ_TIMEOUT   the gate's body limit and read deadline
+#   VIDCAP_BATCH_ALLOWANCE seconds one batch may take on the model (default 60): the gate
+#                          answers 503 + Retry-After when TorchServe stays silent for
+#                          maxBatchDelay + this long (a dead or hung worker)
 #   BATCH_SIZE / MAX_BATCH_DELAY_MS   TorchServe batching (default: config.properties)
 #   MODEL_STORE            archive folder (default ./model_store); MODEL_NAME (vidcap)
 #   TS_RUN_DIR             logs, pid, key_file.json, sockets (default ./logs)
@@ -155,7 +158,8 @@ metrics_url="$(url "$metrics_host" "${METRICS_PORT:-8082}")"
 # The run's config.properties: the template, then this run's values (last one wins).
 config="$run_dir/config.properties"
 disable_token_auth="$([[ $token_auth == off ]] && echo true || echo false)"
-"$python" - "$template" "$config" "$model_name" "$num_workers" "${BATCH_SIZE:-}" \
+# Prints the model's maxBatchDelay (ms), which the gate's stall timeout starts from.
+batch_delay_ms="$("$python" - "$template" "$config" "$model_name" "$num_workers" "${BATCH_SIZE:-}" \
     "${MAX_BATCH_DELAY_MS:-}" "inference_address=$backend_url" \
     "management_address=$management_url" "metrics_address=$metrics_url" \
     "number_of_gpu=$num_gpus" "model_store=$model_store" "load_models=$model_name" \
@@ -192,7 +196,9 @@ overrides["models"] = json.dumps({name: {"1.0": model}})
 with open(target, "w", encoding="utf-8") as handle:
     handle.write(text.rstrip("\n") + "\n\n# written by start.sh for this run\n")
     handle.writelines(f"{key}={value}\n" for key, value in overrides.items())
+print(model.get("maxBatchDelay", 100))  # TorchServe's default
 PY
+)"
 
 # The worker imports vidcap and the handler's dependencies from this checkout.
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
@@ -206,7 +212,7 @@ fi
 # deadline and multipart rules, then TorchServe's inference API on loopback. Started
 # first, so a bad VIDCAP_* setting stops the start before TorchServe runs.
 nohup "$python" -m vidcap.serve.gate --host "$inference_host" --port "${INFERENCE_PORT:-8080}" \
-    --upstream "$backend_url" </dev/null >"$run_dir/gate.log" 2>&1 &
+    --upstream "$backend_url" --max-batch-delay-ms "$batch_delay_ms" </dev/null >"$run_dir/gate.log" 2>&1 &
 echo $! >"$gate_pid_file"
 "$python" - "$inference_host" "${INFERENCE_PORT:-8080}" "$(cat "$gate_pid_file")" <<'PY' || {
 import os

@@ -1,17 +1,19 @@
 """Captions from running servers: the ``--server URL[,URL…]`` backend (aiohttp).
 
-``RemoteBackend`` is a ``vidcap.backend.Backend``: the pipeline hands it frames (already
-resized to the model's input size) and gets one caption per frame, in order. Inside,
-an asyncio event loop in a background thread sends pre-batches of ``prebatch`` frames
-as multipart requests, at most ``inflight`` at a time per endpoint, each to the
-endpoint with the fewest requests outstanding. Frames are encoded in a thread pool,
-off the event loop. 429/502/503/504/507, connection errors and timeouts are retried
-with exponential backoff; any other non-2xx status fails with the server's own message.
+``RemoteBackend`` is a ``vidcap.backend.Backend``: the pipeline hands it frames already
+at its ``input_size`` (the decoder resizes them, once) and gets one caption per frame,
+in order. Inside, an asyncio event loop in a background thread sends pre-batches of
+``prebatch`` frames as multipart requests, at most ``inflight`` at a time per endpoint,
+each to the endpoint with the fewest requests outstanding (``vidcap.balancer``). Frames
+are encoded (``vidcap.wire.encode_frames``) in a thread pool, off the event loop.
+429/502/503/504/507, connection errors and timeouts are retried with exponential
+backoff; any other non-2xx status fails with the server's own message.
 
-Before the first frame, ``ask_input_size`` asks every endpoint for its model's input
-size (``X-Vidcap-Info``, both servers answer it), so frames are resized once, to the
-size the served model wants. The token comes from ``--token``, ``$VIDCAP_TOKEN`` or,
-for a loopback server, the TorchServe key file when this user can read it.
+``RemoteBackend.connect`` first asks every endpoint for its model's input size
+(``X-Vidcap-Info``, both servers answer it) and returns a backend built for that size.
+The token (``Authorization: Bearer``) is given by the caller; finding it (``--token``,
+``$VIDCAP_TOKEN``, a TorchServe key file) is the command line's job
+(``vidcap.cli.remote``).
 
 The caller's frame iterator is read lazily: never more than about
 ``prebatch * inflight * endpoints * 2`` frames are held, however long the video.
@@ -19,43 +21,33 @@ The caller's frame iterator is read lazily: never more than about
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
-import os
 import threading
 from collections import deque
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
-from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
 import numpy as np
 
 from vidcap import wire
+from vidcap.balancer import Balancer, Endpoint
 from vidcap.errors import BackendUnavailable, UsageError, VidcapError
-from vidcap.frames import resize_for_model
 from vidcap.serve.protocol import INFO_HEADER
-from vidcap.settings import DEFAULT_MODEL, GenerationSettings
+from vidcap.settings import GenerationSettings
 
 log = logging.getLogger(__name__)
 
-WIRE_FORMAT_HELP = (
-    "frame encoding on the wire: png is lossless, captions equal the in-process run's "
-    "(about 50 KB and 3.6 ms per 224x224 frame); jpeg (quality 95) is 5x smaller for slow "
-    "links but changes some captions (default: %(default)s; bench/wire_format.py)"
-)
 # 429/503: busy; 502/504: a proxy lost the server; 507: a TorchServe worker died.
 RETRY_STATUSES = frozenset({429, 502, 503, 504, 507})
+# Named in the 401 hint; read by the command line only (``vidcap.cli.remote``).
 TOKEN_ENV = "VIDCAP_TOKEN"
-# Where a loopback TorchServe keeps its keys: $TS_RUN_DIR, else torchserve/logs/.
-KEY_FILE_ENV = "TS_RUN_DIR"
-DEFAULT_KEY_FILE = Path(__file__).resolve().parent.parent / "torchserve" / "logs" / "key_file.json"
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 ENDPOINT_HELP = (
     "http://HOST:PORT/caption (Flask) or http://HOST:PORT/predictions/<model> (TorchServe)"
 )
@@ -64,6 +56,10 @@ HINTS = {
     404: f" (is it the full endpoint URL? {ENDPOINT_HELP})",
     413: " (send fewer frames per request: lower --prebatch)",
 }
+# The size question is answered without the model: it needs no long wait.
+INFO_TIMEOUT_S = 30.0
+
+T = TypeVar("T")
 
 
 class RemoteError(VidcapError):
@@ -84,10 +80,11 @@ class ClientOptions:
 
     ``wire_format``: ``png`` (lossless: captions equal the embedded run's exactly; the
     default, chosen by ``bench/wire_format.py``: JPEG q90 changed 9 of 64 sample captions
-    of the tiny model, q95 5) or ``jpeg`` (9 KB instead of 50 KB per 224x224 frame); ``prebatch``: frames per request; ``inflight``: requests in flight per
-    endpoint; ``retries``: extra attempts per request; ``timeout``: seconds per attempt;
-    ``token``: sent as ``Authorization: Bearer`` (TorchServe token auth); ``backoff``:
-    first retry delay in seconds, doubled each retry up to ``backoff_max``.
+    of the tiny model, q95 5) or ``jpeg`` (9 KB instead of 50 KB per 224x224 frame);
+    ``prebatch``: frames per request; ``inflight``: requests in flight per endpoint;
+    ``retries``: extra attempts per request; ``timeout``: seconds per attempt;
+    ``backoff``: first retry delay in seconds, doubled each retry up to ``backoff_max``;
+    ``encode_workers``: threads encoding frames.
     """
 
     wire_format: str = "png"
@@ -96,7 +93,6 @@ class ClientOptions:
     inflight: int = 4
     retries: int = 5
     timeout: float = 120.0
-    token: str | None = None
     backoff: float = 0.5
     backoff_max: float = 10.0
     encode_workers: int = 2
@@ -147,79 +143,10 @@ def parse_server_urls(value: str | Sequence[str]) -> list[str]:
     return urls
 
 
-@dataclass
-class _Endpoint:
-    url: str
-    outstanding: int = 0
-    failures: int = 0
-    down_until: float = 0.0
-
-
 class _Retryable(Exception):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
-
-
-class _Balancer:
-    """Endpoints with at most ``inflight`` requests each; the least loaded healthy one wins.
-
-    An endpoint that failed (connection error, timeout, 503/429) cools down for a time
-    that doubles with each consecutive failure; while another endpoint is healthy, new
-    requests wait for a free slot there rather than go to the cooling one. When every
-    endpoint is cooling, requests go to the least loaded anyway (that is how a restarted
-    server is found again). Event-loop thread only: no locks needed.
-    """
-
-    def __init__(self, urls: Sequence[str], options: ClientOptions) -> None:
-        self.endpoints = [_Endpoint(url) for url in urls]
-        self.options = options
-        self._changed = asyncio.Event()
-
-    async def acquire(self, avoid: _Endpoint | None = None) -> _Endpoint:
-        loop = asyncio.get_running_loop()
-        while True:
-            now = loop.time()
-            healthy = [e for e in self.endpoints if e.down_until <= now]
-            open_ = [e for e in healthy or self.endpoints if e.outstanding < self.options.inflight]
-            if open_:
-                best = min(open_, key=lambda e: (e is avoid, e.outstanding, e.failures))
-                best.outstanding += 1
-                return best
-            wake = [e.down_until - now for e in self.endpoints if e.down_until > now]
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), min(wake, default=None))
-            except asyncio.TimeoutError:
-                pass
-
-    def release(self, endpoint: _Endpoint, failed: bool, cooldown: float | None = None) -> None:
-        endpoint.outstanding -= 1
-        if failed:
-            endpoint.failures += 1
-            if cooldown is None:
-                cooldown = self.options.delay(endpoint.failures - 1)
-            endpoint.down_until = asyncio.get_running_loop().time() + cooldown
-        else:
-            endpoint.failures = 0
-            endpoint.down_until = 0.0
-        self._changed.set()
-
-    def any_healthy_besides(self, endpoint: _Endpoint) -> bool:
-        now = asyncio.get_running_loop().time()
-        return any(e is not endpoint and e.down_until <= now for e in self.endpoints)
-
-
-def encode_frames(
-    images: Sequence[np.ndarray], input_size: tuple[int, int], options: ClientOptions
-) -> list[bytes]:
-    """Resize (a no-op for frames already at ``input_size``) and encode for the wire."""
-    return [
-        wire.encode_image(
-            resize_for_model(image, input_size), options.wire_format, options.jpeg_quality
-        )
-        for image in images
-    ]
 
 
 def error_message(body: bytes) -> str:
@@ -242,9 +169,14 @@ class RemoteBackend:
 
     ::
 
-        with RemoteBackend(["http://127.0.0.1:5000/caption"], (224, 224)) as backend:
+        urls = ["http://127.0.0.1:5000/caption"]
+        with RemoteBackend.connect(urls, ClientOptions(), expected_size=(224, 224)) as backend:
             for caption in backend.caption_stream(frames, GenerationSettings()):
                 ...
+
+    ``RemoteBackend(urls, input_size, options, token=…)`` builds one for a known size.
+    ``token`` is sent as ``Authorization: Bearer`` (TorchServe token auth). Frames must
+    be at ``input_size`` (a ``ValueError`` otherwise).
 
     Raises ``ServerUnavailable`` when a request fails ``retries + 1`` times over and
     ``ServerRejected`` when a server refuses one; both are ``VidcapError``s with a
@@ -256,17 +188,19 @@ class RemoteBackend:
         urls: Sequence[str],
         input_size: tuple[int, int],
         options: ClientOptions | None = None,
+        *,
+        token: str | None = None,
     ) -> None:
         self.urls = parse_server_urls(urls)
         self.input_size = input_size
         self.options = options or ClientOptions()
+        self.token = token
         self._mime = wire.WIRE_FORMATS[self.options.wire_format]
         self._encoder = ThreadPoolExecutor(self.options.encode_workers, "vidcap-encode")
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._closed = False
-        self.unreachable: set[str] = set()  # endpoints that did not answer the size question
         self._thread = threading.Thread(target=self._run_loop, name="vidcap-client", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -302,23 +236,47 @@ class RemoteBackend:
             for future in pending:
                 future.cancel()
 
-    def ask_input_size(self) -> tuple[int, int] | None:
-        """The served model's input size, agreed by every endpoint, or None if none says.
+    @classmethod
+    def connect(
+        cls,
+        urls: str | Sequence[str],
+        options: ClientOptions | None = None,
+        *,
+        token: str | None = None,
+        expected_size: tuple[int, int] | None = None,
+    ) -> RemoteBackend:
+        """Ask every endpoint for its model's input size, then a backend for that size.
 
-        Raises ``ServerRejected`` when endpoints serve models of different sizes.
+        The servers' answer wins over ``expected_size`` (logged when they differ);
+        ``expected_size`` is used when no server says (an old server, or none reachable
+        yet: the captioning requests then retry as usual). Raises ``ServerRejected``
+        when endpoints serve models of different sizes or refuse the token, and when
+        no size is known at all (``ServerUnavailable`` if no endpoint answered).
         """
-        if self._closed:
-            raise RuntimeError("RemoteBackend is closed")
-        sizes: dict[str, tuple[int, int]] = {}
-        for url in self.urls:
-            future = asyncio.run_coroutine_threadsafe(self._info(url), self._loop)
-            size = future.result()
-            if size is not None:
-                sizes[url] = size
+        urls = parse_server_urls(urls)
+        options = options or ClientOptions()
+        timeout = min(options.timeout, INFO_TIMEOUT_S)
+        sizes, unreachable = _run_apart(ask_input_sizes(urls, token, timeout))
         if len(set(sizes.values())) > 1:
             found = ", ".join(f"{url}: {h}x{w}" for url, (h, w) in sizes.items())
             raise ServerRejected(f"the servers serve models of different input sizes ({found})")
-        return next(iter(sizes.values()), None)
+        served = next(iter(sizes.values()), None)
+        if served is not None:
+            if expected_size is not None and served != expected_size:
+                log.info("the server's model takes %dx%d frames", *served)
+            return cls(urls, served, options, token=token)
+        if expected_size is None:
+            if set(unreachable) == set(urls):
+                raise ServerUnavailable(
+                    "no server answered the input size question; last error: "
+                    + list(unreachable.values())[-1]
+                )
+            raise ServerRejected("no server said its model's input size: give expected_size")
+        if set(unreachable) != set(urls):
+            log.warning(
+                "the server did not say its input size: sending %dx%d frames", *expected_size
+            )
+        return cls(urls, expected_size, options, token=token)
 
     def close(self) -> None:
         if self._closed:
@@ -350,9 +308,9 @@ class RemoteBackend:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
-        self._balancer = _Balancer(self.urls, self.options)
-        headers = {"Authorization": f"Bearer {self.options.token}"} if self.options.token else {}
+        self._balancer = Balancer(self.urls, self.options.inflight, self.options.delay)
         connector = aiohttp.TCPConnector(limit=0)
+        headers = auth_headers(self.token)
         async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
             self._session = session
             self._ready.set()
@@ -367,10 +325,15 @@ class RemoteBackend:
     ) -> list[str]:
         loop = asyncio.get_running_loop()
         frames = await loop.run_in_executor(
-            self._encoder, encode_frames, images, self.input_size, self.options
+            self._encoder,
+            wire.encode_frames,
+            images,
+            self.input_size,
+            self.options.wire_format,
+            self.options.jpeg_quality,
         )
         del images
-        avoid: _Endpoint | None = None
+        avoid: Endpoint | None = None
         reason = ""
         for attempt in range(self.options.retries + 1):
             endpoint = await self._balancer.acquire(avoid)
@@ -436,28 +399,6 @@ class RemoteBackend:
         except ValueError as exc:
             raise ServerRejected(f"{url} answered HTTP {status} with a bad body: {exc}") from None
 
-    async def _info(self, url: str) -> tuple[int, int] | None:
-        timeout = aiohttp.ClientTimeout(total=min(self.options.timeout, 30.0))
-        try:
-            async with self._session.post(
-                url, data=b"", headers={INFO_HEADER: "1"}, timeout=timeout
-            ) as resp:
-                body = await resp.read()
-                status = resp.status
-        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-            # Unreachable: the captioning requests that follow retry, then say so in one line.
-            log.info("%s did not say its input size: %s", url, _describe(exc))
-            self.unreachable.add(url)
-            return None
-        if status == 401:
-            raise ServerRejected(f"{url} answered HTTP 401: {error_message(body)}{HINTS[401]}")
-        try:
-            size = json.loads(body)["input_size"]
-            return int(size[0]), int(size[1])
-        except (ValueError, KeyError, IndexError, TypeError):
-            log.warning("%s did not say its input size (HTTP %d)", url, status)
-            return None
-
     def _form(self, frames: list[bytes], fields: dict[str, str]) -> aiohttp.FormData:
         form = aiohttp.FormData()
         extension = self.options.wire_format
@@ -467,6 +408,48 @@ class RemoteBackend:
         for name, value in fields.items():
             form.add_field(name, value)
         return form
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+async def ask_input_sizes(
+    urls: Sequence[str], token: str | None, timeout: float
+) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
+    """Each endpoint's model input size (those that say it) and why the unreachable ones
+    did not answer. Raises ``ServerRejected`` on a 401."""
+    sizes: dict[str, tuple[int, int]] = {}
+    unreachable: dict[str, str] = {}
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    async with aiohttp.ClientSession(headers=auth_headers(token)) as session:
+        for url in urls:
+            try:
+                async with session.post(
+                    url, data=b"", headers={INFO_HEADER: "1"}, timeout=client_timeout
+                ) as resp:
+                    body = await resp.read()
+                    status = resp.status
+            except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+                # Unreachable: the captioning requests that follow retry, then say so.
+                log.info("%s did not say its input size: %s", url, _describe(exc))
+                unreachable[url] = f"{url}: {_describe(exc)}"
+                continue
+            if status == 401:
+                raise ServerRejected(f"{url} answered HTTP 401: {error_message(body)}{HINTS[401]}")
+            try:
+                size = json.loads(body)["input_size"]
+                sizes[url] = int(size[0]), int(size[1])
+            except (ValueError, KeyError, IndexError, TypeError):
+                log.warning("%s did not say its input size (HTTP %d)", url, status)
+    return sizes, unreachable
+
+
+def _run_apart(coro: Coroutine[object, object, T]) -> T:
+    """Run ``coro`` to the end on an event loop of its own (in a thread, so a caller that
+    runs a loop itself is not disturbed)."""
+    with ThreadPoolExecutor(1, "vidcap-connect") as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def _seconds(value: str | None) -> float | None:
@@ -479,152 +462,3 @@ def _seconds(value: str | None) -> float | None:
 def _describe(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"[:300]
-
-
-# --- command-line wiring shared by ``vidcap caption`` and clients/ ---
-
-
-def retries_help() -> str:
-    statuses = "/".join(str(s) for s in sorted(RETRY_STATUSES))
-    return f"retries per request on HTTP {statuses}, connection errors and timeouts"
-
-
-def add_client_arguments(
-    parser: argparse.ArgumentParser,
-    require_server: bool = False,
-    server_flags: Sequence[str] = ("--server",),
-    omit: Collection[str] = (),
-) -> None:
-    """``--server`` (or ``server_flags``, e.g. ``--url``) and how frames travel to it.
-
-    ``omit``: options a caller fixes itself (e.g. ``("--inflight",)``), left out of
-    the parser and its help; ``options_from_args`` then takes their defaults.
-    """
-    default = ClientOptions()
-    group = parser.add_argument_group("remote servers")
-    group.add_argument(
-        *server_flags,
-        dest="server",
-        metavar="URL[,URL...]",
-        required=require_server,
-        help=f"caption on running servers instead of in-process: {ENDPOINT_HELP}; "
-        "several comma-separated endpoints share the work",
-    )
-
-    def add(flag: str, **kwargs: object) -> None:
-        if flag not in omit:
-            group.add_argument(flag, **kwargs)  # type: ignore[arg-type]
-
-    add(
-        "--wire-format",
-        choices=tuple(wire.WIRE_FORMATS),
-        default=default.wire_format,
-        help=WIRE_FORMAT_HELP,
-    )
-    add(
-        "--prebatch",
-        type=int,
-        default=default.prebatch,
-        metavar="K",
-        help="frames per request (default: %(default)s)",
-    )
-    add(
-        "--inflight",
-        type=int,
-        default=default.inflight,
-        metavar="C",
-        help="requests in flight per endpoint (default: %(default)s)",
-    )
-    add(
-        "--retries",
-        type=int,
-        default=default.retries,
-        help=retries_help() + " (default: %(default)s)",
-    )
-    add(
-        "--timeout",
-        type=float,
-        default=default.timeout,
-        metavar="SECONDS",
-        help="per request attempt (default: %(default)s)",
-    )
-    add(
-        "--token",
-        default=None,
-        help="sent as 'Authorization: Bearer TOKEN' (TorchServe token auth); default: "
-        f"${TOKEN_ENV}, else for a loopback server the inference key of its key_file.json "
-        f"(${KEY_FILE_ENV}/key_file.json or torchserve/logs/key_file.json) when readable",
-    )
-
-
-def options_from_args(
-    args: argparse.Namespace, env: Mapping[str, str] | None = None
-) -> ClientOptions:
-    """Client options from parsed arguments; those a parser omitted keep their defaults."""
-    default = ClientOptions()
-    env = os.environ if env is None else env
-    urls = parse_server_urls(args.server) if getattr(args, "server", None) else []
-    return ClientOptions(
-        wire_format=getattr(args, "wire_format", default.wire_format),
-        prebatch=getattr(args, "prebatch", default.prebatch),
-        inflight=getattr(args, "inflight", default.inflight),
-        retries=getattr(args, "retries", default.retries),
-        timeout=getattr(args, "timeout", default.timeout),
-        token=find_token(getattr(args, "token", None), urls, env),
-    )
-
-
-def find_token(given: str | None, urls: Sequence[str], env: Mapping[str, str]) -> str | None:
-    """``--token``, else ``$VIDCAP_TOKEN``, else the key file of a loopback TorchServe."""
-    if given:
-        return given
-    if env.get(TOKEN_ENV):
-        return env[TOKEN_ENV]
-    if not urls or not all(urlsplit(url).hostname in LOOPBACK_HOSTS for url in urls):
-        return None
-    run_dir = env.get(KEY_FILE_ENV)
-    key_file = Path(run_dir) / "key_file.json" if run_dir else DEFAULT_KEY_FILE
-    try:
-        key = json.loads(key_file.read_text(encoding="utf-8"))["inference"]["key"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    log.info("using the inference key from %s", key_file)
-    return str(key)
-
-
-def backend_from_args(
-    args: argparse.Namespace, input_size: tuple[int, int], options: ClientOptions | None = None
-) -> RemoteBackend | None:
-    """A ``RemoteBackend`` when ``--server`` was given, else ``None`` (caption in-process).
-
-    ``input_size`` is what ``--model`` implies; the servers' own answer wins. When
-    ``--model`` was named and its size differs from the served model's, that is a
-    ``UsageError`` (frames would be resized twice and captions change silently).
-    """
-    if not args.server:
-        return None
-    options = options or options_from_args(args)
-    backend = RemoteBackend(parse_server_urls(args.server), input_size, options)
-    try:
-        served = backend.ask_input_size()
-    except BaseException:
-        backend.close()
-        raise
-    model = getattr(args, "model", DEFAULT_MODEL)
-    if served is None:
-        if backend.unreachable != set(backend.urls):
-            log.warning(
-                "the server did not say its input size: resizing frames to %dx%d (--model %s)",
-                *input_size,
-                model,
-            )
-    elif served != input_size:
-        if model != DEFAULT_MODEL:
-            backend.close()
-            raise UsageError(
-                f"--model {model} takes {input_size[0]}x{input_size[1]} frames but the server's "
-                f"model takes {served[0]}x{served[1]}: drop --model or name the served model"
-            )
-        log.info("the server's model takes %dx%d frames", *served)
-        backend.input_size = served
-    return backend

@@ -18,7 +18,7 @@ from typing import NoReturn
 
 from vidcap.backend import Backend
 from vidcap.cli.args import add_sampling_arguments, sampling_from_args
-from vidcap.client import add_client_arguments
+from vidcap.cli.remote import add_client_arguments
 from vidcap.engine import caption_video
 from vidcap.errors import VidcapError
 from vidcap.settings import DEFAULT_MODEL, GenerationSettings

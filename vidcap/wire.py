@@ -68,6 +68,24 @@ def encode_image(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes
     return buffer.getvalue()
 
 
+def encode_frames(
+    images: Sequence[np.ndarray], size: tuple[int, int], fmt: str = "png", quality: int = 95
+) -> list[bytes]:
+    """Encode a client's frames for the wire; each must already be at ``size`` (height, width).
+
+    A frame of another shape is a ``ValueError``: frames are resized once, by the decoder
+    (``vidcap.frames.resize_for_model``), never again on the way to a server.
+    """
+    expected = (*size, 3)
+    for index, image in enumerate(images):
+        if image.shape != expected:
+            raise ValueError(
+                f"frame {index} of a batch has shape {image.shape}, but the server's model "
+                f"takes {expected}: resize frames to the backend's input_size before sending"
+            )
+    return [encode_image(np.ascontiguousarray(image), fmt, quality) for image in images]
+
+
 def open_image(data: bytes, limits: WireLimits, label: str = "image") -> Image.Image:
     """Open one wire frame lazily (headers only, no pixels decoded) and check its format and
     size against ``limits``; ``BadRequest`` says what is wrong."""

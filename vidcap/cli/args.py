@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from vidcap.backend import Backend, EmbeddedBackend, load_replicas
-from vidcap.client import add_client_arguments
+from vidcap.cli.remote import add_client_arguments
 from vidcap.commit import RunSettings
 from vidcap.errors import UsageError
 from vidcap.inputs import LIST_SUFFIXES
@@ -222,7 +222,7 @@ def backend_from_args(args: argparse.Namespace, model: ModelSettings | None = No
     ``model``: the settings ``model_settings_from_args`` gave, when the caller has them.
     """
     if args.server:
-        from vidcap.client import backend_from_args as remote_backend
+        from vidcap.cli.remote import backend_from_args as remote_backend
 
         backend = remote_backend(args, model_input_size(args.model))
         if backend is not None:

@@ -43,7 +43,9 @@ class ServeConfig:
     ``max_frames`` 1080p frames); ``max_decoders``: requests decoding a frame at once
     (``auto``: the CPU count); ``max_request_mb``: body size; ``read_timeout``: seconds a client may take to send its whole request body
     (and each read of its headers) before it gets 408; ``request_timeout``: seconds a
-    request may wait for the model; ``prompt``/``max_new_tokens``/``num_beams``:
+    request may wait for the model; ``batch_allowance``: seconds one batch may take on
+    the model before the TorchServe gate, seeing no answer, says 503 (after TorchServe's
+    maxBatchDelay; ``vidcap.serve.gate``); ``prompt``/``max_new_tokens``/``num_beams``:
     generation defaults for requests that send none.
     """
 
@@ -60,6 +62,7 @@ class ServeConfig:
     max_request_mb: float = 64.0
     read_timeout: float = 30.0
     request_timeout: float = 600.0
+    batch_allowance: float = 60.0
     prompt: str = ""
     max_new_tokens: int = _GENERATION.max_new_tokens
     num_beams: int = _GENERATION.num_beams
@@ -80,7 +83,7 @@ class ServeConfig:
         ):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UsageError(f"{_env(name)} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_request_mb", "read_timeout", "request_timeout"):
+        for name in ("max_request_mb", "read_timeout", "request_timeout", "batch_allowance"):
             if not getattr(self, name) > 0:
                 raise UsageError(f"{_env(name)} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.max_delay_ms <= 10_000:

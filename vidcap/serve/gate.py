@@ -11,10 +11,25 @@ TorchServe on a loopback port unchanged (path, query, body, headers: the token t
 TorchServe's error answers that are not JSON are wrapped as ``{"error": …}``, and an
 unreachable TorchServe is answered 503 with ``Retry-After``.
 
+The gate answers instead of waiting on a stalled TorchServe. A forwarded request
+(every one but ``GET /ping``) may wait ``upstream_timeout = max_batch_delay_ms / 1000 +
+batch_allowance`` seconds without TorchServe answering anything; each caption answer
+(2xx) to another request restarts that wait, so a request queued behind busy workers
+waits its turn. Once a request forwarded after it has been answered, it is in a
+worker's batch and gets one last ``upstream_timeout``. Past its wait it is answered
+503 with ``Retry-After`` and its upstream connection closed: a client retries within
+seconds, where it would otherwise wait for TorchServe's ``responseTimeout`` (300 s) on
+a worker that died or hung with its batch. ``max_batch_delay_ms`` is TorchServe's
+``maxBatchDelay`` (``--max-batch-delay-ms``, which ``start.sh`` passes from the run's
+config.properties); ``batch_allowance`` is ``ServeConfig.batch_allowance``
+(``VIDCAP_BATCH_ALLOWANCE``, seconds): the longest one batch may take on the model,
+sized to the hardware (the largest batch is TorchServe's ``batchSize`` requests of up
+to ``max_frames`` frames each).
+
     python -m vidcap.serve.gate --host 127.0.0.1 --port 8080 --upstream http://127.0.0.1:8083
 
 Limits come from ``ServeConfig`` (``VIDCAP_MAX_REQUEST_MB``, ``VIDCAP_READ_TIMEOUT``,
-``VIDCAP_REQUEST_TIMEOUT``).
+``VIDCAP_REQUEST_TIMEOUT``, ``VIDCAP_BATCH_ALLOWANCE``), read by ``main`` only.
 """
 
 from __future__ import annotations
@@ -26,9 +41,10 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
 from http import HTTPStatus
+from itertools import count
 
 import aiohttp
 from aiohttp import web
@@ -50,25 +66,73 @@ DROPPED_REQUEST_HEADERS = frozenset(
 # TorchServe's response headers passed back (and every X-Vidcap-* header).
 KEPT_RESPONSE_HEADERS = frozenset({"content-type", "retry-after", "www-authenticate"})
 RETRY_AFTER_S = "1"
+# TorchServe's own maxBatchDelay when a model sets none.
+TORCHSERVE_BATCH_DELAY_MS = 100.0
 
 
 @dataclass(frozen=True)
 class GateSettings:
-    """Where TorchServe listens, and the limits a request must meet before it is forwarded."""
+    """Where TorchServe listens, the limits a request must meet before it is forwarded,
+    and how long TorchServe may stay silent (``upstream_timeout``, see the module)."""
 
     upstream: str
     max_request_bytes: int
     read_timeout: float
     request_timeout: float
+    upstream_timeout: float
 
     @classmethod
-    def from_config(cls, upstream: str, config: ServeConfig) -> GateSettings:
+    def from_config(
+        cls,
+        upstream: str,
+        config: ServeConfig,
+        max_batch_delay_ms: float = TORCHSERVE_BATCH_DELAY_MS,
+    ) -> GateSettings:
+        if not max_batch_delay_ms >= 0:
+            raise UsageError(f"--max-batch-delay-ms must be >= 0, got {max_batch_delay_ms}")
         return cls(
             upstream=upstream.rstrip("/"),
             max_request_bytes=config.max_request_bytes,
             read_timeout=config.read_timeout,
             request_timeout=config.request_timeout,
+            upstream_timeout=max_batch_delay_ms / 1000 + config.batch_allowance,
         )
+
+
+@dataclass
+class Waiter:
+    """A request forwarded to TorchServe and not yet answered."""
+
+    number: int  # in the order the gate forwarded them
+    since: float  # when its wait last (re)started
+    taken: bool = False  # a later request was answered: this one is in a worker's batch
+
+
+@dataclass
+class Watchdog:
+    """The stall rule of the module docstring, on the gate's event loop (no locks)."""
+
+    timeout: float
+    waiting: dict[int, Waiter] = field(default_factory=dict)
+    _numbers: count = field(default_factory=count)
+
+    def start(self, now: float) -> Waiter:
+        waiter = Waiter(next(self._numbers), now)
+        self.waiting[waiter.number] = waiter
+        return waiter
+
+    def deadline(self, waiter: Waiter) -> float:
+        return waiter.since + self.timeout
+
+    def done(self, waiter: Waiter, answered: bool, now: float) -> None:
+        """``waiter`` is over; ``answered``: TorchServe captioned it (the queue moves)."""
+        self.waiting.pop(waiter.number, None)
+        if not answered:
+            return
+        for other in self.waiting.values():
+            if not other.taken:
+                other.since = now
+                other.taken = other.number < waiter.number
 
 
 def error_answer(error: BadRequest, close: bool = False) -> web.Response:
@@ -133,12 +197,17 @@ def _is_json(body: bytes) -> bool:
     return True
 
 
+class Stalled(Exception):
+    """TorchServe did not answer a request within the watchdog's wait."""
+
+
 class Gate:
     """The request handler: check, then forward to ``settings.upstream``."""
 
     def __init__(self, settings: GateSettings, session: aiohttp.ClientSession) -> None:
         self.settings = settings
         self.session = session
+        self.watchdog = Watchdog(settings.upstream_timeout)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.method == "GET" and request.path == PING_PATH:
@@ -159,17 +228,56 @@ class Gate:
             k: v for k, v in request.headers.items() if k.lower() not in DROPPED_REQUEST_HEADERS
         }
         url = self.settings.upstream + request.rel_url.raw_path_qs
+        exchange = self.exchange(request.method, url, body, headers)
         try:
-            async with self.session.request(
-                request.method, url, data=body, headers=headers
-            ) as answer:
-                return upstream_answer(answer.status, answer.headers, await answer.read())
+            if request.method == "GET" and request.path == PING_PATH:
+                status, answer_headers, answer = await exchange
+            else:
+                status, answer_headers, answer = await self.watched(exchange, request.path)
         except asyncio.TimeoutError:
             return error_answer(BadRequest("timed out waiting for the model", 503))
         except aiohttp.ClientError as exc:
             log.warning("TorchServe at %s not reachable: %s", self.settings.upstream, exc)
             message = f"server not ready: {type(exc).__name__}; retry later"
             return error_answer(BadRequest(message, 503))
+        except Stalled as exc:
+            return error_answer(BadRequest(str(exc), 503))
+        return upstream_answer(status, answer_headers, answer)
+
+    async def exchange(
+        self, method: str, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        async with self.session.request(method, url, data=body, headers=headers) as answer:
+            return answer.status, answer.headers.copy(), await answer.read()
+
+    async def watched(
+        self, exchange: Coroutine[object, object, tuple[int, Mapping[str, str], bytes]], path: str
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """``exchange``'s result, or ``Stalled`` once the watchdog's wait is over (the
+        upstream request is then cancelled, which closes its connection)."""
+        loop = asyncio.get_running_loop()
+        waiter = self.watchdog.start(loop.time())
+        task = asyncio.ensure_future(exchange)
+        answered = False
+        try:
+            while not task.done():
+                remaining = self.watchdog.deadline(waiter) - loop.time()
+                if remaining <= 0:
+                    log.warning(
+                        "TorchServe silent for %.1fs on %s: answered 503",
+                        self.watchdog.timeout, path,
+                    )  # fmt: skip
+                    raise Stalled(
+                        f"the model did not answer within {self.watchdog.timeout:g}s "
+                        "(a worker may have died); retry later"
+                    )
+                await asyncio.wait({task}, timeout=remaining)
+            result = task.result()
+            answered = 200 <= result[0] < 300
+            return result
+        finally:
+            task.cancel()
+            self.watchdog.done(waiter, answered, loop.time())
 
 
 def refuse(request: web.BaseRequest, error: BadRequest, close: bool = False) -> web.Response:
@@ -221,8 +329,10 @@ async def serve(settings: GateSettings, host: str, port: int, stop: asyncio.Even
         try:
             await web.TCPSite(runner, host.strip("[]"), port).start()
             log.info(
-                "gate on %s:%d -> %s; bodies up to %d bytes within %gs",
+                "gate on %s:%d -> %s; bodies up to %d bytes within %gs; 503 after %gs of "
+                "silence from TorchServe",
                 host, port, settings.upstream, settings.max_request_bytes, settings.read_timeout,
+                settings.upstream_timeout,
             )  # fmt: skip
             await stop.wait()
         finally:
@@ -238,9 +348,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--upstream", required=True, help="TorchServe's inference API, http://HOST:PORT"
     )
+    parser.add_argument(
+        "--max-batch-delay-ms",
+        type=float,
+        default=TORCHSERVE_BATCH_DELAY_MS,
+        help="TorchServe's maxBatchDelay for the model; with $VIDCAP_BATCH_ALLOWANCE it sets "
+        "how long TorchServe may stay silent before a request is answered 503 "
+        "(default: %(default)s, TorchServe's own)",
+    )
     args = parser.parse_args(argv)
     try:
         config = ServeConfig.from_sources({}, os.environ)
+        settings = GateSettings.from_config(args.upstream, config, args.max_batch_delay_ms)
     except UsageError as exc:
         parser.exit(2, f"error: {exc}\n")
     logging.basicConfig(
@@ -251,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-        await serve(GateSettings.from_config(args.upstream, config), args.host, args.port, stop)
+        await serve(settings, args.host, args.port, stop)
 
     asyncio.run(run())
     return 0

@@ -1,0 +1,285 @@
+"""The TorchServe gate answers instead of waiting (``vidcap.serve.gate``'s stall rule).
+
+Against a scripted upstream on loopback (fast): a request TorchServe never answers gets
+503 + ``Retry-After`` after ``upstream_timeout``, a request queued behind a slow but
+moving queue waits its turn, and a request lost while later ones are answered gets 503
+one timeout after them. Against a real TorchServe (slow): its only worker hung, then
+killed, under load from ``RemoteBackend`` clients, costs no frame and no 300 s wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+from aiohttp import web
+
+from vidcap.serve.config import ServeConfig
+from vidcap.serve.gate import GateSettings, Watchdog, serve
+
+# --- the rule ---------------------------------------------------------------------------
+
+
+def test_the_upstream_timeout_is_the_batch_delay_plus_the_batch_allowance() -> None:
+    config = ServeConfig.from_sources({}, {"VIDCAP_BATCH_ALLOWANCE": "2.5"})
+    settings = GateSettings.from_config("http://127.0.0.1:1/", config, max_batch_delay_ms=50)
+    assert settings.upstream_timeout == pytest.approx(2.55)
+    assert settings.upstream == "http://127.0.0.1:1"
+    default = GateSettings.from_config("http://127.0.0.1:1", ServeConfig())
+    assert default.upstream_timeout == pytest.approx(0.1 + ServeConfig().batch_allowance)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_a_bad_batch_allowance_is_a_usage_error(value: str) -> None:
+    from vidcap.errors import UsageError
+
+    with pytest.raises(UsageError, match="VIDCAP_BATCH_ALLOWANCE must be"):
+        ServeConfig.from_sources({}, {"VIDCAP_BATCH_ALLOWANCE": value})
+
+
+def test_the_watchdog_restarts_on_answers_until_a_later_request_is_answered() -> None:
+    dog = Watchdog(timeout=1.0)
+    first, second, third = dog.start(0.0), dog.start(0.1), dog.start(0.2)
+    dog.done(first, answered=True, now=0.9)  # the queue moves: everyone waiting restarts
+    assert dog.deadline(second) == dog.deadline(third) == pytest.approx(1.9)
+    dog.done(third, answered=True, now=1.5)  # a later one answered: second is in a batch
+    assert dog.deadline(second) == pytest.approx(2.5)
+    fourth = dog.start(1.6)
+    dog.done(fourth, answered=True, now=2.0)  # second gets no more restarts
+    assert dog.deadline(second) == pytest.approx(2.5)
+    dog.done(second, answered=False, now=2.5)
+    assert dog.waiting == {}
+
+
+# --- against a scripted upstream --------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Upstream:
+    """A stand-in for TorchServe's inference API, answering as ``answer`` says."""
+
+    def __init__(self, answer: Callable[[web.Request], object]) -> None:
+        self.answer = answer
+        self.cancelled = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        try:
+            return await self.answer(request)  # type: ignore[misc]
+        except asyncio.CancelledError:  # the gate closed the connection
+            self.cancelled += 1
+            raise
+
+
+async def with_gate(
+    upstream: Upstream, timeout: float, scenario: Callable[[str], object]
+) -> object:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", upstream.handle)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    upstream_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", upstream_port).start()
+    settings = GateSettings(
+        upstream=f"http://127.0.0.1:{upstream_port}",
+        max_request_bytes=2**20,
+        read_timeout=5.0,
+        request_timeout=60.0,
+        upstream_timeout=timeout,
+    )
+    gate_port, stop = free_port(), asyncio.Event()
+    gate = asyncio.create_task(serve(settings, "127.0.0.1", gate_port, stop))
+    try:
+        for _ in range(100):
+            try:
+                await asyncio.open_connection("127.0.0.1", gate_port)
+                break
+            except OSError:
+                await asyncio.sleep(0.02)
+        return await scenario(f"http://127.0.0.1:{gate_port}/predictions/vidcap")  # type: ignore[misc]
+    finally:
+        stop.set()
+        await gate
+        await runner.cleanup()
+
+
+async def post(
+    session: aiohttp.ClientSession, url: str, tag: str
+) -> tuple[int, dict, str | None, float]:
+    started = time.monotonic()
+    async with session.post(url, data=b"x", headers={"X-Test": tag}) as answer:
+        body = await answer.json(content_type=None)
+        return answer.status, body, answer.headers.get("Retry-After"), time.monotonic() - started
+
+
+def test_a_request_torchserve_never_answers_gets_503_and_retry_after() -> None:
+    async def never(request: web.Request) -> web.Response:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    upstream = Upstream(never)
+
+    async def scenario(url: str) -> tuple[int, dict, str | None, float]:
+        async with aiohttp.ClientSession() as session:
+            answer = await post(session, url, "0")
+        await asyncio.sleep(0.2)  # the upstream sees its connection closed
+        return answer
+
+    status, body, retry_after, seconds = asyncio.run(with_gate(upstream, 0.5, scenario))
+    assert status == 503 and retry_after == "1"
+    assert "did not answer within 0.5s" in body["error"] and set(body) == {"error"}
+    assert 0.5 <= seconds < 3
+    assert upstream.cancelled == 1
+
+
+def test_a_request_queued_behind_a_moving_queue_waits_its_turn() -> None:
+    lock = asyncio.Lock()
+
+    async def one_at_a_time(request: web.Request) -> web.Response:
+        async with lock:  # one worker, one request per "batch" of 0.3 s
+            await asyncio.sleep(0.3)
+        return web.json_response({"caption": request.headers["X-Test"]})
+
+    async def scenario(url: str) -> list[tuple[int, dict, str | None, float]]:
+        async with aiohttp.ClientSession() as session:
+            sent = []
+            for i in range(6):  # queued in the order the gate forwards them
+                sent.append(asyncio.create_task(post(session, url, str(i))))
+                await asyncio.sleep(0.02)
+            return await asyncio.gather(*sent)
+
+    answers = asyncio.run(with_gate(Upstream(one_at_a_time), 0.5, scenario))
+    assert [(a[0], a[1]) for a in answers] == [(200, {"caption": str(i)}) for i in range(6)]
+    assert max(a[3] for a in answers) > 1.5  # far past the timeout, and still answered
+
+
+def test_a_request_lost_while_later_ones_are_answered_gets_503() -> None:
+    async def lose_the_first(request: web.Request) -> web.Response:
+        if request.headers["X-Test"] == "lost":
+            await asyncio.sleep(3600)
+        await asyncio.sleep(0.05)
+        return web.json_response({"caption": "ok"})
+
+    async def scenario(url: str) -> tuple[list, float]:
+        async with aiohttp.ClientSession() as session:
+            lost = asyncio.create_task(post(session, url, "lost"))
+            await asyncio.sleep(0.05)
+            later = time.monotonic()
+            others = []
+            while not lost.done():  # a busy server: answers keep coming, later ones too
+                others.append(await post(session, url, "other"))
+            return [await lost, *others], time.monotonic() - later
+
+    answers, seconds = asyncio.run(with_gate(Upstream(lose_the_first), 0.6, scenario))
+    lost, *others = answers
+    assert lost[0] == 503 and lost[2] == "1"
+    assert seconds < 0.6 + 1.5  # one timeout after the first later answer
+    assert others and all(a[0] == 200 for a in others)
+
+
+# --- against TorchServe: its only worker hung, then killed, under load --------------------
+
+
+@pytest.fixture(scope="module")
+def torchserve_one_worker() -> Iterator[object]:
+    from tests.support.torchserve import TorchServeInstance
+
+    with tempfile.TemporaryDirectory(prefix="vidcap-gate-") as root:
+        instance = TorchServeInstance.launch(
+            Path(root),
+            {
+                "VIDCAP_MODEL": "tiny",
+                "NUM_GPUS": "0",
+                "NUM_WORKERS": "1",
+                "BATCH_SIZE": "4",
+                "MAX_BATCH_DELAY_MS": "20",
+                "VIDCAP_BATCH_ALLOWANCE": "2",
+            },
+        )
+        try:
+            yield instance
+        finally:
+            instance.stop()
+
+
+@pytest.mark.slow
+def test_a_hung_then_killed_worker_costs_no_frame_and_no_long_wait(
+    torchserve_one_worker, tiny_captioner
+) -> None:
+    import psutil
+
+    from tests.support.servers import make_frames
+    from tests.support.torchserve import http
+    from vidcap.client import ClientOptions, RemoteBackend
+    from vidcap.settings import GenerationSettings
+    from vidcap.wire import encode_image
+
+    server = torchserve_one_worker
+    size = (64, 64)
+    frames = make_frames(8, size, seed=31)
+    expected = tiny_captioner.caption(frames, GenerationSettings())
+    token = server.key("inference")
+    auth = server.auth("inference")
+    options = ClientOptions(
+        prebatch=2, inflight=2, retries=40, backoff=0.1, backoff_max=1.0, timeout=60.0
+    )
+    stop = threading.Event()
+    failures: list[str] = []
+    rounds = [0]
+
+    def client(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        with RemoteBackend([server.predictions_url], size, options, token=token) as backend:
+            while not stop.is_set():
+                picks = rng.integers(0, len(frames), 4)
+                got = list(backend.caption_stream([frames[i] for i in picks], GenerationSettings()))
+                if got != [expected[i] for i in picks]:
+                    failures.append(f"wrong captions {got}")
+                rounds[0] += 1
+
+    def probe() -> tuple[int, str | None, object, float]:
+        image = encode_image(frames[0], "png")
+        started = time.monotonic()
+        answer = http(
+            "POST", server.predictions_url, image, {**auth, "Content-Type": "image/png"}, 60
+        )
+        seconds = time.monotonic() - started
+        return answer.status, answer.headers.get("Retry-After"), answer.body, seconds
+
+    worker = psutil.Process(server.describe()["workers"][0]["pid"])
+    with ThreadPoolExecutor(3) as pool:
+        clients = [pool.submit(client, seed) for seed in range(3)]
+        time.sleep(2.0)
+        before = rounds[0]
+        worker.suspend()  # hung with its batch: TorchServe would wait responseTimeout (300 s)
+        try:
+            status, retry_after, body, seconds = probe()
+        finally:
+            worker.kill()  # TorchServe starts a new one
+        time.sleep(1.0)
+        deadline = time.monotonic() + 120
+        while rounds[0] < before + 6 and time.monotonic() < deadline:  # served again
+            time.sleep(0.2)
+        stop.set()
+        for job in clients:
+            job.result(timeout=180)
+    assert (status, retry_after) == (503, "1"), (status, retry_after, body)
+    assert "the model did not answer within 2.02s" in body["error"], body
+    assert seconds < 2.02 + 5  # the allowance after the batch delay, not 300 s
+    assert failures == []
+    assert rounds[0] >= before + 6, server.log_tail()
+    assert server.describe()["workers"][0]["pid"] != worker.pid
