@@ -6,6 +6,10 @@ than asked (players that honour MP4 edit lists start at the asked time). ``preci
 re-encodes with libx264 for frame-accurate cuts. Each clip is written under a ``.part``
 name and renamed when whole; the manifest records each clip's probed duration.
 
+Clips play as their source does: stream copy keeps the display matrix (a phone's rotation)
+and the sample aspect ratio; a re-encode turns the pixels upright (ffmpeg's autorotate,
+which then drops the matrix) and keeps the aspect ratio (tests/test_picture.py).
+
 Stream copy into MP4 fails for codecs MP4 cannot hold (MS-MPEG4 v3 "DIV3" in old AVIs)
 and for streams it cannot time (some MPEG-4 Part 2 AVIs). Such a clip is re-encoded as
 ``precise`` would, and its manifest entry says so and why; if that fails too, the error

@@ -5,10 +5,13 @@ decoder processes of ``vidcap.decode_pool`` (``vidcap caption``), the Ray decode
 (``vidcap.ray``) and ``vidcap mask --question`` (in process). A video that cannot be
 decoded is an event too (``Failed``), never an exception: one bad file fails alone.
 
+Frames leave upright and SDR, as players show them (``vidcap.picture``, applied by
+``VideoReader``), then resized to the model's input size; each carries its display size.
+
 Events cross process boundaries in one binary encoding, no pickle: a fixed header (kind,
 job id, index / sampled frames / payload length, time / duration, height, width), then
-raw bytes: an RGB frame (kind ``F``), nothing (``E``: the header says it all) or a
-one-line error (``X``).
+raw bytes: a frame's display size (width, height) and RGB pixels (kind ``F``), nothing
+(``E``: the header says it all) or a one-line error (``X``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from vidcap.settings import SamplingSettings
 log = logging.getLogger(__name__)
 
 HEADER = struct.Struct("<cIqdII")  # kind, job id, index (sampled, length), time, height, width
+DISPLAY = struct.Struct("<II")  # a frame's display (width, height), before its pixels
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,9 @@ def decode_events(
     size: tuple[int, int],
     threads: int = 0,
 ) -> Iterator[Event]:
-    """Decode ``source`` (a path or a URL, fetched first): its sampled frames resized to
-    ``size`` (height, width), then ``Ended``, or ``Failed`` wherever decoding stops.
+    """Decode ``source`` (a path or a URL, fetched first): its sampled frames, upright and
+    SDR, resized to ``size`` (height, width) and carrying their display size, then
+    ``Ended``, or ``Failed`` wherever decoding stops.
 
     ``threads``: FFmpeg decoder threads (0: one per core).
     """
@@ -95,7 +100,8 @@ def encode_event(event: Event) -> bytes:
         frame = event.frame
         height, width = frame.rgb.shape[:2]
         header = HEADER.pack(b"F", event.job, frame.index, frame.time, height, width)
-        return b"".join((header, np.ascontiguousarray(frame.rgb).data))
+        shown = DISPLAY.pack(*frame.display_size)
+        return b"".join((header, shown, np.ascontiguousarray(frame.rgb).data))
     if isinstance(event, Ended):
         return HEADER.pack(b"E", event.job, event.sampled, event.duration, 0, 0)
     message = event.error.encode()
@@ -112,14 +118,15 @@ def read_event(stream: IO[bytes]) -> Event | None:
         return Ended(job, number, time)
     if kind not in (b"F", b"X"):
         raise ValueError(f"not a vidcap decoder event (kind {kind!r})")
-    length = height * width * 3 if kind == b"F" else number
+    length = DISPLAY.size + height * width * 3 if kind == b"F" else number
     payload = _read(stream, length)
     if len(payload) < length:
         return None
     if kind == b"X":
         return Failed(job, payload.decode(errors="replace"))
-    rgb = np.frombuffer(payload, dtype=np.uint8).reshape(height, width, 3)
-    return Decoded(job, Frame(index=number, time=time, rgb=rgb))
+    shown = DISPLAY.unpack_from(payload)
+    rgb = np.frombuffer(payload, dtype=np.uint8, offset=DISPLAY.size).reshape(height, width, 3)
+    return Decoded(job, Frame(index=number, time=time, rgb=rgb, display_size=shown))
 
 
 def _read(stream: IO[bytes], size: int) -> bytes:

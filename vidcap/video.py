@@ -29,6 +29,7 @@ import av
 
 from vidcap.errors import VideoError
 from vidcap.frames import Frame
+from vidcap.picture import Picture
 from vidcap.settings import SamplingSettings
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class VideoReader:
             raise VideoError(f"{self.path}: no video stream")
         self._stream = self._container.streams.video[0]
         self._start = _stream_start(self._stream)
+        self._picture = Picture(self._stream)  # rotation, SAR, HDR: what a player shows
         self._threads = threads
         self._packets: _Packets | None = None
         self._unneeded: set[float] = set()
@@ -186,6 +188,7 @@ class VideoReader:
                         raise _PlanBroken(f"the frame at {expected[position]:.3f} s never came out")
                     position += 1
             stats.decoded_frames += 1
+            self._picture.see(decoded)  # a display matrix holds until the next one
             self._extend(pts, _frame_duration(decoded, packet))
             if packets.complete:
                 index = bisect.bisect_left(packets.times, pts - PTS_EPSILON)
@@ -202,7 +205,8 @@ class VideoReader:
                 raise _PlanBroken(f"a frame at {pts:.3f} s that no tick asked for")
             stats.sampled_frames += 1
             yielded.add(_key(pts))
-            yield Frame(index=index, time=pts, rgb=decoded.to_ndarray(format="rgb24"))
+            rgb, shown = self._picture.show(decoded)
+            yield Frame(index=index, time=pts, rgb=rgb, display_size=shown)
             if sampling.max_frames is not None and stats.sampled_frames >= sampling.max_frames:
                 return False
         missing = [t for t in expected[position:] if t not in yielded]

@@ -1,0 +1,274 @@
+"""What a player shows for a decoded frame: upright, in SDR BT.709, at its display shape.
+
+Three facts of a decoded ``av.VideoFrame`` that its stored pixels do not show:
+
+- **Orientation.** Phones store portrait video as landscape pixels plus a display matrix
+  (rotation by 90/180/270 and mirroring). FFmpeg's decoders attach it to every frame they
+  output (``AV_FRAME_DATA_DISPLAYMATRIX``: the stream's matrix, or a per-frame one from an
+  H.264/HEVC display-orientation message, which holds until the next one).
+  ``Picture.show`` turns the pixels upright exactly as FFmpeg's own player logic does
+  (transpose, then mirror); angles that are no multiple of 90° are taken to the nearest
+  one. A bare ``rotate`` metadata tag (MKV ``ROTATE``) is ignored, as FFmpeg 5.1 and 9 do.
+- **Colour.** PQ (``smpte2084``) and HLG (``arib-std-b67``) frames, and frames with
+  wide-gamut primaries (BT.2020, DCI-P3), are converted to SDR BT.709 by libswscale's colour
+  mapping (FFmpeg ≥ 8: PyAV's ``VideoReformatter.reformat`` with ``dst_color_trc`` and
+  ``dst_color_primaries``, the code the ``scale`` filter's ``out_transfer``/``out_primaries``
+  run), which tone-maps with HDR reference white (203 cd/m²) at SDR white. Every other
+  frame, 8- or 10-bit, goes through the one call vidcap always used,
+  ``frame.to_ndarray(format="rgb24")``: swscale handles the bit depth and the frame's
+  YCbCr matrix and range, so ordinary 8-bit frames stay byte-identical and cost nothing
+  extra. See docs/decoding.md for why this and not zscale/tonemap or NumPy.
+- **Display shape.** Non-square pixels (SD broadcast, DV: 704×576 with a sample aspect
+  ratio of 16:11, displayed 16:9) give a display size that widens (SAR > 1) or heightens
+  (SAR < 1) the stored picture, as mpv does, then follows the rotation. The model input
+  does not need it (its processor squashes every frame to a square), pictures for people do:
+  ``display_image``.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import cv2
+import numpy as np
+from av.video.reformatter import ColorPrimaries, ColorTrc, VideoReformatter
+
+log = logging.getLogger(__name__)
+
+# Transfer functions and primaries a player converts before showing on an SDR screen.
+HDR_TRANSFERS = frozenset({int(ColorTrc.SMPTE2084), int(ColorTrc.ARIB_STD_B67)})
+WIDE_PRIMARIES = frozenset(
+    {int(ColorPrimaries.BT2020), int(ColorPrimaries.SMPTE431), int(ColorPrimaries.SMPTE432)}
+)
+_COLORSPACE_BT2020_NCL = 9  # AVCOL_SPC_BT2020_NCL
+_UNSPECIFIED = 2  # AVCOL_*_UNSPECIFIED (transfer, primaries and matrix alike)
+_DISPLAY_MATRIX = struct.Struct("=9i")
+_MAPPERS = 4  # colour-mapping contexts kept per process (setting one up takes seconds)
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """How stored pixels become the upright picture: transpose first, then mirror.
+
+    ``flip_x`` mirrors left↔right and ``flip_y`` top↔bottom, both after transposing. The
+    eight values are the eight EXIF orientations.
+    """
+
+    transpose: bool = False
+    flip_x: bool = False
+    flip_y: bool = False
+
+    @classmethod
+    def from_display_matrix(cls, matrix: tuple[int, ...]) -> Orientation:
+        """From FFmpeg's 3×3 display matrix (``AV_PKT_DATA_DISPLAYMATRIX``, 16.16 fixed point).
+
+        FFmpeg maps a stored pixel (x, y), y downwards, to (a·x + c·y, b·x + d·y) on screen,
+        where a, b, c, d are ``matrix[0], matrix[1], matrix[3], matrix[4]``.
+        """
+        a, b, c, d = matrix[0], matrix[1], matrix[3], matrix[4]
+        if abs(b) + abs(c) > abs(a) + abs(d):  # x goes to y: a quarter turn
+            return cls(transpose=True, flip_x=c < 0, flip_y=b < 0)
+        return cls(transpose=False, flip_x=a < 0, flip_y=d < 0)
+
+    @property
+    def is_upright(self) -> bool:
+        return self == UPRIGHT
+
+    def apply(self, rgb: np.ndarray) -> np.ndarray:
+        """The pixels ``rgb`` (H, W, C) as shown: a new contiguous array (or ``rgb`` itself)."""
+        if self.is_upright:
+            return rgb
+        shown = rgb.transpose(1, 0, 2) if self.transpose else rgb
+        if self.flip_x:
+            shown = shown[:, ::-1]
+        if self.flip_y:
+            shown = shown[::-1]
+        return np.ascontiguousarray(shown)
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of a ``width``×``height`` picture once turned."""
+        return (height, width) if self.transpose else (width, height)
+
+
+UPRIGHT = Orientation()
+
+
+def display_size(
+    width: int, height: int, sar: Fraction | None, orientation: Orientation = UPRIGHT
+) -> tuple[int, int]:
+    """(width, height) a player shows a ``width``×``height`` picture at.
+
+    Pixels wider than tall (SAR > 1) widen the picture, narrower ones heighten it (never
+    losing resolution, as mpv does): 704×576 at 16:11 shows at 1024×576. Then the rotation.
+    """
+    if sar and sar > 0 and sar != 1:
+        if sar > 1:
+            width = max(1, round(width * sar))
+        else:
+            height = max(1, round(height / sar))
+    return orientation.size(width, height)
+
+
+def display_image(rgb: np.ndarray, size: tuple[int, int], height: int) -> np.ndarray:
+    """``rgb`` (any H×W, e.g. the model-sized frame) as a picture ``height`` pixels tall at
+    the display shape ``size`` (width, height): what a thumbnail or a page shows.
+
+    The pixels must already be upright (every ``Frame`` is); only the shape changes.
+    """
+    shown_width, shown_height = size
+    if height < 1 or shown_width < 1 or shown_height < 1:
+        raise ValueError(f"display_image: bad size {size} or height {height}")
+    width = max(1, round(height * shown_width / shown_height))
+    if rgb.shape[0] == height and rgb.shape[1] == width:
+        return np.ascontiguousarray(rgb)
+    shrinking = rgb.shape[0] * rgb.shape[1] > height * width
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+    return cv2.resize(rgb, (width, height), interpolation=interpolation)
+
+
+class Picture:
+    """One video's frames as a player shows them. Build from the open stream, ``see``
+    every decoded frame (in presentation order) and ``show`` those that leave the decoder.
+
+    Orientation: a frame's display matrix (its stream's, which FFmpeg attaches to every
+    frame, or its own from an H.264/HEVC display-orientation message); a frame without one
+    keeps the last one seen, as FFmpeg's player logic does; before any, upright.
+    """
+
+    def __init__(self, stream: av.video.stream.VideoStream) -> None:
+        sar = stream.sample_aspect_ratio  # the container's, else the codec's (as ffprobe)
+        self.sar: Fraction | None = sar if sar and sar > 0 else None
+        self._orientation = UPRIGHT
+
+    def see(self, frame: av.VideoFrame) -> Orientation:
+        """Note ``frame``'s display matrix, if it has one; the orientation it is shown at."""
+        matrix = frame_display_matrix(frame)
+        if matrix is not None:
+            self._orientation = Orientation.from_display_matrix(matrix)
+        return self._orientation
+
+    def show(self, frame: av.VideoFrame) -> tuple[np.ndarray, tuple[int, int]]:
+        """(upright 8-bit SDR RGB pixels (H, W, 3) at the stored resolution, the display
+        size (width, height) a player shows them at)."""
+        orientation = self.see(frame)
+        rgb = orientation.apply(to_sdr_rgb(frame))
+        return rgb, display_size(frame.width, frame.height, self.sar, orientation)
+
+
+def frame_display_matrix(frame: av.VideoFrame) -> tuple[int, ...] | None:
+    """The display matrix FFmpeg attached to ``frame``, if any (9 ints).
+
+    A frame that also carries side data this PyAV has no name for (a newer FFmpeg's, e.g.
+    MV-HEVC view ids) cannot list it: then the matrix is rebuilt from ``frame.rotation``
+    (read in C), which keeps the turn and loses a mirroring.
+    """
+    try:
+        entries = list(frame.side_data)
+    except ValueError:
+        return _rotation_matrix(frame.rotation) if frame.rotation else None
+    for data in entries:
+        if data.type.name == "DISPLAYMATRIX":
+            raw = bytes(data)
+            if len(raw) >= _DISPLAY_MATRIX.size:
+                return _DISPLAY_MATRIX.unpack_from(raw)
+    return None
+
+
+def _rotation_matrix(anticlockwise: float) -> tuple[int, ...]:
+    """FFmpeg's display matrix for a turn (``av_display_rotation_set`` of its negative)."""
+    one = 1 << 16
+    quarter = round(anticlockwise / 90) % 4
+    cos, sin = ((1, 0), (0, 1), (-1, 0), (0, -1))[quarter]
+    return (cos * one, -sin * one, 0, sin * one, cos * one, 0, 0, 0, 1 << 30)
+
+
+def needs_colour_mapping(frame: av.VideoFrame) -> bool:
+    """PQ/HLG, or wide-gamut primaries: what an SDR BT.709 screen cannot show as stored."""
+    return frame.color_trc in HDR_TRANSFERS or frame.color_primaries in WIDE_PRIMARIES
+
+
+def to_sdr_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """``frame`` as 8-bit RGB for an SDR BT.709 screen, at its stored orientation and size.
+
+    Frames that need no colour mapping go through ``frame.to_ndarray(format="rgb24")``,
+    unchanged; HDR and wide-gamut frames through libswscale's colour mapping.
+    """
+    if not needs_colour_mapping(frame):
+        return frame.to_ndarray(format="rgb24")
+    return _COLOUR.map(frame)
+
+
+class _ColourMapping:
+    """libswscale contexts that map HDR/wide-gamut frames to SDR BT.709, kept per process.
+
+    A context computes its tone-mapping tables on its first frame (1–3 s), then converts
+    each 1080p frame in tens of ms: keeping a few, keyed by what the tables depend on,
+    makes that a once-per-process cost for a folder of one phone's videos.
+    """
+
+    def __init__(self) -> None:
+        self._contexts: OrderedDict[tuple, VideoReformatter] = OrderedDict()
+        self._lock = threading.Lock()
+        self._unsupported: str | None = _unsupported_reason()
+        self._warned = False
+
+    def map(self, frame: av.VideoFrame) -> np.ndarray:
+        if self._unsupported is not None:
+            self._warn(self._unsupported)
+            return frame.to_ndarray(format="rgb24")
+        _fill_hdr_defaults(frame)
+        key = (
+            frame.width, frame.height, frame.format.name, frame.color_trc,
+            frame.color_primaries, frame.colorspace, frame.color_range,
+        )  # fmt: skip
+        with self._lock:
+            context = self._contexts.pop(key, None) or VideoReformatter()
+            self._contexts[key] = context
+            while len(self._contexts) > _MAPPERS:
+                self._contexts.popitem(last=False)
+            try:
+                shown = context.reformat(
+                    frame,
+                    format="rgb24",
+                    dst_color_trc=ColorTrc.BT709,
+                    dst_color_primaries=ColorPrimaries.BT709,
+                )
+            except (TypeError, av.FFmpegError) as exc:  # an older PyAV, an odd tag
+                self._warn(f"colour mapping failed ({exc})")
+                return frame.to_ndarray(format="rgb24")
+        return shown.to_ndarray()
+
+    def _warn(self, reason: str) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "HDR/wide-gamut video: %s; frames are converted without tone mapping "
+                "and look washed out",
+                reason,
+            )
+
+
+def _unsupported_reason() -> str | None:
+    """Why this PyAV cannot tone-map (swscale gained colour mapping in FFmpeg 8), or None."""
+    version = av.library_versions.get("libswscale", (0,))
+    if version < (9,):
+        return f"PyAV's FFmpeg has libswscale {'.'.join(map(str, version))} (needs FFmpeg >= 8)"
+    return None
+
+
+def _fill_hdr_defaults(frame: av.VideoFrame) -> None:
+    """PQ/HLG without primaries or matrix tags: BT.2020, as players assume."""
+    if frame.color_trc in HDR_TRANSFERS:
+        if frame.color_primaries == _UNSPECIFIED:
+            frame.color_primaries = int(ColorPrimaries.BT2020)
+        if frame.colorspace == _UNSPECIFIED:
+            frame.colorspace = _COLORSPACE_BT2020_NCL
+
+
+_COLOUR = _ColourMapping()
