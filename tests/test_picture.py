@@ -10,6 +10,7 @@ the upright picture, FFmpeg's own player output and the SDR original.
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -76,6 +77,11 @@ def encode(
 
 
 def ffmpeg(*args: str) -> None:
+    """Run imageio-ffmpeg's binary (FFmpeg 9 with imageio-ffmpeg 0.8; needs FFmpeg >= 6)."""
+    version = imageio_ffmpeg.get_ffmpeg_version()
+    major = re.match(r"n?(\d+)\.", version)
+    if major and int(major.group(1)) < 6:
+        pytest.skip(f"imageio-ffmpeg's FFmpeg {version} has no -display_rotation (FFmpeg >= 6)")
     subprocess.run([FFMPEG, "-nostdin", "-v", "error", "-y", *args], check=True)
 
 
