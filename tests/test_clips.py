@@ -312,3 +312,14 @@ def test_cli_clips(gop_video: Path, tmp_path: Path, capsys) -> None:
 def test_cli_clips_bad_segments(gop_video: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not a segments JSON file"):
         run_clips([str(gop_video), str(write(tmp_path, "oops")), "--out", str(tmp_path / "c")])
+
+
+def test_cli_clips_out_on_an_existing_file_names_the_conflict(
+    gop_video: Path, tmp_path: Path
+) -> None:
+    """Regression (#16.8): ``--out`` on a file said only ``error: File exists: …``."""
+    report = write(tmp_path, {"segments": [{"start": 2.0, "end": 3.0}]})
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(UsageError, match=r"--out .*taken is a file, not a folder: remove it"):
+        run_clips([str(gop_video), str(report), "--out", str(tmp_path / "taken")])
+    assert (tmp_path / "taken").read_text() == "x"

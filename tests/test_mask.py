@@ -482,7 +482,10 @@ def test_cli_mask_writes_out_atomically(subject_jsonl: Path, tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--query", "red", "--question", "red?"], "give --query .* or --question"),
+        (
+            ["--query", "red", "--question", "red?"],
+            "--query and --question cannot be used together: give one",
+        ),
         ([], "give --query .* or --question"),
         (["--query", "x(", "--regex"], "bad --regex query"),
         (["--query", "red", "--merge-gap", "-2"], "--merge-gap must be a number of seconds >= 0"),

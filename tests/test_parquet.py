@@ -149,3 +149,110 @@ def test_cli_embedded_list_files_to_parquet(generated_videos, tmp_path: Path) ->
     again = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert again.returncode == 0, again.stderr[-3000:]
     assert sorted((out / SHARD_DIR).iterdir()) == shards  # all resumed: no new shard
+
+
+def _rows_by_video(out: Path) -> list[tuple[str, int, str]]:
+    return sorted(
+        (r["video"], r["frame"], r["key"]) for r in pq.read_table(out / SHARD_DIR).to_pylist()
+    )
+
+
+def test_a_format_change_replaces_the_videos_earlier_rows(tmp_path: Path) -> None:
+    """Regression (#16.8): parquet → parquet,jsonl redid every video and left its earlier
+    rows beside the new ones (two rows a frame, while summary.json counted one)."""
+    out = tmp_path / "out"
+    sources = _sources(tmp_path, 3)
+    first = RunSettings(out_dir=out, formats=("parquet",))
+    jobs, _ = plan(sources, first)
+    committer = Committer(first, jobs, run_writers_for(first))
+    for job in jobs:
+        _feed(committer, job.id, 2 + job.id)
+    committer.close(1.0)
+    [earlier_shard] = (out / SHARD_DIR).iterdir()
+    placeholder = out / SHARD_DIR / "part-remote-00000.parquet"  # see vidcap.remote_out
+    placeholder.touch()
+
+    second = RunSettings(out_dir=out, formats=("parquet", "jsonl"))
+    jobs, resumed = plan(sources[:2], second)  # v2 is not in this run: its rows stay
+    assert (len(jobs), resumed) == (2, [])
+    committer = Committer(second, jobs, run_writers_for(second, shard_rows=2))
+    for job in jobs:
+        _feed(committer, job.id, 2 + job.id)
+    results = committer.close(1.0)
+    assert placeholder.is_file() and placeholder.stat().st_size == 0  # left alone
+    placeholder.unlink()
+
+    assert _rows_by_video(out) == sorted(
+        [(sources[0], i * 10, second.key()) for i in range(2)]
+        + [(sources[1], i * 10, second.key()) for i in range(3)]
+        + [(sources[2], i * 10, first.key()) for i in range(4)]
+    )
+    assert sum(r.frames for r in results) == 5 and (out / "v0.jsonl").is_file()
+    assert pq.read_table(earlier_shard).column("video").to_pylist() == [sources[2]] * 4
+    assert not list((out / SHARD_DIR).glob(".*"))  # no .part left
+
+    third = RunSettings(out_dir=out, formats=("parquet",), model="another")
+    jobs, _ = plan(sources[2:], third)
+    committer = Committer(third, jobs, run_writers_for(third))
+    _feed(committer, jobs[0].id, 4)
+    committer.close(1.0)
+    assert not earlier_shard.exists()  # nothing left in it: removed
+    assert len(_rows_by_video(out)) == 2 + 3 + 4
+
+
+def test_a_video_redone_after_its_record_was_lost_has_its_rows_once(tmp_path: Path) -> None:
+    """A run killed between a shard's rename and the records: the rerun redoes those videos
+    and their rows from the killed run go."""
+    out = tmp_path / "out"
+    settings = RunSettings(out_dir=out, formats=("parquet",))
+    sources = _sources(tmp_path, 2)
+    jobs, _ = plan(sources, settings)
+    committer = Committer(settings, jobs, run_writers_for(settings))
+    _feed(committer, 0, 3)
+    _feed(committer, 1, 2)
+    committer.close(1.0)
+    (out / STATE_DIR / "v1.json").unlink()  # as if killed before v1's record
+
+    jobs, resumed = plan(sources, settings)
+    assert [j.source for j in jobs] == [sources[1]] and len(resumed) == 1
+    committer = Committer(settings, jobs, run_writers_for(settings))
+    _feed(committer, jobs[0].id, 2)
+    committer.close(1.0)
+    assert _rows_by_video(out) == sorted(
+        [(sources[0], i * 10, settings.key()) for i in range(3)]
+        + [(sources[1], i * 10, settings.key()) for i in range(2)]
+    )
+
+
+def test_a_video_given_under_another_path_replaces_its_rows(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "out"
+    [source] = _sources(tmp_path, 1)
+    monkeypatch.chdir(tmp_path)
+    other_path = "in/v0.mp4"  # the same file, relative
+    first = RunSettings(out_dir=out, formats=("parquet",))
+    jobs, _ = plan([source], first)
+    committer = Committer(first, jobs, run_writers_for(first))
+    _feed(committer, 0, 2)
+    committer.close(1.0)
+    second = RunSettings(out_dir=out, formats=("parquet",), model="another")
+    jobs, _ = plan([other_path], second)
+    assert jobs[0].name == "v0"
+    committer = Committer(second, jobs, run_writers_for(second))
+    _feed(committer, 0, 2)
+    committer.close(1.0)
+    assert _rows_by_video(out) == [(other_path, 0, second.key()), (other_path, 10, second.key())]
+
+
+@pytest.mark.slow
+def test_cli_format_change_leaves_one_row_per_frame(tmp_path: Path) -> None:
+    """The CLI end to end: ``--format parquet``, then ``--format parquet,jsonl``."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "vidcap", "caption", str(SAMPLE), "--out", str(out)]
+    command += ["--model", "tiny", "--quiet", "--fps", "0.5"]
+    for formats in ("parquet", "parquet,jsonl"):
+        result = subprocess.run([*command, "--format", formats], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    rows = pq.read_table(out / SHARD_DIR).to_pylist()
+    assert len(rows) == summary["totals"]["frames"] == len(read_jsonl(out / "shapes.jsonl")) > 0
+    assert len({(r["video"], r["frame"]) for r in rows}) == len(rows)

@@ -11,7 +11,7 @@ Frames leave upright and SDR, as players show them (``vidcap.picture``, applied 
 Events cross process boundaries in one binary encoding, no pickle: a fixed header (kind,
 job id, index / sampled frames / payload length, time / duration, height, width), then
 raw bytes: a frame's display size (width, height) and RGB pixels (kind ``F``), nothing
-(``E``: the header says it all) or a one-line error (``X``).
+(``E``, and ``P`` for a plan: the header says it all) or a one-line error (``X``).
 """
 
 from __future__ import annotations
@@ -59,7 +59,18 @@ class Failed:
     error: str
 
 
-Event = Decoded | Ended | Failed
+@dataclass(frozen=True)
+class Planned:
+    """Job ``job`` is open: about ``samples`` frames will be sampled (None: unknown).
+
+    Sent first, and only when asked for (``decode_events(plan=True)``: progress lines).
+    """
+
+    job: int
+    samples: int | None
+
+
+Event = Decoded | Ended | Failed | Planned
 
 
 def decode_events(
@@ -68,12 +79,14 @@ def decode_events(
     sampling: SamplingSettings,
     size: tuple[int, int],
     threads: int = 0,
+    plan: bool = False,
 ) -> Iterator[Event]:
     """Decode ``source`` (a path or a URL, fetched first): its sampled frames, upright and
     SDR, resized to ``size`` (height, width) and carrying their display size, then
     ``Ended``, or ``Failed`` wherever decoding stops.
 
-    ``threads``: FFmpeg decoder threads (0: one per core).
+    ``threads``: FFmpeg decoder threads (0: one per core). ``plan``: first send ``Planned``
+    (the count comes from the demux pass that decoding needs anyway: no extra read).
     """
     # Imported here: a process that only reads events (the engine) needs no PyAV or fsspec.
     from vidcap.inputs import local_copy
@@ -81,6 +94,8 @@ def decode_events(
 
     try:
         with local_copy(source) as path, VideoReader(path, threads=threads) as reader:
+            if plan:
+                yield Planned(job, reader.estimated_samples(sampling))
             for frame in reader.frames(sampling):
                 yield Decoded(job, replace(frame, rgb=resize_for_model(frame.rgb, size)))
             stats = reader.stats
@@ -104,6 +119,9 @@ def encode_event(event: Event) -> bytes:
         return b"".join((header, shown, np.ascontiguousarray(frame.rgb).data))
     if isinstance(event, Ended):
         return HEADER.pack(b"E", event.job, event.sampled, event.duration, 0, 0)
+    if isinstance(event, Planned):
+        samples = -1 if event.samples is None else event.samples
+        return HEADER.pack(b"P", event.job, samples, 0.0, 0, 0)
     message = event.error.encode()
     return HEADER.pack(b"X", event.job, len(message), 0.0, 0, 0) + message
 
@@ -116,6 +134,8 @@ def read_event(stream: IO[bytes]) -> Event | None:
     kind, job, number, time, height, width = HEADER.unpack(header)
     if kind == b"E":
         return Ended(job, number, time)
+    if kind == b"P":
+        return Planned(job, None if number < 0 else number)
     if kind not in (b"F", b"X"):
         raise ValueError(f"not a vidcap decoder event (kind {kind!r})")
     length = DISPLAY.size + height * width * 3 if kind == b"F" else number

@@ -7,7 +7,7 @@ sent, one after another, for the whole run (no interpreter start per video). A w
 dies fails the video it was decoding and is replaced.
 
 The pipes carry no pickle. A job goes down as one JSON line (id, source, sampling,
-threads); back come the events of ``vidcap.decode.decode_events`` in their one binary
+threads, plan); back come the events of ``vidcap.decode.decode_events`` in their one binary
 encoding (``encode_event`` / ``read_event``).
 """
 
@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from typing import IO
 
-from vidcap.decode import Decoded, Event, Failed, decode_events, encode_event, read_event
+from vidcap.decode import Ended, Event, Failed, decode_events, encode_event, read_event
 from vidcap.settings import SamplingSettings
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,10 @@ def serve(size: tuple[int, int], jobs: IO[str], out: IO[bytes]) -> None:
             job = json.loads(line)
             sampling = SamplingSettings(**job["sampling"])
             threads = int(job.get("threads", 0))
-            for event in decode_events(int(job["id"]), job["source"], sampling, size, threads):
+            plan = bool(job.get("plan", False))
+            for event in decode_events(
+                int(job["id"]), job["source"], sampling, size, threads, plan
+            ):
                 out.write(encode_event(event))
             out.flush()
 
@@ -52,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, required=True)
     parser.add_argument("--width", type=int, required=True)
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    # The parent decides when to stop (the terminal's Ctrl-C does not reach this session
+    # anyway: ``DecodePool._spawn``).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="vidcap: %(levelname)s: %(message)s")
     try:
         serve((args.height, args.width), sys.stdin, sys.stdout.buffer)
@@ -68,8 +73,10 @@ class DecodePool:
     """``workers`` decoder processes fed from one job list; events go to one bounded queue.
 
     Frames of one video arrive in order, each video ends with ``Ended`` or ``Failed``;
-    frames of different videos interleave. At most ``max_events`` events wait in the queue
-    (then the workers block), so memory stays bounded whatever the number of videos.
+    frames of different videos interleave; with ``plans``, each video's ``Planned`` (how
+    many frames it will give: a progress line) comes first. At most ``max_events`` events
+    wait in the queue (then the workers block), so memory stays bounded whatever the
+    number of videos.
     A worker that sends nothing for ``stall_timeout`` seconds while it is being waited for
     (a hung download or decoder) is killed, failing its video, and replaced.
     """
@@ -82,8 +89,10 @@ class DecodePool:
         workers: int,
         max_events: int,
         stall_timeout: float | None = None,
+        plans: bool = False,
     ) -> None:
         self.sampling = sampling
+        self.plans = plans
         self.size = size
         self.stall_timeout = stall_timeout
         # Cores shared out among the workers: FFmpeg's own threads on top would oversubscribe.
@@ -138,8 +147,14 @@ class DecodePool:
             sys.executable, "-m", "vidcap.decode_pool",
             "--height", str(self.size[0]), "--width", str(self.size[1]),
         ]  # fmt: skip
+        # A session of its own: the terminal's Ctrl-C goes to the vidcap process alone, which
+        # stops the pool, even while a worker is still starting (importing; no handler yet).
         proc = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=1 << 20
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=1 << 20,
+            start_new_session=True,
         )
         with self._lock:
             self._procs.append(proc)
@@ -187,6 +202,7 @@ class DecodePool:
             "source": source,
             "sampling": asdict(self.sampling),
             "threads": self.threads,
+            "plan": self.plans,
         }
         line = json.dumps(job)
         try:
@@ -208,7 +224,7 @@ class DecodePool:
                     why = f"stopped unexpectedly ({_how(code)})"
                 self._put(Failed(job_id, f"{source}: the decoder {why}"))
                 return
-            if not self._put(event) or not isinstance(event, Decoded):
+            if not self._put(event) or isinstance(event, (Ended, Failed)):
                 return
 
     def _watch(self) -> None:

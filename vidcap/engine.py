@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from vidcap.backend import Backend
 from vidcap.commit import Committer, RunSettings, RunWriter, VideoResult, plan, write_summary
-from vidcap.decode import Decoded, Ended, Event, Failed
+from vidcap.decode import Decoded, Ended, Event, Failed, Planned
 from vidcap.decode_pool import DecodePool
 from vidcap.errors import BackendUnavailable, VideoError
 from vidcap.model import AUTO_BATCH_CUDA
@@ -97,11 +97,21 @@ def run(
         write_summary(settings.out_dir, resumed, 0, time.monotonic() - started)
         return list(resumed)
 
+    # Few videos (all decoding at once): the progress line counts frames, against the
+    # total the decoders announce (``Planned``).
+    by_frames = len(jobs) <= engine.workers() and not settings.quiet
+
     def start_pool(size: tuple[int, int]) -> DecodePool:
         frames = engine.queue_frames(size, AUTO_BATCH_CUDA)
         work = [(job.id, job.source) for job in jobs]
         return DecodePool(
-            work, settings.sampling, size, engine.workers(), frames, engine.decode_timeout
+            work,
+            settings.sampling,
+            size,
+            engine.workers(),
+            frames,
+            engine.decode_timeout,
+            plans=by_frames,
         )
 
     # Decoding starts while the model loads when the input size is known beforehand.
@@ -115,7 +125,9 @@ def run(
     if pool is not None and backend.input_size != input_size:
         pool.close()
         pool = None
-    progress = _Progress(len(jobs) + len(resumed), len(resumed), settings.quiet)
+    progress = _Progress(
+        len(jobs) + len(resumed), len(resumed), settings.quiet, [job.id for job in jobs], by_frames
+    )
     committer = Committer(settings, jobs, run_writers, on_done=progress.done)
     try:
         pool = pool or start_pool(backend.input_size)
@@ -143,10 +155,9 @@ def _caption(
 ) -> None:
     pending: deque[_Slot | Ended | Failed] = deque()
     try:
-        for item in _in_order(pool.events(), backend, settings.generation, pending):
+        for item in _in_order(progress.plans(pool.events()), backend, settings.generation, pending):
             deliver(committer, item)
-            if isinstance(item, Captioned):
-                progress.frame()
+            progress.item(item)
     except BackendUnavailable as exc:
         for slot in list(pending):  # every video with frames in flight is recorded failed
             committer.fail(slot.job, str(exc), warn=False)
@@ -167,7 +178,7 @@ def _in_order(
             if isinstance(event, Decoded):
                 pending.append(_Slot(event.job, event.frame.index, event.frame.time))
                 yield event.frame.rgb
-            else:
+            elif not isinstance(event, Planned):  # (a plan is for progress lines only)
                 pending.append(event)
 
     def markers() -> Iterator[Ended | Failed]:  # the markers before the next frame's slot
@@ -208,27 +219,105 @@ def caption_video(
 
 
 class _Progress:
-    """One line for the whole run: videos done/total, frames/s, ETA (tqdm, terminals only)."""
+    """One line for the whole run (tqdm; on a terminal only, never with ``--quiet``).
 
-    def __init__(self, total: int, initial: int, quiet: bool) -> None:
+    Many videos: the bar counts videos (done/total, ETA from videos), with the frames
+    captioned and frames/s beside it. Few videos (``by_frames``: no more than there are
+    decoder workers, so all decode at once): the bar counts frames against the total the
+    decoders announce as each video opens (``Planned``, from the demux pass decoding
+    needs anyway), with an ETA from frames, and videos done/total beside it; until every
+    video has announced its count, frames and frames/s alone.
+    """
+
+    REFRESH_S = 0.5  # the videos bar redraws its frame counts this often at most
+
+    def __init__(
+        self, total: int, initial: int, quiet: bool, jobs: Sequence[int], by_frames: bool
+    ) -> None:
+        self.videos, self.videos_done = total, initial
+        self.by_frames = by_frames
+        self.frames = 0
+        self.started = self.shown = time.monotonic()
+        # by frames only (few videos): per job, frames captioned and the count announced
+        self.captioned = dict.fromkeys(jobs, 0) if by_frames else {}
+        self.planned: dict[int, int | None] = {}
+        self.ended: set[int] = set()
+        bar_format = _FRAMES_SO_FAR if by_frames else _VIDEOS
         self.bar = tqdm(
-            total=total,
-            initial=initial,
-            unit="video",
+            total=None if by_frames else total,
+            initial=0 if by_frames else initial,
             desc="vidcap",
             disable=True if quiet else None,
             dynamic_ncols=True,
+            bar_format=bar_format,
+            smoothing=0,  # rates and ETA over the whole run
+            postfix=self._postfix_text(),
         )
-        self.frames = 0
-        self.started = time.monotonic()
 
-    def frame(self) -> None:
-        self.frames += 1
+    def plans(self, events: Iterator[Event]) -> Iterator[Event]:
+        """``events`` with the ``Planned`` ones taken in here."""
+        for event in events:
+            if isinstance(event, Planned):
+                self.planned[event.job] = event.samples
+                self._retotal()
+            else:
+                yield event
+
+    def item(self, item: Captioned | Ended | Failed) -> None:
+        if isinstance(item, Captioned):
+            self.frames += 1
+            if self.by_frames:
+                self.captioned[item.job] = self.captioned.get(item.job, 0) + 1
+                if self.bar.total is not None and self.bar.n >= self.bar.total:
+                    self._retotal()  # more frames than announced
+                self._postfix()
+                self.bar.update(1)
+            elif time.monotonic() - self.shown >= self.REFRESH_S:
+                self._postfix()
+                self.bar.refresh()
+                self.shown = time.monotonic()
+        elif self.by_frames:  # a video's last frame is back: its count is now exact
+            self.ended.add(item.job)
+            self._retotal()
 
     def done(self, result: VideoResult) -> None:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        self.bar.set_postfix_str(f"{self.frames / elapsed:.1f} frames/s", refresh=False)
-        self.bar.update(1)
+        self.videos_done += 1
+        self._postfix()
+        if self.by_frames:
+            self.bar.refresh()
+        else:
+            self.bar.update(1)
 
     def close(self) -> None:
         self.bar.close()
+
+    def _rate(self) -> float:
+        return self.frames / max(time.monotonic() - self.started, 1e-9)
+
+    def _postfix_text(self) -> str:
+        if self.by_frames:
+            return f"{self._rate():.1f} frames/s, {self.videos_done}/{self.videos} videos"
+        return f"{self.frames} frames, {self._rate():.1f} frames/s"
+
+    def _postfix(self) -> None:
+        self.bar.set_postfix_str(self._postfix_text(), refresh=False)
+
+    def _retotal(self) -> None:
+        """The frame total, once every video left has announced its count."""
+        total = 0
+        for job, captioned in self.captioned.items():
+            if job in self.ended:
+                total += captioned
+            elif (planned := self.planned.get(job)) is None:
+                return
+            else:
+                total += max(planned, captioned)
+        if total != self.bar.total:
+            self.bar.total = total
+            self.bar.bar_format = _FRAMES
+            self.bar.refresh()
+
+
+_VIDEOS = "{l_bar}{bar}| {n_fmt}/{total_fmt} videos [{elapsed}<{remaining}{postfix}]"
+_FRAMES = "{l_bar}{bar}| {n_fmt}/{total_fmt} frames [{elapsed}<{remaining}{postfix}]"
+_FRAMES_SO_FAR = "{desc}: {n_fmt} frames [{elapsed}{postfix}]"

@@ -8,9 +8,13 @@ A video's resume record is written (by the ``Committer``) only once its shard is
 so a rerun redoes exactly the videos whose shard never landed. Read the folder with
 ``pyarrow.parquet.read_table(OUT / "parquet")`` or ``ray.data.read_parquet``.
 
-One caveat: a run killed between a shard's rename and its videos' resume records (a few
-small file writes) redoes those videos on the rerun, so their rows appear twice; rows are
-unique by (``video``, ``frame``, ``key``).
+A video's rows are those of its latest captioning, as its JSONL file is: a video redone
+(other settings, another ``--format`` list, the file changed, or a run killed before its
+record was written) has its earlier rows removed from the earlier shards once its new
+shard is durable (each such shard rewritten under a ``.part`` name and renamed over, or
+deleted when nothing is left in it). Rows are unique by (``video``, ``frame``) once a run
+has finished, except in a remote ``--out``, whose earlier shards are not downloaded: there
+a redone video's earlier rows stay, and rows are unique by (``video``, ``frame``, ``key``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 from vidcap.commit import RunSettings, RunWriter, VideoJob
 from vidcap.errors import UsageError
 from vidcap.outputs import CaptionedFrame, frame_row
+from vidcap.records import identity_of, read_record
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +99,15 @@ class ParquetShardWriter:
         self.shards: list[Path] = []
         self._rows: list[dict[str, Any]] = []
         self._pending: list[int] = []
+        self._redone: set[str] = set()  # ``video`` values whose earlier rows must go
+        self._earlier: dict[str, set[Path]] | None = None  # video → earlier shards holding it
 
     def add(self, job: VideoJob, frames: Sequence[CaptionedFrame]) -> list[int]:
         meta = {name: job.metadata.get(name) for name in self.meta_schema.names}
         for frame in frames:
             self._rows.append({**frame_row(job.source, frame), **meta, "key": self.key})
         self._pending.append(job.id)
+        self._redone.update(self._names_of(job))
         return self._flush() if len(self._rows) >= self.shard_rows else []
 
     def close(self) -> list[int]:
@@ -108,10 +116,20 @@ class ParquetShardWriter:
     def _flush(self) -> list[int]:
         if not self._pending:
             return []
+        if self._earlier is None:  # before this run's first shard: the earlier runs' ones
+            self._earlier = self._index()
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"part-{self.run_id}-{len(self.shards):05d}.parquet"
-        tmp = self.folder / f".{path.name}.part"  # hidden: readers of the folder skip it
-        table = self.pa.Table.from_pylist(self._rows, schema=self.schema)
+        self._write(self.pa.Table.from_pylist(self._rows, schema=self.schema), path)
+        log.info("wrote %s (%d rows, %d videos)", path, len(self._rows), len(self._pending))
+        self.shards.append(path)
+        self._drop_earlier_rows(self._redone)
+        durable, self._pending, self._rows, self._redone = self._pending, [], [], set()
+        return durable
+
+    def _write(self, table: Any, path: Path) -> None:
+        """``table`` to ``path``: whole or not at all (a hidden ``.part``, fsynced, renamed)."""
+        tmp = path.with_name(f".{path.name}.part")  # hidden: readers of the folder skip it
         try:
             self.pq.write_table(table, tmp)
             with open(tmp, "rb+") as handle:
@@ -120,10 +138,55 @@ class ParquetShardWriter:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        log.info("wrote %s (%d rows, %d videos)", path, len(self._rows), len(self._pending))
-        self.shards.append(path)
-        durable, self._pending, self._rows = self._pending, [], []
-        return durable
+
+    def _names_of(self, job: VideoJob) -> set[str]:
+        """The ``video`` values this video's earlier rows may hold: its source now, and the
+        one its earlier record names (the same file, given under another path)."""
+        names = {job.source}
+        record = read_record(self.folder.parent, job.name)
+        earlier = (identity_of(record) or {}).get("path")
+        result = record.get("result") if record else None
+        if earlier == job.identity.get("path") and isinstance(result, dict):
+            if isinstance(result.get("video"), str):
+                names.add(result["video"])
+        return names
+
+    def _index(self) -> dict[str, set[Path]]:
+        """Which earlier shard holds rows of which video (their ``video`` column only).
+
+        An empty file is the placeholder of a shard in a remote ``--out``
+        (``vidcap.remote_out``), not downloaded: its rows are left as they are.
+        """
+        index: dict[str, set[Path]] = {}
+        for shard in sorted(self.folder.glob("*.parquet")) if self.folder.is_dir() else []:
+            if shard.stat().st_size == 0:
+                continue
+            try:
+                column = self.pq.read_table(shard, columns=["video"]).column("video")
+            except (OSError, self.pa.ArrowException) as exc:
+                log.warning("%s: not a vidcap shard (%s); left as it is", shard, exc)
+                continue
+            for video in column.unique().to_pylist():
+                index.setdefault(video, set()).add(shard)
+        return index
+
+    def _drop_earlier_rows(self, videos: set[str]) -> None:
+        """Remove the rows of ``videos`` from the earlier shards (now in this run's)."""
+        earlier = self._earlier or {}
+        shards = sorted({shard for video in videos for shard in earlier.pop(video, ())})
+        if not shards:
+            return
+        import pyarrow.compute as pc
+
+        value_set = self.pa.array(sorted(videos), self.pa.string())
+        for shard in shards:
+            table = self.pq.read_table(shard)
+            kept = table.filter(pc.invert(pc.is_in(table.column("video"), value_set=value_set)))
+            if kept.num_rows == 0:
+                shard.unlink()
+            else:
+                self._write(kept, shard)
+            log.info("%s: removed %d rows of videos redone", shard, table.num_rows - kept.num_rows)
 
 
 def run_writers_for(

@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shutil
+import signal
 import sys
+import threading
+import warnings
 from argparse import SUPPRESS
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +26,14 @@ from vidcap.errors import UsageError, VidcapError
 log = logging.getLogger("vidcap")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# Third-party warnings no vidcap user can act on, each silenced by its category and the
+# start of its message, never more. pynvml >= 12 (which TorchServe's ``nvgpu`` pulls in:
+# torchserve/requirements-torchserve.txt) installs an import hook that warns on any import
+# of ``pynvml``, and ``import torch`` imports it (torch/cuda/__init__.py).
+QUIET_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
+    ("The pynvml package is deprecated", FutureWarning),
+)
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
@@ -76,22 +88,63 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def quiet_libraries() -> None:
-    """Keep FFmpeg's and transformers' chatter off the user's terminal."""
+    """Keep FFmpeg's and transformers' chatter, and ``QUIET_WARNINGS``, off the user's
+    terminal: in this process and in the Python processes it starts (decoder workers, a
+    local Ray cluster), through ``PYTHONWARNINGS``."""
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    options = [option for option in os.environ.get("PYTHONWARNINGS", "").split(",") if option]
+    for message, category in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=re.escape(message), category=category)
+        option = f"ignore:{message}:{category.__name__}"
+        if option not in options:
+            options.append(option)
+    os.environ["PYTHONWARNINGS"] = ",".join(options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    quiet_libraries()
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="vidcap: %(levelname)s: %(message)s",
-    )
+    """Run one command; its exit status. Ctrl-C, whenever it comes, is one line and 130."""
+    ctrl_c = _CtrlC()
+    try:  # from the start: building the parser imports PyAV and NumPy
+        quiet_libraries()
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(
+            level=logging.INFO if args.verbose else logging.WARNING,
+            format="vidcap: %(levelname)s: %(message)s",
+        )
+        return _run(args)
+    except BaseException as exc:
+        # An import cut short by Ctrl-C may surface as another error (NumPy's ImportError).
+        if not isinstance(exc, KeyboardInterrupt) and not ctrl_c.pressed:
+            raise
+        print("vidcap: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    finally:
+        ctrl_c.restore()
+
+
+class _CtrlC:
+    """SIGINT raises ``KeyboardInterrupt`` as Python's own handler does, and is noted."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.pressed = True
+        raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except UsageError as exc:
@@ -105,9 +158,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f": {name}" if name else ""
         print(f"vidcap: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("vidcap: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
 
 
 def entry() -> NoReturn:

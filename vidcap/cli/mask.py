@@ -117,7 +117,9 @@ def run_mask(args: argparse.Namespace) -> int:
         min_duration=args.min_duration,
         duration=args.duration,
     )
-    if bool(args.query) == bool(args.question):
+    if args.query and args.question:
+        raise UsageError("--query and --question cannot be used together: give one")
+    if not args.query and not args.question:
         raise UsageError("give --query (to search a caption JSONL) or --question (to ask a video)")
     reject_folder(args.source)
     if args.query:
@@ -192,6 +194,8 @@ def _emit(report: dict, out: Path | None) -> None:
 
 
 def run_clips(args: argparse.Namespace) -> int:
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a file, not a folder: remove it or choose another")
     segments = load_segments(args.segments)
     clips = export_clips(args.video, segments, args.out, precise=args.precise)
     for clip in clips:
