@@ -654,3 +654,20 @@ def test_the_decode_stage_gives_the_same_frames(packed_avis, damaged_h264: Path)
         ]
         assert isinstance(events[-1], Ended)
         assert events[-1].duration == reader.stats.duration
+
+
+@pytest.mark.parametrize("name", ["late-mp4", "late-mkv", "h264-mp4"])
+def test_a_clip_begins_at_the_frame_its_time_names(generated_videos, tmp_path: Path, name) -> None:
+    """``vidcap clips`` seeks with ffmpeg, which counts from the container's start: a late
+    start kept in frame times is taken off again, so the clip from a frame's time starts at
+    that frame (not 1.075 s later)."""
+    from vidcap.clips import export_clips
+    from vidcap.mask import Segment
+
+    path, spec = generated_videos[name]
+    start = spec.shown_times[10]
+    [clip] = export_clips(path, [Segment(start, start + 0.5)], tmp_path / "clips", precise=True)
+    assert (clip.start, clip.end) == (start, start + 0.5)
+    with av.open(str(tmp_path / "clips" / clip.path)) as container:
+        first = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    assert float(first.mean()) == pytest.approx(float(frame_colour(10)[0]), abs=12)

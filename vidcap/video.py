@@ -526,6 +526,19 @@ def _time_origin(
     return start
 
 
+def seek_offset(path: Path | str) -> float:
+    """What to add to a frame time of ``path`` to seek there with ``ffmpeg -ss`` before
+    ``-i``: ffmpeg counts from the container's start (its earliest stream's), times here
+    from ``_time_origin`` (0 s in MP4/Matroska: -1.075 for a picture that starts 1.075 s
+    late, and no audio earlier; 0 for a video-only MPEG-TS)."""
+    path = Path(path)
+    with _open(path) as container:
+        if not container.streams.video:
+            raise VideoError(f"{path}: no video stream")
+        start = container.start_time / 1_000_000 if container.start_time is not None else 0.0
+        return _time_origin(container, container.streams.video[0]) - start
+
+
 def _disable_generated_pts(container: av.container.InputContainer) -> None:
     """Read packets as ffprobe does: PyAV asks libavformat to invent missing pts
     (``AVFMT_FLAG_GENPTS``), which guesses wrong where exact mode cannot plan (packed
