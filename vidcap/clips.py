@@ -115,16 +115,23 @@ def cut_arguments(
 
 
 def export_clip(
-    video: Path, segment: Segment, output: Path, precise: bool, video_duration: float
+    video: Path,
+    segment: Segment,
+    output: Path,
+    precise: bool,
+    video_duration: float,
+    offset: float = 0.0,
 ) -> Clip:
     """Cut one segment into ``output`` atomically and probe what came out.
 
     A stream copy that ffmpeg refuses is redone as a re-encode, and the clip says why.
+    ``offset``: ``vidcap.video.seek_offset`` (frame times to ffmpeg's seek positions).
     """
     end = min(segment.end, video_duration)
     mode, note = (PRECISE if precise else STREAM_COPY), None
+    start = max(0.0, segment.start + offset)
     try:
-        _cut(video, segment.start, end - segment.start, output, precise)
+        _cut(video, start, end + offset - start, output, precise)
     except FfmpegError as exc:
         if precise:
             raise
@@ -132,7 +139,7 @@ def export_clip(
         log.warning("%s: %s; re-encoding this clip", output.name, note)
         mode = REENCODED
         try:
-            _cut(video, segment.start, end - segment.start, output, precise=True)
+            _cut(video, start, end + offset - start, output, precise=True)
         except FfmpegError as again:
             raise FfmpegError(
                 f"{video}: could not cut {output.name}: {note}; re-encoding failed too: {again}"
@@ -155,8 +162,12 @@ def export_clips(
     video: Path | str, segments: list[Segment], out_dir: Path | str, precise: bool = False
 ) -> list[Clip]:
     """Every segment of ``video`` as its own MP4 in ``out_dir``, then ``manifest.json``."""
+    from vidcap.video import seek_offset
+
     video, out_dir = Path(video), Path(out_dir)
     duration = probe(video).duration
+    offset = seek_offset(video)  # frame times keep a late start; ffmpeg seeks from 0
+    duration -= offset
     for number, segment in enumerate(segments, start=1):
         if segment.start >= duration:
             raise UsageError(
@@ -165,7 +176,9 @@ def export_clips(
             )
     out_dir.mkdir(parents=True, exist_ok=True)
     clips = [
-        export_clip(video, seg, out_dir / clip_name(video.stem, number, seg), precise, duration)
+        export_clip(
+            video, seg, out_dir / clip_name(video.stem, number, seg), precise, duration, offset
+        )
         for number, seg in enumerate(segments, start=1)
     ]
     write_manifest(out_dir / MANIFEST_NAME, video, clips, precise)

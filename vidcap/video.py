@@ -2,7 +2,9 @@
 
 A first pass only demuxes (no decoding, a few ms) and lists every packet's presentation
 time. It gives each frame its index (rank in presentation order), the video's end, and
-the frames the sampling needs. The second pass decodes as little as the mode allows:
+the frames the sampling needs — where packet times can be trusted to name frames (not in
+packed MPEG-4 B-frames, nor in H.264 with B-frames inside AVI: there every frame is
+decoded). The second pass decodes as little as the mode allows:
 
 - ``exact`` (default): reference frames plus the non-reference frames a tick needs, and
   nothing between a keyframe group's last needed frame and the next keyframe; the same
@@ -10,20 +12,28 @@ the frames the sampling needs. The second pass decodes as little as the mode all
 - ``all``: decode every frame (the slow reference ``exact`` is tested against);
 - ``SamplingSettings.keyframes``: decode keyframes only.
 
-Timestamps are each frame's pts as FFmpeg reports it (what ffprobe shows), never
-index ÷ nominal fps; the duration is the end of the last frame: its pts plus its packet
-duration (one frame interval), as ffprobe counts it.
+A frame's time is FFmpeg's best-effort timestamp (what ffprobe reports as
+``best_effort_timestamp``: the frame's pts, or the decoder's release dts where pts have
+proved wrong more often), never index ÷ nominal fps; frames leave in presentation order (a
+small reorder buffer absorbs a damaged stream's late frames). Times count from zero in
+MP4/MOV and Matroska/WebM (a late start is kept, as players show it) and from the stream's
+start elsewhere (MPEG-TS/PS timestamps have an arbitrary origin). The duration is the end
+of the last frame: its time plus one frame interval, as ffprobe counts it.
 """
 
 from __future__ import annotations
 
 import bisect
+import heapq
+import itertools
 import logging
 import math
+from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import av
 
@@ -33,6 +43,7 @@ from vidcap.picture import Picture
 from vidcap.settings import SamplingSettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".asf", ".flv", ".mpg", ".mpeg",
@@ -42,6 +53,23 @@ VIDEO_EXTENSIONS = frozenset(
 PTS_EPSILON = 1e-6
 # Frames missing at the end count as failed only beyond this many frame intervals.
 TAIL_TOLERANCE_FRAMES = 1.5
+# Container families whose timeline starts at zero by definition: a first frame later than
+# zero (an MP4 edit list's initial empty edit, a Matroska stream's late first block) is a
+# delay players show, and is kept. Elsewhere (MPEG-TS/PS: an arbitrary origin such as 1.4 s)
+# times count from the stream's start.
+DELAY_KEEPING_FORMATS = frozenset({"mov", "mp4", "matroska", "webm"})
+# Containers that store no presentation times, only decode order (FFmpeg infers pts).
+NO_PTS_FORMATS = frozenset({"avi"})
+AVFMT_NOTIMESTAMPS = 0x0080  # libavformat's flag for raw streams without timestamps
+AVFMT_FLAG_GENPTS = 0x0001  # libavformat's "generate missing pts" (PyAV always sets it)
+# MPEG-4 Part 2: a picture (VOP) starts with this code; an "N-VOP" (not coded: a packed
+# stream's placeholder) is a header only, a few bytes.
+VOP_START_CODE = b"\x00\x00\x01\xb6"
+N_VOP_MAX_BYTES = 8
+# Decoded frames the reorder buffer holds: a few, many more once a stream has shown it
+# releases frames out of order (H.264's decoded picture buffer holds at most 16).
+REORDER_DEPTH = 4
+REORDER_DEPTH_DISORDERED = 16
 
 
 @dataclass
@@ -59,6 +87,8 @@ class VideoStats:
     decoded_frames: int = 0
     sampled_frames: int = 0
     failed_frames: int = 0
+    # Frames a damaged stream's decoder released too far out of order to be placed.
+    late_frames: int = 0
     last_pts: float = 0.0
     # End of the last frame: its pts plus one frame interval (as ffprobe counts it).
     duration: float = 0.0
@@ -73,6 +103,19 @@ class _Packets:
     complete: bool  # every packet with data had a pts, and demuxing met no error
     order: tuple[tuple[float, bool], ...] = ()  # (time, keyframe) of each packet, decode order
     discarded: int = 0  # packets an edit list cuts (decoded as references, never shown)
+    # Packet times name the frames decoding gives (so exact mode may plan with them): not
+    # in packed MPEG-4 B-frames (one packet, two pictures; N-VOP placeholders) nor where the
+    # container stores no pts and the codec reorders (H.264 with B-frames in AVI).
+    plannable: bool = True
+    # Which packet timestamp is a frame's time: "pts", or "dts" where the container stores
+    # none and the codec does not reorder (AVI), as ffprobe times it; libavformat's
+    # generated pts (PyAV asks for them) are one frame late there for H.264.
+    clock: str = "pts"
+
+    @property
+    def generated_pts(self) -> bool:
+        """Read packets with PyAV's generated pts? Only where they name frames right."""
+        return self.plannable and self.clock == "pts"
 
 
 class VideoReader:
@@ -95,9 +138,13 @@ class VideoReader:
             self._container.close()
             raise VideoError(f"{self.path}: no video stream")
         self._stream = self._container.streams.video[0]
-        self._start = _stream_start(self._stream)
+        self._start = _time_origin(self._container, self._stream)
+        # A kept late start (MP4/Matroska): the header's frame count starts there.
+        self._delay = max(0.0, _stream_start(self._stream) - self._start)
         self._picture = Picture(self._stream)  # rotation, SAR, HDR: what a player shows
         self._threads = threads
+        self._best_effort = _BestEffort()
+        self._damaged = False  # decoding met errors, corrupt or disordered frames
         self._packets: _Packets | None = None
         self._unneeded: set[float] = set()
         stream = self._stream
@@ -119,7 +166,8 @@ class VideoReader:
         self._container.close()
 
     def estimated_samples(self, sampling: SamplingSettings) -> int | None:
-        """How many frames ``sampling`` takes (exact unless frames fail), for progress bars."""
+        """How many frames ``sampling`` takes, for progress bars: exact unless frames fail or
+        packets name no frames (H.264 with B-frames in AVI: may be one off)."""
         packets = self._demux()
         if sampling.keyframes:
             count = len(packets.keyframe_times)
@@ -136,24 +184,28 @@ class VideoReader:
 
         When ``exact`` skips whole stretches after a keyframe group's last needed frame, it
         checks what the decoder gives against the demux pass's plan: a frame the plan did not
-        expect, a corrupt frame, or an expected one that never comes out (keyframe flags that
-        are no random access points, as x264's periodic intra refresh writes) stops that and
-        the video is decoded again without skipping stretches, from where it went wrong.
+        expect, or an expected one that never comes out (keyframe flags that are no random
+        access points, as x264's periodic intra refresh writes) stops that and the video is
+        decoded again, every frame, sending nothing twice. So does any sign of damage (a
+        corrupt frame, a packet that does not decode, frames out of order) while any mode
+        leaves frames undecoded: the frames it skipped may be lost too, which moves indices.
         """
         packets = self._demux()
+        if not packets.generated_pts:  # frames timed as ffprobe times them
+            _disable_generated_pts(self._container)
         needed = _needed_times(packets, sampling)
         # (with --max-frames the end is where reading stops: skipping ahead would move it)
         exact = sampling.mode == "exact" and not sampling.keyframes and not sampling.max_frames
         skipping = exact and bool(needed)
         self._unneeded = _unneeded_times(packets, needed) if skipping and needed else set()
-        yielded: set[float] = set()
+        yielded: Counter[float] = Counter()
         plan = {_key(t) for t in needed} if skipping and needed else None
         try:
             reached_end = yield from self._pass(sampling, packets, needed, plan, yielded)
         except _PlanBroken as exc:
-            log.info("%s: %s; decoding it again without skipping", self.path, exc)
+            log.info("%s: %s; decoding it again, every frame", self.path, exc)
             self._reopen()
-            reached_end = yield from self._pass(sampling, packets, needed, None, yielded)
+            reached_end = yield from self._pass(sampling, packets, None, None, yielded)
         self._finish(reached_end)
 
     def _pass(
@@ -162,11 +214,12 @@ class VideoReader:
         packets: _Packets,
         needed: set[float] | None,
         plan: set[float] | None,
-        yielded: set[float],
+        yielded: Counter[float],
     ) -> Generator[Frame, None, bool]:
         """One decoding pass; True when it read to the end. ``plan``: the frame times the
         samples must be (checked, ``_PlanBroken`` when the decoder disagrees); ``yielded``:
-        times already sent (a second pass does not send them again)."""
+        how many frames of each time were sent (a second pass does not send them again; a
+        damaged stream may time two frames alike)."""
         stats = self.stats
         codec = self._stream.codec_context
         codec.thread_type = "AUTO"
@@ -175,53 +228,96 @@ class VideoReader:
         expected = sorted(plan) if plan is not None else []
         position = 0
         last_index = -1
-        for packet, decoded in self._decode(sampling, needed):
+        shown = 0  # frames released in presentation order in this pass
+        seen: Counter[float] = Counter()  # frames of each time released in this pass
+        # Every frame decoded: a frame's index is its rank among the frames that decode (as
+        # ffprobe lists them); otherwise its rank among the demux pass's packets.
+        ranked = needed is None or not packets.complete
+        for packet, decoded, pts in self._in_order(self._decode(sampling, needed)):
             if decoded is None:  # skipped on purpose: still counts towards the video's end
-                self._extend(self._seconds(packet.pts, packet.time_base), _packet_duration(packet))
+                self._extend(self._packet_time(packet) or 0.0, _packet_duration(packet))
                 continue
-            pts = self._frame_time(decoded)
+            if not ranked and (decoded.is_corrupt or self._damaged):
+                # Frames not decoded may be lost too: indices and keyframes need them all.
+                raise _PlanBroken(f"a damaged stream (at {pts:.3f} s) while skipping frames")
             if plan is not None:
-                if decoded.is_corrupt:
-                    raise _PlanBroken(f"a corrupt frame at {pts:.3f} s after skipping")
                 while position < len(expected) and expected[position] < _key(pts):
-                    if expected[position] not in yielded:
+                    if not yielded[expected[position]]:
                         raise _PlanBroken(f"the frame at {expected[position]:.3f} s never came out")
                     position += 1
-            stats.decoded_frames += 1
             self._picture.see(decoded)  # a display matrix holds until the next one
             self._extend(pts, _frame_duration(decoded, packet))
-            if packets.complete:
-                index = bisect.bisect_left(packets.times, pts - PTS_EPSILON)
+            if ranked:
+                index = shown
             else:
-                index = stats.decoded_frames - 1
-            if index == last_index:  # two frames with one timestamp: keep indices distinct
-                index += 1
+                index = bisect.bisect_left(packets.times, pts - PTS_EPSILON)
+                if index == last_index:  # two frames with one timestamp: keep indices distinct
+                    index += 1
+            shown += 1
             last_index = index
+            seen[_key(pts)] += 1
             if sampling.keyframes and not decoded.key_frame:
                 continue  # (when every packet is decoded: no pts, or --decode-mode all)
-            if not take(index, pts) or _key(pts) in yielded:
+            if not take(index, pts) or seen[_key(pts)] <= yielded[_key(pts)]:
                 continue
             if plan is not None and _key(pts) not in plan:
                 raise _PlanBroken(f"a frame at {pts:.3f} s that no tick asked for")
             stats.sampled_frames += 1
-            yielded.add(_key(pts))
-            rgb, shown = self._picture.show(decoded)
-            yield Frame(index=index, time=pts, rgb=rgb, display_size=shown)
+            yielded[_key(pts)] += 1
+            rgb, display = self._picture.show(decoded)
+            yield Frame(index=index, time=pts, rgb=rgb, display_size=display)
             if sampling.max_frames is not None and stats.sampled_frames >= sampling.max_frames:
                 return False
-        missing = [t for t in expected[position:] if t not in yielded]
+        missing = [t for t in expected[position:] if not yielded[t]]
         if missing:
             raise _PlanBroken(f"the frame at {missing[0]:.3f} s never came out")
+        if not ranked and self._damaged:
+            raise _PlanBroken("a damaged stream (at its end) while skipping frames")
+        if ranked and packets.complete and self._damaged:
+            # Every packet was sent and the stream showed damage: a packet that gave no
+            # frame is a frame lost (where nothing is wrong, one packet need not be one
+            # frame: field pairs, placeholders).
+            unaccounted = len(packets.times) - stats.decoded_frames
+            stats.failed_frames = max(stats.failed_frames, unaccounted)
         return True
+
+    def _in_order(
+        self, decoded: Iterator[tuple[av.Packet, av.VideoFrame | None]]
+    ) -> Iterator[tuple[av.Packet, av.VideoFrame | None, float]]:
+        """(packet, frame, time) in presentation order; skipped packets pass straight through.
+
+        Each frame is timed on arrival (``_arrival_time``) and goes through a ``_Reorder``
+        buffer: a decoder that releases frames out of order (a damaged stream) loses none.
+        """
+        stats = self.stats
+        buffer: _Reorder[tuple[av.Packet, av.VideoFrame]] = _Reorder()
+        for packet, frame in decoded:
+            if frame is None:
+                yield packet, None, 0.0
+                continue
+            time = self._arrival_time(frame, buffer.latest if stats.decoded_frames else None)
+            stats.decoded_frames += 1
+            if frame.is_corrupt or self._best_effort.faulty_pts or time < buffer.latest:
+                self._damaged = True
+            for released, (held_packet, held_frame) in buffer.push(time, (packet, frame)):
+                yield held_packet, held_frame, released
+        for released, (held_packet, held_frame) in buffer.drain():
+            yield held_packet, held_frame, released
+        stats.late_frames += buffer.late
 
     def _reopen(self) -> None:
         """A fresh container and decoder for a second pass; its counts start again."""
         self._container.close()
         self._container = _open(self.path)
         self._stream = self._container.streams.video[0]
+        if not self._demux().generated_pts:
+            _disable_generated_pts(self._container)
         self._unneeded = set()
+        self._best_effort = _BestEffort()
+        self._damaged = False  # decoding met errors, corrupt or disordered frames
         self.stats.decoded_frames = 0
         self.stats.failed_frames = 0
+        self.stats.late_frames = 0
 
     def _extend(self, pts: float, duration: float) -> None:
         """A frame at ``pts`` lasting ``duration`` (0: unknown) exists: move the end.
@@ -264,8 +360,9 @@ class VideoReader:
                         # frames (FFmpeg's H.264 decoder does so after non-IDR keyframes).
                         yield from self._decode_packet(None)
                         codec.flush_buffers()
+                        self._best_effort.reset()  # as flushing resets FFmpeg's
                         pending = False
-                    if packet.pts is not None:
+                    if self._packet_time(packet) is not None:
                         yield packet, None
                     continue
                 codec.skip_frame = skip
@@ -279,14 +376,22 @@ class VideoReader:
     def _seconds(self, pts: int, time_base: Fraction) -> float:
         return _to_seconds(pts, time_base, self._start)
 
-    def _frame_time(self, frame: av.VideoFrame) -> float:
-        if frame.time_base is None and frame.pts is not None:  # drained: the stream's base
-            frame.time_base = self._stream.time_base
-        if frame.pts is None or frame.time_base is None:  # no timestamp: one interval on
+    def _packet_time(self, packet: av.Packet) -> float | None:
+        """The time of the frame ``packet`` holds (by the demux pass's clock), if known."""
+        timestamp = packet.dts if self._demux().clock == "dts" else packet.pts
+        return None if timestamp is None else self._seconds(timestamp, packet.time_base)
+
+    def _arrival_time(self, frame: av.VideoFrame, previous: float | None) -> float:
+        """A decoded frame's time: FFmpeg's best-effort timestamp (``_BestEffort``), or,
+        where the decoder gives none, one frame interval after ``previous`` (the latest
+        frame before it; None: this is the first)."""
+        timestamp = self._best_effort(frame.pts, getattr(frame, "dts", None))
+        time_base = frame.time_base or self._stream.time_base  # drained: the stream's base
+        if timestamp is None or time_base is None:  # no timestamp: one interval on
             stats = self.stats
             step = 1.0 / stats.nominal_fps if stats.nominal_fps > 0 else 0.0
-            return stats.last_pts + (step if stats.decoded_frames else 0.0)
-        return self._seconds(frame.pts, frame.time_base)
+            return 0.0 if previous is None else previous + step
+        return self._seconds(timestamp, time_base)
 
     def _skip(
         self, packet: av.Packet, sampling: SamplingSettings, needed: set[float] | None
@@ -296,7 +401,7 @@ class VideoReader:
             return "DEFAULT"
         if sampling.keyframes:
             return "DEFAULT" if packet.is_keyframe else None
-        time = self._seconds(packet.pts, packet.time_base) if packet.pts is not None else None
+        time = self._packet_time(packet)
         if time in needed:
             return "DEFAULT"
         if time in self._unneeded:
@@ -311,6 +416,7 @@ class VideoReader:
         except av.FFmpegError as exc:
             log.debug("%s: a packet did not decode: %s", self.path, exc)
             self.stats.failed_frames += 1
+            self._damaged = True
             return
         for frame in frames:
             yield packet, frame
@@ -324,17 +430,60 @@ class VideoReader:
             return
         discarded = self._packets.discarded if self._packets else 0
         stats.expected_frames = max(0, stats.expected_frames - discarded)
-        stats.failed_frames += _missing_tail(self._stream, stats, discarded)
-        if stats.failed_frames:
+        stats.failed_frames += _missing_tail(self._stream, stats, discarded, self._delay)
+        if stats.failed_frames or stats.late_frames:
+            lost = stats.failed_frames + stats.late_frames
             total = max(stats.expected_frames, stats.decoded_frames + stats.failed_frames)
             log.warning(
-                "%s: %d of %d frames could not be decoded (corrupt or truncated stream); "
-                "kept the %d that decoded",
+                "%s: %d of %d frames could not be decoded%s (corrupt or truncated stream); "
+                "kept the %d that decoded%s",
                 self.path,
-                stats.failed_frames,
+                lost,
                 total,
-                stats.decoded_frames,
+                " or came out too far out of order" if stats.late_frames else "",
+                stats.decoded_frames - stats.late_frames,
+                " in order" if stats.late_frames else "",
             )
+
+
+class _Reorder(Generic[T]):
+    """Puts items in time order: holds a few (``REORDER_DEPTH``) and releases the earliest.
+
+    Once an item arrives earlier than one before it, the buffer deepens to
+    ``REORDER_DEPTH_DISORDERED``. An item that arrives after a later one has already been
+    released cannot be placed: it is counted in ``late`` and left out. Equal times keep
+    their arrival order.
+    """
+
+    def __init__(self) -> None:
+        self._held: list[tuple[float, int, T]] = []
+        self._arrivals = itertools.count()
+        self._depth = REORDER_DEPTH
+        self.latest = -math.inf  # the latest time that arrived
+        self.released = -math.inf  # the time of the last item released
+        self.late = 0
+
+    def push(self, time: float, item: T) -> Iterator[tuple[float, T]]:
+        """Hold ``item`` (at ``time``); yields what leaves the buffer now."""
+        if time < self.latest:
+            self._depth = REORDER_DEPTH_DISORDERED
+        self.latest = max(self.latest, time)
+        heapq.heappush(self._held, (time, next(self._arrivals), item))
+        while len(self._held) > self._depth:
+            yield from self._release()
+
+    def drain(self) -> Iterator[tuple[float, T]]:
+        """Everything still held, in time order (at the end of the stream)."""
+        while self._held:
+            yield from self._release()
+
+    def _release(self) -> Iterator[tuple[float, T]]:
+        time, _, item = heapq.heappop(self._held)
+        if time < self.released:
+            self.late += 1
+            return
+        self.released = time
+        yield time, item
 
 
 class _PlanBroken(Exception):
@@ -362,10 +511,73 @@ def _frames_from_duration(stream: av.video.stream.VideoStream, rate: object) -> 
 
 
 def _stream_start(stream: av.video.stream.VideoStream) -> float:
-    """Where the stream's time starts (1.4 s in a typical MPEG-TS); times count from here."""
+    """Where the stream's time starts (1.4 s in a typical MPEG-TS), in seconds."""
     if stream.start_time is None or stream.time_base is None:
         return 0.0
     return float(stream.start_time * stream.time_base)
+
+
+def _time_origin(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> float:
+    """The time that counts as 0 s, as players count: zero in MP4/MOV and Matroska/WebM,
+    whose timeline starts at zero (a late first frame is a delay players show: kept); the
+    stream's start in other formats (MPEG-TS/PS count from an arbitrary origin). A stream
+    that starts before zero starts at 0 s everywhere."""
+    start = _stream_start(stream)
+    if DELAY_KEEPING_FORMATS & set(container.format.name.split(",")):
+        return min(start, 0.0)
+    return start
+
+
+def seek_offset(path: Path | str) -> float:
+    """What to add to a frame time of ``path`` to seek there with ``ffmpeg -ss`` before
+    ``-i``: ffmpeg counts from the container's start (its earliest stream's), times here
+    from ``_time_origin`` (0 s in MP4/Matroska: -1.075 for a picture that starts 1.075 s
+    late, and no audio earlier; 0 for a video-only MPEG-TS)."""
+    path = Path(path)
+    with _open(path) as container:
+        if not container.streams.video:
+            raise VideoError(f"{path}: no video stream")
+        start = container.start_time / 1_000_000 if container.start_time is not None else 0.0
+        return _time_origin(container, container.streams.video[0]) - start
+
+
+def _disable_generated_pts(container: av.container.InputContainer) -> None:
+    """Read packets as ffprobe does: PyAV asks libavformat to invent missing pts
+    (``AVFMT_FLAG_GENPTS``), which guesses wrong where exact mode cannot plan (packed
+    MPEG-4 B-frames, H.264 in AVI); without it the decoder's release dts times frames."""
+    container.flags = container.flags & ~AVFMT_FLAG_GENPTS
+
+
+class _BestEffort:
+    """FFmpeg's ``guess_correct_pts`` (libavcodec/decode.c): the frame time ffprobe reports
+    as ``best_effort_timestamp``. It counts how often the frames' reordered pts and their
+    packet dts went backwards, and takes the pts unless that has been wrong more often than
+    the dts (or the dts is missing). ``reset`` where FFmpeg resets it: at a decoder flush."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.faulty_pts = self.faulty_dts = 0
+        self.last_pts: int | None = None
+        self.last_dts: int | None = None
+
+    def __call__(self, pts: int | None, dts: int | None) -> int | None:
+        if dts is not None:
+            self.faulty_dts += self.last_dts is not None and dts <= self.last_dts
+            self.last_dts = dts
+        elif pts is not None:
+            self.last_dts = pts
+        if pts is not None:
+            self.faulty_pts += self.last_pts is not None and pts <= self.last_pts
+            self.last_pts = pts
+        elif dts is not None:
+            self.last_pts = dts
+        if pts is not None and (self.faulty_pts <= self.faulty_dts or dts is None):
+            return pts
+        return dts
 
 
 def _to_seconds(pts: int, time_base: Fraction, start: float) -> float:
@@ -382,26 +594,49 @@ def _demux_times(path: Path, start: float) -> _Packets:
     complete = True
     with _open(path) as container:
         stream = container.streams.video[0]
+        codec = stream.codec_context.name
+        reorders = bool(stream.codec_context.has_b_frames)
+        # Where the container stores no pts (AVI), libavformat infers them from decode
+        # order: right for MPEG-4 Part 2's B-frames (unless packed: checked packet by
+        # packet below); other codecs' frames are timed by their dts, and with B-frames
+        # (H.264 in AVI) packets name no frame: every frame is decoded.
+        no_pts = bool(
+            NO_PTS_FORMATS & set(container.format.name.split(","))
+            or container.format.flags & AVFMT_NOTIMESTAMPS
+        )
+        clock = "dts" if no_pts and not (codec == "mpeg4" and reorders) else "pts"
+        plannable = not (no_pts and reorders and codec != "mpeg4")
+        if clock == "dts" or not plannable:
+            _disable_generated_pts(container)
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
                     continue
-                if packet.pts is None:
+                if codec == "mpeg4" and plannable and not _one_picture(bytes(packet)):
+                    plannable = False
+                timestamp = packet.dts if clock == "dts" else packet.pts
+                if timestamp is None:
                     complete = False
                     continue
                 if packet.is_discard:  # before an edit list's start (a clip cut with -c copy)
                     discarded += 1
                     continue
-                time = _to_seconds(packet.pts, packet.time_base, start)
+                time = _to_seconds(timestamp, packet.time_base, start)
                 times.append(time)
                 order.append((time, bool(packet.is_keyframe)))
-                if packet.is_keyframe:
+                if packet.is_keyframe and (codec != "mpeg4" or packet.size > N_VOP_MAX_BYTES):
                     keyframes.append(time)
         except av.FFmpegError:
             complete = False
     times.sort()
     keyframes.sort()
-    return _Packets(times, keyframes, complete, tuple(order), discarded)
+    return _Packets(times, keyframes, complete, tuple(order), discarded, plannable, clock)
+
+
+def _one_picture(data: bytes) -> bool:
+    """Does an MPEG-4 Part 2 packet hold exactly one coded picture? Not a packed B-frame
+    chunk (two VOPs: XviD/DivX "packed bitstream") nor an N-VOP placeholder (a bare header)."""
+    return data.count(VOP_START_CODE) == 1 and len(data) > N_VOP_MAX_BYTES
 
 
 def _ticks(times: list[float], interval: float) -> list[float]:
@@ -412,7 +647,7 @@ def _ticks(times: list[float], interval: float) -> list[float]:
 
 def _needed_times(packets: _Packets, sampling: SamplingSettings) -> set[float] | None:
     """Times whose packets ``exact`` mode must decode fully; None: decode everything."""
-    if sampling.mode == "all" or not packets.complete:
+    if sampling.mode == "all" or not packets.complete or not packets.plannable:
         return None
     if sampling.keyframes:
         return set()
@@ -464,8 +699,11 @@ def _packet_duration(packet: av.Packet | None) -> float:
     return float(packet.duration * packet.time_base)
 
 
-def _missing_tail(stream: av.video.stream.VideoStream, stats: VideoStats, discarded: int) -> int:
-    """Frames the header promises after the last decodable frame's end.
+def _missing_tail(
+    stream: av.video.stream.VideoStream, stats: VideoStats, discarded: int, delay: float
+) -> int:
+    """Frames the header promises after the last decodable frame's end (``delay``: a kept
+    late start, where the header's frames begin).
 
     Compares times, not frame counts: a variable-frame-rate AVI's header counts the
     ticks of its rate (444 where 68 frames are stored), which ends where the last frame
@@ -475,9 +713,9 @@ def _missing_tail(stream: av.video.stream.VideoStream, stats: VideoStats, discar
     if stats.nominal_fps <= 0:
         return 0
     if stream.frames:
-        promised = (stream.frames - discarded) / stats.nominal_fps
+        promised = delay + (stream.frames - discarded) / stats.nominal_fps
     elif stream.duration is not None and stream.time_base is not None:
-        promised = float(stream.duration * stream.time_base)
+        promised = delay + float(stream.duration * stream.time_base)
     else:
         return 0
     gap = (promised - stats.duration) * stats.nominal_fps

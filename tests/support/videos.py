@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -18,7 +20,8 @@ class VideoSpec:
     """What a generated test video holds: container, codec, and each frame's pts (s).
 
     ``b_frames``: the encoder's B-frame limit (0: codec default); ``index``: False strips
-    an AVI's ``idx1`` index, as some cameras and cut-off downloads leave it.
+    an AVI's ``idx1`` index, as some cameras and cut-off downloads leave it; ``codec_tag``:
+    the FourCC written (``XVID``, ``DIVX``: how XviD/DivX AVIs label MPEG-4 Part 2).
 
     As phones and broadcasters store pictures: ``rotation`` (a display matrix turning the
     stored pixels by that many degrees anticlockwise; ``size`` is then the size *shown*,
@@ -37,6 +40,7 @@ class VideoSpec:
     index: bool = True
     gop: int = 0  # frames between keyframes (0: the encoder's default)
     x264_params: str = ""  # e.g. "open-gop=1"
+    codec_tag: str = ""
     rotation: int = 0  # display rotation, degrees anticlockwise (90: a portrait phone video)
     sar: Fraction | None = None  # sample aspect ratio (16/11: PAL 16:9 anamorphic)
     transfer: str = ""  # "smpte2084": 10-bit PQ BT.2020 (HDR)
@@ -58,11 +62,19 @@ class VideoSpec:
 
     @property
     def shown_times(self) -> tuple[float, ...]:
-        """The pts FFmpeg (and ffprobe) reports. AVI stores no pts: with B-frames the
-        decoder's one-frame delay shows every frame one interval late."""
+        """The times ffprobe reports (best_effort_timestamp), counted as vidcap counts them.
+
+        MPEG-TS/PS count from the first frame (their origin is arbitrary); MP4 and Matroska
+        keep a late start. AVI stores no pts: with B-frames each frame comes out when the
+        decoder releases it, its reorder delay late (one frame for MPEG-4 Part 2, two for
+        x264's B-pyramid)."""
+        times = self.times
+        if self.suffix in (".ts", ".mpg") and times[0]:
+            times = tuple(round(t - self.times[0], 9) for t in times)
         if self.suffix == ".avi" and self.b_frames:
-            return tuple(round(t + 1 / float(self.rate), 9) for t in self.times)
-        return self.times
+            delay = AVI_DECODER_DELAY[self.codec] / float(self.rate)
+            times = tuple(round(t + delay, 9) for t in times)
+        return times
 
     @property
     def duration(self) -> float:
@@ -110,6 +122,59 @@ def _stored_frame(spec: VideoSpec, index: int) -> av.VideoFrame:
     return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
 
 
+def numbered_frame(index: int, size: tuple[int, int] = (96, 128)) -> np.ndarray:
+    """A textured frame (so encoders predict from other frames and use B-frames) carrying
+    ``index`` in a row of black/white 16-pixel blocks along its bottom edge."""
+    height, width = size
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.empty((height, width, 3), dtype=np.uint8)
+    rgb[..., 0] = (x * 2 + index * 3) % 256
+    rgb[..., 1] = (y * 2) % 256
+    rgb[..., 2] = 128
+    for bit in range(width // 16):
+        rgb[height - 16 :, bit * 16 : (bit + 1) * 16] = 255 if index >> bit & 1 else 0
+    return rgb
+
+
+def frame_number(rgb: np.ndarray) -> int:
+    """The index ``numbered_frame`` wrote into ``rgb`` (read from the blocks' centres)."""
+    height, width = rgb.shape[:2]
+    return sum(
+        1 << bit
+        for bit in range(width // 16)
+        if rgb[height - 12 : height - 4, bit * 16 + 4 : bit * 16 + 12].mean() > 128
+    )
+
+
+def encode_with_ffmpeg(
+    path: Path, frames: int, rate: str, args: list[str], size: tuple[int, int] = (96, 128)
+) -> Path:
+    """Encode ``numbered_frame(0 … frames-1)`` at ``rate`` with the ffmpeg binary
+    (imageio-ffmpeg's: it has encoders PyAV lacks, such as libxvid) and ``args``."""
+    import imageio_ffmpeg
+
+    height, width = size
+    data = b"".join(numbered_frame(i, size).tobytes() for i in range(frames))
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo",
+         "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", rate, "-i", "-", *args,
+         str(path)],
+        input=data, check=True,
+    )  # fmt: skip
+    return path
+
+
+def ffmpeg_has_encoder(name: str) -> bool:
+    """Does imageio-ffmpeg's ffmpeg binary have the encoder ``name`` (e.g. libxvid)?"""
+    import imageio_ffmpeg
+
+    result = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-encoders"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return any(line.split()[1:2] == [name] for line in result.stdout.splitlines())
+
+
 def write_video(path: Path, spec: VideoSpec) -> Path:
     """Encode ``spec`` to ``path``; frame i has pts ``spec.times[i]``."""
     if spec.rotation or spec.sar or spec.transfer:
@@ -129,6 +194,8 @@ def write_video(path: Path, spec: VideoSpec) -> Path:
             stream.codec_context.gop_size = spec.gop
         if spec.x264_params:
             stream.codec_context.options = {"x264-params": spec.x264_params}
+        if spec.codec_tag:
+            stream.codec_tag = spec.codec_tag
         if fine_time_base:
             stream.time_base = TIME_BASE
             stream.codec_context.time_base = TIME_BASE
@@ -189,12 +256,79 @@ def strip_avi_index(path: Path) -> None:
 
 
 def probe_times(path: Path) -> list[float]:
-    """Every frame's presentation time as FFmpeg's demuxer reports it (ffprobe's view),
-    from the stream's start (an MPEG-TS starts at 1.4 s; players and OpenCV show 0)."""
+    """Every frame's time as ffprobe reports it, in presentation order (``probe_frames``)."""
+    return [time for time, _ in probe_frames(path)]
+
+
+def probe_frames(path: Path) -> list[tuple[float, bool]]:
+    """(time, keyframe) of every frame as ffprobe lists it, in presentation order.
+
+    Decodes everything with PyAV, reading packets as ffprobe does (no generated pts), each
+    frame at FFmpeg's ``best_effort_timestamp`` (``guess_correct_pts``), a frame without
+    one a frame interval after the one before. Counted from 0 s in MP4/MOV/Matroska (a
+    late start kept), from the stream's start elsewhere (an MPEG-TS starts at 1.4 s;
+    players show 0).
+    """
     with av.open(str(path)) as container:
+        container.flags &= ~0x0001  # AVFMT_FLAG_GENPTS, which PyAV sets and ffprobe does not
         stream = container.streams.video[0]
         start = float((stream.start_time or 0) * stream.time_base)
-        return [float(frame.time) - start for frame in container.decode(stream)]
+        if {"mov", "mp4", "matroska", "webm"} & set(container.format.name.split(",")):
+            start = min(start, 0.0)
+        rate = stream.average_rate or stream.guessed_rate
+        faulty_pts = faulty_dts = 0
+        last_pts = last_dts = None
+        times: list[float] = []
+        keys: list[bool] = []
+        for frame in container.decode(stream):
+            keys.append(bool(frame.key_frame))
+            pts, dts = frame.pts, frame.dts
+            if dts is not None:
+                faulty_dts += last_dts is not None and dts <= last_dts
+                last_dts = dts
+            elif pts is not None:
+                last_dts = pts
+            if pts is not None:
+                faulty_pts += last_pts is not None and pts <= last_pts
+                last_pts = pts
+            elif dts is not None:
+                last_pts = dts
+            best = pts if pts is not None and (faulty_pts <= faulty_dts or dts is None) else dts
+            if best is None:
+                times.append(times[-1] + 1 / float(rate) if times else 0.0)
+            else:
+                times.append(max(0.0, float(best * stream.time_base) - start))
+        return sorted(zip(times, keys, strict=True), key=lambda frame: frame[0])
+
+
+FFPROBE = shutil.which("ffprobe")
+
+
+def ffprobe_frames(path: Path) -> list[tuple[float, bool]]:
+    """``probe_frames`` from ffprobe itself (``best_effort_timestamp_time`` and
+    ``key_frame`` of each frame), counted the same way; frames without a timestamp are a
+    frame interval after the one before."""
+    entries = "frame=best_effort_timestamp_time,key_frame:stream=start_time,avg_frame_rate"
+    result = subprocess.run(
+        [FFPROBE or "ffprobe", "-v", "error", "-select_streams", "v:0", "-show_frames",
+         "-show_entries", f"{entries}:format=format_name", "-of", "json", str(path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    probe = json.loads(result.stdout)
+    stream = probe["streams"][0]
+    start = float(stream["start_time"]) if stream.get("start_time", "N/A") != "N/A" else 0.0
+    if {"mov", "mp4", "matroska", "webm"} & set(probe["format"]["format_name"].split(",")):
+        start = min(start, 0.0)
+    interval = 1 / float(Fraction(stream["avg_frame_rate"]))
+    frames: list[tuple[float, bool]] = []
+    for frame in probe["frames"]:
+        best = frame.get("best_effort_timestamp_time")
+        if best is None:
+            time = frames[-1][0] + interval if frames else 0.0
+        else:
+            time = max(0.0, float(best) - start)
+        frames.append((time, bool(frame["key_frame"])))
+    return sorted(frames, key=lambda frame: frame[0])
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -203,7 +337,11 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+# AVI stores no pts: with B-frames, frames come out this many frame intervals late.
+AVI_DECODER_DELAY = {"mpeg4": 1, "libx264": 2}
 NTSC = Fraction(30000, 1001)
+# A picture that starts 1.075 s into the presentation (an MP4 edit list's empty edit).
+LATE_TIMES = tuple(round(1.075 + t, 9) for t in constant_rate(30, Fraction(10)))
 VFR_TIMES = (0.0, 0.1, 0.15, 0.5, 0.55, 1.2, 1.3, 2.0, 2.05, 2.5, 3.1, 3.15)
 
 SPECS = [
@@ -257,4 +395,22 @@ SPECS = [
               size=(72, 88), sar=Fraction(16, 11)),
     VideoSpec("hevc-pq-mp4", "libx265", ".mp4", constant_rate(20, Fraction(10)),
               transfer="smpte2084"),
+    # MPEG-4 Part 2 with B-frames labelled as XviD and DivX write them (FFmpeg's encoder:
+    # unpacked; packed ones come from libxvid, see tests/test_video.py).
+    VideoSpec("xvid-tag-avi", "mpeg4", ".avi", constant_rate(30, Fraction(10)), b_frames=2,
+              codec_tag="XVID"),
+    VideoSpec("divx-tag-avi", "mpeg4", ".avi", constant_rate(30, Fraction(10)), b_frames=2,
+              codec_tag="DIVX", gop=8),
+    # H.264 in AVI, which stores no pts: without B-frames, and with them (every frame is
+    # decoded and timed as ffprobe times it: two frames late).
+    VideoSpec("h264-avi", "libx264", ".avi", constant_rate(30, Fraction(10)),
+              x264_params="bframes=0"),
+    VideoSpec("h264-bframes-avi", "libx264", ".avi", constant_rate(30, Fraction(10)),
+              b_frames=2),
+    # Late starts: kept where the container's timeline starts at zero (MP4 with an edit
+    # list's empty edit, Matroska, WebM); an MPEG-TS counts from its first frame.
+    VideoSpec("late-mp4", "libx264", ".mp4", LATE_TIMES),
+    VideoSpec("late-mkv", "libx264", ".mkv", LATE_TIMES),
+    VideoSpec("late-webm", "libvpx-vp9", ".webm", LATE_TIMES),
+    VideoSpec("late-ts", "libx264", ".ts", tuple(2.5 + t for t in constant_rate(30, Fraction(10)))),
 ]  # fmt: skip
