@@ -63,7 +63,11 @@ def with_pynvml_hook(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "hook").mkdir()
     (tmp_path / "hook" / "sitecustomize.py").write_text(PYNVML_HOOK)
     paths = [str(tmp_path / "hook"), str(ROOT), os.environ.get("PYTHONPATH", "")]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    # An earlier in-process ``vidcap.cli.main`` has put its filter into this process's
+    # environment: start from a clean one, as a user's shell is.
+    env.pop("PYTHONWARNINGS", None)
+    return env
 
 
 def not_vidcap(stderr: str) -> list[str]:
