@@ -74,7 +74,7 @@ def run_search(args: argparse.Namespace) -> int:
         raise UsageError("--precise applies to --clips only")
     stats = SearchStats()
     moments = search(args.out, [args.query], settings, stats)
-    total = len(moments)
+    total, videos = len(moments), len({(m.folder, m.name) for m in moments})
     if args.limit is not None:
         moments = moments[: args.limit]
     if args.json:
@@ -87,6 +87,7 @@ def run_search(args: argparse.Namespace) -> int:
             },  # fmt: skip
             "folders": [str(p) for p in args.out],
             "videos": stats.videos,
+            "total": total,
             "moments": [m.row() for m in moments],
         }
         print(json.dumps(document, indent=2, ensure_ascii=False))
@@ -95,7 +96,9 @@ def run_search(args: argparse.Namespace) -> int:
     else:
         print_table(sys.stdout, moments, several=len(args.out) > 1)
     print(
-        f"vidcap: {total} moments in {len({(m.folder, m.name) for m in moments})} videos; "
+        f"vidcap: {total} moments in {videos} videos"
+        + (f" ({len(moments)} shown)" if len(moments) < total else "")
+        + "; "
         f"{stats.frames} captions of {stats.videos} videos searched in {stats.seconds:.2f} s",
         file=sys.stderr,
     )
