@@ -16,6 +16,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[server,torchserve,dev,ray]"
+	@# The report page's browser tests drive Debian's Chromium (playwright comes with the dev
+	@# extra; its own browser download needs the network). Installed when root, else skipped.
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) \
+	      || echo "make install: could not install chromium; the browser tests will skip"; \
+	  else \
+	    echo "make install: chromium is missing and this is not root: the browser tests" \
+	      "(tests/test_report_browser.py) will skip; install it with: sudo apt-get install chromium"; \
+	  fi; }
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -41,4 +51,4 @@ bench: $(STAMP)
 	$(PY) bench/bulk.py cpu --out bench/last_bulk_cpu.json
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache test-artifacts

@@ -237,6 +237,8 @@ def test_format_subset_and_quiet(mixed_folder: Path, tmp_path: Path) -> None:
     assert result.returncode == 0
     assert result.stderr == ""
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+        "index.html",  # the folder's page and its data
+        "report",
         "summary.json",
         "web.srt",
     ]

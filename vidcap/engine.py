@@ -36,6 +36,7 @@ from vidcap.decode_pool import DecodePool
 from vidcap.errors import BackendUnavailable, VideoError
 from vidcap.model import AUTO_BATCH_CUDA
 from vidcap.outputs import CaptionedFrame
+from vidcap.report import refresh_report
 from vidcap.settings import EngineSettings, GenerationSettings, SamplingSettings
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ def run(
         log.info("%s: already done, skipped", result.video)
     if not jobs:
         write_summary(settings.out_dir, resumed, 0, time.monotonic() - started)
+        refresh_report(settings.out_dir)
         return list(resumed)
 
     # Few videos (all decoding at once): the progress line counts frames, against the
@@ -143,6 +145,7 @@ def run(
         backend.close()
         progress.close()
         results = committer.close(time.monotonic() - started, resumed)
+        refresh_report(settings.out_dir)  # index.html: also after an interruption
     return results
 
 

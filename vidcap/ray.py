@@ -59,6 +59,7 @@ from vidcap.model import auto_batch_size, ensure_loadable, resolve_model_path
 from vidcap.outputs import CaptionedFrame
 from vidcap.parquet import DEFAULT_SHARD_ROWS, run_writers_for
 from vidcap.remote_out import output_folder
+from vidcap.report import refresh_report
 from vidcap.settings import GenerationSettings, ModelSettings, SamplingSettings
 
 log = logging.getLogger(__name__)
@@ -399,4 +400,5 @@ def run(
                     )
     finally:
         results = committer.close(time.monotonic() - started, resumed)
+        refresh_report(settings.out_dir)  # index.html: also after an interruption
     return results

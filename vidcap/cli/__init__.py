@@ -1,6 +1,7 @@
-"""``vidcap``: caption · mask · clips · tiny-model.
+"""``vidcap``: caption · mask · clips · search · report · export · tiny-model.
 
-The sub-commands live in ``caption.py`` and ``mask.py`` (mask, clips); every flag group
+The sub-commands live in ``caption.py``, ``mask.py`` (mask, clips), ``search.py``,
+``report.py`` and ``export.py``; every flag group
 and its mapping onto a settings dataclass in ``args.py``. ``entry`` is the console script.
 """
 
@@ -63,7 +64,10 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from vidcap.cli.caption import add_caption_parser
+    from vidcap.cli.export import add_export_parser
     from vidcap.cli.mask import add_clips_parser, add_mask_parser
+    from vidcap.cli.report import add_report_parser
+    from vidcap.cli.search import add_search_parser
 
     parser = OneLineParser(prog="vidcap", description="Caption video in bulk with BLIP-2.")
     parser.add_argument("--version", action="version", version=f"vidcap {__version__}")
@@ -80,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_mask_parser(sub)
     add_clips_parser(sub)
+    add_search_parser(sub)
+    add_report_parser(sub)
+    add_export_parser(sub)
     for subparser in sub.choices.values():
         subparser.add_argument(
             "-v", "--verbose", action="store_true", default=SUPPRESS, help="log progress details"

@@ -1,0 +1,212 @@
+"""``vidcap export --to fiftyone``: a FiftyOneVideoLabelsDataset.
+
+The schema test always runs, against the format as FiftyOne documents and writes it
+(``fiftyone.types.FiftyOneVideoLabelsDataset``: ``manifest.json`` indexing ETA VideoLabels
+files). The import test reads the export back with FiftyOne's own importer, where FiftyOne
+is importable here or in the interpreter named by ``VIDCAP_FIFTYONE_PYTHON`` (FiftyOne is
+heavy and not a dependency: ``python3 -m venv /tmp/fo && /tmp/fo/bin/pip install fiftyone``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.folders import HOSTILE_CAPTION, HOSTILE_NAME, FakeVideo, library, write_folder
+from vidcap.cli import main
+from vidcap.export import export_fiftyone, frame_support
+from vidcap.outputs import CaptionedFrame
+
+SUBJECT = Path(__file__).resolve().parents[1] / "sample_videos" / "subject.mp4"
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    out = write_folder(tmp_path / "out", library())
+    (out / "beach.scenes.jsonl").write_text(
+        json.dumps({"scene": 0, "start": 0.0, "end": 1.5, "caption": "a dog on a beach"}) + "\n"
+        + json.dumps({"scene": 1, "start": 1.5, "end": 3.5, "caption": "waves"}) + "\n"
+    )  # fmt: skip
+    return out
+
+
+def labels(target: Path) -> dict[str, dict]:
+    manifest = json.loads((target / "manifest.json").read_text())
+    return {
+        Path(entry["labels"]).stem: json.loads((target / entry["labels"]).read_text())
+        for entry in manifest["index"]
+    }
+
+
+def test_the_export_follows_fiftyones_video_labels_schema(folder: Path, tmp_path: Path) -> None:
+    target = tmp_path / "fo"
+    stats = export_fiftyone(folder, target, queries=["red car"])
+    manifest = json.loads((target / "manifest.json").read_text())
+    assert manifest["type"] == "eta.core.datasets.LabeledVideoDataset"
+    assert isinstance(manifest["description"], str)
+    assert stats.skipped == 1 and stats.videos == 5  # the failed video is left out
+    for entry in manifest["index"]:
+        assert set(entry) == {"data", "labels"} and Path(entry["data"]).is_absolute()
+        assert entry["labels"].startswith("labels/") and (target / entry["labels"]).is_file()
+    docs = labels(target)
+    assert sorted(docs) == sorted(v.name for v in library() if v.error is None)
+    for doc in docs.values():
+        assert set(doc) == {"frames", "events"} and set(doc["events"]) == {"events"}
+        for key, frame in doc["frames"].items():
+            assert key == str(frame["frame_number"]) and frame["frame_number"] >= 1
+            [attr] = frame["attrs"]["attrs"]
+            assert attr["type"] == "eta.core.data.CategoricalAttribute"
+            assert attr["name"] == "caption" and attr["value"].strip()
+        for event in doc["events"]["events"]:
+            assert event["type"] == "eta.core.events.VideoEvent"
+            assert event["name"] in ("scenes", "segments") and isinstance(event["label"], str)
+            first, last = map(
+                int, re.fullmatch(r"(\d+)-(\d+)", event["support"]["ranges"]).groups()
+            )
+            assert 1 <= first <= last
+            names = {a["name"]: a for a in event["attrs"]["attrs"]}
+            assert {a["type"] for a in names.values()} == {"eta.core.data.NumericAttribute"}
+            assert names["start"]["value"] < names["end"]["value"]
+    street = docs["street"]
+    assert street["frames"]["1"]["attrs"]["attrs"][0]["value"] == "a red car on a street"
+    assert [e["support"]["ranges"] for e in street["events"]["events"]] == [
+        "1-20", "41-50", "61-80", "91-100",  # [0, 2) s at 10 fps: frames 1-20; to the end: 100
+    ]  # fmt: skip
+    beach = docs["beach"]["events"]["events"]
+    assert [
+        (e["name"], e["label"], e["support"]["ranges"]) for e in beach if e["name"] == "scenes"
+    ] == [
+        ("scenes", "a dog on a beach", "1-15"),
+        ("scenes", "waves", "16-35"),
+    ]
+    hostile = docs[HOSTILE_NAME]["frames"]
+    assert hostile["1"]["attrs"]["attrs"][0]["value"] == HOSTILE_CAPTION
+    assert "31" not in hostile  # an empty caption is no label
+    assert docs["empty"] == {"frames": {}, "events": {"events": []}}
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [
+        (0.0, 0.3, (1, 3)),  # up to the frame shown at 0.3 s
+        (0.1, 0.3, (2, 3)),  # not a sampled time: placed by the frame rate
+        (0.3, 0.9, (4, 9)),
+        (0.6, 0.6, (7, 7)),
+    ],
+)
+def test_time_ranges_become_frame_ranges(start: float, end: float, expected: tuple) -> None:
+    frames = [CaptionedFrame(i * 3, round(i * 0.3, 6), "x") for i in range(4)]  # 10 fps, every 3rd
+    assert frame_support(frames, start, end) == expected
+
+
+def test_copy_media_and_rerun_replace_an_earlier_export(tmp_path: Path, capsys) -> None:
+    out = write_folder(
+        tmp_path / "out",
+        [
+            FakeVideo("subject", ("a red circle",) * 5, source=str(SUBJECT)),
+            FakeVideo("gone", ("a",)),
+        ],
+    )
+    target = tmp_path / "fo"
+    assert main(["export", str(out), "--to", "fiftyone", str(target), "--copy-media"]) == 0
+    manifest = json.loads((target / "manifest.json").read_text())
+    assert manifest["index"] == [{"data": "data/subject.mp4", "labels": "labels/subject.json"}]
+    assert (target / "data" / "subject.mp4").read_bytes() == SUBJECT.read_bytes()
+    assert "1 videos left out" in capsys.readouterr().err
+    assert main(["export", str(out), "--to", "fiftyone", str(target)]) == 0  # replaced
+    data = [e["data"] for e in json.loads((target / "manifest.json").read_text())["index"]]
+    assert data == [str(tmp_path / "videos" / "gone.mp4"), str(SUBJECT)]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["{full}"], "not empty and holds no earlier export"),
+        (["{target}", "--query", "(", "--regex"], "bad --regex query"),
+        (["{target}", "--query", " "], "--query must not be empty"),
+    ],
+)
+def test_usage_errors(tmp_path: Path, capsys, extra: list[str], message: str) -> None:
+    out = write_folder(tmp_path / "out", library()[:1])
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "mine.txt").write_text("keep me")
+    names = {"target": tmp_path / "fo", "full": tmp_path / "full"}
+    argv = ["export", str(out), "--to", "fiftyone", *(a.format(**names) for a in extra)]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert (tmp_path / "full" / "mine.txt").read_text() == "keep me"
+
+
+def test_an_unknown_format_lists_the_known_ones(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", str(tmp_path), "--to", "labelstudio", str(tmp_path / "x")])
+    assert exit_.value.code == 2 and "choose from 'fiftyone'" in capsys.readouterr().err
+
+
+def fiftyone_python() -> str | None:
+    if importlib.util.find_spec("fiftyone") is not None:
+        return sys.executable
+    named = os.environ.get("VIDCAP_FIFTYONE_PYTHON")
+    return named if named and Path(named).is_file() else None
+
+
+IMPORT_SCRIPT = """
+import json, sys
+import fiftyone.utils.data as foud
+importer = foud.FiftyOneVideoLabelsDatasetImporter(sys.argv[1])
+importer.setup()
+samples = []
+for path, metadata, label, frames in importer:
+    samples.append({
+        "path": path,
+        "events": {field: [[d.label, d.support, d.start, d.end] for d in value.detections]
+                   for field, value in (label or {}).items()},
+        "captions": {str(n): f["caption"].label for n, f in (frames or {}).items()},
+    })
+dataset = None
+try:  # the whole import, where FiftyOne's database can start here
+    import fiftyone as fo
+    ds = fo.Dataset.from_dir(sys.argv[1], dataset_type=fo.types.FiftyOneVideoLabelsDataset)
+    dataset = {"samples": len(ds), "frames": ds.count("frames"),
+               "segments": ds.count("segments.detections")}
+    ds.delete()
+except Exception as exc:  # no database (MongoDB) on this machine
+    dataset = repr(exc)[:300]
+print(json.dumps({"samples": samples, "dataset": dataset}))
+"""
+
+
+@pytest.mark.slow
+def test_fiftyone_imports_the_export(folder: Path, tmp_path: Path) -> None:
+    python = fiftyone_python()
+    if python is None:
+        pytest.skip(
+            "fiftyone is not installed here (set VIDCAP_FIFTYONE_PYTHON to a Python that has it)"
+        )
+    target = tmp_path / "fo"
+    export_fiftyone(folder, target, queries=["red car"])
+    done = subprocess.run(
+        [python, "-c", IMPORT_SCRIPT, str(target)],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "FIFTYONE_DO_NOT_TRACK": "true"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    samples = {Path(s["path"]).stem: s for s in result["samples"]}
+    assert sorted(samples) == sorted(v.name for v in library() if v.error is None)
+    street = samples["street"]
+    assert street["captions"]["1"] == "a red car on a street" and len(street["captions"]) == 10
+    assert street["events"]["segments"][0] == ["red car", [1, 20], 0.0, 2.0]
+    assert [e[:2] for e in samples["beach"]["events"]["scenes"]] == [
+        ["a dog on a beach", [1, 15]], ["waves", [16, 35]],
+    ]  # fmt: skip
+    assert samples[HOSTILE_NAME]["captions"]["1"] == HOSTILE_CAPTION
+    if isinstance(result["dataset"], dict):  # FiftyOne's database ran: the whole import
+        assert result["dataset"]["samples"] == 5

@@ -1,0 +1,245 @@
+"""``OUT/index.html`` and its data files: what the page is given (the browser tests in
+test_report_browser.py check what it does with it), written at the end of every run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from tests.support.folders import (
+    HOSTILE_CAPTION,
+    HOSTILE_NAME,
+    FakeVideo,
+    fake_thumbs,
+    library,
+    write_folder,
+)
+from tests.support.videos import VideoSpec, constant_rate, write_video
+from vidcap.backend import EmbeddedBackend
+from vidcap.cli import main
+from vidcap.commit import RunSettings
+from vidcap.engine import run
+from vidcap.report import PAGE, refresh_report, write_report
+from vidcap.settings import EngineSettings, SamplingSettings
+
+
+def manifest_of(out: Path) -> dict:
+    page = (out / PAGE).read_text(encoding="utf-8")
+    found = re.search(
+        r'<script type="application/json" id="vidcap-manifest">(.*?)</script>', page, re.S
+    )
+    assert found, "the page holds its manifest"
+    return json.loads(found.group(1))
+
+
+def shards_of(out: Path) -> list[dict]:
+    shards = []
+    for name in manifest_of(out)["shards"]:
+        text = (out / name).read_text(encoding="ascii")
+        assert text.startswith("vidcapShard(JSON.parse(") and text.endswith("));\n")
+        shards.append(json.loads(json.loads(text[len("vidcapShard(JSON.parse(") : -4])))
+    return shards
+
+
+def videos_of(out: Path) -> dict[str, dict]:
+    entries = {}
+    for shard in shards_of(out):
+        for video in shard["videos"]:
+            video["captions"] = [shard["captions"][i] for i in video.get("c", [])]
+            entries[video["n"]] = video
+    return entries
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    videos = library()
+    out = write_folder(tmp_path / "out", videos)
+    fake_thumbs(out, "street", (f.index for f in videos[0].frames))
+    (out / "beach.scenes.jsonl").write_text(
+        json.dumps({"video": "beach.mp4", "scene": 0, "start": 0.0, "end": 1.5, "caption": "a dog"})
+        + "\n"
+        + json.dumps(
+            {"video": "beach.mp4", "scene": 1, "start": 1.5, "end": 3.5, "caption": "waves"}
+        )
+        + "\n"
+    )
+    assert main(["mask", str(out / "street.jsonl"), "--query", "red car",
+                 "--out", str(out / "street.mask.json")]) == 0  # fmt: skip
+    return out
+
+
+def test_every_video_is_on_the_page_with_what_the_folder_holds(folder: Path) -> None:
+    stats = write_report(folder)
+    manifest = manifest_of(folder)
+    assert (manifest["videos"], manifest["done"], manifest["failed"]) == (6, 5, 1)
+    assert manifest["frames"] == stats.frames == 10 + 7 + 4 + 4
+    videos = videos_of(folder)
+    assert sorted(videos) == sorted(v.name for v in library())
+    street, beach = videos["street"], videos["beach"]
+    assert street["captions"] == list(library()[0].captions)
+    assert street["t"] == [float(i) for i in range(10)] and street["f"] == list(range(0, 100, 10))
+    assert street["th"] == 1 and "th" not in beach  # thumbnails where they exist
+    assert street["d"] == street["D"] == 10.0
+    assert street["mk"]["label"] == "red car" and len(street["mk"]["seg"]) == 4
+    assert beach["sc"] == [[0.0, 1.5, "a dog"], [1.5, 3.5, "waves"]]
+    assert beach["t"][:3] == [0.0, 0.5, 1.0]
+    assert videos["broken"]["s"] == "failed" and "moov" in videos["broken"]["e"]
+    assert "t" not in videos["broken"] and "t" not in videos["empty"]
+    assert videos[HOSTILE_NAME]["captions"][0] == HOSTILE_CAPTION
+    assert street["vf"] == "street.vtt" and street["vt"].startswith("report/vtt/")
+    vtt_script = (folder / street["vt"]).read_text()
+    assert (
+        json.loads(vtt_script[len("vidcapVtt(") : -3].split(",", 1)[1])
+        == (folder / "street.vtt").read_text()
+    )
+
+
+def test_nothing_from_the_folder_is_markup_in_the_page(tmp_path: Path) -> None:
+    out = write_folder(tmp_path / "<script>alert('folder')<script> \"q\"", library())
+    write_report(out)
+    page = (out / PAGE).read_text(encoding="utf-8")
+    assert page.count("<script") == 2 and page.count("</script") == 2  # the page's own
+    assert "<script>alert" not in page and HOSTILE_NAME not in page
+    assert manifest_of(out)["title"] == "<script>alert('folder')<script> \"q\""
+    for path in (out / "report").rglob("*.js"):
+        assert path.read_text(encoding="ascii").isascii()  # data: JSON, \\u-escaped
+
+
+def test_the_page_reaches_the_source_where_a_browser_can(tmp_path: Path) -> None:
+    here = tmp_path / "videos" / "here is.mp4"
+    here.parent.mkdir()
+    here.write_bytes(b"not really a video")
+    out = write_folder(
+        tmp_path / "out",
+        [
+            FakeVideo("local", ("a",), source=str(here)),
+            FakeVideo("gone", ("a",), source=str(tmp_path / "videos" / "gone.mp4")),
+            FakeVideo("web", ("a",), source="https://example.com/v/clip%201.mp4"),
+            FakeVideo("bucket", ("a",), source="s3://bucket/clip.mp4"),
+        ],
+    )
+    write_report(out)
+    videos = videos_of(out)
+    assert videos["local"]["src"] == "../videos/here%20is.mp4" and "why" not in videos["local"]
+    assert "src" not in videos["gone"] and "not on this machine" in videos["gone"]["why"]
+    assert videos["web"]["src"] == "https://example.com/v/clip%201.mp4"
+    assert "src" not in videos["bucket"] and "s3://" in videos["bucket"]["why"]
+
+
+def test_a_partial_folder_gives_a_page_of_the_finished_videos(tmp_path: Path) -> None:
+    out = write_folder(tmp_path / "out", library()[:2])
+    (out / "unfinished.jsonl.part").write_text(
+        '{"video": "u", "frame": 0, "time": 0, "caption": "a"}\n'
+    )
+    (out / "unfinished.vtt.part").write_text("WEBVTT\n")
+    (out / "summary.json").unlink()  # killed before the summary was rewritten
+    write_report(out)
+    assert sorted(videos_of(out)) == ["beach", "street"]
+
+
+def test_rewriting_drops_data_files_of_videos_gone(folder: Path, monkeypatch) -> None:
+    import vidcap.report
+
+    monkeypatch.setattr(vidcap.report, "VIDEOS_PER_SHARD", 2)
+    assert write_report(folder).shards == 3
+    vtts = {p.name for p in (folder / "report" / "vtt").iterdir()}
+    written = {p: p.stat().st_mtime_ns for p in [folder / PAGE, *(folder / "report").rglob("*")]}
+    again = write_report(folder)
+    assert again.vtt_written == 0  # the same folder: the same page, no file rewritten
+    assert {p: p.stat().st_mtime_ns for p in written} == written
+    for name in ("street", "beach", "empty", HOSTILE_NAME):
+        (folder / ".vidcap" / f"{name}.json").unlink()
+    assert write_report(folder).shards == 1
+    assert [p.name for p in (folder / "report").glob("data-*.js")] == ["data-00000.js"]
+    assert len(list((folder / "report" / "vtt").iterdir())) < len(vtts)
+    assert sorted(videos_of(folder)) == ["broken", "café Straße"]
+
+
+def test_report_command(folder: Path, tmp_path: Path, capsys) -> None:
+    assert main(["report", str(folder)]) == 0
+    assert capsys.readouterr().out.strip() == str(folder / PAGE)
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_a_page_is_not_rewritten_over_placeholders(folder: Path, caplog) -> None:
+    write_report(folder)
+    before = (folder / PAGE).read_text()
+    (folder / "street.jsonl").write_text("")  # as an --out URL's staging folder holds it
+    with caplog.at_level(logging.WARNING):
+        refresh_report(folder)
+    assert "not rewritten" in caplog.text and (folder / PAGE).read_text() == before
+
+
+def test_a_page_is_not_rewritten_over_parquet_placeholders(tmp_path: Path, caplog) -> None:
+    out = write_folder(tmp_path / "out", library()[:1], formats=())
+    (out / "parquet").mkdir()
+    (out / "parquet" / "part-x-00000.parquet").write_bytes(b"")
+    with caplog.at_level(logging.WARNING):
+        refresh_report(out)
+    assert "not rewritten" in caplog.text and not (out / PAGE).exists()
+
+
+def test_a_failure_to_write_the_page_is_a_warning(tmp_path: Path, caplog) -> None:
+    with caplog.at_level(logging.WARNING):
+        refresh_report(tmp_path / "not a folder")
+    assert "not written" in caplog.text
+
+
+def clip(folder: Path, name: str, frames: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = VideoSpec(name, "libx264", ".mp4", constant_rate(frames, Fraction(10)))
+    return write_video(folder / f"{name}.mp4", spec)
+
+
+def settings_for(out: Path) -> RunSettings:
+    every = SamplingSettings(fps=None, every_n=1)
+    return RunSettings(out_dir=out, sampling=every, model="tiny", quiet=True)
+
+
+def test_every_run_leaves_the_page(tmp_path: Path, tiny_captioner) -> None:
+    out = tmp_path / "out"
+    first = clip(tmp_path / "in", "first", 4)
+    run([str(first)], settings_for(out), lambda: EmbeddedBackend(tiny_captioner))
+    assert sorted(videos_of(out)) == ["first"]
+    second = clip(tmp_path / "in", "second", 3)
+    run([str(first), str(second)], settings_for(out), lambda: EmbeddedBackend(tiny_captioner))
+    videos = videos_of(out)
+    assert sorted(videos) == ["first", "second"] and len(videos["second"]["t"]) == 3
+    assert videos["first"]["src"] == "../in/first.mp4"
+    (out / PAGE).unlink()
+    run([str(first)], settings_for(out), lambda: pytest.fail("nothing to do"))
+    assert (out / PAGE).is_file()  # a run with nothing to do rewrites it too
+
+
+class Interrupting(EmbeddedBackend):
+    """The real backend, until Ctrl-C arrives during its second batch."""
+
+    calls = 0
+
+    def _run(self, images, settings):
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyboardInterrupt
+        return super()._run(images, settings)
+
+
+def test_an_interrupted_run_leaves_a_page_of_the_finished_videos(
+    tmp_path: Path, tiny_captioner
+) -> None:
+    out = tmp_path / "out"
+    short, long = clip(tmp_path / "in", "short", 3), clip(tmp_path / "in", "long", 40)
+    with pytest.raises(KeyboardInterrupt):
+        run(
+            [str(short), str(long)],
+            settings_for(out),
+            lambda: Interrupting(tiny_captioner),
+            EngineSettings(decode_workers=1),  # in order: short's frames, then long's
+        )
+    assert sorted(videos_of(out)) == ["short"]
+    assert manifest_of(out)["videos"] == 1

@@ -1,0 +1,250 @@
+"""``vidcap search``: the moments of whole output folders, the same as ``vidcap mask`` finds
+in each video, from JSONL and Parquet alike; ranking, output forms, clips, streaming."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tracemalloc
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.support.folders import (
+    KEY,
+    NEEDLE,
+    FakeVideo,
+    big_folder,
+    library,
+    source_of,
+    write_folder,
+)
+from vidcap.cli import main
+from vidcap.folder import open_folder, read_captions
+from vidcap.mask import MaskSettings, load_captions, mask_captions
+from vidcap.search import SearchStats, rank_key, search
+
+SUBJECT = Path(__file__).resolve().parents[1] / "sample_videos" / "subject.mp4"
+
+CASES = [
+    ("red car", False, 0.0, 0.0),
+    ("red car", False, 1.5, 0.0),
+    ("red car", False, 0.0, 1.5),
+    ("RED CAR", False, 2.0, 1.0),
+    ("dog", False, 0.0, 0.0),
+    ("waves", False, 0.6, 0.0),
+    ("man walking", False, 0.0, 0.0),
+    (r"red\s+car (on|parked)", True, 0.0, 0.0),
+    (r"^a (dog|bus)", True, 1.0, 0.0),
+    ("café", False, 0.0, 0.0),
+    ("straße", False, 0.0, 0.0),
+    ('"quoted" red', False, 0.0, 0.0),
+    ("</script>", False, 0.0, 0.0),
+    ("nothing like this", False, 0.0, 0.0),
+]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_folder(tmp_path_factory.mktemp("lib") / "out", library())
+
+
+def segments_by_video(moments) -> dict[str, list[tuple[float, float, int]]]:
+    found: dict[str, list] = {}
+    for m in moments:
+        found.setdefault(m.name, []).append((round(m.start, 6), round(m.end, 6), m.frames))
+    return {name: sorted(rows) for name, rows in found.items()}
+
+
+def mask_of(folder: Path, query: str, settings: MaskSettings) -> dict[str, list]:
+    """``vidcap mask`` on each video's JSONL, given the video's duration as summary.json has it."""
+    found = {}
+    for video in open_folder(folder):
+        path = video.output(".jsonl")
+        if not video.done or not path.read_text().strip():
+            continue
+        given = replace(settings, duration=video.duration)
+        report = mask_captions(load_captions(path), [query], given)
+        if report["segments"]:
+            found[video.name] = [(s["start"], s["end"], s["frames"]) for s in report["segments"]]
+    return found
+
+
+@pytest.mark.parametrize(("query", "regex", "gap", "shortest"), CASES)
+def test_search_finds_the_segments_mask_finds_in_each_video(
+    folder: Path, query: str, regex: bool, gap: float, shortest: float
+) -> None:
+    settings = MaskSettings(regex=regex, merge_gap=gap, min_duration=shortest)
+    assert segments_by_video(search([folder], [query], settings)) == mask_of(
+        folder, query, settings
+    )
+
+
+def test_the_same_moments_as_the_mask_command(folder: Path, tmp_path: Path, capsys) -> None:
+    assert main(["search", str(folder), "red car", "--merge-gap", "1.5", "--json"]) == 0
+    moments = json.loads(capsys.readouterr().out)["moments"]
+    street = open_folder(folder)[[v.name for v in open_folder(folder)].index("street")]
+    argv = ["mask", str(folder / "street.jsonl"), "--query", "red car", "--merge-gap", "1.5",
+            "--duration", str(street.duration)]  # fmt: skip
+    assert main(argv) == 0
+    mask = json.loads(capsys.readouterr().out)
+    mine = sorted((m["start"], m["end"], m["frames"]) for m in moments if m["name"] == "street")
+    assert mine == [(s["start"], s["end"], s["frames"]) for s in mask["segments"]]
+
+
+def test_a_moment_is_told_by_its_first_matching_frame(folder: Path) -> None:
+    moments = sorted(
+        (m for m in search([folder], ["red car"]) if m.name == "street"), key=lambda m: m.start
+    )
+    assert [(m.start, m.end, m.frames, m.frame, m.caption) for m in moments] == [
+        (0.0, 2.0, 2, 0, "a red car on a street"),
+        (4.0, 5.0, 1, 40, "a red car parked"),
+        (6.0, 8.0, 2, 60, "a red  car turning"),
+        (9.0, 10.0, 1, 90, "a red car"),  # the last frame runs to the video's end
+    ]
+    assert all(m.thumb is None and m.video.endswith("videos/street.mp4") for m in moments)
+
+
+def test_ranking_most_frames_then_longest_then_folder_order_then_earliest(folder: Path) -> None:
+    moments = search([folder], ["red car"])
+    assert moments == sorted(moments, key=rank_key)
+    keys = [(-m.frames, -round(m.duration, 6)) for m in moments]
+    assert keys == sorted(keys)
+    twos = [(m.name, m.start) for m in moments if m.frames == 2]
+    assert twos == [("street", 0.0), ("street", 6.0)]  # equal: folder order, then earliest
+
+
+def test_a_thumbnail_is_named_where_one_exists(tmp_path: Path) -> None:
+    from tests.support.folders import fake_thumbs
+
+    video = FakeVideo("clip", ("a cat", "a red car", "a red car"))
+    out = write_folder(tmp_path / "out", [video])
+    fake_thumbs(out, video.name, (f.index for f in video.frames))
+    [moment] = search([out], ["red car"])
+    assert moment.thumb == "thumbs/clip/000010.jpg" and (out / moment.thumb).is_file()
+
+
+def test_parquet_outputs_give_the_same_moments_as_jsonl(folder: Path, tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    from vidcap.commit import VideoJob
+    from vidcap.parquet import ParquetShardWriter
+
+    out = tmp_path / "out"
+    videos = library()
+    write_folder(out, videos, formats=())  # records and summary only
+    old = ParquetShardWriter(out, "an-earlier-key", shard_rows=1)  # another run's rows
+    writer = ParquetShardWriter(out, KEY, shard_rows=7)  # videos spread over several shards
+    for i, video in enumerate(v for v in videos if v.error is None):
+        job = VideoJob(i, source_of(out, video), video.name, {"path": source_of(out, video)})
+        stale = tuple(replace(f, caption="a red car everywhere") for f in video.frames)
+        old.add(job, stale)
+        writer.add(job, video.frames)
+    old.close()
+    writer.close()
+    again = ParquetShardWriter(out, KEY)  # a rerun after a crash wrote one video again
+    again.add(VideoJob(0, source_of(out, videos[0]), videos[0].name, {}), videos[0].frames)
+    again.close()
+    assert not list(out.glob("*.jsonl"))
+    for query, regex, gap, shortest in CASES:
+        settings = MaskSettings(regex=regex, merge_gap=gap, min_duration=shortest)
+        assert segments_by_video(search([out], [query], settings)) == segments_by_video(
+            search([folder], [query], settings)
+        ), query
+
+
+def test_word_queries_skip_unparsed_files_with_no_change_in_results(
+    folder: Path, monkeypatch
+) -> None:
+    import vidcap.search
+
+    quick = {q: search([folder], [q]) for q, regex, _, _ in CASES if not regex}
+    monkeypatch.setattr(vidcap.search, "might_match", lambda queries, settings: None)
+    assert {q: search([folder], [q]) for q in quick} == quick
+
+
+def test_several_folders_are_searched_in_order(folder: Path, tmp_path: Path) -> None:
+    other = write_folder(tmp_path / "other", [FakeVideo("street", ("a red car",) * 4)])
+    stats = SearchStats()
+    moments = search([folder, other], ["red car"], stats=stats)
+    assert moments[0].folder == str(other) and moments[0].frames == 4  # most frames first
+    assert stats.folders == 2 and stats.videos == len(library()) + 1
+
+
+def test_table_json_and_csv(folder: Path, capsys) -> None:
+    assert main(["search", str(folder), "red car"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0].split() == ["#", "video", "start", "end", "frames", "caption"]
+    assert len(lines) == 1 + len(search([folder], ["red car"]))
+    assert "moments in" in captured.err and "searched" in captured.err
+    assert all("\n" not in line and "<script>" not in line[:3] for line in lines)
+
+    assert main(["search", str(folder), "red car", "--json", "--limit", "2"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["query"] == "red car" and len(document["moments"]) == 2
+    assert set(document["moments"][0]) == {"folder", "name", "video", "start", "end",
+                                           "duration", "frames", "caption", "frame", "thumb"}  # fmt: skip
+
+    assert main(["search", str(folder), "quoted", "--csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert rows and all('"quoted"' in row["caption"] for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["search", "{folder}", "(unclosed", "--regex"], "bad --regex query"),
+        (["search", "{folder}", "   "], "must not be empty"),
+        (["search", "{missing}", "red"], "no such folder"),
+        (["search", "{plain}", "red"], "not a vidcap output folder"),
+        (["search", "{folder}", "red", "--merge-gap", "-1"], "--merge-gap must be"),
+        (["search", "{folder}", "red", "--limit", "0"], "--limit must be"),
+        (["search", "{folder}", "red", "--precise"], "--precise applies to --clips"),
+    ],
+)
+def test_usage_errors_in_one_line(
+    folder: Path, tmp_path: Path, capsys, argv: list[str], message: str
+) -> None:
+    (tmp_path / "plain").mkdir()
+    names = {"folder": folder, "missing": tmp_path / "nope", "plain": tmp_path / "plain"}
+    assert main([a.format(**names) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_clips_cut_each_moment_with_the_clips_machinery(tmp_path: Path, capsys) -> None:
+    step = [("a red circle" if 3 <= t < 6 or 20 <= t < 22 else "a blue square") for t in range(34)]
+    video = FakeVideo("subject", tuple(step), source=str(SUBJECT))
+    missing = FakeVideo("gone", ("a red circle",) * 3)  # its source is not on this machine
+    out = write_folder(tmp_path / "out", [video, missing])
+    code = main(["search", str(out), "red circle", "--clips", str(tmp_path / "clips")])
+    assert code == 1  # one video could not be cut
+    err = capsys.readouterr().err
+    assert "gone" in err and "not a file here" in err
+    manifest = json.loads((tmp_path / "clips" / "subject" / "manifest.json").read_text())
+    cut = [(c["start"], c["end"]) for c in manifest["clips"]]
+    assert cut == [(3.0, 6.0), (20.0, 22.0)]
+    assert all(
+        (tmp_path / "clips" / "subject" / c["path"]).stat().st_size > 0 for c in manifest["clips"]
+    )
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_with_the_captions_of_a_folder(tmp_path: Path) -> None:
+    """One video's captions at a time: 10× the captions per video, the same peak."""
+    peaks, sizes = [], []
+    for captions in (20, 200):
+        out = big_folder(tmp_path / f"out{captions}", videos=1000, captions=captions)
+        sizes.append(sum(p.stat().st_size for p in out.glob("*.jsonl")))
+        for regex in (False, True):  # with and without the word prefilter
+            tracemalloc.start()
+            stats = SearchStats()
+            moments = search([out], [NEEDLE], MaskSettings(regex=regex), stats)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+            assert len(moments) == 1 and stats.frames == 999 * captions  # one failed
+    assert sizes[1] > 9 * sizes[0]
+    assert max(peaks[2:]) < 1.5 * max(peaks[:2]), (peaks, sizes)
+    assert sum(1 for _ in read_captions(open_folder(out))) == 1000

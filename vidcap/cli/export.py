@@ -1,0 +1,66 @@
+"""``vidcap export``: an output folder in the import format of a dataset tool (FiftyOne)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vidcap.cli import EXIT_OK
+from vidcap.mask import MaskSettings
+
+EXPORT_EPILOG = """\
+example:
+  vidcap export out/ --to fiftyone fo_dataset/ --query "red car"
+  then, in Python: fo.Dataset.from_dir("fo_dataset", dataset_type=fo.types.FiftyOneVideoLabelsDataset)
+"""
+
+
+def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from vidcap.export import FORMATS
+
+    parser = subparsers.add_parser(
+        "export",
+        help="write an output folder in a dataset tool's import format (FiftyOne)",
+        description="Write OUT's captions (one per sampled frame), scenes and segments as a "
+        "dataset another tool imports. fiftyone: a FiftyOneVideoLabelsDataset (frame field "
+        "'caption'; temporal detections 'scenes' and 'segments').",
+        epilog=EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("out", type=Path, metavar="OUT", help="a `vidcap caption --out` folder")
+    parser.add_argument(
+        "dir", type=Path, metavar="DIR", help="new or empty folder (or an earlier export)"
+    )
+    parser.add_argument("--to", required=True, choices=FORMATS, help="the format")
+    parser.add_argument("--query", action="append", default=[], metavar="TEXT",
+                        help="also export the moments matching TEXT as 'segments' (as "
+                        "`vidcap search`); repeatable")  # fmt: skip
+    parser.add_argument("--regex", action="store_true", help="queries are regular expressions")
+    default = MaskSettings()
+    parser.add_argument("--merge-gap", type=float, default=default.merge_gap, metavar="S",
+                        help="with --query: close gaps shorter than S seconds")  # fmt: skip
+    parser.add_argument("--min-duration", type=float, default=default.min_duration, metavar="S",
+                        help="with --query: drop moments shorter than S seconds")  # fmt: skip
+    parser.add_argument("--copy-media", action="store_true",
+                        help="copy the videos into DIR/data/ (default: the manifest names "
+                        "them where they are)")  # fmt: skip
+    parser.set_defaults(func=run_export)
+    return parser
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from vidcap.export import MANIFEST, export_fiftyone
+
+    settings = MaskSettings(
+        regex=args.regex, merge_gap=args.merge_gap, min_duration=args.min_duration
+    )
+    stats = export_fiftyone(args.out, args.dir, args.query, settings, args.copy_media)
+    print(args.dir / MANIFEST)
+    print(
+        f"vidcap: {stats.videos} videos, {stats.frames} captioned frames, {stats.events} "
+        f"temporal detections exported; {stats.skipped} videos left out (failed, or no "
+        "local source)",
+        file=sys.stderr,
+    )
+    return EXIT_OK

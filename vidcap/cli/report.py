@@ -1,0 +1,36 @@
+"""``vidcap report``: write (or rewrite) ``OUT/index.html`` from the folder as it is."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vidcap.cli import EXIT_OK
+
+
+def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "report",
+        help="write OUT/index.html: every video, its thumbnails and captions, and a search box",
+        description="Write OUT/index.html (and its data files under OUT/report/) from the "
+        "folder's summary.json and outputs. Every run of `vidcap caption` does this at its "
+        "end; run it by hand after copying, pruning or masking a folder. Open the page "
+        "from disk or serve the folder with any static web server.",
+    )
+    parser.add_argument("out", type=Path, metavar="OUT", help="a `vidcap caption --out` folder")
+    parser.set_defaults(func=run_report)
+    return parser
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from vidcap.report import PAGE, write_report
+
+    stats = write_report(args.out)
+    print(args.out / PAGE)
+    print(
+        f"{stats.videos} videos, {stats.frames} frames, {stats.shards} data files "
+        f"in {stats.seconds:.2f} s",
+        file=sys.stderr,
+    )
+    return EXIT_OK

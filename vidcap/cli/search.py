@@ -1,0 +1,178 @@
+"""``vidcap search``: the moments a query matches across output folders, ranked."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import shutil
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import TextIO
+
+from vidcap.cli import EXIT_FAILED, EXIT_OK
+from vidcap.errors import UsageError
+from vidcap.mask import MaskSettings, Segment
+
+log = logging.getLogger(__name__)
+
+SEARCH_EPILOG = """\
+examples:
+  vidcap search out/ "red car"
+  vidcap search out/ archive/ --regex "red (car|truck)s?" --merge-gap 2 --min-duration 1 --json
+  vidcap search out/ "red car" --clips clips/      (one folder of clips per video)
+
+moments are `vidcap mask` segments of each video (the same matching and merging); ranked by
+matching frames, then duration, then folder order, then start time.
+"""
+CSV_COLUMNS = ("folder", "name", "video", "start", "end", "duration", "frames", "caption",
+               "frame", "thumb")  # fmt: skip
+
+
+def add_search_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "search",
+        help="find the moments whose captions match a query, across whole output folders",
+        description="Search the captions of every video in one or more output folders "
+        "(JSONL or Parquet) and list the matching moments, ranked.",
+        epilog=SEARCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("out", nargs="+", type=Path, metavar="OUT", help="output folder(s)")
+    parser.add_argument("query", metavar="QUERY",
+                        help="words or a phrase (case-insensitive, whole words), or with "
+                        "--regex a regular expression")  # fmt: skip
+    parser.add_argument("--regex", action="store_true", help="QUERY is a regular expression")
+    default = MaskSettings()
+    parser.add_argument("--merge-gap", type=float, default=default.merge_gap, metavar="S",
+                        help="close gaps shorter than S seconds (default %(default)g)")  # fmt: skip
+    parser.add_argument("--min-duration", type=float, default=default.min_duration, metavar="S",
+                        help="drop moments shorter than S seconds (default %(default)g)")  # fmt: skip
+    parser.add_argument("--limit", type=int, metavar="N", help="the N best moments only")
+    form = parser.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    form.add_argument("--csv", action="store_true", help="CSV on stdout, one moment a row")
+    parser.add_argument("--clips", type=Path, metavar="DIR",
+                        help="cut each moment into DIR/<name>/ as `vidcap clips` does")  # fmt: skip
+    parser.add_argument("--precise", action="store_true",
+                        help="with --clips: frame-accurate re-encode instead of stream copy")  # fmt: skip
+    parser.set_defaults(func=run_search)
+    return parser
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from vidcap.search import SearchStats, search
+
+    settings = MaskSettings(
+        regex=args.regex, merge_gap=args.merge_gap, min_duration=args.min_duration
+    )
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {args.limit}")
+    if args.precise and args.clips is None:
+        raise UsageError("--precise applies to --clips only")
+    stats = SearchStats()
+    moments = search(args.out, [args.query], settings, stats)
+    total, videos = len(moments), len({(m.folder, m.name) for m in moments})
+    if args.limit is not None:
+        moments = moments[: args.limit]
+    if args.json:
+        document = {
+            "query": args.query,
+            "settings": {
+                "regex": args.regex,
+                "merge_gap": args.merge_gap,
+                "min_duration": args.min_duration,
+            },  # fmt: skip
+            "folders": [str(p) for p in args.out],
+            "videos": stats.videos,
+            "total": total,
+            "moments": [m.row() for m in moments],
+        }
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+    elif args.csv:
+        write_csv(sys.stdout, [m.row() for m in moments])
+    else:
+        print_table(sys.stdout, moments, several=len(args.out) > 1)
+    print(
+        f"vidcap: {total} moments in {videos} videos"
+        + (f" ({len(moments)} shown)" if len(moments) < total else "")
+        + "; "
+        f"{stats.frames} captions of {stats.videos} videos searched in {stats.seconds:.2f} s",
+        file=sys.stderr,
+    )
+    if args.clips is not None:
+        return cut_clips(moments, args.clips, args.precise)
+    return EXIT_OK
+
+
+def write_csv(stream: TextIO, rows: list[dict]) -> None:
+    writer = csv.DictWriter(stream, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def print_table(stream: TextIO, moments: list, several: bool = False) -> None:
+    """Rank, video, start, end, frames, caption; one line each, cut to the terminal's width."""
+    width = shutil.get_terminal_size((120, 24)).columns
+    rows = []
+    for rank, moment in enumerate(moments, start=1):
+        name = f"{Path(moment.folder).name}/{moment.name}" if several else moment.name
+        rows.append((str(rank), _flat(name), f"{moment.start:.3f}", f"{moment.end:.3f}",
+                     str(moment.frames), _flat(moment.caption)))  # fmt: skip
+    head = ("#", "video", "start", "end", "frames", "caption")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(5)]
+    name_width = min(widths[1], 40)
+    for row in [head, *rows]:
+        name = row[1] if len(row[1]) <= name_width else row[1][: name_width - 1] + "…"
+        line = (f"{row[0]:>{widths[0]}}  {name:<{name_width}}  {row[2]:>{widths[2]}}  "
+                f"{row[3]:>{widths[3]}}  {row[4]:>{widths[4]}}  ")  # fmt: skip
+        room = max(width - len(line), 20)
+        caption = row[5] if len(row[5]) <= room else row[5][: room - 1] + "…"
+        stream.write(line + caption + "\n")
+
+
+def _flat(text: str) -> str:
+    """One line of text: control characters (newlines, escapes) shown as spaces."""
+    return "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in text)
+
+
+def cut_clips(moments: list, out: Path, precise: bool) -> int:
+    """Each video's moments cut by ``vidcap.clips.export_clips`` into ``out/<name>/`` (with
+    its manifest.json); a video whose source is not a file here is skipped, saying why."""
+    from vidcap.clips import MANIFEST_NAME, export_clips
+    from vidcap.folder import open_folder
+
+    by_video: dict[tuple[str, str], list[Segment]] = defaultdict(list)
+    for moment in moments:
+        by_video[(moment.folder, moment.name)].append(
+            Segment(moment.start, moment.end, moment.frames)
+        )
+    sources = {}
+    for folder in {folder for folder, _ in by_video}:
+        for video in open_folder(folder):
+            sources[(folder, video.name)] = video
+    used: set[str] = set()
+    skipped = 0
+    for (folder, name), found in by_video.items():
+        video = sources[(folder, name)]
+        source = video.local_source()
+        if source is None:
+            print(f"vidcap: {name}: no clips: the source is not a file here ({video.video})",
+                  file=sys.stderr)  # fmt: skip
+            skipped += 1
+            continue
+        target = name
+        while target in used:
+            target += "+"
+        used.add(target)
+        found.sort(key=lambda s: s.start)
+        clips = export_clips(source, found, out / target, precise=precise)
+        for clip in clips:  # stdout holds the moments; the files go to stderr
+            print(out / target / clip.path, file=sys.stderr)
+        print(out / target / MANIFEST_NAME, file=sys.stderr)
+    if skipped:
+        print(f"vidcap: {skipped} videos not cut (see above)", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK

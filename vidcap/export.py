@@ -1,0 +1,192 @@
+"""``vidcap export OUT --to fiftyone DIR``: an output folder in a format dataset tools import.
+
+FiftyOne (``fiftyone.types.FiftyOneVideoLabelsDataset``; load it with
+``fo.Dataset.from_dir(DIR, dataset_type=fo.types.FiftyOneVideoLabelsDataset)``)::
+
+    DIR/manifest.json        {"type": "eta.core.datasets.LabeledVideoDataset",
+                              "description": "...",
+                              "index": [{"data": <video>, "labels": "labels/<name>.json"}]}
+    DIR/labels/<name>.json   one ETA VideoLabels document per video
+    DIR/data/<name><ext>     the videos, with ``copy_media`` only; else "data" is the
+                             source's absolute path (FiftyOne joins it to DIR, which
+                             leaves an absolute path as it is)
+
+In a VideoLabels document, each sampled frame with a non-empty caption is a frame (FiftyOne
+counts frames from 1: number = vidcap's decoder index + 1) with one categorical attribute
+``caption``, which FiftyOne imports as the frame field ``caption`` (a ``Classification``).
+Time ranges are video events, imported as ``TemporalDetections`` in the sample field named
+by the event: ``scenes`` (``<name>.scenes.jsonl``) and ``segments`` (the ``vidcap mask``
+report ``<name>.mask.json``, and the moments of each ``queries`` item, labelled with what
+was looked for). An event's support is the frame range [first, last] it covers, and its
+``start``/``end`` in seconds travel as numeric attributes (attributes of the detection).
+Failed videos and videos whose source is a URL (FiftyOne opens local files) are left out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidcap import __version__
+from vidcap.errors import UsageError
+from vidcap.folder import (
+    Span,
+    VideoRead,
+    frame_rate,
+    open_folder,
+    read_captions,
+    read_mask,
+    read_scenes,
+)
+from vidcap.mask import DECIMALS, MaskSettings, compile_queries
+from vidcap.outputs import CaptionedFrame, write_json
+from vidcap.search import video_moments
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+DATASET_TYPE = "eta.core.datasets.LabeledVideoDataset"
+CATEGORICAL = "eta.core.data.CategoricalAttribute"
+NUMERIC = "eta.core.data.NumericAttribute"
+EVENT = "eta.core.events.VideoEvent"
+FORMATS = ("fiftyone",)
+
+
+@dataclass
+class ExportStats:
+    videos: int = 0
+    frames: int = 0
+    events: int = 0
+    skipped: int = 0
+
+
+def export_fiftyone(
+    out: Path | str,
+    target: Path | str,
+    queries: Sequence[str] = (),
+    settings: MaskSettings | None = None,
+    copy_media: bool = False,
+) -> ExportStats:
+    """Write ``out`` as a FiftyOneVideoLabelsDataset in ``target`` (new, empty, or an
+    earlier export, which is replaced)."""
+    out, target = Path(out), Path(target)
+    settings = settings or MaskSettings()
+    for query in queries:
+        compile_queries([query], settings.regex)
+    videos = open_folder(out)
+    _check_target(target)
+    labels_dir = target / "labels"
+    labels_dir.mkdir(parents=True, exist_ok=True)
+    if copy_media:
+        (target / "data").mkdir(exist_ok=True)
+    stats = ExportStats()
+    index = []
+    written: set[str] = set()
+    for read in read_captions(videos):
+        video = read.video
+        if not video.done or read.problem:
+            stats.skipped += 1
+            continue
+        source = video.local_source()
+        if source is None and (copy_media or "://" in video.video):
+            log.warning(
+                "%s: not exported: the source is not a file here (%s)", video.name, video.video
+            )
+            stats.skipped += 1
+            continue
+        labels = video_labels(read, queries, settings)
+        name = f"{video.name}.json"
+        (labels_dir / name).write_text(
+            json.dumps(labels, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        written.add(name)
+        if copy_media:
+            assert source is not None
+            data = f"data/{video.name}{source.suffix}"
+            shutil.copy2(source, target / data)
+        else:
+            data = str(source or Path(video.identity.get("path") or video.video).resolve())
+        index.append({"data": data, "labels": f"labels/{name}"})
+        stats.videos += 1
+        stats.frames += len(labels["frames"])
+        stats.events += len(labels["events"]["events"])
+    for stale in labels_dir.glob("*.json"):
+        if stale.name not in written:
+            stale.unlink()
+    manifest = {
+        "type": DATASET_TYPE,
+        "description": f"vidcap {__version__}: captions of {out.resolve()}",
+        "index": index,
+    }
+    write_json(target / MANIFEST, manifest)
+    return stats
+
+
+def _check_target(target: Path) -> None:
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{target} is a file; give a new or empty folder")
+    if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST).is_file():
+        raise UsageError(f"{target} is not empty and holds no earlier export ({MANIFEST})")
+
+
+def video_labels(read: VideoRead, queries: Sequence[str], settings: MaskSettings) -> dict:
+    """One video's ETA VideoLabels document: captions per frame, scenes and segments as events."""
+    frames = {
+        str(frame.index + 1): {
+            "frame_number": frame.index + 1,
+            "attrs": {"attrs": [{"type": CATEGORICAL, "name": "caption", "value": frame.caption}]},
+        }
+        for frame in read.frames
+        if frame.caption.strip()
+    }
+    events = [_event("scenes", span, read) for span in read_scenes(read.video)]
+    mask = read_mask(read.video)
+    if mask is not None:
+        events += [_event("segments", span, read, mask.label) for span in mask.segments]
+    for query in queries:
+        for moment in video_moments(read, [query], settings):
+            span = Span(moment.start, moment.end, query, moment.frames)
+            events.append(_event("segments", span, read, query))
+    return {"frames": frames, "events": {"events": events}}
+
+
+def _event(field: str, span: Span, read: VideoRead, label: str | None = None) -> dict:
+    first, last = frame_support(read.frames, span.start, span.end)
+    attrs = [
+        {"type": NUMERIC, "name": "start", "value": round(span.start, DECIMALS)},
+        {"type": NUMERIC, "name": "end", "value": round(span.end, DECIMALS)},
+    ]
+    return {
+        "type": EVENT,
+        "label": label if label is not None else span.label,
+        "name": field,
+        "support": {"ranges": f"{first}-{last}"},
+        "attrs": {"attrs": attrs},
+    }
+
+
+def frame_support(frames: Sequence[CaptionedFrame], start: float, end: float) -> tuple[int, int]:
+    """The FiftyOne frame numbers [first, last] (counted from 1) that [start, end) seconds
+    cover. A time is placed by the sampled frame shown at it when there is one, else by the
+    frame rate the sampled frames show (the index at ``seconds × rate``); the frame shown at
+    ``end`` is not covered, so ``last`` is its index (its number minus one)."""
+    if not frames:
+        return 1, 1
+    rate = frame_rate(frames)
+    exact = {round(f.time, DECIMALS): f.index for f in frames}
+
+    def index_at(seconds: float) -> int:
+        key = round(seconds, DECIMALS)
+        if key in exact:
+            return exact[key]
+        if rate:
+            return round(seconds * rate)
+        later = [f.index for f in frames if round(f.time, DECIMALS) > key]
+        return later[0] if later else frames[-1].index + 1
+
+    first = index_at(start) + 1
+    return first, max(first, index_at(end))

@@ -1,0 +1,396 @@
+"""An output folder read back as a whole: what ``vidcap report``, ``search`` and ``export`` see.
+
+- its videos: every resume record in ``OUT/.vidcap/`` (the freshest truth: a run killed
+  before it rewrote ``summary.json`` still left a record per finished video), or, in a
+  folder copied without its hidden ``.vidcap/``, the videos ``summary.json`` lists;
+- their captions, one video at a time (memory stays flat whatever the folder's size): from
+  ``<name>.jsonl``, or from the Parquet shards (``OUT/parquet/``) for videos without one,
+  matched on the source and the settings key of the video's record;
+- beside them, where they exist: ``<name>.scenes.jsonl``, ``<name>.mask.json`` (a ``vidcap
+  mask`` report saved beside the captions) and ``thumbs/<name>/<frame:06d>.jpg``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vidcap.errors import UsageError
+from vidcap.inputs import is_url
+from vidcap.mask import frame_ends, is_number, load_captions
+from vidcap.outputs import CaptionedFrame
+from vidcap.records import STATE_DIR, SUMMARY, identity_of, read_record
+
+log = logging.getLogger(__name__)
+
+THUMBS_DIR = "thumbs"
+SHARD_DIR = "parquet"  # vidcap.parquet.SHARD_DIR, without importing pyarrow's user
+SCENES_SUFFIX = ".scenes.jsonl"
+MASK_SUFFIX = ".mask.json"
+
+
+@dataclass(frozen=True, eq=False)
+class FolderVideo:
+    """One video of an output folder, as its resume record (or ``summary.json``) tells it.
+
+    ``video``: the source as given to ``vidcap caption``; ``name``: its output base name;
+    ``duration``: the end of its last decodable frame (0 when unknown).
+    """
+
+    folder: Path
+    name: str
+    video: str
+    status: str
+    error: str | None = None
+    frames: int = 0
+    duration: float = 0.0
+    key: str = ""
+    model: str = ""
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.status == "done"
+
+    def output(self, suffix: str) -> Path:
+        """``OUT/<name><suffix>``, e.g. ``output(".jsonl")``."""
+        return self.folder / f"{self.name}{suffix}"
+
+    def local_source(self) -> Path | None:
+        """The source video as a file on this machine, when it is one and is still there."""
+        if is_url(self.video):
+            return None
+        path = Path(self.identity.get("path") or self.video.removeprefix("file://"))
+        return path if path.is_file() else None
+
+
+@dataclass(frozen=True, eq=False)
+class VideoRead:
+    """A video and what the folder holds of its captions; ``problem`` says why none were read;
+    ``unread``: lines of a caption file that ``read_captions``' ``prefilter`` ruled out."""
+
+    video: FolderVideo
+    frames: tuple[CaptionedFrame, ...] = ()
+    problem: str | None = None
+    unread: int = 0
+
+    @property
+    def times(self) -> list[float]:
+        return [frame.time for frame in self.frames]
+
+    def segment_duration(self) -> float | None:
+        """Where the last frame's coverage ends, for ``vidcap.mask.segments``: the video's
+        duration when the folder knows it, else what ``vidcap mask`` infers (the last
+        time plus the median frame interval), else (one distinct time) a second after it."""
+        times = self.times
+        if not times:
+            return None
+        known = self.video.duration
+        if is_number(known) and known > 0 and known >= times[-1]:
+            return float(known)
+        if len(set(times)) > 1:
+            return frame_ends(times)[-1]
+        return times[-1] + 1.0
+
+
+# --- the videos -----------------------------------------------------------------------
+
+
+def open_folder(out: Path | str) -> list[FolderVideo]:
+    """Every video ``out`` holds a record of, by output name; a usage error when ``out`` is
+    not an output folder."""
+    out = Path(out)
+    if not out.is_dir():
+        raise UsageError(f"{out}: no such folder (give a `vidcap caption --out` folder)")
+    state, summary = out / STATE_DIR, out / SUMMARY
+    if not state.is_dir() and not summary.is_file():
+        raise UsageError(
+            f"{out} is not a vidcap output folder: it has neither {SUMMARY} nor {STATE_DIR}/"
+        )
+    videos: dict[str, FolderVideo] = {}
+    for path in sorted(state.glob("*.json")) if state.is_dir() else ():
+        record = read_record(out, path.stem)
+        result = record.get("result") if record else None
+        if isinstance(result, dict):
+            videos[path.stem] = _video(out, path.stem, result, identity_of(record))
+    for entry in _summary_videos(summary) if not videos else ():
+        name = entry.get("name")
+        if isinstance(name, str) and name and name not in videos:
+            videos[name] = _video(out, name, entry, entry.get("identity"))
+    return [videos[name] for name in sorted(videos)]
+
+
+def _summary_videos(path: Path) -> list[dict]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    videos = data.get("videos") if isinstance(data, dict) else None
+    return [v for v in videos if isinstance(v, dict)] if isinstance(videos, list) else []
+
+
+def _video(out: Path, name: str, result: dict, identity: object) -> FolderVideo:
+    def number(key: str) -> float:
+        value = result.get(key)
+        return float(value) if is_number(value) and value >= 0 else 0.0
+
+    error = result.get("error")
+    return FolderVideo(
+        folder=out,
+        name=name,
+        video=str(result.get("video") or name),
+        status="done" if result.get("status") == "done" else "failed",
+        error=str(error) if error is not None else None,
+        frames=int(number("frames")),
+        duration=number("duration"),
+        key=str(result.get("key") or ""),
+        model=str(result.get("model") or ""),
+        identity=identity if isinstance(identity, dict) else {},
+    )
+
+
+# --- their captions --------------------------------------------------------------------
+
+
+def read_captions(
+    videos: Sequence[FolderVideo], prefilter: Callable[[str], bool] | None = None
+) -> Iterator[VideoRead]:
+    """Each video with its captions, one at a time: first every video with a ``.jsonl`` (in
+    the order given), then those read from the Parquet shards (in shard order), then those
+    with neither. A failed video comes with no captions.
+
+    ``prefilter(text)``: False when no caption in a JSONL file's text can matter, so the
+    file is not parsed (asked only of files without JSON escapes, in which every caption
+    stands as it is)."""
+    from_parquet: list[FolderVideo] = []
+    for video in videos:
+        if not video.done:
+            yield VideoRead(video)
+            continue
+        path = video.output(".jsonl")
+        if path.is_file():
+            yield _read_jsonl(video, path, prefilter)
+        else:
+            from_parquet.append(video)
+    by_folder: dict[Path, list[FolderVideo]] = {}
+    for video in from_parquet:
+        by_folder.setdefault(video.folder, []).append(video)
+    for folder, wanted in by_folder.items():
+        yield from _read_parquet(folder, wanted)
+
+
+def _read_jsonl(
+    video: FolderVideo, path: Path, prefilter: Callable[[str], bool] | None = None
+) -> VideoRead:
+    try:
+        text = path.read_text(encoding="utf-8")
+        if not text.strip():
+            if video.frames:  # an --out URL's staging folder holds empty placeholders
+                return VideoRead(video, problem=f"{path.name} is empty (a placeholder?)")
+            return VideoRead(video)
+        if prefilter is not None and "\\" not in text and not prefilter(text):
+            return VideoRead(video, unread=text.count("\n"))
+        frames = _plain_frames(text)
+        return VideoRead(video, frames if frames is not None else load_captions(path).frames)
+    except (UsageError, OSError, UnicodeDecodeError) as exc:
+        log.warning("%s: captions not read: %s", path, exc)
+        return VideoRead(video, problem=f"{path.name} could not be read: {exc}")
+
+
+def _plain_frames(text: str) -> tuple[CaptionedFrame, ...] | None:
+    """A well-formed caption JSONL's frames, parsed in one go (``json.loads`` of the lines
+    as one array); None at anything unusual, and ``vidcap.mask.load_captions`` — the one
+    reader of caption files — reads it instead (and says what is wrong)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    try:
+        rows = json.loads("[" + ",".join(lines) + "]")
+    except ValueError:
+        return None
+    if len(rows) != len(lines):  # one object a line, or let the reader say what is wrong
+        return None
+    frames = []
+    previous = 0.0
+    video = rows[0].get("video") if rows and isinstance(rows[0], dict) else None
+    for row in rows:
+        if not isinstance(row, dict) or row.get("video") != video:
+            return None
+        index, time, caption = row.get("frame"), row.get("time"), row.get("caption")
+        if type(index) is not int or not is_number(time) or not previous <= time:
+            return None
+        if not isinstance(caption, str):
+            return None
+        previous = time
+        frames.append(CaptionedFrame(index, float(time), caption))
+    return tuple(frames)
+
+
+def _read_parquet(folder: Path, wanted: Sequence[FolderVideo]) -> Iterator[VideoRead]:
+    """Rows of the shards grouped by (source, key), one video at a time. A video's rows are
+    contiguous in a shard; rows of another settings key (an earlier run) or a repeat of a
+    video already read (a rerun after a crash) are skipped."""
+    shards = sorted((folder / SHARD_DIR).glob("part-*.parquet"))
+    exact = {(v.video, v.key): v for v in wanted if v.key}
+    loose = {v.video: v for v in wanted if not v.key}
+    seen: set[str] = set()
+
+    def owner(source: str, key: str) -> FolderVideo | None:
+        video = exact.get((source, key)) or loose.get(source)
+        return None if video is None or video.name in seen else video
+
+    if shards:
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            pq = None
+            log.warning("%s: Parquet shards not read: pyarrow is not installed", folder)
+        for shard in shards if pq is not None else ():
+            for (source, key), rows in _groups(pq, shard):
+                video = owner(source, key)
+                if video is not None:
+                    seen.add(video.name)
+                    rows.sort(key=lambda frame: frame.time)
+                    yield VideoRead(video, tuple(rows))
+    for video in wanted:
+        if video.name not in seen:
+            yield VideoRead(
+                video, problem=f"its captions are in neither {video.name}.jsonl nor Parquet"
+            )
+
+
+def _groups(pq: Any, shard: Path) -> Iterator[tuple[tuple[str, str], list[CaptionedFrame]]]:
+    try:
+        handle = pq.ParquetFile(shard)
+        names = set(handle.schema_arrow.names)
+        columns = [c for c in ("video", "frame", "time", "caption", "key") if c in names]
+        current: tuple[str, str] | None = None
+        rows: list[CaptionedFrame] = []
+        for batch in handle.iter_batches(columns=columns, batch_size=8192):
+            data = batch.to_pydict()
+            keys = data.get("key") or [""] * batch.num_rows
+            for source, index, time, caption, key in zip(
+                data["video"], data["frame"], data["time"], data["caption"], keys, strict=True
+            ):
+                group = (str(source), str(key or ""))
+                if group != current:
+                    if current is not None:
+                        yield current, rows
+                    current, rows = group, []
+                if is_number(time) and isinstance(caption, str):
+                    rows.append(CaptionedFrame(int(index), float(time), caption))
+        if current is not None:
+            yield current, rows
+    except (OSError, ValueError, KeyError) as exc:  # pyarrow's errors derive from these
+        log.warning("%s: not read: %s", shard, exc)
+
+
+# --- beside the captions ------------------------------------------------------------------
+
+
+def thumb_path(folder: Path, name: str, frame: int) -> Path:
+    """The thumbnail of frame ``frame`` of output ``name``: ``thumbs/<name>/<frame:06d>.jpg``."""
+    return folder / THUMBS_DIR / name / f"{frame:06d}.jpg"
+
+
+def thumb_frames(video: FolderVideo) -> set[int]:
+    """The frame indices that have a thumbnail."""
+    folder = video.folder / THUMBS_DIR / video.name
+    try:
+        names = [p.name for p in folder.iterdir()]
+    except OSError:
+        return set()
+    return {int(n[:-4]) for n in names if n.endswith(".jpg") and n[:-4].isdigit()}
+
+
+@dataclass(frozen=True)
+class Span:
+    """A time range of a video with a label: a scene, or a mask segment."""
+
+    start: float
+    end: float
+    label: str = ""
+    frames: int = 0
+
+
+def read_scenes(video: FolderVideo) -> list[Span]:
+    """``<name>.scenes.jsonl``: one span per shot (label: its caption); none when absent."""
+    path = video.output(SCENES_SUFFIX)
+    if not path.is_file():
+        return []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("%s: not read: %s", path, exc)
+        return []
+    spans = []
+    for line in lines:
+        try:
+            row = json.loads(line) if line.strip() else None
+        except ValueError:
+            row = None
+        span = _span(row, "caption") if isinstance(row, dict) else None
+        if span is not None:
+            spans.append(span)
+    return spans
+
+
+@dataclass(frozen=True)
+class MaskFile:
+    """A ``vidcap mask`` report beside a video's captions: what it looked for, and where."""
+
+    path: Path
+    label: str
+    segments: tuple[Span, ...]
+
+
+def read_mask(video: FolderVideo) -> MaskFile | None:
+    """``<name>.mask.json`` (``vidcap mask OUT/NAME.jsonl … --out OUT/NAME.mask.json``)."""
+    path = video.output(MASK_SUFFIX)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.warning("%s: not read: %s", path, exc)
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("segments"), list):
+        return None
+    queries = data.get("queries") if isinstance(data.get("queries"), list) else []
+    label = str(data.get("question") or " | ".join(str(q) for q in queries) or path.name)
+    spans = [_span(row) for row in data["segments"] if isinstance(row, dict)]
+    return MaskFile(path, label, tuple(s for s in spans if s is not None))
+
+
+def _span(row: dict, label_key: str = "") -> Span | None:
+    start, end = row.get("start"), row.get("end")
+    if not (is_number(start) and is_number(end) and end >= start >= 0):
+        return None
+    frames = row.get("frames")
+    label = row.get(label_key) if label_key else ""
+    return Span(
+        float(start),
+        float(end),
+        label if isinstance(label, str) else "",
+        frames if isinstance(frames, int) and not isinstance(frames, bool) else 0,
+    )
+
+
+def frame_rate(frames: Iterable[CaptionedFrame]) -> float | None:
+    """The video's frame rate as its sampled frames tell it (median of index steps over time
+    steps); None when fewer than two frames are apart in time."""
+    rates = []
+    previous = None
+    for frame in frames:
+        if previous is not None and frame.time > previous.time and frame.index > previous.index:
+            rates.append((frame.index - previous.index) / (frame.time - previous.time))
+        previous = frame
+    if not rates:
+        return None
+    rates.sort()
+    middle = len(rates) // 2
+    rate = rates[middle] if len(rates) % 2 else (rates[middle - 1] + rates[middle]) / 2
+    return rate if math.isfinite(rate) and rate > 0 else None

@@ -1,0 +1,307 @@
+"""``OUT/index.html``: the output folder as a page a person opens (``vidcap report``).
+
+Written at the end of every run (engine and Ray) and on demand. Self-contained: no network,
+works from ``file://`` and from any static web server. Layout::
+
+    OUT/index.html               the page: its CSS and JS inline, and a small manifest
+                                 (<script type="application/json" id="vidcap-manifest">)
+    OUT/report/data-00000.js     VIDEOS_PER_SHARD videos each: vidcapShard(JSON.parse("{...}"))
+    OUT/report/vtt/<id>.js       one video's WebVTT text: vidcapVtt("<id>", "..."), loaded
+                                 when its player opens (<id>: a hash of the output name)
+
+Data travels in script files, not JSON fetched by the page, because browsers refuse
+``fetch()`` of local files under ``file://``; the shards load one after another and the
+page is usable while they do. A shard's data is a JSON string given to ``JSON.parse``:
+browsers parse that several times faster than the same data as a JavaScript literal, so
+no shard holds the page up for long (measured: BENCHMARKS.md). A shard is ``{"shard": i, "captions": [...], "videos":
+[...]}``: each distinct caption once per shard, and per video (``VIDEO_KEYS``) its frames
+as three parallel arrays of decoder index, time and caption number. Searching tests each
+distinct caption once, then turns the matches of each video into moments by the same rules
+as ``vidcap mask`` and ``vidcap search`` (``vidcap.mask.segments``), ported to the page.
+
+Every string from the folder (captions, names, errors) reaches the page as JSON data and is
+put into the document with ``textContent``, never as markup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from urllib.parse import quote
+
+from vidcap import __version__
+from vidcap.folder import (
+    SHARD_DIR,
+    FolderVideo,
+    VideoRead,
+    open_folder,
+    read_captions,
+    read_mask,
+    read_scenes,
+    thumb_frames,
+)
+from vidcap.inputs import is_url
+from vidcap.mask import DECIMALS
+from vidcap.outputs import PART_SUFFIX
+
+log = logging.getLogger(__name__)
+
+PAGE = "index.html"
+DATA_DIR = "report"
+VIDEOS_PER_SHARD = 250
+VIDEO_KEYS = {
+    "n": "output name",
+    "v": "source, as given to vidcap caption",
+    "s": "status: done or failed",
+    "e": "error (failed videos)",
+    "D": "duration in seconds (summary.json)",
+    "d": "where the last frame's coverage ends (segments)",
+    "F": "frames (summary.json)",
+    "f": "decoder index of each sampled frame",
+    "t": "time of each sampled frame (s)",
+    "c": "caption of each sampled frame: its number in the shard's captions",
+    "th": "1: every frame has a thumbnail; else the frame indices that have one",
+    "src": "the source as the page can reach it: relative to the page, or http(s)",
+    "why": "why the page cannot play the source",
+    "vt": "the video's WebVTT as a script (report/vtt/<id>.js)",
+    "vf": "the .vtt file, relative to the page",
+    "sc": "scenes: [start, end, caption]",
+    "mk": "the vidcap mask report beside it: {label, seg: [[start, end, frames]]}",
+    "p": "why its captions could not be read",
+}
+
+
+@dataclass
+class ReportStats:
+    videos: int = 0
+    frames: int = 0
+    shards: int = 0
+    seconds: float = 0.0
+    vtt_written: int = 0
+    files: list[str] = field(default_factory=list)
+
+
+def write_report(out: Path | str) -> ReportStats:
+    """Write ``OUT/index.html`` and its data files from the folder as it is now.
+
+    The page is a function of the folder (no time of writing in it), and a file that would
+    not change is not rewritten: a rerun with nothing to do leaves every file as it was."""
+    out = Path(out)
+    started = time.monotonic()
+    videos = open_folder(out)
+    data = out / DATA_DIR
+    (data / "vtt").mkdir(parents=True, exist_ok=True)
+    stats = ReportStats()
+    keep: set[Path] = set()
+    shard: list[dict] = []
+    table: dict[str, int] = {}
+
+    def flush() -> None:
+        path = data / f"data-{stats.shards:05d}.js"
+        body = {"shard": stats.shards, "captions": list(table), "videos": shard}
+        _write(path, f"vidcapShard(JSON.parse({_js(_js(body))}));\n")
+        keep.add(path)
+        stats.files.append(path.relative_to(out).as_posix())
+        stats.shards += 1
+        shard.clear()
+        table.clear()
+
+    for read in read_captions(videos):
+        entry = _entry(out, read, table)
+        vtt = _vtt_script(out, read.video, keep)
+        if vtt is not None:
+            entry["vt"], stats.vtt_written = vtt[0], stats.vtt_written + vtt[1]
+        shard.append(entry)
+        stats.videos += 1
+        stats.frames += len(read.frames)
+        if len(shard) >= VIDEOS_PER_SHARD:
+            flush()
+    if shard or not stats.shards:
+        flush()
+    _remove_stale(data, keep)
+    manifest = {
+        "title": out.resolve().name,
+        "version": __version__,
+        "shards": stats.files,
+        "videos": stats.videos,
+        "done": sum(v.done for v in videos),
+        "failed": sum(not v.done for v in videos),
+        "frames": stats.frames,
+        "duration": round(sum(v.duration for v in videos if v.done), 3),
+    }
+    _write(out / PAGE, render_page(manifest))
+    stats.seconds = time.monotonic() - started
+    log.info(
+        "wrote %s: %d videos, %d frames, %d data files in %.2f s",
+        out / PAGE, stats.videos, stats.frames, stats.shards, stats.seconds,
+    )  # fmt: skip
+    return stats
+
+
+def refresh_report(out: Path) -> None:
+    """``write_report`` at the end of a run: the run's outputs stand whatever happens here,
+    so a failure to write the page is a warning. A folder whose earlier captions are only
+    empty placeholders (an ``--out`` URL's staging folder) keeps its page as it was."""
+    try:
+        placeholders = [
+            v.name for v in open_folder(out) if v.done and v.frames and _empty(v.output(".jsonl"))
+        ] + [p.name for p in (out / SHARD_DIR).glob("part-*.parquet") if _empty(p)]
+        if placeholders:
+            log.warning(
+                "%s not rewritten: the captions of earlier videos (%d files: %s, …) are not "
+                "in this folder; run `vidcap report` on a full copy of it",
+                PAGE, len(placeholders), placeholders[0],
+            )  # fmt: skip
+            return
+        write_report(out)
+    except Exception as exc:  # noqa: BLE001 - the page is derived; the run's outputs stand
+        log.warning("%s not written: %s", out / PAGE, exc)
+
+
+def _empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
+
+
+# --- one video ---------------------------------------------------------------------------
+
+
+def _entry(out: Path, read: VideoRead, table: dict[str, int]) -> dict:
+    video = read.video
+    entry: dict = {"n": video.name, "v": video.video, "s": video.status}
+    if video.error:
+        entry["e"] = video.error
+    if read.problem:
+        entry["p"] = read.problem
+    entry["D"] = round(video.duration, DECIMALS)
+    entry["F"] = video.frames
+    frames = read.frames
+    if frames:
+        entry["d"] = read.segment_duration()
+        entry["f"] = [frame.index for frame in frames]
+        entry["t"] = [frame.time for frame in frames]
+        entry["c"] = [table.setdefault(frame.caption, len(table)) for frame in frames]
+        have = thumb_frames(video)
+        if have:
+            wanted = set(entry["f"])
+            entry["th"] = 1 if wanted <= have else sorted(wanted & have)
+    entry.update(_source(out, video))
+    vtt = video.output(".vtt")
+    if vtt.is_file():
+        entry["vf"] = quote(vtt.name)
+    scenes = read_scenes(video)
+    if scenes:
+        entry["sc"] = [[s.start, s.end, s.label] for s in scenes]
+    mask = read_mask(video)
+    if mask is not None:
+        entry["mk"] = {
+            "label": mask.label,
+            "seg": [[s.start, s.end, s.frames] for s in mask.segments],
+        }
+    return entry
+
+
+def _source(out: Path, video: FolderVideo) -> dict:
+    """Where the page's player finds the source, or why it cannot."""
+    source = video.video
+    if is_url(source):
+        scheme = source.split("://", 1)[0].lower()
+        if scheme in ("http", "https"):
+            return {"src": source}
+        return {"why": f"a browser cannot open {scheme}:// URLs; thumbnails and times only"}
+    path = video.local_source()
+    if path is None:
+        where = video.identity.get("path") or source
+        return {"why": f"the source is not on this machine any more: {where}"}
+    try:
+        relative = os.path.relpath(path.resolve(), out.resolve())
+    except ValueError:  # another drive (Windows)
+        return {"src": path.resolve().as_uri()}
+    return {"src": quote(Path(relative).as_posix())}
+
+
+def _vtt_script(out: Path, video: FolderVideo, keep: set[Path]) -> tuple[str, int] | None:
+    """``report/vtt/<id>.js`` holding the video's .vtt text (rewritten only when the .vtt
+    is newer); (its path relative to the page, 1 if written now)."""
+    vtt = video.output(".vtt")
+    try:
+        source = vtt.stat()
+    except OSError:
+        return None
+    ident = hashlib.sha1(video.name.encode("utf-8")).hexdigest()[:16]
+    path = out / DATA_DIR / "vtt" / f"{ident}.js"
+    keep.add(path)
+    relative = f"{DATA_DIR}/vtt/{ident}.js"
+    try:
+        if path.stat().st_mtime_ns >= source.st_mtime_ns:
+            return relative, 0
+    except OSError:
+        pass
+    try:
+        text = vtt.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("%s: not read: %s", vtt, exc)
+        return None
+    _write(path, f"vidcapVtt({_js(ident)}, {_js(text)});\n")
+    return relative, 1
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+def _js(value: object) -> str:
+    """JSON as a JavaScript expression, ASCII only (no encoding to agree on)."""
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+
+
+def _write(path: Path, text: str) -> None:
+    """Whole or absent (``.part`` + rename); not fsynced: the page is rebuilt at will. A
+    file that already holds ``text`` is left as it is."""
+    try:
+        if path.stat().st_size == len(text.encode("utf-8")) and path.read_text("utf-8") == text:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    tmp = path.with_name(path.name + PART_SUFFIX)
+    try:
+        tmp.write_text(text, encoding="utf-8", newline="\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _remove_stale(data: Path, keep: set[Path]) -> None:
+    for path in _files(data):
+        if path not in keep:
+            path.unlink(missing_ok=True)
+
+
+def _files(data: Path) -> Iterable[Path]:
+    yield from data.glob("data-*.js")
+    yield from (data / "vtt").glob("*.js")
+
+
+def render_page(manifest: dict) -> str:
+    """The page: the template with its CSS, its script and ``manifest`` inlined."""
+    assets = resources.files(__package__)
+    template = assets.joinpath("page.html").read_text(encoding="utf-8")
+    script = assets.joinpath("report.js").read_text(encoding="utf-8")
+    style = assets.joinpath("report.css").read_text(encoding="utf-8")
+    data = json.dumps(manifest, ensure_ascii=True)
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        data = data.replace(char, escaped)  # nothing in it can close the script element
+    return (
+        template.replace("/*STYLE*/", style)
+        .replace("/*SCRIPT*/", script)
+        .replace("/*MANIFEST*/", data)
+    )

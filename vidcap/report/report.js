@@ -1,0 +1,564 @@
+// vidcap report: the page's whole program. Data arrive as script files (report/data-*.js
+// call vidcapShard, report/vtt/*.js call vidcapVtt): fetch() of local files is refused under
+// file://, script elements are not. Every string from the data goes into the document as
+// textContent or as an attribute value, never as markup.
+(function () {
+  'use strict';
+
+  var manifest = JSON.parse(document.getElementById('vidcap-manifest').textContent);
+  var CARDS_AT_ONCE = 4; // per animation frame, while the end of the list is in view
+  var MOMENTS_AT_ONCE = 100;
+  var STRIP_FRAMES = 120;
+  var WORD = '[\\p{L}\\p{N}_]'; // Python's \w in str patterns (JavaScript's \w is ASCII only)
+
+  var videos = [];   // in folder order, as the shards arrive; video.shard: its shard
+  var loaded = 0;    // shard scripts finished (loaded or failed)
+  var missing = [];  // shard scripts that failed to load
+  var vttTexts = {};
+  var $ = function (id) { return document.getElementById(id); };
+
+  // --- data -----------------------------------------------------------------------------
+
+  window.vidcapShard = function (data) {
+    var shard = { captions: data.captions, videos: data.videos };
+    data.videos.forEach(function (video) {
+      video.shard = shard;
+      video.order = videos.length;
+      videos.push(video);
+    });
+  };
+
+  window.vidcapVtt = function (id, text) { vttTexts[id] = text; };
+
+  var ready = new Promise(function (resolve) {
+    var files = manifest.shards;
+    if (!files.length) { resolve(); return; }
+    files.forEach(function (file) {
+      var script = document.createElement('script');
+      script.async = false; // fetched together, run in order
+      script.src = file;
+      script.onload = script.onerror = function (event) {
+        if (event.type === 'error') missing.push(file);
+        loaded += 1;
+        showLoading();
+        fill();
+        if (loaded === files.length) resolve();
+      };
+      document.head.appendChild(script);
+    });
+  });
+
+  function showLoading() {
+    var total = manifest.shards.length;
+    var text = loaded < total ? 'loading ' + videos.length + ' of ' + manifest.videos + ' videos…' : '';
+    if (missing.length) {
+      text += ' could not load ' + missing.join(', ') + ': rerun `vidcap report` on this folder';
+    }
+    $('loading').textContent = text;
+  }
+
+  // --- the segments of vidcap.mask, ported: frame i covers [t[i], t[i+1]); the last frame
+  // ends at `end`; runs of matches; gaps < mergeGap closed, then segments < minDuration
+  // dropped; seconds compared at the microsecond.
+
+  function micro(seconds) { return Math.round(seconds * 1e6); }
+  function shorter(seconds, limit) { return micro(seconds) < micro(limit); }
+
+  function segments(times, flags, end, mergeGap, minDuration) {
+    var ends = times.slice(1);
+    ends.push(end);
+    var runs = [];
+    var start = -1;
+    for (var i = 0; i < flags.length; i++) {
+      if (flags[i] && start < 0) start = i;
+      if (start >= 0 && (!flags[i] || i === flags.length - 1)) {
+        var last = flags[i] ? i : i - 1;
+        runs.push({ start: times[start], end: ends[last], frames: last - start + 1 });
+        start = -1;
+      }
+    }
+    var closed = [];
+    runs.forEach(function (run) {
+      var previous = closed[closed.length - 1];
+      if (previous && shorter(run.start - previous.end, mergeGap)) {
+        closed.pop();
+        run = { start: previous.start, end: run.end, frames: previous.frames + run.frames };
+      }
+      closed.push(run);
+    });
+    return closed.filter(function (s) { return !shorter(s.end - s.start, minDuration); });
+  }
+
+  // --- matching: vidcap.mask.compile_queries, ported ---------------------------------------
+
+  function escapeRegex(text) { return text.replace(/[.*+?^${}()|[\]\\\/]/g, '\\$&'); }
+
+  function phrasePattern(query) {
+    var words = query.trim().split(/\s+/);
+    var body = words.map(escapeRegex).join('\\s+');
+    var head = new RegExp('^' + WORD, 'u').test(words[0]) ? '(?<!' + WORD + ')' : '';
+    var tail = new RegExp(WORD + '$', 'u').test(words[words.length - 1]) ? '(?!' + WORD + ')' : '';
+    return head + body + tail;
+  }
+
+  function compile(query, regex) {
+    if (!query.trim()) throw new Error('the query is empty');
+    if (!regex) return new RegExp(phrasePattern(query), 'iu');
+    try {
+      return new RegExp(query, 'iu');
+    } catch (unicodeError) {
+      try {
+        return new RegExp(query, 'i');
+      } catch (error) {
+        throw new Error('not a regular expression this browser understands: ' + error.message);
+      }
+    }
+  }
+
+  // --- search -----------------------------------------------------------------------------
+
+  function rank(a, b) {
+    return (b.frames - a.frames) || ((b.end - b.start) - (a.end - a.start)) ||
+      (a.video.order - b.video.order) || (a.start - b.start);
+  }
+
+  function search(query, options) {
+    options = options || {};
+    var mergeGap = Number(options.mergeGap) || 0;
+    var minDuration = Number(options.minDuration) || 0;
+    if (mergeGap < 0 || minDuration < 0) throw new Error('gaps and durations are seconds >= 0');
+    var pattern = compile(query, !!options.regex);
+    var started = performance.now();
+    var moments = [];
+    var frames = 0;
+    var hitVideos = 0;
+    var shard = null;
+    var hits = null;
+    for (var v = 0; v < videos.length; v++) {
+      var video = videos[v];
+      if (!video.c) continue;
+      if (video.shard !== shard) {
+        shard = video.shard;
+        hits = shard.captions.map(function (caption) { return pattern.test(caption); });
+      }
+      frames += video.c.length;
+      var flags = null;
+      for (var i = 0; i < video.c.length; i++) {
+        if (hits[video.c[i]]) { flags = video.c.map(function (id) { return hits[id]; }); break; }
+      }
+      if (!flags) continue;
+      var found = segments(video.t, flags, video.d, mergeGap, minDuration);
+      if (found.length) hitVideos += 1;
+      var first = 0;
+      found.forEach(function (segment) {
+        while (!(flags[first] && video.t[first] >= segment.start)) first += 1;
+        moments.push({
+          video: video, name: video.n, start: segment.start, end: segment.end,
+          frames: segment.frames, frame: video.f[first],
+          caption: shard.captions[video.c[first]]
+        });
+      });
+    }
+    moments.sort(rank);
+    return {
+      moments: moments, videos: hitVideos, searchedVideos: videos.length, frames: frames,
+      ms: performance.now() - started
+    };
+  }
+
+  // --- small DOM helpers ----------------------------------------------------------------------
+
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function clock(seconds) {
+    var ms = Math.round(seconds * 1000);
+    var h = Math.floor(ms / 3600000);
+    var m = Math.floor(ms / 60000) % 60;
+    var s = (ms % 60000) / 1000;
+    var text = (h ? h + ':' + String(m).padStart(2, '0') : String(m)) + ':' +
+      s.toFixed(3).padStart(6, '0');
+    return text;
+  }
+
+  function thumbUrl(video, frame) {
+    return 'thumbs/' + encodeURIComponent(video.n) + '/' + String(frame).padStart(6, '0') + '.jpg';
+  }
+
+  function hasThumb(video, frame) {
+    if (video.th === 1) return true;
+    if (!Array.isArray(video.th)) return false;
+    if (!video.thumbSet) video.thumbSet = new Set(video.th);
+    return video.thumbSet.has(frame);
+  }
+
+  function thumb(video, frame, className) {
+    if (!hasThumb(video, frame)) return el('span', className || 'nothumb');
+    var img = el('img', className);
+    img.loading = 'lazy';
+    img.alt = '';
+    img.src = thumbUrl(video, frame);
+    return img;
+  }
+
+  function videoEnd(video) {
+    var times = video.t || [];
+    return Math.max(video.D || 0, video.d || 0, times.length ? times[times.length - 1] : 0);
+  }
+
+  // --- cards ------------------------------------------------------------------------------
+
+  function cues(video) {
+    // vidcap.outputs.merge_cues: equal consecutive captions are one cue; none empty or of
+    // zero length at the millisecond; the last ends at the video's end
+    var out = [];
+    var times = video.t;
+    var end = video.D || video.d;
+    var start = 0;
+    for (var i = 1; i <= times.length; i++) {
+      if (i < times.length && video.c[i] === video.c[start]) continue;
+      var text = video.shard.captions[video.c[start]];
+      var stop = i < times.length ? times[i] : end;
+      if (text.trim() && Math.round(stop * 1000) > Math.round(times[start] * 1000)) {
+        out.push({ start: times[start], end: stop, text: text, index: start });
+      }
+      start = i;
+    }
+    return out;
+  }
+
+  function track(video, className, label, spans) {
+    var total = videoEnd(video) || 1;
+    var wrap = el('div');
+    wrap.appendChild(el('div', 'track-label', label));
+    var bar = el('div', 'track ' + className);
+    spans.forEach(function (span) {
+      var part = el('span');
+      part.style.left = (100 * span.start / total) + '%';
+      part.style.width = (100 * (span.end - span.start) / total) + '%';
+      part.title = clock(span.start) + ' – ' + clock(span.end) + (span.text ? '  ' + span.text : '');
+      part.addEventListener('click', function () {
+        openAt(video, span.start, span.end, span.index, span.text);
+      });
+      bar.appendChild(part);
+    });
+    wrap.appendChild(bar);
+    return wrap;
+  }
+
+  function frameFigure(video, i) {
+    var fig = el('figure');
+    var frame = video.f[i];
+    var caption = video.shard.captions[video.c[i]];
+    if (hasThumb(video, frame)) fig.appendChild(thumb(video, frame));
+    var text = el('figcaption');
+    text.appendChild(el('span', 'time', clock(video.t[i])));
+    text.appendChild(document.createTextNode(caption));
+    fig.appendChild(text);
+    var end = i + 1 < video.t.length ? video.t[i + 1] : video.d;
+    fig.addEventListener('click', function () { openAt(video, video.t[i], end, i, caption); });
+    return fig;
+  }
+
+  function card(video) {
+    var node = el('article', 'card');
+    node.dataset.name = video.n;
+    node.appendChild(el('h3', null, video.n));
+    node.appendChild(el('span', 'status ' + video.s, video.s));
+    var facts = clock(video.D || 0) + ' · ' + (video.F || 0) + ' frames';
+    node.appendChild(el('span', 'facts', facts));
+    node.appendChild(el('div', 'source', video.v));
+    if (video.e) node.appendChild(el('p', 'error', video.e));
+    if (video.p) node.appendChild(el('p', 'problem', video.p));
+    if (video.why) node.appendChild(el('p', 'problem', 'player: ' + video.why));
+    if (!video.t || !video.t.length) {
+      if (video.s === 'done') node.appendChild(el('p', 'problem', 'no captions'));
+      return node;
+    }
+    node.appendChild(track(video, 'cues', 'captions (cues)', cues(video)));
+    if (video.sc && video.sc.length) {
+      node.appendChild(track(video, 'scenes', 'scenes', video.sc.map(function (s) {
+        return { start: s[0], end: s[1], text: s[2] };
+      })));
+    }
+    if (video.mk) {
+      node.appendChild(track(video, 'mask', 'vidcap mask: ' + video.mk.label, video.mk.seg.map(function (s) {
+        return { start: s[0], end: s[1], text: s[2] + ' frames' };
+      })));
+    }
+    var strip = el('div', 'strip');
+    var shown = Math.min(video.t.length, STRIP_FRAMES);
+    for (var i = 0; i < shown; i++) strip.appendChild(frameFigure(video, i));
+    node.appendChild(strip);
+    if (shown < video.t.length) {
+      var all = el('button', 'show-all', 'show all ' + video.t.length + ' frames');
+      all.type = 'button';
+      all.addEventListener('click', function () {
+        for (var j = shown; j < video.t.length; j++) strip.appendChild(frameFigure(video, j));
+        all.remove();
+      });
+      node.appendChild(all);
+    }
+    return node;
+  }
+
+  var cursor = 0; // next index of `videos` to consider for a card
+  var filling = false;
+
+  function wanted(video) {
+    var filter = $('status-filter').value;
+    return filter === 'all' || video.s === filter;
+  }
+
+  function fill() {
+    if (filling) return;
+    filling = true;
+    requestAnimationFrame(function () {
+      filling = false;
+      var cards = $('cards');
+      var added = 0;
+      while (cursor < videos.length && added < CARDS_AT_ONCE &&
+             $('sentinel').getBoundingClientRect().top < window.innerHeight + 1500) {
+        var video = videos[cursor++];
+        if (wanted(video)) { cards.appendChild(card(video)); added += 1; }
+      }
+      if (added === CARDS_AT_ONCE) fill();
+    });
+  }
+
+  // --- the player -----------------------------------------------------------------------
+
+  var player = $('video');
+  var pendingSeek = null;
+  var WHOLE_LIMIT = 512 * 1024 * 1024; // bytes fetched at most to seek without range requests
+
+  player.addEventListener('loadedmetadata', function () {
+    if (pendingSeek !== null) { var at = pendingSeek; pendingSeek = null; seekTo(at); }
+  });
+
+  function canSeek(seconds) {
+    var ranges = player.seekable;
+    for (var i = 0; i < ranges.length; i++) {
+      if (ranges.start(i) <= seconds && seconds <= ranges.end(i)) return true;
+    }
+    return false;
+  }
+
+  function seekTo(seconds) {
+    if (seconds === 0 || canSeek(seconds) || player.dataset.whole) {
+      player.currentTime = seconds;
+      return;
+    }
+    // A web server that does not answer range requests (python -m http.server) leaves the
+    // browser unable to seek: fetch the whole video once and play it from memory.
+    var why = $('player-why');
+    var name = player.dataset.name;
+    player.dataset.whole = 'loading';
+    why.textContent = 'this web server does not answer range requests, so the browser cannot ' +
+      'seek; loading the whole video…';
+    why.hidden = false;
+    var stop = new AbortController();
+    fetch(player.currentSrc, { signal: stop.signal }).then(function (response) {
+      var size = Number(response.headers.get('content-length')) || 0;
+      if (!response.ok) throw new Error('HTTP ' + response.status);
+      if (size > WHOLE_LIMIT) { stop.abort(); throw new Error('the video is too big to load whole'); }
+      return response.blob();
+    }).then(function (blob) {
+      if (player.dataset.name !== name) return;
+      player.dataset.whole = 'yes';
+      pendingSeek = seconds;
+      player.src = URL.createObjectURL(blob);
+      why.hidden = true;
+    }).catch(function (error) {
+      why.textContent = 'cannot seek: this web server does not answer range requests (' +
+        error.message + '); open index.html from disk, or serve the folder with a server that does';
+    });
+  }
+  player.addEventListener('error', function () {
+    var why = $('player-why');
+    var code = player.error ? player.error.code : 0;
+    var src = player.getAttribute('src') || '';
+    try { src = decodeURI(src); } catch (malformed) { /* shown as it is */ }
+    why.textContent = 'the browser could not play ' + src +
+      (code === 4 ? ' (file missing, or a format it cannot decode)' : ' (error ' + code + ')');
+    why.hidden = false;
+  });
+
+  function loadVtt(video, done) {
+    if (!video.vt) { done(null); return; }
+    var id = video.vt.replace(/^.*\//, '').replace(/\.js$/, '');
+    if (id in vttTexts) { done(vttTexts[id]); return; }
+    var script = document.createElement('script');
+    script.src = video.vt;
+    script.onload = function () { done(id in vttTexts ? vttTexts[id] : null); };
+    script.onerror = function () { done(null); };
+    document.head.appendChild(script);
+  }
+
+  function attachTrack(video) {
+    Array.prototype.slice.call(player.querySelectorAll('track')).forEach(function (t) { t.remove(); });
+    loadVtt(video, function (text) {
+      if (text === null || player.dataset.name !== video.n) return;
+      var node = document.createElement('track');
+      node.kind = 'captions';
+      node.label = 'captions';
+      node.srclang = 'en';
+      node.default = true;
+      node.src = URL.createObjectURL(new Blob([text], { type: 'text/vtt' }));
+      player.appendChild(node);
+      node.track.mode = 'showing';
+    });
+  }
+
+  function openAt(video, start, end, index, caption) {
+    $('player').hidden = false;
+    $('player-title').textContent = video.n;
+    $('player-time').textContent = clock(start) + ' – ' + clock(end);
+    $('player-caption').textContent = caption || '';
+    var why = $('player-why');
+    why.hidden = true;
+    var picture = $('player-thumb');
+    var frame = video.f && index !== undefined && index !== null ? video.f[index] : null;
+    if (video.src) {
+      picture.hidden = true;
+      player.hidden = false;
+      if (player.dataset.name !== video.n) {
+        if (player.src.indexOf('blob:') === 0) URL.revokeObjectURL(player.src);
+        delete player.dataset.whole;
+        player.dataset.name = video.n;
+        player.src = video.src;
+        attachTrack(video);
+      }
+      if (player.readyState >= 1) seekTo(start);
+      else pendingSeek = start;
+      return;
+    }
+    player.pause();
+    player.hidden = true;
+    if (frame !== null && hasThumb(video, frame)) {
+      picture.src = thumbUrl(video, frame);
+      picture.hidden = false;
+    } else {
+      picture.hidden = true;
+    }
+    why.textContent = 'cannot play this video here: ' + video.why;
+    why.hidden = false;
+  }
+
+  $('player-close').addEventListener('click', function () {
+    player.pause();
+    $('player').hidden = true;
+  });
+
+  // --- the search box -------------------------------------------------------------------
+
+  var lastResult = null;
+  var momentsShown = 0;
+
+  function momentItem(moment) {
+    var item = el('li');
+    var button = el('button', 'moment');
+    button.type = 'button';
+    button.appendChild(thumb(moment.video, moment.frame));
+    var what = el('span', 'what');
+    what.appendChild(el('span', 'name', moment.name));
+    what.appendChild(el('span', 'times', ' ' + clock(moment.start) + ' – ' + clock(moment.end)));
+    what.appendChild(el('span', 'count', ' · ' + moment.frames + (moment.frames === 1 ? ' frame' : ' frames')));
+    what.appendChild(el('div', 'caption', moment.caption));
+    button.appendChild(what);
+    var index = moment.video.f.indexOf(moment.frame);
+    button.addEventListener('click', function () {
+      openAt(moment.video, moment.start, moment.end, index, moment.caption);
+    });
+    item.appendChild(button);
+    return item;
+  }
+
+  function showMoments() {
+    var list = $('moments');
+    var stop = Math.min(lastResult.moments.length, momentsShown + MOMENTS_AT_ONCE);
+    for (var i = momentsShown; i < stop; i++) list.appendChild(momentItem(lastResult.moments[i]));
+    momentsShown = stop;
+    $('more-moments').hidden = momentsShown >= lastResult.moments.length;
+  }
+
+  function runSearch() {
+    var query = $('query').value;
+    var status = $('search-status');
+    $('moments').textContent = '';
+    momentsShown = 0;
+    if (!query.trim()) {
+      $('results').hidden = true;
+      status.textContent = '';
+      return;
+    }
+    try {
+      lastResult = search(query, {
+        regex: $('regex').checked,
+        mergeGap: $('merge-gap').value,
+        minDuration: $('min-duration').value
+      });
+    } catch (error) {
+      $('results').hidden = true;
+      status.textContent = error.message;
+      return;
+    }
+    var r = lastResult;
+    var text = r.moments.length + ' moments in ' + r.videos + ' videos · ' +
+      r.frames.toLocaleString('en') + ' captions of ' + r.searchedVideos.toLocaleString('en') +
+      ' videos searched in ' + Math.round(r.ms) + ' ms';
+    if (loaded < manifest.shards.length) text += ' (still loading; searched again when done)';
+    status.textContent = text;
+    $('results').hidden = false;
+    showMoments();
+  }
+
+  var typing = null;
+  $('search').addEventListener('submit', function (event) { event.preventDefault(); runSearch(); });
+  ['query', 'merge-gap', 'min-duration'].forEach(function (id) {
+    $(id).addEventListener('input', function () {
+      clearTimeout(typing);
+      typing = setTimeout(runSearch, 250);
+    });
+  });
+  $('regex').addEventListener('change', runSearch);
+  $('more-moments').addEventListener('click', showMoments);
+  $('status-filter').addEventListener('change', function () {
+    $('cards').textContent = '';
+    cursor = 0;
+    fill();
+  });
+  window.addEventListener('scroll', fill, { passive: true });
+  window.addEventListener('resize', fill);
+
+  // --- start ------------------------------------------------------------------------------
+
+  document.title = 'vidcap report: ' + manifest.title;
+  $('title').textContent = 'vidcap report: ' + manifest.title;
+  $('totals').textContent = manifest.videos + ' videos · ' + manifest.done + ' done · ' +
+    manifest.failed + ' failed · ' + manifest.frames + ' frames · ' + clock(manifest.duration) +
+    ' of video · vidcap ' + manifest.version;
+  showLoading();
+  ready.then(function () {
+    showLoading();
+    if ($('query').value.trim()) runSearch();
+  });
+
+  // For scripts and tests: the same search the box runs, and the data.
+  window.vidcapReport = {
+    ready: ready,
+    search: function (query, options) {
+      var result = search(query, options);
+      result.moments = result.moments.map(function (m) {
+        return { name: m.name, start: m.start, end: m.end, frames: m.frames, frame: m.frame, caption: m.caption };
+      });
+      return result;
+    },
+    videos: videos,
+    open: openAt
+  };
+})();
