@@ -16,16 +16,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[server,torchserve,dev,ray]"
-	@# The report page's browser tests drive Debian's Chromium (playwright comes with the dev
-	@# extra; its own browser download needs the network). Installed when root, else skipped.
-	@command -v chromium >/dev/null 2>&1 || { \
+	@# System tools the tests use: Debian's Chromium for the report page's browser tests
+	@# (playwright comes with the dev extra; its own browser download needs the network) and
+	@# ffprobe, the reference the decoding tests compare every mode with. Installed when root,
+	@# else the tests that need them skip, saying why.
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v ffprobe >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) \
-	      || echo "make install: could not install chromium; the browser tests will skip"; \
+	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing) \
+	      || echo "make install: could not install$$missing; the tests that need it will skip"; \
 	  else \
-	    echo "make install: chromium is missing and this is not root: the browser tests" \
-	      "(tests/test_report_browser.py) will skip; install it with: sudo apt-get install chromium"; \
-	  fi; }
+	    echo "make install: missing$$missing and not root: the tests that need it will skip;" \
+	      "install with: sudo apt-get install$$missing"; \
+	  fi; \
+	fi
 	touch $(STAMP)
 
 install: $(STAMP)
