@@ -520,7 +520,8 @@ class RemoteBackend:
             attempt += 1
             avoid = endpoint
             await asyncio.sleep(delay)
-        after = f"after {self.options.retries} retries"
+        retries = self.options.retries
+        after = f"after {retries} {'retry' if retries == 1 else 'retries'}"
         if failed is not None:  # a server took the request and failed it: these frames fail
             last = "" if str(failed) == reason else f"; last error: {reason}"
             log.warning("%d frame(s) got no caption %s: %s%s", len(frames), after, failed, last)

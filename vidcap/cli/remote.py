@@ -25,6 +25,7 @@ from vidcap.client import (
     ClientOptions,
     RemoteBackend,
     TorchServeKey,
+    origin,
     parse_server_urls,
     served_model,
 )
@@ -152,7 +153,11 @@ def find_token(
     if key.key is None:
         return None
     if not any(key.for_url(url) for url in urls):
-        log.info("not sending the inference key of %s: it is for %s only", key.run_dir, key.address)
+        # The same port under another name (localhost for 127.0.0.1) is likely a slip.
+        slip = any(origin(url)[2] in {port for _, _, port in key.origins} for url in urls)
+        (log.warning if slip else log.info)(
+            "not sending the inference key of %s: it is for %s only", key.run_dir, key.address
+        )
         return None
     log.info("using the inference key from %s for %s", key.run_dir, key.address)
     return key
