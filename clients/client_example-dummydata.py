@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from vidcap.backend import each_caption
 from vidcap.cli.remote import add_client_arguments, backend_from_args
 from vidcap.client_scripts import run_script
 from vidcap.model import model_input_size
@@ -42,9 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     size = backend.input_size  # the served model's, when the server says it
     started = time.perf_counter()
     with backend:
-        captions = list(
-            backend.caption_stream(noise_frames(args.frames, size, args.seed), GenerationSettings())
+        answers = backend.caption_stream(
+            noise_frames(args.frames, size, args.seed), GenerationSettings()
         )
+        captions = list(each_caption(answers))  # a frame with no caption: one-line error
     seconds = time.perf_counter() - started
     print(f"first caption: {captions[0]!r}" if captions else "no frames")
     print(

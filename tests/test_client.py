@@ -30,10 +30,10 @@ from tests.support.servers import (
     make_frames,
     pixel_digest,
 )
-from vidcap.backend import EmbeddedBackend
+from vidcap.backend import CaptionFailed, EmbeddedBackend
 from vidcap.cli.remote import add_client_arguments, backend_from_args, find_token
 from vidcap.client import (
-    RETRY_STATUSES,
+    BUSY_STATUSES,
     ClientOptions,
     RemoteBackend,
     ServerRejected,
@@ -186,28 +186,23 @@ def test_a_dead_torchserve_worker_507_is_retried_and_costs_no_frame() -> None:
     assert server.statuses.count(507) == 2 and server.answered_frames == 8
 
 
-def test_the_retries_help_lists_exactly_the_retried_statuses() -> None:
+def test_the_retries_help_names_the_retried_answers() -> None:
     parser = argparse.ArgumentParser()
     add_client_arguments(parser)
     help_text = " ".join(parser.format_help().split())
-    assert "retries per request on HTTP 429/502/503/504/507, connection errors" in help_text
-    assert RETRY_STATUSES == {429, 502, 503, 504, 507}
-
-
-def test_the_token_comes_from_flag_env_or_a_loopback_key_file(tmp_path: Path) -> None:
-    (tmp_path / "key_file.json").write_text(
-        '{"management": {"key": "m-key"}, "inference": {"key": "i-key"}}'
+    assert "retries per request on HTTP 408, 429 and 5xx, connection errors and timeouts" in (
+        help_text
     )
+    assert BUSY_STATUSES == {429, 502, 503, 504}
+
+
+def test_the_token_comes_from_flag_env_or_a_run_folder(tmp_path: Path) -> None:
     local = ["http://127.0.0.1:8080/predictions/vidcap"]
     run_dir = {"TS_RUN_DIR": str(tmp_path)}
     assert find_token("flag", local, {"VIDCAP_TOKEN": "env", **run_dir}) == "flag"
     assert find_token(None, local, {"VIDCAP_TOKEN": "env", **run_dir}) == "env"
-    assert find_token(None, local, run_dir) == "i-key"
-    assert find_token(None, ["http://10.1.2.3:8080/predictions/vidcap"], run_dir) is None
-    assert find_token(None, local, {"TS_RUN_DIR": str(tmp_path / "none")}) is None
-    # without $TS_RUN_DIR, the folder the entry point names (torchserve/logs by default)
-    assert find_token(None, local, {}, default_run_dir=tmp_path) == "i-key"
-    assert find_token(None, local, {}, default_run_dir=tmp_path / "none") is None
+    assert find_token(None, local, run_dir) is None  # no key file there
+    # a run folder's key: tests/test_resilience.py (for its own server only)
 
 
 def parsed(*argv: str) -> argparse.Namespace:
@@ -282,28 +277,36 @@ def test_an_unreachable_server_fails_after_retries_with_a_clear_message() -> Non
 
 
 @pytest.mark.parametrize(
-    ("action", "message"),
+    ("action", "message", "requests"),
     [
-        ("400", r"HTTP 400: scripted 400"),
-        ("500", r"HTTP 500: scripted 500"),
-        ("401", r"HTTP 401: scripted 401"),
-        ("garbage", r"HTTP 200 with a bad body"),
+        ("400", r"HTTP 400: scripted 400", 1),  # the request is wrong: not retried
+        ("500", r"no caption after 5 retries: .* HTTP 500: scripted 500", 6),
+        ("garbage", r"no caption after 5 retries: .* HTTP 200 with a bad body", 6),
     ],
 )
-def test_refusals_fail_at_once_with_the_servers_message(action: str, message: str) -> None:
+def test_a_failed_request_is_no_caption_for_its_frames(
+    action: str, message: str, requests: int
+) -> None:
+    frames = make_frames(8, SIZE)
     with (
-        ScriptedServer(script=[action]) as server,
+        ScriptedServer(script=[action] * requests) as server,
         remote(server.url, retries=5, prebatch=4) as backend,
     ):
-        with pytest.raises(ServerRejected, match=message):
-            caption_all(backend, make_frames(4, SIZE))
-    assert server.requests == 1  # not retried
+        failed = caption_all(backend, frames[:4])  # one request
+        assert caption_all(backend, frames[4:]) == [pixel_digest(f) for f in frames[4:]]
+    assert all(isinstance(c, CaptionFailed) for c in failed)
+    assert all(re.search(message, c.reason) and "\n" not in c.reason for c in failed)
+    assert server.requests == requests + 1
 
 
 def test_a_wrong_endpoint_path_says_so() -> None:
-    with ScriptedServer() as server, remote(server.url.replace("/caption", "/nope")) as backend:
+    with ScriptedServer(input_size=SIZE) as server:
+        wrong = server.url.replace("/caption", "/nope")
         with pytest.raises(ServerRejected, match="HTTP 404.*full endpoint URL"):
-            caption_all(backend, make_frames(1, SIZE))
+            RemoteBackend.connect(wrong, ClientOptions(**FAST))
+        with remote(wrong) as backend:
+            [answer] = caption_all(backend, make_frames(1, SIZE))
+    assert isinstance(answer, CaptionFailed) and "full endpoint URL" in answer.reason
 
 
 def test_the_token_is_sent_as_a_bearer_header() -> None:
@@ -311,7 +314,10 @@ def test_the_token_is_sent_as_a_bearer_header() -> None:
     with ScriptedServer(token="s3cret") as server:
         with remote(server.url, token="s3cret") as backend:
             assert caption_all(backend, frames) == [pixel_digest(f) for f in frames]
-        with remote(server.url) as backend, pytest.raises(ServerRejected, match="HTTP 401"):
+        with (  # a refused key: no server can caption for this client, the run stops
+            remote(server.url, retries=1) as backend,
+            pytest.raises(ServerUnavailable, match="HTTP 401: .*--token"),
+        ):
             caption_all(backend, frames)
 
 
@@ -516,8 +522,8 @@ def test_png_over_torchserve_equals_the_embedded_run(torchserve, embedded) -> No
             with remote(torchserve.predictions_url, **options) as backend:
                 assert caption_all(backend, frames, settings) == expected, (settings, prebatch)
     with (
-        remote(torchserve.predictions_url) as backend,
-        pytest.raises(ServerRejected, match="HTTP 40[01]: Token Authorization failed"),
+        remote(torchserve.predictions_url, retries=1) as backend,
+        pytest.raises(ServerUnavailable, match="HTTP 40[01]: Token Authorization failed"),
     ):
         caption_all(backend, frames[:1])
 

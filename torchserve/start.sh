@@ -151,6 +151,9 @@ PY
 
 url() { if [[ "$1" == *:* && "$1" != \[* ]]; then echo "http://[$1]:$2"; else echo "http://$1:$2"; fi; }
 inference_url="$(url "$inference_host" "${INFERENCE_PORT:-8080}")"
+# Where this server's inference API answers: vidcap's client sends the key it reads from
+# key_file.json here, and to no other address.
+echo "$inference_url" >"$run_dir/inference_url"
 backend_url="$(url 127.0.0.1 "$backend_port")"
 management_url="$(url "$management_host" "${MANAGEMENT_PORT:-8081}")"
 metrics_url="$(url "$metrics_host" "${METRICS_PORT:-8082}")"

@@ -1,7 +1,10 @@
 """Where captions come from: the model in-process, or servers over HTTP (``vidcap.client``).
 
 The engine sees one small protocol. A backend takes frames already resized to its
-``input_size`` and yields exactly one caption per frame, in order.
+``input_size`` and yields exactly one answer per frame, in order: its caption, or a
+``CaptionFailed`` when that frame could have none (a server failed its request past the
+retries). The engine fails that frame's video and goes on; a backend raises only when it
+cannot caption anything at all (``BackendUnavailable``: every server down).
 """
 
 from __future__ import annotations
@@ -10,14 +13,26 @@ import queue
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Protocol
 
 import numpy as np
 
+from vidcap.errors import VidcapError
 from vidcap.model import Captioner, expand_devices
 from vidcap.settings import GenerationSettings, ModelSettings
+
+
+@dataclass(frozen=True)
+class CaptionFailed:
+    """In place of a caption: this frame has none, and ``reason`` says why (one line)."""
+
+    reason: str
+
+
+class CaptionError(VidcapError):
+    """A frame got no caption (raised by ``each_caption`` for callers with no video to fail)."""
 
 
 class Backend(Protocol):
@@ -25,8 +40,8 @@ class Backend(Protocol):
 
     def caption_stream(
         self, images: Iterable[np.ndarray], settings: GenerationSettings
-    ) -> Iterator[str]:
-        """One caption per image, in order; pulls images lazily (memory stays flat)."""
+    ) -> Iterator[str | CaptionFailed]:
+        """One answer per image, in order; pulls images lazily (memory stays flat)."""
         ...
 
     def close(self) -> None: ...
@@ -78,6 +93,14 @@ class EmbeddedBackend:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def each_caption(answers: Iterable[str | CaptionFailed]) -> Iterator[str]:
+    """The captions of a ``caption_stream``; the first ``CaptionFailed`` raises ``CaptionError``."""
+    for answer in answers:
+        if isinstance(answer, CaptionFailed):
+            raise CaptionError(answer.reason)
+        yield answer
 
 
 def load_replicas(settings: ModelSettings) -> list[Captioner]:

@@ -23,7 +23,7 @@ class Endpoint:
 class Balancer:
     """Endpoints with at most ``inflight`` requests each; the least loaded healthy one wins.
 
-    An endpoint that failed (connection error, timeout, 503/429) cools down for
+    An endpoint that failed (connection error, timeout, 503/429, 5xx) cools down for
     ``backoff(failures - 1)`` seconds, a time that grows with each consecutive failure;
     while another endpoint is healthy, new requests wait for a free slot there rather
     than go to the cooling one. When every endpoint is cooling, requests go to the least
@@ -53,6 +53,18 @@ class Balancer:
                 await asyncio.wait_for(self._changed.wait(), min(wake, default=None))
             except asyncio.TimeoutError:
                 pass
+
+    def acquire_extra(self, avoid: Endpoint) -> Endpoint:
+        """A slot now, over the ``inflight`` limit if need be, on the best endpoint other than
+        ``avoid`` (``avoid`` itself when it is the only one): for a request sent again
+        because ``avoid`` is stalled on it, whose own slot it holds."""
+        now = asyncio.get_running_loop().time()
+        best = min(
+            self.endpoints,
+            key=lambda e: (e is avoid, e.down_until > now, e.outstanding, e.failures),
+        )
+        best.outstanding += 1
+        return best
 
     def release(self, endpoint: Endpoint, failed: bool, cooldown: float | None = None) -> None:
         """Give the slot back; a failure cools the endpoint down (``cooldown`` seconds when

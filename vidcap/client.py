@@ -1,19 +1,33 @@
 """Captions from running servers: the ``--server URL[,URL…]`` backend (aiohttp).
 
 ``RemoteBackend`` is a ``vidcap.backend.Backend``: the pipeline hands it frames already
-at its ``input_size`` (the decoder resizes them, once) and gets one caption per frame,
+at its ``input_size`` (the decoder resizes them, once) and gets one answer per frame,
 in order. Inside, an asyncio event loop in a background thread sends pre-batches of
 ``prebatch`` frames as multipart requests, at most ``inflight`` at a time per endpoint,
 each to the endpoint with the fewest requests outstanding (``vidcap.balancer``). Frames
 are encoded (``vidcap.wire.encode_frames``) in a thread pool, off the event loop.
-429/502/503/504/507, connection errors and timeouts are retried with exponential
-backoff; any other non-2xx status fails with the server's own message.
 
-``RemoteBackend.connect`` first asks every endpoint for its model's input size
-(``X-Vidcap-Info``, both servers answer it) and returns a backend built for that size.
-The token (``Authorization: Bearer``) is given by the caller; finding it (``--token``,
-``$VIDCAP_TOKEN``, a TorchServe key file) is the command line's job
-(``vidcap.cli.remote``).
+The retry policy, written once here (``_failure_of``, ``RemoteBackend._caption_batch``):
+
+* **busy or unreachable** (429/502/503/504, cannot connect, no answer within ``timeout``,
+  a key the server refuses even after re-reading it): retried with exponential backoff,
+  ``Retry-After`` honoured, the endpoint cooling down. A request whose every attempt
+  failed so raises ``ServerUnavailable``: no server can caption, the run stops.
+* **this request failed** (500, 507 and every other 5xx, 408, a connection dropped
+  mid-request, an answer that is not captions): retried the same way; past the retries,
+  each of its frames gets a ``CaptionFailed`` in place of a caption, so only the videos
+  of those frames fail and the run goes on.
+* **refused** (any other 4xx: the request itself is wrong, it would get the same answer
+  again): ``CaptionFailed`` at once.
+
+``RemoteBackend.connect`` first asks every endpoint what it serves (``X-Vidcap-Info``,
+both servers answer it: the model's name and input size) and returns a backend built for
+that size, its ``model`` the served model's name. The key (``Authorization: Bearer``) is
+given by the caller: a string goes to every endpoint of the backend (the URLs it was
+given for); a ``TorchServeKey`` goes only to the TorchServe whose run folder holds it,
+and is re-read from there when that server refuses it (a restart or an expiry renewed
+it). Finding it (``--token``, ``$VIDCAP_TOKEN``, a run folder) is the command line's job
+(``vidcap.cli.remote``). Redirects are never followed: a key goes nowhere else.
 
 The caller's frame iterator is read lazily: never more than about
 ``prebatch * inflight * endpoints * 2`` frames are held, however long the video.
@@ -24,12 +38,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 from collections import deque
 from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -37,6 +53,7 @@ import aiohttp
 import numpy as np
 
 from vidcap import wire
+from vidcap.backend import CaptionFailed
 from vidcap.balancer import Balancer, Endpoint
 from vidcap.errors import BackendUnavailable, UsageError, VidcapError
 from vidcap.serve.protocol import INFO_HEADER
@@ -44,20 +61,34 @@ from vidcap.settings import GenerationSettings
 
 log = logging.getLogger(__name__)
 
-# 429/503: busy; 502/504: a proxy lost the server; 507: a TorchServe worker died.
-RETRY_STATUSES = frozenset({429, 502, 503, 504, 507})
-# Named in the 401 hint; read by the command line only (``vidcap.cli.remote``).
+# Busy or gone: 429/503 busy; 502/504 a proxy (or the gate) lost the server.
+BUSY_STATUSES = frozenset({429, 502, 503, 504})
+# 408: the server gave up reading this request; with every 5xx but the busy ones (500: the
+# model failed; 507: TorchServe's "Worker died.") the request failed, not the server.
+FAILED_STATUSES = frozenset({408})
+# Named in the hints; read by the command line only (``vidcap.cli.remote``).
 TOKEN_ENV = "VIDCAP_TOKEN"
+# TorchServe 0.12 answers a missing, wrong or expired key so (HTTP 400).
+TORCHSERVE_KEY_REFUSED = "Token Authorization failed"
 ENDPOINT_HELP = (
     "http://HOST:PORT/caption (Flask) or http://HOST:PORT/predictions/<model> (TorchServe)"
 )
+KEY_HINT = f" (pass the server's inference key with --token or ${TOKEN_ENV})"
 HINTS = {
-    401: f" (pass the server's inference key with --token or ${TOKEN_ENV})",
     404: f" (is it the full endpoint URL? {ENDPOINT_HELP})",
     413: " (send fewer frames per request: lower --prebatch)",
 }
-# The size question is answered without the model: it needs no long wait.
+# The info question is answered without the model: it needs no long wait.
 INFO_TIMEOUT_S = 30.0
+# A request with no answer after STALL_FACTOR times the slowest of the last STALL_HISTORY
+# answers (at least STALL_FLOOR_S; once STALL_MIN_ANSWERS came back) is sent again, to
+# another endpoint if there is one, and the first answer wins: a TorchServe worker killed
+# with a request never answers it (the gate says so only after VIDCAP_BATCH_ALLOWANCE, 60 s),
+# and every later frame waits for it, since answers come back in order.
+STALL_FACTOR = 5.0
+STALL_FLOOR_S = 5.0
+STALL_HISTORY = 32
+STALL_MIN_ANSWERS = 8
 
 T = TypeVar("T")
 
@@ -71,7 +102,7 @@ class ServerUnavailable(RemoteError, BackendUnavailable):
 
 
 class ServerRejected(RemoteError):
-    """A server refused a request (a status not in RETRY_STATUSES) or answered garbage."""
+    """The servers cannot be used as asked (another model size, a refused key, a wrong URL)."""
 
 
 @dataclass(frozen=True)
@@ -143,10 +174,107 @@ def parse_server_urls(value: str | Sequence[str]) -> list[str]:
     return urls
 
 
-class _Retryable(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+def origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of a URL: where a request to it goes."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
+
+
+# --- keys --------------------------------------------------------------------------------
+
+# What ``torchserve/start.sh`` leaves in a TorchServe's run folder (``$TS_RUN_DIR``).
+KEY_FILE_NAME = "key_file.json"  # TorchServe's keys (mode 600)
+ADDRESS_FILE_NAME = "inference_url"  # the address its inference API (the gate) listens on
+GATE_PID_NAME = "gate.pid"  # the gate's process: the server runs while it does
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 - a recorded bind address
+
+
+@dataclass
+class TorchServeKey:
+    """The inference key of the TorchServe that ``torchserve/start.sh`` runs from ``run_dir``.
+
+    It goes to that TorchServe only: to URLs whose scheme, host and port are the inference
+    address ``start.sh`` recorded in the same folder (``inference_url``; a server bound to
+    ``0.0.0.0`` or ``::`` is reached at ``127.0.0.1`` or ``::1``), and only while the
+    server's gate runs (``gate.pid``: a live process of this user's that is the gate).
+    ``read`` (re)reads all three; the client calls it again when the server refuses the
+    key. ``key`` is ``None`` when any of it is missing or unreadable.
+    """
+
+    run_dir: Path
+    key: str | None = None
+    address: str | None = None
+    origins: frozenset[tuple[str, str, int]] = field(default_factory=frozenset)
+
+    def read(self) -> TorchServeKey:
+        self.key, self.address, self.origins = None, None, frozenset()
+        try:
+            keys = json.loads((self.run_dir / KEY_FILE_NAME).read_text(encoding="utf-8"))
+            key = keys["inference"]["key"]
+            address = (self.run_dir / ADDRESS_FILE_NAME).read_text(encoding="utf-8").strip()
+        except (OSError, ValueError, KeyError, TypeError):
+            return self
+        if not isinstance(key, str) or not key or not _gate_runs(self.run_dir / GATE_PID_NAME):
+            return self
+        scheme, host, port = origin(address)
+        origins = {(scheme, host, port)}
+        if host in _WILDCARDS:
+            origins = {(scheme, _WILDCARDS[host], port)}
+        self.key, self.address, self.origins = key, address, frozenset(origins)
+        return self
+
+    def for_url(self, url: str) -> str | None:
+        """The key, when ``url`` is this TorchServe's; else ``None``."""
+        return self.key if origin(url) in self.origins else None
+
+
+def _gate_runs(pid_file: Path) -> bool:
+    """The process named in ``pid_file`` runs, is this user's, and is vidcap's gate."""
+    try:
+        pid = int(pid_file.read_text(encoding="ascii").strip())
+        os.kill(pid, 0)  # PermissionError: another user's process, not this server's gate
+    except (OSError, ValueError):
+        return False
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if not cmdline.parent.is_dir():  # no /proc here: the live pid is all there is to go on
+        return True
+    try:
+        return b"vidcap.serve.gate" in cmdline.read_bytes()
+    except OSError:
+        return False
+
+
+def key_refused(status: int, message: str) -> bool:
+    """A server's answer that the key is missing, wrong or expired."""
+    return status == 401 or (status == 400 and message.startswith(TORCHSERVE_KEY_REFUSED))
+
+
+# --- the retry policy ----------------------------------------------------------------------
+
+BUSY, FAILED, REFUSED, KEY = "busy", "failed", "refused", "key"
+
+
+class _Failure(Exception):
+    """One failed attempt: ``kind`` says what it means (the module docstring)."""
+
+    def __init__(self, kind: str, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
+        self.kind = kind
         self.retry_after = retry_after
+
+
+def _failure_of(url: str, status: int, body: bytes, retry_after: float | None) -> _Failure:
+    """What a non-2xx answer means for the request (the one table of the policy)."""
+    message = error_message(body)
+    reason = f"{url} answered HTTP {status}: {message}"
+    if key_refused(status, message):
+        return _Failure(KEY, reason + KEY_HINT, retry_after)
+    if status in BUSY_STATUSES:
+        return _Failure(BUSY, reason, retry_after)
+    if status >= 500 or status in FAILED_STATUSES:
+        return _Failure(FAILED, reason, retry_after)
+    return _Failure(REFUSED, reason + HINTS.get(status, ""))
 
 
 def error_message(body: bytes) -> str:
@@ -171,16 +299,17 @@ class RemoteBackend:
 
         urls = ["http://127.0.0.1:5000/caption"]
         with RemoteBackend.connect(urls, ClientOptions(), expected_size=(224, 224)) as backend:
-            for caption in backend.caption_stream(frames, GenerationSettings()):
-                ...
+            for answer in backend.caption_stream(frames, GenerationSettings()):
+                ...  # a caption, or a CaptionFailed
 
     ``RemoteBackend(urls, input_size, options, token=…)`` builds one for a known size.
-    ``token`` is sent as ``Authorization: Bearer`` (TorchServe token auth). Frames must
-    be at ``input_size`` (a ``ValueError`` otherwise).
+    ``token``: a string, sent as ``Authorization: Bearer`` to every endpoint, or a
+    ``TorchServeKey``, sent to its own TorchServe only. Frames must be at ``input_size``
+    (a ``ValueError`` otherwise). ``model``: the served model's name, when the servers
+    said it (``connect``).
 
-    Raises ``ServerUnavailable`` when a request fails ``retries + 1`` times over and
-    ``ServerRejected`` when a server refuses one; both are ``VidcapError``s with a
-    one-line message. Earlier frames' captions have been yielded by then.
+    Raises ``ServerUnavailable`` when a request found no server able to take it,
+    ``retries + 1`` times over; earlier frames' answers have been yielded by then.
     """
 
     def __init__(
@@ -189,18 +318,21 @@ class RemoteBackend:
         input_size: tuple[int, int],
         options: ClientOptions | None = None,
         *,
-        token: str | None = None,
+        token: str | TorchServeKey | None = None,
+        model: str | None = None,
     ) -> None:
         self.urls = parse_server_urls(urls)
         self.input_size = input_size
         self.options = options or ClientOptions()
         self.token = token
+        self.model = model
         self._mime = wire.WIRE_FORMATS[self.options.wire_format]
         self._encoder = ThreadPoolExecutor(self.options.encode_workers, "vidcap-encode")
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._closed = False
+        self._latencies: deque[float] = deque(maxlen=STALL_HISTORY)  # seconds, event loop's
         self._thread = threading.Thread(target=self._run_loop, name="vidcap-client", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -213,11 +345,11 @@ class RemoteBackend:
 
     def caption_stream(
         self, images: Iterable[np.ndarray], settings: GenerationSettings
-    ) -> Iterator[str]:
+    ) -> Iterator[str | CaptionFailed]:
         if self._closed or not self._thread.is_alive():
             raise RuntimeError("RemoteBackend is closed")
         window = self.options.inflight * len(self.urls) * 2
-        pending: deque[Future[list[str]]] = deque()
+        pending: deque[Future[list[str | CaptionFailed]]] = deque()
         frames = iter(images)
         exhausted = False
         try:
@@ -242,29 +374,26 @@ class RemoteBackend:
         urls: str | Sequence[str],
         options: ClientOptions | None = None,
         *,
-        token: str | None = None,
+        token: str | TorchServeKey | None = None,
         expected_size: tuple[int, int] | None = None,
     ) -> RemoteBackend:
-        """Ask every endpoint for its model's input size, then a backend for that size.
+        """Ask every endpoint what it serves, then a backend for that input size and model.
 
         The servers' answer wins over ``expected_size`` (logged when they differ);
         ``expected_size`` is used when no server says (an old server, or none reachable
         yet: the captioning requests then retry as usual). Raises ``ServerRejected``
-        when endpoints serve models of different sizes or refuse the token, and when
-        no size is known at all (``ServerUnavailable`` if no endpoint answered).
+        when endpoints serve different models or sizes, refuse the key or are not
+        endpoints (404), and when no size is known at all (``ServerUnavailable`` if no
+        endpoint answered).
         """
         urls = parse_server_urls(urls)
         options = options or ClientOptions()
-        timeout = min(options.timeout, INFO_TIMEOUT_S)
-        sizes, unreachable = _run_apart(ask_input_sizes(urls, token, timeout))
-        if len(set(sizes.values())) > 1:
-            found = ", ".join(f"{url}: {h}x{w}" for url, (h, w) in sizes.items())
-            raise ServerRejected(f"the servers serve models of different input sizes ({found})")
-        served = next(iter(sizes.values()), None)
+        infos, unreachable = _run_apart(ask_info(urls, token, min(options.timeout, INFO_TIMEOUT_S)))
+        served, model = _agreed(infos)
         if served is not None:
             if expected_size is not None and served != expected_size:
                 log.info("the server's model takes %dx%d frames", *served)
-            return cls(urls, served, options, token=token)
+            return cls(urls, served, options, token=token, model=model)
         if expected_size is None:
             if set(unreachable) == set(urls):
                 raise ServerUnavailable(
@@ -276,7 +405,7 @@ class RemoteBackend:
             log.warning(
                 "the server did not say its input size: sending %dx%d frames", *expected_size
             )
-        return cls(urls, expected_size, options, token=token)
+        return cls(urls, expected_size, options, token=token, model=model)
 
     def close(self) -> None:
         if self._closed:
@@ -310,8 +439,7 @@ class RemoteBackend:
         self._stop = asyncio.Event()
         self._balancer = Balancer(self.urls, self.options.inflight, self.options.delay)
         connector = aiohttp.TCPConnector(limit=0)
-        headers = auth_headers(self.token)
-        async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+        async with aiohttp.ClientSession(connector=connector) as session:
             self._session = session
             self._ready.set()
             await self._stop.wait()
@@ -320,9 +448,27 @@ class RemoteBackend:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _key_for(self, url: str) -> str | None:
+        if isinstance(self.token, TorchServeKey):
+            return self.token.for_url(url)
+        return self.token  # given for every URL of this backend
+
+    def _renewed(self, url: str, sent: str | None) -> bool:
+        """After ``url`` refused the key ``sent``: is there another one to try?
+
+        A ``TorchServeKey`` is re-read from its run folder (a restart or an expiry
+        renewed it); a key given as a string stays what it is.
+        """
+        if isinstance(self.token, TorchServeKey) and self.token.for_url(url) == sent:
+            self.token.read()
+            if self.token.key is not None:
+                log.info("re-read the inference key from %s", self.token.run_dir)
+        return self._key_for(url) not in (sent, None)
+
     async def _caption_batch(
         self, images: list[np.ndarray], settings: GenerationSettings
-    ) -> list[str]:
+    ) -> list[str | CaptionFailed]:
+        """One request's answers, retried as the module docstring says."""
         loop = asyncio.get_running_loop()
         frames = await loop.run_in_executor(
             self._encoder,
@@ -334,13 +480,26 @@ class RemoteBackend:
         )
         del images
         avoid: Endpoint | None = None
+        failed: _Failure | None = None  # the last answer that failed this request itself
         reason = ""
-        for attempt in range(self.options.retries + 1):
+        attempt = renewals = 0
+        while True:
             endpoint = await self._balancer.acquire(avoid)
+            key = self._key_for(endpoint.url)
             try:
-                captions = await self._post(endpoint.url, frames, settings)
-            except _Retryable as exc:
-                reason = f"{endpoint.url}: {exc}"
+                captions = await self._send(endpoint, frames, settings, key)
+            except _Failure as exc:
+                reason = str(exc)
+                if exc.kind == KEY and renewals <= self.options.retries:
+                    if self._renewed(endpoint.url, key):
+                        renewals += 1  # a new key: try it at once, not counted as a retry
+                        self._balancer.release(endpoint, failed=False)
+                        continue
+                if exc.kind == REFUSED:
+                    self._balancer.release(endpoint, failed=False)
+                    return [CaptionFailed(reason)] * len(frames)
+                if exc.kind == FAILED:
+                    failed = exc
                 delay = self.options.delay(attempt)
                 cooldown = None
                 if exc.retry_after is not None:
@@ -352,22 +511,79 @@ class RemoteBackend:
                 raise
             else:
                 self._balancer.release(endpoint, failed=False)
-                return captions
+                return list(captions)
             if attempt == self.options.retries:
                 break
             if self._balancer.any_healthy_besides(endpoint):
                 delay = 0.0
             log.info("retry %d/%d in %.2fs: %s", attempt + 1, self.options.retries, delay, reason)
+            attempt += 1
             avoid = endpoint
             await asyncio.sleep(delay)
+        retries = self.options.retries
+        after = f"after {retries} {'retry' if retries == 1 else 'retries'}"
+        if failed is not None:  # a server took the request and failed it: these frames fail
+            last = "" if str(failed) == reason else f"; last error: {reason}"
+            log.warning("%d frame(s) got no caption %s: %s%s", len(frames), after, failed, last)
+            return [CaptionFailed(f"no caption {after}: {failed}{last}")] * len(frames)
         raise ServerUnavailable(
-            f"no server captioned {len(frames)} frame(s) after {self.options.retries} "
-            f"retries; last error: {reason}"
+            f"no server captioned {len(frames)} frame(s) {after}; last error: {reason}"
         )
 
-    async def _post(self, url: str, frames: list[bytes], settings: GenerationSettings) -> list[str]:
+    def _stall_time(self) -> float | None:
+        """Seconds after which an attempt with no answer is sent again alongside."""
+        if len(self._latencies) < STALL_MIN_ANSWERS:
+            return None
+        stall = max(STALL_FLOOR_S, STALL_FACTOR * max(self._latencies))
+        return stall if stall < self.options.timeout else None
+
+    async def _send(
+        self, endpoint: Endpoint, frames: list[bytes], settings: GenerationSettings, key: str | None
+    ) -> list[str]:
+        """One attempt at ``endpoint``; if it stalls (``_stall_time``), the same request goes
+        again to the best other endpoint (this one when it is the only one) and the first
+        answer wins; the attempt fails only when both do (with the first one's failure)."""
+        first = asyncio.ensure_future(self._post(endpoint.url, frames, settings, key))
+        tasks = [first]
+        other: Endpoint | None = None
+        second_failed = False
+        try:
+            stall = self._stall_time()
+            if stall is None:
+                return await first
+            done, _ = await asyncio.wait(tasks, timeout=stall)
+            if done:
+                return first.result()
+            other = self._balancer.acquire_extra(avoid=endpoint)
+            log.info(
+                "no answer from %s for %.1fs: sending the request to %s too",
+                endpoint.url,
+                stall,
+                other.url,
+            )
+            tasks.append(
+                asyncio.ensure_future(
+                    self._post(other.url, frames, settings, self._key_for(other.url))
+                )
+            )
+            for task in asyncio.as_completed(tasks):
+                try:
+                    return await task
+                except _Failure:
+                    if tasks[1].done() and tasks[1].exception() is not None:
+                        second_failed = True
+            return first.result()  # both failed: raises the first one's failure
+        finally:
+            for task in tasks:
+                task.cancel()
+            if other is not None:
+                self._balancer.release(other, failed=second_failed)
+
+    async def _post(
+        self, url: str, frames: list[bytes], settings: GenerationSettings, key: str | None
+    ) -> list[str]:
         fields = wire.explicit_settings_fields(settings)
-        headers: dict[str, str] = {}
+        headers = auth_headers(key)
         data: bytes | aiohttp.FormData
         if (
             self.options.prebatch == 1
@@ -380,24 +596,29 @@ class RemoteBackend:
         else:
             data = self._form(frames, fields)
         timeout = aiohttp.ClientTimeout(total=self.options.timeout)
+        started = asyncio.get_running_loop().time()
         try:
-            async with self._session.post(url, data=data, headers=headers, timeout=timeout) as resp:
+            async with self._session.post(
+                url, data=data, headers=headers, timeout=timeout, allow_redirects=False
+            ) as resp:
                 body = await resp.read()
                 status = resp.status
                 retry_after = _seconds(resp.headers.get("Retry-After"))
         except asyncio.TimeoutError:
-            raise _Retryable(f"no answer within {self.options.timeout:g}s") from None
+            raise _Failure(BUSY, f"{url}: no answer within {self.options.timeout:g}s") from None
+        except aiohttp.ClientConnectorError as exc:  # never reached the server
+            raise _Failure(BUSY, f"{url}: {_describe(exc)}") from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise _Retryable(_describe(exc)) from None
-        if status in RETRY_STATUSES:
-            raise _Retryable(f"HTTP {status}: {error_message(body)}", retry_after)
+            # The server took the request, then dropped it (a dying worker or server).
+            raise _Failure(FAILED, f"{url}: {_describe(exc)}") from None
         if not 200 <= status < 300:
-            hint = HINTS.get(status, "")
-            raise ServerRejected(f"{url} answered HTTP {status}: {error_message(body)}{hint}")
+            raise _failure_of(url, status, body, retry_after)
         try:
-            return wire.captions_from_response(json.loads(body), len(frames))
+            captions = wire.captions_from_response(json.loads(body), len(frames))
         except ValueError as exc:
-            raise ServerRejected(f"{url} answered HTTP {status} with a bad body: {exc}") from None
+            raise _Failure(FAILED, f"{url} answered HTTP {status} with a bad body: {exc}") from None
+        self._latencies.append(asyncio.get_running_loop().time() - started)
+        return captions
 
     def _form(self, frames: list[bytes], fields: dict[str, str]) -> aiohttp.FormData:
         form = aiohttp.FormData()
@@ -410,39 +631,106 @@ class RemoteBackend:
         return form
 
 
-def auth_headers(token: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"} if token else {}
+def auth_headers(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-async def ask_input_sizes(
-    urls: Sequence[str], token: str | None, timeout: float
-) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
-    """Each endpoint's model input size (those that say it) and why the unreachable ones
-    did not answer. Raises ``ServerRejected`` on a 401."""
-    sizes: dict[str, tuple[int, int]] = {}
+@dataclass(frozen=True)
+class ServerInfo:
+    """What an endpoint said it serves (``None``: it did not say)."""
+
+    input_size: tuple[int, int] | None = None
+    model: str | None = None
+
+
+async def ask_info(
+    urls: Sequence[str], token: str | TorchServeKey | None, timeout: float
+) -> tuple[dict[str, ServerInfo], dict[str, str]]:
+    """What each endpoint that answered serves, and why the unreachable ones did not answer.
+
+    Raises ``ServerRejected`` when an endpoint refuses the key (a ``TorchServeKey`` is
+    re-read first) or is no endpoint (404).
+    """
+    infos: dict[str, ServerInfo] = {}
     unreachable: dict[str, str] = {}
     client_timeout = aiohttp.ClientTimeout(total=timeout)
-    async with aiohttp.ClientSession(headers=auth_headers(token)) as session:
+
+    def key_for(url: str) -> str | None:
+        return token.for_url(url) if isinstance(token, TorchServeKey) else token
+
+    async with aiohttp.ClientSession() as session:
+
+        async def ask(url: str) -> tuple[int, bytes]:
+            headers = {INFO_HEADER: "1", **auth_headers(key_for(url))}
+            async with session.post(
+                url, data=b"", headers=headers, timeout=client_timeout, allow_redirects=False
+            ) as resp:
+                return resp.status, await resp.read()
+
         for url in urls:
             try:
-                async with session.post(
-                    url, data=b"", headers={INFO_HEADER: "1"}, timeout=client_timeout
-                ) as resp:
-                    body = await resp.read()
-                    status = resp.status
+                status, body = await ask(url)
+                if key_refused(status, error_message(body)) and isinstance(token, TorchServeKey):
+                    sent = key_for(url)
+                    if token.read().for_url(url) not in (sent, None):
+                        status, body = await ask(url)
             except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
                 # Unreachable: the captioning requests that follow retry, then say so.
-                log.info("%s did not say its input size: %s", url, _describe(exc))
+                log.info("%s did not say what it serves: %s", url, _describe(exc))
                 unreachable[url] = f"{url}: {_describe(exc)}"
                 continue
-            if status == 401:
-                raise ServerRejected(f"{url} answered HTTP 401: {error_message(body)}{HINTS[401]}")
-            try:
-                size = json.loads(body)["input_size"]
-                sizes[url] = int(size[0]), int(size[1])
-            except (ValueError, KeyError, IndexError, TypeError):
-                log.warning("%s did not say its input size (HTTP %d)", url, status)
-    return sizes, unreachable
+            message = error_message(body)
+            if key_refused(status, message):
+                raise ServerRejected(f"{url} answered HTTP {status}: {message}{KEY_HINT}")
+            if status == 404:
+                raise ServerRejected(f"{url} answered HTTP 404: {message}{HINTS[404]}")
+            infos[url] = _info(url, status, body)
+    return infos, unreachable
+
+
+def served_model(
+    urls: str | Sequence[str],
+    options: ClientOptions | None = None,
+    *,
+    token: str | TorchServeKey | None = None,
+) -> str | None:
+    """The model the servers say they run; ``None`` when none says (an old server, or none
+    reachable). ``ServerRejected`` as ``RemoteBackend.connect`` raises it."""
+    timeout = min((options or ClientOptions()).timeout, INFO_TIMEOUT_S)
+    infos, _ = _run_apart(ask_info(parse_server_urls(urls), token, timeout))
+    return _agreed(infos)[1]
+
+
+def _agreed(infos: dict[str, ServerInfo]) -> tuple[tuple[int, int] | None, str | None]:
+    """The input size and model every endpoint that said them serves (``None``: none said);
+    ``ServerRejected`` when endpoints serve different ones."""
+    sizes = {url: info.input_size for url, info in infos.items() if info.input_size}
+    if len(set(sizes.values())) > 1:
+        found = ", ".join(f"{url}: {h}x{w}" for url, (h, w) in sizes.items())
+        raise ServerRejected(f"the servers serve models of different input sizes ({found})")
+    models = {url: info.model for url, info in infos.items() if info.model}
+    if len(set(models.values())) > 1:
+        found = ", ".join(f"{url}: {name}" for url, name in models.items())
+        raise ServerRejected(f"the servers serve different models ({found})")
+    return next(iter(sizes.values()), None), next(iter(models.values()), None)
+
+
+def _info(url: str, status: int, body: bytes) -> ServerInfo:
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    size = model = None
+    if isinstance(answer, dict):
+        try:
+            size = int(answer["input_size"][0]), int(answer["input_size"][1])
+        except (KeyError, IndexError, TypeError, ValueError):
+            pass
+        if isinstance(answer.get("model"), str) and answer["model"]:
+            model = answer["model"]
+    if size is None:
+        log.warning("%s did not say its input size (HTTP %d)", url, status)
+    return ServerInfo(size, model)
 
 
 def _run_apart(coro: Coroutine[object, object, T]) -> T:

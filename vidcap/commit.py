@@ -250,6 +250,12 @@ class Committer:
         self._record(result)
         self._finish(result)
 
+    def uncaptioned(self, job_id: int, index: int, time: float, reason: str) -> None:
+        """Frame ``index`` got no caption (the backend failed it): the video fails, saying so."""
+        job = self.jobs.get(job_id)
+        if job is not None:
+            self.fail(job_id, f"{job.source}: no caption for frame {index} ({time:g} s): {reason}")
+
     def fail_unfinished(self) -> None:
         """After the stream ended: a video still open lost frames on the way (it never
         commits by itself); it fails, saying so, rather than vanishing from the run."""

@@ -12,9 +12,13 @@ One look at the whole flow::
 A frame's place in the stream is remembered in ``pending`` (job id, index, time; no
 pixels), together with the end-of-video and failure markers in the order the decoders sent
 them: since a backend returns captions in order, a video's marker is reached only after all
-its frames are captioned, so it can be committed right there. ``deliver`` is the one routing
-to the ``Committer`` (the Ray pipeline uses it too); ``caption_video`` is the same stream
-for one video whose captions the caller consumes as they come (the example clients, benches).
+its frames are captioned, so it can be committed right there. A frame the backend could not
+caption (``CaptionFailed``: a server failed its request past the retries) fails its video
+alone, and that video's later frames are not sent; only a backend that cannot caption at
+all (``BackendUnavailable``) stops the run, every video in flight recorded failed.
+``deliver`` is the one routing to the ``Committer`` (the Ray pipeline uses it too);
+``caption_video`` is the same stream for one video whose captions the caller consumes as
+they come (the example clients, benches).
 """
 
 from __future__ import annotations
@@ -29,11 +33,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vidcap.backend import Backend
+from vidcap.backend import Backend, CaptionFailed
 from vidcap.commit import Committer, RunSettings, RunWriter, VideoResult, plan, write_summary
 from vidcap.decode import Decoded, Ended, Event, Failed, Planned
 from vidcap.decode_pool import DecodePool
-from vidcap.errors import BackendUnavailable, VideoError
+from vidcap.errors import VidcapError, VideoError
 from vidcap.model import AUTO_BATCH_CUDA
 from vidcap.outputs import CaptionedFrame
 from vidcap.report import refresh_report
@@ -53,13 +57,23 @@ class Captioned:
 
 
 @dataclass(frozen=True)
+class Uncaptioned:
+    """Frame ``index`` (at ``time``) of job ``job`` got no caption: the video fails."""
+
+    job: int
+    index: int
+    time: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class _Slot:
     job: int
     index: int
     time: float
 
 
-def deliver(committer: Committer, item: Captioned | Ended | Failed) -> None:
+def deliver(committer: Committer, item: Captioned | Ended | Failed | Uncaptioned) -> None:
     """The one routing of the stages' output to the ``Committer`` (engine and Ray)."""
     if isinstance(item, Captioned):
         committer.frame(item.job, item.frame)
@@ -67,6 +81,8 @@ def deliver(committer: Committer, item: Captioned | Ended | Failed) -> None:
         committer.end(item.job, item.sampled, item.duration)
     elif isinstance(item, Failed):
         committer.fail(item.job, item.error)
+    elif isinstance(item, Uncaptioned):
+        committer.uncaptioned(item.job, item.index, item.time, item.reason)
     else:
         raise TypeError(f"nothing to deliver in {type(item).__name__}")
 
@@ -83,10 +99,11 @@ def run(
     """Caption every source not already done; write outputs, resume records, summary.json.
 
     The backend is built (the model loaded) only when some video is left to do; given the
-    model's ``input_size``, decoders start while it loads. When the
-    backend is unavailable altogether (every server down after retries) the run stops at
-    once: the videos begun are recorded failed, the summary written, and
-    ``BackendUnavailable`` propagates; a rerun resumes.
+    model's ``input_size``, decoders start while it loads. A frame the backend could not
+    caption fails its video only. When the backend is unavailable altogether (every server
+    down after retries) the run stops at once: the videos begun are recorded failed, the
+    summary written, and ``BackendUnavailable`` propagates; a rerun resumes. (Any other
+    error stops the run the same way.)
     """
     engine = engine or EngineSettings()
     started = time.monotonic()
@@ -136,8 +153,8 @@ def run(
         try:
             _caption(pool, backend, settings, committer, progress)
             committer.fail_unfinished()
-        except BackendUnavailable as exc:
-            committer.fail_open(str(exc))
+        except Exception as exc:
+            committer.fail_open(_why(exc))
             raise
         finally:
             pool.close()
@@ -161,10 +178,15 @@ def _caption(
         for item in _in_order(progress.plans(pool.events()), backend, settings.generation, pending):
             deliver(committer, item)
             progress.item(item)
-    except BackendUnavailable as exc:
-        for slot in list(pending):  # every video with frames in flight is recorded failed
-            committer.fail(slot.job, str(exc), warn=False)
+    except Exception as exc:  # the run stops: every video with frames in flight is recorded
+        for slot in list(pending):
+            committer.fail(slot.job, _why(exc), warn=False)
         raise
+
+
+def _why(exc: Exception) -> str:
+    """An error that stopped the run, as each unfinished video's record gives it."""
+    return str(exc) if isinstance(exc, VidcapError) else f"{type(exc).__name__}: {exc}"
 
 
 def _in_order(
@@ -172,13 +194,18 @@ def _in_order(
     backend: Backend,
     generation: GenerationSettings,
     pending: deque[_Slot | Ended | Failed],
-) -> Iterator[Captioned | Ended | Failed]:
+) -> Iterator[Captioned | Ended | Failed | Uncaptioned]:
     """The frames of ``events`` through ``backend``, back captioned in order, each video's
-    end or failure right after its last frame. ``pending``: what is in flight."""
+    end or failure right after its last frame. ``pending``: what is in flight. A video's
+    first frame without a caption comes back as ``Uncaptioned``; its frames decoded after
+    that are not sent."""
+    uncaptioned: set[int] = set()  # jobs with a frame the backend could not caption
 
     def frames() -> Iterator[np.ndarray]:
         for event in events:
             if isinstance(event, Decoded):
+                if event.job in uncaptioned:
+                    continue
                 pending.append(_Slot(event.job, event.frame.index, event.frame.time))
                 yield event.frame.rgb
             elif not isinstance(event, Planned):  # (a plan is for progress lines only)
@@ -193,7 +220,12 @@ def _in_order(
         if not pending:
             raise RuntimeError("a caption came back with no frame waiting for it")
         slot = pending.popleft()
-        yield Captioned(slot.job, CaptionedFrame(slot.index, slot.time, caption))
+        if isinstance(caption, CaptionFailed):
+            if slot.job not in uncaptioned:
+                uncaptioned.add(slot.job)
+                yield Uncaptioned(slot.job, slot.index, slot.time, caption.reason)
+        elif slot.job not in uncaptioned:
+            yield Captioned(slot.job, CaptionedFrame(slot.index, slot.time, caption))
         yield from markers()
     yield from markers()
     if pending:
@@ -215,6 +247,10 @@ def caption_video(
         for item in _in_order(pool.events(), backend, generation, deque()):
             if isinstance(item, Failed):
                 raise VideoError(item.error)
+            if isinstance(item, Uncaptioned):
+                raise VideoError(
+                    f"{source}: no caption for frame {item.index} ({item.time:g} s): {item.reason}"
+                )
             if isinstance(item, Captioned):
                 yield item.frame
     finally:

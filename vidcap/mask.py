@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from vidcap.backend import CaptionFailed
 from vidcap.decode import Decoded, Failed, decode_events
 from vidcap.errors import UsageError, VideoError
 from vidcap.frames import Frame
@@ -388,6 +389,8 @@ def ask_frames(
     with bar:
         for answer in backend.caption_stream(images(), generation):
             frame = pending.popleft()
+            if isinstance(answer, CaptionFailed):
+                raise VideoError(f"{video}: no answer for frame {frame.index}: {answer.reason}")
             answers.append(CaptionedFrame(frame.index, frame.time, answer))
             bar.update(1)
     return VideoCaptions(str(video), tuple(answers), duration)

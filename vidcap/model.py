@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import socket
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
@@ -25,6 +26,9 @@ BLIP2_INPUT_SIZE = (224, 224)
 # past 16 gains nothing and only delays the first outputs.
 AUTO_BATCH_CUDA = 256
 AUTO_BATCH_CPU = 16
+# Distinct prompts whose token ids a Captioner keeps (on its device), least recently used
+# dropped first: a server asked for ever new prompts stays within this many (about 4 KB each).
+PROMPT_CACHE_SIZE = 64
 
 
 def resolve_model_path(model: str) -> str:
@@ -121,7 +125,7 @@ class Captioner:
         self._scale = scale
         self._mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        self._prompt_ids: dict[str, dict] = {}
+        self._prompt_ids: OrderedDict[str, dict] = OrderedDict()  # PROMPT_CACHE_SIZE at most
 
     @classmethod
     def load(cls, settings: ModelSettings | None = None) -> Captioner:
@@ -186,13 +190,18 @@ class Captioner:
         return ((pixels - self._mean) / self._std).to(self.dtype)
 
     def _prompt_inputs(self, prompt: str, count: int) -> dict:
-        """Token ids of ``prompt`` (image tokens first, as the processor lays them out)."""
-        if prompt not in self._prompt_ids:
+        """Token ids of ``prompt`` (image tokens first, as the processor lays them out),
+        kept for the ``PROMPT_CACHE_SIZE`` prompts used last."""
+        if prompt in self._prompt_ids:
+            self._prompt_ids.move_to_end(prompt)
+        else:
             blank = np.zeros((*self.input_size, 3), dtype=np.uint8)
             encoded = self.processor(images=[blank], text=[prompt], return_tensors="pt")
             self._prompt_ids[prompt] = {
                 k: v.to(self.device) for k, v in encoded.items() if k != "pixel_values"
             }
+            while len(self._prompt_ids) > PROMPT_CACHE_SIZE:
+                self._prompt_ids.popitem(last=False)
         return {k: v.expand(count, -1) for k, v in self._prompt_ids[prompt].items()}
 
     def generate(self, pixel_values, settings: GenerationSettings):  # -> torch.Tensor

@@ -32,12 +32,15 @@ import io
 import logging
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -185,9 +188,9 @@ def _without_pixels(event: Event) -> Event:
 def ray_cluster(address: str | None) -> Iterator[None]:
     """Connected to Ray for the block: a new local cluster (``None``) or ``address``.
 
-    A local cluster started here is shut down on exit, its processes with it. When this
-    process is already connected (e.g. a notebook called ``ray.init``), that connection is
-    used and left as it was.
+    A local cluster started here is shut down on exit, its processes with it, and is this
+    user's alone (``local_cluster``). When this process is already connected (e.g. a
+    notebook called ``ray.init``), that connection is used and left as it was.
     """
     try:
         import ray
@@ -196,19 +199,84 @@ def ray_cluster(address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    if address is None:
+        with local_cluster(ray):
+            yield
+        return
     try:
-        if address is None:
-            log.info("starting a local Ray cluster")
-            ray.init(include_dashboard=False, logging_level=logging.WARNING)
-        else:
-            log.info("joining the Ray cluster at %s", address)
-            ray.init(address=address, logging_level=logging.WARNING)
+        log.info("joining the Ray cluster at %s", address)
+        ray.init(address=address, logging_level=logging.WARNING)
     except ConnectionError as exc:
         raise UsageError(f"cannot join the Ray cluster at {address}: {exc}") from exc
     try:
         yield
     finally:
         ray.shutdown()
+
+
+# What Ray 2.60 needs told so that a local cluster is one user's on one machine.
+LOCAL_UMASK = 0o077
+
+
+@contextmanager
+def local_cluster(ray) -> Iterator[None]:  # noqa: ANN001 - the ray module
+    """A new single-machine Ray cluster for the block, reachable by this user only.
+
+    * Every listener on loopback: Ray 2.60 gives a new node the host's address and then
+      binds its gRPC servers (GCS, raylet, workers, driver) on every interface and its
+      runtime-env agent on that address; a node at 127.0.0.1 binds them all to loopback.
+      Ray picks 127.0.0.1 itself where ``ENABLE_RAY_CLUSTER`` is off (its single-machine
+      mode, the default on macOS and Windows; ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``), so
+      that is switched off while the cluster starts. No dashboard.
+    * Files for this user only: the session folders (which Ray makes mode 777) live in a
+      new mode-700 folder (``tempfile.mkdtemp``), removed afterwards; the cluster's
+      processes start under umask 077, so what they create (Ray's token file
+      ``~/.ray/auth_token`` when it makes one, logs, sockets) is mode 600/700; a token file
+      Ray made earlier readable by others is made mode 600.
+    """
+    from ray._private import ray_constants  # Ray is pinned to 2.60 (pyproject.toml)
+
+    log.info("starting a local Ray cluster (loopback only)")
+    temp_root = Path(tempfile.mkdtemp(prefix="vidcap-ray-"))
+    _private_token_file()
+    umask = os.umask(LOCAL_UMASK)
+    cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            _temp_dir=str(temp_root / "ray"),
+        )
+    except BaseException:
+        shutil.rmtree(temp_root, ignore_errors=True)
+        raise
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
+        os.umask(umask)
+    _private_token_file()
+    node_ip = ray.util.get_node_ip_address()
+    if node_ip != "127.0.0.1":
+        log.warning("the local Ray cluster listens on %s, not on loopback only", node_ip)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_root, ignore_errors=True)
+
+
+def _private_token_file() -> None:
+    """Ray's default token file (``~/.ray/auth_token``), if any, readable by this user only."""
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return  # the user's own file: theirs to protect
+    token = Path.home() / ".ray" / "auth_token"
+    try:
+        mode = token.stat().st_mode
+        if mode & 0o077:
+            token.chmod(0o600)
+            log.info("made %s readable by you only (it was mode %o)", token, mode & 0o777)
+    except OSError:
+        pass
 
 
 def build_pipeline(

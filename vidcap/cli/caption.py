@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from vidcap.cli import EXIT_FAILED, EXIT_OK
@@ -67,6 +68,10 @@ def _caption(args: argparse.Namespace, out: Path) -> int:
     check_out_dir(out)
     videos = expand_inputs(args.inputs)  # files, folders, list files, URLs
     metadata = [v.metadata for v in videos]
+    if args.server:  # the served model names the outputs (summary.json, the resume key)
+        from vidcap.cli.remote import served_model_name
+
+        settings = replace(settings, model=served_model_name(args))
     run_writers = run_writers_for(settings, metadata, args.shard_rows)
     if ray_settings is not None:  # the same stages as a Ray Data pipeline (vidcap/ray.py)
         from vidcap.ray import run as run_on_ray

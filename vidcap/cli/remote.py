@@ -1,30 +1,33 @@
 """The ``--server`` options of ``vidcap caption`` and ``clients/``: flags → a ``RemoteBackend``.
 
 ``add_client_arguments`` adds ``--server`` and how frames travel; ``backend_from_args``
-finds the token (``find_token``: ``--token``, ``$VIDCAP_TOKEN``, or the key file of a
-loopback TorchServe) and connects (``vidcap.client.RemoteBackend.connect``). The
-library never reads these flags, the environment or the key file itself.
+finds the key (``find_token``: ``--token``, ``$VIDCAP_TOKEN``, or the inference key of the
+TorchServe that ``torchserve/start.sh`` runs from ``$TS_RUN_DIR`` or ``torchserve/logs``,
+for that server's own address only) and connects
+(``vidcap.client.RemoteBackend.connect``). The library never reads these flags or the
+environment; it reads a run folder only where it is handed one (``TorchServeKey``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import vidcap
 from vidcap import wire
 from vidcap.client import (
+    ADDRESS_FILE_NAME,
     ENDPOINT_HELP,
-    RETRY_STATUSES,
     TOKEN_ENV,
     ClientOptions,
     RemoteBackend,
+    TorchServeKey,
+    origin,
     parse_server_urls,
+    served_model,
 )
 from vidcap.errors import UsageError
 from vidcap.settings import DEFAULT_MODEL
@@ -36,17 +39,18 @@ WIRE_FORMAT_HELP = (
     "(about 50 KB and 3.6 ms per 224x224 frame); jpeg (quality 95) is 5x smaller for slow "
     "links but changes some captions (default: %(default)s; bench/wire_format.py)"
 )
-# Where a loopback TorchServe keeps its keys: $TS_RUN_DIR, else torchserve/logs/ of the
-# checkout vidcap runs from (start.sh's default run folder).
+# Where a TorchServe started by start.sh keeps its keys and its address: $TS_RUN_DIR, else
+# torchserve/logs/ of the checkout vidcap runs from (start.sh's default run folder).
 KEY_FILE_ENV = "TS_RUN_DIR"
 DEFAULT_RUN_DIR = Path(vidcap.__file__).resolve().parent.parent / "torchserve" / "logs"
-KEY_FILE_NAME = "key_file.json"
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def retries_help() -> str:
-    statuses = "/".join(str(s) for s in sorted(RETRY_STATUSES))
-    return f"retries per request on HTTP {statuses}, connection errors and timeouts"
+    return (
+        "retries per request on HTTP 408, 429 and 5xx, connection errors and timeouts; a "
+        "request still failing fails its frames' videos only, unless no server could be "
+        "reached at all"
+    )
 
 
 def add_client_arguments(
@@ -111,9 +115,11 @@ def add_client_arguments(
     add(
         "--token",
         default=None,
-        help="sent as 'Authorization: Bearer TOKEN' (TorchServe token auth); default: "
-        f"${TOKEN_ENV}, else for a loopback server the inference key of its {KEY_FILE_NAME} "
-        f"(${KEY_FILE_ENV}/{KEY_FILE_NAME} or torchserve/logs/{KEY_FILE_NAME}) when readable",
+        help="sent as 'Authorization: Bearer TOKEN' to the --server URLs (TorchServe token "
+        f"auth); default: ${TOKEN_ENV}, else the inference key in the run folder of a "
+        f"TorchServe started by start.sh (${KEY_FILE_ENV}, else torchserve/logs), sent only "
+        f"to the address that server listens on ({ADDRESS_FILE_NAME} there) and re-read "
+        "when the server refuses it",
     )
 
 
@@ -134,23 +140,27 @@ def find_token(
     urls: Sequence[str],
     env: Mapping[str, str],
     default_run_dir: Path = DEFAULT_RUN_DIR,
-) -> str | None:
-    """``--token``, else ``$VIDCAP_TOKEN``, else the inference key of a loopback TorchServe
-    from ``$TS_RUN_DIR/key_file.json`` (``default_run_dir`` when unset), when readable."""
+) -> str | TorchServeKey | None:
+    """``--token``, else ``$VIDCAP_TOKEN`` (both for every URL given), else the inference
+    key of the TorchServe running from ``$TS_RUN_DIR`` (``default_run_dir`` when unset)
+    when one of ``urls`` is that server's address (``TorchServeKey``: for it alone)."""
     if given:
         return given
     if env.get(TOKEN_ENV):
         return env[TOKEN_ENV]
-    if not urls or not all(urlsplit(url).hostname in LOOPBACK_HOSTS for url in urls):
-        return None
     run_dir = env.get(KEY_FILE_ENV)
-    key_file = (Path(run_dir) if run_dir else default_run_dir) / KEY_FILE_NAME
-    try:
-        key = json.loads(key_file.read_text(encoding="utf-8"))["inference"]["key"]
-    except (OSError, ValueError, KeyError, TypeError):
+    key = TorchServeKey(Path(run_dir) if run_dir else default_run_dir).read()
+    if key.key is None:
         return None
-    log.info("using the inference key from %s", key_file)
-    return str(key)
+    if not any(key.for_url(url) for url in urls):
+        # The same port under another name (localhost for 127.0.0.1) is likely a slip.
+        slip = any(origin(url)[2] in {port for _, _, port in key.origins} for url in urls)
+        (log.warning if slip else log.info)(
+            "not sending the inference key of %s: it is for %s only", key.run_dir, key.address
+        )
+        return None
+    log.info("using the inference key from %s for %s", key.run_dir, key.address)
+    return key
 
 
 def backend_from_args(
@@ -177,3 +187,24 @@ def backend_from_args(
             f"model takes {served[0]}x{served[1]}: drop --model or name the served model"
         )
     return backend
+
+
+def served_model_name(args: argparse.Namespace) -> str:
+    """The model a ``--server`` run names in its outputs (``summary.json``, the resume key).
+
+    The one the servers say they run (their info answer), so that a rerun against the same
+    servers resumes and one against servers running another model redoes the videos;
+    ``--model`` when no server says (an old server, or none reachable yet).
+    """
+    named = getattr(args, "model", DEFAULT_MODEL)
+    urls = parse_server_urls(args.server)
+    token = find_token(getattr(args, "token", None), urls, os.environ)
+    served = served_model(urls, options_from_args(args), token=token)
+    if served is None:
+        log.info("no server said which model it runs: the outputs name --model %s", named)
+        return named
+    if named not in (DEFAULT_MODEL, served):
+        log.warning(
+            "--model %s given, but the servers run %s: the outputs name %s", named, served, served
+        )
+    return served

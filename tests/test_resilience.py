@@ -1,0 +1,587 @@
+"""A ``--server`` run under failing servers, rotating keys and hostile neighbours (#20).
+
+Stub servers (aiohttp, loopback, in this process) speak the wire protocol and fail on cue:
+for the frames of one video only (500, 507, a dropped connection), for every request once
+the test says so, or by refusing a key as TorchServe 0.12 does (HTTP 400). Each run must
+fail only the video that got no caption, list every video it began in ``summary.json``,
+re-read a key from its run folder when it stops working, and send a key nowhere but where
+it belongs. The slow tests start a real TorchServe (a worker killed mid-run) and a local
+Ray cluster (loopback only, private files).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from aiohttp import web
+
+from tests.support.servers import make_frames, pixel_digest, read_wire
+from vidcap import wire
+from vidcap.backend import CaptionFailed
+from vidcap.cli import main
+from vidcap.cli.remote import find_token
+from vidcap.client import ClientOptions, RemoteBackend, TorchServeKey
+from vidcap.errors import BadRequest
+from vidcap.model import model_input_size
+from vidcap.settings import GenerationSettings
+
+SIZE = model_input_size("tiny")
+FAST = ClientOptions(prebatch=2, inflight=2, retries=3, backoff=0.01, backoff_max=0.05)
+KEY_REFUSED = (
+    "Token Authorization failed. Token either incorrect, expired, or not provided correctly"
+)
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
+
+
+def colour_of(rgb: np.ndarray) -> str:
+    """Which of ``COLOURS`` a decoded frame is (the videos are one colour each)."""
+    mean = rgb.reshape(-1, 3).mean(axis=0)
+    return min(COLOURS, key=lambda name: float(np.abs(mean - COLOURS[name]).sum()))
+
+
+def write_coloured(path: Path, colour: str, frames: int = 12) -> Path:
+    """An H.264 MP4 of ``frames`` frames at 10 fps, all of one colour."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(frames):
+            rgb = np.empty((48, 64, 3), dtype=np.uint8)
+            rgb[:] = COLOURS[colour]
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.fixture(scope="module")
+def three_videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("coloured")
+    for colour in COLOURS:
+        write_coloured(folder / f"{colour}.mp4", colour)
+    return folder
+
+
+# --- a stub server ------------------------------------------------------------------------
+
+
+@dataclass
+class Stub:
+    """``POST /predict`` on a free loopback port, in a thread of this process.
+
+    Answers the info question (``model``, ``input_size``); captions each frame with the
+    digest of its pixels. ``key``: the key it takes, refused as TorchServe does (400);
+    ``fail``: colour → ``500``/``507``/``drop`` for frames of that colour, ``fails`` times
+    per request (``None``: always); ``down``: refuse every request with a closed port;
+    ``redirect``: answer 307 to that URL; ``hang``: caption requests (counted from 1) never
+    answered, as TorchServe never answers a request whose worker was killed. ``seen``: every
+    request's headers.
+    """
+
+    model: str = "stub-model"
+    key: str | None = None
+    fail: dict[str, str] = field(default_factory=dict)
+    fails: int | None = None
+    redirect: str | None = None
+    hang: set[int] = field(default_factory=set)
+    seen: list[dict[str, str]] = field(default_factory=list)
+    colours: set[str] = field(default_factory=set)
+    statuses: list[int] = field(default_factory=list)
+    caption_requests: int = 0
+    port: int = 0
+    _failed: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/predict"
+
+    def __enter__(self) -> Stub:
+        self._loop = asyncio.new_event_loop()
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
+        self._thread.start()
+        assert started.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Close the port: from now on connections are refused."""
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(10)
+
+    def _serve(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._main(started))
+        self._loop.close()
+
+    async def _main(self, started: threading.Event) -> None:
+        self._stop = asyncio.Event()
+        app = web.Application(client_max_size=64 * 2**20)
+        app.router.add_post("/predict", self._handle)
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", self.port)
+        await site.start()
+        self.port = runner.addresses[0][1]
+        started.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.seen.append(dict(request.headers))
+        response = await self._answer(request)
+        self.statuses.append(response.status)
+        return response
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        if self.redirect:
+            await request.read()
+            raise web.HTTPTemporaryRedirect(self.redirect)
+        if self.key and request.headers.get("Authorization") != f"Bearer {self.key}":
+            await request.read()
+            body = {"code": 400, "type": "InvalidKeyException", "message": KEY_REFUSED}
+            return web.json_response(body, status=400)
+        if request.headers.get("X-Vidcap-Info") and not await request.read():
+            return web.json_response({"model": self.model, "input_size": list(SIZE)})
+        self.caption_requests += 1
+        frames, fields, batched = await read_wire(request)
+        if self.caption_requests in self.hang:
+            await asyncio.sleep(3600)
+        try:
+            job = wire.build_request(frames, fields, batched, wire.WireLimits())
+        except BadRequest as exc:
+            return web.json_response(wire.error_response(str(exc)), status=exc.status)
+        colours = {colour_of(image) for image in job.images}
+        self.colours |= colours
+        actions = [self.fail[c] for c in colours if c in self.fail]
+        if actions and (self.fails is None or self._failed < self.fails):
+            self._failed += 1
+            if actions[0] == "drop":
+                assert request.transport is not None
+                request.transport.close()
+                return web.Response(status=599)
+            message = {"500": "the model failed on this request", "507": "Worker died."}
+            return web.json_response({"error": message[actions[0]]}, status=int(actions[0]))
+        captions = [pixel_digest(image) for image in job.images]
+        return web.json_response(wire.caption_response(captions, job.batched))
+
+
+def caption_run(folder: Path, out: Path, url: str, *extra: str) -> tuple[int, dict]:
+    """``vidcap caption FOLDER --server URL`` in this process: (exit code, summary.json)."""
+    code = main(
+        ["caption", str(folder), "--out", str(out), "--fps", "5", "--quiet", "--server", url]
+        + ["--prebatch", "2", "--retries", "1", "--decode-workers", "1", *extra]
+    )
+    return code, json.loads((out / "summary.json").read_text())
+
+
+def by_name(summary: dict) -> dict[str, dict]:
+    return {v["name"]: v for v in summary["videos"]}
+
+
+# --- item 3: a request that keeps failing fails its video, not the run ----------------------
+
+
+@pytest.mark.parametrize("answer", ["500", "507", "drop"])
+def test_a_video_the_server_keeps_failing_fails_alone(
+    three_videos: Path, tmp_path: Path, answer: str
+) -> None:
+    with Stub(fail={"green": answer}) as stub:
+        code, summary = caption_run(three_videos, tmp_path, stub.url)
+    videos = by_name(summary)
+    assert code == 1  # a video failed
+    assert videos["red"]["status"] == videos["blue"]["status"] == "done"
+    assert videos["red"]["frames"] == videos["blue"]["frames"] == 6
+    failed = videos["green"]
+    assert failed["status"] == "failed" and "no caption for frame" in failed["error"]
+    expected = {"500": "HTTP 500", "507": "HTTP 507", "drop": "Disconnected"}[answer]
+    assert expected in failed["error"] and "after 1 retry" in failed["error"]
+    assert (tmp_path / "red.jsonl").is_file() and not (tmp_path / "green.jsonl").exists()
+    assert summary["totals"] == {**summary["totals"], "done": 2, "failed": 1}
+
+
+def test_a_request_that_fails_once_is_retried_and_costs_nothing(
+    three_videos: Path, tmp_path: Path
+) -> None:
+    with Stub(fail={"green": "500", "blue": "drop"}, fails=1) as stub:
+        code, summary = caption_run(three_videos, tmp_path, stub.url)
+    assert code == 0
+    assert {v["status"] for v in summary["videos"]} == {"done"}
+    assert stub.statuses.count(500) + stub.statuses.count(599) == 1
+
+
+def test_servers_gone_stop_the_run_with_every_video_begun_listed(
+    three_videos: Path, tmp_path: Path
+) -> None:
+    stub = Stub().__enter__()
+
+    def stop_soon() -> None:
+        deadline = time.monotonic() + 30
+        while stub.caption_requests < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stub.stop()
+
+    threading.Thread(target=stop_soon, daemon=True).start()
+    try:
+        code, summary = caption_run(three_videos, tmp_path, stub.url)
+    finally:
+        stub.stop()
+    assert code == 1
+    videos = by_name(summary)
+    assert stub.colours <= set(videos)  # every video whose frames went out is listed
+    assert {v["status"] for v in videos.values()} <= {"done", "failed"}
+    assert any(v["status"] == "failed" for v in videos.values())
+
+
+def test_a_request_never_answered_is_sent_again_alongside(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from vidcap import client
+
+    monkeypatch.setattr(client, "STALL_MIN_ANSWERS", 2)
+    monkeypatch.setattr(client, "STALL_FLOOR_S", 0.5)
+    frames = make_frames(12, SIZE)
+    options = ClientOptions(prebatch=2, inflight=1, timeout=60)
+    with Stub(hang={3}) as stub, RemoteBackend([stub.url], SIZE, options) as backend:
+        started = time.monotonic()
+        got = list(backend.caption_stream(frames, GenerationSettings()))
+        seconds = time.monotonic() - started
+    assert got == [pixel_digest(f) for f in frames]
+    assert stub.caption_requests == 7 and seconds < 10  # not the 60 s of --timeout
+
+
+# --- #16 item 8: the served model names the outputs ----------------------------------------
+
+
+def test_the_served_model_names_the_outputs_and_keys_resume(
+    three_videos: Path, tmp_path: Path
+) -> None:
+    with Stub(model="served-model") as stub:
+        code, summary = caption_run(three_videos, tmp_path, stub.url)
+        assert code == 0
+        assert {v["model"] for v in summary["videos"]} == {"served-model"}
+        before = stub.caption_requests
+        code, summary = caption_run(three_videos, tmp_path, stub.url)  # the same server
+        assert code == 0 and stub.caption_requests == before  # resumed: nothing sent
+        assert summary["run"]["resumed"] == 3
+    with Stub(model="another-model") as other:  # another model at the same --server flags
+        code, summary = caption_run(three_videos, tmp_path, other.url)
+    assert code == 0 and other.caption_requests > 0 and summary["run"]["resumed"] == 0
+    assert {v["model"] for v in summary["videos"]} == {"another-model"}
+
+
+# --- items 4 and 7: keys ------------------------------------------------------------------
+
+
+@pytest.fixture
+def gate_process() -> Iterator[subprocess.Popen]:
+    """A live process whose command line names the gate, standing in for a running server."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)", "vidcap.serve.gate"]
+    )
+    cmdline = Path(f"/proc/{process.pid}/cmdline")
+    deadline = time.monotonic() + 10
+    while b"vidcap.serve.gate" not in cmdline.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the child has exec'd its command
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+def run_folder(folder: Path, key: str, address: str, gate_pid: int) -> Path:
+    """What ``torchserve/start.sh`` leaves in its run folder that the client reads."""
+    folder.mkdir(exist_ok=True)
+    keys = {"management": {"key": "m-" + key}, "inference": {"key": key}}
+    (folder / "key_file.json").write_text(json.dumps(keys))
+    (folder / "inference_url").write_text(address + "\n")
+    (folder / "gate.pid").write_text(f"{gate_pid}\n")
+    return folder
+
+
+def test_a_run_folder_key_goes_to_its_own_server_only(
+    tmp_path: Path, gate_process: subprocess.Popen
+) -> None:
+    frames = make_frames(4, SIZE)
+    with Stub(key="k1") as server, Stub() as recorder:
+        folder = run_folder(
+            tmp_path / "run", "k1", f"http://127.0.0.1:{server.port}", gate_process.pid
+        )
+        env = {"TS_RUN_DIR": str(folder)}
+        key = find_token(None, [server.url, recorder.url], env)
+        assert isinstance(key, TorchServeKey) and key.key == "k1"
+        assert find_token(None, [recorder.url], env) is None  # another port: no key at all
+        assert find_token(None, [server.url.replace("127.0.0.1", "localhost")], env) is None
+        with RemoteBackend([server.url, recorder.url], SIZE, FAST, token=key) as backend:
+            got = list(backend.caption_stream(frames * 4, GenerationSettings()))
+        assert got == [pixel_digest(f) for f in frames * 4]
+        assert server.caption_requests and recorder.caption_requests  # both captioned
+        assert {h.get("Authorization") for h in server.seen} == {"Bearer k1"}
+        assert all("Authorization" not in h for h in recorder.seen)
+        # a key given with --token or $VIDCAP_TOKEN goes to the URLs given, and no further
+        server.redirect = recorder.url
+        seen = len(recorder.seen)
+        with RemoteBackend([server.url], SIZE, FAST, token="given") as backend:
+            [answer] = list(backend.caption_stream(frames[:1], GenerationSettings()))
+        assert isinstance(answer, CaptionFailed) and "HTTP 307" in answer.reason
+        assert len(recorder.seen) == seen  # the redirect was not followed
+
+
+def test_a_run_folder_key_needs_its_server_running(
+    tmp_path: Path, gate_process: subprocess.Popen
+) -> None:
+    url = "http://127.0.0.1:8080/predictions/vidcap"
+    folder = run_folder(tmp_path / "run", "k1", "http://0.0.0.0:8080", gate_process.pid)
+    key = TorchServeKey(folder).read()
+    assert key.for_url(url) == "k1"  # bound to every interface: reached on loopback
+    assert key.for_url("http://127.0.0.1:8081/predictions/vidcap") is None
+    gate_process.kill()
+    gate_process.wait(10)
+    assert TorchServeKey(folder).read().key is None  # a stale folder: its port may be anyone's
+    not_the_gate = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    time.sleep(0.2)  # past its exec
+    try:
+        run_folder(folder, "k1", "http://127.0.0.1:8080", not_the_gate.pid)
+        assert TorchServeKey(folder).read().key is None
+    finally:
+        not_the_gate.kill()
+        not_the_gate.wait(10)
+
+
+def test_a_key_renewed_mid_run_is_reread_from_the_run_folder(
+    tmp_path: Path, gate_process: subprocess.Popen
+) -> None:
+    frames = make_frames(24, SIZE)
+    with Stub(key="old") as server:
+        folder = run_folder(
+            tmp_path / "run", "old", f"http://127.0.0.1:{server.port}", gate_process.pid
+        )
+        key = find_token(None, [server.url], {"TS_RUN_DIR": str(folder)})
+        assert isinstance(key, TorchServeKey)
+
+        def frames_with_a_new_key() -> Iterator[np.ndarray]:
+            for i, frame in enumerate(frames):
+                if i == 8:  # as stop.sh && start.sh, or an expiry renewed by the server
+                    run_folder(folder, "new", f"http://127.0.0.1:{server.port}", gate_process.pid)
+                    server.key = "new"
+                yield frame
+
+        with RemoteBackend([server.url], SIZE, FAST, token=key) as backend:
+            got = list(backend.caption_stream(frames_with_a_new_key(), GenerationSettings()))
+    assert got == [pixel_digest(f) for f in frames]
+    assert 400 in server.statuses  # the old key was refused, then the new one read
+    assert server.seen[-1]["Authorization"] == "Bearer new"
+
+
+def test_a_refused_key_is_one_error_before_any_video(three_videos: Path, tmp_path: Path) -> None:
+    with Stub(key="another") as server:
+        code = main(
+            ["caption", str(three_videos), "--out", str(tmp_path), "--quiet"]
+            + ["--server", server.url, "--token", "given"]
+        )
+    assert code == 1 and not (tmp_path / "summary.json").exists()
+
+
+# --- item 9: the prompt cache is bounded ---------------------------------------------------
+
+
+def test_the_prompt_cache_keeps_the_prompts_used_last(
+    tiny_captioner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vidcap import model
+
+    monkeypatch.setattr(model, "PROMPT_CACHE_SIZE", 3)
+    cache = tiny_captioner._prompt_ids
+    cache.clear()
+    for prompt in ["a", "b", "c", "a", "d", "e"]:  # "a" used again: kept over "b" and "c"
+        ids = tiny_captioner._prompt_inputs(f"prompt {prompt}", 2)
+        assert ids["input_ids"].shape[0] == 2
+    assert list(cache) == ["prompt a", "prompt d", "prompt e"]
+    assert model.PROMPT_CACHE_SIZE == 3 and len(cache) == 3
+    monkeypatch.undo()
+    for i in range(model.PROMPT_CACHE_SIZE + 5):
+        tiny_captioner._prompt_inputs(f"prompt number {i}", 1)
+    assert len(cache) == model.PROMPT_CACHE_SIZE == 64
+    cache.clear()
+
+
+# --- slow: a real TorchServe, a real Ray cluster --------------------------------------------
+
+
+def worker_cpu(pid: int) -> float:
+    import psutil
+
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return times.user + times.system
+
+
+@pytest.mark.slow
+def test_torchserve_worker_kills_during_a_caption_run_lose_no_frame(
+    tmp_path: Path, generated_videos
+) -> None:
+    """``vidcap caption --server`` on a 2-worker TorchServe, a worker killed twice mid-run:
+    every video done, outputs equal to the embedded run's, the key found in the run folder."""
+    import shutil
+
+    import psutil
+
+    from tests.support.torchserve import TorchServeInstance
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for copy in range(16):  # a run long enough for two kills
+        for name in ("h264-mp4", "vfr-mp4", "mpeg4-avi", "vp9-webm"):
+            path, _ = generated_videos[name]
+            shutil.copy(path, folder / f"{copy}-{path.name}")
+    common = ["caption", str(folder), "--model", "tiny", "--fps", "10", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "embedded"), "--device", "cpu"]) == 0
+    # a short run folder: worker sockets live there (at most 107 bytes a path)
+    with tempfile.TemporaryDirectory(prefix="vidcap-kill-") as run_root:
+        server = TorchServeInstance.launch(
+            Path(run_root),
+            {"VIDCAP_MODEL": "tiny", "NUM_GPUS": "0", "NUM_WORKERS": "2", "BATCH_SIZE": "4",
+             "MAX_BATCH_DELAY_MS": "20"},
+        )  # fmt: skip
+        try:
+            assert (server.run_dir / "inference_url").read_text().strip() == server.inference_url
+            env = {**os.environ, "TS_RUN_DIR": str(server.run_dir), "PYTHONPATH": os.getcwd()}
+            command = [sys.executable, "-m", "vidcap", *common, "--out", str(tmp_path / "remote")]
+            command += ["--server", server.predictions_url, "--prebatch", "2", "-v"]
+            started = time.monotonic()
+            run = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+            kills = []
+            for _ in range(2):  # wait until a worker computes, then kill it
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and run.poll() is None:
+                    workers = [w for w in server.describe()["workers"] if w["status"] == "READY"]
+                    if workers:
+                        pid = int(workers[-1]["pid"])
+                        base = worker_cpu(pid)
+                        time.sleep(0.3)
+                        if worker_cpu(pid) - base > 0.05:
+                            psutil.Process(pid).kill()
+                            kills.append(round(time.monotonic() - started, 1))
+                            break
+                    time.sleep(0.2)
+            _, stderr = run.communicate(timeout=300)
+            seconds = time.monotonic() - started
+        finally:
+            server.stop()
+    retries = [line for line in stderr.splitlines() if "retry" in line or " too" in line]
+    print(f"worker kills at {kills} s; run took {seconds:.1f} s; {len(retries)} retries:")
+    print("\n".join(retries[:20]))
+    assert run.returncode == 0, stderr[-3000:]
+    assert len(kills) == 2, (kills, stderr[-2000:])
+    summary = json.loads((tmp_path / "remote" / "summary.json").read_text())
+    assert {v["status"] for v in summary["videos"]} == {"done"}
+    assert {v["model"] for v in summary["videos"]} == {"tiny"}
+    for path in sorted((tmp_path / "embedded").glob("*.jsonl")):
+        assert (tmp_path / "remote" / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def listeners(pid: int) -> set[tuple[str, int]]:
+    """The addresses a process and its descendants listen on (TCP)."""
+    import psutil
+
+    found: set[tuple[str, int]] = set()
+    try:
+        processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return found
+    for process in processes:
+        try:
+            for conn in process.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN:
+                    found.add((conn.laddr.ip, conn.laddr.port))
+        except psutil.Error:
+            continue
+    return found
+
+
+def session_dirs(pid: int) -> set[Path]:
+    """The Ray session folders named on the command lines of ``pid``'s descendants."""
+    import psutil
+
+    found = set()
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return found
+    for child in children:
+        try:
+            for arg in child.cmdline():
+                if arg.startswith("--session_dir=") or arg.startswith("--session-dir="):
+                    found.add(Path(arg.split("=", 1)[1]))
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_a_local_ray_cluster_listens_on_loopback_and_keeps_its_files_private(
+    tmp_path: Path,
+) -> None:
+    import secrets
+
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    token = home / ".ray" / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o644)  # as Ray 2.60 writes it
+    video = Path(__file__).resolve().parent.parent / "sample_videos" / "shapes.mp4"
+    command = [
+        sys.executable,
+        "-m",
+        "vidcap",
+        "caption",
+        str(video),
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    command += ["--model", "tiny", "--device", "cpu", "--quiet", "--ray"]
+    env = {**os.environ, "HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.getcwd()}
+    run = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    seen: set[tuple[str, int]] = set()
+    sessions: set[Path] = set()
+    modes: dict[Path, int] = {}
+    try:
+        while run.poll() is None:
+            seen |= listeners(run.pid)
+            for session in session_dirs(run.pid) - sessions:
+                sessions.add(session)
+                for folder in session.parents:
+                    if folder.name.startswith("vidcap-ray-"):
+                        modes[folder] = folder.stat().st_mode & 0o777
+            time.sleep(0.3)
+        _, stderr = run.communicate(timeout=240)
+    finally:
+        if run.poll() is None:
+            os.kill(run.pid, signal.SIGINT)
+            run.wait(60)
+    assert run.returncode == 0, stderr[-3000:]
+    assert len(seen) >= 4, seen  # GCS, raylet, a worker, the driver at least
+    assert {ip for ip, _ in seen} <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, seen
+    assert modes and set(modes.values()) == {0o700}, (sessions, modes)
+    assert not any(folder.exists() for folder in modes)  # removed with the cluster
+    assert token.stat().st_mode & 0o777 == 0o600
