@@ -270,7 +270,8 @@ VIDEO_FORMATS: dict[str, VideoFormat] = {
 }
 FORMATS = tuple(VIDEO_FORMATS)
 # Written with --scenes (not a --format choice: the scenes come with the flag).
-VIDEO_FORMATS[SCENES_FORMAT] = ScenesFormat()
+SCENE_FORMATS: dict[str, VideoFormat] = {SCENES_FORMAT: ScenesFormat()}
+_ALL_FORMATS = {**VIDEO_FORMATS, **SCENE_FORMATS}
 
 
 def write_video_outputs(
@@ -285,11 +286,11 @@ def write_video_outputs(
     ``base.<format>`` atomically; on failure none of them is left. ``scenes``: with
     ``--scenes``, the video's scenes (``formats`` then names ``SCENES_FORMAT`` too)."""
     texts = {
-        base.with_name(f"{base.name}.{fmt}"): VIDEO_FORMATS[fmt].render(
+        base.with_name(f"{base.name}.{fmt}"): _ALL_FORMATS[fmt].render(
             video, frames, duration, scenes
         )
         for fmt in formats
-        if fmt in VIDEO_FORMATS
+        if fmt in _ALL_FORMATS
     }
     written: list[Path] = []
     try:
