@@ -25,18 +25,23 @@ Sampling inside a scene:
 - ``scene_frames`` N (the default, N = 1): N frames evenly spaced — the frames nearest the
   middles of N equal parts of the scene (N = 1: the middle frame). The scene's length is
   known only at its end, so candidates are kept as the scene plays, **bounded**: frames at
-  a stride (first every frame), converted to model-size pixels as they are taken; when
-  ``capacity`` candidates are held, every other one is dropped and the stride doubles. A
-  scene of n frames is thus sampled within n / capacity frames of the exact targets (exact
-  up to ``capacity`` frames), holding at most ``capacity`` model-size frames
-  (``max(32, 4 N)``: 4.8 MB at 224×224 for N = 1);
+  a stride (first every frame); when ``capacity`` candidates are held, every other one is
+  dropped and the stride doubles. A scene of n frames is thus sampled within
+  n / capacity frames of the exact targets (exactly, up to ``capacity`` frames). The
+  candidates are the decoded frames themselves, converted (upright RGB, model size) only
+  once picked, while ``capacity`` of them fit in ``CANDIDATE_BYTES`` (64 MiB: ``capacity``
+  is ``max(32, 4 N)`` frames, fewer where they do not fit — 20 at 1080p, 5 at 4K); where
+  not even 2 N + 2 fit, each is converted to model size as it is taken (``max(32, 4 N)``
+  of 150 KB). Converting only the picks matters: converting every frame of a short scene
+  cost more than detecting the cuts (bench/scenes.py);
 - ``fps`` F or ``every_n`` N (``--fps``/``--every-n`` with ``--scenes``): the grid starts
   again at each scene's first frame (so every scene has a sample at its start), and samples
   leave as soon as their frame is settled.
 
-Memory per video: the delay line (up to the detector's look-back plus one decoded frames at
-the stored resolution, ``av.VideoFrame``\\ s not yet converted: 16 frames of 1080p YUV is
-about 50 MB) and the candidates (model size). Nothing grows with the video's length.
+Memory per video: the delay line (the detector's look-back plus about three decoded frames
+at the stored resolution, ``av.VideoFrame``\\ s not yet converted: 18 frames of 1080p YUV
+is about 56 MB, for the default ``ContentDetector``) and the candidates (at most 64 MiB).
+Nothing grows with the video's length.
 
 PySceneDetect is imported only when a sampler is built: reading these classes (the engine,
 the outputs) needs none of it.
@@ -63,6 +68,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MIN_CAPACITY = 32  # candidates held per scene with --scene-frames (times 4 N when larger)
+CANDIDATE_BYTES = 64 << 20  # decoded frames a scene may hold as candidates (see _capacity)
 _MICROSECOND = Fraction(1, 1_000_000)
 
 
@@ -113,6 +119,7 @@ class SceneSampler:
     """
 
     def __init__(self, sampling: SamplingSettings, size: tuple[int, int], rate: float) -> None:
+        from av.video.reformatter import VideoReformatter
         from scenedetect import FrameTimecode
         from scenedetect.common import Timecode
         from scenedetect.scene_manager import compute_downscale_factor
@@ -121,6 +128,9 @@ class SceneSampler:
             Timecode(pts=round(seconds * 1_000_000), time_base=_MICROSECOND), fps=self._rate
         )
         self._downscale_factor = compute_downscale_factor
+        # One colour converter for the video: the same pixels as ``to_ndarray(format="bgr24")``
+        # (PySceneDetect's PyAV backend), a third of its cost (that builds one per frame).
+        self._reformatter = VideoReformatter()
         self.sampling = sampling
         self.size = size
         self._rate = Fraction(rate).limit_denominator(1001) if rate > 0 else Fraction(25)
@@ -137,7 +147,8 @@ class SceneSampler:
         av_frame = frame.av_frame
         if self._factor is None:  # SceneManager's automatic downscale, from the frame size
             self._factor = self._downscale_factor(max(av_frame.width, av_frame.height))
-        small = detector_input(av_frame.to_ndarray(format="bgr24"), self._factor)
+        bgr = self._reformatter.reformat(av_frame, format="bgr24").to_ndarray()
+        small = detector_input(bgr, self._factor)
         timecode = self._timecode(frame.time)
         for cut in self._detector.process_frame(timecode, small):
             self._cut(cut.seconds)
@@ -227,11 +238,12 @@ class _OpenScene:
         self.convert = convert
         self.count = 0  # frames of the scene seen so far
         self.wanted = sampling.scene_frames
+        self.grid: Callable[[int, float], bool] | None = None
         if self.wanted is not None:
-            self.capacity = max(MIN_CAPACITY, 4 * self.wanted)
+            self.capacity, self.lazy = _capacity(self.wanted, _frame_bytes(first))
             self.stride = 1
-            self.candidates: list[tuple[int, Frame]] = []  # (position in the scene, frame)
-            self.grid: Callable[[int, float], bool] | None = None
+            # (position in the scene, the decoded frame (lazy) or its model-size Frame)
+            self.candidates: list[tuple[int, Any]] = []
         elif sampling.every_n is not None:
             every = sampling.every_n
             self.grid = lambda position, seconds: position % every == 0
@@ -245,7 +257,7 @@ class _OpenScene:
         if self.grid is not None:
             return self.convert(frame) if self.grid(position, frame.time - self.start) else None
         if position % self.stride == 0:
-            self.candidates.append((position, self.convert(frame)))
+            self.candidates.append((position, frame if self.lazy else self.convert(frame)))
             if len(self.candidates) >= self.capacity:  # full: keep every other, stride doubles
                 self.stride *= 2
                 self.candidates = [c for c in self.candidates if c[0] % self.stride == 0]
@@ -256,14 +268,33 @@ class _OpenScene:
         if self.grid is not None or not self.candidates:
             return []
         wanted = self.wanted or 1
-        if len(self.candidates) <= wanted:
-            return [frame for _, frame in self.candidates]
         chosen: list[int] = []
-        for part in range(wanted):
+        if len(self.candidates) <= wanted:
+            chosen = list(range(len(self.candidates)))
+        for part in range(wanted if not chosen else 0):
             target = math.floor((2 * part + 1) * self.count / (2 * wanted))
             free = [i for i in range(len(self.candidates)) if i not in chosen]
             chosen.append(min(free, key=lambda i: (abs(self.candidates[i][0] - target), i)))
-        return [self.candidates[i][1] for i in sorted(chosen)]
+        picked = [self.candidates[i][1] for i in sorted(chosen)]
+        return [self.convert(p) if self.lazy else p for p in picked]
+
+
+def _frame_bytes(frame: DecodedFrame) -> int:
+    try:
+        return sum(plane.buffer_size for plane in frame.av_frame.planes)
+    except AttributeError:  # (not a decoded frame: tests)
+        return 0
+
+
+def _capacity(wanted: int, frame_bytes: int) -> tuple[int, bool]:
+    """Candidates a scene holds for ``wanted`` frames, and whether they stay decoded frames
+    (converted only once picked: within ``CANDIDATE_BYTES``) or are converted to model size
+    as they are taken (frames too large to hold enough of)."""
+    most = max(MIN_CAPACITY, 4 * wanted)
+    fit = CANDIDATE_BYTES // frame_bytes if frame_bytes else most
+    if fit >= 2 * wanted + 2:
+        return min(most, fit), True
+    return most, False
 
 
 def _time_grid(step: float) -> Callable[[int, float], bool]:

@@ -2,7 +2,12 @@
 
 In the decoder, on the frame already resized for the model: a 64-bit difference hash
 (dHash: the picture in grey, shrunk to 9×8 by area averaging, one bit per horizontally
-adjacent pair, "is the right one brighter") and the frame's mean colour. A sample is
+adjacent pair, "is the right one brighter") and the frame's mean colour. The cells are
+compared in floating point with a dead zone of ``DEAD_ZONE`` grey levels ("brighter by more
+than one level"): textbook dHash compares rounded 8-bit cells strictly, and in flat areas
+(a wall, a white background) codec noise then flips bits between frames of a static shot —
+measured on generated static shots, up to 8 of 64 bits between consecutive samples (and
+14–31 bits comparing unrounded cells without the dead zone); with it, 0. A sample is
 *similar* to the video's last captioned sample when the two hashes differ in at most
 ``D`` bits **and** their mean colours differ by at most ``COLOUR_TOLERANCE`` levels in
 every channel: a dHash sees structure only, so a flat grey frame and a flat white one, or
@@ -12,11 +17,13 @@ A similar sample is not sent to the model; its row reuses the caption of the sam
 similar to (``"same_as"``: that sample's frame index). The reference stays the last
 *captioned* sample, so a slow drift cannot chain small differences into a large one.
 
-Why NumPy/OpenCV and not the ``imagehash`` library: the same dHash, measured on this
-repository's 2-core machine over 300 model-size frames of ``sample_videos/shapes.mp4``,
-about 160 µs a frame against about 300 µs for ``imagehash.dhash`` (a PIL round trip and a
-Lanczos resize), without adding imagehash's dependencies (SciPy, PyWavelets). Either is
-negligible beside decoding (milliseconds a frame).
+Why NumPy/OpenCV and not the ``imagehash`` library: measured on this repository's 2-core
+machine over 300 model-size frames of ``sample_videos/shapes.mp4`` (``bench/scenes.py``),
+this hash and the mean colour take about 110 µs a frame, ``imagehash.dhash`` alone about
+370 µs (a PIL round trip and a Lanczos resize; and no dead zone: the flat-area problem
+above), without
+adding imagehash's dependencies (SciPy, PyWavelets). Either is negligible beside decoding
+(milliseconds a frame).
 """
 
 from __future__ import annotations
@@ -26,11 +33,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-DEFAULT_DISTANCE = 4
-"""``--skip-similar`` without a value (see docs/scenes.md for how it was chosen)."""
+DEFAULT_DISTANCE = 0
+"""``--skip-similar`` without a value: the largest distance that changes no caption of the
+tiny model on the project's own videos at any sampling (``bench/scenes.py``, docs/scenes.md)."""
 MAX_DISTANCE = 64
 COLOUR_TOLERANCE = 8.0
 """Mean colour levels (0-255, per channel) two similar samples may differ by."""
+DEAD_ZONE = 1.0
+"""Grey levels by which a cell must be brighter than its left neighbour to set its bit."""
 
 
 @dataclass(frozen=True)
@@ -51,15 +61,15 @@ class Signature:
 
 def dhash(rgb: np.ndarray) -> int:
     """The 64-bit difference hash of an RGB frame (H, W, 3 uint8)."""
-    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
     small = cv2.resize(grey, (9, 8), interpolation=cv2.INTER_AREA)
-    bits = small[:, 1:] > small[:, :-1]
+    bits = small[:, 1:] - small[:, :-1] > DEAD_ZONE
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 
 def signature(rgb: np.ndarray) -> Signature:
-    mean = rgb.reshape(-1, 3).mean(axis=0)
-    return Signature(dhash(rgb), (float(mean[0]), float(mean[1]), float(mean[2])))
+    red, green, blue, _ = cv2.mean(rgb)  # (NumPy's mean takes 6× as long as the hash)
+    return Signature(dhash(rgb), (red, green, blue))
 
 
 class SkipSimilar:
