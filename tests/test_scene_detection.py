@@ -363,4 +363,53 @@ def test_reused_and_scene_events_pass_the_engine_in_order(footage, tiny_captione
     assert any(f.same_as is not None for f in frames)
     by_index = {f.index: f for f in frames}
     assert all(by_index[f.same_as].caption == f.caption for f in frames if f.same_as is not None)
-    assert Reused  # (the event type caption_video resolves)
+
+
+BACKEND_FILES = ("jsonl", "srt", "vtt", "scenes.jsonl")
+
+
+def _cli_run(path: Path, out: Path, *extra: str) -> None:
+    flags = ["--model", "tiny", "--device", "cpu", "--quiet", "--scenes", "--fps", "2"]
+    assert main(["caption", str(path), "--out", str(out), *flags, "--skip-similar", *extra]) == 0
+
+
+def _same_outputs(one: Path, other: Path, name: str) -> None:
+    for suffix in BACKEND_FILES:
+        assert (one / f"{name}.{suffix}").read_text() == (other / f"{name}.{suffix}").read_text()
+    rows = read_jsonl(one / f"{name}.jsonl")
+    assert any("same_as" in row for row in rows)
+
+
+@pytest.mark.slow
+def test_the_same_outputs_over_a_flask_server(footage, tmp_path: Path) -> None:
+    """``--scenes --skip-similar`` through ``--server`` (a real gunicorn + Flask server with
+    the tiny model) writes what the embedded run writes."""
+    from tests.support.servers import FlaskServer
+
+    path, _ = footage["cuts"]
+    _cli_run(path, tmp_path / "embedded")
+    server = FlaskServer(tmp_path / "flask.log").start()
+    try:
+        _cli_run(path, tmp_path / "server", "--server", server.url)
+    finally:
+        server.stop()
+    _same_outputs(tmp_path / "embedded", tmp_path / "server", "cuts")
+
+
+@pytest.mark.slow
+def test_the_same_outputs_on_ray(footage, tmp_path: Path) -> None:
+    """``--ray``: the decode tasks run the same generator; the Captioner actors pass the
+    Reused and SceneFound events through; the driver's Committer writes the same files."""
+    import os
+    import subprocess
+    import sys
+
+    path, _ = footage["cuts"]
+    _cli_run(path, tmp_path / "embedded")
+    command = [sys.executable, "-m", "vidcap", "caption", str(path), "--out", str(tmp_path / "ray")]
+    command += ["--model", "tiny", "--device", "cpu", "--quiet", "--scenes", "--fps", "2"]
+    command += ["--skip-similar", "--ray"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _same_outputs(tmp_path / "embedded", tmp_path / "ray", "cuts")

@@ -137,6 +137,7 @@ class SceneSampler:
         self._detector = make_detector(sampling.scene_detector, sampling.scene_threshold)
         self._lag = int(self._detector.event_buffer_length)
         self._factor: float | None = None
+        self._size: tuple[int, int] | None = None
         self._delay: deque[DecodedFrame] = deque()
         self._cuts: set[float] = set()
         self._scene: _OpenScene | None = None
@@ -145,13 +146,15 @@ class SceneSampler:
 
     def push(self, frame: DecodedFrame) -> list[Frame | Scene]:
         av_frame = frame.av_frame
+        size = (av_frame.width, av_frame.height)
         if self._factor is None:  # SceneManager's automatic downscale, from the frame size
-            self._factor = self._downscale_factor(max(av_frame.width, av_frame.height))
-        bgr = self._reformatter.reformat(av_frame, format="bgr24").to_ndarray()
-        small = detector_input(bgr, self._factor)
-        timecode = self._timecode(frame.time)
-        for cut in self._detector.process_frame(timecode, small):
-            self._cut(cut.seconds)
+            self._factor = self._downscale_factor(max(size))
+            self._size = size
+        if size == self._size:  # (SceneManager skips frames of another size: so does this)
+            bgr = self._reformatter.reformat(av_frame, format="bgr24").to_ndarray()
+            small = detector_input(bgr, self._factor)
+            for cut in self._detector.process_frame(self._timecode(frame.time), small):
+                self._cut(cut.seconds)
         self._delay.append(frame)
         out: list[Frame | Scene] = []
         while self._settled():

@@ -7,7 +7,7 @@ compared in floating point with a dead zone of ``DEAD_ZONE`` grey levels ("brigh
 than one level"): textbook dHash compares rounded 8-bit cells strictly, and in flat areas
 (a wall, a white background) codec noise then flips bits between frames of a static shot —
 measured on generated static shots, up to 8 of 64 bits between consecutive samples (and
-14–31 bits comparing unrounded cells without the dead zone); with it, 0. A sample is
+14–27 bits comparing unrounded cells without the dead zone); with it, 0. A sample is
 *similar* to the video's last captioned sample when the two hashes differ in at most
 ``D`` bits **and** their mean colours differ by at most ``COLOUR_TOLERANCE`` levels in
 every channel: a dHash sees structure only, so a flat grey frame and a flat white one, or
