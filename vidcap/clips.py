@@ -10,6 +10,13 @@ Clips play as their source does: stream copy keeps the display matrix (a phone's
 and the sample aspect ratio; a re-encode turns the pixels upright (ffmpeg's autorotate,
 which then drops the matrix) and keeps the aspect ratio (tests/test_picture.py).
 
+Per scene (``vidcap clips --scenes``): each scene of a ``<name>.scenes.jsonl`` (``vidcap
+caption --scenes``) is cut into ``<clip>.mp4`` with ``<clip>.json`` beside it (the scene's
+caption and its sampled frames' captions): the clip–caption pairs a dataset builder wants.
+``--min-duration`` drops shorter scenes; ``--max-duration`` splits a longer one at fixed
+strides from its start (the pieces each that long, the last one the rest, dropped when
+shorter than ``--min-duration``), as NeMo Curator's fixed-stride splitting does.
+
 Stream copy into MP4 fails for codecs MP4 cannot hold (MS-MPEG4 v3 "DIV3" in old AVIs)
 and for streams it cannot time (some MPEG-4 Part 2 AVIs). Such a clip is re-encoded as
 ``precise`` would, and its manifest entry says so and why; if that fails too, the error
@@ -21,8 +28,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from vidcap.errors import UsageError
 from vidcap.ffmpeg import FfmpegError, probe, run_ffmpeg
@@ -192,3 +201,166 @@ def write_manifest(path: Path, video: Path, clips: list[Clip], precise: bool) ->
         "clips": [asdict(clip) for clip in clips],
     }
     write_atomic(path, json.dumps(manifest, indent=2) + "\n")
+
+
+# ---- clips per scene ---------------------------------------------------------------------
+
+SCENES_SUFFIX = ".scenes.jsonl"
+
+
+@dataclass(frozen=True)
+class ScenePiece:
+    """One clip to cut from a scene: the scene's row (``<name>.scenes.jsonl``), which piece
+    of it (1 unless ``--max-duration`` split it) and its [start, end) in seconds."""
+
+    row: dict[str, Any]
+    part: int
+    start: float
+    end: float
+
+    def captions(self) -> list[dict[str, Any]]:
+        """The scene's sampled frames inside this piece."""
+        return [c for c in self.row["captions"] if self.start <= c["time"] < self.end]
+
+    def caption(self) -> str:
+        """The caption of the piece's sample nearest its middle; the scene's when it has none."""
+        inside = self.captions()
+        if not inside:
+            return self.row["caption"]
+        middle = (self.start + self.end) / 2
+        return min(inside, key=lambda c: (abs(c["time"] - middle), c["time"]))["caption"]
+
+
+def load_scenes(path: Path | str) -> list[dict[str, Any]]:
+    """The rows of a ``<name>.scenes.jsonl`` (``vidcap caption --scenes``), checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{path}: line {number}: not JSON ({exc.msg})") from exc
+            rows.append(_check_scene(path, number, row))
+    if not rows:
+        raise UsageError(f"{path}: no scenes")
+    return rows
+
+
+def _check_scene(path: Path, number: int, row: object) -> dict[str, Any]:
+    where = f"{path}: line {number}"
+    if not isinstance(row, dict) or not isinstance(row.get("video"), str):
+        raise UsageError(f"{where}: not a scene row of `vidcap caption --scenes`")
+    for name in ("scene", "start", "end"):
+        if not is_number(row.get(name)):
+            raise UsageError(f"{where}: '{name}' must be a number, got {row.get(name)!r}")
+    if row["end"] <= row["start"] or row["start"] < 0:
+        raise UsageError(f"{where}: end {row['end']} is not after start {row['start']}")
+    row.setdefault("caption", "")
+    row.setdefault("captions", [])
+    return row
+
+
+def scene_pieces(
+    rows: Sequence[dict[str, Any]],
+    min_duration: float | None = None,
+    max_duration: float | None = None,
+) -> list[ScenePiece]:
+    """The clips of ``rows``: scenes shorter than ``min_duration`` dropped, longer than
+    ``max_duration`` split at that stride from their start (a last piece shorter than
+    ``min_duration`` dropped)."""
+    if min_duration is not None and min_duration < 0:
+        raise UsageError(f"--min-duration must be >= 0, got {min_duration}")
+    if max_duration is not None and not max_duration > 0:
+        raise UsageError(f"--max-duration must be > 0, got {max_duration}")
+    if min_duration and max_duration and min_duration > max_duration:
+        raise UsageError(
+            f"--min-duration {min_duration} is longer than --max-duration {max_duration}"
+        )
+    shortest = min_duration or 0.0
+    pieces = []
+    for row in rows:
+        start, end = float(row["start"]), float(row["end"])
+        step = max_duration or (end - start)
+        part, at = 1, start
+        while at < end - 1e-9:
+            stop = min(at + step, end)
+            if stop - at + 1e-9 >= shortest:
+                pieces.append(ScenePiece(row, part, round(at, DECIMALS), round(stop, DECIMALS)))
+            part, at = part + 1, stop
+    return pieces
+
+
+def scene_clip_name(stem: str, piece: ScenePiece) -> str:
+    """``<stem>_scene0003_02_4.000-6.000.mp4``: scene number, piece, start-end in seconds."""
+    number = int(piece.row["scene"])
+    return f"{stem}_scene{number:04d}_{piece.part:02d}_{piece.start:.3f}-{piece.end:.3f}.mp4"
+
+
+def export_scene_clips(
+    video: Path | str,
+    rows: Sequence[dict[str, Any]],
+    out_dir: Path | str,
+    precise: bool = False,
+    min_duration: float | None = None,
+    max_duration: float | None = None,
+) -> list[Clip]:
+    """Every scene piece of ``video`` as ``<clip>.mp4`` + ``<clip>.json`` in ``out_dir``,
+    then ``manifest.json``."""
+    video, out_dir = Path(video), Path(out_dir)
+    pieces = scene_pieces(rows, min_duration, max_duration)
+    duration = probe(video).duration
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clips = []
+    for piece in pieces:
+        if piece.start >= duration:
+            raise UsageError(
+                f"scene {piece.row['scene']} starts at {piece.start} s, at or after the end of "
+                f"{video} ({duration:.3f} s): is it the video of these scenes?"
+            )
+        segment = Segment(piece.start, piece.end, len(piece.captions()))
+        output = out_dir / scene_clip_name(video.stem, piece)
+        clip = export_clip(video, segment, output, precise, duration)
+        pair = {
+            "clip": clip.path,
+            "video": str(video),
+            "scene": piece.row["scene"],
+            "part": piece.part,
+            "start": clip.start,
+            "end": clip.end,
+            "duration": clip.duration,
+            "mode": clip.mode,
+            "caption": piece.caption(),
+            "captions": piece.captions(),
+        }
+        if clip.note:
+            pair["note"] = clip.note
+        write_atomic(
+            output.with_suffix(".json"), json.dumps(pair, indent=2, ensure_ascii=False) + "\n"
+        )
+        clips.append(clip)
+    write_manifest(out_dir / MANIFEST_NAME, video, clips, precise)
+    return clips
+
+
+def scene_files(path: Path | str) -> list[Path]:
+    """``path`` itself (a ``.scenes.jsonl``), or every one in an output folder."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob(f"*{SCENES_SUFFIX}"))
+        if not files:
+            raise UsageError(
+                f"{path}: no *{SCENES_SUFFIX} files (an output folder of `vidcap caption --scenes`)"
+            )
+        return files
+    return [path]
+
+
+def scene_file_name(path: Path) -> str:
+    """``OUT/talk.scenes.jsonl`` → ``talk``."""
+    name = path.name
+    return name[: -len(SCENES_SUFFIX)] if name.endswith(SCENES_SUFFIX) else path.stem

@@ -2,9 +2,12 @@
 ``summary.json``.
 
 A video is committed (every output renamed from ``.part`` into place, then its resume
-record written) once its decoder has said how many frames it sampled and that many
-captions are back. Captions may arrive in any order and more than once (a retried Ray
-task): they are kept per frame index, so each frame is written exactly once, in order.
+record written) once its decoder has said how many frames it sampled (and, with
+``--scenes``, how many scenes it found) and that many captions (and scenes) are back.
+Captions may arrive in any order and more than once (a retried Ray task): they are kept
+per frame index, so each frame is written exactly once, in order. A frame that reused
+another's caption (``--skip-similar``) takes it here, at commit time: the captioned frame
+may come back after it.
 
 Resume records (``vidcap.records``) live in ``OUT/.vidcap/<name>.json`` and hold the
 settings key and the source's identity (``vidcap.inputs.source_identity``: resolved path,
@@ -22,15 +25,16 @@ import os
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from vidcap import __version__
 from vidcap.errors import UsageError
 from vidcap.inputs import source_identity
-from vidcap.outputs import VIDEO_FORMATS, CaptionedFrame, write_video_outputs
+from vidcap.outputs import SCENES_FORMAT, VIDEO_FORMATS, CaptionedFrame, write_video_outputs
 from vidcap.records import STATE_DIR, identity_of, read_record, write_record, write_summary
+from vidcap.scenes import Scene
 from vidcap.settings import GenerationSettings, SamplingSettings
 
 log = logging.getLogger(__name__)
@@ -51,11 +55,17 @@ class RunSettings:
         """Identifies what the outputs depend on; a rerun with other settings redoes videos."""
         data = {
             "formats": sorted(self.formats),
-            "sampling": asdict(self.sampling),
+            "sampling": self.sampling.key_fields(),
             "generation": asdict(self.generation),
             "model": self.model,
         }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def video_formats(self) -> tuple[str, ...]:
+        """The per-video files each video gets: ``formats``' ones, and with ``--scenes``
+        ``<name>.scenes.jsonl``."""
+        formats = tuple(fmt for fmt in self.formats if fmt in VIDEO_FORMATS)
+        return formats + (SCENES_FORMAT,) if self.sampling.scenes else formats
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,17 @@ class VideoResult:
     key: str = ""
     model: str = ""
     version: str = __version__
+    # Only in runs that use them (else None, and absent from records and summary.json):
+    reused: int | None = None  # --skip-similar: frames that reused a caption (no model call)
+    scenes: int | None = None  # --scenes: scenes found
+
+    def record(self) -> dict[str, Any]:
+        """The result as records and summary.json hold it."""
+        data = asdict(self)
+        for name in ("reused", "scenes"):
+            if data[name] is None:
+                del data[name]
+        return data
 
 
 class RunWriter(Protocol):
@@ -92,7 +113,9 @@ class RunWriter(Protocol):
     A video's resume record is written only once it is durable everywhere.
     """
 
-    def add(self, job: VideoJob, frames: Sequence[CaptionedFrame]) -> list[int]: ...
+    def add(
+        self, job: VideoJob, frames: Sequence[CaptionedFrame], scenes: Sequence[Scene] = ()
+    ) -> list[int]: ...
 
     def close(self) -> list[int]: ...
 
@@ -167,7 +190,7 @@ def plan(
     for source, identity, meta in entries:
         name = names[identity["path"]]
         record = record_of(name)
-        outputs = [out_dir / f"{name}.{fmt}" for fmt in settings.formats if fmt in VIDEO_FORMATS]
+        outputs = [out_dir / f"{name}.{fmt}" for fmt in settings.video_formats()]
         if (
             record is not None
             and record.get("key") == key
@@ -189,8 +212,18 @@ class _Open:
     job: VideoJob
     started: float
     frames: dict[int, CaptionedFrame] = field(default_factory=dict)
+    reused: dict[int, CaptionedFrame] = field(default_factory=dict)  # caption: not yet known
+    scenes: dict[int, Scene] = field(default_factory=dict)
     expected: int | None = None
+    expected_scenes: int = 0
     duration: float = 0.0
+
+    def complete(self) -> bool:
+        return (
+            self.expected is not None
+            and len(self.frames.keys() | self.reused.keys()) >= self.expected
+            and len(self.scenes) >= self.expected_scenes
+        )
 
 
 class Committer:
@@ -230,12 +263,30 @@ class Committer:
         state.frames[frame.index] = frame
         self._maybe_commit(state)
 
-    def end(self, job_id: int, sampled_frames: int, duration: float) -> None:
-        """The decoder sampled ``sampled_frames`` frames of this video, which ends at ``duration``."""
+    def reuse(self, job_id: int, index: int, time: float, same_as: int) -> None:
+        """Frame ``index`` takes the caption of frame ``same_as`` (``--skip-similar``)."""
+        state = self._state(job_id)
+        if state is None:
+            return
+        state.reused[index] = CaptionedFrame(index, time, "", same_as)
+        self._maybe_commit(state)
+
+    def scene(self, job_id: int, scene: Scene) -> None:
+        """The decoder found ``scene`` (``--scenes``)."""
+        state = self._state(job_id)
+        if state is None:
+            return
+        state.scenes[scene.number] = scene
+        self._maybe_commit(state)
+
+    def end(self, job_id: int, sampled_frames: int, duration: float, scenes: int = 0) -> None:
+        """The decoder sampled ``sampled_frames`` frames of this video (and found ``scenes``
+        scenes), which ends at ``duration``."""
         state = self._state(job_id)
         if state is None:
             return
         state.expected = sampled_frames
+        state.expected_scenes = scenes
         state.duration = duration
         self._maybe_commit(state)
 
@@ -263,7 +314,8 @@ class Committer:
             if state.expected is None:
                 why = "the decoder never said the video ended"
             else:
-                why = f"{len(state.frames)} of the {state.expected} sampled frames came back"
+                back = len(state.frames.keys() | state.reused.keys())
+                why = f"{back} of the {state.expected} sampled frames came back"
             self.fail(job_id, f"{state.job.source}: {why}")
 
     def fail_open(self, error: str) -> None:
@@ -271,40 +323,74 @@ class Committer:
         for job_id in list(self._open):
             self.fail(job_id, error, warn=False)  # the run's own error line says why
 
-    def _result(self, state: _Open, status: str, error: str | None = None) -> VideoResult:
+    def _result(
+        self, state: _Open, status: str, error: str | None = None, frames: int = 0
+    ) -> VideoResult:
+        sampling = self.settings.sampling
+        done = status == "done"
         return VideoResult(
             video=state.job.source,
             name=state.job.name,
             status=status,
             error=error,
-            frames=len(state.frames) if status == "done" else 0,
+            frames=frames if done else 0,
             duration=round(state.duration, 6),
             seconds=round(time.monotonic() - state.started, 3),
             key=self.key,
             model=self.settings.model,
+            reused=len(state.reused) if done and sampling.skip_similar is not None else None,
+            scenes=len(state.scenes) if done and sampling.scenes else None,
         )
 
+    def _resolved(self, state: _Open) -> list[CaptionedFrame] | str:
+        """Every sampled frame in order, reused ones with their caption; or why not."""
+        frames = dict(state.frames)
+        for index, frame in state.reused.items():
+            if index in frames:
+                continue  # (captioned after all: a duplicate event from a retried task)
+            source = state.frames.get(frame.same_as)
+            if source is None:
+                return f"frame {index} reuses the caption of frame {frame.same_as}, never captioned"
+            frames[index] = replace(frame, caption=source.caption)
+        return [frames[i] for i in sorted(frames)]
+
     def _maybe_commit(self, state: _Open) -> None:
-        if state.expected is None or len(state.frames) < state.expected:
+        if not state.complete():
             return
         del self._open[state.job.id]
-        frames = [state.frames[i] for i in sorted(state.frames)]
+        frames = self._resolved(state)
+        if isinstance(frames, str):
+            result = self._result(state, "failed", f"{state.job.source}: {frames}")
+            log.warning("failed: %s", result.error)
+            self._record(result)
+            self._finish(result)
+            return
+        scenes = (
+            [state.scenes[n] for n in sorted(state.scenes)]
+            if self.settings.sampling.scenes
+            else None
+        )
         base = self.settings.out_dir / state.job.name
         try:
             write_video_outputs(
-                base, state.job.source, frames, state.duration, self.settings.formats
+                base,
+                state.job.source,
+                frames,
+                state.duration,
+                self.settings.video_formats(),
+                scenes,
             )
         except OSError as exc:
             result = self._result(state, "failed", f"cannot write outputs: {exc}")
             self._record(result)
             self._finish(result)
             return
-        result = self._result(state, "done")
+        result = self._result(state, "done", frames=len(frames))
         self.new_frames += result.frames
         durable = [state.job.id]
         self._undurable[state.job.id] = result
         for writer in self.run_writers:
-            durable = writer.add(state.job, frames)
+            durable = writer.add(state.job, frames, scenes or ())
         self._settle(durable if self.run_writers else [state.job.id])
         self._finish(result)
 
@@ -317,7 +403,7 @@ class Committer:
     def _record(self, result: VideoResult) -> None:
         job = self._by_name[result.name]
         write_record(
-            self.settings.out_dir, job.name, self.key, job.identity, asdict(result), job.metadata
+            self.settings.out_dir, job.name, self.key, job.identity, result.record(), job.metadata
         )
 
     def _finish(self, result: VideoResult) -> None:

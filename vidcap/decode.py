@@ -8,10 +8,17 @@ decoded is an event too (``Failed``), never an exception: one bad file fails alo
 Frames leave upright and SDR, as players show them (``vidcap.picture``, applied by
 ``VideoReader``), then resized to the model's input size; each carries its display size.
 
+With ``--skip-similar`` a sample that looks like the last captioned one leaves as
+``Reused`` (no pixels: the model never sees it; ``vidcap.similar``). With ``--scenes``
+every frame is decoded and goes through PySceneDetect (``vidcap.scenes``): the samples are
+taken inside each shot, and each shot leaves as ``SceneFound`` once it has ended.
+
 Events cross process boundaries in one binary encoding, no pickle: a fixed header (kind,
-job id, index / sampled frames / payload length, time / duration, height, width), then
-raw bytes: a frame's display size (width, height) and RGB pixels (kind ``F``), nothing
-(``E``, and ``P`` for a plan: the header says it all) or a one-line error (``X``).
+job id, index / sampled frames / scene number / payload length, time / duration, height /
+scenes, width), then raw bytes: a frame's display size (width, height) and RGB pixels
+(kind ``F``), the captioned frame a reused one follows (``R``), a scene's frames and end
+(``S``), nothing (``E``, whose height field counts the video's scenes, and ``P`` for a
+plan: the header says it all) or a one-line error (``X``).
 """
 
 from __future__ import annotations
@@ -26,12 +33,15 @@ import numpy as np
 
 from vidcap.errors import VideoError
 from vidcap.frames import Frame, resize_for_model
+from vidcap.scenes import Scene
 from vidcap.settings import SamplingSettings
 
 log = logging.getLogger(__name__)
 
 HEADER = struct.Struct("<cIqdII")  # kind, job id, index (sampled, length), time, height, width
 DISPLAY = struct.Struct("<II")  # a frame's display (width, height), before its pixels
+SAME_AS = struct.Struct("<q")  # a reused frame: the captioned frame it follows
+SCENE = struct.Struct("<qqd")  # a scene: first frame, first frame after it, end (s)
 
 
 @dataclass(frozen=True)
@@ -43,12 +53,33 @@ class Decoded:
 
 
 @dataclass(frozen=True)
+class Reused:
+    """A sampled frame of job ``job`` that looks like an earlier captioned one (``same_as``,
+    its frame index): it takes that caption, and never reaches the model."""
+
+    job: int
+    index: int
+    time: float
+    same_as: int
+
+
+@dataclass(frozen=True)
+class SceneFound:
+    """A shot of job ``job`` has ended (``--scenes``): ``scene`` says where it lies."""
+
+    job: int
+    scene: Scene
+
+
+@dataclass(frozen=True)
 class Ended:
-    """Job ``job`` is decoded: ``sampled`` frames were sent; the video ends at ``duration``."""
+    """Job ``job`` is decoded: ``sampled`` frames were sent (captioned and reused alike),
+    ``scenes`` scenes (``--scenes``, else 0); the video ends at ``duration``."""
 
     job: int
     sampled: int
     duration: float
+    scenes: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,7 +101,7 @@ class Planned:
     samples: int | None
 
 
-Event = Decoded | Ended | Failed | Planned
+Event = Decoded | Reused | SceneFound | Ended | Failed | Planned
 
 
 def decode_events(
@@ -82,22 +113,56 @@ def decode_events(
     plan: bool = False,
 ) -> Iterator[Event]:
     """Decode ``source`` (a path or a URL, fetched first): its sampled frames, upright and
-    SDR, resized to ``size`` (height, width) and carrying their display size, then
-    ``Ended``, or ``Failed`` wherever decoding stops.
+    SDR, resized to ``size`` (height, width) and carrying their display size (``Decoded``,
+    or ``Reused`` with ``sampling.skip_similar``), each scene once it has ended
+    (``SceneFound``, with ``sampling.scenes``), then ``Ended``, or ``Failed`` wherever
+    decoding stops (a scene still open then is never sent: the video fails whole).
 
     ``threads``: FFmpeg decoder threads (0: one per core). ``plan``: first send ``Planned``
-    (the count comes from the demux pass that decoding needs anyway: no extra read).
+    (the count comes from the demux pass that decoding needs anyway: no extra read; with
+    ``--scenes`` the count is unknown until the end).
     """
     # Imported here: a process that only reads events (the engine) needs no PyAV or fsspec.
     from vidcap.inputs import local_copy
+    from vidcap.similar import SkipSimilar
     from vidcap.video import VideoReader
+
+    similar = SkipSimilar(sampling.skip_similar) if sampling.skip_similar is not None else None
+    sampled = scenes = 0
+
+    def sample(frame: Frame) -> Decoded | Reused:
+        nonlocal sampled
+        sampled += 1
+        same_as = similar.check(frame.index, frame.rgb) if similar is not None else None
+        if same_as is not None:
+            return Reused(job, frame.index, frame.time, same_as)
+        return Decoded(job, frame)
+
+    def found(items: list[Frame | Scene]) -> Iterator[Event]:
+        nonlocal scenes
+        for item in items:
+            if isinstance(item, Scene):
+                scenes += 1
+                yield SceneFound(job, item)
+            else:
+                yield sample(item)
 
     try:
         with local_copy(source) as path, VideoReader(path, threads=threads) as reader:
-            if plan:
-                yield Planned(job, reader.estimated_samples(sampling))
-            for frame in reader.frames(sampling):
-                yield Decoded(job, replace(frame, rgb=resize_for_model(frame.rgb, size)))
+            if sampling.scenes:
+                from vidcap.scenes import SceneSampler
+
+                if plan:
+                    yield Planned(job, None)
+                sampler = SceneSampler(sampling, size, reader.stats.nominal_fps)
+                for decoded in reader.decoded_frames():
+                    yield from found(sampler.push(decoded))
+                yield from found(sampler.finish(reader.stats.duration))
+            else:
+                if plan:
+                    yield Planned(job, reader.estimated_samples(sampling))
+                for frame in reader.frames(sampling):
+                    yield sample(replace(frame, rgb=resize_for_model(frame.rgb, size)))
             stats = reader.stats
     except VideoError as exc:
         yield Failed(job, str(exc))
@@ -106,7 +171,7 @@ def decode_events(
         log.debug("decoding %s failed", source, exc_info=True)
         yield Failed(job, f"{source}: {type(exc).__name__}: {exc}")
         return
-    yield Ended(job, stats.sampled_frames, stats.duration)
+    yield Ended(job, sampled, stats.duration, scenes)
 
 
 def encode_event(event: Event) -> bytes:
@@ -117,8 +182,15 @@ def encode_event(event: Event) -> bytes:
         header = HEADER.pack(b"F", event.job, frame.index, frame.time, height, width)
         shown = DISPLAY.pack(*frame.display_size)
         return b"".join((header, shown, np.ascontiguousarray(frame.rgb).data))
+    if isinstance(event, Reused):
+        header = HEADER.pack(b"R", event.job, event.index, event.time, 0, 0)
+        return header + SAME_AS.pack(event.same_as)
+    if isinstance(event, SceneFound):
+        scene = event.scene
+        header = HEADER.pack(b"S", event.job, scene.number, scene.start, 0, 0)
+        return header + SCENE.pack(scene.start_frame, scene.end_frame, scene.end)
     if isinstance(event, Ended):
-        return HEADER.pack(b"E", event.job, event.sampled, event.duration, 0, 0)
+        return HEADER.pack(b"E", event.job, event.sampled, event.duration, event.scenes, 0)
     if isinstance(event, Planned):
         samples = -1 if event.samples is None else event.samples
         return HEADER.pack(b"P", event.job, samples, 0.0, 0, 0)
@@ -133,17 +205,23 @@ def read_event(stream: IO[bytes]) -> Event | None:
         return None
     kind, job, number, time, height, width = HEADER.unpack(header)
     if kind == b"E":
-        return Ended(job, number, time)
+        return Ended(job, number, time, height)
     if kind == b"P":
         return Planned(job, None if number < 0 else number)
-    if kind not in (b"F", b"X"):
+    lengths = {b"R": SAME_AS.size, b"S": SCENE.size, b"X": number}
+    if kind != b"F" and kind not in lengths:
         raise ValueError(f"not a vidcap decoder event (kind {kind!r})")
-    length = DISPLAY.size + height * width * 3 if kind == b"F" else number
+    length = DISPLAY.size + height * width * 3 if kind == b"F" else lengths[kind]
     payload = _read(stream, length)
     if len(payload) < length:
         return None
     if kind == b"X":
         return Failed(job, payload.decode(errors="replace"))
+    if kind == b"R":
+        return Reused(job, number, time, SAME_AS.unpack(payload)[0])
+    if kind == b"S":
+        start_frame, end_frame, end = SCENE.unpack(payload)
+        return SceneFound(job, Scene(number, start_frame, end_frame, time, end))
     shown = DISPLAY.unpack_from(payload)
     rgb = np.frombuffer(payload, dtype=np.uint8, offset=DISPLAY.size).reshape(height, width, 3)
     return Decoded(job, Frame(index=number, time=time, rgb=rgb, display_size=shown))

@@ -10,7 +10,8 @@ One look at the whole flow::
         deliver(committer, item)              # per-video outputs once its last frame is back
 
 A frame's place in the stream is remembered in ``pending`` (job id, index, time; no
-pixels), together with the end-of-video and failure markers in the order the decoders sent
+pixels), together with the decoders' other events — a reused caption (``--skip-similar``),
+a scene (``--scenes``), the end of a video, a failure — in the order the decoders sent
 them: since a backend returns captions in order, a video's marker is reached only after all
 its frames are captioned, so it can be committed right there. A frame the backend could not
 caption (``CaptionFailed``: a server failed its request past the retries) fails its video
@@ -35,7 +36,7 @@ from tqdm import tqdm
 
 from vidcap.backend import Backend, CaptionFailed
 from vidcap.commit import Committer, RunSettings, RunWriter, VideoResult, plan, write_summary
-from vidcap.decode import Decoded, Ended, Event, Failed, Planned
+from vidcap.decode import Decoded, Ended, Event, Failed, Planned, Reused, SceneFound
 from vidcap.decode_pool import DecodePool
 from vidcap.errors import VidcapError, VideoError
 from vidcap.model import AUTO_BATCH_CUDA
@@ -73,12 +74,20 @@ class _Slot:
     time: float
 
 
-def deliver(committer: Committer, item: Captioned | Ended | Failed | Uncaptioned) -> None:
+Marker = Reused | SceneFound | Ended | Failed
+"""A decoder event that passes the model stage untouched, in its place among the frames."""
+
+
+def deliver(committer: Committer, item: Captioned | Marker | Uncaptioned) -> None:
     """The one routing of the stages' output to the ``Committer`` (engine and Ray)."""
     if isinstance(item, Captioned):
         committer.frame(item.job, item.frame)
+    elif isinstance(item, Reused):
+        committer.reuse(item.job, item.index, item.time, item.same_as)
+    elif isinstance(item, SceneFound):
+        committer.scene(item.job, item.scene)
     elif isinstance(item, Ended):
-        committer.end(item.job, item.sampled, item.duration)
+        committer.end(item.job, item.sampled, item.duration, item.scenes)
     elif isinstance(item, Failed):
         committer.fail(item.job, item.error)
     elif isinstance(item, Uncaptioned):
@@ -173,7 +182,7 @@ def _caption(
     committer: Committer,
     progress: _Progress,
 ) -> None:
-    pending: deque[_Slot | Ended | Failed] = deque()
+    pending: deque[_Slot | Marker] = deque()
     try:
         for item in _in_order(progress.plans(pool.events()), backend, settings.generation, pending):
             deliver(committer, item)
@@ -193,12 +202,12 @@ def _in_order(
     events: Iterator[Event],
     backend: Backend,
     generation: GenerationSettings,
-    pending: deque[_Slot | Ended | Failed],
-) -> Iterator[Captioned | Ended | Failed | Uncaptioned]:
-    """The frames of ``events`` through ``backend``, back captioned in order, each video's
-    end or failure right after its last frame. ``pending``: what is in flight. A video's
-    first frame without a caption comes back as ``Uncaptioned``; its frames decoded after
-    that are not sent."""
+    pending: deque[_Slot | Marker],
+) -> Iterator[Captioned | Marker | Uncaptioned]:
+    """The frames of ``events`` through ``backend``, back captioned in order, the other
+    events in their places among them (each video's end or failure right after its last
+    frame). ``pending``: what is in flight. A video's first frame without a caption comes
+    back as ``Uncaptioned``; its frames decoded after that are not sent."""
     uncaptioned: set[int] = set()  # jobs with a frame the backend could not caption
 
     def frames() -> Iterator[np.ndarray]:
@@ -211,7 +220,7 @@ def _in_order(
             elif not isinstance(event, Planned):  # (a plan is for progress lines only)
                 pending.append(event)
 
-    def markers() -> Iterator[Ended | Failed]:  # the markers before the next frame's slot
+    def markers() -> Iterator[Marker]:  # the markers before the next frame's slot
         while pending and not isinstance(pending[0], _Slot):
             yield pending.popleft()
 
@@ -240,9 +249,11 @@ def caption_video(
 ) -> Iterator[CaptionedFrame]:
     """Caption ``source``'s sampled frames in order (raises ``VideoError`` if undecodable).
 
-    Decoding runs ahead in a decoder process, bounded, while the backend captions.
+    Decoding runs ahead in a decoder process, bounded, while the backend captions. A frame
+    that reuses a caption (``sampling.skip_similar``) comes with it and its ``same_as``.
     """
     pool = DecodePool([(0, str(source))], sampling, backend.input_size, 1, QUEUE_FRAMES)
+    captions: dict[int, str] = {}  # (--skip-similar: a reused frame follows its captioned one)
     try:
         for item in _in_order(pool.events(), backend, generation, deque()):
             if isinstance(item, Failed):
@@ -252,7 +263,11 @@ def caption_video(
                     f"{source}: no caption for frame {item.index} ({item.time:g} s): {item.reason}"
                 )
             if isinstance(item, Captioned):
+                if sampling.skip_similar is not None:
+                    captions[item.frame.index] = item.frame.caption
                 yield item.frame
+            elif isinstance(item, Reused):
+                yield CaptionedFrame(item.index, item.time, captions[item.same_as], item.same_as)
     finally:
         pool.close()
 
@@ -302,8 +317,10 @@ class _Progress:
             else:
                 yield event
 
-    def item(self, item: Captioned | Ended | Failed) -> None:
-        if isinstance(item, Captioned):
+    def item(self, item: Captioned | Marker) -> None:
+        if isinstance(item, SceneFound):
+            return
+        if isinstance(item, (Captioned, Reused)):
             self.frames += 1
             if self.by_frames:
                 self.captioned[item.job] = self.captioned.get(item.job, 0) + 1

@@ -1,4 +1,4 @@
-"""The per-video outputs ``<video>.jsonl``, ``.srt``, ``.vtt``, and JSON files.
+"""The per-video outputs ``<video>.jsonl``, ``.srt``, ``.vtt``, ``.scenes.jsonl``, and JSON files.
 
 A video's outputs are written once the whole video is captioned, not frame by frame:
 captions may come back in any order and more than once (a retried Ray task), and a
@@ -27,16 +27,24 @@ from typing import Any, Protocol
 import srt
 import webvtt
 
+from vidcap.scenes import Scene
+
 PART_SUFFIX = ".part"
+SCENES_FORMAT = "scenes.jsonl"
 
 
 @dataclass(frozen=True)
 class CaptionedFrame:
-    """One sampled frame's caption: decoder index, presentation time (s), text."""
+    """One sampled frame's caption: decoder index, presentation time (s), text.
+
+    ``same_as``: with ``--skip-similar``, the index of the captioned frame whose caption
+    this one reuses (it never reached the model); None for a captioned frame.
+    """
 
     index: int
     time: float
     caption: str
+    same_as: int | None = None
 
 
 @dataclass(frozen=True)
@@ -66,13 +74,58 @@ def write_atomic(path: Path, text: str) -> None:
 
 def frame_row(video: str, frame: CaptionedFrame) -> dict[str, Any]:
     """One captioned frame as a row: the source, frame index, time (s, to the microsecond)
-    and caption."""
-    return {
+    and caption; ``same_as`` only on a frame that reused another's caption."""
+    row: dict[str, Any] = {
         "video": video,
         "frame": frame.index,
         "time": round(frame.time, 6),
         "caption": frame.caption,
     }
+    if frame.same_as is not None:
+        row["same_as"] = frame.same_as
+    return row
+
+
+def scene_frames(scene: Scene, frames: Sequence[CaptionedFrame]) -> list[CaptionedFrame]:
+    """The samples inside ``scene`` (``frames`` in order)."""
+    return [f for f in frames if scene.start_frame <= f.index < scene.end_frame]
+
+
+def scene_caption(scene: Scene, frames: Sequence[CaptionedFrame]) -> str:
+    """A scene's caption: that of its sample nearest the scene's middle (the earlier of
+    two as near); "" for a scene without samples."""
+    middle = (scene.start + scene.end) / 2
+    inside = scene_frames(scene, frames)
+    if not inside:
+        return ""
+    return min(inside, key=lambda f: (abs(f.time - middle), f.time)).caption
+
+
+def scene_row(video: str, scene: Scene, frames: Sequence[CaptionedFrame]) -> dict[str, Any]:
+    """One scene as a row of ``<video>.scenes.jsonl``."""
+    return {
+        "video": video,
+        "scene": scene.number,
+        "start": round(scene.start, 6),
+        "end": round(scene.end, 6),
+        "start_frame": scene.start_frame,
+        "end_frame": scene.end_frame,
+        "caption": scene_caption(scene, frames),
+        "captions": [
+            {"frame": f.index, "time": round(f.time, 6), "caption": f.caption}
+            for f in scene_frames(scene, frames)
+        ],
+    }
+
+
+def scene_cues(scenes: Sequence[Scene], frames: Sequence[CaptionedFrame]) -> list[Cue]:
+    """One cue per scene with a caption, over [start, end); none of zero length."""
+    cues = []
+    for scene in scenes:
+        caption = scene_caption(scene, frames)
+        if caption.strip() and _millis(scene.end) > _millis(scene.start):
+            cues.append(Cue(start=scene.start, end=scene.end, text=caption))
+    return cues
 
 
 def render_jsonl(video: str, frames: Sequence[CaptionedFrame]) -> str:
@@ -148,25 +201,65 @@ def render_vtt(cues: Sequence[Cue], duration: float = 0.0) -> str:
 class VideoFormat(Protocol):
     """One per-video output format: the whole file's text for a finished video."""
 
-    def render(self, video: str, frames: Sequence[CaptionedFrame], duration: float) -> str:
+    def render(
+        self,
+        video: str,
+        frames: Sequence[CaptionedFrame],
+        duration: float,
+        scenes: Sequence[Scene] | None = None,
+    ) -> str:
         """``frames``: every sampled frame of ``video`` in order; ``duration``: the video's
-        end (s)."""
+        end (s); ``scenes``: its scenes in order (``--scenes``), else None."""
         ...
 
 
 class JsonlFormat:
-    def render(self, video: str, frames: Sequence[CaptionedFrame], duration: float) -> str:
+    def render(
+        self,
+        video: str,
+        frames: Sequence[CaptionedFrame],
+        duration: float,
+        scenes: Sequence[Scene] | None = None,
+    ) -> str:
         return render_jsonl(video, frames)
 
 
 class SrtFormat:
-    def render(self, video: str, frames: Sequence[CaptionedFrame], duration: float) -> str:
-        return render_srt(merge_cues(frames, duration), duration)
+    def render(
+        self,
+        video: str,
+        frames: Sequence[CaptionedFrame],
+        duration: float,
+        scenes: Sequence[Scene] | None = None,
+    ) -> str:
+        cues = merge_cues(frames, duration) if scenes is None else scene_cues(scenes, frames)
+        return render_srt(cues, duration)
 
 
 class VttFormat:
-    def render(self, video: str, frames: Sequence[CaptionedFrame], duration: float) -> str:
-        return render_vtt(merge_cues(frames, duration), duration)
+    def render(
+        self,
+        video: str,
+        frames: Sequence[CaptionedFrame],
+        duration: float,
+        scenes: Sequence[Scene] | None = None,
+    ) -> str:
+        cues = merge_cues(frames, duration) if scenes is None else scene_cues(scenes, frames)
+        return render_vtt(cues, duration)
+
+
+class ScenesFormat:
+    """``<video>.scenes.jsonl``: one ``scene_row`` per scene (``--scenes`` only)."""
+
+    def render(
+        self,
+        video: str,
+        frames: Sequence[CaptionedFrame],
+        duration: float,
+        scenes: Sequence[Scene] | None = None,
+    ) -> str:
+        rows = (scene_row(video, scene, frames) for scene in scenes or ())
+        return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
 # Per-video formats: name → format. Adding a format is adding a class here.
@@ -176,6 +269,9 @@ VIDEO_FORMATS: dict[str, VideoFormat] = {
     "vtt": VttFormat(),
 }
 FORMATS = tuple(VIDEO_FORMATS)
+# Written with --scenes (not a --format choice: the scenes come with the flag).
+SCENE_FORMATS: dict[str, VideoFormat] = {SCENES_FORMAT: ScenesFormat()}
+_ALL_FORMATS = {**VIDEO_FORMATS, **SCENE_FORMATS}
 
 
 def write_video_outputs(
@@ -184,13 +280,17 @@ def write_video_outputs(
     frames: Sequence[CaptionedFrame],
     duration: float,
     formats: Sequence[str],
+    scenes: Sequence[Scene] | None = None,
 ) -> list[Path]:
     """Render a finished video in every per-video format in ``formats`` and write each to
-    ``base.<format>`` atomically; on failure none of them is left."""
+    ``base.<format>`` atomically; on failure none of them is left. ``scenes``: with
+    ``--scenes``, the video's scenes (``formats`` then names ``SCENES_FORMAT`` too)."""
     texts = {
-        base.with_name(f"{base.name}.{fmt}"): VIDEO_FORMATS[fmt].render(video, frames, duration)
+        base.with_name(f"{base.name}.{fmt}"): _ALL_FORMATS[fmt].render(
+            video, frames, duration, scenes
+        )
         for fmt in formats
-        if fmt in VIDEO_FORMATS
+        if fmt in _ALL_FORMATS
     }
     written: list[Path] = []
     try:

@@ -1,8 +1,10 @@
 """``--format parquet``: one row per sampled frame, in shards, for dataset builders.
 
 Rows: ``video`` (the source), ``frame``, ``time``, ``caption`` (``outputs.frame_row``, as
-in the JSONL files), the video's metadata columns (from a list file), and ``key`` (the
-run's settings key). A shard holds whole videos and is written under a hidden ``.part``
+in the JSONL files), with ``--skip-similar`` ``same_as`` (null on captioned frames), with
+``--scenes`` the frame's ``scene``, ``scene_start`` and ``scene_end`` (s), the video's
+metadata columns (from a list file), and ``key`` (the run's settings key). A run without
+those flags writes the same columns as before they existed. A shard holds whole videos and is written under a hidden ``.part``
 name, then renamed into ``OUT/parquet/part-<run>-<n>.parquet``: a shard is whole or absent.
 A video's resume record is written (by the ``Committer``) only once its shard is durable,
 so a rerun redoes exactly the videos whose shard never landed. Read the folder with
@@ -19,6 +21,7 @@ a redone video's earlier rows stay, and rows are unique by (``video``, ``frame``
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import secrets
@@ -31,6 +34,7 @@ from vidcap.commit import RunSettings, RunWriter, VideoJob
 from vidcap.errors import UsageError
 from vidcap.outputs import CaptionedFrame, frame_row
 from vidcap.records import identity_of, read_record
+from vidcap.scenes import Scene
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,8 @@ class ParquetShardWriter:
         key: str,
         metadata: Sequence[dict[str, Any]] = (),
         shard_rows: int = DEFAULT_SHARD_ROWS,
+        same_as: bool = False,
+        scenes: bool = False,
     ) -> None:
         if shard_rows < 1:
             raise UsageError(f"--shard-rows must be >= 1, got {shard_rows}")
@@ -90,6 +96,16 @@ class ParquetShardWriter:
                 pa.field("frame", pa.int64()),
                 pa.field("time", pa.float64()),
                 pa.field("caption", pa.string()),
+                *([pa.field("same_as", pa.int64())] if same_as else []),
+                *(
+                    [
+                        pa.field("scene", pa.int64()),
+                        pa.field("scene_start", pa.float64()),
+                        pa.field("scene_end", pa.float64()),
+                    ]
+                    if scenes
+                    else []
+                ),
                 *self.meta_schema,
                 pa.field("key", pa.string()),
             ]
@@ -102,10 +118,21 @@ class ParquetShardWriter:
         self._redone: set[str] = set()  # ``video`` values whose earlier rows must go
         self._earlier: dict[str, set[Path]] | None = None  # video → earlier shards holding it
 
-    def add(self, job: VideoJob, frames: Sequence[CaptionedFrame]) -> list[int]:
+    def add(
+        self, job: VideoJob, frames: Sequence[CaptionedFrame], scenes: Sequence[Scene] = ()
+    ) -> list[int]:
         meta = {name: job.metadata.get(name) for name in self.meta_schema.names}
+        starts = [scene.start_frame for scene in scenes]
         for frame in frames:
-            self._rows.append({**frame_row(job.source, frame), **meta, "key": self.key})
+            row = {**frame_row(job.source, frame), **meta, "key": self.key}
+            if scenes:
+                scene = scenes[max(0, bisect.bisect_right(starts, frame.index) - 1)]
+                row.update(
+                    scene=scene.number,
+                    scene_start=round(scene.start, 6),
+                    scene_end=round(scene.end, 6),
+                )
+            self._rows.append(row)
         self._pending.append(job.id)
         self._redone.update(self._names_of(job))
         return self._flush() if len(self._rows) >= self.shard_rows else []
@@ -200,4 +227,14 @@ def run_writers_for(
     """
     if FORMAT not in settings.formats:
         return []
-    return [ParquetShardWriter(settings.out_dir, settings.key(), metadata, shard_rows)]
+    sampling = settings.sampling
+    return [
+        ParquetShardWriter(
+            settings.out_dir,
+            settings.key(),
+            metadata,
+            shard_rows,
+            same_as=sampling.skip_similar is not None,
+            scenes=sampling.scenes,
+        )
+    ]

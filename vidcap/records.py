@@ -74,25 +74,30 @@ def write_summary(
             entry.pop("resumed", None)
             videos.append(entry)
     done = [v for v in videos if v.get("status") == "done"]
-    data = {
-        "videos": videos,
-        "totals": {
-            "videos": len(videos),
-            "done": len(done),
-            "failed": len(videos) - len(done),
-            "frames": sum(v.get("frames", 0) for v in done),
-            "duration": round(sum(v.get("duration", 0.0) for v in done), 3),
-        },
-        "run": {
-            "videos": len(run),
-            "done": sum(r.status == "done" and not r.resumed for r in run),
-            "failed": sum(r.status == "failed" for r in run),
-            "resumed": sum(r.resumed for r in run),
-            "frames": new_frames,
-            "seconds": round(seconds, 3),
-            "frames_per_second": round(new_frames / seconds, 3) if seconds > 0 else 0.0,
-            "version": __version__,
-        },
+    totals = {
+        "videos": len(videos),
+        "done": len(done),
+        "failed": len(videos) - len(done),
+        "frames": sum(v.get("frames", 0) for v in done),
+        "duration": round(sum(v.get("duration", 0.0) for v in done), 3),
     }
+    if any("reused" in v for v in done):  # --skip-similar: frames the model never saw
+        totals["reused"] = sum(v.get("reused", 0) for v in done)
+        totals["model_calls"] = totals["frames"] - totals["reused"]
+    new = [r for r in run if r.status == "done" and not r.resumed]
+    this_run = {
+        "videos": len(run),
+        "done": len(new),
+        "failed": sum(r.status == "failed" for r in run),
+        "resumed": sum(r.resumed for r in run),
+        "frames": new_frames,
+        "seconds": round(seconds, 3),
+        "frames_per_second": round(new_frames / seconds, 3) if seconds > 0 else 0.0,
+        "version": __version__,
+    }
+    if any(r.reused is not None for r in new):
+        this_run["reused"] = sum(r.reused or 0 for r in new)
+        this_run["model_calls"] = new_frames - this_run["reused"]
+    data = {"videos": videos, "totals": totals, "run": this_run}
     write_json(out_dir / SUMMARY, data)
     return data

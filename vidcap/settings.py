@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from vidcap.errors import UsageError
 
@@ -23,6 +23,13 @@ DECODE_MODES = ("exact", "all")
 need (see ``vidcap.video``); ``all``: decode every frame."""
 
 
+SCENE_DETECTORS = ("content", "adaptive", "hash", "histogram")
+"""PySceneDetect's ContentDetector (the default), AdaptiveDetector, HashDetector,
+HistogramDetector (``vidcap.scenes``)."""
+MAX_SCENE_FRAMES = 100
+MAX_SKIP_DISTANCE = 64
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
     """Which frames of a video are captioned, and how much of it is decoded to find them.
@@ -30,6 +37,13 @@ class SamplingSettings:
     ``fps``: sample at this rate of presentation time (default 1 frame/s);
     ``every_n``: instead take every N-th frame; ``keyframes``: instead take every
     keyframe; ``max_frames``: stop after M; ``mode``: one of ``DECODE_MODES``.
+
+    ``skip_similar``: a sample within this many bits (dHash) of the video's last captioned
+    sample reuses its caption (``vidcap.similar``); None: off. ``scenes``: find shots with
+    PySceneDetect's ``scene_detector`` (``scene_threshold``: None for its default) in a
+    decode of every frame, and sample inside each shot: ``scene_frames`` evenly spaced
+    frames, or (None) the ``fps``/``every_n`` grid started again at each shot
+    (``vidcap.scenes``).
     """
 
     fps: float | None = 1.0
@@ -37,6 +51,11 @@ class SamplingSettings:
     max_frames: int | None = None
     keyframes: bool = False
     mode: str = "exact"
+    skip_similar: int | None = None
+    scenes: bool = False
+    scene_detector: str = "content"
+    scene_threshold: float | None = None
+    scene_frames: int | None = None
 
     def __post_init__(self) -> None:
         if self.every_n is not None and self.every_n < 1:
@@ -55,6 +74,62 @@ class SamplingSettings:
             raise UsageError(
                 f"unknown decode mode {self.mode!r}; supported values are {', '.join(DECODE_MODES)}"
             )
+        if self.skip_similar is not None and not 0 <= self.skip_similar <= MAX_SKIP_DISTANCE:
+            raise UsageError(
+                f"--skip-similar takes a distance in bits from 0 to {MAX_SKIP_DISTANCE}, "
+                f"got {self.skip_similar}"
+            )
+        self._check_scenes()
+
+    def _check_scenes(self) -> None:
+        if self.scene_detector not in SCENE_DETECTORS:
+            raise UsageError(
+                f"unknown --scene-detector {self.scene_detector!r}; supported values are "
+                f"{', '.join(SCENE_DETECTORS)}"
+            )
+        if self.scene_threshold is not None and not (
+            self.scene_threshold > 0 and math.isfinite(self.scene_threshold)
+        ):
+            raise UsageError(f"--scene-threshold must be a number > 0, got {self.scene_threshold}")
+        if self.scene_frames is not None and not 1 <= self.scene_frames <= MAX_SCENE_FRAMES:
+            raise UsageError(
+                f"--scene-frames must be from 1 to {MAX_SCENE_FRAMES}, got {self.scene_frames}"
+            )
+        if not self.scenes:
+            given = [
+                flag
+                for flag, value in (
+                    ("--scene-detector", self.scene_detector != "content"),
+                    ("--scene-threshold", self.scene_threshold is not None),
+                    ("--scene-frames", self.scene_frames is not None),
+                )
+                if value
+            ]
+            if given:
+                raise UsageError(f"{' and '.join(given)} need --scenes")
+            return
+        if self.keyframes:
+            raise UsageError(
+                "--scenes decodes every frame to find the shots, --keyframes only keyframes: "
+                "give --scene-frames N (frames per shot) or --fps/--every-n (within each shot)"
+            )
+        if self.max_frames is not None:
+            raise UsageError("--max-frames cannot be used with --scenes: scenes cover whole videos")
+        if self.scene_frames is not None and self.every_n is not None:
+            raise UsageError("--scene-frames and --every-n cannot be used together: give one")
+
+    def key_fields(self) -> dict:
+        """The settings as they key outputs (``RunSettings.key``): the fields added for
+        scenes and near-duplicates only where set, so a folder written before they existed
+        resumes with nothing redone."""
+        data = asdict(self)
+        for name in _LATER_FIELDS:
+            if data[name] == getattr(SamplingSettings, name):
+                del data[name]
+        return data
+
+
+_LATER_FIELDS = ("skip_similar", "scenes", "scene_detector", "scene_threshold", "scene_frames")
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ import av
 
 from vidcap.errors import VideoError
 from vidcap.frames import Frame
-from vidcap.picture import Picture
+from vidcap.picture import Orientation, Picture, display_size, to_sdr_rgb
 from vidcap.settings import SamplingSettings
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,30 @@ class _Packets:
     def generated_pts(self) -> bool:
         """Read packets with PyAV's generated pts? Only where they name frames right."""
         return self.plannable and self.clock == "pts"
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    """A decoded frame as ``VideoReader.decoded_frames`` gives it: its index and time (as
+    ``frames`` gives them), the decoder's frame (stored pixels, not converted yet) and the
+    orientation a player shows it at. ``shown()`` converts it as ``frames`` would."""
+
+    index: int
+    time: float
+    av_frame: av.VideoFrame
+    orientation: Orientation
+    sar: Fraction | None
+
+    def shown(self) -> Frame:
+        """The frame as a player shows it: upright SDR RGB, with its display size."""
+        frame = self.av_frame
+        rgb = self.orientation.apply(to_sdr_rgb(frame))
+        shown = display_size(frame.width, frame.height, self.sar, self.orientation)
+        return Frame(index=self.index, time=self.time, rgb=rgb, display_size=shown)
+
+
+# Every frame decoded, nothing skipped: ``decoded_frames`` (scene detection).
+_EVERY_FRAME = SamplingSettings(every_n=1, mode="all")
 
 
 class VideoReader:
@@ -208,6 +232,16 @@ class VideoReader:
             reached_end = yield from self._pass(sampling, packets, None, None, yielded)
         self._finish(reached_end)
 
+    def decoded_frames(self) -> Iterator[DecodedFrame]:
+        """Every frame, decoded (nothing skipped, whatever the sampling), in presentation
+        order, not converted: what scene detection (``vidcap.scenes``) needs to see. The
+        same indices and times as ``frames``; ``stats`` is complete afterwards."""
+        packets = self._demux()
+        reached_end = yield from self._pass(
+            _EVERY_FRAME, packets, None, None, Counter(), every=True
+        )
+        self._finish(reached_end)
+
     def _pass(
         self,
         sampling: SamplingSettings,
@@ -215,11 +249,13 @@ class VideoReader:
         needed: set[float] | None,
         plan: set[float] | None,
         yielded: Counter[float],
-    ) -> Generator[Frame, None, bool]:
+        every: bool = False,
+    ) -> Generator[Frame | DecodedFrame, None, bool]:
         """One decoding pass; True when it read to the end. ``plan``: the frame times the
         samples must be (checked, ``_PlanBroken`` when the decoder disagrees); ``yielded``:
         how many frames of each time were sent (a second pass does not send them again; a
-        damaged stream may time two frames alike)."""
+        damaged stream may time two frames alike). ``every``: yield every decoded frame as a
+        ``DecodedFrame`` instead of the sampled ones."""
         stats = self.stats
         codec = self._stream.codec_context
         codec.thread_type = "AUTO"
@@ -245,7 +281,7 @@ class VideoReader:
                     if not yielded[expected[position]]:
                         raise _PlanBroken(f"the frame at {expected[position]:.3f} s never came out")
                     position += 1
-            self._picture.see(decoded)  # a display matrix holds until the next one
+            orientation = self._picture.see(decoded)  # a display matrix holds until the next one
             self._extend(pts, _frame_duration(decoded, packet))
             if ranked:
                 index = shown
@@ -256,6 +292,9 @@ class VideoReader:
             shown += 1
             last_index = index
             seen[_key(pts)] += 1
+            if every:  # (scene detection: every frame, in presentation order)
+                yield DecodedFrame(index, pts, decoded, orientation, self._picture.sar)
+                continue
             if sampling.keyframes and not decoded.key_frame:
                 continue  # (when every packet is decoded: no pts, or --decode-mode all)
             if not take(index, pts) or seen[_key(pts)] <= yielded[_key(pts)]:

@@ -26,11 +26,13 @@ from vidcap.settings import (
     DECODE_MODES,
     DEVICES_HELP,
     DTYPES,
+    SCENE_DETECTORS,
     EngineSettings,
     GenerationSettings,
     ModelSettings,
     SamplingSettings,
 )
+from vidcap.similar import DEFAULT_DISTANCE
 from vidcap.video import VIDEO_EXTENSIONS
 
 # ---- run: what to write --------------------------------------------------------------------
@@ -116,8 +118,54 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--skip-similar`` and ``--scenes`` (``vidcap caption``; docs/scenes.md)."""
+    sampling = SamplingSettings()
+    group = parser.add_argument_group("scenes and near-duplicates (docs/scenes.md)")
+    group.add_argument(
+        "--skip-similar",
+        nargs="?",
+        const=str(DEFAULT_DISTANCE),
+        default=None,
+        metavar="D",
+        help="a sample within D bits (a 64-bit dHash, and the same mean colour) of the "
+        "video's last captioned sample reuses its caption instead of calling the model; "
+        f'its row says "same_as" (D default {DEFAULT_DISTANCE}; write --skip-similar=D)',
+    )
+    group.add_argument(
+        "--scenes",
+        action="store_true",
+        help="find shots with PySceneDetect (every frame is decoded) and caption inside each: "
+        "<name>.scenes.jsonl, and SRT/VTT cues per scene",
+    )
+    group.add_argument(
+        "--scene-detector",
+        default=sampling.scene_detector,
+        choices=SCENE_DETECTORS,
+        help="PySceneDetect detector (default %(default)s: ContentDetector)",
+    )
+    group.add_argument(
+        "--scene-threshold",
+        type=float,
+        default=sampling.scene_threshold,
+        metavar="T",
+        help="the detector's threshold (default: PySceneDetect's, 27 for content, 3 for "
+        "adaptive, 0.35 for hash, 0.2 for histogram)",
+    )
+    group.add_argument(
+        "--scene-frames",
+        type=int,
+        default=sampling.scene_frames,
+        metavar="N",
+        help="frames captioned per scene, evenly spaced (default 1: the middle frame); "
+        "--fps/--every-n instead sample within each scene",
+    )
+
+
 def sampling_from_args(args: argparse.Namespace) -> SamplingSettings:
-    """``--fps``, ``--every-n`` and ``--keyframes`` each choose the frames: one at a time."""
+    """``--fps``, ``--every-n`` and ``--keyframes`` each choose the frames: one at a time.
+
+    With ``--scenes`` and neither ``--fps`` nor ``--every-n``: ``--scene-frames`` (1)."""
     chosen = [
         flag
         for flag, given in (
@@ -129,13 +177,40 @@ def sampling_from_args(args: argparse.Namespace) -> SamplingSettings:
     ]
     if len(chosen) > 1:
         raise UsageError(f"{' and '.join(chosen)} cannot be used together: give one of them")
+    scenes = getattr(args, "scenes", False)
+    scene_frames = getattr(args, "scene_frames", None)
+    if scenes and scene_frames is not None and chosen and chosen[0] != "--keyframes":
+        raise UsageError(
+            f"--scene-frames and {chosen[0]} cannot be used together: give one (frames per "
+            f"scene, or {chosen[0]} within each scene)"
+        )
+    if scenes and not chosen and scene_frames is None:
+        scene_frames = 1
     return SamplingSettings(
         fps=args.fps if args.fps is not None else SamplingSettings.fps,
         every_n=args.every_n,
         max_frames=args.max_frames,
         keyframes=args.keyframes,
         mode=args.decode_mode,
+        skip_similar=_skip_distance(getattr(args, "skip_similar", None)),
+        scenes=scenes,
+        scene_detector=getattr(args, "scene_detector", SamplingSettings.scene_detector),
+        scene_threshold=getattr(args, "scene_threshold", None),
+        scene_frames=scene_frames,
     )
+
+
+def _skip_distance(value: str | None) -> int | None:
+    """``--skip-similar``'s D; a value that is no number is an input it swallowed."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(
+            f"--skip-similar took {value!r} as its distance D; put --skip-similar after the "
+            "inputs or write --skip-similar=D"
+        ) from None
 
 
 # ---- model and generation (and --server, from vidcap.client) -------------------------------

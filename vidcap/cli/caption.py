@@ -18,6 +18,7 @@ def add_caption_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         add_parquet_arguments,
         add_ray_arguments,
         add_sampling_arguments,
+        add_scene_arguments,
     )
 
     parser = subparsers.add_parser(
@@ -32,6 +33,7 @@ def add_caption_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     )
     add_output_arguments(parser)
     add_sampling_arguments(parser)
+    add_scene_arguments(parser)
     add_model_arguments(parser)
     add_engine_arguments(parser)
     add_parquet_arguments(parser)

@@ -21,7 +21,15 @@ from vidcap.cli.args import (
     generation_from_args,
     sampling_from_args,
 )
-from vidcap.clips import MANIFEST_NAME, export_clips, load_segments
+from vidcap.clips import (
+    MANIFEST_NAME,
+    export_clips,
+    export_scene_clips,
+    load_scenes,
+    load_segments,
+    scene_file_name,
+    scene_files,
+)
 from vidcap.errors import UsageError
 from vidcap.mask import (
     QUESTION_MAX_NEW_TOKENS,
@@ -88,21 +96,41 @@ def _add_question_options(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(max_new_tokens=QUESTION_MAX_NEW_TOKENS)
 
 
+CLIPS_EPILOG = """\
+segments: vidcap clips talk.mp4 putin.json --out clips/
+a scene:  vidcap clips talk.mp4 --scenes out/talk.scenes.jsonl --out clips/ --max-duration 10
+a folder: vidcap clips --scenes out/ --out clips/ --min-duration 2 --max-duration 10
+"""
+
+
 def add_clips_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "clips",
-        help="cut each segment of a video into its own MP4",
+        help="cut each segment (or scene) of a video into its own MP4",
         description="Cut the segments (a `vidcap mask` report or a JSON list of "
-        '{"start", "end"}) out of VIDEO into DIR, with DIR/manifest.json.',
+        '{"start", "end"}) out of VIDEO into DIR, with DIR/manifest.json. With --scenes, '
+        "cut each scene of a <name>.scenes.jsonl (vidcap caption --scenes) instead, each "
+        "clip beside a JSON file of its captions; given an output folder, every video in it "
+        "(into DIR/<name>/).",
+        epilog=CLIPS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("video", type=Path)
-    parser.add_argument("segments", type=Path, help="SEGMENTS.json")
+    parser.add_argument("video", type=Path, nargs="?", help="the video (with --scenes: "
+                        "default, the video each scene row names)")  # fmt: skip
+    parser.add_argument("segments", type=Path, nargs="?", help="SEGMENTS.json")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR")
     parser.add_argument(
         "--precise",
         action="store_true",
         help="frame-accurate re-encode (libx264) instead of keyframe-aligned stream copy",
     )
+    scenes = parser.add_argument_group("clips per scene")
+    scenes.add_argument("--scenes", type=Path, metavar="SCENES",
+                        help="a <name>.scenes.jsonl, or an output folder of them")  # fmt: skip
+    scenes.add_argument("--min-duration", type=float, metavar="S",
+                        help="drop scenes (and pieces) shorter than S seconds")  # fmt: skip
+    scenes.add_argument("--max-duration", type=float, metavar="S",
+                        help="split longer scenes into pieces of S seconds from their start")  # fmt: skip
     parser.set_defaults(func=run_clips)
     return parser
 
@@ -196,9 +224,42 @@ def _emit(report: dict, out: Path | None) -> None:
 def run_clips(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out} is a file, not a folder: remove it or choose another")
+    if args.scenes is not None:
+        return _scene_clips(args)
+    if args.min_duration is not None or args.max_duration is not None:
+        raise UsageError("--min-duration and --max-duration apply to --scenes only")
+    if args.video is None or args.segments is None:
+        raise UsageError("give VIDEO and SEGMENTS.json, or --scenes SCENES")
     segments = load_segments(args.segments)
     clips = export_clips(args.video, segments, args.out, precise=args.precise)
     for clip in clips:
         print(args.out / clip.path)
     print(args.out / MANIFEST_NAME)
+    return 0
+
+
+def _scene_clips(args: argparse.Namespace) -> int:
+    """``vidcap clips [VIDEO] --scenes SCENES``: a clip and its captions per scene."""
+    if args.segments is not None:
+        raise UsageError("give SEGMENTS.json or --scenes, not both")
+    files = scene_files(args.scenes)
+    if args.video is not None and (len(files) > 1 or args.scenes.is_dir()):
+        raise UsageError(
+            "--scenes FOLDER cuts every video its scene files name: give no VIDEO with it"
+        )
+    for path in files:
+        rows = load_scenes(path)
+        video = args.video or Path(rows[0]["video"])
+        if not video.is_file():
+            raise UsageError(
+                f"{path}: its video {video} is not a file here; give the video: "
+                f"vidcap clips VIDEO --scenes {path} --out {args.out}"
+            )
+        out = args.out / scene_file_name(path) if args.scenes.is_dir() else args.out
+        clips = export_scene_clips(
+            video, rows, out, args.precise, args.min_duration, args.max_duration
+        )
+        for clip in clips:
+            print(out / clip.path)
+        print(out / MANIFEST_NAME)
     return 0

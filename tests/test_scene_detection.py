@@ -1,0 +1,415 @@
+"""``--scenes``: shots from PySceneDetect in the decoder, samples per shot, the outputs,
+clips per scene — on generated footage with known hard cuts, a fade, static and moving shots.
+
+(``tests/test_scenes.py`` is the tiny model's scene *generator*.)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import scenedetect
+import srt
+
+from tests.support.videos import probe_times, read_jsonl
+from vidcap import engine
+from vidcap.backend import EmbeddedBackend
+from vidcap.cli import main
+from vidcap.clips import load_scenes, scene_pieces
+from vidcap.commit import Committer, RunSettings, VideoJob
+from vidcap.decode import Decoded, Ended, Failed, Reused, SceneFound, decode_events
+from vidcap.frames import Frame
+from vidcap.parquet import SHARD_DIR, run_writers_for
+from vidcap.scenes import MIN_CAPACITY, _OpenScene
+from vidcap.settings import EngineSettings, SamplingSettings
+from vidcap.similar import DEFAULT_DISTANCE
+from vidcap.tiny.footage import Footage, Part, cuts_and_fades, mostly_static, render_footage
+from vidcap.video import VideoReader
+
+SIZE = (224, 224)
+SCENES = SamplingSettings(scenes=True, scene_frames=1)
+DETECTORS = {
+    "content": scenedetect.ContentDetector,
+    "adaptive": scenedetect.AdaptiveDetector,
+    "hash": scenedetect.HashDetector,
+    "histogram": scenedetect.HistogramDetector,
+}
+
+
+@pytest.fixture(scope="module")
+def footage(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Footage]]:
+    """cuts: 14 s, hard cuts at frames 30, 60, 120, a fade over [80, 90), static and moving
+    shots; static: three static shots of 4 s; short: 5 frames (shorter than one scene)."""
+    folder = tmp_path_factory.mktemp("footage")
+    videos = {}
+    for name, parts in (
+        ("cuts", cuts_and_fades()),
+        ("static", mostly_static(seconds=4.0)),
+        ("short", [Part(mostly_static()[0].shot.__class__(mostly_static()[0].shot.scene, 0.5))]),
+    ):
+        path = folder / f"{name}.mp4"
+        videos[name] = (path, render_footage(path, parts))
+    return videos
+
+
+def scene_events(path: Path, sampling: SamplingSettings = SCENES) -> tuple[list, list, Ended]:
+    events = list(decode_events(0, str(path), sampling, SIZE))
+    assert isinstance(events[-1], Ended), events[-1]
+    scenes = [e.scene for e in events if isinstance(e, SceneFound)]
+    samples = [e.frame for e in events if isinstance(e, Decoded)]
+    return scenes, samples, events[-1]
+
+
+def test_every_hard_cut_is_found_and_scenes_are_frame_times(footage) -> None:
+    path, truth = footage["cuts"]
+    scenes, samples, ended = scene_events(path)
+    found = [scene.start_frame for scene in scenes[1:]]
+    for cut in truth.cuts:
+        assert any(abs(f - cut) <= 1 for f in found), (cut, found)
+    for first, last in truth.fades:  # a cross-fade: at most one boundary, inside it
+        assert len([f for f in found if first - 1 <= f <= last]) <= 1
+    times = probe_times(path)
+    assert scenes[0].start == times[0] == 0.0 and scenes[0].start_frame == 0
+    for scene, following in zip(scenes, scenes[1:], strict=False):
+        assert scene.end == following.start == pytest.approx(times[following.start_frame], abs=1e-9)
+        assert scene.end_frame == following.start_frame
+    assert scenes[-1].end == pytest.approx(ended.duration) == pytest.approx(truth.duration)
+    assert scenes[-1].end_frame == truth.frames
+    assert [s.number for s in scenes] == list(range(1, len(scenes) + 1))
+    assert ended.scenes == len(scenes) and ended.sampled == len(samples) == len(scenes)
+
+
+@pytest.mark.parametrize("name", list(DETECTORS))
+def test_the_same_boundaries_as_pyscenedetect(footage, name: str) -> None:
+    """As ``scenedetect.detect(path, Detector())`` on the same file (PyAV and OpenCV backends)."""
+    path, _ = footage["cuts"]
+    sampling = SamplingSettings(scenes=True, scene_detector=name, scene_frames=1)
+    scenes, _, _ = scene_events(path, sampling)
+    ours = [round(s.start, 6) for s in scenes[1:]]
+    backends = ("pyav", "opencv") if name == "content" else ("pyav",)
+    for backend in backends:
+        theirs = scenedetect.detect(str(path), DETECTORS[name](), backend=backend)
+        assert ours == [round(start.seconds, 6) for start, _ in theirs[1:]], backend
+
+
+def test_a_threshold_changes_what_is_found(footage) -> None:
+    path, truth = footage["cuts"]
+    loose = SamplingSettings(scenes=True, scene_threshold=90.0, scene_frames=1)
+    scenes, _, _ = scene_events(path, loose)
+    assert len(scenes) < len(truth.cuts) + 1
+
+
+def test_scene_frames_are_evenly_spaced(footage) -> None:
+    path, _ = footage["cuts"]
+    scenes, samples, _ = scene_events(path)
+    for scene, sample in zip(scenes, samples, strict=True):  # one each: the middle frame
+        assert sample.index == scene.start_frame + (scene.end_frame - scene.start_frame) // 2
+        assert sample.rgb.shape == (*SIZE, 3)
+    scenes, samples, _ = scene_events(path, SamplingSettings(scenes=True, scene_frames=3))
+    for scene in scenes:
+        n = scene.end_frame - scene.start_frame
+        inside = [
+            s.index - scene.start_frame
+            for s in samples
+            if scene.start_frame <= s.index < scene.end_frame
+        ]
+        targets = [n // 6, n // 2, 5 * n // 6]  # the middles of three equal parts
+        assert all(abs(a - b) <= n / MIN_CAPACITY for a, b in zip(inside, targets, strict=True))
+        if n <= MIN_CAPACITY:
+            assert inside == targets
+
+
+def test_fps_within_scenes_starts_again_at_each_scene(footage) -> None:
+    path, _ = footage["cuts"]
+    scenes, samples, _ = scene_events(path, SamplingSettings(scenes=True, fps=1.0))
+    for scene in scenes:
+        inside = [s for s in samples if scene.start_frame <= s.index < scene.end_frame]
+        assert inside[0].index == scene.start_frame
+        assert [round(s.time - scene.start, 6) for s in inside] == list(range(len(inside)))
+
+
+@dataclass
+class _Fake:
+    index: int
+    time: float
+
+
+def test_long_scenes_keep_a_bounded_number_of_candidates() -> None:
+    def convert(fake: _Fake) -> Frame:
+        import numpy as np
+
+        return Frame(fake.index, fake.time, np.zeros((1, 1, 3), np.uint8))
+
+    for frames in (7, 40, 1000, 12345):
+        scene = _OpenScene(1, _Fake(0, 0.0), SamplingSettings(scenes=True, scene_frames=1), convert)
+        held = 0
+        for i in range(frames):
+            scene.add(_Fake(i, i / 25))
+            held = max(held, len(scene.candidates))
+        assert held <= MIN_CAPACITY
+        [middle] = scene.picks()
+        exact = frames // 2
+        assert abs(middle.index - exact) <= max(0, frames / MIN_CAPACITY), (frames, middle.index)
+        if frames < MIN_CAPACITY:
+            assert middle.index == exact
+
+
+def test_a_video_shorter_than_one_scene_and_one_without_cuts(footage) -> None:
+    path, truth = footage["short"]
+    scenes, samples, ended = scene_events(path)
+    assert [(s.start, s.end, s.start_frame, s.end_frame) for s in scenes] == [
+        (0.0, pytest.approx(truth.duration), 0, truth.frames)
+    ]
+    assert [s.index for s in samples] == [truth.frames // 2]
+    path, truth = footage["static"]
+    scenes, _, _ = scene_events(path)
+    assert [s.start_frame for s in scenes[1:]] == truth.cuts  # two cuts, no more
+
+
+def test_a_file_that_fails_half_way_writes_no_scenes(footage, monkeypatch, tmp_path) -> None:
+    path, _ = footage["cuts"]
+    real = VideoReader.decoded_frames
+
+    def breaks(self):
+        for number, frame in enumerate(real(self)):
+            if number == 75:
+                raise RuntimeError("the decoder died")
+            yield frame
+
+    monkeypatch.setattr(VideoReader, "decoded_frames", breaks)
+    events = list(decode_events(0, str(path), SCENES, SIZE))
+    assert isinstance(events[-1], Failed) and "the decoder died" in events[-1].error
+    assert not any(isinstance(e, Ended) for e in events)
+    found = [e.scene for e in events if isinstance(e, SceneFound)]
+    assert all(s.end_frame <= 75 for s in found)  # no scene ends where decoding stopped
+    settings = RunSettings(out_dir=tmp_path, sampling=SCENES, model="tiny", quiet=True)
+    committer = Committer(settings, [VideoJob(0, str(path), "cuts", {"path": str(path)})])
+    for event in events:
+        if isinstance(event, Decoded):
+            engine.deliver(
+                committer,
+                engine.Captioned(
+                    0, engine.CaptionedFrame(event.frame.index, event.frame.time, "x")
+                ),
+            )
+        else:
+            engine.deliver(committer, event)
+    [result] = committer.close(1.0)
+    assert result.status == "failed" and "the decoder died" in result.error
+    assert not list(tmp_path.glob("cuts.*"))
+
+
+def test_flag_errors_are_one_line(capsys, tmp_path: Path) -> None:
+    video = str(Path(__file__).parents[1] / "sample_videos" / "shapes.mp4")
+    for flags, message in (
+        (["--scenes", "--keyframes"], "--scenes decodes every frame"),
+        (["--scene-frames", "2"], "--scene-frames need --scenes"),
+        (["--scenes", "--max-frames", "3"], "--max-frames cannot be used with --scenes"),
+        (["--scenes", "--scene-frames", "2", "--fps", "2"], "--scene-frames and --fps"),
+        (["--scenes", "--scene-threshold", "0"], "--scene-threshold must be a number > 0"),
+    ):
+        code = main(["caption", video, "--out", str(tmp_path / "o"), "--model", "tiny", *flags])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and err.count("\n") == 1, (flags, err)
+    assert not (tmp_path / "o").exists()
+
+
+def _run(paths: list[Path], out: Path, captioner, sampling: SamplingSettings, formats=None):
+    settings = RunSettings(
+        out_dir=out,
+        formats=formats or RunSettings.formats,
+        sampling=sampling,
+        model="tiny",
+        quiet=True,
+    )
+    return engine.run(
+        [str(p) for p in paths],
+        settings,
+        lambda: EmbeddedBackend(captioner),
+        EngineSettings(decode_workers=1),
+        run_writers=run_writers_for(settings),
+        input_size=captioner.input_size,
+    )
+
+
+def test_caption_with_scenes_writes_every_output(footage, tiny_captioner, tmp_path: Path) -> None:
+    path, truth = footage["cuts"]
+    formats = ("jsonl", "srt", "vtt", "parquet")
+    [result] = _run([path], tmp_path, tiny_captioner, SCENES, formats)
+    assert result.status == "done" and result.scenes == len(truth.cuts) + 2  # + the fade
+    rows = [json.loads(line) for line in (tmp_path / "cuts.scenes.jsonl").read_text().splitlines()]
+    assert list(rows[0]) == [
+        "video", "scene", "start", "end", "start_frame", "end_frame", "caption", "captions"
+    ]  # fmt: skip
+    frames = read_jsonl(tmp_path / "cuts.jsonl")
+    assert [c["frame"] for r in rows for c in r["captions"]] == [f["frame"] for f in frames]
+    for row in rows:
+        assert row["caption"] == row["captions"][0]["caption"]
+    assert rows[0]["caption"] == truth.captions[0]  # the static first shot, right
+    cues = list(srt.parse((tmp_path / "cuts.srt").read_text()))
+    assert [(c.start.total_seconds(), c.end.total_seconds(), c.content) for c in cues] == [
+        (r["start"], r["end"], r["caption"]) for r in rows
+    ]
+    table = pq.read_table(tmp_path / SHARD_DIR).to_pylist()
+    assert [(t["frame"], t["scene"], t["scene_start"]) for t in table] == [
+        (c["frame"], r["scene"], r["start"]) for r in rows for c in r["captions"]
+    ]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["videos"][0]["scenes"] == len(rows)
+    # A rerun resumes; without its scenes file the video is redone.
+    assert _run([path], tmp_path, tiny_captioner, SCENES, formats)[0].resumed
+    (tmp_path / "cuts.scenes.jsonl").unlink()
+    assert not _run([path], tmp_path, tiny_captioner, SCENES, formats)[0].resumed
+
+
+def test_skip_similar_in_the_decoder_halves_the_samples_sent(footage) -> None:
+    """On a mostly static video, at the default D, at least half the samples reuse a caption."""
+    path, truth = footage["static"]
+    sampling = SamplingSettings(skip_similar=DEFAULT_DISTANCE)
+    events = list(decode_events(0, str(path), sampling, SIZE))
+    sent = [e.frame.index for e in events if isinstance(e, Decoded)]
+    reused = [e for e in events if isinstance(e, Reused)]
+    assert len(sent) + len(reused) == events[-1].sampled == 12
+    assert len(sent) * 2 <= events[-1].sampled and sent[0] == 0
+    assert all(r.same_as in sent and r.same_as < r.index for r in reused)
+
+
+@pytest.mark.slow
+def test_skip_similar_keeps_every_caption_and_saves_calls(
+    footage, tiny_captioner, tmp_path
+) -> None:
+    """At the default D: the same captions as without it on the project's videos, and at
+    least 2× fewer model calls on a mostly static one."""
+    samples = Path(__file__).parents[1] / "sample_videos"
+    paths = [footage["static"][0], footage["cuts"][0], samples / "shapes.mp4"]
+    plain = _run(paths, tmp_path / "plain", tiny_captioner, SamplingSettings())
+    skipping = _run(
+        paths, tmp_path / "skip", tiny_captioner, SamplingSettings(skip_similar=DEFAULT_DISTANCE)
+    )
+    for before, after in zip(plain, skipping, strict=True):
+        rows = read_jsonl(tmp_path / "skip" / f"{after.name}.jsonl")
+        assert [r["caption"] for r in rows] == [
+            r["caption"] for r in read_jsonl(tmp_path / "plain" / f"{before.name}.jsonl")
+        ]
+        assert all(rows[[r["frame"] for r in rows].index(r["same_as"])].get("same_as") is None
+                   for r in rows if "same_as" in r)  # fmt: skip
+    static = skipping[0]
+    assert static.frames >= 2 * (static.frames - static.reused) and static.reused > 0
+    for name in ("srt", "vtt"):
+        assert (tmp_path / "skip" / f"static.{name}").read_text() == (
+            tmp_path / "plain" / f"static.{name}"
+        ).read_text()
+    summary = json.loads((tmp_path / "skip" / "summary.json").read_text())
+    assert summary["run"]["model_calls"] == sum(r.frames - r.reused for r in skipping)
+
+
+def test_scene_pieces_split_long_scenes_and_drop_short_ones() -> None:
+    rows = [
+        {"scene": 1, "start": 0.0, "end": 1.5, "caption": "a", "captions": []},
+        {"scene": 2, "start": 1.5, "end": 9.0, "caption": "b",
+         "captions": [{"frame": 50, "time": 5.0, "caption": "c"}]},
+    ]  # fmt: skip
+    pieces = scene_pieces(rows, min_duration=2.0, max_duration=3.0)
+    assert [(p.row["scene"], p.part, p.start, p.end) for p in pieces] == [
+        (2, 1, 1.5, 4.5),
+        (2, 2, 4.5, 7.5),
+    ]  # the 1.5 s scene and the last 1.5 s piece dropped
+    assert [p.caption() for p in pieces] == ["b", "c"]
+    assert [(p.start, p.end) for p in scene_pieces(rows)] == [(0.0, 1.5), (1.5, 9.0)]
+
+
+def test_clips_per_scene(footage, tiny_captioner, tmp_path: Path, capsys) -> None:
+    path, truth = footage["cuts"]
+    _run([path], tmp_path / "out", tiny_captioner, SCENES)
+    scenes = tmp_path / "out" / "cuts.scenes.jsonl"
+    assert main(["clips", str(path), "--scenes", str(scenes), "--out", str(tmp_path / "one"),
+                 "--max-duration", "2.5", "--min-duration", "1"]) == 0  # fmt: skip
+    clips = sorted((tmp_path / "one").glob("*.mp4"))
+    pairs = [json.loads(c.with_suffix(".json").read_text()) for c in clips]
+    rows = load_scenes(scenes)
+    expected = scene_pieces(rows, 1.0, 2.5)
+    assert [(p["scene"], p["part"], p["start"], p["end"]) for p in pairs] == [
+        (e.row["scene"], e.part, e.start, e.end) for e in expected
+    ]
+    assert all(p["caption"] and p["duration"] > 0 for p in pairs)
+    # The folder form: every scenes file of an output folder, each video in its own folder.
+    assert main(["clips", "--scenes", str(tmp_path / "out"), "--out", str(tmp_path / "all"),
+                 "--precise"]) == 0  # fmt: skip
+    precise = sorted((tmp_path / "all" / "cuts").glob("*.json"))
+    assert len([p for p in precise if p.name != "manifest.json"]) == len(rows)
+    first = json.loads(precise[0].read_text())
+    assert first["mode"] == "precise" and abs(first["duration"] - rows[0]["end"]) < 0.15
+    capsys.readouterr()
+    assert (
+        main(["clips", str(path), "--scenes", str(tmp_path / "out"), "--out", str(tmp_path / "x")])
+        == 2
+    )
+    assert "give no VIDEO" in capsys.readouterr().err
+
+
+def test_reused_and_scene_events_pass_the_engine_in_order(footage, tiny_captioner) -> None:
+    """``caption_video`` (mask, clients, benches) gives reused frames their caption."""
+    path, _ = footage["static"]
+    sampling = SamplingSettings(skip_similar=DEFAULT_DISTANCE)
+    frames = list(
+        engine.caption_video(
+            path, EmbeddedBackend(tiny_captioner), sampling, engine.GenerationSettings()
+        )
+    )
+    assert any(f.same_as is not None for f in frames)
+    by_index = {f.index: f for f in frames}
+    assert all(by_index[f.same_as].caption == f.caption for f in frames if f.same_as is not None)
+
+
+BACKEND_FILES = ("jsonl", "srt", "vtt", "scenes.jsonl")
+
+
+def _cli_run(path: Path, out: Path, *extra: str) -> None:
+    flags = ["--model", "tiny", "--device", "cpu", "--quiet", "--scenes", "--fps", "2"]
+    assert main(["caption", str(path), "--out", str(out), *flags, "--skip-similar", *extra]) == 0
+
+
+def _same_outputs(one: Path, other: Path, name: str) -> None:
+    for suffix in BACKEND_FILES:
+        assert (one / f"{name}.{suffix}").read_text() == (other / f"{name}.{suffix}").read_text()
+    rows = read_jsonl(one / f"{name}.jsonl")
+    assert any("same_as" in row for row in rows)
+
+
+@pytest.mark.slow
+def test_the_same_outputs_over_a_flask_server(footage, tmp_path: Path) -> None:
+    """``--scenes --skip-similar`` through ``--server`` (a real gunicorn + Flask server with
+    the tiny model) writes what the embedded run writes."""
+    from tests.support.servers import FlaskServer
+
+    path, _ = footage["cuts"]
+    _cli_run(path, tmp_path / "embedded")
+    server = FlaskServer(tmp_path / "flask.log").start()
+    try:
+        _cli_run(path, tmp_path / "server", "--server", server.url)
+    finally:
+        server.stop()
+    _same_outputs(tmp_path / "embedded", tmp_path / "server", "cuts")
+
+
+@pytest.mark.slow
+def test_the_same_outputs_on_ray(footage, tmp_path: Path) -> None:
+    """``--ray``: the decode tasks run the same generator; the Captioner actors pass the
+    Reused and SceneFound events through; the driver's Committer writes the same files."""
+    import os
+    import subprocess
+    import sys
+
+    path, _ = footage["cuts"]
+    _cli_run(path, tmp_path / "embedded")
+    command = [sys.executable, "-m", "vidcap", "caption", str(path), "--out", str(tmp_path / "ray")]
+    command += ["--model", "tiny", "--device", "cpu", "--quiet", "--scenes", "--fps", "2"]
+    command += ["--skip-similar", "--ray"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _same_outputs(tmp_path / "embedded", tmp_path / "ray", "cuts")
