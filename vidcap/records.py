@@ -81,8 +81,8 @@ def write_summary(
         "frames": sum(v.get("frames", 0) for v in done),
         "duration": round(sum(v.get("duration", 0.0) for v in done), 3),
     }
-    if any("reused" in v for v in done):  # --skip-similar: frames the model never saw
-        totals["reused"] = sum(v.get("reused", 0) for v in done)
+    if any(v.get("reused") is not None for v in done):  # --skip-similar: frames not captioned
+        totals["reused"] = sum(v.get("reused") or 0 for v in done)
         totals["model_calls"] = totals["frames"] - totals["reused"]
     new = [r for r in run if r.status == "done" and not r.resumed]
     this_run = {
