@@ -10,7 +10,9 @@ Reported side by side, as frames/s and ratios (never asserted):
   further clip of a long run costs; the difference is the command's fixed cost;
 - ``decode_all``: FFmpeg decoding every frame of every clip, one single-threaded process
   per core (``xargs -P<cores> ffmpeg -threads 1 -i clip -f null -``) — the decode limit;
-- ``model_only``: the model captioning already-decoded frames at the engine's batch size.
+- ``model_only``: the model captioning already-decoded frames at the engine's batch size;
+- ``thumbs_cost`` (cpu): the command at its defaults (a thumbnail per sample) against the
+  same with ``--no-thumbs``, as a fraction of the run.
 """
 
 from __future__ import annotations
@@ -128,6 +130,8 @@ def bench_cpu(folder: Path, paths: list[Path], repeats: int) -> dict:
         decode_s = decode_all(paths, cores)
         with tempfile.TemporaryDirectory() as out:
             vidcap_s, summary = vidcap_cli(folder, Path(out), ["--model", "tiny"])
+        with tempfile.TemporaryDirectory() as out:
+            bare_s, _ = vidcap_cli(folder, Path(out), ["--model", "tiny", "--no-thumbs"])
         warm_s, warm_frames = engine_warm(paths, captioner)
         frames = summary["run"]["frames"]
         assert warm_frames == frames  # noqa: S101 - a benchmark that compares like with like
@@ -138,12 +142,14 @@ def bench_cpu(folder: Path, paths: list[Path], repeats: int) -> dict:
             "engine_warm_fps": round(frames / warm_s, 1),
             "engine_warm_over_decode_all": round(decode_s / warm_s, 2),
             "frames": frames,
+            "thumbs_cost": round(vidcap_s / bare_s - 1, 3),
         })  # fmt: skip
     startup = sum(r["frames"] / r["vidcap_fps"] - r["frames"] / r["engine_warm_fps"] for r in runs)
     return {
         "runs": runs,
         "median_ratio": sorted(r["vidcap_over_decode_all"] for r in runs)[len(runs) // 2],
         "median_warm_ratio": sorted(r["engine_warm_over_decode_all"] for r in runs)[len(runs) // 2],
+        "median_thumbs_cost": sorted(r["thumbs_cost"] for r in runs)[len(runs) // 2],
         "cli_fixed_cost_s": round(startup / len(runs), 2),
         "model_only_fps": round(model_only(captioner, 256, GenerationSettings()), 1),
         "batch_size": captioner.batch_size,

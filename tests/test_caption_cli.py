@@ -240,6 +240,7 @@ def test_format_subset_and_quiet(mixed_folder: Path, tmp_path: Path) -> None:
         "index.html",  # the folder's page and its data
         "report",
         "summary.json",
+        "thumbs",  # a thumbnail of each sampled frame, for the page
         "web.srt",
     ]
 

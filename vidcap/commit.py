@@ -32,7 +32,14 @@ from typing import Any, Protocol
 from vidcap import __version__
 from vidcap.errors import UsageError
 from vidcap.inputs import source_identity
-from vidcap.outputs import SCENES_FORMAT, VIDEO_FORMATS, CaptionedFrame, write_video_outputs
+from vidcap.outputs import (
+    SCENES_FORMAT,
+    VIDEO_FORMATS,
+    CaptionedFrame,
+    thumbs_folder,
+    write_thumbnails,
+    write_video_outputs,
+)
 from vidcap.records import STATE_DIR, identity_of, read_record, write_record, write_summary
 from vidcap.scenes import Scene
 from vidcap.settings import GenerationSettings, SamplingSettings
@@ -95,11 +102,12 @@ class VideoResult:
     # Only in runs that use them (else None, and absent from records and summary.json):
     reused: int | None = None  # --skip-similar: frames that reused a caption (no model call)
     scenes: int | None = None  # --scenes: scenes found
+    thumbs: int | None = None  # thumbnails written (OUT/thumbs/<name>/)
 
     def record(self) -> dict[str, Any]:
         """The result as records and summary.json hold it."""
         data = asdict(self)
-        for name in ("reused", "scenes"):
+        for name in ("reused", "scenes", "thumbs"):
             if data[name] is None:
                 del data[name]
         return data
@@ -197,6 +205,9 @@ def plan(
             and identity_of(record) == identity
             and record.get("result", {}).get("status") == "done"
             and all(p.is_file() for p in outputs)
+            and (
+                not record.get("result", {}).get("thumbs") or thumbs_folder(out_dir, name).is_dir()
+            )
         ):
             known = {f.name for f in fields(VideoResult)}
             result = VideoResult(**{k: v for k, v in record["result"].items() if k in known})
@@ -214,6 +225,7 @@ class _Open:
     frames: dict[int, CaptionedFrame] = field(default_factory=dict)
     reused: dict[int, CaptionedFrame] = field(default_factory=dict)  # caption: not yet known
     scenes: dict[int, Scene] = field(default_factory=dict)
+    thumbs: dict[int, bytes] = field(default_factory=dict)  # frame index → JPEG
     expected: int | None = None
     expected_scenes: int = 0
     duration: float = 0.0
@@ -270,6 +282,12 @@ class Committer:
             return
         state.reused[index] = CaptionedFrame(index, time, "", same_as)
         self._maybe_commit(state)
+
+    def thumbnail(self, job_id: int, index: int, jpeg: bytes) -> None:
+        """The decoder's thumbnail of sample ``index``: written with the video's outputs."""
+        state = self._state(job_id)
+        if state is not None:
+            state.thumbs[index] = jpeg
 
     def scene(self, job_id: int, scene: Scene) -> None:
         """The decoder found ``scene`` (``--scenes``)."""
@@ -340,6 +358,7 @@ class Committer:
             model=self.settings.model,
             reused=len(state.reused) if done and sampling.skip_similar is not None else None,
             scenes=len(state.scenes) if done and sampling.scenes else None,
+            thumbs=len(state.thumbs) if done and state.thumbs else None,
         )
 
     def _resolved(self, state: _Open) -> list[CaptionedFrame] | str:
@@ -372,6 +391,8 @@ class Committer:
         )
         base = self.settings.out_dir / state.job.name
         try:
+            # (none this time, e.g. --no-thumbs: an earlier run's would belong to other frames)
+            write_thumbnails(thumbs_folder(self.settings.out_dir, state.job.name), state.thumbs)
             write_video_outputs(
                 base,
                 state.job.source,

@@ -17,8 +17,11 @@ Events cross process boundaries in one binary encoding, no pickle: a fixed heade
 job id, index / sampled frames / scene number / payload length, time / duration, height /
 scenes, width), then raw bytes: a frame's display size (width, height) and RGB pixels
 (kind ``F``), the captioned frame a reused one follows (``R``), a scene's frames and end
-(``S``), nothing (``E``, whose height field counts the video's scenes, and ``P`` for a
-plan: the header says it all) or a one-line error (``X``).
+(``S``), a sample's JPEG thumbnail (``T``), nothing (``E``, whose height field counts the
+video's scenes, and ``P`` for a plan: the header says it all) or a one-line error (``X``).
+
+With ``sampling.thumb_height`` each sample is preceded by its ``Thumbnail``: made here, where
+the full upright picture is, display-shaped (non-square pixels, rotation), as a JPEG.
 """
 
 from __future__ import annotations
@@ -64,6 +67,15 @@ class Reused:
 
 
 @dataclass(frozen=True)
+class Thumbnail:
+    """A JPEG of sample ``index`` of job ``job``, as a player shows it, for people."""
+
+    job: int
+    index: int
+    jpeg: bytes
+
+
+@dataclass(frozen=True)
 class SceneFound:
     """A shot of job ``job`` has ended (``--scenes``): ``scene`` says where it lies."""
 
@@ -101,7 +113,7 @@ class Planned:
     samples: int | None
 
 
-Event = Decoded | Reused | SceneFound | Ended | Failed | Planned
+Event = Decoded | Reused | Thumbnail | SceneFound | Ended | Failed | Planned
 
 
 def decode_events(
@@ -130,13 +142,17 @@ def decode_events(
     similar = SkipSimilar(sampling.skip_similar) if sampling.skip_similar is not None else None
     sampled = scenes = 0
 
-    def sample(frame: Frame) -> Decoded | Reused:
+    def sample(frame: Frame) -> Iterator[Event]:
         nonlocal sampled
         sampled += 1
+        if sampling.thumb_height is not None:
+            yield Thumbnail(job, frame.index, thumbnail_jpeg(frame, sampling.thumb_height))
+        frame = replace(frame, rgb=resize_for_model(frame.rgb, size))
         same_as = similar.check(frame.index, frame.rgb) if similar is not None else None
         if same_as is not None:
-            return Reused(job, frame.index, frame.time, same_as)
-        return Decoded(job, frame)
+            yield Reused(job, frame.index, frame.time, same_as)
+        else:
+            yield Decoded(job, frame)
 
     def found(items: list[Frame | Scene]) -> Iterator[Event]:
         nonlocal scenes
@@ -145,7 +161,7 @@ def decode_events(
                 scenes += 1
                 yield SceneFound(job, item)
             else:
-                yield sample(item)
+                yield from sample(item)
 
     try:
         with local_copy(source) as path, VideoReader(path, threads=threads) as reader:
@@ -162,7 +178,7 @@ def decode_events(
                 if plan:
                     yield Planned(job, reader.estimated_samples(sampling))
                 for frame in reader.frames(sampling):
-                    yield sample(replace(frame, rgb=resize_for_model(frame.rgb, size)))
+                    yield from sample(frame)
             stats = reader.stats
     except VideoError as exc:
         yield Failed(job, str(exc))
@@ -172,6 +188,21 @@ def decode_events(
         yield Failed(job, f"{source}: {type(exc).__name__}: {exc}")
         return
     yield Ended(job, sampled, stats.duration, scenes)
+
+
+def thumbnail_jpeg(frame: Frame, height: int, quality: int = 80) -> bytes:
+    """``frame`` as a JPEG ``height`` pixels high at its display shape (``picture.display_image``)."""
+    import cv2
+
+    from vidcap.picture import display_image
+
+    shown = display_image(frame.rgb, frame.display_size, min(height, frame.display_size[1]))
+    ok, data = cv2.imencode(
+        ".jpg", cv2.cvtColor(shown, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
+    if not ok:
+        raise ValueError(f"cannot encode a thumbnail of frame {frame.index}")
+    return data.tobytes()
 
 
 def encode_event(event: Event) -> bytes:
@@ -185,6 +216,8 @@ def encode_event(event: Event) -> bytes:
     if isinstance(event, Reused):
         header = HEADER.pack(b"R", event.job, event.index, event.time, 0, 0)
         return header + SAME_AS.pack(event.same_as)
+    if isinstance(event, Thumbnail):
+        return HEADER.pack(b"T", event.job, event.index, 0.0, len(event.jpeg), 0) + event.jpeg
     if isinstance(event, SceneFound):
         scene = event.scene
         header = HEADER.pack(b"S", event.job, scene.number, scene.start, 0, 0)
@@ -208,7 +241,7 @@ def read_event(stream: IO[bytes]) -> Event | None:
         return Ended(job, number, time, height)
     if kind == b"P":
         return Planned(job, None if number < 0 else number)
-    lengths = {b"R": SAME_AS.size, b"S": SCENE.size, b"X": number}
+    lengths = {b"R": SAME_AS.size, b"S": SCENE.size, b"X": number, b"T": height}
     if kind != b"F" and kind not in lengths:
         raise ValueError(f"not a vidcap decoder event (kind {kind!r})")
     length = DISPLAY.size + height * width * 3 if kind == b"F" else lengths[kind]
@@ -217,6 +250,8 @@ def read_event(stream: IO[bytes]) -> Event | None:
         return None
     if kind == b"X":
         return Failed(job, payload.decode(errors="replace"))
+    if kind == b"T":
+        return Thumbnail(job, number, payload)
     if kind == b"R":
         return Reused(job, number, time, SAME_AS.unpack(payload)[0])
     if kind == b"S":

@@ -36,7 +36,16 @@ from tqdm import tqdm
 
 from vidcap.backend import Backend, CaptionFailed
 from vidcap.commit import Committer, RunSettings, RunWriter, VideoResult, plan, write_summary
-from vidcap.decode import Decoded, Ended, Event, Failed, Planned, Reused, SceneFound
+from vidcap.decode import (
+    Decoded,
+    Ended,
+    Event,
+    Failed,
+    Planned,
+    Reused,
+    SceneFound,
+    Thumbnail,
+)
 from vidcap.decode_pool import DecodePool
 from vidcap.errors import VidcapError, VideoError
 from vidcap.model import AUTO_BATCH_CUDA
@@ -74,7 +83,7 @@ class _Slot:
     time: float
 
 
-Marker = Reused | SceneFound | Ended | Failed
+Marker = Reused | Thumbnail | SceneFound | Ended | Failed
 """A decoder event that passes the model stage untouched, in its place among the frames."""
 
 
@@ -84,6 +93,8 @@ def deliver(committer: Committer, item: Captioned | Marker | Uncaptioned) -> Non
         committer.frame(item.job, item.frame)
     elif isinstance(item, Reused):
         committer.reuse(item.job, item.index, item.time, item.same_as)
+    elif isinstance(item, Thumbnail):
+        committer.thumbnail(item.job, item.index, item.jpeg)
     elif isinstance(item, SceneFound):
         committer.scene(item.job, item.scene)
     elif isinstance(item, Ended):
@@ -318,7 +329,7 @@ class _Progress:
                 yield event
 
     def item(self, item: Captioned | Marker) -> None:
-        if isinstance(item, SceneFound):
+        if isinstance(item, (SceneFound, Thumbnail)):
             return
         if isinstance(item, (Captioned, Reused)):
             self.frames += 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -69,6 +70,35 @@ def write_atomic(path: Path, text: str) -> None:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # never a stray .part
+        raise
+
+
+THUMBS_DIR = "thumbs"
+
+
+def thumbs_folder(out_dir: Path, name: str) -> Path:
+    """Where a video's thumbnails live: ``OUT/thumbs/<name>/<frame, 6 digits>.jpg``."""
+    return out_dir / THUMBS_DIR / name
+
+
+def write_thumbnails(folder: Path, thumbs: dict[int, bytes]) -> None:
+    """A video's thumbnails, all or none: written into ``<folder>.part``, then put in place
+    of any earlier ones with a rename (an earlier set is removed first). No thumbnails:
+    only the earlier set is removed."""
+    if not thumbs:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    tmp = part_path(folder)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        for index, jpeg in thumbs.items():
+            (tmp / f"{index:06d}.jpg").write_bytes(jpeg)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from vidcap.errors import UsageError
 
 DEFAULT_MODEL = "Salesforce/blip2-opt-2.7b"
+THUMB_HEIGHT = 160  # pixels: the thumbnails `vidcap caption` writes for its report page
 DEVICES_HELP = "auto, cpu, cuda, cuda:N, cuda:all, or several separated by commas (cuda:0,cuda:1)"
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 
@@ -44,6 +45,10 @@ class SamplingSettings:
     decode of every frame, and sample inside each shot: ``scene_frames`` evenly spaced
     frames, or (None) the ``fps``/``every_n`` grid started again at each shot
     (``vidcap.scenes``).
+
+    ``thumb_height``: the decoder also makes a JPEG thumbnail this many pixels high of each
+    sample, upright and display-shaped (``OUT/thumbs/<name>/``); None: none. What the
+    decoder hands out, not what is captioned: it does not key the outputs.
     """
 
     fps: float | None = 1.0
@@ -56,8 +61,11 @@ class SamplingSettings:
     scene_detector: str = "content"
     scene_threshold: float | None = None
     scene_frames: int | None = None
+    thumb_height: int | None = None
 
     def __post_init__(self) -> None:
+        if self.thumb_height is not None and not 16 <= self.thumb_height <= 2160:
+            raise UsageError(f"thumb_height must be between 16 and 2160, got {self.thumb_height}")
         if self.every_n is not None and self.every_n < 1:
             raise UsageError(f"--every-n must be a whole number >= 1, got {self.every_n}")
         if self.every_n is None and (
@@ -123,6 +131,7 @@ class SamplingSettings:
         scenes and near-duplicates only where set, so a folder written before they existed
         resumes with nothing redone."""
         data = asdict(self)
+        del data["thumb_height"]  # thumbnails are not captions: any setting resumes
         for name in _LATER_FIELDS:
             if data[name] == getattr(SamplingSettings, name):
                 del data[name]

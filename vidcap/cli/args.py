@@ -27,6 +27,7 @@ from vidcap.settings import (
     DEVICES_HELP,
     DTYPES,
     SCENE_DETECTORS,
+    THUMB_HEIGHT,
     EngineSettings,
     GenerationSettings,
     ModelSettings,
@@ -50,6 +51,12 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
         "(default %(default)s)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar or final line")
+    parser.add_argument(
+        "--no-thumbs",
+        action="store_true",
+        help=f"write no thumbnails (default: a {THUMB_HEIGHT} px high JPEG of each sampled frame, "
+        "upright and display-shaped, in OUT/thumbs/<name>/, for the folder's index.html)",
+    )
 
 
 def formats_from_args(args: argparse.Namespace) -> tuple[str, ...]:
@@ -197,6 +204,8 @@ def sampling_from_args(args: argparse.Namespace) -> SamplingSettings:
         scene_detector=getattr(args, "scene_detector", SamplingSettings.scene_detector),
         scene_threshold=getattr(args, "scene_threshold", None),
         scene_frames=scene_frames,
+        # (only `vidcap caption` has --no-thumbs: mask and the clients write no thumbnails)
+        thumb_height=None if getattr(args, "no_thumbs", True) else THUMB_HEIGHT,
     )
 
 

@@ -1,0 +1,137 @@
+"""Thumbnails (#18 item 1): one JPEG per sampled frame, made in the decoder from the upright,
+display-shaped picture, written with the video's outputs and covered by resume."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.support.videos import VideoSpec, read_jsonl
+from vidcap.cli import main
+from vidcap.decode import Thumbnail, decode_events, encode_event, read_event
+from vidcap.frames import Frame
+from vidcap.outputs import thumbs_folder
+from vidcap.settings import THUMB_HEIGHT, SamplingSettings
+
+
+def thumbs_of(out: Path, name: str) -> dict[int, np.ndarray]:
+    folder = thumbs_folder(out, name)
+    return {int(p.stem): cv2.imread(str(p)) for p in sorted(folder.glob("*.jpg"))}
+
+
+def summary_of(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def picked(generated_videos: dict[str, tuple[Path, VideoSpec]], tmp_path_factory) -> Path:
+    """An ordinary, a portrait (90° display matrix) and an anamorphic (16:11) video."""
+    folder = tmp_path_factory.mktemp("thumb-inputs")
+    for name in ("h264-mp4", "h264-portrait-mp4", "h264-anamorphic-mkv"):
+        path = generated_videos[name][0]
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def captioned(picked: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("thumb-out")
+    assert main(["caption", str(picked), "--out", str(out), "--model", "tiny", "--quiet"]) == 0
+    return out
+
+
+def test_every_sample_has_one_thumbnail(captioned: Path) -> None:
+    for entry in summary_of(captioned)["videos"]:
+        rows = read_jsonl(captioned / f"{entry['name']}.jsonl")
+        thumbs = thumbs_of(captioned, entry["name"])
+        assert sorted(thumbs) == [row["frame"] for row in rows]
+        assert entry["thumbs"] == len(rows)
+        # (never enlarged: these videos are smaller than THUMB_HEIGHT, shown at their size)
+        assert len({t.shape for t in thumbs.values()}) == 1
+        assert all(t.shape[0] <= THUMB_HEIGHT for t in thumbs.values())
+
+
+def test_thumbnails_are_upright_and_display_shaped(captioned: Path) -> None:
+    ordinary = next(iter(thumbs_of(captioned, "h264-mp4").values()))
+    portrait = next(iter(thumbs_of(captioned, "h264-portrait-mp4").values()))
+    anamorphic = next(iter(thumbs_of(captioned, "h264-anamorphic-mkv").values()))
+    assert ordinary.shape[:2] == (96, 128)
+    # Stored landscape, shown portrait (128 high, 96 wide): the thumbnail is portrait, and the
+    # red marker the spec draws at the shown top-left is there (BGR: red is channel 2).
+    assert portrait.shape[0] > portrait.shape[1]
+    corner = portrait[: portrait.shape[0] // 10, : portrait.shape[1] // 10].reshape(-1, 3)
+    assert corner.mean(axis=0)[2] > 180 and corner.mean(axis=0)[1] < 80
+    # 88×72 stored with 16:11 pixels: shown 128×72.
+    assert anamorphic.shape[:2] == (72, 128)
+
+
+def test_thumbnails_travel_in_the_event_encoding() -> None:
+    event = Thumbnail(3, 42, b"\xff\xd8jpeg bytes\xff\xd9")
+    assert read_event(io.BytesIO(encode_event(event))) == event
+
+
+def test_the_decoder_sends_a_thumbnail_before_each_sample(
+    generated_videos: dict[str, tuple[Path, VideoSpec]],
+) -> None:
+    path = generated_videos["h264-portrait-mp4"][0]
+    sampling = SamplingSettings(fps=1.0, thumb_height=40)
+    events = list(decode_events(0, str(path), sampling, (32, 32)))
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[-1] == "Ended"
+    assert kinds[:-1] == ["Thumbnail", "Decoded"] * (len(kinds) // 2)
+    for thumb, decoded in zip(events[:-1:2], events[1:-1:2], strict=True):
+        assert thumb.index == decoded.frame.index
+        picture = cv2.imdecode(np.frombuffer(thumb.jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert picture.shape[:2] == (40, 30)  # portrait 96×128 shown, 40 high
+    without = list(decode_events(0, str(path), SamplingSettings(fps=1.0), (32, 32)))
+    assert not any(isinstance(e, Thumbnail) for e in without)
+
+
+def test_no_thumbs_writes_none_and_resumes(picked: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["caption", str(picked), "--out", str(out), "--model", "tiny", "--quiet"]
+    assert main([*args, "--no-thumbs"]) == 0
+    assert not (out / "thumbs").exists()
+    assert all("thumbs" not in v for v in summary_of(out)["videos"])
+    # Thumbnails do not key the outputs: turning them on resumes (it adds none).
+    assert main(args) == 0
+    assert summary_of(out)["run"]["resumed"] == 3
+
+
+def test_a_lost_thumbnail_folder_redoes_its_video_only(captioned: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(captioned, out)
+    shutil.rmtree(thumbs_folder(out, "h264-mp4"))
+    inputs = Path(summary_of(out)["videos"][0]["video"]).parent
+    assert main(["caption", str(inputs), "--out", str(out), "--model", "tiny", "--quiet"]) == 0
+    run = summary_of(out)["run"]
+    assert (run["done"], run["resumed"]) == (1, 2)
+    assert thumbs_of(out, "h264-mp4")
+    assert not list((out / "thumbs").glob("*.part"))
+
+
+def test_a_video_redone_without_thumbnails_drops_its_old_ones(
+    captioned: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(captioned, out)
+    inputs = Path(summary_of(out)["videos"][0]["video"]).parent
+    args = ["caption", str(inputs), "--out", str(out), "--model", "tiny", "--quiet"]
+    assert main([*args, "--fps", "2", "--no-thumbs"]) == 0  # other frames: all redone
+    assert not any(thumbs_folder(out, v["name"]).exists() for v in summary_of(out)["videos"])
+
+
+def test_frame_display_size_drives_the_thumbnail_shape() -> None:
+    from vidcap.decode import thumbnail_jpeg
+
+    frame = Frame(
+        index=0, time=0.0, rgb=np.zeros((576, 704, 3), np.uint8), display_size=(1024, 576)
+    )
+    picture = cv2.imdecode(np.frombuffer(thumbnail_jpeg(frame, 160), np.uint8), cv2.IMREAD_COLOR)
+    assert picture.shape[:2] == (160, 284)
