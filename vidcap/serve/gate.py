@@ -318,6 +318,7 @@ class Gate:
         self.backend_keys = (
             KeyFile(settings.backend_key_file) if settings.backend_key_file else None
         )
+        self._renewing = asyncio.Lock()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         connection = request.protocol
