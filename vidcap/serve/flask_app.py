@@ -2,10 +2,13 @@
 
 ``create_app`` takes a ``ServingCore`` (tests build one around any captioner);
 ``create_app_from_env`` is the gunicorn entry point (``flask/start.sh``). Requests are
-read whole by ``BodyReader`` before Flask sees them: within ``read_timeout`` seconds,
-at most ``max_request_mb``, valid chunked encoding, or a 408/413/400 JSON answer, so a
-slow or broken client holds one thread for a bounded time only. Valid requests join
-the micro-batcher (``vidcap.serve.batcher``); one that fails gets its own error.
+read whole by ``BodyReader`` before Flask sees them: within ``read_timeout`` of the
+request's first byte, at most ``max_request_mb`` and ``max_parts``, valid chunked
+encoding, within the server's body memory (``max_bodies_mb``), or a 408/413/415/400/503
+JSON answer, so a slow, large or broken client holds one thread for a bounded time and
+a bounded amount of memory. Multipart bodies are split by ``protocol.parse_multipart``
+(the rules the TorchServe gate enforces). Valid requests join the micro-batcher
+(``vidcap.serve.batcher``); one that fails gets its own error.
 """
 
 from __future__ import annotations

@@ -3,13 +3,25 @@
 TorchServe's Java front end reads methods, body sizes and multipart bodies before the
 Python handler runs, and answers them its own way (a GET captioned, a nameless part a
 NullPointerException, a part named twice kept silently, 413 with an empty body). The
-gate listens on the public inference address and applies ``vidcap.serve.protocol``'s
-rules as the Flask server does: anything but POST → 405, a body over ``max_request_mb``
-→ 413, a body not received within ``read_timeout`` → 408, a malformed multipart body or
-a part without a name or named twice → 400, each ``{"error": …}``. Other requests go to
-TorchServe on a loopback port unchanged (path, query, body, headers: the token too);
-TorchServe's error answers that are not JSON are wrapped as ``{"error": …}``, and an
-unreachable TorchServe is answered 503 with ``Retry-After``.
+gate listens on the public inference address and, before TorchServe sees a byte:
+
+* refuses a request line without an HTTP version and doubled headers that decide how a
+  request is read (400), any method but POST (405);
+* with ``--key-file``, checks the client's inference key — *before reading the body*, so
+  a client without it costs nothing but its headers — and sends TorchServe its own key
+  (``--backend-key-file``) instead, renewing it through TorchServe's token API
+  (``--management``) when TorchServe refuses it as expired (``Gate.renew_backend_key``);
+* applies ``vidcap.serve.protocol``'s rules as the Flask server does: a body that is not
+  an image or multipart → 415, over ``max_request_mb`` or ``max_parts`` (by
+  ``Content-Length``, then while reading) → 413, a request not received whole within
+  ``read_timeout`` of its first byte → 408, a multipart body outside the rules → 400, the
+  bodies held at once past ``max_bodies_mb`` → 503; each ``{"error": …}``;
+* closes connections that read past the deadline and, past ``max_connections``, the one
+  that has been sending its request longest (``ConnectionGuard``).
+
+Other requests go to TorchServe on a loopback port unchanged but for the key (path,
+query, body, headers); TorchServe's error answers that are not JSON are wrapped as
+``{"error": …}``, and an unreachable TorchServe is answered 503 with ``Retry-After``.
 
 The gate answers instead of waiting on a stalled TorchServe. A forwarded request
 (every one but ``GET /ping``) may wait ``upstream_timeout = max_batch_delay_ms / 1000 +
@@ -28,7 +40,8 @@ to ``max_frames`` frames each).
 
     python -m vidcap.serve.gate --host 127.0.0.1 --port 8080 --upstream http://127.0.0.1:8083
 
-Limits come from ``ServeConfig`` (``VIDCAP_MAX_REQUEST_MB``, ``VIDCAP_READ_TIMEOUT``,
+Limits come from ``ServeConfig`` (``VIDCAP_MAX_REQUEST_MB``, ``VIDCAP_MAX_PARTS``,
+``VIDCAP_MAX_BODIES_MB``, ``VIDCAP_READ_TIMEOUT``, ``VIDCAP_MAX_CONNECTIONS``,
 ``VIDCAP_REQUEST_TIMEOUT``, ``VIDCAP_BATCH_ALLOWANCE``), read by ``main`` only.
 """
 
