@@ -151,6 +151,8 @@ class BodyReader:
                 if counter is not None:
                     counter.feed(chunk)
                 chunks.append(chunk)
+        except protocol.Shed:
+            raise protocol.shed_answer() from None
         except (TimeoutError, protocol.DeadlinePassed):
             raise protocol.read_timeout(self.read_timeout) from None
         except BadRequest:

@@ -15,8 +15,9 @@ them all. Here (``flask/start.sh`` selects it with ``--worker-class``):
 * **The slow ones closed.** When every thread is taken and a connection waits for one,
   or the worker holds ``max_connections`` (``VIDCAP_MAX_CONNECTIONS``) connections,
   the client that has been sending its request longest (at least ``SHED_AFTER``
-  seconds) is disconnected, one per waiting connection, so a good request gets a
-  thread within seconds however many clients stall.
+  seconds) is no longer read — answered 503 + ``Retry-After`` and closed — one per
+  waiting connection, so a good request gets a thread within seconds however many
+  clients stall.
 * **Closing without waiting.** gunicorn closes a connection after an answer such as
   408 or 413 "gracefully", draining what the client still sends for up to 2 s — on the
   worker's main thread, so each slow client closed froze every other connection for
@@ -79,7 +80,7 @@ class DeadlineSocket(socket.socket):
             self._check_deadline()
             raise
         if self.was_shed:
-            raise protocol.DeadlinePassed("disconnected to make room for other clients")
+            raise protocol.Shed()
         return data
 
     def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:  # type: ignore[no-untyped-def, override]
@@ -90,7 +91,7 @@ class DeadlineSocket(socket.socket):
             self._check_deadline()
             raise
         if self.was_shed:
-            raise protocol.DeadlinePassed("disconnected to make room for other clients")
+            raise protocol.Shed()
         return size
 
     def start_request(self, timeout: float) -> None:
@@ -98,16 +99,17 @@ class DeadlineSocket(socket.socket):
         self.deadline = self.reading_since + timeout
 
     def shed(self) -> None:
-        """Disconnect the client from another thread: a blocked read returns at once."""
+        """Stop reading the client, from another thread: a blocked read returns at once
+        and raises ``Shed``; the thread answers 503 and closes."""
         self.was_shed = True
         try:
-            self.shutdown(socket.SHUT_RDWR)
+            self.shutdown(socket.SHUT_RD)
         except OSError:
             pass
 
     def _arm(self) -> None:
         if self.was_shed:
-            raise protocol.DeadlinePassed("disconnected to make room for other clients")
+            raise protocol.Shed()
         if self.deadline is None or self.gettimeout() == 0.0:
             return  # no request being read, or non-blocking (the poller's socket)
         remaining = self.deadline - time.monotonic()
@@ -123,8 +125,9 @@ class DeadlineSocket(socket.socket):
 def json_error_bytes(status: int, message: str) -> bytes:
     body = json.dumps({"error": message}).encode()
     phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    retry = "Retry-After: 1\r\n" if status == 503 else ""
     head = (
-        f"HTTP/1.1 {status} {phrase}\r\nConnection: close\r\n"
+        f"HTTP/1.1 {status} {phrase}\r\nConnection: close\r\n{retry}"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode("latin-1") + body
@@ -250,12 +253,15 @@ class DeadlineThreadWorker(ThreadWorker):
 
     def handle_error(self, req, client, addr, exc) -> None:  # type: ignore[no-untyped-def]
         if isinstance(exc, protocol.DeadlinePassed):
-            if not getattr(client, "was_shed", False):
-                try:
-                    error = protocol.headers_timeout(self.read_timeout)
-                    util.write_nonblock(client, json_error_bytes(error.status, str(error)))
-                except Exception:  # noqa: BLE001 - the client is gone
-                    pass
+            error = (
+                protocol.shed_answer()
+                if isinstance(exc, protocol.Shed)
+                else protocol.headers_timeout(self.read_timeout)
+            )
+            try:
+                util.write_nonblock(client, json_error_bytes(error.status, str(error)))
+            except Exception:  # noqa: BLE001 - the client is gone
+                pass
             return
         super().handle_error(req, client, addr, exc)
 

@@ -76,6 +76,15 @@ class DeadlinePassed(Exception):  # noqa: N818 - a condition, like TimeoutError
     handling does not swallow it: it is answered 408."""
 
 
+class Shed(DeadlinePassed):
+    """A client still sending its request was disconnected to make room for others
+    (every thread taken, or the connection limit reached); answered ``shed_answer``."""
+
+
+def shed_answer() -> BadRequest:
+    return busy("the server was full of clients sending slowly; this request was closed")
+
+
 def check_method(method: str) -> None:
     if method.upper() not in ALLOWED_METHODS:
         raise BadRequest(
