@@ -20,7 +20,9 @@
 #                          years: longer than any run; TorchServe 0.12 never renews them)
 #   VIDCAP_MODEL           hub id, local directory or `tiny`; overrides the archive's
 #                          model-config.yaml, as do VIDCAP_DTYPE, VIDCAP_MAX_CHUNK, ...
-#   VIDCAP_MAX_REQUEST_MB / VIDCAP_READ_TIMEOUT   the gate's body limit and read deadline
+#   VIDCAP_MAX_REQUEST_MB / VIDCAP_READ_TIMEOUT   the gate's body limit and whole-request
+#                          deadline; VIDCAP_MAX_PARTS, VIDCAP_MAX_BODIES_MB,
+#                          VIDCAP_MAX_CONNECTIONS: see docs/serving.md
 #   VIDCAP_BATCH_ALLOWANCE seconds one batch may take on the model (default 60): the gate
 #                          answers 503 + Retry-After when TorchServe stays silent for
 #                          maxBatchDelay + this long (a dead or hung worker)
