@@ -5,7 +5,7 @@
 # THREADS threads for concurrent connections; the micro-batcher merges their frames into
 # one model call. Binds 127.0.0.1 unless HOST says otherwise.
 #
-#   VIDCAP_MODEL=tiny PORT=5000 flask/start.sh
+#   VIDCAP_MODEL=tiny PORT=5000 flask/start.sh      # stop it with flask/stop.sh
 #
 # Environment: VIDCAP_MODEL (required: hub id, local dir or "tiny"), VIDCAP_DEVICE (auto,
 # cpu, cuda, cuda:N), VIDCAP_DTYPE (auto, float16, bfloat16, float32), HOST (127.0.0.1),
@@ -17,7 +17,10 @@
 # (30 s for a whole request body, and for each read of the headers: slower clients get
 # 408 or are dropped), VIDCAP_PROMPT / VIDCAP_MAX_NEW_TOKENS / VIDCAP_NUM_BEAMS
 # (defaults for requests that send none), VIDCAP_LOG_LEVEL (INFO),
-# GUNICORN_TIMEOUT (300 s without a worker heartbeat), MALLOC_ARENA_MAX (2).
+# GUNICORN_TIMEOUT (300 s without a worker heartbeat), MALLOC_ARENA_MAX (2),
+# PID_FILE (flask/logs/gunicorn-$PORT.pid; flask/stop.sh reads it). The limits on slow,
+# large and hostile requests (VIDCAP_MAX_PARTS, VIDCAP_MAX_BODIES_MB,
+# VIDCAP_MAX_CONNECTIONS) are in docs/serving.md.
 set -euo pipefail
 
 # glibc gives each thread its own malloc arena and keeps the freed full-size frame buffers
@@ -27,6 +30,11 @@ export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 export PYTHONPATH="${root}${PYTHONPATH:+:${PYTHONPATH}}"
+# The project's virtual environment (make install), unless another one is active: a new
+# shell finds gunicorn and the model's packages without activating anything.
+if [[ -z "${VIRTUAL_ENV:-}" && -x "$root/.venv/bin/python" ]]; then
+    export PATH="$root/.venv/bin:$PATH"
+fi
 
 die() {
     echo "start.sh: $*" >&2
@@ -40,6 +48,13 @@ threads="${THREADS:-64}"
 [[ "$threads" =~ ^[1-9][0-9]*$ ]] || die "THREADS must be a whole number >= 1 (got $threads)"
 # The VIDCAP_* settings, checked here so a mistake is one line, not a gunicorn traceback.
 "$(dirname "$(command -v gunicorn)")/python" -m vidcap.serve.config || exit 2
+port="${PORT:-5000}"
+[[ "$port" =~ ^[0-9]+$ ]] || die "PORT must be a port number (got $port)"
+pid_file="${PID_FILE:-$here/logs/gunicorn-$port.pid}"
+mkdir -p "$(dirname "$pid_file")"
+if [[ -f "$pid_file" ]] && grep -q gunicorn "/proc/$(cat "$pid_file")/cmdline" 2>/dev/null; then
+    die "a server already runs with pid file $pid_file (pid $(cat "$pid_file")); flask/stop.sh first"
+fi
 
 # Newer gunicorn opens a control socket at one fixed path per user, which a second
 # server on the same machine would fight over; this server does not use it.
@@ -53,7 +68,8 @@ exec gunicorn ${extra[@]+"${extra[@]}"} \
     --workers 1 \
     --worker-class vidcap.serve.gunicorn_worker.DeadlineThreadWorker \
     --threads "$threads" \
-    --bind "${HOST:-127.0.0.1}:${PORT:-5000}" \
+    --bind "${HOST:-127.0.0.1}:$port" \
+    --pid "$pid_file" \
     --timeout "${GUNICORN_TIMEOUT:-300}" \
     --graceful-timeout 30 \
     --keep-alive 5 \

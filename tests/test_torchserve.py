@@ -713,4 +713,6 @@ def test_stop_leaves_no_process_behind(torchserve: TorchServeInstance) -> None:
     assert not alive, f"left behind: {[p.pid for p in alive]}"
     assert not (torchserve.run_dir / ".model_server.pid").exists()
     assert not (torchserve.run_dir / "gate.pid").exists()
-    assert not (torchserve.run_dir / "key_file.json").exists()
+    # TorchServe's own keys go; the clients' inference key stays for the next start (#20).
+    assert not (torchserve.run_dir / "backend" / "key_file.json").exists()
+    assert (torchserve.run_dir / "key_file.json").stat().st_mode & 0o077 == 0

@@ -14,9 +14,15 @@
 #   GRPC_INFERENCE_PORT / GRPC_MANAGEMENT_PORT   (default 7070 / 7071; always 127.0.0.1)
 #   TOKEN_AUTH             on (default, loopback included) or off (refused unless every
 #                          address is loopback); keys in $TS_RUN_DIR/key_file.json, mode 600
+#   NEW_KEYS               1: a new inference key; by default the one in key_file.json is
+#                          kept across restarts (the gate checks it; it does not expire)
+#   TOKEN_EXPIRATION_MIN   minutes TorchServe's own keys stay valid (default 5256000, ten
+#                          years: longer than any run; TorchServe 0.12 never renews them)
 #   VIDCAP_MODEL           hub id, local directory or `tiny`; overrides the archive's
 #                          model-config.yaml, as do VIDCAP_DTYPE, VIDCAP_MAX_CHUNK, ...
-#   VIDCAP_MAX_REQUEST_MB / VIDCAP_READ_TIMEOUT   the gate's body limit and read deadline
+#   VIDCAP_MAX_REQUEST_MB / VIDCAP_READ_TIMEOUT   the gate's body limit and whole-request
+#                          deadline; VIDCAP_MAX_PARTS, VIDCAP_MAX_BODIES_MB,
+#                          VIDCAP_MAX_CONNECTIONS: see docs/serving.md
 #   VIDCAP_BATCH_ALLOWANCE seconds one batch may take on the model (default 60): the gate
 #                          answers 503 + Retry-After when TorchServe stays silent for
 #                          maxBatchDelay + this long (a dead or hung worker)
@@ -25,11 +31,20 @@
 #   TS_RUN_DIR             logs, pid, key_file.json, sockets (default ./logs)
 #   TS_CONFIG              config.properties template (default ./config.properties)
 #   START_TIMEOUT          seconds to wait for the model (default 900)
+#   PYTHON                 the interpreter (default: python from the project's .venv when
+#                          no virtual environment is active, else from PATH)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
+# The project's virtual environment (make install), unless another one is active: a new
+# shell finds torchserve, its Python and vidcap without activating anything.
+if [[ -z "${VIRTUAL_ENV:-}" && -x "$repo/.venv/bin/python" ]]; then
+    export PATH="$repo/.venv/bin:$PATH"
+fi
 python="${PYTHON:-python}"
+# The gate, the port check and the workers import vidcap from this checkout.
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 
 model_store="$(realpath -m "${MODEL_STORE:-$here/model_store}")"
 model_name="${MODEL_NAME:-vidcap}"
@@ -85,6 +100,11 @@ all_loopback=true
 for host in "$inference_host" "$management_host" "$metrics_host"; do
     is_loopback "$host" || all_loopback=false
 done
+new_keys="${NEW_KEYS:-0}"
+[[ "$new_keys" == 0 || "$new_keys" == 1 ]] || die "NEW_KEYS must be 0 or 1 (got $new_keys)"
+token_expiration_min="${TOKEN_EXPIRATION_MIN:-5256000}"
+[[ "$token_expiration_min" =~ ^[0-9]+([.][0-9]+)?$ && ! "$token_expiration_min" =~ ^0+([.]0*)?$ ]] ||
+    die "TOKEN_EXPIRATION_MIN must be a number of minutes > 0 (got $token_expiration_min)"
 case "${TOKEN_AUTH:-on}" in
 on) token_auth=on ;;
 off)
@@ -113,10 +133,18 @@ fi
 if [[ -f "$gate_pid_file" ]] && grep -q "vidcap.serve.gate" "/proc/$(cat "$gate_pid_file")/cmdline" 2>/dev/null; then
     die "the protocol gate already runs from $run_dir (pid $(cat "$gate_pid_file")); ./stop.sh first"
 fi
-rm -f "$pid_file" "$gate_pid_file" "$run_dir/key_file.json"
+# TorchServe writes its own keys (new at every start) into its working folder; clients
+# use the inference key in $run_dir/key_file.json, which the gate checks and which stays
+# across restarts unless NEW_KEYS=1.
+backend_dir="$run_dir/backend"
+key_file="$run_dir/key_file.json"
+backend_key_file="$backend_dir/key_file.json"
+rm -f "$pid_file" "$gate_pid_file" "$backend_key_file"
+((new_keys == 0)) || rm -f "$key_file"
 # Keys, logs and sockets are this user's alone; the workflow store stays empty and
 # read-only (workflow registration is refused by allowed_urls as well).
 chmod 700 "$run_dir"
+mkdir -p "$backend_dir" && chmod 700 "$backend_dir"
 workflow_store="$run_dir/workflow_store"
 mkdir -p "$workflow_store" && chmod 500 "$workflow_store"
 
@@ -125,29 +153,14 @@ mkdir -p "$workflow_store" && chmod 500 "$workflow_store"
 grpc_inference_port="${GRPC_INFERENCE_PORT:-7070}"
 grpc_management_port="${GRPC_MANAGEMENT_PORT:-7071}"
 backend_port="${BACKEND_INFERENCE_PORT:-8083}"
-"$python" - "$inference_host" "${INFERENCE_PORT:-8080}" INFERENCE_PORT \
+# With SO_REUSEADDR, as the servers bind: connections left in TIME_WAIT by a server
+# stopped a moment ago do not make its port look taken.
+"$python" -m vidcap.serve.ports "$inference_host" "${INFERENCE_PORT:-8080}" INFERENCE_PORT \
     127.0.0.1 "$backend_port" BACKEND_INFERENCE_PORT \
     "$management_host" "${MANAGEMENT_PORT:-8081}" MANAGEMENT_PORT \
     "$metrics_host" "${METRICS_PORT:-8082}" METRICS_PORT \
     127.0.0.1 "$grpc_inference_port" GRPC_INFERENCE_PORT \
-    127.0.0.1 "$grpc_management_port" GRPC_MANAGEMENT_PORT <<'PY' || exit 1
-import socket
-import sys
-
-args = sys.argv[1:]
-for host, port, name in zip(args[0::3], args[1::3], args[2::3]):
-    if not port.isdigit():
-        sys.exit(f"start.sh: {name} must be a port number (got {port})")
-    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    with socket.socket(family) as sock:
-        try:
-            sock.bind((host.strip("[]"), int(port)))
-        except OSError as exc:
-            sys.exit(
-                f"start.sh: port {port} on {host} ({name}) is not free: {exc.strerror}; "
-                f"another TorchServe may be running: set {name} to a free port"
-            )
-PY
+    127.0.0.1 "$grpc_management_port" GRPC_MANAGEMENT_PORT || exit 1
 
 url() { if [[ "$1" == *:* && "$1" != \[* ]]; then echo "http://[$1]:$2"; else echo "http://$1:$2"; fi; }
 inference_url="$(url "$inference_host" "${INFERENCE_PORT:-8080}")"
@@ -170,6 +183,7 @@ batch_delay_ms="$("$python" - "$template" "$config" "$model_name" "$num_workers"
     "allowed_urls=$model_store/$model_name" \
     "grpc_inference_address=127.0.0.1" "grpc_management_address=127.0.0.1" \
     "grpc_inference_port=$grpc_inference_port" "grpc_management_port=$grpc_management_port" \
+    "token_expiration_min=$token_expiration_min" \
     <<'PY'
 import json
 import sys
@@ -203,19 +217,49 @@ print(model.get("maxBatchDelay", 100))  # TorchServe's default
 PY
 )"
 
-# The worker imports vidcap and the handler's dependencies from this checkout.
-export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 # CPU workers share the cores instead of each starting one thread per core.
 if ((num_gpus == 0)) && [[ -z "${OMP_NUM_THREADS:-}" ]]; then
     cores="$(nproc)"
     export OMP_NUM_THREADS=$((cores / num_workers > 0 ? cores / num_workers : 1))
 fi
 
-# The protocol gate on the public inference address: the wire protocol's method, size,
-# deadline and multipart rules, then TorchServe's inference API on loopback. Started
-# first, so a bad VIDCAP_* setting stops the start before TorchServe runs.
+# The clients' inference key: the one already in key_file.json (a restart keeps it), or
+# a new one. TorchServe's own keys are added to the file once it has written them.
+gate_keys=()
+if [[ "$token_auth" == on ]]; then
+    (umask 077 && "$python" - "$key_file" <<'PY') || die "could not write $key_file"
+import json
+import os
+import secrets
+import sys
+
+path = sys.argv[1]
+try:
+    with open(path, encoding="utf-8") as handle:
+        keys = json.load(handle)
+    kept = isinstance(keys["inference"]["key"], str) and len(keys["inference"]["key"]) >= 16
+except (OSError, ValueError, KeyError, TypeError):
+    kept = False
+if kept:
+    print("keeping the inference key in key_file.json (NEW_KEYS=1 for a new one)")
+else:
+    keys = {"inference": {"key": secrets.token_urlsafe(32), "expiration time": "never"}}
+    with open(os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        json.dump(keys, out, indent=2)
+    os.replace(path + ".tmp", path)
+    print("new inference key in key_file.json")
+os.chmod(path, 0o600)
+PY
+    gate_keys=(--key-file "$key_file" --backend-key-file "$backend_key_file" --management "$management_url")
+fi
+
+# The protocol gate on the public inference address: the token, then the wire
+# protocol's method, size, deadline and multipart rules, then TorchServe's inference API
+# on loopback. Started first, so a bad VIDCAP_* setting stops the start before
+# TorchServe runs.
 nohup "$python" -m vidcap.serve.gate --host "$inference_host" --port "${INFERENCE_PORT:-8080}" \
-    --upstream "$backend_url" --max-batch-delay-ms "$batch_delay_ms" </dev/null >"$run_dir/gate.log" 2>&1 &
+    --upstream "$backend_url" --max-batch-delay-ms "$batch_delay_ms" ${gate_keys[@]+"${gate_keys[@]}"} \
+    </dev/null >"$run_dir/gate.log" 2>&1 &
 echo $! >"$gate_pid_file"
 "$python" - "$inference_host" "${INFERENCE_PORT:-8080}" "$(cat "$gate_pid_file")" <<'PY' || {
 import os
@@ -247,8 +291,8 @@ echo "  inference $inference_url (gate; TorchServe on $backend_url)  management 
 echo "  token authorization: $token_auth; logs in $run_dir"
 (
     # TorchServe writes its pid file under TMPDIR, worker sockets under TEMP, logs under
-    # LOG_LOCATION and key_file.json in the current folder: all of them in the run folder.
-    cd "$run_dir"
+    # LOG_LOCATION (all in the run folder) and its key_file.json in the current folder.
+    cd "$backend_dir"
     # Nothing TorchServe writes here (key file, logs) is readable by other users.
     umask 077
     TMPDIR="$run_dir" TEMP="$run_dir" LOG_LOCATION="$run_dir" METRICS_LOCATION="$run_dir" \
@@ -305,6 +349,24 @@ def cause() -> str:
     return f"no reason logged; see {run_dir}/torchserve.out and {run_dir}/ts_log.log"
 
 
+def publish_keys() -> bool:
+    """TorchServe's management and API keys into the clients' key_file.json, beside the
+    inference key kept there; True once done (TorchServe has written its file)."""
+    public = os.path.join(run_dir, "key_file.json")
+    try:
+        with open(os.path.join(run_dir, "backend", "key_file.json"), encoding="utf-8") as handle:
+            backend = json.load(handle)
+        with open(public, encoding="utf-8") as handle:
+            keys = json.load(handle)
+        keys.update({kind: backend[kind] for kind in ("management", "API") if kind in backend})
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    with open(os.open(public + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        json.dump(keys, out, indent=2)
+    os.replace(public + ".tmp", public)
+    return True
+
+
 def key(kind: str) -> dict[str, str]:
     if not token_auth:
         return {}
@@ -320,10 +382,16 @@ def call(url: str, headers: dict[str, str], data: bytes | None = None) -> object
 
 deadline = time.monotonic() + timeout
 state = "TorchServe not answering yet"
+published = not token_auth
 while time.monotonic() < deadline:
     if not alive():
         print(f"TorchServe exited during start: {cause()}", file=sys.stderr)
         sys.exit(1)
+    published = published or publish_keys()
+    if not published:
+        state = "TorchServe has not written its keys yet"
+        time.sleep(0.5)
+        continue
     try:
         described = call(f"{management}/models/{name}", key("management"))
         ready = sum(w["status"] == "READY" for w in described[0]["workers"])
@@ -347,6 +415,6 @@ fi
 
 if [[ "$token_auth" == on ]]; then
     echo "token authorization is on: keys are in $run_dir/key_file.json"
-    echo "  clients send: Authorization: Bearer <inference key>"
+    echo "  clients send: Authorization: Bearer <inference key> (kept across restarts; NEW_KEYS=1 for a new one)"
 fi
 echo "TorchServe is up; stop it with ./stop.sh"

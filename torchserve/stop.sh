@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Stop the TorchServe that ./start.sh started from the same run folder, and its protocol
 # gate, and make sure none of their processes (gate, front end, model workers) is left behind.
+# The clients' inference key ($TS_RUN_DIR/key_file.json) stays for the next start.
 #
 # Environment: TS_RUN_DIR (default ./logs, as for start.sh), STOP_TIMEOUT (seconds the
 # front end gets to stop its workers before they are killed; default 60).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(dirname "$here")"
+# The project's virtual environment (for the torchserve launcher), unless one is active.
+if [[ -z "${VIRTUAL_ENV:-}" && -x "$repo/.venv/bin/python" ]]; then
+    export PATH="$repo/.venv/bin:$PATH"
+fi
 run_dir="$(realpath -m "${TS_RUN_DIR:-$here/logs}")"
 pid_file="$run_dir/.model_server.pid"
 gate_pid_file="$run_dir/gate.pid"
@@ -51,18 +57,24 @@ fi
 pid="$(cat "$pid_file")"
 if ! is_torchserve "$pid"; then
     echo "TorchServe is not running from $run_dir (stale pid file removed)"
-    rm -f "$pid_file" "$run_dir/key_file.json"
+    rm -f "$pid_file" "$run_dir/backend/key_file.json"
     exit 0
 fi
 
 # Note the workers now: once the front end is gone they would be orphans.
 mapfile -t children < <(descendants "$pid")
 echo "stopping TorchServe (pid $pid, ${#children[@]} child process(es))"
-(
-    # The launcher finds its pid file under TMPDIR and removes key_file.json from CWD.
-    cd "$run_dir"
-    TMPDIR="$run_dir" torchserve --stop --foreground >>"$run_dir/torchserve.out" 2>&1 || true
-)
+if command -v torchserve >/dev/null; then
+    (
+        # The launcher finds its pid file under TMPDIR and removes key_file.json from CWD
+        # (TorchServe's own keys, in backend/; the clients' key file stays).
+        mkdir -p "$run_dir/backend" && cd "$run_dir/backend"
+        TMPDIR="$run_dir" torchserve --stop --foreground >>"$run_dir/torchserve.out" 2>&1 || true
+    )
+else
+    echo "torchserve not found on PATH: stopping the front end with SIGTERM"
+    kill -TERM "$pid" 2>/dev/null || true
+fi
 wait_gone "$stop_timeout" "$pid" "${children[@]}"
 
 left=()
@@ -77,5 +89,5 @@ if ((${#left[@]} > 0)); then
         kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true
     done
 fi
-rm -f "$pid_file" "$run_dir/key_file.json" "$run_dir"/.ts.sock.*
+rm -f "$pid_file" "$run_dir/backend/key_file.json" "$run_dir"/.ts.sock.*
 echo "TorchServe stopped"

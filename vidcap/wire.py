@@ -13,6 +13,7 @@ string fields; it never sees a framework object.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
@@ -27,6 +28,11 @@ from vidcap.settings import GenerationSettings
 WIRE_FORMATS = {"jpeg": "image/jpeg", "png": "image/png"}
 SETTING_FIELDS = ("prompt", "max_new_tokens", "num_beams")
 HEADER_PREFIX = "X-Vidcap-"
+# Image formats a frame may have. Pillow opens a camera's multi-picture JPEG as MPO: its
+# first picture is the photo (the others are previews or the second eye), read as a JPEG.
+IMAGE_FORMATS = ("JPEG", "PNG", "MPO")
+# A whole-number setting: ASCII digits only (int() would take "٣٠", "3_0", " +30 ").
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
 
 
 # Pixels of one 1080p frame: the unit the default request-wide pixel limit is counted in.
@@ -97,9 +103,13 @@ def open_image(data: bytes, limits: WireLimits, label: str = "image") -> Image.I
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise BadRequest(f"{label} is not a decodable JPEG or PNG image") from None
+    except Image.DecompressionBombError as exc:  # its header says more than Pillow's limit
+        raise BadRequest(
+            f"{label} has more pixels than the limit of {limits.max_pixels} ({exc})", 413
+        ) from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many types on garbage input
         raise BadRequest(f"{label} is not a decodable JPEG or PNG image ({exc})") from None
-    if image.format not in ("JPEG", "PNG"):
+    if image.format not in IMAGE_FORMATS:
         image.close()
         raise BadRequest(f"{label} is {image.format}, expected JPEG or PNG", 415)
     width, height = image.size
@@ -151,10 +161,9 @@ def parse_settings(values: Mapping[str, str]) -> GenerationSettings:
         if name == "prompt":
             kwargs[name] = raw
             continue
-        try:
-            kwargs[name] = int(raw)
-        except ValueError:
-            raise BadRequest(f"{name} must be a whole number, got {raw!r}") from None
+        if not _WHOLE_NUMBER.fullmatch(raw):
+            raise BadRequest(f"{name} must be a whole number (ASCII digits), got {raw!r:.40}")
+        kwargs[name] = int(raw)
     try:
         return GenerationSettings(**kwargs)  # type: ignore[arg-type]
     except UsageError as exc:

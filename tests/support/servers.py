@@ -139,6 +139,7 @@ class FlaskServer:
             "VIDCAP_DEVICE": "cpu",
             "VIDCAP_LOG_LEVEL": "WARNING",
             "OMP_NUM_THREADS": "1",
+            "PID_FILE": str(self.log_path.with_suffix(".pid")),
             **self.env,
         }
         log = self.log_path.open("ab")
@@ -383,6 +384,15 @@ PROTOCOL_CASES = {
     "chunked body over the limit": ProtocolCase("POST", {"Content-Type": "image/png", "Transfer-Encoding": "chunked"}, _BIG_CHUNK * 3 + b"0\r\n\r\n", 413, re.escape(f"request body is larger than the limit of {_LIMIT} bytes")),
     "bad chunked encoding": ProtocolCase("POST", {"Content-Type": "image/png", "Transfer-Encoding": "chunked"}, b"ZZ\r\nabc\r\n0\r\n\r\n", 400, "request body could not be read: .+"),
     "stalled body": ProtocolCase("POST", {"Content-Type": "image/png", **_length(b"", 1000)}, b"\x89PNG half", 408, re.escape(f"request body not received within {PROTOCOL_READ_TIMEOUT:g}s")),
+    # Issue #20 item 6: cases the three parsers (gate, TorchServe's, Flask's) read differently.
+    "a second Content-Disposition in a part": ProtocolCase("POST", {"Content-Type": _FORM}, _form(_part('form-data; name="frame0"; filename="a"\r\nContent-Disposition: form-data; name="frame1"; filename="b"')), 400, re.escape("request body could not be read: malformed multipart body: part 0 has more than one Content-Disposition header")),
+    "name*= in a part": ProtocolCase("POST", {"Content-Type": _FORM}, _form(_part("form-data; name*=UTF-8''frame0; filename=\"a\"")), 400, re.escape("request body could not be read: malformed multipart body: part 0's Content-Disposition has name*=: encoded (RFC 5987) parameters are not accepted")),
+    "a delimiter after a bare LF": ProtocolCase("POST", {"Content-Type": _FORM}, _form(_part('form-data; name="frame0"; filename="a"', b"\x89PNG\n--" + _BOUNDARY + b'\r\nContent-Disposition: form-data; name="frame9"; filename="b"\r\n\r\n\x89PNG')), 400, re.escape("request body could not be read: malformed multipart body: a boundary inside part 0 is not on a line of its own (CRLF before it)")),
+    "a part name in upper case": ProtocolCase("POST", {"Content-Type": _FORM}, _form(_part('form-data; NAME="frame0"; filename="a"')), 400, re.escape("request body could not be read: malformed multipart body: part 0's Content-Disposition has a parameter 'NAME'; only name and filename (lower case) are accepted")),
+    "data after the closing boundary": ProtocolCase("POST", {"Content-Type": _FORM}, _form(_NAMED) + _part('form-data; name="frame1"; filename="b"') + b"--" + _BOUNDARY + b"--\r\n", 400, re.escape("request body could not be read: malformed multipart body: data after the closing boundary")),
+    "two boundaries in the Content-Type": ProtocolCase("POST", {"Content-Type": _FORM + "; boundary=other"}, _form(_NAMED), 400, re.escape("request body could not be read: malformed multipart body: Content-Type has boundary twice")),
+    "1,000 tiny parts": ProtocolCase("POST", {"Content-Type": _FORM}, _form(*[_part(f'form-data; name="p{i}"', b"x") for i in range(1000)]), 413, r"request has more than \d+ multipart parts, the limit \(VIDCAP_MAX_PARTS\)"),
+    "a URL-encoded form": ProtocolCase("POST", {"Content-Type": "application/x-www-form-urlencoded"}, b"frame0=abc", 415, re.escape("Content-Type application/x-www-form-urlencoded is not accepted: send image/jpeg, image/png or multipart/form-data")),
 }  # fmt: skip
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 
 from vidcap.errors import UsageError
 from vidcap.settings import DTYPES, GenerationSettings, ModelSettings
-from vidcap.wire import FULL_HD_PIXELS, WireLimits
+from vidcap.wire import FULL_HD_PIXELS, SETTING_FIELDS, WireLimits
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,13 @@ class ServeConfig:
     ``max_frames``/``max_pixels``: per request and per frame; ``max_request_pixels``: all
     frames of a request together, from their headers, before any is decoded (``auto``:
     ``max_frames`` 1080p frames); ``max_decoders``: requests decoding a frame at once
-    (``auto``: the CPU count); ``max_request_mb``: body size; ``read_timeout``: seconds a client may take to send its whole request body
-    (and each read of its headers) before it gets 408; ``request_timeout``: seconds a
+    (``auto``: the CPU count); ``max_request_mb``: body size; ``max_parts``: multipart
+    parts per request (``auto``: ``max_frames`` + the 3 setting fields), counted while
+    the body arrives; ``max_bodies_mb``: request bodies held in memory at once, all
+    requests together (``auto``: 4 × ``max_request_mb``; past it 503); ``read_timeout``:
+    seconds a client may take to send a whole request, headers and body, counted from
+    its first byte, before it gets 408; ``max_connections``: open connections per
+    server (past it the slowest client still sending is closed); ``request_timeout``: seconds a
     request may wait for the model; ``batch_allowance``: seconds one batch may take on
     the model before the TorchServe gate, seeing no answer, says 503 (after TorchServe's
     maxBatchDelay; ``vidcap.serve.gate``); ``prompt``/``max_new_tokens``/``num_beams``:
@@ -60,7 +65,10 @@ class ServeConfig:
     max_request_pixels: int | None = None
     max_decoders: int | None = None
     max_request_mb: float = 64.0
+    max_parts: int | None = None
+    max_bodies_mb: float | None = None
     read_timeout: float = 30.0
+    max_connections: int = 1000
     request_timeout: float = 600.0
     batch_allowance: float = 60.0
     prompt: str = ""
@@ -80,9 +88,16 @@ class ServeConfig:
             "max_pixels",
             "max_request_pixels",
             "max_decoders",
+            "max_parts",
+            "max_connections",
         ):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UsageError(f"{_env(name)} must be >= 1, got {getattr(self, name)}")
+        if self.max_bodies_mb is not None and not self.max_bodies_mb >= self.max_request_mb:
+            raise UsageError(
+                f"{_env('max_bodies_mb')} must be at least {_env('max_request_mb')} "
+                f"({self.max_request_mb:g}), got {self.max_bodies_mb:g}"
+            )
         for name in ("max_request_mb", "read_timeout", "request_timeout", "batch_allowance"):
             if not getattr(self, name) > 0:
                 raise UsageError(f"{_env(name)} must be > 0, got {getattr(self, name)}")
@@ -138,6 +153,16 @@ class ServeConfig:
     def max_request_bytes(self) -> int:
         return int(self.max_request_mb * 2**20)
 
+    @property
+    def max_body_parts(self) -> int:
+        """Multipart parts per request: ``max_parts``, else a full pre-batch and its settings."""
+        return self.max_parts or self.max_frames + len(SETTING_FIELDS)
+
+    @property
+    def max_bodies_bytes(self) -> int:
+        """Request body bytes held at once across requests (``max_bodies_mb``, else 4 bodies)."""
+        return int((self.max_bodies_mb or 4 * self.max_request_mb) * 2**20)
+
     def generation_defaults(self) -> GenerationSettings:
         try:
             return GenerationSettings(
@@ -154,10 +179,10 @@ def _env(name: str) -> str:
 
 
 def _convert(name: str, raw: object, kind: object) -> object:
-    if kind == int | None:
+    if kind in (int | None, float | None):
         if str(raw).strip().lower() in ("", "auto", "none"):
             return None
-        kind = int
+        kind = int if kind == int | None else float
     if kind in (int, float):
         try:
             return kind(str(raw))  # type: ignore[operator]

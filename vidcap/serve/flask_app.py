@@ -2,10 +2,13 @@
 
 ``create_app`` takes a ``ServingCore`` (tests build one around any captioner);
 ``create_app_from_env`` is the gunicorn entry point (``flask/start.sh``). Requests are
-read whole by ``BodyReader`` before Flask sees them: within ``read_timeout`` seconds,
-at most ``max_request_mb``, valid chunked encoding, or a 408/413/400 JSON answer, so a
-slow or broken client holds one thread for a bounded time only. Valid requests join
-the micro-batcher (``vidcap.serve.batcher``); one that fails gets its own error.
+read whole by ``BodyReader`` before Flask sees them: within ``read_timeout`` of the
+request's first byte, at most ``max_request_mb`` and ``max_parts``, valid chunked
+encoding, within the server's body memory (``max_bodies_mb``), or a 408/413/415/400/503
+JSON answer, so a slow, large or broken client holds one thread for a bounded time and
+a bounded amount of memory. Multipart bodies are split by ``protocol.parse_multipart``
+(the rules the TorchServe gate enforces). Valid requests join the micro-batcher
+(``vidcap.serve.batcher``); one that fails gets its own error.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
+from http import HTTPStatus
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -33,84 +37,128 @@ from vidcap.serve.core import ServingCore
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 64 * 1024
+# Where ``BodyReader`` leaves the request body for the app.
+BODY_KEY = "vidcap.body"
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 def json_error(error: BadRequest, start_response: StartResponse) -> list[bytes]:
     """A protocol error answered below Flask (the connection is closed after it)."""
-    from http import HTTPStatus
-
     body = json.dumps(wire.error_response(str(error))).encode()
     status = HTTPStatus(error.status)
-    start_response(
-        f"{status.value} {status.phrase}",
-        [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(body))),
-            ("Connection", "close"),
-        ],
-    )
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("Connection", "close"),
+    ]
+    if error.status == 503:
+        headers.append(("Retry-After", "1"))
+    start_response(f"{status.value} {status.phrase}", headers)
     return [body]
+
+
+def finish_reading(sock: socket.socket | None, write_timeout: float) -> None:
+    """The request is read: its whole-request deadline no longer applies (the model may
+    take longer), and writing the answer may take ``write_timeout`` per send."""
+    if sock is None:
+        return
+    if hasattr(sock, "deadline"):
+        sock.deadline = None  # type: ignore[attr-defined]
+    try:
+        sock.settimeout(write_timeout)
+    except OSError:
+        pass
 
 
 class BodyReader:
     """WSGI middleware: read a POST body whole, within a deadline and a size limit.
 
-    Under gunicorn the connection's socket gets a timeout of whatever is left of
-    ``read_timeout`` before each read, so a client that stops sending is answered 408
-    once the deadline passes, whatever its pace.
+    The deadline is the whole request's, counted from its first byte: under gunicorn
+    (``vidcap.serve.gunicorn_worker``) the connection's socket carries it and refuses
+    any read past it, so a client trickling a byte at a time is answered 408 at the
+    deadline, whatever its pace; without it (tests) it counts from here. The body is
+    refused from ``Content-Length`` (413) before a byte is read, by its Content-Type
+    (415, or 400 for a bad multipart boundary), while reading past ``max_bytes`` (413)
+    or past ``max_parts`` multipart parts (413), and with 503 when the bodies held by
+    every request together would pass ``budget``. The body is left in
+    ``environ[BODY_KEY]``.
     """
 
-    def __init__(self, app: WsgiApp, max_bytes: int, read_timeout: float) -> None:
+    def __init__(
+        self, app: WsgiApp, config: ServeConfig, budget: protocol.BodyBudget | None = None
+    ) -> None:
         self.app = app
-        self.max_bytes = max_bytes
-        self.read_timeout = read_timeout
+        self.max_bytes = config.max_request_bytes
+        self.max_parts = config.max_body_parts
+        self.read_timeout = config.read_timeout
+        self.budget = budget or protocol.BodyBudget(config.max_bodies_bytes)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD") == "POST":
-            try:
-                body = self._read(environ)
-            except BadRequest as exc:
-                log.info("request refused (%d): %s", exc.status, exc)
-                return json_error(exc, start_response)
-            environ["wsgi.input"] = io.BytesIO(body)
-            environ["CONTENT_LENGTH"] = str(len(body))
-            environ["wsgi.input_terminated"] = True
-        return self.app(environ, start_response)
+        sock: socket.socket | None = environ.get("gunicorn.socket")
+        if environ.get("REQUEST_METHOD") != "POST":
+            finish_reading(sock, self.read_timeout)
+            return self.app(environ, start_response)
+        held = [0]
+        try:
+            body = self._read(environ, sock, held)
+        except BadRequest as exc:
+            self.budget.give(held[0])
+            log.info("request refused (%d): %s", exc.status, exc)
+            return json_error(exc, start_response)
+        finally:
+            finish_reading(sock, self.read_timeout)
+        environ[BODY_KEY] = body
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ["wsgi.input_terminated"] = True
+        try:
+            return self.app(environ, start_response)
+        finally:
+            self.budget.give(held[0])
 
-    def _read(self, environ: Mapping[str, Any]) -> bytes:
+    def _read(
+        self, environ: Mapping[str, Any], sock: socket.socket | None, held: list[int]
+    ) -> bytes:
         length = environ.get("CONTENT_LENGTH") or ""
         if length.isdigit() and int(length) > self.max_bytes:
             raise protocol.too_large(self.max_bytes)
+        content_type = environ.get("CONTENT_TYPE") or ""
+        protocol.check_content_type(content_type)
+        counter = None
+        if protocol.media_type(content_type) == protocol.MULTIPART:
+            boundary = protocol.multipart_boundary(content_type)
+            counter = protocol.PartCounter(boundary, self.max_parts)
         stream = environ["wsgi.input"]
-        sock: socket.socket | None = environ.get("gunicorn.socket")
-        deadline = time.monotonic() + self.read_timeout
-        chunks: list[bytes] = []
+        deadline = getattr(sock, "deadline", None) or time.monotonic() + self.read_timeout
+        chunks: list[bytes] = []  # joined once whole: no regrowing buffer to fragment memory
         size = 0
         try:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise protocol.read_timeout(self.read_timeout)
-                if sock is not None:
-                    sock.settimeout(remaining)
+                if sock is not None and not hasattr(sock, "deadline"):
+                    sock.settimeout(remaining)  # a plain socket: bounds each read
                 chunk = stream.read(READ_CHUNK)
                 if not chunk:
                     break
                 size += len(chunk)
                 if size > self.max_bytes:
                     raise protocol.too_large(self.max_bytes)
+                self.budget.take(len(chunk))
+                held[0] += len(chunk)
+                if counter is not None:
+                    counter.feed(chunk)
                 chunks.append(chunk)
-        except TimeoutError:
+        except protocol.Shed:
+            raise protocol.shed_answer() from None
+        except (TimeoutError, protocol.DeadlinePassed):
             raise protocol.read_timeout(self.read_timeout) from None
         except BadRequest:
             raise
         except Exception as exc:  # noqa: BLE001 - gunicorn's chunked-encoding errors, resets
             raise protocol.unreadable_body(f"{type(exc).__name__}: {exc}"[:200]) from None
-        finally:
-            if sock is not None:
-                sock.settimeout(self.read_timeout)  # bounds writing the answer too
         return b"".join(chunks)
 
 
@@ -128,7 +176,9 @@ def create_app(core: ServingCore, *, model_name: str = "") -> Flask:
     app = Flask("vidcap")
     app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
     app.extensions["vidcap_batcher"] = batcher
-    app.wsgi_app = BodyReader(app.wsgi_app, config.max_request_bytes, config.read_timeout)  # type: ignore[method-assign]
+    reader = BodyReader(app.wsgi_app, config)
+    app.extensions["vidcap_body_budget"] = reader.budget
+    app.wsgi_app = reader  # type: ignore[method-assign]
     size_header = {protocol.INPUT_SIZE_HEADER: protocol.input_size_value(core.input_size)}
 
     @app.route("/caption", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
@@ -136,7 +186,7 @@ def create_app(core: ServingCore, *, model_name: str = "") -> Flask:
         protocol.check_method(request.method)
         if protocol.wants_info(request.headers) and not request.content_length:
             return jsonify(core.info(model_name))
-        frames, fields, batched = read_request()
+        frames, fields, batched = read_request(config.max_body_parts)
         job = core.decode(frames, fields, batched)
         try:
             future = batcher.submit(job)
@@ -184,22 +234,37 @@ def create_app(core: ServingCore, *, model_name: str = "") -> Flask:
     return app
 
 
-def read_request() -> tuple[list[bytes], dict[str, str], bool]:
-    """Frames, settings fields and whether it is a pre-batch, from the current request."""
+def read_request(max_parts: int) -> tuple[list[bytes], dict[str, str], bool]:
+    """Frames, settings fields and whether it is a pre-batch, from the current request.
+
+    A multipart body is split by ``protocol.parse_multipart`` (the rules the TorchServe
+    gate enforces before TorchServe's own parser), never by werkzeug's more lenient one;
+    as on TorchServe, a part named like a setting is a setting, any other part is a frame
+    and must be a file part (with a ``filename``).
+    """
     fields = wire.settings_from_headers(request.headers)
+    body = request.environ.get(BODY_KEY)
+    if body is None:
+        body = request.get_data(cache=False)
+    protocol.check_content_type(request.content_type)
     if request.mimetype != protocol.MULTIPART:
-        return [request.get_data(cache=False)], fields, False
-    # Checked on the raw body, as the TorchServe gate does (werkzeug drops what it cannot parse).
-    protocol.check_multipart(request.get_data(), request.content_type or "")
-    files = list(request.files.items(multi=True))
-    texts = list(request.form.items(multi=True))
-    parts = [(name, part.read()) for name, part in files]
-    for name, value in texts:
-        if name in wire.SETTING_FIELDS:
-            fields[name] = value
+        return [body], fields, False
+    parts = protocol.parse_multipart(body, request.content_type or "", max_parts)
+    protocol.check_part_names([part.name for part in parts])
+    frames: list[tuple[str, bytes]] = []
+    for part in parts:
+        if part.name in wire.SETTING_FIELDS:
+            try:
+                fields[part.name] = part.data.tobytes().decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadRequest(f"form field {part.name} is not UTF-8 text") from None
+        elif part.filename is None:
+            raise BadRequest(
+                f"part {part.name!r} is not a JPEG or PNG image (got a text or JSON part)", 415
+            )
         else:
-            parts.append((name, value.encode()))
-    return wire.ordered_frames(parts), fields, True
+            frames.append((part.name, part.data.tobytes()))
+    return wire.ordered_frames(frames), fields, True
 
 
 def create_app_from_env(env: Mapping[str, str] | None = None) -> Flask:

@@ -3,13 +3,25 @@
 TorchServe's Java front end reads methods, body sizes and multipart bodies before the
 Python handler runs, and answers them its own way (a GET captioned, a nameless part a
 NullPointerException, a part named twice kept silently, 413 with an empty body). The
-gate listens on the public inference address and applies ``vidcap.serve.protocol``'s
-rules as the Flask server does: anything but POST → 405, a body over ``max_request_mb``
-→ 413, a body not received within ``read_timeout`` → 408, a malformed multipart body or
-a part without a name or named twice → 400, each ``{"error": …}``. Other requests go to
-TorchServe on a loopback port unchanged (path, query, body, headers: the token too);
-TorchServe's error answers that are not JSON are wrapped as ``{"error": …}``, and an
-unreachable TorchServe is answered 503 with ``Retry-After``.
+gate listens on the public inference address and, before TorchServe sees a byte:
+
+* refuses a request line without an HTTP version and doubled headers that decide how a
+  request is read (400), any method but POST (405);
+* with ``--key-file``, checks the client's inference key — *before reading the body*, so
+  a client without it costs nothing but its headers — and sends TorchServe its own key
+  (``--backend-key-file``) instead, renewing it through TorchServe's token API
+  (``--management``) when TorchServe refuses it as expired (``Gate.renew_backend_key``);
+* applies ``vidcap.serve.protocol``'s rules as the Flask server does: a body that is not
+  an image or multipart → 415, over ``max_request_mb`` or ``max_parts`` (by
+  ``Content-Length``, then while reading) → 413, a request not received whole within
+  ``read_timeout`` of its first byte → 408, a multipart body outside the rules → 400, the
+  bodies held at once past ``max_bodies_mb`` → 503; each ``{"error": …}``;
+* closes connections that read past the deadline and, past ``max_connections``, the one
+  that has been sending its request longest (``ConnectionGuard``).
+
+Other requests go to TorchServe on a loopback port unchanged but for the key (path,
+query, body, headers); TorchServe's error answers that are not JSON are wrapped as
+``{"error": …}``, and an unreachable TorchServe is answered 503 with ``Retry-After``.
 
 The gate answers instead of waiting on a stalled TorchServe. A forwarded request
 (every one but ``GET /ping``) may wait ``upstream_timeout = max_batch_delay_ms / 1000 +
@@ -28,7 +40,8 @@ to ``max_frames`` frames each).
 
     python -m vidcap.serve.gate --host 127.0.0.1 --port 8080 --upstream http://127.0.0.1:8083
 
-Limits come from ``ServeConfig`` (``VIDCAP_MAX_REQUEST_MB``, ``VIDCAP_READ_TIMEOUT``,
+Limits come from ``ServeConfig`` (``VIDCAP_MAX_REQUEST_MB``, ``VIDCAP_MAX_PARTS``,
+``VIDCAP_MAX_BODIES_MB``, ``VIDCAP_READ_TIMEOUT``, ``VIDCAP_MAX_CONNECTIONS``,
 ``VIDCAP_REQUEST_TIMEOUT``, ``VIDCAP_BATCH_ALLOWANCE``), read by ``main`` only.
 """
 
@@ -36,15 +49,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
 import json
 import logging
 import os
+import re
 import signal
-import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from itertools import count
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -66,6 +81,22 @@ DROPPED_REQUEST_HEADERS = frozenset(
 # TorchServe's response headers passed back (and every X-Vidcap-* header).
 KEPT_RESPONSE_HEADERS = frozenset({"content-type", "retry-after", "www-authenticate"})
 RETRY_AFTER_S = "1"
+# Headers that must not appear twice (the gate and TorchServe could read different ones).
+SINGLE_HEADERS = ("Content-Type", "Content-Length", "Transfer-Encoding", "Authorization")
+# TorchServe's own answer to a missing or wrong token (HTTP 400), worded as it words it.
+TOKEN_FAILED = (
+    "Token Authorization failed. Token either incorrect, expired, or not provided correctly"
+)
+TOKEN_FAILED_MARK = b"Token Authorization failed"
+BEARER = re.compile(r"Bearer\s+(\S+)")
+NO_VERSION = "request line has no HTTP version: send HTTP/1.1"
+# Idle kept-alive connections are closed after this long (clients keep theirs 15 s).
+KEEPALIVE_S = 60.0
+# After an early answer (408, 413, …) the rest of a body is read and dropped for at most
+# this long, so the client sees the answer rather than a reset; then the connection closes.
+LINGER_S = 2.0
+SWEEP_EVERY_S = 0.5
+SWEEP_GRACE_S = 1.0
 # TorchServe's own maxBatchDelay when a model sets none.
 TORCHSERVE_BATCH_DELAY_MS = 100.0
 
@@ -80,6 +111,12 @@ class GateSettings:
     read_timeout: float
     request_timeout: float
     upstream_timeout: float
+    max_parts: int = ServeConfig().max_body_parts
+    max_bodies_bytes: int = ServeConfig().max_bodies_bytes
+    max_connections: int = ServeConfig().max_connections
+    key_file: Path | None = None  # the clients' inference key (start.sh's key_file.json)
+    backend_key_file: Path | None = None  # TorchServe's own keys, sent upstream
+    management: str | None = None  # TorchServe's management API, to renew an expired key
 
     @classmethod
     def from_config(
@@ -87,15 +124,26 @@ class GateSettings:
         upstream: str,
         config: ServeConfig,
         max_batch_delay_ms: float = TORCHSERVE_BATCH_DELAY_MS,
+        key_file: Path | None = None,
+        backend_key_file: Path | None = None,
+        management: str | None = None,
     ) -> GateSettings:
         if not max_batch_delay_ms >= 0:
             raise UsageError(f"--max-batch-delay-ms must be >= 0, got {max_batch_delay_ms}")
+        if (key_file is None) != (backend_key_file is None):
+            raise UsageError("give both --key-file and --backend-key-file, or neither")
         return cls(
             upstream=upstream.rstrip("/"),
             max_request_bytes=config.max_request_bytes,
             read_timeout=config.read_timeout,
             request_timeout=config.request_timeout,
             upstream_timeout=max_batch_delay_ms / 1000 + config.batch_allowance,
+            max_parts=config.max_body_parts,
+            max_bodies_bytes=config.max_bodies_bytes,
+            max_connections=config.max_connections,
+            key_file=key_file,
+            backend_key_file=backend_key_file,
+            management=management.rstrip("/") if management else None,
         )
 
 
@@ -144,16 +192,79 @@ def error_answer(error: BadRequest, close: bool = False) -> web.Response:
     return response
 
 
-async def read_body(request: web.Request, settings: GateSettings) -> bytes:
-    """The whole body within ``read_timeout`` and ``max_request_bytes``, or ``BadRequest``."""
+class KeyFile:
+    """A ``key_file.json`` as TorchServe writes it (``{"inference": {"key": …}, …}``),
+    read again whenever it changes on disk; a key is ``None`` while the file is missing
+    or unreadable."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int, int] | None = None
+        self._keys: dict[str, str] = {}
+
+    def key(self, kind: str) -> str | None:
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        if stamp != self._stamp:
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return None
+            self._keys = {
+                name: entry["key"]
+                for name, entry in (data.items() if isinstance(data, dict) else ())
+                if isinstance(entry, dict) and isinstance(entry.get("key"), str)
+            }
+            self._stamp = stamp
+        return self._keys.get(kind)
+
+    def forget(self) -> None:
+        """Read the file again at the next ``key``."""
+        self._stamp = None
+
+
+def check_headers(request: web.BaseRequest) -> None:
+    """Headers that decide how a request is read or answered appear once: a second
+    ``Content-Type`` (say) would be read by the gate one way and by TorchServe another."""
+    for name in SINGLE_HEADERS:
+        if len(request.headers.getall(name, ())) > 1:
+            raise BadRequest(f"request has more than one {name} header")
+    for name in {key.lower() for key in request.headers if key.lower().startswith("x-vidcap-")}:
+        if len(request.headers.getall(name, ())) > 1:
+            raise BadRequest(f"request has more than one {name} header")
+
+
+async def read_body(
+    request: web.BaseRequest,
+    settings: GateSettings,
+    budget: protocol.BodyBudget | None = None,
+    held: list[int] | None = None,
+) -> bytes:
+    """The whole body within ``read_timeout`` of the request's first byte, at most
+    ``max_request_bytes`` and ``max_parts`` multipart parts (counted as it arrives), its
+    bytes taken from ``budget`` as they arrive (``held[0]`` says how many); or
+    ``BadRequest``."""
     limit = settings.max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         raise protocol.too_large(limit)
-    deadline = time.monotonic() + settings.read_timeout
-    chunks: list[bytes] = []
+    content_type = request.headers.get("Content-Type", "")
+    protocol.check_content_type(content_type)
+    counter = None
+    if protocol.media_type(content_type) == protocol.MULTIPART:
+        counter = protocol.PartCounter(
+            protocol.multipart_boundary(content_type), settings.max_parts
+        )
+    loop = asyncio.get_running_loop()
+    since = getattr(request.protocol, "reading_since", None)
+    deadline = (since if since is not None else loop.time()) + settings.read_timeout
+    chunks: list[bytes] = []  # joined once whole: no regrowing buffer to fragment memory
     size = 0
+    held = held if held is not None else [0]
     while True:
-        remaining = deadline - time.monotonic()
+        remaining = deadline - loop.time()
         if remaining <= 0:
             raise protocol.read_timeout(settings.read_timeout)
         try:
@@ -167,12 +278,19 @@ async def read_body(request: web.Request, settings: GateSettings) -> bytes:
         size += len(chunk)
         if size > limit:
             raise protocol.too_large(limit)
+        if budget is not None:
+            budget.take(len(chunk))
+            held[0] += len(chunk)
+        if counter is not None:
+            counter.feed(chunk)
         chunks.append(chunk)
 
 
-def check_request(request: web.Request, body: bytes) -> None:
-    if request.content_type == protocol.MULTIPART:
-        protocol.check_multipart(body, request.headers.get("Content-Type", ""))
+def check_request(request: web.BaseRequest, body: bytes | bytearray, max_parts: int) -> None:
+    """The multipart rules of ``vidcap.serve.protocol``, before TorchServe parses the body."""
+    content_type = request.headers.get("Content-Type", "")
+    if protocol.media_type(content_type) == protocol.MULTIPART:
+        protocol.check_multipart(body, content_type, max_parts)
 
 
 def upstream_answer(status: int, headers: Mapping[str, str], body: bytes) -> web.Response:
@@ -208,44 +326,123 @@ class Gate:
         self.settings = settings
         self.session = session
         self.watchdog = Watchdog(settings.upstream_timeout)
+        self.budget = protocol.BodyBudget(settings.max_bodies_bytes)
+        self.keys = KeyFile(settings.key_file) if settings.key_file else None
+        self.backend_keys = (
+            KeyFile(settings.backend_key_file) if settings.backend_key_file else None
+        )
+        self._renewing = asyncio.Lock()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        connection = request.protocol
+        if isinstance(connection, GateConnection):
+            connection.in_handler = True
+        try:
+            return await self._handle(request, connection)
+        finally:
+            if isinstance(connection, GateConnection):
+                connection.request_done()
+
+    async def _handle(self, request: web.BaseRequest, connection: object) -> web.StreamResponse:
+        if request.version < aiohttp.HttpVersion10:
+            return refuse(request, BadRequest(NO_VERSION), close=True)
         if request.method == "GET" and request.path == PING_PATH:
+            if isinstance(connection, GateConnection):
+                connection.reading_done()
             return await self.forward(request, b"")
+        held = [0]
         try:
             protocol.check_method(request.method)
-            body = await read_body(request, self.settings)
+            check_headers(request)
+            self.authorize(request)
+            body = await read_body(request, self.settings, self.budget, held)
         except BadRequest as exc:
+            self.budget.give(held[0])
             return refuse(request, exc, close=True)
+        finally:
+            if isinstance(connection, GateConnection):
+                connection.reading_done()
         try:
-            check_request(request, body)
-        except BadRequest as exc:
-            return refuse(request, exc)
-        return await self.forward(request, body)
+            try:
+                check_request(request, body, self.settings.max_parts)
+            except BadRequest as exc:
+                return refuse(request, exc)
+            return await self.forward(request, body)
+        finally:
+            del body
+            self.budget.give(held[0])
 
-    async def forward(self, request: web.BaseRequest, body: bytes) -> web.Response:
+    def authorize(self, request: web.BaseRequest) -> None:
+        """With token authorization, the client's inference key, before its body is read."""
+        if self.keys is None:
+            return
+        expected = self.keys.key("inference")
+        if expected is None:
+            raise BadRequest("server not ready: no inference key yet; retry later", 503)
+        match = BEARER.fullmatch(request.headers.get("Authorization", ""))
+        if match is None or not hmac.compare_digest(match.group(1).encode(), expected.encode()):
+            raise BadRequest(TOKEN_FAILED)
+
+    async def forward(self, request: web.BaseRequest, body: bytes | bytearray) -> web.Response:
         headers = {
             k: v for k, v in request.headers.items() if k.lower() not in DROPPED_REQUEST_HEADERS
         }
         url = self.settings.upstream + request.rel_url.raw_path_qs
-        exchange = self.exchange(request.method, url, body, headers)
-        try:
-            if request.method == "GET" and request.path == PING_PATH:
-                status, answer_headers, answer = await exchange
-            else:
-                status, answer_headers, answer = await self.watched(exchange, request.path)
-        except asyncio.TimeoutError:
-            return error_answer(BadRequest("timed out waiting for the model", 503))
-        except aiohttp.ClientError as exc:
-            log.warning("TorchServe at %s not reachable: %s", self.settings.upstream, exc)
-            message = f"server not ready: {type(exc).__name__}; retry later"
-            return error_answer(BadRequest(message, 503))
-        except Stalled as exc:
-            return error_answer(BadRequest(str(exc), 503))
+        for attempt in range(2):
+            key = None
+            if self.backend_keys is not None:
+                key = self.backend_keys.key("inference")
+                if key is None:
+                    message = "server not ready: TorchServe has no key yet; retry later"
+                    return error_answer(BadRequest(message, 503))
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+                headers["Authorization"] = f"Bearer {key}"
+            exchange = self.exchange(request.method, url, body, headers)
+            try:
+                if request.method == "GET" and request.path == PING_PATH:
+                    status, answer_headers, answer = await exchange
+                else:
+                    status, answer_headers, answer = await self.watched(exchange, request.path)
+            except asyncio.TimeoutError:
+                return error_answer(BadRequest("timed out waiting for the model", 503))
+            except aiohttp.ClientError as exc:
+                log.warning("TorchServe at %s not reachable: %s", self.settings.upstream, exc)
+                message = f"server not ready: {type(exc).__name__}; retry later"
+                return error_answer(BadRequest(message, 503))
+            except Stalled as exc:
+                return error_answer(BadRequest(str(exc), 503))
+            expired = key is not None and status == 400 and TOKEN_FAILED_MARK in answer
+            if not expired or attempt or not await self.renew_backend_key(key):
+                break
         return upstream_answer(status, answer_headers, answer)
 
+    async def renew_backend_key(self, failed: str | None) -> bool:
+        """TorchServe refused the gate's own key (it expired: TorchServe 0.12 never
+        renews keys): ask its token API for a new inference key, once for all the
+        requests that met the old one. True when there is a newer key to retry with."""
+        if self.backend_keys is None or self.settings.management is None:
+            return False
+        async with self._renewing:
+            self.backend_keys.forget()
+            if self.backend_keys.key("inference") not in (None, failed):
+                return True  # another request renewed it meanwhile
+            api_key = self.backend_keys.key("API")
+            url = f"{self.settings.management}/token?type=inference"
+            try:
+                async with self.session.post(
+                    url, headers={"Authorization": f"Bearer {api_key}"}
+                ) as answer:
+                    await answer.read()
+                    renewed = answer.status == 200
+            except aiohttp.ClientError as exc:
+                log.warning("could not renew TorchServe's inference key: %s", exc)
+                return False
+            self.backend_keys.forget()
+            log.warning("TorchServe's inference key had expired: renewed (%s)", renewed)
+            return renewed and self.backend_keys.key("inference") not in (None, failed)
+
     async def exchange(
-        self, method: str, url: str, body: bytes, headers: Mapping[str, str]
+        self, method: str, url: str, body: bytes | bytearray, headers: Mapping[str, str]
     ) -> tuple[int, Mapping[str, str], bytes]:
         async with self.session.request(method, url, data=body, headers=headers) as answer:
             return answer.status, answer.headers.copy(), await answer.read()
@@ -310,9 +507,110 @@ class JsonErrorHandler(web.RequestHandler):
         return refuse(request, error, close=True)
 
 
+class GateConnection(JsonErrorHandler):
+    """One client connection, timed: ``reading_since`` is when its current request's
+    first byte came (or when it connected), ``None`` once the request is read or while
+    the connection is idle between requests. ``ConnectionGuard`` closes it when it reads
+    for longer than the read timeout, or to make room."""
+
+    reading_since: float | None = None
+    in_handler = False  # a request's headers are in: the gate's handler runs for it
+    busy = False  # the request is read: waiting for TorchServe or answering
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.reading_since = self._loop.time()  # type: ignore[attr-defined]
+        super().connection_made(transport)
+        guard = getattr(self._manager, "guard", None)  # type: ignore[attr-defined]
+        self.guard: ConnectionGuard | None = guard
+        if guard is not None:
+            guard.opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.reading_since is None and not self.busy and data:
+            self.reading_since = self._loop.time()  # type: ignore[attr-defined]
+        super().data_received(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self.guard is not None:
+            self.guard.closed(self)
+        super().connection_lost(exc)
+
+    def reading_done(self) -> None:
+        self.reading_since = None
+        self.busy = True
+
+    def request_done(self) -> None:
+        self.in_handler = False
+        self.busy = False
+
+    def close_with(self, error: BadRequest) -> None:
+        """Answer ``error`` and close, from outside the handler (no answer has started)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not self.in_handler:
+            body = json.dumps(wire.error_response(str(error))).encode()
+            transport.write(
+                f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}\r\n"
+                "Content-Type: application/json\r\nConnection: close\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+        transport.close()
+
+
+class ConnectionGuard:
+    """The gate's open connections: none reads its request for longer than
+    ``read_timeout`` (``sweep``: 408 and closed), and past ``max_connections`` the
+    connection that has been sending its request longest is closed to make room, or,
+    when every connection is busy with a request, the new one is."""
+
+    def __init__(self, read_timeout: float, max_connections: int) -> None:
+        self.read_timeout = read_timeout
+        self.max_connections = max_connections
+        self.open: dict[GateConnection, None] = {}  # in the order they connected
+        self.timed_out = 0
+        self.shed = 0
+
+    def opened(self, connection: GateConnection) -> None:
+        self.open[connection] = None
+        if len(self.open) <= self.max_connections:
+            return
+        waiting = [c for c in self.open if c.reading_since is not None and c is not connection]
+        idle = [c for c in self.open if c.reading_since is None and not c.busy]
+        if waiting:
+            victim = min(waiting, key=lambda c: c.reading_since or 0.0)
+        elif idle:
+            victim = idle[0]
+        else:
+            victim = connection
+        self.shed += 1
+        log.warning("%d connections open: closing one to make room", len(self.open))
+        self.open.pop(victim, None)  # closed now; connection_lost comes later
+        victim.close_with(protocol.busy(f"more than {self.max_connections} connections"))
+
+    def closed(self, connection: GateConnection) -> None:
+        self.open.pop(connection, None)
+
+    def sweep(self, now: float) -> None:
+        for connection in list(self.open):
+            since = connection.reading_since
+            if since is None or now - since < self.read_timeout:
+                continue
+            if connection.in_handler and now - since < self.read_timeout + SWEEP_GRACE_S:
+                continue  # read_body answers 408 itself
+            self.timed_out += 1
+            self.open.pop(connection, None)
+            connection.close_with(protocol.headers_timeout(self.read_timeout))
+
+
 class JsonErrorServer(web.Server):
+    """aiohttp's low-level server with ``GateConnection`` handlers and their guard."""
+
+    guard: ConnectionGuard | None = None
+
     def __call__(self) -> web.RequestHandler:
-        return JsonErrorHandler(self, loop=self._loop, **self._kwargs)  # type: ignore[attr-defined]
+        return GateConnection(self, loop=self._loop, **self._kwargs)  # type: ignore[attr-defined]
 
 
 async def serve(settings: GateSettings, host: str, port: int, stop: asyncio.Event) -> None:
@@ -323,19 +621,36 @@ async def serve(settings: GateSettings, host: str, port: int, stop: asyncio.Even
     async with aiohttp.ClientSession(
         timeout=timeout, connector=connector, auto_decompress=False
     ) as session:
-        server = JsonErrorServer(Gate(settings, session).handle, access_log=None)
+        server = JsonErrorServer(
+            Gate(settings, session).handle,
+            access_log=None,
+            keepalive_timeout=KEEPALIVE_S,
+            lingering_time=LINGER_S,
+        )
+        guard = server.guard = ConnectionGuard(settings.read_timeout, settings.max_connections)
         runner = web.ServerRunner(server)
         await runner.setup()
+        loop = asyncio.get_running_loop()
+
+        async def sweep() -> None:
+            while True:
+                await asyncio.sleep(SWEEP_EVERY_S)
+                guard.sweep(loop.time())
+
+        sweeper = asyncio.ensure_future(sweep())
         try:
             await web.TCPSite(runner, host.strip("[]"), port).start()
             log.info(
-                "gate on %s:%d -> %s; bodies up to %d bytes within %gs; 503 after %gs of "
-                "silence from TorchServe",
-                host, port, settings.upstream, settings.max_request_bytes, settings.read_timeout,
-                settings.upstream_timeout,
+                "gate on %s:%d -> %s; bodies up to %d bytes and %d parts, whole requests "
+                "within %gs, at most %d connections; 503 after %gs of silence from "
+                "TorchServe; token checked: %s",
+                host, port, settings.upstream, settings.max_request_bytes, settings.max_parts,
+                settings.read_timeout, settings.max_connections, settings.upstream_timeout,
+                settings.key_file is not None,
             )  # fmt: skip
             await stop.wait()
         finally:
+            sweeper.cancel()
             await runner.cleanup()
 
 
@@ -356,10 +671,33 @@ def main(argv: list[str] | None = None) -> int:
         "how long TorchServe may stay silent before a request is answered 503 "
         "(default: %(default)s, TorchServe's own)",
     )
+    parser.add_argument(
+        "--key-file",
+        type=Path,
+        help="key_file.json whose inference key clients must send (start.sh's); checked "
+        "before a body is read",
+    )
+    parser.add_argument(
+        "--backend-key-file",
+        type=Path,
+        help="TorchServe's own key_file.json: its inference key is sent upstream",
+    )
+    parser.add_argument(
+        "--management",
+        help="TorchServe's management API, http://HOST:PORT: an expired TorchServe key is "
+        "renewed through it",
+    )
     args = parser.parse_args(argv)
     try:
         config = ServeConfig.from_sources({}, os.environ)
-        settings = GateSettings.from_config(args.upstream, config, args.max_batch_delay_ms)
+        settings = GateSettings.from_config(
+            args.upstream,
+            config,
+            args.max_batch_delay_ms,
+            args.key_file,
+            args.backend_key_file,
+            args.management,
+        )
     except UsageError as exc:
         parser.exit(2, f"error: {exc}\n")
     logging.basicConfig(
