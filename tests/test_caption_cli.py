@@ -112,6 +112,7 @@ def test_subtitles_parse_and_cover_the_video(mixed_run) -> None:
             assert subs[0].start.total_seconds() == pytest.approx(nonempty[0]["time"], abs=1e-3)
 
 
+@pytest.mark.slow  # over 3 s: in make test, not make test-fast
 def test_rerun_skips_finished_videos(mixed_run, mixed_folder: Path) -> None:
     _, out = mixed_run
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.jsonl")}
@@ -299,6 +300,7 @@ def test_argument_errors_are_one_line_with_the_help_hint(tmp_path: Path) -> None
     ]
 
 
+@pytest.mark.slow  # over 3 s: in make test, not make test-fast
 def test_one_progress_line_for_the_run_on_a_terminal(mixed_folder: Path, tmp_path: Path) -> None:
     import fcntl
     import pty

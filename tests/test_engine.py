@@ -343,6 +343,7 @@ def test_a_folder_of_every_kind_of_file_gives_true_outputs(
     assert summary["totals"]["failed"] == 2
 
 
+@pytest.mark.slow  # over 3 s: in make test, not make test-fast
 def test_a_stalled_decoder_fails_its_video_and_the_run_goes_on(
     tmp_path: Path, tiny_captioner
 ) -> None:

@@ -74,6 +74,7 @@ def not_vidcap(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip() and not line.startswith("vidcap")]
 
 
+@pytest.mark.slow  # over 3 s: in make test, not make test-fast
 def test_no_third_party_warning_on_help_or_a_caption_run(short_video: Path, tmp_path: Path) -> None:
     """Regression (#16.7): ``FutureWarning: The pynvml package is deprecated`` on every command."""
     env = with_pynvml_hook(tmp_path)
@@ -144,6 +145,7 @@ def _decoders(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
+@pytest.mark.slow  # over 3 s: in make test, not make test-fast
 def test_ctrl_c_while_the_decoders_start_is_one_line_and_130(tmp_path: Path) -> None:
     """Regression (#16.8): two ``KeyboardInterrupt`` tracebacks from decoder processes still
     importing. The terminal's Ctrl-C reaches the whole foreground process group: send it
