@@ -254,7 +254,13 @@ class JsonlFormat:
         return render_jsonl(video, frames)
 
 
-class SrtFormat:
+class _SubtitleFormat:
+    """Cues (equal consecutive captions merged, or one per scene) in a subtitle syntax."""
+
+    @staticmethod
+    def syntax(cues: Sequence[Cue], duration: float) -> str:
+        raise NotImplementedError
+
     def render(
         self,
         video: str,
@@ -263,19 +269,15 @@ class SrtFormat:
         scenes: Sequence[Scene] | None = None,
     ) -> str:
         cues = merge_cues(frames, duration) if scenes is None else scene_cues(scenes, frames)
-        return render_srt(cues, duration)
+        return self.syntax(cues, duration)
 
 
-class VttFormat:
-    def render(
-        self,
-        video: str,
-        frames: Sequence[CaptionedFrame],
-        duration: float,
-        scenes: Sequence[Scene] | None = None,
-    ) -> str:
-        cues = merge_cues(frames, duration) if scenes is None else scene_cues(scenes, frames)
-        return render_vtt(cues, duration)
+class SrtFormat(_SubtitleFormat):
+    syntax = staticmethod(render_srt)
+
+
+class VttFormat(_SubtitleFormat):
+    syntax = staticmethod(render_vtt)
 
 
 class ScenesFormat:
