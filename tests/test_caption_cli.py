@@ -15,6 +15,7 @@ import pytest
 import srt
 import webvtt
 
+from tests.support.terminal import run_on_terminal
 from tests.support.videos import VideoSpec, constant_rate, probe_times, read_jsonl, write_video
 
 CMD = [sys.executable, "-m", "vidcap"]
@@ -302,31 +303,9 @@ def test_argument_errors_are_one_line_with_the_help_hint(tmp_path: Path) -> None
 
 @pytest.mark.slow  # over 3 s: in make test, not make test-fast
 def test_one_progress_line_for_the_run_on_a_terminal(mixed_folder: Path, tmp_path: Path) -> None:
-    import fcntl
-    import pty
-    import struct
-    import termios
-
-    main_fd, child_fd = pty.openpty()
-    fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 120 columns
-    proc = subprocess.Popen(
-        [*CMD, "caption", str(mixed_folder), "--out", str(tmp_path), "--model", "tiny"],
-        stdout=subprocess.DEVNULL,
-        stderr=child_fd,
+    _, text = run_on_terminal(
+        [*CMD, "caption", str(mixed_folder), "--out", str(tmp_path), "--model", "tiny"]
     )
-    os.close(child_fd)
-    chunks = []
-    while True:
-        try:
-            data = os.read(main_fd, 4096)
-        except OSError:  # the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    proc.wait(timeout=300)
-    os.close(main_fd)
-    text = b"".join(chunks).decode(errors="replace")
     assert "5/5" in text and "video" in text and "frames/s" in text  # videos done/total, rate
     assert text.count("vidcap:") >= 1  # the final line; no per-video bars
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.terminal import run_on_terminal
 from tests.support.videos import VideoSpec, constant_rate, write_video
 from vidcap.cli import main
 from vidcap.decode import Ended, Planned
@@ -296,32 +297,20 @@ def test_one_video_on_a_terminal_shows_frames_done_of_total(
     short_video: Path, tmp_path: Path
 ) -> None:
     """Regression (#16.8): one long video showed ``0/1`` until it was done."""
-    import fcntl
-    import pty
-    import struct
-    import termios
-
-    main_fd, child_fd = pty.openpty()
-    fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
-    proc = subprocess.Popen(
-        [*CMD, "caption", str(short_video), "--out", str(tmp_path), "--model", "tiny",
-         "--every-n", "1"],
-        stdout=subprocess.DEVNULL, stderr=child_fd,
-    )  # fmt: skip
-    os.close(child_fd)
-    chunks = []
-    while True:
-        try:
-            data = os.read(main_fd, 4096)
-        except OSError:  # the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    proc.wait(timeout=300)
-    os.close(main_fd)
-    text = b"".join(chunks).decode(errors="replace")
-    assert proc.returncode == 0, text
+    code, text = run_on_terminal(
+        [
+            *CMD,
+            "caption",
+            str(short_video),
+            "--out",
+            str(tmp_path),
+            "--model",
+            "tiny",
+            "--every-n",
+            "1",
+        ]
+    )
+    assert code == 0, text
     assert "20/20 frames" in text and "1/1 videos" in text and "frames/s" in text
     lines = text.replace("\r\n", "\n").split("\n")
     assert len([line for line in lines if line]) == 2  # the progress line, the final line
