@@ -41,8 +41,9 @@
         if (event.type === 'error') missing.push(file);
         loaded += 1;
         showLoading();
-        fill();
-        if (loaded === files.length) resolve();
+        if (loaded < files.length) { fill(); return; }
+        fillNow(); // `ready` means the first cards are on the page, not one frame later
+        resolve();
       };
       document.head.appendChild(script);
     });
@@ -317,17 +318,18 @@
   function fill() {
     if (filling) return;
     filling = true;
-    requestAnimationFrame(function () {
-      filling = false;
-      var cards = $('cards');
-      var added = 0;
-      while (cursor < videos.length && added < CARDS_AT_ONCE &&
-             $('sentinel').getBoundingClientRect().top < window.innerHeight + 1500) {
-        var video = videos[cursor++];
-        if (wanted(video)) { cards.appendChild(card(video)); added += 1; }
-      }
-      if (added === CARDS_AT_ONCE) fill();
-    });
+    requestAnimationFrame(function () { filling = false; fillNow(); });
+  }
+
+  function fillNow() {
+    var cards = $('cards');
+    var added = 0;
+    while (cursor < videos.length && added < CARDS_AT_ONCE &&
+           $('sentinel').getBoundingClientRect().top < window.innerHeight + 1500) {
+      var video = videos[cursor++];
+      if (wanted(video)) { cards.appendChild(card(video)); added += 1; }
+    }
+    if (added === CARDS_AT_ONCE) fill();
   }
 
   // --- the player -----------------------------------------------------------------------
