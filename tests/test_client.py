@@ -9,6 +9,7 @@ via ``flask/start.sh``, tiny model) checks that captions equal the embedded run'
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -486,6 +487,21 @@ def test_vidcap_caption_with_server_writes_the_same_outputs_as_embedded(
     for name in names:
         embedded_bytes = (tmp_path / "embedded" / name).read_bytes()
         assert (tmp_path / "remote" / name).read_bytes() == embedded_bytes, name
+    if extra:
+        return
+
+    def resumed(out: Path, wire_format: str) -> int:
+        run_args = [*remote_args[:2], "--wire-format", wire_format, "--prebatch", "2"]
+        assert main([*common, "--out", str(out), *run_args]) == 0
+        return json.loads((out / "summary.json").read_text())["run"]["resumed"]
+
+    # PNG is lossless (the embedded run's captions): an embedded folder resumes over PNG;
+    # JPEG changes captions, so it redoes every video, and PNG after it redoes them again.
+    assert resumed(tmp_path / "embedded", "png") == 3
+    remote = tmp_path / "remote"
+    assert resumed(remote, "jpeg") == 0
+    assert resumed(remote, "jpeg") == 3
+    assert resumed(remote, "png") == 0
 
 
 # --- against TorchServe (the handler engineer's launcher; token auth on) ------------------

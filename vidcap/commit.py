@@ -57,15 +57,21 @@ class RunSettings:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     model: str = ""
     quiet: bool = False
+    # How frames crossed to a remote model when that changes captions: "jpeg" (lossy) for
+    # ``--server --wire-format jpeg``; empty when the model saw the decoder's pixels (embedded,
+    # Ray, or the lossless PNG wire), so those runs resume each other's outputs.
+    lossy_wire: str = ""
 
     def key(self) -> str:
         """Identifies what the outputs depend on; a rerun with other settings redoes videos."""
-        data = {
+        data: dict[str, Any] = {
             "formats": sorted(self.formats),
             "sampling": self.sampling.key_fields(),
             "generation": asdict(self.generation),
             "model": self.model,
         }
+        if self.lossy_wire:  # absent otherwise: keys of earlier versions stay valid
+            data["wire"] = self.lossy_wire
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def video_formats(self) -> tuple[str, ...]:

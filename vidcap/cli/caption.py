@@ -71,9 +71,9 @@ def _caption(args: argparse.Namespace, out: Path) -> int:
     videos = expand_inputs(args.inputs)  # files, folders, list files, URLs
     metadata = [v.metadata for v in videos]
     if args.server:  # the served model names the outputs (summary.json, the resume key)
-        from vidcap.cli.remote import served_model_name
+        from vidcap.cli.remote import lossy_wire, served_model_name
 
-        settings = replace(settings, model=served_model_name(args))
+        settings = replace(settings, model=served_model_name(args), lossy_wire=lossy_wire(args))
     run_writers = run_writers_for(settings, metadata, args.shard_rows)
     if ray_settings is not None:  # the same stages as a Ray Data pipeline (vidcap/ray.py)
         from vidcap.ray import run as run_on_ray

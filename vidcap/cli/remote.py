@@ -189,6 +189,13 @@ def backend_from_args(
     return backend
 
 
+def lossy_wire(args: argparse.Namespace) -> str:
+    """``"jpeg"`` where frames cross to the servers lossily (it changes some captions, so it
+    is part of the resume key); ``""`` for PNG, which gives the embedded run's captions."""
+    wire_format = getattr(args, "wire_format", ClientOptions().wire_format)
+    return "" if wire_format == "png" else wire_format
+
+
 def served_model_name(args: argparse.Namespace) -> str:
     """The model a ``--server`` run names in its outputs (``summary.json``, the resume key).
 
