@@ -146,6 +146,44 @@ def test_avi_clips_fall_back_to_reencoding(
     assert sorted(p.name for p in out.iterdir()) == sorted([clip.path, "manifest.json"])
 
 
+def shown_indices(path: Path) -> list[int]:
+    """The index of each frame a clip of a generated spec shows (its grey level, nearest)."""
+    from tests.support.videos import frame_colour
+
+    levels = {int(frame_colour(i)[0]): i for i in range(200)}
+    _, shown, _ = decode(path)
+    return [levels[min(levels, key=lambda level: abs(level - value))] for value in shown]
+
+
+@pytest.mark.parametrize("name", ["h264-ts", "late-ts", "h264-gop-ts"])
+@pytest.mark.parametrize("precise", [False, True])
+def test_clips_of_an_mpeg_ts_hold_the_asked_frames(
+    generated_videos, tmp_path: Path, name: str, precise: bool
+) -> None:
+    """Regression: FFmpeg's MPEG-TS demuxer cannot find a keyframe before an asked time in
+    these streams (x264, one keyframe, or one every 8 frames, without random-access flags):
+    its seek lands after it, and clips came out without video ("no video stream") or
+    starting frames late. Such a clip is cut again by decoding from the file's start."""
+    path, spec = generated_videos[name]
+    segments = [Segment(0.4, 0.6), Segment(1.4, 1.8), Segment(2.0, 2.2)]  # 10 fps
+    out = tmp_path / "out"
+    clips = export_clips(path, segments, out, precise=precise)
+    for clip, segment in zip(clips, segments, strict=True):
+        first, last = round(segment.start * 10), round(segment.end * 10)
+        shown = shown_indices(out / clip.path)
+        assert shown[: last - first] == list(range(first, last)), (clip, shown)
+        if precise:
+            assert shown == list(range(first, last)) and clip.mode == "precise"
+        if clip.note is not None:  # cut again: says why, frame-accurate
+            assert "seek in the source landed after" in clip.note
+            assert clip.mode == ("precise" if precise else "re-encoded")
+            assert shown == list(range(first, last))
+    assert precise or any(c.mode == "re-encoded" for c in clips)  # the case is exercised
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [c.path for c in clips] + ["manifest.json"]
+    )
+
+
 def test_ffmpeg_errors_keep_the_cause_not_only_the_last_line(generated_videos, tmp_path) -> None:
     path, _ = generated_videos["msmpeg4-avi"]
     with pytest.raises(ffmpeg.FfmpegError) as info:

@@ -656,18 +656,35 @@ def test_the_decode_stage_gives_the_same_frames(packed_avis, damaged_h264: Path)
         assert events[-1].duration == reader.stats.duration
 
 
+@pytest.mark.parametrize("scenes", [False, True])
 @pytest.mark.parametrize("name", ["late-mp4", "late-mkv", "h264-mp4"])
-def test_a_clip_begins_at_the_frame_its_time_names(generated_videos, tmp_path: Path, name) -> None:
+def test_a_clip_begins_at_the_frame_its_time_names(
+    generated_videos, tmp_path: Path, name: str, scenes: bool
+) -> None:
     """``vidcap clips`` seeks with ffmpeg, which counts from the container's start: a late
     start kept in frame times is taken off again, so the clip from a frame's time starts at
-    that frame (not 1.075 s later)."""
-    from vidcap.clips import export_clips
+    that frame (not 1.075 s later); per segment and per scene (``--scenes``) alike."""
+    from vidcap.clips import export_clips, export_scene_clips
     from vidcap.mask import Segment
 
     path, spec = generated_videos[name]
     start = spec.shown_times[10]
-    [clip] = export_clips(path, [Segment(start, start + 0.5)], tmp_path / "clips", precise=True)
+    out = tmp_path / "clips"
+    if scenes:
+        row = {
+            "video": str(path),
+            "scene": 1,
+            "start": start,
+            "end": start + 0.5,
+            "caption": "",
+            "captions": [],
+        }
+        [clip] = export_scene_clips(path, [row], out, precise=True)
+    else:
+        [clip] = export_clips(path, [Segment(start, start + 0.5)], out, precise=True)
     assert (clip.start, clip.end) == (start, start + 0.5)
     with av.open(str(tmp_path / "clips" / clip.path)) as container:
-        first = next(container.decode(video=0)).to_ndarray(format="rgb24")
-    assert float(first.mean()) == pytest.approx(float(frame_colour(10)[0]), abs=12)
+        shown = [f.to_ndarray(format="rgb24").mean() for f in container.decode(video=0)]
+    # frames 10-14, each within 3 grey levels (11 frames later is only 7 levels off)
+    expected = [float(frame_colour(i)[0]) for i in range(10, 15)]
+    assert shown == pytest.approx(expected, abs=3)

@@ -21,6 +21,11 @@ Stream copy into MP4 fails for codecs MP4 cannot hold (MS-MPEG4 v3 "DIV3" in old
 and for streams it cannot time (some MPEG-4 Part 2 AVIs). Such a clip is re-encoded as
 ``precise`` would, and its manifest entry says so and why; if that fails too, the error
 carries ffmpeg's full reason.
+
+Every clip is checked after the cut (its first frame shows at its start, its length is the
+asked one): where ffmpeg's input seek landed after the keyframe it needed (MPEG-TS streams
+whose keyframes its demuxer cannot find), the clip is cut again with output seeking, which
+decodes from the file's start, and its ``note`` says why.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from vidcap.errors import UsageError
+from vidcap.errors import UsageError, VideoError
 from vidcap.ffmpeg import FfmpegError, probe, run_ffmpeg
 from vidcap.mask import DECIMALS, Segment, is_number
 from vidcap.outputs import part_path, write_atomic
@@ -108,13 +113,17 @@ def clip_name(stem: str, number: int, segment: Segment) -> str:
 
 
 def cut_arguments(
-    video: Path, start: float, length: float, output: Path, precise: bool
+    video: Path, start: float, length: float, output: Path, precise: bool, seek_late: bool = False
 ) -> list[str]:
-    """ffmpeg arguments for one clip: first video stream and any audio, MP4 out."""
+    """ffmpeg arguments for one clip: first video stream and any audio, MP4 out.
+
+    ``seek_late``: seek on ffmpeg's output side (``-ss`` after ``-i``): it decodes from the
+    file's start, slow on a long file, but right where the demuxer cannot seek to a keyframe.
+    """
     codecs = [*PRECISE_VIDEO, *PRECISE_AUDIO] if precise else ["-c", "copy"]
+    seek, source = ["-ss", f"{start:.6f}"], ["-i", str(video.resolve())]
     return [
-        "-ss", f"{start:.6f}",
-        "-i", str(video.resolve()),
+        *(source + seek if seek_late else seek + source),
         "-t", f"{length:.6f}",
         "-map", "0:v:0", "-map", "0:a?",
         *codecs,
@@ -128,19 +137,22 @@ def export_clip(
     segment: Segment,
     output: Path,
     precise: bool,
-    video_duration: float,
-    offset: float = 0.0,
+    timing: SourceTiming,
 ) -> Clip:
     """Cut one segment into ``output`` atomically and probe what came out.
 
     A stream copy that ffmpeg refuses is redone as a re-encode, and the clip says why.
-    ``offset``: ``vidcap.video.seek_offset`` (frame times to ffmpeg's seek positions).
+    A clip that comes out without its start (no video, or shorter than asked by more than
+    1.5 frame intervals: ffmpeg's seek landed after the keyframe it needed, as in an MPEG-TS
+    whose keyframes its demuxer cannot find) is redone frame-accurately by decoding from the
+    file's start, and says so.
     """
-    end = min(segment.end, video_duration)
+    end = min(segment.end, timing.duration)
     mode, note = (PRECISE if precise else STREAM_COPY), None
-    start = max(0.0, segment.start + offset)
+    start = max(0.0, segment.start + timing.offset)
+    length = end + timing.offset - start
     try:
-        _cut(video, start, end + offset - start, output, precise)
+        _cut(video, start, length, output, precise)
     except FfmpegError as exc:
         if precise:
             raise
@@ -148,20 +160,80 @@ def export_clip(
         log.warning("%s: %s; re-encoding this clip", output.name, note)
         mode = REENCODED
         try:
-            _cut(video, start, end + offset - start, output, precise=True)
+            _cut(video, start, length, output, precise=True)
         except FfmpegError as again:
             raise FfmpegError(
                 f"{video}: could not cut {output.name}: {note}; re-encoding failed too: {again}"
             ) from again
+    missing = _missing_start(output, length, 1.5 * timing.frame)
+    if missing:
+        note = f"{missing}: ffmpeg's seek in the source landed after the frame it needed"
+        log.warning("%s: %s; cutting again from the file's start", output.name, note)
+        mode = PRECISE if precise else REENCODED
+        _cut(video, start, length, output, precise=True, seek_late=True)
+        if first_frame_time(output) is None:
+            raise VideoError(f"{video}: no frame decodes between {segment.start} and {end} s")
     duration = probe(output).duration
     log.info("wrote %s (%.3f s, %s)", output, duration, mode)
     return Clip(output.name, str(video), segment.start, end, round(duration, DECIMALS), mode, note)
 
 
-def _cut(video: Path, start: float, length: float, output: Path, precise: bool) -> None:
+@dataclass(frozen=True)
+class SourceTiming:
+    """What cutting needs to know of a source: ``duration`` on vidcap's frame times,
+    ``offset`` (``vidcap.video.seek_offset``) from those times to ffmpeg's seek positions
+    (frame times keep a late start; ffmpeg seeks from the container's start), ``frame`` the
+    frame interval."""
+
+    duration: float
+    offset: float = 0.0
+    frame: float = 0.04
+
+    @classmethod
+    def of(cls, video: Path) -> SourceTiming:
+        from vidcap.video import seek_offset
+
+        info = probe(video)
+        offset = seek_offset(video)
+        return cls(info.duration - offset, offset, 1 / info.fps if info.fps > 0 else 0.1)
+
+
+def _missing_start(clip: Path, length: float, tolerance: float) -> str | None:
+    """Why ``clip`` lacks the start of what was cut, or None when it is whole: its first
+    frame must show at its start (an MP4 edit list hides a stream copy's lead-in from the
+    keyframe), and it must be about as long as asked."""
+    first = first_frame_time(clip)
+    if first is None:
+        return "the clip came out without a frame"
+    if first > tolerance:
+        return f"the clip's first frame came out {first:.3f} s after its start"
+    duration = probe(clip).duration
+    if duration < length - tolerance:
+        return f"the clip came out {duration:.3f} s long, not {length:.3f} s"
+    return None
+
+
+def first_frame_time(path: Path) -> float | None:
+    """When the first frame of ``path`` that decodes is shown (s), None if none does."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return None
+            for frame in container.decode(video=0):
+                return float(frame.time) if frame.time is not None else 0.0
+    except av.FFmpegError:
+        return None
+    return None
+
+
+def _cut(
+    video: Path, start: float, length: float, output: Path, precise: bool, seek_late: bool = False
+) -> None:
     part = part_path(output)
     try:
-        run_ffmpeg(cut_arguments(video, start, length, part, precise))
+        run_ffmpeg(cut_arguments(video, start, length, part, precise, seek_late))
         os.replace(part, output)
     finally:
         part.unlink(missing_ok=True)
@@ -171,12 +243,9 @@ def export_clips(
     video: Path | str, segments: list[Segment], out_dir: Path | str, precise: bool = False
 ) -> list[Clip]:
     """Every segment of ``video`` as its own MP4 in ``out_dir``, then ``manifest.json``."""
-    from vidcap.video import seek_offset
-
     video, out_dir = Path(video), Path(out_dir)
-    duration = probe(video).duration
-    offset = seek_offset(video)  # frame times keep a late start; ffmpeg seeks from 0
-    duration -= offset
+    timing = SourceTiming.of(video)
+    duration = timing.duration
     for number, segment in enumerate(segments, start=1):
         if segment.start >= duration:
             raise UsageError(
@@ -185,9 +254,7 @@ def export_clips(
             )
     out_dir.mkdir(parents=True, exist_ok=True)
     clips = [
-        export_clip(
-            video, seg, out_dir / clip_name(video.stem, number, seg), precise, duration, offset
-        )
+        export_clip(video, seg, out_dir / clip_name(video.stem, number, seg), precise, timing)
         for number, seg in enumerate(segments, start=1)
     ]
     write_manifest(out_dir / MANIFEST_NAME, video, clips, precise)
@@ -313,7 +380,8 @@ def export_scene_clips(
     then ``manifest.json``."""
     video, out_dir = Path(video), Path(out_dir)
     pieces = scene_pieces(rows, min_duration, max_duration)
-    duration = probe(video).duration
+    timing = SourceTiming.of(video)
+    duration = timing.duration
     out_dir.mkdir(parents=True, exist_ok=True)
     clips = []
     for piece in pieces:
@@ -324,7 +392,7 @@ def export_scene_clips(
             )
         segment = Segment(piece.start, piece.end, len(piece.captions()))
         output = out_dir / scene_clip_name(video.stem, piece)
-        clip = export_clip(video, segment, output, precise, duration)
+        clip = export_clip(video, segment, output, precise, timing)
         pair = {
             "clip": clip.path,
             "video": str(video),
