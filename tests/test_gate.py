@@ -46,6 +46,32 @@ def test_a_bad_batch_allowance_is_a_usage_error(value: str) -> None:
         ServeConfig.from_sources({}, {"VIDCAP_BATCH_ALLOWANCE": value})
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("VIDCAP_MAX_FRAMES", "٣٠"),  # Arabic-Indic digits: int() takes them
+        ("VIDCAP_MAX_FRAMES", "3_0"),
+        ("VIDCAP_MAX_FRAMES", "1.5"),
+        ("VIDCAP_READ_TIMEOUT", "inf"),
+        ("VIDCAP_READ_TIMEOUT", "1e400"),
+        ("VIDCAP_READ_TIMEOUT", "nan"),
+        ("VIDCAP_READ_TIMEOUT", "３０"),  # fullwidth digits: float() takes them
+    ],
+)
+def test_server_numbers_are_ascii_and_finite(name: str, value: str) -> None:
+    from vidcap.errors import UsageError
+
+    with pytest.raises(UsageError, match=f"^{name} (must be|is out of range)"):
+        ServeConfig.from_sources({}, {name: value})
+
+
+def test_server_numbers_in_plain_notation_are_read() -> None:
+    env = {"VIDCAP_MAX_FRAMES": " 30 ", "VIDCAP_READ_TIMEOUT": "2.5e1", "VIDCAP_MAX_DELAY_MS": "+7"}
+    config = ServeConfig.from_sources({"request_timeout": 90}, env)
+    assert (config.max_frames, config.read_timeout, config.max_delay_ms) == (30, 25.0, 7)
+    assert config.request_timeout == 90
+
+
 def test_the_watchdog_restarts_on_answers_until_a_later_request_is_answered() -> None:
     dog = Watchdog(timeout=1.0)
     first, second, third = dog.start(0.0), dog.start(0.1), dog.start(0.2)

@@ -9,7 +9,9 @@ the environment overrides.
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -184,12 +186,20 @@ def _convert(name: str, raw: object, kind: object) -> object:
             return None
         kind = int if kind == int | None else float
     if kind in (int, float):
-        try:
-            return kind(str(raw))  # type: ignore[operator]
-        except ValueError:
+        # ASCII only: int() and float() would take "٣٠", "3_0", "1e400" or "inf"
+        pattern = _INTEGER if kind is int else _DECIMAL
+        if isinstance(raw, bool) or not pattern.fullmatch(str(raw).strip()):
             what = "a whole number" if kind is int else "a number"
-            raise UsageError(f"{_env(name)} must be {what}, got {raw!r}") from None
+            raise UsageError(f"{_env(name)} must be {what} (ASCII digits), got {raw!r:.40}")
+        value = kind(str(raw).strip())  # type: ignore[operator]
+        if not math.isfinite(value):
+            raise UsageError(f"{_env(name)} is out of range, got {raw!r:.40}")
+        return value
     return str(raw)
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]{1,12}")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]{1,12}(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?")
 
 
 def main() -> int:
