@@ -345,11 +345,18 @@ def test_a_folder_of_every_kind_of_file_gives_true_outputs(
 
 @pytest.mark.slow  # over 3 s: in make test, not make test-fast
 def test_a_stalled_decoder_fails_its_video_and_the_run_goes_on(
-    tmp_path: Path, tiny_captioner
+    tmp_path: Path, tiny_captioner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An input whose download hangs half-way (a stuck network store): its decoder is stopped
-    after --decode-timeout and the video fails alone, with the reason."""
+    after --decode-timeout and the video fails alone, with the reason, and its half-done
+    download is removed."""
     import http.server
+    import tempfile
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
 
     good = clip(tmp_path / "in", "good", 6)
     body = clip(tmp_path / "in", "stuck", 6).read_bytes()
@@ -391,6 +398,7 @@ def test_a_stalled_decoder_fails_its_video_and_the_run_goes_on(
     assert by_name["stuck"].status == "failed"
     assert "sent nothing for 3 s (--decode-timeout)" in by_name["stuck"].error
     assert elapsed < 30
+    assert list(temp.rglob("*")) == []  # no download left behind by the killed worker
 
 
 def test_a_file_keeps_its_hashed_name_when_captioned_alone_later(

@@ -18,9 +18,11 @@ import json
 import logging
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -108,6 +110,7 @@ class DecodePool:
         self._running: dict[int, subprocess.Popen] = {}  # job id → its worker
         self._waiting: dict[int, float] = {}  # job id → since when its worker is waited for
         self._stalled: set[int] = set()
+        self._scratch: dict[int, str] = {}  # worker pid → its temporary folder
         self._threads = [
             threading.Thread(target=self._drive, name=f"vidcap-decoder-{i}", daemon=True)
             for i in range(self._live)
@@ -140,6 +143,10 @@ class DecodePool:
                     proc.kill()
         for thread in self._threads:
             thread.join(timeout=10)
+        with self._lock:
+            left, self._scratch = list(self._scratch.values()), {}
+        for scratch in left:  # of workers whose thread did not end in time
+            shutil.rmtree(scratch, ignore_errors=True)
 
     # one thread per worker process
     def _spawn(self) -> subprocess.Popen:
@@ -149,16 +156,28 @@ class DecodePool:
         ]  # fmt: skip
         # A session of its own: the terminal's Ctrl-C goes to the vidcap process alone, which
         # stops the pool, even while a worker is still starting (importing; no handler yet).
+        # Its own temporary folder (downloads of remote sources): removed when the worker
+        # ends, so a worker killed mid-download (--decode-timeout) leaves nothing behind.
+        scratch = tempfile.mkdtemp(prefix="vidcap-decoder-")
         proc = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             bufsize=1 << 20,
             start_new_session=True,
+            env={**os.environ, "TMPDIR": scratch},
         )
         with self._lock:
             self._procs.append(proc)
+            self._scratch[proc.pid] = scratch
         return proc
+
+    def _end(self, proc: subprocess.Popen) -> None:
+        _end(proc)
+        with self._lock:
+            scratch = self._scratch.pop(proc.pid, None)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def _put(self, event: Event | None) -> bool:
         while not self._stop.is_set():
@@ -178,6 +197,8 @@ class DecodePool:
                 except queue.Empty:
                     break
                 if proc is None or proc.poll() is not None:
+                    if proc is not None:
+                        self._end(proc)  # a dead worker: its temporary folder goes
                     proc = self._spawn()
                 self._running[job_id] = proc
                 try:
@@ -187,7 +208,7 @@ class DecodePool:
                     self._waiting.pop(job_id, None)
         finally:
             if proc is not None:
-                _end(proc)
+                self._end(proc)
             with self._lock:
                 self._live -= 1
                 last = self._live == 0
