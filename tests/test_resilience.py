@@ -217,6 +217,38 @@ def test_a_video_the_server_keeps_failing_fails_alone(
     assert summary["totals"] == {**summary["totals"], "done": 2, "failed": 1}
 
 
+def test_a_server_that_fails_everything_stops_the_run_not_one_video_at_a_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server that answers 500 to every request (its model broken) stops the run after
+    ``FAILING_VIDEOS_STOP`` videos in a row got no caption: not every video failed one by
+    one after its retries. Videos captioned before stay done; a rerun resumes."""
+    from vidcap.engine import FAILING_VIDEOS_STOP
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    count = FAILING_VIDEOS_STOP + 8
+    write_coloured(folder / "a-first.mp4", "blue", frames=4)
+    for i in range(count):
+        write_coloured(folder / f"red{i:02d}.mp4", "red", frames=4)
+    with Stub(fail={"red": "500"}) as stub:
+        code, summary = caption_run(folder, tmp_path / "out", stub.url)
+        attempted = {v["name"] for v in summary["videos"]}
+        requests = stub.caption_requests
+    assert code == 1
+    assert "stopped: the last 16 videos got no caption" in capsys.readouterr().err
+    videos = by_name(summary)
+    assert videos["a-first"]["status"] == "done"
+    failed = [v for v in videos.values() if v["status"] == "failed"]
+    assert len(failed) < count and len(attempted) < count + 1  # stopped early
+    assert requests < 2 * 2 * count  # fewer than every video's requests with a retry each
+    assert all("HTTP 500" in v["error"] or "stopped" in v["error"] for v in failed)
+    with Stub() as healthy:  # the server mended: the rerun does the rest, the done one kept
+        code, summary = caption_run(folder, tmp_path / "out", healthy.url)
+    assert code == 0 and summary["run"]["resumed"] == 1
+    assert {v["status"] for v in summary["videos"]} == {"done"}
+
+
 def test_a_request_that_fails_once_is_retried_and_costs_nothing(
     three_videos: Path, tmp_path: Path
 ) -> None:

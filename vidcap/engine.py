@@ -16,7 +16,9 @@ them: since a backend returns captions in order, a video's marker is reached onl
 its frames are captioned, so it can be committed right there. A frame the backend could not
 caption (``CaptionFailed``: a server failed its request past the retries) fails its video
 alone, and that video's later frames are not sent; only a backend that cannot caption at
-all (``BackendUnavailable``) stops the run, every video in flight recorded failed.
+all (``BackendUnavailable``) stops the run, every video in flight recorded failed; so do
+``FAILING_VIDEOS_STOP`` videos in a row that got no caption, with none captioned between
+them (``BackendFailing``: a server that answers but fails everything).
 ``deliver`` is the one routing to the ``Committer`` (the Ray pipeline uses it too);
 ``caption_video`` is the same stream for one video whose captions the caller consumes as
 they come (the example clients, benches).
@@ -47,7 +49,7 @@ from vidcap.decode import (
     Thumbnail,
 )
 from vidcap.decode_pool import DecodePool
-from vidcap.errors import VidcapError, VideoError
+from vidcap.errors import BackendUnavailable, VidcapError, VideoError
 from vidcap.model import AUTO_BATCH_CUDA
 from vidcap.outputs import CaptionedFrame
 from vidcap.report import refresh_report
@@ -56,6 +58,14 @@ from vidcap.settings import EngineSettings, GenerationSettings, SamplingSettings
 log = logging.getLogger(__name__)
 
 QUEUE_FRAMES = 64  # decoded frames waiting for the backend in ``caption_video``
+# Videos in a row that got no caption, with no frame captioned between them: the backend
+# answers but fails everything (a server whose model is broken), so the run stops rather
+# than fail every remaining video, each after its retries.
+FAILING_VIDEOS_STOP = 16
+
+
+class BackendFailing(BackendUnavailable):
+    """The backend answered, but failed every frame of many videos in a row."""
 
 
 @dataclass(frozen=True)
@@ -220,6 +230,7 @@ def _in_order(
     frame). ``pending``: what is in flight. A video's first frame without a caption comes
     back as ``Uncaptioned``; its frames decoded after that are not sent."""
     uncaptioned: set[int] = set()  # jobs with a frame the backend could not caption
+    failing = 0  # videos uncaptioned since the last frame captioned
 
     def frames() -> Iterator[np.ndarray]:
         for event in events:
@@ -244,8 +255,17 @@ def _in_order(
             if slot.job not in uncaptioned:
                 uncaptioned.add(slot.job)
                 yield Uncaptioned(slot.job, slot.index, slot.time, caption.reason)
-        elif slot.job not in uncaptioned:
-            yield Captioned(slot.job, CaptionedFrame(slot.index, slot.time, caption))
+                failing += 1
+                if failing >= FAILING_VIDEOS_STOP:
+                    raise BackendFailing(
+                        f"stopped: the last {failing} videos got no caption, none captioned "
+                        f"between them, so the backend fails every frame (last: "
+                        f"{caption.reason}); a rerun resumes"
+                    )
+        else:
+            failing = 0
+            if slot.job not in uncaptioned:
+                yield Captioned(slot.job, CaptionedFrame(slot.index, slot.time, caption))
         yield from markers()
     yield from markers()
     if pending:
