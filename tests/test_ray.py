@@ -280,8 +280,12 @@ def test_cli_local_cluster_leaves_no_process(tmp_path: Path) -> None:
     env = {**os.environ, MARKER: marker, "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "vidcap", "caption", str(SAMPLES / "shapes.mp4")]
     command += ["--out", str(tmp_path / "out"), "--model", "tiny", "--device", "cpu", "--ray"]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    result = subprocess.run(
+        [*command, "--quiet"], env=env, capture_output=True, text=True, timeout=240
+    )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout == ""
+    assert "Token authentication" not in result.stderr  # Ray's notice, quiet with --quiet
     assert len(read_jsonl(tmp_path / "out" / "shapes.jsonl")) == 30
     deadline = time.monotonic() + 20
     while _marked_processes(marker) and time.monotonic() < deadline:

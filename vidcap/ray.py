@@ -185,12 +185,15 @@ def _without_pixels(event: Event) -> Event:
 
 
 @contextmanager
-def ray_cluster(address: str | None) -> Iterator[None]:
+def ray_cluster(address: str | None, quiet: bool = False) -> Iterator[None]:
     """Connected to Ray for the block: a new local cluster (``None``) or ``address``.
 
     A local cluster started here is shut down on exit, its processes with it, and is this
     user's alone (``local_cluster``). When this process is already connected (e.g. a
-    notebook called ``ray.init``), that connection is used and left as it was.
+    notebook called ``ray.init``), that connection is used and left as it was. ``quiet``:
+    Ray's Python warnings (its token-auth notice) are not printed, nor are its workers' logs
+    forwarded (a failed video's error is in ``summary.json``); Ray's C++ core still prints
+    its own (one line about actor restarts in Ray 2.60).
     """
     try:
         import ray
@@ -199,13 +202,14 @@ def ray_cluster(address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    level = logging.ERROR if quiet else logging.WARNING
     if address is None:
-        with local_cluster(ray):
+        with local_cluster(ray, level):
             yield
         return
     try:
         log.info("joining the Ray cluster at %s", address)
-        ray.init(address=address, logging_level=logging.WARNING)
+        ray.init(address=address, logging_level=level, log_to_driver=not quiet)
     except ConnectionError as exc:
         raise UsageError(f"cannot join the Ray cluster at {address}: {exc}") from exc
     try:
@@ -219,7 +223,7 @@ LOCAL_UMASK = 0o077
 
 
 @contextmanager
-def local_cluster(ray) -> Iterator[None]:  # noqa: ANN001 - the ray module
+def local_cluster(ray, level: int = logging.WARNING) -> Iterator[None]:  # noqa: ANN001 - ray
     """A new single-machine Ray cluster for the block, reachable by this user only.
 
     * Every listener on loopback: Ray 2.60 gives a new node the host's address and then
@@ -245,7 +249,8 @@ def local_cluster(ray) -> Iterator[None]:  # noqa: ANN001 - the ray module
     try:
         ray.init(
             include_dashboard=False,
-            logging_level=logging.WARNING,
+            logging_level=level,
+            log_to_driver=level < logging.ERROR,
             _temp_dir=str(temp_root / "ray"),
         )
     except BaseException:
@@ -442,7 +447,7 @@ def run(
         if jobs:
             if ray_settings.address is None:  # a local cluster: fail fast, as embedded does
                 ensure_loadable(model.model, resolve_model_path(model.model))
-            with ray_cluster(ray_settings.address):
+            with ray_cluster(ray_settings.address, settings.quiet):
                 ds = build_pipeline(
                     jobs,
                     model,
