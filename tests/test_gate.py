@@ -168,7 +168,7 @@ def test_a_request_torchserve_never_answers_gets_503_and_retry_after() -> None:
     status, body, retry_after, seconds = asyncio.run(with_gate(upstream, 0.5, scenario))
     assert status == 503 and retry_after == "1"
     assert "did not answer within 0.5s" in body["error"] and set(body) == {"error"}
-    assert 0.5 <= seconds < 3
+    assert 0.5 <= seconds < 5  # the timeout, not the upstream's never (room for a busy CI)
     assert upstream.cancelled == 1
 
 
@@ -213,7 +213,7 @@ def test_a_request_lost_while_later_ones_are_answered_gets_503() -> None:
     answers, seconds = asyncio.run(with_gate(Upstream(lose_the_first), 0.6, scenario))
     lost, *others = answers
     assert lost[0] == 503 and lost[2] == "1"
-    assert seconds < 0.6 + 1.5  # one timeout after the first later answer
+    assert seconds < 0.6 + 4  # one timeout after the first later answer, not never
     assert others and all(a[0] == 200 for a in others)
 
 
