@@ -185,7 +185,8 @@ def _side_data(frame: av.VideoFrame) -> SideDataContainer:
     """``frame.side_data``, without keeping it on the frame: that property caches a container
     pointing back at the frame, a reference cycle that keeps every frame looked at (and its
     decoder buffer) alive until the garbage collector runs, so the decoder allocates fresh
-    buffers instead of reusing them (measured: 10 % slower decoding). The same entries."""
+    buffers instead of reusing them (most of the decoder's +10 % after #16, BENCHMARKS.md).
+    The same entries."""
     if isinstance(frame, av.frame.Frame):
         return SideDataContainer(frame)
     return frame.side_data  # (a stand-in frame)
