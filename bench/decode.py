@@ -1,6 +1,7 @@
 """Decoding for ``--fps`` sampling: OpenCV, PyAV's modes and torchcodec, side by side in one run.
 
     python bench/decode.py [--seconds 10] [--repeat 3] [--out bench/results/decode_cpu.json]
+    python bench/decode.py --against REV [REV ...] [--clips 20] [--repeat 9] [--out FILE]
 
 Generated clips (ffmpeg's testsrc2, H.264 30 fps, ``-g 60``, x264's default B-frames),
 360p and 720p. For each decoder: best-of-N wall time for one clip in one process, the
@@ -8,6 +9,13 @@ frames it decoded, the sampled frames per second, and the speed-up over OpenCV's
 loop (what ``vidcap/video.py`` did before PyAV); then a two-process pool over several
 clips (the decoder workers' case, one decoder thread each). Also how far each mode's
 samples fall after the 1 s grid, and the keyframe spacing. Ratios, never assertions.
+
+``--against REV``: instead, today's ``VideoReader.frames`` beside the decoder as it was at
+each git revision ``REV`` (its ``vidcap/video.py`` and ``vidcap/picture.py``; the rest of vidcap
+today's), on ``bench/bulk.py``'s cpu clips, one
+decoder thread, ``--fps 1`` and ``--fps 1 --decode-mode all``: wall and CPU seconds, best and
+median of N rounds, all run in turn (order reversed every other round), and whether each
+takes today's (index, time) samples.
 """
 
 from __future__ import annotations
@@ -18,9 +26,14 @@ import logging
 import math
 import os
 import platform
+import re
+import resource
+import statistics
 import subprocess
+import sys
 import tempfile
 import time
+import types
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -203,14 +216,139 @@ def keyframe_spacing(path: Path) -> dict:
     }
 
 
+# --- today's reader against an earlier revision's (--against) ----------------------------
+
+
+DECODER_MODULES = ("picture", "video")  # what --against takes from a revision, in import order
+
+
+def video_module_at(revision: str) -> types.ModuleType:
+    """``vidcap/video.py`` as it was at git ``revision``, imported beside today's, with that
+    revision's ``vidcap/picture.py`` where it had one (the rest of vidcap is today's: a
+    revision whose decoder needs other code of its time fails)."""
+    root = Path(__file__).resolve().parents[1]
+    loaded: dict[str, types.ModuleType] = {}
+    for part in DECODER_MODULES:
+        shown = subprocess.run(
+            ["git", "show", f"{revision}:vidcap/{part}.py"],
+            cwd=root, capture_output=True, text=True,
+        )  # fmt: skip
+        if shown.returncode:
+            continue  # (no picture.py before #16)
+        name = f"{part}_at_" + re.sub(r"\W", "_", revision)
+        module = types.ModuleType(name)
+        module.__file__ = f"{revision}:vidcap/{part}.py"
+        sys.modules[name] = module  # (dataclasses look their module up)
+        today = {f"vidcap.{p}": sys.modules.get(f"vidcap.{p}") for p in loaded}
+        sys.modules.update({f"vidcap.{p}": m for p, m in loaded.items()})  # its own imports
+        try:
+            code = compile(shown.stdout, module.__file__, "exec")
+            exec(code, module.__dict__)  # noqa: S102 - this repository's own file
+        finally:
+            for key, value in today.items():
+                if value is None:
+                    sys.modules.pop(key, None)
+                else:
+                    sys.modules[key] = value
+        loaded[part] = module
+    return loaded["video"]
+
+
+def against(revisions: list[str], clips: int, repeat: int) -> dict:
+    """Today's ``VideoReader.frames`` beside ``revisions``' (see the module's docstring)."""
+    from bulk import WORKLOADS, make_clips  # bench/, the script's folder
+
+    readers = {"today": VideoReader}
+    readers.update({rev: video_module_at(rev).VideoReader for rev in revisions})
+    _, seconds, height, width, fps = WORKLOADS["cpu"]
+    samplings = {
+        "--fps 1": SamplingSettings(fps=FPS),
+        "--fps 1 --decode-mode all": SamplingSettings(fps=FPS, mode="all"),
+    }
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = make_clips(Path(tmp), clips, seconds, height, width, fps)
+        for label, sampling in samplings.items():
+
+            def decode(reader: type, sampling: SamplingSettings = sampling) -> tuple[list, int]:
+                samples, decoded = [], 0
+                for path in paths:
+                    with reader(path, threads=1) as video:
+                        samples += [(f.index, f.time) for f in video.frames(sampling)]
+                    decoded += video.stats.decoded_frames
+                return samples, decoded
+
+            results = {name: decode(reader) for name, reader in readers.items()}
+            wall: dict[str, list[float]] = {name: [] for name in readers}
+            cpu: dict[str, list[float]] = {name: [] for name in readers}
+            faults: dict[str, list[int]] = {name: [] for name in readers}
+            for round_ in range(repeat):
+                order = list(readers) if round_ % 2 == 0 else list(reversed(readers))
+                for name in order:
+                    started_faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                    started, started_cpu = time.perf_counter(), time.process_time()
+                    decode(readers[name])
+                    wall[name].append(time.perf_counter() - started)
+                    cpu[name].append(time.process_time() - started_cpu)
+                    ended_faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                    faults[name].append(ended_faults - started_faults)
+            row: dict = {
+                "sampling": label,
+                "samples": len(results["today"][0]),
+                "decoded_frames": results["today"][1],
+                "same_samples": {rev: results[rev] == results["today"] for rev in revisions},
+            }
+            for name in readers:
+                row[name] = {
+                    "wall_best_s": round(min(wall[name]), 3),
+                    "wall_median_s": round(statistics.median(wall[name]), 3),
+                    "cpu_best_s": round(min(cpu[name]), 3),
+                    "cpu_median_s": round(statistics.median(cpu[name]), 3),
+                    "page_faults_median": round(statistics.median(faults[name])),
+                }
+            row["today_over"] = {
+                rev: {
+                    key: round(row["today"][key] / row[rev][key], 3)
+                    for key in row["today"]
+                    if key.endswith("_s")
+                }
+                for rev in revisions
+            }
+            rows.append(row)
+            log.info("%s", row)
+    return {
+        "machine": {
+            "description": f"{os.cpu_count()}-core CPU",
+            "processor": platform.processor() or platform.machine(),
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            "python": platform.python_version(),
+            "av": av.__version__,
+        },
+        "workload": f"{clips} clips of bench/bulk.py cpu ({seconds} s, {width}x{height} H.264, "
+        f"{fps} fps, -g 60), one decoder thread, best/median of {repeat}, in turn",
+        "revisions": revisions,
+        "rows": rows,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="clip length (default 10)")
     parser.add_argument("--repeat", type=int, default=3, help="best of N (default 3)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--out", type=Path, default=Path("bench/results/decode_cpu.json"))
+    parser.add_argument("--out", type=Path, help="(default bench/results/decode_cpu.json)")
+    parser.add_argument("--against", metavar="REV", nargs="+", help="today's reader beside REV's")
+    parser.add_argument("--clips", type=int, default=20, help="--against: clips (default 20)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.against:
+        out = args.out or Path("bench/results/decode_against.json")
+        result = against(args.against, args.clips, args.repeat)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        log.info("wrote %s", out)
+        return
+    args.out = args.out or Path("bench/results/decode_cpu.json")
     unavailable = torchcodec_available()
     if unavailable is None:
         DECODERS["torchcodec-exact"] = torchcodec_ticks

@@ -9,6 +9,7 @@ the upright picture, FFmpeg's own player output and the SDR original.
 
 from __future__ import annotations
 
+import gc
 import io
 import re
 import subprocess
@@ -214,6 +215,23 @@ def test_the_generated_portrait_spec_is_upright(generated_videos) -> None:
         assert difference(frame.rgb, expected) < 4
         corner = frame.rgb[: MODEL[0] // 10, : MODEL[1] // 10].reshape(-1, 3).mean(axis=0)
         assert difference(corner, MARKER) < 20
+
+
+def test_decoded_frames_are_freed_once_done_with(generated_videos) -> None:
+    """Regression: read through PyAV's ``frame.side_data`` (which caches a container pointing
+    back at the frame: a reference cycle), every decoded frame and its decoder buffer lived
+    until the next garbage collection, and the decoder allocated fresh buffers (+10 %)."""
+    path, _ = generated_videos["h264-portrait-mp4"]  # (a display matrix on each of 20 frames)
+    gc.collect()
+    gc.disable()
+    try:
+        with VideoReader(path) as reader:
+            frames = [frame.index for frame in reader.frames(EVERY)]
+        alive = sum(type(o) is av.VideoFrame for o in gc.get_objects())
+    finally:
+        gc.enable()
+    assert len(frames) == 20
+    assert alive <= 2, f"{alive} decoded frames still held after decoding"
 
 
 # --- display shape ----------------------------------------------------------------------

@@ -31,7 +31,7 @@ from tests.support.videos import (
 from vidcap.decode import Decoded, Ended, decode_events
 from vidcap.errors import UsageError, VideoError
 from vidcap.settings import SamplingSettings
-from vidcap.video import VideoReader, _BestEffort, _Reorder
+from vidcap.video import VideoReader, _BestEffort, _Clock, _Reorder
 
 
 def read(path: Path, sampling: SamplingSettings) -> list:
@@ -495,6 +495,23 @@ def test_best_effort_takes_dts_once_pts_go_wrong_more_often() -> None:
     assert [guess(p, d) for p, d in zip(pts, dts, strict=True)] == [3, 4, 6, 6, 7, 8, 9, None]
     guess.reset()  # (a decoder flush resets it)
     assert [guess(p, None) for p in (5, 4)] == [5, 4]  # no dts: the pts, right or wrong
+
+
+def test_the_clock_gives_the_floats_fractions_give() -> None:
+    """Packet times in integer arithmetic are bit for bit what ``Fraction`` products give
+    (the code before it computed ``float(ts * time_base)`` per packet)."""
+    rng = np.random.default_rng(16)
+    bases = [Fraction(1, 90000), Fraction(1001, 30000), Fraction(1, 1000), Fraction(1, 12800),
+             Fraction(1, 15360), Fraction(1, 24000), Fraction(1, 1200000), Fraction(1, 25),
+             Fraction(100, 2997), Fraction(1, 3)]  # fmt: skip
+    starts = [0.0, 1.4, 1.075, -0.1, 2.5, 1 / 3, 1e-7]
+    stamps = [0, 1, -1, 2**33 - 1, 2**62, -(2**40)] + [int(x) for x in rng.integers(-9e5, 9e9, 300)]
+    for time_base, start, ts in itertools.product(bases, starts, stamps):
+        clock = _Clock(time_base, start)
+        assert clock.seconds(ts).hex() == max(0.0, float(ts * time_base) - start).hex()
+        assert clock.span(ts).hex() == float(ts * time_base).hex()
+    with pytest.raises(TypeError):  # no time base: fails as the Fraction product did
+        _Clock(None, 0.0).seconds(5)
 
 
 def test_the_reorder_buffer_releases_in_time_order_and_counts_what_it_cannot_place() -> None:

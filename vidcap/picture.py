@@ -37,6 +37,7 @@ from fractions import Fraction
 import av
 import cv2
 import numpy as np
+from av.sidedata.sidedata import SideDataContainer
 from av.video.reformatter import ColorPrimaries, ColorTrc, VideoReformatter
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ def frame_display_matrix(frame: av.VideoFrame) -> tuple[int, ...] | None:
     (read in C), which keeps the turn and loses a mirroring.
     """
     try:
-        entries = list(frame.side_data)
+        entries = list(_side_data(frame))
     except ValueError:
         return _rotation_matrix(frame.rotation) if frame.rotation else None
     for data in entries:
@@ -178,6 +179,17 @@ def frame_display_matrix(frame: av.VideoFrame) -> tuple[int, ...] | None:
             if len(raw) >= _DISPLAY_MATRIX.size:
                 return _DISPLAY_MATRIX.unpack_from(raw)
     return None
+
+
+def _side_data(frame: av.VideoFrame) -> SideDataContainer:
+    """``frame.side_data``, without keeping it on the frame: that property caches a container
+    pointing back at the frame, a reference cycle that keeps every frame looked at (and its
+    decoder buffer) alive until the garbage collector runs, so the decoder allocates fresh
+    buffers instead of reusing them (most of the decoder's +10 % after #16, BENCHMARKS.md).
+    The same entries."""
+    if isinstance(frame, av.frame.Frame):
+        return SideDataContainer(frame)
+    return frame.side_data  # (a stand-in frame)
 
 
 def _rotation_matrix(anticlockwise: float) -> tuple[int, ...]:

@@ -171,6 +171,8 @@ class VideoReader:
         self._damaged = False  # decoding met errors, corrupt or disordered frames
         self._packets: _Packets | None = None
         self._unneeded: set[float] = set()
+        self._clock = _Clock(self._stream.time_base, self._start)
+        self._by_dts = False  # packets timed by their dts (set by the demux pass)
         stream = self._stream
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         self.stats = VideoStats(
@@ -269,20 +271,22 @@ class VideoReader:
         # Every frame decoded: a frame's index is its rank among the frames that decode (as
         # ffprobe lists them); otherwise its rank among the demux pass's packets.
         ranked = needed is None or not packets.complete
+        clock = self._clock
         for packet, decoded, pts in self._in_order(self._decode(sampling, needed)):
             if decoded is None:  # skipped on purpose: still counts towards the video's end
-                self._extend(self._packet_time(packet) or 0.0, _packet_duration(packet))
+                self._extend(pts, _packet_duration(packet, clock))
                 continue
             if not ranked and (decoded.is_corrupt or self._damaged):
                 # Frames not decoded may be lost too: indices and keyframes need them all.
                 raise _PlanBroken(f"a damaged stream (at {pts:.3f} s) while skipping frames")
+            key = _key(pts)
             if plan is not None:
-                while position < len(expected) and expected[position] < _key(pts):
+                while position < len(expected) and expected[position] < key:
                     if not yielded[expected[position]]:
                         raise _PlanBroken(f"the frame at {expected[position]:.3f} s never came out")
                     position += 1
             orientation = self._picture.see(decoded)  # a display matrix holds until the next one
-            self._extend(pts, _frame_duration(decoded, packet))
+            self._extend(pts, _frame_duration(decoded, packet, clock))
             if ranked:
                 index = shown
             else:
@@ -291,18 +295,18 @@ class VideoReader:
                     index += 1
             shown += 1
             last_index = index
-            seen[_key(pts)] += 1
+            seen[key] += 1
             if every:  # (scene detection: every frame, in presentation order)
                 yield DecodedFrame(index, pts, decoded, orientation, self._picture.sar)
                 continue
             if sampling.keyframes and not decoded.key_frame:
                 continue  # (when every packet is decoded: no pts, or --decode-mode all)
-            if not take(index, pts) or seen[_key(pts)] <= yielded[_key(pts)]:
+            if not take(index, pts) or seen[key] <= yielded[key]:
                 continue
-            if plan is not None and _key(pts) not in plan:
+            if plan is not None and key not in plan:
                 raise _PlanBroken(f"a frame at {pts:.3f} s that no tick asked for")
             stats.sampled_frames += 1
-            yielded[_key(pts)] += 1
+            yielded[key] += 1
             rgb, display = self._picture.show(decoded)
             yield Frame(index=index, time=pts, rgb=rgb, display_size=display)
             if sampling.max_frames is not None and stats.sampled_frames >= sampling.max_frames:
@@ -321,18 +325,19 @@ class VideoReader:
         return True
 
     def _in_order(
-        self, decoded: Iterator[tuple[av.Packet, av.VideoFrame | None]]
+        self, decoded: Iterator[tuple[av.Packet, av.VideoFrame | None, float]]
     ) -> Iterator[tuple[av.Packet, av.VideoFrame | None, float]]:
-        """(packet, frame, time) in presentation order; skipped packets pass straight through.
+        """(packet, frame, time) in presentation order; skipped packets (no frame, the
+        packet's time) pass straight through.
 
         Each frame is timed on arrival (``_arrival_time``) and goes through a ``_Reorder``
         buffer: a decoder that releases frames out of order (a damaged stream) loses none.
         """
         stats = self.stats
         buffer: _Reorder[tuple[av.Packet, av.VideoFrame]] = _Reorder()
-        for packet, frame in decoded:
+        for packet, frame, skipped_time in decoded:
             if frame is None:
-                yield packet, None, 0.0
+                yield packet, None, skipped_time
                 continue
             time = self._arrival_time(frame, buffer.latest if stats.decoded_frames else None)
             stats.decoded_frames += 1
@@ -352,6 +357,7 @@ class VideoReader:
         if not self._demux().generated_pts:
             _disable_generated_pts(self._container)
         self._unneeded = set()
+        self._clock = _Clock(self._stream.time_base, self._start)
         self._best_effort = _BestEffort()
         self._damaged = False  # decoding met errors, corrupt or disordered frames
         self.stats.decoded_frames = 0
@@ -377,21 +383,37 @@ class VideoReader:
     def _demux(self) -> _Packets:
         if self._packets is None:
             self._packets = _demux_times(self.path, self._start)
+            self._by_dts = self._packets.clock == "dts"
         return self._packets
 
     # --- the decode pass --------------------------------------------------------------
 
     def _decode(
         self, sampling: SamplingSettings, needed: set[float] | None
-    ) -> Iterator[tuple[av.Packet, av.VideoFrame | None]]:
-        """(packet, frame) per decoded frame; (packet, None) per packet skipped on purpose."""
+    ) -> Iterator[tuple[av.Packet, av.VideoFrame | None, float]]:
+        """(packet, frame, 0.0) per decoded frame; (packet, None, its time) per packet
+        skipped on purpose (one whose time is known)."""
         codec = self._stream.codec_context
         flushed = False
         pending = False  # packets sent since the decoder was last drained
         try:
             for packet in self._container.demux(self._stream):
-                flushed = packet.size == 0
-                skip = self._skip(packet, sampling, needed)
+                size = packet.size
+                flushed = size == 0
+                # How the decoder treats the packet: its skip_frame value, or None: not sent.
+                time = None  # (the packet's, once needed)
+                if size == 0 or needed is None:
+                    skip = "DEFAULT"
+                elif sampling.keyframes:
+                    skip = "DEFAULT" if packet.is_keyframe else None
+                else:
+                    time = self._packet_time(packet)
+                    if time in needed:
+                        skip = "DEFAULT"
+                    elif time in self._unneeded:
+                        skip = None
+                    else:
+                        skip = "NONREF"
                 if skip is None:
                     if pending and not sampling.keyframes:
                         # Jumping to a later keyframe: drain what the decoder holds back
@@ -401,55 +423,39 @@ class VideoReader:
                         codec.flush_buffers()
                         self._best_effort.reset()  # as flushing resets FFmpeg's
                         pending = False
-                    if self._packet_time(packet) is not None:
-                        yield packet, None
+                    if time is None:  # (--keyframes: not timed yet)
+                        time = self._packet_time(packet)
+                    if time is not None:
+                        yield packet, None, time
                     continue
                 codec.skip_frame = skip
-                pending = packet.size > 0
+                pending = size > 0
                 yield from self._decode_packet(packet)
         except av.FFmpegError as exc:  # a damaged container: keep what was read
             log.debug("%s: demuxing stopped: %s", self.path, exc)
         if not flushed:
             yield from self._decode_packet(None)
 
-    def _seconds(self, pts: int, time_base: Fraction) -> float:
-        return _to_seconds(pts, time_base, self._start)
-
     def _packet_time(self, packet: av.Packet) -> float | None:
         """The time of the frame ``packet`` holds (by the demux pass's clock), if known."""
-        timestamp = packet.dts if self._demux().clock == "dts" else packet.pts
-        return None if timestamp is None else self._seconds(timestamp, packet.time_base)
+        timestamp = packet.dts if self._by_dts else packet.pts
+        return None if timestamp is None else self._clock.seconds(timestamp)
 
     def _arrival_time(self, frame: av.VideoFrame, previous: float | None) -> float:
         """A decoded frame's time: FFmpeg's best-effort timestamp (``_BestEffort``), or,
         where the decoder gives none, one frame interval after ``previous`` (the latest
         frame before it; None: this is the first)."""
         timestamp = self._best_effort(frame.pts, getattr(frame, "dts", None))
-        time_base = frame.time_base or self._stream.time_base  # drained: the stream's base
+        time_base = frame.time_base or self._clock.time_base  # drained: the stream's base
         if timestamp is None or time_base is None:  # no timestamp: one interval on
             stats = self.stats
             step = 1.0 / stats.nominal_fps if stats.nominal_fps > 0 else 0.0
             return 0.0 if previous is None else previous + step
-        return self._seconds(timestamp, time_base)
-
-    def _skip(
-        self, packet: av.Packet, sampling: SamplingSettings, needed: set[float] | None
-    ) -> str | None:
-        """How the decoder treats ``packet``: its ``skip_frame`` value, or None: do not send it."""
-        if packet.size == 0 or needed is None:
-            return "DEFAULT"
-        if sampling.keyframes:
-            return "DEFAULT" if packet.is_keyframe else None
-        time = self._packet_time(packet)
-        if time in needed:
-            return "DEFAULT"
-        if time in self._unneeded:
-            return None
-        return "NONREF"
+        return max(0.0, timestamp * time_base.numerator / time_base.denominator - self._start)
 
     def _decode_packet(
         self, packet: av.Packet | None
-    ) -> Iterator[tuple[av.Packet, av.VideoFrame | None]]:
+    ) -> Iterator[tuple[av.Packet, av.VideoFrame | None, float]]:
         try:
             frames = self._stream.codec_context.decode(packet)
         except av.FFmpegError as exc:
@@ -458,7 +464,7 @@ class VideoReader:
             self._damaged = True
             return
         for frame in frames:
-            yield packet, frame
+            yield packet, frame, 0.0
 
     def _finish(self, reached_end: bool) -> None:
         """Fail a video with no frame; warn once about frames that really failed."""
@@ -619,9 +625,31 @@ class _BestEffort:
         return dts
 
 
-def _to_seconds(pts: int, time_base: Fraction, start: float) -> float:
-    """A timestamp in seconds from the stream's start, as players (and OpenCV) count."""
-    return max(0.0, float(pts * time_base) - start)
+class _Clock:
+    """One stream's timestamps in seconds from the time origin ``start``, as players (and
+    OpenCV) count (``seconds``: ``max(0.0, float(ts * time_base) - start)``), and durations
+    (``span``: ``float(ticks * time_base)``).
+
+    In integer arithmetic: ``ts * num / den`` (int true division, correctly rounded) is the
+    very float ``float(ts * Fraction(num, den))`` is, without the ``Fraction``s (PyAV builds
+    a new one on every ``packet.time_base`` read, and a product two more, per packet). PyAV
+    stamps every packet it demuxes with its stream's time base, so the stream's, read once,
+    times the stream's packets."""
+
+    __slots__ = ("_den", "_num", "_start", "time_base")
+
+    def __init__(self, time_base: Fraction | None, start: float) -> None:
+        self.time_base = time_base
+        # (None, None) where a stream had no time base: ``ts * None`` fails as before
+        self._num = time_base.numerator if time_base is not None else None
+        self._den = time_base.denominator if time_base is not None else None
+        self._start = start
+
+    def seconds(self, timestamp: int) -> float:
+        return max(0.0, timestamp * self._num / self._den - self._start)
+
+    def span(self, ticks: int) -> float:
+        return ticks * self._num / self._den
 
 
 def _demux_times(path: Path, start: float) -> _Packets:
@@ -647,6 +675,7 @@ def _demux_times(path: Path, start: float) -> _Packets:
         plannable = not (no_pts and reorders and codec != "mpeg4")
         if clock == "dts" or not plannable:
             _disable_generated_pts(container)
+        seconds = _Clock(stream.time_base, start).seconds
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
@@ -660,7 +689,7 @@ def _demux_times(path: Path, start: float) -> _Packets:
                 if packet.is_discard:  # before an edit list's start (a clip cut with -c copy)
                     discarded += 1
                     continue
-                time = _to_seconds(timestamp, packet.time_base, start)
+                time = seconds(timestamp)
                 times.append(time)
                 order.append((time, bool(packet.is_keyframe)))
                 if packet.is_keyframe and (codec != "mpeg4" or packet.size > N_VOP_MAX_BYTES):
@@ -724,18 +753,21 @@ def _unneeded_times(packets: _Packets, needed: set[float]) -> set[float]:
     return unneeded - needed
 
 
-def _frame_duration(frame: av.VideoFrame, packet: av.Packet) -> float:
+def _frame_duration(frame: av.VideoFrame, packet: av.Packet | None, clock: _Clock) -> float:
     """One frame interval as ffprobe counts it: the frame's (else its packet's) duration."""
     duration = getattr(frame, "duration", None) or 0
-    if duration and frame.time_base is not None:
-        return float(duration * frame.time_base)
-    return _packet_duration(packet)
+    if duration:
+        time_base = frame.time_base
+        if time_base is not None:
+            return duration * time_base.numerator / time_base.denominator
+    return _packet_duration(packet, clock)
 
 
-def _packet_duration(packet: av.Packet | None) -> float:
+def _packet_duration(packet: av.Packet | None, clock: _Clock) -> float:
+    """``packet``'s duration in seconds (``clock``: its stream's), 0.0 where unknown."""
     if packet is None or not packet.size or not packet.duration:
         return 0.0
-    return float(packet.duration * packet.time_base)
+    return clock.span(packet.duration)
 
 
 def _missing_tail(
