@@ -705,3 +705,92 @@ def test_a_clip_begins_at_the_frame_its_time_names(
     # frames 10-14, each within 3 grey levels (11 frames later is only 7 levels off)
     expected = [float(frame_colour(i)[0]) for i in range(10, 15)]
     assert shown == pytest.approx(expected, abs=3)
+
+
+# --- what the sweep of files made with the ffmpeg command found (outside the SPECS) -------
+
+
+@pytest.fixture(scope="module")
+def truncated_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A faststart H.264 MP4 (3 B-frames, 120 frames) cut at 70 % of its bytes."""
+    folder = tmp_path_factory.mktemp("truncated")
+    whole = encode_with_ffmpeg(
+        folder / "whole.mp4", 120, "30",
+        ["-c:v", "libx264", "-preset", "veryfast", "-bf", "3", "-g", "30",
+         "-movflags", "+faststart"],
+        size=(240, 320),
+    )  # fmt: skip
+    data = whole.read_bytes()
+    truncated = folder / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) * 7 // 10])
+    return truncated
+
+
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        SamplingSettings(every_n=1, mode="all"),
+        SamplingSettings(every_n=1),
+        SamplingSettings(fps=3.0),
+        SamplingSettings(keyframes=True),
+    ],
+    ids=["all", "exact-every-frame", "exact-fps3", "keyframes"],
+)
+def test_a_truncated_stream_keeps_the_same_frames_on_any_number_of_threads(
+    truncated_mp4: Path, sampling: SamplingSettings, caplog
+) -> None:
+    """Regression: FFmpeg's frame threads lose the frames in flight around an error (here
+    the last 2 of a truncated MP4), so what was kept depended on the machine's cores (one
+    decoder process on a 2-core machine: 2 threads). Damage met on several threads is
+    decoded again on one."""
+    kept = []
+    for threads in (1, 2, 0):
+        with caplog.at_level(logging.WARNING, logger="vidcap.video"):
+            caplog.clear()
+            with VideoReader(truncated_mp4, threads=threads) as reader:
+                kept.append([(f.index, f.time) for f in reader.frames(sampling)])
+        [warning] = [r.getMessage() for r in caplog.records if "could not be" in r.getMessage()]
+    assert kept[0] == kept[1] == kept[2]
+    if sampling.every_n == 1 and FFPROBE:
+        shown = [t for t, _ in ffprobe_frames(truncated_mp4)]  # (65 frames)
+        assert [t for _, t in kept[0]] == pytest.approx(shown, abs=1e-6)
+        assert [i for i, _ in kept[0]] == list(range(len(shown)))
+        # the header's 120 frames, each counted once (the truncated last packet is also
+        # the start of the missing tail)
+        assert f"{120 - len(shown)} of 120 frames could not be decoded" in warning
+        if sampling.mode == "all":
+            assert f"kept the {len(shown)} that decoded" in warning
+    if sampling.mode == "exact" and sampling.every_n != 1:
+        assert "kept every frame that decoded" in warning  # not the count of samples
+
+
+def test_scene_frames_of_a_truncated_stream_do_not_depend_on_threads(truncated_mp4: Path) -> None:
+    times = []
+    for threads in (1, 2):
+        with VideoReader(truncated_mp4, threads=threads) as reader:
+            times.append([(f.index, f.time) for f in reader.decoded_frames()])
+    assert times[0] == times[1] and times[0]
+
+
+def test_packet_times_that_are_decode_times_are_not_planned_with(tmp_path: Path) -> None:
+    """Regression: a time base coarser than the frame rate (``-video_track_timescale 7``)
+    makes FFmpeg's MOV muxer write B-frames' pts equal to their dts; FFmpeg's best effort
+    then times frames by dts. ``exact --keyframes`` took the keyframes' pts (30 at 4.29 s,
+    not 4.57 s as ffprobe and decoding everything say)."""
+    path = encode_with_ffmpeg(
+        tmp_path / "coarse.mov", 90, "30",
+        ["-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-g", "30",
+         "-video_track_timescale", "7"],
+    )  # fmt: skip
+    keyframes = [(i, t) for i, (t, key) in enumerate(probe_frames(path)) if key]
+    assert len(keyframes) == 3
+    for sampling in (SamplingSettings(keyframes=True), SamplingSettings(fps=1.0)):
+        got = {}
+        for mode in ("exact", "all"):
+            with VideoReader(path) as reader:
+                got[mode] = [(f.index, f.time) for f in reader.frames(replace(sampling, mode=mode))]
+        assert got["exact"] == got["all"]
+    assert [i for i, _ in got["exact"]] != []  # (fps 1: ticks exist)
+    with VideoReader(path) as reader:
+        frames = [(f.index, f.time) for f in reader.frames(SamplingSettings(keyframes=True))]
+    assert frames == [(i, pytest.approx(t, abs=1e-6)) for i, t in keyframes]

@@ -167,6 +167,8 @@ class VideoReader:
         self._delay = max(0.0, _stream_start(self._stream) - self._start)
         self._picture = Picture(self._stream)  # rotation, SAR, HDR: what a player shows
         self._threads = threads
+        self._one_thread = threads == 1  # decoding again after damage: on one thread
+        self._decoded_all = False  # the last pass decoded every frame (for the warning)
         self._best_effort = _BestEffort()
         self._damaged = False  # decoding met errors, corrupt or disordered frames
         self._packets: _Packets | None = None
@@ -214,7 +216,10 @@ class VideoReader:
         access points, as x264's periodic intra refresh writes) stops that and the video is
         decoded again, every frame, sending nothing twice. So does any sign of damage (a
         corrupt frame, a packet that does not decode, frames out of order) while any mode
-        leaves frames undecoded: the frames it skipped may be lost too, which moves indices.
+        leaves frames undecoded: the frames it skipped may be lost too, which moves indices;
+        and damage while decoding on several threads, on one thread then: FFmpeg's frame
+        threads lose the frames in flight around an error (the last frames of a truncated
+        MP4), so what is kept would depend on the machine's cores.
         """
         packets = self._demux()
         if not packets.generated_pts:  # frames timed as ffprobe times them
@@ -229,19 +234,43 @@ class VideoReader:
         try:
             reached_end = yield from self._pass(sampling, packets, needed, plan, yielded)
         except _PlanBroken as exc:
-            log.info("%s: %s; decoding it again, every frame", self.path, exc)
-            self._reopen()
-            reached_end = yield from self._pass(sampling, packets, None, None, yielded)
+            reached_end = yield from self._again(exc, sampling, packets, yielded)
         self._finish(reached_end)
+
+    def _again(
+        self,
+        why: _PlanBroken,
+        sampling: SamplingSettings,
+        packets: _Packets,
+        yielded: Counter[float],
+        every: bool = False,
+    ) -> Generator[Frame | DecodedFrame, None, bool]:
+        """The next pass: every frame, on one thread where the last met damage on several
+        (a pass on one thread decoding every frame has nothing left to find); frames an
+        earlier pass sent are not sent again."""
+        while True:
+            log.info("%s: %s; decoding it again, every frame", self.path, why)
+            self._reopen()
+            self._one_thread = self._one_thread or why.damage
+            try:
+                return (yield from self._pass(sampling, packets, None, None, yielded, every=every))
+            except _PlanBroken as again:
+                if self._one_thread:
+                    raise
+                why = again
 
     def decoded_frames(self) -> Iterator[DecodedFrame]:
         """Every frame, decoded (nothing skipped, whatever the sampling), in presentation
         order, not converted: what scene detection (``vidcap.scenes``) needs to see. The
         same indices and times as ``frames``; ``stats`` is complete afterwards."""
         packets = self._demux()
-        reached_end = yield from self._pass(
-            _EVERY_FRAME, packets, None, None, Counter(), every=True
-        )
+        yielded: Counter[float] = Counter()
+        try:
+            reached_end = yield from self._pass(
+                _EVERY_FRAME, packets, None, None, yielded, every=True
+            )
+        except _PlanBroken as exc:  # (damage on several threads)
+            reached_end = yield from self._again(exc, _EVERY_FRAME, packets, yielded, every=True)
         self._finish(reached_end)
 
     def _pass(
@@ -261,7 +290,11 @@ class VideoReader:
         stats = self.stats
         codec = self._stream.codec_context
         codec.thread_type = "AUTO"
-        codec.thread_count = self._threads
+        codec.thread_count = 1 if self._one_thread else self._threads
+        threaded = not self._one_thread  # (0: one thread per core)
+        self._decoded_all = needed is None
+        # A second pass sends no frame earlier than one the first pass sent (order kept).
+        sent_up_to = max(yielded) if yielded else -math.inf
         take = _selector(sampling)
         expected = sorted(plan) if plan is not None else []
         position = 0
@@ -278,7 +311,11 @@ class VideoReader:
                 continue
             if not ranked and (decoded.is_corrupt or self._damaged):
                 # Frames not decoded may be lost too: indices and keyframes need them all.
-                raise _PlanBroken(f"a damaged stream (at {pts:.3f} s) while skipping frames")
+                raise _PlanBroken(
+                    f"a damaged stream (at {pts:.3f} s) while skipping frames", damage=True
+                )
+            if threaded and (decoded.is_corrupt or self._damaged):
+                raise _PlanBroken(f"a damaged stream (at {pts:.3f} s) on several threads", True)
             key = _key(pts)
             if plan is not None:
                 while position < len(expected) and expected[position] < key:
@@ -296,12 +333,16 @@ class VideoReader:
             shown += 1
             last_index = index
             seen[key] += 1
+            # sent by the first pass (or lost by it, and too late to place now)
+            sent = seen[key] <= yielded[key] or key < sent_up_to
             if every:  # (scene detection: every frame, in presentation order)
-                yield DecodedFrame(index, pts, decoded, orientation, self._picture.sar)
+                if not sent:
+                    yielded[key] += 1
+                    yield DecodedFrame(index, pts, decoded, orientation, self._picture.sar)
                 continue
             if sampling.keyframes and not decoded.key_frame:
                 continue  # (when every packet is decoded: no pts, or --decode-mode all)
-            if not take(index, pts) or seen[key] <= yielded[key]:
+            if not take(index, pts) or sent:
                 continue
             if plan is not None and key not in plan:
                 raise _PlanBroken(f"a frame at {pts:.3f} s that no tick asked for")
@@ -314,8 +355,15 @@ class VideoReader:
         missing = [t for t in expected[position:] if not yielded[t]]
         if missing:
             raise _PlanBroken(f"the frame at {missing[0]:.3f} s never came out")
-        if not ranked and self._damaged:
-            raise _PlanBroken("a damaged stream (at its end) while skipping frames")
+        if self._damaged and (threaded or not ranked):
+            where = "on several threads" if ranked else "while skipping frames"
+            raise _PlanBroken(f"a damaged stream (at its end) {where}", damage=True)
+        if threaded and ranked and packets.complete and stats.decoded_frames < len(packets.times):
+            # Frame threads can lose frames with no error at all (a truncated MP4 on 3)
+            raise _PlanBroken(
+                f"{stats.decoded_frames} frames of {len(packets.times)} packets on several threads",
+                damage=True,
+            )
         if ranked and packets.complete and self._damaged:
             # Every packet was sent and the stream showed damage: a packet that gave no
             # frame is a frame lost (where nothing is wrong, one packet need not be one
@@ -478,16 +526,21 @@ class VideoReader:
         stats.failed_frames += _missing_tail(self._stream, stats, discarded, self._delay)
         if stats.failed_frames or stats.late_frames:
             lost = stats.failed_frames + stats.late_frames
-            total = max(stats.expected_frames, stats.decoded_frames + stats.failed_frames)
+            kept = stats.decoded_frames - stats.late_frames
+            if self._decoded_all and stats.expected_frames > kept:
+                # (a truncated last packet fails to decode and is missing from the tail)
+                lost = min(lost, stats.expected_frames - kept)
+            total = max(stats.expected_frames, kept + lost)
             log.warning(
-                "%s: %d of %d frames could not be decoded%s (corrupt or truncated stream); "
-                "kept the %d that decoded%s",
+                "%s: %d of %d frames could not be decoded%s (corrupt or truncated stream); %s",
                 self.path,
                 lost,
                 total,
                 " or came out too far out of order" if stats.late_frames else "",
-                stats.decoded_frames - stats.late_frames,
-                " in order" if stats.late_frames else "",
+                # (frames left undecoded on purpose are no count of what decodes)
+                f"kept the {kept} that decoded{' in order' if stats.late_frames else ''}"
+                if self._decoded_all
+                else "kept every frame that decoded",
             )
 
 
@@ -532,7 +585,12 @@ class _Reorder(Generic[T]):
 
 
 class _PlanBroken(Exception):
-    """The decoder's frames disagree with the demux pass's plan (see ``VideoReader.frames``)."""
+    """The decoder's frames disagree with the demux pass's plan, or a pass met damage where
+    it cannot keep every frame (see ``VideoReader.frames``); ``damage``: the latter."""
+
+    def __init__(self, message: str, damage: bool = False) -> None:
+        super().__init__(message)
+        self.damage = damage
 
 
 def _key(seconds: float) -> float:
@@ -676,6 +734,7 @@ def _demux_times(path: Path, start: float) -> _Packets:
         if clock == "dts" or not plannable:
             _disable_generated_pts(container)
         seconds = _Clock(stream.time_base, start).seconds
+        in_decode_order = True  # every packet's pts its dts
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
@@ -683,6 +742,8 @@ def _demux_times(path: Path, start: float) -> _Packets:
                 if codec == "mpeg4" and plannable and not _one_picture(bytes(packet)):
                     plannable = False
                 timestamp = packet.dts if clock == "dts" else packet.pts
+                if packet.pts != packet.dts:
+                    in_decode_order = False
                 if timestamp is None:
                     complete = False
                     continue
@@ -698,6 +759,14 @@ def _demux_times(path: Path, start: float) -> _Packets:
             complete = False
     times.sort()
     keyframes.sort()
+    if any(a == b for a, b in itertools.pairwise(times)) or (
+        reorders and in_decode_order and clock == "pts" and len(times) > 1
+    ):
+        # Packet times that name no frame: two packets at one time, or a reordering codec
+        # whose pts are its dts (a time base coarser than the frame rate: FFmpeg's muxer
+        # made them so). FFmpeg's best effort then times frames by their dts, which only
+        # decoding every frame shows.
+        plannable = False
     return _Packets(times, keyframes, complete, tuple(order), discarded, plannable, clock)
 
 
