@@ -232,6 +232,9 @@ def test_unavailable_model_is_one_line(mixed_folder: Path, tmp_path: Path) -> No
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+# A subprocess, the only true test of a silent terminal (warnings and log records of a
+# fresh interpreter, the decoder workers' stderr): over 3 s, in make test.
+@pytest.mark.slow
 def test_format_subset_and_quiet(mixed_folder: Path, tmp_path: Path) -> None:
     result = vidcap(
         "caption",
