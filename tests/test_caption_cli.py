@@ -1,4 +1,9 @@
-"""``vidcap caption`` end to end: real videos, the tiny model, outputs parsed back."""
+"""``vidcap caption`` end to end: real videos, the tiny model, outputs parsed back.
+
+Most tests run the command in this process (``run_main``: its exit status and what it
+prints on stderr); those about the process itself start ``python -m vidcap``: its exit
+status, ``--quiet`` leaving a terminal silent, a model that cannot load, a killed run, a
+terminal's progress line."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import pytest
 import srt
 import webvtt
 
+from tests.support.cli import run_main
 from tests.support.terminal import run_on_terminal
 from tests.support.videos import VideoSpec, constant_rate, probe_times, read_jsonl, write_video
 
@@ -55,7 +61,7 @@ def mixed_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def mixed_run(mixed_folder: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("out")
-    result = vidcap(
+    result = run_main(
         "caption", mixed_folder, "--out", out, "--model", "tiny", "--fps", "2", "--quiet"
     )
     return result, out
@@ -200,7 +206,7 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path: Path) -> None:
 def test_usage_errors_exit_2_with_one_line(
     mixed_folder: Path, tmp_path: Path, args, message
 ) -> None:
-    result = vidcap(
+    result = run_main(
         "caption", mixed_folder / "web.webm", "--out", tmp_path, "--model", "tiny", *args
     )
     assert result.returncode == 2
@@ -216,6 +222,8 @@ def test_missing_input_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_unavailable_model_is_one_line(mixed_folder: Path, tmp_path: Path) -> None:
+    # A subprocess: in this process, the decoder pool started before the model failed to
+    # load takes ~5 s to close (its worker is waited for); ``python -m vidcap`` exits at once.
     result = vidcap(
         "caption", mixed_folder / "web.webm", "--out", tmp_path, "--model", "nobody/no-such-model"
     )
@@ -224,6 +232,9 @@ def test_unavailable_model_is_one_line(mixed_folder: Path, tmp_path: Path) -> No
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+# A subprocess, the only true test of a silent terminal (warnings and log records of a
+# fresh interpreter, the decoder workers' stderr): over 3 s, in make test.
+@pytest.mark.slow
 def test_format_subset_and_quiet(mixed_folder: Path, tmp_path: Path) -> None:
     result = vidcap(
         "caption",
@@ -255,7 +266,7 @@ def test_dead_server_stops_the_run_resumably(mixed_folder: Path, tmp_path: Path)
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/caption"
     started = time.monotonic()
-    result = vidcap(
+    result = run_main(
         "caption", mixed_folder / "cam2", "--out", tmp_path, "--model", "tiny", "--quiet",
         "--server", url, "--retries", "1", "--timeout", "5",
     )  # fmt: skip
@@ -272,7 +283,7 @@ def test_dead_server_stops_the_run_resumably(mixed_folder: Path, tmp_path: Path)
 def test_out_pointing_at_a_file_is_one_line(mixed_folder: Path, tmp_path: Path) -> None:
     target = tmp_path / "a-file"
     target.write_text("x")
-    result = vidcap("caption", mixed_folder / "web.webm", "--out", target, "--model", "tiny")
+    result = run_main("caption", mixed_folder / "web.webm", "--out", target, "--model", "tiny")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"vidcap: error: --out {target} is a file, not a folder"
@@ -282,18 +293,18 @@ def test_out_pointing_at_a_file_is_one_line(mixed_folder: Path, tmp_path: Path) 
 def test_tiny_model_onto_an_existing_file_is_one_line(tmp_path: Path) -> None:
     target = tmp_path / "model"
     target.write_text("x")
-    result = vidcap("tiny-model", target)
+    result = run_main("tiny-model", target)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "is a file" in result.stderr
 
 
 def test_verbose_is_accepted_after_the_subcommand(tmp_path: Path) -> None:
-    result = vidcap("caption", tmp_path / "none.mp4", "--out", tmp_path / "o", "-v")
+    result = run_main("caption", tmp_path / "none.mp4", "--out", tmp_path / "o", "-v")
     assert result.returncode == 2 and "no such file or folder" in result.stderr
 
 
 def test_argument_errors_are_one_line_with_the_help_hint(tmp_path: Path) -> None:
-    result = vidcap("caption", tmp_path, "--out", tmp_path / "o", "--batch-size", "lots")
+    result = run_main("caption", tmp_path, "--out", tmp_path / "o", "--batch-size", "lots")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "vidcap caption: error: argument --batch-size: expected 'auto' or a whole number, "
@@ -313,7 +324,7 @@ def test_one_progress_line_for_the_run_on_a_terminal(mixed_folder: Path, tmp_pat
 def test_an_out_folder_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    result = vidcap("caption", tmp_path, "--out", blocker / "sub", "--model", "tiny")
+    result = run_main("caption", tmp_path, "--out", blocker / "sub", "--model", "tiny")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"vidcap: error: --out {blocker / 'sub'}: cannot create the folder (Not a directory)"
@@ -321,7 +332,7 @@ def test_an_out_folder_that_cannot_be_created_is_one_line(tmp_path: Path) -> Non
 
 
 def test_an_infinite_fps_is_a_usage_error(mixed_folder: Path, tmp_path: Path) -> None:
-    result = vidcap("caption", mixed_folder / "web.webm", "--out", tmp_path, "--fps", "inf")
+    result = run_main("caption", mixed_folder / "web.webm", "--out", tmp_path, "--fps", "inf")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "vidcap: error: --fps must be a number > 0, got inf"

@@ -306,6 +306,9 @@ def test_engine_settings_validate_themselves(kwargs: dict, message: str) -> None
         EngineSettings(**kwargs)
 
 
+# Over 3 s (33 files; the HDR one costs its decoder worker ~3 s of tone-mapping tables):
+# in make test. Each spec's times and duration: tests/test_video.py; HDR: test_picture.py.
+@pytest.mark.slow
 def test_a_folder_of_every_kind_of_file_gives_true_outputs(
     generated_videos, tmp_path: Path, tiny_captioner
 ) -> None:
