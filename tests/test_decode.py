@@ -80,3 +80,22 @@ def test_a_stream_cut_short_ends_where_the_last_whole_event_does() -> None:
 def test_an_unknown_kind_is_an_error() -> None:
     with pytest.raises(ValueError, match="not a vidcap decoder event"):
         read_event(io.BytesIO(HEADER.pack(b"Z", 0, 0, 0.0, 0, 0)))
+
+
+def test_closing_a_pool_while_its_workers_start_does_not_wait_for_them() -> None:
+    """Regression: a worker that started while ``close()`` ran was not killed, and its
+    thread waited 5 s for it to exit (an embedded run whose model failed to load paid it).
+    Closed at once, several times at slightly different moments, a close takes well under
+    those 5 s."""
+    import time
+
+    from vidcap.decode_pool import DecodePool
+
+    samples = Path(__file__).resolve().parents[1] / "sample_videos"
+    jobs = [(0, str(samples / "shapes.mp4")), (1, str(samples / "subject.mp4"))]
+    for delay in (0.0, 0.005, 0.01, 0.02, 0.05):
+        pool = DecodePool(jobs, SamplingSettings(), (32, 32), 2, 16)
+        time.sleep(delay)
+        started = time.monotonic()
+        pool.close()
+        assert time.monotonic() - started < 3.0, delay

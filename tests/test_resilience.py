@@ -187,7 +187,8 @@ def caption_run(folder: Path, out: Path, url: str, *extra: str) -> tuple[int, di
     """``vidcap caption FOLDER --server URL`` in this process: (exit code, summary.json)."""
     code = main(
         ["caption", str(folder), "--out", str(out), "--fps", "5", "--quiet", "--server", url]
-        + ["--prebatch", "2", "--retries", "1", "--decode-workers", "1", *extra]
+        + ["--prebatch", "2", "--retries", "1", "--decode-workers", "1", "--timeout", "20"]
+        + [*extra]
     )
     return code, json.loads((out / "summary.json").read_text())
 

@@ -170,6 +170,8 @@ class DecodePool:
         with self._lock:
             self._procs.append(proc)
             self._scratch[proc.pid] = scratch
+            if self._stop.is_set():  # close() ran while this one started: not waited for
+                proc.kill()
         return proc
 
     def _end(self, proc: subprocess.Popen) -> None:
