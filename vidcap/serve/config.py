@@ -190,7 +190,7 @@ def _convert(name: str, raw: object, kind: object) -> object:
         pattern = _INTEGER if kind is int else _DECIMAL
         if isinstance(raw, bool) or not pattern.fullmatch(str(raw).strip()):
             what = "a whole number" if kind is int else "a number"
-            raise UsageError(f"{_env(name)} must be {what} (ASCII digits), got {raw!r:.40}")
+            raise UsageError(f"{_env(name)} must be {what}, got {raw!r:.40}")
         value = kind(str(raw).strip())  # type: ignore[operator]
         if not math.isfinite(value):
             raise UsageError(f"{_env(name)} is out of range, got {raw!r:.40}")
