@@ -289,7 +289,12 @@ class VideoReader:
         ``DecodedFrame`` instead of the sampled ones."""
         stats = self.stats
         codec = self._stream.codec_context
-        codec.thread_type = "AUTO"
+        ranked = needed is None or not packets.complete
+        # Frame threads may hide damage (no error, no corrupt flag: a frame just missing),
+        # which a pass that skips frames could not notice by counting: such a pass decodes
+        # on slice threads only, which report it as one thread does. (The decoder pool
+        # runs one thread per worker by default anyway.)
+        codec.thread_type = "AUTO" if ranked else "SLICE"
         codec.thread_count = 1 if self._one_thread else self._threads
         threaded = not self._one_thread  # (0: one thread per core)
         self._decoded_all = needed is None
@@ -301,9 +306,8 @@ class VideoReader:
         last_index = -1
         shown = 0  # frames released in presentation order in this pass
         seen: Counter[float] = Counter()  # frames of each time released in this pass
-        # Every frame decoded: a frame's index is its rank among the frames that decode (as
-        # ffprobe lists them); otherwise its rank among the demux pass's packets.
-        ranked = needed is None or not packets.complete
+        # Every frame decoded (``ranked``): a frame's index is its rank among the frames that
+        # decode (as ffprobe lists them); otherwise its rank among the demux pass's packets.
         clock = self._clock
         for packet, decoded, pts in self._in_order(self._decode(sampling, needed)):
             if decoded is None:  # skipped on purpose: still counts towards the video's end
