@@ -258,7 +258,9 @@ def test_a_source_the_browser_cannot_reach_shows_the_thumbnail_and_why(page: Pag
     written.locator(".strip figure").nth(1).click()
     assert page.is_visible("#player-why") and page.is_hidden("#video")
     assert "not on this machine" in page.text_content("#player-why")
-    assert page.is_visible("#player-thumb")
+    # shown once its picture has loaded (an image has no height before): wait for that
+    page.wait_for_selector("#player-thumb", state="visible", timeout=10_000)
+    assert page.evaluate("document.getElementById('player-thumb').naturalWidth") > 0
     assert page.text_content("#player-time").startswith("0:01.000")
     assert page.problems == []
 
