@@ -309,3 +309,26 @@ def test_a_hung_then_killed_worker_costs_no_frame_and_no_long_wait(
     assert failures == []
     assert rounds[0] >= before + 6, server.log_tail()
     assert server.describe()["workers"][0]["pid"] != worker.pid
+
+
+def test_a_key_file_read_half_written_keeps_the_keys_last_read(tmp_path: Path) -> None:
+    """TorchServe rewrites its key file in place: a read that meets it half-written keeps
+    the last keys (it answered 503 "no key yet" to requests during a key renewal)."""
+    import json
+    import os
+
+    from vidcap.serve.gate import KeyFile
+
+    path = tmp_path / "key_file.json"
+    whole = json.dumps({"inference": {"key": "old"}, "API": {"key": "api"}})
+    path.write_text(whole)
+    keys = KeyFile(path)
+    assert keys.key("inference") == "old"
+    path.write_text(json.dumps({"inference": {"key": "new"}})[:12])  # torn
+    os.utime(path, ns=(1, 1))
+    assert keys.key("inference") == "old" and keys.key("API") == "api"
+    path.write_text(json.dumps({"inference": {"key": "new"}}))
+    assert keys.key("inference") == "new"
+    path.unlink()
+    assert keys.key("inference") is None  # gone: no key
+    assert KeyFile(tmp_path / "never.json").key("inference") is None

@@ -195,7 +195,9 @@ def error_answer(error: BadRequest, close: bool = False) -> web.Response:
 class KeyFile:
     """A ``key_file.json`` as TorchServe writes it (``{"inference": {"key": …}, …}``),
     read again whenever it changes on disk; a key is ``None`` while the file is missing
-    or unreadable."""
+    (or unreadable before it was ever read). TorchServe rewrites the file in place, so a
+    read may meet it half-written: then the keys last read stay in use until it reads whole
+    (requests answered 503 "no key yet" while a key was being renewed)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -212,7 +214,7 @@ class KeyFile:
             try:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
-                return None
+                return self._keys.get(kind)  # (half-written: the stamp stays, read again)
             self._keys = {
                 name: entry["key"]
                 for name, entry in (data.items() if isinstance(data, dict) else ())
