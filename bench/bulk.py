@@ -12,7 +12,11 @@ Reported side by side, as frames/s and ratios (never asserted):
   per core (``xargs -P<cores> ffmpeg -threads 1 -i clip -f null -``) — the decode limit;
 - ``model_only``: the model captioning already-decoded frames at the engine's batch size;
 - ``thumbs_cost`` (cpu): the command at its defaults (a thumbnail per sample) against the
-  same with ``--no-thumbs``, as a fraction of the run.
+  same with ``--no-thumbs``, as a fraction of the run;
+- ``gpu_use_during_engine`` (gpu): ``nvidia-smi`` sampled every 200 ms during the engine run
+  (utilisation mean, median, 10th percentile; peak memory);
+- ``model_profile`` (gpu): ``torch.profiler`` over two model batches, the ops with the most
+  device time and their share.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -156,6 +161,74 @@ def bench_cpu(folder: Path, paths: list[Path], repeats: int) -> dict:
     }
 
 
+class GpuUse:
+    """``nvidia-smi`` sampled every 200 ms while the block runs: utilisation and memory.
+    Where there is no ``nvidia-smi`` (a dry run on a CPU), ``summary`` says so."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self._process: subprocess.Popen | None = None
+
+    def __enter__(self) -> GpuUse:
+        command = shutil.which("nvidia-smi")
+        if command:
+            self._process = subprocess.Popen(
+                [command, "--query-gpu=utilization.gpu,memory.used",
+                 "--format=csv,noheader,nounits", "-lms", "200"],
+                stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is None:
+            return
+        self._process.terminate()
+        output, _ = self._process.communicate(timeout=10)
+        for line in output.splitlines():
+            parts = [part.strip() for part in line.split(",")]
+            try:
+                self.samples.append((float(parts[0]), float(parts[1])))
+            except (ValueError, IndexError):
+                continue  # (a line cut by the stop)
+
+    def summary(self) -> dict:
+        if not self.samples:
+            return {"note": "no nvidia-smi: not sampled"}
+        use = sorted(u for u, _ in self.samples)
+        return {
+            "samples": len(use),
+            "util_mean_pct": round(sum(use) / len(use), 1),
+            "util_median_pct": use[len(use) // 2],
+            "util_p10_pct": use[len(use) // 10],
+            "memory_max_mib": max(m for _, m in self.samples),
+        }
+
+
+def profile_model(captioner, generation, batches: int = 2, rows: int = 12) -> list[dict]:
+    """Where a few model batches spend their time (``torch.profiler``): the ``rows`` ops
+    with the most device time (CPU time on a CPU), as name, calls and share of the total."""
+    import numpy as np
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = captioner.device.startswith("cuda")
+    rng = np.random.default_rng(1)
+    h, w = captioner.input_size
+    images = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for _ in range(captioner.batch_size)]
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as trace:
+        for _ in range(batches):
+            captioner.caption(images, generation)
+        _sync(captioner.device)
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    events = [e for e in trace.key_averages() if getattr(e, key, 0) > 0]
+    total = sum(getattr(e, key) for e in events) or 1
+    events.sort(key=lambda e: getattr(e, key), reverse=True)
+    return [
+        {"op": e.key, "calls": e.count, "share": round(getattr(e, key) / total, 3)}
+        for e in events[:rows]
+    ]
+
+
 def bench_gpu(paths: list[Path], tokens: int, dry_run: bool) -> dict:
     """``dry_run``: the same code on this machine's CPU with the tiny model (a check of the
     script before it goes to a GPU, not a measurement)."""
@@ -181,11 +254,15 @@ def bench_gpu(paths: list[Path], tokens: int, dry_run: bool) -> dict:
         settings = RunSettings(
             out_dir=Path(out), generation=generation, model="blip2-sized", quiet=True
         )
-        started = time.perf_counter()
-        results = run(
-            [str(p) for p in paths], settings, lambda: EmbeddedBackend(captioner), EngineSettings()
-        )
-        seconds = time.perf_counter() - started
+        with GpuUse() as use:
+            started = time.perf_counter()
+            results = run(
+                [str(p) for p in paths],
+                settings,
+                lambda: EmbeddedBackend(captioner),
+                EngineSettings(),
+            )
+            seconds = time.perf_counter() - started
     frames = sum(r.frames for r in results)
     engine_fps = frames / seconds
     decode_fps = frames / decode_s
@@ -197,6 +274,8 @@ def bench_gpu(paths: list[Path], tokens: int, dry_run: bool) -> dict:
         "model_only_fps": round(model_fps, 1),
         "decode_all_sampled_fps": round(decode_fps, 1),
         "engine_over_slower_limit": round(engine_fps / min(model_fps, decode_fps), 2),
+        "gpu_use_during_engine": use.summary(),
+        "model_profile": profile_model(captioner, generation),
     }
 
 

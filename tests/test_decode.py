@@ -35,15 +35,22 @@ def read_all(data: bytes) -> list:
 def test_a_video_is_its_frames_resized_then_its_end() -> None:
     events = list(decode_events(7, str(SHAPES), SAMPLING, (32, 48)))
     with VideoReader(SHAPES) as reader:
-        frames = list(reader.frames(SAMPLING))
+        samples = list(reader.samples(SAMPLING))
+        model = [sample.for_model((32, 48)) for sample in samples]
+        whole = [sample.shown() for sample in samples]
         duration = reader.stats.duration
     assert [type(e) for e in events] == [Decoded] * 5 + [Ended]
     assert all(e.job == 7 for e in events)
     assert [(e.frame.index, e.frame.time) for e in events[:-1]] == [
-        (f.index, f.time) for f in frames
+        (f.index, f.time) for f in whole
     ]
-    for event, frame in zip(events, frames, strict=False):
-        assert np.array_equal(event.frame.rgb, resize_for_model(frame.rgb, (32, 48)))
+    for event, frame, shown in zip(events, model, whole, strict=False):
+        # scaled straight from the decoder's frame: what converting it whole and then
+        # resizing it gives, within rounding (chroma at full width)
+        assert np.array_equal(event.frame.rgb, frame.rgb)
+        assert event.frame.display_size == shown.display_size == (320, 240)
+        resized = resize_for_model(shown.rgb, (32, 48)).astype(int)
+        assert np.abs(event.frame.rgb.astype(int) - resized).mean() < 2.0
     assert events[-1] == Ended(7, 5, duration)
 
 

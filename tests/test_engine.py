@@ -23,7 +23,6 @@ from vidcap.backend import EmbeddedBackend
 from vidcap.commit import RunSettings
 from vidcap.engine import EngineSettings, run
 from vidcap.errors import UsageError
-from vidcap.frames import resize_for_model
 from vidcap.settings import GenerationSettings, SamplingSettings
 from vidcap.video import VideoReader
 
@@ -41,8 +40,8 @@ def clip(
 def reference(captioner, path: Path, sampling: SamplingSettings) -> list[tuple[int, float, str]]:
     """One video on its own: decode in this process, caption with the Captioner directly."""
     with VideoReader(path) as reader:
-        frames = list(reader.frames(sampling))
-    images = [resize_for_model(f.rgb, captioner.input_size) for f in frames]
+        frames = [s.for_model(captioner.input_size) for s in reader.samples(sampling)]
+    images = [f.rgb for f in frames]
     captions = captioner.caption(images, GenerationSettings())
     return [(f.index, round(f.time, 6), c) for f, c in zip(frames, captions, strict=True)]
 

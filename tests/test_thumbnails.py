@@ -128,10 +128,13 @@ def test_a_video_redone_without_thumbnails_drops_its_old_ones(
 
 
 def test_frame_display_size_drives_the_thumbnail_shape() -> None:
+    """A frame already at the model's size (the scenes path) is shown at its display shape."""
     from vidcap.decode import thumbnail_jpeg
+    from vidcap.picture import display_image
 
     frame = Frame(
-        index=0, time=0.0, rgb=np.zeros((576, 704, 3), np.uint8), display_size=(1024, 576)
+        index=0, time=0.0, rgb=np.zeros((224, 224, 3), np.uint8), display_size=(1024, 576)
     )
-    picture = cv2.imdecode(np.frombuffer(thumbnail_jpeg(frame, 160), np.uint8), cv2.IMREAD_COLOR)
+    shown = display_image(frame.rgb, frame.display_size, 160)
+    picture = cv2.imdecode(np.frombuffer(thumbnail_jpeg(shown, 0), np.uint8), cv2.IMREAD_COLOR)
     assert picture.shape[:2] == (160, 284)

@@ -5,8 +5,8 @@ decoder processes of ``vidcap.decode_pool`` (``vidcap caption``), the Ray decode
 (``vidcap.ray``) and ``vidcap mask --question`` (in process). A video that cannot be
 decoded is an event too (``Failed``), never an exception: one bad file fails alone.
 
-Frames leave upright and SDR, as players show them (``vidcap.picture``, applied by
-``VideoReader``), then resized to the model's input size; each carries its display size.
+Frames leave upright and SDR, as players show them (``vidcap.picture``), at the model's
+input size; each carries its display size.
 
 With ``--skip-similar`` a sample that looks like the last captioned one leaves as
 ``Reused`` (no pixels: the model never sees it; ``vidcap.similar``). With ``--scenes``
@@ -21,7 +21,9 @@ scenes, width), then raw bytes: a frame's display size (width, height) and RGB p
 video's scenes, and ``P`` for a plan: the header says it all) or a one-line error (``X``).
 
 With ``sampling.thumb_height`` each sample is preceded by its ``Thumbnail``: made here, where
-the full upright picture is, display-shaped (non-square pixels, rotation), as a JPEG.
+the decoder's frame is, display-shaped (non-square pixels, rotation), as a JPEG. The model's
+input and the thumbnail are each scaled straight from the decoder's frame by libswscale
+(``DecodedFrame.for_model`` and ``picture``): the whole frame is never converted to RGB.
 """
 
 from __future__ import annotations
@@ -29,15 +31,18 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from typing import IO
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
 from vidcap.errors import VideoError
-from vidcap.frames import Frame, resize_for_model
+from vidcap.frames import Frame
 from vidcap.scenes import Scene
 from vidcap.settings import SamplingSettings
+
+if TYPE_CHECKING:
+    from vidcap.video import DecodedFrame
 
 log = logging.getLogger(__name__)
 
@@ -136,18 +141,26 @@ def decode_events(
     """
     # Imported here: a process that only reads events (the engine) needs no PyAV or fsspec.
     from vidcap.inputs import local_copy
+    from vidcap.picture import display_image
     from vidcap.similar import SkipSimilar
     from vidcap.video import VideoReader
 
     similar = SkipSimilar(sampling.skip_similar) if sampling.skip_similar is not None else None
     sampled = scenes = 0
 
-    def sample(frame: Frame) -> Iterator[Event]:
+    def sample(item: DecodedFrame | Frame) -> Iterator[Event]:
+        """A sample: straight from the decoder, or (scenes) already at the model's size."""
         nonlocal sampled
         sampled += 1
         if sampling.thumb_height is not None:
-            yield Thumbnail(job, frame.index, thumbnail_jpeg(frame, sampling.thumb_height))
-        frame = replace(frame, rgb=resize_for_model(frame.rgb, size))
+            if isinstance(item, Frame):
+                picture = display_image(
+                    item.rgb, item.display_size, min(sampling.thumb_height, item.display_size[1])
+                )
+            else:
+                picture = item.picture(sampling.thumb_height)
+            yield Thumbnail(job, item.index, thumbnail_jpeg(picture, item.index))
+        frame = item if isinstance(item, Frame) else item.for_model(size)
         same_as = similar.check(frame.index, frame.rgb) if similar is not None else None
         if same_as is not None:
             yield Reused(job, frame.index, frame.time, same_as)
@@ -177,8 +190,8 @@ def decode_events(
             else:
                 if plan:
                     yield Planned(job, reader.estimated_samples(sampling))
-                for frame in reader.frames(sampling):
-                    yield from sample(frame)
+                for decoded in reader.samples(sampling):
+                    yield from sample(decoded)
             stats = reader.stats
     except VideoError as exc:
         yield Failed(job, str(exc))
@@ -190,18 +203,15 @@ def decode_events(
     yield Ended(job, sampled, stats.duration, scenes)
 
 
-def thumbnail_jpeg(frame: Frame, height: int, quality: int = 80) -> bytes:
-    """``frame`` as a JPEG ``height`` pixels high at its display shape (``picture.display_image``)."""
+def thumbnail_jpeg(picture: np.ndarray, index: int, quality: int = 80) -> bytes:
+    """RGB ``picture`` (frame ``index``'s thumbnail, display-shaped) as a JPEG."""
     import cv2
 
-    from vidcap.picture import display_image
-
-    shown = display_image(frame.rgb, frame.display_size, min(height, frame.display_size[1]))
     ok, data = cv2.imencode(
-        ".jpg", cv2.cvtColor(shown, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+        ".jpg", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
     )
     if not ok:
-        raise ValueError(f"cannot encode a thumbnail of frame {frame.index}")
+        raise ValueError(f"cannot encode a thumbnail of frame {index}")
     return data.tobytes()
 
 

@@ -1,10 +1,9 @@
-"""The typed frame container and the one resize every path shares."""
+"""The typed frame container, and the model-input resize for RGB pixels."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 
@@ -38,15 +37,17 @@ class Frame:
 
 
 def resize_for_model(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize an RGB frame to the model's input ``size`` (height, width).
+    """Resize RGB pixels to the model's input ``size`` (height, width).
 
-    Every path (embedded, Flask, TorchServe, clients, training) calls this one
-    function, so the pixels the model sees are the same whichever way a frame
-    travelled. Area interpolation when shrinking, cubic when enlarging.
+    The one resize (``vidcap.picture.resize_rgb``, libswscale: area averaging when
+    shrinking, bicubic when enlarging), for pixels that arrive as RGB: images sent to a
+    server at another size, the tiny model's training pictures. Video frames are scaled
+    by the same filters straight from the decoder (``DecodedFrame.for_model``), once, in
+    the decode stage every path shares; they reach a server already at the input size.
     """
     height, width = size
     if rgb.shape[0] == height and rgb.shape[1] == width:
         return np.ascontiguousarray(rgb)
-    shrinking = rgb.shape[0] * rgb.shape[1] > height * width
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
-    return cv2.resize(rgb, (width, height), interpolation=interpolation)
+    from vidcap.picture import resize_rgb  # (PyAV: only where a resize is needed)
+
+    return resize_rgb(rgb, width, height)

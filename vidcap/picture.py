@@ -6,7 +6,7 @@ Three facts of a decoded ``av.VideoFrame`` that its stored pixels do not show:
   (rotation by 90/180/270 and mirroring). FFmpeg's decoders attach it to every frame they
   output (``AV_FRAME_DATA_DISPLAYMATRIX``: the stream's matrix, or a per-frame one from an
   H.264/HEVC display-orientation message, which holds until the next one).
-  ``Picture.show`` turns the pixels upright exactly as FFmpeg's own player logic does
+  ``Orientation.apply`` turns the pixels upright exactly as FFmpeg's own player logic does
   (transpose, then mirror); angles that are no multiple of 90° are taken to the nearest
   one. A bare ``rotate`` metadata tag (MKV ``ROTATE``) is ignored, as FFmpeg 5.1 and 9 do.
 - **Colour.** PQ (``smpte2084``) and HLG (``arib-std-b67``) frames, and frames with
@@ -23,6 +23,16 @@ Three facts of a decoded ``av.VideoFrame`` that its stored pixels do not show:
   (SAR < 1) the stored picture, as mpv does, then follows the rotation. The model input
   does not need it (its processor squashes every frame to a square), pictures for people do:
   ``display_image``.
+
+**The one resize.** Every resize is libswscale's (``scaled_rgb`` for a decoded frame,
+``resize_rgb`` for RGB pixels): area averaging when the picture shrinks, bicubic when it
+grows, chroma at full width, accurate rounding, one thread (the decoder processes fill the
+cores). A decoded frame is converted and scaled in one pass from its YCbCr planes, then
+turned upright: 1.3 ms for 720p → 224², where converting the whole frame and shrinking it
+with OpenCV's area resize took 5.4 ms (the two differ by 1.1 levels on average). The model's
+input and the thumbnail are each scaled so from the stored frame. HDR frames are tone-mapped
+at their stored size first (a mapping context is built per size and costs seconds), then
+scaled.
 """
 
 from __future__ import annotations
@@ -35,10 +45,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import av
-import cv2
 import numpy as np
 from av.sidedata.sidedata import SideDataContainer
-from av.video.reformatter import ColorPrimaries, ColorTrc, VideoReformatter
+from av.video.reformatter import ColorPrimaries, ColorTrc, Interpolation, VideoReformatter
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,7 @@ _COLORSPACE_BT2020_NCL = 9  # AVCOL_SPC_BT2020_NCL
 _UNSPECIFIED = 2  # AVCOL_*_UNSPECIFIED (transfer, primaries and matrix alike)
 _DISPLAY_MATRIX = struct.Struct("=9i")
 _MAPPERS = 4  # colour-mapping contexts kept per process (setting one up takes seconds)
+_SCALERS = 8  # scaling contexts kept per thread (a run needs two: the model's and the thumbnail's)
 
 
 @dataclass(frozen=True)
@@ -116,21 +126,82 @@ def display_size(
     return orientation.size(width, height)
 
 
+def display_width(size: tuple[int, int], height: int) -> int:
+    """The width of a picture ``height`` pixels tall at the display shape ``size``."""
+    shown_width, shown_height = size
+    if height < 1 or shown_width < 1 or shown_height < 1:
+        raise ValueError(f"display_image: bad size {size} or height {height}")
+    return max(1, round(height * shown_width / shown_height))
+
+
 def display_image(rgb: np.ndarray, size: tuple[int, int], height: int) -> np.ndarray:
     """``rgb`` (any H×W, e.g. the model-sized frame) as a picture ``height`` pixels tall at
     the display shape ``size`` (width, height): what a thumbnail or a page shows.
 
     The pixels must already be upright (every ``Frame`` is); only the shape changes.
     """
-    shown_width, shown_height = size
-    if height < 1 or shown_width < 1 or shown_height < 1:
-        raise ValueError(f"display_image: bad size {size} or height {height}")
-    width = max(1, round(height * shown_width / shown_height))
+    return resize_rgb(rgb, display_width(size, height), height)
+
+
+# Chroma interpolated at full width and accurate rounding: within 1.1 levels (mean) of
+# converting the whole frame and then shrinking it, where swscale's defaults differ by 3.4.
+_EXACTER = Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
+
+
+def interpolation(source: tuple[int, int], target: tuple[int, int]) -> Interpolation:
+    """libswscale's filter for a ``source`` → ``target`` (width, height) resize: area
+    averaging when the picture shrinks, bicubic when it grows (by pixel count)."""
+    shrinking = source[0] * source[1] > target[0] * target[1]
+    return (Interpolation.AREA if shrinking else Interpolation.BICUBIC) | _EXACTER
+
+
+class _Scalers(threading.local):
+    """A libswscale context per output size and filter, per thread: a kept context is
+    reused while its input stays alike (0.8 ms for 720p → 224² against 2.3 ms for a fresh
+    one), and a context asked for two sizes in turn would be rebuilt at every call."""
+
+    def __init__(self) -> None:
+        self.contexts: dict[tuple[int, int, int], VideoReformatter] = {}
+
+    def scale(self, frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+        how = interpolation((frame.width, frame.height), (width, height))
+        key = (width, height, int(how))
+        context = self.contexts.get(key)
+        if context is None:
+            if len(self.contexts) >= _SCALERS:
+                self.contexts.clear()
+            context = self.contexts[key] = VideoReformatter()
+        # One thread: the decoder processes fill the cores already, and a picture this
+        # small gains little from more.
+        scaled = context.reformat(
+            frame, width=width, height=height, format="rgb24", interpolation=how, threads=1
+        )
+        return np.ascontiguousarray(scaled.to_ndarray())
+
+
+_SCALE = _Scalers()
+
+
+def resize_rgb(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """RGB pixels (H, W, 3 uint8) at ``width``×``height``, by the one resize (libswscale)."""
     if rgb.shape[0] == height and rgb.shape[1] == width:
         return np.ascontiguousarray(rgb)
-    shrinking = rgb.shape[0] * rgb.shape[1] > height * width
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
-    return cv2.resize(rgb, (width, height), interpolation=interpolation)
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    return _SCALE.scale(frame, width, height)
+
+
+def scaled_rgb(
+    frame: av.VideoFrame, orientation: Orientation, width: int, height: int
+) -> np.ndarray:
+    """``frame`` upright and SDR as RGB ``width``×``height`` (the size once turned): converted
+    and scaled in one libswscale pass, then turned (a transposed picture is scaled to the
+    transposed size first)."""
+    stored_width, stored_height = orientation.size(width, height)
+    if needs_colour_mapping(frame):  # tone-mapped at the stored size, then scaled
+        rgb = resize_rgb(_COLOUR.map(frame), stored_width, stored_height)
+    else:
+        rgb = _SCALE.scale(frame, stored_width, stored_height)
+    return orientation.apply(rgb)
 
 
 class Picture:

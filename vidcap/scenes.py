@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 import cv2
 
-from vidcap.frames import Frame, resize_for_model
+from vidcap.frames import Frame
 from vidcap.settings import SamplingSettings
 
 if TYPE_CHECKING:
@@ -220,9 +220,7 @@ class SceneSampler:
         return out
 
     def _model_frame(self, frame: DecodedFrame) -> Frame:
-        shown = frame.shown()
-        rgb = resize_for_model(shown.rgb, self.size)
-        return Frame(index=shown.index, time=shown.time, rgb=rgb, display_size=shown.display_size)
+        return frame.for_model(self.size)
 
 
 class _OpenScene:

@@ -36,10 +36,18 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 import av
+import numpy as np
 
 from vidcap.errors import VideoError
 from vidcap.frames import Frame
-from vidcap.picture import Orientation, Picture, display_size, to_sdr_rgb
+from vidcap.picture import (
+    Orientation,
+    Picture,
+    display_size,
+    display_width,
+    scaled_rgb,
+    to_sdr_rgb,
+)
 from vidcap.settings import SamplingSettings
 
 log = logging.getLogger(__name__)
@@ -130,12 +138,32 @@ class DecodedFrame:
     orientation: Orientation
     sar: Fraction | None
 
-    def shown(self) -> Frame:
-        """The frame as a player shows it: upright SDR RGB, with its display size."""
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """The (width, height) a player shows the frame at (``picture.display_size``)."""
         frame = self.av_frame
-        rgb = self.orientation.apply(to_sdr_rgb(frame))
-        shown = display_size(frame.width, frame.height, self.sar, self.orientation)
-        return Frame(index=self.index, time=self.time, rgb=rgb, display_size=shown)
+        return display_size(frame.width, frame.height, self.sar, self.orientation)
+
+    def shown(self) -> Frame:
+        """The frame as a player shows it: upright SDR RGB at its stored resolution, with
+        its display size."""
+        rgb = self.orientation.apply(to_sdr_rgb(self.av_frame))
+        return Frame(index=self.index, time=self.time, rgb=rgb, display_size=self.display_size)
+
+    def for_model(self, size: tuple[int, int]) -> Frame:
+        """The frame at the model's input ``size`` (height, width), upright and SDR:
+        converted and scaled in one libswscale pass (``picture.scaled_rgb``), with its
+        display size."""
+        height, width = size
+        rgb = scaled_rgb(self.av_frame, self.orientation, width, height)
+        return Frame(index=self.index, time=self.time, rgb=rgb, display_size=self.display_size)
+
+    def picture(self, height: int) -> np.ndarray:
+        """The frame as people see it, ``height`` pixels tall (at most its display height)
+        at its display shape: what a thumbnail shows, scaled from the decoder's frame."""
+        shown = self.display_size
+        height = min(height, shown[1])
+        return scaled_rgb(self.av_frame, self.orientation, display_width(shown, height), height)
 
 
 # Every frame decoded, nothing skipped: ``decoded_frames`` (scene detection).
@@ -208,7 +236,14 @@ class VideoReader:
         return min(count, sampling.max_frames) if sampling.max_frames else count
 
     def frames(self, sampling: SamplingSettings) -> Iterator[Frame]:
-        """Decode as little as ``sampling.mode`` allows, yielding sampled frames (RGB, true pts).
+        """The sampled frames (``samples``) as players show them, at their stored resolution."""
+        for sample in self.samples(sampling):
+            yield sample.shown()
+
+    def samples(self, sampling: SamplingSettings) -> Iterator[DecodedFrame]:
+        """Decode as little as ``sampling.mode`` allows, yielding sampled frames (true pts),
+        not converted yet: ``DecodedFrame.for_model`` and ``picture`` scale them straight
+        from the decoder's pixels; ``shown`` converts them whole.
 
         When ``exact`` skips whole stretches after a keyframe group's last needed frame, it
         checks what the decoder gives against the demux pass's plan: a frame the plan did not
@@ -244,7 +279,7 @@ class VideoReader:
         packets: _Packets,
         yielded: Counter[float],
         every: bool = False,
-    ) -> Generator[Frame | DecodedFrame, None, bool]:
+    ) -> Generator[DecodedFrame, None, bool]:
         """The next pass: every frame, on one thread where the last met damage on several
         (a pass on one thread decoding every frame has nothing left to find); frames an
         earlier pass sent are not sent again."""
@@ -281,7 +316,7 @@ class VideoReader:
         plan: set[float] | None,
         yielded: Counter[float],
         every: bool = False,
-    ) -> Generator[Frame | DecodedFrame, None, bool]:
+    ) -> Generator[DecodedFrame, None, bool]:
         """One decoding pass; True when it read to the end. ``plan``: the frame times the
         samples must be (checked, ``_PlanBroken`` when the decoder disagrees); ``yielded``:
         how many frames of each time were sent (a second pass does not send them again; a
@@ -352,8 +387,7 @@ class VideoReader:
                 raise _PlanBroken(f"a frame at {pts:.3f} s that no tick asked for")
             stats.sampled_frames += 1
             yielded[key] += 1
-            rgb, display = self._picture.show(decoded)
-            yield Frame(index=index, time=pts, rgb=rgb, display_size=display)
+            yield DecodedFrame(index, pts, decoded, orientation, self._picture.sar)
             if sampling.max_frames is not None and stats.sampled_frames >= sampling.max_frames:
                 return False
         missing = [t for t in expected[position:] if not yielded[t]]
