@@ -32,8 +32,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import imageio_ffmpeg
-
 ROOT = Path(__file__).resolve().parents[1]
 
 WORKLOADS = {
@@ -41,13 +39,33 @@ WORKLOADS = {
     "cpu": (40, 5, 360, 640, 30),
     "gpu": (24, 12, 720, 1280, 30),
 }
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def find_ffmpeg() -> str | None:
+    """The ``ffmpeg`` command: on PATH, else imageio-ffmpeg's; None where neither is (a GPU
+    machine with only the PyAV wheel carried to it: then PyAV, the same libavcodec)."""
+    forced = os.environ.get("BENCH_FFMPEG")  # a path, or "none": PyAV (checks that path)
+    if forced:
+        return None if forced == "none" else forced
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        return None
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+FFMPEG = find_ffmpeg()
 
 
 def make_clips(
     folder: Path, clips: int, seconds: int, height: int, width: int, fps: int
 ) -> list[Path]:
     """H.264 clips with a keyframe every 2 s and B-frames (x264 defaults), varied content."""
+    if FFMPEG is None:
+        return [_pyav_clip(folder, i, seconds, height, width, fps) for i in range(clips)]
     paths = []
     sources = ["testsrc2", "smptehdbars", "mandelbrot", "rgbtestsrc", "cellauto"]
     for i in range(clips):
@@ -66,9 +84,51 @@ def make_clips(
     return paths
 
 
+def _pyav_clip(folder: Path, i: int, seconds: int, height: int, width: int, fps: int) -> Path:
+    """Without an ``ffmpeg`` command: the same kind of clip through PyAV's libx264 (moving
+    gradients and blocks instead of lavfi's sources)."""
+    import av
+    import numpy as np
+
+    path = folder / f"clip{i:03d}.mp4"
+    rng = np.random.default_rng(i)
+    y, x = np.mgrid[0:height, 0:width]
+    blocks = rng.integers(0, 255, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "veryfast", "g": "60"}
+        for n in range(seconds * fps):
+            rgb = np.empty((height, width, 3), np.uint8)
+            rgb[..., 0] = (x + 3 * n + 17 * i) % 256
+            rgb[..., 1] = (y + 2 * n) % 256
+            rgb[..., 2] = np.repeat(np.repeat(blocks[..., 2], 16, 0), 16, 1)[:height, :width]
+            rgb[(y // 64 + x // 64 + n // fps) % 2 == 0] //= 2
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def _pyav_decode_all(path: str) -> int:
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        return sum(1 for _ in container.decode(stream))
+
+
 def decode_all(paths: list[Path], workers: int) -> float:
-    """Seconds for FFmpeg to decode every frame of every clip, ``workers`` processes."""
+    """Seconds for FFmpeg to decode every frame of every clip, ``workers`` processes (the
+    ``ffmpeg`` command, one thread each; without one, PyAV in a process pool likewise)."""
     started = time.perf_counter()
+    if FFMPEG is None:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            list(pool.map(_pyav_decode_all, map(str, paths)))
+        return time.perf_counter() - started
     listing = "\n".join(map(str, paths)).encode()
     subprocess.run(
         ["xargs", f"-P{workers}", "-I{}", FFMPEG, "-v", "error", "-threads", "1", "-i", "{}",
@@ -301,6 +361,7 @@ def main() -> None:
         report = {
             "workload": f"{clips} clips x {seconds} s, {height}p H.264 {fps} fps (-g 60), --fps 1",
             "machine": f"{platform.node()}: {os.cpu_count()} cores, {platform.processor() or platform.machine()}",
+            "clips_and_decode_all_by": "the ffmpeg command" if FFMPEG else "PyAV (no ffmpeg)",
         }
         if args.workload == "cpu":
             report.update(bench_cpu(folder, paths, args.repeats))
