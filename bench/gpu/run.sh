@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # On the GPU machine (the `device` tool: run(command="bash bench/gpu/run.sh", carry=["gpu_kit"])):
 # install what it lacks from gpu_kit/ (bench/gpu/kit.sh) beside the repository, write the
-# machine's facts, then #19's first measurement, bench/bulk.py gpu. Everything lands in
+# machine's facts, then #19's first measurements: bench/bulk.py gpu (the engine beside
+# model-only and decode-only, GPU use, a profile) and bench/model_step.py (the model step's
+# candidate speed-ups, with the tokens each gives). Everything lands in
 # $OUT (default bench/results/gpu_run/). GPU_DRY_RUN=1: the same steps with --dry-run (tiny
 # model on the CPU): what checks this script where there is no GPU.
 set -uo pipefail
@@ -28,4 +30,9 @@ export PYTHONPATH="$PWD:$site${PYTHONPATH:+:$PYTHONPATH}"
 cat "$out/machine.txt"
 dry=()
 [ "${GPU_DRY_RUN:-0}" = 1 ] && dry=(--dry-run)
-"$python" bench/bulk.py gpu "${dry[@]}" --out "$out/bulk_gpu.json"
+# Each step writes its JSON as it ends; a step that overruns its share is stopped and the
+# next one still runs (the device allows 600 s a call).
+timeout "${BULK_S:-300}" "$python" bench/bulk.py gpu "${dry[@]}" --out "$out/bulk_gpu.json"
+echo "bulk.py gpu: exit $?"
+timeout "${STEP_S:-240}" "$python" bench/model_step.py "${dry[@]}" --out "$out/model_step.json"
+echo "model_step.py: exit $?"
