@@ -30,7 +30,6 @@ from vidcap.mask import Segment
 from vidcap.picture import (
     UPRIGHT,
     Orientation,
-    Picture,
     display_image,
     display_size,
     frame_display_matrix,
@@ -394,8 +393,9 @@ def test_clips_keep_or_apply_the_rotation(stored: Path, tmp_path: Path) -> None:
         with av.open(str(clip_path)) as container:
             first = next(container.decode(video=0))
             matrix, stored_size = frame_display_matrix(first), (first.width, first.height)
-            picture = Picture(container.streams.video[0])
-            rgb, shown = picture.show(first)
+        with VideoReader(clip_path) as reader:  # the clip's first frame as vidcap shows it
+            shown_first = next(iter(reader.frames(SamplingSettings(fps=None, every_n=1))))
+        rgb, shown = shown_first.rgb, shown_first.display_size
         if precise:
             assert matrix is None and stored_size == (SIZE[0], SIZE[1])  # turned pixels
         else:

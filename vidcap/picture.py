@@ -205,8 +205,9 @@ def scaled_rgb(
 
 
 class Picture:
-    """One video's frames as a player shows them. Build from the open stream, ``see``
-    every decoded frame (in presentation order) and ``show`` those that leave the decoder.
+    """How one video's frames are shown: its sample aspect ratio, and the orientation of
+    each frame. Build from the open stream and ``see`` every decoded frame (in presentation
+    order); ``DecodedFrame`` converts those that leave the decoder.
 
     Orientation: a frame's display matrix (its stream's, which FFmpeg attaches to every
     frame, or its own from an H.264/HEVC display-orientation message); a frame without one
@@ -224,13 +225,6 @@ class Picture:
         if matrix is not None:
             self._orientation = Orientation.from_display_matrix(matrix)
         return self._orientation
-
-    def show(self, frame: av.VideoFrame) -> tuple[np.ndarray, tuple[int, int]]:
-        """(upright 8-bit SDR RGB pixels (H, W, 3) at the stored resolution, the display
-        size (width, height) a player shows them at)."""
-        orientation = self.see(frame)
-        rgb = orientation.apply(to_sdr_rgb(frame))
-        return rgb, display_size(frame.width, frame.height, self.sar, orientation)
 
 
 def frame_display_matrix(frame: av.VideoFrame) -> tuple[int, ...] | None:
