@@ -337,3 +337,23 @@ def test_an_infinite_fps_is_a_usage_error(mixed_folder: Path, tmp_path: Path) ->
     assert result.stderr.strip().splitlines() == [
         "vidcap: error: --fps must be a number > 0, got inf"
     ]
+
+
+def test_a_cut_off_video_is_done_and_named_damaged(tmp_path: Path) -> None:
+    """A cut-off download is captioned as far as it decodes (exit 0), and the run says so."""
+    spec = VideoSpec("cut", "libx264", ".mkv", constant_rate(100, Fraction(10)))
+    whole = write_video(tmp_path / "whole.mkv", spec)
+    cut = tmp_path / "in" / "cut.mkv"
+    cut.parent.mkdir()
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    out = tmp_path / "out"
+    result = run_main("caption", cut, "--out", out, "--model", "tiny")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len([line for line in lines if "could not be decoded" in line]) == 1
+    assert (
+        f"vidcap: 1 of 1 videos done, 4 frames; outputs in {out}; "
+        f"1 damaged, captioned as far as they decode (see {out}/summary.json)"
+    ) in lines  # (the decoder process's warning reaches stderr by another way: any order)
+    [video] = json.loads((out / "summary.json").read_text())["videos"]
+    assert video["status"] == "done" and video["lost_frames"] > 40

@@ -70,6 +70,7 @@ def test_events_round_trip_through_their_encoding() -> None:
     events = [
         Decoded(3, Frame(index=12, time=1.0 / 3.0, rgb=rgb)),
         Ended(3, 1, 9.876543210123),
+        Ended(5, 7, 2.5, scenes=3, lost=41),
         Failed(4, "v.mp4: ünïcode error"),
     ]
     back = read_all(b"".join(encode_event(e) for e in events))

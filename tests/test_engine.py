@@ -93,7 +93,10 @@ def test_mixed_inputs_each_get_their_own_result(tmp_path: Path, tiny_captioner) 
     text.write_text("not a video")
     truncated = folder / "cut.mp4"
     truncated.write_bytes(long.read_bytes()[: long.stat().st_size // 2])
-    sources = [str(p) for p in (short, broken, long, text, avi, truncated)]
+    whole_mkv = clip(folder, "whole", 120, suffix=".mkv")
+    cut_mkv = folder / "cut.mkv"  # (an interrupted download: kept as far as it decodes)
+    cut_mkv.write_bytes(whole_mkv.read_bytes()[: whole_mkv.stat().st_size // 2])
+    sources = [str(p) for p in (short, broken, long, text, avi, truncated, cut_mkv)]
     sampling = SamplingSettings(fps=2.0)
     out = tmp_path / "out"
     results = run(sources, settings_for(out, sampling), lambda: EmbeddedBackend(tiny_captioner))
@@ -105,12 +108,21 @@ def test_mixed_inputs_each_get_their_own_result(tmp_path: Path, tiny_captioner) 
         "notes.mkv": "failed",
         "old.avi": "done",
         "cut.mp4": status["cut.mp4"],  # a truncated mp4 may or may not open; never crashes the run
+        "cut.mkv": "done",
     }
     for video in (short, long, avi):
         assert rows(out, video.stem) == reference(tiny_captioner, video, sampling)
     summary = json.loads((out / "summary.json").read_text())
     assert {v["name"]: v["status"] for v in summary["videos"]}["broken"] == "failed"
     assert not list(out.glob("*.part"))
+    # the cut-off MKV says how much of it is missing, in its record and the run's totals
+    lost = {v["name"]: v.get("lost_frames") for v in summary["videos"] if v["status"] == "done"}
+    [cut_result] = [r for r in results if r.video == str(cut_mkv)]
+    assert cut_result.lost_frames == lost[cut_result.name] and 40 < lost[cut_result.name] < 80
+    assert lost["short"] is lost["long"] is lost["old"] is None
+    damaged = [v for v in lost.values() if v]
+    assert summary["totals"]["damaged"] == len(damaged)
+    assert summary["totals"]["lost_frames"] == sum(damaged)
 
 
 def test_a_killed_decoder_fails_its_video_alone(

@@ -109,6 +109,10 @@ def folder(http_root) -> Path:
     spec = VideoSpec("hostile", "libx264", ".mp4", constant_rate(30, Fraction(10)))
     write_video(videos / f"{HOSTILE_FILE}.mp4", spec)
     (videos / "broken.mp4").write_bytes(b"this is not a video at all" * 40)
+    whole = write_video(
+        root / "whole.mkv", VideoSpec("cut", "libx264", ".mkv", constant_rate(100, Fraction(10)))
+    )
+    (videos / "cut.mkv").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     out = root / "out"
     code = main(["caption", str(videos), "--model", "tiny", "--out", str(out), "--quiet"])
     assert code == 1  # broken.mp4 failed, the others are done
@@ -163,6 +167,21 @@ def test_a_failed_video_shows_its_error(page: Page, folder: Path) -> None:
     card = page.locator('.card[data-name="broken"]')
     assert card.locator(".status").text_content() == "failed"
     assert card.locator(".error").text_content() == broken.error
+    assert page.problems == []
+
+
+def test_a_video_that_lost_frames_says_so(page: Page, folder: Path) -> None:
+    """A cut-off download is captioned as far as it decodes, and its card says what is lost."""
+    [cut] = [v for v in open_folder(folder) if v.name == "cut"]
+    assert cut.done and 40 < cut.lost_frames < 90
+    card = page.locator('.card[data-name="cut"]')
+    assert card.locator(".status").text_content() == "done"
+    assert (
+        card.locator(".problem")
+        .text_content()
+        .startswith(f"{cut.lost_frames} frames could not be decoded (a corrupt or truncated file)")
+    )
+    assert page.locator('.card[data-name="subject"] .problem').count() == 0
     assert page.problems == []
 
 

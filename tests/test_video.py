@@ -794,3 +794,76 @@ def test_packet_times_that_are_decode_times_are_not_planned_with(tmp_path: Path)
     with VideoReader(path) as reader:
         frames = [(f.index, f.time) for f in reader.frames(SamplingSettings(keyframes=True))]
     assert frames == [(i, pytest.approx(t, abs=1e-6)) for i, t in keyframes]
+
+
+def matroska(folder: Path, name: str, *, audio: float | None = None, tags: bool = True) -> Path:
+    """100 frames at 25 fps (4 s) in Matroska (``.mkv``: H.264) or WebM (``.webm``: VP8),
+    with ``audio`` seconds of sound beside them; ``tags=False``: as mkvmerge's file looks
+    once a download cut it off (its per-track ``DURATION`` tags sit after the last
+    cluster), the segment's duration the only length in the header."""
+    video = ["-c:v", "libx264", "-g", "25"] if name.endswith(".mkv") else ["-c:v", "libvpx"]
+    sound = ["-c:a", "libopus" if name.endswith(".webm") else "aac"]
+    extra = ["-f", "lavfi", "-i", f"sine=duration={audio}", *sound] if audio else []
+    path = encode_with_ffmpeg(folder / name, 100, "25", [*extra, *video], size=(120, 160))
+    if not tags:  # renamed: FFmpeg reads a tag vidcap does not know
+        data = path.read_bytes()
+        assert data.count(b"DURATION") == (2 if audio else 1)
+        path.write_bytes(data.replace(b"DURATION", b"XURATION"))
+    return path
+
+
+def cut(path: Path, share: float = 0.6) -> Path:
+    data = path.read_bytes()
+    short = path.with_name(f"cut-{path.name}")
+    short.write_bytes(data[: int(len(data) * share)])
+    return short
+
+
+@pytest.mark.parametrize(
+    ("name", "audio", "tags"),
+    [
+        ("tagged.mkv", 4.0, True),
+        ("untagged.mkv", 4.0, False),
+        ("untagged-video-only.mkv", None, False),
+        ("tagged.webm", 4.0, True),
+        ("untagged.webm", None, False),
+    ],
+)
+def test_a_cut_off_matroska_file_warns(
+    tmp_path: Path, caplog, name: str, audio: float | None, tags: bool
+) -> None:
+    """Regression: a Matroska/WebM file cut off (an interrupted download) gave its first
+    frames and no warning: its tracks state no frame count, and the lengths it does state
+    (FFmpeg's per-track ``DURATION`` tags, the segment's duration) were not read."""
+    whole = matroska(tmp_path, name, audio=audio, tags=tags)
+    for sampling in (SamplingSettings(every_n=1, mode="all"), SamplingSettings(fps=1.0)):
+        with caplog.at_level(logging.WARNING, logger="vidcap.video"):
+            caplog.clear()
+            assert len(read(whole, sampling)) in (100, 4)
+        assert not [r for r in caplog.records if "could not be" in r.getMessage()]
+    short = cut(whole)
+    with caplog.at_level(logging.WARNING, logger="vidcap.video"):
+        caplog.clear()
+        with VideoReader(short) as reader:
+            kept = len(list(reader.frames(SamplingSettings(every_n=1, mode="all"))))
+        [warning] = [r.getMessage() for r in caplog.records if "could not be" in r.getMessage()]
+    assert 0 < kept < 90
+    assert reader.stats.failed_frames == pytest.approx(100 - kept, abs=1)
+    assert f"of {100 if tags else reader.stats.failed_frames + kept} frames" in warning
+    with caplog.at_level(logging.WARNING, logger="vidcap.video"):  # skipping frames too
+        caplog.clear()
+        read(short, SamplingSettings(fps=1.0))
+        [warning] = [r.getMessage() for r in caplog.records if "could not be" in r.getMessage()]
+    assert "kept every frame that decoded" in warning
+
+
+def test_a_matroska_video_track_shorter_than_its_audio_is_whole(tmp_path: Path, caplog) -> None:
+    """The segment's duration covers every track: where the video (4 s) ends before the
+    sound (6 s), nothing is missing; once the file is cut off, every track ends early."""
+    whole = matroska(tmp_path, "short-video.mkv", audio=6.0, tags=False)
+    with caplog.at_level(logging.WARNING, logger="vidcap.video"):
+        assert len(read(whole, SamplingSettings(every_n=1))) == 100
+    assert not [r for r in caplog.records if "could not be" in r.getMessage()]
+    with caplog.at_level(logging.WARNING, logger="vidcap.video"):
+        read(cut(whole, 0.4), SamplingSettings(every_n=1))
+    assert [r for r in caplog.records if "could not be" in r.getMessage()]

@@ -109,11 +109,13 @@ class VideoResult:
     reused: int | None = None  # --skip-similar: frames that reused a caption (no model call)
     scenes: int | None = None  # --scenes: scenes found
     thumbs: int | None = None  # thumbnails written (OUT/thumbs/<name>/)
+    # Only for a video that lost frames (corrupt or truncated: its captions skip them):
+    lost_frames: int | None = None
 
     def record(self) -> dict[str, Any]:
         """The result as records and summary.json hold it."""
         data = asdict(self)
-        for name in ("reused", "scenes", "thumbs"):
+        for name in ("reused", "scenes", "thumbs", "lost_frames"):
             if data[name] is None:
                 del data[name]
         return data
@@ -235,6 +237,7 @@ class _Open:
     expected: int | None = None
     expected_scenes: int = 0
     duration: float = 0.0
+    lost: int = 0  # frames the decoder could not decode
 
     def complete(self) -> bool:
         return (
@@ -303,15 +306,18 @@ class Committer:
         state.scenes[scene.number] = scene
         self._maybe_commit(state)
 
-    def end(self, job_id: int, sampled_frames: int, duration: float, scenes: int = 0) -> None:
+    def end(
+        self, job_id: int, sampled_frames: int, duration: float, scenes: int = 0, lost: int = 0
+    ) -> None:
         """The decoder sampled ``sampled_frames`` frames of this video (and found ``scenes``
-        scenes), which ends at ``duration``."""
+        scenes), which ends at ``duration``; ``lost`` frames of it could not be decoded."""
         state = self._state(job_id)
         if state is None:
             return
         state.expected = sampled_frames
         state.expected_scenes = scenes
         state.duration = duration
+        state.lost = lost
         self._maybe_commit(state)
 
     def fail(self, job_id: int, error: str, warn: bool = True) -> None:
@@ -365,6 +371,7 @@ class Committer:
             reused=len(state.reused) if done and sampling.skip_similar is not None else None,
             scenes=len(state.scenes) if done and sampling.scenes else None,
             thumbs=len(state.thumbs) if done and state.thumbs else None,
+            lost_frames=state.lost if done and state.lost else None,
         )
 
     def _resolved(self, state: _Open) -> list[CaptionedFrame] | str:

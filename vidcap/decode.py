@@ -18,7 +18,7 @@ job id, index / sampled frames / scene number / payload length, time / duration,
 scenes, width), then raw bytes: a frame's display size (width, height) and RGB pixels
 (kind ``F``), the captioned frame a reused one follows (``R``), a scene's frames and end
 (``S``), a sample's JPEG thumbnail (``T``), nothing (``E``, whose height field counts the
-video's scenes, and ``P`` for a plan: the header says it all) or a one-line error (``X``).
+video's scenes and width field its lost frames, and ``P`` for a plan: the header says it all) or a one-line error (``X``).
 
 With ``sampling.thumb_height`` each sample is preceded by its ``Thumbnail``: made here, where
 the decoder's frame is, display-shaped (non-square pixels, rotation), as a JPEG. The model's
@@ -91,12 +91,14 @@ class SceneFound:
 @dataclass(frozen=True)
 class Ended:
     """Job ``job`` is decoded: ``sampled`` frames were sent (captioned and reused alike),
-    ``scenes`` scenes (``--scenes``, else 0); the video ends at ``duration``."""
+    ``scenes`` scenes (``--scenes``, else 0); the video ends at ``duration``; ``lost``
+    frames could not be decoded (a corrupt or truncated file: ``VideoStats.lost_frames``)."""
 
     job: int
     sampled: int
     duration: float
     scenes: int = 0
+    lost: int = 0
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,7 @@ def decode_events(
         log.debug("decoding %s failed", source, exc_info=True)
         yield Failed(job, f"{source}: {type(exc).__name__}: {exc}")
         return
-    yield Ended(job, sampled, stats.duration, scenes)
+    yield Ended(job, sampled, stats.duration, scenes, stats.lost_frames)
 
 
 def thumbnail_jpeg(picture: np.ndarray, index: int, quality: int = 80) -> bytes:
@@ -233,7 +235,7 @@ def encode_event(event: Event) -> bytes:
         header = HEADER.pack(b"S", event.job, scene.number, scene.start, 0, 0)
         return header + SCENE.pack(scene.start_frame, scene.end_frame, scene.end)
     if isinstance(event, Ended):
-        return HEADER.pack(b"E", event.job, event.sampled, event.duration, event.scenes, 0)
+        return HEADER.pack(b"E", event.job, event.sampled, event.duration, event.scenes, event.lost)
     if isinstance(event, Planned):
         samples = -1 if event.samples is None else event.samples
         return HEADER.pack(b"P", event.job, samples, 0.0, 0, 0)
@@ -248,7 +250,7 @@ def read_event(stream: IO[bytes]) -> Event | None:
         return None
     kind, job, number, time, height, width = HEADER.unpack(header)
     if kind == b"E":
-        return Ended(job, number, time, height)
+        return Ended(job, number, time, height, width)
     if kind == b"P":
         return Planned(job, None if number < 0 else number)
     lengths = {b"R": SAME_AS.size, b"S": SCENE.size, b"X": number, b"T": height}

@@ -108,7 +108,7 @@ def deliver(committer: Committer, item: Captioned | Marker | Uncaptioned) -> Non
     elif isinstance(item, SceneFound):
         committer.scene(item.job, item.scene)
     elif isinstance(item, Ended):
-        committer.end(item.job, item.sampled, item.duration, item.scenes)
+        committer.end(item.job, item.sampled, item.duration, item.scenes, item.lost)
     elif isinstance(item, Failed):
         committer.fail(item.job, item.error)
     elif isinstance(item, Uncaptioned):

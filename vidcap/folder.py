@@ -39,7 +39,8 @@ class FolderVideo:
     """One video of an output folder, as its resume record (or ``summary.json``) tells it.
 
     ``video``: the source as given to ``vidcap caption``; ``name``: its output base name;
-    ``duration``: the end of its last decodable frame (0 when unknown).
+    ``duration``: the end of its last decodable frame (0 when unknown); ``lost_frames``:
+    frames its decoder could not decode (a corrupt or truncated file).
     """
 
     folder: Path
@@ -52,6 +53,7 @@ class FolderVideo:
     key: str = ""
     model: str = ""
     identity: dict[str, Any] = field(default_factory=dict)
+    lost_frames: int = 0
 
     @property
     def done(self) -> bool:
@@ -151,6 +153,7 @@ def _video(out: Path, name: str, result: dict, identity: object) -> FolderVideo:
         key=str(result.get("key") or ""),
         model=str(result.get("model") or ""),
         identity=identity if isinstance(identity, dict) else {},
+        lost_frames=int(number("lost_frames")),
     )
 
 

@@ -81,6 +81,10 @@ def write_summary(
         "frames": sum(v.get("frames", 0) for v in done),
         "duration": round(sum(v.get("duration", 0.0) for v in done), 3),
     }
+    damaged = [v for v in done if isinstance(v.get("lost_frames"), int) and v["lost_frames"] > 0]
+    if damaged:  # corrupt or truncated files: captioned as far as they decode
+        totals["damaged"] = len(damaged)
+        totals["lost_frames"] = sum(v["lost_frames"] for v in damaged)
     if any(v.get("reused") is not None for v in done):  # --skip-similar: frames not captioned
         totals["reused"] = sum(v.get("reused") or 0 for v in done)
         totals["model_calls"] = totals["frames"] - totals["reused"]

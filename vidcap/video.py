@@ -28,6 +28,7 @@ import heapq
 import itertools
 import logging
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ TAIL_TOLERANCE_FRAMES = 1.5
 # delay players show, and is kept. Elsewhere (MPEG-TS/PS: an arbitrary origin such as 1.4 s)
 # times count from the stream's start.
 DELAY_KEEPING_FORMATS = frozenset({"mov", "mp4", "matroska", "webm"})
+MATROSKA_FORMATS = frozenset({"matroska", "webm"})
 # Containers that store no presentation times, only decode order (FFmpeg infers pts).
 NO_PTS_FORMATS = frozenset({"avi"})
 AVFMT_NOTIMESTAMPS = 0x0080  # libavformat's flag for raw streams without timestamps
@@ -95,6 +97,9 @@ class VideoStats:
     decoded_frames: int = 0
     sampled_frames: int = 0
     failed_frames: int = 0
+    # What the warning counts as lost (``failed_frames`` and ``late_frames``, capped by the
+    # header's count); 0 where nothing was lost. Recorded with the video's result.
+    lost_frames: int = 0
     # Frames a damaged stream's decoder released too far out of order to be placed.
     late_frames: int = 0
     last_pts: float = 0.0
@@ -209,7 +214,7 @@ class VideoReader:
             width=stream.codec_context.width,
             height=stream.codec_context.height,
             nominal_fps=float(rate or 0.0),
-            expected_frames=stream.frames or _frames_from_duration(stream, rate),
+            expected_frames=stream.frames or _frames_from_duration(stream, float(rate or 0.0)),
         )
 
     def __enter__(self) -> VideoReader:
@@ -561,14 +566,19 @@ class VideoReader:
             return
         discarded = self._packets.discarded if self._packets else 0
         stats.expected_frames = max(0, stats.expected_frames - discarded)
-        stats.failed_frames += _missing_tail(self._stream, stats, discarded, self._delay)
+        stats.failed_frames += _missing_tail(
+            self._stream, stats, discarded, self._delay
+        ) or _missing_matroska_tail(self._container, self._stream, stats, self._start)
         if stats.failed_frames or stats.late_frames:
             lost = stats.failed_frames + stats.late_frames
             kept = stats.decoded_frames - stats.late_frames
             if self._decoded_all and stats.expected_frames > kept:
                 # (a truncated last packet fails to decode and is missing from the tail)
                 lost = min(lost, stats.expected_frames - kept)
-            total = max(stats.expected_frames, kept + lost)
+            # (where frames were skipped, the demux pass counted what the file holds)
+            held = kept if self._decoded_all or self._packets is None else len(self._packets.times)
+            total = max(stats.expected_frames, held + lost)
+            stats.lost_frames = lost
             log.warning(
                 "%s: %d of %d frames could not be decoded%s (corrupt or truncated stream); %s",
                 self.path,
@@ -645,10 +655,35 @@ def _open(path: Path) -> av.container.InputContainer:
         ) from exc
 
 
-def _frames_from_duration(stream: av.video.stream.VideoStream, rate: object) -> int:
-    if stream.duration is None or stream.time_base is None or not rate:
+def _frames_from_duration(stream: av.video.stream.VideoStream, rate: float | None) -> int:
+    length = _header_length(stream)
+    if length is None or not rate:
         return 0
-    return max(0, round(float(stream.duration * stream.time_base * rate)))
+    return max(0, round(length * float(rate)))
+
+
+def _header_length(stream: av.video.stream.VideoStream) -> float | None:
+    """How long the header says the stream lasts from its first frame, in seconds, if it
+    says: the stream's duration, or, in Matroska/WebM (which stores none per stream), the
+    ``DURATION`` tag FFmpeg's and mkvmerge's muxers write per track (``DURATION-eng`` as
+    FFmpeg reads mkvmerge's), which counts from the file's zero."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    for name, value in (stream.metadata or {}).items():
+        if name.upper() == "DURATION" or name.upper().startswith("DURATION-"):
+            end = _clock_seconds(value)
+            if end is not None:
+                return max(0.0, end - _stream_start(stream))
+    return None
+
+
+def _clock_seconds(text: str) -> float | None:
+    """``HH:MM:SS.fraction`` (Matroska's tag form) in seconds; None if it is not that."""
+    match = re.fullmatch(r"\s*(\d+):([0-5]?\d):([0-5]?\d(?:\.\d*)?)\s*", text)
+    if match is None:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
 def _stream_start(stream: av.video.stream.VideoStream) -> float:
@@ -890,14 +925,60 @@ def _missing_tail(
     """
     if stats.nominal_fps <= 0:
         return 0
+    length = _header_length(stream)
     if stream.frames:
         promised = delay + (stream.frames - discarded) / stats.nominal_fps
-    elif stream.duration is not None and stream.time_base is not None:
-        promised = delay + float(stream.duration * stream.time_base)
+    elif length is not None:
+        promised = delay + length
     else:
         return 0
     gap = (promised - stats.duration) * stats.nominal_fps
     return round(gap) if gap > TAIL_TOLERANCE_FRAMES else 0
+
+
+def _missing_matroska_tail(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    stats: VideoStats,
+    origin: float,
+) -> int:
+    """Frames lost from the end of a Matroska/WebM file whose tracks state no length
+    (mkvmerge writes its ``DURATION`` tags after the last cluster: a cut-off download
+    loses them), estimated from the segment's duration, which the header holds. Where the
+    file has other streams, only if every one of them ends short of it as well (a video
+    track may end before its audio)."""
+    if (
+        not MATROSKA_FORMATS & set(container.format.name.split(","))
+        or container.duration is None
+        or stats.nominal_fps <= 0
+        or _header_length(stream) is not None
+    ):
+        return 0
+    start = (container.start_time or 0) / 1_000_000
+    end = start + container.duration / 1_000_000 - origin
+    tolerance = TAIL_TOLERANCE_FRAMES / stats.nominal_fps
+    if end - stats.duration <= tolerance:
+        return 0
+    others = [s.index for s in container.streams if s.index != stream.index]
+    if others and _streams_end(container.name, others, origin) >= end - tolerance:
+        return 0
+    return round((end - stats.duration) * stats.nominal_fps)
+
+
+def _streams_end(path: str, indices: list[int], origin: float) -> float:
+    """Where the latest packet of the streams ``indices`` of ``path`` ends (a demux pass)."""
+    latest = -math.inf
+    with _open(Path(path)) as container:
+        streams = [container.streams[i] for i in indices]
+        try:
+            for packet in container.demux(*streams):
+                if packet.pts is None or packet.time_base is None:
+                    continue
+                ticks = packet.pts + (packet.duration or 0)
+                latest = max(latest, float(ticks * packet.time_base) - origin)
+        except av.FFmpegError:
+            pass  # (a damaged end: what was read counts)
+    return latest
 
 
 def _selector(sampling: SamplingSettings) -> Callable[[int, float], bool]:

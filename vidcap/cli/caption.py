@@ -92,16 +92,17 @@ def _caption(args: argparse.Namespace, out: Path) -> int:
             input_size=None if args.server else model_input_size(args.model),
         )
     failed = [r for r in results if r.status == "failed"]
+    damaged = [r for r in results if r.lost_frames]
     done_frames = sum(r.frames for r in results)
     if not args.quiet:
+        notes = [f"{len(failed)} failed"] if failed else []
+        if damaged:  # captioned as far as they decode
+            notes.append(f"{len(damaged)} damaged, captioned as far as they decode")
+        summary = f"{args.out.rstrip('/')}/summary.json"
         print(
             f"vidcap: {len(results) - len(failed)} of {len(results)} videos done, "
             f"{done_frames} frames; outputs in {args.out}"
-            + (
-                f"; {len(failed)} failed (see {args.out.rstrip('/')}/summary.json)"
-                if failed
-                else ""
-            ),
+            + (f"; {', '.join(notes)} (see {summary})" if notes else ""),
             file=sys.stderr,
         )
     return EXIT_FAILED if failed else EXIT_OK

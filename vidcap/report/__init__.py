@@ -61,6 +61,7 @@ VIDEO_KEYS = {
     "v": "source, as given to vidcap caption",
     "s": "status: done or failed",
     "e": "error (failed videos)",
+    "L": "frames that could not be decoded (a corrupt or truncated file)",
     "D": "duration in seconds (summary.json)",
     "d": "where the last frame's coverage ends (segments)",
     "F": "frames (summary.json)",
@@ -180,6 +181,8 @@ def _entry(out: Path, read: VideoRead, table: dict[str, int]) -> dict:
     entry: dict = {"n": video.name, "v": video.video, "s": video.status}
     if video.error:
         entry["e"] = video.error
+    if video.lost_frames:
+        entry["L"] = video.lost_frames
     if read.problem:
         entry["p"] = read.problem
     entry["D"] = round(video.duration, DECIMALS)

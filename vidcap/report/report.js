@@ -274,6 +274,10 @@
     node.appendChild(el('span', 'facts', facts));
     node.appendChild(el('div', 'source', video.v));
     if (video.e) node.appendChild(el('p', 'error', video.e));
+    if (video.L) {
+      node.appendChild(el('p', 'problem', video.L + ' frame' + (video.L === 1 ? '' : 's') +
+        ' could not be decoded (a corrupt or truncated file): captioned as far as it decodes'));
+    }
     if (video.p) node.appendChild(el('p', 'problem', video.p));
     if (video.why) node.appendChild(el('p', 'problem', 'player: ' + video.why));
     if (!video.t || !video.t.length) {
