@@ -2,6 +2,11 @@
 
     python bench/bulk.py cpu  [--out bench/results/bulk_cpu.json]   # tiny model, 40 × 5 s 360p
     python bench/bulk.py gpu  [--out bench/results/bulk_gpu.json]   # BLIP-2-sized, 24 × 12 s 720p
+                                                                     # × 10 copies (2,880 samples)
+
+``--copies N``: each clip N times as separate files (a GPU run needs thousands of samples;
+drawing and encoding that many 720p clips would cost minutes there). ``--clips-dir DIR``: the
+clips kept in DIR and reused by a later run or by ``bench/serving.py --videos DIR``.
 
 Reported side by side, as frames/s and ratios (never asserted):
 - ``vidcap``: the whole command at its defaults (``--fps 1``), wall clock, process start and
@@ -39,6 +44,27 @@ WORKLOADS = {
     "cpu": (40, 5, 360, 640, 30),
     "gpu": (24, 12, 720, 1280, 30),
 }
+COPIES = {"cpu": 1, "gpu": 10}  # each clip this many times (--copies)
+
+
+def clip_set(
+    folder: Path, clips: int, copies: int, seconds: int, height: int, width: int, fps: int
+) -> list[Path]:
+    """``clips`` clips (``make_clips``), each ``copies`` times as separate files; a folder
+    that already holds them (``--clips-dir``, a second run) is used as it is."""
+    listing = folder / "clips.json"
+    wanted = {"clips": clips, "copies": copies, "seconds": seconds, "size": [height, width],
+              "fps": fps, "ffmpeg": FFMPEG is not None}  # fmt: skip
+    if listing.is_file() and json.loads(listing.read_text()).get("wanted") == wanted:
+        return [folder / name for name in json.loads(listing.read_text())["files"]]
+    paths = make_clips(folder, clips, seconds, height, width, fps)
+    for copy in range(1, copies):
+        for path in paths[:clips]:
+            twin = path.with_name(f"{path.stem}_{copy}{path.suffix}")
+            shutil.copyfile(path, twin)  # (a copy, not a link: vidcap counts a link once)
+            paths.append(twin)
+    listing.write_text(json.dumps({"wanted": wanted, "files": [p.name for p in paths]}))
+    return paths
 
 
 def find_ffmpeg() -> str | None:
@@ -349,6 +375,8 @@ def main() -> None:
     parser.add_argument("workload", choices=sorted(WORKLOADS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--clips", type=int, default=None, help="instead of the workload's count")
+    parser.add_argument("--copies", type=int, default=None, help="instead of the workload's")
+    parser.add_argument("--clips-dir", type=Path, default=None, help="keep (and reuse) the clips")
     parser.add_argument("--tokens", type=int, default=20)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
@@ -357,12 +385,15 @@ def main() -> None:
     args = parser.parse_args()
     clips, seconds, height, width, fps = WORKLOADS[args.workload]
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "clips"
-        folder.mkdir()
+        folder = args.clips_dir or Path(tmp) / "clips"
+        folder.mkdir(parents=True, exist_ok=True)
         clips = 3 if args.dry_run else args.clips or clips
-        paths = make_clips(folder, clips, seconds, height, width, fps)
+        copies = args.copies or (2 if args.dry_run else COPIES[args.workload])
+        paths = clip_set(folder, clips, copies, seconds, height, width, fps)
         report = {
-            "workload": f"{clips} clips x {seconds} s, {height}p H.264 {fps} fps (-g 60), --fps 1",
+            "workload": f"{clips} clips x {seconds} s, {height}p H.264 {fps} fps (-g 60)"
+            + (f", each {copies} times" if copies > 1 else "")
+            + ", --fps 1",
             "machine": f"{platform.node()}: {os.cpu_count()} cores, {platform.processor() or platform.machine()}",
             "clips_and_decode_all_by": "the ffmpeg command" if FFMPEG else "PyAV (no ffmpeg)",
         }

@@ -153,3 +153,14 @@ def test_captions_sample_video_frames(model, processor, name: str) -> None:
     got = captions(model, processor, images)
     wrong = [(g, e) for g, e in zip(got, expected, strict=True) if g != e]
     assert len(wrong) <= len(expected) // 20, wrong
+
+
+def test_a_wider_tokenizer_keeps_the_tiny_ids_and_reads_every_other_id_as_a_word() -> None:
+    """bench/blip2_sized.py's model has OPT's 50,272 ids: each decodes to a word (``w<id>``),
+    so its captions are text to compare, and the tiny grammar's ids stay where they were."""
+    tiny, wide = build_processor().tokenizer, build_processor(50272).tokenizer
+    assert len(tiny) < 100 and len(wide) == 50272
+    assert wide.get_vocab().items() >= tiny.get_vocab().items()
+    caption = "a red circle"
+    ids = tiny(caption, add_special_tokens=False)["input_ids"]
+    assert wide.decode([*ids, 777, 50271]) == f"{caption} w777 w50271"

@@ -32,7 +32,9 @@ dry=()
 [ "${GPU_DRY_RUN:-0}" = 1 ] && dry=(--dry-run)
 # Each step writes its JSON as it ends; a step that overruns its share is stopped and the
 # next one still runs (the device allows 600 s a call).
-timeout "${BULK_S:-300}" "$python" bench/bulk.py gpu "${dry[@]}" --out "$out/bulk_gpu.json"
+# (the clips stay in .gpu_clips/ for bench/gpu/torchserve.sh, the next call)
+timeout "${BULK_S:-300}" "$python" bench/bulk.py gpu "${dry[@]}" --clips-dir .gpu_clips \
+    --out "$out/bulk_gpu.json"
 echo "bulk.py gpu: exit $?"
 timeout "${STEP_S:-240}" "$python" bench/model_step.py "${dry[@]}" --out "$out/model_step.json"
 echo "model_step.py: exit $?"

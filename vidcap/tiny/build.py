@@ -26,9 +26,12 @@ NUM_QUERY_TOKENS = 8
 MAX_CAPTION_TOKENS = 24
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """A word-level tokenizer over the tiny grammar, saved in the standard files."""
+def build_tokenizer(size: int | None = None) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over the tiny grammar, saved in the standard files; ``size``:
+    padded with the words ``w<id>`` to that many (a model with a wider vocabulary, such as
+    ``bench/blip2_sized.py``'s OPT-sized one, whose every token then reads as a word)."""
     vocab = {word: i for i, word in enumerate(vocabulary())}
+    vocab.update({f"w{i}": i for i in range(len(vocab), size or 0)})
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     # Users type prompts as "Question: ... Answer:"; the vocabulary is lowercase.
     core.normalizer = normalizers.Lowercase()
@@ -48,7 +51,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return tok
 
 
-def build_processor() -> Blip2Processor:
+def build_processor(vocab_size: int | None = None) -> Blip2Processor:
     image_processor = BlipImageProcessor(
         size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
         do_resize=True,
@@ -56,7 +59,8 @@ def build_processor() -> Blip2Processor:
         do_normalize=True,
         do_convert_rgb=True,
     )
-    return Blip2Processor(image_processor, build_tokenizer(), num_query_tokens=NUM_QUERY_TOKENS)
+    tokenizer = build_tokenizer(vocab_size)
+    return Blip2Processor(image_processor, tokenizer, num_query_tokens=NUM_QUERY_TOKENS)
 
 
 def build_config(vocab_size: int, image_token_index: int, pad_id: int, eos_id: int) -> Blip2Config:
