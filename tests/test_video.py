@@ -867,3 +867,47 @@ def test_a_matroska_video_track_shorter_than_its_audio_is_whole(tmp_path: Path, 
     with caplog.at_level(logging.WARNING, logger="vidcap.video"):
         read(cut(whole, 0.4), SamplingSettings(every_n=1))
     assert [r for r in caplog.records if "could not be" in r.getMessage()]
+
+
+def with_cover(folder: Path, video: Path, name: str, *, first: bool) -> Path:
+    """``video`` with a 300×300 JPEG cover beside it (``ffmpeg -disposition attached_pic``):
+    FFmpeg's Matroska muxer keeps the cover as an ordinary video track, flagged neither
+    attached picture nor default, first when ``first``."""
+    import subprocess
+
+    import cv2
+    import imageio_ffmpeg
+
+    cover = folder / "cover.jpg"
+    cv2.imwrite(str(cover), np.full((300, 300, 3), (0, 0, 255), np.uint8))
+    inputs = [cover, video] if first else [video, cover]
+    out = folder / name
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(inputs[0]), "-i",
+         str(inputs[1]), "-map", "0", "-map", "1", "-c", "copy",
+         f"-disposition:v:{0 if first else 1}", "attached_pic", str(out)],
+        check=True,
+    )  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("name", ["cover-first.mkv", "cover-last.mkv", "cover-first.mp4"])
+def test_a_cover_picture_is_not_the_video(generated_videos, tmp_path: Path, name: str) -> None:
+    """Regression: a Matroska file whose first video track is its cover (how FFmpeg stores
+    ``-disposition attached_pic`` there) was captioned as a one-frame video of the cover.
+    The video is the track a player shows; clips cut it too."""
+    from vidcap.clips import export_clips
+    from vidcap.ffmpeg import probe
+    from vidcap.mask import Segment
+
+    source, spec = generated_videos["h264-mp4"]
+    path = with_cover(tmp_path, source, name, first=name.startswith("cover-first"))
+    with av.open(str(path)) as container:
+        assert len(container.streams.video) == 2
+    frames = read(path, SamplingSettings(every_n=1))
+    assert [f.time for f in frames] == pytest.approx(list(spec.times), abs=1e-6)
+    assert frames[0].rgb.shape[:2] == spec.display_size[::-1]
+    info = probe(path)
+    assert (info.width, info.height) == spec.display_size
+    [clip] = export_clips(path, [Segment(0.0, 1.0)], tmp_path / "clips")
+    assert probe(tmp_path / "clips" / clip.path).width == spec.display_size[0]

@@ -113,9 +113,16 @@ def clip_name(stem: str, number: int, segment: Segment) -> str:
 
 
 def cut_arguments(
-    video: Path, start: float, length: float, output: Path, precise: bool, seek_late: bool = False
+    video: Path,
+    start: float,
+    length: float,
+    output: Path,
+    precise: bool,
+    seek_late: bool = False,
+    stream: int | None = None,
 ) -> list[str]:
-    """ffmpeg arguments for one clip: first video stream and any audio, MP4 out.
+    """ffmpeg arguments for one clip: the video stream (``stream``, its index in the file:
+    the one ``vidcap.video.video_stream`` picks) and any audio, MP4 out.
 
     ``seek_late``: seek on ffmpeg's output side (``-ss`` after ``-i``): it decodes from the
     file's start, slow on a long file, but right where the demuxer cannot seek to a keyframe.
@@ -125,7 +132,7 @@ def cut_arguments(
     return [
         *(source + seek if seek_late else seek + source),
         "-t", f"{length:.6f}",
-        "-map", "0:v:0", "-map", "0:a?",
+        "-map", "0:v:0" if stream is None else f"0:{stream}", "-map", "0:a?",
         *codecs,
         "-movflags", "+faststart",
         "-f", "mp4", "-y", str(output.resolve()),
@@ -152,7 +159,7 @@ def export_clip(
     start = max(0.0, segment.start + timing.offset)
     length = end + timing.offset - start
     try:
-        _cut(video, start, length, output, precise)
+        _cut(video, start, length, output, precise, stream=timing.stream)
     except FfmpegError as exc:
         if precise:
             raise
@@ -160,7 +167,7 @@ def export_clip(
         log.warning("%s: %s; re-encoding this clip", output.name, note)
         mode = REENCODED
         try:
-            _cut(video, start, length, output, precise=True)
+            _cut(video, start, length, output, precise=True, stream=timing.stream)
         except FfmpegError as again:
             raise FfmpegError(
                 f"{video}: could not cut {output.name}: {note}; re-encoding failed too: {again}"
@@ -170,7 +177,7 @@ def export_clip(
         note = f"{missing}: ffmpeg's seek in the source landed after the frame it needed"
         log.warning("%s: %s; cutting again from the file's start", output.name, note)
         mode = PRECISE if precise else REENCODED
-        _cut(video, start, length, output, precise=True, seek_late=True)
+        _cut(video, start, length, output, True, seek_late=True, stream=timing.stream)
         if first_frame_time(output) is None:
             raise VideoError(f"{video}: no frame decodes between {segment.start} and {end} s")
     duration = probe(output).duration
@@ -183,11 +190,12 @@ class SourceTiming:
     """What cutting needs to know of a source: ``duration`` on vidcap's frame times,
     ``offset`` (``vidcap.video.seek_offset``) from those times to ffmpeg's seek positions
     (frame times keep a late start; ffmpeg seeks from the container's start), ``frame`` the
-    frame interval."""
+    frame interval, ``stream`` the video stream's index in the file."""
 
     duration: float
     offset: float = 0.0
     frame: float = 0.04
+    stream: int | None = None
 
     @classmethod
     def of(cls, video: Path) -> SourceTiming:
@@ -195,7 +203,8 @@ class SourceTiming:
 
         info = probe(video)
         offset = seek_offset(video)
-        return cls(info.duration - offset, offset, 1 / info.fps if info.fps > 0 else 0.1)
+        frame = 1 / info.fps if info.fps > 0 else 0.1
+        return cls(info.duration - offset, offset, frame, info.stream)
 
 
 def _missing_start(clip: Path, length: float, tolerance: float) -> str | None:
@@ -217,11 +226,14 @@ def first_frame_time(path: Path) -> float | None:
     """When the first frame of ``path`` that decodes is shown (s), None if none does."""
     import av
 
+    from vidcap.video import video_stream
+
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
+            stream = video_stream(container)
+            if stream is None:
                 return None
-            for frame in container.decode(video=0):
+            for frame in container.decode(stream):
                 return float(frame.time) if frame.time is not None else 0.0
     except av.FFmpegError:
         return None
@@ -229,11 +241,17 @@ def first_frame_time(path: Path) -> float | None:
 
 
 def _cut(
-    video: Path, start: float, length: float, output: Path, precise: bool, seek_late: bool = False
+    video: Path,
+    start: float,
+    length: float,
+    output: Path,
+    precise: bool,
+    seek_late: bool = False,
+    stream: int | None = None,
 ) -> None:
     part = part_path(output)
     try:
-        run_ffmpeg(cut_arguments(video, start, length, part, precise, seek_late))
+        run_ffmpeg(cut_arguments(video, start, length, part, precise, seek_late, stream))
         os.replace(part, output)
     finally:
         part.unlink(missing_ok=True)

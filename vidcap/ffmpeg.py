@@ -31,7 +31,8 @@ class FfmpegError(VidcapError):
 
 @dataclass(frozen=True)
 class MediaInfo:
-    """What a probe found. ``frames`` is None when the container does not say."""
+    """What a probe found. ``frames`` is None when the container does not say; ``stream``:
+    the video stream's index in the file (None: not known, the first)."""
 
     path: Path
     duration: float
@@ -40,6 +41,7 @@ class MediaInfo:
     fps: float
     codec: str
     frames: int | None = None
+    stream: int | None = None
 
 
 def find_ffmpeg(explicit: str | None = None) -> str:
@@ -89,7 +91,8 @@ def run_ffmpeg(args: list[str], ffmpeg: str | None = None) -> None:
 
 
 def probe(path: Path | str) -> MediaInfo:
-    """Duration (s), size, frame rate and codec of the first video stream of ``path``."""
+    """Duration (s), size, frame rate and codec of the video stream of ``path`` (the one
+    ``vidcap.video.video_stream`` picks)."""
     path = Path(path)
     if not path.is_file():
         raise VideoError(f"{path}: no such file")
@@ -107,11 +110,13 @@ def probe_duration(path: Path | str) -> float:
 def probe_with_pyav(path: Path) -> MediaInfo:
     import av
 
+    from vidcap.video import video_stream
+
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
+            stream = video_stream(container)
+            if stream is None:
                 raise VideoError(f"{path}: no video stream")
-            stream = container.streams.video[0]
             duration = _pyav_duration(container, stream)
             rate = stream.average_rate or stream.base_rate or 0
             return MediaInfo(
@@ -122,6 +127,7 @@ def probe_with_pyav(path: Path) -> MediaInfo:
                 fps=float(rate),
                 codec=stream.codec_context.name,
                 frames=stream.frames or None,
+                stream=stream.index,
             )
     except av.FFmpegError as exc:
         raise VideoError(f"{path}: not a readable video ({exc.strerror or exc})") from exc

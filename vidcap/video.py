@@ -72,6 +72,8 @@ MATROSKA_FORMATS = frozenset({"matroska", "webm"})
 NO_PTS_FORMATS = frozenset({"avi"})
 AVFMT_NOTIMESTAMPS = 0x0080  # libavformat's flag for raw streams without timestamps
 AVFMT_FLAG_GENPTS = 0x0001  # libavformat's "generate missing pts" (PyAV always sets it)
+AV_DISPOSITION_DEFAULT = 0x0001  # a stream's "default" flag (libavformat's dispositions)
+AV_DISPOSITION_ATTACHED_PIC = 0x0400  # a cover picture, not a video
 # MPEG-4 Part 2: a picture (VOP) starts with this code; an "N-VOP" (not coded: a packed
 # stream's placeholder) is a header only, a few bytes.
 VOP_START_CODE = b"\x00\x00\x01\xb6"
@@ -191,10 +193,11 @@ class VideoReader:
         if self.path.stat().st_size == 0:
             raise VideoError(f"{self.path}: empty file")
         self._container = _open(self.path)
-        if not self._container.streams.video:
+        stream = video_stream(self._container)
+        if stream is None:
             self._container.close()
             raise VideoError(f"{self.path}: no video stream")
-        self._stream = self._container.streams.video[0]
+        self._stream = stream
         self._start = _time_origin(self._container, self._stream)
         # A kept late start (MP4/Matroska): the header's frame count starts there.
         self._delay = max(0.0, _stream_start(self._stream) - self._start)
@@ -444,7 +447,7 @@ class VideoReader:
         """A fresh container and decoder for a second pass; its counts start again."""
         self._container.close()
         self._container = _open(self.path)
-        self._stream = self._container.streams.video[0]
+        self._stream = video_stream(self._container) or self._stream
         if not self._demux().generated_pts:
             _disable_generated_pts(self._container)
         self._unneeded = set()
@@ -646,6 +649,17 @@ def _key(seconds: float) -> float:
     return round(seconds, 6)
 
 
+def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
+    """The video stream a player shows (None: the file has none): not a cover picture (an
+    attached picture), the one flagged default where some are and some are not, else the
+    first, as mpv picks. A cover FFmpeg's Matroska muxer stored as an ordinary first track
+    (its attached-picture flag dropped, the film's default flag kept) is not the video."""
+    streams = list(container.streams.video)
+    moving = [s for s in streams if not int(s.disposition) & AV_DISPOSITION_ATTACHED_PIC]
+    flagged = [s for s in moving if int(s.disposition) & AV_DISPOSITION_DEFAULT]
+    return (flagged or moving or streams or [None])[0]
+
+
 def _open(path: Path) -> av.container.InputContainer:
     try:
         return av.open(str(path))
@@ -713,10 +727,11 @@ def seek_offset(path: Path | str) -> float:
     late, and no audio earlier; 0 for a video-only MPEG-TS)."""
     path = Path(path)
     with _open(path) as container:
-        if not container.streams.video:
+        stream = video_stream(container)
+        if stream is None:
             raise VideoError(f"{path}: no video stream")
         start = container.start_time / 1_000_000 if container.start_time is not None else 0.0
-        return _time_origin(container, container.streams.video[0]) - start
+        return _time_origin(container, stream) - start
 
 
 def _disable_generated_pts(container: av.container.InputContainer) -> None:
@@ -791,7 +806,9 @@ def _demux_times(path: Path, start: float) -> _Packets:
     discarded = 0
     complete = True
     with _open(path) as container:
-        stream = container.streams.video[0]
+        stream = video_stream(container)
+        if stream is None:
+            raise VideoError(f"{path}: no video stream")
         codec = stream.codec_context.name
         reorders = bool(stream.codec_context.has_b_frames)
         # Where the container stores no pts (AVI), libavformat infers them from decode
