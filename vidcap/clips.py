@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -158,8 +158,13 @@ def export_clip(
     mode, note = (PRECISE if precise else STREAM_COPY), None
     start = max(0.0, segment.start + timing.offset)
     length = end + timing.offset - start
+
+    def cut(precise: bool, seek_late: bool = False) -> None:
+        _cut(output, lambda part: cut_arguments(
+            video, start, length, part, precise, seek_late, timing.stream))  # fmt: skip
+
     try:
-        _cut(video, start, length, output, precise, stream=timing.stream)
+        cut(precise)
     except FfmpegError as exc:
         if precise:
             raise
@@ -167,7 +172,7 @@ def export_clip(
         log.warning("%s: %s; re-encoding this clip", output.name, note)
         mode = REENCODED
         try:
-            _cut(video, start, length, output, precise=True, stream=timing.stream)
+            cut(precise=True)
         except FfmpegError as again:
             raise FfmpegError(
                 f"{video}: could not cut {output.name}: {note}; re-encoding failed too: {again}"
@@ -177,7 +182,7 @@ def export_clip(
         note = f"{missing}: ffmpeg's seek in the source landed after the frame it needed"
         log.warning("%s: %s; cutting again from the file's start", output.name, note)
         mode = PRECISE if precise else REENCODED
-        _cut(video, start, length, output, True, seek_late=True, stream=timing.stream)
+        cut(precise=True, seek_late=True)
         if first_frame_time(output) is None:
             raise VideoError(f"{video}: no frame decodes between {segment.start} and {end} s")
     duration = probe(output).duration
@@ -240,18 +245,11 @@ def first_frame_time(path: Path) -> float | None:
     return None
 
 
-def _cut(
-    video: Path,
-    start: float,
-    length: float,
-    output: Path,
-    precise: bool,
-    seek_late: bool = False,
-    stream: int | None = None,
-) -> None:
+def _cut(output: Path, arguments: Callable[[Path], list[str]]) -> None:
+    """Run ffmpeg with ``arguments(part)`` and move the part file to ``output``."""
     part = part_path(output)
     try:
-        run_ffmpeg(cut_arguments(video, start, length, part, precise, seek_late, stream))
+        run_ffmpeg(arguments(part))
         os.replace(part, output)
     finally:
         part.unlink(missing_ok=True)
