@@ -911,3 +911,31 @@ def test_a_cover_picture_is_not_the_video(generated_videos, tmp_path: Path, name
     assert (info.width, info.height) == spec.display_size
     [clip] = export_clips(path, [Segment(0.0, 1.0)], tmp_path / "clips")
     assert probe(tmp_path / "clips" / clip.path).width == spec.display_size[0]
+
+
+def test_keyframes_of_a_cut_that_shows_no_keyframe_take_its_first_frame(tmp_path: Path) -> None:
+    """Regression: ``--keyframes`` on a stream copy cut between two keyframes (its MP4 edit
+    list hides the keyframe it starts from, so no frame shown is one) failed the video with
+    "no decodable frames"; its first frame now stands for the keyframes it lacks."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    whole = encode_with_ffmpeg(
+        tmp_path / "one-gop.mp4", 90, "30", ["-c:v", "libx264", "-g", "250", "-bf", "2"]
+    )
+    cut = tmp_path / "cut.mp4"
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-ss", "1.5", "-i", str(whole),
+         "-c", "copy", str(cut)],
+        check=True,
+    )  # fmt: skip
+    if FFPROBE:
+        assert not any(key for _, key in ffprobe_frames(cut))  # no keyframe is shown
+    every = read(cut, SamplingSettings(every_n=1, mode="all"))
+    with VideoReader(cut) as reader:
+        assert reader.estimated_samples(SamplingSettings(keyframes=True)) == 1
+        [first] = list(reader.frames(SamplingSettings(keyframes=True)))
+    assert (first.index, first.time) == (every[0].index, every[0].time) == (0, 0.0)
+    assert np.array_equal(first.rgb, every[0].rgb)
+    assert frame_number(first.rgb) == frame_number(every[0].rgb) > 0  # not the hidden keyframe

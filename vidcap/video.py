@@ -31,7 +31,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -233,6 +233,7 @@ class VideoReader:
         """How many frames ``sampling`` takes, for progress bars: exact unless frames fail or
         packets name no frames (H.264 with B-frames in AVI: may be one off)."""
         packets = self._demux()
+        sampling = self._keyframes_or_first(sampling, packets)
         if sampling.keyframes:
             count = len(packets.keyframe_times)
         elif sampling.every_n is not None:
@@ -265,6 +266,7 @@ class VideoReader:
         MP4), so what is kept would depend on the machine's cores.
         """
         packets = self._demux()
+        sampling = self._keyframes_or_first(sampling, packets)
         if not packets.generated_pts:  # frames timed as ffprobe times them
             _disable_generated_pts(self._container)
         needed = _needed_times(packets, sampling)
@@ -279,6 +281,19 @@ class VideoReader:
         except _PlanBroken as exc:
             reached_end = yield from self._again(exc, sampling, packets, yielded)
         self._finish(reached_end)
+
+    def _keyframes_or_first(
+        self, sampling: SamplingSettings, packets: _Packets
+    ) -> SamplingSettings:
+        """``--keyframes`` where no frame shown is a keyframe (a stream copy cut between two,
+        whose edit list hides the keyframe it starts from): the first frame stands for them,
+        rather than no sample and a failed video."""
+        if not (sampling.keyframes and packets.complete and packets.times):
+            return sampling
+        if packets.keyframe_times:
+            return sampling
+        log.info("%s: no keyframe among the frames shown; sampling the first frame", self.path)
+        return replace(sampling, keyframes=False, fps=None, every_n=1, max_frames=1, mode="all")
 
     def _again(
         self,
