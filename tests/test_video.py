@@ -939,3 +939,25 @@ def test_keyframes_of_a_cut_that_shows_no_keyframe_take_its_first_frame(tmp_path
     assert (first.index, first.time) == (every[0].index, every[0].time) == (0, 0.0)
     assert np.array_equal(first.rgb, every[0].rgb)
     assert frame_number(first.rgb) == frame_number(every[0].rgb) > 0  # not the hidden keyframe
+
+
+@pytest.mark.parametrize(
+    ("suffix", "codec", "rate"),
+    [(".h264", "libx264", "30"), (".hevc", "libx265", "24000/1001"), (".m2v", "mpeg2video", "60")],
+)
+def test_a_raw_elementary_stream_is_timed_by_its_codec(
+    tmp_path: Path, suffix: str, codec: str, rate: str
+) -> None:
+    """Regression: a raw stream (no container, no timestamps) was timed at the 25 fps its
+    demuxer assumes, not at the rate its codec states (30 fps H.264: 8 s read as 9.6 s)."""
+    extra = ["-x265-params", "log-level=error"] if codec == "libx265" else []
+    path = encode_with_ffmpeg(tmp_path / f"raw{suffix}", 48, rate, ["-c:v", codec, *extra])
+    step = 1 / float(Fraction(rate))
+    with VideoReader(path) as reader:
+        times = [f.time for f in reader.frames(SamplingSettings(every_n=1))]
+    # (MPEG-2's parser times the first frame one interval in, as ffprobe shows it)
+    assert times == pytest.approx([times[0] + i * step for i in range(48)], abs=1e-6)
+    assert times[0] in (0.0, pytest.approx(step))
+    assert reader.stats.duration == pytest.approx(times[-1] + step, abs=1e-3)
+    if FFPROBE:
+        assert [t for t, _ in ffprobe_frames(path)] == pytest.approx(times, abs=1e-4)

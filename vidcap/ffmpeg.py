@@ -110,7 +110,7 @@ def probe_duration(path: Path | str) -> float:
 def probe_with_pyav(path: Path) -> MediaInfo:
     import av
 
-    from vidcap.video import video_stream
+    from vidcap.video import nominal_rate, video_stream
 
     try:
         with av.open(str(path)) as container:
@@ -118,7 +118,7 @@ def probe_with_pyav(path: Path) -> MediaInfo:
             if stream is None:
                 raise VideoError(f"{path}: no video stream")
             duration = _pyav_duration(container, stream)
-            rate = stream.average_rate or stream.base_rate or 0
+            rate = nominal_rate(container, stream) or 0
             return MediaInfo(
                 path=path,
                 duration=duration,

@@ -56,7 +56,8 @@ T = TypeVar("T")
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".asf", ".flv", ".mpg", ".mpeg",
-     ".ts", ".mts", ".m2ts", ".3gp", ".ogv", ".vob", ".divx"}
+     ".ts", ".mts", ".m2ts", ".3gp", ".3g2", ".ogv", ".vob", ".divx", ".f4v", ".mxf", ".dv",
+     ".ivf", ".h264", ".264", ".hevc", ".h265", ".265", ".m2v"}
 )  # fmt: skip
 
 PTS_EPSILON = 1e-6
@@ -72,6 +73,7 @@ MATROSKA_FORMATS = frozenset({"matroska", "webm"})
 NO_PTS_FORMATS = frozenset({"avi"})
 AVFMT_NOTIMESTAMPS = 0x0080  # libavformat's flag for raw streams without timestamps
 AVFMT_FLAG_GENPTS = 0x0001  # libavformat's "generate missing pts" (PyAV always sets it)
+MAX_PLAUSIBLE_FPS = 1000  # a codec's frame rate above this is a time base, not a rate
 AV_DISPOSITION_DEFAULT = 0x0001  # a stream's "default" flag (libavformat's dispositions)
 AV_DISPOSITION_ATTACHED_PIC = 0x0400  # a cover picture, not a video
 # MPEG-4 Part 2: a picture (VOP) starts with this code; an "N-VOP" (not coded: a packed
@@ -212,7 +214,7 @@ class VideoReader:
         self._clock = _Clock(self._stream.time_base, self._start)
         self._by_dts = False  # packets timed by their dts (set by the demux pass)
         stream = self._stream
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        rate = nominal_rate(self._container, stream)
         self.stats = VideoStats(
             width=stream.codec_context.width,
             height=stream.codec_context.height,
@@ -662,6 +664,20 @@ class _PlanBroken(Exception):
 def _key(seconds: float) -> float:
     """A frame time as a set key: packet and frame times of one frame agree to the µs."""
     return round(seconds, 6)
+
+
+def nominal_rate(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> Fraction | None:
+    """The stream's frame rate: the container's average, except in a raw elementary stream
+    (``.h264``, ``.hevc``, ``.m2v``: no timestamps, frames timed one interval apart), whose
+    demuxer assumes 25 fps: there the codec's own timing comes first (the SPS's VUI, the
+    MPEG-2 sequence header: FFmpeg's ``r_frame_rate``), as ffprobe reports it."""
+    if container.format.flags & AVFMT_NOTIMESTAMPS:
+        guessed = stream.guessed_rate
+        if guessed and 0 < guessed <= MAX_PLAUSIBLE_FPS:
+            return guessed
+    return stream.average_rate or stream.guessed_rate or stream.base_rate
 
 
 def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
