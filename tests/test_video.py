@@ -961,3 +961,30 @@ def test_a_raw_elementary_stream_is_timed_by_its_codec(
     assert reader.stats.duration == pytest.approx(times[-1] + step, abs=1e-3)
     if FFPROBE:
         assert [t for t, _ in ffprobe_frames(path)] == pytest.approx(times, abs=1e-4)
+
+
+def test_a_timestamp_reset_in_mpeg_ts_continues_the_timeline(tmp_path: Path, caplog) -> None:
+    """Regression: two MPEG-TS recordings joined byte for byte (``cat a.ts b.ts``: the
+    second's clock starts again, as after a reset in a broadcast recording) kept the first
+    part only: the second's frames, earlier in time, were dropped as "out of order". As the
+    ffmpeg command does for MPEG-TS/PS, the timeline goes on one frame after the reset."""
+    first = VideoSpec("a", "libx264", ".ts", constant_rate(30, Fraction(10)), size=(120, 160))
+    second = VideoSpec("b", "libx264", ".ts", constant_rate(20, Fraction(10)), size=(90, 160))
+    joined = tmp_path / "joined.ts"
+    parts = [write_video(tmp_path / "a.ts", first), write_video(tmp_path / "b.ts", second)]
+    joined.write_bytes(parts[0].read_bytes() + parts[1].read_bytes())
+    with caplog.at_level(logging.WARNING, logger="vidcap.video"):
+        every = read(joined, SamplingSettings(every_n=1))
+        sampled = read(joined, SamplingSettings(fps=1.0))
+        keyframes = read(joined, SamplingSettings(keyframes=True))
+    assert not [r for r in caplog.records if "could not be" in r.getMessage()]
+    assert [f.time for f in every] == pytest.approx([i / 10 for i in range(50)], abs=1e-6)
+    assert [f.index for f in every] == list(range(50))
+    assert [f.rgb.shape[:2] for f in (every[29], every[30])] == [(120, 160), (90, 160)]
+    assert [f.time for f in sampled] == pytest.approx([0.0, 1.0, 2.0, 3.0, 4.0], abs=1e-6)
+    expected = [t for t, key in probe_frames(parts[0]) if key]
+    expected += [3.0 + t for t, key in probe_frames(parts[1]) if key]
+    assert [f.time for f in keyframes] == pytest.approx(expected, abs=1e-6)
+    with VideoReader(joined) as reader:
+        list(reader.frames(SamplingSettings(fps=1.0)))
+    assert reader.stats.duration == pytest.approx(5.0, abs=1e-6)

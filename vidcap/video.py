@@ -72,6 +72,9 @@ MATROSKA_FORMATS = frozenset({"matroska", "webm"})
 # Containers that store no presentation times, only decode order (FFmpeg infers pts).
 NO_PTS_FORMATS = frozenset({"avi"})
 AVFMT_NOTIMESTAMPS = 0x0080  # libavformat's flag for raw streams without timestamps
+AVFMT_TS_DISCONT = 0x0200  # libavformat's "timestamps may start again" (MPEG-TS/PS)
+# A frame this much before the latest in such a format: the clock started again.
+RESET_BACK_S = 1.0
 AVFMT_FLAG_GENPTS = 0x0001  # libavformat's "generate missing pts" (PyAV always sets it)
 MAX_PLAUSIBLE_FPS = 1000  # a codec's frame rate above this is a time base, not a rate
 AV_DISPOSITION_DEFAULT = 0x0001  # a stream's "default" flag (libavformat's dispositions)
@@ -204,10 +207,12 @@ class VideoReader:
         # A kept late start (MP4/Matroska): the header's frame count starts there.
         self._delay = max(0.0, _stream_start(self._stream) - self._start)
         self._picture = Picture(self._stream)  # rotation, SAR, HDR: what a player shows
+        self._resets_clock = bool(self._container.format.flags & AVFMT_TS_DISCONT)
         self._threads = threads
         self._one_thread = threads == 1  # decoding again after damage: on one thread
         self._decoded_all = False  # the last pass decoded every frame (for the warning)
         self._best_effort = _BestEffort()
+        self._reset_offset = 0.0  # seconds added after the clock started again (MPEG-TS/PS)
         self._damaged = False  # decoding met errors, corrupt or disordered frames
         self._packets: _Packets | None = None
         self._unneeded: set[float] = set()
@@ -470,6 +475,7 @@ class VideoReader:
         self._unneeded = set()
         self._clock = _Clock(self._stream.time_base, self._start)
         self._best_effort = _BestEffort()
+        self._reset_offset = 0.0  # seconds added after the clock started again (MPEG-TS/PS)
         self._damaged = False  # decoding met errors, corrupt or disordered frames
         self.stats.decoded_frames = 0
         self.stats.failed_frames = 0
@@ -555,14 +561,27 @@ class VideoReader:
     def _arrival_time(self, frame: av.VideoFrame, previous: float | None) -> float:
         """A decoded frame's time: FFmpeg's best-effort timestamp (``_BestEffort``), or,
         where the decoder gives none, one frame interval after ``previous`` (the latest
-        frame before it; None: this is the first)."""
+        frame before it; None: this is the first).
+
+        In MPEG-TS/PS (``AVFMT_TS_DISCONT``), a clock that starts again (recordings joined
+        byte for byte, a reset in a broadcast) is a discontinuity, not damage: a frame more
+        than ``RESET_BACK_S`` before the latest goes on one interval after it, and so do
+        the frames after it, as the ffmpeg command does."""
+        stats = self.stats
+        step = 1.0 / stats.nominal_fps if stats.nominal_fps > 0 else 0.0
         timestamp = self._best_effort(frame.pts, getattr(frame, "dts", None))
         time_base = frame.time_base or self._clock.time_base  # drained: the stream's base
         if timestamp is None or time_base is None:  # no timestamp: one interval on
-            stats = self.stats
-            step = 1.0 / stats.nominal_fps if stats.nominal_fps > 0 else 0.0
             return 0.0 if previous is None else previous + step
-        return max(0.0, timestamp * time_base.numerator / time_base.denominator - self._start)
+        seconds = timestamp * time_base.numerator / time_base.denominator - self._start
+        time = seconds + self._reset_offset
+        if self._resets_clock and previous is not None and time < previous - RESET_BACK_S:
+            log.info(
+                "%s: the clock starts again at %.3f s; the timeline goes on", self.path, previous
+            )
+            self._reset_offset += previous + step - time
+            time = previous + step
+        return max(0.0, time)
 
     def _decode_packet(
         self, packet: av.Packet | None
@@ -856,6 +875,8 @@ def _demux_times(path: Path, start: float) -> _Packets:
             _disable_generated_pts(container)
         seconds = _Clock(stream.time_base, start).seconds
         in_decode_order = True  # every packet's pts its dts
+        resets = bool(container.format.flags & AVFMT_TS_DISCONT)
+        latest_dts = -math.inf
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
@@ -865,6 +886,11 @@ def _demux_times(path: Path, start: float) -> _Packets:
                 timestamp = packet.dts if clock == "dts" else packet.pts
                 if packet.pts != packet.dts:
                     in_decode_order = False
+                if resets and packet.dts is not None:
+                    dts = seconds(packet.dts)
+                    if dts < latest_dts - RESET_BACK_S:  # the clock started again: the
+                        plannable = False  # packets' times name frames only once decoded
+                    latest_dts = max(latest_dts, dts)
                 if timestamp is None:
                     complete = False
                     continue
