@@ -988,3 +988,56 @@ def test_a_timestamp_reset_in_mpeg_ts_continues_the_timeline(tmp_path: Path, cap
     with VideoReader(joined) as reader:
         list(reader.frames(SamplingSettings(fps=1.0)))
     assert reader.stats.duration == pytest.approx(5.0, abs=1e-6)
+
+
+def pes_timestamp(marker: int, ticks: int) -> bytes:
+    """A PES header's 5-byte PTS/DTS field (``marker``: 0b0010, 0b0011 or 0b0001)."""
+    return bytes(
+        [
+            (marker << 4) | ((ticks >> 29) & 0x0E) | 1,
+            (ticks >> 22) & 0xFF,
+            ((ticks >> 14) & 0xFE) | 1,
+            (ticks >> 7) & 0xFF,
+            ((ticks << 1) & 0xFE) | 1,
+        ]
+    )
+
+
+def retime_video_pes(data: bytearray, which: int, ticks: int) -> None:
+    """Write ``ticks`` (90 kHz) into the PTS (and DTS) of the ``which``-th video PES of an
+    MPEG-TS: a timestamp damaged in transmission (PES headers carry no checksum)."""
+    found = 0
+    for start in range(0, len(data) - 188 + 1, 188):
+        packet = data[start : start + 188]
+        if packet[0] != 0x47 or not packet[1] & 0x40:  # sync byte; payload unit start
+            continue
+        payload = 4 + (1 + packet[4] if packet[3] & 0x20 else 0)  # past any adaptation field
+        if packet[payload : payload + 4] != b"\x00\x00\x01\xe0":
+            continue
+        if found == which:
+            flags = packet[payload + 7] >> 6
+            field = start + payload + 9
+            data[field : field + 5] = pes_timestamp(0b0011 if flags == 3 else 0b0010, ticks)
+            if flags == 3:
+                data[field + 5 : field + 10] = pes_timestamp(0b0001, ticks)
+            return
+        found += 1
+    raise AssertionError(f"no video PES number {which}")
+
+
+def test_one_damaged_timestamp_in_mpeg_ts_is_no_reset(tmp_path: Path, caplog) -> None:
+    """A lone packet timed far back (a damaged PES timestamp) is not the clock starting
+    again: the frames after it keep their times (only a reset the next packet confirms
+    moves the timeline on)."""
+    spec = VideoSpec("a", "libx264", ".ts", constant_rate(40, Fraction(10)), size=(120, 160))
+    path = write_video(tmp_path / "a.ts", spec)
+    data = bytearray(path.read_bytes())
+    retime_video_pes(data, 30, 90_000 * 0)  # frame 30 (3.0 s after the start) at the start
+    damaged = tmp_path / "damaged.ts"
+    damaged.write_bytes(bytes(data))
+    with caplog.at_level(logging.INFO, logger="vidcap.video"):
+        frames = read(damaged, SamplingSettings(every_n=1, mode="all"))
+    assert not [r for r in caplog.records if "clock starts again" in r.getMessage()]
+    times = [f.time for f in frames]
+    assert times == sorted(times) and times[-1] == pytest.approx(3.9, abs=1e-6)
+    assert len(frames) >= 38  # the damaged frame (and at most one beside it) lost, no more

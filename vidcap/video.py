@@ -75,6 +75,7 @@ AVFMT_NOTIMESTAMPS = 0x0080  # libavformat's flag for raw streams without timest
 AVFMT_TS_DISCONT = 0x0200  # libavformat's "timestamps may start again" (MPEG-TS/PS)
 # A frame this much before the latest in such a format: the clock started again.
 RESET_BACK_S = 1.0
+RESET_MATCH_S = 2.0  # a frame's pts to the reset's first dts (B-frame delay, rounding)
 AVFMT_FLAG_GENPTS = 0x0001  # libavformat's "generate missing pts" (PyAV always sets it)
 MAX_PLAUSIBLE_FPS = 1000  # a codec's frame rate above this is a time base, not a rate
 AV_DISPOSITION_DEFAULT = 0x0001  # a stream's "default" flag (libavformat's dispositions)
@@ -131,6 +132,10 @@ class _Packets:
     # none and the codec does not reorder (AVI), as ffprobe times it; libavformat's
     # generated pts (PyAV asks for them) are one frame late there for H.264.
     clock: str = "pts"
+    # MPEG-TS/PS: where the clock started again, the first packet's dts on the new clock
+    # (s, by the ``_Clock``), in file order: confirmed by the packet after it (a lone
+    # packet timed far back is a damaged timestamp, not a reset).
+    resets: tuple[float, ...] = ()
 
     @property
     def generated_pts(self) -> bool:
@@ -207,12 +212,12 @@ class VideoReader:
         # A kept late start (MP4/Matroska): the header's frame count starts there.
         self._delay = max(0.0, _stream_start(self._stream) - self._start)
         self._picture = Picture(self._stream)  # rotation, SAR, HDR: what a player shows
-        self._resets_clock = bool(self._container.format.flags & AVFMT_TS_DISCONT)
         self._threads = threads
         self._one_thread = threads == 1  # decoding again after damage: on one thread
         self._decoded_all = False  # the last pass decoded every frame (for the warning)
         self._best_effort = _BestEffort()
         self._reset_offset = 0.0  # seconds added after the clock started again (MPEG-TS/PS)
+        self._resets_used = 0  # of the demux pass's resets, how many frames have met
         self._damaged = False  # decoding met errors, corrupt or disordered frames
         self._packets: _Packets | None = None
         self._unneeded: set[float] = set()
@@ -476,6 +481,7 @@ class VideoReader:
         self._clock = _Clock(self._stream.time_base, self._start)
         self._best_effort = _BestEffort()
         self._reset_offset = 0.0  # seconds added after the clock started again (MPEG-TS/PS)
+        self._resets_used = 0  # of the demux pass's resets, how many frames have met
         self._damaged = False  # decoding met errors, corrupt or disordered frames
         self.stats.decoded_frames = 0
         self.stats.failed_frames = 0
@@ -575,13 +581,23 @@ class VideoReader:
             return 0.0 if previous is None else previous + step
         seconds = timestamp * time_base.numerator / time_base.denominator - self._start
         time = seconds + self._reset_offset
-        if self._resets_clock and previous is not None and time < previous - RESET_BACK_S:
+        if previous is not None and time < previous - RESET_BACK_S and self._reset_at(seconds):
             log.info(
                 "%s: the clock starts again at %.3f s; the timeline goes on", self.path, previous
             )
             self._reset_offset += previous + step - time
             time = previous + step
         return max(0.0, time)
+
+    def _reset_at(self, seconds: float) -> bool:
+        """Is a frame at ``seconds`` (its own clock) the first of a reset the demux pass
+        found (within ``RESET_MATCH_S`` of the new clock's first packet)? Each reset once."""
+        resets = self._packets.resets if self._packets else ()
+        for index in range(self._resets_used, len(resets)):
+            if abs(seconds - resets[index]) <= RESET_MATCH_S:
+                self._resets_used = index + 1
+                return True
+        return False
 
     def _decode_packet(
         self, packet: av.Packet | None
@@ -875,8 +891,10 @@ def _demux_times(path: Path, start: float) -> _Packets:
             _disable_generated_pts(container)
         seconds = _Clock(stream.time_base, start).seconds
         in_decode_order = True  # every packet's pts its dts
-        resets = bool(container.format.flags & AVFMT_TS_DISCONT)
-        latest_dts = -math.inf
+        may_reset = bool(container.format.flags & AVFMT_TS_DISCONT)
+        latest_dts = -math.inf  # on the current clock
+        resets: list[float] = []
+        candidate: float | None = None  # a packet timed far back; a reset if the next is too
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
@@ -886,11 +904,15 @@ def _demux_times(path: Path, start: float) -> _Packets:
                 timestamp = packet.dts if clock == "dts" else packet.pts
                 if packet.pts != packet.dts:
                     in_decode_order = False
-                if resets and packet.dts is not None:
+                if may_reset and packet.dts is not None:
                     dts = seconds(packet.dts)
-                    if dts < latest_dts - RESET_BACK_S:  # the clock started again: the
-                        plannable = False  # packets' times name frames only once decoded
-                    latest_dts = max(latest_dts, dts)
+                    if dts >= latest_dts - RESET_BACK_S:
+                        candidate, latest_dts = None, max(latest_dts, dts)
+                    elif candidate is None:
+                        candidate = dts
+                    else:  # two in a row: the clock started again (packet times name
+                        resets.append(candidate)  # frames only once decoded)
+                        candidate, latest_dts, plannable = None, max(candidate, dts), False
                 if timestamp is None:
                     complete = False
                     continue
@@ -914,7 +936,9 @@ def _demux_times(path: Path, start: float) -> _Packets:
         # made them so). FFmpeg's best effort then times frames by their dts, which only
         # decoding every frame shows.
         plannable = False
-    return _Packets(times, keyframes, complete, tuple(order), discarded, plannable, clock)
+    return _Packets(
+        times, keyframes, complete, tuple(order), discarded, plannable, clock, tuple(resets)
+    )
 
 
 def _one_picture(data: bytes) -> bool:
