@@ -28,10 +28,11 @@ from tests.support.videos import (
     probe_times,
     write_video,
 )
+from vidcap.container import Clock
 from vidcap.decode import Decoded, Ended, decode_events
 from vidcap.errors import UsageError, VideoError
 from vidcap.settings import SamplingSettings
-from vidcap.video import VideoReader, _BestEffort, _Clock, _Reorder
+from vidcap.video import VideoReader, _BestEffort, _Reorder
 
 
 def read(path: Path, sampling: SamplingSettings) -> list:
@@ -507,11 +508,11 @@ def test_the_clock_gives_the_floats_fractions_give() -> None:
     starts = [0.0, 1.4, 1.075, -0.1, 2.5, 1 / 3, 1e-7]
     stamps = [0, 1, -1, 2**33 - 1, 2**62, -(2**40)] + [int(x) for x in rng.integers(-9e5, 9e9, 300)]
     for time_base, start, ts in itertools.product(bases, starts, stamps):
-        clock = _Clock(time_base, start)
+        clock = Clock(time_base, start)
         assert clock.seconds(ts).hex() == max(0.0, float(ts * time_base) - start).hex()
         assert clock.span(ts).hex() == float(ts * time_base).hex()
     with pytest.raises(TypeError):  # no time base: fails as the Fraction product did
-        _Clock(None, 0.0).seconds(5)
+        Clock(None, 0.0).seconds(5)
 
 
 def test_the_reorder_buffer_releases_in_time_order_and_counts_what_it_cannot_place() -> None:

@@ -122,7 +122,7 @@ def cut_arguments(
     stream: int | None = None,
 ) -> list[str]:
     """ffmpeg arguments for one clip: the video stream (``stream``, its index in the file:
-    the one ``vidcap.video.video_stream`` picks) and any audio, MP4 out.
+    the one ``vidcap.container.video_stream`` picks) and any audio, MP4 out.
 
     ``seek_late``: seek on ffmpeg's output side (``-ss`` after ``-i``): it decodes from the
     file's start, slow on a long file, but right where the demuxer cannot seek to a keyframe.
@@ -193,7 +193,7 @@ def export_clip(
 @dataclass(frozen=True)
 class SourceTiming:
     """What cutting needs to know of a source: ``duration`` on vidcap's frame times,
-    ``offset`` (``vidcap.video.seek_offset``) from those times to ffmpeg's seek positions
+    ``offset`` (``vidcap.container.seek_offset``) from those times to ffmpeg's seek positions
     (frame times keep a late start; ffmpeg seeks from the container's start), ``frame`` the
     frame interval, ``stream`` the video stream's index in the file."""
 
@@ -204,7 +204,7 @@ class SourceTiming:
 
     @classmethod
     def of(cls, video: Path) -> SourceTiming:
-        from vidcap.video import seek_offset
+        from vidcap.container import seek_offset
 
         info = probe(video)
         offset = seek_offset(video)
@@ -231,7 +231,7 @@ def first_frame_time(path: Path) -> float | None:
     """When the first frame of ``path`` that decodes is shown (s), None if none does."""
     import av
 
-    from vidcap.video import video_stream
+    from vidcap.container import video_stream
 
     try:
         with av.open(str(path)) as container:

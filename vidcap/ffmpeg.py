@@ -92,7 +92,7 @@ def run_ffmpeg(args: list[str], ffmpeg: str | None = None) -> None:
 
 def probe(path: Path | str) -> MediaInfo:
     """Duration (s), size, frame rate and codec of the video stream of ``path`` (the one
-    ``vidcap.video.video_stream`` picks)."""
+    ``vidcap.container.video_stream`` picks)."""
     path = Path(path)
     if not path.is_file():
         raise VideoError(f"{path}: no such file")
@@ -110,7 +110,7 @@ def probe_duration(path: Path | str) -> float:
 def probe_with_pyav(path: Path) -> MediaInfo:
     import av
 
-    from vidcap.video import nominal_rate, video_stream
+    from vidcap.container import nominal_rate, video_stream
 
     try:
         with av.open(str(path)) as container:

@@ -1,7 +1,7 @@
 """Open a video with PyAV (FFmpeg) and sample frames with their true timestamps.
 
-A first pass only demuxes (no decoding, a few ms) and lists every packet's presentation
-time. It gives each frame its index (rank in presentation order), the video's end, and
+A first pass only demuxes (no decoding, a few ms: ``vidcap.container``) and lists every
+packet's presentation time. It gives each frame its index (rank in presentation order), the video's end, and
 the frames the sampling needs — where packet times can be trusted to name frames (not in
 packed MPEG-4 B-frames, nor in H.264 with B-frames inside AVI: there every frame is
 decoded). The second pass decodes as little as the mode allows:
@@ -28,7 +28,6 @@ import heapq
 import itertools
 import logging
 import math
-import re
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
@@ -39,6 +38,21 @@ from typing import Generic, TypeVar
 import av
 import numpy as np
 
+from vidcap.container import (
+    RESET_BACK_S,
+    Clock,
+    Packets,
+    demux_times,
+    disable_generated_pts,
+    frames_from_duration,
+    missing_matroska_tail,
+    missing_tail,
+    nominal_rate,
+    open_container,
+    stream_start,
+    time_origin,
+    video_stream,
+)
 from vidcap.errors import VideoError
 from vidcap.frames import Frame
 from vidcap.picture import (
@@ -61,29 +75,7 @@ VIDEO_EXTENSIONS = frozenset(
 )  # fmt: skip
 
 PTS_EPSILON = 1e-6
-# Frames missing at the end count as failed only beyond this many frame intervals.
-TAIL_TOLERANCE_FRAMES = 1.5
-# Container families whose timeline starts at zero by definition: a first frame later than
-# zero (an MP4 edit list's initial empty edit, a Matroska stream's late first block) is a
-# delay players show, and is kept. Elsewhere (MPEG-TS/PS: an arbitrary origin such as 1.4 s)
-# times count from the stream's start.
-DELAY_KEEPING_FORMATS = frozenset({"mov", "mp4", "matroska", "webm"})
-MATROSKA_FORMATS = frozenset({"matroska", "webm"})
-# Containers that store no presentation times, only decode order (FFmpeg infers pts).
-NO_PTS_FORMATS = frozenset({"avi"})
-AVFMT_NOTIMESTAMPS = 0x0080  # libavformat's flag for raw streams without timestamps
-AVFMT_TS_DISCONT = 0x0200  # libavformat's "timestamps may start again" (MPEG-TS/PS)
-# A frame this much before the latest in such a format: the clock started again.
-RESET_BACK_S = 1.0
 RESET_MATCH_S = 2.0  # a frame's pts to the reset's first dts (B-frame delay, rounding)
-AVFMT_FLAG_GENPTS = 0x0001  # libavformat's "generate missing pts" (PyAV always sets it)
-MAX_PLAUSIBLE_FPS = 1000  # a codec's frame rate above this is a time base, not a rate
-AV_DISPOSITION_DEFAULT = 0x0001  # a stream's "default" flag (libavformat's dispositions)
-AV_DISPOSITION_ATTACHED_PIC = 0x0400  # a cover picture, not a video
-# MPEG-4 Part 2: a picture (VOP) starts with this code; an "N-VOP" (not coded: a packed
-# stream's placeholder) is a header only, a few bytes.
-VOP_START_CODE = b"\x00\x00\x01\xb6"
-N_VOP_MAX_BYTES = 8
 # Decoded frames the reorder buffer holds: a few, many more once a stream has shown it
 # releases frames out of order (H.264's decoded picture buffer holds at most 16).
 REORDER_DEPTH = 4
@@ -113,34 +105,6 @@ class VideoStats:
     last_pts: float = 0.0
     # End of the last frame: its pts plus one frame interval (as ffprobe counts it).
     duration: float = 0.0
-
-
-@dataclass(frozen=True)
-class _Packets:
-    """The demux pass: presentation times (s) of all frames and of keyframes, sorted."""
-
-    times: list[float]
-    keyframe_times: list[float]
-    complete: bool  # every packet with data had a pts, and demuxing met no error
-    order: tuple[tuple[float, bool], ...] = ()  # (time, keyframe) of each packet, decode order
-    discarded: int = 0  # packets an edit list cuts (decoded as references, never shown)
-    # Packet times name the frames decoding gives (so exact mode may plan with them): not
-    # in packed MPEG-4 B-frames (one packet, two pictures; N-VOP placeholders) nor where the
-    # container stores no pts and the codec reorders (H.264 with B-frames in AVI).
-    plannable: bool = True
-    # Which packet timestamp is a frame's time: "pts", or "dts" where the container stores
-    # none and the codec does not reorder (AVI), as ffprobe times it; libavformat's
-    # generated pts (PyAV asks for them) are one frame late there for H.264.
-    clock: str = "pts"
-    # MPEG-TS/PS: where the clock started again, the first packet's dts on the new clock
-    # (s, by the ``_Clock``), in file order: confirmed by the packet after it (a lone
-    # packet timed far back is a damaged timestamp, not a reset).
-    resets: tuple[float, ...] = ()
-
-    @property
-    def generated_pts(self) -> bool:
-        """Read packets with PyAV's generated pts? Only where they name frames right."""
-        return self.plannable and self.clock == "pts"
 
 
 @dataclass(frozen=True)
@@ -202,15 +166,15 @@ class VideoReader:
             raise VideoError(f"{self.path}: is a folder, not a video")
         if self.path.stat().st_size == 0:
             raise VideoError(f"{self.path}: empty file")
-        self._container = _open(self.path)
+        self._container = open_container(self.path)
         stream = video_stream(self._container)
         if stream is None:
             self._container.close()
             raise VideoError(f"{self.path}: no video stream")
         self._stream = stream
-        self._start = _time_origin(self._container, self._stream)
+        self._start = time_origin(self._container, self._stream)
         # A kept late start (MP4/Matroska): the header's frame count starts there.
-        self._delay = max(0.0, _stream_start(self._stream) - self._start)
+        self._delay = max(0.0, stream_start(self._stream) - self._start)
         self._picture = Picture(self._stream)  # rotation, SAR, HDR: what a player shows
         self._threads = threads
         self._one_thread = threads == 1  # decoding again after damage: on one thread
@@ -219,9 +183,9 @@ class VideoReader:
         self._reset_offset = 0.0  # seconds added after the clock started again (MPEG-TS/PS)
         self._resets_used = 0  # of the demux pass's resets, how many frames have met
         self._damaged = False  # decoding met errors, corrupt or disordered frames
-        self._packets: _Packets | None = None
+        self._packets: Packets | None = None
         self._unneeded: set[float] = set()
-        self._clock = _Clock(self._stream.time_base, self._start)
+        self._clock = Clock(self._stream.time_base, self._start)
         self._by_dts = False  # packets timed by their dts (set by the demux pass)
         stream = self._stream
         rate = nominal_rate(self._container, stream)
@@ -229,7 +193,7 @@ class VideoReader:
             width=stream.codec_context.width,
             height=stream.codec_context.height,
             nominal_fps=float(rate or 0.0),
-            expected_frames=stream.frames or _frames_from_duration(stream, float(rate or 0.0)),
+            expected_frames=stream.frames or frames_from_duration(stream, float(rate or 0.0)),
         )
 
     def __enter__(self) -> VideoReader:
@@ -280,7 +244,7 @@ class VideoReader:
         packets = self._demux()
         sampling = self._keyframes_or_first(sampling, packets)
         if not packets.generated_pts:  # frames timed as ffprobe times them
-            _disable_generated_pts(self._container)
+            disable_generated_pts(self._container)
         needed = _needed_times(packets, sampling)
         # (with --max-frames the end is where reading stops: skipping ahead would move it)
         exact = sampling.mode == "exact" and not sampling.keyframes and not sampling.max_frames
@@ -294,9 +258,7 @@ class VideoReader:
             reached_end = yield from self._again(exc, sampling, packets, yielded)
         self._finish(reached_end)
 
-    def _keyframes_or_first(
-        self, sampling: SamplingSettings, packets: _Packets
-    ) -> SamplingSettings:
+    def _keyframes_or_first(self, sampling: SamplingSettings, packets: Packets) -> SamplingSettings:
         """``--keyframes`` where no frame shown is a keyframe (a stream copy cut between two,
         whose edit list hides the keyframe it starts from): the first frame stands for them,
         rather than no sample and a failed video."""
@@ -311,7 +273,7 @@ class VideoReader:
         self,
         why: _PlanBroken,
         sampling: SamplingSettings,
-        packets: _Packets,
+        packets: Packets,
         yielded: Counter[float],
         every: bool = False,
     ) -> Generator[DecodedFrame, None, bool]:
@@ -346,7 +308,7 @@ class VideoReader:
     def _pass(
         self,
         sampling: SamplingSettings,
-        packets: _Packets,
+        packets: Packets,
         needed: set[float] | None,
         plan: set[float] | None,
         yielded: Counter[float],
@@ -473,12 +435,12 @@ class VideoReader:
     def _reopen(self) -> None:
         """A fresh container and decoder for a second pass; its counts start again."""
         self._container.close()
-        self._container = _open(self.path)
+        self._container = open_container(self.path)
         self._stream = video_stream(self._container) or self._stream
         if not self._demux().generated_pts:
-            _disable_generated_pts(self._container)
+            disable_generated_pts(self._container)
         self._unneeded = set()
-        self._clock = _Clock(self._stream.time_base, self._start)
+        self._clock = Clock(self._stream.time_base, self._start)
         self._best_effort = _BestEffort()
         self._reset_offset = 0.0  # seconds added after the clock started again (MPEG-TS/PS)
         self._resets_used = 0  # of the demux pass's resets, how many frames have met
@@ -503,9 +465,9 @@ class VideoReader:
 
     # --- the demux pass ---------------------------------------------------------------
 
-    def _demux(self) -> _Packets:
+    def _demux(self) -> Packets:
         if self._packets is None:
-            self._packets = _demux_times(self.path, self._start)
+            self._packets = demux_times(self.path, self._start)
             self._by_dts = self._packets.clock == "dts"
         return self._packets
 
@@ -621,9 +583,9 @@ class VideoReader:
             return
         discarded = self._packets.discarded if self._packets else 0
         stats.expected_frames = max(0, stats.expected_frames - discarded)
-        stats.failed_frames += _missing_tail(
+        stats.failed_frames += missing_tail(
             self._stream, stats, discarded, self._delay
-        ) or _missing_matroska_tail(self._container, self._stream, stats, self._start)
+        ) or missing_matroska_tail(self._container, self._stream, stats, self._start)
         if stats.failed_frames or stats.late_frames:
             lost = stats.failed_frames + stats.late_frames
             kept = stats.decoded_frames - stats.late_frames
@@ -701,112 +663,6 @@ def _key(seconds: float) -> float:
     return round(seconds, 6)
 
 
-def nominal_rate(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream
-) -> Fraction | None:
-    """The stream's frame rate: the container's average, except in a raw elementary stream
-    (``.h264``, ``.hevc``, ``.m2v``: no timestamps, frames timed one interval apart), whose
-    demuxer assumes 25 fps: there the codec's own timing comes first (the SPS's VUI, the
-    MPEG-2 sequence header: FFmpeg's ``r_frame_rate``), as ffprobe reports it."""
-    if container.format.flags & AVFMT_NOTIMESTAMPS:
-        guessed = stream.guessed_rate
-        if guessed and 0 < guessed <= MAX_PLAUSIBLE_FPS:
-            return guessed
-    return stream.average_rate or stream.guessed_rate or stream.base_rate
-
-
-def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
-    """The video stream a player shows (None: the file has none): not a cover picture (an
-    attached picture), the one flagged default where some are and some are not, else the
-    first, as mpv picks. A cover FFmpeg's Matroska muxer stored as an ordinary first track
-    (its attached-picture flag dropped, the film's default flag kept) is not the video."""
-    streams = list(container.streams.video)
-    moving = [s for s in streams if not int(s.disposition) & AV_DISPOSITION_ATTACHED_PIC]
-    flagged = [s for s in moving if int(s.disposition) & AV_DISPOSITION_DEFAULT]
-    return (flagged or moving or streams or [None])[0]
-
-
-def _open(path: Path) -> av.container.InputContainer:
-    try:
-        return av.open(str(path))
-    except av.FFmpegError as exc:
-        raise VideoError(
-            f"{path}: not a decodable video (FFmpeg cannot open it: {exc.strerror or exc})"
-        ) from exc
-
-
-def _frames_from_duration(stream: av.video.stream.VideoStream, rate: float | None) -> int:
-    length = _header_length(stream)
-    if length is None or not rate:
-        return 0
-    return max(0, round(length * float(rate)))
-
-
-def _header_length(stream: av.video.stream.VideoStream) -> float | None:
-    """How long the header says the stream lasts from its first frame, in seconds, if it
-    says: the stream's duration, or, in Matroska/WebM (which stores none per stream), the
-    ``DURATION`` tag FFmpeg's and mkvmerge's muxers write per track (``DURATION-eng`` as
-    FFmpeg reads mkvmerge's), which counts from the file's zero."""
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    for name, value in (stream.metadata or {}).items():
-        if name.upper() == "DURATION" or name.upper().startswith("DURATION-"):
-            end = _clock_seconds(value)
-            if end is not None:
-                return max(0.0, end - _stream_start(stream))
-    return None
-
-
-def _clock_seconds(text: str) -> float | None:
-    """``HH:MM:SS.fraction`` (Matroska's tag form) in seconds; None if it is not that."""
-    match = re.fullmatch(r"\s*(\d+):([0-5]?\d):([0-5]?\d(?:\.\d*)?)\s*", text)
-    if match is None:
-        return None
-    hours, minutes, seconds = match.groups()
-    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
-
-
-def _stream_start(stream: av.video.stream.VideoStream) -> float:
-    """Where the stream's time starts (1.4 s in a typical MPEG-TS), in seconds."""
-    if stream.start_time is None or stream.time_base is None:
-        return 0.0
-    return float(stream.start_time * stream.time_base)
-
-
-def _time_origin(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream
-) -> float:
-    """The time that counts as 0 s, as players count: zero in MP4/MOV and Matroska/WebM,
-    whose timeline starts at zero (a late first frame is a delay players show: kept); the
-    stream's start in other formats (MPEG-TS/PS count from an arbitrary origin). A stream
-    that starts before zero starts at 0 s everywhere."""
-    start = _stream_start(stream)
-    if DELAY_KEEPING_FORMATS & set(container.format.name.split(",")):
-        return min(start, 0.0)
-    return start
-
-
-def seek_offset(path: Path | str) -> float:
-    """What to add to a frame time of ``path`` to seek there with ``ffmpeg -ss`` before
-    ``-i``: ffmpeg counts from the container's start (its earliest stream's), times here
-    from ``_time_origin`` (0 s in MP4/Matroska: -1.075 for a picture that starts 1.075 s
-    late, and no audio earlier; 0 for a video-only MPEG-TS)."""
-    path = Path(path)
-    with _open(path) as container:
-        stream = video_stream(container)
-        if stream is None:
-            raise VideoError(f"{path}: no video stream")
-        start = container.start_time / 1_000_000 if container.start_time is not None else 0.0
-        return _time_origin(container, stream) - start
-
-
-def _disable_generated_pts(container: av.container.InputContainer) -> None:
-    """Read packets as ffprobe does: PyAV asks libavformat to invent missing pts
-    (``AVFMT_FLAG_GENPTS``), which guesses wrong where exact mode cannot plan (packed
-    MPEG-4 B-frames, H.264 in AVI); without it the decoder's release dts times frames."""
-    container.flags = container.flags & ~AVFMT_FLAG_GENPTS
-
-
 class _BestEffort:
     """FFmpeg's ``guess_correct_pts`` (libavcodec/decode.c): the frame time ffprobe reports
     as ``best_effort_timestamp``. It counts how often the frames' reordered pts and their
@@ -837,123 +693,13 @@ class _BestEffort:
         return dts
 
 
-class _Clock:
-    """One stream's timestamps in seconds from the time origin ``start``, as players (and
-    OpenCV) count (``seconds``: ``max(0.0, float(ts * time_base) - start)``), and durations
-    (``span``: ``float(ticks * time_base)``).
-
-    In integer arithmetic: ``ts * num / den`` (int true division, correctly rounded) is the
-    very float ``float(ts * Fraction(num, den))`` is, without the ``Fraction``s (PyAV builds
-    a new one on every ``packet.time_base`` read, and a product two more, per packet). PyAV
-    stamps every packet it demuxes with its stream's time base, so the stream's, read once,
-    times the stream's packets."""
-
-    __slots__ = ("_den", "_num", "_start", "time_base")
-
-    def __init__(self, time_base: Fraction | None, start: float) -> None:
-        self.time_base = time_base
-        # (None, None) where a stream had no time base: ``ts * None`` fails as before
-        self._num = time_base.numerator if time_base is not None else None
-        self._den = time_base.denominator if time_base is not None else None
-        self._start = start
-
-    def seconds(self, timestamp: int) -> float:
-        return max(0.0, timestamp * self._num / self._den - self._start)
-
-    def span(self, ticks: int) -> float:
-        return ticks * self._num / self._den
-
-
-def _demux_times(path: Path, start: float) -> _Packets:
-    """Read every packet's pts without decoding (cheap): the plan for the decode pass."""
-    times: list[float] = []
-    keyframes: list[float] = []
-    order: list[tuple[float, bool]] = []
-    discarded = 0
-    complete = True
-    with _open(path) as container:
-        stream = video_stream(container)
-        if stream is None:
-            raise VideoError(f"{path}: no video stream")
-        codec = stream.codec_context.name
-        reorders = bool(stream.codec_context.has_b_frames)
-        # Where the container stores no pts (AVI), libavformat infers them from decode
-        # order: right for MPEG-4 Part 2's B-frames (unless packed: checked packet by
-        # packet below); other codecs' frames are timed by their dts, and with B-frames
-        # (H.264 in AVI) packets name no frame: every frame is decoded.
-        no_pts = bool(
-            NO_PTS_FORMATS & set(container.format.name.split(","))
-            or container.format.flags & AVFMT_NOTIMESTAMPS
-        )
-        clock = "dts" if no_pts and not (codec == "mpeg4" and reorders) else "pts"
-        plannable = not (no_pts and reorders and codec != "mpeg4")
-        if clock == "dts" or not plannable:
-            _disable_generated_pts(container)
-        seconds = _Clock(stream.time_base, start).seconds
-        in_decode_order = True  # every packet's pts its dts
-        may_reset = bool(container.format.flags & AVFMT_TS_DISCONT)
-        latest_dts = -math.inf  # on the current clock
-        resets: list[float] = []
-        candidate: float | None = None  # a packet timed far back; a reset if the next is too
-        try:
-            for packet in container.demux(stream):
-                if packet.size == 0:
-                    continue
-                if codec == "mpeg4" and plannable and not _one_picture(bytes(packet)):
-                    plannable = False
-                timestamp = packet.dts if clock == "dts" else packet.pts
-                if packet.pts != packet.dts:
-                    in_decode_order = False
-                if may_reset and packet.dts is not None:
-                    dts = seconds(packet.dts)
-                    if dts >= latest_dts - RESET_BACK_S:
-                        candidate, latest_dts = None, max(latest_dts, dts)
-                    elif candidate is None:
-                        candidate = dts
-                    else:  # two in a row: the clock started again (packet times name
-                        resets.append(candidate)  # frames only once decoded)
-                        candidate, latest_dts, plannable = None, max(candidate, dts), False
-                if timestamp is None:
-                    complete = False
-                    continue
-                if packet.is_discard:  # before an edit list's start (a clip cut with -c copy)
-                    discarded += 1
-                    continue
-                time = seconds(timestamp)
-                times.append(time)
-                order.append((time, bool(packet.is_keyframe)))
-                if packet.is_keyframe and (codec != "mpeg4" or packet.size > N_VOP_MAX_BYTES):
-                    keyframes.append(time)
-        except av.FFmpegError:
-            complete = False
-    times.sort()
-    keyframes.sort()
-    if any(a == b for a, b in itertools.pairwise(times)) or (
-        reorders and in_decode_order and clock == "pts" and len(times) > 1
-    ):
-        # Packet times that name no frame: two packets at one time, or a reordering codec
-        # whose pts are its dts (a time base coarser than the frame rate: FFmpeg's muxer
-        # made them so). FFmpeg's best effort then times frames by their dts, which only
-        # decoding every frame shows.
-        plannable = False
-    return _Packets(
-        times, keyframes, complete, tuple(order), discarded, plannable, clock, tuple(resets)
-    )
-
-
-def _one_picture(data: bytes) -> bool:
-    """Does an MPEG-4 Part 2 packet hold exactly one coded picture? Not a packed B-frame
-    chunk (two VOPs: XviD/DivX "packed bitstream") nor an N-VOP placeholder (a bare header)."""
-    return data.count(VOP_START_CODE) == 1 and len(data) > N_VOP_MAX_BYTES
-
-
 def _ticks(times: list[float], interval: float) -> list[float]:
     """The frames ``--fps`` takes: the first frame at or after each tick of the grid."""
     take = _grid_selector(interval)
     return [t for t in times if take(t)]
 
 
-def _needed_times(packets: _Packets, sampling: SamplingSettings) -> set[float] | None:
+def _needed_times(packets: Packets, sampling: SamplingSettings) -> set[float] | None:
     """Times whose packets ``exact`` mode must decode fully; None: decode everything."""
     if sampling.mode == "all" or not packets.complete or not packets.plannable:
         return None
@@ -964,7 +710,7 @@ def _needed_times(packets: _Packets, sampling: SamplingSettings) -> set[float] |
     return set(_ticks(packets.times, 1.0 / float(sampling.fps or 1.0)))
 
 
-def _unneeded_times(packets: _Packets, needed: set[float]) -> set[float]:
+def _unneeded_times(packets: Packets, needed: set[float]) -> set[float]:
     """Packets ``exact`` mode need not even send to the decoder.
 
     Split the stream at keyframes (decode order). Within a group, nothing after its last
@@ -993,7 +739,7 @@ def _unneeded_times(packets: _Packets, needed: set[float]) -> set[float]:
     return unneeded - needed
 
 
-def _frame_duration(frame: av.VideoFrame, packet: av.Packet | None, clock: _Clock) -> float:
+def _frame_duration(frame: av.VideoFrame, packet: av.Packet | None, clock: Clock) -> float:
     """One frame interval as ffprobe counts it: the frame's (else its packet's) duration."""
     duration = getattr(frame, "duration", None) or 0
     if duration:
@@ -1003,80 +749,11 @@ def _frame_duration(frame: av.VideoFrame, packet: av.Packet | None, clock: _Cloc
     return _packet_duration(packet, clock)
 
 
-def _packet_duration(packet: av.Packet | None, clock: _Clock) -> float:
+def _packet_duration(packet: av.Packet | None, clock: Clock) -> float:
     """``packet``'s duration in seconds (``clock``: its stream's), 0.0 where unknown."""
     if packet is None or not packet.size or not packet.duration:
         return 0.0
     return clock.span(packet.duration)
-
-
-def _missing_tail(
-    stream: av.video.stream.VideoStream, stats: VideoStats, discarded: int, delay: float
-) -> int:
-    """Frames the header promises after the last decodable frame's end (``delay``: a kept
-    late start, where the header's frames begin).
-
-    Compares times, not frame counts: a variable-frame-rate AVI's header counts the
-    ticks of its rate (444 where 68 frames are stored), which ends where the last frame
-    does; a truncated file's header ends later. (AVI's ``duration`` without an index is
-    a guess from the file size, so the frame count comes first.)
-    """
-    if stats.nominal_fps <= 0:
-        return 0
-    length = _header_length(stream)
-    if stream.frames:
-        promised = delay + (stream.frames - discarded) / stats.nominal_fps
-    elif length is not None:
-        promised = delay + length
-    else:
-        return 0
-    gap = (promised - stats.duration) * stats.nominal_fps
-    return round(gap) if gap > TAIL_TOLERANCE_FRAMES else 0
-
-
-def _missing_matroska_tail(
-    container: av.container.InputContainer,
-    stream: av.video.stream.VideoStream,
-    stats: VideoStats,
-    origin: float,
-) -> int:
-    """Frames lost from the end of a Matroska/WebM file whose tracks state no length
-    (mkvmerge writes its ``DURATION`` tags after the last cluster: a cut-off download
-    loses them), estimated from the segment's duration, which the header holds. Where the
-    file has other streams, only if every one of them ends short of it as well (a video
-    track may end before its audio)."""
-    if (
-        not MATROSKA_FORMATS & set(container.format.name.split(","))
-        or container.duration is None
-        or stats.nominal_fps <= 0
-        or _header_length(stream) is not None
-    ):
-        return 0
-    start = (container.start_time or 0) / 1_000_000
-    end = start + container.duration / 1_000_000 - origin
-    tolerance = TAIL_TOLERANCE_FRAMES / stats.nominal_fps
-    if end - stats.duration <= tolerance:
-        return 0
-    others = [s.index for s in container.streams if s.index != stream.index]
-    if others and _streams_end(container.name, others, origin) >= end - tolerance:
-        return 0
-    return round((end - stats.duration) * stats.nominal_fps)
-
-
-def _streams_end(path: str, indices: list[int], origin: float) -> float:
-    """Where the latest packet of the streams ``indices`` of ``path`` ends (a demux pass)."""
-    latest = -math.inf
-    with _open(Path(path)) as container:
-        streams = [container.streams[i] for i in indices]
-        try:
-            for packet in container.demux(*streams):
-                if packet.pts is None or packet.time_base is None:
-                    continue
-                ticks = packet.pts + (packet.duration or 0)
-                latest = max(latest, float(ticks * packet.time_base) - origin)
-        except av.FFmpegError:
-            pass  # (a damaged end: what was read counts)
-    return latest
 
 
 def _selector(sampling: SamplingSettings) -> Callable[[int, float], bool]:

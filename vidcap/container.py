@@ -1,0 +1,362 @@
+"""What a video's container says before any frame is decoded: which stream is the video,
+its frame rate, where its time counts from, how long its header says it is, and the demux
+pass — every packet's time read without decoding (a few ms), the plan ``VideoReader``
+decodes by (``vidcap.video``).
+
+Times count from zero in MP4/MOV and Matroska/WebM (a late start is kept, as players show
+it) and from the stream's start elsewhere (MPEG-TS/PS timestamps have an arbitrary origin).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import av
+
+from vidcap.errors import VideoError
+
+if TYPE_CHECKING:
+    from vidcap.video import VideoStats
+
+# Frames missing at the end count as failed only beyond this many frame intervals.
+TAIL_TOLERANCE_FRAMES = 1.5
+# Container families whose timeline starts at zero by definition: a first frame later than
+# zero (an MP4 edit list's initial empty edit, a Matroska stream's late first block) is a
+# delay players show, and is kept. Elsewhere (MPEG-TS/PS: an arbitrary origin such as 1.4 s)
+# times count from the stream's start.
+DELAY_KEEPING_FORMATS = frozenset({"mov", "mp4", "matroska", "webm"})
+MATROSKA_FORMATS = frozenset({"matroska", "webm"})
+# Containers that store no presentation times, only decode order (FFmpeg infers pts).
+NO_PTS_FORMATS = frozenset({"avi"})
+AVFMT_NOTIMESTAMPS = 0x0080  # libavformat's flag for raw streams without timestamps
+AVFMT_TS_DISCONT = 0x0200  # libavformat's "timestamps may start again" (MPEG-TS/PS)
+# A frame this much before the latest in such a format: the clock started again.
+RESET_BACK_S = 1.0
+AVFMT_FLAG_GENPTS = 0x0001  # libavformat's "generate missing pts" (PyAV always sets it)
+MAX_PLAUSIBLE_FPS = 1000  # a codec's frame rate above this is a time base, not a rate
+AV_DISPOSITION_DEFAULT = 0x0001  # a stream's "default" flag (libavformat's dispositions)
+AV_DISPOSITION_ATTACHED_PIC = 0x0400  # a cover picture, not a video
+# MPEG-4 Part 2: a picture (VOP) starts with this code; an "N-VOP" (not coded: a packed
+# stream's placeholder) is a header only, a few bytes.
+VOP_START_CODE = b"\x00\x00\x01\xb6"
+N_VOP_MAX_BYTES = 8
+
+
+def open_container(path: Path) -> av.container.InputContainer:
+    """``path`` opened by PyAV; a file FFmpeg cannot open is a one-line ``VideoError``."""
+    try:
+        return av.open(str(path))
+    except av.FFmpegError as exc:
+        raise VideoError(
+            f"{path}: not a decodable video (FFmpeg cannot open it: {exc.strerror or exc})"
+        ) from exc
+
+
+def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
+    """The video stream a player shows (None: the file has none): not a cover picture (an
+    attached picture), the one flagged default where some are and some are not, else the
+    first, as mpv picks. A cover FFmpeg's Matroska muxer stored as an ordinary first track
+    (its attached-picture flag dropped, the film's default flag kept) is not the video."""
+    streams = list(container.streams.video)
+    moving = [s for s in streams if not int(s.disposition) & AV_DISPOSITION_ATTACHED_PIC]
+    flagged = [s for s in moving if int(s.disposition) & AV_DISPOSITION_DEFAULT]
+    return (flagged or moving or streams or [None])[0]
+
+
+def nominal_rate(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> Fraction | None:
+    """The stream's frame rate: the container's average, except in a raw elementary stream
+    (``.h264``, ``.hevc``, ``.m2v``: no timestamps, frames timed one interval apart), whose
+    demuxer assumes 25 fps: there the codec's own timing comes first (the SPS's VUI, the
+    MPEG-2 sequence header: FFmpeg's ``r_frame_rate``), as ffprobe reports it."""
+    if container.format.flags & AVFMT_NOTIMESTAMPS:
+        guessed = stream.guessed_rate
+        if guessed and 0 < guessed <= MAX_PLAUSIBLE_FPS:
+            return guessed
+    return stream.average_rate or stream.guessed_rate or stream.base_rate
+
+
+def stream_start(stream: av.video.stream.VideoStream) -> float:
+    """Where the stream's time starts (1.4 s in a typical MPEG-TS), in seconds."""
+    if stream.start_time is None or stream.time_base is None:
+        return 0.0
+    return float(stream.start_time * stream.time_base)
+
+
+def time_origin(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> float:
+    """The time that counts as 0 s, as players count: zero in MP4/MOV and Matroska/WebM,
+    whose timeline starts at zero (a late first frame is a delay players show: kept); the
+    stream's start in other formats (MPEG-TS/PS count from an arbitrary origin). A stream
+    that starts before zero starts at 0 s everywhere."""
+    start = stream_start(stream)
+    if DELAY_KEEPING_FORMATS & set(container.format.name.split(",")):
+        return min(start, 0.0)
+    return start
+
+
+def seek_offset(path: Path | str) -> float:
+    """What to add to a frame time of ``path`` to seek there with ``ffmpeg -ss`` before
+    ``-i``: ffmpeg counts from the container's start (its earliest stream's), times here
+    from ``time_origin`` (0 s in MP4/Matroska: -1.075 for a picture that starts 1.075 s
+    late, and no audio earlier; 0 for a video-only MPEG-TS)."""
+    path = Path(path)
+    with open_container(path) as container:
+        stream = video_stream(container)
+        if stream is None:
+            raise VideoError(f"{path}: no video stream")
+        start = container.start_time / 1_000_000 if container.start_time is not None else 0.0
+        return time_origin(container, stream) - start
+
+
+def disable_generated_pts(container: av.container.InputContainer) -> None:
+    """Read packets as ffprobe does: PyAV asks libavformat to invent missing pts
+    (``AVFMT_FLAG_GENPTS``), which guesses wrong where exact mode cannot plan (packed
+    MPEG-4 B-frames, H.264 in AVI); without it the decoder's release dts times frames."""
+    container.flags = container.flags & ~AVFMT_FLAG_GENPTS
+
+
+class Clock:
+    """One stream's timestamps in seconds from the time origin ``start``, as players (and
+    OpenCV) count (``seconds``: ``max(0.0, float(ts * time_base) - start)``), and durations
+    (``span``: ``float(ticks * time_base)``).
+
+    In integer arithmetic: ``ts * num / den`` (int true division, correctly rounded) is the
+    very float ``float(ts * Fraction(num, den))`` is, without the ``Fraction``s (PyAV builds
+    a new one on every ``packet.time_base`` read, and a product two more, per packet). PyAV
+    stamps every packet it demuxes with its stream's time base, so the stream's, read once,
+    times the stream's packets."""
+
+    __slots__ = ("_den", "_num", "_start", "time_base")
+
+    def __init__(self, time_base: Fraction | None, start: float) -> None:
+        self.time_base = time_base
+        # (None, None) where a stream had no time base: ``ts * None`` fails as before
+        self._num = time_base.numerator if time_base is not None else None
+        self._den = time_base.denominator if time_base is not None else None
+        self._start = start
+
+    def seconds(self, timestamp: int) -> float:
+        return max(0.0, timestamp * self._num / self._den - self._start)
+
+    def span(self, ticks: int) -> float:
+        return ticks * self._num / self._den
+
+
+@dataclass(frozen=True)
+class Packets:
+    """The demux pass: presentation times (s) of all frames and of keyframes, sorted."""
+
+    times: list[float]
+    keyframe_times: list[float]
+    complete: bool  # every packet with data had a pts, and demuxing met no error
+    order: tuple[tuple[float, bool], ...] = ()  # (time, keyframe) of each packet, decode order
+    discarded: int = 0  # packets an edit list cuts (decoded as references, never shown)
+    # Packet times name the frames decoding gives (so exact mode may plan with them): not
+    # in packed MPEG-4 B-frames (one packet, two pictures; N-VOP placeholders) nor where the
+    # container stores no pts and the codec reorders (H.264 with B-frames in AVI).
+    plannable: bool = True
+    # Which packet timestamp is a frame's time: "pts", or "dts" where the container stores
+    # none and the codec does not reorder (AVI), as ffprobe times it; libavformat's
+    # generated pts (PyAV asks for them) are one frame late there for H.264.
+    clock: str = "pts"
+    # MPEG-TS/PS: where the clock started again, the first packet's dts on the new clock
+    # (s, by the ``Clock``), in file order: confirmed by the packet after it (a lone
+    # packet timed far back is a damaged timestamp, not a reset).
+    resets: tuple[float, ...] = ()
+
+    @property
+    def generated_pts(self) -> bool:
+        """Read packets with PyAV's generated pts? Only where they name frames right."""
+        return self.plannable and self.clock == "pts"
+
+
+def demux_times(path: Path, start: float) -> Packets:
+    """Read every packet's pts without decoding (cheap): the plan for the decode pass."""
+    times: list[float] = []
+    keyframes: list[float] = []
+    order: list[tuple[float, bool]] = []
+    discarded = 0
+    complete = True
+    with open_container(path) as container:
+        stream = video_stream(container)
+        if stream is None:
+            raise VideoError(f"{path}: no video stream")
+        codec = stream.codec_context.name
+        reorders = bool(stream.codec_context.has_b_frames)
+        # Where the container stores no pts (AVI), libavformat infers them from decode
+        # order: right for MPEG-4 Part 2's B-frames (unless packed: checked packet by
+        # packet below); other codecs' frames are timed by their dts, and with B-frames
+        # (H.264 in AVI) packets name no frame: every frame is decoded.
+        no_pts = bool(
+            NO_PTS_FORMATS & set(container.format.name.split(","))
+            or container.format.flags & AVFMT_NOTIMESTAMPS
+        )
+        clock = "dts" if no_pts and not (codec == "mpeg4" and reorders) else "pts"
+        plannable = not (no_pts and reorders and codec != "mpeg4")
+        if clock == "dts" or not plannable:
+            disable_generated_pts(container)
+        seconds = Clock(stream.time_base, start).seconds
+        in_decode_order = True  # every packet's pts its dts
+        may_reset = bool(container.format.flags & AVFMT_TS_DISCONT)
+        latest_dts = -math.inf  # on the current clock
+        resets: list[float] = []
+        candidate: float | None = None  # a packet timed far back; a reset if the next is too
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                if codec == "mpeg4" and plannable and not _one_picture(bytes(packet)):
+                    plannable = False
+                timestamp = packet.dts if clock == "dts" else packet.pts
+                if packet.pts != packet.dts:
+                    in_decode_order = False
+                if may_reset and packet.dts is not None:
+                    dts = seconds(packet.dts)
+                    if dts >= latest_dts - RESET_BACK_S:
+                        candidate, latest_dts = None, max(latest_dts, dts)
+                    elif candidate is None:
+                        candidate = dts
+                    else:  # two in a row: the clock started again (packet times name
+                        resets.append(candidate)  # frames only once decoded)
+                        candidate, latest_dts, plannable = None, max(candidate, dts), False
+                if timestamp is None:
+                    complete = False
+                    continue
+                if packet.is_discard:  # before an edit list's start (a clip cut with -c copy)
+                    discarded += 1
+                    continue
+                time = seconds(timestamp)
+                times.append(time)
+                order.append((time, bool(packet.is_keyframe)))
+                if packet.is_keyframe and (codec != "mpeg4" or packet.size > N_VOP_MAX_BYTES):
+                    keyframes.append(time)
+        except av.FFmpegError:
+            complete = False
+    times.sort()
+    keyframes.sort()
+    if any(a == b for a, b in itertools.pairwise(times)) or (
+        reorders and in_decode_order and clock == "pts" and len(times) > 1
+    ):
+        # Packet times that name no frame: two packets at one time, or a reordering codec
+        # whose pts are its dts (a time base coarser than the frame rate: FFmpeg's muxer
+        # made them so). FFmpeg's best effort then times frames by their dts, which only
+        # decoding every frame shows.
+        plannable = False
+    return Packets(
+        times, keyframes, complete, tuple(order), discarded, plannable, clock, tuple(resets)
+    )
+
+
+def _one_picture(data: bytes) -> bool:
+    """Does an MPEG-4 Part 2 packet hold exactly one coded picture? Not a packed B-frame
+    chunk (two VOPs: XviD/DivX "packed bitstream") nor an N-VOP placeholder (a bare header)."""
+    return data.count(VOP_START_CODE) == 1 and len(data) > N_VOP_MAX_BYTES
+
+
+def frames_from_duration(stream: av.video.stream.VideoStream, rate: float | None) -> int:
+    length = _header_length(stream)
+    if length is None or not rate:
+        return 0
+    return max(0, round(length * float(rate)))
+
+
+def _header_length(stream: av.video.stream.VideoStream) -> float | None:
+    """How long the header says the stream lasts from its first frame, in seconds, if it
+    says: the stream's duration, or, in Matroska/WebM (which stores none per stream), the
+    ``DURATION`` tag FFmpeg's and mkvmerge's muxers write per track (``DURATION-eng`` as
+    FFmpeg reads mkvmerge's), which counts from the file's zero."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    for name, value in (stream.metadata or {}).items():
+        if name.upper() == "DURATION" or name.upper().startswith("DURATION-"):
+            end = _clock_seconds(value)
+            if end is not None:
+                return max(0.0, end - stream_start(stream))
+    return None
+
+
+def _clock_seconds(text: str) -> float | None:
+    """``HH:MM:SS.fraction`` (Matroska's tag form) in seconds; None if it is not that."""
+    match = re.fullmatch(r"\s*(\d+):([0-5]?\d):([0-5]?\d(?:\.\d*)?)\s*", text)
+    if match is None:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def missing_tail(
+    stream: av.video.stream.VideoStream, stats: VideoStats, discarded: int, delay: float
+) -> int:
+    """Frames the header promises after the last decodable frame's end (``delay``: a kept
+    late start, where the header's frames begin).
+
+    Compares times, not frame counts: a variable-frame-rate AVI's header counts the
+    ticks of its rate (444 where 68 frames are stored), which ends where the last frame
+    does; a truncated file's header ends later. (AVI's ``duration`` without an index is
+    a guess from the file size, so the frame count comes first.)
+    """
+    if stats.nominal_fps <= 0:
+        return 0
+    length = _header_length(stream)
+    if stream.frames:
+        promised = delay + (stream.frames - discarded) / stats.nominal_fps
+    elif length is not None:
+        promised = delay + length
+    else:
+        return 0
+    gap = (promised - stats.duration) * stats.nominal_fps
+    return round(gap) if gap > TAIL_TOLERANCE_FRAMES else 0
+
+
+def missing_matroska_tail(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    stats: VideoStats,
+    origin: float,
+) -> int:
+    """Frames lost from the end of a Matroska/WebM file whose tracks state no length
+    (mkvmerge writes its ``DURATION`` tags after the last cluster: a cut-off download
+    loses them), estimated from the segment's duration, which the header holds. Where the
+    file has other streams, only if every one of them ends short of it as well (a video
+    track may end before its audio)."""
+    if (
+        not MATROSKA_FORMATS & set(container.format.name.split(","))
+        or container.duration is None
+        or stats.nominal_fps <= 0
+        or _header_length(stream) is not None
+    ):
+        return 0
+    start = (container.start_time or 0) / 1_000_000
+    end = start + container.duration / 1_000_000 - origin
+    tolerance = TAIL_TOLERANCE_FRAMES / stats.nominal_fps
+    if end - stats.duration <= tolerance:
+        return 0
+    others = [s.index for s in container.streams if s.index != stream.index]
+    if others and _streams_end(container.name, others, origin) >= end - tolerance:
+        return 0
+    return round((end - stats.duration) * stats.nominal_fps)
+
+
+def _streams_end(path: str, indices: list[int], origin: float) -> float:
+    """Where the latest packet of the streams ``indices`` of ``path`` ends (a demux pass)."""
+    latest = -math.inf
+    with open_container(Path(path)) as container:
+        streams = [container.streams[i] for i in indices]
+        try:
+            for packet in container.demux(*streams):
+                if packet.pts is None or packet.time_base is None:
+                    continue
+                ticks = packet.pts + (packet.duration or 0)
+                latest = max(latest, float(ticks * packet.time_base) - origin)
+        except av.FFmpegError:
+            pass  # (a damaged end: what was read counts)
+    return latest
