@@ -182,6 +182,10 @@ def test_a_video_that_lost_frames_says_so(page: Page, folder: Path) -> None:
         .startswith(f"{cut.lost_frames} frames could not be decoded (a corrupt or truncated file)")
     )
     assert page.locator('.card[data-name="subject"] .problem').count() == 0
+    assert "· 1 damaged (frames lost) ·" in page.locator("#totals").text_content()
+    page.select_option("#status-filter", "damaged")
+    page.wait_for_function("document.querySelectorAll('.card').length === 1")
+    assert card_names(page) == ["cut"]
     assert page.problems == []
 
 

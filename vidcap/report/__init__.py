@@ -134,6 +134,7 @@ def write_report(out: Path | str) -> ReportStats:
         "videos": stats.videos,
         "done": sum(v.done for v in videos),
         "failed": sum(not v.done for v in videos),
+        "damaged": sum(v.done and v.lost_frames > 0 for v in videos),
         "frames": stats.frames,
         "duration": round(sum(v.duration for v in videos if v.done), 3),
     }

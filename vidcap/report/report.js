@@ -316,6 +316,7 @@
 
   function wanted(video) {
     var filter = $('status-filter').value;
+    if (filter === 'damaged') return video.s === 'done' && video.L > 0;
     return filter === 'all' || video.s === filter;
   }
 
@@ -546,7 +547,9 @@
   document.title = 'vidcap report: ' + manifest.title;
   $('title').textContent = 'vidcap report: ' + manifest.title;
   $('totals').textContent = manifest.videos + ' videos · ' + manifest.done + ' done · ' +
-    manifest.failed + ' failed · ' + manifest.frames + ' frames · ' + clock(manifest.duration) +
+    manifest.failed + ' failed · ' +
+    (manifest.damaged ? manifest.damaged + ' damaged (frames lost) · ' : '') +
+    manifest.frames + ' frames · ' + clock(manifest.duration) +
     ' of video · vidcap ' + manifest.version;
   showLoading();
   ready.then(function () {
