@@ -22,7 +22,15 @@ import webvtt
 
 from tests.support.cli import run_main
 from tests.support.terminal import run_on_terminal
-from tests.support.videos import VideoSpec, constant_rate, probe_times, read_jsonl, write_video
+from tests.support.videos import (
+    VideoSpec,
+    concealed_damage,
+    constant_rate,
+    encode_with_ffmpeg,
+    probe_times,
+    read_jsonl,
+    write_video,
+)
 
 CMD = [sys.executable, "-m", "vidcap"]
 
@@ -357,3 +365,27 @@ def test_a_cut_off_video_is_done_and_named_damaged(tmp_path: Path) -> None:
     ) in lines  # (the decoder process's warning reaches stderr by another way: any order)
     [video] = json.loads((out / "summary.json").read_text())["videos"]
     assert video["status"] == "done" and video["lost_frames"] > 40
+
+
+def test_samples_that_may_show_decoding_damage_are_marked(tmp_path: Path) -> None:
+    """A corrupt stream's frames with concealed errors are captioned and marked: the JSONL
+    row says ``"damaged": true``, summary.json lists them and counts the video damaged."""
+    source = encode_with_ffmpeg(
+        tmp_path / "whole.mp4", 120, "24",
+        ["-c:v", "libx264", "-bf", "2", "-g", "24", "-pix_fmt", "yuv420p"], size=(240, 320),
+    )  # fmt: skip
+    (tmp_path / "in").mkdir()
+    found = concealed_damage(source, tmp_path / "in" / "damaged.mp4")
+    if found is None:
+        pytest.skip("no damage tried was concealed without a packet failing")
+    out = tmp_path / "out"
+    result = run_main("caption", found[0], "--out", out, "--model", "tiny", "--every-n", "1")
+    assert result.returncode == 0, result.stderr
+    rows = read_jsonl(out / "damaged.jsonl")
+    marked = [row["frame"] for row in rows if row.get("damaged")]
+    assert 0 < len(marked) < len(rows) == 120
+    assert all(row.get("damaged", True) is True for row in rows)  # true, or absent
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["videos"][0]["damaged_frames"] == marked
+    assert (summary["totals"]["damaged"], summary["totals"]["damaged_frames"]) == (1, len(marked))
+    assert "1 damaged, captioned as far as they decode" in result.stderr

@@ -68,14 +68,15 @@ def test_an_undecodable_video_is_one_failed_event(tmp_path: Path) -> None:
 def test_events_round_trip_through_their_encoding() -> None:
     rgb = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
     events = [
-        Decoded(3, Frame(index=12, time=1.0 / 3.0, rgb=rgb)),
+        Decoded(3, Frame(index=12, time=1.0 / 3.0, rgb=rgb, damaged=True)),
         Ended(3, 1, 9.876543210123),
         Ended(5, 7, 2.5, scenes=3, lost=41),
         Failed(4, "v.mp4: ünïcode error"),
     ]
     back = read_all(b"".join(encode_event(e) for e in events))
     assert back[1:] == events[1:]
-    assert (back[0].job, back[0].frame.index, back[0].frame.time) == (3, 12, 1.0 / 3.0)
+    frame = back[0].frame
+    assert (back[0].job, frame.index, frame.time, frame.damaged) == (3, 12, 1.0 / 3.0, True)
     assert np.array_equal(back[0].frame.rgb, rgb)
 
 

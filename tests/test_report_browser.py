@@ -29,7 +29,14 @@ from tests.support.folders import (
     fake_thumbs,
     write_folder,
 )
-from tests.support.videos import VideoSpec, constant_rate, read_jsonl, write_video
+from tests.support.videos import (
+    VideoSpec,
+    concealed_damage,
+    constant_rate,
+    encode_with_ffmpeg,
+    read_jsonl,
+    write_video,
+)
 from vidcap.cli import main
 from vidcap.folder import open_folder
 from vidcap.mask import MaskSettings
@@ -113,9 +120,18 @@ def folder(http_root) -> Path:
         root / "whole.mkv", VideoSpec("cut", "libx264", ".mkv", constant_rate(100, Fraction(10)))
     )
     (videos / "cut.mkv").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    clean = encode_with_ffmpeg(
+        root / "clean.mp4", 120, "24",
+        ["-c:v", "libx264", "-bf", "2", "-g", "24", "-pix_fmt", "yuv420p"], size=(240, 320),
+    )  # fmt: skip
+    (root / "every").mkdir()
+    concealed = concealed_damage(clean, root / "every" / "concealed.mp4")
     out = root / "out"
     code = main(["caption", str(videos), "--model", "tiny", "--out", str(out), "--quiet"])
     assert code == 1  # broken.mp4 failed, the others are done
+    if concealed:  # every frame, so that samples fall where the damage is
+        every = ["caption", str(concealed[0]), "--model", "tiny", "--every-n", "1"]
+        assert main([*every, "--out", str(out), "--quiet"]) == 0
     assert (out / "index.html").is_file()  # every run writes the page
     write_folder(out, [FakeVideo(WRITTEN_NAME, (HOSTILE_CAPTION, "a red circle", "a red circle"),
                                  source=str(root / "elsewhere" / "gone.mp4"))])  # fmt: skip
@@ -182,10 +198,19 @@ def test_a_video_that_lost_frames_says_so(page: Page, folder: Path) -> None:
         .startswith(f"{cut.lost_frames} frames could not be decoded (a corrupt or truncated file)")
     )
     assert page.locator('.card[data-name="subject"] .problem').count() == 0
-    assert "· 1 damaged (frames lost) ·" in page.locator("#totals").text_content()
+    found = [v for v in open_folder(folder) if v.name == "concealed"]
+    damaged = ["cut", "concealed"] if found else ["cut"]  # (none: no damage was concealed)
+    for concealed in found:
+        assert 0 < concealed.damaged_frames < 120
+        assert page.locator('.card[data-name="concealed"] .problem').text_content() == (
+            f"{concealed.damaged_frames} sampled frame{'s' if concealed.damaged_frames > 1 else ''}"
+            ' may show decoding damage (a corrupt stream): marked "damaged" in the captions'
+        )
+    totals = page.locator("#totals").text_content()
+    assert f"· {len(damaged)} damaged (frames lost) ·" in totals
     page.select_option("#status-filter", "damaged")
-    page.wait_for_function("document.querySelectorAll('.card').length === 1")
-    assert card_names(page) == ["cut"]
+    page.wait_for_function(f"document.querySelectorAll('.card').length === {len(damaged)}")
+    assert sorted(card_names(page)) == sorted(damaged)
     assert page.problems == []
 
 

@@ -18,6 +18,7 @@ from tests.support.videos import (
     FFPROBE,
     SPECS,
     VideoSpec,
+    concealed_damage,
     constant_rate,
     encode_with_ffmpeg,
     ffmpeg_has_encoder,
@@ -1042,3 +1043,44 @@ def test_one_damaged_timestamp_in_mpeg_ts_is_no_reset(tmp_path: Path, caplog) ->
     times = [f.time for f in frames]
     assert times == sorted(times) and times[-1] == pytest.approx(3.9, abs=1e-6)
     assert len(frames) >= 38  # the damaged frame (and at most one beside it) lost, no more
+
+
+KEYFRAMES = SamplingSettings(keyframes=True)
+
+
+def test_frames_after_concealed_damage_are_marked_until_the_next_clean_keyframe(
+    tmp_path: Path, caplog
+) -> None:
+    """Regression: frames that decoded with errors the decoder concealed (FFmpeg's corrupt
+    flag), and the frames after them that predict from them, were captioned as clean with
+    no warning. Now each sample says whether its picture may show damage: a corrupt frame,
+    and after a corrupt I- or P-frame (or one lost) every frame to the next clean keyframe.
+    The same in every mode. The damage is searched for (a few tried) so that it is
+    concealed, with no packet failing outright."""
+    source = encode_with_ffmpeg(
+        tmp_path / "whole.mp4", 120, "24",
+        ["-c:v", "libx264", "-bf", "2", "-g", "24", "-pix_fmt", "yuv420p"],
+        size=(240, 320),
+    )  # fmt: skip
+    found = concealed_damage(source, tmp_path / "damaged.mp4")
+    if found is None:
+        pytest.skip("no damage tried was concealed without a packet failing")
+    damaged, truth = found
+    expected, tainted = [], False
+    for _, corrupt, key, b_frame in truth:
+        if corrupt and not b_frame:
+            tainted = True
+        elif key and not corrupt:
+            tainted = False
+        expected.append(tainted or corrupt)
+    with caplog.at_level(logging.WARNING, logger="vidcap.video"):
+        every = read(damaged, SamplingSettings(every_n=1, mode="all"))
+    [warning] = [r.getMessage() for r in caplog.records if "concealed" in r.getMessage()]
+    assert f"{sum(f[1] for f in truth)} frames decoded with errors" in warning
+    assert [f.damaged for f in every] == expected
+    assert 0 < sum(expected) < len(expected)
+    by_index = {f.index: f.damaged for f in every}
+    for sampling in (SamplingSettings(fps=2.0), SamplingSettings(every_n=1), KEYFRAMES):
+        for frame in read(damaged, sampling):  # exact, skipping what it can, agrees
+            assert frame.damaged == by_index[frame.index], (sampling, frame.index)
+    assert not any(f.damaged for f in read(source, SamplingSettings(every_n=1)))

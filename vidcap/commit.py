@@ -111,11 +111,14 @@ class VideoResult:
     thumbs: int | None = None  # thumbnails written (OUT/thumbs/<name>/)
     # Only for a video that lost frames (corrupt or truncated: its captions skip them):
     lost_frames: int | None = None
+    # Only where some exist: the sampled frames whose picture may show decoding damage
+    # (their JSONL rows say ``"damaged": true``).
+    damaged_frames: list[int] | None = None
 
     def record(self) -> dict[str, Any]:
         """The result as records and summary.json hold it."""
         data = asdict(self)
-        for name in ("reused", "scenes", "thumbs", "lost_frames"):
+        for name in ("reused", "scenes", "thumbs", "lost_frames", "damaged_frames"):
             if data[name] is None:
                 del data[name]
         return data
@@ -358,6 +361,7 @@ class Committer:
     ) -> VideoResult:
         sampling = self.settings.sampling
         done = status == "done"
+        damaged = sorted(index for index, frame in state.frames.items() if frame.damaged)
         return VideoResult(
             video=state.job.source,
             name=state.job.name,
@@ -372,6 +376,7 @@ class Committer:
             scenes=len(state.scenes) if done and sampling.scenes else None,
             thumbs=len(state.thumbs) if done and state.thumbs else None,
             lost_frames=state.lost if done and state.lost else None,
+            damaged_frames=damaged if done and damaged else None,
         )
 
     def _resolved(self, state: _Open) -> list[CaptionedFrame] | str:

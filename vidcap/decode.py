@@ -15,8 +15,8 @@ taken inside each shot, and each shot leaves as ``SceneFound`` once it has ended
 
 Events cross process boundaries in one binary encoding, no pickle: a fixed header (kind,
 job id, index / sampled frames / scene number / payload length, time / duration, height /
-scenes, width), then raw bytes: a frame's display size (width, height) and RGB pixels
-(kind ``F``), the captioned frame a reused one follows (``R``), a scene's frames and end
+scenes, width), then raw bytes: a frame's display size (width, height), whether it may show
+decoding damage, and RGB pixels (kind ``F``), the captioned frame a reused one follows (``R``), a scene's frames and end
 (``S``), a sample's JPEG thumbnail (``T``), nothing (``E``, whose height field counts the
 video's scenes and width field its lost frames, and ``P`` for a plan: the header says it all) or a one-line error (``X``).
 
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HEADER = struct.Struct("<cIqdII")  # kind, job id, index (sampled, length), time, height, width
-DISPLAY = struct.Struct("<II")  # a frame's display (width, height), before its pixels
+DISPLAY = struct.Struct("<II?")  # a frame's display (width, height), damaged, before its pixels
 SAME_AS = struct.Struct("<q")  # a reused frame: the captioned frame it follows
 SCENE = struct.Struct("<qqd")  # a scene: first frame, first frame after it, end (s)
 
@@ -223,7 +223,7 @@ def encode_event(event: Event) -> bytes:
         frame = event.frame
         height, width = frame.rgb.shape[:2]
         header = HEADER.pack(b"F", event.job, frame.index, frame.time, height, width)
-        shown = DISPLAY.pack(*frame.display_size)
+        shown = DISPLAY.pack(*frame.display_size, frame.damaged)
         return b"".join((header, shown, np.ascontiguousarray(frame.rgb).data))
     if isinstance(event, Reused):
         header = HEADER.pack(b"R", event.job, event.index, event.time, 0, 0)
@@ -269,9 +269,9 @@ def read_event(stream: IO[bytes]) -> Event | None:
     if kind == b"S":
         start_frame, end_frame, end = SCENE.unpack(payload)
         return SceneFound(job, Scene(number, start_frame, end_frame, time, end))
-    shown = DISPLAY.unpack_from(payload)
+    shown_width, shown_height, damaged = DISPLAY.unpack_from(payload)
     rgb = np.frombuffer(payload, dtype=np.uint8, offset=DISPLAY.size).reshape(height, width, 3)
-    return Decoded(job, Frame(index=number, time=time, rgb=rgb, display_size=shown))
+    return Decoded(job, Frame(number, time, rgb, (shown_width, shown_height), damaged))
 
 
 def _read(stream: IO[bytes], size: int) -> bytes:

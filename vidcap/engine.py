@@ -91,6 +91,7 @@ class _Slot:
     job: int
     index: int
     time: float
+    damaged: bool = False
 
 
 Marker = Reused | Thumbnail | SceneFound | Ended | Failed
@@ -237,7 +238,8 @@ def _in_order(
             if isinstance(event, Decoded):
                 if event.job in uncaptioned:
                     continue
-                pending.append(_Slot(event.job, event.frame.index, event.frame.time))
+                frame = event.frame
+                pending.append(_Slot(event.job, frame.index, frame.time, frame.damaged))
                 yield event.frame.rgb
             elif not isinstance(event, Planned):  # (a plan is for progress lines only)
                 pending.append(event)
@@ -265,7 +267,8 @@ def _in_order(
         else:
             failing = 0
             if slot.job not in uncaptioned:
-                yield Captioned(slot.job, CaptionedFrame(slot.index, slot.time, caption))
+                captioned = CaptionedFrame(slot.index, slot.time, caption, damaged=slot.damaged)
+                yield Captioned(slot.job, captioned)
         yield from markers()
     yield from markers()
     if pending:

@@ -40,7 +40,8 @@ class FolderVideo:
 
     ``video``: the source as given to ``vidcap caption``; ``name``: its output base name;
     ``duration``: the end of its last decodable frame (0 when unknown); ``lost_frames``:
-    frames its decoder could not decode (a corrupt or truncated file).
+    frames its decoder could not decode (a corrupt or truncated file); ``damaged_frames``:
+    how many of its samples may show decoding damage.
     """
 
     folder: Path
@@ -54,6 +55,7 @@ class FolderVideo:
     model: str = ""
     identity: dict[str, Any] = field(default_factory=dict)
     lost_frames: int = 0
+    damaged_frames: int = 0
 
     @property
     def done(self) -> bool:
@@ -154,6 +156,9 @@ def _video(out: Path, name: str, result: dict, identity: object) -> FolderVideo:
         model=str(result.get("model") or ""),
         identity=identity if isinstance(identity, dict) else {},
         lost_frames=int(number("lost_frames")),
+        damaged_frames=len(marked)
+        if isinstance(marked := result.get("damaged_frames"), list)
+        else 0,
     )
 
 

@@ -15,13 +15,15 @@ class Frame:
     stored resolution or resized for the model. ``display_size`` is the (width, height) a
     player shows the picture at (non-square pixels and rotation applied): pictures for
     people take this shape (``vidcap.picture.display_image``); the model does not need it.
-    None when constructing: the pixels' own (width, height).
+    None when constructing: the pixels' own (width, height). ``damaged``: the picture may
+    show decoding damage (``vidcap.video.DecodedFrame.damaged``).
     """
 
     index: int
     time: float
     rgb: np.ndarray
     display_size: tuple[int, int] | None = None
+    damaged: bool = False
 
     def __post_init__(self) -> None:
         if self.rgb.ndim != 3 or self.rgb.shape[2] != 3 or self.rgb.dtype != np.uint8:

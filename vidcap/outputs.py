@@ -39,13 +39,15 @@ class CaptionedFrame:
     """One sampled frame's caption: decoder index, presentation time (s), text.
 
     ``same_as``: with ``--skip-similar``, the index of the captioned frame whose caption
-    this one reuses (it never reached the model); None for a captioned frame.
+    this one reuses (it never reached the model); None for a captioned frame. ``damaged``:
+    its picture may show decoding damage (``vidcap.video.DecodedFrame.damaged``).
     """
 
     index: int
     time: float
     caption: str
     same_as: int | None = None
+    damaged: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,8 @@ def write_thumbnails(folder: Path, thumbs: dict[int, bytes]) -> None:
 
 def frame_row(video: str, frame: CaptionedFrame) -> dict[str, Any]:
     """One captioned frame as a row: the source, frame index, time (s, to the microsecond)
-    and caption; ``same_as`` only on a frame that reused another's caption."""
+    and caption; ``same_as`` only on a frame that reused another's caption, ``damaged``
+    (true) only on a frame whose picture may show decoding damage."""
     row: dict[str, Any] = {
         "video": video,
         "frame": frame.index,
@@ -113,6 +116,8 @@ def frame_row(video: str, frame: CaptionedFrame) -> dict[str, Any]:
     }
     if frame.same_as is not None:
         row["same_as"] = frame.same_as
+    if frame.damaged:
+        row["damaged"] = True
     return row
 
 

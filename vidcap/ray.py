@@ -362,7 +362,10 @@ def feed(committer: Committer, batches: Iterator[dict[str, np.ndarray]]) -> None
         for data, caption in zip(batch["event"], batch["caption"], strict=True):
             event = _event(data)
             if isinstance(event, Decoded):
-                frame = CaptionedFrame(event.frame.index, event.frame.time, str(caption))
+                decoded = event.frame
+                frame = CaptionedFrame(
+                    decoded.index, decoded.time, str(caption), damaged=decoded.damaged
+                )
                 deliver(committer, Captioned(event.job, frame))
             else:
                 deliver(committer, event)

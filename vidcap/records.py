@@ -81,10 +81,13 @@ def write_summary(
         "frames": sum(v.get("frames", 0) for v in done),
         "duration": round(sum(v.get("duration", 0.0) for v in done), 3),
     }
-    damaged = [v for v in done if isinstance(v.get("lost_frames"), int) and v["lost_frames"] > 0]
+    lost = [v["lost_frames"] for v in done if _count(v.get("lost_frames"))]
+    marked = [len(v["damaged_frames"]) for v in done if isinstance(v.get("damaged_frames"), list)]
+    damaged = [v for v in done if _count(v.get("lost_frames")) or v.get("damaged_frames")]
     if damaged:  # corrupt or truncated files: captioned as far as they decode
         totals["damaged"] = len(damaged)
-        totals["lost_frames"] = sum(v["lost_frames"] for v in damaged)
+        totals["lost_frames"] = sum(lost)
+        totals["damaged_frames"] = sum(marked)
     if any(v.get("reused") is not None for v in done):  # --skip-similar: frames not captioned
         totals["reused"] = sum(v.get("reused") or 0 for v in done)
         totals["model_calls"] = totals["frames"] - totals["reused"]
@@ -105,3 +108,8 @@ def write_summary(
     data = {"videos": videos, "totals": totals, "run": this_run}
     write_json(out_dir / SUMMARY, data)
     return data
+
+
+def _count(value: object) -> bool:
+    """A positive whole number (a count a record holds)."""
+    return isinstance(value, int) and value > 0

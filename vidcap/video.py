@@ -79,6 +79,7 @@ RESET_MATCH_S = 2.0  # a frame's pts to the reset's first dts (B-frame delay, ro
 # Decoded frames the reorder buffer holds: a few, many more once a stream has shown it
 # releases frames out of order (H.264's decoded picture buffer holds at most 16).
 REORDER_DEPTH = 4
+AV_PICTURE_TYPE_B = 3  # a decoded frame's picture type (libavutil's AVPictureType)
 REORDER_DEPTH_DISORDERED = 16
 
 
@@ -100,6 +101,8 @@ class VideoStats:
     # What the warning counts as lost (``failed_frames`` and ``late_frames``, capped by the
     # header's count); 0 where nothing was lost. Recorded with the video's result.
     lost_frames: int = 0
+    # Frames that decoded with errors the decoder concealed (FFmpeg's corrupt flag).
+    corrupt_frames: int = 0
     # Frames a damaged stream's decoder released too far out of order to be placed.
     late_frames: int = 0
     last_pts: float = 0.0
@@ -111,13 +114,17 @@ class VideoStats:
 class DecodedFrame:
     """A decoded frame as ``VideoReader.decoded_frames`` gives it: its index and time (as
     ``frames`` gives them), the decoder's frame (stored pixels, not converted yet) and the
-    orientation a player shows it at. ``shown()`` converts it as ``frames`` would."""
+    orientation a player shows it at. ``shown()`` converts it as ``frames`` would.
+    ``damaged``: its picture may show decoding damage — it decoded with concealed errors,
+    or follows such a reference frame (an I- or P-frame) or a frame lost, before the next
+    clean keyframe."""
 
     index: int
     time: float
     av_frame: av.VideoFrame
     orientation: Orientation
     sar: Fraction | None
+    damaged: bool = False
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -129,7 +136,7 @@ class DecodedFrame:
         """The frame as a player shows it: upright SDR RGB at its stored resolution, with
         its display size."""
         rgb = self.orientation.apply(to_sdr_rgb(self.av_frame))
-        return Frame(index=self.index, time=self.time, rgb=rgb, display_size=self.display_size)
+        return Frame(self.index, self.time, rgb, self.display_size, self.damaged)
 
     def for_model(self, size: tuple[int, int]) -> Frame:
         """The frame at the model's input ``size`` (height, width), upright and SDR:
@@ -137,7 +144,7 @@ class DecodedFrame:
         display size."""
         height, width = size
         rgb = scaled_rgb(self.av_frame, self.orientation, width, height)
-        return Frame(index=self.index, time=self.time, rgb=rgb, display_size=self.display_size)
+        return Frame(self.index, self.time, rgb, self.display_size, self.damaged)
 
     def picture(self, height: int) -> np.ndarray:
         """The frame as people see it, ``height`` pixels tall (at most its display height)
@@ -341,10 +348,20 @@ class VideoReader:
         # Every frame decoded (``ranked``): a frame's index is its rank among the frames that
         # decode (as ffprobe lists them); otherwise its rank among the demux pass's packets.
         clock = self._clock
+        tainted = False  # since a corrupt reference or lost frame, no clean keyframe yet
+        failed = stats.failed_frames
         for packet, decoded, pts in self._in_order(self._decode(sampling, needed)):
             if decoded is None:  # skipped on purpose: still counts towards the video's end
                 self._extend(pts, _packet_duration(packet, clock))
                 continue
+            if stats.failed_frames > failed or (
+                decoded.is_corrupt and decoded.pict_type != AV_PICTURE_TYPE_B
+            ):  # (frames after a corrupt B-frame do not predict from it: only it is marked)
+                tainted, failed = True, stats.failed_frames
+            elif decoded.key_frame and not decoded.is_corrupt:
+                tainted = False
+            stats.corrupt_frames += decoded.is_corrupt
+            damaged = tainted or decoded.is_corrupt
             if not ranked and (decoded.is_corrupt or self._damaged):
                 # Frames not decoded may be lost too: indices and keyframes need them all.
                 raise _PlanBroken(
@@ -374,7 +391,7 @@ class VideoReader:
             if every:  # (scene detection: every frame, in presentation order)
                 if not sent:
                     yielded[key] += 1
-                    yield DecodedFrame(index, pts, decoded, orientation, self._picture.sar)
+                    yield DecodedFrame(index, pts, decoded, orientation, self._picture.sar, damaged)
                 continue
             if sampling.keyframes and not decoded.key_frame:
                 continue  # (when every packet is decoded: no pts, or --decode-mode all)
@@ -384,7 +401,7 @@ class VideoReader:
                 raise _PlanBroken(f"a frame at {pts:.3f} s that no tick asked for")
             stats.sampled_frames += 1
             yielded[key] += 1
-            yield DecodedFrame(index, pts, decoded, orientation, self._picture.sar)
+            yield DecodedFrame(index, pts, decoded, orientation, self._picture.sar, damaged)
             if sampling.max_frames is not None and stats.sampled_frames >= sampling.max_frames:
                 return False
         missing = [t for t in expected[position:] if not yielded[t]]
@@ -446,6 +463,7 @@ class VideoReader:
         self._resets_used = 0  # of the demux pass's resets, how many frames have met
         self._damaged = False  # decoding met errors, corrupt or disordered frames
         self.stats.decoded_frames = 0
+        self.stats.corrupt_frames = 0
         self.stats.failed_frames = 0
         self.stats.late_frames = 0
 
@@ -586,6 +604,13 @@ class VideoReader:
         stats.failed_frames += missing_tail(
             self._stream, stats, discarded, self._delay
         ) or missing_matroska_tail(self._container, self._stream, stats, self._start)
+        if stats.corrupt_frames:
+            log.warning(
+                "%s: %d frames decoded with errors the decoder concealed (corrupt stream); "
+                "samples that may show it are marked damaged",
+                self.path,
+                stats.corrupt_frames,
+            )
         if stats.failed_frames or stats.late_frames:
             lost = stats.failed_frames + stats.late_frames
             kept = stats.decoded_frames - stats.late_frames

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -414,3 +415,40 @@ SPECS = [
     VideoSpec("late-webm", "libvpx-vp9", ".webm", LATE_TIMES),
     VideoSpec("late-ts", "libx264", ".ts", tuple(2.5 + t for t in constant_rate(30, Fraction(10)))),
 ]  # fmt: skip
+
+
+def concealed_only(path: Path) -> list[tuple[float, bool, bool, bool]] | None:
+    """(time, corrupt, keyframe, B-frame) of every frame of ``path`` in presentation order,
+    decoded on one thread, if some frame decoded with concealed errors and no packet failed."""
+    frames, failed = [], False
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        for packet in container.demux(stream):
+            try:
+                frames += [(f.time, f.is_corrupt, f.key_frame, f.pict_type == 3)
+                           for f in packet.decode()]  # fmt: skip
+            except av.FFmpegError:
+                failed = True
+    return sorted(frames) if any(f[1] for f in frames) and not failed else None
+
+
+def concealed_damage(
+    source: Path, damaged: Path
+) -> tuple[Path, list[tuple[float, bool, bool, bool]]] | None:
+    """``source`` with a few random bytes written into its middle, as ``damaged``: the first
+    of a few tries whose damage the decoder conceals (corrupt frames, no packet failing),
+    with ``concealed_only``'s frames; None if none does."""
+    import random
+
+    whole = source.read_bytes()
+    for seed, size in itertools.product(range(6), (16, 48)):
+        data = bytearray(whole)
+        rng = random.Random(seed)
+        at = int(len(data) * 0.55)
+        data[at : at + size] = bytes(rng.getrandbits(8) for _ in range(size))
+        damaged.write_bytes(bytes(data))
+        truth = concealed_only(damaged)
+        if truth:
+            return damaged, truth
+    return None

@@ -92,7 +92,7 @@ def _caption(args: argparse.Namespace, out: Path) -> int:
             input_size=None if args.server else model_input_size(args.model),
         )
     failed = [r for r in results if r.status == "failed"]
-    damaged = [r for r in results if r.lost_frames]
+    damaged = [r for r in results if r.lost_frames or r.damaged_frames]
     done_frames = sum(r.frames for r in results)
     if not args.quiet:
         notes = [f"{len(failed)} failed"] if failed else []

@@ -62,6 +62,7 @@ VIDEO_KEYS = {
     "s": "status: done or failed",
     "e": "error (failed videos)",
     "L": "frames that could not be decoded (a corrupt or truncated file)",
+    "dm": "sampled frames that may show decoding damage (a corrupt stream)",
     "D": "duration in seconds (summary.json)",
     "d": "where the last frame's coverage ends (segments)",
     "F": "frames (summary.json)",
@@ -134,7 +135,7 @@ def write_report(out: Path | str) -> ReportStats:
         "videos": stats.videos,
         "done": sum(v.done for v in videos),
         "failed": sum(not v.done for v in videos),
-        "damaged": sum(v.done and v.lost_frames > 0 for v in videos),
+        "damaged": sum(v.done and (v.lost_frames > 0 or v.damaged_frames > 0) for v in videos),
         "frames": stats.frames,
         "duration": round(sum(v.duration for v in videos if v.done), 3),
     }
@@ -184,6 +185,8 @@ def _entry(out: Path, read: VideoRead, table: dict[str, int]) -> dict:
         entry["e"] = video.error
     if video.lost_frames:
         entry["L"] = video.lost_frames
+    if video.damaged_frames:
+        entry["dm"] = video.damaged_frames
     if read.problem:
         entry["p"] = read.problem
     entry["D"] = round(video.duration, DECIMALS)

@@ -278,6 +278,10 @@
       node.appendChild(el('p', 'problem', video.L + ' frame' + (video.L === 1 ? '' : 's') +
         ' could not be decoded (a corrupt or truncated file): captioned as far as it decodes'));
     }
+    if (video.dm) {
+      node.appendChild(el('p', 'problem', video.dm + ' sampled frame' + (video.dm === 1 ? '' : 's') +
+        ' may show decoding damage (a corrupt stream): marked "damaged" in the captions'));
+    }
     if (video.p) node.appendChild(el('p', 'problem', video.p));
     if (video.why) node.appendChild(el('p', 'problem', 'player: ' + video.why));
     if (!video.t || !video.t.length) {
@@ -316,7 +320,7 @@
 
   function wanted(video) {
     var filter = $('status-filter').value;
-    if (filter === 'damaged') return video.s === 'done' && video.L > 0;
+    if (filter === 'damaged') return video.s === 'done' && (video.L > 0 || video.dm > 0);
     return filter === 'all' || video.s === filter;
   }
 
