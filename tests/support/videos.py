@@ -434,13 +434,19 @@ def concealed_only(path: Path) -> list[tuple[float, bool, bool, bool]] | None:
 
 
 def concealed_damage(
-    source: Path, damaged: Path
+    damaged: Path, source: Path | None = None
 ) -> tuple[Path, list[tuple[float, bool, bool, bool]]] | None:
-    """``source`` with a few random bytes written into its middle, as ``damaged``: the first
-    of a few tries whose damage the decoder conceals (corrupt frames, no packet failing),
-    with ``concealed_only``'s frames; None if none does."""
+    """``source`` (default: 120 frames of H.264 at 24 fps, B-frames, a keyframe a second,
+    written beside ``damaged``) with a few random bytes written into its middle, as
+    ``damaged``: the first of a few tries whose damage the decoder conceals (corrupt frames,
+    no packet failing), with ``concealed_only``'s frames; None if none does."""
     import random
 
+    if source is None:
+        source = encode_with_ffmpeg(
+            damaged.with_name(f"clean-{damaged.name}"), 120, "24",
+            ["-c:v", "libx264", "-bf", "2", "-g", "24", "-pix_fmt", "yuv420p"], size=(240, 320),
+        )  # fmt: skip
     whole = source.read_bytes()
     for seed, size in itertools.product(range(6), (16, 48)):
         data = bytearray(whole)
