@@ -219,7 +219,7 @@ def keyframe_spacing(path: Path) -> dict:
 # --- today's reader against an earlier revision's (--against) ----------------------------
 
 
-DECODER_MODULES = ("picture", "video")  # what --against takes from a revision, in import order
+DECODER_MODULES = ("picture", "container", "video")  # what --against takes, in import order
 
 
 def video_module_at(revision: str) -> types.ModuleType:
@@ -234,7 +234,7 @@ def video_module_at(revision: str) -> types.ModuleType:
             cwd=root, capture_output=True, text=True,
         )  # fmt: skip
         if shown.returncode:
-            continue  # (no picture.py before #16)
+            continue  # (no picture.py before #16, no container.py before it was split)
         name = f"{part}_at_" + re.sub(r"\W", "_", revision)
         module = types.ModuleType(name)
         module.__file__ = f"{revision}:vidcap/{part}.py"
