@@ -202,7 +202,7 @@ def test_a_video_that_lost_frames_says_so(page: Page, folder: Path) -> None:
             ' may show decoding damage (a corrupt stream): marked "damaged" in the captions'
         )
     totals = page.locator("#totals").text_content()
-    assert f"· {len(damaged)} damaged (frames lost) ·" in totals
+    assert f"· {len(damaged)} damaged (corrupt or cut off) ·" in totals
     page.select_option("#status-filter", "damaged")
     page.wait_for_function(f"document.querySelectorAll('.card').length === {len(damaged)}")
     assert sorted(card_names(page)) == sorted(damaged)

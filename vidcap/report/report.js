@@ -552,7 +552,7 @@
   $('title').textContent = 'vidcap report: ' + manifest.title;
   $('totals').textContent = manifest.videos + ' videos · ' + manifest.done + ' done · ' +
     manifest.failed + ' failed · ' +
-    (manifest.damaged ? manifest.damaged + ' damaged (frames lost) · ' : '') +
+    (manifest.damaged ? manifest.damaged + ' damaged (corrupt or cut off) · ' : '') +
     manifest.frames + ' frames · ' + clock(manifest.duration) +
     ' of video · vidcap ' + manifest.version;
   showLoading();
