@@ -9,13 +9,13 @@ Frames are generated at the served model's input size (as the server says it, el
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Iterator
 
 import numpy as np
 
 from vidcap.backend import each_caption
+from vidcap.cli.parser import OneLineParser
 from vidcap.cli.remote import add_client_arguments, backend_from_args
 from vidcap.client_scripts import run_script
 from vidcap.model import model_input_size
@@ -29,7 +29,7 @@ def noise_frames(count: int, size: tuple[int, int], seed: int) -> Iterator[np.nd
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = OneLineParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=64, help="how many frames (default 64)")
     parser.add_argument(
         "--model", default=DEFAULT_MODEL, help="the served model, for its input size"

@@ -319,6 +319,35 @@ def test_argument_errors_are_one_line_with_the_help_hint(tmp_path: Path) -> None
     ]
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        # argparse's default took any unambiguous prefix: this was `--model all`
+        (["--mode", "all"], "--mode; did you mean --model or --decode-mode?"),
+        (["--keyf"], "--keyframes"),  # was --keyframes, silently
+        (["--fps=1", "--sceens"], "--sceens; did you mean --scenes"),
+    ],
+)
+def test_flags_are_never_abbreviated_and_a_slip_names_the_flag(
+    tmp_path: Path, args: list[str], said: str
+) -> None:
+    # No --out: the unknown flag is said before a missing argument.
+    result = run_main("caption", tmp_path, *args)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("vidcap caption: error: unrecognized arguments: ")
+    assert said in line and line.endswith("(see vidcap caption --help)")
+
+
+def test_flags_before_the_command_are_never_abbreviated(tmp_path: Path) -> None:
+    result = run_main("--verb", "caption", tmp_path, "--out", tmp_path / "o")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "vidcap: error: unrecognized arguments: --verb; did you mean --verbose or --version? "
+        "(see vidcap --help)"
+    ]
+
+
 @pytest.mark.slow  # over 3 s: in make test, not make test-fast
 def test_one_progress_line_for_the_run_on_a_terminal(mixed_folder: Path, tmp_path: Path) -> None:
     _, text = run_on_terminal(

@@ -18,6 +18,7 @@ from typing import NoReturn
 
 from vidcap.backend import Backend
 from vidcap.cli.args import add_sampling_arguments, sampling_from_args
+from vidcap.cli.parser import OneLineParser
 from vidcap.cli.remote import add_client_arguments
 from vidcap.engine import caption_video
 from vidcap.errors import VidcapError
@@ -39,7 +40,7 @@ def video_script_parser(
 ) -> argparse.ArgumentParser:
     """``VIDEO --url … --model … --quiet`` plus the sampling and client options
     (less ``omit``: options the script fixes itself, so its help does not offer them)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         description=doc.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("video", type=Path)

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import NoReturn
 
 from vidcap import __version__
+from vidcap.cli.parser import EXIT_USAGE, OneLineParser
 from vidcap.errors import UsageError, VidcapError
 
 log = logging.getLogger("vidcap")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED = 0, 1
 
 # Third-party warnings no vidcap user can act on, each silenced by its category and the
 # start of its message, never more. pynvml >= 12 (which TorchServe's ``nvgpu`` pulls in:
@@ -53,13 +54,6 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
         shutil.copytree(CHECKPOINT_DIR, out, dirs_exist_ok=True)
     print(f"tiny BLIP-2 checkpoint written to {out} (load it with --model {out})")
     return EXIT_OK
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Usage mistakes in one line (and ``--help`` named), exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,7 +47,6 @@ Limits come from ``ServeConfig`` (``VIDCAP_MAX_REQUEST_MB``, ``VIDCAP_MAX_PARTS`
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hmac
 import json
@@ -65,6 +64,7 @@ import aiohttp
 from aiohttp import web
 
 from vidcap import wire
+from vidcap.cli.parser import OneLineParser
 from vidcap.errors import BadRequest, UsageError
 from vidcap.serve import protocol
 from vidcap.serve.config import ServeConfig
@@ -657,9 +657,7 @@ async def serve(settings: GateSettings, host: str, port: int, stop: asyncio.Even
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m vidcap.serve.gate", description=__doc__.split("\n")[0]
-    )
+    parser = OneLineParser(prog="python -m vidcap.serve.gate", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument(

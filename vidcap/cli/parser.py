@@ -1,0 +1,62 @@
+"""The argument parser every vidcap command line uses.
+
+Usage mistakes are one line naming ``--help``, exit status 2. Flags are never abbreviated:
+argparse's default takes any unambiguous prefix, so ``--mode all`` (a slip for
+``--decode-mode``) silently meant ``--model all``. An unknown flag is an error that names
+the closest real ones instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import itertools
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+EXIT_USAGE = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` with one-line errors, no abbreviations, and "did you
+    mean" for an unknown flag (raised by the (sub)command's own parser, which knows its
+    flags)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        words = list(sys.argv[1:] if args is None else args)
+        words = words[: words.index("--")] if "--" in words else words
+        if self._subparsers is not None:  # only the flags before the command are its own
+            words = list(itertools.takewhile(lambda word: word.startswith("-"), words))
+        unknown = [  # said first, before a missing argument
+            word
+            for word in words
+            if word.startswith("--") and word.split("=", 1)[0] not in self._option_string_actions
+        ]
+        if unknown:
+            self._unrecognized(unknown)
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras and self._subparsers is None:
+            self._unrecognized(extras)
+        return parsed, extras
+
+    def _unrecognized(self, words: Sequence[str]) -> NoReturn:
+        self.error(f"unrecognized arguments: {' '.join(words)}{self._did_you_mean(words)}")
+
+    def _did_you_mean(self, extras: Sequence[str]) -> str:
+        flags = [flag for action in self._actions for flag in action.option_strings]
+        hints = []
+        for extra in extras:
+            if extra.startswith("--"):
+                close = difflib.get_close_matches(extra.split("=", 1)[0], flags, n=2, cutoff=0.6)
+                hints += [flag for flag in close if flag not in hints]
+        return f"; did you mean {' or '.join(hints)}?" if hints else ""
