@@ -24,6 +24,7 @@ from vidcap.backend import EmbeddedBackend
 from vidcap.cli import main
 from vidcap.commit import RunSettings
 from vidcap.engine import run
+from vidcap.records import write_summary
 from vidcap.report import PAGE, refresh_report, write_report
 from vidcap.settings import EngineSettings, SamplingSettings
 
@@ -158,6 +159,31 @@ def test_rewriting_drops_data_files_of_videos_gone(folder: Path, monkeypatch) ->
     assert [p.name for p in (folder / "report").glob("data-*.js")] == ["data-00000.js"]
     assert len(list((folder / "report" / "vtt").iterdir())) < len(vtts)
     assert sorted(videos_of(folder)) == ["broken", "café Straße"]
+
+
+def test_the_page_from_a_runs_summary_is_the_page_from_the_records(folder: Path) -> None:
+    # The end of a run hands refresh_report the summary.json it has just written, rather
+    # than reading every record of the folder a second time: the same page, byte for byte.
+    summary = write_summary(folder, [], 0, 1.0)
+    refresh_report(folder, summary)
+    files = [folder / PAGE, *(p for p in (folder / "report").rglob("*") if p.is_file())]
+    from_summary = {p: p.read_bytes() for p in files}
+    for path in files:
+        path.unlink()
+    write_report(folder)
+    assert {p: p.read_bytes() for p in from_summary} == from_summary
+    assert len(videos_of(folder)) == len(summary["videos"]) == 6
+
+
+def test_summary_json_holds_the_totals_first_then_one_video_a_line(folder: Path) -> None:
+    summary = write_summary(folder, [], 0, 1.0)
+    text = (folder / "summary.json").read_text(encoding="utf-8")
+    assert list(json.loads(text)) == ["totals", "run", "videos"]
+    assert json.loads(text) == summary
+    lines = text.splitlines()
+    start = lines.index('  "videos": [') + 1
+    rows = [json.loads(line.strip().removesuffix(",")) for line in lines[start:-2]]
+    assert rows == summary["videos"] and lines[-2:] == ["  ]", "}"]
 
 
 def test_report_command(folder: Path, tmp_path: Path, capsys) -> None:

@@ -271,6 +271,7 @@ class Committer:
         self.new_frames = 0
         self._open: dict[int, _Open] = {}
         self._undurable: dict[int, VideoResult] = {}
+        self.summary: dict | None = None  # summary.json as close() wrote it
         (settings.out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
 
     def _state(self, job_id: int) -> _Open | None:
@@ -456,7 +457,7 @@ class Committer:
         for writer in self.run_writers:
             self._settle(writer.close())
         results = list(resumed) + self.results
-        write_summary(self.settings.out_dir, results, self.new_frames, seconds)
+        self.summary = write_summary(self.settings.out_dir, results, self.new_frames, seconds)
         return results
 
 

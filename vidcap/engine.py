@@ -143,8 +143,8 @@ def run(
     for result in resumed:
         log.info("%s: already done, skipped", result.video)
     if not jobs:
-        write_summary(settings.out_dir, resumed, 0, time.monotonic() - started)
-        refresh_report(settings.out_dir)
+        summary = write_summary(settings.out_dir, resumed, 0, time.monotonic() - started)
+        refresh_report(settings.out_dir, summary)
         return list(resumed)
 
     # Few videos (all decoding at once): the progress line counts frames, against the
@@ -193,7 +193,7 @@ def run(
         backend.close()
         progress.close()
         results = committer.close(time.monotonic() - started, resumed)
-        refresh_report(settings.out_dir)  # index.html: also after an interruption
+        refresh_report(settings.out_dir, committer.summary)  # also after an interruption
     return results
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,14 +105,17 @@ class VideoRead:
 # --- the videos -----------------------------------------------------------------------
 
 
-def open_folder(out: Path | str) -> list[FolderVideo]:
+def open_folder(out: Path | str, summary: Mapping[str, Any] | None = None) -> list[FolderVideo]:
     """Every video ``out`` holds a record of, by output name; a usage error when ``out`` is
-    not an output folder."""
+    not an output folder. ``summary``: what ``write_summary`` has just written from those
+    records (the end of a run), taken instead of reading every record again."""
     out = Path(out)
+    if summary is not None:
+        return _from_summary(out, summary.get("videos"))
     if not out.is_dir():
         raise UsageError(f"{out}: no such folder (give a `vidcap caption --out` folder)")
-    state, summary = out / STATE_DIR, out / SUMMARY
-    if not state.is_dir() and not summary.is_file():
+    state, listed = out / STATE_DIR, out / SUMMARY
+    if not state.is_dir() and not listed.is_file():
         raise UsageError(
             f"{out} is not a vidcap output folder: it has neither {SUMMARY} nor {STATE_DIR}/"
         )
@@ -122,20 +125,23 @@ def open_folder(out: Path | str) -> list[FolderVideo]:
         result = record.get("result") if record else None
         if isinstance(result, dict):
             videos[path.stem] = _video(out, path.stem, result, identity_of(record))
-    for entry in _summary_videos(summary) if not videos else ():
-        name = entry.get("name")
+    if videos:
+        return [videos[name] for name in sorted(videos)]
+    try:  # a folder copied without its .vidcap/: what summary.json lists
+        data = json.loads(listed.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return _from_summary(out, data.get("videos") if isinstance(data, dict) else None)
+
+
+def _from_summary(out: Path, entries: object) -> list[FolderVideo]:
+    """The videos a ``summary.json``'s ``"videos"`` list names, by output name."""
+    videos: dict[str, FolderVideo] = {}
+    for entry in entries if isinstance(entries, list) else ():
+        name = entry.get("name") if isinstance(entry, dict) else None
         if isinstance(name, str) and name and name not in videos:
             videos[name] = _video(out, name, entry, entry.get("identity"))
     return [videos[name] for name in sorted(videos)]
-
-
-def _summary_videos(path: Path) -> list[dict]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    videos = data.get("videos") if isinstance(data, dict) else None
-    return [v for v in videos if isinstance(v, dict)] if isinstance(videos, list) else []
 
 
 def _video(out: Path, name: str, result: dict, identity: object) -> FolderVideo:

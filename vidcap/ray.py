@@ -476,5 +476,5 @@ def run(
                     )
     finally:
         results = committer.close(time.monotonic() - started, resumed)
-        refresh_report(settings.out_dir)  # index.html: also after an interruption
+        refresh_report(settings.out_dir, committer.summary)  # also after an interruption
     return results

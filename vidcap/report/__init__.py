@@ -30,10 +30,11 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from vidcap import __version__
@@ -90,14 +91,15 @@ class ReportStats:
     files: list[str] = field(default_factory=list)
 
 
-def write_report(out: Path | str) -> ReportStats:
-    """Write ``OUT/index.html`` and its data files from the folder as it is now.
+def write_report(out: Path | str, videos: Sequence[FolderVideo] | None = None) -> ReportStats:
+    """Write ``OUT/index.html`` and its data files from the folder as it is now
+    (``videos``: ``open_folder(out)``, when the caller has it already).
 
     The page is a function of the folder (no time of writing in it), and a file that would
     not change is not rewritten: a rerun with nothing to do leaves every file as it was."""
     out = Path(out)
     started = time.monotonic()
-    videos = open_folder(out)
+    videos = open_folder(out) if videos is None else videos
     data = out / DATA_DIR
     (data / "vtt").mkdir(parents=True, exist_ok=True)
     stats = ReportStats()
@@ -148,13 +150,15 @@ def write_report(out: Path | str) -> ReportStats:
     return stats
 
 
-def refresh_report(out: Path) -> None:
-    """``write_report`` at the end of a run: the run's outputs stand whatever happens here,
-    so a failure to write the page is a warning. A folder whose earlier captions are only
-    empty placeholders (an ``--out`` URL's staging folder) keeps its page as it was."""
+def refresh_report(out: Path, summary: Mapping[str, Any] | None = None) -> None:
+    """``write_report`` at the end of a run (``summary``: the ``summary.json`` it has just
+    written, which lists the folder's videos): the run's outputs stand whatever happens
+    here, so a failure to write the page is a warning. A folder whose earlier captions are
+    only empty placeholders (an ``--out`` URL's staging folder) keeps its page as it was."""
     try:
+        videos = open_folder(out, summary)
         placeholders = [
-            v.name for v in open_folder(out) if v.done and v.frames and _empty(v.output(".jsonl"))
+            v.name for v in videos if v.done and v.frames and _empty(v.output(".jsonl"))
         ] + [p.name for p in (out / SHARD_DIR).glob("part-*.parquet") if _empty(p)]
         if placeholders:
             log.warning(
@@ -163,7 +167,7 @@ def refresh_report(out: Path) -> None:
                 PAGE, len(placeholders), placeholders[0],
             )  # fmt: skip
             return
-        write_report(out)
+        write_report(out, videos)
     except Exception as exc:  # noqa: BLE001 - the page is derived; the run's outputs stand
         log.warning("%s not written: %s", out / PAGE, exc)
 

@@ -1,0 +1,107 @@
+"""What the end of a run costs on a big output folder, beside an earlier revision's.
+
+    python bench/run_end.py --against REV [--videos 100000] [--captions 20] [--rounds 2]
+
+At the end of every run (engine and Ray) vidcap rewrites ``summary.json`` from every resume
+record of the folder and then the report page from every video's outputs — whatever the run
+itself did. Timed here on one folder (``tests.support.folders.big_folder``: BLIP-2-like
+captions, JSONL + VTT + records, no model), written once: ``write_summary``, then
+``refresh_report`` as the engine calls it (handed the summary where this revision's takes
+it). This tree and REV (a ``git worktree`` of it) run in turn, each round in a fresh process
+per tree, so neither gains from the other's warm caches more than the order gives. Reported
+(never asserted): seconds of each part per tree and round, the ratio of the medians, and
+the size of ``summary.json`` each writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ONE_END = """
+import inspect, json, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from vidcap.records import write_summary
+from vidcap.report import refresh_report
+out = Path(sys.argv[2])
+started = time.monotonic()
+summary = write_summary(out, [], 0, 1.0)
+written = time.monotonic()
+if "summary" in inspect.signature(refresh_report).parameters:
+    refresh_report(out, summary)
+else:
+    refresh_report(out)
+ended = time.monotonic()
+print(json.dumps({"summary_s": round(written - started, 3), "report_s": round(ended - written, 3),
+                  "total_s": round(ended - started, 3),
+                  "summary_mb": round((out / "summary.json").stat().st_size / 1e6, 1)}))
+"""
+
+
+def one_end(tree: Path, out: Path) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", ONE_END, str(tree), str(out)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--against", metavar="REV", required=True, help="a git revision")
+    parser.add_argument("--videos", type=int, default=100_000)
+    parser.add_argument("--captions", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "last_run_end.json")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from tests.support.folders import big_folder
+
+    with tempfile.TemporaryDirectory(prefix="vidcap-bench-") as scratch:
+        then = Path(scratch) / "then"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(then),
+                        args.against], check=True)  # fmt: skip
+        try:
+            out = Path(scratch) / "out"
+            started = time.monotonic()
+            big_folder(out, args.videos, args.captions)
+            generated = round(time.monotonic() - started, 1)
+            runs: dict[str, list[dict]] = {"this tree": [], args.against: []}
+            for _ in range(args.rounds):
+                runs[args.against].append(one_end(then, out))
+                runs["this tree"].append(one_end(ROOT, out))
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(then)],
+                           check=False)  # fmt: skip
+
+    def median(tree: str, part: str) -> float:
+        return statistics.median(run[part] for run in runs[tree])
+
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {platform.system()}",
+        "videos": args.videos,
+        "captions_per_video": args.captions,
+        "folder_written_s": generated,
+        "runs": runs,
+        "ratio_this_tree_to_rev": {
+            part: round(median("this tree", part) / median(args.against, part), 2)
+            for part in ("summary_s", "report_s", "total_s")
+        },
+    }
+    print(json.dumps(result, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
