@@ -22,6 +22,7 @@ from tests.support.folders import (
     write_folder,
 )
 from vidcap.cli import main
+from vidcap.errors import UsageError
 from vidcap.folder import open_folder, read_captions
 from vidcap.mask import MaskSettings, load_captions, mask_captions
 from vidcap.search import SearchStats, rank_key, search
@@ -170,6 +171,41 @@ def test_several_folders_are_searched_in_order(folder: Path, tmp_path: Path) -> 
     moments = search([folder, other], ["red car"], stats=stats)
     assert moments[0].folder == str(other) and moments[0].frames == 4  # most frames first
     assert stats.folders == 2 and stats.videos == len(library()) + 1
+
+
+GOOD_ROW = {"video": "a.mp4", "frame": 0, "time": 0.0, "caption": "a red car"}
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [GOOD_ROW, {**GOOD_ROW, "frame": 1, "time": 1}],  # a whole-number time is a time
+        [{**GOOD_ROW, "time": float("nan")}],
+        [{**GOOD_ROW, "time": float("inf")}],
+        [{**GOOD_ROW, "time": True}],
+        [{**GOOD_ROW, "time": -0.5}],
+        [{**GOOD_ROW, "frame": True}],
+        [{**GOOD_ROW, "caption": 5}],
+        [{**GOOD_ROW, "time": 2.0}, {**GOOD_ROW, "frame": 1, "time": 1.0}],
+        [GOOD_ROW, {**GOOD_ROW, "video": "b.mp4", "frame": 1, "time": 1.0}],
+    ],
+)
+def test_a_folder_reads_a_caption_file_as_the_one_reader_does(
+    tmp_path: Path, rows: list[dict]
+) -> None:
+    # The folder parses a well-formed file in one go and hands anything unusual to
+    # vidcap.mask's reader: the same frames, or the reader's own complaint.
+    out = write_folder(tmp_path / "out", [FakeVideo("a", ("a red car",))])
+    path = out / "a.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))  # NaN, Infinity as JSON5
+    (read,) = read_captions(open_folder(out))
+    try:
+        expected = load_captions(path).frames
+    except UsageError as exc:
+        assert read.problem is not None and str(exc) in read.problem
+        assert read.frames == ()
+    else:
+        assert read.problem is None and read.frames == expected
 
 
 def test_table_json_and_csv(folder: Path, capsys) -> None:

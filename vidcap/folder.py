@@ -230,13 +230,13 @@ def _plain_frames(text: str) -> tuple[CaptionedFrame, ...] | None:
     frames = []
     previous = 0.0
     video = rows[0].get("video") if rows and isinstance(rows[0], dict) else None
-    for row in rows:
-        if not isinstance(row, dict) or row.get("video") != video:
+    for row in rows:  # what the reader accepts, checked with as few calls as can be
+        if type(row) is not dict or row.get("video") != video:
             return None
         index, time, caption = row.get("frame"), row.get("time"), row.get("caption")
-        if type(index) is not int or not is_number(time) or not previous <= time:
+        if type(index) is not int or type(caption) is not str:
             return None
-        if not isinstance(caption, str):
+        if type(time) not in (int, float) or not previous <= time < math.inf:  # NaN: False
             return None
         previous = time
         frames.append(CaptionedFrame(index, float(time), caption))
