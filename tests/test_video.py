@@ -859,6 +859,43 @@ def test_a_cut_off_matroska_file_warns(
     assert "kept every frame that decoded" in warning
 
 
+@pytest.mark.parametrize("packet", [188, 192])  # MPEG-TS; M2TS (Blu-ray, AVCHD cameras)
+def test_a_transport_stream_cut_inside_a_packet_warns(tmp_path: Path, caplog, packet: int) -> None:
+    """Regression: a cut-off MPEG-TS (an interrupted download) lost its tail with no word in
+    the default mode: a TS states no length. A file that ends inside a packet is cut off:
+    warned in every mode, and at least one frame counted lost (how many, it never says)."""
+    name = "a.ts" if packet == 188 else "a.m2ts"
+    whole = encode_with_ffmpeg(
+        tmp_path / name, 100, "25",
+        ["-c:v", "libx264", "-g", "25", "-f", "mpegts", "-mpegts_m2ts_mode", str(int(packet == 192))],
+        size=(120, 160),
+    )  # fmt: skip
+    data = whole.read_bytes()
+    assert len(data) % packet == 0
+    boundary = len(data) * 6 // 10 // packet * packet
+    files = {  # name: is it cut inside a packet?
+        "whole": data,
+        "begun mid-packet": bytes(77) + data,  # a capture that starts inside a packet
+        "cut inside a packet": data[: boundary + 100],
+        "cut on a boundary": data[:boundary],  # not seen: the limit, documented
+    }
+    for label, content in files.items():
+        path = tmp_path / f"{label}{whole.suffix}"
+        path.write_bytes(content)
+        for sampling in (SamplingSettings(fps=1.0), SamplingSettings(every_n=1, mode="all")):
+            with caplog.at_level(logging.WARNING, logger="vidcap.video"):
+                caplog.clear()
+                with VideoReader(path) as reader:
+                    assert list(reader.frames(sampling))
+            said = [r.getMessage() for r in caplog.records if "transport-stream" in r.getMessage()]
+            if label == "cut inside a packet":
+                assert len(said) == 1 and "cut off" in said[0], (label, sampling)
+                assert reader.stats.lost_frames >= 1
+            else:
+                assert not said, (label, sampling)
+                assert reader.stats.lost_frames == 0 or label == "cut on a boundary"
+
+
 def test_a_matroska_video_track_shorter_than_its_audio_is_whole(tmp_path: Path, caplog) -> None:
     """The segment's duration covers every track: where the video (4 s) ends before the
     sound (6 s), nothing is missing; once the file is cut off, every track ends early."""

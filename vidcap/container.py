@@ -32,6 +32,10 @@ TAIL_TOLERANCE_FRAMES = 1.5
 # times count from the stream's start.
 DELAY_KEEPING_FORMATS = frozenset({"mov", "mp4", "matroska", "webm"})
 MATROSKA_FORMATS = frozenset({"matroska", "webm"})
+# MPEG-TS packets: 188 bytes from the sync byte, or 192 in M2TS (a 4-byte time code first).
+TS_SYNC = 0x47
+TS_PACKETS = ((188, 0), (192, 4))  # (length, where the sync byte is)
+TS_TAIL_PACKETS = 6  # packets read from the end to find their boundaries
 # Containers that store no presentation times, only decode order (FFmpeg infers pts).
 NO_PTS_FORMATS = frozenset({"avi"})
 AVFMT_NOTIMESTAMPS = 0x0080  # libavformat's flag for raw streams without timestamps
@@ -360,3 +364,27 @@ def _streams_end(path: str, indices: list[int], origin: float) -> float:
         except av.FFmpegError:
             pass  # (a damaged end: what was read counts)
     return latest
+
+
+def cut_transport_stream(container: av.container.InputContainer) -> bool:
+    """Does this MPEG-TS/M2TS file end inside a packet? A cut-off download does (unless
+    the cut falls on a packet boundary, about one time in 190). A TS states no length, so
+    how much is missing is not known. The packets' boundaries are found from the file's
+    end (sync bytes one packet length apart), so bytes before the first packet (a capture
+    begun mid-packet) do not count."""
+    if "mpegts" not in container.format.name.split(","):
+        return False
+    try:
+        with open(container.name, "rb") as handle:
+            size = handle.seek(0, 2)
+            start = max(0, size - TS_TAIL_PACKETS * 192)
+            handle.seek(start)
+            tail = handle.read()
+    except OSError:
+        return False
+    for length, sync in TS_PACKETS:
+        for offset in range(length):
+            syncs = range(offset + sync, len(tail), length)
+            if len(syncs) >= TS_TAIL_PACKETS - 1 and all(tail[i] == TS_SYNC for i in syncs):
+                return (len(tail) - offset) % length != 0
+    return False

@@ -42,6 +42,7 @@ from vidcap.container import (
     RESET_BACK_S,
     Clock,
     Packets,
+    cut_transport_stream,
     demux_times,
     disable_generated_pts,
     frames_from_duration,
@@ -604,6 +605,14 @@ class VideoReader:
         stats.failed_frames += missing_tail(
             self._stream, stats, discarded, self._delay
         ) or missing_matroska_tail(self._container, self._stream, stats, self._start)
+        if cut_transport_stream(self._container):  # its end is missing: how much, it never says
+            log.warning(
+                "%s: ends inside a transport-stream packet: the file is cut off (an "
+                "interrupted download?) and its end is missing; an MPEG-TS does not say how "
+                "much, so at least one frame is counted lost",
+                self.path,
+            )
+            stats.failed_frames = max(stats.failed_frames, 1)
         if stats.corrupt_frames:
             log.warning(
                 "%s: %d frames decoded with errors the decoder concealed (corrupt stream); "
