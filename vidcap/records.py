@@ -112,7 +112,7 @@ def write_summary(
 
 def _summary_text(data: dict) -> str:
     """``summary.json`` as text: the totals and the run first, indented, then one video a
-    line (a folder of 100,000 videos: 38 MB, not 51, and written in under half the time)."""
+    line, through the C JSON encoder: a quarter smaller and encoded in under half the time."""
     head = {key: value for key, value in data.items() if key != "videos"}
     text = json.dumps(head, indent=2, ensure_ascii=False)[:-2]  # less the closing "\n}"
     lines = ",\n    ".join(json.dumps(video, ensure_ascii=False) for video in data["videos"])
