@@ -1,15 +1,15 @@
 """What the end of a run costs on a big output folder, beside an earlier revision's.
 
-    python bench/run_end.py --against REV [--videos 100000] [--captions 20] [--rounds 2]
+    python bench/run_end.py --against REV [--videos 100000] [--captions 20] [--rounds 2] [--add 10]
 
 At the end of every run (engine and Ray) vidcap rewrites ``summary.json`` from every resume
-record of the folder and then the report page from every video's outputs — whatever the run
-itself did. Timed here on one folder (``tests.support.folders.big_folder``: BLIP-2-like
-captions, JSONL + VTT + records, no model), written once, with its page written once
-untimed (as every run but the first finds it): ``write_summary``, then
-``refresh_report`` as the engine calls it (handed the summary where this revision's takes
-it). This tree and REV (a ``git worktree`` of it) run in turn, each round in a fresh process
-per tree, so neither gains from the other's warm caches more than the order gives. Reported
+record of the folder and then the report page from the folder — whatever the run itself did.
+Timed here on one folder (``tests.support.folders.big_folder``: BLIP-2-like captions, JSONL
++ VTT + records, no model), written once, with its page written once untimed (as every run
+but the first finds it): ``write_summary``, then ``refresh_report`` as the engine calls it
+(handed the summary where the revision's takes it). Before each round ``--add`` new videos
+join the folder, named after the others: the end of a top-up run. This tree and REV (a
+``git worktree`` of it) run in turn, each round in a fresh process per tree. Reported
 (never asserted): seconds of each part per tree and round, the ratio of the medians, and
 the size of ``summary.json`` each writes.
 """
@@ -63,10 +63,11 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=100_000)
     parser.add_argument("--captions", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--add", type=int, default=10, help="new videos before each round")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "last_run_end.json")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from tests.support.folders import big_folder
+    from tests.support.folders import FakeVideo, big_folder, write_folder
 
     with tempfile.TemporaryDirectory(prefix="vidcap-bench-") as scratch:
         then = Path(scratch) / "then"
@@ -79,7 +80,11 @@ def main() -> None:
             generated = round(time.monotonic() - started, 1)
             one_end(ROOT, out)  # the first page writes every .vtt script; later ends find them
             runs: dict[str, list[dict]] = {"this tree": [], args.against: []}
-            for _ in range(args.rounds):
+            for round_ in range(args.rounds):
+                # a top-up run: new videos, named after the others (clipNNNNN, then these)
+                added = [FakeVideo(f"clip-new-{round_}-{i:03d}", ("a new clip",) * args.captions)
+                         for i in range(args.add)]  # fmt: skip
+                write_folder(out, added, ("jsonl", "vtt"), durable=False)
                 runs[args.against].append(one_end(then, out))
                 runs["this tree"].append(one_end(ROOT, out))
         finally:
@@ -93,6 +98,7 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {platform.system()}",
         "videos": args.videos,
         "captions_per_video": args.captions,
+        "added_per_round": args.add,
         "folder_written_s": generated,
         "runs": runs,
         "ratio_this_tree_to_rev": {

@@ -26,6 +26,7 @@ from vidcap.commit import RunSettings
 from vidcap.engine import run
 from vidcap.records import write_summary
 from vidcap.report import PAGE, refresh_report, write_report
+from vidcap.report.reuse import INDEX
 from vidcap.settings import EngineSettings, SamplingSettings
 
 
@@ -184,6 +185,67 @@ def test_summary_json_holds_the_totals_first_then_one_video_a_line(folder: Path)
     start = lines.index('  "videos": [') + 1
     rows = [json.loads(line.strip().removesuffix(",")) for line in lines[start:-2]]
     assert rows == summary["videos"] and lines[-2:] == ["  ]", "}"]
+
+
+def page_files(out: Path) -> dict[str, bytes]:
+    files = [out / PAGE, *(p for p in (out / "report").rglob("*") if p.is_file())]
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in files if p.name != INDEX}
+
+
+def rewrite(path: Path, text: str) -> None:
+    """In place, as an editor would (same inode), and the same size where ``text`` is."""
+    with open(path, "r+", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.truncate()
+
+
+def test_an_unchanged_shard_is_kept_and_every_page_equals_one_from_scratch(
+    folder: Path, monkeypatch
+) -> None:
+    # The end of a run rewrites only the shards whose videos changed. After each kind of
+    # change to the folder the page must be exactly the page written from scratch.
+    import vidcap.report
+
+    monkeypatch.setattr(vidcap.report, "VIDEOS_PER_SHARD", 2)
+    videos = folder.parent / "videos"
+    videos.mkdir()
+
+    def street_caption(text: str) -> None:
+        path = folder / "street.jsonl"
+        old = path.read_text(encoding="utf-8")
+        rewrite(path, old.replace("a red car parked", text))
+
+    def add_video() -> None:
+        write_folder(folder, [FakeVideo("aardvark", ("an aardvark",))])
+
+    changes = [
+        ("nothing", lambda: None, 3),
+        ("a caption, same size", lambda: street_caption("a red van parked"), 2),
+        ("a caption, longer", lambda: street_caption("a red car parked here"), 2),
+        ("thumbnails", lambda: fake_thumbs(folder, "beach", range(0, 70, 10)), 2),
+        ("scenes", lambda: (folder / "empty.scenes.jsonl").write_text(
+            json.dumps({"video": "empty.mp4", "scene": 0, "start": 0.0, "end": 1.0,
+                        "caption": "x"}) + "\n"), 2),
+        ("a mask report gone", lambda: (folder / "street.mask.json").unlink(), 2),
+        ("the source appears", lambda: (videos / "beach.mp4").write_bytes(b"x"), 2),
+        ("the source goes", lambda: (videos / "beach.mp4").unlink(), 2),
+        ("a .vtt gone", lambda: (folder / "beach.vtt").unlink(), 2),
+        ("a record", lambda: rewrite(folder / ".vidcap" / "broken.json", (
+            folder / ".vidcap" / "broken.json").read_text().replace("moov", "MOOV")), 2),
+        ("a new video, first by name", add_video, 0),
+        ("a data file deleted", lambda: (folder / "report" / "data-00001.js").unlink(), 3),
+        ("the index garbled", lambda: (folder / "report" / INDEX).write_text("{"), 0),
+    ]  # fmt: skip
+    write_report(folder)
+    for label, change, kept in changes:
+        change()
+        stats = write_report(folder)
+        incremental = page_files(folder)
+        assert stats.reused == kept, label
+        for path in [folder / PAGE, *(folder / "report").glob("data-*.js")]:
+            path.unlink()
+        write_report(folder)
+        assert page_files(folder) == incremental, label
 
 
 def test_report_command(folder: Path, tmp_path: Path, capsys) -> None:

@@ -1,8 +1,8 @@
 """``vidcap``: caption · mask · clips · search · report · export · tiny-model.
 
 The sub-commands live in ``caption.py``, ``mask.py`` (mask, clips), ``search.py``,
-``report.py`` and ``export.py``; every flag group
-and its mapping onto a settings dataclass in ``args.py``. ``entry`` is the console script.
+``report.py`` and ``export.py``; every flag group and its mapping onto a settings
+dataclass in ``args.py``; the parser class in ``parser.py``. ``entry`` is the console script.
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ from vidcap.folder import (
 from vidcap.inputs import is_url
 from vidcap.mask import DECIMALS
 from vidcap.outputs import PART_SUFFIX
+from vidcap.report import reuse
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class ReportStats:
     videos: int = 0
     frames: int = 0
     shards: int = 0
+    reused: int = 0  # shards whose videos had not changed: kept as they were
     seconds: float = 0.0
     vtt_written: int = 0
     files: list[str] = field(default_factory=list)
@@ -96,39 +98,35 @@ def write_report(out: Path | str, videos: Sequence[FolderVideo] | None = None) -
     (``videos``: ``open_folder(out)``, when the caller has it already).
 
     The page is a function of the folder (no time of writing in it), and a file that would
-    not change is not rewritten: a rerun with nothing to do leaves every file as it was."""
+    not change is not rewritten: a rerun with nothing to do leaves every file as it was.
+    A shard whose videos have not changed is not even read again (``vidcap.report.reuse``)."""
     out = Path(out)
     started = time.monotonic()
     videos = open_folder(out) if videos is None else videos
     data = out / DATA_DIR
     (data / "vtt").mkdir(parents=True, exist_ok=True)
-    stats = ReportStats()
-    keep: set[Path] = set()
-    shard: list[dict] = []
-    table: dict[str, int] = {}
-
-    def flush() -> None:
-        path = data / f"data-{stats.shards:05d}.js"
-        body = {"shard": stats.shards, "captions": list(table), "videos": shard}
-        _write(path, f"vidcapShard(JSON.parse({_js(_js(body))}));\n")
-        keep.add(path)
-        stats.files.append(path.relative_to(out).as_posix())
-        stats.shards += 1
-        shard.clear()
-        table.clear()
-
-    for read in read_captions(videos):
-        entry = _entry(out, read, table)
-        vtt = _vtt_script(out, read.video, keep)
-        if vtt is not None:
-            entry["vt"], stats.vtt_written = vtt[0], stats.vtt_written + vtt[1]
-        shard.append(entry)
-        stats.videos += 1
-        stats.frames += len(read.frames)
-        if len(shard) >= VIDEOS_PER_SHARD:
-            flush()
-    if shard or not stats.shards:
-        flush()
+    shards = _Shards(out, data)
+    if all(reuse.has_captions_file(video) for video in videos):
+        cached = reuse.read_index(data)
+        for first in range(0, len(videos), VIDEOS_PER_SHARD):
+            members = videos[first : first + VIDEOS_PER_SHARD]
+            vtts = {video.name: _vtt_script(out, video, shards.keep) for video in members}
+            beside = [(_source(out, v), (vtts[v.name] or (None,))[0]) for v in members]
+            fingerprint = reuse.fingerprint(members, beside)
+            if not shards.keep_unchanged(cached.get(shards.next_name), fingerprint, len(members)):
+                for read in read_captions(members):
+                    shards.add(read, vtts[read.video.name])
+                shards.flush(fingerprint)
+        _write(data / reuse.INDEX, reuse.index_text(shards.index))
+    else:  # captions from Parquet shards, in their order: the page is written whole
+        (data / reuse.INDEX).unlink(missing_ok=True)
+        for read in read_captions(videos):
+            shards.add(read, _vtt_script(out, read.video, shards.keep))
+            if len(shards.entries) >= VIDEOS_PER_SHARD:
+                shards.flush()
+    if shards.entries or not shards.stats.shards:
+        shards.flush()
+    stats, keep = shards.stats, shards.keep
     _remove_stale(data, keep)
     manifest = {
         "title": out.resolve().name,
@@ -144,8 +142,8 @@ def write_report(out: Path | str, videos: Sequence[FolderVideo] | None = None) -
     _write(out / PAGE, render_page(manifest))
     stats.seconds = time.monotonic() - started
     log.info(
-        "wrote %s: %d videos, %d frames, %d data files in %.2f s",
-        out / PAGE, stats.videos, stats.frames, stats.shards, stats.seconds,
+        "wrote %s: %d videos, %d frames, %d data files (%d unchanged) in %.2f s",
+        out / PAGE, stats.videos, stats.frames, stats.shards, stats.reused, stats.seconds,
     )  # fmt: skip
     return stats
 
@@ -177,6 +175,64 @@ def _empty(path: Path) -> bool:
         return path.stat().st_size == 0
     except OSError:
         return False
+
+
+class _Shards:
+    """The page's data files, written one after another (``data-00000.js``, …)."""
+
+    def __init__(self, out: Path, data: Path) -> None:
+        self.out, self.data = out, data
+        self.stats = ReportStats()
+        self.keep: set[str] = set()  # the data files the page uses
+        self.index: dict[str, reuse.Cached] = {}  # what each shard was made from
+        self.entries: list[dict] = []  # the shard being made
+        self.table: dict[str, int] = {}  # its distinct captions
+        self.frames = 0
+
+    @property
+    def next_name(self) -> str:
+        return f"data-{self.stats.shards:05d}.js"
+
+    def add(self, read: VideoRead, vtt: tuple[str, int] | None) -> None:
+        entry = _entry(self.out, read, self.table)
+        if vtt is not None:
+            entry["vt"], self.stats.vtt_written = vtt[0], self.stats.vtt_written + vtt[1]
+        self.entries.append(entry)
+        self.frames += len(read.frames)
+
+    def flush(self, fingerprint: str | None = None) -> None:
+        path = self.data / self.next_name
+        body = {"shard": self.stats.shards, "captions": list(self.table), "videos": self.entries}
+        text = f"vidcapShard(JSON.parse({_js(_js(body))}));\n"
+        _write(path, text)
+        if fingerprint is not None:
+            self.index[path.name] = reuse.Cached(fingerprint, len(text), self.frames)
+        self._done(path, len(self.entries), self.frames)
+        self.entries, self.table, self.frames = [], {}, 0
+
+    def keep_unchanged(self, cached: reuse.Cached | None, fingerprint: str, videos: int) -> bool:
+        """Keep the next shard as it is, when it was made from what its videos are now."""
+        path = self.data / self.next_name
+        if cached is None or cached.fingerprint != fingerprint or _size(path) != cached.size:
+            return False
+        self.index[path.name] = cached
+        self.stats.reused += 1
+        self._done(path, videos, cached.frames)
+        return True
+
+    def _done(self, path: Path, videos: int, frames: int) -> None:
+        self.keep.add(os.fspath(path))
+        self.stats.files.append(path.relative_to(self.out).as_posix())
+        self.stats.shards += 1
+        self.stats.videos += videos
+        self.stats.frames += frames
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
 
 
 # --- one video ---------------------------------------------------------------------------
@@ -240,29 +296,30 @@ def _source(out: Path, video: FolderVideo) -> dict:
     return {"src": quote(Path(relative).as_posix())}
 
 
-def _vtt_script(out: Path, video: FolderVideo, keep: set[Path]) -> tuple[str, int] | None:
+def _vtt_script(out: Path, video: FolderVideo, keep: set[str]) -> tuple[str, int] | None:
     """``report/vtt/<id>.js`` holding the video's .vtt text (rewritten only when the .vtt
-    is newer); (its path relative to the page, 1 if written now)."""
-    vtt = video.output(".vtt")
+    is newer); (its path relative to the page, 1 if written now). Paths as strings: this
+    runs for every video at the end of every run."""
+    vtt = os.path.join(os.fspath(video.folder), f"{video.name}.vtt")
     try:
-        source = vtt.stat()
+        source = os.stat(vtt)
     except OSError:
         return None
     ident = hashlib.sha1(video.name.encode("utf-8")).hexdigest()[:16]
-    path = out / DATA_DIR / "vtt" / f"{ident}.js"
-    keep.add(path)
     relative = f"{DATA_DIR}/vtt/{ident}.js"
+    path = os.path.join(os.fspath(out), DATA_DIR, "vtt", f"{ident}.js")
+    keep.add(path)
     try:
-        if path.stat().st_mtime_ns >= source.st_mtime_ns:
+        if os.stat(path).st_mtime_ns >= source.st_mtime_ns:
             return relative, 0
     except OSError:
         pass
     try:
-        text = vtt.read_text(encoding="utf-8")
+        text = Path(vtt).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         log.warning("%s: not read: %s", vtt, exc)
         return None
-    _write(path, f"vidcapVtt({_js(ident)}, {_js(text)});\n")
+    _write(Path(path), f"vidcapVtt({_js(ident)}, {_js(text)});\n")
     return relative, 1
 
 
@@ -291,9 +348,9 @@ def _write(path: Path, text: str) -> None:
         raise
 
 
-def _remove_stale(data: Path, keep: set[Path]) -> None:
+def _remove_stale(data: Path, keep: set[str]) -> None:
     for path in _files(data):
-        if path not in keep:
+        if os.fspath(path) not in keep:
             path.unlink(missing_ok=True)
 
 
