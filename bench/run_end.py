@@ -1,6 +1,7 @@
 """What the end of a run costs on a big output folder, beside an earlier revision's.
 
     python bench/run_end.py --against REV [--videos 100000] [--captions 20] [--rounds 2] [--add 10]
+        [--where among|last|first]
 
 At the end of every run (engine and Ray) vidcap rewrites ``summary.json`` from every resume
 record of the folder and then the report page from the folder — whatever the run itself did.
@@ -8,8 +9,9 @@ Timed here on one folder (``tests.support.folders.big_folder``: BLIP-2-like capt
 + VTT + records, no model), written once, with its page written once untimed (as every run
 but the first finds it): ``write_summary``, then ``refresh_report`` as the engine calls it
 (handed the summary where the revision's takes it). Before each round ``--add`` new videos
-join the folder, named after the others: the end of a top-up run. This tree and REV (a
-``git worktree`` of it) run in turn, each round in a fresh process per tree. Reported
+join the folder (``--where``: their names sort among the others, after or before them):
+the end of a top-up run. This tree and REV (a ``git worktree`` of it) run in turn, each
+round in a fresh process per tree. Reported
 (never asserted): seconds of each part per tree and round, the ratio of the medians, and
 the size of ``summary.json`` each writes.
 """
@@ -49,6 +51,16 @@ print(json.dumps({"summary_s": round(written - started, 3), "report_s": round(en
 """
 
 
+def new_name(where: str, round_: int, i: int) -> str:
+    """A new video's name, sorting after big_folder's clipNNNNN names, before them, or
+    among them."""
+    if where == "last":
+        return f"clipz-{round_}-{i:03d}"
+    if where == "first":
+        return f"clip-{round_}-{i:03d}"
+    return f"clip{(round_ * 7919 + i * 104729) % 100_000:05d}-new"  # spread over the folder
+
+
 def one_end(tree: Path, out: Path) -> dict:
     done = subprocess.run(
         [sys.executable, "-c", ONE_END, str(tree), str(out)],
@@ -64,6 +76,8 @@ def main() -> None:
     parser.add_argument("--captions", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--add", type=int, default=10, help="new videos before each round")
+    parser.add_argument("--where", choices=("last", "first", "among"), default="among",
+                        help="where the new videos' names sort among the others")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "last_run_end.json")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -82,7 +96,7 @@ def main() -> None:
             runs: dict[str, list[dict]] = {"this tree": [], args.against: []}
             for round_ in range(args.rounds):
                 # a top-up run: new videos, named after the others (clipNNNNN, then these)
-                added = [FakeVideo(f"clip-new-{round_}-{i:03d}", ("a new clip",) * args.captions)
+                added = [FakeVideo(new_name(args.where, round_, i), ("a new clip",) * args.captions)
                          for i in range(args.add)]  # fmt: skip
                 write_folder(out, added, ("jsonl", "vtt"), durable=False)
                 runs[args.against].append(one_end(then, out))
@@ -99,6 +113,7 @@ def main() -> None:
         "videos": args.videos,
         "captions_per_video": args.captions,
         "added_per_round": args.add,
+        "added_names_sort": args.where,
         "folder_written_s": generated,
         "runs": runs,
         "ratio_this_tree_to_rev": {

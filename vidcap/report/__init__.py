@@ -5,7 +5,11 @@ works from ``file://`` and from any static web server. Layout::
 
     OUT/index.html               the page: its CSS and JS inline, and a small manifest
                                  (<script type="application/json" id="vidcap-manifest">)
-    OUT/report/data-00000.js     VIDEOS_PER_SHARD videos each: vidcapShard(JSON.parse("{...}"))
+    OUT/report/data-<id>.js      about VIDEOS_PER_SHARD videos each, in name order:
+                                 vidcapShard(JSON.parse("{...}")) (<id>: the fingerprint
+                                 of what it is made from, ``reuse.py``; data-00000.js, …
+                                 in a folder whose captions are in Parquet shards)
+    OUT/report/shards.json       what each data file was made from
     OUT/report/vtt/<id>.js       one video's WebVTT text: vidcapVtt("<id>", "..."), loaded
                                  when its player opens (<id>: a hash of the output name)
 
@@ -13,8 +17,8 @@ Data travels in script files, not JSON fetched by the page, because browsers ref
 ``fetch()`` of local files under ``file://``; the shards load one after another and the
 page is usable while they do. A shard's data is a JSON string given to ``JSON.parse``:
 browsers parse that several times faster than the same data as a JavaScript literal, so
-no shard holds the page up for long (measured: BENCHMARKS.md). A shard is ``{"shard": i, "captions": [...], "videos":
-[...]}``: each distinct caption once per shard, and per video (``VIDEO_KEYS``) its frames
+no shard holds the page up for long (measured: BENCHMARKS.md). A shard is ``{"captions":
+[...], "videos": [...]}``: each distinct caption once per shard, and per video (``VIDEO_KEYS``) its frames
 as three parallel arrays of decoder index, time and caption number. Searching tests each
 distinct caption once, then turns the matches of each video into moments by the same rules
 as ``vidcap mask`` and ``vidcap search`` (``vidcap.mask.segments``), ported to the page.
@@ -30,7 +34,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -108,12 +112,11 @@ def write_report(out: Path | str, videos: Sequence[FolderVideo] | None = None) -
     shards = _Shards(out, data)
     if all(reuse.has_captions_file(video) for video in videos):
         cached = reuse.read_index(data)
-        for first in range(0, len(videos), VIDEOS_PER_SHARD):
-            members = videos[first : first + VIDEOS_PER_SHARD]
+        for members in _runs(videos):
             vtts = {video.name: _vtt_script(out, video, shards.keep) for video in members}
             beside = [(_source(out, v), (vtts[v.name] or (None,))[0]) for v in members]
             fingerprint = reuse.fingerprint(members, beside)
-            if not shards.keep_unchanged(cached.get(shards.next_name), fingerprint, len(members)):
+            if not shards.keep_unchanged(cached, fingerprint, len(members)):
                 for read in read_captions(members):
                     shards.add(read, vtts[read.video.name])
                 shards.flush(fingerprint)
@@ -177,8 +180,31 @@ def _empty(path: Path) -> bool:
         return False
 
 
+def _runs(videos: Sequence[FolderVideo]) -> Iterator[list[FolderVideo]]:
+    """The videos in runs, in name order, one data file each: about ``VIDEOS_PER_SHARD``
+    (never over four times as many). Where a run ends is said by its last video's name (a
+    hash: one name in ``VIDEOS_PER_SHARD``), not by counting, so a video added or removed
+    changes its own run only (content-defined chunking, as rsync cuts files): a top-up run
+    whose new names fall anywhere among the old ones keeps every other data file."""
+    run: list[FolderVideo] = []
+    for video in videos:
+        run.append(video)
+        if len(run) >= 4 * VIDEOS_PER_SHARD or _ends_run(video.name):
+            yield run
+            run = []
+    if run:
+        yield run
+
+
+def _ends_run(name: str) -> bool:
+    digest = hashlib.sha1(name.encode("utf-8"), usedforsecurity=False).digest()
+    return int.from_bytes(digest[:4], "big") % VIDEOS_PER_SHARD == 0
+
+
 class _Shards:
-    """The page's data files, written one after another (``data-00000.js``, …)."""
+    """The page's data files, in the page's order: named by their fingerprint where they
+    have one (a data file that is kept keeps its name wherever it now falls), else by
+    their number (``data-00000.js``, …)."""
 
     def __init__(self, out: Path, data: Path) -> None:
         self.out, self.data = out, data
@@ -189,10 +215,6 @@ class _Shards:
         self.table: dict[str, int] = {}  # its distinct captions
         self.frames = 0
 
-    @property
-    def next_name(self) -> str:
-        return f"data-{self.stats.shards:05d}.js"
-
     def add(self, read: VideoRead, vtt: tuple[str, int] | None) -> None:
         entry = _entry(self.out, read, self.table)
         if vtt is not None:
@@ -201,8 +223,8 @@ class _Shards:
         self.frames += len(read.frames)
 
     def flush(self, fingerprint: str | None = None) -> None:
-        path = self.data / self.next_name
-        body = {"shard": self.stats.shards, "captions": list(self.table), "videos": self.entries}
+        path = self.data / _name(fingerprint, self.stats.shards)
+        body = {"captions": list(self.table), "videos": self.entries}
         text = f"vidcapShard(JSON.parse({_js(_js(body))}));\n"
         _write(path, text)
         if fingerprint is not None:
@@ -210,9 +232,10 @@ class _Shards:
         self._done(path, len(self.entries), self.frames)
         self.entries, self.table, self.frames = [], {}, 0
 
-    def keep_unchanged(self, cached: reuse.Cached | None, fingerprint: str, videos: int) -> bool:
-        """Keep the next shard as it is, when it was made from what its videos are now."""
-        path = self.data / self.next_name
+    def keep_unchanged(self, index: dict[str, reuse.Cached], fingerprint: str, videos: int) -> bool:
+        """Keep the data file of a run as it is, when it was made from what it is now."""
+        path = self.data / _name(fingerprint, self.stats.shards)
+        cached = index.get(path.name)
         if cached is None or cached.fingerprint != fingerprint or _size(path) != cached.size:
             return False
         self.index[path.name] = cached
@@ -226,6 +249,10 @@ class _Shards:
         self.stats.shards += 1
         self.stats.videos += videos
         self.stats.frames += frames
+
+
+def _name(fingerprint: str | None, number: int) -> str:
+    return f"data-{fingerprint[:20]}.js" if fingerprint else f"data-{number:05d}.js"
 
 
 def _size(path: Path) -> int | None:

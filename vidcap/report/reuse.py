@@ -11,8 +11,10 @@ place, so a rewritten file has a new inode even where its size and time are alik
 reused only when its fingerprint and its file's size are both unchanged.
 
 Only folders whose finished videos all have their ``.jsonl`` are fingerprinted: there a
-shard is a fixed run of videos in name order. Captions read from Parquet shards come in
-the shards' order, not the videos', and such a folder's page is written whole, as before.
+shard is a run of videos in name order that ends where a video's name says
+(``vidcap.report._runs``), and is named by its fingerprint. Captions read from Parquet
+shards come in the shards' order, not the videos', and such a folder's page is written
+whole, as before.
 """
 
 from __future__ import annotations
