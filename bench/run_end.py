@@ -6,8 +6,8 @@
 At the end of every run (engine and Ray) vidcap rewrites ``summary.json`` from every resume
 record of the folder and then the report page from the folder — whatever the run itself did.
 Timed here on one folder (``tests.support.folders.big_folder``: BLIP-2-like captions, JSONL
-+ VTT + records, no model), written once, with its page written once untimed (as every run
-but the first finds it): ``write_summary``, then ``refresh_report`` as the engine calls it
++ VTT + records, no model), written once, each tree with its own page (moved in for its
+turn) written once untimed, as every run but the first finds it: ``write_summary``, then ``refresh_report`` as the engine calls it
 (handed the summary where the revision's takes it). Before each round ``--add`` new videos
 join the folder (``--where``: their names sort among the others, after or before them):
 the end of a top-up run. This tree and REV (a ``git worktree`` of it) run in turn, each
@@ -19,13 +19,16 @@ the size of ``summary.json`` each writes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +72,24 @@ def one_end(tree: Path, out: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@contextlib.contextmanager
+def own_page(out: Path, keep: Path) -> Iterator[None]:
+    """``out``'s page as this tree left it (kept in ``keep`` between its turns): each tree
+    removes the data files it did not write, so one shared page would be rebuilt whole by
+    each in turn."""
+    names = ("report", "index.html")
+    for name in names:
+        if (keep / name).exists():
+            os.replace(keep / name, out / name)
+    try:
+        yield
+    finally:
+        keep.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            if (out / name).exists():
+                os.replace(out / name, keep / name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--against", metavar="REV", required=True, help="a git revision")
@@ -92,15 +113,20 @@ def main() -> None:
             started = time.monotonic()
             big_folder(out, args.videos, args.captions)
             generated = round(time.monotonic() - started, 1)
-            one_end(ROOT, out)  # the first page writes every .vtt script; later ends find them
             runs: dict[str, list[dict]] = {"this tree": [], args.against: []}
+            trees = {args.against: then, "this tree": ROOT}
+            pages = Path(scratch) / "pages"  # each tree's own page, moved in for its turn
+            for label, tree in trees.items():  # first pages: every .vtt script written
+                with own_page(out, pages / label.replace("/", "_")):
+                    one_end(tree, out)
             for round_ in range(args.rounds):
-                # a top-up run: new videos, named after the others (clipNNNNN, then these)
+                # a top-up run: new videos, named among, after or before the others
                 added = [FakeVideo(new_name(args.where, round_, i), ("a new clip",) * args.captions)
                          for i in range(args.add)]  # fmt: skip
                 write_folder(out, added, ("jsonl", "vtt"), durable=False)
-                runs[args.against].append(one_end(then, out))
-                runs["this tree"].append(one_end(ROOT, out))
+                for label, tree in trees.items():
+                    with own_page(out, pages / label.replace("/", "_")):
+                        runs[label].append(one_end(tree, out))
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(then)],
                            check=False)  # fmt: skip
