@@ -1,4 +1,4 @@
-"""The typed frame container, and the model-input resize for RGB pixels."""
+"""The typed frame container, the model-input resize for RGB pixels, and transparency."""
 
 from __future__ import annotations
 
@@ -53,3 +53,20 @@ def resize_for_model(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     from vidcap.picture import resize_rgb  # (PyAV: only where a resize is needed)
 
     return resize_rgb(rgb, width, height)
+
+
+def over_white(rgba: np.ndarray) -> np.ndarray:
+    """RGBA pixels (H, W, 4 uint8, straight alpha) composited onto white: (H, W, 3 uint8).
+
+    What BLIP-2's image processor does with a picture that has transparency
+    (``transformers.image_transforms.convert_to_rgb``: onto white, rounded to the nearest
+    level), in integers: each channel ``(c·a + 255·(255 − a)) / 255``, rounded. Every
+    transparent picture the model receives goes through here (video frames with an alpha
+    plane, PNGs posted to a server), so a transparent background is white, never the colour
+    an encoder happened to keep under it.
+    """
+    if rgba.ndim != 3 or rgba.shape[2] != 4 or rgba.dtype != np.uint8:
+        raise ValueError(f"over_white takes (H, W, 4) uint8 pixels, got {rgba.shape} {rgba.dtype}")
+    alpha = rgba[..., 3:].astype(np.uint32)
+    blended = rgba[..., :3].astype(np.uint32) * alpha + 255 * (255 - alpha) + 127
+    return (blended // 255).astype(np.uint8)

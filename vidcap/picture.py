@@ -18,6 +18,12 @@ Three facts of a decoded ``av.VideoFrame`` that its stored pixels do not show:
   ``frame.to_ndarray(format="rgb24")``: swscale handles the bit depth and the frame's
   YCbCr matrix and range, so ordinary 8-bit frames stay byte-identical and cost nothing
   extra. See docs/decoding.md for why this and not zscale/tonemap or NumPy.
+- **Transparency.** A frame with an alpha plane (QuickTime Animation, PNG, ProRes 4444,
+  FFV1, Ut Video, WebM VP8/VP9 with alpha: ``vidcap.video`` picks libvpx's decoder for those,
+  FFmpeg's own ignores the alpha) is composited onto white at its stored size
+  (``frames.over_white``: what BLIP-2's image processor does with a transparent picture),
+  then scaled; converting it straight to RGB showed whatever colour the encoder kept under
+  the transparent pixels.
 - **Display shape.** Non-square pixels (SD broadcast, DV: 704×576 with a sample aspect
   ratio of 16:11, displayed 16:9) give a display size that widens (SAR > 1) or heightens
   (SAR < 1) the stored picture, as mpv does, then follows the rotation. The model input
@@ -31,8 +37,8 @@ cores). A decoded frame is converted and scaled in one pass from its YCbCr plane
 turned upright: 1.3 ms for 720p → 224², where converting the whole frame and shrinking it
 with OpenCV's area resize took 5.4 ms (the two differ by 1.1 levels on average). The model's
 input and the thumbnail are each scaled so from the stored frame. HDR frames are tone-mapped
-at their stored size first (a mapping context is built per size and costs seconds), then
-scaled.
+at their stored size first (a mapping context is built per size and costs seconds), and
+transparent ones composited there, then scaled.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ import av
 import numpy as np
 from av.sidedata.sidedata import SideDataContainer
 from av.video.reformatter import ColorPrimaries, ColorTrc, Interpolation, VideoReformatter
+
+from vidcap.frames import over_white
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +205,9 @@ def scaled_rgb(
     and scaled in one libswscale pass, then turned (a transposed picture is scaled to the
     transposed size first)."""
     stored_width, stored_height = orientation.size(width, height)
-    if needs_colour_mapping(frame):  # tone-mapped at the stored size, then scaled
-        rgb = resize_rgb(_COLOUR.map(frame), stored_width, stored_height)
+    if needs_colour_mapping(frame) or has_alpha(frame):
+        # tone-mapped or composited at the stored size, then scaled
+        rgb = resize_rgb(to_sdr_rgb(frame), stored_width, stored_height)
     else:
         rgb = _SCALE.scale(frame, stored_width, stored_height)
     return orientation.apply(rgb)
@@ -270,15 +279,33 @@ def needs_colour_mapping(frame: av.VideoFrame) -> bool:
     return frame.color_trc in HDR_TRANSFERS or frame.color_primaries in WIDE_PRIMARIES
 
 
+_ALPHA_FORMATS: dict[str, bool] = {}
+
+
+def has_alpha(frame: av.VideoFrame) -> bool:
+    """Has ``frame``'s pixel format an alpha plane (argb, rgba, yuva420p, gbrap, …)? A
+    palette's alpha is not looked at (FFmpeg's decoders of paletted video fill it opaque)."""
+    name = frame.format.name
+    found = _ALPHA_FORMATS.get(name)
+    if found is None:
+        found = _ALPHA_FORMATS[name] = any(c.is_alpha for c in frame.format.components)
+    return found
+
+
 def to_sdr_rgb(frame: av.VideoFrame) -> np.ndarray:
     """``frame`` as 8-bit RGB for an SDR BT.709 screen, at its stored orientation and size.
 
     Frames that need no colour mapping go through ``frame.to_ndarray(format="rgb24")``,
-    unchanged; HDR and wide-gamut frames through libswscale's colour mapping.
+    unchanged; HDR and wide-gamut frames through libswscale's colour mapping; frames with
+    an alpha plane are converted with it and composited onto white (``over_white``).
     """
-    if not needs_colour_mapping(frame):
-        return frame.to_ndarray(format="rgb24")
-    return _COLOUR.map(frame)
+    alpha = has_alpha(frame)
+    layout = "rgba" if alpha else "rgb24"
+    if needs_colour_mapping(frame):
+        pixels = _COLOUR.map(frame, layout)
+    else:
+        pixels = frame.to_ndarray(format=layout)
+    return over_white(pixels) if alpha else pixels
 
 
 class _ColourMapping:
@@ -295,10 +322,11 @@ class _ColourMapping:
         self._unsupported: str | None = _unsupported_reason()
         self._warned = False
 
-    def map(self, frame: av.VideoFrame) -> np.ndarray:
+    def map(self, frame: av.VideoFrame, layout: str = "rgb24") -> np.ndarray:
+        """``frame`` in SDR BT.709 as ``layout`` (``rgb24`` or ``rgba``) pixels."""
         if self._unsupported is not None:
             self._warn(self._unsupported)
-            return frame.to_ndarray(format="rgb24")
+            return frame.to_ndarray(format=layout)
         _fill_hdr_defaults(frame)
         key = (
             frame.width, frame.height, frame.format.name, frame.color_trc,
@@ -312,13 +340,13 @@ class _ColourMapping:
             try:
                 shown = context.reformat(
                     frame,
-                    format="rgb24",
+                    format=layout,
                     dst_color_trc=ColorTrc.BT709,
                     dst_color_primaries=ColorPrimaries.BT709,
                 )
             except (TypeError, av.FFmpegError) as exc:  # an older PyAV, an odd tag
                 self._warn(f"colour mapping failed ({exc})")
-                return frame.to_ndarray(format="rgb24")
+                return frame.to_ndarray(format=layout)
         return shown.to_ndarray()
 
     def _warn(self, reason: str) -> None:

@@ -58,6 +58,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import cv2
+import numpy as np
 
 from vidcap.frames import Frame
 from vidcap.settings import SamplingSettings
@@ -124,6 +125,8 @@ class SceneSampler:
         from scenedetect.common import Timecode
         from scenedetect.scene_manager import compute_downscale_factor
 
+        from vidcap.picture import has_alpha, to_sdr_rgb
+
         self._timecode = lambda seconds: FrameTimecode(
             Timecode(pts=round(seconds * 1_000_000), time_base=_MICROSECOND), fps=self._rate
         )
@@ -131,6 +134,7 @@ class SceneSampler:
         # One colour converter for the video: the same pixels as ``to_ndarray(format="bgr24")``
         # (PySceneDetect's PyAV backend), a third of its cost (that builds one per frame).
         self._reformatter = VideoReformatter()
+        self._has_alpha, self._composited = has_alpha, to_sdr_rgb  # (PyAV, imported here)
         self.sampling = sampling
         self.size = size
         self._rate = Fraction(rate).limit_denominator(1001) if rate > 0 else Fraction(25)
@@ -151,7 +155,10 @@ class SceneSampler:
             self._factor = self._downscale_factor(max(size))
             self._size = size
         if size == self._size:  # (SceneManager skips frames of another size: so does this)
-            bgr = self._reformatter.reformat(av_frame, format="bgr24").to_ndarray()
+            if self._has_alpha(av_frame):  # as shown: onto white, as the model sees it
+                bgr = np.ascontiguousarray(self._composited(av_frame)[..., ::-1])
+            else:
+                bgr = self._reformatter.reformat(av_frame, format="bgr24").to_ndarray()
             small = detector_input(bgr, self._factor)
             for cut in self._detector.process_frame(self._timecode(frame.time), small):
                 self._cut(cut.seconds)

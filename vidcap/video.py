@@ -84,6 +84,31 @@ AV_PICTURE_TYPE_B = 3  # a decoded frame's picture type (libavutil's AVPictureTy
 REORDER_DEPTH_DISORDERED = 16
 
 
+# WebM's transparency (Matroska AlphaMode 1): a second VP8/VP9 picture per block, which
+# FFmpeg's own decoders ignore and libvpx's decode (as `ffmpeg -c:v libvpx-vp9 -i` does).
+ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
+_PACKET_KEYED = frozenset(
+    ALPHA_DECODERS.values()
+)  # decoders whose frames' key flag is the packet's
+
+
+def decoder_for(stream: av.video.stream.VideoStream) -> av.CodecContext:
+    """The decoder for ``stream``: its own, or libvpx's for a WebM with an alpha channel."""
+    codec = stream.codec_context
+    name = ALPHA_DECODERS.get(codec.name)
+    alpha = any(k.lower() == "alpha_mode" and v.strip() == "1" for k, v in stream.metadata.items())
+    if name is None or not alpha:
+        return codec
+    if name not in av.codecs_available:
+        log.warning("this PyAV has no %s decoder: the video's transparency is not seen", name)
+        return codec
+    decoder = av.CodecContext.create(name, "r")
+    decoder.width, decoder.height = codec.width, codec.height
+    if codec.extradata:
+        decoder.extradata = codec.extradata
+    return decoder
+
+
 @dataclass
 class VideoStats:
     """What decoding one video found; complete once ``frames()`` has been iterated.
@@ -180,6 +205,7 @@ class VideoReader:
             self._container.close()
             raise VideoError(f"{self.path}: no video stream")
         self._stream = stream
+        self._codec = decoder_for(stream)
         self._start = time_origin(self._container, self._stream)
         # A kept late start (MP4/Matroska): the header's frame count starts there.
         self._delay = max(0.0, stream_start(self._stream) - self._start)
@@ -328,7 +354,7 @@ class VideoReader:
         damaged stream may time two frames alike). ``every``: yield every decoded frame as a
         ``DecodedFrame`` instead of the sampled ones."""
         stats = self.stats
-        codec = self._stream.codec_context
+        codec = self._codec
         ranked = needed is None or not packets.complete
         # Frame threads may hide damage (no error, no corrupt flag: a frame just missing),
         # which a pass that skips frames could not notice by counting: such a pass decodes
@@ -455,6 +481,7 @@ class VideoReader:
         self._container.close()
         self._container = open_container(self.path)
         self._stream = video_stream(self._container) or self._stream
+        self._codec = decoder_for(self._stream)
         if not self._demux().generated_pts:
             disable_generated_pts(self._container)
         self._unneeded = set()
@@ -497,7 +524,7 @@ class VideoReader:
     ) -> Iterator[tuple[av.Packet, av.VideoFrame | None, float]]:
         """(packet, frame, 0.0) per decoded frame; (packet, None, its time) per packet
         skipped on purpose (one whose time is known)."""
-        codec = self._stream.codec_context
+        codec = self._codec
         flushed = False
         pending = False  # packets sent since the decoder was last drained
         try:
@@ -584,13 +611,15 @@ class VideoReader:
         self, packet: av.Packet | None
     ) -> Iterator[tuple[av.Packet, av.VideoFrame | None, float]]:
         try:
-            frames = self._stream.codec_context.decode(packet)
+            frames = self._codec.decode(packet)
         except av.FFmpegError as exc:
             log.debug("%s: a packet did not decode: %s", self.path, exc)
             self.stats.failed_frames += 1
             self._damaged = True
             return
         for frame in frames:
+            if packet is not None and packet.is_keyframe and self._codec.name in _PACKET_KEYED:
+                frame.key_frame = True  # (libvpx's wrapper leaves it unset; one frame a packet)
             yield packet, frame, 0.0
 
     def _finish(self, reached_end: bool) -> None:

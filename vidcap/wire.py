@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from vidcap.errors import BadRequest, UsageError
-from vidcap.frames import resize_for_model
+from vidcap.frames import over_white, resize_for_model
 from vidcap.settings import GenerationSettings
 
 WIRE_FORMATS = {"jpeg": "image/jpeg", "png": "image/png"}
@@ -134,7 +134,10 @@ def load_rgb(
             height, width = size
             if image.width // width >= 2 and image.height // height >= 2:
                 image.draft(None, (width, height))
-        rgb = np.array(image.convert("RGB"))  # a writable copy
+        if "A" in image.getbands() or image.info.get("transparency") is not None:
+            rgb = over_white(np.asarray(image.convert("RGBA")))  # as BLIP-2's processor does
+        else:
+            rgb = np.array(image.convert("RGB"))  # a writable copy
     except Exception as exc:  # noqa: BLE001 - PIL raises many types on garbage input
         raise BadRequest(f"{label} is not a decodable JPEG or PNG image ({exc})") from None
     finally:
