@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from tests.support.videos import (
     read_jsonl,
     write_video,
 )
+from vidcap.records import is_damaged
 
 CMD = [sys.executable, "-m", "vidcap"]
 
@@ -413,3 +415,16 @@ def test_samples_that_may_show_decoding_damage_are_marked(tmp_path: Path) -> Non
     assert summary["videos"][0]["damaged_frames"] == marked
     assert (summary["totals"]["damaged"], summary["totals"]["damaged_frames"]) == (1, len(marked))
     assert "1 damaged, captioned as far as they decode" in result.stderr
+    page = (out / "index.html").read_text()  # the page counts it by the same rule
+    assert '"damaged": 1,' in re.search(r'id="vidcap-manifest">(.*?)</script>', page, re.S)[1]
+
+
+@pytest.mark.parametrize(
+    ("lost", "marked", "damaged"),
+    [(None, None, False), (0, [], False), (0, 0, False), (3, None, True), (None, [4], True),
+     (0, 2, True), (-1, None, False), ("2", None, False), (True, None, False)],
+)  # fmt: skip
+def test_one_rule_says_a_video_is_damaged(lost: object, marked: object, damaged: bool) -> None:
+    """A record's values (counts, lists of frame indices, None) and a folder's counts alike;
+    what is no positive count is no damage (a garbled record)."""
+    assert is_damaged(lost, marked) is damaged

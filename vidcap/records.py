@@ -83,7 +83,7 @@ def write_summary(
     }
     lost = [v["lost_frames"] for v in done if _count(v.get("lost_frames"))]
     marked = [len(v["damaged_frames"]) for v in done if isinstance(v.get("damaged_frames"), list)]
-    damaged = [v for v in done if _count(v.get("lost_frames")) or v.get("damaged_frames")]
+    damaged = [v for v in done if is_damaged(v.get("lost_frames"), v.get("damaged_frames"))]
     if damaged:  # corrupt or truncated files: captioned as far as they decode
         totals["damaged"] = len(damaged)
         totals["lost_frames"] = sum(lost)
@@ -123,6 +123,14 @@ def _summary_text(data: dict) -> str:
     )
 
 
+def is_damaged(lost_frames: object, damaged_frames: object) -> bool:
+    """The one rule for a damaged video (captioned as far as it decodes): it lost frames, or
+    some of its frames are marked as showing damage. Takes a record's values (a count, a
+    list of frame indices, None) or a folder's counts."""
+    marked = len(damaged_frames) if isinstance(damaged_frames, list) else damaged_frames
+    return _count(lost_frames) or _count(marked)
+
+
 def _count(value: object) -> bool:
-    """A positive whole number (a count a record holds)."""
-    return isinstance(value, int) and value > 0
+    """A positive whole number (a count a record holds; a boolean is none)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0

@@ -62,6 +62,7 @@ def _caption(args: argparse.Namespace, out: Path) -> int:
     from vidcap.inputs import expand_inputs
     from vidcap.model import model_input_size
     from vidcap.parquet import run_writers_for
+    from vidcap.records import is_damaged
 
     settings = run_settings_from_args(args, out)
     model = model_settings_from_args(args)
@@ -92,7 +93,7 @@ def _caption(args: argparse.Namespace, out: Path) -> int:
             input_size=None if args.server else model_input_size(args.model),
         )
     failed = [r for r in results if r.status == "failed"]
-    damaged = [r for r in results if r.lost_frames or r.damaged_frames]
+    damaged = [r for r in results if is_damaged(r.lost_frames, r.damaged_frames)]
     done_frames = sum(r.frames for r in results)
     if not args.quiet:
         notes = [f"{len(failed)} failed"] if failed else []

@@ -55,6 +55,7 @@ from vidcap.folder import (
 from vidcap.inputs import is_url
 from vidcap.mask import DECIMALS
 from vidcap.outputs import PART_SUFFIX
+from vidcap.records import is_damaged
 from vidcap.report import reuse
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def write_report(out: Path | str, videos: Sequence[FolderVideo] | None = None) -
         "videos": stats.videos,
         "done": sum(v.done for v in videos),
         "failed": sum(not v.done for v in videos),
-        "damaged": sum(v.done and (v.lost_frames > 0 or v.damaged_frames > 0) for v in videos),
+        "damaged": sum(v.done and is_damaged(v.lost_frames, v.damaged_frames) for v in videos),
         "frames": stats.frames,
         "duration": round(sum(v.duration for v in videos if v.done), 3),
     }
