@@ -24,8 +24,10 @@ from PIL import Image
 from transformers.image_transforms import convert_to_rgb
 
 from tests.support.videos import ffprobe_frames
+from vidcap.clips import export_clips
 from vidcap.decode import Decoded, SceneFound, decode_events
 from vidcap.frames import over_white, resize_for_model
+from vidcap.mask import Segment
 from vidcap.settings import SamplingSettings
 from vidcap.video import VideoReader
 from vidcap.wire import WireLimits, load_rgb, open_image
@@ -214,3 +216,26 @@ def test_a_transparent_png_sent_to_a_server_is_composited_alike(mode: str) -> No
     received = load_rgb(open_image(data, WireLimits()))
     assert np.array_equal(received, convert_to_rgb(Image.open(io.BytesIO(data)), return_numpy=True))
     assert np.all(hidden_region(received) == 255)
+
+
+@pytest.mark.parametrize("name", ["vp9-webm", "prores4444-mov", "qtrle-mov"])
+@pytest.mark.parametrize("precise", [False, True])
+def test_clips_of_a_transparent_video_are_on_white(
+    videos, tmp_path: Path, name: str, precise: bool
+) -> None:
+    """MP4 keeps no alpha: a clip is re-encoded onto white (a stream copy would show the
+    hidden colour, or lose the alpha to FFmpeg's own VP9 decoder), the picture vidcap
+    captioned; the manifest says why it was re-encoded."""
+    path = videos[name]
+    [clip] = export_clips(path, [Segment(0.5, 1.0, 5)], tmp_path, precise=precise)
+    assert clip.mode == ("precise" if precise else "re-encoded")
+    assert clip.note is not None and "transparent" in clip.note
+    with VideoReader(path) as reader:
+        shown = {f.index: f.rgb for f in reader.frames(EVERY)}
+    with VideoReader(tmp_path / clip.path) as reader:
+        cut = list(reader.frames(EVERY))
+    assert len(cut) == 5
+    for offset, frame in enumerate(cut):
+        assert np.all(hidden_region(frame.rgb) >= 245), (name, offset)
+        source = shown[5 + offset]  # (H.264 at CRF 18, 4:2:0: a few levels)
+        assert np.abs(frame.rgb.astype(int) - source.astype(int)).mean() < 4, (name, offset)

@@ -49,6 +49,11 @@ MANIFEST_NAME = "manifest.json"
 STREAM_COPY, PRECISE, REENCODED = "stream-copy", "precise", "re-encoded"
 PRECISE_VIDEO = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p"]
 PRECISE_AUDIO = ["-c:a", "aac", "-b:a", "160k"]
+# A transparent source composited onto white, as the model saw it (``frames.over_white``):
+# white − (white − c)·alpha, by FFmpeg's filters — negate the colours, premultiply them by
+# the alpha, drop it, negate back — which every FFmpeg since 4 has. MP4 keeps no alpha.
+ONTO_WHITE = ["-vf", "format=rgba,negate,premultiply=inplace=1,format=rgb24,negate"]
+TRANSPARENT = "the source is transparent: re-encoded onto white, as the model saw it"
 
 
 @dataclass(frozen=True)
@@ -119,16 +124,24 @@ def cut_arguments(
     output: Path,
     precise: bool,
     seek_late: bool = False,
-    stream: int | None = None,
+    timing: SourceTiming | None = None,
 ) -> list[str]:
-    """ffmpeg arguments for one clip: the video stream (``stream``, its index in the file:
-    the one ``vidcap.container.video_stream`` picks) and any audio, MP4 out.
+    """ffmpeg arguments for one clip: the video stream (``timing.stream``, its index in the
+    file: the one ``vidcap.container.video_stream`` picks) and any audio, MP4 out. A
+    transparent source (``timing.transparent``) is re-encoded onto white, decoded by
+    ``timing.decoder`` where FFmpeg's own decoder would not see its alpha.
 
     ``seek_late``: seek on ffmpeg's output side (``-ss`` after ``-i``): it decodes from the
     file's start, slow on a long file, but right where the demuxer cannot seek to a keyframe.
     """
-    codecs = [*PRECISE_VIDEO, *PRECISE_AUDIO] if precise else ["-c", "copy"]
-    seek, source = ["-ss", f"{start:.6f}"], ["-i", str(video.resolve())]
+    stream = timing.stream if timing else None
+    transparent = timing is not None and timing.transparent
+    decoder = ["-c:v", timing.decoder] if transparent and timing.decoder else []
+    if precise or transparent:
+        codecs = [*(ONTO_WHITE if transparent else []), *PRECISE_VIDEO, *PRECISE_AUDIO]
+    else:
+        codecs = ["-c", "copy"]
+    seek, source = ["-ss", f"{start:.6f}"], [*decoder, "-i", str(video.resolve())]
     return [
         *(source + seek if seek_late else seek + source),
         "-t", f"{length:.6f}",
@@ -156,17 +169,19 @@ def export_clip(
     """
     end = min(segment.end, timing.duration)
     mode, note = (PRECISE if precise else STREAM_COPY), None
+    if timing.transparent:  # re-encoded whatever was asked: a stream copy keeps no alpha in MP4
+        mode, note = (PRECISE if precise else REENCODED), TRANSPARENT
     start = max(0.0, segment.start + timing.offset)
     length = end + timing.offset - start
 
     def cut(precise: bool, seek_late: bool = False) -> None:
         _cut(output, lambda part: cut_arguments(
-            video, start, length, part, precise, seek_late, timing.stream))  # fmt: skip
+            video, start, length, part, precise, seek_late, timing))  # fmt: skip
 
     try:
         cut(precise)
     except FfmpegError as exc:
-        if precise:
+        if precise or timing.transparent:
             raise
         note = f"stream copy failed: {exc}"
         log.warning("%s: %s; re-encoding this clip", output.name, note)
@@ -195,12 +210,15 @@ class SourceTiming:
     """What cutting needs to know of a source: ``duration`` on vidcap's frame times,
     ``offset`` (``vidcap.container.seek_offset``) from those times to ffmpeg's seek positions
     (frame times keep a late start; ffmpeg seeks from the container's start), ``frame`` the
-    frame interval, ``stream`` the video stream's index in the file."""
+    frame interval, ``stream`` the video stream's index in the file, ``transparent``: it has
+    an alpha channel, which ``decoder`` (when not None) must decode for ffmpeg to see."""
 
     duration: float
     offset: float = 0.0
     frame: float = 0.04
     stream: int | None = None
+    transparent: bool = False
+    decoder: str | None = None
 
     @classmethod
     def of(cls, video: Path) -> SourceTiming:
@@ -209,7 +227,9 @@ class SourceTiming:
         info = probe(video)
         offset = seek_offset(video)
         frame = 1 / info.fps if info.fps > 0 else 0.1
-        return cls(info.duration - offset, offset, frame, info.stream)
+        return cls(
+            info.duration - offset, offset, frame, info.stream, info.transparent, info.decoder
+        )
 
 
 def _missing_start(clip: Path, length: float, tolerance: float) -> str | None:

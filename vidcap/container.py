@@ -73,6 +73,30 @@ def video_stream(container: av.container.InputContainer) -> av.video.stream.Vide
     return (flagged or moving or streams or [None])[0]
 
 
+# WebM's transparency (Matroska AlphaMode 1): a second VP8/VP9 picture per block, which
+# FFmpeg's own decoders ignore and libvpx's decode (as `ffmpeg -c:v libvpx-vp9 -i` does).
+ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
+
+
+def alpha_decoder(stream: av.video.stream.VideoStream) -> str | None:
+    """The decoder that reads ``stream``'s alpha where FFmpeg's own does not (libvpx's, for
+    a WebM VP8/VP9 stream with alpha), else None."""
+    name = ALPHA_DECODERS.get(stream.codec_context.name)
+    alpha = any(k.lower() == "alpha_mode" and v.strip() == "1" for k, v in stream.metadata.items())
+    return name if name is not None and alpha else None
+
+
+def is_transparent(stream: av.video.stream.VideoStream) -> bool:
+    """Has ``stream`` an alpha channel: a pixel format with alpha, or WebM's alpha?"""
+    if alpha_decoder(stream) is not None:
+        return True
+    pix_fmt = stream.codec_context.pix_fmt
+    try:
+        return pix_fmt is not None and any(c.is_alpha for c in av.VideoFormat(pix_fmt).components)
+    except ValueError:  # (a format this PyAV cannot name)
+        return False
+
+
 def nominal_rate(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream
 ) -> Fraction | None:

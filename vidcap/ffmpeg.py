@@ -32,7 +32,8 @@ class FfmpegError(VidcapError):
 @dataclass(frozen=True)
 class MediaInfo:
     """What a probe found. ``frames`` is None when the container does not say; ``stream``:
-    the video stream's index in the file (None: not known, the first)."""
+    the video stream's index in the file (None: not known, the first); ``transparent``: it
+    has an alpha channel, which ``decoder`` (when not None) must decode for ffmpeg to see."""
 
     path: Path
     duration: float
@@ -42,6 +43,8 @@ class MediaInfo:
     codec: str
     frames: int | None = None
     stream: int | None = None
+    transparent: bool = False
+    decoder: str | None = None
 
 
 def find_ffmpeg(explicit: str | None = None) -> str:
@@ -110,7 +113,7 @@ def probe_duration(path: Path | str) -> float:
 def probe_with_pyav(path: Path) -> MediaInfo:
     import av
 
-    from vidcap.container import nominal_rate, video_stream
+    from vidcap.container import alpha_decoder, is_transparent, nominal_rate, video_stream
 
     try:
         with av.open(str(path)) as container:
@@ -128,6 +131,8 @@ def probe_with_pyav(path: Path) -> MediaInfo:
                 codec=stream.codec_context.name,
                 frames=stream.frames or None,
                 stream=stream.index,
+                transparent=is_transparent(stream),
+                decoder=alpha_decoder(stream),
             )
     except av.FFmpegError as exc:
         raise VideoError(f"{path}: not a readable video ({exc.strerror or exc})") from exc

@@ -39,9 +39,11 @@ import av
 import numpy as np
 
 from vidcap.container import (
+    ALPHA_DECODERS,
     RESET_BACK_S,
     Clock,
     Packets,
+    alpha_decoder,
     cut_transport_stream,
     demux_times,
     disable_generated_pts,
@@ -84,20 +86,15 @@ AV_PICTURE_TYPE_B = 3  # a decoded frame's picture type (libavutil's AVPictureTy
 REORDER_DEPTH_DISORDERED = 16
 
 
-# WebM's transparency (Matroska AlphaMode 1): a second VP8/VP9 picture per block, which
-# FFmpeg's own decoders ignore and libvpx's decode (as `ffmpeg -c:v libvpx-vp9 -i` does).
-ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
-_PACKET_KEYED = frozenset(
-    ALPHA_DECODERS.values()
-)  # decoders whose frames' key flag is the packet's
+# Decoders whose frames carry no key flag (libvpx's wrapper): one frame a packet, the packet's.
+_PACKET_KEYED = frozenset(ALPHA_DECODERS.values())
 
 
 def decoder_for(stream: av.video.stream.VideoStream) -> av.CodecContext:
     """The decoder for ``stream``: its own, or libvpx's for a WebM with an alpha channel."""
     codec = stream.codec_context
-    name = ALPHA_DECODERS.get(codec.name)
-    alpha = any(k.lower() == "alpha_mode" and v.strip() == "1" for k, v in stream.metadata.items())
-    if name is None or not alpha:
+    name = alpha_decoder(stream)
+    if name is None:
         return codec
     if name not in av.codecs_available:
         log.warning("this PyAV has no %s decoder: the video's transparency is not seen", name)
