@@ -79,6 +79,10 @@ def bench_browser(out: Path) -> dict | str:
         page.goto((out / "index.html").as_uri())
         page.evaluate("window.vidcapReport.ready")
         result: dict = {"loaded_s": round(time.monotonic() - started, 3)}
+        devtools = page.context.new_cdp_session(page)  # the page's JavaScript heap, after a GC
+        devtools.send("HeapProfiler.collectGarbage")
+        heap = devtools.send("Runtime.getHeapUsage")["usedSize"]
+        result["js_heap_mib"] = round(heap / 2**20, 1)
         page.wait_for_timeout(500)  # long-task entries arrive after the fact
         result["load_longest_task_ms"] = page.evaluate("window.longest")
         for query, regex in QUERIES:

@@ -11,11 +11,14 @@ import av
 import numpy as np
 import pytest
 
+from tests.support.videos import encode_with_ffmpeg, frame_number
 from vidcap import ffmpeg
 from vidcap.cli.mask import add_clips_parser
 from vidcap.clips import clip_name, export_clips, load_segments
 from vidcap.errors import UsageError, VidcapError, VideoError
 from vidcap.mask import Segment
+from vidcap.settings import SamplingSettings
+from vidcap.video import VideoReader
 
 FPS = 25
 GOP = 25  # frames between keyframes: one second
@@ -23,6 +26,7 @@ SECONDS = 8
 SIZE = (120, 160)  # (height, width)
 SAMPLE_RATE = 16000
 FRAME = 1 / FPS
+EVERY = SamplingSettings(every_n=1)
 
 
 def grey(index: int) -> int:
@@ -182,6 +186,35 @@ def test_clips_of_an_mpeg_ts_hold_the_asked_frames(
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [c.path for c in clips] + ["manifest.json"]
     )
+
+
+@pytest.mark.parametrize("precise", [False, True])
+def test_clips_of_an_mpeg_ts_whose_clock_starts_again(tmp_path: Path, precise: bool) -> None:
+    """Regression: two MPEG-TS recordings joined byte for byte (``cat a.ts b.ts``; a reset in
+    a broadcast recording) repeat their timestamps. vidcap's timeline goes on past the
+    reset (frames 100… of the second at 3.0 s), but clips were cut by ffmpeg's seek in the
+    file's timestamps — from the first part again — and the container's duration (3 s)
+    refused every segment after it. Now each clip holds the frames vidcap timed there."""
+    parts = [
+        encode_with_ffmpeg(tmp_path / f"{name}.ts", count, "10", ["-g", "10"], first=first)
+        for name, first, count in (("a", 0, 30), ("b", 100, 20))
+    ]
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(parts[0].read_bytes() + parts[1].read_bytes())
+    with VideoReader(joined) as reader:
+        timeline = {round(f.time, 3): frame_number(f.rgb) for f in reader.frames(EVERY)}
+    assert timeline[2.9] == 29 and timeline[3.0] == 100 and max(timeline) == 4.9
+    segments = [Segment(0.5, 1.0), Segment(2.7, 3.3), Segment(3.5, 4.0), Segment(4.5, 9.0)]
+    out = tmp_path / "out"
+    clips = export_clips(joined, segments, out, precise=precise)
+    for clip, segment in zip(clips, segments, strict=True):
+        with VideoReader(out / clip.path) as reader:
+            got = [frame_number(f.rgb) for f in reader.frames(EVERY)]
+        end = min(segment.end, 5.0)
+        asked = [n for t, n in sorted(timeline.items()) if segment.start <= t < end - 1e-6]
+        assert got == asked, (clip, got, asked)
+        assert clip.end == end and "clock starts again" in (clip.note or "")
+        assert clip.mode == ("precise" if precise else "re-encoded")
 
 
 def test_ffmpeg_errors_keep_the_cause_not_only_the_last_line(generated_videos, tmp_path) -> None:

@@ -54,6 +54,10 @@ PRECISE_AUDIO = ["-c:a", "aac", "-b:a", "160k"]
 # the alpha, drop it, negate back — which every FFmpeg since 4 has. MP4 keeps no alpha.
 ONTO_WHITE = ["-vf", "format=rgba,negate,premultiply=inplace=1,format=rgb24,negate"]
 TRANSPARENT = "the source is transparent: re-encoded onto white, as the model saw it"
+RESTARTS = (
+    "the source's clock starts again: cut on the timeline that goes on (from the file's "
+    "start), re-encoded"
+)
 
 
 @dataclass(frozen=True)
@@ -169,19 +173,24 @@ def export_clip(
     """
     end = min(segment.end, timing.duration)
     mode, note = (PRECISE if precise else STREAM_COPY), None
-    if timing.transparent:  # re-encoded whatever was asked: a stream copy keeps no alpha in MP4
-        mode, note = (PRECISE if precise else REENCODED), TRANSPARENT
+    # Re-encoded whatever was asked: MP4 keeps no alpha; where timestamps repeat, a stream
+    # copy can start only at a keyframe after the cut (the seek is on ffmpeg's output side).
+    why = [TRANSPARENT] * timing.transparent + [RESTARTS] * timing.restarts
+    if why:
+        mode, note = (PRECISE if precise else REENCODED), "; ".join(why)
+    reencode = precise or bool(why)
     start = max(0.0, segment.start + timing.offset)
     length = end + timing.offset - start
 
     def cut(precise: bool, seek_late: bool = False) -> None:
+        late = seek_late or timing.restarts  # (ffmpeg's timeline goes on, as vidcap's does)
         _cut(output, lambda part: cut_arguments(
-            video, start, length, part, precise, seek_late, timing))  # fmt: skip
+            video, start, length, part, precise, late, timing))  # fmt: skip
 
     try:
-        cut(precise)
+        cut(reencode)
     except FfmpegError as exc:
-        if precise or timing.transparent:
+        if reencode:
             raise
         note = f"stream copy failed: {exc}"
         log.warning("%s: %s; re-encoding this clip", output.name, note)
@@ -211,7 +220,10 @@ class SourceTiming:
     ``offset`` (``vidcap.container.seek_offset``) from those times to ffmpeg's seek positions
     (frame times keep a late start; ffmpeg seeks from the container's start), ``frame`` the
     frame interval, ``stream`` the video stream's index in the file, ``transparent``: it has
-    an alpha channel, which ``decoder`` (when not None) must decode for ffmpeg to see."""
+    an alpha channel, which ``decoder`` (when not None) must decode for ffmpeg to see;
+    ``restarts``: its clock starts again (MPEG-TS/PS), so its timestamps repeat — clips are
+    cut by seeking on ffmpeg's output side, whose timeline goes on past a reset as vidcap's
+    does, and the duration is that timeline's."""
 
     duration: float
     offset: float = 0.0
@@ -219,17 +231,22 @@ class SourceTiming:
     stream: int | None = None
     transparent: bool = False
     decoder: str | None = None
+    restarts: bool = False
 
     @classmethod
     def of(cls, video: Path) -> SourceTiming:
         from vidcap.container import seek_offset
+        from vidcap.video import restarted_duration
 
         info = probe(video)
         offset = seek_offset(video)
         frame = 1 / info.fps if info.fps > 0 else 0.1
+        restarted = restarted_duration(video)
+        duration = info.duration - offset if restarted is None else restarted
         return cls(
-            info.duration - offset, offset, frame, info.stream, info.transparent, info.decoder
-        )
+            duration, offset, frame, info.stream, info.transparent, info.decoder,
+            restarts=restarted is not None,
+        )  # fmt: skip
 
 
 def _missing_start(clip: Path, length: float, tolerance: float) -> str | None:

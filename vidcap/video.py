@@ -40,6 +40,7 @@ import numpy as np
 
 from vidcap.container import (
     ALPHA_DECODERS,
+    AVFMT_TS_DISCONT,
     RESET_BACK_S,
     Clock,
     Packets,
@@ -84,6 +85,18 @@ RESET_MATCH_S = 2.0  # a frame's pts to the reset's first dts (B-frame delay, ro
 REORDER_DEPTH = 4
 AV_PICTURE_TYPE_B = 3  # a decoded frame's picture type (libavutil's AVPictureType)
 REORDER_DEPTH_DISORDERED = 16
+
+
+def restarted_duration(path: Path | str) -> float | None:
+    """The duration of a video whose clock starts again (``VideoReader.clock_restarts``), on
+    the timeline that goes on (every frame decoded, none converted); None where the clock
+    never starts again (the container's duration holds)."""
+    with VideoReader(path) as reader:
+        if not reader.clock_restarts():
+            return None
+        for _ in reader.decoded_frames():
+            pass
+        return reader.stats.duration
 
 
 # Decoders whose frames carry no key flag (libvpx's wrapper): one frame a packet, the packet's.
@@ -321,6 +334,14 @@ class VideoReader:
                 if self._one_thread:
                     raise
                 why = again
+
+    def clock_restarts(self) -> bool:
+        """Does the stream's clock start again (MPEG-TS/PS: recordings joined, a reset in a
+        broadcast)? Its timestamps then repeat: the timeline here goes on (``frames``), but
+        the container's duration and a seek by timestamp do not."""
+        if not self._container.format.flags & AVFMT_TS_DISCONT:
+            return False
+        return bool(self._demux().resets)
 
     def decoded_frames(self) -> Iterator[DecodedFrame]:
         """Every frame, decoded (nothing skipped, whatever the sampling), in presentation

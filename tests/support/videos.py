@@ -148,14 +148,19 @@ def frame_number(rgb: np.ndarray) -> int:
 
 
 def encode_with_ffmpeg(
-    path: Path, frames: int, rate: str, args: list[str], size: tuple[int, int] = (96, 128)
+    path: Path,
+    frames: int,
+    rate: str,
+    args: list[str],
+    size: tuple[int, int] = (96, 128),
+    first: int = 0,
 ) -> Path:
-    """Encode ``numbered_frame(0 … frames-1)`` at ``rate`` with the ffmpeg binary
+    """Encode ``numbered_frame(first … first+frames-1)`` at ``rate`` with the ffmpeg binary
     (imageio-ffmpeg's: it has encoders PyAV lacks, such as libxvid) and ``args``."""
     import imageio_ffmpeg
 
     height, width = size
-    data = b"".join(numbered_frame(i, size).tobytes() for i in range(frames))
+    data = b"".join(numbered_frame(first + i, size).tobytes() for i in range(frames))
     subprocess.run(
         [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo",
          "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", rate, "-i", "-", *args,
