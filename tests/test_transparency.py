@@ -239,3 +239,21 @@ def test_clips_of_a_transparent_video_are_on_white(
         assert np.all(hidden_region(frame.rgb) >= 245), (name, offset)
         source = shown[5 + offset]  # (H.264 at CRF 18, 4:2:0: a few levels)
         assert np.abs(frame.rgb.astype(int) - source.astype(int)).mean() < 4, (name, offset)
+
+
+def test_a_gif_with_a_transparent_colour_is_on_white(tmp_path: Path) -> None:
+    """An animated GIF (a folder of them is a video dataset: TGIF) whose palette has a
+    transparent index: its frames at ffprobe's times, on white, as the ffmpeg binary's RGBA
+    decode composited by transformers. (FFmpeg's GIF decoder already gives a transparent
+    pixel white colour, its ``trans_color``: the same picture with or without compositing.)"""
+    frames = [rgba_frame(i) for i in range(FRAMES)]
+    graph = "split[a][b];[a]palettegen=reserve_transparent=1[p];[b][p]paletteuse=alpha_threshold=64"
+    path = encode(tmp_path / "clip.gif", frames, ["-vf", graph])
+    with VideoReader(path) as reader:
+        shown = list(reader.frames(EVERY))
+    assert [round(f.time, 6) for f in shown] == [round(t, 6) for t, _ in ffprobe_frames(path)]
+    expected = reference(path, [])
+    assert len(shown) == len(expected) == FRAMES
+    for frame in shown:
+        assert np.all(hidden_region(frame.rgb) == 255), frame.index
+        assert np.abs(frame.rgb.astype(int) - expected[frame.index].astype(int)).max() <= 2
