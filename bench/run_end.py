@@ -74,10 +74,11 @@ def one_end(tree: Path, out: Path) -> dict:
 
 @contextlib.contextmanager
 def own_page(out: Path, keep: Path) -> Iterator[None]:
-    """``out``'s page as this tree left it (kept in ``keep`` between its turns): each tree
-    removes the data files it did not write, so one shared page would be rebuilt whole by
-    each in turn."""
-    names = ("report", "index.html")
+    """``out``'s page and summary.json as this tree left them (kept in ``keep`` between its
+    turns): each tree removes the data files it did not write, so one shared page would be
+    rebuilt whole by each in turn, and a summary.json says when its records were read only
+    where the tree that wrote it does."""
+    names = ("report", "index.html", "summary.json")
     for name in names:
         if (keep / name).exists():
             os.replace(keep / name, out / name)

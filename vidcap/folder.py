@@ -24,7 +24,7 @@ from vidcap.errors import UsageError
 from vidcap.inputs import is_url
 from vidcap.mask import frame_ends, is_number, load_captions
 from vidcap.outputs import CaptionedFrame
-from vidcap.records import STATE_DIR, SUMMARY, identity_of, read_record
+from vidcap.records import STATE_DIR, SUMMARY, current_summary, identity_of, read_record
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,9 @@ def open_folder(out: Path | str, summary: Mapping[str, Any] | None = None) -> li
         raise UsageError(
             f"{out} is not a vidcap output folder: it has neither {SUMMARY} nor {STATE_DIR}/"
         )
+    current = current_summary(out)  # every record as it is, in one file
+    if current is not None:
+        return _from_summary(out, current)
     videos: dict[str, FolderVideo] = {}
     for path in sorted(state.glob("*.json")) if state.is_dir() else ():
         record = read_record(out, path.stem)

@@ -15,7 +15,11 @@ the folder holds a record of (its result, with the identity beside it), one a li
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,15 +68,28 @@ def write_record(
 def write_summary(
     out_dir: Path, run: Sequence[VideoResult], new_frames: int, seconds: float
 ) -> dict:
-    """``summary.json``: every video the folder holds a record of, and this run's totals."""
+    """``summary.json``: every video the folder holds a record of, and this run's totals.
+
+    A record unchanged since the last summary was written (its change time before the
+    summary's ``records_read_ns``) is taken from that summary, not read again."""
+    read_from = next_tick(out_dir)  # before any record is looked at
+    times = record_times(out_dir)
+    previous = summary_videos(out_dir)
+    kept, stamp = previous if previous is not None else ({}, 0)
     videos: list[dict] = []
-    for path in sorted((out_dir / STATE_DIR).glob("*.json")):
-        record = read_record(out_dir, path.stem)
-        if record and isinstance(record.get("result"), dict):
+    indexed = read_from is not None  # every record read names the video of its file name
+    for name in sorted(times):
+        entry = kept.get(name) if times[name] < stamp else None
+        if entry is None:
+            record = read_record(out_dir, name)
+            if not (record and isinstance(record.get("result"), dict)):
+                indexed = False
+                continue
             entry = dict(record["result"])
             entry["identity"] = identity_of(record) or {}
             entry.pop("resumed", None)
-            videos.append(entry)
+            indexed = indexed and entry.get("name") == name
+        videos.append(entry)
     done = [v for v in videos if v.get("status") == "done"]
     totals = {
         "videos": len(videos),
@@ -105,9 +122,102 @@ def write_summary(
     if any(r.reused is not None for r in new):
         this_run["reused"] = sum(r.reused or 0 for r in new)
         this_run["model_calls"] = new_frames - this_run["reused"]
-    data = {"totals": totals, "run": this_run, "videos": videos}
+    data: dict[str, Any] = {"totals": totals, "run": this_run}
+    if indexed:  # (else, a record garbled or naming another video: they are read each time)
+        data[READ_STAMP] = read_from
+    data["videos"] = videos
     write_atomic(out_dir / SUMMARY, _summary_text(data))
     return data
+
+
+# --- summary.json as the folder's index -------------------------------------------------
+#
+# Reading 100,000 records costs seconds; summary.json lists them all in one file. It says
+# when its records were read (``records_read_ns``, by the file system's clock), so a
+# record whose change time (ctime: set by every write, rename or copy, never by hand) is
+# before that is in it as it is now. Change times come from the kernel's clock at its
+# tick, so "now" is read the same way: the change time of a file just made. Only a summary
+# whose every record was readable and named its own file's video says when: its entries
+# are then each record's, one for one, by name.
+
+READ_STAMP = "records_read_ns"
+
+
+def file_system_now(folder: Path) -> int | None:
+    """The time by the clock ``folder``'s files are stamped with (ns), or None when no file
+    can be made there."""
+    try:
+        handle, name = tempfile.mkstemp(prefix=".clock-", dir=folder)
+    except OSError:
+        return None
+    try:
+        os.close(handle)
+        return os.stat(name).st_ctime_ns
+    except OSError:
+        return None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+
+
+def next_tick(folder: Path, wait: float = 0.02) -> int | None:
+    """``file_system_now`` once that clock has moved on (at most ``wait`` seconds): a file
+    changed before this call has an earlier change time, even one changed in the same tick
+    of the kernel's clock (a record committed just before the summary is written)."""
+    first = file_system_now(folder)
+    deadline = time.monotonic() + wait
+    now = first
+    while now is not None and now == first and time.monotonic() < deadline:
+        time.sleep(0.001)
+        now = file_system_now(folder)
+    return now
+
+
+def record_times(out_dir: Path) -> dict[str, int]:
+    """Each resume record's output name and change time (ns)."""
+    times: dict[str, int] = {}
+    try:
+        with os.scandir(out_dir / STATE_DIR) as entries:
+            for entry in entries:
+                if entry.name.endswith(".json"):
+                    with contextlib.suppress(OSError):
+                        times[entry.name[: -len(".json")]] = entry.stat().st_ctime_ns
+    except OSError:
+        pass
+    return times
+
+
+def summary_videos(out_dir: Path) -> tuple[dict[str, dict], int] | None:
+    """``summary.json``'s videos by output name, and when their records were read; None
+    when it is absent, unreadable or from a version that did not say when."""
+    try:
+        data = json.loads((out_dir / SUMMARY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    stamp = data.get(READ_STAMP) if isinstance(data, dict) else None
+    videos = data.get("videos") if isinstance(data, dict) else None
+    if not isinstance(stamp, int) or isinstance(stamp, bool) or not isinstance(videos, list):
+        return None
+    named = {}
+    for entry in videos:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if isinstance(name, str):
+            named[name] = entry
+    return named, stamp
+
+
+def current_summary(out_dir: Path) -> list[dict] | None:
+    """``summary.json``'s videos when they are the folder's records as they are now — every
+    record listed, none changed since they were read — in name order; else None (read the
+    records)."""
+    times = record_times(out_dir)
+    listed = summary_videos(out_dir) if times else None
+    if listed is None:
+        return None
+    named, stamp = listed
+    if named.keys() != times.keys() or any(time >= stamp for time in times.values()):
+        return None
+    return [named[name] for name in sorted(named)]
 
 
 def _summary_text(data: dict) -> str:

@@ -1,0 +1,166 @@
+"""summary.json as the folder's index: ``open_folder`` (search, report, export) reads the one
+file instead of every resume record while it lists every record as it is now, and
+``write_summary`` reads again only the records changed since the last summary. Each kind of
+change a folder meets must be seen: the videos are compared with those read record by
+record."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import vidcap.folder
+import vidcap.records
+from tests.support.folders import KEY, FakeVideo, write_folder
+from vidcap.commit import VideoResult
+from vidcap.folder import FolderVideo, open_folder
+from vidcap.records import READ_STAMP, SUMMARY, write_record, write_summary
+
+NAMES = ("alpha", "beta", "gamma", "delta", "epsilon")
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    videos = [FakeVideo(name, ("a red car", "a dog on a beach")) for name in NAMES]
+    videos.append(FakeVideo("broken", error="videos/broken.mp4: moov atom not found"))
+    return write_folder(tmp_path / "out", videos)
+
+
+@pytest.fixture
+def reads(monkeypatch) -> list[str]:
+    """The names of the records read one by one (the real reader, counted)."""
+    names: list[str] = []
+    real = vidcap.records.read_record
+
+    def counted(out_dir: Path, name: str):
+        names.append(name)
+        return real(out_dir, name)
+
+    monkeypatch.setattr(vidcap.records, "read_record", counted)
+    monkeypatch.setattr(vidcap.folder, "read_record", counted)
+    return names
+
+
+def facts(videos: list[FolderVideo]) -> list[dict]:
+    return [dataclasses.asdict(video) for video in videos]
+
+
+def from_records(out: Path) -> list[dict]:
+    """The folder's videos read record by record (summary.json set aside)."""
+    aside = out.parent / "summary.aside"
+    shutil.move(out / SUMMARY, aside)
+    try:
+        return facts(open_folder(out))
+    finally:
+        shutil.move(aside, out / SUMMARY)
+
+
+def record(out: Path, name: str, frames: int, status: str = "done") -> None:
+    result = VideoResult(video=f"videos/{name}.mp4", name=name, status=status, frames=frames,
+                         duration=float(frames), key=KEY, model="tiny")  # fmt: skip
+    identity = {"path": f"videos/{name}.mp4", "size": 1, "mtime_ns": 1}
+    write_record(out, name, KEY, identity, result.__dict__, {})
+
+
+def test_a_current_summary_is_read_instead_of_every_record(out: Path, reads: list[str]) -> None:
+    videos = facts(open_folder(out))
+    assert reads == []
+    assert videos == from_records(out) and len(videos) == 6
+    assert isinstance(json.loads((out / SUMMARY).read_text())[READ_STAMP], int)
+
+
+def change_in_place(out: Path) -> None:  # another result, the same file (an editor's save)
+    path = out / ".vidcap" / "beta.json"
+    data = json.loads(path.read_text())
+    data["result"]["frames"] = 99
+    with open(path, "r+", encoding="utf-8") as handle:
+        handle.write(json.dumps(data))
+        handle.truncate()
+
+
+def rename_inside(out: Path) -> None:  # a record whose result names another video
+    path = out / ".vidcap" / "gamma.json"
+    data = json.loads(path.read_text())
+    data["result"]["name"] = "renamed"
+    path.write_text(json.dumps(data))
+
+
+def swap_names(out: Path) -> None:  # alpha's record names beta's video, and beta's alpha's
+    paths = [out / ".vidcap" / f"{name}.json" for name in ("alpha", "beta")]
+    data = [json.loads(path.read_text()) for path in paths]
+    data[0]["result"]["name"], data[1]["result"]["name"] = "beta", "alpha"
+    for path, record_data in zip(paths, data, strict=True):
+        path.write_text(json.dumps(record_data))
+
+
+def old_summary(out: Path) -> None:  # written by a version that did not say when
+    data = json.loads((out / SUMMARY).read_text())
+    del data[READ_STAMP]
+    data["videos"][0]["frames"] = 1234  # (what it says is not taken)
+    (out / SUMMARY).write_text(json.dumps(data))
+
+
+CHANGES = {
+    "a record rewritten": lambda out: record(out, "alpha", 7, "failed"),
+    "a record changed in place": change_in_place,
+    "a record removed": lambda out: (out / ".vidcap" / "delta.json").unlink(),
+    "a record added": lambda out: record(out, "zeta", 3),
+    "a record garbled": lambda out: (out / ".vidcap" / "epsilon.json").write_text("{not json"),
+    "a record naming another video": rename_inside,
+    "two records naming each other's videos": swap_names,
+    "summary.json garbled": lambda out: (out / SUMMARY).write_text('{"videos": ['),
+    "summary.json of an older version": old_summary,
+    "summary.json removed": lambda out: (out / SUMMARY).unlink(),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_every_change_since_the_summary_is_seen(out: Path, change: str) -> None:
+    """Each change is seen by the folder's reader, and by the next two summaries (the
+    second made from the first where it may): both equal one written from scratch."""
+    CHANGES[change](out)
+    if (out / SUMMARY).exists():
+        assert facts(open_folder(out)) == from_records(out)
+    else:
+        assert [v.name for v in open_folder(out)] == sorted(NAMES + ("broken",))
+    later = [write_summary(out, [], 0, 1.0)["videos"] for _ in range(2)]
+    assert facts(open_folder(out)) == from_records(out)
+    (out / SUMMARY).unlink()
+    scratch = write_summary(out, [], 0, 1.0)["videos"]
+    assert later == [scratch, scratch]
+    assert facts(open_folder(out)) == from_records(out)
+
+
+def test_a_copied_folder_reads_its_records_and_the_same_videos(
+    out: Path, tmp_path: Path, reads: list[str]
+) -> None:
+    """A copy's files all changed after its summary was written (change times are never
+    copied): its records are read, and they give the same videos."""
+    copy = Path(shutil.copytree(out, tmp_path / "copy"))
+    assert [{**v, "folder": None} for v in facts(open_folder(copy))] == [
+        {**v, "folder": None} for v in facts(open_folder(out))
+    ]
+    assert len(reads) == 6
+
+
+def test_a_later_summary_reads_only_the_changed_records_and_equals_one_from_scratch(
+    out: Path, reads: list[str]
+) -> None:
+    record(out, "beta", 42)  # changed
+    record(out, "zeta", 3)  # new
+    (out / ".vidcap" / "delta.json").unlink()  # gone
+    summary = write_summary(out, [], 0, 1.0)
+    assert sorted(reads) == ["beta", "zeta"]
+    again = write_summary(out, [], 0, 1.0)  # nothing changed since: nothing read
+    assert sorted(reads) == ["beta", "zeta"]
+    (out / SUMMARY).unlink()
+    scratch = write_summary(out, [], 0, 1.0)
+    assert len(reads) == 2 + 6
+    for data in (summary, again):
+        assert data["videos"] == scratch["videos"] and data["totals"] == scratch["totals"]
+    assert [v["name"] for v in scratch["videos"]] == sorted({*NAMES, "broken", "zeta"} - {"delta"})
+    assert next(v for v in scratch["videos"] if v["name"] == "beta")["frames"] == 42
