@@ -328,6 +328,9 @@ def test_argument_errors_are_one_line_with_the_help_hint(tmp_path: Path) -> None
         (["--mode", "all"], "--mode; did you mean --model or --decode-mode?"),
         (["--keyf"], "--keyframes"),  # was --keyframes, silently
         (["--fps=1", "--sceens"], "--sceens; did you mean --scenes"),
+        # a short flag vidcap does not have: said, not "the following arguments are required"
+        (["-o", "out"], "-o; did you mean --out"),
+        (["-fps", "2"], "-fps; did you mean --fps"),
     ],
 )
 def test_flags_are_never_abbreviated_and_a_slip_names_the_flag(

@@ -37,17 +37,22 @@ class OneLineParser(argparse.ArgumentParser):
         words = words[: words.index("--")] if "--" in words else words
         if self._subparsers is not None:  # only the flags before the command are its own
             words = list(itertools.takewhile(lambda word: word.startswith("-"), words))
-        unknown = [  # said first, before a missing argument
-            word
-            for word in words
-            if word.startswith("--") and word.split("=", 1)[0] not in self._option_string_actions
-        ]
+        unknown = [word for word in words if self._unknown_flag(word)]  # said first
         if unknown:
             self._unrecognized(unknown)
         parsed, extras = super().parse_known_args(args, namespace)
         if extras and self._subparsers is None:
             self._unrecognized(extras)
         return parsed, extras
+
+    def _unknown_flag(self, word: str) -> bool:
+        """A word that is a flag this parser does not have: ``--name`` (``=value`` aside), or
+        ``-x…`` (a letter: ``-1`` is a number) whose short flag ``-x`` it lacks too."""
+        known = self._option_string_actions
+        if word.startswith("--"):
+            return word != "--" and word.split("=", 1)[0] not in known
+        short = len(word) > 1 and word[0] == "-" and word[1].isalpha()
+        return short and word not in known and word[:2] not in known
 
     def _unrecognized(self, words: Sequence[str]) -> NoReturn:
         self.error(f"unrecognized arguments: {' '.join(words)}{self._did_you_mean(words)}")
@@ -56,7 +61,13 @@ class OneLineParser(argparse.ArgumentParser):
         flags = [flag for action in self._actions for flag in action.option_strings]
         hints = []
         for extra in extras:
-            if extra.startswith("--"):
-                close = difflib.get_close_matches(extra.split("=", 1)[0], flags, n=2, cutoff=0.6)
-                hints += [flag for flag in close if flag not in hints]
+            if not extra.startswith("-") or extra[1:2].isdigit():
+                continue
+            word = extra.split("=", 1)[0]
+            if len(word) == 2:  # -o: the long flags it may stand for (--out)
+                close = [flag for flag in flags if flag.startswith(f"-{word}")][:2]
+            else:  # -fps: one dash short of --fps
+                long = word if word.startswith("--") else f"-{word}"
+                close = difflib.get_close_matches(long, flags, n=2, cutoff=0.6)
+            hints += [flag for flag in close if flag not in hints]
         return f"; did you mean {' or '.join(hints)}?" if hints else ""
