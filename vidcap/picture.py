@@ -284,7 +284,7 @@ _ALPHA_FORMATS: dict[str, bool] = {}
 
 def has_alpha(frame: av.VideoFrame) -> bool:
     """Has ``frame``'s pixel format an alpha plane (argb, rgba, yuva420p, gbrap, …)? A
-    palette's alpha is not looked at (FFmpeg's decoders of paletted video fill it opaque)."""
+    palette's alpha is not looked at: paletted video is shown opaque, as before."""
     name = frame.format.name
     found = _ALPHA_FORMATS.get(name)
     if found is None:
