@@ -15,6 +15,8 @@ from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 import srt
 
@@ -450,3 +452,61 @@ def test_a_video_whose_frames_do_not_all_come_back_fails_instead_of_vanishing(
         ("failed", "in/v.mp4: 1 of the 2 sampled frames came back")
     ]
     assert write_summary(tmp_path / "out", results, 0, 1.0)["totals"]["failed"] == 1
+
+
+def magenta_clip(path: Path, frames: int) -> Path:
+    """A saturated magenta clip: no frame of ``clip``'s grey videos looks like it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.height, stream.width, stream.pix_fmt = 96, 128, "yuv420p"
+        for i in range(frames):
+            rgb = np.zeros((96, 128, 3), dtype=np.uint8)
+            rgb[..., 0] = rgb[..., 2] = 230
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 10)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def test_a_frame_the_model_fails_on_fails_its_video_alone(
+    tmp_path: Path, tiny_captioner, monkeypatch
+) -> None:
+    """A model error in-process stopped the whole run, every video in flight recorded failed.
+    Now the batch is captioned again frame by frame, as the servers retry a request alone:
+    only the video whose frame breaks the model fails, saying why, and its batch-mates from
+    the other videos get the captions each gets alone."""
+    one, two = clip(tmp_path / "in", "one", 3), clip(tmp_path / "in", "two", 4)
+    poison = magenta_clip(tmp_path / "in" / "poison.mp4", 3)
+    real = tiny_captioner.caption
+    calls: list[int] = []
+
+    def caption(images, settings=None):
+        calls.append(len(images))
+        if any(image[..., 1].mean() < 60 and image[..., 0].mean() > 180 for image in images):
+            raise RuntimeError("CUDA error: device-side assert triggered")
+        return real(images, settings)
+
+    monkeypatch.setattr(tiny_captioner, "batch_size", 16)  # the 10 frames in one batch
+    monkeypatch.setattr(tiny_captioner, "caption", caption)
+    out = tmp_path / "out"
+    results = run(
+        [str(one), str(poison), str(two)],
+        settings_for(out),
+        lambda: EmbeddedBackend(tiny_captioner),
+        EngineSettings(decode_workers=1),
+    )
+    assert {r.name: r.status for r in results} == {"one": "done", "poison": "failed", "two": "done"}
+    [failed] = [r for r in results if r.status == "failed"]
+    assert "no caption for frame 0" in failed.error
+    assert "the model failed on this frame: RuntimeError: CUDA error" in failed.error
+    assert calls == [10] + [1] * 10  # the batch, then each frame alone
+    for video in (one, two):
+        with VideoReader(video) as reader:
+            frames = [s.for_model(tiny_captioner.input_size) for s in reader.samples(EVERY)]
+        alone = [real([f.rgb], GenerationSettings())[0] for f in frames]
+        rows = read_jsonl(out / f"{video.stem}.jsonl")
+        assert [row["caption"] for row in rows] == alone
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["totals"]["failed"] == 1 and summary["totals"]["done"] == 2

@@ -3,12 +3,14 @@
 The engine sees one small protocol. A backend takes frames already resized to its
 ``input_size`` and yields exactly one answer per frame, in order: its caption, or a
 ``CaptionFailed`` when that frame could have none (a server failed its request past the
-retries). The engine fails that frame's video and goes on; a backend raises only when it
-cannot caption anything at all (``BackendUnavailable``: every server down).
+retries; the model in-process raised on it even when it ran alone). The engine fails that
+frame's video and goes on; a backend raises only when it cannot caption anything at all
+(``BackendUnavailable``: every server down).
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,6 +24,8 @@ import numpy as np
 from vidcap.errors import VidcapError
 from vidcap.model import Captioner, expand_devices
 from vidcap.settings import GenerationSettings, ModelSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,16 +75,18 @@ class EmbeddedBackend:
     def batch_size(self) -> int:
         return self.captioner.batch_size
 
-    def _run(self, images: list[np.ndarray], settings: GenerationSettings) -> list[str]:
+    def _run(
+        self, images: list[np.ndarray], settings: GenerationSettings
+    ) -> list[str | CaptionFailed]:
         replica = self._free.get()
         try:
-            return replica.caption(images, settings)
+            return caption_each(replica, images, settings)
         finally:
             self._free.put(replica)
 
     def caption_stream(
         self, images: Iterable[np.ndarray], settings: GenerationSettings
-    ) -> Iterator[str]:
+    ) -> Iterator[str | CaptionFailed]:
         iterator = iter(images)
         running: deque[Future[list[str]]] = deque()
         depth = len(self.captioners) + 1
@@ -93,6 +99,33 @@ class EmbeddedBackend:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def caption_each(
+    captioner: Captioner, images: list[np.ndarray], settings: GenerationSettings
+) -> list[str | CaptionFailed]:
+    """``captioner``'s captions of ``images``; where the batch raises, each frame is captioned
+    alone, so only a frame the model fails on by itself gets ``CaptionFailed`` (its video
+    fails, its batch-mates from other videos keep their captions), as the servers retry a
+    failed request alone. Interrupts (``KeyboardInterrupt``) are not caught."""
+    try:
+        return list(captioner.caption(images, settings))
+    except Exception as exc:  # noqa: BLE001 - a model error: retried frame by frame
+        if len(images) == 1:
+            return [_failed(exc)]
+        log.warning("the model failed on %d frames (%s): captioning each alone", len(images), exc)
+    answers: list[str | CaptionFailed] = []
+    for image in images:
+        try:
+            answers.extend(captioner.caption([image], settings))
+        except Exception as exc:  # noqa: BLE001 - this frame's own failure
+            answers.append(_failed(exc))
+    return answers
+
+
+def _failed(exc: Exception) -> CaptionFailed:
+    log.error("the model failed on a frame: %s: %s", type(exc).__name__, exc)
+    return CaptionFailed(f"the model failed on this frame: {type(exc).__name__}: {exc}")
 
 
 def each_caption(answers: Iterable[str | CaptionFailed]) -> Iterator[str]:
