@@ -88,7 +88,7 @@ class EmbeddedBackend:
         self, images: Iterable[np.ndarray], settings: GenerationSettings
     ) -> Iterator[str | CaptionFailed]:
         iterator = iter(images)
-        running: deque[Future[list[str]]] = deque()
+        running: deque[Future[list[str | CaptionFailed]]] = deque()
         depth = len(self.captioners) + 1
         while True:
             while len(running) < depth and (chunk := list(islice(iterator, self.batch_size))):

@@ -131,17 +131,17 @@ def cut_arguments(
     timing: SourceTiming | None = None,
 ) -> list[str]:
     """ffmpeg arguments for one clip: the video stream (``timing.stream``, its index in the
-    file: the one ``vidcap.container.video_stream`` picks) and any audio, MP4 out. A
-    transparent source (``timing.transparent``) is re-encoded onto white, decoded by
-    ``timing.decoder`` where FFmpeg's own decoder would not see its alpha.
+    file: the one ``vidcap.container.video_stream`` picks) and any audio, MP4 out.
+    ``precise``: re-encoded (a transparent source onto white, decoded by ``timing.decoder``
+    where FFmpeg's own decoder would not see its alpha), else a stream copy.
 
     ``seek_late``: seek on ffmpeg's output side (``-ss`` after ``-i``): it decodes from the
     file's start, slow on a long file, but right where the demuxer cannot seek to a keyframe.
     """
     stream = timing.stream if timing else None
-    transparent = timing is not None and timing.transparent
+    transparent = precise and timing is not None and timing.transparent
     decoder = ["-c:v", timing.decoder] if transparent and timing.decoder else []
-    if precise or transparent:
+    if precise:
         codecs = [*(ONTO_WHITE if transparent else []), *PRECISE_VIDEO, *PRECISE_AUDIO]
     else:
         codecs = ["-c", "copy"]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import av
 
 from vidcap.errors import VideoError
+from vidcap.picture import format_has_alpha
 
 if TYPE_CHECKING:
     from vidcap.video import VideoStats
@@ -88,13 +89,8 @@ def alpha_decoder(stream: av.video.stream.VideoStream) -> str | None:
 
 def is_transparent(stream: av.video.stream.VideoStream) -> bool:
     """Has ``stream`` an alpha channel: a pixel format with alpha, or WebM's alpha?"""
-    if alpha_decoder(stream) is not None:
-        return True
     pix_fmt = stream.codec_context.pix_fmt
-    try:
-        return pix_fmt is not None and any(c.is_alpha for c in av.VideoFormat(pix_fmt).components)
-    except ValueError:  # (a format this PyAV cannot name)
-        return False
+    return alpha_decoder(stream) is not None or (pix_fmt is not None and format_has_alpha(pix_fmt))
 
 
 def nominal_rate(

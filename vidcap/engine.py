@@ -15,8 +15,9 @@ a scene (``--scenes``), the end of a video, a failure — in the order the decod
 them: since a backend returns captions in order, a video's marker is reached only after all
 its frames are captioned, so it can be committed right there. A frame the backend could not
 caption (``CaptionFailed``: a server failed its request past the retries, or the model
-in-process raised on the frame even alone) fails its video alone, and that video's later frames are not sent; only a backend that cannot caption at
-all (``BackendUnavailable``) stops the run, every video in flight recorded failed; so do
+in-process raised on the frame even alone) fails its video alone, and that video's later
+frames are not sent; only a backend that cannot caption at all (``BackendUnavailable``)
+stops the run, every video in flight recorded failed; so do
 ``FAILING_VIDEOS_STOP`` videos in a row that got no caption, with none captioned between
 them (``BackendFailing``: a server that answers but fails everything).
 ``deliver`` is the one routing to the ``Committer`` (the Ray pipeline uses it too);

@@ -43,6 +43,7 @@ transparent ones composited there, then scaled.
 
 from __future__ import annotations
 
+import functools
 import logging
 import struct
 import threading
@@ -279,17 +280,20 @@ def needs_colour_mapping(frame: av.VideoFrame) -> bool:
     return frame.color_trc in HDR_TRANSFERS or frame.color_primaries in WIDE_PRIMARIES
 
 
-_ALPHA_FORMATS: dict[str, bool] = {}
+@functools.cache
+def format_has_alpha(name: str) -> bool:
+    """Has the pixel format ``name`` an alpha plane (argb, rgba, yuva420p, gbrap, …)? A
+    palette's alpha is not looked at: paletted video is shown opaque, as before. A format
+    this PyAV cannot name has none."""
+    try:
+        return any(component.is_alpha for component in av.VideoFormat(name).components)
+    except ValueError:
+        return False
 
 
 def has_alpha(frame: av.VideoFrame) -> bool:
-    """Has ``frame``'s pixel format an alpha plane (argb, rgba, yuva420p, gbrap, …)? A
-    palette's alpha is not looked at: paletted video is shown opaque, as before."""
-    name = frame.format.name
-    found = _ALPHA_FORMATS.get(name)
-    if found is None:
-        found = _ALPHA_FORMATS[name] = any(c.is_alpha for c in frame.format.components)
-    return found
+    """Has ``frame``'s pixel format an alpha plane (``format_has_alpha``)?"""
+    return format_has_alpha(frame.format.name)
 
 
 def to_sdr_rgb(frame: av.VideoFrame) -> np.ndarray:

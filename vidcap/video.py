@@ -215,7 +215,7 @@ class VideoReader:
             self._container.close()
             raise VideoError(f"{self.path}: no video stream")
         self._stream = stream
-        self._codec = decoder_for(stream)
+        self._open_decoder()
         self._start = time_origin(self._container, self._stream)
         # A kept late start (MP4/Matroska): the header's frame count starts there.
         self._delay = max(0.0, stream_start(self._stream) - self._start)
@@ -334,6 +334,12 @@ class VideoReader:
                 if self._one_thread:
                     raise
                 why = again
+
+    def _open_decoder(self) -> None:
+        """The stream's decoder (``decoder_for``), and whether its frames take their key flag
+        from their packet (libvpx's wrapper sets none)."""
+        self._codec = decoder_for(self._stream)
+        self._keyed_by_packet = self._codec.name in _PACKET_KEYED
 
     def clock_restarts(self) -> bool:
         """Does the stream's clock start again (MPEG-TS/PS: recordings joined, a reset in a
@@ -499,7 +505,7 @@ class VideoReader:
         self._container.close()
         self._container = open_container(self.path)
         self._stream = video_stream(self._container) or self._stream
-        self._codec = decoder_for(self._stream)
+        self._open_decoder()
         if not self._demux().generated_pts:
             disable_generated_pts(self._container)
         self._unneeded = set()
@@ -636,7 +642,7 @@ class VideoReader:
             self._damaged = True
             return
         for frame in frames:
-            if packet is not None and packet.is_keyframe and self._codec.name in _PACKET_KEYED:
+            if self._keyed_by_packet and packet is not None and packet.is_keyframe:
                 frame.key_frame = True  # (libvpx's wrapper leaves it unset; one frame a packet)
             yield packet, frame, 0.0
 
