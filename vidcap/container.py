@@ -4,7 +4,8 @@ pass — every packet's time read without decoding (a few ms), the plan ``VideoR
 decodes by (``vidcap.video``).
 
 Times count from zero in MP4/MOV and Matroska/WebM (a late start is kept, as players show
-it) and from the stream's start elsewhere (MPEG-TS/PS timestamps have an arbitrary origin).
+it) and from the file's start elsewhere (its earliest stream's: MPEG-TS/PS timestamps have
+an arbitrary origin, and a picture that starts after its sound keeps the delay).
 """
 
 from __future__ import annotations
@@ -30,9 +31,15 @@ TAIL_TOLERANCE_FRAMES = 1.5
 # Container families whose timeline starts at zero by definition: a first frame later than
 # zero (an MP4 edit list's initial empty edit, a Matroska stream's late first block) is a
 # delay players show, and is kept. Elsewhere (MPEG-TS/PS: an arbitrary origin such as 1.4 s)
-# times count from the stream's start.
+# times count from the file's start: its earliest stream's, as players and ffmpeg count.
 DELAY_KEEPING_FORMATS = frozenset({"mov", "mp4", "matroska", "webm"})
-MATROSKA_FORMATS = frozenset({"matroska", "webm"})
+# Formats whose header states the file's length but no stream's: Matroska/WebM (the
+# segment's duration), FLV (its onMetaData duration, which FFmpeg's muxer writes at the end
+# and a cut-off download keeps).
+FILE_DURATION_FORMATS = frozenset({"matroska", "webm", "flv"})
+# Formats whose header states one length for every stream, the file's (ASF's play duration,
+# which FFmpeg gives each stream): a video track that ends before its sound loses nothing.
+FILE_LENGTH_FORMATS = frozenset({"asf"})
 # MPEG-TS packets: 188 bytes from the sync byte, or 192 in M2TS (a 4-byte time code first).
 TS_SYNC = 0x47
 TS_PACKETS = ((188, 0), (192, 4))  # (length, where the sync byte is)
@@ -119,19 +126,24 @@ def time_origin(
 ) -> float:
     """The time that counts as 0 s, as players count: zero in MP4/MOV and Matroska/WebM,
     whose timeline starts at zero (a late first frame is a delay players show: kept); the
-    stream's start in other formats (MPEG-TS/PS count from an arbitrary origin). A stream
-    that starts before zero starts at 0 s everywhere."""
+    file's start in other formats, whose timestamps count from an arbitrary origin (1.4 s in
+    a typical MPEG-TS): the earliest stream's start, as FFmpeg works it out, so a picture
+    that starts after its sound (0.6 s, say, in a broadcast recording or an FLV) keeps that
+    delay as mpv, VLC and ffmpeg show it. A stream that starts before zero starts at 0 s
+    everywhere."""
     start = stream_start(stream)
     if DELAY_KEEPING_FORMATS & set(container.format.name.split(",")):
         return min(start, 0.0)
-    return start
+    if container.start_time is None:
+        return start
+    return min(start, container.start_time / 1_000_000)
 
 
 def seek_offset(path: Path | str) -> float:
     """What to add to a frame time of ``path`` to seek there with ``ffmpeg -ss`` before
     ``-i``: ffmpeg counts from the container's start (its earliest stream's), times here
     from ``time_origin`` (0 s in MP4/Matroska: -1.075 for a picture that starts 1.075 s
-    late, and no audio earlier; 0 for a video-only MPEG-TS)."""
+    late, and no audio earlier; 0 in an MPEG-TS, which counts from the file's start too)."""
     path = Path(path)
     with open_container(path) as container:
         stream = video_stream(container)
@@ -318,10 +330,17 @@ def _clock_seconds(text: str) -> float | None:
 
 
 def missing_tail(
-    stream: av.video.stream.VideoStream, stats: VideoStats, discarded: int, delay: float
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    stats: VideoStats,
+    discarded: int,
+    delay: float,
+    origin: float,
 ) -> int:
     """Frames the header promises after the last decodable frame's end (``delay``: a kept
-    late start, where the header's frames begin).
+    late start, where the header's frames begin; ``origin``: where times count from).
+    Where the header's length is the file's (ASF), only if every other stream ends short
+    of it as well.
 
     Compares times, not frame counts: a variable-frame-rate AVI's header counts the
     ticks of its rate (444 where 68 frames are stored), which ends where the last frame
@@ -338,29 +357,41 @@ def missing_tail(
     else:
         return 0
     gap = (promised - stats.duration) * stats.nominal_fps
-    return round(gap) if gap > TAIL_TOLERANCE_FRAMES else 0
+    if gap <= TAIL_TOLERANCE_FRAMES:
+        return 0
+    if FILE_LENGTH_FORMATS & set(container.format.name.split(",")):
+        others = [s.index for s in container.streams if s.index != stream.index]
+        tolerance = TAIL_TOLERANCE_FRAMES / stats.nominal_fps
+        if others and _streams_end(container.name, others, origin) >= promised - tolerance:
+            return 0
+    return round(gap)
 
 
-def missing_matroska_tail(
+def missing_file_tail(
     container: av.container.InputContainer,
     stream: av.video.stream.VideoStream,
     stats: VideoStats,
     origin: float,
 ) -> int:
-    """Frames lost from the end of a Matroska/WebM file whose tracks state no length
-    (mkvmerge writes its ``DURATION`` tags after the last cluster: a cut-off download
-    loses them), estimated from the segment's duration, which the header holds. Where the
-    file has other streams, only if every one of them ends short of it as well (a video
-    track may end before its audio)."""
+    """Frames lost from the end of a file whose streams state no length, estimated from
+    the file's duration, which the header holds: a Matroska/WebM file's tracks (mkvmerge
+    writes its ``DURATION`` tags after the last cluster: a cut-off download loses them), an
+    FLV (its onMetaData duration). Where the file has other streams, only if every one of
+    them ends short of it as well (a video track may end before its audio)."""
     if (
-        not MATROSKA_FORMATS & set(container.format.name.split(","))
+        not FILE_DURATION_FORMATS & set(container.format.name.split(","))
         or container.duration is None
         or stats.nominal_fps <= 0
         or _header_length(stream) is not None
     ):
         return 0
-    start = (container.start_time or 0) / 1_000_000
-    end = start + container.duration / 1_000_000 - origin
+    if "flv" in container.format.name.split(","):
+        # FLV's onMetaData duration is where its last frame ends on the file's timestamps
+        # (FFmpeg's muxer: 4.08 s for 4 s of H.264 whose B-frames put its first frame at
+        # 0.08 s), not a length from the first.
+        end = container.duration / 1_000_000 - origin
+    else:
+        end = (container.start_time or 0) / 1_000_000 + container.duration / 1_000_000 - origin
     tolerance = TAIL_TOLERANCE_FRAMES / stats.nominal_fps
     if end - stats.duration <= tolerance:
         return 0

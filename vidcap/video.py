@@ -16,7 +16,7 @@ A frame's time is FFmpeg's best-effort timestamp (what ffprobe reports as
 ``best_effort_timestamp``: the frame's pts, or the decoder's release dts where pts have
 proved wrong more often), never index ÷ nominal fps; frames leave in presentation order (a
 small reorder buffer absorbs a damaged stream's late frames). Times count from zero in
-MP4/MOV and Matroska/WebM (a late start is kept, as players show it) and from the stream's
+MP4/MOV and Matroska/WebM (a late start is kept, as players show it) and from the file's
 start elsewhere (MPEG-TS/PS timestamps have an arbitrary origin). The duration is the end
 of the last frame: its time plus one frame interval, as ffprobe counts it.
 """
@@ -49,7 +49,7 @@ from vidcap.container import (
     demux_times,
     disable_generated_pts,
     frames_from_duration,
-    missing_matroska_tail,
+    missing_file_tail,
     missing_tail,
     nominal_rate,
     open_container,
@@ -549,15 +549,17 @@ class VideoReader:
         """(packet, frame, 0.0) per decoded frame; (packet, None, its time) per packet
         skipped on purpose (one whose time is known)."""
         codec = self._codec
-        flushed = False
         pending = False  # packets sent since the decoder was last drained
         try:
             for packet in self._container.demux(self._stream):
-                size = packet.size
-                flushed = size == 0
+                if packet.size == 0:
+                    # The demuxer's last packet, or an empty one mid-stream: "show the
+                    # previous picture again" (Theora's duplicate frames, an AVI's null
+                    # chunk). Not a frame ffprobe lists; sent, it would drain the decoder.
+                    continue
                 # How the decoder treats the packet: its skip_frame value, or None: not sent.
                 time = None  # (the packet's, once needed)
-                if size == 0 or needed is None:
+                if needed is None:
                     skip = "DEFAULT"
                 elif sampling.keyframes:
                     skip = "DEFAULT" if packet.is_keyframe else None
@@ -584,12 +586,11 @@ class VideoReader:
                         yield packet, None, time
                     continue
                 codec.skip_frame = skip
-                pending = size > 0
+                pending = True
                 yield from self._decode_packet(packet)
         except av.FFmpegError as exc:  # a damaged container: keep what was read
             log.debug("%s: demuxing stopped: %s", self.path, exc)
-        if not flushed:
-            yield from self._decode_packet(None)
+        yield from self._decode_packet(None)
 
     def _packet_time(self, packet: av.Packet) -> float | None:
         """The time of the frame ``packet`` holds (by the demux pass's clock), if known."""
@@ -656,8 +657,8 @@ class VideoReader:
         discarded = self._packets.discarded if self._packets else 0
         stats.expected_frames = max(0, stats.expected_frames - discarded)
         stats.failed_frames += missing_tail(
-            self._stream, stats, discarded, self._delay
-        ) or missing_matroska_tail(self._container, self._stream, stats, self._start)
+            self._container, self._stream, stats, discarded, self._delay, self._start
+        ) or missing_file_tail(self._container, self._stream, stats, self._start)
         if cut_transport_stream(self._container):  # its end is missing: how much, it never says
             log.warning(
                 "%s: ends inside a transport-stream packet: the file is cut off (an "
@@ -830,7 +831,7 @@ def _frame_duration(frame: av.VideoFrame, packet: av.Packet | None, clock: Clock
     """One frame interval as ffprobe counts it: the frame's (else its packet's) duration."""
     duration = getattr(frame, "duration", None) or 0
     if duration:
-        time_base = frame.time_base
+        time_base = frame.time_base or clock.time_base  # drained: the stream's base
         if time_base is not None:
             return duration * time_base.numerator / time_base.denominator
     return _packet_duration(packet, clock)

@@ -272,8 +272,8 @@ def probe_frames(path: Path) -> list[tuple[float, bool]]:
     Decodes everything with PyAV, reading packets as ffprobe does (no generated pts), each
     frame at FFmpeg's ``best_effort_timestamp`` (``guess_correct_pts``), a frame without
     one a frame interval after the one before. Counted from 0 s in MP4/MOV/Matroska (a
-    late start kept), from the stream's start elsewhere (an MPEG-TS starts at 1.4 s;
-    players show 0).
+    late start kept), from the file's start elsewhere (its earliest stream's: an MPEG-TS
+    starts at 1.4 s; players show 0).
     """
     with av.open(str(path)) as container:
         container.flags &= ~0x0001  # AVFMT_FLAG_GENPTS, which PyAV sets and ffprobe does not
@@ -281,6 +281,8 @@ def probe_frames(path: Path) -> list[tuple[float, bool]]:
         start = float((stream.start_time or 0) * stream.time_base)
         if {"mov", "mp4", "matroska", "webm"} & set(container.format.name.split(",")):
             start = min(start, 0.0)
+        elif container.start_time is not None:
+            start = min(start, container.start_time / 1_000_000)
         rate = stream.average_rate or stream.guessed_rate
         faulty_pts = faulty_dts = 0
         last_pts = last_dts = None
@@ -314,10 +316,12 @@ def ffprobe_frames(path: Path) -> list[tuple[float, bool]]:
     """``probe_frames`` from ffprobe itself (``best_effort_timestamp_time`` and
     ``key_frame`` of each frame), counted the same way; frames without a timestamp are a
     frame interval after the one before."""
-    entries = "frame=best_effort_timestamp_time,key_frame:stream=start_time,avg_frame_rate"
+    entries = (
+        "frame=best_effort_timestamp_time,key_frame:stream=start_time,avg_frame_rate,r_frame_rate"
+    )
     result = subprocess.run(
         [FFPROBE or "ffprobe", "-v", "error", "-select_streams", "v:0", "-show_frames",
-         "-show_entries", f"{entries}:format=format_name", "-of", "json", str(path)],
+         "-show_entries", f"{entries}:format=format_name,start_time", "-of", "json", str(path)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     probe = json.loads(result.stdout)
@@ -325,7 +329,10 @@ def ffprobe_frames(path: Path) -> list[tuple[float, bool]]:
     start = float(stream["start_time"]) if stream.get("start_time", "N/A") != "N/A" else 0.0
     if {"mov", "mp4", "matroska", "webm"} & set(probe["format"]["format_name"].split(",")):
         start = min(start, 0.0)
-    interval = 1 / float(Fraction(stream["avg_frame_rate"]))
+    elif probe["format"].get("start_time", "N/A") != "N/A":
+        start = min(start, float(probe["format"]["start_time"]))
+    rate = stream["avg_frame_rate"] if stream["avg_frame_rate"] != "0/0" else stream["r_frame_rate"]
+    interval = 1 / float(Fraction(rate))
     frames: list[tuple[float, bool]] = []
     for frame in probe["frames"]:
         best = frame.get("best_effort_timestamp_time")
