@@ -157,3 +157,33 @@ def test_a_cut_off_flv_says_how_much_is_missing(tmp_path: Path, caplog) -> None:
     assert 10 < len(frames) < 100
     assert reader.stats.failed_frames == pytest.approx(100 - len(frames), abs=2)
     assert "cut.flv" in caplog.text
+
+
+def test_an_ogg_file_cut_inside_a_page_warns(tmp_path: Path, caplog) -> None:
+    """Regression: a cut-off Ogg download (Theora, as Wikimedia Commons serves video) lost
+    its tail with no word: Ogg states no length. A file that ends inside a page is cut off:
+    warned in every mode, at least one frame counted lost. A whole file, one with bytes
+    after its last page, and a cut on a page boundary (the limit, documented) are not."""
+    codecs = ["-c:v", "libtheora", "-q:v", "5", "-c:a", "libvorbis", "-shortest"]
+    whole = write_frames(tmp_path / "whole.ogv", list(range(100)), [*SOUND, *codecs])
+    data = whole.read_bytes()
+    pages = [i for i in range(len(data)) if data.startswith(b"OggS", i)]
+    boundary = max(p for p in pages if p < len(data) * 6 // 10)
+    files = {  # name: is it cut inside a page?
+        "whole": (data, False),
+        "tagged": (data + b"TAG" + bytes(125), False),
+        "cut inside a page": (data[: boundary + 100], True),
+        "cut in a page header": (data[: boundary + 20], True),
+        "cut on a boundary": (data[:boundary], False),
+    }
+    for label, (content, cut) in files.items():
+        path = tmp_path / f"{label}.ogv"
+        path.write_bytes(content)
+        for sampling in (SamplingSettings(fps=1.0), EVERY):
+            with caplog.at_level(logging.WARNING, logger="vidcap.video"):
+                caplog.clear()
+                with VideoReader(path) as reader:
+                    assert list(reader.frames(sampling))
+            said = [r.getMessage() for r in caplog.records if "Ogg page" in r.getMessage()]
+            assert len(said) == int(cut), (label, sampling, said)
+            assert (reader.stats.lost_frames >= 1) == cut or label == "cut on a boundary"

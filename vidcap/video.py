@@ -45,7 +45,6 @@ from vidcap.container import (
     Clock,
     Packets,
     alpha_decoder,
-    cut_transport_stream,
     demux_times,
     disable_generated_pts,
     frames_from_duration,
@@ -55,6 +54,7 @@ from vidcap.container import (
     open_container,
     stream_start,
     time_origin,
+    torn_end,
     video_stream,
 )
 from vidcap.errors import VideoError
@@ -659,12 +659,14 @@ class VideoReader:
         stats.failed_frames += missing_tail(
             self._container, self._stream, stats, discarded, self._delay, self._start
         ) or missing_file_tail(self._container, self._stream, stats, self._start)
-        if cut_transport_stream(self._container):  # its end is missing: how much, it never says
+        torn = torn_end(self._container)  # its end is missing: how much, it never says
+        if torn is not None:
             log.warning(
-                "%s: ends inside a transport-stream packet: the file is cut off (an "
-                "interrupted download?) and its end is missing; an MPEG-TS does not say how "
-                "much, so at least one frame is counted lost",
+                "%s: ends inside %s: the file is cut off (an interrupted download?) and its "
+                "end is missing; the format does not say how much, so at least one frame is "
+                "counted lost",
                 self.path,
+                torn,
             )
             stats.failed_frames = max(stats.failed_frames, 1)
         if stats.corrupt_frames:
