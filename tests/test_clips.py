@@ -394,3 +394,35 @@ def test_cli_clips_out_on_an_existing_file_names_the_conflict(
     with pytest.raises(UsageError, match=r"--out .*taken is a file, not a folder: remove it"):
         run_clips([str(gop_video), str(report), "--out", str(tmp_path / "taken")])
     assert (tmp_path / "taken").read_text() == "x"
+
+
+@pytest.mark.parametrize("precise", [False, True])
+def test_clips_of_a_variable_frame_rate_video_keep_its_frames(tmp_path: Path, precise: bool) -> None:
+    """Regression: a re-encoded clip was written at a constant frame rate (FFmpeg's default
+    for MP4), so a variable-frame-rate source (a phone's; here 30 fps, then 10, then a
+    60 fps burst in a file whose nominal rate is 30) came out with frames repeated where
+    the rate fell and dropped where it rose: 225 frames for 135, or half a burst gone. Each
+    clip now holds the source's frames at their own times."""
+    rate = "if(lt(N,60),N/30,if(lt(N,120),2+(N-60)/10,8+(N-120)/60))"
+    source = encode_with_ffmpeg(
+        tmp_path / "vfr.mp4", 180, "30",
+        ["-vf", f"settb=1/600,setpts='{rate}/TB'", "-fps_mode", "passthrough",
+         "-enc_time_base", "1/600", "-video_track_timescale", "600", "-c:v", "libx264",
+         "-g", "30"],
+    )  # fmt: skip
+    with VideoReader(source) as reader:
+        timeline = [(f.time, frame_number(f.rgb)) for f in reader.frames(EVERY)]
+    assert len({t for t, _ in timeline}) == 180  # every frame its own time: the case exists
+    segments = [Segment(timeline[45][0], timeline[165][0]), Segment(7.5, 9.0)]
+    clips = export_clips(source, segments, tmp_path / "out", precise=precise)
+    for clip, segment in zip(clips, segments, strict=True):
+        with VideoReader(tmp_path / "out" / clip.path) as reader:
+            got = [(f.time, frame_number(f.rgb)) for f in reader.frames(EVERY)]
+        asked = [(t, n) for t, n in timeline if segment.start <= t < segment.end]
+        shown = [n for _, n in got]
+        if precise:
+            assert shown == [n for _, n in asked], clip
+            starts = [t - segment.start for t, _ in asked]
+            assert [t for t, _ in got] == pytest.approx(starts, abs=0.002)
+        else:  # cut on packets (its ends are a stream copy's): no frame repeated
+            assert shown == sorted(set(shown)) and len(shown) >= len(asked) - 2, clip

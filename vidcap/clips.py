@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from vidcap.errors import UsageError, VideoError
-from vidcap.ffmpeg import FfmpegError, probe, run_ffmpeg
+from vidcap.ffmpeg import FfmpegError, every_frame_at_its_time, probe, run_ffmpeg
 from vidcap.mask import DECIMALS, Segment, is_number
 from vidcap.outputs import part_path, write_atomic
 
@@ -142,7 +142,8 @@ def cut_arguments(
     transparent = precise and timing is not None and timing.transparent
     decoder = ["-c:v", timing.decoder] if transparent and timing.decoder else []
     if precise:
-        codecs = [*(ONTO_WHITE if transparent else []), *PRECISE_VIDEO, *PRECISE_AUDIO]
+        picture = [*(ONTO_WHITE if transparent else []), *PRECISE_VIDEO]
+        codecs = [*picture, *every_frame_at_its_time(), *PRECISE_AUDIO]
     else:
         codecs = ["-c", "copy"]
     seek, source = ["-ss", f"{start:.6f}"], [*decoder, "-i", str(video.resolve())]

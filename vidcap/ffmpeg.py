@@ -8,6 +8,7 @@ frame counts) and otherwise reads what ``ffmpeg -i`` prints (durations to 10 ms)
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import shutil
@@ -91,6 +92,26 @@ def run_ffmpeg(args: list[str], ffmpeg: str | None = None) -> None:
         raise FfmpegError(
             f"ffmpeg failed (exit {result.returncode}): {error_message(result.stderr)}"
         )
+
+
+@functools.lru_cache(maxsize=4)
+def every_frame_at_its_time(ffmpeg: str | None = None) -> tuple[str, ...]:
+    """Output options that keep each frame at its own time when re-encoding: FFmpeg's
+    default for MP4 is a constant frame rate, which duplicates and drops frames to fit it
+    (a variable-frame-rate phone video; a 60 fps burst in a 30 fps file). ``-fps_mode vfr``
+    (FFmpeg 5.1 on; ``-vsync vfr`` before, which FFmpeg 7 removed) drops only a frame whose
+    time equals the one before it, and a 90 kHz encoder clock (MPEG's) keeps frames apart
+    that the default clock, one tick per nominal frame, would give one time."""
+    result = subprocess.run(
+        [find_ffmpeg(ffmpeg), "-hide_banner", "-h", "long"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+    def known(option: str) -> bool:
+        return re.search(rf"^-{option}\b", result.stdout, re.MULTILINE) is not None
+
+    mode = ("-fps_mode" if known("fps_mode") else "-vsync", "vfr")
+    return (*mode, "-enc_time_base:v", "1/90000") if known("enc_time_base") else mode
 
 
 def probe(path: Path | str) -> MediaInfo:
