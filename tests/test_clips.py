@@ -397,7 +397,9 @@ def test_cli_clips_out_on_an_existing_file_names_the_conflict(
 
 
 @pytest.mark.parametrize("precise", [False, True])
-def test_clips_of_a_variable_frame_rate_video_keep_its_frames(tmp_path: Path, precise: bool) -> None:
+def test_clips_of_a_variable_frame_rate_video_keep_its_frames(
+    tmp_path: Path, precise: bool
+) -> None:
     """Regression: a re-encoded clip was written at a constant frame rate (FFmpeg's default
     for MP4), so a variable-frame-rate source (a phone's; here 30 fps, then 10, then a
     60 fps burst in a file whose nominal rate is 30) came out with frames repeated where
