@@ -58,12 +58,14 @@ from vidcap.container import (
     video_stream,
 )
 from vidcap.errors import VideoError
+from vidcap.fields import shown_field
 from vidcap.frames import Frame
 from vidcap.picture import (
     Orientation,
     Picture,
     display_size,
     display_width,
+    resize_rgb,
     scaled_rgb,
     to_sdr_rgb,
 )
@@ -169,25 +171,30 @@ class DecodedFrame:
         return display_size(frame.width, frame.height, self.sar, self.orientation)
 
     def shown(self) -> Frame:
-        """The frame as a player shows it: upright SDR RGB at its stored resolution, with
-        its display size."""
-        rgb = self.orientation.apply(to_sdr_rgb(self.av_frame))
-        return Frame(self.index, self.time, rgb, self.display_size, self.damaged)
+        """The frame as a player shows it: upright SDR RGB at its stored resolution (an
+        interlaced frame's first field, scaled to it), with its display size."""
+        frame = self.av_frame
+        rgb = to_sdr_rgb(shown_field(frame))
+        rgb = resize_rgb(rgb, frame.width, frame.height)  # (a field: to the frame's height)
+        return Frame(self.index, self.time, self.orientation.apply(rgb), self.display_size,
+                     self.damaged)  # fmt: skip
 
     def for_model(self, size: tuple[int, int]) -> Frame:
         """The frame at the model's input ``size`` (height, width), upright and SDR:
-        converted and scaled in one libswscale pass (``picture.scaled_rgb``), with its
-        display size."""
+        converted and scaled in one libswscale pass (``picture.scaled_rgb``; an interlaced
+        frame's first field, ``fields.shown_field``), with its display size."""
         height, width = size
-        rgb = scaled_rgb(self.av_frame, self.orientation, width, height)
+        rgb = scaled_rgb(shown_field(self.av_frame), self.orientation, width, height)
         return Frame(self.index, self.time, rgb, self.display_size, self.damaged)
 
     def picture(self, height: int) -> np.ndarray:
         """The frame as people see it, ``height`` pixels tall (at most its display height)
-        at its display shape: what a thumbnail shows, scaled from the decoder's frame."""
+        at its display shape: what a thumbnail shows, scaled from the decoder's frame (an
+        interlaced frame's first field)."""
         shown = self.display_size
         height = min(height, shown[1])
-        return scaled_rgb(self.av_frame, self.orientation, display_width(shown, height), height)
+        field = shown_field(self.av_frame)
+        return scaled_rgb(field, self.orientation, display_width(shown, height), height)
 
 
 # Every frame decoded, nothing skipped: ``decoded_frames`` (scene detection).
