@@ -38,6 +38,40 @@ def test_files_and_folders(tmp_path: Path) -> None:
     assert all(v.metadata == {} for v in videos)
 
 
+HIDDEN = ["._clip.mp4", "__MACOSX/._clip.mp4", ".cache/x.mp4", "sub/.partial.mkv"]
+
+
+def test_hidden_files_in_a_folder_are_passed_over_with_a_warning(tmp_path: Path, caplog) -> None:
+    """Regression: every ``clip.mp4`` copied from a Mac comes with ``._clip.mp4`` (its
+    resource fork: no video) and zips carry a ``__MACOSX`` folder of them; a folder run
+    counted each as a failed video. Names starting with "." are passed over, with one
+    warning; a hidden file named on the command line is still taken."""
+    for name in ["clip.mp4", "sub/v.mkv", *HIDDEN]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    videos = expand_inputs([tmp_path])
+    assert [v.source for v in videos] == [str(tmp_path / "clip.mp4"), str(tmp_path / "sub/v.mkv")]
+    [warning] = [r.getMessage() for r in caplog.records if "hidden" in r.getMessage()]
+    assert "passed over 4 hidden file(s)" in warning and str(tmp_path) in warning
+    assert [v.source for v in expand_inputs([tmp_path / "._clip.mp4"])] == [
+        str(tmp_path / "._clip.mp4")
+    ]
+
+
+def test_hidden_files_in_a_store_folder_are_passed_over() -> None:
+    import fsspec
+
+    store = fsspec.filesystem("memory")
+    for name in ["clip.mp4", *HIDDEN]:
+        store.pipe(f"/hidden-test/{name}", b"x")
+    try:
+        assert [v.source for v in expand_inputs(["memory://hidden-test"])] == [
+            "memory:///hidden-test/clip.mp4"
+        ]
+    finally:
+        store.rm("/hidden-test", recursive=True)
+
+
 def test_file_url_is_a_path() -> None:
     assert expand_inputs([f"file://{SAMPLE}"]) == [InputVideo(str(SAMPLE))]
 

@@ -2,7 +2,10 @@
 
 ``expand_inputs`` turns what a user typed into ``InputVideo``\\ s:
 
-- a video file, or a folder (searched recursively for video extensions, sorted);
+- a video file, or a folder (searched recursively for video extensions, sorted; hidden
+  files and folders — names starting with ``.``, macOS's ``__MACOSX`` — are passed over
+  with one warning: the ``._clip.mp4`` beside every ``clip.mp4`` copied from a Mac is its
+  resource fork, no video);
 - a list file: ``.txt`` (one path or URL per line; blank lines and ``#`` comments skipped),
   ``.csv`` or ``.parquet`` with a ``path`` column, whose other columns are carried into the
   outputs as the video's metadata. Relative paths in a local list file are relative to it;
@@ -86,13 +89,31 @@ def expand_inputs(items: Sequence[str | os.PathLike | InputVideo]) -> list[Input
     return videos
 
 
+def _hidden(relative: Path) -> bool:
+    """Is a path found in a folder (``relative`` to it) hidden: a name starting with ``.``
+    on the way (``._clip.mp4``, ``.cache/``), or macOS's ``__MACOSX`` folder of a zip?"""
+    return any(part.startswith(".") or part == "__MACOSX" for part in relative.parts)
+
+
+def _in_folder(folder: str, found: list[str]) -> list[str]:
+    """The video paths of ``found`` (under ``folder``), sorted, the hidden ones passed over
+    with one warning."""
+    videos = sorted(p for p in found if Path(p).suffix.lower() in VIDEO_EXTENSIONS)
+    hidden = [p for p in videos if _hidden(Path(p).relative_to(folder))]
+    if hidden:
+        log.warning(
+            "%s: passed over %d hidden file(s) with a video's name (names starting with '.', "
+            "macOS's __MACOSX folders: %s); name one to caption it",
+            folder, len(hidden), Path(hidden[0]).name,
+        )  # fmt: skip
+    passed_over = set(hidden)
+    return [p for p in videos if p not in passed_over]
+
+
 def _expand_local(path: Path) -> list[InputVideo]:
     if path.is_dir():
-        return [
-            InputVideo(str(p))
-            for p in sorted(path.rglob("*"))
-            if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
-        ]
+        found = [str(p) for p in path.rglob("*") if p.is_file()]
+        return [InputVideo(p) for p in _in_folder(str(path), found)]
     if not path.exists():
         raise UsageError(f"no such file or folder: {path}")
     if path.suffix.lower() in LIST_SUFFIXES:
@@ -108,7 +129,7 @@ def _expand_url(url: str) -> list[InputVideo]:
             with fs.open(path, "rb") as handle:
                 return _read_list(url, handle.read(), base=None)
         if suffix not in VIDEO_EXTENSIONS and fs.isdir(path):
-            found = sorted(p for p in fs.find(path) if Path(p).suffix.lower() in VIDEO_EXTENSIONS)
+            found = _in_folder(path.rstrip("/"), fs.find(path))
             return [InputVideo(fs.unstrip_protocol(p)) for p in found]
     except FileNotFoundError as exc:
         raise UsageError(f"no such file or folder: {url}") from exc
