@@ -25,13 +25,15 @@ SAMPLE = Path(__file__).resolve().parent.parent / "sample_videos" / "shapes.mp4"
 
 def test_files_and_folders(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
-    for name in ("b.mp4", "a.MKV", "sub/c.webm", "notes.md", "d.gif", "e.png"):
+    for name in ("b.mp4", "a.MKV", "sub/c.webm", "notes.md", "d.gif", "e.png", "f.rmvb", "g.MOD"):
         (tmp_path / name).write_bytes(b"x")
     videos = expand_inputs([tmp_path, str(SAMPLE)])
     assert [v.source for v in videos] == [
         str(tmp_path / "a.MKV"),
         str(tmp_path / "b.mp4"),
         str(tmp_path / "d.gif"),  # animated GIFs are video datasets too (TGIF)
+        str(tmp_path / "f.rmvb"),  # RealMedia (old archives), a camcorder's MPEG-PS .MOD
+        str(tmp_path / "g.MOD"),
         str(tmp_path / "sub" / "c.webm"),
         str(SAMPLE),
     ]
