@@ -87,9 +87,18 @@ FFMPEG = find_ffmpeg()
 
 
 def make_clips(
-    folder: Path, clips: int, seconds: int, height: int, width: int, fps: int
+    folder: Path,
+    clips: int,
+    seconds: int,
+    height: int,
+    width: int,
+    fps: int,
+    interlaced: bool = False,
 ) -> list[Path]:
-    """H.264 clips with a keyframe every 2 s and B-frames (x264 defaults), varied content."""
+    """H.264 clips with a keyframe every 2 s and B-frames (x264 defaults), varied content;
+    ``interlaced``: coded interlaced, top field first (as 1080i broadcast; ffmpeg only)."""
+    if interlaced and FFMPEG is None:
+        raise SystemExit("interlaced clips need the ffmpeg command")
     if FFMPEG is None:  # one process per core: a 12 s 720p clip takes seconds to draw
         from concurrent.futures import ProcessPoolExecutor
         from functools import partial
@@ -107,8 +116,9 @@ def make_clips(
             graph = f"cellauto=size={width}x{height}:rate={fps}:rule={30 + i}"
         subprocess.run(
             [FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", graph, "-t", str(seconds),
-             "-vf", f"hue=h={i * 17}", "-c:v", "libx264", "-preset", "veryfast", "-g", "60",
-             "-pix_fmt", "yuv420p", str(path)],
+             "-vf", f"hue=h={i * 17}" + (",setfield=tff" if interlaced else ""),
+             "-c:v", "libx264", "-preset", "veryfast", "-g", "60", "-pix_fmt", "yuv420p",
+             *(["-flags", "+ildct+ilme"] if interlaced else []), str(path)],
             check=True,
         )  # fmt: skip
         paths.append(path)

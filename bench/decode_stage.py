@@ -1,12 +1,15 @@
 """The decode stage of today's tree beside earlier revisions', side by side in one run.
 
-    python bench/decode_stage.py REV [REV ...] [--clips 6] [--repeat 5] [--out FILE]
+    python bench/decode_stage.py REV [REV ...] [--clips 6] [--repeat 5] [--interlaced]
+        [--out FILE]
 
 What each decoder process of ``vidcap caption`` runs, ``vidcap.decode.decode_events``: the
 sampled frames at the model's input size (224×224) with a 160-pixel JPEG thumbnail each (the
 defaults), on one decoder thread, for H.264 clips like ``bench/bulk.py``'s (30 fps, ``-g 60``,
 x264's B-frames) at 360p (its cpu workload) and 720p (its gpu workload), at ``--fps 1`` and
-at every frame (where converting frames costs most).
+at every frame (where converting frames costs most). ``--interlaced``: 1080i clips instead
+(x264 coded interlaced, top field first, 25 frames/s: broadcast), where today's tree scales
+each frame's first field and older ones the woven frame.
 
 Each revision's whole ``vidcap/`` (``git archive``; ``WORKTREE`` for today's files, committed
 or not) runs in its own Python process, in turn (order reversed every other round). Reported:
@@ -37,6 +40,7 @@ from bulk import make_clips  # noqa: E402 - bench/, the script's folder
 ROOT = Path(__file__).resolve().parents[1]
 WORKTREE = "WORKTREE"
 SIZES = {"360p": (5, 360, 640), "720p": (12, 720, 1280)}  # seconds, height, width
+INTERLACED = {"1080i": (6, 1080, 1920)}  # --interlaced: 1080i at 25 frames/s, top first
 SAMPLINGS = {"--fps 1": {"fps": 1.0}, "every frame": {"fps": None, "every_n": 1}}
 MODEL_SIZE = (224, 224)
 THUMB_HEIGHT = 160
@@ -111,16 +115,20 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=6)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--interlaced", action="store_true", help="1080i clips instead (coded interlaced)"
+    )
     args = parser.parse_args()
     names = [args.today, *args.revisions]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         trees = {name: export(name, folder) for name in names}
-        for label, (seconds, height, width) in SIZES.items():
+        sizes, fps = (INTERLACED, 25) if args.interlaced else (SIZES, 30)
+        for label, (seconds, height, width) in sizes.items():
             clips = folder / label
             clips.mkdir()
-            paths = make_clips(clips, args.clips, seconds, height, width, 30)
+            paths = make_clips(clips, args.clips, seconds, height, width, fps, args.interlaced)
             for sampling_label, sampling in SAMPLINGS.items():
                 first = {n: decode(trees[n], paths, sampling, folder / f"{n}.npy") for n in names}
                 today_pixels = np.load(folder / f"{args.today}.npy").astype(np.int16)
