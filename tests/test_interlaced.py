@@ -116,3 +116,21 @@ def test_a_progressive_frame_is_not_split(tmp_path: Path) -> None:
     for sample in samples:
         whole = sample.av_frame.to_ndarray(format="rgb24")
         assert np.array_equal(sample.shown().rgb, whole)
+
+
+@pytest.mark.parametrize("name", list(INTERLACED))
+def test_a_precise_clip_of_an_interlaced_source_stays_interlaced(
+    interlaced: dict[str, Path], tmp_path: Path, name: str
+) -> None:
+    """Regression: ``vidcap clips --precise`` re-encoded an interlaced source as progressive
+    frames — the two moments woven into each, flagged progressive, so no player would
+    deinterlace them (combing in every moving clip). The clip is now coded interlaced, each
+    frame's field order kept: its first fields are the source's moments."""
+    from vidcap.clips import export_clips
+    from vidcap.mask import Segment
+
+    [clip] = export_clips(interlaced[name], [Segment(0.08, 0.4)], tmp_path, precise=True)
+    with VideoReader(tmp_path / clip.path) as reader:
+        samples = list(reader.samples(EVERY))
+    assert all(s.av_frame.interlaced_frame for s in samples)
+    assert [frame_number(s.shown().rgb) for s in samples] == FIRST[2:10]

@@ -49,6 +49,8 @@ MANIFEST_NAME = "manifest.json"
 STREAM_COPY, PRECISE, REENCODED = "stream-copy", "precise", "re-encoded"
 PRECISE_VIDEO = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p"]
 PRECISE_AUDIO = ["-c:a", "aac", "-b:a", "160k"]
+# An interlaced source re-encoded interlaced (libx264 follows each frame's field order).
+INTERLACED = ["-flags", "+ildct+ilme"]
 # A transparent source composited onto white, as the model saw it (``frames.over_white``):
 # white − (white − c)·alpha, by FFmpeg's filters — negate the colours, premultiply them by
 # the alpha, drop it, negate back — which every FFmpeg since 4 has. MP4 keeps no alpha.
@@ -142,7 +144,8 @@ def cut_arguments(
     transparent = precise and timing is not None and timing.transparent
     decoder = ["-c:v", timing.decoder] if transparent and timing.decoder else []
     if precise:
-        picture = [*(ONTO_WHITE if transparent else []), *PRECISE_VIDEO]
+        interlaced = INTERLACED if timing is not None and timing.interlaced else []
+        picture = [*(ONTO_WHITE if transparent else []), *PRECISE_VIDEO, *interlaced]
         codecs = [*picture, *every_frame_at_its_time(), *PRECISE_AUDIO]
     else:
         codecs = ["-c", "copy"]
@@ -224,7 +227,9 @@ class SourceTiming:
     an alpha channel, which ``decoder`` (when not None) must decode for ffmpeg to see;
     ``restarts``: its clock starts again (MPEG-TS/PS), so its timestamps repeat — clips are
     cut by seeking on ffmpeg's output side, whose timeline goes on past a reset as vidcap's
-    does, and the duration is that timeline's."""
+    does, and the duration is that timeline's; ``interlaced``: its first frame is, so a
+    re-encoded clip is coded interlaced too (each frame's field order kept), not as woven
+    progressive frames a player would not deinterlace."""
 
     duration: float
     offset: float = 0.0
@@ -233,6 +238,7 @@ class SourceTiming:
     transparent: bool = False
     decoder: str | None = None
     restarts: bool = False
+    interlaced: bool = False
 
     @classmethod
     def of(cls, video: Path) -> SourceTiming:
@@ -244,9 +250,10 @@ class SourceTiming:
         frame = 1 / info.fps if info.fps > 0 else 0.1
         restarted = restarted_duration(video)
         duration = info.duration - offset if restarted is None else restarted
+        first = first_frame(video)
         return cls(
             duration, offset, frame, info.stream, info.transparent, info.decoder,
-            restarts=restarted is not None,
+            restarts=restarted is not None, interlaced=first is not None and first[1],
         )  # fmt: skip
 
 
@@ -267,6 +274,13 @@ def _missing_start(clip: Path, length: float, tolerance: float) -> str | None:
 
 def first_frame_time(path: Path) -> float | None:
     """When the first frame of ``path`` that decodes is shown (s), None if none does."""
+    first = first_frame(path)
+    return None if first is None else first[0]
+
+
+def first_frame(path: Path) -> tuple[float, bool] | None:
+    """When the first frame of ``path`` that decodes is shown (s), and whether it is
+    interlaced; None if none decodes."""
     import av
 
     from vidcap.container import video_stream
@@ -277,7 +291,8 @@ def first_frame_time(path: Path) -> float | None:
             if stream is None:
                 return None
             for frame in container.decode(stream):
-                return float(frame.time) if frame.time is not None else 0.0
+                time = float(frame.time) if frame.time is not None else 0.0
+                return time, bool(frame.interlaced_frame)
     except av.FFmpegError:
         return None
     return None
