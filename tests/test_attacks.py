@@ -950,6 +950,26 @@ def test_flask_hostile_multipart_costs_no_cpu_and_no_latency(flask_server: Flask
     assert_not_frozen(baseline, attacked)
 
 
+@pytest.mark.slow
+def test_flask_refuses_a_jpeg_scan_bomb_without_decoding_it(flask_server: FlaskServer) -> None:
+    """A 14 MB JPEG of 350,000 scans (minutes of a decoder thread, were it decoded) is a
+    400 naming the scans, for a few milliseconds of the worker's CPU; the next good request
+    is served."""
+    from tests.support.images import scan_bomb
+
+    worker = flask_worker(flask_server)
+    bomb = scan_bomb(350_000)
+    before = sum(worker.cpu_times()[:2])
+    answer = send_and_read(
+        flask_server.port, raw_request(flask_server.port, "/caption", bomb, "image/jpeg")
+    )
+    spent = sum(worker.cpu_times()[:2]) - before
+    print(f"\nflask, a {len(bomb) >> 20} MB scan bomb: {answer!s:.120} in {spent:.3f} s CPU")
+    assert isinstance(answer, tuple) and answer[0] == 400, answer
+    assert "more than 100 scans" in answer[1]["error"] and spent < 1.0
+    flask_good_request(flask_server)
+
+
 FLASK_TRICKLE_BODY = (
     b"POST /caption HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
 )

@@ -209,3 +209,37 @@ def test_responses_round_trip() -> None:
 def test_unknown_wire_format() -> None:
     with pytest.raises(UsageError, match="supported values are jpeg, png"):
         encode_image(FRAME[:8, :8], "webp")
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_before_decoding() -> None:
+    """Regression: each scan of a progressive JPEG is a pass over every block, and one can
+    be a few bytes, so a 16 MB frame of them held a server thread for minutes (5,000 scans
+    of a 4K picture: 2.3 s of Pillow's decoding on the project's VM). Refused from its
+    markers, before any pixel is decoded; what encoders write (1 to about 10 scans) passes."""
+    from tests.support.images import scan_bomb
+
+    limits = WireLimits()
+    assert limits.max_jpeg_scans == 100
+    assert Image.open(io.BytesIO(scan_bomb(5000))).size == (3840, 2160)  # a JPEG Pillow reads
+    for scans in (101, 5000):
+        with pytest.raises(BadRequest) as refused:
+            wire.open_image(scan_bomb(scans), limits)
+        assert refused.value.status == 400 and "more than 100 scans" in str(refused.value)
+    assert wire.jpeg_scans(scan_bomb(5000), 100) == 101  # counting stops past the limit
+    assert wire.jpeg_scans(scan_bomb(100), 1000) == 100
+    assert decode_image(scan_bomb(100, (64, 48)), limits).shape == (48, 64, 3)
+    for progressive in (False, True):
+        buffer = io.BytesIO()
+        Image.fromarray(FRAME).save(buffer, "JPEG", progressive=progressive)
+        assert wire.jpeg_scans(buffer.getvalue(), 100) == (10 if progressive else 1)
+        assert decode_image(buffer.getvalue(), limits).shape == FRAME.shape
+
+
+def test_scan_markers_inside_other_segments_are_not_scans() -> None:
+    """FF DA bytes in a comment (or an ICC profile) are no scan: the walk skips segments
+    by their lengths."""
+    buffer = io.BytesIO()
+    Image.fromarray(FRAME[:48, :64]).save(buffer, "JPEG", comment=b"\xff\xda" * 500)
+    data = buffer.getvalue()
+    assert data.count(b"\xff\xda") > 500 and wire.jpeg_scans(data, 100) == 1
+    assert decode_image(data, WireLimits()).shape == (48, 64, 3)

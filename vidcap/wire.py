@@ -33,6 +33,10 @@ HEADER_PREFIX = "X-Vidcap-"
 IMAGE_FORMATS = ("JPEG", "PNG", "MPO")
 # A whole-number setting: ASCII digits only (int() would take "٣٠", "3_0", " +30 ").
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
+# Where a JPEG's entropy-coded data ends: a marker (0xFF, then neither a stuffed 0x00 nor a
+# restart marker RST0-7); fill bytes (more 0xFF) may come first.
+_MARKER_AFTER_SCAN = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # markers without a length: TEM, RSTn
 
 
 # Pixels of one 1080p frame: the unit the default request-wide pixel limit is counted in.
@@ -45,13 +49,18 @@ class WireLimits:
 
     ``max_pixels``: per frame (default DCI 4K, 4096x2160); ``max_total_pixels``: all of a
     request's frames together (default ``max_frames`` 1080p frames). Both are checked from
-    the image headers before any pixel is decoded.
+    the image headers before any pixel is decoded. ``max_jpeg_scans``: a JPEG's scans
+    (counted from its markers, before decoding): each scan of a progressive JPEG is one
+    pass over every block of the picture, and a scan can be a few bytes (the JPEG standard's
+    end-of-band runs), so 16 MB of them hold a 4K frame's decoder for minutes (libjpeg-turbo's
+    "LJT-01-003"); encoders write 1 (baseline) to about 10 (libjpeg's progressive script).
     """
 
     max_frames: int = 64
     max_pixels: int = 4096 * 2160
     max_bytes_per_frame: int = 16 * 1024 * 1024
     max_total_pixels: int = 64 * FULL_HD_PIXELS
+    max_jpeg_scans: int = 100
 
 
 @dataclass(frozen=True)
@@ -116,7 +125,49 @@ def open_image(data: bytes, limits: WireLimits, label: str = "image") -> Image.I
     if width * height > limits.max_pixels:
         image.close()
         raise BadRequest(f"{label} has {width}x{height} pixels, more than {limits.max_pixels}", 413)
+    if image.format != "PNG" and _too_many_scans(data, limits.max_jpeg_scans):
+        image.close()
+        raise BadRequest(
+            f"{label} is a JPEG of more than {limits.max_jpeg_scans} scans (each one a pass "
+            "over the whole picture: a decoding-time bomb)"
+        )
     return image
+
+
+def _too_many_scans(data: bytes, limit: int) -> bool:
+    """Has JPEG ``data`` more than ``limit`` scans? Every scan starts with the bytes FF DA,
+    which can also occur inside other segments (never in entropy-coded data): where they
+    occur no more than ``limit`` times, no walk is needed (0.1 ms a megabyte, not 5)."""
+    return data.count(b"\xff\xda") > limit and jpeg_scans(data, limit) > limit
+
+
+def jpeg_scans(data: bytes, limit: int) -> int:
+    """How many scans the first picture of JPEG ``data`` has (counting stops past
+    ``limit``): its markers are walked from the start — segments by their lengths, scans to
+    the next marker — up to its end (EOI) or the data's."""
+    scans, position, end = 0, 2, len(data)  # (after SOI)
+    while position + 1 < end and scans <= limit:
+        if data[position] != 0xFF:
+            return scans  # not a marker where one must be: Pillow's decoder says the rest
+        marker = data[position + 1]
+        if marker == 0xFF:  # a fill byte
+            position += 1
+            continue
+        if marker == 0xD9:  # EOI
+            break
+        if marker in _STANDALONE:
+            position += 2
+            continue
+        if position + 3 >= end:
+            break
+        position += 2 + (data[position + 2] << 8 | data[position + 3])
+        if marker == 0xDA:  # SOS: its header, then entropy-coded data up to the next marker
+            scans += 1
+            found = _MARKER_AFTER_SCAN.search(data, position)
+            if found is None:
+                break
+            position = found.end() - 2
+    return scans
 
 
 def load_rgb(

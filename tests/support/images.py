@@ -1,0 +1,23 @@
+"""Hostile pictures for the servers' tests."""
+
+from __future__ import annotations
+
+import io
+import re
+
+from PIL import Image
+
+
+def scan_bomb(scans: int, size: tuple[int, int] = (3840, 2160)) -> bytes:
+    """A progressive JPEG of a flat ``size`` (width, height) picture that holds at least
+    ``scans`` scans: Pillow's own 10, then one of its AC scans (42 bytes: an end-of-band run
+    covers every block) again and again — libjpeg-turbo's "LJT-01-003". Each extra scan is
+    one more pass over every block; Pillow decodes the file, warning of nothing."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (128, 128, 128)).save(buffer, "JPEG", progressive=True, quality=90)
+    data = buffer.getvalue()
+    starts = [m.start() for m in re.finditer(b"\xff\xda", data)]
+    end = data.rindex(b"\xff\xd9")
+    ends = [*starts[1:], end]
+    ac = next(data[a:b] for a, b in zip(starts, ends, strict=True) if data[a + 4] == 1)
+    return data[:end] + ac * max(0, scans - len(starts)) + b"\xff\xd9"
