@@ -291,3 +291,51 @@ def test_cli_local_cluster_leaves_no_process(tmp_path: Path) -> None:
     while _marked_processes(marker) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _marked_processes(marker) == []
+
+
+def test_the_model_stage_fails_only_the_video_of_a_frame_the_model_fails_on(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Regression: a batch the model raised on failed every video with a frame in it (after
+    Ray's retries of the same batch). The actor now captions such a batch again frame by
+    frame, as the embedded engine does (``backend.caption_each``): only the video whose
+    frame breaks the model fails, saying why; its batch-mates keep each frame's caption.
+    (The actor and the driver's ``feed`` in this process: a patched model cannot travel
+    to a Ray worker.)"""
+    import numpy as np
+
+    from tests.test_engine import clip, magenta_clip
+    from vidcap.commit import Committer, VideoJob
+    from vidcap.ray import CaptionActor, decode_video, feed
+    from vidcap.settings import GenerationSettings
+
+    videos = [clip(tmp_path / "in", "one", 3), magenta_clip(tmp_path / "in" / "poison.mp4", 3),
+              clip(tmp_path / "in", "two", 4)]  # fmt: skip
+    actor = CaptionActor(TINY, GenerationSettings())
+    real = actor.captioner.caption
+    calls: list[int] = []
+
+    def caption(images, settings=None):  # noqa: ANN001, ANN202 - the model's own signature
+        calls.append(len(images))
+        if any(image[..., 1].mean() < 60 and image[..., 0].mean() > 180 for image in images):
+            raise RuntimeError("CUDA error: device-side assert triggered")
+        return real(images, settings)
+
+    monkeypatch.setattr(actor.captioner, "caption", caption)
+    every = SamplingSettings(every_n=1)
+    blocks = [block for job, video in enumerate(videos)
+              for block in decode_video(job, str(video), every, actor.captioner.input_size, 64)]  # fmt: skip
+    batch = {key: np.concatenate([b[key] for b in blocks]) for key in ("job", "event")}
+    answered = actor(batch)
+    assert calls == [10] + [1] * 10  # the batch, then each frame alone
+    settings = RunSettings(out_dir=tmp_path / "out", sampling=every, model="tiny", quiet=True)
+    jobs = [VideoJob(i, str(v), v.stem, {"path": str(v)}) for i, v in enumerate(videos)]
+    committer = Committer(settings, jobs)
+    feed(committer, iter([answered]))
+    results = committer.close(1.0)
+    assert {r.name: r.status for r in results} == {"one": "done", "poison": "failed", "two": "done"}
+    [failed] = [r for r in results if r.status == "failed"]
+    assert "the model failed on this frame: RuntimeError: CUDA error" in failed.error
+    for video in (videos[0], videos[2]):
+        rows = read_jsonl(tmp_path / "out" / f"{video.stem}.jsonl")
+        assert all(row["caption"] for row in rows) and len(rows) in (3, 4)

@@ -21,6 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
+from vidcap.alone import each_alone
 from vidcap.errors import VidcapError
 from vidcap.model import Captioner, expand_devices
 from vidcap.settings import GenerationSettings, ModelSettings
@@ -105,22 +106,13 @@ def caption_each(
     captioner: Captioner, images: list[np.ndarray], settings: GenerationSettings
 ) -> list[str | CaptionFailed]:
     """``captioner``'s captions of ``images``; where the batch raises, each frame is captioned
-    alone, so only a frame the model fails on by itself gets ``CaptionFailed`` (its video
-    fails, its batch-mates from other videos keep their captions), as the servers retry a
-    failed request alone. Interrupts (``KeyboardInterrupt``) are not caught."""
-    try:
-        return list(captioner.caption(images, settings))
-    except Exception as exc:  # noqa: BLE001 - a model error: retried frame by frame
-        if len(images) == 1:
-            return [_failed(exc)]
-        log.warning("the model failed on %d frames (%s): captioning each alone", len(images), exc)
-    answers: list[str | CaptionFailed] = []
-    for image in images:
-        try:
-            answers.extend(captioner.caption([image], settings))
-        except Exception as exc:  # noqa: BLE001 - this frame's own failure
-            answers.append(_failed(exc))
-    return answers
+    alone (``alone.each_alone``, the servers' rule for requests), so only a frame the model
+    fails on by itself gets ``CaptionFailed`` (its video fails, its batch-mates from other
+    videos keep their captions)."""
+    results = each_alone(
+        lambda chunk: list(captioner.caption(list(chunk), settings)), images, "frames"
+    )
+    return [_failed(r) if isinstance(r, Exception) else r for r in results]
 
 
 def _failed(exc: Exception) -> CaptionFailed:

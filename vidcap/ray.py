@@ -20,8 +20,10 @@
 Nothing is lost or doubled when a worker dies: Ray retries the decode task or restarts the
 actor and retries its batch, and the ``Committer`` keeps one caption per frame index. A
 decode task that keeps dying (after ``decode_retries``) fails the videos of its block (one
-video per block up to 2,000 videos) and no other, as does a batch the model keeps failing
-on; such videos are listed in ``summary.json`` and redone by a rerun.
+video per block up to 2,000 videos) and no other; a batch the model raises on is captioned
+again frame by frame (``backend.caption_each``, as embedded), so only the video of a frame
+the model fails on by itself fails; such videos are listed in ``summary.json`` and redone by
+a rerun.
 
 Ray is an optional dependency (``pip install 'vidcap[ray]'``), imported only here.
 """
@@ -45,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from vidcap import errors
+from vidcap.backend import CaptionFailed, caption_each
 from vidcap.commit import (
     Committer,
     RunSettings,
@@ -55,7 +58,7 @@ from vidcap.commit import (
     plan,
 )
 from vidcap.decode import Decoded, Event, decode_events, encode_event, read_event
-from vidcap.engine import Captioned, deliver
+from vidcap.engine import Captioned, Uncaptioned, deliver
 from vidcap.errors import UsageError, VidcapError
 from vidcap.inputs import InputVideo, expand_inputs
 from vidcap.model import auto_batch_size, ensure_loadable, resolve_model_path
@@ -152,7 +155,8 @@ def _decode_batch(
 
 
 class CaptionActor:
-    """Holds one ``Captioner``; captions the frame rows of a batch, passes the others on."""
+    """Holds one ``Captioner``; captions the frame rows of a batch, passes the others on
+    (``failed``: why the model failed on a frame by itself, else empty)."""
 
     def __init__(self, model: ModelSettings, generation: GenerationSettings) -> None:
         from vidcap.model import Captioner
@@ -164,12 +168,23 @@ class CaptionActor:
         events = [_event(data) for data in batch["event"]]
         frames = [i for i, event in enumerate(events) if isinstance(event, Decoded)]
         captions = np.full(len(events), "", dtype=object)
+        failed = np.full(len(events), "", dtype=object)
         if frames:
             images = [events[i].frame.rgb for i in frames]
-            captions[frames] = self.captioner.caption(images, self.generation)
+            answers = caption_each(self.captioner, images, self.generation)
+            for i, answer in zip(frames, answers, strict=True):
+                if isinstance(answer, CaptionFailed):
+                    failed[i] = answer.reason
+                else:
+                    captions[i] = answer
         # The pixels stay here: the driver needs each frame's index and time only.
         rows = [encode_event(_without_pixels(event)) for event in events]
-        return {"job": batch["job"], "event": np.array(rows, dtype=object), "caption": captions}
+        return {
+            "job": batch["job"],
+            "event": np.array(rows, dtype=object),
+            "caption": captions,
+            "failed": failed,
+        }
 
 
 _NO_PIXELS = np.zeros((0, 0, 3), dtype=np.uint8)
@@ -359,10 +374,15 @@ def build_pipeline(
 def feed(committer: Committer, batches: Iterator[dict[str, np.ndarray]]) -> None:
     """The pipeline's output rows → the Committer (any order, duplicates welcome)."""
     for batch in batches:
-        for data, caption in zip(batch["event"], batch["caption"], strict=True):
+        rows = zip(batch["event"], batch["caption"], batch["failed"], strict=True)
+        for data, caption, failed in rows:
             event = _event(data)
             if isinstance(event, Decoded):
                 decoded = event.frame
+                if failed:
+                    why = Uncaptioned(event.job, decoded.index, decoded.time, str(failed))
+                    deliver(committer, why)
+                    continue
                 frame = CaptionedFrame(
                     decoded.index, decoded.time, str(caption), damaged=decoded.damaged
                 )

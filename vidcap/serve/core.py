@@ -16,10 +16,12 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import numpy as np
 
+from vidcap.alone import each_alone
 from vidcap.errors import BadRequest
 from vidcap.serve.config import ServeConfig
 from vidcap.settings import GenerationSettings
@@ -139,29 +141,12 @@ class ServingCore:
             groups.setdefault(request.settings, []).append(index)
         outcomes: list[Outcome] = [Outcome() for _ in requests]
         for settings, members in groups.items():
-            try:
-                answers = self._caption([requests[i] for i in members], settings)
-            except Exception as exc:  # noqa: BLE001 - retried per request below
-                if len(members) == 1:
-                    outcomes[members[0]] = self._failure(exc)
-                    continue
-                log.warning(
-                    "model call on %d requests failed (%s): retrying each alone",
-                    len(members),
-                    exc,
-                )
-                for i in members:
-                    outcomes[i] = self._alone(requests[i])
-                continue
-            for i, captions in zip(members, answers, strict=True):
-                outcomes[i] = Outcome(captions=tuple(captions))
+            group = [requests[i] for i in members]
+            results = each_alone(partial(self._caption, settings=settings), group, "requests")
+            for i, result in zip(members, results, strict=True):
+                failed = isinstance(result, Exception)
+                outcomes[i] = self._failure(result) if failed else Outcome(captions=tuple(result))
         return outcomes
-
-    def _alone(self, request: CaptionRequest) -> Outcome:
-        try:
-            return Outcome(captions=tuple(self._caption([request], request.settings)[0]))
-        except Exception as exc:  # noqa: BLE001 - this request's own failure
-            return self._failure(exc)
 
     @staticmethod
     def _failure(exc: Exception) -> Outcome:
