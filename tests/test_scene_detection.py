@@ -413,3 +413,37 @@ def test_the_same_outputs_on_ray(footage, tmp_path: Path) -> None:
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     _same_outputs(tmp_path / "embedded", tmp_path / "ray", "cuts")
+
+
+def test_shots_are_found_after_the_picture_changes_size(footage, tmp_path: Path) -> None:
+    """Regression: frames of another size than the first were skipped, as PySceneDetect's
+    SceneManager skips them, so after a mid-stream resolution change (a WebRTC recording,
+    an adaptive stream saved, recordings joined) no shot was found. Such frames are scaled
+    to the first frame's size: the cut at frame 120 of the half-size second part is found,
+    and the change of size itself (the same shot going on) is no cut."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    path, truth = footage["cuts"]
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    rate = truth.frames / truth.duration
+    split = 100 / rate  # frame 100: between the cuts at 60 and 120
+    first, second = tmp_path / "a.ts", tmp_path / "b.ts"
+    common = ["-v", "error", "-y", "-i", str(path), "-c:v", "libx264", "-g", "10"]
+    subprocess.run([ffmpeg, *common, "-t", f"{split}", str(first)], check=True)
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-ss", f"{split}", "-i", str(path),
+                    "-vf", "scale=iw/2:ih/2", "-c:v", "libx264", "-g", "10",
+                    "-output_ts_offset", f"{split}", str(second)], check=True)  # fmt: skip
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    with VideoReader(joined) as reader:
+        sizes = {
+            (s.av_frame.width, s.av_frame.height)
+            for s in reader.samples(SamplingSettings(every_n=1))
+        }
+    assert len(sizes) == 2  # the case exists
+    scenes, _, _ = scene_events(joined)
+    found = [scene.start_frame for scene in scenes[1:]]
+    assert any(abs(f - 120) <= 1 for f in found), found
+    assert not any(abs(f - 100) <= 1 for f in found), found

@@ -154,14 +154,23 @@ class SceneSampler:
         if self._factor is None:  # SceneManager's automatic downscale, from the frame size
             self._factor = self._downscale_factor(max(size))
             self._size = size
-        if size == self._size:  # (SceneManager skips frames of another size: so does this)
-            if self._has_alpha(av_frame):  # as shown: onto white, as the model sees it
-                bgr = np.ascontiguousarray(self._composited(av_frame)[..., ::-1])
-            else:
-                bgr = self._reformatter.reformat(av_frame, format="bgr24").to_ndarray()
-            small = detector_input(bgr, self._factor)
-            for cut in self._detector.process_frame(self._timecode(frame.time), small):
-                self._cut(cut.seconds)
+        # A frame of another size (a stream that changes resolution: a WebRTC recording, an
+        # adaptive stream saved, recordings joined) is scaled to the first frame's, so shots
+        # are still found after the change (SceneManager skips such frames: it found none).
+        width, height = self._size
+        if self._has_alpha(av_frame):  # as shown: onto white, as the model sees it
+            bgr = np.ascontiguousarray(self._composited(av_frame)[..., ::-1])
+            if size != self._size:
+                bgr = cv2.resize(bgr, self._size, interpolation=cv2.INTER_AREA)
+        elif size == self._size:
+            bgr = self._reformatter.reformat(av_frame, format="bgr24").to_ndarray()
+        else:
+            bgr = self._reformatter.reformat(
+                av_frame, format="bgr24", width=width, height=height
+            ).to_ndarray()
+        small = detector_input(bgr, self._factor)
+        for cut in self._detector.process_frame(self._timecode(frame.time), small):
+            self._cut(cut.seconds)
         self._delay.append(frame)
         out: list[Frame | Scene] = []
         while self._settled():
