@@ -380,6 +380,20 @@ def test_an_infinite_fps_is_a_usage_error(mixed_folder: Path, tmp_path: Path) ->
     ]
 
 
+def test_a_relative_name_with_a_colon_is_captioned(
+    mixed_folder: Path, tmp_path: Path, monkeypatch
+) -> None:
+    # `vidcap caption *.mp4` among recorder files named by the clock: FFmpeg reads a
+    # relative "10:30.mp4" as the protocol "10" unless it is given the absolute name.
+    (tmp_path / "10:30.mp4").write_bytes((mixed_folder / "cam1" / "clip.mp4").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    result = run_main("caption", "10:30.mp4", "--out", "o", "--model", "tiny", "--fps", "2")
+    assert result.returncode == 0, result.stderr
+    rows = read_jsonl(tmp_path / "o" / "10:30.jsonl")
+    assert [row["time"] for row in rows] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]
+    assert {row["video"] for row in rows} == {"10:30.mp4"}
+
+
 def test_a_cut_off_video_is_done_and_named_damaged(tmp_path: Path) -> None:
     """A cut-off download is captioned as far as it decodes (exit 0), and the run says so."""
     spec = VideoSpec("cut", "libx264", ".mkv", constant_rate(100, Fraction(10)))

@@ -428,3 +428,18 @@ def test_clips_of_a_variable_frame_rate_video_keep_its_frames(
             assert [t for t, _ in got] == pytest.approx(starts, abs=0.002)
         else:  # cut on packets (its ends are a stream copy's): no frame repeated
             assert shown == sorted(set(shown)) and len(shown) >= len(asked) - 2, clip
+
+
+def test_a_relative_name_with_a_colon_is_a_file_not_a_protocol(
+    gop_video: Path, tmp_path: Path, monkeypatch
+) -> None:
+    # A recorder's timestamped name, given relative as `vidcap clips *.mp4` does: FFmpeg
+    # reads "10:30.mp4" as the protocol "10" unless the name is absolute.
+    (tmp_path / "10:30.mp4").write_bytes(gop_video.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    report = write(tmp_path, {"segments": [{"start": 2.0, "end": 3.0, "frames": 1}]})
+    assert ffmpeg.probe_with_ffmpeg(Path("10:30.mp4")).codec == "h264"
+    assert run_clips(["10:30.mp4", str(report), "--out", "c", "--precise"]) == 0
+    times, levels, _ = decode(tmp_path / "c" / "10:30_0001_2.000-3.000.mp4")
+    assert len(times) == pytest.approx(FPS, abs=1)
+    assert abs(levels[0] - grey(round(2.0 * FPS))) <= 3

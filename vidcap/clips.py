@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from vidcap.errors import UsageError, VideoError
-from vidcap.ffmpeg import FfmpegError, every_frame_at_its_time, probe, run_ffmpeg
+from vidcap.ffmpeg import FfmpegError, every_frame_at_its_time, local_name, probe, run_ffmpeg
 from vidcap.mask import DECIMALS, Segment, is_number
 from vidcap.outputs import part_path, write_atomic
 
@@ -286,7 +286,7 @@ def first_frame(path: Path) -> tuple[float, bool] | None:
     from vidcap.container import video_stream
 
     try:
-        with av.open(str(path)) as container:
+        with av.open(local_name(path)) as container:
             stream = video_stream(container)
             if stream is None:
                 return None

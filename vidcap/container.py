@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import av
 
 from vidcap.errors import VideoError
+from vidcap.ffmpeg import local_name
 from vidcap.picture import format_has_alpha
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ N_VOP_MAX_BYTES = 8
 def open_container(path: Path) -> av.container.InputContainer:
     """``path`` opened by PyAV; a file FFmpeg cannot open is a one-line ``VideoError``."""
     try:
-        return av.open(str(path))
+        return av.open(local_name(path))
     except av.FFmpegError as exc:
         raise VideoError(
             f"{path}: not a decodable video (FFmpeg cannot open it: {exc.strerror or exc})"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -131,13 +132,20 @@ def probe_duration(path: Path | str) -> float:
     return probe(path).duration
 
 
+def local_name(path: Path | str) -> str:
+    """A local file's name as FFmpeg (libavformat, or the ``ffmpeg`` program) must be given
+    it: absolute. A relative name with a colon before its first slash (``10:30.mp4``, a
+    recorder's timestamp) is otherwise read as a protocol (``Protocol not found``)."""
+    return os.path.abspath(path)
+
+
 def probe_with_pyav(path: Path) -> MediaInfo:
     import av
 
     from vidcap.container import alpha_decoder, is_transparent, nominal_rate, video_stream
 
     try:
-        with av.open(str(path)) as container:
+        with av.open(local_name(path)) as container:
             stream = video_stream(container)
             if stream is None:
                 raise VideoError(f"{path}: no video stream")
@@ -169,7 +177,7 @@ def _pyav_duration(container, stream) -> float:
 
 def probe_with_ffmpeg(path: Path, ffmpeg: str | None = None) -> MediaInfo:
     """Probe by reading ``ffmpeg -i`` (which exits 1: no output named) — no ffprobe needed."""
-    command = [find_ffmpeg(ffmpeg), "-nostdin", "-hide_banner", "-i", str(path)]
+    command = [find_ffmpeg(ffmpeg), "-nostdin", "-hide_banner", "-i", local_name(path)]
     stderr = subprocess.run(command, capture_output=True, text=True, check=False).stderr
     return parse_ffmpeg_info(path, stderr)
 
