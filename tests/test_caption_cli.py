@@ -197,6 +197,59 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path: Path) -> None:
     assert summary["run"]["resumed"] >= 1 and summary["totals"]["done"] == 3
 
 
+def _in_a_small_folder(size: str, script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` (sh) run with a fresh tmpfs of ``size`` mounted at ``$SMALL``, in a mount
+    namespace of its own (nothing is left mounted); skips where namespaces are not allowed."""
+    unshare = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-r", "-m"]
+    try:
+        subprocess.run([*unshare, "true"], check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"no mount namespace for a small tmpfs here: {exc}")
+    prelude = f'SMALL="$(mktemp -d)" && mount -t tmpfs -o size={size} tmpfs "$SMALL" && '
+    return subprocess.run(
+        [*unshare, "sh", "-c", prelude + script], capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.slow
+def test_a_full_output_disk_stops_the_run_and_a_rerun_finishes_it(tmp_path: Path) -> None:
+    # Without the stop, every video left is decoded and captioned, then fails writing.
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(6):
+        spec = VideoSpec(f"v{i}", "libx264", ".mkv", constant_rate(20, Fraction(10)))
+        write_video(src / f"v{i}.mkv", spec)
+    run = f'{sys.executable} -m vidcap caption {src} --out "$SMALL/out" --model tiny --fps 2'
+    run += " --format jsonl --no-thumbs --quiet"
+    script = (
+        f"{run} 2>{tmp_path}/full.err; echo $? >{tmp_path}/full.rc; "
+        f'cp -r "$SMALL/out" {tmp_path}/full; '  # the folder as the stopped run left it
+        f'mount -o remount,size=64m "$SMALL" && {run} && cp -r "$SMALL/out" {tmp_path}/done'
+    )
+    result = _in_a_small_folder("4k", script)
+    assert result.returncode == 0, result.stderr
+
+    assert (tmp_path / "full.rc").read_text().strip() == "1"
+    errors = (tmp_path / "full.err").read_text()
+    assert "Traceback" not in errors
+    assert re.fullmatch(
+        r"vidcap: error: stopped: cannot write outputs in /\S+/out \(No space left on device\);"
+        r" the videos done are kept: make room and rerun the same command to resume",
+        errors.splitlines()[-1],
+    ), errors
+    recorded = [json.loads(p.read_text()) for p in (tmp_path / "full" / ".vidcap").glob("*.json")]
+    unwritten = [r for r in recorded if "cannot write outputs" in r["result"].get("error", "")]
+    assert len(unwritten) <= 1, recorded  # the first video to find the folder full, only
+
+    summary = json.loads((tmp_path / "done" / "summary.json").read_text())
+    assert summary["totals"] == {
+        "videos": 6, "done": 6, "failed": 0, "frames": 24, "duration": 12.0
+    }  # fmt: skip
+    for i in range(6):
+        rows = read_jsonl(tmp_path / "done" / f"v{i}.jsonl")
+        assert [row["time"] for row in rows] == [0.0, 0.5, 1.0, 1.5]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

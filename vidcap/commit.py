@@ -18,6 +18,7 @@ place is redone under its name.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vidcap import __version__
-from vidcap.errors import UsageError
+from vidcap.errors import OutFolderFull, UsageError
 from vidcap.inputs import source_identity
 from vidcap.outputs import (
     SCENES_FORMAT,
@@ -45,6 +46,11 @@ from vidcap.scenes import Scene
 from vidcap.settings import GenerationSettings, SamplingSettings
 
 log = logging.getLogger(__name__)
+
+# Errors that say the output folder takes nothing more, whichever video is written: the
+# run stops at the first, as when the backend goes, instead of captioning every video
+# left only to fail writing it.
+FOLDER_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 @dataclass(frozen=True)
@@ -332,7 +338,7 @@ class Committer:
         if warn:
             log.warning("failed: %s", error)
         result = self._result(state, "failed", error)
-        self._record(result)
+        self._record_if_possible(result)
         self._finish(result)
 
     def uncaptioned(self, job_id: int, index: int, time: float, reason: str) -> None:
@@ -400,7 +406,7 @@ class Committer:
         if isinstance(frames, str):
             result = self._result(state, "failed", f"{state.job.source}: {frames}")
             log.warning("failed: %s", result.error)
-            self._record(result)
+            self._record_if_possible(result)
             self._finish(result)
             return
         scenes = (
@@ -422,8 +428,10 @@ class Committer:
             )
         except OSError as exc:
             result = self._result(state, "failed", f"cannot write outputs: {exc}")
-            self._record(result)
+            self._record_if_possible(result)
             self._finish(result)
+            if exc.errno in FOLDER_FULL:
+                raise self._full(exc) from None
             return
         result = self._result(state, "done", frames=len(frames))
         self.new_frames += result.frames
@@ -442,9 +450,31 @@ class Committer:
 
     def _record(self, result: VideoResult) -> None:
         job = self._by_name[result.name]
-        write_record(
-            self.settings.out_dir, job.name, self.key, job.identity, result.record(), job.metadata
+        try:
+            write_record(
+                self.settings.out_dir, job.name, self.key, job.identity, result.record(),
+                job.metadata,
+            )  # fmt: skip
+        except OSError as exc:
+            if exc.errno in FOLDER_FULL:
+                raise self._full(exc) from None
+            raise
+
+    def _full(self, exc: OSError) -> OutFolderFull:
+        return OutFolderFull(
+            f"stopped: cannot write outputs in {self.settings.out_dir} ({exc.strerror}); the "
+            "videos done are kept: make room and rerun the same command to resume"
         )
+
+    def _record_if_possible(self, result: VideoResult) -> None:
+        """A failed video's record, unless the folder cannot take it (full): a video
+        without a record is redone by a rerun all the same (this run's totals count it)."""
+        try:
+            self._record(result)
+        except OutFolderFull:
+            log.warning("%s: its failure not recorded: the output folder is full", result.name)
+        except OSError as exc:
+            log.warning("%s: its failure not recorded: %s", result.name, exc)
 
     def _finish(self, result: VideoResult) -> None:
         self.results.append(result)
@@ -457,7 +487,13 @@ class Committer:
         for writer in self.run_writers:
             self._settle(writer.close())
         results = list(resumed) + self.results
-        self.summary = write_summary(self.settings.out_dir, results, self.new_frames, seconds)
+        try:
+            self.summary = write_summary(self.settings.out_dir, results, self.new_frames, seconds)
+        except OSError as exc:
+            if exc.errno not in FOLDER_FULL:
+                raise
+            # (the run's own error says the folder is full; a rerun writes the summary)
+            log.warning("%s not written: %s", self.settings.out_dir / "summary.json", exc)
         return results
 
 

@@ -19,6 +19,11 @@ class BackendUnavailable(VidcapError):
     """Captions cannot be had at all (every server down): the run stops, resumable."""
 
 
+class OutFolderFull(VidcapError):
+    """The output folder takes no more outputs (disk full, over quota, read-only): the run
+    stops, resumable, rather than fail every video left after captioning it."""
+
+
 class VideoError(VidcapError):
     """One input is not a decodable video: that file fails alone."""
 
