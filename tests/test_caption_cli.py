@@ -197,6 +197,45 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path: Path) -> None:
     assert summary["run"]["resumed"] >= 1 and summary["totals"]["done"] == 3
 
 
+@pytest.mark.slow
+def test_one_run_at_a_time_in_a_folder_and_the_lock_goes_with_its_process(
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    spec = VideoSpec("long", "libx264", ".mkv", constant_rate(600, Fraction(25)), rate=Fraction(25))
+    write_video(src / "long.mkv", spec)
+    args = ["caption", src, "--model", "tiny", "--every-n", "1", "--quiet", "--out", tmp_path / "o"]
+    slow = ["--batch-size", "1"]  # (a model call per frame: still running while checked)
+    first = subprocess.Popen([*CMD, *map(str, args + slow)], stderr=subprocess.PIPE, text=True)
+    lock = tmp_path / "o" / ".vidcap" / "run.lock"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and f"pid {first.pid} " not in _text(lock):
+        time.sleep(0.01)
+    second = vidcap(*args)
+    assert first.poll() is None, "the first run ended before the second started: no overlap"
+    assert second.returncode == 2
+    assert re.fullmatch(
+        rf"vidcap: error: --out {tmp_path / 'o'} is in use by another vidcap run \(pid "
+        rf"{first.pid} on \S+, since [-0-9]+ [:0-9]+\): wait for it to end, or give another --out",
+        second.stderr.strip(),
+    ), second.stderr
+    assert not (tmp_path / "o" / "summary.json").exists()  # the second run wrote nothing
+
+    first.send_signal(signal.SIGKILL)  # the kernel lets its lock go: none stale
+    first.wait()
+    third = vidcap(*args)
+    assert third.returncode == 0, third.stderr
+    assert len(read_jsonl(tmp_path / "o" / "long.jsonl")) == 600
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
 def _in_a_small_folder(size: str, script: str) -> subprocess.CompletedProcess[str]:
     """``script`` (sh) run with a fresh tmpfs of ``size`` mounted at ``$SMALL``, in a mount
     namespace of its own (nothing is left mounted); skips where namespaces are not allowed."""

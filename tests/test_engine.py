@@ -257,7 +257,11 @@ def test_a_folder_written_before_identity_was_renamed_resumes_with_nothing_redon
         new = json.loads(path.read_text())
         old = {"key": new["key"], "source": new["identity"], "result": new["result"]}
         path.write_text(json.dumps(old, indent=2, ensure_ascii=False) + "\n")
-    files = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.name != "summary.json"}
+    files = {
+        p: p.stat().st_mtime_ns
+        for p in out.rglob("*")
+        if p.name not in ("summary.json", "run.lock")
+    }
 
     def must_not_load():
         raise AssertionError("a video of the old folder was redone")
@@ -510,3 +514,17 @@ def test_a_frame_the_model_fails_on_fails_its_video_alone(
         assert [row["caption"] for row in rows] == alone
     summary = json.loads((out / "summary.json").read_text())
     assert summary["totals"]["failed"] == 1 and summary["totals"]["done"] == 2
+
+
+def test_a_folder_in_use_is_refused_before_anything_is_planned(tmp_path: Path) -> None:
+    from vidcap.out_lock import holding
+
+    out = tmp_path / "out"
+    with holding(out):
+        with pytest.raises(
+            UsageError, match=rf"--out {out} is in use by another vidcap run \(pid "
+        ):
+            run(["nothing.mp4"], RunSettings(out), lambda: pytest.fail("no backend built"))
+        assert not (out / "summary.json").exists()
+    with holding(out):  # let go when the block ended
+        pass

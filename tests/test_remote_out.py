@@ -40,7 +40,7 @@ def test_cli_to_a_url_equals_a_local_run_and_resumes(tmp_path: Path) -> None:
     assert len(rows) == sum(1 for _ in open(tmp_path / "local" / "shapes.jsonl")) + sum(
         1 for _ in open(tmp_path / "local" / "subject.jsonl")
     )
-    assert not [p for p in fs.find(root) if p.endswith(".part")]
+    assert not [p for p in fs.find(root) if p.endswith((".part", "run.lock"))]
 
     before = {path: info["created"] for path, info in fs.find(root, detail=True).items()}
     assert _caption(url) == 0  # everything resumed from the remote records

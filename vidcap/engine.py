@@ -52,6 +52,7 @@ from vidcap.decode import (
 from vidcap.decode_pool import DecodePool
 from vidcap.errors import BackendUnavailable, VidcapError, VideoError
 from vidcap.model import AUTO_BATCH_CUDA
+from vidcap.out_lock import holding
 from vidcap.outputs import CaptionedFrame
 from vidcap.report import refresh_report
 from vidcap.settings import EngineSettings, GenerationSettings, SamplingSettings
@@ -137,9 +138,24 @@ def run(
     summary written, and ``BackendUnavailable`` propagates; a rerun resumes. (Any other
     error stops the run the same way.)
     """
-    engine = engine or EngineSettings()
-    started = time.monotonic()
     settings.out_dir.mkdir(parents=True, exist_ok=True)
+    with holding(settings.out_dir):  # one run at a time in a folder
+        return _run(
+            sources, settings, backend_factory, engine or EngineSettings(), metadata,
+            run_writers, input_size,
+        )  # fmt: skip
+
+
+def _run(
+    sources: Sequence[str],
+    settings: RunSettings,
+    backend_factory: Callable[[], Backend],
+    engine: EngineSettings,
+    metadata: Sequence[dict] | None,
+    run_writers: Sequence[RunWriter],
+    input_size: tuple[int, int] | None,
+) -> list[VideoResult]:
+    started = time.monotonic()
     jobs, resumed = plan(sources, settings, metadata)
     for result in resumed:
         log.info("%s: already done, skipped", result.video)

@@ -62,6 +62,7 @@ from vidcap.engine import Captioned, Uncaptioned, deliver
 from vidcap.errors import UsageError, VidcapError
 from vidcap.inputs import InputVideo, expand_inputs
 from vidcap.model import auto_batch_size, ensure_loadable, resolve_model_path
+from vidcap.out_lock import holding
 from vidcap.outputs import CaptionedFrame
 from vidcap.parquet import DEFAULT_SHARD_ROWS, run_writers_for
 from vidcap.remote_out import output_folder
@@ -462,6 +463,18 @@ def run(
     if settings.model != model.model:
         raise ValueError(f"settings.model {settings.model!r} is not model.model {model.model!r}")
     check_out_dir(settings.out_dir)
+    with holding(settings.out_dir):  # one run at a time in a folder
+        return _run(videos, settings, model, ray_settings, run_writers, on_done)
+
+
+def _run(
+    videos: Sequence[InputVideo],
+    settings: RunSettings,
+    model: ModelSettings,
+    ray_settings: RaySettings,
+    run_writers: Sequence[RunWriter],
+    on_done: Callable[[VideoResult], None] | None,
+) -> list[VideoResult]:
     started = time.monotonic()
     jobs, resumed = plan([v.source for v in videos], settings, [v.metadata for v in videos])
     log.info("%d videos to caption, %d done already", len(jobs), len(resumed))

@@ -26,12 +26,14 @@ from pathlib import Path
 
 from vidcap.errors import UsageError
 from vidcap.inputs import is_url
+from vidcap.out_lock import LOCK_NAME
 from vidcap.outputs import PART_SUFFIX
 from vidcap.records import STATE_DIR, SUMMARY
 
 log = logging.getLogger(__name__)
 
 SYNC_SECONDS = 30.0
+LOCK = f"{STATE_DIR}/{LOCK_NAME}"
 
 
 class StagedFolder:
@@ -82,8 +84,8 @@ class StagedFolder:
             changed = []
             for path in self.local.rglob("*"):
                 rel = path.relative_to(self.local).as_posix()
-                if not path.is_file() or path.name.endswith(PART_SUFFIX):
-                    continue
+                if not path.is_file() or path.name.endswith(PART_SUFFIX) or rel == LOCK:
+                    continue  # (the run lock belongs to this staging folder only)
                 stat = path.stat()
                 if self._sent.get(rel) != (stat.st_size, stat.st_mtime_ns):
                     changed.append(rel)

@@ -1,0 +1,49 @@
+"""One run at a time in an output folder.
+
+Two runs writing one ``--out`` (the same command started twice, a cron job that overlaps
+the last, two machines sharing a folder) would caption everything twice and write the same
+``.part`` files at once: a record of one run could vouch for outputs of the other, with
+other settings. A run holds ``OUT/.vidcap/run.lock`` with ``flock`` while it writes; the
+kernel lets it go when the process ends, however it ends, so there is never a stale lock to
+clear. The file says which process holds it (for the second run's error line). On NFS,
+Linux takes ``flock`` as a lock the server keeps, so the rule holds across machines too.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from vidcap.errors import UsageError
+from vidcap.records import STATE_DIR
+
+LOCK_NAME = "run.lock"
+
+
+@contextmanager
+def holding(out_dir: Path) -> Iterator[None]:
+    """Hold ``out_dir``'s run lock for the block; ``UsageError`` naming the holder if
+    another run holds it."""
+    path = out_dir / STATE_DIR / LOCK_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+            raise UsageError(
+                f"--out {out_dir} is in use by another vidcap run ({holder}): wait for it to "
+                "end, or give another --out"
+            ) from None
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {since}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # (closing lets the lock go)
