@@ -339,3 +339,40 @@ def test_the_model_stage_fails_only_the_video_of_a_frame_the_model_fails_on(
     for video in (videos[0], videos[2]):
         rows = read_jsonl(tmp_path / "out" / f"{video.stem}.jsonl")
         assert all(row["caption"] for row in rows) and len(rows) in (3, 4)
+
+
+def test_a_model_that_fails_every_frame_stops_the_ray_run_as_the_engines(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Regression: Ray's driver failed every video one by one, however many, where the
+    engine stops after ``FAILING_VIDEOS_STOP`` in a row got no caption (one rule now,
+    ``engine.FailingStreak``). The actor and ``feed`` in this process, as above."""
+    from tests.test_engine import clip
+    from vidcap.commit import Committer, VideoJob
+    from vidcap.engine import FAILING_VIDEOS_STOP, BackendFailing
+    from vidcap.ray import CaptionActor, decode_video, feed
+    from vidcap.settings import GenerationSettings
+
+    video = clip(tmp_path / "in", "one", 2)
+    actor = CaptionActor(TINY, GenerationSettings())
+
+    def caption(images, settings=None):  # noqa: ANN001, ANN202 - the model's own signature
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(actor.captioner, "caption", caption)
+    every = SamplingSettings(every_n=1)
+    count = FAILING_VIDEOS_STOP + 4
+    answered = []
+    for job in range(count):  # one batch per video, as the pipeline's blocks may come
+        [block] = decode_video(job, str(video), every, actor.captioner.input_size, 64)
+        answered.append(actor({key: block[key] for key in ("job", "event")}))
+    assert all(all(row) for batch in answered for row in batch["failed"][:2])
+    settings = RunSettings(out_dir=tmp_path / "out", sampling=every, model="tiny", quiet=True)
+    jobs = [VideoJob(i, str(video), f"v{i}", {"path": f"{video}#{i}"}) for i in range(count)]
+    committer = Committer(settings, jobs)
+    with pytest.raises(BackendFailing, match=r"stopped: the last 16 videos got no caption"):
+        feed(committer, iter(answered))
+    results = committer.close(1.0)
+    assert len(results) == FAILING_VIDEOS_STOP  # not every video, each failed one by one
+    assert all("illegal memory access" in r.error for r in results)
+    assert all(r.status == "failed" for r in results)

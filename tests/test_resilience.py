@@ -86,8 +86,9 @@ class Stub:
     ``fail``: colour → ``500``/``507``/``drop`` for frames of that colour, ``fails`` times
     per request (``None``: always); ``down``: refuse every request with a closed port;
     ``redirect``: answer 307 to that URL; ``hang``: caption requests (counted from 1) never
-    answered, as TorchServe never answers a request whose worker was killed. ``seen``: every
-    request's headers.
+    answered, as TorchServe never answers a request whose worker was killed. ``down_after``:
+    the server goes away after that many caption requests (the next one's connection is
+    dropped and the port closed). ``seen``: every request's headers.
     """
 
     model: str = "stub-model"
@@ -96,6 +97,7 @@ class Stub:
     fails: int | None = None
     redirect: str | None = None
     hang: set[int] = field(default_factory=set)
+    down_after: int | None = None
     seen: list[dict[str, str]] = field(default_factory=list)
     colours: set[str] = field(default_factory=set)
     statuses: list[int] = field(default_factory=list)
@@ -161,6 +163,11 @@ class Stub:
         if request.headers.get("X-Vidcap-Info") and not await request.read():
             return web.json_response({"model": self.model, "input_size": list(SIZE)})
         self.caption_requests += 1
+        if self.down_after is not None and self.caption_requests > self.down_after:
+            self._stop.set()  # (the port closes; this connection goes now)
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=599)
         frames, fields, batched = await read_wire(request)
         if self.caption_requests in self.hang:
             await asyncio.sleep(3600)
@@ -263,19 +270,8 @@ def test_a_request_that_fails_once_is_retried_and_costs_nothing(
 def test_servers_gone_stop_the_run_with_every_video_begun_listed(
     three_videos: Path, tmp_path: Path
 ) -> None:
-    stub = Stub().__enter__()
-
-    def stop_soon() -> None:
-        deadline = time.monotonic() + 30
-        while stub.caption_requests < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        stub.stop()
-
-    threading.Thread(target=stop_soon, daemon=True).start()
-    try:
+    with Stub(down_after=2) as stub:  # 9 requests would caption every frame
         code, summary = caption_run(three_videos, tmp_path, stub.url)
-    finally:
-        stub.stop()
     assert code == 1
     videos = by_name(summary)
     assert stub.colours <= set(videos)  # every video whose frames went out is listed

@@ -70,6 +70,28 @@ class BackendFailing(BackendUnavailable):
     """The backend answered, but failed every frame of many videos in a row."""
 
 
+class FailingStreak:
+    """The videos in a row that got no caption, none captioned between them: at
+    ``FAILING_VIDEOS_STOP`` the run stops (``BackendFailing``). The one rule for the
+    engine's stream and Ray's output, told of each video's first frame without a caption
+    and of each frame captioned."""
+
+    def __init__(self) -> None:
+        self.videos = 0
+
+    def captioned(self) -> None:
+        self.videos = 0
+
+    def uncaptioned(self, reason: str) -> None:
+        self.videos += 1
+        if self.videos >= FAILING_VIDEOS_STOP:
+            raise BackendFailing(
+                f"stopped: the last {self.videos} videos got no caption, none captioned "
+                f"between them, so the backend fails every frame (last: {reason}); a rerun "
+                "resumes"
+            )
+
+
 @dataclass(frozen=True)
 class Captioned:
     """A captioned frame of job ``job``: what comes back from the model stage."""
@@ -248,7 +270,7 @@ def _in_order(
     frame). ``pending``: what is in flight. A video's first frame without a caption comes
     back as ``Uncaptioned``; its frames decoded after that are not sent."""
     uncaptioned: set[int] = set()  # jobs with a frame the backend could not caption
-    failing = 0  # videos uncaptioned since the last frame captioned
+    streak = FailingStreak()
 
     def frames() -> Iterator[np.ndarray]:
         for event in events:
@@ -274,15 +296,9 @@ def _in_order(
             if slot.job not in uncaptioned:
                 uncaptioned.add(slot.job)
                 yield Uncaptioned(slot.job, slot.index, slot.time, caption.reason)
-                failing += 1
-                if failing >= FAILING_VIDEOS_STOP:
-                    raise BackendFailing(
-                        f"stopped: the last {failing} videos got no caption, none captioned "
-                        f"between them, so the backend fails every frame (last: "
-                        f"{caption.reason}); a rerun resumes"
-                    )
+                streak.uncaptioned(caption.reason)
         else:
-            failing = 0
+            streak.captioned()
             if slot.job not in uncaptioned:
                 captioned = CaptionedFrame(slot.index, slot.time, caption, damaged=slot.damaged)
                 yield Captioned(slot.job, captioned)

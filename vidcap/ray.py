@@ -58,7 +58,7 @@ from vidcap.commit import (
     plan,
 )
 from vidcap.decode import Decoded, Event, decode_events, encode_event, read_event
-from vidcap.engine import Captioned, Uncaptioned, deliver
+from vidcap.engine import Captioned, FailingStreak, Uncaptioned, deliver
 from vidcap.errors import UsageError, VidcapError
 from vidcap.inputs import InputVideo, expand_inputs
 from vidcap.model import auto_batch_size, ensure_loadable, resolve_model_path
@@ -373,7 +373,10 @@ def build_pipeline(
 
 
 def feed(committer: Committer, batches: Iterator[dict[str, np.ndarray]]) -> None:
-    """The pipeline's output rows → the Committer (any order, duplicates welcome)."""
+    """The pipeline's output rows → the Committer (any order, duplicates welcome). A model
+    that fails every frame stops the run as the engine's does (``FailingStreak``)."""
+    streak = FailingStreak()
+    uncaptioned: set[int] = set()
     for batch in batches:
         rows = zip(batch["event"], batch["caption"], batch["failed"], strict=True)
         for data, caption, failed in rows:
@@ -383,7 +386,11 @@ def feed(committer: Committer, batches: Iterator[dict[str, np.ndarray]]) -> None
                 if failed:
                     why = Uncaptioned(event.job, decoded.index, decoded.time, str(failed))
                     deliver(committer, why)
+                    if event.job not in uncaptioned:
+                        uncaptioned.add(event.job)
+                        streak.uncaptioned(str(failed))
                     continue
+                streak.captioned()
                 frame = CaptionedFrame(
                     decoded.index, decoded.time, str(caption), damaged=decoded.damaged
                 )
@@ -496,7 +503,9 @@ def _run(
                     feed(committer, ds.iter_batches(batch_size=None, batch_format="numpy"))
                 except Exception as exc:
                     cause = _vidcap_cause(exc)
-                    if cause is not None:
+                    # (the videos begun: failed, saying why; a rerun redoes them)
+                    committer.fail_open(str(cause or f"{type(exc).__name__}: {exc}"))
+                    if cause is not None and cause is not exc:
                         raise cause from exc
                     raise
             finished = {r.name for r in committer.results}
