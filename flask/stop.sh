@@ -14,6 +14,12 @@ port="${PORT:-5000}"
 pid_file="${PID_FILE:-$here/logs/gunicorn-$port.pid}"
 stop_timeout="${STOP_TIMEOUT:-40}"
 
+running() { # a process that still runs: alive, and not a zombie its parent has not reaped
+    local state
+    state="$(sed -E 's/^.*\) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)"
+    [[ -n "$state" && "$state" != Z ]]
+}
+
 if [[ ! -f "$pid_file" ]]; then
     echo "no Flask server is running with pid file $pid_file"
     exit 0
@@ -28,10 +34,10 @@ mapfile -t workers < <(ps -o pid= --ppid "$pid" 2>/dev/null || true)
 echo "stopping the Flask server (gunicorn pid $pid)"
 kill -TERM "$pid" 2>/dev/null || true
 deadline=$((SECONDS + stop_timeout))
-while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+while running "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
 for p in "$pid" "${workers[@]}"; do
     p="${p// /}"
-    [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true
+    [[ -n "$p" ]] && running "$p" && kill -KILL "$p" 2>/dev/null || true
 done
 rm -f "$pid_file"
 echo "Flask server stopped"

@@ -1058,8 +1058,14 @@ def test_flask_header_errors_are_json_and_stop_sh_stops_it(
         )
     # flask/stop.sh, from another shell, by the pid file start.sh gave gunicorn.
     server = FlaskServer(tmp_path / "stop.log").start()
-    env = {**os.environ, "PID_FILE": str(server.log_path.with_suffix(".pid"))}
-    stopped = subprocess.run(["bash", str(REPO_ROOT / "flask" / "stop.sh")], env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    # (gunicorn is this process's child: gone, it stays a zombie until reaped, which stop.sh
+    # took for a server still stopping until STOP_TIMEOUT)
+    env = {
+        **os.environ,
+        "PID_FILE": str(server.log_path.with_suffix(".pid")),
+        "STOP_TIMEOUT": "900",
+    }
+    stopped = subprocess.run(["bash", str(REPO_ROOT / "flask" / "stop.sh")], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert stopped.returncode == 0 and "Flask server stopped" in stopped.stdout, stopped
     assert server.process is not None and server.process.wait(10) is not None
     assert not server.log_path.with_suffix(".pid").exists()

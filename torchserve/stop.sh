@@ -30,11 +30,17 @@ descendants() {
     done
 }
 
+running() { # a process that still runs: alive, and not a zombie its parent has not reaped
+    local state
+    state="$(sed -E 's/^.*\) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)"
+    [[ -n "$state" && "$state" != Z ]]
+}
+
 wait_gone() { # wait_gone SECONDS PID...
     local deadline=$((SECONDS + $1)) pid
     shift
     for pid in "$@"; do
-        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.5; done
+        while running "$pid" && ((SECONDS < deadline)); do sleep 0.5; done
     done
 }
 
@@ -44,7 +50,7 @@ if [[ -f "$gate_pid_file" ]]; then
     if grep -q "vidcap.serve.gate" "/proc/$gate_pid/cmdline" 2>/dev/null; then
         kill -TERM "$gate_pid" 2>/dev/null || true
         wait_gone 10 "$gate_pid"
-        kill -0 "$gate_pid" 2>/dev/null && kill -KILL "$gate_pid" 2>/dev/null || true
+        running "$gate_pid" && kill -KILL "$gate_pid" 2>/dev/null || true
         echo "protocol gate stopped (pid $gate_pid)"
     fi
     rm -f "$gate_pid_file"
@@ -79,14 +85,14 @@ wait_gone "$stop_timeout" "$pid" "${children[@]}"
 
 left=()
 for p in "$pid" "${children[@]}"; do
-    kill -0 "$p" 2>/dev/null && left+=("$p")
+    running "$p" && left+=("$p")
 done
 if ((${#left[@]} > 0)); then
     echo "killing what did not stop: ${left[*]}"
     kill -TERM "${left[@]}" 2>/dev/null || true
     wait_gone 10 "${left[@]}"
     for p in "${left[@]}"; do
-        kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true
+        running "$p" && kill -KILL "$p" 2>/dev/null || true
     done
 fi
 rm -f "$pid_file" "$run_dir/backend/key_file.json" "$run_dir"/.ts.sock.*
