@@ -60,6 +60,36 @@ def test_hidden_files_in_a_folder_are_passed_over_with_a_warning(tmp_path: Path,
     ]
 
 
+def test_linked_folders_are_followed_once_and_links_to_nothing_named(
+    tmp_path: Path, caplog
+) -> None:
+    """Regression: a folder reached through a link (a dataset's disks linked into one tree)
+    was passed over without a word, and so was a link to a video that is gone. Linked
+    folders are followed, each folder once (a link back up is no loop); a link to nothing
+    with a video's name is named in a warning."""
+    tree, disk = tmp_path / "tree", tmp_path / "disk2"
+    (tree / "a").mkdir(parents=True)
+    disk.mkdir()
+    for file in (tree / "a" / "x.mp4", disk / "y.mkv"):
+        file.write_bytes(b"x")
+    (tree / "disk2").symlink_to(disk)  # a folder on another disk
+    (tree / "a" / "up").symlink_to(tree)  # a loop
+    (tree / "z.mp4").symlink_to(tree / "a" / "x.mp4")  # a file link: a path of its own
+    (tree / "gone.mp4").symlink_to(tmp_path / "nothing.mp4")
+    (tree / "gone.txt").symlink_to(tmp_path / "nothing.txt")  # not a video's name: no word
+    videos = expand_inputs([tree])
+    assert [v.source for v in videos] == [
+        str(tree / "a" / "x.mp4"),
+        str(tree / "disk2" / "y.mkv"),
+        str(tree / "z.mp4"),
+    ]
+    [warning] = [r.getMessage() for r in caplog.records if "link" in r.getMessage()]
+    assert warning == (
+        f"{tree}: passed over 1 link(s) to nothing with a video's name "
+        f"({tree / 'gone.mp4'} → {tmp_path / 'nothing.mp4'})"
+    )
+
+
 def test_hidden_files_in_a_store_folder_are_passed_over() -> None:
     import fsspec
 

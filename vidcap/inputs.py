@@ -110,10 +110,41 @@ def _in_folder(folder: str, found: list[str]) -> list[str]:
     return [p for p in videos if p not in passed_over]
 
 
+def _files_under(folder: Path) -> list[str]:
+    """Every file under ``folder``, into linked folders too (a dataset's folders are often
+    links to other disks), each folder once (a link back up is no loop). A link to nothing
+    with a video's name, and a folder that cannot be read, are passed over with a warning:
+    the videos a user expects are never dropped silently."""
+    found: list[str] = []
+    broken: list[str] = []
+    unreadable: list[OSError] = []
+    walked: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(folder, onerror=unreadable.append, followlinks=True):
+        stat = os.stat(root)
+        if (stat.st_dev, stat.st_ino) in walked:
+            dirs[:] = []  # reached again through a link
+            continue
+        walked.add((stat.st_dev, stat.st_ino))
+        for name in files:
+            file = os.path.join(root, name)
+            if os.path.isfile(file):
+                found.append(file)
+            elif Path(name).suffix.lower() in VIDEO_EXTENSIONS and not os.path.exists(file):
+                broken.append(file)
+    if broken:
+        log.warning(
+            "%s: passed over %d link(s) to nothing with a video's name (%s → %s)",
+            folder, len(broken), broken[0], os.readlink(broken[0]),
+        )  # fmt: skip
+    for error in unreadable:
+        log.warning("%s: cannot read it (%s): its videos are not captioned", error.filename,
+                    error.strerror)  # fmt: skip
+    return found
+
+
 def _expand_local(path: Path) -> list[InputVideo]:
     if path.is_dir():
-        found = [str(p) for p in path.rglob("*") if p.is_file()]
-        return [InputVideo(p) for p in _in_folder(str(path), found)]
+        return [InputVideo(p) for p in _in_folder(str(path), _files_under(path))]
     if not path.exists():
         raise UsageError(f"no such file or folder: {path}")
     if path.suffix.lower() in LIST_SUFFIXES:
