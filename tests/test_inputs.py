@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 from pathlib import Path
 
@@ -87,6 +88,44 @@ def test_linked_folders_are_followed_once_and_links_to_nothing_named(
     assert warning == (
         f"{tree}: passed over 1 link(s) to nothing with a video's name "
         f"({tree / 'gone.mp4'} → {tmp_path / 'nothing.mp4'})"
+    )
+
+
+def test_a_subfolder_that_cannot_be_read_is_named() -> None:
+    """Regression: a subfolder without read permission was passed over silently (its videos
+    never captioned, nothing said). Run as a user the folder refuses (``nobody`` where the
+    tests run as root, who may read anything)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    if os.geteuid() != 0:
+        as_user = []
+    elif shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to run as another user")
+    folder = Path(tempfile.mkdtemp(prefix="vidcap-unreadable-"))  # (tmp_path: root's only)
+    try:
+        folder.chmod(0o755)
+        for name in ("ok/a.mp4", "locked/b.mp4"):
+            (folder / name).parent.mkdir(exist_ok=True)
+            (folder / name).write_bytes(b"x")
+        (folder / "locked").chmod(0)
+        code = (
+            "import logging, sys; logging.basicConfig(format='%(message)s');"
+            "from vidcap.inputs import expand_inputs;"
+            "print([v.source for v in expand_inputs([sys.argv[1]])])"
+        )
+        result = subprocess.run(
+            [*as_user, sys.executable, "-c", code, str(folder)],
+            capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[1],
+        )  # fmt: skip
+    finally:
+        (folder / "locked").chmod(0o755)
+        shutil.rmtree(folder)
+    assert result.stdout.strip() == str([str(folder / "ok" / "a.mp4")]), result.stderr
+    assert result.stderr.strip() == (
+        f"{folder / 'locked'}: cannot read it (Permission denied): its videos are not captioned"
     )
 
 

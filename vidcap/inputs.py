@@ -120,7 +120,12 @@ def _files_under(folder: Path) -> list[str]:
     unreadable: list[OSError] = []
     walked: set[tuple[int, int]] = set()
     for root, dirs, files in os.walk(folder, onerror=unreadable.append, followlinks=True):
-        stat = os.stat(root)
+        try:
+            stat = os.stat(root)
+        except OSError as exc:  # (gone while the walk went on)
+            unreadable.append(exc)
+            dirs[:] = []
+            continue
         if (stat.st_dev, stat.st_ino) in walked:
             dirs[:] = []  # reached again through a link
             continue
