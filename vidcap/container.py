@@ -364,11 +364,11 @@ def missing_tail(
     gap = (promised - stats.duration) * stats.nominal_fps
     if gap <= TAIL_TOLERANCE_FRAMES:
         return 0
-    if FILE_LENGTH_FORMATS & set(container.format.name.split(",")):
-        others = [s.index for s in container.streams if s.index != stream.index]
-        tolerance = TAIL_TOLERANCE_FRAMES / stats.nominal_fps
-        if others and _streams_end(container.name, others, origin) >= promised - tolerance:
-            return 0
+    tolerance = TAIL_TOLERANCE_FRAMES / stats.nominal_fps
+    if FILE_LENGTH_FORMATS & set(container.format.name.split(",")) and _others_reach(
+        container, stream, promised - tolerance, origin
+    ):
+        return 0
     return round(gap)
 
 
@@ -400,10 +400,21 @@ def missing_file_tail(
     tolerance = TAIL_TOLERANCE_FRAMES / stats.nominal_fps
     if end - stats.duration <= tolerance:
         return 0
-    others = [s.index for s in container.streams if s.index != stream.index]
-    if others and _streams_end(container.name, others, origin) >= end - tolerance:
+    if _others_reach(container, stream, end - tolerance, origin):
         return 0
     return round((end - stats.duration) * stats.nominal_fps)
+
+
+def _others_reach(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    time: float,
+    origin: float,
+) -> bool:
+    """Does a stream other than ``stream`` end at ``time`` or later (the file's stated length
+    is theirs, not a cut)? False where there is no other stream."""
+    others = [s.index for s in container.streams if s.index != stream.index]
+    return bool(others) and _streams_end(container.name, others, origin) >= time
 
 
 def _streams_end(path: str, indices: list[int], origin: float) -> float:

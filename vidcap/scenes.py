@@ -162,9 +162,7 @@ class SceneSampler:
             bgr = np.ascontiguousarray(self._composited(av_frame)[..., ::-1])
             if size != self._size:
                 bgr = cv2.resize(bgr, self._size, interpolation=cv2.INTER_AREA)
-        elif size == self._size:
-            bgr = self._reformatter.reformat(av_frame, format="bgr24").to_ndarray()
-        else:
+        else:  # (at the frame's own size, a conversion only)
             bgr = self._reformatter.reformat(
                 av_frame, format="bgr24", width=width, height=height
             ).to_ndarray()
