@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,12 @@ def test_an_undecodable_video_is_one_failed_event(tmp_path: Path) -> None:
     assert list(decode_events(2, missing, SAMPLING, (32, 32))) == [
         Failed(2, f"{missing}: no such file")
     ]
+    fifo = tmp_path / "live.mp4"  # a list file's row may name one: never opened, so no hang
+    os.mkfifo(fifo)
+    [failed] = list(decode_events(3, str(fifo), SAMPLING, (32, 32)))
+    assert failed.error == (
+        f"{fifo}: is a pipe, not a file: a video is read more than once, so save it to a file first"
+    )
 
 
 def test_events_round_trip_through_their_encoding() -> None:

@@ -91,6 +91,35 @@ def test_linked_folders_are_followed_once_and_links_to_nothing_named(
     )
 
 
+def test_a_pipe_is_refused_by_name(tmp_path: Path, caplog) -> None:
+    """Regression: a FIFO in a folder was passed over without a word; named on the command
+    line it failed as an "empty file", and a shell's ``<(cat clip.mp4)`` as "no such file"
+    (the decoder process cannot see the caller's ``/dev/fd``). A video is read more than
+    once, so a pipe is refused by name: a usage error on the command line, a warning in a
+    folder."""
+    (tmp_path / "ok.mp4").write_bytes(b"x")
+    os.mkfifo(tmp_path / "live.mp4")
+    os.mkfifo(tmp_path / "notes.txt")  # not a video's name: no word
+    assert [v.source for v in expand_inputs([tmp_path])] == [str(tmp_path / "ok.mp4")]
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning == (
+        f"{tmp_path}: passed over 1 pipe(s) or device(s) with a video's name "
+        f"({tmp_path / 'live.mp4'} is a pipe, not a file: a video is read more than once, "
+        "so save it to a file first)"
+    )
+    with pytest.raises(UsageError, match=r"live\.mp4: is a pipe, not a file: .* save it to a file"):
+        expand_inputs([tmp_path / "live.mp4"])
+    read, write = os.pipe()  # what a shell's <(…) hands over: /dev/fd/N
+    try:
+        with pytest.raises(UsageError, match=rf"^/dev/fd/{read}: is a pipe, not a file"):
+            expand_inputs([f"/dev/fd/{read}"])
+    finally:
+        os.close(read)
+        os.close(write)
+    with pytest.raises(UsageError, match=r"^/dev/null: is a character device, not a file"):
+        expand_inputs(["/dev/null"])
+
+
 def test_a_subfolder_that_cannot_be_read_is_named() -> None:
     """Regression: a subfolder without read permission was passed over silently (its videos
     never captioned, nothing said). Run as a user the folder refuses (``nobody`` where the

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,8 +120,8 @@ def probe(path: Path | str) -> MediaInfo:
     """Duration (s), size, frame rate and codec of the video stream of ``path`` (the one
     ``vidcap.container.video_stream`` picks)."""
     path = Path(path)
-    if not path.is_file():
-        raise VideoError(f"{path}: no such file")
+    if (reason := not_a_video_file(path)) is not None:
+        raise VideoError(f"{path}: {reason}")
     try:
         import av  # noqa: F401
     except ImportError:
@@ -137,6 +138,34 @@ def local_name(path: Path | str) -> str:
     it: absolute. A relative name with a colon before its first slash (``10:30.mp4``, a
     recorder's timestamp) is otherwise read as a protocol (``Protocol not found``)."""
     return os.path.abspath(path)
+
+
+_SPECIAL = (
+    (stat.S_ISFIFO, "a pipe"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def not_a_video_file(path: Path | str) -> str | None:
+    """Why ``path`` cannot be read as a video file (``None`` when it is a regular file): a
+    video is opened more than once (probe, decode, a second pass after damage), so a pipe
+    (``<(curl …)``, a FIFO) is refused by name rather than read as empty or missing."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror})"
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a video"
+    for test, kind in _SPECIAL:
+        if test(mode):
+            return (
+                f"is {kind}, not a file: a video is read more than once, so save it to a file first"
+            )
+    return None
 
 
 def probe_with_pyav(path: Path) -> MediaInfo:

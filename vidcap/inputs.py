@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from vidcap.errors import UsageError
+from vidcap.ffmpeg import not_a_video_file
 from vidcap.video import VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -113,10 +114,11 @@ def _in_folder(folder: str, found: list[str]) -> list[str]:
 def _files_under(folder: Path) -> list[str]:
     """Every file under ``folder``, into linked folders too (a dataset's folders are often
     links to other disks), each folder once (a link back up is no loop). A link to nothing
-    with a video's name, and a folder that cannot be read, are passed over with a warning:
-    the videos a user expects are never dropped silently."""
+    with a video's name, a pipe or device with one, and a folder that cannot be read, are
+    passed over with a warning: the videos a user expects are never dropped silently."""
     found: list[str] = []
     broken: list[str] = []
+    special: list[str] = []
     unreadable: list[OSError] = []
     walked: set[tuple[int, int]] = set()
     for root, dirs, files in os.walk(folder, onerror=unreadable.append, followlinks=True):
@@ -134,13 +136,16 @@ def _files_under(folder: Path) -> list[str]:
             file = os.path.join(root, name)
             if os.path.isfile(file):
                 found.append(file)
-            elif Path(name).suffix.lower() in VIDEO_EXTENSIONS and not os.path.exists(file):
-                broken.append(file)
+            elif Path(name).suffix.lower() in VIDEO_EXTENSIONS:
+                (special if os.path.exists(file) else broken).append(file)
     if broken:
         log.warning(
             "%s: passed over %d link(s) to nothing with a video's name (%s → %s)",
             folder, len(broken), broken[0], os.readlink(broken[0]),
         )  # fmt: skip
+    if special:
+        log.warning("%s: passed over %d pipe(s) or device(s) with a video's name (%s %s)",
+                    folder, len(special), special[0], not_a_video_file(special[0]))  # fmt: skip
     for error in unreadable:
         log.warning("%s: cannot read it (%s): its videos are not captioned", error.filename,
                     error.strerror)  # fmt: skip
@@ -152,6 +157,8 @@ def _expand_local(path: Path) -> list[InputVideo]:
         return [InputVideo(p) for p in _in_folder(str(path), _files_under(path))]
     if not path.exists():
         raise UsageError(f"no such file or folder: {path}")
+    if (reason := not_a_video_file(path)) is not None:
+        raise UsageError(f"{path}: {reason}")
     if path.suffix.lower() in LIST_SUFFIXES:
         return _read_list(str(path), path.read_bytes(), base=str(path.parent))
     return [InputVideo(str(path))]

@@ -58,6 +58,7 @@ from vidcap.container import (
     video_stream,
 )
 from vidcap.errors import VideoError
+from vidcap.ffmpeg import not_a_video_file
 from vidcap.fields import shown_field
 from vidcap.frames import Frame
 from vidcap.picture import (
@@ -211,10 +212,8 @@ class VideoReader:
 
     def __init__(self, path: Path | str, threads: int = 0) -> None:
         self.path = Path(path)
-        if not self.path.exists():
-            raise VideoError(f"{self.path}: no such file")
-        if self.path.is_dir():
-            raise VideoError(f"{self.path}: is a folder, not a video")
+        if (reason := not_a_video_file(self.path)) is not None:
+            raise VideoError(f"{self.path}: {reason}")
         if self.path.stat().st_size == 0:
             raise VideoError(f"{self.path}: empty file")
         self._container = open_container(self.path)
