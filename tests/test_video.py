@@ -952,6 +952,41 @@ def test_a_cover_picture_is_not_the_video(generated_videos, tmp_path: Path, name
     assert probe(tmp_path / "clips" / clip.path).width == spec.display_size[0]
 
 
+def test_a_song_with_artwork_is_no_video(tmp_path: Path) -> None:
+    """Regression: an MP4 of sound whose one picture is its cover (a song, a podcast with
+    artwork, in a folder of videos) was captioned as a one-frame video and warned that
+    269,999 of its 270,000 frames "could not be decoded". It is no video: one clear line,
+    from decoding, probing and clips alike."""
+    import subprocess
+
+    import cv2
+    import imageio_ffmpeg
+
+    from vidcap.clips import export_clips
+    from vidcap.ffmpeg import probe
+    from vidcap.mask import Segment
+
+    cover = tmp_path / "cover.jpg"
+    cv2.imwrite(str(cover), np.full((64, 64, 3), (0, 0, 255), np.uint8))
+    song = tmp_path / "song.mp4"
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "sine=d=3",
+         "-i", str(cover), "-map", "0", "-map", "1", "-c:a", "aac", "-c:v", "copy",
+         "-disposition:v", "attached_pic", str(song)],
+        check=True,
+    )  # fmt: skip
+    with av.open(str(song)) as container:
+        [picture] = container.streams.video  # the cover: FFmpeg sees one video stream
+        assert int(picture.disposition) & 0x400  # AV_DISPOSITION_ATTACHED_PIC
+    message = rf"^{song}: no video stream, only a cover picture \(audio with artwork\)$"
+    with pytest.raises(VideoError, match=message):
+        VideoReader(song)
+    with pytest.raises(VideoError, match=message):
+        probe(song)
+    with pytest.raises(VideoError, match=message):
+        export_clips(song, [Segment(0.0, 1.0)], tmp_path / "clips")
+
+
 def test_keyframes_of_a_cut_that_shows_no_keyframe_take_its_first_frame(tmp_path: Path) -> None:
     """Regression: ``--keyframes`` on a stream copy cut between two keyframes (its MP4 edit
     list hides the keyframe it starts from, so no frame shown is one) failed the video with

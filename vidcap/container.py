@@ -76,14 +76,30 @@ def open_container(path: Path) -> av.container.InputContainer:
 
 
 def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
-    """The video stream a player shows (None: the file has none): not a cover picture (an
+    """The video stream a player shows (None: the file has none): never a cover picture (an
     attached picture), the one flagged default where some are and some are not, else the
     first, as mpv picks. A cover FFmpeg's Matroska muxer stored as an ordinary first track
     (its attached-picture flag dropped, the film's default flag kept) is not the video."""
-    streams = list(container.streams.video)
-    moving = [s for s in streams if not int(s.disposition) & AV_DISPOSITION_ATTACHED_PIC]
+    moving = [s for s in container.streams.video if not _is_cover(s)]
     flagged = [s for s in moving if int(s.disposition) & AV_DISPOSITION_DEFAULT]
-    return (flagged or moving or streams or [None])[0]
+    return (flagged or moving or [None])[0]
+
+
+def _is_cover(stream: av.video.stream.VideoStream) -> bool:
+    return bool(int(stream.disposition) & AV_DISPOSITION_ATTACHED_PIC)
+
+
+def the_video_stream(
+    container: av.container.InputContainer, path: Path | str
+) -> av.video.stream.VideoStream:
+    """``video_stream``, or a ``VideoError`` saying why there is none: a file whose only
+    picture is a cover (a song or podcast with artwork) is no video."""
+    stream = video_stream(container)
+    if stream is not None:
+        return stream
+    if any(_is_cover(s) for s in container.streams.video):
+        raise VideoError(f"{path}: no video stream, only a cover picture (audio with artwork)")
+    raise VideoError(f"{path}: no video stream")
 
 
 # WebM's transparency (Matroska AlphaMode 1): a second VP8/VP9 picture per block, which
@@ -151,9 +167,7 @@ def seek_offset(path: Path | str) -> float:
     late, and no audio earlier; 0 in an MPEG-TS, which counts from the file's start too)."""
     path = Path(path)
     with open_container(path) as container:
-        stream = video_stream(container)
-        if stream is None:
-            raise VideoError(f"{path}: no video stream")
+        stream = the_video_stream(container, path)
         start = container.start_time / 1_000_000 if container.start_time is not None else 0.0
         return time_origin(container, stream) - start
 
@@ -228,9 +242,7 @@ def demux_times(path: Path, start: float) -> Packets:
     discarded = 0
     complete = True
     with open_container(path) as container:
-        stream = video_stream(container)
-        if stream is None:
-            raise VideoError(f"{path}: no video stream")
+        stream = the_video_stream(container, path)
         codec = stream.codec_context.name
         reorders = bool(stream.codec_context.has_b_frames)
         # Where the container stores no pts (AVI), libavformat infers them from decode

@@ -171,13 +171,11 @@ def not_a_video_file(path: Path | str) -> str | None:
 def probe_with_pyav(path: Path) -> MediaInfo:
     import av
 
-    from vidcap.container import alpha_decoder, is_transparent, nominal_rate, video_stream
+    from vidcap.container import alpha_decoder, is_transparent, nominal_rate, the_video_stream
 
     try:
         with av.open(local_name(path)) as container:
-            stream = video_stream(container)
-            if stream is None:
-                raise VideoError(f"{path}: no video stream")
+            stream = the_video_stream(container, path)
             duration = _pyav_duration(container, stream)
             rate = nominal_rate(container, stream) or 0
             return MediaInfo(

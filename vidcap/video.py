@@ -53,6 +53,7 @@ from vidcap.container import (
     nominal_rate,
     open_container,
     stream_start,
+    the_video_stream,
     time_origin,
     torn_end,
     video_stream,
@@ -217,11 +218,11 @@ class VideoReader:
         if self.path.stat().st_size == 0:
             raise VideoError(f"{self.path}: empty file")
         self._container = open_container(self.path)
-        stream = video_stream(self._container)
-        if stream is None:
+        try:
+            self._stream = the_video_stream(self._container, self.path)
+        except VideoError:
             self._container.close()
-            raise VideoError(f"{self.path}: no video stream")
-        self._stream = stream
+            raise
         self._open_decoder()
         self._start = time_origin(self._container, self._stream)
         # A kept late start (MP4/Matroska): the header's frame count starts there.
