@@ -952,6 +952,46 @@ def test_a_cover_picture_is_not_the_video(generated_videos, tmp_path: Path, name
     assert probe(tmp_path / "clips" / clip.path).width == spec.display_size[0]
 
 
+def test_an_mp4_without_its_index_is_named_unfinished(tmp_path: Path) -> None:
+    """Regression: an MP4 whose index ('moov' box) never came (a recording stopped by a
+    crash or a pulled battery: the recorder writes it last) or was cut off (a download
+    that did not finish) failed as "Invalid data found when processing input"; the line
+    now says what the file is. Other undecodable files keep FFmpeg's reason."""
+    whole = encode_with_ffmpeg(tmp_path / "whole.mp4", 50, "25", ["-c:v", "libx264"])
+    data = whole.read_bytes()
+    boxes, at = {}, 0
+    while at < len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        boxes[data[at + 4 : at + 8].decode()] = data[at : at + length]
+        at += length
+    assert list(boxes) == ["ftyp", "free", "mdat", "moov"]  # FFmpeg's plain MP4
+    # what a killed recorder leaves: the pictures, their box's length never written
+    killed = tmp_path / "killed.mp4"
+    killed.write_bytes(boxes["ftyp"] + b"\0\0\0\0mdat" + boxes["mdat"][8:])
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: -len(boxes["moov"]) // 2])
+    noise = tmp_path / "noise.mp4"
+    noise.write_bytes(b"not a video" * 100)
+    with pytest.raises(
+        VideoError,
+        match=r"killed\.mp4: not a decodable video \(an MP4 without "
+        r"its index \('moov' box, written last\): a recording never finished",
+    ):
+        VideoReader(killed)
+    with pytest.raises(
+        VideoError,
+        match=r"cut\.mp4: not a decodable video \(an MP4 cut off in "
+        r"its index \('moov' box\): a copy or download that did not finish\)$",
+    ):
+        VideoReader(cut)
+    with pytest.raises(
+        VideoError,
+        match=r"noise\.mp4: not a decodable video \(FFmpeg cannot "
+        r"open it: Invalid data found when processing input\)$",
+    ):
+        VideoReader(noise)
+
+
 def test_a_song_with_artwork_is_no_video(tmp_path: Path) -> None:
     """Regression: an MP4 of sound whose one picture is its cover (a song, a podcast with
     artwork, in a folder of videos) was captioned as a one-frame video and warned that
