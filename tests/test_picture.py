@@ -260,6 +260,44 @@ def test_non_square_pixels_give_the_display_size(
     assert picture.shape == (144, round(144 * shown[0] / shown[1]), 3)
 
 
+def test_an_aspect_ratio_that_changes_mid_stream_is_followed(tmp_path: Path) -> None:
+    """Regression: a broadcast recording switching from 4:3 to 16:9 (the same 720×576
+    pixels, a new sample aspect ratio from the next IDR on) showed every frame at its first
+    shape. Each frame is shown at its own sequence's aspect ratio (ffprobe -show_frames'
+    per frame), in both modes and in scene detection's pass; a container's own aspect
+    ratio (MP4 ``pasp``) holds for every frame."""
+    parts = []
+    for number, sar in enumerate(("16/15", "64/45")):  # PAL 4:3, then PAL 16:9
+        parts.append(tmp_path / f"{number}.ts")
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=size=720x576:rate=25", "-t", "2", "-vf",
+               f"setsar={sar}", "-pix_fmt", "yuv420p", "-c:v", "libx264", "-g", "25",
+               "-output_ts_offset", str(2.08 * number), "-f", "mpegts", str(parts[-1]))  # fmt: skip
+    joined = tmp_path / "dvb.ts"
+    joined.write_bytes(b"".join(part.read_bytes() for part in parts))
+    narrow, wide = (768, 576), (1024, 576)
+    for mode in ("exact", "all"):
+        frames = full_frames(joined, SamplingSettings(fps=1.0, mode=mode))
+        assert [(round(f.time, 2), f.display_size) for f in frames] == [
+            (0.0, narrow), (1.0, narrow), (2.0, wide), (3.0, wide)
+        ]  # fmt: skip
+    with VideoReader(joined) as reader:
+        shapes = [(round(f.time, 2), f.display_size) for f in reader.decoded_frames()]
+    # the last 4:3 frames leave the decoder after the 16:9 header is read: still 4:3
+    assert len(shapes) == 100 and shapes[48:52] == [
+        (1.92, narrow), (1.96, narrow), (2.0, wide), (2.04, wide)
+    ]  # fmt: skip
+    assert {shape for _, shape in shapes[:50]} == {narrow}
+    assert {shape for _, shape in shapes[50:]} == {wide}
+    # the same stream in an MP4 whose `pasp` says 16:9 throughout: the container's holds
+    stated = tmp_path / "stated.mp4"
+    ffmpeg("-i", str(joined), "-c", "copy", "-aspect", "16:9", str(stated))
+    with av.open(str(stated)) as container:
+        stream = container.streams.video[0]
+        assert stream.sample_aspect_ratio == Fraction(64, 45)
+        assert stream.codec_context.sample_aspect_ratio == Fraction(16, 15)
+    assert {f.display_size for f in full_frames(stated)} == {wide}
+
+
 def test_display_size_rules() -> None:
     turned = Orientation(transpose=True, flip_y=True)
     assert display_size(704, 576, Fraction(16, 11)) == (1024, 576)

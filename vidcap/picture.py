@@ -225,16 +225,50 @@ class Picture:
     """
 
     def __init__(self, stream: av.video.stream.VideoStream) -> None:
-        sar = stream.sample_aspect_ratio  # the container's, else the codec's (as ffprobe)
-        self.sar: Fraction | None = sar if sar and sar > 0 else None
+        guessed = _positive(stream.sample_aspect_ratio)  # the container's, else the codec's
+        # The container's own (MP4 ``pasp``, Matroska's display size, AVI ``vprp``) holds for
+        # every frame, as FFmpeg's av_guess_sample_aspect_ratio has it; without one, each
+        # frame has its sequence's (an MPEG-TS switching 4:3 ↔ 16:9 at an IDR).
+        coded = _positive(stream.codec_context.sample_aspect_ratio)
+        self._stated = guessed if guessed != coded else None
+        self._decoder = coded  # the decoder's, as last seen
+        self._sequence = guessed  # the aspect ratio of the frames arriving now
+        self._next: Fraction | None | _Unset = _UNSET  # a new sequence's, from its keyframe
+        self._arrived: dict[int, Fraction | None] = {}
         self._orientation = UPRIGHT
 
-    def see(self, frame: av.VideoFrame) -> Orientation:
-        """Note ``frame``'s display matrix, if it has one; the orientation it is shown at."""
+    def arrived(self, frame: av.VideoFrame, decoder: av.CodecContext) -> None:
+        """Note the aspect ratio of ``frame``, just out of ``decoder``; ``see`` takes it in
+        presentation order. A new sequence header changes the decoder's at once, while the
+        previous sequence's last frames (held back for reordering) are still to come out:
+        a change holds from the next keyframe out (the new sequence's first: an IDR goes
+        out after every frame before it)."""
+        now = _positive(decoder.sample_aspect_ratio)
+        if now != self._decoder and now is not None:
+            self._decoder = self._next = now
+        if frame.key_frame and not isinstance(self._next, _Unset):
+            self._sequence, self._next = self._next, _UNSET
+        self._arrived[id(frame)] = self._sequence
+
+    def see(self, frame: av.VideoFrame) -> tuple[Orientation, Fraction | None]:
+        """Note ``frame``'s display matrix, if it has one; the orientation and the sample
+        aspect ratio it is shown at."""
         matrix = frame_display_matrix(frame)
         if matrix is not None:
             self._orientation = Orientation.from_display_matrix(matrix)
-        return self._orientation
+        own = self._arrived.pop(id(frame), self._sequence)
+        return self._orientation, self._stated or own
+
+
+class _Unset:
+    """No change of aspect ratio waiting for its keyframe."""
+
+
+_UNSET = _Unset()
+
+
+def _positive(sar: Fraction | None) -> Fraction | None:
+    return sar if sar and sar > 0 else None
 
 
 def frame_display_matrix(frame: av.VideoFrame) -> tuple[int, ...] | None:

@@ -434,7 +434,7 @@ class VideoReader:
                     if not yielded[expected[position]]:
                         raise _PlanBroken(f"the frame at {expected[position]:.3f} s never came out")
                     position += 1
-            orientation = self._picture.see(decoded)  # a display matrix holds until the next one
+            orientation, sar = self._picture.see(decoded)  # (a display matrix holds until the next)
             self._extend(pts, _frame_duration(decoded, packet, clock))
             if ranked:
                 index = shown
@@ -450,7 +450,7 @@ class VideoReader:
             if every:  # (scene detection: every frame, in presentation order)
                 if not sent:
                     yielded[key] += 1
-                    yield DecodedFrame(index, pts, decoded, orientation, self._picture.sar, damaged)
+                    yield DecodedFrame(index, pts, decoded, orientation, sar, damaged)
                 continue
             if sampling.keyframes and not decoded.key_frame:
                 continue  # (when every packet is decoded: no pts, or --decode-mode all)
@@ -460,7 +460,7 @@ class VideoReader:
                 raise _PlanBroken(f"a frame at {pts:.3f} s that no tick asked for")
             stats.sampled_frames += 1
             yielded[key] += 1
-            yield DecodedFrame(index, pts, decoded, orientation, self._picture.sar, damaged)
+            yield DecodedFrame(index, pts, decoded, orientation, sar, damaged)
             if sampling.max_frames is not None and stats.sampled_frames >= sampling.max_frames:
                 return False
         missing = [t for t in expected[position:] if not yielded[t]]
@@ -653,6 +653,7 @@ class VideoReader:
         for frame in frames:
             if self._keyed_by_packet and packet is not None and packet.is_keyframe:
                 frame.key_frame = True  # (libvpx's wrapper leaves it unset; one frame a packet)
+            self._picture.arrived(frame, self._codec)
             yield packet, frame, 0.0
 
     def _finish(self, reached_end: bool) -> None:
