@@ -514,6 +514,7 @@ class VideoReader:
         self._container = open_container(self.path)
         self._stream = video_stream(self._container) or self._stream
         self._open_decoder()
+        self._picture = Picture(self._stream)  # (from the first frame again)
         if not self._demux().generated_pts:
             disable_generated_pts(self._container)
         self._unneeded = set()
