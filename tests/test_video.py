@@ -896,6 +896,58 @@ def test_a_transport_stream_cut_inside_a_packet_warns(tmp_path: Path, caplog, pa
                 assert reader.stats.lost_frames == 0 or label == "cut on a boundary"
 
 
+def unfinished_avi(data: bytes) -> bytes:
+    """What an AVI recorder stopped by a crash or a lost battery leaves of ``data`` (a whole
+    AVI from FFmpeg): the lengths of its RIFF chunk and 'movi' list and its frame counts
+    still placeholders (as a killed ``ffmpeg`` leaves them), no index."""
+    out = bytearray(data)
+    movi = out.index(b"LIST", out.index(b"LIST") + 8)
+    while out[movi + 8 : movi + 12] != b"movi":
+        movi = out.index(b"LIST", movi + 4)
+    end = movi + 8 + int.from_bytes(out[movi + 4 : movi + 8], "little")
+    for field in (4, movi + 4):
+        out[field : field + 4] = b"\xff" * 4
+    for tag, offset in ((b"avih", 16), (b"strh", 32)):
+        at = out.index(tag) + 8 + offset
+        out[at : at + 4] = bytes(4)
+    return bytes(out[:end])
+
+
+def test_an_avi_cut_inside_its_frames_warns(tmp_path: Path, caplog) -> None:
+    """Regression: an AVI whose recorder stopped before writing its lengths (a dashcam or
+    a capture losing power mid-recording) kept its last, half-written frame with no word:
+    its header counts no frames and it has no index, so nothing was missing by them. A
+    file that ends inside a frame's chunk is cut off: warned in every mode, a frame counted
+    lost; one that stops between chunks, or loses only part of its index, loses none."""
+    whole = encode_with_ffmpeg(tmp_path / "w.avi", 50, "25", ["-c:v", "mjpeg"], size=(120, 160))
+    data = whole.read_bytes()
+    stopped = unfinished_avi(data)
+    first = stopped.index(b"movi") + 4  # the first frame's chunk
+    assert stopped[first : first + 4] == b"00dc"
+    length = int.from_bytes(stopped[first + 4 : first + 8], "little")
+    second = first + 8 + length + (length & 1)
+    assert stopped[second : second + 4] == b"00dc"
+    files = {  # name: does it end inside a frame?
+        "whole": (data, False),
+        "stopped between frames": (stopped, False),
+        "stopped inside a frame": (stopped[: second + 8 + 100], True),
+        "stopped inside a chunk header": (stopped[: second + 3], True),
+        "index cut off": (data[:-40], False),
+        "download cut inside a frame": (data[: second + 8 + 100], True),
+    }
+    for label, (content, cut) in files.items():
+        path = tmp_path / f"{label}.avi"
+        path.write_bytes(content)
+        for sampling in (SamplingSettings(fps=1.0), SamplingSettings(every_n=1, mode="all")):
+            with caplog.at_level(logging.WARNING, logger="vidcap.video"):
+                caplog.clear()
+                with VideoReader(path) as reader:
+                    assert list(reader.frames(sampling))
+            said = [r.getMessage() for r in caplog.records if "AVI chunk" in r.getMessage()]
+            assert len(said) == int(cut), (label, sampling, said)
+            assert (reader.stats.lost_frames >= 1) == cut, (label, sampling)
+
+
 def test_a_matroska_video_track_shorter_than_its_audio_is_whole(tmp_path: Path, caplog) -> None:
     """The segment's duration covers every track: where the video (4 s) ends before the
     sound (6 s), nothing is missing; once the file is cut off, every track ends early."""

@@ -42,14 +42,6 @@ FILE_DURATION_FORMATS = frozenset({"matroska", "webm", "flv"})
 # Formats whose header states one length for every stream, the file's (ASF's play duration,
 # which FFmpeg gives each stream): a video track that ends before its sound loses nothing.
 FILE_LENGTH_FORMATS = frozenset({"asf"})
-# MPEG-TS packets: 188 bytes from the sync byte, or 192 in M2TS (a 4-byte time code first).
-TS_SYNC = 0x47
-TS_PACKETS = ((188, 0), (192, 4))  # (length, where the sync byte is)
-TS_TAIL_PACKETS = 6  # packets read from the end to find their boundaries
-# Ogg pages: "OggS", version 0, then 27 bytes of header with a segment count and that many
-# lacing values; at most 27 + 255 + 255 * 255 bytes.
-OGG_CAPTURE = b"OggS"
-OGG_PAGE_MAX = 27 + 255 + 255 * 255
 # Containers that store no presentation times, only decode order (FFmpeg infers pts).
 NO_PTS_FORMATS = frozenset({"avi"})
 AVFMT_NOTIMESTAMPS = 0x0080  # libavformat's flag for raw streams without timestamps
@@ -481,78 +473,3 @@ def _streams_end(path: str, indices: list[int], origin: float) -> float:
         except av.FFmpegError:
             pass  # (a damaged end: what was read counts)
     return latest
-
-
-def _cut_transport_stream(container: av.container.InputContainer) -> bool:
-    """Does this MPEG-TS/M2TS file end inside a packet? A cut-off download does (unless
-    the cut falls on a packet boundary, about one time in 190). A TS states no length, so
-    how much is missing is not known. The packets' boundaries are found from the file's
-    end (sync bytes one packet length apart), so bytes before the first packet (a capture
-    begun mid-packet) do not count."""
-    try:
-        with open(container.name, "rb") as handle:
-            size = handle.seek(0, 2)
-            start = max(0, size - TS_TAIL_PACKETS * 192)
-            handle.seek(start)
-            tail = handle.read()
-    except OSError:
-        return False
-    for length, sync in TS_PACKETS:
-        for offset in range(length):
-            syncs = range(offset + sync, len(tail), length)
-            if len(syncs) >= TS_TAIL_PACKETS - 1 and all(tail[i] == TS_SYNC for i in syncs):
-                return (len(tail) - offset) % length != 0
-    return False
-
-
-def torn_end(container: av.container.InputContainer) -> str | None:
-    """What a file that ends part-way through one of its own units ends inside (None: it
-    does not, or its format cannot tell): a cut-off download of an MPEG-TS/M2TS ends inside
-    a transport-stream packet, of an Ogg file inside a page. Neither format states its
-    length, so how much is missing is not known; a cut that falls on a boundary is not
-    seen."""
-    names = set(container.format.name.split(","))
-    if "mpegts" in names and _cut_transport_stream(container):
-        return "a transport-stream packet"
-    if "ogg" in names and _cut_ogg(container):
-        return "an Ogg page"
-    return None
-
-
-def _cut_ogg(container: av.container.InputContainer) -> bool:
-    """Does this Ogg file end inside a page? Pages are followed from the first one found
-    in the file's last two page lengths whose lengths lead from page to page to the end (a
-    capture pattern inside a page's data leads nowhere); trailing bytes that are no page
-    (a tag) do not count."""
-    try:
-        with open(container.name, "rb") as handle:
-            size = handle.seek(0, 2)
-            handle.seek(max(0, size - 2 * OGG_PAGE_MAX))
-            tail = handle.read()
-    except OSError:
-        return False
-    position = tail.find(OGG_CAPTURE)
-    while position != -1:
-        stop = _ogg_pages_end(tail, position)
-        if stop is not None:
-            return stop < len(tail)
-        position = tail.find(OGG_CAPTURE, position + 1)
-    return False
-
-
-def _ogg_pages_end(tail: bytes, position: int) -> int | None:
-    """Follow Ogg pages from ``position``: the end of ``tail`` where the last page ends
-    there, where a page begins that ``tail`` ends inside, None where ``position`` does not
-    lead from page to page (it is no page; at least one whole page must come first)."""
-    pages = 0
-    while position < len(tail):
-        header = tail[position : position + 27]
-        if not header.startswith(OGG_CAPTURE[: len(header)]) or header[4:5] not in (b"", b"\0"):
-            return None  # no page here (bytes after the last page: not a cut)
-        count = header[26] if len(header) == 27 else None
-        lacing = tail[position + 27 : position + 27 + count] if count is not None else b""
-        if count is None or len(lacing) < count or position + 27 + count + sum(lacing) > len(tail):
-            return position if pages else None  # a page the file ends inside
-        position += 27 + count + sum(lacing)
-        pages += 1
-    return position

@@ -55,7 +55,6 @@ from vidcap.container import (
     stream_start,
     the_video_stream,
     time_origin,
-    torn_end,
     video_stream,
 )
 from vidcap.errors import VideoError
@@ -72,6 +71,7 @@ from vidcap.picture import (
     to_sdr_rgb,
 )
 from vidcap.settings import SamplingSettings
+from vidcap.torn import torn_end
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -672,9 +672,9 @@ class VideoReader:
         torn = torn_end(self._container)  # its end is missing: how much, it never says
         if torn is not None:
             log.warning(
-                "%s: ends inside %s: the file is cut off (an interrupted download?) and its "
-                "end is missing; the format does not say how much, so at least one frame is "
-                "counted lost",
+                "%s: ends inside %s: the file is cut off (an interrupted download or "
+                "recording?) and its end is missing; the format does not say how much, so at "
+                "least one frame is counted lost",
                 self.path,
                 torn,
             )

@@ -1,0 +1,162 @@
+"""Files that end part-way through one of their own units: cut-off downloads and recordings
+stopped by a crash, in formats that state no length a decoder could check (``torn_end``)."""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+import av
+
+# MPEG-TS packets: 188 bytes from the sync byte, or 192 in M2TS (a 4-byte time code first).
+TS_SYNC = 0x47
+TS_PACKETS = ((188, 0), (192, 4))  # (length, where the sync byte is)
+TS_TAIL_PACKETS = 6  # packets read from the end to find their boundaries
+# Ogg pages: "OggS", version 0, then 27 bytes of header with a segment count and that many
+# lacing values; at most 27 + 255 + 255 * 255 bytes.
+OGG_CAPTURE = b"OggS"
+OGG_PAGE_MAX = 27 + 255 + 255 * 255
+# AVI (RIFF): chunks of a 4-byte id, a 4-byte little-endian length, the data and a pad byte
+# to an even length. A recorder writes the lengths of its RIFF and 'movi' lists when it
+# stops: until then they hold a placeholder.
+RIFF_PLACEHOLDERS = (0, 0xFFFFFFFF)
+AVI_CHUNKS_MAX = 4_000_000  # chunks followed at most (hours of video and sound)
+
+
+def _cut_transport_stream(container: av.container.InputContainer) -> bool:
+    """Does this MPEG-TS/M2TS file end inside a packet? A cut-off download does (unless
+    the cut falls on a packet boundary, about one time in 190). A TS states no length, so
+    how much is missing is not known. The packets' boundaries are found from the file's
+    end (sync bytes one packet length apart), so bytes before the first packet (a capture
+    begun mid-packet) do not count."""
+    try:
+        with open(container.name, "rb") as handle:
+            size = handle.seek(0, 2)
+            start = max(0, size - TS_TAIL_PACKETS * 192)
+            handle.seek(start)
+            tail = handle.read()
+    except OSError:
+        return False
+    for length, sync in TS_PACKETS:
+        for offset in range(length):
+            syncs = range(offset + sync, len(tail), length)
+            if len(syncs) >= TS_TAIL_PACKETS - 1 and all(tail[i] == TS_SYNC for i in syncs):
+                return (len(tail) - offset) % length != 0
+    return False
+
+
+def torn_end(container: av.container.InputContainer) -> str | None:
+    """What a file that ends part-way through one of its own units ends inside (None: it
+    does not, or its format cannot tell): a cut-off download of an MPEG-TS/M2TS ends inside
+    a transport-stream packet, of an Ogg file inside a page; an AVI whose recorder stopped
+    before writing its lengths (a dashcam losing power), inside a chunk. None of these says
+    how much is missing; a cut that falls on a boundary is not seen."""
+    names = set(container.format.name.split(","))
+    if "mpegts" in names and _cut_transport_stream(container):
+        return "a transport-stream packet"
+    if "ogg" in names and _cut_ogg(container):
+        return "an Ogg page"
+    if "avi" in names and _cut_avi(container.name):
+        return "an AVI chunk"
+    return None
+
+
+def _cut_ogg(container: av.container.InputContainer) -> bool:
+    """Does this Ogg file end inside a page? Pages are followed from the first one found
+    in the file's last two page lengths whose lengths lead from page to page to the end (a
+    capture pattern inside a page's data leads nowhere); trailing bytes that are no page
+    (a tag) do not count."""
+    try:
+        with open(container.name, "rb") as handle:
+            size = handle.seek(0, 2)
+            handle.seek(max(0, size - 2 * OGG_PAGE_MAX))
+            tail = handle.read()
+    except OSError:
+        return False
+    position = tail.find(OGG_CAPTURE)
+    while position != -1:
+        stop = _ogg_pages_end(tail, position)
+        if stop is not None:
+            return stop < len(tail)
+        position = tail.find(OGG_CAPTURE, position + 1)
+    return False
+
+
+def _ogg_pages_end(tail: bytes, position: int) -> int | None:
+    """Follow Ogg pages from ``position``: the end of ``tail`` where the last page ends
+    there, where a page begins that ``tail`` ends inside, None where ``position`` does not
+    lead from page to page (it is no page; at least one whole page must come first)."""
+    pages = 0
+    while position < len(tail):
+        header = tail[position : position + 27]
+        if not header.startswith(OGG_CAPTURE[: len(header)]) or header[4:5] not in (b"", b"\0"):
+            return None  # no page here (bytes after the last page: not a cut)
+        count = header[26] if len(header) == 27 else None
+        lacing = tail[position + 27 : position + 27 + count] if count is not None else b""
+        if count is None or len(lacing) < count or position + 27 + count + sum(lacing) > len(tail):
+            return position if pages else None  # a page the file ends inside
+        position += 27 + count + sum(lacing)
+        pages += 1
+    return position
+
+
+def _cut_avi(path: str) -> bool:
+    """Does this AVI end inside its frames? Each RIFF chunk (one, or more past 1 GiB:
+    OpenDML's 'AVIX') holds a 'movi' list of frames, then perhaps an index. A 'movi' whose
+    stated length runs past the end is cut off; one whose length is still a placeholder
+    (its recorder never stopped) is followed chunk by chunk to the end. An index cut off
+    after whole frames loses none; bytes after the last RIFF chunk do not count."""
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, 2)
+            at = 0
+            while at + 12 <= size:
+                handle.seek(at)
+                header = handle.read(12)
+                if header[:4] != b"RIFF":
+                    return False
+                length = int.from_bytes(header[4:8], "little")
+                end = size if length in RIFF_PLACEHOLDERS else min(size, at + 8 + length)
+                if _frames_cut(handle, at + 12, end, size):
+                    return True
+                if length in RIFF_PLACEHOLDERS or at + 8 + length > size:
+                    return False
+                at += 8 + length + (length & 1)
+    except OSError:
+        return False
+    return False
+
+
+def _frames_cut(handle: BinaryIO, at: int, end: int, size: int) -> bool:
+    """Is the 'movi' list among the chunks from ``at`` to ``end`` (one RIFF chunk's) cut
+    off by the file's ``size``?"""
+    while at + 12 <= end:
+        handle.seek(at)
+        header = handle.read(12)
+        length = int.from_bytes(header[4:8], "little")
+        if header[:4] == b"LIST" and header[8:12] == b"movi":
+            if length in RIFF_PLACEHOLDERS:
+                return _ends_inside_a_chunk(handle, at + 12, size)
+            return at + 8 + length > size
+        at += 8 + length + (length & 1)
+    return False
+
+
+def _ends_inside_a_chunk(handle: BinaryIO, at: int, size: int) -> bool:
+    """Follow the chunks from ``at`` to the file's ``size``: does it end inside one (a
+    list whose length is a placeholder or runs past the end is stepped into)?"""
+    for _ in range(AVI_CHUNKS_MAX):
+        if at >= size:
+            return False  # (a last pad byte may be missing)
+        handle.seek(at)
+        header = handle.read(12)
+        if len(header) < 8:
+            return True  # inside a chunk's header
+        length = int.from_bytes(header[4:8], "little")
+        inside_a_list = header[:4] in (b"LIST", b"RIFF") and len(header) == 12
+        if inside_a_list and (length in RIFF_PLACEHOLDERS or at + 8 + length > size):
+            at += 12
+        elif at + 8 + length > size:
+            return True
+        else:
+            at += 8 + length + (length & 1)
+    return False
