@@ -470,3 +470,18 @@ def concealed_damage(
         if truth:
             return damaged, truth
     return None
+
+
+def cut_off_said(path: Path, sampling: object, phrase: str, caplog) -> tuple[list[str], int]:
+    """Read every sample of ``path``: the warnings that name ``phrase`` (a cut-off file's
+    unit, "Ogg page", "AVI chunk"), and the frames counted lost."""
+    import logging
+
+    from vidcap.video import VideoReader
+
+    with caplog.at_level(logging.WARNING, logger="vidcap.video"):
+        caplog.clear()
+        with VideoReader(path) as reader:
+            assert list(reader.frames(sampling))
+    said = [r.getMessage() for r in caplog.records if phrase in r.getMessage()]
+    return said, reader.stats.lost_frames
