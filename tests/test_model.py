@@ -96,6 +96,14 @@ def test_unreachable_hub_model_fails_fast_with_advice(monkeypatch) -> None:
         Captioner.load(ModelSettings(model="Salesforce/blip2-opt-2.7b", device="cpu"))
     assert time.monotonic() - started < 10
     assert "\n" not in str(info.value)
+    # the download command it names is one this install has (huggingface_hub 1.0 dropped
+    # `huggingface-cli` for `hf`)
+    import re
+    import shutil
+    import sys
+
+    [command] = re.findall(r"\((\S+) download Salesforce/blip2-opt-2\.7b\)", str(info.value))
+    assert shutil.which(command, path=str(Path(sys.executable).parent)), command
 
 
 @pytest.mark.parametrize(

@@ -294,6 +294,6 @@ def load_error_message(model: str, exc: BaseException | None) -> str:
         return f"cannot load model from {model!r}: not a BLIP-2 checkpoint ({first_line})"
     return (
         f"cannot load model {model!r}: it is not in the local Hugging Face cache and the hub "
-        f"is not reachable; download it once where there is network (huggingface-cli download "
+        f"is not reachable; download it once where there is network (hf download "
         f"{model or DEFAULT_MODEL}) or pass a local directory with --model /path/to/blip2"
     )
