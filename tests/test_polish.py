@@ -98,6 +98,32 @@ def test_no_third_party_warning_on_help_or_a_caption_run(short_video: Path, tmp_
     ]
 
 
+def test_a_missing_optional_dependency_names_an_install_that_works(
+    short_video: Path, tmp_path: Path
+) -> None:
+    """Regression: ``--format parquet`` without pyarrow (and ``--ray`` without Ray) said
+    ``pip install 'vidcap[data]'``, which asks the package index for a project named vidcap
+    (vidcap is installed from its checkout). The line names the packages themselves, as
+    vidcap's extras list them, and the extra for a checkout."""
+    import tomllib
+
+    blocked = "import sys; sys.modules['pyarrow'] = sys.modules['pyarrow.parquet'] = None; "
+    code = blocked + "from vidcap.cli import entry; sys.argv[0] = 'vidcap'; entry()"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "caption", str(short_video), "--model", "tiny",
+         "--out", str(tmp_path / "out"), "--format", "parquet"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    data = project["project"]["optional-dependencies"]["data"]
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "vidcap: error: --format parquet needs pyarrow: pip install "
+        + " ".join(f"'{requirement}'" for requirement in data)
+        + " (or pip install -e '.[data]' in a vidcap checkout)"
+    )
+
+
 def test_the_filter_is_narrow(monkeypatch) -> None:
     """Only the named warning is silenced: another FutureWarning still shows."""
     import warnings

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
+from importlib import metadata
+
 
 class VidcapError(Exception):
     """Base class: a problem the user can fix, reported in one line, no traceback."""
@@ -34,3 +37,19 @@ class BadRequest(VidcapError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+def install_hint(extra: str) -> str:
+    """How to install what vidcap's optional ``extra`` needs: the packages themselves, as
+    vidcap's own metadata lists them (they install anywhere), then the extra, which only a
+    vidcap checkout can install (vidcap is installed from its repository)."""
+    try:
+        requires = metadata.requires("vidcap") or []
+    except metadata.PackageNotFoundError:
+        requires = []
+    marker = f'extra == "{extra}"'
+    packages = [r.split(";")[0].strip() for r in requires if marker in r]
+    checkout = f"pip install -e '.[{extra}]' in a vidcap checkout"
+    if not packages:
+        return checkout
+    return f"pip install {' '.join(shlex.quote(p) for p in packages)} (or {checkout})"

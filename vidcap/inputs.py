@@ -36,7 +36,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from vidcap.errors import UsageError
+from vidcap.errors import UsageError, install_hint
 from vidcap.ffmpeg import not_a_video_file
 from vidcap.video import VIDEO_EXTENSIONS
 
@@ -185,7 +185,7 @@ def _filesystem(url: str):
     try:
         import fsspec
     except ImportError as exc:  # pragma: no cover - fsspec comes with torch/transformers
-        raise UsageError("URL inputs need fsspec: pip install 'vidcap[data]'") from exc
+        raise UsageError(f"URL inputs need fsspec: {install_hint('data')}") from exc
     try:
         return fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as exc:
@@ -222,7 +222,7 @@ def _parquet_rows(name: str, data: bytes) -> list[dict[str, Any]]:
         import pyarrow.parquet as pq
     except ImportError as exc:
         raise UsageError(
-            f"{name}: Parquet list files need pyarrow: pip install 'vidcap[data]'"
+            f"{name}: Parquet list files need pyarrow: {install_hint('data')}"
         ) from exc
     try:
         table = pq.read_table(pa.BufferReader(data))

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from vidcap.commit import RunSettings, RunWriter, VideoJob
-from vidcap.errors import UsageError
+from vidcap.errors import UsageError, install_hint
 from vidcap.outputs import CaptionedFrame, frame_row
 from vidcap.records import identity_of, read_record
 from vidcap.scenes import Scene
@@ -49,7 +49,7 @@ def _pyarrow():
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:
-        raise UsageError("--format parquet needs pyarrow: pip install 'vidcap[data]'") from exc
+        raise UsageError(f"--format parquet needs pyarrow: {install_hint('data')}") from exc
     return pa, pq
 
 

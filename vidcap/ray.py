@@ -25,7 +25,7 @@ again frame by frame (``backend.caption_each``, as embedded), so only the video 
 the model fails on by itself fails; such videos are listed in ``summary.json`` and redone by
 a rerun.
 
-Ray is an optional dependency (``pip install 'vidcap[ray]'``), imported only here.
+Ray is an optional dependency (``pip install -e '.[ray]'``), imported only here.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ from vidcap.commit import (
 )
 from vidcap.decode import Decoded, Event, decode_events, encode_event, read_event
 from vidcap.engine import Captioned, FailingStreak, Uncaptioned, deliver
-from vidcap.errors import UsageError, VidcapError
+from vidcap.errors import UsageError, VidcapError, install_hint
 from vidcap.inputs import InputVideo, expand_inputs
 from vidcap.model import auto_batch_size, ensure_loadable, resolve_model_path
 from vidcap.out_lock import holding
@@ -214,7 +214,7 @@ def ray_cluster(address: str | None, quiet: bool = False) -> Iterator[None]:
     try:
         import ray
     except ImportError as exc:
-        raise UsageError("--ray needs Ray: pip install 'vidcap[ray]'") from exc
+        raise UsageError(f"--ray needs Ray: {install_hint('ray')}") from exc
     if ray.is_initialized():
         yield
         return

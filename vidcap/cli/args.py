@@ -360,7 +360,7 @@ def add_parquet_arguments(parser: argparse.ArgumentParser) -> None:
 def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
     """``--ray [ADDRESS]`` and the widths of its stages."""
     default = RaySettings()
-    group = parser.add_argument_group("Ray (pip install 'vidcap[ray]')")
+    group = parser.add_argument_group("Ray (pip install -e '.[ray]')")
     group.add_argument(
         "--ray",
         nargs="?",
