@@ -135,6 +135,44 @@ def test_all_empty_captions_still_give_files_ffmpeg_opens(tmp_path: Path) -> Non
         assert probe.returncode == 0, probe.stderr
 
 
+def test_captions_with_markup_blank_lines_and_arrows_stay_one_cue_each(tmp_path: Path) -> None:
+    """Regression: a caption holding a blank line or ``-->`` (a frame showing text, a
+    prompt's answer, a server's reply) stopped the whole run with webvtt-py's ValueError
+    traceback, and an SRT reader took a caption line holding a timing for a cue of its own.
+    Each caption stays one cue, shown as written (WebVTT escapes its markup characters),
+    as webvtt-py, srt and FFmpeg read the files back."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    hostile = [
+        "a dog\n\n00:00:05.000 --> 00:00:09.000\nfake cue",
+        'a sign <b>reading</b> "A & B" -> here',
+        "two lines\r\nof text\n\n\n",
+    ]
+    frames = [CaptionedFrame(i * 10, float(i), text) for i, text in enumerate(hostile)]
+    write_video_outputs(tmp_path / "h", "h.mp4", frames, 3.0, ("srt", "vtt"))
+    assert [s.content for s in srt.parse((tmp_path / "h.srt").read_text())] == [
+        "a dog\n00:00:05.000 --\u200b> 00:00:09.000\nfake cue",
+        'a sign <b>reading</b> "A & B" -> here',
+        "two lines\nof text",
+    ]
+    assert [c.text for c in webvtt.read(str(tmp_path / "h.vtt"))] == [
+        "a dog\n00:00:05.000 --&gt; 00:00:09.000\nfake cue",
+        'a sign &lt;b&gt;reading&lt;/b&gt; "A &amp; B" -&gt; here',
+        "two lines\nof text",
+    ]
+    for name in ("h.srt", "h.vtt"):  # FFmpeg reads three cues, the VTT's text unescaped
+        read = subprocess.run(
+            [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(tmp_path / name),
+             "-f", "srt", "-"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        cues = list(srt.parse(read.stdout))
+        assert [c.start.total_seconds() for c in cues] == [0.0, 1.0, 2.0], (name, read.stdout)
+    assert cues[1].content == 'a sign <b>reading</b> "A & B" -> here'
+
+
 def test_every_format_renders_a_finished_video(tmp_path: Path) -> None:
     paths = write_video_outputs(tmp_path / "v", "v.mp4", FRAMES, 5.5, tuple(VIDEO_FORMATS))
     assert [p.name for p in paths] == ["v.jsonl", "v.srt", "v.vtt"]

@@ -204,6 +204,10 @@ def test_responses_round_trip() -> None:
         captions_from_response([{"caption": "a"}], 3)
     with pytest.raises(ValueError):
         captions_from_response({"error": "boom"}, 1)
+    # a caption that is no text was stored as "None" or "{'a': 1}"
+    for caption in (None, 3, {"a": 1}, ["a"]):
+        with pytest.raises(ValueError, match="expected 1 caption"):
+            captions_from_response({"caption": caption}, 1)
 
 
 def test_unknown_wire_format() -> None:

@@ -192,6 +192,26 @@ def _millis(seconds: float) -> int:
     return round(seconds * 1000)
 
 
+def _cue_lines(text: str) -> str:
+    """A caption as cue text: its lines, without blank ones (a blank line ends a cue in
+    both formats) and with plain newlines. Model output is free text: a frame showing
+    text, a prompt's answer, a server's reply may hold anything."""
+    return "\n".join(line for line in text.splitlines() if line.strip())
+
+
+def _srt_text(text: str) -> str:
+    """SRT has no escapes, and readers (FFmpeg's among them) take a line with ``-->`` in it
+    for the next cue's timing: a zero-width space between ``--`` and ``>`` keeps it text
+    and shows the same."""
+    return _cue_lines(text).replace("-->", "--\u200b>")
+
+
+def _vtt_escaped(text: str) -> str:
+    """WebVTT cue text is markup: ``&``, ``<`` and ``>`` escaped show as themselves (and
+    ``-->``, which no cue text may hold, as ``--&gt;``)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def render_srt(cues: Sequence[Cue], duration: float = 0.0) -> str:
     """SRT text. With no cue at all (every caption empty) one text-less cue spans the video:
     a file without any cue is not valid SRT (FFmpeg refuses to open it)."""
@@ -205,7 +225,7 @@ def render_srt(cues: Sequence[Cue], duration: float = 0.0) -> str:
             index=i,
             start=timedelta(milliseconds=_millis(cue.start)),
             end=timedelta(milliseconds=_millis(cue.end)),
-            content=cue.text,
+            content=_srt_text(cue.text),
         )
         for i, cue in enumerate(cues, start=1)
     ]
@@ -223,7 +243,11 @@ def render_vtt(cues: Sequence[Cue], duration: float = 0.0) -> str:
     document = webvtt.WebVTT()
     for cue in cues:
         document.captions.append(
-            webvtt.Caption(start=_vtt_time(cue.start), end=_vtt_time(cue.end), text=cue.text)
+            webvtt.Caption(
+                start=_vtt_time(cue.start),
+                end=_vtt_time(cue.end),
+                text=_vtt_escaped(_cue_lines(cue.text)),
+            )
         )
     buffer = io.StringIO()
     document.write(buffer)

@@ -304,9 +304,11 @@ def error_response(message: str) -> dict[str, str]:
 def captions_from_response(body: object, expected: int) -> list[str]:
     """Client side: the captions out of a response body, checked against what was sent."""
     items = body if isinstance(body, list) else [body]
-    if len(items) != expected or not all(isinstance(i, dict) and "caption" in i for i in items):
+    if len(items) != expected or not all(
+        isinstance(i, dict) and isinstance(i.get("caption"), str) for i in items
+    ):  # (a caption that is no text — null, a number — is no caption: never stored as "None")
         raise ValueError(f"server answered {body!r:.200}, expected {expected} caption(s)")
-    return [str(item["caption"]) for item in items]
+    return [item["caption"] for item in items]
 
 
 # --- multipart part names and headers (shared by clients and both servers) ---
