@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -24,6 +23,7 @@ import av
 from vidcap.errors import VideoError
 from vidcap.ffmpeg import local_name
 from vidcap.picture import format_has_alpha
+from vidcap.torn import unfinished_mp4
 
 if TYPE_CHECKING:
     from vidcap.video import VideoStats
@@ -63,46 +63,8 @@ def open_container(path: Path) -> av.container.InputContainer:
     try:
         return av.open(local_name(path))
     except av.FFmpegError as exc:
-        try:
-            unfinished = unfinished_mp4(path)
-        except OSError:
-            unfinished = None
-        why = unfinished or f"FFmpeg cannot open it: {exc.strerror or exc}"
+        why = unfinished_mp4(path) or f"FFmpeg cannot open it: {exc.strerror or exc}"
         raise VideoError(f"{path}: not a decodable video ({why})") from exc
-
-
-def unfinished_mp4(path: Path | str) -> str | None:
-    """Why an MP4/MOV FFmpeg cannot open is unfinished, else None: its top-level boxes have
-    the pictures (``mdat``) but no index (``moov``, which a camera, phone or OBS writes
-    when recording stops, and a plain MP4 keeps at its end), or the index is cut off."""
-    boxes: list[str] = []
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        at = 0
-        while at + 8 <= size and len(boxes) < 1000:
-            handle.seek(at)
-            header = handle.read(16)
-            length, kind = int.from_bytes(header[:4], "big"), header[4:8]
-            if length == 1 and len(header) == 16:
-                length = int.from_bytes(header[8:16], "big")
-            elif length == 0:
-                length = size - at  # the last box runs to the end
-            if length < 8 or not kind.isascii() or not kind.isalnum():
-                return None  # not (or no longer) a box structure
-            boxes.append(kind.decode())
-            if kind == b"moov" and at + length > size:
-                return (
-                    "an MP4 cut off in its index ('moov' box): a copy or download that did not "
-                    "finish"
-                )
-            at += length
-    if "mdat" in boxes and "moov" not in boxes:
-        return (
-            "an MP4 without its index ('moov' box, written last): a recording never "
-            "finished or a copy cut off; untrunc can rebuild a recording from a finished "
-            "file of the same camera"
-        )
-    return None
 
 
 def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:

@@ -1,8 +1,11 @@
-"""Files that end part-way through one of their own units: cut-off downloads and recordings
-stopped by a crash, in formats that state no length a decoder could check (``torn_end``)."""
+"""Files cut off or never finished: cut-off downloads and recordings stopped by a crash.
+``torn_end``: a file that ends part-way through one of its own units, in formats that state
+no length a decoder could check; ``unfinished_mp4``: why an MP4 FFmpeg cannot open is one."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import BinaryIO
 
 import av
@@ -160,3 +163,44 @@ def _ends_inside_a_chunk(handle: BinaryIO, at: int, size: int) -> bool:
         else:
             at += 8 + length + (length & 1)
     return False
+
+
+def unfinished_mp4(path: Path | str) -> str | None:
+    """Why an MP4/MOV FFmpeg cannot open is unfinished, else None: its top-level boxes have
+    the pictures (``mdat``) but no index (``moov``, which a camera, phone or OBS writes
+    when recording stops, and a plain MP4 keeps at its end), or the index is cut off."""
+    try:
+        return _unfinished_mp4(path)
+    except OSError:
+        return None
+
+
+def _unfinished_mp4(path: Path | str) -> str | None:
+    boxes: list[str] = []
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        at = 0
+        while at + 8 <= size and len(boxes) < 1000:
+            handle.seek(at)
+            header = handle.read(16)
+            length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+            if length == 1 and len(header) == 16:
+                length = int.from_bytes(header[8:16], "big")
+            elif length == 0:
+                length = size - at  # the last box runs to the end
+            if length < 8 or not kind.isascii() or not kind.isalnum():
+                return None  # not (or no longer) a box structure
+            boxes.append(kind.decode())
+            if kind == b"moov" and at + length > size:
+                return (
+                    "an MP4 cut off in its index ('moov' box): a copy or download that did not "
+                    "finish"
+                )
+            at += length
+    if "mdat" in boxes and "moov" not in boxes:
+        return (
+            "an MP4 without its index ('moov' box, written last): a recording never "
+            "finished or a copy cut off; untrunc can rebuild a recording from a finished "
+            "file of the same camera"
+        )
+    return None
