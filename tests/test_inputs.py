@@ -120,6 +120,33 @@ def test_a_pipe_is_refused_by_name(tmp_path: Path, caplog) -> None:
         expand_inputs(["/dev/null"])
 
 
+def test_names_and_lists_that_are_not_utf8_are_refused_by_name(tmp_path: Path, caplog) -> None:
+    """Regression: a video named in Latin-1 (``caf\\xe9.mp4`` from an old archive or a zip
+    made on Windows) stopped the whole run with a UnicodeEncodeError traceback (its name
+    goes into JSON, Parquet and the page as UTF-8), and a list file saved as Windows-1252
+    (Excel's plain "CSV") with a UnicodeDecodeError. The file is passed over with a warning
+    in a folder, named on the command line it is a usage error; the list is a usage error
+    naming its first bad byte."""
+    folder = os.fsencode(tmp_path)
+    with open(folder + b"/caf\xe9.mp4", "wb") as handle:
+        handle.write(b"x")
+    (tmp_path / "ok.mp4").write_bytes(b"x")
+    assert [v.source for v in expand_inputs([tmp_path])] == [str(tmp_path / "ok.mp4")]
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning.startswith(
+        f"{tmp_path}: passed over 1 file(s) whose name is not UTF-8 ({tmp_path}/caf\\xe9.mp4): "
+        "outputs name each video in UTF-8, so rename it (convmv"
+    )
+    with pytest.raises(UsageError, match=r"caf\\xe9\.mp4: the name is not UTF-8: .* rename it"):
+        expand_inputs([os.fsdecode(folder + b"/caf\xe9.mp4")])
+    (tmp_path / "list.txt").write_bytes(b"ok.mp4\ncaf\xe9.mp4\n")
+    (tmp_path / "list.csv").write_bytes("path,label\nok.mp4,café\n".encode("cp1252"))
+    for name, line in (("list.txt", 2), ("list.csv", 2)):
+        with pytest.raises(UsageError, match=rf"{name}: not UTF-8 text \(byte 0xe9 on line {line}\); "
+                           r"save the list as UTF-8 \(in Excel: CSV UTF-8\)$"):  # fmt: skip
+            expand_inputs([tmp_path / name])
+
+
 def test_a_subfolder_that_cannot_be_read_is_named() -> None:
     """Regression: a subfolder without read permission was passed over silently (its videos
     never captioned, nothing said). Run as a user the folder refuses (``nobody`` where the

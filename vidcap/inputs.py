@@ -107,8 +107,36 @@ def _in_folder(folder: str, found: list[str]) -> list[str]:
             "macOS's __MACOSX folders: %s); name one to caption it",
             folder, len(hidden), Path(hidden[0]).name,
         )  # fmt: skip
-    passed_over = set(hidden)
+    garbled = [p for p in videos if not _utf8(p)]
+    if garbled:
+        log.warning(
+            "%s: passed over %d file(s) whose name is not UTF-8 (%s)%s",
+            _shown(folder), len(garbled), _shown(garbled[0]), RENAME_HINT,
+        )  # fmt: skip
+    passed_over = set(hidden) | set(garbled)
     return [p for p in videos if p not in passed_over]
+
+
+# Outputs name their videos in UTF-8 (JSON, Parquet, the page): a name in another encoding
+# (Latin-1 from an old archive, a zip made on Windows) cannot be written there.
+RENAME_HINT = (
+    ": outputs name each video in UTF-8, so rename it (convmv -f latin1 -t utf-8 -r --notest "
+    "FOLDER)"
+)
+
+
+def _utf8(path: str) -> bool:
+    """Is ``path`` valid UTF-8 (no bytes Python keeps as lone surrogates)?"""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(path: str) -> str:
+    """``path`` printable: bytes that are not UTF-8 as ``\\xe9``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _files_under(folder: Path) -> list[str]:
@@ -158,7 +186,9 @@ def _expand_local(path: Path) -> list[InputVideo]:
     if not path.exists():
         raise UsageError(f"no such file or folder: {path}")
     if (reason := not_a_video_file(path)) is not None:
-        raise UsageError(f"{path}: {reason}")
+        raise UsageError(f"{_shown(str(path))}: {reason}")
+    if not _utf8(str(path)):
+        raise UsageError(f"{_shown(str(path))}: the name is not UTF-8{RENAME_HINT}")
     if path.suffix.lower() in LIST_SUFFIXES:
         return _read_list(str(path), path.read_bytes(), base=str(path.parent))
     return [InputVideo(str(path))]
@@ -198,11 +228,11 @@ def _read_list(name: str, data: bytes, base: str | None) -> list[InputVideo]:
     if suffix == ".txt":
         rows = [
             {PATH_COLUMN: line.strip()}
-            for line in data.decode("utf-8-sig").splitlines()
+            for line in _text(name, data).splitlines()
             if line.strip() and not line.lstrip().startswith("#")
         ]
     elif suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
+        reader = csv.DictReader(io.StringIO(_text(name, data)))
         _check_columns(name, reader.fieldnames or [])
         rows = list(reader)
     else:
@@ -214,6 +244,19 @@ def _read_list(name: str, data: bytes, base: str | None) -> list[InputVideo]:
             raise UsageError(f"{name}: row {number} has an empty {PATH_COLUMN!r}")
         videos.append(InputVideo(_resolve(str(path).strip(), base), _plain(row)))
     return videos
+
+
+def _text(name: str, data: bytes) -> str:
+    """A list file's text: UTF-8 (a byte-order mark allowed); anything else is a usage
+    error naming the first byte that is not (Excel's plain "CSV" is Windows-1252)."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UsageError(
+            f"{_shown(name)}: not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); "
+            "save the list as UTF-8 (in Excel: CSV UTF-8)"
+        ) from None
 
 
 def _parquet_rows(name: str, data: bytes) -> list[dict[str, Any]]:
