@@ -228,6 +228,16 @@ def test_csv_list_carries_metadata(tmp_path: Path) -> None:
     ]
 
 
+def test_a_csv_field_longer_than_csvs_own_limit_is_read(tmp_path: Path) -> None:
+    """Regression: a metadata field over 128 KiB (a transcript, a long description) ended
+    the run with ``_csv.Error: field larger than field limit`` and a traceback."""
+    listing = tmp_path / "videos.csv"
+    transcript = "word " * 60_000  # 300 KB
+    listing.write_text(f"path,transcript\n{SAMPLE},{transcript}\n")
+    assert expand_inputs([listing]) == [InputVideo(str(SAMPLE), {"transcript": transcript})]
+    assert csv.field_size_limit() == 131072  # (the reader's own limit is given back)
+
+
 def test_parquet_list_carries_typed_metadata(tmp_path: Path) -> None:
     listing = tmp_path / "videos.parquet"
     pq.write_table(
@@ -248,6 +258,8 @@ def test_parquet_list_carries_typed_metadata(tmp_path: Path) -> None:
         ("v.csv", "path,id\n,1\n", r"v\.csv: row 1 has an empty 'path'"),
         ("v.parquet", "not parquet", r"v\.parquet: not a readable Parquet file"),
         ("v.txt", "# only a comment\n", r"no videos found in the given inputs"),
+        # (a ValueError traceback from the path check: "embedded null byte")
+        ("v.txt", "a.mp4\nb\0c.mp4\n", r"/v\.txt: row 2's 'path' holds a NUL byte$"),
     ],
 )
 def test_bad_list_files(tmp_path: Path, name: str, content: str, message: str) -> None:

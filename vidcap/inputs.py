@@ -232,9 +232,7 @@ def _read_list(name: str, data: bytes, base: str | None) -> list[InputVideo]:
             if line.strip() and not line.lstrip().startswith("#")
         ]
     elif suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(_text(name, data)))
-        _check_columns(name, reader.fieldnames or [])
-        rows = list(reader)
+        rows = _csv_rows(name, _text(name, data))
     else:
         rows = _parquet_rows(name, data)
     videos = []
@@ -242,8 +240,30 @@ def _read_list(name: str, data: bytes, base: str | None) -> list[InputVideo]:
         path = row.pop(PATH_COLUMN)
         if path is None or not str(path).strip():
             raise UsageError(f"{name}: row {number} has an empty {PATH_COLUMN!r}")
+        if "\0" in str(path):
+            raise UsageError(f"{name}: row {number}'s {PATH_COLUMN!r} holds a NUL byte")
         videos.append(InputVideo(_resolve(str(path).strip(), base), _plain(row)))
     return videos
+
+
+# A CSV field may be as long as this (csv's own limit, 128 KiB, is short of a transcript).
+CSV_FIELD_MAX = 256 * 2**20
+
+
+def _csv_rows(name: str, text: str) -> list[dict[str, Any]]:
+    """The rows of a CSV list file, its columns checked; a malformed file is a usage error
+    naming its line."""
+    reader = csv.DictReader(io.StringIO(text))
+    limit = csv.field_size_limit(CSV_FIELD_MAX)
+    try:
+        _check_columns(name, reader.fieldnames or [])
+        return list(reader)
+    except csv.Error as exc:
+        raise UsageError(
+            f"{name}: not a readable CSV file (line {reader.line_num}: {exc})"
+        ) from None
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _text(name: str, data: bytes) -> str:
