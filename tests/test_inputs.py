@@ -147,6 +147,28 @@ def test_names_and_lists_that_are_not_utf8_are_refused_by_name(tmp_path: Path, c
             expand_inputs([tmp_path / name])
 
 
+def test_an_output_folder_inside_the_inputs_is_not_input(tmp_path: Path, caplog) -> None:
+    """Regression: with ``--out`` inside the folder captioned (``vidcap caption data --out
+    data/captions``), clips cut into the output folder (``vidcap clips … --out
+    data/captions/clips``) were captioned by the next run as new videos. A vidcap output
+    folder (its ``.vidcap`` state) met in a walk is passed over, saying so; named, it is
+    walked."""
+    (tmp_path / "data" / "captions" / ".vidcap").mkdir(parents=True)
+    (tmp_path / "data" / "captions" / "clips").mkdir()
+    (tmp_path / "data" / "a.mp4").write_bytes(b"x")
+    (tmp_path / "data" / "captions" / "clips" / "a_0001_0.000-1.000.mp4").write_bytes(b"x")
+    assert [v.source for v in expand_inputs([tmp_path / "data"])] == [
+        str(tmp_path / "data" / "a.mp4")
+    ]
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning.startswith(
+        f"{tmp_path / 'data'}: passed over 1 vidcap output folder(s) inside it "
+        f"({tmp_path / 'data' / 'captions'}): what vidcap wrote is not taken as input"
+    )
+    clips = tmp_path / "data" / "captions" / "clips"
+    assert [v.source for v in expand_inputs([clips])] == [str(clips / "a_0001_0.000-1.000.mp4")]
+
+
 def test_a_subfolder_that_cannot_be_read_is_named() -> None:
     """Regression: a subfolder without read permission was passed over silently (its videos
     never captioned, nothing said). Run as a user the folder refuses (``nobody`` where the

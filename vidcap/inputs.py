@@ -38,6 +38,7 @@ from typing import Any
 
 from vidcap.errors import UsageError, install_hint
 from vidcap.ffmpeg import not_a_video_file
+from vidcap.records import STATE_DIR
 from vidcap.video import VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -142,14 +143,21 @@ def _shown(path: str) -> str:
 def _files_under(folder: Path) -> list[str]:
     """Every file under ``folder``, into linked folders too (a dataset's folders are often
     links to other disks), each folder once (a link back up is no loop). A link to nothing
-    with a video's name, a pipe or device with one, and a folder that cannot be read, are
-    passed over with a warning: the videos a user expects are never dropped silently."""
+    with a video's name, a pipe or device with one, a folder that cannot be read, and a
+    vidcap output folder inside (its ``.vidcap`` state: clips cut there are no new
+    videos), are passed over with a warning: the videos a user expects are never dropped
+    silently."""
     found: list[str] = []
     broken: list[str] = []
     special: list[str] = []
     unreadable: list[OSError] = []
     walked: set[tuple[int, int]] = set()
+    outputs: list[str] = []
     for root, dirs, files in os.walk(folder, onerror=unreadable.append, followlinks=True):
+        ours = [d for d in dirs if os.path.isdir(os.path.join(root, d, STATE_DIR))]
+        if ours:  # a vidcap output folder inside the inputs: its clips are no new videos
+            outputs += [os.path.join(root, d) for d in ours]
+            dirs[:] = [d for d in dirs if d not in ours]
         try:
             stat = os.stat(root)
         except OSError as exc:  # (gone while the walk went on)
@@ -170,6 +178,12 @@ def _files_under(folder: Path) -> list[str]:
         log.warning(
             "%s: passed over %d link(s) to nothing with a video's name (%s → %s)",
             folder, len(broken), broken[0], os.readlink(broken[0]),
+        )  # fmt: skip
+    if outputs:
+        log.warning(
+            "%s: passed over %d vidcap output folder(s) inside it (%s): what vidcap wrote is "
+            "not taken as input; name such a folder to caption what is in it",
+            _shown(str(folder)), len(outputs), _shown(outputs[0]),
         )  # fmt: skip
     if special:
         log.warning("%s: passed over %d pipe(s) or device(s) with a video's name (%s %s)",
