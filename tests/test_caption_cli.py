@@ -143,6 +143,40 @@ def test_rerun_skips_finished_videos(mixed_run, mixed_folder: Path) -> None:
 
 
 @pytest.mark.slow
+def test_videos_with_names_near_the_length_limit_get_their_outputs(tmp_path: Path) -> None:
+    """Regression: a video named after a long title (250 bytes, a download's usual name)
+    failed with "File name too long" — its outputs add suffixes (``.scenes.jsonl.part``)
+    past 255 bytes — and was missing from summary.json. Output names keep at most 228
+    bytes of the stem, ending a longer one with ``~`` and a hash of the whole (two long
+    names alike stay apart); a rerun resumes them; clips of such a source are cut too."""
+    from vidcap.clips import export_clips
+    from vidcap.mask import Segment
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    spec = VideoSpec("long", "libx264", ".mp4", constant_rate(10, Fraction(10)))
+    names = ["x" * 240 + "-a", "x" * 240 + "-b", "é" * 123]  # 242, 242, 246 bytes
+    for name in names:
+        write_video(inputs / f"{name}.mp4", spec)
+    out = tmp_path / "out"
+    result = run_main("caption", inputs, "--out", out, "--model", "tiny", "--scenes", "--quiet")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [v["status"] for v in summary["videos"]] == ["done"] * 3
+    stems = sorted(p.name.removesuffix(".jsonl") for p in out.glob("*.jsonl")
+                   if not p.name.endswith(".scenes.jsonl"))  # fmt: skip
+    assert len(stems) == 3 and all(226 < len(s.encode()) <= 228 and "~" in s for s in stems)
+    assert len({s.split("~")[1] for s in stems}) == 3  # (242-byte names alike: apart)
+    for stem in stems:
+        assert list(srt.parse((out / f"{stem}.srt").read_text()))
+        assert read_jsonl(out / f"{stem}.jsonl") and (out / f"{stem}.scenes.jsonl").is_file()
+    again = run_main("caption", inputs, "--out", out, "--model", "tiny", "--scenes", "--quiet")
+    assert again.returncode == 0
+    assert json.loads((out / "summary.json").read_text())["run"]["resumed"] == 3
+    [clip] = export_clips(inputs / f"{names[2]}.mp4", [Segment(0.0, 0.5)], tmp_path / "clips")
+    assert (tmp_path / "clips" / clip.path).is_file() and len(clip.path.encode()) <= 255
+
+
 def test_changed_settings_redo_videos(mixed_folder: Path, tmp_path: Path) -> None:
     video = mixed_folder / "web.webm"
     assert vidcap("caption", video, "--out", tmp_path, "--model", "tiny", "--quiet").returncode == 0

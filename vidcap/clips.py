@@ -41,7 +41,7 @@ from typing import Any
 from vidcap.errors import UsageError, VideoError
 from vidcap.ffmpeg import FfmpegError, every_frame_at_its_time, local_name, probe, run_ffmpeg
 from vidcap.mask import DECIMALS, Segment, is_number
-from vidcap.outputs import part_path, write_atomic
+from vidcap.outputs import part_path, short_stem, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +118,16 @@ def _parse_segment(path: Path, number: int, row: object) -> Segment:
     return Segment(float(start), float(end), frames if isinstance(frames, int) else 0)
 
 
+# A clip's name adds up to ~60 bytes to its source's stem (scene, piece, times of a long
+# video, ``.mp4.part``): the stem keeps at most this many, within 255.
+CLIP_STEM_MAX = 180
+
+
 def clip_name(stem: str, number: int, segment: Segment) -> str:
     """Stable name: ``<stem>_0001_3.000-7.000.mp4`` (number, then start-end in seconds)."""
-    return f"{stem}_{number:04d}_{segment.start:.3f}-{segment.end:.3f}.mp4"
+    return (
+        f"{short_stem(stem, CLIP_STEM_MAX)}_{number:04d}_{segment.start:.3f}-{segment.end:.3f}.mp4"
+    )
 
 
 def cut_arguments(
@@ -434,7 +441,10 @@ def scene_pieces(
 def scene_clip_name(stem: str, piece: ScenePiece) -> str:
     """``<stem>_scene0003_02_4.000-6.000.mp4``: scene number, piece, start-end in seconds."""
     number = int(piece.row["scene"])
-    return f"{stem}_scene{number:04d}_{piece.part:02d}_{piece.start:.3f}-{piece.end:.3f}.mp4"
+    return (
+        f"{short_stem(stem, CLIP_STEM_MAX)}_scene{number:04d}_{piece.part:02d}_"
+        f"{piece.start:.3f}-{piece.end:.3f}.mp4"
+    )
 
 
 def export_scene_clips(

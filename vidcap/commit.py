@@ -37,6 +37,7 @@ from vidcap.outputs import (
     SCENES_FORMAT,
     VIDEO_FORMATS,
     CaptionedFrame,
+    short_stem,
     thumbs_folder,
     write_thumbnails,
     write_video_outputs,
@@ -146,7 +147,7 @@ class RunWriter(Protocol):
 
 
 def _stem(source: str) -> str:
-    return Path(source.rstrip("/").rsplit("/", 1)[-1]).stem or "video"
+    return short_stem(Path(source.rstrip("/").rsplit("/", 1)[-1]).stem or "video")
 
 
 def _hashed(stem: str, path: str) -> str:

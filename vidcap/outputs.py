@@ -15,6 +15,7 @@ Parquet shards (``vidcap.parquet``) and ``vidcap mask``'s saved answers.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -55,6 +56,23 @@ class Cue:
     start: float
     end: float
     text: str
+
+
+# A file name is at most 255 bytes (Linux, macOS, Windows): a video's outputs add at most 27
+# to its name (``-<hash>`` for a name two inputs share, ``.scenes.jsonl.part``).
+NAME_STEM_MAX = 228
+
+
+def short_stem(stem: str, limit: int = NAME_STEM_MAX) -> str:
+    """``stem`` as a name outputs can carry: as it is up to ``limit`` UTF-8 bytes; a longer
+    one (a download named after a long title) cut at a character and ended with ``~`` and
+    a hash of the whole, so two long names that start alike stay apart."""
+    data = stem.encode("utf-8", "surrogateescape")
+    if len(data) <= limit:
+        return stem
+    digest = hashlib.sha1(data).hexdigest()[:8]
+    head = data[: limit - len(digest) - 1].decode("utf-8", "ignore")  # (a whole character)
+    return f"{head}~{digest}"
 
 
 def part_path(path: Path) -> Path:
