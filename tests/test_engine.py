@@ -528,3 +528,35 @@ def test_a_folder_in_use_is_refused_before_anything_is_planned(tmp_path: Path) -
         assert not (out / "summary.json").exists()
     with holding(out):  # let go when the block ended
         pass
+
+
+def test_a_file_system_without_locks_runs_unguarded_saying_so(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    """Regression: on a file system that takes no locks (Lustre mounted without flock
+    answers ENOSYS, NFS mounted nolock ENOLCK: the scratch space of many GPU clusters) the
+    run lock's flock raised, and every run ended with a traceback. The run goes on,
+    unguarded, with a warning. (No such file system can be mounted here: flock is made to
+    answer as Lustre's does.)"""
+    import errno
+    import fcntl
+
+    from vidcap import out_lock
+
+    answer = OSError(errno.ENOSYS, "Function not implemented")
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise answer
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    out = tmp_path / "out"
+    with out_lock.holding(out):
+        assert "since" in (out / ".vidcap" / "run.lock").read_text()
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning == (
+        f"--out {out}: its file system takes no locks (Function not implemented): a second "
+        "run started in this folder while this one runs is not kept out"
+    )
+    answer = OSError(errno.EIO, "Input/output error")  # any other failure still raises
+    with pytest.raises(OSError, match="Input/output error"), out_lock.holding(out):
+        pass

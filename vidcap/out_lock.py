@@ -11,7 +11,9 @@ Linux takes ``flock`` as a lock the server keeps, so the rule holds across machi
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import logging
 import os
 import socket
 import time
@@ -23,6 +25,11 @@ from vidcap.errors import UsageError
 from vidcap.records import STATE_DIR
 
 LOCK_NAME = "run.lock"
+# flock's answers on a file system that takes no locks (Lustre mounted without flock, NFS
+# mounted nolock, some FUSE file systems): the run goes on, unguarded, saying so.
+NO_LOCKS = frozenset({errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL})
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -41,6 +48,14 @@ def holding(out_dir: Path) -> Iterator[None]:
                 f"--out {out_dir} is in use by another vidcap run ({holder}): wait for it to "
                 "end, or give another --out"
             ) from None
+        except OSError as exc:
+            if exc.errno not in NO_LOCKS:
+                raise
+            log.warning(
+                "--out %s: its file system takes no locks (%s): a second run started in "
+                "this folder while this one runs is not kept out",
+                out_dir, exc.strerror,
+            )  # fmt: skip
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {since}\n".encode(), 0)
