@@ -615,3 +615,22 @@ def test_a_client_reports_an_unreachable_server_in_one_line() -> None:
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: no server captioned")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("name", ["batch", "putinmask"])
+def test_a_client_checks_its_video_before_loading_or_asking_anything(
+    name: str, tmp_path: Path
+) -> None:
+    """Regression: ``client_example-putinmask.py missing.mp4`` (no ``--url``: the model in
+    its process) loaded BLIP-2 before finding the file missing — a minute on a GPU, or the
+    model's error where the file's belonged. The VIDEO argument is checked first."""
+    script = runpy.run_path(str(CLIENTS / f"client_example-{name}.py"))
+    for video, reason in ((tmp_path / "missing.mp4", "no such file"),
+                          (tmp_path, "is a folder, not a video")):  # fmt: skip
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exited:
+            # (the hub's BLIP-2, not cached here: loading it would fail with its own error)
+            script["main"]([str(video), "--url", f"http://127.0.0.1:{free_port()}/caption"]
+                           if name == "batch" else [str(video)])  # fmt: skip
+        assert exited.value.code == 2
+        assert f"error: argument video: {video}: {reason}" in stderr.getvalue()

@@ -22,6 +22,7 @@ from vidcap.cli.parser import OneLineParser
 from vidcap.cli.remote import add_client_arguments
 from vidcap.engine import caption_video
 from vidcap.errors import VidcapError
+from vidcap.ffmpeg import not_a_video_file
 from vidcap.settings import DEFAULT_MODEL, GenerationSettings
 
 
@@ -35,6 +36,14 @@ class CaptionRun:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
+def _video_file(text: str) -> Path:
+    """The ``VIDEO`` argument: a file there (checked before any model loads or server is
+    asked, so a typo costs no minute of loading BLIP-2)."""
+    if (reason := not_a_video_file(text)) is not None:
+        raise argparse.ArgumentTypeError(f"{text}: {reason}")
+    return Path(text)
+
+
 def video_script_parser(
     doc: str, *, require_server: bool = True, omit: Collection[str] = ()
 ) -> argparse.ArgumentParser:
@@ -43,7 +52,7 @@ def video_script_parser(
     parser = OneLineParser(
         description=doc.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("video", type=Path)
+    parser.add_argument("video", type=_video_file)
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
