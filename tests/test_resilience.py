@@ -225,6 +225,30 @@ def test_a_video_the_server_keeps_failing_fails_alone(
     assert summary["totals"] == {**summary["totals"], "done": 2, "failed": 1}
 
 
+def test_a_password_in_a_server_url_is_sent_but_never_written(
+    three_videos: Path, tmp_path: Path, capsys
+) -> None:
+    """Regression: ``--server http://user:password@host/…`` (a server behind a proxy asking
+    for Basic authorization) put the password into every warning, ``summary.json``, the
+    resume records and the report page; with ``--token`` too, aiohttp refused the request
+    with a traceback. The credentials go in the Authorization header only; every line
+    names the URL without them; with a token as well it is a usage error."""
+    import base64
+
+    with Stub(fail={"green": "500"}) as stub:
+        url = stub.url.replace("http://", "http://ann:s3cret%40pw@")
+        code, summary = caption_run(three_videos, tmp_path / "out", url)
+        both = ["caption", str(three_videos), "--out", str(tmp_path / "out2"), "--server", url]
+        assert main([*both, "--token", "t0ken", "--quiet"]) == 2
+    assert "one Authorization header; give one of the two" in capsys.readouterr().err
+    assert code == 1 and by_name(summary)["red"]["status"] == "done"
+    basic = "Basic " + base64.b64encode(b"ann:s3cret@pw").decode()
+    assert {seen.get("Authorization") for seen in stub.seen} == {basic}
+    assert stub.url in by_name(summary)["green"]["error"]  # named, without the credentials
+    written = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert written and not [p for p in written if b"s3cret" in p.read_bytes()]
+
+
 def test_a_server_that_fails_everything_stops_the_run_not_one_video_at_a_time(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -36,6 +36,7 @@ The caller's frame iterator is read lazily: never more than about
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -47,7 +48,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 import numpy as np
@@ -155,10 +156,44 @@ class ClientOptions:
         return min(self.backoff * 2**attempt, self.backoff_max)
 
 
-def parse_server_urls(value: str | Sequence[str]) -> list[str]:
+class ServerURL(str):
+    """An endpoint URL as it is shown, logged and recorded: without the ``user:password@``
+    it may have been given with (a server behind a proxy asking for Basic authorization),
+    which would otherwise reach warnings, ``summary.json``, resume records and the report
+    page. ``authorization``: the header those credentials make (None: none given)."""
+
+    authorization: str | None
+
+    def __new__(cls, url: str) -> ServerURL:
+        if isinstance(url, ServerURL):
+            return url
+        parts = urlsplit(url)
+        if "@" not in parts.netloc:
+            made = super().__new__(cls, url)
+            made.authorization = None
+            return made
+        credentials, _, place = parts.netloc.rpartition("@")
+        user, _, password = credentials.partition(":")
+        made = super().__new__(cls, urlunsplit(parts._replace(netloc=place)))
+        pair = f"{unquote(user)}:{unquote(password)}".encode()
+        made.authorization = "Basic " + base64.b64encode(pair).decode("ascii")
+        return made
+
+    def __reduce__(self) -> tuple:  # (pickled whole: its credentials go with it)
+        return _server_url, (str(self), self.authorization)
+
+
+def _server_url(url: str, authorization: str | None) -> ServerURL:
+    made = ServerURL(url)
+    made.authorization = authorization
+    return made
+
+
+def parse_server_urls(value: str | Sequence[str]) -> list[ServerURL]:
     """``"URL1,URL2"`` (or a list) → checked endpoint URLs; ``UsageError`` on a bad one."""
     items = value.split(",") if isinstance(value, str) else list(value)
-    urls = [item.strip() for item in items if item.strip()]
+    urls = [item if isinstance(item, ServerURL) else ServerURL(item.strip()) for item in items]
+    urls = [url for url in urls if url]
     if not urls:
         raise UsageError(f"--server needs at least one endpoint URL, e.g. {ENDPOINT_HELP}")
     for url in urls:
@@ -583,7 +618,7 @@ class RemoteBackend:
         self, url: str, frames: list[bytes], settings: GenerationSettings, key: str | None
     ) -> list[str]:
         fields = wire.explicit_settings_fields(settings)
-        headers = auth_headers(key)
+        headers = auth_headers(key, url)
         data: bytes | aiohttp.FormData
         if (
             self.options.prebatch == 1
@@ -631,7 +666,12 @@ class RemoteBackend:
         return form
 
 
-def auth_headers(key: str | None) -> dict[str, str]:
+def auth_headers(key: str | None, url: str = "") -> dict[str, str]:
+    """The Authorization header of a request to ``url``: the Basic authorization its
+    ``user:password@`` asked for (``ServerURL``), else the bearer ``key``, if any."""
+    basic = getattr(url, "authorization", None)
+    if basic:
+        return {"Authorization": basic}
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
@@ -661,7 +701,7 @@ async def ask_info(
     async with aiohttp.ClientSession() as session:
 
         async def ask(url: str) -> tuple[int, bytes]:
-            headers = {INFO_HEADER: "1", **auth_headers(key_for(url))}
+            headers = {INFO_HEADER: "1", **auth_headers(key_for(url), url)}
             async with session.post(
                 url, data=b"", headers=headers, timeout=client_timeout, allow_redirects=False
             ) as resp:

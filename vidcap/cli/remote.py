@@ -144,10 +144,14 @@ def find_token(
     """``--token``, else ``$VIDCAP_TOKEN`` (both for every URL given), else the inference
     key of the TorchServe running from ``$TS_RUN_DIR`` (``default_run_dir`` when unset)
     when one of ``urls`` is that server's address (``TorchServeKey``: for it alone)."""
-    if given:
-        return given
-    if env.get(TOKEN_ENV):
-        return env[TOKEN_ENV]
+    explicit = given or env.get(TOKEN_ENV)
+    if explicit and any(getattr(url, "authorization", None) for url in urls):
+        raise UsageError(
+            "a server URL with user:password@ and a token (--token or $VIDCAP_TOKEN): a "
+            "request carries one Authorization header; give one of the two"
+        )
+    if explicit:
+        return explicit
     run_dir = env.get(KEY_FILE_ENV)
     key = TorchServeKey(Path(run_dir) if run_dir else default_run_dir).read()
     if key.key is None:
