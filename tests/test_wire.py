@@ -247,3 +247,19 @@ def test_scan_markers_inside_other_segments_are_not_scans() -> None:
     data = buffer.getvalue()
     assert data.count(b"\xff\xda") > 500 and wire.jpeg_scans(data, 100) == 1
     assert decode_image(data, WireLimits()).shape == (48, 64, 3)
+
+
+def test_frame_parts_are_put_in_order_and_one_number_twice_is_refused() -> None:
+    """Parts named ``frame<N>`` are answered in N's order whatever order they came in;
+    regression: ``frame01`` beside ``frame1`` (two names, one number) was answered in an
+    order that did not say which caption was whose. Both servers answer it 400."""
+    from vidcap.errors import BadRequest
+    from vidcap.wire import ordered_frames
+
+    assert ordered_frames([("frame10", b"k"), ("frame2", b"c"), ("frame0", b"a")]) == [
+        b"a", b"c", b"k"
+    ]  # fmt: skip
+    assert ordered_frames([("b", b"1"), ("a", b"2")]) == [b"1", b"2"]  # other names: as sent
+    with pytest.raises(BadRequest, match=r"'frame1' and 'frame01' are both frame 1") as info:
+        ordered_frames([("frame1", b"x"), ("frame0", b"y"), ("frame01", b"z")])
+    assert info.value.status == 400

@@ -326,13 +326,21 @@ def ordered_frames(parts: Sequence[tuple[str, bytes]]) -> list[bytes]:
 
     When every name is ``frame<N>`` (what ``frame_part_name`` writes), the parts are
     sorted by N, so a transport that loses part order (a dict keyed by name) still
-    answers in order; otherwise the given order is kept.
+    answers in order (two names of one N, ``frame01`` and ``frame1``, are a
+    ``BadRequest``); otherwise the given order is kept.
     """
     prefix = len(FRAME_PART_PREFIX)
     if parts and all(
         name.startswith(FRAME_PART_PREFIX) and name[prefix:].isdigit() for name, _ in parts
     ):
-        return [data for _, data in sorted(parts, key=lambda part: int(part[0][prefix:]))]
+        numbered = sorted(parts, key=lambda part: int(part[0][prefix:]))
+        for (first, _), (second, _) in zip(numbered, numbered[1:], strict=False):
+            if int(first[prefix:]) == int(second[prefix:]):  # (frame01 and frame1)
+                raise BadRequest(
+                    f"multipart parts {first!r} and {second!r} are both frame "
+                    f"{int(first[prefix:])}: the answers' order would not say which is which"
+                )
+        return [data for _, data in numbered]
     return [data for _, data in parts]
 
 
