@@ -201,10 +201,10 @@ def _expand_local(path: Path) -> list[InputVideo]:
         raise UsageError(f"no such file or folder: {path}")
     if (reason := not_a_video_file(path)) is not None:
         raise UsageError(f"{_shown(str(path))}: {reason}")
-    if not _utf8(str(path)):
-        raise UsageError(f"{_shown(str(path))}: the name is not UTF-8{RENAME_HINT}")
     if path.suffix.lower() in LIST_SUFFIXES:
         return _read_list(str(path), path.read_bytes(), base=str(path.parent))
+    if not _utf8(str(path)):
+        raise UsageError(f"{_shown(str(path))}: the name is not UTF-8{RENAME_HINT}")
     return [InputVideo(str(path))]
 
 
@@ -274,7 +274,7 @@ def _csv_rows(name: str, text: str) -> list[dict[str, Any]]:
         return list(reader)
     except csv.Error as exc:
         raise UsageError(
-            f"{name}: not a readable CSV file (line {reader.line_num}: {exc})"
+            f"{name}: not a readable CSV file (after line {reader.line_num}: {exc})"
         ) from None
     finally:
         csv.field_size_limit(limit)
