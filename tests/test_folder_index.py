@@ -164,3 +164,17 @@ def test_a_later_summary_reads_only_the_changed_records_and_equals_one_from_scra
         assert data["videos"] == scratch["videos"] and data["totals"] == scratch["totals"]
     assert [v["name"] for v in scratch["videos"]] == sorted({*NAMES, "broken", "zeta"} - {"delta"})
     assert next(v for v in scratch["videos"] if v["name"] == "beta")["frames"] == 42
+
+
+def test_a_folder_whose_summary_cannot_be_read_says_so(out: Path, caplog) -> None:
+    """Regression: a folder copied without its ``.vidcap/`` whose ``summary.json`` is
+    damaged (cut off in the copy) showed "0 videos" in the page, search and export without
+    a word. The unreadable summary is named."""
+    shutil.rmtree(out / vidcap.records.STATE_DIR)
+    summary = out / SUMMARY
+    summary.write_text(summary.read_text()[:40])
+    assert open_folder(out) == []
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning.startswith(f"{summary} cannot be read (") and warning.endswith(
+        "): no video of it is listed"
+    )

@@ -132,7 +132,9 @@ def open_folder(out: Path | str, summary: Mapping[str, Any] | None = None) -> li
         return [videos[name] for name in sorted(videos)]
     try:  # a folder copied without its .vidcap/: what summary.json lists
         data = json.loads(listed.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError) as exc:
+        if listed.exists():  # (no records and no summary: a run that has committed nothing)
+            log.warning("%s cannot be read (%s): no video of it is listed", listed, exc)
         return []
     return _from_summary(out, data.get("videos") if isinstance(data, dict) else None)
 
