@@ -18,9 +18,9 @@ from tests.support.videos import (
     FFPROBE,
     SPECS,
     VideoSpec,
+    check_cut_off_files,
     concealed_damage,
     constant_rate,
-    cut_off_said,
     encode_with_ffmpeg,
     ffmpeg_has_encoder,
     ffprobe_frames,
@@ -936,13 +936,43 @@ def test_an_avi_cut_inside_its_frames_warns(tmp_path: Path, caplog) -> None:
         "index cut off": (data[:-40], False),
         "download cut inside a frame": (data[: second + 8 + 100], True),
     }
-    for label, (content, cut) in files.items():
-        path = tmp_path / f"{label}.avi"
-        path.write_bytes(content)
-        for sampling in (SamplingSettings(fps=1.0), SamplingSettings(every_n=1, mode="all")):
-            said, lost = cut_off_said(path, sampling, "AVI chunk", caplog)
-            assert len(said) == int(cut), (label, sampling, said)
-            assert (lost >= 1) == cut, (label, sampling)
+    check_cut_off_files(tmp_path, files, ".avi", "AVI chunk", caplog)
+
+
+def test_a_matroska_file_without_a_duration_is_judged_by_its_clusters(
+    tmp_path: Path, caplog
+) -> None:
+    """Regression: a Matroska file that states no duration (written live, as a streaming
+    recorder or ``-live 1`` writes it; or unfinished, as a crashed OBS leaves it) with PCM
+    sound got FFmpeg's duration estimate from the bitrate (9.1 s for 4 s), and a whole file
+    was said to have lost 128 of 228 frames. Without a stated duration no tail is counted
+    from the estimate; a file that ends inside a Cluster is cut off, warned and a frame
+    counted lost; one cut after its last Cluster loses none."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    from vidcap.torn import matroska_states_duration
+
+    live = tmp_path / "live.mkv"
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+         "testsrc2=size=160x120:rate=25", "-f", "lavfi", "-i", "sine", "-t", "4", "-c:v",
+         "mjpeg", "-c:a", "pcm_s16le", "-f", "matroska", "-live", "1", str(live)],
+        check=True,
+    )  # fmt: skip
+    whole = encode_with_ffmpeg(tmp_path / "w.mkv", 50, "25", ["-c:v", "mjpeg"], size=(120, 160))
+    assert not matroska_states_duration(str(live)) and matroska_states_duration(str(whole))
+    data = live.read_bytes()
+    cues = whole.read_bytes().rfind(b"\x1c\x53\xbb\x6b")  # the index after the last Cluster
+    assert cues > 0
+    files = {  # name: (content, does it end inside a Cluster?)
+        "live, whole": (data, False),
+        "live, cut in a cluster": (data[: len(data) * 6 // 10], True),
+        "whole": (whole.read_bytes(), False),
+        "index cut off": (whole.read_bytes()[: cues + 20], False),
+    }
+    check_cut_off_files(tmp_path, files, ".mkv", "Matroska cluster", caplog)
 
 
 def test_a_matroska_video_track_shorter_than_its_audio_is_whole(tmp_path: Path, caplog) -> None:

@@ -23,7 +23,7 @@ import av
 from vidcap.errors import VideoError
 from vidcap.ffmpeg import local_name
 from vidcap.picture import format_has_alpha
-from vidcap.torn import unfinished_mp4
+from vidcap.torn import matroska_states_duration, unfinished_mp4
 
 if TYPE_CHECKING:
     from vidcap.video import VideoStats
@@ -318,8 +318,11 @@ def _header_length(stream: av.video.stream.VideoStream) -> float | None:
     """How long the header says the stream lasts from its first frame, in seconds, if it
     says: the stream's duration, or, in Matroska/WebM (which stores none per stream), the
     ``DURATION`` tag FFmpeg's and mkvmerge's muxers write per track (``DURATION-eng`` as
-    FFmpeg reads mkvmerge's), which counts from the file's zero."""
-    if stream.duration is not None and stream.time_base is not None:
+    FFmpeg reads mkvmerge's), which counts from the file's zero. (A Matroska stream's own
+    duration is only ever FFmpeg's estimate from the bitrate, where the file states no
+    length at all: a live or unfinished recording. It is no header's.)"""
+    matroska = "matroska" in stream.container.format.name.split(",")
+    if stream.duration is not None and stream.time_base is not None and not matroska:
         return float(stream.duration * stream.time_base)
     for name, value in (stream.metadata or {}).items():
         if name.upper() == "DURATION" or name.upper().startswith("DURATION-"):
@@ -387,12 +390,14 @@ def missing_file_tail(
     writes its ``DURATION`` tags after the last cluster: a cut-off download loses them), an
     FLV (its onMetaData duration). Where the file has other streams, only if every one of
     them ends short of it as well (a video track may end before its audio)."""
+    names = set(container.format.name.split(","))
     if (
-        not FILE_DURATION_FORMATS & set(container.format.name.split(","))
+        not FILE_DURATION_FORMATS & names
         or container.duration is None
         or stats.nominal_fps <= 0
         or _header_length(stream) is not None
-    ):
+        or ("matroska" in names and not matroska_states_duration(container.name))
+    ):  # (a live or unfinished Matroska file: FFmpeg's duration is a bitrate estimate)
         return 0
     if "flv" in container.format.name.split(","):
         # FLV's onMetaData duration is where its last frame ends on the file's timestamps

@@ -5,6 +5,7 @@ no length a decoder could check; ``unfinished_mp4``: why an MP4 FFmpeg cannot op
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -18,6 +19,13 @@ TS_TAIL_PACKETS = 6  # packets read from the end to find their boundaries
 # lacing values; at most 27 + 255 + 255 * 255 bytes.
 OGG_CAPTURE = b"OggS"
 OGG_PAGE_MAX = 27 + 255 + 255 * 255
+# Matroska/WebM (EBML): elements of a variable-length id and size ("unknown": all ones, as
+# a live or unfinished recording leaves its Segment and Clusters).
+EBML_SEGMENT = 0x18538067
+EBML_INFO = 0x1549A966
+EBML_DURATION = 0x4489
+EBML_CLUSTER = 0x1F43B675
+EBML_ELEMENTS_MAX = 4_000_000  # elements followed at most (hours of video and sound)
 # AVI (RIFF): chunks of a 4-byte id, a 4-byte little-endian length, the data and a pad byte
 # to an even length. A recorder writes the lengths of its RIFF and 'movi' lists when it
 # stops: until then they hold a placeholder.
@@ -60,6 +68,8 @@ def torn_end(container: av.container.InputContainer) -> str | None:
         return "an Ogg page"
     if "avi" in names and _cut_avi(container.name):
         return "an AVI chunk"
+    if "matroska" in names and _cut_matroska(container.name):
+        return "a Matroska cluster"
     return None
 
 
@@ -204,3 +214,117 @@ def _unfinished_mp4(path: Path | str) -> str | None:
             "file of the same camera"
         )
     return None
+
+
+def _element(head: bytes) -> tuple[int, int, int | None] | None:
+    """The EBML element whose header starts ``head``: (id, header length, size; None when
+    the size is unknown), or None when ``head`` holds no whole header (or no element)."""
+    if not head or head[0] == 0:
+        return None
+    id_length = 9 - head[0].bit_length()
+    if id_length > 4 or len(head) <= id_length or head[id_length] == 0:
+        return None
+    size_length = 9 - head[id_length].bit_length()
+    end = id_length + size_length
+    if len(head) < end:
+        return None
+    element = int.from_bytes(head[:id_length], "big")
+    size = int.from_bytes(head[id_length:end], "big") & ((1 << (7 * size_length)) - 1)
+    return element, end, None if size == (1 << (7 * size_length)) - 1 else size
+
+
+def _matroska_elements(handle: BinaryIO, size: int) -> Iterator[tuple[int, int, int, int | None]]:
+    """(id, offset, header length, size) of each element met walking the file, into the
+    Segment and into each Cluster whose size is unknown or runs past the end (a whole
+    Cluster is stepped over: a finished file costs a read per Cluster); stops at bytes
+    that are no header."""
+    at = 0
+    for _ in range(EBML_ELEMENTS_MAX):
+        if at >= size:
+            return
+        handle.seek(at)
+        found = _element(handle.read(12))
+        if found is None:
+            yield -1, at, 0, None  # (no whole header here)
+            return
+        element, header, length = found
+        yield element, at, header, length
+        whole = length is not None and at + header + length <= size
+        if element == EBML_SEGMENT or (element == EBML_CLUSTER and not whole):
+            at += header  # into it
+        elif length is None:
+            return
+        else:
+            at += header + length
+
+
+def matroska_states_duration(path: str) -> bool:
+    """Does this Matroska/WebM file's Segment Info hold a Duration? A live or unfinished
+    recording has none: FFmpeg then estimates the file's duration from its bitrate, which
+    is no length to count lost frames against."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            for element, at, header, length in _matroska_elements(handle, size):
+                if element == EBML_CLUSTER:
+                    return False  # (the Info comes before the first Cluster)
+                if element == EBML_INFO and length is not None:
+                    handle.seek(at + header)
+                    return _holds(handle.read(min(length, 4096)), EBML_DURATION)
+    except OSError:
+        return True
+    return False
+
+
+def _holds(data: bytes, wanted: int) -> bool:
+    """Does the run of EBML elements ``data`` hold element ``wanted`` at its top level?"""
+    at = 0
+    while at < len(data):
+        found = _element(data[at : at + 12])
+        if found is None or found[2] is None:
+            return False
+        element, header, length = found
+        if element == wanted:
+            return True
+        at += header + length
+    return False
+
+
+def _cut_matroska(path: str) -> bool:
+    """Does this Matroska/WebM file end inside a Cluster (its frames)? The Segment and its
+    Clusters are followed element by element; one that runs past the file's end inside a
+    Cluster is cut off. An index or tags cut off after the last Cluster lose no frame."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            in_cluster = False
+            for element, at, header, length in _matroska_elements(handle, size):
+                if element == -1:
+                    return in_cluster  # (a header the end cut)
+                if element == EBML_CLUSTER:
+                    in_cluster = True
+                elif element == EBML_SEGMENT:
+                    continue
+                elif length is not None and at + header + length > size:
+                    return element in _CLUSTER_CHILDREN
+                elif element in _CLUSTER_SIBLINGS:
+                    in_cluster = False
+    except OSError:
+        return False
+    return False
+
+
+# Top-level elements of a Segment besides Clusters: met after one, the Cluster has ended.
+_CLUSTER_SIBLINGS = frozenset(
+    {
+        0x114D9B74,  # SeekHead
+        EBML_INFO,
+        0x1654AE6B,  # Tracks
+        0x1C53BB6B,  # Cues
+        0x1941A469,  # Attachments
+        0x1043A770,  # Chapters
+        0x1254C367,  # Tags
+    }
+)
+# What a Cluster holds: its timestamp, position, the size of the one before, its blocks.
+_CLUSTER_CHILDREN = frozenset({0xE7, 0xA7, 0xAB, 0xA3, 0xA0, 0xAF})

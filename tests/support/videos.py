@@ -485,3 +485,20 @@ def cut_off_said(path: Path, sampling: object, phrase: str, caplog) -> tuple[lis
             assert list(reader.frames(sampling))
     said = [r.getMessage() for r in caplog.records if phrase in r.getMessage()]
     return said, reader.stats.lost_frames
+
+
+def check_cut_off_files(
+    folder: Path, files: dict[str, tuple[bytes, bool]], suffix: str, phrase: str, caplog
+) -> None:
+    """Write each of ``files`` (label: its bytes, does it end inside a unit?) into
+    ``folder`` and read it sampled two ways: a cut-off one warns once with ``phrase`` and
+    counts a frame lost, a whole one neither."""
+    from vidcap.settings import SamplingSettings
+
+    for label, (content, cut) in files.items():
+        path = folder / f"{label}{suffix}"
+        path.write_bytes(content)
+        for sampling in (SamplingSettings(fps=1.0), SamplingSettings(every_n=1, mode="all")):
+            said, lost = cut_off_said(path, sampling, phrase, caplog)
+            assert len(said) == int(cut), (label, sampling, said)
+            assert (lost >= 1) == cut, (label, sampling, lost)
