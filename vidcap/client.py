@@ -179,15 +179,6 @@ class ServerURL(str):
         made.authorization = "Basic " + base64.b64encode(pair).decode("ascii")
         return made
 
-    def __reduce__(self) -> tuple:  # (pickled whole: its credentials go with it)
-        return _server_url, (str(self), self.authorization)
-
-
-def _server_url(url: str, authorization: str | None) -> ServerURL:
-    made = ServerURL(url)
-    made.authorization = authorization
-    return made
-
 
 def parse_server_urls(value: str | Sequence[str]) -> list[ServerURL]:
     """``"URL1,URL2"`` (or a list) → checked endpoint URLs; ``UsageError`` on a bad one."""

@@ -33,20 +33,16 @@ RIFF_PLACEHOLDERS = (0, 0xFFFFFFFF)
 AVI_CHUNKS_MAX = 4_000_000  # chunks followed at most (hours of video and sound)
 
 
-def _cut_transport_stream(container: av.container.InputContainer) -> bool:
+def _cut_transport_stream(path: str) -> bool:
     """Does this MPEG-TS/M2TS file end inside a packet? A cut-off download does (unless
     the cut falls on a packet boundary, about one time in 190). A TS states no length, so
     how much is missing is not known. The packets' boundaries are found from the file's
     end (sync bytes one packet length apart), so bytes before the first packet (a capture
     begun mid-packet) do not count."""
-    try:
-        with open(container.name, "rb") as handle:
-            size = handle.seek(0, 2)
-            start = max(0, size - TS_TAIL_PACKETS * 192)
-            handle.seek(start)
-            tail = handle.read()
-    except OSError:
-        return False
+    with open(path, "rb") as handle:
+        size = handle.seek(0, 2)
+        handle.seek(max(0, size - TS_TAIL_PACKETS * 192))
+        tail = handle.read()
     for length, sync in TS_PACKETS:
         for offset in range(length):
             syncs = range(offset + sync, len(tail), length)
@@ -62,29 +58,30 @@ def torn_end(container: av.container.InputContainer) -> str | None:
     before writing its lengths (a dashcam losing power), inside a chunk. None of these says
     how much is missing; a cut that falls on a boundary is not seen."""
     names = set(container.format.name.split(","))
-    if "mpegts" in names and _cut_transport_stream(container):
-        return "a transport-stream packet"
-    if "ogg" in names and _cut_ogg(container):
-        return "an Ogg page"
-    if "avi" in names and _cut_avi(container.name):
-        return "an AVI chunk"
-    if "matroska" in names and _cut_matroska(container.name):
-        return "a Matroska cluster"
+    checks = (
+        ("mpegts", _cut_transport_stream, "a transport-stream packet"),
+        ("ogg", _cut_ogg, "an Ogg page"),
+        ("avi", _cut_avi, "an AVI chunk"),
+        ("matroska", _cut_matroska, "a Matroska cluster"),
+    )
+    for name, cut, unit in checks:
+        if name in names:
+            try:
+                return unit if cut(container.name) else None
+            except OSError:  # (gone or unreadable since it was decoded: nothing to tell)
+                return None
     return None
 
 
-def _cut_ogg(container: av.container.InputContainer) -> bool:
+def _cut_ogg(path: str) -> bool:
     """Does this Ogg file end inside a page? Pages are followed from the first one found
     in the file's last two page lengths whose lengths lead from page to page to the end (a
     capture pattern inside a page's data leads nowhere); trailing bytes that are no page
     (a tag) do not count."""
-    try:
-        with open(container.name, "rb") as handle:
-            size = handle.seek(0, 2)
-            handle.seek(max(0, size - 2 * OGG_PAGE_MAX))
-            tail = handle.read()
-    except OSError:
-        return False
+    with open(path, "rb") as handle:
+        size = handle.seek(0, 2)
+        handle.seek(max(0, size - 2 * OGG_PAGE_MAX))
+        tail = handle.read()
     position = tail.find(OGG_CAPTURE)
     while position != -1:
         stop = _ogg_pages_end(tail, position)
@@ -118,24 +115,21 @@ def _cut_avi(path: str) -> bool:
     stated length runs past the end is cut off; one whose length is still a placeholder
     (its recorder never stopped) is followed chunk by chunk to the end. An index cut off
     after whole frames loses none; bytes after the last RIFF chunk do not count."""
-    try:
-        with open(path, "rb") as handle:
-            size = handle.seek(0, 2)
-            at = 0
-            while at + 12 <= size:
-                handle.seek(at)
-                header = handle.read(12)
-                if header[:4] != b"RIFF":
-                    return False
-                length = int.from_bytes(header[4:8], "little")
-                end = size if length in RIFF_PLACEHOLDERS else min(size, at + 8 + length)
-                if _frames_cut(handle, at + 12, end, size):
-                    return True
-                if length in RIFF_PLACEHOLDERS or at + 8 + length > size:
-                    return False
-                at += 8 + length + (length & 1)
-    except OSError:
-        return False
+    with open(path, "rb") as handle:
+        size = handle.seek(0, 2)
+        at = 0
+        while at + 12 <= size:
+            handle.seek(at)
+            header = handle.read(12)
+            if header[:4] != b"RIFF":
+                return False
+            length = int.from_bytes(header[4:8], "little")
+            end = size if length in RIFF_PLACEHOLDERS else min(size, at + 8 + length)
+            if _frames_cut(handle, at + 12, end, size):
+                return True
+            if length in RIFF_PLACEHOLDERS or at + 8 + length > size:
+                return False
+            at += 8 + length + (length & 1)
     return False
 
 
@@ -294,23 +288,20 @@ def _cut_matroska(path: str) -> bool:
     """Does this Matroska/WebM file end inside a Cluster (its frames)? The Segment and its
     Clusters are followed element by element; one that runs past the file's end inside a
     Cluster is cut off. An index or tags cut off after the last Cluster lose no frame."""
-    try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            in_cluster = False
-            for element, at, header, length in _matroska_elements(handle, size):
-                if element == -1:
-                    return in_cluster  # (a header the end cut)
-                if element == EBML_CLUSTER:
-                    in_cluster = True
-                elif element == EBML_SEGMENT:
-                    continue
-                elif length is not None and at + header + length > size:
-                    return element in _CLUSTER_CHILDREN
-                elif element in _CLUSTER_SIBLINGS:
-                    in_cluster = False
-    except OSError:
-        return False
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        in_cluster = False
+        for element, at, header, length in _matroska_elements(handle, size):
+            if element == -1:
+                return in_cluster  # (a header the end cut)
+            if element == EBML_CLUSTER:
+                in_cluster = True
+            elif element == EBML_SEGMENT:
+                continue
+            elif length is not None and at + header + length > size:
+                return element in _CLUSTER_CHILDREN
+            elif element in _CLUSTER_SIBLINGS:
+                in_cluster = False
     return False
 
 
