@@ -1071,6 +1071,24 @@ def test_an_mp4_without_its_index_is_named_unfinished(tmp_path: Path) -> None:
         VideoReader(noise)
 
 
+@pytest.mark.skipif(not ffmpeg_has_encoder("libwebp_anim"), reason="needs libwebp_anim")
+def test_an_animated_webp_says_what_it_is(tmp_path: Path) -> None:
+    """Regression: an animated WebP (a sticker or meme in a scraped folder) failed as "no
+    decodable frames": PyAV's FFmpeg reads it as a still-image sequence and decodes none of
+    its frames. The line now names it and how to convert it; a still WebP is one frame."""
+    animated = encode_with_ffmpeg(tmp_path / "moving.webp", 10, "10", ["-c:v", "libwebp_anim"])
+    still = encode_with_ffmpeg(tmp_path / "still.webp", 1, "10", ["-c:v", "libwebp"])
+    with pytest.raises(VideoError, match=r"moving\.webp: an animated WebP, .*ffmpeg -i IN\.webp"):
+        read(animated, SamplingSettings(every_n=1))
+    [frame] = read(still, SamplingSettings(every_n=1))
+    assert frame.rgb.shape == (96, 128, 3)
+    noise = tmp_path / "noise.webp"  # the same header, cut short: no word about animation
+    noise.write_bytes(animated.read_bytes()[:16])
+    with pytest.raises(VideoError) as failed:
+        read(noise, SamplingSettings(every_n=1))
+    assert str(failed.value).endswith("noise.webp: no decodable frames")
+
+
 def test_a_song_with_artwork_is_no_video(tmp_path: Path) -> None:
     """Regression: an MP4 of sound whose one picture is its cover (a song, a podcast with
     artwork, in a folder of videos) was captioned as a one-frame video and warned that

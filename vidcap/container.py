@@ -94,6 +94,25 @@ def the_video_stream(
     raise VideoError(f"{path}: no video stream")
 
 
+def undecodable_why(container: av.container.InputContainer, path: Path | str) -> str | None:
+    """Why a file that opened gave no frame, where it is known: an animated WebP (FFmpeg 8,
+    PyAV's, reads it as a still-image sequence and decodes none of its frames), else None."""
+    if container.format.name != "webp_pipe":
+        return None
+    try:
+        with open(local_name(path), "rb") as file:
+            head = file.read(21)
+    except OSError:
+        return None
+    # RIFF, its length, WEBP, then an extended header (VP8X) whose flags say "animation"
+    if head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8X" and len(head) == 21 and head[20] & 2:
+        return (
+            "an animated WebP, which the FFmpeg in PyAV cannot decode (FFmpeg 9 can): "
+            "convert it first, e.g. ffmpeg -i IN.webp -c:v libx264 -pix_fmt yuv420p OUT.mp4"
+        )
+    return None
+
+
 # WebM's transparency (Matroska AlphaMode 1): a second VP8/VP9 picture per block, which
 # FFmpeg's own decoders ignore and libvpx's decode (as `ffmpeg -c:v libvpx-vp9 -i` does).
 ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}

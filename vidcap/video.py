@@ -55,6 +55,7 @@ from vidcap.container import (
     stream_start,
     the_video_stream,
     time_origin,
+    undecodable_why,
     video_stream,
 )
 from vidcap.errors import VideoError
@@ -661,7 +662,8 @@ class VideoReader:
         """Fail a video with no frame; warn once about frames that really failed."""
         stats = self.stats
         if stats.decoded_frames == 0:
-            raise VideoError(f"{self.path}: no decodable frames")
+            why = undecodable_why(self._container, self.path)
+            raise VideoError(f"{self.path}: {why or 'no decodable frames'}")
         if not reached_end:
             return
         discarded = self._packets.discarded if self._packets else 0
