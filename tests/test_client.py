@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from tests.support.servers import (
+    FLOOD_BYTES,
     REPO_ROOT,
     FlaskServer,
     ScriptedServer,
@@ -301,6 +302,27 @@ def test_a_failed_request_is_no_caption_for_its_frames(
     assert all(isinstance(c, CaptionFailed) for c in failed)
     assert all(re.search(message, c.reason) and "\n" not in c.reason for c in failed)
     assert server.requests == requests + 1
+
+
+@pytest.mark.parametrize("action", ["flood", "bomb"])
+def test_an_endless_reply_is_cut_off_not_read_whole(action: str) -> None:
+    """Regression: a reply was read whole before anything looked at it, so a URL that
+    streams a large file (3 GB took the client to 9 GB of memory) or sends a gzip bomb could
+    fill the client's memory. A reply is read up to 8 MiB, decompressed; a longer one fails
+    its request (retried) and the connection is closed; the next request is served."""
+    frames = make_frames(8, SIZE)
+    with (
+        ScriptedServer(script=[action] * 2) as server,
+        remote(server.url, retries=1, prebatch=4) as backend,
+    ):
+        failed = caption_all(backend, frames[:4])
+        assert caption_all(backend, frames[4:]) == [pixel_digest(f) for f in frames[4:]]
+    assert all(isinstance(c, CaptionFailed) for c in failed)
+    assert all("HTTP 200 with a reply longer than 8 MiB" in c.reason for c in failed)
+    assert server.requests == 3
+    if action == "flood":  # the client hung up early: what it took is about what it read
+        assert len(server.flood_sent) == 2
+        assert all(sent < FLOOD_BYTES // 4 for sent in server.flood_sent)
 
 
 def test_a_wrong_endpoint_path_says_so() -> None:

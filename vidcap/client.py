@@ -90,6 +90,10 @@ STALL_FACTOR = 5.0
 STALL_FLOOR_S = 5.0
 STALL_HISTORY = 32
 STALL_MIN_ANSWERS = 8
+# A reply is read up to this many bytes (after any decompression): a caption reply is a
+# few KB a frame, and a reply read whole could fill the client's memory (a URL that is not a
+# caption server streaming a large file, a gzip bomb).
+MAX_REPLY_BYTES = 8 << 20
 
 T = TypeVar("T")
 
@@ -627,7 +631,7 @@ class RemoteBackend:
             async with self._session.post(
                 url, data=data, headers=headers, timeout=timeout, allow_redirects=False
             ) as resp:
-                body = await resp.read()
+                body, whole = await read_reply(resp)
                 status = resp.status
                 retry_after = _seconds(resp.headers.get("Retry-After"))
         except asyncio.TimeoutError:
@@ -639,6 +643,8 @@ class RemoteBackend:
             raise _Failure(FAILED, f"{url}: {_describe(exc)}") from None
         if not 200 <= status < 300:
             raise _failure_of(url, status, body, retry_after)
+        if not whole:
+            raise _Failure(FAILED, f"{url} answered HTTP {status} with {TOO_LONG}")
         try:
             captions = wire.captions_from_response(json.loads(body), len(frames))
         except ValueError as exc:
@@ -655,6 +661,25 @@ class RemoteBackend:
         for name, value in fields.items():
             form.add_field(name, value)
         return form
+
+
+TOO_LONG = f"a reply longer than {MAX_REPLY_BYTES >> 20} MiB (a caption reply is a few KB a frame)"
+
+
+async def read_reply(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+    """``resp``'s body, read up to ``MAX_REPLY_BYTES`` (decompressed), and whether that is
+    all of it; a longer one is cut there and its connection closed, never read whole."""
+    if resp.content_length is not None and resp.content_length > MAX_REPLY_BYTES:
+        resp.close()
+        return b"", False
+    chunks, size = [], 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > MAX_REPLY_BYTES:
+            resp.close()
+            return b"".join(chunks), False
+        chunks.append(chunk)
+    return b"".join(chunks), True
 
 
 def auth_headers(key: str | None, url: str = "") -> dict[str, str]:
@@ -696,7 +721,8 @@ async def ask_info(
             async with session.post(
                 url, data=b"", headers=headers, timeout=client_timeout, allow_redirects=False
             ) as resp:
-                return resp.status, await resp.read()
+                body, whole = await read_reply(resp)
+                return resp.status, body if whole else TOO_LONG.encode()
 
         for url in urls:
             try:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import json
 import os
@@ -191,7 +192,8 @@ class FlaskServer:
 
 # --- the scripted aiohttp server -----------------------------------------------------------
 
-ACTIONS = ("503", "429", "507", "drop", "slow", "400", "500", "garbage", "401")
+ACTIONS = ("503", "429", "507", "drop", "slow", "400", "500", "garbage", "401", "flood", "bomb")
+FLOOD_BYTES = 256 * 2**20  # a body far past what a client should read (vidcap's: 8 MiB)
 
 
 @dataclass
@@ -200,7 +202,9 @@ class ScriptedServer:
 
     Actions: ``503``/``429`` (busy, JSON error), ``507`` (TorchServe's "Worker died."), ``drop`` (close the connection
     unanswered), ``slow`` (answer after ``slow_seconds``), ``400``/``500``/``401`` (JSON
-    error), ``garbage`` (200 with a non-caption body). After the script, every frame
+    error), ``garbage`` (200 with a non-caption body), ``flood`` (200 and a body of
+    ``FLOOD_BYTES`` spaces, streamed: ``flood_sent`` counts the bytes the client took before
+    it hung up), ``bomb`` (200 and that body gzip-compressed, 64 KB on the wire). After the script, every frame
     is captioned with ``pixel_digest`` of its decoded pixels (plus ``|prompt`` if any).
     With ``input_size`` set, an ``X-Vidcap-Info`` request is answered with it (and not
     counted in ``requests``).
@@ -218,6 +222,7 @@ class ScriptedServer:
     max_concurrent: int = 0
     port: int = 0
     input_size: tuple[int, int] | None = None
+    flood_sent: list[int] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -287,6 +292,9 @@ class ScriptedServer:
         if action == "garbage":
             await request.read()
             return web.Response(text="<html>proxy error</html>", content_type="text/html")
+        if action in ("flood", "bomb"):
+            await request.read()
+            return await self._flood(request, compressed=action == "bomb")
         if action == "drop":
             await request.read()
             assert request.transport is not None
@@ -305,6 +313,24 @@ class ScriptedServer:
         captions = [pixel_digest(image) + suffix for image in job.images]
         self.answered_frames += len(captions)
         return web.json_response(wire.caption_response(captions, job.batched))
+
+    async def _flood(self, request: web.Request, *, compressed: bool) -> web.StreamResponse:
+        chunk = b" " * 2**20
+        if compressed:
+            body = gzip.compress(chunk * (FLOOD_BYTES // len(chunk)))
+            return web.Response(body=body, headers={"Content-Encoding": "gzip"})
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        sent = 0
+        try:
+            while sent < FLOOD_BYTES:
+                await response.write(chunk)
+                sent += len(chunk)
+            await response.write_eof()
+        except (ConnectionError, RuntimeError):  # the client hung up
+            pass
+        self.flood_sent.append(sent)
+        return response
 
 
 async def read_wire(request: web.Request) -> tuple[list[bytes], dict[str, str], bool]:
