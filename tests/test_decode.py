@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import io
 import os
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.support.videos import VideoSpec, constant_rate, write_video
 from vidcap.decode import (
     HEADER,
     Decoded,
     Ended,
     Failed,
+    Warned,
     decode_events,
     encode_event,
     read_event,
@@ -79,12 +82,55 @@ def test_events_round_trip_through_their_encoding() -> None:
         Ended(3, 1, 9.876543210123),
         Ended(5, 7, 2.5, scenes=3, lost=41),
         Failed(4, "v.mp4: ünïcode error"),
+        Warned(6, "v.mp4: ünïcode warning: cut off"),
     ]
     back = read_all(b"".join(encode_event(e) for e in events))
     assert back[1:] == events[1:]
     frame = back[0].frame
     assert (back[0].job, frame.index, frame.time, frame.damaged) == (3, 12, 1.0 / 3.0, True)
     assert np.array_equal(back[0].frame.rgb, rgb)
+
+
+def test_warnings_leave_as_events_in_their_place(tmp_path: Path, caplog) -> None:
+    """Regression: a decoder's warnings (a cut-off file, frames lost) were printed by the
+    decoder's process, and a Ray worker's output is not shown with --quiet (otherwise
+    prefixed and coloured by Ray): `vidcap caption --ray --quiet` said nothing of a
+    cut-off file. With ``warnings=True`` they leave as ``Warned`` events, in their place
+    (before the video's end), and are not printed there; other records are, as before."""
+    import logging
+    import threading
+
+    spec = VideoSpec("cut", "libx264", ".ts", constant_rate(40, Fraction(10)))
+    whole = write_video(tmp_path / "whole.ts", spec).read_bytes()
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(whole[: len(whole) // 2 // 188 * 188 + 100])  # inside a TS packet
+    sampling = SamplingSettings(fps=2.0)
+    with caplog.at_level(logging.WARNING):
+        plain = list(decode_events(1, str(cut), sampling, (32, 32)))
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("vidcap")]
+    assert any("ends inside a transport-stream packet" in m for m in said) and not any(
+        isinstance(e, Warned) for e in plain
+    )
+    caplog.clear()
+    other = logging.getLogger("vidcap.elsewhere")
+    with caplog.at_level(logging.WARNING):
+        events = []
+        for event in decode_events(1, str(cut), sampling, (32, 32), warnings=True):
+            if not events:  # another thread's warning, meanwhile, is printed as before
+                thread = threading.Thread(target=other.warning, args=("another thread",))
+                thread.start()
+                thread.join()
+            events.append(event)
+    assert [r.getMessage() for r in caplog.records] == ["another thread"]
+    kinds = [type(e) for e in events]
+    assert kinds == [Decoded] * kinds.count(Decoded) + [Warned] * len(said) + [Ended]
+    assert [e.message for e in events if isinstance(e, Warned)] == said
+
+    def frames(found: list) -> list[tuple[int, float]]:
+        return [(e.frame.index, e.frame.time) for e in found if isinstance(e, Decoded)]
+
+    assert frames(events) == frames(plain) and events[-1] == plain[-1]  # (the same Ended)
+    assert logging.getLogger("vidcap").propagate  # (as it was)
 
 
 def test_a_stream_cut_short_ends_where_the_last_whole_event_does() -> None:

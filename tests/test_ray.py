@@ -113,6 +113,8 @@ def dataset_inputs(generated_videos, tmp_path_factory) -> Path:
         path, spec = generated_videos[name]
         shutil.copy(path, folder / path.name)
     (folder / "broken.mp4").write_bytes(b"\x00\x01 not a video" * 50)
+    whole = generated_videos["h264-ts"][0].read_bytes()  # cut off inside a TS packet:
+    (folder / "cut.ts").write_bytes(whole[: len(whole) // 2 // 188 * 188 + 100])  # a warning
     with open(folder / "list.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "clip_id", "split"])
@@ -122,6 +124,7 @@ def dataset_inputs(generated_videos, tmp_path_factory) -> Path:
                 ["vfr-mp4.mp4", 2, "train"],
                 ["mpeg4-avi.avi", 3, "test"],
                 ["broken.mp4", 4, "test"],
+                ["cut.ts", 5, "test"],
             ]
         )
     return folder / "list.csv"
@@ -134,16 +137,27 @@ def test_ray_run_equals_embedded_per_frame(
     dataset_inputs: Path,
     http_root: tuple[Path, str],
     tmp_path: Path,
+    caplog,
 ) -> None:
     root, base = http_root
     shutil.copy(SAMPLES / "subject.mp4", root / "subject.mp4")
     items = [str(dataset_inputs), f"file://{SAMPLES / 'shapes.mp4'}", f"{base}/subject.mp4"]
     formats = ("jsonl", "srt", "vtt", "parquet")
 
+    def cut_off_warnings() -> list[str]:
+        said = [r.getMessage() for r in caplog.records if r.name.startswith("vidcap")]
+        caplog.clear()
+        return [m for m in said if m.startswith(f"{dataset_inputs.parent / 'cut.ts'}: ")]
+
     expected = embedded_run(expand_inputs(items), tmp_path / "embedded", tiny_captioner, formats)
+    warned = cut_off_warnings()
+    assert any("ends inside a transport-stream packet" in m for m in warned)
     results = caption_dataset(
         items, tmp_path / "ray", model=TINY, formats=formats, shard_rows=40, quiet=True
     )
+    # Regression: a Ray decode task's warnings were its worker's output, not shown with
+    # quiet; they come back with its events and are shown once, as the engine shows them.
+    assert cut_off_warnings() == warned
 
     assert sorted((r.name, r.status, r.frames) for r in results) == sorted(
         (r.name, r.status, r.frames) for r in expected

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from tests.support.servers import make_frames, pixel_digest, read_wire
+from tests.support.servers import make_frames, pixel_digest, read_wire, run_to_end
 from vidcap import wire
 from vidcap.backend import CaptionFailed
 from vidcap.cli import main
@@ -127,9 +127,7 @@ class Stub:
             self._thread.join(10)
 
     def _serve(self, started: threading.Event) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._main(started))
-        self._loop.close()
+        run_to_end(self._loop, self._main(started))
 
     async def _main(self, started: threading.Event) -> None:
         self._stop = asyncio.Event()

@@ -272,6 +272,7 @@ class Committer:
         self.jobs = {job.id: job for job in jobs}
         self._by_name = {job.name: job for job in jobs}
         self._finished: set[str] = set()  # names of videos done or failed in this run
+        self._warned: set[tuple[int, str]] = set()  # decoder warnings shown (job, message)
         self.run_writers = list(run_writers)
         self.on_done = on_done  # called with each finished VideoResult (progress)
         self.results: list[VideoResult] = []
@@ -330,6 +331,13 @@ class Committer:
         state.duration = duration
         state.lost = lost
         self._maybe_commit(state)
+
+    def warn(self, job_id: int, message: str) -> None:
+        """A decoder's warning about this video (a cut-off file, frames lost): shown once,
+        though a Ray task decoding the video again sends it again."""
+        if self._state(job_id) is not None and (job_id, message) not in self._warned:
+            self._warned.add((job_id, message))
+            log.warning("%s", message)
 
     def fail(self, job_id: int, error: str, warn: bool = True) -> None:
         state = self._state(job_id)

@@ -18,7 +18,7 @@ job id, index / sampled frames / scene number / payload length, time / duration,
 scenes, width), then raw bytes: a frame's display size (width, height), whether it may show
 decoding damage, and RGB pixels (kind ``F``), the captioned frame a reused one follows (``R``), a scene's frames and end
 (``S``), a sample's JPEG thumbnail (``T``), nothing (``E``, whose height field counts the
-video's scenes and width field its lost frames, and ``P`` for a plan: the header says it all) or a one-line error (``X``).
+video's scenes and width field its lost frames, and ``P`` for a plan: the header says it all), a one-line error (``X``) or warning (``W``).
 
 With ``sampling.thumb_height`` each sample is preceded by its ``Thumbnail``: made here, where
 the decoder's frame is, display-shaped (non-square pixels, rotation), as a JPEG. The model's
@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import logging
 import struct
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
@@ -120,7 +122,17 @@ class Planned:
     samples: int | None
 
 
-Event = Decoded | Reused | Thumbnail | SceneFound | Ended | Failed | Planned
+@dataclass(frozen=True)
+class Warned:
+    """A warning the decoder gave about job ``job`` (a cut-off file, frames lost): sent in
+    its place among the events (``decode_events(warnings=True)``) for the process that reads
+    them to show, where a decoder process's own output may never be seen (a Ray worker's)."""
+
+    job: int
+    message: str
+
+
+Event = Decoded | Reused | Thumbnail | SceneFound | Ended | Failed | Planned | Warned
 
 
 def decode_events(
@@ -130,6 +142,7 @@ def decode_events(
     size: tuple[int, int],
     threads: int = 0,
     plan: bool = False,
+    warnings: bool = False,
 ) -> Iterator[Event]:
     """Decode ``source`` (a path or a URL, fetched first): its sampled frames, upright and
     SDR, resized to ``size`` (height, width) and carrying their display size (``Decoded``,
@@ -139,8 +152,62 @@ def decode_events(
 
     ``threads``: FFmpeg decoder threads (0: one per core). ``plan``: first send ``Planned``
     (the count comes from the demux pass that decoding needs anyway: no extra read; with
-    ``--scenes`` the count is unknown until the end).
+    ``--scenes`` the count is unknown until the end). ``warnings``: the warnings vidcap
+    logs on this thread while decoding leave as ``Warned`` events instead of being printed
+    (for a process that decodes one video at a time: a decoder process, a Ray task).
     """
+    events = _events(job, source, sampling, size, threads, plan)
+    if not warnings:
+        yield from events
+        return
+    with _warnings_held() as held:
+        for event in events:
+            for message in held.take():
+                yield Warned(job, message)
+            yield event
+
+
+class _Held(logging.Handler):
+    """The warnings vidcap logs on this thread, held for the event stream; every other
+    record goes on to the root logger's handlers, as it would have."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread and record.levelno >= logging.WARNING:
+            self.messages.append(record.getMessage())
+        else:
+            logging.getLogger().handle(record)
+
+    def take(self) -> list[str]:
+        messages, self.messages = self.messages, []
+        return messages
+
+
+@contextmanager
+def _warnings_held() -> Iterator[_Held]:
+    logger = logging.getLogger("vidcap")
+    held, propagate = _Held(), logger.propagate
+    logger.addHandler(held)
+    logger.propagate = False
+    try:
+        yield held
+    finally:
+        logger.removeHandler(held)
+        logger.propagate = propagate
+
+
+def _events(
+    job: int,
+    source: str,
+    sampling: SamplingSettings,
+    size: tuple[int, int],
+    threads: int,
+    plan: bool,
+) -> Iterator[Event]:
     # Imported here: a process that only reads events (the engine) needs no PyAV or fsspec.
     from vidcap.inputs import local_copy
     from vidcap.picture import display_image
@@ -239,8 +306,9 @@ def encode_event(event: Event) -> bytes:
     if isinstance(event, Planned):
         samples = -1 if event.samples is None else event.samples
         return HEADER.pack(b"P", event.job, samples, 0.0, 0, 0)
-    message = event.error.encode()
-    return HEADER.pack(b"X", event.job, len(message), 0.0, 0, 0) + message
+    kind, message = (b"W", event.message) if isinstance(event, Warned) else (b"X", event.error)
+    data = message.encode()
+    return HEADER.pack(kind, event.job, len(data), 0.0, 0, 0) + data
 
 
 def read_event(stream: IO[bytes]) -> Event | None:
@@ -253,7 +321,7 @@ def read_event(stream: IO[bytes]) -> Event | None:
         return Ended(job, number, time, height, width)
     if kind == b"P":
         return Planned(job, None if number < 0 else number)
-    lengths = {b"R": SAME_AS.size, b"S": SCENE.size, b"X": number, b"T": height}
+    lengths = {b"R": SAME_AS.size, b"S": SCENE.size, b"X": number, b"W": number, b"T": height}
     if kind != b"F" and kind not in lengths:
         raise ValueError(f"not a vidcap decoder event (kind {kind!r})")
     length = DISPLAY.size + height * width * 3 if kind == b"F" else lengths[kind]
@@ -262,6 +330,8 @@ def read_event(stream: IO[bytes]) -> Event | None:
         return None
     if kind == b"X":
         return Failed(job, payload.decode(errors="replace"))
+    if kind == b"W":
+        return Warned(job, payload.decode(errors="replace"))
     if kind == b"T":
         return Thumbnail(job, number, payload)
     if kind == b"R":

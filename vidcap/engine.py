@@ -48,6 +48,7 @@ from vidcap.decode import (
     Reused,
     SceneFound,
     Thumbnail,
+    Warned,
 )
 from vidcap.decode_pool import DecodePool
 from vidcap.errors import BackendUnavailable, VidcapError, VideoError
@@ -118,7 +119,7 @@ class _Slot:
     damaged: bool = False
 
 
-Marker = Reused | Thumbnail | SceneFound | Ended | Failed
+Marker = Reused | Thumbnail | SceneFound | Ended | Failed | Warned
 """A decoder event that passes the model stage untouched, in its place among the frames."""
 
 
@@ -138,6 +139,8 @@ def deliver(committer: Committer, item: Captioned | Marker | Uncaptioned) -> Non
         committer.fail(item.job, item.error)
     elif isinstance(item, Uncaptioned):
         committer.uncaptioned(item.job, item.index, item.time, item.reason)
+    elif isinstance(item, Warned):
+        committer.warn(item.job, item.message)
     else:
         raise TypeError(f"nothing to deliver in {type(item).__name__}")
 
@@ -335,6 +338,8 @@ def caption_video(
                 yield item.frame
             elif isinstance(item, Reused):
                 yield CaptionedFrame(item.index, item.time, captions[item.same_as], item.same_as)
+            elif isinstance(item, Warned):
+                log.warning("%s", item.message)
     finally:
         pool.close()
 
@@ -385,7 +390,7 @@ class _Progress:
                 yield event
 
     def item(self, item: Captioned | Marker) -> None:
-        if isinstance(item, (SceneFound, Thumbnail)):
+        if isinstance(item, (SceneFound, Thumbnail, Warned)):
             return
         if isinstance(item, (Captioned, Reused)):
             self.frames += 1

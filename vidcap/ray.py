@@ -119,7 +119,9 @@ def decode_video(
     """One video's events (frames resized for the model, then its end), in blocks of rows."""
     rows: list[bytes] = []
     # One decoder thread: a decode task holds one CPU, and a node runs one task per CPU.
-    for event in decode_events(job, source, sampling, size, threads=1):
+    # Its warnings go with its events: a Ray worker's output reaches the terminal only
+    # where Ray forwards it (not with --quiet), prefixed and coloured by Ray.
+    for event in decode_events(job, source, sampling, size, threads=1, warnings=True):
         rows.append(encode_event(event))
         if len(rows) >= frames_per_block:
             yield _rows(job, rows)

@@ -27,7 +27,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -241,9 +241,7 @@ class ScriptedServer:
         self._thread.join(10)
 
     def _serve(self, started: threading.Event) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._main(started))
-        self._loop.close()
+        run_to_end(self._loop, self._main(started))
 
     async def _main(self, started: threading.Event) -> None:
         self._stop = asyncio.Event()
@@ -331,6 +329,21 @@ class ScriptedServer:
             pass
         self.flood_sent.append(sent)
         return response
+
+
+def run_to_end(loop: asyncio.AbstractEventLoop, main: Coroutine[object, object, None]) -> None:
+    """Run ``main`` on ``loop`` (this thread's), then cancel and await what it left running
+    (a handler still answering a request, or told to hang) before closing the loop: a task
+    left pending is reported "destroyed but it is pending" when it is collected."""
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(main)
+        left = asyncio.all_tasks(loop)
+        for task in left:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+    finally:
+        loop.close()
 
 
 async def read_wire(request: web.Request) -> tuple[list[bytes], dict[str, str], bool]:
