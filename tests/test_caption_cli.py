@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -481,11 +482,22 @@ def test_flags_before_the_command_are_never_abbreviated(tmp_path: Path) -> None:
 
 @pytest.mark.slow  # over 3 s: in make test, not make test-fast
 def test_one_progress_line_for_the_run_on_a_terminal(mixed_folder: Path, tmp_path: Path) -> None:
+    """One bar for the run; a warning is printed on a line of its own above it.
+    Regression: a warning (a video failed; a decoder's, for a cut-off file) was written
+    onto the bar's line ("… 36 frames, 306.0 frames/s]vidcap: WARNING: …")."""
+    folder = tmp_path / "in"
+    shutil.copytree(mixed_folder, folder)
+    spec = VideoSpec("cut", "libx264", ".ts", constant_rate(40, Fraction(10)))
+    whole = write_video(tmp_path / "whole.ts", spec).read_bytes()
+    (folder / "cut.ts").write_bytes(whole[: len(whole) // 2 // 188 * 188 + 100])
     _, text = run_on_terminal(
-        [*CMD, "caption", str(mixed_folder), "--out", str(tmp_path), "--model", "tiny"]
+        [*CMD, "caption", str(folder), "--out", str(tmp_path / "out"), "--model", "tiny"]
     )
-    assert "5/5" in text and "video" in text and "frames/s" in text  # videos done/total, rate
+    assert "6/6" in text and "video" in text and "frames/s" in text  # videos done/total, rate
     assert text.count("vidcap:") >= 1  # the final line; no per-video bars
+    warnings = [m.start() for m in re.finditer("vidcap: WARNING: ", text)]
+    assert len(warnings) >= 3  # broken.mkv failed; cut.ts cut off, and frames lost
+    assert all(at == 0 or text[at - 1] in "\r\n" for at in warnings), text
 
 
 def test_an_out_folder_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ they come (the example clients, benches).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vidcap.backend import Backend, CaptionFailed
 from vidcap.commit import Committer, RunSettings, RunWriter, VideoResult, plan, write_summary
@@ -379,6 +381,10 @@ class _Progress:
             smoothing=0,  # rates and ETA over the whole run
             postfix=self._postfix_text(),
         )
+        # While the bar is drawn, a warning is printed above it (tqdm.write), not onto it.
+        self._redirect = contextlib.ExitStack()
+        if not self.bar.disable:
+            self._redirect.enter_context(logging_redirect_tqdm())
 
     def plans(self, events: Iterator[Event]) -> Iterator[Event]:
         """``events`` with the ``Planned`` ones taken in here."""
@@ -418,6 +424,7 @@ class _Progress:
 
     def close(self) -> None:
         self.bar.close()
+        self._redirect.close()
 
     def _rate(self) -> float:
         return self.frames / max(time.monotonic() - self.started, 1e-9)
