@@ -37,7 +37,6 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vidcap.backend import Backend, CaptionFailed
 from vidcap.commit import Committer, RunSettings, RunWriter, VideoResult, plan, write_summary
@@ -59,6 +58,7 @@ from vidcap.out_lock import holding
 from vidcap.outputs import CaptionedFrame
 from vidcap.report import refresh_report
 from vidcap.settings import EngineSettings, GenerationSettings, SamplingSettings
+from vidcap.terminal import logs_above
 
 log = logging.getLogger(__name__)
 
@@ -381,10 +381,8 @@ class _Progress:
             smoothing=0,  # rates and ETA over the whole run
             postfix=self._postfix_text(),
         )
-        # While the bar is drawn, a warning is printed above it (tqdm.write), not onto it.
         self._redirect = contextlib.ExitStack()
-        if not self.bar.disable:
-            self._redirect.enter_context(logging_redirect_tqdm())
+        self._redirect.enter_context(logs_above(self.bar))
 
     def plans(self, events: Iterator[Event]) -> Iterator[Event]:
         """``events`` with the ``Planned`` ones taken in here."""

@@ -28,6 +28,7 @@ from vidcap.errors import UsageError, VideoError
 from vidcap.frames import Frame
 from vidcap.outputs import CaptionedFrame, render_jsonl
 from vidcap.settings import GenerationSettings, SamplingSettings, question_prompt
+from vidcap.terminal import logs_above
 from vidcap.video import VideoReader
 
 if TYPE_CHECKING:
@@ -386,7 +387,7 @@ def ask_frames(
         disable=True if quiet else None,  # None: shown on a terminal only
         leave=False,
     )
-    with bar:
+    with bar, logs_above(bar):
         for answer in backend.caption_stream(images(), generation):
             frame = pending.popleft()
             if isinstance(answer, CaptionFailed):
