@@ -91,46 +91,68 @@ def test_events_round_trip_through_their_encoding() -> None:
     assert np.array_equal(back[0].frame.rgb, rgb)
 
 
-def test_warnings_leave_as_events_in_their_place(tmp_path: Path, caplog) -> None:
+def test_warnings_leave_as_events_in_their_place(
+    tmp_path: Path, caplog, http_root: tuple[Path, str]
+) -> None:
     """Regression: a decoder's warnings (a cut-off file, frames lost) were printed by the
     decoder's process, and a Ray worker's output is not shown with --quiet (otherwise
     prefixed and coloured by Ray): `vidcap caption --ray --quiet` said nothing of a
-    cut-off file. With ``warnings=True`` they leave as ``Warned`` events, in their place
-    (before the video's end), and are not printed there; other records are, as before."""
+    cut-off file. They leave as ``Warned`` events, in their place (before the video's end),
+    and are not printed there; what is logged meanwhile by the consumer, or by another
+    thread, is printed as before. And a URL's warnings and failure named its temporary
+    copy (/tmp/vidcap-…), gone after the run; they name the URL."""
     import logging
     import threading
+    import time
 
     spec = VideoSpec("cut", "libx264", ".ts", constant_rate(40, Fraction(10)))
     whole = write_video(tmp_path / "whole.ts", spec).read_bytes()
     cut = tmp_path / "cut.ts"
     cut.write_bytes(whole[: len(whole) // 2 // 188 * 188 + 100])  # inside a TS packet
     sampling = SamplingSettings(fps=2.0)
+    other, mine = logging.getLogger("vidcap.elsewhere"), logging.getLogger("vidcap.consumer")
+    stop = threading.Event()
+
+    def chatter() -> None:  # another thread's warnings, while decoding goes on
+        while not stop.is_set():
+            other.warning("another thread")
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=chatter)
     with caplog.at_level(logging.WARNING):
-        plain = list(decode_events(1, str(cut), sampling, (32, 32)))
-    said = [r.getMessage() for r in caplog.records if r.name.startswith("vidcap")]
-    assert any("ends inside a transport-stream packet" in m for m in said) and not any(
-        isinstance(e, Warned) for e in plain
-    )
-    caplog.clear()
-    other = logging.getLogger("vidcap.elsewhere")
-    with caplog.at_level(logging.WARNING):
+        thread.start()
         events = []
-        for event in decode_events(1, str(cut), sampling, (32, 32), warnings=True):
-            if not events:  # another thread's warning, meanwhile, is printed as before
-                thread = threading.Thread(target=other.warning, args=("another thread",))
-                thread.start()
-                thread.join()
+        for event in decode_events(1, str(cut), sampling, (32, 32)):
+            mine.warning("the consumer")  # (as vidcap mask shows a Warned)
             events.append(event)
-    assert [r.getMessage() for r in caplog.records] == ["another thread"]
+        stop.set()
+        thread.join()
+    printed = [r.getMessage() for r in caplog.records]
+    assert printed.count("the consumer") == len(events)
+    assert set(printed) == {"the consumer", "another thread"}
     kinds = [type(e) for e in events]
-    assert kinds == [Decoded] * kinds.count(Decoded) + [Warned] * len(said) + [Ended]
-    assert [e.message for e in events if isinstance(e, Warned)] == said
-
-    def frames(found: list) -> list[tuple[int, float]]:
-        return [(e.frame.index, e.frame.time) for e in found if isinstance(e, Decoded)]
-
-    assert frames(events) == frames(plain) and events[-1] == plain[-1]  # (the same Ended)
+    warned = [e.message for e in events if isinstance(e, Warned)]
+    assert kinds == [Decoded] * kinds.count(Decoded) + [Warned] * len(warned) + [Ended]
+    assert warned[0].startswith(f"{cut}: ends inside a transport-stream packet")
+    assert warned[1].startswith(f"{cut}: 1 of ") and "could not be decoded" in warned[1]
     assert logging.getLogger("vidcap").propagate  # (as it was)
+
+    root, base = http_root
+    (root / "cut.ts").write_bytes(cut.read_bytes())
+    (root / "noise.mp4").write_bytes(b"not a video" * 100)
+    with caplog.at_level(logging.WARNING):
+        caplog.clear()
+        remote = list(decode_events(2, f"{base}/cut.ts", sampling, (32, 32)))
+        [failed] = list(decode_events(3, f"{base}/noise.mp4", sampling, (32, 32)))
+    assert not caplog.records
+    assert [e.message for e in remote if isinstance(e, Warned)] == [
+        m.replace(str(cut), f"{base}/cut.ts") for m in warned
+    ]
+    assert failed == Failed(
+        3,
+        f"{base}/noise.mp4: not a decodable video (FFmpeg cannot open it: Invalid data "
+        "found when processing input)",
+    )
 
 
 def test_a_stream_cut_short_ends_where_the_last_whole_event_does() -> None:

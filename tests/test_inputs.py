@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 from pathlib import Path
@@ -11,8 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.support.cli import run_main
+from tests.support.servers import free_port
 from vidcap.commit import RunSettings, plan
-from vidcap.errors import UsageError
+from vidcap.errors import UsageError, VideoError
 from vidcap.inputs import (
     InputVideo,
     expand_inputs,
@@ -320,6 +323,15 @@ def test_http_inputs_lists_and_copies(http_root: tuple[Path, str], tmp_path: Pat
 
     with pytest.raises(OSError):
         remote_identity(f"{base}/missing.mp4")
+    # A download that fails is one line naming the URL (it was "URL: FileNotFoundError:
+    # URL", and "ClientConnectorError: …" for a server that is not there).
+    with pytest.raises(VideoError) as failed, local_copy(f"{base}/missing.mp4"):
+        pass
+    assert str(failed.value) == f"{base}/missing.mp4: cannot download: not found"
+    gone = f"http://127.0.0.1:{free_port()}/x.mp4"
+    with pytest.raises(VideoError, match=r"^\S+/x\.mp4: cannot download \(Cannot connect"):
+        with local_copy(gone):
+            pass
     with pytest.raises(UsageError, match=r"no such file or folder: .*/missing\.txt"):
         expand_inputs([f"{base}/missing.txt"])
 
@@ -342,3 +354,29 @@ def test_identities_asked_together_and_taken_once(http_root: tuple[Path, str]) -
         assert remote_identity(video.source)["size"] == SAMPLE.stat().st_size
     with pytest.raises(OSError):  # … once: the next question goes to the server again
         remote_identity(videos[0].source)
+
+
+def test_a_password_in_an_input_url_is_used_never_written(
+    http_root: tuple[Path, str], tmp_path: Path
+) -> None:
+    """Regression: a video URL given with ``user:password@`` (a server asking for Basic
+    authorization) put the password into every JSONL row, Parquet row, ``summary.json``,
+    the resume records, the page's data and every message. It is used to download; the
+    outputs and messages name the URL without it (``user@host``), and a rerun resumes."""
+    root, base = http_root
+    shutil.copy(SAMPLE, root / "pw.mp4")
+    secret = base.replace("http://", "http://ann:s3cretpw@")
+    out = tmp_path / "out"
+    args = ["caption", f"{secret}/pw.mp4", f"{secret}/gone.mp4", "--out", out, "--model", "tiny"]
+    first = run_main(*args, "--format", "jsonl,srt,vtt,parquet", "--max-frames", "2")
+    assert first.returncode == 1  # (gone.mp4 is not there)
+    shown = base.replace("http://", "http://ann@")
+    assert f"failed: {shown}/gone.mp4: cannot download: not found" in first.stderr
+    assert "s3cretpw" not in first.stderr
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert written and not [p for p in written if b"s3cretpw" in p.read_bytes()]
+    rows = [json.loads(line) for line in (out / "pw.jsonl").read_text().splitlines()]
+    assert {row["video"] for row in rows} == {f"{shown}/pw.mp4"} and len(rows) == 2
+    again = run_main(*args, "--format", "jsonl,srt,vtt,parquet", "--max-frames", "2")
+    summary = json.loads((out / "summary.json").read_text())
+    assert again.returncode == 1 and summary["run"]["resumed"] == 1

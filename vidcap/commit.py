@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from vidcap import __version__
 from vidcap.errors import OutFolderFull, UsageError
-from vidcap.inputs import source_identity
+from vidcap.inputs import shown_source, source_identity
 from vidcap.outputs import (
     SCENES_FORMAT,
     VIDEO_FORMATS,
@@ -97,6 +97,15 @@ class VideoJob:
     name: str
     identity: dict[str, Any]
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shown(self) -> str:
+        """The source as outputs, records and messages name it (``inputs.shown_source``)."""
+        return shown_source(self.source)
+
+    def named(self, text: str) -> str:
+        """``text`` (a decoder's message) with the source named as it is shown."""
+        return text.replace(self.source, self.shown) if self.shown != self.source else text
 
 
 @dataclass
@@ -176,6 +185,11 @@ def plan(
             identity = source_identity(str(source))
         except OSError as exc:
             identity = {"path": str(source), "error": str(exc)}
+        if identity["path"] != (shown := shown_source(identity["path"])):  # (a password)
+            error = identity.get("error")
+            identity["path"] = shown
+            if error is not None:
+                identity["error"] = error.replace(str(source), shown)
         if identity["path"] in seen:
             continue
         seen.add(identity["path"])
@@ -335,14 +349,16 @@ class Committer:
     def warn(self, job_id: int, message: str) -> None:
         """A decoder's warning about this video (a cut-off file, frames lost): shown once,
         though a Ray task decoding the video again sends it again."""
-        if self._state(job_id) is not None and (job_id, message) not in self._warned:
+        state = self._state(job_id)
+        if state is not None and (job_id, message) not in self._warned:
             self._warned.add((job_id, message))
-            log.warning("%s", message)
+            log.warning("%s", state.job.named(message))
 
     def fail(self, job_id: int, error: str, warn: bool = True) -> None:
         state = self._state(job_id)
         if state is None:
             return
+        error = state.job.named(error)
         del self._open[job_id]
         if warn:
             log.warning("failed: %s", error)
@@ -354,7 +370,7 @@ class Committer:
         """Frame ``index`` got no caption (the backend failed it): the video fails, saying so."""
         job = self.jobs.get(job_id)
         if job is not None:
-            self.fail(job_id, f"{job.source}: no caption for frame {index} ({time:g} s): {reason}")
+            self.fail(job_id, f"{job.shown}: no caption for frame {index} ({time:g} s): {reason}")
 
     def fail_unfinished(self) -> None:
         """After the stream ended: a video still open lost frames on the way (it never
@@ -365,7 +381,7 @@ class Committer:
             else:
                 back = len(state.frames.keys() | state.reused.keys())
                 why = f"{back} of the {state.expected} sampled frames came back"
-            self.fail(job_id, f"{state.job.source}: {why}")
+            self.fail(job_id, f"{state.job.shown}: {why}")
 
     def fail_open(self, error: str) -> None:
         """Fail every video begun but not finished (the backend went away)."""
@@ -379,7 +395,7 @@ class Committer:
         done = status == "done"
         damaged = sorted(index for index, frame in state.frames.items() if frame.damaged)
         return VideoResult(
-            video=state.job.source,
+            video=state.job.shown,
             name=state.job.name,
             status=status,
             error=error,
@@ -413,7 +429,7 @@ class Committer:
         del self._open[state.job.id]
         frames = self._resolved(state)
         if isinstance(frames, str):
-            result = self._result(state, "failed", f"{state.job.source}: {frames}")
+            result = self._result(state, "failed", f"{state.job.shown}: {frames}")
             log.warning("failed: %s", result.error)
             self._record_if_possible(result)
             self._finish(result)
@@ -429,7 +445,7 @@ class Committer:
             write_thumbnails(thumbs_folder(self.settings.out_dir, state.job.name), state.thumbs)
             write_video_outputs(
                 base,
-                state.job.source,
+                state.job.shown,
                 frames,
                 state.duration,
                 self.settings.video_formats(),

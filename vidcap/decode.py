@@ -124,9 +124,9 @@ class Planned:
 
 @dataclass(frozen=True)
 class Warned:
-    """A warning the decoder gave about job ``job`` (a cut-off file, frames lost): sent in
-    its place among the events (``decode_events(warnings=True)``) for the process that reads
-    them to show, where a decoder process's own output may never be seen (a Ray worker's)."""
+    """A warning the decoder gave about job ``job`` (a cut-off file, frames lost), in its
+    place among the events, for the process that reads them to show: a decoder process's
+    own output may never be seen (a Ray worker's is not shown with ``--quiet``)."""
 
     job: int
     message: str
@@ -142,7 +142,6 @@ def decode_events(
     size: tuple[int, int],
     threads: int = 0,
     plan: bool = False,
-    warnings: bool = False,
 ) -> Iterator[Event]:
     """Decode ``source`` (a path or a URL, fetched first): its sampled frames, upright and
     SDR, resized to ``size`` (height, width) and carrying their display size (``Decoded``,
@@ -152,52 +151,68 @@ def decode_events(
 
     ``threads``: FFmpeg decoder threads (0: one per core). ``plan``: first send ``Planned``
     (the count comes from the demux pass that decoding needs anyway: no extra read; with
-    ``--scenes`` the count is unknown until the end). ``warnings``: the warnings vidcap
-    logs on this thread while decoding leave as ``Warned`` events instead of being printed
-    (for a process that decodes one video at a time: a decoder process, a Ray task).
+    ``--scenes`` the count is unknown until the end).
+
+    The warnings vidcap logs on this thread while it decodes leave as ``Warned`` events
+    instead of being printed. A URL's temporary copy is named by the URL in every message
+    (``inputs.shown_source``: without a password it was given with).
     """
-    events = _events(job, source, sampling, size, threads, plan)
-    if not warnings:
-        yield from events
-        return
-    with _warnings_held() as held:
-        for event in events:
+    held = _Held(source)
+    events = _events(job, source, sampling, size, threads, plan, held)
+    try:
+        while True:
+            with held.installed():  # (only while decoding: not while the consumer runs)
+                event = next(events, None)
             for message in held.take():
                 yield Warned(job, message)
+            if event is None:
+                return
             yield event
+    finally:
+        events.close()  # (a consumer that stops early: the temporary copy goes now)
 
 
 class _Held(logging.Handler):
-    """The warnings vidcap logs on this thread, held for the event stream; every other
-    record goes on to the root logger's handlers, as it would have."""
+    """The warnings vidcap logs on this thread while decoding, held for the event stream;
+    every other record goes on to the root logger's handlers, as it would have."""
 
-    def __init__(self) -> None:
+    def __init__(self, source: str) -> None:
+        from vidcap.inputs import shown_source
+
         super().__init__()
         self.thread = threading.get_ident()
+        self.source = source
+        self.shown = shown_source(source)  # (a URL's password is never in a message)
+        self.local = source  # the file decoded: a URL's temporary copy
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.thread == self.thread and record.levelno >= logging.WARNING:
-            self.messages.append(record.getMessage())
+            self.messages.append(self.named(record.getMessage()))
         else:
             logging.getLogger().handle(record)
+
+    def named(self, text: str) -> str:
+        """``text`` with the file decoded named as the user named it (without a password)."""
+        for name in {self.local, self.source} - {self.shown}:
+            text = text.replace(name, self.shown)
+        return text
 
     def take(self) -> list[str]:
         messages, self.messages = self.messages, []
         return messages
 
-
-@contextmanager
-def _warnings_held() -> Iterator[_Held]:
-    logger = logging.getLogger("vidcap")
-    held, propagate = _Held(), logger.propagate
-    logger.addHandler(held)
-    logger.propagate = False
-    try:
-        yield held
-    finally:
-        logger.removeHandler(held)
-        logger.propagate = propagate
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        logger = logging.getLogger("vidcap")
+        propagate = logger.propagate
+        logger.addHandler(self)
+        logger.propagate = False
+        try:
+            yield
+        finally:
+            logger.removeHandler(self)
+            logger.propagate = propagate
 
 
 def _events(
@@ -207,6 +222,7 @@ def _events(
     size: tuple[int, int],
     threads: int,
     plan: bool,
+    held: _Held,
 ) -> Iterator[Event]:
     # Imported here: a process that only reads events (the engine) needs no PyAV or fsspec.
     from vidcap.inputs import local_copy
@@ -246,28 +262,30 @@ def _events(
                 yield from sample(item)
 
     try:
-        with local_copy(source) as path, VideoReader(path, threads=threads) as reader:
-            if sampling.scenes:
-                from vidcap.scenes import SceneSampler
+        with local_copy(source) as path:
+            held.local = str(path)
+            with VideoReader(path, threads=threads) as reader:
+                if sampling.scenes:
+                    from vidcap.scenes import SceneSampler
 
-                if plan:
-                    yield Planned(job, None)
-                sampler = SceneSampler(sampling, size, reader.stats.nominal_fps)
-                for decoded in reader.decoded_frames():
-                    yield from found(sampler.push(decoded))
-                yield from found(sampler.finish(reader.stats.duration))
-            else:
-                if plan:
-                    yield Planned(job, reader.estimated_samples(sampling))
-                for decoded in reader.samples(sampling):
-                    yield from sample(decoded)
-            stats = reader.stats
+                    if plan:
+                        yield Planned(job, None)
+                    sampler = SceneSampler(sampling, size, reader.stats.nominal_fps)
+                    for decoded in reader.decoded_frames():
+                        yield from found(sampler.push(decoded))
+                    yield from found(sampler.finish(reader.stats.duration))
+                else:
+                    if plan:
+                        yield Planned(job, reader.estimated_samples(sampling))
+                    for decoded in reader.samples(sampling):
+                        yield from sample(decoded)
+                stats = reader.stats
     except VideoError as exc:
-        yield Failed(job, str(exc))
+        yield Failed(job, held.named(str(exc)))
         return
     except Exception as exc:  # noqa: BLE001 - any decoder failure fails this video alone
         log.debug("decoding %s failed", source, exc_info=True)
-        yield Failed(job, f"{source}: {type(exc).__name__}: {exc}")
+        yield Failed(job, held.named(f"{source}: {type(exc).__name__}: {exc}"))
         return
     yield Ended(job, sampled, stats.duration, scenes, stats.lost_frames)
 

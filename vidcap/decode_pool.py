@@ -46,7 +46,7 @@ def serve(size: tuple[int, int], jobs: IO[str], out: IO[bytes]) -> None:
             threads = int(job.get("threads", 0))
             plan = bool(job.get("plan", False))
             for event in decode_events(
-                int(job["id"]), job["source"], sampling, size, threads, plan, warnings=True
+                int(job["id"]), job["source"], sampling, size, threads, plan
             ):
                 out.write(encode_event(event))
             out.flush()

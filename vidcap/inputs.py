@@ -24,6 +24,7 @@ ETag, modification time…). Remote videos are decoded from a local copy (``loca
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import logging
 import os
@@ -35,8 +36,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from vidcap.errors import UsageError, install_hint
+from vidcap.errors import UsageError, VideoError, install_hint
 from vidcap.ffmpeg import not_a_video_file
 from vidcap.records import STATE_DIR
 from vidcap.video import VIDEO_EXTENSIONS
@@ -391,6 +393,20 @@ def _ask_identity(url: str) -> dict[str, Any]:
     return identity
 
 
+def shown_source(source: str) -> str:
+    """``source`` as it is written and shown: a URL without the password of a
+    ``user:password@`` it was given with (used to download, never written into outputs,
+    ``summary.json``, resume records, the page or messages); anything else as it is."""
+    if not is_url(source):
+        return source
+    parts = urlsplit(source)
+    if "@" not in parts.netloc:
+        return source
+    credentials, _, place = parts.netloc.rpartition("@")
+    user = credentials.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}@{place}" if user else place))
+
+
 @contextmanager
 def local_copy(source: str) -> Iterator[Path]:
     """A local path to decode ``source`` from: the path itself for local files, else a
@@ -407,10 +423,14 @@ def local_copy(source: str) -> Iterator[Path]:
         log.info("downloading %s", source)
         try:
             fs.get_file(path, name)
-        except OSError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - one error type for the decoder to report
-            raise OSError(f"{source}: cannot download ({exc})") from exc
+        except FileNotFoundError:  # (fsspec's word for HTTP 404 and a missing key alike)
+            raise VideoError(f"{source}: cannot download: not found") from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # this machine's disk, not the URL
+                raise
+            raise VideoError(f"{source}: cannot download ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - stores raise their own types: one line out
+            raise VideoError(f"{source}: cannot download ({type(exc).__name__}: {exc})") from None
         yield Path(name)
     finally:
         os.unlink(name)

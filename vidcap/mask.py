@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from vidcap.backend import CaptionFailed
-from vidcap.decode import Decoded, Failed, decode_events
+from vidcap.decode import Decoded, Failed, Warned, decode_events
 from vidcap.errors import UsageError, VideoError
 from vidcap.frames import Frame
+from vidcap.inputs import shown_source
 from vidcap.outputs import CaptionedFrame, render_jsonl
 from vidcap.settings import GenerationSettings, SamplingSettings, question_prompt
 from vidcap.terminal import logs_above
@@ -367,6 +368,7 @@ def ask_frames(
         total = reader.estimated_samples(sampling)
     pending: deque[Frame] = deque()
     answers: list[CaptionedFrame] = []
+    shown = shown_source(str(video))  # (a URL's password is never written)
     duration = 0.0
 
     def images() -> Iterator[np.ndarray]:
@@ -377,6 +379,8 @@ def ask_frames(
                 yield event.frame.rgb
             elif isinstance(event, Failed):
                 raise VideoError(event.error)
+            elif isinstance(event, Warned):
+                log.warning("%s", event.message)
             else:
                 duration = event.duration
 
@@ -391,10 +395,10 @@ def ask_frames(
         for answer in backend.caption_stream(images(), generation):
             frame = pending.popleft()
             if isinstance(answer, CaptionFailed):
-                raise VideoError(f"{video}: no answer for frame {frame.index}: {answer.reason}")
+                raise VideoError(f"{shown}: no answer for frame {frame.index}: {answer.reason}")
             answers.append(CaptionedFrame(frame.index, frame.time, answer))
             bar.update(1)
-    return VideoCaptions(str(video), tuple(answers), duration)
+    return VideoCaptions(shown, tuple(answers), duration)
 
 
 def mask_answers(

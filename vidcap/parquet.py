@@ -124,7 +124,7 @@ class ParquetShardWriter:
         meta = {name: job.metadata.get(name) for name in self.meta_schema.names}
         starts = [scene.start_frame for scene in scenes]
         for frame in frames:
-            row = {**frame_row(job.source, frame), **meta, "key": self.key}
+            row = {**frame_row(job.shown, frame), **meta, "key": self.key}
             if scenes:
                 scene = scenes[max(0, bisect.bisect_right(starts, frame.index) - 1)]
                 row.update(
@@ -169,7 +169,7 @@ class ParquetShardWriter:
     def _names_of(self, job: VideoJob) -> set[str]:
         """The ``video`` values this video's earlier rows may hold: its source now, and the
         one its earlier record names (the same file, given under another path)."""
-        names = {job.source}
+        names = {job.shown}
         record = read_record(self.folder.parent, job.name)
         earlier = (identity_of(record) or {}).get("path")
         result = record.get("result") if record else None

@@ -119,9 +119,8 @@ def decode_video(
     """One video's events (frames resized for the model, then its end), in blocks of rows."""
     rows: list[bytes] = []
     # One decoder thread: a decode task holds one CPU, and a node runs one task per CPU.
-    # Its warnings go with its events: a Ray worker's output reaches the terminal only
-    # where Ray forwards it (not with --quiet), prefixed and coloured by Ray.
-    for event in decode_events(job, source, sampling, size, threads=1, warnings=True):
+    # (its warnings travel as events: a Ray worker's own output is not shown with --quiet)
+    for event in decode_events(job, source, sampling, size, threads=1):
         rows.append(encode_event(event))
         if len(rows) >= frames_per_block:
             yield _rows(job, rows)
@@ -515,7 +514,7 @@ def _run(
                 if job.name not in finished:
                     committer.fail(
                         job.id,
-                        f"{job.source}: lost in the Ray pipeline (a task failed past its "
+                        f"{job.shown}: lost in the Ray pipeline (a task failed past its "
                         "retries); rerun to redo it",
                     )
     finally:
