@@ -380,3 +380,79 @@ def test_a_password_in_an_input_url_is_used_never_written(
     again = run_main(*args, "--format", "jsonl,srt,vtt,parquet", "--max-frames", "2")
     summary = json.loads((out / "summary.json").read_text())
     assert again.returncode == 1 and summary["run"]["resumed"] == 1
+
+
+def test_a_remote_lists_relative_entries_are_beside_it(
+    http_root: tuple[Path, str], tmp_path: Path
+) -> None:
+    """Regression: a list file read from a URL (a manifest in a bucket, beside its clips)
+    had its relative entries taken as local paths: every video failed "no such file",
+    though "relative paths are relative to the list file". They are now resolved against
+    the list's URL (its folder, its credentials, not its query), escaped over HTTP. And a
+    list URL with a query (a presigned link) was taken for a video: it is a list."""
+    root, base = http_root
+    (root / "set" / "clips").mkdir(parents=True)
+    for name in ("clips/a b.mp4", "top.mp4"):
+        shutil.copy(SAMPLE, root / "set" / name if "/" in name else root / name)
+    (root / "set" / "list.txt").write_text(
+        f"clips/a b.mp4\n../top.mp4\n{base}/top.mp4\n{tmp_path}/local.mp4\n"
+    )
+    videos = expand_inputs([f"{base}/set/list.txt?v=2"])
+    assert [v.source for v in videos] == [
+        f"{base}/set/clips/a%20b.mp4",
+        f"{base}/top.mp4",
+        f"{base}/top.mp4",
+        f"{tmp_path}/local.mp4",  # (an absolute path: a shared file system)
+    ]
+    with local_copy(videos[0].source) as path:
+        assert path.read_bytes() == SAMPLE.read_bytes()
+
+
+def test_a_url_ending_in_dot_dot_never_names_the_output_folder(tmp_path: Path) -> None:
+    """Regression: a video URL ending ``/..`` (a server that answers any path, a list
+    entry cut at a separator) got the output name "..": its thumbnails' folder was
+    ``OUT/thumbs/..``, the output folder itself, which the commit replaces whole — every
+    earlier output and resume record was deleted. Such a name is "video" now; escapes and
+    control characters in a URL's name are undone or replaced, its query never used."""
+    import http.server
+    import threading
+
+    from vidcap.commit import _stem
+    from vidcap.outputs import thumbs_folder
+
+    data = SAMPLE.read_bytes()
+
+    class AnyPath(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_HEAD = do_GET  # noqa: N815
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AnyPath)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("an earlier run's")
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/clips/.."
+        result = run_main("caption", url, "--out", out, "--model", "tiny", "--max-frames", "2")
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    assert (out / "keep.txt").read_text() == "an earlier run's"
+    assert len((out / "video.jsonl").read_text().splitlines()) == 2
+    assert len(list((out / "thumbs" / "video").glob("*.jpg"))) == 2
+    assert [_stem(u) for u in ("s3://b/.", "https://h/%2e%2e", "https://h/a%00b.mp4")] == [
+        "video",
+        "video",
+        "a_b",
+    ]
+    assert _stem("https://h/c/dog.mp4?X-Amz-Credential=AKIA/2026/us/s3/aws4_request") == "dog"
+    with pytest.raises(ValueError, match="not an output name"):
+        thumbs_folder(out, "..")

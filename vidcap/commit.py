@@ -29,10 +29,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
 
 from vidcap import __version__
 from vidcap.errors import OutFolderFull, UsageError
-from vidcap.inputs import shown_source, source_identity
+from vidcap.inputs import is_url, shown_source, source_identity
 from vidcap.outputs import (
     SCENES_FORMAT,
     VIDEO_FORMATS,
@@ -156,7 +157,14 @@ class RunWriter(Protocol):
 
 
 def _stem(source: str) -> str:
-    return short_stem(Path(source.rstrip("/").rsplit("/", 1)[-1]).stem or "video")
+    """The output name a source starts from: its file name without its extension (a URL's:
+    the last part of its path, unescaped, never its query), control characters as ``_``;
+    never ``.`` or ``..`` (a URL ending ``/..`` named its thumbnails' folder
+    ``thumbs/..``, the output folder itself, which the commit replaced), nor empty."""
+    name = unquote(urlsplit(source).path) if is_url(source) else source
+    stem = Path(name.rstrip("/").rsplit("/", 1)[-1]).stem
+    stem = "".join("_" if ord(c) < 32 or ord(c) == 127 else c for c in stem)
+    return short_stem(stem if stem.strip(".") else "video")
 
 
 def _hashed(stem: str, path: str) -> str:

@@ -28,6 +28,7 @@ import errno
 import io
 import logging
 import os
+import posixpath
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from vidcap.errors import UsageError, VideoError, install_hint
 from vidcap.ffmpeg import not_a_video_file
@@ -212,11 +213,11 @@ def _expand_local(path: Path) -> list[InputVideo]:
 
 def _expand_url(url: str) -> list[InputVideo]:
     fs, path = _filesystem(url)
-    suffix = Path(path).suffix.lower()
+    suffix = Path(urlsplit(url).path).suffix.lower()  # (a query is no part of it)
     try:
         if suffix in LIST_SUFFIXES:
             with fs.open(path, "rb") as handle:
-                return _read_list(url, handle.read(), base=None)
+                return _read_list(url, handle.read(), base=url)
         if suffix not in VIDEO_EXTENSIONS and fs.isdir(path):
             found = _in_folder(path.rstrip("/"), fs.find(path))
             return [InputVideo(fs.unstrip_protocol(p)) for p in found]
@@ -239,7 +240,7 @@ def _filesystem(url: str):
 
 
 def _read_list(name: str, data: bytes, base: str | None) -> list[InputVideo]:
-    """The videos of one list file; ``base`` resolves relative local paths."""
+    """The videos of one list file; ``base`` resolves relative paths (``_resolve``)."""
     suffix = Path(name.split("?", 1)[0]).suffix.lower()
     if suffix == ".txt":
         rows = [
@@ -325,11 +326,25 @@ def _check_columns(name: str, columns: Sequence[str]) -> None:
 
 
 def _resolve(path: str, base: str | None) -> str:
-    """A list entry: a URL or absolute path as is; a relative path against the list's folder."""
+    """A list entry: a URL or absolute path as is; a relative path against the list's folder
+    (``base``: the folder of a local list, the URL of a remote one)."""
     path = _local(path)
     if is_url(path) or base is None or os.path.isabs(path):
         return path
+    if is_url(base):
+        return _beside(base, path)
     return os.path.join(base, path)
+
+
+def _beside(url: str, path: str) -> str:
+    """Relative ``path`` against the folder of the list at ``url`` (``s3://b/lists/a.txt``
+    and ``clips/x.mp4``: ``s3://b/lists/clips/x.mp4``), with the list's credentials and
+    without its query; over HTTP, spaces and other characters a URL cannot hold are escaped."""
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        path = quote(path, safe="/%:@!$&'()*+,;=~")
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(parts.path) or "/", path))
+    return urlunsplit(parts._replace(path=joined, query="", fragment=""))
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:

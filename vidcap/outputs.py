@@ -97,7 +97,10 @@ THUMBS_DIR = "thumbs"
 
 
 def thumbs_folder(out_dir: Path, name: str) -> Path:
-    """Where a video's thumbnails live: ``OUT/thumbs/<name>/<frame, 6 digits>.jpg``."""
+    """Where a video's thumbnails live: ``OUT/thumbs/<name>/<frame, 6 digits>.jpg``; a name
+    that is not one plain folder name is an error (the folder is replaced whole)."""
+    if not name.strip(".") or "/" in name or "\0" in name:
+        raise ValueError(f"not an output name: {name!r}")
     return out_dir / THUMBS_DIR / name
 
 
