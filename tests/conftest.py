@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.servers import QuietHTTPServer
+
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -60,7 +62,7 @@ def http_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     """A real HTTP server (a thread) over an empty folder, one per test module: (folder, base URL)."""
     root = tmp_path_factory.mktemp("http")
     handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = QuietHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

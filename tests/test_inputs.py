@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.support.cli import run_main
-from tests.support.servers import free_port
+from tests.support.servers import QuietHTTPServer, free_port
 from vidcap.commit import RunSettings, plan
 from vidcap.errors import UsageError, VideoError
 from vidcap.inputs import (
@@ -434,7 +434,7 @@ def test_a_url_ending_in_dot_dot_never_names_the_output_folder(tmp_path: Path) -
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AnyPath)
+    server = QuietHTTPServer(("127.0.0.1", 0), AnyPath)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     out = tmp_path / "out"
     out.mkdir()

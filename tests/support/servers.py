@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import http.server
 import json
 import os
 import re
@@ -329,6 +330,16 @@ class ScriptedServer:
             pass
         self.flood_sent.append(sent)
         return response
+
+
+class QuietHTTPServer(http.server.ThreadingHTTPServer):
+    """``http.server``'s threading server, quiet about a client that hangs up mid-answer
+    (a browser cancelling a video's range request, a download stopped early): no error of
+    the test's. Anything else is printed as socketserver prints it."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 def run_to_end(loop: asyncio.AbstractEventLoop, main: Coroutine[object, object, None]) -> None:
