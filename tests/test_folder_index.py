@@ -178,3 +178,32 @@ def test_a_folder_whose_summary_cannot_be_read_says_so(out: Path, caplog) -> Non
     assert warning.startswith(f"{summary} cannot be read (") and warning.endswith(
         "): no video of it is listed"
     )
+
+
+def test_a_name_that_is_no_output_name_is_never_joined_to_a_path(
+    out: Path, tmp_path: Path, caplog
+) -> None:
+    """Regression: a folder's video names were taken from its ``summary.json`` as they were
+    and joined to paths: a folder from elsewhere (a shared captions dataset) naming a video
+    ``../victim/owned`` made ``vidcap export`` write its labels outside the export (and
+    read captions, thumbnails from outside the folder). Such names are passed over, with a
+    warning; the other videos are read as before."""
+    from tests.support.cli import run_main
+
+    shutil.rmtree(out / vidcap.records.STATE_DIR)  # (a folder copied without its records)
+    summary = json.loads((out / SUMMARY).read_text())
+    good = summary["videos"][0]
+    victim = tmp_path / "victim"
+    bad = [f"{victim}/owned", "../victim/owned", "..", "a\0b"]
+    summary["videos"] += [{**good, "name": name} for name in bad]
+    (out / SUMMARY).write_text(json.dumps(summary))
+    victim.mkdir()  # captions where the absolute name reads them
+    shutil.copy(out / f"{good['name']}.jsonl", victim / "owned.jsonl")
+    assert [v.name for v in open_folder(out)] == sorted([*NAMES, "broken"])
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == len(bad) and all("not an output name" in m for m in said)
+    target = tmp_path / "export"
+    result = run_main("export", out, "--to", "fiftyone", target)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in victim.iterdir()) == ["owned.jsonl"]  # no owned.json
+    assert sorted(p.stem for p in (target / "labels").glob("*.json")) == sorted(NAMES)

@@ -23,7 +23,7 @@ from typing import Any
 from vidcap.errors import UsageError
 from vidcap.inputs import is_url
 from vidcap.mask import frame_ends, is_number, load_captions
-from vidcap.outputs import CaptionedFrame
+from vidcap.outputs import CaptionedFrame, is_output_name
 from vidcap.records import STATE_DIR, SUMMARY, current_summary, identity_of, read_record
 
 log = logging.getLogger(__name__)
@@ -140,11 +140,15 @@ def open_folder(out: Path | str, summary: Mapping[str, Any] | None = None) -> li
 
 
 def _from_summary(out: Path, entries: object) -> list[FolderVideo]:
-    """The videos a ``summary.json``'s ``"videos"`` list names, by output name."""
+    """The videos a ``summary.json``'s ``"videos"`` list names, by output name; a name that
+    is no output name (``../x``, ``/etc/x``: a folder from elsewhere may hold anything) is
+    passed over with a warning, never joined to a path."""
     videos: dict[str, FolderVideo] = {}
     for entry in entries if isinstance(entries, list) else ():
         name = entry.get("name") if isinstance(entry, dict) else None
-        if isinstance(name, str) and name and name not in videos:
+        if isinstance(name, str) and name and not is_output_name(name):
+            log.warning("%s: passed over a video named %r: not an output name", out, name)
+        elif isinstance(name, str) and name and name not in videos:
             videos[name] = _video(out, name, entry, entry.get("identity"))
     return [videos[name] for name in sorted(videos)]
 

@@ -96,10 +96,17 @@ def write_atomic(path: Path, text: str) -> None:
 THUMBS_DIR = "thumbs"
 
 
+def is_output_name(name: str) -> bool:
+    """Can ``name`` be a video's output name: one plain file name (no ``/``, NUL, not ``.``
+    or ``..``, not empty)? Names read from a folder (its ``summary.json``, which anyone may
+    have written) are taken only if so: joined to a path, any other could reach outside it."""
+    return bool(name.strip(".")) and "/" not in name and "\0" not in name
+
+
 def thumbs_folder(out_dir: Path, name: str) -> Path:
     """Where a video's thumbnails live: ``OUT/thumbs/<name>/<frame, 6 digits>.jpg``; a name
     that is not one plain folder name is an error (the folder is replaced whole)."""
-    if not name.strip(".") or "/" in name or "\0" in name:
+    if not is_output_name(name):
         raise ValueError(f"not an output name: {name!r}")
     return out_dir / THUMBS_DIR / name
 
