@@ -28,6 +28,7 @@ from tests.support.videos import (
     frame_number,
     probe_frames,
     probe_times,
+    with_edit_list,
     write_video,
 )
 from vidcap.container import Clock
@@ -1087,6 +1088,48 @@ def test_an_animated_webp_says_what_it_is(tmp_path: Path) -> None:
     with pytest.raises(VideoError) as failed:
         read(noise, SamplingSettings(every_n=1))
     assert str(failed.value).endswith("noise.webp: no decodable frames")
+
+
+@pytest.mark.parametrize(
+    ("edits", "shown"),
+    [
+        ([(0.0, 1.0), (2.0, 1.0)], [*range(10), *range(20, 30)]),  # a cut in the middle
+        ([(0.0, 2.5)], list(range(25))),  # the end trimmed
+    ],
+)
+def test_an_edit_list_that_cuts_the_media_loses_nothing(
+    tmp_path: Path, caplog, edits: list, shown: list[int]
+) -> None:
+    """Regression: an MP4 whose edit list shows less than its track holds (a trim, or a
+    cut made without re-encoding, as QuickTime and phones' editors save them) was said to
+    have lost the frames it does not show ("18 of 38 frames could not be decoded") and
+    marked damaged. The frames shown are those FFmpeg shows, at its times, in every mode;
+    nothing is lost; a truncated MP4 is still found out."""
+    import logging
+
+    args = ["-c:v", "libx264", "-bf", "0", "-g", "10"]  # (a keyframe a second)
+    whole = encode_with_ffmpeg(tmp_path / "whole.mp4", 40, "10", args)
+    edited = with_edit_list(whole, tmp_path / "edited.mp4", edits)
+    times = [round(0.1 * i, 6) for i in range(len(shown))]
+    for mode in ("exact", "all"):
+        with caplog.at_level(logging.WARNING, logger="vidcap"):
+            caplog.clear()
+            with VideoReader(edited) as reader:
+                frames = list(reader.frames(SamplingSettings(every_n=1, mode=mode)))
+                lost = reader.stats.lost_frames
+        assert [round(f.time, 6) for f in frames] == times
+        assert [frame_number(f.rgb) for f in frames] == shown
+        assert lost == 0 and not caplog.records
+    if FFPROBE:
+        assert [round(t, 6) for t, _ in ffprobe_frames(edited)] == times
+    cut = tmp_path / "cut.mp4"  # (the index first, the pictures cut off: still counted)
+    faststart = encode_with_ffmpeg(
+        tmp_path / "fast.mp4", 40, "10", ["-c:v", "libx264", "-movflags", "+faststart"]
+    )
+    cut.write_bytes(faststart.read_bytes()[: faststart.stat().st_size * 6 // 10])
+    with VideoReader(cut) as reader:
+        list(reader.frames(SamplingSettings(every_n=1, mode="all")))
+        assert reader.stats.lost_frames > 10
 
 
 def test_a_song_with_artwork_is_no_video(tmp_path: Path) -> None:

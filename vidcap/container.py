@@ -42,6 +42,8 @@ FILE_DURATION_FORMATS = frozenset({"matroska", "webm", "flv"})
 # Formats whose header states one length for every stream, the file's (ASF's play duration,
 # which FFmpeg gives each stream): a video track that ends before its sound loses nothing.
 FILE_LENGTH_FORMATS = frozenset({"asf"})
+# Formats whose track may carry an edit list (what is shown of the media, in what order).
+EDIT_LIST_FORMATS = frozenset({"mov", "mp4"})
 # Containers that store no presentation times, only decode order (FFmpeg infers pts).
 NO_PTS_FORMATS = frozenset({"avi"})
 AVFMT_NOTIMESTAMPS = 0x0080  # libavformat's flag for raw streams without timestamps
@@ -383,6 +385,11 @@ def missing_tail(
     length = _header_length(stream)
     if stream.frames:
         promised = delay + (stream.frames - discarded) / stats.nominal_fps
+        if length is not None and EDIT_LIST_FORMATS & set(container.format.name.split(",")):
+            # An edit list that cuts the media (a trim or a cut made without re-encoding)
+            # shows fewer frames than the track holds: the count is the media's, the
+            # track's duration the edit list's, what is shown.
+            promised = min(promised, delay + length)
     elif length is not None:
         promised = delay + length
     else:

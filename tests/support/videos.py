@@ -251,6 +251,53 @@ def _write_picture_video(path: Path, spec: VideoSpec) -> Path:
     return path
 
 
+def with_edit_list(source: Path, path: Path, edits: list[tuple[float, float]]) -> Path:
+    """``source`` (an MP4 of one track, its index after its pictures, as FFmpeg writes it)
+    (no B-frames: the edit list FFmpeg writes for their delay is replaced) with an edit
+    list of ``edits``, each (media start, length) in seconds, shown one after
+    the other: what a trim or a cut made without re-encoding leaves (QuickTime, a phone's
+    editor). Written as a new ``edts`` box in the track; ``moov`` and ``trak`` resized."""
+    import struct
+
+    data = bytearray(source.read_bytes())
+    boxes: list[tuple[int, int, bytes]] = []
+
+    def walk(start: int, end: int) -> None:
+        at = start
+        while at < end:
+            size, kind = struct.unpack(">I4s", data[at : at + 8])
+            boxes.append((at, size, kind))
+            if kind in (b"moov", b"trak", b"mdia"):
+                walk(at + 8, at + size)
+            at += size
+
+    walk(0, len(data))
+    kinds = [kind for _, _, kind in boxes]
+    assert kinds.index(b"mdat") < kinds.index(b"moov") and kinds.count(b"trak") == 1
+    offsets = {kind: (at, size) for at, size, kind in boxes}
+    movie_scale = struct.unpack(">I", data[offsets[b"mvhd"][0] + 20 : offsets[b"mvhd"][0] + 24])[0]
+    media_scale = struct.unpack(">I", data[offsets[b"mdhd"][0] + 20 : offsets[b"mdhd"][0] + 24])[0]
+    entries = b"".join(
+        struct.pack(">IiI", round(length * movie_scale), round(start * media_scale), 1 << 16)
+        for start, length in edits
+    )
+    elst = struct.pack(">I4sII", 16 + len(entries), b"elst", 0, len(edits)) + entries
+    edts = struct.pack(">I4s", 8 + len(elst), b"edts") + elst
+    if b"edts" in offsets:
+        at, size = offsets[b"edts"]
+        data[at : at + size] = edts
+        grown = len(edts) - size
+    else:
+        at, size = offsets[b"tkhd"]
+        data[at + size : at + size] = edts
+        grown = len(edts)
+    for kind in (b"moov", b"trak"):
+        at, size = offsets[kind]
+        struct.pack_into(">I", data, at, size + grown)
+    path.write_bytes(bytes(data))
+    return path
+
+
 def strip_avi_index(path: Path) -> None:
     """Rename an AVI's ``idx1`` chunk to ``JUNK``: FFmpeg then reads it without an index."""
     data = bytearray(path.read_bytes())
