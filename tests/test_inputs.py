@@ -302,6 +302,25 @@ def test_missing_inputs(tmp_path: Path) -> None:
         expand_inputs(["nosuchproto://x.mp4"])
 
 
+def test_mask_and_clips_refuse_a_name_that_is_not_utf8(tmp_path: Path) -> None:
+    """Regression: ``vidcap mask --question`` on a video named in Latin-1 printed its
+    report with the raw byte in it (not UTF-8 JSON), where ``vidcap caption`` refuses the
+    name; ``mask`` and ``clips`` now refuse it the same way, before any work."""
+    name = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.mp4")
+    shutil.copy(SAMPLE, name)
+    (tmp_path / "segments.json").write_text('{"segments": []}')
+    for args in (
+        ["mask", name, "--question", "is there a dog?", "--model", "tiny"],
+        ["clips", name, tmp_path / "segments.json", "--out", tmp_path / "clips"],
+    ):
+        result = run_main(*args)
+        assert result.returncode == 2 and not result.stdout
+        assert result.stderr.strip().splitlines() == [
+            f"vidcap: error: {tmp_path}/caf\\xe9.mp4: the name is not UTF-8: outputs name each "
+            "video in UTF-8, so rename it (convmv -f latin1 -t utf-8 -r --notest FOLDER)"
+        ]
+
+
 def test_http_inputs_lists_and_copies(http_root: tuple[Path, str], tmp_path: Path) -> None:
     root, base = http_root
     shutil.copy(SAMPLE, root / "shapes.mp4")

@@ -129,6 +129,13 @@ RENAME_HINT = (
 )
 
 
+def require_utf8_name(path: str | Path) -> None:
+    """A usage error for a video whose name is not UTF-8: outputs (JSON, the page, file
+    names) name each video in UTF-8 (``vidcap caption``, ``mask``, ``clips`` alike)."""
+    if not _utf8(str(path)):
+        raise UsageError(f"{_shown(str(path))}: the name is not UTF-8{RENAME_HINT}")
+
+
 def _utf8(path: str) -> bool:
     """Is ``path`` valid UTF-8 (no bytes Python keeps as lone surrogates)?"""
     try:
@@ -206,8 +213,7 @@ def _expand_local(path: Path) -> list[InputVideo]:
         raise UsageError(f"{_shown(str(path))}: {reason}")
     if path.suffix.lower() in LIST_SUFFIXES:
         return _read_list(str(path), path.read_bytes(), base=str(path.parent))
-    if not _utf8(str(path)):
-        raise UsageError(f"{_shown(str(path))}: the name is not UTF-8{RENAME_HINT}")
+    require_utf8_name(path)
     return [InputVideo(str(path))]
 
 

@@ -31,6 +31,7 @@ from vidcap.clips import (
     scene_files,
 )
 from vidcap.errors import UsageError
+from vidcap.inputs import require_utf8_name
 from vidcap.mask import (
     QUESTION_MAX_NEW_TOKENS,
     MaskSettings,
@@ -150,6 +151,7 @@ def run_mask(args: argparse.Namespace) -> int:
     if not args.query and not args.question:
         raise UsageError("give --query (to search a caption JSONL) or --question (to ask a video)")
     reject_folder(args.source)
+    require_utf8_name(args.source)
     if args.query:
         report = _query_mode(args, settings)
     else:
@@ -230,6 +232,7 @@ def run_clips(args: argparse.Namespace) -> int:
         raise UsageError("--min-duration and --max-duration apply to --scenes only")
     if args.video is None or args.segments is None:
         raise UsageError("give VIDEO and SEGMENTS.json, or --scenes SCENES")
+    require_utf8_name(args.video)
     segments = load_segments(args.segments)
     clips = export_clips(args.video, segments, args.out, precise=args.precise)
     for clip in clips:
