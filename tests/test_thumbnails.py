@@ -114,6 +114,26 @@ def test_a_lost_thumbnail_folder_redoes_its_video_only(captioned: Path, tmp_path
     assert (run["done"], run["resumed"]) == (1, 2)
     assert thumbs_of(out, "h264-mp4")
     assert not list((out / "thumbs").glob("*.part"))
+    assert not list((out / ".vidcap" / "thumbs").iterdir())  # (nothing left staged)
+
+
+def test_a_video_named_like_a_staging_folder_keeps_its_thumbnails(
+    generated_videos: dict[str, tuple[Path, VideoSpec]], tmp_path: Path
+) -> None:
+    """Regression: thumbnails were written into ``thumbs/<name>.part`` beside the others
+    and renamed into place: committing a video ``x`` removed the thumbnails of a video
+    named ``x.part`` (from ``x.part.mp4``), whose folder that is. They are staged in the
+    folder's ``.vidcap/`` now."""
+    source, _ = generated_videos["h264-mp4"]
+    (tmp_path / "in").mkdir()
+    first, second = tmp_path / "in" / "x.part.mp4", tmp_path / "in" / "x.mp4"
+    shutil.copy(source, first)
+    shutil.copy(source, second)
+    out = tmp_path / "out"
+    for video in (first, second):  # (x.part's thumbnails first, then x is committed)
+        assert main(["caption", str(video), "--out", str(out), "--model", "tiny", "--quiet"]) == 0
+    assert sorted(p.name for p in (out / "thumbs").iterdir()) == ["x", "x.part"]
+    assert len(thumbs_of(out, "x.part")) == len(thumbs_of(out, "x")) > 0
 
 
 def test_a_video_redone_without_thumbnails_drops_its_old_ones(

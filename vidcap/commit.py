@@ -48,6 +48,8 @@ from vidcap.scenes import Scene
 from vidcap.settings import GenerationSettings, SamplingSettings
 
 log = logging.getLogger(__name__)
+# Where a video's thumbnails are written before they are renamed into OUT/thumbs/<name>.
+THUMBS_STAGING = "thumbs"
 
 # Errors that say the output folder takes nothing more, whichever video is written: the
 # run stops at the first, as when the backend goes, instead of captioning every video
@@ -450,7 +452,11 @@ class Committer:
         base = self.settings.out_dir / state.job.name
         try:
             # (none this time, e.g. --no-thumbs: an earlier run's would belong to other frames)
-            write_thumbnails(thumbs_folder(self.settings.out_dir, state.job.name), state.thumbs)
+            write_thumbnails(
+                thumbs_folder(self.settings.out_dir, state.job.name),
+                state.thumbs,
+                self.settings.out_dir / STATE_DIR / THUMBS_STAGING,
+            )
             write_video_outputs(
                 base,
                 state.job.shown,

@@ -111,14 +111,16 @@ def thumbs_folder(out_dir: Path, name: str) -> Path:
     return out_dir / THUMBS_DIR / name
 
 
-def write_thumbnails(folder: Path, thumbs: dict[int, bytes]) -> None:
-    """A video's thumbnails, all or none: written into ``<folder>.part``, then put in place
-    of any earlier ones with a rename (an earlier set is removed first). No thumbnails:
-    only the earlier set is removed."""
+def write_thumbnails(folder: Path, thumbs: dict[int, bytes], staging: Path) -> None:
+    """A video's thumbnails, all or none: written into ``staging/<name>.part`` (a folder on
+    the same file system that holds no video's thumbnails: beside them, ``x.part`` would be
+    the folder of a video named ``x.part``), then put in place of any earlier ones with a
+    rename (an earlier set is removed first). No thumbnails: only the earlier set is
+    removed."""
     if not thumbs:
         shutil.rmtree(folder, ignore_errors=True)
         return
-    tmp = part_path(folder)
+    tmp = part_path(staging / folder.name)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
@@ -126,6 +128,7 @@ def write_thumbnails(folder: Path, thumbs: dict[int, bytes]) -> None:
             (tmp / f"{index:06d}.jpg").write_bytes(jpeg)
         if folder.exists():
             shutil.rmtree(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
