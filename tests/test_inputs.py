@@ -253,6 +253,13 @@ def test_csv_list_carries_metadata(tmp_path: Path) -> None:
     ]
 
 
+def test_an_unnamed_empty_column_is_no_column(tmp_path: Path) -> None:
+    """A spreadsheet's stray trailing commas (unnamed columns left empty) add no metadata."""
+    listing = tmp_path / "videos.csv"
+    listing.write_text(f"path,id,,\n{SAMPLE},7,,\n")
+    assert expand_inputs([listing]) == [InputVideo(str(SAMPLE), {"id": "7"})]
+
+
 def test_a_csv_field_longer_than_csvs_own_limit_is_read(tmp_path: Path) -> None:
     """Regression: a metadata field over 128 KiB (a transcript, a long description) ended
     the run with ``_csv.Error: field larger than field limit`` and a traceback."""
@@ -285,6 +292,16 @@ def test_parquet_list_carries_typed_metadata(tmp_path: Path) -> None:
         ("v.txt", "# only a comment\n", r"no videos found in the given inputs"),
         # (a ValueError traceback from the path check: "embedded null byte")
         ("v.txt", "a.mp4\nb\0c.mp4\n", r"/v\.txt: row 2's 'path' holds a NUL byte$"),
+        # a row longer than the header: a traceback with --format parquet (a metadata field
+        # named None); a column twice: one's values silently lost; an unnamed one with values
+        (
+            "v.csv",
+            "path,id\na.mp4,1,2\n",
+            r"v\.csv: line 2 has 3 fields, the header 2: a "
+            r"field holding a comma needs quotes$",
+        ),
+        ("v.csv", "path,id,id\na.mp4,1,2\n", r"v\.csv: column 'id' appears more than once"),
+        ("v.csv", "path,,id\na.mp4,x,1\n", r"v\.csv: column 2 has no name; name it or remove it"),
     ],
 )
 def test_bad_list_files(tmp_path: Path, name: str, content: str, message: str) -> None:

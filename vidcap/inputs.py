@@ -279,8 +279,23 @@ def _csv_rows(name: str, text: str) -> list[dict[str, Any]]:
     reader = csv.DictReader(io.StringIO(text))
     limit = csv.field_size_limit(CSV_FIELD_MAX)
     try:
-        _check_columns(name, reader.fieldnames or [])
-        return list(reader)
+        columns = list(reader.fieldnames or [])
+        rows = []
+        for row in reader:
+            extra = row.pop(None, None)  # (csv's key for fields past the header's)
+            if extra:
+                raise UsageError(
+                    f"{name}: line {reader.line_num} has {len(columns) + len(extra)} fields, "
+                    f"the header {len(columns)}: a field holding a comma needs quotes"
+                )
+            rows.append(row)
+        unnamed = [i for i, column in enumerate(columns) if not column.strip()]
+        for row in rows:  # an unnamed column left empty (a spreadsheet's stray comma) is none
+            for i in unnamed:
+                if not (row.get(columns[i]) or "").strip():
+                    row.pop(columns[i], None)
+        _check_columns(name, [c for c in columns if c.strip() or any(c in r for r in rows)])
+        return rows
     except csv.Error as exc:
         raise UsageError(
             f"{name}: not a readable CSV file (after line {reader.line_num}: {exc})"
@@ -319,6 +334,17 @@ def _parquet_rows(name: str, data: bytes) -> list[dict[str, Any]]:
 
 
 def _check_columns(name: str, columns: Sequence[str]) -> None:
+    """A list's columns: a ``path`` column, and every other one named once (it becomes a
+    metadata field, a Parquet column), none named like an output column."""
+    unnamed = [i + 1 for i, column in enumerate(columns) if not str(column).strip()]
+    if unnamed:
+        raise UsageError(f"{name}: column {unnamed[0]} has no name; name it or remove it")
+    twice = sorted({column for column in columns if list(columns).count(column) > 1})
+    if twice:
+        raise UsageError(
+            f"{name}: column {', '.join(map(repr, twice))} appears more than once: the values "
+            "of one would be lost; rename or remove one"
+        )
     if PATH_COLUMN not in columns:
         raise UsageError(
             f"{name}: no {PATH_COLUMN!r} column (columns: {', '.join(columns) or 'none'})"
