@@ -282,6 +282,43 @@ def test_parquet_list_carries_typed_metadata(tmp_path: Path) -> None:
     ]
 
 
+def test_parquet_metadata_of_any_type_is_carried_as_json(tmp_path: Path) -> None:
+    """Regression: a Parquet list with a decimal column (prices), binary, a duration or a
+    struct holding a date ended the run with "Object of type Decimal is not JSON
+    serializable" and a traceback, after captioning. Every value is made plain (exact
+    text, base64, seconds, ISO dates) and the run writes it, in JSON and in Parquet."""
+    import datetime
+    import decimal
+
+    listing = tmp_path / "typed.parquet"
+    when = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
+    pq.write_table(
+        pa.table({
+            "path": [str(SAMPLE)],
+            "price": pa.array([decimal.Decimal("1.50")], pa.decimal128(5, 2)),
+            "blob": pa.array([b"\x00\xff"], pa.binary()),
+            "length": pa.array([datetime.timedelta(seconds=3)], pa.duration("s")),
+            "info": pa.array([{"day": datetime.date(2020, 1, 2), "tags": ["x"]}]),
+            "at": pa.array([when], pa.timestamp("us", tz="UTC")),
+        }),
+        listing,
+    )  # fmt: skip
+    plain = {
+        "price": "1.50",
+        "blob": "AP8=",
+        "length": 3.0,
+        "info": {"day": "2020-01-02", "tags": ["x"]},
+        "at": "2020-01-01T00:00:00+00:00",
+    }
+    assert expand_inputs([listing]) == [InputVideo(str(SAMPLE), plain)]
+    out = tmp_path / "out"
+    result = run_main("caption", listing, "--out", out, "--model", "tiny", "--max-frames", "1",
+                      "--format", "jsonl,parquet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    [row] = pq.read_table(out / "parquet").to_pylist()
+    assert {key: row[key] for key in plain} == plain
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [

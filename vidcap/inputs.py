@@ -23,6 +23,7 @@ ETag, modification time…). Remote videos are decoded from a local copy (``loca
 
 from __future__ import annotations
 
+import base64
 import csv
 import errno
 import io
@@ -34,7 +35,8 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -380,11 +382,26 @@ def _beside(url: str, path: str) -> str:
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
-    """Metadata as JSON values (dates as ISO strings)."""
-    return {
-        key: value.isoformat() if isinstance(value, (datetime, date)) else value
-        for key, value in row.items()
-    }
+    """Metadata as JSON values: what a Parquet list's typed columns hold made plain —
+    dates and times as ISO strings, decimals as their exact text, durations as seconds,
+    bytes as base64, structs and lists value by value."""
+    return {str(key): _plain_value(value) for key, value in row.items()}
+
+
+def _plain_value(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (datetime, date, dt_time)):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, dict):
+        return {str(k): _plain_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_value(v) for v in value]
+    return str(value)  # (a Decimal's exact text; anything else as it prints)
 
 
 def prefetch_identities(urls: Sequence[str]) -> None:
