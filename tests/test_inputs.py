@@ -253,6 +253,15 @@ def test_csv_list_carries_metadata(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_a_csv_separated_by_semicolons_or_tabs_is_read(tmp_path: Path, separator: str) -> None:
+    """Regression: a CSV saved by Excel in much of Europe (";") or pasted from a sheet
+    (tabs) failed "no 'path' column (columns: path;id)"; its header's separator is used."""
+    listing = tmp_path / "videos.csv"
+    listing.write_text(f"path{separator}id\n{SAMPLE}{separator}7, or 8\n")
+    assert expand_inputs([listing]) == [InputVideo(str(SAMPLE), {"id": "7, or 8"})]
+
+
 def test_an_unnamed_empty_column_is_no_column(tmp_path: Path) -> None:
     """A spreadsheet's stray trailing commas (unnamed columns left empty) add no metadata."""
     listing = tmp_path / "videos.csv"

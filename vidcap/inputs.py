@@ -278,7 +278,11 @@ CSV_FIELD_MAX = 256 * 2**20
 def _csv_rows(name: str, text: str) -> list[dict[str, Any]]:
     """The rows of a CSV list file, its columns checked; a malformed file is a usage error
     naming its line."""
-    reader = csv.DictReader(io.StringIO(text))
+    header = text.split("\n", 1)[0]
+    # Excel in much of Europe separates with ";" (tab: a "CSV" pasted from a sheet); a
+    # header holding no comma but one of those is read with it.
+    delimiter = next((d for d in ";\t" if d in header), ",") if "," not in header else ","
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
     limit = csv.field_size_limit(CSV_FIELD_MAX)
     try:
         columns = list(reader.fieldnames or [])
