@@ -262,6 +262,20 @@ def test_a_csv_separated_by_semicolons_or_tabs_is_read(tmp_path: Path, separator
     assert expand_inputs([listing]) == [InputVideo(str(SAMPLE), {"id": "7, or 8"})]
 
 
+def test_file_urls_are_unescaped(tmp_path: Path) -> None:
+    """Regression: ``file:///clips/a%20b.mp4`` (as ``Path.as_uri()``, browsers and dataset
+    tools write a file URL) named ``/clips/a%20b.mp4``, no such file, and
+    ``file://localhost/…`` a relative ``localhost/…``; both name the local file."""
+    video = tmp_path / "a b é.mp4"
+    shutil.copy(SAMPLE, video)
+    listing = tmp_path / "list.txt"
+    localhost = "file://localhost" + video.as_uri().removeprefix("file://")
+    listing.write_text(f"{video.as_uri()}\n{localhost}\n")
+    assert "%20" in video.as_uri()
+    assert [v.source for v in expand_inputs([listing])] == [str(video), str(video)]
+    assert [v.source for v in expand_inputs([video.as_uri()])] == [str(video)]
+
+
 def test_an_unnamed_empty_column_is_no_column(tmp_path: Path) -> None:
     """A spreadsheet's stray trailing commas (unnamed columns left empty) add no metadata."""
     listing = tmp_path / "videos.csv"

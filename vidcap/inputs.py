@@ -39,7 +39,7 @@ from datetime import date, datetime, timedelta
 from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from vidcap.errors import UsageError, VideoError, install_hint
 from vidcap.ffmpeg import not_a_video_file
@@ -74,7 +74,15 @@ def is_url(item: str) -> bool:
 
 
 def _local(item: str) -> str:
-    return item.removeprefix("file://") if item.startswith("file://") else item
+    """A ``file:`` URL as the local path it names, its escapes undone (``Path.as_uri()`` and
+    browsers write ``file:///a%20b.mp4`` for ``/a b.mp4``; ``file://localhost/…`` names this
+    machine too); anything else as it is."""
+    if item[:7].lower() != "file://":
+        return item
+    rest = item[7:]
+    if rest[:10].lower() == "localhost/":
+        rest = rest[9:]
+    return unquote(rest)
 
 
 def expand_inputs(items: Sequence[str | os.PathLike | InputVideo]) -> list[InputVideo]:
