@@ -232,7 +232,7 @@ def test_table_json_and_csv(folder: Path, capsys) -> None:
     ("argv", "message"),
     [
         (["search", "{folder}", "(unclosed", "--regex"], "bad --regex query"),
-        (["search", "{folder}", "   "], "must not be empty"),
+        (["search", "{folder}", "   "], "vidcap: error: QUERY must not be empty"),  # (not --query)
         (["search", "{missing}", "red"], "no such folder"),
         (["search", "{plain}", "red"], "not a vidcap output folder"),
         (["search", "{folder}", "red", "--merge-gap", "-1"], "--merge-gap must be"),

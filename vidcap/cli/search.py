@@ -72,6 +72,8 @@ def run_search(args: argparse.Namespace) -> int:
         raise UsageError(f"--limit must be >= 1, got {args.limit}")
     if args.precise and args.clips is None:
         raise UsageError("--precise applies to --clips only")
+    if not args.query.strip():  # (mask's own word for it is --query: here it is QUERY)
+        raise UsageError("QUERY must not be empty: give the words to find")
     stats = SearchStats()
     moments = search(args.out, [args.query], settings, stats)
     total, videos = len(moments), len({(m.folder, m.name) for m in moments})
