@@ -114,10 +114,14 @@ def _parse_segment(path: Path, number: int, row: object) -> Segment:
         raise UsageError(f"{where}: start {start} is negative")
     if end <= start:
         raise UsageError(f"{where}: end {end} is not after start {start}")
+    if end > MAX_SEGMENT_S:  # (its clip's name, which holds the times, would be too long)
+        raise UsageError(f"{where}: end {end:g} s is past any video ({MAX_SEGMENT_S:g} s)")
     frames = row.get("frames", 0)
     return Segment(float(start), float(end), frames if isinstance(frames, int) else 0)
 
 
+# A segment's times are at most this (31 years): beyond it a time is no video's.
+MAX_SEGMENT_S = 1e9
 # A clip's name adds up to ~60 bytes to its source's stem (scene, piece, times of a long
 # video, ``.mp4.part``): the stem keeps at most this many, within 255.
 CLIP_STEM_MAX = 180
