@@ -301,7 +301,7 @@ def test_load_segments_from_a_report_or_a_list(tmp_path: Path) -> None:
         ([{"start": 3, "end": 3}], "segment 1: end 3 is not after start 3"),
         ([{"start": 4, "end": 2}], "segment 1: end 2 is not after start 4"),
         # (its clip's name held all 301 digits: "File name too long")
-        ([{"start": 0, "end": 1e300}], "segment 1: end 1e+300 s is past any video (1e+09 s)"),
+        ([{"start": 0, "end": 1e300}], r"segment 1: end 1e\+300 s is past any video \(1e\+09 s\)"),
         ([{"start": "1", "end": 2}], "segment 1: 'start' must be a number of seconds, got '1'"),
         ([{"start": 1}], "segment 1: 'end' must be a number of seconds, got None"),
         ([{"start": True, "end": 2}], "'start' must be a number"),
