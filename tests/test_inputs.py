@@ -473,6 +473,9 @@ def test_a_password_in_an_input_url_is_used_never_written(
     assert written and not [p for p in written if b"s3cretpw" in p.read_bytes()]
     rows = [json.loads(line) for line in (out / "pw.jsonl").read_text().splitlines()]
     assert {row["video"] for row in rows} == {f"{shown}/pw.mp4"} and len(rows) == 2
+    missing = run_main("caption", f"{secret}/missing.txt", "--out", tmp_path / "o2")
+    assert missing.returncode == 2  # (a usage error names the list without the password)
+    assert missing.stderr.strip() == f"vidcap: error: no such file or folder: {shown}/missing.txt"
     again = run_main(*args, "--format", "jsonl,srt,vtt,parquet", "--max-frames", "2")
     summary = json.loads((out / "summary.json").read_text())
     assert again.returncode == 1 and summary["run"]["resumed"] == 1

@@ -230,17 +230,18 @@ def _expand_local(path: Path) -> list[InputVideo]:
 def _expand_url(url: str) -> list[InputVideo]:
     fs, path = _filesystem(url)
     suffix = Path(urlsplit(url).path).suffix.lower()  # (a query is no part of it)
+    shown = shown_source(url)  # (what messages name: without a password)
     try:
         if suffix in LIST_SUFFIXES:
             with fs.open(path, "rb") as handle:
-                return _read_list(url, handle.read(), base=url)
+                return _read_list(shown, handle.read(), base=url)
         if suffix not in VIDEO_EXTENSIONS and fs.isdir(path):
             found = _in_folder(path.rstrip("/"), fs.find(path))
             return [InputVideo(fs.unstrip_protocol(p)) for p in found]
     except FileNotFoundError as exc:
-        raise UsageError(f"no such file or folder: {url}") from exc
+        raise UsageError(f"no such file or folder: {shown}") from exc
     except OSError as exc:
-        raise UsageError(f"cannot read {url}: {exc}") from exc
+        raise UsageError(f"cannot read {shown}: {str(exc).replace(url, shown)}") from exc
     return [InputVideo(url)]
 
 
@@ -252,7 +253,8 @@ def _filesystem(url: str):
     try:
         return fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as exc:
-        raise UsageError(f"cannot open {url}: {exc}") from exc
+        shown = shown_source(url)
+        raise UsageError(f"cannot open {shown}: {str(exc).replace(url, shown)}") from exc
 
 
 def _read_list(name: str, data: bytes, base: str | None) -> list[InputVideo]:
