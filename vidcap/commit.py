@@ -38,6 +38,7 @@ from vidcap.outputs import (
     SCENES_FORMAT,
     VIDEO_FORMATS,
     CaptionedFrame,
+    is_output_name,
     short_stem,
     thumbs_folder,
     write_thumbnails,
@@ -106,10 +107,6 @@ class VideoJob:
         """The source as outputs, records and messages name it (``inputs.shown_source``)."""
         return shown_source(self.source)
 
-    def named(self, text: str) -> str:
-        """``text`` (a decoder's message) with the source named as it is shown."""
-        return text.replace(self.source, self.shown) if self.shown != self.source else text
-
 
 @dataclass
 class VideoResult:
@@ -166,7 +163,7 @@ def _stem(source: str) -> str:
     name = unquote(urlsplit(source).path) if is_url(source) else source
     stem = Path(name.rstrip("/").rsplit("/", 1)[-1]).stem
     stem = "".join("_" if ord(c) < 32 or ord(c) == 127 else c for c in stem)
-    return short_stem(stem if stem.strip(".") else "video")
+    return short_stem(stem if is_output_name(stem) else "video")
 
 
 def _hashed(stem: str, path: str) -> str:
@@ -362,13 +359,12 @@ class Committer:
         state = self._state(job_id)
         if state is not None and (job_id, message) not in self._warned:
             self._warned.add((job_id, message))
-            log.warning("%s", state.job.named(message))
+            log.warning("%s", message)
 
     def fail(self, job_id: int, error: str, warn: bool = True) -> None:
         state = self._state(job_id)
         if state is None:
             return
-        error = state.job.named(error)
         del self._open[job_id]
         if warn:
             log.warning("failed: %s", error)
