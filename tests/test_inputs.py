@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import shutil
+import unicodedata
 from pathlib import Path
 
 import pyarrow as pa
@@ -555,3 +556,27 @@ def test_a_url_ending_in_dot_dot_never_names_the_output_folder(tmp_path: Path) -
     assert _stem("https://h/c/dog.mp4?X-Amz-Credential=AKIA/2026/us/s3/aws4_request") == "dog"
     with pytest.raises(ValueError, match="not an output name"):
         thumbs_folder(out, "..")
+
+
+def test_stems_equal_on_a_case_insensitive_file_system_get_apart(tmp_path: Path) -> None:
+    """Regression: ``Clip.mp4`` and ``clip.mp4`` (or ``café`` composed and decomposed) were
+    named ``Clip`` and ``clip``: on macOS, an SMB share or exFAT those are one file, and the
+    second video's outputs overwrote the first's."""
+    sources = []
+    for folder, name in [("a", "Clip"), ("b", "clip"), ("a", "caf\u00e9"), ("b", "cafe\u0301")]:
+        (tmp_path / folder).mkdir(exist_ok=True)
+        shutil.copy(SAMPLE, tmp_path / folder / f"{name}.mp4")
+        sources.append(str(tmp_path / folder / f"{name}.mp4"))
+    sources.append(str(tmp_path / "a" / "alone.mp4"))
+    shutil.copy(SAMPLE, sources[-1])
+    todo, _ = plan(sources, RunSettings(out_dir=tmp_path / "out"))
+    names = [job.name for job in todo]
+    assert names[-1] == "alone"
+    folded = [unicodedata.normalize("NFC", name).casefold() for name in names]
+    assert len(set(folded)) == len(folded), names
+    assert [name.rsplit("-", 1)[0] for name in names[:4]] == [
+        "Clip",
+        "clip",
+        "caf\u00e9",
+        "cafe\u0301",
+    ]

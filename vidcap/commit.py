@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -166,6 +167,12 @@ def _stem(source: str) -> str:
     return short_stem(stem if is_output_name(stem) else "video")
 
 
+def _folded(name: str) -> str:
+    """What a case-insensitive file system sees of a name (macOS, SMB shares, exFAT): two
+    names equal here are one file there, so one of them must not be taken as is."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
 def _hashed(stem: str, path: str) -> str:
     """The output name of a file whose stem is taken: the stem and a hash of its path."""
     return f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
@@ -182,7 +189,9 @@ def plan(
 
     The same file given twice is one video. A video's output name is its file stem, unless
     another input of this run or an earlier run's record (another file) holds that stem:
-    then the stem plus a hash of the path.
+    then the stem plus a hash of the path. Stems are compared as a case-insensitive file
+    system compares names (``Clip`` and ``clip``, ``café`` composed or not): on one, two
+    such outputs would be one file, the second overwriting the first.
     """
     out_dir = settings.out_dir
     entries: list[tuple[str, dict, dict]] = []
@@ -209,27 +218,28 @@ def plan(
             records[name] = read_record(out_dir, name)
         return records[name]
 
-    stems = Counter(_stem(source) for source, _, _ in entries)
+    stems = Counter(_folded(_stem(source)) for source, _, _ in entries)
     names: dict[str, str] = {}
-    taken: set[str] = set()
+    taken: set[str] = set()  # folded
     for source, identity, _ in entries:  # a name stays with the file that has it
         stem = _stem(source)
         for name in (stem, _hashed(stem, identity["path"])):
-            if name not in taken and _state_path(record_of(name)) == identity["path"]:
+            if _folded(name) not in taken and _state_path(record_of(name)) == identity["path"]:
                 names[identity["path"]] = name
-                taken.add(name)
+                taken.add(_folded(name))
                 break
     for source, identity, _ in entries:
         if identity["path"] in names:
             continue
         stem = _stem(source)
         owner = _state_path(record_of(stem))
-        if stems[stem] == 1 and stem not in taken and owner in (None, identity["path"]):
+        folded = _folded(stem)
+        if stems[folded] == 1 and folded not in taken and owner in (None, identity["path"]):
             name = stem
         else:
             name = _hashed(stem, identity["path"])
         names[identity["path"]] = name
-        taken.add(name)
+        taken.add(_folded(name))
 
     key = settings.key()
     todo: list[VideoJob] = []
