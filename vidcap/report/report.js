@@ -9,6 +9,7 @@
   var CARDS_AT_ONCE = 4; // per animation frame, while the end of the list is in view
   var MOMENTS_AT_ONCE = 100;
   var STRIP_FRAMES = 120;
+  var FRAMES_AT_ONCE = 400; // per animation frame, once "show all" is clicked
   var WORD = '[\\p{L}\\p{N}_]'; // Python's \w in str patterns (JavaScript's \w is ASCII only)
 
   var videos = [];   // in folder order, as the shards arrive; video.shard: its shard
@@ -307,12 +308,25 @@
       var all = el('button', 'show-all', 'show all ' + video.t.length + ' frames');
       all.type = 'button';
       all.addEventListener('click', function () {
-        for (var j = shown; j < video.t.length; j++) strip.appendChild(frameFigure(video, j));
-        all.remove();
+        all.disabled = true;
+        showRest(video, strip, shown, all);
       });
       node.appendChild(all);
     }
     return node;
+  }
+
+  // The rest of a long strip (an hour at every frame: 100,000 of them), a few hundred frames
+  // per animation frame, so the page never freezes while they are made; the button counts.
+  function showRest(video, strip, from, button) {
+    if (!strip.isConnected) return; // its card was redrawn (a filter): that one starts afresh
+    var to = Math.min(video.t.length, from + FRAMES_AT_ONCE);
+    var chunk = document.createDocumentFragment();
+    for (var j = from; j < to; j++) chunk.appendChild(frameFigure(video, j));
+    strip.appendChild(chunk);
+    if (to >= video.t.length) { button.remove(); return; }
+    button.textContent = 'showing ' + to + ' of ' + video.t.length + ' frames…';
+    requestAnimationFrame(function () { showRest(video, strip, to, button); });
   }
 
   var cursor = 0; // next index of `videos` to consider for a card
