@@ -162,6 +162,42 @@ def test_frames_are_decoded_one_at_a_time_inside_the_decoding_context(monkeypatc
     assert [image.shape for image in request.images] == [(64, 64, 3)] * 3
 
 
+def test_a_16_bit_grey_png_keeps_its_shades() -> None:
+    """Regression: Pillow's conversion of a 16-bit grey PNG (mode I;16) clips every value
+    above 255, so the model saw a white frame."""
+    ramp = np.linspace(0, 65535, 256 * 16).round().astype(">u2").reshape(16, 256)
+    buffer = io.BytesIO()
+    Image.frombytes("I;16B", (256, 16), ramp.tobytes()).save(buffer, "PNG")
+    decoded = decode_image(buffer.getvalue(), WireLimits())
+    assert decoded.shape == (16, 256, 3) and decoded.dtype == np.uint8
+    expected = np.rint(ramp.astype(np.float64) / 257)
+    assert np.abs(decoded[:, :, 0] - expected).max() <= 1
+    assert (decoded[:, :, 0] == decoded[:, :, 2]).all() and decoded.mean() < 140
+
+
+@pytest.mark.parametrize(("orientation", "top"), [(6, "left"), (8, "right"), (3, None)])
+def test_a_jpeg_is_turned_upright_by_its_exif_orientation(
+    orientation: int, top: str | None
+) -> None:
+    """A phone's photo is stored sideways with an EXIF orientation, which viewers apply: the
+    model sees it as they show it. Stored: left half red, right half blue."""
+    stored = np.zeros((48, 96, 3), np.uint8)
+    stored[:, :48, 0] = 255
+    stored[:, 48:, 2] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(stored).save(buffer, "JPEG", quality=95, exif=exif)
+    shown = decode_image(buffer.getvalue(), WireLimits()).astype(int)
+    if top is None:  # 3: a half turn, the blue half now on the left
+        assert shown.shape == (48, 96, 3) and shown[24, 10, 2] > 200 and shown[24, 86, 0] > 200
+        return
+    assert shown.shape == (96, 48, 3)  # turned a quarter
+    upper, lower = shown[10, 24], shown[86, 24]
+    red, blue = (upper, lower) if top == "left" else (lower, upper)
+    assert red[0] > 200 > red[2] and blue[2] > 200 > blue[0]
+
+
 def test_bad_part_is_named_in_a_batch() -> None:
     png = encode_image(FRAME[:8, :8], "png")
     with pytest.raises(BadRequest, match="frame 1 is not a decodable"):

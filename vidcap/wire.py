@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vidcap.errors import BadRequest, UsageError
 from vidcap.frames import over_white, resize_for_model
@@ -185,7 +185,10 @@ def load_rgb(
             height, width = size
             if image.width // width >= 2 and image.height // height >= 2:
                 image.draft(None, (width, height))
-        if "A" in image.getbands() or image.info.get("transparency") is not None:
+        image = _upright(image)
+        if image.mode in _WIDE_GREY:
+            rgb = _wide_grey(image)
+        elif "A" in image.getbands() or image.info.get("transparency") is not None:
             rgb = over_white(np.asarray(image.convert("RGBA")))  # as BLIP-2's processor does
         else:
             rgb = np.array(image.convert("RGB"))  # a writable copy
@@ -194,6 +197,34 @@ def load_rgb(
     finally:
         image.close()  # frees the decoded pixels even while others still refer to it
     return rgb if size is None else resize_for_model(rgb, size)
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """``image`` turned by its EXIF orientation (a phone's photo is stored sideways), as
+    viewers show it; as it is when its EXIF cannot be read (the picture still can)."""
+    try:
+        oriented = ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - a malformed EXIF block: viewers ignore it too
+        return image
+    if oriented is None or oriented is image:
+        return image
+    image.close()
+    return oriented
+
+
+_WIDE_GREY = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})  # a 16-bit grey PNG
+
+
+def _wide_grey(image: Image.Image) -> np.ndarray:
+    """A 16-bit grey picture as RGB uint8, 65535 → 255 (Pillow's own conversion clips every
+    value above 255, so all but the darkest pixels came out white); its transparent value
+    (``tRNS``) white, as other pictures' transparency."""
+    grey = np.asarray(image).astype(np.float32)
+    rgb = np.rint(np.clip(grey, 0, 65535) / 257).astype(np.uint8)
+    transparent = image.info.get("transparency")
+    if isinstance(transparent, int):
+        rgb[grey == transparent] = 255
+    return np.repeat(rgb[:, :, None], 3, axis=2)
 
 
 def decode_image(
