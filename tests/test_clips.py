@@ -124,7 +124,7 @@ def test_stream_copy_clips_are_within_a_gop(gop_video: Path, tmp_path: Path) -> 
         ("msmpeg4-avi", "re-encoded"),  # MP4 has no tag for MS-MPEG4 v3: copy cannot work
         ("msmpeg4-noindex-avi", "re-encoded"),
         ("mpeg4-avi", "stream-copy"),
-        ("mpeg4-bframes-avi", "stream-copy"),
+        ("mpeg4-bframes-avi", "re-encoded"),  # no pts in AVI: a copy shows them out of order
     ],
 )
 def test_avi_clips_fall_back_to_reencoding(
@@ -142,7 +142,9 @@ def test_avi_clips_fall_back_to_reencoding(
     assert manifest["mode"] == "stream-copy"  # what was asked; each clip says what was done
     [entry] = manifest["clips"]
     assert entry["mode"] == mode
-    if mode == "re-encoded":
+    if name == "mpeg4-bframes-avi":
+        assert "out of order" in entry["note"]
+    elif mode == "re-encoded":
         assert entry["note"].startswith("stream copy failed: ffmpeg failed (exit")
         assert "Could not find tag for codec msmpeg4v3" in entry["note"]
     else:
@@ -215,6 +217,53 @@ def test_clips_of_an_mpeg_ts_whose_clock_starts_again(tmp_path: Path, precise: b
         assert got == asked, (clip, got, asked)
         assert clip.end == end and "clock starts again" in (clip.note or "")
         assert clip.mode == ("precise" if precise else "re-encoded")
+
+
+@pytest.mark.parametrize(
+    ("suffix", "args"),
+    [
+        (".avi", ["-c:v", "mpeg4", "-bf", "2"]),  # DivX/XviD: B-frames, no pts in AVI
+        (".avi", ["-c:v", "libxvid", "-bf", "2", "-vtag", "XVID"]),  # packed B-frames
+        (
+            ".avi",
+            [
+                "-c:v",
+                "libx264",
+                "-bf",
+                "2",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+                "-x264-params",
+                "bframes=2:b-adapt=0",
+            ],
+        ),  # fmt: skip
+        (".mpg", ["-c:v", "mpeg2video", "-bf", "2", "-f", "vob"]),  # DVD: pts on some packets
+    ],
+    ids=["mpeg4-avi", "xvid-packed-avi", "h264-avi", "mpeg2-vob"],
+)
+def test_a_stream_copy_of_frames_without_presentation_times_is_re_encoded(
+    tmp_path: Path, suffix: str, args: list[str]
+) -> None:
+    """Regression: a stream copy into MP4 of a source that stores no presentation time for
+    frames its codec reorders (B-frames in AVI, MPEG-PS) took each frame's decode time for
+    its presentation time: the clip showed its frames out of order (frames 10 11 13 12 …),
+    said to be a clean stream copy. Such a source's clips are re-encoded, saying why."""
+    source = encode_with_ffmpeg(tmp_path / f"source{suffix}", 40, "10", args)
+    with VideoReader(source) as reader:
+        timeline = [(round(f.time, 3), frame_number(f.rgb)) for f in reader.frames(EVERY)]
+    numbers = [n for _, n in timeline]  # (FFmpeg loses packed B-frames at the very end)
+    assert numbers == sorted(set(numbers)) and len(numbers) >= 38  # the source plays in order
+    segments = [Segment(1.0, 2.0), Segment(2.5, 3.2)]
+    out = tmp_path / "out"
+    clips = export_clips(source, segments, out)
+    for clip, segment in zip(clips, segments, strict=True):
+        with VideoReader(out / clip.path) as reader:
+            got = [frame_number(f.rgb) for f in reader.frames(EVERY)]
+        asked = [n for t, n in timeline if segment.start <= t < segment.end - 1e-6]
+        assert got == asked, (clip, got)
+        assert clip.mode == "re-encoded" and "out of order" in (clip.note or "")
 
 
 def test_ffmpeg_errors_keep_the_cause_not_only_the_last_line(generated_videos, tmp_path) -> None:

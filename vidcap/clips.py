@@ -56,6 +56,10 @@ INTERLACED = ["-flags", "+ildct+ilme"]
 # the alpha, drop it, negate back — which every FFmpeg since 4 has. MP4 keeps no alpha.
 ONTO_WHITE = ["-vf", "format=rgba,negate,premultiply=inplace=1,format=rgb24,negate"]
 TRANSPARENT = "the source is transparent: re-encoded onto white, as the model saw it"
+UNORDERED = (
+    "the source stores no presentation time for frames its codec reorders (B-frames in AVI "
+    "or MPEG-PS): a stream copy into MP4 would show them out of order; re-encoded"
+)
 RESTARTS = (
     "the source's clock starts again: cut on the timeline that goes on (from the file's "
     "start), re-encoded"
@@ -189,8 +193,10 @@ def export_clip(
     end = min(segment.end, timing.duration)
     mode, note = (PRECISE if precise else STREAM_COPY), None
     # Re-encoded whatever was asked: MP4 keeps no alpha; where timestamps repeat, a stream
-    # copy can start only at a keyframe after the cut (the seek is on ffmpeg's output side).
+    # copy can start only at a keyframe after the cut (the seek is on ffmpeg's output side);
+    # where frames carry no presentation time, a copy into MP4 shows them out of order.
     why = [TRANSPARENT] * timing.transparent + [RESTARTS] * timing.restarts
+    why += [UNORDERED] * timing.unordered
     if why:
         mode, note = (PRECISE if precise else REENCODED), "; ".join(why)
     reencode = precise or bool(why)
@@ -218,8 +224,9 @@ def export_clip(
             ) from again
     missing = _missing_start(output, length, 1.5 * timing.frame)
     if missing:
-        note = f"{missing}: ffmpeg's seek in the source landed after the frame it needed"
-        log.warning("%s: %s; cutting again from the file's start", output.name, note)
+        again = f"{missing}: ffmpeg's seek in the source landed after the frame it needed"
+        log.warning("%s: %s; cutting again from the file's start", output.name, again)
+        note = again if note is None else f"{note}; {again}"
         mode = PRECISE if precise else REENCODED
         cut(precise=True, seek_late=True)
         if first_frame_time(output) is None:
@@ -240,7 +247,9 @@ class SourceTiming:
     cut by seeking on ffmpeg's output side, whose timeline goes on past a reset as vidcap's
     does, and the duration is that timeline's; ``interlaced``: its first frame is, so a
     re-encoded clip is coded interlaced too (each frame's field order kept), not as woven
-    progressive frames a player would not deinterlace."""
+    progressive frames a player would not deinterlace; ``unordered``: it stores no
+    presentation time for frames its codec reorders (``container.stores_no_order``), so
+    clips are re-encoded."""
 
     duration: float
     offset: float = 0.0
@@ -250,10 +259,11 @@ class SourceTiming:
     decoder: str | None = None
     restarts: bool = False
     interlaced: bool = False
+    unordered: bool = False
 
     @classmethod
     def of(cls, video: Path) -> SourceTiming:
-        from vidcap.container import seek_offset
+        from vidcap.container import seek_offset, stores_no_order
         from vidcap.video import restarted_duration
 
         info = probe(video)
@@ -265,6 +275,7 @@ class SourceTiming:
         return cls(
             duration, offset, frame, info.stream, info.transparent, info.decoder,
             restarts=restarted is not None, interlaced=first is not None and first[1],
+            unordered=stores_no_order(video),
         )  # fmt: skip
 
 

@@ -192,6 +192,28 @@ def disable_generated_pts(container: av.container.InputContainer) -> None:
     container.flags = container.flags & ~AVFMT_FLAG_GENPTS
 
 
+def stores_no_order(path: Path | str, packets: int = 240) -> bool:
+    """Does ``path`` store no presentation time for frames of a codec that reorders them
+    (B-frames in AVI, MPEG-PS, a raw H.264 stream)? Its first ``packets`` video packets are
+    read, libavformat inventing none. A stream copy into MP4 then takes each frame's decode
+    time for its presentation time: its frames show out of order."""
+    path = Path(path)
+    with open_container(path) as container:
+        stream = the_video_stream(container, path)
+        if not stream.codec_context.has_b_frames:
+            return False
+        disable_generated_pts(container)
+        try:
+            for count, packet in enumerate(container.demux(stream)):
+                if packet.size and packet.pts is None:
+                    return True
+                if count >= packets:
+                    break
+        except av.FFmpegError:
+            pass
+    return False
+
+
 class Clock:
     """One stream's timestamps in seconds from the time origin ``start``, as players (and
     OpenCV) count (``seconds``: ``max(0.0, float(ts * time_base) - start)``), and durations
