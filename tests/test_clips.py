@@ -266,6 +266,40 @@ def test_a_stream_copy_of_frames_without_presentation_times_is_re_encoded(
         assert clip.mode == "re-encoded" and "out of order" in (clip.note or "")
 
 
+@pytest.mark.parametrize("precise", [False, True])
+def test_a_frame_held_across_a_cut_opens_the_clip_and_lasts_to_its_end(
+    tmp_path: Path, precise: bool
+) -> None:
+    """Regression: a slideshow or screen recording writes a frame only when the picture
+    changes. ffmpeg's frame-accurate seek drops a frame that began before the cut, and a
+    clip ends a frame after its last one begins: a 3 s clip inside a 6 s slide came out one
+    frame long (0.04 s, after a warning), and one with no frame beginning inside it failed
+    "no frame decodes between …", stopping `vidcap clips --scenes --max-duration`. Such
+    clips are re-encoded at a constant rate, each frame repeated while it is shown."""
+    from tests.support.videos import VideoSpec, frame_colour, write_video
+
+    spec = VideoSpec("slides", "libx264", ".mkv", (0.0, 6.0, 12.0, 18.0), rate=Fraction(25))
+    source = write_video(tmp_path / "slides.mkv", spec)
+    segments = [Segment(1.0, 4.0), Segment(5.0, 8.0), Segment(16.5, 18.04)]
+    out = tmp_path / "out"
+    clips = export_clips(source, segments, out, precise=precise)
+
+    def slides_shown(path: Path) -> tuple[list[float], list[int]]:  # (of the 4, nearest)
+        times, levels, _ = decode(path)
+        grey = [int(frame_colour(i)[0]) for i in range(4)]
+        return times, [min(range(4), key=lambda i: abs(grey[i] - level)) for level in levels]
+
+    for clip, segment, slides in zip(clips, segments, [[0], [0, 1], [2, 3]], strict=True):
+        times, shown = slides_shown(out / clip.path)
+        assert times[0] == pytest.approx(0.0, abs=0.001), clip
+        assert clip.duration == pytest.approx(segment.end - segment.start, abs=0.05), clip
+        assert sorted(set(shown)) == slides and shown == sorted(shown), (clip, shown)
+        assert clip.mode == ("precise" if precise else "re-encoded")
+        assert "repeated for as long as it is shown" in (clip.note or "")
+    times, shown = slides_shown(out / clips[2].path)
+    assert times[shown.index(3)] == pytest.approx(1.5, abs=0.05)  # the last slide: from 18 s
+
+
 def test_ffmpeg_errors_keep_the_cause_not_only_the_last_line(generated_videos, tmp_path) -> None:
     path, _ = generated_videos["msmpeg4-avi"]
     with pytest.raises(ffmpeg.FfmpegError) as info:

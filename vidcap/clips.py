@@ -54,8 +54,10 @@ INTERLACED = ["-flags", "+ildct+ilme"]
 # A transparent source composited onto white, as the model saw it (``frames.over_white``):
 # white − (white − c)·alpha, by FFmpeg's filters — negate the colours, premultiply them by
 # the alpha, drop it, negate back — which every FFmpeg since 4 has. MP4 keeps no alpha.
-ONTO_WHITE = ["-vf", "format=rgba,negate,premultiply=inplace=1,format=rgb24,negate"]
+ONTO_WHITE = "format=rgba,negate,premultiply=inplace=1,format=rgb24,negate"
 TRANSPARENT = "the source is transparent: re-encoded onto white, as the model saw it"
+EPSILON = 1e-6  # s: two times closer than this are one
+HOLD_S = 0.25  # a frame shown longer than this (and 3 frame intervals) at a clip's edge is held
 UNORDERED = (
     "the source stores no presentation time for frames its codec reorders (B-frames in AVI "
     "or MPEG-PS): a stream copy into MP4 would show them out of order; re-encoded"
@@ -146,6 +148,7 @@ def cut_arguments(
     precise: bool,
     seek_late: bool = False,
     timing: SourceTiming | None = None,
+    held: float | None = None,
 ) -> list[str]:
     """ffmpeg arguments for one clip: the video stream (``timing.stream``, its index in the
     file: the one ``vidcap.container.video_stream`` picks) and any audio, MP4 out.
@@ -154,21 +157,36 @@ def cut_arguments(
 
     ``seek_late``: seek on ffmpeg's output side (``-ss`` after ``-i``): it decodes from the
     file's start, slow on a long file, but right where the demuxer cannot seek to a keyframe.
+
+    ``held`` (frames a second; re-encoded): the picture is resampled to that constant rate,
+    each frame repeated for as long as it is shown, so a frame shown since before ``start``
+    opens the clip and the last one lasts to its end; ffmpeg's frame-accurate seek drops a
+    frame that began before ``start``, and a copy ends a frame after the last one begins.
+    The video is read from the keyframe before ``start`` (a second input, seeking exactly,
+    gives the sound).
     """
     stream = timing.stream if timing else None
     transparent = precise and timing is not None and timing.transparent
     decoder = ["-c:v", timing.decoder] if transparent and timing.decoder else []
     if precise:
         interlaced = INTERLACED if timing is not None and timing.interlaced else []
-        picture = [*(ONTO_WHITE if transparent else []), *PRECISE_VIDEO, *interlaced]
+        chain = [f"fps={held:.6f}:start_time=0"] if held is not None else []
+        chain += [ONTO_WHITE] * transparent
+        picture = [*(["-vf", ",".join(chain)] if chain else []), *PRECISE_VIDEO, *interlaced]
         codecs = [*picture, *every_frame_at_its_time(), *PRECISE_AUDIO]
     else:
         codecs = ["-c", "copy"]
     seek, source = ["-ss", f"{start:.6f}"], [*decoder, "-i", str(video.resolve())]
+    sound = "0:a?"
+    if held is not None:  # the picture from the keyframe before, the sound exactly
+        inputs = ["-noaccurate_seek", *seek, *source, *seek, "-i", str(video.resolve())]
+        sound = "1:a?"
+    else:
+        inputs = source + seek if seek_late else seek + source
     return [
-        *(source + seek if seek_late else seek + source),
+        *inputs,
         "-t", f"{length:.6f}",
-        "-map", "0:v:0" if stream is None else f"0:{stream}", "-map", "0:a?",
+        "-map", "0:v:0" if stream is None else f"0:{stream}", "-map", sound,
         *codecs,
         "-movflags", "+faststart",
         "-f", "mp4", "-y", str(output.resolve()),
@@ -199,14 +217,19 @@ def export_clip(
     why += [UNORDERED] * timing.unordered
     if why:
         mode, note = (PRECISE if precise else REENCODED), "; ".join(why)
-    reencode = precise or bool(why)
     start = max(0.0, segment.start + timing.offset)
     length = end + timing.offset - start
+    held = None if timing.restarts or timing.unordered else held_edge(video, start, length, timing)
+    if held is not None:
+        why.append(held)
+        mode, note = (PRECISE if precise else REENCODED), "; ".join(why)
+    reencode = precise or bool(why)
 
     def cut(precise: bool, seek_late: bool = False) -> None:
         late = seek_late or timing.restarts  # (ffmpeg's timeline goes on, as vidcap's does)
+        rate = held_rate(timing) if held is not None and not seek_late else None
         _cut(output, lambda part: cut_arguments(
-            video, start, length, part, precise, late, timing))  # fmt: skip
+            video, start, length, part, precise, late, timing, rate))  # fmt: skip
 
     try:
         cut(reencode)
@@ -234,6 +257,38 @@ def export_clip(
     duration = probe(output).duration
     log.info("wrote %s (%.3f s, %s)", output, duration, mode)
     return Clip(output.name, str(video), segment.start, end, round(duration, DECIMALS), mode, note)
+
+
+def held_edge(video: Path, start: float, length: float, timing: SourceTiming) -> str | None:
+    """Why a clip of ``video`` from ``start`` (s, ffmpeg's seek timeline) for ``length`` s
+    needs its frames held, or None: a frame shown longer than ``HOLD_S`` (and 3 frame
+    intervals) began before its start or is still shown at its end — a slideshow, a screen
+    recording that writes a frame only when the screen changes. Unknown (None) where the
+    packets read do not reach back to ``start``."""
+    from vidcap.container import packet_positions
+
+    end = start + length
+    times = packet_positions(video, start, end)
+    if not times or times[0] > start + EPSILON:
+        return None
+    limit = max(3 * timing.frame, HOLD_S)
+    inside = [t for t in times if start - EPSILON <= t < end - EPSILON]
+    lead = (inside[0] if inside else end) - start
+    tail = end - max(t for t in times if t < end - EPSILON)
+    if max(lead, tail) <= limit:
+        return None
+    where, gap = ("start", lead) if lead > limit else ("end", tail)
+    return (
+        f"the source shows one frame for {gap:.3f} s of the clip at its {where} (a slideshow, "
+        f"a screen recording): re-encoded at {held_rate(timing):g} frames/s, each frame "
+        "repeated for as long as it is shown"
+    )
+
+
+def held_rate(timing: SourceTiming) -> float:
+    """The constant rate a clip with held frames is re-encoded at: the source's own, kept
+    between 10 and 60 frames a second."""
+    return min(max(1 / timing.frame, 10.0), 60.0)
 
 
 @dataclass(frozen=True)

@@ -214,6 +214,35 @@ def stores_no_order(path: Path | str, packets: int = 240) -> bool:
     return False
 
 
+def packet_positions(path: Path | str, start: float, end: float, beyond: int = 16) -> list[float]:
+    """When the video frames of ``path`` from the keyframe before ``start`` to ``beyond``
+    packets past ``end`` are shown, sorted, in seconds on ffmpeg's seek timeline (packet
+    time less the container's start: ``-ss`` positions); packets without a time are left
+    out. Read from a seek: cheap however long the file."""
+    path = Path(path)
+    positions: list[float] = []
+    with open_container(path) as container:
+        stream = the_video_stream(container, path)
+        base = stream.time_base
+        if base is None:
+            return positions
+        origin = container.start_time / 1_000_000 if container.start_time is not None else 0.0
+        late = 0
+        try:
+            container.seek(int((start + origin) / base), stream=stream, backward=True)
+            for packet in container.demux(stream):
+                if not packet.size or packet.pts is None:
+                    continue
+                position = float(packet.pts * base) - origin
+                positions.append(position)
+                late += position >= end
+                if late > beyond:
+                    break
+        except av.FFmpegError:
+            pass
+    return sorted(positions)
+
+
 class Clock:
     """One stream's timestamps in seconds from the time origin ``start``, as players (and
     OpenCV) count (``seconds``: ``max(0.0, float(ts * time_base) - start)``), and durations
