@@ -5,6 +5,7 @@ early Ctrl-C, conflicting flags named. (Parquet after a ``--format`` change: tes
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -195,6 +196,51 @@ def test_ctrl_c_while_the_decoders_start_is_one_line_and_130(tmp_path: Path) -> 
     while any(map(_running, children)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(map(_running, children))  # none left behind
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
+@pytest.mark.slow  # over 3 s: in make test, not make test-fast
+@pytest.mark.parametrize("ray", [False, True], ids=["embedded", "ray"])
+def test_sigterm_stops_a_run_as_ctrl_c_does_recording_what_is_done(
+    tmp_path: Path, ray: bool
+) -> None:
+    """Regression: SIGTERM (``kill``, ``timeout``, ``docker stop``, a scheduler's pre-emption)
+    ended a run on the spot: no ``summary.json``, no page for the videos it had finished,
+    exit -15 (with ``--ray``, Ray's own handler: exit 15). It stops as Ctrl-C does: one
+    line, exit 143, what is done recorded."""
+    if ray:
+        pytest.importorskip("ray")
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(8):
+        (videos / f"v{i}.mp4").write_bytes((SAMPLES / "subject.mp4").read_bytes())
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [*CMD, "caption", str(videos), "--out", str(out), "--model", "tiny", "--every-n", "1",
+         "--decode-workers", "1", "--quiet", *(["--ray"] if ray else [])],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(out.glob("v*.jsonl")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(out.glob("v*.jsonl")), "no video finished"
+    children = [int(c) for t in os.listdir(f"/proc/{proc.pid}/task")
+                for c in Path(f"/proc/{proc.pid}/task/{t}/children").read_text().split()]  # fmt: skip
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    lines = stderr.strip().splitlines()
+    assert lines[-1] == "vidcap: stopped by SIGTERM; rerun the same command to resume"
+    assert ray or len(lines) == 1, lines  # (Ray prints its own lines as its actors stop)
+    assert "Traceback" not in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    done = [v["name"] for v in summary["videos"] if v["status"] == "done"]
+    assert done and len(done) < 8 and (out / "index.html").is_file()
+    assert sorted(p.stem for p in out.glob("*.jsonl")) == sorted(done)
+    deadline = time.monotonic() + 10
+    while any(map(_running, children)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(_running, children))  # no decoder left behind
 
 
 def test_ctrl_c_while_the_parser_imports_is_one_line_and_130(monkeypatch, capsys) -> None:

@@ -35,8 +35,10 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -226,13 +228,28 @@ def ray_cluster(address: str | None, quiet: bool = False) -> Iterator[None]:
         return
     try:
         log.info("joining the Ray cluster at %s", address)
-        ray.init(address=address, logging_level=level, log_to_driver=not quiet)
+        with _own_sigterm():
+            ray.init(address=address, logging_level=level, log_to_driver=not quiet)
     except ConnectionError as exc:
         raise UsageError(f"cannot join the Ray cluster at {address}: {exc}") from exc
     try:
         yield
     finally:
         ray.shutdown()
+
+
+@contextmanager
+def _own_sigterm() -> Iterator[None]:
+    """The process's SIGTERM handler kept across the block: ``ray.init`` installs its own
+    (``sys.exit(15)``), which would end a run without its "stopped by SIGTERM" line and
+    exit status (``vidcap.cli.main`` stops a run on SIGTERM as on Ctrl-C)."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 # What Ray 2.60 needs told so that a local cluster is one user's on one machine.
@@ -264,12 +281,13 @@ def local_cluster(ray, level: int = logging.WARNING) -> Iterator[None]:  # noqa:
     cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
-        ray.init(
-            include_dashboard=False,
-            logging_level=level,
-            log_to_driver=level < logging.ERROR,
-            _temp_dir=str(temp_root / "ray"),
-        )
+        with _own_sigterm():
+            ray.init(
+                include_dashboard=False,
+                logging_level=level,
+                log_to_driver=level < logging.ERROR,
+                _temp_dir=str(temp_root / "ray"),
+            )
     except BaseException:
         shutil.rmtree(temp_root, ignore_errors=True)
         raise

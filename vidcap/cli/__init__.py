@@ -107,7 +107,9 @@ def quiet_libraries() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; its exit status. Ctrl-C, whenever it comes, is one line and 130."""
+    """Run one command; its exit status. Ctrl-C, whenever it comes, is one line and 130;
+    SIGTERM (``kill``, ``timeout``, a scheduler's or container's stop) stops it the same
+    way — what is done is recorded, the page rewritten — and is one line and 143."""
     ctrl_c = _CtrlC()
     try:  # from the start: building the parser imports PyAV and NumPy
         quiet_libraries()
@@ -121,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # An import cut short by Ctrl-C may surface as another error (NumPy's ImportError).
         if not isinstance(exc, KeyboardInterrupt) and not ctrl_c.pressed:
             raise
+        if ctrl_c.terminated:
+            print("vidcap: stopped by SIGTERM; rerun the same command to resume", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print("vidcap: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     finally:
@@ -128,21 +133,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 class _CtrlC:
-    """SIGINT raises ``KeyboardInterrupt`` as Python's own handler does, and is noted."""
+    """SIGINT raises ``KeyboardInterrupt`` as Python's own handler does, and is noted.
+    So does the first SIGTERM, which by default would end the process on the spot, leaving
+    no ``summary.json`` or page for what was done; a second one, while the run records
+    what it did, is noted and waits for that (a scheduler's SIGKILL still ends it)."""
 
     def __init__(self) -> None:
         self.pressed = False
-        self.previous = None
+        self.terminated = False
+        self.previous: dict[int, object] = {}
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self.previous[number] = signal.signal(number, self._handle)
 
     def _handle(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGTERM:
+            if self.terminated:
+                return
+            self.terminated = True
         self.pressed = True
         raise KeyboardInterrupt
 
     def restore(self) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for number, previous in self.previous.items():
+            signal.signal(number, previous)  # type: ignore[arg-type]
 
 
 def _run(args: argparse.Namespace) -> int:
