@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from wcwidth import wcswidth
 
 from tests.support.folders import (
     KEY,
@@ -226,6 +227,27 @@ def test_table_json_and_csv(folder: Path, capsys) -> None:
     assert main(["search", str(folder), "quoted", "--csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert rows and all('"quoted"' in row["caption"] for row in rows)
+
+
+@pytest.mark.parametrize("columns", [80, 60])
+def test_the_table_fits_the_terminal_in_cells_with_wide_names(
+    tmp_path: Path, capsys, monkeypatch, columns: int
+) -> None:
+    """Regression: the table was cut by characters, so a CJK or emoji name (two terminal
+    cells a character) made every line wider than the terminal (96 cells in 80) and the
+    columns of such rows fell out of line with the others."""
+    names = ["北京天安门广场的视频录像第一部分", "😀" * 12, "plain"]
+    write_folder(
+        tmp_path / "out", [FakeVideo(name, ("a red car on a long road",) * 3) for name in names]
+    )
+    monkeypatch.setenv("COLUMNS", str(columns))
+    assert main(["search", str(tmp_path / "out"), "red car"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4
+    assert all(wcswidth(line) == columns for line in lines[1:]), [wcswidth(x) for x in lines]
+    starts = {wcswidth(line[: line.index("0.000")]) for line in lines[1:]}
+    assert len(starts) == 1  # the times in one column whatever the name
+    assert all(line.endswith("…") for line in lines[1:])
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TextIO
 
+from wcwidth import wcwidth
+
 from vidcap.cli import EXIT_FAILED, EXIT_OK
 from vidcap.errors import UsageError
 from vidcap.mask import MaskSettings, Segment
@@ -124,20 +126,42 @@ def print_table(stream: TextIO, moments: list, several: bool = False) -> None:
         rows.append((str(rank), _flat(name), f"{moment.start:.3f}", f"{moment.end:.3f}",
                      str(moment.frames), _flat(moment.caption)))  # fmt: skip
     head = ("#", "video", "start", "end", "frames", "caption")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(5)]
-    name_width = min(widths[1], 40)
+    widths = [max(_cells(r[i]) for r in [head, *rows]) for i in range(5)]
+    others = sum(widths) - widths[1] + 2 * 5  # the other columns and the gaps, in cells
+    # names cut first (to 10 cells at the least) so that captions keep 20 cells
+    name_width = min(widths[1], 40, max(width - others - 20, 10))
     for row in [head, *rows]:
-        name = row[1] if len(row[1]) <= name_width else row[1][: name_width - 1] + "…"
-        line = (f"{row[0]:>{widths[0]}}  {name:<{name_width}}  {row[2]:>{widths[2]}}  "
+        name = _pad(_cut(row[1], name_width), name_width)
+        line = (f"{row[0]:>{widths[0]}}  {name}  {row[2]:>{widths[2]}}  "
                 f"{row[3]:>{widths[3]}}  {row[4]:>{widths[4]}}  ")  # fmt: skip
-        room = max(width - len(line), 20)
-        caption = row[5] if len(row[5]) <= room else row[5][: room - 1] + "…"
-        stream.write(line + caption + "\n")
+        stream.write(line + _cut(row[5], max(width - _cells(line), 10)) + "\n")
 
 
 def _flat(text: str) -> str:
-    """One line of text: control characters (newlines, escapes) shown as spaces."""
-    return "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in text)
+    """One line of text: control characters (newlines, escapes, C1 codes) shown as spaces."""
+    return "".join(" " if ord(c) < 32 or 127 <= ord(c) < 160 else c for c in text)
+
+
+def _cells(text: str) -> int:
+    """Terminal cells ``text`` takes (a CJK character or an emoji two, an accent none)."""
+    return sum(max(wcwidth(c), 0) for c in text)
+
+
+def _cut(text: str, cells: int) -> str:
+    """``text`` in at most ``cells`` cells, ending with ``…`` where it was cut."""
+    if _cells(text) <= cells:
+        return text
+    kept, used = [], 1  # (the …)
+    for c in text:
+        used += max(wcwidth(c), 0)
+        if used > cells:
+            break
+        kept.append(c)
+    return "".join(kept) + "…"
+
+
+def _pad(text: str, cells: int) -> str:
+    return text + " " * max(cells - _cells(text), 0)
 
 
 def cut_clips(moments: list, out: Path, precise: bool) -> int:
