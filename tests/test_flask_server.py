@@ -262,6 +262,7 @@ def test_a_model_failure_fails_that_request_alone_and_the_next_request_works() -
     ok = client.post("/caption", data=image, headers={"Content-Type": PNG})
     assert ok.status_code == 200 and ok.get_json() == {"caption": "mean 10.0"}
     assert ok.headers["X-Vidcap-Input-Size"] == "64x64"
+    assert ok.headers["X-Vidcap-Model"] == "flaky"  # (a client tells a restart with another)
     assert client.get("/health").get_json()["stats"]["failed_requests"] == 1
 
 

@@ -88,7 +88,9 @@ class Stub:
     ``redirect``: answer 307 to that URL; ``hang``: caption requests (counted from 1) never
     answered, as TorchServe never answers a request whose worker was killed. ``down_after``:
     the server goes away after that many caption requests (the next one's connection is
-    dropped and the port closed). ``seen``: every request's headers.
+    dropped and the port closed). ``seen``: every request's headers. Every caption answer
+    names ``model`` (``X-Vidcap-Model``); ``switch_after``: after that many caption
+    requests it is restarted with ``other-model``, as an operator might mid-run.
     """
 
     model: str = "stub-model"
@@ -98,6 +100,7 @@ class Stub:
     redirect: str | None = None
     hang: set[int] = field(default_factory=set)
     down_after: int | None = None
+    switch_after: int | None = None
     seen: list[dict[str, str]] = field(default_factory=list)
     colours: set[str] = field(default_factory=set)
     statuses: list[int] = field(default_factory=list)
@@ -161,6 +164,8 @@ class Stub:
         if request.headers.get("X-Vidcap-Info") and not await request.read():
             return web.json_response({"model": self.model, "input_size": list(SIZE)})
         self.caption_requests += 1
+        if self.switch_after is not None and self.caption_requests > self.switch_after:
+            self.model = "other-model"
         if self.down_after is not None and self.caption_requests > self.down_after:
             self._stop.set()  # (the port closes; this connection goes now)
             assert request.transport is not None
@@ -185,7 +190,9 @@ class Stub:
             message = {"500": "the model failed on this request", "507": "Worker died."}
             return web.json_response({"error": message[actions[0]]}, status=int(actions[0]))
         captions = [pixel_digest(image) for image in job.images]
-        return web.json_response(wire.caption_response(captions, job.batched))
+        return web.json_response(
+            wire.caption_response(captions, job.batched), headers={"X-Vidcap-Model": self.model}
+        )
 
 
 def caption_run(folder: Path, out: Path, url: str, *extra: str) -> tuple[int, dict]:
@@ -277,6 +284,30 @@ def test_a_server_that_fails_everything_stops_the_run_not_one_video_at_a_time(
         code, summary = caption_run(folder, tmp_path / "out", healthy.url)
     assert code == 0 and summary["run"]["resumed"] == 1
     assert {v["status"] for v in summary["videos"]} == {"done"}
+
+
+def test_a_server_restarted_with_another_model_stops_the_run_never_mixing_captions(
+    three_videos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: a server restarted with another model in the middle of a run (an operator
+    rolling out a new checkpoint) went on answering, and the rest of the run's captions came
+    from the other model, recorded as the first one's. Every answer names its model; one
+    that is not the run's stops the run (nothing of it written as done); a rerun captions
+    every video with the model then served."""
+    with Stub(switch_after=3) as stub:
+        code, summary = caption_run(three_videos, tmp_path / "out", stub.url)
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "now answers with the captions of other-model, not of stub-model" in err
+    videos = by_name(summary)
+    assert {v["status"] for v in videos.values()} <= {"done", "failed"}
+    assert any(v["status"] == "failed" for v in videos.values())
+    for video in videos.values():  # a done video's captions are all stub-model's
+        assert video["status"] != "done" or video["model"] == "stub-model"
+    with Stub(model="other-model") as other:
+        code, summary = caption_run(three_videos, tmp_path / "out", other.url)
+    assert code == 0 and summary["run"]["resumed"] == 0  # every video again, with it
+    assert {v["model"] for v in summary["videos"]} == {"other-model"}
 
 
 def test_a_request_that_fails_once_is_retried_and_costs_nothing(

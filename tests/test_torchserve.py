@@ -271,6 +271,7 @@ def test_an_info_request_is_answered_alone_with_the_input_size() -> None:
     )
     assert results[1][1] == {"caption": "v1 t30"}
     assert results[1][2]["X-Vidcap-Input-Size"] == "8x8"
+    assert results[1][2]["X-Vidcap-Model"] == "fake"
     assert [values for values, _ in captioner.calls] == [[1]]
 
 
@@ -675,6 +676,7 @@ def test_the_input_size_is_told_by_header_and_info_request(torchserve: TorchServ
     image = encode_image(np.zeros((64, 64, 3), dtype=np.uint8), "png")
     answered = torchserve.predict(image, PNG)
     assert answered.status == 200 and answered.headers["X-Vidcap-Input-Size"] == "64x64"
+    assert answered.headers["X-Vidcap-Model"] == "tiny"  # passed on by the gate
 
 
 @pytest.mark.slow

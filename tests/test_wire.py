@@ -331,3 +331,12 @@ def test_frame_parts_are_put_in_order_and_one_number_twice_is_refused() -> None:
     with pytest.raises(BadRequest, match=r"'frame1' and 'frame01' are both frame 1") as info:
         ordered_frames([("frame1", b"x"), ("frame0", b"y"), ("frame01", b"z")])
     assert info.value.status == 400
+
+
+def test_a_model_name_travels_in_a_header_whatever_its_characters() -> None:
+    from vidcap.serve.protocol import model_from_value, model_value
+
+    for name in ("Salesforce/blip2-opt-2.7b", "tiny", "/models/blip2 fine-tuned ü/v2", "a\r\nb"):
+        value = model_value(name)
+        assert value.isascii() and "\r" not in value and "\n" not in value and " " not in value
+        assert model_from_value(value) == name

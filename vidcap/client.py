@@ -57,7 +57,7 @@ from vidcap import wire
 from vidcap.backend import CaptionFailed
 from vidcap.balancer import Balancer, Endpoint
 from vidcap.errors import BackendUnavailable, UsageError, VidcapError
-from vidcap.serve.protocol import INFO_HEADER
+from vidcap.serve.protocol import INFO_HEADER, MODEL_HEADER, model_from_value
 from vidcap.settings import GenerationSettings
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,11 @@ class RemoteError(VidcapError):
 
 class ServerUnavailable(RemoteError, BackendUnavailable):
     """No server answered (connection errors, timeouts, 503/429) within the retries."""
+
+
+class ServerChanged(RemoteError, BackendUnavailable):
+    """A server answered with another model's captions than the run began with (restarted
+    with another model mid-run): the run stops rather than mix two models' captions."""
 
 
 class ServerRejected(RemoteError):
@@ -634,6 +639,7 @@ class RemoteBackend:
                 body, whole = await read_reply(resp)
                 status = resp.status
                 retry_after = _seconds(resp.headers.get("Retry-After"))
+                served = resp.headers.get(MODEL_HEADER)
         except asyncio.TimeoutError:
             raise _Failure(BUSY, f"{url}: no answer within {self.options.timeout:g}s") from None
         except aiohttp.ClientConnectorError as exc:  # never reached the server
@@ -649,6 +655,13 @@ class RemoteBackend:
             captions = wire.captions_from_response(json.loads(body), len(frames))
         except ValueError as exc:
             raise _Failure(FAILED, f"{url} answered HTTP {status} with a bad body: {exc}") from None
+        if served and self.model is not None and model_from_value(served) != self.model:
+            raise ServerChanged(
+                f"{url} now answers with the captions of {model_from_value(served)}, not of "
+                f"{self.model}, which this run began with (a server restarted with another "
+                "model?): the run stops rather than mix two models' captions in one folder; "
+                "a rerun captions every video with the model the servers then serve"
+            )
         self._latencies.append(asyncio.get_running_loop().time() - started)
         return captions
 

@@ -179,7 +179,10 @@ def create_app(core: ServingCore, *, model_name: str = "") -> Flask:
     reader = BodyReader(app.wsgi_app, config)
     app.extensions["vidcap_body_budget"] = reader.budget
     app.wsgi_app = reader  # type: ignore[method-assign]
-    size_header = {protocol.INPUT_SIZE_HEADER: protocol.input_size_value(core.input_size)}
+    answer_headers = {
+        protocol.INPUT_SIZE_HEADER: protocol.input_size_value(core.input_size),
+        protocol.MODEL_HEADER: protocol.model_value(model_name),
+    }
 
     @app.route("/caption", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
     def caption() -> tuple[Response, int] | Response:
@@ -202,7 +205,7 @@ def create_app(core: ServingCore, *, model_name: str = "") -> Flask:
         if outcome.error is not None:
             return jsonify(wire.error_response(str(outcome.error))), outcome.error.status
         response = jsonify(wire.caption_response(list(outcome.captions), job.batched))
-        response.headers.update(size_header)
+        response.headers.update(answer_headers)
         return response
 
     @app.get("/health")

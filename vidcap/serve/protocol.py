@@ -38,14 +38,18 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from urllib.parse import quote, unquote
 
 from vidcap.errors import BadRequest
 
 # A POST carrying this header (any value but "0") and no image is answered with the
 # server's ``info`` (model, input size, limits) instead of captions.
 INFO_HEADER = "X-Vidcap-Info"
-# Every caption response says the model's input size, "HEIGHTxWIDTH".
+# Every caption response says the model's input size, "HEIGHTxWIDTH", and the model's name
+# (as the info answer names it, percent-encoded): a client can tell a server restarted with
+# another model in the middle of its run.
 INPUT_SIZE_HEADER = "X-Vidcap-Input-Size"
+MODEL_HEADER = "X-Vidcap-Model"
 ALLOWED_METHODS = ("POST",)
 MULTIPART = "multipart/form-data"
 # Media types a request body may have besides multipart (or none at all).
@@ -387,3 +391,13 @@ def wants_info(headers: Mapping[str, object]) -> bool:
 
 def input_size_value(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
+
+
+def model_value(name: str) -> str:
+    """``name`` as a header value: ASCII, percent-encoded (a local checkpoint's path may
+    hold any character)."""
+    return quote(name, safe="/:@-._~+")
+
+
+def model_from_value(value: str) -> str:
+    return unquote(value)

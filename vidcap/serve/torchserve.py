@@ -199,6 +199,7 @@ class Blip2Handler(BaseHandler):
             BATCH_REQUESTS_HEADER: str(len(data)),
             BATCH_FRAMES_HEADER: str(frames),
             protocol.INPUT_SIZE_HEADER: protocol.input_size_value(core.input_size),
+            protocol.MODEL_HEADER: protocol.model_value(self.model_name),
         }
         responses = []
         for idx, slot in enumerate(data):
