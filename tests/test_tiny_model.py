@@ -164,3 +164,62 @@ def test_a_wider_tokenizer_keeps_the_tiny_ids_and_reads_every_other_id_as_a_word
     caption = "a red circle"
     ids = tiny(caption, add_special_tokens=False)["input_ids"]
     assert wide.decode([*ids, 777, 50271]) == f"{caption} w777 w50271"
+
+
+def _hub_snapshot(cache: Path, commit: str) -> None:
+    """The tiny checkpoint as the Hugging Face cache holds a hub model's commit, ``main``."""
+    repo = cache / "models--vidcap-test--tiny"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    for file in CHECKPOINT_DIR.iterdir():
+        if file.is_file():
+            (repo / "snapshots" / commit / file.name).write_bytes(file.read_bytes())
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+
+
+@pytest.mark.slow  # three runs in new processes (the cache is read at import)
+def test_a_hub_model_is_pinned_to_one_commit_and_recorded(tmp_path: Path) -> None:
+    """Regression: a run recorded a hub model by its name only, and each replica loaded
+    whatever commit its machine's cache held: after the model was updated (a new commit on
+    the hub, downloaded on one machine of a Ray cluster, or before a rerun), one folder held
+    captions of two commits, recorded as one model. The run now takes one commit (the
+    cache's ``main``), loads it everywhere, records it with each video, and redoes a video
+    captioned with another."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    first, second = "a" * 40, "b" * 40
+    cache = tmp_path / "hub"
+    _hub_snapshot(cache, first)
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "vidcap", "caption", str(SAMPLES), "--out", str(out),
+               "--model", "vidcap-test/tiny", "--quiet"]  # fmt: skip
+
+    def run() -> tuple[list[tuple[str, str | None]], str]:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        summary = json.loads((out / "summary.json").read_text())
+        return [(v["model"], v.get("revision")) for v in summary["videos"]], done.stderr
+
+    videos, _ = run()
+    assert videos == [("vidcap-test/tiny", first)] * 2
+    _hub_snapshot(cache, second)  # the model updated: main is another commit now
+    videos, stderr = run()
+    assert videos == [("vidcap-test/tiny", second)] * 2
+    assert f"2 video(s) of {out} were captioned with revision {first}" in stderr
+    videos, stderr = run()  # nothing changed: nothing redone
+    assert videos == [("vidcap-test/tiny", second)] * 2 and "redone" not in stderr
+    records = [json.loads(p.read_text()) for p in (out / ".vidcap").glob("*.json")]
+    assert sorted(r["result"]["revision"] for r in records if "result" in r) == [second] * 2
+
+
+def test_a_local_checkpoint_has_no_revision_and_a_named_one_is_kept() -> None:
+    from vidcap.model import pinned
+    from vidcap.settings import ModelSettings
+
+    assert pinned(ModelSettings(model="tiny")).revision is None
+    assert pinned(ModelSettings(model=str(CHECKPOINT_DIR))).revision is None
+    assert pinned(ModelSettings(model="x/y", revision="c" * 40)).revision == "c" * 40

@@ -73,6 +73,10 @@ class RunSettings:
     # ``--server --wire-format jpeg``; empty when the model saw the decoder's pixels (embedded,
     # Ray, or the lossless PNG wire), so those runs resume each other's outputs.
     lossy_wire: str = ""
+    # The hub commit of ``model`` (``vidcap.model.hub_revision``), when known: not part of
+    # the key (folders of earlier versions keep theirs), but recorded with every video, and
+    # a video captioned with another commit of the model is redone.
+    revision: str = ""
 
     def key(self) -> str:
         """Identifies what the outputs depend on; a rerun with other settings redoes videos."""
@@ -123,6 +127,7 @@ class VideoResult:
     model: str = ""
     version: str = __version__
     # Only in runs that use them (else None, and absent from records and summary.json):
+    revision: str | None = None  # the model's hub commit, where known
     reused: int | None = None  # --skip-similar: frames that reused a caption (no model call)
     scenes: int | None = None  # --scenes: scenes found
     thumbs: int | None = None  # thumbnails written (OUT/thumbs/<name>/)
@@ -135,7 +140,7 @@ class VideoResult:
     def record(self) -> dict[str, Any]:
         """The result as records and summary.json hold it."""
         data = asdict(self)
-        for name in ("reused", "scenes", "thumbs", "lost_frames", "damaged_frames"):
+        for name in ("revision", "reused", "scenes", "thumbs", "lost_frames", "damaged_frames"):
             if data[name] is None:
                 del data[name]
         return data
@@ -244,11 +249,17 @@ def plan(
     key = settings.key()
     todo: list[VideoJob] = []
     resumed: list[VideoResult] = []
+    other_revisions: Counter[str] = Counter()
     for source, identity, meta in entries:
         name = names[identity["path"]]
         record = record_of(name)
         outputs = [out_dir / f"{name}.{fmt}" for fmt in settings.video_formats()]
-        if (
+        recorded = (record or {}).get("result", {})
+        done = recorded.get("status") == "done" and (record or {}).get("key") == key
+        done_with = recorded.get("revision") if done else None
+        if settings.revision and done_with and done_with != settings.revision:
+            other_revisions[done_with] += 1  # another commit of the model: redone
+        elif (
             record is not None
             and record.get("key") == key
             and identity_of(record) == identity
@@ -264,6 +275,12 @@ def plan(
             resumed.append(result)
             continue
         todo.append(VideoJob(len(todo), source, name, identity, meta))
+    for commit, count in sorted(other_revisions.items()):
+        log.warning(
+            "%d video(s) of %s were captioned with revision %s of %s, not %s, the one this "
+            "run captions with: they are redone (one folder, one model)",
+            count, out_dir, commit, settings.model, settings.revision,
+        )  # fmt: skip
     return todo, resumed
 
 
@@ -420,6 +437,7 @@ class Committer:
             seconds=round(time.monotonic() - state.started, 3),
             key=self.key,
             model=self.settings.model,
+            revision=self.settings.revision or None,
             reused=len(state.reused) if done and sampling.skip_similar is not None else None,
             scenes=len(state.scenes) if done and sampling.scenes else None,
             thumbs=len(state.thumbs) if done and state.thumbs else None,

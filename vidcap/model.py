@@ -8,6 +8,7 @@ import os
 import socket
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -133,16 +134,19 @@ class Captioner:
         device = pick_device(settings.device)
         dtype = pick_dtype(settings.dtype, device)
         path = resolve_model_path(settings.model)
-        local_only = ensure_loadable(settings.model, path)
-        log.info("loading %s on %s (%s)", path, device, dtype)
+        revision = settings.revision
+        local_only = ensure_loadable(settings.model, path, revision)
+        at = f" at revision {revision}" if revision else ""
+        log.info("loading %s%s on %s (%s)", path, at, device, dtype)
         try:
             from transformers import Blip2ForConditionalGeneration, Blip2Processor
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
-            processor = Blip2Processor.from_pretrained(path, local_files_only=local_only)
+            pinned = {"revision": revision} if revision else {}
+            processor = Blip2Processor.from_pretrained(path, local_files_only=local_only, **pinned)
             model = Blip2ForConditionalGeneration.from_pretrained(
-                path, dtype=dtype, local_files_only=local_only
+                path, dtype=dtype, local_files_only=local_only, **pinned
             )
         except (OSError, ValueError, KeyError) as exc:
             raise ModelLoadError(load_error_message(settings.model, exc)) from exc
@@ -246,12 +250,48 @@ def _empty_cache() -> None:
         torch.cuda.empty_cache()
 
 
-def ensure_loadable(model: str, path: str) -> bool:
+def hub_revision(model: str) -> str | None:
+    """The hub commit a run of ``model`` captions with, so that every model replica of it
+    (each Ray actor, on any machine) loads the same weights and its records can say which:
+    the one this machine's Hugging Face cache holds for ``main``, else the hub's newest
+    (asked once); ``None`` for a local directory or the tiny model, or when neither says."""
+    path = resolve_model_path(model)
+    if Path(path).exists():
+        return None
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        cached = try_to_load_from_cache(path, "config.json")
+    except HFValidationError:
+        return None
+    if isinstance(cached, str):
+        return Path(cached).parent.name  # …/snapshots/<commit>/config.json
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "") or not hub_reachable():
+        return None
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().model_info(path, timeout=10).sha
+    except Exception:  # noqa: BLE001 - the hub did not say: loading says why, if it fails
+        return None
+
+
+def pinned(settings: ModelSettings) -> ModelSettings:
+    """``settings`` with the hub commit its run captions with (``hub_revision``), unless it
+    names one already."""
+    if settings.revision is not None:
+        return settings
+    return replace(settings, revision=hub_revision(settings.model))
+
+
+def ensure_loadable(model: str, path: str, revision: str | None = None) -> bool:
     """Fail fast, in one line, when the model cannot be had; True when it loads offline.
 
     A local directory must hold a ``config.json``. A hub id loads from the cache when it
-    is there (no network touched); otherwise the hub must answer within seconds, rather
-    than the minutes of retries ``from_pretrained`` would spend before failing.
+    (at ``revision``, if given) is there (no network touched); otherwise the hub must
+    answer within seconds, rather than the minutes of retries ``from_pretrained`` would
+    spend before failing.
     """
     if Path(path).exists():
         if not (Path(path) / "config.json").is_file():
@@ -263,7 +303,7 @@ def ensure_loadable(model: str, path: str) -> bool:
     from huggingface_hub.errors import HFValidationError
 
     try:
-        cached = try_to_load_from_cache(path, "config.json")
+        cached = try_to_load_from_cache(path, "config.json", revision=revision)
     except HFValidationError:
         raise ModelLoadError(
             f"cannot load model {model!r}: no such directory, and not a hub id (owner/name)"
@@ -271,7 +311,7 @@ def ensure_loadable(model: str, path: str) -> bool:
     if isinstance(cached, str):
         return True
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "") or not hub_reachable():
-        raise ModelLoadError(load_error_message(model, None))
+        raise ModelLoadError(load_error_message(model, None, revision))
     return False
 
 
@@ -286,12 +326,19 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def load_error_message(model: str, exc: BaseException | None) -> str:
+def load_error_message(model: str, exc: BaseException | None, revision: str | None = None) -> str:
     if model == "tiny":
         return f"cannot load the bundled tiny model from {CHECKPOINT_DIR}: {exc}"
     if Path(model).exists():
         first_line = str(exc).strip().splitlines()[0][:200] if exc else "unknown error"
         return f"cannot load model from {model!r}: not a BLIP-2 checkpoint ({first_line})"
+    if revision:  # (a Ray run's actors load the commit the driver's machine holds)
+        return (
+            f"cannot load model {model!r} at revision {revision} (the one this run captions "
+            f"with): it is not in this machine's Hugging Face cache and the hub is not "
+            f"reachable; download it once where there is network (hf download "
+            f"{model} --revision {revision})"
+        )
     return (
         f"cannot load model {model!r}: it is not in the local Hugging Face cache and the hub "
         f"is not reachable; download it once where there is network (hf download "

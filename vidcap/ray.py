@@ -63,7 +63,7 @@ from vidcap.decode import Decoded, Event, decode_events, encode_event, read_even
 from vidcap.engine import Captioned, FailingStreak, Uncaptioned, deliver
 from vidcap.errors import UsageError, VidcapError, install_hint
 from vidcap.inputs import InputVideo, expand_inputs
-from vidcap.model import auto_batch_size, ensure_loadable, resolve_model_path
+from vidcap.model import auto_batch_size, ensure_loadable, pinned, resolve_model_path
 from vidcap.out_lock import holding
 from vidcap.outputs import CaptionedFrame
 from vidcap.parquet import DEFAULT_SHARD_ROWS, run_writers_for
@@ -458,7 +458,7 @@ def caption_dataset(
     ``InputVideo``\\ s. Returns every video's result (resumed ones included); failed videos
     are results, not exceptions.
     """
-    model = model or ModelSettings()
+    model = pinned(model or ModelSettings())  # every actor loads this one commit
     videos = expand_inputs(inputs)
     with output_folder(out) as out_dir:
         settings = RunSettings(
@@ -468,6 +468,7 @@ def caption_dataset(
             generation=generation or GenerationSettings(),
             model=model.model,
             quiet=quiet,
+            revision=model.revision or "",
         )
         run_writers = run_writers_for(settings, [v.metadata for v in videos], shard_rows)
         return run(videos, settings, model, ray_settings or RaySettings(), run_writers, on_done)
@@ -508,7 +509,7 @@ def _run(
     try:
         if jobs:
             if ray_settings.address is None:  # a local cluster: fail fast, as embedded does
-                ensure_loadable(model.model, resolve_model_path(model.model))
+                ensure_loadable(model.model, resolve_model_path(model.model), model.revision)
             with ray_cluster(ray_settings.address, settings.quiet):
                 ds = build_pipeline(
                     jobs,

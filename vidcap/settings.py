@@ -147,13 +147,16 @@ class ModelSettings:
 
     ``device``: one device, or several separated by commas (one model replica each, e.g.
     ``cuda:0,cuda:1``; ``cuda:all`` for every visible GPU); ``batch_size``: frames per
-    forward pass, ``None`` for auto (see ``vidcap.model.auto_batch_size``).
+    forward pass, ``None`` for auto (see ``vidcap.model.auto_batch_size``); ``revision``:
+    the hub commit to load (``vidcap.model.hub_revision``), ``None`` for the cache's or the
+    hub's newest (and for a local directory).
     """
 
     model: str = DEFAULT_MODEL
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int | None = None
+    revision: str | None = None
 
     def __post_init__(self) -> None:
         for device in self.device.split(","):

@@ -75,6 +75,11 @@ def _caption(args: argparse.Namespace, out: Path) -> int:
         from vidcap.cli.remote import lossy_wire, served_model_name
 
         settings = replace(settings, model=served_model_name(args), lossy_wire=lossy_wire(args))
+    else:  # every replica (each Ray actor too) loads this one commit of a hub model
+        from vidcap.model import pinned
+
+        model = pinned(model)
+        settings = replace(settings, revision=model.revision or "")
     run_writers = run_writers_for(settings, metadata, args.shard_rows)
     if ray_settings is not None:  # the same stages as a Ray Data pipeline (vidcap/ray.py)
         from vidcap.ray import run as run_on_ray
