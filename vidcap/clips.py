@@ -57,7 +57,7 @@ INTERLACED = ["-flags", "+ildct+ilme"]
 ONTO_WHITE = "format=rgba,negate,premultiply=inplace=1,format=rgb24,negate"
 TRANSPARENT = "the source is transparent: re-encoded onto white, as the model saw it"
 EPSILON = 1e-6  # s: two times closer than this are one
-HOLD_S = 0.25  # a frame shown longer than this (and 3 frame intervals) at a clip's edge is held
+HOLD_S = 0.25  # a frame shown this long (s) across a clip's start or end is held
 UNORDERED = (
     "the source stores no presentation time for frames its codec reorders (B-frames in AVI "
     "or MPEG-PS): a stream copy into MP4 would show them out of order; re-encoded"
@@ -261,17 +261,18 @@ def export_clip(
 
 def held_edge(video: Path, start: float, length: float, timing: SourceTiming) -> str | None:
     """Why a clip of ``video`` from ``start`` (s, ffmpeg's seek timeline) for ``length`` s
-    needs its frames held, or None: a frame shown longer than ``HOLD_S`` (and 3 frame
-    intervals) began before its start or is still shown at its end — a slideshow, a screen
-    recording that writes a frame only when the screen changes. Unknown (None) where the
-    packets read do not reach back to ``start``."""
+    needs its frames held, or None: a frame that began more than ``HOLD_S`` before its start,
+    or whose successor begins more than that after its end — a slideshow, a screen recording
+    that writes a frame only when the screen changes, a timelapse of a few frames a second.
+    Never from the frame rate the container states: a slideshow MP4's average rate is one
+    frame in 7.5 s. Unknown (None) where the packets read do not reach back to ``start``."""
     from vidcap.container import packet_positions
 
     end = start + length
     times = packet_positions(video, start, end)
     if not times or times[0] > start + EPSILON:
         return None
-    limit = max(3 * timing.frame, HOLD_S)
+    limit = HOLD_S
     inside = [t for t in times if start - EPSILON <= t < end - EPSILON]
     lead = (inside[0] if inside else end) - start
     tail = end - max(t for t in times if t < end - EPSILON)
@@ -287,8 +288,9 @@ def held_edge(video: Path, start: float, length: float, timing: SourceTiming) ->
 
 def held_rate(timing: SourceTiming) -> float:
     """The constant rate a clip with held frames is re-encoded at: the source's own, kept
-    between 10 and 60 frames a second."""
-    return min(max(1 / timing.frame, 10.0), 60.0)
+    between 25 and 60 frames a second (a slideshow's stated rate can be one frame in 7.5 s;
+    a frame shorter than one tick of this rate may be left out)."""
+    return min(max(1 / timing.frame, 25.0), 60.0)
 
 
 @dataclass(frozen=True)
