@@ -302,6 +302,23 @@ def test_a_frame_held_across_a_cut_opens_the_clip_and_lasts_to_its_end(
     assert times[shown.index(3)] == pytest.approx(1.5, abs=0.05)  # the last slide: from 18 s
 
 
+def test_pieces_of_a_scene_after_the_files_end_are_passed_over(gop_video: Path, tmp_path) -> None:
+    """Regression: a scene's end comes from its last frame's duration as FFmpeg gives it,
+    which can lie past the file's stated end (an MP4 slideshow of FFmpeg 5: 40 s against
+    30.04 s); with ``--max-duration`` a piece starting after the end stopped ``vidcap clips``
+    ("at or after the end … is it the video of these scenes?"). Such pieces hold nothing:
+    they are passed over; a scene that starts after the end is still refused."""
+    from vidcap.clips import export_scene_clips
+
+    row = {"scene": 1, "start": 5.0, "end": 12.0, "start_frame": 125, "end_frame": 300,
+           "caption": "grey", "captions": [{"frame": 130, "time": 5.2, "caption": "grey"}]}  # fmt: skip
+    clips = export_scene_clips(gop_video, [row], tmp_path / "out", max_duration=2.0)
+    assert [(c.start, c.end) for c in clips] == [(5.0, 7.0), (7.0, 8.0)]
+    late = {**row, "start": 9.0}
+    with pytest.raises(UsageError, match="scene 1 starts at 9.0 s, at or after the end"):
+        export_scene_clips(gop_video, [late], tmp_path / "late", max_duration=2.0)
+
+
 def test_ffmpeg_errors_keep_the_cause_not_only_the_last_line(generated_videos, tmp_path) -> None:
     path, _ = generated_videos["msmpeg4-avi"]
     with pytest.raises(ffmpeg.FfmpegError) as info:

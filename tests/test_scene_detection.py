@@ -96,6 +96,71 @@ def test_the_same_boundaries_as_pyscenedetect(footage, name: str) -> None:
         assert ours == [round(start.seconds, 6) for start, _ in theirs[1:]], backend
 
 
+def slideshow(path: Path, colours: list[str], seconds: float = 6.0) -> Path:
+    """One frame per slide, each shown ``seconds`` (FFmpeg's concat demuxer, as slideshow
+    tools write them), and a last frame closing the last slide."""
+    import subprocess
+
+    import imageio_ffmpeg
+    from PIL import Image
+
+    lines = []
+    for number, colour in enumerate(colours):
+        picture = path.parent / f"{path.stem}-{number}.png"
+        Image.new("RGB", (128, 96), colour).save(picture)
+        lines += [f"file '{picture.name}'", f"duration {seconds}"]
+    listing = path.parent / f"{path.stem}.txt"
+    listing.write_text("\n".join([*lines, lines[-2]]) + "\n")
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "concat", "-i", str(listing),
+         "-fps_mode", "vfr", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_a_slideshow_that_states_a_rate_of_one_frame_in_seconds_has_its_shots(
+    tmp_path: Path, suffix: str
+) -> None:
+    """Regression: an MP4 slideshow (a frame when the slide changes) states a rate of one
+    frame in 6 s; the detector's shortest shot, 15 frames, became 90 s, and its five slides
+    were one scene with one caption (as ``scenedetect.detect`` finds: none). A stated rate
+    under 5 frames a second is not taken for the detector's clock."""
+    path = slideshow(tmp_path / f"slides{suffix}", ["red", "blue", "green", "yellow", "purple"])
+    times = [0.0, 6.0, 12.0, 18.0, 24.0]
+    assert probe_times(path)[:5] == times
+    scenes, samples, _ = scene_events(path)
+    assert [scene.start for scene in scenes] == list(times)
+    assert [scene.start_frame for scene in scenes] == [0, 1, 2, 3, 4] and len(samples) == 5
+
+
+def test_a_slideshow_is_cut_into_clips_per_shot_end_to_end(tmp_path: Path) -> None:
+    """``vidcap caption --scenes`` then ``vidcap clips --scenes --max-duration`` on an MP4
+    slideshow, end to end: every slide a shot, every piece (most inside one slide: no frame
+    begins in them) opening on its slide and as long as asked."""
+    import av
+    import numpy as np
+
+    colours = ["red", "blue", "green", "yellow", "purple"]
+    path = slideshow(tmp_path / "slides.mp4", colours)
+    out, clips = tmp_path / "out", tmp_path / "clips"
+    assert main(["caption", str(path), "--model", "tiny", "--scenes", "--out", str(out),
+                 "--quiet"]) == 0  # fmt: skip
+    assert main(["clips", "--scenes", str(out), "--out", str(clips), "--max-duration", "4"]) == 0
+    manifest = json.loads((clips / "slides" / "manifest.json").read_text())
+    assert manifest["clips"]
+    rgb = {"red": (255, 0, 0), "blue": (0, 0, 255), "green": (0, 128, 0),
+           "yellow": (255, 255, 0), "purple": (128, 0, 128)}  # fmt: skip
+    for clip in manifest["clips"]:
+        assert clip["start"] < 30.04
+        slide = colours[min(int(clip["start"] // 6), 4)]
+        with av.open(str(clips / "slides" / clip["path"])) as container:
+            first = next(container.decode(video=0)).to_ndarray(format="rgb24")
+        assert np.abs(first.mean(axis=(0, 1)) - rgb[slide]).max() < 20, (clip, slide)
+        assert clip["duration"] == pytest.approx(clip["end"] - clip["start"], abs=0.05), clip
+
+
 def test_a_threshold_changes_what_is_found(footage) -> None:
     path, truth = footage["cuts"]
     loose = SamplingSettings(scenes=True, scene_threshold=90.0, scene_frames=1)

@@ -537,6 +537,9 @@ def export_scene_clips(
     clips = []
     for piece in pieces:
         if piece.start >= duration:
+            if piece.part > 1:  # a scene whose end, by its last frame's duration, is past
+                log.info("%s: no %s (after the end)", video, scene_clip_name(video.stem, piece))
+                continue  # the file's: the pieces after its end hold nothing
             raise UsageError(
                 f"scene {piece.row['scene']} starts at {piece.start} s, at or after the end of "
                 f"{video} ({duration:.3f} s): is it the video of these scenes?"

@@ -88,6 +88,9 @@ class Scene:
     end: float
 
 
+MIN_RATE = 5.0  # frames a second: a stated rate below is not taken for the detector's clock
+
+
 def make_detector(name: str, threshold: float | None) -> Any:  # -> scenedetect.SceneDetector
     """PySceneDetect's detector ``name`` at its defaults, or with ``threshold``."""
     import scenedetect
@@ -137,7 +140,11 @@ class SceneSampler:
         self._has_alpha, self._composited = has_alpha, to_sdr_rgb  # (PyAV, imported here)
         self.sampling = sampling
         self.size = size
-        self._rate = Fraction(rate).limit_denominator(1001) if rate > 0 else Fraction(25)
+        # A stated rate under MIN_RATE is no frame rate (a slideshow MP4 states one frame in
+        # 10 s): the detector's shortest shot, 15 frames, would be 150 s and no shot found.
+        # Such a video is timed at 25 frames a second (PySceneDetect itself finds no shot).
+        ok = rate >= MIN_RATE
+        self._rate = Fraction(rate).limit_denominator(1001) if ok else Fraction(25)
         self._detector = make_detector(sampling.scene_detector, sampling.scene_threshold)
         self._lag = int(self._detector.event_buffer_length)
         self._factor: float | None = None
