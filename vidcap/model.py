@@ -143,10 +143,10 @@ class Captioner:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
-            pinned = {"revision": revision} if revision else {}
-            processor = Blip2Processor.from_pretrained(path, local_files_only=local_only, **pinned)
+            commit = {"revision": revision} if revision else {}
+            processor = Blip2Processor.from_pretrained(path, local_files_only=local_only, **commit)
             model = Blip2ForConditionalGeneration.from_pretrained(
-                path, dtype=dtype, local_files_only=local_only, **pinned
+                path, dtype=dtype, local_files_only=local_only, **commit
             )
         except (OSError, ValueError, KeyError) as exc:
             raise ModelLoadError(load_error_message(settings.model, exc)) from exc
