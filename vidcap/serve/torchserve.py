@@ -10,7 +10,8 @@
 * ``inference`` is ``ServingCore.run``: group by settings, flatten, caption, split back;
   a model error is retried per request, so batch-mates keep their captions.
 * ``postprocess`` writes exactly one JSON response per request, in TorchServe's order,
-  each with the model's input size in ``X-Vidcap-Input-Size``.
+  each with the model's input size in ``X-Vidcap-Input-Size`` and its name in
+  ``X-Vidcap-Model``.
 """
 
 from __future__ import annotations
