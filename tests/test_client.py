@@ -287,6 +287,8 @@ def test_an_unreachable_server_fails_after_retries_with_a_clear_message() -> Non
         ("400", r"HTTP 400: scripted 400", 1),  # the request is wrong: not retried
         ("500", r"no caption after 5 retries: .* HTTP 500: scripted 500", 6),
         ("garbage", r"no caption after 5 retries: .* HTTP 200 with a bad body", 6),
+        # JSON nested 100,000 deep: a RecursionError traceback ended the run
+        ("deep", r"no caption after 5 retries: .* HTTP 200 with a bad body: nested too deep", 6),
     ],
 )
 def test_a_failed_request_is_no_caption_for_its_frames(

@@ -207,3 +207,40 @@ def test_a_name_that_is_no_output_name_is_never_joined_to_a_path(
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in victim.iterdir()) == ["owned.jsonl"]  # no owned.json
     assert sorted(p.stem for p in (target / "labels").glob("*.json")) == sorted(NAMES)
+
+
+def test_json_nested_too_deep_is_malformed_json_not_a_traceback(
+    out: Path, tmp_path: Path, capsys
+) -> None:
+    """Regression: a ``summary.json``, a record, a caption file or a segments file nested
+    deeper than the parser's recursion limit (``[[[…``, 200 KB; broken or hostile: a
+    folder from elsewhere may hold anything) ended ``vidcap report``, ``search``,
+    ``export``, ``mask`` and ``clips`` with a RecursionError traceback. It is malformed
+    JSON like any other: the summary is passed over (the records read instead), a record
+    is no record, a caption or segments file is one line and exit 2."""
+    from vidcap.cli import main
+    from vidcap.jsontext import loads
+
+    deep = "[" * 200_000
+    with pytest.raises(json.JSONDecodeError, match="nested too deep"):
+        loads(deep)
+    (out / SUMMARY).write_text(deep)
+    names = [video.name for video in open_folder(out)]
+    assert names and all(isinstance(name, str) for name in names)
+    assert main(["report", str(out)]) == 0
+    assert main(["search", str(out), "red"]) == 0
+    record = next((out / ".vidcap").glob("*.json"))
+    record.write_text('{"a":' * 200_000)
+    assert main(["report", str(out)]) == 0  # that video is not listed; the others are
+    assert len(list(open_folder(out))) == len(names) - 1
+    captions = next(out.glob("*.jsonl"))
+    captions.write_text(deep + "\n")
+    assert main(["mask", str(captions), "--query", "red"]) == 2
+    segments = tmp_path / "deep.json"
+    segments.write_text(deep)
+    sample = Path(__file__).resolve().parents[1] / "sample_videos" / "shapes.mp4"
+    assert main(["clips", str(sample), str(segments), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "RecursionError" not in err
+    assert "not a caption JSONL file (nested too deep)" in err
+    assert "not a segments JSON file (nested too deep" in err

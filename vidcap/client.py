@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import os
 import threading
@@ -53,7 +52,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import aiohttp
 import numpy as np
 
-from vidcap import wire
+from vidcap import jsontext, wire
 from vidcap.backend import CaptionFailed
 from vidcap.balancer import Balancer, Endpoint
 from vidcap.errors import BackendUnavailable, UsageError, VidcapError
@@ -245,7 +244,7 @@ class TorchServeKey:
     def read(self) -> TorchServeKey:
         self.key, self.address, self.origins = None, None, frozenset()
         try:
-            keys = json.loads((self.run_dir / KEY_FILE_NAME).read_text(encoding="utf-8"))
+            keys = jsontext.loads((self.run_dir / KEY_FILE_NAME).read_text(encoding="utf-8"))
             key = keys["inference"]["key"]
             address = (self.run_dir / ADDRESS_FILE_NAME).read_text(encoding="utf-8").strip()
         except (OSError, ValueError, KeyError, TypeError):
@@ -316,7 +315,7 @@ def error_message(body: bytes) -> str:
     """The server's own words: ``{"error": …}`` (Flask), ``{"message": …}`` (TorchServe)."""
     text = body.decode("utf-8", "replace").strip()
     try:
-        payload = json.loads(text)
+        payload = jsontext.loads(text)
     except ValueError:
         payload = None
     if isinstance(payload, dict):
@@ -652,7 +651,7 @@ class RemoteBackend:
         if not whole:
             raise _Failure(FAILED, f"{url} answered HTTP {status} with {TOO_LONG}")
         try:
-            captions = wire.captions_from_response(json.loads(body), len(frames))
+            captions = wire.captions_from_response(jsontext.loads(body), len(frames))
         except ValueError as exc:
             raise _Failure(FAILED, f"{url} answered HTTP {status} with a bad body: {exc}") from None
         if served and self.model is not None and model_from_value(served) != self.model:
@@ -787,7 +786,7 @@ def _agreed(infos: dict[str, ServerInfo]) -> tuple[tuple[int, int] | None, str |
 
 def _info(url: str, status: int, body: bytes) -> ServerInfo:
     try:
-        answer = json.loads(body)
+        answer = jsontext.loads(body)
     except ValueError:
         answer = None
     size = model = None

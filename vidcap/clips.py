@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from vidcap import jsontext
 from vidcap.errors import UsageError, VideoError
 from vidcap.ffmpeg import FfmpegError, every_frame_at_its_time, local_name, probe, run_ffmpeg
 from vidcap.mask import DECIMALS, Segment, is_number
@@ -91,7 +92,7 @@ def load_segments(path: Path | str) -> list[Segment]:
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = jsontext.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: not a segments JSON file ({_reason(exc)})") from exc
     rows = data.get("segments") if isinstance(data, dict) else data
@@ -457,7 +458,7 @@ def load_scenes(path: Path | str) -> list[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = jsontext.loads(line)
             except json.JSONDecodeError as exc:
                 raise UsageError(f"{path}: line {number}: not JSON ({exc.msg})") from exc
             rows.append(_check_scene(path, number, row))

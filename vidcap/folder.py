@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vidcap import jsontext
 from vidcap.errors import UsageError
 from vidcap.inputs import is_url
 from vidcap.mask import frame_ends, is_number, load_captions
@@ -131,7 +131,7 @@ def open_folder(out: Path | str, summary: Mapping[str, Any] | None = None) -> li
     if videos:
         return [videos[name] for name in sorted(videos)]
     try:  # a folder copied without its .vidcap/: what summary.json lists
-        data = json.loads(listed.read_text(encoding="utf-8"))
+        data = jsontext.loads(listed.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         if listed.exists():  # (no records and no summary: a run that has committed nothing)
             log.warning("%s cannot be read (%s): no video of it is listed", listed, exc)
@@ -231,7 +231,7 @@ def _plain_frames(text: str) -> tuple[CaptionedFrame, ...] | None:
     reader of caption files — reads it instead (and says what is wrong)."""
     lines = [line for line in text.splitlines() if line.strip()]
     try:
-        rows = json.loads("[" + ",".join(lines) + "]")
+        rows = jsontext.loads("[" + ",".join(lines) + "]")
     except ValueError:
         return None
     if len(rows) != len(lines):  # one object a line, or let the reader say what is wrong
@@ -352,7 +352,7 @@ def read_scenes(video: FolderVideo) -> list[Span]:
     spans = []
     for line in lines:
         try:
-            row = json.loads(line) if line.strip() else None
+            row = jsontext.loads(line) if line.strip() else None
         except ValueError:
             row = None
         span = _span(row, "caption") if isinstance(row, dict) else None
@@ -376,7 +376,7 @@ def read_mask(video: FolderVideo) -> MaskFile | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = jsontext.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         log.warning("%s: not read: %s", path, exc)
         return None

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from vidcap import jsontext
 from vidcap.backend import CaptionFailed
 from vidcap.decode import Decoded, Failed, Warned, decode_events
 from vidcap.errors import UsageError, VideoError
@@ -140,7 +141,7 @@ def _parse_lines(path: Path, lines: Iterable[str]) -> Iterator[tuple[str, Captio
 def _parse_record(path: Path, number: int, line: str) -> tuple[str, CaptionedFrame]:
     where = f"{path}:{number}"
     try:
-        obj = json.loads(line)
+        obj = jsontext.loads(line)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{where}: not a caption JSONL file ({exc.msg})") from exc
     if not isinstance(obj, dict):

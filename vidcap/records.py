@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vidcap import __version__
+from vidcap import __version__, jsontext
 from vidcap.outputs import write_atomic, write_json
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ SUMMARY = "summary.json"
 def read_record(out_dir: Path, name: str) -> dict | None:
     """The resume record of output name ``name``; None when absent or unreadable."""
     try:
-        record = json.loads((out_dir / STATE_DIR / f"{name}.json").read_text())
+        record = jsontext.loads((out_dir / STATE_DIR / f"{name}.json").read_text())
     except (OSError, json.JSONDecodeError):
         return None
     return record if isinstance(record, dict) else None
@@ -191,7 +191,7 @@ def summary_videos(out_dir: Path) -> tuple[dict[str, dict], int] | None:
     """``summary.json``'s videos by output name, and when their records were read; None
     when it is absent, unreadable or from a version that did not say when."""
     try:
-        data = json.loads((out_dir / SUMMARY).read_text(encoding="utf-8"))
+        data = jsontext.loads((out_dir / SUMMARY).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     stamp = data.get(READ_STAMP) if isinstance(data, dict) else None

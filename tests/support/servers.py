@@ -203,7 +203,7 @@ class ScriptedServer:
 
     Actions: ``503``/``429`` (busy, JSON error), ``507`` (TorchServe's "Worker died."), ``drop`` (close the connection
     unanswered), ``slow`` (answer after ``slow_seconds``), ``400``/``500``/``401`` (JSON
-    error), ``garbage`` (200 with a non-caption body), ``flood`` (200 and a body of
+    error), ``garbage`` (200 with a non-caption body), ``deep`` (200 and JSON nested 100,000 deep), ``flood`` (200 and a body of
     ``FLOOD_BYTES`` spaces, streamed: ``flood_sent`` counts the bytes the client took before
     it hung up), ``bomb`` (200 and that body gzip-compressed, 64 KB on the wire). After the script, every frame
     is captioned with ``pixel_digest`` of its decoded pixels (plus ``|prompt`` if any).
@@ -291,6 +291,9 @@ class ScriptedServer:
         if action == "garbage":
             await request.read()
             return web.Response(text="<html>proxy error</html>", content_type="text/html")
+        if action == "deep":  # JSON nested past the parser's recursion limit
+            await request.read()
+            return web.Response(text="[" * 100_000, content_type="application/json")
         if action in ("flood", "bomb"):
             await request.read()
             return await self._flood(request, compressed=action == "bomb")

@@ -63,7 +63,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from vidcap import wire
+from vidcap import jsontext, wire
 from vidcap.cli.parser import OneLineParser
 from vidcap.errors import BadRequest, UsageError
 from vidcap.serve import protocol
@@ -212,7 +212,7 @@ class KeyFile:
         stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         if stamp != self._stamp:
             try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
+                data = jsontext.loads(self.path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 return self._keys.get(kind)  # (half-written: the stamp stays, read again)
             self._keys = {
@@ -311,7 +311,7 @@ def upstream_answer(status: int, headers: Mapping[str, str], body: bytes) -> web
 
 def _is_json(body: bytes) -> bool:
     try:
-        json.loads(body)
+        jsontext.loads(body)
     except ValueError:
         return False
     return True
