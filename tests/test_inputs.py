@@ -151,6 +151,25 @@ def test_names_and_lists_that_are_not_utf8_are_refused_by_name(tmp_path: Path, c
             expand_inputs([tmp_path / name])
 
 
+def test_a_utf16_list_with_its_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Windows Notepad's "Unicode" and Excel's "Unicode Text" (tab-separated) save UTF-16
+    with a byte-order mark: such a list was "not UTF-8 text (byte 0xff on line 1)"; it is
+    read (the mark says the encoding). UTF-16 without one is still refused, in one line."""
+    (tmp_path / "ok.mp4").write_bytes(b"x")
+    (tmp_path / "list.txt").write_text("ok.mp4\r\n", encoding="utf-16")
+    (tmp_path / "excel.csv").write_text("path\tlabel\r\nok.mp4\tcafé\r\n", encoding="utf-16")
+    (tmp_path / "be.csv").write_bytes("\ufeffpath,label\nok.mp4,ü\n".encode("utf-16-be"))
+    ok = str(tmp_path / "ok.mp4")
+    assert [v.source for v in expand_inputs([tmp_path / "list.txt"])] == [ok]
+    [excel] = expand_inputs([tmp_path / "excel.csv"])
+    assert (excel.source, excel.metadata) == (ok, {"label": "café"})
+    [big_endian] = expand_inputs([tmp_path / "be.csv"])
+    assert (big_endian.source, big_endian.metadata) == (ok, {"label": "ü"})
+    (tmp_path / "bare.txt").write_bytes("ok.mp4\n".encode("utf-16-le"))
+    with pytest.raises(UsageError, match="holds a NUL byte"):  # (ASCII as UTF-16: NULs)
+        expand_inputs([tmp_path / "bare.txt"])
+
+
 def test_an_output_folder_inside_the_inputs_is_not_input(tmp_path: Path, caplog) -> None:
     """Regression: with ``--out`` inside the folder captioned (``vidcap caption data --out
     data/captions``), clips cut into the output folder (``vidcap clips … --out

@@ -24,6 +24,7 @@ ETag, modification time…). Remote videos are decoded from a local copy (``loca
 from __future__ import annotations
 
 import base64
+import codecs
 import csv
 import errno
 import io
@@ -321,8 +322,15 @@ def _csv_rows(name: str, text: str) -> list[dict[str, Any]]:
 
 
 def _text(name: str, data: bytes) -> str:
-    """A list file's text: UTF-8 (a byte-order mark allowed); anything else is a usage
-    error naming the first byte that is not (Excel's plain "CSV" is Windows-1252)."""
+    """A list file's text: UTF-8 (a byte-order mark allowed), or UTF-16 that starts with
+    its byte-order mark (Windows Notepad's "Unicode", Excel's "Unicode Text"); anything
+    else is a usage error naming the first byte that is not UTF-8 (Excel's plain "CSV" is
+    Windows-1252)."""
+    if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) and data[:4] != codecs.BOM_UTF32_LE:
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            pass  # (then said as UTF-8's first bad byte)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
