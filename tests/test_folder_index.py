@@ -244,3 +244,38 @@ def test_json_nested_too_deep_is_malformed_json_not_a_traceback(
     assert "Traceback" not in err and "RecursionError" not in err
     assert "not a caption JSONL file (nested too deep)" in err
     assert "not a segments JSON file (nested too deep" in err
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"frames": "many"},
+        {"duration": "long"},
+        {"status": 5},
+        {"damaged_frames": "zz"},
+        {"lost_frames": {"a": 1}},
+        {"name": ["x"]},
+        {"duration": float("inf")},
+    ],  # fmt: skip
+)
+def test_a_record_not_as_vidcap_writes_it_is_no_record(out: Path, change: dict, capsys) -> None:
+    """Regression: a resume record whose frame count was a string (a folder from elsewhere,
+    a hand edit) ended every later run at its summary with a TypeError traceback, after
+    captioning. Such a record (or summary entry) is unreadable: its video is not listed
+    (and a run redoes it); the summary is read from the records."""
+    from vidcap.cli import main
+    from vidcap.records import read_record
+
+    record_file = sorted((out / ".vidcap").glob("*.json"))[0]
+    record = json.loads(record_file.read_text())
+    record["result"].update(change)
+    record_file.write_text(json.dumps(record))
+    assert read_record(out, record_file.stem) is None
+    write_summary(out, [], 0, 1.0)  # the whole folder's totals: no TypeError
+    assert record_file.stem not in [video.name for video in open_folder(out)]
+    summary = json.loads((out / SUMMARY).read_text())
+    summary["videos"][0].update(change)  # and a summary entry so: the records are read
+    (out / SUMMARY).write_text(json.dumps(summary))
+    assert vidcap.records.summary_videos(out) is None
+    assert main(["report", str(out)]) == 0
+    assert "Traceback" not in capsys.readouterr().err

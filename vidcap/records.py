@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -35,12 +36,42 @@ SUMMARY = "summary.json"
 
 
 def read_record(out_dir: Path, name: str) -> dict | None:
-    """The resume record of output name ``name``; None when absent or unreadable."""
+    """The resume record of output name ``name``; None when absent or unreadable, or when
+    its result is not one vidcap writes (``sound_result``: a folder from elsewhere may hold
+    anything, and one record whose frame count is a string ended every later run's summary
+    with a TypeError)."""
     try:
-        record = jsontext.loads((out_dir / STATE_DIR / f"{name}.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        record = jsontext.loads((out_dir / STATE_DIR / f"{name}.json").read_text("utf-8"))
+    except (OSError, ValueError):  # (ValueError: JSON or UTF-8 malformed)
         return None
-    return record if isinstance(record, dict) else None
+    if not isinstance(record, dict):
+        return None
+    result = record.get("result")
+    return record if result is None or sound_result(result) else None
+
+
+def sound_result(result: object) -> bool:
+    """Is ``result`` a video's result as vidcap writes it (``VideoResult.record``)? The
+    fields that are counted and summed have their types: status, names, counts, duration."""
+    if not isinstance(result, dict) or result.get("status") not in ("done", "failed"):
+        return False
+    if not all(isinstance(result.get(field), str) for field in ("video", "name")):
+        return False
+    if not _whole(result.get("frames", 0)) or not _seconds(result.get("duration", 0.0)):
+        return False
+    counts = ("reused", "scenes", "thumbs", "lost_frames")
+    if not all(result.get(field) is None or _whole(result[field]) for field in counts):
+        return False
+    damaged = result.get("damaged_frames")
+    return damaged is None or (isinstance(damaged, list) and all(map(_whole, damaged)))
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _seconds(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf
 
 
 def identity_of(record: Mapping[str, Any] | None) -> dict | None:
@@ -200,9 +231,9 @@ def summary_videos(out_dir: Path) -> tuple[dict[str, dict], int] | None:
         return None
     named = {}
     for entry in videos:
-        name = entry.get("name") if isinstance(entry, dict) else None
-        if isinstance(name, str):
-            named[name] = entry
+        if not sound_result(entry):
+            return None  # not as vidcap wrote it: the records are read instead
+        named[entry["name"]] = entry
     return named, stamp
 
 
