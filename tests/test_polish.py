@@ -220,10 +220,11 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_recording_what_is_done(
          "--decode-workers", "1", "--quiet", *(["--ray"] if ray else [])],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    records = out / ".vidcap"  # a video is done once its record is written (after its outputs)
     deadline = time.monotonic() + 120
-    while not list(out.glob("v*.jsonl")) and time.monotonic() < deadline:
+    while not list(records.glob("v*.json")) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert list(out.glob("v*.jsonl")), "no video finished"
+    assert list(records.glob("v*.json")), "no video finished"
     children = [int(c) for t in os.listdir(f"/proc/{proc.pid}/task")
                 for c in Path(f"/proc/{proc.pid}/task/{t}/children").read_text().split()]  # fmt: skip
     proc.send_signal(signal.SIGTERM)
@@ -236,7 +237,7 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_recording_what_is_done(
     summary = json.loads((out / "summary.json").read_text())
     done = [v["name"] for v in summary["videos"] if v["status"] == "done"]
     assert done and len(done) < 8 and (out / "index.html").is_file()
-    assert sorted(p.stem for p in out.glob("*.jsonl")) == sorted(done)
+    assert set(done) <= {p.stem for p in out.glob("*.jsonl")}  # (one may be between the two)
     deadline = time.monotonic() + 10
     while any(map(_running, children)) and time.monotonic() < deadline:
         time.sleep(0.05)
