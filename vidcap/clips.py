@@ -273,13 +273,12 @@ def held_edge(video: Path, start: float, length: float, timing: SourceTiming) ->
     times = packet_positions(video, start, end)
     if not times or times[0] > start + EPSILON:
         return None
-    limit = HOLD_S
     inside = [t for t in times if start - EPSILON <= t < end - EPSILON]
     lead = (inside[0] if inside else end) - start
     tail = end - max(t for t in times if t < end - EPSILON)
-    if max(lead, tail) <= limit:
+    if max(lead, tail) <= HOLD_S:
         return None
-    where, gap = ("start", lead) if lead > limit else ("end", tail)
+    where, gap = ("start", lead) if lead > HOLD_S else ("end", tail)
     return (
         f"the source shows one frame for {gap:.3f} s of the clip at its {where} (a slideshow, "
         f"a screen recording): re-encoded at {held_rate(timing):g} frames/s, each frame "

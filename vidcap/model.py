@@ -267,7 +267,7 @@ def hub_revision(model: str) -> str | None:
         return None
     if isinstance(cached, str):
         return Path(cached).parent.name  # …/snapshots/<commit>/config.json
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "") or not hub_reachable():
+    if _hub_offline() or not hub_reachable():
         return None
     try:
         from huggingface_hub import HfApi
@@ -310,9 +310,14 @@ def ensure_loadable(model: str, path: str, revision: str | None = None) -> bool:
         ) from None
     if isinstance(cached, str):
         return True
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "") or not hub_reachable():
+    if _hub_offline() or not hub_reachable():
         raise ModelLoadError(load_error_message(model, None, revision))
     return False
+
+
+def _hub_offline() -> bool:
+    """Has the user told Hugging Face to stay offline (``HF_HUB_OFFLINE``)?"""
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "")
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

@@ -67,6 +67,7 @@ def sound_result(result: object) -> bool:
 
 
 def _whole(value: object) -> bool:
+    """A whole number >= 0 (a boolean is none)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
@@ -274,4 +275,4 @@ def is_damaged(lost_frames: object, damaged_frames: object) -> bool:
 
 def _count(value: object) -> bool:
     """A positive whole number (a count a record holds; a boolean is none)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return _whole(value) and value > 0  # type: ignore[operator]
