@@ -153,7 +153,12 @@ def main() -> int:
         client = [f"--{name}={value}" for name, value in
                   (("prebatch", args.prebatch), ("inflight", args.inflight)) if value]  # fmt: skip
         try:
-            os.environ["VIDCAP_TOKEN"] = server.key("inference") or ""
+            # The gate checks the clients' key (run_dir/key_file.json); TorchServe behind it
+            # takes its own (run_dir/backend/key_file.json, new at every start).
+            keys = {"remote": server.key("inference") or "", "direct": ""}
+            backend_keys = server.run_dir / "backend" / "key_file.json"
+            if backend_keys.is_file():
+                keys["direct"] = json.loads(backend_keys.read_text())["inference"]["key"]
             backend = server.predictions_url.replace(
                 server.inference_url, f"http://127.0.0.1:{server.env['BACKEND_INFERENCE_PORT']}"
             )
@@ -163,6 +168,7 @@ def main() -> int:
                 runs.append((backend, "direct"))
             for _ in range(args.repeats):
                 for url, out in runs:
+                    os.environ["VIDCAP_TOKEN"] = keys[out]
                     shutil.rmtree(root / out, ignore_errors=True)
                     took = caption(videos, root / out, common, ["--server", url, *client])
                     if out == "remote":
