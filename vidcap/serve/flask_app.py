@@ -74,10 +74,11 @@ def finish_reading(sock: socket.socket | None, write_timeout: float) -> None:
 class BodyReader:
     """WSGI middleware: read a POST body whole, within a deadline and a size limit.
 
-    The deadline is the whole request's, counted from its first byte: under gunicorn
-    (``vidcap.serve.gunicorn_worker``) the connection's socket carries it and refuses
-    any read past it, so a client trickling a byte at a time is answered 408 at the
-    deadline, whatever its pace; without it (tests) it counts from here. The body is
+    Under gunicorn (``vidcap.serve.gunicorn_worker``) a body of declared length is
+    gathered before a thread starts (408 from the worker past the deadline); for what is
+    left to read, the connection's socket carries the deadline and refuses any read past
+    it, so a client trickling a byte at a time is answered 408 at the deadline, whatever
+    its pace; without it (tests) the deadline counts from here. The body is
     refused from ``Content-Length`` (413) before a byte is read, by its Content-Type
     (415, or 400 for a bad multipart boundary), while reading past ``max_bytes`` (413)
     or past ``max_parts`` multipart parts (413), and with 503 when the bodies held by

@@ -5,19 +5,35 @@ socket, each read waiting for the next bytes: a client that trickles a byte ever
 seconds holds its thread for as long as it likes, and ``THREADS`` such clients hold
 them all. Here (``flask/start.sh`` selects it with ``--worker-class``):
 
+* **No thread before the request is in.** Stock ``gthread`` hands every new connection
+  to a pool thread at once, which waits there for the client's bytes: 3,000 connections
+  opened and left silent, sent half a request line, or headers and two bytes of a body,
+  held the 16 threads in turn and a good request waited minutes. Here the main loop's
+  poller gathers a request without a thread, for new and kept-alive connections alike:
+  its headers (to ``HEADER_END``; past ``GATHER_LIMIT`` bytes a thread reads on and
+  gunicorn refuses headers that long), then the body its ``Content-Length`` declares
+  (``declared_body``; a chunked body, ``Expect: 100-continue`` or a length over
+  ``VIDCAP_MAX_REQUEST_MB`` is left to the thread, which reads or refuses it as before).
+  The bytes gathered by every connection together stay under ``VIDCAP_MAX_BODIES_MB``:
+  past it the connections gathering for longest (at least ``SHED_AFTER``) are closed
+  (503), else the one that would pass it. A request not in within ``read_timeout`` of
+  its first byte (of the connection's opening, if it sends nothing) is answered 408
+  (closed silently if it sent nothing).
 * **A whole-request deadline.** Every request must arrive whole — headers and body —
-  within ``read_timeout`` (``VIDCAP_READ_TIMEOUT``) of the moment a thread starts on it;
-  the connection's socket carries the deadline and refuses any read past it
-  (``DeadlinePassed``), whatever the client's pace. Headers not in by then are answered
-  408 and the connection closed; a body is answered 408 by
+  within ``read_timeout`` (``VIDCAP_READ_TIMEOUT``) of the moment a thread starts on it
+  (a request waiting for a thread is not late for it); the connection's socket carries
+  the deadline and refuses any read past it (``DeadlinePassed``), whatever the client's
+  pace. A body not in by then is answered 408 by
   ``vidcap.serve.flask_app.BodyReader``, which then lifts the deadline (the model may
   take longer than a client may take to send).
 * **The slow ones closed.** When every thread is taken and a connection waits for one,
-  or the worker holds ``max_connections`` (``VIDCAP_MAX_CONNECTIONS``) connections,
   the client that has been sending its request longest (at least ``SHED_AFTER``
   seconds) is no longer read — answered 503 + ``Retry-After`` and closed — one per
   waiting connection, so a good request gets a thread within seconds however many
-  clients stall.
+  clients stall. When the worker holds ``max_connections`` (``VIDCAP_MAX_CONNECTIONS``)
+  connections (it then accepts no more: new ones wait in the kernel's queue), every
+  connection that has not sent its headers within ``SHED_AFTER`` seconds of opening is
+  closed (503 if it sent anything), and one thread's slowest reader as above.
 * **Closing without waiting.** gunicorn closes a connection after an answer such as
   408 or 413 "gracefully", draining what the client still sends for up to 2 s — on the
   worker's main thread, so each slow client closed froze every other connection for
@@ -32,6 +48,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import selectors
 import socket
 import time
@@ -51,6 +68,11 @@ SHED_AFTER = 1.0
 # dropped (so it sees the answer, not a reset) for at most this long and this much.
 LINGER_S = 2.0
 LINGER_BYTES = 64 * 1024
+# The end of a request's headers; gathered without a thread up to GATHER_LIMIT bytes (then
+# a thread reads on, and gunicorn refuses headers past its own limits: 8 KB a line).
+HEADER_END = b"\r\n\r\n"
+GATHER_LIMIT = 64 * 1024
+BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 class DeadlineSocket(socket.socket):
@@ -122,6 +144,33 @@ class DeadlineSocket(socket.socket):
             raise protocol.DeadlinePassed("request not received in time") from None
 
 
+GATHERED_FULL = "requests being sent would pass VIDCAP_MAX_BODIES_MB in memory"
+
+
+def declared_body(head: bytes | bytearray, limit: int) -> int | None:
+    """The body length a request's header block (without its blank line) declares, when
+    the main loop may gather it: no ``Content-Length`` is 0, one of ASCII digits up to
+    ``limit`` is itself. ``None`` — a thread reads the body, and gunicorn or the app
+    answer as they do — for ``Transfer-Encoding`` (chunked), ``Expect`` (the client waits
+    for ``100 Continue``), a length over the limit (413 from the header), several
+    lengths or one that is not digits (400), and a line that is not a header."""
+    lengths = []
+    for line in bytes(head).split(b"\r\n")[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon:
+            return None
+        name = name.lower()
+        if name in (b"transfer-encoding", b"expect"):
+            return None
+        if name == b"content-length":
+            lengths.append(value.strip(b" \t"))
+    if not lengths:
+        return 0
+    if len(lengths) > 1 or not lengths[0].isdigit() or int(lengths[0]) > limit:
+        return None
+    return int(lengths[0])
+
+
 def json_error_bytes(status: int, message: str) -> bytes:
     body = json.dumps({"error": message}).encode()
     phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
@@ -139,9 +188,25 @@ def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: st
 
 
 class DeadlineConn(TConn):
-    """A connection whose graceful close does not wait: see ``DeadlineThreadWorker.linger``."""
+    """A connection whose graceful close does not wait (see ``DeadlineThreadWorker.linger``)
+    and whose request headers are gathered before a thread takes it."""
 
     linger: object = None  # the worker's ``linger`` method
+    gathered: bytearray  # the request's first bytes, read by the main loop
+    first_byte: float | None = None  # when they began to arrive (time.monotonic())
+    request_end: int | None = None  # the length of headers and body, once the headers are in
+    opened: float = 0.0  # when the connection was accepted, or went back to waiting
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.gathered = bytearray()
+
+    def init(self) -> None:
+        """gunicorn's set-up, then the gathered bytes put before what the parser reads."""
+        super().init()
+        if self.gathered:
+            gathered, self.gathered = self.gathered, bytearray()
+            self.parser.unreader.unread(gathered)  # copied once, into the parser's buffer
 
     def close(self, graceful: bool = False) -> None:
         if graceful and self.linger is not None:
@@ -162,6 +227,10 @@ class DeadlineThreadWorker(ThreadWorker):
         self.handling: dict[int, DeadlineSocket] = {}  # sockets a pool thread is on
         self.shed_waiting = 0  # shed, their thread not yet finished
         self.lingering: dict[socket.socket, tuple[float, int]] = {}  # closing: (until, drained)
+        self.gathering: dict[DeadlineConn, None] = {}  # sending their request, oldest first
+        self.gathered_bytes = 0  # held by them all
+        self.max_gathered = config.max_bodies_bytes
+        self.max_request_bytes = config.max_request_bytes
         util.write_error = write_json_error  # handle_error's answers, in this worker process
         super().init_process()
 
@@ -176,10 +245,127 @@ class DeadlineThreadWorker(ThreadWorker):
         sock = DeadlineSocket(client.family, client.type, client.proto, fileno=client.detach())
         sock.stall = self.read_timeout
         self.nr_conns += 1
-        sock.setblocking(True)
         conn = DeadlineConn(self.cfg, sock, address, listener.getsockname())
         conn.linger = self.linger
-        self.enqueue_req(conn)
+        if self.cfg.is_ssl:  # TLS bytes cannot be gathered before the handshake
+            sock.setblocking(True)
+            self.enqueue_req(conn)
+        else:
+            self.gather(conn)
+
+    def gather(self, conn: DeadlineConn) -> None:
+        """Wait in the poller, without a thread, for the request's headers (``_gathered``)."""
+        conn.gathered, conn.first_byte, conn.opened = bytearray(), None, time.monotonic()
+        conn.request_end = None
+        conn.data_ready = True  # what the thread needs is here: gunicorn waits for none
+        try:
+            conn.sock.setblocking(False)
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._gathered, conn))
+        except (OSError, ValueError, KeyError):
+            self.nr_conns -= 1
+            conn.close()
+            return
+        self.gathering[conn] = None
+
+    def on_client_socket_readable(self, conn: TConn, client: socket.socket) -> None:
+        """A kept-alive connection's next request: gathered as a new connection's."""
+        if not isinstance(conn, DeadlineConn) or self.cfg.is_ssl:
+            return super().on_client_socket_readable(conn, client)
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        self.gather(conn)
+        if conn in self.gathering:
+            self._gathered(conn)
+
+    def _gathered(self, conn: DeadlineConn, _fileobj: object = None) -> None:
+        try:
+            data = socket.socket.recv(conn.sock, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client went away
+            self._stop_gathering(conn)
+            self.nr_conns -= 1
+            conn.close()
+            return
+        if conn.first_byte is None:
+            conn.first_byte = time.monotonic()
+        if not self._room(conn, len(data)):
+            self._close_gathering(conn, protocol.busy(GATHERED_FULL))
+            return
+        searched = max(len(conn.gathered) - len(HEADER_END) + 1, 0)
+        conn.gathered += data
+        self.gathered_bytes += len(data)
+        if conn.request_end is None:
+            end = conn.gathered.find(HEADER_END, searched)
+            if end < 0 and len(conn.gathered) < GATHER_LIMIT:
+                if BARE_LF.search(conn.gathered, max(searched - 1, 0)) is None:
+                    return  # (a line ended without CR: gunicorn's 400 now, not a 408 later)
+            body = None if end < 0 else declared_body(conn.gathered[:end], self.max_request_bytes)
+            if body is None:  # the thread reads the rest
+                conn.request_end = len(conn.gathered)
+            else:
+                conn.request_end = end + len(HEADER_END) + body
+        if len(conn.gathered) >= conn.request_end:
+            self._stop_gathering(conn)
+            self.enqueue_req(conn)
+
+    def _room(self, conn: DeadlineConn, size: int) -> bool:
+        """Room for ``size`` more gathered bytes, made by closing the connections gathering
+        for longest (``SHED_AFTER`` at least) when needed."""
+        now = time.monotonic()
+        while self.gathered_bytes + size > self.max_gathered:
+            victim = next(
+                (
+                    other
+                    for other in self.gathering
+                    if other is not conn
+                    and other.gathered
+                    and now - (other.first_byte or other.opened) >= SHED_AFTER
+                ),
+                None,
+            )
+            if victim is None:
+                return False
+            self.log.warning("closed a client that has been sending its request for %.1fs: "
+                             "requests gathered would pass VIDCAP_MAX_BODIES_MB",
+                             now - (victim.first_byte or victim.opened))  # fmt: skip
+            self._close_gathering(victim, protocol.shed_answer())
+        return True
+
+    def _stop_gathering(self, conn: DeadlineConn) -> None:
+        if conn in self.gathering:
+            del self.gathering[conn]
+            self.gathered_bytes -= len(conn.gathered)
+        try:
+            self.poller.unregister(conn.sock)
+        except (OSError, ValueError, KeyError):
+            pass
+
+    def _close_gathering(self, conn: DeadlineConn, error: protocol.BadRequest) -> None:
+        """Close a connection still sending its request: ``error`` if it sent anything."""
+        self._stop_gathering(conn)
+        self.nr_conns -= 1
+        if conn.first_byte is None:
+            conn.close()
+            return
+        try:
+            util.write_nonblock(conn.sock, json_error_bytes(error.status, str(error)))
+        except OSError:
+            pass
+        self.linger(conn.sock)
+
+    def _expire_gathering(self, now: float) -> None:
+        """408 for a request not in within ``read_timeout`` of its first byte (of the
+        connection's opening if it sent none); every one while the worker stops."""
+        for conn in list(self.gathering):
+            since = conn.first_byte if conn.first_byte is not None else conn.opened
+            if not self.alive or now - since >= self.read_timeout:
+                late = (
+                    protocol.headers_timeout if conn.request_end is None else protocol.read_timeout
+                )
+                self._close_gathering(conn, late(self.read_timeout))
 
     def enqueue_req(self, conn: TConn) -> None:
         self.inflight += 1
@@ -196,6 +382,7 @@ class DeadlineThreadWorker(ThreadWorker):
         super().murder_pending()
         self.relieve()  # once a second at least: readers grow old while nothing arrives
         now = time.monotonic()
+        self._expire_gathering(now)
         for sock, (until, _) in list(self.lingering.items()):
             if now >= until:
                 self._closed_lingering(sock)
@@ -266,14 +453,38 @@ class DeadlineThreadWorker(ThreadWorker):
         super().handle_error(req, client, addr, exc)
 
     def relieve(self) -> None:
-        """Disconnect the longest-reading clients while connections wait for a thread or
-        the worker is at its connection limit (main thread only)."""
+        """Disconnect the slowest clients while connections wait for a thread or the
+        worker is at its connection limit (main thread only)."""
         excess = self.inflight - self.shed_waiting - self.cfg.threads
+        now = time.monotonic()
         if self.nr_conns - self.shed_waiting >= self.worker_connections:
-            excess = max(excess, 1)
+            # Room: every connection without its headers after SHED_AFTER (no good client
+            # takes that long), else the one sending its body longest, else a thread's.
+            late = [
+                conn
+                for conn in self.gathering
+                if conn.request_end is None and now - conn.opened >= SHED_AFTER
+            ]
+            late = (
+                late
+                or [
+                    conn
+                    for conn in self.gathering
+                    if now - (conn.first_byte or conn.opened) >= SHED_AFTER
+                ][:1]
+            )
+            if late:
+                self.log.warning(
+                    "closed %d connections still sending their request after %.0fs: "
+                    "%d connections open, the limit (VIDCAP_MAX_CONNECTIONS)",
+                    len(late), SHED_AFTER, self.nr_conns,
+                )  # fmt: skip
+            else:
+                excess = max(excess, 1)
+            for conn in late:
+                self._close_gathering(conn, protocol.shed_answer())
         if excess <= 0:
             return
-        now = time.monotonic()
         readers = sorted(
             (
                 sock
