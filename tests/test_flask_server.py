@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from tests.support.servers import (
     PROTOCOL_CASES,
     PROTOCOL_MAX_REQUEST_MB,
     PROTOCOL_READ_TIMEOUT,
+    REPO_ROOT,
     START_SH,
     FlaskServer,
     check_protocol_case,
@@ -365,3 +367,56 @@ def test_start_script_mistakes_are_one_line(env: dict[str, str], message: str) -
     assert result.returncode == 2
     assert result.stderr.strip().startswith(message), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow  # two servers and two runs, in new processes (the cache is read at import)
+def test_a_served_hub_model_names_its_commit_and_a_rerun_after_an_update_redoes(
+    tmp_path: Path,
+) -> None:
+    """Regression: a ``--server`` run recorded no commit of the served hub model, so a rerun
+    against a server restarted after the model was updated on the hub resumed: one folder,
+    two commits' captions, one model named. The server loads its cache's ``main``, names
+    that commit in ``/health`` and every answer; the run records it and a rerun against
+    another commit redoes the videos."""
+    import json
+    import os
+    import sys
+    import urllib.request
+
+    from tests.support.hub import HUB_ID, hub_snapshot
+
+    samples = REPO_ROOT / "sample_videos"
+    first, second = "a" * 40, "b" * 40
+    cache = tmp_path / "hub"
+    hub_snapshot(cache, first)
+    env = {"VIDCAP_MODEL": HUB_ID, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "out"
+
+    def run(server: FlaskServer) -> tuple[list[str | None], str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "vidcap", "caption", str(samples), "--out", str(out),
+             "--server", server.url, "--quiet"],
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True,
+            timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        summary = json.loads((out / "summary.json").read_text())
+        assert {v["model"] for v in summary["videos"]} == {HUB_ID}
+        return [v.get("revision") for v in summary["videos"]], done.stderr
+
+    server = FlaskServer(tmp_path / "first.log", env=env).start()
+    try:
+        with urllib.request.urlopen(f"{server.base}/health", timeout=30) as answer:
+            assert json.load(answer)["revision"] == first
+        revisions, _ = run(server)
+    finally:
+        server.stop()
+    assert revisions == [first] * 2
+    hub_snapshot(cache, second)  # the model updated, the server restarted
+    server = FlaskServer(tmp_path / "second.log", env=env).start()
+    try:
+        revisions, stderr = run(server)
+    finally:
+        server.stop()
+    assert revisions == [second] * 2
+    assert f"were captioned with revision {first} of {HUB_ID}, not {second}" in stderr

@@ -89,8 +89,9 @@ class Stub:
     answered, as TorchServe never answers a request whose worker was killed. ``down_after``:
     the server goes away after that many caption requests (the next one's connection is
     dropped and the port closed). ``seen``: every request's headers. Every caption answer
-    names ``model`` (``X-Vidcap-Model``); ``switch_after``: after that many caption
-    requests it is restarted with ``other-model``, as an operator might mid-run.
+    names ``model`` (``X-Vidcap-Model``) and ``revision`` when set (``X-Vidcap-Revision``);
+    ``switch_after``: after that many caption requests it is restarted with ``other-model``,
+    as an operator might mid-run; ``update_after``: with revision ``updated`` of its model.
     """
 
     model: str = "stub-model"
@@ -101,6 +102,8 @@ class Stub:
     hang: set[int] = field(default_factory=set)
     down_after: int | None = None
     switch_after: int | None = None
+    revision: str | None = None
+    update_after: int | None = None
     seen: list[dict[str, str]] = field(default_factory=list)
     colours: set[str] = field(default_factory=set)
     statuses: list[int] = field(default_factory=list)
@@ -162,10 +165,13 @@ class Stub:
             body = {"code": 400, "type": "InvalidKeyException", "message": KEY_REFUSED}
             return web.json_response(body, status=400)
         if request.headers.get("X-Vidcap-Info") and not await request.read():
-            return web.json_response({"model": self.model, "input_size": list(SIZE)})
+            info = {"model": self.model, "input_size": list(SIZE), "revision": self.revision}
+            return web.json_response(info)
         self.caption_requests += 1
         if self.switch_after is not None and self.caption_requests > self.switch_after:
             self.model = "other-model"
+        if self.update_after is not None and self.caption_requests > self.update_after:
+            self.revision = "updated"
         if self.down_after is not None and self.caption_requests > self.down_after:
             self._stop.set()  # (the port closes; this connection goes now)
             assert request.transport is not None
@@ -190,9 +196,10 @@ class Stub:
             message = {"500": "the model failed on this request", "507": "Worker died."}
             return web.json_response({"error": message[actions[0]]}, status=int(actions[0]))
         captions = [pixel_digest(image) for image in job.images]
-        return web.json_response(
-            wire.caption_response(captions, job.batched), headers={"X-Vidcap-Model": self.model}
-        )
+        named = {"X-Vidcap-Model": self.model}
+        if self.revision:
+            named["X-Vidcap-Revision"] = self.revision
+        return web.json_response(wire.caption_response(captions, job.batched), headers=named)
 
 
 def caption_run(folder: Path, out: Path, url: str, *extra: str) -> tuple[int, dict]:
@@ -308,6 +315,32 @@ def test_a_server_restarted_with_another_model_stops_the_run_never_mixing_captio
         code, summary = caption_run(three_videos, tmp_path / "out", other.url)
     assert code == 0 and summary["run"]["resumed"] == 0  # every video again, with it
     assert {v["model"] for v in summary["videos"]} == {"other-model"}
+
+
+def test_a_server_restarted_with_another_commit_stops_the_run_and_the_rerun_redoes_it(
+    three_videos: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Regression: a ``--server`` run recorded no commit of the served hub model, and a
+    server restarted after the model was updated on the hub (the same name, other
+    weights) went on answering: one folder held two commits' captions as one model. The
+    servers name their commit; an answer of another stops the run, the rerun redoes the
+    videos of the old commit."""
+    with Stub(revision="first", update_after=3) as stub:
+        code, summary = caption_run(three_videos, tmp_path / "out", stub.url)
+    assert code == 1
+    assert "now answers with revision updated of stub-model, not first" in capsys.readouterr().err
+    videos = by_name(summary)
+    done = [v for v in videos.values() if v["status"] == "done"]
+    assert done and all(v["revision"] == "first" for v in done)
+    assert any(v["status"] == "failed" for v in videos.values())
+    with Stub(revision="updated") as updated:
+        code, summary = caption_run(three_videos, tmp_path / "out", updated.url)
+    assert code == 0 and summary["run"]["resumed"] == 0  # the first commit's videos redone
+    assert {v.get("revision") for v in summary["videos"]} == {"updated"}
+    assert "were captioned with revision first of stub-model, not updated" in caplog.text
 
 
 def test_a_request_that_fails_once_is_retried_and_costs_nothing(

@@ -166,17 +166,6 @@ def test_a_wider_tokenizer_keeps_the_tiny_ids_and_reads_every_other_id_as_a_word
     assert wide.decode([*ids, 777, 50271]) == f"{caption} w777 w50271"
 
 
-def _hub_snapshot(cache: Path, commit: str) -> None:
-    """The tiny checkpoint as the Hugging Face cache holds a hub model's commit, ``main``."""
-    repo = cache / "models--vidcap-test--tiny"
-    (repo / "snapshots" / commit).mkdir(parents=True)
-    for file in CHECKPOINT_DIR.iterdir():
-        if file.is_file():
-            (repo / "snapshots" / commit / file.name).write_bytes(file.read_bytes())
-    (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)
-
-
 @pytest.mark.slow  # three runs in new processes (the cache is read at import)
 def test_a_hub_model_is_pinned_to_one_commit_and_recorded(tmp_path: Path) -> None:
     """Regression: a run recorded a hub model by its name only, and each replica loaded
@@ -186,17 +175,18 @@ def test_a_hub_model_is_pinned_to_one_commit_and_recorded(tmp_path: Path) -> Non
     cache's ``main``), loads it everywhere, records it with each video, and redoes a video
     captioned with another."""
     import json
-    import os
     import subprocess
     import sys
 
+    from tests.support.hub import HUB_ID, hub_env, hub_snapshot
+
     first, second = "a" * 40, "b" * 40
     cache = tmp_path / "hub"
-    _hub_snapshot(cache, first)
-    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    hub_snapshot(cache, first)
+    env = hub_env(cache)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "vidcap", "caption", str(SAMPLES), "--out", str(out),
-               "--model", "vidcap-test/tiny", "--quiet"]  # fmt: skip
+               "--model", HUB_ID, "--quiet"]  # fmt: skip
 
     def run() -> tuple[list[tuple[str, str | None]], str]:
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -206,7 +196,7 @@ def test_a_hub_model_is_pinned_to_one_commit_and_recorded(tmp_path: Path) -> Non
 
     videos, _ = run()
     assert videos == [("vidcap-test/tiny", first)] * 2
-    _hub_snapshot(cache, second)  # the model updated: main is another commit now
+    hub_snapshot(cache, second)  # the model updated: main is another commit now
     videos, stderr = run()
     assert videos == [("vidcap-test/tiny", second)] * 2
     assert f"2 video(s) of {out} were captioned with revision {first}" in stderr

@@ -64,6 +64,7 @@ class FakeCaptioner:
     """Captions a frame with the value it is filled with, and the settings used."""
 
     input_size = (8, 8)
+    revision: str | None = None
 
     def __init__(self) -> None:
         self.calls: list[tuple[list[int], GenerationSettings]] = []
@@ -113,10 +114,12 @@ def prebatch(values: Sequence[int], **form: str) -> FakeRequest:
 
 
 def serve(
-    requests: Sequence[FakeRequest], config: ServeConfig | None = None
+    requests: Sequence[FakeRequest], config: ServeConfig | None = None, revision: str | None = None
 ) -> tuple[list[tuple[int, object, dict[str, str]]], FakeCaptioner]:
-    """One TorchServe batch through the handler: (status, JSON body, headers) per request."""
+    """One TorchServe batch through the handler: (status, JSON body, headers) per request;
+    ``revision``: the hub commit the captioner says it loaded."""
     captioner = FakeCaptioner()
+    captioner.revision = revision
     handler = Blip2Handler()
     config = config or ServeConfig(max_batch=8, max_frames=4, max_pixels=16 * 16)
     handler.bind(ServingCore(captioner, config), "fake")
@@ -272,7 +275,15 @@ def test_an_info_request_is_answered_alone_with_the_input_size() -> None:
     assert results[1][1] == {"caption": "v1 t30"}
     assert results[1][2]["X-Vidcap-Input-Size"] == "8x8"
     assert results[1][2]["X-Vidcap-Model"] == "fake"
+    assert "X-Vidcap-Revision" not in results[1][2]  # a local checkpoint: no commit
     assert [values for values, _ in captioner.calls] == [[1]]
+
+
+def test_a_hub_models_commit_is_named_in_the_info_and_every_answer() -> None:
+    info = FakeRequest({"body": bytearray()}, {"Content-Type": PNG, "X-Vidcap-Info": "1"})
+    results, _ = serve([info, single(1)], revision="c" * 40)
+    assert results[0][1]["revision"] == "c" * 40
+    assert results[1][2]["X-Vidcap-Revision"] == "c" * 40
 
 
 @pytest.mark.parametrize(

@@ -56,7 +56,7 @@ from vidcap import jsontext, wire
 from vidcap.backend import CaptionFailed
 from vidcap.balancer import Balancer, Endpoint
 from vidcap.errors import BackendUnavailable, UsageError, VidcapError
-from vidcap.serve.protocol import INFO_HEADER, MODEL_HEADER, model_from_value
+from vidcap.serve.protocol import INFO_HEADER, MODEL_HEADER, REVISION_HEADER, model_from_value
 from vidcap.settings import GenerationSettings
 
 log = logging.getLogger(__name__)
@@ -339,8 +339,9 @@ class RemoteBackend:
     ``RemoteBackend(urls, input_size, options, token=…)`` builds one for a known size.
     ``token``: a string, sent as ``Authorization: Bearer`` to every endpoint, or a
     ``TorchServeKey``, sent to its own TorchServe only. Frames must be at ``input_size``
-    (a ``ValueError`` otherwise). ``model``: the served model's name, when the servers
-    said it (``connect``).
+    (a ``ValueError`` otherwise). ``model``, ``revision``: the served model's name and hub
+    commit, when the servers said them (``connect``): an answer from another is refused
+    (``ServerChanged``).
 
     Raises ``ServerUnavailable`` when a request found no server able to take it,
     ``retries + 1`` times over; earlier frames' answers have been yielded by then.
@@ -354,12 +355,14 @@ class RemoteBackend:
         *,
         token: str | TorchServeKey | None = None,
         model: str | None = None,
+        revision: str | None = None,
     ) -> None:
         self.urls = parse_server_urls(urls)
         self.input_size = input_size
         self.options = options or ClientOptions()
         self.token = token
         self.model = model
+        self.revision = revision
         self._mime = wire.WIRE_FORMATS[self.options.wire_format]
         self._encoder = ThreadPoolExecutor(self.options.encode_workers, "vidcap-encode")
         self._loop = asyncio.new_event_loop()
@@ -423,11 +426,14 @@ class RemoteBackend:
         urls = parse_server_urls(urls)
         options = options or ClientOptions()
         infos, unreachable = _run_apart(ask_info(urls, token, min(options.timeout, INFO_TIMEOUT_S)))
-        served, model = _agreed(infos)
-        if served is not None:
-            if expected_size is not None and served != expected_size:
-                log.info("the server's model takes %dx%d frames", *served)
-            return cls(urls, served, options, token=token, model=model)
+        agreed = _agreed(infos)
+        model, revision = agreed.model, agreed.revision
+        if agreed.input_size is not None:
+            if expected_size is not None and agreed.input_size != expected_size:
+                log.info("the server's model takes %dx%d frames", *agreed.input_size)
+            return cls(
+                urls, agreed.input_size, options, token=token, model=model, revision=revision
+            )
         if expected_size is None:
             if set(unreachable) == set(urls):
                 raise ServerUnavailable(
@@ -439,7 +445,7 @@ class RemoteBackend:
             log.warning(
                 "the server did not say its input size: sending %dx%d frames", *expected_size
             )
-        return cls(urls, expected_size, options, token=token, model=model)
+        return cls(urls, expected_size, options, token=token, model=model, revision=revision)
 
     def close(self) -> None:
         if self._closed:
@@ -639,6 +645,7 @@ class RemoteBackend:
                 status = resp.status
                 retry_after = _seconds(resp.headers.get("Retry-After"))
                 served = resp.headers.get(MODEL_HEADER)
+                commit = resp.headers.get(REVISION_HEADER)
         except asyncio.TimeoutError:
             raise _Failure(BUSY, f"{url}: no answer within {self.options.timeout:g}s") from None
         except aiohttp.ClientConnectorError as exc:  # never reached the server
@@ -654,15 +661,28 @@ class RemoteBackend:
             captions = wire.captions_from_response(jsontext.loads(body), len(frames))
         except ValueError as exc:
             raise _Failure(FAILED, f"{url} answered HTTP {status} with a bad body: {exc}") from None
-        if served and self.model is not None and model_from_value(served) != self.model:
-            raise ServerChanged(
-                f"{url} now answers with the captions of {model_from_value(served)}, not of "
-                f"{self.model}, which this run began with (a server restarted with another "
-                "model?): the run stops rather than mix two models' captions in one folder; "
-                "a rerun captions every video with the model the servers then serve"
-            )
+        self._check_same_model(url, served, commit)
         self._latencies.append(asyncio.get_running_loop().time() - started)
         return captions
+
+    def _check_same_model(self, url: str, served: str | None, commit: str | None) -> None:
+        """``ServerChanged`` when an answer names another model, or another commit of it,
+        than the run began with (``served``, ``commit``: its headers, where sent)."""
+        served = model_from_value(served) if served else None
+        commit = model_from_value(commit) if commit else None
+        if served and self.model is not None and served != self.model:
+            said = f"the captions of {served}, not of {self.model}"
+            why = "with another model"
+        elif commit and self.revision is not None and commit != self.revision:
+            said = f"revision {commit} of {self.model}, not {self.revision}"
+            why = "after the model was updated"
+        else:
+            return
+        raise ServerChanged(
+            f"{url} now answers with {said}, which this run began with (a server restarted "
+            f"{why}?): the run stops rather than mix two models' captions in one folder; a "
+            "rerun captions every video with the model the servers then serve"
+        )
 
     def _form(self, frames: list[bytes], fields: dict[str, str]) -> aiohttp.FormData:
         form = aiohttp.FormData()
@@ -709,6 +729,7 @@ class ServerInfo:
 
     input_size: tuple[int, int] | None = None
     model: str | None = None
+    revision: str | None = None  # the model's hub commit
 
 
 async def ask_info(
@@ -762,17 +783,17 @@ def served_model(
     options: ClientOptions | None = None,
     *,
     token: str | TorchServeKey | None = None,
-) -> str | None:
-    """The model the servers say they run; ``None`` when none says (an old server, or none
-    reachable). ``ServerRejected`` as ``RemoteBackend.connect`` raises it."""
+) -> ServerInfo:
+    """What the servers say they run (each field ``None`` when none says: an old server,
+    or none reachable). ``ServerRejected`` as ``RemoteBackend.connect`` raises it."""
     timeout = min((options or ClientOptions()).timeout, INFO_TIMEOUT_S)
     infos, _ = _run_apart(ask_info(parse_server_urls(urls), token, timeout))
-    return _agreed(infos)[1]
+    return _agreed(infos)
 
 
-def _agreed(infos: dict[str, ServerInfo]) -> tuple[tuple[int, int] | None, str | None]:
-    """The input size and model every endpoint that said them serves (``None``: none said);
-    ``ServerRejected`` when endpoints serve different ones."""
+def _agreed(infos: dict[str, ServerInfo]) -> ServerInfo:
+    """The input size, model and commit every endpoint that said them serves (``None``:
+    none said); ``ServerRejected`` when endpoints serve different ones."""
     sizes = {url: info.input_size for url, info in infos.items() if info.input_size}
     if len(set(sizes.values())) > 1:
         found = ", ".join(f"{url}: {h}x{w}" for url, (h, w) in sizes.items())
@@ -781,7 +802,12 @@ def _agreed(infos: dict[str, ServerInfo]) -> tuple[tuple[int, int] | None, str |
     if len(set(models.values())) > 1:
         found = ", ".join(f"{url}: {name}" for url, name in models.items())
         raise ServerRejected(f"the servers serve different models ({found})")
-    return next(iter(sizes.values()), None), next(iter(models.values()), None)
+    commits = {url: info.revision for url, info in infos.items() if info.revision}
+    if len(set(commits.values())) > 1:
+        found = ", ".join(f"{url}: {commit}" for url, commit in commits.items())
+        raise ServerRejected(f"the servers serve different revisions of the model ({found})")
+    first = next(iter(sizes.values()), None), next(iter(models.values()), None)
+    return ServerInfo(*first, next(iter(commits.values()), None))
 
 
 def _info(url: str, status: int, body: bytes) -> ServerInfo:
@@ -789,7 +815,7 @@ def _info(url: str, status: int, body: bytes) -> ServerInfo:
         answer = jsontext.loads(body)
     except ValueError:
         answer = None
-    size = model = None
+    size = model = revision = None
     if isinstance(answer, dict):
         try:
             size = int(answer["input_size"][0]), int(answer["input_size"][1])
@@ -797,9 +823,11 @@ def _info(url: str, status: int, body: bytes) -> ServerInfo:
             pass
         if isinstance(answer.get("model"), str) and answer["model"]:
             model = answer["model"]
+        if isinstance(answer.get("revision"), str) and answer["revision"]:
+            revision = answer["revision"]
     if size is None:
         log.warning("%s did not say its input size (HTTP %d)", url, status)
-    return ServerInfo(size, model)
+    return ServerInfo(size, model, revision)
 
 
 def _run_apart(coro: Coroutine[object, object, T]) -> T:

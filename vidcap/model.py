@@ -105,10 +105,13 @@ class Captioner:
     and ``decode`` (token ids → text).
     """
 
-    def __init__(self, processor, model, device: str, batch_size: int | None) -> None:
+    def __init__(
+        self, processor, model, device: str, batch_size: int | None, revision: str | None = None
+    ) -> None:
         import torch
 
         self.processor = processor
+        self.revision = revision  # the hub commit loaded, where known
         self.model = model
         self.device = device
         # The language model's dtype: BLIP-2 keeps its Q-Former in fp32 whatever is asked.
@@ -151,7 +154,7 @@ class Captioner:
         except (OSError, ValueError, KeyError) as exc:
             raise ModelLoadError(load_error_message(settings.model, exc)) from exc
         model.to(device).eval()
-        return cls(processor, model, device, settings.batch_size)
+        return cls(processor, model, device, settings.batch_size, revision)
 
     def caption(
         self, images: Sequence[np.ndarray], settings: GenerationSettings | None = None

@@ -74,7 +74,8 @@ def _caption(args: argparse.Namespace, out: Path) -> int:
     if args.server:  # the served model names the outputs (summary.json, the resume key)
         from vidcap.cli.remote import lossy_wire, served_model_name
 
-        settings = replace(settings, model=served_model_name(args), lossy_wire=lossy_wire(args))
+        served, revision = served_model_name(args)
+        settings = replace(settings, model=served, revision=revision, lossy_wire=lossy_wire(args))
     else:  # every replica (each Ray actor too) loads this one commit of a hub model
         from vidcap.model import pinned
 

@@ -200,22 +200,24 @@ def lossy_wire(args: argparse.Namespace) -> str:
     return "" if wire_format == "png" else wire_format
 
 
-def served_model_name(args: argparse.Namespace) -> str:
-    """The model a ``--server`` run names in its outputs (``summary.json``, the resume key).
+def served_model_name(args: argparse.Namespace) -> tuple[str, str]:
+    """The model a ``--server`` run names in its outputs (``summary.json``, the resume key),
+    and its hub commit (each video's record; ``""`` when unknown).
 
     The one the servers say they run (their info answer), so that a rerun against the same
-    servers resumes and one against servers running another model redoes the videos;
-    ``--model`` when no server says (an old server, or none reachable yet).
+    servers resumes and one against servers running another model (or commit) redoes the
+    videos; ``--model`` when no server says (an old server, or none reachable yet).
     """
     named = getattr(args, "model", DEFAULT_MODEL)
     urls = parse_server_urls(args.server)
     token = find_token(getattr(args, "token", None), urls, os.environ)
-    served = served_model(urls, options_from_args(args), token=token)
+    info = served_model(urls, options_from_args(args), token=token)
+    served, revision = info.model, info.revision or ""
     if served is None:
         log.info("no server said which model it runs: the outputs name --model %s", named)
-        return named
+        return named, revision
     if named not in (DEFAULT_MODEL, served):
         log.warning(
             "--model %s given, but the servers run %s: the outputs name %s", named, served, served
         )
-    return served
+    return served, revision

@@ -110,6 +110,7 @@ class ServingCore:
         self.defaults = settings_to_fields(config.generation_defaults())
         self.budget = budget or TokenBudget.of(captioner)
         self.input_size = captioner.input_size
+        self.revision: str | None = getattr(captioner, "revision", None)  # the hub commit
         # Frames per model call: the setting, else the captioner's own (auto) batch size.
         self.max_batch: int = config.max_batch or getattr(captioner, "batch_size", None) or 1
 
@@ -173,11 +174,15 @@ class ServingCore:
         return answers
 
     def info(self, model_name: str) -> dict[str, object]:
-        """What a client needs to know before it sends frames (both servers answer it)."""
-        return {
+        """What a client needs to know before it sends frames (both servers answer it);
+        ``revision``: the hub commit of the model, for a hub model."""
+        info: dict[str, object] = {
             "model": model_name,
             "input_size": list(self.input_size),
             "max_frames_per_request": self.limits.max_frames,
             "max_batch": self.max_batch,
             "token_limit": self.budget.limit,
         }
+        if self.revision:
+            info["revision"] = self.revision
+        return info

@@ -182,7 +182,7 @@ def create_app(core: ServingCore, *, model_name: str = "") -> Flask:
     app.wsgi_app = reader  # type: ignore[method-assign]
     answer_headers = {
         protocol.INPUT_SIZE_HEADER: protocol.input_size_value(core.input_size),
-        protocol.MODEL_HEADER: protocol.model_value(model_name),
+        **protocol.model_headers(model_name, core.revision),
     }
 
     @app.route("/caption", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
@@ -274,14 +274,14 @@ def read_request(max_parts: int) -> tuple[list[bytes], dict[str, str], bool]:
 def create_app_from_env(env: Mapping[str, str] | None = None) -> Flask:
     """Gunicorn's entry point: a ``ServeConfig`` from ``VIDCAP_*`` variables, the model
     loaded once, the app built around it."""
-    from vidcap.model import Captioner
+    from vidcap.model import Captioner, pinned
 
     config = ServeConfig.from_sources({}, os.environ if env is None else env)
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    captioner = Captioner.load(config.model_settings())
+    captioner = Captioner.load(pinned(config.model_settings()))
     core = ServingCore(captioner, config)
     log.info(
         "serving %s on %s, input %s, batches of up to %d frames, token limit %s",

@@ -45,11 +45,13 @@ from vidcap.errors import BadRequest
 # A POST carrying this header (any value but "0") and no image is answered with the
 # server's ``info`` (model, input size, limits) instead of captions.
 INFO_HEADER = "X-Vidcap-Info"
-# Every caption response says the model's input size, "HEIGHTxWIDTH", and the model's name
-# (as the info answer names it, percent-encoded): a client can tell a server restarted with
-# another model in the middle of its run.
+# Every caption response says the model's input size, "HEIGHTxWIDTH", the model's name (as
+# the info answer names it, percent-encoded) and, for a hub model, the commit of it loaded:
+# a client can tell a server restarted with another model, or another commit of it, in the
+# middle of its run.
 INPUT_SIZE_HEADER = "X-Vidcap-Input-Size"
 MODEL_HEADER = "X-Vidcap-Model"
+REVISION_HEADER = "X-Vidcap-Revision"
 ALLOWED_METHODS = ("POST",)
 MULTIPART = "multipart/form-data"
 # Media types a request body may have besides multipart (or none at all).
@@ -397,6 +399,15 @@ def model_value(name: str) -> str:
     """``name`` as a header value: ASCII, percent-encoded (a local checkpoint's path may
     hold any character)."""
     return quote(name, safe="/:@-._~+")
+
+
+def model_headers(name: str, revision: str | None) -> dict[str, str]:
+    """The model a caption answer comes from, as both servers say it (``MODEL_HEADER``,
+    and ``REVISION_HEADER`` where the commit is known)."""
+    headers = {MODEL_HEADER: model_value(name)}
+    if revision:
+        headers[REVISION_HEADER] = model_value(revision)
+    return headers
 
 
 def model_from_value(value: str) -> str:

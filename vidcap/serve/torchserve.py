@@ -120,7 +120,7 @@ class Blip2Handler(BaseHandler):
     def initialize(self, context) -> None:
         import torch
 
-        from vidcap.model import Captioner
+        from vidcap.model import Captioner, pinned
 
         self.context = context
         section = (getattr(context, "model_yaml_config", None) or {}).get("handler") or {}
@@ -131,7 +131,7 @@ class Blip2Handler(BaseHandler):
             log.warning(
                 "TorchServe gave this worker GPU %s but CUDA is not available: using CPU", gpu_id
             )
-        settings = config.model_settings(device)
+        settings = pinned(config.model_settings(device))  # the commit it loads, and names
         log.info(
             "loading %s on %s (%s), max_batch=%s",
             config.model,
@@ -200,7 +200,7 @@ class Blip2Handler(BaseHandler):
             BATCH_REQUESTS_HEADER: str(len(data)),
             BATCH_FRAMES_HEADER: str(frames),
             protocol.INPUT_SIZE_HEADER: protocol.input_size_value(core.input_size),
-            protocol.MODEL_HEADER: protocol.model_value(self.model_name),
+            **protocol.model_headers(self.model_name, core.revision),
         }
         responses = []
         for idx, slot in enumerate(data):
