@@ -302,6 +302,27 @@ def test_a_frame_held_across_a_cut_opens_the_clip_and_lasts_to_its_end(
     assert times[shown.index(3)] == pytest.approx(1.5, abs=0.05)  # the last slide: from 18 s
 
 
+@pytest.mark.parametrize("precise", [False, True])
+def test_a_picture_held_while_the_sound_goes_on_fills_its_clips(
+    tmp_path: Path, precise: bool
+) -> None:
+    """Regression: a clip of a song over one still picture (one frame, then 6 s of sound)
+    was re-encoded to hold the frame, but FFmpeg's ``fps`` filter holds a frame only as
+    long as the stream says it lasts: the clip's picture was one frame of 0.04 s, then
+    nothing for the rest of its sound. The last frame is now held to the clip's end."""
+    source = encode_with_ffmpeg(tmp_path / "still.mp4", 1, "25", [
+        "-f", "lavfi", "-i", "sine=duration=6", "-c:v", "libx264", "-c:a", "aac"])  # fmt: skip
+    segments = [Segment(0.0, 4.0), Segment(3.0, 6.0)]
+    out = tmp_path / "out"
+    clips = export_clips(source, segments, out, precise=precise)
+    for clip, segment in zip(clips, segments, strict=True):
+        times, _, _ = decode(out / clip.path)
+        length = segment.end - segment.start
+        assert times[0] == pytest.approx(0.0, abs=0.001), clip
+        assert times[-1] == pytest.approx(length, abs=0.1), (clip, times[-3:])
+        assert clip.duration == pytest.approx(length, abs=0.05), clip
+
+
 def test_pieces_of_a_scene_after_the_files_end_are_passed_over(gop_video: Path, tmp_path) -> None:
     """Regression: a scene's end comes from its last frame's duration as FFmpeg gives it,
     which can lie past the file's stated end (an MP4 slideshow of FFmpeg 5: 40 s against

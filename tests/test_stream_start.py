@@ -5,6 +5,7 @@ command's own timeline, not against vidcap's rule restated."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import pytest
 
+from tests.support.cli import run_main
 from tests.support.videos import (
     cut_off_said,
     encode_with_ffmpeg,
@@ -189,3 +191,38 @@ def test_an_ogg_file_cut_inside_a_page_warns(tmp_path: Path, caplog) -> None:
             said, lost = cut_off_said(path, sampling, "Ogg page", caplog)
             assert len(said) == int(cut), (label, sampling, said)
             assert (lost >= 1) == cut or label == "cut on a boundary"
+
+
+@pytest.mark.parametrize(
+    ("name", "codecs"),
+    [
+        ("still.mp4", ["-c:v", "libx264", "-c:a", "aac"]),
+        ("still.mkv", ["-c:v", "libx264", "-c:a", "aac"]),
+        ("still.webm", ["-c:v", "libvpx-vp9", "-c:a", "libopus"]),
+    ],
+)
+def test_a_picture_held_while_the_sound_goes_on_lasts_to_the_sounds_end(
+    tmp_path: Path, name: str, codecs: list[str]
+) -> None:
+    """Regression: a song over one still picture (one frame, then 6 s of sound: players
+    hold the picture to the end) was a video of 0.04 s: its caption's subtitle cue lasted
+    40 ms and its summary said 0.04 s. Its end is where the sound ends; sound that merely
+    outlasts the picture by a few tens of milliseconds (AAC's padding) changes nothing."""
+    still = encode_with_ffmpeg(
+        tmp_path / name, 1, "25", ["-f", "lavfi", "-i", "sine=duration=6", *codecs]
+    )
+    out = tmp_path / "out"
+    result = run_main("caption", still, "--model", "tiny", "--out", out, "--scenes", "--quiet")
+    assert result.returncode == 0, result.stderr
+    stem = still.stem
+    cue = (out / f"{stem}.srt").read_text().splitlines()[1]  # 00:00:00,000 --> 00:00:06,0xx
+    assert re.fullmatch(r"00:00:00,0\d\d --> 00:00:06,0[0-2]\d", cue), cue
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["videos"][0]["duration"] == pytest.approx(6.0, abs=0.03)
+    scenes = [json.loads(line) for line in (out / f"{stem}.scenes.jsonl").read_text().splitlines()]
+    assert scenes[-1]["end"] == pytest.approx(6.0, abs=0.03)
+    padded = encode_with_ffmpeg(tmp_path / f"padded{still.suffix}", 25, "25", [
+        "-f", "lavfi", "-i", "sine=duration=1.5", *codecs])  # fmt: skip
+    with VideoReader(padded) as reader:
+        list(reader.frames(EVERY))
+    assert reader.stats.duration == pytest.approx(1.0, abs=0.03)  # not held: 0.5 s of sound

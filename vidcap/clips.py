@@ -171,7 +171,14 @@ def cut_arguments(
     decoder = ["-c:v", timing.decoder] if transparent and timing.decoder else []
     if precise:
         interlaced = INTERLACED if timing is not None and timing.interlaced else []
-        chain = [f"fps={held:.6f}:start_time=0"] if held is not None else []
+        chain = []
+        if held is not None:  # (the stream's last frame cloned on, for as long as the clip
+            # may reach past it from the keyframe read first: a picture held while the sound
+            # goes on is shown to the clip's end, where -t cuts)
+            chain = [
+                f"tpad=stop_mode=clone:stop_duration={start + length:.6f}",
+                f"fps={held:.6f}:start_time=0",
+            ]
         chain += [ONTO_WHITE] * transparent
         picture = [*(["-vf", ",".join(chain)] if chain else []), *PRECISE_VIDEO, *interlaced]
         codecs = [*picture, *every_frame_at_its_time(), *PRECISE_AUDIO]

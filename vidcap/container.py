@@ -42,6 +42,10 @@ FILE_DURATION_FORMATS = frozenset({"matroska", "webm", "flv"})
 # Formats whose header states one length for every stream, the file's (ASF's play duration,
 # which FFmpeg gives each stream): a video track that ends before its sound loses nothing.
 FILE_LENGTH_FORMATS = frozenset({"asf"})
+# A picture shown this much longer than its own frame lasts, because the sound goes on,
+# ends the video where the sound ends (``held_end``); a shorter overhang (AAC's padding,
+# a few tens of milliseconds) is no held picture.
+HELD_PICTURE_S = 1.0
 # Formats whose track may carry an edit list (what is shown of the media, in what order).
 EDIT_LIST_FORMATS = frozenset({"mov", "mp4"})
 # Containers that store no presentation times, only decode order (FFmpeg infers pts).
@@ -489,6 +493,29 @@ def missing_file_tail(
     if _others_reach(container, stream, end - tolerance, origin):
         return 0
     return round((end - stats.duration) * stats.nominal_fps)
+
+
+def held_end(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    stats: VideoStats,
+    origin: float,
+) -> float | None:
+    """Where a player stops showing the video's last picture, when the file's sound (or
+    another stream) goes on after it by more than ``HELD_PICTURE_S``: players hold the last
+    picture to the file's end (a song over one still picture: one frame, and a minute of
+    sound). The latest end the header states for another stream, on the video's timeline;
+    only in MP4/MOV and Matroska/WebM, whose headers state each track's length (elsewhere a
+    stream's length is FFmpeg's estimate). ``None`` where none goes on past the video."""
+    if not DELAY_KEEPING_FORMATS & set(container.format.name.split(",")):
+        return None
+    ends = [
+        stream_start(other) + length - origin
+        for other in container.streams
+        if other.index != stream.index and (length := _header_length(other)) is not None
+    ]
+    end = max(ends, default=None)
+    return end if end is not None and end - stats.duration > HELD_PICTURE_S else None
 
 
 def _others_reach(

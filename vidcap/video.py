@@ -48,6 +48,7 @@ from vidcap.container import (
     demux_times,
     disable_generated_pts,
     frames_from_duration,
+    held_end,
     missing_file_tail,
     missing_tail,
     nominal_rate,
@@ -688,6 +689,11 @@ class VideoReader:
                 self.path,
                 stats.corrupt_frames,
             )
+        if not (stats.failed_frames or torn):
+            held_to = held_end(self._container, self._stream, stats, self._start)
+            if held_to is not None:  # the last picture stays on screen while the sound goes on
+                log.info("%s: the sound goes on to %.3f s: last picture held", self.path, held_to)
+                stats.duration = held_to
         if stats.failed_frames or stats.late_frames:
             lost = stats.failed_frames + stats.late_frames
             kept = stats.decoded_frames - stats.late_frames
