@@ -329,17 +329,20 @@ def test_a_server_restarted_with_another_commit_stops_the_run_and_the_rerun_redo
     servers name their commit; an answer of another stops the run, the rerun redoes the
     videos of the old commit."""
     with Stub(revision="first", update_after=3) as stub:
-        code, summary = caption_run(three_videos, tmp_path / "out", stub.url)
+        code, summary = caption_run(three_videos, tmp_path / "mid-run", stub.url)
     assert code == 1
     assert "now answers with revision updated of stub-model, not first" in capsys.readouterr().err
     videos = by_name(summary)
-    done = [v for v in videos.values() if v["status"] == "done"]
-    assert done and all(v["revision"] == "first" for v in done)
     assert any(v["status"] == "failed" for v in videos.values())
+    assert all(v["revision"] == "first" for v in videos.values() if v["status"] == "done")
+    with Stub(revision="first") as stub:  # a whole run, then the model updated
+        code, summary = caption_run(three_videos, tmp_path / "out", stub.url)
+    assert code == 0 and {v["revision"] for v in summary["videos"]} == {"first"}
     with Stub(revision="updated") as updated:
         code, summary = caption_run(three_videos, tmp_path / "out", updated.url)
     assert code == 0 and summary["run"]["resumed"] == 0  # the first commit's videos redone
-    assert {v.get("revision") for v in summary["videos"]} == {"updated"}
+    assert {v["revision"] for v in summary["videos"]} == {"updated"}
+    assert "3 video(s) of" in caplog.text
     assert "were captioned with revision first of stub-model, not updated" in caplog.text
 
 
