@@ -226,3 +226,11 @@ def test_a_picture_held_while_the_sound_goes_on_lasts_to_the_sounds_end(
     with VideoReader(padded) as reader:
         list(reader.frames(EVERY))
     assert reader.stats.duration == pytest.approx(1.0, abs=0.03)  # not held: 0.5 s of sound
+    subtitles = tmp_path / "late.srt"  # a track nobody hears or sees without the picture
+    subtitles.write_text("1\n00:00:00,000 --> 00:00:06,000\nhello\n")
+    titled = encode_with_ffmpeg(tmp_path / f"titled{still.suffix}", 25, "25", [
+        "-i", str(subtitles), *codecs[:2], "-c:s", "mov_text" if name.endswith("mp4") else "webvtt"
+        if name.endswith("webm") else "srt"])  # fmt: skip
+    with VideoReader(titled) as reader:
+        list(reader.frames(EVERY))
+    assert reader.stats.duration == pytest.approx(1.0, abs=0.03)  # only sound holds a picture

@@ -46,6 +46,10 @@ FILE_LENGTH_FORMATS = frozenset({"asf"})
 # ends the video where the sound ends (``held_end``); a shorter overhang (AAC's padding,
 # a few tens of milliseconds) is no held picture.
 HELD_PICTURE_S = 1.0
+# Formats whose header states each track's length: MP4/MOV (each track's duration, its edit
+# list applied), Matroska/WebM (the per-track DURATION tag; ``_header_length``). Elsewhere a
+# stream's length is FFmpeg's estimate.
+TRACK_LENGTH_FORMATS = frozenset({"mov", "mp4", "matroska", "webm"})
 # Formats whose track may carry an edit list (what is shown of the media, in what order).
 EDIT_LIST_FORMATS = frozenset({"mov", "mp4"})
 # Containers that store no presentation times, only decode order (FFmpeg infers pts).
@@ -501,18 +505,18 @@ def held_end(
     stats: VideoStats,
     origin: float,
 ) -> float | None:
-    """Where a player stops showing the video's last picture, when the file's sound (or
-    another stream) goes on after it by more than ``HELD_PICTURE_S``: players hold the last
-    picture to the file's end (a song over one still picture: one frame, and a minute of
-    sound). The latest end the header states for another stream, on the video's timeline;
-    only in MP4/MOV and Matroska/WebM, whose headers state each track's length (elsewhere a
-    stream's length is FFmpeg's estimate). ``None`` where none goes on past the video."""
-    if not DELAY_KEEPING_FORMATS & set(container.format.name.split(",")):
+    """Where a player stops showing the video's last picture, when the file's sound goes on
+    after it by more than ``HELD_PICTURE_S``: players hold the last picture to the sound's
+    end (a song over one still picture: one frame, and a minute of sound). The latest end
+    the header states for an audio track, on the video's timeline (a timecode, telemetry,
+    chapter or subtitle track is not shown: not counted); only in ``TRACK_LENGTH_FORMATS``.
+    ``None`` where no sound goes on past the video."""
+    if not TRACK_LENGTH_FORMATS & set(container.format.name.split(",")):
         return None
     ends = [
-        stream_start(other) + length - origin
-        for other in container.streams
-        if other.index != stream.index and (length := _header_length(other)) is not None
+        stream_start(sound) + length - origin
+        for sound in container.streams.audio
+        if (length := _header_length(sound)) is not None
     ]
     end = max(ends, default=None)
     return end if end is not None and end - stats.duration > HELD_PICTURE_S else None
