@@ -244,6 +244,51 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_recording_what_is_done(
     assert not any(map(_running, children))  # no decoder left behind
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
+@pytest.mark.slow  # over 3 s: in make test, not make test-fast
+def test_a_closed_terminal_stops_a_run_recording_what_is_done(tmp_path: Path) -> None:
+    """Regression: an SSH session dropped (or the terminal window closed) sends the run
+    SIGHUP, which ended it on the spot: no ``summary.json``, no page for the videos it had
+    finished. It stops as on SIGTERM (exit 129), its output going nowhere (the terminal is
+    gone: a write to it fails, which must not stop the recording)."""
+    import pty
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(8):
+        (videos / f"v{i}.mp4").write_bytes((SAMPLES / "subject.mp4").read_bytes())
+    out = tmp_path / "out"
+    terminal, tty = pty.openpty()
+    proc = subprocess.Popen(
+        [*CMD, "caption", str(videos), "--out", str(out), "--model", "tiny", "--every-n", "1",
+         "--decode-workers", "1"],
+        stdin=tty, stdout=tty, stderr=tty, start_new_session=True,
+    )  # fmt: skip
+    os.close(tty)
+    os.set_blocking(terminal, False)
+    records = out / ".vidcap"
+    deadline = time.monotonic() + 120
+    while not list(records.glob("v*.json")) and time.monotonic() < deadline:
+        try:
+            os.read(terminal, 65536)  # (the terminal shows the progress)
+        except OSError:
+            pass
+        time.sleep(0.05)
+    assert list(records.glob("v*.json")), "no video finished"
+    children = [int(c) for t in os.listdir(f"/proc/{proc.pid}/task")
+                for c in Path(f"/proc/{proc.pid}/task/{t}/children").read_text().split()]  # fmt: skip
+    os.close(terminal)  # the terminal goes away: its session gets SIGHUP, as from the kernel
+    os.killpg(proc.pid, signal.SIGHUP)
+    assert proc.wait(timeout=60) == 129
+    summary = json.loads((out / "summary.json").read_text())
+    done = [v["name"] for v in summary["videos"] if v["status"] == "done"]
+    assert done and len(done) < 8 and (out / "index.html").is_file()
+    deadline = time.monotonic() + 10
+    while any(map(_running, children)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(_running, children))  # no decoder left behind
+
+
 def test_ctrl_c_while_the_parser_imports_is_one_line_and_130(monkeypatch, capsys) -> None:
     """Ctrl-C while ``main`` imports PyAV and NumPy: an import cut short may surface as
     another error (NumPy raises ``ImportError``); it is still the one line and 130."""

@@ -109,7 +109,9 @@ def quiet_libraries() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit status. Ctrl-C, whenever it comes, is one line and 130;
     SIGTERM (``kill``, ``timeout``, a scheduler's or container's stop) stops it the same
-    way — what is done is recorded, the page rewritten — and is one line and 143."""
+    way — what is done is recorded, the page rewritten — and is one line and 143; SIGHUP
+    (the terminal closed: an SSH session dropped) too, silently (nobody sees its output),
+    129."""
     ctrl_c = _CtrlC()
     try:  # from the start: building the parser imports PyAV and NumPy
         quiet_libraries()
@@ -123,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # An import cut short by Ctrl-C may surface as another error (NumPy's ImportError).
         if not isinstance(exc, KeyboardInterrupt) and not ctrl_c.pressed:
             raise
+        if ctrl_c.hung_up:
+            return 128 + signal.SIGHUP
         if ctrl_c.terminated:
             print("vidcap: stopped by SIGTERM; rerun the same command to resume", file=sys.stderr)
             return 128 + signal.SIGTERM
@@ -134,20 +138,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 class _CtrlC:
     """SIGINT raises ``KeyboardInterrupt`` as Python's own handler does, and is noted.
-    So does the first SIGTERM, which by default would end the process on the spot, leaving
-    no ``summary.json`` or page for what was done; a second one, while the run records
-    what it did, is noted and waits for that (a scheduler's SIGKILL still ends it)."""
+    So does the first SIGTERM or SIGHUP, which by default would end the process on the
+    spot, leaving no ``summary.json`` or page for what was done; a second one, while the
+    run records what it did, is noted and waits for that (a scheduler's SIGKILL still ends
+    it). SIGHUP means the terminal is gone: what the run still prints goes nowhere (a
+    write to a hung-up terminal fails)."""
+
+    STOPS = ("SIGTERM", "SIGHUP")  # (SIGHUP: POSIX only)
 
     def __init__(self) -> None:
         self.pressed = False
         self.terminated = False
+        self.hung_up = False
         self.previous: dict[int, object] = {}
         if threading.current_thread() is threading.main_thread():
-            for number in (signal.SIGINT, signal.SIGTERM):
+            numbers = [
+                signal.SIGINT,
+                *(getattr(signal, n) for n in self.STOPS if hasattr(signal, n)),
+            ]
+            for number in numbers:
                 self.previous[number] = signal.signal(number, self._handle)
 
     def _handle(self, signum: int, frame: object) -> None:
-        if signum == signal.SIGTERM:
+        if signum == getattr(signal, "SIGHUP", None):
+            self.hung_up = True
+            _output_to_nowhere()
+        if signum != signal.SIGINT:
             if self.terminated:
                 return
             self.terminated = True
@@ -157,6 +173,17 @@ class _CtrlC:
     def restore(self) -> None:
         for number, previous in self.previous.items():
             signal.signal(number, previous)  # type: ignore[arg-type]
+
+
+def _output_to_nowhere() -> None:
+    """Standard output and error to ``/dev/null``: their terminal hung up."""
+    try:
+        nowhere = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            os.dup2(nowhere, fd)
+        os.close(nowhere)
+    except OSError:
+        pass
 
 
 def _run(args: argparse.Namespace) -> int:
