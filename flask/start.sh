@@ -2,14 +2,14 @@
 # Start the vidcap Flask caption server under gunicorn.
 #
 # One worker process (the model is loaded once per process, i.e. once per GPU) with
-# THREADS threads for concurrent connections; the micro-batcher merges their frames into
+# THREADS threads for concurrent requests; the micro-batcher merges their frames into
 # one model call. Binds 127.0.0.1 unless HOST says otherwise.
 #
 #   VIDCAP_MODEL=tiny PORT=5000 flask/start.sh      # stop it with flask/stop.sh
 #
 # Environment: VIDCAP_MODEL (required: hub id, local dir or "tiny"), VIDCAP_DEVICE (auto,
 # cpu, cuda, cuda:N), VIDCAP_DTYPE (auto, float16, bfloat16, float32), HOST (127.0.0.1),
-# PORT (5000), THREADS (64 connections at once), VIDCAP_MAX_BATCH (8 frames per model
+# PORT (5000), THREADS (64 requests at once), VIDCAP_MAX_BATCH (8 frames per model
 # call), VIDCAP_MAX_DELAY_MS (10), VIDCAP_MAX_QUEUE (512 frames waiting, then 503),
 # VIDCAP_MAX_FRAMES (64 per request), VIDCAP_MAX_PIXELS (8847360 per frame),
 # VIDCAP_MAX_REQUEST_PIXELS (auto: VIDCAP_MAX_FRAMES 1080p frames), VIDCAP_MAX_DECODERS
