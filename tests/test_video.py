@@ -1323,7 +1323,8 @@ def test_frames_after_concealed_damage_are_marked_until_the_next_clean_keyframe(
     with caplog.at_level(logging.WARNING, logger="vidcap.video"):
         every = read(damaged, SamplingSettings(every_n=1, mode="all"))
     [warning] = [r.getMessage() for r in caplog.records if "concealed" in r.getMessage()]
-    assert f"{sum(f[1] for f in truth)} frames decoded with errors" in warning
+    corrupt = sum(f[1] for f in truth)
+    assert f"{corrupt} {'frame' if corrupt == 1 else 'frames'} decoded with errors" in warning
     assert [f.damaged for f in every] == expected
     assert 0 < sum(expected) < len(expected)
     by_index = {f.index: f.damaged for f in every}

@@ -684,10 +684,11 @@ class VideoReader:
             stats.failed_frames = max(stats.failed_frames, 1)
         if stats.corrupt_frames:
             log.warning(
-                "%s: %d frames decoded with errors the decoder concealed (corrupt stream); "
+                "%s: %d %s decoded with errors the decoder concealed (corrupt stream); "
                 "samples that may show it are marked damaged",
                 self.path,
                 stats.corrupt_frames,
+                "frame" if stats.corrupt_frames == 1 else "frames",
             )
         if not (stats.failed_frames or torn):
             held_to = held_end(self._container, self._stream, stats, self._start)

@@ -7,6 +7,7 @@
 * ``protocol``: the HTTP-level rules (method, size, multipart names), worded once;
 * ``batcher``: the micro-batcher a threaded server puts in front of the core;
 * ``flask_app``: the Flask transport (``flask/`` holds its start script);
-* ``gunicorn_worker``: gthread with per-read timeouts for slow clients;
+* ``gunicorn_worker``: gthread that gathers requests without a thread and sheds slow
+  clients (``deadline_socket``: its client socket, reads bounded by the request's deadline);
 * ``torchserve``: the TorchServe handler (``handlers/blip2_handler.py`` re-exports it).
 """

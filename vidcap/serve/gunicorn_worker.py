@@ -60,6 +60,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from vidcap.serve import protocol
 from vidcap.serve.config import ServeConfig
+from vidcap.serve.deadline_socket import DeadlineSocket
 
 # Seconds a client must have been sending its request before it may be disconnected
 # to make room: longer than any good client on a working network takes.
@@ -73,103 +74,6 @@ LINGER_BYTES = 64 * 1024
 HEADER_END = b"\r\n\r\n"
 GATHER_LIMIT = 64 * 1024
 BARE_LF = re.compile(rb"(?<!\r)\n")
-
-
-class DeadlineSocket(socket.socket):
-    """A client socket whose reads stop at the request's deadline.
-
-    In blocking mode each call waits at most ``stall`` seconds (never forever) and, while
-    ``deadline`` (``time.monotonic()``) is set, never past it: a read then raises
-    ``DeadlinePassed``, as does every read after ``shed``.
-    """
-
-    stall: float | None = None
-    deadline: float | None = None
-    reading_since: float = 0.0
-    was_shed: bool = False
-    pending: memoryview | None = None  # gathered bytes not yet read (``give``)
-    pending_at: int = 0
-
-    def setblocking(self, flag: bool) -> None:
-        if flag and self.stall is not None:
-            self.settimeout(self.stall)
-        else:
-            super().setblocking(flag)
-
-    def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        if self.pending is not None:
-            return bytes(self._take(bufsize))
-        self._arm()
-        try:
-            data = super().recv(bufsize, flags)
-        except TimeoutError:
-            self._check_deadline()
-            raise
-        if self.was_shed:
-            raise protocol.Shed()
-        return data
-
-    def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:  # type: ignore[no-untyped-def, override]
-        if self.pending is not None:
-            piece = self._take(nbytes or len(buffer))
-            buffer[: len(piece)] = piece
-            return len(piece)
-        self._arm()
-        try:
-            size = super().recv_into(buffer, nbytes, flags)
-        except TimeoutError:
-            self._check_deadline()
-            raise
-        if self.was_shed:
-            raise protocol.Shed()
-        return size
-
-    def give(self, data: bytearray) -> None:
-        """Bytes read for the connection before a thread took it: ``recv`` returns them
-        first, a chunk at a time (gunicorn's parser, given them whole, copied what was left
-        at every read: a 14 MB body cost 5 s of CPU)."""
-        self.pending, self.pending_at = memoryview(data), 0
-
-    def take_pending(self) -> bytes:
-        """What is left of the given bytes (a pipelined request), no longer given."""
-        rest = b"" if self.pending is None else bytes(self.pending[self.pending_at :])
-        self.pending = None
-        return rest
-
-    def _take(self, size: int) -> memoryview:
-        assert self.pending is not None
-        piece = self.pending[self.pending_at : self.pending_at + max(size, 1)]
-        self.pending_at += len(piece)
-        if self.pending_at >= len(self.pending):
-            self.pending = None
-        return piece
-
-    def start_request(self, timeout: float) -> None:
-        self.reading_since = time.monotonic()
-        self.deadline = self.reading_since + timeout
-
-    def shed(self) -> None:
-        """Stop reading the client, from another thread: a blocked read returns at once
-        and raises ``Shed``; the thread answers 503 and closes."""
-        self.was_shed = True
-        try:
-            self.shutdown(socket.SHUT_RD)
-        except OSError:
-            pass
-
-    def _arm(self) -> None:
-        if self.was_shed:
-            raise protocol.Shed()
-        if self.deadline is None or self.gettimeout() == 0.0:
-            return  # no request being read, or non-blocking (the poller's socket)
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise protocol.DeadlinePassed("request not received in time")
-        self.settimeout(min(remaining, self.stall) if self.stall else remaining)
-
-    def _check_deadline(self) -> None:
-        if self.deadline is not None and time.monotonic() >= self.deadline - 0.01:
-            raise protocol.DeadlinePassed("request not received in time") from None
 
 
 GATHERED_FULL = "requests being sent would pass VIDCAP_MAX_BODIES_MB in memory"
@@ -224,6 +128,11 @@ class DeadlineConn(TConn):
     first_byte: float | None = None  # when they began to arrive (time.monotonic())
     request_end: int | None = None  # the length of headers and body, once the headers are in
     opened: float = 0.0  # when the connection was accepted, or went back to waiting
+
+    @property
+    def sending_since(self) -> float:
+        """When its request began to arrive (its opening, while it has sent nothing)."""
+        return self.first_byte if self.first_byte is not None else self.opened
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
@@ -350,7 +259,7 @@ class DeadlineThreadWorker(ThreadWorker):
                     for other in self.gathering
                     if other is not conn
                     and other.gathered
-                    and now - (other.first_byte or other.opened) >= SHED_AFTER
+                    and now - other.sending_since >= SHED_AFTER
                 ),
                 None,
             )
@@ -358,7 +267,7 @@ class DeadlineThreadWorker(ThreadWorker):
                 return False
             self.log.warning("closed a client that has been sending its request for %.1fs: "
                              "requests gathered would pass VIDCAP_MAX_BODIES_MB",
-                             now - (victim.first_byte or victim.opened))  # fmt: skip
+                             now - victim.sending_since)  # fmt: skip
             self._close_gathering(victim, protocol.shed_answer())
         return True
 
@@ -388,8 +297,7 @@ class DeadlineThreadWorker(ThreadWorker):
         """408 for a request not in within ``read_timeout`` of its first byte (of the
         connection's opening if it sent none); every one while the worker stops."""
         for conn in list(self.gathering):
-            since = conn.first_byte if conn.first_byte is not None else conn.opened
-            if not self.alive or now - since >= self.read_timeout:
+            if not self.alive or now - conn.sending_since >= self.read_timeout:
                 late = (
                     protocol.headers_timeout if conn.request_end is None else protocol.read_timeout
                 )
@@ -499,11 +407,7 @@ class DeadlineThreadWorker(ThreadWorker):
             ]
             late = (
                 late
-                or [
-                    conn
-                    for conn in self.gathering
-                    if now - (conn.first_byte or conn.opened) >= SHED_AFTER
-                ][:1]
+                or [conn for conn in self.gathering if now - conn.sending_since >= SHED_AFTER][:1]
             )
             if late:
                 self.log.warning(
