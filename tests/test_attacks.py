@@ -1024,6 +1024,7 @@ def answer_of(sock: socket.socket, wait: float) -> bytes:
 
 
 STALLED_HEADS = (b"", FLASK_TRICKLE_HEADERS, FLASK_TRICKLE_BODY + b"ab")
+FLASK_HEALTH = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 @pytest.mark.parametrize(
@@ -1053,8 +1054,11 @@ def test_flask_450_stalled_connections_hold_no_thread(flask_server: FlaskServer)
     """Connections that open and send nothing, half a request line, or headers and two
     bytes of a body wait in the main loop, not in the 16 threads: a good request is
     answered at once (it waited 450 / 16 seconds, a thread shedding one stalled client a
-    second), and at the deadline the stalled are closed (408 for those that sent bytes)."""
-    opened = open_stalled(flask_server.port, STALLED_HEADS, 450)
+    second), and at the deadline the stalled are closed (408 for those that sent bytes).
+    The same for such a request pipelined behind a good one on a kept-alive connection
+    (gunicorn gave it to a thread at once: a good request beside 400 waited 23 s)."""
+    pipelined = tuple(FLASK_HEALTH + head for head in STALLED_HEADS[1:])
+    opened = open_stalled(flask_server.port, STALLED_HEADS + pipelined, 450)
     try:
         time.sleep(0.5)
         took = latencies(lambda: flask_good_request(flask_server), 3)
@@ -1065,11 +1069,33 @@ def test_flask_450_stalled_connections_hold_no_thread(flask_server: FlaskServer)
             sock.close()
     print(f"\nflask, 450 stalled connections over 16 threads: good requests {max(took):.2f} s")
     assert max(took) < 1.0
-    assert all(answer == b"" for answer in answers[0::3]), answers[0]
-    assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers[1::3]), answers[1]
-    assert all(b"headers not received within 8s" in answer for answer in answers[1::3])
-    assert all(b"body not received within 8s" in answer for answer in answers[2::3]), answers[2]
+    assert all(answer == b"" for answer in answers[0::5]), answers[0]
+    assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers[1::5]), answers[1]
+    assert all(b"headers not received within 8s" in answer for answer in answers[1::5])
+    assert all(b"body not received within 8s" in answer for answer in answers[2::5]), answers[2]
+    for kind, late in ((3, b"headers"), (4, b"body")):  # a good request, then half of one
+        for answer in answers[kind::5]:
+            assert answer.startswith(b"HTTP/1.1 200") and answer.count(b"HTTP/1.1 ") == 2, answer
+            assert b"HTTP/1.1 408" in answer and late + b" not received within 8s" in answer
     flask_good_request(flask_server)
+
+
+@pytest.mark.slow
+def test_flask_answers_pipelined_requests_in_order_each_once(flask_server: FlaskServer) -> None:
+    """Requests sent back to back in one write (HTTP/1.1 pipelining) — bodies among them,
+    the last asking to close — are answered in order, each once, then the connection
+    closes (each next request is gathered from what the one before left unread)."""
+    png = wire.encode_image(make_frames(1, (64, 64))[0], "png")
+    post = raw_request(flask_server.port, "/caption", png, PNG)
+    close = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", flask_server.port), timeout=30) as sock:
+        sock.sendall((FLASK_HEALTH + post) * 5 + close + FLASK_HEALTH)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    heads = [part.split(b"\r\n", 1)[0] for part in answer.split(b"HTTP/1.1 ")[1:]]
+    assert heads == [b"200 OK"] * 11, heads
+    assert answer.count(b'"caption"') == 5 and answer.count(b'"status":"ok"') == 6, answer[-300:]
 
 
 @pytest.mark.slow

@@ -9,7 +9,8 @@ them all. Here (``flask/start.sh`` selects it with ``--worker-class``):
   to a pool thread at once, which waits there for the client's bytes: 3,000 connections
   opened and left silent, sent half a request line, or headers and two bytes of a body,
   held the 16 threads in turn and a good request waited minutes. Here the main loop's
-  poller gathers a request without a thread, for new and kept-alive connections alike:
+  poller gathers a request without a thread, for new and kept-alive connections alike
+  (pipelined requests too: what a request leaves unread is the next one's start):
   its headers (to ``HEADER_END``; past ``GATHER_LIMIT`` bytes a thread reads on and
   gunicorn refuses headers that long), then the body its ``Content-Length`` declares
   (``declared_body``; a chunked body, ``Expect: 100-continue`` or a length over
@@ -226,6 +227,10 @@ class DeadlineThreadWorker(ThreadWorker):
             self.nr_conns -= 1
             conn.close()
             return
+        self._received(conn, data)
+
+    def _received(self, conn: DeadlineConn, data: bytes) -> None:
+        """``data`` of a gathering connection's request: a thread takes it once it is in."""
         if conn.first_byte is None:
             conn.first_byte = time.monotonic()
         if not self._room(conn, len(data)):
@@ -312,11 +317,33 @@ class DeadlineThreadWorker(ThreadWorker):
         self.inflight -= 1
         if getattr(conn.sock, "was_shed", False):
             self.shed_waiting = max(0, self.shed_waiting - 1)
-        if isinstance(conn.sock, DeadlineSocket) and conn.sock.pending is not None:
-            rest = conn.sock.take_pending()  # a pipelined request: the parser's to read next
-            if conn.parser is not None:
-                conn.parser.unreader.unread(rest)
+        sock = conn.sock
+        if conn.parser is not None and isinstance(sock, DeadlineSocket) and sock.pending:
+            # What the client sent after the request (pipelined), in order: what the parser
+            # read ahead, then what it did not read of the gathered bytes.
+            unreader = conn.parser.unreader
+            unreader.unread(unreader.take_buffered() + sock.take_pending())
+        if self._kept_alive(conn, fs) and conn.parser.unreader.buf.getbuffer().nbytes:
+            # The next request is gathered as any other (stock gthread gives it to a thread
+            # at once, where half a request held the thread until its deadline).
+            self.gather(conn)
+            if conn in self.gathering:
+                self._received(conn, conn.parser.unreader.take_buffered())
+            return
         super().finish_request(conn, fs)
+
+    def _kept_alive(self, conn: TConn, fs) -> bool:  # type: ignore[no-untyped-def]
+        """Whether a request's thread left its connection open for the next, its body
+        read to the end (gunicorn's ``_keepalive_after``), in a worker that goes on."""
+        return (
+            isinstance(conn, DeadlineConn)
+            and not self.cfg.is_ssl
+            and self.alive
+            and conn.parser is not None
+            and not fs.cancelled()
+            and fs.exception() is None
+            and fs.result() is True
+        )
 
     def murder_pending(self) -> None:
         super().murder_pending()
