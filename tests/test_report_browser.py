@@ -55,6 +55,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 HOSTILE_FILE = "clip <script>alert('name')<script> \"q\" 'x' ü"
+SHOTS = "shots"  # a video captioned with --scenes
 WRITTEN_NAME = "written <b>bold<b> &amp; #frag ?q=1 %20"  # no "/": it is a file name
 BIG_VIDEOS, BIG_CAPTIONS = 10_000, 60
 # stated limits, far above what was measured (BENCHMARKS.md) on a shared 2-core machine
@@ -127,6 +128,10 @@ def folder(http_root) -> Path:
     if concealed:  # every frame, so that samples fall where the damage is
         every = ["caption", str(concealed[0]), "--model", "tiny", "--every-n", "1"]
         assert main([*every, "--out", str(out), "--quiet"]) == 0
+    (root / "shots").mkdir()  # ten shots, captioned at their middle frames
+    shutil.copy(ROOT / "sample_videos" / "shapes.mp4", root / "shots" / f"{SHOTS}.mp4")
+    shots = ["caption", str(root / "shots"), "--model", "tiny", "--scenes"]
+    assert main([*shots, "--out", str(out), "--quiet"]) == 0
     assert (out / "index.html").is_file()  # every run writes the page
     write_folder(out, [FakeVideo(WRITTEN_NAME, (HOSTILE_CAPTION, "a red circle", "a red circle"),
                                  source=str(root / "elsewhere" / "gone.mp4"))])  # fmt: skip
@@ -171,6 +176,39 @@ def test_the_page_loads_without_errors_and_shows_every_video(
     )
     assert page.problems == []
     page.screenshot_to(tmp_path, f"report-{page.url.split(':')[0]}.png")
+
+
+def test_the_caption_track_shows_the_subtitles_cues(page: Page, folder: Path) -> None:
+    """The card's "captions (cues)" track is the video's subtitles: with ``--scenes`` one
+    cue per shot from its start (the track showed each shot's cue from its captioned middle
+    frame, which the SRT does not), else equal consecutive captions merged."""
+    import srt
+
+    spans = page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('.card')].map(c => [c.dataset.name,"
+        " [...c.querySelectorAll('.track.cues span')].map(s => s.title)]))"
+    )
+
+    def seconds(clock: str) -> float:
+        *hours, minutes, rest = clock.split(":")
+        return int(hours[0] if hours else 0) * 3600 + int(minutes) * 60 + float(rest)
+
+    checked = 0
+    for video in open_folder(folder):
+        subtitles = video.output(".srt")
+        if not (video.done and subtitles.is_file()):
+            continue
+        cues = list(srt.parse(subtitles.read_text(encoding="utf-8")))
+        if len(cues) == 1 and not cues[0].content:  # (all captions empty: a text-less cue)
+            cues = []
+        want = [(c.start.total_seconds(), c.end.total_seconds()) for c in cues]
+        shown = [title.split("  ", 1)[0].split(" – ") for title in spans[video.name]]
+        assert [(seconds(a), seconds(b)) for a, b in shown] == want, video.name
+        checked += 1
+    assert checked >= 4
+    shot_cues = [title.split("  ", 1)[1] for title in spans[SHOTS]]
+    assert len(shot_cues) == 10 and spans[SHOTS][0].startswith("0:00.000 – 0:03.000  ")
+    assert shot_cues == [r["caption"] for r in read_jsonl(folder / f"{SHOTS}.scenes.jsonl")]
 
 
 def test_a_failed_video_shows_its_error(page: Page, folder: Path) -> None:

@@ -108,7 +108,7 @@ def _caption(args: argparse.Namespace, out: Path) -> int:
         summary = f"{args.out.rstrip('/')}/summary.json"
         print(
             f"vidcap: {len(results) - len(failed)} of {len(results)} videos done, "
-            f"{done_frames} frames; outputs in {args.out}"
+            f"{done_frames} frame{'' if done_frames == 1 else 's'}; outputs in {args.out}"
             + (f"; {', '.join(notes)} (see {summary})" if notes else ""),
             file=sys.stderr,
         )

@@ -215,6 +215,28 @@
   // --- cards ------------------------------------------------------------------------------
 
   function cues(video) {
+    // The cues of the video's subtitles: with scenes, vidcap.outputs.scene_cues (one per
+    // shot with a caption, none of zero length at the millisecond); else merge_cues
+    if (video.sc && video.sc.length) {
+      return video.sc.filter(function (s) {
+        return s[2].trim() && Math.round(s[1] * 1000) > Math.round(s[0] * 1000);
+      }).map(function (s) { return sceneSpan(video, s); });
+    }
+    return frameCues(video);
+  }
+
+  function sceneSpan(video, scene) {
+    // a shot as a span; its index: the first sample inside it with the shot's caption
+    // (the picture shown when the source cannot play)
+    var index = null;
+    for (var i = 0; i < video.t.length && index === null; i++) {
+      if (video.t[i] >= scene[0] && video.t[i] < scene[1] &&
+          video.shard.captions[video.c[i]] === scene[2]) index = i;
+    }
+    return { start: scene[0], end: scene[1], text: scene[2], index: index };
+  }
+
+  function frameCues(video) {
     // vidcap.outputs.merge_cues: equal consecutive captions are one cue; none empty or of
     // zero length at the millisecond; the last ends at the video's end
     var out = [];
@@ -271,7 +293,7 @@
     node.dataset.name = video.n;
     node.appendChild(el('h3', null, video.n));
     node.appendChild(el('span', 'status ' + video.s, video.s));
-    var facts = clock(video.D || 0) + ' · ' + (video.F || 0) + ' frames';
+    var facts = clock(video.D || 0) + ' · ' + (video.F || 0) + (video.F === 1 ? ' frame' : ' frames');
     node.appendChild(el('span', 'facts', facts));
     node.appendChild(el('div', 'source', video.v));
     if (video.e) node.appendChild(el('p', 'error', video.e));
@@ -292,12 +314,12 @@
     node.appendChild(track(video, 'cues', 'captions (cues)', cues(video)));
     if (video.sc && video.sc.length) {
       node.appendChild(track(video, 'scenes', 'scenes', video.sc.map(function (s) {
-        return { start: s[0], end: s[1], text: s[2] };
+        return sceneSpan(video, s);
       })));
     }
     if (video.mk) {
       node.appendChild(track(video, 'mask', 'vidcap mask: ' + video.mk.label, video.mk.seg.map(function (s) {
-        return { start: s[0], end: s[1], text: s[2] + ' frames' };
+        return { start: s[0], end: s[1], text: s[2] + (s[2] === 1 ? ' frame' : ' frames') };
       })));
     }
     var strip = el('div', 'strip');
