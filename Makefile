@@ -38,8 +38,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/vidcap caption sample_videos/shapes.mp4 --model tiny --out demo_out
 	@echo
-	@echo "outputs: demo_out/ (shapes.jsonl, shapes.srt, shapes.vtt, summary.json)"
+	@echo "outputs: demo_out/ (shapes.jsonl, shapes.srt, shapes.vtt, summary.json, thumbs/)"
 	@head -n 5 demo_out/shapes.jsonl
+	@echo "open demo_out/index.html in a browser: the folder as a page (captions, thumbnails, search)"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
