@@ -30,6 +30,7 @@ import pytest
 from aiohttp import web
 
 from tests.support.servers import make_frames, pixel_digest, read_wire, run_to_end
+from tests.support.videos import read_jsonl
 from vidcap import wire
 from vidcap.backend import CaptionFailed
 from vidcap.cli import main
@@ -315,6 +316,29 @@ def test_a_server_restarted_with_another_model_stops_the_run_never_mixing_captio
         code, summary = caption_run(three_videos, tmp_path / "out", other.url)
     assert code == 0 and summary["run"]["resumed"] == 0  # every video again, with it
     assert {v["model"] for v in summary["videos"]} == {"other-model"}
+
+
+def test_one_of_several_servers_restarted_with_another_model_is_left_and_the_run_goes_on(
+    three_videos: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: one endpoint of several restarted with another model stopped the whole
+    run (the videos in flight recorded failed, to redo) while the others still served the
+    run's model. Its answer is dropped, that server is no longer used (one warning line),
+    and its frames go to the others: every video done, all with the run's model."""
+    with Stub(switch_after=1) as switched, Stub() as steady:
+        code, summary = caption_run(three_videos, tmp_path / "out", f"{switched.url},{steady.url}")
+        after_switch = switched.caption_requests
+    assert code == 0, caplog.text
+    err = caplog.text
+    assert f"{switched.url} now answers with the captions of other-model, not of stub-model" in err
+    assert "that server is no longer used: the run goes on with the 1 other(s)" in err
+    assert switched.model == "other-model" and after_switch >= 2  # it did answer, once changed
+    videos = by_name(summary)
+    assert {v["status"] for v in videos.values()} == {"done"}
+    assert {v["model"] for v in videos.values()} == {"stub-model"}
+    for name, video in videos.items():  # every frame, each captioned by the steady server
+        rows = read_jsonl(tmp_path / "out" / f"{name}.jsonl")
+        assert len(rows) == video["frames"] and len({r["frame"] for r in rows}) == len(rows)
 
 
 def test_a_server_restarted_with_another_commit_stops_the_run_and_the_rerun_redoes_it(

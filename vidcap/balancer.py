@@ -80,6 +80,19 @@ class Balancer:
             endpoint.down_until = 0.0
         self._changed.set()
 
+    def retire(self, url: str) -> bool | None:
+        """No more requests to ``url`` (it serves another model than the run's): True when
+        it is retired now, False when it was already, None when it is the last endpoint
+        (kept: the caller stops)."""
+        mine = [e for e in self.endpoints if e.url == url]
+        if not mine:
+            return False
+        if len(self.endpoints) == len(mine):
+            return None
+        self.endpoints = [e for e in self.endpoints if e.url != url]
+        self._changed.set()
+        return True
+
     def any_healthy_besides(self, endpoint: Endpoint) -> bool:
         now = asyncio.get_running_loop().time()
         return any(e is not endpoint and e.down_until <= now for e in self.endpoints)

@@ -106,8 +106,14 @@ class ServerUnavailable(RemoteError, BackendUnavailable):
 
 
 class ServerChanged(RemoteError, BackendUnavailable):
-    """A server answered with another model's captions than the run began with (restarted
-    with another model mid-run): the run stops rather than mix two models' captions."""
+    """A server (``url``) answered with another model's captions than the run began with
+    (restarted with another model, or another commit of it, mid-run). Its answer is
+    dropped and the server no longer used; when it was the last, the run stops rather
+    than mix two models' captions."""
+
+    def __init__(self, message: str, url: str = "") -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class ServerRejected(RemoteError):
@@ -546,6 +552,11 @@ class RemoteBackend:
                     cooldown = min(exc.retry_after, self.options.backoff_max)
                     delay = max(delay, cooldown)
                 self._balancer.release(endpoint, failed=True, cooldown=cooldown)
+            except ServerChanged as exc:  # (from this endpoint, or one asked alongside)
+                self._balancer.release(endpoint, failed=False)
+                if not self._retire(exc):
+                    raise
+                continue  # the frames go to a server still serving the run's model
             except BaseException:
                 self._balancer.release(endpoint, failed=False)
                 raise
@@ -569,6 +580,20 @@ class RemoteBackend:
         raise ServerUnavailable(
             f"no server captioned {len(frames)} frame(s) {after}; last error: {reason}"
         )
+
+    def _retire(self, changed: ServerChanged) -> bool:
+        """Stop using the server that answered with another model (its answer dropped);
+        False when it is the last one serving the run's model (the run stops)."""
+        retired = self._balancer.retire(changed.url)
+        if retired is None:
+            return False
+        if retired:
+            log.warning(
+                "%s; that server is no longer used: the run goes on with the %d other(s)",
+                str(changed).split(": the run stops", 1)[0],
+                len(self._balancer.endpoints),
+            )
+        return True
 
     def _stall_time(self) -> float | None:
         """Seconds after which an attempt with no answer is sent again alongside."""
@@ -681,7 +706,8 @@ class RemoteBackend:
         raise ServerChanged(
             f"{url} now answers with {said}, which this run began with (a server restarted "
             f"{why}?): the run stops rather than mix two models' captions in one folder; a "
-            "rerun captions every video with the model the servers then serve"
+            "rerun captions every video with the model the servers then serve",
+            url,
         )
 
     def _form(self, frames: list[bytes], fields: dict[str, str]) -> aiohttp.FormData:
