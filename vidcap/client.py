@@ -111,9 +111,10 @@ class ServerChanged(RemoteError, BackendUnavailable):
     dropped and the server no longer used; when it was the last, the run stops rather
     than mix two models' captions."""
 
-    def __init__(self, message: str, url: str = "") -> None:
+    def __init__(self, message: str, url: str = "", change: str = "") -> None:
         super().__init__(message)
         self.url = url
+        self.change = change or message  # what the server now answers with, in words
 
 
 class ServerRejected(RemoteError):
@@ -590,7 +591,7 @@ class RemoteBackend:
         if retired:
             log.warning(
                 "%s; that server is no longer used: the run goes on with the %d other(s)",
-                str(changed).split(": the run stops", 1)[0],
+                changed.change,
                 len(self._balancer.endpoints),
             )
         return True
@@ -703,11 +704,14 @@ class RemoteBackend:
             why = "after the model was updated"
         else:
             return
+        change = (
+            f"{url} now answers with {said}, which this run began with (a server restarted {why}?)"
+        )
         raise ServerChanged(
-            f"{url} now answers with {said}, which this run began with (a server restarted "
-            f"{why}?): the run stops rather than mix two models' captions in one folder; a "
+            f"{change}: the run stops rather than mix two models' captions in one folder; a "
             "rerun captions every video with the model the servers then serve",
             url,
+            change,
         )
 
     def _form(self, frames: list[bytes], fields: dict[str, str]) -> aiohttp.FormData:
