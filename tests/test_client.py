@@ -18,8 +18,10 @@ import runpy
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -335,6 +337,28 @@ def test_a_wrong_endpoint_path_says_so() -> None:
         with remote(wrong) as backend:
             [answer] = caption_all(backend, make_frames(1, SIZE))
     assert isinstance(answer, CaptionFailed) and "full endpoint URL" in answer.reason
+
+
+def test_a_web_server_that_is_no_caption_endpoint_is_refused_at_the_start(tmp_path: Path) -> None:
+    """Regression: ``--server`` pointed at a web server that is not vidcap's (Python's
+    ``http.server``: POST → 501 with an HTML page) was taken for a server that failed every
+    request: each video failed after its retries, each warning an HTML page. The info
+    question's 501 (or 405) now refuses it at once, in words, with the endpoint hint."""
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    handler = partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/caption"
+        with pytest.raises(ServerRejected) as refused:
+            RemoteBackend.connect(url, ClientOptions(**FAST))
+    finally:
+        server.shutdown()
+        server.server_close()
+    message = str(refused.value)
+    assert "answered HTTP 501" in message and "Unsupported method ('POST')" in message
+    assert "full endpoint URL" in message and "<html" not in message and "<p>" not in message
 
 
 def test_the_token_is_sent_as_a_bearer_header() -> None:

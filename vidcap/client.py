@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import html
 import logging
 import os
+import re
 import threading
 from collections import deque
 from collections.abc import Coroutine, Iterable, Iterator, Sequence
@@ -74,6 +76,11 @@ ENDPOINT_HELP = (
     "http://HOST:PORT/caption (Flask) or http://HOST:PORT/predictions/<model> (TorchServe)"
 )
 KEY_HINT = f" (pass the server's inference key with --token or ${TOKEN_ENV})"
+# Tags (and what <head> holds) of an HTML error page, dropped from a message.
+MARKUP = re.compile(r"<head.*?</head>|<[^>]*>", re.DOTALL | re.IGNORECASE)
+# Answers to the info question that say the URL is no caption endpoint: not found, or no
+# POST taken there (a web server that is not vidcap's, e.g. Python's http.server: 501).
+NO_ENDPOINT = frozenset({404, 405, 501})
 HINTS = {
     404: f" (is it the full endpoint URL? {ENDPOINT_HELP})",
     413: " (send fewer frames per request: lower --prebatch)",
@@ -330,6 +337,8 @@ def error_message(body: bytes) -> str:
             if isinstance(payload.get(key), str):
                 text = payload[key]
                 break
+    elif text.startswith("<"):  # an HTML error page (not a vidcap server): its text
+        text = html.unescape(MARKUP.sub(" ", text))
     return " ".join(text.split())[:300] or "(empty body)"
 
 
@@ -802,8 +811,8 @@ async def ask_info(
             message = error_message(body)
             if key_refused(status, message):
                 raise ServerRejected(f"{url} answered HTTP {status}: {message}{KEY_HINT}")
-            if status == 404:
-                raise ServerRejected(f"{url} answered HTTP 404: {message}{HINTS[404]}")
+            if status in NO_ENDPOINT:  # (no such path; a server that takes no POST there)
+                raise ServerRejected(f"{url} answered HTTP {status}: {message}{HINTS[404]}")
             infos[url] = _info(url, status, body)
     return infos, unreachable
 
