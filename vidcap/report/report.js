@@ -228,10 +228,14 @@
   function sceneSpan(video, scene) {
     // a shot as a span; its index: the first sample inside it with the shot's caption
     // (the picture shown when the source cannot play)
+    var lo = 0, hi = video.t.length;  // the first sample at or after the shot's start
+    while (lo < hi) {
+      var mid = (lo + hi) >> 1;
+      if (video.t[mid] < scene[0]) lo = mid + 1; else hi = mid;
+    }
     var index = null;
-    for (var i = 0; i < video.t.length && index === null; i++) {
-      if (video.t[i] >= scene[0] && video.t[i] < scene[1] &&
-          video.shard.captions[video.c[i]] === scene[2]) index = i;
+    for (var i = lo; i < video.t.length && video.t[i] < scene[1] && index === null; i++) {
+      if (video.shard.captions[video.c[i]] === scene[2]) index = i;
     }
     return { start: scene[0], end: scene[1], text: scene[2], index: index };
   }

@@ -318,18 +318,22 @@ class DeadlineThreadWorker(ThreadWorker):
         if getattr(conn.sock, "was_shed", False):
             self.shed_waiting = max(0, self.shed_waiting - 1)
         sock = conn.sock
-        if conn.parser is not None and isinstance(sock, DeadlineSocket) and sock.pending:
-            # What the client sent after the request (pipelined), in order: what the parser
-            # read ahead, then what it did not read of the gathered bytes.
-            unreader = conn.parser.unreader
-            unreader.unread(unreader.take_buffered() + sock.take_pending())
-        if self._kept_alive(conn, fs) and conn.parser.unreader.buf.getbuffer().nbytes:
+        rest = b""  # what the client sent after the request (pipelined), in order: what
+        # the parser read ahead, then what it did not read of the gathered bytes
+        unreader = getattr(conn.parser, "unreader", None)  # (HTTP/1's parser)
+        if unreader is not None:
+            rest = unreader.take_buffered()
+            if isinstance(sock, DeadlineSocket) and sock.pending:
+                rest += sock.take_pending()
+        if rest and self._kept_alive(conn, fs):
             # The next request is gathered as any other (stock gthread gives it to a thread
             # at once, where half a request held the thread until its deadline).
             self.gather(conn)
             if conn in self.gathering:
-                self._received(conn, conn.parser.unreader.take_buffered())
+                self._received(conn, rest)
             return
+        if rest:
+            unreader.unread(rest)
         super().finish_request(conn, fs)
 
     def _kept_alive(self, conn: TConn, fs) -> bool:  # type: ignore[no-untyped-def]
