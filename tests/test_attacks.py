@@ -266,6 +266,15 @@ def test_only_images_and_multipart_bodies_are_accepted() -> None:
         assert error.value.status == 415
 
 
+def test_only_bodies_sent_as_they_are_are_accepted() -> None:
+    for accepted in (None, "", "identity", "Identity, identity", " identity "):
+        protocol.check_content_encoding(accepted)
+    for refused in ("gzip", "x-gzip", "deflate", "br", "zstd", "identity, gzip", "chunked"):
+        with pytest.raises(BadRequest) as error:
+            protocol.check_content_encoding(refused)
+        assert error.value.status == 415 and "is not accepted" in str(error.value)
+
+
 def test_the_part_limit_is_a_setting() -> None:
     assert ServeConfig().max_body_parts == 64 + 3
     assert ServeConfig(max_frames=8).max_body_parts == 11

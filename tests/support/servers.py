@@ -445,6 +445,9 @@ PROTOCOL_CASES = {
     "data after the closing boundary": ProtocolCase("POST", {"Content-Type": _FORM}, _form(_NAMED) + _part('form-data; name="frame1"; filename="b"') + b"--" + _BOUNDARY + b"--\r\n", 400, re.escape("request body could not be read: malformed multipart body: data after the closing boundary")),
     "two boundaries in the Content-Type": ProtocolCase("POST", {"Content-Type": _FORM + "; boundary=other"}, _form(_NAMED), 400, re.escape("request body could not be read: malformed multipart body: Content-Type has boundary twice")),
     "1,000 tiny parts": ProtocolCase("POST", {"Content-Type": _FORM}, _form(*[_part(f'form-data; name="p{i}"', b"x") for i in range(1000)]), 413, r"request has more than \d+ multipart parts, the limit \(VIDCAP_MAX_PARTS\)"),
+    # gzip, deflate, br: never inflated (a few KiB can expand to the size limit), never read as an image.
+    "a gzip-coded body": ProtocolCase("POST", {"Content-Type": "image/png", "Content-Encoding": "gzip"}, gzip.compress(b"\x89PNG" + b"\0" * 100_000), 415, re.escape("Content-Encoding gzip is not accepted: send the images as they are (JPEG and PNG are compressed already)")),
+    "an image labelled deflate": ProtocolCase("POST", {"Content-Type": "image/png", "Content-Encoding": "identity, Deflate"}, b"\x89PNG", 415, re.escape("Content-Encoding deflate is not accepted: send the images as they are (JPEG and PNG are compressed already)")),
     "a URL-encoded form": ProtocolCase("POST", {"Content-Type": "application/x-www-form-urlencoded"}, b"frame0=abc", 415, re.escape("Content-Type application/x-www-form-urlencoded is not accepted: send image/jpeg, image/png or multipart/form-data")),
 }  # fmt: skip
 

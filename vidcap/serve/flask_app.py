@@ -124,6 +124,7 @@ class BodyReader:
         length = environ.get("CONTENT_LENGTH") or ""
         if length.isdigit() and int(length) > self.max_bytes:
             raise protocol.too_large(self.max_bytes)
+        protocol.check_content_encoding(environ.get("HTTP_CONTENT_ENCODING"))
         content_type = environ.get("CONTENT_TYPE") or ""
         protocol.check_content_type(content_type)
         counter = None
@@ -250,6 +251,7 @@ def read_request(max_parts: int) -> tuple[list[bytes], dict[str, str], bool]:
     body = request.environ.get(BODY_KEY)
     if body is None:
         body = request.get_data(cache=False)
+    protocol.check_content_encoding(request.headers.get("Content-Encoding"))
     protocol.check_content_type(request.content_type)
     if request.mimetype != protocol.MULTIPART:
         return [body], fields, False

@@ -252,6 +252,7 @@ async def read_body(
     limit = settings.max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         raise protocol.too_large(limit)
+    protocol.check_content_encoding(",".join(request.headers.getall("Content-Encoding", ())))
     content_type = request.headers.get("Content-Type", "")
     protocol.check_content_type(content_type)
     counter = None
@@ -626,6 +627,7 @@ async def serve(settings: GateSettings, host: str, port: int, stop: asyncio.Even
         server = JsonErrorServer(
             Gate(settings, session).handle,
             access_log=None,
+            auto_decompress=False,  # a coded body is refused (415), never inflated
             keepalive_timeout=KEEPALIVE_S,
             lingering_time=LINGER_S,
         )

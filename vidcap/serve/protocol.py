@@ -157,6 +157,22 @@ def check_content_type(content_type: str | None) -> None:
         )
 
 
+def check_content_encoding(content_encoding: str | None) -> None:
+    """A body is sent as it is: a ``Content-Encoding`` other than ``identity`` (gzip,
+    deflate, br…) is a 415 on every server. JPEG and PNG are compressed already, and a
+    server that inflated bodies would spend memory and CPU on a few KiB that expand to its
+    whole size limit; one that ignored the header would read a compressed body as an
+    image."""
+    codings = [c.strip().lower() for c in (content_encoding or "").split(",")]
+    refused = [c for c in codings if c not in ("", "identity")]
+    if refused:
+        raise BadRequest(
+            f"Content-Encoding {refused[0][:40]} is not accepted: send the images as they "
+            "are (JPEG and PNG are compressed already)",
+            415,
+        )
+
+
 def multipart_boundary(content_type: str) -> bytes:
     """The boundary of a ``multipart/form-data`` Content-Type, by the strict rules of the
     module docstring; ``BadRequest`` (400) otherwise."""
