@@ -119,7 +119,7 @@ def test_copy_media_and_rerun_replace_an_earlier_export(tmp_path: Path, capsys) 
     manifest = json.loads((target / "manifest.json").read_text())
     assert manifest["index"] == [{"data": "data/subject.mp4", "labels": "labels/subject.json"}]
     assert (target / "data" / "subject.mp4").read_bytes() == SUBJECT.read_bytes()
-    assert "1 videos left out" in capsys.readouterr().err
+    assert "1 video left out" in capsys.readouterr().err
     assert main(["export", str(out), "--to", "fiftyone", str(target)]) == 0  # replaced
     data = [e["data"] for e in json.loads((target / "manifest.json").read_text())["index"]]
     assert data == [str(tmp_path / "videos" / "gone.mp4"), str(SUBJECT)]

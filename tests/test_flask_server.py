@@ -320,7 +320,7 @@ def test_a_decompression_bomb_is_a_413_before_any_pixel_is_decoded() -> None:
     )
     assert response.status_code == 413
     assert response.get_json() == {
-        "error": "request has 360000 pixels in its 3 frame(s), more than the limit of 300000"
+        "error": "request has 360000 pixels in its 3 frames, more than the limit of 300000"
     }
     # Two such frames pass, resized to the model's input size as they are decoded.
     response = client.post(

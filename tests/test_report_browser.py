@@ -40,6 +40,7 @@ from vidcap.cli import main
 from vidcap.folder import open_folder
 from vidcap.mask import MaskSettings
 from vidcap.search import search
+from vidcap.wording import counted
 
 pytestmark = pytest.mark.slow
 
@@ -275,7 +276,18 @@ def test_a_search_finds_only_matching_moments(page: Page, folder: Path) -> None:
     assert len(captions) == len(expected) > 0
     assert captions == [m.caption for m in expected]  # ranked the same
     assert all("red circle" in c.lower() for c in captions)
-    assert "moments in" in page.text_content("#search-status")
+    videos = {m.video for m in expected}
+    status = page.text_content("#search-status")
+    assert status.startswith(
+        f"{counted(len(expected), 'moment')} in {counted(len(videos), 'video')} · "
+    )
+    (one,) = search([folder], ["quoted"])  # one moment of one frame
+    assert one.frames == 1
+    page.fill("#query", "quoted")
+    page.press("#query", "Enter")
+    page.wait_for_function("document.getElementById('search-status').textContent.startsWith('1 ')")
+    assert page.text_content("#search-status").startswith("1 moment in 1 video · ")
+    assert page.locator(".moment .count").first.text_content() == " · 1 frame"
     assert page.problems == []
 
 

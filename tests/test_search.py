@@ -209,6 +209,19 @@ def test_a_folder_reads_a_caption_file_as_the_one_reader_does(
         assert read.problem is None and read.frames == expected
 
 
+def test_the_last_line_counts_in_words(tmp_path: Path, capsys) -> None:
+    out = write_folder(tmp_path / "out", [FakeVideo("a", ("a red car", "a blue sky"))])
+    assert main(["search", str(out), "red car"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("vidcap: 1 moment in 1 video; 2 captions of 1 video searched in "), err
+    out = write_folder(
+        tmp_path / "two", [FakeVideo(n, ("a red car", "sky", "a red car")) for n in "ab"]
+    )
+    assert main(["search", str(out), "red car"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("vidcap: 4 moments in 2 videos; 6 captions of 2 videos searched in "), err
+
+
 def test_table_json_and_csv(folder: Path, capsys) -> None:
     assert main(["search", str(folder), "red car"]) == 0
     captured = capsys.readouterr()

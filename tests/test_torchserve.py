@@ -231,7 +231,7 @@ def test_a_decompression_bomb_is_a_413_and_its_batch_mates_are_captioned() -> No
     assert [status for status, _, _ in results] == [200, 413, 413, 200]
     assert results[1][1] == {"error": "frame 0 has 4096x4096 pixels, more than 8847360"}
     assert results[2][1] == {
-        "error": "request has 192 pixels in its 3 frame(s), more than the limit of 150"
+        "error": "request has 192 pixels in its 3 frames, more than the limit of 150"
     }
     assert [values for values, _ in captioner.calls] == [[1, 2, 3]]
 

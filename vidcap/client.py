@@ -60,6 +60,7 @@ from vidcap.balancer import Balancer, Endpoint
 from vidcap.errors import BackendUnavailable, UsageError, VidcapError
 from vidcap.serve.protocol import INFO_HEADER, MODEL_HEADER, REVISION_HEADER, model_from_value
 from vidcap.settings import GenerationSettings
+from vidcap.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -582,13 +583,15 @@ class RemoteBackend:
             avoid = endpoint
             await asyncio.sleep(delay)
         retries = self.options.retries
-        after = f"after {retries} {'retry' if retries == 1 else 'retries'}"
+        after = f"after {counted(retries, 'retry', 'retries')}"
         if failed is not None:  # a server took the request and failed it: these frames fail
             last = "" if str(failed) == reason else f"; last error: {reason}"
-            log.warning("%d frame(s) got no caption %s: %s%s", len(frames), after, failed, last)
+            log.warning(
+                "%s got no caption %s: %s%s", counted(len(frames), "frame"), after, failed, last
+            )
             return [CaptionFailed(f"no caption {after}: {failed}{last}")] * len(frames)
         raise ServerUnavailable(
-            f"no server captioned {len(frames)} frame(s) {after}; last error: {reason}"
+            f"no server captioned {counted(len(frames), 'frame')} {after}; last error: {reason}"
         )
 
     def _retire(self, changed: ServerChanged) -> bool:

@@ -74,6 +74,7 @@ from vidcap.picture import (
 )
 from vidcap.settings import SamplingSettings
 from vidcap.torn import torn_end
+from vidcap.wording import counted
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -684,11 +685,10 @@ class VideoReader:
             stats.failed_frames = max(stats.failed_frames, 1)
         if stats.corrupt_frames:
             log.warning(
-                "%s: %d %s decoded with errors the decoder concealed (corrupt stream); "
+                "%s: %s decoded with errors the decoder concealed (corrupt stream); "
                 "samples that may show it are marked damaged",
                 self.path,
-                stats.corrupt_frames,
-                "frame" if stats.corrupt_frames == 1 else "frames",
+                counted(stats.corrupt_frames, "frame"),
             )
         if not (stats.failed_frames or torn):
             held_to = held_end(self._container, self._stream, stats, self._start)

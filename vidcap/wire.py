@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from vidcap.errors import BadRequest, UsageError
 from vidcap.frames import over_white, resize_for_model
 from vidcap.settings import GenerationSettings
+from vidcap.wording import counted
 
 WIRE_FORMATS = {"jpeg": "image/jpeg", "png": "image/png"}
 SETTING_FIELDS = ("prompt", "max_new_tokens", "num_beams")
@@ -330,7 +331,7 @@ def build_request(
         total = sum(image.width * image.height for image in opened)
         if total > limits.max_total_pixels:
             raise BadRequest(
-                f"request has {total} pixels in its {len(frames)} frame(s), more than the "
+                f"request has {total} pixels in its {counted(len(frames), 'frame')}, more than the "
                 f"limit of {limits.max_total_pixels}",
                 413,
             )

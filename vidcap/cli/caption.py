@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from vidcap.cli import EXIT_FAILED, EXIT_OK
+from vidcap.wording import counted
 
 
 def add_caption_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -108,7 +109,7 @@ def _caption(args: argparse.Namespace, out: Path) -> int:
         summary = f"{args.out.rstrip('/')}/summary.json"
         print(
             f"vidcap: {len(results) - len(failed)} of {len(results)} videos done, "
-            f"{done_frames} frame{'' if done_frames == 1 else 's'}; outputs in {args.out}"
+            f"{counted(done_frames, 'frame')}; outputs in {args.out}"
             + (f"; {', '.join(notes)} (see {summary})" if notes else ""),
             file=sys.stderr,
         )

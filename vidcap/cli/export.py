@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vidcap.cli import EXIT_OK
 from vidcap.mask import MaskSettings
+from vidcap.wording import counted
 
 EXPORT_EPILOG = """\
 example:
@@ -58,9 +59,9 @@ def run_export(args: argparse.Namespace) -> int:
     stats = export_fiftyone(args.out, args.dir, args.query, settings, args.copy_media)
     print(args.dir / MANIFEST)
     print(
-        f"vidcap: {stats.videos} videos, {stats.frames} captioned frames, {stats.events} "
-        f"temporal detections exported; {stats.skipped} videos left out (failed, or no "
-        "local source)",
+        f"vidcap: {counted(stats.videos, 'video')}, {counted(stats.frames, 'captioned frame')}, "
+        f"{counted(stats.events, 'temporal detection')} exported; "
+        f"{counted(stats.skipped, 'video')} left out (failed, or no local source)",
         file=sys.stderr,
     )
     return EXIT_OK

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from vidcap.cli import EXIT_OK
+from vidcap.wording import counted
 
 
 def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -29,8 +30,8 @@ def run_report(args: argparse.Namespace) -> int:
     stats = write_report(args.out)
     print(args.out / PAGE)
     print(
-        f"{stats.videos} videos, {stats.frames} frames, {stats.shards} data files "
-        f"in {stats.seconds:.2f} s",
+        f"{counted(stats.videos, 'video')}, {counted(stats.frames, 'frame')}, "
+        f"{counted(stats.shards, 'data file')} in {stats.seconds:.2f} s",
         file=sys.stderr,
     )
     return EXIT_OK

@@ -17,6 +17,7 @@ from wcwidth import wcwidth
 from vidcap.cli import EXIT_FAILED, EXIT_OK
 from vidcap.errors import UsageError
 from vidcap.mask import MaskSettings, Segment
+from vidcap.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +101,10 @@ def run_search(args: argparse.Namespace) -> int:
     else:
         print_table(sys.stdout, moments, several=len(args.out) > 1)
     print(
-        f"vidcap: {total} moments in {videos} videos"
+        f"vidcap: {counted(total, 'moment')} in {counted(videos, 'video')}"
         + (f" ({len(moments)} shown)" if len(moments) < total else "")
-        + "; "
-        f"{stats.frames} captions of {stats.videos} videos searched in {stats.seconds:.2f} s",
+        + f"; {counted(stats.frames, 'caption')} of {counted(stats.videos, 'video')} searched "
+        f"in {stats.seconds:.2f} s",
         file=sys.stderr,
     )
     if args.clips is not None:
@@ -199,6 +200,6 @@ def cut_clips(moments: list, out: Path, precise: bool) -> int:
             print(out / target / clip.path, file=sys.stderr)
         print(out / target / MANIFEST_NAME, file=sys.stderr)
     if skipped:
-        print(f"vidcap: {skipped} videos not cut (see above)", file=sys.stderr)
+        print(f"vidcap: {counted(skipped, 'video')} not cut (see above)", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK

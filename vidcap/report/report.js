@@ -177,6 +177,11 @@
     return node;
   }
 
+  // "1 video", "2 videos", "1,250 frames": as vidcap.wording.counted says them.
+  function counted(count, noun) {
+    return count.toLocaleString('en') + ' ' + noun + (count === 1 ? '' : 's');
+  }
+
   function clock(seconds) {
     var ms = Math.round(seconds * 1000);
     var h = Math.floor(ms / 3600000);
@@ -297,16 +302,16 @@
     node.dataset.name = video.n;
     node.appendChild(el('h3', null, video.n));
     node.appendChild(el('span', 'status ' + video.s, video.s));
-    var facts = clock(video.D || 0) + ' · ' + (video.F || 0) + (video.F === 1 ? ' frame' : ' frames');
+    var facts = clock(video.D || 0) + ' · ' + counted(video.F || 0, 'frame');
     node.appendChild(el('span', 'facts', facts));
     node.appendChild(el('div', 'source', video.v));
     if (video.e) node.appendChild(el('p', 'error', video.e));
     if (video.L) {
-      node.appendChild(el('p', 'problem', video.L + ' frame' + (video.L === 1 ? '' : 's') +
+      node.appendChild(el('p', 'problem', counted(video.L, 'frame') +
         ' could not be decoded (a corrupt or truncated file): captioned as far as it decodes'));
     }
     if (video.dm) {
-      node.appendChild(el('p', 'problem', video.dm + ' sampled frame' + (video.dm === 1 ? '' : 's') +
+      node.appendChild(el('p', 'problem', counted(video.dm, 'sampled frame') +
         ' may show decoding damage (a corrupt stream): marked "damaged" in the captions'));
     }
     if (video.p) node.appendChild(el('p', 'problem', video.p));
@@ -323,7 +328,7 @@
     }
     if (video.mk) {
       node.appendChild(track(video, 'mask', 'vidcap mask: ' + video.mk.label, video.mk.seg.map(function (s) {
-        return { start: s[0], end: s[1], text: s[2] + (s[2] === 1 ? ' frame' : ' frames') };
+        return { start: s[0], end: s[1], text: counted(s[2], 'frame') };
       })));
     }
     var strip = el('div', 'strip');
@@ -518,7 +523,7 @@
     var what = el('span', 'what');
     what.appendChild(el('span', 'name', moment.name));
     what.appendChild(el('span', 'times', ' ' + clock(moment.start) + ' – ' + clock(moment.end)));
-    what.appendChild(el('span', 'count', ' · ' + moment.frames + (moment.frames === 1 ? ' frame' : ' frames')));
+    what.appendChild(el('span', 'count', ' · ' + counted(moment.frames, 'frame')));
     what.appendChild(el('div', 'caption', moment.caption));
     button.appendChild(what);
     var index = moment.video.f.indexOf(moment.frame);
@@ -559,9 +564,9 @@
       return;
     }
     var r = lastResult;
-    var text = r.moments.length + ' moments in ' + r.videos + ' videos · ' +
-      r.frames.toLocaleString('en') + ' captions of ' + r.searchedVideos.toLocaleString('en') +
-      ' videos searched in ' + Math.round(r.ms) + ' ms';
+    var text = counted(r.moments.length, 'moment') + ' in ' + counted(r.videos, 'video') + ' · ' +
+      counted(r.frames, 'caption') + ' of ' + counted(r.searchedVideos, 'video') +
+      ' searched in ' + Math.round(r.ms) + ' ms';
     if (loaded < manifest.shards.length) text += ' (still loading; searched again when done)';
     status.textContent = text;
     $('results').hidden = false;
@@ -590,10 +595,10 @@
 
   document.title = 'vidcap report: ' + manifest.title;
   $('title').textContent = 'vidcap report: ' + manifest.title;
-  $('totals').textContent = manifest.videos + ' videos · ' + manifest.done + ' done · ' +
+  $('totals').textContent = counted(manifest.videos, 'video') + ' · ' + manifest.done + ' done · ' +
     manifest.failed + ' failed · ' +
     (manifest.damaged ? manifest.damaged + ' damaged (corrupt or cut off) · ' : '') +
-    manifest.frames + ' frames · ' + clock(manifest.duration) +
+    counted(manifest.frames, 'frame') + ' · ' + clock(manifest.duration) +
     ' of video · vidcap ' + manifest.version;
   showLoading();
   ready.then(function () {
