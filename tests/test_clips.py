@@ -266,6 +266,39 @@ def test_a_stream_copy_of_frames_without_presentation_times_is_re_encoded(
         assert clip.mode == "re-encoded" and "out of order" in (clip.note or "")
 
 
+@pytest.mark.parametrize(
+    ("suffix", "args"),
+    [
+        (".h264", ["-c:v", "libx264", "-preset", "ultrafast", "-bf", "2", "-g", "12"]),
+        (".m2v", ["-c:v", "mpeg2video", "-bf", "2", "-g", "12"]),
+    ],
+)
+def test_clips_of_an_elementary_stream_hold_the_asked_frames(
+    tmp_path: Path, suffix: str, args: list[str]
+) -> None:
+    """Regression: a raw stream (no container: ``.h264``, ``.m2v``) is captioned, but its
+    clips were refused ("the container does not say how long it is"). Its length is read
+    from its packets, and, as no index lets ffmpeg seek in it, it is cut by decoding from
+    its start, re-encoded, saying why."""
+    source = encode_with_ffmpeg(tmp_path / f"source{suffix}", 40, "10", args)
+    assert ffmpeg.probe(source).headerless
+    with VideoReader(source) as reader:
+        timeline = [(round(f.time, 3), frame_number(f.rgb)) for f in reader.frames(EVERY)]
+        duration = reader.stats.duration  # vidcap's: the last frame's end
+    assert [n for _, n in timeline] == list(range(40))
+    assert ffmpeg.probe(source).duration == pytest.approx(duration, abs=1e-6)
+    segments = [Segment(0.0, 1.0), Segment(2.05, 3.2), Segment(3.5, 9.0)]  # the last past the end
+    out = tmp_path / "out"
+    clips = export_clips(source, segments, out)
+    for clip, segment in zip(clips, segments, strict=True):
+        with VideoReader(out / clip.path) as reader:
+            got = [frame_number(f.rgb) for f in reader.frames(EVERY)]
+        asked = [n for t, n in timeline if segment.start <= t + 1e-6 and t < segment.end - 1e-6]
+        assert got == asked, (clip, got)
+        assert clip.mode == "re-encoded" and "elementary stream" in (clip.note or "")
+        assert clip.end == pytest.approx(min(segment.end, duration), abs=1e-6)
+
+
 @pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
 @pytest.mark.parametrize("precise", [False, True])
 def test_a_frame_held_across_a_cut_opens_the_clip_and_lasts_to_its_end(

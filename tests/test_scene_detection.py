@@ -416,6 +416,28 @@ def test_clips_per_scene(footage, tiny_captioner, tmp_path: Path, capsys) -> Non
     assert "give no VIDEO" in capsys.readouterr().err
 
 
+def test_a_folder_of_scene_files_is_cut_on_past_videos_that_cannot_be(
+    footage, tiny_captioner, tmp_path: Path, capsys
+) -> None:
+    """Regression: ``clips --scenes FOLDER`` stopped at the first video that could not be
+    cut (its source gone, or no longer a video), leaving the rest of the folder uncut."""
+    path, _ = footage["cuts"]
+    out = tmp_path / "out"
+    _run([path], out, tiny_captioner, SCENES)
+    rows = (out / "cuts.scenes.jsonl").read_text().splitlines()
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    for name, video in (("a-gone", tmp_path / "gone.mp4"), ("b-notes", text)):  # cut first
+        moved = [json.dumps({**json.loads(row), "video": str(video)}) for row in rows]
+        (out / f"{name}.scenes.jsonl").write_text("\n".join(moved) + "\n")
+    assert main(["clips", "--scenes", str(out), "--out", str(tmp_path / "all")]) == 1
+    err = capsys.readouterr().err
+    assert f"a-gone.scenes.jsonl: no clips: its video {tmp_path / 'gone.mp4'} is not a file" in err
+    assert f"b-notes.scenes.jsonl: no clips: {text}: not a readable video" in err
+    assert err.rstrip().endswith("vidcap: 2 videos not cut (see above)")
+    assert len(list((tmp_path / "all" / "cuts").glob("*.mp4"))) == len(rows)
+
+
 def test_reused_and_scene_events_pass_the_engine_in_order(footage, tiny_captioner) -> None:
     """``caption_video`` (mask, clients, benches) gives reused frames their caption."""
     path, _ = footage["static"]

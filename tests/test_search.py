@@ -289,11 +289,16 @@ def test_clips_cut_each_moment_with_the_clips_machinery(tmp_path: Path, capsys) 
     step = [("a red circle" if 3 <= t < 6 or 20 <= t < 22 else "a blue square") for t in range(34)]
     video = FakeVideo("subject", tuple(step), source=str(SUBJECT))
     missing = FakeVideo("gone", ("a red circle",) * 3)  # its source is not on this machine
-    out = write_folder(tmp_path / "out", [video, missing])
+    text = tmp_path / "notes.mp4"
+    text.write_text("no longer a video\n")  # (and ranked first: cut before subject)
+    replaced = FakeVideo("notes", ("a red circle",) * 30, source=str(text))
+    out = write_folder(tmp_path / "out", [video, missing, replaced])
     code = main(["search", str(out), "red circle", "--clips", str(tmp_path / "clips")])
-    assert code == 1  # one video could not be cut
+    assert code == 1  # two videos could not be cut; the other was
     err = capsys.readouterr().err
     assert "gone" in err and "not a file here" in err
+    assert f"vidcap: notes: no clips: {text}: not a readable video" in err
+    assert err.rstrip().endswith("vidcap: 2 videos not cut (see above)")
     manifest = json.loads((tmp_path / "clips" / "subject" / "manifest.json").read_text())
     cut = [(c["start"], c["end"]) for c in manifest["clips"]]
     assert cut == [(3.0, 6.0), (20.0, 22.0)]

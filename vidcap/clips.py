@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 STREAM_COPY, PRECISE, REENCODED = "stream-copy", "precise", "re-encoded"
+# What stops one video's clips and not the next video's, when many are cut in one command.
+ONE_VIDEO_ERRORS = (VideoError, FfmpegError)
 PRECISE_VIDEO = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p"]
 PRECISE_AUDIO = ["-c:a", "aac", "-b:a", "160k"]
 # An interlaced source re-encoded interlaced (libx264 follows each frame's field order).
@@ -62,6 +64,10 @@ HOLD_S = 0.25  # a frame shown this long (s) across a clip's start or end is hel
 UNORDERED = (
     "the source stores no presentation time for frames its codec reorders (B-frames in AVI "
     "or MPEG-PS): a stream copy into MP4 would show them out of order; re-encoded"
+)
+HEADERLESS = (
+    "the source is an elementary stream (no container whose index a seek could use): cut "
+    "by decoding from its start, re-encoded"
 )
 RESTARTS = (
     "the source's clock starts again: cut on the timeline that goes on (from the file's "
@@ -222,19 +228,24 @@ def export_clip(
     # copy can start only at a keyframe after the cut (the seek is on ffmpeg's output side);
     # where frames carry no presentation time, a copy into MP4 shows them out of order.
     why = [TRANSPARENT] * timing.transparent + [RESTARTS] * timing.restarts
-    why += [UNORDERED] * timing.unordered
+    if timing.headerless:  # (decoded from the start: whether it stores an order is moot)
+        why.append(HEADERLESS)
+    elif timing.unordered:
+        why.append(UNORDERED)
     if why:
         mode, note = (PRECISE if precise else REENCODED), "; ".join(why)
     start = max(0.0, segment.start + timing.offset)
     length = end + timing.offset - start
-    held = None if timing.restarts or timing.unordered else held_edge(video, start, length, timing)
+    unheld = timing.restarts or timing.unordered or timing.headerless
+    held = None if unheld else held_edge(video, start, length, timing)
     if held is not None:
         why.append(held)
         mode, note = (PRECISE if precise else REENCODED), "; ".join(why)
     reencode = precise or bool(why)
 
     def cut(precise: bool, seek_late: bool = False) -> None:
-        late = seek_late or timing.restarts  # (ffmpeg's timeline goes on, as vidcap's does)
+        # (past a restart ffmpeg's timeline goes on, as vidcap's does)
+        late = seek_late or timing.restarts or timing.headerless
         rate = held_rate(timing) if held is not None and not seek_late else None
         _cut(output, lambda part: cut_arguments(
             video, start, length, part, precise, late, timing, rate))  # fmt: skip
@@ -313,7 +324,8 @@ class SourceTiming:
     re-encoded clip is coded interlaced too (each frame's field order kept), not as woven
     progressive frames a player would not deinterlace; ``unordered``: it stores no
     presentation time for frames its codec reorders (``container.stores_no_order``), so
-    clips are re-encoded."""
+    clips are re-encoded; ``headerless``: an elementary stream (``MediaInfo.headerless``),
+    cut by decoding from its start and re-encoded."""
 
     duration: float
     offset: float = 0.0
@@ -324,6 +336,7 @@ class SourceTiming:
     restarts: bool = False
     interlaced: bool = False
     unordered: bool = False
+    headerless: bool = False
 
     @classmethod
     def of(cls, video: Path) -> SourceTiming:
@@ -339,7 +352,7 @@ class SourceTiming:
         return cls(
             duration, offset, frame, info.stream, info.transparent, info.decoder,
             restarts=restarted is not None, interlaced=first is not None and first[1],
-            unordered=stores_no_order(video),
+            unordered=stores_no_order(video), headerless=info.headerless,
         )  # fmt: skip
 
 

@@ -36,7 +36,9 @@ class FfmpegError(VidcapError):
 class MediaInfo:
     """What a probe found. ``frames`` is None when the container does not say; ``stream``:
     the video stream's index in the file (None: not known, the first); ``transparent``: it
-    has an alpha channel, which ``decoder`` (when not None) must decode for ffmpeg to see."""
+    has an alpha channel, which ``decoder`` (when not None) must decode for ffmpeg to see;
+    ``headerless``: the file says no duration (an elementary stream: ``.h264``, ``.m2v``),
+    so ``duration`` was read from its packets, and its demuxer cannot seek by time."""
 
     path: Path
     duration: float
@@ -48,6 +50,7 @@ class MediaInfo:
     stream: int | None = None
     transparent: bool = False
     decoder: str | None = None
+    headerless: bool = False
 
 
 def find_ffmpeg(explicit: str | None = None) -> str:
@@ -176,6 +179,7 @@ def probe_with_pyav(path: Path) -> MediaInfo:
     try:
         with av.open(local_name(path)) as container:
             stream = the_video_stream(container, path)
+            headerless = container.duration is None and stream.duration is None
             duration = _pyav_duration(container, stream)
             rate = nominal_rate(container, stream) or 0
             return MediaInfo(
@@ -189,6 +193,7 @@ def probe_with_pyav(path: Path) -> MediaInfo:
                 stream=stream.index,
                 transparent=is_transparent(stream),
                 decoder=alpha_decoder(stream),
+                headerless=headerless,
             )
     except av.FFmpegError as exc:
         raise VideoError(f"{path}: not a readable video ({exc.strerror or exc})") from exc
@@ -199,7 +204,28 @@ def _pyav_duration(container, stream) -> float:
         return container.duration / 1_000_000
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
-    raise VideoError(f"{container.name}: the container does not say how long it is")
+    end = _packets_end(container, stream)  # an elementary stream (.h264, .m2v): no header
+    if end is None:
+        raise VideoError(f"{container.name}: the container does not say how long it is")
+    return end
+
+
+def _packets_end(container, stream) -> float | None:
+    """When the last of ``stream``'s packets ends (s), read from the packets themselves
+    (demuxed, not decoded): the latest pts plus its duration, or, where packets carry no
+    times at all (raw H.264), the sum of their durations. None if neither is known."""
+    if stream.time_base is None:
+        return None
+    latest, total = None, 0
+    for packet in container.demux(stream):
+        if packet.size == 0:  # the demuxer's flush packet
+            continue
+        length = packet.duration or 0
+        total += length
+        if packet.pts is not None:
+            latest = max(latest or 0, packet.pts + length)
+    ticks = latest if latest is not None else total
+    return float(ticks * stream.time_base) if ticks else None
 
 
 def probe_with_ffmpeg(path: Path, ffmpeg: str | None = None) -> MediaInfo:

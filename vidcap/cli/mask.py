@@ -1,8 +1,9 @@
 """``vidcap mask`` and ``vidcap clips``: argparse sub-commands, wired in by ``vidcap.cli``.
 
 Each ``add_*_parser(subparsers)`` adds one sub-command and sets ``func`` to its handler;
-a handler takes the parsed ``argparse.Namespace``, returns the exit code (0), prints its
-result to stdout, and raises ``UsageError``/``VidcapError`` for anything the user can fix.
+a handler takes the parsed ``argparse.Namespace``, returns the exit code (0; 1 when some
+of a folder's videos could not be cut: the others are), prints its result to stdout, and
+raises ``UsageError``/``VidcapError`` for anything the user can fix.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from vidcap.cli.args import (
 )
 from vidcap.clips import (
     MANIFEST_NAME,
+    ONE_VIDEO_ERRORS,
     export_clips,
     export_scene_clips,
     load_scenes,
@@ -44,6 +47,7 @@ from vidcap.mask import (
 )
 from vidcap.outputs import write_atomic
 from vidcap.video import VIDEO_EXTENSIONS, VideoReader
+from vidcap.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -250,19 +254,35 @@ def _scene_clips(args: argparse.Namespace) -> int:
         raise UsageError(
             "--scenes FOLDER cuts every video its scene files name: give no VIDEO with it"
         )
+    skipped = 0  # a folder's videos are cut on past one that cannot be
     for path in files:
         rows = load_scenes(path)
         video = args.video or Path(rows[0]["video"])
         if not video.is_file():
-            raise UsageError(
-                f"{path}: its video {video} is not a file here; give the video: "
-                f"vidcap clips VIDEO --scenes {path} --out {args.out}"
-            )
+            if not args.scenes.is_dir():
+                raise UsageError(
+                    f"{path}: its video {video} is not a file here; give the video: "
+                    f"vidcap clips VIDEO --scenes {path} --out {args.out}"
+                )
+            print(f"vidcap: {path}: no clips: its video {video} is not a file here",
+                  file=sys.stderr)  # fmt: skip
+            skipped += 1
+            continue
         out = args.out / scene_file_name(path) if args.scenes.is_dir() else args.out
-        clips = export_scene_clips(
-            video, rows, out, args.precise, args.min_duration, args.max_duration
-        )
+        try:
+            clips = export_scene_clips(
+                video, rows, out, args.precise, args.min_duration, args.max_duration
+            )
+        except ONE_VIDEO_ERRORS as exc:
+            if not args.scenes.is_dir():
+                raise
+            print(f"vidcap: {path}: no clips: {exc}", file=sys.stderr)
+            skipped += 1
+            continue
         for clip in clips:
             print(out / clip.path)
         print(out / MANIFEST_NAME)
+    if skipped:
+        print(f"vidcap: {counted(skipped, 'video')} not cut (see above)", file=sys.stderr)
+        return 1
     return 0

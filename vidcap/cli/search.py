@@ -168,7 +168,7 @@ def _pad(text: str, cells: int) -> str:
 def cut_clips(moments: list, out: Path, precise: bool) -> int:
     """Each video's moments cut by ``vidcap.clips.export_clips`` into ``out/<name>/`` (with
     its manifest.json); a video whose source is not a file here is skipped, saying why."""
-    from vidcap.clips import MANIFEST_NAME, export_clips
+    from vidcap.clips import MANIFEST_NAME, ONE_VIDEO_ERRORS, export_clips
     from vidcap.folder import open_folder
 
     by_video: dict[tuple[str, str], list[Segment]] = defaultdict(list)
@@ -195,7 +195,12 @@ def cut_clips(moments: list, out: Path, precise: bool) -> int:
             target += "+"
         used.add(target)
         found.sort(key=lambda s: s.start)
-        clips = export_clips(source, found, out / target, precise=precise)
+        try:
+            clips = export_clips(source, found, out / target, precise=precise)
+        except ONE_VIDEO_ERRORS as exc:
+            print(f"vidcap: {name}: no clips: {exc}", file=sys.stderr)
+            skipped += 1
+            continue
         for clip in clips:  # stdout holds the moments; the files go to stderr
             print(out / target / clip.path, file=sys.stderr)
         print(out / target / MANIFEST_NAME, file=sys.stderr)
