@@ -59,7 +59,7 @@ def test_hidden_files_in_a_folder_are_passed_over_with_a_warning(tmp_path: Path,
     videos = expand_inputs([tmp_path])
     assert [v.source for v in videos] == [str(tmp_path / "clip.mp4"), str(tmp_path / "sub/v.mkv")]
     [warning] = [r.getMessage() for r in caplog.records if "hidden" in r.getMessage()]
-    assert "passed over 4 hidden file(s)" in warning and str(tmp_path) in warning
+    assert "passed over 4 hidden files" in warning and str(tmp_path) in warning
     assert [v.source for v in expand_inputs([tmp_path / "._clip.mp4"])] == [
         str(tmp_path / "._clip.mp4")
     ]
@@ -90,7 +90,7 @@ def test_linked_folders_are_followed_once_and_links_to_nothing_named(
     ]
     [warning] = [r.getMessage() for r in caplog.records if "link" in r.getMessage()]
     assert warning == (
-        f"{tree}: passed over 1 link(s) to nothing with a video's name "
+        f"{tree}: passed over 1 link to nothing with a video's name "
         f"({tree / 'gone.mp4'} → {tmp_path / 'nothing.mp4'})"
     )
 
@@ -107,7 +107,7 @@ def test_a_pipe_is_refused_by_name(tmp_path: Path, caplog) -> None:
     assert [v.source for v in expand_inputs([tmp_path])] == [str(tmp_path / "ok.mp4")]
     [warning] = [r.getMessage() for r in caplog.records]
     assert warning == (
-        f"{tmp_path}: passed over 1 pipe(s) or device(s) with a video's name "
+        f"{tmp_path}: passed over 1 pipe or device with a video's name "
         f"({tmp_path / 'live.mp4'} is a pipe, not a file: a video is read more than once, "
         "so save it to a file first)"
     )
@@ -138,7 +138,7 @@ def test_names_and_lists_that_are_not_utf8_are_refused_by_name(tmp_path: Path, c
     assert [v.source for v in expand_inputs([tmp_path])] == [str(tmp_path / "ok.mp4")]
     [warning] = [r.getMessage() for r in caplog.records]
     assert warning.startswith(
-        f"{tmp_path}: passed over 1 file(s) whose name is not UTF-8 ({tmp_path}/caf\\xe9.mp4): "
+        f"{tmp_path}: passed over 1 file whose name is not UTF-8 ({tmp_path}/caf\\xe9.mp4): "
         "outputs name each video in UTF-8, so rename it (convmv"
     )
     with pytest.raises(UsageError, match=r"caf\\xe9\.mp4: the name is not UTF-8: .* rename it"):
@@ -185,7 +185,7 @@ def test_an_output_folder_inside_the_inputs_is_not_input(tmp_path: Path, caplog)
     ]
     [warning] = [r.getMessage() for r in caplog.records]
     assert warning.startswith(
-        f"{tmp_path / 'data'}: passed over 1 vidcap output folder(s) inside it "
+        f"{tmp_path / 'data'}: passed over 1 vidcap output folder inside it "
         f"({tmp_path / 'data' / 'captions'}): what vidcap wrote is not taken as input"
     )
     clips = tmp_path / "data" / "captions" / "clips"

@@ -199,7 +199,7 @@ def test_a_hub_model_is_pinned_to_one_commit_and_recorded(tmp_path: Path) -> Non
     hub_snapshot(cache, second)  # the model updated: main is another commit now
     videos, stderr = run()
     assert videos == [("vidcap-test/tiny", second)] * 2
-    assert f"2 video(s) of {out} were captioned with revision {first}" in stderr
+    assert f"2 videos of {out} were captioned with revision {first}" in stderr
     videos, stderr = run()  # nothing changed: nothing redone
     assert videos == [("vidcap-test/tiny", second)] * 2 and "redone" not in stderr
     records = [json.loads(p.read_text()) for p in (out / ".vidcap").glob("*.json")]

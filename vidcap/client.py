@@ -602,9 +602,9 @@ class RemoteBackend:
             return False
         if retired:
             log.warning(
-                "%s; that server is no longer used: the run goes on with the %d other(s)",
+                "%s; that server is no longer used: the run goes on with the %s",
                 changed.change,
-                len(self._balancer.endpoints),
+                counted(len(self._balancer.endpoints), "other"),
             )
         return True
 

@@ -48,6 +48,7 @@ from vidcap.outputs import (
 from vidcap.records import STATE_DIR, identity_of, read_record, write_record, write_summary
 from vidcap.scenes import Scene
 from vidcap.settings import GenerationSettings, SamplingSettings
+from vidcap.wording import counted
 
 log = logging.getLogger(__name__)
 # Where a video's thumbnails are written before they are renamed into OUT/thumbs/<name>.
@@ -277,9 +278,10 @@ def plan(
         todo.append(VideoJob(len(todo), source, name, identity, meta))
     for commit, count in sorted(other_revisions.items()):
         log.warning(
-            "%d video(s) of %s were captioned with revision %s of %s, not %s, the one this "
-            "run captions with: they are redone (one folder, one model)",
-            count, out_dir, commit, settings.model, settings.revision,
+            "%s of %s %s captioned with revision %s of %s, not %s, the one this "
+            "run captions with: redone (one folder, one model)",
+            counted(count, "video"), out_dir, "was" if count == 1 else "were", commit,
+            settings.model, settings.revision,
         )  # fmt: skip
     return todo, resumed
 

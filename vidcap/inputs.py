@@ -46,6 +46,7 @@ from vidcap.errors import UsageError, VideoError, install_hint
 from vidcap.ffmpeg import not_a_video_file
 from vidcap.records import STATE_DIR
 from vidcap.video import VIDEO_EXTENSIONS
+from vidcap.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -118,15 +119,15 @@ def _in_folder(folder: str, found: list[str]) -> list[str]:
     hidden = [p for p in videos if _hidden(Path(p).relative_to(folder))]
     if hidden:
         log.warning(
-            "%s: passed over %d hidden file(s) with a video's name (names starting with '.', "
+            "%s: passed over %s with a video's name (names starting with '.', "
             "macOS's __MACOSX folders: %s); name one to caption it",
-            folder, len(hidden), Path(hidden[0]).name,
+            folder, counted(len(hidden), "hidden file"), Path(hidden[0]).name,
         )  # fmt: skip
     garbled = [p for p in videos if not _utf8(p)]
     if garbled:
         log.warning(
-            "%s: passed over %d file(s) whose name is not UTF-8 (%s)%s",
-            _shown(folder), len(garbled), _shown(garbled[0]), RENAME_HINT,
+            "%s: passed over %s whose name is not UTF-8 (%s)%s",
+            _shown(folder), counted(len(garbled), "file"), _shown(garbled[0]), RENAME_HINT,
         )  # fmt: skip
     passed_over = set(hidden) | set(garbled)
     return [p for p in videos if p not in passed_over]
@@ -197,18 +198,19 @@ def _files_under(folder: Path) -> list[str]:
                 (special if os.path.exists(file) else broken).append(file)
     if broken:
         log.warning(
-            "%s: passed over %d link(s) to nothing with a video's name (%s → %s)",
-            folder, len(broken), broken[0], os.readlink(broken[0]),
+            "%s: passed over %s to nothing with a video's name (%s → %s)",
+            folder, counted(len(broken), "link"), broken[0], os.readlink(broken[0]),
         )  # fmt: skip
     if outputs:
         log.warning(
-            "%s: passed over %d vidcap output folder(s) inside it (%s): what vidcap wrote is "
+            "%s: passed over %s inside it (%s): what vidcap wrote is "
             "not taken as input; name such a folder to caption what is in it",
-            _shown(str(folder)), len(outputs), _shown(outputs[0]),
+            _shown(str(folder)), counted(len(outputs), "vidcap output folder"), _shown(outputs[0]),
         )  # fmt: skip
     if special:
-        log.warning("%s: passed over %d pipe(s) or device(s) with a video's name (%s %s)",
-                    folder, len(special), special[0], not_a_video_file(special[0]))  # fmt: skip
+        log.warning("%s: passed over %s with a video's name (%s %s)", folder,
+                    counted(len(special), "pipe or device", "pipes or devices"), special[0],
+                    not_a_video_file(special[0]))  # fmt: skip
     for error in unreadable:
         log.warning("%s: cannot read it (%s): its videos are not captioned", error.filename,
                     error.strerror)  # fmt: skip

@@ -18,6 +18,7 @@ from vidcap.errors import ModelLoadError, UsageError
 from vidcap.frames import resize_for_model
 from vidcap.settings import DEFAULT_MODEL, GenerationSettings, ModelSettings
 from vidcap.tiny import CHECKPOINT_DIR
+from vidcap.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,11 @@ def pick_device(device: str) -> str:
         if not torch.cuda.is_available():
             raise UsageError(f"device {device!r} asked for, but CUDA is not available here")
         index = int(device.split(":")[1]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
+        visible = torch.cuda.device_count()
+        if index >= visible:
             raise UsageError(
-                f"device {device!r} asked for, but only {torch.cuda.device_count()} GPU(s) are visible"
+                f"device {device!r} asked for, but only {counted(visible, 'GPU')} "
+                f"{'is' if visible == 1 else 'are'} visible"
             )
     return device
 

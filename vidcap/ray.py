@@ -70,6 +70,7 @@ from vidcap.parquet import DEFAULT_SHARD_ROWS, run_writers_for
 from vidcap.remote_out import output_folder
 from vidcap.report import refresh_report
 from vidcap.settings import GenerationSettings, ModelSettings, SamplingSettings
+from vidcap.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -343,9 +344,9 @@ def build_pipeline(
     # Ray gives each actor its GPU(s) as CUDA_VISIBLE_DEVICES: the actor's device is "cuda".
     device = "cuda" if gpus > 0 else "cpu"
     log.info(
-        "Ray pipeline: %d videos, %d Captioner actor(s) with %g GPU each, decode tasks %s",
-        len(jobs),
-        actors,
+        "Ray pipeline: %s, %s with %g GPU each, decode tasks %s",
+        counted(len(jobs), "video"),
+        counted(actors, "Captioner actor"),
         gpus,
         settings.decode_tasks or "as CPUs allow",
     )

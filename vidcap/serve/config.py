@@ -118,7 +118,8 @@ class ServeConfig:
         unknown = sorted(set(section) - set(known) - TORCHSERVE_KEYS)
         if unknown:
             raise UsageError(
-                f"unknown server setting(s) {', '.join(unknown)}; "
+                f"unknown server {'setting' if len(unknown) == 1 else 'settings'} "
+                f"{', '.join(unknown)}; "
                 f"supported keys are {', '.join(known)}"
             )
         hints = typing.get_type_hints(cls)
