@@ -325,6 +325,31 @@ def test_parquet_list_carries_typed_metadata(tmp_path: Path) -> None:
     ]
 
 
+def test_the_column_of_paths_is_named_by_path_column(tmp_path: Path) -> None:
+    """A list written for another tool (video2dataset's ``url``, WebVid's ``contentUrl``,
+    a Hugging Face dataset's ``video``) is read as it is, ``--path-column`` naming the
+    column of paths; a ``path`` column in it is then metadata like any other."""
+    listing = tmp_path / "webvid.parquet"
+    pq.write_table(
+        pa.table({"videoid": [7], "contentUrl": [str(SAMPLE)], "path": ["street/0007"]}), listing
+    )
+    assert expand_inputs([listing], "contentUrl") == [
+        InputVideo(str(SAMPLE), {"videoid": 7, "path": "street/0007"})
+    ]
+    hub = tmp_path / "hub.csv"
+    hub.write_text(f"video,label\n{SAMPLE},a street\n")  # ("video": an output column's name)
+    with pytest.raises(UsageError, match=r"no 'path' column \(columns: video, label\); --path-col"):
+        expand_inputs([hub])
+    out = tmp_path / "out"
+    result = run_main("caption", hub, "--path-column", "video", "--out", out, "--model", "tiny",
+                      "--max-frames", "1", "--format", "jsonl,parquet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    [row] = pq.read_table(out / "parquet").to_pylist()
+    assert row["video"] == str(SAMPLE) and row["label"] == "a street"
+    result = run_main("caption", hub, "--path-column", " ", "--out", out, "--model", "tiny")
+    assert result.returncode == 2 and "--path-column: expected a column name" in result.stderr
+
+
 def test_parquet_metadata_of_any_type_is_carried_as_json(tmp_path: Path) -> None:
     """Regression: a Parquet list with a decimal column (prices), binary, a duration or a
     struct holding a date ended the run with "Object of type Decimal is not JSON

@@ -7,8 +7,9 @@
   with one warning: the ``._clip.mp4`` beside every ``clip.mp4`` copied from a Mac is its
   resource fork, no video);
 - a list file: ``.txt`` (one path or URL per line; blank lines and ``#`` comments skipped),
-  ``.csv`` or ``.parquet`` with a ``path`` column, whose other columns are carried into the
-  outputs as the video's metadata. Relative paths in a local list file are relative to it;
+  ``.csv`` or ``.parquet`` with a ``path`` column (or the one ``path_column`` names: a
+  video2dataset list's ``url``), whose other columns are carried into the outputs as the
+  video's metadata. Relative paths in a local list file are relative to it;
 - an fsspec URL (``s3://``, ``gs://``, ``https://``, ``file://``, …) of a video, a folder
   or a list file. ``file://`` URLs become plain paths.
 
@@ -87,9 +88,11 @@ def _local(item: str) -> str:
     return unquote(rest)
 
 
-def expand_inputs(items: Sequence[str | os.PathLike | InputVideo]) -> list[InputVideo]:
-    """Every video the inputs name, in order (``InputVideo``\\ s as they are); raises
-    ``UsageError`` on a bad input."""
+def expand_inputs(
+    items: Sequence[str | os.PathLike | InputVideo], path_column: str = PATH_COLUMN
+) -> list[InputVideo]:
+    """Every video the inputs name, in order (``InputVideo``\\ s as they are); a CSV or
+    Parquet list's paths are in its ``path_column``. Raises ``UsageError`` on a bad input."""
     videos: list[InputVideo] = []
     for raw in items:
         if isinstance(raw, InputVideo):
@@ -97,9 +100,9 @@ def expand_inputs(items: Sequence[str | os.PathLike | InputVideo]) -> list[Input
             continue
         item = _local(str(raw))
         if is_url(item):
-            videos.extend(_expand_url(item))
+            videos.extend(_expand_url(item, path_column))
         else:
-            videos.extend(_expand_local(Path(item)))
+            videos.extend(_expand_local(Path(item), path_column))
     if not videos:
         raise UsageError("no videos found in the given inputs")
     prefetch_identities([v.source for v in videos if is_url(v.source)])
@@ -217,7 +220,7 @@ def _files_under(folder: Path) -> list[str]:
     return found
 
 
-def _expand_local(path: Path) -> list[InputVideo]:
+def _expand_local(path: Path, path_column: str) -> list[InputVideo]:
     if path.is_dir():
         return [InputVideo(p) for p in _in_folder(str(path), _files_under(path))]
     if not path.exists():
@@ -225,19 +228,19 @@ def _expand_local(path: Path) -> list[InputVideo]:
     if (reason := not_a_video_file(path)) is not None:
         raise UsageError(f"{_shown(str(path))}: {reason}")
     if path.suffix.lower() in LIST_SUFFIXES:
-        return _read_list(str(path), path.read_bytes(), base=str(path.parent))
+        return _read_list(str(path), path.read_bytes(), str(path.parent), path_column)
     require_utf8_name(path)
     return [InputVideo(str(path))]
 
 
-def _expand_url(url: str) -> list[InputVideo]:
+def _expand_url(url: str, path_column: str) -> list[InputVideo]:
     fs, path = _filesystem(url)
     suffix = Path(urlsplit(url).path).suffix.lower()  # (a query is no part of it)
     shown = shown_source(url)  # (what messages name: without a password)
     try:
         if suffix in LIST_SUFFIXES:
             with fs.open(path, "rb") as handle:
-                return _read_list(shown, handle.read(), base=url)
+                return _read_list(shown, handle.read(), url, path_column)
         if suffix not in VIDEO_EXTENSIONS and fs.isdir(path):
             found = _in_folder(path.rstrip("/"), fs.find(path))
             return [InputVideo(fs.unstrip_protocol(p)) for p in found]
@@ -260,26 +263,29 @@ def _filesystem(url: str):
         raise UsageError(f"cannot open {shown}: {str(exc).replace(url, shown)}") from exc
 
 
-def _read_list(name: str, data: bytes, base: str | None) -> list[InputVideo]:
-    """The videos of one list file; ``base`` resolves relative paths (``_resolve``)."""
+def _read_list(
+    name: str, data: bytes, base: str | None, path_column: str = PATH_COLUMN
+) -> list[InputVideo]:
+    """The videos of one list file, a CSV's or Parquet's paths in ``path_column``; ``base``
+    resolves relative paths (``_resolve``)."""
     suffix = Path(name.split("?", 1)[0]).suffix.lower()
     if suffix == ".txt":
         rows = [
-            {PATH_COLUMN: line.strip()}
+            {path_column: line.strip()}
             for line in _text(name, data).splitlines()
             if line.strip() and not line.lstrip().startswith("#")
         ]
     elif suffix == ".csv":
-        rows = _csv_rows(name, _text(name, data))
+        rows = _csv_rows(name, _text(name, data), path_column)
     else:
-        rows = _parquet_rows(name, data)
+        rows = _parquet_rows(name, data, path_column)
     videos = []
     for number, row in enumerate(rows, start=1):
-        path = row.pop(PATH_COLUMN)
+        path = row.pop(path_column)
         if path is None or not str(path).strip():
-            raise UsageError(f"{name}: row {number} has an empty {PATH_COLUMN!r}")
+            raise UsageError(f"{name}: row {number} has an empty {path_column!r}")
         if "\0" in str(path):
-            raise UsageError(f"{name}: row {number}'s {PATH_COLUMN!r} holds a NUL byte")
+            raise UsageError(f"{name}: row {number}'s {path_column!r} holds a NUL byte")
         videos.append(InputVideo(_resolve(str(path).strip(), base), _plain(row)))
     return videos
 
@@ -288,7 +294,7 @@ def _read_list(name: str, data: bytes, base: str | None) -> list[InputVideo]:
 CSV_FIELD_MAX = 256 * 2**20
 
 
-def _csv_rows(name: str, text: str) -> list[dict[str, Any]]:
+def _csv_rows(name: str, text: str, path_column: str) -> list[dict[str, Any]]:
     """The rows of a CSV list file, its columns checked; a malformed file is a usage error
     naming its line."""
     header = text.split("\n", 1)[0]
@@ -313,7 +319,8 @@ def _csv_rows(name: str, text: str) -> list[dict[str, Any]]:
             for i in unnamed:
                 if not (row.get(columns[i]) or "").strip():
                     row.pop(columns[i], None)
-        _check_columns(name, [c for c in columns if c.strip() or any(c in r for r in rows)])
+        kept = [c for c in columns if c.strip() or any(c in r for r in rows)]
+        _check_columns(name, kept, path_column)
         return rows
     except csv.Error as exc:
         raise UsageError(
@@ -343,7 +350,7 @@ def _text(name: str, data: bytes) -> str:
         ) from None
 
 
-def _parquet_rows(name: str, data: bytes) -> list[dict[str, Any]]:
+def _parquet_rows(name: str, data: bytes, path_column: str) -> list[dict[str, Any]]:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -355,12 +362,12 @@ def _parquet_rows(name: str, data: bytes) -> list[dict[str, Any]]:
         table = pq.read_table(pa.BufferReader(data))
     except pa.ArrowException as exc:
         raise UsageError(f"{name}: not a readable Parquet file ({exc})") from exc
-    _check_columns(name, table.column_names)
+    _check_columns(name, table.column_names, path_column)
     return table.to_pylist()
 
 
-def _check_columns(name: str, columns: Sequence[str]) -> None:
-    """A list's columns: a ``path`` column, and every other one named once (it becomes a
+def _check_columns(name: str, columns: Sequence[str], path_column: str = PATH_COLUMN) -> None:
+    """A list's columns: ``path_column``, and every other one named once (it becomes a
     metadata field, a Parquet column), none named like an output column."""
     unnamed = [i + 1 for i, column in enumerate(columns) if not str(column).strip()]
     if unnamed:
@@ -371,11 +378,12 @@ def _check_columns(name: str, columns: Sequence[str]) -> None:
             f"{name}: column {', '.join(map(repr, twice))} appears more than once: the values "
             "of one would be lost; rename or remove one"
         )
-    if PATH_COLUMN not in columns:
+    if path_column not in columns:
         raise UsageError(
-            f"{name}: no {PATH_COLUMN!r} column (columns: {', '.join(columns) or 'none'})"
+            f"{name}: no {path_column!r} column (columns: {', '.join(columns) or 'none'}); "
+            "--path-column names the one that holds the videos' paths or URLs"
         )
-    clashes = sorted(RESERVED_COLUMNS & set(columns))
+    clashes = sorted(RESERVED_COLUMNS & (set(columns) - {path_column}))
     if clashes:
         raise UsageError(
             f"{name}: column {', '.join(map(repr, clashes))} clashes with an output column "

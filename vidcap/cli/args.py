@@ -286,6 +286,13 @@ def _batch_size(value: str) -> int | None:
         ) from None
 
 
+def column_name(value: str) -> str:
+    """``--path-column``: a list file's column name, as its header spells it."""
+    if not value.strip() or "\0" in value:
+        raise argparse.ArgumentTypeError("expected a column name, as the list's header spells it")
+    return value
+
+
 def model_settings_from_args(args: argparse.Namespace) -> ModelSettings:
     return ModelSettings(
         model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size

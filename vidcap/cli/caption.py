@@ -20,7 +20,9 @@ def add_caption_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         add_ray_arguments,
         add_sampling_arguments,
         add_scene_arguments,
+        column_name,
     )
+    from vidcap.inputs import PATH_COLUMN
 
     parser = subparsers.add_parser(
         "caption", help="caption videos: JSONL, SRT, WebVTT per video; summary.json of the folder"
@@ -31,6 +33,14 @@ def add_caption_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         metavar="INPUT",
         help="video files, folders (searched recursively), list files (.txt, or .csv/.parquet "
         "with a 'path' column; other columns are carried into the outputs) or fsspec URLs",
+    )
+    parser.add_argument(
+        "--path-column",
+        metavar="NAME",
+        type=column_name,
+        default=PATH_COLUMN,
+        help=f"the column of a .csv/.parquet list file that holds the videos' paths or URLs "
+        f"(default: {PATH_COLUMN}; 'url' in a video2dataset list)",
     )
     add_output_arguments(parser)
     add_sampling_arguments(parser)
@@ -70,7 +80,7 @@ def _caption(args: argparse.Namespace, out: Path) -> int:
     engine = engine_from_args(args)
     ray_settings = ray_settings_from_args(args)
     check_out_dir(out)
-    videos = expand_inputs(args.inputs)  # files, folders, list files, URLs
+    videos = expand_inputs(args.inputs, args.path_column)  # files, folders, lists, URLs
     metadata = [v.metadata for v in videos]
     if args.server:  # the served model names the outputs (summary.json, the resume key)
         from vidcap.cli.remote import lossy_wire, served_model_name
