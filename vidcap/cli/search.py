@@ -112,10 +112,21 @@ def run_search(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# A text cell a spreadsheet would run as a formula (OWASP's "CSV injection"): a video's
+# name comes from a file or URL anyone may have named "=HYPERLINK(…)".
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def write_csv(stream: TextIO, rows: list[dict]) -> None:
+    """The moments as CSV; a text cell starting like a formula is written after a ``'``, so
+    Excel, LibreOffice and Google Sheets show it as text (``--json`` keeps every value as is)."""
     writer = csv.DictWriter(stream, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({key: _as_text(value) for key, value in row.items()} for row in rows)
+
+
+def _as_text(value: object) -> object:
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
 
 
 def print_table(stream: TextIO, moments: list, several: bool = False) -> None:
