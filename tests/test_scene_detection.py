@@ -188,6 +188,31 @@ def test_scene_frames_are_evenly_spaced(footage) -> None:
             assert inside == targets
 
 
+def test_fps_within_a_scene_meets_frames_stamped_in_milliseconds(tmp_path: Path) -> None:
+    """Regression: in a 30 fps Matroska file (times in whole milliseconds) ``--scenes
+    --fps 3`` sampled each shot's frames 0, 11, 20, 30 from its start: frame 10, due
+    333.33 ms in, is stamped 333 (``video.tick_tolerance``), a shot's time the difference of
+    two such stamps."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    path = tmp_path / "cuts30.mkv"
+    shots = ["testsrc2=s=160x120:r=30:d=1.1", "testsrc2=s=160x120:r=30:d=1.3,negate",
+             "testsrc=s=160x120:r=30:d=1.2"]  # fmt: skip
+    inputs = [arg for shot in shots for arg in ("-f", "lavfi", "-i", shot)]
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", *inputs, "-filter_complex",
+         "concat=n=3:v=1,format=yuv420p", "-c:v", "libx264", "-preset", "ultrafast", str(path)],
+        check=True,
+    )  # fmt: skip
+    scenes, samples, _ = scene_events(path, SamplingSettings(scenes=True, fps=3.0))
+    assert [scene.start_frame for scene in scenes] == [0, 33, 72]
+    for scene in scenes:
+        inside = [s.index for s in samples if scene.start_frame <= s.index < scene.end_frame]
+        assert inside == list(range(scene.start_frame, scene.end_frame, 10)), (scene, inside)
+
+
 def test_fps_within_scenes_starts_again_at_each_scene(footage) -> None:
     path, _ = footage["cuts"]
     scenes, samples, _ = scene_events(path, SamplingSettings(scenes=True, fps=1.0))
@@ -210,7 +235,9 @@ def test_long_scenes_keep_a_bounded_number_of_candidates() -> None:
         return Frame(fake.index, fake.time, np.zeros((1, 1, 3), np.uint8))
 
     for frames in (7, 40, 1000, 12345):
-        scene = _OpenScene(1, _Fake(0, 0.0), SamplingSettings(scenes=True, scene_frames=1), convert)
+        scene = _OpenScene(
+            1, _Fake(0, 0.0), SamplingSettings(scenes=True, scene_frames=1), convert, 1e-6
+        )
         held = 0
         for i in range(frames):
             scene.add(_Fake(i, i / 25))

@@ -1333,3 +1333,32 @@ def test_frames_after_concealed_damage_are_marked_until_the_next_clean_keyframe(
             assert frame.damaged == by_index[frame.index], (sampling, frame.index)
     clean = tmp_path / "clean-damaged.mp4"
     assert not any(f.damaged for f in read(clean, SamplingSettings(every_n=1)))
+
+
+@pytest.mark.parametrize(
+    ("suffix", "rate", "args"),
+    [
+        (".mkv", "30", ["-c:v", "libx264", "-preset", "ultrafast"]),  # milliseconds
+        (".webm", "30", ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"]),
+        (".mov", "30000/1001", ["-c:v", "libx264", "-video_track_timescale", "600"]),
+        (".avi", "30000/1001", ["-c:v", "mpeg4"]),  # a clock that counts frames: exact
+    ],
+)
+def test_fps_ticks_meet_frames_their_container_stamped_just_before(
+    tmp_path: Path, suffix: str, rate: str, args: list[str]
+) -> None:
+    """Regression: a container that stamps times on a coarse clock rounds each frame's
+    time to it — Matroska and WebM count milliseconds, so 30 fps frame 10, due at
+    333.33 ms, is stamped 333 — and ``--fps 3`` took it as before the tick at 333.33: it
+    sampled frames 0, 11, 20, 30, 41…, and ``--fps 30`` lost a third of the frames (80 of
+    120). A frame within half a step of the container's clock before a tick is at it."""
+    source = encode_with_ffmpeg(tmp_path / f"v{suffix}", 60, rate, args)
+    native = float(Fraction(rate))
+    for fps, step in ((native, 1), (native / 10, 10), (native / 3, 3), (native / 7, 7)):
+        for mode in ("exact", "all"):
+            sampling = SamplingSettings(fps=fps, mode=mode)
+            with VideoReader(source) as reader:
+                estimated = reader.estimated_samples(sampling)
+                got = [frame_number(f.rgb) for f in reader.frames(sampling)]
+            assert got == list(range(0, 60, step)), (fps, mode, got)
+            assert estimated == len(got), (fps, mode)

@@ -270,7 +270,9 @@ def _events(
 
                     if plan:
                         yield Planned(job, None)
-                    sampler = SceneSampler(sampling, size, reader.stats.nominal_fps)
+                    sampler = SceneSampler(
+                        sampling, size, reader.stats.nominal_fps, reader.tick_tolerance
+                    )
                     for decoded in reader.decoded_frames():
                         yield from found(sampler.push(decoded))
                     yield from found(sampler.finish(reader.stats.duration))

@@ -62,6 +62,7 @@ import numpy as np
 
 from vidcap.frames import Frame
 from vidcap.settings import SamplingSettings
+from vidcap.video import PTS_EPSILON, grid_selector
 
 if TYPE_CHECKING:
     from vidcap.video import DecodedFrame
@@ -122,7 +123,13 @@ class SceneSampler:
     ``Scene``\\ s, in order, each scene after its samples.
     """
 
-    def __init__(self, sampling: SamplingSettings, size: tuple[int, int], rate: float) -> None:
+    def __init__(
+        self,
+        sampling: SamplingSettings,
+        size: tuple[int, int],
+        rate: float,
+        tolerance: float = PTS_EPSILON,
+    ) -> None:
         from av.video.reformatter import VideoReformatter
         from scenedetect import FrameTimecode
         from scenedetect.common import Timecode
@@ -140,6 +147,8 @@ class SceneSampler:
         self._has_alpha, self._composited = has_alpha, to_sdr_rgb  # (PyAV, imported here)
         self.sampling = sampling
         self.size = size
+        # A time into a shot is two stamps' difference: each rounded by the container's clock.
+        self._tolerance = 2 * tolerance
         # A stated rate under MIN_RATE is no frame rate (a slideshow MP4 states one frame in
         # 10 s): the detector's shortest shot, 15 frames, would be 150 s and no shot found.
         # Such a video is timed at 25 frames a second (PySceneDetect itself finds no shot).
@@ -225,7 +234,9 @@ class SceneSampler:
             out += self._close(frame.index, frame.time)
         if self._scene is None:
             self._number += 1
-            self._scene = _OpenScene(self._number, frame, self.sampling, self._model_frame)
+            self._scene = _OpenScene(
+                self._number, frame, self.sampling, self._model_frame, self._tolerance
+            )
         sample = self._scene.add(frame)
         if sample is not None:
             out.append(sample)
@@ -253,6 +264,7 @@ class _OpenScene:
         first: DecodedFrame,
         sampling: SamplingSettings,
         convert: Callable[[DecodedFrame], Frame],
+        tolerance: float,
     ) -> None:
         self.number = number
         self.start_frame = first.index
@@ -270,7 +282,8 @@ class _OpenScene:
             every = sampling.every_n
             self.grid = lambda position, seconds: position % every == 0
         else:
-            self.grid = _time_grid(1.0 / float(sampling.fps or 1.0))
+            take = grid_selector(1.0 / float(sampling.fps or 1.0), tolerance)
+            self.grid = lambda position, seconds: take(seconds)
 
     def add(self, frame: DecodedFrame) -> Frame | None:
         """Take ``frame`` (the scene's next one); a sample ready now (grid sampling), or None."""
@@ -317,17 +330,3 @@ def _capacity(wanted: int, frame_bytes: int) -> tuple[int, bool]:
     if fit >= 2 * wanted + 2:
         return min(most, fit), True
     return most, False
-
-
-def _time_grid(step: float) -> Callable[[int, float], bool]:
-    """Take the first frame at or after each multiple of ``step`` seconds into the scene."""
-    next_due = 0.0
-
-    def take(position: int, seconds: float) -> bool:
-        nonlocal next_due
-        if seconds + 1e-6 < next_due:
-            return False
-        next_due = (math.floor(seconds / step + 1e-6) + 1) * step
-        return True
-
-    return take

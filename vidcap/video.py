@@ -244,6 +244,7 @@ class VideoReader:
         self._by_dts = False  # packets timed by their dts (set by the demux pass)
         stream = self._stream
         rate = nominal_rate(self._container, stream)
+        self.tick_tolerance = tick_tolerance(stream.time_base, float(rate or 0.0))
         self.stats = VideoStats(
             width=stream.codec_context.width,
             height=stream.codec_context.height,
@@ -270,7 +271,8 @@ class VideoReader:
         elif sampling.every_n is not None:
             count = math.ceil(len(packets.times) / sampling.every_n)
         else:
-            count = len(_ticks(packets.times, 1.0 / float(sampling.fps or 1.0)))
+            interval = 1.0 / float(sampling.fps or 1.0)
+            count = len(_ticks(packets.times, interval, self.tick_tolerance))
         if not packets.complete and count == 0:
             return None
         return min(count, sampling.max_frames) if sampling.max_frames else count
@@ -300,7 +302,7 @@ class VideoReader:
         sampling = self._keyframes_or_first(sampling, packets)
         if not packets.generated_pts:  # frames timed as ffprobe times them
             disable_generated_pts(self._container)
-        needed = _needed_times(packets, sampling)
+        needed = _needed_times(packets, sampling, self.tick_tolerance)
         # (with --max-frames the end is where reading stops: skipping ahead would move it)
         exact = sampling.mode == "exact" and not sampling.keyframes and not sampling.max_frames
         skipping = exact and bool(needed)
@@ -401,7 +403,7 @@ class VideoReader:
         self._decoded_all = needed is None
         # A second pass sends no frame earlier than one the first pass sent (order kept).
         sent_up_to = max(yielded) if yielded else -math.inf
-        take = _selector(sampling)
+        take = _selector(sampling, self.tick_tolerance)
         expected = sorted(plan) if plan is not None else []
         position = 0
         last_index = -1
@@ -802,13 +804,31 @@ class _BestEffort:
         return dts
 
 
-def _ticks(times: list[float], interval: float) -> list[float]:
+def _ticks(times: list[float], interval: float, tolerance: float) -> list[float]:
     """The frames ``--fps`` takes: the first frame at or after each tick of the grid."""
-    take = _grid_selector(interval)
+    take = grid_selector(interval, tolerance)
     return [t for t in times if take(t)]
 
 
-def _needed_times(packets: Packets, sampling: SamplingSettings) -> set[float] | None:
+def tick_tolerance(time_base: Fraction | None, rate: float) -> float:
+    """How far before a ``--fps`` tick a frame's time may be and still be at it: half a step
+    of the container's clock where that clock is finer than the frames, as a muxer rounds
+    each frame's time to it — Matroska, WebM and FLV count milliseconds, so a 30 fps frame
+    due at 333.33 ms is stamped 333 and was taken as before the 3 fps tick at 333.33 (the
+    next frame sampled instead, and at ``--fps 30`` a third of the frames lost); QuickTime's
+    1/600 s. Never more than a quarter of a frame. A clock that counts frames (AVI's) stamps
+    exactly: nothing beyond float noise."""
+    if time_base is None or rate <= 0:
+        return PTS_EPSILON
+    step, interval = float(time_base), 1.0 / rate
+    if step >= 0.99 * interval:
+        return PTS_EPSILON
+    return max(PTS_EPSILON, min(step / 2, interval / 4))
+
+
+def _needed_times(
+    packets: Packets, sampling: SamplingSettings, tolerance: float
+) -> set[float] | None:
     """Times whose packets ``exact`` mode must decode fully; None: decode everything."""
     if sampling.mode == "all" or not packets.complete or not packets.plannable:
         return None
@@ -816,7 +836,7 @@ def _needed_times(packets: Packets, sampling: SamplingSettings) -> set[float] | 
         return set()
     if sampling.every_n is not None:
         return set(packets.times[:: sampling.every_n])
-    return set(_ticks(packets.times, 1.0 / float(sampling.fps or 1.0)))
+    return set(_ticks(packets.times, 1.0 / float(sampling.fps or 1.0), tolerance))
 
 
 def _unneeded_times(packets: Packets, needed: set[float]) -> set[float]:
@@ -865,27 +885,28 @@ def _packet_duration(packet: av.Packet | None, clock: Clock) -> float:
     return clock.span(packet.duration)
 
 
-def _selector(sampling: SamplingSettings) -> Callable[[int, float], bool]:
+def _selector(sampling: SamplingSettings, tolerance: float) -> Callable[[int, float], bool]:
     """A predicate (index, pts) → take this frame? Frames come in presentation order."""
     if sampling.keyframes:
         return lambda index, pts: True
     if sampling.every_n is not None:
-        take_index = _grid_selector(sampling.every_n)
+        take_index = grid_selector(sampling.every_n)
         return lambda index, pts: take_index(index)
-    take_time = _grid_selector(1.0 / float(sampling.fps or 1.0))
+    take_time = grid_selector(1.0 / float(sampling.fps or 1.0), tolerance)
     return lambda index, pts: take_time(pts)
 
 
-def _grid_selector(step: float) -> Callable[[float], bool]:
-    """Take the first position at or after each multiple of ``step``; skip the rest."""
+def grid_selector(step: float, tolerance: float = PTS_EPSILON) -> Callable[[float], bool]:
+    """Take the first position at or after each multiple of ``step`` (a position within
+    ``tolerance`` before it counts as at it: ``tick_tolerance``); skip the rest."""
     next_due = 0.0
 
     def take(position: float) -> bool:
         nonlocal next_due
-        if position + PTS_EPSILON < next_due:
+        if position + tolerance < next_due:
             return False
-        # The next sample is due at the first grid point after this one.
-        next_due = (math.floor(position / step + PTS_EPSILON) + 1) * step
+        # The next sample is due at the first grid point after the one this is at.
+        next_due = (math.floor((position + tolerance) / step + PTS_EPSILON) + 1) * step
         return True
 
     return take
