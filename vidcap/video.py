@@ -814,10 +814,10 @@ def tick_tolerance(time_base: Fraction | None, rate: float) -> float:
     """How far before a ``--fps`` tick a frame's time may be and still be at it: half a step
     of the container's clock where that clock is finer than the frames, as a muxer rounds
     each frame's time to it — Matroska, WebM and FLV count milliseconds, so a 30 fps frame
-    due at 333.33 ms is stamped 333 and was taken as before the 3 fps tick at 333.33 (the
-    next frame sampled instead, and at ``--fps 30`` a third of the frames lost); QuickTime's
-    1/600 s. Never more than a quarter of a frame. A clock that counts frames (AVI's) stamps
-    exactly: nothing beyond float noise."""
+    due at 333.33 ms is stamped 333 and is the frame at the 3 fps tick at 333.33 (else the
+    next one would be taken, and ``--fps 30`` would drop every third frame); QuickTime's
+    1/600 s likewise. Never more than a quarter of a frame. A clock that counts frames
+    (AVI's) stamps exactly: nothing beyond float noise."""
     if time_base is None or rate <= 0:
         return PTS_EPSILON
     step, interval = float(time_base), 1.0 / rate

@@ -178,7 +178,8 @@ def _pad(text: str, cells: int) -> str:
 
 def cut_clips(moments: list, out: Path, precise: bool) -> int:
     """Each video's moments cut by ``vidcap.clips.export_clips`` into ``out/<name>/`` (with
-    its manifest.json); a video whose source is not a file here is skipped, saying why."""
+    its manifest.json); a video whose source is not a file here, or that cannot be cut, is
+    skipped, saying why, and the others are cut."""
     from vidcap.clips import MANIFEST_NAME, ONE_VIDEO_ERRORS, export_clips
     from vidcap.folder import open_folder
 
