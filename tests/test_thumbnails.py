@@ -158,3 +158,26 @@ def test_frame_display_size_drives_the_thumbnail_shape() -> None:
     shown = display_image(frame.rgb, frame.display_size, 160)
     picture = cv2.imdecode(np.frombuffer(thumbnail_jpeg(shown, 0), np.uint8), cv2.IMREAD_COLOR)
     assert picture.shape[:2] == (160, 284)
+
+
+@pytest.mark.parametrize("scenes", [[], ["--scenes"]])
+def test_a_picture_wider_than_a_jpeg_can_be_is_narrowed(tmp_path: Path, scenes: list) -> None:
+    """Regression: an 8192×16 frame whose pixels are shown 10 times as wide (a hostile or
+    broken sample aspect ratio: 81,920 pixels wide at 16 high) made a thumbnail wider than
+    a JPEG can be (65,500 pixels), and the whole video failed ("cannot encode a thumbnail
+    of frame 0", and an OpenCV error line). A picture for people is at most
+    ``MAX_PICTURE_WIDTH`` wide, made shorter to keep its shape."""
+    from tests.support.videos import encode_with_ffmpeg
+    from vidcap.picture import MAX_PICTURE_WIDTH
+
+    video = encode_with_ffmpeg(tmp_path / "strip.mkv", 20, "10",
+                               ["-vf", "setsar=10/1", "-c:v", "libx264"], size=(16, 8192))  # fmt: skip
+    out = tmp_path / "out"
+    assert (
+        main(["caption", str(video), "--out", str(out), "--model", "tiny", "--quiet", *scenes]) == 0
+    )
+    thumbs = sorted(thumbs_folder(out, "strip").glob("*.jpg"))
+    assert thumbs and len(thumbs) == len(read_jsonl(out / "strip.jsonl"))
+    for thumb in thumbs:
+        height, width = cv2.imread(str(thumb)).shape[:2]
+        assert (width, height) == (MAX_PICTURE_WIDTH, 1), thumb

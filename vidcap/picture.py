@@ -135,21 +135,32 @@ def display_size(
     return orientation.size(width, height)
 
 
-def display_width(size: tuple[int, int], height: int) -> int:
-    """The width of a picture ``height`` pixels tall at the display shape ``size``."""
+# A picture for people is at most this wide: a strip of a panorama, or a frame whose pixels
+# are stretched 100:1, would otherwise be wider than a JPEG can be (65,500 pixels).
+MAX_PICTURE_WIDTH = 1280
+
+
+def picture_size(size: tuple[int, int], height: int) -> tuple[int, int]:
+    """(width, height) of a picture ``height`` pixels tall at the display shape ``size``,
+    made shorter where it would be wider than ``MAX_PICTURE_WIDTH``."""
     shown_width, shown_height = size
     if height < 1 or shown_width < 1 or shown_height < 1:
         raise ValueError(f"display_image: bad size {size} or height {height}")
-    return max(1, round(height * shown_width / shown_height))
+    width = max(1, round(height * shown_width / shown_height))
+    if width > MAX_PICTURE_WIDTH:
+        height = max(1, round(height * MAX_PICTURE_WIDTH / width))
+        width = MAX_PICTURE_WIDTH
+    return width, height
 
 
 def display_image(rgb: np.ndarray, size: tuple[int, int], height: int) -> np.ndarray:
     """``rgb`` (any H×W, e.g. the model-sized frame) as a picture ``height`` pixels tall at
-    the display shape ``size`` (width, height): what a thumbnail or a page shows.
+    the display shape ``size`` (width, height), at most ``MAX_PICTURE_WIDTH`` wide: what a
+    thumbnail or a page shows.
 
     The pixels must already be upright (every ``Frame`` is); only the shape changes.
     """
-    return resize_rgb(rgb, display_width(size, height), height)
+    return resize_rgb(rgb, *picture_size(size, height))
 
 
 # Chroma interpolated at full width and accurate rounding: within 1.1 levels (mean) of

@@ -67,7 +67,7 @@ from vidcap.picture import (
     Orientation,
     Picture,
     display_size,
-    display_width,
+    picture_size,
     resize_rgb,
     scaled_rgb,
     to_sdr_rgb,
@@ -195,12 +195,11 @@ class DecodedFrame:
 
     def picture(self, height: int) -> np.ndarray:
         """The frame as people see it, ``height`` pixels tall (at most its display height)
-        at its display shape: what a thumbnail shows, scaled from the decoder's frame (an
-        interlaced frame's first field)."""
+        at its display shape (``picture_size``: at most ``MAX_PICTURE_WIDTH`` wide): what a
+        thumbnail shows, scaled from the decoder's frame (an interlaced frame's first field)."""
         shown = self.display_size
-        height = min(height, shown[1])
         field = shown_field(self.av_frame)
-        return scaled_rgb(field, self.orientation, display_width(shown, height), height)
+        return scaled_rgb(field, self.orientation, *picture_size(shown, min(height, shown[1])))
 
 
 # Every frame decoded, nothing skipped: ``decoded_frames`` (scene detection).
