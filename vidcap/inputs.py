@@ -263,9 +263,7 @@ def _filesystem(url: str):
         raise UsageError(f"cannot open {shown}: {str(exc).replace(url, shown)}") from exc
 
 
-def _read_list(
-    name: str, data: bytes, base: str | None, path_column: str = PATH_COLUMN
-) -> list[InputVideo]:
+def _read_list(name: str, data: bytes, base: str | None, path_column: str) -> list[InputVideo]:
     """The videos of one list file, a CSV's or Parquet's paths in ``path_column``; ``base``
     resolves relative paths (``_resolve``)."""
     suffix = Path(name.split("?", 1)[0]).suffix.lower()
@@ -366,7 +364,7 @@ def _parquet_rows(name: str, data: bytes, path_column: str) -> list[dict[str, An
     return table.to_pylist()
 
 
-def _check_columns(name: str, columns: Sequence[str], path_column: str = PATH_COLUMN) -> None:
+def _check_columns(name: str, columns: Sequence[str], path_column: str) -> None:
     """A list's columns: ``path_column``, and every other one named once (it becomes a
     metadata field, a Parquet column), none named like an output column."""
     unnamed = [i + 1 for i, column in enumerate(columns) if not str(column).strip()]

@@ -136,7 +136,7 @@ def display_size(
 
 
 # A picture for people is at most this wide: a strip of a panorama, or a frame whose pixels
-# are stretched 100:1, would otherwise be wider than a JPEG can be (65,500 pixels).
+# are stretched 10:1, would otherwise be wider than a JPEG may be (65,500 pixels).
 MAX_PICTURE_WIDTH = 1280
 
 

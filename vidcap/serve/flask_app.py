@@ -124,9 +124,8 @@ class BodyReader:
         length = environ.get("CONTENT_LENGTH") or ""
         if length.isdigit() and int(length) > self.max_bytes:
             raise protocol.too_large(self.max_bytes)
-        protocol.check_content_encoding(environ.get("HTTP_CONTENT_ENCODING"))
         content_type = environ.get("CONTENT_TYPE") or ""
-        protocol.check_content_type(content_type)
+        protocol.check_body_headers(content_type, environ.get("HTTP_CONTENT_ENCODING"))
         counter = None
         if protocol.media_type(content_type) == protocol.MULTIPART:
             boundary = protocol.multipart_boundary(content_type)
@@ -251,8 +250,7 @@ def read_request(max_parts: int) -> tuple[list[bytes], dict[str, str], bool]:
     body = request.environ.get(BODY_KEY)
     if body is None:
         body = request.get_data(cache=False)
-    protocol.check_content_encoding(request.headers.get("Content-Encoding"))
-    protocol.check_content_type(request.content_type)
+    protocol.check_body_headers(request.content_type, request.headers.get("Content-Encoding"))
     if request.mimetype != protocol.MULTIPART:
         return [body], fields, False
     parts = protocol.parse_multipart(body, request.content_type or "", max_parts)

@@ -252,9 +252,9 @@ async def read_body(
     limit = settings.max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         raise protocol.too_large(limit)
-    protocol.check_content_encoding(",".join(request.headers.getall("Content-Encoding", ())))
     content_type = request.headers.get("Content-Type", "")
-    protocol.check_content_type(content_type)
+    codings = ",".join(request.headers.getall("Content-Encoding", ()))
+    protocol.check_body_headers(content_type, codings)
     counter = None
     if protocol.media_type(content_type) == protocol.MULTIPART:
         counter = protocol.PartCounter(

@@ -173,6 +173,14 @@ def check_content_encoding(content_encoding: str | None) -> None:
         )
 
 
+def check_body_headers(content_type: str | None, content_encoding: str | None) -> None:
+    """How a body is labelled, before a byte of it is read: sent as it is
+    (``check_content_encoding``), as an image or a multipart pre-batch
+    (``check_content_type``)."""
+    check_content_encoding(content_encoding)
+    check_content_type(content_type)
+
+
 def multipart_boundary(content_type: str) -> bytes:
     """The boundary of a ``multipart/form-data`` Content-Type, by the strict rules of the
     module docstring; ``BadRequest`` (400) otherwise."""
