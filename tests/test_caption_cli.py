@@ -8,6 +8,7 @@ terminal's progress line."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -590,3 +591,41 @@ def test_one_rule_says_a_video_is_damaged(lost: object, marked: object, damaged:
     """A record's values (counts, lists of frame indices, None) and a folder's counts alike;
     what is no positive count is no damage (a garbled record)."""
     assert is_damaged(lost, marked) is damaged
+
+
+def test_a_library_of_broken_files_shows_twenty_warnings_then_one_line(
+    mixed_folder: Path, tmp_path: Path
+) -> None:
+    """Thousands of missing or broken files must not bury the run's own lines: the first
+    SHOWN_WARNINGS failures each on a line, then one line saying the rest are not shown;
+    every failure is still in summary.json, and the run still ends with its count."""
+    from vidcap.commit import SHOWN_WARNINGS
+
+    missing = [tmp_path / f"gone{i}.mp4" for i in range(SHOWN_WARNINGS + 5)]
+    listed = tmp_path / "list.txt"
+    listed.write_text("".join(f"{p}\n" for p in [mixed_folder / "web.webm", *missing]))
+    result = run_main("caption", listed, "--out", tmp_path / "o", "--model", "tiny", "--no-thumbs")
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len([line for line in lines if "WARNING: failed:" in line]) == SHOWN_WARNINGS
+    assert len([line for line in lines if "not shown from here on" in line]) == 1
+    assert lines[-1].endswith(f"{len(missing)} failed (see {tmp_path / 'o'}/summary.json)")
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    errors = [v["error"] for v in summary["videos"] if v["status"] == "failed"]
+    assert sorted(errors) == sorted(f"{p}: no such file" for p in missing)
+
+
+def test_verbose_shows_every_warning(caplog: pytest.LogCaptureFixture) -> None:
+    from vidcap.commit import WarningLines
+
+    with caplog.at_level(logging.WARNING, logger="vidcap.commit"):
+        lines = WarningLines(limit=2)
+        for n in range(4):
+            lines.show(f"w{n}")
+    assert [r.getMessage()[:2] for r in caplog.records] == ["w0", "w1", "mo"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="vidcap.commit"):
+        lines = WarningLines(limit=2)
+        for n in range(4):
+            lines.show(f"w{n}")
+    assert [r.getMessage() for r in caplog.records] == ["w0", "w1", "w2", "w3"]

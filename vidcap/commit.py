@@ -286,6 +286,30 @@ def plan(
     return todo, resumed
 
 
+SHOWN_WARNINGS = 20
+
+
+class WarningLines:
+    """A run's warnings about its videos (a video failed, a file cut off, frames lost): the
+    first ``limit`` on lines of their own, then one line saying the rest are not shown, so
+    a library with thousands of broken files does not bury the run in them. With ``-v``
+    (INFO logging) every one. ``summary.json`` keeps each video's status and error."""
+
+    def __init__(self, limit: int = SHOWN_WARNINGS) -> None:
+        self.limit = limit
+        self.count = 0  # warnings about videos, shown or not
+
+    def show(self, message: str) -> None:
+        self.count += 1
+        if self.count <= self.limit or log.isEnabledFor(logging.INFO):
+            log.warning("%s", message)
+        elif self.count == self.limit + 1:
+            log.warning(
+                "more warnings about videos: not shown from here on (-v shows every one; "
+                "summary.json holds each video's status and error)"
+            )
+
+
 @dataclass
 class _Open:
     job: VideoJob
@@ -323,6 +347,7 @@ class Committer:
         self._by_name = {job.name: job for job in jobs}
         self._finished: set[str] = set()  # names of videos done or failed in this run
         self._warned: set[tuple[int, str]] = set()  # decoder warnings shown (job, message)
+        self.warnings = WarningLines()
         self.run_writers = list(run_writers)
         self.on_done = on_done  # called with each finished VideoResult (progress)
         self.results: list[VideoResult] = []
@@ -388,7 +413,7 @@ class Committer:
         state = self._state(job_id)
         if state is not None and (job_id, message) not in self._warned:
             self._warned.add((job_id, message))
-            log.warning("%s", message)
+            self.warnings.show(message)
 
     def fail(self, job_id: int, error: str, warn: bool = True) -> None:
         state = self._state(job_id)
@@ -396,7 +421,7 @@ class Committer:
             return
         del self._open[job_id]
         if warn:
-            log.warning("failed: %s", error)
+            self.warnings.show(f"failed: {error}")
         result = self._result(state, "failed", error)
         self._record_if_possible(result)
         self._finish(result)
@@ -466,7 +491,7 @@ class Committer:
         frames = self._resolved(state)
         if isinstance(frames, str):
             result = self._result(state, "failed", f"{state.job.shown}: {frames}")
-            log.warning("failed: %s", result.error)
+            self.warnings.show(f"failed: {result.error}")
             self._record_if_possible(result)
             self._finish(result)
             return
