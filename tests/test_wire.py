@@ -340,3 +340,50 @@ def test_a_model_name_travels_in_a_header_whatever_its_characters() -> None:
         value = model_value(name)
         assert value.isascii() and "\r" not in value and "\n" not in value and " " not in value
         assert model_from_value(value) == name
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def test_a_png_of_a_million_chunks_is_refused_before_pillow_reads_them() -> None:
+    """Regression: Pillow reads each PNG chunk in Python, so a 16 MB frame of 15-byte text
+    chunks held a server's decoder thread for 4.3 s (64 MB of them in one request: 17 s).
+    Refused from a walk of the chunk lengths, stopping past the limit; a PNG as encoders
+    write it, and one with its pixels in thousands of chunks, pass."""
+    small = FRAME[:48, :64]
+    buffer = io.BytesIO()
+    Image.fromarray(small).save(buffer, "PNG")
+    data = buffer.getvalue()
+    head, rest = data[:33], data[33:]  # signature + IHDR, then IDAT... IEND
+    limits = WireLimits()
+    assert limits.max_png_chunks == 65_536
+    text = _png_chunk(b"tEXt", b"k\0v")
+    for extra in (limits.max_png_chunks, 1_000_000):
+        bomb = head + text * extra + rest
+        with pytest.raises(BadRequest) as refused:
+            wire.open_image(bomb, limits)
+        assert refused.value.status == 400 and "PNG of more than 65536 chunks" in str(refused.value)
+    assert wire.png_chunks(head + text * 1_000_000 + rest, 100) == 101  # stops past the limit
+    assert wire.png_chunks(data, 100) == 3  # IHDR, IDAT, IEND
+    fine = head + text * 1000 + rest
+    assert np.array_equal(decode_image(fine, limits), small)
+    pixels = zlib.decompress(b"".join(_idat_bodies(data)))
+    packed = zlib.compress(pixels)
+    split = (
+        head
+        + b"".join(_png_chunk(b"IDAT", packed[i : i + 16]) for i in range(0, len(packed), 16))
+        + _png_chunk(b"IEND", b"")
+    )
+    assert wire.png_chunks(split, limits.max_png_chunks) > 500
+    assert np.array_equal(decode_image(split, limits), small)
+
+
+def _idat_bodies(data: bytes) -> list[bytes]:
+    bodies, position = [], 8
+    while position < len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        if data[position + 4 : position + 8] == b"IDAT":
+            bodies.append(data[position + 8 : position + 8 + length])
+        position += 12 + length
+    return bodies

@@ -37,6 +37,7 @@ _WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
 # Where a JPEG's entropy-coded data ends: a marker (0xFF, then neither a stuffed 0x00 nor a
 # restart marker RST0-7); fill bytes (more 0xFF) may come first.
 _MARKER_AFTER_SCAN = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # markers without a length: TEM, RSTn
 
 
@@ -55,6 +56,10 @@ class WireLimits:
     pass over every block of the picture, and a scan can be a few bytes (the JPEG standard's
     end-of-band runs), so 16 MB of them hold a 4K frame's decoder for minutes (libjpeg-turbo's
     "LJT-01-003"); encoders write 1 (baseline) to about 10 (libjpeg's progressive script).
+    ``max_png_chunks``: a PNG's chunks (walked by their lengths, before Pillow opens it):
+    Pillow reads each chunk in Python, about 4 us apiece, so 16 MB of 15-byte text chunks
+    held a decoder thread for 4.3 s; encoders write one chunk per 8-64 KB of pixels (a
+    16 MB frame: 256-2,048), and 65,536 chunks cost what decoding a 16 MB frame does.
     """
 
     max_frames: int = 64
@@ -62,6 +67,7 @@ class WireLimits:
     max_bytes_per_frame: int = 16 * 1024 * 1024
     max_total_pixels: int = 64 * FULL_HD_PIXELS
     max_jpeg_scans: int = 100
+    max_png_chunks: int = 65_536
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,13 @@ def open_image(data: bytes, limits: WireLimits, label: str = "image") -> Image.I
         raise BadRequest(f"{label} is empty")
     if len(data) > limits.max_bytes_per_frame:
         raise BadRequest(f"{label} is larger than {limits.max_bytes_per_frame} bytes", 413)
+    if data.startswith(PNG_SIGNATURE) and png_chunks(data, limits.max_png_chunks) > (
+        limits.max_png_chunks
+    ):
+        raise BadRequest(
+            f"{label} is a PNG of more than {limits.max_png_chunks} chunks (each one read on "
+            "its own: a decoding-time bomb)"
+        )
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -169,6 +182,18 @@ def jpeg_scans(data: bytes, limit: int) -> int:
                 break
             position = found.end() - 2
     return scans
+
+
+def png_chunks(data: bytes, limit: int) -> int:
+    """How many chunks PNG ``data`` has (counting stops past ``limit``), walked by their
+    lengths from the signature to IEND or the data's end."""
+    chunks, position, end = 0, len(PNG_SIGNATURE), len(data)
+    while position + 8 <= end and chunks <= limit:
+        chunks += 1
+        if data[position + 4 : position + 8] == b"IEND":
+            break
+        position += 12 + int.from_bytes(data[position : position + 4], "big")
+    return chunks
 
 
 def load_rgb(
