@@ -387,3 +387,35 @@ def _idat_bodies(data: bytes) -> list[bytes]:
             bodies.append(data[position + 8 : position + 8 + length])
         position += 12 + length
     return bodies
+
+
+@pytest.mark.parametrize(
+    "padding",
+    [b"\xff\xfe\x00\x02", b"\xff\xe1\x00\x08Exif\x00\x00", b"\xff"],
+    ids=["empty-comments", "exif-blocks", "fill-bytes"],
+)
+def test_a_jpeg_of_a_million_markers_is_refused_before_pillow_reads_them(padding: bytes) -> None:
+    """Regression: Pillow reads a JPEG's markers before its first scan in Python, one by
+    one, so 16 MB of empty comments held a decoder thread for 10 s, of fill bytes 14 s.
+    Refused from a walk of the segment lengths; what cameras write (a big ICC profile in
+    64 KB pieces, EXIF, progressive) passes."""
+    small = FRAME[:48, :64]
+    buffer = io.BytesIO()
+    Image.fromarray(small).save(buffer, "JPEG")
+    data = buffer.getvalue()
+    limits = WireLimits()
+    assert limits.max_jpeg_markers == 1024
+    for count in (1025, 3_000_000 // len(padding)):
+        with pytest.raises(BadRequest) as refused:
+            wire.open_image(data[:2] + padding * count + data[2:], limits)
+        assert refused.value.status == 400
+        assert "JPEG of more than 1024 markers" in str(refused.value)
+    padded = data[:2] + padding * 500 + data[2:]
+    assert np.array_equal(decode_image(padded, limits), decode_image(data, limits))
+    for progressive in (False, True):
+        buffer = io.BytesIO()
+        Image.fromarray(small).save(
+            buffer, "JPEG", progressive=progressive, icc_profile=bytes(1_000_000)
+        )
+        assert 16 < wire.jpeg_header_markers(buffer.getvalue(), 1024) < 40
+        assert decode_image(buffer.getvalue(), limits).shape == small.shape
