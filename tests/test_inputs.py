@@ -282,6 +282,27 @@ def test_a_csv_separated_by_semicolons_or_tabs_is_read(tmp_path: Path, separator
     assert expand_inputs([listing]) == [InputVideo(str(SAMPLE), {"id": "7, or 8"})]
 
 
+@pytest.mark.parametrize("separator", [";", ",", "|"])
+def test_excels_sep_line_names_the_separator(tmp_path: Path, separator: str) -> None:
+    """Regression: Excel's optional first line ``sep=;`` was read as the header ("column 2
+    has no name"); it names the separator, the header follows, and line numbers in
+    messages still count it."""
+    listing = tmp_path / "videos.csv"
+    listing.write_text(f"sep={separator}\r\npath{separator}id\r\n{SAMPLE}{separator}7\r\n")
+    assert expand_inputs([listing]) == [InputVideo(str(SAMPLE), {"id": "7"})]
+    listing.write_text(f"sep={separator}\npath{separator}id\n{SAMPLE}{separator}7{separator}8\n")
+    with pytest.raises(UsageError, match=r"videos\.csv: line 3 has 3 fields, the header 2"):
+        expand_inputs([listing])
+
+
+def test_a_tsv_list_is_read_with_tabs(tmp_path: Path) -> None:
+    """Regression: a ``.tsv`` list (Conceptual Captions', a sheet's export) was taken for a
+    video ("not a decodable video"); it is a list, tab-separated whatever its header holds."""
+    listing = tmp_path / "videos.tsv"
+    listing.write_text(f"path\tnote\n{SAMPLE}\ta, b; c\n")
+    assert expand_inputs([listing]) == [InputVideo(str(SAMPLE), {"note": "a, b; c"})]
+
+
 def test_file_urls_are_unescaped(tmp_path: Path) -> None:
     """Regression: ``file:///clips/a%20b.mp4`` (as ``Path.as_uri()``, browsers and dataset
     tools write a file URL) named ``/clips/a%20b.mp4``, no such file, and

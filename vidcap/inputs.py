@@ -7,7 +7,7 @@
   with one warning: the ``._clip.mp4`` beside every ``clip.mp4`` copied from a Mac is its
   resource fork, no video);
 - a list file: ``.txt`` (one path or URL per line; blank lines and ``#`` comments skipped),
-  ``.csv`` or ``.parquet`` with a ``path`` column (or the one ``path_column`` names: a
+  ``.csv``, ``.tsv`` or ``.parquet`` with a ``path`` column (or the one ``path_column`` names: a
   video2dataset list's ``url``), whose other columns are carried into the outputs as the
   video's metadata. Relative paths in a local list file are relative to it;
 - an fsspec URL (``s3://``, ``gs://``, ``https://``, ``file://``, …) of a video, a folder
@@ -32,6 +32,7 @@ import io
 import logging
 import os
 import posixpath
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 IDENTITY_THREADS = 32  # concurrent metadata requests to a store
 _prefetched: dict[str, dict[str, Any]] = {}  # URL → identity, taken once by remote_identity
 
-LIST_SUFFIXES = (".txt", ".csv", ".parquet")
+LIST_SUFFIXES = (".txt", ".csv", ".tsv", ".parquet")
 PATH_COLUMN = "path"
 # Columns every caption row has; metadata may not reuse their names.
 RESERVED_COLUMNS = frozenset({"video", "frame", "time", "caption", "key"})
@@ -273,8 +274,8 @@ def _read_list(name: str, data: bytes, base: str | None, path_column: str) -> li
             for line in _text(name, data).splitlines()
             if line.strip() and not line.lstrip().startswith("#")
         ]
-    elif suffix == ".csv":
-        rows = _csv_rows(name, _text(name, data), path_column)
+    elif suffix in (".csv", ".tsv"):
+        rows = _csv_rows(name, _text(name, data), path_column, "\t" if suffix == ".tsv" else None)
     else:
         rows = _parquet_rows(name, data, path_column)
     videos = []
@@ -288,17 +289,27 @@ def _read_list(name: str, data: bytes, base: str | None, path_column: str) -> li
     return videos
 
 
+# Excel's optional first line of a CSV, naming its separator ("sep=;").
+EXCEL_SEPARATOR = re.compile(r"\ufeff?sep=([^\w\s\"'])")
 # A CSV field may be as long as this (csv's own limit, 128 KiB, is short of a transcript).
 CSV_FIELD_MAX = 256 * 2**20
 
 
-def _csv_rows(name: str, text: str, path_column: str) -> list[dict[str, Any]]:
-    """The rows of a CSV list file, its columns checked; a malformed file is a usage error
-    naming its line."""
-    header = text.split("\n", 1)[0]
-    # Excel in much of Europe separates with ";" (tab: a "CSV" pasted from a sheet); a
-    # header holding no comma but one of those is read with it.
-    delimiter = next((d for d in ";\t" if d in header), ",") if "," not in header else ","
+def _csv_rows(
+    name: str, text: str, path_column: str, delimiter: str | None
+) -> list[dict[str, Any]]:
+    """The rows of a CSV (``delimiter`` None: found from the file) or TSV list file, its
+    columns checked; a malformed file is a usage error naming its line."""
+    header, _, rest = text.partition("\n")
+    skipped = 0  # lines before the header
+    if (hint := EXCEL_SEPARATOR.fullmatch(header.rstrip("\r"))) is not None:
+        # Excel's first line "sep=;" names the separator, and is no header
+        text, header, delimiter = rest, rest.partition("\n")[0], delimiter or hint[1]
+        skipped = 1
+    if delimiter is None:
+        # Excel in much of Europe separates with ";" (tab: a "CSV" pasted from a sheet); a
+        # header holding no comma but one of those is read with it.
+        delimiter = next((d for d in ";\t" if d in header), ",") if "," not in header else ","
     reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
     limit = csv.field_size_limit(CSV_FIELD_MAX)
     try:
@@ -308,8 +319,8 @@ def _csv_rows(name: str, text: str, path_column: str) -> list[dict[str, Any]]:
             extra = row.pop(None, None)  # (csv's key for fields past the header's)
             if extra:
                 raise UsageError(
-                    f"{name}: line {reader.line_num} has {len(columns) + len(extra)} fields, "
-                    f"the header {len(columns)}: a field holding a comma needs quotes"
+                    f"{name}: line {reader.line_num + skipped} has {len(columns) + len(extra)} "
+                    f"fields, the header {len(columns)}: a field holding a comma needs quotes"
                 )
             rows.append(row)
         unnamed = [i for i, column in enumerate(columns) if not column.strip()]
@@ -322,7 +333,7 @@ def _csv_rows(name: str, text: str, path_column: str) -> list[dict[str, Any]]:
         return rows
     except csv.Error as exc:
         raise UsageError(
-            f"{name}: not a readable CSV file (after line {reader.line_num}: {exc})"
+            f"{name}: not a readable CSV file (after line {reader.line_num + skipped}: {exc})"
         ) from None
     finally:
         csv.field_size_limit(limit)

@@ -31,15 +31,15 @@ def add_caption_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="video files, folders (searched recursively), list files (.txt, or .csv/.parquet "
-        "with a 'path' column; other columns are carried into the outputs) or fsspec URLs",
+        help="video files, folders (searched recursively), list files (.txt, or .csv/.tsv/"
+        ".parquet with a 'path' column; other columns are carried into the outputs) or fsspec URLs",
     )
     parser.add_argument(
         "--path-column",
         metavar="NAME",
         type=column_name,
         default=PATH_COLUMN,
-        help=f"the column of a .csv/.parquet list file that holds the videos' paths or URLs "
+        help=f"the column of a .csv/.tsv/.parquet list file that holds the videos' paths or URLs "
         f"(default: {PATH_COLUMN}; 'url' in a video2dataset list)",
     )
     add_output_arguments(parser)
