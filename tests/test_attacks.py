@@ -865,6 +865,15 @@ def test_gate_refuses_a_request_line_without_version_and_doubled_headers(gate: G
         data = sock.recv(4096)
     assert b" 400 " in data.split(b"\r\n")[0] and b"request line has no HTTP version" in data
     image = wire.encode_image(make_frames(1, (64, 64))[0], "png")
+    # A target that is no path, a header name with a space: what aiohttp's parser refuses
+    # about a request's head is named so (it was "request body could not be read: …").
+    for target, headers in (("@127.0.0.1:9/x", {}), ("/predictions/vidcap", {"Bad Name": "y"})):
+        answer = send_and_read(gate.port, raw_request(gate.port, target, image, PNG, headers))
+        assert not isinstance(answer, str), answer
+        status, body = answer
+        assert status == 400 and body["error"].startswith(
+            "request line or headers could not be read: "
+        ), body
     doubled = raw_request(
         gate.port, "/predictions/vidcap", image, PNG, {**gate.auth, "Content-type": HOSTILE_TYPE}
     )

@@ -61,7 +61,7 @@ from itertools import count
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
 from vidcap import jsontext, wire
 from vidcap.cli.parser import OneLineParser
@@ -485,6 +485,16 @@ def refuse(request: web.BaseRequest, error: BadRequest, close: bool = False) -> 
     return error_answer(error, close)
 
 
+# What aiohttp's parser raises about a body (the rest are about the request's head, but
+# for a BadHttpMessage that names a chunk or the body).
+BODY_ERRORS = (
+    http_exceptions.TransferEncodingError,
+    http_exceptions.ContentLengthError,
+    http_exceptions.PayloadEncodingError,
+    http_exceptions.ContentEncodingError,
+)
+
+
 class JsonErrorHandler(web.RequestHandler):
     """aiohttp's connection handler, answering what its HTTP parser refuses (bad chunked
     encoding, a broken request line) as ``{"error": …}`` instead of plain text."""
@@ -499,10 +509,14 @@ class JsonErrorHandler(web.RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("response already started, cannot send the error")
         if status == 400 and exc is not None:
-            reason = (getattr(exc, "message", "") or str(exc)).strip().splitlines()
-            error = protocol.unreadable_body(
-                f"{type(exc).__name__}: {reason[0].rstrip(':') if reason else ''}"
+            lines = (getattr(exc, "message", "") or str(exc)).strip().splitlines()
+            reason = lines[0].rstrip(":") if lines else ""
+            # (llhttp says "Invalid character in chunk size" as a plain BadHttpMessage)
+            about_body = isinstance(exc, BODY_ERRORS) or any(
+                word in reason.lower() for word in ("chunk", "body")
             )
+            unreadable = protocol.unreadable_body if about_body else protocol.unreadable_head
+            error = unreadable(f"{type(exc).__name__}: {reason}")
         else:
             if status == 500:
                 log.error("error serving %s", request.path, exc_info=exc)

@@ -113,6 +113,10 @@ def unreadable_body(reason: str) -> BadRequest:
     return BadRequest(f"request body could not be read: {reason}")
 
 
+def unreadable_head(reason: str) -> BadRequest:
+    return BadRequest(f"request line or headers could not be read: {reason}")
+
+
 def read_timeout(seconds: float) -> BadRequest:
     return BadRequest(f"request body not received within {seconds:g}s", 408)
 
