@@ -1260,3 +1260,26 @@ def test_multipart_helper_in_support_is_what_the_rules_accept() -> None:
         "frame0",
         "prompt",
     ]
+
+
+@pytest.mark.slow
+def test_oversized_heads_get_the_same_status_from_both_servers(
+    gate: GateProcess, flask_server: FlaskServer
+) -> None:
+    """A request target past the parsers' line limit is a 414 and too many or too long
+    headers a 431 on both servers (the gate answered 400 to all three, echoing the line);
+    the gate echoes no part of the line back."""
+    image = wire.encode_image(make_frames(1, (64, 64))[0], "png")
+    many = {f"X-Pad-{i}": "y" for i in range(500)}
+    cases = (
+        ("?" + "a" * 20_000, {}, 414),
+        ("", many, 431),
+        ("", {"X-Long": "a" * 20_000}, 431),
+    )
+    for suffix, headers, status in cases:
+        for port, path in ((gate.port, "/predictions/vidcap"), (flask_server.port, "/caption")):
+            request = raw_request(port, path + suffix, image, PNG, {**gate.auth, **headers})
+            answer = send_and_read(port, request)
+            assert not isinstance(answer, str), answer
+            assert answer[0] == status, (port, answer)
+            assert "aaaa" not in answer[1]["error"]

@@ -495,6 +495,20 @@ BODY_ERRORS = (
 )
 
 
+def too_large(exc: BaseException) -> BadRequest | None:
+    """A request line or header past aiohttp's limits, as Flask's gunicorn answers it (414
+    for the target, 431 for headers), without echoing the line back; else None."""
+    if isinstance(exc, http_exceptions.LineTooLong):
+        line, limit = exc.args[0], exc.args[1]
+        target = bytes(line).startswith(b"/") if isinstance(line, bytes | bytearray) else False
+        if target:
+            return BadRequest(f"request target longer than {limit} bytes", 414)
+        return BadRequest(f"a request header line longer than {limit} bytes", 431)
+    if "too many headers" in str(exc).lower():
+        return BadRequest("too many request headers", 431)
+    return None
+
+
 class JsonErrorHandler(web.RequestHandler):
     """aiohttp's connection handler, answering what its HTTP parser refuses (bad chunked
     encoding, a broken request line) as ``{"error": …}`` instead of plain text."""
@@ -516,7 +530,7 @@ class JsonErrorHandler(web.RequestHandler):
                 word in reason.lower() for word in ("chunk", "body")
             )
             unreadable = protocol.unreadable_body if about_body else protocol.unreadable_head
-            error = unreadable(f"{type(exc).__name__}: {reason}")
+            error = too_large(exc) or unreadable(f"{type(exc).__name__}: {reason}")
         else:
             if status == 500:
                 log.error("error serving %s", request.path, exc_info=exc)
