@@ -391,14 +391,15 @@ def _idat_bodies(data: bytes) -> list[bytes]:
 
 @pytest.mark.parametrize(
     "padding",
-    [b"\xff\xfe\x00\x02", b"\xff\xe1\x00\x08Exif\x00\x00", b"\xff"],
-    ids=["empty-comments", "exif-blocks", "fill-bytes"],
+    [b"\xff\xfe\x00\x02", b"\xff\xe1\x00\x08Exif\x00\x00", b"\xff", b"\xff\xfe\x00\x02\x00"],
+    ids=["empty-comments", "exif-blocks", "fill-bytes", "junk-between-comments"],
 )
 def test_a_jpeg_of_a_million_markers_is_refused_before_pillow_reads_them(padding: bytes) -> None:
     """Regression: Pillow reads a JPEG's markers before its first scan in Python, one by
     one, so 16 MB of empty comments held a decoder thread for 10 s, of fill bytes 14 s.
-    Refused from a walk of the segment lengths; what cameras write (a big ICC profile in
-    64 KB pieces, EXIF, progressive) passes."""
+    Refused from a walk of the segment lengths (a byte that is no marker, which Pillow skips,
+    does not end the walk); what cameras write (a big ICC profile in 64 KB pieces, EXIF,
+    progressive) passes."""
     small = FRAME[:48, :64]
     buffer = io.BytesIO()
     Image.fromarray(small).save(buffer, "JPEG")

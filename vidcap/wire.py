@@ -196,11 +196,18 @@ def jpeg_scans(data: bytes, limit: int) -> int:
 
 
 def jpeg_header_markers(data: bytes, limit: int) -> int:
-    """How many markers (fill bytes included) JPEG ``data`` has before its first scan
-    (counting stops past ``limit``), walked by the segments' lengths."""
+    """How many markers (fill bytes, and runs of other bytes between segments, included)
+    JPEG ``data`` has before its first scan (counting stops past ``limit``), walked by the
+    segments' lengths. Pillow skips bytes that are no marker one by one, as it reads fill
+    bytes, so such a run counts as one step and is jumped over here, not walked."""
     markers, position, end = 0, 2, len(data)  # (after SOI)
-    while position + 1 < end and markers <= limit and data[position] == 0xFF:
+    while position + 1 < end and markers <= limit:
         markers += 1
+        if data[position] != 0xFF:
+            position = data.find(b"\xff", position)
+            if position < 0:
+                break
+            continue
         marker = data[position + 1]
         if marker in (0xDA, 0xD9):  # SOS: the picture begins; EOI
             break
