@@ -17,6 +17,7 @@ Every measurement is printed (``pytest -s``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -1299,3 +1300,58 @@ def test_oversized_heads_get_the_same_status_from_both_servers(
             assert not isinstance(answer, str), answer
             assert answer[0] == status, (port, answer)
             assert "aaaa" not in answer[1]["error"]
+
+
+def _head_then_body(port: int, head: bytes, body: bytes) -> tuple[bytes, bytes]:
+    """Send ``head``, wait up to 2 s for an interim "100 Continue" (what an
+    ``Expect: 100-continue`` client waits for), then the body; (what came before the body
+    was sent, the rest of the answer)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        sock.settimeout(2)
+        early = b""
+        try:
+            while b"\r\n\r\n" not in early:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                early += chunk
+        except TimeoutError:
+            pass
+        sock.settimeout(10)
+        if early.startswith(b"HTTP/1.1 100"):
+            sock.sendall(body)
+        rest = b""
+        with contextlib.suppress(OSError):
+            while b'"}' not in rest and b'"]' not in rest:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                rest += chunk
+        return early, rest
+
+
+@pytest.mark.slow
+def test_expect_100_continue_is_answered_by_both_servers(
+    gate: GateProcess, flask_server: FlaskServer
+) -> None:
+    """Regression: curl sends ``Expect: 100-continue`` with any body over 1 MB and waits a
+    second for "100 Continue" before sending it; the gate never sent one, so every such
+    request through TorchServe cost a second. Both servers now send it once the head
+    passed their checks; the gate refuses a body too large by its Content-Length (or a
+    wrong key) before asking for it, and any other expectation is a 417."""
+    image = wire.encode_image(make_frames(1, (64, 64))[0], "png")
+    servers = ((gate.port, "/predictions/vidcap"), (flask_server.port, "/caption"))
+    for port, path in servers:
+        head = raw_request(port, path, b"", PNG, {**gate.auth, "Expect": "100-continue"})
+        head = head.replace(b"Content-Length: 0", b"Content-Length: %d" % len(image))
+        early, rest = _head_then_body(port, head, image)
+        assert early.startswith(b"HTTP/1.1 100 Continue\r\n"), (port, early)
+        assert b" 200 OK" in early + rest and b'"caption"' in early + rest, (port, rest)
+        odd = raw_request(port, path, image, PNG, {**gate.auth, "Expect": "coffee"})
+        answer = send_and_read(port, odd)
+        assert not isinstance(answer, str) and answer[0] == 417, (port, answer)
+    huge = raw_request(gate.port, servers[0][1], b"", PNG, {**gate.auth, "Expect": "100-continue"})
+    huge = huge.replace(b"Content-Length: 0", b"Content-Length: %d" % (2**40))
+    early, _ = _head_then_body(gate.port, huge, b"")
+    assert early.startswith(b"HTTP/1.1 413") or early.startswith(b"HTTP/1.0 413"), early

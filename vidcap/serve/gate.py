@@ -260,6 +260,7 @@ async def read_body(
         counter = protocol.PartCounter(
             protocol.multipart_boundary(content_type), settings.max_parts
         )
+    await continue_if_expected(request)
     loop = asyncio.get_running_loop()
     since = getattr(request.protocol, "reading_since", None)
     deadline = (since if since is not None else loop.time()) + settings.read_timeout
@@ -287,6 +288,21 @@ async def read_body(
         if counter is not None:
             counter.feed(chunk)
         chunks.append(chunk)
+
+
+async def continue_if_expected(request: web.BaseRequest) -> None:
+    """A client that sent ``Expect: 100-continue`` (curl does for a body over 1 MB) waits
+    for "100 Continue" before it sends the body — a second, in curl, without one — so the
+    gate sends it once the request's head has passed every check; any other expectation
+    is a 417, as gunicorn answers it."""
+    expect = request.headers.get("Expect")
+    if expect is None:
+        return
+    if expect.strip().lower() != "100-continue":
+        raise BadRequest(f"Expect: {expect[:64]} cannot be met (only 100-continue)", 417)
+    if request.version >= aiohttp.HttpVersion11:
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # (the answer itself has not started)
 
 
 def check_request(request: web.BaseRequest, body: bytes | bytearray, max_parts: int) -> None:
