@@ -19,6 +19,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import srt
 import webvtt
@@ -562,18 +563,24 @@ def test_a_cut_off_video_is_done_and_named_damaged(tmp_path: Path) -> None:
 
 def test_samples_that_may_show_decoding_damage_are_marked(tmp_path: Path) -> None:
     """A corrupt stream's frames with concealed errors are captioned and marked: the JSONL
-    row says ``"damaged": true``, summary.json lists them and counts the video damaged."""
+    row says ``"damaged": true``, the Parquet row ``damaged`` true (false on the others),
+    summary.json lists them and counts the video damaged."""
     (tmp_path / "in").mkdir()
     found = concealed_damage(tmp_path / "in" / "damaged.mp4")
     if found is None:
         pytest.skip("no damage tried was concealed without a packet failing")
     out = tmp_path / "out"
-    result = run_main("caption", found[0], "--out", out, "--model", "tiny", "--every-n", "1")
+    result = run_main("caption", found[0], "--out", out, "--model", "tiny", "--every-n", "1",
+                      "--format", "jsonl,parquet")  # fmt: skip
     assert result.returncode == 0, result.stderr
     rows = read_jsonl(out / "damaged.jsonl")
     marked = [row["frame"] for row in rows if row.get("damaged")]
     assert 0 < len(marked) < len(rows) == 120
     assert all(row.get("damaged", True) is True for row in rows)  # true, or absent
+    # Parquet: the same marks (the column was missing: the flag silently dropped)
+    table = pq.read_table(out / "parquet").to_pylist()
+    assert [row["frame"] for row in table if row["damaged"]] == marked
+    assert {row["damaged"] for row in table} == {True, False}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["videos"][0]["damaged_frames"] == marked
     assert (summary["totals"]["damaged"], summary["totals"]["damaged_frames"]) == (1, len(marked))

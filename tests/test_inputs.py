@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 import unicodedata
@@ -303,6 +304,38 @@ def test_a_tsv_list_is_read_with_tabs(tmp_path: Path) -> None:
     assert expand_inputs([listing]) == [InputVideo(str(SAMPLE), {"note": "a, b; c"})]
 
 
+def test_a_column_named_like_an_output_column_is_carried_under_a_prefix(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: a list's ``caption`` column (a video-text dataset's own captions) was a
+    usage error, and one named ``same_as``, ``scene`` or ``damaged`` — output columns the
+    check did not know — crashed the Parquet writer with a traceback (ArrowInvalid) or was
+    overwritten by vidcap's own. Such a column is carried as ``list_<name>``, saying so."""
+    listing = tmp_path / "videos.csv"
+    listing.write_text(f"path,caption,scene,label\n{SAMPLE},a dog runs,3,x\n")
+    with caplog.at_level(logging.WARNING, logger="vidcap.inputs"):
+        videos = expand_inputs([listing])
+    assert videos == [
+        InputVideo(str(SAMPLE), {"list_caption": "a dog runs", "list_scene": "3", "label": "x"})
+    ]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{listing}: columns 'caption', 'scene' are carried as 'list_caption', 'list_scene' "
+        "(vidcap's outputs have columns of those names)"
+    ]
+    out = tmp_path / "out"
+    result = run_main("caption", listing, "--out", out, "--model", "tiny", "--scenes",
+                      "--skip-similar", "--format", "parquet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = pq.read_table(out / "parquet").to_pylist()
+    assert rows and all(
+        (r["list_caption"], r["list_scene"], r["label"]) == ("a dog runs", "3", "x")
+        and r["caption"] != "a dog runs"
+        and isinstance(r["scene"], int)
+        and r["damaged"] is False
+        for r in rows
+    ), rows
+
+
 def test_file_urls_are_unescaped(tmp_path: Path) -> None:
     """Regression: ``file:///clips/a%20b.mp4`` (as ``Path.as_uri()``, browsers and dataset
     tools write a file URL) named ``/clips/a%20b.mp4``, no such file, and
@@ -412,7 +445,7 @@ def test_parquet_metadata_of_any_type_is_carried_as_json(tmp_path: Path) -> None
     ("name", "content", "message"),
     [
         ("v.csv", "file,id\na.mp4,1\n", r"v\.csv: no 'path' column \(columns: file, id\)"),
-        ("v.csv", "path,frame\na.mp4,1\n", r"column 'frame' clashes with an output column"),
+        ("v.csv", "path,frame,list_frame\na.mp4,1,2\n", r"columns 'frame' and 'list_frame'"),
         ("v.csv", "path,id\n,1\n", r"v\.csv: row 1 has an empty 'path'"),
         ("v.parquet", "not parquet", r"v\.parquet: not a readable Parquet file"),
         ("v.txt", "# only a comment\n", r"no videos found in the given inputs"),

@@ -65,6 +65,7 @@ def test_shards_rows_metadata_and_resume(tmp_path: Path) -> None:
         "frame": 0,
         "time": 0.0,
         "caption": "caption 0",
+        "damaged": False,
         "clip_id": 1,
         "tag": "a",
         "key": settings.key(),

@@ -345,5 +345,8 @@ def test_memory_does_not_grow_with_the_captions_of_a_folder(tmp_path: Path) -> N
             tracemalloc.stop()
             assert len(moments) == 1 and stats.frames == 999 * captions  # one failed
     assert sizes[1] > 9 * sizes[0]
-    assert max(peaks[2:]) < 1.5 * max(peaks[:2]), (peaks, sizes)
+    # Held whole, the larger folder's captions alone would add more than its file size;
+    # the margin is that of a quarter of it, not of the smaller peak (about 1.9 MB), so a
+    # thread left running by an earlier test (Ray's) allocating meanwhile is no failure.
+    assert max(peaks[2:]) < max(peaks[:2]) + sizes[1] / 4, (peaks, sizes)
     assert sum(1 for _ in read_captions(open_folder(out))) == 1000

@@ -46,6 +46,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from vidcap.errors import UsageError, VideoError, install_hint
 from vidcap.ffmpeg import not_a_video_file
+from vidcap.outputs import OUTPUT_COLUMNS
 from vidcap.records import STATE_DIR
 from vidcap.video import VIDEO_EXTENSIONS
 from vidcap.wording import counted
@@ -57,8 +58,9 @@ _prefetched: dict[str, dict[str, Any]] = {}  # URL → identity, taken once by r
 
 LIST_SUFFIXES = (".txt", ".csv", ".tsv", ".parquet")
 PATH_COLUMN = "path"
-# Columns every caption row has; metadata may not reuse their names.
-RESERVED_COLUMNS = frozenset({"video", "frame", "time", "caption", "key"})
+# A list's metadata column named like an output column (``caption``: a dataset's own
+# captions) is carried under this prefix, not over vidcap's.
+CLASH_PREFIX = "list_"
 # What a store says about an object that changes when the object does.
 IDENTITY_FIELDS = ("size", "ETag", "etag", "md5Hash", "crc32c", "generation", "LastModified",
                    "last_modified", "mtime", "updated", "version_id", "VersionId")  # fmt: skip
@@ -285,7 +287,8 @@ def _read_list(name: str, data: bytes, base: str | None, path_column: str) -> li
             raise UsageError(f"{name}: row {number} has an empty {path_column!r}")
         if "\0" in str(path):
             raise UsageError(f"{name}: row {number}'s {path_column!r} holds a NUL byte")
-        videos.append(InputVideo(_resolve(str(path).strip(), base), _plain(row)))
+        meta = {CLASH_PREFIX + k if k in OUTPUT_COLUMNS else k: v for k, v in row.items()}
+        videos.append(InputVideo(_resolve(str(path).strip(), base), _plain(meta)))
     return videos
 
 
@@ -377,7 +380,8 @@ def _parquet_rows(name: str, data: bytes, path_column: str) -> list[dict[str, An
 
 def _check_columns(name: str, columns: Sequence[str], path_column: str) -> None:
     """A list's columns: ``path_column``, and every other one named once (it becomes a
-    metadata field, a Parquet column), none named like an output column."""
+    metadata field, a Parquet column); one named like an output column is carried as
+    ``list_<name>`` (saying so), unless the list has a column of that name too."""
     unnamed = [i + 1 for i, column in enumerate(columns) if not str(column).strip()]
     if unnamed:
         raise UsageError(f"{name}: column {unnamed[0]} has no name; name it or remove it")
@@ -392,12 +396,21 @@ def _check_columns(name: str, columns: Sequence[str], path_column: str) -> None:
             f"{name}: no {path_column!r} column (columns: {', '.join(columns) or 'none'}); "
             "--path-column names the one that holds the videos' paths or URLs"
         )
-    clashes = sorted(RESERVED_COLUMNS & (set(columns) - {path_column}))
-    if clashes:
+    clashes = sorted(OUTPUT_COLUMNS & (set(columns) - {path_column}))
+    taken = [c for c in clashes if CLASH_PREFIX + c in columns]
+    if taken:
         raise UsageError(
-            f"{name}: column {', '.join(map(repr, clashes))} clashes with an output column "
-            f"({', '.join(sorted(RESERVED_COLUMNS))}); rename it"
+            f"{name}: columns {taken[0]!r} and {CLASH_PREFIX + taken[0]!r}: the first is named "
+            f"like an output column and would be carried as the second; rename one"
         )
+    if clashes:
+        many = len(clashes) > 1
+        log.warning(
+            "%s: %s %s %s carried as %s (vidcap's outputs have %s)",
+            name, "columns" if many else "column", ", ".join(map(repr, clashes)),
+            "are" if many else "is", ", ".join(repr(CLASH_PREFIX + c) for c in clashes),
+            "columns of those names" if many else "a column of that name",
+        )  # fmt: skip
 
 
 def _resolve(path: str, base: str | None) -> str:

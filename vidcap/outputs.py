@@ -135,6 +135,15 @@ def write_thumbnails(folder: Path, thumbs: dict[int, bytes], staging: Path) -> N
         raise
 
 
+# Every column a caption row may have in any output: ``frame_row``'s, and the Parquet
+# shards' scene columns and settings key. A list file's metadata column of one of these
+# names is carried as ``list_<name>`` (``vidcap.inputs``).
+OUTPUT_COLUMNS = frozenset(
+    {"video", "frame", "time", "caption", "same_as", "damaged", "scene", "scene_start",
+     "scene_end", "key"}
+)  # fmt: skip
+
+
 def frame_row(video: str, frame: CaptionedFrame) -> dict[str, Any]:
     """One captioned frame as a row: the source, frame index, time (s, to the microsecond)
     and caption; ``same_as`` only on a frame that reused another's caption, ``damaged``

@@ -1,10 +1,13 @@
 """``--format parquet``: one row per sampled frame, in shards, for dataset builders.
 
 Rows: ``video`` (the source), ``frame``, ``time``, ``caption`` (``outputs.frame_row``, as
-in the JSONL files), with ``--skip-similar`` ``same_as`` (null on captioned frames), with
+in the JSONL files), ``damaged`` (true on a frame whose picture may show decoding damage,
+as the JSONL's ``"damaged": true``; else false), with ``--skip-similar`` ``same_as`` (null
+on captioned frames), with
 ``--scenes`` the frame's ``scene``, ``scene_start`` and ``scene_end`` (s), the video's
 metadata columns (from a list file), and ``key`` (the run's settings key). A run without
-those flags writes the same columns as before they existed. A shard holds whole videos and is written under a hidden ``.part``
+those flags writes the same columns as before they existed, but for ``damaged`` (added
+with the concealed-damage marks: shards of earlier versions lack it). A shard holds whole videos and is written under a hidden ``.part``
 name, then renamed into ``OUT/parquet/part-<run>-<n>.parquet``: a shard is whole or absent.
 A video's resume record is written (by the ``Committer``) only once its shard is durable,
 so a rerun redoes exactly the videos whose shard never landed. Read the folder with
@@ -96,6 +99,7 @@ class ParquetShardWriter:
                 pa.field("frame", pa.int64()),
                 pa.field("time", pa.float64()),
                 pa.field("caption", pa.string()),
+                pa.field("damaged", pa.bool_()),
                 *([pa.field("same_as", pa.int64())] if same_as else []),
                 *(
                     [
@@ -124,7 +128,7 @@ class ParquetShardWriter:
         meta = {name: job.metadata.get(name) for name in self.meta_schema.names}
         starts = [scene.start_frame for scene in scenes]
         for frame in frames:
-            row = {**frame_row(job.shown, frame), **meta, "key": self.key}
+            row = {"damaged": False, **frame_row(job.shown, frame), **meta, "key": self.key}
             if scenes:
                 scene = scenes[max(0, bisect.bisect_right(starts, frame.index) - 1)]
                 row.update(
