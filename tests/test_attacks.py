@@ -1355,3 +1355,29 @@ def test_expect_100_continue_is_answered_by_both_servers(
     huge = huge.replace(b"Content-Length: 0", b"Content-Length: %d" % (2**40))
     early, _ = _head_then_body(gate.port, huge, b"")
     assert early.startswith(b"HTTP/1.1 413") or early.startswith(b"HTTP/1.0 413"), early
+
+
+@pytest.mark.slow
+def test_flask_says_close_when_it_closes(flask_server: FlaskServer) -> None:
+    """Regression: a request refused before its body was read (413 by Content-Length, 415)
+    was answered "Connection: keep-alive", then the connection closed: gunicorn dropped
+    the app's "Connection: close". It now says close; a refused image, whose body was
+    read, keeps the connection."""
+    too_big = raw_request(flask_server.port, "/caption", b"", PNG, {"Content-Length": "999999999"})
+    refused = raw_request(flask_server.port, "/caption", b"abcd", "text/plain")
+    bad_image = raw_request(flask_server.port, "/caption", b"abcd", PNG)
+    for request, status, connection in (
+        (too_big, b"413", b"close"),
+        (refused, b"415", b"close"),
+        (bad_image, b"400", b"keep-alive"),
+    ):
+        with socket.create_connection(("127.0.0.1", flask_server.port), timeout=10) as sock:
+            sock.sendall(request)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = sock.recv(65536)
+                assert chunk, head
+                head += chunk
+        lines = head.split(b"\r\n\r\n")[0].lower().split(b"\r\n")
+        assert lines[0].split()[1] == status, head
+        assert b"connection: " + connection in lines, head

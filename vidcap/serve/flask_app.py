@@ -54,6 +54,11 @@ def json_error(error: BadRequest, start_response: StartResponse) -> list[bytes]:
     ]
     if error.status == 503:
         headers.append(("Retry-After", "1"))
+    # gunicorn drops an application's Connection header (hop-by-hop) and wrote
+    # "keep-alive" on these answers before closing; its response object says close itself.
+    response = getattr(start_response, "__self__", None)
+    if callable(getattr(response, "force_close", None)):
+        response.force_close()
     start_response(f"{status.value} {status.phrase}", headers)
     return [body]
 
