@@ -283,7 +283,7 @@ def test_a_csv_separated_by_semicolons_or_tabs_is_read(tmp_path: Path, separator
     assert expand_inputs([listing]) == [InputVideo(str(SAMPLE), {"id": "7, or 8"})]
 
 
-@pytest.mark.parametrize("separator", [";", ",", "|"])
+@pytest.mark.parametrize("separator", [";", ",", "|", "\t"])
 def test_excels_sep_line_names_the_separator(tmp_path: Path, separator: str) -> None:
     """Regression: Excel's optional first line ``sep=;`` was read as the header ("column 2
     has no name"); it names the separator, the header follows, and line numbers in

@@ -293,7 +293,7 @@ def _read_list(name: str, data: bytes, base: str | None, path_column: str) -> li
 
 
 # Excel's optional first line of a CSV, naming its separator ("sep=;").
-EXCEL_SEPARATOR = re.compile(r"\ufeff?sep=([^\w\s\"'])")
+EXCEL_SEPARATOR = re.compile(r"\ufeff?sep=([^\w\r\n \"'])")
 # A CSV field may be as long as this (csv's own limit, 128 KiB, is short of a transcript).
 CSV_FIELD_MAX = 256 * 2**20
 
