@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 
@@ -169,55 +169,60 @@ def _too_many_scans(data: bytes, limit: int) -> bool:
 def jpeg_scans(data: bytes, limit: int) -> int:
     """How many scans the first picture of JPEG ``data`` has (counting stops past
     ``limit``): its markers are walked from the start — segments by their lengths, scans to
-    the next marker — up to its end (EOI) or the data's."""
-    scans, position, end = 0, 2, len(data)  # (after SOI)
-    while position + 1 < end and scans <= limit:
-        if data[position] != 0xFF:
-            return scans  # not a marker where one must be: Pillow's decoder says the rest
-        marker = data[position + 1]
-        if marker == 0xFF:  # a fill byte
-            position += 1
-            continue
-        if marker == 0xD9:  # EOI
-            break
-        if marker in _STANDALONE:
-            position += 2
-            continue
-        if position + 3 >= end:
-            break
-        position += 2 + (data[position + 2] << 8 | data[position + 3])
-        if marker == 0xDA:  # SOS: its header, then entropy-coded data up to the next marker
+    the next marker — up to its end (EOI) or the data's; a byte that is no marker where one
+    must be ends the walk (Pillow's decoder says the rest)."""
+    scans = 0
+    for marker, position in _jpeg_markers(data, skip_junk=False):
+        if marker == 0xDA and position + 3 < len(data):
             scans += 1
-            found = _MARKER_AFTER_SCAN.search(data, position)
-            if found is None:
+            if scans > limit:
                 break
-            position = found.end() - 2
     return scans
 
 
 def jpeg_header_markers(data: bytes, limit: int) -> int:
     """How many markers (fill bytes, and runs of other bytes between segments, included)
-    JPEG ``data`` has before its first scan (counting stops past ``limit``), walked by the
-    segments' lengths. Pillow skips bytes that are no marker one by one, as it reads fill
-    bytes, so such a run counts as one step and is jumped over here, not walked."""
-    markers, position, end = 0, 2, len(data)  # (after SOI)
-    while position + 1 < end and markers <= limit:
+    JPEG ``data`` has before its first scan (counting stops past ``limit``). Pillow skips
+    bytes that are no marker one by one, as it reads fill bytes, so such a run counts as
+    one step and is jumped over here, not walked."""
+    markers = 0
+    for marker, _ in _jpeg_markers(data, skip_junk=True):
         markers += 1
+        if markers > limit or marker in (0xDA, 0xD9):  # SOS: the picture begins; EOI
+            break
+    return markers
+
+
+def _jpeg_markers(data: bytes, skip_junk: bool) -> Iterator[tuple[int | None, int]]:
+    """JPEG ``data``'s markers after its SOI, each with where it starts: a fill byte as
+    0xFF; a run of bytes that are no marker as None, jumped over (``skip_junk``) or ending
+    the walk; segments jumped by their lengths, a scan's entropy-coded data to the next
+    marker; up to EOI or the data's end."""
+    position, end = 2, len(data)
+    while position + 1 < end:
         if data[position] != 0xFF:
+            if not skip_junk:
+                return
+            yield None, position
             position = data.find(b"\xff", position)
             if position < 0:
-                break
+                return
             continue
         marker = data[position + 1]
-        if marker in (0xDA, 0xD9):  # SOS: the picture begins; EOI
-            break
+        yield marker, position
+        if marker == 0xD9:
+            return
         if marker == 0xFF or marker in _STANDALONE:
             position += 1 if marker == 0xFF else 2
             continue
         if position + 3 >= end:
-            break
+            return
         position += 2 + (data[position + 2] << 8 | data[position + 3])
-    return markers
+        if marker == 0xDA:  # SOS: its header, then entropy-coded data up to the next marker
+            found = _MARKER_AFTER_SCAN.search(data, position)
+            if found is None:
+                return
+            position = found.end() - 2
 
 
 def png_chunks(data: bytes, limit: int) -> int:
