@@ -235,11 +235,23 @@ def test_a_video_that_lost_frames_says_so(page: Page, folder: Path) -> None:
     found = [v for v in open_folder(folder) if v.name == "concealed"]
     damaged = ["cut", "concealed"] if found else ["cut"]  # (none: no damage was concealed)
     for concealed in found:
-        assert 0 < concealed.damaged_frames < 120
-        assert page.locator('.card[data-name="concealed"] .problem').text_content() == (
-            f"{concealed.damaged_frames} sampled frame{'s' if concealed.damaged_frames > 1 else ''}"
-            ' may show decoding damage (a corrupt stream): marked "damaged" in the captions'
+        marked = len(concealed.damaged_frames)
+        assert 0 < marked < 120
+        card = page.locator('.card[data-name="concealed"]')
+        assert card.locator(".problem").text_content() == (
+            f"{marked} sampled frame{'s' if marked > 1 else ''} may show decoding damage"
+            ' (a corrupt stream): marked "damaged" here and in the captions'
         )
+        # exactly those frames' thumbnails are marked (the strip shows its first 120 frames)
+        rows = read_jsonl(folder / "concealed.jsonl")
+        assert len(rows) <= 120
+        assert [r["frame"] for r in rows if r.get("damaged")] == list(concealed.damaged_frames)
+        flags = card.locator(".strip figure").evaluate_all(
+            "figures => figures.map(f => f.classList.contains('damaged') &&"
+            " f.querySelector('.flag').textContent)"
+        )
+        assert flags == ["damaged" if row.get("damaged") else False for row in rows]
+        assert card.locator(".strip figure:not(.damaged) .flag").count() == 0
     totals = page.locator("#totals").text_content()
     assert f"· {len(damaged)} damaged (corrupt or cut off) ·" in totals
     page.select_option("#status-filter", "damaged")

@@ -41,7 +41,7 @@ class FolderVideo:
     ``video``: the source as given to ``vidcap caption``; ``name``: its output base name;
     ``duration``: the end of its last decodable frame (0 when unknown); ``lost_frames``:
     frames its decoder could not decode (a corrupt or truncated file); ``damaged_frames``:
-    how many of its samples may show decoding damage.
+    the decoder indices of its samples that may show decoding damage, in order.
     """
 
     folder: Path
@@ -55,7 +55,7 @@ class FolderVideo:
     model: str = ""
     identity: dict[str, Any] = field(default_factory=dict)
     lost_frames: int = 0
-    damaged_frames: int = 0
+    damaged_frames: tuple[int, ...] = ()
 
     @property
     def done(self) -> bool:
@@ -171,10 +171,16 @@ def _video(out: Path, name: str, result: dict, identity: object) -> FolderVideo:
         model=str(result.get("model") or ""),
         identity=identity if isinstance(identity, dict) else {},
         lost_frames=int(number("lost_frames")),
-        damaged_frames=len(marked)
-        if isinstance(marked := result.get("damaged_frames"), list)
-        else 0,
+        damaged_frames=_indices(result.get("damaged_frames")),
     )
+
+
+def _indices(value: object) -> tuple[int, ...]:
+    """A record's list of frame indices, sorted; anything else (an older record, a hand
+    edit) as none."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(sorted({i for i in value if type(i) is int and i >= 0}))
 
 
 # --- their captions --------------------------------------------------------------------

@@ -268,8 +268,8 @@ def _summary_text(data: dict) -> str:
 def is_damaged(lost_frames: object, damaged_frames: object) -> bool:
     """The one rule for a damaged video (captioned as far as it decodes): it lost frames, or
     some of its frames are marked as showing damage. Takes a record's values (a count, a
-    list of frame indices, None) or a folder's counts."""
-    marked = len(damaged_frames) if isinstance(damaged_frames, list) else damaged_frames
+    list or tuple of frame indices, None) or a folder's (``FolderVideo``)."""
+    marked = len(damaged_frames) if isinstance(damaged_frames, list | tuple) else damaged_frames
     return _count(lost_frames) or _count(marked)
 
 

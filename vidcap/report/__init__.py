@@ -69,7 +69,7 @@ VIDEO_KEYS = {
     "s": "status: done or failed",
     "e": "error (failed videos)",
     "L": "frames that could not be decoded (a corrupt or truncated file)",
-    "dm": "sampled frames that may show decoding damage (a corrupt stream)",
+    "dm": "decoder indices of the sampled frames that may show decoding damage (a corrupt stream)",
     "D": "duration in seconds (summary.json)",
     "d": "where the last frame's coverage ends (segments)",
     "F": "frames (summary.json)",
@@ -274,7 +274,7 @@ def _entry(out: Path, read: VideoRead, table: dict[str, int]) -> dict:
     if video.lost_frames:
         entry["L"] = video.lost_frames
     if video.damaged_frames:
-        entry["dm"] = video.damaged_frames
+        entry["dm"] = list(video.damaged_frames)
     if read.problem:
         entry["p"] = read.problem
     entry["D"] = round(video.duration, DECIMALS)

@@ -283,6 +283,13 @@
     return wrap;
   }
 
+  function isDamaged(video, frame) {
+    // video.dm: the decoder indices of the damaged samples, sorted (few, or none)
+    if (!video.dm || !video.dm.length) return false;
+    if (!video.dmSet) video.dmSet = new Set(video.dm);
+    return video.dmSet.has(frame);
+  }
+
   function frameFigure(video, i) {
     var fig = el('figure');
     var frame = video.f[i];
@@ -290,6 +297,11 @@
     if (hasThumb(video, frame)) fig.appendChild(thumb(video, frame));
     var text = el('figcaption');
     text.appendChild(el('span', 'time', clock(video.t[i])));
+    if (isDamaged(video, frame)) {
+      fig.classList.add('damaged');
+      fig.title = 'this frame may show decoding damage (a corrupt stream)';
+      text.appendChild(el('span', 'flag', 'damaged'));
+    }
     text.appendChild(document.createTextNode(caption));
     fig.appendChild(text);
     var end = i + 1 < video.t.length ? video.t[i + 1] : video.d;
@@ -310,9 +322,9 @@
       node.appendChild(el('p', 'problem', counted(video.L, 'frame') +
         ' could not be decoded (a corrupt or truncated file): captioned as far as it decodes'));
     }
-    if (video.dm) {
-      node.appendChild(el('p', 'problem', counted(video.dm, 'sampled frame') +
-        ' may show decoding damage (a corrupt stream): marked "damaged" in the captions'));
+    if (video.dm && video.dm.length) {
+      node.appendChild(el('p', 'problem', counted(video.dm.length, 'sampled frame') +
+        ' may show decoding damage (a corrupt stream): marked "damaged" here and in the captions'));
     }
     if (video.p) node.appendChild(el('p', 'problem', video.p));
     if (video.why) node.appendChild(el('p', 'problem', 'player: ' + video.why));
@@ -365,7 +377,7 @@
 
   function wanted(video) {
     var filter = $('status-filter').value;
-    if (filter === 'damaged') return video.s === 'done' && (video.L > 0 || video.dm > 0);
+    if (filter === 'damaged') return video.s === 'done' && (video.L > 0 || (video.dm && video.dm.length > 0));
     return filter === 'all' || video.s === filter;
   }
 
