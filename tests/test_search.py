@@ -335,7 +335,7 @@ def test_memory_does_not_grow_with_the_captions_of_a_folder(tmp_path: Path) -> N
     """One video's captions at a time: 10× the captions per video, the same peak."""
     peaks, sizes = [], []
     for captions in (20, 200):
-        out = big_folder(tmp_path / f"out{captions}", videos=1000, captions=captions)
+        out = big_folder(tmp_path / f"out{captions}", 1000, captions, formats=("jsonl",))
         sizes.append(sum(p.stat().st_size for p in out.glob("*.jsonl")))
         for regex in (False, True):  # with and without the word prefilter
             tracemalloc.start()
