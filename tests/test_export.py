@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,10 @@ SUBJECT = Path(__file__).resolve().parents[1] / "sample_videos" / "subject.mp4"
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    out = write_folder(tmp_path / "out", library())
+    # frames that may show decoding damage: street's 10, the hostile one's 30 (no caption)
+    damaged = {"street": (10,), HOSTILE_NAME: (30,)}
+    videos = [replace(v, damaged=damaged.get(v.name, ())) for v in library()]
+    out = write_folder(tmp_path / "out", videos)
     (out / "beach.scenes.jsonl").write_text(
         json.dumps({"scene": 0, "start": 0.0, "end": 1.5, "caption": "a dog on a beach"}) + "\n"
         + json.dumps({"scene": 1, "start": 1.5, "end": 3.5, "caption": "waves"}) + "\n"
@@ -61,9 +65,10 @@ def test_the_export_follows_fiftyones_video_labels_schema(folder: Path, tmp_path
         assert set(doc) == {"frames", "events"} and set(doc["events"]) == {"events"}
         for key, frame in doc["frames"].items():
             assert key == str(frame["frame_number"]) and frame["frame_number"] >= 1
-            [attr] = frame["attrs"]["attrs"]
-            assert attr["type"] == "eta.core.data.CategoricalAttribute"
-            assert attr["name"] == "caption" and attr["value"].strip()
+            attrs = {a["name"]: a for a in frame["attrs"]["attrs"]}
+            assert {a["type"] for a in attrs.values()} == {"eta.core.data.CategoricalAttribute"}
+            assert attrs["caption"]["value"].strip() if "caption" in attrs else "damaged" in attrs
+            assert set(attrs) <= {"caption", "damaged"}
         for event in doc["events"]["events"]:
             assert event["type"] == "eta.core.events.VideoEvent"
             assert event["name"] in ("scenes", "segments") and isinstance(event["label"], str)
@@ -75,7 +80,19 @@ def test_the_export_follows_fiftyones_video_labels_schema(folder: Path, tmp_path
             assert {a["type"] for a in names.values()} == {"eta.core.data.NumericAttribute"}
             assert names["start"]["value"] < names["end"]["value"]
     street = docs["street"]
-    assert street["frames"]["1"]["attrs"]["attrs"][0]["value"] == "a red car on a street"
+    assert street["frames"]["1"]["attrs"]["attrs"] == [
+        {
+            "type": "eta.core.data.CategoricalAttribute",
+            "name": "caption",
+            "value": "a red car on a street",
+        }
+    ]
+    damaged = {"type": "eta.core.data.CategoricalAttribute", "name": "damaged", "value": "damaged"}
+    assert street["frames"]["11"]["attrs"]["attrs"][1:] == [damaged]  # (after its caption)
+    assert (
+        sum(damaged in f["attrs"]["attrs"] for d in docs.values() for f in d["frames"].values())
+        == 2
+    )
     assert [e["support"]["ranges"] for e in street["events"]["events"]] == [
         "1-20", "41-50", "61-80", "91-100",  # [0, 2) s at 10 fps: frames 1-20; to the end: 100
     ]  # fmt: skip
@@ -88,7 +105,7 @@ def test_the_export_follows_fiftyones_video_labels_schema(folder: Path, tmp_path
     ]
     hostile = docs[HOSTILE_NAME]["frames"]
     assert hostile["1"]["attrs"]["attrs"][0]["value"] == HOSTILE_CAPTION
-    assert "31" not in hostile  # an empty caption is no label
+    assert hostile["31"]["attrs"]["attrs"] == [damaged]  # an empty caption is no label
     assert docs["empty"] == {"frames": {}, "events": {"events": []}}
 
 
@@ -168,7 +185,10 @@ for path, metadata, label, frames in importer:
         "path": path,
         "events": {field: [[d.label, d.support, d.start, d.end] for d in value.detections]
                    for field, value in (label or {}).items()},
-        "captions": {str(n): f["caption"].label for n, f in (frames or {}).items()},
+        "captions": {str(n): f["caption"].label for n, f in (frames or {}).items()
+                     if f.get("caption") is not None},
+        "damaged": {str(n): f["damaged"].label for n, f in (frames or {}).items()
+                    if f.get("damaged") is not None},
     })
 dataset = None
 try:  # the whole import, where FiftyOne's database can start here
@@ -203,6 +223,9 @@ def test_fiftyone_imports_the_export(folder: Path, tmp_path: Path) -> None:
     assert sorted(samples) == sorted(v.name for v in library() if v.error is None)
     street = samples["street"]
     assert street["captions"]["1"] == "a red car on a street" and len(street["captions"]) == 10
+    assert street["damaged"] == {"11": "damaged"}
+    assert samples[HOSTILE_NAME]["damaged"] == {"31": "damaged"}
+    assert "31" not in samples[HOSTILE_NAME]["captions"]
     assert street["events"]["segments"][0] == ["red car", [1, 20], 0.0, 2.0]
     assert [e[:2] for e in samples["beach"]["events"]["scenes"]] == [
         ["a dog on a beach", [1, 15]], ["waves", [16, 35]],

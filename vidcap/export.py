@@ -14,6 +14,9 @@ FiftyOne (``fiftyone.types.FiftyOneVideoLabelsDataset``; load it with
 In a VideoLabels document, each sampled frame with a non-empty caption is a frame (FiftyOne
 counts frames from 1: number = vidcap's decoder index + 1) with one categorical attribute
 ``caption``, which FiftyOne imports as the frame field ``caption`` (a ``Classification``).
+A sampled frame whose picture may show decoding damage (the JSONL's ``"damaged": true``)
+also has the categorical attribute ``damaged`` of value ``damaged``: the frame field
+``damaged`` (a ``Classification`` labelled ``damaged``; absent on the other frames).
 Time ranges are video events, imported as ``TemporalDetections`` in the sample field named
 by the event: ``scenes`` (``<name>.scenes.jsonl``) and ``segments`` (the ``vidcap mask``
 report ``<name>.mask.json``, and the moments of each ``queries`` item, labelled with what
@@ -134,15 +137,19 @@ def _check_target(target: Path) -> None:
 
 
 def video_labels(read: VideoRead, queries: Sequence[str], settings: MaskSettings) -> dict:
-    """One video's ETA VideoLabels document: captions per frame, scenes and segments as events."""
-    frames = {
-        str(frame.index + 1): {
-            "frame_number": frame.index + 1,
-            "attrs": {"attrs": [{"type": CATEGORICAL, "name": "caption", "value": frame.caption}]},
-        }
-        for frame in read.frames
-        if frame.caption.strip()
-    }
+    """One video's ETA VideoLabels document: captions (and damage) per frame, scenes and
+    segments as events."""
+    damaged = set(read.video.damaged_frames)
+    frames = {}
+    for frame in read.frames:
+        attrs = [{"type": CATEGORICAL, "name": "caption", "value": frame.caption}]
+        if not frame.caption.strip():
+            attrs = []  # an empty caption is no label
+        if frame.index in damaged:
+            attrs.append({"type": CATEGORICAL, "name": "damaged", "value": "damaged"})
+        if attrs:
+            number = frame.index + 1
+            frames[str(number)] = {"frame_number": number, "attrs": {"attrs": attrs}}
     events = [_event("scenes", span, read) for span in read_scenes(read.video)]
     mask = read_mask(read.video)
     if mask is not None:

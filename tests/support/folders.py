@@ -35,13 +35,19 @@ class FakeVideo:
     error: str | None = None  # a failed video
     source: str | None = None  # default: OUT/../videos/<name>.mp4 (need not exist)
     extra: dict = field(default_factory=dict)
+    damaged: tuple[int, ...] = ()  # frame indices that may show decoding damage
 
     @property
     def frames(self) -> tuple[CaptionedFrame, ...]:
-        return tuple(
-            CaptionedFrame(round(i * self.step * self.rate), round(i * self.step, 6), caption)
-            for i, caption in enumerate(self.captions)
-        )
+        frames = []
+        for i, caption in enumerate(self.captions):
+            index = round(i * self.step * self.rate)
+            frames.append(
+                CaptionedFrame(
+                    index, round(i * self.step, 6), caption, damaged=index in self.damaged
+                )
+            )
+        return tuple(frames)
 
     @property
     def duration(self) -> float:
@@ -78,6 +84,7 @@ def write_folder(
             duration=video.duration,
             key=KEY,
             model="tiny",
+            damaged_frames=list(video.damaged) or None,
         )
         identity = {"path": source, "size": 1, "mtime_ns": 1}
         if durable:
