@@ -234,12 +234,40 @@ def test_table_json_and_csv(folder: Path, capsys) -> None:
     assert main(["search", str(folder), "red car", "--json", "--limit", "2"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["query"] == "red car" and len(document["moments"]) == 2
-    assert set(document["moments"][0]) == {"folder", "name", "video", "start", "end",
-                                           "duration", "frames", "caption", "frame", "thumb"}  # fmt: skip
+    assert set(document["moments"][0]) == {"folder", "name", "video", "start", "end", "duration",
+                                           "frames", "caption", "frame", "thumb", "damaged"}  # fmt: skip
 
     assert main(["search", str(folder), "quoted", "--csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert rows and all('"quoted"' in row["caption"] for row in rows)
+
+
+def test_a_moment_counts_its_matching_frames_that_may_show_damage(tmp_path: Path, capsys) -> None:
+    """A caption of a damaged picture may describe the damage, not the scene: each moment
+    says how many of its matching frames may show decoding damage (the JSONL's
+    ``"damaged": true``), in every output form."""
+    captions = ("a red car", "a red car", "a dog", "a red car", "a red car", "a red car")
+    videos = [  # frames 0, 10, … 50 at 1 s apart; damaged: 10 (a match), 20 (no match)
+        FakeVideo("glitch", captions, damaged=(10, 20)),
+        FakeVideo("clean", captions),
+    ]
+    out = write_folder(tmp_path / "out", videos)
+    found = {(m.name, m.start): m.damaged for m in search([out], ["red car"])}
+    assert found == {("glitch", 0.0): 1, ("glitch", 3.0): 0, ("clean", 0.0): 0, ("clean", 3.0): 0}
+    assert main(["search", str(out), "red car", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["moments"]
+    assert sorted((r["name"], r["start"], r["damaged"]) for r in rows) == [
+        ("clean", 0.0, 0), ("clean", 3.0, 0), ("glitch", 0.0, 1), ("glitch", 3.0, 0),
+    ]  # fmt: skip
+    assert main(["search", str(out), "red car", "--csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert sorted(r["damaged"] for r in rows) == ["0", "0", "0", "1"]
+    assert main(["search", str(out), "red car"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert [line.split()[1:5] for line in table if "damaged" in line] == [
+        ["glitch", "0.000", "2.000", "2"]
+    ]
+    assert "2 (1 damaged)" in next(line for line in table if "damaged" in line)
 
 
 def test_csv_cells_that_a_spreadsheet_would_run_are_text(tmp_path: Path, capsys) -> None:

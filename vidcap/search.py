@@ -30,7 +30,9 @@ from vidcap.mask import DECIMALS, MaskSettings, compile_queries, match_frames, s
 class Moment:
     """A time range of one video whose captions match: ``frames`` matching sampled frames
     in [start, end); ``caption``, ``frame`` and ``thumb`` are those of its first match
-    (``thumb``: path relative to ``folder``, None when no thumbnail exists)."""
+    (``thumb``: path relative to ``folder``, None when no thumbnail exists); ``damaged``:
+    how many of the matching frames may show decoding damage (their captions may describe
+    the damage, not the scene)."""
 
     folder: str
     name: str
@@ -41,6 +43,7 @@ class Moment:
     caption: str
     frame: int
     thumb: str | None = None
+    damaged: int = 0
     order: int = field(default=0, compare=False, repr=False)
 
     @property
@@ -60,6 +63,7 @@ class Moment:
             "caption": self.caption,
             "frame": self.frame,
             "thumb": self.thumb,
+            "damaged": self.damaged,
         }
 
 
@@ -83,6 +87,7 @@ def video_moments(
         times, flags, read.segment_duration(), settings.merge_gap, settings.min_duration
     )
     video = read.video
+    damaged = set(video.damaged_frames)
     moments = []
     first = 0
     for segment in found:
@@ -101,6 +106,12 @@ def video_moments(
                 caption=hit.caption,
                 frame=hit.index,
                 thumb=thumb.relative_to(video.folder).as_posix() if thumb.is_file() else None,
+                damaged=sum(
+                    flag and frame.index in damaged and segment.start <= frame.time < segment.end
+                    for frame, flag in zip(frames, flags, strict=True)
+                )
+                if damaged
+                else 0,
                 order=order,
             )
         )

@@ -31,7 +31,7 @@ moments are `vidcap mask` segments of each video (the same matching and merging)
 matching frames, then duration, then folder order, then start time.
 """
 CSV_COLUMNS = ("folder", "name", "video", "start", "end", "duration", "frames", "caption",
-               "frame", "thumb")  # fmt: skip
+               "frame", "thumb", "damaged")  # fmt: skip
 
 
 def add_search_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -135,8 +135,9 @@ def print_table(stream: TextIO, moments: list, several: bool = False) -> None:
     rows = []
     for rank, moment in enumerate(moments, start=1):
         name = f"{Path(moment.folder).name}/{moment.name}" if several else moment.name
+        frames = f"{moment.frames}" + (f" ({moment.damaged} damaged)" if moment.damaged else "")
         rows.append((str(rank), _flat(name), f"{moment.start:.3f}", f"{moment.end:.3f}",
-                     str(moment.frames), _flat(moment.caption)))  # fmt: skip
+                     frames, _flat(moment.caption)))  # fmt: skip
     head = ("#", "video", "start", "end", "frames", "caption")
     widths = [max(_cells(r[i]) for r in [head, *rows]) for i in range(5)]
     others = sum(widths) - widths[1] + 2 * 5  # the other columns and the gaps, in cells
