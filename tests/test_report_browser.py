@@ -322,9 +322,11 @@ def test_the_page_finds_the_moments_vidcap_search_finds(
     found = page.evaluate("([q, o]) => window.vidcapReport.search(q, o).moments", [query, options])
     settings = MaskSettings(regex=regex, merge_gap=gap, min_duration=shortest)
     expected = search([folder], [query], settings)
-    assert [(m["name"], m["start"], m["end"], m["frames"], m["frame"]) for m in found] == [
-        (m.name, m.start, m.end, m.frames, m.frame) for m in expected
-    ]
+    assert [
+        (m["name"], m["start"], m["end"], m["frames"], m["frame"], m["damaged"]) for m in found
+    ] == [(m.name, m.start, m.end, m.frames, m.frame, m.damaged) for m in expected]
+    if (query, gap, shortest) == ("red circle", 0.0, 0.0):  # the damaged frame's caption
+        assert [m.damaged for m in expected if m.damaged] == [1]
 
 
 def test_clicking_a_moment_plays_the_source_there_with_its_captions(

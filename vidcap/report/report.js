@@ -154,10 +154,14 @@
       var first = 0;
       found.forEach(function (segment) {
         while (!(flags[first] && video.t[first] >= segment.start)) first += 1;
+        var damaged = 0;  // matching frames that may show decoding damage (vidcap search)
+        for (var j = first; video.dm && video.dm.length && j < video.t.length && video.t[j] < segment.end; j++) {
+          if (flags[j] && isDamaged(video, video.f[j])) damaged += 1;
+        }
         moments.push({
           video: video, name: video.n, start: segment.start, end: segment.end,
           frames: segment.frames, frame: video.f[first],
-          caption: shard.captions[video.c[first]]
+          caption: shard.captions[video.c[first]], damaged: damaged
         });
       });
     }
@@ -536,6 +540,7 @@
     what.appendChild(el('span', 'name', moment.name));
     what.appendChild(el('span', 'times', ' ' + clock(moment.start) + ' – ' + clock(moment.end)));
     what.appendChild(el('span', 'count', ' · ' + counted(moment.frames, 'frame')));
+    if (moment.damaged) what.appendChild(el('span', 'flag', ' (' + moment.damaged + ' damaged)'));
     what.appendChild(el('div', 'caption', moment.caption));
     button.appendChild(what);
     var index = moment.video.f.indexOf(moment.frame);
@@ -624,7 +629,10 @@
     search: function (query, options) {
       var result = search(query, options);
       result.moments = result.moments.map(function (m) {
-        return { name: m.name, start: m.start, end: m.end, frames: m.frames, frame: m.frame, caption: m.caption };
+        return {
+          name: m.name, start: m.start, end: m.end, frames: m.frames, frame: m.frame,
+          caption: m.caption, damaged: m.damaged
+        };
       });
       return result;
     },
