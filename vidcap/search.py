@@ -18,6 +18,7 @@ A word query skips parsing a caption file in which one of its words does not occ
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,11 @@ def video_moments(
     )
     video = read.video
     damaged = set(video.damaged_frames)
+    marked = (  # the times of the matching frames that may show damage
+        [f.time for f, flag in zip(frames, flags, strict=True) if flag and f.index in damaged]
+        if damaged
+        else []
+    )
     moments = []
     first = 0
     for segment in found:
@@ -106,12 +112,7 @@ def video_moments(
                 caption=hit.caption,
                 frame=hit.index,
                 thumb=thumb.relative_to(video.folder).as_posix() if thumb.is_file() else None,
-                damaged=sum(
-                    flag and frame.index in damaged and segment.start <= frame.time < segment.end
-                    for frame, flag in zip(frames, flags, strict=True)
-                )
-                if damaged
-                else 0,
+                damaged=bisect_left(marked, segment.end) - bisect_left(marked, segment.start),
                 order=order,
             )
         )

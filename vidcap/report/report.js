@@ -155,8 +155,10 @@
       found.forEach(function (segment) {
         while (!(flags[first] && video.t[first] >= segment.start)) first += 1;
         var damaged = 0;  // matching frames that may show decoding damage (vidcap search)
-        for (var j = first; video.dm && video.dm.length && j < video.t.length && video.t[j] < segment.end; j++) {
-          if (flags[j] && isDamaged(video, video.f[j])) damaged += 1;
+        if (video.dm && video.dm.length) {
+          for (var j = first; j < video.t.length && video.t[j] < segment.end; j++) {
+            if (flags[j] && isDamaged(video, video.f[j])) damaged += 1;
+          }
         }
         moments.push({
           video: video, name: video.n, start: segment.start, end: segment.end,
