@@ -274,8 +274,8 @@ def test_report_shape_and_coverage() -> None:
     report = build_report("v.mp4", TIMES, flags, MaskSettings(duration=10.0), queries=["red"])
     assert report["mask"] == "0011000111"
     assert report["segments"] == [
-        {"start": 2.0, "end": 4.0, "frames": 2},
-        {"start": 7.0, "end": 10.0, "frames": 3},
+        {"start": 2.0, "end": 4.0, "frames": 2, "damaged": 0},
+        {"start": 7.0, "end": 10.0, "frames": 3, "damaged": 0},
     ]
     assert report["coverage"] == 0.5
     assert report["settings"]["duration"] == 10.0
@@ -469,6 +469,28 @@ def test_cli_mask_prints_json(subject_jsonl: Path, capsys) -> None:
     assert report["settings"]["merge_gap"] == 4.5
 
 
+def test_a_segment_counts_its_matching_frames_that_may_show_damage(tmp_path: Path, capsys) -> None:
+    """A caption of a damaged picture may describe the damage, not the scene: each segment
+    says how many of its matching frames the caption JSONL marks ``"damaged": true``."""
+    captions = ["a red car", "a red car", "a dog", "a red car", "a red car", "a red car"]
+    damaged = {1, 2, 4}  # two matches and a frame that does not match
+    rows = [
+        {"video": "v.mp4", "frame": i, "time": float(i), "caption": c}
+        | ({"damaged": True} if i in damaged else {})
+        for i, c in enumerate(captions)
+    ]
+    path = tmp_path / "v.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert run_cli(["mask", str(path), "--query", "red car"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(s["start"], s["end"], s["frames"], s["damaged"]) for s in report["segments"]] == [
+        (0.0, 2.0, 2, 1), (3.0, 6.0, 3, 1),
+    ]  # fmt: skip
+    assert run_cli(["mask", str(path), "--query", "red car", "--merge-gap", "2"]) == 0
+    [merged] = json.loads(capsys.readouterr().out)["segments"]
+    assert (merged["frames"], merged["damaged"]) == (5, 2)  # frame 2 is no match
+
+
 def test_cli_mask_writes_out_atomically(subject_jsonl: Path, tmp_path: Path) -> None:
     out = tmp_path / "deep" / "mask.json"
     run_cli(["mask", str(subject_jsonl), "--query", "green", "--query", "yellow star",
@@ -620,3 +642,27 @@ def test_a_mask_out_that_is_a_folder_is_one_line_and_leaves_no_part_file(
     err = capsys.readouterr().err
     assert err == f"vidcap: error: Is a directory: {folder}\n"
     assert not list(tmp_path.glob("*.part"))
+
+
+@pytest.mark.slow  # two runs of the tiny model over 120 frames
+def test_question_mode_keeps_the_damage_the_decoder_saw(tmp_path: Path) -> None:
+    """Question mode's answers JSONL marks ``"damaged": true`` on the frames ``vidcap
+    caption`` marks (the same decoder), and its segments count them."""
+    from tests.support.videos import concealed_damage, read_jsonl
+    from vidcap.cli import main
+
+    made = concealed_damage(tmp_path / "concealed.mp4")
+    if made is None:
+        pytest.skip("no damage this FFmpeg conceals")
+    video, _ = made
+    every = ["--model", "tiny", "--every-n", "1", "--quiet"]
+    assert main(["caption", str(video), *every, "--out", str(tmp_path / "out")]) == 0
+    out = tmp_path / "mask.json"
+    assert main(["mask", str(video), "--question", "is it red?", *every, "--out", str(out)]) == 0
+    captioned = read_jsonl(tmp_path / "out" / "concealed.jsonl")
+    answered = read_jsonl(answers_path(out))
+    marked = [row["frame"] for row in captioned if row.get("damaged")]
+    assert marked and [row["frame"] for row in answered if row.get("damaged")] == marked
+    report = json.loads(out.read_text())
+    yes = {row["frame"] for row in answered if is_yes(row["caption"])}
+    assert sum(s["damaged"] for s in report["segments"]) == len(yes & set(marked))

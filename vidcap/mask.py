@@ -14,6 +14,7 @@ import logging
 import math
 import re
 import statistics
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -154,7 +155,8 @@ def _parse_record(path: Path, number: int, line: str) -> tuple[str, CaptionedFra
     frame = obj.get("frame", number - 1)
     if not isinstance(frame, int) or isinstance(frame, bool):
         raise UsageError(f"{where}: 'frame' must be a whole number, got {frame!r}")
-    return str(obj.get("video", "")), CaptionedFrame(frame, float(time), caption)
+    damaged = obj.get("damaged") is True  # (written only where true)
+    return str(obj.get("video", "")), CaptionedFrame(frame, float(time), caption, damaged=damaged)
 
 
 def is_number(value: object) -> bool:
@@ -291,6 +293,18 @@ def _shorter(seconds: float, limit: float) -> bool:
     return round(seconds, DECIMALS) < round(limit, DECIMALS)
 
 
+def damaged_counts(
+    found: Sequence[Segment],
+    times: Sequence[float],
+    flags: Sequence[bool],
+    damaged: Sequence[bool],
+) -> list[int]:
+    """How many of each segment's matching frames may show decoding damage (``damaged``:
+    per frame, the caption JSONL's ``"damaged": true``)."""
+    marked = [t for t, flag, bad in zip(times, flags, damaged, strict=True) if flag and bad]
+    return [bisect_left(marked, s.end) - bisect_left(marked, s.start) for s in found]
+
+
 # --- the report --------------------------------------------------------------------------
 
 
@@ -302,9 +316,13 @@ def build_report(
     queries: Sequence[str] = (),
     question: str | None = None,
     extra_settings: Mapping[str, object] | None = None,
+    damaged: Sequence[bool] = (),
 ) -> dict:
-    """The ``vidcap mask`` JSON: settings, mask string, segments and coverage of the video."""
+    """The ``vidcap mask`` JSON: settings, mask string, segments and coverage of the video.
+    ``damaged``: per frame, whether its picture may show decoding damage (each segment
+    counts its matching frames that may)."""
     found = segments(times, flags, settings.duration, settings.merge_gap, settings.min_duration)
+    counts = damaged_counts(found, times, flags, damaged) if any(damaged) else [0] * len(found)
     duration = frame_ends(times, settings.duration)[-1] if times else settings.duration or 0.0
     covered = sum(s.duration for s in found)
     return {
@@ -321,7 +339,7 @@ def build_report(
         },
         "frames": len(flags),
         "mask": mask_string(flags),
-        "segments": [_rounded(s) for s in found],
+        "segments": [{**_rounded(s), "damaged": n} for s, n in zip(found, counts, strict=True)],
         "coverage": round(covered / duration, DECIMALS) if duration > 0 else 0.0,
     }
 
@@ -336,7 +354,10 @@ def _rounded(segment: Segment) -> dict:
 def mask_captions(captions: VideoCaptions, queries: Sequence[str], settings: MaskSettings) -> dict:
     """A video's captions + queries → the report (query mode, the whole of it)."""
     flags = match_frames(captions.frames, queries, settings.regex)
-    return build_report(captions.video, captions.times, flags, settings, queries=queries)
+    damaged = [frame.damaged for frame in captions.frames]
+    return build_report(
+        captions.video, captions.times, flags, settings, queries=queries, damaged=damaged
+    )
 
 
 # --- question mode -----------------------------------------------------------------------
@@ -397,7 +418,7 @@ def ask_frames(
             frame = pending.popleft()
             if isinstance(answer, CaptionFailed):
                 raise VideoError(f"{shown}: no answer for frame {frame.index}: {answer.reason}")
-            answers.append(CaptionedFrame(frame.index, frame.time, answer))
+            answers.append(CaptionedFrame(frame.index, frame.time, answer, damaged=frame.damaged))
             bar.update(1)
     return VideoCaptions(shown, tuple(answers), duration)
 
@@ -411,8 +432,15 @@ def mask_answers(
     """Answers → the report (question mode): frames answered "yes…" match."""
     flags = [is_yes(a.caption) for a in answers.frames]
     extra = {"answer_rule": "starts with yes", **(extra_settings or {})}
+    damaged = [frame.damaged for frame in answers.frames]
     return build_report(
-        answers.video, answers.times, flags, settings, question=question, extra_settings=extra
+        answers.video,
+        answers.times,
+        flags,
+        settings,
+        question=question,
+        extra_settings=extra,
+        damaged=damaged,
     )
 
 

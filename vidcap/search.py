@@ -18,13 +18,19 @@ A word query skips parsing a caption file in which one of its words does not occ
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vidcap.folder import VideoRead, open_folder, read_captions, thumb_path
-from vidcap.mask import DECIMALS, MaskSettings, compile_queries, match_frames, segments
+from vidcap.mask import (
+    DECIMALS,
+    MaskSettings,
+    compile_queries,
+    damaged_counts,
+    match_frames,
+    segments,
+)
 
 
 @dataclass(frozen=True)
@@ -89,14 +95,14 @@ def video_moments(
     )
     video = read.video
     damaged = set(video.damaged_frames)
-    marked = (  # the times of the matching frames that may show damage
-        [f.time for f, flag in zip(frames, flags, strict=True) if flag and f.index in damaged]
+    counts = (
+        damaged_counts(found, times, flags, [f.index in damaged for f in frames])
         if damaged
-        else []
+        else [0] * len(found)
     )
     moments = []
     first = 0
-    for segment in found:
+    for segment, count in zip(found, counts, strict=True):
         while not (flags[first] and times[first] >= segment.start):
             first += 1
         hit = frames[first]
@@ -112,7 +118,7 @@ def video_moments(
                 caption=hit.caption,
                 frame=hit.index,
                 thumb=thumb.relative_to(video.folder).as_posix() if thumb.is_file() else None,
-                damaged=bisect_left(marked, segment.end) - bisect_left(marked, segment.start),
+                damaged=count,
                 order=order,
             )
         )
