@@ -183,3 +183,39 @@ def test_closing_a_pool_while_its_workers_start_does_not_wait_for_them() -> None
         started = time.monotonic()
         pool.close()
         assert time.monotonic() - started < 3.0, delay
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "untimed"),
+    [
+        ("cam.mjpeg", ["-c:v", "mjpeg", "-f", "mjpeg"], True),  # JPEGs back to back
+        ("cam.h264", ["-c:v", "libx264", "-f", "h264"], False),  # its SPS says 30 fps
+        ("cam.mp4", ["-c:v", "libx264"], False),
+    ],
+)
+def test_a_raw_stream_with_no_rate_says_its_times_are_assumed(
+    tmp_path: Path, name: str, args: list[str], untimed: bool
+) -> None:
+    """Regression: a raw MJPEG stream (an IP camera's dump: no container, no timestamps,
+    no rate in a JPEG) recorded at 30 fps was timed at FFmpeg's assumed 25 fps — 3 s read
+    as 3.6 s — and nothing said so. The decode stage now warns, naming the fix; a stream
+    whose codec or container gives its times is not warned about. And ``.mjpeg`` files are
+    found in a folder."""
+    from tests.support.videos import encode_with_ffmpeg
+    from vidcap.inputs import expand_inputs
+
+    path = encode_with_ffmpeg(tmp_path / name, 90, "30", args)
+    events = list(decode_events(0, str(path), SamplingSettings(every_n=1), (32, 32)))
+    warned = [e.message for e in events if isinstance(e, Warned)]
+    times = [e.frame.time for e in events if isinstance(e, Decoded)]
+    assert len(times) == 90
+    if untimed:
+        assert warned == [
+            f"{path}: a raw mjpeg stream holds no timestamps and declares no frame rate: its "
+            "times assume 25 frames/s (FFmpeg's default); if it was recorded at another rate "
+            "R, give it that rate first: ffmpeg -framerate R -i cam.mjpeg -c copy cam.mkv"
+        ]
+        assert times[1] == pytest.approx(1 / 25)
+    else:
+        assert warned == [] and times[1] == pytest.approx(1 / 30)
+    assert [v.source for v in expand_inputs([str(tmp_path)])] == [str(path)]

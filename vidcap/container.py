@@ -156,6 +156,20 @@ def nominal_rate(
     return stream.average_rate or stream.guessed_rate or stream.base_rate
 
 
+def assumed_rate(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> Fraction | None:
+    """The frame rate FFmpeg assumes for a stream that holds no timestamps and whose codec
+    declares no rate (raw MJPEG, which is JPEGs back to back; raw H.264 without timing in
+    its SPS): its 25 frames/s, which times every frame; None where the file says."""
+    raw = bool(container.format.flags & AVFMT_NOTIMESTAMPS) or any(
+        name.endswith("_pipe") for name in container.format.name.split(",")
+    )
+    if not raw or stream.codec_context.framerate:
+        return None
+    return nominal_rate(container, stream)
+
+
 def stream_start(stream: av.video.stream.VideoStream) -> float:
     """Where the stream's time starts (1.4 s in a typical MPEG-TS), in seconds."""
     if stream.start_time is None or stream.time_base is None:

@@ -265,6 +265,7 @@ def _events(
         with local_copy(source) as path:
             held.local = str(path)
             with VideoReader(path, threads=threads) as reader:
+                reader.warn_if_untimed()
                 if sampling.scenes:
                     from vidcap.scenes import SceneSampler
 

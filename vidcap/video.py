@@ -45,6 +45,7 @@ from vidcap.container import (
     Clock,
     Packets,
     alpha_decoder,
+    assumed_rate,
     demux_times,
     disable_generated_pts,
     frames_from_duration,
@@ -83,7 +84,7 @@ VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".asf", ".flv", ".mpg", ".mpeg",
      ".ts", ".mts", ".m2ts", ".3gp", ".3g2", ".ogv", ".vob", ".divx", ".f4v", ".mxf", ".dv",
      ".ivf", ".h264", ".264", ".hevc", ".h265", ".265", ".m2v", ".gif", ".rm", ".rmvb",
-     ".qt", ".mod", ".tod", ".m2t", ".nut"}
+     ".qt", ".mod", ".tod", ".m2t", ".nut", ".mjpeg", ".mjpg", ".y4m"}
 )  # fmt: skip
 
 PTS_EPSILON = 1e-6
@@ -259,6 +260,22 @@ class VideoReader:
 
     def close(self) -> None:
         self._container.close()
+
+    def warn_if_untimed(self) -> None:
+        """Say so when the file holds no times and its codec no frame rate (raw MJPEG, raw
+        H.264 without timing): every time then rests on FFmpeg's assumed rate."""
+        rate = assumed_rate(self._container, self._stream)
+        if rate is not None:
+            log.warning(
+                "%s: a raw %s stream holds no timestamps and declares no frame rate: its times "
+                "assume %s frames/s (FFmpeg's default); if it was recorded at another rate R, "
+                "give it that rate first: ffmpeg -framerate R -i %s -c copy %s.mkv",
+                self.path,
+                self._stream.codec_context.name,
+                f"{float(rate):g}",
+                self.path.name,
+                self.path.stem,
+            )
 
     def estimated_samples(self, sampling: SamplingSettings) -> int | None:
         """How many frames ``sampling`` takes, for progress bars: exact unless frames fail or
