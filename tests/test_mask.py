@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vidcap.backend import EmbeddedBackend
 from vidcap.cli.mask import add_clips_parser, add_mask_parser, answers_path
 from vidcap.errors import UsageError, VideoError
 from vidcap.mask import (
@@ -38,7 +39,6 @@ from vidcap.video import VideoReader
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_videos"
 SUBJECT = SAMPLES / "subject.mp4"
 SUBJECT_TRUTH = SAMPLES / "subject.truth.json"
-RED = np.array([220, 30, 30])
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -378,22 +378,12 @@ def test_missing_and_binary_caption_files(tmp_path: Path) -> None:
 # --- question mode -----------------------------------------------------------------------
 
 
-class RednessBackend:
-    """A stand-in model: answers "yes" when a frame holds the red circle's colour."""
-
-    input_size = (32, 32)
-
-    def __init__(self) -> None:
-        self.prompts: list[str | None] = []
-
-    def caption_stream(self, images: Iterable[np.ndarray], settings) -> Iterator[str]:
-        self.prompts.append(settings.prompt)
-        for image in images:
-            red = (np.abs(image.astype(int) - RED).sum(axis=-1) < 60).mean() > 0.002
-            yield "yes" if red else "no"
-
-    def close(self) -> None:
-        return None
+@pytest.fixture
+def tiny_backend(tiny_captioner) -> Iterator[EmbeddedBackend]:
+    """The shipped tiny checkpoint, trained to answer "is there a <colour> <shape>?"."""
+    backend = EmbeddedBackend(tiny_captioner)
+    yield backend
+    backend.close()
 
 
 def solid(colour: tuple[int, int, int]) -> np.ndarray:
@@ -418,21 +408,27 @@ def write_red_blue_video(path: Path, red_seconds: set[int], seconds: int = 9) ->
     return path
 
 
-def test_ask_frames_uses_the_question_prompt_and_keeps_order(tmp_path: Path) -> None:
-    video = write_red_blue_video(tmp_path / "v.mp4", {2, 3, 7})
-    backend = RednessBackend()
+def test_ask_frames_uses_the_question_prompt_and_keeps_order(tiny_backend, caplog) -> None:
+    """The tiny model answers the question on subject.mp4: its segments are the truth's."""
+    caplog.set_level("INFO", logger="vidcap")
     answers = ask_frames(
-        video, backend, " is there a red circle? ", SamplingSettings(fps=1.0), quiet=True
+        SUBJECT, tiny_backend, " is there a red circle? ", SamplingSettings(fps=1.0), quiet=True
     )
-    assert backend.prompts == ["Question: is there a red circle? Answer:"]
-    assert answers.times == [float(t) for t in range(9)]
-    assert [f.index for f in answers.frames] == [10 * t for t in range(9)]
-    assert answers.duration == pytest.approx(9.0)
-    report = mask_answers(answers, "is there a red circle?", MaskSettings(duration=9.0))
-    assert report["mask"] == "001100010"
-    assert [(s["start"], s["end"]) for s in report["segments"]] == [(2.0, 4.0), (7.0, 8.0)]
+    assert "asking 'Question: is there a red circle? Answer:'" in caplog.text
+    assert answers.times == [float(t) for t in range(34)]
+    assert [f.index for f in answers.frames] == [10 * t for t in range(34)]
+    assert {f.caption for f in answers.frames} == {"yes", "no"}
+    assert answers.duration == pytest.approx(34.0)
+    report = mask_answers(answers, "is there a red circle?", MaskSettings(duration=34.0))
+    truth = subject_ranges(read_truth(SUBJECT_TRUTH))
+    assert [(s["start"], s["end"]) for s in report["segments"]] == truth
+    assert report["mask"] == "0001111000011110000000011110001111"
     assert report["question"] == "is there a red circle?"
     assert report["settings"]["answer_rule"] == "starts with yes"
+    other = ask_frames(SUBJECT, tiny_backend, "is there a green star?", SamplingSettings(fps=1.0))
+    found = mask_answers(other, "green star?", MaskSettings(duration=34.0))["segments"]
+    stars = subject_ranges(read_truth(SUBJECT_TRUTH), "green star")
+    assert [(s["start"], s["end"]) for s in found] == stars != truth
 
 
 class Terminal(io.StringIO):
@@ -442,20 +438,20 @@ class Terminal(io.StringIO):
 
 @pytest.mark.parametrize("quiet", [False, True])
 def test_question_mode_shows_progress_on_a_terminal_unless_quiet(
-    tmp_path: Path, monkeypatch, quiet: bool
+    tmp_path: Path, monkeypatch, quiet: bool, tiny_backend
 ) -> None:
     """Regression (#12.7): ``vidcap mask --question`` showed no progress and had no --quiet."""
     video = write_red_blue_video(tmp_path / "v.mp4", {1}, seconds=3)
     terminal = Terminal()
     monkeypatch.setattr("sys.stderr", terminal)
-    ask_frames(video, RednessBackend(), "red?", SamplingSettings(fps=1.0), quiet=quiet)
+    ask_frames(video, tiny_backend, "red?", SamplingSettings(fps=1.0), quiet=quiet)
     shown = terminal.getvalue()
     assert ("/3 [" in shown and "frame/s" in shown) is not quiet
 
 
-def test_empty_question_is_a_usage_error() -> None:
+def test_empty_question_is_a_usage_error(tiny_backend) -> None:
     with pytest.raises(UsageError, match="--question must not be empty"):
-        ask_frames("v.mp4", RednessBackend(), "  ", sampling=SamplingSettings())
+        ask_frames("v.mp4", tiny_backend, "  ", sampling=SamplingSettings())
 
 
 # --- the CLI -----------------------------------------------------------------------------
@@ -550,14 +546,11 @@ def test_cli_question_mode_missing_video(monkeypatch, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["mpeg4-bframes-avi", "mpeg4-noindex-avi", "vfr-avi", "h264-mkv"])
-def test_question_mode_duration_is_what_caption_writes(
-    generated_videos, monkeypatch, name: str, capsys
-) -> None:
+def test_question_mode_duration_is_what_caption_writes(generated_videos, name: str, capsys) -> None:
     """Regression (#12.1): mask probed the container (9.0 s) while caption decoded (0.033 s);
     both now take the end of the last decodable frame from ``VideoReader``."""
     path, spec = generated_videos[name]
-    monkeypatch.setattr("vidcap.cli.mask.build_backend", lambda args: RednessBackend())
-    run_cli(["mask", str(path), "--question", "red?", "--quiet"])
+    run_cli(["mask", str(path), "--question", "red?", "--model", "tiny", "--quiet"])
     report = json.loads(capsys.readouterr().out)
     with VideoReader(path) as reader:
         list(reader.frames(SamplingSettings()))
@@ -566,9 +559,7 @@ def test_question_mode_duration_is_what_caption_writes(
     assert report["settings"]["duration_source"] == "decoded"
 
 
-def test_mask_and_caption_agree_on_the_duration(
-    generated_videos, tmp_path: Path, monkeypatch, capsys
-) -> None:
+def test_mask_and_caption_agree_on_the_duration(generated_videos, tmp_path: Path, capsys) -> None:
     """#12.1: ``vidcap caption`` (summary.json, last cue) and ``vidcap mask`` give one duration."""
     from vidcap.cli import main
 
@@ -579,9 +570,8 @@ def test_mask_and_caption_agree_on_the_duration(
     summary = json.loads((out / "summary.json").read_text())
     captioned = {Path(v["video"]).name: v["duration"] for v in summary["videos"]}
     capsys.readouterr()
-    monkeypatch.setattr("vidcap.cli.mask.build_backend", lambda args: RednessBackend())
     for name, path in zip(names, paths, strict=True):
-        run_cli(["mask", str(path), "--question", "red?", "--quiet"])
+        run_cli(["mask", str(path), "--question", "red?", "--model", "tiny", "--quiet"])
         masked = json.loads(capsys.readouterr().out)["settings"]["duration"]
         assert masked == captioned[path.name] == pytest.approx(generated_videos[name][1].duration)
 
@@ -590,12 +580,11 @@ def test_answers_path() -> None:
     assert answers_path(Path("out/putin.json")) == Path("out/putin.answers.jsonl")
 
 
-def test_cli_question_mode_with_the_pipeline(tmp_path: Path, monkeypatch) -> None:
-    """Real decoding with a pixel-oracle backend: no model needed, exact ranges."""
-    monkeypatch.setattr("vidcap.cli.mask.build_backend", lambda args: RednessBackend())
+def test_cli_question_mode_with_the_pipeline(tmp_path: Path) -> None:
+    """Real decoding and the tiny model through the CLI: the truth's exact ranges."""
     out = tmp_path / "subject.mask.json"
     run_cli(["mask", str(SUBJECT), "--question", "is there a red circle in this picture?",
-             "--out", str(out)])  # fmt: skip
+             "--model", "tiny", "--out", str(out)])  # fmt: skip
     report = json.loads(out.read_text())
     truth = subject_ranges(read_truth(SUBJECT_TRUTH))
     assert [(s["start"], s["end"]) for s in report["segments"]] == truth
