@@ -129,6 +129,8 @@ def folder(http_root) -> Path:
     if concealed:  # every frame, so that samples fall where the damage is
         every = ["caption", str(concealed[0]), "--model", "tiny", "--every-n", "1"]
         assert main([*every, "--out", str(out), "--quiet"]) == 0
+        mask = ["mask", str(out / "concealed.jsonl"), "--query", "red circle"]
+        assert main([*mask, "--out", str(out / "concealed.mask.json")]) == 0
     (root / "shots").mkdir()  # ten shots, captioned at their middle frames
     shutil.copy(ROOT / "sample_videos" / "shapes.mp4", root / "shots" / f"{SHOTS}.mp4")
     shots = ["caption", str(root / "shots"), "--model", "tiny", "--scenes"]
@@ -252,6 +254,15 @@ def test_a_video_that_lost_frames_says_so(page: Page, folder: Path) -> None:
         )
         assert flags == ["damaged" if row.get("damaged") else False for row in rows]
         assert card.locator(".strip figure:not(.damaged) .flag").count() == 0
+        # the vidcap mask track says how many of each segment's frames may show damage
+        report = json.loads((folder / "concealed.mask.json").read_text())
+        assert sum(s["damaged"] for s in report["segments"]) >= 1
+        titles = card.locator(".track.mask span").evaluate_all("s => s.map(x => x.title)")
+        assert [t.split("  ", 1)[1] for t in titles] == [
+            f"{s['frames']} frame{'s' if s['frames'] > 1 else ''}"
+            + (f" ({s['damaged']} damaged)" if s["damaged"] else "")
+            for s in report["segments"]
+        ]
     totals = page.locator("#totals").text_content()
     assert f"· {len(damaged)} damaged (corrupt or cut off) ·" in totals
     page.select_option("#status-filter", "damaged")

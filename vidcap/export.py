@@ -21,7 +21,8 @@ Time ranges are video events, imported as ``TemporalDetections`` in the sample f
 by the event: ``scenes`` (``<name>.scenes.jsonl``) and ``segments`` (the ``vidcap mask``
 report ``<name>.mask.json``, and the moments of each ``queries`` item, labelled with what
 was looked for). An event's support is the frame range [first, last] it covers, and its
-``start``/``end`` in seconds travel as numeric attributes (attributes of the detection).
+``start``/``end`` in seconds travel as numeric attributes (attributes of the detection), and
+on a segment with matching frames that may show decoding damage, their count as ``damaged``.
 Failed videos and videos whose source is a URL (FiftyOne opens local files) are left out.
 """
 
@@ -139,7 +140,7 @@ def _check_target(target: Path) -> None:
 def video_labels(read: VideoRead, queries: Sequence[str], settings: MaskSettings) -> dict:
     """One video's ETA VideoLabels document: captions (and damage) per frame, scenes and
     segments as events."""
-    damaged = set(read.video.damaged_frames)
+    damaged = read.damaged()
     frames = {}
     for frame in read.frames:
         attrs = [{"type": CATEGORICAL, "name": "caption", "value": frame.caption}]
@@ -156,7 +157,7 @@ def video_labels(read: VideoRead, queries: Sequence[str], settings: MaskSettings
         events += [_event("segments", span, read, mask.label) for span in mask.segments]
     for query in queries:
         for moment in video_moments(read, [query], settings):
-            span = Span(moment.start, moment.end, query, moment.frames)
+            span = Span(moment.start, moment.end, query, moment.frames, moment.damaged)
             events.append(_event("segments", span, read, query))
     return {"frames": frames, "events": {"events": events}}
 
@@ -167,6 +168,8 @@ def _event(field: str, span: Span, read: VideoRead, label: str | None = None) ->
         {"type": NUMERIC, "name": "start", "value": round(span.start, DECIMALS)},
         {"type": NUMERIC, "name": "end", "value": round(span.end, DECIMALS)},
     ]
+    if span.damaged:
+        attrs.append({"type": NUMERIC, "name": "damaged", "value": span.damaged})
     return {
         "type": EVENT,
         "label": label if label is not None else span.label,

@@ -87,6 +87,11 @@ class VideoRead:
     def times(self) -> list[float]:
         return [frame.time for frame in self.frames]
 
+    def damaged(self) -> set[int]:
+        """The decoder indices of the frames that may show decoding damage: marked in the
+        video's record (``damaged_frames``) or on the rows read (``"damaged": true``)."""
+        return set(self.video.damaged_frames) | {f.index for f in self.frames if f.damaged}
+
     def segment_duration(self) -> float | None:
         """Where the last frame's coverage ends, for ``vidcap.mask.segments``: the video's
         duration when the folder knows it, else what ``vidcap mask`` infers (the last
@@ -254,7 +259,9 @@ def _plain_frames(text: str) -> tuple[CaptionedFrame, ...] | None:
         if type(time) not in (int, float) or not previous <= time < math.inf:  # NaN: False
             return None
         previous = time
-        frames.append(CaptionedFrame(index, float(time), caption))
+        frames.append(
+            CaptionedFrame(index, float(time), caption, damaged=row.get("damaged") is True)
+        )
     return tuple(frames)
 
 
@@ -295,14 +302,22 @@ def _groups(pq: Any, shard: Path) -> Iterator[tuple[tuple[str, str], list[Captio
     try:
         handle = pq.ParquetFile(shard)
         names = set(handle.schema_arrow.names)
-        columns = [c for c in ("video", "frame", "time", "caption", "key") if c in names]
+        wanted = ("video", "frame", "time", "caption", "key", "damaged")
+        columns = [c for c in wanted if c in names]
         current: tuple[str, str] | None = None
         rows: list[CaptionedFrame] = []
         for batch in handle.iter_batches(columns=columns, batch_size=8192):
             data = batch.to_pydict()
             keys = data.get("key") or [""] * batch.num_rows
-            for source, index, time, caption, key in zip(
-                data["video"], data["frame"], data["time"], data["caption"], keys, strict=True
+            marks = data.get("damaged") or [False] * batch.num_rows  # (older shards: none)
+            for source, index, time, caption, key, mark in zip(
+                data["video"],
+                data["frame"],
+                data["time"],
+                data["caption"],
+                keys,
+                marks,
+                strict=True,
             ):
                 group = (str(source), str(key or ""))
                 if group != current:
@@ -310,7 +325,9 @@ def _groups(pq: Any, shard: Path) -> Iterator[tuple[tuple[str, str], list[Captio
                         yield current, rows
                     current, rows = group, []
                 if is_number(time) and isinstance(caption, str):
-                    rows.append(CaptionedFrame(int(index), float(time), caption))
+                    rows.append(
+                        CaptionedFrame(int(index), float(time), caption, damaged=mark is True)
+                    )
         if current is not None:
             yield current, rows
     except (OSError, ValueError, KeyError) as exc:  # pyarrow's errors derive from these
@@ -343,6 +360,7 @@ class Span:
     end: float
     label: str = ""
     frames: int = 0
+    damaged: int = 0
 
 
 def read_scenes(video: FolderVideo) -> list[Span]:
@@ -398,13 +416,14 @@ def _span(row: dict, label_key: str = "") -> Span | None:
     start, end = row.get("start"), row.get("end")
     if not (is_number(start) and is_number(end) and end >= start >= 0):
         return None
-    frames = row.get("frames")
+    frames, damaged = row.get("frames"), row.get("damaged")
     label = row.get(label_key) if label_key else ""
     return Span(
         float(start),
         float(end),
         label if isinstance(label, str) else "",
-        frames if isinstance(frames, int) and not isinstance(frames, bool) else 0,
+        frames if type(frames) is int else 0,
+        damaged if type(damaged) is int and damaged > 0 else 0,
     )
 
 

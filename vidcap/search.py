@@ -94,7 +94,7 @@ def video_moments(
         times, flags, read.segment_duration(), settings.merge_gap, settings.min_duration
     )
     video = read.video
-    damaged = set(video.damaged_frames)
+    damaged = read.damaged()
     counts = (
         damaged_counts(found, times, flags, [f.index in damaged for f in frames])
         if damaged

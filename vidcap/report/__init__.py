@@ -82,7 +82,7 @@ VIDEO_KEYS = {
     "vt": "the video's WebVTT as a script (report/vtt/<id>.js)",
     "vf": "the .vtt file, relative to the page",
     "sc": "scenes: [start, end, caption]",
-    "mk": "the vidcap mask report beside it: {label, seg: [[start, end, frames]]}",
+    "mk": "the vidcap mask report beside it: {label, seg: [[start, end, frames, damaged]]}",
     "p": "why its captions could not be read",
 }
 
@@ -273,8 +273,9 @@ def _entry(out: Path, read: VideoRead, table: dict[str, int]) -> dict:
         entry["e"] = video.error
     if video.lost_frames:
         entry["L"] = video.lost_frames
-    if video.damaged_frames:
-        entry["dm"] = list(video.damaged_frames)
+    damaged = read.damaged()
+    if damaged:
+        entry["dm"] = sorted(damaged)
     if read.problem:
         entry["p"] = read.problem
     entry["D"] = round(video.duration, DECIMALS)
@@ -300,7 +301,7 @@ def _entry(out: Path, read: VideoRead, table: dict[str, int]) -> dict:
     if mask is not None:
         entry["mk"] = {
             "label": mask.label,
-            "seg": [[s.start, s.end, s.frames] for s in mask.segments],
+            "seg": [[s.start, s.end, s.frames, s.damaged] for s in mask.segments],
         }
     return entry
 

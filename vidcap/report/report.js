@@ -346,7 +346,7 @@
     }
     if (video.mk) {
       node.appendChild(track(video, 'mask', 'vidcap mask: ' + video.mk.label, video.mk.seg.map(function (s) {
-        return { start: s[0], end: s[1], text: counted(s[2], 'frame') };
+        return { start: s[0], end: s[1], text: counted(s[2], 'frame') + (s[3] ? ' (' + s[3] + ' damaged)' : '') };
       })));
     }
     var strip = el('div', 'strip');
