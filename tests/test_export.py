@@ -183,7 +183,9 @@ samples = []
 for path, metadata, label, frames in importer:
     samples.append({
         "path": path,
-        "events": {field: [[d.label, d.support, d.start, d.end] for d in value.detections]
+        "events": {field: [[d.label, d.support, d.start, d.end,
+                            d.get_field("damaged") if d.has_field("damaged") else None]
+                           for d in value.detections]
                    for field, value in (label or {}).items()},
         "captions": {str(n): f["caption"].label for n, f in (frames or {}).items()
                      if f.get("caption") is not None},
@@ -226,7 +228,9 @@ def test_fiftyone_imports_the_export(folder: Path, tmp_path: Path) -> None:
     assert street["damaged"] == {"11": "damaged"}
     assert samples[HOSTILE_NAME]["damaged"] == {"31": "damaged"}
     assert "31" not in samples[HOSTILE_NAME]["captions"]
-    assert street["events"]["segments"][0] == ["red car", [1, 20], 0.0, 2.0]
+    # the first moment holds frame 10, which may show damage: the count is the attribute
+    assert street["events"]["segments"][0] == ["red car", [1, 20], 0.0, 2.0, 1]
+    assert [e[4] for e in street["events"]["segments"][1:]] == [None] * 3
     assert [e[:2] for e in samples["beach"]["events"]["scenes"]] == [
         ["a dog on a beach", [1, 15]], ["waves", [16, 35]],
     ]  # fmt: skip
