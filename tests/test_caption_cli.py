@@ -133,11 +133,10 @@ def test_subtitles_parse_and_cover_the_video(mixed_run) -> None:
             assert subs[0].start.total_seconds() == pytest.approx(nonempty[0]["time"], abs=1e-3)
 
 
-@pytest.mark.slow  # over 3 s: in make test, not make test-fast
 def test_rerun_skips_finished_videos(mixed_run, mixed_folder: Path) -> None:
     _, out = mixed_run
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.jsonl")}
-    result = vidcap(
+    result = run_main(
         "caption", mixed_folder, "--out", out, "--model", "tiny", "--fps", "2", "--quiet"
     )
     assert result.returncode == 1
@@ -209,7 +208,7 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path: Path) -> None:
     args = ["caption", src, "--model", "tiny", "--every-n", "1", "--batch-size", "8", "--quiet"]
     args += ["--decode-workers", "2"]
     clean = tmp_path / "clean"
-    assert vidcap(*args, "--out", clean).returncode == 0
+    assert run_main(*args, "--out", clean).returncode == 0  # (in this process: quicker)
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
@@ -226,7 +225,7 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path: Path) -> None:
     assert not (killed / "v2.jsonl").exists()
     assert not (killed / "summary.json").exists()
 
-    rerun = vidcap(*args, "--out", killed)
+    rerun = run_main(*args, "--out", killed)
     assert rerun.returncode == 0, rerun.stderr
     for name in ["v0", "v1", "v2"]:
         for fmt in ["jsonl", "srt", "vtt"]:
@@ -356,7 +355,7 @@ def test_usage_errors_exit_2_with_one_line(
 
 
 def test_missing_input_is_a_usage_error(tmp_path: Path) -> None:
-    result = vidcap("caption", tmp_path / "nope.mp4", "--out", tmp_path / "o", "--model", "tiny")
+    result = run_main("caption", tmp_path / "nope.mp4", "--out", tmp_path / "o", "--model", "tiny")
     assert result.returncode == 2
     assert "no such file or folder" in result.stderr
 

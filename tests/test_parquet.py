@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.support.cli import run_main
 from tests.support.videos import read_jsonl
 from vidcap.commit import STATE_DIR, Committer, RunSettings, plan
 from vidcap.errors import UsageError
@@ -122,10 +121,10 @@ def test_cli_embedded_list_files_to_parquet(generated_videos, tmp_path: Path) ->
     )
     (tmp_path / "more.txt").write_text(f"file://{SAMPLE}\n")
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "vidcap", "caption", str(listing), str(tmp_path / "more.txt")]
+    command = ["caption", str(listing), str(tmp_path / "more.txt")]
     command += ["--out", str(out), "--format", "parquet,jsonl", "--shard-rows", "5"]
     command += ["--model", "tiny", "--device", "cpu", "--quiet"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    result = run_main(*command)
     assert result.returncode == 0, result.stderr[-3000:]
 
     rows = pq.read_table(out / SHARD_DIR).to_pylist()
@@ -147,7 +146,7 @@ def test_cli_embedded_list_files_to_parquet(generated_videos, tmp_path: Path) ->
 
     shards = sorted((out / SHARD_DIR).iterdir())
     assert len(shards) > 1
-    again = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    again = run_main(*command)
     assert again.returncode == 0, again.stderr[-3000:]
     assert sorted((out / SHARD_DIR).iterdir()) == shards  # all resumed: no new shard
 
@@ -244,14 +243,13 @@ def test_a_video_given_under_another_path_replaces_its_rows(tmp_path: Path, monk
     assert _rows_by_video(out) == [(other_path, 0, second.key()), (other_path, 10, second.key())]
 
 
-@pytest.mark.slow
 def test_cli_format_change_leaves_one_row_per_frame(tmp_path: Path) -> None:
     """The CLI end to end: ``--format parquet``, then ``--format parquet,jsonl``."""
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "vidcap", "caption", str(SAMPLE), "--out", str(out)]
+    command = ["caption", str(SAMPLE), "--out", str(out)]
     command += ["--model", "tiny", "--quiet", "--fps", "0.5"]
     for formats in ("parquet", "parquet,jsonl"):
-        result = subprocess.run([*command, "--format", formats], capture_output=True, text=True)
+        result = run_main(*command, "--format", formats)
         assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     rows = pq.read_table(out / SHARD_DIR).to_pylist()
