@@ -186,29 +186,36 @@ def test_closing_a_pool_while_its_workers_start_does_not_wait_for_them() -> None
 
 
 @pytest.mark.parametrize(
-    ("name", "args", "untimed"),
+    ("name", "args", "untimed", "frames"),
     [
-        ("cam.mjpeg", ["-c:v", "mjpeg", "-f", "mjpeg"], True),  # JPEGs back to back
-        ("cam.h264", ["-c:v", "libx264", "-f", "h264"], False),  # its SPS says 30 fps
-        ("cam.mp4", ["-c:v", "libx264"], False),
+        ("cam.mjpeg", ["-c:v", "mjpeg", "-f", "mjpeg"], True, 90),  # JPEGs back to back
+        ("cam.h264", ["-c:v", "libx264", "-f", "h264"], False, 90),  # its SPS says 30 fps
+        ("cam.mp4", ["-c:v", "libx264"], False, 90),
+        # a still picture given as a video: one frame, no rate to get wrong (was warned)
+        ("still.png", ["-c:v", "png", "-f", "image2"], False, 1),
+        ("still.webp", ["-c:v", "libwebp", "-f", "webp"], False, 1),
+        ("still.jpg", ["-c:v", "mjpeg", "-f", "image2"], False, 1),
     ],
 )
 def test_a_raw_stream_with_no_rate_says_its_times_are_assumed(
-    tmp_path: Path, name: str, args: list[str], untimed: bool
+    tmp_path: Path, name: str, args: list[str], untimed: bool, frames: int
 ) -> None:
     """Regression: a raw MJPEG stream (an IP camera's dump: no container, no timestamps,
     no rate in a JPEG) recorded at 30 fps was timed at FFmpeg's assumed 25 fps — 3 s read
     as 3.6 s — and nothing said so. The decode stage now warns, naming the fix; a stream
-    whose codec or container gives its times is not warned about. And ``.mjpeg`` files are
-    found in a folder."""
+    whose codec or container gives its times is not warned about, nor a still picture.
+    And ``.mjpeg`` files are found in a folder."""
     from tests.support.videos import encode_with_ffmpeg
     from vidcap.inputs import expand_inputs
 
-    path = encode_with_ffmpeg(tmp_path / name, 90, "30", args)
+    path = encode_with_ffmpeg(tmp_path / name, frames, "30", args)
     events = list(decode_events(0, str(path), SamplingSettings(every_n=1), (32, 32)))
     warned = [e.message for e in events if isinstance(e, Warned)]
     times = [e.frame.time for e in events if isinstance(e, Decoded)]
-    assert len(times) == 90
+    assert len(times) == frames
+    if frames == 1:
+        assert warned == [] and times == [0.0]
+        return
     if untimed:
         assert warned == [
             f"{path}: a raw mjpeg stream holds no timestamps and declares no frame rate: its "

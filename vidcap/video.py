@@ -263,9 +263,10 @@ class VideoReader:
 
     def warn_if_untimed(self) -> None:
         """Say so when the file holds no times and its codec no frame rate (raw MJPEG, raw
-        H.264 without timing): every time then rests on FFmpeg's assumed rate."""
+        H.264 without timing): every time then rests on FFmpeg's assumed rate. A single
+        picture (a still PNG or WebP given as a video) has no rate to get wrong: not warned."""
         rate = assumed_rate(self._container, self._stream)
-        if rate is not None:
+        if rate is not None and len(self._demux().times) > 1:
             log.warning(
                 "%s: a raw %s stream holds no timestamps and declares no frame rate: its times "
                 "assume %s frames/s (FFmpeg's default); if it was recorded at another rate R, "
