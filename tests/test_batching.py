@@ -33,6 +33,7 @@ class FakeModel:
 
     def __init__(self, gate: threading.Event | None = None) -> None:
         self.calls: list[tuple[int, GenerationSettings]] = []
+        self.values: list[list[int]] = []  # each call's frames, by grey level
         self.gate = gate
 
     def caption(
@@ -42,6 +43,7 @@ class FakeModel:
         if self.gate is not None:
             assert self.gate.wait(10)
         self.calls.append((len(images), settings))
+        self.values.append([int(img[0, 0, 0]) for img in images])
         if settings.prompt == "boom" or any(int(img[0, 0, 0]) == POISON for img in images):
             raise RuntimeError("CUDA out of memory (pretend)")
         prefix = settings.prompt or ""
@@ -57,8 +59,10 @@ class Batcher:
         core = ServingCore(model, ServeConfig(max_batch=max_batch))
         self.batcher = MicroBatcher(core.run, BatchSettings(max_batch, max_delay, max_queue))
 
-    def submit(self, images: list[np.ndarray], settings: GenerationSettings) -> Future[Outcome]:
-        return self.batcher.submit(CaptionRequest(images, settings, batched=True))
+    def submit(
+        self, images: list[np.ndarray], settings: GenerationSettings, client: str = ""
+    ) -> Future[Outcome]:
+        return self.batcher.submit(CaptionRequest(images, settings, batched=True), client)
 
     def snapshot(self) -> dict[str, int]:
         return self.batcher.snapshot()
@@ -207,6 +211,57 @@ def test_queue_full_raises_instead_of_growing_without_bound(gated) -> None:
     finally:
         gate.set()
         batcher.close()
+
+
+def wait_until_taken(batcher: Batcher) -> None:
+    deadline = time.monotonic() + 5
+    while batcher.snapshot()["waiting_frames"] and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the worker has taken what waits (blocked on the gate)
+
+
+def test_clients_take_turns_not_first_come_first_served(gated) -> None:
+    """A client's request waits for one request of each other client, not for all that a
+    busy neighbour queued first (it was first come, first served)."""
+    model, gate = gated
+    batcher = Batcher(model, max_batch=2)
+    try:
+        running = batcher.submit([image(0)], DEFAULT, "busy")
+        wait_until_taken(batcher)
+        busy = [batcher.submit([image(i), image(i)], DEFAULT, "busy") for i in (1, 2, 3)]
+        quiet = batcher.submit([image(50)], DEFAULT, "quiet")
+        other = batcher.submit([image(60)], DEFAULT, "other")
+        gate.set()
+        assert [captions(f) for f in (running, quiet, other)] == [["0"], ["50"], ["60"]]
+        assert [captions(f) for f in busy] == [["1", "1"], ["2", "2"], ["3", "3"]]
+    finally:
+        gate.set()
+        batcher.close()
+    # busy's first waiting request, then quiet's and other's together (they fit one call)
+    assert model.values == [[0], [1, 1], [50, 60], [2, 2], [3, 3]]
+
+
+def test_a_full_queue_refuses_only_a_client_that_already_waits(gated) -> None:
+    """A busy neighbour filling the queue got every other client 503 (measured: 0 of 30
+    light requests answered beside one flooding client); a client with nothing waiting
+    now always gets its request in, and the busy one is refused."""
+    model, gate = gated
+    batcher = Batcher(model, max_batch=1, max_queue=3)
+    try:
+        running = batcher.submit([image(0)], DEFAULT, "busy")
+        wait_until_taken(batcher)
+        queued = [batcher.submit([image(i)], DEFAULT, "busy") for i in (1, 2, 3)]
+        with pytest.raises(QueueFull, match="3 frames are already waiting"):
+            batcher.submit([image(4)], DEFAULT, "busy")
+        light = batcher.submit([image(50)], DEFAULT, "light")  # past max_queue: let in
+        with pytest.raises(QueueFull, match="4 frames are already waiting"):
+            batcher.submit([image(51)], DEFAULT, "light")  # … once: it waits now
+        gate.set()
+        assert captions(light) == ["50"]
+        assert [captions(f) for f in (running, *queued)] == [["0"], ["1"], ["2"], ["3"]]
+    finally:
+        gate.set()
+        batcher.close()
+    assert model.values == [[0], [1], [50], [2], [3]]
 
 
 def test_many_threads_each_get_their_own_answers() -> None:

@@ -279,11 +279,24 @@ def test_a_full_queue_answers_503_with_retry_after() -> None:
         deadline = time.monotonic() + 5
         while batcher.snapshot()["waiting_frames"] and time.monotonic() < deadline:
             time.sleep(0.01)  # until the worker holds the first job (blocked on the gate)
-        second = batcher.submit(request)
+        second = batcher.submit(request, "127.0.0.1")  # (the test client's address)
         response = app.test_client().post("/caption", data=image, headers={"Content-Type": PNG})
         assert response.status_code == 503
         assert response.headers["Retry-After"] == "1"
         assert "server busy" in response.get_json()["error"]
+        # another client, with nothing waiting, is let in (and answered once the model runs)
+        other = {"REMOTE_ADDR": "127.0.0.2"}
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(
+                app.test_client().post, "/caption", data=image,
+                headers={"Content-Type": PNG}, environ_base=other,
+            )  # fmt: skip
+            deadline = time.monotonic() + 5
+            while batcher.snapshot()["waiting_frames"] < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert batcher.snapshot()["waiting_frames"] == 2  # queued past max_queue
+            gate.set()
+            assert answer.result(10).status_code == 200
     finally:
         gate.set()
     assert first.result(5).captions and second.result(5).captions

@@ -217,3 +217,55 @@ def test_torchserve_under_mixed_load_with_a_worker_killed(
     )
     check(tally)
     assert killed
+
+
+def post_from(port: int, source: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+    """POST /caption on loopback from the address ``source`` (127.0.0.x: another client)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
+    try:
+        conn.request("POST", "/caption", body=body, headers={"Content-Type": content_type})
+        answer = conn.getresponse()
+        return answer.status, answer.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_a_flooding_client_does_not_shut_another_out_of_flask(tmp_path: Path) -> None:
+    """Regression: one client keeping the queue full (14 threads of 8-frame requests, each
+    503 sent again at once, ignoring Retry-After) got every other client 503: 0 of 30
+    requests from a second address were answered. Clients now take turns, and a client
+    with nothing waiting always gets its request in."""
+    server = FlaskServer(tmp_path / "flask.log", env={"VIDCAP_MAX_QUEUE": "64"}).start()
+    frames = make_frames(8, SIZE, seed=3)
+    pngs = [encode_image(frame, "png") for frame in frames]
+    heavy_body, heavy_type = multipart([(frame_part_name(i), p, PNG) for i, p in enumerate(pngs)])
+    stop = threading.Event()
+    statuses: list[int] = []
+
+    def flood() -> None:
+        while not stop.is_set():
+            statuses.append(post_from(server.port, "127.0.0.1", heavy_body, heavy_type)[0])
+
+    try:
+        with ThreadPoolExecutor(14) as pool:
+            floods = [pool.submit(flood) for _ in range(14)]
+            time.sleep(2.0)
+            light = []
+            for i in range(10):
+                started = time.monotonic()
+                status, body = post_from(server.port, "127.0.0.2", pngs[i % 8], PNG)
+                light.append((status, time.monotonic() - started, body[:200]))
+            stop.set()
+            for job in floods:
+                job.result(60)
+    finally:
+        stop.set()
+        server.stop()
+    print(f"\nflooded Flask: light client {[round(t, 2) for _, t, _ in light]} s; "
+          f"flood {statuses.count(200)} answered, {statuses.count(503)} refused (503)")  # fmt: skip
+    assert statuses.count(503) > 0  # the queue was full: the flood really was one
+    assert [status for status, _, _ in light] == [200] * 10, light
+    assert max(t for _, t, _ in light) < 10  # one turn behind the flood, not shut out

@@ -1,18 +1,25 @@
 """Micro-batching for a threaded server: concurrent requests merged into one core run.
 
-A server thread per request calls ``MicroBatcher.submit(request)`` and waits on the
-returned future. One worker thread takes the first waiting request, keeps collecting
+A server thread per request calls ``MicroBatcher.submit(request, client)`` and waits on
+the returned future. One worker thread takes the first waiting request, keeps collecting
 for up to ``max_delay`` seconds or until ``max_batch`` frames are in hand, and hands
 what it holds to ``run`` (``ServingCore.run``: group by settings, flatten, caption,
 split back, per-request errors); each future gets its own ``Outcome``.
+
+Clients (the server passes each request's peer address) take turns: each round takes
+the clients' oldest requests in rotation, so a client's request waits for one request of
+each other client, not for everything a busy neighbour has queued. And a busy neighbour
+cannot shut a client out: ``max_queue`` refuses only a client that already has a request
+waiting, so every client's first request gets in (how far that takes the queue past
+``max_queue`` is bounded by the server's threads, one request each).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -60,6 +67,7 @@ class BatchStats:
 @dataclass
 class _Job:
     request: CaptionRequest
+    client: str = ""
     future: Future[Outcome] = field(default_factory=Future)
 
     @property
@@ -74,82 +82,82 @@ class MicroBatcher:
         self.run = run
         self.settings = settings
         self.stats = BatchStats()
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        # Each client's waiting jobs, oldest first; the dict's order is the clients' turns.
+        self._waiting: dict[str, deque[_Job]] = {}
         self._waiting_frames = 0
         self._closed = False
         self._thread = threading.Thread(target=self._work, name="vidcap-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, request: CaptionRequest) -> Future[Outcome]:
-        """Queue one request; the future gets its ``Outcome``."""
-        job = _Job(request)
-        with self._lock:
+    def submit(self, request: CaptionRequest, client: str = "") -> Future[Outcome]:
+        """Queue one request of ``client`` (the peer's address); the future gets its
+        ``Outcome``. ``QueueFull`` when ``max_queue`` frames would be passed and this client
+        already has a request waiting."""
+        job = _Job(request, client)
+        with self._cond:
             if self._closed:
                 raise RuntimeError("the micro-batcher is closed")
             waiting = self._waiting_frames
-            if waiting and waiting + job.frames > self.settings.max_queue:
+            if client in self._waiting and waiting + job.frames > self.settings.max_queue:
                 raise QueueFull(f"{waiting} frames are already waiting for the model")
+            self._waiting.setdefault(client, deque()).append(job)
             self._waiting_frames += job.frames
             self.stats.requests += 1
             self.stats.frames += job.frames
-        self._queue.put(job)
+            self._cond.notify()
         return job.future
 
     def snapshot(self) -> dict[str, int]:
-        with self._lock:
+        with self._cond:
             return {**self.stats.__dict__, "waiting_frames": self._waiting_frames}
 
     def close(self, timeout: float = 10.0) -> None:
-        with self._lock:
+        """Refuse new requests; those already waiting are still run."""
+        with self._cond:
             if self._closed:
                 return
             self._closed = True
-        self._queue.put(None)
+            self._cond.notify()
         self._thread.join(timeout)
 
     # --- worker thread ---
 
     def _work(self) -> None:
-        carry: _Job | None = None
         while True:
-            first = carry or self._queue.get()
-            carry = None
-            if first is None:
-                return
-            jobs, carry, stop = self._collect(first)
-            self._run(jobs)
-            if stop:
-                return
+            with self._cond:
+                while not self._waiting and not self._closed:
+                    self._cond.wait()
+                if not self._waiting:  # closed, and nothing left to run
+                    return
+            self._run(self._collect())
 
-    def _collect(self, first: _Job) -> tuple[list[_Job], _Job | None, bool]:
-        """Jobs for one round, the job that did not fit (next round's first), and stop."""
-        jobs = [first]
-        self._taken(first)
-        frames = first.frames
+    def _collect(self) -> list[_Job]:
+        """One round: the clients' oldest jobs in turn, the first whatever its size, then
+        while the next in turn fits in ``max_batch``; waiting up to ``max_delay`` for more."""
+        jobs: list[_Job] = []
+        frames = 0
         deadline = time.monotonic() + self.settings.max_delay
-        while frames < self.settings.max_batch:
-            remaining = deadline - time.monotonic()
-            try:
-                job = (
-                    self._queue.get(timeout=remaining)
-                    if remaining > 0
-                    else self._queue.get_nowait()
-                )
-            except queue.Empty:
-                break
-            if job is None:
-                return jobs, None, True
-            if frames + job.frames > self.settings.max_batch:
-                return jobs, job, False
-            self._taken(job)
-            jobs.append(job)
-            frames += job.frames
-        return jobs, None, False
-
-    def _taken(self, job: _Job) -> None:
-        with self._lock:
-            self._waiting_frames -= job.frames
+        with self._cond:
+            while frames < self.settings.max_batch:
+                if self._waiting:
+                    client = next(iter(self._waiting))
+                    queue = self._waiting[client]
+                    if jobs and frames + queue[0].frames > self.settings.max_batch:
+                        break  # it goes first next round (its client keeps its turn)
+                    job = queue.popleft()
+                    del self._waiting[client]
+                    if queue:  # the client's next job waits for the others' turns
+                        self._waiting[client] = queue
+                    self._waiting_frames -= job.frames
+                    jobs.append(job)
+                    frames += job.frames
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    break
+                self._cond.wait(remaining)
+        return jobs
 
     def _run(self, jobs: list[_Job]) -> None:
         jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]
@@ -164,7 +172,7 @@ class MicroBatcher:
                 job.future.set_exception(exc)
             return
         frames = sum(job.frames for job in jobs)
-        with self._lock:
+        with self._cond:
             self.stats.model_calls += 1
             self.stats.largest_call = max(self.stats.largest_call, frames)
             self.stats.failed_requests += sum(o.error is not None for o in outcomes)

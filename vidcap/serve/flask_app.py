@@ -198,7 +198,7 @@ def create_app(core: ServingCore, *, model_name: str = "") -> Flask:
         frames, fields, batched = read_request(config.max_body_parts)
         job = core.decode(frames, fields, batched)
         try:
-            future = batcher.submit(job)
+            future = batcher.submit(job, client=request.remote_addr or "")
         except QueueFull as exc:
             response = jsonify(wire.error_response(f"server busy: {exc}; retry later"))
             response.headers["Retry-After"] = "1"
