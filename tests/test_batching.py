@@ -252,6 +252,8 @@ def test_a_full_queue_refuses_only_a_client_that_already_waits(gated) -> None:
         queued = [batcher.submit([image(i)], DEFAULT, "busy") for i in (1, 2, 3)]
         with pytest.raises(QueueFull, match="3 frames are already waiting"):
             batcher.submit([image(4)], DEFAULT, "busy")
+        assert batcher.batcher.refuses("busy", 1) == "3 frames are already waiting for the model"
+        assert batcher.batcher.refuses("light", 1) is None
         light = batcher.submit([image(50)], DEFAULT, "light")  # past max_queue: let in
         with pytest.raises(QueueFull, match="4 frames are already waiting"):
             batcher.submit([image(51)], DEFAULT, "light")  # … once: it waits now

@@ -284,6 +284,9 @@ def test_a_full_queue_answers_503_with_retry_after() -> None:
         assert response.status_code == 503
         assert response.headers["Retry-After"] == "1"
         assert "server busy" in response.get_json()["error"]
+        # refused before its frames are decoded: a frame that is no image is not even looked at
+        garbage = app.test_client().post("/caption", data=b"no png", headers={"Content-Type": PNG})
+        assert garbage.status_code == 503
         # another client, with nothing waiting, is let in (and answered once the model runs)
         other = {"REMOTE_ADDR": "127.0.0.2"}
         with ThreadPoolExecutor(1) as pool:

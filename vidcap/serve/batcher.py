@@ -98,15 +98,29 @@ class MicroBatcher:
         with self._cond:
             if self._closed:
                 raise RuntimeError("the micro-batcher is closed")
-            waiting = self._waiting_frames
-            if client in self._waiting and waiting + job.frames > self.settings.max_queue:
-                raise QueueFull(f"{waiting} frames are already waiting for the model")
+            refused = self._refusal(client, job.frames)
+            if refused:
+                raise QueueFull(refused)
             self._waiting.setdefault(client, deque()).append(job)
             self._waiting_frames += job.frames
             self.stats.requests += 1
             self.stats.frames += job.frames
             self._cond.notify()
         return job.future
+
+    def refuses(self, client: str, frames: int) -> str | None:
+        """Why ``submit`` would refuse ``frames`` frames of ``client`` now (None: it would
+        not): asked before a request's frames are decoded, so a refused one costs no
+        decoding (a client resending at once, ignoring ``Retry-After``, cost the server
+        most of its CPU)."""
+        with self._cond:
+            return self._refusal(client, frames)
+
+    def _refusal(self, client: str, frames: int) -> str | None:
+        waiting = self._waiting_frames
+        if client in self._waiting and waiting + frames > self.settings.max_queue:
+            return f"{waiting} frames are already waiting for the model"
+        return None
 
     def snapshot(self) -> dict[str, int]:
         with self._cond:

@@ -196,13 +196,15 @@ def create_app(core: ServingCore, *, model_name: str = "") -> Flask:
         if protocol.wants_info(request.headers) and not request.content_length:
             return jsonify(core.info(model_name))
         frames, fields, batched = read_request(config.max_body_parts)
+        client = request.remote_addr or ""
+        refused = batcher.refuses(client, len(frames))  # (before any frame is decoded)
+        if refused:
+            return busy(refused)
         job = core.decode(frames, fields, batched)
         try:
-            future = batcher.submit(job, client=request.remote_addr or "")
+            future = batcher.submit(job, client)
         except QueueFull as exc:
-            response = jsonify(wire.error_response(f"server busy: {exc}; retry later"))
-            response.headers["Retry-After"] = "1"
-            return response, 503
+            return busy(str(exc))
         try:
             outcome = future.result(timeout=config.request_timeout)
         except FutureTimeout:
@@ -241,6 +243,13 @@ def create_app(core: ServingCore, *, model_name: str = "") -> Flask:
         return jsonify(wire.error_response(f"internal error: {type(exc).__name__}")), 500
 
     return app
+
+
+def busy(why: str) -> tuple[Response, int]:
+    """503 with ``Retry-After``: the queue is full (``why``) and this client already waits."""
+    response = jsonify(wire.error_response(f"server busy: {why}; retry later"))
+    response.headers["Retry-After"] = "1"
+    return response, 503
 
 
 def read_request(max_parts: int) -> tuple[list[bytes], dict[str, str], bool]:
