@@ -110,9 +110,8 @@ class MicroBatcher:
 
     def refuses(self, client: str, frames: int) -> str | None:
         """Why ``submit`` would refuse ``frames`` frames of ``client`` now (None: it would
-        not): asked before a request's frames are decoded, so a refused one costs no
-        decoding (a client resending at once, ignoring ``Retry-After``, cost the server
-        most of its CPU)."""
+        not): asked before a request's frames are decoded, so that a client resending at
+        once, ignoring ``Retry-After``, costs the server no decoding."""
         with self._cond:
             return self._refusal(client, frames)
 
