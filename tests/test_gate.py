@@ -112,7 +112,10 @@ class Upstream:
 
 
 async def with_gate(
-    upstream: Upstream, timeout: float, scenario: Callable[[str], object]
+    upstream: Upstream,
+    timeout: float,
+    scenario: Callable[[str], object],
+    max_client_requests: int = 0,
 ) -> object:
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", upstream.handle)
@@ -126,6 +129,7 @@ async def with_gate(
         read_timeout=5.0,
         request_timeout=60.0,
         upstream_timeout=timeout,
+        max_client_requests=max_client_requests,
     )
     gate_port, stop = free_port(), asyncio.Event()
     gate = asyncio.create_task(serve(settings, "127.0.0.1", gate_port, stop))
@@ -191,6 +195,51 @@ def test_a_request_queued_behind_a_moving_queue_waits_its_turn() -> None:
     answers = asyncio.run(with_gate(Upstream(one_at_a_time), 0.5, scenario))
     assert [(a[0], a[1]) for a in answers] == [(200, {"caption": str(i)}) for i in range(6)]
     assert max(a[3] for a in answers) > 1.5  # far past the timeout, and still answered
+
+
+def test_a_client_past_its_share_is_refused_and_another_still_gets_in() -> None:
+    """Regression: TorchServe's job queue is first come, first served, so one client
+    flooding it got every other client 503. With ``max_client_requests`` the gate refuses
+    the client already holding that many, before reading its body, and forwards another
+    client's (another peer address) request."""
+    release = asyncio.Event()
+    seen: list[str] = []
+
+    async def hold(request: web.Request) -> web.Response:
+        seen.append(request.headers["X-Test"])
+        await release.wait()
+        return web.json_response({"caption": request.headers["X-Test"]})
+
+    async def scenario(url: str) -> tuple[list, tuple, tuple, list[str]]:
+        other = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+        async with aiohttp.ClientSession() as busy, aiohttp.ClientSession(connector=other) as quiet:
+            held = [asyncio.create_task(post(busy, url, f"busy{i}")) for i in range(3)]
+            while len(seen) < 3:
+                await asyncio.sleep(0.01)
+            refused = await post(busy, url, "busy3")  # answered at once: nothing released
+            let_in = asyncio.create_task(post(quiet, url, "quiet"))
+            while len(seen) < 4:
+                await asyncio.sleep(0.01)
+            release.set()
+            return await asyncio.gather(*held), refused, await let_in, list(seen)
+
+    held, refused, let_in, seen_upstream = asyncio.run(
+        with_gate(Upstream(hold), 30.0, scenario, max_client_requests=3)
+    )
+    assert [(a[0], a[1]) for a in held] == [(200, {"caption": f"busy{i}"}) for i in range(3)]
+    status, body, retry_after, _ = refused
+    assert status == 503 and retry_after == "1"
+    assert body == {"error": "server busy: 3 requests of this client are already waiting for "
+                    "the model; retry later"}  # fmt: skip
+    assert (let_in[0], let_in[1]) == (200, {"caption": "quiet"})
+    assert sorted(seen_upstream) == ["busy0", "busy1", "busy2", "quiet"]  # busy3 never sent
+
+
+def test_the_client_cap_must_not_be_negative() -> None:
+    from vidcap.errors import UsageError
+
+    with pytest.raises(UsageError, match="--max-client-requests must be >= 0"):
+        GateSettings.from_config("http://127.0.0.1:1", ServeConfig(), max_client_requests=-1)
 
 
 def test_a_request_lost_while_later_ones_are_answered_gets_503() -> None:

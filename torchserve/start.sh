@@ -174,8 +174,11 @@ metrics_url="$(url "$metrics_host" "${METRICS_PORT:-8082}")"
 # The run's config.properties: the template, then this run's values (last one wins).
 config="$run_dir/config.properties"
 disable_token_auth="$([[ $token_auth == off ]] && echo true || echo false)"
-# Prints the model's maxBatchDelay (ms), which the gate's stall timeout starts from.
-batch_delay_ms="$("$python" - "$template" "$config" "$model_name" "$num_workers" "${BATCH_SIZE:-}" \
+# Prints the model's maxBatchDelay (ms), which the gate's stall timeout starts from, and
+# the most requests one client may have in the gate: what the workers run at once
+# (workers x batchSize) plus half of TorchServe's job queue, so one client flooding the
+# server leaves half the queue to the others.
+batch_settings="$("$python" - "$template" "$config" "$model_name" "$num_workers" "${BATCH_SIZE:-}" \
     "${MAX_BATCH_DELAY_MS:-}" "inference_address=$backend_url" \
     "management_address=$management_url" "metrics_address=$metrics_url" \
     "number_of_gpu=$num_gpus" "model_store=$model_store" "load_models=$model_name" \
@@ -213,9 +216,12 @@ overrides["models"] = json.dumps({name: {"1.0": model}})
 with open(target, "w", encoding="utf-8") as handle:
     handle.write(text.rstrip("\n") + "\n\n# written by start.sh for this run\n")
     handle.writelines(f"{key}={value}\n" for key, value in overrides.items())
-print(model.get("maxBatchDelay", 100))  # TorchServe's default
+queue = int(props.get("job_queue_size", 100))  # (TorchServe's default)
+per_client = int(workers) * int(model.get("batchSize", 1)) + queue // 2
+print(model.get("maxBatchDelay", 100), per_client)  # (TorchServe's default delay)
 PY
 )"
+read -r batch_delay_ms max_client_requests <<<"$batch_settings"
 
 # CPU workers share the cores instead of each starting one thread per core.
 if ((num_gpus == 0)) && [[ -z "${OMP_NUM_THREADS:-}" ]]; then
@@ -258,7 +264,8 @@ fi
 # on loopback. Started first, so a bad VIDCAP_* setting stops the start before
 # TorchServe runs.
 nohup "$python" -m vidcap.serve.gate --host "$inference_host" --port "${INFERENCE_PORT:-8080}" \
-    --upstream "$backend_url" --max-batch-delay-ms "$batch_delay_ms" ${gate_keys[@]+"${gate_keys[@]}"} \
+    --upstream "$backend_url" --max-batch-delay-ms "$batch_delay_ms" \
+    --max-client-requests "$max_client_requests" ${gate_keys[@]+"${gate_keys[@]}"} \
     </dev/null >"$run_dir/gate.log" 2>&1 &
 echo $! >"$gate_pid_file"
 "$python" - "$inference_host" "${INFERENCE_PORT:-8080}" "$(cat "$gate_pid_file")" <<'PY' || {

@@ -17,7 +17,12 @@ gate listens on the public inference address and, before TorchServe sees a byte:
   ``read_timeout`` of its first byte → 408, a multipart body outside the rules → 400, the
   bodies held at once past ``max_bodies_mb`` → 503; each ``{"error": …}``;
 * closes connections that read past the deadline and, past ``max_connections``, the one
-  that has been sending its request longest (``ConnectionGuard``).
+  that has been sending its request longest (``ConnectionGuard``);
+* with ``max_client_requests``, answers 503 to a client (a peer address) that already has
+  that many requests in the gate, before reading the body: TorchServe's job queue is first
+  come, first served, so one client flooding it answered every other client 503; with the
+  cap (``start.sh``: what the workers run at once plus half the job queue) one client can
+  fill at most half the queue and another always finds room.
 
 Other requests go to TorchServe on a loopback port unchanged but for the key (path,
 query, body, headers); TorchServe's error answers that are not JSON are wrapped as
@@ -117,6 +122,7 @@ class GateSettings:
     key_file: Path | None = None  # the clients' inference key (start.sh's key_file.json)
     backend_key_file: Path | None = None  # TorchServe's own keys, sent upstream
     management: str | None = None  # TorchServe's management API, to renew an expired key
+    max_client_requests: int = 0  # requests one peer address may have in the gate (0: any)
 
     @classmethod
     def from_config(
@@ -127,7 +133,10 @@ class GateSettings:
         key_file: Path | None = None,
         backend_key_file: Path | None = None,
         management: str | None = None,
+        max_client_requests: int = 0,
     ) -> GateSettings:
+        if max_client_requests < 0:
+            raise UsageError(f"--max-client-requests must be >= 0, got {max_client_requests}")
         if not max_batch_delay_ms >= 0:
             raise UsageError(f"--max-batch-delay-ms must be >= 0, got {max_batch_delay_ms}")
         if (key_file is None) != (backend_key_file is None):
@@ -144,6 +153,7 @@ class GateSettings:
             key_file=key_file,
             backend_key_file=backend_key_file,
             management=management.rstrip("/") if management else None,
+            max_client_requests=max_client_requests,
         )
 
 
@@ -351,18 +361,29 @@ class Gate:
             KeyFile(settings.backend_key_file) if settings.backend_key_file else None
         )
         self._renewing = asyncio.Lock()
+        self.requests: dict[str, int] = {}  # requests in the gate, per peer address
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         connection = request.protocol
         if isinstance(connection, GateConnection):
             connection.in_handler = True
+        client = request.remote or ""
+        self.requests[client] = self.requests.get(client, 0) + 1
         try:
-            return await self._handle(request, connection)
+            return await self._handle(request, connection, self.requests[client])
         finally:
+            left = self.requests[client] - 1
+            if left:
+                self.requests[client] = left
+            else:
+                del self.requests[client]
             if isinstance(connection, GateConnection):
                 connection.request_done()
 
-    async def _handle(self, request: web.BaseRequest, connection: object) -> web.StreamResponse:
+    async def _handle(
+        self, request: web.BaseRequest, connection: object, mine: int
+    ) -> web.StreamResponse:
+        """``mine``: this client's requests in the gate, this one included."""
         if request.version < aiohttp.HttpVersion10:
             return refuse(request, BadRequest(NO_VERSION), close=True)
         if request.method == "GET" and request.path == PING_PATH:
@@ -374,6 +395,13 @@ class Gate:
             protocol.check_method(request.method)
             check_headers(request)
             self.authorize(request)
+            cap = self.settings.max_client_requests
+            if cap and mine > cap:  # (before its body is read)
+                raise BadRequest(
+                    f"server busy: {cap} requests of this client are already waiting for "
+                    "the model; retry later",
+                    503,
+                )
             body = await read_body(request, self.settings, self.budget, held)
         except BadRequest as exc:
             self.budget.give(held[0])
@@ -733,6 +761,15 @@ def main(argv: list[str] | None = None) -> int:
         help="TorchServe's management API, http://HOST:PORT: an expired TorchServe key is "
         "renewed through it",
     )
+    parser.add_argument(
+        "--max-client-requests",
+        type=int,
+        default=0,
+        metavar="N",
+        help="answer 503 to a client (peer address) that already has N requests in the gate "
+        "(start.sh: what the workers run at once plus half of TorchServe's job queue; "
+        "default 0: no cap)",
+    )
     args = parser.parse_args(argv)
     try:
         config = ServeConfig.from_sources({}, os.environ)
@@ -743,6 +780,7 @@ def main(argv: list[str] | None = None) -> int:
             args.key_file,
             args.backend_key_file,
             args.management,
+            args.max_client_requests,
         )
     except UsageError as exc:
         parser.exit(2, f"error: {exc}\n")
