@@ -216,7 +216,7 @@ def test_a_client_past_its_share_is_refused_and_another_still_gets_in() -> None:
             held = [asyncio.create_task(post(busy, url, f"busy{i}")) for i in range(3)]
             while len(seen) < 3:
                 await asyncio.sleep(0.01)
-            refused = await post(busy, url, "busy3")  # answered at once: nothing released
+            refused = await post(busy, url, "busy3")  # after a second: nothing released
             let_in = asyncio.create_task(post(quiet, url, "quiet"))
             while len(seen) < 4:
                 await asyncio.sleep(0.01)
@@ -227,12 +227,39 @@ def test_a_client_past_its_share_is_refused_and_another_still_gets_in() -> None:
         with_gate(Upstream(hold), 30.0, scenario, max_client_requests=3)
     )
     assert [(a[0], a[1]) for a in held] == [(200, {"caption": f"busy{i}"}) for i in range(3)]
-    status, body, retry_after, _ = refused
+    status, body, retry_after, seconds = refused
     assert status == 503 and retry_after == "1"
+    assert 1.0 <= seconds < 5  # held a second: one resending at once cannot spin the gate
     assert body == {"error": "server busy: 3 requests of this client are already waiting for "
                     "the model; retry later"}  # fmt: skip
     assert (let_in[0], let_in[1]) == (200, {"caption": "quiet"})
     assert sorted(seen_upstream) == ["busy0", "busy1", "busy2", "quiet"]  # busy3 never sent
+
+
+def test_a_request_cut_off_mid_body_gives_its_share_back() -> None:
+    """A client that hangs up while sending its body is not counted against its share any
+    more: with a share of one request, its next request is let in."""
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response({"caption": request.headers["X-Test"]})
+
+    async def scenario(url: str) -> tuple[int, dict, str | None, float]:
+        port = int(url.split(":")[2].split("/")[0])
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /predictions/vidcap HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Type: image/png\r\nContent-Length: 100\r\n\r\n0123456789")  # fmt: skip
+            await writer.drain()
+            await asyncio.sleep(0.1)
+            writer.close()
+        await asyncio.sleep(0.3)
+        async with aiohttp.ClientSession() as session:
+            return await post(session, url, "after")
+
+    status, body, _, seconds = asyncio.run(
+        with_gate(Upstream(answer), 30.0, scenario, max_client_requests=1)
+    )
+    assert (status, body) == (200, {"caption": "after"}) and seconds < 1.0
 
 
 def test_the_client_cap_must_not_be_negative() -> None:

@@ -19,7 +19,8 @@ gate listens on the public inference address and, before TorchServe sees a byte:
 * closes connections that read past the deadline and, past ``max_connections``, the one
   that has been sending its request longest (``ConnectionGuard``);
 * with ``max_client_requests``, answers 503 to a client (a peer address) that already has
-  that many requests in the gate, before reading the body: TorchServe's job queue is first
+  that many requests in the gate, before reading the body and a second after the request
+  came (``BUSY_ANSWER_S``: resending at once cannot spin the gate): TorchServe's job queue is first
   come, first served, so one client flooding it answered every other client 503; with the
   cap (``start.sh``: what the workers run at once plus half the job queue) one client can
   fill at most half the queue and another always finds room.
@@ -85,6 +86,9 @@ DROPPED_REQUEST_HEADERS = frozenset(
 )  # fmt: skip
 # TorchServe's response headers passed back (and every X-Vidcap-* header).
 KEPT_RESPONSE_HEADERS = frozenset({"content-type", "retry-after", "www-authenticate"})
+# A client past its share is answered this long after its request came (Retry-After's
+# second), so that one resending at once costs the gate one answer a second per connection.
+BUSY_ANSWER_S = 1.0
 RETRY_AFTER_S = "1"
 # Headers that must not appear twice (the gate and TorchServe could read different ones).
 SINGLE_HEADERS = ("Content-Type", "Content-Length", "Transfer-Encoding", "Authorization")
@@ -361,63 +365,75 @@ class Gate:
             KeyFile(settings.backend_key_file) if settings.backend_key_file else None
         )
         self._renewing = asyncio.Lock()
-        self.requests: dict[str, int] = {}  # requests in the gate, per peer address
+        self.admitted: dict[str, int] = {}  # requests let in and not yet answered, per peer
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         connection = request.protocol
         if isinstance(connection, GateConnection):
             connection.in_handler = True
-        client = request.remote or ""
-        self.requests[client] = self.requests.get(client, 0) + 1
         try:
-            return await self._handle(request, connection, self.requests[client])
+            return await self._handle(request, connection)
         finally:
-            left = self.requests[client] - 1
-            if left:
-                self.requests[client] = left
-            else:
-                del self.requests[client]
             if isinstance(connection, GateConnection):
                 connection.request_done()
 
-    async def _handle(
-        self, request: web.BaseRequest, connection: object, mine: int
-    ) -> web.StreamResponse:
-        """``mine``: this client's requests in the gate, this one included."""
+    async def admit(self, request: web.BaseRequest) -> str:
+        """Count the request against its client's share (``max_client_requests``), or —
+        past it, after ``BUSY_ANSWER_S``, so that a client sending again at once, ignoring
+        ``Retry-After``, cannot spin the gate — refuse it; the client, to ``release``."""
+        client = request.remote or ""
+        cap = self.settings.max_client_requests
+        if cap and self.admitted.get(client, 0) >= cap:
+            await asyncio.sleep(BUSY_ANSWER_S)
+            raise BadRequest(
+                f"server busy: {cap} requests of this client are already waiting for the "
+                "model; retry later",
+                503,
+            )
+        self.admitted[client] = self.admitted.get(client, 0) + 1
+        return client
+
+    def release(self, client: str) -> None:
+        left = self.admitted[client] - 1
+        if left:
+            self.admitted[client] = left
+        else:
+            del self.admitted[client]
+
+    async def _handle(self, request: web.BaseRequest, connection: object) -> web.StreamResponse:
         if request.version < aiohttp.HttpVersion10:
             return refuse(request, BadRequest(NO_VERSION), close=True)
         if request.method == "GET" and request.path == PING_PATH:
             if isinstance(connection, GateConnection):
                 connection.reading_done()
             return await self.forward(request, b"")
-        held = [0]
+        client: str | None = None
         try:
-            protocol.check_method(request.method)
-            check_headers(request)
-            self.authorize(request)
-            cap = self.settings.max_client_requests
-            if cap and mine > cap:  # (before its body is read)
-                raise BadRequest(
-                    f"server busy: {cap} requests of this client are already waiting for "
-                    "the model; retry later",
-                    503,
-                )
-            body = await read_body(request, self.settings, self.budget, held)
-        except BadRequest as exc:
-            self.budget.give(held[0])
-            return refuse(request, exc, close=True)
-        finally:
-            if isinstance(connection, GateConnection):
-                connection.reading_done()
-        try:
+            held = [0]
             try:
-                check_request(request, body, self.settings.max_parts)
+                protocol.check_method(request.method)
+                check_headers(request)
+                self.authorize(request)
+                client = await self.admit(request)  # (before its body is read)
+                body = await read_body(request, self.settings, self.budget, held)
             except BadRequest as exc:
-                return refuse(request, exc)
-            return await self.forward(request, body)
+                self.budget.give(held[0])
+                return refuse(request, exc, close=True)
+            finally:
+                if isinstance(connection, GateConnection):
+                    connection.reading_done()
+            try:
+                try:
+                    check_request(request, body, self.settings.max_parts)
+                except BadRequest as exc:
+                    return refuse(request, exc)
+                return await self.forward(request, body)
+            finally:
+                del body
+                self.budget.give(held[0])
         finally:
-            del body
-            self.budget.give(held[0])
+            if client is not None:  # (however it ended: answered, refused, cut off)
+                self.release(client)
 
     def authorize(self, request: web.BaseRequest) -> None:
         """With token authorization, the client's inference key, before its body is read."""
