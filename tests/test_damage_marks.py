@@ -6,34 +6,23 @@ and the export's segments."""
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tests.support.folders import KEY, FakeVideo, source_of, write_folder
+from tests.support.page import videos_of
 from vidcap.cli import main
 from vidcap.export import export_fiftyone
 from vidcap.folder import open_folder, read_captions
 from vidcap.outputs import render_jsonl
-from vidcap.report import PAGE, write_report
+from vidcap.report import write_report
 from vidcap.search import search
 
 # frames 0, 10, … 50 at 1 s apart; damaged: 10 (matches "red car"), 20 (does not)
 CAPTIONS = ("a red car", "a red car", "a dog", "a red car", "a red car", "a red car")
 MARKED = FakeVideo("glitch", CAPTIONS, damaged=(10, 20))
-
-
-def page_entries(out: Path) -> dict[str, dict]:
-    page = (out / PAGE).read_text(encoding="utf-8")
-    manifest = json.loads(re.search(r'id="vidcap-manifest">(.*?)</script>', page, re.S).group(1))
-    entries = {}
-    for name in manifest["shards"]:
-        text = (out / name).read_text(encoding="ascii")
-        shard = json.loads(json.loads(text[len("vidcapShard(JSON.parse(") : -4]))
-        entries.update({video["n"]: video for video in shard["videos"]})
-    return entries
 
 
 def frame_attrs(target: Path, name: str) -> dict[str, list[str]]:
@@ -73,7 +62,7 @@ def test_the_rows_marks_reach_search_the_page_and_the_export(rows_only: Path, tm
     found = {m.start: m.damaged for m in search([rows_only], ["red car"])}
     assert found == {0.0: 1, 3.0: 0}
     write_report(rows_only)
-    assert page_entries(rows_only)["glitch"]["dm"] == [10, 20]
+    assert videos_of(rows_only)["glitch"]["dm"] == [10, 20]
     export_fiftyone(rows_only, tmp_path / "fo")
     marked = {
         n for n, names in frame_attrs(tmp_path / "fo", "glitch").items() if "damaged" in names
@@ -91,7 +80,7 @@ def test_a_mask_reports_counts_reach_the_page_and_the_export(tmp_path: Path) -> 
         (3.0, 6.0, 0),
     ]
     write_report(out)
-    assert page_entries(out)["glitch"]["mk"]["seg"] == [[0.0, 2.0, 2, 1], [3.0, 6.0, 3, 0]]
+    assert videos_of(out)["glitch"]["mk"]["seg"] == [[0.0, 2.0, 2, 1], [3.0, 6.0, 3, 0]]
     export_fiftyone(out, tmp_path / "fo", queries=["red car"])
     document = json.loads((tmp_path / "fo" / "labels" / "glitch.json").read_text())
     segments = [e for e in document["events"]["events"] if e["name"] == "segments"]

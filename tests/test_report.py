@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from tests.support.folders import (
     library,
     write_folder,
 )
+from tests.support.page import manifest_of, videos_of
 from tests.support.videos import VideoSpec, constant_rate, write_video
 from vidcap.backend import EmbeddedBackend
 from vidcap.cli import main
@@ -28,33 +28,6 @@ from vidcap.records import write_summary
 from vidcap.report import PAGE, refresh_report, write_report
 from vidcap.report.reuse import INDEX
 from vidcap.settings import EngineSettings, SamplingSettings
-
-
-def manifest_of(out: Path) -> dict:
-    page = (out / PAGE).read_text(encoding="utf-8")
-    found = re.search(
-        r'<script type="application/json" id="vidcap-manifest">(.*?)</script>', page, re.S
-    )
-    assert found, "the page holds its manifest"
-    return json.loads(found.group(1))
-
-
-def shards_of(out: Path) -> list[dict]:
-    shards = []
-    for name in manifest_of(out)["shards"]:
-        text = (out / name).read_text(encoding="ascii")
-        assert text.startswith("vidcapShard(JSON.parse(") and text.endswith("));\n")
-        shards.append(json.loads(json.loads(text[len("vidcapShard(JSON.parse(") : -4])))
-    return shards
-
-
-def videos_of(out: Path) -> dict[str, dict]:
-    entries = {}
-    for shard in shards_of(out):
-        for video in shard["videos"]:
-            video["captions"] = [shard["captions"][i] for i in video.get("c", [])]
-            entries[video["n"]] = video
-    return entries
 
 
 @pytest.fixture

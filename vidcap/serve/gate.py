@@ -20,10 +20,10 @@ gate listens on the public inference address and, before TorchServe sees a byte:
   that has been sending its request longest (``ConnectionGuard``);
 * with ``max_client_requests``, answers 503 to a client (a peer address) that already has
   that many requests in the gate, before reading the body and a second after the request
-  came (``BUSY_ANSWER_S``: resending at once cannot spin the gate): TorchServe's job queue is first
-  come, first served, so one client flooding it answered every other client 503; with the
-  cap (``start.sh``: what the workers run at once plus half the job queue) one client can
-  fill at most half the queue and another always finds room.
+  came (``BUSY_ANSWER_S``: resending at once cannot spin the gate). TorchServe's job queue
+  is first come, first served, so one client flooding it answered every other client 503;
+  with the cap (``start.sh``: what the workers run at once plus half the job queue) one
+  client can fill at most half the queue and another always finds room.
 
 Other requests go to TorchServe on a loopback port unchanged but for the key (path,
 query, body, headers); TorchServe's error answers that are not JSON are wrapped as
