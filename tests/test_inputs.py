@@ -193,6 +193,36 @@ def test_an_output_folder_inside_the_inputs_is_not_input(tmp_path: Path, caplog)
     assert [v.source for v in expand_inputs([clips])] == [str(clips / "a_0001_0.000-1.000.mp4")]
 
 
+def test_the_runs_own_output_folder_is_passed_over_without_a_word(tmp_path: Path, caplog) -> None:
+    """Regression: ``vidcap caption data --out data/captions`` warned on every run that it
+    had passed over ``data/captions`` — the folder it was writing. The run's own ``out`` is
+    passed over silently (named by another path to it too); another output folder is still
+    named."""
+    (tmp_path / "data" / "captions" / ".vidcap").mkdir(parents=True)
+    (tmp_path / "data" / "old" / ".vidcap").mkdir(parents=True)
+    (tmp_path / "data" / "a.mp4").write_bytes(b"x")
+    (tmp_path / "data" / "captions" / "a.mp4").write_bytes(b"x")
+    out = tmp_path / "data" / "." / "captions"
+    assert [v.source for v in expand_inputs([tmp_path / "data"], out=out)] == [
+        str(tmp_path / "data" / "a.mp4")
+    ]
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert f"passed over 1 vidcap output folder inside it ({tmp_path / 'data' / 'old'})" in (
+        warning
+    )
+
+
+def test_the_cli_says_nothing_of_its_own_output_folder(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    shutil.copy(SAMPLE, tmp_path / "data" / "a.mp4")
+    for _ in range(2):  # the second run finds the first's output folder in the inputs
+        result = run_main("caption", "--model", "tiny", "--max-frames", "1",
+                          tmp_path / "data", "--out", tmp_path / "data" / "caps")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "passed over" not in result.stderr
+    assert sorted(p.name for p in (tmp_path / "data" / "caps").glob("*.jsonl")) == ["a.jsonl"]
+
+
 def test_a_subfolder_that_cannot_be_read_is_named() -> None:
     """Regression: a subfolder without read permission was passed over silently (its videos
     never captioned, nothing said). Run as a user the folder refuses (``nobody`` where the

@@ -92,10 +92,14 @@ def _local(item: str) -> str:
 
 
 def expand_inputs(
-    items: Sequence[str | os.PathLike | InputVideo], path_column: str = PATH_COLUMN
+    items: Sequence[str | os.PathLike | InputVideo],
+    path_column: str = PATH_COLUMN,
+    out: Path | None = None,
 ) -> list[InputVideo]:
     """Every video the inputs name, in order (``InputVideo``\\ s as they are); a CSV or
-    Parquet list's paths are in its ``path_column``. Raises ``UsageError`` on a bad input."""
+    Parquet list's paths are in its ``path_column``. ``out``: the run's own output folder,
+    passed over without a word where a folder holds it (other vidcap output folders met in
+    a walk are passed over with a warning). Raises ``UsageError`` on a bad input."""
     videos: list[InputVideo] = []
     for raw in items:
         if isinstance(raw, InputVideo):
@@ -105,7 +109,7 @@ def expand_inputs(
         if is_url(item):
             videos.extend(_expand_url(item, path_column))
         else:
-            videos.extend(_expand_local(Path(item), path_column))
+            videos.extend(_expand_local(Path(item), path_column, out))
     if not videos:
         raise UsageError("no videos found in the given inputs")
     prefetch_identities([v.source for v in videos if is_url(v.source)])
@@ -168,13 +172,13 @@ def _shown(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def _files_under(folder: Path) -> list[str]:
+def _files_under(folder: Path, out: Path | None = None) -> list[str]:
     """Every file under ``folder``, into linked folders too (a dataset's folders are often
     links to other disks), each folder once (a link back up is no loop). A link to nothing
     with a video's name, a pipe or device with one, a folder that cannot be read, and a
     vidcap output folder inside (its ``.vidcap`` state: clips cut there are no new
-    videos), are passed over with a warning: the videos a user expects are never dropped
-    silently."""
+    videos), are passed over with a warning — the run's own ``out`` without one: the
+    videos a user expects are never dropped silently."""
     found: list[str] = []
     broken: list[str] = []
     special: list[str] = []
@@ -184,7 +188,7 @@ def _files_under(folder: Path) -> list[str]:
     for root, dirs, files in os.walk(folder, onerror=unreadable.append, followlinks=True):
         ours = [d for d in dirs if os.path.isdir(os.path.join(root, d, STATE_DIR))]
         if ours:  # a vidcap output folder inside the inputs: its clips are no new videos
-            outputs += [os.path.join(root, d) for d in ours]
+            outputs += [p for d in ours if not _same(p := os.path.join(root, d), out)]
             dirs[:] = [d for d in dirs if d not in ours]
         try:
             stat = os.stat(root)
@@ -223,9 +227,16 @@ def _files_under(folder: Path) -> list[str]:
     return found
 
 
-def _expand_local(path: Path, path_column: str) -> list[InputVideo]:
+def _same(folder: str, out: Path | None) -> bool:
+    try:
+        return out is not None and os.path.samefile(folder, out)
+    except OSError:
+        return False
+
+
+def _expand_local(path: Path, path_column: str, out: Path | None = None) -> list[InputVideo]:
     if path.is_dir():
-        return [InputVideo(p) for p in _in_folder(str(path), _files_under(path))]
+        return [InputVideo(p) for p in _in_folder(str(path), _files_under(path, out))]
     if not path.exists():
         raise UsageError(f"no such file or folder: {path}")
     if (reason := not_a_video_file(path)) is not None:

@@ -62,7 +62,7 @@ from vidcap.commit import (
 from vidcap.decode import Decoded, Event, decode_events, encode_event, read_event
 from vidcap.engine import Captioned, FailingStreak, Uncaptioned, deliver
 from vidcap.errors import UsageError, VidcapError, install_hint
-from vidcap.inputs import InputVideo, expand_inputs
+from vidcap.inputs import InputVideo, expand_inputs, is_url
 from vidcap.model import auto_batch_size, ensure_loadable, pinned, resolve_model_path
 from vidcap.out_lock import holding
 from vidcap.outputs import CaptionedFrame
@@ -460,7 +460,7 @@ def caption_dataset(
     are results, not exceptions.
     """
     model = pinned(model or ModelSettings())  # every actor loads this one commit
-    videos = expand_inputs(inputs)
+    videos = expand_inputs(inputs, out=None if is_url(str(out)) else Path(out))
     with output_folder(out) as out_dir:
         settings = RunSettings(
             out_dir=out_dir,

@@ -80,7 +80,7 @@ def _caption(args: argparse.Namespace, out: Path) -> int:
     engine = engine_from_args(args)
     ray_settings = ray_settings_from_args(args)
     check_out_dir(out)
-    videos = expand_inputs(args.inputs, args.path_column)  # files, folders, lists, URLs
+    videos = expand_inputs(args.inputs, args.path_column, out)  # files, folders, lists, URLs
     metadata = [v.metadata for v in videos]
     if args.server:  # the served model names the outputs (summary.json, the resume key)
         from vidcap.cli.remote import lossy_wire, served_model_name
