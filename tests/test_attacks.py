@@ -1084,6 +1084,38 @@ def test_only_a_plainly_declared_body_is_gathered(lines: list[bytes], length: in
     assert declared_body(head, 1000) == length
 
 
+@pytest.mark.parametrize(
+    ("lines", "refusal"),
+    [
+        ([b"Content-Length: 2000", b"Expect: 100-continue"], "request body is larger"),
+        ([b"content-length: 2000", b"expect: 100-Continue "], "request body is larger"),
+        ([b"Content-Length: 1000", b"Expect: 100-continue"], None),  # at the limit: asked for
+        ([b"Content-Type: Image/PNG", b"Content-Length: 101", b"Expect: 100-continue"],
+         "image is larger than 100 bytes"),  # (one image: the frame limit)
+        ([b"Content-Type: multipart/form-data; boundary=b", b"Content-Length: 101",
+          b"Expect: 100-continue"], None),  # (frames counted in parts, by the app)
+        ([b"Content-Type: image/png", b"Content-Length: 100", b"Expect: 100-continue"], None),
+        ([b"Content-Length: 2000"], None),  # sent anyway: the app answers 413 as before
+        ([b"Content-Length: 2000", b"Expect: coffee"], None),  # gunicorn's 417
+        ([b"Content-Length: 2000", b"Content-Length: 2000", b"Expect: 100-continue"], None),
+        ([b"Transfer-Encoding: chunked", b"Expect: 100-continue"], None),
+        ([b"Content-Length: 2000", b"Expect: 100-continue", b"Bad Header"], None),
+    ],
+)  # fmt: skip
+def test_a_body_too_large_is_refused_before_it_is_asked_for(
+    lines: list[bytes], refusal: str | None
+) -> None:
+    from vidcap.serve.gunicorn_worker import refused_before_asking
+    from vidcap.wire import WireLimits
+
+    head = b"\r\n".join([b"POST /caption HTTP/1.1", b"Host: x", *lines])
+    error = refused_before_asking(head, 1000, WireLimits(max_bytes_per_frame=100))
+    if refusal is None:
+        assert error is None
+    else:
+        assert error is not None and error.status == 413 and str(error).startswith(refusal)
+
+
 @pytest.mark.slow
 def test_flask_450_stalled_connections_hold_no_thread(flask_server: FlaskServer) -> None:
     """Connections that open and send nothing, half a request line, or headers and two
@@ -1338,8 +1370,8 @@ def test_expect_100_continue_is_answered_by_both_servers(
     """Regression: curl sends ``Expect: 100-continue`` with any body over 1 MB and waits a
     second for "100 Continue" before sending it; the gate never sent one, so every such
     request through TorchServe cost a second. Both servers now send it once the head
-    passed their checks; the gate refuses a body too large by its Content-Length (or a
-    wrong key) before asking for it, and any other expectation is a 417."""
+    passed their checks; both refuse a body too large by its Content-Length (the gate a
+    wrong key too) before asking for it, and any other expectation is a 417."""
     image = wire.encode_image(make_frames(1, (64, 64))[0], "png")
     servers = ((gate.port, "/predictions/vidcap"), (flask_server.port, "/caption"))
     for port, path in servers:
@@ -1351,10 +1383,18 @@ def test_expect_100_continue_is_answered_by_both_servers(
         odd = raw_request(port, path, image, PNG, {**gate.auth, "Expect": "coffee"})
         answer = send_and_read(port, odd)
         assert not isinstance(answer, str) and answer[0] == 417, (port, answer)
-    huge = raw_request(gate.port, servers[0][1], b"", PNG, {**gate.auth, "Expect": "100-continue"})
-    huge = huge.replace(b"Content-Length: 0", b"Content-Length: %d" % (2**40))
-    early, _ = _head_then_body(gate.port, huge, b"")
-    assert early.startswith(b"HTTP/1.1 413") or early.startswith(b"HTTP/1.0 413"), early
+    for port, path in servers:  # (Flask: gunicorn asked for the body before its app's 413)
+        huge = raw_request(port, path, b"", PNG, {**gate.auth, "Expect": "100-continue"})
+        huge = huge.replace(b"Content-Length: 0", b"Content-Length: %d" % (2**40))
+        early, rest = _head_then_body(port, huge, b"")
+        assert early.startswith((b"HTTP/1.1 413", b"HTTP/1.0 413")), (port, early)
+        assert b"larger than the limit" in early + rest, (port, rest)
+    # Flask: one image over its 16 MiB frame limit, inside the body limit, is refused too.
+    big = raw_request(flask_server.port, "/caption", b"", PNG, {"Expect": "100-continue"})
+    big = big.replace(b"Content-Length: 0", b"Content-Length: %d" % (17 * 2**20))
+    early, rest = _head_then_body(flask_server.port, big, b"")
+    assert early.startswith(b"HTTP/1.1 413"), early
+    assert b"image is larger than 16777216 bytes" in early + rest, rest
 
 
 @pytest.mark.slow

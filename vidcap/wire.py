@@ -112,13 +112,17 @@ def encode_frames(
     return [encode_image(np.ascontiguousarray(image), fmt, quality) for image in images]
 
 
+def too_large_image(limits: WireLimits, label: str = "image") -> BadRequest:
+    return BadRequest(f"{label} is larger than {limits.max_bytes_per_frame} bytes", 413)
+
+
 def open_image(data: bytes, limits: WireLimits, label: str = "image") -> Image.Image:
     """Open one wire frame lazily (headers only, no pixels decoded) and check its format and
     size against ``limits``; ``BadRequest`` says what is wrong."""
     if not data:
         raise BadRequest(f"{label} is empty")
     if len(data) > limits.max_bytes_per_frame:
-        raise BadRequest(f"{label} is larger than {limits.max_bytes_per_frame} bytes", 413)
+        raise too_large_image(limits, label)
     if data.startswith(PNG_SIGNATURE) and png_chunks(data, limits.max_png_chunks) > (
         limits.max_png_chunks
     ):

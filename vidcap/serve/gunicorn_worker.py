@@ -62,6 +62,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from vidcap.serve import protocol
 from vidcap.serve.config import ServeConfig
 from vidcap.serve.deadline_socket import DeadlineSocket
+from vidcap.wire import WireLimits, too_large_image
 
 # Seconds a client must have been sending its request before it may be disconnected
 # to make room: longer than any good client on a working network takes.
@@ -80,6 +81,17 @@ BARE_LF = re.compile(rb"(?<!\r)\n")
 GATHERED_FULL = "requests being sent would pass VIDCAP_MAX_BODIES_MB in memory"
 
 
+def _fields(head: bytes | bytearray) -> list[tuple[bytes, bytes]] | None:
+    """A header block's (lower-case name, value) pairs; None where a line is not a header."""
+    fields = []
+    for line in bytes(head).split(b"\r\n")[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon:
+            return None
+        fields.append((name.lower(), value.strip(b" \t")))
+    return fields
+
+
 def declared_body(head: bytes | bytearray, limit: int) -> int | None:
     """The body length a request's header block (without its blank line) declares, when
     the main loop may gather it: no ``Content-Length`` is 0, one of ASCII digits up to
@@ -87,21 +99,40 @@ def declared_body(head: bytes | bytearray, limit: int) -> int | None:
     answer as they do — for ``Transfer-Encoding`` (chunked), ``Expect`` (the client waits
     for ``100 Continue``), a length over the limit (413 from the header), several
     lengths or one that is not digits (400), and a line that is not a header."""
-    lengths = []
-    for line in bytes(head).split(b"\r\n")[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon:
-            return None
-        name = name.lower()
-        if name in (b"transfer-encoding", b"expect"):
-            return None
-        if name == b"content-length":
-            lengths.append(value.strip(b" \t"))
+    fields = _fields(head)
+    if fields is None or any(n in (b"transfer-encoding", b"expect") for n, _ in fields):
+        return None
+    lengths = [value for name, value in fields if name == b"content-length"]
     if not lengths:
         return 0
     if len(lengths) > 1 or not lengths[0].isdigit() or int(lengths[0]) > limit:
         return None
     return int(lengths[0])
+
+
+def refused_before_asking(
+    head: bytes | bytearray, limit: int, limits: WireLimits
+) -> protocol.BadRequest | None:
+    """The 413 of a request that waits for ``100 Continue`` (``Expect: 100-continue``) to
+    send a body its one ``Content-Length`` says is too large — over ``limit``, or, for one
+    image (an ``image/*`` body), over ``limits``' bytes per frame; None: ask for it. Answered
+    from the head: gunicorn would send ``100 Continue`` first, and the client would start
+    sending a body refused anyway."""
+    fields = _fields(head)
+    if fields is None:
+        return None
+    expects = [value.lower() for name, value in fields if name == b"expect"]
+    lengths = [value for name, value in fields if name == b"content-length"]
+    if expects != [b"100-continue"] or len(lengths) != 1 or not lengths[0].isdigit():
+        return None
+    length = int(lengths[0])
+    if length > limit:
+        return protocol.too_large(limit)
+    types = [value for name, value in fields if name == b"content-type"]
+    one_image = len(types) == 1 and protocol.media_type(types[0].decode("latin-1"))[:6] == "image/"
+    if one_image and length > limits.max_bytes_per_frame:
+        return too_large_image(limits)
+    return None
 
 
 def json_error_bytes(status: int, message: str) -> bytes:
@@ -169,6 +200,7 @@ class DeadlineThreadWorker(ThreadWorker):
         self.gathered_bytes = 0  # held by them all
         self.max_gathered = config.max_bodies_bytes
         self.max_request_bytes = config.max_request_bytes
+        self.sizes = (config.max_request_bytes, config.limits())  # (refused_before_asking)
         util.write_error = write_json_error  # handle_error's answers, in this worker process
         super().init_process()
 
@@ -244,7 +276,12 @@ class DeadlineThreadWorker(ThreadWorker):
             if end < 0 and len(conn.gathered) < GATHER_LIMIT:
                 if BARE_LF.search(conn.gathered, max(searched - 1, 0)) is None:
                     return  # (a line ended without CR: gunicorn's 400 now, not a 408 later)
-            body = None if end < 0 else declared_body(conn.gathered[:end], self.max_request_bytes)
+            head = conn.gathered[:end]
+            refusal = None if end < 0 else refused_before_asking(head, *self.sizes)
+            if refusal is not None:
+                self._close_gathering(conn, refusal)
+                return
+            body = None if end < 0 else declared_body(head, self.max_request_bytes)
             if body is None:  # the thread reads the rest
                 conn.request_end = len(conn.gathered)
             else:
