@@ -116,6 +116,7 @@ async def with_gate(
     timeout: float,
     scenario: Callable[[str], object],
     max_client_requests: int = 0,
+    max_forwarded: int = 0,
 ) -> object:
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", upstream.handle)
@@ -130,6 +131,7 @@ async def with_gate(
         request_timeout=60.0,
         upstream_timeout=timeout,
         max_client_requests=max_client_requests,
+        max_forwarded=max_forwarded,
     )
     gate_port, stop = free_port(), asyncio.Event()
     gate = asyncio.create_task(serve(settings, "127.0.0.1", gate_port, stop))
@@ -236,6 +238,52 @@ def test_a_client_past_its_share_is_refused_and_another_still_gets_in() -> None:
     assert sorted(seen_upstream) == ["busy0", "busy1", "busy2", "quiet"]  # busy3 never sent
 
 
+@pytest.mark.parametrize("max_forwarded", [0, 2])
+def test_past_the_forwarding_limit_clients_take_turns(max_forwarded: int) -> None:
+    """Regression: TorchServe's job queue is first come, first served, so a client's
+    request waited behind everything a busy neighbour had queued (2-3.5 s behind a flood).
+    With ``max_forwarded`` the gate forwards that many at once and lets the others wait in
+    it, clients taking turns: the quiet client's request goes after one more of the busy
+    one's. (Without the limit, the test's check that it does fails: it goes last.)"""
+    lock, release = asyncio.Lock(), asyncio.Event()
+    seen: list[str] = []  # in the order requests reach the upstream
+    inside = [0, 0]  # now, most
+
+    async def one_at_a_time(request: web.Request) -> web.Response:
+        seen.append(request.headers["X-Test"])
+        inside[0] += 1
+        inside[1] = max(inside)
+        try:
+            await release.wait()
+            async with lock:  # one worker, one request per "batch" of 0.02 s
+                await asyncio.sleep(0.02)
+        finally:
+            inside[0] -= 1
+        return web.json_response({"caption": request.headers["X-Test"]})
+
+    async def scenario(url: str) -> tuple[list, tuple]:
+        other = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+        async with aiohttp.ClientSession() as busy, aiohttp.ClientSession(connector=other) as quiet:
+            sent = [asyncio.create_task(post(busy, url, f"busy{i}")) for i in range(6)]
+            while len(seen) < (max_forwarded or 6):  # the rest waits in the gate
+                await asyncio.sleep(0.01)
+            late = asyncio.create_task(post(quiet, url, "quiet"))
+            await asyncio.sleep(0.5)  # it is in the gate (or upstream) too
+            release.set()
+            return await asyncio.gather(*sent), await late
+
+    answers, late = asyncio.run(
+        with_gate(Upstream(one_at_a_time), 30.0, scenario, max_forwarded=max_forwarded)
+    )
+    assert sorted((a[0], a[1]["caption"]) for a in answers) == [(200, f"busy{i}") for i in range(6)]
+    assert (late[0], late[1]) == (200, {"caption": "quiet"})
+    if max_forwarded:
+        assert inside[1] <= max_forwarded
+        assert seen.index("quiet") == 3, seen  # busy0, busy1 forwarded; busy2; then quiet
+    else:
+        assert seen[-1] == "quiet"  # first come, first served
+
+
 def test_a_request_cut_off_mid_body_gives_its_share_back() -> None:
     """A client that hangs up while sending its body is not counted against its share any
     more: with a share of one request, its next request is let in."""
@@ -262,11 +310,13 @@ def test_a_request_cut_off_mid_body_gives_its_share_back() -> None:
     assert (status, body) == (200, {"caption": "after"}) and seconds < 1.0
 
 
-def test_the_client_cap_must_not_be_negative() -> None:
+def test_the_client_cap_and_forwarding_limit_must_not_be_negative() -> None:
     from vidcap.errors import UsageError
 
     with pytest.raises(UsageError, match="--max-client-requests must be >= 0"):
         GateSettings.from_config("http://127.0.0.1:1", ServeConfig(), max_client_requests=-1)
+    with pytest.raises(UsageError, match="--max-forwarded must be >= 0"):
+        GateSettings.from_config("http://127.0.0.1:1", ServeConfig(), max_forwarded=-1)
 
 
 def test_a_request_lost_while_later_ones_are_answered_gets_503() -> None:

@@ -647,22 +647,25 @@ def test_token_auth_is_on_by_default_and_the_keys_are_private(
 
 
 @pytest.mark.slow
-def test_the_gate_caps_one_clients_requests_at_the_workers_plus_half_the_queue(
+def test_the_gate_caps_one_clients_requests_and_forwards_two_batches_per_worker(
     torchserve: TorchServeInstance,
 ) -> None:
     """start.sh gives the gate ``--max-client-requests``: what the workers run at once
-    (workers x batchSize) plus half of TorchServe's job queue, from the run's config."""
+    (workers x batchSize) plus half of TorchServe's job queue, and ``--max-forwarded``:
+    twice what the workers run at once, from the run's config."""
     props = dict(
         line.split("=", 1)
         for line in (torchserve.run_dir / "config.properties").read_text().splitlines()
         if "=" in line and not line.startswith("#")
     )
     model = next(iter(json.loads(props["models"]).values()))["1.0"]
-    expected = model["minWorkers"] * model["batchSize"] + int(props["job_queue_size"]) // 2
+    running = model["minWorkers"] * model["batchSize"]
     gate = torchserve.gate_pid()
     assert gate is not None
     argv = Path(f"/proc/{gate}/cmdline").read_bytes().split(b"\0")
-    assert argv[argv.index(b"--max-client-requests") + 1] == str(expected).encode()
+    share = running + int(props["job_queue_size"]) // 2
+    assert argv[argv.index(b"--max-client-requests") + 1] == str(share).encode()
+    assert argv[argv.index(b"--max-forwarded") + 1] == str(2 * running).encode()
 
 
 @pytest.mark.slow

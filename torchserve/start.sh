@@ -217,11 +217,12 @@ with open(target, "w", encoding="utf-8") as handle:
     handle.write(text.rstrip("\n") + "\n\n# written by start.sh for this run\n")
     handle.writelines(f"{key}={value}\n" for key, value in overrides.items())
 queue = int(props.get("job_queue_size", 100))  # (TorchServe's default)
-per_client = int(workers) * int(model.get("batchSize", 1)) + queue // 2
-print(model.get("maxBatchDelay", 100), per_client)  # (TorchServe's default delay)
+running = int(workers) * int(model.get("batchSize", 1))  # requests the workers run at once
+# (the gate: one client's share; requests forwarded at once, the next batches ready)
+print(model.get("maxBatchDelay", 100), running + queue // 2, 2 * running)  # (default delay)
 PY
 )"
-read -r batch_delay_ms max_client_requests <<<"$batch_settings"
+read -r batch_delay_ms max_client_requests max_forwarded <<<"$batch_settings"
 
 # CPU workers share the cores instead of each starting one thread per core.
 if ((num_gpus == 0)) && [[ -z "${OMP_NUM_THREADS:-}" ]]; then
@@ -265,7 +266,8 @@ fi
 # TorchServe runs.
 nohup "$python" -m vidcap.serve.gate --host "$inference_host" --port "${INFERENCE_PORT:-8080}" \
     --upstream "$backend_url" --max-batch-delay-ms "$batch_delay_ms" \
-    --max-client-requests "$max_client_requests" ${gate_keys[@]+"${gate_keys[@]}"} \
+    --max-client-requests "$max_client_requests" --max-forwarded "$max_forwarded" \
+    ${gate_keys[@]+"${gate_keys[@]}"} \
     </dev/null >"$run_dir/gate.log" 2>&1 &
 echo $! >"$gate_pid_file"
 "$python" - "$inference_host" "${INFERENCE_PORT:-8080}" "$(cat "$gate_pid_file")" <<'PY' || {

@@ -6,9 +6,9 @@ for up to ``max_delay`` seconds or until ``max_batch`` frames are in hand, and h
 what it holds to ``run`` (``ServingCore.run``: group by settings, flatten, caption,
 split back, per-request errors); each future gets its own ``Outcome``.
 
-Clients (the server passes each request's peer address) take turns: each round takes
-the clients' oldest requests in rotation, so a client's request waits for one request of
-each other client, not for everything a busy neighbour has queued. And a busy neighbour
+Clients (the server passes each request's peer address) take turns (``vidcap.serve.turns``):
+each round takes the clients' oldest requests in rotation, so a client's request waits for
+one request of each other client, not for everything a busy neighbour has queued. And a busy neighbour
 cannot shut a client out: ``max_queue`` refuses only a client that already has a request
 waiting, so every client's first request gets in (how far that takes the queue past
 ``max_queue`` is bounded by the server's threads, one request each).
@@ -19,13 +19,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from vidcap.errors import UsageError
 from vidcap.serve.core import Outcome
+from vidcap.serve.turns import Turns
 from vidcap.wire import CaptionRequest
 
 log = logging.getLogger(__name__)
@@ -83,8 +83,7 @@ class MicroBatcher:
         self.settings = settings
         self.stats = BatchStats()
         self._cond = threading.Condition()
-        # Each client's waiting jobs, oldest first; the dict's order is the clients' turns.
-        self._waiting: dict[str, deque[_Job]] = {}
+        self._waiting: Turns[_Job] = Turns()  # each client's waiting jobs, in turns
         self._waiting_frames = 0
         self._closed = False
         self._thread = threading.Thread(target=self._work, name="vidcap-batcher", daemon=True)
@@ -101,7 +100,7 @@ class MicroBatcher:
             refused = self._refusal(client, job.frames)
             if refused:
                 raise QueueFull(refused)
-            self._waiting.setdefault(client, deque()).append(job)
+            self._waiting.push(client, job)
             self._waiting_frames += job.frames
             self.stats.requests += 1
             self.stats.frames += job.frames
@@ -154,14 +153,9 @@ class MicroBatcher:
         with self._cond:
             while frames < self.settings.max_batch:
                 if self._waiting:
-                    client = next(iter(self._waiting))
-                    queue = self._waiting[client]
-                    if jobs and frames + queue[0].frames > self.settings.max_batch:
+                    if jobs and frames + self._waiting.peek().frames > self.settings.max_batch:
                         break  # it goes first next round (its client keeps its turn)
-                    job = queue.popleft()
-                    del self._waiting[client]
-                    if queue:  # the client's next job waits for the others' turns
-                        self._waiting[client] = queue
+                    job = self._waiting.pop()  # (its client's next job: after the others')
                     self._waiting_frames -= job.frames
                     jobs.append(job)
                     frames += job.frames

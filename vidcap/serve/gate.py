@@ -23,7 +23,12 @@ gate listens on the public inference address and, before TorchServe sees a byte:
   came (``BUSY_ANSWER_S``: resending at once cannot spin the gate). TorchServe's job queue
   is first come, first served, so one client flooding it answered every other client 503;
   with the cap (``start.sh``: what the workers run at once plus half the job queue) one
-  client can fill at most half the queue and another always finds room.
+  client can fill at most half the queue and another always finds room;
+* with ``max_forwarded``, forwards at most that many requests at once (``start.sh``: two
+  batches per worker, one running and the next one full) and lets the others wait in the
+  gate, taking clients in turns (``vidcap.serve.turns``, as Flask's batcher takes them): a
+  client's request waits for one request of each other client, not for every request a
+  busy neighbour has queued in TorchServe.
 
 Other requests go to TorchServe on a loopback port unchanged but for the key (path,
 query, body, headers); TorchServe's error answers that are not JSON are wrapped as
@@ -74,6 +79,7 @@ from vidcap.cli.parser import OneLineParser
 from vidcap.errors import BadRequest, UsageError
 from vidcap.serve import protocol
 from vidcap.serve.config import ServeConfig
+from vidcap.serve.turns import Slots
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +133,7 @@ class GateSettings:
     backend_key_file: Path | None = None  # TorchServe's own keys, sent upstream
     management: str | None = None  # TorchServe's management API, to renew an expired key
     max_client_requests: int = 0  # requests one peer address may have in the gate (0: any)
+    max_forwarded: int = 0  # requests forwarded at once, the rest in turns (0: any)
 
     @classmethod
     def from_config(
@@ -138,9 +145,12 @@ class GateSettings:
         backend_key_file: Path | None = None,
         management: str | None = None,
         max_client_requests: int = 0,
+        max_forwarded: int = 0,
     ) -> GateSettings:
         if max_client_requests < 0:
             raise UsageError(f"--max-client-requests must be >= 0, got {max_client_requests}")
+        if max_forwarded < 0:
+            raise UsageError(f"--max-forwarded must be >= 0, got {max_forwarded}")
         if not max_batch_delay_ms >= 0:
             raise UsageError(f"--max-batch-delay-ms must be >= 0, got {max_batch_delay_ms}")
         if (key_file is None) != (backend_key_file is None):
@@ -158,6 +168,7 @@ class GateSettings:
             backend_key_file=backend_key_file,
             management=management.rstrip("/") if management else None,
             max_client_requests=max_client_requests,
+            max_forwarded=max_forwarded,
         )
 
 
@@ -366,6 +377,7 @@ class Gate:
         )
         self._renewing = asyncio.Lock()
         self.admitted: dict[str, int] = {}  # requests let in and not yet answered, per peer
+        self.slots = Slots(settings.max_forwarded)  # forwarded at once; the others in turns
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         connection = request.protocol
@@ -427,7 +439,8 @@ class Gate:
                     check_request(request, body, self.settings.max_parts)
                 except BadRequest as exc:
                     return refuse(request, exc)
-                return await self.forward(request, body)
+                async with self.slots.held(client):
+                    return await self.forward(request, body)
             finally:
                 del body
                 self.budget.give(held[0])
@@ -786,6 +799,14 @@ def main(argv: list[str] | None = None) -> int:
         "(start.sh: what the workers run at once plus half of TorchServe's job queue; "
         "default 0: no cap)",
     )
+    parser.add_argument(
+        "--max-forwarded",
+        type=int,
+        default=0,
+        metavar="N",
+        help="forward at most N requests to TorchServe at once; the others wait in the gate, "
+        "clients taking turns (start.sh: two batches per worker; default 0: no limit)",
+    )
     args = parser.parse_args(argv)
     try:
         config = ServeConfig.from_sources({}, os.environ)
@@ -797,6 +818,7 @@ def main(argv: list[str] | None = None) -> int:
             args.backend_key_file,
             args.management,
             args.max_client_requests,
+            args.max_forwarded,
         )
     except UsageError as exc:
         parser.exit(2, f"error: {exc}\n")
