@@ -1,5 +1,8 @@
 """The micro-batcher over the serving core: merging, grouping by settings, per-request
-failures, back-pressure. The model is a fake; the batcher and ``ServingCore`` are real."""
+failures, back-pressure, clients' turns. The model is the shipped tiny checkpoint, watched
+(``Watched``: each call's frames and settings recorded; held, or made to fail, on demand);
+the batcher and ``ServingCore`` are real. A request's captions are checked against what the
+model says of its frames alone."""
 
 from __future__ import annotations
 
@@ -16,25 +19,62 @@ from vidcap.serve.batcher import BatchSettings, MicroBatcher, QueueFull
 from vidcap.serve.config import ServeConfig
 from vidcap.serve.core import ModelFailure, Outcome, ServingCore
 from vidcap.settings import GenerationSettings
+from vidcap.tiny.scenes import QUESTION_FORMS, make_examples
 from vidcap.wire import CaptionRequest
 
 DEFAULT = GenerationSettings()
-POISON = 99  # a frame of this grey level makes the fake model raise
+QUESTION = GenerationSettings(prompt=QUESTION_FORMS[1].format(colour="red", kind="circle"))
+POISON = -1  # the scene that makes the model fail (an out-of-memory error injected)
+SCENES = 12  # scenes told apart by their captions
 
 
-def image(value: int) -> np.ndarray:
-    return np.full((4, 4, 3), value, dtype=np.uint8)
+@pytest.fixture(scope="module")
+def scenes(tiny_captioner) -> list[np.ndarray]:
+    """``SCENES`` model-size pictures the tiny model captions each differently, and a
+    last one (``POISON``)."""
+    chosen: dict[str, np.ndarray] = {}
+    for example in make_examples(seed=5, count=80):
+        caption = tiny_captioner.caption([example.image])[0]
+        chosen.setdefault(caption, example.image)
+    assert len(chosen) > SCENES, "the tiny model should tell these scenes apart"
+    return list(chosen.values())[: SCENES + 1]
 
 
-class FakeModel:
-    """Captions a frame with its grey level; records every call; can be made to fail or wait."""
+@pytest.fixture(scope="module")
+def truth(tiny_captioner, scenes) -> dict[tuple[int, GenerationSettings], str]:
+    """What the model says of each scene alone, captioned and asked ``QUESTION``."""
+    return {
+        (label, settings): tiny_captioner.caption([scenes[label]], settings)[0]
+        for label in range(-1, SCENES)
+        for settings in (DEFAULT, QUESTION)
+    }
 
-    input_size = (4, 4)
 
-    def __init__(self, gate: threading.Event | None = None) -> None:
+class Watched:
+    """The tiny checkpoint's ``Captioner``, watched: records each call's frames (as scene
+    labels) and settings; with ``gate``, holds every call until it opens; fails a call
+    holding the ``POISON`` scene or prompted ``"boom"`` (a CUDA out-of-memory error, as a
+    GPU gives it); with ``short``, drops all but the first caption."""
+
+    def __init__(
+        self,
+        captioner: object,
+        scenes: list[np.ndarray],
+        gate: threading.Event | None = None,
+        short: bool = False,
+    ) -> None:
+        self.captioner = captioner
+        self.scenes = scenes
+        self.input_size = captioner.input_size  # type: ignore[attr-defined]
         self.calls: list[tuple[int, GenerationSettings]] = []
-        self.values: list[list[int]] = []  # each call's frames, by grey level
+        self.values: list[list[int]] = []  # each call's frames, by scene label
         self.gate = gate
+        self.short = short
+
+    def label(self, image: np.ndarray) -> int:
+        found = [i for i, scene in enumerate(self.scenes) if np.array_equal(scene, image)]
+        assert len(found) == 1
+        return found[0] if found[0] < SCENES else POISON
 
     def caption(
         self, images: Sequence[np.ndarray], settings: GenerationSettings | None = None
@@ -42,26 +82,29 @@ class FakeModel:
         settings = settings or DEFAULT
         if self.gate is not None:
             assert self.gate.wait(10)
+        labels = [self.label(image) for image in images]
         self.calls.append((len(images), settings))
-        self.values.append([int(img[0, 0, 0]) for img in images])
-        if settings.prompt == "boom" or any(int(img[0, 0, 0]) == POISON for img in images):
-            raise RuntimeError("CUDA out of memory (pretend)")
-        prefix = settings.prompt or ""
-        return [f"{prefix}{int(img[0, 0, 0])}" for img in images]
+        self.values.append(labels)
+        if settings.prompt == "boom" or POISON in labels:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        captions = self.captioner.caption(images, settings)  # type: ignore[attr-defined]
+        return captions[:1] if self.short else captions
 
 
 class Batcher:
     """A ``MicroBatcher`` over a real ``ServingCore`` around ``model``."""
 
     def __init__(
-        self, model: FakeModel, max_batch: int = 8, max_delay: float = 0.0, max_queue: int = 512
+        self, model: Watched, max_batch: int = 8, max_delay: float = 0.0, max_queue: int = 512
     ) -> None:
         core = ServingCore(model, ServeConfig(max_batch=max_batch))
         self.batcher = MicroBatcher(core.run, BatchSettings(max_batch, max_delay, max_queue))
+        self.scenes = model.scenes
 
     def submit(
-        self, images: list[np.ndarray], settings: GenerationSettings, client: str = ""
+        self, labels: list[int], settings: GenerationSettings, client: str = ""
     ) -> Future[Outcome]:
+        images = [self.scenes[label] for label in labels]
         return self.batcher.submit(CaptionRequest(images, settings, batched=True), client)
 
     def snapshot(self) -> dict[str, int]:
@@ -72,37 +115,51 @@ class Batcher:
 
 
 def captions(future: Future[Outcome]) -> list[str]:
-    outcome = future.result(5)
+    outcome = future.result(10)
     if outcome.error is not None:
         raise outcome.error
     return list(outcome.captions)
 
 
 @pytest.fixture
-def gated() -> tuple[FakeModel, threading.Event]:
+def model(tiny_captioner, scenes) -> Watched:
+    return Watched(tiny_captioner, scenes)
+
+
+@pytest.fixture
+def gated(tiny_captioner, scenes) -> tuple[Watched, threading.Event]:
     gate = threading.Event()
-    return FakeModel(gate), gate
+    return Watched(tiny_captioner, scenes, gate), gate
 
 
-def test_single_request_gets_its_captions_in_order() -> None:
-    model = FakeModel()
+@pytest.fixture
+def said(truth) -> object:
+    """The model's captions of these scenes, each alone."""
+
+    def said(labels: list[int], settings: GenerationSettings = DEFAULT) -> list[str]:
+        return [truth[(label, settings)] for label in labels]
+
+    return said
+
+
+def test_single_request_gets_its_captions_in_order(model, said) -> None:
     batcher = Batcher(model, max_batch=8)
     try:
-        assert captions(batcher.submit([image(1), image(2), image(3)], DEFAULT)) == ["1", "2", "3"]
+        assert captions(batcher.submit([1, 2, 3], DEFAULT)) == said([1, 2, 3])
     finally:
         batcher.close()
     assert batcher.snapshot()["model_calls"] == 1
 
 
-def test_concurrent_requests_are_merged_into_fewer_model_calls(gated) -> None:
+def test_concurrent_requests_are_merged_into_fewer_model_calls(gated, said) -> None:
     model, gate = gated
     batcher = Batcher(model, max_batch=8, max_delay=0.05)
     try:
-        first = batcher.submit([image(0)], DEFAULT)  # occupies the model until the gate opens
-        futures = [batcher.submit([image(i)], DEFAULT) for i in range(1, 9)]
+        first = batcher.submit([0], DEFAULT)  # occupies the model until the gate opens
+        futures = [batcher.submit([i], DEFAULT) for i in range(1, 9)]
         gate.set()
-        assert captions(first) == ["0"]
-        assert [captions(f) for f in futures] == [[str(i)] for i in range(1, 9)]
+        assert captions(first) == said([0])
+        assert [captions(f) for f in futures] == [said([i]) for i in range(1, 9)]
     finally:
         batcher.close()
     stats = batcher.snapshot()
@@ -112,102 +169,95 @@ def test_concurrent_requests_are_merged_into_fewer_model_calls(gated) -> None:
     assert stats["waiting_frames"] == 0
 
 
-def test_max_batch_is_respected_and_requests_are_never_split(gated) -> None:
+def test_max_batch_is_respected_and_requests_are_never_split(gated, said) -> None:
     model, gate = gated
     batcher = Batcher(model, max_batch=4, max_delay=0.05)
     try:
-        futures = [batcher.submit([image(i), image(i + 100)], DEFAULT) for i in range(6)]
+        futures = [batcher.submit([i, i + 6], DEFAULT) for i in range(6)]
         gate.set()
         for i, future in enumerate(futures):
-            assert captions(future) == [str(i), str(i + 100)]
+            assert captions(future) == said([i, i + 6])
     finally:
         batcher.close()
     assert all(size <= 4 for size, _ in model.calls)
     assert sum(size for size, _ in model.calls) == 12
+    for values in model.values:  # whole requests (pairs i, i + 6), never split
+        assert values[1::2] == [first + 6 for first in values[::2]]
 
 
-def test_a_request_larger_than_max_batch_runs_alone() -> None:
-    model = FakeModel()
+def test_a_request_larger_than_max_batch_runs_alone(model, said) -> None:
     batcher = Batcher(model, max_batch=2)
     try:
-        assert captions(batcher.submit([image(i) for i in range(5)], DEFAULT)) == list("01234")
+        assert captions(batcher.submit([0, 1, 2, 3, 4], DEFAULT)) == said([0, 1, 2, 3, 4])
     finally:
         batcher.close()
 
 
-def test_requests_with_different_settings_are_grouped_apart(gated) -> None:
+def test_requests_with_different_settings_are_grouped_apart(gated, said) -> None:
     model, gate = gated
     batcher = Batcher(model, max_batch=16, max_delay=0.05)
-    other = GenerationSettings(prompt="q:")
     try:
-        mixed = [batcher.submit([image(i)], other if i % 2 else DEFAULT) for i in range(6)]
+        mixed = [batcher.submit([i], QUESTION if i % 2 else DEFAULT) for i in range(6)]
         gate.set()
-        # the fake model prefixes with its call's prompt: right answers mean right groups
-        assert [captions(f) for f in mixed] == [[f"q:{i}" if i % 2 else str(i)] for i in range(6)]
+        # a question is answered yes or no, a caption describes: right answers, right groups
+        assert [captions(f) for f in mixed] == [
+            said([i], QUESTION if i % 2 else DEFAULT) for i in range(6)
+        ]
     finally:
         batcher.close()
-    assert {s for _, s in model.calls} == {DEFAULT, other}
+    assert {s for _, s in model.calls} == {DEFAULT, QUESTION}
     assert len(model.calls) < 6
+    assert {said([i], QUESTION)[0] for i in range(6)} <= {"yes", "no"}
 
 
-def test_a_model_exception_fails_only_that_request_and_the_worker_survives() -> None:
-    model = FakeModel()
+def test_a_model_exception_fails_only_that_request_and_the_worker_survives(model, said) -> None:
     batcher = Batcher(model, max_batch=8)
     try:
         with pytest.raises(ModelFailure, match="out of memory"):
-            captions(batcher.submit([image(1)], GenerationSettings(prompt="boom")))
-        assert captions(batcher.submit([image(2)], DEFAULT)) == ["2"]
+            captions(batcher.submit([1], GenerationSettings(prompt="boom")))
+        assert captions(batcher.submit([2], DEFAULT)) == said([2])
     finally:
         batcher.close()
     stats = batcher.snapshot()
     assert stats["failed_requests"] == 1 and stats["model_calls"] == 2
 
 
-def test_a_request_that_breaks_the_model_is_retried_apart_from_its_batch_mates(gated) -> None:
+def test_a_request_that_breaks_the_model_is_retried_apart_from_its_batch_mates(gated, said) -> None:
     model, gate = gated
     batcher = Batcher(model, max_batch=8, max_delay=0.05)
     try:
-        futures = [batcher.submit([image(v)], DEFAULT) for v in (1, POISON, 2)]
+        futures = [batcher.submit([v], DEFAULT) for v in (1, POISON, 2)]
         gate.set()
-        assert captions(futures[0]) == ["1"] and captions(futures[2]) == ["2"]
+        assert captions(futures[0]) == said([1]) and captions(futures[2]) == said([2])
         with pytest.raises(ModelFailure, match="the model failed on this request.*out of memory"):
             captions(futures[1])
     finally:
         batcher.close()
     # one failed call of all three, then each alone
-    assert [size for size, _ in model.calls][-3:] == [1, 1, 1]
+    assert model.values[-4:] == [[1, POISON, 2], [1], [POISON], [2]]
 
 
-class ShortModel(FakeModel):
-    def caption(
-        self, images: Sequence[np.ndarray], settings: GenerationSettings | None = None
-    ) -> list[str]:
-        return ["only one"]
-
-
-def test_a_wrong_number_of_captions_is_a_failure_not_a_misalignment() -> None:
-    batcher = Batcher(ShortModel())
+def test_a_wrong_number_of_captions_is_a_failure_not_a_misalignment(tiny_captioner, scenes) -> None:
+    batcher = Batcher(Watched(tiny_captioner, scenes, short=True))
     try:
         with pytest.raises(ModelFailure, match="1 captions for 2 frames"):
-            captions(batcher.submit([image(1), image(2)], DEFAULT))
+            captions(batcher.submit([1, 2], DEFAULT))
     finally:
         batcher.close()
 
 
-def test_queue_full_raises_instead_of_growing_without_bound(gated) -> None:
+def test_queue_full_raises_instead_of_growing_without_bound(gated, said) -> None:
     model, gate = gated
     batcher = Batcher(model, max_batch=1, max_queue=3)
     try:
-        running = batcher.submit([image(0)], DEFAULT)
-        deadline = time.monotonic() + 5
-        while batcher.snapshot()["waiting_frames"] and time.monotonic() < deadline:
-            time.sleep(0.01)  # until the worker has taken the first job (blocked on the gate)
-        queued = [batcher.submit([image(i)], DEFAULT) for i in range(1, 4)]
+        running = batcher.submit([0], DEFAULT)
+        wait_until_taken(batcher)
+        queued = [batcher.submit([i], DEFAULT) for i in range(1, 4)]
         with pytest.raises(QueueFull, match="3 frames are already waiting"):
-            batcher.submit([image(9)], DEFAULT)
+            batcher.submit([9], DEFAULT)
         gate.set()
-        assert captions(running) == ["0"]
-        assert [captions(f) for f in queued] == [["1"], ["2"], ["3"]]
+        assert captions(running) == said([0])
+        assert [captions(f) for f in queued] == [said([1]), said([2]), said([3])]
     finally:
         gate.set()
         batcher.close()
@@ -219,75 +269,75 @@ def wait_until_taken(batcher: Batcher) -> None:
         time.sleep(0.01)  # until the worker has taken what waits (blocked on the gate)
 
 
-def test_clients_take_turns_not_first_come_first_served(gated) -> None:
+def test_clients_take_turns_not_first_come_first_served(gated, said) -> None:
     """A client's request waits for one request of each other client, not for all that a
     busy neighbour queued first (it was first come, first served)."""
     model, gate = gated
     batcher = Batcher(model, max_batch=2)
     try:
-        running = batcher.submit([image(0)], DEFAULT, "busy")
+        running = batcher.submit([0], DEFAULT, "busy")
         wait_until_taken(batcher)
-        busy = [batcher.submit([image(i), image(i)], DEFAULT, "busy") for i in (1, 2, 3)]
-        quiet = batcher.submit([image(50)], DEFAULT, "quiet")
-        other = batcher.submit([image(60)], DEFAULT, "other")
+        busy = [batcher.submit([i, i], DEFAULT, "busy") for i in (1, 2, 3)]
+        quiet = batcher.submit([4], DEFAULT, "quiet")
+        other = batcher.submit([5], DEFAULT, "other")
         gate.set()
-        assert [captions(f) for f in (running, quiet, other)] == [["0"], ["50"], ["60"]]
-        assert [captions(f) for f in busy] == [["1", "1"], ["2", "2"], ["3", "3"]]
+        assert [captions(f) for f in (running, quiet, other)] == [said([0]), said([4]), said([5])]
+        assert [captions(f) for f in busy] == [said([1, 1]), said([2, 2]), said([3, 3])]
     finally:
         gate.set()
         batcher.close()
     # busy's first waiting request, then quiet's and other's together (they fit one call)
-    assert model.values == [[0], [1, 1], [50, 60], [2, 2], [3, 3]]
+    assert model.values == [[0], [1, 1], [4, 5], [2, 2], [3, 3]]
 
 
-def test_a_full_queue_refuses_only_a_client_that_already_waits(gated) -> None:
+def test_a_full_queue_refuses_only_a_client_that_already_waits(gated, said) -> None:
     """A busy neighbour filling the queue got every other client 503 (measured: 0 of 30
     light requests answered beside one flooding client); a client with nothing waiting
     now always gets its request in, and the busy one is refused."""
     model, gate = gated
     batcher = Batcher(model, max_batch=1, max_queue=3)
     try:
-        running = batcher.submit([image(0)], DEFAULT, "busy")
+        running = batcher.submit([0], DEFAULT, "busy")
         wait_until_taken(batcher)
-        queued = [batcher.submit([image(i)], DEFAULT, "busy") for i in (1, 2, 3)]
+        queued = [batcher.submit([i], DEFAULT, "busy") for i in (1, 2, 3)]
         with pytest.raises(QueueFull, match="3 frames are already waiting"):
-            batcher.submit([image(4)], DEFAULT, "busy")
+            batcher.submit([4], DEFAULT, "busy")
         assert batcher.batcher.refuses("busy", 1) == "3 frames are already waiting for the model"
         assert batcher.batcher.refuses("light", 1) is None
-        light = batcher.submit([image(50)], DEFAULT, "light")  # past max_queue: let in
+        light = batcher.submit([5], DEFAULT, "light")  # past max_queue: let in
         with pytest.raises(QueueFull, match="4 frames are already waiting"):
-            batcher.submit([image(51)], DEFAULT, "light")  # … once: it waits now
+            batcher.submit([6], DEFAULT, "light")  # … once: it waits now
         gate.set()
-        assert captions(light) == ["50"]
-        assert [captions(f) for f in (running, *queued)] == [["0"], ["1"], ["2"], ["3"]]
+        assert captions(light) == said([5])
+        assert [captions(f) for f in (running, *queued)] == [said([i]) for i in range(4)]
     finally:
         gate.set()
         batcher.close()
-    assert model.values == [[0], [1], [50], [2], [3]]
+    assert model.values == [[0], [1], [5], [2], [3]]
 
 
-def test_many_threads_each_get_their_own_answers() -> None:
-    model = FakeModel()
+def test_many_threads_each_get_their_own_answers(model, said) -> None:
     batcher = Batcher(model, max_batch=8, max_delay=0.005)
+    pairs = [(i % SCENES, (5 * i + 3) % SCENES) for i in range(64)]
 
-    def one(i: int) -> list[str]:
-        return captions(batcher.submit([image(i), image(255 - i)], DEFAULT))
+    def one(pair: tuple[int, int]) -> list[str]:
+        return captions(batcher.submit(list(pair), DEFAULT))
 
     try:
         with ThreadPoolExecutor(16) as pool:
-            answers = list(pool.map(one, range(64)))
+            answers = list(pool.map(one, pairs))
     finally:
         batcher.close()
-    assert answers == [[str(i), str(255 - i)] for i in range(64)]
+    assert answers == [said(list(pair)) for pair in pairs]
     assert batcher.snapshot()["model_calls"] < 64
 
 
-def test_closed_batcher_refuses_work() -> None:
-    batcher = Batcher(FakeModel())
+def test_closed_batcher_refuses_work(model) -> None:
+    batcher = Batcher(model)
     batcher.close()
     batcher.close()
     with pytest.raises(RuntimeError, match="closed"):
-        batcher.submit([image(1)], DEFAULT)
+        batcher.submit([1], DEFAULT)
 
 
 @pytest.mark.parametrize(
