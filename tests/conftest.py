@@ -52,6 +52,23 @@ def tiny_captioner():
     return Captioner.load(ModelSettings(model="tiny", device="cpu", batch_size=8))
 
 
+@pytest.fixture(scope="session")
+def scenes(tiny_captioner):
+    """Pictures the tiny model captions each differently, the last one ``POISON``
+    (``tests.support.watched``)."""
+    from tests.support.watched import distinct_scenes
+
+    return distinct_scenes(tiny_captioner)
+
+
+@pytest.fixture(scope="session")
+def said(tiny_captioner, scenes):
+    """What the tiny model says of each of ``scenes`` alone."""
+    from tests.support.watched import Said
+
+    return Said(tiny_captioner, scenes)
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
