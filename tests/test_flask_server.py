@@ -12,7 +12,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.support.images import black_png
 from tests.support.servers import (
     PROTOCOL_CASES,
     PROTOCOL_MAX_REQUEST_MB,
@@ -34,6 +35,7 @@ from tests.support.servers import (
     post,
     read_response,
 )
+from tests.support.watched import INJECTED, Watched
 from vidcap import wire
 from vidcap.errors import UsageError
 from vidcap.serve import protocol
@@ -223,57 +225,40 @@ def test_concurrent_requests_are_micro_batched(server: FlaskServer, tiny_caption
     assert after["largest_call"] > 1
 
 
-# --- in process: failure paths that need a misbehaving model -------------------------------
+# --- in process: failure paths, over the watched tiny model -------------------------------
 
 
-class FlakyCaptioner:
-    """Fails every call whose prompt is ``boom``; else captions with the frame's mean."""
-
-    input_size = SIZE
-    device = "fake"
-
-    def __init__(self, gate: threading.Event | None = None) -> None:
-        self.gate = gate
-
-    def caption(
-        self, images: Sequence[np.ndarray], settings: GenerationSettings | None = None
-    ) -> list[str]:
-        if self.gate is not None:
-            assert self.gate.wait(10)
-        if settings is not None and settings.prompt == "boom":
-            raise RuntimeError("CUDA error: device-side assert triggered")
-        return [f"mean {img.mean():.1f}" for img in images]
+def in_process_app(captioner: Watched, **config: object):
+    return create_app(ServingCore(captioner, ServeConfig(**config)), model_name="tiny")
 
 
-def in_process_app(captioner: FlakyCaptioner, **config: object):
-    return create_app(ServingCore(captioner, ServeConfig(**config)), model_name="flaky")
-
-
-def test_a_model_failure_fails_that_request_alone_and_the_next_request_works() -> None:
-    app = in_process_app(FlakyCaptioner(), max_batch=8, max_delay_ms=0)
+def test_a_model_failure_fails_that_request_alone_and_the_next_request_works(
+    tiny_captioner, scenes, said
+) -> None:
+    app = in_process_app(Watched(tiny_captioner, scenes), max_batch=8, max_delay_ms=0)
     client = app.test_client()
-    image = png(np.full((*SIZE, 3), 10, dtype=np.uint8))
+    image = png(scenes[10])
     failed = client.post(
         "/caption", data=image, headers={"Content-Type": PNG, "X-Vidcap-Prompt": "boom"}
     )
     assert failed.status_code == 500
     assert failed.get_json() == {
-        "error": "the model failed on this request: RuntimeError: "
-        "CUDA error: device-side assert triggered"
+        "error": f"the model failed on this request: RuntimeError: {INJECTED}"
     }
     ok = client.post("/caption", data=image, headers={"Content-Type": PNG})
-    assert ok.status_code == 200 and ok.get_json() == {"caption": "mean 10.0"}
+    assert ok.status_code == 200 and ok.get_json() == {"caption": said([10])[0]}
     assert ok.headers["X-Vidcap-Input-Size"] == "64x64"
-    assert ok.headers["X-Vidcap-Model"] == "flaky"  # (a client tells a restart with another)
+    assert ok.headers["X-Vidcap-Model"] == "tiny"  # (a client tells a restart with another)
     assert client.get("/health").get_json()["stats"]["failed_requests"] == 1
 
 
-def test_a_full_queue_answers_503_with_retry_after() -> None:
+def test_a_full_queue_answers_503_with_retry_after(tiny_captioner, scenes, said) -> None:
     gate = threading.Event()
-    app = in_process_app(FlakyCaptioner(gate), max_batch=1, max_delay_ms=0, max_queue=1)
+    captioner = Watched(tiny_captioner, scenes, gate)
+    app = in_process_app(captioner, max_batch=1, max_delay_ms=0, max_queue=1)
     batcher = app.extensions["vidcap_batcher"]
-    image = png(np.zeros((*SIZE, 3), dtype=np.uint8))
-    request = wire.CaptionRequest([np.zeros((*SIZE, 3), np.uint8)], GenerationSettings(), False)
+    image = png(scenes[2])
+    request = wire.CaptionRequest([scenes[0]], GenerationSettings(), False)
     try:
         first = batcher.submit(request)
         deadline = time.monotonic() + 5
@@ -299,16 +284,11 @@ def test_a_full_queue_answers_503_with_retry_after() -> None:
                 time.sleep(0.01)
             assert batcher.snapshot()["waiting_frames"] == 2  # queued past max_queue
             gate.set()
-            assert answer.result(10).status_code == 200
+            assert answer.result(10).get_json() == {"caption": said([2])[0]}
     finally:
         gate.set()
-    assert first.result(5).captions and second.result(5).captions
-
-
-def black_png(width: int, height: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height)).save(buffer, format="PNG")
-    return buffer.getvalue()
+    assert first.result(5).captions == second.result(5).captions == tuple(said([0]))
+    assert captioner.values == [[0], [0], [2]]
 
 
 def test_a_decompression_bomb_is_a_413_before_any_pixel_is_decoded() -> None:

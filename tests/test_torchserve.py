@@ -1,5 +1,6 @@
-"""The TorchServe handler: batching and splitting with a fake context (fast), then a real
-TorchServe started by ``torchserve/start.sh`` with the tiny model on CPU (slow)."""
+"""The TorchServe handler: batching and splitting over the watched tiny model with
+TorchServe's own ``Context`` (fast), then a real TorchServe started by
+``torchserve/start.sh`` with the tiny model on CPU (slow)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 from PIL import Image
 from ts.context import Context, RequestProcessor
 
+from tests.support.images import black_png
 from tests.support.servers import (
     PROTOCOL_CASES,
     PROTOCOL_MAX_REQUEST_MB,
@@ -37,6 +39,7 @@ from tests.support.torchserve import (
     worker_request,
     write_archive,
 )
+from tests.support.watched import INJECTED, POISON, Said, Watched
 from vidcap.errors import UsageError
 from vidcap.serve.config import ServeConfig
 from vidcap.serve.core import ServingCore
@@ -54,30 +57,10 @@ from vidcap.wire import encode_image, frame_part_name
 PNG = "image/png"
 
 
-# --- fast: the handler with a fake captioner and TorchServe's own Context class ---
+# --- fast: the handler over the watched tiny model and TorchServe's own Context class ---
 
 
-POISON = 66  # a frame of this value makes the fake captioner raise
-
-
-class FakeCaptioner:
-    """Captions a frame with the value it is filled with, and the settings used."""
-
-    input_size = (8, 8)
-    revision: str | None = None
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[list[int], GenerationSettings]] = []
-
-    def caption(
-        self, images: Sequence[np.ndarray], settings: GenerationSettings | None = None
-    ) -> list[str]:
-        settings = settings or GenerationSettings()
-        values = [int(image[0, 0, 0]) for image in images]
-        self.calls.append((values, settings))
-        if POISON in values:
-            raise RuntimeError("CUDA error: device-side assert triggered (pretend)")
-        return [f"v{value} t{settings.max_new_tokens}" for value in values]
+TOKENS_5 = GenerationSettings(max_new_tokens=5)
 
 
 class FakeMetrics:
@@ -88,8 +71,12 @@ class FakeMetrics:
         self.times.append((name, value))
 
 
-def frame(value: int, size: tuple[int, int] = (8, 8)) -> bytes:
-    return encode_image(np.full((*size, 3), value, dtype=np.uint8), "png")
+@dataclass(frozen=True)
+class Scene:
+    """A part holding scene ``label`` as a PNG (``tests.support.watched``; written when
+    the request is served, once the scenes are known)."""
+
+    label: int
 
 
 @dataclass
@@ -100,43 +87,65 @@ class FakeRequest:
     headers: dict[str, object] = field(default_factory=dict)
 
 
-def single(value: int, **headers: str) -> FakeRequest:
+def single(label: int, **headers: str) -> FakeRequest:
     return FakeRequest(
-        {"body": bytearray(frame(value))},
+        {"body": Scene(label)},
         {"body": {"content-type": PNG}, "Content-Type": PNG, "explain": "False", **headers},
     )
 
 
-def prebatch(values: Sequence[int], **form: str) -> FakeRequest:
-    row: dict[str, object] = {frame_part_name(i): bytearray(frame(v)) for i, v in enumerate(values)}
+def prebatch(labels: Sequence[int], **form: str) -> FakeRequest:
+    row: dict[str, object] = {frame_part_name(i): Scene(v) for i, v in enumerate(labels)}
     row.update({name: bytearray(value.encode()) for name, value in form.items()})
     return FakeRequest(row, {"Content-Type": "multipart/form-data; boundary=x"})
 
 
-def serve(
-    requests: Sequence[FakeRequest], config: ServeConfig | None = None, revision: str | None = None
-) -> tuple[list[tuple[int, object, dict[str, str]]], FakeCaptioner]:
-    """One TorchServe batch through the handler: (status, JSON body, headers) per request;
-    ``revision``: the hub commit the captioner says it loaded."""
-    captioner = FakeCaptioner()
-    captioner.revision = revision
-    handler = Blip2Handler()
-    config = config or ServeConfig(max_batch=8, max_frames=4, max_pixels=16 * 16)
-    handler.bind(ServingCore(captioner, config), "fake")
-    context = Context("vidcap", "/nonexistent", {"model": {}}, len(requests), None, "0.12.0")
-    context.metrics = FakeMetrics()
-    context.model_yaml_config = {}
-    context.request_processor = [RequestProcessor(r.headers) for r in requests]
-    bodies = handler.handle([r.row for r in requests], context)
-    assert len(bodies) == len(requests)
-    results = []
-    for idx, body in enumerate(bodies):
-        status, _ = context.get_response_status(idx)
-        results.append((status, json.loads(body), context.get_response_headers(idx)))
-    return results, captioner
+Served = tuple[list[tuple[int, object, dict[str, str]]], Watched]
 
 
-def test_mixed_batch_one_response_per_request_in_order() -> None:
+@pytest.fixture
+def serve(tiny_captioner, scenes) -> Callable[..., Served]:
+    """One TorchServe batch through the handler: (status, JSON body, headers) per request,
+    and the watched model; ``revision``: the hub commit the captioner says it loaded."""
+
+    def part(value: object) -> object:
+        if isinstance(value, Scene):
+            return bytearray(encode_image(scenes[value.label], "png"))
+        return value
+
+    def serve(
+        requests: Sequence[FakeRequest],
+        config: ServeConfig | None = None,
+        revision: str | None = None,
+    ) -> Served:
+        captioner = Watched(tiny_captioner, scenes)
+        captioner.revision = revision
+        handler = Blip2Handler()
+        config = config or ServeConfig(max_batch=8, max_frames=4, max_pixels=64 * 64)
+        handler.bind(ServingCore(captioner, config), "tiny")
+        context = Context("vidcap", "/nonexistent", {"model": {}}, len(requests), None, "0.12.0")
+        context.metrics = FakeMetrics()
+        context.model_yaml_config = {}
+        context.request_processor = [RequestProcessor(r.headers) for r in requests]
+        rows = [{name: part(value) for name, value in r.row.items()} for r in requests]
+        bodies = handler.handle(rows, context)
+        assert len(bodies) == len(requests)
+        results = []
+        for idx, body in enumerate(bodies):
+            status, _ = context.get_response_status(idx)
+            results.append((status, json.loads(body), context.get_response_headers(idx)))
+        return results, captioner
+
+    return serve
+
+
+def captions(
+    said: Said, labels: Sequence[int], settings: GenerationSettings | None = None
+) -> list[dict[str, str]]:
+    return [{"caption": caption} for caption in said(labels, settings)]
+
+
+def test_mixed_batch_one_response_per_request_in_order(serve, said) -> None:
     results, captioner = serve(
         [
             single(1),
@@ -148,25 +157,27 @@ def test_mixed_batch_one_response_per_request_in_order() -> None:
     )
     assert [status for status, _, _ in results] == [200] * 5
     assert [body for _, body, _ in results] == [
-        {"caption": "v1 t30"},
-        [{"caption": "v2 t30"}, {"caption": "v3 t30"}, {"caption": "v4 t30"}],
-        {"caption": "v5 t5"},
-        [{"caption": "v6 t5"}, {"caption": "v7 t5"}],
-        [{"caption": "v8 t30"}],
+        *captions(said, [1]),
+        captions(said, [2, 3, 4]),
+        *captions(said, [5], TOKENS_5),
+        captions(said, [6, 7], TOKENS_5),
+        captions(said, [8]),
     ]
+    assert said([5], TOKENS_5) != said([5])  # (the settings show in the captions)
     # One model pass per generation setting, every frame of the batch flattened into it.
-    assert [values for values, _ in captioner.calls] == [[1, 2, 3, 4, 8], [5, 6, 7]]
+    assert captioner.values == [[1, 2, 3, 4, 8], [5, 6, 7]]
     headers = results[0][2]
     assert headers["content-type"] == "application/json"
     assert (headers[BATCH_REQUESTS_HEADER], headers[BATCH_FRAMES_HEADER]) == ("5", "8")
 
 
-def test_parts_are_ordered_by_frame_index_and_form_fields_beat_headers() -> None:
+def test_parts_are_ordered_by_frame_index_and_form_fields_beat_headers(serve, said) -> None:
     request = prebatch([], max_new_tokens="7")
-    request.row = {"frame1": bytearray(frame(11)), "frame0": bytearray(frame(10)), **request.row}
+    request.row = {"frame1": Scene(11), "frame0": Scene(10), **request.row}
     request.headers["X-Vidcap-Max-New-Tokens"] = "3"
-    results, _ = serve([request])
-    assert results[0][1] == [{"caption": "v10 t7"}, {"caption": "v11 t7"}]
+    results, captioner = serve([request])
+    assert results[0][1] == captions(said, [10, 11], GenerationSettings(max_new_tokens=7))
+    assert captioner.values == [[10, 11]]
 
 
 @pytest.mark.parametrize(
@@ -181,7 +192,7 @@ def test_parts_are_ordered_by_frame_index_and_form_fields_beat_headers() -> None
         (FakeRequest({}, {"Content-Type": "multipart/form-data; boundary=x"}), 400, "no image"),
         (
             FakeRequest(
-                {"frame0": bytearray(frame(1)), "frame1": bytearray(b"GIF89a")},
+                {"frame0": Scene(1), "frame1": bytearray(b"GIF89a")},
                 {"Content-Type": "multipart/form-data; boundary=x"},
             ),
             400,
@@ -196,7 +207,7 @@ def test_parts_are_ordered_by_frame_index_and_form_fields_beat_headers() -> None
         ),
         (prebatch([1, 2, 3, 4, 5]), 413, "5 frames"),
         (
-            FakeRequest({"body": bytearray(frame(1, (17, 16)))}, {"Content-Type": PNG}),
+            FakeRequest({"body": bytearray(black_png(65, 64))}, {"Content-Type": PNG}),
             413,
             "pixels",
         ),
@@ -205,81 +216,82 @@ def test_parts_are_ordered_by_frame_index_and_form_fields_beat_headers() -> None
         (prebatch([1], num_beams="99"), 400, "num_beams"),
     ],
 )
-def test_a_bad_request_fails_alone(bad: FakeRequest, status: int, message: str) -> None:
+def test_a_bad_request_fails_alone(
+    serve, said, bad: FakeRequest, status: int, message: str
+) -> None:
     results, captioner = serve([single(1), bad, prebatch([2, 3])])
-    assert (results[0][0], results[0][1]) == (200, {"caption": "v1 t30"})
-    assert (results[2][0], results[2][1]) == (200, [{"caption": "v2 t30"}, {"caption": "v3 t30"}])
+    assert (results[0][0], results[0][1]) == (200, *captions(said, [1]))
+    assert (results[2][0], results[2][1]) == (200, captions(said, [2, 3]))
     got_status, body, headers = results[1]
     assert got_status == status
     assert set(body) == {"error"} and message in body["error"]
     assert headers["content-type"] == "application/json"
-    assert [values for values, _ in captioner.calls] == [[1, 2, 3]]
+    assert captioner.values == [[1, 2, 3]]
 
 
-def test_a_decompression_bomb_is_a_413_and_its_batch_mates_are_captioned() -> None:
+def test_a_decompression_bomb_is_a_413_and_its_batch_mates_are_captioned(serve, said) -> None:
     # The reported request: 64 black 4096x4096 PNGs, 3 MB sent, 3.2 GB once decoded;
     # it used to kill the worker (its batch-mates got 507).
-    buffer = io.BytesIO()
-    Image.new("RGB", (4096, 4096)).save(buffer, format="PNG")
+    bomb_png = bytearray(black_png(4096, 4096))
     bomb = FakeRequest(
-        {frame_part_name(i): bytearray(buffer.getvalue()) for i in range(64)},
+        {frame_part_name(i): bomb_png for i in range(64)},
         {"Content-Type": "multipart/form-data; boundary=x"},
     )
-    over_total = prebatch([4] * 3)  # 3 x 64 pixels, over max_request_pixels
-    config = ServeConfig(max_batch=8, max_frames=64, max_request_pixels=150)
+    over_total = prebatch([4] * 3)  # 3 x 4,096 pixels, over max_request_pixels
+    config = ServeConfig(max_batch=8, max_frames=64, max_request_pixels=3 * 4096 - 1)
     results, captioner = serve([single(1), bomb, over_total, prebatch([2, 3])], config)
     assert [status for status, _, _ in results] == [200, 413, 413, 200]
     assert results[1][1] == {"error": "frame 0 has 4096x4096 pixels, more than 8847360"}
     assert results[2][1] == {
-        "error": "request has 192 pixels in its 3 frames, more than the limit of 150"
+        "error": "request has 12288 pixels in its 3 frames, more than the limit of 12287"
     }
-    assert [values for values, _ in captioner.calls] == [[1, 2, 3]]
+    assert (results[0][1], results[3][1]) == (*captions(said, [1]), captions(said, [2, 3]))
+    assert captioner.values == [[1, 2, 3]]
 
 
-def test_describe_and_explain_headers_cannot_hijack_a_batch() -> None:
+def test_describe_and_explain_headers_cannot_hijack_a_batch(serve, said) -> None:
     results, _ = serve([single(1, describe="True", explain="True"), single(2)])
-    assert [body for _, body, _ in results] == [{"caption": "v1 t30"}, {"caption": "v2 t30"}]
+    assert [body for _, body, _ in results] == captions(said, [1, 2])
 
 
-def test_handler_defaults_apply_when_a_request_sends_no_settings() -> None:
+def test_handler_defaults_apply_when_a_request_sends_no_settings(serve, said) -> None:
+    defaults = GenerationSettings(prompt="a photo of", max_new_tokens=9)
     results, captioner = serve([single(1)], ServeConfig(max_new_tokens=9, prompt="a photo of"))
-    assert results[0][1] == {"caption": "v1 t9"}
-    assert captioner.calls[0][1] == GenerationSettings(prompt="a photo of", max_new_tokens=9)
+    assert [results[0][1]] == captions(said, [1], defaults)
+    assert captioner.calls[0][1] == defaults
 
 
-def test_a_model_error_is_retried_per_request_so_batch_mates_get_captions() -> None:
+def test_a_model_error_is_retried_per_request_so_batch_mates_get_captions(serve, said) -> None:
     results, captioner = serve([single(1), single(POISON), prebatch([2, 3])])
-    assert (results[0][0], results[0][1]) == (200, {"caption": "v1 t30"})
-    assert (results[2][0], results[2][1]) == (200, [{"caption": "v2 t30"}, {"caption": "v3 t30"}])
+    assert (results[0][0], results[0][1]) == (200, *captions(said, [1]))
+    assert (results[2][0], results[2][1]) == (200, captions(said, [2, 3]))
     assert results[1][0] == 500
-    assert results[1][1] == {
-        "error": "the model failed on this request: RuntimeError: "
-        "CUDA error: device-side assert triggered (pretend)"
-    }
-    assert [values for values, _ in captioner.calls] == [[1, POISON, 2, 3], [1], [POISON], [2, 3]]
+    assert results[1][1] == {"error": f"the model failed on this request: RuntimeError: {INJECTED}"}
+    assert captioner.values == [[1, POISON, 2, 3], [1], [POISON], [2, 3]]
 
 
-def test_an_info_request_is_answered_alone_with_the_input_size() -> None:
+def test_an_info_request_is_answered_alone_with_the_input_size(serve, said, tiny_captioner) -> None:
     info = FakeRequest({"body": bytearray()}, {"Content-Type": PNG, "X-Vidcap-Info": "1"})
     results, captioner = serve([info, single(1)])
+    limit = tiny_captioner.model.config.text_config.max_position_embeddings
     assert results[0][:2] == (
         200,
         {
-            "model": "fake",
-            "input_size": [8, 8],
+            "model": "tiny",
+            "input_size": [64, 64],
             "max_frames_per_request": 4,
             "max_batch": 8,
-            "token_limit": None,
+            "token_limit": limit,
         },
     )
-    assert results[1][1] == {"caption": "v1 t30"}
-    assert results[1][2]["X-Vidcap-Input-Size"] == "8x8"
-    assert results[1][2]["X-Vidcap-Model"] == "fake"
+    assert [results[1][1]] == captions(said, [1])
+    assert results[1][2]["X-Vidcap-Input-Size"] == "64x64"
+    assert results[1][2]["X-Vidcap-Model"] == "tiny"
     assert "X-Vidcap-Revision" not in results[1][2]  # a local checkpoint: no commit
-    assert [values for values, _ in captioner.calls] == [[1]]
+    assert captioner.values == [[1]]
 
 
-def test_a_hub_models_commit_is_named_in_the_info_and_every_answer() -> None:
+def test_a_hub_models_commit_is_named_in_the_info_and_every_answer(serve) -> None:
     info = FakeRequest({"body": bytearray()}, {"Content-Type": PNG, "X-Vidcap-Info": "1"})
     results, _ = serve([info, single(1)], revision="c" * 40)
     assert results[0][1]["revision"] == "c" * 40

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.support.images import black_png
 from vidcap import wire
 from vidcap.errors import BadRequest, UsageError
 from vidcap.frames import resize_for_model
@@ -79,13 +80,6 @@ def test_pixel_and_frame_limits() -> None:
     assert info.value.status == 413
     with pytest.raises(BadRequest, match="no image"):
         build_request([], {}, batched=False, limits=WireLimits())
-
-
-def black_png(width: int, height: int) -> bytes:
-    """A black frame: tiny on the wire, ``width * height * 3`` bytes once decoded."""
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def test_sizes_are_refused_from_the_headers_before_any_pixel_is_decoded(monkeypatch) -> None:

@@ -8,6 +8,13 @@ import re
 from PIL import Image
 
 
+def black_png(width: int, height: int) -> bytes:
+    """A black frame: tiny on the wire, ``width * height * 3`` bytes once decoded."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def scan_bomb(scans: int, size: tuple[int, int] = (3840, 2160)) -> bytes:
     """A progressive JPEG of a flat ``size`` (width, height) picture that holds at least
     ``scans`` scans: Pillow's own 10, then one of its AC scans (42 bytes: an end-of-band run
