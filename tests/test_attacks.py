@@ -518,6 +518,8 @@ class GateProcess:
                 "--upstream", f"http://127.0.0.1:{self.upstream.port}",
                 "--key-file", str(keys), "--backend-key-file", str(backend),
                 "--management", f"http://127.0.0.1:{self.upstream.port}",
+                # (start.sh's for the shipped config.properties: 1 worker, batch 8, queue 128)
+                "--max-client-requests", "72", "--max-forwarded", "16",
             ],
             env={**env, **self.env},
             stdout=self.log,
