@@ -137,7 +137,8 @@ def folder(http_root) -> Path:
     assert main([*shots, "--out", str(out), "--quiet"]) == 0
     assert (out / "index.html").is_file()  # every run writes the page
     write_folder(out, [FakeVideo(WRITTEN_NAME, (HOSTILE_CAPTION, "a red circle", "a red circle"),
-                                 source=str(root / "elsewhere" / "gone.mp4"))])  # fmt: skip
+                                 source=str(root / "elsewhere" / "gone.mp4")),
+                       FakeVideo("turkish", ("İSTANBUL at night", "a bridge"))])  # fmt: skip
     for video in open_folder(out):
         if video.done:
             frames = [row["frame"] for row in read_jsonl(out / f"{video.name}.jsonl")]
@@ -324,6 +325,9 @@ def test_a_search_finds_only_matching_moments(page: Page, folder: Path) -> None:
         (r"(red|blue) (circle|square)", True, 0.0, 0.0),
         (r"^a blue", True, 2.0, 0.0),
         ("quoted", False, 0.0, 0.0),
+        ("istanbul", False, 0.0, 0.0),  # (the caption: "İSTANBUL", a dotted capital I)
+        ("ıstanbul at", False, 0.0, 0.0),  # (a dotless i)
+        (r"^[ı]stanbul", True, 0.0, 0.0),
     ],
 )
 def test_the_page_finds_the_moments_vidcap_search_finds(
@@ -336,6 +340,8 @@ def test_the_page_finds_the_moments_vidcap_search_finds(
     assert [
         (m["name"], m["start"], m["end"], m["frames"], m["frame"], m["damaged"]) for m in found
     ] == [(m.name, m.start, m.end, m.frames, m.frame, m.damaged) for m in expected]
+    if "stanbul" in query:  # Python's re.IGNORECASE takes İ and ı as i: so must the page
+        assert [m.name for m in expected] == ["turkish"]
     if (query, gap, shortest) == ("red circle", 0.0, 0.0):  # the damaged frame's caption
         assert [m.damaged for m in expected if m.damaged] == [1]
 

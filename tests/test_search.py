@@ -42,6 +42,9 @@ CASES = [
     (r"^a (dog|bus)", True, 1.0, 0.0),
     ("café", False, 0.0, 0.0),
     ("straße", False, 0.0, 0.0),
+    ("istanbul", False, 0.0, 0.0),  # (the caption: "İSTANBUL", a Turkish dotted capital I)
+    ("ıstanbul", False, 0.0, 0.0),  # (a dotless i)
+    (r"^[ı]stanbul", True, 0.0, 0.0),
     ('"quoted" red', False, 0.0, 0.0),
     ("</script>", False, 0.0, 0.0),
     ("nothing like this", False, 0.0, 0.0),
@@ -378,3 +381,29 @@ def test_memory_does_not_grow_with_the_captions_of_a_folder(tmp_path: Path) -> N
     # thread left running by an earlier test (Ray's) allocating meanwhile is no failure.
     assert max(peaks[2:]) < max(peaks[:2]) + sizes[1] / 4, (peaks, sizes)
     assert sum(1 for _ in read_captions(open_folder(out))) == 1000
+
+
+def test_the_prefilters_folding_is_as_coarse_as_the_regexs() -> None:
+    """Regression: the prefilter (``might_match``) folded with ``str.casefold``, which takes
+    the Turkish dotted capital I to i + a combining dot and the dotless i to itself, where
+    ``re.IGNORECASE`` takes both as i: a video whose captions said "İSTANBUL" was passed
+    over for "istanbul" before its captions were matched. Every two characters the regex
+    takes as one, case-insensitively, must fold alike — checked over all of Unicode: those
+    with one simple lower case (CPython's own mapping), and the extra pairs of
+    ``re._casefix``."""
+    import re
+    from collections import defaultdict
+
+    sre = pytest.importorskip("_sre")
+    casefix = pytest.importorskip("re._casefix")
+    from vidcap.search import fold
+
+    classes: dict[int, list[str]] = defaultdict(list)
+    for code in range(0x110000):
+        if not 0xD800 <= code <= 0xDFFF:
+            classes[sre.unicode_tolower(code)].append(chr(code))
+    pairs = [(a, b) for chars in classes.values() if len(chars) > 1 for a in chars for b in chars]
+    pairs += [(chr(a), chr(b)) for a, others in casefix._EXTRA_CASES.items() for b in others]
+    alike = [(a, b) for a, b in pairs if re.fullmatch(re.escape(a), b, re.IGNORECASE)]
+    assert len(alike) > 2000  # (the check checks something)
+    assert [(a, b) for a, b in alike if fold(a) != fold(b)] == []

@@ -125,16 +125,24 @@ def video_moments(
     return moments
 
 
+def fold(text: str) -> str:
+    """``text`` case-folded as coarsely as ``re.IGNORECASE`` matches: two characters the
+    regex takes as one case-insensitively fold alike (checked over all of Unicode by
+    ``tests/test_search.py``). ``str.casefold`` alone folds the Turkish dotted capital I to
+    i + a combining dot, and the dotless i to itself, where the regex takes both as i."""
+    return text.casefold().replace("i\u0307", "i").replace("\u0131", "i")
+
+
 def might_match(queries: Sequence[str], settings: MaskSettings) -> Callable[[str], bool] | None:
     """For word queries: whether a caption file's text holds every word of some query, in
     any case — a file that does not cannot match. (A caption matched case-insensitively
-    holds each word with the same case folding.) None for regular expressions."""
+    holds each word with the same folding, ``fold``.) None for regular expressions."""
     if settings.regex:
         return None
-    wanted = [[word.casefold() for word in query.split()] for query in queries]
+    wanted = [[fold(word) for word in query.split()] for query in queries]
 
     def check(text: str) -> bool:
-        folded = text.casefold()
+        folded = fold(text)
         return any(all(word in folded for word in words) for words in wanted)
 
     return check

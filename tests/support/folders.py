@@ -144,7 +144,10 @@ def library() -> list[FakeVideo]:
             step=0.5,
         ),  # fmt: skip
         FakeVideo(HOSTILE_NAME, (HOSTILE_CAPTION, "a man walking", HOSTILE_CAPTION, "")),
-        FakeVideo("café Straße", ("un CAFÉ à Paris", "die Straße bei Nacht", "cafés", "STRASSE")),
+        FakeVideo(
+            "café Straße",
+            ("un CAFÉ à Paris", "die Straße bei Nacht", "cafés", "STRASSE", "İSTANBUL"),
+        ),  # fmt: skip
         FakeVideo("empty"),  # done, no frames sampled
         FakeVideo("broken", error="videos/broken.mp4: cannot decode <b>moov</b> atom not found"),
     ]

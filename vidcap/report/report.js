@@ -95,6 +95,12 @@
 
   function escapeRegex(text) { return text.replace(/[.*+?^${}()|[\]\\\/]/g, '\\$&'); }
 
+  // Python's re.IGNORECASE takes the Turkish dotted capital I and dotless i as i; the 'iu'
+  // flags (Unicode simple case folding) take each only as itself. Both are written as i
+  // here, in the query and in every caption searched: one character for one, so the same
+  // captions match as in vidcap search.
+  function turkic(text) { return text.replace(/[\u0130\u0131]/g, 'i'); }
+
   function phrasePattern(query) {
     var words = query.trim().split(/\s+/);
     var body = words.map(escapeRegex).join('\\s+');
@@ -105,6 +111,7 @@
 
   function compile(query, regex) {
     if (!query.trim()) throw new Error('the query is empty');
+    query = turkic(query);
     if (!regex) return new RegExp(phrasePattern(query), 'iu');
     try {
       return new RegExp(query, 'iu');
@@ -141,7 +148,8 @@
       if (!video.c) continue;
       if (video.shard !== shard) {
         shard = video.shard;
-        hits = shard.captions.map(function (caption) { return pattern.test(caption); });
+        if (!shard.folded) shard.folded = shard.captions.map(turkic);
+        hits = shard.folded.map(function (caption) { return pattern.test(caption); });
       }
       frames += video.c.length;
       var flags = null;
