@@ -6,12 +6,13 @@ for up to ``max_delay`` seconds or until ``max_batch`` frames are in hand, and h
 what it holds to ``run`` (``ServingCore.run``: group by settings, flatten, caption,
 split back, per-request errors); each future gets its own ``Outcome``.
 
-Clients (the server passes each request's peer address) take turns (``vidcap.serve.turns``):
-each round takes the clients' oldest requests in rotation, so a client's request waits for
-one request of each other client, not for everything a busy neighbour has queued. And a busy neighbour
-cannot shut a client out: ``max_queue`` refuses only a client that already has a request
-waiting, so every client's first request gets in (how far that takes the queue past
-``max_queue`` is bounded by the server's threads, one request each).
+Clients (the server passes each request's peer address) take turns
+(``vidcap.serve.turns``): each round takes the clients' oldest requests in rotation, so a
+client's request waits for one request of each other client, not for everything a busy
+neighbour has queued. And a busy neighbour cannot shut a client out: ``max_queue``
+refuses only a client that already has a request waiting, so every client's first request
+gets in (how far that takes the queue past ``max_queue`` is bounded by the server's
+threads, one request each).
 """
 
 from __future__ import annotations
