@@ -271,15 +271,21 @@ async def read_body(
     held: list[int] | None = None,
 ) -> bytes:
     """The whole body within ``read_timeout`` of the request's first byte, at most
-    ``max_request_bytes`` and ``max_parts`` multipart parts (counted as it arrives), its
-    bytes taken from ``budget`` as they arrive (``held[0]`` says how many); or
-    ``BadRequest``."""
+    ``max_request_bytes`` (one image: the wire's bytes per frame, by its ``Content-Length``)
+    and ``max_parts`` multipart parts (counted as it arrives), its bytes taken from
+    ``budget`` as they arrive (``held[0]`` says how many); or ``BadRequest``."""
     limit = settings.max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         raise protocol.too_large(limit)
     content_type = request.headers.get("Content-Type", "")
     codings = ",".join(request.headers.getall("Content-Encoding", ()))
     protocol.check_body_headers(content_type, codings)
+    frame = wire.WireLimits()  # (one image: refused by its length, as the handler would)
+    if (
+        protocol.media_type(content_type).startswith("image/")
+        and (request.content_length or 0) > frame.max_bytes_per_frame
+    ):
+        raise wire.too_large_image(frame)
     counter = None
     if protocol.media_type(content_type) == protocol.MULTIPART:
         counter = protocol.PartCounter(
