@@ -280,12 +280,9 @@ async def read_body(
     content_type = request.headers.get("Content-Type", "")
     codings = ",".join(request.headers.getall("Content-Encoding", ()))
     protocol.check_body_headers(content_type, codings)
-    frame = wire.WireLimits()  # (one image: refused by its length, as the handler would)
-    if (
-        protocol.media_type(content_type).startswith("image/")
-        and (request.content_length or 0) > frame.max_bytes_per_frame
-    ):
-        raise wire.too_large_image(frame)
+    refusal = protocol.image_too_large(content_type, request.content_length, wire.WireLimits())
+    if refusal is not None:  # (as the handler would refuse it, once read)
+        raise refusal
     counter = None
     if protocol.media_type(content_type) == protocol.MULTIPART:
         counter = protocol.PartCounter(

@@ -62,7 +62,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from vidcap.serve import protocol
 from vidcap.serve.config import ServeConfig
 from vidcap.serve.deadline_socket import DeadlineSocket
-from vidcap.wire import WireLimits, too_large_image
+from vidcap.wire import WireLimits
 
 # Seconds a client must have been sending its request before it may be disconnected
 # to make room: longer than any good client on a working network takes.
@@ -128,11 +128,8 @@ def refused_before_asking(
     length = int(lengths[0])
     if length > limit:
         return protocol.too_large(limit)
-    types = [value for name, value in fields if name == b"content-type"]
-    one_image = len(types) == 1 and protocol.media_type(types[0].decode("latin-1"))[:6] == "image/"
-    if one_image and length > limits.max_bytes_per_frame:
-        return too_large_image(limits)
-    return None
+    types = [value.decode("latin-1") for name, value in fields if name == b"content-type"]
+    return protocol.image_too_large(types[0] if len(types) == 1 else "", length, limits)
 
 
 def json_error_bytes(status: int, message: str) -> bytes:

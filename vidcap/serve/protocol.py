@@ -41,6 +41,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
+from vidcap import wire
 from vidcap.errors import BadRequest
 
 # A POST carrying this header (any value but "0") and no image is answered with the
@@ -102,6 +103,17 @@ def check_method(method: str) -> None:
 
 def too_large(limit_bytes: int) -> BadRequest:
     return BadRequest(f"request body is larger than the limit of {limit_bytes} bytes", 413)
+
+
+def image_too_large(
+    content_type: str, length: int | None, limits: wire.WireLimits
+) -> BadRequest | None:
+    """The 413 of one image (an ``image/*`` body) whose declared length is over ``limits``'
+    bytes per frame — what ``wire.open_image`` answers once it is read — so a server can
+    refuse it from the head; None otherwise."""
+    if length is None or length <= limits.max_bytes_per_frame:
+        return None
+    return wire.too_large_image(limits) if media_type(content_type)[:6] == "image/" else None
 
 
 def too_many_parts(limit: int) -> BadRequest:
