@@ -350,6 +350,24 @@ def test_a_camera_mpo_jpeg_is_read_as_its_first_picture() -> None:
     assert rgb.shape == (48, 64, 3) and rgb[..., 0].mean() > 240
 
 
+@pytest.mark.parametrize("kind", ["ICNS", "GIF"])
+def test_a_body_only_another_image_reader_would_walk_costs_no_cpu(kind: str) -> None:
+    """16 MB that Pillow's ICNS or GIF reader walks in Python when merely opening it (1.5-2 s
+    of the worker's CPU per frame, before its format was checked) is refused by its first
+    bytes: only the JPEG and PNG readers see a client's frame."""
+    from tests.support.images import walked_by_other_readers
+
+    body = walked_by_other_readers()[kind]
+    assert len(body) == wire.WireLimits().max_bytes_per_frame
+    with pytest.raises(BadRequest) as refused:
+        wire.open_image(body, wire.WireLimits())
+    assert refused.value.status == 415
+    assert str(refused.value) == f"image is {kind}, expected JPEG or PNG"
+    spent = cpu_seconds(lambda: wire.open_image(body, wire.WireLimits()))
+    print(f"\n16 MB walked by Pillow's {kind} reader: {spent * 1000:.2f} ms CPU (was 1.5-2 s)")
+    assert spent < 0.2
+
+
 # --- fast: ports and scripts -------------------------------------------------------------------
 
 

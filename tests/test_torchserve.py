@@ -195,8 +195,8 @@ def test_parts_are_ordered_by_frame_index_and_form_fields_beat_headers(serve, sa
                 {"frame0": Scene(1), "frame1": bytearray(b"GIF89a")},
                 {"Content-Type": "multipart/form-data; boundary=x"},
             ),
-            400,
-            "frame 1",
+            415,
+            "frame 1 is GIF, expected JPEG or PNG",
         ),
         (
             FakeRequest(
