@@ -226,3 +226,38 @@ def test_a_raw_stream_with_no_rate_says_its_times_are_assumed(
     else:
         assert warned == [] and times[1] == pytest.approx(1 / 30)
     assert [v.source for v in expand_inputs([str(tmp_path)])] == [str(path)]
+
+
+def test_a_file_that_names_other_files_is_not_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_root: tuple[Path, str]
+) -> None:
+    """Regression: FFmpeg reads an ffconcat script as the files it names (found by its
+    contents, whatever its name) and an HLS playlist as its segments: a dataset's "video"
+    that was such a script was captioned as its sibling, and a downloaded one as a file
+    beside the download on this machine. Each fails alone, saying why, and nothing it
+    names is read; a probe (clips) refuses it too."""
+    import tempfile
+
+    from vidcap.container import FOLLOWS
+    from vidcap.errors import VideoError
+    from vidcap.ffmpeg import probe
+
+    spec = VideoSpec("named", "libx264", ".ts", constant_rate(20, Fraction(10)))
+    write_video(tmp_path / "named.ts", spec)
+    script = b"ffconcat version 1.0\nfile named.ts\n"
+    playlist = b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nnamed.ts\n#EXT-X-ENDLIST\n"
+    (tmp_path / "script.mp4").write_bytes(script)
+    (tmp_path / "list.m3u8").write_bytes(playlist)
+    root, base = http_root
+    (root / "download.mp4").write_bytes(script)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the download lands beside named.ts
+    sampling = SamplingSettings(fps=2.0)
+    sources = [str(tmp_path / "script.mp4"), str(tmp_path / "list.m3u8"), f"{base}/download.mp4"]
+    for index, source in enumerate(sources):
+        events = list(decode_events(index, source, sampling, (32, 32)))
+        assert events == [Failed(index, f"{source}: not a decodable video ({FOLLOWS})")]
+    for local in sources[:2]:
+        with pytest.raises(VideoError, match=f"^{local}: not a readable video \\(it lists other"):
+            probe(local)
+    named = list(decode_events(9, str(tmp_path / "named.ts"), sampling, (32, 32)))
+    assert [type(e) for e in named] == [Decoded] * 4 + [Ended]  # what they would have given

@@ -40,7 +40,7 @@ from typing import Any
 
 from vidcap import jsontext
 from vidcap.errors import UsageError, VideoError
-from vidcap.ffmpeg import FfmpegError, every_frame_at_its_time, local_name, probe, run_ffmpeg
+from vidcap.ffmpeg import FfmpegError, every_frame_at_its_time, probe, run_ffmpeg
 from vidcap.mask import DECIMALS, Segment, is_number
 from vidcap.outputs import part_path, short_stem, write_atomic
 
@@ -382,10 +382,10 @@ def first_frame(path: Path) -> tuple[float, bool] | None:
     interlaced; None if none decodes."""
     import av
 
-    from vidcap.container import video_stream
+    from vidcap.container import open_input, video_stream
 
     try:
-        with av.open(local_name(path)) as container:
+        with open_input(path) as container:
             stream = video_stream(container)
             if stream is None:
                 return None

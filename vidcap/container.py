@@ -10,6 +10,8 @@ an arbitrary origin, and a picture that starts after its sound keeps the delay).
 
 from __future__ import annotations
 
+import errno
+import functools
 import itertools
 import math
 import re
@@ -68,13 +70,51 @@ VOP_START_CODE = b"\x00\x00\x01\xb6"
 N_VOP_MAX_BYTES = 8
 
 
+# Demuxers that open what a file names (an ffconcat script's files, an HLS playlist's
+# segments, an SDP session's network streams) or read the network or a device: never used.
+# A video is decoded as itself; a downloaded "video" that is a concat script would otherwise
+# be captioned as the files it names, local ones included.
+FOLLOWING_DEMUXERS = frozenset(
+    {"concat", "hls", "sdp", "rtp", "rtsp", "sap", "webm_dash_manifest", "lavfi", "alsa",
+     "oss", "fbdev", "kmsgrab", "x11grab", "video4linux2,v4l2"}
+)  # fmt: skip
+FOLLOWS = (
+    "it lists other files or streams for FFmpeg to open: an ffconcat script, an HLS playlist "
+    "or an SDP session, which vidcap does not follow"
+)
+
+
+@functools.cache
+def allowed_demuxers() -> str:
+    """Every demuxer of PyAV's FFmpeg but ``FOLLOWING_DEMUXERS``: its ``format_whitelist``."""
+    return ",".join(
+        sorted(
+            name
+            for name in av.formats_available
+            if name not in FOLLOWING_DEMUXERS and av.ContainerFormat(name).is_input
+        )
+    )
+
+
+def open_input(path: Path | str) -> av.container.InputContainer:
+    """``path`` opened by PyAV with a demuxer that reads the file alone (none of
+    ``FOLLOWING_DEMUXERS``: FFmpeg refuses with EINVAL where its contents call for one)."""
+    return av.open(local_name(path), options={"format_whitelist": allowed_demuxers()})
+
+
+def why_unopened(path: Path | str, exc: av.FFmpegError) -> str:
+    """Why ``open_input`` failed with ``exc``, in words."""
+    if exc.errno == errno.EINVAL:  # the only option given is the demuxers allowed
+        return FOLLOWS
+    return unfinished_mp4(path) or f"FFmpeg cannot open it: {exc.strerror or exc}"
+
+
 def open_container(path: Path) -> av.container.InputContainer:
-    """``path`` opened by PyAV; a file FFmpeg cannot open is a one-line ``VideoError``."""
+    """``open_input``; a file FFmpeg cannot open is a one-line ``VideoError``."""
     try:
-        return av.open(local_name(path))
+        return open_input(path)
     except av.FFmpegError as exc:
-        why = unfinished_mp4(path) or f"FFmpeg cannot open it: {exc.strerror or exc}"
-        raise VideoError(f"{path}: not a decodable video ({why})") from exc
+        raise VideoError(f"{path}: not a decodable video ({why_unopened(path, exc)})") from exc
 
 
 def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:

@@ -174,10 +174,21 @@ def not_a_video_file(path: Path | str) -> str | None:
 def probe_with_pyav(path: Path) -> MediaInfo:
     import av
 
-    from vidcap.container import alpha_decoder, is_transparent, nominal_rate, the_video_stream
+    from vidcap.container import (
+        alpha_decoder,
+        is_transparent,
+        nominal_rate,
+        open_input,
+        the_video_stream,
+        why_unopened,
+    )
 
     try:
-        with av.open(local_name(path)) as container:
+        container = open_input(path)
+    except av.FFmpegError as exc:
+        raise VideoError(f"{path}: not a readable video ({why_unopened(path, exc)})") from exc
+    try:
+        with container:
             stream = the_video_stream(container, path)
             headerless = container.duration is None and stream.duration is None
             duration = _pyav_duration(container, stream)
