@@ -368,6 +368,33 @@ def test_a_body_only_another_image_reader_would_walk_costs_no_cpu(kind: str) -> 
     assert spent < 0.2
 
 
+def test_a_png_whose_text_inflates_is_a_413_holding_no_more_than_its_budget() -> None:
+    """Regression: a 67 KB PNG of 63 compressed text chunks (a megabyte of text each) held
+    63 MB and 0.2 s of CPU when merely opened, and a request holds all its frames open
+    until every header is checked: 64 such frames, 4 GB from a 4 MB request. A frame's text
+    is held to 1 MiB; ordinary metadata (a 200 KB XMP packet) is still read."""
+    import tracemalloc
+
+    from tests.support.images import black_png, with_text
+
+    bomb = with_text(black_png(64, 64), chunks=63, each=2**20)
+    assert len(bomb) < 100_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(BadRequest) as refused:
+            wire.build_request([bomb] * 16, {}, True, wire.WireLimits())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    print(f"\n16 frames of 63 MB of compressed text: peak {peak / 2**20:.1f} MB (was 1 GB)")
+    assert refused.value.status == 413
+    assert str(refused.value).startswith("frame 0 is a PNG with more than 1 MiB of text")
+    assert peak < 8 * 2**20
+    for kind in (b"zTXt", b"tEXt"):
+        ordinary = with_text(black_png(64, 48), chunks=1, each=200_000, kind=kind)
+        assert wire.decode_image(ordinary, wire.WireLimits()).shape == (48, 64, 3)
+
+
 # --- fast: ports and scripts -------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from vidcap.errors import BadRequest, UsageError
 from vidcap.frames import over_white, resize_for_model
@@ -34,6 +34,13 @@ HEADER_PREFIX = "X-Vidcap-"
 IMAGE_FORMATS = ("JPEG", "PNG", "MPO")
 # Pillow's readers a frame is opened with (its JPEG reader gives an MPO as MPO).
 READERS = ("JPEG", "PNG")
+# A PNG's text chunks (metadata the model never reads; zTXt and iTXt compressed) are read and
+# inflated when it is opened, up to Pillow's MAX_TEXT_MEMORY, 64 MB a picture: a 67 KB frame
+# held 63 MB and 0.2 s of CPU, and a request holds every frame open until all headers are
+# checked (64 such frames: 4 GB). A frame may carry this much text; more is a 413. Set for
+# every PNG this process opens with Pillow (vidcap opens none but clients' frames).
+PNG_TEXT_BYTES = 1 << 20
+PngImagePlugin.MAX_TEXT_MEMORY = min(PngImagePlugin.MAX_TEXT_MEMORY, PNG_TEXT_BYTES)
 # A whole-number setting: ASCII digits only (int() would take "٣٠", "3_0", " +30 ").
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
 # Where a JPEG's entropy-coded data ends: a marker (0xFF, then neither a stuffed 0x00 nor a
@@ -154,7 +161,7 @@ def open_image(data: bytes, limits: WireLimits, label: str = "image") -> Image.I
             f"{label} has more pixels than the limit of {limits.max_pixels} ({exc})", 413
         ) from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many types on garbage input
-        raise BadRequest(f"{label} is not a decodable JPEG or PNG image ({exc})") from None
+        raise undecodable(label, exc) from None
     if image.format not in IMAGE_FORMATS:
         image.close()
         raise BadRequest(f"{label} is {image.format}, expected JPEG or PNG", 415)
@@ -169,6 +176,17 @@ def open_image(data: bytes, limits: WireLimits, label: str = "image") -> Image.I
             "over the whole picture: a decoding-time bomb)"
         )
     return image
+
+
+def undecodable(label: str, exc: Exception) -> BadRequest:
+    """What Pillow's ``exc`` on opening or decoding frame ``label`` is, for the client."""
+    if isinstance(exc, ValueError) and "MAX_TEXT_" in str(exc):  # PngImagePlugin's budgets
+        return BadRequest(
+            f"{label} is a PNG with more than {PNG_TEXT_BYTES >> 20} MiB of text in its "
+            "metadata chunks, the limit (the model reads none of it): strip its metadata",
+            413,
+        )
+    return BadRequest(f"{label} is not a decodable JPEG or PNG image ({exc})")
 
 
 def other_format(data: bytes) -> str | None:
@@ -286,7 +304,7 @@ def load_rgb(
         else:
             rgb = np.array(image.convert("RGB"))  # a writable copy
     except Exception as exc:  # noqa: BLE001 - PIL raises many types on garbage input
-        raise BadRequest(f"{label} is not a decodable JPEG or PNG image ({exc})") from None
+        raise undecodable(label, exc) from None
     finally:
         image.close()  # frees the decoded pixels even while others still refer to it
     return rgb if size is None else resize_for_model(rgb, size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import struct
+import zlib
 
 from PIL import Image
 
@@ -41,3 +42,18 @@ def walked_by_other_readers(size: int = 16 << 20) -> dict[str, bytes]:
     blocks = (size - len(head) - 4) // 2
     gif = head + b"\x21\xfe" + b"\x01a" * blocks + b"\x00" + b"\x3b"
     return {"ICNS": icns, "GIF": gif + b"\x00" * (size - len(gif))}
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def with_text(png: bytes, chunks: int, each: int, kind: bytes = b"zTXt") -> bytes:
+    """``png`` with ``chunks`` text chunks of ``each`` bytes of text after its header:
+    compressed (zTXt, a few hundred bytes apiece for a megabyte of text), or plain (tEXt)."""
+    text = b"a" * each
+    body = b"\x00" + zlib.compress(text, 9) if kind == b"zTXt" else text
+    header_end = len(b"\x89PNG\r\n\x1a\n") + 25  # the signature, then IHDR
+    texts = b"".join(png_chunk(kind, b"note%d\x00" % i + body) for i in range(chunks))
+    return png[:header_end] + texts + png[header_end:]
