@@ -373,6 +373,25 @@ def test_a_png_of_a_million_chunks_is_refused_before_pillow_reads_them() -> None
     assert np.array_equal(decode_image(split, limits), small)
 
 
+def test_a_request_of_pngs_within_the_chunk_limit_each_is_held_to_it_in_all() -> None:
+    """Regression: the chunk limit was a frame's, so a 47 MB request of 64 frames of 65,000
+    chunks each held a decoder for 15 s. The request's PNG frames share the limit."""
+    buffer = io.BytesIO()
+    Image.fromarray(FRAME[:48, :64]).save(buffer, "PNG")
+    data = buffer.getvalue()
+    head, rest = data[:33], data[33:]
+    limits = WireLimits()
+    half = head + _png_chunk(b"tEXt", b"k\0v") * (limits.max_png_chunks // 2) + rest
+    wire.build_request([half], {}, True, limits)  # one frame within the limit: read
+    with pytest.raises(BadRequest) as refused:
+        wire.build_request([data, half, half], {}, True, limits)
+    assert refused.value.status == 400
+    assert str(refused.value).startswith(
+        "request has PNG frames of more than 65536 chunks in all (frame 2 goes past it"
+    )
+    assert len(wire.build_request([data] * 64, {}, True, limits).images) == 64
+
+
 def _idat_bodies(data: bytes) -> list[bytes]:
     bodies, position = [], 8
     while position < len(data):

@@ -65,10 +65,11 @@ class WireLimits:
     pass over every block of the picture, and a scan can be a few bytes (the JPEG standard's
     end-of-band runs), so 16 MB of them hold a 4K frame's decoder for minutes (libjpeg-turbo's
     "LJT-01-003"); encoders write 1 (baseline) to about 10 (libjpeg's progressive script).
-    ``max_png_chunks``: a PNG's chunks (walked by their lengths, before Pillow opens it):
-    Pillow reads each chunk in Python, about 4 us apiece, so 16 MB of 15-byte text chunks
-    held a decoder thread for 4.3 s; encoders write one chunk per 8-64 KB of pixels (a
-    16 MB frame: 256-2,048), and 65,536 chunks cost what decoding a 16 MB frame does.
+    ``max_png_chunks``: a PNG's chunks, and a request's PNG frames' chunks in all (walked by
+    their lengths, before Pillow opens them): Pillow reads each chunk in Python, about 4 us
+    apiece, so 16 MB of 15-byte text chunks held a decoder thread for 4.3 s; encoders write
+    one chunk per 8-64 KB of pixels (a 16 MB frame: 256-2,048; a 64 MB request: up to
+    8,192), and 65,536 chunks cost what decoding a 16 MB frame does.
     ``max_jpeg_markers``: a JPEG's markers and fill bytes before its first scan, which
     Pillow also reads in Python (16 MB of empty comments: 10 s; of fill bytes: 14 s);
     cameras and editors write about 10 to 70 (EXIF, XMP, an ICC profile in 64 KB pieces).
@@ -269,6 +270,20 @@ def _jpeg_markers(data: bytes, skip_junk: bool) -> Iterator[tuple[int | None, in
             position = found.end() - 2
 
 
+def check_png_chunks(frames: Sequence[bytes], labels: Sequence[str], limits: WireLimits) -> None:
+    """``BadRequest`` when a request's PNG frames have more than ``limits.max_png_chunks``
+    chunks in all: 64 frames each within the limit held a decoder 15 s."""
+    left = limits.max_png_chunks
+    for data, label in zip(frames, labels, strict=True):
+        if data.startswith(PNG_SIGNATURE):
+            left -= png_chunks(data, left)
+            if left < 0:
+                raise BadRequest(
+                    f"request has PNG frames of more than {limits.max_png_chunks} chunks in all "
+                    f"({label} goes past it; each chunk is read on its own: a decoding-time bomb)"
+                )
+
+
 def png_chunks(data: bytes, limit: int) -> int:
     """How many chunks PNG ``data`` has (counting stops past ``limit``), walked by their
     lengths from the signature to IEND or the data's end."""
@@ -432,6 +447,7 @@ def build_request(
         )
     settings = parse_settings(fields_)
     labels = [f"frame {i}" if batched else "image" for i in range(len(frames))]
+    check_png_chunks(frames, labels, limits)
     with ExitStack() as stack:  # closes every opened image, however this ends
         opened = []
         for data, label in zip(frames, labels, strict=True):
