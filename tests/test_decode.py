@@ -261,3 +261,33 @@ def test_a_file_that_names_other_files_is_not_followed(
             probe(local)
     named = list(decode_events(9, str(tmp_path / "named.ts"), sampling, (32, 32)))
     assert [type(e) for e in named] == [Decoded] * 4 + [Ended]  # what they would have given
+
+
+def test_a_decoder_is_killed_before_the_run_where_memory_runs_out() -> None:
+    """Regression: the kernel's OOM killer takes the process with the highest score, and a
+    decoder holding a huge frame (a video of 5000x5000 PNG frames) is usually smaller than
+    the process holding the model: in a 700 MB cgroup beside 400 MB of the run's own, the
+    run was killed (exit 137, nothing written) where its decoder now is (that video fails
+    alone, the others are captioned). Each decoder raises its own score to the maximum;
+    the run's is untouched."""
+    import socket
+    import time
+
+    from vidcap.decode_pool import DIE_FIRST, OOM_SCORE_ADJ, DecodePool
+
+    if not OOM_SCORE_ADJ.exists():
+        pytest.skip("no /proc/self/oom_score_adj: not Linux")
+    own = OOM_SCORE_ADJ.read_text()
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # a download that never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/clip.mp4"
+        pool = DecodePool([(0, url)], SamplingSettings(), (32, 32), 1, 16)
+        try:
+            deadline, score = time.monotonic() + 30, None
+            while time.monotonic() < deadline and score != str(DIE_FIRST):
+                if (pid := pool.decoding.get(0)) is not None:
+                    score = Path(f"/proc/{pid}/oom_score_adj").read_text().strip()
+                time.sleep(0.05)
+        finally:
+            pool.close()
+    assert score == str(DIE_FIRST)
+    assert OOM_SCORE_ADJ.read_text() == own

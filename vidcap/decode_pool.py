@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import IO
 
 from vidcap.decode import Ended, Event, Failed, decode_events, encode_event, read_event
@@ -52,6 +53,22 @@ def serve(size: tuple[int, int], jobs: IO[str], out: IO[bytes]) -> None:
             out.flush()
 
 
+# Linux's OOM killer takes the process with the highest oom_score_adj (-1000..1000) first.
+OOM_SCORE_ADJ = Path("/proc/self/oom_score_adj")
+DIE_FIRST = 1000
+
+
+def die_first() -> None:
+    """Where memory runs out, the kernel kills this decoder before the run's own process
+    (a video whose frames need gigabytes, a hostile one declaring 20000x20000, on a machine
+    whose captioning process holds more): a decoder killed fails its video alone, and the
+    pool starts another. Raising one's own score needs no privilege; elsewhere, nothing."""
+    try:
+        OOM_SCORE_ADJ.write_text(str(DIE_FIRST))
+    except OSError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vidcap.decode_pool")
     parser.add_argument("--height", type=int, required=True)
@@ -61,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     # anyway: ``DecodePool._spawn``).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="vidcap: %(levelname)s: %(message)s")
+    die_first()
     try:
         serve((args.height, args.width), sys.stdin, sys.stdout.buffer)
     except BrokenPipeError:
