@@ -390,6 +390,9 @@ def test_a_request_of_pngs_within_the_chunk_limit_each_is_held_to_it_in_all() ->
         "request has PNG frames of more than 65536 chunks in all (frame 2 goes past it"
     )
     assert len(wire.build_request([data] * 64, {}, True, limits).images) == 64
+    alone = head + _png_chunk(b"tEXt", b"k\0v") * limits.max_png_chunks + rest
+    with pytest.raises(BadRequest, match="^frame 0 is a PNG of more than 65536 chunks"):
+        wire.build_request([alone, half], {}, True, limits)  # past the limit alone: said so
 
 
 def _idat_bodies(data: bytes) -> list[bytes]:

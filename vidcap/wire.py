@@ -136,10 +136,7 @@ def open_image(data: bytes, limits: WireLimits, label: str = "image") -> Image.I
     if data.startswith(PNG_SIGNATURE) and png_chunks(data, limits.max_png_chunks) > (
         limits.max_png_chunks
     ):
-        raise BadRequest(
-            f"{label} is a PNG of more than {limits.max_png_chunks} chunks (each one read on "
-            "its own: a decoding-time bomb)"
-        )
+        raise too_many_chunks(label, limits)
     if data.startswith(b"\xff\xd8") and jpeg_header_markers(data, limits.max_jpeg_markers) > (
         limits.max_jpeg_markers
     ):
@@ -270,13 +267,23 @@ def _jpeg_markers(data: bytes, skip_junk: bool) -> Iterator[tuple[int | None, in
             position = found.end() - 2
 
 
+def too_many_chunks(label: str, limits: WireLimits) -> BadRequest:
+    return BadRequest(
+        f"{label} is a PNG of more than {limits.max_png_chunks} chunks (each one read on its "
+        "own: a decoding-time bomb)"
+    )
+
+
 def check_png_chunks(frames: Sequence[bytes], labels: Sequence[str], limits: WireLimits) -> None:
     """``BadRequest`` when a request's PNG frames have more than ``limits.max_png_chunks``
     chunks in all: 64 frames each within the limit held a decoder 15 s."""
     left = limits.max_png_chunks
     for data, label in zip(frames, labels, strict=True):
         if data.startswith(PNG_SIGNATURE):
+            first = left == limits.max_png_chunks
             left -= png_chunks(data, left)
+            if left < 0 and first:
+                raise too_many_chunks(label, limits)
             if left < 0:
                 raise BadRequest(
                     f"request has PNG frames of more than {limits.max_png_chunks} chunks in all "
