@@ -80,7 +80,8 @@ FOLLOWING_DEMUXERS = frozenset(
 )  # fmt: skip
 FOLLOWS = (
     "it lists other files or streams for FFmpeg to open: an ffconcat script, an HLS playlist "
-    "or an SDP session, which vidcap does not follow"
+    "or an SDP session, which vidcap does not follow; join what it names into one file "
+    "first, e.g. ffmpeg -i LIST -c copy OUT.mp4"
 )
 
 
