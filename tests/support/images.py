@@ -51,7 +51,7 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
 
 def with_text(png: bytes, chunks: int, each: int, kind: bytes = b"zTXt") -> bytes:
     """``png`` with ``chunks`` text chunks of ``each`` bytes of text after its header:
-    compressed (zTXt, a few hundred bytes apiece for a megabyte of text), or plain (tEXt)."""
+    compressed (zTXt: about a kilobyte apiece for a megabyte of text), or plain (tEXt)."""
     text = b"a" * each
     body = b"\x00" + zlib.compress(text, 9) if kind == b"zTXt" else text
     header_end = len(b"\x89PNG\r\n\x1a\n") + 25  # the signature, then IHDR
