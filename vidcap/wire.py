@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
 
 from vidcap.errors import BadRequest, UsageError
 from vidcap.frames import over_white, resize_for_model
@@ -41,6 +41,11 @@ READERS = ("JPEG", "PNG")
 # every PNG this process opens with Pillow (vidcap opens none but clients' frames).
 PNG_TEXT_BYTES = 1 << 20
 PngImagePlugin.MAX_TEXT_MEMORY = min(PngImagePlugin.MAX_TEXT_MEMORY, PNG_TEXT_BYTES)
+# A JPEG's Photoshop resources (APP13) are parsed by Pillow in Python when it is opened, one
+# resource at a time: 16 MB of empty resources held a worker 1.25 s. The model reads none of
+# them: the segment is passed over unread, as Pillow passes over the markers it has no use
+# for (its ``Skip``). Set for every JPEG this process opens with Pillow, like the above.
+JpegImagePlugin.MARKER[0xFFED] = (*JpegImagePlugin.MARKER[0xFFED][:2], JpegImagePlugin.Skip)
 # A whole-number setting: ASCII digits only (int() would take "٣٠", "3_0", " +30 ").
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
 # Where a JPEG's entropy-coded data ends: a marker (0xFF, then neither a stuffed 0x00 nor a
@@ -144,6 +149,8 @@ def open_image(data: bytes, limits: WireLimits, label: str = "image") -> Image.I
             f"{label} is a JPEG of more than {limits.max_jpeg_markers} markers before its "
             "picture (each one read on its own: a decoding-time bomb)"
         )
+    if data.startswith(b"\xff\xd8") and (fault := jpeg_header_fault(data)) is not None:
+        raise BadRequest(f"{label} is a JPEG {fault}")
     try:
         # Only the JPEG and PNG readers see a client's bytes: Pillow's other readers would
         # parse a body before its format is known, and some walk all of it in Python (16 MB
@@ -233,6 +240,43 @@ def jpeg_header_markers(data: bytes, limit: int) -> int:
         if markers > limit or marker in (0xDA, 0xD9):  # SOS: the picture begins; EOI
             break
     return markers
+
+
+# Markers of a frame header (SOF), whose segments Pillow reads as the picture's size and
+# components (Pillow's SOF handler: every SOFn and DHP).
+_FRAME_HEADERS = frozenset({*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC} | {0xDE})
+_QUANTIZATION = 0xDB  # DQT: quantization tables, 65 or 129 bytes each
+# Quantization tables before the picture: encoders write 2 to 4 (130-520 bytes).
+MAX_QUANTIZATION_BYTES = 4096
+
+
+def jpeg_header_fault(data: bytes) -> str | None:
+    """What JPEG ``data``'s header (before its first scan) holds that no encoder writes and
+    Pillow would read in Python, item by item, when it opens it — else None: a second frame
+    header, one longer than its components (Pillow reads a component every 3 bytes of it:
+    16 MB of such headers held a worker 1.9 s and 476 MB), or more quantization tables than
+    ``MAX_QUANTIZATION_BYTES`` (16 MB of them: 1.1 s). libjpeg refuses the first two."""
+    frames = quantization = 0
+    for marker, position in _jpeg_markers(data, skip_junk=True):
+        if marker in (0xDA, 0xD9):  # SOS: the picture begins; EOI
+            break
+        if marker in _FRAME_HEADERS or marker == _QUANTIZATION:
+            length = int.from_bytes(data[position + 2 : position + 4], "big")
+            if marker == _QUANTIZATION:
+                quantization += length
+                if quantization > MAX_QUANTIZATION_BYTES:
+                    return (
+                        f"with more than {MAX_QUANTIZATION_BYTES} bytes of quantization tables "
+                        "before its picture (encoders write 130 to 520)"
+                    )
+                continue
+            frames += 1
+            components = data[position + 9] if position + 9 < len(data) else 0
+            if frames > 1:
+                return "with more than one frame header (SOF)"
+            if length != 8 + 3 * components:
+                return f"whose frame header (SOF) is {length} bytes for {components} components"
+    return None
 
 
 def _jpeg_markers(data: bytes, skip_junk: bool) -> Iterator[tuple[int | None, int]]:

@@ -57,3 +57,19 @@ def with_text(png: bytes, chunks: int, each: int, kind: bytes = b"zTXt") -> byte
     header_end = len(b"\x89PNG\r\n\x1a\n") + 25  # the signature, then IHDR
     texts = b"".join(png_chunk(kind, b"note%d\x00" % i + body) for i in range(chunks))
     return png[:header_end] + texts + png[header_end:]
+
+
+def with_photoshop_resources(jpeg: bytes, size: int = 16 << 20) -> bytes:
+    """``jpeg`` with about ``size`` bytes of APP13 segments full of empty Photoshop
+    resources (12 bytes each), which Pillow parses one at a time in Python when it opens the
+    file: 1.4 million of them in 16 MB."""
+    resource = b"8BIM" + struct.pack(">H", 0x0400) + b"\x00\x00" + struct.pack(">I", 0)
+    payload = b"Photoshop 3.0\x00" + resource * ((65533 - 14) // len(resource))
+    return with_segments(jpeg, 0xED, payload, size)
+
+
+def with_segments(jpeg: bytes, marker: int, payload: bytes, size: int = 16 << 20) -> bytes:
+    """``jpeg`` with about ``size`` bytes of ``marker`` segments holding ``payload`` (at most
+    65,533 bytes) after its SOI."""
+    segment = bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+    return jpeg[:2] + segment * ((size - len(jpeg)) // len(segment)) + jpeg[2:]
