@@ -340,29 +340,37 @@ def check_png_chunks(frames: Sequence[bytes], labels: Sequence[str], limits: Wir
                 )
 
 
+def _png_kinds(data: bytes) -> Iterator[bytes]:
+    """PNG ``data``'s chunk types in order, walked by their lengths from the signature to
+    IEND (included) or the data's end."""
+    position, end = len(PNG_SIGNATURE), len(data)
+    while position + 8 <= end:
+        kind = data[position + 4 : position + 8]
+        yield kind
+        if kind == b"IEND":
+            return
+        position += 12 + int.from_bytes(data[position : position + 4], "big")
+
+
 def png_profiles(data: bytes) -> int:
     """How many colour profiles (iCCP chunks) PNG ``data`` has, stopping past one: Pillow
     inflates each, up to 1 MB, wherever it is (1,000 of them, 1 MB of PNG, held a worker
-    2.5 s). Walked by the chunks' lengths, as ``png_chunks``."""
-    profiles, position, end = 0, len(PNG_SIGNATURE), len(data)
-    while position + 8 <= end and profiles <= 1:
-        kind = data[position + 4 : position + 8]
-        if kind == b"IEND":
-            break
+    2.5 s)."""
+    profiles = 0
+    for kind in _png_kinds(data):
         profiles += kind == b"iCCP"
-        position += 12 + int.from_bytes(data[position : position + 4], "big")
+        if profiles > 1:
+            break
     return profiles
 
 
 def png_chunks(data: bytes, limit: int) -> int:
-    """How many chunks PNG ``data`` has (counting stops past ``limit``), walked by their
-    lengths from the signature to IEND or the data's end."""
-    chunks, position, end = 0, len(PNG_SIGNATURE), len(data)
-    while position + 8 <= end and chunks <= limit:
+    """How many chunks PNG ``data`` has (counting stops past ``limit``)."""
+    chunks = 0
+    for _ in _png_kinds(data):
         chunks += 1
-        if data[position + 4 : position + 8] == b"IEND":
+        if chunks > limit:
             break
-        position += 12 + int.from_bytes(data[position : position + 4], "big")
     return chunks
 
 
