@@ -25,7 +25,7 @@ import av
 from vidcap.errors import VideoError
 from vidcap.ffmpeg import local_name
 from vidcap.picture import format_has_alpha
-from vidcap.torn import matroska_states_duration, unfinished_mp4
+from vidcap.torn import asf_stated_length, matroska_states_duration, unfinished_mp4
 
 if TYPE_CHECKING:
     from vidcap.video import VideoStats
@@ -54,8 +54,9 @@ HELD_PICTURE_S = 1.0
 TRACK_LENGTH_FORMATS = frozenset({"mov", "mp4", "matroska", "webm"})
 # Formats whose track may carry an edit list (what is shown of the media, in what order).
 EDIT_LIST_FORMATS = frozenset({"mov", "mp4"})
-# Containers that store no presentation times, only decode order (FFmpeg infers pts).
-NO_PTS_FORMATS = frozenset({"avi"})
+# Containers that store no presentation times, only decode order (FFmpeg infers pts): AVI,
+# and ASF (WMV, DVR-MS), whose packets carry their send times, read as decode times.
+NO_PTS_FORMATS = frozenset({"avi", "asf"})
 AVFMT_NOTIMESTAMPS = 0x0080  # libavformat's flag for raw streams without timestamps
 AVFMT_TS_DISCONT = 0x0200  # libavformat's "timestamps may start again" (MPEG-TS/PS)
 # A frame this much before the latest in such a format: the clock started again.
@@ -344,10 +345,10 @@ class Packets:
     discarded: int = 0  # packets an edit list cuts (decoded as references, never shown)
     # Packet times name the frames decoding gives (so exact mode may plan with them): not
     # in packed MPEG-4 B-frames (one packet, two pictures; N-VOP placeholders) nor where the
-    # container stores no pts and the codec reorders (H.264 with B-frames in AVI).
+    # container stores no pts and the codec reorders (H.264 with B-frames in AVI or ASF).
     plannable: bool = True
     # Which packet timestamp is a frame's time: "pts", or "dts" where the container stores
-    # none and the codec does not reorder (AVI), as ffprobe times it; libavformat's
+    # none and the codec does not reorder (AVI, ASF), as ffprobe times it; libavformat's
     # generated pts (PyAV asks for them) are one frame late there for H.264.
     clock: str = "pts"
     # MPEG-TS/PS: where the clock started again, the first packet's dts on the new clock
@@ -372,7 +373,7 @@ def demux_times(path: Path, start: float) -> Packets:
         stream = the_video_stream(container, path)
         codec = stream.codec_context.name
         reorders = bool(stream.codec_context.has_b_frames)
-        # Where the container stores no pts (AVI), libavformat infers them from decode
+        # Where the container stores no pts (AVI, ASF), libavformat infers them from decode
         # order: right for MPEG-4 Part 2's B-frames (unless packed: checked packet by
         # packet below); other codecs' frames are timed by their dts, and with B-frames
         # (H.264 in AVI) packets name no frame: every frame is decoded.
@@ -456,9 +457,12 @@ def _header_length(stream: av.video.stream.VideoStream) -> float | None:
     FFmpeg reads mkvmerge's), which counts from the file's zero. (A Matroska stream's own
     duration is only ever FFmpeg's estimate from the bitrate, where the file states no
     length at all: a live or unfinished recording. It is no header's.)"""
-    matroska = "matroska" in stream.container.format.name.split(",")
+    names = stream.container.format.name.split(",")
+    matroska = "matroska" in names
     if stream.duration is not None and stream.time_base is not None and not matroska:
         return float(stream.duration * stream.time_base)
+    if "asf" in names:  # (a cut-off ASF file: FFmpeg drops its header's length)
+        return asf_stated_length(stream.container.name)
     for name, value in (stream.metadata or {}).items():
         if name.upper() == "DURATION" or name.upper().startswith("DURATION-"):
             end = _clock_seconds(value)

@@ -1,6 +1,7 @@
 """Files cut off or never finished: cut-off downloads and recordings stopped by a crash.
 ``torn_end``: a file that ends part-way through one of its own units, in formats that state
-no length a decoder could check; ``unfinished_mp4``: why an MP4 FFmpeg cannot open is one."""
+no length a decoder could check; ``unfinished_mp4``: why an MP4 FFmpeg cannot open is one;
+``asf_stated_length``: the length a cut-off ASF file's header states, which FFmpeg drops."""
 
 from __future__ import annotations
 
@@ -31,6 +32,14 @@ EBML_ELEMENTS_MAX = 4_000_000  # elements followed at most (hours of video and s
 # stops: until then they hold a placeholder.
 RIFF_PLACEHOLDERS = (0, 0xFFFFFFFF)
 AVI_CHUNKS_MAX = 4_000_000  # chunks followed at most (hours of video and sound)
+# ASF (WMV): a Header Object (GUID, 8-byte size, object count, 2 reserved bytes) holding
+# objects of a GUID and an 8-byte size; its File Properties object states the file's size,
+# its play duration (100 ns units) and preroll (ms, included in the play duration), and a
+# broadcast flag (a live stream: sizes and durations not stated).
+ASF_HEADER = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")
+ASF_FILE_PROPERTIES = bytes.fromhex("a1dcab8c47a9cf118ee400c00c205365")
+ASF_BROADCAST = 0x1
+ASF_HEADER_READ = 1 << 20  # header bytes read at most (File Properties comes early)
 
 
 def _cut_transport_stream(path: str) -> bool:
@@ -319,3 +328,36 @@ _CLUSTER_SIBLINGS = frozenset(
 )
 # What a Cluster holds: its timestamp, position, the size of the one before, its blocks.
 _CLUSTER_CHILDREN = frozenset({0xE7, 0xA7, 0xAB, 0xA3, 0xA0, 0xAF})
+
+
+def asf_stated_length(path: Path | str) -> float | None:
+    """How long an ASF file's header says it plays (its play duration less the preroll), in
+    seconds, where the file is shorter than the size the header states: a cut-off download.
+    FFmpeg gives such a file no duration (it drops the header's where the sizes differ by 5 %
+    or more), so what is missing from its end would go unseen. None where the file is whole,
+    the header states no size (a broadcast), or it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            header = handle.read(ASF_HEADER_READ)
+    except OSError:
+        return None
+    if not header.startswith(ASF_HEADER) or len(header) < 30:
+        return None
+    end = min(len(header), int.from_bytes(header[16:24], "little"))
+    at = 30
+    while at + 24 <= end:
+        kind, length = header[at : at + 16], int.from_bytes(header[at + 16 : at + 24], "little")
+        if kind == ASF_FILE_PROPERTIES and at + 104 <= end:
+            fields = header[at + 40 : at + 104]
+            stated_size = int.from_bytes(fields[0:8], "little")
+            play = int.from_bytes(fields[24:32], "little")  # (after creation date, packets)
+            preroll = int.from_bytes(fields[40:48], "little")
+            flags = int.from_bytes(fields[48:52], "little")
+            if flags & ASF_BROADCAST or not size < stated_size or not play:
+                return None
+            return max(0.0, play / 10_000_000 - preroll / 1000)
+        if length < 24:
+            return None
+        at += length
+    return None

@@ -84,7 +84,7 @@ VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".asf", ".flv", ".mpg", ".mpeg",
      ".ts", ".mts", ".m2ts", ".3gp", ".3g2", ".ogv", ".vob", ".divx", ".f4v", ".mxf", ".dv",
      ".ivf", ".h264", ".264", ".hevc", ".h265", ".265", ".m2v", ".gif", ".rm", ".rmvb",
-     ".qt", ".mod", ".tod", ".m2t", ".nut", ".mjpeg", ".mjpg", ".y4m"}
+     ".qt", ".mod", ".tod", ".m2t", ".nut", ".mjpeg", ".mjpg", ".y4m", ".dvr-ms", ".wtv"}
 )  # fmt: skip
 
 PTS_EPSILON = 1e-6
