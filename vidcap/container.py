@@ -190,11 +190,16 @@ def nominal_rate(
     """The stream's frame rate: the container's average, except in a raw elementary stream
     (``.h264``, ``.hevc``, ``.m2v``: no timestamps, frames timed one interval apart), whose
     demuxer assumes 25 fps: there the codec's own timing comes first (the SPS's VUI, the
-    MPEG-2 sequence header: FFmpeg's ``r_frame_rate``), as ffprobe reports it."""
+    MPEG-2 sequence header: FFmpeg's ``r_frame_rate``), as ffprobe reports it. An average
+    above ``MAX_PLAUSIBLE_FPS`` is a time base (PyAV's for raw DV: 60000), not a rate: the
+    next plausible of FFmpeg's guesses is taken."""
     if container.format.flags & AVFMT_NOTIMESTAMPS:
         guessed = stream.guessed_rate
         if guessed and 0 < guessed <= MAX_PLAUSIBLE_FPS:
             return guessed
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate and 0 < rate <= MAX_PLAUSIBLE_FPS:
+            return rate
     return stream.average_rate or stream.guessed_rate or stream.base_rate
 
 

@@ -32,6 +32,16 @@ EBML_ELEMENTS_MAX = 4_000_000  # elements followed at most (hours of video and s
 # stops: until then they hold a placeholder.
 RIFF_PLACEHOLDERS = (0, 0xFFFFFFFF)
 AVI_CHUNKS_MAX = 4_000_000  # chunks followed at most (hours of video and sound)
+# MPEG-PS (DVD VOBs, camcorder and broadcast .mpg): packs (a start code 00 00 01 BA, a
+# header of 12 bytes in MPEG-1, 14 and its stuffing in MPEG-2), each with packets of a start
+# code 00 00 01 BB-FF and a 2-byte length; 00 00 01 B9 ends the stream.
+PS_PACK, PS_END = b"\x00\x00\x01\xba", b"\x00\x00\x01\xb9"
+PS_TAIL = 256 * 1024  # bytes read from the end: past the largest pack (64 KB packets)
+# GIF: a header, a screen descriptor and its colour table, then blocks (an image: 0x2C and
+# 9 bytes, its colour table, a code size and data sub-blocks; an extension: 0x21, a label,
+# sub-blocks), and 0x3B. Sub-blocks: a length byte, that many bytes; 0 ends them.
+GIF_IMAGE, GIF_EXTENSION, GIF_TRAILER = 0x2C, 0x21, 0x3B
+GIF_READ_MAX = 64 << 20  # a larger GIF is not followed (its end is then not checked)
 # ASF (WMV): a Header Object (GUID, 8-byte size, object count, 2 reserved bytes) holding
 # objects of a GUID and an 8-byte size; its File Properties object states the file's size,
 # its play duration (100 ns units) and preroll (ms, included in the play duration), and a
@@ -63,15 +73,19 @@ def _cut_transport_stream(path: str) -> bool:
 def torn_end(container: av.container.InputContainer) -> str | None:
     """What a file that ends part-way through one of its own units ends inside (None: it
     does not, or its format cannot tell): a cut-off download of an MPEG-TS/M2TS ends inside
-    a transport-stream packet, of an Ogg file inside a page; an AVI whose recorder stopped
-    before writing its lengths (a dashcam losing power), inside a chunk. None of these says
-    how much is missing; a cut that falls on a boundary is not seen."""
+    a transport-stream packet, of an Ogg file inside a page, of a DVD VOB or .mpg inside a
+    pack, of a GIF inside an image, of a DV capture inside a frame; an AVI whose recorder
+    stopped before writing its lengths (a dashcam losing power), inside a chunk. None of
+    these says how much is missing; a cut that falls on a boundary is not seen."""
     names = set(container.format.name.split(","))
     checks = (
         ("mpegts", _cut_transport_stream, "a transport-stream packet"),
         ("ogg", _cut_ogg, "an Ogg page"),
         ("avi", _cut_avi, "an AVI chunk"),
         ("matroska", _cut_matroska, "a Matroska cluster"),
+        ("mpeg", _cut_program_stream, "an MPEG program-stream pack"),
+        ("gif", _cut_gif, "a GIF image"),
+        ("dv", _cut_dv, "a DV frame"),
     )
     for name, cut, unit in checks:
         if name in names:
@@ -361,3 +375,99 @@ def asf_stated_length(path: Path | str) -> float | None:
             return None
         at += length
     return None
+
+
+def _cut_program_stream(path: str) -> bool:
+    """Does this MPEG-PS file (a DVD VOB, a camcorder's or recorder's .mpg) end inside a
+    pack? Packs are followed from the first pack start in the file's last ``PS_TAIL`` bytes
+    whose packets lead from one to the next to the end (a start code inside a packet's data
+    leads nowhere); an end code, or bytes after the last pack that are no pack (padding),
+    are no cut."""
+    with open(path, "rb") as handle:
+        size = handle.seek(0, 2)
+        handle.seek(max(0, size - PS_TAIL))
+        tail = handle.read()
+    if tail.endswith(PS_END):
+        return False
+    followed: set[int] = set()  # (a start a failed walk passed leads where it led)
+    position = tail.find(PS_PACK)
+    while position != -1:
+        if position not in followed:
+            stop = _ps_units_end(tail, position, followed)
+            if stop is not None:
+                return stop > len(tail)
+        position = tail.find(PS_PACK, position + 1)
+    return False
+
+
+def _ps_units_end(tail: bytes, position: int, followed: set[int]) -> int | None:
+    """Follow packs and packets from ``position`` (a pack start), adding each start to
+    ``followed``: where the last one ends (past ``tail``'s end where the file ends inside
+    it), None where they do not lead from one to the next to the end (a whole pack must
+    come first)."""
+    units = 0
+    while position < len(tail):
+        followed.add(position)
+        code = tail[position : position + 4]
+        if len(code) < 4 or len(tail) - position < 6:
+            return len(tail) + 1 if units and PS_PACK.startswith(code[:3]) else None
+        if code[:3] != PS_PACK[:3] or code[3] < 0xB9:
+            return None  # no pack or packet here (padding after the last: not a cut)
+        if code[3] == 0xB9:
+            return position + 4 if position + 4 == len(tail) else None
+        if code[3] == 0xBA:
+            mpeg2 = tail[position + 4] & 0xC0 == 0x40
+            stuffing = tail[position + 13] & 0x07 if mpeg2 and position + 13 < len(tail) else 0
+            length = 14 + stuffing if mpeg2 else 12
+        else:
+            length = 6 + int.from_bytes(tail[position + 4 : position + 6], "big")
+        if position + length > len(tail):
+            return position + length if units else None
+        position += length
+        units += 1
+    return position
+
+
+def _cut_gif(path: str) -> bool:
+    """Does this GIF end before its trailer, inside an image (a cut-off download: its last
+    frame is half drawn)? Its blocks are followed from the start; one of a kind GIF does not
+    have (bytes that are no GIF) is no cut. A GIF over ``GIF_READ_MAX`` is not followed."""
+    with open(path, "rb") as handle:
+        data = handle.read(GIF_READ_MAX + 1)
+    if len(data) > GIF_READ_MAX or len(data) < 13 or not data.startswith(b"GIF"):
+        return False
+    position = 13 + (3 << ((data[10] & 0x07) + 1) if data[10] & 0x80 else 0)
+    while position < len(data):
+        kind = data[position]
+        if kind == GIF_TRAILER:
+            return False
+        if kind == GIF_IMAGE:
+            if position + 10 > len(data):
+                return True
+            flags = data[position + 9]
+            position += 10 + (3 << ((flags & 0x07) + 1) if flags & 0x80 else 0) + 1
+        elif kind == GIF_EXTENSION:
+            position += 2
+        else:
+            return False
+        while True:  # sub-blocks, to the empty one
+            if position >= len(data):
+                return True
+            length = data[position]
+            position += 1 + length
+            if length == 0:
+                break
+    return position > len(data)  # (only the trailer missing: every image is whole)
+
+
+def _cut_dv(path: str) -> bool:
+    """Does this raw DV file (a camcorder's tape captured over FireWire) end inside a
+    frame? Its frames all have one size, the first packet's (120,000 or 144,000 bytes in
+    DV25; more in DV50 and DVCPRO HD), and nothing else is in the file."""
+    try:
+        with av.open(path, format="dv") as container:
+            first = next(container.demux(video=0), None)
+            frame = first.size if first is not None else 0
+    except av.FFmpegError:
+        return False
+    return bool(frame) and os.path.getsize(path) % frame != 0

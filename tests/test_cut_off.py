@@ -1,0 +1,94 @@
+"""Files cut off (interrupted downloads, recordings that lost power) in the formats whose
+end FFmpeg does not check: the missing tail is warned about and counted lost, never passed
+over in silence; a whole file is not. (MP4, Matroska, MPEG-TS, Ogg, AVI: tests/test_video.py.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.videos import check_cut_off_files, cut_off_said, encode_with_ffmpeg
+from vidcap.settings import SamplingSettings
+from vidcap.video import VideoReader
+
+PS_PACK = b"\x00\x00\x01\xba"
+
+
+@pytest.mark.parametrize("kept", [0.9, 0.5])
+def test_an_asf_file_cut_off_by_any_amount_counts_what_is_missing(
+    tmp_path: Path, caplog, kept: float
+) -> None:
+    """Regression: a WMV cut off by 5 % or more was captioned as far as it went with no
+    word (FFmpeg drops the header's duration once the file's size differs from the one it
+    states), while one cut off by less was warned about: the header's own length now counts
+    the frames missing, whatever was cut."""
+    whole = encode_with_ffmpeg(tmp_path / "whole.wmv", 150, "25", ["-c:v", "wmv2"])
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.wmv"
+    cut.write_bytes(data[: int(len(data) * kept)])
+    said, lost = cut_off_said(cut, SamplingSettings(fps=1.0), "could not be decoded", caplog)
+    with VideoReader(cut) as reader:
+        decoded = len(list(reader.frames(SamplingSettings(every_n=1))))
+    assert len(said) == 1 and lost == 150 - decoded > 0, (said, lost, decoded)
+    assert f"{lost} of 150 frames" in said[0]
+    assert cut_off_said(whole, SamplingSettings(fps=1.0), "could not be decoded", caplog) == ([], 0)
+
+
+@pytest.mark.parametrize("muxer", ["vob", "mpeg"])
+def test_an_mpeg_program_stream_cut_inside_a_pack_warns(tmp_path: Path, caplog, muxer: str) -> None:
+    """Regression: a DVD VOB or an .mpg cut off inside a pack was captioned as far as it
+    went with no word (MPEG-PS states no length). Packs are followed from the end: one the
+    file ends inside is a cut; a cut between packs, an end code or padding after the last
+    pack is not seen as one."""
+    codec = "mpeg2video" if muxer == "vob" else "mpeg1video"
+    whole = encode_with_ffmpeg(tmp_path / "w.mpg", 100, "25", ["-c:v", codec, "-f", muxer])
+    data = whole.read_bytes()
+    packs = [i for i in range(len(data)) if data.startswith(PS_PACK, i)]
+    middle = packs[len(packs) // 2]
+    files = {  # name: does it end inside a pack?
+        "whole": (data, False),
+        "cut between packs": (data[:middle], False),
+        "cut inside a pack": (data[: middle + 700], True),
+        "cut inside a pack header": (data[: middle + 7], True),
+        "padded": (data + bytes(2048), False),
+    }
+    check_cut_off_files(tmp_path, files, ".mpg", "MPEG program-stream pack", caplog)
+
+
+def test_a_gif_cut_inside_an_image_warns(tmp_path: Path, caplog) -> None:
+    """Regression: an animated GIF cut off inside an image (its last frame half drawn) was
+    captioned with no word. Its blocks are followed: one the file ends inside is a cut; a
+    GIF missing only its trailer byte has every image whole."""
+    whole = encode_with_ffmpeg(tmp_path / "w.gif", 30, "10", [], size=(60, 80))
+    data = whole.read_bytes()
+    assert data.endswith(b"\x3b")
+    files = {  # name: does it end inside an image?
+        "whole": (data, False),
+        "no trailer": (data[:-1], False),
+        "cut inside an image": (data[: len(data) * 7 // 10], True),
+    }
+    check_cut_off_files(tmp_path, files, ".gif", "GIF image", caplog)
+
+
+def test_a_dv_capture_cut_inside_a_frame_warns(tmp_path: Path, caplog) -> None:
+    """Regression: a raw DV capture cut off inside a frame was captioned with no word (and
+    its frame count read as 60,000 a second: PyAV's average rate for DV is its time base).
+    Frames of raw DV have one size: a file that is no multiple of it ends inside one."""
+    whole = encode_with_ffmpeg(
+        tmp_path / "w.dv", 10, "25", ["-c:v", "dvvideo", "-pix_fmt", "yuv420p"], size=(576, 720)
+    )
+    data = whole.read_bytes()
+    frame = 144_000  # (625 lines, 50 Hz: DV25's PAL frame)
+    assert len(data) == 10 * frame
+    files = {  # name: does it end inside a frame?
+        "whole": (data, False),
+        "cut between frames": (data[: 6 * frame], False),
+        "cut inside a frame": (data[: 6 * frame + 5000], True),
+    }
+    check_cut_off_files(tmp_path, files, ".dv", "DV frame", caplog)
+    said, lost = cut_off_said(
+        tmp_path / "cut inside a frame.dv", SamplingSettings(fps=1.0), "frames could not", caplog
+    )
+    # 7 decoded (the torn one too) and at least 1 lost; not 1 of 14,483 (at 60,000 a second)
+    assert len(said) == 1 and "1 of 8 frames" in said[0] and lost == 1, said
