@@ -92,3 +92,26 @@ def test_a_dv_capture_cut_inside_a_frame_warns(tmp_path: Path, caplog) -> None:
     )
     # 7 decoded (the torn one too) and at least 1 lost; not 1 of 14,483 (at 60,000 a second)
     assert len(said) == 1 and "1 of 8 frames" in said[0] and lost == 1, said
+
+
+@pytest.mark.parametrize("suffix", [".dv", ".avi", ".gif"])
+def test_the_frame_a_cut_tears_is_marked_damaged(tmp_path: Path, suffix: str) -> None:
+    """Regression: the last frame of a DV capture cut inside it decodes mostly black (a GIF's
+    half drawn, an MJPEG AVI's half grey) and was captioned as a whole picture. The frame
+    of the packet the file's end cuts through is marked damaged, in every mode that takes
+    it; every other frame, and a whole file's last, is not."""
+    args = {
+        ".dv": (["-c:v", "dvvideo", "-pix_fmt", "yuv420p"], (576, 720)),
+        ".avi": (["-c:v", "mjpeg"], (120, 160)),
+        ".gif": ([], (60, 80)),
+    }[suffix]
+    whole = encode_with_ffmpeg(tmp_path / f"whole{suffix}", 10, "25", args[0], size=args[1])
+    data = whole.read_bytes()
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(data[: len(data) * 3 // 4])
+    for sampling in (SamplingSettings(every_n=1), SamplingSettings(fps=25.0, mode="exact")):
+        with VideoReader(cut) as reader:
+            marks = [sample.damaged for sample in reader.samples(sampling)]
+        assert marks == [False] * (len(marks) - 1) + [True], (sampling, marks)
+        with VideoReader(whole) as reader:
+            assert not any(sample.damaged for sample in reader.samples(sampling))

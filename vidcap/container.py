@@ -360,6 +360,9 @@ class Packets:
     # (s, by the ``Clock``), in file order: confirmed by the packet after it (a lone
     # packet timed far back is a damaged timestamp, not a reset).
     resets: tuple[float, ...] = ()
+    # (time, where its bytes end in the file) of the last timed packet read: a cut-off
+    # file's torn frame, where the file ends there (``VideoReader``); None: not known.
+    last: tuple[float, int] | None = None
 
     @property
     def generated_pts(self) -> bool:
@@ -396,6 +399,7 @@ def demux_times(path: Path, start: float) -> Packets:
         latest_dts = -math.inf  # on the current clock
         resets: list[float] = []
         candidate: float | None = None  # a packet timed far back; a reset if the next is too
+        last: tuple[float, int] | None = None
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
@@ -423,6 +427,8 @@ def demux_times(path: Path, start: float) -> Packets:
                 time = seconds(timestamp)
                 times.append(time)
                 order.append((time, bool(packet.is_keyframe)))
+                known = packet.pos is not None and packet.pos >= 0
+                last = (time, packet.pos + packet.size) if known else None
                 if packet.is_keyframe and (codec != "mpeg4" or packet.size > N_VOP_MAX_BYTES):
                     keyframes.append(time)
         except av.FFmpegError:
@@ -438,7 +444,7 @@ def demux_times(path: Path, start: float) -> Packets:
         # decoding every frame shows.
         plannable = False
     return Packets(
-        times, keyframes, complete, tuple(order), discarded, plannable, clock, tuple(resets)
+        times, keyframes, complete, tuple(order), discarded, plannable, clock, tuple(resets), last
     )
 
 

@@ -28,6 +28,7 @@ import heapq
 import itertools
 import logging
 import math
+import os
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
@@ -242,6 +243,8 @@ class VideoReader:
         self._unneeded: set[float] = set()
         self._clock = Clock(self._stream.time_base, self._start)
         self._by_dts = False  # packets timed by their dts (set by the demux pass)
+        self._torn: str | None = None  # what a cut-off file ends inside (``torn_end``)
+        self._torn_key: float | None = None  # the time of the frame the cut tears
         stream = self._stream
         rate = nominal_rate(self._container, stream)
         self.tick_tolerance = tick_tolerance(stream.time_base, float(rate or 0.0))
@@ -316,6 +319,7 @@ class VideoReader:
         MP4), so what is kept would depend on the machine's cores.
         """
         packets = self._demux()
+        self._find_tear(packets)
         sampling = self._keyframes_or_first(sampling, packets)
         if not packets.generated_pts:  # frames timed as ffprobe times them
             disable_generated_pts(self._container)
@@ -365,6 +369,23 @@ class VideoReader:
                     raise
                 why = again
 
+    def _find_tear(self, packets: Packets) -> None:
+        """Is the file cut off inside one of its units (``torn_end``), and is its last
+        packet the one torn, reaching the file's end? That packet's frame (a DV frame, a
+        GIF image: decoded from what is there, the rest black or the previous picture) is
+        then marked damaged, where its packet's time names it."""
+        self._torn = torn_end(self._container)
+        self._torn_key = None
+        if self._torn is None or packets.last is None or not packets.plannable:
+            return
+        time, end = packets.last
+        try:
+            size = os.path.getsize(self.path)
+        except OSError:
+            return
+        if end >= size:
+            self._torn_key = _key(time)
+
     def _open_decoder(self) -> None:
         """The stream's decoder (``decoder_for``), and whether its frames take their key flag
         from their packet (libvpx's wrapper sets none)."""
@@ -384,6 +405,7 @@ class VideoReader:
         order, not converted: what scene detection (``vidcap.scenes``) needs to see. The
         same indices and times as ``frames``; ``stats`` is complete afterwards."""
         packets = self._demux()
+        self._find_tear(packets)
         yielded: Counter[float] = Counter()
         try:
             reached_end = yield from self._pass(
@@ -442,7 +464,8 @@ class VideoReader:
             elif decoded.key_frame and not decoded.is_corrupt:
                 tainted = False
             stats.corrupt_frames += decoded.is_corrupt
-            damaged = tainted or decoded.is_corrupt
+            key = _key(pts)
+            damaged = tainted or decoded.is_corrupt or key == self._torn_key
             if not ranked and (decoded.is_corrupt or self._damaged):
                 # Frames not decoded may be lost too: indices and keyframes need them all.
                 raise _PlanBroken(
@@ -450,7 +473,6 @@ class VideoReader:
                 )
             if threaded and (decoded.is_corrupt or self._damaged):
                 raise _PlanBroken(f"a damaged stream (at {pts:.3f} s) on several threads", True)
-            key = _key(pts)
             if plan is not None:
                 while position < len(expected) and expected[position] < key:
                     if not yielded[expected[position]]:
@@ -692,14 +714,15 @@ class VideoReader:
         stats.failed_frames += missing_tail(
             self._container, self._stream, stats, discarded, self._delay, self._start
         ) or missing_file_tail(self._container, self._stream, stats, self._start)
-        torn = torn_end(self._container)  # its end is missing: how much, it never says
+        torn = self._torn  # its end is missing: how much, it never says
         if torn is not None:
             log.warning(
                 "%s: ends inside %s: the file is cut off (an interrupted download or "
                 "recording?) and its end is missing; the format does not say how much, so at "
-                "least one frame is counted lost",
+                "least one frame is counted lost%s",
                 self.path,
                 torn,
+                "; the frame it tears is marked damaged" if self._torn_key is not None else "",
             )
             stats.failed_frames = max(stats.failed_frames, 1)
         if stats.corrupt_frames:
