@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from fractions import Fraction
 from pathlib import Path
 
@@ -128,28 +129,35 @@ def test_stream_copy_clips_are_within_a_gop(gop_video: Path, tmp_path: Path) -> 
     ],
 )
 def test_avi_clips_fall_back_to_reencoding(
-    generated_videos, tmp_path: Path, name: str, mode: str
+    generated_videos, tmp_path: Path, name: str, mode: str, caplog
 ) -> None:
-    """Regression (#12.6): stream copy of an AVI failed with ffmpeg's last line only."""
+    """Regression (#12.6): stream copy of an AVI failed with ffmpeg's last line only. And
+    where MP4 cannot hold the codec, the note says so in one line, and the source's next
+    clips are re-encoded at once: ffmpeg's refusal was a warning and a failed run per clip."""
     path, spec = generated_videos[name]
     out = tmp_path / "out"
-    [clip] = export_clips(path, [Segment(1.0, 2.0)], out)
-    assert clip.mode == mode
+    with caplog.at_level(logging.INFO, logger="vidcap.clips"):
+        clip, second = export_clips(path, [Segment(1.0, 2.0), Segment(2.0, 2.5)], out)
+    assert clip.mode == second.mode == mode
+    said = [r.getMessage() for r in caplog.records if r.name == "vidcap.clips"]
+    assert not [m for m in said if "stream copy failed" in m]
+    assert len([m for m in said if "MP4 cannot hold" in m]) == (name.startswith("msmpeg4"))
     times, levels, kinds = decode(out / clip.path)
     assert kinds == ["video"] and times
     assert clip.duration == pytest.approx(1.0, abs=0.5)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["mode"] == "stream-copy"  # what was asked; each clip says what was done
-    [entry] = manifest["clips"]
+    entry = manifest["clips"][0]
     assert entry["mode"] == mode
     if name == "mpeg4-bframes-avi":
         assert "out of order" in entry["note"]
     elif mode == "re-encoded":
-        assert entry["note"].startswith("stream copy failed: ffmpeg failed (exit")
-        assert "Could not find tag for codec msmpeg4v3" in entry["note"]
+        assert entry["note"] == "MP4 cannot hold the source's codec (msmpeg4): re-encoded"
+        assert manifest["clips"][1]["note"] == entry["note"]
     else:
         assert entry["note"] is None
-    assert sorted(p.name for p in out.iterdir()) == sorted([clip.path, "manifest.json"])
+    names = [clip.path, second.path, "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
 
 
 def shown_indices(path: Path) -> list[int]:

@@ -34,7 +34,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +62,13 @@ TRANSPARENT = "the source is transparent: re-encoded onto white, as the model sa
 EPSILON = 1e-6  # s: two times closer than this are one
 HOLD_S = 0.25  # a frame shown this long (s) across a clip's start or end is held
 UNORDERED = (
-    "the source stores no presentation time for frames its codec reorders (B-frames in AVI "
-    "or MPEG-PS): a stream copy into MP4 would show them out of order; re-encoded"
+    "the source stores no presentation time for frames its codec reorders (B-frames in AVI, "
+    "ASF or MPEG-PS): a stream copy into MP4 would show them out of order; re-encoded"
 )
+# ffmpeg's words when MP4 cannot hold a codec (WMV, DV, Theora, ProRes, VP8 …): every FFmpeg
+# since 4 says "Could not find tag for codec X in stream #0, codec not currently supported".
+REFUSED_CODEC = "Could not find tag for codec"
+UNCOPYABLE = "MP4 cannot hold the source's codec ({codec}): re-encoded"
 HEADERLESS = (
     "the source is an elementary stream (no container whose index a seek could use): cut "
     "by decoding from its start, re-encoded"
@@ -228,6 +232,8 @@ def export_clip(
     # copy can start only at a keyframe after the cut (the seek is on ffmpeg's output side);
     # where frames carry no presentation time, a copy into MP4 shows them out of order.
     why = [TRANSPARENT] * timing.transparent + [RESTARTS] * timing.restarts
+    if timing.uncopyable:  # (an earlier clip's stream copy was refused)
+        why.append(UNCOPYABLE.format(codec=timing.codec))
     if timing.headerless:  # (decoded from the start: whether it stores an order is moot)
         why.append(HEADERLESS)
     elif timing.unordered:
@@ -255,8 +261,12 @@ def export_clip(
     except FfmpegError as exc:
         if reencode:
             raise
-        note = f"stream copy failed: {exc}"
-        log.warning("%s: %s; re-encoding this clip", output.name, note)
+        if REFUSED_CODEC in str(exc):
+            note = UNCOPYABLE.format(codec=timing.codec)
+            log.info("%s: %s", output.name, note)
+        else:
+            note = f"stream copy failed: {exc}"
+            log.warning("%s: %s; re-encoding this clip", output.name, note)
         mode = REENCODED
         try:
             cut(precise=True)
@@ -325,7 +335,8 @@ class SourceTiming:
     progressive frames a player would not deinterlace; ``unordered``: it stores no
     presentation time for frames its codec reorders (``container.stores_no_order``), so
     clips are re-encoded; ``headerless``: an elementary stream (``MediaInfo.headerless``),
-    cut by decoding from its start and re-encoded."""
+    cut by decoding from its start and re-encoded; ``codec``: its video codec (ffprobe's
+    name); ``uncopyable``: MP4 refused that codec in an earlier clip's stream copy."""
 
     duration: float
     offset: float = 0.0
@@ -337,6 +348,14 @@ class SourceTiming:
     interlaced: bool = False
     unordered: bool = False
     headerless: bool = False
+    codec: str = ""
+    uncopyable: bool = False
+
+    def after(self, clip: Clip) -> SourceTiming:
+        """This source's timing for its next clips: where MP4 refused its codec in ``clip``'s
+        stream copy, they are re-encoded at once (no failed copy each, no note of one)."""
+        refused = UNCOPYABLE.format(codec=self.codec)
+        return replace(self, uncopyable=True) if (clip.note or "").startswith(refused) else self
 
     @classmethod
     def of(cls, video: Path) -> SourceTiming:
@@ -352,7 +371,7 @@ class SourceTiming:
         return cls(
             duration, offset, frame, info.stream, info.transparent, info.decoder,
             restarts=restarted is not None, interlaced=first is not None and first[1],
-            unordered=stores_no_order(video), headerless=info.headerless,
+            unordered=stores_no_order(video), headerless=info.headerless, codec=info.codec,
         )  # fmt: skip
 
 
@@ -421,10 +440,13 @@ def export_clips(
                 f"{video} ({duration:.3f} s)"
             )
     out_dir.mkdir(parents=True, exist_ok=True)
-    clips = [
-        export_clip(video, seg, out_dir / clip_name(video.stem, number, seg), precise, timing)
-        for number, seg in enumerate(segments, start=1)
-    ]
+    clips = []
+    for number, seg in enumerate(segments, start=1):
+        clip = export_clip(
+            video, seg, out_dir / clip_name(video.stem, number, seg), precise, timing
+        )
+        clips.append(clip)
+        timing = timing.after(clip)
     write_manifest(out_dir / MANIFEST_NAME, video, clips, precise)
     return clips
 
@@ -567,6 +589,7 @@ def export_scene_clips(
         segment = Segment(piece.start, piece.end, len(piece.captions()))
         output = out_dir / scene_clip_name(video.stem, piece)
         clip = export_clip(video, segment, output, precise, timing)
+        timing = timing.after(clip)
         pair = {
             "clip": clip.path,
             "video": str(video),
