@@ -75,6 +75,47 @@ def test_an_undecodable_video_is_one_failed_event(tmp_path: Path) -> None:
     )
 
 
+def test_a_second_camera_in_the_file_is_named_not_passed_over_in_silence(
+    generated_videos, tmp_path: Path, caplog
+) -> None:
+    """Regression: a file of two video streams (a front-and-rear dashcam, a 360° camera's
+    two lenses) was captioned from the one a player shows with no word of the other."""
+    import subprocess
+
+    import cv2
+    import imageio_ffmpeg
+
+    front, spec = generated_videos["h264-mp4"]
+    both, covered = tmp_path / "dashcam.mkv", tmp_path / "covered.mkv"
+    cover = tmp_path / "cover.jpg"
+    cv2.imwrite(str(cover), np.zeros((300, 300, 3), np.uint8))
+    ffmpeg = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error"]
+    subprocess.run(
+        [*ffmpeg, "-i", str(front), "-i", str(SHAPES), "-map", "0:v", "-map", "1:v", "-c",
+         "copy", str(both)],
+        check=True,
+    )  # fmt: skip
+    # (FFmpeg's Matroska muxer stores a cover as an ordinary one-picture track: no view)
+    subprocess.run(
+        [*ffmpeg, "-i", str(cover), "-i", str(front), "-map", "0", "-map", "1", "-c", "copy",
+         "-disposition:v:0", "attached_pic", str(covered)],
+        check=True,
+    )  # fmt: skip
+    for path, views in ((both, 2), (front, 1), (covered, 1)):
+        events = list(decode_events(1, str(path), SAMPLING, (32, 32)))
+        assert isinstance(events[-1], Ended) and events[-1].sampled == 5
+        said = [e.message for e in events if isinstance(e, Warned)]
+        if views == 1:
+            assert said == []
+            continue
+        height, width = spec.size
+        assert said == [
+            f"{both}: holds 2 video streams; captioned #0 ({width}x{height}, the one a player "
+            "shows), not #1 (320x240); to caption another, copy it out first: ffmpeg -i "
+            "dashcam.mkv -map 0:N -c copy dashcam-N.mkv"
+        ]
+
+
 def test_events_round_trip_through_their_encoding() -> None:
     rgb = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
     events = [

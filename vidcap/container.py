@@ -129,6 +129,30 @@ def video_stream(container: av.container.InputContainer) -> av.video.stream.Vide
     return (flagged or moving or [None])[0]
 
 
+def other_video_streams(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> list[av.video.stream.VideoStream]:
+    """The video streams of ``container`` other than ``stream`` that move: not a cover,
+    flagged as one or (FFmpeg's Matroska muxer) stored as an ordinary one-picture track."""
+    others = [s for s in container.streams.video if s.index != stream.index and not _is_cover(s)]
+    return [s for s in others if _moves(container.name, s.index)] if others else []
+
+
+def _moves(path: str, index: int) -> bool:
+    """Does stream ``index`` of ``path`` hold more than one picture? (Read until a second
+    one: at once for a video, to the end for a cover.) Unreadable: assumed to."""
+    try:
+        with open_container(Path(path)) as container:
+            pictures = 0
+            for packet in container.demux(container.streams[index]):
+                pictures += bool(packet.size)
+                if pictures > 1:
+                    return True
+    except av.FFmpegError:
+        return True
+    return False
+
+
 def _is_cover(stream: av.video.stream.VideoStream) -> bool:
     return bool(int(stream.disposition) & AV_DISPOSITION_ATTACHED_PIC)
 

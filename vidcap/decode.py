@@ -266,6 +266,7 @@ def _events(
             held.local = str(path)
             with VideoReader(path, threads=threads) as reader:
                 reader.warn_if_untimed()
+                reader.warn_of_other_views()
                 if sampling.scenes:
                     from vidcap.scenes import SceneSampler
 

@@ -55,6 +55,7 @@ from vidcap.container import (
     missing_tail,
     nominal_rate,
     open_container,
+    other_video_streams,
     stream_start,
     the_video_stream,
     time_origin,
@@ -280,6 +281,28 @@ class VideoReader:
                 self.path.name,
                 self.path.stem,
             )
+
+    def warn_of_other_views(self) -> None:
+        """Say so when the file holds more video than the stream captioned (a two-camera
+        dashcam, a 360° camera's two lenses, a multi-angle recording): only the one a player
+        shows is captioned (``video_stream``); covers are no video."""
+        others = other_video_streams(self._container, self._stream)
+        if not others:
+            return
+        log.warning(
+            "%s: holds %d video streams; captioned #%d (%dx%d, the one a player shows), not %s; "
+            "to caption another, copy it out first: ffmpeg -i %s -map 0:N -c copy %s-N.mkv",
+            self.path,
+            len(others) + 1,
+            self._stream.index,
+            self._stream.codec_context.width,
+            self._stream.codec_context.height,
+            ", ".join(
+                f"#{s.index} ({s.codec_context.width}x{s.codec_context.height})" for s in others
+            ),
+            self.path.name,
+            self.path.stem,
+        )
 
     def estimated_samples(self, sampling: SamplingSettings) -> int | None:
         """How many frames ``sampling`` takes, for progress bars: exact unless frames fail or
