@@ -745,7 +745,9 @@ class VideoReader:
                 "least one frame is counted lost%s",
                 self.path,
                 torn,
-                "; the frame it tears is marked damaged" if self._torn_key is not None else "",
+                "; a sample of the frame it tears is marked damaged"
+                if self._torn_key is not None
+                else "",
             )
             stats.failed_frames = max(stats.failed_frames, 1)
         if stats.corrupt_frames:
