@@ -115,3 +115,23 @@ def test_the_frame_a_cut_tears_is_marked_damaged(tmp_path: Path, suffix: str) ->
         assert marks == [False] * (len(marks) - 1) + [True], (sampling, marks)
         with VideoReader(whole) as reader:
             assert not any(sample.damaged for sample in reader.samples(sampling))
+
+
+def test_a_y4m_file_cut_inside_a_frame_warns(tmp_path: Path, caplog) -> None:
+    """Regression: a Y4M sequence (raw YUV, as test sequences are shared) cut off inside a
+    frame lost that frame with no word: FFmpeg drops a frame it cannot read whole. Its frames
+    are followed from the header: one the file ends inside is a cut; bytes after the last
+    frame that are no frame are not."""
+    whole = encode_with_ffmpeg(tmp_path / "w.y4m", 10, "25", ["-pix_fmt", "yuv420p"])
+    data = whole.read_bytes()
+    frame = len(b"FRAME\n") + 128 * 96 * 3 // 2
+    header = len(data) - 10 * frame
+    assert data[header : header + 6] == b"FRAME\n"
+    files = {  # name: does it end inside a frame?
+        "whole": (data, False),
+        "cut between frames": (data[: header + 4 * frame], False),
+        "cut inside a frame": (data[: header + 4 * frame + 1000], True),
+        "cut inside a frame's header": (data[: header + 4 * frame + 3], True),
+        "trailing bytes": (data + b"not a frame", False),
+    }
+    check_cut_off_files(tmp_path, files, ".y4m", "Y4M frame", caplog)

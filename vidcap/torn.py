@@ -42,6 +42,10 @@ PS_TAIL = 256 * 1024  # bytes read from the end: past the largest pack (64 KB pa
 # sub-blocks), and 0x3B. Sub-blocks: a length byte, that many bytes; 0 ends them.
 GIF_IMAGE, GIF_EXTENSION, GIF_TRAILER = 0x2C, 0x21, 0x3B
 GIF_READ_MAX = 64 << 20  # a larger GIF is not followed (its end is then not checked)
+# Y4M (raw YUV, as test sequences are shared): a header line, then frames of "FRAME", its
+# parameters and a newline, and the picture's bytes (one size for every frame).
+Y4M_FRAME = b"FRAME"
+Y4M_FRAMES_MAX = 4_000_000  # frames followed at most
 # ASF (WMV): a Header Object (GUID, 8-byte size, object count, 2 reserved bytes) holding
 # objects of a GUID and an 8-byte size; its File Properties object states the file's size,
 # its play duration (100 ns units) and preroll (ms, included in the play duration), and a
@@ -74,7 +78,8 @@ def torn_end(container: av.container.InputContainer) -> str | None:
     """What a file that ends part-way through one of its own units ends inside (None: it
     does not, or its format cannot tell): a cut-off download of an MPEG-TS/M2TS ends inside
     a transport-stream packet, of an Ogg file inside a page, of a DVD VOB or .mpg inside a
-    pack, of a GIF inside an image, of a DV capture inside a frame; an AVI whose recorder
+    pack, of a GIF inside an image, of a DV capture or a Y4M file inside a frame; an AVI
+    whose recorder
     stopped before writing its lengths (a dashcam losing power), inside a chunk. None of
     these says how much is missing; a cut that falls on a boundary is not seen."""
     names = set(container.format.name.split(","))
@@ -86,6 +91,7 @@ def torn_end(container: av.container.InputContainer) -> str | None:
         ("mpeg", _cut_program_stream, "an MPEG program-stream pack"),
         ("gif", _cut_gif, "a GIF image"),
         ("dv", _cut_dv, "a DV frame"),
+        ("yuv4mpegpipe", _cut_y4m, "a Y4M frame"),
     )
     for name, cut, unit in checks:
         if name in names:
@@ -471,3 +477,36 @@ def _cut_dv(path: str) -> bool:
     except av.FFmpegError:
         return False
     return bool(frame) and os.path.getsize(path) % frame != 0
+
+
+def _cut_y4m(path: str) -> bool:
+    """Does this Y4M file end inside a frame? Its frames (each "FRAME", its parameters, a
+    newline, then the picture: one size, the first packet's) are followed from the header
+    to the end; bytes that are no frame there are no cut."""
+    try:
+        with av.open(path, format="yuv4mpegpipe") as container:
+            first = next(container.demux(video=0), None)
+            picture, at = (first.size, first.pos) if first is not None else (0, None)
+    except av.FFmpegError:
+        return False
+    if not picture or at is None or at < 0:
+        return False
+    with open(path, "rb") as handle:
+        size = handle.seek(0, 2)
+        handle.seek(max(0, at - 256))
+        before = handle.read(at - max(0, at - 256))
+        if before.rfind(Y4M_FRAME) < 0:
+            return False
+        at = max(0, at - 256) + before.rfind(Y4M_FRAME)  # the first frame's header
+        for _ in range(Y4M_FRAMES_MAX):
+            if at >= size:
+                return False
+            handle.seek(at)
+            line = handle.read(256)
+            end = line.find(b"\n")
+            if not line.startswith(Y4M_FRAME[: len(line)]) or (end < 0 and len(line) == 256):
+                return False  # (no frame here: not a cut)
+            if end < 0 or at + end + 1 + picture > size:
+                return True
+            at += end + 1 + picture
+    return False
