@@ -708,3 +708,66 @@ def test_stems_equal_on_a_case_insensitive_file_system_get_apart(tmp_path: Path)
         "caf\u00e9",
         "cafe\u0301",
     ]
+
+
+def test_a_download_goes_on_while_data_comes_and_fails_once_none_does(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Regression: URL inputs kept aiohttp's default of 300 s for a whole request (fsspec
+    sets none), so a large video still arriving at a few MB/s failed after five minutes,
+    and one whose server stopped sending mid-way held its decoder those five minutes. A
+    download now takes as long as data keeps coming, and fails once none has come for
+    ``HTTP_STALL_S``, saying so."""
+    import http.server
+    import threading
+    import time
+
+    import aiohttp.client
+
+    import vidcap.inputs
+
+    monkeypatch.setattr(vidcap.inputs, "HTTP_STALL_S", 1.0)
+    # aiohttp's default limit on a whole request, 300 s, shortened to what this test takes
+    monkeypatch.setattr(aiohttp.client, "DEFAULT_TIMEOUT", aiohttp.ClientTimeout(total=2))
+    data = SAMPLE.read_bytes()
+    release = threading.Event()
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            pieces = [
+                data[i : i + len(data) // 8 + 1] for i in range(0, len(data), len(data) // 8 + 1)
+            ]
+            for number, piece in enumerate(pieces):
+                if self.path == "/stalled.mp4" and number == len(pieces) // 2:
+                    release.wait(30)  # (the connection stays open, nothing more comes)
+                    return
+                self.wfile.write(piece)
+                self.wfile.flush()
+                time.sleep(0.4)  # under the stall limit; 3 s in all, past the 2 s
+
+    server = QuietHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with local_copy(f"{base}/slow.mp4") as path:
+            assert path.read_bytes() == data
+        started = time.monotonic()
+        with pytest.raises(VideoError) as stalled, local_copy(f"{base}/stalled.mp4"):
+            pass
+        assert time.monotonic() - started < 15
+        assert str(stalled.value) == (
+            f"{base}/stalled.mp4: cannot download: nothing came for 1 s (the server stopped "
+            "sending)"
+        )
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()

@@ -58,6 +58,9 @@ _prefetched: dict[str, dict[str, Any]] = {}  # URL → identity, taken once by r
 
 LIST_SUFFIXES = (".txt", ".csv", ".tsv", ".parquet")
 PATH_COLUMN = "path"
+# URL inputs over HTTP(S): seconds to connect, and without a byte before a download fails.
+HTTP_CONNECT_S = 30.0
+HTTP_STALL_S = 60.0
 # A list's metadata column named like an output column (``caption``: a dataset's own
 # captions) is carried under this prefix, not over vidcap's.
 CLASH_PREFIX = "list_"
@@ -266,12 +269,24 @@ def _expand_url(url: str, path_column: str) -> list[InputVideo]:
 
 
 def _filesystem(url: str):
+    """fsspec's filesystem for ``url`` and its path there. Over HTTP(S), a download may take
+    as long as it takes while data comes (aiohttp's default, which fsspec keeps, fails any
+    request after 300 s in all: a 1 GB video at 3 MB/s), and fails once none has come for
+    ``HTTP_STALL_S``."""
     try:
         import fsspec
     except ImportError as exc:  # pragma: no cover - fsspec comes with torch/transformers
         raise UsageError(f"URL inputs need fsspec: {install_hint('data')}") from exc
+    options: dict[str, Any] = {}
+    if urlsplit(url).scheme.lower() in ("http", "https"):
+        import aiohttp
+
+        stall = aiohttp.ClientTimeout(
+            total=None, sock_connect=HTTP_CONNECT_S, sock_read=HTTP_STALL_S
+        )
+        options["client_kwargs"] = {"timeout": stall}
     try:
-        return fsspec.core.url_to_fs(url)
+        return fsspec.core.url_to_fs(url, **options)
     except (ImportError, ValueError) as exc:
         shown = shown_source(url)
         raise UsageError(f"cannot open {shown}: {str(exc).replace(url, shown)}") from exc
@@ -554,6 +569,11 @@ def local_copy(source: str) -> Iterator[Path]:
             fs.get_file(path, name)
         except FileNotFoundError:  # (fsspec's word for HTTP 404 and a missing key alike)
             raise VideoError(f"{source}: cannot download: not found") from None
+        except TimeoutError:  # (aiohttp's, where no byte came for HTTP_STALL_S)
+            raise VideoError(
+                f"{source}: cannot download: nothing came for {HTTP_STALL_S:g} s (the server "
+                "stopped sending)"
+            ) from None
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # this machine's disk, not the URL
                 raise
