@@ -52,6 +52,7 @@ def test_an_mpeg_program_stream_cut_inside_a_pack_warns(tmp_path: Path, caplog, 
         "cut inside a pack": (data[: middle + 700], True),
         "cut inside a pack header": (data[: middle + 7], True),
         "padded": (data + bytes(2048), False),
+        "with an end code": (data + b"\x00\x00\x01\xb9", False),
     }
     check_cut_off_files(tmp_path, files, ".mpg", "MPEG program-stream pack", caplog)
 
