@@ -470,27 +470,18 @@ def _cut_dv(path: str) -> bool:
     """Does this raw DV file (a camcorder's tape captured over FireWire) end inside a
     frame? Its frames all have one size, the first packet's (120,000 or 144,000 bytes in
     DV25; more in DV50 and DVCPRO HD), and nothing else is in the file."""
-    try:
-        with av.open(path, format="dv") as container:
-            first = next(container.demux(video=0), None)
-            frame = first.size if first is not None else 0
-    except av.FFmpegError:
-        return False
-    return bool(frame) and os.path.getsize(path) % frame != 0
+    first = _first_packet(path, "dv")
+    return first is not None and os.path.getsize(path) % first[0] != 0
 
 
 def _cut_y4m(path: str) -> bool:
     """Does this Y4M file end inside a frame? Its frames (each "FRAME", its parameters, a
     newline, then the picture: one size, the first packet's) are followed from the header
     to the end; bytes that are no frame there are no cut."""
-    try:
-        with av.open(path, format="yuv4mpegpipe") as container:
-            first = next(container.demux(video=0), None)
-            picture, at = (first.size, first.pos) if first is not None else (0, None)
-    except av.FFmpegError:
+    first = _first_packet(path, "yuv4mpegpipe")
+    if first is None or first[1] < 0:
         return False
-    if not picture or at is None or at < 0:
-        return False
+    picture, at = first
     with open(path, "rb") as handle:
         size = handle.seek(0, 2)
         handle.seek(max(0, at - 256))
@@ -510,3 +501,16 @@ def _cut_y4m(path: str) -> bool:
                 return True
             at += end + 1 + picture
     return False
+
+
+def _first_packet(path: str, demuxer: str) -> tuple[int, int] | None:
+    """(size, position in the file: -1 unknown) of the first video packet FFmpeg's
+    ``demuxer`` reads from ``path``; None where there is none."""
+    try:
+        with av.open(path, format=demuxer) as container:
+            first = next(container.demux(video=0), None)
+    except av.FFmpegError:
+        return None
+    if first is None or not first.size:
+        return None
+    return first.size, first.pos if first.pos is not None else -1
