@@ -76,7 +76,7 @@ def test_an_undecodable_video_is_one_failed_event(tmp_path: Path) -> None:
 
 
 def test_a_second_camera_in_the_file_is_named_not_passed_over_in_silence(
-    generated_videos, tmp_path: Path, caplog
+    generated_videos, tmp_path: Path
 ) -> None:
     """Regression: a file of two video streams (a front-and-rear dashcam, a 360° camera's
     two lenses) was captioned from the one a player shows with no word of the other."""

@@ -710,9 +710,7 @@ def test_stems_equal_on_a_case_insensitive_file_system_get_apart(tmp_path: Path)
     ]
 
 
-def test_a_download_goes_on_while_data_comes_and_fails_once_none_does(
-    tmp_path: Path, monkeypatch
-) -> None:
+def test_a_download_goes_on_while_data_comes_and_fails_once_none_does(monkeypatch) -> None:
     """Regression: URL inputs kept aiohttp's default of 300 s for a whole request (fsspec
     sets none), so a large video still arriving at a few MB/s failed after five minutes,
     and one whose server stopped sending mid-way held its decoder those five minutes. A

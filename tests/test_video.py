@@ -618,19 +618,19 @@ def test_mpeg2_in_asf_is_timed_as_ffprobe_times_it(dvr_ms: Path, mode) -> None:
     assert_samples(dvr_ms, truth, mode)
 
 
-def test_mpeg2_in_asf_comes_out_in_order_and_whole(dvr_ms: Path) -> None:
+def test_mpeg2_in_asf_comes_out_in_order_and_whole_and_folders_find_it(dvr_ms: Path) -> None:
     with VideoReader(dvr_ms) as reader:
         frames = list(reader.frames(SamplingSettings(every_n=1)))
     assert [frame_number(f.rgb) for f in frames] == list(range(60))
     times = [f.time for f in frames]
     assert times == sorted(times) and len(set(times)) == 60
+    assert [video.source for video in expand_inputs([dvr_ms.parent])] == [str(dvr_ms)]
 
 
 @pytest.mark.skipif(FFPROBE is None, reason=NO_FFPROBE)
-def test_mpeg2_in_asf_times_are_ffprobes_and_its_folder_finds_it(dvr_ms: Path) -> None:
+def test_mpeg2_in_asf_times_are_ffprobes(dvr_ms: Path) -> None:
     frames = ffprobe_frames(dvr_ms)
     assert frames == [(pytest.approx(t, abs=1e-6), k) for t, k in truth_frames(dvr_ms)]
-    assert [video.source for video in expand_inputs([dvr_ms.parent])] == [str(dvr_ms)]
 
 
 # --- a damaged H.264 stream whose decoder releases frames out of order (#16.1) ------------
