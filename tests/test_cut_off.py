@@ -10,9 +10,8 @@ import pytest
 
 from tests.support.videos import check_cut_off_files, cut_off_said, encode_with_ffmpeg
 from vidcap.settings import SamplingSettings
+from vidcap.torn import PS_END, PS_PACK
 from vidcap.video import VideoReader
-
-PS_PACK = b"\x00\x00\x01\xba"
 
 
 @pytest.mark.parametrize("kept", [0.9, 0.5])
@@ -52,7 +51,7 @@ def test_an_mpeg_program_stream_cut_inside_a_pack_warns(tmp_path: Path, caplog, 
         "cut inside a pack": (data[: middle + 700], True),
         "cut inside a pack header": (data[: middle + 7], True),
         "padded": (data + bytes(2048), False),
-        "with an end code": (data + b"\x00\x00\x01\xb9", False),
+        "with an end code": (data + PS_END, False),
     }
     check_cut_off_files(tmp_path, files, ".mpg", "MPEG program-stream pack", caplog)
 
