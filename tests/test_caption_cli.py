@@ -289,15 +289,19 @@ def _in_a_small_folder(size: str, script: str) -> subprocess.CompletedProcess[st
 
 
 @pytest.mark.slow
-def test_a_full_output_disk_stops_the_run_and_a_rerun_finishes_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("thumbs", ["--no-thumbs", ""])
+def test_a_full_output_disk_stops_the_run_and_a_rerun_finishes_it(
+    tmp_path: Path, thumbs: str
+) -> None:
     # Without the stop, every video left is decoded and captioned, then fails writing.
+    # With thumbnails the folder fills while one is staged, before the video's outputs.
     src = tmp_path / "src"
     src.mkdir()
     for i in range(6):
         spec = VideoSpec(f"v{i}", "libx264", ".mkv", constant_rate(20, Fraction(10)))
         write_video(src / f"v{i}.mkv", spec)
     run = f'{sys.executable} -m vidcap caption {src} --out "$SMALL/out" --model tiny --fps 2'
-    run += " --format jsonl --no-thumbs --quiet"
+    run += f" --format jsonl {thumbs} --quiet"
     script = (
         f"{run} 2>{tmp_path}/full.err; echo $? >{tmp_path}/full.rc; "
         f'cp -r "$SMALL/out" {tmp_path}/full; '  # the folder as the stopped run left it
@@ -325,6 +329,10 @@ def test_a_full_output_disk_stops_the_run_and_a_rerun_finishes_it(tmp_path: Path
     for i in range(6):
         rows = read_jsonl(tmp_path / "done" / f"v{i}.jsonl")
         assert [row["time"] for row in rows] == [0.0, 0.5, 1.0, 1.5]
+    if not thumbs:
+        assert len(list((tmp_path / "done" / "thumbs").glob("v?/*.jpg"))) == 24
+        staged = tmp_path / "full" / ".vidcap" / "thumbs"  # (the stopped video's: removed)
+        assert not staged.exists() or not any(staged.iterdir())
 
 
 @pytest.mark.parametrize(

@@ -181,3 +181,79 @@ def test_a_picture_wider_than_a_jpeg_can_be_is_narrowed(tmp_path: Path, scenes: 
     for thumb in thumbs:
         height, width = cv2.imread(str(thumb)).shape[:2]
         assert (width, height) == (MAX_PICTURE_WIDTH, 1), thumb
+
+
+def _committer(out: Path, names: tuple[str, ...] = ("a",)):  # noqa: ANN202 - (Committer)
+    from vidcap.commit import Committer, RunSettings, VideoJob
+
+    settings = RunSettings(out_dir=out, sampling=SamplingSettings(thumb_height=160), quiet=True)
+    jobs = [VideoJob(i, f"/in/{name}.mp4", name, {"path": f"/in/{name}.mp4"}) for i, name in enumerate(names)]  # fmt: skip
+    return Committer(settings, jobs)
+
+
+def _staged(out: Path) -> list[str]:
+    staging = out / ".vidcap" / "thumbs"
+    return (
+        sorted(str(p.relative_to(staging)) for p in staging.rglob("*")) if staging.is_dir() else []
+    )
+
+
+def test_thumbnails_wait_on_disk_not_in_memory(tmp_path: Path) -> None:
+    """Regression: a video's thumbnails waited in memory until the video was done, about
+    6 kB each: a long video sampled at every frame held gigabytes (a 5-minute 720p clip at
+    ``--every-n 1``: 48 MB more than without thumbnails). Each is staged on disk as it
+    comes and the folder renamed into place with the video's other outputs."""
+    from vidcap.outputs import CaptionedFrame
+
+    out = tmp_path / "out"
+    committer = _committer(out)
+    committer.thumbnail(0, 0, b"first")
+    committer.thumbnail(0, 5, b"second")
+    assert _staged(out) == ["a.part", "a.part/000000.jpg", "a.part/000005.jpg"]
+    assert not (out / "thumbs").exists()  # (not in place before the video is done)
+    committer.frame(0, CaptionedFrame(0, 0.0, "one"))
+    committer.frame(0, CaptionedFrame(5, 0.5, "two"))
+    committer.end(0, 2, 1.0)
+    assert _staged(out) == []
+    folder = thumbs_folder(out, "a")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == {
+        "000000.jpg": b"first", "000005.jpg": b"second"
+    }  # fmt: skip
+    [result] = committer.close(1.0)
+    assert (result.status, result.thumbs) == ("done", 2)
+
+
+def test_a_failed_video_leaves_no_thumbnails_staged(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    committer = _committer(out)
+    committer.thumbnail(0, 0, b"jpeg")
+    committer.fail(0, "a.mp4: the decoder stopped", warn=False)
+    assert _staged(out) == [] and not (out / "thumbs").exists()
+
+
+def test_what_a_killed_run_left_staged_goes_when_the_next_run_starts(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    left = out / ".vidcap" / "thumbs" / "gone.part"
+    left.mkdir(parents=True)
+    (left / "000000.jpg").write_bytes(b"jpeg")
+    _committer(out)
+    assert _staged(out) == []
+
+
+def test_a_thumbnail_that_cannot_be_written_fails_its_video_alone(tmp_path: Path) -> None:
+    from vidcap.outputs import CaptionedFrame
+
+    out = tmp_path / "out"
+    committer = _committer(out, ("a", "b"))
+    committer.thumbnail(1, 0, b"jpeg")  # (b's staged folder exists before the folder breaks)
+    (out / ".vidcap" / "thumbs" / "a.part").write_text("not a folder")
+    committer.thumbnail(0, 0, b"jpeg")
+    committer.frame(0, CaptionedFrame(0, 0.0, "lost"))  # (a is failed: ignored)
+    committer.end(0, 1, 1.0)
+    committer.frame(1, CaptionedFrame(0, 0.0, "kept"))
+    committer.end(1, 1, 1.0)
+    results = {r.name: r for r in committer.close(1.0)}
+    assert results["a"].status == "failed"
+    assert results["a"].error.startswith("cannot write outputs: ")
+    assert (results["b"].status, results["b"].thumbs) == ("done", 1)
+    assert not (out / "a.jsonl").exists() and read_jsonl(out / "b.jsonl")[0]["caption"] == "kept"

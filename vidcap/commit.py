@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 import unicodedata
 from collections import Counter
@@ -40,9 +41,11 @@ from vidcap.outputs import (
     VIDEO_FORMATS,
     CaptionedFrame,
     is_output_name,
+    place_thumbnails,
     short_stem,
+    stage_thumbnails,
     thumbs_folder,
-    write_thumbnails,
+    write_thumbnail,
     write_video_outputs,
 )
 from vidcap.records import STATE_DIR, identity_of, read_record, write_record, write_summary
@@ -51,7 +54,8 @@ from vidcap.settings import GenerationSettings, SamplingSettings
 from vidcap.wording import counted
 
 log = logging.getLogger(__name__)
-# Where a video's thumbnails are written before they are renamed into OUT/thumbs/<name>.
+# Where a video's thumbnails are written as they come, until they are renamed into
+# OUT/thumbs/<name> with its other outputs.
 THUMBS_STAGING = "thumbs"
 
 # Errors that say the output folder takes nothing more, whichever video is written: the
@@ -317,7 +321,8 @@ class _Open:
     frames: dict[int, CaptionedFrame] = field(default_factory=dict)
     reused: dict[int, CaptionedFrame] = field(default_factory=dict)  # caption: not yet known
     scenes: dict[int, Scene] = field(default_factory=dict)
-    thumbs: dict[int, bytes] = field(default_factory=dict)  # frame index → JPEG
+    thumbs: set[int] = field(default_factory=set)  # frame indices whose thumbnail is staged
+    staged: Path | None = None  # the folder they are staged in (``stage_thumbnails``)
     expected: int | None = None
     expected_scenes: int = 0
     duration: float = 0.0
@@ -356,6 +361,8 @@ class Committer:
         self._undurable: dict[int, VideoResult] = {}
         self.summary: dict | None = None  # summary.json as close() wrote it
         (settings.out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
+        self._staging = settings.out_dir / STATE_DIR / THUMBS_STAGING
+        shutil.rmtree(self._staging, ignore_errors=True)  # (what a killed run left staged)
 
     def _state(self, job_id: int) -> _Open | None:
         if job_id not in self.jobs or self.jobs[job_id].name in self._finished:
@@ -380,10 +387,21 @@ class Committer:
         self._maybe_commit(state)
 
     def thumbnail(self, job_id: int, index: int, jpeg: bytes) -> None:
-        """The decoder's thumbnail of sample ``index``: written with the video's outputs."""
+        """The decoder's thumbnail of sample ``index``: staged on disk at once (none waits
+        in memory: a long video sampled at every frame makes hundreds of thousands), put in
+        place with the video's outputs."""
         state = self._state(job_id)
-        if state is not None:
-            state.thumbs[index] = jpeg
+        if state is None:
+            return
+        try:
+            if state.staged is None:
+                state.staged = stage_thumbnails(self._staging, state.job.name)
+            write_thumbnail(state.staged, index, jpeg)
+        except OSError as exc:
+            del self._open[job_id]
+            self._unwritable(state, exc)
+            return
+        state.thumbs.add(index)
 
     def scene(self, job_id: int, scene: Scene) -> None:
         """The decoder found ``scene`` (``--scenes``)."""
@@ -420,6 +438,7 @@ class Committer:
         if state is None:
             return
         del self._open[job_id]
+        _unstage(state)
         if warn:
             self.warnings.show(f"failed: {error}")
         result = self._result(state, "failed", error)
@@ -490,6 +509,7 @@ class Committer:
         del self._open[state.job.id]
         frames = self._resolved(state)
         if isinstance(frames, str):
+            _unstage(state)
             result = self._result(state, "failed", f"{state.job.shown}: {frames}")
             self.warnings.show(f"failed: {result.error}")
             self._record_if_possible(result)
@@ -503,11 +523,7 @@ class Committer:
         base = self.settings.out_dir / state.job.name
         try:
             # (none this time, e.g. --no-thumbs: an earlier run's would belong to other frames)
-            write_thumbnails(
-                thumbs_folder(self.settings.out_dir, state.job.name),
-                state.thumbs,
-                self.settings.out_dir / STATE_DIR / THUMBS_STAGING,
-            )
+            place_thumbnails(thumbs_folder(self.settings.out_dir, state.job.name), state.staged)
             write_video_outputs(
                 base,
                 state.job.shown,
@@ -517,11 +533,7 @@ class Committer:
                 scenes,
             )
         except OSError as exc:
-            result = self._result(state, "failed", f"cannot write outputs: {exc}")
-            self._record_if_possible(result)
-            self._finish(result)
-            if exc.errno in FOLDER_FULL:
-                raise self._full(exc) from None
+            self._unwritable(state, exc)
             return
         result = self._result(state, "done", frames=len(frames))
         self.new_frames += result.frames
@@ -531,6 +543,16 @@ class Committer:
             durable = writer.add(state.job, frames, scenes or ())
         self._settle(durable if self.run_writers else [state.job.id])
         self._finish(result)
+
+    def _unwritable(self, state: _Open, exc: OSError) -> None:
+        """Video ``state`` (no longer open) fails: an output of it cannot be written. A
+        folder that takes nothing more stops the run."""
+        _unstage(state)
+        result = self._result(state, "failed", f"cannot write outputs: {exc}")
+        self._record_if_possible(result)
+        self._finish(result)
+        if exc.errno in FOLDER_FULL:
+            raise self._full(exc) from None
 
     def _settle(self, durable: Sequence[int]) -> None:
         for job_id in durable:
@@ -585,6 +607,12 @@ class Committer:
             # (the run's own error says the folder is full; a rerun writes the summary)
             log.warning("%s not written: %s", self.settings.out_dir / "summary.json", exc)
         return results
+
+
+def _unstage(state: _Open) -> None:
+    """A failed video's staged thumbnails go."""
+    if state.staged is not None:
+        shutil.rmtree(state.staged, ignore_errors=True)
 
 
 def check_out_dir(out_dir: Path) -> None:

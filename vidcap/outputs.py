@@ -111,28 +111,35 @@ def thumbs_folder(out_dir: Path, name: str) -> Path:
     return out_dir / THUMBS_DIR / name
 
 
-def write_thumbnails(folder: Path, thumbs: dict[int, bytes], staging: Path) -> None:
-    """A video's thumbnails, all or none: written into ``staging/<name>.part`` (a folder on
-    the same file system that holds no video's thumbnails: beside them, ``x.part`` would be
-    the folder of a video named ``x.part``), then put in place of any earlier ones with a
-    rename (an earlier set is removed first). No thumbnails: only the earlier set is
+def stage_thumbnails(staging: Path, name: str) -> Path:
+    """An empty folder for a video's thumbnails, written into one by one as the decoder
+    makes them (``write_thumbnail``), so that none waits in memory: ``staging/<name>.part``,
+    a folder on the same file system that holds no video's thumbnails (beside them,
+    ``x.part`` would be the folder of a video named ``x.part``)."""
+    if not is_output_name(name):
+        raise ValueError(f"not an output name: {name!r}")
+    staged = part_path(staging / name)
+    shutil.rmtree(staged, ignore_errors=True)  # (a run killed mid-video left it)
+    staged.mkdir(parents=True)
+    return staged
+
+
+def write_thumbnail(staged: Path, index: int, jpeg: bytes) -> None:
+    """Thumbnail of sample ``index`` into a video's staged folder."""
+    (staged / f"{index:06d}.jpg").write_bytes(jpeg)
+
+
+def place_thumbnails(folder: Path, staged: Path | None) -> None:
+    """A video's thumbnails, all or none: its staged folder put in place of any earlier
+    set with a rename (the earlier set removed first). None staged: only the earlier set is
     removed."""
-    if not thumbs:
+    if staged is None:
         shutil.rmtree(folder, ignore_errors=True)
         return
-    tmp = part_path(staging / folder.name)
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
-        for index, jpeg in thumbs.items():
-            (tmp / f"{index:06d}.jpg").write_bytes(jpeg)
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staged, folder)
 
 
 # Every column a caption row may have in any output: ``frame_row``'s, and the Parquet
