@@ -15,12 +15,14 @@ import functools
 import itertools
 import math
 import re
-from dataclasses import dataclass
+from array import array
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import av
+import numpy as np
 
 from vidcap.errors import VideoError
 from vidcap.ffmpeg import local_name
@@ -365,12 +367,17 @@ class Clock:
 
 @dataclass(frozen=True)
 class Packets:
-    """The demux pass: presentation times (s) of all frames and of keyframes, sorted."""
+    """The demux pass: presentation times (s) of all frames and of keyframes, sorted.
 
-    times: list[float]
-    keyframe_times: list[float]
+    Held for the whole decode, so packed: 8 bytes a time (``array``), where Python floats
+    in lists and tuples took about 100 bytes a packet (a 48-hour 60 fps recording holds
+    ten million)."""
+
+    times: array[float]
+    keyframe_times: array[float]
     complete: bool  # every packet with data had a pts, and demuxing met no error
-    order: tuple[tuple[float, bool], ...] = ()  # (time, keyframe) of each packet, decode order
+    order: array[float] = field(default_factory=lambda: array("d"))  # times, decode order
+    keys: bytes = b""  # 1 where ``order``'s packet is a keyframe
     discarded: int = 0  # packets an edit list cuts (decoded as references, never shown)
     # Packet times name the frames decoding gives (so exact mode may plan with them): not
     # in packed MPEG-4 B-frames (one packet, two pictures; N-VOP placeholders) nor where the
@@ -396,9 +403,9 @@ class Packets:
 
 def demux_times(path: Path, start: float) -> Packets:
     """Read every packet's pts without decoding (cheap): the plan for the decode pass."""
-    times: list[float] = []
-    keyframes: list[float] = []
-    order: list[tuple[float, bool]] = []
+    order = array("d")  # each packet's time, decode order
+    keys = bytearray()
+    keyframes = array("d")
     discarded = 0
     complete = True
     with open_container(path) as container:
@@ -449,16 +456,15 @@ def demux_times(path: Path, start: float) -> Packets:
                     discarded += 1
                     continue
                 time = seconds(timestamp)
-                times.append(time)
-                order.append((time, bool(packet.is_keyframe)))
+                order.append(time)
+                keys.append(bool(packet.is_keyframe))
                 known = packet.pos is not None and packet.pos >= 0
                 last = (time, packet.pos + packet.size) if known else None
                 if packet.is_keyframe and (codec != "mpeg4" or packet.size > N_VOP_MAX_BYTES):
                     keyframes.append(time)
         except av.FFmpegError:
             complete = False
-    times.sort()
-    keyframes.sort()
+    times, keyframes = _sorted(order), _sorted(keyframes)
     if any(a == b for a, b in itertools.pairwise(times)) or (
         reorders and in_decode_order and clock == "pts" and len(times) > 1
     ):
@@ -468,8 +474,14 @@ def demux_times(path: Path, start: float) -> Packets:
         # decoding every frame shows.
         plannable = False
     return Packets(
-        times, keyframes, complete, tuple(order), discarded, plannable, clock, tuple(resets), last
-    )
+        times, keyframes, complete, order, bytes(keys), discarded, plannable, clock,
+        tuple(resets), last,
+    )  # fmt: skip
+
+
+def _sorted(times: array[float]) -> array[float]:
+    """``times`` sorted, without a Python float per element on the way."""
+    return array("d", np.sort(np.frombuffer(times, dtype=np.float64)).tobytes())
 
 
 def _one_picture(data: bytes) -> bool:

@@ -29,6 +29,7 @@ import itertools
 import logging
 import math
 import os
+from array import array
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
@@ -241,7 +242,7 @@ class VideoReader:
         self._resets_used = 0  # of the demux pass's resets, how many frames have met
         self._damaged = False  # decoding met errors, corrupt or disordered frames
         self._packets: Packets | None = None
-        self._unneeded: set[float] = set()
+        self._unneeded = array("d")  # sorted
         self._clock = Clock(self._stream.time_base, self._start)
         self._by_dts = False  # packets timed by their dts (set by the demux pass)
         self._torn: str | None = None  # what a cut-off file ends inside (``torn_end``)
@@ -350,7 +351,7 @@ class VideoReader:
         # (with --max-frames the end is where reading stops: skipping ahead would move it)
         exact = sampling.mode == "exact" and not sampling.keyframes and not sampling.max_frames
         skipping = exact and bool(needed)
-        self._unneeded = _unneeded_times(packets, needed) if skipping and needed else set()
+        self._unneeded = _unneeded_times(packets, needed) if skipping and needed else array("d")
         yielded: Counter[float] = Counter()
         plan = {_key(t) for t in needed} if skipping and needed else None
         try:
@@ -470,7 +471,10 @@ class VideoReader:
         position = 0
         last_index = -1
         shown = 0  # frames released in presentation order in this pass
-        seen: Counter[float] = Counter()  # frames of each time released in this pass
+        before = Counter(yielded)  # frames of each time earlier passes sent
+        # frames released in this pass, of each time in ``before`` (only those: a count of
+        # every decoded frame's time took 70 bytes a frame, a video's length long)
+        seen: Counter[float] = Counter()
         # Every frame decoded (``ranked``): a frame's index is its rank among the frames that
         # decode (as ffprobe lists them); otherwise its rank among the demux pass's packets.
         clock = self._clock
@@ -511,9 +515,10 @@ class VideoReader:
                     index += 1
             shown += 1
             last_index = index
-            seen[key] += 1
+            if key in before:
+                seen[key] += 1
             # sent by the first pass (or lost by it, and too late to place now)
-            sent = seen[key] <= yielded[key] or key < sent_up_to
+            sent = (key in before and seen[key] <= before[key]) or key < sent_up_to
             if every:  # (scene detection: every frame, in presentation order)
                 if not sent:
                     yielded[key] += 1
@@ -584,7 +589,7 @@ class VideoReader:
         self._picture = Picture(self._stream)  # (from the first frame again)
         if not self._demux().generated_pts:
             disable_generated_pts(self._container)
-        self._unneeded = set()
+        self._unneeded = array("d")
         self._clock = Clock(self._stream.time_base, self._start)
         self._best_effort = _BestEffort()
         self._reset_offset = 0.0  # seconds added after the clock started again (MPEG-TS/PS)
@@ -643,7 +648,7 @@ class VideoReader:
                     time = self._packet_time(packet)
                     if time in needed:
                         skip = "DEFAULT"
-                    elif time in self._unneeded:
+                    elif _holds(self._unneeded, time):
                         skip = None
                     else:
                         skip = "NONREF"
@@ -904,8 +909,9 @@ def _needed_times(
     return set(_ticks(packets.times, 1.0 / float(sampling.fps or 1.0), tolerance))
 
 
-def _unneeded_times(packets: Packets, needed: set[float]) -> set[float]:
-    """Packets ``exact`` mode need not even send to the decoder.
+def _unneeded_times(packets: Packets, needed: set[float]) -> array[float]:
+    """Times of the packets ``exact`` mode need not even send to the decoder, sorted (a
+    set of them took 50 bytes a packet where keyframes are close).
 
     Split the stream at keyframes (decode order). Within a group, nothing after its last
     needed frame (decode order) is referenced by a needed frame: references always come
@@ -914,23 +920,30 @@ def _unneeded_times(packets: Packets, needed: set[float]) -> set[float]:
     order, before it in presentation order) may reference this group: when one of those is
     needed, this group is decoded as usual.
     """
-    groups: list[list[float]] = []
+    order = packets.order
+    starts: list[int] = []  # each group's first packet (decode order)
     leading: list[bool] = []  # does the group hold a needed leading picture?
-    for time, key in packets.order:
-        if key or not groups:
-            groups.append([])
+    for i, (time, key) in enumerate(zip(order, packets.keys, strict=True)):
+        if key or not starts:
+            starts.append(i)
             leading.append(False)
             key_time = time
         elif time < key_time and time in needed:
             leading[-1] = True
-        groups[-1].append(time)
-    unneeded: set[float] = set()
-    for i, group in enumerate(groups):
-        if i + 1 < len(groups) and leading[i + 1]:
+    ends = [*starts[1:], len(order)]
+    unneeded = array("d")
+    for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
+        if i + 1 < len(starts) and leading[i + 1]:
             continue
-        last = max((j for j, t in enumerate(group) if t in needed), default=-1)
-        unneeded.update(group[last + 1 :])
-    return unneeded - needed
+        last = max((j for j in range(start, end) if order[j] in needed), default=start - 1)
+        unneeded.extend(t for t in order[last + 1 : end] if t not in needed)
+    return array("d", np.unique(np.frombuffer(unneeded, dtype=np.float64)).tobytes())
+
+
+def _holds(times: array[float], time: float) -> bool:
+    """Is ``time`` in the sorted ``times``?"""
+    i = bisect.bisect_left(times, time)
+    return i < len(times) and times[i] == time
 
 
 def _frame_duration(frame: av.VideoFrame, packet: av.Packet | None, clock: Clock) -> float:

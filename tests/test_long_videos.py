@@ -1,0 +1,69 @@
+"""What a decoder holds for a long video: per packet, a few bytes of Python, whatever the
+sampling (a 48-hour 60 fps recording has ten million packets, and a GPU server runs a
+decoder per core)."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from tests.support.videos import encode_with_ffmpeg
+from vidcap.settings import SamplingSettings
+from vidcap.video import VideoReader
+
+RATE = 100
+SHORT, LONG = 2000, 8000  # frames
+# Python bytes a decode holds at its peak for each packet more in the video: the demux
+# pass's times (8 bytes each, in presentation and in decode order), a keyframe flag, the
+# skipped packets' times, and the samples' own bookkeeping (sets of their times: at
+# --fps 10 of a 100 fps video, a tenth of the packets; 41 bytes a packet in all there).
+# Lists of floats and a count of every decoded frame's time took about 170.
+MAX_BYTES_PER_PACKET = 50
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    folder = tmp_path_factory.mktemp("long")
+    return {
+        frames: encode_with_ffmpeg(
+            folder / f"{frames}.mkv",
+            frames,
+            str(RATE),
+            ["-c:v", "libx264", "-preset", "ultrafast", "-g", "250"],
+            size=(16, 16),
+        )  # fmt: skip
+        for frames in (SHORT, LONG)
+    }
+
+
+def _peak(video: Path, sampling: SamplingSettings) -> tuple[int, int]:
+    """(samples, peak bytes of Python allocations) of one decode of ``video``."""
+    reader = VideoReader(video)
+    tracemalloc.start()
+    try:
+        samples = sum(1 for _ in reader.samples(sampling))
+        return samples, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize(
+    "sampling",
+    [SamplingSettings(), SamplingSettings(fps=10.0), SamplingSettings(mode="all")],
+    ids=["fps1-exact", "fps10-exact", "fps1-all"],
+)
+def test_a_decode_holds_a_few_bytes_per_packet(videos: dict[int, Path], sampling) -> None:  # noqa: ANN001
+    """Regression: the demux pass kept each packet's time as Python floats in a sorted list
+    and in a tuple of (time, keyframe) pairs, and the decode pass counted every decoded
+    frame's time in a dict: about 170 bytes a packet, 280 with FFmpeg's own index (a
+    3-hour 25 fps MP4 grew a decoder by 76 MB at --fps 1; 48 hours at 60 fps would take
+    gigabytes)."""
+    (short_samples, short_peak), (long_samples, long_peak) = (
+        _peak(videos[n], sampling) for n in (SHORT, LONG)
+    )
+    per_second = int(sampling.fps or 1)
+    assert (short_samples, long_samples) == (SHORT // RATE * per_second, LONG // RATE * per_second)
+    per_packet = (long_peak - short_peak) / (LONG - SHORT)
+    assert per_packet < MAX_BYTES_PER_PACKET, f"{per_packet:.0f} bytes a packet"
