@@ -19,7 +19,8 @@ SHORT, LONG = 2000, 8000  # frames
 # pass's times (8 bytes each, in presentation and in decode order), a keyframe flag, the
 # skipped packets' times, and the samples' own bookkeeping (sets of their times: at
 # --fps 10 of a 100 fps video, a tenth of the packets; 41 bytes a packet in all there).
-# Lists of floats and a count of every decoded frame's time took about 170.
+# Lists of floats and a count of every decoded frame's time took about 170. (With
+# --every-n 1, every packet is a sample: its time is in those sets, about 150 bytes more.)
 MAX_BYTES_PER_PACKET = 50
 
 
@@ -38,13 +39,14 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     }
 
 
-def _peak(video: Path, sampling: SamplingSettings) -> tuple[int, int]:
-    """(samples, peak bytes of Python allocations) of one decode of ``video``."""
+def _peak(video: Path, sampling: SamplingSettings | None) -> tuple[int, int]:
+    """(samples, peak bytes of Python allocations) of one decode of ``video``; sampling
+    None: every frame, as scene detection decodes them."""
     reader = VideoReader(video)
     tracemalloc.start()
     try:
-        samples = sum(1 for _ in reader.samples(sampling))
-        return samples, tracemalloc.get_traced_memory()[1]
+        frames = reader.decoded_frames() if sampling is None else reader.samples(sampling)
+        return sum(1 for _ in frames), tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
 
@@ -65,5 +67,19 @@ def test_a_decode_holds_a_few_bytes_per_packet(videos: dict[int, Path], sampling
     )
     per_second = int(sampling.fps or 1)
     assert (short_samples, long_samples) == (SHORT // RATE * per_second, LONG // RATE * per_second)
+    per_packet = (long_peak - short_peak) / (LONG - SHORT)
+    assert per_packet < MAX_BYTES_PER_PACKET, f"{per_packet:.0f} bytes a packet"
+
+
+def test_decoding_every_frame_for_scenes_holds_a_few_bytes_per_packet(
+    videos: dict[int, Path],
+) -> None:
+    """Regression: the decode counted each frame it sent by its time, so that a second
+    pass would not send it again: 70 bytes a frame where every frame is sent (``--scenes``).
+    The latest time sent, and how many frames of it, say as much."""
+    (short_frames, short_peak), (long_frames, long_peak) = (
+        _peak(videos[n], None) for n in (SHORT, LONG)
+    )
+    assert (short_frames, long_frames) == (SHORT, LONG)
     per_packet = (long_peak - short_peak) / (LONG - SHORT)
     assert per_packet < MAX_BYTES_PER_PACKET, f"{per_packet:.0f} bytes a packet"

@@ -30,7 +30,6 @@ import logging
 import math
 import os
 from array import array
-from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -352,12 +351,12 @@ class VideoReader:
         exact = sampling.mode == "exact" and not sampling.keyframes and not sampling.max_frames
         skipping = exact and bool(needed)
         self._unneeded = _unneeded_times(packets, needed) if skipping and needed else array("d")
-        yielded: Counter[float] = Counter()
+        sent = _Sent()
         plan = {_key(t) for t in needed} if skipping and needed else None
         try:
-            reached_end = yield from self._pass(sampling, packets, needed, plan, yielded)
+            reached_end = yield from self._pass(sampling, packets, needed, plan, sent)
         except _PlanBroken as exc:
-            reached_end = yield from self._again(exc, sampling, packets, yielded)
+            reached_end = yield from self._again(exc, sampling, packets, sent)
         self._finish(reached_end)
 
     def _keyframes_or_first(self, sampling: SamplingSettings, packets: Packets) -> SamplingSettings:
@@ -376,7 +375,7 @@ class VideoReader:
         why: _PlanBroken,
         sampling: SamplingSettings,
         packets: Packets,
-        yielded: Counter[float],
+        sent: _Sent,
         every: bool = False,
     ) -> Generator[DecodedFrame, None, bool]:
         """The next pass: every frame, on one thread where the last met damage on several
@@ -387,7 +386,7 @@ class VideoReader:
             self._reopen()
             self._one_thread = self._one_thread or why.damage
             try:
-                return (yield from self._pass(sampling, packets, None, None, yielded, every=every))
+                return (yield from self._pass(sampling, packets, None, None, sent, every=every))
             except _PlanBroken as again:
                 if self._one_thread:
                     raise
@@ -430,13 +429,11 @@ class VideoReader:
         same indices and times as ``frames``; ``stats`` is complete afterwards."""
         packets = self._demux()
         self._find_tear(packets)
-        yielded: Counter[float] = Counter()
+        sent = _Sent()
         try:
-            reached_end = yield from self._pass(
-                _EVERY_FRAME, packets, None, None, yielded, every=True
-            )
+            reached_end = yield from self._pass(_EVERY_FRAME, packets, None, None, sent, every=True)
         except _PlanBroken as exc:  # (damage on several threads)
-            reached_end = yield from self._again(exc, _EVERY_FRAME, packets, yielded, every=True)
+            reached_end = yield from self._again(exc, _EVERY_FRAME, packets, sent, every=True)
         self._finish(reached_end)
 
     def _pass(
@@ -445,13 +442,12 @@ class VideoReader:
         packets: Packets,
         needed: set[float] | None,
         plan: set[float] | None,
-        yielded: Counter[float],
+        sent: _Sent,
         every: bool = False,
     ) -> Generator[DecodedFrame, None, bool]:
         """One decoding pass; True when it read to the end. ``plan``: the frame times the
-        samples must be (checked, ``_PlanBroken`` when the decoder disagrees); ``yielded``:
-        how many frames of each time were sent (a second pass does not send them again; a
-        damaged stream may time two frames alike). ``every``: yield every decoded frame as a
+        samples must be (checked, ``_PlanBroken`` when the decoder disagrees); ``sent``: what
+        earlier passes sent (not sent again), added to. ``every``: yield every decoded frame as a
         ``DecodedFrame`` instead of the sampled ones."""
         stats = self.stats
         codec = self._codec
@@ -464,17 +460,17 @@ class VideoReader:
         codec.thread_count = 1 if self._one_thread else self._threads
         threaded = not self._one_thread  # (0: one thread per core)
         self._decoded_all = needed is None
-        # A second pass sends no frame earlier than one the first pass sent (order kept).
-        sent_up_to = max(yielded) if yielded else -math.inf
+        # A second pass sends no frame earlier than one the first pass sent (order kept),
+        # nor, of the frames at that time (a damaged stream may time two alike), as many
+        # as it sent.
+        sent_up_to, sent_there = sent.latest, sent.at_latest
+        seen_there = 0  # frames at ``sent_up_to`` released in this pass
+        came: set[float] = set()  # the plan's times sent in this pass
         take = _selector(sampling, self.tick_tolerance)
         expected = sorted(plan) if plan is not None else []
         position = 0
         last_index = -1
         shown = 0  # frames released in presentation order in this pass
-        before = Counter(yielded)  # frames of each time earlier passes sent
-        # frames released in this pass, of each time in ``before`` (only those: a count of
-        # every decoded frame's time took 70 bytes a frame, a video's length long)
-        seen: Counter[float] = Counter()
         # Every frame decoded (``ranked``): a frame's index is its rank among the frames that
         # decode (as ffprobe lists them); otherwise its rank among the demux pass's packets.
         clock = self._clock
@@ -502,7 +498,7 @@ class VideoReader:
                 raise _PlanBroken(f"a damaged stream (at {pts:.3f} s) on several threads", True)
             if plan is not None:
                 while position < len(expected) and expected[position] < key:
-                    if not yielded[expected[position]]:
+                    if expected[position] not in came:
                         raise _PlanBroken(f"the frame at {expected[position]:.3f} s never came out")
                     position += 1
             orientation, sar = self._picture.see(decoded)  # (a display matrix holds until the next)
@@ -515,27 +511,28 @@ class VideoReader:
                     index += 1
             shown += 1
             last_index = index
-            if key in before:
-                seen[key] += 1
-            # sent by the first pass (or lost by it, and too late to place now)
-            sent = (key in before and seen[key] <= before[key]) or key < sent_up_to
+            seen_there += key == sent_up_to
+            # sent by an earlier pass (or lost by it, and too late to place now)
+            done = key < sent_up_to or (key == sent_up_to and seen_there <= sent_there)
             if every:  # (scene detection: every frame, in presentation order)
-                if not sent:
-                    yielded[key] += 1
+                if not done:
+                    sent.add(key)
                     yield DecodedFrame(index, pts, decoded, orientation, sar, damaged)
                 continue
             if sampling.keyframes and not decoded.key_frame:
                 continue  # (when every packet is decoded: no pts, or --decode-mode all)
-            if not take(index, pts) or sent:
+            if not take(index, pts) or done:
                 continue
-            if plan is not None and key not in plan:
-                raise _PlanBroken(f"a frame at {pts:.3f} s that no tick asked for")
+            if plan is not None:
+                if key not in plan:
+                    raise _PlanBroken(f"a frame at {pts:.3f} s that no tick asked for")
+                came.add(key)
             stats.sampled_frames += 1
-            yielded[key] += 1
+            sent.add(key)
             yield DecodedFrame(index, pts, decoded, orientation, sar, damaged)
             if sampling.max_frames is not None and stats.sampled_frames >= sampling.max_frames:
                 return False
-        missing = [t for t in expected[position:] if not yielded[t]]
+        missing = [t for t in expected[position:] if t not in came]
         if missing:
             raise _PlanBroken(f"the frame at {missing[0]:.3f} s never came out")
         if self._damaged and (threaded or not ranked):
@@ -828,6 +825,23 @@ class _Reorder(Generic[T]):
             return
         self.released = time
         yield time, item
+
+
+class _Sent:
+    """The frames a decode has sent, so that a pass after a broken one sends none again.
+    Frames leave in presentation order, so the latest time sent and how many frames of
+    that time were sent say it all (a count per time took 70 bytes a frame, a video's
+    length long)."""
+
+    def __init__(self) -> None:
+        self.latest = -math.inf
+        self.at_latest = 0
+
+    def add(self, time: float) -> None:
+        if time > self.latest:
+            self.latest, self.at_latest = time, 1
+        elif time == self.latest:
+            self.at_latest += 1
 
 
 class _PlanBroken(Exception):
