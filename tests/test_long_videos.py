@@ -19,8 +19,8 @@ SHORT, LONG = 2000, 8000  # frames
 # pass's times (8 bytes each, in presentation and in decode order), a keyframe flag, the
 # skipped packets' times, and the samples' own bookkeeping (sets of their times: at
 # --fps 10 of a 100 fps video, a tenth of the packets; 41 bytes a packet in all there).
-# Lists of floats and a count of every decoded frame's time took about 170. (With
-# --every-n 1, every packet is a sample: its time is in those sets, about 150 bytes more.)
+# Lists of floats and a count of every decoded frame's time took about 170, and 350 at
+# --every-n 1 (every packet's time in those sets; every frame is decoded as `all` does now).
 MAX_BYTES_PER_PACKET = 50
 
 
@@ -53,8 +53,13 @@ def _peak(video: Path, sampling: SamplingSettings | None) -> tuple[int, int]:
 
 @pytest.mark.parametrize(
     "sampling",
-    [SamplingSettings(), SamplingSettings(fps=10.0), SamplingSettings(mode="all")],
-    ids=["fps1-exact", "fps10-exact", "fps1-all"],
+    [
+        SamplingSettings(),
+        SamplingSettings(fps=10.0),
+        SamplingSettings(mode="all"),
+        SamplingSettings(every_n=1),
+    ],
+    ids=["fps1-exact", "fps10-exact", "fps1-all", "every-frame-exact"],
 )
 def test_a_decode_holds_a_few_bytes_per_packet(videos: dict[int, Path], sampling) -> None:  # noqa: ANN001
     """Regression: the demux pass kept each packet's time as Python floats in a sorted list
@@ -65,7 +70,7 @@ def test_a_decode_holds_a_few_bytes_per_packet(videos: dict[int, Path], sampling
     (short_samples, short_peak), (long_samples, long_peak) = (
         _peak(videos[n], sampling) for n in (SHORT, LONG)
     )
-    per_second = int(sampling.fps or 1)
+    per_second = RATE if sampling.every_n else int(sampling.fps or 1)
     assert (short_samples, long_samples) == (SHORT // RATE * per_second, LONG // RATE * per_second)
     per_packet = (long_peak - short_peak) / (LONG - SHORT)
     assert per_packet < MAX_BYTES_PER_PACKET, f"{per_packet:.0f} bytes a packet"

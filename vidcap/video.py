@@ -916,6 +916,8 @@ def _needed_times(
     """Times whose packets ``exact`` mode must decode fully; None: decode everything."""
     if sampling.mode == "all" or not packets.complete or not packets.plannable:
         return None
+    if sampling.every_n == 1:  # every frame: nothing to skip (and no set of every time)
+        return None
     if sampling.keyframes:
         return set()
     if sampling.every_n is not None:
