@@ -27,7 +27,7 @@ MAX_BYTES_PER_PACKET = 50
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     folder = tmp_path_factory.mktemp("long")
-    return {
+    videos = {
         frames: encode_with_ffmpeg(
             folder / f"{frames}.mkv",
             frames,
@@ -37,6 +37,8 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
         )  # fmt: skip
         for frames in (SHORT, LONG)
     }
+    _peak(videos[SHORT], None)  # (what a first decode sets up once is no video's)
+    return videos
 
 
 def _peak(video: Path, sampling: SamplingSettings | None) -> tuple[int, int]:
