@@ -645,7 +645,7 @@ class VideoReader:
                     time = self._packet_time(packet)
                     if time in needed:
                         skip = "DEFAULT"
-                    elif _holds(self._unneeded, time):
+                    elif time is not None and _holds(self._unneeded, time):
                         skip = None
                     else:
                         skip = "NONREF"
