@@ -464,7 +464,7 @@ def demux_times(path: Path, start: float) -> Packets:
                     keyframes.append(time)
         except av.FFmpegError:
             complete = False
-    times, keyframes = _sorted(order), _sorted(keyframes)
+    times, keyframes = packed_sorted(order), packed_sorted(keyframes)
     if any(a == b for a, b in itertools.pairwise(times)) or (
         reorders and in_decode_order and clock == "pts" and len(times) > 1
     ):
@@ -479,9 +479,11 @@ def demux_times(path: Path, start: float) -> Packets:
     )  # fmt: skip
 
 
-def _sorted(times: array[float]) -> array[float]:
-    """``times`` sorted, without a Python float per element on the way."""
-    return array("d", np.sort(np.frombuffer(times, dtype=np.float64)).tobytes())
+def packed_sorted(times: array[float], unique: bool = False) -> array[float]:
+    """``times`` sorted (``unique``: each once), without a Python float per element on the
+    way."""
+    values = np.frombuffer(times, dtype=np.float64)
+    return array("d", (np.unique(values) if unique else np.sort(values)).tobytes())
 
 
 def _one_picture(data: bytes) -> bool:

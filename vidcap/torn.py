@@ -79,9 +79,9 @@ def torn_end(container: av.container.InputContainer) -> str | None:
     does not, or its format cannot tell): a cut-off download of an MPEG-TS/M2TS ends inside
     a transport-stream packet, of an Ogg file inside a page, of a DVD VOB or .mpg inside a
     pack, of a GIF inside an image, of a DV capture or a Y4M file inside a frame; an AVI
-    whose recorder
-    stopped before writing its lengths (a dashcam losing power), inside a chunk. None of
-    these says how much is missing; a cut that falls on a boundary is not seen."""
+    whose recorder stopped before writing its lengths (a dashcam losing power), inside a
+    chunk. None of these says how much is missing; a cut that falls on a boundary is not
+    seen."""
     names = set(container.format.name.split(","))
     checks = (
         ("mpegts", _cut_transport_stream, "a transport-stream packet"),

@@ -56,6 +56,7 @@ from vidcap.container import (
     nominal_rate,
     open_container,
     other_video_streams,
+    packed_sorted,
     stream_start,
     the_video_stream,
     time_origin,
@@ -953,7 +954,7 @@ def _unneeded_times(packets: Packets, needed: set[float]) -> array[float]:
             continue
         last = max((j for j in range(start, end) if order[j] in needed), default=start - 1)
         unneeded.extend(t for t in order[last + 1 : end] if t not in needed)
-    return array("d", np.unique(np.frombuffer(unneeded, dtype=np.float64)).tobytes())
+    return packed_sorted(unneeded, unique=True)
 
 
 def _holds(times: array[float], time: float) -> bool:
