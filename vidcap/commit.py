@@ -18,6 +18,7 @@ place is redone under its name.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -36,6 +37,15 @@ from urllib.parse import unquote, urlsplit
 from vidcap import __version__
 from vidcap.errors import OutFolderFull, UsageError
 from vidcap.inputs import is_url, shown_source, source_identity
+from vidcap.journal import (
+    JOURNAL_AFTER,
+    Journal,
+    Kept,
+    drop_journal,
+    header,
+    journal_path,
+    read_journal,
+)
 from vidcap.outputs import (
     SCENES_FORMAT,
     VIDEO_FORMATS,
@@ -141,11 +151,15 @@ class VideoResult:
     # Only where some exist: the sampled frames whose picture may show decoding damage
     # (their JSONL rows say ``"damaged": true``).
     damaged_frames: list[int] | None = None
+    # Only for a video an interrupted run had begun: the frames whose caption it had made,
+    # taken from its journal (``vidcap.journal``) instead of the model.
+    kept_frames: int | None = None
 
     def record(self) -> dict[str, Any]:
         """The result as records and summary.json hold it."""
         data = asdict(self)
-        for name in ("revision", "reused", "scenes", "thumbs", "lost_frames", "damaged_frames"):
+        optional = ("revision", "reused", "scenes", "thumbs", "lost_frames", "damaged_frames")
+        for name in (*optional, "kept_frames"):
             if data[name] is None:
                 del data[name]
         return data
@@ -323,6 +337,9 @@ class _Open:
     scenes: dict[int, Scene] = field(default_factory=dict)
     thumbs: set[int] = field(default_factory=set)  # frame indices whose thumbnail is staged
     staged: Path | None = None  # the folder they are staged in (``stage_thumbnails``)
+    journal: Journal | None = None  # its captions on disk as they come (``vidcap.journal``)
+    unjournaled: list[CaptionedFrame] = field(default_factory=list)  # (until JOURNAL_AFTER)
+    kept: int = 0  # frames whose caption came from an interrupted run's journal
     expected: int | None = None
     expected_scenes: int = 0
     duration: float = 0.0
@@ -363,6 +380,38 @@ class Committer:
         (settings.out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
         self._staging = settings.out_dir / STATE_DIR / THUMBS_STAGING
         shutil.rmtree(self._staging, ignore_errors=True)  # (what a killed run left staged)
+        self._kept = self._read_journals(jobs)
+
+    def _header(self, job: VideoJob) -> dict[str, Any]:
+        return header(self.key, self.settings.revision, job.identity)
+
+    def _journal_path(self, name: str) -> Path:
+        return journal_path(self.settings.out_dir / STATE_DIR, name)
+
+    def _read_journals(self, jobs: Sequence[VideoJob]) -> dict[int, Kept]:
+        """The captions interrupted runs made of ``jobs`` (with these settings, of these
+        sources), by job id: the journal folder listed once, only journals read."""
+        try:
+            names = {p.name for p in self._journal_path("x").parent.iterdir()}
+        except OSError:
+            return {}
+        kept: dict[int, Kept] = {}
+        for job in jobs:
+            path = self._journal_path(job.name)
+            if path.name in names and (journal := read_journal(path, self._header(job))):
+                kept[job.id] = journal
+                log.info(
+                    "%s: goes on from an interrupted run: %s kept",
+                    job.shown, counted(len(journal.captions), "caption"),
+                )  # fmt: skip
+        return kept
+
+    def known(self, job_id: int, index: int, time: float) -> str | None:
+        """The caption an interrupted run made of frame ``index`` (at ``time``) of this
+        job, if its journal holds one: the engine sends that frame to no model."""
+        kept = self._kept.get(job_id)
+        found = kept.captions.get(index) if kept is not None else None
+        return found[1] if found is not None and found[0] == time else None
 
     def _state(self, job_id: int) -> _Open | None:
         if job_id not in self.jobs or self.jobs[job_id].name in self._finished:
@@ -371,12 +420,37 @@ class Committer:
             self._open[job_id] = _Open(self.jobs[job_id], time.monotonic())
         return self._open[job_id]
 
-    def frame(self, job_id: int, frame: CaptionedFrame) -> None:
+    def frame(self, job_id: int, frame: CaptionedFrame, kept: bool = False) -> None:
+        """A frame's caption; ``kept``: from this video's journal (``known``), so not
+        written to it again."""
         state = self._state(job_id)
         if state is None:
             return
         state.frames[frame.index] = frame
+        if kept:
+            state.kept += 1
+        else:
+            state.unjournaled.append(frame)
+            try:
+                self._journal(state)
+            except OSError as exc:
+                del self._open[job_id]
+                self._unwritable(state, exc)
+                return
         self._maybe_commit(state)
+
+    def _journal(self, state: _Open, now: bool = False) -> None:
+        """The captions not yet in the video's journal into it, once it has one: from its
+        ``JOURNAL_AFTER``-th caption, at once where an interrupted run began it, or ``now``."""
+        kept = self._kept.get(state.job.id)
+        if state.journal is None:
+            if not now and kept is None and len(state.unjournaled) < JOURNAL_AFTER:
+                return
+            path = self._journal_path(state.job.name)
+            state.journal = Journal(path, self._header(state.job), kept)
+        for frame in state.unjournaled:
+            state.journal.add(frame)
+        state.unjournaled.clear()
 
     def reuse(self, job_id: int, index: int, time: float, same_as: int) -> None:
         """Frame ``index`` takes the caption of frame ``same_as`` (``--skip-similar``)."""
@@ -438,7 +512,7 @@ class Committer:
         if state is None:
             return
         del self._open[job_id]
-        _unstage(state)
+        self._unstage(state)
         if warn:
             self.warnings.show(f"failed: {error}")
         result = self._result(state, "failed", error)
@@ -489,6 +563,7 @@ class Committer:
             thumbs=len(state.thumbs) if done and state.thumbs else None,
             lost_frames=state.lost if done and state.lost else None,
             damaged_frames=damaged if done and damaged else None,
+            kept_frames=state.kept if done and state.kept else None,
         )
 
     def _resolved(self, state: _Open) -> list[CaptionedFrame] | str:
@@ -509,7 +584,7 @@ class Committer:
         del self._open[state.job.id]
         frames = self._resolved(state)
         if isinstance(frames, str):
-            _unstage(state)
+            self._unstage(state)
             result = self._result(state, "failed", f"{state.job.shown}: {frames}")
             self.warnings.show(f"failed: {result.error}")
             self._record_if_possible(result)
@@ -535,6 +610,7 @@ class Committer:
         except OSError as exc:
             self._unwritable(state, exc)
             return
+        _close_journal(state)  # (removed once the record is written: ``_record``)
         result = self._result(state, "done", frames=len(frames))
         self.new_frames += result.frames
         durable = [state.job.id]
@@ -547,12 +623,26 @@ class Committer:
     def _unwritable(self, state: _Open, exc: OSError) -> None:
         """Video ``state`` (no longer open) fails: an output of it cannot be written. A
         folder that takes nothing more stops the run."""
-        _unstage(state)
+        self._unstage(state)
         result = self._result(state, "failed", f"cannot write outputs: {exc}")
         self._record_if_possible(result)
         self._finish(result)
         if exc.errno in FOLDER_FULL:
             raise self._full(exc) from None
+
+    def _unstage(self, state: _Open) -> None:
+        """A failed video's staged thumbnails go; its journal is kept, for the rerun."""
+        if state.staged is not None:
+            shutil.rmtree(state.staged, ignore_errors=True)
+        self._keep_journal(state)
+
+    def _keep_journal(self, state: _Open) -> None:
+        """The journal of a video left unfinished (failed, or the run stops), with every
+        caption it has, closed."""
+        if state.unjournaled:
+            with contextlib.suppress(OSError):  # (a full disk: lost, as with a kill)
+                self._journal(state, now=True)
+        _close_journal(state)
 
     def _settle(self, durable: Sequence[int]) -> None:
         for job_id in durable:
@@ -571,6 +661,8 @@ class Committer:
             if exc.errno in FOLDER_FULL:
                 raise self._full(exc) from None
             raise
+        if result.status == "done":  # (a failed video keeps it, for the rerun)
+            drop_journal(self._journal_path(job.name))
 
     def _full(self, exc: OSError) -> OutFolderFull:
         return OutFolderFull(
@@ -591,11 +683,14 @@ class Committer:
     def _finish(self, result: VideoResult) -> None:
         self.results.append(result)
         self._finished.add(result.name)
+        self._kept.pop(self._by_name[result.name].id, None)
         if self.on_done is not None:
             self.on_done(result)
 
     def close(self, seconds: float, resumed: Sequence[VideoResult] = ()) -> list[VideoResult]:
         """Make run-level outputs durable, write ``summary.json``; every result of the run."""
+        for state in self._open.values():  # (a stopped run: their journals stay)
+            self._keep_journal(state)
         for writer in self.run_writers:
             self._settle(writer.close())
         results = list(resumed) + self.results
@@ -609,10 +704,11 @@ class Committer:
         return results
 
 
-def _unstage(state: _Open) -> None:
-    """A failed video's staged thumbnails go."""
-    if state.staged is not None:
-        shutil.rmtree(state.staged, ignore_errors=True)
+def _close_journal(state: _Open) -> None:
+    if state.journal is not None:
+        with contextlib.suppress(OSError):
+            state.journal.close()
+        state.journal = None
 
 
 def check_out_dir(out_dir: Path) -> None:

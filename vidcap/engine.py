@@ -97,10 +97,12 @@ class FailingStreak:
 
 @dataclass(frozen=True)
 class Captioned:
-    """A captioned frame of job ``job``: what comes back from the model stage."""
+    """A captioned frame of job ``job``: what comes back from the model stage; ``kept``:
+    its caption is an interrupted run's (``vidcap.journal``), no model was sent it."""
 
     job: int
     frame: CaptionedFrame
+    kept: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ Marker = Reused | Thumbnail | SceneFound | Ended | Failed | Warned
 def deliver(committer: Committer, item: Captioned | Marker | Uncaptioned) -> None:
     """The one routing of the stages' output to the ``Committer`` (engine and Ray)."""
     if isinstance(item, Captioned):
-        committer.frame(item.job, item.frame)
+        committer.frame(item.job, item.frame, item.kept)
     elif isinstance(item, Reused):
         committer.reuse(item.job, item.index, item.time, item.same_as)
     elif isinstance(item, Thumbnail):
@@ -248,9 +250,10 @@ def _caption(
     committer: Committer,
     progress: _Progress,
 ) -> None:
-    pending: deque[_Slot | Marker] = deque()
+    pending: deque[_Slot | Marker | Captioned] = deque()
+    events = progress.plans(pool.events())
     try:
-        for item in _in_order(progress.plans(pool.events()), backend, settings.generation, pending):
+        for item in _in_order(events, backend, settings.generation, pending, committer.known):
             deliver(committer, item)
             progress.item(item)
     except Exception as exc:  # the run stops: every video with frames in flight is recorded
@@ -268,12 +271,15 @@ def _in_order(
     events: Iterator[Event],
     backend: Backend,
     generation: GenerationSettings,
-    pending: deque[_Slot | Marker],
+    pending: deque[_Slot | Marker | Captioned],
+    known: Callable[[int, int, float], str | None] | None = None,
 ) -> Iterator[Captioned | Marker | Uncaptioned]:
     """The frames of ``events`` through ``backend``, back captioned in order, the other
     events in their places among them (each video's end or failure right after its last
     frame). ``pending``: what is in flight. A video's first frame without a caption comes
-    back as ``Uncaptioned``; its frames decoded after that are not sent."""
+    back as ``Uncaptioned``; its frames decoded after that are not sent. ``known(job,
+    index, time)``: a frame's caption made already (an interrupted run's journal), or
+    None; such a frame goes to no backend and comes back, in its place, with it."""
     uncaptioned: set[int] = set()  # jobs with a frame the backend could not caption
     streak = FailingStreak()
 
@@ -283,12 +289,17 @@ def _in_order(
                 if event.job in uncaptioned:
                     continue
                 frame = event.frame
+                caption = known(event.job, frame.index, frame.time) if known else None
+                if caption is not None:
+                    kept = CaptionedFrame(frame.index, frame.time, caption, damaged=frame.damaged)
+                    pending.append(Captioned(event.job, kept, kept=True))
+                    continue
                 pending.append(_Slot(event.job, frame.index, frame.time, frame.damaged))
                 yield event.frame.rgb
             elif not isinstance(event, Planned):  # (a plan is for progress lines only)
                 pending.append(event)
 
-    def markers() -> Iterator[Marker]:  # the markers before the next frame's slot
+    def markers() -> Iterator[Marker | Captioned]:  # what is before the next frame's slot
         while pending and not isinstance(pending[0], _Slot):
             yield pending.popleft()
 

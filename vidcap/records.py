@@ -59,7 +59,7 @@ def sound_result(result: object) -> bool:
         return False
     if not _whole(result.get("frames", 0)) or not _seconds(result.get("duration", 0.0)):
         return False
-    counts = ("reused", "scenes", "thumbs", "lost_frames")
+    counts = ("reused", "scenes", "thumbs", "lost_frames", "kept_frames")
     if not all(result.get(field) is None or _whole(result[field]) for field in counts):
         return False
     damaged = result.get("damaged_frames")

@@ -16,6 +16,7 @@ from it:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from vidcap.errors import UsageError
 from vidcap.inputs import is_url
+from vidcap.journal import JOURNAL_DIR
 from vidcap.out_lock import LOCK_NAME
 from vidcap.outputs import PART_SUFFIX
 from vidcap.records import STATE_DIR, SUMMARY
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 
 SYNC_SECONDS = 30.0
 LOCK = f"{STATE_DIR}/{LOCK_NAME}"
+JOURNALS = f"{STATE_DIR}/{JOURNAL_DIR}/"
 
 
 class StagedFolder:
@@ -93,6 +96,15 @@ class StagedFolder:
             for rel in changed:
                 self.fs.put_file(str(self.local / rel), f"{self.root}/{rel}")
                 self._mark(rel)
+            # A journal removed here (its video's record, uploaded above, vouches for it) goes
+            # there too, or every rerun would download it again.
+            gone = [
+                r for r in self._sent if r.startswith(JOURNALS) and not (self.local / r).exists()
+            ]
+            for rel in gone:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm_file(f"{self.root}/{rel}")
+                del self._sent[rel]
             return len(changed)
 
     def _mark(self, rel: str) -> None:

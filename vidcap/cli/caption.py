@@ -116,6 +116,8 @@ def _caption(args: argparse.Namespace, out: Path) -> int:
         notes = [f"{len(failed)} failed"] if failed else []
         if damaged:  # captioned as far as they decode
             notes.append(f"{len(damaged)} damaged, captioned as far as they decode")
+        if kept := sum(r.kept_frames or 0 for r in results if not r.resumed):
+            notes.append(f"{counted(kept, 'caption')} kept from an interrupted run")
         summary = f"{args.out.rstrip('/')}/summary.json"
         print(
             f"vidcap: {len(results) - len(failed)} of {len(results)} videos done, "

@@ -1,0 +1,240 @@
+"""A run stopped part-way through a video keeps the captions the model already made of it
+(``OUT/.vidcap/journal/<name>.jsonl``), and the rerun sends the model only the rest.
+
+Real videos and the real tiny model. The stop is a Ctrl-C (``KeyboardInterrupt``) raised
+in the run's own thread after a given number of captions came back, or a frame the backend
+fails (a server gone bad): the backends below are the real embedded one, counting what the
+model is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from tests.support.videos import VideoSpec, constant_rate, write_video
+from vidcap.backend import CaptionFailed, EmbeddedBackend
+from vidcap.commit import RunSettings, VideoResult
+from vidcap.engine import EngineSettings, run
+from vidcap.journal import JOURNAL_AFTER, JOURNAL_DIR, Journal, header, read_journal
+from vidcap.outputs import CaptionedFrame
+from vidcap.records import STATE_DIR
+from vidcap.remote_out import output_folder
+from vidcap.settings import GenerationSettings, SamplingSettings
+
+EVERY = SamplingSettings(fps=None, every_n=1)
+FRAMES = 150
+FORMATS = ("jsonl", "srt", "vtt")
+
+
+class Counting(EmbeddedBackend):
+    """The real embedded backend: counts the frames it is sent; after ``stop_after``
+    answers, Ctrl-C; answer number ``fail_at`` is a failure (as a server past its retries)."""
+
+    def __init__(self, captioner, stop_after: int | None = None, fail_at: int | None = None):
+        super().__init__(captioner)
+        self.sent = 0
+        self.stop_after, self.fail_at = stop_after, fail_at
+
+    def caption_stream(self, images, settings) -> Iterator[str | CaptionFailed]:
+        def counted():
+            for image in images:
+                self.sent += 1
+                yield image
+
+        for n, answer in enumerate(super().caption_stream(counted(), settings)):
+            if n == self.stop_after:
+                raise KeyboardInterrupt
+            yield CaptionFailed("the server failed it") if n == self.fail_at else answer
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    spec = VideoSpec("long", "libx264", ".mp4", constant_rate(FRAMES, Fraction(10)))
+    return write_video(tmp_path_factory.mktemp("in") / "long.mp4", spec)
+
+
+def settings_for(out: Path, **generation) -> RunSettings:
+    return RunSettings(
+        out_dir=out, sampling=EVERY, generation=GenerationSettings(**generation), model="tiny",
+        quiet=True, formats=FORMATS,
+    )  # fmt: skip
+
+
+def caption(video: Path, settings: RunSettings, backend: EmbeddedBackend):
+    return run([str(video)], settings, lambda: backend, EngineSettings(decode_workers=1))
+
+
+def stop(video: Path, settings: RunSettings, captioner, after: int) -> None:
+    """A run of ``video`` stopped by Ctrl-C once ``after`` captions came back."""
+    with pytest.raises(KeyboardInterrupt):
+        caption(video, settings, Counting(captioner, stop_after=after))
+
+
+def rerun(video: Path, settings: RunSettings, captioner) -> tuple[VideoResult, int]:
+    """A run to the end: its result, and how many frames the model was sent."""
+    backend = Counting(captioner)
+    [result] = caption(video, settings, backend)
+    return result, backend.sent
+
+
+def journal_of(out: Path, name: str = "long") -> Path:
+    return out / STATE_DIR / JOURNAL_DIR / f"{name}.jsonl"
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    return {fmt: (out / f"long.{fmt}").read_bytes() for fmt in FORMATS}
+
+
+@pytest.fixture(scope="module")
+def clean(
+    tmp_path_factory: pytest.TempPathFactory, video: Path, tiny_captioner
+) -> dict[str, bytes]:
+    """The outputs of a run never stopped."""
+    out = tmp_path_factory.mktemp("clean")
+    [result] = caption(video, settings_for(out), Counting(tiny_captioner))
+    assert result.status == "done" and result.kept_frames is None
+    assert not journal_of(out).exists()  # (gone once the video's record is written)
+    return outputs(out)
+
+
+def test_a_rerun_sends_the_model_only_the_frames_an_interrupted_run_left(
+    tmp_path: Path, video: Path, tiny_captioner, clean: dict[str, bytes]
+) -> None:
+    out = tmp_path / "out"
+    stop(video, settings_for(out), tiny_captioner, 80)
+    assert not (out / "long.jsonl").exists()
+    lines = journal_of(out).read_text().splitlines()
+    assert len(lines) == 1 + 80  # the header, then each caption back before the stop
+    result, sent = rerun(video, settings_for(out), tiny_captioner)
+    assert result.status == "done" and result.kept_frames == 80
+    assert sent == FRAMES - 80
+    assert outputs(out) == clean
+    assert not journal_of(out).exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["videos"][0]["kept_frames"] == 80
+
+
+def test_a_short_video_gets_no_journal_unless_the_run_stops_in_it(
+    tmp_path: Path, video: Path, tiny_captioner, monkeypatch
+) -> None:
+    opened: list[Path] = []
+
+    class Noted(Journal):  # the real journal, noting each one begun
+        def __init__(self, path: Path, *args) -> None:
+            opened.append(path)
+            super().__init__(path, *args)
+
+    monkeypatch.setattr("vidcap.commit.Journal", Noted)
+    few = SamplingSettings(fps=4.0)  # 60 samples: fewer than JOURNAL_AFTER
+    assert few.fps * FRAMES / 10 < JOURNAL_AFTER
+    [result] = caption(
+        video, replace(settings_for(tmp_path / "few"), sampling=few), Counting(tiny_captioner)
+    )
+    assert result.status == "done" and opened == []  # (a short clip costs no file)
+    caption(video, settings_for(tmp_path / "many"), Counting(tiny_captioner))
+    assert opened == [journal_of(tmp_path / "many")]
+    # a stop other than a kill writes the captions of the videos in flight all the same
+    stop(video, replace(settings_for(tmp_path / "stop"), sampling=few), tiny_captioner, 10)
+    assert len(journal_of(tmp_path / "stop").read_text().splitlines()) == 1 + 10
+
+
+def test_a_journal_torn_by_a_kill_keeps_its_whole_lines(
+    tmp_path: Path, video: Path, tiny_captioner, clean: dict[str, bytes]
+) -> None:
+    out = tmp_path / "out"
+    stop(video, settings_for(out), tiny_captioner, 90)
+    path = journal_of(out)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) - 7])  # the last line cut mid-write
+    stop(video, settings_for(out), tiny_captioner, 5)  # again: on from the 89 whole lines
+    kept = read_journal(path, json.loads(whole.splitlines()[0]))
+    assert kept is not None and sorted(kept.captions) == list(range(89 + 5))
+    result, sent = rerun(video, settings_for(out), tiny_captioner)
+    assert result.kept_frames == 94 and sent == FRAMES - 94
+    assert outputs(out) == clean
+
+
+def test_a_journal_of_other_settings_or_a_changed_file_is_not_used(
+    tmp_path: Path, video: Path, tiny_captioner
+) -> None:
+    out = tmp_path / "out"
+    stop(video, settings_for(out), tiny_captioner, 80)
+    result, sent = rerun(
+        video, settings_for(out, max_new_tokens=5), tiny_captioner
+    )  # other settings
+    assert result.status == "done" and result.kept_frames is None and sent == FRAMES
+
+    stop(video, settings_for(out), tiny_captioner, 80)
+    stat = video.stat()
+    os.utime(video, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file changed
+    try:
+        result, sent = rerun(video, settings_for(out), tiny_captioner)
+    finally:
+        os.utime(video, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert result.kept_frames is None and sent == FRAMES
+
+
+def test_a_failed_video_keeps_its_journal_for_the_rerun(
+    tmp_path: Path, video: Path, tiny_captioner, clean: dict[str, bytes]
+) -> None:
+    out = tmp_path / "out"
+    [failed] = caption(video, settings_for(out), Counting(tiny_captioner, fail_at=30))
+    assert failed.status == "failed" and "no caption for frame 30" in failed.error
+    result, sent = rerun(video, settings_for(out), tiny_captioner)
+    assert result.kept_frames == 30 and sent == FRAMES - 30
+    assert outputs(out) == clean
+
+
+def test_reading_a_journal_takes_only_its_own_header_and_whole_rows(tmp_path: Path) -> None:
+    path = tmp_path / "v.jsonl"
+    head = header("k1", "", {"path": "/v.mp4", "size": 5, "mtime": 1.5})
+    journal = Journal(path, head, None)
+    for i in range(3):
+        journal.add(CaptionedFrame(i, i / 3, f"caption \u2028 {i}\n"))
+    journal.close()
+    kept = read_journal(path, head)
+    assert kept is not None and kept.captions == {
+        i: (i / 3, f"caption \u2028 {i}\n") for i in range(3)
+    }
+    assert kept.end == path.stat().st_size
+    assert read_journal(path, {**head, "key": "k2"}) is None
+    assert read_journal(path, header("k1", "rev", head["identity"])) is None
+    assert read_journal(tmp_path / "none.jsonl", head) is None
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(lines[0] + lines[1] + b'{"frame": "x"}\n' + lines[2])  # not a row: stop
+    assert list(read_journal(path, head).captions) == [0]
+    path.write_bytes(b"\xff\xfe\n" + lines[1])
+    assert read_journal(path, head) is None
+    # going on with a journal cuts its torn tail before appending
+    path.write_bytes(lines[0] + lines[1] + lines[2][:9])
+    kept = read_journal(path, head)
+    journal = Journal(path, head, kept)
+    journal.add(CaptionedFrame(7, 2.0, "on"))
+    journal.close()
+    assert read_journal(path, head).captions == {0: (0.0, "caption \u2028 0\n"), 7: (2.0, "on")}
+
+
+def test_an_interrupted_run_to_a_url_goes_on_from_the_uploaded_journal(
+    tmp_path: Path, video: Path, tiny_captioner, clean: dict[str, bytes]
+) -> None:
+    """``--out`` an object store: the journal is uploaded with the records (at the end,
+    also of an interrupted run), and a rerun from a fresh staging folder reads it."""
+    url = f"memory://vidcap-{uuid.uuid4().hex}/run"
+    fs, root = fsspec.core.url_to_fs(url)
+    with pytest.raises(KeyboardInterrupt), output_folder(url) as local:
+        caption(video, settings_for(local), Counting(tiny_captioner, stop_after=80))
+    assert fs.exists(f"{root}/{STATE_DIR}/{JOURNAL_DIR}/long.jsonl")
+    with output_folder(url) as local:
+        result, sent = rerun(video, settings_for(local), tiny_captioner)
+    assert result.kept_frames == 80 and sent == FRAMES - 80
+    assert {fmt: fs.cat_file(f"{root}/long.{fmt}") for fmt in FORMATS} == clean
+    assert not fs.exists(f"{root}/{STATE_DIR}/{JOURNAL_DIR}/long.jsonl")  # (done: gone there too)

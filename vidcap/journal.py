@@ -1,0 +1,135 @@
+"""A video's captions kept on disk as they come, so that a run stopped part-way through a
+video (killed, Ctrl-C, a lost server, a full disk) loses none the model already made.
+
+``OUT/.vidcap/journal/<name>.jsonl``: a header line, then one line per captioned frame::
+
+    {"journal": 1, "key": <settings key>, "revision": <model commit>, "identity": <source>}
+    {"frame": 120, "time": 4.004, "caption": "a man in a suit"}
+
+A video's journal begins at its ``JOURNAL_AFTER``-th caption (with the ones before): a short
+clip, done in a moment, costs no file, and a kill loses fewer than that many captions of
+each video in flight (a run that stops otherwise, at Ctrl-C, SIGTERM, or its servers gone,
+writes them as it stops). Each line is written whole and flushed to the operating system as its caption arrives
+(a killed process loses none; a power cut may lose the last ones). A rerun reads the
+journal of each video it has to do, and only when its header matches (same settings key,
+model commit and source identity: ``vidcap.inputs.source_identity``); the engine then sends
+the model only the frames the journal lacks, and takes the others' captions from it, in
+their places. A torn last line (the process killed mid-write) is cut off. The journal goes
+once the video's resume record is written (its outputs are durable); a failed video keeps
+its journal, for the rerun that redoes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from vidcap import jsontext
+from vidcap.outputs import CaptionedFrame
+
+log = logging.getLogger(__name__)
+
+JOURNAL_DIR = "journal"  # in OUT/.vidcap
+JOURNAL_AFTER = 64  # captions of a video before it gets a journal
+VERSION = 1
+
+
+def journal_path(state_dir: Path, name: str) -> Path:
+    return state_dir / JOURNAL_DIR / f"{name}.jsonl"
+
+
+def header(key: str, revision: str, identity: dict[str, Any]) -> dict[str, Any]:
+    return {"journal": VERSION, "key": key, "revision": revision, "identity": identity}
+
+
+@dataclass
+class Kept:
+    """What a journal holds: captions by frame index (with each frame's time), and the
+    length of its whole lines (where appending goes on)."""
+
+    captions: dict[int, tuple[float, str]] = field(default_factory=dict)
+    end: int = 0
+
+
+def read_journal(path: Path, expected: dict[str, Any]) -> Kept | None:
+    """The captions ``path`` holds, if its header is ``expected``; else (absent, another
+    run's settings or source, unreadable) None. Lines are read up to the first that is
+    not a whole, well-formed row: only the last can be torn by a kill."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    kept = Kept()
+    start = 0
+    first = True
+    while (stop := data.find(b"\n", start)) != -1:
+        try:
+            row = jsontext.loads(data[start:stop])
+        except ValueError:
+            break
+        if first:
+            if row != expected:
+                return None
+            first = False
+        elif _sound(row):
+            kept.captions[row["frame"]] = (float(row["time"]), row["caption"])
+        else:
+            break
+        start = kept.end = stop + 1
+    return None if first else kept
+
+
+def _sound(row: object) -> bool:
+    return (
+        isinstance(row, dict)
+        and isinstance(row.get("frame"), int)
+        and not isinstance(row.get("frame"), bool)
+        and isinstance(row.get("time"), (int, float))
+        and not isinstance(row.get("time"), bool)
+        and isinstance(row.get("caption"), str)
+    )
+
+
+class Journal:
+    """One video's journal, open for appending: ``kept`` (a journal this run goes on
+    with, its torn tail cut off) or a new one, the header written first."""
+
+    def __init__(self, path: Path, head: dict[str, Any], kept: Kept | None) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[bytes]
+        if kept is not None:
+            try:
+                self._file = open(path, "r+b")  # noqa: SIM115 - held open while the video runs
+            except FileNotFoundError:  # (removed since it was read: begun again)
+                kept = None
+            else:
+                self._file.truncate(kept.end)  # (a torn last line)
+                self._file.seek(kept.end)
+        if kept is None:
+            self._file = open(path, "wb")  # noqa: SIM115
+            self._write(head)
+
+    def add(self, frame: CaptionedFrame) -> None:
+        self._write({"frame": frame.index, "time": frame.time, "caption": frame.caption})
+
+    def _write(self, row: dict[str, Any]) -> None:
+        self._file.write(json.dumps(row).encode() + b"\n")  # (ASCII: no lone surrogate fails)
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def drop_journal(path: Path) -> None:
+    """The journal of a video whose outputs are durable: no longer needed."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("%s: not removed (%s); it is ignored", path, exc.strerror)
