@@ -3,8 +3,8 @@
 
 Real videos and the real tiny model. The stop is a Ctrl-C (``KeyboardInterrupt``) raised
 in the run's own thread after a given number of captions came back, or a frame the backend
-fails (a server gone bad): the backends below are the real embedded one, counting what the
-model is sent.
+fails (a server gone bad): ``tests.support.stopping.Counting``, the real embedded backend,
+counting what the model is sent. (A ``--ray`` rerun: ``tests/test_ray.py``.)
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -20,8 +19,8 @@ from pathlib import Path
 import fsspec
 import pytest
 
+from tests.support.stopping import Counting
 from tests.support.videos import VideoSpec, constant_rate, write_video
-from vidcap.backend import CaptionFailed, EmbeddedBackend
 from vidcap.commit import RunSettings, VideoResult
 from vidcap.engine import EngineSettings, run
 from vidcap.journal import JOURNAL_AFTER, JOURNAL_DIR, Journal, header, read_journal
@@ -33,27 +32,6 @@ from vidcap.settings import GenerationSettings, SamplingSettings
 EVERY = SamplingSettings(fps=None, every_n=1)
 FRAMES = 150
 FORMATS = ("jsonl", "srt", "vtt")
-
-
-class Counting(EmbeddedBackend):
-    """The real embedded backend: counts the frames it is sent; after ``stop_after``
-    answers, Ctrl-C; answer number ``fail_at`` is a failure (as a server past its retries)."""
-
-    def __init__(self, captioner, stop_after: int | None = None, fail_at: int | None = None):
-        super().__init__(captioner)
-        self.sent = 0
-        self.stop_after, self.fail_at = stop_after, fail_at
-
-    def caption_stream(self, images, settings) -> Iterator[str | CaptionFailed]:
-        def counted():
-            for image in images:
-                self.sent += 1
-                yield image
-
-        for n, answer in enumerate(super().caption_stream(counted(), settings)):
-            if n == self.stop_after:
-                raise KeyboardInterrupt
-            yield CaptionFailed("the server failed it") if n == self.fail_at else answer
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +47,7 @@ def settings_for(out: Path, **generation) -> RunSettings:
     )  # fmt: skip
 
 
-def caption(video: Path, settings: RunSettings, backend: EmbeddedBackend):
+def caption(video: Path, settings: RunSettings, backend: Counting):
     return run([str(video)], settings, lambda: backend, EngineSettings(decode_workers=1))
 
 

@@ -16,13 +16,15 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import ray  # the optional extra: `make test` installs it
 
-from tests.support.videos import read_jsonl
+from tests.support.stopping import Counting
+from tests.support.videos import VideoSpec, constant_rate, read_jsonl, write_video
 from vidcap import engine
 from vidcap.backend import EmbeddedBackend
 from vidcap.cli import build_parser
@@ -246,6 +248,45 @@ def test_killed_actor_loses_and_duplicates_nothing(
     rows = pq.read_table(tmp_path / "ray" / SHARD_DIR).to_pylist()
     pairs = [(row["video"], row["frame"]) for row in rows]
     assert len(pairs) == len(set(pairs)) == sum(r.frames for r in expected)
+
+
+@pytest.mark.slow
+def test_a_ray_run_goes_on_from_an_interrupted_runs_journal(
+    cluster: str, tiny_captioner, tmp_path: Path
+) -> None:
+    """An embedded run stopped part-way through a video (Ctrl-C after 80 captions): the
+    ``--ray`` rerun sends its model stage only the frames not journaled, takes the others
+    from the journal, and writes what an uninterrupted embedded run writes."""
+    spec = VideoSpec("long", "libx264", ".mp4", constant_rate(150, Fraction(10)))
+    video = write_video(tmp_path / "long.mp4", spec)
+    sampling = SamplingSettings(fps=None, every_n=1)
+    expected = embedded_run(
+        [InputVideo(str(video))], tmp_path / "clean", tiny_captioner, ["jsonl"], sampling
+    )
+    assert expected[0].kept_frames is None
+    settings = RunSettings(
+        out_dir=tmp_path / "ray", formats=("jsonl",), sampling=sampling, model="tiny", quiet=True
+    )
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(
+            [str(video)],
+            settings,
+            lambda: Counting(tiny_captioner, stop_after=80),
+            EngineSettings(decode_workers=1),
+        )
+    [result] = caption_dataset(
+        [str(video)],
+        tmp_path / "ray",
+        model=TINY,
+        sampling=sampling,
+        formats=("jsonl",),
+        quiet=True,
+    )
+    assert result.status == "done" and result.kept_frames == 80
+    assert read_jsonl(tmp_path / "ray" / "long.jsonl") == read_jsonl(
+        tmp_path / "clean" / "long.jsonl"
+    )
+    assert not list((tmp_path / "ray" / ".vidcap" / "journal").iterdir())
 
 
 @pytest.mark.slow

@@ -128,6 +128,12 @@ class VideoJob:
         return shown_source(self.source)
 
 
+# VideoResult's fields that records and summary.json hold only when set.
+OPTIONAL_FIELDS = (
+    "revision", "reused", "scenes", "thumbs", "lost_frames", "damaged_frames", "kept_frames",
+)  # fmt: skip
+
+
 @dataclass
 class VideoResult:
     video: str
@@ -158,8 +164,7 @@ class VideoResult:
     def record(self) -> dict[str, Any]:
         """The result as records and summary.json hold it."""
         data = asdict(self)
-        optional = ("revision", "reused", "scenes", "thumbs", "lost_frames", "damaged_frames")
-        for name in (*optional, "kept_frames"):
+        for name in OPTIONAL_FIELDS:
             if data[name] is None:
                 del data[name]
         return data
@@ -405,6 +410,11 @@ class Committer:
                     job.shown, counted(len(journal.captions), "caption"),
                 )  # fmt: skip
         return kept
+
+    def journaled(self, job_id: int) -> list[tuple[int, float]]:
+        """The frames (index, time) of this job whose captions a stopped run journaled."""
+        kept = self._kept.get(job_id)
+        return [] if kept is None else [(i, t) for i, (t, _) in kept.captions.items()]
 
     def known(self, job_id: int, index: int, time: float) -> str | None:
         """The caption an interrupted run made of frame ``index`` (at ``time``) of this

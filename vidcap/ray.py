@@ -23,7 +23,9 @@ decode task that keeps dying (after ``decode_retries``) fails the videos of its 
 video per block up to 2,000 videos) and no other; a batch the model raises on is captioned
 again frame by frame (``backend.caption_each``, as embedded), so only the video of a frame
 the model fails on by itself fails; such videos are listed in ``summary.json`` and redone by
-a rerun.
+a rerun. The rerun of a run stopped part-way through a video takes the captions its
+journal holds (``vidcap.journal``): the decode task sends those frames on without their
+pixels, and the actors caption only the rest.
 
 Ray is an optional dependency (``pip install -e '.[ray]'``), imported only here.
 """
@@ -31,6 +33,7 @@ Ray is an optional dependency (``pip install -e '.[ray]'``), imported only here.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import re
@@ -41,7 +44,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -118,12 +121,17 @@ def decode_video(
     sampling: SamplingSettings,
     size: tuple[int, int],
     frames_per_block: int,
+    kept: frozenset[tuple[int, float]] = frozenset(),
 ) -> Iterator[dict[str, np.ndarray]]:
-    """One video's events (frames resized for the model, then its end), in blocks of rows."""
+    """One video's events (frames resized for the model, then its end), in blocks of rows;
+    a frame in ``kept`` (index, time: its caption journaled by a stopped run) without its
+    pixels, which the model stage passes over."""
     rows: list[bytes] = []
     # One decoder thread: a decode task holds one CPU, and a node runs one task per CPU.
     # (its warnings travel as events: a Ray worker's own output is not shown with --quiet)
     for event in decode_events(job, source, sampling, size, threads=1):
+        if isinstance(event, Decoded) and (event.frame.index, event.frame.time) in kept:
+            event = _without_pixels(event)
         rows.append(encode_event(event))
         if len(rows) >= frames_per_block:
             yield _rows(job, rows)
@@ -152,8 +160,9 @@ def _decode_batch(
     size: tuple[int, int],
     frames_per_block: int,
 ) -> Iterator[dict[str, np.ndarray]]:
-    for job, source in zip(batch["job"], batch["source"], strict=True):
-        yield from decode_video(int(job), str(source), sampling, size, frames_per_block)
+    for job, source, kept in zip(batch["job"], batch["source"], batch["kept"], strict=True):
+        journaled = frozenset((int(i), float(t)) for i, t in json.loads(str(kept)))
+        yield from decode_video(int(job), str(source), sampling, size, frames_per_block, journaled)
 
 
 # ---- model stage (Ray actors, one Captioner each) ---------------------------------------
@@ -161,7 +170,8 @@ def _decode_batch(
 
 class CaptionActor:
     """Holds one ``Captioner``; captions the frame rows of a batch, passes the others on
-    (``failed``: why the model failed on a frame by itself, else empty)."""
+    (``failed``: why the model failed on a frame by itself, else empty; ``kept``: a frame
+    without pixels, its caption journaled by a stopped run, not captioned)."""
 
     def __init__(self, model: ModelSettings, generation: GenerationSettings) -> None:
         from vidcap.model import Captioner
@@ -171,7 +181,10 @@ class CaptionActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         events = [_event(data) for data in batch["event"]]
-        frames = [i for i, event in enumerate(events) if isinstance(event, Decoded)]
+        decoded = [i for i, event in enumerate(events) if isinstance(event, Decoded)]
+        kept = np.zeros(len(events), dtype=bool)
+        kept[[i for i in decoded if events[i].frame.rgb.size == 0]] = True
+        frames = [i for i in decoded if not kept[i]]
         captions = np.full(len(events), "", dtype=object)
         failed = np.full(len(events), "", dtype=object)
         if frames:
@@ -189,6 +202,7 @@ class CaptionActor:
             "event": np.array(rows, dtype=object),
             "caption": captions,
             "failed": failed,
+            "kept": kept,
         }
 
 
@@ -327,8 +341,10 @@ def build_pipeline(
     generation: GenerationSettings,
     settings: RaySettings,
     quiet: bool = False,
+    kept: Mapping[int, list[tuple[int, float]]] | None = None,
 ):  # -> ray.data.Dataset
-    """decode tasks → Captioner actors, over the jobs of a run (Ray must be connected)."""
+    """decode tasks → Captioner actors, over the jobs of a run (Ray must be connected);
+    ``kept``: per job, the frames (index, time) whose captions a stopped run journaled."""
     import ray
     import ray.data
 
@@ -350,7 +366,11 @@ def build_pipeline(
         gpus,
         settings.decode_tasks or "as CPUs allow",
     )
-    items = [{"job": job.id, "source": job.source} for job in jobs]
+    kept = kept or {}
+    items = [
+        {"job": job.id, "source": job.source, "kept": json.dumps(kept.get(job.id, []))}
+        for job in jobs
+    ]
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_DECODE_BLOCKS))
     with warnings.catch_warnings():
         # Ray 2.60 names no parameter for task retries yet and warns about the generic one.
@@ -398,11 +418,20 @@ def feed(committer: Committer, batches: Iterator[dict[str, np.ndarray]]) -> None
     streak = FailingStreak()
     uncaptioned: set[int] = set()
     for batch in batches:
-        rows = zip(batch["event"], batch["caption"], batch["failed"], strict=True)
-        for data, caption, failed in rows:
+        rows = zip(batch["event"], batch["caption"], batch["failed"], batch["kept"], strict=True)
+        for data, caption, failed, kept in rows:
             event = _event(data)
             if isinstance(event, Decoded):
                 decoded = event.frame
+                journaled = committer.known(event.job, decoded.index, decoded.time)
+                if kept and journaled is not None:
+                    frame = CaptionedFrame(
+                        decoded.index, decoded.time, journaled, damaged=decoded.damaged
+                    )
+                    deliver(committer, Captioned(event.job, frame, kept=True))
+                    continue
+                if kept:  # (a retried task's duplicate of a video finished already)
+                    continue
                 if failed:
                     why = Uncaptioned(event.job, decoded.index, decoded.time, str(failed))
                     deliver(committer, why)
@@ -519,6 +548,7 @@ def _run(
                     settings.generation,
                     ray_settings,
                     settings.quiet,
+                    {job.id: committer.journaled(job.id) for job in jobs},
                 )
                 try:
                     feed(committer, ds.iter_batches(batch_size=None, batch_format="numpy"))
