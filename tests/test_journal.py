@@ -21,9 +21,17 @@ import pytest
 
 from tests.support.stopping import Counting
 from tests.support.videos import VideoSpec, constant_rate, write_video
-from vidcap.commit import RunSettings, VideoResult
+from vidcap.commit import Committer, RunSettings, VideoJob, VideoResult
 from vidcap.engine import EngineSettings, run
-from vidcap.journal import JOURNAL_AFTER, JOURNAL_DIR, Journal, header, read_journal
+from vidcap.journal import (
+    JOURNAL_AFTER,
+    JOURNAL_DIR,
+    MAX_OPEN,
+    Journal,
+    header,
+    journal_path,
+    read_journal,
+)
 from vidcap.outputs import CaptionedFrame
 from vidcap.records import STATE_DIR
 from vidcap.remote_out import output_folder
@@ -216,3 +224,31 @@ def test_an_interrupted_run_to_a_url_goes_on_from_the_uploaded_journal(
     assert result.kept_frames == 80 and sent == FRAMES - 80
     assert {fmt: fs.cat_file(f"{root}/long.{fmt}") for fmt in FORMATS} == clean
     assert not fs.exists(f"{root}/{STATE_DIR}/{JOURNAL_DIR}/long.jsonl")  # (done: gone there too)
+
+
+def test_more_videos_in_flight_than_open_files_keep_every_caption(tmp_path: Path) -> None:
+    """Captions of many long videos at once, interleaved (a Ray cluster's decode tasks):
+    the run holds at most ``MAX_OPEN`` journal files open, and each journal gets all."""
+    jobs = [
+        VideoJob(i, f"/in/v{i}.mp4", f"v{i}", {"path": f"/in/v{i}.mp4", "size": i})
+        for i in range(MAX_OPEN + 36)
+    ]
+    committer = Committer(settings_for(tmp_path), jobs)
+    open_before = len(os.listdir("/proc/self/fd"))
+    most_open = 0
+    samples = JOURNAL_AFTER + 10
+    for k in range(samples):
+        for job in jobs:
+            committer.frame(job.id, CaptionedFrame(k, k / 10, f"{job.name} at {k}"))
+        most_open = max(most_open, len(os.listdir("/proc/self/fd")) - open_before)
+    assert 0 < most_open <= MAX_OPEN
+    for job in jobs:
+        path = journal_path(tmp_path / STATE_DIR, job.name)
+        kept = read_journal(path, header(committer.key, "", job.identity))
+        assert kept is not None
+        assert kept.captions == {k: (k / 10, f"{job.name} at {k}") for k in range(samples)}
+    for job in jobs:
+        committer.end(job.id, samples, samples / 10)
+    results = committer.close(1.0)
+    assert [r.status for r in results] == ["done"] * len(jobs)
+    assert not list((tmp_path / STATE_DIR / JOURNAL_DIR).iterdir())

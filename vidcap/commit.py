@@ -27,7 +27,7 @@ import os
 import shutil
 import time
 import unicodedata
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -39,6 +39,7 @@ from vidcap.errors import OutFolderFull, UsageError
 from vidcap.inputs import is_url, shown_source, source_identity
 from vidcap.journal import (
     JOURNAL_AFTER,
+    MAX_OPEN,
     Journal,
     Kept,
     drop_journal,
@@ -386,6 +387,7 @@ class Committer:
         self._staging = settings.out_dir / STATE_DIR / THUMBS_STAGING
         shutil.rmtree(self._staging, ignore_errors=True)  # (what a killed run left staged)
         self._kept = self._read_journals(jobs)
+        self._writing: OrderedDict[int, Journal] = OrderedDict()  # open files, oldest first
 
     def _header(self, job: VideoJob) -> dict[str, Any]:
         return header(self.key, self.settings.revision, job.identity)
@@ -461,6 +463,10 @@ class Committer:
         for frame in state.unjournaled:
             state.journal.add(frame)
         state.unjournaled.clear()
+        self._writing[state.job.id] = state.journal
+        self._writing.move_to_end(state.job.id)
+        while len(self._writing) > MAX_OPEN:
+            self._writing.popitem(last=False)[1].suspend()
 
     def reuse(self, job_id: int, index: int, time: float, same_as: int) -> None:
         """Frame ``index`` takes the caption of frame ``same_as`` (``--skip-similar``)."""
@@ -620,7 +626,7 @@ class Committer:
         except OSError as exc:
             self._unwritable(state, exc)
             return
-        _close_journal(state)  # (removed once the record is written: ``_record``)
+        self._close_journal(state)  # (removed once the record is written: ``_record``)
         result = self._result(state, "done", frames=len(frames))
         self.new_frames += result.frames
         durable = [state.job.id]
@@ -652,7 +658,14 @@ class Committer:
         if state.unjournaled:
             with contextlib.suppress(OSError):  # (a full disk: lost, as with a kill)
                 self._journal(state, now=True)
-        _close_journal(state)
+        self._close_journal(state)
+
+    def _close_journal(self, state: _Open) -> None:
+        if state.journal is not None:
+            self._writing.pop(state.job.id, None)
+            with contextlib.suppress(OSError):
+                state.journal.close()
+            state.journal = None
 
     def _settle(self, durable: Sequence[int]) -> None:
         for job_id in durable:
@@ -712,13 +725,6 @@ class Committer:
             # (the run's own error says the folder is full; a rerun writes the summary)
             log.warning("%s not written: %s", self.settings.out_dir / "summary.json", exc)
         return results
-
-
-def _close_journal(state: _Open) -> None:
-    if state.journal is not None:
-        with contextlib.suppress(OSError):
-            state.journal.close()
-        state.journal = None
 
 
 def check_out_dir(out_dir: Path) -> None:

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 JOURNAL_DIR = "journal"  # in OUT/.vidcap
 JOURNAL_AFTER = 64  # captions of a video before it gets a journal
+# Journal files a run holds open at most: more videos in flight (a Ray cluster's hundreds of
+# decode tasks) have theirs closed, least recently written first, and opened again to add.
+MAX_OPEN = 64
 VERSION = 1
 
 
@@ -96,12 +99,14 @@ def _sound(row: object) -> bool:
 
 class Journal:
     """One video's journal, open for appending: ``kept`` (a journal this run goes on
-    with, its torn tail cut off) or a new one, the header written first."""
+    with, its torn tail cut off) or a new one, the header written first. ``suspend``
+    closes its file until the next ``add`` (a run with more videos in flight than it keeps
+    files open: ``MAX_OPEN``)."""
 
     def __init__(self, path: Path, head: dict[str, Any], kept: Kept | None) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[bytes]
+        self._file: IO[bytes] | None = None
         if kept is not None:
             try:
                 self._file = open(path, "r+b")  # noqa: SIM115 - held open while the video runs
@@ -118,11 +123,17 @@ class Journal:
         self._write({"frame": frame.index, "time": frame.time, "caption": frame.caption})
 
     def _write(self, row: dict[str, Any]) -> None:
+        if self._file is None:
+            self._file = open(self.path, "ab")  # noqa: SIM115
         self._file.write(json.dumps(row).encode() + b"\n")  # (ASCII: no lone surrogate fails)
         self._file.flush()
 
-    def close(self) -> None:
-        self._file.close()
+    def suspend(self) -> None:
+        if self._file is not None:
+            file, self._file = self._file, None
+            file.close()
+
+    close = suspend
 
 
 def drop_journal(path: Path) -> None:
