@@ -9,14 +9,15 @@ video (killed, Ctrl-C, a lost server, a full disk) loses none the model already 
 A video's journal begins at its ``JOURNAL_AFTER``-th caption (with the ones before): a short
 clip, done in a moment, costs no file, and a kill loses fewer than that many captions of
 each video in flight (a run that stops otherwise, at Ctrl-C, SIGTERM, or its servers gone,
-writes them as it stops). Each line is written whole and flushed to the operating system as its caption arrives
-(a killed process loses none; a power cut may lose the last ones). A rerun reads the
-journal of each video it has to do, and only when its header matches (same settings key,
-model commit and source identity: ``vidcap.inputs.source_identity``); the engine then sends
-the model only the frames the journal lacks, and takes the others' captions from it, in
-their places. A torn last line (the process killed mid-write) is cut off. The journal goes
-once the video's resume record is written (its outputs are durable); a failed video keeps
-its journal, for the rerun that redoes it.
+writes them as it stops). Each line is written whole and flushed to the operating system as
+its caption arrives (a killed process loses none; a power cut may lose the last ones).
+
+A rerun reads the journal of each video it has to do, and only when its header matches
+(same settings key, model commit and source identity: ``vidcap.inputs.source_identity``);
+the engine then sends the model only the frames the journal lacks, and takes the others'
+captions from it, in their places. A torn last line (the process killed mid-write) is cut
+off. The journal goes once the video's resume record is written (its outputs are durable);
+a failed video keeps its journal, for the rerun that redoes it.
 """
 
 from __future__ import annotations
