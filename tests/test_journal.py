@@ -252,3 +252,33 @@ def test_more_videos_in_flight_than_open_files_keep_every_caption(tmp_path: Path
     results = committer.close(1.0)
     assert [r.status for r in results] == ["done"] * len(jobs)
     assert not list((tmp_path / STATE_DIR / JOURNAL_DIR).iterdir())
+
+
+@pytest.mark.parametrize("planted", ["link to a file", "link to /dev/zero", "fifo"])
+def test_a_journal_planted_in_the_folder_is_neither_written_through_nor_read(
+    tmp_path: Path, video: Path, tiny_captioner, clean: dict[str, bytes], planted: str
+) -> None:
+    out = tmp_path / "out"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("a user's file\n")
+    path = journal_of(out)
+    path.parent.mkdir(parents=True)
+    if planted == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(victim if planted == "link to a file" else Path("/dev/zero"))
+    result, sent = rerun(video, settings_for(out), tiny_captioner)  # (read: none, no hang)
+    assert result.kept_frames is None and sent == FRAMES and outputs(out) == clean
+    if planted == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(victim if planted == "link to a file" else Path("/dev/zero"))
+    stop(
+        video,
+        replace(settings_for(out), generation=GenerationSettings(max_new_tokens=5)),
+        tiny_captioner,
+        80,
+    )
+    assert victim.read_text() == "a user's file\n"
+    assert path.is_file() and not path.is_symlink()
+    assert len(path.read_text().splitlines()) == 1 + 80

@@ -18,13 +18,19 @@ the engine then sends the model only the frames the journal lacks, and takes the
 captions from it, in their places. A torn last line (the process killed mid-write) is cut
 off. The journal goes once the video's resume record is written (its outputs are durable);
 a failed video keeps its journal, for the rerun that redoes it.
+
+Journals are opened without following a symbolic link and read only when they are regular
+files: a link planted in a shared output folder (to a user's file, ``/dev/zero``, a FIFO)
+is neither written through nor read; a new journal replaces it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -61,12 +67,19 @@ class Kept:
 
 def read_journal(path: Path, expected: dict[str, Any]) -> Kept | None:
     """The captions ``path`` holds, if its header is ``expected``; else (absent, another
-    run's settings or source, unreadable) None. Lines are read up to the first that is
-    not a whole, well-formed row: only the last can be torn by a kill."""
+    run's settings or source, unreadable, not a regular file) None. Lines are read up to
+    the first that is not a whole, well-formed row: only the last can be torn by a kill."""
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
+    with os.fdopen(fd, "rb") as file:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            data = file.read()
+        except OSError:
+            return None
     kept = Kept()
     start = 0
     first = True
@@ -110,14 +123,16 @@ class Journal:
         self._file: IO[bytes] | None = None
         if kept is not None:
             try:
-                self._file = open(path, "r+b")  # noqa: SIM115 - held open while the video runs
+                self._file = _open(path, os.O_RDWR, "r+b")
             except FileNotFoundError:  # (removed since it was read: begun again)
                 kept = None
             else:
                 self._file.truncate(kept.end)  # (a torn last line)
                 self._file.seek(kept.end)
         if kept is None:
-            self._file = open(path, "wb")  # noqa: SIM115
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # (another run's journal, or whatever was put there)
+            self._file = _open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, "wb")
             self._write(head)
 
     def add(self, frame: CaptionedFrame) -> None:
@@ -125,7 +140,7 @@ class Journal:
 
     def _write(self, row: dict[str, Any]) -> None:
         if self._file is None:
-            self._file = open(self.path, "ab")  # noqa: SIM115
+            self._file = _open(self.path, os.O_WRONLY | os.O_APPEND, "ab")
         self._file.write(json.dumps(row).encode() + b"\n")  # (ASCII: no lone surrogate fails)
         self._file.flush()
 
@@ -135,6 +150,11 @@ class Journal:
             file.close()
 
     close = suspend
+
+
+def _open(path: Path, flags: int, mode: str) -> IO[bytes]:
+    """``path`` opened with ``flags``, never through a symbolic link."""
+    return os.fdopen(os.open(path, flags | os.O_NOFOLLOW, 0o644), mode)
 
 
 def drop_journal(path: Path) -> None:
