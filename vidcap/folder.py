@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vidcap import jsontext
+from vidcap import jsontext, regular
 from vidcap.errors import UsageError
 from vidcap.inputs import is_url
 from vidcap.mask import frame_ends, is_number, load_captions
 from vidcap.outputs import CaptionedFrame, is_output_name
 from vidcap.records import STATE_DIR, SUMMARY, current_summary, identity_of, read_record
+from vidcap.regular import is_regular
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def open_folder(out: Path | str, summary: Mapping[str, Any] | None = None) -> li
     if videos:
         return [videos[name] for name in sorted(videos)]
     try:  # a folder copied without its .vidcap/: what summary.json lists
-        data = jsontext.loads(listed.read_text(encoding="utf-8"))
+        data = jsontext.loads(regular.read_text(listed))
     except (OSError, ValueError) as exc:
         if listed.exists():  # (no records and no summary: a run that has committed nothing)
             log.warning("%s cannot be read (%s): no video of it is listed", listed, exc)
@@ -222,7 +223,7 @@ def _read_jsonl(
     video: FolderVideo, path: Path, prefilter: Callable[[str], bool] | None = None
 ) -> VideoRead:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = regular.read_text(path)
         if not text.strip():
             if video.frames:  # an --out URL's staging folder holds empty placeholders
                 return VideoRead(video, problem=f"{path.name} is empty (a placeholder?)")
@@ -269,7 +270,7 @@ def _read_parquet(folder: Path, wanted: Sequence[FolderVideo]) -> Iterator[Video
     """Rows of the shards grouped by (source, key), one video at a time. A video's rows are
     contiguous in a shard; rows of another settings key (an earlier run) or a repeat of a
     video already read (a rerun after a crash) are skipped."""
-    shards = sorted((folder / SHARD_DIR).glob("part-*.parquet"))
+    shards = sorted(p for p in (folder / SHARD_DIR).glob("part-*.parquet") if is_regular(p))
     exact = {(v.video, v.key): v for v in wanted if v.key}
     loose = {v.video: v for v in wanted if not v.key}
     seen: set[str] = set()

@@ -30,12 +30,11 @@ import contextlib
 import json
 import logging
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from vidcap import jsontext
+from vidcap import jsontext, regular
 from vidcap.outputs import CaptionedFrame
 
 log = logging.getLogger(__name__)
@@ -70,16 +69,9 @@ def read_journal(path: Path, expected: dict[str, Any]) -> Kept | None:
     run's settings or source, unreadable, not a regular file) None. Lines are read up to
     the first that is not a whole, well-formed row: only the last can be torn by a kill."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        data = regular.read_bytes(path, follow=False)
     except OSError:
         return None
-    with os.fdopen(fd, "rb") as file:
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None
-            data = file.read()
-        except OSError:
-            return None
     kept = Kept()
     start = 0
     first = True

@@ -37,6 +37,7 @@ from vidcap.commit import RunSettings, RunWriter, VideoJob
 from vidcap.errors import UsageError, install_hint
 from vidcap.outputs import CaptionedFrame, frame_row
 from vidcap.records import identity_of, read_record
+from vidcap.regular import is_regular
 from vidcap.scenes import Scene
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,7 @@ class ParquetShardWriter:
         """
         index: dict[str, set[Path]] = {}
         for shard in sorted(self.folder.glob("*.parquet")) if self.folder.is_dir() else []:
-            if shard.stat().st_size == 0:
+            if not is_regular(shard) or shard.stat().st_size == 0:
                 continue
             try:
                 column = self.pq.read_table(shard, columns=["video"]).column("video")

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vidcap import __version__, jsontext
+from vidcap import __version__, jsontext, regular
 from vidcap.outputs import write_atomic, write_json
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def read_record(out_dir: Path, name: str) -> dict | None:
     anything, and one record whose frame count is a string ended every later run's summary
     with a TypeError)."""
     try:
-        record = jsontext.loads((out_dir / STATE_DIR / f"{name}.json").read_text("utf-8"))
+        record = jsontext.loads(regular.read_text(out_dir / STATE_DIR / f"{name}.json"))
     except (OSError, ValueError):  # (ValueError: JSON or UTF-8 malformed)
         return None
     if not isinstance(record, dict):
@@ -223,7 +223,7 @@ def summary_videos(out_dir: Path) -> tuple[dict[str, dict], int] | None:
     """``summary.json``'s videos by output name, and when their records were read; None
     when it is absent, unreadable or from a version that did not say when."""
     try:
-        data = jsontext.loads((out_dir / SUMMARY).read_text(encoding="utf-8"))
+        data = jsontext.loads(regular.read_text(out_dir / SUMMARY))
     except (OSError, ValueError):
         return None
     stamp = data.get(READ_STAMP) if isinstance(data, dict) else None

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from vidcap import __version__
+from vidcap import __version__, regular
 from vidcap.folder import (
     SHARD_DIR,
     FolderVideo,
@@ -344,7 +344,7 @@ def _vtt_script(out: Path, video: FolderVideo, keep: set[str]) -> tuple[str, int
     except OSError:
         pass
     try:
-        text = Path(vtt).read_text(encoding="utf-8")
+        text = regular.read_text(vtt)
     except (OSError, UnicodeDecodeError) as exc:
         log.warning("%s: not read: %s", vtt, exc)
         return None
@@ -364,7 +364,7 @@ def _write(path: Path, text: str) -> None:
     """Whole or absent (``.part`` + rename); not fsynced: the page is rebuilt at will. A
     file that already holds ``text`` is left as it is."""
     try:
-        if path.stat().st_size == len(text.encode("utf-8")) and path.read_text("utf-8") == text:
+        if path.stat().st_size == len(text.encode("utf-8")) and regular.read_text(path) == text:
             return
     except (OSError, UnicodeDecodeError):
         pass

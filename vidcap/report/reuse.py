@@ -30,7 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from vidcap import jsontext
+from vidcap import jsontext, regular
 from vidcap.folder import MASK_SUFFIX, SCENES_SUFFIX, FolderVideo
 from vidcap.outputs import THUMBS_DIR
 
@@ -52,7 +52,7 @@ def read_index(data: Path) -> dict[str, Cached]:
     """``report/shards.json``: what the last page's shards were made from (empty when it
     is absent, unreadable or written by other code)."""
     try:
-        index = jsontext.loads((data / INDEX).read_text(encoding="utf-8"))
+        index = jsontext.loads(regular.read_text(data / INDEX))
         if index.get("code") != code_hash():
             return {}
         return {name: Cached(**entry) for name, entry in index["shards"].items()}

@@ -1,0 +1,42 @@
+"""Files of an output folder read only when they are regular files.
+
+An output folder may come from elsewhere (a colleague's, a shared disk) and hold anything
+under an output's name: a FIFO ``summary.json`` made ``vidcap report``, ``search`` and
+``caption`` wait forever on its first read, and a link to ``/dev/zero`` as a resume record
+read without end. Every file vidcap reads back from a folder goes through here: opened
+without blocking, read only if it is a regular file (a link to one is followed, unless
+``follow`` is False), else ``NotRegular`` (an ``OSError``, which every reader handles).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+
+class NotRegular(OSError):
+    """The path is a FIFO, a device, a socket or a folder, not a file to read."""
+
+
+def read_bytes(path: Path | str, follow: bool = True) -> bytes:
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegular(errno.EINVAL, "not a regular file", str(path))
+        return file.read()
+
+
+def read_text(path: Path | str) -> str:
+    """``path``'s text (UTF-8; ``UnicodeDecodeError``, a ``ValueError``, if it is not)."""
+    return read_bytes(path).decode("utf-8")
+
+
+def is_regular(path: Path) -> bool:
+    """A regular file (through links), for readers that open by name (pyarrow)."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
