@@ -142,6 +142,38 @@ def test_copy_media_and_rerun_replace_an_earlier_export(tmp_path: Path, capsys) 
     assert data == [str(tmp_path / "videos" / "gone.mp4"), str(SUBJECT)]
 
 
+def test_copy_media_copies_only_the_file_captioned(tmp_path: Path, caplog) -> None:
+    """A record from elsewhere may name any file as its source (a key, a password store),
+    and a source changed since it was captioned is not the video its captions describe:
+    neither is copied into the export."""
+    secret = tmp_path / "id_ed25519"
+    secret.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    edited = tmp_path / "edited.mp4"
+    edited.write_bytes(SUBJECT.read_bytes())
+    out = write_folder(
+        tmp_path / "out",
+        [
+            FakeVideo("subject", ("a red circle",) * 5, source=str(SUBJECT)),
+            FakeVideo("edited", ("a red circle",) * 5, source=str(edited)),
+        ],
+    )
+    with open(edited, "ab") as handle:
+        handle.write(b"\0")  # changed since it was captioned
+    record = json.loads((out / ".vidcap" / "subject.json").read_text())
+    record["identity"] = {"path": str(secret), "size": 1, "mtime_ns": 1}  # a planted record
+    record["result"]["video"] = str(secret)
+    (out / ".vidcap" / "key.json").write_text(
+        json.dumps(record | {"result": record["result"] | {"name": "key"}})
+    )
+    (out / "key.jsonl").write_text((out / "subject.jsonl").read_text())
+    (out / "summary.json").unlink()
+    target = tmp_path / "fo"
+    assert main(["export", str(out), "--to", "fiftyone", str(target), "--copy-media"]) == 0
+    assert sorted(p.name for p in (target / "data").iterdir()) == ["subject.mp4"]
+    assert f"key: not exported: {secret} is not the file captioned" in caplog.text
+    assert f"edited: not exported: {edited} is not the file captioned" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

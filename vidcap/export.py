@@ -23,7 +23,9 @@ report ``<name>.mask.json``, and the moments of each ``queries`` item, labelled 
 was looked for). An event's support is the frame range [first, last] it covers, and its
 ``start``/``end`` in seconds travel as numeric attributes (attributes of the detection), and
 on a segment with matching frames that may show decoding damage, their count as ``damaged``.
-Failed videos and videos whose source is a URL (FiftyOne opens local files) are left out.
+Failed videos and videos whose source is a URL (FiftyOne opens local files) are left out;
+with ``copy_media``, so is a video whose source file is not the one captioned (its size or
+modification time is not the record's): a folder from elsewhere may name any file.
 """
 
 from __future__ import annotations
@@ -100,6 +102,14 @@ def export_fiftyone(
             log.warning(
                 "%s: not exported: the source is not a file here (%s)", video.name, video.video
             )
+            stats.skipped += 1
+            continue
+        if copy_media and video.captioned_file() is None:
+            log.warning(
+                "%s: not exported: %s is not the file captioned (its size or modification "
+                "time is not the record's), so it is not copied",
+                video.name, source,
+            )  # fmt: skip
             stats.skipped += 1
             continue
         labels = video_labels(read, queries, settings)

@@ -73,6 +73,20 @@ class FolderVideo:
         path = Path(self.identity.get("path") or self.video.removeprefix("file://"))
         return path if path.is_file() else None
 
+    def captioned_file(self) -> Path | None:
+        """``local_source``, only if it is the very file captioned: its size and modification
+        time those its record holds. A record from elsewhere may name any file (a key, a
+        password store) as its source; a file changed since would not match its captions."""
+        path = self.local_source()
+        if path is None:
+            return None
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        same = (self.identity.get("size"), self.identity.get("mtime_ns"))
+        return path if same == (stat.st_size, stat.st_mtime_ns) else None
+
 
 @dataclass(frozen=True, eq=False)
 class VideoRead:

@@ -18,6 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from vidcap.commit import VideoResult
+from vidcap.inputs import source_identity
 from vidcap.outputs import VIDEO_FORMATS, CaptionedFrame
 from vidcap.records import write_record, write_summary
 
@@ -86,7 +87,9 @@ def write_folder(
             model="tiny",
             damaged_frames=list(video.damaged) or None,
         )
-        identity = {"path": source, "size": 1, "mtime_ns": 1}
+        # (a source that exists here: its own identity, as a run records it)
+        exists = "://" not in source and Path(source).is_file()
+        identity = source_identity(source) if exists else {"path": source, "size": 1, "mtime_ns": 1}
         if durable:
             write_record(out, video.name, KEY, identity, result.__dict__, {})
         else:

@@ -61,7 +61,7 @@ def run_export(args: argparse.Namespace) -> int:
     print(
         f"vidcap: {counted(stats.videos, 'video')}, {counted(stats.frames, 'captioned frame')}, "
         f"{counted(stats.events, 'temporal detection')} exported; "
-        f"{counted(stats.skipped, 'video')} left out (failed, or no local source)",
+        f"{counted(stats.skipped, 'video')} left out (failed, or no local source; see the warnings)",
         file=sys.stderr,
     )
     return EXIT_OK
