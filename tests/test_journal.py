@@ -38,7 +38,7 @@ from vidcap.remote_out import output_folder
 from vidcap.settings import GenerationSettings, SamplingSettings
 
 EVERY = SamplingSettings(fps=None, every_n=1)
-FRAMES = 150
+FRAMES = 100
 FORMATS = ("jsonl", "srt", "vtt")
 
 
@@ -96,17 +96,17 @@ def test_a_rerun_sends_the_model_only_the_frames_an_interrupted_run_left(
     tmp_path: Path, video: Path, tiny_captioner, clean: dict[str, bytes]
 ) -> None:
     out = tmp_path / "out"
-    stop(video, settings_for(out), tiny_captioner, 80)
+    stop(video, settings_for(out), tiny_captioner, 70)
     assert not (out / "long.jsonl").exists()
     lines = journal_of(out).read_text().splitlines()
-    assert len(lines) == 1 + 80  # the header, then each caption back before the stop
+    assert len(lines) == 1 + 70  # the header, then each caption back before the stop
     result, sent = rerun(video, settings_for(out), tiny_captioner)
-    assert result.status == "done" and result.kept_frames == 80
-    assert sent == FRAMES - 80
+    assert result.status == "done" and result.kept_frames == 70
+    assert sent == FRAMES - 70
     assert outputs(out) == clean
     assert not journal_of(out).exists()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["videos"][0]["kept_frames"] == 80
+    assert summary["videos"][0]["kept_frames"] == 70
 
 
 def test_a_short_video_gets_no_journal_unless_the_run_stops_in_it(
@@ -137,15 +137,15 @@ def test_a_journal_torn_by_a_kill_keeps_its_whole_lines(
     tmp_path: Path, video: Path, tiny_captioner, clean: dict[str, bytes]
 ) -> None:
     out = tmp_path / "out"
-    stop(video, settings_for(out), tiny_captioner, 90)
+    stop(video, settings_for(out), tiny_captioner, 75)
     path = journal_of(out)
     whole = path.read_bytes()
     path.write_bytes(whole[: len(whole) - 7])  # the last line cut mid-write
-    stop(video, settings_for(out), tiny_captioner, 5)  # again: on from the 89 whole lines
+    stop(video, settings_for(out), tiny_captioner, 5)  # again: on from the 74 whole lines
     kept = read_journal(path, json.loads(whole.splitlines()[0]))
-    assert kept is not None and sorted(kept.captions) == list(range(89 + 5))
+    assert kept is not None and sorted(kept.captions) == list(range(74 + 5))
     result, sent = rerun(video, settings_for(out), tiny_captioner)
-    assert result.kept_frames == 94 and sent == FRAMES - 94
+    assert result.kept_frames == 79 and sent == FRAMES - 79
     assert outputs(out) == clean
 
 
@@ -153,13 +153,13 @@ def test_a_journal_of_other_settings_or_a_changed_file_is_not_used(
     tmp_path: Path, video: Path, tiny_captioner
 ) -> None:
     out = tmp_path / "out"
-    stop(video, settings_for(out), tiny_captioner, 80)
+    stop(video, settings_for(out), tiny_captioner, 70)
     result, sent = rerun(
         video, settings_for(out, max_new_tokens=5), tiny_captioner
     )  # other settings
     assert result.status == "done" and result.kept_frames is None and sent == FRAMES
 
-    stop(video, settings_for(out), tiny_captioner, 80)
+    stop(video, settings_for(out), tiny_captioner, 70)
     stat = video.stat()
     os.utime(video, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file changed
     try:
@@ -217,11 +217,11 @@ def test_an_interrupted_run_to_a_url_goes_on_from_the_uploaded_journal(
     url = f"memory://vidcap-{uuid.uuid4().hex}/run"
     fs, root = fsspec.core.url_to_fs(url)
     with pytest.raises(KeyboardInterrupt), output_folder(url) as local:
-        caption(video, settings_for(local), Counting(tiny_captioner, stop_after=80))
+        caption(video, settings_for(local), Counting(tiny_captioner, stop_after=70))
     assert fs.exists(f"{root}/{STATE_DIR}/{JOURNAL_DIR}/long.jsonl")
     with output_folder(url) as local:
         result, sent = rerun(video, settings_for(local), tiny_captioner)
-    assert result.kept_frames == 80 and sent == FRAMES - 80
+    assert result.kept_frames == 70 and sent == FRAMES - 70
     assert {fmt: fs.cat_file(f"{root}/long.{fmt}") for fmt in FORMATS} == clean
     assert not fs.exists(f"{root}/{STATE_DIR}/{JOURNAL_DIR}/long.jsonl")  # (done: gone there too)
 
@@ -256,7 +256,7 @@ def test_more_videos_in_flight_than_open_files_keep_every_caption(tmp_path: Path
 
 @pytest.mark.parametrize("planted", ["link to a file", "link to /dev/zero", "fifo"])
 def test_a_journal_planted_in_the_folder_is_neither_written_through_nor_read(
-    tmp_path: Path, video: Path, tiny_captioner, clean: dict[str, bytes], planted: str
+    tmp_path: Path, video: Path, tiny_captioner, planted: str
 ) -> None:
     out = tmp_path / "out"
     victim = tmp_path / "victim.txt"
@@ -267,18 +267,9 @@ def test_a_journal_planted_in_the_folder_is_neither_written_through_nor_read(
         os.mkfifo(path)
     else:
         path.symlink_to(victim if planted == "link to a file" else Path("/dev/zero"))
-    result, sent = rerun(video, settings_for(out), tiny_captioner)  # (read: none, no hang)
-    assert result.kept_frames is None and sent == FRAMES and outputs(out) == clean
-    if planted == "fifo":
-        os.mkfifo(path)
-    else:
-        path.symlink_to(victim if planted == "link to a file" else Path("/dev/zero"))
-    stop(
-        video,
-        replace(settings_for(out), generation=GenerationSettings(max_new_tokens=5)),
-        tiny_captioner,
-        80,
-    )
+    # the run reads what holds the journal's name as it starts (passed over: no hang), then
+    # journals its own captions in its place
+    stop(video, settings_for(out), tiny_captioner, 70)
     assert victim.read_text() == "a user's file\n"
     assert path.is_file() and not path.is_symlink()
-    assert len(path.read_text().splitlines()) == 1 + 80
+    assert len(path.read_text().splitlines()) == 1 + 70
