@@ -39,6 +39,7 @@ from vidcap.errors import OutFolderFull, UsageError
 from vidcap.inputs import is_url, shown_source, source_identity
 from vidcap.journal import (
     JOURNAL_AFTER,
+    JOURNAL_DIR,
     MAX_OPEN,
     Journal,
     Kept,
@@ -399,7 +400,7 @@ class Committer:
         """The captions interrupted runs made of ``jobs`` (with these settings, of these
         sources), by job id: the journal folder listed once, only journals read."""
         try:
-            names = {p.name for p in self._journal_path("x").parent.iterdir()}
+            names = {p.name for p in (self.settings.out_dir / STATE_DIR / JOURNAL_DIR).iterdir()}
         except OSError:
             return {}
         kept: dict[int, Kept] = {}

@@ -21,7 +21,7 @@ from typing import Any
 
 from vidcap import jsontext, regular
 from vidcap.errors import UsageError
-from vidcap.inputs import is_url
+from vidcap.inputs import is_url, source_identity
 from vidcap.mask import frame_ends, is_number, load_captions
 from vidcap.outputs import CaptionedFrame, is_output_name
 from vidcap.records import STATE_DIR, SUMMARY, current_summary, identity_of, read_record
@@ -74,18 +74,16 @@ class FolderVideo:
         return path if path.is_file() else None
 
     def captioned_file(self) -> Path | None:
-        """``local_source``, only if it is the very file captioned: its size and modification
-        time those its record holds. A record from elsewhere may name any file (a key, a
+        """``local_source``, only if it is the very file captioned: its identity
+        (``inputs.source_identity``: path, size, modification time) the one its record
+        holds, as resume requires. A record from elsewhere may name any file (a key, a
         password store) as its source; a file changed since would not match its captions."""
         path = self.local_source()
-        if path is None:
-            return None
         try:
-            stat = path.stat()
+            same = path is not None and source_identity(str(path)) == self.identity
         except OSError:
             return None
-        same = (self.identity.get("size"), self.identity.get("mtime_ns"))
-        return path if same == (stat.st_size, stat.st_mtime_ns) else None
+        return path if same else None
 
 
 @dataclass(frozen=True, eq=False)
