@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 from fractions import Fraction
 from pathlib import Path
 
@@ -389,6 +390,39 @@ def test_ffmpeg_errors_keep_the_cause_not_only_the_last_line(generated_videos, t
     assert "Could not find tag for codec msmpeg4v3" in message  # the cause, first line
     assert "Could not write header" in message  # the last line
     assert "\n" not in message and " @ 0x" not in message
+
+
+def ffmpeg_programs() -> list[str]:
+    """The ``ffmpeg`` programs vidcap may run: the system's (FFmpeg 5.1 here: devices not
+    flagged in ``-demuxers``) and the imageio-ffmpeg wheel's static build (9.0)."""
+    import imageio_ffmpeg
+
+    system = shutil.which("ffmpeg")
+    return [*([system] if system else []), imageio_ffmpeg.get_ffmpeg_exe()]
+
+
+@pytest.mark.parametrize("program", ffmpeg_programs(), ids=lambda p: Path(p).name)
+def test_the_ffmpeg_program_opens_no_file_a_video_names(
+    gop_video: Path, tmp_path: Path, program: str
+) -> None:
+    # A file that became an ffconcat script after vidcap probed it (a shared folder), or
+    # that PyAV's FFmpeg reads otherwise: the program must cut it as itself, not the file
+    # it names.
+    shutil.copy(gop_video, tmp_path / "named.mp4")
+    script = tmp_path / "video.mp4"
+    script.write_text("ffconcat version 1.0\nfile named.mp4\n")
+    out = tmp_path / "clip.mp4"
+    arguments = ["-ss", "1", "-i", str(script), "-t", "1", "-c", "copy", "-f", "mp4", str(out)]
+    with pytest.raises(ffmpeg.FfmpegError) as info:
+        ffmpeg.run_ffmpeg(arguments, ffmpeg=program)
+    assert str(info.value) == f"ffmpeg refused an input: {ffmpeg.FOLLOWS}"
+    assert not out.exists()
+    ffmpeg.run_ffmpeg([*arguments[:3], str(tmp_path / "named.mp4"), *arguments[4:]], program)
+    assert out.stat().st_size > 0  # the same command cuts a video
+    allowed = set(ffmpeg.program_demuxers(program).split(","))
+    assert {"mov", "matroska", "avi", "mpegts", "asf", "h264"} <= allowed
+    # what both programs have and PyAV's FFmpeg lacks: manifests, scripts, devices
+    assert not allowed & {"concat", "hls", "dash", "imf", "avisynth", "lavfi", "x11grab"}
 
 
 def test_names_manifest_and_no_partial_files(gop_video: Path, tmp_path: Path) -> None:

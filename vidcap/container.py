@@ -25,7 +25,7 @@ import av
 import numpy as np
 
 from vidcap.errors import VideoError
-from vidcap.ffmpeg import local_name
+from vidcap.ffmpeg import FOLLOWS, follows, local_name
 from vidcap.picture import format_has_alpha
 from vidcap.torn import asf_stated_length, matroska_states_duration, unfinished_mp4
 
@@ -73,36 +73,23 @@ VOP_START_CODE = b"\x00\x00\x01\xb6"
 N_VOP_MAX_BYTES = 8
 
 
-# Demuxers that open what a file names (an ffconcat script's files, an HLS playlist's
-# segments, an SDP session's network streams) or read the network or a device: never used.
-# A video is decoded as itself; a downloaded "video" that is a concat script would otherwise
-# be captioned as the files it names, local ones included.
-FOLLOWING_DEMUXERS = frozenset(
-    {"concat", "hls", "sdp", "rtp", "rtsp", "sap", "webm_dash_manifest", "lavfi", "alsa",
-     "oss", "fbdev", "kmsgrab", "x11grab", "video4linux2,v4l2"}
-)  # fmt: skip
-FOLLOWS = (
-    "it lists other files or streams for FFmpeg to open: an ffconcat script, an HLS playlist "
-    "or an SDP session, which vidcap does not follow; join what it names into one file "
-    "first, e.g. ffmpeg -i LIST -c copy OUT.mp4"
-)
-
-
 @functools.cache
 def allowed_demuxers() -> str:
-    """Every demuxer of PyAV's FFmpeg but ``FOLLOWING_DEMUXERS``: its ``format_whitelist``."""
+    """Every demuxer of PyAV's FFmpeg but ``vidcap.ffmpeg.FOLLOWING_DEMUXERS``: its
+    ``format_whitelist``."""
     return ",".join(
         sorted(
             name
             for name in av.formats_available
-            if name not in FOLLOWING_DEMUXERS and av.ContainerFormat(name).is_input
+            if not follows(name) and av.ContainerFormat(name).is_input
         )
     )
 
 
 def open_input(path: Path | str) -> av.container.InputContainer:
     """``path`` opened by PyAV with a demuxer that reads the file alone (none of
-    ``FOLLOWING_DEMUXERS``: FFmpeg refuses with EINVAL where its contents call for one)."""
+    ``vidcap.ffmpeg.FOLLOWING_DEMUXERS``: FFmpeg refuses with EINVAL where its contents
+    call for one)."""
     return av.open(local_name(path), options={"format_whitelist": allowed_demuxers()})
 
 

@@ -28,6 +28,32 @@ _VIDEO_STREAM = re.compile(r"Stream #\d+:\d+.*?: Video: (\w+).*?, (\d{2,5})x(\d{
 _FPS = re.compile(r"([\d.]+) fps")
 
 
+# Demuxers that open what a file names (an ffconcat script's files, an HLS playlist's or a
+# DASH or IMF manifest's segments, an SDP session's network streams, a DVD folder's files),
+# run what it says (an AviSynth or VapourSynth script), or read the network or a device:
+# never used. A video is decoded as itself; a downloaded "video" that is a concat script
+# would otherwise be captioned as the files it names, local ones included.
+FOLLOWING_DEMUXERS = frozenset(
+    {"concat", "hls", "dash", "imf", "sdp", "rtp", "rtsp", "sap", "webm_dash_manifest",
+     "avisynth", "vapoursynth", "dvdvideo", "lavfi", "libcdio", "alsa", "oss", "pulse",
+     "jack", "openal", "fbdev", "kmsgrab", "x11grab", "iec61883", "decklink",
+     "dshow", "gdigrab", "avfoundation", "android_camera", "libdc1394",
+     "video4linux2,v4l2"}
+)  # fmt: skip
+FOLLOWS = (
+    "it lists other files or streams for FFmpeg to open: an ffconcat script, an HLS playlist, "
+    "a DASH manifest or an SDP session, which vidcap does not follow; join what it names "
+    "into one file first, e.g. ffmpeg -i LIST -c copy OUT.mp4"
+)
+_NOT_ALLOWED = "not on whitelist"  # libavformat's words when an input's demuxer is refused
+
+
+def follows(name: str) -> bool:
+    """Whether the demuxer ``name`` (FFmpeg's, its aliases joined by commas) is one of
+    ``FOLLOWING_DEMUXERS``."""
+    return name in FOLLOWING_DEMUXERS or not FOLLOWING_DEMUXERS.isdisjoint(name.split(","))
+
+
 class FfmpegError(VidcapError):
     """ffmpeg ran but failed; the message carries every error line of its stderr, in one line."""
 
@@ -89,14 +115,50 @@ def error_message(stderr: str) -> str:
 
 
 def run_ffmpeg(args: list[str], ffmpeg: str | None = None) -> None:
-    """Run ``ffmpeg -nostdin -hide_banner -v error ARGS``; FfmpegError with its error lines."""
-    command = [find_ffmpeg(ffmpeg), "-nostdin", "-hide_banner", "-v", "error", *args]
+    """Run ``ffmpeg -nostdin -hide_banner -v error ARGS``, each input (``-i``) opened only
+    by the demuxers ``program_demuxers`` allows; FfmpegError with its error lines."""
+    program = find_ffmpeg(ffmpeg)
+    command = [program, "-nostdin", "-hide_banner", "-v", "error", *allowlisted(args, program)]
     log.debug("running %s", command)
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
+        if _NOT_ALLOWED in result.stderr:
+            raise FfmpegError(f"ffmpeg refused an input: {FOLLOWS}")
         raise FfmpegError(
             f"ffmpeg failed (exit {result.returncode}): {error_message(result.stderr)}"
         )
+
+
+def allowlisted(args: list[str], program: str) -> list[str]:
+    """``args`` with ``-format_whitelist`` (``program_demuxers``) before each ``-i``."""
+    allowed = ["-format_whitelist", program_demuxers(program)]
+    return [part for arg in args for part in ([*allowed, arg] if arg == "-i" else [arg])]
+
+
+_DEMUXER_LINE = re.compile(r"^ (?P<flags>[D.][E. ]?[d ]?) (?P<name>\S+)")
+
+
+@functools.lru_cache(maxsize=4)
+def program_demuxers(program: str) -> str:
+    """Every demuxer of the ``ffmpeg`` program ``program`` but devices and
+    ``FOLLOWING_DEMUXERS``: its ``-format_whitelist``, as PyAV's inputs get theirs
+    (``vidcap.container.allowed_demuxers``). The program is another FFmpeg than PyAV's
+    (the system's, or the wheel's static build) with demuxers of its own (DASH, IMF and
+    AviSynth in both here, none in PyAV's), so it is asked for its own list
+    (``ffmpeg -demuxers``; FFmpeg 6.1 on flags devices ``d``, earlier ones are named)."""
+    result = subprocess.run(
+        [program, "-hide_banner", "-demuxers"], capture_output=True, text=True, check=False
+    )
+    names, listed = [], False
+    for line in result.stdout.splitlines():
+        listed = listed or line.strip().startswith("--")  # (the legend above it)
+        found = _DEMUXER_LINE.match(line) if listed else None
+        if found and found["flags"].startswith("D") and "d" not in found["flags"]:
+            names.append(found["name"])
+    allowed = sorted(name for name in names if not follows(name))
+    if not allowed:
+        raise VidcapError(f"{program} -demuxers listed no demuxer: is it FFmpeg's ffmpeg?")
+    return ",".join(allowed)
 
 
 @functools.lru_cache(maxsize=4)
@@ -241,8 +303,11 @@ def _packets_end(container, stream) -> float | None:
 
 def probe_with_ffmpeg(path: Path, ffmpeg: str | None = None) -> MediaInfo:
     """Probe by reading ``ffmpeg -i`` (which exits 1: no output named) — no ffprobe needed."""
-    command = [find_ffmpeg(ffmpeg), "-nostdin", "-hide_banner", "-i", local_name(path)]
+    program = find_ffmpeg(ffmpeg)
+    command = [program, "-nostdin", "-hide_banner", *allowlisted(["-i", local_name(path)], program)]
     stderr = subprocess.run(command, capture_output=True, text=True, check=False).stderr
+    if _NOT_ALLOWED in stderr:
+        raise VideoError(f"{path}: not a readable video ({FOLLOWS})")
     return parse_ffmpeg_info(path, stderr)
 
 
