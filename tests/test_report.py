@@ -89,6 +89,8 @@ def test_the_page_reaches_the_source_where_a_browser_can(tmp_path: Path) -> None
     here = tmp_path / "videos" / "here is.mp4"
     here.parent.mkdir()
     here.write_bytes(b"not really a video")
+    edited = tmp_path / "videos" / "edited.mp4"
+    edited.write_bytes(b"not really a video")
     out = write_folder(
         tmp_path / "out",
         [
@@ -96,11 +98,15 @@ def test_the_page_reaches_the_source_where_a_browser_can(tmp_path: Path) -> None
             FakeVideo("gone", ("a",), source=str(tmp_path / "videos" / "gone.mp4")),
             FakeVideo("web", ("a",), source="https://example.com/v/clip%201.mp4"),
             FakeVideo("bucket", ("a",), source="s3://bucket/clip.mp4"),
+            FakeVideo("edited", ("a",), source=str(edited)),
         ],
     )
+    edited.write_bytes(b"not really a video, edited")  # since it was captioned
     write_report(out)
     videos = videos_of(out)
     assert videos["local"]["src"] == "../videos/here%20is.mp4" and "why" not in videos["local"]
+    assert videos["edited"]["src"] == "../videos/edited.mp4"  # it plays, and the card says
+    assert "the source is not the file captioned" in videos["edited"]["why"]
     assert "src" not in videos["gone"] and "not on this machine" in videos["gone"]["why"]
     assert videos["web"]["src"] == "https://example.com/v/clip%201.mp4"
     assert "src" not in videos["bucket"] and "s3://" in videos["bucket"]["why"]

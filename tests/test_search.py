@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import shutil
 import tracemalloc
 from dataclasses import replace
 from pathlib import Path
@@ -341,17 +343,22 @@ def test_usage_errors_in_one_line(
 
 def test_clips_cut_each_moment_with_the_clips_machinery(tmp_path: Path, capsys) -> None:
     step = [("a red circle" if 3 <= t < 6 or 20 <= t < 22 else "a blue square") for t in range(34)]
-    video = FakeVideo("subject", tuple(step), source=str(SUBJECT))
+    subject = Path(shutil.copy2(SUBJECT, tmp_path / "subject.mp4"))
+    video = FakeVideo("subject", tuple(step), source=str(subject))
     missing = FakeVideo("gone", ("a red circle",) * 3)  # its source is not on this machine
     text = tmp_path / "notes.mp4"
     text.write_text("no longer a video\n")  # (and ranked first: cut before subject)
     replaced = FakeVideo("notes", ("a red circle",) * 30, source=str(text))
     out = write_folder(tmp_path / "out", [video, missing, replaced])
+    os.utime(subject, ns=(0, subject.stat().st_mtime_ns + 10**9))  # touched since captioned
     code = main(["search", str(out), "red circle", "--clips", str(tmp_path / "clips")])
     assert code == 1  # two videos could not be cut; the other was
     err = capsys.readouterr().err
     assert "gone" in err and "not a file here" in err
     assert f"vidcap: notes: no clips: {text}: not a readable video" in err
+    # cut all the same, saying so: the one warning (notes is the file its record names)
+    assert err.count("warning") == 1
+    assert f"vidcap: subject: warning: {subject} is not the file captioned" in err
     assert err.rstrip().endswith("vidcap: 2 videos not cut (see above)")
     manifest = json.loads((tmp_path / "clips" / "subject" / "manifest.json").read_text())
     cut = [(c["start"], c["end"]) for c in manifest["clips"]]

@@ -40,6 +40,7 @@ from pathlib import Path
 from vidcap import __version__
 from vidcap.errors import UsageError
 from vidcap.folder import (
+    SOURCE_CHANGED,
     Span,
     VideoRead,
     frame_rate,
@@ -105,11 +106,7 @@ def export_fiftyone(
             stats.skipped += 1
             continue
         if copy_media and video.captioned_file() is None:
-            log.warning(
-                "%s: not exported: %s is not the file captioned (its size or modification "
-                "time is not the record's), so it is not copied",
-                video.name, source,
-            )  # fmt: skip
+            log.warning("%s: not exported: %s %s", video.name, source, SOURCE_CHANGED)
             stats.skipped += 1
             continue
         labels = video_labels(read, queries, settings)

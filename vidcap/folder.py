@@ -33,6 +33,11 @@ THUMBS_DIR = "thumbs"
 SHARD_DIR = "parquet"  # vidcap.parquet.SHARD_DIR, without importing pyarrow's user
 SCENES_SUFFIX = ".scenes.jsonl"
 MASK_SUFFIX = ".mask.json"
+# said after a source's path, where it is not the file captioned
+SOURCE_CHANGED = (
+    "is not the file captioned: its size or modification time is not the record's (edited "
+    "since, or copied without its times)"
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,6 +89,16 @@ class FolderVideo:
         except OSError:
             return None
         return path if same else None
+
+    def source_changed(self) -> Path | None:
+        """``local_source`` when it may not show what was captioned: its size or
+        modification time is not the one its record holds (edited since, or copied without
+        its times). None when they are, or there is no local source or identity to compare
+        (a folder from before records held one)."""
+        path = self.local_source()
+        if "size" not in self.identity or path is None or self.captioned_file() is not None:
+            return None
+        return path
 
 
 @dataclass(frozen=True, eq=False)

@@ -182,7 +182,7 @@ def cut_clips(moments: list, out: Path, precise: bool) -> int:
     its manifest.json); a video whose source is not a file here, or that cannot be cut, is
     skipped, saying why, and the others are cut."""
     from vidcap.clips import MANIFEST_NAME, ONE_VIDEO_ERRORS, export_clips
-    from vidcap.folder import open_folder
+    from vidcap.folder import SOURCE_CHANGED, open_folder
 
     by_video: dict[tuple[str, str], list[Segment]] = defaultdict(list)
     for moment in moments:
@@ -203,6 +203,9 @@ def cut_clips(moments: list, out: Path, precise: bool) -> int:
                   file=sys.stderr)  # fmt: skip
             skipped += 1
             continue
+        if video.source_changed() is not None:
+            print(f"vidcap: {name}: warning: {source} {SOURCE_CHANGED}: its clips are cut at "
+                  "the captions' times, which may not match it", file=sys.stderr)  # fmt: skip
         target = name
         while target in used:
             target += "+"

@@ -44,6 +44,7 @@ from urllib.parse import quote
 from vidcap import __version__, regular
 from vidcap.folder import (
     SHARD_DIR,
+    SOURCE_CHANGED,
     FolderVideo,
     VideoRead,
     open_folder,
@@ -321,8 +322,12 @@ def _source(out: Path, video: FolderVideo) -> dict:
     try:
         relative = os.path.relpath(path.resolve(), out.resolve())
     except ValueError:  # another drive (Windows)
-        return {"src": path.resolve().as_uri()}
-    return {"src": quote(Path(relative).as_posix())}
+        where = {"src": path.resolve().as_uri()}
+    else:
+        where = {"src": quote(Path(relative).as_posix())}
+    if video.source_changed() is not None:  # it plays, and the card says why times may be off
+        where["why"] = f"the source {SOURCE_CHANGED}: captions and times may not match it"
+    return where
 
 
 def _vtt_script(out: Path, video: FolderVideo, keep: set[str]) -> tuple[str, int] | None:
