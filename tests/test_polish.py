@@ -385,6 +385,26 @@ def test_more_frames_than_announced_grow_the_total(monkeypatch) -> None:
     progress.close()
 
 
+def test_frames_kept_from_a_journal_are_done_but_not_in_the_rate(monkeypatch) -> None:
+    # A rerun after a stop: its first frames come from the journal at decoding speed, so
+    # counted in the rate they would promise the rest as fast.
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    progress = _Progress(1, 0, quiet=False, jobs=[0], by_frames=True)
+    list(progress.plans(iter([Planned(0, 10)])))
+    for index in range(6):
+        progress.item(Captioned(0, CaptionedFrame(index, index * 1.0, "a"), kept=True))
+    progress.bar.refresh()
+    line = _line(terminal)
+    assert "6/10 frames" in line and "(6 kept)" in line
+    assert "<?," in line and "0.0 frames/s" in line  # nothing captioned yet: no ETA
+    progress.item(Captioned(0, CaptionedFrame(6, 6.0, "a")))
+    progress.bar.refresh()
+    line = _line(terminal)
+    assert "7/10 frames" in line and "(6 kept)" in line and "<?," not in line
+    progress.close()
+
+
 def test_many_videos_count_videos_and_show_frames(monkeypatch) -> None:
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)

@@ -361,7 +361,9 @@ class _Progress:
     """One line for the whole run (tqdm; on a terminal only, never with ``--quiet``).
 
     Many videos: the bar counts videos (done/total, ETA from videos), with the frames
-    captioned and frames/s beside it. Few videos (``by_frames``: no more than there are
+    captioned and frames/s beside it. Frames taken from a journal (an interrupted run's
+    captions) are counted as done and said apart ("(688 kept)"), never in a rate or ETA:
+    they come back at decoding speed, and would promise the rest as fast. Few videos (``by_frames``: no more than there are
     decoder workers, so all decode at once): the bar counts frames against the total the
     decoders announce as each video opens (``Planned``, from the demux pass decoding
     needs anyway), with an ETA from frames, and videos done/total beside it; until every
@@ -376,6 +378,7 @@ class _Progress:
         self.videos, self.videos_done = total, initial
         self.by_frames = by_frames
         self.frames = 0
+        self.kept = 0  # of ``frames``, taken from a journal: no model time, no rate
         self.started = self.shown = time.monotonic()
         # by frames only (few videos): per job, frames captioned and the count announced
         self.captioned = dict.fromkeys(jobs, 0) if by_frames else {}
@@ -409,6 +412,9 @@ class _Progress:
             return
         if isinstance(item, (Captioned, Reused)):
             self.frames += 1
+            if isinstance(item, Captioned) and item.kept:
+                self.kept += 1
+                self.bar.initial += self.by_frames  # (tqdm's rate: frames past its initial)
             if self.by_frames:
                 self.captioned[item.job] = self.captioned.get(item.job, 0) + 1
                 if self.bar.total is not None and self.bar.n >= self.bar.total:
@@ -436,12 +442,14 @@ class _Progress:
         self._redirect.close()
 
     def _rate(self) -> float:
-        return self.frames / max(time.monotonic() - self.started, 1e-9)
+        return (self.frames - self.kept) / max(time.monotonic() - self.started, 1e-9)
 
     def _postfix_text(self) -> str:
+        kept = f" ({self.kept} kept)" if self.kept else ""
         if self.by_frames:
-            return f"{self._rate():.1f} frames/s, {self.videos_done}/{self.videos} videos"
-        return f"{self.frames} frames, {self._rate():.1f} frames/s"
+            rate = f"{self._rate():.1f} frames/s{kept}"
+            return f"{rate}, {self.videos_done}/{self.videos} videos"
+        return f"{self.frames} frames{kept}, {self._rate():.1f} frames/s"
 
     def _postfix(self) -> None:
         self.bar.set_postfix_str(self._postfix_text(), refresh=False)
