@@ -344,6 +344,32 @@ def test_a_frame_held_across_a_cut_opens_the_clip_and_lasts_to_its_end(
     assert times[shown.index(3)] == pytest.approx(1.5, abs=0.05)  # the last slide: from 18 s
 
 
+def test_a_variable_rate_clip_ending_in_a_slow_stretch_is_cut_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: a phone video's rate drops in low light (30 frames/s, then 10). A
+    re-encoded clip's muxer gives its last frame a duration of its own guess (a nominal
+    frame, and B-frames' delay), so a clip ending in the slow stretch came out 0.067-0.1 s
+    short, was taken for one whose seek landed late, and was cut again from the file's start
+    (slow on a long video) with a warning and a note."""
+    from tests.support.videos import VideoSpec, write_video
+
+    times = tuple([i / 30 for i in range(40)] + [40 / 30 + i / 10 for i in range(40)])
+    spec = VideoSpec("phone", "libx264", ".mp4", times, rate=Fraction(30), b_frames=2)
+    source = write_video(tmp_path / "phone.mp4", spec)
+    source_times, source_levels, _ = decode(source)
+    segments = [Segment(1.0, 2.0), Segment(2.4, 3.0)]
+    with caplog.at_level(logging.WARNING, logger="vidcap"):
+        clips = export_clips(source, segments, tmp_path / "out", precise=True)
+    assert caplog.records == []
+    for clip, segment in zip(clips, segments, strict=True):
+        assert clip.note is None and clip.mode == "precise", clip
+        times, levels, _ = decode(tmp_path / "out" / clip.path)
+        inside = [i for i, t in enumerate(source_times) if segment.start <= t < segment.end]
+        assert levels == [source_levels[i] for i in inside]  # each frame of it, once
+        assert times[-1] == pytest.approx(source_times[inside[-1]] - segment.start, abs=0.002)
+
+
 @pytest.mark.parametrize("precise", [False, True])
 def test_a_picture_held_while_the_sound_goes_on_fills_its_clips(
     tmp_path: Path, precise: bool

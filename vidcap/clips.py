@@ -274,7 +274,8 @@ def export_clip(
             raise FfmpegError(
                 f"{video}: could not cut {output.name}: {note}; re-encoding failed too: {again}"
             ) from again
-    missing = _missing_start(output, length, 1.5 * timing.frame)
+    last = None if unheld else lambda: last_frame_before(video, start, start + length)
+    missing = _missing_start(output, length, 1.5 * timing.frame, last)
     if missing:
         again = f"{missing}: ffmpeg's seek in the source landed after the frame it needed"
         log.warning("%s: %s; cutting again from the file's start", output.name, again)
@@ -375,19 +376,62 @@ class SourceTiming:
         )  # fmt: skip
 
 
-def _missing_start(clip: Path, length: float, tolerance: float) -> str | None:
+def _missing_start(
+    clip: Path,
+    length: float,
+    tolerance: float,
+    last: Callable[[], float | None] | None = None,
+) -> str | None:
     """Why ``clip`` lacks the start of what was cut, or None when it is whole: its first
     frame must show at its start (an MP4 edit list hides a stream copy's lead-in from the
-    keyframe), and it must be about as long as asked."""
+    keyframe), and it must be about as long as asked — or, where it is shorter, end with
+    the frame the source shows last before the cut's end (``last()``: that frame's time
+    from the cut's start). A muxer gives a clip's last frame a duration of its own guess
+    (FFmpeg 5.1 one nominal frame; one tenth of a second short at the end of a variable
+    rate phone video's slow stretch), so the length alone would send such a clip to be
+    cut again from the file's start."""
     first = first_frame_time(clip)
     if first is None:
         return "the clip came out without a frame"
     if first > tolerance:
         return f"the clip's first frame came out {first:.3f} s after its start"
     duration = probe(clip).duration
-    if duration < length - tolerance:
-        return f"the clip came out {duration:.3f} s long, not {length:.3f} s"
-    return None
+    if duration >= length - tolerance:
+        return None
+    wanted = last() if last is not None else None
+    shown = last_frame_time(clip) if wanted is not None else None
+    if wanted is not None and shown is not None and abs(shown - wanted) <= tolerance:
+        return None
+    return f"the clip came out {duration:.3f} s long, not {length:.3f} s"
+
+
+def last_frame_before(video: Path, start: float, end: float) -> float | None:
+    """When the last frame of ``video`` shown before ``end`` begins, in seconds from
+    ``start`` (both on ffmpeg's seek timeline); None if no frame is known there."""
+    from vidcap.container import packet_positions
+
+    before = [
+        t for t in packet_positions(video, start, end) if start - EPSILON <= t < end - EPSILON
+    ]
+    return before[-1] - start if before else None
+
+
+def last_frame_time(path: Path) -> float | None:
+    """When the last frame of ``path`` begins (s, its packets' latest time: demuxed, not
+    decoded), None if it has none."""
+    import av
+
+    from vidcap.container import open_input, video_stream
+
+    try:
+        with open_input(path) as container:
+            stream = video_stream(container)
+            if stream is None or stream.time_base is None:
+                return None
+            times = [p.pts for p in container.demux(stream) if p.size and p.pts is not None]
+            return float(max(times) * stream.time_base) if times else None
+    except av.FFmpegError:
+        return None
 
 
 def first_frame_time(path: Path) -> float | None:
