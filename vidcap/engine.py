@@ -361,13 +361,15 @@ class _Progress:
     """One line for the whole run (tqdm; on a terminal only, never with ``--quiet``).
 
     Many videos: the bar counts videos (done/total, ETA from videos), with the frames
-    captioned and frames/s beside it. Frames taken from a journal (an interrupted run's
-    captions) are counted as done and said apart ("(688 kept)"), never in a rate or ETA:
-    they come back at decoding speed, and would promise the rest as fast. Few videos (``by_frames``: no more than there are
+    captioned and frames/s beside it. Few videos (``by_frames``: no more than there are
     decoder workers, so all decode at once): the bar counts frames against the total the
     decoders announce as each video opens (``Planned``, from the demux pass decoding
     needs anyway), with an ETA from frames, and videos done/total beside it; until every
     video has announced its count, frames and frames/s alone.
+
+    Frames taken from a journal (an interrupted run's captions) count as done and are
+    said apart ("(688 kept)"), never in a rate or ETA: they come back at decoding speed,
+    and would promise the rest as fast.
     """
 
     REFRESH_S = 0.5  # the videos bar redraws its frame counts this often at most
