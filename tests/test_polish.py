@@ -425,6 +425,7 @@ def test_quiet_shows_nothing(monkeypatch) -> None:
     progress = _Progress(1, 0, quiet=True, jobs=[0], by_frames=True)
     list(progress.plans(iter([Planned(0, None)])))
     progress.item(Captioned(0, CaptionedFrame(0, 0.0, "a")))
+    progress.item(Captioned(0, CaptionedFrame(1, 1.0, "a"), kept=True))  # (a resumed run)
     progress.done(None)
     progress.close()
     assert terminal.getvalue() == ""

@@ -416,7 +416,8 @@ class _Progress:
             self.frames += 1
             if isinstance(item, Captioned) and item.kept:
                 self.kept += 1
-                self.bar.initial += self.by_frames  # (tqdm's rate: frames past its initial)
+                if self.by_frames and not self.bar.disable:  # (a disabled bar has none)
+                    self.bar.initial += 1  # (tqdm's rate: frames past its initial)
             if self.by_frames:
                 self.captioned[item.job] = self.captioned.get(item.job, 0) + 1
                 if self.bar.total is not None and self.bar.n >= self.bar.total:
