@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -238,6 +240,36 @@ def test_what_a_killed_run_left_staged_goes_when_the_next_run_starts(tmp_path: P
     (left / "000000.jpg").write_bytes(b"jpeg")
     _committer(out)
     assert _staged(out) == []
+
+
+def test_thumbnails_reach_a_thumbs_folder_on_another_file_system(tmp_path: Path) -> None:
+    """Regression: with ``OUT/thumbs`` a link to another disk (or a mount), the rename from
+    ``OUT/.vidcap/thumbs`` failed (EXDEV) and every video failed, "cannot write outputs:
+    Invalid cross-device link". They are staged in ``OUT/thumbs/.vidcap-staging`` then."""
+    from vidcap.outputs import CaptionedFrame, is_output_name
+
+    other = Path(tempfile.mkdtemp(dir="/dev/shm")) if Path("/dev/shm").is_dir() else tmp_path
+    try:
+        if os.stat(other).st_dev == os.stat(tmp_path).st_dev:
+            pytest.skip("no second file system here (/dev/shm)")
+        out = tmp_path / "out"
+        out.mkdir()
+        (out / "thumbs").symlink_to(other)
+        left = other / ".vidcap-staging" / "gone.part"  # (what a killed run left staged)
+        left.mkdir(parents=True)
+        committer = _committer(out)
+        assert not left.exists()
+        committer.thumbnail(0, 0, b"first")
+        committer.frame(0, CaptionedFrame(0, 0.0, "one"))
+        committer.end(0, 1, 1.0)
+        [result] = committer.close(1.0)
+        assert (result.status, result.thumbs) == ("done", 1)
+        assert [p.name for p in other.iterdir()] == ["a"]  # (the staging folder gone too)
+        assert (other / "a" / "000000.jpg").read_bytes() == b"first"
+        assert _staged(out) == []
+        assert not is_output_name(".vidcap-staging")  # (never a video's folder)
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
 
 
 def test_a_thumbnail_that_cannot_be_written_fails_its_video_alone(tmp_path: Path) -> None:

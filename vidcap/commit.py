@@ -50,6 +50,8 @@ from vidcap.journal import (
 )
 from vidcap.outputs import (
     SCENES_FORMAT,
+    STAGING_NAME,
+    THUMBS_DIR,
     VIDEO_FORMATS,
     CaptionedFrame,
     is_output_name,
@@ -67,7 +69,7 @@ from vidcap.wording import counted
 
 log = logging.getLogger(__name__)
 # Where a video's thumbnails are written as they come, until they are renamed into
-# OUT/thumbs/<name> with its other outputs.
+# OUT/thumbs/<name> with its other outputs (``thumbs_staging``).
 THUMBS_STAGING = "thumbs"
 
 # Errors that say the output folder takes nothing more, whichever video is written: the
@@ -385,7 +387,7 @@ class Committer:
         self._undurable: dict[int, VideoResult] = {}
         self.summary: dict | None = None  # summary.json as close() wrote it
         (settings.out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
-        self._staging = settings.out_dir / STATE_DIR / THUMBS_STAGING
+        self._staging = thumbs_staging(settings.out_dir)
         shutil.rmtree(self._staging, ignore_errors=True)  # (what a killed run left staged)
         self._kept = self._read_journals(jobs)
         self._writing: OrderedDict[int, Journal] = OrderedDict()  # open files, oldest first
@@ -718,6 +720,9 @@ class Committer:
         for writer in self.run_writers:
             self._settle(writer.close())
         results = list(resumed) + self.results
+        if self._staging.name == STAGING_NAME:  # (in OUT/thumbs: none left in sight)
+            with contextlib.suppress(OSError):
+                self._staging.rmdir()
         try:
             self.summary = write_summary(self.settings.out_dir, results, self.new_frames, seconds)
         except OSError as exc:
@@ -726,6 +731,19 @@ class Committer:
             # (the run's own error says the folder is full; a rerun writes the summary)
             log.warning("%s not written: %s", self.settings.out_dir / "summary.json", exc)
         return results
+
+
+def thumbs_staging(out_dir: Path) -> Path:
+    """Where a run stages thumbnails: ``OUT/.vidcap/thumbs``. Where ``OUT/thumbs`` is on
+    another file system (a link to a bigger disk, a mount), a rename from there cannot put
+    a set in place (``EXDEV``: every video failed), so they are staged in
+    ``OUT/thumbs/.vidcap-staging`` (``STAGING_NAME``, a name no video is given)."""
+    staging = out_dir / STATE_DIR / THUMBS_STAGING
+    try:
+        elsewhere = (out_dir / THUMBS_DIR).stat().st_dev != staging.parent.stat().st_dev
+    except OSError:  # (no OUT/thumbs yet: it is made in OUT)
+        return staging
+    return out_dir / THUMBS_DIR / STAGING_NAME if elsewhere else staging
 
 
 def check_out_dir(out_dir: Path) -> None:

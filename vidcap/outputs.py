@@ -94,13 +94,17 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 THUMBS_DIR = "thumbs"
+# The folder in OUT/thumbs where thumbnails are staged when OUT/thumbs is on another file
+# system than OUT (``vidcap.commit.thumbs_staging``): never a video's name.
+STAGING_NAME = ".vidcap-staging"
 
 
 def is_output_name(name: str) -> bool:
     """Can ``name`` be a video's output name: one plain file name (no ``/``, NUL, not ``.``
-    or ``..``, not empty)? Names read from a folder (its ``summary.json``, which anyone may
-    have written) are taken only if so: joined to a path, any other could reach outside it."""
-    return bool(name.strip(".")) and "/" not in name and "\0" not in name
+    or ``..``, not empty, not ``STAGING_NAME``)? Names read from a folder (its
+    ``summary.json``, which anyone may have written) are taken only if so: joined to a path,
+    any other could reach outside it."""
+    return bool(name.strip(".")) and "/" not in name and "\0" not in name and name != STAGING_NAME
 
 
 def thumbs_folder(out_dir: Path, name: str) -> Path:
