@@ -242,10 +242,14 @@ def test_what_a_killed_run_left_staged_goes_when_the_next_run_starts(tmp_path: P
     assert _staged(out) == []
 
 
-def test_thumbnails_reach_a_thumbs_folder_on_another_file_system(tmp_path: Path) -> None:
+@pytest.mark.parametrize("linked", ["thumbs", ".vidcap"])
+def test_thumbnails_reach_a_thumbs_folder_on_another_file_system(
+    tmp_path: Path, linked: str
+) -> None:
     """Regression: with ``OUT/thumbs`` a link to another disk (or a mount), the rename from
     ``OUT/.vidcap/thumbs`` failed (EXDEV) and every video failed, "cannot write outputs:
-    Invalid cross-device link". They are staged in ``OUT/thumbs/.vidcap-staging`` then."""
+    Invalid cross-device link"; so with ``OUT/.vidcap`` the link. They are staged in
+    ``OUT/thumbs/.vidcap-staging`` then."""
     from vidcap.outputs import CaptionedFrame, is_output_name
 
     other = Path(tempfile.mkdtemp(dir="/dev/shm")) if Path("/dev/shm").is_dir() else tmp_path
@@ -254,18 +258,19 @@ def test_thumbnails_reach_a_thumbs_folder_on_another_file_system(tmp_path: Path)
             pytest.skip("no second file system here (/dev/shm)")
         out = tmp_path / "out"
         out.mkdir()
-        (out / "thumbs").symlink_to(other)
-        left = other / ".vidcap-staging" / "gone.part"  # (what a killed run left staged)
-        left.mkdir(parents=True)
+        (out / linked).symlink_to(other)
+        thumbs = out / "thumbs"
+        if linked == "thumbs":
+            left = thumbs / ".vidcap-staging" / "gone.part"  # (what a killed run left)
+            left.mkdir(parents=True)
         committer = _committer(out)
-        assert not left.exists()
         committer.thumbnail(0, 0, b"first")
         committer.frame(0, CaptionedFrame(0, 0.0, "one"))
         committer.end(0, 1, 1.0)
         [result] = committer.close(1.0)
         assert (result.status, result.thumbs) == ("done", 1)
-        assert [p.name for p in other.iterdir()] == ["a"]  # (the staging folder gone too)
-        assert (other / "a" / "000000.jpg").read_bytes() == b"first"
+        assert [p.name for p in thumbs.iterdir()] == ["a"]  # (no staging folder left)
+        assert (thumbs / "a" / "000000.jpg").read_bytes() == b"first"
         assert _staged(out) == []
         assert not is_output_name(".vidcap-staging")  # (never a video's folder)
     finally:

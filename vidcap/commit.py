@@ -738,12 +738,13 @@ def thumbs_staging(out_dir: Path) -> Path:
     another file system (a link to a bigger disk, a mount), a rename from there cannot put
     a set in place (``EXDEV``: every video failed), so they are staged in
     ``OUT/thumbs/.vidcap-staging`` (``STAGING_NAME``, a name no video is given)."""
-    staging = out_dir / STATE_DIR / THUMBS_STAGING
-    try:
-        elsewhere = (out_dir / THUMBS_DIR).stat().st_dev != staging.parent.stat().st_dev
-    except OSError:  # (no OUT/thumbs yet: it is made in OUT)
+    staging, thumbs = out_dir / STATE_DIR / THUMBS_STAGING, out_dir / THUMBS_DIR
+    try:  # (no OUT/thumbs yet: it is made in OUT; OUT/.vidcap may be the link)
+        device = (thumbs if thumbs.exists() else out_dir).stat().st_dev
+        elsewhere = device != staging.parent.stat().st_dev
+    except OSError:
         return staging
-    return out_dir / THUMBS_DIR / STAGING_NAME if elsewhere else staging
+    return thumbs / STAGING_NAME if elsewhere else staging
 
 
 def check_out_dir(out_dir: Path) -> None:
