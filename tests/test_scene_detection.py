@@ -7,6 +7,8 @@ clips per scene — on generated footage with known hard cuts, a fade, static an
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -463,6 +465,25 @@ def test_a_folder_of_scene_files_is_cut_on_past_videos_that_cannot_be(
     assert f"b-notes.scenes.jsonl: no clips: {text}: not a readable video" in err
     assert err.rstrip().endswith("vidcap: 2 videos not cut (see above)")
     assert len(list((tmp_path / "all" / "cuts").glob("*.mp4"))) == len(rows)
+
+
+def test_scene_clips_of_a_source_changed_since_it_was_captioned_say_so(
+    footage, tiny_captioner, tmp_path: Path, capsys
+) -> None:
+    """``clips --scenes OUT`` cut a source edited since it was captioned at the scenes'
+    times without a word; the folder's record of it tells (``FolderVideo.source_changed``)."""
+    path, _ = footage["cuts"]
+    source = Path(shutil.copy2(path, tmp_path / "cuts.mp4"))
+    out = tmp_path / "out"
+    _run([source], out, tiny_captioner, SCENES)
+    capsys.readouterr()
+    assert main(["clips", "--scenes", str(out), "--out", str(tmp_path / "same")]) == 0
+    assert "warning" not in capsys.readouterr().err  # the very file captioned
+    os.utime(source, ns=(0, source.stat().st_mtime_ns + 10**9))
+    assert main(["clips", "--scenes", str(out), "--out", str(tmp_path / "later")]) == 0
+    err = capsys.readouterr().err
+    assert f"cuts.scenes.jsonl: warning: {source} is not the file captioned" in err
+    assert len(list((tmp_path / "later" / "cuts").glob("*.mp4"))) > 0  # cut all the same
 
 
 def test_reused_and_scene_events_pass_the_engine_in_order(footage, tiny_captioner) -> None:

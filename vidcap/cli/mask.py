@@ -34,6 +34,7 @@ from vidcap.clips import (
     scene_files,
 )
 from vidcap.errors import UsageError
+from vidcap.folder import SOURCE_CHANGED, FolderVideo, open_folder
 from vidcap.inputs import require_utf8_name
 from vidcap.mask import (
     QUESTION_MAX_NEW_TOKENS,
@@ -245,6 +246,25 @@ def run_clips(args: argparse.Namespace) -> int:
     return 0
 
 
+def _changed_source(
+    path: Path, video: Path, recorded: dict[Path, dict[str, FolderVideo]]
+) -> str | None:
+    """``SOURCE_CHANGED`` when ``path`` is a scene file of an output folder whose record of
+    its video says ``video`` is not the file captioned (``FolderVideo.source_changed``);
+    None otherwise, or when the folder holds no record of it. ``recorded``: each folder's
+    videos by name, read once."""
+    folder = path.parent
+    if folder not in recorded:
+        try:
+            recorded[folder] = {v.name: v for v in open_folder(folder)}
+        except UsageError:  # (scene files alone, not in an output folder)
+            recorded[folder] = {}
+    known = recorded[folder].get(scene_file_name(path))
+    if known is None or (changed := known.source_changed()) is None:
+        return None
+    return SOURCE_CHANGED if changed.resolve() == video.resolve() else None
+
+
 def _scene_clips(args: argparse.Namespace) -> int:
     """``vidcap clips [VIDEO] --scenes SCENES``: a clip and its captions per scene."""
     if args.segments is not None:
@@ -255,6 +275,7 @@ def _scene_clips(args: argparse.Namespace) -> int:
             "--scenes FOLDER cuts every video its scene files name: give no VIDEO with it"
         )
     skipped = 0  # a folder's videos are cut on past one that cannot be
+    recorded: dict[Path, dict[str, FolderVideo]] = {}
     for path in files:
         rows = load_scenes(path)
         video = args.video or Path(rows[0]["video"])
@@ -268,6 +289,9 @@ def _scene_clips(args: argparse.Namespace) -> int:
                   file=sys.stderr)  # fmt: skip
             skipped += 1
             continue
+        if args.video is None and (changed := _changed_source(path, video, recorded)):
+            print(f"vidcap: {path}: warning: {video} {changed}: its clips are cut at the "
+                  "scenes' times, which may not match it", file=sys.stderr)  # fmt: skip
         out = args.out / scene_file_name(path) if args.scenes.is_dir() else args.out
         try:
             clips = export_scene_clips(
