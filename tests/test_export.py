@@ -172,6 +172,12 @@ def test_copy_media_copies_only_the_file_captioned(tmp_path: Path, caplog) -> No
     assert sorted(p.name for p in (target / "data").iterdir()) == ["subject.mp4"]
     assert f"key: not exported: {secret} is not the file captioned" in caplog.text
     assert f"edited: not exported: {edited} is not the file captioned" in caplog.text
+    caplog.clear()  # without copies: each exported where it is, and said
+    assert main(["export", str(out), "--to", "fiftyone", str(tmp_path / "in-place")]) == 0
+    index = json.loads((tmp_path / "in-place" / "manifest.json").read_text())["index"]
+    assert sorted(item["data"] for item in index) == sorted(map(str, (SUBJECT, secret, edited)))
+    assert caplog.text.count("is not the file captioned") == 2
+    assert f"edited: {edited} is not the file captioned" in caplog.text
 
 
 @pytest.mark.parametrize(

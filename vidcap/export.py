@@ -25,7 +25,8 @@ was looked for). An event's support is the frame range [first, last] it covers, 
 on a segment with matching frames that may show decoding damage, their count as ``damaged``.
 Failed videos and videos whose source is a URL (FiftyOne opens local files) are left out;
 with ``copy_media``, so is a video whose source file is not the one captioned (its size or
-modification time is not the record's): a folder from elsewhere may name any file.
+modification time is not the record's): a folder from elsewhere may name any file; without
+it, such a video is exported with a warning.
 """
 
 from __future__ import annotations
@@ -109,6 +110,11 @@ def export_fiftyone(
             log.warning("%s: not exported: %s %s", video.name, source, SOURCE_CHANGED)
             stats.skipped += 1
             continue
+        if not copy_media and video.source_changed() is not None:
+            log.warning(
+                "%s: %s %s: exported, but its labels may not match it",
+                video.name, source, SOURCE_CHANGED,
+            )  # fmt: skip
         labels = video_labels(read, queries, settings)
         name = f"{video.name}.json"
         (labels_dir / name).write_text(
