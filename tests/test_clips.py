@@ -200,6 +200,38 @@ def test_clips_of_an_mpeg_ts_hold_the_asked_frames(
 
 
 @pytest.mark.parametrize("precise", [False, True])
+def test_a_clip_cut_again_decodes_from_shortly_before_it_not_from_the_files_start(
+    tmp_path: Path, precise: bool
+) -> None:
+    """Regression: a clip whose seek landed after the frame it needed (an MPEG-TS whose
+    demuxer finds no keyframe before the cut; a remuxed recording's .ts at 200 s) was cut
+    again by decoding from the file's start: minutes a clip, late in a two-hour recording.
+    It is cut again from where the demuxer lands 20 s before it (``LEAD_S``), and from the
+    file's start only if that is not whole either."""
+    from tests.support.videos import VideoSpec, constant_rate, frame_colour, write_video
+    from vidcap.clips import LEAD_S
+
+    spec = VideoSpec("long-ts", "libx264", ".ts", constant_rate(300, Fraction(10)), gop=8,
+                     b_frames=3)  # fmt: skip
+    source = write_video(tmp_path / "long.ts", spec)
+    segments = [Segment(25.0, 25.6), Segment(21.0, 21.5), Segment(27.3, 28.0)]
+    out = tmp_path / "out"
+    clips = export_clips(source, segments, out, precise=precise)
+    again = f"cut again from {LEAD_S:g} s before it"
+    for clip, segment in zip(clips, segments, strict=True):
+        _, levels, _ = decode(out / clip.path)
+        frames = range(round(segment.start * 10), round(segment.end * 10))
+        wanted = [int(frame_colour(i)[0]) for i in frames]  # (grey levels: 300 frames)
+        assert len(levels) == len(wanted), clip
+        assert all(abs(got - want) <= 3 for got, want in zip(levels, wanted, strict=True)), (
+            clip,
+            levels,
+        )
+        assert clip.note is None or clip.note.endswith(again), clip
+    assert any(clip.note for clip in clips)  # the case is exercised
+
+
+@pytest.mark.parametrize("precise", [False, True])
 def test_clips_of_an_mpeg_ts_whose_clock_starts_again(tmp_path: Path, precise: bool) -> None:
     """Regression: two MPEG-TS recordings joined byte for byte (``cat a.ts b.ts``; a reset in
     a broadcast recording) repeat their timestamps. vidcap's timeline goes on past the

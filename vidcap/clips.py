@@ -24,8 +24,9 @@ carries ffmpeg's full reason.
 
 Every clip is checked after the cut (its first frame shows at its start, its length is the
 asked one): where ffmpeg's input seek landed after the keyframe it needed (MPEG-TS streams
-whose keyframes its demuxer cannot find), the clip is cut again with output seeking, which
-decodes from the file's start, and its ``note`` says why.
+whose keyframes its demuxer cannot find), the clip is cut again with output seeking,
+decoding from where the demuxer lands ``LEAD_S`` before the cut, and only if that is not
+whole either, from the file's start; its ``note`` says why.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ ONTO_WHITE = "format=rgba,negate,premultiply=inplace=1,format=rgb24,negate"
 TRANSPARENT = "the source is transparent: re-encoded onto white, as the model saw it"
 EPSILON = 1e-6  # s: two times closer than this are one
 HOLD_S = 0.25  # a frame shown this long (s) across a clip's start or end is held
+# A clip whose seek landed after the frame it needed is cut again decoding from where the
+# demuxer lands seeking this long before it (a keyframe lies in between unless keyframes
+# are further apart), and only then, if still not whole, from the file's start.
+LEAD_S = 20.0
 UNORDERED = (
     "the source stores no presentation time for frames its codec reorders (B-frames in AVI, "
     "ASF or MPEG-PS): a stream copy into MP4 would show them out of order; re-encoded"
@@ -160,6 +165,7 @@ def cut_arguments(
     seek_late: bool = False,
     timing: SourceTiming | None = None,
     held: float | None = None,
+    lead: float = 0.0,
 ) -> list[str]:
     """ffmpeg arguments for one clip: the video stream (``timing.stream``, its index in the
     file: the one ``vidcap.container.video_stream`` picks) and any audio, MP4 out.
@@ -167,7 +173,9 @@ def cut_arguments(
     where FFmpeg's own decoder would not see its alpha), else a stream copy.
 
     ``seek_late``: seek on ffmpeg's output side (``-ss`` after ``-i``): it decodes from the
-    file's start, slow on a long file, but right where the demuxer cannot seek to a keyframe.
+    file's start, slow on a long file, but right where the demuxer cannot seek to a keyframe;
+    with ``lead`` (s), from where the demuxer lands seeking that long before ``start``: right
+    wherever a keyframe lies between there and ``start``.
 
     ``held`` (frames a second; re-encoded): the picture is resampled to that constant rate,
     each frame repeated for as long as it is shown, so a frame shown since before ``start``
@@ -201,6 +209,8 @@ def cut_arguments(
         sound = "1:a?"
     else:
         inputs = source + seek if seek_late else seek + source
+        if seek_late and lead > 0 and start > lead:
+            inputs = ["-ss", f"{start - lead:.6f}", *source, "-ss", f"{lead:.6f}"]
     return [
         *inputs,
         "-t", f"{length:.6f}",
@@ -249,12 +259,14 @@ def export_clip(
         mode, note = (PRECISE if precise else REENCODED), "; ".join(why)
     reencode = precise or bool(why)
 
-    def cut(precise: bool, seek_late: bool = False) -> None:
-        # (past a restart ffmpeg's timeline goes on, as vidcap's does)
+    def cut(precise: bool, seek_late: bool = False, lead: float = 0.0) -> None:
+        # (past a restart ffmpeg's timeline goes on, as vidcap's does; a headerless stream's
+        # demuxer cannot seek)
         late = seek_late or timing.restarts or timing.headerless
+        lead = 0.0 if timing.restarts or timing.headerless else lead
         rate = held_rate(timing) if held is not None and not seek_late else None
         _cut(output, lambda part: cut_arguments(
-            video, start, length, part, precise, late, timing, rate))  # fmt: skip
+            video, start, length, part, precise, late, timing, rate, lead))  # fmt: skip
 
     try:
         cut(reencode)
@@ -275,13 +287,20 @@ def export_clip(
                 f"{video}: could not cut {output.name}: {note}; re-encoding failed too: {again}"
             ) from again
     last = None if unheld else lambda: last_frame_before(video, start, start + length)
-    missing = _missing_start(output, length, 1.5 * timing.frame, last)
+    tolerance = 1.5 * timing.frame
+    missing = _missing_start(output, length, tolerance, last)
     if missing:
         again = f"{missing}: ffmpeg's seek in the source landed after the frame it needed"
-        log.warning("%s: %s; cutting again from the file's start", output.name, again)
         note = again if note is None else f"{note}; {again}"
         mode = PRECISE if precise else REENCODED
-        cut(precise=True, seek_late=True)
+        if start > LEAD_S and not (timing.restarts or timing.headerless):
+            log.info("%s: %s; cutting again from %g s before it", output.name, again, LEAD_S)
+            cut(precise=True, seek_late=True, lead=LEAD_S)
+            if (missing := _missing_start(output, length, tolerance, last)) is None:
+                note += f"; cut again from {LEAD_S:g} s before it"
+        if missing:
+            log.warning("%s: %s; cutting again from the file's start", output.name, again)
+            cut(precise=True, seek_late=True)
         if first_frame_time(output) is None:
             raise VideoError(f"{video}: no frame decodes between {segment.start} and {end} s")
     duration = probe(output).duration
