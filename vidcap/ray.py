@@ -76,6 +76,11 @@ from vidcap.settings import GenerationSettings, ModelSettings, SamplingSettings
 from vidcap.wording import counted
 
 log = logging.getLogger(__name__)
+# Ray's loggers whose lines say nothing to a vidcap user, shown with -v only: the notice
+# that the local cluster uses token authentication (vidcap's own choice; the notice tells
+# how to turn it off). Ray Data's progress lines ("Starting execution", its plan,
+# "execution finished", "Progress bars disabled") are kept back where the pipeline is made.
+RAY_NOTICES = ("ray._private.authentication.authentication_token_setup",)
 
 # Videos are split into at most this many blocks, each a decode task (and the unit Ray
 # retries): one per video up to here; past it, a block per video would cost the driver
@@ -225,9 +230,10 @@ def ray_cluster(address: str | None, quiet: bool = False) -> Iterator[None]:
     A local cluster started here is shut down on exit, its processes with it, and is this
     user's alone (``local_cluster``). When this process is already connected (e.g. a
     notebook called ``ray.init``), that connection is used and left as it was. ``quiet``:
-    Ray's Python warnings (its token-auth notice) are not printed, nor are its workers' logs
-    forwarded (a failed video's error is in ``summary.json``); Ray's C++ core still prints
-    its own (one line about actor restarts in Ray 2.60).
+    Ray's Python warnings are not printed, nor are its workers' logs forwarded (a failed
+    video's error is in ``summary.json``); Ray's C++ core still prints its own (one line
+    about actor restarts in Ray 2.60). Without ``quiet`` the run says what an embedded run
+    says (``RAY_NOTICES``), unless ``-v`` asks for more.
     """
     try:
         import ray
@@ -237,6 +243,9 @@ def ray_cluster(address: str | None, quiet: bool = False) -> Iterator[None]:
         yield
         return
     level = logging.ERROR if quiet else logging.WARNING
+    if not log.isEnabledFor(logging.INFO):  # (-v: Ray's own lines too)
+        for name in RAY_NOTICES:
+            logging.getLogger(name).setLevel(logging.ERROR)
     if address is None:
         with local_cluster(ray, level):
             yield
@@ -407,8 +416,8 @@ def build_pipeline(
     # not the run.
     ds.context.max_errored_blocks = len(items)
     ds.context.enable_progress_bars = not quiet and sys.stderr.isatty()  # else log spam
-    if quiet:  # Ray Data's own INFO/WARNING lines ("execution finished", "bars disabled")
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
+    if quiet or not log.isEnabledFor(logging.INFO):  # (Ray Data configures its logging
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # as it is imported)
     return ds
 
 
