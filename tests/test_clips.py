@@ -471,9 +471,9 @@ def test_the_ffmpeg_program_opens_no_file_a_video_names(
     script.write_text("ffconcat version 1.0\nfile named.mp4\n")
     out = tmp_path / "clip.mp4"
     arguments = ["-ss", "1", "-i", str(script), "-t", "1", "-c", "copy", "-f", "mp4", str(out)]
-    with pytest.raises(ffmpeg.FfmpegError) as info:
+    with pytest.raises(VideoError) as info:
         ffmpeg.run_ffmpeg(arguments, ffmpeg=program)
-    assert str(info.value) == f"ffmpeg refused an input: {ffmpeg.FOLLOWS}"
+    assert str(info.value) == f"{script}: not a decodable video ({ffmpeg.FOLLOWS})"
     assert not out.exists()
     ffmpeg.run_ffmpeg([*arguments[:3], str(tmp_path / "named.mp4"), *arguments[4:]], program)
     assert out.stat().st_size > 0  # the same command cuts a video

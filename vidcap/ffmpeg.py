@@ -116,14 +116,16 @@ def error_message(stderr: str) -> str:
 
 def run_ffmpeg(args: list[str], ffmpeg: str | None = None) -> None:
     """Run ``ffmpeg -nostdin -hide_banner -v error ARGS``, each input (``-i``) opened only
-    by the demuxers ``program_demuxers`` allows; FfmpegError with its error lines."""
+    by the demuxers ``program_demuxers`` allows; FfmpegError with its error lines, or
+    VideoError when an input is one it does not allow."""
     program = find_ffmpeg(ffmpeg)
     command = [program, "-nostdin", "-hide_banner", "-v", "error", *allowlisted(args, program)]
     log.debug("running %s", command)
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        if _NOT_ALLOWED in result.stderr:
-            raise FfmpegError(f"ffmpeg refused an input: {FOLLOWS}")
+        if _NOT_ALLOWED in result.stderr:  # (a video, not ffmpeg, at fault: not retried)
+            inputs = dict.fromkeys(args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "-i")
+            raise VideoError(f"{', '.join(inputs)}: not a decodable video ({FOLLOWS})")
         raise FfmpegError(
             f"ffmpeg failed (exit {result.returncode}): {error_message(result.stderr)}"
         )
