@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -260,10 +261,8 @@ def export_clip(
     reencode = precise or bool(why)
 
     def cut(precise: bool, seek_late: bool = False, lead: float = 0.0) -> None:
-        # (past a restart ffmpeg's timeline goes on, as vidcap's does; a headerless stream's
-        # demuxer cannot seek)
+        # (past a restart ffmpeg's timeline goes on, as vidcap's does)
         late = seek_late or timing.restarts or timing.headerless
-        lead = 0.0 if timing.restarts or timing.headerless else lead
         rate = held_rate(timing) if held is not None and not seek_late else None
         _cut(output, lambda part: cut_arguments(
             video, start, length, part, precise, late, timing, rate, lead))  # fmt: skip
@@ -293,6 +292,7 @@ def export_clip(
         again = f"{missing}: ffmpeg's seek in the source landed after the frame it needed"
         note = again if note is None else f"{note}; {again}"
         mode = PRECISE if precise else REENCODED
+        # (not past a restart, nor in a headerless stream, whose demuxer cannot seek)
         if start > LEAD_S and not (timing.restarts or timing.headerless):
             log.info("%s: %s; cutting again from %g s before it", output.name, again, LEAD_S)
             cut(precise=True, seek_late=True, lead=LEAD_S)
@@ -418,7 +418,7 @@ def _missing_start(
     if duration >= length - tolerance:
         return None
     wanted = last() if last is not None else None
-    shown = last_frame_time(clip) if wanted is not None else None
+    shown = last_frame_before(clip, 0.0, math.inf) if wanted is not None else None
     if wanted is not None and shown is not None and abs(shown - wanted) <= tolerance:
         return None
     return f"the clip came out {duration:.3f} s long, not {length:.3f} s"
@@ -433,24 +433,6 @@ def last_frame_before(video: Path, start: float, end: float) -> float | None:
         t for t in packet_positions(video, start, end) if start - EPSILON <= t < end - EPSILON
     ]
     return before[-1] - start if before else None
-
-
-def last_frame_time(path: Path) -> float | None:
-    """When the last frame of ``path`` begins (s, its packets' latest time: demuxed, not
-    decoded), None if it has none."""
-    import av
-
-    from vidcap.container import open_input, video_stream
-
-    try:
-        with open_input(path) as container:
-            stream = video_stream(container)
-            if stream is None or stream.time_base is None:
-                return None
-            times = [p.pts for p in container.demux(stream) if p.size and p.pts is not None]
-            return float(max(times) * stream.time_base) if times else None
-    except av.FFmpegError:
-        return None
 
 
 def first_frame_time(path: Path) -> float | None:

@@ -110,7 +110,7 @@ def export_fiftyone(
             log.warning("%s: not exported: %s %s", video.name, source, SOURCE_CHANGED)
             stats.skipped += 1
             continue
-        if not copy_media and video.source_changed() is not None:
+        if not copy_media and video.source_changed(source) is not None:
             log.warning(
                 "%s: %s %s: exported, but its labels may not match it",
                 video.name, source, SOURCE_CHANGED,

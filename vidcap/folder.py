@@ -84,21 +84,23 @@ class FolderVideo:
         holds, as resume requires. A record from elsewhere may name any file (a key, a
         password store) as its source; a file changed since would not match its captions."""
         path = self.local_source()
-        try:
-            same = path is not None and source_identity(str(path)) == self.identity
-        except OSError:
-            return None
-        return path if same else None
+        return path if path is not None and self._is_captioned(path) else None
 
-    def source_changed(self) -> Path | None:
-        """``local_source`` when it may not show what was captioned: its size or
-        modification time is not the one its record holds (edited since, or copied without
-        its times). None when they are, or there is no local source or identity to compare
-        (a folder from before records held one)."""
-        path = self.local_source()
-        if "size" not in self.identity or path is None or self.captioned_file() is not None:
+    def source_changed(self, path: Path | None = None) -> Path | None:
+        """``local_source`` (``path``, where the caller has it) when it may not show what
+        was captioned: its size or modification time is not the one its record holds
+        (edited since, or copied without its times). None when they are, or there is no
+        local source or identity to compare (a folder from before records held one)."""
+        path = path or self.local_source()
+        if path is None or "size" not in self.identity or self._is_captioned(path):
             return None
         return path
+
+    def _is_captioned(self, path: Path) -> bool:
+        try:
+            return source_identity(str(path)) == self.identity
+        except OSError:
+            return False
 
 
 @dataclass(frozen=True, eq=False)

@@ -76,11 +76,11 @@ from vidcap.settings import GenerationSettings, ModelSettings, SamplingSettings
 from vidcap.wording import counted
 
 log = logging.getLogger(__name__)
-# Ray's loggers whose lines say nothing to a vidcap user, shown with -v only: the notice
-# that the local cluster uses token authentication (vidcap's own choice; the notice tells
-# how to turn it off). Ray Data's progress lines ("Starting execution", its plan,
-# "execution finished", "Progress bars disabled") are kept back where the pipeline is made.
-RAY_NOTICES = ("ray._private.authentication.authentication_token_setup",)
+# Ray's logger whose notice says nothing to a vidcap user, shown with -v only: that the
+# local cluster uses token authentication (vidcap's own choice; the notice tells how to
+# turn it off). Ray Data's progress lines ("Starting execution", its plan, "execution
+# finished", "Progress bars disabled") are kept back where the pipeline is made.
+RAY_AUTH_NOTICE = "ray._private.authentication.authentication_token_setup"
 
 # Videos are split into at most this many blocks, each a decode task (and the unit Ray
 # retries): one per video up to here; past it, a block per video would cost the driver
@@ -233,7 +233,7 @@ def ray_cluster(address: str | None, quiet: bool = False) -> Iterator[None]:
     Ray's Python warnings are not printed, nor are its workers' logs forwarded (a failed
     video's error is in ``summary.json``); Ray's C++ core still prints its own (one line
     about actor restarts in Ray 2.60). Without ``quiet`` the run says what an embedded run
-    says (``RAY_NOTICES``), unless ``-v`` asks for more.
+    says (``RAY_AUTH_NOTICE``), unless ``-v`` asks for more.
     """
     try:
         import ray
@@ -244,8 +244,7 @@ def ray_cluster(address: str | None, quiet: bool = False) -> Iterator[None]:
         return
     level = logging.ERROR if quiet else logging.WARNING
     if not log.isEnabledFor(logging.INFO):  # (-v: Ray's own lines too)
-        for name in RAY_NOTICES:
-            logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(RAY_AUTH_NOTICE).setLevel(logging.ERROR)
     if address is None:
         with local_cluster(ray, level):
             yield

@@ -203,7 +203,7 @@ def cut_clips(moments: list, out: Path, precise: bool) -> int:
                   file=sys.stderr)  # fmt: skip
             skipped += 1
             continue
-        if video.source_changed() is not None:
+        if video.source_changed(source) is not None:
             print(f"vidcap: {name}: warning: {source} {SOURCE_CHANGED}: its clips are cut at "
                   "the captions' times, which may not match it", file=sys.stderr)  # fmt: skip
         target = name

@@ -325,7 +325,7 @@ def _source(out: Path, video: FolderVideo) -> dict:
         where = {"src": path.resolve().as_uri()}
     else:
         where = {"src": quote(Path(relative).as_posix())}
-    if video.source_changed() is not None:  # it plays, and the card says why times may be off
+    if video.source_changed(path) is not None:  # it plays, and the card says why times may be off
         where["why"] = f"the source {SOURCE_CHANGED}: captions and times may not match it"
     return where
 
