@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from fractions import Fraction
@@ -55,7 +56,7 @@ def test_a_video_is_its_frames_resized_then_its_end() -> None:
         assert event.frame.display_size == shown.display_size == (320, 240)
         resized = resize_for_model(shown.rgb, (32, 48)).astype(int)
         assert np.abs(event.frame.rgb.astype(int) - resized).mean() < 2.0
-    assert events[-1] == Ended(7, 5, duration)
+    assert events[-1] == Ended(7, 5, duration)  # (--max-frames: the file not read whole)
 
 
 def test_an_undecodable_video_is_one_failed_event(tmp_path: Path) -> None:
@@ -121,7 +122,7 @@ def test_events_round_trip_through_their_encoding() -> None:
     events = [
         Decoded(3, Frame(index=12, time=1.0 / 3.0, rgb=rgb, damaged=True)),
         Ended(3, 1, 9.876543210123),
-        Ended(5, 7, 2.5, scenes=3, lost=41),
+        Ended(5, 7, 2.5, scenes=3, lost=41, sha256=hashlib.sha256(b"video").hexdigest()),
         Failed(4, "v.mp4: ünïcode error"),
         Warned(6, "v.mp4: ünïcode warning: cut off"),
     ]

@@ -6,6 +6,7 @@ with each video captioned on its own, straight through the ``Captioner``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -26,6 +27,7 @@ from vidcap.backend import EmbeddedBackend
 from vidcap.commit import RunSettings
 from vidcap.engine import EngineSettings, run
 from vidcap.errors import UsageError
+from vidcap.folder import open_folder
 from vidcap.settings import GenerationSettings, SamplingSettings
 from vidcap.video import VideoReader
 
@@ -276,6 +278,55 @@ def test_a_folder_written_before_identity_was_renamed_resumes_with_nothing_redon
         str(Path(v).resolve()) for v in videos
     ]
     assert all("source" not in v for v in summary["videos"])
+
+
+def test_a_file_copied_without_its_times_keeps_its_captions_one_changed_in_place_does_not(
+    tmp_path: Path, tiny_captioner, caplog
+) -> None:
+    """A done video's record keeps its file's SHA-256 (what ``sha256sum`` prints). A rerun
+    over files copied without their times (``cp -r``, downloaded again, touched) kept
+    nothing: every video was redone. Now one whose size is the record's and whose bytes
+    are the same keeps its captions, its record takes the new time (the page stops flagging
+    it), and the run says so; one with other bytes at the same size is redone."""
+    out = tmp_path / "out"
+    same, edited = clip(tmp_path / "in", "same", 3), clip(tmp_path / "in", "edited", 4)
+    videos = [str(same), str(edited)]
+    run(videos, settings_for(out), lambda: EmbeddedBackend(tiny_captioner))
+    for path in (same, edited):
+        record = json.loads((out / ".vidcap" / f"{path.stem}.json").read_text())
+        assert record["identity"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    data = edited.read_bytes()
+    at = data.index(b"x264 - core") + len("x264 - ")  # the encoder's note: it still decodes
+    edited.write_bytes(data[:at] + b"C" + data[at + 1 :])
+    for path in (same, edited):
+        later = path.stat().st_mtime_ns + 5_000_000_000
+        os.utime(path, ns=(later, later))
+    flagged = {v.name: v.source_changed() is not None for v in open_folder(out)}
+    assert flagged == {"edited": True, "same": True}
+
+    backend = CountingBackend(tiny_captioner)
+    with caplog.at_level("WARNING", logger="vidcap.commit"):
+        results = run(videos, settings_for(out), lambda: backend)
+    assert sorted((r.name, r.resumed) for r in results) == [("edited", False), ("same", True)]
+    assert sum(backend.batches) == 4  # the edited video's frames only
+    said = [r.getMessage() for r in caplog.records if "SHA-256" in r.getMessage()]
+    assert said == [
+        "1 video has a new modification time but the bytes it was captioned from (the same "
+        "SHA-256): its captions are kept"
+    ]
+    record = json.loads((out / ".vidcap" / "same.json").read_text())
+    assert record["identity"]["mtime_ns"] == same.stat().st_mtime_ns
+    assert record["identity"]["sha256"] == hashlib.sha256(same.read_bytes()).hexdigest()
+    assert [v.name for v in open_folder(out) if v.source_changed() is not None] == []
+
+    caplog.clear()
+
+    def must_not_load():
+        raise AssertionError("a video was redone")
+
+    with caplog.at_level("WARNING", logger="vidcap.commit"):
+        results = run(videos, settings_for(out), must_not_load)
+    assert all(r.resumed for r in results) and not caplog.records
 
 
 def test_other_settings_in_the_same_folder_are_listed_with_their_key(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -21,12 +22,41 @@ from vidcap.errors import UsageError, VideoError
 from vidcap.inputs import (
     InputVideo,
     expand_inputs,
+    file_sha256,
     local_copy,
     remote_identity,
+    same_source,
     source_identity,
 )
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_videos" / "shapes.mp4"
+
+
+def test_a_source_is_the_one_recorded_by_its_times_or_by_its_bytes_at_its_path(
+    tmp_path: Path,
+) -> None:
+    """``same_source``: a local file whose modification time alone changed is the one
+    recorded if its SHA-256 is the record's; never a file elsewhere (a record names one
+    path), nor one of another size, nor a URL (its store says what changed)."""
+    video = tmp_path / "v.mp4"
+    video.write_bytes(SAMPLE.read_bytes())
+    recorded = {**source_identity(str(video)), "sha256": file_sha256(video)}
+    assert recorded["sha256"] == hashlib.sha256(SAMPLE.read_bytes()).hexdigest()
+    assert same_source(recorded, source_identity(str(video)))
+    os.utime(video, ns=(1, 1))  # touched: the same bytes
+    touched = source_identity(str(video))
+    assert same_source(recorded, touched)
+    assert not same_source(recorded, touched, by_content=False)  # (the page: no reading)
+    assert not same_source({k: v for k, v in recorded.items() if k != "sha256"}, touched)
+    assert not same_source({**recorded, "sha256": ["not", "a digest"]}, touched)
+    elsewhere = tmp_path / "copy.mp4"
+    elsewhere.write_bytes(video.read_bytes())
+    assert not same_source(recorded, source_identity(str(elsewhere)))
+    video.write_bytes(bytes(len(SAMPLE.read_bytes())))  # the same size, other bytes
+    assert not same_source(recorded, source_identity(str(video)))
+    assert not same_source(None, touched)
+    url = {"path": "https://host/v.mp4", "size": recorded["size"], "ETag": '"a"'}
+    assert not same_source({**url, "ETag": '"b"', "sha256": recorded["sha256"]}, url)
 
 
 def test_files_and_folders(tmp_path: Path) -> None:

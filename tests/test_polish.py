@@ -4,6 +4,7 @@ early Ctrl-C, conflicting flags named. (Parquet after a ``--format`` change: tes
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -339,7 +340,8 @@ def test_a_decoder_announces_its_frame_count_when_asked(short_video: Path) -> No
     sampling = SamplingSettings(fps=4.0)
     events = list(decode_events(3, str(short_video), sampling, (16, 16), plan=True))
     assert events[0] == Planned(3, 8) and isinstance(events[1], Decoded)
-    assert events[-1] == Ended(3, 8, pytest.approx(2.0)) and len(events) == 10
+    digest = hashlib.sha256(short_video.read_bytes()).hexdigest()  # for its resume record
+    assert events[-1] == Ended(3, 8, pytest.approx(2.0), sha256=digest) and len(events) == 10
     assert not any(
         isinstance(e, Planned) for e in decode_events(3, str(short_video), sampling, (16, 16))
     )

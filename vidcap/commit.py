@@ -36,7 +36,7 @@ from urllib.parse import unquote, urlsplit
 
 from vidcap import __version__
 from vidcap.errors import OutFolderFull, UsageError
-from vidcap.inputs import is_url, shown_source, source_identity
+from vidcap.inputs import SHA256, is_url, same_source, shown_source, source_identity
 from vidcap.journal import (
     JOURNAL_AFTER,
     JOURNAL_DIR,
@@ -278,6 +278,7 @@ def plan(
     todo: list[VideoJob] = []
     resumed: list[VideoResult] = []
     other_revisions: Counter[str] = Counter()
+    retimed = 0  # done videos whose file changed its modification time, not its bytes
     for source, identity, meta in entries:
         name = names[identity["path"]]
         record = record_of(name)
@@ -290,19 +291,32 @@ def plan(
         elif (
             record is not None
             and record.get("key") == key
-            and identity_of(record) == identity
             and record.get("result", {}).get("status") == "done"
             and all(p.is_file() for p in outputs)
             and (
                 not record.get("result", {}).get("thumbs") or thumbs_folder(out_dir, name).is_dir()
             )
+            and same_source(recorded_as := identity_of(record), identity)
         ):
+            if {k: v for k, v in (recorded_as or {}).items() if k != SHA256} != identity:
+                retimed += 1  # the same bytes, with another modification time: kept
+                write_record(
+                    out_dir, name, key, {**identity, SHA256: (recorded_as or {})[SHA256]},
+                    record["result"], record.get("metadata") or {},
+                )  # fmt: skip
             known = {f.name for f in fields(VideoResult)}
             result = VideoResult(**{k: v for k, v in record["result"].items() if k in known})
             result.resumed = True
             resumed.append(result)
             continue
         todo.append(VideoJob(len(todo), source, name, identity, meta))
+    if retimed:
+        one = retimed == 1
+        log.warning(
+            "%s %s a new modification time but the bytes %s captioned from (the same "
+            "SHA-256): %s kept", counted(retimed, "video"), "has" if one else "have",
+            "it was" if one else "they were", "its captions are" if one else "their captions are",
+        )  # fmt: skip
     for commit, count in sorted(other_revisions.items()):
         log.warning(
             "%s of %s %s captioned with revision %s of %s, not %s, the one this "
@@ -385,6 +399,7 @@ class Committer:
         self.new_frames = 0
         self._open: dict[int, _Open] = {}
         self._undurable: dict[int, VideoResult] = {}
+        self._sha256: dict[int, str] = {}  # job id → its file's SHA-256, for its record
         self.summary: dict | None = None  # summary.json as close() wrote it
         (settings.out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
         self._staging = thumbs_staging(settings.out_dir)
@@ -505,13 +520,22 @@ class Committer:
         self._maybe_commit(state)
 
     def end(
-        self, job_id: int, sampled_frames: int, duration: float, scenes: int = 0, lost: int = 0
+        self,
+        job_id: int,
+        sampled_frames: int,
+        duration: float,
+        scenes: int = 0,
+        lost: int = 0,
+        sha256: str = "",
     ) -> None:
         """The decoder sampled ``sampled_frames`` frames of this video (and found ``scenes``
-        scenes), which ends at ``duration``; ``lost`` frames of it could not be decoded."""
+        scenes), which ends at ``duration``; ``lost`` frames of it could not be decoded;
+        ``sha256``: the file's digest, kept in its record (``inputs.same_source``)."""
         state = self._state(job_id)
         if state is None:
             return
+        if sha256:
+            self._sha256[job_id] = sha256
         state.expected = sampled_frames
         state.expected_scenes = scenes
         state.duration = duration
@@ -678,11 +702,13 @@ class Committer:
 
     def _record(self, result: VideoResult) -> None:
         job = self._by_name[result.name]
+        identity = job.identity
+        if result.status == "done" and (sha256 := self._sha256.get(job.id)):
+            identity = {**identity, SHA256: sha256}
         try:
             write_record(
-                self.settings.out_dir, job.name, self.key, job.identity, result.record(),
-                job.metadata,
-            )  # fmt: skip
+                self.settings.out_dir, job.name, self.key, identity, result.record(), job.metadata
+            )
         except OSError as exc:
             if exc.errno in FOLDER_FULL:
                 raise self._full(exc) from None

@@ -138,7 +138,7 @@ def deliver(committer: Committer, item: Captioned | Marker | Uncaptioned) -> Non
     elif isinstance(item, SceneFound):
         committer.scene(item.job, item.scene)
     elif isinstance(item, Ended):
-        committer.end(item.job, item.sampled, item.duration, item.scenes, item.lost)
+        committer.end(item.job, item.sampled, item.duration, item.scenes, item.lost, item.sha256)
     elif isinstance(item, Failed):
         committer.fail(item.job, item.error)
     elif isinstance(item, Uncaptioned):

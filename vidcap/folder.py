@@ -21,7 +21,7 @@ from typing import Any
 
 from vidcap import jsontext, regular
 from vidcap.errors import UsageError
-from vidcap.inputs import is_url, source_identity
+from vidcap.inputs import is_url, same_source, source_identity
 from vidcap.mask import frame_ends, is_number, load_captions
 from vidcap.outputs import CaptionedFrame, is_output_name
 from vidcap.records import STATE_DIR, SUMMARY, current_summary, identity_of, read_record
@@ -36,7 +36,8 @@ MASK_SUFFIX = ".mask.json"
 # said after a source's path, where it is not the file captioned
 SOURCE_CHANGED = (
     "is not the file captioned: its size or modification time is not the record's (edited "
-    "since, or copied without its times)"
+    "since, or copied without its times: rerun vidcap caption on it, which keeps its captions "
+    "where its bytes are the ones captioned)"
 )
 
 
@@ -98,7 +99,7 @@ class FolderVideo:
 
     def _is_captioned(self, path: Path) -> bool:
         try:
-            return source_identity(str(path)) == self.identity
+            return same_source(self.identity, source_identity(str(path)), by_content=False)
         except OSError:
             return False
 

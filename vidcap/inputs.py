@@ -28,13 +28,14 @@ import base64
 import codecs
 import csv
 import errno
+import hashlib
 import io
 import logging
 import os
 import posixpath
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -54,6 +55,12 @@ from vidcap.wording import counted
 log = logging.getLogger(__name__)
 
 IDENTITY_THREADS = 32  # concurrent metadata requests to a store
+# A local file's identity (``source_identity``); a record adds its bytes' SHA-256 under
+# ``SHA256`` (``same_source``: a file copied without its times is still the one captioned).
+LOCAL_IDENTITY = {"path", "size", "mtime_ns"}
+SHA256 = "sha256"
+DIGEST_CHUNK = 1 << 20
+
 _prefetched: dict[str, dict[str, Any]] = {}  # URL → identity, taken once by remote_identity
 
 LIST_SUFFIXES = (".txt", ".csv", ".tsv", ".parquet")
@@ -512,6 +519,40 @@ def source_identity(source: str) -> dict[str, Any]:
     path = Path(source).resolve()
     stat = path.stat()
     return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, in hex (what ``sha256sum`` prints). Raises ``OSError``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(DIGEST_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def same_source(
+    recorded: Mapping[str, Any] | None, current: Mapping[str, Any], by_content: bool = True
+) -> bool:
+    """Is ``current`` (``source_identity`` now) the source a record's identity names?
+
+    Its identity unchanged, or (``by_content``) a local file whose modification time alone
+    is not the record's (copied without its times, downloaded again, touched) and whose
+    bytes are: same path, same size, and the SHA-256 the record holds (``SHA256``, kept
+    by the run that captioned it), read again only in that case."""
+    if not recorded:
+        return False
+    known = {name: value for name, value in recorded.items() if name != SHA256}
+    if known == current:
+        return True
+    digest = recorded.get(SHA256)
+    if not (by_content and isinstance(digest, str) and set(current) == LOCAL_IDENTITY):
+        return False
+    if set(known) != LOCAL_IDENTITY or any(known[k] != current[k] for k in ("path", "size")):
+        return False
+    try:
+        return file_sha256(current["path"]) == digest
+    except OSError:
+        return False
 
 
 def remote_identity(url: str) -> dict[str, Any]:
