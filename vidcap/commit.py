@@ -36,7 +36,15 @@ from urllib.parse import unquote, urlsplit
 
 from vidcap import __version__
 from vidcap.errors import OutFolderFull, UsageError
-from vidcap.inputs import SHA256, is_url, same_source, shown_source, source_identity
+from vidcap.inputs import (
+    SHA256,
+    file_digests,
+    is_url,
+    retimed,
+    same_source,
+    shown_source,
+    source_identity,
+)
 from vidcap.journal import (
     JOURNAL_AFTER,
     JOURNAL_DIR,
@@ -275,10 +283,18 @@ def plan(
         taken.add(_folded(name))
 
     key = settings.key()
+
+    def to_read(identity: dict) -> bool:  # done, but its file's modification time changed
+        record = record_of(names[identity["path"]]) or {}
+        done = record.get("key") == key and record.get("result", {}).get("status") == "done"
+        return done and retimed(identity_of(record), identity)
+
+    # read at once, in parallel (a library copied without its times), to compare their bytes
+    digests = file_digests([identity["path"] for _, identity, _ in entries if to_read(identity)])
     todo: list[VideoJob] = []
     resumed: list[VideoResult] = []
     other_revisions: Counter[str] = Counter()
-    retimed = 0  # done videos whose file changed its modification time, not its bytes
+    kept_by_bytes = 0  # done videos whose file changed its modification time, not its bytes
     for source, identity, meta in entries:
         name = names[identity["path"]]
         record = record_of(name)
@@ -296,10 +312,12 @@ def plan(
             and (
                 not record.get("result", {}).get("thumbs") or thumbs_folder(out_dir, name).is_dir()
             )
-            and same_source(recorded_as := identity_of(record), identity)
+            and same_source(
+                recorded_as := identity_of(record), identity, digest=digests.get(identity["path"])
+            )
         ):
             if {k: v for k, v in (recorded_as or {}).items() if k != SHA256} != identity:
-                retimed += 1  # the same bytes, with another modification time: kept
+                kept_by_bytes += 1  # the same bytes, with another modification time
                 write_record(
                     out_dir, name, key, {**identity, SHA256: (recorded_as or {})[SHA256]},
                     record["result"], record.get("metadata") or {},
@@ -310,11 +328,11 @@ def plan(
             resumed.append(result)
             continue
         todo.append(VideoJob(len(todo), source, name, identity, meta))
-    if retimed:
-        one = retimed == 1
+    if kept_by_bytes:
+        one = kept_by_bytes == 1
         log.warning(
             "%s %s a new modification time but the bytes %s captioned from (the same "
-            "SHA-256): %s kept", counted(retimed, "video"), "has" if one else "have",
+            "SHA-256): %s kept", counted(kept_by_bytes, "video"), "has" if one else "have",
             "it was" if one else "they were", "its captions are" if one else "their captions are",
         )  # fmt: skip
     for commit, count in sorted(other_revisions.items()):

@@ -60,6 +60,7 @@ IDENTITY_THREADS = 32  # concurrent metadata requests to a store
 LOCAL_IDENTITY = {"path", "size", "mtime_ns"}
 SHA256 = "sha256"
 DIGEST_CHUNK = 1 << 20
+DIGEST_THREADS = 8  # files read at once to compare their bytes (a local disk, NFS)
 
 _prefetched: dict[str, dict[str, Any]] = {}  # URL → identity, taken once by remote_identity
 
@@ -531,28 +532,57 @@ def file_sha256(path: str | Path) -> str:
 
 
 def same_source(
-    recorded: Mapping[str, Any] | None, current: Mapping[str, Any], by_content: bool = True
+    recorded: Mapping[str, Any] | None,
+    current: Mapping[str, Any],
+    by_content: bool = True,
+    digest: str | None = None,
 ) -> bool:
     """Is ``current`` (``source_identity`` now) the source a record's identity names?
 
-    Its identity unchanged, or (``by_content``) a local file whose modification time alone
-    is not the record's (copied without its times, downloaded again, touched) and whose
-    bytes are: same path, same size, and the SHA-256 the record holds (``SHA256``, kept
-    by the run that captioned it), read again only in that case."""
+    Its identity unchanged, or (``by_content``) a file ``retimed`` whose bytes are the
+    ones captioned: the SHA-256 the record holds (``SHA256``, kept by the run that
+    captioned it). ``digest``: the file's, where the caller has read it (``file_digests``);
+    else it is read here."""
     if not recorded:
         return False
-    known = {name: value for name, value in recorded.items() if name != SHA256}
-    if known == current:
+    if {name: value for name, value in recorded.items() if name != SHA256} == current:
         return True
-    digest = recorded.get(SHA256)
-    if not (by_content and isinstance(digest, str) and set(current) == LOCAL_IDENTITY):
+    if not (by_content and retimed(recorded, current)):
         return False
-    if set(known) != LOCAL_IDENTITY or any(known[k] != current[k] for k in ("path", "size")):
+    if digest is None:
+        digest = file_digests([current["path"]]).get(current["path"])
+    return digest == recorded[SHA256]
+
+
+def retimed(recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) -> bool:
+    """Is ``current`` a local file whose modification time alone is not the one ``recorded``
+    holds (copied without its times, downloaded again, touched), with a SHA-256 recorded
+    to tell by its bytes? The same path and size: a file elsewhere is another video (a
+    record names one path), one of another size other bytes."""
+    if not recorded or not isinstance(recorded.get(SHA256), str):
         return False
+    known = {name: value for name, value in recorded.items() if name != SHA256}
+    return (
+        set(known) == set(current) == LOCAL_IDENTITY
+        and known != current
+        and all(known[field] == current[field] for field in ("path", "size"))
+    )
+
+
+def file_digests(paths: Sequence[str]) -> dict[str, str | None]:
+    """Each file's SHA-256 (None where it cannot be read), read ``DIGEST_THREADS`` at a time:
+    a rerun over a library copied without its times reads every file once."""
+    if len(paths) < 2:
+        return {path: _digest_or_none(path) for path in paths}
+    with ThreadPoolExecutor(DIGEST_THREADS) as pool:  # (hashlib and reads release the GIL)
+        return dict(zip(paths, pool.map(_digest_or_none, paths), strict=True))
+
+
+def _digest_or_none(path: str) -> str | None:
     try:
-        return file_sha256(current["path"]) == digest
+        return file_sha256(path)
     except OSError:
-        return False
+        return None
 
 
 def remote_identity(url: str) -> dict[str, Any]:
