@@ -55,6 +55,11 @@ def test_a_source_is_the_one_recorded_by_its_times_or_by_its_bytes_at_its_path(
     video.write_bytes(bytes(len(SAMPLE.read_bytes())))  # the same size, other bytes
     assert not same_source(recorded, source_identity(str(video)))
     assert not same_source(None, touched)
+    fifo = tmp_path / "live.mp4"  # a record planted in a shared folder: a FIFO is never read
+    os.mkfifo(fifo)
+    live = source_identity(str(fifo))
+    empty = hashlib.sha256(b"").hexdigest()
+    assert not same_source({**live, "mtime_ns": live["mtime_ns"] + 1, "sha256": empty}, live)
     url = {"path": "https://host/v.mp4", "size": recorded["size"], "ETag": '"a"'}
     assert not same_source({**url, "ETag": '"b"', "sha256": recorded["sha256"]}, url)
 

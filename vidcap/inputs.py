@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from vidcap import regular
 from vidcap.errors import UsageError, VideoError, install_hint
 from vidcap.ffmpeg import not_a_video_file
 from vidcap.outputs import OUTPUT_COLUMNS
@@ -523,9 +524,11 @@ def source_identity(source: str) -> dict[str, Any]:
 
 
 def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file's bytes, in hex (what ``sha256sum`` prints). Raises ``OSError``."""
+    """The SHA-256 of a file's bytes, in hex (what ``sha256sum`` prints). Raises ``OSError``,
+    ``regular.NotRegular`` for a FIFO or a device (never read: a record planted in a shared
+    folder may make a FIFO given as input look like a file to check, and reading it hangs)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as file:
+    with regular.open_regular(path) as file:
         while chunk := file.read(DIGEST_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()

@@ -14,6 +14,7 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 
 class NotRegular(OSError):
@@ -21,12 +22,19 @@ class NotRegular(OSError):
 
 
 def read_bytes(path: Path | str, follow: bool = True) -> bytes:
+    with open_regular(path, follow) as file:
+        return file.read()
+
+
+def open_regular(path: Path | str, follow: bool = True) -> BinaryIO:
+    """``path`` open for reading, if it is a regular file (else ``NotRegular``)."""
     flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
     fd = os.open(path, flags)
-    with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise NotRegular(errno.EINVAL, "not a regular file", str(path))
-        return file.read()
+    file = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        file.close()
+        raise NotRegular(errno.EINVAL, "not a regular file", str(path))
+    return file
 
 
 def read_text(path: Path | str) -> str:
