@@ -316,8 +316,8 @@ def plan(
                 recorded_as := identity_of(record), identity, digest=digests.get(identity["path"])
             )
         ):
-            if {k: v for k, v in (recorded_as or {}).items() if k != SHA256} != identity:
-                kept_by_bytes += 1  # the same bytes, with another modification time
+            if retimed(recorded_as, identity):  # the same bytes, another modification time
+                kept_by_bytes += 1
                 write_record(
                     out_dir, name, key, {**identity, SHA256: (recorded_as or {})[SHA256]},
                     record["result"], record.get("metadata") or {},

@@ -548,7 +548,7 @@ def same_source(
     else it is read here."""
     if not recorded:
         return False
-    if {name: value for name, value in recorded.items() if name != SHA256} == current:
+    if _without_digest(recorded) == current:
         return True
     if not (by_content and retimed(recorded, current)):
         return False
@@ -564,12 +564,16 @@ def retimed(recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) -> b
     record names one path), one of another size other bytes."""
     if not recorded or not isinstance(recorded.get(SHA256), str):
         return False
-    known = {name: value for name, value in recorded.items() if name != SHA256}
+    known = _without_digest(recorded)
     return (
         set(known) == set(current) == LOCAL_IDENTITY
         and known != current
         and all(known[field] == current[field] for field in ("path", "size"))
     )
+
+
+def _without_digest(identity: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in identity.items() if name != SHA256}
 
 
 def file_digests(paths: Sequence[str]) -> dict[str, str | None]:
