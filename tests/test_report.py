@@ -107,6 +107,7 @@ def test_the_page_reaches_the_source_where_a_browser_can(tmp_path: Path) -> None
     assert videos["local"]["src"] == "../videos/here%20is.mp4" and "why" not in videos["local"]
     assert videos["edited"]["src"] == "../videos/edited.mp4"  # it plays, and the card says
     assert "the source is not the file captioned" in videos["edited"]["why"]
+    assert "command run again brings it up to date" in videos["edited"]["why"]  # (by its bytes)
     assert "src" not in videos["gone"] and "not on this machine" in videos["gone"]["why"]
     assert videos["web"]["src"] == "https://example.com/v/clip%201.mp4"
     assert "src" not in videos["bucket"] and "s3://" in videos["bucket"]["why"]

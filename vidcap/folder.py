@@ -36,8 +36,7 @@ MASK_SUFFIX = ".mask.json"
 # said after a source's path, where it is not the file captioned
 SOURCE_CHANGED = (
     "is not the file captioned: its size or modification time is not the record's (edited "
-    "since, or copied without its times: rerun vidcap caption on it, which keeps its captions "
-    "where its bytes are the ones captioned)"
+    "since, or copied without its times)"
 )
 
 

@@ -326,7 +326,11 @@ def _source(out: Path, video: FolderVideo) -> dict:
     else:
         where = {"src": quote(Path(relative).as_posix())}
     if video.source_changed(path) is not None:  # it plays, and the card says why times may be off
-        where["why"] = f"the source {SOURCE_CHANGED}: captions and times may not match it"
+        where["why"] = (
+            f"the source {SOURCE_CHANGED}: captions and times may not match it; the same "
+            "vidcap caption command run again brings it up to date (it captions the video "
+            "again only if its bytes changed)"
+        )
     return where
 
 
