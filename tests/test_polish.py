@@ -342,6 +342,8 @@ def test_a_decoder_announces_its_frame_count_when_asked(short_video: Path) -> No
     assert events[0] == Planned(3, 8) and isinstance(events[1], Decoded)
     digest = hashlib.sha256(short_video.read_bytes()).hexdigest()  # for its resume record
     assert events[-1] == Ended(3, 8, pytest.approx(2.0), sha256=digest) and len(events) == 10
+    unread = list(decode_events(3, str(short_video), sampling, (16, 16), digest=False))[-1]
+    assert unread == Ended(3, 8, pytest.approx(2.0))  # (vidcap mask: no record to keep it in)
     assert not any(
         isinstance(e, Planned) for e in decode_events(3, str(short_video), sampling, (16, 16))
     )

@@ -150,6 +150,7 @@ def decode_events(
     size: tuple[int, int],
     threads: int = 0,
     plan: bool = False,
+    digest: bool = True,
 ) -> Iterator[Event]:
     """Decode ``source`` (a path or a URL, fetched first): its sampled frames, upright and
     SDR, resized to ``size`` (height, width) and carrying their display size (``Decoded``,
@@ -159,14 +160,15 @@ def decode_events(
 
     ``threads``: FFmpeg decoder threads (0: one per core). ``plan``: first send ``Planned``
     (the count comes from the demux pass that decoding needs anyway: no extra read; with
-    ``--scenes`` the count is unknown until the end).
+    ``--scenes`` the count is unknown until the end). ``digest``: read the file once more
+    when it is decoded, for ``Ended.sha256`` (a run's resume record; not ``vidcap mask``).
 
     The warnings vidcap logs on this thread while it decodes leave as ``Warned`` events
     instead of being printed. A URL's temporary copy is named by the URL in every message
     (``inputs.shown_source``: without a password it was given with).
     """
     held = _Held(source)
-    events = _events(job, source, sampling, size, threads, plan, held)
+    events = _events(job, source, sampling, size, threads, plan, held, digest)
     try:
         while True:
             with held.installed():  # (only while decoding: not while the consumer runs)
@@ -231,6 +233,7 @@ def _events(
     threads: int,
     plan: bool,
     held: _Held,
+    digest: bool,
 ) -> Iterator[Event]:
     # Imported here: a process that only reads events (the engine) needs no PyAV or fsspec.
     from vidcap.inputs import local_copy
@@ -292,7 +295,7 @@ def _events(
                     for decoded in reader.samples(sampling):
                         yield from sample(decoded)
                 stats = reader.stats
-            sha256 = _sha256(path) if sampling.max_frames is None else ""
+            sha256 = _sha256(path) if digest and sampling.max_frames is None else ""
     except VideoError as exc:
         yield Failed(job, held.named(str(exc)))
         return

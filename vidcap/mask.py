@@ -395,7 +395,7 @@ def ask_frames(
 
     def images() -> Iterator[np.ndarray]:
         nonlocal duration
-        for event in decode_events(0, str(video), sampling, backend.input_size):
+        for event in decode_events(0, str(video), sampling, backend.input_size, digest=False):
             if isinstance(event, Decoded):
                 pending.append(event.frame)
                 yield event.frame.rgb
