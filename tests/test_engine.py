@@ -281,7 +281,7 @@ def test_a_folder_written_before_identity_was_renamed_resumes_with_nothing_redon
 
 
 def test_a_file_copied_without_its_times_keeps_its_captions_one_changed_in_place_does_not(
-    tmp_path: Path, tiny_captioner, caplog
+    tmp_path: Path, tiny_captioner, caplog, monkeypatch
 ) -> None:
     """A done video's record keeps its file's SHA-256 (what ``sha256sum`` prints). A rerun
     over files copied without their times (``cp -r``, downloaded again, touched) kept
@@ -305,14 +305,17 @@ def test_a_file_copied_without_its_times_keeps_its_captions_one_changed_in_place
     assert flagged == {"edited": True, "same": True}
 
     backend = CountingBackend(tiny_captioner)
+    monkeypatch.setattr("vidcap.commit.SAID_READING", 1)  # (1 GiB: a wait worth a line)
     with caplog.at_level("WARNING", logger="vidcap.commit"):
         results = run(videos, settings_for(out), lambda: backend)
     assert sorted((r.name, r.resumed) for r in results) == [("edited", False), ("same", True)]
     assert sum(backend.batches) == 4  # the edited video's frames only
     said = [r.getMessage() for r in caplog.records if "SHA-256" in r.getMessage()]
     assert said == [
+        "reading 2 videos (0.0 GB) whose modification time is not the record's, to compare "
+        "their bytes with the ones captioned (SHA-256)",
         "1 video has a new modification time but the bytes it was captioned from (the same "
-        "SHA-256): its captions are kept"
+        "SHA-256): its captions are kept",
     ]
     record = json.loads((out / ".vidcap" / "same.json").read_text())
     assert record["identity"]["mtime_ns"] == same.stat().st_mtime_ns

@@ -223,6 +223,9 @@ def _state_path(record: dict | None) -> str | None:
     return (identity_of(record) or {}).get("path")
 
 
+SAID_READING = 1 << 30  # bytes: a rerun says it reads retimed files before it does (a second)
+
+
 def plan(
     sources: Sequence[str], settings: RunSettings, metadata: Sequence[dict] | None = None
 ) -> tuple[list[VideoJob], list[VideoResult]]:
@@ -290,7 +293,14 @@ def plan(
         return done and retimed(identity_of(record), identity)
 
     # read at once, in parallel (a library copied without its times), to compare their bytes
-    digests = file_digests([identity["path"] for _, identity, _ in entries if to_read(identity)])
+    reread = [identity for _, identity, _ in entries if to_read(identity)]
+    if (size := sum(identity["size"] for identity in reread)) >= SAID_READING:
+        log.warning(
+            "reading %s (%.1f GB) whose modification time is not the record's, to compare "
+            "their bytes with the ones captioned (SHA-256)", counted(len(reread), "video"),
+            size / 1e9,
+        )  # fmt: skip
+    digests = file_digests([identity["path"] for identity in reread])
     todo: list[VideoJob] = []
     resumed: list[VideoResult] = []
     other_revisions: Counter[str] = Counter()
