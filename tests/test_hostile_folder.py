@@ -84,3 +84,41 @@ def test_planted_files_in_the_page_and_shard_folders_are_passed_over(folder: Pat
     plant(folder / "parquet" / "part-00000.parquet", "fifo")
     assert finishes(lambda: main(["report", str(folder)])) == 0
     shutil.rmtree(folder / "parquet")
+
+
+SHAPES = Path(__file__).resolve().parent.parent / "sample_videos" / "shapes.mp4"
+
+
+@pytest.mark.parametrize("kind", ["link", "fifo"])
+def test_a_link_or_fifo_under_a_part_or_the_lock_is_replaced_never_written_through(
+    tmp_path: Path, kind: str
+) -> None:
+    """Every file vidcap writes goes through a new ``.part`` (``outputs.create_new``). A
+    link planted under a part's name in a shared folder (``summary.json.part`` →
+    ``~/.bashrc``) had its target truncated and overwritten, and the output became the
+    link; the run lock's link was written through too; a FIFO there hung the run. Now each
+    is removed, its target untouched; so are an earlier export's."""
+    victim = tmp_path / "victim"
+    victim.write_text("a user's file\n")
+    out, exported = tmp_path / "out", tmp_path / "exported"
+    planted = [
+        out / "summary.json.part", out / "shapes.jsonl.part", out / "shapes.srt.part",
+        out / "index.html.part", out / ".vidcap" / "run.lock", out / ".vidcap" / "shapes.json.part",
+        exported / "labels" / "shapes.json.part", exported / "data" / "shapes.mp4.part",
+    ]  # fmt: skip
+    for path in planted:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.symlink_to(victim) if kind == "link" else os.mkfifo(path)
+    (exported / "manifest.json").write_text('{"index": []}\n')  # an earlier export
+    args = ["caption", str(SHAPES), "--out", str(out), "--model", "tiny", "--quiet"]
+    assert finishes(lambda: main(args)) == 0
+    args = ["export", str(out), "--to", "fiftyone", str(exported), "--copy-media"]
+    assert finishes(lambda: main(args)) == 0
+    assert victim.read_text() == "a user's file\n"
+    for path in planted:
+        assert not path.is_symlink() and (not path.exists() or path.is_file()), path
+    for folder in (out, exported):
+        assert not [p for p in folder.rglob("*") if p.is_symlink()]
+    assert json.loads((out / "summary.json").read_text())["totals"]["done"] == 1
+    assert (exported / "data" / "shapes.mp4").read_bytes() == SHAPES.read_bytes()
+    assert json.loads((exported / "labels" / "shapes.json").read_text())["frames"]

@@ -465,6 +465,7 @@ def _cut(output: Path, arguments: Callable[[Path], list[str]]) -> None:
     """Run ffmpeg with ``arguments(part)`` and move the part file to ``output``."""
     part = part_path(output)
     try:
+        part.unlink(missing_ok=True)  # (a link planted under its name: removed, not written)
         run_ffmpeg(arguments(part))
         os.replace(part, output)
     finally:

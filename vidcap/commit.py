@@ -328,10 +328,11 @@ def plan(
         ):
             if retimed(recorded_as, identity):  # the same bytes, another modification time
                 kept_by_bytes += 1
-                write_record(
-                    out_dir, name, key, {**identity, SHA256: (recorded_as or {})[SHA256]},
-                    record["result"], record.get("metadata") or {},
-                )  # fmt: skip
+                with contextlib.suppress(OSError):  # (a full disk: read again next time)
+                    write_record(
+                        out_dir, name, key, {**identity, SHA256: (recorded_as or {})[SHA256]},
+                        record["result"], record.get("metadata") or {},
+                    )  # fmt: skip
             known = {f.name for f in fields(VideoResult)}
             result = VideoResult(**{k: v for k, v in record["result"].items() if k in known})
             result.resumed = True

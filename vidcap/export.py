@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +50,7 @@ from vidcap.folder import (
     read_scenes,
 )
 from vidcap.mask import DECIMALS, MaskSettings, compile_queries
-from vidcap.outputs import CaptionedFrame, write_json
+from vidcap.outputs import CaptionedFrame, copy_atomic, write_atomic, write_json
 from vidcap.search import video_moments
 
 log = logging.getLogger(__name__)
@@ -117,14 +116,12 @@ def export_fiftyone(
             )  # fmt: skip
         labels = video_labels(read, queries, settings)
         name = f"{video.name}.json"
-        (labels_dir / name).write_text(
-            json.dumps(labels, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
+        write_atomic(labels_dir / name, json.dumps(labels, ensure_ascii=False) + "\n")
         written.add(name)
         if copy_media:
             assert source is not None
             data = f"data/{video.name}{source.suffix}"
-            shutil.copy2(source, target / data)
+            copy_atomic(source, target / data)
         else:
             data = str(source or Path(video.identity.get("path") or video.video).resolve())
         index.append({"data": data, "labels": f"labels/{name}"})

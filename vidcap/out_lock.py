@@ -11,11 +11,13 @@ Linux takes ``flock`` as a lock the server keeps, so the rule holds across machi
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
 import os
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,7 +40,7 @@ def holding(out_dir: Path) -> Iterator[None]:
     another run holds it."""
     path = out_dir / STATE_DIR / LOCK_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -62,3 +64,22 @@ def holding(out_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # (closing lets the lock go)
+
+
+def _open_lock(path: Path) -> int:
+    """The lock file, a regular file opened without following a link: a link or FIFO put
+    under its name in a shared folder is removed first (a link's target was truncated and
+    written). A regular one is kept: a run holding it keeps holding that very file."""
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:  # (ELOOP: a symbolic link)
+                raise
+        else:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                return fd
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    raise OSError(errno.EEXIST, "not a regular file, and it stays", str(path))

@@ -15,6 +15,7 @@ Parquet shards (``vidcap.parquet``) and ``vidcap mask``'s saved answers.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -79,17 +80,42 @@ def part_path(path: Path) -> Path:
     return path.with_name(path.name + PART_SUFFIX)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a ``.part`` file and an atomic rename."""
+def create_new(path: Path) -> int:
+    """``path`` created empty, open for writing (a file descriptor). Whatever stood at its
+    name is removed first, never followed or opened: a stale part, or a link or FIFO planted
+    in a shared folder under a part's name (``summary.json.part`` → ``~/.bashrc``), which a
+    plain ``open(..., "w")`` would have truncated and written through."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+
+
+def write_atomic(path: Path, text: str, durable: bool = True) -> None:
+    """Write ``text`` to ``path`` through a new ``.part`` file (``create_new``) and an atomic
+    rename; ``durable``: fsynced before the rename."""
     tmp = part_path(path)
     try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+        with os.fdopen(create_new(tmp), "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # never a stray .part
+        raise
+
+
+def copy_atomic(source: Path, path: Path) -> None:
+    """``source``'s bytes and times to ``path``, through a new ``.part`` file and a rename."""
+    tmp = part_path(path)
+    try:
+        with open(source, "rb") as reader, os.fdopen(create_new(tmp), "wb") as writer:
+            shutil.copyfileobj(reader, writer, 1 << 20)
+        shutil.copystat(source, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from vidcap.commit import RunSettings, RunWriter, VideoJob
 from vidcap.errors import UsageError, install_hint
-from vidcap.outputs import CaptionedFrame, frame_row
+from vidcap.outputs import CaptionedFrame, create_new, frame_row
 from vidcap.records import identity_of, read_record
 from vidcap.regular import is_regular
 from vidcap.scenes import Scene
@@ -163,8 +163,9 @@ class ParquetShardWriter:
         """``table`` to ``path``: whole or not at all (a hidden ``.part``, fsynced, renamed)."""
         tmp = path.with_name(f".{path.name}.part")  # hidden: readers of the folder skip it
         try:
-            self.pq.write_table(table, tmp)
-            with open(tmp, "rb+") as handle:
+            with os.fdopen(create_new(tmp), "wb") as handle:
+                self.pq.write_table(table, handle)
+                handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
         except BaseException:

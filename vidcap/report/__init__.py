@@ -55,7 +55,7 @@ from vidcap.folder import (
 )
 from vidcap.inputs import is_url
 from vidcap.mask import DECIMALS
-from vidcap.outputs import PART_SUFFIX
+from vidcap.outputs import write_atomic
 from vidcap.records import is_damaged
 from vidcap.report import reuse
 
@@ -377,13 +377,7 @@ def _write(path: Path, text: str) -> None:
             return
     except (OSError, UnicodeDecodeError):
         pass
-    tmp = path.with_name(path.name + PART_SUFFIX)
-    try:
-        tmp.write_text(text, encoding="utf-8", newline="\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, text, durable=False)
 
 
 def _remove_stale(data: Path, keep: set[str]) -> None:
