@@ -101,6 +101,11 @@ def test_a_link_or_fifo_under_a_part_or_the_lock_is_replaced_never_written_throu
     victim = tmp_path / "victim"
     victim.write_text("a user's file\n")
     out, exported = tmp_path / "out", tmp_path / "exported"
+    scripts = tmp_path / "scripts"  # a user's folder, linked as the page's data folder
+    scripts.mkdir()
+    (scripts / "data-1.js").write_text("a user's script\n")
+    out.mkdir()
+    (out / "report").symlink_to(scripts)
     planted = [
         out / "summary.json.part", out / "shapes.jsonl.part", out / "shapes.srt.part",
         out / "index.html.part", out / ".vidcap" / "run.lock", out / ".vidcap" / "shapes.json.part",
@@ -115,6 +120,7 @@ def test_a_link_or_fifo_under_a_part_or_the_lock_is_replaced_never_written_throu
     args = ["export", str(out), "--to", "fiftyone", str(exported), "--copy-media"]
     assert finishes(lambda: main(args)) == 0
     assert victim.read_text() == "a user's file\n"
+    assert [p.name for p in scripts.iterdir()] == ["data-1.js"]  # (stale data: removed)
     for path in planted:
         assert not path.is_symlink() and (not path.exists() or path.is_file()), path
     for folder in (out, exported):
