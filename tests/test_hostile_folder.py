@@ -128,3 +128,26 @@ def test_a_link_or_fifo_under_a_part_or_the_lock_is_replaced_never_written_throu
     assert json.loads((out / "summary.json").read_text())["totals"]["done"] == 1
     assert (exported / "data" / "shapes.mp4").read_bytes() == SHAPES.read_bytes()
     assert json.loads((exported / "labels" / "shapes.json").read_text())["frames"]
+
+
+def test_a_link_in_place_of_the_state_or_shard_folder_is_replaced(tmp_path: Path) -> None:
+    """``OUT/.vidcap`` and ``OUT/parquet`` are written into, renamed over and cleaned by a
+    run: linked to a user's folder in a shared output folder, the run replaced a file there
+    named as a record (``configs/shapes.json``). Now the link gives way to a folder of the
+    run's own (``regular.own_folder``); the page's data folder likewise."""
+    configs, tables = tmp_path / "configs", tmp_path / "tables"
+    for folder in (configs, tables):
+        folder.mkdir()
+        (folder / "shapes.json").write_text("a user's file\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".vidcap").symlink_to(configs)
+    (out / "parquet").symlink_to(tables)
+    args = ["caption", str(SHAPES), "--out", str(out), "--model", "tiny", "--quiet"]
+    assert finishes(lambda: main([*args, "--format", "jsonl,parquet"])) == 0
+    for folder in (configs, tables):
+        assert [(p.name, p.read_text()) for p in folder.iterdir()] == [
+            ("shapes.json", "a user's file\n")
+        ]
+    assert not (out / ".vidcap").is_symlink() and (out / ".vidcap" / "shapes.json").is_file()
+    assert not (out / "parquet").is_symlink() and list((out / "parquet").glob("part-*.parquet"))

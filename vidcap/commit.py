@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-from vidcap import __version__
+from vidcap import __version__, regular
 from vidcap.errors import OutFolderFull, UsageError
 from vidcap.inputs import (
     SHA256,
@@ -430,7 +430,7 @@ class Committer:
         self._undurable: dict[int, VideoResult] = {}
         self._sha256: dict[int, str] = {}  # job id → its file's SHA-256, for its record
         self.summary: dict | None = None  # summary.json as close() wrote it
-        (settings.out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
+        regular.own_folder(settings.out_dir / STATE_DIR)
         self._staging = thumbs_staging(settings.out_dir)
         shutil.rmtree(self._staging, ignore_errors=True)  # (what a killed run left staged)
         self._kept = self._read_journals(jobs)
@@ -808,7 +808,7 @@ def check_out_dir(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} is a file, not a folder")
     try:
-        (out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
+        regular.own_folder(out_dir / STATE_DIR)
     except OSError as exc:
         raise UsageError(f"--out {out_dir}: cannot create the folder ({exc.strerror})") from None
     if not os.access(out_dir, os.W_OK) or not os.access(out_dir / STATE_DIR, os.W_OK):

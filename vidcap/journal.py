@@ -111,7 +111,7 @@ class Journal:
 
     def __init__(self, path: Path, head: dict[str, Any], kept: Kept | None) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        regular.own_folder(path.parent)
         self._file: IO[bytes] | None = None
         if kept is not None:
             try:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from vidcap.errors import UsageError
 from vidcap.records import STATE_DIR
+from vidcap.regular import own_folder
 
 LOCK_NAME = "run.lock"
 # flock's answers on a file system that takes no locks (Lustre mounted without flock, NFS
@@ -39,7 +40,7 @@ def holding(out_dir: Path) -> Iterator[None]:
     """Hold ``out_dir``'s run lock for the block; ``UsageError`` naming the holder if
     another run holds it."""
     path = out_dir / STATE_DIR / LOCK_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
+    own_folder(path.parent)
     fd = _open_lock(path)
     try:
         try:

@@ -37,7 +37,7 @@ from vidcap.commit import RunSettings, RunWriter, VideoJob
 from vidcap.errors import UsageError, install_hint
 from vidcap.outputs import CaptionedFrame, create_new, frame_row
 from vidcap.records import identity_of, read_record
-from vidcap.regular import is_regular
+from vidcap.regular import is_regular, own_folder
 from vidcap.scenes import Scene
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class ParquetShardWriter:
             return []
         if self._earlier is None:  # before this run's first shard: the earlier runs' ones
             self._earlier = self._index()
-        self.folder.mkdir(parents=True, exist_ok=True)
+        own_folder(self.folder)
         path = self.folder / f"part-{self.run_id}-{len(self.shards):05d}.parquet"
         self._write(self.pa.Table.from_pylist(self._rows, schema=self.schema), path)
         log.info("wrote %s (%d rows, %d videos)", path, len(self._rows), len(self._pending))

@@ -42,6 +42,16 @@ def read_text(path: Path | str) -> str:
     return read_bytes(path).decode("utf-8")
 
 
+def own_folder(path: Path) -> Path:
+    """``path`` made a folder (its parents too), a link planted in its place in a shared
+    folder removed first: what a run writes, renames over and removes in it (records,
+    journals, shards, the page's data) stays in this folder, never in the link's target."""
+    if path.is_symlink():
+        path.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def is_regular(path: Path) -> bool:
     """A regular file (through links), for readers that open by name (pyarrow)."""
     try:

@@ -110,10 +110,8 @@ def write_report(out: Path | str, videos: Sequence[FolderVideo] | None = None) -
     started = time.monotonic()
     videos = open_folder(out) if videos is None else videos
     data = out / DATA_DIR
-    for folder in (data, data / "vtt"):  # stale files in them are removed: never elsewhere
-        if folder.is_symlink():  # (a link planted in a shared folder: replaced)
-            folder.unlink()
-        folder.mkdir(exist_ok=True)
+    for folder in (data, data / "vtt"):  # (stale files in them are removed: never elsewhere)
+        regular.own_folder(folder)
     shards = _Shards(out, data)
     if all(reuse.has_captions_file(video) for video in videos):
         cached = reuse.read_index(data)
