@@ -143,6 +143,8 @@ def test_a_link_in_place_of_the_state_or_shard_folder_is_replaced(tmp_path: Path
     out.mkdir()
     (out / ".vidcap").symlink_to(configs)
     (out / "parquet").symlink_to(tables)
+    (out / "thumbs").mkdir()
+    (out / "thumbs" / "shapes").symlink_to(configs)  # a video's thumbnails: replaced whole
     args = ["caption", str(SHAPES), "--out", str(out), "--model", "tiny", "--quiet"]
     assert finishes(lambda: main([*args, "--format", "jsonl,parquet"])) == 0
     for folder in (configs, tables):
@@ -151,3 +153,5 @@ def test_a_link_in_place_of_the_state_or_shard_folder_is_replaced(tmp_path: Path
         ]
     assert not (out / ".vidcap").is_symlink() and (out / ".vidcap" / "shapes.json").is_file()
     assert not (out / "parquet").is_symlink() and list((out / "parquet").glob("part-*.parquet"))
+    assert not (out / "thumbs" / "shapes").is_symlink()
+    assert len(list((out / "thumbs" / "shapes").glob("*.jpg"))) == 30
