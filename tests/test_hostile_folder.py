@@ -109,18 +109,23 @@ def test_a_link_or_fifo_under_a_part_or_the_lock_is_replaced_never_written_throu
     planted = [
         out / "summary.json.part", out / "shapes.jsonl.part", out / "shapes.srt.part",
         out / "index.html.part", out / ".vidcap" / "run.lock", out / ".vidcap" / "shapes.json.part",
-        exported / "labels" / "shapes.json.part", exported / "data" / "shapes.mp4.part",
+        exported / "data" / "shapes.mp4.part",
     ]  # fmt: skip
     for path in planted:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.symlink_to(victim) if kind == "link" else os.mkfifo(path)
     (exported / "manifest.json").write_text('{"index": []}\n')  # an earlier export
+    notes = tmp_path / "notes"  # a user's folder linked in place of the export's labels
+    notes.mkdir()
+    (notes / "todo.json").write_text("a user's file\n")
+    (exported / "labels").symlink_to(notes)
     args = ["caption", str(SHAPES), "--out", str(out), "--model", "tiny", "--quiet"]
     assert finishes(lambda: main(args)) == 0
     args = ["export", str(out), "--to", "fiftyone", str(exported), "--copy-media"]
     assert finishes(lambda: main(args)) == 0
     assert victim.read_text() == "a user's file\n"
     assert [p.name for p in scripts.iterdir()] == ["data-1.js"]  # (stale data: removed)
+    assert [p.name for p in notes.iterdir()] == ["todo.json"]  # (stale labels: removed)
     for path in planted:
         assert not path.is_symlink() and (not path.exists() or path.is_file()), path
     for folder in (out, exported):

@@ -51,6 +51,7 @@ from vidcap.folder import (
 )
 from vidcap.mask import DECIMALS, MaskSettings, compile_queries
 from vidcap.outputs import CaptionedFrame, copy_atomic, write_atomic, write_json
+from vidcap.regular import own_folder
 from vidcap.search import video_moments
 
 log = logging.getLogger(__name__)
@@ -87,9 +88,9 @@ def export_fiftyone(
     videos = open_folder(out)
     _check_target(target)
     labels_dir = target / "labels"
-    labels_dir.mkdir(parents=True, exist_ok=True)
+    own_folder(labels_dir)  # (its stale labels are removed: never in a link's target)
     if copy_media:
-        (target / "data").mkdir(exist_ok=True)
+        own_folder(target / "data")
     stats = ExportStats()
     index = []
     written: set[str] = set()
