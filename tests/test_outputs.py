@@ -3,6 +3,9 @@ parsers."""
 
 from __future__ import annotations
 
+import errno
+import resource
+import signal
 from datetime import timedelta
 from pathlib import Path
 
@@ -98,6 +101,24 @@ def test_write_atomic_replaces_whole(tmp_path: Path) -> None:
     write_atomic(path, "two")
     assert path.read_text() == "two"
     assert not part_path(path).exists()
+
+
+def test_a_write_that_fails_names_its_file(tmp_path: Path) -> None:
+    """A write or fsync that fails (a full disk) raises an error naming no file, so a run
+    that could not write ``summary.json`` said only "vidcap: error: No space left on
+    device". ``write_atomic`` names the file. (The kernel's own error: a file-size limit.)"""
+    path = tmp_path / "summary.json"
+    previous_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous_signal = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # (else it kills)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, previous_limit[1]))
+    try:
+        with pytest.raises(OSError) as caught:
+            outputs.write_atomic(path, "x" * 100_000)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, previous_limit)
+        signal.signal(signal.SIGXFSZ, previous_signal)
+    assert caught.value.errno == errno.EFBIG and caught.value.filename == str(path)
+    assert list(tmp_path.iterdir()) == []  # (no part left)
 
 
 @pytest.mark.parametrize("fmt", ["srt", "vtt"])

@@ -101,8 +101,13 @@ def write_atomic(path: Path, text: str, durable: bool = True) -> None:
             if durable:
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except OSError as exc:
         tmp.unlink(missing_ok=True)  # never a stray .part
+        if exc.filename is None:  # (a write or fsync that failed names no file: say which)
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -6,6 +6,7 @@ under an output's name: a FIFO ``summary.json`` made ``vidcap report``, ``search
 read without end. Every file vidcap reads back from a folder goes through here: opened
 without blocking, read only if it is a regular file (a link to one is followed, unless
 ``follow`` is False), else ``NotRegular`` (an ``OSError``, which every reader handles).
+And a folder a run writes in is its own (``own_folder``): a link in its place is replaced.
 """
 
 from __future__ import annotations
