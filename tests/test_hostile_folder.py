@@ -87,6 +87,16 @@ def test_planted_files_in_the_page_and_shard_folders_are_passed_over(folder: Pat
 
 
 SHAPES = Path(__file__).resolve().parent.parent / "sample_videos" / "shapes.mp4"
+ANOTHER_USER = 4242
+
+
+def plant_link(path: Path, target: Path) -> None:
+    """A link to ``target`` at ``path``, made by another user (as in a shared folder)."""
+    path.symlink_to(target)
+    try:
+        os.lchown(path, ANOTHER_USER, ANOTHER_USER)
+    except PermissionError:
+        pytest.skip("only root can give a link to another user here")
 
 
 @pytest.mark.parametrize("kind", ["link", "fifo"])
@@ -105,7 +115,7 @@ def test_a_link_or_fifo_under_a_part_or_the_lock_is_replaced_never_written_throu
     scripts.mkdir()
     (scripts / "data-1.js").write_text("a user's script\n")
     out.mkdir()
-    (out / "report").symlink_to(scripts)
+    plant_link(out / "report", scripts)
     planted = [
         out / "summary.json.part", out / "shapes.jsonl.part", out / "shapes.srt.part",
         out / "index.html.part", out / ".vidcap" / "run.lock", out / ".vidcap" / "shapes.json.part",
@@ -118,7 +128,7 @@ def test_a_link_or_fifo_under_a_part_or_the_lock_is_replaced_never_written_throu
     notes = tmp_path / "notes"  # a user's folder linked in place of the export's labels
     notes.mkdir()
     (notes / "todo.json").write_text("a user's file\n")
-    (exported / "labels").symlink_to(notes)
+    plant_link(exported / "labels", notes)
     args = ["caption", str(SHAPES), "--out", str(out), "--model", "tiny", "--quiet"]
     assert finishes(lambda: main(args)) == 0
     args = ["export", str(out), "--to", "fiftyone", str(exported), "--copy-media"]
@@ -139,17 +149,18 @@ def test_a_link_in_place_of_the_state_or_shard_folder_is_replaced(tmp_path: Path
     """``OUT/.vidcap`` and ``OUT/parquet`` are written into, renamed over and cleaned by a
     run: linked to a user's folder in a shared output folder, the run replaced a file there
     named as a record (``configs/shapes.json``). Now the link gives way to a folder of the
-    run's own (``regular.own_folder``); the page's data folder likewise."""
+    run's own (``regular.own_folder``); the page's data folder likewise. A link of the
+    user's own (``OUT/.vidcap`` on a faster disk) is followed, as before."""
     configs, tables = tmp_path / "configs", tmp_path / "tables"
     for folder in (configs, tables):
         folder.mkdir()
         (folder / "shapes.json").write_text("a user's file\n")
     out = tmp_path / "out"
     out.mkdir()
-    (out / ".vidcap").symlink_to(configs)
-    (out / "parquet").symlink_to(tables)
+    plant_link(out / ".vidcap", configs)
+    plant_link(out / "parquet", tables)
     (out / "thumbs").mkdir()
-    (out / "thumbs" / "shapes").symlink_to(configs)  # a video's thumbnails: replaced whole
+    plant_link(out / "thumbs" / "shapes", configs)  # a video's thumbnails: replaced whole
     args = ["caption", str(SHAPES), "--out", str(out), "--model", "tiny", "--quiet"]
     assert finishes(lambda: main([*args, "--format", "jsonl,parquet"])) == 0
     for folder in (configs, tables):
@@ -160,3 +171,15 @@ def test_a_link_in_place_of_the_state_or_shard_folder_is_replaced(tmp_path: Path
     assert not (out / "parquet").is_symlink() and list((out / "parquet").glob("part-*.parquet"))
     assert not (out / "thumbs" / "shapes").is_symlink()
     assert len(list((out / "thumbs" / "shapes").glob("*.jpg"))) == 30
+    mine = tmp_path / "mine"  # the same, linked by the user: followed, and resumed from
+    mine.mkdir()
+    (mine / ".vidcap").symlink_to(configs)
+    shutil.copytree(out / ".vidcap", configs, dirs_exist_ok=True)
+    shutil.copy(out / "shapes.jsonl", mine / "shapes.jsonl")
+    for folder in ("thumbs", "parquet"):
+        shutil.copytree(out / folder, mine / folder)
+    again = [*args[:3], str(mine), *args[4:], "--format", "jsonl,parquet"]
+    assert finishes(lambda: main(again)) == 0
+    assert (mine / ".vidcap").is_symlink() and (configs / "shapes.json").is_file()
+    summary = json.loads((mine / "summary.json").read_text())
+    assert summary["run"]["resumed"] == 1

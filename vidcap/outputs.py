@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import srt
 import webvtt
 
+from vidcap import regular
 from vidcap.scenes import Scene
 
 PART_SUFFIX = ".part"
@@ -168,7 +169,7 @@ def place_thumbnails(folder: Path, staged: Path | None) -> None:
     """A video's thumbnails, all or none: its staged folder put in place of any earlier
     set with a rename (the earlier set removed first). None staged: only the earlier set is
     removed."""
-    if folder.is_symlink():  # (planted in a shared folder: the link goes, not its target)
+    if regular.planted(folder):  # (in a shared folder: the link goes, not its target)
         folder.unlink()
     if staged is None:
         shutil.rmtree(folder, ignore_errors=True)

@@ -6,7 +6,8 @@ under an output's name: a FIFO ``summary.json`` made ``vidcap report``, ``search
 read without end. Every file vidcap reads back from a folder goes through here: opened
 without blocking, read only if it is a regular file (a link to one is followed, unless
 ``follow`` is False), else ``NotRegular`` (an ``OSError``, which every reader handles).
-And a folder a run writes in is its own (``own_folder``): a link in its place is replaced.
+And a folder a run writes in is its own (``own_folder``): another user's link in its place
+is replaced.
 """
 
 from __future__ import annotations
@@ -44,13 +45,23 @@ def read_text(path: Path | str) -> str:
 
 
 def own_folder(path: Path) -> Path:
-    """``path`` made a folder (its parents too), a link planted in its place in a shared
-    folder removed first: what a run writes, renames over and removes in it (records,
-    journals, shards, the page's data) stays in this folder, never in the link's target."""
-    if path.is_symlink():
+    """``path`` made a folder (its parents too), a link ``planted`` in its place removed
+    first: what a run writes, renames over and removes in it (records, journals, shards,
+    the page's data) stays in this folder, never in another user's chosen target."""
+    if planted(path):
         path.unlink()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def planted(path: Path) -> bool:
+    """A symbolic link another user made (in a shared folder), which a run never writes
+    through. One of this user's own (``OUT/.vidcap`` on a faster disk) is followed."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISLNK(info.st_mode) and info.st_uid != os.getuid()
 
 
 def is_regular(path: Path) -> bool:
