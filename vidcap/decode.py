@@ -46,8 +46,6 @@ from vidcap.scenes import Scene
 from vidcap.settings import SamplingSettings
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from vidcap.video import DecodedFrame
 
 log = logging.getLogger(__name__)
@@ -236,7 +234,7 @@ def _events(
     digest: bool,
 ) -> Iterator[Event]:
     # Imported here: a process that only reads events (the engine) needs no PyAV or fsspec.
-    from vidcap.inputs import local_copy
+    from vidcap.inputs import local_copy, sha256_or_none
     from vidcap.picture import display_image
     from vidcap.similar import SkipSimilar
     from vidcap.video import VideoReader
@@ -295,7 +293,9 @@ def _events(
                     for decoded in reader.samples(sampling):
                         yield from sample(decoded)
                 stats = reader.stats
-            sha256 = _sha256(path) if digest and sampling.max_frames is None else ""
+            # (read once decoded, its pages still cached: ~1.4 GB/s, milliseconds for a clip)
+            whole = digest and sampling.max_frames is None  # (else the file was not read whole)
+            sha256 = (sha256_or_none(path) or "") if whole else ""
     except VideoError as exc:
         yield Failed(job, held.named(str(exc)))
         return
@@ -304,17 +304,6 @@ def _events(
         yield Failed(job, held.named(f"{source}: {type(exc).__name__}: {exc}"))
         return
     yield Ended(job, sampled, stats.duration, scenes, stats.lost_frames, sha256)
-
-
-def _sha256(path: Path) -> str:
-    """The decoded file's SHA-256, read once its decoding ended (its pages still cached: at
-    about 1.4 GB/s a few milliseconds for a clip); "" where it cannot be read again."""
-    from vidcap.inputs import file_sha256
-
-    try:
-        return file_sha256(path)
-    except OSError:
-        return ""
 
 
 def thumbnail_jpeg(picture: np.ndarray, index: int, quality: int = 80) -> bytes:

@@ -553,7 +553,7 @@ def same_source(
     if not (by_content and retimed(recorded, current)):
         return False
     if digest is None:
-        digest = file_digests([current["path"]]).get(current["path"])
+        digest = sha256_or_none(current["path"])
     return digest == recorded[SHA256]
 
 
@@ -580,12 +580,13 @@ def file_digests(paths: Sequence[str]) -> dict[str, str | None]:
     """Each file's SHA-256 (None where it cannot be read), read ``DIGEST_THREADS`` at a time:
     a rerun over a library copied without its times reads every file once."""
     if len(paths) < 2:
-        return {path: _digest_or_none(path) for path in paths}
+        return {path: sha256_or_none(path) for path in paths}
     with ThreadPoolExecutor(DIGEST_THREADS) as pool:  # (hashlib and reads release the GIL)
-        return dict(zip(paths, pool.map(_digest_or_none, paths), strict=True))
+        return dict(zip(paths, pool.map(sha256_or_none, paths), strict=True))
 
 
-def _digest_or_none(path: str) -> str | None:
+def sha256_or_none(path: str | Path) -> str | None:
+    """``file_sha256``, or None where the file cannot be read."""
     try:
         return file_sha256(path)
     except OSError:

@@ -21,11 +21,12 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import srt
 import webvtt
@@ -91,20 +92,23 @@ def create_new(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
 
 
-def write_atomic(path: Path, text: str, durable: bool = True) -> None:
-    """Write ``text`` to ``path`` through a new ``.part`` file (``create_new``) and an atomic
-    rename; ``durable``: fsynced before the rename."""
-    tmp = part_path(path)
+@contextmanager
+def new_part(path: Path, tmp: Path | None = None, durable: bool = True) -> Iterator[BinaryIO]:
+    """A new part file for ``path`` (``tmp``, default ``part_path(path)``: ``create_new``),
+    open to write; when the block ends, flushed, fsynced where ``durable``, and renamed over
+    ``path``: whole or absent. On an error it is removed (never a stray part), and a write or
+    fsync that failed, which names no file, names ``path``."""
+    tmp = tmp or part_path(path)
     try:
-        with os.fdopen(create_new(tmp), "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
+        with os.fdopen(create_new(tmp), "wb") as handle:
+            yield handle
             handle.flush()
             if durable:
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)  # never a stray .part
-        if exc.filename is None:  # (a write or fsync that failed names no file: say which)
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None:
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     except BaseException:
@@ -112,17 +116,19 @@ def write_atomic(path: Path, text: str, durable: bool = True) -> None:
         raise
 
 
+def write_atomic(path: Path, text: str, durable: bool = True) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a ``new_part``."""
+    with new_part(path, durable=durable) as handle:
+        handle.write(text.encode("utf-8"))
+
+
 def copy_atomic(source: Path, path: Path) -> None:
-    """``source``'s bytes and times to ``path``, through a new ``.part`` file and a rename."""
-    tmp = part_path(path)
-    try:
-        with open(source, "rb") as reader, os.fdopen(create_new(tmp), "wb") as writer:
-            shutil.copyfileobj(reader, writer, 1 << 20)
-        shutil.copystat(source, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """``source``'s bytes and times to ``path``, through a ``new_part`` (not fsynced, as a
+    plain copy is not)."""
+    with open(source, "rb") as reader, new_part(path, durable=False) as writer:
+        shutil.copyfileobj(reader, writer, 1 << 20)
+        writer.flush()
+        shutil.copystat(source, part_path(path))  # (before the rename; nothing left to write)
 
 
 THUMBS_DIR = "thumbs"

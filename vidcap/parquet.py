@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import os
 import secrets
 import time
 from collections.abc import Sequence
@@ -35,7 +34,7 @@ from typing import Any
 
 from vidcap.commit import RunSettings, RunWriter, VideoJob
 from vidcap.errors import UsageError, install_hint
-from vidcap.outputs import CaptionedFrame, create_new, frame_row
+from vidcap.outputs import CaptionedFrame, frame_row, new_part
 from vidcap.records import identity_of, read_record
 from vidcap.regular import is_regular, own_folder
 from vidcap.scenes import Scene
@@ -161,16 +160,9 @@ class ParquetShardWriter:
 
     def _write(self, table: Any, path: Path) -> None:
         """``table`` to ``path``: whole or not at all (a hidden ``.part``, fsynced, renamed)."""
-        tmp = path.with_name(f".{path.name}.part")  # hidden: readers of the folder skip it
-        try:
-            with os.fdopen(create_new(tmp), "wb") as handle:
-                self.pq.write_table(table, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        hidden = path.with_name(f".{path.name}.part")  # readers of the folder skip it
+        with new_part(path, hidden) as handle:
+            self.pq.write_table(table, handle)
 
     def _names_of(self, job: VideoJob) -> set[str]:
         """The ``video`` values this video's earlier rows may hold: its source now, and the
