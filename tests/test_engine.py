@@ -305,8 +305,8 @@ def test_a_file_copied_without_its_times_keeps_its_captions_one_changed_in_place
     assert flagged == {"edited": True, "same": True}
 
     backend = CountingBackend(tiny_captioner)
-    monkeypatch.setattr("vidcap.commit.SAID_READING", 1)  # (1 GiB: a wait worth a line)
-    with caplog.at_level("WARNING", logger="vidcap.commit"):
+    monkeypatch.setattr("vidcap.inputs.SAID_READING", 1)  # (1 GiB: a wait worth a line)
+    with caplog.at_level("WARNING", logger="vidcap"):
         results = run(videos, settings_for(out), lambda: backend)
     assert sorted((r.name, r.resumed) for r in results) == [("edited", False), ("same", True)]
     assert sum(backend.batches) == 4  # the edited video's frames only
@@ -327,7 +327,7 @@ def test_a_file_copied_without_its_times_keeps_its_captions_one_changed_in_place
     def must_not_load():
         raise AssertionError("a video was redone")
 
-    with caplog.at_level("WARNING", logger="vidcap.commit"):
+    with caplog.at_level("WARNING", logger="vidcap"):
         results = run(videos, settings_for(out), must_not_load)
     assert all(r.resumed for r in results) and not caplog.records
 

@@ -13,7 +13,8 @@ Resume records (``vidcap.records``) live in ``OUT/.vidcap/<name>.json`` and hold
 settings key and the source's identity (``vidcap.inputs.source_identity``: resolved path,
 size, modification time): a rerun skips a video only when both match and every output
 exists. Another file with the same name gets another output name; the same file changed in
-place is redone under its name.
+place is redone under its name; the same bytes at a new path, where the recorded path is gone,
+take the name over (``vidcap.moved``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import shutil
 import time
 import unicodedata
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,8 +39,8 @@ from vidcap import __version__, regular
 from vidcap.errors import OutFolderFull, UsageError
 from vidcap.inputs import (
     SHA256,
-    file_digests,
     is_url,
+    read_digests,
     retimed,
     same_source,
     shown_source,
@@ -56,6 +57,7 @@ from vidcap.journal import (
     journal_path,
     read_journal,
 )
+from vidcap.moved import Move, find_moved, held_names, relocate
 from vidcap.outputs import (
     SCENES_FORMAT,
     STAGING_NAME,
@@ -70,7 +72,15 @@ from vidcap.outputs import (
     write_thumbnail,
     write_video_outputs,
 )
-from vidcap.records import STATE_DIR, identity_of, read_record, write_record, write_summary
+from vidcap.records import (
+    STATE_DIR,
+    folder_videos,
+    identity_of,
+    read_record,
+    record_times,
+    write_record,
+    write_summary,
+)
 from vidcap.scenes import Scene
 from vidcap.settings import GenerationSettings, SamplingSettings
 from vidcap.wording import counted
@@ -223,21 +233,102 @@ def _state_path(record: dict | None) -> str | None:
     return (identity_of(record) or {}).get("path")
 
 
-SAID_READING = 1 << 30  # bytes: a rerun says it reads retimed files before it does (a second)
-
-
 def plan(
     sources: Sequence[str], settings: RunSettings, metadata: Sequence[dict] | None = None
 ) -> tuple[list[VideoJob], list[VideoResult]]:
     """The videos a run must do, and the results of those a previous run already did.
 
-    The same file given twice is one video. A video's output name is its file stem, unless
-    another input of this run or an earlier run's record (another file) holds that stem:
-    then the stem plus a hash of the path. Stems are compared as a case-insensitive file
-    system compares names (``Clip`` and ``clip``, ``café`` composed or not): on one, two
-    such outputs would be one file, the second overwriting the first.
+    The same file given twice is one video. A video's output name is the one a record
+    gives its file (by path; or, for a file that moved, ``vidcap.moved``: by its bytes,
+    where the recorded path is gone); else its file stem, unless another input of this run
+    or an earlier run's record (another file) holds that stem: then the stem plus a hash of
+    the path. Stems are compared as a case-insensitive file system compares names (``Clip``
+    and ``clip``, ``café`` composed or not): on one, two such outputs would be one file,
+    the second overwriting the first.
     """
     out_dir = settings.out_dir
+    entries = _entries(sources, metadata)
+    records: dict[str, dict | None] = {}
+
+    def record_of(name: str) -> dict | None:  # each record read once, however often asked
+        if name not in records:
+            records[name] = read_record(out_dir, name)
+        return records[name]
+
+    key = settings.key()
+    names, moved = _names(entries, out_dir, key, record_of)
+
+    def to_read(identity: dict) -> bool:  # done, but its file's modification time changed
+        record = record_of(names[identity["path"]]) or {}
+        done = record.get("key") == key and record.get("result", {}).get("status") == "done"
+        return done and retimed(identity_of(record), identity)
+
+    # read at once, in parallel (a library copied without its times), to compare their bytes
+    digests = read_digests(
+        [identity for _, identity, _ in entries if to_read(identity)],
+        "whose modification time is not the record's, to compare their bytes with the ones "
+        "captioned (SHA-256)",
+    )
+    todo: list[VideoJob] = []
+    resumed: list[VideoResult] = []
+    moves: list[tuple[VideoJob, Move]] = []
+    other_revisions: Counter[str] = Counter()
+    kept_by_bytes = 0  # done videos whose file changed its modification time, not its bytes
+    for source, identity, meta in entries:
+        name = names[identity["path"]]
+        record = record_of(name)
+        job = VideoJob(len(todo), source, name, identity, meta)
+        recorded = (record or {}).get("result", {})
+        done = recorded.get("status") == "done" and (record or {}).get("key") == key
+        done_with = recorded.get("revision") if done else None
+        if settings.revision and done_with and done_with != settings.revision:
+            other_revisions[done_with] += 1  # another commit of the model: redone
+        elif done and _outputs_there(out_dir, name, record, settings):
+            recorded_as = identity_of(record) or {}
+            if identity["path"] in moved and recorded_as == moved[identity["path"]]:
+                move = Move(name, record, {**identity, SHA256: recorded_as[SHA256]}, job.shown)
+                moves.append((job, move))
+                continue
+            if same_source(recorded_as, identity, digest=digests.get(identity["path"])):
+                if retimed(recorded_as, identity):  # the same bytes, another modification time
+                    kept_by_bytes += 1
+                    with contextlib.suppress(OSError):  # (a full disk: read again next time)
+                        write_record(
+                            out_dir, name, key, {**identity, SHA256: recorded_as[SHA256]},
+                            record["result"], record.get("metadata") or {},
+                        )  # fmt: skip
+                resumed.append(_resumed(record["result"]))
+                continue
+        todo.append(job)
+    if moves:
+        formats = (*settings.formats, *settings.video_formats())
+        relocated = relocate(out_dir, [move for _, move in moves], formats)
+        for job, move in moves:
+            if move.name in relocated:
+                resumed.append(_resumed({**move.record["result"], "video": move.video}))
+            else:
+                todo.append(replace(job, id=len(todo)))
+    if kept_by_bytes:
+        one = kept_by_bytes == 1
+        log.warning(
+            "%s %s a new modification time but the bytes %s captioned from (the same "
+            "SHA-256): %s kept", counted(kept_by_bytes, "video"), "has" if one else "have",
+            "it was" if one else "they were", "its captions are" if one else "their captions are",
+        )  # fmt: skip
+    for commit, count in sorted(other_revisions.items()):
+        log.warning(
+            "%s of %s %s captioned with revision %s of %s, not %s, the one this "
+            "run captions with: redone (one folder, one model)",
+            counted(count, "video"), out_dir, "was" if count == 1 else "were", commit,
+            settings.model, settings.revision,
+        )  # fmt: skip
+    return todo, resumed
+
+
+def _entries(
+    sources: Sequence[str], metadata: Sequence[dict] | None
+) -> list[tuple[str, dict, dict]]:
+    """Each input once, by its resolved path: (source, identity, metadata)."""
     entries: list[tuple[str, dict, dict]] = []
     seen: set[str] = set()
     for i, source in enumerate(sources):
@@ -254,24 +345,50 @@ def plan(
             continue
         seen.add(identity["path"])
         entries.append((str(source), identity, dict(metadata[i]) if metadata else {}))
+    return entries
 
-    records: dict[str, dict | None] = {}
 
-    def record_of(name: str) -> dict | None:  # each record read once, however often asked
-        if name not in records:
-            records[name] = read_record(out_dir, name)
-        return records[name]
-
+def _names(
+    entries: Sequence[tuple[str, dict, dict]],
+    out_dir: Path,
+    key: str,
+    record_of: Callable[[str], dict | None],
+) -> tuple[dict[str, str], dict[str, dict]]:
+    """Each entry's output name (see ``plan``), by path; and the paths of files that moved,
+    each with the identity its record holds (``vidcap.moved``)."""
     stems = Counter(_folded(_stem(source)) for source, _, _ in entries)
     names: dict[str, str] = {}
     taken: set[str] = set()  # folded
+
+    def take(path: str, name: str) -> None:
+        names[path] = name
+        taken.add(_folded(name))
+
+    def held(path: str, name: str) -> bool:
+        return _folded(name) not in taken and _state_path(record_of(name)) == path
+
     for source, identity, _ in entries:  # a name stays with the file that has it
         stem = _stem(source)
-        for name in (stem, _hashed(stem, identity["path"])):
-            if _folded(name) not in taken and _state_path(record_of(name)) == identity["path"]:
-                names[identity["path"]] = name
-                taken.add(_folded(name))
-                break
+        name = next(
+            (n for n in (stem, _hashed(stem, identity["path"])) if held(identity["path"], n)), None
+        )
+        if name is not None:
+            take(identity["path"], name)
+    moved: dict[str, dict] = {}
+    unnamed = [identity for _, identity, _ in entries if identity["path"] not in names]
+    if unnamed and record_times(out_dir):  # names given to a file that moved, or by its bytes
+        videos = folder_videos(out_dir)
+        by_path = held_names(videos)
+        for identity in unnamed:
+            name = by_path.get(identity["path"])
+            if name is not None and held(identity["path"], name):
+                take(identity["path"], name)
+        unnamed = [identity for identity in unnamed if identity["path"] not in names]
+        for path, entry in find_moved(
+            unnamed, videos, key, lambda n: _folded(n) not in taken
+        ).items():
+            take(path, entry["name"])
+            moved[path] = entry["identity"]
     for source, identity, _ in entries:
         if identity["path"] in names:
             continue
@@ -279,81 +396,26 @@ def plan(
         owner = _state_path(record_of(stem))
         folded = _folded(stem)
         if stems[folded] == 1 and folded not in taken and owner in (None, identity["path"]):
-            name = stem
+            take(identity["path"], stem)
         else:
-            name = _hashed(stem, identity["path"])
-        names[identity["path"]] = name
-        taken.add(_folded(name))
+            take(identity["path"], _hashed(stem, identity["path"]))
+    return names, moved
 
-    key = settings.key()
 
-    def to_read(identity: dict) -> bool:  # done, but its file's modification time changed
-        record = record_of(names[identity["path"]]) or {}
-        done = record.get("key") == key and record.get("result", {}).get("status") == "done"
-        return done and retimed(identity_of(record), identity)
+def _outputs_there(out_dir: Path, name: str, record: dict | None, settings: RunSettings) -> bool:
+    """Does the folder hold every output a done video's ``record`` vouches for?"""
+    outputs = [out_dir / f"{name}.{fmt}" for fmt in settings.video_formats()]
+    thumbs = (record or {}).get("result", {}).get("thumbs")
+    return all(p.is_file() for p in outputs) and (
+        not thumbs or thumbs_folder(out_dir, name).is_dir()
+    )
 
-    # read at once, in parallel (a library copied without its times), to compare their bytes
-    reread = [identity for _, identity, _ in entries if to_read(identity)]
-    if (size := sum(identity["size"] for identity in reread)) >= SAID_READING:
-        log.warning(
-            "reading %s (%.1f GB) whose modification time is not the record's, to compare "
-            "their bytes with the ones captioned (SHA-256)", counted(len(reread), "video"),
-            size / 1e9,
-        )  # fmt: skip
-    digests = file_digests([identity["path"] for identity in reread])
-    todo: list[VideoJob] = []
-    resumed: list[VideoResult] = []
-    other_revisions: Counter[str] = Counter()
-    kept_by_bytes = 0  # done videos whose file changed its modification time, not its bytes
-    for source, identity, meta in entries:
-        name = names[identity["path"]]
-        record = record_of(name)
-        outputs = [out_dir / f"{name}.{fmt}" for fmt in settings.video_formats()]
-        recorded = (record or {}).get("result", {})
-        done = recorded.get("status") == "done" and (record or {}).get("key") == key
-        done_with = recorded.get("revision") if done else None
-        if settings.revision and done_with and done_with != settings.revision:
-            other_revisions[done_with] += 1  # another commit of the model: redone
-        elif (
-            record is not None
-            and record.get("key") == key
-            and record.get("result", {}).get("status") == "done"
-            and all(p.is_file() for p in outputs)
-            and (
-                not record.get("result", {}).get("thumbs") or thumbs_folder(out_dir, name).is_dir()
-            )
-            and same_source(
-                recorded_as := identity_of(record), identity, digest=digests.get(identity["path"])
-            )
-        ):
-            if retimed(recorded_as, identity):  # the same bytes, another modification time
-                kept_by_bytes += 1
-                with contextlib.suppress(OSError):  # (a full disk: read again next time)
-                    write_record(
-                        out_dir, name, key, {**identity, SHA256: (recorded_as or {})[SHA256]},
-                        record["result"], record.get("metadata") or {},
-                    )  # fmt: skip
-            known = {f.name for f in fields(VideoResult)}
-            result = VideoResult(**{k: v for k, v in record["result"].items() if k in known})
-            result.resumed = True
-            resumed.append(result)
-            continue
-        todo.append(VideoJob(len(todo), source, name, identity, meta))
-    if kept_by_bytes:
-        one = kept_by_bytes == 1
-        log.warning(
-            "%s %s a new modification time but the bytes %s captioned from (the same "
-            "SHA-256): %s kept", counted(kept_by_bytes, "video"), "has" if one else "have",
-            "it was" if one else "they were", "its captions are" if one else "their captions are",
-        )  # fmt: skip
-    for commit, count in sorted(other_revisions.items()):
-        log.warning(
-            "%s of %s %s captioned with revision %s of %s, not %s, the one this "
-            "run captions with: redone (one folder, one model)",
-            counted(count, "video"), out_dir, "was" if count == 1 else "were", commit,
-            settings.model, settings.revision,
-        )  # fmt: skip
-    return todo, resumed
+
+def _resumed(result: dict[str, Any]) -> VideoResult:
+    known = {f.name for f in fields(VideoResult)}
+    resumed = VideoResult(**{k: v for k, v in result.items() if k in known})
+    resumed.resumed = True
+    return resumed
 
 
 SHOWN_WARNINGS = 20

@@ -62,6 +62,7 @@ LOCAL_IDENTITY = {"path", "size", "mtime_ns"}
 SHA256 = "sha256"
 DIGEST_CHUNK = 1 << 20
 DIGEST_THREADS = 8  # files read at once to compare their bytes (a local disk, NFS)
+SAID_READING = 1 << 30  # bytes: files read to compare their bytes are announced (a second)
 
 _prefetched: dict[str, dict[str, Any]] = {}  # URL → identity, taken once by remote_identity
 
@@ -574,6 +575,14 @@ def retimed(recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) -> b
 
 def _without_digest(identity: Mapping[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in identity.items() if name != SHA256}
+
+
+def read_digests(identities: Sequence[Mapping[str, Any]], why: str) -> dict[str, str | None]:
+    """``file_digests`` of local files (``source_identity``s), by path; files that make
+    ``SAID_READING`` bytes or more are announced first: ``reading N videos (X GB) <why>``."""
+    if (size := sum(identity["size"] for identity in identities)) >= SAID_READING:
+        log.warning("reading %s (%.1f GB) %s", counted(len(identities), "video"), size / 1e9, why)
+    return file_digests([identity["path"] for identity in identities])
 
 
 def file_digests(paths: Sequence[str]) -> dict[str, str | None]:

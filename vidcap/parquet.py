@@ -26,14 +26,16 @@ from __future__ import annotations
 
 import bisect
 import logging
+import os
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from vidcap.commit import RunSettings, RunWriter, VideoJob
 from vidcap.errors import UsageError, install_hint
+from vidcap.inputs import is_url
 from vidcap.outputs import CaptionedFrame, frame_row, new_part
 from vidcap.records import identity_of, read_record
 from vidcap.regular import is_regular, own_folder
@@ -151,49 +153,29 @@ class ParquetShardWriter:
             self._earlier = self._index()
         own_folder(self.folder)
         path = self.folder / f"part-{self.run_id}-{len(self.shards):05d}.parquet"
-        self._write(self.pa.Table.from_pylist(self._rows, schema=self.schema), path)
+        write_shard(self.pa.Table.from_pylist(self._rows, schema=self.schema), path)
         log.info("wrote %s (%d rows, %d videos)", path, len(self._rows), len(self._pending))
         self.shards.append(path)
         self._drop_earlier_rows(self._redone)
         durable, self._pending, self._rows, self._redone = self._pending, [], [], set()
         return durable
 
-    def _write(self, table: Any, path: Path) -> None:
-        """``table`` to ``path``: whole or not at all (a hidden ``.part``, fsynced, renamed)."""
-        hidden = path.with_name(f".{path.name}.part")  # readers of the folder skip it
-        with new_part(path, hidden) as handle:
-            self.pq.write_table(table, handle)
-
     def _names_of(self, job: VideoJob) -> set[str]:
         """The ``video`` values this video's earlier rows may hold: its source now, and the
-        one its earlier record names (the same file, given under another path)."""
+        one its earlier record names (the same file, given under another path; or a file
+        gone from its path, whose name this video took: ``vidcap.moved``)."""
         names = {job.shown}
         record = read_record(self.folder.parent, job.name)
         earlier = (identity_of(record) or {}).get("path")
         result = record.get("result") if record else None
-        if earlier == job.identity.get("path") and isinstance(result, dict):
+        if _same_or_gone(earlier, job.identity.get("path")) and isinstance(result, dict):
             if isinstance(result.get("video"), str):
                 names.add(result["video"])
         return names
 
     def _index(self) -> dict[str, set[Path]]:
-        """Which earlier shard holds rows of which video (their ``video`` column only).
-
-        An empty file is the placeholder of a shard in a remote ``--out``
-        (``vidcap.remote_out``), not downloaded: its rows are left as they are.
-        """
-        index: dict[str, set[Path]] = {}
-        for shard in sorted(self.folder.glob("*.parquet")) if self.folder.is_dir() else []:
-            if not is_regular(shard) or shard.stat().st_size == 0:
-                continue
-            try:
-                column = self.pq.read_table(shard, columns=["video"]).column("video")
-            except (OSError, self.pa.ArrowException) as exc:
-                log.warning("%s: not a vidcap shard (%s); left as it is", shard, exc)
-                continue
-            for video in column.unique().to_pylist():
-                index.setdefault(video, set()).add(shard)
-        return index
+        """Which earlier shard holds rows of which video."""
+        return {video: set(shards) for video, shards in _shard_index(self.folder).items()}
 
     def _drop_earlier_rows(self, videos: set[str]) -> None:
         """Remove the rows of ``videos`` from the earlier shards (now in this run's)."""
@@ -210,8 +192,83 @@ class ParquetShardWriter:
             if kept.num_rows == 0:
                 shard.unlink()
             else:
-                self._write(kept, shard)
+                write_shard(kept, shard)
             log.info("%s: removed %d rows of videos redone", shard, table.num_rows - kept.num_rows)
+
+
+def write_shard(table: Any, path: Path) -> None:
+    """``table`` to ``path``: whole or not at all (a hidden ``.part``, fsynced, renamed)."""
+    hidden = path.with_name(f".{path.name}.part")  # readers of the folder skip it
+    with new_part(path, hidden) as handle:
+        _pyarrow()[1].write_table(table, handle)
+
+
+def _same_or_gone(earlier: object, path: object) -> bool:
+    """Does a record of ``earlier`` name this video's rows: the same file, or a file whose
+    path is gone (``vidcap.moved``: its name now this file's)?"""
+    if not isinstance(earlier, str):
+        return False
+    return earlier == path or not (is_url(earlier) or os.path.lexists(earlier))
+
+
+def _shard_index(folder: Path) -> dict[str, dict[Path, int]]:
+    """Which shard of ``folder`` holds how many rows of which video (their ``video`` column
+    only).
+
+    An empty file is the placeholder of a shard in a remote ``--out``
+    (``vidcap.remote_out``), not downloaded: its rows are left as they are.
+    """
+    pa, pq = _pyarrow()
+    import pyarrow.compute as pc
+
+    index: dict[str, dict[Path, int]] = {}
+    for shard in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
+        if not is_regular(shard) or shard.stat().st_size == 0:
+            continue
+        try:
+            column = pq.read_table(shard, columns=["video"]).column("video")
+        except (OSError, pa.ArrowException) as exc:
+            log.warning("%s: not a vidcap shard (%s); left as it is", shard, exc)
+            continue
+        for count in pc.value_counts(column).to_pylist():
+            index.setdefault(count["values"], {})[shard] = count["counts"]
+    return index
+
+
+def rename_videos(out_dir: Path, renames: Mapping[str, str], frames: Mapping[str, int]) -> set[str]:
+    """The rows of each video ``old`` in ``renames`` made to name ``renames[old]``, in every
+    shard of ``out_dir``, for the videos that have ``frames[old]`` rows under either value
+    (``vidcap.moved``: a video whose file moved); the ``old`` values renamed. Each shard
+    touched is rewritten whole under a hidden ``.part`` name and renamed over."""
+    index = _shard_index(out_dir / SHARD_DIR)
+
+    def rows(video: str) -> int:
+        return sum(index.get(video, {}).values())
+
+    ready = {
+        old: new
+        for old, new in renames.items()
+        if rows(old) + (rows(new) if new != old else 0) == frames[old]
+    }
+    shards = sorted(
+        {shard for old, new in ready.items() if new != old for shard in index.get(old, ())}
+    )
+    if shards:
+        pa, pq = _pyarrow()
+        import pyarrow.compute as pc
+
+        olds = pa.array(sorted(old for old, new in ready.items() if new != old), pa.string())
+        news = pa.array([ready[old] for old in olds.to_pylist()], pa.string())
+        for shard in shards:
+            table = pq.read_table(shard)
+            column = table.column("video")
+            at = pc.index_in(column, value_set=olds)
+            renamed = pc.if_else(pc.is_valid(at), pc.take(news, at), column)
+            write_shard(
+                table.set_column(table.schema.get_field_index("video"), "video", renamed), shard
+            )
+            log.info("%s: rows of videos that moved renamed", shard)
+    return set(ready)
 
 
 def run_writers_for(

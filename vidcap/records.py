@@ -100,28 +100,11 @@ def write_record(
 def write_summary(
     out_dir: Path, run: Sequence[VideoResult], new_frames: int, seconds: float
 ) -> dict:
-    """``summary.json``: every video the folder holds a record of, and this run's totals.
-
-    A record unchanged since the last summary was written (its change time before the
-    summary's ``records_read_ns``) is taken from that summary, not read again."""
+    """``summary.json``: every video the folder holds a record of (``folder_videos``), and
+    this run's totals."""
     read_from = next_tick(out_dir)  # before any record is looked at
-    times = record_times(out_dir)
-    previous = summary_videos(out_dir)
-    kept, stamp = previous if previous is not None else ({}, 0)
-    videos: list[dict] = []
-    indexed = read_from is not None  # every record read names the video of its file name
-    for name in sorted(times):
-        entry = kept.get(name) if times[name] < stamp else None
-        if entry is None:
-            record = read_record(out_dir, name)
-            if not (record and isinstance(record.get("result"), dict)):
-                indexed = False
-                continue
-            entry = dict(record["result"])
-            entry["identity"] = identity_of(record) or {}
-            entry.pop("resumed", None)
-            indexed = indexed and entry.get("name") == name
-        videos.append(entry)
+    videos, indexed = _folder_videos(out_dir)
+    indexed = indexed and read_from is not None
     done = [v for v in videos if v.get("status") == "done"]
     totals = {
         "videos": len(videos),
@@ -160,6 +143,36 @@ def write_summary(
     data["videos"] = videos
     write_atomic(out_dir / SUMMARY, _summary_text(data))
     return data
+
+
+def folder_videos(out_dir: Path) -> list[dict]:
+    """Every video the folder holds a readable record of, as ``summary.json`` lists them
+    (its result, with ``identity``), in name order."""
+    return _folder_videos(out_dir)[0]
+
+
+def _folder_videos(out_dir: Path) -> tuple[list[dict], bool]:
+    """``folder_videos``, and whether every record read named the video of its file name.
+    A record unchanged since the last summary was written (its change time before the
+    summary's ``records_read_ns``) is taken from that summary, not read again."""
+    times = record_times(out_dir)
+    previous = summary_videos(out_dir) if times else None
+    kept, stamp = previous if previous is not None else ({}, 0)
+    videos: list[dict] = []
+    indexed = True
+    for name in sorted(times):
+        entry = kept.get(name) if times[name] < stamp else None
+        if entry is None:
+            record = read_record(out_dir, name)
+            if not (record and isinstance(record.get("result"), dict)):
+                indexed = False
+                continue
+            entry = dict(record["result"])
+            entry["identity"] = identity_of(record) or {}
+            entry.pop("resumed", None)
+            indexed = indexed and entry.get("name") == name
+        videos.append(entry)
+    return videos, indexed
 
 
 # --- summary.json as the folder's index -------------------------------------------------

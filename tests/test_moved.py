@@ -1,0 +1,169 @@
+"""A library moved to another path keeps its captions (``vidcap.moved``).
+
+Captioned under one path, then moved (another disk, a container, a machine that mounts the
+share elsewhere): a rerun into the same folder used to caption every video again under a
+new name. Now a done video whose file is gone from its recorded path is taken over by the
+input with its size and SHA-256, and its outputs are rewritten to name the new path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from tests.support.cli import run_main
+from tests.support.videos import VideoSpec, constant_rate, write_video
+from vidcap.folder import open_folder
+
+FORMATS = ("jsonl", "srt", "vtt", "scenes.jsonl")
+FRAMES = {"copied": 3, "edited": 4, "emptied": 5}  # (bytes alike would be one video moved)
+
+
+def clip(folder: Path, name: str, frames: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = VideoSpec(name, "libx264", ".mp4", constant_rate(frames, Fraction(10)))
+    return write_video(folder / f"{name}.mp4", spec)
+
+
+def caption(source: Path, out: Path, *more: object) -> str:
+    """``vidcap caption`` of a folder, every frame, shots, every format: its stderr."""
+    result = run_main(
+        "caption", source, "--out", out, "--model", "tiny", "--every-n", "1", "--scenes",
+        "--format", "jsonl,srt,vtt,parquet", *more,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stderr
+
+
+def summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def outputs(out: Path) -> dict[str, dict[str, str]]:
+    """Each video's per-video files, by the source they name (output names may differ)."""
+    return {
+        v["video"]: {fmt: (out / f"{v['name']}.{fmt}").read_text() for fmt in FORMATS}
+        for v in summary(out)["videos"]
+    }
+
+
+def parquet_rows(out: Path) -> list[dict]:
+    rows = pq.read_table(out / "parquet").to_pylist()
+    return sorted(rows, key=lambda row: (row["video"], row["frame"]))
+
+
+def test_a_moved_library_keeps_its_captions_and_its_outputs_name_the_new_path(
+    tmp_path: Path, monkeypatch
+) -> None:
+    library, out = tmp_path / "library", tmp_path / "out"
+    clip(library / "a", "clip", 3), clip(library / "b", "clip", 4), clip(library, "solo", 5)
+    caption(library, out)
+    first = summary(out)
+    assert first["run"]["frames"] == 12
+    names = sorted(v["name"] for v in first["videos"])  # two stems alike: hashed names
+    assert names[0].startswith("clip-") and names[1].startswith("clip-") and names[2] == "solo"
+
+    moved = tmp_path / "mounted-elsewhere"
+    shutil.move(library, moved)
+    records = {p.name: p.read_bytes() for p in (out / ".vidcap").glob("*.json")}
+    monkeypatch.setattr("vidcap.inputs.SAID_READING", 1)  # (1 GiB: a wait worth a line)
+    assert "reading 3 videos (0.0 GB) that no record names, of the size of captioned videos " \
+        "whose file is gone, to compare their bytes (SHA-256)" in caption(moved, out)  # fmt: skip
+    for name, data in records.items():  # stopped before the records: outputs already rewritten
+        (out / ".vidcap" / name).write_bytes(data)
+    said = caption(moved, out)
+    assert "3 videos moved (the same bytes; their old paths are gone): their outputs now name " \
+        "their new paths, and they are not captioned again" in said  # fmt: skip
+    again = summary(out)
+    assert again["run"]["frames"] == 0 and again["run"]["resumed"] == 3  # no model call
+    assert sorted(v["name"] for v in again["videos"]) == names  # the names stay
+    for video in again["videos"]:
+        path = Path(video["identity"]["path"])
+        assert path.parent in (moved, moved / "a", moved / "b") and video["video"] == str(path)
+        assert video["identity"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert video["identity"]["mtime_ns"] == path.stat().st_mtime_ns
+    assert [v.name for v in open_folder(out) if v.source_changed() is not None] == []
+
+    # What a first run over the moved library writes: the same, byte for byte.
+    fresh = tmp_path / "fresh"
+    caption(moved, fresh)
+    assert outputs(out) == outputs(fresh)
+    assert parquet_rows(out) == parquet_rows(fresh)
+    assert len(list((out / "parquet").glob("*.parquet"))) == 1  # the shard rewritten in place
+
+    said = caption(moved, out)  # each name now held by its new path: nothing to read or do
+    assert "videos moved" not in said and "reading" not in said
+    assert summary(out)["run"]["resumed"] == 3 and summary(out)["run"]["frames"] == 0
+
+
+def test_a_copy_other_bytes_or_outputs_not_there_are_captioned_again(tmp_path: Path) -> None:
+    """The old path still there (a copy: another video), other bytes at the same size, or
+    outputs that do not check — the empty placeholder a remote ``--out`` leaves, which a
+    rewrite would have uploaded over the real file: captioned again, rows once each."""
+    library, out = tmp_path / "library", tmp_path / "out"
+    copied, edited, emptied = (clip(library, name, count) for name, count in FRAMES.items())
+    caption(library, out)
+
+    moved = tmp_path / "moved"
+    shutil.copytree(library, moved)
+    for path in (edited, emptied):
+        path.unlink()
+    data = (moved / "edited.mp4").read_bytes()
+    at = data.index(b"x264 - core") + len("x264 - ")  # the encoder's note: it still decodes
+    (moved / "edited.mp4").write_bytes(data[:at] + b"C" + data[at + 1 :])
+    (out / "emptied.jsonl").write_text("")
+
+    said = caption(moved, out)
+    assert " moved (" not in said
+    run = summary(out)["run"]
+    assert run["frames"] == 12 and run["resumed"] == 0
+    names = {v["video"]: v["name"] for v in summary(out)["videos"]}
+    assert names[str(moved / "emptied.mp4")] == "emptied"  # its name: its record's file is gone
+    assert names[str(moved / "copied.mp4")].startswith("copied-")  # the original is still there
+    assert names[str(moved / "edited.mp4")].startswith("edited-")
+    rows = [json.loads(line) for line in (out / "emptied.jsonl").read_text().splitlines()]
+    assert [row["video"] for row in rows] == [str(moved / "emptied.mp4")] * 5
+    by_video: dict[str, int] = {}
+    for row in parquet_rows(out):
+        by_video[row["video"]] = by_video.get(row["video"], 0) + 1
+    assert by_video == {
+        str(copied): 3, str(edited): 4,  # records of these files are still in the folder
+        **{str(moved / f"{name}.mp4"): count for name, count in FRAMES.items()},
+    }  # fmt: skip
+
+
+def test_a_summary_garbled_by_hand_is_no_reason_to_fail(tmp_path: Path) -> None:
+    """The folder's index (``summary.json``) is read to find moved files; an identity in it
+    that is no mapping (a folder from elsewhere) names no file, and the run goes on."""
+    out = tmp_path / "out"
+    caption(clip(tmp_path / "a", "first", 3).parent, out)
+    data = json.loads((out / "summary.json").read_text())
+    data["videos"][0]["identity"] = ["not", "a", "mapping"]
+    (out / "summary.json").write_text(json.dumps(data))
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    caption(tmp_path / "b", out)
+    assert summary(out)["run"]["frames"] == 3  # nothing named it: captioned again
+
+
+def test_a_moved_video_in_a_remote_folder_is_captioned_again_never_emptied(
+    tmp_path: Path,
+) -> None:
+    """A remote ``--out`` is staged with empty placeholders for its outputs: they do not
+    check, so a moved video there is captioned again, and no empty file is uploaded."""
+    import uuid
+
+    import fsspec
+
+    url = f"memory://vidcap-{uuid.uuid4().hex}/run"
+    fs, root = fsspec.core.url_to_fs(url)
+    caption(clip(tmp_path / "a", "v", 3).parent, url)
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    caption(tmp_path / "b", url)
+    rows = [json.loads(line) for line in fs.cat_file(f"{root}/v.jsonl").decode().splitlines()]
+    assert [row["video"] for row in rows] == [str(tmp_path / "b" / "v.mp4")] * 3
+    assert json.loads(fs.cat_file(f"{root}/summary.json"))["run"]["frames"] == 3
