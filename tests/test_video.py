@@ -34,9 +34,10 @@ from tests.support.videos import (
 from vidcap.container import Clock
 from vidcap.decode import Decoded, Ended, decode_events
 from vidcap.errors import UsageError, VideoError
+from vidcap.frame_order import BestEffort, Reorder
 from vidcap.inputs import expand_inputs
 from vidcap.settings import SamplingSettings
-from vidcap.video import VideoReader, _BestEffort, _Reorder
+from vidcap.video import VideoReader
 
 
 def read(path: Path, sampling: SamplingSettings) -> list:
@@ -496,7 +497,7 @@ def test_mpeg_ts_and_ps_count_from_their_first_frame(generated_videos, name: str
 def test_best_effort_takes_dts_once_pts_go_wrong_more_often() -> None:
     """FFmpeg's guess_correct_pts on a packed XviD AVI read by FFmpeg 8 with generated pts:
     pts 3, 4, 6, 5, 7, 9, 8 (packed pairs swapped), release dts 3, 4, 5, 6, 7, 8, 9."""
-    guess = _BestEffort()
+    guess = BestEffort()
     pts, dts = [3, 4, 6, 5, 7, 9, 8, None], [3, 4, 5, 6, 7, 8, 9, None]
     assert [guess(p, d) for p, d in zip(pts, dts, strict=True)] == [3, 4, 6, 6, 7, 8, 9, None]
     guess.reset()  # (a decoder flush resets it)
@@ -521,13 +522,13 @@ def test_the_clock_gives_the_floats_fractions_give() -> None:
 
 
 def test_the_reorder_buffer_releases_in_time_order_and_counts_what_it_cannot_place() -> None:
-    buffer: _Reorder[str] = _Reorder()
+    buffer: Reorder[str] = Reorder()
     arrivals = [(0.0, "a"), (1.0, "b"), (3.0, "d"), (2.0, "c"), (4.0, "e"), (4.0, "e2")]
     out = [item for t, i in arrivals for item in buffer.push(t, i)] + list(buffer.drain())
     assert [item for _, item in out] == ["a", "b", "c", "d", "e", "e2"]
     assert buffer.late == 0
     # Far out of order: what arrives after 16 later frames already left cannot be placed.
-    deep: _Reorder[int] = _Reorder()
+    deep: Reorder[int] = Reorder()
     times = [float(t) for t in range(1, 40)] + [0.5, 38.5]
     out = [item for t in times for item in deep.push(t, int(t * 10))] + list(deep.drain())
     assert [t for t, _ in out] == sorted(t for t in times if t != 0.5)

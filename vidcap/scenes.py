@@ -61,8 +61,8 @@ import cv2
 import numpy as np
 
 from vidcap.frames import Frame
+from vidcap.sampling import PTS_EPSILON, grid_selector
 from vidcap.settings import SamplingSettings
-from vidcap.video import PTS_EPSILON, grid_selector
 
 if TYPE_CHECKING:
     from vidcap.video import DecodedFrame

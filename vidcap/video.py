@@ -24,17 +24,14 @@ of the last frame: its time plus one frame interval, as ffprobe counts it.
 from __future__ import annotations
 
 import bisect
-import heapq
-import itertools
 import logging
 import math
 import os
 from array import array
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Generic, TypeVar
 
 import av
 import numpy as np
@@ -56,7 +53,6 @@ from vidcap.container import (
     nominal_rate,
     open_container,
     other_video_streams,
-    packed_sorted,
     stream_start,
     the_video_stream,
     time_origin,
@@ -66,6 +62,7 @@ from vidcap.container import (
 from vidcap.errors import VideoError
 from vidcap.ffmpeg import not_a_video_file
 from vidcap.fields import shown_field
+from vidcap.frame_order import BestEffort, Reorder, Sent, time_key
 from vidcap.frames import Frame
 from vidcap.picture import (
     Orientation,
@@ -76,12 +73,20 @@ from vidcap.picture import (
     scaled_rgb,
     to_sdr_rgb,
 )
+from vidcap.sampling import (
+    PTS_EPSILON,
+    holds,
+    needed_times,
+    selector,
+    tick_tolerance,
+    ticks,
+    unneeded_times,
+)
 from vidcap.settings import SamplingSettings
 from vidcap.torn import torn_end
 from vidcap.wording import counted
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".asf", ".flv", ".mpg", ".mpeg",
@@ -90,13 +95,8 @@ VIDEO_EXTENSIONS = frozenset(
      ".qt", ".mod", ".tod", ".m2t", ".nut", ".mjpeg", ".mjpg", ".y4m", ".dvr-ms", ".wtv"}
 )  # fmt: skip
 
-PTS_EPSILON = 1e-6
 RESET_MATCH_S = 2.0  # a frame's pts to the reset's first dts (B-frame delay, rounding)
-# Decoded frames the reorder buffer holds: a few, many more once a stream has shown it
-# releases frames out of order (H.264's decoded picture buffer holds at most 16).
-REORDER_DEPTH = 4
 AV_PICTURE_TYPE_B = 3  # a decoded frame's picture type (libavutil's AVPictureType)
-REORDER_DEPTH_DISORDERED = 16
 
 
 def restarted_duration(path: Path | str) -> float | None:
@@ -237,7 +237,7 @@ class VideoReader:
         self._threads = threads
         self._one_thread = threads == 1  # decoding again after damage: on one thread
         self._decoded_all = False  # the last pass decoded every frame (for the warning)
-        self._best_effort = _BestEffort()
+        self._best_effort = BestEffort()
         self._reset_offset = 0.0  # seconds added after the clock started again (MPEG-TS/PS)
         self._resets_used = 0  # of the demux pass's resets, how many frames have met
         self._damaged = False  # decoding met errors, corrupt or disordered frames
@@ -316,7 +316,7 @@ class VideoReader:
             count = math.ceil(len(packets.times) / sampling.every_n)
         else:
             interval = 1.0 / float(sampling.fps or 1.0)
-            count = len(_ticks(packets.times, interval, self.tick_tolerance))
+            count = len(ticks(packets.times, interval, self.tick_tolerance))
         if not packets.complete and count == 0:
             return None
         return min(count, sampling.max_frames) if sampling.max_frames else count
@@ -347,13 +347,13 @@ class VideoReader:
         sampling = self._keyframes_or_first(sampling, packets)
         if not packets.generated_pts:  # frames timed as ffprobe times them
             disable_generated_pts(self._container)
-        needed = _needed_times(packets, sampling, self.tick_tolerance)
+        needed = needed_times(packets, sampling, self.tick_tolerance)
         # (with --max-frames the end is where reading stops: skipping ahead would move it)
         exact = sampling.mode == "exact" and not sampling.keyframes and not sampling.max_frames
         skipping = exact and bool(needed)
-        self._unneeded = _unneeded_times(packets, needed) if skipping and needed else array("d")
-        sent = _Sent()
-        plan = {_key(t) for t in needed} if skipping and needed else None
+        self._unneeded = unneeded_times(packets, needed) if skipping and needed else array("d")
+        sent = Sent()
+        plan = {time_key(t) for t in needed} if skipping and needed else None
         try:
             reached_end = yield from self._pass(sampling, packets, needed, plan, sent)
         except _PlanBroken as exc:
@@ -376,7 +376,7 @@ class VideoReader:
         why: _PlanBroken,
         sampling: SamplingSettings,
         packets: Packets,
-        sent: _Sent,
+        sent: Sent,
         every: bool = False,
     ) -> Generator[DecodedFrame, None, bool]:
         """The next pass: every frame, on one thread where the last met damage on several
@@ -408,7 +408,7 @@ class VideoReader:
         except OSError:
             return
         if end >= size:
-            self._torn_key = _key(time)
+            self._torn_key = time_key(time)
 
     def _open_decoder(self) -> None:
         """The stream's decoder (``decoder_for``), and whether its frames take their key flag
@@ -430,7 +430,7 @@ class VideoReader:
         same indices and times as ``frames``; ``stats`` is complete afterwards."""
         packets = self._demux()
         self._find_tear(packets)
-        sent = _Sent()
+        sent = Sent()
         try:
             reached_end = yield from self._pass(_EVERY_FRAME, packets, None, None, sent, every=True)
         except _PlanBroken as exc:  # (damage on several threads)
@@ -443,7 +443,7 @@ class VideoReader:
         packets: Packets,
         needed: set[float] | None,
         plan: set[float] | None,
-        sent: _Sent,
+        sent: Sent,
         every: bool = False,
     ) -> Generator[DecodedFrame, None, bool]:
         """One decoding pass; True when it read to the end. ``plan``: the frame times the
@@ -467,7 +467,7 @@ class VideoReader:
         sent_up_to, sent_there = sent.latest, sent.at_latest
         seen_there = 0  # frames at ``sent_up_to`` released in this pass
         came: set[float] = set()  # the plan's times sent in this pass
-        take = _selector(sampling, self.tick_tolerance)
+        take = selector(sampling, self.tick_tolerance)
         expected = sorted(plan) if plan is not None else []
         position = 0
         last_index = -1
@@ -488,7 +488,7 @@ class VideoReader:
             elif decoded.key_frame and not decoded.is_corrupt:
                 tainted = False
             stats.corrupt_frames += decoded.is_corrupt
-            key = _key(pts)
+            key = time_key(pts)
             damaged = tainted or decoded.is_corrupt or key == self._torn_key
             if not ranked and (decoded.is_corrupt or self._damaged):
                 # Frames not decoded may be lost too: indices and keyframes need them all.
@@ -559,11 +559,11 @@ class VideoReader:
         """(packet, frame, time) in presentation order; skipped packets (no frame, the
         packet's time) pass straight through.
 
-        Each frame is timed on arrival (``_arrival_time``) and goes through a ``_Reorder``
+        Each frame is timed on arrival (``_arrival_time``) and goes through a ``Reorder``
         buffer: a decoder that releases frames out of order (a damaged stream) loses none.
         """
         stats = self.stats
-        buffer: _Reorder[tuple[av.Packet, av.VideoFrame]] = _Reorder()
+        buffer: Reorder[tuple[av.Packet, av.VideoFrame]] = Reorder()
         for packet, frame, skipped_time in decoded:
             if frame is None:
                 yield packet, None, skipped_time
@@ -589,7 +589,7 @@ class VideoReader:
             disable_generated_pts(self._container)
         self._unneeded = array("d")
         self._clock = Clock(self._stream.time_base, self._start)
-        self._best_effort = _BestEffort()
+        self._best_effort = BestEffort()
         self._reset_offset = 0.0  # seconds added after the clock started again (MPEG-TS/PS)
         self._resets_used = 0  # of the demux pass's resets, how many frames have met
         self._damaged = False  # decoding met errors, corrupt or disordered frames
@@ -646,7 +646,7 @@ class VideoReader:
                     time = self._packet_time(packet)
                     if time in needed:
                         skip = "DEFAULT"
-                    elif time is not None and _holds(self._unneeded, time):
+                    elif time is not None and holds(self._unneeded, time):
                         skip = None
                     else:
                         skip = "NONREF"
@@ -677,7 +677,7 @@ class VideoReader:
         return None if timestamp is None else self._clock.seconds(timestamp)
 
     def _arrival_time(self, frame: av.VideoFrame, previous: float | None) -> float:
-        """A decoded frame's time: FFmpeg's best-effort timestamp (``_BestEffort``), or,
+        """A decoded frame's time: FFmpeg's best-effort timestamp (``BestEffort``), or,
         where the decoder gives none, one frame interval after ``previous`` (the latest
         frame before it; None: this is the first).
 
@@ -788,63 +788,6 @@ class VideoReader:
             )
 
 
-class _Reorder(Generic[T]):
-    """Puts items in time order: holds a few (``REORDER_DEPTH``) and releases the earliest.
-
-    Once an item arrives earlier than one before it, the buffer deepens to
-    ``REORDER_DEPTH_DISORDERED``. An item that arrives after a later one has already been
-    released cannot be placed: it is counted in ``late`` and left out. Equal times keep
-    their arrival order.
-    """
-
-    def __init__(self) -> None:
-        self._held: list[tuple[float, int, T]] = []
-        self._arrivals = itertools.count()
-        self._depth = REORDER_DEPTH
-        self.latest = -math.inf  # the latest time that arrived
-        self.released = -math.inf  # the time of the last item released
-        self.late = 0
-
-    def push(self, time: float, item: T) -> Iterator[tuple[float, T]]:
-        """Hold ``item`` (at ``time``); yields what leaves the buffer now."""
-        if time < self.latest:
-            self._depth = REORDER_DEPTH_DISORDERED
-        self.latest = max(self.latest, time)
-        heapq.heappush(self._held, (time, next(self._arrivals), item))
-        while len(self._held) > self._depth:
-            yield from self._release()
-
-    def drain(self) -> Iterator[tuple[float, T]]:
-        """Everything still held, in time order (at the end of the stream)."""
-        while self._held:
-            yield from self._release()
-
-    def _release(self) -> Iterator[tuple[float, T]]:
-        time, _, item = heapq.heappop(self._held)
-        if time < self.released:
-            self.late += 1
-            return
-        self.released = time
-        yield time, item
-
-
-class _Sent:
-    """The frames a decode has sent, so that a pass after a broken one sends none again.
-    Frames leave in presentation order, so the latest time sent and how many frames of
-    that time were sent say it all (a count per time took 70 bytes a frame, a video's
-    length long)."""
-
-    def __init__(self) -> None:
-        self.latest = -math.inf
-        self.at_latest = 0
-
-    def add(self, time: float) -> None:
-        if time > self.latest:
-            self.latest, self.at_latest = time, 1
-        elif time == self.latest:
-            self.at_latest += 1
-
-
 class _PlanBroken(Exception):
     """The decoder's frames disagree with the demux pass's plan, or a pass met damage where
     it cannot keep every frame (see ``VideoReader.frames``); ``damage``: the latter."""
@@ -852,115 +795,6 @@ class _PlanBroken(Exception):
     def __init__(self, message: str, damage: bool = False) -> None:
         super().__init__(message)
         self.damage = damage
-
-
-def _key(seconds: float) -> float:
-    """A frame time as a set key: packet and frame times of one frame agree to the µs."""
-    return round(seconds, 6)
-
-
-class _BestEffort:
-    """FFmpeg's ``guess_correct_pts`` (libavcodec/decode.c): the frame time ffprobe reports
-    as ``best_effort_timestamp``. It counts how often the frames' reordered pts and their
-    packet dts went backwards, and takes the pts unless that has been wrong more often than
-    the dts (or the dts is missing). ``reset`` where FFmpeg resets it: at a decoder flush."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.faulty_pts = self.faulty_dts = 0
-        self.last_pts: int | None = None
-        self.last_dts: int | None = None
-
-    def __call__(self, pts: int | None, dts: int | None) -> int | None:
-        if dts is not None:
-            self.faulty_dts += self.last_dts is not None and dts <= self.last_dts
-            self.last_dts = dts
-        elif pts is not None:
-            self.last_dts = pts
-        if pts is not None:
-            self.faulty_pts += self.last_pts is not None and pts <= self.last_pts
-            self.last_pts = pts
-        elif dts is not None:
-            self.last_pts = dts
-        if pts is not None and (self.faulty_pts <= self.faulty_dts or dts is None):
-            return pts
-        return dts
-
-
-def _ticks(times: list[float], interval: float, tolerance: float) -> list[float]:
-    """The frames ``--fps`` takes: the first frame at or after each tick of the grid."""
-    take = grid_selector(interval, tolerance)
-    return [t for t in times if take(t)]
-
-
-def tick_tolerance(time_base: Fraction | None, rate: float) -> float:
-    """How far before a ``--fps`` tick a frame's time may be and still be at it: half a step
-    of the container's clock where that clock is finer than the frames, as a muxer rounds
-    each frame's time to it — Matroska, WebM and FLV count milliseconds, so a 30 fps frame
-    due at 333.33 ms is stamped 333 and is the frame at the 3 fps tick at 333.33 (else the
-    next one would be taken, and ``--fps 30`` would drop every third frame); QuickTime's
-    1/600 s likewise. Never more than a quarter of a frame. A clock that counts frames
-    (AVI's) stamps exactly: nothing beyond float noise."""
-    if time_base is None or rate <= 0:
-        return PTS_EPSILON
-    step, interval = float(time_base), 1.0 / rate
-    if step >= 0.99 * interval:
-        return PTS_EPSILON
-    return max(PTS_EPSILON, min(step / 2, interval / 4))
-
-
-def _needed_times(
-    packets: Packets, sampling: SamplingSettings, tolerance: float
-) -> set[float] | None:
-    """Times whose packets ``exact`` mode must decode fully; None: decode everything."""
-    if sampling.mode == "all" or not packets.complete or not packets.plannable:
-        return None
-    if sampling.every_n == 1:  # every frame: nothing to skip (and no set of every time)
-        return None
-    if sampling.keyframes:
-        return set()
-    if sampling.every_n is not None:
-        return set(packets.times[:: sampling.every_n])
-    return set(_ticks(packets.times, 1.0 / float(sampling.fps or 1.0), tolerance))
-
-
-def _unneeded_times(packets: Packets, needed: set[float]) -> array[float]:
-    """Times of the packets ``exact`` mode need not even send to the decoder, sorted (a
-    set of them took 50 bytes a packet where keyframes are close).
-
-    Split the stream at keyframes (decode order). Within a group, nothing after its last
-    needed frame (decode order) is referenced by a needed frame: references always come
-    earlier in decode order, and the next group starts from its own keyframe. The one
-    exception is an open GOP, whose leading pictures (after the next keyframe in decode
-    order, before it in presentation order) may reference this group: when one of those is
-    needed, this group is decoded as usual.
-    """
-    order = packets.order
-    starts: list[int] = []  # each group's first packet (decode order)
-    leading: list[bool] = []  # does the group hold a needed leading picture?
-    for i, (time, key) in enumerate(zip(order, packets.keys, strict=True)):
-        if key or not starts:
-            starts.append(i)
-            leading.append(False)
-            key_time = time
-        elif time < key_time and time in needed:
-            leading[-1] = True
-    ends = [*starts[1:], len(order)]
-    unneeded = array("d")
-    for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
-        if i + 1 < len(starts) and leading[i + 1]:
-            continue
-        last = max((j for j in range(start, end) if order[j] in needed), default=start - 1)
-        unneeded.extend(t for t in order[last + 1 : end] if t not in needed)
-    return packed_sorted(unneeded, unique=True)
-
-
-def _holds(times: array[float], time: float) -> bool:
-    """Is ``time`` in the sorted ``times``?"""
-    i = bisect.bisect_left(times, time)
-    return i < len(times) and times[i] == time
 
 
 def _frame_duration(frame: av.VideoFrame, packet: av.Packet | None, clock: Clock) -> float:
@@ -978,30 +812,3 @@ def _packet_duration(packet: av.Packet | None, clock: Clock) -> float:
     if packet is None or not packet.size or not packet.duration:
         return 0.0
     return clock.span(packet.duration)
-
-
-def _selector(sampling: SamplingSettings, tolerance: float) -> Callable[[int, float], bool]:
-    """A predicate (index, pts) → take this frame? Frames come in presentation order."""
-    if sampling.keyframes:
-        return lambda index, pts: True
-    if sampling.every_n is not None:
-        take_index = grid_selector(sampling.every_n)
-        return lambda index, pts: take_index(index)
-    take_time = grid_selector(1.0 / float(sampling.fps or 1.0), tolerance)
-    return lambda index, pts: take_time(pts)
-
-
-def grid_selector(step: float, tolerance: float = PTS_EPSILON) -> Callable[[float], bool]:
-    """Take the first position at or after each multiple of ``step`` (a position within
-    ``tolerance`` before it counts as at it: ``tick_tolerance``); skip the rest."""
-    next_due = 0.0
-
-    def take(position: float) -> bool:
-        nonlocal next_due
-        if position + tolerance < next_due:
-            return False
-        # The next sample is due at the first grid point after the one this is at.
-        next_due = (math.floor((position + tolerance) / step + PTS_EPSILON) + 1) * step
-        return True
-
-    return take
