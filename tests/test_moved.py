@@ -103,8 +103,8 @@ def test_a_moved_library_keeps_its_captions_and_its_outputs_name_the_new_path(
 
 def test_a_copy_other_bytes_or_outputs_not_there_are_captioned_again(tmp_path: Path) -> None:
     """The old path still there (a copy: another video), other bytes at the same size, or
-    outputs that do not check — the empty placeholder a remote ``--out`` leaves, which a
-    rewrite would have uploaded over the real file: captioned again, rows once each."""
+    outputs that do not check (a JSONL file emptied, which a rewrite would have kept
+    empty): captioned again, Parquet rows once each."""
     library, out = tmp_path / "library", tmp_path / "out"
     copied, edited, emptied = (clip(library, name, count) for name, count in FRAMES.items())
     caption(library, out)
@@ -153,8 +153,10 @@ def test_a_summary_garbled_by_hand_is_no_reason_to_fail(tmp_path: Path) -> None:
 def test_a_moved_video_in_a_remote_folder_is_captioned_again_never_emptied(
     tmp_path: Path,
 ) -> None:
-    """A remote ``--out`` is staged with empty placeholders for its outputs: they do not
-    check, so a moved video there is captioned again, and no empty file is uploaded."""
+    """A remote ``--out`` is staged with empty placeholders for its outputs, and its
+    Parquet shards are not downloaded: their rows cannot be counted or renamed, so a moved
+    video there is captioned again (its JSONL downloaded, found right, and never uploaded
+    half-rewritten)."""
     import uuid
 
     import fsspec
@@ -167,3 +169,25 @@ def test_a_moved_video_in_a_remote_folder_is_captioned_again_never_emptied(
     rows = [json.loads(line) for line in fs.cat_file(f"{root}/v.jsonl").decode().splitlines()]
     assert [row["video"] for row in rows] == [str(tmp_path / "b" / "v.mp4")] * 3
     assert json.loads(fs.cat_file(f"{root}/summary.json"))["run"]["frames"] == 3
+
+
+def test_a_moved_video_in_a_remote_folder_keeps_its_captions_where_its_rows_can_be_read(
+    tmp_path: Path,
+) -> None:
+    """Without Parquet, a remote folder's rows are the JSONL files: downloaded from their
+    placeholders, rewritten and uploaded again, as a local run writes them."""
+    import uuid
+
+    import fsspec
+
+    url = f"memory://vidcap-{uuid.uuid4().hex}/run"
+    fs, root = fsspec.core.url_to_fs(url)
+    jsonl_only = ("--format", "jsonl,srt,vtt")
+    caption(clip(tmp_path / "a", "v", 3).parent, url, *jsonl_only)
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    said = caption(tmp_path / "b", url, *jsonl_only)
+    assert "1 video moved (the same bytes; its old path is gone)" in said
+    assert json.loads(fs.cat_file(f"{root}/summary.json"))["run"]["frames"] == 0
+    caption(tmp_path / "b", tmp_path / "fresh", *jsonl_only)
+    for name in ("v.jsonl", "v.scenes.jsonl", "v.srt", "v.vtt"):
+        assert fs.cat_file(f"{root}/{name}") == (tmp_path / "fresh" / name).read_bytes(), name

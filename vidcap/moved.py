@@ -12,8 +12,9 @@ Only inputs that no record names by their path are looked at, only against recor
 run's settings key whose file is gone, and a file is read only where its size is one such
 record's. A file whose old path still exists (a copy) is another video, as before. Outputs
 are checked before they are rewritten: every row must name the old or the new path, and
-there must be one per frame (per scene) the record counts; otherwise (an empty placeholder
-of a remote ``--out``, a folder edited by hand) the video is captioned again.
+there must be one per frame (per scene) the record counts; otherwise (a folder edited by
+hand; Parquet shards of a remote ``--out``, which are not downloaded) the video is captioned
+again. A remote ``--out``'s JSONL files are downloaded to be rewritten.
 """
 
 from __future__ import annotations
@@ -154,17 +155,20 @@ def relocate(out_dir: Path, moves: Sequence[Move], formats: Sequence[str]) -> se
 
 def _rewritten_rows(out_dir: Path, move: Move, formats: Sequence[str]) -> dict[Path, str] | None:
     """The move's JSONL files with ``video`` renamed (None where they do not check)."""
+    from vidcap.remote_out import fetch_placeholders
+
     result = move.record["result"]
     expected = {"jsonl": result.get("frames"), SCENES_FORMAT: result.get("scenes")}
+    paths = {out_dir / f"{move.name}.{fmt}": expected[fmt] for fmt in formats if fmt in expected}
+    fetch_placeholders(list(paths))  # (a remote --out: placeholders until read)
     texts = {}
-    for fmt in (fmt for fmt in formats if fmt in expected):
-        path = out_dir / f"{move.name}.{fmt}"
+    for path, count in paths.items():
         try:
             rows = [jsontext.loads(line) for line in regular.read_text(path).splitlines()]
         except (OSError, ValueError):
             return None
         names = (move.old_video, move.video)
-        if len(rows) != expected[fmt] or not all(
+        if len(rows) != count or not all(
             isinstance(row, dict) and row.get("video") in names for row in rows
         ):
             return None

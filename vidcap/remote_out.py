@@ -7,6 +7,8 @@ from it:
 - before the run, the remote folder is listed once: its resume records and summary are
   downloaded (the summary covers the whole folder), and every other output gets an empty
   local placeholder, so a finished video is seen as finished without downloading it;
+- a placeholder the run must read (the outputs of a video whose file moved, which
+  ``vidcap.moved`` rewrites to name its new path) is downloaded then (``fetch_placeholders``);
 - during the run, every ``sync_seconds``, and once more at the end (also after a failure),
   files that are new or changed since are uploaded — outputs and Parquet shards first, then
   the resume records that vouch for them, ``summary.json`` last. An object appears whole
@@ -21,7 +23,7 @@ import logging
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -53,6 +55,7 @@ class StagedFolder:
         self.root = root.rstrip("/")
         self.local = Path(tempfile.mkdtemp(prefix="vidcap-out-"))
         self._sent: dict[str, tuple[int, int]] = {}  # relative path → (size, mtime_ns)
+        self.placeholders: set[str] = set()  # relative paths of files not downloaded
         self._lock = threading.Lock()
 
     def pull(self) -> None:
@@ -75,6 +78,7 @@ class StagedFolder:
             else:
                 local.touch()
                 self._mark(rel)
+                self.placeholders.add(rel)
         if fetch:  # one call: concurrent on object stores
             self.fs.get(list(fetch), [str(self.local / rel) for rel in fetch.values()])
             for rel in fetch.values():
@@ -107,6 +111,27 @@ class StagedFolder:
                 del self._sent[rel]
             return len(changed)
 
+    def fetch(self, paths: Sequence[Path]) -> None:
+        """Download the files behind the placeholders among ``paths`` (local paths)."""
+        with self._lock:
+            wanted = {}
+            for path in paths:
+                rel = Path(path).relative_to(self.local).as_posix()
+                if rel in self.placeholders and (self.local / rel).stat().st_size == 0:
+                    wanted[f"{self.root}/{rel}"] = rel
+            if not wanted:
+                return
+            try:
+                self.fs.get(list(wanted), [str(self.local / rel) for rel in wanted.values()])
+            except OSError as exc:  # the run goes on: the video is captioned again
+                log.warning(
+                    "--out %s: could not download %d outputs (%s)", self.url, len(wanted), exc
+                )
+                return
+            for rel in wanted.values():
+                self.placeholders.discard(rel)
+                self._mark(rel)
+
     def _mark(self, rel: str) -> None:
         stat = (self.local / rel).stat()
         self._sent[rel] = (stat.st_size, stat.st_mtime_ns)
@@ -134,6 +159,7 @@ def output_folder(out: str | Path, sync_seconds: float = SYNC_SECONDS) -> Iterat
     staged.pull()
     thread = threading.Thread(target=sync, name="vidcap-upload", daemon=True)
     thread.start()
+    _staged[staged.local] = staged
     try:
         yield staged.local
     finally:
@@ -146,4 +172,19 @@ def output_folder(out: str | Path, sync_seconds: float = SYNC_SECONDS) -> Iterat
                 "uploading to %s failed; the outputs are left in %s", staged.url, staged.local
             )
             raise
+        finally:
+            del _staged[staged.local]
         staged.close()
+
+
+_staged: dict[Path, StagedFolder] = {}  # the staging folders of the runs in this process
+
+
+def fetch_placeholders(paths: Sequence[Path]) -> None:
+    """Where ``paths`` are placeholders of a staged remote ``--out``, download them: the
+    outputs a run must read before it rewrites them (``vidcap.moved``). Local folders have
+    none: nothing is done."""
+    for path in paths:
+        for local, staged in list(_staged.items()):
+            if Path(path).is_relative_to(local):
+                staged.fetch([path])
