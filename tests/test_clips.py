@@ -701,3 +701,33 @@ def test_a_relative_name_with_a_colon_is_a_file_not_a_protocol(
     times, levels, _ = decode(tmp_path / "c" / "10:30_0001_2.000-3.000.mp4")
     assert len(times) == pytest.approx(FPS, abs=1)
     assert abs(levels[0] - grey(round(2.0 * FPS))) <= 3
+
+
+@pytest.mark.parametrize("precise", [False, True])
+def test_a_link_planted_while_ffmpeg_cuts_is_never_written_through(
+    gop_video: Path, tmp_path: Path, monkeypatch, precise: bool
+) -> None:
+    """A clip's part is made by vidcap and written by ffmpeg through that descriptor
+    (``/dev/fd/N``), never by its name: someone sharing the folder who swaps the name for a
+    link to a user's file once the part exists (here, the moment ffmpeg starts) had that
+    file overwritten by the clip. Now the file is untouched, and the clip fails in one line
+    instead of being renamed into place as the link."""
+    victim = tmp_path / "victim"
+    victim.write_text("a user's file\n")
+    real = ffmpeg.run_ffmpeg
+
+    def planted_first(args, *more, **named):  # noqa: ANN001, ANN002, ANN003, ANN202
+        [part] = [*(tmp_path / "out").glob("*.part")] or [Path(args[-1])]  # (made by ffmpeg)
+        part.unlink(missing_ok=True)
+        part.symlink_to(victim)
+        return real(args, *more, **named)
+
+    monkeypatch.setattr("vidcap.clips.run_ffmpeg", planted_first)
+    try:
+        export_clips(gop_video, SEGMENTS[:1], tmp_path / "out", precise=precise)
+        error = ""
+    except OSError as exc:
+        error = str(exc)
+    assert victim.read_bytes() == b"a user's file\n"  # (not a clip's bytes)
+    assert "replaced while ffmpeg wrote it" in error
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []  # no clip, no link left

@@ -31,6 +31,7 @@ whole either, from the file's start; its ``note`` says why.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -44,7 +45,7 @@ from vidcap import jsontext
 from vidcap.errors import UsageError, VideoError
 from vidcap.ffmpeg import FfmpegError, every_frame_at_its_time, probe, run_ffmpeg
 from vidcap.mask import DECIMALS, Segment, is_number
-from vidcap.outputs import part_path, short_stem, write_atomic
+from vidcap.outputs import create_new, part_path, short_stem, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ def cut_arguments(
     video: Path,
     start: float,
     length: float,
-    output: Path,
+    output: str,
     precise: bool,
     seek_late: bool = False,
     timing: SourceTiming | None = None,
@@ -218,7 +219,7 @@ def cut_arguments(
         "-map", "0:v:0" if stream is None else f"0:{stream}", "-map", sound,
         *codecs,
         "-movflags", "+faststart",
-        "-f", "mp4", "-y", str(output.resolve()),
+        "-f", "mp4", "-y", output,
     ]  # fmt: skip
 
 
@@ -461,14 +462,23 @@ def first_frame(path: Path) -> tuple[float, bool] | None:
     return None
 
 
-def _cut(output: Path, arguments: Callable[[Path], list[str]]) -> None:
-    """Run ffmpeg with ``arguments(part)`` and move the part file to ``output``."""
+def _cut(output: Path, arguments: Callable[[str], list[str]]) -> None:
+    """Run ffmpeg with ``arguments(target)`` and move the part file to ``output``.
+
+    The part is made here (``create_new``: a link or FIFO planted under its name removed,
+    never followed) and ffmpeg writes it through the descriptor it was made with, passed
+    down as ``/dev/fd/N``: never by its name, which someone sharing the folder could have
+    pointed elsewhere in between."""
     part = part_path(output)
+    fd = create_new(part)
     try:
-        part.unlink(missing_ok=True)  # (a link planted under its name: removed, not written)
-        run_ffmpeg(arguments(part))
+        run_ffmpeg(arguments(f"/dev/fd/{fd}"), pass_fds=(fd,))
+        made, named = os.fstat(fd), os.lstat(part)
+        if (made.st_dev, made.st_ino) != (named.st_dev, named.st_ino):  # (never renamed in)
+            raise OSError(errno.EEXIST, "replaced while ffmpeg wrote it", str(part))
         os.replace(part, output)
     finally:
+        os.close(fd)
         part.unlink(missing_ok=True)
 
 

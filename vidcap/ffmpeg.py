@@ -15,6 +15,7 @@ import re
 import shutil
 import stat
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,14 +115,17 @@ def error_message(stderr: str) -> str:
     return message if len(message) <= MESSAGE_CHARS else message[: MESSAGE_CHARS - 1] + "…"
 
 
-def run_ffmpeg(args: list[str], ffmpeg: str | None = None) -> None:
+def run_ffmpeg(args: list[str], ffmpeg: str | None = None, pass_fds: Sequence[int] = ()) -> None:
     """Run ``ffmpeg -nostdin -hide_banner -v error ARGS``, each input (``-i``) opened only
     by the demuxers ``program_demuxers`` allows; FfmpegError with its error lines, or
-    VideoError when an input is one it does not allow."""
+    VideoError when an input is one it does not allow. ``pass_fds``: descriptors ffmpeg
+    inherits (an output it writes as ``/dev/fd/N``)."""
     program = find_ffmpeg(ffmpeg)
     command = [program, "-nostdin", "-hide_banner", "-v", "error", *allowlisted(args, program)]
     log.debug("running %s", command)
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        command, capture_output=True, text=True, check=False, pass_fds=tuple(pass_fds)
+    )
     if result.returncode != 0:
         if _NOT_ALLOWED in result.stderr:  # (a video, not ffmpeg, at fault: not retried)
             inputs = dict.fromkeys(args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "-i")
