@@ -194,6 +194,32 @@ def test_changed_settings_redo_videos(mixed_folder: Path, tmp_path: Path) -> Non
     assert len(read_jsonl(tmp_path / "web.jsonl")) == 10
 
 
+def test_each_video_records_the_precision_it_was_captioned_in(
+    mixed_folder: Path, tmp_path: Path
+) -> None:
+    """The precision is no part of the settings key (a folder begun on a CPU in float32
+    resumes on a GPU in float16), so nothing said which videos were captioned in which.
+    Each record now holds it, and a rerun in another precision says how many it keeps."""
+    web, avi = mixed_folder / "web.webm", mixed_folder / "cam2" / "old.avi"
+    args = ["--out", tmp_path, "--model", "tiny", "--quiet"]
+    assert run_main("caption", web, *args, "--dtype", "bfloat16").returncode == 0
+    again = run_main("caption", web, avi, *args)
+    assert again.returncode == 0
+    assert (
+        again.stderr.count("vidcap: WARNING:") == 1
+        and (
+            f"1 video of {tmp_path} was captioned in bfloat16, not float32 as this run captions: "
+            "kept (the precision is not part of the settings key, so new captions may be worded "
+            "differently; --dtype bfloat16 matches them)"
+        )
+        in again.stderr
+    )
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {v["name"]: v["precision"] for v in summary["videos"]} == {
+        "web": "bfloat16", "old": "float32",
+    }  # fmt: skip
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_identical_outputs(tmp_path: Path) -> None:
     src = tmp_path / "src"

@@ -162,6 +162,7 @@ def test_an_info_request_says_the_input_size(server: FlaskServer) -> None:
         "max_frames_per_request": 8,
         "max_batch": 8,
         "token_limit": 128,
+        "precision": "float32",
     }
 
 
@@ -398,6 +399,7 @@ def test_a_served_hub_model_names_its_commit_and_a_rerun_after_an_update_redoes(
         assert done.returncode == 0, done.stderr
         summary = json.loads((out / "summary.json").read_text())
         assert {v["model"] for v in summary["videos"]} == {HUB_ID}
+        assert {v["precision"] for v in summary["videos"]} == {"float32"}  # as the server said
         return [v.get("revision") for v in summary["videos"]], done.stderr
 
     server = FlaskServer(tmp_path / "first.log", env=env).start()

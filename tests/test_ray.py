@@ -172,9 +172,9 @@ def test_ray_run_equals_embedded_per_frame(
         for fmt in ("jsonl", "srt", "vtt"):
             ours = (tmp_path / "ray" / f"{result.name}.{fmt}").read_text()
             assert ours == (tmp_path / "embedded" / f"{result.name}.{fmt}").read_text()
-    assert _videos(tmp_path / "ray" / "summary.json") == _videos(
-        tmp_path / "embedded" / "summary.json"
-    )
+    ray_videos = _videos(tmp_path / "ray" / "summary.json")
+    assert {v.pop("precision") for v in ray_videos.values()} == {"float32"}  # (CPU actors')
+    assert ray_videos == _videos(tmp_path / "embedded" / "summary.json")
 
     # Parquet: one row per frame, metadata columns carried, read back with pyarrow.
     shards = sorted((tmp_path / "ray" / SHARD_DIR).glob("*.parquet"))

@@ -282,6 +282,7 @@ def test_an_info_request_is_answered_alone_with_the_input_size(serve, said, tiny
             "max_frames_per_request": 4,
             "max_batch": 8,
             "token_limit": limit,
+            "precision": "float32",  # (what a client records with each video)
         },
     )
     assert [results[1][1]] == captions(said, [1])

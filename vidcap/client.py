@@ -101,6 +101,7 @@ STALL_MIN_ANSWERS = 8
 # few KB a frame, and a reply read whole could fill the client's memory (a URL that is not a
 # caption server streaming a large file, a gzip bomb).
 MAX_REPLY_BYTES = 8 << 20
+PRECISION = re.compile(r"[a-z][a-z0-9_]{0,31}")  # a torch dtype's name, as servers say it
 
 T = TypeVar("T")
 
@@ -772,6 +773,7 @@ class ServerInfo:
     input_size: tuple[int, int] | None = None
     model: str | None = None
     revision: str | None = None  # the model's hub commit
+    precision: str | None = None  # what its language model computes in (``float16``…)
 
 
 async def ask_info(
@@ -835,7 +837,8 @@ def served_model(
 
 def _agreed(infos: dict[str, ServerInfo]) -> ServerInfo:
     """The input size, model and commit every endpoint that said them serves (``None``:
-    none said); ``ServerRejected`` when endpoints serve different ones."""
+    none said); ``ServerRejected`` when endpoints serve different ones. The precisions they
+    compute in, comma-separated where they differ."""
     sizes = {url: info.input_size for url, info in infos.items() if info.input_size}
     if len(set(sizes.values())) > 1:
         found = ", ".join(f"{url}: {h}x{w}" for url, (h, w) in sizes.items())
@@ -849,7 +852,9 @@ def _agreed(infos: dict[str, ServerInfo]) -> ServerInfo:
         found = ", ".join(f"{url}: {commit}" for url, commit in commits.items())
         raise ServerRejected(f"the servers serve different revisions of the model ({found})")
     first = next(iter(sizes.values()), None), next(iter(models.values()), None)
-    return ServerInfo(*first, next(iter(commits.values()), None))
+    # (servers on a CPU and on a GPU may differ: a video's captions may come from either)
+    precisions = sorted({info.precision for info in infos.values() if info.precision})
+    return ServerInfo(*first, next(iter(commits.values()), None), ",".join(precisions) or None)
 
 
 def _info(url: str, status: int, body: bytes) -> ServerInfo:
@@ -857,7 +862,7 @@ def _info(url: str, status: int, body: bytes) -> ServerInfo:
         answer = jsontext.loads(body)
     except ValueError:
         answer = None
-    size = model = revision = None
+    size = model = revision = precision = None
     if isinstance(answer, dict):
         try:
             size = int(answer["input_size"][0]), int(answer["input_size"][1])
@@ -867,9 +872,11 @@ def _info(url: str, status: int, body: bytes) -> ServerInfo:
             model = answer["model"]
         if isinstance(answer.get("revision"), str) and answer["revision"]:
             revision = answer["revision"]
+        if isinstance(answer.get("precision"), str) and PRECISION.fullmatch(answer["precision"]):
+            precision = answer["precision"]  # (a dtype's name: recorded with every video)
     if size is None:
         log.warning("%s did not say its input size (HTTP %d)", url, status)
-    return ServerInfo(size, model, revision)
+    return ServerInfo(size, model, revision, precision)
 
 
 def _run_apart(coro: Coroutine[object, object, T]) -> T:

@@ -114,6 +114,10 @@ class RunSettings:
     # the key (folders of earlier versions keep theirs), but recorded with every video, and
     # a video captioned with another commit of the model is redone.
     revision: str = ""
+    # What the language model computes in (``model.precision_name``: ``float16``…), where
+    # known: recorded with every video, not part of the key (a folder begun on a CPU in
+    # float32 resumes on a GPU in float16), and a rerun says how many kept videos differ.
+    precision: str = ""
 
     def key(self) -> str:
         """Identifies what the outputs depend on; a rerun with other settings redoes videos."""
@@ -152,7 +156,8 @@ class VideoJob:
 
 # VideoResult's fields that records and summary.json hold only when set.
 OPTIONAL_FIELDS = (
-    "revision", "reused", "scenes", "thumbs", "lost_frames", "damaged_frames", "kept_frames",
+    "revision", "precision", "reused", "scenes", "thumbs", "lost_frames", "damaged_frames",
+    "kept_frames",
 )  # fmt: skip
 
 
@@ -171,6 +176,7 @@ class VideoResult:
     version: str = __version__
     # Only in runs that use them (else None, and absent from records and summary.json):
     revision: str | None = None  # the model's hub commit, where known
+    precision: str | None = None  # what the model computed in (``RunSettings.precision``)
     reused: int | None = None  # --skip-similar: frames that reused a caption (no model call)
     scenes: int | None = None  # --scenes: scenes found
     thumbs: int | None = None  # thumbnails written (OUT/thumbs/<name>/)
@@ -315,6 +321,7 @@ def plan(
             "SHA-256): %s kept", counted(kept_by_bytes, "video"), "has" if one else "have",
             "it was" if one else "they were", "its captions are" if one else "their captions are",
         )  # fmt: skip
+    _say_other_precisions(resumed, settings)
     for commit, count in sorted(other_revisions.items()):
         log.warning(
             "%s of %s %s captioned with revision %s of %s, not %s, the one this "
@@ -323,6 +330,22 @@ def plan(
             settings.model, settings.revision,
         )  # fmt: skip
     return todo, resumed
+
+
+def _say_other_precisions(resumed: Sequence[VideoResult], settings: RunSettings) -> None:
+    """One line per precision other than this run's that kept videos were captioned in."""
+    other = Counter(
+        r.precision
+        for r in resumed
+        if settings.precision and r.precision not in (None, settings.precision)
+    )
+    for precision, count in sorted(other.items()):
+        log.warning(
+            "%s of %s %s captioned in %s, not %s as this run captions: kept (the precision is "
+            "not part of the settings key, so new captions may be worded differently; --dtype "
+            "%s matches them)", counted(count, "video"), settings.out_dir,
+            "was" if count == 1 else "were", precision, settings.precision, precision,
+        )  # fmt: skip
 
 
 def _entries(
@@ -692,6 +715,7 @@ class Committer:
             key=self.key,
             model=self.settings.model,
             revision=self.settings.revision or None,
+            precision=self.settings.precision or None,
             reused=len(state.reused) if done and sampling.skip_similar is not None else None,
             scenes=len(state.scenes) if done and sampling.scenes else None,
             thumbs=len(state.thumbs) if done and state.thumbs else None,

@@ -100,6 +100,19 @@ def pick_dtype(dtype: str, device: str):  # -> torch.dtype
     return getattr(torch, dtype)
 
 
+def precision_name(dtype: object) -> str:
+    """A torch dtype as records and servers name it: ``float16``, ``bfloat16``, ``float32``."""
+    return str(dtype).removeprefix("torch.")
+
+
+def precision_of(settings: ModelSettings, device: str | None = None) -> str:
+    """The precision Captioners of ``settings`` run their language model in, on ``device``
+    (else the ones ``settings.device`` picks): what ``Captioner.load`` loads; several,
+    comma-separated, where replicas on a CPU and a GPU would differ."""
+    devices = [device] if device else [pick_device(d) for d in expand_devices(settings.device)]
+    return ",".join(sorted({precision_name(pick_dtype(settings.dtype, d)) for d in devices}))
+
+
 class Captioner:
     """A loaded BLIP-2 (processor + model) on one device. Thread-compatible, not thread-safe.
 
@@ -119,6 +132,7 @@ class Captioner:
         self.device = device
         # The language model's dtype: BLIP-2 keeps its Q-Former in fp32 whatever is asked.
         self.dtype = model.get_input_embeddings().weight.dtype
+        self.precision = precision_name(self.dtype)  # (records name it: ``precision_of``)
         self.auto_batch = batch_size is None
         self.batch_size = batch_size or auto_batch_size(device)
         image = processor.image_processor

@@ -66,7 +66,13 @@ from vidcap.decode import Decoded, Event, decode_events, encode_event, read_even
 from vidcap.engine import Captioned, FailingStreak, Uncaptioned, deliver
 from vidcap.errors import UsageError, VidcapError, install_hint
 from vidcap.inputs import InputVideo, expand_inputs, is_url
-from vidcap.model import auto_batch_size, ensure_loadable, pinned, resolve_model_path
+from vidcap.model import (
+    auto_batch_size,
+    ensure_loadable,
+    pinned,
+    precision_of,
+    resolve_model_path,
+)
 from vidcap.out_lock import holding
 from vidcap.outputs import CaptionedFrame
 from vidcap.parquet import DEFAULT_SHARD_ROWS, run_writers_for
@@ -342,6 +348,23 @@ def _private_token_file() -> None:
         pass
 
 
+def _actor_gpus(settings: RaySettings) -> tuple[float, float]:
+    """The cluster's GPUs, and each Captioner actor's (Ray must be connected)."""
+    import ray
+
+    cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
+    gpus = settings.gpus_per_actor
+    if gpus is None:
+        gpus = 1.0 if cluster_gpus >= 1 else 0.0
+    return cluster_gpus, gpus
+
+
+def actor_device(settings: RaySettings) -> str:
+    """Each Captioner actor's device (Ray must be connected). Ray gives an actor its GPU(s)
+    as CUDA_VISIBLE_DEVICES: the device is "cuda"."""
+    return "cuda" if _actor_gpus(settings)[1] > 0 else "cpu"
+
+
 def build_pipeline(
     jobs: Sequence[VideoJob],
     model: ModelSettings,
@@ -358,15 +381,11 @@ def build_pipeline(
 
     from vidcap.model import model_input_size
 
-    cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
-    gpus = settings.gpus_per_actor
-    if gpus is None:
-        gpus = 1.0 if cluster_gpus >= 1 else 0.0
+    cluster_gpus, gpus = _actor_gpus(settings)
     actors = settings.actors
     if actors is None:
         actors = max(1, int(cluster_gpus // gpus)) if gpus > 0 else 1
-    # Ray gives each actor its GPU(s) as CUDA_VISIBLE_DEVICES: the actor's device is "cuda".
-    device = "cuda" if gpus > 0 else "cpu"
+    device = actor_device(settings)
     log.info(
         "Ray pipeline: %s, %s with %g GPU each, decode tasks %s",
         counted(len(jobs), "video"),
@@ -549,6 +568,9 @@ def _run(
             if ray_settings.address is None:  # a local cluster: fail fast, as embedded does
                 ensure_loadable(model.model, resolve_model_path(model.model), model.revision)
             with ray_cluster(ray_settings.address, settings.quiet):
+                # (known once the cluster is: what its actors compute in, in every record)
+                precision = precision_of(model, actor_device(ray_settings))
+                committer.settings = replace(committer.settings, precision=precision)
                 ds = build_pipeline(
                     jobs,
                     model,

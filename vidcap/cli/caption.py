@@ -85,13 +85,21 @@ def _caption(args: argparse.Namespace, out: Path) -> int:
     if args.server:  # the served model names the outputs (summary.json, the resume key)
         from vidcap.cli.remote import lossy_wire, served_model_name
 
-        served, revision = served_model_name(args)
-        settings = replace(settings, model=served, revision=revision, lossy_wire=lossy_wire(args))
+        served, revision, precision = served_model_name(args)
+        settings = replace(
+            settings,
+            model=served,
+            revision=revision,
+            precision=precision,
+            lossy_wire=lossy_wire(args),
+        )
     else:  # every replica (each Ray actor too) loads this one commit of a hub model
-        from vidcap.model import pinned
+        from vidcap.model import pinned, precision_of
 
         model = pinned(model)
         settings = replace(settings, revision=model.revision or "")
+        if ray_settings is None:  # (Ray picks each actor's device: vidcap.ray says)
+            settings = replace(settings, precision=precision_of(model))
     run_writers = run_writers_for(settings, metadata, args.shard_rows)
     if ray_settings is not None:  # the same stages as a Ray Data pipeline (vidcap/ray.py)
         from vidcap.ray import run as run_on_ray

@@ -200,9 +200,9 @@ def lossy_wire(args: argparse.Namespace) -> str:
     return "" if wire_format == "png" else wire_format
 
 
-def served_model_name(args: argparse.Namespace) -> tuple[str, str]:
+def served_model_name(args: argparse.Namespace) -> tuple[str, str, str]:
     """The model a ``--server`` run names in its outputs (``summary.json``, the resume key),
-    and its hub commit (each video's record; ``""`` when unknown).
+    its hub commit and its precision (each video's record; ``""`` when unknown).
 
     The one the servers say they run (their info answer), so that a rerun against the same
     servers resumes and one against servers running another model (or commit) redoes the
@@ -212,12 +212,12 @@ def served_model_name(args: argparse.Namespace) -> tuple[str, str]:
     urls = parse_server_urls(args.server)
     token = find_token(getattr(args, "token", None), urls, os.environ)
     info = served_model(urls, options_from_args(args), token=token)
-    served, revision = info.model, info.revision or ""
+    served, revision, precision = info.model, info.revision or "", info.precision or ""
     if served is None:
         log.info("no server said which model it runs: the outputs name --model %s", named)
-        return named, revision
+        return named, revision, precision
     if named not in (DEFAULT_MODEL, served):
         log.warning(
             "--model %s given, but the servers run %s: the outputs name %s", named, served, served
         )
-    return served, revision
+    return served, revision, precision

@@ -111,6 +111,7 @@ class ServingCore:
         self.budget = budget or TokenBudget.of(captioner)
         self.input_size = captioner.input_size
         self.revision: str | None = getattr(captioner, "revision", None)  # the hub commit
+        self.precision: str | None = getattr(captioner, "precision", None)  # float16…
         # Frames per model call: the setting, else the captioner's own (auto) batch size.
         self.max_batch: int = config.max_batch or getattr(captioner, "batch_size", None) or 1
 
@@ -175,7 +176,8 @@ class ServingCore:
 
     def info(self, model_name: str) -> dict[str, object]:
         """What a client needs to know before it sends frames (both servers answer it);
-        ``revision``: the hub commit of the model, for a hub model."""
+        ``revision``: the hub commit of the model, for a hub model; ``precision``: what its
+        language model computes in (``float16``…), which a client records with each video."""
         info: dict[str, object] = {
             "model": model_name,
             "input_size": list(self.input_size),
@@ -185,4 +187,6 @@ class ServingCore:
         }
         if self.revision:
             info["revision"] = self.revision
+        if self.precision:
+            info["precision"] = self.precision
         return info
