@@ -113,9 +113,13 @@ def relocate(out_dir: Path, moves: Sequence[Move], formats: Sequence[str]) -> se
     ``formats``: the run's (``jsonl``, ``scenes.jsonl`` and ``parquet`` hold the path).
     A move whose outputs do not check (see the module) is left as it is. Raises
     ``OSError`` (naming the file) where a rewrite fails; a rerun finishes it."""
+    from vidcap.remote_out import fetch_placeholders
+
+    rows = {move.name: _row_files(out_dir, move, formats) for move in moves}
+    fetch_placeholders([path for files in rows.values() for path in files])  # (one call)
     texts: dict[str, dict[Path, str]] = {}
     for move in moves:
-        rewritten = _rewritten_rows(out_dir, move, formats)
+        rewritten = _rewritten_rows(move, rows[move.name])
         if rewritten is not None:
             texts[move.name] = rewritten
     if "parquet" in formats:
@@ -153,14 +157,15 @@ def relocate(out_dir: Path, moves: Sequence[Move], formats: Sequence[str]) -> se
     return set(texts)
 
 
-def _rewritten_rows(out_dir: Path, move: Move, formats: Sequence[str]) -> dict[Path, str] | None:
-    """The move's JSONL files with ``video`` renamed (None where they do not check)."""
-    from vidcap.remote_out import fetch_placeholders
-
+def _row_files(out_dir: Path, move: Move, formats: Sequence[str]) -> dict[Path, Any]:
+    """The move's files of rows that name its source, each with the rows it must hold."""
     result = move.record["result"]
     expected = {"jsonl": result.get("frames"), SCENES_FORMAT: result.get("scenes")}
-    paths = {out_dir / f"{move.name}.{fmt}": expected[fmt] for fmt in formats if fmt in expected}
-    fetch_placeholders(list(paths))  # (a remote --out: placeholders until read)
+    return {out_dir / f"{move.name}.{fmt}": expected[fmt] for fmt in formats if fmt in expected}
+
+
+def _rewritten_rows(move: Move, paths: Mapping[Path, Any]) -> dict[Path, str] | None:
+    """The move's JSONL files with ``video`` renamed (None where they do not check)."""
     texts = {}
     for path, count in paths.items():
         try:

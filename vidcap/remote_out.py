@@ -183,8 +183,6 @@ _staged: dict[Path, StagedFolder] = {}  # the staging folders of the runs in thi
 def fetch_placeholders(paths: Sequence[Path]) -> None:
     """Where ``paths`` are placeholders of a staged remote ``--out``, download them: the
     outputs a run must read before it rewrites them (``vidcap.moved``). Local folders have
-    none: nothing is done."""
-    for path in paths:
-        for local, staged in list(_staged.items()):
-            if Path(path).is_relative_to(local):
-                staged.fetch([path])
+    none: nothing is done. One request for all of a folder's (concurrent on object stores)."""
+    for local, staged in list(_staged.items()):
+        staged.fetch([path for path in paths if Path(path).is_relative_to(local)])
