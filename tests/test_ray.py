@@ -33,6 +33,7 @@ from vidcap.commit import RunSettings, VideoResult
 from vidcap.engine import EngineSettings
 from vidcap.errors import ModelLoadError, UsageError
 from vidcap.inputs import InputVideo, expand_inputs
+from vidcap.model import Captioner
 from vidcap.parquet import SHARD_DIR, run_writers_for
 from vidcap.ray import RaySettings, caption_dataset
 from vidcap.settings import ModelSettings, SamplingSettings
@@ -287,6 +288,36 @@ def test_a_ray_run_goes_on_from_an_interrupted_runs_journal(
         tmp_path / "clean" / "long.jsonl"
     )
     assert not list((tmp_path / "ray" / ".vidcap" / "journal").iterdir())
+
+
+@pytest.mark.slow
+def test_a_ray_run_records_its_actors_precision_and_says_which_kept_videos_differ(
+    cluster: str, tmp_path: Path, caplog
+) -> None:
+    """A Ray run's precision is known once its cluster is (its actors' device): each video
+    records it, and the videos it keeps that were captioned in another are counted."""
+    first, second = (
+        write_video(
+            tmp_path / f"{name}.mp4",
+            VideoSpec(name, "libx264", ".mp4", constant_rate(n, Fraction(10))),
+        )
+        for name, n in (("first", 5), ("second", 6))
+    )
+    out = tmp_path / "out"
+    settings = RunSettings(out_dir=out, model="tiny", quiet=True, precision="bfloat16")
+    model = ModelSettings(model="tiny", device="cpu", dtype="bfloat16")
+    engine.run([str(first)], settings, lambda: EmbeddedBackend(Captioner.load(model)))
+    with caplog.at_level("WARNING", logger="vidcap"):
+        results = caption_dataset([str(first), str(second)], out, model=TINY, quiet=True)
+    assert sorted((r.name, r.resumed, r.precision) for r in results) == [
+        ("first", True, "bfloat16"), ("second", False, "float32"),
+    ]  # fmt: skip
+    said = [r.getMessage() for r in caplog.records if "precision" in r.getMessage()]
+    assert said == [
+        f"1 video of {out} was captioned in bfloat16, not float32 as this run captions: kept "
+        "(the precision is not part of the settings key, so new captions may be worded "
+        "differently; --dtype bfloat16 matches them)"
+    ]
 
 
 @pytest.mark.slow

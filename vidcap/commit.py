@@ -321,7 +321,7 @@ def plan(
             "SHA-256): %s kept", counted(kept_by_bytes, "video"), "has" if one else "have",
             "it was" if one else "they were", "its captions are" if one else "their captions are",
         )  # fmt: skip
-    _say_other_precisions(resumed, settings)
+    say_other_precisions(resumed, settings)
     for commit, count in sorted(other_revisions.items()):
         log.warning(
             "%s of %s %s captioned with revision %s of %s, not %s, the one this "
@@ -332,8 +332,9 @@ def plan(
     return todo, resumed
 
 
-def _say_other_precisions(resumed: Sequence[VideoResult], settings: RunSettings) -> None:
-    """One line per precision other than this run's that kept videos were captioned in."""
+def say_other_precisions(resumed: Sequence[VideoResult], settings: RunSettings) -> None:
+    """One line per precision other than this run's that kept videos were captioned in
+    (``plan`` says it; a Ray run, whose precision is known once its cluster is, says it then)."""
     other = Counter(
         r.precision
         for r in resumed

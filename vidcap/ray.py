@@ -61,6 +61,7 @@ from vidcap.commit import (
     VideoResult,
     check_out_dir,
     plan,
+    say_other_precisions,
 )
 from vidcap.decode import Decoded, Event, decode_events, encode_event, read_event
 from vidcap.engine import Captioned, FailingStreak, Uncaptioned, deliver
@@ -571,6 +572,7 @@ def _run(
                 # (known once the cluster is: what its actors compute in, in every record)
                 precision = precision_of(model, actor_device(ray_settings))
                 committer.settings = replace(committer.settings, precision=precision)
+                say_other_precisions(resumed, committer.settings)
                 ds = build_pipeline(
                     jobs,
                     model,
