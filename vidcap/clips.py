@@ -45,7 +45,7 @@ from vidcap import jsontext
 from vidcap.errors import UsageError, VideoError
 from vidcap.ffmpeg import FfmpegError, every_frame_at_its_time, probe, run_ffmpeg
 from vidcap.mask import DECIMALS, Segment, is_number
-from vidcap.outputs import create_new, part_path, short_stem, write_atomic
+from vidcap.outputs import new_part, part_path, short_stem, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -463,23 +463,19 @@ def first_frame(path: Path) -> tuple[float, bool] | None:
 
 
 def _cut(output: Path, arguments: Callable[[str], list[str]]) -> None:
-    """Run ffmpeg with ``arguments(target)`` and move the part file to ``output``.
+    """Run ffmpeg with ``arguments(target)`` into a ``new_part`` of ``output``, renamed
+    into place when whole (not fsynced, as ffmpeg's own output is not).
 
-    The part is made here (``create_new``: a link or FIFO planted under its name removed,
-    never followed) and ffmpeg writes it through the descriptor it was made with, passed
-    down as ``/dev/fd/N``: never by its name, which someone sharing the folder could have
-    pointed elsewhere in between."""
+    ffmpeg writes the part through the descriptor vidcap made it with, passed down as
+    ``/dev/fd/N``: never by its name, which someone sharing the folder could have pointed
+    elsewhere in between (a part whose name no longer holds that file is never renamed)."""
     part = part_path(output)
-    fd = create_new(part)
-    try:
+    with new_part(output, durable=False) as handle:
+        fd = handle.fileno()
         run_ffmpeg(arguments(f"/dev/fd/{fd}"), pass_fds=(fd,))
         made, named = os.fstat(fd), os.lstat(part)
         if (made.st_dev, made.st_ino) != (named.st_dev, named.st_ino):  # (never renamed in)
             raise OSError(errno.EEXIST, "replaced while ffmpeg wrote it", str(part))
-        os.replace(part, output)
-    finally:
-        os.close(fd)
-        part.unlink(missing_ok=True)
 
 
 def export_clips(
