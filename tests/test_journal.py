@@ -48,10 +48,12 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_video(tmp_path_factory.mktemp("in") / "long.mp4", spec)
 
 
-def settings_for(out: Path, **generation) -> RunSettings:
+def settings_for(out: Path, precision: str = "float32", **generation) -> RunSettings:
+    """A run's settings; ``precision``: what its captioner computes in (the tiny model on a
+    CPU: float32), as the CLI records it."""
     return RunSettings(
         out_dir=out, sampling=EVERY, generation=GenerationSettings(**generation), model="tiny",
-        quiet=True, formats=FORMATS,
+        quiet=True, formats=FORMATS, precision=precision,
     )  # fmt: skip
 
 
@@ -107,6 +109,49 @@ def test_a_rerun_sends_the_model_only_the_frames_an_interrupted_run_left(
     assert not journal_of(out).exists()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["videos"][0]["kept_frames"] == 70
+    assert summary["videos"][0]["precision"] == "float32"
+
+
+def test_captions_kept_from_a_journal_of_another_precision_are_recorded_as_such(
+    tmp_path: Path, video: Path, tiny_captioner, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The precision is no part of a journal's match (nor of the settings key): a video
+    begun in bfloat16 and finished in float32 keeps its captions, and its record names both,
+    where it named only the last run's."""
+    from vidcap.model import Captioner
+    from vidcap.settings import ModelSettings
+
+    half = Captioner.load(ModelSettings(model="tiny", device="cpu", batch_size=8, dtype="bfloat16"))
+    assert half.precision == "bfloat16"
+    out = tmp_path / "out"
+    stop(video, settings_for(out, "bfloat16"), half, 70)
+    assert json.loads(journal_of(out).read_text().splitlines()[0])["precision"] == "bfloat16"
+    stop(video, settings_for(out), tiny_captioner, 10)  # on in float32: the header names both
+    lines = journal_of(out).read_text().splitlines()
+    assert json.loads(lines[0])["precision"] == "bfloat16,float32" and len(lines) == 1 + 80
+    result, sent = rerun(video, settings_for(out, "bfloat16"), half)
+    assert result.kept_frames == 80 and sent == FRAMES - 80
+    assert result.precision == "bfloat16,float32"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["videos"][0]["precision"] == "bfloat16,float32"
+    assert (
+        "long.mp4: 80 captions kept from an interrupted run were made in bfloat16,float32, the "
+        "others in bfloat16: its record names both" in caplog.text
+    )
+    # a journal of the same precision, and one older than the field (unknown), go on as such
+    out = tmp_path / "same"
+    stop(video, settings_for(out), tiny_captioner, 70)
+    result, _ = rerun(video, settings_for(out), tiny_captioner)
+    assert result.kept_frames == 70 and result.precision == "float32"
+    out = tmp_path / "old"
+    stop(video, settings_for(out), tiny_captioner, 70)
+    path = journal_of(out)
+    head, rest = path.read_text().split("\n", 1)
+    path.write_text(
+        json.dumps({k: v for k, v in json.loads(head).items() if k != "precision"}) + "\n" + rest
+    )
+    result, _ = rerun(video, settings_for(out), tiny_captioner)
+    assert result.kept_frames == 70 and result.precision is None
 
 
 def test_a_short_video_gets_no_journal_unless_the_run_stops_in_it(
@@ -194,6 +239,9 @@ def test_reading_a_journal_takes_only_its_own_header_and_whole_rows(tmp_path: Pa
     assert kept.end == path.stat().st_size
     assert read_journal(path, {**head, "key": "k2"}) is None
     assert read_journal(path, header("k1", "rev", head["identity"])) is None
+    other = read_journal(path, header("k1", "", head["identity"], "bfloat16"))
+    assert other is not None and other.captions == kept.captions  # (no part of the match)
+    assert other.precision == ""
     assert read_journal(tmp_path / "none.jsonl", head) is None
     lines = path.read_bytes().splitlines(keepends=True)
     path.write_bytes(lines[0] + lines[1] + b'{"frame": "x"}\n' + lines[2])  # not a row: stop

@@ -82,7 +82,7 @@ from vidcap.records import (
     write_summary,
 )
 from vidcap.scenes import Scene
-from vidcap.settings import GenerationSettings, SamplingSettings
+from vidcap.settings import GenerationSettings, SamplingSettings, joined_precisions
 from vidcap.wording import counted
 
 log = logging.getLogger(__name__)
@@ -523,7 +523,7 @@ class Committer:
         self._writing: OrderedDict[int, Journal] = OrderedDict()  # open files, oldest first
 
     def _header(self, job: VideoJob) -> dict[str, Any]:
-        return header(self.key, self.settings.revision, job.identity)
+        return header(self.key, self.settings.revision, job.identity, self.settings.precision)
 
     def _journal_path(self, name: str) -> Path:
         return journal_path(self.settings.out_dir / STATE_DIR, name)
@@ -716,7 +716,7 @@ class Committer:
             key=self.key,
             model=self.settings.model,
             revision=self.settings.revision or None,
-            precision=self.settings.precision or None,
+            precision=self._precision(state, say=done) or None,
             reused=len(state.reused) if done and sampling.skip_similar is not None else None,
             scenes=len(state.scenes) if done and sampling.scenes else None,
             thumbs=len(state.thumbs) if done and state.thumbs else None,
@@ -724,6 +724,22 @@ class Committer:
             damaged_frames=damaged if done and damaged else None,
             kept_frames=state.kept if done and state.kept else None,
         )
+
+    def _precision(self, state: _Open, say: bool) -> str:
+        """What a video's captions were made in: this run's precision, joined with its
+        journal's where captions were kept from one made in another (``""``: unknown);
+        ``say``: in a line, where they differ."""
+        kept = self._kept.get(state.job.id)
+        if not state.kept or kept is None or kept.precision == self.settings.precision:
+            return self.settings.precision
+        both = joined_precisions(kept.precision, self.settings.precision)
+        if both and say:
+            log.warning(
+                "%s: %s kept from an interrupted run were made in %s, the others in %s: its "
+                "record names both (the same wording in both is not assured)", state.job.shown,
+                counted(state.kept, "caption"), kept.precision, self.settings.precision,
+            )  # fmt: skip
+        return both
 
     def _resolved(self, state: _Open) -> list[CaptionedFrame] | str:
         """Every sampled frame in order, reused ones with their caption; or why not."""

@@ -3,7 +3,8 @@ video (killed, Ctrl-C, a lost server, a full disk) loses none the model already 
 
 ``OUT/.vidcap/journal/<name>.jsonl``: a header line, then one line per captioned frame::
 
-    {"journal": 1, "key": <settings key>, "revision": <model commit>, "identity": <source>}
+    {"journal": 1, "key": <settings key>, "revision": <model commit>, "identity": <source>,
+     "precision": "float32"}
     {"frame": 120, "time": 4.004, "caption": "a man in a suit"}
 
 A video's journal begins at its ``JOURNAL_AFTER``-th caption (with the ones before): a short
@@ -14,7 +15,9 @@ its caption arrives (a killed process loses none; a power cut may lose the last 
 
 A rerun reads the journal of each video it has to do, and only when its header matches
 (same settings key, model commit and source identity: ``vidcap.inputs.source_identity``);
-the engine then sends the model only the frames the journal lacks, and takes the others'
+the precision is no part of that match, as it is no part of the settings key, but a run in
+another precision goes on with the journal only after rewriting its header to name both, so
+the video's record names every precision its captions were made in. The engine then sends the model only the frames the journal lacks, and takes the others'
 captions from it, in their places. A torn last line (the process killed mid-write) is cut
 off. The journal goes once the video's resume record is written (its outputs are durable);
 a failed video keeps its journal, for the rerun that redoes it.
@@ -35,7 +38,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from vidcap import jsontext, regular
-from vidcap.outputs import CaptionedFrame
+from vidcap.outputs import CaptionedFrame, new_part
+from vidcap.settings import joined_precisions
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +55,35 @@ def journal_path(state_dir: Path, name: str) -> Path:
     return state_dir / JOURNAL_DIR / f"{name}.jsonl"
 
 
-def header(key: str, revision: str, identity: dict[str, Any]) -> dict[str, Any]:
-    return {"journal": VERSION, "key": key, "revision": revision, "identity": identity}
+def header(
+    key: str, revision: str, identity: dict[str, Any], precision: str = ""
+) -> dict[str, Any]:
+    """A journal's first line; ``precision``: what its captions were made in (``""``:
+    unknown), the only field a run need not match to go on with it."""
+    return {
+        "journal": VERSION, "key": key, "revision": revision, "identity": identity,
+        "precision": precision,
+    }  # fmt: skip
 
 
 @dataclass
 class Kept:
-    """What a journal holds: captions by frame index (with each frame's time), and the
-    length of its whole lines (where appending goes on)."""
+    """What a journal holds: captions by frame index (with each frame's time), the
+    precision they were made in (``""``: unknown, a journal older than the field), where its
+    rows begin, and the length of its whole lines (where appending goes on)."""
 
     captions: dict[int, tuple[float, str]] = field(default_factory=dict)
+    precision: str = ""
+    rows: int = 0
     end: int = 0
+
+
+def _matched(row: object, expected: dict[str, Any]) -> str | None:
+    """The precision a journal's header ``row`` names, if it matches ``expected`` in all
+    else; else None."""
+    if not isinstance(row, dict) or not isinstance(precision := row.pop("precision", ""), str):
+        return None
+    return precision if row == {k: v for k, v in expected.items() if k != "precision"} else None
 
 
 def read_journal(path: Path, expected: dict[str, Any]) -> Kept | None:
@@ -81,9 +103,9 @@ def read_journal(path: Path, expected: dict[str, Any]) -> Kept | None:
         except ValueError:
             break
         if first:
-            if row != expected:
+            if (precision := _matched(row, expected)) is None:
                 return None
-            first = False
+            kept.precision, kept.rows, first = precision, stop + 1, False
         elif _sound(row):
             kept.captions[row["frame"]] = (float(row["time"]), row["caption"])
         else:
@@ -105,7 +127,8 @@ def _sound(row: object) -> bool:
 
 class Journal:
     """One video's journal, open for appending: ``kept`` (a journal this run goes on
-    with, its torn tail cut off) or a new one, the header written first. ``suspend``
+    with, its torn tail cut off; its header rewritten first where ``head`` names another
+    precision, to name both) or a new one, the header written first. ``suspend``
     closes its file until the next ``add`` (a run with more videos in flight than it keeps
     files open: ``MAX_OPEN``)."""
 
@@ -113,6 +136,11 @@ class Journal:
         self.path = path
         regular.own_folder(path.parent)
         self._file: IO[bytes] | None = None
+        if kept is not None and (both := _both(kept, head)) != kept.precision:
+            try:
+                _rewrite(path, {**head, "precision": both}, kept)
+            except FileNotFoundError:
+                kept = None
         if kept is not None:
             try:
                 self._file = _open(path, os.O_RDWR, "r+b")
@@ -142,6 +170,20 @@ class Journal:
             file.close()
 
     close = suspend
+
+
+def _both(kept: Kept, head: dict[str, Any]) -> str:
+    return joined_precisions(kept.precision, head.get("precision", ""))
+
+
+def _rewrite(path: Path, head: dict[str, Any], kept: Kept) -> None:
+    """The journal at ``path`` with ``head`` in place of its header, its whole rows kept:
+    written beside it and renamed over it (a kill in between leaves the old one whole)."""
+    line = json.dumps(head).encode() + b"\n"
+    rows = regular.read_bytes(path, follow=False)[kept.rows : kept.end]
+    with new_part(path, durable=False) as part:
+        part.write(line + rows)
+    kept.rows, kept.end = len(line), len(line) + len(rows)
 
 
 def _open(path: Path, flags: int, mode: str) -> IO[bytes]:

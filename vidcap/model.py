@@ -16,7 +16,7 @@ import numpy as np
 
 from vidcap.errors import ModelLoadError, UsageError
 from vidcap.frames import resize_for_model
-from vidcap.settings import DEFAULT_MODEL, GenerationSettings, ModelSettings
+from vidcap.settings import DEFAULT_MODEL, GenerationSettings, ModelSettings, joined_precisions
 from vidcap.tiny import CHECKPOINT_DIR
 from vidcap.wording import counted
 
@@ -110,7 +110,7 @@ def precision_of(settings: ModelSettings, device: str | None = None) -> str:
     (else the ones ``settings.device`` picks): what ``Captioner.load`` loads; several,
     comma-separated, where replicas on a CPU and a GPU would differ."""
     devices = [device] if device else [pick_device(d) for d in expand_devices(settings.device)]
-    return ",".join(sorted({precision_name(pick_dtype(settings.dtype, d)) for d in devices}))
+    return joined_precisions(*(precision_name(pick_dtype(settings.dtype, d)) for d in devices))
 
 
 class Captioner:

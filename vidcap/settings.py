@@ -24,6 +24,15 @@ DECODE_MODES = ("exact", "all")
 need (see ``vidcap.video``); ``all``: decode every frame."""
 
 
+def joined_precisions(*parts: str) -> str:
+    """The precision of captions made in each of ``parts`` (``float16``, or several
+    comma-separated): their names joined, sorted and once each; ``""`` (unknown) where any
+    part is unknown (``""``: a server that does not say, a journal older than the field)."""
+    if not all(parts):
+        return ""
+    return ",".join(sorted({name for part in parts for name in part.split(",")}))
+
+
 SCENE_DETECTORS = ("content", "adaptive", "hash", "histogram")
 """PySceneDetect's ContentDetector (the default), AdaptiveDetector, HashDetector,
 HistogramDetector (``vidcap.scenes``)."""
