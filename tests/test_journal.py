@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from dataclasses import replace
 from fractions import Fraction
@@ -214,6 +215,57 @@ def test_a_journal_of_other_settings_or_a_changed_file_is_not_used(
     assert result.kept_frames is None and sent == FRAMES
 
 
+def test_a_journal_goes_on_after_its_file_moved_not_for_a_copy_or_a_touched_file(
+    tmp_path: Path, video: Path, tiny_captioner, clean: dict[str, bytes], caplog
+) -> None:
+    """A library moved or mounted elsewhere while a run was stopped part-way: the same size
+    and modification time, nothing left at the old path. A copy (the old path still holds
+    the file) or a moved file changed since is another video, as before."""
+    caplog.set_level("INFO")
+
+    def placed(path: Path, source: Path, move: bool) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (os.rename if move else shutil.copy2)(source, path)
+        return path
+
+    out = tmp_path / "out"
+    old = placed(tmp_path / "a" / "long.mp4", video, move=False)
+    stop(old, settings_for(out), tiny_captioner, 70)
+    new = placed(tmp_path / "moved $(x) 'q'" / "long.mp4", old, move=True)
+    result, sent = rerun(new, settings_for(out), tiny_captioner)
+    assert result.kept_frames == 70 and sent == FRAMES - 70
+    assert f"of the same file at {old}, gone from there since" in caplog.text
+    rows = [json.loads(line) for line in (out / "long.jsonl").read_text().splitlines()]
+    assert {row["video"] for row in rows} == {str(new)}
+    assert [{**row, "video": ""} for row in rows] == [
+        {**json.loads(line), "video": ""} for line in clean["jsonl"].splitlines()
+    ]  # (the captions an uninterrupted run makes, each in its place)
+
+    # it goes on, with the header naming the new path, through a second stop
+    out = tmp_path / "twice"
+    stop(new, settings_for(out), tiny_captioner, 70)
+    newer = placed(tmp_path / "c" / "long.mp4", new, move=True)
+    stop(newer, settings_for(out), tiny_captioner, 10)
+    head = json.loads(journal_of(out).read_text().splitlines()[0])
+    assert head["identity"]["path"] == str(newer) and "moved" not in head
+    result, sent = rerun(newer, settings_for(out), tiny_captioner)
+    assert result.kept_frames == 80 and sent == FRAMES - 80
+
+    out = tmp_path / "copy"
+    stop(newer, settings_for(out), tiny_captioner, 70)
+    copy = placed(tmp_path / "d" / "long.mp4", newer, move=False)
+    result, sent = rerun(copy, settings_for(out), tiny_captioner)
+    assert result.kept_frames is None and sent == FRAMES
+
+    out = tmp_path / "touched"
+    stop(newer, settings_for(out), tiny_captioner, 70)
+    touched = placed(tmp_path / "e" / "long.mp4", newer, move=True)
+    stat = touched.stat()
+    os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    result, sent = rerun(touched, settings_for(out), tiny_captioner)
+    assert result.kept_frames is None and sent == FRAMES
+
+
 def test_a_failed_video_keeps_its_journal_for_the_rerun(
     tmp_path: Path, video: Path, tiny_captioner, clean: dict[str, bytes]
 ) -> None:
@@ -223,6 +275,37 @@ def test_a_failed_video_keeps_its_journal_for_the_rerun(
     result, sent = rerun(video, settings_for(out), tiny_captioner)
     assert result.kept_frames == 30 and sent == FRAMES - 30
     assert outputs(out) == clean
+
+
+def test_a_failed_video_whose_file_moved_keeps_its_name_and_its_journal(
+    tmp_path: Path, video: Path, tiny_captioner, clean: dict[str, bytes]
+) -> None:
+    """A failed video's record vouches for no outputs: once its file is gone, its name is
+    free for a new input (here the same file, moved: its journal goes on), where a hashed
+    name was given and the gone file's failed record stayed listed in ``summary.json``."""
+    out = tmp_path / "out"
+    (tmp_path / "a").mkdir()
+    old = shutil.copy2(video, tmp_path / "a" / "long.mp4")
+    [failed] = caption(old, settings_for(out), Counting(tiny_captioner, fail_at=30))
+    assert failed.status == "failed" and failed.name == "long"
+    (tmp_path / "b").mkdir()
+    new = tmp_path / "b" / "long.mp4"
+    os.rename(old, new)
+    result, sent = rerun(new, settings_for(out), tiny_captioner)
+    assert result.name == "long" and result.kept_frames == 30 and sent == FRAMES - 30
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(v["name"], v["status"], v["video"]) for v in summary["videos"]] == [
+        ("long", "done", str(new))
+    ]
+    assert sorted(p.name for p in out.glob("long*")) == [f"long.{fmt}" for fmt in FORMATS]
+    # a failed video whose file is still there keeps its name: another file gets a hash
+    (tmp_path / "c").mkdir()
+    [failed] = caption(
+        new, settings_for(out := tmp_path / "kept"), Counting(tiny_captioner, fail_at=30)
+    )
+    other = shutil.copy2(video, tmp_path / "c" / "long.mp4")
+    result, _ = rerun(other, settings_for(out), tiny_captioner)
+    assert failed.status == "failed" and result.name.startswith("long-")
 
 
 def test_reading_a_journal_takes_only_its_own_header_and_whole_rows(tmp_path: Path) -> None:

@@ -239,6 +239,21 @@ def _state_path(record: dict | None) -> str | None:
     return (identity_of(record) or {}).get("path")
 
 
+def _failed_and_gone(record: dict | None) -> bool:
+    """Is ``record`` a failed video's whose local file is gone from its path? It vouches
+    for no outputs, so its name is free for a new input: the same file moved (whose journal
+    then goes on: ``journal.same_file``) or another, whose record replaces it."""
+    path = _state_path(record)
+    return (
+        isinstance(path, str)
+        and os.path.isabs(path)
+        and not is_url(path)
+        and "\0" not in path
+        and (record or {}).get("result", {}).get("status") == "failed"
+        and not os.path.lexists(path)
+    )
+
+
 def plan(
     sources: Sequence[str], settings: RunSettings, metadata: Sequence[dict] | None = None
 ) -> tuple[list[VideoJob], list[VideoResult]]:
@@ -247,8 +262,8 @@ def plan(
     The same file given twice is one video. A video's output name is the one a record
     gives its file (by path; or, for a file that moved, ``vidcap.moved``: by its bytes,
     where the recorded path is gone); else its file stem, unless another input of this run
-    or an earlier run's record (another file) holds that stem: then the stem plus a hash of
-    the path. Stems are compared as a case-insensitive file system compares names (``Clip``
+    or an earlier run's record (another file, unless a failed video's whose file is gone:
+    no outputs to keep) holds that stem: then the stem plus a hash of the path. Stems are compared as a case-insensitive file system compares names (``Clip``
     and ``clip``, ``café`` composed or not): on one, two such outputs would be one file,
     the second overwriting the first.
     """
@@ -419,7 +434,8 @@ def _names(
         stem = _stem(source)
         owner = _state_path(record_of(stem))
         folded = _folded(stem)
-        if stems[folded] == 1 and folded not in taken and owner in (None, identity["path"]):
+        free = owner in (None, identity["path"]) or _failed_and_gone(record_of(stem))
+        if stems[folded] == 1 and folded not in taken and free:
             take(identity["path"], stem)
         else:
             take(identity["path"], _hashed(stem, identity["path"]))
@@ -541,8 +557,10 @@ class Committer:
             if path.name in names and (journal := read_journal(path, self._header(job))):
                 kept[job.id] = journal
                 log.info(
-                    "%s: goes on from an interrupted run: %s kept",
+                    "%s: goes on from an interrupted run: %s kept%s",
                     job.shown, counted(len(journal.captions), "caption"),
+                    "" if journal.moved_from is None else
+                    f" (of the same file at {journal.moved_from}, gone from there since)",
                 )  # fmt: skip
         return kept
 

@@ -14,10 +14,12 @@ writes them as it stops). Each line is written whole and flushed to the operatin
 its caption arrives (a killed process loses none; a power cut may lose the last ones).
 
 A rerun reads the journal of each video it has to do, and only when its header matches
-(same settings key, model commit and source identity: ``vidcap.inputs.source_identity``);
-the precision is no part of that match, as it is no part of the settings key, but a run in
-another precision goes on with the journal only after rewriting its header to name both, so
-the video's record names every precision its captions were made in. The engine then sends the model only the frames the journal lacks, and takes the others'
+(same settings key, model commit and source identity: ``vidcap.inputs.source_identity``,
+or the same file moved since: ``same_file``). The precision is no part of that match, as it
+is no part of the settings key, but a run in another precision goes on with the journal
+only after rewriting its header to name both, so the video's record names every precision
+its captions were made in (a moved file's header is rewritten to name its new path). The
+engine then sends the model only the frames the journal lacks, and takes the others'
 captions from it, in their places. A torn last line (the process killed mid-write) is cut
 off. The journal goes once the video's resume record is written (its outputs are durable);
 a failed video keeps its journal, for the rerun that redoes it.
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from vidcap import jsontext, regular
+from vidcap.inputs import LOCAL_IDENTITY, is_url
 from vidcap.outputs import CaptionedFrame, new_part
 from vidcap.settings import joined_precisions
 
@@ -68,22 +71,57 @@ def header(
 
 @dataclass
 class Kept:
-    """What a journal holds: captions by frame index (with each frame's time), the
-    precision they were made in (``""``: unknown, a journal older than the field), where its
-    rows begin, and the length of its whole lines (where appending goes on)."""
+    """What a journal holds: its header as read, captions by frame index (with each frame's
+    time), where its rows begin, and the length of its whole lines (where appending goes on)."""
 
+    head: dict[str, Any] = field(default_factory=dict)
     captions: dict[int, tuple[float, str]] = field(default_factory=dict)
-    precision: str = ""
     rows: int = 0
     end: int = 0
 
+    @property
+    def precision(self) -> str:
+        """What its captions were made in (``""``: unknown, a journal older than the field)."""
+        return self.head.get("precision", "")
 
-def _matched(row: object, expected: dict[str, Any]) -> str | None:
-    """The precision a journal's header ``row`` names, if it matches ``expected`` in all
-    else; else None."""
-    if not isinstance(row, dict) or not isinstance(precision := row.pop("precision", ""), str):
-        return None
-    return precision if row == {k: v for k, v in expected.items() if k != "precision"} else None
+    @property
+    def moved_from(self) -> str | None:
+        """The path its file had, where the file has moved since (``same_file``)."""
+        return self.head["identity"]["path"] if self.head.get("moved") else None
+
+
+def _matched(row: object, expected: dict[str, Any]) -> bool:
+    """Does a journal's header ``row`` match ``expected``: all but the precision, and the
+    identity that of the same file (``same_file``)? A moved file's is noted (``"moved"``)."""
+    if not isinstance(row, dict) or not isinstance(row.get("precision", ""), str):
+        return False
+    rest = {k: v for k, v in row.items() if k not in ("precision", "identity")}
+    if rest != {k: v for k, v in expected.items() if k not in ("precision", "identity")}:
+        return False
+    if row.get("identity") == expected["identity"]:
+        return True
+    row["moved"] = same_file(row.get("identity"), expected["identity"])
+    return row["moved"]
+
+
+def same_file(recorded: object, current: dict[str, Any]) -> bool:
+    """Is ``current`` (a local file's ``source_identity``) the file ``recorded`` names,
+    moved since: the same size and modification time, to the nanosecond, and nothing left
+    at its recorded path (a library moved or mounted elsewhere while a run was stopped
+    part-way through it; ``vidcap.moved`` keeps done videos by SHA-256, which a video
+    stopped part-way has not got)? A file whose old path still holds something is a copy:
+    another video."""
+    if not (
+        isinstance(recorded, dict)
+        and set(recorded) == set(current) == LOCAL_IDENTITY
+        and isinstance(path := recorded["path"], str)
+        and path != current["path"]
+        and not is_url(path)
+        and "\0" not in path
+    ):
+        return False
+    same = recorded["size"] == current["size"] and recorded["mtime_ns"] == current["mtime_ns"]
+    return same and not os.path.lexists(path)
 
 
 def read_journal(path: Path, expected: dict[str, Any]) -> Kept | None:
@@ -103,9 +141,9 @@ def read_journal(path: Path, expected: dict[str, Any]) -> Kept | None:
         except ValueError:
             break
         if first:
-            if (precision := _matched(row, expected)) is None:
+            if not _matched(row, expected):
                 return None
-            kept.precision, kept.rows, first = precision, stop + 1, False
+            kept.head, kept.rows, first = row, stop + 1, False
         elif _sound(row):
             kept.captions[row["frame"]] = (float(row["time"]), row["caption"])
         else:
@@ -128,7 +166,8 @@ def _sound(row: object) -> bool:
 class Journal:
     """One video's journal, open for appending: ``kept`` (a journal this run goes on
     with, its torn tail cut off; its header rewritten first where ``head`` names another
-    precision, to name both) or a new one, the header written first. ``suspend``
+    precision, to name both, or its file's new path) or a new one, the header written
+    first. ``suspend``
     closes its file until the next ``add`` (a run with more videos in flight than it keeps
     files open: ``MAX_OPEN``)."""
 
@@ -136,9 +175,9 @@ class Journal:
         self.path = path
         regular.own_folder(path.parent)
         self._file: IO[bytes] | None = None
-        if kept is not None and (both := _both(kept, head)) != kept.precision:
+        if kept is not None and kept.head != (head := {**head, "precision": _both(kept, head)}):
             try:
-                _rewrite(path, {**head, "precision": both}, kept)
+                _rewrite(path, head, kept)
             except FileNotFoundError:
                 kept = None
         if kept is not None:
