@@ -53,7 +53,13 @@ def outputs(out: Path) -> dict[str, dict[str, str]]:
 
 
 def parquet_rows(out: Path) -> list[dict]:
+    """The shards' rows, each checked to name its video's output name, then without it (a
+    moved video keeps the name its old path had, hashed or not)."""
+    names = {
+        v["video"]: v["name"] for v in json.loads((out / "summary.json").read_text())["videos"]
+    }
     rows = pq.read_table(out / "parquet").to_pylist()
+    assert all(row.pop("name") == names[row["video"]] for row in rows)
     return sorted(rows, key=lambda row: (row["video"], row["frame"]))
 
 

@@ -61,6 +61,7 @@ def test_shards_rows_metadata_and_resume(tmp_path: Path) -> None:
     rows = pq.read_table(out / SHARD_DIR).to_pylist()
     assert rows[0] == {
         "video": sources[0],
+        "name": "v0",
         "frame": 0,
         "time": 0.0,
         "caption": "caption 0",
@@ -200,9 +201,13 @@ def test_a_format_change_replaces_the_videos_earlier_rows(tmp_path: Path) -> Non
     assert len(_rows_by_video(out)) == 2 + 3 + 4
 
 
-def test_a_video_redone_after_its_record_was_lost_has_its_rows_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("older", [False, True], ids=["shard", "shard-without-name"])
+def test_a_video_redone_after_its_record_was_lost_has_its_rows_once(
+    tmp_path: Path, older: bool
+) -> None:
     """A run killed between a shard's rename and the records: the rerun redoes those videos
-    and their rows from the killed run go."""
+    and their rows from the killed run go. ``older``: the shard an older vidcap wrote,
+    without the ``name`` column: its rows go by ``video``."""
     out = tmp_path / "out"
     settings = RunSettings(out_dir=out, formats=("parquet",))
     sources = _sources(tmp_path, 2)
@@ -212,6 +217,9 @@ def test_a_video_redone_after_its_record_was_lost_has_its_rows_once(tmp_path: Pa
     _feed(committer, 1, 2)
     committer.close(1.0)
     (out / STATE_DIR / "v1.json").unlink()  # as if killed before v1's record
+    if older:
+        [shard] = (out / SHARD_DIR).iterdir()
+        pq.write_table(pq.read_table(shard).drop_columns(["name"]), shard)
 
     jobs, resumed = plan(sources, settings)
     assert [j.source for j in jobs] == [sources[1]] and len(resumed) == 1
@@ -241,6 +249,44 @@ def test_a_video_given_under_another_path_replaces_its_rows(tmp_path: Path, monk
     _feed(committer, 0, 2)
     committer.close(1.0)
     assert _rows_by_video(out) == [(other_path, 0, second.key()), (other_path, 10, second.key())]
+
+
+def test_two_files_given_by_one_relative_path_keep_their_rows_apart(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """``clip.mp4`` captioned from two working directories into one folder: two files, two
+    output names, one ``video`` text. The second run's rows took the first's away (rows
+    were told apart by ``video`` only); each row now names its output (``name``), and a
+    row another video's record holds stays. Redoing one of them still replaces its own."""
+    out = tmp_path / "out"
+    settings = RunSettings(out_dir=out, formats=("parquet",))
+    names = []
+    for folder, frames in (("a", 3), ("b", 2)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "clip.mp4").write_bytes(folder.encode() * 9)
+        monkeypatch.chdir(tmp_path / folder)
+        jobs, _ = plan(["clip.mp4"], settings)
+        committer = Committer(settings, jobs, run_writers_for(settings))
+        _feed(committer, 0, frames)
+        committer.close(1.0)
+        names.append(jobs[0].name)
+    assert names[0] == "clip" and names[1].startswith("clip-")
+    rows = pq.read_table(out / SHARD_DIR).to_pylist()
+    assert sorted((r["name"], r["video"], r["frame"]) for r in rows) == sorted(
+        [("clip", "clip.mp4", i * 10) for i in range(3)]
+        + [(names[1], "clip.mp4", i * 10) for i in range(2)]
+    )
+    other = RunSettings(out_dir=out, formats=("parquet",), model="another")
+    jobs, _ = plan(["clip.mp4"], other)  # (in b) redone under other settings
+    assert [j.name for j in jobs] == [names[1]]
+    committer = Committer(other, jobs, run_writers_for(other))
+    _feed(committer, 0, 4)
+    committer.close(1.0)
+    rows = pq.read_table(out / SHARD_DIR).to_pylist()
+    assert sorted((r["name"], r["frame"], r["key"]) for r in rows) == sorted(
+        [("clip", i * 10, settings.key()) for i in range(3)]
+        + [(names[1], i * 10, other.key()) for i in range(4)]
+    )
 
 
 def test_cli_format_change_leaves_one_row_per_frame(tmp_path: Path) -> None:

@@ -183,9 +183,10 @@ def test_ray_run_equals_embedded_per_frame(
     rows = pq.read_table(tmp_path / "ray" / SHARD_DIR).to_pylist()
     key = RunSettings(out_dir=tmp_path, formats=formats, model="tiny").key()
     by_video: dict[str, list[dict]] = {}
+    names = {r.video: r.name for r in expected}
     for row in rows:
         by_video.setdefault(row["video"], []).append(row)
-        assert row["key"] == key
+        assert row["key"] == key and row["name"] == names[row["video"]]
     jsonl = {
         r.video: read_jsonl(tmp_path / "embedded" / f"{r.name}.jsonl")
         for r in expected

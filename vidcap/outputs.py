@@ -187,10 +187,10 @@ def place_thumbnails(folder: Path, staged: Path | None) -> None:
 
 
 # Every column a caption row may have in any output: ``frame_row``'s, and the Parquet
-# shards' scene columns and settings key. A list file's metadata column of one of these
-# names is carried as ``list_<name>`` (``vidcap.inputs``).
+# shards' output name, scene columns and settings key. A list file's metadata column of one
+# of these names is carried as ``list_<name>`` (``vidcap.inputs``).
 OUTPUT_COLUMNS = frozenset(
-    {"video", "frame", "time", "caption", "same_as", "damaged", "scene", "scene_start",
+    {"video", "name", "frame", "time", "caption", "same_as", "damaged", "scene", "scene_start",
      "scene_end", "key"}
 )  # fmt: skip
 

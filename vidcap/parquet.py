@@ -1,25 +1,28 @@
 """``--format parquet``: one row per sampled frame, in shards, for dataset builders.
 
-Rows: ``video`` (the source), ``frame``, ``time``, ``caption`` (``outputs.frame_row``, as
-in the JSONL files), ``damaged`` (true on a frame whose picture may show decoding damage,
-as the JSONL's ``"damaged": true``; else false), with ``--skip-similar`` ``same_as`` (null
-on captioned frames), with
-``--scenes`` the frame's ``scene``, ``scene_start`` and ``scene_end`` (s), the video's
-metadata columns (from a list file), and ``key`` (the run's settings key). A run without
-those flags writes the same columns as before they existed, but for ``damaged`` (added
-with the concealed-damage marks: shards of earlier versions lack it). A shard holds whole videos and is written under a hidden ``.part``
-name, then renamed into ``OUT/parquet/part-<run>-<n>.parquet``: a shard is whole or absent.
-A video's resume record is written (by the ``Committer``) only once its shard is durable,
-so a rerun redoes exactly the videos whose shard never landed. Read the folder with
-``pyarrow.parquet.read_table(OUT / "parquet")`` or ``ray.data.read_parquet``.
+Rows: ``video`` (the source), ``name`` (the video's output name: its JSONL file's, its
+record's), ``frame``, ``time``, ``caption`` (``outputs.frame_row``, as in the JSONL files),
+``damaged`` (true on a frame whose picture may show decoding damage, as the JSONL's
+``"damaged": true``; else false), with ``--skip-similar`` ``same_as`` (null on captioned
+frames), with ``--scenes`` the frame's ``scene``, ``scene_start`` and ``scene_end`` (s),
+the video's metadata columns (from a list file), and ``key`` (the run's settings key). A
+run without those flags writes the same columns as before they existed, but for
+``damaged`` (added with the concealed-damage marks) and ``name`` (added when two files
+given by one text, a relative path from two folders, lost each other's rows): shards of
+earlier versions lack them. A shard holds whole videos and is written under a hidden
+``.part`` name, then renamed into ``OUT/parquet/part-<run>-<n>.parquet``: a shard is
+whole or absent. A video's resume record is written (by the ``Committer``) only once its
+shard is durable, so a rerun redoes exactly the videos whose shard never landed. Read the
+folder with ``pyarrow.parquet.read_table(OUT / "parquet")`` or ``ray.data.read_parquet``.
 
 A video's rows are those of its latest captioning, as its JSONL file is: a video redone
 (other settings, another ``--format`` list, the file changed, or a run killed before its
 record was written) has its earlier rows removed from the earlier shards once its new
 shard is durable (each such shard rewritten under a ``.part`` name and renamed over, or
-deleted when nothing is left in it). Rows are unique by (``video``, ``frame``) once a run
-has finished, except in a remote ``--out``, whose earlier shards are not downloaded: there
-a redone video's earlier rows stay, and rows are unique by (``video``, ``frame``, ``key``).
+deleted when nothing is left in it; ``_drop_earlier_rows`` says which rows). Rows are
+unique by (``name``, ``frame``) once a run has finished, except in a remote ``--out``,
+whose earlier shards are not downloaded: there a redone video's earlier rows stay, and
+rows are unique by (``name``, ``frame``, ``key``).
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ import os
 import secrets
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vidcap.commit import RunSettings, RunWriter, VideoJob
 from vidcap.errors import UsageError, install_hint
 from vidcap.inputs import is_url
-from vidcap.outputs import CaptionedFrame, frame_row, new_part
+from vidcap.outputs import CaptionedFrame, frame_row, is_output_name, new_part
 from vidcap.records import identity_of, read_record
 from vidcap.regular import is_regular, own_folder
 from vidcap.scenes import Scene
@@ -98,6 +102,7 @@ class ParquetShardWriter:
         self.schema = pa.schema(
             [
                 pa.field("video", pa.string()),
+                pa.field("name", pa.string()),
                 pa.field("frame", pa.int64()),
                 pa.field("time", pa.float64()),
                 pa.field("caption", pa.string()),
@@ -121,8 +126,8 @@ class ParquetShardWriter:
         self.shards: list[Path] = []
         self._rows: list[dict[str, Any]] = []
         self._pending: list[int] = []
-        self._redone: set[str] = set()  # ``video`` values whose earlier rows must go
-        self._earlier: dict[str, set[Path]] | None = None  # video → earlier shards holding it
+        self._redone = _Redone()  # the videos whose earlier rows must go
+        self._earlier: dict[tuple[str, str], set[Path]] | None = None  # ``_shard_keys``
 
     def add(
         self, job: VideoJob, frames: Sequence[CaptionedFrame], scenes: Sequence[Scene] = ()
@@ -130,7 +135,10 @@ class ParquetShardWriter:
         meta = {name: job.metadata.get(name) for name in self.meta_schema.names}
         starts = [scene.start_frame for scene in scenes]
         for frame in frames:
-            row = {"damaged": False, **frame_row(job.shown, frame), **meta, "key": self.key}
+            row = {
+                "damaged": False, **frame_row(job.shown, frame), "name": job.name, **meta,
+                "key": self.key,
+            }  # fmt: skip
             if scenes:
                 scene = scenes[max(0, bisect.bisect_right(starts, frame.index) - 1)]
                 row.update(
@@ -140,7 +148,8 @@ class ParquetShardWriter:
                 )
             self._rows.append(row)
         self._pending.append(job.id)
-        self._redone.update(self._names_of(job))
+        self._redone.names.add(job.name)
+        self._redone.videos.update(self._names_of(job))
         return self._flush() if len(self._rows) >= self.shard_rows else []
 
     def close(self) -> list[int]:
@@ -157,7 +166,7 @@ class ParquetShardWriter:
         log.info("wrote %s (%d rows, %d videos)", path, len(self._rows), len(self._pending))
         self.shards.append(path)
         self._drop_earlier_rows(self._redone)
-        durable, self._pending, self._rows, self._redone = self._pending, [], [], set()
+        durable, self._pending, self._rows, self._redone = self._pending, [], [], _Redone()
         return durable
 
     def _names_of(self, job: VideoJob) -> set[str]:
@@ -173,27 +182,58 @@ class ParquetShardWriter:
                 names.add(result["video"])
         return names
 
-    def _index(self) -> dict[str, set[Path]]:
-        """Which earlier shard holds rows of which video."""
-        return {video: set(shards) for video, shards in _shard_index(self.folder).items()}
+    def _index(self) -> dict[tuple[str, str], set[Path]]:
+        """Which earlier shard holds rows of which video (``_shard_keys``)."""
+        return _shard_keys(self.folder)
 
-    def _drop_earlier_rows(self, videos: set[str]) -> None:
-        """Remove the rows of ``videos`` from the earlier shards (now in this run's)."""
+    def _drop_earlier_rows(self, redone: _Redone) -> None:
+        """Remove the rows of the ``redone`` videos from the earlier shards (now in this
+        run's): rows of their output names; and rows of their sources whose name no other
+        video's record holds (a run killed before it wrote the record, its name given to
+        another file since) or, in a shard from before the ``name`` column, every row of
+        their sources. Another video that shares a source's text (``clip.mp4`` given from
+        two folders) keeps its rows."""
         earlier = self._earlier or {}
-        shards = sorted({shard for video in videos for shard in earlier.pop(video, ())})
+        keys = {("name", n) for n in redone.names} | {("video", v) for v in redone.videos}
+        shards = sorted({shard for key in keys for shard in earlier.pop(key, ())})
         if not shards:
             return
         import pyarrow.compute as pc
 
-        value_set = self.pa.array(sorted(videos), self.pa.string())
+        names = self.pa.array(sorted(redone.names), self.pa.string())
+        videos = self.pa.array(sorted(redone.videos), self.pa.string())
         for shard in shards:
             table = self.pq.read_table(shard)
-            kept = table.filter(pc.invert(pc.is_in(table.column("video"), value_set=value_set)))
+            gone = pc.is_in(table.column("video"), value_set=videos)
+            if "name" in table.column_names:
+                held = [n for n in pc.unique(table.filter(gone).column("name")).to_pylist()
+                        if n not in redone.names and self._held(n)]  # fmt: skip
+                others = self.pa.array(held, self.pa.string())
+                gone = pc.and_(gone, pc.invert(pc.is_in(table.column("name"), value_set=others)))
+                gone = pc.or_(gone, pc.is_in(table.column("name"), value_set=names))
+            kept = table.filter(pc.invert(pc.fill_null(gone, False)))
             if kept.num_rows == 0:
                 shard.unlink()
             else:
                 write_shard(kept, shard)
             log.info("%s: removed %d rows of videos redone", shard, table.num_rows - kept.num_rows)
+
+    def _held(self, name: object) -> bool:
+        """Does another video's record hold output name ``name`` (a row's, so checked)?"""
+        return (
+            isinstance(name, str)
+            and is_output_name(name)
+            and read_record(self.folder.parent, name) is not None
+        )
+
+
+@dataclass
+class _Redone:
+    """The videos a shard holds, whose earlier rows must go: by output name, and by the
+    ``video`` values their earlier rows may hold (``_names_of``)."""
+
+    names: set[str] = field(default_factory=set)
+    videos: set[str] = field(default_factory=set)
 
 
 def write_shard(table: Any, path: Path) -> None:
@@ -211,20 +251,21 @@ def _same_or_gone(earlier: object, path: object) -> bool:
     return earlier == path or not (is_url(earlier) or os.path.lexists(earlier))
 
 
+def _shards(folder: Path) -> list[Path]:
+    """The shards of ``folder`` to read. An empty file is the placeholder of a shard in a
+    remote ``--out`` (``vidcap.remote_out``), not downloaded: its rows are left as they are."""
+    shards = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    return [shard for shard in shards if is_regular(shard) and shard.stat().st_size > 0]
+
+
 def _shard_index(folder: Path) -> dict[str, dict[Path, int]]:
     """Which shard of ``folder`` holds how many rows of which video (their ``video`` column
-    only).
-
-    An empty file is the placeholder of a shard in a remote ``--out``
-    (``vidcap.remote_out``), not downloaded: its rows are left as they are.
-    """
+    only)."""
     pa, pq = _pyarrow()
     import pyarrow.compute as pc
 
     index: dict[str, dict[Path, int]] = {}
-    for shard in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
-        if not is_regular(shard) or shard.stat().st_size == 0:
-            continue
+    for shard in _shards(folder):
         try:
             column = pq.read_table(shard, columns=["video"]).column("video")
         except (OSError, pa.ArrowException) as exc:
@@ -233,6 +274,28 @@ def _shard_index(folder: Path) -> dict[str, dict[Path, int]]:
         for count in pc.value_counts(column).to_pylist():
             index.setdefault(count["values"], {})[shard] = count["counts"]
     return index
+
+
+def _shard_keys(folder: Path) -> dict[tuple[str, str], set[Path]]:
+    """Which shard of ``folder`` holds rows of which video: by ``("name", output name)``
+    and by ``("video", source)``. A shard from before the ``name`` column is known by its
+    sources only."""
+    pa, pq = _pyarrow()
+    import pyarrow.compute as pc
+
+    keys: dict[tuple[str, str], set[Path]] = {}
+    for shard in _shards(folder):
+        try:
+            columns = [c for c in ("video", "name") if c in pq.read_schema(shard).names]
+            table = pq.read_table(shard, columns=columns)
+        except (OSError, pa.ArrowException) as exc:
+            log.warning("%s: not a vidcap shard (%s); left as it is", shard, exc)
+            continue
+        for column in columns:
+            for value in pc.unique(table.column(column)).to_pylist():
+                if isinstance(value, str):
+                    keys.setdefault((column, value), set()).add(shard)
+    return keys
 
 
 def rename_videos(out_dir: Path, renames: Mapping[str, str], frames: Mapping[str, int]) -> set[str]:
