@@ -14,9 +14,9 @@ from __future__ import annotations
 import dataclasses
 
 from vidcap.cli.remote import backend_from_args, options_from_args
-from vidcap.client import parse_server_urls
 from vidcap.client_scripts import caption_and_print, run_script, summary_line, video_script_parser
 from vidcap.model import model_input_size
+from vidcap.server_url import parse_server_urls
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,15 +39,9 @@ from tests.support.servers import (
 )
 from vidcap.backend import CaptionFailed, EmbeddedBackend
 from vidcap.cli.remote import add_client_arguments, backend_from_args, find_token
-from vidcap.client import (
-    BUSY_STATUSES,
-    ClientOptions,
-    RemoteBackend,
-    ServerRejected,
-    ServerUnavailable,
-    parse_server_urls,
-)
-from vidcap.errors import UsageError, VidcapError
+from vidcap.client import BUSY_STATUSES, ClientOptions, RemoteBackend
+from vidcap.errors import ServerRejected, ServerUnavailable, UsageError, VidcapError
+from vidcap.server_url import parse_server_urls
 from vidcap.settings import GenerationSettings
 
 SIZE = (64, 64)

@@ -35,10 +35,11 @@ from vidcap import wire
 from vidcap.backend import CaptionFailed
 from vidcap.cli import main
 from vidcap.cli.remote import find_token
-from vidcap.client import ClientOptions, RemoteBackend, TorchServeKey
+from vidcap.client import ClientOptions, RemoteBackend
 from vidcap.errors import BadRequest
 from vidcap.model import model_input_size
 from vidcap.settings import GenerationSettings
+from vidcap.torchserve_key import TorchServeKey
 
 SIZE = model_input_size("tiny")
 FAST = ClientOptions(prebatch=2, inflight=2, retries=3, backoff=0.01, backoff_max=0.05)

@@ -7,7 +7,8 @@ in order. Inside, an asyncio event loop in a background thread sends pre-batches
 each to the endpoint with the fewest requests outstanding (``vidcap.balancer``). Frames
 are encoded (``vidcap.wire.encode_frames``) in a thread pool, off the event loop.
 
-The retry policy, written once here (``_failure_of``, ``RemoteBackend._caption_batch``):
+The retry policy, written once here (``_failure_of``, ``RemoteBackend._caption_batch``;
+what a reply says: ``vidcap.replies``):
 
 * **busy or unreachable** (429/502/503/504, cannot connect, no answer within ``timeout``,
   a key the server refuses even after re-reading it): retried with exponential backoff,
@@ -21,12 +22,12 @@ The retry policy, written once here (``_failure_of``, ``RemoteBackend._caption_b
   again): ``CaptionFailed`` at once.
 
 ``RemoteBackend.connect`` first asks every endpoint what it serves (``X-Vidcap-Info``,
-both servers answer it: the model's name and input size) and returns a backend built for
-that size, its ``model`` the served model's name. The key (``Authorization: Bearer``) is
-given by the caller: a string goes to every endpoint of the backend (the URLs it was
-given for); a ``TorchServeKey`` goes only to the TorchServe whose run folder holds it,
-and is re-read from there when that server refuses it (a restart or an expiry renewed
-it). Finding it (``--token``, ``$VIDCAP_TOKEN``, a run folder) is the command line's job
+both servers answer it: the model's name and input size; ``vidcap.server_info``) and
+returns a backend built for that size, its ``model`` the served model's name. The key
+(``Authorization: Bearer``) is given by the caller: a string goes to every endpoint of the
+backend (the URLs it was given for); a ``TorchServeKey`` (``vidcap.torchserve_key``) goes
+only to the TorchServe whose run folder holds it, and is re-read from there when that
+server refuses it (a restart or an expiry renewed it). Finding it (``--token``, ``$VIDCAP_TOKEN``, a run folder) is the command line's job
 (``vidcap.cli.remote``). Redirects are never followed: a key goes nowhere else.
 
 The caller's frame iterator is read lazily: never more than about
@@ -36,30 +37,26 @@ The caller's frame iterator is read lazily: never more than about
 from __future__ import annotations
 
 import asyncio
-import base64
-import html
 import logging
-import os
-import re
 import threading
 from collections import deque
-from collections.abc import Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
-from pathlib import Path
-from typing import TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 import numpy as np
 
-from vidcap import jsontext, wire
+from vidcap import jsontext, server_info, wire
 from vidcap.backend import CaptionFailed
 from vidcap.balancer import Balancer, Endpoint
-from vidcap.errors import BackendUnavailable, UsageError, VidcapError
-from vidcap.serve.protocol import INFO_HEADER, MODEL_HEADER, REVISION_HEADER, model_from_value
+from vidcap.errors import ServerChanged, ServerRejected, ServerUnavailable, UsageError
+from vidcap.replies import HINTS, TOO_LONG, describe, error_message, read_reply
+from vidcap.serve.protocol import MODEL_HEADER, REVISION_HEADER, model_from_value
+from vidcap.server_url import auth_headers, parse_server_urls
 from vidcap.settings import GenerationSettings
+from vidcap.torchserve_key import KEY_HINT, TorchServeKey, key_refused
 from vidcap.wording import counted
 
 log = logging.getLogger(__name__)
@@ -69,25 +66,6 @@ BUSY_STATUSES = frozenset({429, 502, 503, 504})
 # 408: the server gave up reading this request; with every 5xx but the busy ones (500: the
 # model failed; 507: TorchServe's "Worker died.") the request failed, not the server.
 FAILED_STATUSES = frozenset({408})
-# Named in the hints; read by the command line only (``vidcap.cli.remote``).
-TOKEN_ENV = "VIDCAP_TOKEN"
-# TorchServe 0.12 answers a missing, wrong or expired key so (HTTP 400).
-TORCHSERVE_KEY_REFUSED = "Token Authorization failed"
-ENDPOINT_HELP = (
-    "http://HOST:PORT/caption (Flask) or http://HOST:PORT/predictions/<model> (TorchServe)"
-)
-KEY_HINT = f" (pass the server's inference key with --token or ${TOKEN_ENV})"
-# Tags (and what <head> holds) of an HTML error page, dropped from a message.
-MARKUP = re.compile(r"<head.*?</head>|<[^>]*>", re.DOTALL | re.IGNORECASE)
-# Answers to the info question that say the URL is no caption endpoint: not found, or no
-# POST taken there (a web server that is not vidcap's, e.g. Python's http.server: 501).
-NO_ENDPOINT = frozenset({404, 405, 501})
-HINTS = {
-    404: f" (is it the full endpoint URL? {ENDPOINT_HELP})",
-    413: " (send fewer frames per request: lower --prebatch)",
-}
-# The info question is answered without the model: it needs no long wait.
-INFO_TIMEOUT_S = 30.0
 # A request with no answer after STALL_FACTOR times the slowest of the last STALL_HISTORY
 # answers (at least STALL_FLOOR_S; once STALL_MIN_ANSWERS came back) is sent again, to
 # another endpoint if there is one, and the first answer wins: a TorchServe worker killed
@@ -97,37 +75,6 @@ STALL_FACTOR = 5.0
 STALL_FLOOR_S = 5.0
 STALL_HISTORY = 32
 STALL_MIN_ANSWERS = 8
-# A reply is read up to this many bytes (after any decompression): a caption reply is a
-# few KB a frame, and a reply read whole could fill the client's memory (a URL that is not a
-# caption server streaming a large file, a gzip bomb).
-MAX_REPLY_BYTES = 8 << 20
-PRECISION = re.compile(r"[a-z][a-z0-9_]{0,31}")  # a torch dtype's name, as servers say it
-
-T = TypeVar("T")
-
-
-class RemoteError(VidcapError):
-    """A server could not caption a batch of frames."""
-
-
-class ServerUnavailable(RemoteError, BackendUnavailable):
-    """No server answered (connection errors, timeouts, 503/429) within the retries."""
-
-
-class ServerChanged(RemoteError, BackendUnavailable):
-    """A server (``url``) answered with another model's captions than the run began with
-    (restarted with another model, or another commit of it, mid-run). Its answer is
-    dropped and the server no longer used; when it was the last, the run stops rather
-    than mix two models' captions."""
-
-    def __init__(self, message: str, url: str = "", change: str = "") -> None:
-        super().__init__(message)
-        self.url = url
-        self.change = change or message  # what the server now answers with, in words
-
-
-class ServerRejected(RemoteError):
-    """The servers cannot be used as asked (another model size, a refused key, a wrong URL)."""
 
 
 @dataclass(frozen=True)
@@ -180,126 +127,6 @@ class ClientOptions:
         return min(self.backoff * 2**attempt, self.backoff_max)
 
 
-class ServerURL(str):
-    """An endpoint URL as it is shown, logged and recorded: without the ``user:password@``
-    it may have been given with (a server behind a proxy asking for Basic authorization),
-    which would otherwise reach warnings, ``summary.json``, resume records and the report
-    page. ``authorization``: the header those credentials make (None: none given)."""
-
-    authorization: str | None
-
-    def __new__(cls, url: str) -> ServerURL:
-        if isinstance(url, ServerURL):
-            return url
-        parts = urlsplit(url)
-        if "@" not in parts.netloc:
-            made = super().__new__(cls, url)
-            made.authorization = None
-            return made
-        credentials, _, place = parts.netloc.rpartition("@")
-        user, _, password = credentials.partition(":")
-        made = super().__new__(cls, urlunsplit(parts._replace(netloc=place)))
-        pair = f"{unquote(user)}:{unquote(password)}".encode()
-        made.authorization = "Basic " + base64.b64encode(pair).decode("ascii")
-        return made
-
-
-def parse_server_urls(value: str | Sequence[str]) -> list[ServerURL]:
-    """``"URL1,URL2"`` (or a list) → checked endpoint URLs; ``UsageError`` on a bad one."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    urls = [item if isinstance(item, ServerURL) else ServerURL(item.strip()) for item in items]
-    urls = [url for url in urls if url]
-    if not urls:
-        raise UsageError(f"--server needs at least one endpoint URL, e.g. {ENDPOINT_HELP}")
-    for url in urls:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UsageError(f"bad server URL {url!r}: expected {ENDPOINT_HELP}")
-        if parts.path in ("", "/"):
-            raise UsageError(f"server URL {url!r} has no endpoint path: expected {ENDPOINT_HELP}")
-        try:
-            _ = parts.port
-        except ValueError:
-            raise UsageError(f"bad port in server URL {url!r}") from None
-    return urls
-
-
-def origin(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port) of a URL: where a request to it goes."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
-
-
-# --- keys --------------------------------------------------------------------------------
-
-# What ``torchserve/start.sh`` leaves in a TorchServe's run folder (``$TS_RUN_DIR``).
-KEY_FILE_NAME = "key_file.json"  # TorchServe's keys (mode 600)
-ADDRESS_FILE_NAME = "inference_url"  # the address its inference API (the gate) listens on
-GATE_PID_NAME = "gate.pid"  # the gate's process: the server runs while it does
-_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 - a recorded bind address
-
-
-@dataclass
-class TorchServeKey:
-    """The inference key of the TorchServe that ``torchserve/start.sh`` runs from ``run_dir``.
-
-    It goes to that TorchServe only: to URLs whose scheme, host and port are the inference
-    address ``start.sh`` recorded in the same folder (``inference_url``; a server bound to
-    ``0.0.0.0`` or ``::`` is reached at ``127.0.0.1`` or ``::1``), and only while the
-    server's gate runs (``gate.pid``: a live process of this user's that is the gate).
-    ``read`` (re)reads all three; the client calls it again when the server refuses the
-    key. ``key`` is ``None`` when any of it is missing or unreadable.
-    """
-
-    run_dir: Path
-    key: str | None = None
-    address: str | None = None
-    origins: frozenset[tuple[str, str, int]] = field(default_factory=frozenset)
-
-    def read(self) -> TorchServeKey:
-        self.key, self.address, self.origins = None, None, frozenset()
-        try:
-            keys = jsontext.loads((self.run_dir / KEY_FILE_NAME).read_text(encoding="utf-8"))
-            key = keys["inference"]["key"]
-            address = (self.run_dir / ADDRESS_FILE_NAME).read_text(encoding="utf-8").strip()
-        except (OSError, ValueError, KeyError, TypeError):
-            return self
-        if not isinstance(key, str) or not key or not _gate_runs(self.run_dir / GATE_PID_NAME):
-            return self
-        scheme, host, port = origin(address)
-        origins = {(scheme, host, port)}
-        if host in _WILDCARDS:
-            origins = {(scheme, _WILDCARDS[host], port)}
-        self.key, self.address, self.origins = key, address, frozenset(origins)
-        return self
-
-    def for_url(self, url: str) -> str | None:
-        """The key, when ``url`` is this TorchServe's; else ``None``."""
-        return self.key if origin(url) in self.origins else None
-
-
-def _gate_runs(pid_file: Path) -> bool:
-    """The process named in ``pid_file`` runs, is this user's, and is vidcap's gate."""
-    try:
-        pid = int(pid_file.read_text(encoding="ascii").strip())
-        os.kill(pid, 0)  # PermissionError: another user's process, not this server's gate
-    except (OSError, ValueError):
-        return False
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if not cmdline.parent.is_dir():  # no /proc here: the live pid is all there is to go on
-        return True
-    try:
-        return b"vidcap.serve.gate" in cmdline.read_bytes()
-    except OSError:
-        return False
-
-
-def key_refused(status: int, message: str) -> bool:
-    """A server's answer that the key is missing, wrong or expired."""
-    return status == 401 or (status == 400 and message.startswith(TORCHSERVE_KEY_REFUSED))
-
-
 # --- the retry policy ----------------------------------------------------------------------
 
 BUSY, FAILED, REFUSED, KEY = "busy", "failed", "refused", "key"
@@ -325,23 +152,6 @@ def _failure_of(url: str, status: int, body: bytes, retry_after: float | None) -
     if status >= 500 or status in FAILED_STATUSES:
         return _Failure(FAILED, reason, retry_after)
     return _Failure(REFUSED, reason + HINTS.get(status, ""))
-
-
-def error_message(body: bytes) -> str:
-    """The server's own words: ``{"error": …}`` (Flask), ``{"message": …}`` (TorchServe)."""
-    text = body.decode("utf-8", "replace").strip()
-    try:
-        payload = jsontext.loads(text)
-    except ValueError:
-        payload = None
-    if isinstance(payload, dict):
-        for key in ("error", "message"):
-            if isinstance(payload.get(key), str):
-                text = payload[key]
-                break
-    elif text.startswith("<"):  # an HTML error page (not a vidcap server): its text
-        text = html.unescape(MARKUP.sub(" ", text))
-    return " ".join(text.split())[:300] or "(empty body)"
 
 
 class RemoteBackend:
@@ -443,8 +253,8 @@ class RemoteBackend:
         """
         urls = parse_server_urls(urls)
         options = options or ClientOptions()
-        infos, unreachable = _run_apart(ask_info(urls, token, min(options.timeout, INFO_TIMEOUT_S)))
-        agreed = _agreed(infos)
+        infos, unreachable = server_info.asked(urls, token, options.timeout)
+        agreed = server_info.agreed(infos)
         model, revision = agreed.model, agreed.revision
         if agreed.input_size is not None:
             if expected_size is not None and agreed.input_size != expected_size:
@@ -688,10 +498,10 @@ class RemoteBackend:
         except asyncio.TimeoutError:
             raise _Failure(BUSY, f"{url}: no answer within {self.options.timeout:g}s") from None
         except aiohttp.ClientConnectorError as exc:  # never reached the server
-            raise _Failure(BUSY, f"{url}: {_describe(exc)}") from None
+            raise _Failure(BUSY, f"{url}: {describe(exc)}") from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             # The server took the request, then dropped it (a dying worker or server).
-            raise _Failure(FAILED, f"{url}: {_describe(exc)}") from None
+            raise _Failure(FAILED, f"{url}: {describe(exc)}") from None
         if not 200 <= status < 300:
             raise _failure_of(url, status, body, retry_after)
         if not whole:
@@ -738,161 +548,8 @@ class RemoteBackend:
         return form
 
 
-TOO_LONG = f"a reply longer than {MAX_REPLY_BYTES >> 20} MiB (a caption reply is a few KB a frame)"
-
-
-async def read_reply(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
-    """``resp``'s body, read up to ``MAX_REPLY_BYTES`` (decompressed), and whether that is
-    all of it; a longer one is cut there and its connection closed, never read whole."""
-    if resp.content_length is not None and resp.content_length > MAX_REPLY_BYTES:
-        resp.close()
-        return b"", False
-    chunks, size = [], 0
-    async for chunk in resp.content.iter_any():
-        size += len(chunk)
-        if size > MAX_REPLY_BYTES:
-            resp.close()
-            return b"".join(chunks), False
-        chunks.append(chunk)
-    return b"".join(chunks), True
-
-
-def auth_headers(key: str | None, url: str = "") -> dict[str, str]:
-    """The Authorization header of a request to ``url``: the Basic authorization its
-    ``user:password@`` asked for (``ServerURL``), else the bearer ``key``, if any."""
-    basic = getattr(url, "authorization", None)
-    if basic:
-        return {"Authorization": basic}
-    return {"Authorization": f"Bearer {key}"} if key else {}
-
-
-@dataclass(frozen=True)
-class ServerInfo:
-    """What an endpoint said it serves (``None``: it did not say)."""
-
-    input_size: tuple[int, int] | None = None
-    model: str | None = None
-    revision: str | None = None  # the model's hub commit
-    precision: str | None = None  # what its language model computes in (``float16``…)
-
-
-async def ask_info(
-    urls: Sequence[str], token: str | TorchServeKey | None, timeout: float
-) -> tuple[dict[str, ServerInfo], dict[str, str]]:
-    """What each endpoint that answered serves, and why the unreachable ones did not answer.
-
-    Raises ``ServerRejected`` when an endpoint refuses the key (a ``TorchServeKey`` is
-    re-read first) or is no endpoint (404).
-    """
-    infos: dict[str, ServerInfo] = {}
-    unreachable: dict[str, str] = {}
-    client_timeout = aiohttp.ClientTimeout(total=timeout)
-
-    def key_for(url: str) -> str | None:
-        return token.for_url(url) if isinstance(token, TorchServeKey) else token
-
-    async with aiohttp.ClientSession() as session:
-
-        async def ask(url: str) -> tuple[int, bytes]:
-            headers = {INFO_HEADER: "1", **auth_headers(key_for(url), url)}
-            async with session.post(
-                url, data=b"", headers=headers, timeout=client_timeout, allow_redirects=False
-            ) as resp:
-                body, whole = await read_reply(resp)
-                return resp.status, body if whole else TOO_LONG.encode()
-
-        for url in urls:
-            try:
-                status, body = await ask(url)
-                if key_refused(status, error_message(body)) and isinstance(token, TorchServeKey):
-                    sent = key_for(url)
-                    if token.read().for_url(url) not in (sent, None):
-                        status, body = await ask(url)
-            except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-                # Unreachable: the captioning requests that follow retry, then say so.
-                log.info("%s did not say what it serves: %s", url, _describe(exc))
-                unreachable[url] = f"{url}: {_describe(exc)}"
-                continue
-            message = error_message(body)
-            if key_refused(status, message):
-                raise ServerRejected(f"{url} answered HTTP {status}: {message}{KEY_HINT}")
-            if status in NO_ENDPOINT:  # (no such path; a server that takes no POST there)
-                raise ServerRejected(f"{url} answered HTTP {status}: {message}{HINTS[404]}")
-            infos[url] = _info(url, status, body)
-    return infos, unreachable
-
-
-def served_model(
-    urls: str | Sequence[str],
-    options: ClientOptions | None = None,
-    *,
-    token: str | TorchServeKey | None = None,
-) -> ServerInfo:
-    """What the servers say they run (each field ``None`` when none says: an old server,
-    or none reachable). ``ServerRejected`` as ``RemoteBackend.connect`` raises it."""
-    timeout = min((options or ClientOptions()).timeout, INFO_TIMEOUT_S)
-    infos, _ = _run_apart(ask_info(parse_server_urls(urls), token, timeout))
-    return _agreed(infos)
-
-
-def _agreed(infos: dict[str, ServerInfo]) -> ServerInfo:
-    """The input size, model and commit every endpoint that said them serves (``None``:
-    none said); ``ServerRejected`` when endpoints serve different ones. The precisions they
-    compute in, comma-separated where they differ."""
-    sizes = {url: info.input_size for url, info in infos.items() if info.input_size}
-    if len(set(sizes.values())) > 1:
-        found = ", ".join(f"{url}: {h}x{w}" for url, (h, w) in sizes.items())
-        raise ServerRejected(f"the servers serve models of different input sizes ({found})")
-    models = {url: info.model for url, info in infos.items() if info.model}
-    if len(set(models.values())) > 1:
-        found = ", ".join(f"{url}: {name}" for url, name in models.items())
-        raise ServerRejected(f"the servers serve different models ({found})")
-    commits = {url: info.revision for url, info in infos.items() if info.revision}
-    if len(set(commits.values())) > 1:
-        found = ", ".join(f"{url}: {commit}" for url, commit in commits.items())
-        raise ServerRejected(f"the servers serve different revisions of the model ({found})")
-    first = next(iter(sizes.values()), None), next(iter(models.values()), None)
-    # (servers on a CPU and on a GPU may differ: a video's captions may come from either)
-    precisions = sorted({info.precision for info in infos.values() if info.precision})
-    return ServerInfo(*first, next(iter(commits.values()), None), ",".join(precisions) or None)
-
-
-def _info(url: str, status: int, body: bytes) -> ServerInfo:
-    try:
-        answer = jsontext.loads(body)
-    except ValueError:
-        answer = None
-    size = model = revision = precision = None
-    if isinstance(answer, dict):
-        try:
-            size = int(answer["input_size"][0]), int(answer["input_size"][1])
-        except (KeyError, IndexError, TypeError, ValueError):
-            pass
-        if isinstance(answer.get("model"), str) and answer["model"]:
-            model = answer["model"]
-        if isinstance(answer.get("revision"), str) and answer["revision"]:
-            revision = answer["revision"]
-        if isinstance(answer.get("precision"), str) and PRECISION.fullmatch(answer["precision"]):
-            precision = answer["precision"]  # (a dtype's name: recorded with every video)
-    if size is None:
-        log.warning("%s did not say its input size (HTTP %d)", url, status)
-    return ServerInfo(size, model, revision, precision)
-
-
-def _run_apart(coro: Coroutine[object, object, T]) -> T:
-    """Run ``coro`` to the end on an event loop of its own (in a thread, so a caller that
-    runs a loop itself is not disturbed)."""
-    with ThreadPoolExecutor(1, "vidcap-connect") as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
 def _seconds(value: str | None) -> float | None:
     try:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
-
-
-def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:300]

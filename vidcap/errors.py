@@ -22,6 +22,33 @@ class BackendUnavailable(VidcapError):
     """Captions cannot be had at all (every server down): the run stops, resumable."""
 
 
+# --- servers (``--server``: ``vidcap.client``) ---
+
+
+class RemoteError(VidcapError):
+    """A server could not caption a batch of frames."""
+
+
+class ServerUnavailable(RemoteError, BackendUnavailable):
+    """No server answered (connection errors, timeouts, 503/429) within the retries."""
+
+
+class ServerChanged(RemoteError, BackendUnavailable):
+    """A server (``url``) answered with another model's captions than the run began with
+    (restarted with another model, or another commit of it, mid-run). Its answer is
+    dropped and the server no longer used; when it was the last, the run stops rather
+    than mix two models' captions."""
+
+    def __init__(self, message: str, url: str = "", change: str = "") -> None:
+        super().__init__(message)
+        self.url = url
+        self.change = change or message  # what the server now answers with, in words
+
+
+class ServerRejected(RemoteError):
+    """The servers cannot be used as asked (another model size, a refused key, a wrong URL)."""
+
+
 class OutFolderFull(VidcapError):
     """The output folder takes no more outputs (disk full, over quota, read-only): the run
     stops, resumable, rather than fail every video left after captioning it."""

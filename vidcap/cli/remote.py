@@ -18,19 +18,12 @@ from pathlib import Path
 
 import vidcap
 from vidcap import wire
-from vidcap.client import (
-    ADDRESS_FILE_NAME,
-    ENDPOINT_HELP,
-    TOKEN_ENV,
-    ClientOptions,
-    RemoteBackend,
-    TorchServeKey,
-    origin,
-    parse_server_urls,
-    served_model,
-)
+from vidcap.client import ClientOptions, RemoteBackend
 from vidcap.errors import UsageError
+from vidcap.server_info import served_model
+from vidcap.server_url import ENDPOINT_HELP, origin, parse_server_urls
 from vidcap.settings import DEFAULT_MODEL
+from vidcap.torchserve_key import ADDRESS_FILE_NAME, TOKEN_ENV, TorchServeKey
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +204,7 @@ def served_model_name(args: argparse.Namespace) -> tuple[str, str, str]:
     named = getattr(args, "model", DEFAULT_MODEL)
     urls = parse_server_urls(args.server)
     token = find_token(getattr(args, "token", None), urls, os.environ)
-    info = served_model(urls, options_from_args(args), token=token)
+    info = served_model(urls, options_from_args(args).timeout, token=token)
     served, revision, precision = info.model, info.revision or "", info.precision or ""
     if served is None:
         log.info("no server said which model it runs: the outputs name --model %s", named)
