@@ -263,9 +263,10 @@ def plan(
     gives its file (by path; or, for a file that moved, ``vidcap.moved``: by its bytes,
     where the recorded path is gone); else its file stem, unless another input of this run
     or an earlier run's record (another file, unless a failed video's whose file is gone:
-    no outputs to keep) holds that stem: then the stem plus a hash of the path. Stems are compared as a case-insensitive file system compares names (``Clip``
-    and ``clip``, ``café`` composed or not): on one, two such outputs would be one file,
-    the second overwriting the first.
+    no outputs to keep) holds that stem: then the stem plus a hash of the path. Stems are
+    compared as a case-insensitive file system compares names (``Clip`` and ``clip``,
+    ``café`` composed or not): on one, two such outputs would be one file, the second
+    overwriting the first.
     """
     out_dir = settings.out_dir
     entries = _entries(sources, metadata)

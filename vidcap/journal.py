@@ -167,18 +167,17 @@ class Journal:
     """One video's journal, open for appending: ``kept`` (a journal this run goes on
     with, its torn tail cut off; its header rewritten first where ``head`` names another
     precision, to name both, or its file's new path) or a new one, the header written
-    first. ``suspend``
-    closes its file until the next ``add`` (a run with more videos in flight than it keeps
-    files open: ``MAX_OPEN``)."""
+    first. ``suspend`` closes its file until the next ``add`` (a run with more videos in
+    flight than it keeps files open: ``MAX_OPEN``)."""
 
     def __init__(self, path: Path, head: dict[str, Any], kept: Kept | None) -> None:
         self.path = path
         regular.own_folder(path.parent)
         self._file: IO[bytes] | None = None
-        if kept is not None and kept.head != (head := {**head, "precision": _both(kept, head)}):
+        if kept is not None and kept.head != (wanted := {**head, "precision": _both(kept, head)}):
             try:
-                _rewrite(path, head, kept)
-            except FileNotFoundError:
+                _rewrite(path, wanted, kept)
+            except FileNotFoundError:  # (removed since it was read: begun again, as below)
                 kept = None
         if kept is not None:
             try:
