@@ -13,6 +13,7 @@ from tests.support.cli import run_main
 from tests.support.videos import read_jsonl
 from vidcap.commit import STATE_DIR, Committer, RunSettings, plan
 from vidcap.errors import UsageError
+from vidcap.folder import open_folder, read_captions
 from vidcap.outputs import CaptionedFrame
 from vidcap.parquet import SHARD_DIR, ParquetShardWriter, run_writers_for
 
@@ -28,6 +29,12 @@ def _sources(tmp_path: Path, n: int) -> list[str]:
         path.write_bytes(b"not decoded here")
         paths.append(str(path))
     return paths
+
+
+def read_back(out: Path) -> list:
+    """The folder's videos with their captions, as ``vidcap search`` and the page read them
+    (no JSONL here: from the shards)."""
+    return list(read_captions(open_folder(out)))
 
 
 def _feed(committer: Committer, job_id: int, frames: int) -> None:
@@ -276,6 +283,9 @@ def test_two_files_given_by_one_relative_path_keep_their_rows_apart(
         [("clip", "clip.mp4", i * 10) for i in range(3)]
         + [(names[1], "clip.mp4", i * 10) for i in range(2)]
     )
+    # and the folder's readers (search, the page, export) give each its own captions
+    read = {r.video.name: ([f.index for f in r.frames], r.problem) for r in read_back(out)}
+    assert read == {"clip": ([0, 10, 20], None), names[1]: ([0, 10], None)}
     other = RunSettings(out_dir=out, formats=("parquet",), model="another")
     jobs, _ = plan(["clip.mp4"], other)  # (in b) redone under other settings
     assert [j.name for j in jobs] == [names[1]]
@@ -287,6 +297,8 @@ def test_two_files_given_by_one_relative_path_keep_their_rows_apart(
         [("clip", i * 10, settings.key()) for i in range(3)]
         + [(names[1], i * 10, other.key()) for i in range(4)]
     )
+    read = {r.video.name: [f.index for f in r.frames] for r in read_back(out)}
+    assert read == {"clip": [0, 10, 20], names[1]: [0, 10, 20, 30]}
 
 
 def test_cli_format_change_leaves_one_row_per_frame(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@
   folder copied without its hidden ``.vidcap/``, the videos ``summary.json`` lists;
 - their captions, one video at a time (memory stays flat whatever the folder's size): from
   ``<name>.jsonl``, or from the Parquet shards (``OUT/parquet/``) for videos without one,
-  matched on the source and the settings key of the video's record;
+  matched on the output name (in shards from before the ``name`` column: the source) and
+  the settings key of the video's record;
 - beside them, where they exist: ``<name>.scenes.jsonl``, ``<name>.mask.json`` (a ``vidcap
   mask`` report saved beside the captions) and ``thumbs/<name>/<frame:06d>.jpg``.
 """
@@ -296,16 +297,23 @@ def _plain_frames(text: str) -> tuple[CaptionedFrame, ...] | None:
 
 
 def _read_parquet(folder: Path, wanted: Sequence[FolderVideo]) -> Iterator[VideoRead]:
-    """Rows of the shards grouped by (source, key), one video at a time. A video's rows are
-    contiguous in a shard; rows of another settings key (an earlier run) or a repeat of a
-    video already read (a rerun after a crash) are skipped."""
+    """Rows of the shards grouped by video, one video at a time: by output name (``name``),
+    or in shards from before that column by source; each with its settings key. A video's
+    rows are contiguous in a shard; rows of another settings key (an earlier run) or a
+    repeat of a video already read (a rerun after a crash) are skipped. Two videos of one
+    source text (``clip.mp4`` from two folders) are told apart by name."""
     shards = sorted(p for p in (folder / SHARD_DIR).glob("part-*.parquet") if is_regular(p))
     exact = {(v.video, v.key): v for v in wanted if v.key}
     loose = {v.video: v for v in wanted if not v.key}
+    named = {(v.name, v.key): v for v in wanted if v.key}
+    loose_named = {v.name: v for v in wanted if not v.key}
     seen: set[str] = set()
 
-    def owner(source: str, key: str) -> FolderVideo | None:
-        video = exact.get((source, key)) or loose.get(source)
+    def owner(source: str, key: str, name: str) -> FolderVideo | None:
+        if name:
+            video = named.get((name, key)) or loose_named.get(name)
+        else:
+            video = exact.get((source, key)) or loose.get(source)
         return None if video is None or video.name in seen else video
 
     if shards:
@@ -315,8 +323,8 @@ def _read_parquet(folder: Path, wanted: Sequence[FolderVideo]) -> Iterator[Video
             pq = None
             log.warning("%s: Parquet shards not read: pyarrow is not installed", folder)
         for shard in shards if pq is not None else ():
-            for (source, key), rows in _groups(pq, shard):
-                video = owner(source, key)
+            for (source, key, name), rows in _groups(pq, shard):
+                video = owner(source, key, name)
                 if video is not None:
                     seen.add(video.name)
                     rows.sort(key=lambda frame: frame.time)
@@ -328,28 +336,32 @@ def _read_parquet(folder: Path, wanted: Sequence[FolderVideo]) -> Iterator[Video
             )
 
 
-def _groups(pq: Any, shard: Path) -> Iterator[tuple[tuple[str, str], list[CaptionedFrame]]]:
+def _groups(pq: Any, shard: Path) -> Iterator[tuple[tuple[str, str, str], list[CaptionedFrame]]]:
+    """A shard's rows, each run of one video's: (source, settings key, output name: ``""``
+    in shards from before the column) with its frames."""
     try:
         handle = pq.ParquetFile(shard)
         names = set(handle.schema_arrow.names)
-        wanted = ("video", "frame", "time", "caption", "key", "damaged")
+        wanted = ("video", "frame", "time", "caption", "key", "damaged", "name")
         columns = [c for c in wanted if c in names]
-        current: tuple[str, str] | None = None
+        current: tuple[str, str, str] | None = None
         rows: list[CaptionedFrame] = []
         for batch in handle.iter_batches(columns=columns, batch_size=8192):
             data = batch.to_pydict()
             keys = data.get("key") or [""] * batch.num_rows
             marks = data.get("damaged") or [False] * batch.num_rows  # (older shards: none)
-            for source, index, time, caption, key, mark in zip(
+            outputs = data.get("name") or [""] * batch.num_rows  # (older shards: none)
+            for source, index, time, caption, key, mark, name in zip(
                 data["video"],
                 data["frame"],
                 data["time"],
                 data["caption"],
                 keys,
                 marks,
+                outputs,
                 strict=True,
             ):
-                group = (str(source), str(key or ""))
+                group = (str(source), str(key or ""), str(name or ""))
                 if group != current:
                     if current is not None:
                         yield current, rows
