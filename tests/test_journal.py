@@ -277,6 +277,44 @@ def test_a_failed_video_keeps_its_journal_for_the_rerun(
     assert outputs(out) == clean
 
 
+def test_a_journal_under_another_output_name_is_taken_over_by_its_file(
+    tmp_path: Path, video: Path, tiny_captioner, caplog
+) -> None:
+    """A journal is named after its video's output name, which can change between runs: a
+    stem another input now shares is hashed, and a hashed name is its path's (a moved file
+    gets another). The same file's journal (or the same file moved) is found under its old
+    name and renamed to the new one, where it was begun again."""
+    caplog.set_level("INFO")
+    other = tmp_path / "b" / "long.mp4"  # another file of the same stem
+    other.parent.mkdir()
+    write_video(other, VideoSpec("long", "libx264", ".mp4", constant_rate(20, Fraction(10))))
+
+    out = tmp_path / "shared"
+    stop(video, settings_for(out), tiny_captioner, 70)  # named "long"
+    backend = Counting(tiny_captioner)
+    settings = settings_for(out)
+    results = run(
+        [str(video), str(other)], settings, lambda: backend, EngineSettings(decode_workers=1)
+    )
+    mine = next(r for r in results if r.video == str(video))
+    assert mine.name.startswith("long-") and mine.kept_frames == 70
+    assert backend.sent == FRAMES - 70 + 20
+    assert not list((out / STATE_DIR / JOURNAL_DIR).iterdir())  # (done: gone)
+
+    out = tmp_path / "hashed"
+    caption(other, settings_for(out), Counting(tiny_captioner))  # holds "long"
+    (tmp_path / "a").mkdir()
+    old = shutil.copy2(video, tmp_path / "a" / "long.mp4")
+    stop(old, settings_for(out), tiny_captioner, 70)  # named by the hash of its path
+    new = tmp_path / "c" / "long.mp4"
+    new.parent.mkdir()
+    os.rename(old, new)
+    result, sent = rerun(new, settings_for(out), tiny_captioner)
+    assert result.kept_frames == 70 and sent == FRAMES - 70
+    assert f"of the same file at {old}, gone from there since" in caplog.text
+    assert len({p.name for p in out.glob("long-*.jsonl")}) == 1  # (the new name's outputs)
+
+
 def test_a_failed_video_whose_file_moved_keeps_its_name_and_its_journal(
     tmp_path: Path, video: Path, tiny_captioner, clean: dict[str, bytes]
 ) -> None:

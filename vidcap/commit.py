@@ -52,6 +52,7 @@ from vidcap.journal import (
     MAX_OPEN,
     Journal,
     Kept,
+    adopt_journals,
     drop_journal,
     header,
     journal_path,
@@ -548,8 +549,9 @@ class Committer:
     def _read_journals(self, jobs: Sequence[VideoJob]) -> dict[int, Kept]:
         """The captions interrupted runs made of ``jobs`` (with these settings, of these
         sources), by job id: the journal folder listed once, only journals read."""
+        folder = self.settings.out_dir / STATE_DIR / JOURNAL_DIR
         try:
-            names = {p.name for p in (self.settings.out_dir / STATE_DIR / JOURNAL_DIR).iterdir()}
+            names = {p.name for p in folder.iterdir()}
         except OSError:
             return {}
         kept: dict[int, Kept] = {}
@@ -557,6 +559,14 @@ class Committer:
             path = self._journal_path(job.name)
             if path.name in names and (journal := read_journal(path, self._header(job))):
                 kept[job.id] = journal
+        wanted = {self._journal_path(job.name): job for job in jobs if job.id not in kept}
+        unclaimed = names - {self._journal_path(job.name).name for job in jobs}
+        if wanted and unclaimed:  # (a journal under another name: ``adopt_journals``)
+            headers = {target: self._header(job) for target, job in wanted.items()}
+            for target, journal in adopt_journals(folder, unclaimed, headers).items():
+                kept[wanted[target].id] = journal
+        for job in jobs:
+            if (journal := kept.get(job.id)) is not None:
                 log.info(
                     "%s: goes on from an interrupted run: %s kept%s",
                     job.shown, counted(len(journal.captions), "caption"),

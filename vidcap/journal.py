@@ -15,7 +15,8 @@ its caption arrives (a killed process loses none; a power cut may lose the last 
 
 A rerun reads the journal of each video it has to do, and only when its header matches
 (same settings key, model commit and source identity: ``vidcap.inputs.source_identity``,
-or the same file moved since: ``same_file``). The precision is no part of that match, as it
+or the same file moved since: ``same_file``); a journal left under another output name is
+found by its header and renamed (``adopt_journals``). The precision is no part of that match, as it
 is no part of the settings key, but a run in another precision goes on with the journal
 only after rewriting its header to name both, so the video's record names every precision
 its captions were made in (a moved file's header is rewritten to name its new path). The
@@ -35,6 +36,7 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -52,6 +54,7 @@ JOURNAL_AFTER = 64  # captions of a video before it gets a journal
 # decode tasks) have theirs closed, least recently written first, and opened again to add.
 MAX_OPEN = 64
 VERSION = 1
+MAX_HEADER = 1 << 16  # bytes of a journal's first line read, at most, to match it by file
 
 
 def journal_path(state_dir: Path, name: str) -> Path:
@@ -150,6 +153,51 @@ def read_journal(path: Path, expected: dict[str, Any]) -> Kept | None:
             break
         start = kept.end = stop + 1
     return None if first else kept
+
+
+def adopt_journals(
+    folder: Path, unclaimed: Iterable[str], wanted: Mapping[Path, dict[str, Any]]
+) -> dict[Path, Kept]:
+    """Journals in ``folder`` under names no video of the run has (``unclaimed``) that are
+    the journal of a video ``wanted`` (its journal's path → the header it expects): the
+    same file (or the same file moved: ``same_file``) under another output name — a hashed
+    name, the hash being the path's, given to a moved file; or a stem that another input
+    now shares, hashed since. Each is renamed to that video's journal, and read."""
+    by_file: dict[tuple[int, int], list[Path]] = {}
+    for target, expected in wanted.items():
+        identity = expected["identity"]
+        if set(identity) == LOCAL_IDENTITY:
+            by_file.setdefault((identity["size"], identity["mtime_ns"]), []).append(target)
+    adopted: dict[Path, Kept] = {}
+    for name in sorted(unclaimed) if by_file else ():
+        head = _read_header(folder / name) if name.endswith(".jsonl") else None
+        identity = head.get("identity") if head else None
+        if not isinstance(identity, dict):
+            continue
+        size, mtime = identity.get("size"), identity.get("mtime_ns")
+        if not (isinstance(size, int) and isinstance(mtime, int)):
+            continue
+        for target in by_file.get((size, mtime), []):
+            if target not in adopted and _matched(dict(head), wanted[target]):
+                try:
+                    os.replace(folder / name, target)
+                except OSError:
+                    break
+                if (kept := read_journal(target, wanted[target])) is not None:
+                    adopted[target] = kept
+                break
+    return adopted
+
+
+def _read_header(path: Path) -> dict[str, Any] | None:
+    """A journal's first line, if it is whole and an object (the rest is not read)."""
+    try:
+        with regular.open_regular(path, follow=False) as file:
+            line = file.readline(MAX_HEADER)
+        head = jsontext.loads(line) if line.endswith(b"\n") else None
+    except (OSError, ValueError):
+        return None
+    return head if isinstance(head, dict) else None
 
 
 def _sound(row: object) -> bool:
