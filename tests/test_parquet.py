@@ -301,6 +301,33 @@ def test_two_files_given_by_one_relative_path_keep_their_rows_apart(
     assert read == {"clip": [0, 10, 20], names[1]: [0, 10, 20, 30]}
 
 
+def test_rows_a_killed_run_left_under_a_name_since_hashed_go(tmp_path: Path) -> None:
+    """A run killed between a shard and the record: its rows name ``clip``. The rerun has
+    another file of that stem too, so both are named by hash: the killed run's rows still
+    go (by source: no record holds ``clip``), and no video is listed twice."""
+    out = tmp_path / "out"
+    settings = RunSettings(out_dir=out, formats=("parquet",))
+    first, second = tmp_path / "a" / "clip.mp4", tmp_path / "b" / "clip.mp4"
+    for path in (first, second):
+        path.parent.mkdir()
+        path.write_bytes(path.parent.name.encode() * 9)
+    jobs, _ = plan([str(first)], settings)
+    committer = Committer(settings, jobs, run_writers_for(settings))
+    _feed(committer, 0, 3)
+    committer.close(1.0)
+    (out / STATE_DIR / "clip.json").unlink()  # as if killed before the record
+    jobs, _ = plan([str(first), str(second)], settings)
+    assert all(job.name.startswith("clip-") for job in jobs)
+    committer = Committer(settings, jobs, run_writers_for(settings))
+    _feed(committer, 0, 3)
+    _feed(committer, 1, 2)
+    committer.close(1.0)
+    rows = pq.read_table(out / SHARD_DIR).to_pylist()
+    assert sorted((r["name"], r["frame"]) for r in rows) == sorted(
+        [(jobs[0].name, i * 10) for i in range(3)] + [(jobs[1].name, i * 10) for i in range(2)]
+    )
+
+
 def test_cli_format_change_leaves_one_row_per_frame(tmp_path: Path) -> None:
     """The CLI end to end: ``--format parquet``, then ``--format parquet,jsonl``."""
     out = tmp_path / "out"

@@ -188,10 +188,10 @@ class ParquetShardWriter:
 
     def _drop_earlier_rows(self, redone: _Redone) -> None:
         """Remove the rows of the ``redone`` videos from the earlier shards (now in this
-        run's): rows of their output names; and rows of their sources whose name no other
-        video's record holds (a run killed before it wrote the record, its name given to
-        another file since) or, in a shard from before the ``name`` column, every row of
-        their sources. Another video that shares a source's text (``clip.mp4`` given from
+        run's): rows of their output names; and rows of their sources but those of another
+        video's, whose record holds the row's name and names that source (what is left: a
+        run killed before it wrote the record, the name given to another file since) or, in
+        a shard from before the ``name`` column, every row of their sources. Another video that shares a source's text (``clip.mp4`` given from
         two folders) keeps its rows."""
         earlier = self._earlier or {}
         keys = {("name", n) for n in redone.names} | {("video", v) for v in redone.videos}
@@ -206,10 +206,14 @@ class ParquetShardWriter:
             table = self.pq.read_table(shard)
             gone = pc.is_in(table.column("video"), value_set=videos)
             if "name" in table.column_names:
-                held = [n for n in pc.unique(table.filter(gone).column("name")).to_pylist()
-                        if n not in redone.names and self._held(n)]  # fmt: skip
-                others = self.pa.array(held, self.pa.string())
-                gone = pc.and_(gone, pc.invert(pc.is_in(table.column("name"), value_set=others)))
+                for name in pc.unique(table.filter(gone).column("name")).to_pylist():
+                    video = None if name in redone.names else self._held_by(name)
+                    if video is not None:  # another video's rows: they stay
+                        theirs = pc.and_(
+                            pc.equal(table.column("name"), name),
+                            pc.equal(table.column("video"), video),
+                        )
+                        gone = pc.and_(gone, pc.invert(pc.fill_null(theirs, False)))
                 gone = pc.or_(gone, pc.is_in(table.column("name"), value_set=names))
             kept = table.filter(pc.invert(pc.fill_null(gone, False)))
             if kept.num_rows == 0:
@@ -218,13 +222,14 @@ class ParquetShardWriter:
                 write_shard(kept, shard)
             log.info("%s: removed %d rows of videos redone", shard, table.num_rows - kept.num_rows)
 
-    def _held(self, name: object) -> bool:
-        """Does another video's record hold output name ``name`` (a row's, so checked)?"""
-        return (
-            isinstance(name, str)
-            and is_output_name(name)
-            and read_record(self.folder.parent, name) is not None
-        )
+    def _held_by(self, name: object) -> str | None:
+        """The source (``video``) of the video whose record holds output name ``name`` (a
+        row's, so checked first), if any."""
+        if not (isinstance(name, str) and is_output_name(name)):
+            return None
+        result = (read_record(self.folder.parent, name) or {}).get("result")
+        video = result.get("video") if isinstance(result, dict) else None
+        return video if isinstance(video, str) else None
 
 
 @dataclass
