@@ -39,6 +39,7 @@ from vidcap import __version__, regular
 from vidcap.errors import OutFolderFull, UsageError
 from vidcap.inputs import (
     SHA256,
+    gone,
     is_url,
     read_digests,
     retimed,
@@ -244,15 +245,8 @@ def _failed_and_gone(record: dict | None) -> bool:
     """Is ``record`` a failed video's whose local file is gone from its path? It vouches
     for no outputs, so its name is free for a new input: the same file moved (whose journal
     then goes on: ``journal.same_file``) or another, whose record replaces it."""
-    path = _state_path(record)
-    return (
-        isinstance(path, str)
-        and os.path.isabs(path)
-        and not is_url(path)
-        and "\0" not in path
-        and (record or {}).get("result", {}).get("status") == "failed"
-        and not os.path.lexists(path)
-    )
+    failed = (record or {}).get("result", {}).get("status") == "failed"
+    return failed and gone(_state_path(record))
 
 
 def plan(

@@ -524,6 +524,17 @@ def source_identity(source: str) -> dict[str, Any]:
     return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
+def gone(path: object) -> bool:
+    """Is ``path`` a local file's path (absolute, not a URL) at which nothing stands now,
+    not even a broken link: a file moved or deleted since a record or journal named it?"""
+    return (
+        isinstance(path, str)
+        and os.path.isabs(path)
+        and not is_url(path)
+        and not os.path.lexists(path)
+    )
+
+
 def file_sha256(path: str | Path) -> str:
     """The SHA-256 of a file's bytes, in hex (what ``sha256sum`` prints). Raises ``OSError``,
     ``regular.NotRegular`` for a FIFO or a device (never read: a record planted in a shared

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from vidcap import jsontext, regular
-from vidcap.inputs import LOCAL_IDENTITY, is_url
+from vidcap.inputs import LOCAL_IDENTITY, gone
 from vidcap.outputs import CaptionedFrame, new_part
 from vidcap.settings import joined_precisions
 
@@ -114,17 +114,14 @@ def same_file(recorded: object, current: dict[str, Any]) -> bool:
     part-way through it; ``vidcap.moved`` keeps done videos by SHA-256, which a video
     stopped part-way has not got)? A file whose old path still holds something is a copy:
     another video."""
-    if not (
+    return (
         isinstance(recorded, dict)
         and set(recorded) == set(current) == LOCAL_IDENTITY
-        and isinstance(path := recorded["path"], str)
-        and path != current["path"]
-        and not is_url(path)
-        and "\0" not in path
-    ):
-        return False
-    same = recorded["size"] == current["size"] and recorded["mtime_ns"] == current["mtime_ns"]
-    return same and not os.path.lexists(path)
+        and recorded["path"] != current["path"]
+        and recorded["size"] == current["size"]
+        and recorded["mtime_ns"] == current["mtime_ns"]
+        and gone(recorded["path"])
+    )
 
 
 def read_journal(path: Path, expected: dict[str, Any]) -> Kept | None:

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vidcap import jsontext, regular
-from vidcap.inputs import LOCAL_IDENTITY, SHA256, is_url, read_digests
+from vidcap.inputs import LOCAL_IDENTITY, SHA256, gone, is_url, read_digests
 from vidcap.outputs import SCENES_FORMAT, write_atomic
 from vidcap.records import write_record
 from vidcap.wording import counted
@@ -69,7 +68,7 @@ def find_moved(
     """Which of ``unnamed`` (identities no record names) is the file of a done video of
     ``key`` whose path is gone: path → that video's entry (its name one ``free`` to take)."""
     sizes = {identity["size"] for identity in unnamed if _local(identity)}
-    gone: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    missing: dict[tuple[int, str], list[dict[str, Any]]] = {}
     for entry in videos:
         identity = entry.get("identity")
         if (
@@ -79,10 +78,10 @@ def find_moved(
             and _local({k: v for k, v in identity.items() if k != SHA256})
             and isinstance(identity.get(SHA256), str)
             and identity["size"] in sizes
-            and not os.path.lexists(identity["path"])
+            and gone(identity["path"])
         ):
-            gone.setdefault((identity["size"], identity[SHA256]), []).append(entry)
-    sizes = {size for size, _ in gone}
+            missing.setdefault((identity["size"], identity[SHA256]), []).append(entry)
+    sizes = {size for size, _ in missing}
     read = [identity for identity in unnamed if _local(identity) and identity["size"] in sizes]
     digests = read_digests(
         read,
@@ -91,7 +90,7 @@ def find_moved(
     )
     found: dict[str, dict[str, Any]] = {}
     for identity in read:
-        entries = gone.get((identity["size"], digests[identity["path"]] or ""), [])
+        entries = missing.get((identity["size"], digests[identity["path"]] or ""), [])
         if entry := next((entry for entry in entries if free(entry["name"])), None):
             entries.remove(entry)
             found[identity["path"]] = entry

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import os
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -39,7 +38,7 @@ from typing import Any
 
 from vidcap.commit import RunSettings, RunWriter, VideoJob
 from vidcap.errors import UsageError, install_hint
-from vidcap.inputs import is_url
+from vidcap.inputs import gone
 from vidcap.outputs import CaptionedFrame, frame_row, is_output_name, new_part
 from vidcap.records import identity_of, read_record
 from vidcap.regular import is_regular, own_folder
@@ -127,7 +126,7 @@ class ParquetShardWriter:
         self._rows: list[dict[str, Any]] = []
         self._pending: list[int] = []
         self._redone = _Redone()  # the videos whose earlier rows must go
-        self._earlier: dict[tuple[str, str], set[Path]] | None = None  # ``_shard_keys``
+        self._earlier: dict[tuple[str, str], set[Path]] | None = None  # ``_shard_index``
 
     def add(
         self, job: VideoJob, frames: Sequence[CaptionedFrame], scenes: Sequence[Scene] = ()
@@ -183,8 +182,8 @@ class ParquetShardWriter:
         return names
 
     def _index(self) -> dict[tuple[str, str], set[Path]]:
-        """Which earlier shard holds rows of which video (``_shard_keys``)."""
-        return _shard_keys(self.folder)
+        """Which earlier shard holds rows of which video (``_shard_index``)."""
+        return {key: set(shards) for key, shards in _shard_index(self.folder).items()}
 
     def _drop_earlier_rows(self, redone: _Redone) -> None:
         """Remove the rows of the ``redone`` videos from the earlier shards (now in this
@@ -204,18 +203,18 @@ class ParquetShardWriter:
         videos = self.pa.array(sorted(redone.videos), self.pa.string())
         for shard in shards:
             table = self.pq.read_table(shard)
-            gone = pc.is_in(table.column("video"), value_set=videos)
+            drop = pc.is_in(table.column("video"), value_set=videos)
             if "name" in table.column_names:
-                for name in pc.unique(table.filter(gone).column("name")).to_pylist():
+                for name in pc.unique(table.filter(drop).column("name")).to_pylist():
                     video = None if name in redone.names else self._held_by(name)
                     if video is not None:  # another video's rows: they stay
                         theirs = pc.and_(
                             pc.equal(table.column("name"), name),
                             pc.equal(table.column("video"), video),
                         )
-                        gone = pc.and_(gone, pc.invert(pc.fill_null(theirs, False)))
-                gone = pc.or_(gone, pc.is_in(table.column("name"), value_set=names))
-            kept = table.filter(pc.invert(pc.fill_null(gone, False)))
+                        drop = pc.and_(drop, pc.invert(pc.fill_null(theirs, False)))
+                drop = pc.or_(drop, pc.is_in(table.column("name"), value_set=names))
+            kept = table.filter(pc.invert(pc.fill_null(drop, False)))
             if kept.num_rows == 0:
                 shard.unlink()
             else:
@@ -251,9 +250,7 @@ def write_shard(table: Any, path: Path) -> None:
 def _same_or_gone(earlier: object, path: object) -> bool:
     """Does a record of ``earlier`` name this video's rows: the same file, or a file whose
     path is gone (``vidcap.moved``: its name now this file's)?"""
-    if not isinstance(earlier, str):
-        return False
-    return earlier == path or not (is_url(earlier) or os.path.lexists(earlier))
+    return isinstance(earlier, str) and (earlier == path or gone(earlier))
 
 
 def _shards(folder: Path) -> list[Path]:
@@ -263,32 +260,14 @@ def _shards(folder: Path) -> list[Path]:
     return [shard for shard in shards if is_regular(shard) and shard.stat().st_size > 0]
 
 
-def _shard_index(folder: Path) -> dict[str, dict[Path, int]]:
-    """Which shard of ``folder`` holds how many rows of which video (their ``video`` column
-    only)."""
+def _shard_index(folder: Path) -> dict[tuple[str, str], dict[Path, int]]:
+    """Which shard of ``folder`` holds how many rows of which video: by ``("name", output
+    name)`` and by ``("video", source)``. A shard from before the ``name`` column is known
+    by its sources only."""
     pa, pq = _pyarrow()
     import pyarrow.compute as pc
 
-    index: dict[str, dict[Path, int]] = {}
-    for shard in _shards(folder):
-        try:
-            column = pq.read_table(shard, columns=["video"]).column("video")
-        except (OSError, pa.ArrowException) as exc:
-            log.warning("%s: not a vidcap shard (%s); left as it is", shard, exc)
-            continue
-        for count in pc.value_counts(column).to_pylist():
-            index.setdefault(count["values"], {})[shard] = count["counts"]
-    return index
-
-
-def _shard_keys(folder: Path) -> dict[tuple[str, str], set[Path]]:
-    """Which shard of ``folder`` holds rows of which video: by ``("name", output name)``
-    and by ``("video", source)``. A shard from before the ``name`` column is known by its
-    sources only."""
-    pa, pq = _pyarrow()
-    import pyarrow.compute as pc
-
-    keys: dict[tuple[str, str], set[Path]] = {}
+    index: dict[tuple[str, str], dict[Path, int]] = {}
     for shard in _shards(folder):
         try:
             columns = [c for c in ("video", "name") if c in pq.read_schema(shard).names]
@@ -297,10 +276,10 @@ def _shard_keys(folder: Path) -> dict[tuple[str, str], set[Path]]:
             log.warning("%s: not a vidcap shard (%s); left as it is", shard, exc)
             continue
         for column in columns:
-            for value in pc.unique(table.column(column)).to_pylist():
-                if isinstance(value, str):
-                    keys.setdefault((column, value), set()).add(shard)
-    return keys
+            for count in pc.value_counts(table.column(column)).to_pylist():
+                if isinstance(count["values"], str):
+                    index.setdefault((column, count["values"]), {})[shard] = count["counts"]
+    return index
 
 
 def rename_videos(out_dir: Path, renames: Mapping[str, str], frames: Mapping[str, int]) -> set[str]:
@@ -311,7 +290,7 @@ def rename_videos(out_dir: Path, renames: Mapping[str, str], frames: Mapping[str
     index = _shard_index(out_dir / SHARD_DIR)
 
     def rows(video: str) -> int:
-        return sum(index.get(video, {}).values())
+        return sum(index.get(("video", video), {}).values())
 
     ready = {
         old: new
@@ -319,7 +298,12 @@ def rename_videos(out_dir: Path, renames: Mapping[str, str], frames: Mapping[str
         if rows(old) + (rows(new) if new != old else 0) == frames[old]
     }
     shards = sorted(
-        {shard for old, new in ready.items() if new != old for shard in index.get(old, ())}
+        {
+            shard
+            for old, new in ready.items()
+            if new != old
+            for shard in index.get(("video", old), ())
+        }
     )
     if shards:
         pa, pq = _pyarrow()
