@@ -51,7 +51,8 @@ lint: $(STAMP)
 test: test-fast
 	$(VENV)/bin/python -m pytest -q -m slow
 
-# Two processes (pytest-xdist): on a 2-core machine 102 s, where one process took 222 s.
+# Two processes (pytest-xdist), one torch thread each (tests/conftest.py): on the 2-core CI
+# machine 129-137 s, where two processes with torch on both cores each took 161 s.
 test-fast: lint
 	$(VENV)/bin/python -m pytest -q -m "not slow" -n 2
 
