@@ -213,8 +213,8 @@ def _sync(device: str) -> None:
 def engine_warm(paths: list[Path], captioner) -> tuple[float, int]:
     """The engine with the model already loaded (a long run's steady state)."""
     from vidcap.backend import EmbeddedBackend
-    from vidcap.commit import RunSettings
     from vidcap.engine import run
+    from vidcap.jobs import RunSettings
 
     with tempfile.TemporaryDirectory() as out:
         settings = RunSettings(out_dir=Path(out), model="tiny", quiet=True)
@@ -334,8 +334,8 @@ def bench_gpu(paths: list[Path], tokens: int, dry_run: bool) -> dict:
     import torch
 
     from vidcap.backend import EmbeddedBackend
-    from vidcap.commit import RunSettings
     from vidcap.engine import EngineSettings, run
+    from vidcap.jobs import RunSettings
     from vidcap.model import Captioner
     from vidcap.settings import GenerationSettings, ModelSettings
 

@@ -41,9 +41,9 @@ import imageio_ffmpeg  # noqa: E402
 import scenedetect  # noqa: E402
 
 from vidcap.backend import EmbeddedBackend  # noqa: E402
-from vidcap.commit import RunSettings  # noqa: E402
 from vidcap.decode import Decoded, Ended, SceneFound, decode_events  # noqa: E402
 from vidcap.engine import run  # noqa: E402
+from vidcap.jobs import RunSettings  # noqa: E402
 from vidcap.model import Captioner  # noqa: E402
 from vidcap.settings import (  # noqa: E402
     SCENE_DETECTORS,

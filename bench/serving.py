@@ -65,8 +65,8 @@ def embedded_warm(videos: Path, out: Path, args: argparse.Namespace) -> float:
     import numpy as np
 
     from vidcap.backend import EmbeddedBackend
-    from vidcap.commit import RunSettings
     from vidcap.engine import run
+    from vidcap.jobs import RunSettings
     from vidcap.model import Captioner
     from vidcap.settings import GenerationSettings, ModelSettings, SamplingSettings
 

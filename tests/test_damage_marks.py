@@ -43,7 +43,7 @@ def rows_only(request, tmp_path: Path) -> Path:
         (out / "glitch.jsonl").write_text(render_jsonl(source, MARKED.frames), encoding="utf-8")
     else:
         pytest.importorskip("pyarrow")
-        from vidcap.commit import VideoJob
+        from vidcap.jobs import VideoJob
         from vidcap.parquet import ParquetShardWriter
 
         (out / "glitch.jsonl").unlink()

@@ -24,10 +24,10 @@ import srt
 
 from tests.support.videos import VideoSpec, constant_rate, read_jsonl, write_video
 from vidcap.backend import EmbeddedBackend
-from vidcap.commit import RunSettings
 from vidcap.engine import EngineSettings, run
 from vidcap.errors import UsageError
 from vidcap.folder import open_folder
+from vidcap.jobs import RunSettings
 from vidcap.settings import GenerationSettings, SamplingSettings
 from vidcap.video import VideoReader
 
@@ -496,8 +496,10 @@ def test_a_file_keeps_its_hashed_name_when_captioned_alone_later(
 def test_a_video_whose_frames_do_not_all_come_back_fails_instead_of_vanishing(
     tmp_path: Path,
 ) -> None:
-    from vidcap.commit import Committer, VideoJob, write_summary
+    from vidcap.commit import Committer
+    from vidcap.jobs import VideoJob
     from vidcap.outputs import CaptionedFrame
+    from vidcap.records import write_summary
 
     settings = settings_for(tmp_path / "out")
     job = VideoJob(0, "in/v.mp4", "v", {"path": "in/v.mp4"})

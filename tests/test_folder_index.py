@@ -16,8 +16,8 @@ import pytest
 import vidcap.folder
 import vidcap.records
 from tests.support.folders import KEY, FakeVideo, write_folder
-from vidcap.commit import VideoResult
 from vidcap.folder import FolderVideo, open_folder
+from vidcap.jobs import VideoResult
 from vidcap.records import READ_STAMP, SUMMARY, write_record, write_summary
 
 NAMES = ("alpha", "beta", "gamma", "delta", "epsilon")

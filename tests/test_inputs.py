@@ -17,7 +17,6 @@ import pytest
 
 from tests.support.cli import run_main
 from tests.support.servers import QuietHTTPServer, free_port
-from vidcap.commit import RunSettings, plan
 from vidcap.errors import UsageError, VideoError
 from vidcap.inputs import (
     InputVideo,
@@ -28,6 +27,8 @@ from vidcap.inputs import (
     same_source,
     source_identity,
 )
+from vidcap.jobs import RunSettings
+from vidcap.plan import plan
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_videos" / "shapes.mp4"
 
@@ -680,8 +681,8 @@ def test_a_url_ending_in_dot_dot_never_names_the_output_folder(tmp_path: Path) -
     import http.server
     import threading
 
-    from vidcap.commit import _stem
     from vidcap.outputs import thumbs_folder
+    from vidcap.plan import _stem
 
     data = SAMPLE.read_bytes()
 

@@ -22,8 +22,9 @@ import pytest
 
 from tests.support.stopping import Counting
 from tests.support.videos import VideoSpec, constant_rate, write_video
-from vidcap.commit import Committer, RunSettings, VideoJob, VideoResult
+from vidcap.commit import Committer
 from vidcap.engine import EngineSettings, run
+from vidcap.jobs import RunSettings, VideoJob, VideoResult
 from vidcap.journal import (
     JOURNAL_AFTER,
     JOURNAL_DIR,

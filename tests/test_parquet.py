@@ -11,11 +11,14 @@ import pytest
 
 from tests.support.cli import run_main
 from tests.support.videos import read_jsonl
-from vidcap.commit import STATE_DIR, Committer, RunSettings, plan
+from vidcap.commit import Committer
 from vidcap.errors import UsageError
 from vidcap.folder import open_folder, read_captions
+from vidcap.jobs import RunSettings
 from vidcap.outputs import CaptionedFrame
 from vidcap.parquet import SHARD_DIR, ParquetShardWriter, run_writers_for
+from vidcap.plan import plan
+from vidcap.records import STATE_DIR
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_videos" / "shapes.mp4"
 

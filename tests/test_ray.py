@@ -29,10 +29,10 @@ from vidcap import engine
 from vidcap.backend import EmbeddedBackend
 from vidcap.cli import build_parser
 from vidcap.cli.args import ray_settings_from_args
-from vidcap.commit import RunSettings, VideoResult
 from vidcap.engine import EngineSettings
 from vidcap.errors import ModelLoadError, UsageError
 from vidcap.inputs import InputVideo, expand_inputs
+from vidcap.jobs import RunSettings, VideoResult
 from vidcap.model import Captioner
 from vidcap.parquet import SHARD_DIR, run_writers_for
 from vidcap.ray import RaySettings, caption_dataset
@@ -392,7 +392,8 @@ def test_the_model_stage_fails_only_the_video_of_a_frame_the_model_fails_on(
     import numpy as np
 
     from tests.test_engine import clip, magenta_clip
-    from vidcap.commit import Committer, VideoJob
+    from vidcap.commit import Committer
+    from vidcap.jobs import VideoJob
     from vidcap.ray import CaptionActor, decode_video, feed
     from vidcap.settings import GenerationSettings
 
@@ -435,8 +436,9 @@ def test_a_model_that_fails_every_frame_stops_the_ray_run_as_the_engines(
     engine stops after ``FAILING_VIDEOS_STOP`` in a row got no caption (one rule now,
     ``engine.FailingStreak``). The actor and ``feed`` in this process, as above."""
     from tests.test_engine import clip
-    from vidcap.commit import Committer, VideoJob
+    from vidcap.commit import Committer
     from vidcap.engine import FAILING_VIDEOS_STOP, BackendFailing
+    from vidcap.jobs import VideoJob
     from vidcap.ray import CaptionActor, decode_video, feed
     from vidcap.settings import GenerationSettings
 

@@ -22,8 +22,8 @@ from tests.support.page import manifest_of, videos_of
 from tests.support.videos import VideoSpec, constant_rate, write_video
 from vidcap.backend import EmbeddedBackend
 from vidcap.cli import main
-from vidcap.commit import RunSettings
 from vidcap.engine import run
+from vidcap.jobs import RunSettings
 from vidcap.records import write_summary
 from vidcap.report import PAGE, refresh_report, write_report
 from vidcap.report.reuse import INDEX

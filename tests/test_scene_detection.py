@@ -22,9 +22,10 @@ from vidcap import engine
 from vidcap.backend import EmbeddedBackend
 from vidcap.cli import main
 from vidcap.clips import load_scenes, scene_pieces
-from vidcap.commit import Committer, RunSettings, VideoJob
+from vidcap.commit import Committer
 from vidcap.decode import Decoded, Ended, Failed, Reused, SceneFound, decode_events
 from vidcap.frames import Frame
+from vidcap.jobs import RunSettings, VideoJob
 from vidcap.parquet import SHARD_DIR, run_writers_for
 from vidcap.scenes import MIN_CAPACITY, _OpenScene
 from vidcap.settings import EngineSettings, SamplingSettings

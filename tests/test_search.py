@@ -135,7 +135,7 @@ def test_a_thumbnail_is_named_where_one_exists(tmp_path: Path) -> None:
 
 def test_parquet_outputs_give_the_same_moments_as_jsonl(folder: Path, tmp_path: Path) -> None:
     pytest.importorskip("pyarrow")
-    from vidcap.commit import VideoJob
+    from vidcap.jobs import VideoJob
     from vidcap.parquet import ParquetShardWriter
 
     out = tmp_path / "out"

@@ -11,10 +11,11 @@ import pytest
 
 from vidcap.cli import build_parser
 from vidcap.cli.args import sampling_from_args
-from vidcap.commit import Committer, RunSettings, VideoJob
+from vidcap.commit import Committer
 from vidcap.decode import Decoded, Ended, Reused, SceneFound, encode_event, read_event
 from vidcap.errors import UsageError
 from vidcap.frames import Frame
+from vidcap.jobs import RunSettings, VideoJob
 from vidcap.outputs import CaptionedFrame, frame_row
 from vidcap.scenes import Scene
 from vidcap.settings import SamplingSettings

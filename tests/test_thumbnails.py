@@ -186,7 +186,8 @@ def test_a_picture_wider_than_a_jpeg_can_be_is_narrowed(tmp_path: Path, scenes: 
 
 
 def _committer(out: Path, names: tuple[str, ...] = ("a",)):  # noqa: ANN202 - (Committer)
-    from vidcap.commit import Committer, RunSettings, VideoJob
+    from vidcap.commit import Committer
+    from vidcap.jobs import RunSettings, VideoJob
 
     settings = RunSettings(out_dir=out, sampling=SamplingSettings(thumb_height=160), quiet=True)
     jobs = [VideoJob(i, f"/in/{name}.mp4", name, {"path": f"/in/{name}.mp4"}) for i, name in enumerate(names)]  # fmt: skip

@@ -10,43 +10,30 @@ another's caption (``--skip-similar``) takes it here, at commit time: the captio
 may come back after it.
 
 Resume records (``vidcap.records``) live in ``OUT/.vidcap/<name>.json`` and hold the
-settings key and the source's identity (``vidcap.inputs.source_identity``: resolved path,
-size, modification time): a rerun skips a video only when both match and every output
-exists. Another file with the same name gets another output name; the same file changed in
-place is redone under its name; the same bytes at a new path, where the recorded path is gone,
-take the name over (``vidcap.moved``).
+settings key and the source's identity; which videos a run must do, and under which
+names, ``vidcap.plan`` decides from them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
-import json
 import logging
 import os
 import shutil
 import time
-import unicodedata
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
+from typing import Any
 
-from vidcap import __version__, regular
+from vidcap import regular
 from vidcap.errors import OutFolderFull, UsageError
 from vidcap.inputs import (
     SHA256,
-    gone,
-    is_url,
-    read_digests,
-    retimed,
-    same_source,
-    shown_source,
-    source_identity,
 )
+from vidcap.jobs import RunSettings, RunWriter, VideoJob, VideoResult
 from vidcap.journal import (
     JOURNAL_AFTER,
     JOURNAL_DIR,
@@ -59,16 +46,11 @@ from vidcap.journal import (
     journal_path,
     read_journal,
 )
-from vidcap.moved import Move, find_moved, held_names, relocate
 from vidcap.outputs import (
-    SCENES_FORMAT,
     STAGING_NAME,
     THUMBS_DIR,
-    VIDEO_FORMATS,
     CaptionedFrame,
-    is_output_name,
     place_thumbnails,
-    short_stem,
     stage_thumbnails,
     thumbs_folder,
     write_thumbnail,
@@ -76,15 +58,11 @@ from vidcap.outputs import (
 )
 from vidcap.records import (
     STATE_DIR,
-    folder_videos,
-    identity_of,
-    read_record,
-    record_times,
     write_record,
     write_summary,
 )
 from vidcap.scenes import Scene
-from vidcap.settings import GenerationSettings, SamplingSettings, joined_precisions
+from vidcap.settings import joined_precisions
 from vidcap.wording import counted
 
 log = logging.getLogger(__name__)
@@ -96,362 +74,6 @@ THUMBS_STAGING = "thumbs"
 # run stops at the first, as when the backend goes, instead of captioning every video
 # left only to fail writing it.
 FOLDER_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """What a run writes and what its outputs depend on."""
-
-    out_dir: Path
-    formats: tuple[str, ...] = ("jsonl", "srt", "vtt")
-    sampling: SamplingSettings = field(default_factory=SamplingSettings)
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
-    model: str = ""
-    quiet: bool = False
-    # How frames crossed to a remote model when that changes captions: "jpeg" (lossy) for
-    # ``--server --wire-format jpeg``; empty when the model saw the decoder's pixels (embedded,
-    # Ray, or the lossless PNG wire), so those runs resume each other's outputs.
-    lossy_wire: str = ""
-    # The hub commit of ``model`` (``vidcap.model.hub_revision``), when known: not part of
-    # the key (folders of earlier versions keep theirs), but recorded with every video, and
-    # a video captioned with another commit of the model is redone.
-    revision: str = ""
-    # What the language model computes in (``model.precision_name``: ``float16``…), where
-    # known: recorded with every video, not part of the key (a folder begun on a CPU in
-    # float32 resumes on a GPU in float16), and a rerun says how many kept videos differ.
-    precision: str = ""
-
-    def key(self) -> str:
-        """Identifies what the outputs depend on; a rerun with other settings redoes videos."""
-        data: dict[str, Any] = {
-            "formats": sorted(self.formats),
-            "sampling": self.sampling.key_fields(),
-            "generation": asdict(self.generation),
-            "model": self.model,
-        }
-        if self.lossy_wire:  # absent otherwise: keys of earlier versions stay valid
-            data["wire"] = self.lossy_wire
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-    def video_formats(self) -> tuple[str, ...]:
-        """The per-video files each video gets: ``formats``' ones, and with ``--scenes``
-        ``<name>.scenes.jsonl``."""
-        formats = tuple(fmt for fmt in self.formats if fmt in VIDEO_FORMATS)
-        return formats + (SCENES_FORMAT,) if self.sampling.scenes else formats
-
-
-@dataclass(frozen=True)
-class VideoJob:
-    """One input video of a run: ``id`` is its index in the run, ``name`` its output base name."""
-
-    id: int
-    source: str
-    name: str
-    identity: dict[str, Any]
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def shown(self) -> str:
-        """The source as outputs, records and messages name it (``inputs.shown_source``)."""
-        return shown_source(self.source)
-
-
-# VideoResult's fields that records and summary.json hold only when set.
-OPTIONAL_FIELDS = (
-    "revision", "precision", "reused", "scenes", "thumbs", "lost_frames", "damaged_frames",
-    "kept_frames",
-)  # fmt: skip
-
-
-@dataclass
-class VideoResult:
-    video: str
-    name: str
-    status: str  # "done" or "failed"
-    error: str | None = None
-    frames: int = 0
-    duration: float = 0.0
-    seconds: float = 0.0
-    resumed: bool = False
-    key: str = ""
-    model: str = ""
-    version: str = __version__
-    # Only in runs that use them (else None, and absent from records and summary.json):
-    revision: str | None = None  # the model's hub commit, where known
-    precision: str | None = None  # what the model computed in (``RunSettings.precision``)
-    reused: int | None = None  # --skip-similar: frames that reused a caption (no model call)
-    scenes: int | None = None  # --scenes: scenes found
-    thumbs: int | None = None  # thumbnails written (OUT/thumbs/<name>/)
-    # Only for a video that lost frames (corrupt or truncated: its captions skip them):
-    lost_frames: int | None = None
-    # Only where some exist: the sampled frames whose picture may show decoding damage
-    # (their JSONL rows say ``"damaged": true``).
-    damaged_frames: list[int] | None = None
-    # Only for a video an interrupted run had begun: the frames whose caption it had made,
-    # taken from its journal (``vidcap.journal``) instead of the model.
-    kept_frames: int | None = None
-
-    def record(self) -> dict[str, Any]:
-        """The result as records and summary.json hold it."""
-        data = asdict(self)
-        for name in OPTIONAL_FIELDS:
-            if data[name] is None:
-                del data[name]
-        return data
-
-
-class RunWriter(Protocol):
-    """An output across videos (e.g. Parquet shards): durable only once it says so.
-
-    ``add`` takes a finished video's frames and returns the ids of videos whose rows are
-    now durable (possibly none yet); ``close`` makes the rest durable and returns their ids.
-    A video's resume record is written only once it is durable everywhere.
-    """
-
-    def add(
-        self, job: VideoJob, frames: Sequence[CaptionedFrame], scenes: Sequence[Scene] = ()
-    ) -> list[int]: ...
-
-    def close(self) -> list[int]: ...
-
-
-def _stem(source: str) -> str:
-    """The output name a source starts from: its file name without its extension (a URL's:
-    the last part of its path, unescaped, never its query), control characters as ``_``;
-    never ``.`` or ``..`` (a URL ending ``/..`` named its thumbnails' folder
-    ``thumbs/..``, the output folder itself, which the commit replaced), nor empty."""
-    name = unquote(urlsplit(source).path) if is_url(source) else source
-    stem = Path(name.rstrip("/").rsplit("/", 1)[-1]).stem
-    stem = "".join("_" if ord(c) < 32 or ord(c) == 127 else c for c in stem)
-    return short_stem(stem if is_output_name(stem) else "video")
-
-
-def _folded(name: str) -> str:
-    """What a case-insensitive file system sees of a name (macOS, SMB shares, exFAT): two
-    names equal here are one file there, so one of them must not be taken as is."""
-    return unicodedata.normalize("NFC", name).casefold()
-
-
-def _hashed(stem: str, path: str) -> str:
-    """The output name of a file whose stem is taken: the stem and a hash of its path."""
-    return f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
-
-
-def _state_path(record: dict | None) -> str | None:
-    return (identity_of(record) or {}).get("path")
-
-
-def _failed_and_gone(record: dict | None) -> bool:
-    """Is ``record`` a failed video's whose local file is gone from its path? It vouches
-    for no outputs, so its name is free for a new input: the same file moved (whose journal
-    then goes on: ``journal.same_file``) or another, whose record replaces it."""
-    failed = (record or {}).get("result", {}).get("status") == "failed"
-    return failed and gone(_state_path(record))
-
-
-def plan(
-    sources: Sequence[str], settings: RunSettings, metadata: Sequence[dict] | None = None
-) -> tuple[list[VideoJob], list[VideoResult]]:
-    """The videos a run must do, and the results of those a previous run already did.
-
-    The same file given twice is one video. A video's output name is the one a record
-    gives its file (by path; or, for a file that moved, ``vidcap.moved``: by its bytes,
-    where the recorded path is gone); else its file stem, unless another input of this run
-    or an earlier run's record (another file, unless a failed video's whose file is gone:
-    no outputs to keep) holds that stem: then the stem plus a hash of the path. Stems are
-    compared as a case-insensitive file system compares names (``Clip`` and ``clip``,
-    ``café`` composed or not): on one, two such outputs would be one file, the second
-    overwriting the first.
-    """
-    out_dir = settings.out_dir
-    entries = _entries(sources, metadata)
-    records: dict[str, dict | None] = {}
-
-    def record_of(name: str) -> dict | None:  # each record read once, however often asked
-        if name not in records:
-            records[name] = read_record(out_dir, name)
-        return records[name]
-
-    key = settings.key()
-    names, moved = _names(entries, out_dir, key, record_of)
-
-    def to_read(identity: dict) -> bool:  # done, but its file's modification time changed
-        record = record_of(names[identity["path"]]) or {}
-        done = record.get("key") == key and record.get("result", {}).get("status") == "done"
-        return done and retimed(identity_of(record), identity)
-
-    # read at once, in parallel (a library copied without its times), to compare their bytes
-    digests = read_digests(
-        [identity for _, identity, _ in entries if to_read(identity)],
-        "whose modification time is not the record's, to compare their bytes with the ones "
-        "captioned (SHA-256)",
-    )
-    todo: list[VideoJob] = []
-    resumed: list[VideoResult] = []
-    moves: list[tuple[VideoJob, Move]] = []
-    other_revisions: Counter[str] = Counter()
-    kept_by_bytes = 0  # done videos whose file changed its modification time, not its bytes
-    for source, identity, meta in entries:
-        name = names[identity["path"]]
-        record = record_of(name)
-        job = VideoJob(len(todo), source, name, identity, meta)
-        recorded = (record or {}).get("result", {})
-        done = recorded.get("status") == "done" and (record or {}).get("key") == key
-        done_with = recorded.get("revision") if done else None
-        if settings.revision and done_with and done_with != settings.revision:
-            other_revisions[done_with] += 1  # another commit of the model: redone
-        elif done and _outputs_there(out_dir, name, record, settings):
-            recorded_as = identity_of(record) or {}
-            if identity["path"] in moved and recorded_as == moved[identity["path"]]:
-                move = Move(name, record, {**identity, SHA256: recorded_as[SHA256]}, job.shown)
-                moves.append((job, move))
-                continue
-            if same_source(recorded_as, identity, digest=digests.get(identity["path"])):
-                if retimed(recorded_as, identity):  # the same bytes, another modification time
-                    kept_by_bytes += 1
-                    with contextlib.suppress(OSError):  # (a full disk: read again next time)
-                        write_record(
-                            out_dir, name, key, {**identity, SHA256: recorded_as[SHA256]},
-                            record["result"], record.get("metadata") or {},
-                        )  # fmt: skip
-                resumed.append(_resumed(record["result"]))
-                continue
-        todo.append(job)
-    if moves:
-        formats = (*settings.formats, *settings.video_formats())
-        relocated = relocate(out_dir, [move for _, move in moves], formats)
-        for job, move in moves:
-            if move.name in relocated:
-                resumed.append(_resumed({**move.record["result"], "video": move.video}))
-            else:
-                todo.append(replace(job, id=len(todo)))
-    if kept_by_bytes:
-        one = kept_by_bytes == 1
-        log.warning(
-            "%s %s a new modification time but the bytes %s captioned from (the same "
-            "SHA-256): %s kept", counted(kept_by_bytes, "video"), "has" if one else "have",
-            "it was" if one else "they were", "its captions are" if one else "their captions are",
-        )  # fmt: skip
-    say_other_precisions(resumed, settings)
-    for commit, count in sorted(other_revisions.items()):
-        log.warning(
-            "%s of %s %s captioned with revision %s of %s, not %s, the one this "
-            "run captions with: redone (one folder, one model)",
-            counted(count, "video"), out_dir, "was" if count == 1 else "were", commit,
-            settings.model, settings.revision,
-        )  # fmt: skip
-    return todo, resumed
-
-
-def say_other_precisions(resumed: Sequence[VideoResult], settings: RunSettings) -> None:
-    """One line per precision other than this run's that kept videos were captioned in
-    (``plan`` says it; a Ray run, whose precision is known once its cluster is, says it then)."""
-    other = Counter(
-        r.precision
-        for r in resumed
-        if settings.precision and r.precision not in (None, settings.precision)
-    )
-    for precision, count in sorted(other.items()):
-        log.warning(
-            "%s of %s %s captioned in %s, not %s as this run captions: kept (the precision is "
-            "not part of the settings key, so new captions may be worded differently; --dtype "
-            "%s matches them)", counted(count, "video"), settings.out_dir,
-            "was" if count == 1 else "were", precision, settings.precision, precision,
-        )  # fmt: skip
-
-
-def _entries(
-    sources: Sequence[str], metadata: Sequence[dict] | None
-) -> list[tuple[str, dict, dict]]:
-    """Each input once, by its resolved path: (source, identity, metadata)."""
-    entries: list[tuple[str, dict, dict]] = []
-    seen: set[str] = set()
-    for i, source in enumerate(sources):
-        try:
-            identity = source_identity(str(source))
-        except OSError as exc:
-            identity = {"path": str(source), "error": str(exc)}
-        if identity["path"] != (shown := shown_source(identity["path"])):  # (a password)
-            error = identity.get("error")
-            identity["path"] = shown
-            if error is not None:
-                identity["error"] = error.replace(str(source), shown)
-        if identity["path"] in seen:
-            continue
-        seen.add(identity["path"])
-        entries.append((str(source), identity, dict(metadata[i]) if metadata else {}))
-    return entries
-
-
-def _names(
-    entries: Sequence[tuple[str, dict, dict]],
-    out_dir: Path,
-    key: str,
-    record_of: Callable[[str], dict | None],
-) -> tuple[dict[str, str], dict[str, dict]]:
-    """Each entry's output name (see ``plan``), by path; and the paths of files that moved,
-    each with the identity its record holds (``vidcap.moved``)."""
-    stems = Counter(_folded(_stem(source)) for source, _, _ in entries)
-    names: dict[str, str] = {}
-    taken: set[str] = set()  # folded
-
-    def take(path: str, name: str) -> None:
-        names[path] = name
-        taken.add(_folded(name))
-
-    def held(path: str, name: str) -> bool:
-        return _folded(name) not in taken and _state_path(record_of(name)) == path
-
-    for source, identity, _ in entries:  # a name stays with the file that has it
-        stem = _stem(source)
-        name = next(
-            (n for n in (stem, _hashed(stem, identity["path"])) if held(identity["path"], n)), None
-        )
-        if name is not None:
-            take(identity["path"], name)
-    moved: dict[str, dict] = {}
-    unnamed = [identity for _, identity, _ in entries if identity["path"] not in names]
-    if unnamed and record_times(out_dir):  # names given to a file that moved, or by its bytes
-        videos = folder_videos(out_dir)
-        by_path = held_names(videos)
-        for identity in unnamed:
-            name = by_path.get(identity["path"])
-            if name is not None and held(identity["path"], name):
-                take(identity["path"], name)
-        unnamed = [identity for identity in unnamed if identity["path"] not in names]
-        for path, entry in find_moved(
-            unnamed, videos, key, lambda n: _folded(n) not in taken
-        ).items():
-            take(path, entry["name"])
-            moved[path] = entry["identity"]
-    for source, identity, _ in entries:
-        if identity["path"] in names:
-            continue
-        stem = _stem(source)
-        owner = _state_path(record_of(stem))
-        folded = _folded(stem)
-        free = owner in (None, identity["path"]) or _failed_and_gone(record_of(stem))
-        if stems[folded] == 1 and folded not in taken and free:
-            take(identity["path"], stem)
-        else:
-            take(identity["path"], _hashed(stem, identity["path"]))
-    return names, moved
-
-
-def _outputs_there(out_dir: Path, name: str, record: dict | None, settings: RunSettings) -> bool:
-    """Does the folder hold every output a done video's ``record`` vouches for?"""
-    outputs = [out_dir / f"{name}.{fmt}" for fmt in settings.video_formats()]
-    thumbs = (record or {}).get("result", {}).get("thumbs")
-    return all(p.is_file() for p in outputs) and (
-        not thumbs or thumbs_folder(out_dir, name).is_dir()
-    )
-
-
-def _resumed(result: dict[str, Any]) -> VideoResult:
-    known = {f.name for f in fields(VideoResult)}
-    resumed = VideoResult(**{k: v for k, v in result.items() if k in known})
-    resumed.resumed = True
-    return resumed
 
 
 SHOWN_WARNINGS = 20

@@ -2,7 +2,7 @@
 
 One look at the whole flow::
 
-    jobs = plan(sources)                      # resume: skip what is done (commit.py)
+    jobs = plan(sources)                      # resume: skip what is done (plan.py)
     pool = DecodePool(jobs)                   # N decoder processes, several videos at once,
                                               # each running decode.decode_events per video
     for item in _in_order(pool.events(),      # embedded replicas or --server endpoints,
@@ -39,7 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vidcap.backend import Backend, CaptionFailed
-from vidcap.commit import Committer, RunSettings, RunWriter, VideoResult, plan, write_summary
+from vidcap.commit import Committer
 from vidcap.decode import (
     Decoded,
     Ended,
@@ -53,9 +53,12 @@ from vidcap.decode import (
 )
 from vidcap.decode_pool import DecodePool
 from vidcap.errors import BackendUnavailable, VidcapError, VideoError
+from vidcap.jobs import RunSettings, RunWriter, VideoResult
 from vidcap.model import AUTO_BATCH_CUDA
 from vidcap.out_lock import holding
 from vidcap.outputs import CaptionedFrame
+from vidcap.plan import plan
+from vidcap.records import write_summary
 from vidcap.report import refresh_report
 from vidcap.settings import EngineSettings, GenerationSettings, SamplingSettings
 from vidcap.terminal import logs_above

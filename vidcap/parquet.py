@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vidcap.commit import RunSettings, RunWriter, VideoJob
 from vidcap.errors import UsageError, install_hint
 from vidcap.inputs import gone
+from vidcap.jobs import RunSettings, RunWriter, VideoJob
 from vidcap.outputs import CaptionedFrame, frame_row, is_output_name, new_part
 from vidcap.records import identity_of, read_record
 from vidcap.regular import is_regular, own_folder

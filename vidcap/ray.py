@@ -53,20 +53,12 @@ import numpy as np
 
 from vidcap import errors
 from vidcap.backend import CaptionFailed, caption_each
-from vidcap.commit import (
-    Committer,
-    RunSettings,
-    RunWriter,
-    VideoJob,
-    VideoResult,
-    check_out_dir,
-    plan,
-    say_other_precisions,
-)
+from vidcap.commit import Committer, check_out_dir
 from vidcap.decode import Decoded, Event, decode_events, encode_event, read_event
 from vidcap.engine import Captioned, FailingStreak, Uncaptioned, deliver
 from vidcap.errors import UsageError, VidcapError, install_hint
 from vidcap.inputs import InputVideo, expand_inputs, is_url
+from vidcap.jobs import RunSettings, RunWriter, VideoJob, VideoResult
 from vidcap.model import (
     auto_batch_size,
     ensure_loadable,
@@ -77,6 +69,7 @@ from vidcap.model import (
 from vidcap.out_lock import holding
 from vidcap.outputs import CaptionedFrame
 from vidcap.parquet import DEFAULT_SHARD_ROWS, run_writers_for
+from vidcap.plan import plan, say_other_precisions
 from vidcap.remote_out import output_folder
 from vidcap.report import refresh_report
 from vidcap.settings import GenerationSettings, ModelSettings, SamplingSettings

@@ -29,7 +29,7 @@ from vidcap import __version__, jsontext, regular
 from vidcap.outputs import write_atomic, write_json
 
 if TYPE_CHECKING:
-    from vidcap.commit import VideoResult
+    from vidcap.jobs import VideoResult
 
 STATE_DIR = ".vidcap"
 SUMMARY = "summary.json"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from vidcap.commit import VideoResult
 from vidcap.inputs import source_identity
+from vidcap.jobs import VideoResult
 from vidcap.outputs import VIDEO_FORMATS, CaptionedFrame
 from vidcap.records import write_record, write_summary
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from vidcap.backend import Backend, EmbeddedBackend, load_replicas
 from vidcap.cli.remote import add_client_arguments
-from vidcap.commit import RunSettings
 from vidcap.errors import UsageError
 from vidcap.inputs import LIST_SUFFIXES
+from vidcap.jobs import RunSettings
 from vidcap.model import AUTO_BATCH_CPU, AUTO_BATCH_CUDA, model_input_size
 from vidcap.outputs import FORMATS
 from vidcap.parquet import DEFAULT_SHARD_ROWS, RUN_FORMATS

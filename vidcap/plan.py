@@ -1,0 +1,281 @@
+"""The videos a run must do: each input once, its output name, and whether a previous run
+already did it (``plan``).
+
+A video's output name is its file stem, unless another file holds it (in this run, or by
+an earlier run's record): then the stem plus a hash of its path. A rerun skips a video only
+when its resume record (``vidcap.records``) holds this run's settings key and the source's
+identity (``vidcap.inputs.source_identity``: resolved path, size, modification time; or,
+retimed, the same SHA-256) and every output exists. The same file changed in place is
+redone under its name; the same bytes at a new path, where the recorded path is gone, take
+the name over (``vidcap.moved``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from vidcap.inputs import (
+    SHA256,
+    gone,
+    is_url,
+    read_digests,
+    retimed,
+    same_source,
+    shown_source,
+    source_identity,
+)
+from vidcap.jobs import RunSettings, VideoJob, VideoResult
+from vidcap.moved import Move, find_moved, held_names, relocate
+from vidcap.outputs import is_output_name, short_stem, thumbs_folder
+from vidcap.records import folder_videos, identity_of, read_record, record_times, write_record
+from vidcap.wording import counted
+
+log = logging.getLogger(__name__)
+
+
+def _stem(source: str) -> str:
+    """The output name a source starts from: its file name without its extension (a URL's:
+    the last part of its path, unescaped, never its query), control characters as ``_``;
+    never ``.`` or ``..`` (a URL ending ``/..`` named its thumbnails' folder
+    ``thumbs/..``, the output folder itself, which the commit replaced), nor empty."""
+    name = unquote(urlsplit(source).path) if is_url(source) else source
+    stem = Path(name.rstrip("/").rsplit("/", 1)[-1]).stem
+    stem = "".join("_" if ord(c) < 32 or ord(c) == 127 else c for c in stem)
+    return short_stem(stem if is_output_name(stem) else "video")
+
+
+def _folded(name: str) -> str:
+    """What a case-insensitive file system sees of a name (macOS, SMB shares, exFAT): two
+    names equal here are one file there, so one of them must not be taken as is."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def _hashed(stem: str, path: str) -> str:
+    """The output name of a file whose stem is taken: the stem and a hash of its path."""
+    return f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+
+
+def _state_path(record: dict | None) -> str | None:
+    return (identity_of(record) or {}).get("path")
+
+
+def _failed_and_gone(record: dict | None) -> bool:
+    """Is ``record`` a failed video's whose local file is gone from its path? It vouches
+    for no outputs, so its name is free for a new input: the same file moved (whose journal
+    then goes on: ``journal.same_file``) or another, whose record replaces it."""
+    failed = (record or {}).get("result", {}).get("status") == "failed"
+    return failed and gone(_state_path(record))
+
+
+def plan(
+    sources: Sequence[str], settings: RunSettings, metadata: Sequence[dict] | None = None
+) -> tuple[list[VideoJob], list[VideoResult]]:
+    """The videos a run must do, and the results of those a previous run already did.
+
+    The same file given twice is one video. A video's output name is the one a record
+    gives its file (by path; or, for a file that moved, ``vidcap.moved``: by its bytes,
+    where the recorded path is gone); else its file stem, unless another input of this run
+    or an earlier run's record (another file, unless a failed video's whose file is gone:
+    no outputs to keep) holds that stem: then the stem plus a hash of the path. Stems are
+    compared as a case-insensitive file system compares names (``Clip`` and ``clip``,
+    ``café`` composed or not): on one, two such outputs would be one file, the second
+    overwriting the first.
+    """
+    out_dir = settings.out_dir
+    entries = _entries(sources, metadata)
+    records: dict[str, dict | None] = {}
+
+    def record_of(name: str) -> dict | None:  # each record read once, however often asked
+        if name not in records:
+            records[name] = read_record(out_dir, name)
+        return records[name]
+
+    key = settings.key()
+    names, moved = _names(entries, out_dir, key, record_of)
+
+    def to_read(identity: dict) -> bool:  # done, but its file's modification time changed
+        record = record_of(names[identity["path"]]) or {}
+        done = record.get("key") == key and record.get("result", {}).get("status") == "done"
+        return done and retimed(identity_of(record), identity)
+
+    # read at once, in parallel (a library copied without its times), to compare their bytes
+    digests = read_digests(
+        [identity for _, identity, _ in entries if to_read(identity)],
+        "whose modification time is not the record's, to compare their bytes with the ones "
+        "captioned (SHA-256)",
+    )
+    todo: list[VideoJob] = []
+    resumed: list[VideoResult] = []
+    moves: list[tuple[VideoJob, Move]] = []
+    other_revisions: Counter[str] = Counter()
+    kept_by_bytes = 0  # done videos whose file changed its modification time, not its bytes
+    for source, identity, meta in entries:
+        name = names[identity["path"]]
+        record = record_of(name)
+        job = VideoJob(len(todo), source, name, identity, meta)
+        recorded = (record or {}).get("result", {})
+        done = recorded.get("status") == "done" and (record or {}).get("key") == key
+        done_with = recorded.get("revision") if done else None
+        if settings.revision and done_with and done_with != settings.revision:
+            other_revisions[done_with] += 1  # another commit of the model: redone
+        elif done and _outputs_there(out_dir, name, record, settings):
+            recorded_as = identity_of(record) or {}
+            if identity["path"] in moved and recorded_as == moved[identity["path"]]:
+                move = Move(name, record, {**identity, SHA256: recorded_as[SHA256]}, job.shown)
+                moves.append((job, move))
+                continue
+            if same_source(recorded_as, identity, digest=digests.get(identity["path"])):
+                if retimed(recorded_as, identity):  # the same bytes, another modification time
+                    kept_by_bytes += 1
+                    with contextlib.suppress(OSError):  # (a full disk: read again next time)
+                        write_record(
+                            out_dir, name, key, {**identity, SHA256: recorded_as[SHA256]},
+                            record["result"], record.get("metadata") or {},
+                        )  # fmt: skip
+                resumed.append(_resumed(record["result"]))
+                continue
+        todo.append(job)
+    if moves:
+        formats = (*settings.formats, *settings.video_formats())
+        relocated = relocate(out_dir, [move for _, move in moves], formats)
+        for job, move in moves:
+            if move.name in relocated:
+                resumed.append(_resumed({**move.record["result"], "video": move.video}))
+            else:
+                todo.append(replace(job, id=len(todo)))
+    if kept_by_bytes:
+        one = kept_by_bytes == 1
+        log.warning(
+            "%s %s a new modification time but the bytes %s captioned from (the same "
+            "SHA-256): %s kept", counted(kept_by_bytes, "video"), "has" if one else "have",
+            "it was" if one else "they were", "its captions are" if one else "their captions are",
+        )  # fmt: skip
+    say_other_precisions(resumed, settings)
+    for commit, count in sorted(other_revisions.items()):
+        log.warning(
+            "%s of %s %s captioned with revision %s of %s, not %s, the one this "
+            "run captions with: redone (one folder, one model)",
+            counted(count, "video"), out_dir, "was" if count == 1 else "were", commit,
+            settings.model, settings.revision,
+        )  # fmt: skip
+    return todo, resumed
+
+
+def say_other_precisions(resumed: Sequence[VideoResult], settings: RunSettings) -> None:
+    """One line per precision other than this run's that kept videos were captioned in
+    (``plan`` says it; a Ray run, whose precision is known once its cluster is, says it then)."""
+    other = Counter(
+        r.precision
+        for r in resumed
+        if settings.precision and r.precision not in (None, settings.precision)
+    )
+    for precision, count in sorted(other.items()):
+        log.warning(
+            "%s of %s %s captioned in %s, not %s as this run captions: kept (the precision is "
+            "not part of the settings key, so new captions may be worded differently; --dtype "
+            "%s matches them)", counted(count, "video"), settings.out_dir,
+            "was" if count == 1 else "were", precision, settings.precision, precision,
+        )  # fmt: skip
+
+
+def _entries(
+    sources: Sequence[str], metadata: Sequence[dict] | None
+) -> list[tuple[str, dict, dict]]:
+    """Each input once, by its resolved path: (source, identity, metadata)."""
+    entries: list[tuple[str, dict, dict]] = []
+    seen: set[str] = set()
+    for i, source in enumerate(sources):
+        try:
+            identity = source_identity(str(source))
+        except OSError as exc:
+            identity = {"path": str(source), "error": str(exc)}
+        if identity["path"] != (shown := shown_source(identity["path"])):  # (a password)
+            error = identity.get("error")
+            identity["path"] = shown
+            if error is not None:
+                identity["error"] = error.replace(str(source), shown)
+        if identity["path"] in seen:
+            continue
+        seen.add(identity["path"])
+        entries.append((str(source), identity, dict(metadata[i]) if metadata else {}))
+    return entries
+
+
+def _names(
+    entries: Sequence[tuple[str, dict, dict]],
+    out_dir: Path,
+    key: str,
+    record_of: Callable[[str], dict | None],
+) -> tuple[dict[str, str], dict[str, dict]]:
+    """Each entry's output name (see ``plan``), by path; and the paths of files that moved,
+    each with the identity its record holds (``vidcap.moved``)."""
+    stems = Counter(_folded(_stem(source)) for source, _, _ in entries)
+    names: dict[str, str] = {}
+    taken: set[str] = set()  # folded
+
+    def take(path: str, name: str) -> None:
+        names[path] = name
+        taken.add(_folded(name))
+
+    def held(path: str, name: str) -> bool:
+        return _folded(name) not in taken and _state_path(record_of(name)) == path
+
+    for source, identity, _ in entries:  # a name stays with the file that has it
+        stem = _stem(source)
+        name = next(
+            (n for n in (stem, _hashed(stem, identity["path"])) if held(identity["path"], n)), None
+        )
+        if name is not None:
+            take(identity["path"], name)
+    moved: dict[str, dict] = {}
+    unnamed = [identity for _, identity, _ in entries if identity["path"] not in names]
+    if unnamed and record_times(out_dir):  # names given to a file that moved, or by its bytes
+        videos = folder_videos(out_dir)
+        by_path = held_names(videos)
+        for identity in unnamed:
+            name = by_path.get(identity["path"])
+            if name is not None and held(identity["path"], name):
+                take(identity["path"], name)
+        unnamed = [identity for identity in unnamed if identity["path"] not in names]
+        for path, entry in find_moved(
+            unnamed, videos, key, lambda n: _folded(n) not in taken
+        ).items():
+            take(path, entry["name"])
+            moved[path] = entry["identity"]
+    for source, identity, _ in entries:
+        if identity["path"] in names:
+            continue
+        stem = _stem(source)
+        owner = _state_path(record_of(stem))
+        folded = _folded(stem)
+        free = owner in (None, identity["path"]) or _failed_and_gone(record_of(stem))
+        if stems[folded] == 1 and folded not in taken and free:
+            take(identity["path"], stem)
+        else:
+            take(identity["path"], _hashed(stem, identity["path"]))
+    return names, moved
+
+
+def _outputs_there(out_dir: Path, name: str, record: dict | None, settings: RunSettings) -> bool:
+    """Does the folder hold every output a done video's ``record`` vouches for?"""
+    outputs = [out_dir / f"{name}.{fmt}" for fmt in settings.video_formats()]
+    thumbs = (record or {}).get("result", {}).get("thumbs")
+    return all(p.is_file() for p in outputs) and (
+        not thumbs or thumbs_folder(out_dir, name).is_dir()
+    )
+
+
+def _resumed(result: dict[str, Any]) -> VideoResult:
+    known = {f.name for f in fields(VideoResult)}
+    resumed = VideoResult(**{k: v for k, v in result.items() if k in known})
+    resumed.resumed = True
+    return resumed
