@@ -805,3 +805,35 @@ def test_a_download_goes_on_while_data_comes_and_fails_once_none_does(monkeypatc
         release.set()
         server.shutdown()
         server.server_close()
+
+
+def test_list_rows_naming_one_file_with_other_values_are_said_not_dropped_silently(
+    tmp_path: Path,
+) -> None:
+    """Regression: a list file whose rows name one file (by other spellings, through a link)
+    with other labels captioned it once, carrying the first row's label, and said nothing
+    of the others. Rows with the same values (or the same file given twice on the command
+    line) are one video without a word, as before."""
+    video = tmp_path / "a.mp4"
+    shutil.copy(SAMPLE, video)
+    (tmp_path / "link.mp4").symlink_to(video)
+    listing = tmp_path / "videos.csv"
+    listing.write_text(
+        f"path,label\na.mp4,cat\n./a.mp4,cat\n{video},dog\nlink.mp4,bird\nb.mp4,cat\n"
+    )
+    shutil.copy(SAMPLE, tmp_path / "b.mp4")
+    out = tmp_path / "out"
+    result = run_main("caption", listing, "--out", out, "--model", "tiny", "--max-frames", "2",
+                      "--format", "jsonl,parquet", "--quiet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "earlier one names" in line]
+    assert len(said) == 1, result.stderr
+    assert said[0].startswith("vidcap: WARNING: 2 list rows name a file that an earlier")
+    assert f"{video} as " in said[0] and "link.mp4 as " in said[0], said[0]
+    assert "its outputs carry the first row's values" in said[0]
+    rows = pq.read_table(out / "parquet").to_pylist()
+    assert {(r["name"], r["label"]) for r in rows} == {("a", "cat"), ("b", "cat")}
+
+    quiet = run_main("caption", video, tmp_path / "./a.mp4", "--out", tmp_path / "o2",
+                     "--model", "tiny", "--max-frames", "1", "--quiet")  # fmt: skip
+    assert quiet.returncode == 0 and "earlier one names" not in quiet.stderr, quiet.stderr

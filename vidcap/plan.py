@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import unicodedata
 from collections import Counter
@@ -190,9 +191,12 @@ def say_other_precisions(resumed: Sequence[VideoResult], settings: RunSettings) 
 def _entries(
     sources: Sequence[str], metadata: Sequence[dict] | None
 ) -> list[tuple[str, dict, dict]]:
-    """Each input once, by its resolved path: (source, identity, metadata)."""
+    """Each input once, by its resolved path: (source, identity, metadata). A list file's
+    rows that name one file with other values in their other columns (a label, a caption of
+    its own) are said in one line: the file is one video, with its first row's values."""
     entries: list[tuple[str, dict, dict]] = []
-    seen: set[str] = set()
+    seen: dict[str, tuple[str, str]] = {}  # path → the first source naming it, its values
+    others: list[str] = []  # sources naming a file again, with other values
     for i, source in enumerate(sources):
         try:
             identity = source_identity(str(source))
@@ -203,10 +207,21 @@ def _entries(
             identity["path"] = shown
             if error is not None:
                 identity["error"] = error.replace(str(source), shown)
-        if identity["path"] in seen:
+        values = dict(metadata[i]) if metadata else {}
+        compared = json.dumps(values, sort_keys=True, default=str)  # (NaN, as NaN: equal)
+        if (first := seen.get(identity["path"])) is not None:
+            if compared != first[1]:
+                others.append(f"{shown_source(str(source))} as {shown_source(first[0])}")
             continue
-        seen.add(identity["path"])
-        entries.append((str(source), identity, dict(metadata[i]) if metadata else {}))
+        seen[identity["path"]] = (str(source), compared)
+        entries.append((str(source), identity, values))
+    if others:
+        log.warning(
+            "%s a file that an earlier one names, with other values in the other columns "
+            "(%s%s): a file is one video, captioned once, and its outputs carry the first "
+            "row's values", counted(len(others), "list row") + (" names" if len(others) == 1
+            else " name"), "; ".join(others[:3]), ", …" if len(others) > 3 else "",
+        )  # fmt: skip
     return entries
 
 
