@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
@@ -105,6 +106,53 @@ def test_a_moved_library_keeps_its_captions_and_its_outputs_name_the_new_path(
     said = caption(moved, out)  # each name now held by its new path: nothing to read or do
     assert "videos moved" not in said and "reading" not in said
     assert summary(out)["run"]["resumed"] == 3 and summary(out)["run"]["frames"] == 0
+
+
+def test_a_moved_video_whose_text_another_video_shares_keeps_its_rows(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Regression: ``clip.mp4`` captioned from two working directories is two videos with
+    one ``video`` text. When one of them moved, its Parquet rows were counted by that text
+    (both videos' rows: never its frame count), so they did not check and it was captioned
+    again. They are found by its name now, and only they are renamed."""
+    out = tmp_path / "out"
+    clip(tmp_path / "a", "clip", 3), clip(tmp_path / "b", "clip", 4)
+    for folder in ("a", "b"):
+        monkeypatch.chdir(tmp_path / folder)
+        caption(Path("clip.mp4"), out)
+    named = {v["identity"]["path"]: v["name"] for v in summary(out)["videos"]}
+    stays = named[str(tmp_path / "b" / "clip.mp4")]
+    assert named[str(tmp_path / "a" / "clip.mp4")] == "clip" and stays.startswith("clip-")
+    shutil.move(tmp_path / "a", tmp_path / "c")
+    monkeypatch.chdir(tmp_path)
+    said = caption(Path("c/clip.mp4"), out)
+    assert "1 video moved (the same bytes; its old path is gone)" in said, said
+    assert summary(out)["run"]["frames"] == 0  # no model call
+    rows = pq.read_table(out / "parquet").to_pylist()
+    assert Counter((r["name"], r["video"]) for r in rows) == {
+        ("clip", "c/clip.mp4"): 3,
+        (stays, "clip.mp4"): 4,
+    }
+
+
+def test_a_moved_library_keeps_its_rows_in_a_shard_from_before_the_name_column(
+    tmp_path: Path,
+) -> None:
+    """A shard an older vidcap wrote has no ``name`` column: a moved video's rows there are
+    found, and renamed, by its old text."""
+    library, out = tmp_path / "library", tmp_path / "out"
+    clip(library, "one", 3), clip(library, "two", 4)
+    caption(library, out)
+    [shard] = (out / "parquet").glob("*.parquet")
+    pq.write_table(pq.read_table(shard).drop_columns(["name"]), shard)
+    shutil.move(library, tmp_path / "moved")
+    said = caption(tmp_path / "moved", out)
+    assert "2 videos moved" in said and summary(out)["run"]["frames"] == 0, said
+    rows = pq.read_table(out / "parquet").to_pylist()
+    assert Counter(r["video"] for r in rows) == {
+        str(tmp_path / "moved" / "one.mp4"): 3,
+        str(tmp_path / "moved" / "two.mp4"): 4,
+    }
 
 
 def test_a_copy_other_bytes_or_outputs_not_there_are_captioned_again(tmp_path: Path) -> None:

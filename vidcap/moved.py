@@ -127,10 +127,10 @@ def relocate(out_dir: Path, moves: Sequence[Move], formats: Sequence[str]) -> se
         ready = [m for m in moves if m.name in texts]
         renamed = rename_videos(
             out_dir,
-            {m.old_video: m.video for m in ready},
-            {m.old_video: m.record["result"]["frames"] for m in ready},
+            {m.name: (m.old_video, m.video) for m in ready},
+            {m.name: m.record["result"]["frames"] for m in ready},
         )
-        texts = {m.name: texts[m.name] for m in ready if m.old_video in renamed}
+        texts = {m.name: texts[m.name] for m in ready if m.name in renamed}
     for move in moves:
         if move.name not in texts:
             log.info("%s: its outputs do not check; captioned again", move.video)

@@ -282,39 +282,54 @@ def _shard_index(folder: Path) -> dict[tuple[str, str], dict[Path, int]]:
     return index
 
 
-def rename_videos(out_dir: Path, renames: Mapping[str, str], frames: Mapping[str, int]) -> set[str]:
-    """The rows of each video ``old`` in ``renames`` made to name ``renames[old]``, in every
-    shard of ``out_dir``, for the videos that have ``frames[old]`` rows under either value
-    (``vidcap.moved``: a video whose file moved); the ``old`` values renamed. Each shard
-    touched is rewritten whole under a hidden ``.part`` name and renamed over."""
+def rename_videos(
+    out_dir: Path, renames: Mapping[str, tuple[str, str]], frames: Mapping[str, int]
+) -> set[str]:
+    """The rows of each video ``name`` in ``renames`` (its output name → its ``(old, new)``
+    source text) made to name ``new``, in every shard of ``out_dir``, for the videos whose
+    rows number ``frames[name]`` (``vidcap.moved``: a video whose file moved); the names
+    done. A video's rows are those holding its name; in a shard from before the ``name``
+    column, those holding its old (or, half renamed, its new) text. Each shard touched is
+    rewritten whole under a hidden ``.part`` name and renamed over."""
     index = _shard_index(out_dir / SHARD_DIR)
+    named = {shard for (column, _), counts in index.items() if column == "name" for shard in counts}
 
-    def rows(video: str) -> int:
-        return sum(index.get(("video", video), {}).values())
+    def unnamed(key: tuple[str, str]) -> dict[Path, int]:  # (shards without the column)
+        return {shard: n for shard, n in index.get(key, {}).items() if shard not in named}
+
+    def shards_of(name: str, old: str, new: str) -> dict[Path, int]:
+        found = dict(index.get(("name", name), {}))
+        for text in {old, new}:
+            for shard, count in unnamed(("video", text)).items():
+                found[shard] = found.get(shard, 0) + count
+        return found
 
     ready = {
-        old: new
-        for old, new in renames.items()
-        if rows(old) + (rows(new) if new != old else 0) == frames[old]
+        name: texts
+        for name, texts in renames.items()
+        if sum(shards_of(name, *texts).values()) == frames[name]
     }
     shards = sorted(
         {
             shard
-            for old, new in ready.items()
+            for name, (old, new) in ready.items()
             if new != old
-            for shard in index.get(("video", old), ())
+            for shard in shards_of(name, old, new)
         }
     )
     if shards:
         pa, pq = _pyarrow()
         import pyarrow.compute as pc
 
-        olds = pa.array(sorted(old for old, new in ready.items() if new != old), pa.string())
-        news = pa.array([ready[old] for old in olds.to_pylist()], pa.string())
+        moving = {name: new for name, (old, new) in ready.items() if new != old}
+        by_text = {ready[name][0]: new for name, new in moving.items()}
         for shard in shards:
             table = pq.read_table(shard)
             column = table.column("video")
-            at = pc.index_in(column, value_set=olds)
+            key, renamed_to = ("name", moving) if shard in named else ("video", by_text)
+            values = pa.array(sorted(renamed_to), pa.string())
+            news = pa.array([renamed_to[value] for value in values.to_pylist()], pa.string())
+            at = pc.index_in(table.column(key), value_set=values)
             renamed = pc.if_else(pc.is_valid(at), pc.take(news, at), column)
             write_shard(
                 table.set_column(table.schema.get_field_index("video"), "video", renamed), shard
