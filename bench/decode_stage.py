@@ -86,24 +86,25 @@ def export(revision: str, folder: Path) -> Path:
     return tree
 
 
-def decode(tree: Path, paths: list[Path], sampling: dict, pixels: Path | None = None) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1")
+def run_in_tree(tree: Path, code: str, *args: str, **env: str) -> dict:
+    """``code`` run in a fresh Python process whose ``vidcap`` is ``tree``'s: the JSON
+    object its last line prints."""
     done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            CHILD,
-            json.dumps([str(p) for p in paths]),
-            json.dumps(sampling),
-            str(pixels or ""),
-        ],
-        env=env,
+        [sys.executable, "-c", code, *args],
+        env=dict(os.environ, PYTHONPATH=str(tree), **env),
         cwd=tree,
         capture_output=True,
         text=True,
         check=True,
     )  # fmt: skip  (cwd: ``-c`` puts the working folder first on sys.path)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def decode(tree: Path, paths: list[Path], sampling: dict, pixels: Path | None = None) -> dict:
+    return run_in_tree(
+        tree, CHILD, json.dumps([str(p) for p in paths]), json.dumps(sampling), str(pixels or ""),
+        OMP_NUM_THREADS="1",
+    )  # fmt: skip
 
 
 def main() -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import uuid
+from fractions import Fraction
 from pathlib import Path
 
 import fsspec
 import pyarrow.parquet as pq
 
+from tests.support.videos import VideoSpec, constant_rate, write_video
 from vidcap.cli import main
-from vidcap.remote_out import output_folder
+from vidcap.outputs import telling, write_atomic
+from vidcap.remote_out import StagedFolder, output_folder
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_videos"
 
@@ -56,3 +59,58 @@ def test_local_out_is_itself(tmp_path: Path) -> None:
         assert local == tmp_path / "x"
     with output_folder(f"file://{tmp_path}/y") as local:
         assert local == tmp_path / "y"
+
+
+def test_thumbnails_staged_as_they_come_are_never_uploaded(tmp_path: Path, monkeypatch) -> None:
+    """Regression: a sync during a run uploaded what it found in the folder, the thumbnails
+    of a video being captioned too (staged in ``.vidcap/thumbs/<name>.part/``, renamed into
+    ``thumbs/`` at its commit): they stayed there, and every rerun downloaded them with the
+    records. Nothing staged is uploaded now, and what an earlier version left is removed."""
+    url = f"memory://vidcap-{uuid.uuid4().hex}/run"
+    fs, root = fsspec.core.url_to_fs(url)
+    fs.pipe_file(f"{root}/.vidcap/thumbs/old.part/000000.jpg", b"left by an earlier version")
+    video = write_video(
+        tmp_path / "long.mp4",
+        VideoSpec("long", "libx264", ".mp4", constant_rate(150, Fraction(25))),
+    )
+    monkeypatch.setattr("vidcap.remote_out.SYNC_SECONDS", 0.01)  # (many syncs mid-video)
+    assert main(["caption", str(video), "--every-n", "1", "--out", url, "--model", "tiny",
+                 "--quiet"]) == 0  # fmt: skip
+    files = [path.removeprefix(f"{root}/") for path in fs.find(root)]
+    assert not [rel for rel in files if rel.startswith(".vidcap/thumbs/long")], files
+    assert not [rel for rel in files if rel.startswith(".vidcap/thumbs")], files  # (removed)
+    assert sum(rel.startswith("thumbs/long/") for rel in files) == 150
+
+
+def test_a_sync_uploads_what_was_put_in_place_and_the_journals(tmp_path: Path) -> None:
+    """A sync does not read the whole staging folder (a library of a million videos holds
+    millions of files): it uploads the outputs put in place since the last one (each tells:
+    ``outputs.telling``) and the journals, which grow in place. The last push, at the end
+    of a run, reads every file. A done video's thumbnails come down as their folder alone."""
+    url = f"memory://vidcap-{uuid.uuid4().hex}/run"
+    fs, root = fsspec.core.url_to_fs(url)
+    fs.pipe_file(f"{root}/thumbs/done/000000.jpg", b"jpeg")
+    fs.pipe_file(f"{root}/done.jsonl", b'{"caption": "a dog"}\n')
+    staged = StagedFolder(url)
+    try:
+        staged.pull()
+        local = staged.local
+        assert (local / "thumbs" / "done").is_dir() and not any((local / "thumbs").rglob("*.*"))
+        assert (local / "done.jsonl").stat().st_size == 0  # (a placeholder)
+        with telling(staged.told):
+            write_atomic(local / "new.jsonl", "captions\n")
+            (local / "behind.txt").write_text("written without telling")
+            (local / ".vidcap" / "journal").mkdir(parents=True)
+            (local / ".vidcap" / "journal" / "new.jsonl").write_text("header\n")
+        assert staged.push() == 2
+        assert fs.cat_file(f"{root}/new.jsonl") == b"captions\n"
+        assert fs.cat_file(f"{root}/.vidcap/journal/new.jsonl") == b"header\n"
+        assert not fs.exists(f"{root}/behind.txt")
+        with open(local / ".vidcap" / "journal" / "new.jsonl", "a") as journal:
+            journal.write("a caption\n")
+        assert staged.push() == 1  # (the journal grew)
+        assert staged.push(everything=True) == 1
+        assert fs.cat_file(f"{root}/behind.txt") == b"written without telling"
+        assert fs.cat_file(f"{root}/thumbs/done/000000.jpg") == b"jpeg"  # (never replaced)
+    finally:
+        staged.close()

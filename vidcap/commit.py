@@ -49,6 +49,7 @@ from vidcap.journal import (
 from vidcap.outputs import (
     STAGING_NAME,
     THUMBS_DIR,
+    THUMBS_STAGING,
     CaptionedFrame,
     place_thumbnails,
     stage_thumbnails,
@@ -66,9 +67,6 @@ from vidcap.settings import joined_precisions
 from vidcap.wording import counted
 
 log = logging.getLogger(__name__)
-# Where a video's thumbnails are written as they come, until they are renamed into
-# OUT/thumbs/<name> with its other outputs (``thumbs_staging``).
-THUMBS_STAGING = "thumbs"
 
 # Errors that say the output folder takes nothing more, whichever video is written: the
 # run stops at the first, as when the backend goes, instead of captioning every video

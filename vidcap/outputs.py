@@ -21,7 +21,7 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -92,6 +92,27 @@ def create_new(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
 
 
+# Told of every file ``new_part`` puts in place and every thumbnail folder
+# ``place_thumbnails`` does, by path: how a staged remote ``--out`` (``vidcap.remote_out``)
+# knows what to upload without reading the whole folder at each sync.
+_TOLD: list[Callable[[Path], None]] = []
+
+
+@contextmanager
+def telling(callback: Callable[[Path], None]) -> Iterator[None]:
+    """While the block runs, ``callback(path)`` for each output put in place (any folder)."""
+    _TOLD.append(callback)
+    try:
+        yield
+    finally:
+        _TOLD.remove(callback)
+
+
+def _placed(path: Path) -> None:
+    for callback in tuple(_TOLD):
+        callback(path)
+
+
 @contextmanager
 def new_part(path: Path, tmp: Path | None = None, durable: bool = True) -> Iterator[BinaryIO]:
     """A new part file for ``path`` (``tmp``, default ``part_path(path)``: ``create_new``),
@@ -106,6 +127,7 @@ def new_part(path: Path, tmp: Path | None = None, durable: bool = True) -> Itera
             if durable:
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
+        _placed(path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         if exc.filename is None:
@@ -135,6 +157,9 @@ THUMBS_DIR = "thumbs"
 # The folder in OUT/thumbs where thumbnails are staged when OUT/thumbs is on another file
 # system than OUT (``vidcap.commit.thumbs_staging``): never a video's name.
 STAGING_NAME = ".vidcap-staging"
+# Where a video's thumbnails are written as they come, in OUT's state folder, until they are
+# renamed into OUT/thumbs/<name> with its other outputs (``commit.thumbs_staging``).
+THUMBS_STAGING = "thumbs"
 
 
 def is_output_name(name: str) -> bool:
@@ -184,6 +209,7 @@ def place_thumbnails(folder: Path, staged: Path | None) -> None:
         shutil.rmtree(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staged, folder)
+    _placed(folder)
 
 
 # Every column a caption row may have in any output: ``frame_row``'s, and the Parquet

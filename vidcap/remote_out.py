@@ -4,16 +4,20 @@ The commit stage writes local files (atomic renames, resume records); an object 
 no rename. So a run with a remote ``--out`` writes into a local staging folder and uploads
 from it:
 
-- before the run, the remote folder is listed once: its resume records and summary are
-  downloaded (the summary covers the whole folder), and every other output gets an empty
-  local placeholder, so a finished video is seen as finished without downloading it;
+- before the run, the remote folder is listed once: its resume records, journals and
+  summary are downloaded (the summary covers the whole folder), and every other output gets
+  an empty local placeholder (a video's thumbnails, the folder alone), so a finished video
+  is seen as finished without downloading it;
 - a placeholder the run must read (the outputs of a video whose file moved, which
   ``vidcap.moved`` rewrites to name its new path) is downloaded then (``fetch_placeholders``);
-- during the run, every ``sync_seconds``, and once more at the end (also after a failure),
-  files that are new or changed since are uploaded — outputs and Parquet shards first, then
-  the resume records that vouch for them, ``summary.json`` last. An object appears whole
-  or not at all, so the remote folder keeps the local guarantees: a record never names an
-  output that is not there, and a rerun resumes from what was uploaded.
+- during the run, every ``sync_seconds``, the outputs put in place since (each one tells:
+  ``outputs.telling``) and the journals that grew are uploaded; once more at the end (also
+  after a failure), every file new or changed since, the whole folder read — outputs and
+  Parquet shards first, then the resume records that vouch for them, ``summary.json``
+  last. An object appears whole or not at all, so the remote folder keeps the local
+  guarantees: a record never names an output that is not there, and a rerun resumes from
+  what was uploaded. What a run stages (thumbnails as they come, ``.part`` files) is never
+  uploaded.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from vidcap.errors import UsageError
 from vidcap.inputs import is_url
 from vidcap.journal import JOURNAL_DIR
 from vidcap.out_lock import LOCK_NAME
-from vidcap.outputs import PART_SUFFIX
+from vidcap.outputs import PART_SUFFIX, STAGING_NAME, THUMBS_DIR, THUMBS_STAGING, telling
 from vidcap.records import STATE_DIR, SUMMARY
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,21 @@ log = logging.getLogger(__name__)
 SYNC_SECONDS = 30.0
 LOCK = f"{STATE_DIR}/{LOCK_NAME}"
 JOURNALS = f"{STATE_DIR}/{JOURNAL_DIR}/"
+# Where the commit stage stages a video's thumbnails (``commit.thumbs_staging``): nothing
+# there is an output. (Earlier versions uploaded what a sync found there.)
+STAGED_THUMBS = f"{STATE_DIR}/{THUMBS_STAGING}/"
+
+
+def staged_only(rel: str) -> bool:
+    """Is the file at ``rel`` (relative to the folder) something a run stages, never an
+    output: a part file, the run's lock, a thumbnail staged as it comes?"""
+    parts = rel.split("/")
+    return (
+        rel == LOCK
+        or rel.startswith(STAGED_THUMBS)
+        or STAGING_NAME in parts
+        or any(part.endswith(PART_SUFFIX) for part in parts)
+    )
 
 
 class StagedFolder:
@@ -55,6 +74,7 @@ class StagedFolder:
         self.root = root.rstrip("/")
         self.local = Path(tempfile.mkdtemp(prefix="vidcap-out-"))
         self._sent: dict[str, tuple[int, int]] = {}  # relative path → (size, mtime_ns)
+        self._told: set[str] = set()  # relative paths put in place since the last sync
         self.placeholders: set[str] = set()  # relative paths of files not downloaded
         self._lock = threading.Lock()
 
@@ -67,49 +87,91 @@ class StagedFolder:
         except OSError as exc:
             raise UsageError(f"--out {self.url}: cannot list it ({exc})") from exc
         fetch: dict[str, str] = {}
+        staged: list[str] = []  # what an earlier version uploaded from its staging
         for path, info in remote.items():
             if info.get("type") == "directory":
                 continue
             rel = path.strip("/").removeprefix(self.root.strip("/")).lstrip("/")
             local = self.local / rel
-            local.parent.mkdir(parents=True, exist_ok=True)
-            if rel == SUMMARY or rel.startswith(f"{STATE_DIR}/"):
+            if staged_only(rel):
+                staged.append(path)
+            elif rel.startswith(f"{THUMBS_DIR}/") and rel.count("/") == 2:
+                local.parent.mkdir(parents=True, exist_ok=True)  # (a done video's: a folder)
+            elif rel == SUMMARY or rel.startswith(f"{STATE_DIR}/"):
+                local.parent.mkdir(parents=True, exist_ok=True)
                 fetch[path] = rel
             else:
+                local.parent.mkdir(parents=True, exist_ok=True)
                 local.touch()
                 self._mark(rel)
                 self.placeholders.add(rel)
+        if staged:
+            try:
+                self.fs.rm(staged)
+                log.info("--out %s: %d staged files an earlier run left removed", self.url,
+                         len(staged))  # fmt: skip
+            except OSError as exc:  # (left there: nothing reads them)
+                log.info("--out %s: staged files an earlier run left not removed: %s",
+                         self.url, exc)  # fmt: skip
         if fetch:  # one call: concurrent on object stores
             self.fs.get(list(fetch), [str(self.local / rel) for rel in fetch.values()])
             for rel in fetch.values():
                 self._mark(rel)
         log.info("--out %s: %d files listed", self.url, len(remote))
 
-    def push(self) -> int:
-        """Upload what is new or changed, records after outputs, the summary last."""
+    def told(self, path: Path) -> None:
+        """An output put in place (``outputs.telling``): uploaded at the next sync."""
+        if path.is_relative_to(self.local):
+            self._told.add(path.relative_to(self.local).as_posix())
+
+    def push(self, everything: bool = False) -> int:
+        """Upload what is new or changed, records after outputs, the summary last: the
+        outputs put in place since the last sync and the journals, or (``everything``) every
+        file the folder holds."""
         with self._lock:
-            changed = []
-            for path in self.local.rglob("*"):
-                rel = path.relative_to(self.local).as_posix()
-                if not path.is_file() or path.name.endswith(PART_SUFFIX) or rel == LOCK:
-                    continue  # (the run lock belongs to this staging folder only)
+            told, self._told = self._told, set()
+            try:
+                return self._push(told, everything)
+            except BaseException:
+                self._told |= told  # (uploaded at the next sync: those done are marked)
+                raise
+
+    def _push(self, told: set[str], everything: bool) -> int:
+        """One sync (``push``), under its lock; ``told``: what was put in place since."""
+        if everything:
+            candidates = self._files(self.local)
+        else:
+            candidates = self._files(self.local / STATE_DIR / JOURNAL_DIR)
+            for rel in told:
+                candidates.extend(self._files(self.local / rel))
+        changed = set()
+        for path in candidates:
+            rel = path.relative_to(self.local).as_posix()
+            if staged_only(rel):
+                continue  # (the run lock belongs to this staging folder only)
+            with contextlib.suppress(FileNotFoundError):  # (replaced or removed since)
                 stat = path.stat()
                 if self._sent.get(rel) != (stat.st_size, stat.st_mtime_ns):
-                    changed.append(rel)
-            changed.sort(key=lambda rel: (rel == SUMMARY, rel.startswith(f"{STATE_DIR}/"), rel))
-            for rel in changed:
+                    changed.add(rel)
+        order = sorted(
+            changed, key=lambda rel: (rel == SUMMARY, rel.startswith(f"{STATE_DIR}/"), rel)
+        )
+        for rel in order:
+            try:
                 self.fs.put_file(str(self.local / rel), f"{self.root}/{rel}")
                 self._mark(rel)
-            # A journal removed here (its video's record, uploaded above, vouches for it) goes
-            # there too, or every rerun would download it again.
-            gone = [
-                r for r in self._sent if r.startswith(JOURNALS) and not (self.local / r).exists()
-            ]
-            for rel in gone:
-                with contextlib.suppress(FileNotFoundError):
-                    self.fs.rm_file(f"{self.root}/{rel}")
-                del self._sent[rel]
-            return len(changed)
+            except FileNotFoundError:
+                if (self.local / rel).exists():
+                    raise
+                changed.discard(rel)  # (a journal whose video was committed meanwhile)
+        # A journal removed here (its video's record, uploaded above, vouches for it) goes
+        # there too, or every rerun would download it again.
+        gone = [r for r in self._sent if r.startswith(JOURNALS) and not (self.local / r).exists()]
+        for rel in gone:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(f"{self.root}/{rel}")
+            del self._sent[rel]
+        return len(changed)
 
     def fetch(self, paths: Sequence[Path]) -> None:
         """Download the files behind the placeholders among ``paths`` (local paths)."""
@@ -132,6 +194,16 @@ class StagedFolder:
                 self.placeholders.discard(rel)
                 self._mark(rel)
 
+    @staticmethod
+    def _files(path: Path) -> list[Path]:
+        """The files at ``path``: itself, or those of the folder it is (none if neither)."""
+        try:
+            if path.is_file():
+                return [path]
+            return [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
+        except OSError:  # (replaced while read: the new one is told in its turn)
+            return []
+
     def _mark(self, rel: str) -> None:
         stat = (self.local / rel).stat()
         self._sent[rel] = (stat.st_size, stat.st_mtime_ns)
@@ -141,16 +213,19 @@ class StagedFolder:
 
 
 @contextmanager
-def output_folder(out: str | Path, sync_seconds: float = SYNC_SECONDS) -> Iterator[Path]:
-    """The local folder a run writes into: ``out`` itself, or a staging folder for a URL."""
+def output_folder(out: str | Path, sync_seconds: float | None = None) -> Iterator[Path]:
+    """The local folder a run writes into: ``out`` itself, or a staging folder for a URL,
+    synced every ``sync_seconds`` (default ``SYNC_SECONDS``)."""
     if not is_url(str(out)):
         yield Path(str(out).removeprefix("file://"))
         return
     staged = StagedFolder(str(out))
     stop = threading.Event()
 
+    interval = SYNC_SECONDS if sync_seconds is None else sync_seconds
+
     def sync() -> None:
-        while not stop.wait(sync_seconds):
+        while not stop.wait(interval):
             try:
                 staged.push()
             except Exception:  # noqa: BLE001 - retried at the next sync and at the end
@@ -161,12 +236,13 @@ def output_folder(out: str | Path, sync_seconds: float = SYNC_SECONDS) -> Iterat
     thread.start()
     _staged[staged.local] = staged
     try:
-        yield staged.local
+        with telling(staged.told):
+            yield staged.local
     finally:
         stop.set()
         thread.join()
         try:
-            log.info("uploaded %d files to %s", staged.push(), staged.url)
+            log.info("uploaded %d files to %s", staged.push(everything=True), staged.url)
         except Exception:
             log.error(
                 "uploading to %s failed; the outputs are left in %s", staged.url, staged.local
