@@ -75,6 +75,7 @@ class StagedFolder:
         self.local = Path(tempfile.mkdtemp(prefix="vidcap-out-"))
         self._sent: dict[str, tuple[int, int]] = {}  # relative path → (size, mtime_ns)
         self._told: set[str] = set()  # relative paths put in place since the last sync
+        self._told_lock = threading.Lock()  # (the run's thread adds while a sync uploads)
         self.placeholders: set[str] = set()  # relative paths of files not downloaded
         self._lock = threading.Lock()
 
@@ -122,18 +123,21 @@ class StagedFolder:
     def told(self, path: Path) -> None:
         """An output put in place (``outputs.telling``): uploaded at the next sync."""
         if path.is_relative_to(self.local):
-            self._told.add(path.relative_to(self.local).as_posix())
+            with self._told_lock:
+                self._told.add(path.relative_to(self.local).as_posix())
 
     def push(self, everything: bool = False) -> int:
         """Upload what is new or changed, records after outputs, the summary last: the
         outputs put in place since the last sync and the journals, or (``everything``) every
         file the folder holds."""
         with self._lock:
-            told, self._told = self._told, set()
+            with self._told_lock:
+                told, self._told = self._told, set()
             try:
                 return self._push(told, everything)
             except BaseException:
-                self._told |= told  # (uploaded at the next sync: those done are marked)
+                with self._told_lock:
+                    self._told |= told  # (uploaded at the next sync: those done are marked)
                 raise
 
     def _push(self, told: set[str], everything: bool) -> int:
