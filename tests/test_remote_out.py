@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from fractions import Fraction
 from pathlib import Path
@@ -114,3 +115,22 @@ def test_a_sync_uploads_what_was_put_in_place_and_the_journals(tmp_path: Path) -
         assert fs.cat_file(f"{root}/thumbs/done/000000.jpg") == b"jpeg"  # (never replaced)
     finally:
         staged.close()
+
+
+def test_a_url_to_a_file_system_with_folders_gets_them_made(tmp_path: Path) -> None:
+    """Regression: on a file system with folders (``local://``, ``sftp://``, ``hdfs://``:
+    fsspec makes none for a file put, unlike an object store), every upload into a folder
+    not there yet failed, and the run ended with its outputs left in the staging folder."""
+    url = f"local://{tmp_path}/remote"
+    assert _caption(url) == 0
+    assert _caption(str(tmp_path / "local")) == 0
+
+    def files(folder: Path) -> list[str]:  # (shards and page data: named by time, content)
+        found = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+        return sorted(re.sub(r"^(parquet|report)/[^/]*-[^/]*$", r"\1/…", n) for n in found)
+
+    made = files(tmp_path / "local")
+    made.remove(".vidcap/run.lock")
+    assert made == files(tmp_path / "remote")
+    for name in ("shapes.jsonl", "thumbs/shapes/000000.jpg", ".vidcap/subject.json"):
+        assert (tmp_path / "remote" / name).is_file(), name

@@ -161,13 +161,18 @@ class StagedFolder:
             changed, key=lambda rel: (rel == SUMMARY, rel.startswith(f"{STATE_DIR}/"), rel)
         )
         for rel in order:
+            remote = f"{self.root}/{rel}"
             try:
-                self.fs.put_file(str(self.local / rel), f"{self.root}/{rel}")
-                self._mark(rel)
+                self.fs.put_file(str(self.local / rel), remote)
             except FileNotFoundError:
-                if (self.local / rel).exists():
-                    raise
-                changed.discard(rel)  # (a journal whose video was committed meanwhile)
+                if not (self.local / rel).exists():
+                    changed.discard(rel)  # (a journal whose video was committed meanwhile)
+                    continue
+                # A file system with folders (local://, sftp://, hdfs://) makes none for a
+                # file put: its folder first. (Object stores have none to make: never here.)
+                self.fs.makedirs(remote.rsplit("/", 1)[0], exist_ok=True)
+                self.fs.put_file(str(self.local / rel), remote)
+            self._mark(rel)
         # A journal removed here (its video's record, uploaded above, vouches for it) goes
         # there too, or every rerun would download it again.
         gone = [r for r in self._sent if r.startswith(JOURNALS) and not (self.local / r).exists()]
