@@ -134,3 +134,31 @@ def test_a_url_to_a_file_system_with_folders_gets_them_made(tmp_path: Path) -> N
     assert made == files(tmp_path / "remote")
     for name in ("shapes.jsonl", "thumbs/shapes/000000.jpg", ".vidcap/subject.json"):
         assert (tmp_path / "remote" / name).is_file(), name
+
+
+def test_a_journal_growing_while_it_is_uploaded_is_sent_again(monkeypatch) -> None:
+    """A caption appended to a journal while a sync uploads it (the run goes on meanwhile)
+    is in the remote copy after the next sync: a file is marked sent as it was before it
+    went, not as it is after."""
+    url = f"memory://vidcap-{uuid.uuid4().hex}/run"
+    fs, root = fsspec.core.url_to_fs(url)
+    staged = StagedFolder(url)
+    try:
+        staged.pull()
+        journal = staged.local / ".vidcap" / "journal" / "clip.jsonl"
+        journal.parent.mkdir(parents=True)
+        journal.write_text("header\n")
+        put = staged.fs.put_file
+
+        def put_while_it_grows(local: str, remote: str, **kwargs) -> None:
+            put(local, remote, **kwargs)
+            with open(journal, "a") as grows:  # (the run's thread, meanwhile)
+                grows.write("a caption\n")
+
+        monkeypatch.setattr(staged.fs, "put_file", put_while_it_grows)
+        assert staged.push() == 1
+        monkeypatch.setattr(staged.fs, "put_file", put)
+        assert staged.push() == 1
+        assert fs.cat_file(f"{root}/.vidcap/journal/clip.jsonl") == b"header\na caption\n"
+    finally:
+        staged.close()

@@ -148,15 +148,17 @@ class StagedFolder:
             candidates = self._files(self.local / STATE_DIR / JOURNAL_DIR)
             for rel in told:
                 candidates.extend(self._files(self.local / rel))
-        changed = set()
+        # Each changed file's (size, mtime) before its upload: one that changes while it is
+        # sent (a journal growing) is then sent again at the next sync.
+        changed: dict[str, tuple[int, int]] = {}
         for path in candidates:
             rel = path.relative_to(self.local).as_posix()
             if staged_only(rel):
                 continue  # (the run lock belongs to this staging folder only)
             with contextlib.suppress(FileNotFoundError):  # (replaced or removed since)
                 stat = path.stat()
-                if self._sent.get(rel) != (stat.st_size, stat.st_mtime_ns):
-                    changed.add(rel)
+                if self._sent.get(rel) != (seen := (stat.st_size, stat.st_mtime_ns)):
+                    changed[rel] = seen
         order = sorted(
             changed, key=lambda rel: (rel == SUMMARY, rel.startswith(f"{STATE_DIR}/"), rel)
         )
@@ -166,13 +168,13 @@ class StagedFolder:
                 self.fs.put_file(str(self.local / rel), remote)
             except FileNotFoundError:
                 if not (self.local / rel).exists():
-                    changed.discard(rel)  # (a journal whose video was committed meanwhile)
+                    del changed[rel]  # (a journal whose video was committed meanwhile)
                     continue
                 # A file system with folders (local://, sftp://, hdfs://) makes none for a
                 # file put: its folder first. (Object stores have none to make: never here.)
                 self.fs.makedirs(remote.rsplit("/", 1)[0], exist_ok=True)
                 self.fs.put_file(str(self.local / rel), remote)
-            self._mark(rel)
+            self._sent[rel] = changed[rel]
         # A journal removed here (its video's record, uploaded above, vouches for it) goes
         # there too, or every rerun would download it again.
         gone = [r for r in self._sent if r.startswith(JOURNALS) and not (self.local / r).exists()]
