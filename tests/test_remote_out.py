@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import uuid
 from fractions import Fraction
 from pathlib import Path
 
 import fsspec
 import pyarrow.parquet as pq
+from fsspec.implementations.memory import MemoryFileSystem
 
+from tests.support.cli import run_main
+from tests.support.servers import free_port
 from tests.support.videos import VideoSpec, constant_rate, write_video
 from vidcap.cli import main
 from vidcap.outputs import telling, write_atomic
@@ -162,3 +166,39 @@ def test_a_journal_growing_while_it_is_uploaded_is_sent_again(monkeypatch) -> No
         assert fs.cat_file(f"{root}/.vidcap/journal/clip.jsonl") == b"header\na caption\n"
     finally:
         staged.close()
+
+
+def test_an_out_that_cannot_be_written_is_a_usage_error_before_any_video() -> None:
+    """Regression: ``--out http://…`` (fsspec's HTTP file system reads, a plain web server
+    takes no upload) or a host not there captioned every video, then failed to upload at
+    the end (with a traceback, for a server's refusal). A file is written and removed
+    before the run: where that fails, one line and exit 2."""
+    for url in (f"http://127.0.0.1:{free_port()}/captions", "memory://"):
+        result = run_main("caption", SAMPLES / "shapes.mp4", "--out", url, "--model", "tiny")
+        if url == "memory://":  # (a writable one, as a control)
+            assert result.returncode == 0, result.stderr
+            continue
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"vidcap: error: --out {url}: cannot write there (")
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def test_an_upload_failing_at_the_end_says_where_the_outputs_are(monkeypatch) -> None:
+    """The last push fails (the bucket's permissions changed mid-run): one line that names
+    the staging folder the outputs are left in, exit 1; that folder holds them."""
+
+    def refused(self, local: str, remote: str, **kwargs) -> None:
+        raise PermissionError(13, "Access Denied")
+
+    monkeypatch.setattr(MemoryFileSystem, "put_file", refused)
+    url = f"memory://vidcap-{uuid.uuid4().hex}/run"
+    result = run_main("caption", SAMPLES / "shapes.mp4", "--out", url, "--model", "tiny",
+                      "--quiet")  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"vidcap: error: uploading to {url} failed ([Errno 13] Access Denied)")
+    left = Path(line.rsplit("the outputs are left in ", 1)[1])
+    try:
+        assert (left / "shapes.jsonl").stat().st_size > 0
+    finally:
+        shutil.rmtree(left)

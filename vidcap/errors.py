@@ -54,6 +54,11 @@ class OutFolderFull(VidcapError):
     stops, resumable, rather than fail every video left after captioning it."""
 
 
+class UploadFailed(VidcapError):
+    """A remote ``--out`` did not take the run's outputs at its end; they are left in the
+    staging folder the message names."""
+
+
 class VideoError(VidcapError):
     """One input is not a decodable video: that file fails alone."""
 

@@ -23,15 +23,18 @@ from it:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from vidcap.errors import UsageError
+from vidcap.errors import UploadFailed, UsageError
 from vidcap.inputs import is_url
 from vidcap.journal import JOURNAL_DIR
 from vidcap.out_lock import LOCK_NAME
@@ -85,8 +88,9 @@ class StagedFolder:
             remote = self.fs.find(self.root, detail=True)
         except FileNotFoundError:
             remote = {}
-        except OSError as exc:
-            raise UsageError(f"--out {self.url}: cannot list it ({exc})") from exc
+        except Exception as exc:  # noqa: BLE001 - each file system raises its own
+            raise UsageError(f"--out {self.url}: cannot list it ({reason(exc)})") from exc
+        self._check_writable()
         fetch: dict[str, str] = {}
         staged: list[str] = []  # what an earlier version uploaded from its staging
         for path, info in remote.items():
@@ -119,6 +123,27 @@ class StagedFolder:
             for rel in fetch.values():
                 self._mark(rel)
         log.info("--out %s: %d files listed", self.url, len(remote))
+
+    def _check_writable(self) -> None:
+        """Write a file there and remove it: a folder that cannot be written to (a read-only
+        file system such as ``http://``, no permission, no bucket) is a usage error before
+        any video is captioned, not a failed upload at the end of the run."""
+        probe = f"{self.root}/{STATE_DIR}/writable-{uuid.uuid4().hex}"
+        try:
+            self._upload(lambda: self.fs.pipe_file(probe, b""), probe)
+            self.fs.rm_file(probe)
+        except Exception as exc:  # noqa: BLE001 - each file system raises its own
+            raise UsageError(f"--out {self.url}: cannot write there ({reason(exc)})") from exc
+
+    def _upload(self, put: Callable[[], object], remote: str) -> None:
+        """``put()``, which writes ``remote``; on a file system with folders (``local://``,
+        ``sftp://``, ``hdfs://``: fsspec makes none for a file put, unlike an object store)
+        where its folder is missing, the folder is made and ``put()`` called again."""
+        try:
+            put()
+        except FileNotFoundError:
+            self.fs.makedirs(remote.rsplit("/", 1)[0], exist_ok=True)
+            put()
 
     def told(self, path: Path) -> None:
         """An output put in place (``outputs.telling``): uploaded at the next sync."""
@@ -163,17 +188,11 @@ class StagedFolder:
             changed, key=lambda rel: (rel == SUMMARY, rel.startswith(f"{STATE_DIR}/"), rel)
         )
         for rel in order:
-            remote = f"{self.root}/{rel}"
-            try:
-                self.fs.put_file(str(self.local / rel), remote)
-            except FileNotFoundError:
-                if not (self.local / rel).exists():
-                    del changed[rel]  # (a journal whose video was committed meanwhile)
-                    continue
-                # A file system with folders (local://, sftp://, hdfs://) makes none for a
-                # file put: its folder first. (Object stores have none to make: never here.)
-                self.fs.makedirs(remote.rsplit("/", 1)[0], exist_ok=True)
-                self.fs.put_file(str(self.local / rel), remote)
+            local, remote = str(self.local / rel), f"{self.root}/{rel}"
+            if not os.path.exists(local):
+                del changed[rel]  # (a journal whose video was committed meanwhile)
+                continue
+            self._upload(functools.partial(self.fs.put_file, local, remote), remote)
             self._sent[rel] = changed[rel]
         # A journal removed here (its video's record, uploaded above, vouches for it) goes
         # there too, or every rerun would download it again.
@@ -231,37 +250,61 @@ def output_folder(out: str | Path, sync_seconds: float | None = None) -> Iterato
         yield Path(str(out).removeprefix("file://"))
         return
     staged = StagedFolder(str(out))
+    try:
+        staged.pull()
+    except BaseException:
+        staged.close()
+        raise
     stop = threading.Event()
-
     interval = SYNC_SECONDS if sync_seconds is None else sync_seconds
 
     def sync() -> None:
         while not stop.wait(interval):
             try:
                 staged.push()
-            except Exception:  # noqa: BLE001 - retried at the next sync and at the end
-                log.warning("uploading to %s failed; will retry", staged.url, exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - retried at the next sync and at the end
+                log.warning("uploading to %s failed (%s); will retry", staged.url, reason(exc))
+                log.debug("the upload's error", exc_info=True)
 
-    staged.pull()
     thread = threading.Thread(target=sync, name="vidcap-upload", daemon=True)
     thread.start()
     _staged[staged.local] = staged
     try:
         with telling(staged.told):
             yield staged.local
+    except BaseException:
+        _last_push(staged, stop, thread, failing=True)
+        raise
+    _last_push(staged, stop, thread, failing=False)
+
+
+def _last_push(
+    staged: StagedFolder, stop: threading.Event, thread: threading.Thread, failing: bool
+) -> None:
+    """The sync thread stopped, every file new or changed uploaded, the staging folder
+    removed. Where the upload fails the folder stays, and the message names it: an error
+    (``UploadFailed``), or, where the run is ``failing`` already, a line before its own."""
+    stop.set()
+    thread.join()
+    try:
+        log.info("uploaded %d files to %s", staged.push(everything=True), staged.url)
+    except Exception as exc:  # noqa: BLE001 - each file system raises its own
+        message = (
+            f"uploading to {staged.url} failed ({reason(exc)}); the outputs are left in "
+            f"{staged.local}"
+        )
+        if failing:
+            log.error("%s", message)
+            return
+        raise UploadFailed(message) from exc
     finally:
-        stop.set()
-        thread.join()
-        try:
-            log.info("uploaded %d files to %s", staged.push(everything=True), staged.url)
-        except Exception:
-            log.error(
-                "uploading to %s failed; the outputs are left in %s", staged.url, staged.local
-            )
-            raise
-        finally:
-            del _staged[staged.local]
-        staged.close()
+        del _staged[staged.local]
+    staged.close()
+
+
+def reason(exc: BaseException) -> str:
+    """What went wrong, in a few words: the error's text, else its kind."""
+    return str(exc).strip() or type(exc).__name__
 
 
 _staged: dict[Path, StagedFolder] = {}  # the staging folders of the runs in this process
