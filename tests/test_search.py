@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from wcwidth import wcswidth
 
+from tests.support.cli import run_main
 from tests.support.folders import (
     KEY,
     NEEDLE,
@@ -339,6 +340,24 @@ def test_usage_errors_in_one_line(
     assert main([a.format(**names) for a in argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["search", "s3://bucket/out", "red"],
+        ["report", "gs://bucket/out"],
+        ["export", "memory://out", "--to", "fiftyone", "exported"],
+    ],
+)
+def test_a_url_to_read_is_a_usage_error_saying_to_copy_it_here(argv: list[str]) -> None:
+    """Regression: ``vidcap caption --out s3://…`` writes to a URL, but the readers of a
+    folder said of one "memory:/out: no such folder" (the URL made a path)."""
+    result = run_main(*argv)
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert f"error: argument OUT: {argv[1]} is a URL: search, report and export read a " \
+        "local folder; copy it here first" in line  # fmt: skip
 
 
 def test_clips_cut_each_moment_with_the_clips_machinery(tmp_path: Path, capsys) -> None:

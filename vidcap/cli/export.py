@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from vidcap.cli import EXIT_OK
+from vidcap.cli.parser import local_folder
 from vidcap.mask import MaskSettings
 from vidcap.wording import counted
 
@@ -29,7 +30,9 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         epilog=EXPORT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("out", type=Path, metavar="OUT", help="a `vidcap caption --out` folder")
+    parser.add_argument(
+        "out", type=local_folder, metavar="OUT", help="a `vidcap caption --out` folder"
+    )
     parser.add_argument(
         "dir", type=Path, metavar="DIR", help="new or empty folder (or an earlier export)"
     )

@@ -13,6 +13,7 @@ import difflib
 import itertools
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 EXIT_USAGE = 2
@@ -71,3 +72,16 @@ class OneLineParser(argparse.ArgumentParser):
                 close = difflib.get_close_matches(long, flags, n=2, cutoff=0.6)
             hints += [flag for flag in close if flag not in hints]
         return f"; did you mean {' or '.join(hints)}?" if hints else ""
+
+
+def local_folder(value: str) -> Path:
+    """An output folder to read (``vidcap search``, ``report``, ``export``): a local path.
+    A URL (``vidcap caption --out s3://…`` writes to one) is refused, saying what to do."""
+    from vidcap.inputs import is_url
+
+    if is_url(value):
+        raise argparse.ArgumentTypeError(
+            f"{value} is a URL: search, report and export read a local folder; copy it here "
+            "first (aws s3 sync, gsutil rsync, or fsspec's get with recursive=True)"
+        )
+    return Path(value.removeprefix("file://"))

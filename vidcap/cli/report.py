@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from vidcap.cli import EXIT_OK
+from vidcap.cli.parser import local_folder
 from vidcap.wording import counted
 
 
@@ -19,7 +19,9 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "end; run it by hand after copying, pruning or masking a folder. Open the page "
         "from disk or serve the folder with any static web server.",
     )
-    parser.add_argument("out", type=Path, metavar="OUT", help="a `vidcap caption --out` folder")
+    parser.add_argument(
+        "out", type=local_folder, metavar="OUT", help="a `vidcap caption --out` folder"
+    )
     parser.set_defaults(func=run_report)
     return parser
 

@@ -15,6 +15,7 @@ from typing import TextIO
 from wcwidth import wcwidth
 
 from vidcap.cli import EXIT_FAILED, EXIT_OK
+from vidcap.cli.parser import local_folder
 from vidcap.errors import UsageError
 from vidcap.mask import MaskSettings, Segment
 from vidcap.wording import counted
@@ -43,7 +44,7 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         epilog=SEARCH_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("out", nargs="+", type=Path, metavar="OUT", help="output folder(s)")
+    parser.add_argument("out", nargs="+", type=local_folder, metavar="OUT", help="output folder(s)")
     parser.add_argument("query", metavar="QUERY",
                         help="words or a phrase (case-insensitive, whole words), or with "
                         "--regex a regular expression")  # fmt: skip
