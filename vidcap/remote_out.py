@@ -29,7 +29,6 @@ import os
 import shutil
 import tempfile
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +39,7 @@ from vidcap.journal import JOURNAL_DIR
 from vidcap.out_lock import LOCK_NAME
 from vidcap.outputs import PART_SUFFIX, STAGING_NAME, THUMBS_DIR, THUMBS_STAGING, telling
 from vidcap.records import STATE_DIR, SUMMARY
+from vidcap.remote_lease import LEASE, RemoteLease, reason
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,8 @@ class StagedFolder:
         self._told_lock = threading.Lock()  # (the run's thread adds while a sync uploads)
         self.placeholders: set[str] = set()  # relative paths of files not downloaded
         self._lock = threading.Lock()
+        # One run at a time there; writing it is the check that the folder takes files.
+        self.lease = RemoteLease(self.fs, self.root, url, self._upload)
 
     def pull(self) -> None:
         """Records and summary down; placeholders for the other outputs."""
@@ -90,7 +92,7 @@ class StagedFolder:
             remote = {}
         except Exception as exc:  # noqa: BLE001 - each file system raises its own
             raise UsageError(f"--out {self.url}: cannot list it ({reason(exc)})") from exc
-        self._check_writable()
+        self.lease.claim(listed=f"{self.root}/{LEASE}" in remote)
         fetch: dict[str, str] = {}
         staged: list[str] = []  # what an earlier version uploaded from its staging
         for path, info in remote.items():
@@ -98,6 +100,8 @@ class StagedFolder:
                 continue
             rel = path.strip("/").removeprefix(self.root.strip("/")).lstrip("/")
             local = self.local / rel
+            if rel == LEASE:
+                continue  # (``vidcap.remote_lease``: never a file of the staging folder)
             if staged_only(rel):
                 staged.append(path)
             elif rel.startswith(f"{THUMBS_DIR}/") and rel.count("/") == 2:
@@ -123,17 +127,6 @@ class StagedFolder:
             for rel in fetch.values():
                 self._mark(rel)
         log.info("--out %s: %d files listed", self.url, len(remote))
-
-    def _check_writable(self) -> None:
-        """Write a file there and remove it: a folder that cannot be written to (a read-only
-        file system such as ``http://``, no permission, no bucket) is a usage error before
-        any video is captioned, not a failed upload at the end of the run."""
-        probe = f"{self.root}/{STATE_DIR}/writable-{uuid.uuid4().hex}"
-        try:
-            self._upload(lambda: self.fs.pipe_file(probe, b""), probe)
-            self.fs.rm_file(probe)
-        except Exception as exc:  # noqa: BLE001 - each file system raises its own
-            raise UsageError(f"--out {self.url}: cannot write there ({reason(exc)})") from exc
 
     def _upload(self, put: Callable[[], object], remote: str) -> None:
         """``put()``, which writes ``remote``; on a file system with folders (``local://``,
@@ -253,6 +246,7 @@ def output_folder(out: str | Path, sync_seconds: float | None = None) -> Iterato
     try:
         staged.pull()
     except BaseException:
+        staged.lease.release()
         staged.close()
         raise
     stop = threading.Event()
@@ -261,6 +255,7 @@ def output_folder(out: str | Path, sync_seconds: float | None = None) -> Iterato
     def sync() -> None:
         while not stop.wait(interval):
             try:
+                staged.lease.renew()
                 staged.push()
             except Exception as exc:  # noqa: BLE001 - retried at the next sync and at the end
                 log.warning("uploading to %s failed (%s); will retry", staged.url, reason(exc))
@@ -288,11 +283,13 @@ def _last_push(
     thread.join()
     try:
         log.info("uploaded %d files to %s", staged.push(everything=True), staged.url)
+        staged.lease.release()
     except Exception as exc:  # noqa: BLE001 - each file system raises its own
         message = (
             f"uploading to {staged.url} failed ({reason(exc)}); the outputs are left in "
             f"{staged.local}"
         )
+        staged.lease.release()  # (the outputs wait where the message says: not a run)
         if failing:
             log.error("%s", message)
             return
@@ -300,11 +297,6 @@ def _last_push(
     finally:
         del _staged[staged.local]
     staged.close()
-
-
-def reason(exc: BaseException) -> str:
-    """What went wrong, in a few words: the error's text, else its kind."""
-    return str(exc).strip() or type(exc).__name__
 
 
 _staged: dict[Path, StagedFolder] = {}  # the staging folders of the runs in this process

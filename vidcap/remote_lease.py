@@ -1,0 +1,122 @@
+"""One run at a time in a remote ``--out`` folder: a lease object, ``.vidcap/run-lease.json``.
+
+A local output folder is held with ``flock`` (``vidcap.out_lock``); an object store has no
+lock, and two runs writing one folder (a list split across two machines) each rewrote
+``summary.json`` and the page from what it knew: the folder's index then lacked the other
+run's videos. So a run with a URL ``--out`` writes a lease there before it begins — who
+holds it, since when, renewed at every sync (``vidcap.remote_out``) — and removes it at its
+end. A run that finds another's lease renewed within ``STALE_S`` stops with one line; an
+older one, or one whose process is gone from this machine, is taken over with a warning.
+Writing the lease is also the check that the folder can be written to at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from vidcap.errors import UsageError
+from vidcap.records import STATE_DIR
+
+log = logging.getLogger(__name__)
+
+LEASE = f"{STATE_DIR}/run-lease.json"
+# A lease not renewed for this long is a stopped run's (killed, its machine gone): ten of
+# the syncs that renew it (``remote_out.SYNC_SECONDS``).
+STALE_S = 300.0
+
+
+class RemoteLease:
+    """The lease of the folder ``url`` (``fs`` and ``root``: fsspec's view of it).
+    ``upload(put, path)``: how a file is written there (``StagedFolder._upload``)."""
+
+    def __init__(
+        self, fs: Any, root: str, url: str, upload: Callable[[Callable[[], object], str], None]
+    ) -> None:
+        self.fs, self.url, self._upload = fs, url, upload
+        self.path = f"{root}/{LEASE}"
+        self.owner = uuid.uuid4().hex
+        self._started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    def claim(self, listed: bool) -> None:
+        """Take the folder, or raise ``UsageError`` when another run holds it. ``listed``:
+        the folder's listing holds a lease (else none is read)."""
+        held = self._read() if listed else None
+        if held is not None and held.get("owner") != self.owner:
+            self._refuse_or_take_over(held)
+        try:
+            self._write()
+        except Exception as exc:  # noqa: BLE001 - each file system raises its own
+            raise UsageError(f"--out {self.url}: cannot write there ({reason(exc)})") from exc
+        now = self._read()  # (two runs that started together: the last write holds it)
+        if now is not None and now.get("owner") != self.owner:
+            self._refuse_or_take_over(now)
+
+    def renew(self) -> None:
+        """At each sync: the lease written again with the time (a failure is the sync's)."""
+        self._write()
+
+    def release(self) -> None:
+        """At the run's end: the lease removed, where it is still this run's."""
+        with contextlib.suppress(Exception):
+            held = self._read()
+            if held is None or held.get("owner") == self.owner:
+                self.fs.rm_file(self.path)
+
+    def _refuse_or_take_over(self, held: dict[str, Any]) -> None:
+        renewed = held.get("renewed")
+        age = time.time() - renewed if isinstance(renewed, int | float) else None
+        who = f"on {held.get('host', '?')}, process {held.get('pid', '?')}"
+        since = f"since {held.get('started', '?')}"
+        if age is not None and age < STALE_S and not _gone_from_here(held):
+            raise UsageError(
+                f"--out {self.url}: another run is writing there ({who}, {since}; renewed "
+                f"{max(0.0, age):.0f} s ago): one run at a time in an output folder. Give this "
+                f"one another --out, or wait for it; a lease not renewed for {STALE_S:.0f} s "
+                f"({self.url}/{LEASE}) is taken over"
+            )
+        log.warning(
+            "--out %s: the lease of a run that stopped (%s, %s) taken over", self.url, who, since
+        )
+
+    def _write(self) -> None:
+        data = {
+            "owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
+            "started": self._started, "renewed": time.time(),
+        }  # fmt: skip
+        body = json.dumps(data).encode()
+        self._upload(lambda: self.fs.pipe_file(self.path, body), self.path)
+
+    def _read(self) -> dict[str, Any] | None:
+        try:
+            held = json.loads(self.fs.cat_file(self.path))
+        except Exception:  # noqa: BLE001 - gone, unreadable or not JSON: no lease
+            return None
+        return held if isinstance(held, dict) else None
+
+
+def _gone_from_here(held: dict[str, Any]) -> bool:
+    """Was the lease written by a process of this machine that no longer runs?"""
+    pid = held.get("pid")
+    if held.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # (another user's process: it runs)
+        return False
+    return False
+
+
+def reason(exc: BaseException) -> str:
+    """What went wrong, in a few words: the error's text, else its kind."""
+    return str(exc).strip() or type(exc).__name__
