@@ -6,6 +6,12 @@ import shlex
 from importlib import metadata
 
 
+def reason(exc: BaseException) -> str:
+    """What an error from a library says, in a few words: its text, else its kind (for a
+    line of our own around it; ``replies.describe`` names the kind too)."""
+    return str(exc).strip() or type(exc).__name__
+
+
 class VidcapError(Exception):
     """Base class: a problem the user can fix, reported in one line, no traceback."""
 

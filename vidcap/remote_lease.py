@@ -23,7 +23,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from vidcap.errors import UsageError
+from vidcap.errors import UsageError, reason
 from vidcap.records import STATE_DIR
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,3 @@ def _gone_from_here(held: dict[str, Any]) -> bool:
     except OSError:  # (another user's process: it runs)
         return False
     return False
-
-
-def reason(exc: BaseException) -> str:
-    """What went wrong, in a few words: the error's text, else its kind."""
-    return str(exc).strip() or type(exc).__name__

@@ -10,7 +10,7 @@ from it:
   is seen as finished without downloading it;
 - a placeholder the run must read (the outputs of a video whose file moved, which
   ``vidcap.moved`` rewrites to name its new path) is downloaded then (``fetch_placeholders``);
-- during the run, every ``sync_seconds``, the outputs put in place since (each one tells:
+- during the run, every ``SYNC_SECONDS``, the outputs put in place since (each one tells:
   ``outputs.telling``) and the journals that grew are uploaded; once more at the end (also
   after a failure), every file new or changed since, the whole folder read — outputs and
   Parquet shards first, then the resume records that vouch for them, ``summary.json``
@@ -33,13 +33,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from vidcap.errors import UploadFailed, UsageError
+from vidcap.errors import UploadFailed, UsageError, reason
 from vidcap.inputs import is_url
 from vidcap.journal import JOURNAL_DIR
 from vidcap.out_lock import LOCK_NAME
 from vidcap.outputs import PART_SUFFIX, STAGING_NAME, THUMBS_DIR, THUMBS_STAGING, telling
 from vidcap.records import STATE_DIR, SUMMARY
-from vidcap.remote_lease import LEASE, RemoteLease, reason
+from vidcap.remote_lease import LEASE, RemoteLease
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +104,13 @@ class StagedFolder:
                 continue  # (``vidcap.remote_lease``: never a file of the staging folder)
             if staged_only(rel):
                 staged.append(path)
-            elif rel.startswith(f"{THUMBS_DIR}/") and rel.count("/") == 2:
-                local.parent.mkdir(parents=True, exist_ok=True)  # (a done video's: a folder)
-            elif rel == SUMMARY or rel.startswith(f"{STATE_DIR}/"):
-                local.parent.mkdir(parents=True, exist_ok=True)
+                continue
+            local.parent.mkdir(parents=True, exist_ok=True)
+            if rel.startswith(f"{THUMBS_DIR}/") and rel.count("/") == 2:
+                continue  # (a done video's thumbnails: their folder alone)
+            if rel == SUMMARY or rel.startswith(f"{STATE_DIR}/"):
                 fetch[path] = rel
             else:
-                local.parent.mkdir(parents=True, exist_ok=True)
                 local.touch()
                 self._mark(rel)
                 self.placeholders.add(rel)
@@ -236,9 +236,9 @@ class StagedFolder:
 
 
 @contextmanager
-def output_folder(out: str | Path, sync_seconds: float | None = None) -> Iterator[Path]:
+def output_folder(out: str | Path) -> Iterator[Path]:
     """The local folder a run writes into: ``out`` itself, or a staging folder for a URL,
-    synced every ``sync_seconds`` (default ``SYNC_SECONDS``)."""
+    synced every ``SYNC_SECONDS``."""
     if not is_url(str(out)):
         yield Path(str(out).removeprefix("file://"))
         return
@@ -250,7 +250,7 @@ def output_folder(out: str | Path, sync_seconds: float | None = None) -> Iterato
         staged.close()
         raise
     stop = threading.Event()
-    interval = SYNC_SECONDS if sync_seconds is None else sync_seconds
+    interval = SYNC_SECONDS  # (read now: a test shortens it)
 
     def sync() -> None:
         while not stop.wait(interval):
