@@ -224,7 +224,7 @@ def test_each_video_records_the_precision_it_was_captioned_in(
 def test_killed_run_resumes_to_identical_outputs(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
-    for i, frames in enumerate([40, 150, 150]):  # v2 decodes once v0 has: killed before done
+    for i, frames in enumerate([40, 150, 150]):
         write_video(
             src / f"v{i}.mkv",
             VideoSpec(
@@ -242,13 +242,17 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    # Killed once the first video is done, whichever it is: the two decoders race, so the
+    # 40-frame v0 need not be first (a worker that started later decodes it after v1, or
+    # takes v2 while v0's frames still wait).
+    records = [killed / ".vidcap" / f"{name}.json" for name in ["v0", "v1", "v2"]]
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (killed / ".vidcap" / "v0.json").exists():
-        time.sleep(0.01)
+    while time.monotonic() < deadline and not any(r.exists() for r in records):
+        time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert (killed / "v0.jsonl").is_file()
-    assert not (killed / "v2.jsonl").exists()
+    done = [(killed / f"{name}.jsonl").is_file() for name in ["v0", "v1", "v2"]]
+    assert any(done) and not all(done), done  # killed mid-run
     assert not (killed / "summary.json").exists()
 
     rerun = run_main(*args, "--out", killed)
