@@ -919,7 +919,7 @@ def test_gate_hostile_multipart_costs_no_cpu_and_no_latency(gate: GateProcess) -
 # p99 (aim: within 2x) is printed by ``report``; the assertion only catches a server that
 # stalls, with room for a shared 2-core CI machine's noise (p99 of 100 requests moved from
 # 1.9x to 2.6x between two runs of the same code), not a timing target.
-STALL_SLACK_S = 0.5
+STALL_SLACK_S = 2.0  # (a quarter of the shortest stall seen before the fix)
 
 
 def assert_not_frozen(baseline: list[float], attacked: list[float]) -> None:
@@ -966,7 +966,7 @@ def test_gate_trickles_get_408_at_the_whole_request_deadline(gate: GateProcess) 
         ended = [job.result(timeout=20) for job in slow]
     print(f"gate, 70 trickling connections: good request {took * 1000:.0f} ms; "
           f"trickles closed after {max(t for t, _ in ended):.1f} s at most")  # fmt: skip
-    assert took < 1.0
+    assert took < 1.5  # under the 2 s deadline a blocked gate would hold it for
     assert all(answer.startswith(b"HTTP/1.1 408") for _, answer in ended)
     assert max(t for t, _ in ended) < 5
 
@@ -988,7 +988,7 @@ def test_gate_connection_cap_closes_the_slow_ones(tmp_path: Path) -> None:
                 closed = sum(answer.startswith(b"HTTP/1.1 503") for _, answer in ended)
                 print([answer[:12] for _, answer in ended])
     print(f"\ngate, 30 trickles over a cap of 20: good request {took * 1000:.0f} ms, {closed} closed with 503")  # fmt: skip
-    assert took < 1.0 and closed >= 10
+    assert took < 3.0 and closed >= 10  # (a held request: the 30 s read timeout)
 
 
 @pytest.mark.slow

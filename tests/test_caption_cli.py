@@ -271,17 +271,17 @@ def test_one_run_at_a_time_in_a_folder_and_the_lock_goes_with_its_process(
 ) -> None:
     src = tmp_path / "src"
     src.mkdir()
-    spec = VideoSpec("long", "libx264", ".mkv", constant_rate(600, Fraction(25)), rate=Fraction(25))
+    spec = VideoSpec("long", "libx264", ".mkv", constant_rate(100, Fraction(25)), rate=Fraction(25))
     write_video(src / "long.mkv", spec)
     args = ["caption", src, "--model", "tiny", "--every-n", "1", "--quiet", "--out", tmp_path / "o"]
-    slow = ["--batch-size", "1"]  # (a model call per frame: still running while checked)
-    first = subprocess.Popen([*CMD, *map(str, args + slow)], stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen([*CMD, *map(str, args)], stderr=subprocess.PIPE, text=True)
     lock = tmp_path / "o" / ".vidcap" / "run.lock"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and f"pid {first.pid} " not in _text(lock):
-        time.sleep(0.01)
+        time.sleep(0.002)
+    first.send_signal(signal.SIGSTOP)  # held still (its lock with it) while the second tries
     second = vidcap(*args)
-    assert first.poll() is None, "the first run ended before the second started: no overlap"
+    assert first.poll() is None, "the first run ended before it was held: no overlap"
     assert second.returncode == 2
     assert re.fullmatch(
         rf"vidcap: error: --out {tmp_path / 'o'} is in use by another vidcap run \(pid "
@@ -294,7 +294,7 @@ def test_one_run_at_a_time_in_a_folder_and_the_lock_goes_with_its_process(
     first.wait()
     third = vidcap(*args)
     assert third.returncode == 0, third.stderr
-    assert len(read_jsonl(tmp_path / "o" / "long.jsonl")) == 600
+    assert len(read_jsonl(tmp_path / "o" / "long.jsonl")) == 100
 
 
 def _text(path: Path) -> str:

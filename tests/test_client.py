@@ -170,8 +170,8 @@ def test_429_dropped_connections_and_timeouts_are_retried() -> None:
     frames = make_frames(6, SIZE)
     script = ["429", "drop", "slow", "503"]
     with (
-        ScriptedServer(script=script, slow_seconds=1.5) as server,
-        remote(server.url, prebatch=6, retries=4, timeout=0.5) as backend,
+        ScriptedServer(script=script, slow_seconds=3) as server,
+        remote(server.url, prebatch=6, retries=4, timeout=2.0) as backend,
     ):
         assert caption_all(backend, frames) == [pixel_digest(f) for f in frames]
     assert server.requests == 5 and server.answered_frames == 6

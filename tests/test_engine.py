@@ -462,7 +462,7 @@ def test_a_stalled_decoder_fails_its_video_and_the_run_goes_on(
             [url, str(good)],
             settings_for(tmp_path / "out"),
             lambda: EmbeddedBackend(tiny_captioner),
-            EngineSettings(decode_workers=2, decode_timeout=3),
+            EngineSettings(decode_workers=2, decode_timeout=6),
         )
         elapsed = time.monotonic() - started
     finally:
@@ -471,8 +471,8 @@ def test_a_stalled_decoder_fails_its_video_and_the_run_goes_on(
     by_name = {r.name: r for r in results}
     assert by_name["good"].status == "done"
     assert by_name["stuck"].status == "failed"
-    assert "sent nothing for 3 s (--decode-timeout)" in by_name["stuck"].error
-    assert elapsed < 30
+    assert "sent nothing for 6 s (--decode-timeout)" in by_name["stuck"].error
+    assert elapsed < 45
     assert list(temp.rglob("*")) == []  # no download left behind by the killed worker
 
 

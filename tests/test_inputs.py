@@ -760,7 +760,7 @@ def test_a_download_goes_on_while_data_comes_and_fails_once_none_does(monkeypatc
 
     import vidcap.inputs
 
-    monkeypatch.setattr(vidcap.inputs, "HTTP_STALL_S", 1.0)
+    monkeypatch.setattr(vidcap.inputs, "HTTP_STALL_S", 2.0)
     # aiohttp's default limit on a whole request, 300 s, shortened to what this test takes
     monkeypatch.setattr(aiohttp.client, "DEFAULT_TIMEOUT", aiohttp.ClientTimeout(total=2))
     data = SAMPLE.read_bytes()
@@ -785,7 +785,7 @@ def test_a_download_goes_on_while_data_comes_and_fails_once_none_does(monkeypatc
                     return
                 self.wfile.write(piece)
                 self.wfile.flush()
-                time.sleep(0.4)  # under the stall limit; 3 s in all, past the 2 s
+                time.sleep(0.3)  # well under the stall limit; 2.7 s in all, past the 2 s
 
     server = QuietHTTPServer(("127.0.0.1", 0), Trickle)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -798,7 +798,7 @@ def test_a_download_goes_on_while_data_comes_and_fails_once_none_does(monkeypatc
             pass
         assert time.monotonic() - started < 15
         assert str(stalled.value) == (
-            f"{base}/stalled.mp4: cannot download: nothing came for 1 s (the server stopped "
+            f"{base}/stalled.mp4: cannot download: nothing came for 2 s (the server stopped "
             "sending)"
         )
     finally:

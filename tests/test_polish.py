@@ -149,27 +149,34 @@ def test_the_filter_is_narrow(monkeypatch) -> None:
     )
 
 
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid``, from each of its threads (a thread that ends while
+    read is skipped)."""
+    found: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            found += map(int, Path(f"/proc/{pid}/task/{task}/children").read_text().split())
+        except OSError:
+            continue
+    return found
+
+
 def _decoders(pid: int) -> list[int]:
     """The decoder processes of ``pid`` still starting: Python's own SIGINT handler is in
     place (a Ctrl-C now raises ``KeyboardInterrupt``), ``vidcap.decode_pool.main`` has not
     yet set SIGINT aside."""
     found: list[int] = []
-    for task in os.listdir(f"/proc/{pid}/task"):
+    for child in _children(pid):
         try:
-            children = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+            status = Path(f"/proc/{child}/status").read_text().splitlines()
         except OSError:
             continue
-        for child in map(int, children):
-            try:
-                command = Path(f"/proc/{child}/cmdline").read_bytes()
-                status = Path(f"/proc/{child}/status").read_text().splitlines()
-            except OSError:
-                continue
-            masks = dict(line.split(":\t", 1) for line in status if ":\t" in line)
-            sigint = 1 << (signal.SIGINT - 1)
-            caught = int(masks.get("SigCgt", "0"), 16) & sigint
-            if b"vidcap.decode_pool" in command and caught:
-                found.append(child)
+        masks = dict(line.split(":\t", 1) for line in status if ":\t" in line)
+        sigint = 1 << (signal.SIGINT - 1)
+        caught = int(masks.get("SigCgt", "0"), 16) & sigint
+        if b"vidcap.decode_pool" in command and caught:
+            found.append(child)
     return found
 
 
@@ -226,8 +233,7 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_recording_what_is_done(
     while not list(records.glob("v*.json")) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert list(records.glob("v*.json")), "no video finished"
-    children = [int(c) for t in os.listdir(f"/proc/{proc.pid}/task")
-                for c in Path(f"/proc/{proc.pid}/task/{t}/children").read_text().split()]  # fmt: skip
+    children = _children(proc.pid)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143, stderr
@@ -276,8 +282,7 @@ def test_a_closed_terminal_stops_a_run_recording_what_is_done(tmp_path: Path) ->
             pass
         time.sleep(0.05)
     assert list(records.glob("v*.json")), "no video finished"
-    children = [int(c) for t in os.listdir(f"/proc/{proc.pid}/task")
-                for c in Path(f"/proc/{proc.pid}/task/{t}/children").read_text().split()]  # fmt: skip
+    children = _children(proc.pid)
     os.close(terminal)  # the terminal goes away: its session gets SIGHUP, as from the kernel
     os.killpg(proc.pid, signal.SIGHUP)
     assert proc.wait(timeout=60) == 129
