@@ -46,10 +46,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# The whole suite: test-fast's tests, then the slow ones in one process — their real servers
-# and clusters measure themselves (latency, CPU, memory) against an otherwise idle machine.
+# The whole suite: test-fast's tests, then the slow ones: two at a time (a test file to a
+# process, so its server starts once), then those marked `timed` one at a time: they
+# measure themselves (latency, CPU, page timings) against an otherwise idle machine.
 test: test-fast
-	$(VENV)/bin/python -m pytest -q -m slow
+	$(VENV)/bin/python -m pytest -q -m "slow and not timed" -n 2 --dist loadfile
+	$(VENV)/bin/python -m pytest -q -m "slow and timed"
 
 # Two processes (pytest-xdist), one torch thread each (tests/conftest.py): on the 2-core CI
 # machine 129-137 s, where two processes with torch on both cores each took 161 s.

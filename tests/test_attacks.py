@@ -57,6 +57,9 @@ from vidcap.errors import BadRequest
 from vidcap.serve import ports, protocol
 from vidcap.serve.config import ServeConfig
 
+# (latency under attack, CPU per request, trickle deadlines: measured against an idle machine)
+pytestmark = pytest.mark.timed
+
 PNG = "image/png"
 HOSTILE_PART = b'--B\r\nContent-Disposition: form-data; name="a"\r\n\r\nx\r\n'
 HOSTILE_TYPE = "multipart/form-data; boundary=B"

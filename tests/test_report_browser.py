@@ -399,6 +399,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.timed  # (load, search and task times: against an idle machine)
 def test_a_folder_of_10000_videos_loads_and_searches_in_time(
     browser, big: Path, tmp_path: Path
 ) -> None:
@@ -442,6 +443,7 @@ def test_a_folder_of_10000_videos_loads_and_searches_in_time(
         page.close()
 
 
+@pytest.mark.timed  # (load, search and task times: against an idle machine)
 def test_showing_every_frame_of_a_long_strip_never_freezes_the_page(
     browser, tmp_path: Path
 ) -> None:

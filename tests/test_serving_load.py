@@ -27,6 +27,8 @@ from vidcap.client import ClientOptions, RemoteBackend
 from vidcap.settings import GenerationSettings
 from vidcap.wire import encode_image, frame_part_name
 
+pytestmark = pytest.mark.timed  # (minimums in a few seconds of load: an idle machine)
+
 SIZE = (64, 64)
 PNG = "image/png"
 SECONDS = 4.0
