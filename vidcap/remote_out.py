@@ -172,7 +172,7 @@ class StagedFolder:
         for path in candidates:
             rel = path.relative_to(self.local).as_posix()
             if staged_only(rel):
-                continue  # (the run lock belongs to this staging folder only)
+                continue  # (the run lock, a part file, a staged thumbnail: never an output)
             with contextlib.suppress(FileNotFoundError):  # (replaced or removed since)
                 stat = path.stat()
                 if self._sent.get(rel) != (seen := (stat.st_size, stat.st_mtime_ns)):
@@ -283,18 +283,17 @@ def _last_push(
     thread.join()
     try:
         log.info("uploaded %d files to %s", staged.push(everything=True), staged.url)
-        staged.lease.release()
     except Exception as exc:  # noqa: BLE001 - each file system raises its own
         message = (
             f"uploading to {staged.url} failed ({reason(exc)}); the outputs are left in "
             f"{staged.local}"
         )
-        staged.lease.release()  # (the outputs wait where the message says: not a run)
         if failing:
             log.error("%s", message)
             return
         raise UploadFailed(message) from exc
     finally:
+        staged.lease.release()  # (also where the outputs wait in staging: no run holds it)
         del _staged[staged.local]
     staged.close()
 
