@@ -333,3 +333,53 @@ def test_a_decoder_is_killed_before_the_run_where_memory_runs_out() -> None:
             pool.close()
     assert score == str(DIE_FIRST)
     assert OOM_SCORE_ADJ.read_text() == own
+
+
+def slow_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Decoder processes started from now on take ``seconds`` to start: a ``sitecustomize``
+    that sleeps, as importing PyAV and numpy does on a loaded machine."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(f"import time\ntime.sleep({seconds})\n")
+    path = os.pathsep.join(filter(None, (str(site), os.environ.get("PYTHONPATH"))))
+    monkeypatch.setenv("PYTHONPATH", path)
+
+
+def pool_results(pool) -> dict[int, object]:
+    try:
+        return {e.job: e for e in pool.events() if isinstance(e, (Ended, Failed))}
+    finally:
+        pool.close()
+
+
+def test_a_decoder_slow_to_start_is_not_a_stalled_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the --decode-timeout clock started when a job was written to a fresh
+    decoder still importing PyAV and numpy, so a short timeout on a loaded machine failed
+    good videos ("sent nothing for 1 s"). The clock now starts once the decoder says it is
+    ready; its start has a limit of its own."""
+    from vidcap.decode_pool import DecodePool
+
+    slow_start(tmp_path, monkeypatch, 2.5)
+    jobs = [(0, str(SHAPES)), (1, str(SHAPES))]
+    pool = DecodePool(jobs, SAMPLING, (32, 32), 2, 16, stall_timeout=1.0)
+    ended = pool_results(pool)
+    assert sorted(ended) == [0, 1]
+    for event in ended.values():
+        assert isinstance(event, Ended), event
+        assert event.sampled == 5
+
+
+def test_a_decoder_that_never_starts_fails_its_video_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decoder hung while it starts (an import from a stuck network mount) is stopped
+    after its start limit, failing its video with that reason, not waited for forever."""
+    from vidcap.decode_pool import DecodePool
+
+    slow_start(tmp_path, monkeypatch, 60)
+    pool = DecodePool([(0, str(SHAPES))], SAMPLING, (32, 32), 1, 16, 1.0, start_timeout=1.5)
+    [failed] = pool_results(pool).values()
+    assert isinstance(failed, Failed)
+    assert failed.error == f"{SHAPES}: the decoder did not start within 1.5 s; stopped"

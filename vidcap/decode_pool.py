@@ -22,7 +22,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import IO
 
 from vidcap.decode import Ended, Event, Failed, decode_events, encode_event, read_event
+from vidcap.scratch import folder as scratch_folder
+from vidcap.scratch import sweep
 from vidcap.settings import SamplingSettings
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,12 @@ def serve(size: tuple[int, int], jobs: IO[str], out: IO[bytes]) -> None:
                 out.write(encode_event(event))
             out.flush()
 
+
+# What a worker writes once it has imported PyAV and numpy and is ready for jobs: the stall
+# clock (--decode-timeout) starts after it, not while a fresh worker starts.
+READY = b"vidcap decoder ready\n"
+# How long a worker may take to start (at least): a loaded machine imports slowly.
+START_TIMEOUT_S = 120.0
 
 # Linux's OOM killer takes the process with the highest oom_score_adj (-1000..1000) first.
 OOM_SCORE_ADJ = Path("/proc/self/oom_score_adj")
@@ -80,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="vidcap: %(levelname)s: %(message)s")
     die_first()
     try:
+        sys.stdout.buffer.write(READY)
+        sys.stdout.buffer.flush()
         serve((args.height, args.width), sys.stdin, sys.stdout.buffer)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -98,7 +107,10 @@ class DecodePool:
     wait in the queue (then the workers block), so memory stays bounded whatever the
     number of videos.
     A worker that sends nothing for ``stall_timeout`` seconds while it is being waited for
-    (a hung download or decoder) is killed, failing its video, and replaced.
+    (a hung download or decoder) is killed, failing its video, and replaced. That clock
+    starts once a worker is ready: a fresh one's start (importing PyAV and numpy, seconds on
+    a loaded machine) has ``start_timeout``, by default the larger of ``stall_timeout`` and
+    ``START_TIMEOUT_S``.
     """
 
     def __init__(
@@ -110,11 +122,13 @@ class DecodePool:
         max_events: int,
         stall_timeout: float | None = None,
         plans: bool = False,
+        start_timeout: float | None = None,
     ) -> None:
         self.sampling = sampling
         self.plans = plans
         self.size = size
         self.stall_timeout = stall_timeout
+        self.start_timeout = start_timeout or max(START_TIMEOUT_S, stall_timeout or 0.0)
         # Cores shared out among the workers: FFmpeg's own threads on top would oversubscribe.
         self.threads = max(1, (os.cpu_count() or 1) // max(1, workers))
         self._jobs: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
@@ -128,7 +142,9 @@ class DecodePool:
         self._running: dict[int, subprocess.Popen] = {}  # job id → its worker
         self._waiting: dict[int, float] = {}  # job id → since when its worker is waited for
         self._stalled: set[int] = set()
+        self._starting: set[int] = set()  # job ids whose fresh worker is not ready yet
         self._scratch: dict[int, str] = {}  # worker pid → its temporary folder
+        sweep("decoder")  # (what killed runs left)
         self._threads = [
             threading.Thread(target=self._drive, name=f"vidcap-decoder-{i}", daemon=True)
             for i in range(self._live)
@@ -175,8 +191,9 @@ class DecodePool:
         # A session of its own: the terminal's Ctrl-C goes to the vidcap process alone, which
         # stops the pool, even while a worker is still starting (importing; no handler yet).
         # Its own temporary folder (downloads of remote sources): removed when the worker
-        # ends, so a worker killed mid-download (--decode-timeout) leaves nothing behind.
-        scratch = tempfile.mkdtemp(prefix="vidcap-decoder-")
+        # ends, so a worker killed mid-download (--decode-timeout) leaves nothing behind;
+        # those of a run killed whole go at the next run's start (``vidcap.scratch``).
+        scratch = str(scratch_folder("decoder"))
         proc = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
@@ -216,13 +233,15 @@ class DecodePool:
                     job_id, source = self._jobs.get_nowait()
                 except queue.Empty:
                     break
-                if proc is None or proc.poll() is not None:
+                fresh = proc is None or proc.poll() is not None
+                if fresh:
                     if proc is not None:
                         self._end(proc)  # a dead worker: its temporary folder goes
                     proc = self._spawn()
+                assert proc is not None
                 self._running[job_id] = proc
                 try:
-                    self._run_job(proc, job_id, source)
+                    self._run_job(proc, job_id, source, fresh)
                 finally:
                     self._running.pop(job_id, None)
                     self._waiting.pop(job_id, None)
@@ -235,7 +254,7 @@ class DecodePool:
             if last:
                 self._put(None)
 
-    def _run_job(self, proc: subprocess.Popen, job_id: int, source: str) -> None:
+    def _run_job(self, proc: subprocess.Popen, job_id: int, source: str, fresh: bool) -> None:
         if proc.stdin is None or proc.stdout is None:
             raise RuntimeError("decoder pipes missing")  # Popen(stdin=PIPE, stdout=PIPE) sets both
         job = {
@@ -251,32 +270,50 @@ class DecodePool:
             proc.stdin.flush()
         except OSError:
             pass  # a dead worker: reported below when its output ends
+        if fresh:
+            self._starting.add(job_id)
+            self._waiting[job_id] = time.monotonic()
+            ready = proc.stdout.read(len(READY)) == READY
+            self._waiting.pop(job_id, None)
+            self._starting.discard(job_id)
+            if not ready:
+                self._failed(proc, job_id, source, starting=True)
+                return
         while True:
             self._waiting[job_id] = time.monotonic()
             event = read_event(proc.stdout)
             self._waiting.pop(job_id, None)
             if event is None:
-                if self._stop.is_set():
-                    return
-                code = proc.wait()
-                if job_id in self._stalled:
-                    why = f"sent nothing for {self.stall_timeout:g} s (--decode-timeout); stopped"
-                else:
-                    why = f"stopped unexpectedly ({_how(code)})"
-                self._put(Failed(job_id, f"{source}: the decoder {why}"))
+                self._failed(proc, job_id, source, starting=False)
                 return
             if not self._put(event) or isinstance(event, (Ended, Failed)):
                 return
 
+    def _failed(self, proc: subprocess.Popen, job_id: int, source: str, starting: bool) -> None:
+        """The worker's output ended before its job did: the job fails, saying why."""
+        if self._stop.is_set():
+            return
+        code = proc.wait()
+        if job_id in self._stalled and starting:
+            why = f"did not start within {self.start_timeout:g} s; stopped"
+        elif job_id in self._stalled:
+            why = f"sent nothing for {self.stall_timeout:g} s (--decode-timeout); stopped"
+        else:
+            why = f"stopped unexpectedly ({_how(code)})"
+        self._put(Failed(job_id, f"{source}: the decoder {why}"))
+
     def _watch(self) -> None:
         """Kill the worker of a job that has kept its driver waiting past ``stall_timeout``."""
-        limit = float(self.stall_timeout or 0)
-        while not self._stop.wait(min(1.0, limit / 4)):
+        stall = float(self.stall_timeout or 0)
+        while not self._stop.wait(min(1.0, stall / 4)):
             now = time.monotonic()
             for job_id, since in list(self._waiting.items()):
                 proc = self._running.get(job_id)
+                starting = job_id in self._starting
+                limit = self.start_timeout if starting else stall
                 if proc is not None and now - since > limit and job_id not in self._stalled:
-                    log.warning("decoder of job %d stalled for %.0f s: stopping it", job_id, limit)
+                    what = "did not start" if starting else "stalled"
+                    log.warning("decoder of job %d %s for %.0f s: stopping it", job_id, what, limit)
                     self._stalled.add(job_id)
                     proc.kill()
             if self._live == 0:

@@ -6,7 +6,9 @@ lock, and two runs writing one folder (a list split across two machines) each re
 run's videos. So a run with a URL ``--out`` writes a lease there before it begins — who
 holds it, since when, renewed at every sync (``vidcap.remote_out``) — and removes it at its
 end. A run that finds another's lease renewed within ``STALE_S`` stops with one line; an
-older one, or one whose process is gone from this machine, is taken over with a warning.
+older one, or one whose process is gone from this machine, is taken over with a warning,
+and in the second case the killed run's staging folder, which the lease names, is removed
+from ``$TMPDIR`` (what it had not uploaded, this run does again: ``vidcap.scratch``).
 Writing the lease is also the check that the folder can be written to at all.
 """
 
@@ -21,8 +23,10 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
+from vidcap import scratch
 from vidcap.errors import UsageError, reason
 from vidcap.records import STATE_DIR
 
@@ -36,12 +40,18 @@ STALE_S = 300.0
 
 class RemoteLease:
     """The lease of the folder ``url`` (``fs`` and ``root``: fsspec's view of it).
-    ``upload(put, path)``: how a file is written there (``StagedFolder._upload``)."""
+    ``upload(put, path)``: how a file is written there (``StagedFolder._upload``);
+    ``staging``: the run's staging folder."""
 
     def __init__(
-        self, fs: Any, root: str, url: str, upload: Callable[[Callable[[], object], str], None]
+        self,
+        fs: Any,
+        root: str,
+        url: str,
+        upload: Callable[[Callable[[], object], str], None],
+        staging: Path,
     ) -> None:
-        self.fs, self.url, self._upload = fs, url, upload
+        self.fs, self.url, self._upload, self.staging = fs, url, upload, staging
         self.path = f"{root}/{LEASE}"
         self.owner = uuid.uuid4().hex
         self._started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -86,11 +96,15 @@ class RemoteLease:
         log.warning(
             "--out %s: the lease of a run that stopped (%s, %s) taken over", self.url, who, since
         )
+        left = held.get("staging")
+        if isinstance(left, str) and scratch.remove_if_left(Path(left), "out"):
+            log.info("--out %s: the staging folder the stopped run left (%s) removed", self.url,
+                     left)  # fmt: skip
 
     def _write(self) -> None:
         data = {
             "owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
-            "started": self._started, "renewed": time.time(),
+            "started": self._started, "renewed": time.time(), "staging": str(self.staging),
         }  # fmt: skip
         body = json.dumps(data).encode()
         self._upload(lambda: self.fs.pipe_file(self.path, body), self.path)

@@ -27,12 +27,12 @@ import functools
 import logging
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from vidcap import scratch
 from vidcap.errors import UploadFailed, UsageError, reason
 from vidcap.inputs import is_url
 from vidcap.journal import JOURNAL_DIR
@@ -75,14 +75,14 @@ class StagedFolder:
             raise UsageError(f"--out {url}: {exc}") from exc
         self.url = url
         self.root = root.rstrip("/")
-        self.local = Path(tempfile.mkdtemp(prefix="vidcap-out-"))
+        self.local = scratch.folder("out")
         self._sent: dict[str, tuple[int, int]] = {}  # relative path → (size, mtime_ns)
         self._told: set[str] = set()  # relative paths put in place since the last sync
         self._told_lock = threading.Lock()  # (the run's thread adds while a sync uploads)
         self.placeholders: set[str] = set()  # relative paths of files not downloaded
         self._lock = threading.Lock()
         # One run at a time there; writing it is the check that the folder takes files.
-        self.lease = RemoteLease(self.fs, self.root, url, self._upload)
+        self.lease = RemoteLease(self.fs, self.root, url, self._upload, self.local)
 
     def pull(self) -> None:
         """Records and summary down; placeholders for the other outputs."""
