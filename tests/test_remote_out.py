@@ -11,12 +11,15 @@ from pathlib import Path
 
 import fsspec
 import pyarrow.parquet as pq
+import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from tests.support.cli import run_main
 from tests.support.servers import free_port
 from tests.support.videos import VideoSpec, constant_rate, write_video
+from vidcap import remote_out
 from vidcap.cli import main
+from vidcap.errors import UploadFailed
 from vidcap.outputs import telling, write_atomic
 from vidcap.remote_out import StagedFolder, output_folder
 
@@ -85,6 +88,8 @@ def test_thumbnails_staged_as_they_come_are_never_uploaded(tmp_path: Path, monke
     assert not [rel for rel in files if rel.startswith(".vidcap/thumbs/long")], files
     assert not [rel for rel in files if rel.startswith(".vidcap/thumbs")], files  # (removed)
     assert sum(rel.startswith("thumbs/long/") for rel in files) == 150
+    # (each whole: one uploaded at a sync left an empty placeholder here, never sent there)
+    assert all(fs.size(f"{root}/{rel}") > 0 for rel in files if rel.startswith("thumbs/"))
 
 
 def test_a_sync_uploads_what_was_put_in_place_and_the_journals(tmp_path: Path) -> None:
@@ -202,3 +207,71 @@ def test_an_upload_failing_at_the_end_says_where_the_outputs_are(monkeypatch) ->
         assert (left / "shapes.jsonl").stat().st_size > 0
     finally:
         shutil.rmtree(left)
+
+
+def test_a_thumbnail_uploaded_at_a_sync_leaves_the_staging_folder(tmp_path: Path) -> None:
+    """Regression: the staging folder held every thumbnail of the run until its end (5–15
+    KB a sampled frame: gigabytes on a long run, in ``$TMPDIR``). A thumbnail uploaded at a
+    sync now leaves an empty placeholder in its place (the page lists them by name), which
+    the last push does not send over the uploaded one."""
+    url = f"memory://vidcap-{uuid.uuid4().hex}/run"
+    fs, root = fsspec.core.url_to_fs(url)
+    staged = StagedFolder(url)
+    try:
+        staged.pull()
+        thumbs = staged.local / "thumbs" / "v"
+        thumbs.mkdir(parents=True)
+        jpegs = {f"{i:06d}.jpg": bytes([i]) * 5000 for i in range(3)}
+        for name, data in jpegs.items():
+            (thumbs / name).write_bytes(data)
+        with telling(staged.told):
+            write_atomic(staged.local / "v.jsonl", "captions\n")
+        staged.told(thumbs)
+        assert staged.push() == 4
+        for name, data in jpegs.items():
+            assert fs.cat_file(f"{root}/thumbs/v/{name}") == data
+            assert (thumbs / name).stat().st_size == 0  # (a placeholder, as named)
+        assert (staged.local / "v.jsonl").read_text() == "captions\n"  # (captions stay)
+        assert staged.push(everything=True) == 0
+        for name, data in jpegs.items():
+            assert fs.cat_file(f"{root}/thumbs/v/{name}") == data  # (not overwritten)
+    finally:
+        staged.close()
+
+
+def test_a_failed_last_upload_leaves_no_placeholder_to_copy_over_an_upload(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Where the last upload fails, the staging folder the message names holds the outputs
+    but no empty placeholder: copying it to the remote folder (the way out the message
+    points to) overwrites no uploaded thumbnail with an empty file."""
+    url = f"memory://vidcap-{uuid.uuid4().hex}/run"
+    fs, root = fsspec.core.url_to_fs(url)
+    sent = MemoryFileSystem.put_file
+    refusing = False
+
+    def put_file(self, local: str, remote: str, **kwargs) -> None:
+        if refusing:
+            raise PermissionError(13, "Access Denied")
+        sent(self, local, remote, **kwargs)
+
+    monkeypatch.setattr(MemoryFileSystem, "put_file", put_file)
+    with pytest.raises(UploadFailed) as failed:
+        with output_folder(url) as local:
+            thumbs = local / "thumbs" / "v"
+            thumbs.mkdir(parents=True)
+            (thumbs / "000000.jpg").write_bytes(b"jpeg" * 1000)
+            staged = remote_out._staged[local]
+            staged.told(thumbs)
+            staged.push()  # (a sync: the thumbnail uploaded, a placeholder left)
+            assert (thumbs / "000000.jpg").stat().st_size == 0
+            (local / "v.jsonl").write_text("captions\n")
+            refusing = True
+    assert str(local) in str(failed.value)
+    try:
+        assert (local / "v.jsonl").read_text() == "captions\n"
+        assert not (thumbs / "000000.jpg").exists()
+        assert [p for p in local.rglob("*") if p.is_file() and p.stat().st_size == 0] == []
+        assert fs.cat_file(f"{root}/thumbs/v/000000.jpg") == b"jpeg" * 1000
+    finally:
+        shutil.rmtree(local)

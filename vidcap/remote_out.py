@@ -17,7 +17,13 @@ from it:
   last. An object appears whole or not at all, so the remote folder keeps the local
   guarantees: a record never names an output that is not there, and a rerun resumes from
   what was uploaded. What a run stages (thumbnails as they come, ``.part`` files) is never
-  uploaded.
+  uploaded;
+- a thumbnail uploaded at a sync leaves the staging folder: an empty placeholder stays in
+  its place (the page lists a video's thumbnails by name), so the staging folder holds the
+  run's captions and what the last sync interval made, not every thumbnail of the run
+  (5–15 KB a sampled frame). Where the last upload fails, the placeholders are removed
+  before the message names the folder, so a copy of it to the remote folder writes no
+  empty file over an uploaded one.
 """
 
 from __future__ import annotations
@@ -187,6 +193,8 @@ class StagedFolder:
                 continue
             self._upload(functools.partial(self.fs.put_file, local, remote), remote)
             self._sent[rel] = changed[rel]
+            if rel.startswith(f"{THUMBS_DIR}/") and not everything:
+                self._leave(rel, changed[rel])
         # A journal removed here (its video's record, uploaded above, vouches for it) goes
         # there too, or every rerun would download it again.
         gone = [r for r in self._sent if r.startswith(JOURNALS) and not (self.local / r).exists()]
@@ -195,6 +203,28 @@ class StagedFolder:
                 self.fs.rm_file(f"{self.root}/{rel}")
             del self._sent[rel]
         return len(changed)
+
+    def _leave(self, rel: str, sent: tuple[int, int]) -> None:
+        """An uploaded thumbnail's bytes leave the staging folder; an empty placeholder
+        stays, as ``pull`` makes them, unless the file changed while it was sent."""
+        path = self.local / rel
+        with contextlib.suppress(FileNotFoundError):
+            stat = path.stat()
+            if (stat.st_size, stat.st_mtime_ns) == sent and stat.st_size:
+                os.truncate(path, 0)
+                self._mark(rel)
+                self.placeholders.add(rel)
+
+    def drop_placeholders(self) -> None:
+        """Remove the empty placeholders (pulled, or thumbnails already uploaded): the
+        staging folder then holds nothing that is not an output of its own."""
+        with self._lock:
+            for rel in list(self.placeholders):
+                path = self.local / rel
+                with contextlib.suppress(FileNotFoundError):
+                    if path.stat().st_size == 0:
+                        path.unlink()
+                self.placeholders.discard(rel)
 
     def fetch(self, paths: Sequence[Path]) -> None:
         """Download the files behind the placeholders among ``paths`` (local paths)."""
@@ -284,6 +314,7 @@ def _last_push(
     try:
         log.info("uploaded %d files to %s", staged.push(everything=True), staged.url)
     except Exception as exc:  # noqa: BLE001 - each file system raises its own
+        staged.drop_placeholders()  # (a copy of the folder then overwrites nothing there)
         message = (
             f"uploading to {staged.url} failed ({reason(exc)}); the outputs are left in "
             f"{staged.local}"
