@@ -194,6 +194,30 @@ def test_changed_settings_redo_videos(mixed_folder: Path, tmp_path: Path) -> Non
     assert len(read_jsonl(tmp_path / "web.jsonl")) == 10
 
 
+def test_a_redone_video_keeps_no_file_of_a_format_no_longer_written(
+    mixed_folder: Path, tmp_path: Path
+) -> None:
+    """Regression: a video redone with another --format list (and other settings) kept its
+    earlier .srt, .vtt and .scenes.jsonl, which no longer matched its captions, and the page
+    played the old subtitles. Its outputs are now exactly the new run's formats, and the
+    page names no subtitle file."""
+    video = mixed_folder / "web.webm"
+    args = ["--out", tmp_path, "--model", "tiny", "--quiet"]
+    assert (
+        run_main("caption", video, *args, "--format", "jsonl,srt,vtt", "--scenes").returncode == 0
+    )
+    assert {p.name for p in tmp_path.glob("web.*")} == {
+        "web.jsonl", "web.srt", "web.vtt", "web.scenes.jsonl",
+    }  # fmt: skip
+    assert "web.vtt" in next((tmp_path / "report").glob("data-*.js")).read_text()
+    again = run_main("caption", video, *args, "--fps", "5", "--format", "jsonl", "--no-thumbs")
+    assert again.returncode == 0, again.stderr
+    assert {p.name for p in tmp_path.glob("web.*")} == {"web.jsonl"}
+    assert len(read_jsonl(tmp_path / "web.jsonl")) == 10
+    assert not (tmp_path / "thumbs" / "web").exists()
+    assert "web.vtt" not in next((tmp_path / "report").glob("data-*.js")).read_text()
+
+
 def test_each_video_records_the_precision_it_was_captioned_in(
     mixed_folder: Path, tmp_path: Path
 ) -> None:
@@ -319,12 +343,16 @@ def _in_a_small_folder(size: str, script: str) -> subprocess.CompletedProcess[st
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("thumbs", ["--no-thumbs", ""])
+@pytest.mark.parametrize(
+    ("thumbs", "size"), [("--no-thumbs", "4k"), ("", "4k"), ("--no-thumbs", "32k")]
+)
 def test_a_full_output_disk_stops_the_run_and_a_rerun_finishes_it(
-    tmp_path: Path, thumbs: str
+    tmp_path: Path, thumbs: str, size: str
 ) -> None:
     # Without the stop, every video left is decoded and captioned, then fails writing.
     # With thumbnails the folder fills while one is staged, before the video's outputs.
+    # In 32k, once some videos are done: then neither a failure record nor the summary
+    # nor the page can be written, each of which said so in a line of its own (5 lines).
     src = tmp_path / "src"
     src.mkdir()
     for i in range(6):
@@ -337,20 +365,22 @@ def test_a_full_output_disk_stops_the_run_and_a_rerun_finishes_it(
         f'cp -r "$SMALL/out" {tmp_path}/full; '  # the folder as the stopped run left it
         f'mount -o remount,size=64m "$SMALL" && {run} && cp -r "$SMALL/out" {tmp_path}/done'
     )
-    result = _in_a_small_folder("4k", script)
+    result = _in_a_small_folder(size, script)
     assert result.returncode == 0, result.stderr
 
     assert (tmp_path / "full.rc").read_text().strip() == "1"
     errors = (tmp_path / "full.err").read_text()
-    assert "Traceback" not in errors
+    [line] = errors.splitlines()
     assert re.fullmatch(
         r"vidcap: error: stopped: cannot write outputs in /\S+/out \(No space left on device\);"
         r" the videos done are kept: make room and rerun the same command to resume",
-        errors.splitlines()[-1],
+        line,
     ), errors
     recorded = [json.loads(p.read_text()) for p in (tmp_path / "full" / ".vidcap").glob("*.json")]
-    unwritten = [r for r in recorded if "cannot write outputs" in r["result"].get("error", "")]
+    unwritten = [r for r in recorded if "cannot write outputs" in (r["result"]["error"] or "")]
     assert len(unwritten) <= 1, recorded  # the first video to find the folder full, only
+    if size == "32k":  # (full once some videos were done)
+        assert any(r["result"]["status"] == "done" for r in recorded), recorded
 
     summary = json.loads((tmp_path / "done" / "summary.json").read_text())
     assert summary["totals"] == {
@@ -363,6 +393,24 @@ def test_a_full_output_disk_stops_the_run_and_a_rerun_finishes_it(
         assert len(list((tmp_path / "done" / "thumbs").glob("v?/*.jpg"))) == 24
         staged = tmp_path / "full" / ".vidcap" / "thumbs"  # (the stopped video's: removed)
         assert not staged.exists() or not any(staged.iterdir())
+
+
+def test_a_read_only_folder_is_not_called_full(tmp_path: Path) -> None:
+    """Regression: an output disk turned read-only mid-run (ext4 after an I/O error) stopped
+    the run saying "make room". The stop names what to do for each cause."""
+    import errno
+
+    from vidcap.commit import Committer
+    from vidcap.jobs import RunSettings
+
+    committer = Committer(RunSettings(out_dir=tmp_path), [])
+    read_only = committer._full(OSError(errno.EROFS, "Read-only file system"))
+    assert str(read_only).endswith(
+        "(Read-only file system); the videos done are kept: make it writable and rerun the "
+        "same command to resume"
+    )
+    full = committer._full(OSError(errno.ENOSPC, "No space left on device"))
+    assert "make room and rerun" in str(full) and committer.folder_full
 
 
 @pytest.mark.parametrize(
@@ -393,9 +441,19 @@ def test_usage_errors_exit_2_with_one_line(
 
 
 def test_missing_input_is_a_usage_error(tmp_path: Path) -> None:
+    """... and leaves no output folder made for it (an empty one was left), nor touches
+    one that was there."""
     result = run_main("caption", tmp_path / "nope.mp4", "--out", tmp_path / "o", "--model", "tiny")
     assert result.returncode == 2
     assert "no such file or folder" in result.stderr
+    assert not (tmp_path / "o").exists()
+    (tmp_path / "empty").mkdir()
+    result = run_main("caption", tmp_path / "empty", "--out", tmp_path / "o2", "--model", "tiny")
+    assert result.returncode == 2 and "no videos found" in result.stderr
+    assert not (tmp_path / "o2").exists()
+    (tmp_path / "there").mkdir()
+    result = run_main("caption", tmp_path / "nope.mp4", "--out", tmp_path / "there")
+    assert result.returncode == 2 and (tmp_path / "there").is_dir()
 
 
 def test_unavailable_model_is_one_line(mixed_folder: Path, tmp_path: Path) -> None:

@@ -651,7 +651,17 @@ def test_cli_clips_out_on_an_existing_file_names_the_conflict(
     (tmp_path / "taken").write_text("x")
     with pytest.raises(UsageError, match=r"--out .*taken is a file, not a folder: remove it"):
         run_clips([str(gop_video), str(report), "--out", str(tmp_path / "taken")])
+    with pytest.raises(UsageError, match=r"--out .*sub: .*taken is a file, not a folder"):
+        run_clips([str(gop_video), str(report), "--out", str(tmp_path / "taken" / "sub")])
     assert (tmp_path / "taken").read_text() == "x"
+
+
+def test_cli_clips_of_a_missing_video_is_a_usage_error(tmp_path: Path) -> None:
+    """Regression: a VIDEO not there exited 1 where a SEGMENTS file not there exited 2: both
+    are named on the command line."""
+    report = write(tmp_path, {"segments": [{"start": 2.0, "end": 3.0}]})
+    with pytest.raises(UsageError, match=r"nope\.mp4: no such file"):
+        run_clips([str(tmp_path / "nope.mp4"), str(report), "--out", str(tmp_path / "c")])
 
 
 @pytest.mark.parametrize("precise", [False, True])

@@ -275,3 +275,25 @@ def test_fiftyone_imports_the_export(folder: Path, tmp_path: Path) -> None:
     assert samples[HOSTILE_NAME]["captions"]["1"] == HOSTILE_CAPTION
     if isinstance(result["dataset"], dict):  # FiftyOne's database ran: the whole import
         assert result["dataset"]["samples"] == 5
+
+
+def test_each_video_left_out_is_accounted_for(tmp_path: Path) -> None:
+    """Regression: a folder captioned with ``--format srt`` only (no JSONL, no Parquet)
+    exported nothing and said "1 video left out (failed, or no local source; see the
+    warnings)" with no warning, and neither reason true. Each video left out is now named
+    with its reason, or counted as failed, in the last line."""
+    from tests.support.cli import run_main
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    out = tmp_path / "out"
+    args = ["--out", out, "--model", "tiny", "--quiet", "--max-frames", "2"]
+    run_main("caption", SUBJECT, broken, *args, "--format", "srt")
+    result = run_main("export", out, "--to", "fiftyone", tmp_path / "fo")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "vidcap: WARNING: subject: not exported: its captions are in neither subject.jsonl "
+        "nor Parquet",
+        "vidcap: 0 videos, 0 captioned frames, 0 temporal detections exported; 2 videos left "
+        "out (1 failed (summary.json says why), 1 as the warnings above say)",
+    ]

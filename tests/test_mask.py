@@ -517,6 +517,16 @@ def test_cli_mask_usage_errors(subject_jsonl: Path, argv: list[str], message: st
         run_cli(["mask", str(subject_jsonl), *argv])
 
 
+def test_cli_mask_out_under_a_file_is_a_usage_error(subject_jsonl: Path, tmp_path: Path) -> None:
+    """Regression: ``--out`` under a file raised the system's "File exists" after the work
+    was done, with exit 1 (a folder: ``test_a_mask_out_that_is_a_folder_is_one_line…``)."""
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match=r"--out .*x\.json: .*file is a file, not a folder"):
+        run_cli(["mask", str(subject_jsonl), "--query", "red", "--out",
+                 str(tmp_path / "file" / "x.json")])  # fmt: skip
+    assert (tmp_path / "file").read_text() == "x"
+
+
 def test_cli_query_on_a_video_points_to_question_mode() -> None:
     with pytest.raises(UsageError, match="is a video: --query searches a caption JSONL"):
         run_cli(["mask", str(SUBJECT), "--query", "red"])
@@ -627,9 +637,11 @@ def test_a_mask_out_that_is_a_folder_is_one_line_and_leaves_no_part_file(
 
     folder = tmp_path / "taken"
     folder.mkdir()
-    assert main(["mask", str(subject_jsonl), "--query", "red", "--out", str(folder)]) == 1
-    err = capsys.readouterr().err
-    assert err == f"vidcap: error: Is a directory: {folder}\n"
+    assert main(["mask", str(subject_jsonl), "--query", "red", "--out", str(folder)]) == 2
+    err = capsys.readouterr().err  # (was "Is a directory: …", exit 1, after the work)
+    assert err == (
+        f"vidcap: error: --out {folder} is a folder: give a file name (such as {folder}/out.json)\n"
+    )
     assert not list(tmp_path.glob("*.part"))
 
 

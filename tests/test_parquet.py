@@ -116,6 +116,9 @@ def test_unfinished_shard_leaves_nothing_and_is_redone(tmp_path: Path) -> None:
 
 def test_no_parquet_no_writer_and_validation(tmp_path: Path) -> None:
     assert run_writers_for(RunSettings(out_dir=tmp_path)) == []
+    (tmp_path / SHARD_DIR).mkdir()
+    (tmp_path / SHARD_DIR / "part-remote-00000.parquet").touch()  # (a placeholder: no rows)
+    assert run_writers_for(RunSettings(out_dir=tmp_path)) == []
     with pytest.raises(UsageError, match=r"--shard-rows must be >= 1, got 0"):
         ParquetShardWriter(tmp_path, "k", shard_rows=0)
 
@@ -209,6 +212,48 @@ def test_a_format_change_replaces_the_videos_earlier_rows(tmp_path: Path) -> Non
     committer.close(1.0)
     assert not earlier_shard.exists()  # nothing left in it: removed
     assert len(_rows_by_video(out)) == 2 + 3 + 4
+
+
+def test_a_run_without_parquet_removes_the_rows_of_the_videos_it_redoes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a video redone by a run without --format parquet (other settings,
+    ``--format jsonl``) kept its earlier rows in the shards, captions its JSONL no longer
+    has (two answers to one question for a reader of the shards). They are removed, a
+    batch of videos at a time, each record waiting for its batch; the rows of videos not
+    redone stay, and no shard is written."""
+    monkeypatch.setattr("vidcap.parquet.DROP_BATCH_VIDEOS", 2)
+    out = tmp_path / "out"
+    sources = _sources(tmp_path, 4)
+    first = RunSettings(out_dir=out, formats=("parquet",))
+    jobs, _ = plan(sources, first)
+    committer = Committer(first, jobs, run_writers_for(first))
+    for job in jobs:
+        _feed(committer, job.id, 2)
+    committer.close(1.0)
+    [shard] = (out / SHARD_DIR).iterdir()
+
+    second = RunSettings(out_dir=out, formats=("jsonl",), model="another")
+    [writer] = run_writers_for(second)
+    assert not writer.rows
+    jobs, _ = plan(sources[:3], second)  # v3 is not in this run: its rows stay
+    committer = Committer(second, jobs, [writer])
+
+    def key(name: str) -> str:
+        return json.loads((out / STATE_DIR / f"{name}.json").read_text())["key"]
+
+    _feed(committer, jobs[0].id, 3)
+    assert key("v0") == first.key()  # (its new record waits for its batch)
+    _feed(committer, jobs[1].id, 3)
+    assert key("v0") == key("v1") == second.key()
+    assert _rows_by_video(out) == sorted(
+        (source, i * 10, first.key()) for source in sources[2:] for i in range(2)
+    )
+    _feed(committer, jobs[2].id, 3)
+    committer.close(1.0)
+    assert [p.name for p in (out / SHARD_DIR).iterdir()] == [shard.name]  # (none written)
+    assert _rows_by_video(out) == [(sources[3], i * 10, first.key()) for i in range(2)]
+    assert (out / "v0.jsonl").is_file()
 
 
 @pytest.mark.parametrize("older", [False, True], ids=["shard", "shard-without-name"])

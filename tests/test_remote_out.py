@@ -275,3 +275,29 @@ def test_a_failed_last_upload_leaves_no_placeholder_to_copy_over_an_upload(
         assert fs.cat_file(f"{root}/thumbs/v/000000.jpg") == b"jpeg" * 1000
     finally:
         shutil.rmtree(local)
+
+
+def test_a_redone_videos_files_of_formats_no_longer_written_go_there_too(
+    tmp_path: Path,
+) -> None:
+    """A video redone in a remote folder with fewer formats (and --no-thumbs): its earlier
+    .srt, .vtt, .scenes.jsonl and thumbnails are removed there as they are here, not left
+    beside captions they no longer match."""
+    url = f"memory://vidcap-{uuid.uuid4().hex}/run"
+    fs, root = fsspec.core.url_to_fs(url)
+    video = SAMPLES / "shapes.mp4"
+    args = ["--out", url, "--model", "tiny", "--quiet"]
+    assert (
+        run_main("caption", video, *args, "--format", "jsonl,srt,vtt", "--scenes").returncode == 0
+    )
+    names = {path.removeprefix(f"{root}/") for path in fs.find(root)}
+    assert {"shapes.srt", "shapes.vtt", "shapes.scenes.jsonl"} <= names
+    assert any(name.startswith("thumbs/shapes/") for name in names)
+    again = run_main("caption", video, *args, "--every-n", "90", "--format", "jsonl",
+                     "--no-thumbs")  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    names = {path.removeprefix(f"{root}/") for path in fs.find(root)}
+    assert "shapes.jsonl" in names
+    assert not {"shapes.srt", "shapes.vtt", "shapes.scenes.jsonl"} & names
+    assert not any(name.startswith("thumbs/shapes/") for name in names)
+    assert len(fs.cat_file(f"{root}/shapes.jsonl").splitlines()) == 4

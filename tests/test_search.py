@@ -330,16 +330,24 @@ def test_the_table_fits_the_terminal_in_cells_with_wide_names(
         (["search", "{folder}", "red", "--merge-gap", "-1"], "--merge-gap must be"),
         (["search", "{folder}", "red", "--limit", "0"], "--limit must be"),
         (["search", "{folder}", "red", "--precise"], "--precise applies to --clips"),
+        # (were "no such folder" for a file; and, after the results, "Not a directory", exit 1)
+        (["search", "{file}", "red"], "is a file, not a folder (give a `vidcap caption --out`"),
+        (["report", "{file}"], "is a file, not a folder (give a `vidcap caption --out`"),
+        (["search", "{folder}", "red", "--clips", "{file}"], "is a file, not a folder: remove"),
+        (["search", "{folder}", "red", "--clips", "{file}/x"], "x: {file} is a file, not a"),
     ],
 )
 def test_usage_errors_in_one_line(
     folder: Path, tmp_path: Path, capsys, argv: list[str], message: str
 ) -> None:
     (tmp_path / "plain").mkdir()
-    names = {"folder": folder, "missing": tmp_path / "nope", "plain": tmp_path / "plain"}
+    (tmp_path / "file").write_text("")
+    names = {"folder": folder, "missing": tmp_path / "nope", "plain": tmp_path / "plain",
+             "file": tmp_path / "file"}  # fmt: skip
     assert main([a.format(**names) for a in argv]) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
+    captured = capsys.readouterr()
+    assert message.format(**names) in captured.err and captured.err.count("\n") == 1
+    assert captured.out == ""  # (nothing done first)
 
 
 @pytest.mark.parametrize(

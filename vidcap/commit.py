@@ -148,6 +148,9 @@ class Committer:
         self._undurable: dict[int, VideoResult] = {}
         self._sha256: dict[int, str] = {}  # job id → its file's SHA-256, for its record
         self.summary: dict | None = None  # summary.json as close() wrote it
+        # The output folder took no more (full, over quota, read-only): the run stops with
+        # one line (``_full``), and what cannot be written after it is not warned about.
+        self.folder_full = False
         regular.own_folder(settings.out_dir / STATE_DIR)
         self._staging = thumbs_staging(settings.out_dir)
         shutil.rmtree(self._staging, ignore_errors=True)  # (what a killed run left staged)
@@ -492,9 +495,11 @@ class Committer:
             drop_journal(self._journal_path(job.name))
 
     def _full(self, exc: OSError) -> OutFolderFull:
+        self.folder_full = True
+        fix = "make it writable" if exc.errno == errno.EROFS else "make room"
         return OutFolderFull(
             f"stopped: cannot write outputs in {self.settings.out_dir} ({exc.strerror}); the "
-            "videos done are kept: make room and rerun the same command to resume"
+            f"videos done are kept: {fix} and rerun the same command to resume"
         )
 
     def _record_if_possible(self, result: VideoResult) -> None:
@@ -502,8 +507,8 @@ class Committer:
         without a record is redone by a rerun all the same (this run's totals count it)."""
         try:
             self._record(result)
-        except OutFolderFull:
-            log.warning("%s: its failure not recorded: the output folder is full", result.name)
+        except OutFolderFull:  # (the run's own error says why: not a line of its own)
+            log.info("%s: its failure not recorded: the output folder takes no more", result.name)
         except OSError as exc:
             log.warning("%s: its failure not recorded: %s", result.name, exc)
 
@@ -530,7 +535,8 @@ class Committer:
             if exc.errno not in FOLDER_FULL:
                 raise
             # (the run's own error says the folder is full; a rerun writes the summary)
-            log.warning("%s not written: %s", self.settings.out_dir / "summary.json", exc)
+            self.folder_full = True
+            log.info("%s not written: %s", self.settings.out_dir / "summary.json", exc)
         return results
 
 

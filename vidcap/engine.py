@@ -242,7 +242,8 @@ def _run(
         backend.close()
         progress.close()
         results = committer.close(time.monotonic() - started, resumed)
-        refresh_report(settings.out_dir, committer.summary)  # also after an interruption
+        if not committer.folder_full:  # (else the run stops saying so; the rerun writes it)
+            refresh_report(settings.out_dir, committer.summary)  # also after an interruption
     return results
 
 

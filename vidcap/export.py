@@ -69,7 +69,8 @@ class ExportStats:
     videos: int = 0
     frames: int = 0
     events: int = 0
-    skipped: int = 0
+    skipped: int = 0  # left out: those failed, and one warning line for each other
+    failed: int = 0
 
 
 def export_fiftyone(
@@ -96,7 +97,12 @@ def export_fiftyone(
     written: set[str] = set()
     for read in read_captions(videos):
         video = read.video
-        if not video.done or read.problem:
+        if not video.done:  # (its error is in summary.json; counted in the last line)
+            stats.skipped += 1
+            stats.failed += 1
+            continue
+        if read.problem:
+            log.warning("%s: not exported: %s", video.name, read.problem)
             stats.skipped += 1
             continue
         source = video.local_source()

@@ -148,6 +148,8 @@ def open_folder(out: Path | str, summary: Mapping[str, Any] | None = None) -> li
     out = Path(out)
     if summary is not None:
         return _from_summary(out, summary.get("videos"))
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file, not a folder (give a `vidcap caption --out` folder)")
     if not out.is_dir():
         raise UsageError(f"{out}: no such folder (give a `vidcap caption --out` folder)")
     state, listed = out / STATE_DIR, out / SUMMARY

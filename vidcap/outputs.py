@@ -93,8 +93,9 @@ def create_new(path: Path) -> int:
 
 
 # Told of every file ``new_part`` puts in place and every thumbnail folder
-# ``place_thumbnails`` does, by path: how a staged remote ``--out`` (``vidcap.remote_out``)
-# knows what to upload without reading the whole folder at each sync.
+# ``place_thumbnails`` does, by path, and of every output removed (a path no longer there):
+# how a staged remote ``--out`` (``vidcap.remote_out``) knows what to upload, or remove
+# there, without reading the whole folder at each sync.
 _TOLD: list[Callable[[Path], None]] = []
 
 
@@ -203,7 +204,9 @@ def place_thumbnails(folder: Path, staged: Path | None) -> None:
     if regular.planted(folder):  # (in a shared folder: the link goes, not its target)
         folder.unlink()
     if staged is None:
-        shutil.rmtree(folder, ignore_errors=True)
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            _placed(folder)  # (removed)
         return
     if folder.exists():
         shutil.rmtree(folder)
@@ -462,7 +465,10 @@ def write_video_outputs(
 ) -> list[Path]:
     """Render a finished video in every per-video format in ``formats`` and write each to
     ``base.<format>`` atomically; on failure none of them is left. ``scenes``: with
-    ``--scenes``, the video's scenes (``formats`` then names ``SCENES_FORMAT`` too)."""
+    ``--scenes``, the video's scenes (``formats`` then names ``SCENES_FORMAT`` too).
+    Once they are written, the video's files of the other formats go: an earlier
+    captioning's (``--format jsonl,srt`` before, ``jsonl`` now; ``--scenes`` then not), which
+    no longer match its captions (the page would play the old subtitles)."""
     texts = {
         base.with_name(f"{base.name}.{fmt}"): _ALL_FORMATS[fmt].render(
             video, frames, duration, scenes
@@ -479,6 +485,11 @@ def write_video_outputs(
         for path in written:
             path.unlink(missing_ok=True)
         raise
+    for fmt in _ALL_FORMATS.keys() - set(formats):
+        stale = base.with_name(f"{base.name}.{fmt}")
+        if stale.is_symlink() or stale.is_file():
+            stale.unlink()
+            _placed(stale)  # (removed)
     return written
 
 

@@ -22,7 +22,10 @@ shard is durable (each such shard rewritten under a ``.part`` name and renamed o
 deleted when nothing is left in it; ``_drop_earlier_rows`` says which rows). Rows are
 unique by (``name``, ``frame``) once a run has finished, except in a remote ``--out``,
 whose earlier shards are not downloaded: there a redone video's earlier rows stay, and
-rows are unique by (``name``, ``frame``, ``key``).
+rows are unique by (``name``, ``frame``, ``key``). A run that writes no Parquet into a folder
+that holds shards still removes the earlier rows of the videos it redoes (the same writer,
+writing no shard: ``rows=False``), a batch of ``DROP_BATCH_VIDEOS`` at a time, each video's
+record waiting for its batch, so no shard keeps captions its video's JSONL no longer has.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ FORMAT = "parquet"
 RUN_FORMATS = (FORMAT,)  # formats written across videos (beside the per-video ones)
 SHARD_DIR = "parquet"
 DEFAULT_SHARD_ROWS = 100_000
+# Redone videos whose earlier rows a run writing no Parquet removes at once (each batch
+# rewrites the shards that hold them).
+DROP_BATCH_VIDEOS = 1000
 
 
 def _pyarrow():
@@ -79,7 +85,9 @@ def metadata_schema(metadata: Sequence[dict[str, Any]]):  # -> pyarrow.Schema
 
 
 class ParquetShardWriter:
-    """A ``RunWriter``: buffers finished videos' rows, writes a shard every ``shard_rows``."""
+    """A ``RunWriter``: buffers finished videos' rows, writes a shard every ``shard_rows``.
+    With ``rows=False`` it writes none: it only removes the earlier rows of the videos
+    redone (a run without ``--format parquet`` into a folder that holds shards)."""
 
     def __init__(
         self,
@@ -89,7 +97,9 @@ class ParquetShardWriter:
         shard_rows: int = DEFAULT_SHARD_ROWS,
         same_as: bool = False,
         scenes: bool = False,
+        rows: bool = True,
     ) -> None:
+        self.rows = rows
         if shard_rows < 1:
             raise UsageError(f"--shard-rows must be >= 1, got {shard_rows}")
         self.pa, self.pq = _pyarrow()
@@ -133,7 +143,7 @@ class ParquetShardWriter:
     ) -> list[int]:
         meta = {name: job.metadata.get(name) for name in self.meta_schema.names}
         starts = [scene.start_frame for scene in scenes]
-        for frame in frames:
+        for frame in frames if self.rows else ():
             row = {
                 "damaged": False, **frame_row(job.shown, frame), "name": job.name, **meta,
                 "key": self.key,
@@ -149,7 +159,12 @@ class ParquetShardWriter:
         self._pending.append(job.id)
         self._redone.names.add(job.name)
         self._redone.videos.update(self._names_of(job))
-        return self._flush() if len(self._rows) >= self.shard_rows else []
+        full = (
+            len(self._rows) >= self.shard_rows
+            if self.rows
+            else (len(self._pending) >= DROP_BATCH_VIDEOS)
+        )
+        return self._flush() if full else []
 
     def close(self) -> list[int]:
         return self._flush()
@@ -159,11 +174,12 @@ class ParquetShardWriter:
             return []
         if self._earlier is None:  # before this run's first shard: the earlier runs' ones
             self._earlier = self._index()
-        own_folder(self.folder)
-        path = self.folder / f"part-{self.run_id}-{len(self.shards):05d}.parquet"
-        write_shard(self.pa.Table.from_pylist(self._rows, schema=self.schema), path)
-        log.info("wrote %s (%d rows, %d videos)", path, len(self._rows), len(self._pending))
-        self.shards.append(path)
+        if self.rows:
+            own_folder(self.folder)
+            path = self.folder / f"part-{self.run_id}-{len(self.shards):05d}.parquet"
+            write_shard(self.pa.Table.from_pylist(self._rows, schema=self.schema), path)
+            log.info("wrote %s (%d rows, %d videos)", path, len(self._rows), len(self._pending))
+            self.shards.append(path)
         self._drop_earlier_rows(self._redone)
         durable, self._pending, self._rows, self._redone = self._pending, [], [], _Redone()
         return durable
@@ -343,12 +359,25 @@ def run_writers_for(
     metadata: Sequence[dict[str, Any]] = (),
     shard_rows: int = DEFAULT_SHARD_ROWS,
 ) -> list[RunWriter]:
-    """The writers across videos that ``settings.formats`` asks for (none, or Parquet).
+    """The writers across videos that ``settings.formats`` asks for (none, or Parquet), and
+    without Parquet where the folder holds shards, one that removes the earlier rows of
+    the videos redone (``rows=False``).
 
     ``metadata``: every input's metadata (``InputVideo.metadata``), for the shards' schema.
     """
-    if FORMAT not in settings.formats:
+    rows = FORMAT in settings.formats
+    if not rows and not _shards(settings.out_dir / SHARD_DIR):
         return []
+    if not rows:
+        try:
+            _pyarrow()
+        except UsageError:
+            log.warning(
+                "%s holds Parquet shards, and pyarrow is not installed: the rows there of "
+                "videos this run redoes stay as they were (%s)",
+                settings.out_dir / SHARD_DIR, install_hint("data"),
+            )  # fmt: skip
+            return []
     sampling = settings.sampling
     return [
         ParquetShardWriter(
@@ -358,5 +387,6 @@ def run_writers_for(
             shard_rows,
             same_as=sampling.skip_similar is not None,
             scenes=sampling.scenes,
+            rows=rows,
         )
     ]

@@ -594,5 +594,6 @@ def _run(
                     )
     finally:
         results = committer.close(time.monotonic() - started, resumed)
-        refresh_report(settings.out_dir, committer.summary)  # also after an interruption
+        if not committer.folder_full:  # (else the run stops saying so; the rerun writes it)
+            refresh_report(settings.out_dir, committer.summary)  # also after an interruption
     return results

@@ -195,6 +195,11 @@ class StagedFolder:
             self._sent[rel] = changed[rel]
             if rel.startswith(f"{THUMBS_DIR}/") and not everything:
                 self._leave(rel, changed[rel])
+        # An output removed here (told: a redone video's file of a format no longer written,
+        # its thumbnails under --no-thumbs) goes there too: it no longer matches its captions.
+        for rel in told:
+            if not (self.local / rel).exists():
+                self._remove_there(rel)
         # A journal removed here (its video's record, uploaded above, vouches for it) goes
         # there too, or every rerun would download it again.
         gone = [r for r in self._sent if r.startswith(JOURNALS) and not (self.local / r).exists()]
@@ -204,13 +209,24 @@ class StagedFolder:
             del self._sent[rel]
         return len(changed)
 
+    def _remove_there(self, rel: str) -> None:
+        """Remove the remote file or folder ``rel``, removed here."""
+        remote = f"{self.root}/{rel}"
+        with contextlib.suppress(FileNotFoundError):
+            if self.fs.isdir(remote):
+                self.fs.rm(remote, recursive=True)
+            elif self.fs.exists(remote):
+                self.fs.rm_file(remote)
+        self._sent.pop(rel, None)
+        self.placeholders.discard(rel)
+
     def _leave(self, rel: str, sent: tuple[int, int]) -> None:
         """An uploaded thumbnail's bytes leave the staging folder; an empty placeholder
         stays, as ``pull`` makes them, unless the file changed while it was sent."""
         path = self.local / rel
         with contextlib.suppress(FileNotFoundError):
-            stat = path.stat()
-            if (stat.st_size, stat.st_mtime_ns) == sent and stat.st_size:
+            stat = path.lstat()  # (a link, or a file with another name too, is left whole)
+            if (stat.st_size, stat.st_mtime_ns) == sent and stat.st_size and stat.st_nlink == 1:
                 os.truncate(path, 0)
                 self._mark(rel)
                 self.placeholders.add(rel)

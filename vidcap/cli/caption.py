@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 from vidcap.cli import EXIT_FAILED, EXIT_OK
+from vidcap.errors import UsageError
 from vidcap.wording import counted
 
 
@@ -73,14 +75,22 @@ def _caption(args: argparse.Namespace, out: Path) -> int:
     from vidcap.inputs import expand_inputs
     from vidcap.model import model_input_size
     from vidcap.parquet import run_writers_for
-    from vidcap.records import is_damaged
+    from vidcap.records import STATE_DIR, is_damaged
 
     settings = run_settings_from_args(args, out)
     model = model_settings_from_args(args)
     engine = engine_from_args(args)
     ray_settings = ray_settings_from_args(args)
+    made = not out.exists()
     check_out_dir(out)
-    videos = expand_inputs(args.inputs, args.path_column, out)  # files, folders, lists, URLs
+    try:
+        videos = expand_inputs(args.inputs, args.path_column, out)  # files, folders, lists, URLs
+    except UsageError:  # (nothing to caption: the folder just made for it goes)
+        if made:
+            for folder in (out / STATE_DIR, out):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        raise
     metadata = [v.metadata for v in videos]
     if args.server:  # the served model names the outputs (summary.json, the resume key)
         from vidcap.cli.remote import lossy_wire, served_model_name

@@ -61,10 +61,16 @@ def run_export(args: argparse.Namespace) -> int:
     )
     stats = export_fiftyone(args.out, args.dir, args.query, settings, args.copy_media)
     print(args.dir / MANIFEST)
+    why = []
+    if stats.failed:
+        why.append(f"{stats.failed} failed (summary.json says why)")
+    if stats.skipped > stats.failed:
+        why.append(f"{stats.skipped - stats.failed} as the warnings above say")
+    left = f" ({', '.join(why)})" if why else ""
     print(
         f"vidcap: {counted(stats.videos, 'video')}, {counted(stats.frames, 'captioned frame')}, "
         f"{counted(stats.events, 'temporal detection')} exported; "
-        f"{counted(stats.skipped, 'video')} left out (failed, or no local source; see the warnings)",
+        f"{counted(stats.skipped, 'video')} left out{left}",
         file=sys.stderr,
     )
     return EXIT_OK

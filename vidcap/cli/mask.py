@@ -23,6 +23,7 @@ from vidcap.cli.args import (
     generation_from_args,
     sampling_from_args,
 )
+from vidcap.cli.parser import check_out_file, check_out_folder
 from vidcap.clips import (
     MANIFEST_NAME,
     ONE_VIDEO_ERRORS,
@@ -157,6 +158,8 @@ def run_mask(args: argparse.Namespace) -> int:
         raise UsageError("give --query (to search a caption JSONL) or --question (to ask a video)")
     reject_folder(args.source)
     require_utf8_name(args.source)
+    if args.out is not None:
+        check_out_file(args.out, "--out")
     if args.query:
         report = _query_mode(args, settings)
     else:
@@ -229,8 +232,7 @@ def _emit(report: dict, out: Path | None) -> None:
 
 
 def run_clips(args: argparse.Namespace) -> int:
-    if args.out.exists() and not args.out.is_dir():
-        raise UsageError(f"--out {args.out} is a file, not a folder: remove it or choose another")
+    check_out_folder(args.out, "--out")
     if args.scenes is not None:
         return _scene_clips(args)
     if args.min_duration is not None or args.max_duration is not None:
@@ -238,6 +240,8 @@ def run_clips(args: argparse.Namespace) -> int:
     if args.video is None or args.segments is None:
         raise UsageError("give VIDEO and SEGMENTS.json, or --scenes SCENES")
     require_utf8_name(args.video)
+    if not args.video.exists():  # (named on the command line: a usage error, as caption's)
+        raise UsageError(f"{args.video}: no such file")
     segments = load_segments(args.segments)
     clips = export_clips(args.video, segments, args.out, precise=args.precise)
     for clip in clips:

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from vidcap.errors import UsageError
+
 EXIT_USAGE = 2
 
 
@@ -85,3 +87,32 @@ def local_folder(value: str) -> Path:
             "first (aws s3 sync, gsutil rsync, or fsspec's get with recursive=True)"
         )
     return Path(value.removeprefix("file://"))
+
+
+# --- where a command writes --------------------------------------------------------------
+
+
+def _blocking_file(path: Path) -> Path | None:
+    """The file standing where ``path`` or one of its folders would be made, if any."""
+    for part in (path, *path.parents):
+        if part.exists():
+            return None if part.is_dir() else part
+    return None
+
+
+def check_out_folder(path: Path, flag: str) -> None:
+    """``flag`` names a folder to write into (made as needed): a usage error, before any
+    work, where a file stands there or in the way of one of its folders."""
+    if (blocking := _blocking_file(path)) == path:
+        raise UsageError(f"{flag} {path} is a file, not a folder: remove it or choose another")
+    if blocking is not None:
+        raise UsageError(f"{flag} {path}: {blocking} is a file, not a folder; choose another")
+
+
+def check_out_file(path: Path, flag: str) -> None:
+    """``flag`` names a file to write (its folders made as needed): a usage error, before
+    any work, where a folder stands there or a file in the way of its folders."""
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder: give a file name (such as {path}/out.json)")
+    if (blocking := _blocking_file(path.parent)) is not None:
+        raise UsageError(f"{flag} {path}: {blocking} is a file, not a folder; choose another")

@@ -15,7 +15,7 @@ from typing import TextIO
 from wcwidth import wcwidth
 
 from vidcap.cli import EXIT_FAILED, EXIT_OK
-from vidcap.cli.parser import local_folder
+from vidcap.cli.parser import check_out_folder, local_folder
 from vidcap.errors import UsageError
 from vidcap.mask import MaskSettings, Segment
 from vidcap.wording import counted
@@ -76,6 +76,8 @@ def run_search(args: argparse.Namespace) -> int:
         raise UsageError(f"--limit must be >= 1, got {args.limit}")
     if args.precise and args.clips is None:
         raise UsageError("--precise applies to --clips only")
+    if args.clips is not None:
+        check_out_folder(args.clips, "--clips")
     if not args.query.strip():  # (mask's own word for it is --query: here it is QUERY)
         raise UsageError("QUERY must not be empty: give the words to find")
     stats = SearchStats()
