@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,7 +15,7 @@ from tests.support.videos import read_jsonl
 from vidcap.commit import Committer
 from vidcap.errors import UsageError
 from vidcap.folder import open_folder, read_captions
-from vidcap.jobs import RunSettings
+from vidcap.jobs import RunSettings, VideoJob
 from vidcap.outputs import CaptionedFrame
 from vidcap.parquet import SHARD_DIR, ParquetShardWriter, run_writers_for
 from vidcap.plan import plan
@@ -171,17 +172,23 @@ def _rows_by_video(out: Path) -> list[tuple[str, int, str]]:
     )
 
 
+def _parquet_run(out: Path, sources: list[str], frames: Callable[[VideoJob], int]) -> RunSettings:
+    """A ``--format parquet`` run over ``sources``, each given ``frames(job)`` frames."""
+    settings = RunSettings(out_dir=out, formats=("parquet",))
+    jobs, _ = plan(sources, settings)
+    committer = Committer(settings, jobs, run_writers_for(settings))
+    for job in jobs:
+        _feed(committer, job.id, frames(job))
+    committer.close(1.0)
+    return settings
+
+
 def test_a_format_change_replaces_the_videos_earlier_rows(tmp_path: Path) -> None:
     """Regression (#16.8): parquet → parquet,jsonl redid every video and left its earlier
     rows beside the new ones (two rows a frame, while summary.json counted one)."""
     out = tmp_path / "out"
     sources = _sources(tmp_path, 3)
-    first = RunSettings(out_dir=out, formats=("parquet",))
-    jobs, _ = plan(sources, first)
-    committer = Committer(first, jobs, run_writers_for(first))
-    for job in jobs:
-        _feed(committer, job.id, 2 + job.id)
-    committer.close(1.0)
+    first = _parquet_run(out, sources, lambda job: 2 + job.id)
     [earlier_shard] = (out / SHARD_DIR).iterdir()
     placeholder = out / SHARD_DIR / "part-remote-00000.parquet"  # see vidcap.remote_out
     placeholder.touch()
@@ -225,12 +232,7 @@ def test_a_run_without_parquet_removes_the_rows_of_the_videos_it_redoes(
     monkeypatch.setattr("vidcap.parquet.DROP_BATCH_VIDEOS", 2)
     out = tmp_path / "out"
     sources = _sources(tmp_path, 4)
-    first = RunSettings(out_dir=out, formats=("parquet",))
-    jobs, _ = plan(sources, first)
-    committer = Committer(first, jobs, run_writers_for(first))
-    for job in jobs:
-        _feed(committer, job.id, 2)
-    committer.close(1.0)
+    first = _parquet_run(out, sources, lambda job: 2)
     [shard] = (out / SHARD_DIR).iterdir()
 
     second = RunSettings(out_dir=out, formats=("jsonl",), model="another")
