@@ -227,22 +227,25 @@ def test_a_run_without_parquet_removes_the_rows_of_the_videos_it_redoes(
     """Regression: a video redone by a run without --format parquet (other settings,
     ``--format jsonl``) kept its earlier rows in the shards, captions its JSONL no longer
     has (two answers to one question for a reader of the shards). They are removed, a
-    batch of videos at a time, each record waiting for its batch; the rows of videos not
-    redone stay, and no shard is written."""
+    batch of videos at a time, each record waiting for its batch (a new video's waits for
+    nothing); the rows of videos not redone stay, and no shard is written."""
     monkeypatch.setattr("vidcap.parquet.DROP_BATCH_VIDEOS", 2)
     out = tmp_path / "out"
     sources = _sources(tmp_path, 4)
     first = _parquet_run(out, sources, lambda job: 2)
     [shard] = (out / SHARD_DIR).iterdir()
 
+    def key(name: str) -> str:
+        return json.loads((out / STATE_DIR / f"{name}.json").read_text())["key"]
+
     second = RunSettings(out_dir=out, formats=("jsonl",), model="another")
     [writer] = run_writers_for(second)
     assert not writer.rows
-    jobs, _ = plan(sources[:3], second)  # v3 is not in this run: its rows stay
+    new = _sources(tmp_path, 5)[4]  # (a video no shard holds: its record waits for nothing)
+    jobs, _ = plan([*sources[:3], new], second)  # v3 is not in this run: its rows stay
     committer = Committer(second, jobs, [writer])
-
-    def key(name: str) -> str:
-        return json.loads((out / STATE_DIR / f"{name}.json").read_text())["key"]
+    _feed(committer, jobs[3].id, 2)
+    assert key("v4") == second.key()
 
     _feed(committer, jobs[0].id, 3)
     assert key("v0") == first.key()  # (its new record waits for its batch)

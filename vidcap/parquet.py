@@ -24,8 +24,9 @@ unique by (``name``, ``frame``) once a run has finished, except in a remote ``--
 whose earlier shards are not downloaded: there a redone video's earlier rows stay, and
 rows are unique by (``name``, ``frame``, ``key``). A run that writes no Parquet into a folder
 that holds shards still removes the earlier rows of the videos it redoes (the same writer,
-writing no shard: ``rows=False``), a batch of ``DROP_BATCH_VIDEOS`` at a time, each video's
-record waiting for its batch, so no shard keeps captions its video's JSONL no longer has.
+writing no shard: ``rows=False``), a batch of ``DROP_BATCH_VIDEOS`` at a time, each such
+video's record waiting for its batch (a video no shard holds rows of waits for nothing), so
+no shard keeps captions its video's JSONL no longer has.
 """
 
 from __future__ import annotations
@@ -141,9 +142,12 @@ class ParquetShardWriter:
     def add(
         self, job: VideoJob, frames: Sequence[CaptionedFrame], scenes: Sequence[Scene] = ()
     ) -> list[int]:
+        names = self._names_of(job)
+        if not self.rows:
+            return self._drop_later(job, names)
         meta = {name: job.metadata.get(name) for name in self.meta_schema.names}
         starts = [scene.start_frame for scene in scenes]
-        for frame in frames if self.rows else ():
+        for frame in frames:
             row = {
                 "damaged": False, **frame_row(job.shown, frame), "name": job.name, **meta,
                 "key": self.key,
@@ -158,13 +162,21 @@ class ParquetShardWriter:
             self._rows.append(row)
         self._pending.append(job.id)
         self._redone.names.add(job.name)
-        self._redone.videos.update(self._names_of(job))
-        full = (
-            len(self._rows) >= self.shard_rows
-            if self.rows
-            else (len(self._pending) >= DROP_BATCH_VIDEOS)
-        )
-        return self._flush() if full else []
+        self._redone.videos.update(names)
+        return self._flush() if len(self._rows) >= self.shard_rows else []
+
+    def _drop_later(self, job: VideoJob, names: set[str]) -> list[int]:
+        """(``rows=False``) A video no shard holds rows of is durable at once; one whose
+        rows are there waits for its batch, which removes them."""
+        if self._earlier is None:
+            self._earlier = self._index()
+        keys = {("name", job.name)} | {("video", name) for name in names}
+        if keys.isdisjoint(self._earlier):
+            return [job.id]
+        self._pending.append(job.id)
+        self._redone.names.add(job.name)
+        self._redone.videos.update(names)
+        return self._flush() if len(self._pending) >= DROP_BATCH_VIDEOS else []
 
     def close(self) -> list[int]:
         return self._flush()
