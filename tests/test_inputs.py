@@ -468,6 +468,15 @@ def test_the_column_of_paths_is_named_by_path_column(tmp_path: Path) -> None:
     assert row["video"] == str(SAMPLE) and row["label"] == "a street"
     result = run_main("caption", hub, "--path-column", " ", "--out", out, "--model", "tiny")
     assert result.returncode == 2 and "--path-column: expected a column name" in result.stderr
+    # (was ignored without a word: a list of paths alone, a .txt, has no columns)
+    listed = tmp_path / "paths.txt"
+    listed.write_text(f"{SAMPLE}\n")
+    result = run_main("caption", listed, SAMPLE, "--path-column", "url", "--out", out)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "vidcap: error: --path-column 'url' names a column of a CSV, TSV or Parquet list, and "
+        "no such list is among the inputs\n"
+    )
 
 
 def test_parquet_metadata_of_any_type_is_carried_as_json(tmp_path: Path) -> None:

@@ -68,6 +68,7 @@ _prefetched: dict[str, dict[str, Any]] = {}  # URL → identity, taken once by r
 
 LIST_SUFFIXES = (".txt", ".csv", ".tsv", ".parquet")
 PATH_COLUMN = "path"
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")  # the lists with columns (a .txt has none)
 # URL inputs over HTTP(S): seconds to connect, and without a byte before a download fails.
 HTTP_CONNECT_S = 30.0
 HTTP_STALL_S = 60.0
@@ -113,6 +114,12 @@ def expand_inputs(
     Parquet list's paths are in its ``path_column``. ``out``: the run's own output folder,
     passed over without a word where a folder holds it (other vidcap output folders met in
     a walk are passed over with a warning). Raises ``UsageError`` on a bad input."""
+    named = [_local(str(raw)) for raw in items if not isinstance(raw, InputVideo)]
+    if path_column != PATH_COLUMN and not any(_suffix(item) in TABLE_SUFFIXES for item in named):
+        raise UsageError(
+            f"--path-column {path_column!r} names a column of a CSV, TSV or Parquet list, and "
+            "no such list is among the inputs"
+        )
     videos: list[InputVideo] = []
     for raw in items:
         if isinstance(raw, InputVideo):
@@ -245,6 +252,11 @@ def _same(folder: str, out: Path | None) -> bool:
         return out is not None and os.path.samefile(folder, out)
     except OSError:
         return False
+
+
+def _suffix(item: str) -> str:
+    """The suffix of a path or URL (a URL's query is no part of it)."""
+    return Path(urlsplit(item).path if is_url(item) else item).suffix.lower()
 
 
 def _expand_local(path: Path, path_column: str, out: Path | None = None) -> list[InputVideo]:
