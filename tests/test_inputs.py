@@ -536,12 +536,64 @@ def test_parquet_metadata_of_any_type_is_carried_as_json(tmp_path: Path) -> None
         ),
         ("v.csv", "path,id,id\na.mp4,1,2\n", r"v\.csv: column 'id' appears more than once"),
         ("v.csv", "path,,id\na.mp4,x,1\n", r"v\.csv: column 2 has no name; name it or remove it"),
+        # a quote never closed swallowed every later row into one field, and the run said
+        # "1 of 1 videos done"; text after a closing quote was silently dropped
+        ("v.csv", 'path,title\na.mp4,"12"" screen\nb.mp4,x\n', r"a quote opened and never closed"),
+        ("v.tsv", 'path\ttitle\na.mp4\t"open\nb.mp4\tx\n', r"v\.tsv: .* never closed"),
+        ("v.tsv", 'path\ttitle\na.mp4\t"Hi" she said\n', r"text after a field's closing quote"),
     ],
 )
 def test_bad_list_files(tmp_path: Path, name: str, content: str, message: str) -> None:
     (tmp_path / name).write_text(content)
     with pytest.raises(UsageError, match=message):
         expand_inputs([tmp_path / name])
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        # (a multi-line Arrow error about "FieldRef.Name(a)")
+        ({"path": ["a.mp4"], "a": [1], "a ": [2]}, r"column 'a' appears more than once"),
+        # (bytes became the path "b'a.mp4'": each video failed "no such file")
+        ({"path": [b"a.mp4"]}, r"'path' holds bytes values, not text \(row 1: b'a\.mp4'\)"),
+    ],
+)
+def test_bad_parquet_lists(tmp_path: Path, columns: dict, message: str) -> None:
+    names = [name.strip() for name in columns]  # ("a " names the second "a")
+    table = pa.Table.from_arrays([pa.array(v) for v in columns.values()], names=names)
+    pq.write_table(table, tmp_path / "v.parquet")
+    with pytest.raises(UsageError, match=message) as raised:
+        expand_inputs([tmp_path / "v.parquet"])
+    assert "\n" not in str(raised.value)
+
+
+def test_metadata_of_other_types_across_lists_is_kept_as_text(tmp_path: Path) -> None:
+    """Regression: a column holding text in one list and numbers in another (a CSV beside a
+    typed Parquet list), an integer past int64 (uint64) or a map column failed the run
+    after every video was captioned (an Arrow error writing the shard, no summary, no
+    record: each rerun captioned everything again and failed the same way). Such a column
+    is text, each value that is not text written as its JSON."""
+    videos = tmp_path / "v"
+    videos.mkdir()
+    shutil.copy(SAMPLE, videos / "a.mp4")
+    shutil.copy(SAMPLE, videos / "b.mp4")
+    (tmp_path / "text.csv").write_text("path,tag\nv/a.mp4,red\n")
+    typed = {
+        "path": pa.array(["v/b.mp4"]),
+        "tag": pa.array([5]),
+        "big": pa.array([2**64 - 1], pa.uint64()),
+        "map": pa.array([[("k", 1)]], pa.map_(pa.string(), pa.int64())),
+    }
+    pq.write_table(pa.table(typed), tmp_path / "typed.parquet")
+    out = tmp_path / "out"
+    result = run_main("caption", tmp_path / "text.csv", tmp_path / "typed.parquet", "--out", out,
+                      "--model", "tiny", "--max-frames", "1", "--format", "jsonl,parquet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = {Path(r["video"]).name: r for r in pq.read_table(out / "parquet").to_pylist()}
+    assert rows["a.mp4"]["tag"] == "red" and rows["a.mp4"]["big"] is None
+    assert (rows["b.mp4"]["tag"], rows["b.mp4"]["big"], rows["b.mp4"]["map"]) == (
+        "5", "18446744073709551615", '[["k", 1]]'
+    )  # fmt: skip
 
 
 def test_missing_inputs(tmp_path: Path) -> None:

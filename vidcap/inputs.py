@@ -333,6 +333,11 @@ def _read_list(name: str, data: bytes, base: str | None, path_column: str) -> li
         path = row.pop(path_column)
         if path is None or not str(path).strip():
             raise UsageError(f"{name}: row {number} has an empty {path_column!r}")
+        if not isinstance(path, str):  # (a Parquet column of bytes, lists, numbers)
+            raise UsageError(
+                f"{name}: {path_column!r} holds {type(path).__name__} values, not text "
+                f"(row {number}: {str(path)[:60]}); give paths or URLs as strings"
+            )
         if "\0" in str(path):
             raise UsageError(f"{name}: row {number}'s {path_column!r} holds a NUL byte")
         meta = {CLASH_PREFIX + k if k in OUTPUT_COLUMNS else k: v for k, v in row.items()}
@@ -361,7 +366,9 @@ def _csv_rows(
         # Excel in much of Europe separates with ";" (tab: a "CSV" pasted from a sheet); a
         # header holding no comma but one of those is read with it.
         delimiter = next((d for d in ";\t" if d in header), ",") if "," not in header else ","
-    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    # strict: a quote left open (``"12"" screen``) or text after a closing one is an error
+    # naming its line, not the rest of the file swallowed into one field without a word
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter, strict=True)
     limit = csv.field_size_limit(CSV_FIELD_MAX)
     try:
         columns = list(reader.fieldnames or [])
@@ -383,8 +390,13 @@ def _csv_rows(
         _check_columns(name, kept, path_column)
         return rows
     except csv.Error as exc:
+        why = str(exc)
+        if why in ("unexpected end of data", "EOF inside string"):
+            why = 'a quote opened and never closed (a quote inside a field is written twice: "")'
+        elif "expected after" in why:
+            why = "text after a field's closing quote (a quote inside a field is written twice)"
         raise UsageError(
-            f"{name}: not a readable CSV file (after line {reader.line_num + skipped}: {exc})"
+            f"{name}: not a readable CSV file (after line {reader.line_num + skipped}: {why})"
         ) from None
     finally:
         csv.field_size_limit(limit)
@@ -419,11 +431,19 @@ def _parquet_rows(name: str, data: bytes, path_column: str) -> list[dict[str, An
             f"{name}: Parquet list files need pyarrow: {install_hint('data')}"
         ) from exc
     try:
+        columns = pq.read_schema(pa.BufferReader(data)).names
+    except pa.ArrowException as exc:
+        raise UsageError(f"{name}: not a readable Parquet file ({_one_line(exc)})") from exc
+    _check_columns(name, columns, path_column)  # (before reading: a column named twice)
+    try:
         table = pq.read_table(pa.BufferReader(data))
     except pa.ArrowException as exc:
-        raise UsageError(f"{name}: not a readable Parquet file ({exc})") from exc
-    _check_columns(name, table.column_names, path_column)
+        raise UsageError(f"{name}: not a readable Parquet file ({_one_line(exc)})") from exc
     return table.to_pylist()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def _check_columns(name: str, columns: Sequence[str], path_column: str) -> None:

@@ -32,6 +32,7 @@ no shard keeps captions its video's JSONL no longer has.
 from __future__ import annotations
 
 import bisect
+import json
 import logging
 import secrets
 import time
@@ -79,10 +80,21 @@ def metadata_schema(metadata: Sequence[dict[str, Any]]):  # -> pyarrow.Schema
         values = [meta.get(name) for meta in metadata]
         try:
             kind = pa.array(values).type
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            kind = pa.string()  # mixed types in one column: keep their text
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            # mixed types in one column (a CSV's text, a Parquet list's numbers), or an
+            # integer past int64 (a uint64 column): kept as text (``metadata_value``)
+            kind = pa.string()
         fields.append(pa.field(name, pa.string() if pa.types.is_null(kind) else kind))
     return pa.schema(fields)
+
+
+def metadata_value(value: Any, text: bool) -> Any:
+    """A metadata value for its Parquet column; ``text``: the column holds text (its
+    values' types differ), where a value that is not text is written as its JSON text
+    (``5``, ``true``, ``["k", 1]``), never failing the shard."""
+    if not text or value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
 
 
 class ParquetShardWriter:
@@ -145,7 +157,10 @@ class ParquetShardWriter:
         names = self._names_of(job)
         if not self.rows:
             return self._drop_later(job, names)
-        meta = {name: job.metadata.get(name) for name in self.meta_schema.names}
+        meta = {
+            field.name: metadata_value(job.metadata.get(field.name), field.type == self.pa.string())
+            for field in self.meta_schema
+        }
         starts = [scene.start_frame for scene in scenes]
         for frame in frames:
             row = {
