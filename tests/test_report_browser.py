@@ -389,6 +389,33 @@ def test_a_source_the_browser_cannot_reach_shows_the_thumbnail_and_why(page: Pag
     assert page.problems == []
 
 
+def test_a_source_gone_since_the_page_was_written_says_so_at_every_click(
+    page: Page, folder: Path, tmp_path: Path
+) -> None:
+    """Regression: a source the browser could not load (deleted, or a format it cannot
+    decode, after the page was written) was explained at the first click only: a second
+    click on the same video loads nothing, so no error event came again, and the player
+    was left blank without a word, closed and reopened too."""
+    source = folder.parent / "videos" / "subject.mp4"
+    away = source.with_name("subject.mp4.away")
+    source.rename(away)  # (put back below: the other tests play it)
+    try:
+        figures = page.locator(".card[data-name='subject'] .strip figure")
+        for click in range(3):
+            if click == 2:
+                page.click("#player-close")
+            figures.nth(click).click()
+            page.wait_for_selector("#player-why", state="visible", timeout=10_000)
+            text = page.text_content("#player-why")
+            assert "could not play" in text and "subject.mp4" in text, (click, text)
+        assert page.evaluate("document.getElementById('video').error.code") == 4
+        page.screenshot_to(tmp_path, f"report-player-gone-{page.url.split(':')[0]}.png")
+    finally:
+        away.rename(source)
+    # (the browser's own line for the missing file, and nothing else)
+    assert [p for p in page.problems if not p.startswith("Failed to load resource")] == []
+
+
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # captions only: the player's .vtt scripts load when a player opens (the small folder)

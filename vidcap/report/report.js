@@ -437,12 +437,10 @@
     }
     // A web server that does not answer range requests (python -m http.server) leaves the
     // browser unable to seek: fetch the whole video once and play it from memory.
-    var why = $('player-why');
     var name = player.dataset.name;
     player.dataset.whole = 'loading';
-    why.textContent = 'this web server does not answer range requests, so the browser cannot ' +
-      'seek; loading the whole video…';
-    why.hidden = false;
+    trouble('this web server does not answer range requests, so the browser cannot seek; ' +
+      'loading the whole video…');
     var stop = new AbortController();
     fetch(player.currentSrc, { signal: stop.signal }).then(function (response) {
       var size = Number(response.headers.get('content-length')) || 0;
@@ -454,20 +452,35 @@
       player.dataset.whole = 'yes';
       pendingSeek = seconds;
       player.src = URL.createObjectURL(blob);
-      why.hidden = true;
+      trouble(null);
     }).catch(function (error) {
-      why.textContent = 'cannot seek: this web server does not answer range requests (' +
-        error.message + '); open index.html from disk, or serve the folder with a server that does';
+      if (player.dataset.name !== name) return;
+      trouble('cannot seek: this web server does not answer range requests (' + error.message +
+        '); open index.html from disk, or serve the folder with a server that does');
     });
   }
-  player.addEventListener('error', function () {
+
+  // What is wrong with the source in the player, said under it until another source loads:
+  // kept on the player, so that a second click on the same video (which loads nothing, so
+  // no 'error' event comes again) says it again instead of a blank player.
+  function trouble(text) {
+    if (text === null) delete player.dataset.trouble;
+    else player.dataset.trouble = text;
+    showTrouble();
+  }
+
+  function showTrouble() {
     var why = $('player-why');
+    if (player.dataset.trouble) why.textContent = player.dataset.trouble;
+    why.hidden = !player.dataset.trouble;
+  }
+
+  player.addEventListener('error', function () {
     var code = player.error ? player.error.code : 0;
     var src = player.getAttribute('src') || '';
     try { src = decodeURI(src); } catch (malformed) { /* shown as it is */ }
-    why.textContent = 'the browser could not play ' + src +
-      (code === 4 ? ' (file missing, or a format it cannot decode)' : ' (error ' + code + ')');
-    why.hidden = false;
+    trouble('the browser could not play ' + src +
+      (code === 4 ? ' (file missing, or a format it cannot decode)' : ' (error ' + code + ')'));
   });
 
   function loadVtt(video, done) {
@@ -511,10 +524,12 @@
       if (player.dataset.name !== video.n) {
         if (player.src.indexOf('blob:') === 0) URL.revokeObjectURL(player.src);
         delete player.dataset.whole;
+        delete player.dataset.trouble;
         player.dataset.name = video.n;
         player.src = video.src;
         attachTrack(video);
       }
+      showTrouble();  // (the same video: what went wrong with it still stands)
       if (player.readyState >= 1) seekTo(start);
       else pendingSeek = start;
       return;
