@@ -274,7 +274,7 @@ def _expand_local(path: Path, path_column: str, out: Path | None = None) -> list
 
 def _expand_url(url: str, path_column: str) -> list[InputVideo]:
     fs, path = _filesystem(url)
-    suffix = Path(urlsplit(url).path).suffix.lower()  # (a query is no part of it)
+    suffix = _suffix(url)
     shown = shown_source(url)  # (what messages name: without a password)
     try:
         if suffix in LIST_SUFFIXES:
@@ -317,7 +317,7 @@ def _filesystem(url: str):
 def _read_list(name: str, data: bytes, base: str | None, path_column: str) -> list[InputVideo]:
     """The videos of one list file, a CSV's or Parquet's paths in ``path_column``; ``base``
     resolves relative paths (``_resolve``)."""
-    suffix = Path(name.split("?", 1)[0]).suffix.lower()
+    suffix = _suffix(name)
     if suffix == ".txt":
         rows = [
             {path_column: line.strip()}

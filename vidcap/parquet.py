@@ -175,10 +175,15 @@ class ParquetShardWriter:
                     scene_end=round(scene.end, 6),
                 )
             self._rows.append(row)
+        self._hold(job, names)
+        return self._flush() if len(self._rows) >= self.shard_rows else []
+
+    def _hold(self, job: VideoJob, names: set[str]) -> None:
+        """``job`` durable at the next flush, which removes its earlier rows (``names``:
+        the ``video`` values they may hold)."""
         self._pending.append(job.id)
         self._redone.names.add(job.name)
         self._redone.videos.update(names)
-        return self._flush() if len(self._rows) >= self.shard_rows else []
 
     def _drop_later(self, job: VideoJob, names: set[str]) -> list[int]:
         """(``rows=False``) A video no shard holds rows of is durable at once; one whose
@@ -188,9 +193,7 @@ class ParquetShardWriter:
         keys = {("name", job.name)} | {("video", name) for name in names}
         if keys.isdisjoint(self._earlier):
             return [job.id]
-        self._pending.append(job.id)
-        self._redone.names.add(job.name)
-        self._redone.videos.update(names)
+        self._hold(job, names)
         return self._flush() if len(self._pending) >= DROP_BATCH_VIDEOS else []
 
     def close(self) -> list[int]:

@@ -120,12 +120,6 @@ class RemoteLease:
 def _gone_from_here(held: dict[str, Any]) -> bool:
     """Was the lease written by a process of this machine that no longer runs?"""
     pid = held.get("pid")
-    if held.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+    if held.get("host") != socket.gethostname() or not isinstance(pid, int):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # (another user's process: it runs)
-        return False
-    return False
+    return scratch.process_gone(pid)

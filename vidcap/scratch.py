@@ -43,7 +43,17 @@ def left_by_a_killed_run(path: Path, kind: str) -> bool:
     try:
         if path.is_symlink() or not path.is_dir() or path.stat().st_uid != os.getuid():
             return False
-        os.kill(int(match[2]), 0)
+    except OSError:
+        return False
+    return process_gone(int(match[2]))
+
+
+def process_gone(pid: int) -> bool:
+    """Is there no process ``pid`` on this machine (another user's runs: not gone)?"""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except (OSError, OverflowError):  # another user's process (it runs), or not a pid
