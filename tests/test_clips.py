@@ -506,7 +506,23 @@ def test_a_segment_past_the_end_is_cut_at_the_end(gop_video: Path, tmp_path: Pat
     [clip] = export_clips(gop_video, [Segment(7.0, 9.5)], tmp_path, precise=True)
     assert (clip.start, clip.end) == (7.0, pytest.approx(SECONDS, abs=FRAME))
     assert clip.duration == pytest.approx(1.0, abs=FRAME + 1e-6)
-    assert clip.path == clip_name("gop", 1, Segment(7.0, 9.5))
+    # named for what it holds, as its manifest entry says (it was named 7.000-9.500)
+    assert clip.path == clip_name("gop", 1, Segment(7.0, SECONDS)) == "gop_0001_7.000-8.000.mp4"
+
+
+def test_segments_of_a_late_start_are_cut_where_its_frames_are(
+    generated_videos, tmp_path: Path
+) -> None:
+    """Regression: on a video whose first frame is at 1.075 s (times keep a late start), a
+    segment wholly before it ended ``vidcap clips`` with a traceback (``max() arg is an
+    empty sequence``); one that begins before it was named and listed from 0 s."""
+    path, _ = generated_videos["late-mp4"]
+    with pytest.raises(UsageError, match=r"segment 2 ends at 1\.0 s, before .* starts \(1\.075 s"):
+        export_clips(path, [Segment(1.5, 2.0), Segment(0.0, 1.0)], tmp_path / "before")
+    assert not (tmp_path / "before").exists()  # checked before anything is cut
+    [clip] = export_clips(path, [Segment(0.0, 2.0)], tmp_path / "out", precise=True)
+    assert (clip.start, clip.end, clip.path) == (1.075, 2.0, "late-mp4_0001_1.075-2.000.mp4")
+    assert clip.duration == pytest.approx(0.925, abs=0.1 + 1e-6)
 
 
 def test_no_segments_writes_an_empty_manifest(gop_video: Path, tmp_path: Path) -> None:
@@ -654,6 +670,52 @@ def test_cli_clips_out_on_an_existing_file_names_the_conflict(
     with pytest.raises(UsageError, match=r"--out .*sub: .*taken is a file, not a folder"):
         run_clips([str(gop_video), str(report), "--out", str(tmp_path / "taken" / "sub")])
     assert (tmp_path / "taken").read_text() == "x"
+
+
+def test_cli_clips_of_a_folder_is_a_usage_error(tmp_path: Path) -> None:
+    """Regression: a folder as VIDEO exited 1 ("not a readable video") where a missing one
+    exits 2."""
+    report = write(tmp_path, {"segments": [{"start": 2.0, "end": 3.0}]})
+    with pytest.raises(UsageError, match=r"is a folder; give one video file"):
+        run_clips([str(tmp_path), str(report), "--out", str(tmp_path / "c")])
+
+
+def test_a_folder_cut_again_keeps_only_the_new_clips(gop_video: Path, tmp_path: Path) -> None:
+    """Regression: clips into a folder cut before kept the earlier clips beside the new
+    manifest, which no longer listed them; a file it never listed is kept."""
+    out = tmp_path / "c"
+    first = export_clips(gop_video, [Segment(1.0, 2.0), Segment(3.0, 4.0)], out)
+    (out / "mine.mp4").write_bytes(b"the user's own")
+    again = export_clips(gop_video, [Segment(3.0, 4.0), Segment(5.0, 6.0)], out)
+    assert {c.path for c in first}.isdisjoint(c.path for c in again)  # (numbered anew)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [again[0].path, again[1].path, "manifest.json", "mine.mp4"]
+    )
+
+
+def test_clips_and_an_export_never_write_over_each_others_manifest(
+    gop_video: Path, tmp_path: Path, capsys
+) -> None:
+    """Regression: ``vidcap export`` into a clips folder took its manifest for an earlier
+    export's and replaced it, and ``vidcap clips`` into an export replaced the FiftyOne
+    manifest (both folders then broken)."""
+    from tests.support.folders import FakeVideo, write_folder
+    from vidcap.cli import main
+
+    clips = tmp_path / "clips"
+    export_clips(gop_video, [Segment(1.0, 2.0)], clips)
+    before = (clips / "manifest.json").read_bytes()
+    out = write_folder(tmp_path / "out", [FakeVideo("v", ("a red car",), source=str(gop_video))])
+    assert main(["export", str(out), "--to", "fiftyone", str(clips)]) == 2
+    assert "not an earlier export (a `vidcap clips` folder?)" in capsys.readouterr().err
+    assert (clips / "manifest.json").read_bytes() == before
+    exported = tmp_path / "exported"
+    assert main(["export", str(out), "--to", "fiftyone", str(exported)]) == 0
+    kept = (exported / "manifest.json").read_bytes()
+    with pytest.raises(UsageError, match=r"holds a manifest\.json that `vidcap clips` did not"):
+        export_clips(gop_video, [Segment(1.0, 2.0)], exported)
+    assert (exported / "manifest.json").read_bytes() == kept
+    assert not list(exported.glob("*.mp4"))
 
 
 def test_cli_clips_of_a_missing_video_is_a_usage_error(tmp_path: Path) -> None:

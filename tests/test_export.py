@@ -123,6 +123,21 @@ def test_time_ranges_become_frame_ranges(start: float, end: float, expected: tup
     assert frame_support(frames, start, end) == expected
 
 
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [
+        (5.0, 6.5, (1, 15)),  # (placed by the rate from 0 s: 1-65)
+        (4.5, 5.2, (1, 2)),  # before the first sample: back from it, never below 1
+        (7.0, 9.5, (21, 45)),  # past the last sample: on from it by the rate
+    ],
+)
+def test_times_of_a_late_start_become_its_frames(start: float, end: float, expected) -> None:
+    """Regression: a late-start MP4's times (its first frame at 5 s) were placed as if the
+    video started at 0 s, far past its last frame."""
+    frames = [CaptionedFrame(i * 10, 5.0 + i, "x") for i in range(4)]  # 10 fps, one a second
+    assert frame_support(frames, start, end) == expected
+
+
 def test_copy_media_and_rerun_replace_an_earlier_export(tmp_path: Path, capsys) -> None:
     out = write_folder(
         tmp_path / "out",
@@ -186,6 +201,8 @@ def test_copy_media_copies_only_the_file_captioned(tmp_path: Path, caplog) -> No
         (["{full}"], "not empty and holds no earlier export"),
         (["{target}", "--query", "(", "--regex"], "bad --regex query"),
         (["{target}", "--query", " "], "--query must not be empty"),
+        (["{target}", "--merge-gap", "2"], "--merge-gap applies to --query"),  # (was ignored)
+        (["{target}", "--regex", "--min-duration", "1"], "--regex and --min-duration apply"),
     ],
 )
 def test_usage_errors(tmp_path: Path, capsys, extra: list[str], message: str) -> None:

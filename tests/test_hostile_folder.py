@@ -124,7 +124,8 @@ def test_a_link_or_fifo_under_a_part_or_the_lock_is_replaced_never_written_throu
     for path in planted:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.symlink_to(victim) if kind == "link" else os.mkfifo(path)
-    (exported / "manifest.json").write_text('{"index": []}\n')  # an earlier export
+    earlier = {"type": "eta.core.datasets.LabeledVideoDataset", "index": []}
+    (exported / "manifest.json").write_text(json.dumps(earlier) + "\n")  # an earlier export
     notes = tmp_path / "notes"  # a user's folder linked in place of the export's labels
     notes.mkdir()
     (notes / "todo.json").write_text("a user's file\n")

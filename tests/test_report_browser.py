@@ -344,6 +344,13 @@ def test_the_page_finds_the_moments_vidcap_search_finds(
         assert [m.name for m in expected] == ["turkish"]
     if (query, gap, shortest) == ("red circle", 0.0, 0.0):  # the damaged frame's caption
         assert [m.damaged for m in expected if m.damaged] == [1]
+        # the --scenes video's moments are whole shots, on the page as in vidcap search
+        rows = [json.loads(line) for line in (folder / f"{SHOTS}.scenes.jsonl").open()]
+        shots = [(m.start, m.end) for m in expected if m.name == SHOTS]
+        assert shots and all(
+            start in {r["start"] for r in rows} and end in {r["end"] for r in rows}
+            for start, end in shots
+        ), (shots, rows)
 
 
 def test_clicking_a_moment_plays_the_source_there_with_its_captions(

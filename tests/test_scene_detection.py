@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,10 +303,15 @@ def test_flag_errors_are_one_line(capsys, tmp_path: Path) -> None:
     video = str(Path(__file__).parents[1] / "sample_videos" / "shapes.mp4")
     for flags, message in (
         (["--scenes", "--keyframes"], "--scenes decodes every frame"),
-        (["--scene-frames", "2"], "--scene-frames need --scenes"),
+        (["--scene-frames", "2"], "--scene-frames needs --scenes"),
         (["--scenes", "--max-frames", "3"], "--max-frames cannot be used with --scenes"),
         (["--scenes", "--scene-frames", "2", "--fps", "2"], "--scene-frames and --fps"),
         (["--scenes", "--scene-threshold", "0"], "--scene-threshold must be a number > 0"),
+        (
+            ["--scenes", "--scene-detector", "hash", "--scene-threshold", "2"],
+            "--scene-threshold of --scene-detector hash is a relative difference, from 0 to 1",
+        ),
+        (["--scene-detector", "hash", "--scene-threshold", "0.5"], "and --scene-threshold need"),
     ):
         code = main(["caption", video, "--out", str(tmp_path / "o"), "--model", "tiny", *flags])
         err = capsys.readouterr().err
@@ -460,12 +466,116 @@ def test_a_folder_of_scene_files_is_cut_on_past_videos_that_cannot_be(
     for name, video in (("a-gone", tmp_path / "gone.mp4"), ("b-notes", text)):  # cut first
         moved = [json.dumps({**json.loads(row), "video": str(video)}) for row in rows]
         (out / f"{name}.scenes.jsonl").write_text("\n".join(moved) + "\n")
+    # (and, regression, a video shorter than its scenes — a file copied over it — and a
+    # scenes file with a bad row stopped the whole folder with exit 2, the first leaving
+    # half its clips without a manifest)
+    short, _ = footage["short"]
+    moved = [json.dumps({**json.loads(row), "video": str(short)}) for row in rows]
+    (out / "c-short.scenes.jsonl").write_text("\n".join(moved) + "\n")
+    bad = json.dumps({**json.loads(rows[0]), "captions": "a string"})
+    (out / "d-bad.scenes.jsonl").write_text(bad + "\n")
     assert main(["clips", "--scenes", str(out), "--out", str(tmp_path / "all")]) == 1
     err = capsys.readouterr().err
     assert f"a-gone.scenes.jsonl: no clips: its video {tmp_path / 'gone.mp4'} is not a file" in err
     assert f"b-notes.scenes.jsonl: no clips: {text}: not a readable video" in err
-    assert err.rstrip().endswith("vidcap: 2 videos not cut (see above)")
+    assert "c-short.scenes.jsonl: no clips: scene 2 starts at" in err
+    assert "d-bad.scenes.jsonl: line 1: 'captions' must be a list" in err
+    assert "Traceback" not in err
+    assert err.rstrip().endswith("vidcap: 4 videos not cut (see above)")
     assert len(list((tmp_path / "all" / "cuts").glob("*.mp4"))) == len(rows)
+    assert not (tmp_path / "all" / "c-short").exists()  # checked before any clip is cut
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"captions": "x"}, "'captions' must be a list, got 'x'"),
+        ({"captions": [{"frame": 1}]}, "each of 'captions' must be an object with a number"),
+        ({"captions": [{"time": "a", "caption": "y"}]}, "a number 'time' and a text 'caption'"),
+        ({"caption": 5}, "'caption' must be text, got 5"),
+    ],
+)
+def test_a_scene_row_of_the_wrong_shape_is_one_line(
+    tmp_path: Path, capsys, change: dict, message: str
+) -> None:
+    """Regression: a scene row whose 'captions' was not a list of samples ended
+    ``vidcap clips --scenes`` with a TypeError or KeyError traceback."""
+    row = {"video": "v.mp4", "scene": 1, "start": 0.0, "end": 1.0, "caption": "a", **change}
+    path = tmp_path / "v.scenes.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    assert main(["clips", "--scenes", str(path), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_a_scenes_file_of_two_videos_or_of_another_video_is_told(
+    footage, tiny_captioner, tmp_path: Path, capsys, caplog
+) -> None:
+    """Regression: a scenes file whose rows name two videos was cut from the first one's
+    file, and a VIDEO given with another video's scenes (60 s of scenes on a 0.5 s file)
+    was cut without a word."""
+    path, _ = footage["cuts"]
+    short, _ = footage["short"]
+    out = tmp_path / "out"
+    _run([path], out, tiny_captioner, SCENES)
+    rows = (out / "cuts.scenes.jsonl").read_text().splitlines()
+    other = json.dumps({**json.loads(rows[-1]), "video": str(short)})
+    (tmp_path / "mixed.scenes.jsonl").write_text("\n".join([*rows[:-1], other]) + "\n")
+    argv = ["clips", "--scenes", str(tmp_path / "mixed.scenes.jsonl"), "--out", str(tmp_path / "m")]
+    assert main(argv) == 2
+    assert "its rows name more than one video" in capsys.readouterr().err
+    first = json.dumps({**json.loads(rows[0]), "scene": 1})
+    (tmp_path / "one.scenes.jsonl").write_text(first + "\n")  # (the first shot only: 0 to 1 s)
+    long = {**json.loads(rows[0]), "end": 60.0}
+    (tmp_path / "long.scenes.jsonl").write_text(json.dumps(long) + "\n")
+    argv = ["clips", str(short), "--scenes", str(tmp_path / "long.scenes.jsonl")]
+    assert main([*argv, "--out", str(tmp_path / "l")]) == 0
+    err = capsys.readouterr().err
+    assert f"its scenes are of cuts.mp4, not short.mp4: cut from {short} as asked" in err
+    assert "the scenes end at 60.000 s, the video at 0.500 s: is it the video" in caplog.text
+    argv = ["clips", str(path), "--scenes", str(tmp_path / "one.scenes.jsonl")]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 0
+    assert "warning" not in capsys.readouterr().err.lower()  # its own video: no warning
+    assert caplog.text.count("is it the video") == 1
+
+
+def test_moments_in_a_scenes_folder_cover_their_shots(
+    footage, tiny_captioner, tmp_path: Path, capsys
+) -> None:
+    """Regression: in a ``--scenes`` folder (one sample in each shot's middle) a matching
+    sample covered [its time, the next sample's time): ``vidcap search``, ``mask`` and
+    ``export`` gave a moment from the middle of its shot to the middle of the next, and
+    clips cut from it crossed a cut. A sample now covers its shot. ``export`` gives a
+    scene the frame range its row holds (it placed times by the rate from 0 s)."""
+    from vidcap.export import export_fiftyone
+    from vidcap.mask import MaskSettings, load_captions, mask_captions
+    from vidcap.search import search
+
+    path, _ = footage["cuts"]
+    out = tmp_path / "out"
+    _run([path], out, tiny_captioner, SCENES)
+    rows = [json.loads(line) for line in (out / "cuts.scenes.jsonl").read_text().splitlines()]
+    query = "^" + re.escape(rows[1]["caption"]) + "$"  # the second shot's caption, whole
+    settings = MaskSettings(regex=True)
+    moments = search([out], [query], settings)
+    shots = [(r["start"], r["end"]) for r in rows if re.fullmatch(query[1:-1], r["caption"])]
+    assert moments and shots
+    merged: list[tuple[float, float]] = []  # (adjacent shots of that caption are one moment)
+    for start, end in shots:
+        if merged and merged[-1][1] == start:
+            start = merged.pop()[0]
+        merged.append((start, end))
+    assert sorted((m.start, m.end) for m in moments) == merged
+    assert main(["mask", str(out / "cuts.jsonl"), "--query", query, "--regex"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(s["start"], s["end"]) for s in report["segments"]] == merged
+    assert report["settings"]["scenes"] == str(out / "cuts.scenes.jsonl")
+    plain = mask_captions(load_captions(out / "cuts.jsonl"), [query], settings)  # no shots
+    assert [(s["start"], s["end"]) for s in plain["segments"]] != merged
+    export_fiftyone(out, tmp_path / "fo")
+    labels = json.loads((tmp_path / "fo" / "labels" / "cuts.json").read_text())
+    ranges = [e["support"]["ranges"] for e in labels["events"]["events"] if e["name"] == "scenes"]
+    assert ranges == [f"{r['start_frame'] + 1}-{r['end_frame']}" for r in rows]
 
 
 def test_scene_clips_of_a_source_changed_since_it_was_captioned_say_so(

@@ -228,6 +228,24 @@ def test_the_last_line_counts_in_words(tmp_path: Path, capsys) -> None:
     assert err.startswith("vidcap: 4 moments in 2 videos; 6 captions of 2 videos searched in "), err
 
 
+def test_videos_without_captions_to_read_are_told_not_counted_as_searched(
+    tmp_path: Path, capsys
+) -> None:
+    """Regression: a folder captioned ``--format srt`` (no JSONL, no Parquet) said "0
+    moments … 0 captions of 2 videos searched" and nothing else."""
+    videos = [FakeVideo(n, ("a red car",)) for n in "ab"]
+    out = write_folder(tmp_path / "out", videos, formats=("srt",))
+    assert main(["search", str(out), "red car"]) == 0
+    warning, last = capsys.readouterr().err.splitlines()
+    assert warning == (
+        "vidcap: warning: 2 videos not searched, their captions unreadable (a: its captions "
+        "are in neither a.jsonl nor Parquet, and 1 more)"
+    )
+    assert last.startswith("vidcap: 0 moments in 0 videos; 0 captions of 2 videos searched")
+    assert main(["search", str(write_folder(tmp_path / "ok", videos)), "red car"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_table_json_and_csv(folder: Path, capsys) -> None:
     assert main(["search", str(folder), "red car"]) == 0
     captured = capsys.readouterr()

@@ -323,8 +323,11 @@ def held_edge(video: Path, start: float, length: float, timing: SourceTiming) ->
     if not times or times[0] > start + EPSILON:
         return None
     inside = [t for t in times if start - EPSILON <= t < end - EPSILON]
+    before_end = [t for t in times if t < end - EPSILON]
+    if not before_end:
+        return None
     lead = (inside[0] if inside else end) - start
-    tail = end - max(t for t in times if t < end - EPSILON)
+    tail = end - before_end[-1]
     if max(lead, tail) <= HOLD_S:
         return None
     where, gap = ("start", lead) if lead > HOLD_S else ("end", tail)
@@ -371,6 +374,12 @@ class SourceTiming:
     headerless: bool = False
     codec: str = ""
     uncopyable: bool = False
+
+    @property
+    def origin(self) -> float:
+        """Where the file starts on vidcap's frame times (s): its first frame, or sound,
+        shows no earlier (a late-start MP4's first frame is at its late start)."""
+        return max(0.0, -self.offset)
 
     def after(self, clip: Clip) -> SourceTiming:
         """This source's timing for its next clips: where MP4 refused its codec in ``clip``'s
@@ -484,16 +493,24 @@ def export_clips(
     """Every segment of ``video`` as its own MP4 in ``out_dir``, then ``manifest.json``."""
     video, out_dir = Path(video), Path(out_dir)
     timing = SourceTiming.of(video)
-    duration = timing.duration
+    duration, origin = timing.duration, timing.origin
     for number, segment in enumerate(segments, start=1):
         if segment.start >= duration:
             raise UsageError(
                 f"segment {number} starts at {segment.start} s, at or after the end of "
                 f"{video} ({duration:.3f} s)"
             )
+        if segment.end <= origin + EPSILON:
+            raise UsageError(
+                f"segment {number} ends at {segment.end} s, before {video} starts "
+                f"({origin:.3f} s: its times are the frames' own, a late start kept)"
+            )
+    check_clips_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     clips = []
-    for number, seg in enumerate(segments, start=1):
+    for number, asked in enumerate(segments, start=1):
+        # (what the video holds of it: its clip's name and manifest times are these)
+        seg = Segment(max(asked.start, origin), min(asked.end, duration), asked.frames)
         clip = export_clip(
             video, seg, out_dir / clip_name(video.stem, number, seg), precise, timing
         )
@@ -504,12 +521,52 @@ def export_clips(
 
 
 def write_manifest(path: Path, video: Path, clips: list[Clip], precise: bool) -> None:
+    """The folder's ``manifest.json``; the clips an earlier one listed that this one does
+    not (a folder cut into again, with other segments) are removed, with their ``.json``."""
+    earlier = _listed_clips(path)
     manifest = {
         "source": str(video),
         "mode": PRECISE if precise else STREAM_COPY,
         "clips": [asdict(clip) for clip in clips],
     }
     write_atomic(path, json.dumps(manifest, indent=2) + "\n")
+    for name in earlier - {clip.path for clip in clips}:
+        for stale in (path.parent / name, (path.parent / name).with_suffix(".json")):
+            if stale.is_file() and not stale.is_symlink():
+                stale.unlink()
+
+
+def _listed_clips(manifest: Path) -> set[str]:
+    """The clip names an earlier ``manifest.json`` lists: plain ``.mp4`` names in its
+    folder only (a hand-edited one may name anything)."""
+    try:
+        data = jsontext.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    rows = data.get("clips") if isinstance(data, dict) else None
+    names = {row.get("path") for row in rows or () if isinstance(row, dict)}
+    return {
+        name
+        for name in names
+        if isinstance(name, str) and name.endswith(".mp4") and Path(name).name == name
+    }
+
+
+def check_clips_folder(out_dir: Path) -> None:
+    """A usage error unless ``out_dir`` is new, or its ``manifest.json`` (if any) is one
+    ``vidcap clips`` wrote: never over another tool's manifest (a FiftyOne export's)."""
+    manifest = out_dir / MANIFEST_NAME
+    if not manifest.is_file():
+        return
+    try:
+        data = jsontext.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = None
+    if not (isinstance(data, dict) and isinstance(data.get("clips"), list) and "type" not in data):
+        raise UsageError(
+            f"{out_dir} holds a {MANIFEST_NAME} that `vidcap clips` did not write (a "
+            "`vidcap export` folder?): give another folder"
+        )
 
 
 # ---- clips per scene ---------------------------------------------------------------------
@@ -557,6 +614,12 @@ def load_scenes(path: Path | str) -> list[dict[str, Any]]:
             rows.append(_check_scene(path, number, row))
     if not rows:
         raise UsageError(f"{path}: no scenes")
+    named = list(dict.fromkeys(row["video"] for row in rows))
+    if len(named) > 1:
+        raise UsageError(
+            f"{path}: its rows name more than one video ({named[0]}, {named[1]}): a scenes "
+            "file is one video's"
+        )
     return rows
 
 
@@ -571,7 +634,26 @@ def _check_scene(path: Path, number: int, row: object) -> dict[str, Any]:
         raise UsageError(f"{where}: end {row['end']} is not after start {row['start']}")
     row.setdefault("caption", "")
     row.setdefault("captions", [])
+    if not isinstance(row["caption"], str):
+        raise UsageError(f"{where}: 'caption' must be text, got {row['caption']!r}")
+    if not isinstance(row["captions"], list):
+        raise UsageError(f"{where}: 'captions' must be a list, got {row['captions']!r}")
+    for sample in row["captions"]:
+        if not (
+            isinstance(sample, dict)
+            and is_number(sample.get("time"))
+            and isinstance(sample.get("caption"), str)
+        ):
+            raise UsageError(
+                f"{where}: each of 'captions' must be an object with a number 'time' and a "
+                f"text 'caption', got {sample!r}"
+            )
     return row
+
+
+# The scenes may end this much (s) past the video's end before a warning: their end is the
+# last frame's time plus one frame interval, a container's end may round it.
+SCENE_END_SLACK_S = 0.5
 
 
 def scene_pieces(
@@ -627,17 +709,27 @@ def export_scene_clips(
     pieces = scene_pieces(rows, min_duration, max_duration)
     timing = SourceTiming.of(video)
     duration = timing.duration
-    out_dir.mkdir(parents=True, exist_ok=True)
-    clips = []
-    for piece in pieces:
-        if piece.start >= duration:
-            if piece.part > 1:  # a scene whose end, by its last frame's duration, is past
-                log.info("%s: no %s (after the end)", video, scene_clip_name(video.stem, piece))
-                continue  # the file's: the pieces after its end hold nothing
+    for piece in pieces:  # (checked before any is cut: no folder of half the clips)
+        if piece.start >= duration and piece.part == 1:
             raise UsageError(
                 f"scene {piece.row['scene']} starts at {piece.start} s, at or after the end of "
                 f"{video} ({duration:.3f} s): is it the video of these scenes?"
             )
+    last_end = max(float(row["end"]) for row in rows)
+    if last_end > duration + max(SCENE_END_SLACK_S, 2 * timing.frame):
+        log.warning(
+            "%s: the scenes end at %.3f s, the video at %.3f s: is it the video of these "
+            "scenes? Their clips are cut to its end",
+            video, last_end, duration,
+        )  # fmt: skip
+    check_clips_folder(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clips = []
+    for piece in pieces:
+        if piece.start >= duration:  # a scene whose end, by its last frame's duration, is
+            # past the file's: the pieces after its end hold nothing
+            log.info("%s: no %s (after the end)", video, scene_clip_name(video.stem, piece))
+            continue
         segment = Segment(piece.start, piece.end, len(piece.captions()))
         output = out_dir / scene_clip_name(video.stem, piece)
         clip = export_clip(video, segment, output, precise, timing)

@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import json
 import logging
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidcap import __version__
+from vidcap import __version__, jsontext
 from vidcap.errors import UsageError
 from vidcap.folder import (
     SOURCE_CHANGED,
@@ -150,8 +151,19 @@ def export_fiftyone(
 def _check_target(target: Path) -> None:
     if target.exists() and not target.is_dir():
         raise UsageError(f"{target} is a file; give a new or empty folder")
-    if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST).is_file():
+    if not target.is_dir() or not any(target.iterdir()):
+        return
+    if not (target / MANIFEST).is_file():
         raise UsageError(f"{target} is not empty and holds no earlier export ({MANIFEST})")
+    try:
+        earlier = jsontext.loads((target / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        earlier = None
+    if not (isinstance(earlier, dict) and earlier.get("type") == DATASET_TYPE):
+        raise UsageError(
+            f"{target} holds a {MANIFEST} that is not an earlier export (a `vidcap clips` "
+            "folder?): give a new or empty folder"
+        )
 
 
 def video_labels(read: VideoRead, queries: Sequence[str], settings: MaskSettings) -> dict:
@@ -180,7 +192,10 @@ def video_labels(read: VideoRead, queries: Sequence[str], settings: MaskSettings
 
 
 def _event(field: str, span: Span, read: VideoRead, label: str | None = None) -> dict:
-    first, last = frame_support(read.frames, span.start, span.end)
+    if span.start_frame is not None and span.end_frame is not None:  # (a scene's own)
+        first, last = span.start_frame + 1, span.end_frame
+    else:
+        first, last = frame_support(read.frames, span.start, span.end)
     attrs = [
         {"type": NUMERIC, "name": "start", "value": round(span.start, DECIMALS)},
         {"type": NUMERIC, "name": "end", "value": round(span.end, DECIMALS)},
@@ -198,22 +213,33 @@ def _event(field: str, span: Span, read: VideoRead, label: str | None = None) ->
 
 def frame_support(frames: Sequence[CaptionedFrame], start: float, end: float) -> tuple[int, int]:
     """The FiftyOne frame numbers [first, last] (counted from 1) that [start, end) seconds
-    cover. A time is placed by the sampled frame shown at it when there is one, else by the
-    frame rate the sampled frames show (the index at ``seconds × rate``); the frame shown at
-    ``end`` is not covered, so ``last`` is its index (its number minus one)."""
+    cover. A time is placed by the sampled frame shown at it when there is one, else from
+    the nearest sampled frame before it by the frame rate the sampled frames show (its
+    index + the seconds between × rate, never past the next sampled frame's index): frame
+    times keep a late start (an MP4's first frame at 5 s is index 0), and a variable rate
+    is placed from the sample nearest; the frame shown at ``end`` is not covered, so
+    ``last`` is its index (its number minus one)."""
     if not frames:
         return 1, 1
     rate = frame_rate(frames)
-    exact = {round(f.time, DECIMALS): f.index for f in frames}
+    ordered = sorted(frames, key=lambda f: (f.time, f.index))
+    keys = [round(f.time, DECIMALS) for f in ordered]
+    exact = dict(zip(keys, (f.index for f in ordered), strict=True))
 
     def index_at(seconds: float) -> int:
         key = round(seconds, DECIMALS)
         if key in exact:
             return exact[key]
-        if rate:
-            return round(seconds * rate)
-        later = [f.index for f in frames if round(f.time, DECIMALS) > key]
-        return later[0] if later else frames[-1].index + 1
+        after = bisect_right(keys, key)
+        later = ordered[after] if after < len(ordered) else None
+        if after == 0:  # (before the first sample: back from it)
+            assert later is not None
+            step = round((later.time - seconds) * rate) if rate else 1
+            return max(0, later.index - step)
+        before = ordered[after - 1]
+        step = round((seconds - before.time) * rate) if rate else 1
+        index = before.index + max(step, 0)
+        return min(index, later.index) if later is not None else index
 
     first = index_at(start) + 1
     return first, max(first, index_at(end))

@@ -123,6 +123,11 @@ class VideoRead:
         video's record (``damaged_frames``) or on the rows read (``"damaged": true``)."""
         return set(self.video.damaged_frames) | {f.index for f in self.frames if f.damaged}
 
+    def shots(self) -> list[tuple[float, float]]:
+        """The video's shots, [start, end) each, when it was captioned ``--scenes``: its
+        samples cover their part of their shot (``vidcap.mask.frame_spans``)."""
+        return [(span.start, span.end) for span in read_scenes(self.video)]
+
     def segment_duration(self) -> float | None:
         """Where the last frame's coverage ends, for ``vidcap.mask.segments``: the video's
         duration when the folder knows it, else what ``vidcap mask`` infers (the last
@@ -398,18 +403,31 @@ def thumb_frames(video: FolderVideo) -> set[int]:
 
 @dataclass(frozen=True)
 class Span:
-    """A time range of a video with a label: a scene, or a mask segment."""
+    """A time range of a video with a label: a scene, or a mask segment; a scene's decoder
+    frame indices too, [``start_frame``, ``end_frame``) (None where not known)."""
 
     start: float
     end: float
     label: str = ""
     frames: int = 0
     damaged: int = 0
+    start_frame: int | None = None
+    end_frame: int | None = None
 
 
 def read_scenes(video: FolderVideo) -> list[Span]:
     """``<name>.scenes.jsonl``: one span per shot (label: its caption); none when absent."""
-    path = video.output(SCENES_SUFFIX)
+    return read_scene_file(video.output(SCENES_SUFFIX))
+
+
+def scenes_beside(captions: Path) -> Path:
+    """``OUT/talk.jsonl`` → ``OUT/talk.scenes.jsonl``, where ``--scenes`` writes its shots."""
+    return captions.with_name(captions.name.removesuffix(".jsonl") + SCENES_SUFFIX)
+
+
+def read_scene_file(path: Path) -> list[Span]:
+    """A ``.scenes.jsonl``'s spans, in time order; none when absent or unreadable (a
+    warning), rows that are not scenes passed over."""
     if not path.is_file():
         return []
     try:
@@ -426,7 +444,7 @@ def read_scenes(video: FolderVideo) -> list[Span]:
         span = _span(row, "caption") if isinstance(row, dict) else None
         if span is not None:
             spans.append(span)
-    return spans
+    return sorted(spans, key=lambda span: span.start)
 
 
 @dataclass(frozen=True)
@@ -462,12 +480,16 @@ def _span(row: dict, label_key: str = "") -> Span | None:
         return None
     frames, damaged = row.get("frames"), row.get("damaged")
     label = row.get(label_key) if label_key else ""
+    first, stop = row.get("start_frame"), row.get("end_frame")
+    indexed = type(first) is int and type(stop) is int and stop > first >= 0
     return Span(
         float(start),
         float(end),
         label if isinstance(label, str) else "",
         frames if type(frames) is int else 0,
         damaged if type(damaged) is int and damaged > 0 else 0,
+        first if indexed else None,
+        stop if indexed else None,
     )
 
 

@@ -14,7 +14,7 @@ import logging
 import math
 import re
 import statistics
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -249,24 +249,55 @@ def frame_ends(times: Sequence[float], duration: float | None = None) -> list[fl
     return [*times[1:], last_end]
 
 
+def frame_spans(
+    times: Sequence[float], ends: Sequence[float], scenes: Sequence[tuple[float, float]] = ()
+) -> tuple[list[float], list[float]]:
+    """Each frame's [start, end): [its time, ``ends``' (the next frame's time)); with
+    ``scenes`` (the shots of a ``--scenes`` folder, [start, end) each, in order), a frame
+    inside a shot covers its part of it: the shot's first sample from the shot's start, its
+    last to the shot's end (a shot is sampled in its middle, or on a grid from its start)."""
+    starts, ends = list(times), list(ends)
+    if not scenes:
+        return starts, ends
+    firsts = [round(start, DECIMALS) for start, _ in scenes]
+
+    def shot(time: float) -> int | None:
+        at = round(time, DECIMALS)
+        k = bisect_right(firsts, at) - 1
+        return k if k >= 0 and at < round(scenes[k][1], DECIMALS) else None
+
+    shots = [shot(time) for time in times]
+    for i, k in enumerate(shots):
+        if k is None:
+            continue
+        if i == 0 or shots[i - 1] != k:
+            starts[i] = scenes[k][0]
+        if i == len(shots) - 1 or shots[i + 1] != k:
+            ends[i] = scenes[k][1]
+    return starts, ends
+
+
 def segments(
     times: Sequence[float],
     flags: Sequence[bool],
     duration: float | None = None,
     merge_gap: float = 0.0,
     min_duration: float = 0.0,
+    scenes: Sequence[tuple[float, float]] = (),
 ) -> list[Segment]:
-    """Runs of matching frames as time segments: gaps < ``merge_gap`` closed, then
-    segments < ``min_duration`` dropped (both in seconds)."""
+    """Runs of matching frames as time segments (each frame covering ``frame_spans``'
+    range): gaps < ``merge_gap`` closed, then segments < ``min_duration`` dropped (both in
+    seconds)."""
     if len(times) != len(flags):
         raise ValueError(f"{len(times)} times but {len(flags)} flags")
     MaskSettings(merge_gap=merge_gap, min_duration=min_duration, duration=duration)
-    runs = _runs(times, frame_ends(times, duration), flags)
+    starts, ends = frame_spans(times, frame_ends(times, duration), scenes)
+    runs = _runs(starts, ends, flags)
     closed = _close_gaps(runs, merge_gap)
     return [s for s in closed if not _shorter(s.duration, min_duration)]
 
 
-def _runs(times: Sequence[float], ends: Sequence[float], flags: Sequence[bool]) -> list[Segment]:
+def _runs(starts: Sequence[float], ends: Sequence[float], flags: Sequence[bool]) -> list[Segment]:
     runs: list[Segment] = []
     start = None
     for i, flag in enumerate(flags):
@@ -274,7 +305,7 @@ def _runs(times: Sequence[float], ends: Sequence[float], flags: Sequence[bool]) 
             start = i
         if start is not None and (not flag or i == len(flags) - 1):
             last = i if flag else i - 1
-            runs.append(Segment(times[start], ends[last], last - start + 1))
+            runs.append(Segment(starts[start], ends[last], last - start + 1))
             start = None
     return runs
 
@@ -317,11 +348,14 @@ def build_report(
     question: str | None = None,
     extra_settings: Mapping[str, object] | None = None,
     damaged: Sequence[bool] = (),
+    scenes: Sequence[tuple[float, float]] = (),
 ) -> dict:
     """The ``vidcap mask`` JSON: settings, mask string, segments and coverage of the video.
     ``damaged``: per frame, whether its picture may show decoding damage (each segment
-    counts its matching frames that may)."""
-    found = segments(times, flags, settings.duration, settings.merge_gap, settings.min_duration)
+    counts its matching frames that may); ``scenes``: the video's shots (``segments``)."""
+    found = segments(
+        times, flags, settings.duration, settings.merge_gap, settings.min_duration, scenes
+    )
     counts = damaged_counts(found, times, flags, damaged) if any(damaged) else [0] * len(found)
     duration = frame_ends(times, settings.duration)[-1] if times else settings.duration or 0.0
     covered = sum(s.duration for s in found)
@@ -351,12 +385,26 @@ def _rounded(segment: Segment) -> dict:
     return row
 
 
-def mask_captions(captions: VideoCaptions, queries: Sequence[str], settings: MaskSettings) -> dict:
-    """A video's captions + queries → the report (query mode, the whole of it)."""
+def mask_captions(
+    captions: VideoCaptions,
+    queries: Sequence[str],
+    settings: MaskSettings,
+    scenes: Sequence[tuple[float, float]] = (),
+    extra_settings: Mapping[str, object] | None = None,
+) -> dict:
+    """A video's captions + queries → the report (query mode, the whole of it); ``scenes``:
+    its shots, when its captions were sampled per shot (``frame_spans``)."""
     flags = match_frames(captions.frames, queries, settings.regex)
     damaged = [frame.damaged for frame in captions.frames]
     return build_report(
-        captions.video, captions.times, flags, settings, queries=queries, damaged=damaged
+        captions.video,
+        captions.times,
+        flags,
+        settings,
+        queries=queries,
+        damaged=damaged,
+        scenes=scenes,
+        extra_settings=extra_settings,
     )
 
 

@@ -2,7 +2,8 @@
 
 A moment is a ``vidcap mask`` segment: the same matching (``vidcap.mask.match_frames``:
 case-insensitive whole words, or regular expressions) and the same segments
-(``vidcap.mask.segments``: a frame covers [its time, the next frame's time), gaps shorter
+(``vidcap.mask.segments``: a frame covers [its time, the next frame's time) — in a
+``--scenes`` folder its part of its shot, ``vidcap.mask.frame_spans`` — gaps shorter
 than ``merge_gap`` closed, then moments shorter than ``min_duration`` dropped), applied to
 each video of the folders. The last frame of a video covers up to the video's duration as
 ``summary.json`` records it (``vidcap mask --duration``), else what ``vidcap mask`` infers.
@@ -91,7 +92,12 @@ def video_moments(
         return []
     times = read.times
     found = segments(
-        times, flags, read.segment_duration(), settings.merge_gap, settings.min_duration
+        times,
+        flags,
+        read.segment_duration(),
+        settings.merge_gap,
+        settings.min_duration,
+        read.shots(),
     )
     video = read.video
     damaged = read.damaged()
@@ -154,6 +160,8 @@ class SearchStats:
     videos: int = 0
     frames: int = 0
     seconds: float = 0.0
+    unread: int = 0  # done videos whose captions could not be read (``VideoRead.problem``)
+    first_problem: str = ""  # the first of them, "<name>: <why>"
 
 
 def iter_moments(
@@ -173,6 +181,9 @@ def iter_moments(
         stats.folders += 1
         for read in read_captions(videos, prefilter):
             stats.videos += 1
+            if read.problem:
+                stats.unread += 1
+                stats.first_problem = stats.first_problem or f"{read.video.name}: {read.problem}"
             stats.frames += len(read.frames) + read.unread
             yield from video_moments(read, queries, settings, order)
             order += 1

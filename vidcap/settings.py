@@ -37,6 +37,9 @@ SCENE_DETECTORS = ("content", "adaptive", "hash", "histogram")
 """PySceneDetect's ContentDetector (the default), AdaptiveDetector, HashDetector,
 HistogramDetector (``vidcap.scenes``)."""
 MAX_SCENE_FRAMES = 100
+# Detectors whose threshold is a relative difference, 0 to 1 (PySceneDetect's HashDetector
+# and HistogramDetector): above 1 no cut is ever found.
+RELATIVE_DETECTORS = ("hash", "histogram")
 MAX_SKIP_DISTANCE = 64
 
 
@@ -108,6 +111,15 @@ class SamplingSettings:
             self.scene_threshold > 0 and math.isfinite(self.scene_threshold)
         ):
             raise UsageError(f"--scene-threshold must be a number > 0, got {self.scene_threshold}")
+        if (
+            self.scene_threshold is not None
+            and self.scene_detector in RELATIVE_DETECTORS
+            and self.scene_threshold > 1
+        ):
+            raise UsageError(
+                f"--scene-threshold of --scene-detector {self.scene_detector} is a relative "
+                f"difference, from 0 to 1; got {self.scene_threshold}"
+            )
         if self.scene_frames is not None and not 1 <= self.scene_frames <= MAX_SCENE_FRAMES:
             raise UsageError(
                 f"--scene-frames must be from 1 to {MAX_SCENE_FRAMES}, got {self.scene_frames}"
@@ -123,7 +135,8 @@ class SamplingSettings:
                 if value
             ]
             if given:
-                raise UsageError(f"{' and '.join(given)} need --scenes")
+                verb = "needs" if len(given) == 1 else "need"
+                raise UsageError(f"{' and '.join(given)} {verb} --scenes")
             return
         if self.keyframes:
             raise UsageError(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vidcap.cli import EXIT_OK
 from vidcap.cli.parser import local_folder
+from vidcap.errors import UsageError
 from vidcap.mask import MaskSettings
 from vidcap.wording import counted
 
@@ -41,10 +42,9 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
                         help="also export the moments matching TEXT as 'segments' (as "
                         "`vidcap search`); repeatable")  # fmt: skip
     parser.add_argument("--regex", action="store_true", help="queries are regular expressions")
-    default = MaskSettings()
-    parser.add_argument("--merge-gap", type=float, default=default.merge_gap, metavar="S",
+    parser.add_argument("--merge-gap", type=float, metavar="S",
                         help="with --query: close gaps shorter than S seconds")  # fmt: skip
-    parser.add_argument("--min-duration", type=float, default=default.min_duration, metavar="S",
+    parser.add_argument("--min-duration", type=float, metavar="S",
                         help="with --query: drop moments shorter than S seconds")  # fmt: skip
     parser.add_argument("--copy-media", action="store_true",
                         help="copy the videos into DIR/data/ (default: the manifest names "
@@ -56,8 +56,23 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 def run_export(args: argparse.Namespace) -> int:
     from vidcap.export import MANIFEST, export_fiftyone
 
+    given = [
+        flag
+        for flag, value in (
+            ("--regex", args.regex),
+            ("--merge-gap", args.merge_gap is not None),
+            ("--min-duration", args.min_duration is not None),
+        )
+        if value
+    ]
+    if given and not args.query:
+        verb = "applies" if len(given) == 1 else "apply"
+        raise UsageError(f"{' and '.join(given)} {verb} to --query: give --query TEXT")
+    default = MaskSettings()
     settings = MaskSettings(
-        regex=args.regex, merge_gap=args.merge_gap, min_duration=args.min_duration
+        regex=args.regex,
+        merge_gap=default.merge_gap if args.merge_gap is None else args.merge_gap,
+        min_duration=default.min_duration if args.min_duration is None else args.min_duration,
     )
     stats = export_fiftyone(args.out, args.dir, args.query, settings, args.copy_media)
     print(args.dir / MANIFEST)

@@ -33,9 +33,16 @@ from vidcap.clips import (
     load_segments,
     scene_file_name,
     scene_files,
+    scene_pieces,
 )
 from vidcap.errors import UsageError
-from vidcap.folder import SOURCE_CHANGED, FolderVideo, open_folder
+from vidcap.folder import (
+    SOURCE_CHANGED,
+    FolderVideo,
+    open_folder,
+    read_scene_file,
+    scenes_beside,
+)
 from vidcap.inputs import require_utf8_name
 from vidcap.mask import (
     QUESTION_MAX_NEW_TOKENS,
@@ -174,7 +181,11 @@ def _query_mode(args: argparse.Namespace, settings: MaskSettings) -> dict:
             f"{args.source} is a video: --query searches a caption JSONL "
             "(run `vidcap caption` first), or ask the video with --question"
         )
-    return mask_captions(load_captions(args.source), args.query, settings)
+    captions = load_captions(args.source)
+    beside = scenes_beside(args.source)  # (captioned --scenes: a sample covers its shot's part)
+    shots = [(span.start, span.end) for span in read_scene_file(beside)]
+    extra = {"scenes": str(beside)} if shots else None
+    return mask_captions(captions, args.query, settings, shots, extra)
 
 
 def _question_mode(args: argparse.Namespace, settings: MaskSettings) -> dict:
@@ -242,6 +253,8 @@ def run_clips(args: argparse.Namespace) -> int:
     require_utf8_name(args.video)
     if not args.video.exists():  # (named on the command line: a usage error, as caption's)
         raise UsageError(f"{args.video}: no such file")
+    if args.video.is_dir():
+        raise UsageError(f"{args.video} is a folder; give one video file")
     segments = load_segments(args.segments)
     clips = export_clips(args.video, segments, args.out, precise=args.precise)
     for clip in clips:
@@ -250,20 +263,32 @@ def run_clips(args: argparse.Namespace) -> int:
     return 0
 
 
-def _changed_source(
-    path: Path, video: Path, recorded: dict[Path, dict[str, FolderVideo]]
-) -> str | None:
-    """``SOURCE_CHANGED`` when ``path`` is a scene file of an output folder whose record of
-    its video says ``video`` is not the file captioned (``FolderVideo.source_changed``);
-    None otherwise, or when the folder holds no record of it. ``recorded``: each folder's
-    videos by name, read once."""
+def _recorded(path: Path, recorded: dict[Path, dict[str, FolderVideo]]) -> FolderVideo | None:
+    """The record of the video of scene file ``path`` in its output folder, None where the
+    folder holds none (scene files alone). ``recorded``: each folder's videos by name,
+    read once."""
     folder = path.parent
     if folder not in recorded:
         try:
             recorded[folder] = {v.name: v for v in open_folder(folder)}
         except UsageError:  # (scene files alone, not in an output folder)
             recorded[folder] = {}
-    known = recorded[folder].get(scene_file_name(path))
+    return recorded[folder].get(scene_file_name(path))
+
+
+def _scene_video(rows: list[dict], known: FolderVideo | None) -> Path:
+    """The video a scene file's rows name: as they name it (relative to where
+    ``vidcap caption`` ran), else the file its folder's record found (an absolute path)."""
+    named = Path(rows[0]["video"])
+    if named.is_file() or known is None:
+        return named
+    return known.local_source() or named
+
+
+def _changed_source(video: Path, known: FolderVideo | None) -> str | None:
+    """``SOURCE_CHANGED`` when the record ``known`` of a scene file's video says ``video``
+    is not the file captioned (``FolderVideo.source_changed``); None otherwise, or when
+    there is no record of it."""
     if known is None or (changed := known.source_changed()) is None:
         return None
     return SOURCE_CHANGED if changed.resolve() == video.resolve() else None
@@ -273,18 +298,28 @@ def _scene_clips(args: argparse.Namespace) -> int:
     """``vidcap clips [VIDEO] --scenes SCENES``: a clip and its captions per scene."""
     if args.segments is not None:
         raise UsageError("give SEGMENTS.json or --scenes, not both")
+    scene_pieces([], args.min_duration, args.max_duration)  # (bad options: before any file)
     files = scene_files(args.scenes)
-    if args.video is not None and (len(files) > 1 or args.scenes.is_dir()):
+    folder = args.scenes.is_dir()
+    if args.video is not None and (len(files) > 1 or folder):
         raise UsageError(
             "--scenes FOLDER cuts every video its scene files name: give no VIDEO with it"
         )
     skipped = 0  # a folder's videos are cut on past one that cannot be
     recorded: dict[Path, dict[str, FolderVideo]] = {}
     for path in files:
-        rows = load_scenes(path)
-        video = args.video or Path(rows[0]["video"])
+        try:
+            rows = load_scenes(path)
+        except UsageError as exc:
+            if not folder:
+                raise
+            print(f"vidcap: no clips: {exc}", file=sys.stderr)
+            skipped += 1
+            continue
+        known = _recorded(path, recorded)
+        video = args.video or _scene_video(rows, known)
         if not video.is_file():
-            if not args.scenes.is_dir():
+            if not folder:
                 raise UsageError(
                     f"{path}: its video {video} is not a file here; give the video: "
                     f"vidcap clips VIDEO --scenes {path} --out {args.out}"
@@ -293,16 +328,20 @@ def _scene_clips(args: argparse.Namespace) -> int:
                   file=sys.stderr)  # fmt: skip
             skipped += 1
             continue
-        if args.video is None and (changed := _changed_source(path, video, recorded)):
+        if args.video is None and (changed := _changed_source(video, known)):
             print(f"vidcap: {path}: warning: {video} {changed}: its clips are cut at the "
                   "scenes' times, which may not match it", file=sys.stderr)  # fmt: skip
-        out = args.out / scene_file_name(path) if args.scenes.is_dir() else args.out
+        named = Path(rows[0]["video"]).name
+        if args.video is not None and args.video.name != named:
+            print(f"vidcap: {path}: warning: its scenes are of {named}, not "
+                  f"{args.video.name}: cut from {args.video} as asked", file=sys.stderr)  # fmt: skip
+        out = args.out / scene_file_name(path) if folder else args.out
         try:
             clips = export_scene_clips(
                 video, rows, out, args.precise, args.min_duration, args.max_duration
             )
-        except ONE_VIDEO_ERRORS as exc:
-            if not args.scenes.is_dir():
+        except (*ONE_VIDEO_ERRORS, UsageError) as exc:
+            if not folder:
                 raise
             print(f"vidcap: {path}: no clips: {exc}", file=sys.stderr)
             skipped += 1

@@ -103,6 +103,13 @@ def run_search(args: argparse.Namespace) -> int:
         write_csv(sys.stdout, [m.row() for m in moments])
     else:
         print_table(sys.stdout, moments, several=len(args.out) > 1)
+    if stats.unread:  # (not searched: "0 moments" alone would say they hold none)
+        more = f", and {stats.unread - 1} more" if stats.unread > 1 else ""
+        print(
+            f"vidcap: warning: {counted(stats.unread, 'video')} not searched, their captions "
+            f"unreadable ({stats.first_problem}{more})",
+            file=sys.stderr,
+        )
     print(
         f"vidcap: {counted(total, 'moment')} in {counted(videos, 'video')}"
         + (f" ({len(moments)} shown)" if len(moments) < total else "")

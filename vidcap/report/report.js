@@ -60,22 +60,47 @@
   }
 
   // --- the segments of vidcap.mask, ported: frame i covers [t[i], t[i+1]); the last frame
-  // ends at `end`; runs of matches; gaps < mergeGap closed, then segments < minDuration
-  // dropped; seconds compared at the microsecond.
+  // ends at `end`; in a --scenes folder a frame covers its part of its shot (frameSpans);
+  // runs of matches; gaps < mergeGap closed, then segments < minDuration dropped; seconds
+  // compared at the microsecond.
 
   function micro(seconds) { return Math.round(seconds * 1e6); }
   function shorter(seconds, limit) { return micro(seconds) < micro(limit); }
 
-  function segments(times, flags, end, mergeGap, minDuration) {
+  // vidcap.mask.frame_spans: a shot's first sample covers from the shot's start, its last
+  // to the shot's end (`scenes`: [start, end, caption] each, in time order)
+  function frameSpans(times, ends, scenes) {
+    var starts = times.slice();
+    if (!scenes || !scenes.length) return starts;
+    var shots = times.map(function (time) {
+      var at = micro(time), lo = 0, hi = scenes.length;
+      while (lo < hi) {
+        var mid = (lo + hi) >> 1;
+        if (micro(scenes[mid][0]) <= at) lo = mid + 1; else hi = mid;
+      }
+      var k = lo - 1;
+      return k >= 0 && at < micro(scenes[k][1]) ? k : -1;
+    });
+    for (var i = 0; i < shots.length; i++) {
+      var k = shots[i];
+      if (k < 0) continue;
+      if (i === 0 || shots[i - 1] !== k) starts[i] = scenes[k][0];
+      if (i === shots.length - 1 || shots[i + 1] !== k) ends[i] = scenes[k][1];
+    }
+    return starts;
+  }
+
+  function segments(times, flags, end, mergeGap, minDuration, scenes) {
     var ends = times.slice(1);
     ends.push(end);
+    var starts = frameSpans(times, ends, scenes);
     var runs = [];
     var start = -1;
     for (var i = 0; i < flags.length; i++) {
       if (flags[i] && start < 0) start = i;
       if (start >= 0 && (!flags[i] || i === flags.length - 1)) {
         var last = flags[i] ? i : i - 1;
-        runs.push({ start: times[start], end: ends[last], frames: last - start + 1 });
+        runs.push({ start: starts[start], end: ends[last], frames: last - start + 1 });
         start = -1;
       }
     }
@@ -157,7 +182,7 @@
         if (hits[video.c[i]]) { flags = video.c.map(function (id) { return hits[id]; }); break; }
       }
       if (!flags) continue;
-      var found = segments(video.t, flags, video.d, mergeGap, minDuration);
+      var found = segments(video.t, flags, video.d, mergeGap, minDuration, video.sc);
       if (found.length) hitVideos += 1;
       var first = 0;
       found.forEach(function (segment) {
