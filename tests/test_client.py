@@ -203,6 +203,12 @@ def test_the_token_comes_from_flag_env_or_a_run_folder(tmp_path: Path) -> None:
     assert find_token("flag", local, {"VIDCAP_TOKEN": "env", **run_dir}) == "flag"
     assert find_token(None, local, {"VIDCAP_TOKEN": "env", **run_dir}) == "env"
     assert find_token(None, local, run_dir) is None  # no key file there
+    # (regression: a CR or LF ended the run in aiohttp's "Forbidden control character"
+    # traceback, at the first request)
+    with pytest.raises(UsageError, match="--token holds a character a header cannot carry"):
+        find_token("abc\r", local, {})
+    with pytest.raises(UsageError, match="VIDCAP_TOKEN holds a character"):
+        find_token(None, local, {"VIDCAP_TOKEN": "abc\nX-Other: 1"})
     # a run folder's key: tests/test_resilience.py (for its own server only)
 
 
@@ -240,6 +246,16 @@ def test_connect_builds_the_backend_for_the_served_size() -> None:
             assert backend.input_size == (16, 16) and backend.token == "s3cret"
             frames = make_frames(2, (16, 16))
             assert caption_all(backend, frames) == [pixel_digest(f) for f in frames]
+
+
+@pytest.mark.parametrize("said", [(12000, 12000), (0, -5), "64x64", (32.5, 32)])
+def test_an_input_size_no_model_has_is_refused_in_one_line(said) -> None:
+    """Regression: the client took any two numbers: [12000, 12000] filled its memory (100
+    lines of MemoryError), [0, -5] a ZeroDivisionError traceback, and "64x64" was read as
+    6×4 frames, captioned and kept."""
+    with ScriptedServer(input_size=said) as server:
+        with pytest.raises(ServerRejected, match="not an input size"):
+            RemoteBackend.connect(server.url, ClientOptions(**FAST))
 
 
 def test_the_input_size_comes_from_the_server() -> None:
@@ -386,6 +402,7 @@ def test_a_dead_endpoint_is_routed_around() -> None:
         ("ftp://host/caption", "bad server URL"),
         ("http://127.0.0.1:5000", "no endpoint path"),
         ("http://127.0.0.1:99999/caption", "bad port"),
+        ("http://[::1/caption", "bad server URL .*Invalid IPv6 URL"),  # (was a traceback)
     ],
 )
 def test_bad_urls_are_usage_errors(value: str, message: str) -> None:

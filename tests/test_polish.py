@@ -225,7 +225,7 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_recording_what_is_done(
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [*CMD, "caption", str(videos), "--out", str(out), "--model", "tiny", "--every-n", "1",
-         "--decode-workers", "1", "--quiet", *(["--ray"] if ray else [])],
+         "--quiet", *(["--ray"] if ray else ["--decode-workers", "1"])],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     records = out / ".vidcap"  # a video is done once its record is written (after its outputs)

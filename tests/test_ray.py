@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray  # the optional extra: `make test` installs it
 
+from tests.support.servers import free_port
 from tests.support.stopping import Counting
 from tests.support.videos import VideoSpec, constant_rate, read_jsonl, write_video
 from vidcap import engine
@@ -35,7 +36,7 @@ from vidcap.inputs import InputVideo, expand_inputs
 from vidcap.jobs import RunSettings, VideoResult
 from vidcap.model import Captioner
 from vidcap.parquet import SHARD_DIR, run_writers_for
-from vidcap.ray import RaySettings, caption_dataset
+from vidcap.ray import RaySettings, caption_dataset, reachable
 from vidcap.settings import ModelSettings, SamplingSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -358,6 +359,27 @@ def test_ray_settings_validation() -> None:
     with pytest.raises(UsageError, match=r"--ray and --server are two ways to run the model"):
         ray_settings_from_args(args)
     assert ray_settings_from_args(parser.parse_args(["caption", "b.mp4", "--out", "o"])) is None
+    # (regression: these were taken and ignored: the actors' device is Ray's to give, and
+    # Ray tasks decode — no decoder processes, no stall clock)
+    for extra, message in (
+        (["--device", "cuda:0"], "--device does not apply to --ray"),
+        (["--decode-workers", "2"], "--decode-workers does not apply to --ray"),
+        (["--decode-timeout", "5"], "--decode-timeout does not apply to --ray"),
+        (["--device", "cpu", "--ray-gpus-per-actor", "1"], "give one of them"),
+        (["--ray="], "--ray= needs an ADDRESS"),
+    ):
+        args = parser.parse_args(["caption", "b.mp4", "--out", "o", "--ray", *extra])
+        with pytest.raises(UsageError, match=message):
+            ray_settings_from_args(args)
+    args = parser.parse_args(["caption", "b.mp4", "--out", "o", "--ray", "--device", "cpu"])
+    assert ray_settings_from_args(args).gpus_per_actor == 0
+    # (an address nothing answers at: Ray retried for minutes, a line every 40 s)
+    for address, message in (
+        (f"127.0.0.1:{free_port()}", "cannot reach the Ray cluster at 127.0.0.1"),
+        ("http://x", "give auto, HOST:PORT or ray://HOST:PORT"),
+    ):
+        with pytest.raises(UsageError, match=message):
+            reachable(address)
 
 
 @pytest.mark.slow
@@ -378,6 +400,47 @@ def test_cli_local_cluster_leaves_no_process(tmp_path: Path) -> None:
     while _marked_processes(marker) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _marked_processes(marker) == []
+
+
+@pytest.mark.slow
+def test_a_local_cluster_that_cannot_hold_the_run_says_so_and_ray_address_is_not_joined(
+    tmp_path: Path,
+) -> None:
+    """Regressions: on a local cluster, Captioner actors that take every CPU (none left to
+    decode) or GPUs it does not have made ``vidcap caption --ray`` wait for ever, printing
+    nothing; bare ``--ray`` joined ``$RAY_ADDRESS`` (a RayJob pod's) instead of starting
+    its own cluster; a SIGKILLed run's cluster folder in ``$TMPDIR`` stayed for good."""
+    import tempfile
+
+    from vidcap import scratch
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    left = Path(tempfile.gettempdir()) / f"vidcap-ray-{scratch._host()}-{ended.pid}-killed"
+    (left / "ray" / "session_x").mkdir(parents=True)  # (a killed run's cluster folder)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": f"127.0.0.1:{free_port()}"}
+    command = [sys.executable, "-m", "vidcap", "caption", str(SAMPLES / "shapes.mp4")]
+    command += ["--model", "tiny", "--quiet", "--fps", "1", "--ray"]
+    cases = [(["--ray-actors", "512"], "512 Captioner actors take one CPU each, and the cluster")]
+    import torch
+
+    if not torch.cuda.is_available():
+        cases.append((["--ray-gpus-per-actor", "1"], "need 1 GPUs; the cluster has 0"))
+    for extra, message in cases:
+        out = tmp_path / extra[0].strip("-")
+        result = subprocess.run(
+            [*command, "--out", str(out), *extra],
+            env=env, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert message in result.stderr and result.stderr.count("vidcap: error") == 1
+    result = subprocess.run(
+        [*command, "--out", str(tmp_path / "own")],
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]  # (its own cluster, not RAY_ADDRESS's)
+    assert len(read_jsonl(tmp_path / "own" / "shapes.jsonl")) == 30
+    assert not left.exists()
 
 
 def test_the_model_stage_fails_only_the_video_of_a_frame_the_model_fails_on(

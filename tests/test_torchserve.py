@@ -229,6 +229,31 @@ def test_a_bad_request_fails_alone(
     assert captioner.values == [[1, 2, 3]]
 
 
+def test_a_request_that_breaks_reading_fails_alone(serve, said, monkeypatch) -> None:
+    """Regression: an error other than ``BadRequest`` while reading one request (a 1-byte
+    body raised ``struct.error``) escaped ``preprocess``, and TorchServe answered every
+    request of the batch 503 "Prediction failed". Whatever goes wrong reading a request is
+    now that request's 400."""
+    from vidcap.serve import torchserve
+
+    real = torchserve.split_row
+
+    def split_row(row, headers):  # noqa: ANN001, ANN202 - the handler's own signature
+        if row.get("body") == bytearray(b"boom"):
+            raise KeyError("an unforeseen fault")
+        return real(row, headers)
+
+    monkeypatch.setattr(torchserve, "split_row", split_row)
+    png = {"body": {"content-type": PNG}, "Content-Type": PNG}
+    broken = FakeRequest({"body": bytearray(b"boom")}, png)
+    results, captioner = serve([single(1), broken, single(2)])
+    assert [r[0] for r in results] == [200, 400, 200]
+    assert "the request could not be read" in results[1][1]["error"]
+    assert captioner.values == [[1, 2]]
+    results, _ = serve([single(1), FakeRequest({"body": bytearray(b"x")}, png), single(2)])
+    assert [r[0] for r in results] == [200, 400, 200]  # (a 1-byte body: struct.error before)
+
+
 def test_a_decompression_bomb_is_a_413_and_its_batch_mates_are_captioned(serve, said) -> None:
     # The reported request: 64 black 4096x4096 PNGs, 3 MB sent, 3.2 GB once decoded;
     # it used to kill the worker (its batch-mates got 507).

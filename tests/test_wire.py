@@ -61,6 +61,11 @@ def test_resized_jpeg_is_small_whatever_the_source() -> None:
         (b"", 400, "empty"),
         (b"hello, world", 400, "not a decodable JPEG or PNG"),
         (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, 400, "not a decodable"),
+        # (regression: bodies of 1 to 3 bytes raised struct.error out of Pillow's BMP check,
+        # a 500 from Flask and a failed batch from TorchServe)
+        (b"x", 400, "not a decodable JPEG or PNG"),
+        (b"GIF", 400, "not a decodable JPEG or PNG"),
+        (b"\xff\xd8", 400, "not a decodable JPEG or PNG"),
     ],
 )
 def test_bad_images(data: bytes, status: int, message: str) -> None:
@@ -68,6 +73,21 @@ def test_bad_images(data: bytes, status: int, message: str) -> None:
         decode_image(data, WireLimits())
     assert info.value.status == status
     assert "0x" not in str(info.value)
+
+
+@pytest.mark.parametrize("shape", [(65000, 1), (1, 65000), (20000, 3)])
+def test_a_strip_thousands_of_times_longer_than_wide_is_resized(shape: tuple) -> None:
+    """Regression: libswscale refused to shrink a 1×65000 PNG to 224² in one pass
+    ("Invalid argument"): a 500 from Flask, a failed batch from TorchServe. It is averaged
+    down by whole blocks first."""
+    strip = np.zeros((*shape, 3), np.uint8)
+    strip[: shape[0] // 2, : max(1, shape[1] // 2)] = 255  # white first half
+    buffer = io.BytesIO()
+    Image.fromarray(strip).save(buffer, format="PNG")
+    rgb = decode_image(buffer.getvalue(), WireLimits(), size=(224, 224))
+    assert rgb.shape == (224, 224, 3)
+    if shape[1] == 1:  # (a tall strip: white above, black below)
+        assert rgb[:100].min() > 200 and rgb[124:].max() < 50
 
 
 def test_pixel_and_frame_limits() -> None:

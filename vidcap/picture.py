@@ -202,12 +202,30 @@ class _Scalers(threading.local):
 _SCALE = _Scalers()
 
 
+# libswscale refuses a shrink whose filter would be too long (a 1×65000 picture to 224²:
+# "Invalid argument"); such a picture is first averaged down by whole blocks to at most
+# this many times the asked size in each direction.
+MAX_SHRINK = 16
+
+
 def resize_rgb(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
-    """RGB pixels (H, W, 3 uint8) at ``width``×``height``, by the one resize (libswscale)."""
+    """RGB pixels (H, W, 3 uint8) at ``width``×``height``, by the one resize (libswscale);
+    a picture libswscale cannot shrink so far in one pass (a strip thousands of times
+    longer than wide) is first averaged down by whole blocks (``MAX_SHRINK``)."""
     if rgb.shape[0] == height and rgb.shape[1] == width:
         return np.ascontiguousarray(rgb)
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-    return _SCALE.scale(frame, width, height)
+    try:
+        return _SCALE.scale(frame, width, height)
+    except (av.error.ArgumentError, ValueError):
+        rows = max(1, rgb.shape[0] // (MAX_SHRINK * height))
+        cols = max(1, rgb.shape[1] // (MAX_SHRINK * width))
+        if rows == 1 and cols == 1:
+            raise
+        kept = rgb[: rgb.shape[0] // rows * rows, : rgb.shape[1] // cols * cols]
+        blocks = kept.reshape(kept.shape[0] // rows, rows, kept.shape[1] // cols, cols, 3)
+        shrunk = blocks.mean(axis=(1, 3)).round().astype(np.uint8)
+        return resize_rgb(shrunk, width, height)
 
 
 def scaled_rgb(

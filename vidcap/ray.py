@@ -39,8 +39,8 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidcap import errors
+from vidcap import errors, scratch
 from vidcap.backend import CaptionFailed, caption_each
 from vidcap.commit import Committer, check_out_dir
 from vidcap.decode import Decoded, Event, decode_events, encode_event, read_event
@@ -249,16 +249,68 @@ def ray_cluster(address: str | None, quiet: bool = False) -> Iterator[None]:
         with local_cluster(ray, level):
             yield
         return
+    reachable(address)
     try:
         log.info("joining the Ray cluster at %s", address)
         with _own_sigterm():
             ray.init(address=address, logging_level=level, log_to_driver=not quiet)
-    except ConnectionError as exc:
-        raise UsageError(f"cannot join the Ray cluster at {address}: {exc}") from exc
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"cannot join the Ray cluster at {address}: {reason}") from exc
     try:
         yield
     finally:
         ray.shutdown()
+
+
+# Seconds to open a TCP connection to a cluster's address before joining: Ray itself
+# retries an address nothing answers at for minutes, printing a line every 40 s.
+REACH_TIMEOUT_S = 10.0
+
+
+def reachable(address: str) -> None:
+    """A usage error unless ``address`` (``HOST:PORT``, ``ray://HOST:PORT``; ``auto``
+    is Ray's to find) answers a TCP connection within ``REACH_TIMEOUT_S``."""
+    if address == "auto":
+        return
+    where = address.removeprefix("ray://")
+    host, colon, port = where.rpartition(":")
+    if not colon or not host or not port.isdigit() or "/" in where:
+        raise UsageError(
+            f"--ray={address}: give auto, HOST:PORT or ray://HOST:PORT (a cluster's address)"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), REACH_TIMEOUT_S).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UsageError(f"cannot reach the Ray cluster at {address} ({reason})") from exc
+
+
+def check_resources(settings: RaySettings, actors: int, gpus: float, local: bool) -> None:
+    """Where the cluster (Ray connected) cannot hold the pipeline, say so: it would wait
+    for ever. Each Captioner actor takes a CPU (and ``gpus``), each decode task a CPU: the
+    actors must leave one. A usage error on a local cluster; on a joined one, whose
+    autoscaler may add nodes, a warning."""
+    import ray
+
+    have = ray.cluster_resources()
+    cpus, cluster_gpus = float(have.get("CPU", 0)), float(have.get("GPU", 0))
+    problem = None
+    if gpus > 0 and actors * gpus > cluster_gpus:
+        problem = (
+            f"{counted(actors, 'Captioner actor')} of {gpus:g} GPU each need "
+            f"{actors * gpus:g} GPUs; the cluster has {cluster_gpus:g}"
+        )
+    elif actors >= cpus:
+        problem = (
+            f"{counted(actors, 'Captioner actor')} take one CPU each, and the cluster has "
+            f"{cpus:g}: none is left to decode (give fewer --ray-actors)"
+        )
+    if problem is None:
+        return
+    if local:
+        raise UsageError(problem)
+    log.warning("%s: the run waits until the cluster has them", problem)
 
 
 @contextmanager
@@ -298,7 +350,8 @@ def local_cluster(ray, level: int = logging.WARNING) -> Iterator[None]:  # noqa:
     from ray._private import ray_constants  # Ray is pinned to 2.60 (pyproject.toml)
 
     log.info("starting a local Ray cluster (loopback only)")
-    temp_root = Path(tempfile.mkdtemp(prefix="vidcap-ray-"))
+    scratch.sweep("ray")  # (what a killed run's cluster left: its sessions, logs)
+    temp_root = scratch.folder("ray")
     _private_token_file()
     umask = os.umask(LOCAL_UMASK)
     cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
@@ -306,6 +359,7 @@ def local_cluster(ray, level: int = logging.WARNING) -> Iterator[None]:  # noqa:
     try:
         with _own_sigterm():
             ray.init(
+                address="local",  # (a new cluster, whatever RAY_ADDRESS says)
                 include_dashboard=False,
                 logging_level=level,
                 log_to_driver=level < logging.ERROR,
@@ -380,6 +434,7 @@ def build_pipeline(
     if actors is None:
         actors = max(1, int(cluster_gpus // gpus)) if gpus > 0 else 1
     device = actor_device(settings)
+    check_resources(settings, actors, gpus, local=settings.address is None)
     log.info(
         "Ray pipeline: %s, %s with %g GPU each, decode tasks %s",
         counted(len(jobs), "video"),
@@ -429,7 +484,9 @@ def build_pipeline(
     ds.context.max_errored_blocks = len(items)
     ds.context.enable_progress_bars = not quiet and sys.stderr.isatty()  # else log spam
     if quiet or not log.isEnabledFor(logging.INFO):  # (Ray Data configures its logging
-        logging.getLogger("ray.data").setLevel(logging.ERROR)  # as it is imported)
+        # as it is imported; --quiet: not a task's traceback either, its videos fail saying
+        # why in a line each)
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL if quiet else logging.ERROR)
     return ds
 
 

@@ -129,17 +129,29 @@ def agreed(infos: dict[str, ServerInfo]) -> ServerInfo:
     return ServerInfo(*first, next(iter(commits.values()), None), ",".join(precisions) or None)
 
 
+# The largest side an info answer's input size may have: a frame of a 4K video (models take
+# 224 or 364; a client resizes every frame to it and holds a queue of them).
+MAX_INPUT_SIDE = 4096
+
+
 def _info(url: str, status: int, body: bytes) -> ServerInfo:
     try:
         answer = jsontext.loads(body)
     except ValueError:
         answer = None
     size = model = revision = precision = None
-    if isinstance(answer, dict):
-        try:
-            size = int(answer["input_size"][0]), int(answer["input_size"][1])
-        except (KeyError, IndexError, TypeError, ValueError):
-            pass
+    if isinstance(answer, dict) and "input_size" in answer:
+        said = answer["input_size"]
+        if not (
+            isinstance(said, list)
+            and len(said) == 2
+            and all(type(n) is int and 1 <= n <= MAX_INPUT_SIDE for n in said)
+        ):
+            raise ServerRejected(
+                f"{url} says its model takes frames of {str(said)[:40]}: not an input size "
+                f"(two whole numbers, 1 to {MAX_INPUT_SIDE}); is it a vidcap server?"
+            )
+        size = said[0], said[1]
         if isinstance(answer.get("model"), str) and answer["model"]:
             model = answer["model"]
         if isinstance(answer.get("revision"), str) and answer["revision"]:

@@ -41,7 +41,10 @@ class ServerURL(str):
 def parse_server_urls(value: str | Sequence[str]) -> list[ServerURL]:
     """``"URL1,URL2"`` (or a list) → checked endpoint URLs; ``UsageError`` on a bad one."""
     items = value.split(",") if isinstance(value, str) else list(value)
-    urls = [item if isinstance(item, ServerURL) else ServerURL(item.strip()) for item in items]
+    try:
+        urls = [item if isinstance(item, ServerURL) else ServerURL(item.strip()) for item in items]
+    except ValueError as exc:  # (urlsplit: "Invalid IPv6 URL", a bracket left open)
+        raise UsageError(f"bad server URL in {value!r}: {exc}; expected {ENDPOINT_HELP}") from None
     urls = [url for url in urls if url]
     if not urls:
         raise UsageError(f"--server needs at least one endpoint URL, e.g. {ENDPOINT_HELP}")

@@ -207,7 +207,10 @@ def other_format(data: bytes) -> str | None:
     for name, (_, accept) in Image.OPEN.items():
         if name in IMAGE_FORMATS or accept is None:
             continue
-        said = accept(prefix)  # a string is Pillow's "it is, but unsupported" message
+        try:
+            said = accept(prefix)  # a string is Pillow's "it is, but unsupported" message
+        except Exception:  # noqa: BLE001 - a check that reads past a body of 1-3 bytes
+            continue  # (Pillow's BMP check: struct.error): not that format
         if said and not isinstance(said, str):
             return name
     return None

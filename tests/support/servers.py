@@ -448,6 +448,10 @@ PROTOCOL_CASES = {
     # gzip, deflate, br: never inflated (a few KiB can expand to the size limit), never read as an image.
     "a gzip-coded body": ProtocolCase("POST", {"Content-Type": "image/png", "Content-Encoding": "gzip"}, gzip.compress(b"\x89PNG" + b"\0" * 100_000), 415, re.escape("Content-Encoding gzip is not accepted: send the images as they are (JPEG and PNG are compressed already)")),
     "an image labelled deflate": ProtocolCase("POST", {"Content-Type": "image/png", "Content-Encoding": "identity, Deflate"}, b"\x89PNG", 415, re.escape("Content-Encoding deflate is not accepted: send the images as they are (JPEG and PNG are compressed already)")),
+    # (regression, Flask: gzip under chunked was taken apart into its chunks and the
+    # compressed bytes read as the image; OPTIONS was Flask's own 200 listing every method)
+    "a gzip transfer coding": ProtocolCase("POST", {"Content-Type": "image/png", "Transfer-Encoding": "gzip, chunked"}, b"4\r\n\x89PNG\r\n0\r\n\r\n", 501, re.escape("Transfer-Encoding gzip is not accepted: send the body as it is, or chunked")),
+    "OPTIONS": ProtocolCase("OPTIONS", {"Content-Type": "image/png"}, b"", 405, re.escape("method OPTIONS is not allowed: POST one image or a multipart pre-batch")),
     "a URL-encoded form": ProtocolCase("POST", {"Content-Type": "application/x-www-form-urlencoded"}, b"frame0=abc", 415, re.escape("Content-Type application/x-www-form-urlencoded is not accepted: send image/jpeg, image/png or multipart/form-data")),
 }  # fmt: skip
 

@@ -407,6 +407,24 @@ def ray_settings_from_args(args: argparse.Namespace) -> RaySettings | None:
     if args.server:
         raise UsageError("--ray and --server are two ways to run the model; give one of them")
     address = None if args.ray == "local" else args.ray
+    if address is not None and not address.strip():
+        raise UsageError("--ray= needs an ADDRESS (auto, HOST:PORT or ray://HOST:10001)")
+    engine = EngineSettings()
+    for flag, given, instead in (
+        ("--device", args.device not in (ModelSettings().device, "cpu"),
+         "Ray gives each Captioner actor its GPUs (--ray-gpus-per-actor; --device cpu: none)"),
+        ("--decode-workers", args.decode_workers is not None,
+         "Ray tasks decode: give --ray-decode-tasks"),
+        ("--decode-timeout", args.decode_timeout != engine.decode_timeout,
+         "Ray tasks decode, and Ray retries a task that dies, not one that hangs"),
+    ):  # fmt: skip
+        if given:
+            raise UsageError(f"{flag} does not apply to --ray: {instead}")
+    gpus = args.ray_gpus_per_actor
+    if args.device == "cpu":  # (the actors on CPUs: no GPU each)
+        if gpus:
+            raise UsageError("--device cpu and --ray-gpus-per-actor: give one of them")
+        gpus = 0.0
     suffix = Path(address or "").suffix.lower()
     if address is not None and (
         os.path.exists(address) or suffix in VIDEO_EXTENSIONS or suffix in LIST_SUFFIXES
@@ -417,7 +435,7 @@ def ray_settings_from_args(args: argparse.Namespace) -> RaySettings | None:
         )
     return RaySettings(
         address=address,
-        gpus_per_actor=args.ray_gpus_per_actor,
+        gpus_per_actor=gpus,
         actors=args.ray_actors,
         decode_tasks=args.ray_decode_tasks,
     )

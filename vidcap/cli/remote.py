@@ -144,6 +144,12 @@ def find_token(
             "request carries one Authorization header; give one of the two"
         )
     if explicit:
+        if not explicit.isprintable() or not explicit.isascii():
+            where = "--token" if given else f"${TOKEN_ENV}"
+            raise UsageError(
+                f"{where} holds a character a header cannot carry (a line break, a control "
+                "or non-ASCII character): give the token alone"
+            )
         return explicit
     run_dir = env.get(KEY_FILE_ENV)
     key = TorchServeKey(Path(run_dir) if run_dir else default_run_dir).read()

@@ -130,7 +130,11 @@ class BodyReader:
         if length.isdigit() and int(length) > self.max_bytes:
             raise protocol.too_large(self.max_bytes)
         content_type = environ.get("CONTENT_TYPE") or ""
-        protocol.check_body_headers(content_type, environ.get("HTTP_CONTENT_ENCODING"))
+        protocol.check_body_headers(
+            content_type,
+            environ.get("HTTP_CONTENT_ENCODING"),
+            environ.get("HTTP_TRANSFER_ENCODING"),
+        )
         counter = None
         if protocol.media_type(content_type) == protocol.MULTIPART:
             boundary = protocol.multipart_boundary(content_type)
@@ -190,7 +194,8 @@ def create_app(core: ServingCore, *, model_name: str = "") -> Flask:
         **protocol.model_headers(model_name, core.revision),
     }
 
-    @app.route("/caption", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
+    # (OPTIONS named: else Flask answers it itself, 200 with an Allow header of them all)
+    @app.route("/caption", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
     def caption() -> tuple[Response, int] | Response:
         protocol.check_method(request.method)
         if protocol.wants_info(request.headers) and not request.content_length:

@@ -279,7 +279,8 @@ async def read_body(
         raise protocol.too_large(limit)
     content_type = request.headers.get("Content-Type", "")
     codings = ",".join(request.headers.getall("Content-Encoding", ()))
-    protocol.check_body_headers(content_type, codings)
+    transfer = ",".join(request.headers.getall("Transfer-Encoding", ()))
+    protocol.check_body_headers(content_type, codings, transfer)
     refusal = protocol.image_too_large(content_type, request.content_length, wire.WireLimits())
     if refusal is not None:  # (as the handler would refuse it, once read)
         raise refusal

@@ -190,10 +190,28 @@ def check_content_encoding(content_encoding: str | None) -> None:
         )
 
 
-def check_body_headers(content_type: str | None, content_encoding: str | None) -> None:
+def check_transfer_encoding(transfer_encoding: str | None) -> None:
+    """A body is sent as it is, or in chunks: a ``Transfer-Encoding`` coding besides
+    ``chunked`` (``gzip, chunked``) is a 501, as the HTTP parsers answer an unknown one —
+    the parser takes the chunks apart but inflates nothing, so the compressed bytes would
+    be read as the image."""
+    codings = [c.strip().lower() for c in (transfer_encoding or "").split(",")]
+    refused = [c for c in codings if c not in ("", "chunked", "identity")]
+    if refused:
+        raise BadRequest(
+            f"Transfer-Encoding {refused[0][:40]} is not accepted: send the body as it is, "
+            "or chunked",
+            501,
+        )
+
+
+def check_body_headers(
+    content_type: str | None, content_encoding: str | None, transfer_encoding: str | None = None
+) -> None:
     """How a body is labelled, before a byte of it is read: sent as it is
-    (``check_content_encoding``), as an image or a multipart pre-batch
-    (``check_content_type``)."""
+    (``check_content_encoding``, ``check_transfer_encoding``), as an image or a multipart
+    pre-batch (``check_content_type``)."""
+    check_transfer_encoding(transfer_encoding)
     check_content_encoding(content_encoding)
     check_content_type(content_type)
 

@@ -181,6 +181,9 @@ class Blip2Handler(BaseHandler):
             except BadRequest as exc:
                 log.info("request %d of %d refused (%d): %s", idx, len(data), exc.status, exc)
                 slots.append(Slot(error=exc))
+            except Exception as exc:  # noqa: BLE001 - one request's fault is never its batch's
+                log.exception("request %d of %d could not be read", idx, len(data))
+                slots.append(Slot(error=BadRequest(f"the request could not be read: {exc}")))
         return slots
 
     @timed
