@@ -526,13 +526,14 @@ def test_a_scenes_file_of_two_videos_or_of_another_video_is_told(
     assert "its rows name more than one video" in capsys.readouterr().err
     first = json.dumps({**json.loads(rows[0]), "scene": 1})
     (tmp_path / "one.scenes.jsonl").write_text(first + "\n")  # (the first shot only: 0 to 1 s)
-    long = {**json.loads(rows[0]), "end": 60.0}
+    samples = [{"frame": 900, "time": 30.0, "caption": "x"}]
+    long = {**json.loads(rows[0]), "end": 60.0, "captions": samples}
     (tmp_path / "long.scenes.jsonl").write_text(json.dumps(long) + "\n")
     argv = ["clips", str(short), "--scenes", str(tmp_path / "long.scenes.jsonl")]
     assert main([*argv, "--out", str(tmp_path / "l")]) == 0
     err = capsys.readouterr().err
     assert f"its scenes are of cuts.mp4, not short.mp4: cut from {short} as asked" in err
-    assert "the scenes end at 60.000 s, the video at 0.500 s: is it the video" in caplog.text
+    assert "the scenes' samples reach 30.000 s, the video ends at 0.500 s: is it" in caplog.text
     argv = ["clips", str(path), "--scenes", str(tmp_path / "one.scenes.jsonl")]
     assert main([*argv, "--out", str(tmp_path / "o")]) == 0
     assert "warning" not in capsys.readouterr().err.lower()  # its own video: no warning

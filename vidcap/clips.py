@@ -651,11 +651,6 @@ def _check_scene(path: Path, number: int, row: object) -> dict[str, Any]:
     return row
 
 
-# The scenes may end this much (s) past the video's end before a warning: their end is the
-# last frame's time plus one frame interval, a container's end may round it.
-SCENE_END_SLACK_S = 0.5
-
-
 def scene_pieces(
     rows: Sequence[dict[str, Any]],
     min_duration: float | None = None,
@@ -715,12 +710,14 @@ def export_scene_clips(
                 f"scene {piece.row['scene']} starts at {piece.start} s, at or after the end of "
                 f"{video} ({duration:.3f} s): is it the video of these scenes?"
             )
-    last_end = max(float(row["end"]) for row in rows)
-    if last_end > duration + max(SCENE_END_SLACK_S, 2 * timing.frame):
+    # (a scene's end may lie well past the file's, by its last frame's duration: a
+    # slideshow's; a sample is a frame the video showed)
+    sampled = [float(c["time"]) for row in rows for c in row["captions"]]
+    if sampled and max(sampled) >= duration + EPSILON:
         log.warning(
-            "%s: the scenes end at %.3f s, the video at %.3f s: is it the video of these "
-            "scenes? Their clips are cut to its end",
-            video, last_end, duration,
+            "%s: the scenes' samples reach %.3f s, the video ends at %.3f s: is it the video "
+            "of these scenes? Their clips are cut to its end",
+            video, max(sampled), duration,
         )  # fmt: skip
     check_clips_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
