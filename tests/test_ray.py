@@ -409,7 +409,8 @@ def test_a_local_cluster_that_cannot_hold_the_run_says_so_and_ray_address_is_not
     """Regressions: on a local cluster, Captioner actors that take every CPU (none left to
     decode) or GPUs it does not have made ``vidcap caption --ray`` wait for ever, printing
     nothing; bare ``--ray`` joined ``$RAY_ADDRESS`` (a RayJob pod's) instead of starting
-    its own cluster; a SIGKILLed run's cluster folder in ``$TMPDIR`` stayed for good."""
+    its own cluster; a SIGKILLed run's cluster folder in ``$TMPDIR`` stayed for good; the
+    output folder such a run made was left with a summary and a page of 0 videos."""
     import tempfile
 
     from vidcap import scratch
@@ -434,6 +435,7 @@ def test_a_local_cluster_that_cannot_hold_the_run_says_so_and_ray_address_is_not
         )  # fmt: skip
         assert result.returncode == 2, result.stderr[-2000:]
         assert message in result.stderr and result.stderr.count("vidcap: error") == 1
+        assert not out.exists()  # (it held a summary, a page and a lock of 0 videos)
     result = subprocess.run(
         [*command, "--out", str(tmp_path / "own")],
         env=env, capture_output=True, text=True, timeout=180,

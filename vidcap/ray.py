@@ -45,7 +45,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -286,7 +286,7 @@ def reachable(address: str) -> None:
         raise UsageError(f"cannot reach the Ray cluster at {address} ({reason})") from exc
 
 
-def check_resources(settings: RaySettings, actors: int, gpus: float, local: bool) -> None:
+def check_resources(actors: int, gpus: float, local: bool) -> None:
     """Where the cluster (Ray connected) cannot hold the pipeline, say so: it would wait
     for ever. Each Captioner actor takes a CPU (and ``gpus``), each decode task a CPU: the
     actors must leave one. A usage error on a local cluster; on a joined one, whose
@@ -407,6 +407,16 @@ def _actor_gpus(settings: RaySettings) -> tuple[float, float]:
     return cluster_gpus, gpus
 
 
+def stage_widths(settings: RaySettings) -> tuple[int, float]:
+    """Captioner actors, and each one's GPUs (Ray must be connected): ``settings``', else
+    one actor per GPU of the cluster (1 without GPUs)."""
+    cluster_gpus, gpus = _actor_gpus(settings)
+    actors = settings.actors
+    if actors is None:
+        actors = max(1, int(cluster_gpus // gpus)) if gpus > 0 else 1
+    return actors, gpus
+
+
 def actor_device(settings: RaySettings) -> str:
     """Each Captioner actor's device (Ray must be connected). Ray gives an actor its GPU(s)
     as CUDA_VISIBLE_DEVICES: the device is "cuda"."""
@@ -429,12 +439,8 @@ def build_pipeline(
 
     from vidcap.model import model_input_size
 
-    cluster_gpus, gpus = _actor_gpus(settings)
-    actors = settings.actors
-    if actors is None:
-        actors = max(1, int(cluster_gpus // gpus)) if gpus > 0 else 1
+    actors, gpus = stage_widths(settings)
     device = actor_device(settings)
-    check_resources(settings, actors, gpus, local=settings.address is None)
     log.info(
         "Ray pipeline: %s, %s with %g GPU each, decode tasks %s",
         counted(len(jobs), "video"),
@@ -613,34 +619,52 @@ def _run(
     started = time.monotonic()
     jobs, resumed = plan([v.source for v in videos], settings, [v.metadata for v in videos])
     log.info("%d videos to caption, %d done already", len(jobs), len(resumed))
-    committer = Committer(settings, jobs, run_writers, on_done)
-    try:
-        if jobs:
+    with ExitStack() as cluster:
+        if jobs:  # (a cluster it cannot join or use: said before anything is written)
             if ray_settings.address is None:  # a local cluster: fail fast, as embedded does
                 ensure_loadable(model.model, resolve_model_path(model.model), model.revision)
-            with ray_cluster(ray_settings.address, settings.quiet):
-                # (known once the cluster is: what its actors compute in, in every record)
-                precision = precision_of(model, actor_device(ray_settings))
-                committer.settings = replace(committer.settings, precision=precision)
-                say_other_precisions(resumed, committer.settings)
-                ds = build_pipeline(
-                    jobs,
-                    model,
-                    settings.sampling,
-                    settings.generation,
-                    ray_settings,
-                    settings.quiet,
-                    {job.id: committer.journaled(job.id) for job in jobs},
-                )
-                try:
-                    feed(committer, ds.iter_batches(batch_size=None, batch_format="numpy"))
-                except Exception as exc:
-                    cause = _vidcap_cause(exc)
-                    # (the videos begun: failed, saying why; a rerun redoes them)
-                    committer.fail_open(str(cause or f"{type(exc).__name__}: {exc}"))
-                    if cause is not None and cause is not exc:
-                        raise cause from exc
-                    raise
+            cluster.enter_context(ray_cluster(ray_settings.address, settings.quiet))
+            actors, gpus = stage_widths(ray_settings)
+            check_resources(actors, gpus, local=ray_settings.address is None)
+        return _on_cluster(jobs, resumed, started, settings, model, ray_settings, run_writers,
+                           on_done)  # fmt: skip
+
+
+def _on_cluster(
+    jobs: Sequence[VideoJob],
+    resumed: Sequence[VideoResult],
+    started: float,
+    settings: RunSettings,
+    model: ModelSettings,
+    ray_settings: RaySettings,
+    run_writers: Sequence[RunWriter],
+    on_done: Callable[[VideoResult], None] | None,
+) -> list[VideoResult]:
+    committer = Committer(settings, jobs, run_writers, on_done)
+    try:
+        if jobs:  # (connected to the cluster: ``_run``)
+            # (known once the cluster is: what its actors compute in, in every record)
+            precision = precision_of(model, actor_device(ray_settings))
+            committer.settings = replace(committer.settings, precision=precision)
+            say_other_precisions(resumed, committer.settings)
+            ds = build_pipeline(
+                jobs,
+                model,
+                settings.sampling,
+                settings.generation,
+                ray_settings,
+                settings.quiet,
+                {job.id: committer.journaled(job.id) for job in jobs},
+            )
+            try:
+                feed(committer, ds.iter_batches(batch_size=None, batch_format="numpy"))
+            except Exception as exc:
+                cause = _vidcap_cause(exc)
+                # (the videos begun: failed, saying why; a rerun redoes them)
+                committer.fail_open(str(cause or f"{type(exc).__name__}: {exc}"))
+                if cause is not None and cause is not exc:
+                    raise cause from exc
+                raise
             finished = {r.name for r in committer.results}
             for job in jobs:
                 if job.name not in finished:

@@ -75,7 +75,7 @@ def _caption(args: argparse.Namespace, out: Path) -> int:
     from vidcap.inputs import expand_inputs
     from vidcap.model import model_input_size
     from vidcap.parquet import run_writers_for
-    from vidcap.records import STATE_DIR, is_damaged
+    from vidcap.records import is_damaged
 
     settings = run_settings_from_args(args, out)
     model = model_settings_from_args(args)
@@ -87,9 +87,7 @@ def _caption(args: argparse.Namespace, out: Path) -> int:
         videos = expand_inputs(args.inputs, args.path_column, out)  # files, folders, lists, URLs
     except UsageError:  # (nothing to caption: the folder just made for it goes)
         if made:
-            for folder in (out / STATE_DIR, out):
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+            _remove_made(out)
         raise
     metadata = [v.metadata for v in videos]
     if args.server:  # the served model names the outputs (summary.json, the resume key)
@@ -114,7 +112,12 @@ def _caption(args: argparse.Namespace, out: Path) -> int:
     if ray_settings is not None:  # the same stages as a Ray Data pipeline (vidcap/ray.py)
         from vidcap.ray import run as run_on_ray
 
-        results = run_on_ray(videos, settings, model, ray_settings, run_writers)
+        try:
+            results = run_on_ray(videos, settings, model, ray_settings, run_writers)
+        except UsageError:  # (no Ray, a cluster it cannot join or use: nothing was written)
+            if made:
+                _remove_made(out)
+            raise
     else:
         results = run(
             [v.source for v in videos],
@@ -144,3 +147,15 @@ def _caption(args: argparse.Namespace, out: Path) -> int:
             file=sys.stderr,
         )
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _remove_made(out: Path) -> None:
+    """The output folder this run made, where it holds nothing but the run's lock: gone."""
+    from vidcap.out_lock import LOCK_NAME
+    from vidcap.records import STATE_DIR
+
+    with contextlib.suppress(OSError):
+        (out / STATE_DIR / LOCK_NAME).unlink(missing_ok=True)
+    for folder in (out / STATE_DIR, out):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
