@@ -626,55 +626,41 @@ def _run(
             cluster.enter_context(ray_cluster(ray_settings.address, settings.quiet))
             actors, gpus = stage_widths(ray_settings)
             check_resources(actors, gpus, local=ray_settings.address is None)
-        return _on_cluster(jobs, resumed, started, settings, model, ray_settings, run_writers,
-                           on_done)  # fmt: skip
-
-
-def _on_cluster(
-    jobs: Sequence[VideoJob],
-    resumed: Sequence[VideoResult],
-    started: float,
-    settings: RunSettings,
-    model: ModelSettings,
-    ray_settings: RaySettings,
-    run_writers: Sequence[RunWriter],
-    on_done: Callable[[VideoResult], None] | None,
-) -> list[VideoResult]:
-    committer = Committer(settings, jobs, run_writers, on_done)
-    try:
-        if jobs:  # (connected to the cluster: ``_run``)
-            # (known once the cluster is: what its actors compute in, in every record)
-            precision = precision_of(model, actor_device(ray_settings))
-            committer.settings = replace(committer.settings, precision=precision)
-            say_other_precisions(resumed, committer.settings)
-            ds = build_pipeline(
-                jobs,
-                model,
-                settings.sampling,
-                settings.generation,
-                ray_settings,
-                settings.quiet,
-                {job.id: committer.journaled(job.id) for job in jobs},
-            )
-            try:
-                feed(committer, ds.iter_batches(batch_size=None, batch_format="numpy"))
-            except Exception as exc:
-                cause = _vidcap_cause(exc)
-                # (the videos begun: failed, saying why; a rerun redoes them)
-                committer.fail_open(str(cause or f"{type(exc).__name__}: {exc}"))
-                if cause is not None and cause is not exc:
-                    raise cause from exc
-                raise
-            finished = {r.name for r in committer.results}
-            for job in jobs:
-                if job.name not in finished:
-                    committer.fail(
-                        job.id,
-                        f"{job.shown}: lost in the Ray pipeline (a task failed past its "
-                        "retries); rerun to redo it",
-                    )
-    finally:
-        results = committer.close(time.monotonic() - started, resumed)
-        if not committer.folder_full:  # (else the run stops saying so; the rerun writes it)
-            refresh_report(settings.out_dir, committer.summary)  # also after an interruption
+        committer = Committer(settings, jobs, run_writers, on_done)
+        try:
+            if jobs:  # (connected to the cluster)
+                # (known once the cluster is: what its actors compute in, in every record)
+                precision = precision_of(model, actor_device(ray_settings))
+                committer.settings = replace(committer.settings, precision=precision)
+                say_other_precisions(resumed, committer.settings)
+                ds = build_pipeline(
+                    jobs,
+                    model,
+                    settings.sampling,
+                    settings.generation,
+                    ray_settings,
+                    settings.quiet,
+                    {job.id: committer.journaled(job.id) for job in jobs},
+                )
+                try:
+                    feed(committer, ds.iter_batches(batch_size=None, batch_format="numpy"))
+                except Exception as exc:
+                    cause = _vidcap_cause(exc)
+                    # (the videos begun: failed, saying why; a rerun redoes them)
+                    committer.fail_open(str(cause or f"{type(exc).__name__}: {exc}"))
+                    if cause is not None and cause is not exc:
+                        raise cause from exc
+                    raise
+                finished = {r.name for r in committer.results}
+                for job in jobs:
+                    if job.name not in finished:
+                        committer.fail(
+                            job.id,
+                            f"{job.shown}: lost in the Ray pipeline (a task failed past its "
+                            "retries); rerun to redo it",
+                        )
+        finally:
+            results = committer.close(time.monotonic() - started, resumed)
+            if not committer.folder_full:  # (else the run stops saying so; the rerun writes it)
+                refresh_report(settings.out_dir, committer.summary)  # also after an interruption
     return results
