@@ -340,6 +340,26 @@ def test_model_that_cannot_load_is_one_error(cluster: str, tmp_path: Path) -> No
     assert json.loads((tmp_path / "joined" / "summary.json").read_text())["run"]["done"] == 0
 
 
+@pytest.mark.slow
+def test_the_python_api_takes_a_path_column_and_writes_thumbnails_when_asked(
+    cluster: str, tmp_path: Path
+) -> None:
+    """``caption_dataset`` had no ``path_column``: a list whose paths are under ``url``
+    (``contentUrl``…) could not be captioned through the API, as ``--path-column`` can."""
+    from vidcap.settings import THUMB_HEIGHT
+
+    listed = tmp_path / "clips.csv"
+    listed.write_text(f"url,label\n{SAMPLES / 'shapes.mp4'},a\n")
+    sampling = SamplingSettings(fps=1.0, thumb_height=THUMB_HEIGHT)
+    [result] = caption_dataset(
+        [listed], tmp_path / "out", model=TINY, sampling=sampling, path_column="url", quiet=True
+    )
+    assert result.status == "done" and result.frames == 30
+    assert len(list((tmp_path / "out" / "thumbs" / "shapes").glob("*.jpg"))) == 30
+    with pytest.raises(UsageError, match="path"):  # (the default column, not in this list)
+        caption_dataset([listed], tmp_path / "default", model=TINY, quiet=True)
+
+
 def test_ray_settings_validation() -> None:
     with pytest.raises(UsageError, match=r"--ray-actors must be >= 1, got 0"):
         RaySettings(actors=0)

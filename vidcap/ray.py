@@ -57,7 +57,7 @@ from vidcap.commit import Committer, check_out_dir
 from vidcap.decode import Decoded, Event, decode_events, encode_event, read_event
 from vidcap.engine import Captioned, FailingStreak, Uncaptioned, deliver
 from vidcap.errors import UsageError, VidcapError, install_hint
-from vidcap.inputs import InputVideo, expand_inputs, is_url
+from vidcap.inputs import PATH_COLUMN, InputVideo, expand_inputs, is_url
 from vidcap.jobs import RunSettings, RunWriter, VideoJob, VideoResult
 from vidcap.model import (
     auto_batch_size,
@@ -565,15 +565,19 @@ def caption_dataset(
     shard_rows: int = DEFAULT_SHARD_ROWS,
     quiet: bool = False,
     on_done: Callable[[VideoResult], None] | None = None,
+    path_column: str = PATH_COLUMN,
 ) -> list[VideoResult]:
     """Caption videos on a Ray cluster into ``out``: the same outputs as an embedded run.
 
-    ``inputs``: paths, folders, list files, URLs (expanded as the CLI does) or
-    ``InputVideo``\\ s. Returns every video's result (resumed ones included); failed videos
-    are results, not exceptions.
+    ``inputs``: paths, folders, list files, URLs (expanded as the CLI does; a list's paths
+    in its ``path_column``, ``--path-column``) or ``InputVideo``\\ s. Returns every video's
+    result (resumed ones included); failed videos are results, not exceptions. Thumbnails,
+    which ``vidcap caption`` writes unless ``--no-thumbs``, are written when ``sampling``
+    asks (``SamplingSettings(thumb_height=vidcap.settings.THUMB_HEIGHT)``).
     """
     model = pinned(model or ModelSettings())  # every actor loads this one commit
-    videos = expand_inputs(inputs, out=None if is_url(str(out)) else Path(out))
+    local = None if is_url(str(out)) else Path(out)
+    videos = expand_inputs(inputs, path_column, out=local)
     with output_folder(out) as out_dir:
         settings = RunSettings(
             out_dir=out_dir,
