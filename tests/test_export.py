@@ -138,6 +138,20 @@ def test_times_of_a_late_start_become_its_frames(start: float, end: float, expec
     assert frame_support(frames, start, end) == expected
 
 
+def test_moments_of_whole_shots_are_placed_by_the_shots_frames() -> None:
+    """Regression: in a ``--scenes`` folder (one sample a shot) a moment of whole shots was
+    placed by the rate its samples show: on a variable-rate video (shots of 5, 25 and 10
+    frames a second) 1-21, 22-51, 52-85 for 1-10, 11-60, 61-79 (past its last frame); with
+    one sample (no rate) 20-21 for 1-40. The shots' bounds are known frames."""
+    samples = [CaptionedFrame(5, 1.0, "red"), CaptionedFrame(35, 3.0, "blue"),
+               CaptionedFrame(69, 4.9, "green")]  # fmt: skip
+    bounds = [(0.0, 0), (2.0, 10), (4.0, 60), (5.9, 79)]
+    spans = [(0.0, 2.0), (2.0, 4.0), (4.0, 5.9)]
+    assert [frame_support(samples, a, b, bounds) for a, b in spans] == [(1, 10), (11, 60), (61, 79)]
+    one = [CaptionedFrame(20, 2.0, "red")]
+    assert frame_support(one, 0.0, 4.0, [(0.0, 0), (4.0, 40)]) == (1, 40)
+
+
 def test_copy_media_and_rerun_replace_an_earlier_export(tmp_path: Path, capsys) -> None:
     out = write_folder(
         tmp_path / "out",

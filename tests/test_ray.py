@@ -393,13 +393,23 @@ def test_ray_settings_validation() -> None:
             ray_settings_from_args(args)
     args = parser.parse_args(["caption", "b.mp4", "--out", "o", "--ray", "--device", "cpu"])
     assert ray_settings_from_args(args).gpus_per_actor == 0
-    # (an address nothing answers at: Ray retried for minutes, a line every 40 s)
-    for address, message in (
-        (f"127.0.0.1:{free_port()}", "cannot reach the Ray cluster at 127.0.0.1"),
-        ("http://x", "give auto, HOST:PORT or ray://HOST:PORT"),
-    ):
-        with pytest.raises(UsageError, match=message):
-            reachable(address)
+    # (an address nothing answers at: Ray retried for minutes, a line every 40 s; one that
+    # answers but is no Ray cluster — a web server, the dashboard's port — hung ray.init)
+    import http.server
+    import threading
+
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        for address, message in (
+            (f"127.0.0.1:{free_port()}", "cannot reach the Ray cluster at 127.0.0.1"),
+            ("http://x", "give auto, HOST:PORT or ray://HOST:PORT"),
+            (f"127.0.0.1:{web.server_address[1]}", "answers, but not as a Ray cluster does"),
+        ):
+            with pytest.raises(UsageError, match=message):
+                reachable(address)
+    finally:
+        web.shutdown()
 
 
 @pytest.mark.slow

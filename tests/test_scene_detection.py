@@ -493,6 +493,8 @@ def test_a_folder_of_scene_files_is_cut_on_past_videos_that_cannot_be(
         ({"captions": [{"frame": 1}]}, "each of 'captions' must be an object with a number"),
         ({"captions": [{"time": "a", "caption": "y"}]}, "a number 'time' and a text 'caption'"),
         ({"caption": 5}, "'caption' must be text, got 5"),
+        ({"scene": 2.7}, "'scene' must be a whole number from 1 to"),  # (was scene0002)
+        ({"scene": 1e30}, "'scene' must be a whole number from 1 to"),  # (a 31-digit name)
     ],
 )
 def test_a_scene_row_of_the_wrong_shape_is_one_line(
@@ -573,10 +575,17 @@ def test_moments_in_a_scenes_folder_cover_their_shots(
     assert report["settings"]["scenes"] == str(out / "cuts.scenes.jsonl")
     plain = mask_captions(load_captions(out / "cuts.jsonl"), [query], settings)  # no shots
     assert [(s["start"], s["end"]) for s in plain["segments"]] != merged
-    export_fiftyone(out, tmp_path / "fo")
+    export_fiftyone(out, tmp_path / "fo", [query], settings)
     labels = json.loads((tmp_path / "fo" / "labels" / "cuts.json").read_text())
-    ranges = [e["support"]["ranges"] for e in labels["events"]["events"] if e["name"] == "scenes"]
+    events = labels["events"]["events"]
+    ranges = [e["support"]["ranges"] for e in events if e["name"] == "scenes"]
     assert ranges == [f"{r['start_frame'] + 1}-{r['end_frame']}" for r in rows]
+    # (a moment of whole shots is the frames of those shots: it was placed by the rate
+    # one sample a shot shows, off by frames, and past the video's last one at its end)
+    firsts = {r["start"]: r["start_frame"] for r in rows}
+    ends = {r["end"]: r["end_frame"] for r in rows}
+    found = [e["support"]["ranges"] for e in events if e["name"] == "segments"]
+    assert found == [f"{firsts[start] + 1}-{ends[end]}" for start, end in merged]
 
 
 def test_scene_clips_of_a_source_changed_since_it_was_captioned_say_so(

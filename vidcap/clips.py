@@ -623,6 +623,10 @@ def load_scenes(path: Path | str) -> list[dict[str, Any]]:
     return rows
 
 
+# A scene's number names its clips (``scene0003``): beyond this, no video's.
+MAX_SCENE_NUMBER = 10**9
+
+
 def _check_scene(path: Path, number: int, row: object) -> dict[str, Any]:
     where = f"{path}: line {number}"
     if not isinstance(row, dict) or not isinstance(row.get("video"), str):
@@ -632,6 +636,11 @@ def _check_scene(path: Path, number: int, row: object) -> dict[str, Any]:
             raise UsageError(f"{where}: '{name}' must be a number, got {row.get(name)!r}")
     if row["end"] <= row["start"] or row["start"] < 0:
         raise UsageError(f"{where}: end {row['end']} is not after start {row['start']}")
+    if type(row["scene"]) is not int or not 1 <= row["scene"] <= MAX_SCENE_NUMBER:
+        raise UsageError(
+            f"{where}: 'scene' must be a whole number from 1 to {MAX_SCENE_NUMBER}, got "
+            f"{row['scene']!r}"
+        )
     row.setdefault("caption", "")
     row.setdefault("captions", [])
     if not isinstance(row["caption"], str):

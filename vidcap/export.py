@@ -180,22 +180,36 @@ def video_labels(read: VideoRead, queries: Sequence[str], settings: MaskSettings
         if attrs:
             number = frame.index + 1
             frames[str(number)] = {"frame_number": number, "attrs": {"attrs": attrs}}
-    events = [_event("scenes", span, read) for span in read_scenes(read.video)]
+    scenes = read_scenes(read.video)
+    # (a shot's bounds are known frames: a moment of whole shots is placed by them)
+    known = [
+        point
+        for scene in scenes
+        if scene.start_frame is not None and scene.end_frame is not None
+        for point in ((scene.start, scene.start_frame), (scene.end, scene.end_frame))
+    ]
+    events = [_event("scenes", span, read, known) for span in scenes]
     mask = read_mask(read.video)
     if mask is not None:
-        events += [_event("segments", span, read, mask.label) for span in mask.segments]
+        events += [_event("segments", span, read, known, mask.label) for span in mask.segments]
     for query in queries:
         for moment in video_moments(read, [query], settings):
             span = Span(moment.start, moment.end, query, moment.frames, moment.damaged)
-            events.append(_event("segments", span, read, query))
+            events.append(_event("segments", span, read, known, query))
     return {"frames": frames, "events": {"events": events}}
 
 
-def _event(field: str, span: Span, read: VideoRead, label: str | None = None) -> dict:
+def _event(
+    field: str,
+    span: Span,
+    read: VideoRead,
+    known: Sequence[tuple[float, int]],
+    label: str | None = None,
+) -> dict:
     if span.start_frame is not None and span.end_frame is not None:  # (a scene's own)
         first, last = span.start_frame + 1, span.end_frame
     else:
-        first, last = frame_support(read.frames, span.start, span.end)
+        first, last = frame_support(read.frames, span.start, span.end, known)
     attrs = [
         {"type": NUMERIC, "name": "start", "value": round(span.start, DECIMALS)},
         {"type": NUMERIC, "name": "end", "value": round(span.end, DECIMALS)},
@@ -211,20 +225,29 @@ def _event(field: str, span: Span, read: VideoRead, label: str | None = None) ->
     }
 
 
-def frame_support(frames: Sequence[CaptionedFrame], start: float, end: float) -> tuple[int, int]:
+def frame_support(
+    frames: Sequence[CaptionedFrame],
+    start: float,
+    end: float,
+    known: Sequence[tuple[float, int]] = (),
+) -> tuple[int, int]:
     """The FiftyOne frame numbers [first, last] (counted from 1) that [start, end) seconds
-    cover. A time is placed by the sampled frame shown at it when there is one, else from
-    the nearest sampled frame before it by the frame rate the sampled frames show (its
-    index + the seconds between × rate, never past the next sampled frame's index): frame
-    times keep a late start (an MP4's first frame at 5 s is index 0), and a variable rate
-    is placed from the sample nearest; the frame shown at ``end`` is not covered, so
+    cover. A time is placed by a frame known to show at it — a sampled frame, or ``known``
+    (time, index) points: the shots' bounds in a ``--scenes`` folder — when there is one,
+    else from the nearest known frame before it by the frame rate the known frames show
+    (its index + the seconds between × rate, never past the next known frame's index):
+    frame times keep a late start (an MP4's first frame at 5 s is index 0), and a variable
+    rate is placed from the frame nearest; the frame shown at ``end`` is not covered, so
     ``last`` is its index (its number minus one)."""
-    if not frames:
+    at = {round(f.time, DECIMALS): f.index for f in frames}
+    at.update((round(time, DECIMALS), index) for time, index in known)
+    points = sorted(at.items())
+    if not points:
         return 1, 1
-    rate = frame_rate(frames)
-    ordered = sorted(frames, key=lambda f: (f.time, f.index))
-    keys = [round(f.time, DECIMALS) for f in ordered]
-    exact = dict(zip(keys, (f.index for f in ordered), strict=True))
+    rate = frame_rate(CaptionedFrame(index, time, "") for time, index in points)
+    ordered = [CaptionedFrame(index, time, "") for time, index in points]
+    keys = [time for time, _ in points]
+    exact = dict(points)
 
     def index_at(seconds: float) -> int:
         key = round(seconds, DECIMALS)

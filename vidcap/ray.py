@@ -279,11 +279,42 @@ def reachable(address: str) -> None:
         raise UsageError(
             f"--ray={address}: give auto, HOST:PORT or ray://HOST:PORT (a cluster's address)"
         )
+    tls = os.environ.get("RAY_USE_TLS", "").strip().lower() in ("1", "true")  # (no h2 check)
     try:
-        socket.create_connection((host.strip("[]"), int(port)), REACH_TIMEOUT_S).close()
+        with socket.create_connection((host.strip("[]"), int(port)), REACH_TIMEOUT_S) as conn:
+            speaks = tls or speaks_grpc(conn)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise UsageError(f"cannot reach the Ray cluster at {address} ({reason})") from exc
+    if not speaks:
+        raise UsageError(
+            f"{address} answers, but not as a Ray cluster does (gRPC): is it the right port? "
+            "(a cluster's is 6379, or 10001 for ray://; the dashboard's, 8265, is not one)"
+        )
+
+
+# HTTP/2's client connection preface and an empty SETTINGS frame: a gRPC server (Ray's GCS
+# and its client server) answers with a SETTINGS frame of its own.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def speaks_grpc(conn: socket.socket) -> bool:
+    """Does the server on ``conn`` answer HTTP/2's preface with a SETTINGS frame (gRPC,
+    as Ray's servers are), within ``REACH_TIMEOUT_S``? An HTTP/1 server (a dashboard, a
+    web server given by mistake) answers otherwise or not at all; ``ray.init`` would wait
+    on it for minutes."""
+    conn.settimeout(REACH_TIMEOUT_S)
+    head = b""
+    try:
+        conn.sendall(_H2_PREFACE)
+        while len(head) < 9:
+            chunk = conn.recv(9 - len(head))
+            if not chunk:
+                break
+            head += chunk
+    except OSError:  # (reset, or silent past the timeout)
+        return False
+    return len(head) == 9 and head[3] == 0x04
 
 
 def check_resources(actors: int, gpus: float, local: bool) -> None:
