@@ -52,6 +52,8 @@ def test_cli_to_a_url_equals_a_local_run_and_resumes(tmp_path: Path) -> None:
         1 for _ in open(tmp_path / "local" / "subject.jsonl")
     )
     assert not [p for p in fs.find(root) if p.endswith((".part", "run.lock"))]
+    # (regression: the page was titled by the staging folder, "vidcap-out-…")
+    assert b'"title": "run"' in fs.cat_file(f"{root}/index.html")
 
     before = {path: info["created"] for path, info in fs.find(root, detail=True).items()}
     assert _caption(url) == 0  # everything resumed from the remote records

@@ -37,6 +37,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from vidcap import scratch
 from vidcap.errors import UploadFailed, UsageError, reason
@@ -346,6 +347,18 @@ def _last_push(
 
 
 _staged: dict[Path, StagedFolder] = {}  # the staging folders of the runs in this process
+
+
+def shown_name(local: Path) -> str:
+    """The name an output folder is shown by (the report page's title): a staged URL's
+    last path part (``s3://bucket/captions/`` → ``captions``), not its staging folder's
+    (``vidcap-out-…``); else the folder's own."""
+    local = Path(local).resolve()
+    for staging, staged in list(_staged.items()):
+        if Path(staging).resolve() == local:
+            name = urlsplit(staged.url).path.rstrip("/").rsplit("/", 1)[-1]
+            return name or staged.url
+    return local.name
 
 
 def fetch_placeholders(paths: Sequence[Path]) -> None:

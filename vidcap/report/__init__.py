@@ -106,6 +106,8 @@ def write_report(out: Path | str, videos: Sequence[FolderVideo] | None = None) -
     The page is a function of the folder (no time of writing in it), and a file that would
     not change is not rewritten: a rerun with nothing to do leaves every file as it was.
     A shard whose videos have not changed is not even read again (``vidcap.report.reuse``)."""
+    from vidcap.remote_out import shown_name  # (a staged URL --out: the URL's name)
+
     out = Path(out)
     started = time.monotonic()
     videos = open_folder(out) if videos is None else videos
@@ -135,7 +137,7 @@ def write_report(out: Path | str, videos: Sequence[FolderVideo] | None = None) -
     stats, keep = shards.stats, shards.keep
     _remove_stale(data, keep)
     manifest = {
-        "title": out.resolve().name,
+        "title": shown_name(out),
         "version": __version__,
         "shards": stats.files,
         "videos": stats.videos,
