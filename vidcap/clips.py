@@ -536,15 +536,23 @@ def write_manifest(path: Path, video: Path, clips: list[Clip], precise: bool) ->
                 stale.unlink()
 
 
+def _clips_manifest(path: Path) -> dict[str, Any] | None:
+    """``path`` as ``vidcap clips`` writes a manifest (its ``clips`` a list; no ``type``,
+    which a FiftyOne export's names), else None: absent, unreadable or another tool's."""
+    try:
+        data = jsontext.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ours = isinstance(data, dict) and isinstance(data.get("clips"), list) and "type" not in data
+    return data if ours else None
+
+
 def _listed_clips(manifest: Path) -> set[str]:
     """The clip names an earlier ``manifest.json`` lists: plain ``.mp4`` names in its
     folder only (a hand-edited one may name anything)."""
-    try:
-        data = jsontext.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return set()
-    rows = data.get("clips") if isinstance(data, dict) else None
-    names = {row.get("path") for row in rows or () if isinstance(row, dict)}
+    data = _clips_manifest(manifest)
+    rows = data["clips"] if data is not None else []
+    names = {row.get("path") for row in rows if isinstance(row, dict)}
     return {
         name
         for name in names
@@ -556,13 +564,7 @@ def check_clips_folder(out_dir: Path) -> None:
     """A usage error unless ``out_dir`` is new, or its ``manifest.json`` (if any) is one
     ``vidcap clips`` wrote: never over another tool's manifest (a FiftyOne export's)."""
     manifest = out_dir / MANIFEST_NAME
-    if not manifest.is_file():
-        return
-    try:
-        data = jsontext.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        data = None
-    if not (isinstance(data, dict) and isinstance(data.get("clips"), list) and "type" not in data):
+    if manifest.is_file() and _clips_manifest(manifest) is None:
         raise UsageError(
             f"{out_dir} holds a {MANIFEST_NAME} that `vidcap clips` did not write (a "
             "`vidcap export` folder?): give another folder"

@@ -48,7 +48,6 @@ from vidcap.folder import (
     open_folder,
     read_captions,
     read_mask,
-    read_scenes,
 )
 from vidcap.mask import DECIMALS, MaskSettings, compile_queries
 from vidcap.outputs import CaptionedFrame, copy_atomic, write_atomic, write_json
@@ -180,7 +179,7 @@ def video_labels(read: VideoRead, queries: Sequence[str], settings: MaskSettings
         if attrs:
             number = frame.index + 1
             frames[str(number)] = {"frame_number": number, "attrs": {"attrs": attrs}}
-    scenes = read_scenes(read.video)
+    scenes = read.scenes
     # (a shot's bounds are known frames: a moment of whole shots is placed by them)
     known = [
         point
@@ -239,15 +238,13 @@ def frame_support(
     frame times keep a late start (an MP4's first frame at 5 s is index 0), and a variable
     rate is placed from the frame nearest; the frame shown at ``end`` is not covered, so
     ``last`` is its index (its number minus one)."""
-    at = {round(f.time, DECIMALS): f.index for f in frames}
-    at.update((round(time, DECIMALS), index) for time, index in known)
-    points = sorted(at.items())
-    if not points:
+    exact = {round(f.time, DECIMALS): f.index for f in frames}  # time → the frame shown
+    exact.update((round(time, DECIMALS), index) for time, index in known)
+    if not exact:
         return 1, 1
-    rate = frame_rate(CaptionedFrame(index, time, "") for time, index in points)
-    ordered = [CaptionedFrame(index, time, "") for time, index in points]
-    keys = [time for time, _ in points]
-    exact = dict(points)
+    keys = sorted(exact)
+    ordered = [CaptionedFrame(exact[time], time, "") for time in keys]
+    rate = frame_rate(ordered)
 
     def index_at(seconds: float) -> int:
         key = round(seconds, DECIMALS)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -123,10 +124,16 @@ class VideoRead:
         video's record (``damaged_frames``) or on the rows read (``"damaged": true``)."""
         return set(self.video.damaged_frames) | {f.index for f in self.frames if f.damaged}
 
+    @functools.cached_property
+    def scenes(self) -> list[Span]:
+        """``read_scenes`` of the video, read once (the search, the export and the page
+        each ask for them)."""
+        return read_scenes(self.video)
+
     def shots(self) -> list[tuple[float, float]]:
         """The video's shots, [start, end) each, when it was captioned ``--scenes``: its
         samples cover their part of their shot (``vidcap.mask.frame_spans``)."""
-        return [(span.start, span.end) for span in read_scenes(self.video)]
+        return [(span.start, span.end) for span in self.scenes]
 
     def segment_duration(self) -> float | None:
         """Where the last frame's coverage ends, for ``vidcap.mask.segments``: the video's

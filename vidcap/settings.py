@@ -8,6 +8,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from vidcap.errors import UsageError
+from vidcap.wording import flags_that
 
 DEFAULT_MODEL = "Salesforce/blip2-opt-2.7b"
 THUMB_HEIGHT = 160  # pixels: the thumbnails `vidcap caption` writes for its report page
@@ -135,8 +136,7 @@ class SamplingSettings:
                 if value
             ]
             if given:
-                verb = "needs" if len(given) == 1 else "need"
-                raise UsageError(f"{' and '.join(given)} {verb} --scenes")
+                raise UsageError(f"{flags_that(given, 'needs', 'need')} --scenes")
             return
         if self.keyframes:
             raise UsageError(

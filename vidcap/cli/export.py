@@ -10,7 +10,7 @@ from vidcap.cli import EXIT_OK
 from vidcap.cli.parser import local_folder
 from vidcap.errors import UsageError
 from vidcap.mask import MaskSettings
-from vidcap.wording import counted
+from vidcap.wording import counted, flags_that
 
 EXPORT_EPILOG = """\
 example:
@@ -66,8 +66,7 @@ def run_export(args: argparse.Namespace) -> int:
         if value
     ]
     if given and not args.query:
-        verb = "applies" if len(given) == 1 else "apply"
-        raise UsageError(f"{' and '.join(given)} {verb} to --query: give --query TEXT")
+        raise UsageError(f"{flags_that(given, 'applies', 'apply')} to --query: give --query TEXT")
     default = MaskSettings()
     settings = MaskSettings(
         regex=args.regex,

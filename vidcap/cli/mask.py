@@ -316,7 +316,8 @@ def _scene_clips(args: argparse.Namespace) -> int:
             print(f"vidcap: no clips: {exc}", file=sys.stderr)
             skipped += 1
             continue
-        known = _recorded(path, recorded)
+        # (the folder's record of the video: only where the rows name it, not VIDEO)
+        known = _recorded(path, recorded) if args.video is None else None
         video = args.video or _scene_video(rows, known)
         if not video.is_file():
             if not folder:
@@ -328,7 +329,7 @@ def _scene_clips(args: argparse.Namespace) -> int:
                   file=sys.stderr)  # fmt: skip
             skipped += 1
             continue
-        if args.video is None and (changed := _changed_source(video, known)):
+        if changed := _changed_source(video, known):
             print(f"vidcap: {path}: warning: {video} {changed}: its clips are cut at the "
                   "scenes' times, which may not match it", file=sys.stderr)  # fmt: skip
         named = Path(rows[0]["video"]).name

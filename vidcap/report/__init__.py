@@ -50,7 +50,6 @@ from vidcap.folder import (
     open_folder,
     read_captions,
     read_mask,
-    read_scenes,
     thumb_frames,
 )
 from vidcap.inputs import is_url
@@ -298,7 +297,7 @@ def _entry(out: Path, read: VideoRead, table: dict[str, int]) -> dict:
     vtt = video.output(".vtt")
     if vtt.is_file():
         entry["vf"] = quote(vtt.name)
-    scenes = read_scenes(video)
+    scenes = read.scenes
     if scenes:
         entry["sc"] = [[s.start, s.end, s.label] for s in scenes]
     mask = read_mask(video)

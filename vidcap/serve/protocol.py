@@ -180,14 +180,20 @@ def check_content_encoding(content_encoding: str | None) -> None:
     server that inflated bodies would spend memory and CPU on a few KiB that expand to its
     whole size limit; one that ignored the header would read a compressed body as an
     image."""
-    codings = [c.strip().lower() for c in (content_encoding or "").split(",")]
-    refused = [c for c in codings if c not in ("", "identity")]
+    refused = _refused_coding(content_encoding, ("identity",))
     if refused:
         raise BadRequest(
-            f"Content-Encoding {refused[0][:40]} is not accepted: send the images as they "
+            f"Content-Encoding {refused[:40]} is not accepted: send the images as they "
             "are (JPEG and PNG are compressed already)",
             415,
         )
+
+
+def _refused_coding(header: str | None, accepted: Sequence[str]) -> str | None:
+    """The first coding a ``Content-``/``Transfer-Encoding`` header lists (``a, b``, any
+    case) that is not one of ``accepted``; None when all are."""
+    codings = (c.strip().lower() for c in (header or "").split(","))
+    return next((c for c in codings if c and c not in accepted), None)
 
 
 def check_transfer_encoding(transfer_encoding: str | None) -> None:
@@ -195,12 +201,10 @@ def check_transfer_encoding(transfer_encoding: str | None) -> None:
     ``chunked`` (``gzip, chunked``) is a 501, as the HTTP parsers answer an unknown one —
     the parser takes the chunks apart but inflates nothing, so the compressed bytes would
     be read as the image."""
-    codings = [c.strip().lower() for c in (transfer_encoding or "").split(",")]
-    refused = [c for c in codings if c not in ("", "chunked", "identity")]
+    refused = _refused_coding(transfer_encoding, ("chunked", "identity"))
     if refused:
         raise BadRequest(
-            f"Transfer-Encoding {refused[0][:40]} is not accepted: send the body as it is, "
-            "or chunked",
+            f"Transfer-Encoding {refused[:40]} is not accepted: send the body as it is, or chunked",
             501,
         )
 
