@@ -14,7 +14,7 @@ import pytest
 
 from vidcap.backend import EmbeddedBackend
 from vidcap.cli.mask import add_clips_parser, add_mask_parser, answers_path
-from vidcap.errors import UsageError, VideoError
+from vidcap.errors import UsageError
 from vidcap.mask import (
     MaskSettings,
     Segment,
@@ -550,9 +550,76 @@ def test_cli_question_mode_usage_errors(monkeypatch, argv: list[str], message: s
 
 
 def test_cli_question_mode_missing_video(monkeypatch, tmp_path: Path) -> None:
+    """A video named on the command line that is not there is a usage error (exit 2), as
+    for ``vidcap caption`` and ``vidcap clips`` (it was exit 1)."""
     monkeypatch.setattr("vidcap.cli.mask.build_backend", lambda args: pytest.fail("no model"))
-    with pytest.raises(VideoError, match=r"gone\.mp4: no such file"):
+    with pytest.raises(UsageError, match=r"gone\.mp4: no such file"):
         run_cli(["mask", str(tmp_path / "gone.mp4"), "--question", "red?"])
+
+
+def test_an_out_that_is_what_the_mask_reads_is_refused_before_anything(
+    monkeypatch, tmp_path: Path
+) -> None:
+    """Regression: ``--out`` naming the video (question mode), the caption JSONL or the
+    scenes file beside it (query mode) wrote the report over it: the input was lost."""
+    monkeypatch.setattr("vidcap.cli.mask.build_backend", lambda args: pytest.fail("no model"))
+    video = tmp_path / "victim.mp4"
+    video.write_bytes(SUBJECT.read_bytes())
+    captions = write_jsonl(tmp_path / "victim.jsonl", truth_captions(1.0))
+    scenes = tmp_path / "victim.scenes.jsonl"
+    scenes.write_text('{"scene": 1, "start": 0.0, "end": 34.0}\n')
+    linked = tmp_path / "link.json"
+    linked.symlink_to(captions)
+    kept = {path: path.read_bytes() for path in (video, captions, scenes)}
+    for argv in (
+        [str(video), "--question", "red?", "--out", str(video)],
+        [str(captions), "--query", "red", "--out", str(captions)],
+        [str(captions), "--query", "red", "--out", str(tmp_path / "x" / ".." / "victim.jsonl")],
+        [str(captions), "--query", "red", "--out", str(linked)],
+        [str(captions), "--query", "red", "--out", str(scenes)],
+    ):
+        with pytest.raises(UsageError, match=r"--out .* which this command reads: choose another"):
+            run_cli(["mask", *argv])
+    assert {path: path.read_bytes() for path in kept} == kept
+
+
+def test_question_mode_checks_it_can_write_before_the_model_runs(monkeypatch) -> None:
+    """Regression: ``--out`` where nothing can be written failed after the model's pass over
+    the whole video (hours on a real model), its answers lost."""
+    monkeypatch.setattr("vidcap.cli.mask.build_backend", lambda args: pytest.fail("no model"))
+    with pytest.raises(UsageError, match=r"--out /proc/self/x\.json: cannot write there"):
+        run_cli(["mask", str(SUBJECT), "--question", "red?", "--out", "/proc/self/x.json"])
+
+
+def test_question_mode_keeps_its_answers_when_the_report_is_refused(tmp_path: Path) -> None:
+    """Regression: a ``--duration`` before the last sample is found only once every frame is
+    answered; the answers were dropped with the report. They are saved first, to re-mask."""
+    out = tmp_path / "m.json"
+    with pytest.raises(UsageError, match=r"--duration 2\.0 is before the last frame's time"):
+        run_cli(["mask", str(SUBJECT), "--question", "red?", "--model", "tiny", "--quiet",
+                 "--every-n", "50", "--duration", "2", "--out", str(out)])  # fmt: skip
+    assert not out.exists()
+    assert len(load_captions(answers_path(out)).frames) == 7  # frames 0, 50, …, 300 of 340
+
+
+def test_query_mode_refuses_the_options_it_would_ignore(subject_jsonl: Path) -> None:
+    """Regression: query mode took ``--fps``, ``--model``, ``--server``… and ignored them
+    (the captions are already made), where ``--regex`` with ``--question`` is refused."""
+    for extra, named in (
+        (["--fps", "2"], "--fps applies"),
+        (["--model", "tiny", "--every-n", "3"], "--every-n and --model apply"),
+        (["--server", "http://127.0.0.1:9/predictions/vidcap"], "--server applies"),
+    ):
+        with pytest.raises(UsageError, match=f"{named} to --question only"):
+            run_cli(["mask", str(subject_jsonl), "--query", "red", *extra])
+
+
+def test_question_mode_settings_name_the_sampling_used(capsys) -> None:
+    """Regression: the report's settings said ``"fps": 1.0`` for ``--every-n`` sampling."""
+    run_cli(["mask", str(SUBJECT), "--question", "red?", "--model", "tiny", "--quiet",
+             "--every-n", "100"])  # fmt: skip
+    settings = json.loads(capsys.readouterr().out)["settings"]
+    assert (settings["fps"], settings["every_n"], settings["keyframes"]) == (None, 100, False)
 
 
 @pytest.mark.parametrize("name", ["mpeg4-bframes-avi", "mpeg4-noindex-avi", "vfr-avi", "h264-mkv"])

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import resource
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.support.cli import run_main
 from vidcap.cli import main
 from vidcap.errors import ModelLoadError, UsageError
 from vidcap.frames import Frame, resize_for_model
@@ -87,6 +92,63 @@ def test_untrained_tiny_model_builds_offline(tmp_path: Path) -> None:
     assert main(["tiny-model", str(out), "--untrained"]) == 0
     captioner = Captioner.load(ModelSettings(model=str(out), device="cpu"))
     assert len(captioner.caption(scene_images(2))) == 2
+
+
+def test_untrained_weights_are_readable_like_the_others(tmp_path: Path) -> None:
+    out = tmp_path / "random"
+    assert main(["tiny-model", str(out), "--untrained", "--seed", "3"]) == 0
+    modes = {path.name: path.stat().st_mode & 0o777 for path in out.iterdir()}
+    assert modes["model.safetensors"] == modes["config.json"] != 0o600, modes
+
+
+def test_a_checkpoint_cut_short_leaves_nothing_and_a_rerun_writes_it(tmp_path: Path) -> None:
+    """A full disk (here: a file-size limit, EFBIG) while the checkpoint is written: one line,
+    exit 1, no half-written folder for ``--model`` to load later, and the rerun is not refused."""
+    out = tmp_path / "ck"
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    command = [sys.executable, "-m", "vidcap", "tiny-model", str(out)]
+    cut = subprocess.run(command, capture_output=True, text=True, preexec_fn=small_files)
+    assert cut.returncode == 1, cut.stderr
+    assert cut.stderr.strip().splitlines() == [
+        f"vidcap: error: cannot write the checkpoint to {out}: File too large"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert main(["tiny-model", str(out)]) == 0
+    assert (out / "model.safetensors").stat().st_size > 200_000
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (["--untrained", "--seed", "99999999999999999999"], "--seed must be a whole number"),
+        (["--untrained", "--seed", "-1"], "--seed must be a whole number"),
+        (["--seed", "5"], "--seed applies to --untrained only"),
+    ],
+    ids=["overflow", "negative", "without-untrained"],
+)
+def test_a_bad_seed_is_a_usage_error(tmp_path: Path, extra: list[str], said: str) -> None:
+    result = run_main("tiny-model", tmp_path / "m", *extra)
+    assert result.returncode == 2 and said in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
+
+
+def test_a_link_to_nothing_or_a_file_in_the_way_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    (tmp_path / "file").write_text("x")
+    for target, said in ((tmp_path / "dangling", "a link to nothing"),
+                         (tmp_path / "file" / "sub", "is a file, not a folder")):  # fmt: skip
+        result = run_main("tiny-model", target)
+        assert result.returncode == 2 and said in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    linked = tmp_path / "linked"
+    (tmp_path / "empty").mkdir()
+    linked.symlink_to(tmp_path / "empty")
+    assert main(["tiny-model", str(linked)]) == 0
+    assert (tmp_path / "empty" / "config.json").is_file() and linked.is_symlink()
 
 
 def test_unreachable_hub_model_fails_fast_with_advice(monkeypatch) -> None:

@@ -310,7 +310,7 @@ def test_ctrl_c_while_the_parser_imports_is_one_line_and_130(monkeypatch, capsys
     monkeypatch.setattr("vidcap.cli.build_parser", interrupted_import)
     handler = signal.getsignal(signal.SIGINT)
     assert main(["--help"]) == 130
-    assert capsys.readouterr().err == INTERRUPTED + "\n"
+    assert capsys.readouterr().err == "vidcap: interrupted\n"  # (no command ran: nothing to resume)
     assert signal.getsignal(signal.SIGINT) is handler  # restored
 
     monkeypatch.setattr("vidcap.cli.build_parser", lambda: 1 / 0)
@@ -486,3 +486,20 @@ def test_clips_out_on_a_file_names_the_conflict(tmp_path: Path, capsys) -> None:
         f"vidcap: error: --out {tmp_path / 'taken'} is a file, not a folder: "
         "remove it or choose another\n"
     )
+
+
+def test_ctrl_c_in_a_command_that_keeps_nothing_does_not_promise_a_resume(
+    monkeypatch, capsys, tmp_path: Path
+) -> None:
+    """Regression: Ctrl-C in ``vidcap mask --question`` said "rerun the same command to
+    resume", but only ``vidcap caption`` keeps what it did; a rerun of the mask starts over."""
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+        pytest.fail("SIGINT did not interrupt")
+
+    monkeypatch.setattr("vidcap.cli.mask.ask_frames", interrupted)
+    video = SAMPLES / "subject.mp4"
+    assert main(["mask", str(video), "--question", "red?", "--model", "tiny", "--quiet"]) == 130
+    assert capsys.readouterr().err == "vidcap: interrupted\n"

@@ -1,7 +1,7 @@
 """``vidcap``: caption · mask · clips · search · report · export · tiny-model.
 
 The sub-commands live in ``caption.py``, ``mask.py`` (mask, clips), ``search.py``,
-``report.py`` and ``export.py``; every flag group and its mapping onto a settings
+``report.py``, ``export.py`` and ``tiny_model.py``; every flag group and its mapping onto a settings
 dataclass in ``args.py``; the parser class in ``parser.py``. ``entry`` is the console script.
 """
 
@@ -11,14 +11,12 @@ import argparse
 import logging
 import os
 import re
-import shutil
 import signal
 import sys
 import threading
 import warnings
 from argparse import SUPPRESS
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NoReturn
 
 from vidcap import __version__
@@ -38,30 +36,13 @@ QUIET_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
 )
 
 
-def cmd_tiny_model(args: argparse.Namespace) -> int:
-    from vidcap.tiny import CHECKPOINT_DIR
-
-    out: Path = args.dir
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out} is a file; give a new or empty folder")
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"{out} exists and is not empty")
-    if args.untrained:
-        from vidcap.tiny.build import build_tiny
-
-        build_tiny(out, seed=args.seed)
-    else:
-        shutil.copytree(CHECKPOINT_DIR, out, dirs_exist_ok=True)
-    print(f"tiny BLIP-2 checkpoint written to {out} (load it with --model {out})")
-    return EXIT_OK
-
-
 def build_parser() -> argparse.ArgumentParser:
     from vidcap.cli.caption import add_caption_parser
     from vidcap.cli.export import add_export_parser
     from vidcap.cli.mask import add_clips_parser, add_mask_parser
     from vidcap.cli.report import add_report_parser
     from vidcap.cli.search import add_search_parser
+    from vidcap.cli.tiny_model import add_tiny_model_parser
 
     parser = OneLineParser(prog="vidcap", description="Caption video in bulk with BLIP-2.")
     parser.add_argument("--version", action="version", version=f"vidcap {__version__}")
@@ -70,11 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_caption_parser(sub)
 
-    tiny = sub.add_parser("tiny-model", help="write the bundled tiny BLIP-2 checkpoint to a folder")
-    tiny.add_argument("dir", type=Path)
-    tiny.add_argument("--untrained", action="store_true", help="build fresh random weights instead")
-    tiny.add_argument("--seed", type=int, default=0)
-    tiny.set_defaults(func=cmd_tiny_model)
+    add_tiny_model_parser(sub)
 
     add_mask_parser(sub)
     add_clips_parser(sub)
@@ -113,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (the terminal closed: an SSH session dropped) too, silently (nobody sees its output),
     129."""
     ctrl_c = _CtrlC()
+    args: argparse.Namespace | None = None
     try:  # from the start: building the parser imports PyAV and NumPy
         quiet_libraries()
         args = build_parser().parse_args(argv)
@@ -127,10 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         if ctrl_c.hung_up:
             return 128 + signal.SIGHUP
+        # (only `vidcap caption` keeps what it did: a rerun goes on from there)
+        resume = "; rerun the same command to resume" if getattr(args, "resumes", False) else ""
         if ctrl_c.terminated:
-            print("vidcap: stopped by SIGTERM; rerun the same command to resume", file=sys.stderr)
+            print(f"vidcap: stopped by SIGTERM{resume}", file=sys.stderr)
             return 128 + signal.SIGTERM
-        print("vidcap: interrupted; rerun the same command to resume", file=sys.stderr)
+        print(f"vidcap: interrupted{resume}", file=sys.stderr)
         return 130
     finally:
         ctrl_c.restore()

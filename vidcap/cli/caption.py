@@ -51,7 +51,7 @@ def add_caption_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     add_engine_arguments(parser)
     add_parquet_arguments(parser)
     add_ray_arguments(parser)
-    parser.set_defaults(func=run_caption)
+    parser.set_defaults(func=run_caption, resumes=True)
     return parser
 
 

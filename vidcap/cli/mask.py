@@ -23,7 +23,7 @@ from vidcap.cli.args import (
     generation_from_args,
     sampling_from_args,
 )
-from vidcap.cli.parser import check_out_file, check_out_folder
+from vidcap.cli.parser import check_out_file, check_out_folder, check_writable
 from vidcap.clips import (
     MANIFEST_NAME,
     ONE_VIDEO_ERRORS,
@@ -56,7 +56,7 @@ from vidcap.mask import (
 )
 from vidcap.outputs import write_atomic
 from vidcap.video import VIDEO_EXTENSIONS, VideoReader
-from vidcap.wording import counted
+from vidcap.wording import counted, flags_that
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +104,17 @@ def add_mask_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
 
 
 def _add_question_options(parser: argparse.ArgumentParser) -> None:
-    """Question mode samples and asks like ``vidcap caption`` does (embedded or --server)."""
+    """Question mode samples and asks like ``vidcap caption`` does (embedded or --server);
+    its options, with their defaults, are kept to refuse them in query mode (which reads
+    captions already made: they would be ignored)."""
+    before = list(parser._actions)
     add_sampling_arguments(parser)
     add_model_arguments(parser)
     parser.set_defaults(max_new_tokens=QUESTION_MAX_NEW_TOKENS)
+    added = [action for action in parser._actions if action not in before]
+    parser.set_defaults(
+        question_options=tuple((a.option_strings[-1], a.dest, a.default) for a in added)
+    )
 
 
 CLIPS_EPILOG = """\
@@ -165,14 +172,34 @@ def run_mask(args: argparse.Namespace) -> int:
         raise UsageError("give --query (to search a caption JSONL) or --question (to ask a video)")
     reject_folder(args.source)
     require_utf8_name(args.source)
+    if not args.source.exists():  # (named on the command line: a usage error, as caption's)
+        raise UsageError(f"{args.source}: no such file")
+    if args.query:
+        _refuse_question_options(args)
     if args.out is not None:
-        check_out_file(args.out, "--out")
+        reads = [args.source, *([scenes_beside(args.source)] if args.query else [])]
+        check_out_file(args.out, "--out", reads)
+        if args.question:
+            check_out_file(answers_path(args.out), "--out's answers file", reads)
+            check_writable(args.out, "--out")  # (before the model's work, not after it)
     if args.query:
         report = _query_mode(args, settings)
     else:
         report = _question_mode(args, settings)
     _emit(report, args.out)
     return 0
+
+
+def _refuse_question_options(args: argparse.Namespace) -> None:
+    """Query mode reads captions already made: sampling and model options would be ignored."""
+    given = [
+        flag for flag, dest, default in args.question_options if getattr(args, dest) != default
+    ]
+    if given:
+        raise UsageError(
+            f"{flags_that(given, 'applies', 'apply')} to --question only: --query reads the "
+            "captions already made (sample or caption again with `vidcap caption`)"
+        )
 
 
 def _query_mode(args: argparse.Namespace, settings: MaskSettings) -> dict:
@@ -206,18 +233,19 @@ def _question_mode(args: argparse.Namespace, settings: MaskSettings) -> dict:
         )
     finally:
         backend.close()
-    extra = {"model": args.model, "fps": sampling.fps, "every_n": sampling.every_n,
-             "keyframes": sampling.keyframes, "server": getattr(args, "server", None)}  # fmt: skip
-    if args.duration is None:
-        settings = replace(settings, duration=answers.duration)
-        extra["duration_source"] = "decoded"
-    report = mask_answers(answers, args.question, settings, extra)
-    if args.out is not None:
+    if args.out is not None:  # kept first: whatever the report says, the answers are not lost
         path = answers_path(args.out)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, records_jsonl(answers))
         log.info("per-frame answers in %s", path)
-    return report
+    fps = None if sampling.every_n is not None or sampling.keyframes else sampling.fps
+    extra = {"model": args.model, "fps": fps, "every_n": sampling.every_n,
+             "keyframes": sampling.keyframes, "max_frames": sampling.max_frames,
+             "server": getattr(args, "server", None)}  # fmt: skip
+    if args.duration is None and answers.duration is not None:
+        settings = replace(settings, duration=answers.duration)
+        extra["duration_source"] = "decoded"
+    return mask_answers(answers, args.question, settings, extra)
 
 
 def build_backend(args: argparse.Namespace) -> Backend:

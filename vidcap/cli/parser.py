@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import itertools
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -109,10 +111,39 @@ def check_out_folder(path: Path, flag: str) -> None:
         raise UsageError(f"{flag} {path}: {blocking} is a file, not a folder; choose another")
 
 
-def check_out_file(path: Path, flag: str) -> None:
+def check_out_file(path: Path, flag: str, reads: Sequence[Path] = ()) -> None:
     """``flag`` names a file to write (its folders made as needed): a usage error, before
-    any work, where a folder stands there or a file in the way of its folders."""
+    any work, where a folder stands there, a file in the way of its folders, or it is one
+    of the files the command ``reads`` (written over, the input would be lost)."""
     if path.is_dir():
         raise UsageError(f"{flag} {path} is a folder: give a file name (such as {path}/out.json)")
     if (blocking := _blocking_file(path.parent)) is not None:
         raise UsageError(f"{flag} {path}: {blocking} is a file, not a folder; choose another")
+    for source in reads:
+        if _same_file(path, source):
+            raise UsageError(
+                f"{flag} {path} is {source}, which this command reads: choose another file"
+            )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Is ``a`` (to write: its folders made, ``x/..`` collapsed as they will be) ``b``?"""
+    try:
+        if a.exists() and b.exists():
+            return a.samefile(b)  # (links, hard links)
+        where = os.path.realpath(os.path.normpath(os.path.abspath(a)))
+        return b.exists() and where == os.path.realpath(b)
+    except OSError:
+        return False
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """Can a file be made where ``path`` goes (its folders made)? Asked before long work whose
+    result it holds: a usage error now, not a lost result later (a read-only or full file
+    system, a folder of another user, ``/proc``)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from exc
