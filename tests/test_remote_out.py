@@ -269,14 +269,15 @@ def test_a_failed_last_upload_leaves_no_placeholder_to_copy_over_an_upload(
             assert (thumbs / "000000.jpg").stat().st_size == 0
             (local / "v.jsonl").write_text("captions\n")
             refusing = True
-    assert str(local) in str(failed.value)
+    kept = Path(str(failed.value).rsplit(" are left in ", 1)[1])
+    assert kept.name == local.name.replace("vidcap-out-", "vidcap-kept-out-")
     try:
-        assert (local / "v.jsonl").read_text() == "captions\n"
-        assert not (thumbs / "000000.jpg").exists()
-        assert [p for p in local.rglob("*") if p.is_file() and p.stat().st_size == 0] == []
+        assert (kept / "v.jsonl").read_text() == "captions\n"
+        assert not (kept / "thumbs" / "v" / "000000.jpg").exists()
+        assert [p for p in kept.rglob("*") if p.is_file() and p.stat().st_size == 0] == []
         assert fs.cat_file(f"{root}/thumbs/v/000000.jpg") == b"jpeg" * 1000
     finally:
-        shutil.rmtree(local)
+        shutil.rmtree(kept)
 
 
 def test_a_redone_videos_files_of_formats_no_longer_written_go_there_too(

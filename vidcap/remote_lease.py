@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from vidcap import scratch
-from vidcap.errors import UsageError, reason
+from vidcap.errors import UsageError, VidcapError, reason
+from vidcap.inputs import shown_source
 from vidcap.records import STATE_DIR
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,10 @@ LEASE = f"{STATE_DIR}/run-lease.json"
 # A lease not renewed for this long is a stopped run's (killed, its machine gone): ten of
 # the syncs that renew it (``remote_out.SYNC_SECONDS``).
 STALE_S = 300.0
+
+
+class LeaseLost(VidcapError):
+    """This run no longer holds the remote folder's lease (``RemoteLease.renew``)."""
 
 
 class RemoteLease:
@@ -51,7 +56,8 @@ class RemoteLease:
         upload: Callable[[Callable[[], object], str], None],
         staging: Path,
     ) -> None:
-        self.fs, self.url, self._upload, self.staging = fs, url, upload, staging
+        self.fs, self._upload, self.staging = fs, upload, staging
+        self.url = shown_source(url)  # (for messages: without a password it holds)
         self.path = f"{root}/{LEASE}"
         self.owner = uuid.uuid4().hex
         self._started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -71,8 +77,28 @@ class RemoteLease:
             self._refuse_or_take_over(now)
 
     def renew(self) -> None:
-        """At each sync: the lease written again with the time (a failure is the sync's)."""
+        """At each sync, and before the last upload: the lease written again with the time
+        (a failure to write is the sync's), where it is still this run's. Gone, or another
+        run's (this one stalled past ``STALE_S`` — a paused job, a frozen machine — and was
+        taken over; the folder deleted), it raises ``LeaseLost``: this run must upload
+        nothing more, or its summary and page would replace the other run's."""
+        held = self._read()
+        if held is None or held.get("owner") != self.owner:
+            raise LeaseLost(self._lost_why(held))
         self._write()
+
+    def _lost_why(self, held: dict[str, Any] | None) -> str:
+        if held is None:
+            return (
+                f"--out {self.url}: this run's lease ({LEASE}) is gone from there (the folder "
+                "removed or emptied?): nothing more is uploaded"
+            )
+        return (
+            f"--out {self.url}: another run took the folder over (on {held.get('host', '?')}, "
+            f"process {held.get('pid', '?')}, since {held.get('started', '?')}): this one was "
+            f"not heard from for over {STALE_S:.0f} s (paused or stalled); nothing more is "
+            "uploaded, so as not to replace that run's summary and page"
+        )
 
     def release(self) -> None:
         """At the run's end: the lease removed, where it is still this run's."""

@@ -40,13 +40,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from vidcap import scratch
-from vidcap.errors import UploadFailed, UsageError, reason
-from vidcap.inputs import is_url
+from vidcap.errors import UploadFailed, UsageError, VidcapError, reason
+from vidcap.inputs import is_url, shown_source
 from vidcap.journal import JOURNAL_DIR
 from vidcap.out_lock import LOCK_NAME
 from vidcap.outputs import PART_SUFFIX, STAGING_NAME, THUMBS_DIR, THUMBS_STAGING, telling
 from vidcap.records import STATE_DIR, SUMMARY
-from vidcap.remote_lease import LEASE, RemoteLease
+from vidcap.remote_lease import LEASE, LeaseLost, RemoteLease
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +76,15 @@ class StagedFolder:
     def __init__(self, url: str) -> None:
         import fsspec
 
+        self.url = shown_source(url)  # (for messages: without a password it holds)
         try:
             self.fs, root = fsspec.core.url_to_fs(url)
         except (ImportError, ValueError) as exc:
-            raise UsageError(f"--out {url}: {exc}") from exc
-        self.url = url
+            raise UsageError(f"--out {self.url}: {_without(str(exc), url)}") from exc
+        except Exception as exc:  # noqa: BLE001 - ftp://, sftp://, hdfs:// connect here
+            why = _without(reason(exc), url)
+            raise UsageError(f"--out {self.url}: cannot connect ({why})") from exc
+        self.lost: LeaseLost | None = None  # set once another run took the folder over
         self.root = root.rstrip("/")
         self.local = scratch.folder("out")
         self._sent: dict[str, tuple[int, int]] = {}  # relative path → (size, mtime_ns)
@@ -90,6 +94,17 @@ class StagedFolder:
         self._lock = threading.Lock()
         # One run at a time there; writing it is the check that the folder takes files.
         self.lease = RemoteLease(self.fs, self.root, url, self._upload, self.local)
+
+    def keep(self) -> Path:
+        """The staging folder kept, its outputs not uploaded: renamed out of the pattern
+        of folders a later run removes (``scratch.sweep``, a lease taken over), where it
+        can; where it now is."""
+        kept = self.local.with_name(self.local.name.replace("vidcap-out-", "vidcap-kept-out-", 1))
+        try:
+            self.local.rename(kept)
+        except OSError:
+            return self.local
+        return kept
 
     def pull(self) -> None:
         """Records and summary down; placeholders for the other outputs."""
@@ -304,6 +319,10 @@ def output_folder(out: str | Path) -> Iterator[Path]:
             try:
                 staged.lease.renew()
                 staged.push()
+            except LeaseLost as exc:  # nothing more is uploaded; the run's end says so
+                staged.lost = exc
+                log.warning("%s", exc)
+                return
             except Exception as exc:  # noqa: BLE001 - retried at the next sync and at the end
                 log.warning("uploading to %s failed (%s); will retry", staged.url, reason(exc))
                 log.debug("the upload's error", exc_info=True)
@@ -329,24 +348,43 @@ def _last_push(
     stop.set()
     thread.join()
     try:
+        if staged.lost is not None:  # (found at a sync)
+            raise staged.lost
+        staged.lease.renew()  # (still this run's folder: else nothing more goes there)
         log.info("uploaded %d files to %s", staged.push(everything=True), staged.url)
+    except LeaseLost as exc:
+        staged.lost = exc
+        _left(staged, f"{exc}; this run's outputs", failing, LeaseLost)
+        return
     except Exception as exc:  # noqa: BLE001 - each file system raises its own
-        staged.drop_placeholders()  # (a copy of the folder then overwrites nothing there)
-        message = (
-            f"uploading to {staged.url} failed ({reason(exc)}); the outputs are left in "
-            f"{staged.local}"
-        )
-        if failing:
-            log.error("%s", message)
-            return
-        raise UploadFailed(message) from exc
+        _left(staged, f"uploading to {staged.url} failed ({reason(exc)}); the outputs", failing,
+              UploadFailed)  # fmt: skip
+        return
     finally:
-        staged.lease.release()  # (also where the outputs wait in staging: no run holds it)
+        if staged.lost is None:  # (another run's lease is that run's to remove)
+            staged.lease.release()  # (also where the outputs wait in staging: none holds it)
         del _staged[staged.local]
     staged.close()
 
 
+def _left(staged: StagedFolder, what: str, failing: bool, error: type[VidcapError]) -> None:
+    """The last upload did not happen: the staging folder kept (its placeholders removed,
+    so a copy of it to the remote folder overwrites no uploaded file with an empty one) and
+    named, in the run's ``error``, or (``failing``: the run has its own) a line before it."""
+    staged.drop_placeholders()
+    message = f"{what} are left in {staged.keep()}"
+    if failing:
+        log.error("%s", message)
+        return
+    raise error(message)
+
+
 _staged: dict[Path, StagedFolder] = {}  # the staging folders of the runs in this process
+
+
+def _without(text: str, url: str) -> str:
+    """``text`` (a library's message) with ``url`` named without its password."""
+    return text.replace(url, shown_source(url))
 
 
 def shown_name(local: Path) -> str:
@@ -359,6 +397,20 @@ def shown_name(local: Path) -> str:
             name = urlsplit(staged.url).path.rstrip("/").rsplit("/", 1)[-1]
             return name or staged.url
     return local.name
+
+
+def page_folder(local: Path) -> Path | None:
+    """Where the page written in ``local`` is read from, for links relative to it: a
+    staged URL's remote folder where its file system is this machine's (``local://``),
+    None where it is elsewhere (an object store: a link to this machine's files can only be
+    absolute); else ``local`` itself."""
+    resolved = Path(local).resolve()
+    for staging, staged in list(_staged.items()):
+        if Path(staging).resolve() == resolved:
+            from fsspec.implementations.local import LocalFileSystem
+
+            return Path(staged.root) if isinstance(staged.fs, LocalFileSystem) else None
+    return resolved
 
 
 def fetch_placeholders(paths: Sequence[Path]) -> None:

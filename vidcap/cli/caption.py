@@ -59,10 +59,14 @@ def run_caption(args: argparse.Namespace) -> int:
     from vidcap.remote_out import output_folder
 
     with output_folder(args.out) as out:  # a URL: a local staging folder, uploaded
-        return _caption(args, out)
+        code, said = _caption(args, out)
+    if said is not None:  # (once uploaded: a last upload that failed is the run's error)
+        print(said, file=sys.stderr)
+    return code
 
 
-def _caption(args: argparse.Namespace, out: Path) -> int:
+def _caption(args: argparse.Namespace, out: Path) -> tuple[int, str | None]:
+    """Caption into ``out``: the exit status, and the run's last line (None: quiet)."""
     from vidcap.cli.args import (
         backend_from_args,
         engine_from_args,
@@ -72,7 +76,7 @@ def _caption(args: argparse.Namespace, out: Path) -> int:
     )
     from vidcap.commit import check_out_dir
     from vidcap.engine import run
-    from vidcap.inputs import expand_inputs
+    from vidcap.inputs import expand_inputs, shown_source
     from vidcap.model import model_input_size
     from vidcap.parquet import run_writers_for
     from vidcap.records import is_damaged
@@ -133,20 +137,21 @@ def _caption(args: argparse.Namespace, out: Path) -> int:
     failed = [r for r in results if r.status == "failed"]
     damaged = [r for r in results if is_damaged(r.lost_frames, r.damaged_frames)]
     done_frames = sum(r.frames for r in results)
+    said = None
     if not args.quiet:
         notes = [f"{len(failed)} failed"] if failed else []
         if damaged:  # captioned as far as they decode
             notes.append(f"{len(damaged)} damaged, captioned as far as they decode")
         if kept := sum(r.kept_frames or 0 for r in results if not r.resumed):
             notes.append(f"{counted(kept, 'caption')} kept from an interrupted run")
-        summary = f"{args.out.rstrip('/')}/summary.json"
-        print(
+        shown = shown_source(args.out)  # (an --out URL's password is never printed)
+        summary = f"{shown.rstrip('/')}/summary.json"
+        said = (
             f"vidcap: {len(results) - len(failed)} of {len(results)} videos done, "
-            f"{counted(done_frames, 'frame')}; outputs in {args.out}"
-            + (f"; {', '.join(notes)} (see {summary})" if notes else ""),
-            file=sys.stderr,
+            f"{counted(done_frames, 'frame')}; outputs in {shown}"
+            + (f"; {', '.join(notes)} (see {summary})" if notes else "")
         )
-    return EXIT_FAILED if failed else EXIT_OK
+    return (EXIT_FAILED if failed else EXIT_OK), said
 
 
 def _remove_made(out: Path) -> None:

@@ -81,11 +81,11 @@ class OneLineParser(argparse.ArgumentParser):
 def local_folder(value: str) -> Path:
     """An output folder to read (``vidcap search``, ``report``, ``export``): a local path.
     A URL (``vidcap caption --out s3://…`` writes to one) is refused, saying what to do."""
-    from vidcap.inputs import is_url
+    from vidcap.inputs import is_url, shown_source
 
     if is_url(value):
         raise argparse.ArgumentTypeError(
-            f"{value} is a URL: search, report and export read a local folder; copy it here "
+            f"{shown_source(value)} is a URL: search, report and export read a local folder; copy it here "
             "first (aws s3 sync, gsutil rsync, or fsspec's get with recursive=True)"
         )
     return Path(value.removeprefix("file://"))

@@ -56,6 +56,7 @@ from vidcap.inputs import is_url
 from vidcap.mask import DECIMALS
 from vidcap.outputs import write_atomic
 from vidcap.records import is_damaged
+from vidcap.remote_out import page_folder, shown_name  # (a staged URL --out)
 from vidcap.report import reuse
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,6 @@ def write_report(out: Path | str, videos: Sequence[FolderVideo] | None = None) -
     The page is a function of the folder (no time of writing in it), and a file that would
     not change is not rewritten: a rerun with nothing to do leaves every file as it was.
     A shard whose videos have not changed is not even read again (``vidcap.report.reuse``)."""
-    from vidcap.remote_out import shown_name  # (a staged URL --out: the URL's name)
-
     out = Path(out)
     started = time.monotonic()
     videos = open_folder(out) if videos is None else videos
@@ -321,9 +320,12 @@ def _source(out: Path, video: FolderVideo) -> dict:
     if path is None:
         where = video.identity.get("path") or source
         return {"why": f"the source is not on this machine any more: {where}"}
+    base = page_folder(out)  # (a staged URL --out: the remote folder, or None)
     try:
-        relative = os.path.relpath(path.resolve(), out.resolve())
-    except ValueError:  # another drive (Windows)
+        if base is None:
+            raise ValueError("a page read elsewhere: no relative link to this machine")
+        relative = os.path.relpath(path.resolve(), base)
+    except ValueError:  # another drive (Windows), or the page is not on this machine
         where = {"src": path.resolve().as_uri()}
     else:
         where = {"src": quote(Path(relative).as_posix())}
