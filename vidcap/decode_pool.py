@@ -242,6 +242,12 @@ class DecodePool:
                 self._running[job_id] = proc
                 try:
                     self._run_job(proc, job_id, source, fresh)
+                except Exception as exc:  # noqa: BLE001 - this job fails, not the pool silently
+                    log.debug("driving the decoder of %s failed", source, exc_info=True)
+                    self._put(Failed(job_id, f"{source}: the decoder could not be driven "
+                                             f"({type(exc).__name__}: {exc})"))  # fmt: skip
+                    self._end(proc)
+                    proc = None
                 finally:
                     self._running.pop(job_id, None)
                     self._waiting.pop(job_id, None)

@@ -339,6 +339,10 @@ def caption_video(
     Decoding runs ahead in a decoder process, bounded, while the backend captions. A frame
     that reuses a caption (``sampling.skip_similar``) comes with it and its ``same_as``.
     """
+    for name, value, kind in (("sampling", sampling, SamplingSettings),
+                              ("generation", generation, GenerationSettings)):  # fmt: skip
+        if not isinstance(value, kind):
+            raise TypeError(f"{name} must be a {kind.__name__}, got {value!r}")
     pool = DecodePool([(0, str(source))], sampling, backend.input_size, 1, QUEUE_FRAMES)
     captions: dict[int, str] = {}  # (--skip-similar: a reused frame follows its captioned one)
     try:

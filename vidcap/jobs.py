@@ -16,10 +16,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vidcap import __version__
+from vidcap.errors import UsageError
 from vidcap.inputs import shown_source
 from vidcap.outputs import SCENES_FORMAT, VIDEO_FORMATS, CaptionedFrame
 from vidcap.scenes import Scene
 from vidcap.settings import GenerationSettings, SamplingSettings
+
+RUN_FORMATS = ("parquet",)  # formats written across videos (``vidcap.parquet``)
+
+
+def split_formats(text: str) -> tuple[str, ...]:
+    """``"jsonl, srt"`` (``--format``) → the names."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,20 @@ class RunSettings:
     # known: recorded with every video, not part of the key (a folder begun on a CPU in
     # float32 resumes on a GPU in float16), and a rerun says how many kept videos differ.
     precision: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.formats, str) or not all(isinstance(f, str) for f in self.formats):
+            raise UsageError(f"formats must be a sequence of names, got {self.formats!r}")
+        known = (*VIDEO_FORMATS, *RUN_FORMATS)
+        unknown = [fmt for fmt in self.formats if fmt not in known]
+        if unknown or not self.formats:
+            raise UsageError(
+                f"unknown --format {','.join(unknown) or repr(','.join(self.formats))}; "
+                f"supported values are {', '.join(known)}"
+            )
+        for name, kind in (("sampling", SamplingSettings), ("generation", GenerationSettings)):
+            if not isinstance(getattr(self, name), kind):
+                raise TypeError(f"{name} must be a {kind.__name__}, got {getattr(self, name)!r}")
 
     def key(self) -> str:
         """Identifies what the outputs depend on; a rerun with other settings redoes videos."""

@@ -9,6 +9,7 @@ one ``0``/``1`` per caption line, before any closing or dropping.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -25,12 +26,17 @@ from tqdm import tqdm
 
 from vidcap import jsontext
 from vidcap.backend import CaptionFailed
-from vidcap.decode import Decoded, Failed, Warned, decode_events
+from vidcap.decode import Decoded, Ended, Failed, Warned, decode_events
 from vidcap.errors import UsageError, VideoError
 from vidcap.frames import Frame
 from vidcap.inputs import shown_source
 from vidcap.outputs import CaptionedFrame, render_jsonl
-from vidcap.settings import GenerationSettings, SamplingSettings, question_prompt
+from vidcap.settings import (
+    GenerationSettings,
+    SamplingSettings,
+    check_field_types,
+    question_prompt,
+)
 from vidcap.terminal import logs_above
 from vidcap.video import VideoReader
 
@@ -88,6 +94,7 @@ class MaskSettings:
     duration: float | None = None
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         for name, value in (("--merge-gap", self.merge_gap), ("--min-duration", self.min_duration)):
             if not (math.isfinite(value) and value >= 0):
                 raise UsageError(f"{name} must be a number of seconds >= 0, got {value}")
@@ -179,6 +186,8 @@ def _one_video(path: Path, names: Sequence[str]) -> str:
 
 def compile_queries(queries: Sequence[str], regex: bool = False) -> list[re.Pattern[str]]:
     """Case-insensitive patterns. Plain queries match whole words; a multi-word query the phrase."""
+    if isinstance(queries, str):  # (one query, not its characters)
+        queries = [queries]
     if not queries:
         raise UsageError("give at least one --query")
     patterns = []
@@ -290,6 +299,8 @@ def segments(
     seconds)."""
     if len(times) != len(flags):
         raise ValueError(f"{len(times)} times but {len(flags)} flags")
+    if not all(map(math.isfinite, times)) or any(b < a for a, b in itertools.pairwise(times)):
+        raise ValueError("times must be finite numbers of seconds, in time order")
     MaskSettings(merge_gap=merge_gap, min_duration=min_duration, duration=duration)
     starts, ends = frame_spans(times, frame_ends(times, duration), scenes)
     runs = _runs(starts, ends, flags)
@@ -394,6 +405,8 @@ def mask_captions(
 ) -> dict:
     """A video's captions + queries → the report (query mode, the whole of it); ``scenes``:
     its shots, when its captions were sampled per shot (``frame_spans``)."""
+    if isinstance(queries, str):  # (one query, not its characters)
+        queries = [queries]
     flags = match_frames(captions.frames, queries, settings.regex)
     damaged = [frame.damaged for frame in captions.frames]
     return build_report(
@@ -451,8 +464,9 @@ def ask_frames(
                 raise VideoError(event.error)
             elif isinstance(event, Warned):
                 log.warning("%s", event.message)
-            else:
+            elif isinstance(event, Ended):
                 duration = event.duration
+            # (thumbnails, scenes: what sampling settings ask of the decoder; not asked here)
 
     bar = tqdm(
         total=total,

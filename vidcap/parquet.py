@@ -43,7 +43,7 @@ from typing import Any
 
 from vidcap.errors import UsageError, install_hint
 from vidcap.inputs import gone
-from vidcap.jobs import RunSettings, RunWriter, VideoJob
+from vidcap.jobs import RUN_FORMATS, RunSettings, RunWriter, VideoJob
 from vidcap.outputs import CaptionedFrame, frame_row, is_output_name, new_part
 from vidcap.records import identity_of, read_record
 from vidcap.regular import is_regular, own_folder
@@ -51,8 +51,7 @@ from vidcap.scenes import Scene
 
 log = logging.getLogger(__name__)
 
-FORMAT = "parquet"
-RUN_FORMATS = (FORMAT,)  # formats written across videos (beside the per-video ones)
+FORMAT = RUN_FORMATS[0]
 SHARD_DIR = "parquet"
 DEFAULT_SHARD_ROWS = 100_000
 # Redone videos whose earlier rows a run writing no Parquet removes at once (each batch

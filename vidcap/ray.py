@@ -58,7 +58,7 @@ from vidcap.decode import Decoded, Event, decode_events, encode_event, read_even
 from vidcap.engine import Captioned, FailingStreak, Uncaptioned, deliver
 from vidcap.errors import UsageError, VidcapError, install_hint
 from vidcap.inputs import PATH_COLUMN, InputVideo, expand_inputs, is_url
-from vidcap.jobs import RunSettings, RunWriter, VideoJob, VideoResult
+from vidcap.jobs import RunSettings, RunWriter, VideoJob, VideoResult, split_formats
 from vidcap.model import (
     auto_batch_size,
     ensure_loadable,
@@ -606,6 +606,12 @@ def caption_dataset(
     which ``vidcap caption`` writes unless ``--no-thumbs``, are written when ``sampling``
     asks (``SamplingSettings(thumb_height=vidcap.settings.THUMB_HEIGHT)``).
     """
+    _check_kinds(model=model, sampling=sampling, generation=generation,
+                 ray_settings=ray_settings)  # fmt: skip
+    if isinstance(inputs, str | os.PathLike | InputVideo):  # one input, not its characters
+        inputs = [inputs]
+    if isinstance(formats, str):  # "jsonl,srt", as --format takes them
+        formats = split_formats(formats)
     model = pinned(model or ModelSettings())  # every actor loads this one commit
     local = None if is_url(str(out)) else Path(out)
     videos = expand_inputs(inputs, path_column, out=local)
@@ -621,6 +627,16 @@ def caption_dataset(
         )
         run_writers = run_writers_for(settings, [v.metadata for v in videos], shard_rows)
         return run(videos, settings, model, ray_settings or RaySettings(), run_writers, on_done)
+
+
+def _check_kinds(**given: object) -> None:
+    """``caption_dataset``'s settings each of its class (or None), before anything starts:
+    a dict or a string given instead is a TypeError naming it."""
+    kinds = {"model": ModelSettings, "sampling": SamplingSettings,
+             "generation": GenerationSettings, "ray_settings": RaySettings}  # fmt: skip
+    for name, value in given.items():
+        if value is not None and not isinstance(value, kinds[name]):
+            raise TypeError(f"{name} must be a {kinds[name].__name__} or None, got {value!r}")
 
 
 def run(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import numbers
 import os
 import re
-from dataclasses import asdict, dataclass
+import types
+import typing
+from dataclasses import asdict, dataclass, fields
 
 from vidcap.errors import UsageError
 from vidcap.wording import flags_that
@@ -23,6 +27,38 @@ PROMPT_CHARS_LIMIT = 500
 DECODE_MODES = ("exact", "all")
 """``exact``: the frames decoding everything would give, decoding only what the samples
 need (see ``vidcap.video``); ``all``: decode every frame."""
+
+
+def check_field_types(settings: object) -> None:
+    """Each field of the dataclass ``settings`` of its declared type, or a ``UsageError``
+    naming it: a library caller's ``every_n=1.5`` or ``fps="2"`` (a server's request: from
+    JSON) is one clear line here, not a TypeError deep in decoding. A whole-number field
+    takes no ``bool``; a number field takes a whole number."""
+    for name, allowed in _field_types(type(settings)).items():
+        value = getattr(settings, name)
+        if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+            wanted = " or ".join(_KIND_NAMES[kind] for kind in allowed)
+            raise UsageError(f"{type(settings).__name__}.{name} must be {wanted}, got {value!r}")
+
+
+_KINDS: dict[object, type] = {int: numbers.Integral, float: numbers.Real, str: str, bool: bool,
+                              type(None): type(None)}  # fmt: skip
+_KIND_NAMES = {numbers.Integral: "a whole number", numbers.Real: "a number", str: "a string",
+               bool: "true or false", type(None): "None"}  # fmt: skip
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, tuple[type, ...]]:
+    """A dataclass's simple field types (``int``, ``float | None``…) as ``isinstance`` takes
+    them (NumPy's numbers too); fields of other types (containers, classes) are left out."""
+    hints = typing.get_type_hints(cls)
+    found: dict[str, tuple[type, ...]] = {}
+    for field in fields(cls):
+        hint = hints[field.name]
+        parts = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        if all(part in _KINDS for part in parts):
+            found[field.name] = tuple(_KINDS[part] for part in parts)
+    return found
 
 
 def joined_precisions(*parts: str) -> str:
@@ -77,6 +113,7 @@ class SamplingSettings:
     thumb_height: int | None = None
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.thumb_height is not None and not 16 <= self.thumb_height <= 2160:
             raise UsageError(f"thumb_height must be between 16 and 2160, got {self.thumb_height}")
         if self.every_n is not None and self.every_n < 1:
@@ -181,6 +218,7 @@ class ModelSettings:
     revision: str | None = None
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         for device in self.device.split(","):
             if not re.fullmatch(r"auto|cpu|cuda(:\d+|:all)?", device.strip()):
                 raise UsageError(f"unknown device {device!r}; supported values are {DEVICES_HELP}")
@@ -203,6 +241,7 @@ class GenerationSettings:
     num_beams: int = 1
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
             raise UsageError(
                 f"--max-new-tokens: max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, "
@@ -237,6 +276,7 @@ class EngineSettings:
     decode_timeout: float = 600.0
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.decode_workers is not None and self.decode_workers < 1:
             raise UsageError(
                 f"--decode-workers must be a whole number >= 1, got {self.decode_workers}"

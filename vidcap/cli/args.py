@@ -17,10 +17,9 @@ from vidcap.backend import Backend, EmbeddedBackend, load_replicas
 from vidcap.cli.remote import add_client_arguments
 from vidcap.errors import UsageError
 from vidcap.inputs import LIST_SUFFIXES
-from vidcap.jobs import RunSettings
+from vidcap.jobs import RunSettings, split_formats
 from vidcap.model import AUTO_BATCH_CPU, AUTO_BATCH_CUDA, model_input_size
-from vidcap.outputs import FORMATS
-from vidcap.parquet import DEFAULT_SHARD_ROWS, RUN_FORMATS
+from vidcap.parquet import DEFAULT_SHARD_ROWS
 from vidcap.ray import RaySettings
 from vidcap.settings import (
     DECODE_MODES,
@@ -60,14 +59,8 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def formats_from_args(args: argparse.Namespace) -> tuple[str, ...]:
-    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    known = FORMATS + RUN_FORMATS
-    unknown = [f for f in formats if f not in known]
-    if unknown or not formats:
-        raise UsageError(
-            f"unknown --format {','.join(unknown) or args.format!r}; supported values are {', '.join(known)}"
-        )
-    return formats
+    """``--format a,b``: the names (checked by ``RunSettings``)."""
+    return split_formats(args.format)
 
 
 def run_settings_from_args(args: argparse.Namespace, out_dir: Path) -> RunSettings:
