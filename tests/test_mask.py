@@ -734,3 +734,56 @@ def test_question_mode_keeps_the_damage_the_decoder_saw(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     yes = {row["frame"] for row in answered if is_yes(row["caption"])}
     assert sum(s["damaged"] for s in report["segments"]) == len(yes & set(marked))
+
+
+def test_remasking_takes_the_duration_the_video_was_decoded_to(tmp_path: Path, capsys) -> None:
+    """Regression: ``vidcap mask`` of a caption JSONL, or of question mode's answers, added a
+    median interval after the last sample (35.0 s for the 34 s subject.mp4 at ``--every-n
+    25``), where question mode, ``vidcap search`` and the page take the decoded 34.0: the same
+    settings gave other segments. It takes what the folder records, or the report beside
+    the answers."""
+    from vidcap.cli import main
+
+    every = ["--every-n", "25", "--model", "tiny", "--quiet"]
+    assert main(["caption", str(SUBJECT), *every, "--out", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    run_cli(["mask", str(tmp_path / "out" / "subject.jsonl"), "--query", "red circle"])
+    report = json.loads(capsys.readouterr().out)
+    assert (report["settings"]["duration"], report["settings"]["duration_source"]) == (
+        34.0, "recorded")  # fmt: skip
+    out = tmp_path / "q" / "s.json"
+    run_cli(["mask", str(SUBJECT), "--question", "is there a red circle?", *every,
+             "--out", str(out)])  # fmt: skip
+    asked = json.loads(out.read_text())
+    capsys.readouterr()
+    run_cli(["mask", str(answers_path(out)), "--regex", "--query", r"^\s*yes\b"])
+    again = json.loads(capsys.readouterr().out)
+    assert again["settings"]["duration"] == asked["settings"]["duration"] == 34.0
+    assert again["segments"] == asked["segments"] and again["coverage"] == asked["coverage"]
+
+
+@pytest.mark.parametrize(
+    ("sampling", "end"),
+    [(["--every-n", "19"], 9.5), (["--fps", "1"], 5.0), (["--keyframes"], None)],
+    ids=["every-n", "fps", "keyframes"],
+)
+def test_max_frames_ends_the_last_sample_where_the_next_would_be(
+    sampling: list[str], end: float | None, tmp_path: Path, capsys
+) -> None:
+    """Regression: with ``--max-frames`` the duration was the end of whatever frame the
+    decoder had reached when it stopped (18.8 s after the fifth keyframe at 7.0 s; 7.7 s
+    after the fifth ``--every-n 19`` sample at 7.6 s: a 0.1 s last segment for a 1.9 s
+    step), in the mask and in ``vidcap caption``'s summary and last cue alike. It is now
+    where the next sample would be: the next ``--fps`` tick, else one median step on."""
+    from vidcap.cli import main
+
+    args = [*sampling, "--max-frames", "5", "--model", "tiny", "--quiet"]
+    run_cli(["mask", str(SUBJECT), "--question", "red?", *args])
+    settings = json.loads(capsys.readouterr().out)["settings"]
+    assert main(["caption", str(SUBJECT), *args, "--out", str(tmp_path / "out")]) == 0
+    captions = load_captions(tmp_path / "out" / "subject.jsonl")
+    times = captions.times
+    step = float(np.median(np.diff(times)))
+    assert end is None or end == pytest.approx(times[-1] + step)
+    [video] = json.loads((tmp_path / "out" / "summary.json").read_text())["videos"]
+    assert settings["duration"] == pytest.approx(times[-1] + step) == video["duration"]

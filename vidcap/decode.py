@@ -30,10 +30,12 @@ input and the thumbnail are each scaled straight from the decoder's frame by lib
 
 from __future__ import annotations
 
+import itertools
 import logging
+import statistics
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
@@ -241,11 +243,14 @@ def _events(
 
     similar = SkipSimilar(sampling.skip_similar) if sampling.skip_similar is not None else None
     sampled = scenes = 0
+    times: list[float] = []  # the samples' (with --max-frames: at most that many)
 
     def sample(item: DecodedFrame | Frame) -> Iterator[Event]:
         """A sample: straight from the decoder, or (scenes) already at the model's size."""
         nonlocal sampled
         sampled += 1
+        if sampling.max_frames is not None:
+            times.append(item.time)
         if sampling.thumb_height is not None:
             if isinstance(item, Frame):
                 picture = display_image(
@@ -303,7 +308,28 @@ def _events(
         log.debug("decoding %s failed", source, exc_info=True)
         yield Failed(job, held.named(f"{source}: {type(exc).__name__}: {exc}"))
         return
-    yield Ended(job, sampled, stats.duration, scenes, stats.lost_frames, sha256)
+    duration = stats.duration
+    if stats.stopped_early and times:  # --max-frames: the end of what was sampled
+        duration = sampled_end(times, sampling, stats.nominal_fps, stats.duration)
+    yield Ended(job, sampled, duration, scenes, stats.lost_frames, sha256)
+
+
+def sampled_end(
+    times: Sequence[float], sampling: SamplingSettings, nominal_fps: float, decoded_to: float
+) -> float:
+    """Where the last sample's time runs to when sampling stopped early (``--max-frames``):
+    where the next sample would be — the next ``--fps`` tick; one typical (median) interval
+    of the samples for ``--every-n`` or ``--keyframes`` — not the end of the last frame the
+    decoder happened to reach (threads and look-ahead decode past it: a keyframe 10 s on),
+    which made the last cue, and a mask's last segment, that long. One sample of no rate:
+    its frame's end."""
+    last = times[-1]
+    if sampling.every_n is None and not sampling.keyframes and sampling.fps:
+        return last + 1.0 / sampling.fps
+    gaps = [b - a for a, b in itertools.pairwise(times) if b > a]
+    if gaps:
+        return last + statistics.median(gaps)
+    return last + 1.0 / nominal_fps if nominal_fps > 0 else decoded_to
 
 
 def thumbnail_jpeg(picture: np.ndarray, index: int, quality: int = 80) -> bytes:

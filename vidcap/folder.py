@@ -427,6 +427,37 @@ def read_scenes(video: FolderVideo) -> list[Span]:
     return read_scene_file(video.output(SCENES_SUFFIX))
 
 
+def recorded_duration(captions: Path, video: str) -> float | None:
+    """The duration recorded for ``video``, whose caption JSONL ``captions`` is, where it
+    was decoded: the output folder holding it (``summary.json``, its records: what
+    ``vidcap search`` and the page take), or, for a question's answers ``X.answers.jsonl``,
+    the ``X.json`` report written with them. None where neither says (then ``vidcap mask``
+    infers one)."""
+    folder = captions.parent
+    if captions.name.endswith(".answers.jsonl"):
+        report = folder / (captions.name.removesuffix(".answers.jsonl") + ".json")
+        try:
+            data = jsontext.loads(regular.read_text(report))
+        except (OSError, ValueError):
+            return None
+        settings = data.get("settings") if isinstance(data, dict) else None
+        if not isinstance(settings, dict) or data.get("video") != video:
+            return None
+        known = settings.get("duration")
+        decoded = settings.get("duration_source") == "decoded"
+        return float(known) if decoded and is_number(known) and known > 0 else None
+    if not (folder / SUMMARY).is_file() and not (folder / STATE_DIR).is_dir():
+        return None
+    try:
+        videos = open_folder(folder)
+    except UsageError:
+        return None
+    for entry in videos:
+        if entry.video == video and entry.output(".jsonl").name == captions.name:
+            return entry.duration if is_number(entry.duration) and entry.duration > 0 else None
+    return None
+
+
 def scenes_beside(captions: Path) -> Path:
     """``OUT/talk.jsonl`` → ``OUT/talk.scenes.jsonl``, where ``--scenes`` writes its shots."""
     return captions.with_name(captions.name.removesuffix(".jsonl") + SCENES_SUFFIX)

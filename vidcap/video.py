@@ -156,6 +156,9 @@ class VideoStats:
     last_pts: float = 0.0
     # End of the last frame: its pts plus one frame interval (as ffprobe counts it).
     duration: float = 0.0
+    # Sampling stopped before the video's end (``--max-frames``): ``duration`` is then the
+    # end of the last frame decoded, no end of the video (``decode.sampled_end``).
+    stopped_early: bool = False
 
 
 @dataclass(frozen=True)
@@ -734,6 +737,7 @@ class VideoReader:
             why = undecodable_why(self._container, self.path)
             raise VideoError(f"{self.path}: {why or 'no decodable frames'}")
         if not reached_end:
+            stats.stopped_early = True
             return
         discarded = self._packets.discarded if self._packets else 0
         stats.expected_frames = max(0, stats.expected_frames - discarded)

@@ -41,6 +41,7 @@ from vidcap.folder import (
     FolderVideo,
     open_folder,
     read_scene_file,
+    recorded_duration,
     scenes_beside,
 )
 from vidcap.inputs import require_utf8_name
@@ -211,8 +212,13 @@ def _query_mode(args: argparse.Namespace, settings: MaskSettings) -> dict:
     captions = load_captions(args.source)
     beside = scenes_beside(args.source)  # (captioned --scenes: a sample covers its shot's part)
     shots = [(span.start, span.end) for span in read_scene_file(beside)]
-    extra = {"scenes": str(beside)} if shots else None
-    return mask_captions(captions, args.query, settings, shots, extra)
+    extra: dict[str, object] = {"scenes": str(beside)} if shots else {}
+    if settings.duration is None:  # (as `vidcap search` and the page take it)
+        known = recorded_duration(args.source, captions.video)
+        if known is not None and known >= captions.frames[-1].time:
+            settings = replace(settings, duration=known)
+            extra["duration_source"] = "recorded"
+    return mask_captions(captions, args.query, settings, shots, extra or None)
 
 
 def _question_mode(args: argparse.Namespace, settings: MaskSettings) -> dict:
