@@ -868,6 +868,46 @@ def test_a_download_goes_on_while_data_comes_and_fails_once_none_does(monkeypatc
         server.server_close()
 
 
+def test_a_slow_download_is_no_stalled_decoder(tmp_path: Path) -> None:
+    """Regression: a video downloading slowly but steadily was killed by ``--decode-timeout``
+    as a stalled decoder ("the decoder sent nothing for 4 s"): with the default 600 s, any
+    download over ten minutes failed while data kept coming. A download that goes on is the
+    decoder's heartbeat; one that stops fails after ``HTTP_STALL_S``, as before."""
+    import http.server
+    import threading
+    import time
+
+    data = SAMPLE.read_bytes()
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            step = len(data) // 10 + 1
+            for start in range(0, len(data), step):
+                self.wfile.write(data[start : start + step])
+                self.wfile.flush()
+                time.sleep(0.4)  # 4 s in all: twice the --decode-timeout below
+
+    server = QuietHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/slow.mp4"
+    try:
+        result = run_main("caption", url, "--out", tmp_path / "out", "--model", "tiny",
+                          "--max-frames", "2", "--decode-timeout", "2", "--quiet")  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, result.stderr
+    assert "stalled" not in result.stderr and (tmp_path / "out" / "slow.jsonl").is_file()
+
+
 def test_list_rows_naming_one_file_with_other_values_are_said_not_dropped_silently(
     tmp_path: Path,
 ) -> None:

@@ -35,7 +35,7 @@ import logging
 import statistics
 import struct
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
@@ -140,7 +140,17 @@ class Warned:
     message: str
 
 
-Event = Decoded | Reused | Thumbnail | SceneFound | Ended | Failed | Planned | Warned
+@dataclass(frozen=True)
+class Fetching:
+    """Job ``job``'s source is still downloading: ``size`` bytes so far. Written by a
+    decoder process beside its events while ``decode_events``' ``progress`` is called (its
+    pool takes it for a heartbeat, not a stall, and passes it on to no consumer)."""
+
+    job: int
+    size: int
+
+
+Event = Decoded | Reused | Thumbnail | SceneFound | Ended | Failed | Planned | Warned | Fetching
 
 
 def decode_events(
@@ -151,6 +161,7 @@ def decode_events(
     threads: int = 0,
     plan: bool = False,
     digest: bool = True,
+    progress: Callable[[int], None] | None = None,
 ) -> Iterator[Event]:
     """Decode ``source`` (a path or a URL, fetched first): its sampled frames, upright and
     SDR, resized to ``size`` (height, width) and carrying their display size (``Decoded``,
@@ -162,13 +173,15 @@ def decode_events(
     (the count comes from the demux pass that decoding needs anyway: no extra read; with
     ``--scenes`` the count is unknown until the end). ``digest``: read the file once more
     when it is decoded, for ``Ended.sha256`` (a run's resume record; not ``vidcap mask``).
+    ``progress(bytes)``: called, from another thread, while a URL's download goes on
+    (``inputs.local_copy``).
 
     The warnings vidcap logs on this thread while it decodes leave as ``Warned`` events
     instead of being printed. A URL's temporary copy is named by the URL in every message
     (``inputs.shown_source``: without a password it was given with).
     """
     held = _Held(source)
-    events = _events(job, source, sampling, size, threads, plan, held, digest)
+    events = _events(job, source, sampling, size, threads, plan, held, digest, progress)
     try:
         while True:
             with held.installed():  # (only while decoding: not while the consumer runs)
@@ -234,6 +247,7 @@ def _events(
     plan: bool,
     held: _Held,
     digest: bool,
+    progress: Callable[[int], None] | None,
 ) -> Iterator[Event]:
     # Imported here: a process that only reads events (the engine) needs no PyAV or fsspec.
     from vidcap.inputs import local_copy, sha256_or_none
@@ -276,7 +290,7 @@ def _events(
                 yield from sample(item)
 
     try:
-        with local_copy(source) as path:
+        with local_copy(source, progress) as path:
             held.local = str(path)
             with VideoReader(path, threads=threads) as reader:
                 reader.warn_if_untimed()
@@ -369,6 +383,8 @@ def encode_event(event: Event) -> bytes:
     if isinstance(event, Planned):
         samples = -1 if event.samples is None else event.samples
         return HEADER.pack(b"P", event.job, samples, 0.0, 0, 0)
+    if isinstance(event, Fetching):
+        return HEADER.pack(b"D", event.job, event.size, 0.0, 0, 0)
     kind, message = (b"W", event.message) if isinstance(event, Warned) else (b"X", event.error)
     data = message.encode()
     return HEADER.pack(kind, event.job, len(data), 0.0, 0, 0) + data
@@ -382,6 +398,8 @@ def read_event(stream: IO[bytes]) -> Event | None:
     kind, job, number, time, height, width = HEADER.unpack(header)
     if kind == b"P":
         return Planned(job, None if number < 0 else number)
+    if kind == b"D":
+        return Fetching(job, number)
     lengths = {b"R": SAME_AS.size, b"S": SCENE.size, b"X": number, b"W": number, b"T": height}
     lengths[b"E"] = len(NO_DIGEST)
     if kind != b"F" and kind not in lengths:

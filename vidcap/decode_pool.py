@@ -29,7 +29,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO
 
-from vidcap.decode import Ended, Event, Failed, decode_events, encode_event, read_event
+from vidcap.decode import (
+    Ended,
+    Event,
+    Failed,
+    Fetching,
+    decode_events,
+    encode_event,
+    read_event,
+)
 from vidcap.scratch import folder as scratch_folder
 from vidcap.scratch import sweep
 from vidcap.settings import SamplingSettings
@@ -40,18 +48,29 @@ log = logging.getLogger(__name__)
 
 
 def serve(size: tuple[int, int], jobs: IO[str], out: IO[bytes]) -> None:
-    """Decode every job read from ``jobs`` (one JSON line each) until it closes."""
+    """Decode every job read from ``jobs`` (one JSON line each) until it closes. While a
+    URL downloads, ``Fetching`` heartbeats go out beside (a thread of the download's)."""
+    writing = threading.Lock()
     for line in jobs:
         if line.strip():
             job = json.loads(line)
             sampling = SamplingSettings(**job["sampling"])
             threads = int(job.get("threads", 0))
             plan = bool(job.get("plan", False))
+            job_id = int(job["id"])
+
+            def fetching(size_so_far: int, job_id: int = job_id) -> None:
+                with writing:
+                    out.write(encode_event(Fetching(job_id, size_so_far)))
+                    out.flush()
+
             for event in decode_events(
-                int(job["id"]), job["source"], sampling, size, threads, plan
+                job_id, job["source"], sampling, size, threads, plan, progress=fetching
             ):
-                out.write(encode_event(event))
-            out.flush()
+                with writing:
+                    out.write(encode_event(event))
+            with writing:
+                out.flush()
 
 
 # What a worker writes once it has imported PyAV and numpy and is ready for jobs: the stall
@@ -292,6 +311,8 @@ class DecodePool:
             if event is None:
                 self._failed(proc, job_id, source, starting=False)
                 return
+            if isinstance(event, Fetching):
+                continue  # (a download going on: the stall clock starts again, nothing to pass)
             if not self._put(event) or isinstance(event, (Ended, Failed)):
                 return
 

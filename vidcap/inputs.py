@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import contextlib
 import csv
 import errno
 import hashlib
@@ -35,7 +36,8 @@ import os
 import posixpath
 import re
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -72,6 +74,7 @@ TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")  # the lists with columns (a .txt 
 # URL inputs over HTTP(S): seconds to connect, and without a byte before a download fails.
 HTTP_CONNECT_S = 30.0
 HTTP_STALL_S = 60.0
+PROGRESS_S = 1.0  # how often a download that goes on says so (``local_copy``)
 # A list's metadata column named like an output column (``caption``: a dataset's own
 # captions) is carried under this prefix, not over vidcap's.
 CLASH_PREFIX = "list_"
@@ -288,6 +291,33 @@ def _expand_url(url: str, path_column: str) -> list[InputVideo]:
     except OSError as exc:
         raise UsageError(f"cannot read {shown}: {str(exc).replace(url, shown)}") from exc
     return [InputVideo(url)]
+
+
+@contextmanager
+def _told_while_growing(name: str, progress: Callable[[int], None] | None) -> Iterator[None]:
+    """While the block runs, ``progress(size)`` every ``PROGRESS_S`` in which the file
+    ``name`` grew (from a thread of its own)."""
+    if progress is None:
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        told = 0
+        while not done.wait(PROGRESS_S):
+            with contextlib.suppress(OSError):
+                size = os.path.getsize(name)
+                if size > told:
+                    told = size
+                    progress(size)
+
+    watcher = threading.Thread(target=watch, name="vidcap-download-progress", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
 
 
 def _filesystem(url: str):
@@ -683,9 +713,11 @@ def shown_source(source: str) -> str:
 
 
 @contextmanager
-def local_copy(source: str) -> Iterator[Path]:
+def local_copy(source: str, progress: Callable[[int], None] | None = None) -> Iterator[Path]:
     """A local path to decode ``source`` from: the path itself for local files, else a
-    temporary copy downloaded with fsspec (deleted on exit)."""
+    temporary copy downloaded with fsspec (deleted on exit). ``progress(bytes)``: called
+    every ``PROGRESS_S`` while the copy grows (the decoder's heartbeat: a download that goes
+    on is no stalled decoder, however long it takes; one that stops is ``HTTP_STALL_S``')."""
     source = _local(source)
     if not is_url(source):
         yield Path(source)
@@ -697,7 +729,8 @@ def local_copy(source: str) -> Iterator[Path]:
     try:
         log.info("downloading %s", source)
         try:
-            fs.get_file(path, name)
+            with _told_while_growing(name, progress):
+                fs.get_file(path, name)
         except FileNotFoundError:  # (fsspec's word for HTTP 404 and a missing key alike)
             raise VideoError(f"{source}: cannot download: not found") from None
         except TimeoutError:  # (aiohttp's, where no byte came for HTTP_STALL_S)
