@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.support.cli import run_main
-from tests.support.servers import QuietHTTPServer, free_port
+from tests.support.servers import QuietHTTPServer, free_port, trickling
 from vidcap.errors import UsageError, VideoError
 from vidcap.inputs import (
     InputVideo,
@@ -813,8 +813,6 @@ def test_a_download_goes_on_while_data_comes_and_fails_once_none_does(monkeypatc
     and one whose server stopped sending mid-way held its decoder those five minutes. A
     download now takes as long as data keeps coming, and fails once none has come for
     ``HTTP_STALL_S``, saying so."""
-    import http.server
-    import threading
     import time
 
     import aiohttp.client
@@ -825,33 +823,8 @@ def test_a_download_goes_on_while_data_comes_and_fails_once_none_does(monkeypatc
     # aiohttp's default limit on a whole request, 300 s, shortened to what this test takes
     monkeypatch.setattr(aiohttp.client, "DEFAULT_TIMEOUT", aiohttp.ClientTimeout(total=2))
     data = SAMPLE.read_bytes()
-    release = threading.Event()
-
-    class Trickle(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            pieces = [
-                data[i : i + len(data) // 8 + 1] for i in range(0, len(data), len(data) // 8 + 1)
-            ]
-            for number, piece in enumerate(pieces):
-                if self.path == "/stalled.mp4" and number == len(pieces) // 2:
-                    release.wait(30)  # (the connection stays open, nothing more comes)
-                    return
-                self.wfile.write(piece)
-                self.wfile.flush()
-                time.sleep(0.3)  # well under the stall limit; 2.7 s in all, past the 2 s
-
-    server = QuietHTTPServer(("127.0.0.1", 0), Trickle)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    # 0.3 s after each of 9 pieces: well under the stall limit; 2.7 s in all, past the 2 s
+    with trickling(data, 8, 0.3, stalls="/stalled.mp4") as base:
         with local_copy(f"{base}/slow.mp4") as path:
             assert path.read_bytes() == data
         started = time.monotonic()
@@ -862,10 +835,6 @@ def test_a_download_goes_on_while_data_comes_and_fails_once_none_does(monkeypatc
             f"{base}/stalled.mp4: cannot download: nothing came for 2 s (the server stopped "
             "sending)"
         )
-    finally:
-        release.set()
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_slow_download_is_no_stalled_decoder(tmp_path: Path) -> None:
@@ -873,37 +842,9 @@ def test_a_slow_download_is_no_stalled_decoder(tmp_path: Path) -> None:
     as a stalled decoder ("the decoder sent nothing for 4 s"): with the default 600 s, any
     download over ten minutes failed while data kept coming. A download that goes on is the
     decoder's heartbeat; one that stops fails after ``HTTP_STALL_S``, as before."""
-    import http.server
-    import threading
-    import time
-
-    data = SAMPLE.read_bytes()
-
-    class Trickle(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            step = len(data) // 10 + 1
-            for start in range(0, len(data), step):
-                self.wfile.write(data[start : start + step])
-                self.wfile.flush()
-                time.sleep(0.4)  # 4 s in all: twice the --decode-timeout below
-
-    server = QuietHTTPServer(("127.0.0.1", 0), Trickle)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/slow.mp4"
-    try:
-        result = run_main("caption", url, "--out", tmp_path / "out", "--model", "tiny",
-                          "--max-frames", "2", "--decode-timeout", "2", "--quiet")  # fmt: skip
-    finally:
-        server.shutdown()
-        server.server_close()
+    with trickling(SAMPLE.read_bytes(), 10, 0.4) as base:  # 4 s: twice the timeout below
+        result = run_main("caption", f"{base}/slow.mp4", "--out", tmp_path / "out", "--model",
+                          "tiny", "--max-frames", "2", "--decode-timeout", "2", "--quiet")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "stalled" not in result.stderr and (tmp_path / "out" / "slow.jsonl").is_file()
 

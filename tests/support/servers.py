@@ -29,6 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -343,6 +344,42 @@ class QuietHTTPServer(http.server.ThreadingHTTPServer):
     def handle_error(self, request: object, client_address: object) -> None:
         if not isinstance(sys.exc_info()[1], ConnectionError):
             super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
+@contextmanager
+def trickling(data: bytes, pieces: int, pause: float, stalls: str | None = None) -> Iterator[str]:
+    """A real HTTP server sending ``data`` (its Content-Length given) in ``pieces``, a pause
+    of ``pause`` s after each: its base URL. A request for the path ``stalls`` stops half-way
+    with the connection left open until the server shuts down."""
+    release = threading.Event()
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            step = len(data) // pieces + 1
+            for number, start in enumerate(range(0, len(data), step)):
+                if self.path == stalls and number == pieces // 2:
+                    release.wait(30)  # (the connection stays open, nothing more comes)
+                    return
+                self.wfile.write(data[start : start + step])
+                self.wfile.flush()
+                time.sleep(pause)
+
+    server = QuietHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
 
 
 def run_to_end(loop: asyncio.AbstractEventLoop, main: Coroutine[object, object, None]) -> None:
