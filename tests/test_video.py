@@ -1399,3 +1399,50 @@ def test_fps_ticks_meet_frames_their_container_stamped_just_before(
                 got = [frame_number(f.rgb) for f in reader.frames(sampling)]
             assert got == list(range(0, 60, step)), (fps, mode, got)
             assert estimated == len(got), (fps, mode)
+
+
+def test_frames_a_broken_join_stamps_with_one_time_are_warned_of(tmp_path: Path, caplog) -> None:
+    """Regression: two MPEG-TS recordings joined with ``-copyts -c copy`` into Matroska (the
+    muxer clamps the second one's timestamps, going back, to the last time it wrote) gave
+    some 50 frames one time each, 3.36 s, and vidcap wrote 50 samples at 3.36 s without a
+    word. The timeline cannot be had back; it now says so, once. A clean join: no word."""
+    import subprocess
+
+    parts = []
+    for name, source in (("a", "testsrc2"), ("b", "testsrc")):
+        parts.append(tmp_path / f"{name}.ts")
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"{source}=size=96x64:rate=25:duration=2",
+             "-c:v", "libx264", "-f", "mpegts", str(parts[-1])],
+            check=True,
+        )  # fmt: skip
+    joined = f"concat:{parts[0]}|{parts[1]}"
+    for copyts, name in ((["-copyts"], "broken.mkv"), ([], "clean.mkv")):
+        subprocess.run(
+            ["ffmpeg", "-v", "quiet", *copyts, "-i", joined, "-c", "copy", str(tmp_path / name)],
+            check=True,
+        )  # fmt: skip
+    times = probe_times(tmp_path / "broken.mkv")
+    if len(set(times)) > len(times) - 10:
+        pytest.skip("this FFmpeg's muxer left the joined timestamps apart")
+    for name, warned in (("broken.mkv", True), ("clean.mkv", False)):
+        caplog.clear()
+        with (
+            caplog.at_level(logging.WARNING, logger="vidcap"),
+            VideoReader(tmp_path / name) as reader,
+        ):
+            frames = list(reader.frames(SamplingSettings(every_n=1)))
+        said = [
+            r.getMessage() for r in caplog.records if "time of the frame before" in r.getMessage()
+        ]
+        assert len(frames) == 100
+        if not warned:
+            assert said == []
+            continue
+        shared = len(times) - len(set(times))  # (ffprobe's times: the same shared ones)
+        [line] = said
+        assert line.startswith(f"{tmp_path / name}: {shared} frames have the time of the frame ")
+        assert line.endswith(
+            "its timeline is lost there (a badly joined or damaged file), and samples there "
+            "share those times"
+        )

@@ -97,6 +97,7 @@ VIDEO_EXTENSIONS = frozenset(
 
 RESET_MATCH_S = 2.0  # a frame's pts to the reset's first dts (B-frame delay, rounding)
 AV_PICTURE_TYPE_B = 3  # a decoded frame's picture type (libavutil's AVPictureType)
+SAME_TIME_S = 1e-4  # two frames this close in time are shown at one time (10,000 frames/s)
 
 
 def restarted_duration(path: Path | str) -> float | None:
@@ -156,6 +157,10 @@ class VideoStats:
     last_pts: float = 0.0
     # End of the last frame: its pts plus one frame interval (as ffprobe counts it).
     duration: float = 0.0
+    # Frames shown at the time of the frame before them (within ``SAME_TIME_S``): a file
+    # whose timeline is broken there (badly joined: a muxer clamped its timestamps).
+    same_time_frames: int = 0
+    first_same_time: float = 0.0
     # Sampling stopped before the video's end (``--max-frames``): ``duration`` is then the
     # end of the last frame decoded, no end of the video (``decode.sampled_end``).
     stopped_early: bool = False
@@ -480,6 +485,7 @@ class VideoReader:
         clock = self._clock
         tainted = False  # since a corrupt reference or lost frame, no clean keyframe yet
         failed = stats.failed_frames
+        previous: float | None = None  # the time of the frame before, in presentation order
         for packet, decoded, pts in self._in_order(self._decode(sampling, needed)):
             if decoded is None:  # skipped on purpose: still counts towards the video's end
                 self._extend(pts, _packet_duration(packet, clock))
@@ -507,6 +513,10 @@ class VideoReader:
                     position += 1
             orientation, sar = self._picture.see(decoded)  # (a display matrix holds until the next)
             self._extend(pts, _frame_duration(decoded, packet, clock))
+            if previous is not None and pts - previous < SAME_TIME_S:
+                stats.first_same_time = pts if not stats.same_time_frames else stats.first_same_time
+                stats.same_time_frames += 1
+            previous = pts
             if ranked:
                 index = shown
             else:
@@ -600,6 +610,7 @@ class VideoReader:
         self.stats.corrupt_frames = 0
         self.stats.failed_frames = 0
         self.stats.late_frames = 0
+        self.stats.same_time_frames = 0
 
     def _extend(self, pts: float, duration: float) -> None:
         """A frame at ``pts`` lasting ``duration`` (0: unknown) exists: move the end.
@@ -757,6 +768,16 @@ class VideoReader:
                 else "",
             )
             stats.failed_frames = max(stats.failed_frames, 1)
+        if stats.same_time_frames:
+            log.warning(
+                "%s: %s the time of the frame before (%s): its timeline is lost there (a "
+                "badly joined or damaged file), and samples there share those times",
+                self.path,
+                "1 frame has"
+                if stats.same_time_frames == 1
+                else f"{stats.same_time_frames} frames have",
+                f"first at {stats.first_same_time:.3f} s",
+            )
         if stats.corrupt_frames:
             log.warning(
                 "%s: %s decoded with errors the decoder concealed (corrupt stream); "
