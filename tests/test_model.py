@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -223,3 +224,31 @@ def test_fp16_on_cuda_matches_shapes() -> None:
 def test_frame_container_checks_shape() -> None:
     with pytest.raises(ValueError, match="uint8"):
         Frame(0, 0.0, np.zeros((4, 4), dtype=np.uint8))
+
+
+def test_a_local_model_folder_is_known_by_where_it_is_not_how_it_is_spelled(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Regression: a local ``--model`` folder keyed a run's outputs by its spelling: ``ck``
+    in another working directory (another checkpoint) resumed the first one's captions,
+    and ``./ck/`` of the same one captioned everything again. It is known by its absolute
+    path."""
+    from vidcap.tiny import CHECKPOINT_DIR
+
+    for place in ("a", "b"):
+        shutil.copytree(CHECKPOINT_DIR, tmp_path / place / "ck")
+    out = tmp_path / "out"
+    video = Path(__file__).resolve().parent.parent / "sample_videos" / "shapes.mp4"
+
+    def caption(model: str) -> dict:
+        result = run_main("caption", video, "--model", model, "--out", out, "--max-frames", "1",
+                          "--quiet")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return json.loads((out / "summary.json").read_text())
+
+    monkeypatch.chdir(tmp_path / "a")
+    assert caption("ck")["videos"][0]["model"] == str(tmp_path / "a" / "ck")
+    assert caption("./ck/")["run"]["resumed"] == 1  # (the same folder)
+    monkeypatch.chdir(tmp_path / "b")
+    again = caption("ck")
+    assert again["run"]["resumed"] == 0 and again["run"]["done"] == 1  # (another checkpoint)

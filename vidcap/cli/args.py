@@ -218,12 +218,24 @@ def _skip_distance(value: str | None) -> int | None:
 # ---- model and generation (and --server, from vidcap.client) -------------------------------
 
 
+def model_name(value: str) -> str:
+    """``--model``: a local checkpoint folder by its absolute path — it names the model in a
+    run's key and records, so ``./ck`` and ``/data/ck`` are one model and ``ck`` from two
+    working directories two (by its spelling, the second resumed the first's captions);
+    ``tiny`` and hub ids as given."""
+    if value == "tiny":
+        return value
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.is_dir() else value
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     model = ModelSettings()
     generation = GenerationSettings()
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
+        type=model_name,
         default=model.model,
         help=f"hub id, local directory, or 'tiny' (default {model.model})",
     )
