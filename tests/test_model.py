@@ -252,3 +252,16 @@ def test_a_local_model_folder_is_known_by_where_it_is_not_how_it_is_spelled(
     monkeypatch.chdir(tmp_path / "b")
     again = caption("ck")
     assert again["run"]["resumed"] == 0 and again["run"]["done"] == 1  # (another checkpoint)
+
+
+def test_an_empty_folder_is_filled_in_place(tmp_path: Path, monkeypatch) -> None:
+    """Regression: the checkpoint, staged beside DIR, replaced an empty DIR: that needs the
+    parent's write permission (a folder made for the user in a shared one: refused, where
+    writing into DIR had worked), cannot replace a mount point, and ``tiny-model .`` left the
+    shell in a removed folder. An empty DIR is filled in place, staged inside it."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert main(["tiny-model", "."]) == 0
+    assert (here / "config.json").is_file() and Path.cwd() == here
+    assert sorted(p.name for p in here.iterdir() if p.name.startswith(".")) == []

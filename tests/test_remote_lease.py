@@ -204,3 +204,26 @@ def test_the_page_of_a_local_url_out_links_its_sources_from_where_it_is(tmp_path
     data = "".join(p.read_text() for p in (out / "report").glob("data-*.js"))
     [src] = set(re.findall(r'\\"src\\":\\"([^"\\]+)\\"', data))  # (JSON in a JS string)
     assert (out / src).resolve() == (videos / "v.mp4").resolve(), src
+
+
+def test_a_lease_read_that_fails_once_is_no_lease_lost(url: str, monkeypatch) -> None:
+    """Regression: a renewal read the lease, and any read error (a timeout, a 5xx) counted as
+    "the lease is gone": one blip ended every upload of the run. Only a lease read and found
+    missing, or another run's, is lost; a read that fails is tried again."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    fs, root = fsspec.core.url_to_fs(url)
+    read = MemoryFileSystem.cat_file
+    blips = []
+
+    def cat_file(self, path, *args, **kwargs):
+        if path.endswith(LEASE) and len(blips) < 1 and remote_out._staged:
+            blips.append(path)
+            raise TimeoutError("the store did not answer")
+        return read(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(MemoryFileSystem, "cat_file", cat_file)
+    with output_folder(url) as local:
+        (local / "v.jsonl").write_text("caption\n")
+    assert blips and fs.cat_file(f"{root}/v.jsonl") == b"caption\n"
+    assert not fs.exists(f"{root}/{LEASE}")  # (released)

@@ -37,6 +37,7 @@ LEASE = f"{STATE_DIR}/run-lease.json"
 # A lease not renewed for this long is a stopped run's (killed, its machine gone): ten of
 # the syncs that renew it (``remote_out.SYNC_SECONDS``).
 STALE_S = 300.0
+READ_TRIES = 3  # reads of the lease at a renewal before a failure is the sync's
 
 
 class LeaseLost(VidcapError):
@@ -82,10 +83,31 @@ class RemoteLease:
         run's (this one stalled past ``STALE_S`` — a paused job, a frozen machine — and was
         taken over; the folder deleted), it raises ``LeaseLost``: this run must upload
         nothing more, or its summary and page would replace the other run's."""
-        held = self._read()
+        held = self._read_for_renewal()
         if held is None or held.get("owner") != self.owner:
             raise LeaseLost(self._lost_why(held))
         self._write()
+
+    def _read_for_renewal(self) -> dict[str, Any] | None:
+        """The lease as it is there; None only where it is really not there (or not a
+        lease). A read that fails (a timeout, a 5xx: the store, not the lease) is tried
+        again, then raised: a sync that failed, retried at the next, never a lease lost."""
+        for attempt in range(READ_TRIES):
+            try:
+                data = self.fs.cat_file(self.path)
+            except FileNotFoundError:
+                return None
+            except Exception:  # noqa: BLE001 - each file system raises its own
+                if attempt == READ_TRIES - 1:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            try:
+                held = json.loads(data)
+            except ValueError:
+                return None
+            return held if isinstance(held, dict) else None
+        return None  # (not reached)
 
     def _lost_why(self, held: dict[str, Any] | None) -> str:
         if held is None:

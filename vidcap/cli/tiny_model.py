@@ -1,7 +1,8 @@
 """``vidcap tiny-model DIR``: write the bundled tiny BLIP-2 checkpoint (or a fresh random one,
 ``--untrained``) to a folder, whole or not at all.
 
-The checkpoint is built in a staging folder beside DIR and renamed into place at the end,
+The checkpoint is built in a staging folder (beside a new DIR, inside an empty one: its parent
+may not be writable, or it a mount point) and renamed into place at the end,
 so a full disk, a quota or a Ctrl-C leaves no half-written checkpoint that ``--model DIR``
 would load (or fail to load) later, and a rerun is not refused for a folder left behind.
 """
@@ -38,7 +39,12 @@ def run_tiny_model(args: argparse.Namespace) -> int:
     out: Path = args.dir
     seed = _seed(args.seed, args.untrained)
     target = _target(out)
-    staging = target.with_name(f".{target.name}.part-{os.getpid()}")
+    inside = target.is_dir()  # an empty folder: its parent may not be ours, or it a mount
+    staging = (
+        target / f".part-{os.getpid()}"
+        if inside
+        else target.with_name(f".{target.name}.part-{os.getpid()}")
+    )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
@@ -53,9 +59,12 @@ def run_tiny_model(args: argparse.Namespace) -> int:
             for path in sorted(CHECKPOINT_DIR.iterdir()):  # (flat: one folder of files)
                 shutil.copy2(path, staging / path.name)
         _readable(staging)
-        if target.is_dir():
-            target.rmdir()  # (empty: checked above)
-        staging.rename(target)
+        if inside:  # (each file renamed into the folder, which stays: a shell may be in it)
+            for path in sorted(staging.iterdir()):
+                path.rename(target / path.name)
+            staging.rmdir()
+        else:
+            staging.rename(target)
     except OSError as exc:
         raise VidcapError(f"cannot write the checkpoint to {out}: {_why(exc)}") from exc
     finally:
