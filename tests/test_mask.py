@@ -787,3 +787,45 @@ def test_max_frames_ends_the_last_sample_where_the_next_would_be(
     assert end is None or end == pytest.approx(times[-1] + step)
     [video] = json.loads((tmp_path / "out" / "summary.json").read_text())["videos"]
     assert settings["duration"] == pytest.approx(times[-1] + step) == video["duration"]
+
+
+def test_max_frames_that_takes_the_last_sample_keeps_the_videos_end(tmp_path: Path) -> None:
+    """Regression: ``--max-frames`` equal to the samples a video has (its last sample its
+    M-th) ran one step past the end: 40.0 s for the 34 s subject.mp4 at ``--every-n 100
+    --max-frames 4``. The end is never past where the header says the picture ends."""
+    from vidcap.cli import main
+
+    out = tmp_path / "out"
+    args = ["--every-n", "100", "--max-frames", "4", "--model", "tiny", "--quiet"]
+    assert main(["caption", str(SUBJECT), *args, "--out", str(out)]) == 0
+    [video] = json.loads((out / "summary.json").read_text())["videos"]
+    assert len(load_captions(out / "subject.jsonl").frames) == 4
+    assert video["duration"] == 34.0
+
+
+def test_mask_edges_found_in_review(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Review of round 50: a re-mask whose ``--out`` replaced the report beside the answers
+    took no duration from it the next time (it said ``"recorded"``, only ``"decoded"`` was
+    read); ``--out OUT/summary.json`` replaced the folder's summary, which query mode reads;
+    and query mode refused a ``--model`` nobody gave where the working folder holds a folder
+    named as the default model (its parsed default, an absolute path, was not the raw one)."""
+    from vidcap.cli import main
+
+    every = ["--every-n", "100", "--model", "tiny", "--quiet"]
+    out = tmp_path / "q" / "p.json"
+    run_cli(["mask", str(SUBJECT), "--question", "is there a red circle?", *every,
+             "--out", str(out)])  # fmt: skip
+    for _ in range(2):
+        run_cli(["mask", str(answers_path(out)), "--regex", "--query", "^no", "--out", str(out)])
+        settings = json.loads(out.read_text())["settings"]
+        assert (settings["duration"], settings["duration_source"]) == (34.0, "recorded")
+    folder = tmp_path / "out"
+    assert main(["caption", str(SUBJECT), *every, "--out", str(folder)]) == 0
+    with pytest.raises(UsageError, match="which this command reads"):
+        run_cli(["mask", str(folder / "subject.jsonl"), "--query", "red",
+                 "--out", str(folder / "summary.json")])  # fmt: skip
+    (tmp_path / "cw" / "Salesforce" / "blip2-opt-2.7b").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "cw")
+    capsys.readouterr()
+    run_cli(["mask", str(folder / "subject.jsonl"), "--query", "red"])
+    assert json.loads(capsys.readouterr().out)["frames"] == 4

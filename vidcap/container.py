@@ -507,6 +507,24 @@ def _header_length(stream: av.video.stream.VideoStream) -> float | None:
     return None
 
 
+def stated_end(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    delay: float,
+    origin: float,
+) -> float | None:
+    """Where the header says the picture ends, on the frames' timeline (``delay``: a kept
+    late start; ``origin``: where times count from): the stream's length, else the file's
+    duration; None where neither is stated. For a run that stops before the end
+    (``--max-frames``): never said to go on past it."""
+    length = _header_length(stream)
+    if length is not None:
+        return delay + length
+    if container.duration is None:
+        return None
+    return (container.start_time or 0) / 1_000_000 + container.duration / 1_000_000 - origin
+
+
 def _clock_seconds(text: str) -> float | None:
     """``HH:MM:SS.fraction`` (Matroska's tag form) in seconds; None if it is not that."""
     match = re.fullmatch(r"\s*(\d+):([0-5]?\d):([0-5]?\d(?:\.\d*)?)\s*", text)

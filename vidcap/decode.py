@@ -258,6 +258,7 @@ def _events(
     similar = SkipSimilar(sampling.skip_similar) if sampling.skip_similar is not None else None
     sampled = scenes = 0
     times: list[float] = []  # the samples' (with --max-frames: at most that many)
+    stated: float | None = None  # where the header says the picture ends (--max-frames)
 
     def sample(item: DecodedFrame | Frame) -> Iterator[Event]:
         """A sample: straight from the decoder, or (scenes) already at the model's size."""
@@ -312,6 +313,7 @@ def _events(
                     for decoded in reader.samples(sampling):
                         yield from sample(decoded)
                 stats = reader.stats
+                stated = reader.stated_end() if stats.stopped_early else None
             # (read once decoded, its pages still cached: ~1.4 GB/s, milliseconds for a clip)
             whole = digest and sampling.max_frames is None  # (else the file was not read whole)
             sha256 = (sha256_or_none(path) or "") if whole else ""
@@ -325,6 +327,8 @@ def _events(
     duration = stats.duration
     if stats.stopped_early and times:  # --max-frames: the end of what was sampled
         duration = sampled_end(times, sampling, stats.nominal_fps, stats.duration)
+        if stated is not None and max(times[-1], stats.duration) <= stated < duration:
+            duration = stated  # (no further than the video goes: its last sample was its last)
     yield Ended(job, sampled, duration, scenes, stats.lost_frames, sha256)
 
 
@@ -332,7 +336,7 @@ def sampled_end(
     times: Sequence[float], sampling: SamplingSettings, nominal_fps: float, decoded_to: float
 ) -> float:
     """Where the last sample's time runs to when sampling stopped early (``--max-frames``):
-    where the next sample would be — the next ``--fps`` tick; one typical (median) interval
+    where the next sample would be — one ``--fps`` step on; one typical (median) interval
     of the samples for ``--every-n`` or ``--keyframes`` — not the end of the last frame the
     decoder happened to reach (threads and look-ahead decode past it: a keyframe 10 s on),
     which made the last cue, and a mask's last segment, that long. One sample of no rate:

@@ -444,7 +444,7 @@ def recorded_duration(captions: Path, video: str) -> float | None:
         if not isinstance(settings, dict) or data.get("video") != video:
             return None
         known = settings.get("duration")
-        decoded = settings.get("duration_source") == "decoded"
+        decoded = settings.get("duration_source") in ("decoded", "recorded")  # (a re-mask's)
         return float(known) if decoded and is_number(known) and known > 0 else None
     if not (folder / SUMMARY).is_file() and not (folder / STATE_DIR).is_dir():
         return None

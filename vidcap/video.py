@@ -53,6 +53,7 @@ from vidcap.container import (
     nominal_rate,
     open_container,
     other_video_streams,
+    stated_end,
     stream_start,
     the_video_stream,
     time_origin,
@@ -273,6 +274,10 @@ class VideoReader:
 
     def close(self) -> None:
         self._container.close()
+
+    def stated_end(self) -> float | None:
+        """Where the header says the picture ends, in the frames' times (``container.stated_end``)."""
+        return stated_end(self._container, self._stream, self._delay, self._start)
 
     def warn_if_untimed(self) -> None:
         """Say so when the file holds no times and its codec no frame rate (raw MJPEG, raw

@@ -56,6 +56,7 @@ from vidcap.mask import (
     reject_folder,
 )
 from vidcap.outputs import write_atomic
+from vidcap.records import SUMMARY
 from vidcap.video import VIDEO_EXTENSIONS, VideoReader
 from vidcap.wording import counted, flags_that
 
@@ -114,8 +115,18 @@ def _add_question_options(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(max_new_tokens=QUESTION_MAX_NEW_TOKENS)
     added = [action for action in parser._actions if action not in before]
     parser.set_defaults(
-        question_options=tuple((a.option_strings[-1], a.dest, a.default) for a in added)
+        question_options=tuple(
+            (a.option_strings[-1], a.dest, _as_parsed(a)) for a in added if a.option_strings
+        )
     )
+
+
+def _as_parsed(action: argparse.Action) -> object:
+    """An option's default as parsing gives it: argparse runs a string default through the
+    option's ``type`` (``--model``'s makes a local folder's path absolute)."""
+    if isinstance(action.default, str) and callable(action.type):
+        return action.type(action.default)
+    return action.default
 
 
 CLIPS_EPILOG = """\
@@ -178,7 +189,8 @@ def run_mask(args: argparse.Namespace) -> int:
     if args.query:
         _refuse_question_options(args)
     if args.out is not None:
-        reads = [args.source, *([scenes_beside(args.source)] if args.query else [])]
+        beside = [scenes_beside(args.source), args.source.parent / SUMMARY]  # (read too)
+        reads = [args.source, *(beside if args.query else [])]
         check_out_file(args.out, "--out", reads)
         if args.question:
             check_out_file(answers_path(args.out), "--out's answers file", reads)
