@@ -4,6 +4,7 @@ parsers."""
 from __future__ import annotations
 
 import errno
+import re
 import resource
 import signal
 from datetime import timedelta
@@ -174,7 +175,7 @@ def test_captions_with_markup_blank_lines_and_arrows_stay_one_cue_each(tmp_path:
     frames = [CaptionedFrame(i * 10, float(i), text) for i, text in enumerate(hostile)]
     write_video_outputs(tmp_path / "h", "h.mp4", frames, 3.0, ("srt", "vtt"))
     assert [s.content for s in srt.parse((tmp_path / "h.srt").read_text())] == [
-        "a dog\n00:00:05.000 --\u200b> 00:00:09.000\nfake cue",
+        "a dog\n\u200b00:00:05.000 --\u200b> 00:00:09.000\nfake cue",
         'a sign <b>reading</b> "A & B" -> here',
         "two lines\nof text",
     ]
@@ -192,6 +193,48 @@ def test_captions_with_markup_blank_lines_and_arrows_stay_one_cue_each(tmp_path:
         cues = list(srt.parse(read.stdout))
         assert [c.start.total_seconds() for c in cues] == [0.0, 1.0, 2.0], (name, read.stdout)
     assert cues[1].content == 'a sign <b>reading</b> "A & B" -> here'
+
+
+def test_captions_readers_took_apart_stay_one_cue_as_written(tmp_path: Path) -> None:
+    """Regression (an outside-in round with hostile captions from a server): a NUL made
+    FFmpeg drop every later cue (11 of 26 read); the ``srt`` package took ``-- >`` after a
+    number for a cue of its own (one the model never said), and failed on a number above a
+    line starting with a time; U+2028, form feeds and \\x1c…, which ``str.splitlines``
+    breaks at, became line breaks. Each caption is one cue; its text comes back as written
+    but for control characters (U+FFFD) and the zero-width spaces that keep it text."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    hostile = [
+        "see\n7\n00:00:10,000 -- > 00:00:11,000\nfake",
+        "Chapter\n4\n00:00:08,000",
+        "nul\x00byte",
+        "ls\u2028ps\u2029end",
+        "vt\x0b ff\x0c fs\x1c x",
+        "after",
+    ]
+    frames = [CaptionedFrame(i * 10, float(i), text) for i, text in enumerate(hostile)]
+    write_video_outputs(tmp_path / "h", "h.mp4", frames, 6.0, ("srt", "vtt"))
+    shown = [
+        "see\n7\n00:00:10,000 -- > 00:00:11,000\nfake",
+        "Chapter\n4\n00:00:08,000",
+        "nul\ufffdbyte",
+        "ls\u2028ps\u2029end",
+        "vt\ufffd ff\ufffd fs\ufffd x",
+        "after",
+    ]
+    parsed = srt.parse((tmp_path / "h.srt").read_text(encoding="utf-8"))
+    assert [s.content.replace("\u200b", "") for s in parsed] == shown
+    for name in ("h.srt", "h.vtt"):
+        read = subprocess.run(
+            [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(tmp_path / name),
+             "-f", "srt", "-"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        # (its timing lines: FFmpeg's own SRT writer copies the VTT's text as it is)
+        starts = re.findall(r"^(\d\d:\d\d:\d\d,\d{3}) --> ", read.stdout, re.MULTILINE)
+        assert starts == [f"00:00:0{i},000" for i in range(6)], (name, read.stdout)
 
 
 def test_every_format_renders_a_finished_video(tmp_path: Path) -> None:

@@ -738,3 +738,29 @@ def test_a_local_ray_cluster_listens_on_loopback_and_keeps_its_files_private(
     assert modes and set(modes.values()) == {0o700}, (sessions, modes)
     assert not any(folder.exists() for folder in modes)  # removed with the cluster
     assert token.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_caption_no_utf8_file_holds_fails_nothing(tmp_path: Path) -> None:
+    """Regression: a server's caption holding a lone surrogate (JSON ``"\\ud800"``) stopped
+    the run with a UnicodeEncodeError traceback while writing the outputs, recorded the
+    next video failed with that error, and every rerun from the journal did the same. It is
+    written with U+FFFD in its place, as a UTF-8 reader shows what it cannot read; a model
+    name of that kind is refused in one line before any video."""
+    from tests.support.cli import run_main
+    from tests.support.servers import ScriptedServer
+
+    samples = Path(__file__).resolve().parent.parent / "sample_videos"
+    videos = [samples / "shapes.mp4", samples / "subject.mp4"]
+    with ScriptedServer(input_size=(32, 32), said="bad \ud800 x") as server:
+        result = run_main("caption", *videos, "--out", tmp_path / "out", "--server", server.url,
+                          "--max-frames", "2", "--quiet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = [
+        json.loads(line) for line in (tmp_path / "out" / "shapes.jsonl").read_text().splitlines()
+    ]
+    assert [row["caption"] for row in rows] == ["bad \ufffd x"] * 2
+    assert "bad \ufffd x" in (tmp_path / "out" / "subject.srt").read_text(encoding="utf-8")
+    with ScriptedServer(input_size=(32, 32), model="evil\ud800model") as server:
+        result = run_main("caption", videos[0], "--out", tmp_path / "o2", "--server", server.url)
+    assert result.returncode != 0 and "names its model" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -46,6 +46,7 @@ from vidcap.journal import (
     journal_path,
     read_journal,
 )
+from vidcap.jsontext import storable
 from vidcap.outputs import (
     STAGING_NAME,
     THUMBS_DIR,
@@ -397,7 +398,9 @@ class Committer:
             if source is None:
                 return f"frame {index} reuses the caption of frame {frame.same_as}, never captioned"
             frames[index] = replace(frame, caption=source.caption)
-        return [frames[i] for i in sorted(frames)]
+        # (a server's caption holding a lone surrogate, "\ud800", no UTF-8 file can hold:
+        # it failed the write of this video's outputs, and a rerun from its journal again)
+        return [_storable(frames[i]) for i in sorted(frames)]
 
     def _maybe_commit(self, state: _Open) -> None:
         if not state.complete():
@@ -428,7 +431,7 @@ class Committer:
                 self.settings.video_formats(),
                 scenes,
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # (ValueError: text no file format can hold)
             self._unwritable(state, exc)
             return
         self._close_journal(state)  # (removed once the record is written: ``_record``)
@@ -441,14 +444,14 @@ class Committer:
         self._settle(durable if self.run_writers else [state.job.id])
         self._finish(result)
 
-    def _unwritable(self, state: _Open, exc: OSError) -> None:
+    def _unwritable(self, state: _Open, exc: OSError | ValueError) -> None:
         """Video ``state`` (no longer open) fails: an output of it cannot be written. A
         folder that takes nothing more stops the run."""
         self._unstage(state)
         result = self._result(state, "failed", f"cannot write outputs: {exc}")
         self._record_if_possible(result)
         self._finish(result)
-        if exc.errno in FOLDER_FULL:
+        if isinstance(exc, OSError) and exc.errno in FOLDER_FULL:
             raise self._full(exc) from None
 
     def _unstage(self, state: _Open) -> None:
@@ -565,3 +568,9 @@ def check_out_dir(out_dir: Path) -> None:
         raise UsageError(f"--out {out_dir}: cannot create the folder ({exc.strerror})") from None
     if not os.access(out_dir, os.W_OK) or not os.access(out_dir / STATE_DIR, os.W_OK):
         raise UsageError(f"--out {out_dir}: the folder is not writable")
+
+
+def _storable(frame: CaptionedFrame) -> CaptionedFrame:
+    """``frame`` with a caption a UTF-8 file can hold (``jsontext.storable``)."""
+    caption = storable(frame.caption)
+    return frame if caption is frame.caption else replace(frame, caption=caption)

@@ -11,7 +11,17 @@ makes it a ``json.JSONDecodeError`` (a ``ValueError``), which every reader alrea
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+# A UTF-16 surrogate standing alone: JSON's "\ud800" decodes to one, and no UTF-8 holds it.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """``text`` with each lone surrogate as U+FFFD (what a UTF-8 reader shows for what it
+    cannot read): text from outside (a server's caption) that a UTF-8 file can hold."""
+    return _LONE_SURROGATE.sub("\ufffd", text) if _LONE_SURROGATE.search(text) else text
 
 
 def loads(text: str | bytes | bytearray) -> Any:

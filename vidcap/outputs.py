@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -312,18 +313,33 @@ def _millis(seconds: float) -> int:
     return round(seconds * 1000)
 
 
+# Where a caption's lines break: CR, LF, CRLF, as in both formats (``str.splitlines`` also
+# breaks at U+2028, form feeds, \x1c…: characters of the caption, not line ends).
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+# C0 controls but TAB, LF, CR, and DEL: a NUL in a cue made FFmpeg drop every later cue.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# What SRT readers take for a timing line's arrow (the ``srt`` package: ``-[ -] *>``), and a
+# line that starts with a time, which, after an index-like line, they take for a new cue.
+_SRT_ARROW = re.compile(r"-(?=[ -] *>)")
+_SRT_TIME_START = re.compile(r"^(?=\s*\d+[,.:，．。：]\d+[,.:，．。：]\d+)", re.MULTILINE)
+
+
 def _cue_lines(text: str) -> str:
     """A caption as cue text: its lines, without blank ones (a blank line ends a cue in
-    both formats) and with plain newlines. Model output is free text: a frame showing
-    text, a prompt's answer, a server's reply may hold anything."""
-    return "\n".join(line for line in text.splitlines() if line.strip())
+    both formats) and with plain newlines; control characters (NUL…) as U+FFFD. Model
+    output is free text: a frame showing text, a prompt's answer, a server's reply may hold
+    anything."""
+    lines = _LINE_BREAK.split(_CONTROL.sub("\ufffd", text))
+    return "\n".join(line for line in lines if line.strip())
 
 
 def _srt_text(text: str) -> str:
-    """SRT has no escapes, and readers (FFmpeg's among them) take a line with ``-->`` in it
-    for the next cue's timing: a zero-width space between ``--`` and ``>`` keeps it text
-    and shows the same."""
-    return _cue_lines(text).replace("-->", "--\u200b>")
+    """SRT has no escapes, and readers (FFmpeg's, the ``srt`` package) take a line with
+    ``-->`` (or ``- >``, ``-- >``) in it, or one starting with a time after a number, for
+    the next cue: a zero-width space (between ``--`` and ``>``; before the time) keeps it
+    text and shows the same."""
+    text = _cue_lines(text).replace("-->", "--\u200b>")
+    return _SRT_TIME_START.sub("\u200b", _SRT_ARROW.sub("-\u200b", text))
 
 
 def _vtt_escaped(text: str) -> str:

@@ -152,6 +152,12 @@ def _info(url: str, status: int, body: bytes) -> ServerInfo:
                 f"(two whole numbers, 1 to {MAX_INPUT_SIDE}); is it a vidcap server?"
             )
         size = said[0], said[1]
+        for key in ("model", "revision"):  # (recorded with every video: text a file holds)
+            said = answer.get(key)
+            if isinstance(said, str) and (jsontext.storable(said) != said or "\x00" in said):
+                raise ServerRejected(
+                    f"{url} names its {key} {said!r:.80}: not text; is it a vidcap server?"
+                )
         if isinstance(answer.get("model"), str) and answer["model"]:
             model = answer["model"]
         if isinstance(answer.get("revision"), str) and answer["revision"]:

@@ -208,8 +208,8 @@ class ScriptedServer:
     ``FLOOD_BYTES`` spaces, streamed: ``flood_sent`` counts the bytes the client took before
     it hung up), ``bomb`` (200 and that body gzip-compressed, 64 KB on the wire). After the script, every frame
     is captioned with ``pixel_digest`` of its decoded pixels (plus ``|prompt`` if any).
-    With ``input_size`` set, an ``X-Vidcap-Info`` request is answered with it (and not
-    counted in ``requests``).
+    With ``input_size`` set, an ``X-Vidcap-Info`` request is answered with it and ``model``
+    (and not counted in ``requests``); ``said``: every caption, where set.
     """
 
     script: list[str] = field(default_factory=list)
@@ -225,6 +225,8 @@ class ScriptedServer:
     port: int = 0
     input_size: tuple[int, int] | None = None
     flood_sent: list[int] = field(default_factory=list)
+    model: str = "scripted"  # the info answer's model name
+    said: str | None = None  # every caption, where set (else the pixels' digest)
 
     @property
     def url(self) -> str:
@@ -264,7 +266,7 @@ class ScriptedServer:
         if request.headers.get("X-Vidcap-Info") and not await request.read():
             if self.input_size is None:
                 return web.json_response({"error": "request has no image"}, status=400)
-            return web.json_response({"model": "scripted", "input_size": list(self.input_size)})
+            return web.json_response({"model": self.model, "input_size": list(self.input_size)})
         self.requests += 1
         self.seen_headers.append(dict(request.headers))
         self.concurrent += 1
@@ -313,7 +315,7 @@ class ScriptedServer:
         except BadRequest as exc:
             return web.json_response(wire.error_response(str(exc)), status=exc.status)
         suffix = f"|{job.settings.prompt}" if job.settings.prompt else ""
-        captions = [pixel_digest(image) + suffix for image in job.images]
+        captions = [self.said or pixel_digest(image) + suffix for image in job.images]
         self.answered_frames += len(captions)
         return web.json_response(wire.caption_response(captions, job.batched))
 
