@@ -9,8 +9,8 @@
 #
 # Environment: VIDCAP_MODEL (required: hub id, local dir or "tiny"), VIDCAP_DEVICE (auto,
 # cpu, cuda, cuda:N), VIDCAP_DTYPE (auto, float16, bfloat16, float32), HOST (127.0.0.1),
-# PORT (5000), THREADS (64 requests at once), VIDCAP_MAX_BATCH (8 frames per model
-# call), VIDCAP_MAX_DELAY_MS (10), VIDCAP_MAX_QUEUE (512 frames waiting, then 503),
+# PORT (5000), THREADS (64 requests at once), VIDCAP_MAX_BATCH (the captioner's own
+# batch size: 16 on CPU), VIDCAP_MAX_DELAY_MS (10), VIDCAP_MAX_QUEUE (512 frames waiting, then 503),
 # VIDCAP_MAX_FRAMES (64 per request), VIDCAP_MAX_PIXELS (8847360 per frame),
 # VIDCAP_MAX_REQUEST_PIXELS (auto: VIDCAP_MAX_FRAMES 1080p frames), VIDCAP_MAX_DECODERS
 # (auto: CPUs; frames decoded at once), VIDCAP_MAX_REQUEST_MB (64), VIDCAP_READ_TIMEOUT

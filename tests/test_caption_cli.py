@@ -459,12 +459,14 @@ def test_missing_input_is_a_usage_error(tmp_path: Path) -> None:
 def test_unavailable_model_is_one_line(mixed_folder: Path, tmp_path: Path) -> None:
     # A subprocess: in this process, the decoder pool started before the model failed to
     # load takes ~5 s to close (its worker is waited for); ``python -m vidcap`` exits at once.
+    out = tmp_path / "out"
     result = vidcap(
-        "caption", mixed_folder / "web.webm", "--out", tmp_path, "--model", "nobody/no-such-model"
+        "caption", mixed_folder / "web.webm", "--out", out, "--model", "nobody/no-such-model"
     )
     assert result.returncode == 1
-    assert "--model /path/to/blip2" in result.stderr
+    assert "--local-dir /path/to/blip2) and pass --model /path/to/blip2" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()  # (it held the run's lock alone: made for nothing, removed)
 
 
 # A subprocess, the only true test of a silent terminal (warnings and log records of a

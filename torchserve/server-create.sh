@@ -16,6 +16,11 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
+# The project's virtual environment (make install), unless another one is active, as
+# start.sh does: a new shell finds torch-model-archiver and vidcap without activating it.
+if [[ -z "${VIRTUAL_ENV:-}" && -x "$repo/.venv/bin/python" ]]; then
+    export PATH="$repo/.venv/bin:$PATH"
+fi
 model_store="${MODEL_STORE:-$here/model_store}"
 model_name="${MODEL_NAME:-vidcap}"
 python="${PYTHON:-python}"

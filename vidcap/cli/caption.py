@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from vidcap.cli import EXIT_FAILED, EXIT_OK
-from vidcap.errors import UsageError
+from vidcap.errors import ModelLoadError, UsageError
 from vidcap.wording import counted
 
 
@@ -123,17 +123,22 @@ def _caption(args: argparse.Namespace, out: Path) -> tuple[int, str | None]:
                 _remove_made(out)
             raise
     else:
-        results = run(
-            [v.source for v in videos],
-            settings,
-            lambda: backend_from_args(args, model),
-            engine,
-            metadata=metadata,
-            run_writers=run_writers,
-            # Embedded: the input size is known before the model loads, so decoding starts
-            # at once.
-            input_size=None if args.server else model_input_size(args.model),
-        )
+        try:
+            results = run(
+                [v.source for v in videos],
+                settings,
+                lambda: backend_from_args(args, model),
+                engine,
+                metadata=metadata,
+                run_writers=run_writers,
+                # Embedded: the input size is known before the model loads, so decoding
+                # starts at once.
+                input_size=None if args.server else model_input_size(args.model),
+            )
+        except (UsageError, ModelLoadError):  # (nothing captioned: the folder made goes)
+            if made:
+                _remove_made(out)
+            raise
     failed = [r for r in results if r.status == "failed"]
     damaged = [r for r in results if is_damaged(r.lost_frames, r.damaged_frames)]
     done_frames = sum(r.frames for r in results)
