@@ -45,10 +45,26 @@ def test_a_setting_of_the_wrong_type_is_named(make, said: str) -> None:
         make()
 
 
-def test_settings_take_numbers_of_any_kind() -> None:
+def test_settings_take_numbers_of_any_kind_as_plain_values() -> None:
+    """What a caller may mean plainly is taken, as the plain Python value a decoder process
+    is sent as JSON (a NumPy ``every_n`` passed the check, then failed each video: "Object of
+    type int64 is not JSON serializable"); ``20.0`` tokens, a ``Decimal`` rate and a path to
+    a model worked before the checks, and still do."""
+    from decimal import Decimal
+
     np = pytest.importorskip("numpy")
-    assert SamplingSettings(fps=2).fps == 2  # (a whole number where a number goes)
-    assert ModelSettings(batch_size=np.int64(4)).batch_size == 4
+    for made, field, plain in (
+        (SamplingSettings(fps=2), "fps", 2),
+        (SamplingSettings(every_n=np.int64(10)), "every_n", 10),
+        (SamplingSettings(fps=Decimal("0.5")), "fps", 0.5),
+        (SamplingSettings(fps=np.float32(2.0)), "fps", 2.0),
+        (GenerationSettings(max_new_tokens=20.0), "max_new_tokens", 20),
+        (ModelSettings(model=Path("ck"), batch_size=np.int64(4)), "model", "ck"),
+    ):
+        value = getattr(made, field)
+        assert value == plain and type(value) is type(plain), (made, field)
+    with pytest.raises(UsageError, match="max_new_tokens must be a whole number, got 20.5"):
+        GenerationSettings(max_new_tokens=20.5)
 
 
 def test_caption_dataset_refuses_bad_arguments_before_starting_anything(tmp_path: Path) -> None:

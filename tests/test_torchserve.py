@@ -344,6 +344,19 @@ def test_the_gate_wraps_torchserve_errors_that_are_not_json(
     assert answer.headers["X-Vidcap-Input-Size"] == "64x64" and "Server" not in answer.headers
 
 
+def test_a_servers_local_model_folder_is_named_by_its_absolute_path(tmp_path, monkeypatch) -> None:
+    """Regression: a server named its model by how ``VIDCAP_MODEL`` was spelled, and a
+    ``--server`` run's outputs are keyed by that name: ``ck`` served from two working
+    folders (two checkpoints) was one model to the client, as ``--model ck`` was
+    embedded. Servers, as the CLI, name a local folder by its absolute path."""
+    (tmp_path / "ck").mkdir()
+    monkeypatch.chdir(tmp_path)
+    config = ServeConfig.from_sources({}, {"VIDCAP_MODEL": "ck"})
+    assert config.model == str(tmp_path / "ck")
+    assert ServeConfig.from_sources({}, {"VIDCAP_MODEL": "tiny"}).model == "tiny"
+    assert ServeConfig.from_sources({}, {"VIDCAP_MODEL": "org/name"}).model == "org/name"
+
+
 def test_config_from_yaml_section_with_env_overrides() -> None:
     config = ServeConfig.from_sources(
         {"model": "tiny", "max_chunk": 4, "profile": True},

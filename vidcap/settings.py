@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import functools
 import math
 import numbers
@@ -29,35 +30,76 @@ DECODE_MODES = ("exact", "all")
 need (see ``vidcap.video``); ``all``: decode every frame."""
 
 
+def canonical_model(name: str) -> str:
+    """A model as runs name it (their key, records, a server's info answer): a local
+    checkpoint folder by its absolute path — ``./ck`` and ``/data/ck`` are one model, ``ck``
+    in two working directories two (by its spelling, the second resumed the first's
+    captions); ``tiny`` and hub ids as given."""
+    if name == "tiny":
+        return name
+    path = os.path.expanduser(name)
+    return os.path.realpath(path) if os.path.isdir(path) else name
+
+
 def check_field_types(settings: object) -> None:
-    """Each field of the dataclass ``settings`` of its declared type, or a ``UsageError``
-    naming it: a library caller's ``every_n=1.5`` or ``fps="2"`` (a server's request: from
-    JSON) is one clear line here, not a TypeError deep in decoding. A whole-number field
-    takes no ``bool``; a number field takes a whole number."""
-    for name, allowed in _field_types(type(settings)).items():
+    """Each field of the frozen dataclass ``settings`` of its declared kind, made the plain
+    Python value (a NumPy integer an ``int``, ``20.0`` for a whole number ``20``, a
+    ``Decimal`` a ``float``, a path a ``str``: what is sent on as JSON to a decoder process
+    must be one), or a ``UsageError`` naming it: a library caller's ``every_n=1.5`` or
+    ``fps="2"`` (a server's request, from JSON) is one clear line here, not a TypeError
+    deep in decoding. A ``bool`` is no number."""
+    for name, kinds in _field_types(type(settings)).items():
         value = getattr(settings, name)
-        if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
-            wanted = " or ".join(_KIND_NAMES[kind] for kind in allowed)
+        plain = _plain(value, kinds)
+        if plain is _REFUSED:
+            wanted = " or ".join(_KIND_NAMES[kind] for kind in kinds)
             raise UsageError(f"{type(settings).__name__}.{name} must be {wanted}, got {value!r}")
+        if plain is not value:
+            object.__setattr__(settings, name, plain)
 
 
-_KINDS: dict[object, type] = {int: numbers.Integral, float: numbers.Real, str: str, bool: bool,
-                              type(None): type(None)}  # fmt: skip
-_KIND_NAMES = {numbers.Integral: "a whole number", numbers.Real: "a number", str: "a string",
-               bool: "true or false", type(None): "None"}  # fmt: skip
+_REFUSED = object()
+_KIND_NAMES = {int: "a whole number", float: "a number", str: "a string", bool: "true or false",
+               type(None): "None"}  # fmt: skip
+
+
+def _plain(value: object, kinds: tuple[type, ...]) -> object:
+    """``value`` as the first of ``kinds`` that takes it (``_REFUSED``: none does)."""
+    if value is None:
+        return None if type(None) in kinds else _REFUSED
+    if isinstance(value, bool):
+        return value if bool in kinds else _REFUSED
+    for kind in kinds:
+        if kind is str and isinstance(value, str | os.PathLike):
+            return value if isinstance(value, str) else os.fspath(value)
+        if kind is int and isinstance(value, numbers.Integral):
+            return value if type(value) is int else int(value)
+        if kind is int and _whole(value):
+            return int(value)  # (20.0 tokens: 20)
+        if kind is float and isinstance(value, numbers.Real | decimal.Decimal):
+            return value if type(value) in (int, float) else float(value)
+    return _REFUSED
+
+
+def _whole(value: object) -> bool:
+    """A float or Decimal that is a whole number (not inf, not NaN)."""
+    if isinstance(value, float):
+        return value.is_integer()
+    return isinstance(value, decimal.Decimal) and value.is_finite() and value == int(value)
 
 
 @functools.cache
 def _field_types(cls: type) -> dict[str, tuple[type, ...]]:
-    """A dataclass's simple field types (``int``, ``float | None``…) as ``isinstance`` takes
-    them (NumPy's numbers too); fields of other types (containers, classes) are left out."""
+    """A dataclass's simple field types (``int``, ``float | None``…); fields of other types
+    (containers, classes) are left out."""
     hints = typing.get_type_hints(cls)
     found: dict[str, tuple[type, ...]] = {}
+    simple = (int, float, str, bool, type(None))
     for field in fields(cls):
         hint = hints[field.name]
         parts = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-        if all(part in _KINDS for part in parts):
-            found[field.name] = tuple(_KINDS[part] for part in parts)
+        if all(part in simple for part in parts):
+            found[field.name] = tuple(parts)
     return found
 
 

@@ -31,6 +31,7 @@ from vidcap.settings import (
     GenerationSettings,
     ModelSettings,
     SamplingSettings,
+    canonical_model,
 )
 from vidcap.similar import DEFAULT_DISTANCE
 from vidcap.video import VIDEO_EXTENSIONS
@@ -219,14 +220,8 @@ def _skip_distance(value: str | None) -> int | None:
 
 
 def model_name(value: str) -> str:
-    """``--model``: a local checkpoint folder by its absolute path — it names the model in a
-    run's key and records, so ``./ck`` and ``/data/ck`` are one model and ``ck`` from two
-    working directories two (by its spelling, the second resumed the first's captions);
-    ``tiny`` and hub ids as given."""
-    if value == "tiny":
-        return value
-    path = Path(value).expanduser()
-    return str(path.resolve()) if path.is_dir() else value
+    """``--model``, as runs name it (``settings.canonical_model``)."""
+    return canonical_model(value)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

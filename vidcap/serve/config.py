@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 from vidcap.errors import UsageError
-from vidcap.settings import DTYPES, GenerationSettings, ModelSettings
+from vidcap.settings import DTYPES, GenerationSettings, ModelSettings, canonical_model
 from vidcap.wire import FULL_HD_PIXELS, SETTING_FIELDS, WireLimits
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,8 @@ class ServeConfig:
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
+        # (a local folder by its absolute path: the name clients key their outputs by)
+        object.__setattr__(self, "model", canonical_model(self.model))
         if self.dtype not in DTYPES:
             raise UsageError(
                 f"unknown dtype {self.dtype!r}; supported values are {', '.join(DTYPES)}"
