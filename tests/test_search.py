@@ -459,3 +459,33 @@ def test_the_prefilters_folding_is_as_coarse_as_the_regexs() -> None:
     alike = [(a, b) for a, b in pairs if re.fullmatch(re.escape(a), b, re.IGNORECASE)]
     assert len(alike) > 2000  # (the check checks something)
     assert [(a, b) for a, b in alike if fold(a) != fold(b)] == []
+
+
+def test_a_regex_that_backtracks_without_end_is_one_line(tmp_path: Path) -> None:
+    """Regression: ``vidcap search OUT '(\\w+\\s?)+!' --regex`` never ended on ordinary
+    captions, and ``(a+)+$`` on "aaa…ab" (a caption BLIP-2 can give): nested repeats
+    backtrack exponentially, and Python's ``re`` cannot be stopped (``export --query`` and
+    ``mask --regex`` share the matcher). The ``regex`` package matches these two at once,
+    and any match has a time limit: past it, one line and exit 2."""
+    import time
+
+    from tests.support.cli import run_main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    rows = [{"video": "v.mp4", "frame": i, "time": float(i), "caption": caption}
+            for i, caption in enumerate(["a man is standing in front of a building with a sign "
+                                         "on it", "a" * 60 + "b"])]  # fmt: skip
+    (out / "v.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (out / "summary.json").write_text(json.dumps({"videos": [
+        {"video": "v.mp4", "name": "v", "status": "done", "frames": 2, "duration": 2.0}]}))  # fmt: skip
+    started = time.monotonic()
+    for fast in (r"(\w+\s?)+!", r"(a+)+$", r"(sign|building) on"):
+        assert run_main("search", out, fast, "--regex").returncode == 0, fast
+    result = run_main("search", out, r"(a|aa)+$", "--regex")
+    assert time.monotonic() - started < 30
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "vidcap: error: --regex '(a|aa)+$' took over 1 s on one caption: nested repeats such "
+        "as (a+)+ backtrack without end; write it without them"
+    ]

@@ -15,13 +15,15 @@ import logging
 import math
 import re
 import statistics
+import warnings
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import regex as regex_package
 from tqdm import tqdm
 
 from vidcap import jsontext
@@ -49,6 +51,7 @@ log = logging.getLogger(__name__)
 
 DECIMALS = 6
 """Times are compared and written rounded to a microsecond, so float noise never flips a gap."""
+REGEX_TIMEOUT_S = 1.0  # one regular expression on one caption (microseconds, unless it backtracks)
 QUESTION_MAX_NEW_TOKENS = 5
 """A yes/no answer needs one or two tokens; a few more keep BLIP-2's "yes, he is" whole."""
 _YES = re.compile(r"\s*yes\b", re.IGNORECASE)
@@ -184,8 +187,13 @@ def _one_video(path: Path, names: Sequence[str]) -> str:
 # --- matching ----------------------------------------------------------------------------
 
 
-def compile_queries(queries: Sequence[str], regex: bool = False) -> list[re.Pattern[str]]:
-    """Case-insensitive patterns. Plain queries match whole words; a multi-word query the phrase."""
+def compile_queries(queries: Sequence[str], regex: bool = False) -> list[Any]:
+    r"""Case-insensitive patterns. Plain queries match whole words; a multi-word query the phrase.
+
+    ``regex``: the queries are regular expressions, compiled by the ``regex`` package (in its
+    ``re``-compatible mode), whose matching takes a timeout: a pattern with nested repeats
+    (``(\w+\s?)+!``) backtracks exponentially on an ordinary caption, and Python's ``re``
+    cannot be stopped (``vidcap search`` hung for good)."""
     if isinstance(queries, str):  # (one query, not its characters)
         queries = [queries]
     if not queries:
@@ -194,12 +202,30 @@ def compile_queries(queries: Sequence[str], regex: bool = False) -> list[re.Patt
     for query in queries:
         if not query.strip():
             raise UsageError("--query must not be empty")
-        source = query if regex else phrase_pattern(query)
+        if not regex:
+            patterns.append(re.compile(phrase_pattern(query), re.IGNORECASE))
+            continue
         try:
-            patterns.append(re.compile(source, re.IGNORECASE))
-        except re.error as exc:
+            with warnings.catch_warnings():  # ("possible nested set": its own line, not ours)
+                warnings.simplefilter("ignore")
+                patterns.append(
+                    regex_package.compile(
+                        _turkic(query), regex_package.IGNORECASE | regex_package.V0
+                    )
+                )
+        except regex_package.error as exc:
             raise UsageError(f"bad --regex query {query!r}: {exc}") from exc
     return patterns
+
+
+_TURKIC = str.maketrans({"\u0130": "i", "\u0131": "i"})
+
+
+def _turkic(text: str) -> str:
+    """The Turkish dotted capital I and dotless i written as i (one character for one):
+    Python's ``re.IGNORECASE`` takes each as i, the ``regex`` package (simple case folding)
+    only as itself, as the page's JavaScript does, which writes them so too (``turkic``)."""
+    return text.translate(_TURKIC)
 
 
 def phrase_pattern(query: str) -> str:
@@ -217,7 +243,18 @@ def match_frames(
     """One flag per caption: True when any query matches it."""
     patterns = compile_queries(queries, regex)
     texts = (c if isinstance(c, str) else c.caption for c in captions)
-    return [any(p.search(text) for p in patterns) for text in texts]
+    if not regex:
+        return [any(p.search(text) for p in patterns) for text in texts]
+    try:  # (the captions' Turkish i's as the patterns' are: _turkic)
+        return [
+            any(p.search(_turkic(text), timeout=REGEX_TIMEOUT_S) for p in patterns)
+            for text in texts
+        ]
+    except TimeoutError:
+        raise UsageError(
+            f"--regex {' / '.join(queries)!r} took over {REGEX_TIMEOUT_S:g} s on one caption: "
+            "nested repeats such as (a+)+ backtrack without end; write it without them"
+        ) from None
 
 
 def is_yes(answer: str) -> bool:

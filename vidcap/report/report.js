@@ -140,12 +140,11 @@
     if (!regex) return new RegExp(phrasePattern(query), 'iu');
     try {
       return new RegExp(query, 'iu');
-    } catch (unicodeError) {
-      try {
-        return new RegExp(query, 'i');
-      } catch (error) {
-        throw new Error('not a regular expression this browser understands: ' + error.message);
-      }
+    } catch (error) {
+      // (read without 'u', \Z, a{,3} and \N{...} were taken as plain text: other moments
+      // than vidcap search's, silently)
+      throw new Error('not a regular expression this page reads (JavaScript\'s syntax: ' +
+        error.message + '); vidcap search reads Python\'s');
     }
   }
 
