@@ -522,15 +522,11 @@ def export_clips(
 
 def write_manifest(path: Path, video: Path, clips: list[Clip], precise: bool) -> None:
     """The folder's ``manifest.json``; the clips an earlier one listed that this one does
-    not (a folder cut into again, with other segments) are removed, with their ``.json``.
-    Its ``mode`` is how the clips were cut (each clip's own where they agree: a slideshow's
-    are re-encoded, a stream copy asked or not; ``mixed`` where they do not), not only how
-    it was asked."""
+    not (a folder cut into again, with other segments) are removed, with their ``.json``."""
     earlier = _listed_clips(path)
-    modes = {clip.mode for clip in clips} or {PRECISE if precise else STREAM_COPY}
     manifest = {
         "source": str(video),
-        "mode": modes.pop() if len(modes) == 1 else "mixed",
+        "mode": PRECISE if precise else STREAM_COPY,
         "clips": [asdict(clip) for clip in clips],
     }
     write_atomic(path, json.dumps(manifest, indent=2) + "\n")
