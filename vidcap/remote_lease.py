@@ -88,17 +88,17 @@ class RemoteLease:
             raise LeaseLost(self._lost_why(held))
         self._write()
 
-    def _read_for_renewal(self) -> dict[str, Any] | None:
+    def _read_for_renewal(self, tries: int = READ_TRIES) -> dict[str, Any] | None:
         """The lease as it is there; None only where it is really not there (or not a
         lease). A read that fails (a timeout, a 5xx: the store, not the lease) is tried
         again, then raised: a sync that failed, retried at the next, never a lease lost."""
-        for attempt in range(READ_TRIES):
+        for attempt in range(tries):
             try:
                 data = self.fs.cat_file(self.path)
             except FileNotFoundError:
                 return None
             except Exception:  # noqa: BLE001 - each file system raises its own
-                if attempt == READ_TRIES - 1:
+                if attempt == tries - 1:
                     raise
                 time.sleep(0.5 * (attempt + 1))
                 continue
@@ -158,11 +158,11 @@ class RemoteLease:
         self._upload(lambda: self.fs.pipe_file(self.path, body), self.path)
 
     def _read(self) -> dict[str, Any] | None:
+        """The lease, where one can be read (at the claim: one that cannot is none)."""
         try:
-            held = json.loads(self.fs.cat_file(self.path))
-        except Exception:  # noqa: BLE001 - gone, unreadable or not JSON: no lease
+            return self._read_for_renewal(tries=1)
+        except Exception:  # noqa: BLE001 - unreadable: no lease
             return None
-        return held if isinstance(held, dict) else None
 
 
 def _gone_from_here(held: dict[str, Any]) -> bool:

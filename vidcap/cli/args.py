@@ -219,18 +219,13 @@ def _skip_distance(value: str | None) -> int | None:
 # ---- model and generation (and --server, from vidcap.client) -------------------------------
 
 
-def model_name(value: str) -> str:
-    """``--model``, as runs name it (``settings.canonical_model``)."""
-    return canonical_model(value)
-
-
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     model = ModelSettings()
     generation = GenerationSettings()
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
-        type=model_name,
+        type=canonical_model,  # (a local folder by its absolute path)
         default=model.model,
         help=f"hub id, local directory, or 'tiny' (default {model.model})",
     )
