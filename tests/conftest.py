@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.support.browser"]  # the `browser` fixture: Chromium via Playwright
+
 # Under pytest-xdist each worker would run torch (and OpenMP in its helpers) on every core,
 # so two workers on two cores fought over them: one thread per core share instead, set
 # before torch is imported here or in a subprocess a test starts. (Measured on the 2-core

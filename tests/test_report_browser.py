@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.browser import Page
 from tests.support.folders import (
     HOSTILE_CAPTION,
     NEEDLE,
@@ -45,66 +46,13 @@ from vidcap.wording import counted
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "test-artifacts"
 SUBJECT = ROOT / "sample_videos" / "subject.mp4"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 HOSTILE_FILE = "clip <script>alert('name')<script> \"q\" 'x' ü"
 SHOTS = "shots"  # a video captioned with --scenes
 WRITTEN_NAME = "written <b>bold<b> &amp; #frag ?q=1 %20"  # no "/": it is a file name
 BIG_VIDEOS, BIG_CAPTIONS = 10_000, 60
 # stated limits, far above what was measured (BENCHMARKS.md) on a shared 2-core machine
 BIG_LOAD_SECONDS, BIG_SEARCH_MS, BIG_TASK_MS = 15.0, 2000.0, 1000.0
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed: pip install playwright"
-    )
-    if not Path(CHROMIUM).is_file():
-        pytest.skip("chromium is not installed: apt-get install -y chromium")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-class Page:
-    """A page with its console errors, uncaught exceptions and alert() calls collected."""
-
-    def __init__(self, browser, url: str) -> None:
-        self.problems: list[str] = []
-        self.page = browser.new_page(viewport={"width": 1280, "height": 900})
-        self.page.on("console", lambda m: m.type == "error" and self.problems.append(m.text))
-        self.page.on("pageerror", lambda e: self.problems.append(f"uncaught: {e}"))
-        self.page.add_init_script(
-            "window.alerts = []; window.alert = (m) => window.alerts.push(m);"
-            "window.longest = 0; new PerformanceObserver(l => l.getEntries().forEach(e =>"
-            " window.longest = Math.max(window.longest, e.duration))).observe({type: 'longtask'});"
-        )
-        started = time.monotonic()
-        self.page.goto(url)
-        self.page.evaluate("window.vidcapReport.ready")
-        self.load_seconds = time.monotonic() - started
-
-    def __getattr__(self, name: str):
-        return getattr(self.page, name)
-
-    def screenshot_to(self, tmp_path: Path, name: str) -> Path:
-        shot = tmp_path / name
-        self.page.screenshot(path=str(shot), full_page=False)
-        ARTIFACTS.mkdir(exist_ok=True)
-        shutil.copy(shot, ARTIFACTS / name)
-        return shot
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +138,7 @@ def test_the_caption_track_shows_the_subtitles_cues(page: Page, folder: Path) ->
 
     spans = page.evaluate(
         "Object.fromEntries([...document.querySelectorAll('.card')].map(c => [c.dataset.name,"
-        " [...c.querySelectorAll('.track.cues span')].map(s => s.title)]))"
+        " [...c.querySelectorAll('.track.cues button')].map(s => s.title)]))"
     )
 
     def seconds(clock: str) -> float:
@@ -249,16 +197,16 @@ def test_a_video_that_lost_frames_says_so(page: Page, folder: Path) -> None:
         rows = read_jsonl(folder / "concealed.jsonl")
         assert len(rows) <= 120
         assert [r["frame"] for r in rows if r.get("damaged")] == list(concealed.damaged_frames)
-        flags = card.locator(".strip figure").evaluate_all(
+        flags = card.locator(".strip .frame").evaluate_all(
             "figures => figures.map(f => f.classList.contains('damaged') &&"
             " f.querySelector('.flag').textContent)"
         )
         assert flags == ["damaged" if row.get("damaged") else False for row in rows]
-        assert card.locator(".strip figure:not(.damaged) .flag").count() == 0
+        assert card.locator(".strip .frame:not(.damaged) .flag").count() == 0
         # the vidcap mask track says how many of each segment's frames may show damage
         report = json.loads((folder / "concealed.mask.json").read_text())
         assert sum(s["damaged"] for s in report["segments"]) >= 1
-        titles = card.locator(".track.mask span").evaluate_all("s => s.map(x => x.title)")
+        titles = card.locator(".track.mask button").evaluate_all("s => s.map(x => x.title)")
         assert [t.split("  ", 1)[1] for t in titles] == [
             f"{s['frames']} frame{'s' if s['frames'] > 1 else ''}"
             + (f" ({s['damaged']} damaged)" if s["damaged"] else "")
@@ -280,7 +228,7 @@ def test_hostile_names_and_captions_are_text(page: Page, folder: Path) -> None:
     assert hostile.locator("h3").text_content() == HOSTILE_FILE
     written = page.locator(".card").nth(names.index(WRITTEN_NAME))
     assert written.locator("h3").text_content() == WRITTEN_NAME
-    assert HOSTILE_CAPTION in written.locator(".strip figcaption").first.text_content()
+    assert HOSTILE_CAPTION in written.locator(".strip .frame .text").first.text_content()
     assert written.locator("h3 b").count() == 0 and page.locator("img[src=x]").count() == 0
     page.fill("#query", "quoted")
     page.press("#query", "Enter")
@@ -386,7 +334,7 @@ def test_clicking_a_moment_plays_the_source_there_with_its_captions(
 def test_a_source_the_browser_cannot_reach_shows_the_thumbnail_and_why(page: Page) -> None:
     names = card_names(page)
     written = page.locator(".card").nth(names.index(WRITTEN_NAME))
-    written.locator(".strip figure").nth(1).click()
+    written.locator(".strip .frame").nth(1).click()
     assert page.is_visible("#player-why") and page.is_hidden("#video")
     assert "not on this machine" in page.text_content("#player-why")
     # shown once its picture has loaded (an image has no height before): wait for that
@@ -407,7 +355,7 @@ def test_a_source_gone_since_the_page_was_written_says_so_at_every_click(
     away = source.with_name("subject.mp4.away")
     source.rename(away)  # (put back below: the other tests play it)
     try:
-        figures = page.locator(".card[data-name='subject'] .strip figure")
+        figures = page.locator(".card[data-name='subject'] .strip .frame")
         for click in range(3):
             if click == 2:
                 page.click("#player-close")
@@ -499,10 +447,10 @@ def test_showing_every_frame_of_a_long_strip_never_freezes_the_page(
         )
         page.click(".show-all")
         page.wait_for_function(
-            f"document.querySelectorAll('.strip figure').length === {frames}", timeout=120_000
+            f"document.querySelectorAll('.strip .frame').length === {frames}", timeout=120_000
         )
         assert page.locator(".show-all").count() == 0  # gone once every frame is shown
-        figures = page.locator(".strip figure")
+        figures = page.locator(".strip .frame")
         assert (
             figures.nth(frames - 1).inner_text()
             == f"13:19.960\na frame numbered {(frames - 1) % 997}"

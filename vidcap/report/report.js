@@ -307,18 +307,50 @@
     var wrap = el('div');
     wrap.appendChild(el('div', 'track-label', label));
     var bar = el('div', 'track ' + className);
+    bar.setAttribute('role', 'toolbar');
+    bar.setAttribute('aria-label', label + ' of ' + video.n + ': arrow keys move, Enter plays');
     spans.forEach(function (span) {
-      var part = el('span');
+      var part = el('button');
+      part.type = 'button';
+      part.tabIndex = -1;
       part.style.left = (100 * span.start / total) + '%';
       part.style.width = (100 * (span.end - span.start) / total) + '%';
       part.title = clock(span.start) + ' – ' + clock(span.end) + (span.text ? '  ' + span.text : '');
+      part.setAttribute('aria-label', part.title);
       part.addEventListener('click', function () {
         openAt(video, span.start, span.end, span.index, span.text);
       });
       bar.appendChild(part);
     });
+    roving(bar);
     wrap.appendChild(bar);
     return wrap;
+  }
+
+  // A strip of frames or a track of segments is one stop of the Tab key: the arrow keys,
+  // Home and End move inside it, Enter or Space plays (each item is a button). The item
+  // last focused (or clicked) is the one Tab comes back to.
+  function roving(container) {
+    var first = container.firstElementChild;
+    if (first) first.tabIndex = 0;
+    container.addEventListener('focusin', function (event) {
+      if (event.target.parentNode !== container) return;
+      var current = container.querySelector('[tabindex="0"]');
+      if (current && current !== event.target) current.tabIndex = -1;
+      event.target.tabIndex = 0;
+    });
+    container.addEventListener('keydown', function (event) {
+      var item = event.target;
+      if (item.parentNode !== container) return;
+      var next = null;
+      if (event.key === 'ArrowRight' || event.key === 'ArrowDown') next = item.nextElementSibling;
+      else if (event.key === 'ArrowLeft' || event.key === 'ArrowUp') next = item.previousElementSibling;
+      else if (event.key === 'Home') next = container.firstElementChild;
+      else if (event.key === 'End') next = container.lastElementChild;
+      else return;
+      event.preventDefault();
+      if (next) next.focus();
+    });
   }
 
   function isDamaged(video, frame) {
@@ -328,29 +360,37 @@
     return video.dmSet.has(frame);
   }
 
-  function frameFigure(video, i) {
-    var fig = el('figure');
+  // One sample of a strip: a button (its name: the time, a damage flag, the caption), so
+  // the keyboard plays it as the mouse does.
+  function frameButton(video, i) {
+    var button = el('button', 'frame');
+    button.type = 'button';
+    button.tabIndex = -1;
     var frame = video.f[i];
     var caption = video.shard.captions[video.c[i]];
-    if (hasThumb(video, frame)) fig.appendChild(thumb(video, frame));
-    var text = el('figcaption');
+    if (hasThumb(video, frame)) button.appendChild(thumb(video, frame));
+    var text = el('span', 'text');
     text.appendChild(el('span', 'time', clock(video.t[i])));
     if (isDamaged(video, frame)) {
-      fig.classList.add('damaged');
-      fig.title = 'this frame may show decoding damage (a corrupt stream)';
+      button.classList.add('damaged');
+      button.title = 'this frame may show decoding damage (a corrupt stream)';
       text.appendChild(el('span', 'flag', 'damaged'));
     }
-    text.appendChild(document.createTextNode(caption));
-    fig.appendChild(text);
+    var said = el('span', 'said', caption);
+    said.dir = 'auto';
+    text.appendChild(said);
+    button.appendChild(text);
     var end = i + 1 < video.t.length ? video.t[i + 1] : video.d;
-    fig.addEventListener('click', function () { openAt(video, video.t[i], end, i, caption); });
-    return fig;
+    button.addEventListener('click', function () { openAt(video, video.t[i], end, i, caption); });
+    return button;
   }
 
   function card(video) {
     var node = el('article', 'card');
     node.dataset.name = video.n;
-    node.appendChild(el('h3', null, video.n));
+    var name = el('h3', null, video.n);
+    name.dir = 'auto';
+    node.appendChild(name);
     node.appendChild(el('span', 'status ' + video.s, video.s));
     var facts = clock(video.D || 0) + ' · ' + counted(video.F || 0, 'frame');
     node.appendChild(el('span', 'facts', facts));
@@ -382,15 +422,21 @@
       })));
     }
     var strip = el('div', 'strip');
+    strip.setAttribute('role', 'toolbar');
+    strip.setAttribute('aria-label', 'frames of ' + video.n + ': arrow keys move, Enter plays');
     var shown = Math.min(video.t.length, STRIP_FRAMES);
-    for (var i = 0; i < shown; i++) strip.appendChild(frameFigure(video, i));
+    for (var i = 0; i < shown; i++) strip.appendChild(frameButton(video, i));
+    roving(strip);
     node.appendChild(strip);
     if (shown < video.t.length) {
       var all = el('button', 'show-all', 'show all ' + video.t.length + ' frames');
       all.type = 'button';
       all.addEventListener('click', function () {
+        var focused = document.activeElement === all;
         all.disabled = true;
         showRest(video, strip, shown, all);
+        // (the button goes when every frame is shown: the keyboard goes on from the first new one)
+        if (focused && strip.children[shown]) strip.children[shown].focus();
       });
       node.appendChild(all);
     }
@@ -403,7 +449,7 @@
     if (!strip.isConnected) return; // its card was redrawn (a filter): that one starts afresh
     var to = Math.min(video.t.length, from + FRAMES_AT_ONCE);
     var chunk = document.createDocumentFragment();
-    for (var j = from; j < to; j++) chunk.appendChild(frameFigure(video, j));
+    for (var j = from; j < to; j++) chunk.appendChild(frameButton(video, j));
     strip.appendChild(chunk);
     if (to >= video.t.length) { button.remove(); return; }
     button.textContent = 'showing ' + to + ' of ' + video.t.length + ' frames…';
@@ -434,12 +480,39 @@
       if (wanted(video)) { cards.appendChild(card(video)); added += 1; }
     }
     if (added === CARDS_AT_ONCE) fill();
+    var none = cursor >= videos.length && videos.length && !cards.firstChild;
+    $('no-videos').textContent = none ? 'no video is ' + $('status-filter').value : '';
   }
+
+  // What the keyboard focuses is never under the sticky header, nor under the open player:
+  // the page keeps a margin of their heights when it scrolls to a focused item, and the
+  // page's end can scroll above the player.
+  function keepClear() {
+    var header = $('top');
+    var root = document.documentElement.style;
+    var sticky = getComputedStyle(header).position === 'sticky';
+    root.scrollPaddingTop = sticky ? (header.offsetHeight + 8) + 'px' : '';
+    var open = !$('player').hidden;
+    var below = open ? ($('player').offsetHeight + 24) + 'px' : '';
+    root.scrollPaddingBottom = below;
+    document.querySelector('main').style.paddingBottom = below;
+  }
+  if (window.ResizeObserver) {
+    var watch = new ResizeObserver(keepClear);
+    watch.observe($('top'));
+    watch.observe($('player'));
+  }
+  window.addEventListener('resize', keepClear);
 
   // --- the player -----------------------------------------------------------------------
 
   var player = $('video');
   var pendingSeek = null;
+  var opener = null;      // what had the focus when the player opened: it gets it back
+  var shownThumb = null;  // the thumbnail of the moment in the player, if there is one
+  // A cue ends where the next starts, and a browser seeking to that instant shows both:
+  // the player seeks this far past a moment's start (less than a frame at 1000 fps).
+  var PAST_CUE_END = 0.0005;
   var WHOLE_LIMIT = 512 * 1024 * 1024; // bytes fetched at most to seek without range requests
 
   player.addEventListener('loadedmetadata', function () {
@@ -497,9 +570,15 @@
     var why = $('player-why');
     if (player.dataset.trouble) why.textContent = player.dataset.trouble;
     why.hidden = !player.dataset.trouble;
+    if (player.dataset.broken && shownThumb) {  // the moment's picture, not a black box
+      player.hidden = true;
+      $('player-thumb').src = shownThumb;
+      $('player-thumb').hidden = false;
+    }
   }
 
   player.addEventListener('error', function () {
+    player.dataset.broken = 'yes';
     var code = player.error ? player.error.code : 0;
     var src = player.getAttribute('src') || '';
     try { src = decodeURI(src); } catch (malformed) { /* shown as it is */ }
@@ -519,7 +598,12 @@
   }
 
   function attachTrack(video) {
-    Array.prototype.slice.call(player.querySelectorAll('track')).forEach(function (t) { t.remove(); });
+    // (the old track disabled before it goes: removed showing, it left its last cue drawn
+    // over every picture of the next video, in Chromium)
+    Array.prototype.slice.call(player.querySelectorAll('track')).forEach(function (t) {
+      t.track.mode = 'disabled';
+      t.remove();
+    });
     loadVtt(video, function (text) {
       if (text === null || player.dataset.name !== video.n) return;
       var node = document.createElement('track');
@@ -534,7 +618,9 @@
   }
 
   function openAt(video, start, end, index, caption) {
-    $('player').hidden = false;
+    var aside = $('player');
+    if (!aside.contains(document.activeElement)) opener = document.activeElement;
+    aside.hidden = false;
     $('player-title').textContent = video.n;
     $('player-time').textContent = clock(start) + ' – ' + clock(end);
     $('player-caption').textContent = caption || '';
@@ -542,6 +628,9 @@
     why.hidden = true;
     var picture = $('player-thumb');
     var frame = video.f && index !== undefined && index !== null ? video.f[index] : null;
+    shownThumb = frame !== null && hasThumb(video, frame) ? thumbUrl(video, frame) : null;
+    aside.focus({ preventScroll: true });  // (Tab goes on to its controls, Escape closes it)
+    keepClear();
     if (video.src) {
       picture.hidden = true;
       player.hidden = false;
@@ -549,13 +638,16 @@
         if (player.src.indexOf('blob:') === 0) URL.revokeObjectURL(player.src);
         delete player.dataset.whole;
         delete player.dataset.trouble;
+        delete player.dataset.broken;
         player.dataset.name = video.n;
+        player.setAttribute('aria-label', 'video: ' + video.n);
         player.src = video.src;
         attachTrack(video);
       }
       showTrouble();  // (the same video: what went wrong with it still stands)
-      if (player.readyState >= 1) seekTo(start);
-      else pendingSeek = start;
+      var at = start > 0 ? Math.min(start + PAST_CUE_END, Math.max(start, end)) : start;
+      if (player.readyState >= 1) seekTo(at);
+      else pendingSeek = at;
       return;
     }
     player.pause();
@@ -570,9 +662,19 @@
     why.hidden = false;
   }
 
-  $('player-close').addEventListener('click', function () {
+  function closePlayer() {
     player.pause();
     $('player').hidden = true;
+    keepClear();
+    if (opener && opener.isConnected) opener.focus();
+    opener = null;
+  }
+
+  $('player-close').addEventListener('click', closePlayer);
+  document.addEventListener('keydown', function (event) {
+    if (event.key !== 'Escape' || $('player').hidden || event.defaultPrevented) return;
+    if (event.target.tagName === 'INPUT' && event.target.value) return;  // (it clears the box)
+    closePlayer();
   });
 
   // --- the search box -------------------------------------------------------------------
@@ -590,7 +692,9 @@
     what.appendChild(el('span', 'times', ' ' + clock(moment.start) + ' – ' + clock(moment.end)));
     what.appendChild(el('span', 'count', ' · ' + counted(moment.frames, 'frame')));
     if (moment.damaged) what.appendChild(el('span', 'flag', ' (' + moment.damaged + ' damaged)'));
-    what.appendChild(el('div', 'caption', moment.caption));
+    var caption = el('div', 'caption', moment.caption);
+    caption.dir = 'auto';
+    what.appendChild(caption);
     button.appendChild(what);
     var index = moment.video.f.indexOf(moment.frame);
     button.addEventListener('click', function () {
@@ -667,6 +771,7 @@
     counted(manifest.frames, 'frame') + ' · ' + clock(manifest.duration) +
     ' of video · vidcap ' + manifest.version;
   showLoading();
+  keepClear();
   ready.then(function () {
     showLoading();
     if ($('query').value.trim()) runSearch();
