@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 from fractions import Fraction
 from pathlib import Path
 
@@ -23,10 +24,12 @@ from vidcap.decode import (
     read_event,
 )
 from vidcap.frames import Frame, resize_for_model
+from vidcap.inputs import file_sha256
 from vidcap.settings import SamplingSettings
 from vidcap.video import VideoReader
 
 SHAPES = Path(__file__).resolve().parent.parent / "sample_videos" / "shapes.mp4"
+SUBJECT = SHAPES.with_name("subject.mp4")
 SAMPLING = SamplingSettings(fps=2.0, max_frames=5)
 
 
@@ -386,3 +389,40 @@ def test_a_decoder_that_never_starts_fails_its_video_saying_so(
     [failed] = pool_results(pool).values()
     assert isinstance(failed, Failed)
     assert failed.error == f"{SHAPES}: the decoder did not start within 1.5 s; stopped"
+
+
+@pytest.mark.parametrize("change", ["renamed over", "written", "touched"])
+def test_a_file_changed_while_it_is_decoded_is_not_vouched_for(tmp_path: Path, change: str) -> None:
+    """Regression: the SHA-256 a record keeps was read by opening the path again after
+    decoding: a file renamed over it meanwhile (a sync, a download; padded to the same size)
+    gave the record the new file's digest beside the old one's captions, and a rerun then
+    kept those captions "by their bytes" for good. Now the file read must be the file whose
+    decoding began: else the video fails, saying so, and a rerun captions it as it is."""
+    video = tmp_path / "clip.mp4"
+    shutil.copy(SHAPES, video)
+    other = tmp_path / "other.mp4"
+    shutil.copy(SUBJECT, other)
+    with other.open("r+b") as file:  # the same size as the video
+        file.truncate(video.stat().st_size)
+    every = SamplingSettings(fps=2.0)
+    events = decode_events(3, str(video), every, (32, 32))
+    first = next(events)
+    assert isinstance(first, Decoded)
+    if change == "renamed over":
+        os.replace(other, video)
+    elif change == "written":
+        with video.open("r+b") as file:
+            file.seek(-4, os.SEEK_END)
+            file.write(b"\0\0\0\0")
+    else:
+        os.utime(video, ns=(0, 0))
+    *_, last = events
+    assert isinstance(last, Failed), last
+    assert last.error == (
+        f"{video}: the file changed while it was decoded (written, replaced or touched): "
+        "its captions are not kept; run again to caption it as it is now"
+    )
+    # unchanged, a file ends with the digest of its bytes
+    shutil.copy(SHAPES, video)
+    *_, ended = decode_events(3, str(video), every, (32, 32))
+    assert isinstance(ended, Ended) and ended.sha256 == file_sha256(video)

@@ -29,10 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from vidcap import regular
-from vidcap.errors import OutFolderFull, UsageError
-from vidcap.inputs import (
-    SHA256,
-)
+from vidcap.errors import FOLDER_FULL, OutFolderFull, UsageError
+from vidcap.inputs import SHA256, require_utf8_name
 from vidcap.jobs import RunSettings, RunWriter, VideoJob, VideoResult
 from vidcap.journal import (
     JOURNAL_AFTER,
@@ -68,12 +66,6 @@ from vidcap.settings import joined_precisions
 from vidcap.wording import counted
 
 log = logging.getLogger(__name__)
-
-# Errors that say the output folder takes nothing more, whichever video is written: the
-# run stops at the first, as when the backend goes, instead of captioning every video
-# left only to fail writing it.
-FOLDER_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
-
 
 SHOWN_WARNINGS = 20
 
@@ -559,7 +551,8 @@ def thumbs_staging(out_dir: Path) -> Path:
 
 def check_out_dir(out_dir: Path) -> None:
     """``--out`` must be a folder this process can write (created if missing): one line,
-    not a traceback, when it cannot be."""
+    not a traceback, when it cannot be (nor a name that is not UTF-8: outputs name it)."""
+    require_utf8_name(out_dir, "--out")
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} is a file, not a folder")
     try:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import statistics
 import struct
 import threading
@@ -48,6 +49,7 @@ from vidcap.scenes import Scene
 from vidcap.settings import SamplingSettings
 
 if TYPE_CHECKING:
+    from vidcap.inputs import FileState
     from vidcap.video import DecodedFrame
 
 log = logging.getLogger(__name__)
@@ -250,7 +252,7 @@ def _events(
     progress: Callable[[int], None] | None,
 ) -> Iterator[Event]:
     # Imported here: a process that only reads events (the engine) needs no PyAV or fsspec.
-    from vidcap.inputs import local_copy, sha256_or_none
+    from vidcap.inputs import local_copy
     from vidcap.picture import display_image
     from vidcap.similar import SkipSimilar
     from vidcap.video import VideoReader
@@ -293,6 +295,8 @@ def _events(
     try:
         with local_copy(source, progress) as path:
             held.local = str(path)
+            whole = digest and sampling.max_frames is None  # (else the file is not read whole)
+            before = _state_or_none(path) if whole else None
             with VideoReader(path, threads=threads) as reader:
                 reader.warn_if_untimed()
                 reader.warn_of_other_views()
@@ -315,8 +319,7 @@ def _events(
                 stats = reader.stats
                 stated = reader.stated_end() if stats.stopped_early else None
             # (read once decoded, its pages still cached: ~1.4 GB/s, milliseconds for a clip)
-            whole = digest and sampling.max_frames is None  # (else the file was not read whole)
-            sha256 = (sha256_or_none(path) or "") if whole else ""
+            sha256 = _digest_of_decoded(path, before) if whole else ""
     except VideoError as exc:
         yield Failed(job, held.named(str(exc)))
         return
@@ -330,6 +333,35 @@ def _events(
         if stated is not None and max(times[-1], stats.duration) <= stated < duration:
             duration = stated  # (no further than the video goes: its last sample was its last)
     yield Ended(job, sampled, duration, scenes, stats.lost_frames, sha256)
+
+
+def _state_or_none(path: str) -> FileState | None:
+    from vidcap.inputs import file_state
+
+    try:
+        return file_state(os.stat(path))
+    except OSError:
+        return None  # (the decoder says what is wrong with it)
+
+
+def _digest_of_decoded(path: str, before: FileState | None) -> str:
+    """The SHA-256 of the file just decoded ("" where it cannot be read). Raises
+    ``VideoError`` where the file read is not the one decoding began with (``before``: its
+    ``inputs.file_state`` then): a file written, renamed over or touched meanwhile (a sync,
+    a download) was decoded in part from other bytes, and a digest of the new ones would
+    vouch for captions of the old."""
+    from vidcap.inputs import file_sha256_and_state
+
+    try:
+        sha256, after = file_sha256_and_state(path)
+    except OSError:
+        after, sha256 = None, ""
+    if before is not None and after != before:
+        raise VideoError(
+            f"{path}: the file changed while it was decoded (written, replaced or touched): "
+            "its captions are not kept; run again to caption it as it is now"
+        )
+    return sha256
 
 
 def sampled_end(

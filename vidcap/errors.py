@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import shlex
 from importlib import metadata
 
@@ -58,6 +59,12 @@ class ServerRejected(RemoteError):
 class OutFolderFull(VidcapError):
     """The output folder takes no more outputs (disk full, over quota, read-only): the run
     stops, resumable, rather than fail every video left after captioning it."""
+
+
+# The errors of a write that say the output folder takes nothing more, whichever video is
+# written (``OutFolderFull``): a run stops at the first, as when the backend goes, instead
+# of captioning every video left only to fail writing it.
+FOLDER_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 class UploadFailed(VidcapError):

@@ -174,11 +174,19 @@ RENAME_HINT = (
 )
 
 
-def require_utf8_name(path: str | Path) -> None:
+def require_utf8_name(path: str | Path, flag: str | None = None) -> None:
     """A usage error for a video whose name is not UTF-8: outputs (JSON, the page, file
-    names) name each video in UTF-8 (``vidcap caption``, ``mask``, ``clips`` alike)."""
-    if not _utf8(str(path)):
-        raise UsageError(f"{_shown(str(path))}: the name is not UTF-8{RENAME_HINT}")
+    names) name each video in UTF-8 (``vidcap caption``, ``mask``, ``clips`` alike).
+    ``flag``: the option naming an output instead (``--out``), which outputs and messages
+    name in UTF-8 too (its bytes were written raw into JSON and CSV)."""
+    if _utf8(str(path)):
+        return
+    if flag is not None:
+        raise UsageError(
+            f"{flag} {_shown(str(path))}: the name is not UTF-8 (outputs and messages name it "
+            "in UTF-8): choose another"
+        )
+    raise UsageError(f"{_shown(str(path))}: the name is not UTF-8{RENAME_HINT}")
 
 
 def _utf8(path: str) -> bool:
@@ -601,11 +609,28 @@ def file_sha256(path: str | Path) -> str:
     """The SHA-256 of a file's bytes, in hex (what ``sha256sum`` prints). Raises ``OSError``,
     ``regular.NotRegular`` for a FIFO or a device (never read: a record planted in a shared
     folder may make a FIFO given as input look like a file to check, and reading it hangs)."""
+    return file_sha256_and_state(path)[0]
+
+
+def file_sha256_and_state(path: str | Path) -> tuple[str, FileState]:
+    """``file_sha256``, and the state (``file_state``) of the very file it read: read from
+    the descriptor its bytes came through, so a file renamed over ``path`` meanwhile is not
+    taken for it."""
     digest = hashlib.sha256()
     with regular.open_regular(path) as file:
         while chunk := file.read(DIGEST_CHUNK):
             digest.update(chunk)
-    return digest.hexdigest()
+        state = file_state(os.fstat(file.fileno()))
+    return digest.hexdigest(), state
+
+
+# A file as the system knows it: (device, inode, size, modification time in ns). Another
+# state between two moments: written, replaced (renamed over) or touched in between.
+FileState = tuple[int, int, int, int]
+
+
+def file_state(info: os.stat_result) -> FileState:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def same_source(

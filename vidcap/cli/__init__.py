@@ -8,6 +8,7 @@ dataclass in ``args.py``; the parser class in ``parser.py``. ``entry`` is the co
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import re
@@ -155,15 +156,52 @@ class _CtrlC:
             signal.signal(number, previous)  # type: ignore[arg-type]
 
 
-def _output_to_nowhere() -> None:
-    """Standard output and error to ``/dev/null``: their terminal hung up."""
+def _output_to_nowhere(fds: Sequence[int] = (1, 2)) -> None:
+    """Standard output and error (``fds``) to ``/dev/null``: their terminal hung up, or
+    their reader went away."""
     try:
         nowhere = os.open(os.devnull, os.O_WRONLY)
-        for fd in (1, 2):
+        for fd in fds:
             os.dup2(nowhere, fd)
         os.close(nowhere)
     except OSError:
         pass
+
+
+def _reader_gone() -> bool:
+    """Has standard output's reader gone (``vidcap search … | head -1``)? A pipe whose
+    reading end is closed polls as an error; a socket or a server's pipe that broke does not
+    make standard output one."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(1, select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _standard_streams() -> None:
+    """Descriptors 0–2 open and ``sys.stdout``/``sys.stderr`` set, even where the caller
+    closed them (``vidcap … >&-`` from a cron job: a traceback after the work was done, and
+    the next file opened would take the closed descriptor's number); text the output's
+    encoding cannot hold (an ASCII or Latin-1 locale) written escaped, not a traceback."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            nowhere = os.open(os.devnull, os.O_RDWR)
+            if nowhere != fd:
+                os.dup2(nowhere, fd)
+                os.close(nowhere)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -176,6 +214,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"vidcap: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:  # a file the user named cannot be read or written
+        if isinstance(exc, BrokenPipeError) and _reader_gone():
+            _output_to_nowhere((1,))  # (what is still buffered for it goes nowhere)
+            return EXIT_OK  # (as a pipe's reader asked: no more)
         name = exc.filename2 or exc.filename
         where = f": {name}" if name else ""
         print(f"vidcap: error: {exc.strerror or exc}{where}", file=sys.stderr)
@@ -189,6 +230,7 @@ def entry() -> NoReturn:
     returns; unloading torch and transformers module by module would only add most of a
     second to each run. A Ray driver exits normally (its shutdown hooks stop the cluster).
     """
+    _standard_streams()
     code = main()
     if "ray" in sys.modules:
         sys.exit(code)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from vidcap.cli import EXIT_OK
-from vidcap.cli.parser import local_folder
+from vidcap.cli.parser import check_out_folder, local_folder
 from vidcap.errors import UsageError
 from vidcap.mask import MaskSettings
 from vidcap.wording import counted, flags_that
@@ -67,6 +67,7 @@ def run_export(args: argparse.Namespace) -> int:
     ]
     if given and not args.query:
         raise UsageError(f"{flags_that(given, 'applies', 'apply')} to --query: give --query TEXT")
+    check_out_folder(args.dir, "DIR")
     default = MaskSettings()
     settings = MaskSettings(
         regex=args.regex,

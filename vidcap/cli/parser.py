@@ -104,17 +104,31 @@ def _blocking_file(path: Path) -> Path | None:
 
 def check_out_folder(path: Path, flag: str) -> None:
     """``flag`` names a folder to write into (made as needed): a usage error, before any
-    work, where a file stands there or in the way of one of its folders."""
+    work, where its name is not UTF-8, a file stands there or in the way of one of its
+    folders, or no folder can be made where it goes (read-only, another user's)."""
+    from vidcap.inputs import require_utf8_name
+
+    require_utf8_name(path, flag)
     if (blocking := _blocking_file(path)) == path:
         raise UsageError(f"{flag} {path} is a file, not a folder: remove it or choose another")
     if blocking is not None:
         raise UsageError(f"{flag} {path}: {blocking} is a file, not a folder; choose another")
+    there = next((part for part in (path, *path.parents) if part.is_dir()), None)
+    if there is None:
+        return
+    try:  # (a folder made and removed at once: nothing is left if the command stops later)
+        os.rmdir(tempfile.mkdtemp(prefix=".vidcap-probe-", dir=there))
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from exc
 
 
 def check_out_file(path: Path, flag: str, reads: Sequence[Path] = ()) -> None:
     """``flag`` names a file to write (its folders made as needed): a usage error, before
     any work, where a folder stands there, a file in the way of its folders, or it is one
     of the files the command ``reads`` (written over, the input would be lost)."""
+    from vidcap.inputs import require_utf8_name
+
+    require_utf8_name(path, flag)
     if path.is_dir():
         raise UsageError(f"{flag} {path} is a folder: give a file name (such as {path}/out.json)")
     if (blocking := _blocking_file(path.parent)) is not None:

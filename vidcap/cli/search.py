@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import logging
+import os
 import shutil
 import sys
 from collections import defaultdict
@@ -140,8 +141,11 @@ def _as_text(value: object) -> object:
 
 
 def print_table(stream: TextIO, moments: list, several: bool = False) -> None:
-    """Rank, video, start, end, frames, caption; one line each, cut to the terminal's width."""
-    width = shutil.get_terminal_size((120, 24)).columns
+    """Rank, video, start, end, frames, caption; one line each, cut to the terminal's width
+    on a terminal (or to ``COLUMNS`` where it is set), whole in a file or a pipe."""
+    width = None
+    if stream.isatty() or os.environ.get("COLUMNS", "").isdigit():
+        width = shutil.get_terminal_size((120, 24)).columns
     rows = []
     for rank, moment in enumerate(moments, start=1):
         name = f"{Path(moment.folder).name}/{moment.name}" if several else moment.name
@@ -152,12 +156,13 @@ def print_table(stream: TextIO, moments: list, several: bool = False) -> None:
     widths = [max(_cells(r[i]) for r in [head, *rows]) for i in range(5)]
     others = sum(widths) - widths[1] + 2 * 5  # the other columns and the gaps, in cells
     # names cut first (to 10 cells at the least) so that captions keep 20 cells
-    name_width = min(widths[1], 40, max(width - others - 20, 10))
+    name_width = widths[1] if width is None else min(widths[1], 40, max(width - others - 20, 10))
     for row in [head, *rows]:
         name = _pad(_cut(row[1], name_width), name_width)
         line = (f"{row[0]:>{widths[0]}}  {name}  {row[2]:>{widths[2]}}  "
                 f"{row[3]:>{widths[3]}}  {row[4]:>{widths[4]}}  ")  # fmt: skip
-        stream.write(line + _cut(row[5], max(width - _cells(line), 10)) + "\n")
+        caption = row[5] if width is None else _cut(row[5], max(width - _cells(line), 10))
+        stream.write(line + caption + "\n")
 
 
 def _flat(text: str) -> str:

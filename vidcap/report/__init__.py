@@ -29,10 +29,12 @@ put into the document with ``textContent``, never as markup.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +44,7 @@ from typing import Any
 from urllib.parse import quote
 
 from vidcap import __version__, regular
+from vidcap.errors import FOLDER_FULL, OutFolderFull
 from vidcap.folder import (
     SHARD_DIR,
     SOURCE_CHANGED,
@@ -158,7 +161,10 @@ def refresh_report(out: Path, summary: Mapping[str, Any] | None = None) -> None:
     """``write_report`` at the end of a run (``summary``: the ``summary.json`` it has just
     written, which lists the folder's videos): the run's outputs stand whatever happens
     here, so a failure to write the page is a warning. A folder whose earlier captions are
-    only empty placeholders (an ``--out`` URL's staging folder) keeps its page as it was."""
+    only empty placeholders (an ``--out`` URL's staging folder) keeps its page as it was.
+    A full disk stops the run (``OutFolderFull``), unless the run is stopping already (an
+    interruption, the page written on its way out: that says why)."""
+    stopping = sys.exc_info()[1] is not None
     try:
         videos = open_folder(out, summary)
         placeholders = [
@@ -172,6 +178,16 @@ def refresh_report(out: Path, summary: Mapping[str, Any] | None = None) -> None:
             )  # fmt: skip
             return
         write_report(out, videos)
+    except OSError as exc:
+        if exc.errno in FOLDER_FULL and not stopping:
+            # (the disk is full: the run stops saying so, as one that could not write a
+            # caption file does, rather than end "done" without the page it promised)
+            fix = "make it writable" if exc.errno == errno.EROFS else "make room"
+            raise OutFolderFull(
+                f"stopped: cannot write {out / PAGE} ({exc.strerror}); the videos done are "
+                f"kept: {fix} and rerun the same command (or `vidcap report {out}`)"
+            ) from None
+        log.warning("%s not written: %s", out / PAGE, exc)
     except Exception as exc:  # noqa: BLE001 - the page is derived; the run's outputs stand
         log.warning("%s not written: %s", out / PAGE, exc)
 
