@@ -879,3 +879,29 @@ def test_list_rows_naming_one_file_with_other_values_are_said_not_dropped_silent
     quiet = run_main("caption", video, tmp_path / "./a.mp4", "--out", tmp_path / "o2",
                      "--model", "tiny", "--max-frames", "1", "--quiet")  # fmt: skip
     assert quiet.returncode == 0 and "earlier one names" not in quiet.stderr, quiet.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "package"),
+    [
+        (["caption", "{video}", "--out", "s3://bucket/out"], "s3fs"),
+        (["caption", "gs://bucket/v.mp4", "--out", "{out}"], "gcsfs"),
+    ],
+)
+def test_a_url_whose_file_system_is_not_installed_says_what_to_install(
+    tmp_path: Path, argv: list[str], package: str
+) -> None:
+    """Regression: fsspec's own words ("Install s3fs to access S3") gave no command; the
+    other missing extras name a pip install that works."""
+    try:
+        __import__(package)
+        pytest.skip(f"{package} is installed here")
+    except ImportError:
+        pass
+    video = tmp_path / "v.mp4"
+    shutil.copy(Path(__file__).resolve().parent.parent / "sample_videos" / "shapes.mp4", video)
+    args = [a.format(video=video, out=tmp_path / "out") for a in argv]
+    result = run_main(*args, "--model", "tiny")
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("vidcap: error: ") and line.endswith(f"(pip install {package})"), line

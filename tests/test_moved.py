@@ -245,3 +245,23 @@ def test_a_moved_video_in_a_remote_folder_keeps_its_captions_where_its_rows_can_
     caption(tmp_path / "b", tmp_path / "fresh", *jsonl_only)
     for name in ("v.jsonl", "v.scenes.jsonl", "v.srt", "v.vtt"):
         assert fs.cat_file(f"{root}/{name}") == (tmp_path / "fresh" / name).read_bytes(), name
+
+
+def test_a_file_replaced_by_a_link_to_another_gives_that_one_its_name(tmp_path: Path) -> None:
+    """Regression: ``v.mp4`` captioned, then replaced by a link to another video (``ln -sf``,
+    a deduplicating sync): the rerun captioned the new file as ``v-<hash>`` and kept the old
+    captions done beside it, both naming ``v.mp4`` — search found the old file's moments at
+    that path, and the page played the new file under them."""
+    library, pool, out = tmp_path / "library", tmp_path / "pool", tmp_path / "out"
+    old = clip(library, "v", 3)
+    other = clip(pool, "other", 5)
+    caption(library, out)
+    old.unlink()
+    old.symlink_to(other)
+    caption(library, out)
+    [video] = summary(out)["videos"]
+    assert (video["name"], video["video"], video["frames"]) == ("v", str(old), 5)
+    assert sorted(p.name for p in (out / ".vidcap").glob("*.json")) == ["v.json"]
+    rows = [json.loads(line) for line in (out / "v.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 and {row["video"] for row in rows} == {str(old)}
+    assert len(list((out / "thumbs" / "v").glob("*.jpg"))) == 5

@@ -349,7 +349,16 @@ def _filesystem(url: str):
         return fsspec.core.url_to_fs(url, **options)
     except (ImportError, ValueError) as exc:
         shown = shown_source(url)
-        raise UsageError(f"cannot open {shown}: {str(exc).replace(url, shown)}") from exc
+        raise UsageError(f"cannot open {shown}: {fsspec_error(exc).replace(url, shown)}") from exc
+
+
+def fsspec_error(exc: Exception) -> str:
+    """What fsspec says of a URL it cannot open, with the command that installs what it
+    misses ("Install s3fs to access S3" gives no ``pip install``)."""
+    text = str(exc)
+    if isinstance(exc, ImportError) and (found := re.search(r"[Ii]nstall (\w[\w.-]*) to ", text)):
+        text += f" (pip install {found.group(1)})"
+    return text
 
 
 def _read_list(name: str, data: bytes, base: str | None, path_column: str) -> list[InputVideo]:

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -75,6 +76,17 @@ def _failed_and_gone(record: dict | None) -> bool:
     then goes on: ``journal.same_file``) or another, whose record replaces it."""
     failed = (record or {}).get("result", {}).get("status") == "failed"
     return failed and gone(_state_path(record))
+
+
+def _now_names(owner: str | None, path: str) -> bool:
+    """Does ``owner`` (the path a record's file had, resolved then) lead to the file at
+    ``path`` now? A file replaced by a link to another (``ln -sf``, a deduplicating sync):
+    what the record captioned is no longer there, and the input given by that path takes
+    the name, its outputs replacing the record's (they were kept beside, under the same
+    path, as if the old file still stood there)."""
+    if owner is None or not os.path.isabs(owner) or is_url(owner):
+        return False
+    return os.path.realpath(owner) == path
 
 
 def plan(
@@ -272,7 +284,11 @@ def _names(
         stem = _stem(source)
         owner = _state_path(record_of(stem))
         folded = _folded(stem)
-        free = owner in (None, identity["path"]) or _failed_and_gone(record_of(stem))
+        free = (
+            owner in (None, identity["path"])
+            or _failed_and_gone(record_of(stem))
+            or _now_names(owner, identity["path"])
+        )
         if stems[folded] == 1 and folded not in taken and free:
             take(identity["path"], stem)
         else:

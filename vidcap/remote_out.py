@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 
 from vidcap import scratch
 from vidcap.errors import UploadFailed, UsageError, VidcapError, reason
-from vidcap.inputs import is_url, shown_source
+from vidcap.inputs import fsspec_error, is_url, shown_source
 from vidcap.journal import JOURNAL_DIR
 from vidcap.out_lock import LOCK_NAME
 from vidcap.outputs import PART_SUFFIX, STAGING_NAME, THUMBS_DIR, THUMBS_STAGING, telling
@@ -80,7 +80,7 @@ class StagedFolder:
         try:
             self.fs, root = fsspec.core.url_to_fs(url)
         except (ImportError, ValueError) as exc:
-            raise UsageError(f"--out {self.url}: {_without(str(exc), url)}") from exc
+            raise UsageError(f"--out {self.url}: {_without(fsspec_error(exc), url)}") from exc
         except Exception as exc:  # noqa: BLE001 - ftp://, sftp://, hdfs:// connect here
             why = _without(reason(exc), url)
             raise UsageError(f"--out {self.url}: cannot connect ({why})") from exc
