@@ -403,6 +403,29 @@ def test_a_variable_rate_clip_ending_in_a_slow_stretch_is_cut_once(
 
 
 @pytest.mark.parametrize("precise", [False, True])
+def test_a_clips_duration_reaches_the_end_of_its_last_frame(tmp_path: Path, precise) -> None:
+    """Regression: the manifest's duration was PyAV's libavformat's (62) for the clip's
+    video track, its decode-time steps summed: short of its last frame's end by the
+    B-frames' delay and, after a variable rate's slow stretch, by that stretch's interval
+    (a precise clip of a phone-like video said 0.95 s with a frame at 1.2 s; ffprobe 5
+    says 1.25). It is now where the clip's packets end: the last frame's pts plus its
+    duration (here at least the 0.05 s between the fast frames, at most the slow 0.2)."""
+    from tests.support.videos import VideoSpec, write_video
+
+    times = tuple([i * 0.05 for i in range(20)] + [1.0 + i * 0.2 for i in range(15)])
+    spec = VideoSpec("vfr", "libx264", ".mp4", times, rate=Fraction(20), gop=10)
+    source = write_video(tmp_path / "vfr.mp4", spec)
+    segments = [Segment(0.0, 1.0), Segment(0.6, 1.9), Segment(0.5, 2.5)]
+    out = tmp_path / "out"
+    clips = export_clips(source, segments, out, precise=precise)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [c["duration"] for c in manifest["clips"]] == [c.duration for c in clips]
+    for clip in clips:
+        last = max(decode(out / clip.path)[0])
+        assert last + 0.05 - 0.001 <= clip.duration <= last + 0.2 + 0.001, (clip, last)
+
+
+@pytest.mark.parametrize("precise", [False, True])
 def test_a_picture_held_while_the_sound_goes_on_fills_its_clips(
     tmp_path: Path, precise: bool
 ) -> None:

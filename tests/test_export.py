@@ -328,3 +328,45 @@ def test_each_video_left_out_is_accounted_for(tmp_path: Path) -> None:
         "vidcap: 0 videos, 0 captioned frames, 0 temporal detections exported; 2 videos left "
         "out (1 failed (summary.json says why), 1 as the warnings above say)",
     ]
+
+
+def test_a_variable_rate_videos_last_frame_is_in_a_segment_to_its_end(tmp_path: Path) -> None:
+    """Regression: a segment to the end of a variable-rate video (10 frames 0.05 s apart,
+    then 30 frames 0.2 s apart; the muxer gives the last frame one nominal 0.05 s) left
+    out its last frame: "1-39" for 40 frames. Its end (6.35 s) was placed 0.85 s × the
+    rate after the last sample (5.5 s, frame 36): 4.25 frames, rounded down; every frame
+    that begins before the end is now covered."""
+    from fractions import Fraction
+
+    from tests.support.cli import run_main
+    from tests.support.videos import VideoSpec, write_video
+
+    times = tuple([i * 0.05 for i in range(10)] + [0.5 + i * 0.2 for i in range(30)])
+    spec = VideoSpec("vfr", "libx264", ".mp4", times, rate=Fraction(20))
+    video = write_video(tmp_path / "vfr.mp4", spec)
+    out, target = tmp_path / "out", tmp_path / "fo"
+    run_main("caption", video, "--out", out, "--model", "tiny", "--quiet", "--every-n", "5")
+    result = run_main("export", out, "--to", "fiftyone", target, "--regex", "--query", ".")
+    assert result.returncode == 0, result.stderr
+    events = labels(target)["vfr"]["events"]["events"]
+    assert [(e["support"]["ranges"], e["attrs"]["attrs"][1]["value"]) for e in events] == [
+        (f"1-{len(times)}", pytest.approx(times[-1] + 0.05))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [
+        (0.0, 2.35, (1, 20)),  # to the end: the last frame (2.3 s) lasts 0.05 s, not 0.2
+        (0.0, 2.4, (1, 20)),
+        (0.5, 1.3, (11, 14)),  # in the slow stretch: by its own rate, not the fast one's
+        (0.0, 0.4, (1, 8)),  # in the fast stretch: 0.0 … 0.35 s
+    ],
+)
+def test_a_variable_rate_is_placed_by_its_own_stretch(start: float, end: float, expected) -> None:
+    """Frames 0.05 s apart to 0.45 s (0-9), then 0.2 s apart (10-19, to 2.3 s), sampled
+    every 5th: a time is placed by the rate of the samples around it, and an end counts
+    every frame that begins before it."""
+    times = [i * 0.05 for i in range(10)] + [0.5 + i * 0.2 for i in range(10)]
+    frames = [CaptionedFrame(i, round(times[i], 6), "x") for i in range(0, 20, 5)]
+    assert frame_support(frames, start, end) == expected

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -106,15 +107,25 @@ def test_no_thumbs_writes_none_and_resumes(picked: Path, tmp_path: Path) -> None
     assert summary_of(out)["run"]["resumed"] == 3
 
 
-def test_a_lost_thumbnail_folder_redoes_its_video_only(captioned: Path, tmp_path: Path) -> None:
+def test_a_lost_thumbnail_folder_redoes_its_video_only(
+    captioned: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """…saying why (regression: removing thumbnails or a subtitle file to save room sent
+    the videos back through the model without a word: hours of GPU time on a library)."""
     out = tmp_path / "out"
     shutil.copytree(captioned, out)
     shutil.rmtree(thumbs_folder(out, "h264-mp4"))
+    (out / "h264-anamorphic-mkv.srt").unlink()
     inputs = Path(summary_of(out)["videos"][0]["video"]).parent
-    assert main(["caption", str(inputs), "--out", str(out), "--model", "tiny", "--quiet"]) == 0
+    with caplog.at_level(logging.WARNING, logger="vidcap.plan"):
+        assert main(["caption", str(inputs), "--out", str(out), "--model", "tiny", "--quiet"]) == 0
+    assert [r.getMessage() for r in caplog.records if r.name == "vidcap.plan"] == [
+        "2 videos done before are captioned again, as their outputs are not all in the folder "
+        "(h264-anamorphic-mkv.srt, thumbs/h264-mp4/)"
+    ]
     run = summary_of(out)["run"]
-    assert (run["done"], run["resumed"]) == (1, 2)
-    assert thumbs_of(out, "h264-mp4")
+    assert (run["done"], run["resumed"]) == (2, 1)
+    assert thumbs_of(out, "h264-mp4") and (out / "h264-anamorphic-mkv.srt").is_file()
     assert not list((out / "thumbs").glob("*.part"))
     assert not list((out / ".vidcap" / "thumbs").iterdir())  # (nothing left staged)
 

@@ -4,7 +4,8 @@ Default: stream copy with input seeking (``-ss`` before ``-i``, ``-c copy``): fa
 lossless, but a clip can only begin at a keyframe, so it may run up to one GOP longer
 than asked (players that honour MP4 edit lists start at the asked time). ``precise``
 re-encodes with libx264 for frame-accurate cuts. Each clip is written under a ``.part``
-name and renamed when whole; the manifest records each clip's probed duration.
+name and renamed when whole; the manifest records each clip's playable length
+(``clip_duration``: to the end of its last frame, or of its sound).
 
 Clips play as their source does: stream copy keeps the display matrix (a phone's rotation)
 and the sample aspect ratio; a re-encode turns the pixels upright (ffmpeg's autorotate,
@@ -43,7 +44,7 @@ from typing import Any
 
 from vidcap import jsontext
 from vidcap.errors import UsageError, VideoError
-from vidcap.ffmpeg import FfmpegError, every_frame_at_its_time, probe, run_ffmpeg
+from vidcap.ffmpeg import FfmpegError, every_frame_at_its_time, playable_end, probe, run_ffmpeg
 from vidcap.mask import DECIMALS, Segment, is_number
 from vidcap.outputs import new_part, part_path, short_stem, write_atomic
 
@@ -304,7 +305,7 @@ def export_clip(
             cut(precise=True, seek_late=True)
         if first_frame_time(output) is None:
             raise VideoError(f"{video}: no frame decodes between {segment.start} and {end} s")
-    duration = probe(output).duration
+    duration = clip_duration(output)
     log.info("wrote %s (%.3f s, %s)", output, duration, mode)
     return Clip(output.name, str(video), segment.start, end, round(duration, DECIMALS), mode, note)
 
@@ -424,7 +425,7 @@ def _missing_start(
         return "the clip came out without a frame"
     if first > tolerance:
         return f"the clip's first frame came out {first:.3f} s after its start"
-    duration = probe(clip).duration
+    duration = clip_duration(clip)
     if duration >= length - tolerance:
         return None
     wanted = last() if last is not None else None
@@ -432,6 +433,19 @@ def _missing_start(
     if wanted is not None and shown is not None and abs(shown - wanted) <= tolerance:
         return None
     return f"the clip came out {duration:.3f} s long, not {length:.3f} s"
+
+
+def clip_duration(clip: Path) -> float:
+    """How long a clip vidcap wrote plays (s): to the end of its last frame or of its
+    sound, whichever is later (``ffmpeg.playable_end``: what ffprobe 5 reports as the
+    format's duration), never less than ``probe`` says. The libavformat PyAV bundles (62)
+    reports the video track's decode-time steps summed instead, short of the last frame's
+    end: with B-frames by their delay (1.068 s for a stream copy whose frames run to
+    1.134 s), after a variable rate's slow stretch by its interval (1.4 s for a clip whose
+    last frame shows from 1.7 s)."""
+    probed = probe(clip).duration
+    end = playable_end(clip)
+    return probed if end is None else max(probed, end)
 
 
 def last_frame_before(video: Path, start: float, end: float) -> float | None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,6 +63,9 @@ CATEGORICAL = "eta.core.data.CategoricalAttribute"
 NUMERIC = "eta.core.data.NumericAttribute"
 EVENT = "eta.core.events.VideoEvent"
 FORMATS = ("fiftyone",)
+# Of a frame interval: an end placed by the rate this little past where a frame begins is
+# taken for that frame's start (times are rounded, and a rate between samples estimated).
+PART_OF_A_FRAME = 0.05
 
 
 @dataclass
@@ -236,13 +240,17 @@ class FrameSupport:
     took 4 minutes).
 
     ``span(start, end)``: the FiftyOne frame numbers [first, last] (counted from 1) that
-    [start, end) seconds cover. A time is placed by a frame known to show at it — a sampled
+    [start, end) seconds cover: from the frame shown at ``start`` to the last frame that
+    begins before ``end``. A time is placed by a frame known to show at it — a sampled
     frame, or ``known`` (time, index) points: the shots' bounds in a ``--scenes`` folder —
     when there is one, else from the nearest known frame before it by the frame rate the
-    known frames show (its index + the seconds between × rate, never past the next known
-    frame's index): frame times keep a late start (an MP4's first frame at 5 s is index 0),
-    and a variable rate is placed from the frame nearest; the frame shown at ``end`` is not
-    covered, so ``last`` is its index (its number minus one)."""
+    known frames around it show (its index + the seconds between × rate, never past the
+    next known frame's index): frame times keep a late start (an MP4's first frame at 5 s
+    is index 0), and a variable rate is placed by the stretch it is in, not by the whole
+    video's. An ``end`` between frames counts every frame that begins before it: a
+    video's last frame may last less than one interval (its duration is the muxer's guess:
+    one nominal frame after a variable rate's slow stretch), and a segment that ends with
+    the video still holds it."""
 
     def __init__(
         self, frames: Sequence[CaptionedFrame], known: Sequence[tuple[float, int]] = ()
@@ -253,19 +261,35 @@ class FrameSupport:
         self.ordered = [CaptionedFrame(self.exact[time], time, "") for time in self.keys]
         self.rate = frame_rate(self.ordered) if self.ordered else None
 
-    def index_at(self, seconds: float) -> int:
+    def rate_between(self, after: int) -> float | None:
+        """The frame rate around a time that falls before ``ordered[after]``: the one the two
+        known frames on either side of it show (the first two, or last two, beyond them),
+        else the rate all the known frames show."""
+        low = min(max(after - 1, 0), len(self.ordered) - 2)
+        if low >= 0:
+            before, later = self.ordered[low], self.ordered[low + 1]
+            if later.time > before.time and later.index > before.index:
+                return (later.index - before.index) / (later.time - before.time)
+        return self.rate
+
+    def index_at(self, seconds: float, end: bool = False) -> int:
+        """The index of the frame shown at ``seconds``; with ``end``, of the first frame
+        that begins at or after it (the first one [.., seconds) does not cover)."""
         key = round(seconds, DECIMALS)
         if key in self.exact:
             return self.exact[key]
-        rate, ordered = self.rate, self.ordered
+        ordered = self.ordered
         after = bisect_right(self.keys, key)
+        rate = self.rate_between(after)
         later = ordered[after] if after < len(ordered) else None
         if after == 0:  # (before the first sample: back from it)
             assert later is not None
             step = round((later.time - seconds) * rate) if rate else 1
             return max(0, later.index - step)
         before = ordered[after - 1]
-        step = round((seconds - before.time) * rate) if rate else 1
+        frames = (seconds - before.time) * rate if rate else 1.0
+        # (every frame that begins before an end; a hair's excess is no frame's)
+        step = math.ceil(frames - PART_OF_A_FRAME) if end else round(frames)
         index = before.index + max(step, 0)
         return min(index, later.index) if later is not None else index
 
@@ -273,4 +297,4 @@ class FrameSupport:
         if not self.exact:
             return 1, 1
         first = self.index_at(start) + 1
-        return first, max(first, self.index_at(end))
+        return first, max(first, self.index_at(end, end=True))

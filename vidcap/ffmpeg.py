@@ -289,6 +289,30 @@ def _pyav_duration(container, stream) -> float:
     return end
 
 
+def playable_end(path: Path | str) -> float | None:
+    """When the last of a file's packets ends (s), read from the packets themselves
+    (demuxed, not decoded, every stream): the end of its last frame or of its sound,
+    whichever is later — how long a clip plays. None where no packet says, or without
+    PyAV."""
+    try:
+        import av
+    except ImportError:
+        return None
+    from vidcap.container import open_input
+
+    latest = None
+    try:
+        with open_input(Path(path)) as container:
+            for packet in container.demux():
+                if packet.size == 0 or packet.pts is None or packet.time_base is None:
+                    continue  # (the demuxer's flush packets; untimed ones)
+                end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                latest = end if latest is None else max(latest, end)
+    except av.FFmpegError:
+        return None
+    return latest
+
+
 def _packets_end(container, stream) -> float | None:
     """When the last of ``stream``'s packets ends (s), read from the packets themselves
     (demuxed, not decoded): the latest pts plus its duration, or, where packets carry no

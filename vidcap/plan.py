@@ -131,6 +131,7 @@ def plan(
     moves: list[tuple[VideoJob, Move]] = []
     other_revisions: Counter[str] = Counter()
     kept_by_bytes = 0  # done videos whose file changed its modification time, not its bytes
+    lacking: list[str] = []  # an output of each done video the folder no longer holds
     for source, identity, meta in entries:
         name = names[identity["path"]]
         record = record_of(name)
@@ -140,7 +141,9 @@ def plan(
         done_with = recorded.get("revision") if done else None
         if settings.revision and done_with and done_with != settings.revision:
             other_revisions[done_with] += 1  # another commit of the model: redone
-        elif done and _outputs_there(out_dir, name, record, settings):
+        elif done and (missing := _missing_output(out_dir, name, record, settings)):
+            lacking.append(missing)
+        elif done:
             recorded_as = identity_of(record) or {}
             if identity["path"] in moved and recorded_as == moved[identity["path"]]:
                 move = Move(name, record, {**identity, SHA256: recorded_as[SHA256]}, job.shown)
@@ -171,6 +174,13 @@ def plan(
             "%s %s a new modification time but the bytes %s captioned from (the same "
             "SHA-256): %s kept", counted(kept_by_bytes, "video"), "has" if one else "have",
             "it was" if one else "they were", "its captions are" if one else "their captions are",
+        )  # fmt: skip
+    if lacking:
+        log.warning(
+            "%s done before %s captioned again, as %s outputs are not all in the folder "
+            "(%s%s)", counted(len(lacking), "video"), "is" if len(lacking) == 1 else "are",
+            "its" if len(lacking) == 1 else "their", ", ".join(lacking[:3]),
+            ", …" if len(lacking) > 3 else "",
         )  # fmt: skip
     say_other_precisions(resumed, settings)
     for commit, count in sorted(other_revisions.items()):
@@ -296,13 +306,18 @@ def _names(
     return names, moved
 
 
-def _outputs_there(out_dir: Path, name: str, record: dict | None, settings: RunSettings) -> bool:
-    """Does the folder hold every output a done video's ``record`` vouches for?"""
-    outputs = [out_dir / f"{name}.{fmt}" for fmt in settings.video_formats()]
+def _missing_output(
+    out_dir: Path, name: str, record: dict | None, settings: RunSettings
+) -> str | None:
+    """The first output a done video's ``record`` vouches for that the folder does not hold
+    (relative to it), or None: every one is there."""
+    for fmt in settings.video_formats():
+        if not (out_dir / f"{name}.{fmt}").is_file():
+            return f"{name}.{fmt}"
     thumbs = (record or {}).get("result", {}).get("thumbs")
-    return all(p.is_file() for p in outputs) and (
-        not thumbs or thumbs_folder(out_dir, name).is_dir()
-    )
+    if thumbs and not (folder := thumbs_folder(out_dir, name)).is_dir():
+        return f"{folder.relative_to(out_dir).as_posix()}/"
+    return None
 
 
 def _resumed(result: dict[str, Any]) -> VideoResult:
