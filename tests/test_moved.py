@@ -265,3 +265,25 @@ def test_a_file_replaced_by_a_link_to_another_gives_that_one_its_name(tmp_path: 
     rows = [json.loads(line) for line in (out / "v.jsonl").read_text().splitlines()]
     assert len(rows) == 5 and {row["video"] for row in rows} == {str(old)}
     assert len(list((out / "thumbs" / "v").glob("*.jpg"))) == 5
+
+
+def test_a_video_that_fails_when_redone_keeps_no_outputs_of_before(tmp_path: Path) -> None:
+    """Regression: a captioned file cut short (or edited, then failing) failed on the rerun
+    but kept its old captions, subtitles and thumbnails under their names: the page played
+    the old subtitles over the file as it is, and a glob of ``*.jsonl`` found captions its
+    record no longer vouched for."""
+    library, out = tmp_path / "library", tmp_path / "out"
+    cut, kept = clip(library, "cut", 3), clip(library, "kept", 4)
+    caption(library, out)
+    with cut.open("r+b") as file:
+        file.truncate(300)
+    result = run_main("caption", library, "--out", out, "--model", "tiny", "--every-n", "1",
+                      "--scenes", "--format", "jsonl,srt,vtt,parquet")  # fmt: skip
+    assert result.returncode == 1
+    assert "cut.mp4: the outputs of its earlier captioning are removed (cut.jsonl" in result.stderr
+    assert sorted(p.name for p in out.glob("cut*")) == []
+    assert not (out / "thumbs" / "cut").exists()
+    assert {p.name for p in out.glob("kept*")} == {f"kept.{fmt}" for fmt in FORMATS}
+    videos = {v["name"]: v for v in summary(out)["videos"]}
+    assert videos["cut"]["status"] == "failed" and videos["kept"]["status"] == "done"
+    assert str(kept) == videos["kept"]["video"]

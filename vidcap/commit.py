@@ -51,6 +51,7 @@ from vidcap.outputs import (
     THUMBS_STAGING,
     CaptionedFrame,
     place_thumbnails,
+    remove_video_outputs,
     stage_thumbnails,
     thumbs_folder,
     write_thumbnail,
@@ -309,9 +310,9 @@ class Committer:
         if state is None:
             return
         del self._open[job_id]
-        self._unstage(state)
         if warn:
             self.warnings.show(f"failed: {error}")
+        self._unstage(state)
         result = self._result(state, "failed", error)
         self._record_if_possible(result)
         self._finish(result)
@@ -400,9 +401,9 @@ class Committer:
         del self._open[state.job.id]
         frames = self._resolved(state)
         if isinstance(frames, str):
-            self._unstage(state)
             result = self._result(state, "failed", f"{state.job.shown}: {frames}")
             self.warnings.show(f"failed: {result.error}")
+            self._unstage(state)
             self._record_if_possible(result)
             self._finish(result)
             return
@@ -447,10 +448,24 @@ class Committer:
             raise self._full(exc) from None
 
     def _unstage(self, state: _Open) -> None:
-        """A failed video's staged thumbnails go; its journal is kept, for the rerun."""
+        """A failed video's staged thumbnails go; its journal is kept, for the rerun. So do
+        the outputs an earlier run made of it: a video is done again only where its file or
+        the settings changed, so they are of other bytes or settings, and its record now
+        vouches for none (the page played their subtitles over the file as it is)."""
         if state.staged is not None:
             shutil.rmtree(state.staged, ignore_errors=True)
         self._keep_journal(state)
+        try:
+            removed = remove_video_outputs(self.settings.out_dir, state.job.name)
+        except OSError as exc:
+            removed = []
+            log.warning("%s: its earlier outputs could not be removed: %s", state.job.shown, exc)
+        if removed:
+            self.warnings.show(
+                f"{state.job.shown}: the outputs of its earlier captioning are removed "
+                f"({', '.join(removed[:3])}{', …' if len(removed) > 3 else ''}): they were of "
+                "other bytes or settings"
+            )
 
     def _keep_journal(self, state: _Open) -> None:
         """The journal of a video left unfinished (failed, or the run stops), with every

@@ -509,5 +509,26 @@ def write_video_outputs(
     return written
 
 
+def remove_video_outputs(out_dir: Path, name: str) -> list[str]:
+    """Remove the per-video outputs and thumbnails named ``name`` (a link in their place:
+    the link, never what it names); the names removed, relative to ``out_dir``."""
+    removed = []
+    for fmt in _ALL_FORMATS:
+        path = out_dir / f"{name}.{fmt}"
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+            _placed(path)  # (removed)
+            removed.append(path.name)
+    thumbs = thumbs_folder(out_dir, name)
+    if thumbs.is_symlink():
+        thumbs.unlink()
+    elif thumbs.is_dir():
+        shutil.rmtree(thumbs)
+    else:
+        return removed
+    removed.append(f"{thumbs.relative_to(out_dir).as_posix()}/")
+    return removed
+
+
 def write_json(path: Path, data: object) -> None:
     write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
