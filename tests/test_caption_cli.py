@@ -733,3 +733,35 @@ def test_verbose_shows_every_warning(caplog: pytest.LogCaptureFixture) -> None:
         for n in range(4):
             lines.show(f"w{n}")
     assert [r.getMessage() for r in caplog.records] == ["w0", "w1", "w2", "w3"]
+
+
+@pytest.mark.slow
+def test_an_output_folder_removed_mid_run_stops_it(tmp_path: Path) -> None:
+    """Regression: ``rm -rf OUT`` during a run: the next video's outputs made the folder
+    again, the run ended "14 of 15 videos done" and wrote a summary counting videos whose
+    files were gone (and without the lock it had held). It stops at the next video, saying
+    so, and writes nothing more there; a rerun captions everything."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    for i in range(10):
+        spec = VideoSpec(f"v{i}", "libx264", ".mp4", constant_rate(40, Fraction(10)))
+        write_video(src / f"v{i}.mp4", spec)
+    args = [*CMD, "caption", str(src), "--out", str(out), "--model", "tiny", "--fps", "10"]
+    run = subprocess.Popen(
+        [*args, "--decode-workers", "1", "--quiet"], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not list(out.glob("v*.jsonl")) and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    shutil.rmtree(out)
+    _, errors = run.communicate(timeout=300)
+    assert run.returncode == 1, errors
+    assert errors.splitlines()[-1] == (
+        f"vidcap: error: stopped: the output folder {out} was removed (or replaced) while the "
+        "run wrote in it, with what the run had written there: rerun the same command to "
+        "begin again"
+    )
+    assert not (out / "summary.json").exists() and not list(out.glob("v*.jsonl"))
+    again = vidcap("caption", str(src), "--out", str(out), "--model", "tiny", "--fps", "10")
+    assert again.returncode == 0, again.stderr
+    assert json.loads((out / "summary.json").read_text())["totals"]["done"] == 10

@@ -146,6 +146,7 @@ class Committer:
         # one line (``_full``), and what cannot be written after it is not warned about.
         self.folder_full = False
         regular.own_folder(settings.out_dir / STATE_DIR)
+        self._folder = _folder_id(settings.out_dir)  # (to tell it was removed mid-run)
         self._staging = thumbs_staging(settings.out_dir)
         shutil.rmtree(self._staging, ignore_errors=True)  # (what a killed run left staged)
         self._kept = self._read_journals(jobs)
@@ -413,6 +414,7 @@ class Committer:
             else None
         )
         base = self.settings.out_dir / state.job.name
+        self._check_folder()
         try:
             # (none this time, e.g. --no-thumbs: an earlier run's would belong to other frames)
             place_thumbnails(thumbs_folder(self.settings.out_dir, state.job.name), state.staged)
@@ -504,6 +506,20 @@ class Committer:
         if result.status == "done":  # (a failed video keeps it, for the rerun)
             drop_journal(self._journal_path(job.name))
 
+    def _check_folder(self) -> None:
+        """The output folder must be the one the run began in: removed (``rm -rf OUT``) or
+        replaced mid-run, its outputs, records and lock went with it, and writing on (a
+        folder made again by the next video's outputs) would leave a summary counting
+        videos whose files are not there. The run stops, saying so."""
+        if _folder_id(self.settings.out_dir) == self._folder:
+            return
+        self.folder_full = True  # (nothing more is written there: summary, page)
+        raise OutFolderFull(
+            f"stopped: the output folder {self.settings.out_dir} was removed (or replaced) "
+            "while the run wrote in it, with what the run had written there: rerun the same "
+            "command to begin again"
+        )
+
     def _full(self, exc: OSError) -> OutFolderFull:
         self.folder_full = True
         fix = "make it writable" if exc.errno == errno.EROFS else "make room"
@@ -520,7 +536,10 @@ class Committer:
         except OutFolderFull:  # (the run's own error says why: not a line of its own)
             log.info("%s: its failure not recorded: the output folder takes no more", result.name)
         except OSError as exc:
-            log.warning("%s: its failure not recorded: %s", result.name, exc)
+            # (once the folder took no more, or went, the run's own error says why)
+            (log.info if self.folder_full else log.warning)(
+                "%s: its failure not recorded: %s", result.name, exc
+            )
 
     def _finish(self, result: VideoResult) -> None:
         self.results.append(result)
@@ -536,6 +555,8 @@ class Committer:
         for writer in self.run_writers:
             self._settle(writer.close())
         results = list(resumed) + self.results
+        if self.folder_full and _folder_id(self.settings.out_dir) != self._folder:
+            return results  # (removed mid-run: nothing is written into another one)
         if self._staging.name == STAGING_NAME:  # (in OUT/thumbs: none left in sight)
             with contextlib.suppress(OSError):
                 self._staging.rmdir()
@@ -548,6 +569,15 @@ class Committer:
             self.folder_full = True
             log.info("%s not written: %s", self.settings.out_dir / "summary.json", exc)
         return results
+
+
+def _folder_id(folder: Path) -> tuple[int, int] | None:
+    """The folder as the system knows it (device, inode), None when it is not there."""
+    try:
+        info = os.stat(folder)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def thumbs_staging(out_dir: Path) -> Path:
