@@ -348,7 +348,8 @@ def test_a_source_gone_since_the_page_was_written_says_so_at_every_click(
     page: Page, folder: Path, tmp_path: Path
 ) -> None:
     """Regression: a source the browser could not load (deleted, or a format it cannot
-    decode, after the page was written) was explained at the first click only: a second
+    decode, after the page was written) showed a black box, and was explained at the first
+    click only: a second
     click on the same video loads nothing, so no error event came again, and the player
     was left blank without a word, closed and reopened too."""
     source = folder.parent / "videos" / "subject.mp4"
@@ -363,6 +364,9 @@ def test_a_source_gone_since_the_page_was_written_says_so_at_every_click(
             page.wait_for_selector("#player-why", state="visible", timeout=10_000)
             text = page.text_content("#player-why")
             assert "could not play" in text and "subject.mp4" in text, (click, text)
+            # the moment's picture, not a black box (regression)
+            page.wait_for_selector("#player-thumb", state="visible", timeout=10_000)
+            assert page.is_hidden("#video")
         assert page.evaluate("document.getElementById('video').error.code") == 4
         page.screenshot_to(tmp_path, f"report-player-gone-{page.url.split(':')[0]}.png")
     finally:
