@@ -426,3 +426,27 @@ def test_a_file_changed_while_it_is_decoded_is_not_vouched_for(tmp_path: Path, c
     shutil.copy(SHAPES, video)
     *_, ended = decode_events(3, str(video), every, (32, 32))
     assert isinstance(ended, Ended) and ended.sha256 == file_sha256(video)
+
+
+def test_a_file_this_process_may_not_read_is_said_as_such(tmp_path: Path) -> None:
+    """Regression: an unreadable file failed as "not a decodable video (FFmpeg cannot open
+    it: Permission denied)": nothing is wrong with the video, only its permissions. As root
+    the read is refused with the file-permission capabilities dropped (``setpriv``)."""
+    import subprocess
+    import sys
+
+    video = tmp_path / "locked.mp4"
+    shutil.copy(SHAPES, video)
+    video.chmod(0)
+    script = (
+        "from vidcap.decode import decode_events; from vidcap.settings import SamplingSettings;"
+        f"print(list(decode_events(1, {str(video)!r}, SamplingSettings(), (32, 32)))[-1].error)"
+    )
+    command = [sys.executable, "-c", script]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root reads any file; setpriv (util-linux) drops that here")
+        drop = "-dac_override,-dac_read_search"
+        command = ["setpriv", "--bounding-set", drop, "--inh-caps", drop, *command]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == f"{video}: cannot read it (Permission denied)", result.stderr

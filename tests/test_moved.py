@@ -16,6 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from tests.support.cli import run_main
 from tests.support.videos import VideoSpec, constant_rate, write_video
@@ -287,3 +288,34 @@ def test_a_video_that_fails_when_redone_keeps_no_outputs_of_before(tmp_path: Pat
     videos = {v["name"]: v for v in summary(out)["videos"]}
     assert videos["cut"]["status"] == "failed" and videos["kept"]["status"] == "done"
     assert str(kept) == videos["kept"]["video"]
+
+
+def test_a_video_that_fails_when_redone_for_a_missing_output_keeps_the_others(
+    tmp_path: Path,
+) -> None:
+    """The review of the fix above: a video redone with its bytes and settings unchanged (an
+    output removed) that fails for a reason of the moment (here its file unreadable to the
+    run; a server gone, a timeout alike) keeps the outputs it has: they are still its own."""
+    import os
+    import subprocess
+    import sys
+
+    library, out = tmp_path / "library", tmp_path / "out"
+    video = clip(library, "v", 3)
+    caption(library, out)
+    (out / "v.srt").unlink()
+    video.chmod(0)  # (its size and modification time as recorded)
+    command = [sys.executable, "-m", "vidcap", "caption", str(library), "--out", str(out),
+               "--model", "tiny", "--every-n", "1", "--scenes",
+               "--format", "jsonl,srt,vtt,parquet"]  # fmt: skip
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root reads any file; setpriv (util-linux) drops that here")
+        drop = "-dac_override,-dac_read_search"
+        command = ["setpriv", "--bounding-set", drop, "--inh-caps", drop, *command]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert "cannot read it (Permission denied)" in result.stderr
+    assert "earlier captioning are removed" not in result.stderr
+    assert {p.name for p in out.glob("v.*")} == {"v.jsonl", "v.vtt", "v.scenes.jsonl"}
+    assert (out / "thumbs" / "v").is_dir()

@@ -137,3 +137,24 @@ def test_a_page_the_full_disk_cannot_take_stops_the_run(tmp_path: Path) -> None:
     assert line.startswith("vidcap: error: stopped: cannot write ") and "index.html" in line
     assert "(No space left on device); the videos done are kept" in line
     assert "v.jsonl" in (tmp_path / "ls").read_text().split()  # the captions stand
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_a_run_whose_reader_stops_early_still_says_how_it_went(
+    tmp_path: Path, broken: bool
+) -> None:
+    """A run's status is its exit code even where nothing it prints is read: ``vidcap
+    caption … 2>&1 | head -c 1`` exits 1 when a video failed (the review of the broken-pipe
+    fix: its final line's broken pipe made every such run exit 0) and 0 when none did."""
+    library = tmp_path / "lib"
+    library.mkdir()
+    shutil.copy(ROOT / "sample_videos" / "shapes.mp4", library / "a.mp4")
+    if broken:
+        (library / "b.mp4").write_bytes(b"not a video" * 100)
+    command = " ".join([*CMD, "caption", str(library), "--out", str(tmp_path / "out"),
+                        "--model", "tiny", "--every-n", "10"])  # fmt: skip
+    run = subprocess.run(
+        ["bash", "-c", f"{command} 2>&1 | head -c 1 >/dev/null; echo ${{PIPESTATUS[0]}}"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert run.stdout.strip() == ("1" if broken else "0"), run.stderr

@@ -59,6 +59,8 @@ from vidcap.outputs import (
 )
 from vidcap.records import (
     STATE_DIR,
+    identity_of,
+    read_record,
     write_record,
     write_summary,
 )
@@ -451,12 +453,15 @@ class Committer:
 
     def _unstage(self, state: _Open) -> None:
         """A failed video's staged thumbnails go; its journal is kept, for the rerun. So do
-        the outputs an earlier run made of it: a video is done again only where its file or
-        the settings changed, so they are of other bytes or settings, and its record now
-        vouches for none (the page played their subtitles over the file as it is)."""
+        the outputs an earlier run made of another file at its path, or with other
+        settings (``_outdated``): its record now vouches for none, and the page played
+        their subtitles over the file as it is. Outputs of these bytes and settings (a
+        video redone for an output missing, failing for a server or a timeout) stay."""
         if state.staged is not None:
             shutil.rmtree(state.staged, ignore_errors=True)
         self._keep_journal(state)
+        if not self._outdated(state.job):
+            return
         try:
             removed = remove_video_outputs(self.settings.out_dir, state.job.name)
         except OSError as exc:
@@ -468,6 +473,15 @@ class Committer:
                 f"({', '.join(removed[:3])}{', …' if len(removed) > 3 else ''}): they were of "
                 "other bytes or settings"
             )
+
+    def _outdated(self, job: VideoJob) -> bool:
+        """Are the outputs an earlier run made under ``job``'s name (its record, still the
+        earlier one's) of another file or other settings than this run's?"""
+        record = read_record(self.settings.out_dir, job.name)
+        if record is None or record.get("result", {}).get("status") != "done":
+            return False
+        recorded = {k: v for k, v in (identity_of(record) or {}).items() if k != SHA256}
+        return record.get("key") != self.key or recorded != job.identity
 
     def _keep_journal(self, state: _Open) -> None:
         """The journal of a video left unfinished (failed, or the run stops), with every

@@ -105,7 +105,16 @@ def open_container(path: Path) -> av.container.InputContainer:
     try:
         return open_input(path)
     except av.FFmpegError as exc:
-        raise VideoError(f"{path}: not a decodable video ({why_unopened(path, exc)})") from exc
+        raise unopened(path, exc, "not a decodable video") from exc
+
+
+def unopened(path: Path | str, exc: av.FFmpegError, what: str) -> VideoError:
+    """The one-line error of a file ``open_input`` could not open: ``what`` it is not, and
+    why; a file this process may not read is said as such (it was "not a decodable
+    video (FFmpeg cannot open it: Permission denied)")."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return VideoError(f"{path}: cannot read it ({exc.strerror or 'Permission denied'})")
+    return VideoError(f"{path}: {what} ({why_unopened(path, exc)})")
 
 
 def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:

@@ -248,13 +248,13 @@ def probe_with_pyav(path: Path) -> MediaInfo:
         nominal_rate,
         open_input,
         the_video_stream,
-        why_unopened,
+        unopened,
     )
 
     try:
         container = open_input(path)
     except av.FFmpegError as exc:
-        raise VideoError(f"{path}: not a readable video ({why_unopened(path, exc)})") from exc
+        raise unopened(path, exc, "not a readable video") from exc
     try:
         with container:
             stream = the_video_stream(container, path)

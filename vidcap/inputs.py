@@ -633,13 +633,15 @@ def file_sha256_and_state(path: str | Path) -> tuple[str, FileState]:
     return digest.hexdigest(), state
 
 
-# A file as the system knows it: (device, inode, size, modification time in ns). Another
-# state between two moments: written, replaced (renamed over) or touched in between.
-FileState = tuple[int, int, int, int]
+# A file's state as a record knows it: (size, modification time in ns). Another state
+# between two moments: written, replaced (renamed over) or touched in between. Not its
+# device and inode: FUSE mounts (s3fs, sshfs without use_ino) may number a file anew at
+# each lookup, and every long decode would look like a file replaced.
+FileState = tuple[int, int]
 
 
 def file_state(info: os.stat_result) -> FileState:
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    return (info.st_size, info.st_mtime_ns)
 
 
 def same_source(

@@ -216,7 +216,10 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:  # a file the user named cannot be read or written
         if isinstance(exc, BrokenPipeError) and _reader_gone():
             _output_to_nowhere((1,))  # (what is still buffered for it goes nowhere)
-            return EXIT_OK  # (as a pipe's reader asked: no more)
+            # A command whose product is what it prints (search, mask…) stops as the
+            # pipe's reader asked: no more. One that stopped before its work was done
+            # (``vidcap caption … 2>&1 | head``) has failed, whatever it could print.
+            return EXIT_OK if getattr(args, "output_is_product", True) else EXIT_FAILED
         name = exc.filename2 or exc.filename
         where = f": {name}" if name else ""
         print(f"vidcap: error: {exc.strerror or exc}{where}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -51,7 +52,7 @@ def add_caption_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     add_engine_arguments(parser)
     add_parquet_arguments(parser)
     add_ray_arguments(parser)
-    parser.set_defaults(func=run_caption, resumes=True)
+    parser.set_defaults(func=run_caption, resumes=True, output_is_product=False)
     return parser
 
 
@@ -61,7 +62,10 @@ def run_caption(args: argparse.Namespace) -> int:
     with output_folder(args.out) as out:  # a URL: a local staging folder, uploaded
         code, said = _caption(args, out)
     if said is not None:  # (once uploaded: a last upload that failed is the run's error)
-        print(said, file=sys.stderr)
+        try:
+            print(said, file=sys.stderr)
+        except BrokenPipeError:  # (``2>&1 | head``: the run's status is still its exit code)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
     return code
 
 
