@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support.cli import obeying_permissions
 from tests.support.videos import VideoSpec, constant_rate, write_video
 from vidcap.decode import (
     HEADER,
@@ -442,11 +443,6 @@ def test_a_file_this_process_may_not_read_is_said_as_such(tmp_path: Path) -> Non
         "from vidcap.decode import decode_events; from vidcap.settings import SamplingSettings;"
         f"print(list(decode_events(1, {str(video)!r}, SamplingSettings(), (32, 32)))[-1].error)"
     )
-    command = [sys.executable, "-c", script]
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("root reads any file; setpriv (util-linux) drops that here")
-        drop = "-dac_override,-dac_read_search"
-        command = ["setpriv", "--bounding-set", drop, "--inh-caps", drop, *command]
+    command = obeying_permissions([sys.executable, "-c", script])
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == f"{video}: cannot read it (Permission denied)", result.stderr

@@ -16,9 +16,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 
-from tests.support.cli import run_main
+from tests.support.cli import obeying_permissions, run_main
 from tests.support.videos import VideoSpec, constant_rate, write_video
 from vidcap.folder import open_folder
 
@@ -296,7 +295,6 @@ def test_a_video_that_fails_when_redone_for_a_missing_output_keeps_the_others(
     """The review of the fix above: a video redone with its bytes and settings unchanged (an
     output removed) that fails for a reason of the moment (here its file unreadable to the
     run; a server gone, a timeout alike) keeps the outputs it has: they are still its own."""
-    import os
     import subprocess
     import sys
 
@@ -305,14 +303,10 @@ def test_a_video_that_fails_when_redone_for_a_missing_output_keeps_the_others(
     caption(library, out)
     (out / "v.srt").unlink()
     video.chmod(0)  # (its size and modification time as recorded)
-    command = [sys.executable, "-m", "vidcap", "caption", str(library), "--out", str(out),
-               "--model", "tiny", "--every-n", "1", "--scenes",
-               "--format", "jsonl,srt,vtt,parquet"]  # fmt: skip
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("root reads any file; setpriv (util-linux) drops that here")
-        drop = "-dac_override,-dac_read_search"
-        command = ["setpriv", "--bounding-set", drop, "--inh-caps", drop, *command]
+    command = obeying_permissions([
+        sys.executable, "-m", "vidcap", "caption", str(library), "--out", str(out),
+        "--model", "tiny", "--every-n", "1", "--scenes", "--format", "jsonl,srt,vtt,parquet",
+    ])  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1, result.stderr
     assert "cannot read it (Permission denied)" in result.stderr

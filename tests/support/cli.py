@@ -66,3 +66,18 @@ def run_main(*args: object) -> Result:
             )
         )
     return Result(code, out.getvalue(), err.getvalue() + below)
+
+
+def obeying_permissions(command: list[str]) -> list[str]:
+    """``command`` as a process that file permissions bind: as root (which reads any file)
+    without its permission-override capabilities (``setpriv``); skips where that cannot be."""
+    import shutil
+
+    import pytest
+
+    if os.geteuid() != 0:
+        return command
+    if shutil.which("setpriv") is None:
+        pytest.skip("root reads any file; setpriv (util-linux) drops that here")
+    drop = "-dac_override,-dac_read_search"
+    return ["setpriv", "--bounding-set", drop, "--inh-caps", drop, *command]
