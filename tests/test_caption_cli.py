@@ -757,9 +757,8 @@ def test_an_output_folder_removed_mid_run_stops_it(tmp_path: Path) -> None:
     _, errors = run.communicate(timeout=300)
     assert run.returncode == 1, errors
     assert errors.splitlines()[-1] == (
-        f"vidcap: error: stopped: the output folder {out} was removed (or replaced) while the "
-        "run wrote in it, with what the run had written there: rerun the same command to "
-        "begin again"
+        f"vidcap: error: stopped: the output folder {out} was removed while the run wrote in "
+        "it, with what the run had written there: rerun the same command to begin again"
     )
     assert not (out / "summary.json").exists() and not list(out.glob("v*.jsonl"))
     again = vidcap("caption", str(src), "--out", str(out), "--model", "tiny", "--fps", "10")

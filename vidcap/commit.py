@@ -45,6 +45,7 @@ from vidcap.journal import (
     read_journal,
 )
 from vidcap.jsontext import storable
+from vidcap.out_lock import LOCK_NAME
 from vidcap.outputs import (
     STAGING_NAME,
     THUMBS_DIR,
@@ -148,7 +149,9 @@ class Committer:
         # one line (``_full``), and what cannot be written after it is not warned about.
         self.folder_full = False
         regular.own_folder(settings.out_dir / STATE_DIR)
-        self._folder = _folder_id(settings.out_dir)  # (to tell it was removed mid-run)
+        # (to tell the folder was removed mid-run: its run lock, held from before, gone)
+        self._lock = settings.out_dir / STATE_DIR / LOCK_NAME
+        self._locked = self._lock.exists()
         self._staging = thumbs_staging(settings.out_dir)
         shutil.rmtree(self._staging, ignore_errors=True)  # (what a killed run left staged)
         self._kept = self._read_journals(jobs)
@@ -521,18 +524,25 @@ class Committer:
             drop_journal(self._journal_path(job.name))
 
     def _check_folder(self) -> None:
-        """The output folder must be the one the run began in: removed (``rm -rf OUT``) or
-        replaced mid-run, its outputs, records and lock went with it, and writing on (a
+        """The output folder must be the one the run began in: removed mid-run (``rm -rf
+        OUT``), its outputs, records and lock went with it, and writing on (a
         folder made again by the next video's outputs) would leave a summary counting
         videos whose files are not there. The run stops, saying so."""
-        if _folder_id(self.settings.out_dir) == self._folder:
+        if not self._folder_gone():
             return
         self.folder_full = True  # (nothing more is written there: summary, page)
         raise OutFolderFull(
-            f"stopped: the output folder {self.settings.out_dir} was removed (or replaced) "
-            "while the run wrote in it, with what the run had written there: rerun the same "
-            "command to begin again"
+            f"stopped: the output folder {self.settings.out_dir} was removed while the run "
+            "wrote in it, with what the run had written there: rerun the same command to "
+            "begin again"
         )
+
+    def _folder_gone(self) -> bool:
+        """Is the output folder not the one the run began in: its ``.vidcap`` gone, or the
+        run lock it held (``out_lock``) — a folder made again by later outputs has neither
+        the lock nor the records. (Not by the folder's inode: FUSE mounts may renumber it.)"""
+        state = self.settings.out_dir / STATE_DIR
+        return not state.is_dir() or (self._locked and not self._lock.exists())
 
     def _full(self, exc: OSError) -> OutFolderFull:
         self.folder_full = True
@@ -569,7 +579,7 @@ class Committer:
         for writer in self.run_writers:
             self._settle(writer.close())
         results = list(resumed) + self.results
-        if self.folder_full and _folder_id(self.settings.out_dir) != self._folder:
+        if self.folder_full and self._folder_gone():
             return results  # (removed mid-run: nothing is written into another one)
         if self._staging.name == STAGING_NAME:  # (in OUT/thumbs: none left in sight)
             with contextlib.suppress(OSError):
@@ -583,15 +593,6 @@ class Committer:
             self.folder_full = True
             log.info("%s not written: %s", self.settings.out_dir / "summary.json", exc)
         return results
-
-
-def _folder_id(folder: Path) -> tuple[int, int] | None:
-    """The folder as the system knows it (device, inode), None when it is not there."""
-    try:
-        info = os.stat(folder)
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino
 
 
 def thumbs_staging(out_dir: Path) -> Path:
