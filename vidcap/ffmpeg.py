@@ -290,45 +290,39 @@ def _pyav_duration(container, stream) -> float:
 
 
 def playable_end(path: Path | str) -> float | None:
-    """When the last of a file's packets ends (s), read from the packets themselves
-    (demuxed, not decoded, every stream): the end of its last frame or of its sound,
-    whichever is later — how long a clip plays. None where no packet says, or without
-    PyAV."""
+    """When the last of a file's packets ends, every stream's (``_packets_end``): the end
+    of its last frame or of its sound, whichever is later — how long a clip plays. None
+    where no packet says, or without PyAV."""
     try:
         import av
     except ImportError:
         return None
     from vidcap.container import open_input
 
-    latest = None
     try:
         with open_input(Path(path)) as container:
-            for packet in container.demux():
-                if packet.size == 0 or packet.pts is None or packet.time_base is None:
-                    continue  # (the demuxer's flush packets; untimed ones)
-                end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
-                latest = end if latest is None else max(latest, end)
+            return _packets_end(container)
     except av.FFmpegError:
         return None
-    return latest
 
 
-def _packets_end(container, stream) -> float | None:
-    """When the last of ``stream``'s packets ends (s), read from the packets themselves
-    (demuxed, not decoded): the latest pts plus its duration, or, where packets carry no
-    times at all (raw H.264), the sum of their durations. None if neither is known."""
-    if stream.time_base is None:
-        return None
-    latest, total = None, 0
-    for packet in container.demux(stream):
-        if packet.size == 0:  # the demuxer's flush packet
+def _packets_end(container, stream=None) -> float | None:
+    """When the last of ``stream``'s packets ends (s; every stream's where None), read from
+    the packets themselves (demuxed, not decoded): the latest pts plus its duration, or, for
+    one stream whose packets carry no times at all (raw H.264), the sum of their durations.
+    None if neither is known."""
+    latest = total = None
+    for packet in container.demux(*([stream] if stream is not None else [])):
+        if packet.size == 0 or packet.time_base is None:  # (the demuxer's flush packets)
             continue
-        length = packet.duration or 0
-        total += length
+        length = (packet.duration or 0) * packet.time_base
+        total = length if total is None else total + length
         if packet.pts is not None:
-            latest = max(latest or 0, packet.pts + length)
-    ticks = latest if latest is not None else total
-    return float(ticks * stream.time_base) if ticks else None
+            end = packet.pts * packet.time_base + length
+            latest = end if latest is None else max(latest, end)
+    if latest is None and stream is not None:
+        latest = total
+    return float(latest) if latest else None
 
 
 def probe_with_ffmpeg(path: Path, ffmpeg: str | None = None) -> MediaInfo:

@@ -502,31 +502,28 @@ def write_video_outputs(
             path.unlink(missing_ok=True)
         raise
     for fmt in _ALL_FORMATS.keys() - set(formats):
-        stale = base.with_name(f"{base.name}.{fmt}")
-        if stale.is_symlink() or stale.is_file():
-            stale.unlink()
-            _placed(stale)  # (removed)
+        _remove_output(base.with_name(f"{base.name}.{fmt}"))
     return written
+
+
+def _remove_output(path: Path) -> bool:
+    """Remove an output file (a link in its place: the link, never what it names), telling
+    a remote ``--out``'s sync; whether there was one."""
+    if not (path.is_symlink() or path.is_file()):
+        return False
+    path.unlink()
+    _placed(path)  # (removed)
+    return True
 
 
 def remove_video_outputs(out_dir: Path, name: str) -> list[str]:
     """Remove the per-video outputs and thumbnails named ``name`` (a link in their place:
     the link, never what it names); the names removed, relative to ``out_dir``."""
-    removed = []
-    for fmt in _ALL_FORMATS:
-        path = out_dir / f"{name}.{fmt}"
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-            _placed(path)  # (removed)
-            removed.append(path.name)
+    removed = [f"{name}.{fmt}" for fmt in _ALL_FORMATS if _remove_output(out_dir / f"{name}.{fmt}")]
     thumbs = thumbs_folder(out_dir, name)
-    if thumbs.is_symlink():
-        thumbs.unlink()
-    elif thumbs.is_dir():
-        shutil.rmtree(thumbs)
-    else:
-        return removed
-    removed.append(f"{thumbs.relative_to(out_dir).as_posix()}/")
+    if thumbs.is_symlink() or thumbs.is_dir():
+        removed.append(f"{thumbs.relative_to(out_dir).as_posix()}/")
+    place_thumbnails(thumbs, None)  # (none in place of the set: it goes)
     return removed
 
 

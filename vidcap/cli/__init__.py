@@ -143,7 +143,7 @@ class _CtrlC:
     def _handle(self, signum: int, frame: object) -> None:
         if signum == getattr(signal, "SIGHUP", None):
             self.hung_up = True
-            _output_to_nowhere()
+            output_to_nowhere()
         if signum != signal.SIGINT:
             if self.terminated:
                 return
@@ -156,7 +156,7 @@ class _CtrlC:
             signal.signal(number, previous)  # type: ignore[arg-type]
 
 
-def _output_to_nowhere(fds: Sequence[int] = (1, 2)) -> None:
+def output_to_nowhere(fds: Sequence[int] = (1, 2)) -> None:
     """Standard output and error (``fds``) to ``/dev/null``: their terminal hung up, or
     their reader went away."""
     try:
@@ -215,7 +215,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     except OSError as exc:  # a file the user named cannot be read or written
         if isinstance(exc, BrokenPipeError) and _reader_gone():
-            _output_to_nowhere((1,))  # (what is still buffered for it goes nowhere)
+            output_to_nowhere((1,))  # (what is still buffered for it goes nowhere)
             # A command whose product is what it prints (search, mask…) stops as the
             # pipe's reader asked: no more. One that stopped before its work was done
             # (``vidcap caption … 2>&1 | head``) has failed, whatever it could print.

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
 
-from vidcap.cli import EXIT_FAILED, EXIT_OK
+from vidcap.cli import EXIT_FAILED, EXIT_OK, output_to_nowhere
 from vidcap.errors import ModelLoadError, UsageError
 from vidcap.wording import counted
 
@@ -65,7 +64,7 @@ def run_caption(args: argparse.Namespace) -> int:
         try:
             print(said, file=sys.stderr)
         except BrokenPipeError:  # (``2>&1 | head``: the run's status is still its exit code)
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
+            output_to_nowhere((2,))
     return code
 
 
