@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import signal
@@ -24,7 +23,7 @@ import pytest
 import srt
 import webvtt
 
-from tests.support.cli import run_main
+from tests.support.cli import in_a_small_folder, run_main
 from tests.support.terminal import run_on_terminal
 from tests.support.videos import (
     VideoSpec,
@@ -331,20 +330,6 @@ def _text(path: Path) -> str:
         return ""
 
 
-def _in_a_small_folder(size: str, script: str) -> subprocess.CompletedProcess[str]:
-    """``script`` (sh) run with a fresh tmpfs of ``size`` mounted at ``$SMALL``, in a mount
-    namespace of its own (nothing is left mounted); skips where namespaces are not allowed."""
-    unshare = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-r", "-m"]
-    try:
-        subprocess.run([*unshare, "true"], check=True, capture_output=True, timeout=30)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"no mount namespace for a small tmpfs here: {exc}")
-    prelude = f'SMALL="$(mktemp -d)" && mount -t tmpfs -o size={size} tmpfs "$SMALL" && '
-    return subprocess.run(
-        [*unshare, "sh", "-c", prelude + script], capture_output=True, text=True, timeout=600
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("thumbs", "size"), [("--no-thumbs", "4k"), ("", "4k"), ("--no-thumbs", "32k")]
@@ -368,7 +353,7 @@ def test_a_full_output_disk_stops_the_run_and_a_rerun_finishes_it(
         f'cp -r "$SMALL/out" {tmp_path}/full; '  # the folder as the stopped run left it
         f'mount -o remount,size=64m "$SMALL" && {run} && cp -r "$SMALL/out" {tmp_path}/done'
     )
-    result = _in_a_small_folder(size, script)
+    result = in_a_small_folder(size, script)
     assert result.returncode == 0, result.stderr
 
     assert (tmp_path / "full.rc").read_text().strip() == "1"

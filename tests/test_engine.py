@@ -17,12 +17,17 @@ from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
-import av
-import numpy as np
 import pytest
 import srt
 
-from tests.support.videos import VideoSpec, constant_rate, read_jsonl, write_video
+from tests.support.videos import (
+    VideoSpec,
+    clip,
+    constant_rate,
+    magenta_clip,
+    read_jsonl,
+    write_video,
+)
 from vidcap.backend import EmbeddedBackend
 from vidcap.engine import EngineSettings, run
 from vidcap.errors import UsageError
@@ -32,14 +37,6 @@ from vidcap.settings import GenerationSettings, SamplingSettings
 from vidcap.video import VideoReader
 
 EVERY = SamplingSettings(fps=None, every_n=1)
-
-
-def clip(
-    folder: Path, name: str, frames: int, codec: str = "libx264", suffix: str = ".mp4"
-) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    spec = VideoSpec(name, codec, suffix, constant_rate(frames, Fraction(10)))
-    return write_video(folder / f"{name}{suffix}", spec)
 
 
 def reference(captioner, path: Path, sampling: SamplingSettings) -> list[tuple[int, float, str]]:
@@ -521,22 +518,6 @@ def test_a_video_whose_frames_do_not_all_come_back_fails_instead_of_vanishing(
         ("failed", "in/v.mp4: 1 of the 2 sampled frames came back")
     ]
     assert write_summary(tmp_path / "out", results, 0, 1.0)["totals"]["failed"] == 1
-
-
-def magenta_clip(path: Path, frames: int) -> Path:
-    """A saturated magenta clip: no frame of ``clip``'s grey videos looks like it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.height, stream.width, stream.pix_fmt = 96, 128, "yuv420p"
-        for i in range(frames):
-            rgb = np.zeros((96, 128, 3), dtype=np.uint8)
-            rgb[..., 0] = rgb[..., 2] = 230
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 10)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    return path
 
 
 @pytest.mark.slow

@@ -486,7 +486,7 @@ def test_the_model_stage_fails_only_the_video_of_a_frame_the_model_fails_on(
     to a Ray worker.)"""
     import numpy as np
 
-    from tests.test_engine import clip, magenta_clip
+    from tests.support.videos import clip, magenta_clip
     from vidcap.commit import Committer
     from vidcap.jobs import VideoJob
     from vidcap.ray import CaptionActor, decode_video, feed
@@ -530,7 +530,7 @@ def test_a_model_that_fails_every_frame_stops_the_ray_run_as_the_engines(
     """Regression: Ray's driver failed every video one by one, however many, where the
     engine stops after ``FAILING_VIDEOS_STOP`` in a row got no caption (one rule now,
     ``engine.FailingStreak``). The actor and ``feed`` in this process, as above."""
-    from tests.test_engine import clip
+    from tests.support.videos import clip
     from vidcap.commit import Committer
     from vidcap.engine import FAILING_VIDEOS_STOP, BackendFailing
     from vidcap.jobs import VideoJob

@@ -124,7 +124,7 @@ def test_a_clips_folder_that_cannot_be_made_is_refused_before_the_search(
 def test_a_page_the_full_disk_cannot_take_stops_the_run(tmp_path: Path) -> None:
     """Regression: a run whose page could not be written for a full disk said it was done
     and exited 0 with no ``index.html``: it stops saying so, as for a caption file."""
-    from tests.test_caption_cli import _in_a_small_folder
+    from tests.support.cli import in_a_small_folder
 
     video = tmp_path / "v.mp4"
     shutil.copy(ROOT / "sample_videos" / "shapes.mp4", video)
@@ -134,7 +134,7 @@ def test_a_page_the_full_disk_cannot_take_stops_the_run(tmp_path: Path) -> None:
         '(cat /dev/zero > "$SMALL/fill" 2>/dev/null; true) && rm "$SMALL/out/summary.json" && '
         f'{run} 2>{tmp_path}/err; echo $? >{tmp_path}/rc; ls "$SMALL/out" >{tmp_path}/ls'
     )
-    result = _in_a_small_folder("2m", script)
+    result = in_a_small_folder("2m", script)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "rc").read_text().strip() == "1"
     [line] = (tmp_path / "err").read_text().splitlines()

@@ -16,6 +16,7 @@ import contextlib
 import io
 import logging
 import os
+import subprocess
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -81,3 +82,19 @@ def obeying_permissions(command: list[str]) -> list[str]:
         pytest.skip("root reads any file; setpriv (util-linux) drops that here")
     drop = "-dac_override,-dac_read_search"
     return ["setpriv", "--bounding-set", drop, "--inh-caps", drop, *command]
+
+
+def in_a_small_folder(size: str, script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` (sh) run with a fresh tmpfs of ``size`` mounted at ``$SMALL``, in a mount
+    namespace of its own (nothing is left mounted); skips where namespaces are not allowed."""
+    import pytest
+
+    unshare = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-r", "-m"]
+    try:
+        subprocess.run([*unshare, "true"], check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"no mount namespace for a small tmpfs here: {exc}")
+    prelude = f'SMALL="$(mktemp -d)" && mount -t tmpfs -o size={size} tmpfs "$SMALL" && '
+    return subprocess.run(
+        [*unshare, "sh", "-c", prelude + script], capture_output=True, text=True, timeout=600
+    )

@@ -147,6 +147,31 @@ def frame_number(rgb: np.ndarray) -> int:
     )
 
 
+def clip(
+    folder: Path, name: str, frames: int, codec: str = "libx264", suffix: str = ".mp4"
+) -> Path:
+    """``frames`` frames at 10 fps, ``folder/name.suffix``: the grey test picture of ``VideoSpec``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = VideoSpec(name, codec, suffix, constant_rate(frames, Fraction(10)))
+    return write_video(folder / f"{name}{suffix}", spec)
+
+
+def magenta_clip(path: Path, frames: int) -> Path:
+    """A saturated magenta clip: no frame of ``clip``'s grey videos looks like it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.height, stream.width, stream.pix_fmt = 96, 128, "yuv420p"
+        for i in range(frames):
+            rgb = np.zeros((96, 128, 3), dtype=np.uint8)
+            rgb[..., 0] = rgb[..., 2] = 230
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 10)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
 def encode_with_ffmpeg(
     path: Path,
     frames: int,
