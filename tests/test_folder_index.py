@@ -180,6 +180,19 @@ def test_a_folder_whose_summary_cannot_be_read_says_so(out: Path, caplog) -> Non
     )
 
 
+@pytest.mark.parametrize("text", ["[1, 2, 3]", '{"videos": {"t1": {}}}', '"videos"'])
+def test_a_folder_whose_summary_is_another_shape_says_so(out: Path, caplog, text: str) -> None:
+    """Regression: a ``summary.json`` that is JSON but not a vidcap summary (a list, a
+    ``"videos"`` object) listed 0 videos in search, the page and export without a word."""
+    shutil.rmtree(out / vidcap.records.STATE_DIR)
+    summary = out / SUMMARY
+    summary.write_text(text)
+    assert open_folder(out) == []
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{summary} is no vidcap summary (no list of videos): no video of it is listed"
+    ]
+
+
 def test_a_name_that_is_no_output_name_is_never_joined_to_a_path(
     out: Path, tmp_path: Path, caplog
 ) -> None:

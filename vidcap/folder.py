@@ -186,7 +186,11 @@ def open_folder(out: Path | str, summary: Mapping[str, Any] | None = None) -> li
         if listed.exists():  # (no records and no summary: a run that has committed nothing)
             log.warning("%s cannot be read (%s): no video of it is listed", listed, exc)
         return []
-    return _from_summary(out, data.get("videos") if isinstance(data, dict) else None)
+    entries = data.get("videos") if isinstance(data, dict) else None
+    if not isinstance(entries, list):  # (JSON, but not a summary: a list, another tool's)
+        log.warning("%s is no vidcap summary (no list of videos): no video of it is listed", listed)
+        return []
+    return _from_summary(out, entries)
 
 
 def _from_summary(out: Path, entries: object) -> list[FolderVideo]:
