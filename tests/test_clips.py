@@ -834,3 +834,24 @@ def test_a_link_planted_while_ffmpeg_cuts_is_never_written_through(
     assert victim.read_bytes() == b"a user's file\n"  # (not a clip's bytes)
     assert "replaced while ffmpeg wrote it" in error
     assert [p.name for p in (tmp_path / "out").iterdir()] == []  # no clip, no link left
+
+
+@pytest.mark.parametrize("name", ["vfr-mp4", "late-mp4", "mpeg4-bframes-avi"])
+def test_a_clip_to_the_videos_end_keeps_its_last_frame(
+    generated_videos, tmp_path: Path, name: str
+) -> None:
+    """Regression: a clip was cut at most to the container's duration, which in a
+    variable-rate MP4 (no duration stored for its last sample) is where the last frame
+    begins, or short of it (the header of a late-starting MP4 gives its length, not its
+    end): the last scene's precise clip lost the video's last frame, and its manifest end
+    was short of the scene's. A clip now reaches where the picture ends."""
+    path, _ = generated_videos[name]
+    with VideoReader(path) as reader:
+        times = [f.time for f in reader.frames(EVERY)]
+        end = reader.stats.duration
+    segment = Segment(times[-3], end)
+    [clip] = export_clips(path, [segment], tmp_path / "out", precise=True)
+    with VideoReader(tmp_path / "out" / clip.path) as reader:
+        got = [f.time for f in reader.frames(EVERY)]
+    assert got == pytest.approx([t - times[-3] for t in times[-3:]], abs=0.002)
+    assert clip.end == pytest.approx(end, abs=0.001)

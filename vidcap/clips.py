@@ -390,14 +390,17 @@ class SourceTiming:
 
     @classmethod
     def of(cls, video: Path) -> SourceTiming:
-        from vidcap.container import seek_offset, stores_no_order
+        from vidcap.container import picture_end, seek_offset, stores_no_order
         from vidcap.video import restarted_duration
 
         info = probe(video)
         offset = seek_offset(video)
         frame = 1 / info.fps if info.fps > 0 else 0.1
         restarted = restarted_duration(video)
-        duration = info.duration - offset if restarted is None else restarted
+        if restarted is None:  # (the header's, or where the last frame ends if later)
+            duration = max(info.duration - offset, picture_end(video, frame) or 0.0)
+        else:
+            duration = restarted
         first = first_frame(video)
         return cls(
             duration, offset, frame, info.stream, info.transparent, info.decoder,

@@ -25,7 +25,7 @@ import av
 import numpy as np
 
 from vidcap.errors import VideoError
-from vidcap.ffmpeg import FOLLOWS, follows, local_name
+from vidcap.ffmpeg import FOLLOWS, follows, local_name, packets_end
 from vidcap.picture import format_has_alpha
 from vidcap.torn import asf_stated_length, matroska_states_duration, unfinished_mp4
 
@@ -274,6 +274,20 @@ def seek_offset(path: Path | str) -> float:
         stream = the_video_stream(container, path)
         start = container.start_time / 1_000_000 if container.start_time is not None else 0.0
         return time_origin(container, stream) - start
+
+
+def picture_end(path: Path | str, interval: float) -> float | None:
+    """Where ``path``'s picture ends on its frame times (``time_origin``'s): its latest
+    video packet's presentation time plus that packet's duration, ``interval`` where it
+    gives none. A variable-rate MP4 stores no duration for its last sample: its header's
+    duration is where that frame begins, and a cut to it leaves the frame out. None where
+    no packet says."""
+    path = Path(path)
+    with open_container(path) as container:
+        stream = the_video_stream(container, path)
+        origin = time_origin(container, stream)
+        end = packets_end(container, stream, unknown=interval)
+    return None if end is None else end - origin
 
 
 def disable_generated_pts(container: av.container.InputContainer) -> None:

@@ -17,6 +17,7 @@ import stat
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 from vidcap.errors import VidcapError, VideoError
@@ -283,14 +284,14 @@ def _pyav_duration(container, stream) -> float:
         return container.duration / 1_000_000
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
-    end = _packets_end(container, stream)  # an elementary stream (.h264, .m2v): no header
+    end = packets_end(container, stream)  # an elementary stream (.h264, .m2v): no header
     if end is None:
         raise VideoError(f"{container.name}: the container does not say how long it is")
     return end
 
 
 def playable_end(path: Path | str) -> float | None:
-    """When the last of a file's packets ends, every stream's (``_packets_end``): the end
+    """When the last of a file's packets ends, every stream's (``packets_end``): the end
     of its last frame or of its sound, whichever is later — how long a clip plays. None
     where no packet says, or without PyAV."""
     try:
@@ -301,21 +302,21 @@ def playable_end(path: Path | str) -> float | None:
 
     try:
         with open_input(Path(path)) as container:
-            return _packets_end(container)
+            return packets_end(container)
     except av.FFmpegError:
         return None
 
 
-def _packets_end(container, stream=None) -> float | None:
+def packets_end(container, stream=None, unknown: float = 0.0) -> float | None:
     """When the last of ``stream``'s packets ends (s; every stream's where None), read from
-    the packets themselves (demuxed, not decoded): the latest pts plus its duration, or, for
-    one stream whose packets carry no times at all (raw H.264), the sum of their durations.
-    None if neither is known."""
+    the packets themselves (demuxed, not decoded): the latest pts plus its duration
+    (``unknown`` for a packet that gives none), or, for one stream whose packets carry no
+    times at all (raw H.264), the sum of their durations. None if neither is known."""
     latest = total = None
     for packet in container.demux(*([stream] if stream is not None else [])):
         if packet.size == 0 or packet.time_base is None:  # (the demuxer's flush packets)
             continue
-        length = (packet.duration or 0) * packet.time_base
+        length = packet.duration * packet.time_base if packet.duration else Fraction(unknown)
         total = length if total is None else total + length
         if packet.pts is not None:
             end = packet.pts * packet.time_base + length
