@@ -855,3 +855,46 @@ def test_a_clip_to_the_videos_end_keeps_its_last_frame(
         got = [f.time for f in reader.frames(EVERY)]
     assert got == pytest.approx([t - times[-3] for t in times[-3:]], abs=0.002)
     assert clip.end == pytest.approx(end, abs=0.001)
+
+
+@pytest.mark.parametrize(
+    "codec",
+    [["-c:v", "mpeg4", "-vtag", "XVID"], ["-c:v", "mpeg4", "-vtag", "DX50"], ["-c:v", "libx264"]],
+)
+@pytest.mark.parametrize("precise", [False, True])
+def test_clips_of_frames_stored_without_order_show_the_sources_pictures(
+    tmp_path: Path, codec: list[str], precise: bool
+) -> None:
+    """Regression: a clip of an AVI whose frames store no presentation order (B-frames:
+    XviD, DivX, H.264) was cut with ffmpeg seeking in the file. FFmpeg 5.1 landed on a frame
+    that is no keyframe near the file's start (the first scene's clip opened with ten grey,
+    half-built pictures, at the right times) or after the frame asked for (a clip from
+    0.6 s began at 0.7 s). Such a clip is now decoded from well before its start: it shows
+    the source's frames, each once."""
+    path = encode_with_ffmpeg(tmp_path / "b.avi", 40, "25", [*codec, "-bf", "2"])
+    with VideoReader(path) as reader:
+        frames = [(f.time, frame_number(f.rgb)) for f in reader.frames(EVERY)]
+    assert [n for _, n in frames] == list(range(40))
+    segments = [Segment(frames[0][0], frames[12][0]), Segment(frames[6][0], frames[21][0])]
+    clips = export_clips(path, segments, tmp_path / "out", precise=precise)
+    for clip, segment in zip(clips, segments, strict=True):
+        with VideoReader(tmp_path / "out" / clip.path) as reader:
+            got = [frame_number(f.rgb) for f in reader.frames(EVERY)]
+        assert got == [n for t, n in frames if segment.start <= t < segment.end], clip
+
+
+@pytest.mark.parametrize("name", ["mpeg4-bframes-avi", "xvid-tag-avi", "divx-tag-avi"])
+def test_a_clip_of_frames_stored_without_order_begins_with_the_frame_asked_for(
+    generated_videos, tmp_path: Path, name: str
+) -> None:
+    """Regression (the same seek): a clip of a packed-B-frame AVI from its sixth frame
+    (0.6 s) began with its seventh, a frame short of what was asked, unnoticed."""
+    path, _ = generated_videos[name]
+    with VideoReader(path) as reader:
+        frames = [(f.time, tuple(int(c) for c in f.rgb[48, 64])) for f in reader.frames(EVERY)]
+    segment = Segment(frames[5][0], frames[20][0])
+    [clip] = export_clips(path, [segment], tmp_path / "out", precise=True)
+    with VideoReader(tmp_path / "out" / clip.path) as reader:
+        got = [tuple(int(c) for c in f.rgb[48, 64]) for f in reader.frames(EVERY)]
+    asked = [rgb for t, rgb in frames if segment.start <= t < segment.end]
+    assert len(got) == len(asked) and np.abs(np.subtract(got, asked)).max() <= 12, clip

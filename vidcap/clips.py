@@ -269,8 +269,9 @@ def export_clip(
         _cut(output, lambda part: cut_arguments(
             video, start, length, part, precise, late, timing, rate, lead))  # fmt: skip
 
-    try:
-        cut(reencode)
+    try:  # (where frames store no order, FFmpeg 5.1's seek in the file can land on a frame
+        # that is no keyframe: gray pictures until the next; decoded from well before: exact)
+        cut(reencode, seek_late=timing.unordered, lead=LEAD_S if timing.unordered else 0.0)
     except FfmpegError as exc:
         if reencode:
             raise
