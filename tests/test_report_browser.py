@@ -53,6 +53,9 @@ WRITTEN_NAME = "written <b>bold<b> &amp; #frag ?q=1 %20"  # no "/": it is a file
 BIG_VIDEOS, BIG_CAPTIONS = 10_000, 60
 # stated limits, far above what was measured (BENCHMARKS.md) on a shared 2-core machine
 BIG_LOAD_SECONDS, BIG_SEARCH_MS, BIG_TASK_MS = 15.0, 2000.0, 1000.0
+# Regression: the page split a phrase on JavaScript's whitespace, vidcap search on Python's,
+# so a caption holding U+0085, U+001C or U+FEFF between two words was one's moment alone.
+SPACED = ("word\x85next", "tab\x1cbar", "x\ufeffy")
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +89,8 @@ def folder(http_root) -> Path:
     assert (out / "index.html").is_file()  # every run writes the page
     write_folder(out, [FakeVideo(WRITTEN_NAME, (HOSTILE_CAPTION, "a red circle", "a red circle"),
                                  source=str(root / "elsewhere" / "gone.mp4")),
-                       FakeVideo("turkish", ("İSTANBUL at night", "a bridge"))])  # fmt: skip
+                       FakeVideo("turkish", ("İSTANBUL at night", "a bridge")),
+                       FakeVideo("spaces", SPACED)])  # fmt: skip
     for video in open_folder(out):
         if video.done:
             frames = [row["frame"] for row in read_jsonl(out / f"{video.name}.jsonl")]
@@ -276,6 +280,9 @@ def test_a_search_finds_only_matching_moments(page: Page, folder: Path) -> None:
         ("istanbul", False, 0.0, 0.0),  # (the caption: "İSTANBUL", a dotted capital I)
         ("ıstanbul at", False, 0.0, 0.0),  # (a dotless i)
         (r"^[ı]stanbul", True, 0.0, 0.0),
+        ("word next", False, 0.0, 0.0),  # (U+0085 between: Python's whitespace)
+        ("tab bar", False, 0.0, 0.0),  # (U+001C)
+        ("x y", False, 0.0, 0.0),  # (U+FEFF: JavaScript's \s, not Python's)
     ],
 )
 def test_the_page_finds_the_moments_vidcap_search_finds(
@@ -290,6 +297,8 @@ def test_the_page_finds_the_moments_vidcap_search_finds(
     ] == [(m.name, m.start, m.end, m.frames, m.frame, m.damaged) for m in expected]
     if "stanbul" in query:  # Python's re.IGNORECASE takes İ and ı as i: so must the page
         assert [m.name for m in expected] == ["turkish"]
+    if query in ("word next", "tab bar"):  # words apart by what Python calls whitespace
+        assert [m.name for m in expected] == ["spaces"]
     if (query, gap, shortest) == ("red circle", 0.0, 0.0):  # the damaged frame's caption
         assert [m.damaged for m in expected if m.damaged] == [1]
         # the --scenes video's moments are whole shots, on the page as in vidcap search

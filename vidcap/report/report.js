@@ -118,6 +118,13 @@
 
   // --- matching: vidcap.mask.compile_queries, ported ---------------------------------------
 
+  // Python's whitespace (str.split and strip, re's \s): JavaScript's \s and trim() add
+  // U+FEFF and leave out U+001C-U+001F and U+0085, so a caption holding one was found by
+  // one search and not the other. Words are split, and blank text told, as Python does.
+  var SPACE = '[\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]';
+  var SPACES = new RegExp(SPACE + '+', 'u');
+  function blank(text) { return !text.split(SPACES).some(Boolean); }
+
   function escapeRegex(text) { return text.replace(/[.*+?^${}()|[\]\\\/]/g, '\\$&'); }
 
   // Python's re.IGNORECASE takes the Turkish dotted capital I and dotless i as i; the 'iu'
@@ -127,15 +134,15 @@
   function turkic(text) { return text.replace(/[\u0130\u0131]/g, 'i'); }
 
   function phrasePattern(query) {
-    var words = query.trim().split(/\s+/);
-    var body = words.map(escapeRegex).join('\\s+');
+    var words = query.split(SPACES).filter(Boolean);
+    var body = words.map(escapeRegex).join(SPACE + '+');
     var head = new RegExp('^' + WORD, 'u').test(words[0]) ? '(?<!' + WORD + ')' : '';
     var tail = new RegExp(WORD + '$', 'u').test(words[words.length - 1]) ? '(?!' + WORD + ')' : '';
     return head + body + tail;
   }
 
   function compile(query, regex) {
-    if (!query.trim()) throw new Error('the query is empty');
+    if (blank(query)) throw new Error('the query is empty');
     query = turkic(query);
     if (!regex) return new RegExp(phrasePattern(query), 'iu');
     try {
@@ -262,7 +269,7 @@
     // shot with a caption, none of zero length at the millisecond); else merge_cues
     if (video.sc && video.sc.length) {
       return video.sc.filter(function (s) {
-        return s[2].trim() && Math.round(s[1] * 1000) > Math.round(s[0] * 1000);
+        return !blank(s[2]) && Math.round(s[1] * 1000) > Math.round(s[0] * 1000);
       }).map(function (s) { return sceneSpan(video, s); });
     }
     return frameCues(video);
@@ -294,7 +301,7 @@
       if (i < times.length && video.c[i] === video.c[start]) continue;
       var text = video.shard.captions[video.c[start]];
       var stop = i < times.length ? times[i] : end;
-      if (text.trim() && Math.round(stop * 1000) > Math.round(times[start] * 1000)) {
+      if (!blank(text) && Math.round(stop * 1000) > Math.round(times[start] * 1000)) {
         out.push({ start: times[start], end: stop, text: text, index: start });
       }
       start = i;
@@ -717,7 +724,7 @@
     var status = $('search-status');
     $('moments').textContent = '';
     momentsShown = 0;
-    if (!query.trim()) {
+    if (blank(query)) {
       $('results').hidden = true;
       status.textContent = '';
       return;
@@ -774,7 +781,7 @@
   keepClear();
   ready.then(function () {
     showLoading();
-    if ($('query').value.trim()) runSearch();
+    if (!blank($('query').value)) runSearch();
   });
 
   // For scripts and tests: the same search the box runs, and the data.
