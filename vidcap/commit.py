@@ -319,6 +319,7 @@ class Committer:
         if warn:
             self.warnings.show(f"failed: {error}")
         self._unstage(state)
+        self._stop_if_gone()
         result = self._result(state, "failed", error)
         self._record_if_possible(result)
         self._finish(result)
@@ -448,6 +449,7 @@ class Committer:
         """Video ``state`` (no longer open) fails: an output of it cannot be written. A
         folder that takes nothing more stops the run."""
         self._unstage(state)
+        self._stop_if_gone()  # (a thumbnail or journal with nowhere to go: the folder went)
         result = self._result(state, "failed", f"cannot write outputs: {exc}")
         self._record_if_possible(result)
         self._finish(result)
@@ -536,6 +538,13 @@ class Committer:
             "wrote in it, with what the run had written there: rerun the same command to "
             "begin again"
         )
+
+    def _stop_if_gone(self) -> None:
+        """Before a failed video's record: a folder removed mid-run stops the run here too,
+        not at the next commit only (the record would be the folder's only file). Once the
+        run stops for its folder, the videos it leaves are recorded where possible."""
+        if not self.folder_full:
+            self._check_folder()
 
     def _folder_gone(self) -> bool:
         """Is the output folder not the one the run began in: its ``.vidcap`` gone, or the

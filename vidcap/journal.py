@@ -217,7 +217,7 @@ class Journal:
 
     def __init__(self, path: Path, head: dict[str, Any], kept: Kept | None) -> None:
         self.path = path
-        regular.own_folder(path.parent)
+        regular.own_folder(path.parent, parents=False)  # (OUT/.vidcap: never made again)
         self._file: IO[bytes] | None = None
         if kept is not None and kept.head != (wanted := {**head, "precision": _both(kept, head)}):
             try:

@@ -189,7 +189,9 @@ def stage_thumbnails(staging: Path, name: str) -> Path:
         raise ValueError(f"not an output name: {name!r}")
     staged = part_path(staging / name)
     shutil.rmtree(staged, ignore_errors=True)  # (a run killed mid-video left it)
-    staged.mkdir(parents=True)
+    for folder in (staging.parent, staging):  # (OUT/.vidcap or OUT/thumbs, in OUT: OUT
+        folder.mkdir(exist_ok=True)  # itself is never made again, once a run's is gone)
+    staged.mkdir()
     return staged
 
 
@@ -211,7 +213,7 @@ def place_thumbnails(folder: Path, staged: Path | None) -> None:
         return
     if folder.exists():
         shutil.rmtree(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.parent.mkdir(exist_ok=True)  # (OUT/thumbs; OUT itself never made again)
     os.replace(staged, folder)
     _placed(folder)
 

@@ -204,7 +204,7 @@ class ParquetShardWriter:
         if self._earlier is None:  # before this run's first shard: the earlier runs' ones
             self._earlier = self._index()
         if self.rows:
-            own_folder(self.folder)
+            own_folder(self.folder, parents=False)
             path = self.folder / f"part-{self.run_id}-{len(self.shards):05d}.parquet"
             write_shard(self.pa.Table.from_pylist(self._rows, schema=self.schema), path)
             log.info("wrote %s (%d rows, %d videos)", path, len(self._rows), len(self._pending))

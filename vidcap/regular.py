@@ -44,13 +44,15 @@ def read_text(path: Path | str) -> str:
     return read_bytes(path).decode("utf-8")
 
 
-def own_folder(path: Path) -> Path:
-    """``path`` made a folder (its parents too), a link ``planted`` in its place removed
-    first: what a run writes, renames over and removes in it (records, journals, shards,
-    the page's data) stays in this folder, never in another user's chosen target."""
+def own_folder(path: Path, parents: bool = True) -> Path:
+    """``path`` made a folder (its parents too, unless not ``parents``: a folder within a
+    run's output folder, which a run never makes again once it is gone), a link ``planted``
+    in its place removed first: what a run writes, renames over and removes in it (records,
+    journals, shards, the page's data) stays in this folder, never in another user's chosen
+    target."""
     if planted(path):
         path.unlink()
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=parents, exist_ok=True)
     return path
 
 
