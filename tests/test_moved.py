@@ -274,17 +274,25 @@ def test_a_video_that_fails_when_redone_keeps_no_outputs_of_before(tmp_path: Pat
     """Regression: a captioned file cut short (or edited, then failing) failed on the rerun
     but kept its old captions, subtitles and thumbnails under their names: the page played
     the old subtitles over the file as it is, and a glob of ``*.jsonl`` found captions its
-    record no longer vouched for."""
+    record no longer vouched for. So did its rows in the Parquet shards."""
     library, out = tmp_path / "library", tmp_path / "out"
     cut, kept = clip(library, "cut", 3), clip(library, "kept", 4)
     caption(library, out)
+    assert Counter(pq.read_table(out / "parquet").column("name").to_pylist()) == {
+        "cut": 3,
+        "kept": 4,
+    }
     with cut.open("r+b") as file:
         file.truncate(300)
     result = run_main("caption", library, "--out", out, "--model", "tiny", "--every-n", "1",
                       "--scenes", "--format", "jsonl,srt,vtt,parquet")  # fmt: skip
     assert result.returncode == 1
-    assert "cut.mp4: the outputs of its earlier captioning are removed (cut.jsonl" in result.stderr
+    assert (
+        "cut.mp4: the outputs of its earlier captioning are removed (3 rows in parquet/, cut.jsonl"
+        in result.stderr
+    )
     assert sorted(p.name for p in out.glob("cut*")) == []
+    assert Counter(pq.read_table(out / "parquet").column("name").to_pylist()) == {"kept": 4}
     assert not (out / "thumbs" / "cut").exists()
     assert {p.name for p in out.glob("kept*")} == {f"kept.{fmt}" for fmt in FORMATS}
     videos = {v["name"]: v for v in summary(out)["videos"]}

@@ -468,7 +468,8 @@ class Committer:
         if not self._outdated(state.job):
             return
         try:
-            removed = remove_video_outputs(self.settings.out_dir, state.job.name)
+            removed = [r for writer in self.run_writers for r in writer.remove(state.job)]
+            removed += remove_video_outputs(self.settings.out_dir, state.job.name)
         except OSError as exc:
             removed = []
             log.warning("%s: its earlier outputs could not be removed: %s", state.job.shown, exc)

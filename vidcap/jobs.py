@@ -151,11 +151,15 @@ class RunWriter(Protocol):
 
     ``add`` takes a finished video's frames and returns the ids of videos whose rows are
     now durable (possibly none yet); ``close`` makes the rest durable and returns their ids.
-    A video's resume record is written only once it is durable everywhere.
+    A video's resume record is written only once it is durable everywhere. ``remove``
+    takes out a failed video's earlier rows (of another file or other settings: its record
+    no longer vouches for them), saying what went.
     """
 
     def add(
         self, job: VideoJob, frames: Sequence[CaptionedFrame], scenes: Sequence[Scene] = ()
     ) -> list[int]: ...
+
+    def remove(self, job: VideoJob) -> list[str]: ...
 
     def close(self) -> list[int]: ...

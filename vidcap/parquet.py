@@ -195,6 +195,14 @@ class ParquetShardWriter:
         self._hold(job, names)
         return self._flush() if len(self._pending) >= DROP_BATCH_VIDEOS else []
 
+    def remove(self, job: VideoJob) -> list[str]:
+        """A failed video's earlier rows, at once (its JSONL file goes as it fails): they
+        were of another file at its path, or of other settings."""
+        if self._earlier is None:
+            self._earlier = self._index()
+        dropped = self._drop_earlier_rows(_Redone({job.name}, self._names_of(job)))
+        return [f"{dropped} rows in {self.folder.name}/"] if dropped else []
+
     def close(self) -> list[int]:
         return self._flush()
 
@@ -230,7 +238,7 @@ class ParquetShardWriter:
         """Which earlier shard holds rows of which video (``_shard_index``)."""
         return {key: set(shards) for key, shards in _shard_index(self.folder).items()}
 
-    def _drop_earlier_rows(self, redone: _Redone) -> None:
+    def _drop_earlier_rows(self, redone: _Redone) -> int:
         """Remove the rows of the ``redone`` videos from the earlier shards (now in this
         run's): rows of their output names; and rows of their sources but those of another
         video's, whose record holds the row's name and names that source (what is left: a
@@ -241,9 +249,10 @@ class ParquetShardWriter:
         keys = {("name", n) for n in redone.names} | {("video", v) for v in redone.videos}
         shards = sorted({shard for key in keys for shard in earlier.pop(key, ())})
         if not shards:
-            return
+            return 0
         import pyarrow.compute as pc
 
+        dropped = 0
         names = self.pa.array(sorted(redone.names), self.pa.string())
         videos = self.pa.array(sorted(redone.videos), self.pa.string())
         for shard in shards:
@@ -265,6 +274,8 @@ class ParquetShardWriter:
             else:
                 write_shard(kept, shard)
             log.info("%s: removed %d rows of videos redone", shard, table.num_rows - kept.num_rows)
+            dropped += table.num_rows - kept.num_rows
+        return dropped
 
     def _held_by(self, name: object) -> str | None:
         """The source (``video``) of the video whose record holds output name ``name`` (a
