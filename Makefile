@@ -46,13 +46,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# The whole suite, in two runs: every test but the timed slow ones, two processes at a time
-# (a test file to a process, so a file's server starts once); then those marked `timed`
-# and `slow` one at a time: they measure themselves (latency, CPU, page timings) against an
-# otherwise idle machine. One run for the fast and the slow tests, not test-fast then the
-# slow ones: one start, and no process waiting for the other at the end of each.
-test: lint
-	$(VENV)/bin/python -m pytest -q -m "not (slow and timed)" -n 2 --dist loadfile
+# The whole suite: test-fast's tests, then the slow ones: two at a time (a test file to a
+# process, so its server starts once), then those marked `timed` one at a time: they
+# measure themselves (latency, CPU, page timings) against an otherwise idle machine.
+test: test-fast
+	$(VENV)/bin/python -m pytest -q -m "slow and not timed" -n 2 --dist loadfile
 	$(VENV)/bin/python -m pytest -q -m "slow and timed"
 
 # Two processes (pytest-xdist), one torch thread each (tests/conftest.py): two processes
