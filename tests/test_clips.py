@@ -898,3 +898,25 @@ def test_a_clip_of_frames_stored_without_order_begins_with_the_frame_asked_for(
         got = [tuple(int(c) for c in f.rgb[48, 64]) for f in reader.frames(EVERY)]
     asked = [rgb for t, rgb in frames if segment.start <= t < segment.end]
     assert len(got) == len(asked) and np.abs(np.subtract(got, asked)).max() <= 12, clip
+
+
+def test_a_damaged_timestamp_at_the_end_is_not_where_the_picture_ends(tmp_path: Path) -> None:
+    """Review of the clip end: one cluster of a Matroska file with a damaged time (its last,
+    stamped 66 s in a 10 s file) made the picture end there: a segment at 30-40 s was cut,
+    found empty, and the run failed after writing a clip of nothing. It is refused as
+    beyond the video's end, as before."""
+    path = encode_with_ffmpeg(
+        tmp_path / "m.mkv",
+        250,
+        "25",
+        ["-c:v", "libx264", "-g", "25", "-cluster_time_limit", "1000"],
+    )
+    data = bytearray(path.read_bytes())
+    cluster = data.rfind(b"\x1f\x43\xb6\x75")  # (the last Cluster; its Timecode next)
+    timecode = data.find(b"\xe7", cluster + 4, cluster + 30)
+    size = data[timecode + 1] & 0x7F
+    data[timecode + 2 : timecode + 2 + size] = b"\xff" * size
+    damaged = tmp_path / "damaged.mkv"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(UsageError, match=r"at or after the end of .*damaged\.mkv \(10\.0"):
+        export_clips(damaged, [Segment(8.5, 9.0), Segment(30.0, 40.0)], tmp_path / "out")

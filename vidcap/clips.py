@@ -69,6 +69,10 @@ HOLD_S = 0.25  # a frame shown this long (s) across a clip's start or end is hel
 # demuxer lands seeking this long before it (a keyframe lies in between unless keyframes
 # are further apart), and only then, if still not whole, from the file's start.
 LEAD_S = 20.0
+# The end of a source's picture is read from this long (s) before its header's end, and
+# taken where it is later, by up to two frame intervals or this long (s): a header may end
+# where the last frame begins, or short of it; a damaged timestamp lies anywhere.
+TAIL_S, PAST_HEADER_S = 10.0, 1.0
 UNORDERED = (
     "the source stores no presentation time for frames its codec reorders (B-frames in AVI, "
     "ASF or MPEG-PS): a stream copy into MP4 would show them out of order; re-encoded"
@@ -398,10 +402,11 @@ class SourceTiming:
         offset = seek_offset(video)
         frame = 1 / info.fps if info.fps > 0 else 0.1
         restarted = restarted_duration(video)
-        if restarted is None:  # (the header's, or where the last frame ends if later)
-            duration = max(info.duration - offset, picture_end(video, frame) or 0.0)
-        else:
-            duration = restarted
+        duration = info.duration - offset if restarted is None else restarted
+        if restarted is None:  # (where the last frame ends, if later: not a damaged pts's)
+            end = picture_end(video, frame, after=duration - TAIL_S)
+            if end is not None and duration < end <= duration + max(2 * frame, PAST_HEADER_S):
+                duration = end
         first = first_frame(video)
         return cls(
             duration, offset, frame, info.stream, info.transparent, info.decoder,

@@ -276,16 +276,23 @@ def seek_offset(path: Path | str) -> float:
         return time_origin(container, stream) - start
 
 
-def picture_end(path: Path | str, interval: float) -> float | None:
+def picture_end(path: Path | str, interval: float, after: float = 0.0) -> float | None:
     """Where ``path``'s picture ends on its frame times (``time_origin``'s): its latest
     video packet's presentation time plus that packet's duration, ``interval`` where it
     gives none. A variable-rate MP4 stores no duration for its last sample: its header's
-    duration is where that frame begins, and a cut to it leaves the frame out. None where
-    no packet says."""
+    duration is where that frame begins, and a cut to it leaves the frame out. Read from
+    the keyframe before ``after`` (s, on those times: cheap however long the file), or
+    from the start where the demuxer cannot seek there. None where no packet says."""
     path = Path(path)
     with open_container(path) as container:
         stream = the_video_stream(container, path)
         origin = time_origin(container, stream)
+        if after > 0 and stream.time_base is not None:
+            try:
+                container.seek(int((after + origin) / stream.time_base), stream=stream,
+                               backward=True)  # fmt: skip
+            except av.FFmpegError:
+                container.seek(0)
         end = packets_end(container, stream, unknown=interval)
     return None if end is None else end - origin
 
