@@ -1,5 +1,5 @@
 # Two commands matter: `make demo` and `make test`. Both set up .venv from nothing.
-# `make test-fast` is the contributor's loop: lint and every test not marked slow (no real
+# `make test-fast` is the contributor's loop: lint and every test not marked slow or heavy (no real
 # TorchServe, gunicorn or Ray). `make test` is the whole suite, and what .ci/run calls.
 PYTHON ?= python3
 VENV := .venv
@@ -46,18 +46,21 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# The whole suite: test-fast's tests, then the slow ones: two at a time (a test file to a
-# process, so its server starts once), then those marked `timed` one at a time: they
-# measure themselves (latency, CPU, page timings) against an otherwise idle machine.
-test: test-fast
+# The whole suite: test-fast's tests and the `heavy` ones (over about a second each), then
+# the slow ones: two at a time (a test file to a process, so its server starts once), then
+# those marked `timed` one at a time: they measure themselves (latency, CPU, page timings)
+# against an otherwise idle machine. (The heavy ones run test by test in the first run: as
+# slow tests, a file to a process, the two processes waited for each other 2.5 min more.)
+test: lint
+	$(VENV)/bin/python -m pytest -q -m "not slow" -n 2
 	$(VENV)/bin/python -m pytest -q -m "slow and not timed" -n 2 --dist loadfile
 	$(VENV)/bin/python -m pytest -q -m "slow and timed"
 
 # Two processes (pytest-xdist), one torch thread each (tests/conftest.py): two processes
-# with torch on both cores each were slower on the 2-core machine. Tests that take over
-# about a second (a whole `vidcap caption` run or more) are marked slow and left to make test.
+# with torch on both cores each were slower on the 2-core machine. The `heavy` tests (a
+# whole `vidcap caption` run or more) are left to make test.
 test-fast: lint
-	$(VENV)/bin/python -m pytest -q -m "not slow" -n 2
+	$(VENV)/bin/python -m pytest -q -m "not slow and not heavy" -n 2
 
 bench: $(STAMP)
 	$(PY) bench/run.py --model tiny --out bench/last_cpu_tiny.json

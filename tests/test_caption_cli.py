@@ -180,7 +180,7 @@ def test_videos_with_names_near_the_length_limit_get_their_outputs(tmp_path: Pat
     assert (tmp_path / "clips" / clip.path).is_file() and len(clip.path.encode()) <= 255
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_changed_settings_redo_videos(mixed_folder: Path, tmp_path: Path) -> None:
     video = mixed_folder / "web.webm"
     assert (
@@ -194,7 +194,7 @@ def test_changed_settings_redo_videos(mixed_folder: Path, tmp_path: Path) -> Non
     assert len(read_jsonl(tmp_path / "web.jsonl")) == 10
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_redone_video_keeps_no_file_of_a_format_no_longer_written(
     mixed_folder: Path, tmp_path: Path
 ) -> None:
@@ -219,7 +219,7 @@ def test_a_redone_video_keeps_no_file_of_a_format_no_longer_written(
     assert "web.vtt" not in next((tmp_path / "report").glob("data-*.js")).read_text()
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_each_video_records_the_precision_it_was_captioned_in(
     mixed_folder: Path, tmp_path: Path
 ) -> None:
@@ -444,7 +444,7 @@ def test_missing_input_is_a_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2 and (tmp_path / "there").is_dir()
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_unavailable_model_is_one_line(mixed_folder: Path, tmp_path: Path) -> None:
     # A subprocess: in this process, the decoder pool started before the model failed to
     # load takes ~5 s to close (its worker is waited for); ``python -m vidcap`` exits at once.
@@ -484,7 +484,7 @@ def test_format_subset_and_quiet(mixed_folder: Path, tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_dead_server_stops_the_run_resumably(mixed_folder: Path, tmp_path: Path) -> None:
     import socket
 
@@ -648,7 +648,7 @@ def test_a_cut_off_video_is_done_and_named_damaged(tmp_path: Path) -> None:
     assert video["status"] == "done" and video["lost_frames"] > 40
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_samples_that_may_show_decoding_damage_are_marked(tmp_path: Path) -> None:
     """A corrupt stream's frames with concealed errors are captioned and marked: the JSONL
     row says ``"damaged": true``, the Parquet row ``damaged`` true (false on the others),
@@ -688,7 +688,7 @@ def test_one_rule_says_a_video_is_damaged(lost: object, marked: object, damaged:
     assert is_damaged(lost, marked) is damaged
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_library_of_broken_files_shows_twenty_warnings_then_one_line(
     mixed_folder: Path, tmp_path: Path
 ) -> None:

@@ -166,7 +166,7 @@ def test_a_burst_of_503s_is_backed_off_not_turned_into_captions() -> None:
     assert server.answered_frames == 12
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_429_dropped_connections_and_timeouts_are_retried() -> None:
     frames = make_frames(6, SIZE)
     script = ["429", "drop", "slow", "503"]
@@ -320,7 +320,7 @@ def test_a_failed_request_is_no_caption_for_its_frames(
 
 
 @pytest.mark.parametrize("action", ["flood", "bomb"])
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_an_endless_reply_is_cut_off_not_read_whole(action: str) -> None:
     """Regression: a reply was read whole before anything looked at it, so a URL that
     streams a large file (3 GB took the client to 9 GB of memory) or sends a gzip bomb could
@@ -668,7 +668,7 @@ def test_clients_caption_on_the_flask_server(
         assert re.search(rf"^mask: [01]{{{frames}}}$", result.stdout, re.MULTILINE), result.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_client_reports_an_unreachable_server_in_one_line() -> None:
     url = f"http://127.0.0.1:{free_port()}/caption"
     result = run_client(

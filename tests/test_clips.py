@@ -96,7 +96,7 @@ def test_the_test_video_has_the_known_gop(gop_video: Path) -> None:
 SEGMENTS = [Segment(1.0, 3.0), Segment(2.52, 4.2), Segment(5.4, 5.8), Segment(6.0, 8.0)]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_precise_clips_are_frame_accurate(gop_video: Path, tmp_path: Path) -> None:
     clips = export_clips(gop_video, SEGMENTS, tmp_path / "out", precise=True)
     for clip, segment in zip(clips, SEGMENTS, strict=True):
@@ -173,7 +173,7 @@ def shown_indices(path: Path) -> list[int]:
 
 @pytest.mark.parametrize("name", ["h264-ts", "late-ts", "h264-gop-ts"])
 @pytest.mark.parametrize("precise", [False, True])
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_clips_of_an_mpeg_ts_hold_the_asked_frames(
     generated_videos, tmp_path: Path, name: str, precise: bool
 ) -> None:
@@ -202,7 +202,7 @@ def test_clips_of_an_mpeg_ts_hold_the_asked_frames(
 
 
 @pytest.mark.parametrize("precise", [False, True])
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_clip_cut_again_decodes_from_shortly_before_it_not_from_the_files_start(
     tmp_path: Path, precise: bool
 ) -> None:
@@ -235,7 +235,7 @@ def test_a_clip_cut_again_decodes_from_shortly_before_it_not_from_the_files_star
 
 
 @pytest.mark.parametrize("precise", [False, True])
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_clips_of_an_mpeg_ts_whose_clock_starts_again(tmp_path: Path, precise: bool) -> None:
     """Regression: two MPEG-TS recordings joined byte for byte (``cat a.ts b.ts``; a reset in
     a broadcast recording) repeat their timestamps. vidcap's timeline goes on past the
@@ -288,7 +288,7 @@ def test_clips_of_an_mpeg_ts_whose_clock_starts_again(tmp_path: Path, precise: b
     ],
     ids=["mpeg4-avi", "xvid-packed-avi", "h264-avi", "mpeg2-vob"],
 )
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_stream_copy_of_frames_without_presentation_times_is_re_encoded(
     tmp_path: Path, suffix: str, args: list[str]
 ) -> None:
@@ -347,7 +347,7 @@ def test_clips_of_an_elementary_stream_hold_the_asked_frames(
 
 @pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
 @pytest.mark.parametrize("precise", [False, True])
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_frame_held_across_a_cut_opens_the_clip_and_lasts_to_its_end(
     tmp_path: Path, precise: bool, suffix: str
 ) -> None:
@@ -432,7 +432,7 @@ def test_a_clips_duration_reaches_the_end_of_its_last_frame(tmp_path: Path, prec
 
 
 @pytest.mark.parametrize("precise", [False, True])
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_picture_held_while_the_sound_goes_on_fills_its_clips(
     tmp_path: Path, precise: bool
 ) -> None:
@@ -757,7 +757,7 @@ def test_cli_clips_of_a_missing_video_is_a_usage_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("precise", [False, True])
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_clips_of_a_variable_frame_rate_video_keep_its_frames(
     tmp_path: Path, precise: bool
 ) -> None:

@@ -359,7 +359,7 @@ def pool_results(pool) -> dict[int, object]:
         pool.close()
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_decoder_slow_to_start_is_not_a_stalled_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -379,7 +379,7 @@ def test_a_decoder_slow_to_start_is_not_a_stalled_one(
         assert event.sampled == 5
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_decoder_that_never_starts_fails_its_video_saying_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -68,7 +68,7 @@ def settings_for(out: Path, sampling: SamplingSettings = EVERY, **kw) -> RunSett
     return RunSettings(out_dir=out, sampling=sampling, model="tiny", quiet=True, **kw)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_batches_cross_video_boundaries(tmp_path: Path, tiny_captioner) -> None:
     videos = [clip(tmp_path / "in", f"v{i}", 3) for i in range(6)]  # 6 videos × 3 frames
     backend = CountingBackend(tiny_captioner)
@@ -85,7 +85,7 @@ def test_batches_cross_video_boundaries(tmp_path: Path, tiny_captioner) -> None:
         assert rows(tmp_path / "out", video.stem) == reference(tiny_captioner, video, EVERY)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_mixed_inputs_each_get_their_own_result(tmp_path: Path, tiny_captioner) -> None:
     folder = tmp_path / "in"
     short = clip(folder, "short", 2)
@@ -129,7 +129,7 @@ def test_mixed_inputs_each_get_their_own_result(tmp_path: Path, tiny_captioner) 
     assert summary["totals"]["lost_frames"] == sum(damaged)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_killed_decoder_fails_its_video_alone(
     tmp_path: Path, tiny_captioner, monkeypatch
 ) -> None:
@@ -181,7 +181,7 @@ def test_a_killed_decoder_fails_its_video_alone(
     assert not (tmp_path / "out" / "long.jsonl").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_two_replicas_give_the_same_outputs(tmp_path: Path, tiny_captioner) -> None:
     from vidcap.backend import load_replicas
     from vidcap.settings import ModelSettings
@@ -207,7 +207,7 @@ def test_nothing_left_to_do_loads_no_model(tmp_path: Path, tiny_captioner) -> No
     assert [r.resumed for r in results] == [True]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_resume_tells_files_with_the_same_name_apart(tmp_path: Path, tiny_captioner) -> None:
     a = clip(tmp_path / "a", "shapes", 4)
     b = clip(tmp_path / "b", "shapes", 9)  # the same name, other content
@@ -228,7 +228,7 @@ def test_resume_tells_files_with_the_same_name_apart(tmp_path: Path, tiny_captio
     assert len(rows(out, "shapes")) == 6
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_summary_describes_the_whole_folder(tmp_path: Path, tiny_captioner) -> None:
     out = tmp_path / "out"
     backend = lambda: EmbeddedBackend(tiny_captioner)  # noqa: E731
@@ -283,7 +283,7 @@ def test_a_folder_written_before_identity_was_renamed_resumes_with_nothing_redon
     assert all("source" not in v for v in summary["videos"])
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_file_copied_without_its_times_keeps_its_captions_one_changed_in_place_does_not(
     tmp_path: Path, tiny_captioner, caplog, monkeypatch
 ) -> None:
@@ -336,7 +336,7 @@ def test_a_file_copied_without_its_times_keeps_its_captions_one_changed_in_place
     assert all(r.resumed for r in results) and not caplog.records
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_other_settings_in_the_same_folder_are_listed_with_their_key(
     tmp_path: Path, tiny_captioner
 ) -> None:
@@ -520,7 +520,7 @@ def test_a_video_whose_frames_do_not_all_come_back_fails_instead_of_vanishing(
     assert write_summary(tmp_path / "out", results, 0, 1.0)["totals"]["failed"] == 1
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_frame_the_model_fails_on_fails_its_video_alone(
     tmp_path: Path, tiny_captioner, monkeypatch
 ) -> None:

@@ -178,7 +178,7 @@ def test_a_request_torchserve_never_answers_gets_503_and_retry_after() -> None:
     assert upstream.cancelled == 1
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_request_queued_behind_a_moving_queue_waits_its_turn() -> None:
     lock = asyncio.Lock()
 
@@ -200,7 +200,7 @@ def test_a_request_queued_behind_a_moving_queue_waits_its_turn() -> None:
     assert max(a[3] for a in answers) > 1.5  # three times the timeout, and still answered
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_client_past_its_share_is_refused_and_another_still_gets_in() -> None:
     """Regression: TorchServe's job queue is first come, first served, so one client
     flooding it got every other client 503. With ``max_client_requests`` the gate refuses

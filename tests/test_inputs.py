@@ -370,7 +370,7 @@ def test_a_tsv_list_is_read_with_tabs(tmp_path: Path) -> None:
     assert expand_inputs([listing]) == [InputVideo(str(SAMPLE), {"note": "a, b; c"})]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_column_named_like_an_output_column_is_carried_under_a_prefix(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -568,7 +568,7 @@ def test_bad_parquet_lists(tmp_path: Path, columns: dict, message: str) -> None:
     assert "\n" not in str(raised.value)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_metadata_of_other_types_across_lists_is_kept_as_text(tmp_path: Path) -> None:
     """Regression: a column holding text in one list and numbers in another (a CSV beside a
     typed Parquet list), an integer past int64 (uint64) or a map column failed the run
@@ -680,7 +680,7 @@ def test_identities_asked_together_and_taken_once(http_root: tuple[Path, str]) -
         remote_identity(videos[0].source)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_password_in_an_input_url_is_used_never_written(
     http_root: tuple[Path, str], tmp_path: Path
 ) -> None:
@@ -736,7 +736,7 @@ def test_a_remote_lists_relative_entries_are_beside_it(
         assert path.read_bytes() == SAMPLE.read_bytes()
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_url_ending_in_dot_dot_never_names_the_output_folder(tmp_path: Path) -> None:
     """Regression: a video URL ending ``/..`` (a server that answers any path, a list
     entry cut at a separator) got the output name "..": its thumbnails' folder was
@@ -811,7 +811,7 @@ def test_stems_equal_on_a_case_insensitive_file_system_get_apart(tmp_path: Path)
     ]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_download_goes_on_while_data_comes_and_fails_once_none_does(monkeypatch) -> None:
     """Regression: URL inputs kept aiohttp's default of 300 s for a whole request (fsspec
     sets none), so a large video still arriving at a few MB/s failed after five minutes,
@@ -842,7 +842,7 @@ def test_a_download_goes_on_while_data_comes_and_fails_once_none_does(monkeypatc
         )
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_slow_download_is_no_stalled_decoder(tmp_path: Path) -> None:
     """Regression: a video downloading slowly but steadily was killed by ``--decode-timeout``
     as a stalled decoder ("the decoder sent nothing for 4 s"): with the default 600 s, any
@@ -855,7 +855,7 @@ def test_a_slow_download_is_no_stalled_decoder(tmp_path: Path) -> None:
     assert "stalled" not in result.stderr and (tmp_path / "out" / "slow.jsonl").is_file()
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_list_rows_naming_one_file_with_other_values_are_said_not_dropped_silently(
     tmp_path: Path,
 ) -> None:

@@ -96,7 +96,7 @@ def clean(
     return outputs(out)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_rerun_sends_the_model_only_the_frames_an_interrupted_run_left(
     tmp_path: Path, video: Path, tiny_captioner, clean: dict[str, bytes]
 ) -> None:
@@ -115,7 +115,7 @@ def test_a_rerun_sends_the_model_only_the_frames_an_interrupted_run_left(
     assert summary["videos"][0]["precision"] == "float32"
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_captions_kept_from_a_journal_of_another_precision_are_recorded_as_such(
     tmp_path: Path, video: Path, tiny_captioner, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -158,7 +158,7 @@ def test_captions_kept_from_a_journal_of_another_precision_are_recorded_as_such(
     assert result.kept_frames == 70 and result.precision is None
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_short_video_gets_no_journal_unless_the_run_stops_in_it(
     tmp_path: Path, video: Path, tiny_captioner, monkeypatch
 ) -> None:
@@ -183,7 +183,7 @@ def test_a_short_video_gets_no_journal_unless_the_run_stops_in_it(
     assert len(journal_of(tmp_path / "stop").read_text().splitlines()) == 1 + 10
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_journal_torn_by_a_kill_keeps_its_whole_lines(
     tmp_path: Path, video: Path, tiny_captioner, clean: dict[str, bytes]
 ) -> None:
@@ -200,7 +200,7 @@ def test_a_journal_torn_by_a_kill_keeps_its_whole_lines(
     assert outputs(out) == clean
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_journal_of_other_settings_or_a_changed_file_is_not_used(
     tmp_path: Path, video: Path, tiny_captioner
 ) -> None:
@@ -221,7 +221,7 @@ def test_a_journal_of_other_settings_or_a_changed_file_is_not_used(
     assert result.kept_frames is None and sent == FRAMES
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_journal_goes_on_after_its_file_moved_not_for_a_copy_or_a_touched_file(
     tmp_path: Path, video: Path, tiny_captioner, clean: dict[str, bytes], caplog
 ) -> None:
@@ -273,7 +273,7 @@ def test_a_journal_goes_on_after_its_file_moved_not_for_a_copy_or_a_touched_file
     assert result.kept_frames is None and sent == FRAMES
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_failed_video_keeps_its_journal_for_the_rerun(
     tmp_path: Path, video: Path, tiny_captioner, clean: dict[str, bytes]
 ) -> None:
@@ -285,7 +285,7 @@ def test_a_failed_video_keeps_its_journal_for_the_rerun(
     assert outputs(out) == clean
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_journal_under_another_output_name_is_taken_over_by_its_file(
     tmp_path: Path, video: Path, tiny_captioner, caplog
 ) -> None:
@@ -324,7 +324,7 @@ def test_a_journal_under_another_output_name_is_taken_over_by_its_file(
     assert len({p.name for p in out.glob("long-*.jsonl")}) == 1  # (the new name's outputs)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_failed_video_whose_file_moved_keeps_its_name_and_its_journal(
     tmp_path: Path, video: Path, tiny_captioner, clean: dict[str, bytes]
 ) -> None:
@@ -388,7 +388,7 @@ def test_reading_a_journal_takes_only_its_own_header_and_whole_rows(tmp_path: Pa
     assert read_journal(path, head).captions == {0: (0.0, "caption \u2028 0\n"), 7: (2.0, "on")}
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_an_interrupted_run_to_a_url_goes_on_from_the_uploaded_journal(
     tmp_path: Path, video: Path, tiny_captioner, clean: dict[str, bytes]
 ) -> None:
@@ -406,7 +406,7 @@ def test_an_interrupted_run_to_a_url_goes_on_from_the_uploaded_journal(
     assert not fs.exists(f"{root}/{STATE_DIR}/{JOURNAL_DIR}/long.jsonl")  # (done: gone there too)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_more_videos_in_flight_than_open_files_keep_every_caption(tmp_path: Path) -> None:
     """Captions of many long videos at once, interleaved (a Ray cluster's decode tasks):
     the run holds at most ``MAX_OPEN`` journal files open, and each journal gets all."""
@@ -436,7 +436,7 @@ def test_more_videos_in_flight_than_open_files_keep_every_caption(tmp_path: Path
 
 
 @pytest.mark.parametrize("planted", ["link to a file", "link to /dev/zero", "fifo"])
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_journal_planted_in_the_folder_is_neither_written_through_nor_read(
     tmp_path: Path, video: Path, tiny_captioner, planted: str
 ) -> None:

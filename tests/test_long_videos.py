@@ -63,7 +63,7 @@ def _peak(video: Path, sampling: SamplingSettings | None) -> tuple[int, int]:
     ],
     ids=["fps1-exact", "fps10-exact", "fps1-all", "every-frame-exact"],
 )
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_decode_holds_a_few_bytes_per_packet(videos: dict[int, Path], sampling) -> None:  # noqa: ANN001
     """Regression: the demux pass kept each packet's time as Python floats in a sorted list
     and in a tuple of (time, keyframe) pairs, and the decode pass counted every decoded
@@ -79,7 +79,7 @@ def test_a_decode_holds_a_few_bytes_per_packet(videos: dict[int, Path], sampling
     assert per_packet < MAX_BYTES_PER_PACKET, f"{per_packet:.0f} bytes a packet"
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_decoding_every_frame_for_scenes_holds_a_few_bytes_per_packet(
     videos: dict[int, Path],
 ) -> None:

@@ -636,7 +636,7 @@ def test_question_mode_duration_is_what_caption_writes(generated_videos, name: s
     assert report["settings"]["duration_source"] == "decoded"
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_mask_and_caption_agree_on_the_duration(generated_videos, tmp_path: Path, capsys) -> None:
     """#12.1: ``vidcap caption`` (summary.json, last cue) and ``vidcap mask`` give one duration."""
     from vidcap.cli import main
@@ -768,7 +768,7 @@ def test_remasking_takes_the_duration_the_video_was_decoded_to(tmp_path: Path, c
     [(["--every-n", "19"], 9.5), (["--fps", "1"], 5.0), (["--keyframes"], None)],
     ids=["every-n", "fps", "keyframes"],
 )
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_max_frames_ends_the_last_sample_where_the_next_would_be(
     sampling: list[str], end: float | None, tmp_path: Path, capsys
 ) -> None:

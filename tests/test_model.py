@@ -228,7 +228,7 @@ def test_frame_container_checks_shape() -> None:
         Frame(0, 0.0, np.zeros((4, 4), dtype=np.uint8))
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_local_model_folder_is_known_by_where_it_is_not_how_it_is_spelled(
     tmp_path: Path, monkeypatch
 ) -> None:

@@ -22,7 +22,7 @@ from tests.support.cli import obeying_permissions, run_main
 from tests.support.videos import VideoSpec, constant_rate, write_video
 from vidcap.folder import open_folder
 
-pytestmark = pytest.mark.slow  # (each test captions a library, two or three times)
+pytestmark = pytest.mark.heavy  # (each test captions a library, two or three times)
 
 FORMATS = ("jsonl", "srt", "vtt", "scenes.jsonl")
 FRAMES = {"copied": 3, "edited": 4, "emptied": 5}  # (bytes alike would be one video moved)

@@ -381,7 +381,7 @@ def test_rows_a_killed_run_left_under_a_name_since_hashed_go(tmp_path: Path) -> 
     )
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_cli_format_change_leaves_one_row_per_frame(tmp_path: Path) -> None:
     """The CLI end to end: ``--format parquet``, then ``--format parquet,jsonl``."""
     out = tmp_path / "out"

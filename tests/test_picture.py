@@ -260,7 +260,7 @@ def test_non_square_pixels_give_the_display_size(
     assert picture.shape == (144, round(144 * shown[0] / shown[1]), 3)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_an_aspect_ratio_that_changes_mid_stream_is_followed(tmp_path: Path) -> None:
     """Regression: a broadcast recording switching from 4:3 to 16:9 (the same 720×576
     pixels, a new sample aspect ratio from the next IDR on) showed every frame at its first
@@ -357,7 +357,7 @@ def test_ten_bit_sdr_converts_like_eight_bit(tmp_path: Path) -> None:
     assert difference(frame.rgb, full_frames(source)[0].rgb) < 2
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_generated_pq_spec_shows_its_sdr_greys(generated_videos) -> None:
     """The HDR spec of the end-to-end set: greys stored in PQ at BT.2408 levels come out as
     those greys; converting the 10-bit PQ straight to RGB (before #16) is washed out."""

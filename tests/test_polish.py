@@ -100,7 +100,7 @@ def test_no_third_party_warning_on_help_or_a_caption_run(short_video: Path, tmp_
     ]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_missing_optional_dependency_names_an_install_that_works(
     short_video: Path, tmp_path: Path
 ) -> None:

@@ -33,7 +33,7 @@ def _caption(out: str) -> int:
     )
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_cli_to_a_url_equals_a_local_run_and_resumes(tmp_path: Path) -> None:
     url = f"memory://vidcap-{uuid.uuid4().hex}/run"
     fs, root = fsspec.core.url_to_fs(url)
@@ -72,7 +72,7 @@ def test_local_out_is_itself(tmp_path: Path) -> None:
         assert local == tmp_path / "y"
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_thumbnails_staged_as_they_come_are_never_uploaded(tmp_path: Path, monkeypatch) -> None:
     """Regression: a sync during a run uploaded what it found in the folder, the thumbnails
     of a video being captioned too (staged in ``.vidcap/thumbs/<name>.part/``, renamed into
@@ -130,7 +130,7 @@ def test_a_sync_uploads_what_was_put_in_place_and_the_journals(tmp_path: Path) -
         staged.close()
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_url_to_a_file_system_with_folders_gets_them_made(tmp_path: Path) -> None:
     """Regression: on a file system with folders (``local://``, ``sftp://``, ``hdfs://``:
     fsspec makes none for a file put, unlike an object store), every upload into a folder
@@ -283,7 +283,7 @@ def test_a_failed_last_upload_leaves_no_placeholder_to_copy_over_an_upload(
         shutil.rmtree(kept)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_redone_videos_files_of_formats_no_longer_written_go_there_too(
     tmp_path: Path,
 ) -> None:

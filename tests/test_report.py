@@ -276,7 +276,7 @@ def settings_for(out: Path) -> RunSettings:
     return RunSettings(out_dir=out, sampling=every, model="tiny", quiet=True)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_every_run_leaves_the_page(tmp_path: Path, tiny_captioner) -> None:
     out = tmp_path / "out"
     first = clip(tmp_path / "in", "first", 4)

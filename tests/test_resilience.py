@@ -222,7 +222,7 @@ def by_name(summary: dict) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("answer", ["500", "507", "drop"])
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_video_the_server_keeps_failing_fails_alone(
     three_videos: Path, tmp_path: Path, answer: str
 ) -> None:
@@ -240,7 +240,7 @@ def test_a_video_the_server_keeps_failing_fails_alone(
     assert summary["totals"] == {**summary["totals"], "done": 2, "failed": 1}
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_password_in_a_server_url_is_sent_but_never_written(
     three_videos: Path, tmp_path: Path, capsys
 ) -> None:
@@ -265,7 +265,7 @@ def test_a_password_in_a_server_url_is_sent_but_never_written(
     assert written and not [p for p in written if b"s3cret" in p.read_bytes()]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_server_that_fails_everything_stops_the_run_not_one_video_at_a_time(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -298,7 +298,7 @@ def test_a_server_that_fails_everything_stops_the_run_not_one_video_at_a_time(
     assert {v["status"] for v in summary["videos"]} == {"done"}
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_server_restarted_with_another_model_stops_the_run_never_mixing_captions(
     three_videos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -346,7 +346,7 @@ def test_one_of_several_servers_restarted_with_another_model_is_left_and_the_run
         assert len(rows) == video["frames"] and len({r["frame"] for r in rows}) == len(rows)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_server_restarted_with_another_commit_stops_the_run_and_the_rerun_redoes_it(
     three_videos: Path,
     tmp_path: Path,
@@ -376,7 +376,7 @@ def test_a_server_restarted_with_another_commit_stops_the_run_and_the_rerun_redo
     assert "were captioned with revision first of stub-model, not updated" in caplog.text
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_request_that_fails_once_is_retried_and_costs_nothing(
     three_videos: Path, tmp_path: Path
 ) -> None:
@@ -387,7 +387,7 @@ def test_a_request_that_fails_once_is_retried_and_costs_nothing(
     assert stub.statuses.count(500) + stub.statuses.count(599) == 1
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_servers_gone_stop_the_run_with_every_video_begun_listed(
     three_videos: Path, tmp_path: Path
 ) -> None:
@@ -400,7 +400,7 @@ def test_servers_gone_stop_the_run_with_every_video_begun_listed(
     assert any(v["status"] == "failed" for v in videos.values())
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_request_never_answered_is_sent_again_alongside(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -421,7 +421,7 @@ def test_a_request_never_answered_is_sent_again_alongside(
 # --- #16 item 8: the served model names the outputs ----------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_the_served_model_names_the_outputs_and_keys_resume(
     three_videos: Path, tmp_path: Path
 ) -> None:
@@ -749,7 +749,7 @@ def test_a_local_ray_cluster_listens_on_loopback_and_keeps_its_files_private(
     assert token.stat().st_mode & 0o777 == 0o600
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_caption_no_utf8_file_holds_fails_nothing(tmp_path: Path) -> None:
     """Regression: a server's caption holding a lone surrogate (JSON ``"\\ud800"``) stopped
     the run with a UnicodeEncodeError traceback while writing the outputs, recorded the

@@ -88,7 +88,7 @@ def test_every_hard_cut_is_found_and_scenes_are_frame_times(footage) -> None:
 
 
 @pytest.mark.parametrize("name", list(DETECTORS))
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_the_same_boundaries_as_pyscenedetect(footage, name: str) -> None:
     """As ``scenedetect.detect(path, Detector())`` on the same file (PyAV and OpenCV backends)."""
     path, _ = footage["cuts"]
@@ -140,7 +140,7 @@ def test_a_slideshow_that_states_a_rate_of_one_frame_in_seconds_has_its_shots(
     assert [scene.start_frame for scene in scenes] == [0, 1, 2, 3, 4] and len(samples) == 5
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_slideshow_is_cut_into_clips_per_shot_end_to_end(tmp_path: Path) -> None:
     """``vidcap caption --scenes`` then ``vidcap clips --scenes --max-duration`` on an MP4
     slideshow, end to end: every slide a shot, every piece (most inside one slide: no frame
@@ -339,7 +339,7 @@ def _run(paths: list[Path], out: Path, captioner, sampling: SamplingSettings, fo
     )
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_caption_with_scenes_writes_every_output(footage, tiny_captioner, tmp_path: Path) -> None:
     path, truth = footage["cuts"]
     formats = ("jsonl", "srt", "vtt", "parquet")
@@ -426,7 +426,7 @@ def test_scene_pieces_split_long_scenes_and_drop_short_ones() -> None:
     assert [(p.start, p.end) for p in scene_pieces(rows)] == [(0.0, 1.5), (1.5, 9.0)]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_clips_per_scene(footage, tiny_captioner, tmp_path: Path, capsys) -> None:
     path, truth = footage["cuts"]
     _run([path], tmp_path / "out", tiny_captioner, SCENES)
@@ -456,7 +456,7 @@ def test_clips_per_scene(footage, tiny_captioner, tmp_path: Path, capsys) -> Non
     assert "give no VIDEO" in capsys.readouterr().err
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_folder_of_scene_files_is_cut_on_past_videos_that_cannot_be(
     footage, tiny_captioner, tmp_path: Path, capsys
 ) -> None:
@@ -515,7 +515,7 @@ def test_a_scene_row_of_the_wrong_shape_is_one_line(
     assert message in err and err.count("\n") == 1, err
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_scenes_file_of_two_videos_or_of_another_video_is_told(
     footage, tiny_captioner, tmp_path: Path, capsys, caplog
 ) -> None:
@@ -594,7 +594,7 @@ def test_moments_in_a_scenes_folder_cover_their_shots(
     assert found == [f"{firsts[start] + 1}-{ends[end]}" for start, end in merged]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_scene_clips_of_a_source_changed_since_it_was_captioned_say_so(
     footage, tiny_captioner, tmp_path: Path, capsys
 ) -> None:

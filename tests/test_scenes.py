@@ -61,7 +61,7 @@ def test_examples_are_model_size_rgb() -> None:
         assert example.image.dtype == np.uint8
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_captions_follow_grammar_in_canonical_order() -> None:
     examples = make_examples(1, 300)
     assert {len(e.scene.shapes) for e in examples} == {1, 2}
@@ -121,7 +121,7 @@ def test_every_shape_is_visible_at_model_size() -> None:
             assert close.sum() >= 40, (scene.caption, close.sum())
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_questions_answer_from_the_scene() -> None:
     rng = np.random.default_rng(2)
     answers = []

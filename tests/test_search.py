@@ -435,7 +435,7 @@ def test_memory_does_not_grow_with_the_captions_of_a_folder(tmp_path: Path) -> N
     assert sum(1 for _ in read_captions(open_folder(out))) == 1000
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_the_prefilters_folding_is_as_coarse_as_the_regexs() -> None:
     """Regression: the prefilter (``might_match``) folded with ``str.casefold``, which takes
     the Turkish dotted capital I to i + a combining dot and the dotless i to itself, where
@@ -462,7 +462,7 @@ def test_the_prefilters_folding_is_as_coarse_as_the_regexs() -> None:
     assert [(a, b) for a, b in alike if fold(a) != fold(b)] == []
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_regex_that_backtracks_without_end_is_one_line(tmp_path: Path) -> None:
     """Regression: ``vidcap search OUT '(\\w+\\s?)+!' --regex`` never ended on ordinary
     captions, and ``(a+)+$`` on "aaa…ab" (a caption BLIP-2 can give): nested repeats

@@ -167,7 +167,7 @@ def test_a_cut_off_flv_says_how_much_is_missing(tmp_path: Path, caplog) -> None:
     assert "cut.flv" in caplog.text
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_an_ogg_file_cut_inside_a_page_warns(tmp_path: Path, caplog) -> None:
     """Regression: a cut-off Ogg download (Theora, as Wikimedia Commons serves video) lost
     its tail with no word: Ogg states no length. A file that ends inside a page is cut off:
@@ -202,7 +202,7 @@ def test_an_ogg_file_cut_inside_a_page_warns(tmp_path: Path, caplog) -> None:
         ("still.webm", ["-c:v", "libvpx-vp9", "-c:a", "libopus"]),
     ],
 )
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_picture_held_while_the_sound_goes_on_lasts_to_the_sounds_end(
     tmp_path: Path, name: str, codecs: list[str]
 ) -> None:

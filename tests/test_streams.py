@@ -37,7 +37,7 @@ def vidcap(*args: str, **options) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_closed_standard_output_is_no_failure(folder: Path, tmp_path: Path) -> None:
     """Regression: with standard output closed, every command ended in a traceback
     (``sys.stdout`` is None) and exit 1, after its work was done; a usage error too."""
@@ -61,7 +61,7 @@ def test_a_closed_standard_output_is_no_failure(folder: Path, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("flags", [["--json"], ["--csv"], []])
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_reader_that_stops_early_ends_the_command_quietly(folder: Path, flags: list) -> None:
     """Regression: ``vidcap search OUT q | head -1`` printed "vidcap: error: Broken pipe"
     and exited 1, so a script under ``set -o pipefail`` failed (here: always, as the reader
@@ -75,7 +75,7 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(folder: Path, flags:
     assert "Broken pipe" not in run.stderr and "Traceback" not in run.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_caption_its_output_cannot_encode_is_written_escaped(folder: Path) -> None:
     """Regression: an ASCII or Latin-1 standard output (``PYTHONIOENCODING``, an old locale)
     ended the table at the first accented caption with a UnicodeEncodeError traceback."""
@@ -120,7 +120,7 @@ def test_a_clips_folder_that_cannot_be_made_is_refused_before_the_search(
         assert out == "" and "cannot write there" in err, (argv, err)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_page_the_full_disk_cannot_take_stops_the_run(tmp_path: Path) -> None:
     """Regression: a run whose page could not be written for a full disk said it was done
     and exited 0 with no ``index.html``: it stops saying so, as for a caption file."""
@@ -144,7 +144,7 @@ def test_a_page_the_full_disk_cannot_take_stops_the_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("broken", [False, True])
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_run_whose_reader_stops_early_still_says_how_it_went(
     tmp_path: Path, broken: bool
 ) -> None:

@@ -130,7 +130,7 @@ def test_a_lost_thumbnail_folder_redoes_its_video_only(
     assert not list((out / ".vidcap" / "thumbs").iterdir())  # (nothing left staged)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_video_named_like_a_staging_folder_keeps_its_thumbnails(
     generated_videos: dict[str, tuple[Path, VideoSpec]], tmp_path: Path
 ) -> None:
@@ -175,7 +175,7 @@ def test_frame_display_size_drives_the_thumbnail_shape() -> None:
 
 
 @pytest.mark.parametrize("scenes", [[], ["--scenes"]])
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_picture_wider_than_a_jpeg_can_be_is_narrowed(tmp_path: Path, scenes: list) -> None:
     """Regression: an 8192×16 frame whose pixels are shown 10 times as wide (a hostile or
     broken sample aspect ratio: 81,920 pixels wide at 16 high) made a thumbnail wider than

@@ -108,7 +108,7 @@ def test_checkpoint_is_small_and_standard() -> None:
     assert sum(p.stat().st_size for p in CHECKPOINT_DIR.iterdir()) <= 10 * 1024 * 1024
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_captions_held_out_scenes(model, processor) -> None:
     assert EVAL_SEED != TRAIN_SEED
     examples = make_examples(EVAL_SEED, HELD_OUT)
@@ -118,7 +118,7 @@ def test_captions_held_out_scenes(model, processor) -> None:
     assert accuracy >= 0.95, f"{accuracy:.1%} exact match; misses: {wrong[:10]}"
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_answers_questions_on_held_out_scenes(model, processor) -> None:
     """Both trained prompt forms; half the questions are near misses (right colour or shape)."""
     examples = make_examples(EVAL_SEED + 1, 200)

@@ -870,7 +870,7 @@ def cut(path: Path, share: float = 0.6) -> Path:
         ("untagged.webm", None, False),
     ],
 )
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_cut_off_matroska_file_warns(
     tmp_path: Path, caplog, name: str, audio: float | None, tags: bool
 ) -> None:
@@ -1338,7 +1338,7 @@ def test_one_damaged_timestamp_in_mpeg_ts_is_no_reset(tmp_path: Path, caplog) ->
 KEYFRAMES = SamplingSettings(keyframes=True)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_frames_after_concealed_damage_are_marked_until_the_next_clean_keyframe(
     tmp_path: Path, caplog
 ) -> None:
