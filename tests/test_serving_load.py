@@ -103,13 +103,14 @@ def run_load(
         while going(tally.bad_requests, BAD_REQUESTS):
             body, content_type, headers = bads[index % len(bads)]
             index += 1
-            for _ in range(10):  # retried as every vidcap client does: 507 "Worker died.",
-                try:  # and a request TorchServe lost with its worker (no answer in time)
-                    status, answer = post(body, content_type, headers)
+            for _ in range(10):  # retried as every vidcap client does: "Worker died." (507,
+                try:  # or 500 when the batch was on the worker), and a request TorchServe
+                    status, answer = post(body, content_type, headers)  # lost with it
                 except TimeoutError:
                     status, answer = 0, "no answer within the client's timeout"
                     continue
-                if status != 507:
+                died = isinstance(answer, dict) and answer.get("message") == "Worker died."
+                if not (status == 507 or (status == 500 and died)):
                     break
             if not (400 <= status < 500 and isinstance(answer, dict) and set(answer) == {"error"}):
                 tally.fail(f"bad request {index % len(bads)} answered {status}: {answer!r:.200}")
