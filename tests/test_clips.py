@@ -710,6 +710,63 @@ def test_cli_clips_of_a_folder_is_a_usage_error(tmp_path: Path) -> None:
         run_clips([str(tmp_path), str(report), "--out", str(tmp_path / "c")])
 
 
+@pytest.mark.parametrize("precise", [False, True])
+def test_a_clip_within_one_frame_holds_that_frame(
+    gop_video: Path, tmp_path: Path, precise: bool
+) -> None:
+    """Regression: a segment no frame begins in (2.49–2.51 s: frame 62 shows from 2.48 to
+    2.52 s) failed "no frame decodes between …" re-encoded, leaving a clip of no frame
+    under its name and no manifest; a stream copy held frames 63 on, not the one shown."""
+    out = tmp_path / "c"
+    [clip] = export_clips(gop_video, [Segment(2.49, 2.51)], out, precise=precise)
+    times, levels, _ = decode(out / clip.path)
+    assert levels and all(abs(level - grey(62)) <= 3 for level in levels), levels
+    assert times[0] == pytest.approx(0.0, abs=0.001)
+    assert clip.mode == ("precise" if precise else "re-encoded")
+    assert "within one frame of the source" in (clip.note or "")
+
+
+@pytest.mark.heavy
+def test_a_stopped_run_lists_its_clips_and_the_next_run_removes_them(
+    gop_video: Path, tmp_path: Path
+) -> None:
+    """Regression: `vidcap clips` stopped part-way (Ctrl-C, SIGTERM, kill -9) wrote no
+    manifest, so the clips it had cut stayed beside the next run's, listed by none. The
+    manifest is written as clips are cut (``"complete": false`` until the last); the
+    next run removes what it lists and does not cut again."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    segments = tmp_path / "segments.json"
+    segments.write_text(json.dumps([{"start": i * 0.25, "end": i * 0.25 + 0.2} for i in range(30)]))
+    out = tmp_path / "c"
+    command = [sys.executable, "-m", "vidcap", "clips", str(gop_video), str(segments)]
+    run = subprocess.Popen([*command, "--out", str(out), "--precise"], stderr=subprocess.PIPE)
+    manifest = out / "manifest.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and run.poll() is None:
+        try:
+            if len(json.loads(manifest.read_text())["clips"]) >= 2:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    run.send_signal(signal.SIGINT)
+    assert run.wait(timeout=60) == 130, run.stderr.read().decode()
+    stopped = json.loads(manifest.read_text())
+    cut = sorted(p.name for p in out.glob("*.mp4"))
+    assert stopped["complete"] is False and 2 <= len(cut) < 30
+    assert set(cut) <= {c["path"] for c in stopped["clips"]} | set(stopped.get("pending", []))
+    (out / "mine.mp4").write_bytes(b"the user's own")
+    again = export_clips(gop_video, [Segment(5.0, 6.0)], out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [again[0].path, "manifest.json", "mine.mp4"]
+    )
+    assert json.loads(manifest.read_text())["complete"] is True
+
+
 def test_a_folder_cut_again_keeps_only_the_new_clips(gop_video: Path, tmp_path: Path) -> None:
     """Regression: clips into a folder cut before kept the earlier clips beside the new
     manifest, which no longer listed them; a file it never listed is kept."""
@@ -833,7 +890,9 @@ def test_a_link_planted_while_ffmpeg_cuts_is_never_written_through(
         error = str(exc)
     assert victim.read_bytes() == b"a user's file\n"  # (not a clip's bytes)
     assert "replaced while ffmpeg wrote it" in error
-    assert [p.name for p in (tmp_path / "out").iterdir()] == []  # no clip, no link left
+    # no clip, no link left; the manifest of a stopped run (to remove a clip left there)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["manifest.json"]
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["complete"] is False
 
 
 @pytest.mark.parametrize("name", ["vfr-mp4", "late-mp4", "mpeg4-bframes-avi"])

@@ -25,6 +25,7 @@ from tests.support.folders import (
     source_of,
     write_folder,
 )
+from vidcap import ffmpeg
 from vidcap.cli import main
 from vidcap.errors import UsageError
 from vidcap.folder import open_folder, read_captions
@@ -386,6 +387,7 @@ def test_a_url_to_read_is_a_usage_error_saying_to_copy_it_here(argv: list[str]) 
         "local folder; copy it here first" in line  # fmt: skip
 
 
+@pytest.mark.heavy
 def test_clips_cut_each_moment_with_the_clips_machinery(tmp_path: Path, capsys) -> None:
     step = [("a red circle" if 3 <= t < 6 or 20 <= t < 22 else "a blue square") for t in range(34)]
     subject = Path(shutil.copy2(SUBJECT, tmp_path / "subject.mp4"))
@@ -394,17 +396,28 @@ def test_clips_cut_each_moment_with_the_clips_machinery(tmp_path: Path, capsys) 
     text = tmp_path / "notes.mp4"
     text.write_text("no longer a video\n")  # (and ranked first: cut before subject)
     replaced = FakeVideo("notes", ("a red circle",) * 30, source=str(text))
-    out = write_folder(tmp_path / "out", [video, missing, replaced])
+    # Regression: a source cut short since (its moments past its end) stopped the whole
+    # search, exit 2, the videos after it never cut.
+    short = tmp_path / "short.mp4"
+    ffmpeg.run_ffmpeg(["-i", str(SUBJECT), "-t", "10", "-c", "copy", "-y", str(short)])
+    shortened = FakeVideo(
+        "short", ("a blue square",) * 25 + ("a red circle",) * 3, source=str(short)
+    )
+    out = write_folder(tmp_path / "out", [video, missing, replaced, shortened])
     os.utime(subject, ns=(0, subject.stat().st_mtime_ns + 10**9))  # touched since captioned
     code = main(["search", str(out), "red circle", "--clips", str(tmp_path / "clips")])
-    assert code == 1  # two videos could not be cut; the other was
+    assert code == 1  # three videos could not be cut; the other was
     err = capsys.readouterr().err
     assert "gone" in err and "not a file here" in err
     assert f"vidcap: notes: no clips: {text}: not a readable video" in err
+    assert (
+        f"vidcap: short: no clips: segment 1 starts at 25.0 s, at or after the end of {short}"
+        in err
+    )
     # cut all the same, saying so: the one warning (notes is the file its record names)
     assert err.count("warning") == 1
     assert f"vidcap: subject: warning: {subject} is not the file captioned" in err
-    assert err.rstrip().endswith("vidcap: 2 videos not cut (see above)")
+    assert err.rstrip().endswith("vidcap: 3 videos not cut (see above)")
     manifest = json.loads((tmp_path / "clips" / "subject" / "manifest.json").read_text())
     cut = [(c["start"], c["end"]) for c in manifest["clips"]]
     assert cut == [(3.0, 6.0), (20.0, 22.0)]

@@ -309,6 +309,7 @@ def export_clip(
             log.warning("%s: %s; cutting again from the file's start", output.name, again)
             cut(precise=True, seek_late=True)
         if first_frame_time(output) is None:
+            output.unlink(missing_ok=True)  # (no clip of no frame under a clip's name)
             raise VideoError(f"{video}: no frame decodes between {segment.start} and {end} s")
     duration = clip_duration(output)
     log.info("wrote %s (%.3f s, %s)", output, duration, mode)
@@ -317,8 +318,9 @@ def export_clip(
 
 def held_edge(video: Path, start: float, length: float, timing: SourceTiming) -> str | None:
     """Why a clip of ``video`` from ``start`` (s, ffmpeg's seek timeline) for ``length`` s
-    needs its frames held, or None: a frame that began more than ``HOLD_S`` before its start,
-    or whose successor begins more than that after its end — a slideshow, a screen recording
+    needs its frames held, or None: a clip no frame begins in (within one frame), a frame
+    that began more than ``HOLD_S`` before its start, or whose successor begins more than
+    that after its end — a slideshow, a screen recording
     that writes a frame only when the screen changes, a timelapse of a few frames a second.
     Never from the frame rate the container states: a slideshow MP4's average rate is one
     frame in 7.5 s. Unknown (None) where the packets read do not reach back to ``start``."""
@@ -334,13 +336,18 @@ def held_edge(video: Path, start: float, length: float, timing: SourceTiming) ->
         return None
     lead = (inside[0] if inside else end) - start
     tail = end - before_end[-1]
+    repeated = (
+        f"re-encoded at {held_rate(timing):g} frames/s, each frame repeated for as long as it "
+        "is shown"
+    )
+    if not inside:  # (ffmpeg's exact seek would drop the one frame it shows: none left)
+        return f"the clip lies within one frame of the source, shown from before it: {repeated}"
     if max(lead, tail) <= HOLD_S:
         return None
     where, gap = ("start", lead) if lead > HOLD_S else ("end", tail)
     return (
         f"the source shows one frame for {gap:.3f} s of the clip at its {where} (a slideshow, "
-        f"a screen recording): re-encoded at {held_rate(timing):g} frames/s, each frame "
-        "repeated for as long as it is shown"
+        f"a screen recording): {repeated}"
     )
 
 
@@ -530,33 +537,59 @@ def export_clips(
             )
     check_clips_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    clips = []
+    manifest = Manifest(out_dir / MANIFEST_NAME, video, precise)
     for number, asked in enumerate(segments, start=1):
         # (what the video holds of it: its clip's name and manifest times are these)
         seg = Segment(max(asked.start, origin), min(asked.end, duration), asked.frames)
-        clip = export_clip(
-            video, seg, out_dir / clip_name(video.stem, number, seg), precise, timing
-        )
-        clips.append(clip)
+        output = out_dir / clip_name(video.stem, number, seg)
+        manifest.cutting(output.name)
+        clip = export_clip(video, seg, output, precise, timing)
+        manifest.add(clip)
         timing = timing.after(clip)
-    write_manifest(out_dir / MANIFEST_NAME, video, clips, precise)
-    return clips
+    manifest.finish()
+    return manifest.clips
 
 
-def write_manifest(path: Path, video: Path, clips: list[Clip], precise: bool) -> None:
-    """The folder's ``manifest.json``; the clips an earlier one listed that this one does
-    not (a folder cut into again, with other segments) are removed, with their ``.json``."""
-    earlier = _listed_clips(path)
-    manifest = {
-        "source": str(video),
-        "mode": PRECISE if precise else STREAM_COPY,
-        "clips": [asdict(clip) for clip in clips],
-    }
-    write_atomic(path, json.dumps(manifest, indent=2) + "\n")
-    for name in earlier - {clip.path for clip in clips}:
-        for stale in (path.parent / name, (path.parent / name).with_suffix(".json")):
-            if stale.is_file() and not stale.is_symlink():
-                stale.unlink()
+class Manifest:
+    """A clips folder's ``manifest.json``, rewritten as each clip is cut: a run stopped
+    part-way (Ctrl-C, a kill, a failed clip) leaves one saying ``"complete": false``, listing
+    the clips it wrote, and under ``pending`` the one it was cutting and those an earlier
+    manifest listed that it had not yet removed; the next run into the folder removes every
+    one of them it does not cut again. ``finish`` removes the earlier ones, then writes it
+    ``"complete": true``."""
+
+    def __init__(self, path: Path, video: Path, precise: bool) -> None:
+        self.path, self.video, self.precise = path, video, precise
+        self.pending = _listed_clips(path)
+        self.clips: list[Clip] = []
+
+    def cutting(self, name: str) -> None:
+        """``name`` listed before it is cut: if a stop leaves it, the next run removes it."""
+        self.pending.add(name)
+        self._write(complete=False)
+
+    def add(self, clip: Clip) -> None:
+        self.clips.append(clip)
+        self._write(complete=False)
+
+    def finish(self) -> None:
+        for name in self.pending - {clip.path for clip in self.clips}:
+            for stale in (self.path.parent / name, (self.path.parent / name).with_suffix(".json")):
+                if stale.is_file() and not stale.is_symlink():
+                    stale.unlink()
+        self.pending = set()
+        self._write(complete=True)
+
+    def _write(self, complete: bool) -> None:
+        manifest: dict[str, Any] = {
+            "source": str(self.video),
+            "mode": PRECISE if self.precise else STREAM_COPY,
+            "complete": complete,
+            "clips": [asdict(clip) for clip in self.clips],
+        }
+        if pending := self.pending - {clip.path for clip in self.clips}:
+            manifest["pending"] = sorted(pending)
+        write_atomic(self.path, json.dumps(manifest, indent=2) + "\n", durable=complete)
 
 
 def _clips_manifest(path: Path) -> dict[str, Any] | None:
@@ -571,11 +604,16 @@ def _clips_manifest(path: Path) -> dict[str, Any] | None:
 
 
 def _listed_clips(manifest: Path) -> set[str]:
-    """The clip names an earlier ``manifest.json`` lists: plain ``.mp4`` names in its
-    folder only (a hand-edited one may name anything)."""
+    """The clip names an earlier ``manifest.json`` lists (its clips, and those a run stopped
+    part-way had yet to remove): plain ``.mp4`` names in its folder only (a hand-edited one
+    may name anything)."""
     data = _clips_manifest(manifest)
     rows = data["clips"] if data is not None else []
     names = {row.get("path") for row in rows if isinstance(row, dict)}
+    pending = data.get("pending") if data is not None else None  # (a run stopped part-way)
+    names |= (
+        {name for name in pending if isinstance(name, str)} if isinstance(pending, list) else set()
+    )
     return {
         name
         for name in names
@@ -755,7 +793,7 @@ def export_scene_clips(
         )  # fmt: skip
     check_clips_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    clips = []
+    manifest = Manifest(out_dir / MANIFEST_NAME, video, precise)
     for piece in pieces:
         if piece.start >= duration:  # a scene whose end, by its last frame's duration, is
             # past the file's: the pieces after its end hold nothing
@@ -763,6 +801,7 @@ def export_scene_clips(
             continue
         segment = Segment(piece.start, piece.end, len(piece.captions()))
         output = out_dir / scene_clip_name(video.stem, piece)
+        manifest.cutting(output.name)
         clip = export_clip(video, segment, output, precise, timing)
         timing = timing.after(clip)
         pair = {
@@ -782,9 +821,9 @@ def export_scene_clips(
         write_atomic(
             output.with_suffix(".json"), json.dumps(pair, indent=2, ensure_ascii=False) + "\n"
         )
-        clips.append(clip)
-    write_manifest(out_dir / MANIFEST_NAME, video, clips, precise)
-    return clips
+        manifest.add(clip)
+    manifest.finish()
+    return manifest.clips
 
 
 def scene_files(path: Path | str) -> list[Path]:

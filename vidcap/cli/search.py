@@ -228,7 +228,8 @@ def cut_clips(moments: list, out: Path, precise: bool) -> int:
         found.sort(key=lambda s: s.start)
         try:
             clips = export_clips(source, found, out / target, precise=precise)
-        except ONE_VIDEO_ERRORS as exc:
+        except (*ONE_VIDEO_ERRORS, UsageError) as exc:  # (a moment past a changed source's
+            # end, a folder of another tool's: that video's, not the library's)
             print(f"vidcap: {name}: no clips: {exc}", file=sys.stderr)
             skipped += 1
             continue
