@@ -562,6 +562,21 @@ def test_flags_are_never_abbreviated_and_a_slip_names_the_flag(
     assert said in line and line.endswith("(see vidcap caption --help)")
 
 
+@pytest.mark.parametrize(("flag", "value"), [("--ray", "ADDRESS"), ("--skip-similar", "D")])
+def test_a_flag_that_took_the_only_input_as_its_value_says_so(
+    tmp_path: Path, flag: str, value: str
+) -> None:
+    """Regression: ``vidcap caption --ray video.mp4 --out o`` said "the following arguments
+    are required: INPUT", not that --ray had taken the video as its address."""
+    result = run_main("caption", flag, "video.mp4", "--out", tmp_path / "o")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"vidcap caption: error: {flag} took 'video.mp4' as its {value}, leaving no input; put "
+        f"{flag} after the inputs or write {flag}={value} (see vidcap caption --help)"
+    ]
+    assert not (tmp_path / "o").exists()
+
+
 def test_flags_before_the_command_are_never_abbreviated(tmp_path: Path) -> None:
     result = run_main("--verb", "caption", tmp_path, "--out", tmp_path / "o")
     assert result.returncode == 2

@@ -689,6 +689,37 @@ def test_cli_clips_bad_segments(gop_video: Path, tmp_path: Path) -> None:
         run_clips([str(gop_video), str(write(tmp_path, "oops")), "--out", str(tmp_path / "c")])
 
 
+def test_cli_clips_of_a_folder_of_segments_or_a_caption_jsonl_as_scenes_says_what_it_is(
+    gop_video: Path, tmp_path: Path
+) -> None:
+    """Regressions: a folder given as the segments file was "no such file"; a caption JSONL
+    given to ``--scenes`` was "line 1: 'scene' must be a number, got None"."""
+    with pytest.raises(UsageError, match="is a folder: give a segments JSON file"):
+        run_clips([str(gop_video), str(tmp_path), "--out", str(tmp_path / "c")])
+    captions = tmp_path / "gop.jsonl"
+    captions.write_text(json.dumps({"video": str(gop_video), "time": 0.0, "caption": "a"}) + "\n")
+    with pytest.raises(UsageError, match="a caption JSONL, not a scenes file: give the <name>"):
+        run_clips(["--scenes", str(captions), "--out", str(tmp_path / "c")])
+
+
+def test_cli_clips_by_a_report_of_another_video(gop_video: Path, tmp_path: Path, caplog) -> None:
+    """Regression: ``vidcap clips VIDEO REPORT`` read only the report's segments, so the
+    report of another video (a slip in a batch loop) cut this one at its times, silently.
+    A report of a video that is here is a usage error; of one that is not, by another
+    name, a warning."""
+    other = Path(shutil.copy2(gop_video, tmp_path / "other.mp4"))
+    segments = [{"start": 2.0, "end": 3.0, "frames": 1}]
+    report = write(tmp_path, {"video": str(other), "segments": segments})
+    with pytest.raises(UsageError, match=f"is a report of {other}, not of {gop_video}"):
+        run_clips([str(gop_video), str(report), "--out", str(tmp_path / "c")])
+    assert not (tmp_path / "c").exists()
+    assert run_clips([str(other), str(report), "--out", str(tmp_path / "c")]) == 0  # its own
+    elsewhere = write(tmp_path, {"video": "/elsewhere/talk.mp4", "segments": segments})
+    with caplog.at_level(logging.WARNING, logger="vidcap"):
+        assert run_clips([str(gop_video), str(elsewhere), "--out", str(tmp_path / "d")]) == 0
+    assert f"is a report of /elsewhere/talk.mp4, not of {gop_video}" in caplog.text
+
+
 def test_cli_clips_out_on_an_existing_file_names_the_conflict(
     gop_video: Path, tmp_path: Path
 ) -> None:

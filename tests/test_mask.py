@@ -510,6 +510,10 @@ def test_cli_mask_writes_out_atomically(subject_jsonl: Path, tmp_path: Path) -> 
         (["--query", "red", "--min-duration", "nan"], "--min-duration must be a number"),
         (["--query", "red", "--duration", "-1"], "--duration must be a number of seconds > 0"),
         (["--question", "red?"], "--question asks a video, not a caption JSONL"),
+        # Regressions: "give --query … or --question …" for an empty question; query mode's
+        # --out where nothing can be written: exit 1, naming its own .part file
+        (["--question", ""], "--question must not be empty"),
+        (["--query", "red", "--out", "/proc/self/x.json"], r"--out /proc/self/x\.json: cannot"),
     ],
 )
 def test_cli_mask_usage_errors(subject_jsonl: Path, argv: list[str], message: str) -> None:

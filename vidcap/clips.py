@@ -111,6 +111,8 @@ class Clip:
 def load_segments(path: Path | str) -> list[Segment]:
     """Segments from a ``vidcap mask`` report, or a bare JSON list of ``{"start", "end"}``."""
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder: give a segments JSON file (a `vidcap mask` report)")
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
     try:
@@ -123,6 +125,34 @@ def load_segments(path: Path | str) -> list[Segment]:
             f"{path}: expected a list of segments or a 'vidcap mask' report with 'segments'"
         )
     return [_parse_segment(path, i, row) for i, row in enumerate(rows, start=1)]
+
+
+def check_report_video(segments: Path, video: Path) -> None:
+    """A ``vidcap mask`` report names the video its times are of: cutting another one by
+    them is a usage error where that video is here, and a warning where only its name
+    differs (a report made elsewhere, a library moved)."""
+    try:
+        data = jsontext.loads(segments.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # (said by load_segments)
+    named = data.get("video") if isinstance(data, dict) else None
+    if not isinstance(named, str) or not named:
+        return
+    other = Path(named)
+    try:
+        same = other.samefile(video)
+    except OSError:  # (not here)
+        if other.name != video.name:
+            log.warning(
+                "%s is a report of %s, not of %s: its times may not be this video's",
+                segments, named, video,
+            )  # fmt: skip
+        return
+    if not same:
+        raise UsageError(
+            f"{segments} is a report of {named}, not of {video}: give that video, or a "
+            "report of this one"
+        )
 
 
 def _reason(exc: Exception) -> str:
@@ -694,6 +724,11 @@ def _check_scene(path: Path, number: int, row: object) -> dict[str, Any]:
     where = f"{path}: line {number}"
     if not isinstance(row, dict) or not isinstance(row.get("video"), str):
         raise UsageError(f"{where}: not a scene row of `vidcap caption --scenes`")
+    if "scene" not in row and "time" in row and "caption" in row:  # (the JSONL beside it)
+        raise UsageError(
+            f"{path}: a caption JSONL, not a scenes file: give the <name>{SCENES_SUFFIX} that "
+            "`vidcap caption --scenes` writes beside it"
+        )
     for name in ("scene", "start", "end"):
         if not is_number(row.get(name)):
             raise UsageError(f"{where}: '{name}' must be a number, got {row.get(name)!r}")

@@ -97,7 +97,8 @@ VIDEO_EXTENSIONS = frozenset(
 )  # fmt: skip
 
 RESET_MATCH_S = 2.0  # a frame's pts to the reset's first dts (B-frame delay, rounding)
-AV_PICTURE_TYPE_B = 3  # a decoded frame's picture type (libavutil's AVPictureType)
+AV_PICTURE_TYPE_NONE, AV_PICTURE_TYPE_I, AV_PICTURE_TYPE_B = 0, 1, 3  # a decoded frame's
+# picture type (libavutil's AVPictureType; NONE: its decoder says nothing of it)
 SAME_TIME_S = 1e-4  # two frames this close in time are shown at one time (10,000 frames/s)
 
 
@@ -428,6 +429,7 @@ class VideoReader:
         from their packet (libvpx's wrapper sets none)."""
         self._codec = decoder_for(self._stream)
         self._keyed_by_packet = self._codec.name in _PACKET_KEYED
+        self._confirm_key = False  # the next frame must be a keyframe to its decoder (_decode)
 
     def clock_restarts(self) -> bool:
         """Does the stream's clock start again (MPEG-TS/PS: recordings joined, a reset in a
@@ -481,6 +483,8 @@ class VideoReader:
         seen_there = 0  # frames at ``sent_up_to`` released in this pass
         came: set[float] = set()  # the plan's times sent in this pass
         take = selector(sampling, self.tick_tolerance)
+        packet_keys = {time_key(t) for t in packets.keyframe_times} if sampling.keyframes else set()
+        flags: bool | None = None  # does the decoder flag its keyframes
         expected = sorted(plan) if plan is not None else []
         position = 0
         last_index = -1
@@ -538,8 +542,13 @@ class VideoReader:
                     sent.add(key)
                     yield DecodedFrame(index, pts, decoded, orientation, sar, damaged)
                 continue
-            if sampling.keyframes and not decoded.key_frame:
-                continue  # (when every packet is decoded: no pts, or --decode-mode all)
+            if flags is None:  # (the stream's first frame is a keyframe: is it flagged?)
+                flags = bool(decoded.key_frame) or decoded.pict_type != AV_PICTURE_TYPE_NONE
+            if sampling.keyframes and not (decoded.key_frame or (not flags and key in packet_keys)):
+                # (when every packet is decoded: no pts, or --decode-mode all; a decoder that
+                # flags no frame, nor gives a picture type — QuickTime Animation, rpza, smc,
+                # Microsoft Video 1, CineForm, Flash Screen Video — leaves it to the packets)
+                continue
             if not take(index, pts) or done:
                 continue
             if plan is not None:
@@ -648,6 +657,8 @@ class VideoReader:
         skipped on purpose (one whose time is known)."""
         codec = self._codec
         pending = False  # packets sent since the decoder was last drained
+        jumped = False  # packets skipped since the last one sent
+        self._confirm_key = False
         try:
             for packet in self._container.demux(self._stream):
                 if packet.size == 0:
@@ -682,7 +693,11 @@ class VideoReader:
                         time = self._packet_time(packet)
                     if time is not None:
                         yield packet, None, time
+                    jumped = True
                     continue
+                # (a keyframe flag is the demuxer's: after a jump, the decoder must agree)
+                self._confirm_key = self._confirm_key or (jumped and not sampling.keyframes)
+                jumped = False
                 codec.skip_frame = skip
                 pending = True
                 yield from self._decode_packet(packet)
@@ -743,6 +758,17 @@ class VideoReader:
         for frame in frames:
             if self._keyed_by_packet and packet is not None and packet.is_keyframe:
                 frame.key_frame = True  # (libvpx's wrapper leaves it unset; one frame a packet)
+            if self._confirm_key and frame.pict_type != AV_PICTURE_TYPE_B:
+                # The first frame after packets skipped must be one that predicts from no
+                # earlier frame. Flags on every packet of a codec that predicts (H.261,
+                # MPEG-4 Part 2 in a MOV without its sync-sample table, Apple's rpza):
+                # decoded after a jump, frames showed other frames' pictures, or grey.
+                self._confirm_key = False
+                if not (frame.key_frame or frame.pict_type == AV_PICTURE_TYPE_I):
+                    raise _PlanBroken(
+                        f"a frame after skipped ones (at {frame.time or 0:.3f} s) is no keyframe "
+                        "to its decoder, though its packet says it is"
+                    )
             self._picture.arrived(frame, self._codec)
             yield packet, frame, 0.0
 

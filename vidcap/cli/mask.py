@@ -27,6 +27,7 @@ from vidcap.cli.parser import check_out_file, check_out_folder, check_writable
 from vidcap.clips import (
     MANIFEST_NAME,
     ONE_VIDEO_ERRORS,
+    check_report_video,
     export_clips,
     export_scene_clips,
     load_scenes,
@@ -96,8 +97,9 @@ def add_mask_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
                          help="drop segments shorter than S seconds (default %(default)g)")  # fmt: skip
     shaping.add_argument("--duration", type=float, default=default.duration, metavar="S",
                          help="the video's duration (default in question mode: the end of "
-                         "its last decodable frame, as `vidcap caption` finds it; else the "
-                         "last frame time + median frame interval)")  # fmt: skip
+                         "its last decodable frame, as `vidcap caption` finds it; for a "
+                         "caption JSONL in an output folder, the duration the folder records; "
+                         "else the last frame time + median frame interval)")  # fmt: skip
     parser.add_argument("--out", type=Path, metavar="FILE", help="write the JSON here, not stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress bar (question mode)")
     _add_question_options(parser)
@@ -178,24 +180,27 @@ def run_mask(args: argparse.Namespace) -> int:
         min_duration=args.min_duration,
         duration=args.duration,
     )
-    if args.query and args.question:
+    querying = bool(args.query)  # (a list: --query is repeatable; an empty one is said later)
+    if querying and args.question is not None:
         raise UsageError("--query and --question cannot be used together: give one")
-    if not args.query and not args.question:
+    if not querying and args.question is None:
         raise UsageError("give --query (to search a caption JSONL) or --question (to ask a video)")
+    if not querying and not args.question.strip():  # (before the model loads)
+        raise UsageError("--question must not be empty")
     reject_folder(args.source)
     require_utf8_name(args.source)
     if not args.source.exists():  # (named on the command line: a usage error, as caption's)
         raise UsageError(f"{args.source}: no such file")
-    if args.query:
+    if querying:
         _refuse_question_options(args)
     if args.out is not None:
         beside = [scenes_beside(args.source), args.source.parent / SUMMARY]  # (read too)
-        reads = [args.source, *(beside if args.query else [])]
+        reads = [args.source, *(beside if querying else [])]
         check_out_file(args.out, "--out", reads)
-        if args.question:
+        if not querying:
             check_out_file(answers_path(args.out), "--out's answers file", reads)
-            check_writable(args.out, "--out")  # (before the model's work, not after it)
-    if args.query:
+        check_writable(args.out, "--out")  # (before the model's work, not after it)
+    if querying:
         report = _query_mode(args, settings)
     else:
         report = _question_mode(args, settings)
@@ -302,6 +307,7 @@ def run_clips(args: argparse.Namespace) -> int:
     if args.video.is_dir():
         raise UsageError(f"{args.video} is a folder; give one video file")
     segments = load_segments(args.segments)
+    check_report_video(args.segments, args.video)
     clips = export_clips(args.video, segments, args.out, precise=args.precise)
     for clip in clips:
         print(args.out / clip.path)

@@ -33,13 +33,29 @@ class OneLineParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith("the following arguments are required"):
+            message = self._swallowed(getattr(self, "_words", ())) or message
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def _swallowed(self, words: Sequence[str]) -> str | None:
+        """An input taken as a flag's optional value (``--ray video.mp4``: no input left):
+        what the flag took, and how to give both."""
+        for flag, word in itertools.pairwise(words):
+            action = self._option_string_actions.get(flag)
+            if action is not None and action.nargs == "?" and not word.startswith("-"):
+                value = action.metavar or action.dest.upper()
+                return (
+                    f"{flag} took {word!r} as its {value}, leaving no input; put {flag} after "
+                    f"the inputs or write {flag}={value}"
+                )
+        return None
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
         words = list(sys.argv[1:] if args is None else args)
         words = words[: words.index("--")] if "--" in words else words
+        self._words = words  # (for ``error``)
         if self._subparsers is not None:  # only the flags before the command are its own
             words = list(itertools.takewhile(lambda word: word.startswith("-"), words))
         unknown = [word for word in words if self._unknown_flag(word)]  # said first
