@@ -444,6 +444,48 @@ def test_missing_input_is_a_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2 and (tmp_path / "there").is_dir()
 
 
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (["--device", "cuda:7"], "device 'cuda:7' asked for"),
+        (["--server", "127.0.0.1:5719/caption"], "bad server URL '127.0.0.1:5719/caption'"),
+        # Regression: flags of a way of running the run did not take were ignored (exit 0)
+        (["--prebatch", "0"], "--prebatch applies to --server only"),
+        (["--wire-format", "jpeg", "--token", "t"], "--wire-format and --token apply to --server"),
+        (["--ray-actors", "2"], "--ray-actors applies to --ray only"),
+        (["--shard-rows", "10"], "--shard-rows applies to --format parquet only"),
+    ],
+)
+def test_a_run_refused_at_its_start_says_why_and_leaves_no_folder(
+    tmp_path: Path, extra: list, said: str
+) -> None:
+    """Regression: a device it cannot have or a bad server URL was one line, exit 2, but
+    left the folder it made (``OUT/.vidcap``), which search and the page then took for an
+    output folder."""
+    out = tmp_path / "o"
+    shapes = Path(__file__).resolve().parent.parent / "sample_videos" / "shapes.mp4"
+    result = run_main("caption", shapes, "--out", out, "--model", "tiny", *extra)
+    assert result.returncode == 2 and said in result.stderr, result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.heavy
+def test_a_rerun_with_nothing_to_do_says_so(tmp_path: Path) -> None:
+    """Regression: a rerun that found every video done printed the first run's line word for
+    word ("1 of 1 videos done, 30 frames"); only -v said they were passed over."""
+    shapes = Path(__file__).resolve().parent.parent / "sample_videos" / "shapes.mp4"
+    out = tmp_path / "o"
+    first = run_main("caption", shapes, "--out", out, "--model", "tiny")
+    again = run_main("caption", shapes, "--out", out, "--model", "tiny")
+    assert first.stderr.strip().splitlines()[-1] == (
+        f"vidcap: 1 of 1 videos done, 30 frames; outputs in {out}"
+    )
+    assert again.returncode == 0 and again.stderr.strip().splitlines() == [
+        f"vidcap: 1 of 1 videos done, 30 frames; outputs in {out}; 1 done by an earlier run "
+        f"(see {out}/summary.json)"
+    ]
+
+
 @pytest.mark.heavy
 def test_unavailable_model_is_one_line(mixed_folder: Path, tmp_path: Path) -> None:
     # A subprocess: in this process, the decoder pool started before the model failed to

@@ -35,6 +35,7 @@ from vidcap.settings import (
 )
 from vidcap.similar import DEFAULT_DISTANCE
 from vidcap.video import VIDEO_EXTENSIONS
+from vidcap.wording import flags_that
 
 # ---- run: what to write --------------------------------------------------------------------
 
@@ -393,6 +394,37 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="decode tasks at once, one CPU each (default: as many as free CPUs allow)",
     )
+
+
+def refuse_unused_flags(args: argparse.Namespace, formats: tuple[str, ...]) -> None:
+    """Flags of a way of running the run does not take (``--ray-actors`` without ``--ray``,
+    ``--prebatch`` without ``--server``, ``--shard-rows`` without Parquet): a usage error,
+    as ``--scene-frames`` without ``--scenes`` is, rather than ignored."""
+    from vidcap.client import ClientOptions
+
+    ray, client = RaySettings(), ClientOptions()
+    modes = (
+        ("--ray", args.ray is not None, (
+            ("--ray-gpus-per-actor", "ray_gpus_per_actor", ray.gpus_per_actor),
+            ("--ray-actors", "ray_actors", ray.actors),
+            ("--ray-decode-tasks", "ray_decode_tasks", ray.decode_tasks),
+        )),
+        ("--server", bool(args.server), (
+            ("--wire-format", "wire_format", client.wire_format),
+            ("--prebatch", "prebatch", client.prebatch),
+            ("--inflight", "inflight", client.inflight),
+            ("--retries", "retries", client.retries),
+            ("--timeout", "timeout", client.timeout),
+            ("--token", "token", None),
+        )),
+        ("--format parquet", "parquet" in formats, (
+            ("--shard-rows", "shard_rows", DEFAULT_SHARD_ROWS),
+        )),
+    )  # fmt: skip
+    for mode, taken, flags in modes:
+        given = [flag for flag, dest, default in flags if getattr(args, dest, default) != default]
+        if given and not taken:
+            raise UsageError(f"{flags_that(given, 'applies', 'apply')} to {mode} only")
 
 
 def ray_settings_from_args(args: argparse.Namespace) -> RaySettings | None:

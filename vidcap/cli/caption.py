@@ -7,10 +7,16 @@ import contextlib
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vidcap.cli import EXIT_FAILED, EXIT_OK, output_to_nowhere
-from vidcap.errors import ModelLoadError, UsageError
+from vidcap.errors import VidcapError
 from vidcap.wording import counted
+
+if TYPE_CHECKING:
+    from vidcap.jobs import RunSettings, VideoResult
+    from vidcap.ray import RaySettings
+    from vidcap.settings import EngineSettings, ModelSettings
 
 
 def add_caption_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -71,31 +77,70 @@ def run_caption(args: argparse.Namespace) -> int:
 def _caption(args: argparse.Namespace, out: Path) -> tuple[int, str | None]:
     """Caption into ``out``: the exit status, and the run's last line (None: quiet)."""
     from vidcap.cli.args import (
-        backend_from_args,
         engine_from_args,
         model_settings_from_args,
         ray_settings_from_args,
+        refuse_unused_flags,
         run_settings_from_args,
     )
     from vidcap.commit import check_out_dir
-    from vidcap.engine import run
-    from vidcap.inputs import expand_inputs, shown_source
-    from vidcap.model import model_input_size
-    from vidcap.parquet import run_writers_for
+    from vidcap.inputs import shown_source
     from vidcap.records import is_damaged
 
     settings = run_settings_from_args(args, out)
+    refuse_unused_flags(args, settings.formats)
     model = model_settings_from_args(args)
     engine = engine_from_args(args)
     ray_settings = ray_settings_from_args(args)
     made = not out.exists()
     check_out_dir(out)
     try:
-        videos = expand_inputs(args.inputs, args.path_column, out)  # files, folders, lists, URLs
-    except UsageError:  # (nothing to caption: the folder just made for it goes)
+        results = _results(args, out, settings, model, engine, ray_settings)
+    except VidcapError:  # (a run that could not start — no inputs, no model, a device or
+        # server it cannot have, a cluster it cannot use: the folder it made for nothing goes;
+        # one that holds anything stays)
         if made:
             _remove_made(out)
         raise
+    failed = [r for r in results if r.status == "failed"]
+    damaged = [r for r in results if is_damaged(r.lost_frames, r.damaged_frames)]
+    done_frames = sum(r.frames for r in results)
+    said = None
+    if not args.quiet:
+        notes = [f"{len(failed)} failed"] if failed else []
+        if damaged:  # captioned as far as they decode
+            notes.append(f"{len(damaged)} damaged, captioned as far as they decode")
+        if kept := sum(r.kept_frames or 0 for r in results if not r.resumed):
+            notes.append(f"{counted(kept, 'caption')} kept from an interrupted run")
+        if earlier := sum(r.resumed for r in results):
+            notes.append(f"{earlier} done by an earlier run")  # (a rerun with nothing to do
+            # said what the first run said)
+        shown = shown_source(args.out)  # (an --out URL's password is never printed)
+        summary = f"{shown.rstrip('/')}/summary.json"
+        said = (
+            f"vidcap: {len(results) - len(failed)} of {len(results)} videos done, "
+            f"{counted(done_frames, 'frame')}; outputs in {shown}"
+            + (f"; {', '.join(notes)} (see {summary})" if notes else "")
+        )
+    return (EXIT_FAILED if failed else EXIT_OK), said
+
+
+def _results(
+    args: argparse.Namespace,
+    out: Path,
+    settings: RunSettings,
+    model: ModelSettings,
+    engine: EngineSettings,
+    ray_settings: RaySettings | None,
+) -> list[VideoResult]:
+    """The run itself, on Ray or embedded: every input's result."""
+    from vidcap.cli.args import backend_from_args
+    from vidcap.engine import run
+    from vidcap.inputs import expand_inputs
+    from vidcap.model import model_input_size
+    from vidcap.parquet import run_writers_for
+
+    videos = expand_inputs(args.inputs, args.path_column, out)  # files, folders, lists, URLs
     metadata = [v.metadata for v in videos]
     if args.server:  # the served model names the outputs (summary.json, the resume key)
         from vidcap.cli.remote import lossy_wire, served_model_name
@@ -119,47 +164,17 @@ def _caption(args: argparse.Namespace, out: Path) -> tuple[int, str | None]:
     if ray_settings is not None:  # the same stages as a Ray Data pipeline (vidcap/ray.py)
         from vidcap.ray import run as run_on_ray
 
-        try:
-            results = run_on_ray(videos, settings, model, ray_settings, run_writers)
-        except UsageError:  # (no Ray, a cluster it cannot join or use: nothing was written)
-            if made:
-                _remove_made(out)
-            raise
-    else:
-        try:
-            results = run(
-                [v.source for v in videos],
-                settings,
-                lambda: backend_from_args(args, model),
-                engine,
-                metadata=metadata,
-                run_writers=run_writers,
-                # Embedded: the input size is known before the model loads, so decoding
-                # starts at once.
-                input_size=None if args.server else model_input_size(args.model),
-            )
-        except (UsageError, ModelLoadError):  # (nothing captioned: the folder made goes)
-            if made:
-                _remove_made(out)
-            raise
-    failed = [r for r in results if r.status == "failed"]
-    damaged = [r for r in results if is_damaged(r.lost_frames, r.damaged_frames)]
-    done_frames = sum(r.frames for r in results)
-    said = None
-    if not args.quiet:
-        notes = [f"{len(failed)} failed"] if failed else []
-        if damaged:  # captioned as far as they decode
-            notes.append(f"{len(damaged)} damaged, captioned as far as they decode")
-        if kept := sum(r.kept_frames or 0 for r in results if not r.resumed):
-            notes.append(f"{counted(kept, 'caption')} kept from an interrupted run")
-        shown = shown_source(args.out)  # (an --out URL's password is never printed)
-        summary = f"{shown.rstrip('/')}/summary.json"
-        said = (
-            f"vidcap: {len(results) - len(failed)} of {len(results)} videos done, "
-            f"{counted(done_frames, 'frame')}; outputs in {shown}"
-            + (f"; {', '.join(notes)} (see {summary})" if notes else "")
-        )
-    return (EXIT_FAILED if failed else EXIT_OK), said
+        return run_on_ray(videos, settings, model, ray_settings, run_writers)
+    return run(
+        [v.source for v in videos],
+        settings,
+        lambda: backend_from_args(args, model),
+        engine,
+        metadata=metadata,
+        run_writers=run_writers,
+        # Embedded: the input size is known before the model loads, so decoding starts at once.
+        input_size=None if args.server else model_input_size(args.model),
+    )
 
 
 def _remove_made(out: Path) -> None:
