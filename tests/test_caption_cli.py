@@ -559,6 +559,23 @@ def test_out_pointing_at_a_file_is_one_line(mixed_folder: Path, tmp_path: Path) 
     ]
 
 
+@pytest.mark.parametrize("name", ["summary.json", "index.html"])
+def test_a_folder_where_the_run_writes_its_summary_is_said_before_any_work(
+    mixed_folder: Path, tmp_path: Path, name: str
+) -> None:
+    """Regression: ``OUT/summary.json`` made a folder failed the run at its end, exit 1,
+    after every video was captioned."""
+    out = tmp_path / "out"
+    (out / name).mkdir(parents=True)
+    result = run_main("caption", mixed_folder / "web.webm", "--out", out, "--model", "tiny")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"vidcap: error: --out {out}: {name} there is a folder, where the run writes its own "
+        f"{name}: move it"
+    ]
+    assert sorted(p.name for p in out.iterdir()) == [name]  # (nothing captioned)
+
+
 def test_tiny_model_onto_an_existing_file_is_one_line(tmp_path: Path) -> None:
     target = tmp_path / "model"
     target.write_text("x")

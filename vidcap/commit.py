@@ -60,6 +60,7 @@ from vidcap.outputs import (
 )
 from vidcap.records import (
     STATE_DIR,
+    SUMMARY,
     identity_of,
     read_record,
     write_record,
@@ -625,6 +626,12 @@ def check_out_dir(out_dir: Path) -> None:
     require_utf8_name(out_dir, "--out")
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} is a file, not a folder")
+    for name in (SUMMARY, "index.html"):  # (written at the end: said before any work)
+        if (out_dir / name).is_dir() and not (out_dir / name).is_symlink():
+            raise UsageError(
+                f"--out {out_dir}: {name} there is a folder, where the run writes its own "
+                f"{name}: move it"
+            )
     try:
         regular.own_folder(out_dir / STATE_DIR)
     except OSError as exc:

@@ -24,7 +24,9 @@ def add_tiny_model_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     parser = subparsers.add_parser(
         "tiny-model", help="write the bundled tiny BLIP-2 checkpoint to a folder"
     )
-    parser.add_argument("dir", type=Path)
+    parser.add_argument(
+        "dir", type=Path, metavar="DIR", help="a new or empty folder to write it to (--model DIR)"
+    )
     parser.add_argument(
         "--untrained", action="store_true", help="build fresh random weights instead"
     )
