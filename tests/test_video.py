@@ -1119,6 +1119,17 @@ def test_an_animated_webp_says_what_it_is(tmp_path: Path) -> None:
     still = encode_with_ffmpeg(tmp_path / "still.webp", 1, "10", ["-c:v", "libwebp"])
     with pytest.raises(VideoError, match=r"moving\.webp: an animated WebP, .*ffmpeg -i IN\.webp"):
         read(animated, SamplingSettings(every_n=1))
+    # Regression: the hint's one command, ffmpeg's, fails on FFmpeg 5–8; Pillow's works
+    import subprocess
+    import sys
+
+    from vidcap.container import WEBP_CONVERT
+
+    code = WEBP_CONVERT.replace("IN.webp", str(animated)).replace(
+        "OUT.gif", str(tmp_path / "o.gif")
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert len(read(tmp_path / "o.gif", SamplingSettings(every_n=1))) == 10
     [frame] = read(still, SamplingSettings(every_n=1))
     assert frame.rgb.shape == (96, 128, 3)
     noise = tmp_path / "noise.webp"  # the same header, cut short: no word about animation

@@ -168,6 +168,14 @@ def the_video_stream(
     raise VideoError(f"{path}: no video stream")
 
 
+# (Pillow, a dependency, reads animated WebP; ffmpeg reads it from FFmpeg 9 on, not 5–8)
+WEBP_CONVERT = "from PIL import Image; Image.open('IN.webp').save('OUT.gif', save_all=True)"
+WEBP_HINT = (
+    f'convert it first, e.g. python -c "{WEBP_CONVERT}" (256 colours), or with the ffmpeg '
+    "of FFmpeg 9 or later: ffmpeg -i IN.webp -c:v libx264 -pix_fmt yuv420p OUT.mp4"
+)
+
+
 def undecodable_why(container: av.container.InputContainer, path: Path | str) -> str | None:
     """Why a file that opened gave no frame, where it is known: an animated WebP (FFmpeg 8,
     PyAV's, reads it as a still-image sequence and decodes none of its frames), else None."""
@@ -180,10 +188,7 @@ def undecodable_why(container: av.container.InputContainer, path: Path | str) ->
         return None
     # RIFF, its length, WEBP, then an extended header (VP8X) whose flags say "animation"
     if head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8X" and len(head) == 21 and head[20] & 2:
-        return (
-            "an animated WebP, which the FFmpeg in PyAV cannot decode (FFmpeg 9 can): "
-            "convert it first, e.g. ffmpeg -i IN.webp -c:v libx264 -pix_fmt yuv420p OUT.mp4"
-        )
+        return f"an animated WebP, which the FFmpeg in PyAV cannot decode: {WEBP_HINT}"
     return None
 
 
