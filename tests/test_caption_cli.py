@@ -603,7 +603,8 @@ def test_argument_errors_are_one_line_with_the_help_hint(tmp_path: Path) -> None
     [
         # argparse's default took any unambiguous prefix: this was `--model all`
         (["--mode", "all"], "--mode; did you mean --model or --decode-mode?"),
-        (["--keyf"], "--keyframes"),  # was --keyframes, silently
+        (["--keyf"], "--keyf; did you mean --keyframes? ("),  # was --keyframes, silently
+        # (the flags it begins, not "--keyframes or --token": difflib's alone)
         (["--fps=1", "--sceens"], "--sceens; did you mean --scenes"),
         # a short flag vidcap does not have: said, not "the following arguments are required"
         (["-o", "out"], "-o; did you mean --out"),
@@ -640,8 +641,8 @@ def test_flags_before_the_command_are_never_abbreviated(tmp_path: Path) -> None:
     result = run_main("--verb", "caption", tmp_path, "--out", tmp_path / "o")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "vidcap: error: unrecognized arguments: --verb; did you mean --verbose or --version? "
-        "(see vidcap --help)"
+        "vidcap: error: unrecognized arguments: --verb; did you mean --verbose? "
+        "(see vidcap --help)"  # (the flag it begins: --version does not begin with --verb)
     ]
 
 

@@ -87,9 +87,13 @@ class OneLineParser(argparse.ArgumentParser):
             word = extra.split("=", 1)[0]
             if len(word) == 2:  # -o: the long flags it may stand for (--out)
                 close = [flag for flag in flags if flag.startswith(f"-{word}")][:2]
-            else:  # -fps: one dash short of --fps
+            else:  # -fps: one dash short of --fps; --keyf: the start of --keyframes
                 long = word if word.startswith("--") else f"-{word}"
-                close = difflib.get_close_matches(long, flags, n=2, cutoff=0.6)
+                near = difflib.get_close_matches(long, flags, n=2, cutoff=0.6)
+                begun = [flag for flag in flags if flag.startswith(long)]  # (then those it is
+                # part of: --mode, --model or --decode-mode; not --keyf's --token)
+                part = [*begun, *(flag for flag in near if long[2:] in flag)]
+                close = list(dict.fromkeys(part))[:2] if begun else near
             hints += [flag for flag in close if flag not in hints]
         return f"; did you mean {' or '.join(hints)}?" if hints else ""
 
