@@ -78,3 +78,23 @@ def test_keyframes_of_a_decoder_that_flags_none_are_its_packets(tmp_path: Path, 
     assert 1 < len(keys) < 60  # (a keyframe now and then, as the encoder's GOP)
     times = [t for _, t, _ in frames(path, SamplingSettings(keyframes=True))]
     assert times == pytest.approx(keys, abs=1e-6)
+
+
+@pytest.mark.parametrize("codec", ["qtrle", "msvideo1"])
+def test_a_decoder_that_flags_nothing_still_skips_to_flagged_keyframes(
+    tmp_path: Path, codec: str
+) -> None:
+    """Where the packets' flags tell keyframes from the rest (QuickTime Animation, Microsoft
+    Video 1: a keyframe every 25 frames here), a decoder that flags no frame leaves it to
+    them: ``exact`` skips to them, not decoding everything (the check above first sent such
+    files to be decoded again, every frame), and its pictures are decoding everything's."""
+    path = tmp_path / ("v.mov" if codec == "qtrle" else "v.avi")
+    pixels = ["-pix_fmt", "rgb24" if codec == "qtrle" else "rgb555le"]
+    ffmpeg(*MOVING, "-c:v", codec, "-g", "25", *pixels, str(path))
+    with VideoReader(path) as reader:
+        exact = [(f.index, f.time, f.rgb) for f in reader.frames(SamplingSettings(fps=1.0))]
+        decoded = reader.stats.decoded_frames
+    every = frames(path, SamplingSettings(fps=1.0, mode="all"))
+    assert [(i, t) for i, t, _ in exact] == [(i, t) for i, t, _ in every] and len(exact) == 6
+    assert all(np.array_equal(a, b) for (_, _, a), (_, _, b) in zip(exact, every, strict=True))
+    assert decoded < 60, decoded  # (of 60 frames)

@@ -764,13 +764,28 @@ class VideoReader:
                 # MPEG-4 Part 2 in a MOV without its sync-sample table, Apple's rpza):
                 # decoded after a jump, frames showed other frames' pictures, or grey.
                 self._confirm_key = False
-                if not (frame.key_frame or frame.pict_type == AV_PICTURE_TYPE_I):
+                if not self._confirmed(frame):
                     raise _PlanBroken(
                         f"a frame after skipped ones (at {frame.time or 0:.3f} s) is no keyframe "
                         "to its decoder, though its packet says it is"
                     )
             self._picture.arrived(frame, self._codec)
             yield packet, frame, 0.0
+
+    def _confirmed(self, frame: av.VideoFrame) -> bool:
+        """Is ``frame``, decoded from a packet flagged a keyframe after a jump, one to its
+        decoder too (flagged, or an I-picture)? A decoder that says nothing of any frame
+        (no flag, no picture type: QuickTime Animation, Microsoft Video 1, Flash Screen
+        Video, CineForm, rpza) leaves it to the packets, unless the codec predicts and
+        every packet is flagged (rpza's, Cinepak's encoders flag them all): flags that
+        tell nothing."""
+        if frame.key_frame or frame.pict_type == AV_PICTURE_TYPE_I:
+            return True
+        if frame.pict_type != AV_PICTURE_TYPE_NONE:  # (P: the decoder says it predicts)
+            return False
+        packets = self._packets
+        every = packets is not None and len(packets.keyframe_times) >= len(packets.times)
+        return self._codec.codec.intra_only or not every
 
     def _finish(self, reached_end: bool) -> None:
         """Fail a video with no frame; warn once about frames that really failed."""
