@@ -110,6 +110,12 @@ class Clip:
 
 def load_segments(path: Path | str) -> list[Segment]:
     """Segments from a ``vidcap mask`` report, or a bare JSON list of ``{"start", "end"}``."""
+    return load_report(path)[0]
+
+
+def load_report(path: Path | str) -> tuple[list[Segment], str | None]:
+    """``load_segments``, and the video a ``vidcap mask`` report names (None: a bare list,
+    or a report that names none)."""
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{path} is a folder: give a segments JSON file (a `vidcap mask` report)")
@@ -124,19 +130,16 @@ def load_segments(path: Path | str) -> list[Segment]:
         raise UsageError(
             f"{path}: expected a list of segments or a 'vidcap mask' report with 'segments'"
         )
-    return [_parse_segment(path, i, row) for i, row in enumerate(rows, start=1)]
-
-
-def check_report_video(segments: Path, video: Path) -> None:
-    """A ``vidcap mask`` report names the video its times are of: cutting another one by
-    them is a usage error where that video is here, and a warning where only its name
-    differs (a report made elsewhere, a library moved)."""
-    try:
-        data = jsontext.loads(segments.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return  # (said by load_segments)
     named = data.get("video") if isinstance(data, dict) else None
-    if not isinstance(named, str) or not named:
+    segments = [_parse_segment(path, i, row) for i, row in enumerate(rows, start=1)]
+    return segments, named if isinstance(named, str) and named else None
+
+
+def check_report_video(segments: Path, named: str | None, video: Path) -> None:
+    """A ``vidcap mask`` report (``segments``) names the video its times are of (``named``,
+    ``load_report``): cutting another one by them is a usage error where that video is here,
+    and a warning where only its name differs (a report made elsewhere, a library moved)."""
+    if named is None:
         return
     other = Path(named)
     try:

@@ -695,9 +695,10 @@ class VideoReader:
                         yield packet, None, time
                     jumped = True
                     continue
-                # (a keyframe flag is the demuxer's: after a jump, the decoder must agree)
-                self._confirm_key = self._confirm_key or (jumped and not sampling.keyframes)
-                jumped = False
+                if jumped:  # (a keyframe flag is the demuxer's: after a jump, the decoder
+                    # must agree)
+                    self._confirm_key = self._confirm_key or not sampling.keyframes
+                    jumped = False
                 codec.skip_frame = skip
                 pending = True
                 yield from self._decode_packet(packet)

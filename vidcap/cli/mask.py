@@ -30,8 +30,8 @@ from vidcap.clips import (
     check_report_video,
     export_clips,
     export_scene_clips,
+    load_report,
     load_scenes,
-    load_segments,
     scene_file_name,
     scene_files,
     scene_pieces,
@@ -306,8 +306,8 @@ def run_clips(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.video}: no such file")
     if args.video.is_dir():
         raise UsageError(f"{args.video} is a folder; give one video file")
-    segments = load_segments(args.segments)
-    check_report_video(args.segments, args.video)
+    segments, named = load_report(args.segments)
+    check_report_video(args.segments, named, args.video)
     clips = export_clips(args.video, segments, args.out, precise=args.precise)
     for clip in clips:
         print(args.out / clip.path)
