@@ -413,45 +413,17 @@ def test_ray_settings_validation() -> None:
 
 
 @pytest.mark.slow
-def test_cli_local_cluster_leaves_no_process(tmp_path: Path) -> None:
-    """``vidcap caption --ray``: a local cluster of its own, gone when the command ends."""
-    marker = uuid.uuid4().hex
-    env = {**os.environ, MARKER: marker, "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "vidcap", "caption", str(SAMPLES / "shapes.mp4")]
-    command += ["--out", str(tmp_path / "out"), "--model", "tiny", "--device", "cpu", "--ray"]
-    result = subprocess.run(
-        [*command, "--quiet"], env=env, capture_output=True, text=True, timeout=240
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout == ""
-    assert "Token authentication" not in result.stderr  # Ray's notice, quiet with --quiet
-    assert len(read_jsonl(tmp_path / "out" / "shapes.jsonl")) == 30
-    deadline = time.monotonic() + 20
-    while _marked_processes(marker) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert _marked_processes(marker) == []
-
-
-@pytest.mark.slow
-def test_a_local_cluster_that_cannot_hold_the_run_says_so_and_ray_address_is_not_joined(
+def test_a_local_cluster_that_cannot_hold_the_run_is_refused_before_it_starts(
     tmp_path: Path,
 ) -> None:
     """Regressions: on a local cluster, Captioner actors that take every CPU (none left to
     decode) or GPUs it does not have made ``vidcap caption --ray`` wait for ever, printing
-    nothing; bare ``--ray`` joined ``$RAY_ADDRESS`` (a RayJob pod's) instead of starting
-    its own cluster; a SIGKILLed run's cluster folder in ``$TMPDIR`` stayed for good; the
-    output folder such a run made was left with a summary and a page of 0 videos."""
-    import tempfile
-
-    from vidcap import scratch
-
-    ended = subprocess.Popen([sys.executable, "-c", "pass"])
-    ended.wait()
-    left = Path(tempfile.gettempdir()) / f"vidcap-ray-{scratch._host()}-{ended.pid}-killed"
-    (left / "ray" / "session_x").mkdir(parents=True)  # (a killed run's cluster folder)
+    nothing; then it was refused once the cluster had started (seconds later), and the
+    output folder it made was left with a summary and a page of 0 videos. Now it is
+    refused before the cluster starts, and makes no folder."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": f"127.0.0.1:{free_port()}"}
     command = [sys.executable, "-m", "vidcap", "caption", str(SAMPLES / "shapes.mp4")]
-    command += ["--model", "tiny", "--quiet", "--fps", "1", "--ray"]
+    command += ["--model", "tiny", "--fps", "1", "--ray"]
     cases = [(["--ray-actors", "512"], "512 Captioner actors take one CPU each, and the cluster")]
     import torch
 
@@ -460,19 +432,116 @@ def test_a_local_cluster_that_cannot_hold_the_run_says_so_and_ray_address_is_not
     for extra, message in cases:
         out = tmp_path / extra[0].strip("-")
         result = subprocess.run(
-            [*command, "--out", str(out), *extra],
+            [*command, "--out", str(out), *extra, "-v"],  # (-v: "starting a local Ray cluster")
             env=env, capture_output=True, text=True, timeout=180,
         )  # fmt: skip
         assert result.returncode == 2, result.stderr[-2000:]
         assert message in result.stderr and result.stderr.count("vidcap: error") == 1
+        assert "Ray cluster" not in result.stderr.replace(message, "")  # (none started)
         assert not out.exists()  # (it held a summary, a page and a lock of 0 videos)
-    result = subprocess.run(
-        [*command, "--out", str(tmp_path / "own")],
-        env=env, capture_output=True, text=True, timeout=180,
+
+
+def listeners(pid: int) -> set[tuple[str, int]]:
+    """The addresses a process and its descendants listen on (TCP)."""
+    import psutil
+
+    found: set[tuple[str, int]] = set()
+    try:
+        processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return found
+    for process in processes:
+        try:
+            for conn in process.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN:
+                    found.add((conn.laddr.ip, conn.laddr.port))
+        except psutil.Error:
+            continue
+    return found
+
+
+def session_dirs(pid: int) -> set[Path]:
+    """The Ray session folders named on the command lines of ``pid``'s descendants."""
+    import psutil
+
+    found = set()
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return found
+    for child in children:
+        try:
+            for arg in child.cmdline():
+                if arg.startswith("--session_dir=") or arg.startswith("--session-dir="):
+                    found.add(Path(arg.split("=", 1)[1]))
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_a_local_cluster_is_the_runs_own_on_loopback_private_and_gone_after(
+    tmp_path: Path,
+) -> None:
+    """``vidcap caption --ray`` (no address): a cluster of its own, not ``$RAY_ADDRESS``'s
+    (a RayJob pod's); listening on loopback only; its session folders mode 700 and Ray's
+    token file (mode 644 as Ray 2.60 writes it) made 600; a SIGKILLed run's cluster folder
+    in ``$TMPDIR`` swept; nothing of it left, folders or processes, when the command ends;
+    with ``--quiet`` nothing on stdout and no Ray notice."""
+    import secrets
+    import tempfile
+
+    from vidcap import scratch
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    left = Path(tempfile.gettempdir()) / f"vidcap-ray-{scratch._host()}-{ended.pid}-killed"
+    (left / "ray" / "session_x").mkdir(parents=True)  # (a killed run's cluster folder)
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    token = home / ".ray" / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o644)  # as Ray 2.60 writes it
+    marker = uuid.uuid4().hex
+    env = {**os.environ, "HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.getcwd()}
+    env |= {"RAY_ADDRESS": f"127.0.0.1:{free_port()}", MARKER: marker}
+    command = [sys.executable, "-m", "vidcap", "caption", str(SAMPLES / "shapes.mp4")]
+    command += ["--out", str(tmp_path / "out"), "--model", "tiny", "--device", "cpu"]
+    run = subprocess.Popen(
+        [*command, "--quiet", "--ray"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]  # (its own cluster, not RAY_ADDRESS's)
-    assert len(read_jsonl(tmp_path / "own" / "shapes.jsonl")) == 30
+    seen: set[tuple[str, int]] = set()
+    sessions: set[Path] = set()
+    modes: dict[Path, int] = {}
+    try:
+        while run.poll() is None:
+            seen |= listeners(run.pid)
+            for session in session_dirs(run.pid) - sessions:
+                sessions.add(session)
+                for folder in session.parents:
+                    if folder.name.startswith("vidcap-ray-"):
+                        modes[folder] = folder.stat().st_mode & 0o777
+            time.sleep(0.3)
+        stdout, stderr = run.communicate(timeout=240)
+    finally:
+        if run.poll() is None:
+            os.kill(run.pid, signal.SIGINT)
+            run.wait(60)
+    assert run.returncode == 0, stderr[-3000:]  # (its own cluster, not RAY_ADDRESS's)
+    assert stdout == ""
+    assert "Token authentication" not in stderr  # Ray's notice, quiet with --quiet
+    assert len(read_jsonl(tmp_path / "out" / "shapes.jsonl")) == 30
+    assert len(seen) >= 4, seen  # GCS, raylet, a worker, the driver at least
+    assert {ip for ip, _ in seen} <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, seen
+    assert modes and set(modes.values()) == {0o700}, (sessions, modes)
+    assert not any(folder.exists() for folder in modes)  # removed with the cluster
+    assert token.stat().st_mode & 0o777 == 0o600
     assert not left.exists()
+    deadline = time.monotonic() + 20
+    while _marked_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _marked_processes(marker) == []
 
 
 def test_the_model_stage_fails_only_the_video_of_a_frame_the_model_fails_on(

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -660,93 +659,6 @@ def test_torchserve_worker_kills_during_a_caption_run_lose_no_frame(
         for row in want:
             row["video"] = str(folder / f"{copy}-{Path(row['video']).name}")
         assert read_jsonl(path) == want, path.name
-
-
-def listeners(pid: int) -> set[tuple[str, int]]:
-    """The addresses a process and its descendants listen on (TCP)."""
-    import psutil
-
-    found: set[tuple[str, int]] = set()
-    try:
-        processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    except psutil.Error:
-        return found
-    for process in processes:
-        try:
-            for conn in process.net_connections(kind="tcp"):
-                if conn.status == psutil.CONN_LISTEN:
-                    found.add((conn.laddr.ip, conn.laddr.port))
-        except psutil.Error:
-            continue
-    return found
-
-
-def session_dirs(pid: int) -> set[Path]:
-    """The Ray session folders named on the command lines of ``pid``'s descendants."""
-    import psutil
-
-    found = set()
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return found
-    for child in children:
-        try:
-            for arg in child.cmdline():
-                if arg.startswith("--session_dir=") or arg.startswith("--session-dir="):
-                    found.add(Path(arg.split("=", 1)[1]))
-        except psutil.Error:
-            continue
-    return found
-
-
-@pytest.mark.slow
-def test_a_local_ray_cluster_listens_on_loopback_and_keeps_its_files_private(
-    tmp_path: Path,
-) -> None:
-    import secrets
-
-    home = tmp_path / "home"
-    (home / ".ray").mkdir(parents=True)
-    token = home / ".ray" / "auth_token"
-    token.write_text(secrets.token_hex(32))
-    token.chmod(0o644)  # as Ray 2.60 writes it
-    video = Path(__file__).resolve().parent.parent / "sample_videos" / "shapes.mp4"
-    command = [
-        sys.executable,
-        "-m",
-        "vidcap",
-        "caption",
-        str(video),
-        "--out",
-        str(tmp_path / "out"),
-    ]
-    command += ["--model", "tiny", "--device", "cpu", "--quiet", "--ray"]
-    env = {**os.environ, "HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.getcwd()}
-    run = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
-    seen: set[tuple[str, int]] = set()
-    sessions: set[Path] = set()
-    modes: dict[Path, int] = {}
-    try:
-        while run.poll() is None:
-            seen |= listeners(run.pid)
-            for session in session_dirs(run.pid) - sessions:
-                sessions.add(session)
-                for folder in session.parents:
-                    if folder.name.startswith("vidcap-ray-"):
-                        modes[folder] = folder.stat().st_mode & 0o777
-            time.sleep(0.3)
-        _, stderr = run.communicate(timeout=240)
-    finally:
-        if run.poll() is None:
-            os.kill(run.pid, signal.SIGINT)
-            run.wait(60)
-    assert run.returncode == 0, stderr[-3000:]
-    assert len(seen) >= 4, seen  # GCS, raylet, a worker, the driver at least
-    assert {ip for ip, _ in seen} <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, seen
-    assert modes and set(modes.values()) == {0o700}, (sessions, modes)
-    assert not any(folder.exists() for folder in modes)  # removed with the cluster
-    assert token.stat().st_mode & 0o777 == 0o600
 
 
 @pytest.mark.heavy

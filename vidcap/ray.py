@@ -317,14 +317,18 @@ def speaks_grpc(conn: socket.socket) -> bool:
     return len(head) == 9 and head[3] == 0x04
 
 
-def check_resources(actors: int, gpus: float, local: bool) -> None:
-    """Where the cluster (Ray connected) cannot hold the pipeline, say so: it would wait
-    for ever. Each Captioner actor takes a CPU (and ``gpus``), each decode task a CPU: the
-    actors must leave one. A usage error on a local cluster; on a joined one, whose
-    autoscaler may add nodes, a warning."""
-    import ray
+def check_resources(
+    actors: int, gpus: float, local: bool, have: Mapping[str, float] | None = None
+) -> None:
+    """Where the cluster cannot hold the pipeline, say so: it would wait for ever. Each
+    Captioner actor takes a CPU (and ``gpus``), each decode task a CPU: the actors must
+    leave one. ``have``: the cluster's resources (default: the connected cluster's). A
+    usage error on a local cluster; on a joined one, whose autoscaler may add nodes, a
+    warning."""
+    if have is None:
+        import ray
 
-    have = ray.cluster_resources()
+        have = ray.cluster_resources()
     cpus, cluster_gpus = float(have.get("CPU", 0)), float(have.get("GPU", 0))
     problem = None
     if gpus > 0 and actors * gpus > cluster_gpus:
@@ -342,6 +346,31 @@ def check_resources(actors: int, gpus: float, local: bool) -> None:
     if local:
         raise UsageError(problem)
     log.warning("%s: the run waits until the cluster has them", problem)
+
+
+def local_resources() -> dict[str, float] | None:
+    """The CPUs and GPUs of the local cluster ``ray_cluster(None)`` would start, as Ray 2.60
+    counts them when it starts one (``ResourceAndLabelSpec``: its CPU count, and the GPUs
+    its NVIDIA manager finds, no more than ``CUDA_VISIBLE_DEVICES`` shows), so that a run
+    the cluster cannot hold is refused at once, not after the cluster's start. None where
+    it would start none (this process is connected already) or Ray is missing
+    (``ray_cluster`` says so)."""
+    try:
+        import ray
+        from ray._private import accelerators, utils  # Ray is pinned to 2.60 (pyproject.toml)
+    except ImportError:
+        return None
+    if ray.is_initialized():
+        return None
+
+    gpus = 0
+    manager = accelerators.get_accelerator_manager_for_resource("GPU")
+    if manager is not None:
+        gpus = manager.get_current_node_num_accelerators()
+        visible = manager.get_current_process_visible_accelerator_ids()
+        if visible is not None:
+            gpus = min(gpus, len(visible))
+    return {"CPU": float(utils.get_num_cpus()), "GPU": float(gpus)}
 
 
 @contextmanager
@@ -427,31 +456,39 @@ def _private_token_file() -> None:
         pass
 
 
-def _actor_gpus(settings: RaySettings) -> tuple[float, float]:
-    """The cluster's GPUs, and each Captioner actor's (Ray must be connected)."""
-    import ray
+def _actor_gpus(settings: RaySettings, have: Mapping[str, float] | None = None) -> float:
+    """Each Captioner actor's GPUs: ``settings``', else one where the cluster has a GPU.
+    ``have``: the cluster's resources (default: the connected cluster's)."""
+    if settings.gpus_per_actor is not None:
+        return settings.gpus_per_actor
+    if have is None:
+        import ray
 
-    cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
-    gpus = settings.gpus_per_actor
-    if gpus is None:
-        gpus = 1.0 if cluster_gpus >= 1 else 0.0
-    return cluster_gpus, gpus
+        have = ray.cluster_resources()
+    return 1.0 if float(have.get("GPU", 0)) >= 1 else 0.0
 
 
-def stage_widths(settings: RaySettings) -> tuple[int, float]:
-    """Captioner actors, and each one's GPUs (Ray must be connected): ``settings``', else
-    one actor per GPU of the cluster (1 without GPUs)."""
-    cluster_gpus, gpus = _actor_gpus(settings)
+def stage_widths(
+    settings: RaySettings, have: Mapping[str, float] | None = None
+) -> tuple[int, float]:
+    """Captioner actors, and each one's GPUs: ``settings``', else one actor per GPU of the
+    cluster (1 without GPUs). ``have``: the cluster's resources (default: the connected
+    cluster's)."""
+    if have is None:
+        import ray
+
+        have = ray.cluster_resources()
+    gpus = _actor_gpus(settings, have)
     actors = settings.actors
     if actors is None:
-        actors = max(1, int(cluster_gpus // gpus)) if gpus > 0 else 1
+        actors = max(1, int(float(have.get("GPU", 0)) // gpus)) if gpus > 0 else 1
     return actors, gpus
 
 
 def actor_device(settings: RaySettings) -> str:
     """Each Captioner actor's device (Ray must be connected). Ray gives an actor its GPU(s)
     as CUDA_VISIBLE_DEVICES: the device is "cuda"."""
-    return "cuda" if _actor_gpus(settings)[1] > 0 else "cpu"
+    return "cuda" if _actor_gpus(settings) > 0 else "cpu"
 
 
 def build_pipeline(
@@ -674,6 +711,8 @@ def _run(
         if jobs:  # (a cluster it cannot join or use: said before anything is written)
             if ray_settings.address is None:  # a local cluster: fail fast, as embedded does
                 ensure_loadable(model.model, resolve_model_path(model.model), model.revision)
+                if (have := local_resources()) is not None:  # (refused before its start)
+                    check_resources(*stage_widths(ray_settings, have), local=True, have=have)
             cluster.enter_context(ray_cluster(ray_settings.address, settings.quiet))
             actors, gpus = stage_widths(ray_settings)
             check_resources(actors, gpus, local=ray_settings.address is None)
