@@ -47,7 +47,7 @@ command -v gunicorn >/dev/null || die "gunicorn not found; run: pip install -r f
 threads="${THREADS:-64}"
 [[ "$threads" =~ ^[1-9][0-9]*$ ]] || die "THREADS must be a whole number >= 1 (got $threads)"
 # The VIDCAP_* settings, checked here so a mistake is one line, not a gunicorn traceback.
-"$(dirname "$(command -v gunicorn)")/python" -m vidcap.serve.config || exit 2
+"$(dirname "$(command -v gunicorn)")/python" -m vidcap.serve.config start.sh || exit 2
 port="${PORT:-5000}"
 [[ "$port" =~ ^[0-9]+$ ]] || die "PORT must be a port number (got $port)"
 pid_file="${PID_FILE:-$here/logs/gunicorn-$port.pid}"

@@ -355,7 +355,7 @@ def run_start_sh(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ({}, "start.sh: set VIDCAP_MODEL to the model to serve (a hub id such as"),
         (
             {"VIDCAP_MODEL": "tiny", "VIDCAP_READ_TIMEOUT": "soon"},
-            "error: VIDCAP_READ_TIMEOUT must be a number, got 'soon'",
+            "start.sh: VIDCAP_READ_TIMEOUT must be a number, got 'soon'",  # (as its own)
         ),
     ],
 )

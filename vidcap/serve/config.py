@@ -205,14 +205,18 @@ _INTEGER = re.compile(r"[+-]?[0-9]{1,12}")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]{1,12}(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?")
 
 
-def main() -> int:
-    """``python -m vidcap.serve.config``: check the ``VIDCAP_*`` environment, one line."""
+def main(argv: list[str] | None = None) -> int:
+    """``python -m vidcap.serve.config [PROGRAM]``: check the ``VIDCAP_*`` environment; a
+    mistake is one line, begun as the asking script's own are (``start.sh: …``; without
+    PROGRAM, ``error: …``), exit 2."""
     import sys
 
+    args = sys.argv[1:] if argv is None else argv
+    prefix = args[0] if args else "error"
     try:
         ServeConfig.from_sources({}, os.environ)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{prefix}: {exc}", file=sys.stderr)
         return 2
     return 0
 
