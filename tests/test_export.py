@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import re
 import subprocess
@@ -77,8 +78,17 @@ def test_the_export_follows_fiftyones_video_labels_schema(folder: Path, tmp_path
             )
             assert 1 <= first <= last
             names = {a["name"]: a for a in event["attrs"]["attrs"]}
+            found_by = names.pop("found_by", None)  # (a segment's: the report, or a query)
             assert {a["type"] for a in names.values()} == {"eta.core.data.NumericAttribute"}
             assert names["start"]["value"] < names["end"]["value"]
+            if event["name"] == "segments":
+                assert found_by == {
+                    "type": "eta.core.data.CategoricalAttribute",
+                    "name": "found_by",
+                    "value": "query",
+                }
+            else:
+                assert found_by is None
     street = docs["street"]
     assert street["frames"]["1"]["attrs"]["attrs"] == [
         {
@@ -152,7 +162,7 @@ def test_moments_of_whole_shots_are_placed_by_the_shots_frames() -> None:
     assert frame_support(one, 0.0, 4.0, [(0.0, 0), (4.0, 40)]) == (1, 40)
 
 
-def test_copy_media_and_rerun_replace_an_earlier_export(tmp_path: Path, capsys) -> None:
+def test_copy_media_and_rerun_replace_an_earlier_export(tmp_path: Path, capsys, caplog) -> None:
     out = write_folder(
         tmp_path / "out",
         [
@@ -161,14 +171,21 @@ def test_copy_media_and_rerun_replace_an_earlier_export(tmp_path: Path, capsys) 
         ],
     )
     target = tmp_path / "fo"
-    assert main(["export", str(out), "--to", "fiftyone", str(target), "--copy-media"]) == 0
+    # ("gone", whose source is not here, cannot be copied: left out, exit 1)
+    assert main(["export", str(out), "--to", "fiftyone", str(target), "--copy-media"]) == 1
     manifest = json.loads((target / "manifest.json").read_text())
     assert manifest["index"] == [{"data": "data/subject.mp4", "labels": "labels/subject.json"}]
     assert (target / "data" / "subject.mp4").read_bytes() == SUBJECT.read_bytes()
     assert "1 video left out" in capsys.readouterr().err
-    assert main(["export", str(out), "--to", "fiftyone", str(target)]) == 0  # replaced
+    with caplog.at_level(logging.WARNING):
+        assert main(["export", str(out), "--to", "fiftyone", str(target)]) == 0  # replaced
     data = [e["data"] for e in json.loads((target / "manifest.json").read_text())["index"]]
     assert data == [str(tmp_path / "videos" / "gone.mp4"), str(SUBJECT)]
+    # Regressions: the source not here was exported without a word; the earlier export's
+    # copy stayed in data/, indexed by nothing.
+    gone = tmp_path / "videos" / "gone.mp4"
+    assert f"gone: exported, but its source is not a file here: {gone}" in caplog.text
+    assert not (target / "data").exists()
 
 
 def test_copy_media_copies_only_the_file_captioned(tmp_path: Path, caplog) -> None:
@@ -197,7 +214,7 @@ def test_copy_media_copies_only_the_file_captioned(tmp_path: Path, caplog) -> No
     (out / "key.jsonl").write_text((out / "subject.jsonl").read_text())
     (out / "summary.json").unlink()
     target = tmp_path / "fo"
-    assert main(["export", str(out), "--to", "fiftyone", str(target), "--copy-media"]) == 0
+    assert main(["export", str(out), "--to", "fiftyone", str(target), "--copy-media"]) == 1
     assert sorted(p.name for p in (target / "data").iterdir()) == ["subject.mp4"]
     assert f"key: not exported: {secret} is not the file captioned" in caplog.text
     assert f"edited: not exported: {edited} is not the file captioned" in caplog.text
@@ -321,7 +338,7 @@ def test_each_video_left_out_is_accounted_for(tmp_path: Path) -> None:
     args = ["--out", out, "--model", "tiny", "--quiet", "--max-frames", "2"]
     run_main("caption", SUBJECT, broken, *args, "--format", "srt")
     result = run_main("export", out, "--to", "fiftyone", tmp_path / "fo")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # (was 0: a dataset of nothing, and no sign)
     assert result.stderr.splitlines() == [
         "vidcap: WARNING: subject: not exported: its captions are in neither subject.jsonl "
         "nor Parquet",
@@ -370,3 +387,20 @@ def test_a_variable_rate_is_placed_by_its_own_stretch(start: float, end: float, 
     times = [i * 0.05 for i in range(10)] + [0.5 + i * 0.2 for i in range(10)]
     frames = [CaptionedFrame(i, round(times[i], 6), "x") for i in range(0, 20, 5)]
     assert frame_support(frames, start, end) == expected
+
+
+def test_a_moment_the_report_and_a_query_both_find_is_told_apart(folder: Path, tmp_path: Path):
+    """Regression: a `vidcap mask` report and an export ``--query`` of the same words gave
+    each moment twice among the ``segments``, the two alike: a count in FiftyOne doubled.
+    Each segment now says what found it (``found_by``). A failed video alone (the folder
+    has one) leaves the exit status 0."""
+    mask = ["mask", str(folder / "street.jsonl"), "--query", "red car"]
+    assert main([*mask, "--out", str(folder / "street.mask.json")]) == 0
+    target = tmp_path / "fo"
+    assert main(["export", str(folder), "--to", "fiftyone", str(target), "--query", "red car"]) == 0
+    segments = [e for e in labels(target)["street"]["events"]["events"] if e["name"] == "segments"]
+    by = {}
+    for event in segments:
+        [found_by] = [a["value"] for a in event["attrs"]["attrs"] if a["name"] == "found_by"]
+        by.setdefault(found_by, []).append(event["support"]["ranges"])
+    assert set(by) == {"mask", "query"} and by["mask"] == by["query"]  # the same moments

@@ -426,6 +426,47 @@ def test_clips_cut_each_moment_with_the_clips_machinery(tmp_path: Path, capsys) 
     )
 
 
+def test_a_folder_given_twice_is_searched_once(folder: Path, capsys) -> None:
+    """Regression: ``vidcap search out ./out/ QUERY`` listed every moment twice (and
+    ``--clips`` would cut each twice)."""
+    once = search([folder], ["red car"])
+    stats = SearchStats()
+    assert search([folder, Path(f"{folder}/./"), folder.parent / folder.name], ["red car"],
+                  stats=stats) == once  # fmt: skip
+    assert stats.folders == 1
+    assert main(["search", str(folder), f"{folder}/", "red car", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["folders"] == [str(folder)] and document["total"] == len(once)
+
+
+def test_videos_of_one_name_in_two_folders_get_clip_folders_by_folder_order(
+    tmp_path: Path, capsys
+) -> None:
+    """Regression: two OUT folders each with a video ``subject`` had their clips in
+    ``clips/subject/`` and ``clips/subject+/`` by the moments' rank (which changes with the
+    query), and nothing said which was which. The first OUT given has ``subject/``; the
+    JSON names each moment's clip folder, and the run says where the other went."""
+    subject = Path(shutil.copy2(SUBJECT, tmp_path / "subject.mp4"))
+    few = ("a blue square",) * 3 + ("a red circle",) * 2 + ("a blue square",) * 29
+    many = ("a blue square",) * 10 + ("a red circle",) * 5 + ("a blue square",) * 19
+    first = write_folder(tmp_path / "first", [FakeVideo("subject", few, source=str(subject))])
+    second = write_folder(tmp_path / "second", [FakeVideo("subject", many, source=str(subject))])
+    clips = tmp_path / "clips"
+    argv = ["search", str(first), str(second), "red circle", "--json", "--clips", str(clips)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    moments = json.loads(captured.out)["moments"]
+    assert [(m["folder"], m["start"], m["clips"]) for m in moments] == [
+        (str(second), 10.0, str(clips / "subject+")),  # (ranked first: more frames)
+        (str(first), 3.0, str(clips / "subject")),
+    ]
+    assert f"second/subject: its clips in {clips / 'subject+'}/" in captured.err
+    [clip] = json.loads((clips / "subject" / "manifest.json").read_text())["clips"]
+    assert (clip["start"], clip["end"]) == (3.0, 5.0)
+    [clip] = json.loads((clips / "subject+" / "manifest.json").read_text())["clips"]
+    assert (clip["start"], clip["end"]) == (10.0, 15.0)
+
+
 @pytest.mark.slow
 def test_memory_does_not_grow_with_the_captions_of_a_folder(tmp_path: Path) -> None:
     """One video's captions at a time: 10× the captions per video, the same peak."""

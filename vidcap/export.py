@@ -22,7 +22,11 @@ by the event: ``scenes`` (``<name>.scenes.jsonl``) and ``segments`` (the ``vidca
 report ``<name>.mask.json``, and the moments of each ``queries`` item, labelled with what
 was looked for). An event's support is the frame range [first, last] it covers, and its
 ``start``/``end`` in seconds travel as numeric attributes (attributes of the detection), and
-on a segment with matching frames that may show decoding damage, their count as ``damaged``.
+on a segment with matching frames that may show decoding damage, their count as ``damaged``;
+on a segment, ``found_by`` (categorical): ``mask`` (the report) or ``query``.
+A video whose source is not a file here is exported with a warning (without ``copy_media``:
+FiftyOne imports it and cannot open it here). An earlier export in ``target`` is replaced:
+its labels and copies this export does not index are removed.
 Failed videos and videos whose source is a URL (FiftyOne opens local files) are left out;
 with ``copy_media``, so is a video whose source file is not the one captioned (its size or
 modification time is not the record's): a folder from elsewhere may name any file; without
@@ -63,6 +67,9 @@ CATEGORICAL = "eta.core.data.CategoricalAttribute"
 NUMERIC = "eta.core.data.NumericAttribute"
 EVENT = "eta.core.events.VideoEvent"
 FORMATS = ("fiftyone",)
+# A segment's ``found_by``: the ``vidcap mask`` report beside the captions, or a ``--query``
+# of the export (the two may find the same moment: told apart, not counted twice unseen)
+FOUND_BY_MASK, FOUND_BY_QUERY = "mask", "query"
 # Of a frame interval: an end placed by the rate this little past where a frame begins is
 # taken for that frame's start (times are rounded, and a rate between samples estimated).
 PART_OF_A_FRAME = 0.05
@@ -75,6 +82,7 @@ class ExportStats:
     events: int = 0
     skipped: int = 0  # left out: those failed, and one warning line for each other
     failed: int = 0
+    listed: int = 0  # the videos OUT lists
 
 
 def export_fiftyone(
@@ -99,6 +107,7 @@ def export_fiftyone(
     stats = ExportStats()
     index = []
     written: set[str] = set()
+    stats.listed = len(videos)
     for read in read_captions(videos):
         video = read.video
         if not video.done:  # (its error is in summary.json; counted in the last line)
@@ -120,7 +129,11 @@ def export_fiftyone(
             log.warning("%s: not exported: %s %s", video.name, source, SOURCE_CHANGED)
             stats.skipped += 1
             continue
-        if not copy_media and video.source_changed(source) is not None:
+        if source is None:  # (FiftyOne imports it, and cannot open it here)
+            log.warning(
+                "%s: exported, but its source is not a file here: %s", video.name, video.video
+            )
+        elif not copy_media and video.source_changed(source) is not None:
             log.warning(
                 "%s: %s %s: exported, but its labels may not match it",
                 video.name, source, SOURCE_CHANGED,
@@ -142,6 +155,7 @@ def export_fiftyone(
     for stale in labels_dir.glob("*.json"):
         if stale.name not in written:
             stale.unlink()
+    _remove_stale_copies(target / "data", {item["data"] for item in index})
     manifest = {
         "type": DATASET_TYPE,
         "description": f"vidcap {__version__}: captions of {out.resolve()}",
@@ -149,6 +163,18 @@ def export_fiftyone(
     }
     write_json(target / MANIFEST, manifest)
     return stats
+
+
+def _remove_stale_copies(data: Path, kept: set[str]) -> None:
+    """An earlier export's copies (``data/``) that this one does not index, removed: the
+    folder is replaced, not added to (and ``data/`` itself where none is left)."""
+    if not data.is_dir() or data.is_symlink():
+        return
+    for copy in data.iterdir():
+        if f"data/{copy.name}" not in kept and (copy.is_file() or copy.is_symlink()):
+            copy.unlink()
+    if not any(data.iterdir()):
+        data.rmdir()
 
 
 def _check_target(target: Path) -> None:
@@ -195,15 +221,23 @@ def video_labels(read: VideoRead, queries: Sequence[str], settings: MaskSettings
     events = [_event("scenes", span, support) for span in scenes]
     mask = read_mask(read.video)
     if mask is not None:
-        events += [_event("segments", span, support, mask.label) for span in mask.segments]
+        events += [
+            _event("segments", span, support, mask.label, FOUND_BY_MASK) for span in mask.segments
+        ]
     for query in queries:
         for moment in video_moments(read, [query], settings):
             span = Span(moment.start, moment.end, query, moment.frames, moment.damaged)
-            events.append(_event("segments", span, support, query))
+            events.append(_event("segments", span, support, query, FOUND_BY_QUERY))
     return {"frames": frames, "events": {"events": events}}
 
 
-def _event(field: str, span: Span, support: FrameSupport, label: str | None = None) -> dict:
+def _event(
+    field: str,
+    span: Span,
+    support: FrameSupport,
+    label: str | None = None,
+    found_by: str | None = None,
+) -> dict:
     if span.start_frame is not None and span.end_frame is not None:  # (a scene's own)
         first, last = span.start_frame + 1, span.end_frame
     else:
@@ -214,6 +248,8 @@ def _event(field: str, span: Span, support: FrameSupport, label: str | None = No
     ]
     if span.damaged:
         attrs.append({"type": NUMERIC, "name": "damaged", "value": span.damaged})
+    if found_by is not None:
+        attrs.append({"type": CATEGORICAL, "name": "found_by", "value": found_by})
     return {
         "type": EVENT,
         "label": label if label is not None else span.label,

@@ -170,13 +170,14 @@ def iter_moments(
     settings: MaskSettings,
     stats: SearchStats | None = None,
 ) -> Iterator[Moment]:
-    """Every moment of every video of ``folders``, folder by folder, video by video."""
+    """Every moment of every video of ``folders``, folder by folder, video by video (a
+    folder given twice, by any path, searched once: ``distinct_folders``)."""
     compile_queries(queries, settings.regex)  # a bad query fails before any folder is read
     stats = stats if stats is not None else SearchStats()
     started = time.monotonic()
     prefilter = might_match(queries, settings)
     order = 0
-    for folder in folders:
+    for folder in distinct_folders(folders):
         videos = open_folder(folder)
         stats.folders += 1
         for read in read_captions(videos, prefilter):
@@ -188,6 +189,19 @@ def iter_moments(
             yield from video_moments(read, queries, settings, order)
             order += 1
     stats.seconds = time.monotonic() - started
+
+
+def distinct_folders(folders: Sequence[Path | str]) -> list[Path | str]:
+    """``folders`` in their order, each folder once: ``out`` and ``./out/`` (or a link to
+    it) are one folder, whose moments would otherwise be listed, and cut, twice."""
+    seen: set[Path] = set()
+    kept = []
+    for folder in folders:
+        resolved = Path(folder).resolve()
+        if resolved not in seen:
+            seen.add(resolved)
+            kept.append(folder)
+    return kept
 
 
 def search(

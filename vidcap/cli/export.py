@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vidcap.cli import EXIT_OK
+from vidcap.cli import EXIT_FAILED, EXIT_OK
 from vidcap.cli.parser import check_out_folder, local_folder
 from vidcap.errors import UsageError
 from vidcap.mask import MaskSettings
@@ -88,4 +88,8 @@ def run_export(args: argparse.Namespace) -> int:
         f"{counted(stats.skipped, 'video')} left out{left}",
         file=sys.stderr,
     )
+    # A video the export could not take (named above), or none at all of a folder that
+    # lists some: 1. Videos whose captioning failed alone do not (their run exited 1).
+    if stats.skipped > stats.failed or (stats.listed and not stats.videos):
+        return EXIT_FAILED
     return EXIT_OK

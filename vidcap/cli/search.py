@@ -68,7 +68,7 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from vidcap.search import SearchStats, search
+    from vidcap.search import SearchStats, distinct_folders, search
 
     settings = MaskSettings(
         regex=args.regex, merge_gap=args.merge_gap, min_duration=args.min_duration
@@ -81,11 +81,13 @@ def run_search(args: argparse.Namespace) -> int:
         check_out_folder(args.clips, "--clips")
     if not args.query.strip():  # (mask's own word for it is --query: here it is QUERY)
         raise UsageError("QUERY must not be empty: give the words to find")
+    args.out = distinct_folders(args.out)
     stats = SearchStats()
     moments = search(args.out, [args.query], settings, stats)
     total, videos = len(moments), len({(m.folder, m.name) for m in moments})
     if args.limit is not None:
         moments = moments[: args.limit]
+    targets = clip_folders(moments, args.out) if args.clips is not None else {}
     if args.json:
         document = {
             "query": args.query,
@@ -97,7 +99,11 @@ def run_search(args: argparse.Namespace) -> int:
             "folders": [str(p) for p in args.out],
             "videos": stats.videos,
             "total": total,
-            "moments": [m.row() for m in moments],
+            "moments": [
+                m.row()
+                | ({"clips": str(args.clips / targets[(m.folder, m.name)])} if targets else {})
+                for m in moments
+            ],
         }
         print(json.dumps(document, indent=2, ensure_ascii=False))
     elif args.csv:
@@ -119,8 +125,26 @@ def run_search(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     if args.clips is not None:
-        return cut_clips(moments, args.clips, args.precise)
+        return cut_clips(moments, args.clips, args.precise, targets)
     return EXIT_OK
+
+
+def clip_folders(moments: list, folders: list) -> dict[tuple[str, str], str]:
+    """Each video's folder of clips under ``--clips``: its name, or — where a video of an
+    earlier OUT (in the order given) has that name — the name with ``+`` added until it is
+    free (``clip+``, ``clip++``). By folder order and name, never by rank: the same
+    folders and query give the same folders whatever the moments' order."""
+    order = {str(folder): i for i, folder in enumerate(folders)}
+    videos = sorted({(m.folder, m.name) for m in moments}, key=lambda v: (order.get(v[0], 0), v))
+    used: set[str] = set()
+    targets = {}
+    for folder, name in videos:
+        target = name
+        while target in used:
+            target += "+"
+        used.add(target)
+        targets[(folder, name)] = target
+    return targets
 
 
 # A text cell a spreadsheet would run as a formula (OWASP's "CSV injection"): a video's
@@ -192,10 +216,10 @@ def _pad(text: str, cells: int) -> str:
     return text + " " * max(cells - _cells(text), 0)
 
 
-def cut_clips(moments: list, out: Path, precise: bool) -> int:
-    """Each video's moments cut by ``vidcap.clips.export_clips`` into ``out/<name>/`` (with
-    its manifest.json); a video whose source is not a file here, or that cannot be cut, is
-    skipped, saying why, and the others are cut."""
+def cut_clips(moments: list, out: Path, precise: bool, targets: dict[tuple[str, str], str]) -> int:
+    """Each video's moments cut by ``vidcap.clips.export_clips`` into ``out/<target>/``
+    (``clip_folders``; with its manifest.json); a video whose source is not a file here, or
+    that cannot be cut, is skipped, saying why, and the others are cut."""
     from vidcap.clips import MANIFEST_NAME, ONE_VIDEO_ERRORS, export_clips
     from vidcap.folder import SOURCE_CHANGED, open_folder
 
@@ -208,7 +232,6 @@ def cut_clips(moments: list, out: Path, precise: bool) -> int:
     for folder in {folder for folder, _ in by_video}:
         for video in open_folder(folder):
             sources[(folder, video.name)] = video
-    used: set[str] = set()
     skipped = 0
     for (folder, name), found in by_video.items():
         video = sources[(folder, name)]
@@ -221,10 +244,10 @@ def cut_clips(moments: list, out: Path, precise: bool) -> int:
         if video.source_changed(source) is not None:
             print(f"vidcap: {name}: warning: {source} {SOURCE_CHANGED}: its clips are cut at "
                   "the captions' times, which may not match it", file=sys.stderr)  # fmt: skip
-        target = name
-        while target in used:
-            target += "+"
-        used.add(target)
+        target = targets[(folder, name)]
+        if target != name:  # (a video of another OUT has its name)
+            print(f"vidcap: {Path(folder).name}/{name}: its clips in {out / target}/, "
+                  f"as another folder's {name} has {out / name}/", file=sys.stderr)  # fmt: skip
         found.sort(key=lambda s: s.start)
         try:
             clips = export_clips(source, found, out / target, precise=precise)
