@@ -834,3 +834,41 @@ def test_an_output_folder_removed_mid_run_stops_it(tmp_path: Path) -> None:
     again = vidcap("caption", str(src), "--out", str(out), "--model", "tiny", "--fps", "10")
     assert again.returncode == 0, again.stderr
     assert json.loads((out / "summary.json").read_text())["totals"]["done"] == 10
+
+
+@pytest.mark.parametrize(
+    ("argv", "argument"),
+    [
+        (["caption", "", "--out", "{tmp}/o"], "INPUT"),  # (captioned the working folder)
+        (["caption", "{video}", "--out", ""], "--out"),  # (wrote into the working folder)
+        (["caption", "{video}", "--out", "{tmp}/o", "--model", " "], "--model"),  # (exit 1)
+        (["report", ""], "OUT"),  # (rewrote the working folder's page)
+        (["search", "", "red"], "OUT"),
+        (["export", "{tmp}", "--to", "fiftyone", ""], "DIR"),
+        (["mask", "", "--query", "red"], "source"),
+        (["clips", "{video}", "", "--out", "{tmp}/c"], "segments"),
+        (["tiny-model", ""], "DIR"),
+    ],
+)
+def test_an_empty_path_is_a_usage_error_not_the_working_folder(
+    tmp_path: Path, monkeypatch, argv: list[str], argument: str
+) -> None:
+    """Regression: ``vidcap caption "$VIDEOS" --out o`` with the variable unset took ``""``
+    for the working folder (``Path("")`` is ``.``) and captioned everything under it; an
+    empty ``--out`` wrote there, ``vidcap report ""`` rewrote its page. An empty path is a
+    usage error naming the argument, and nothing is read or written."""
+    from tests.support.cli import run_main
+
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(
+        Path(__file__).resolve().parent.parent / "sample_videos" / "shapes.mp4", work / "v.mp4"
+    )
+    monkeypatch.chdir(work)
+    values = {"{tmp}": str(tmp_path), "{video}": str(work / "v.mp4")}
+    result = run_main(*[values.get(a, a.replace("{tmp}", str(tmp_path))) for a in argv])
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert f"error: argument {argument}: an empty " in line and "unset shell variable" in line
+    assert sorted(p.name for p in work.iterdir()) == ["v.mp4"]  # nothing written here
+    assert not (tmp_path / "o").exists()

@@ -385,6 +385,58 @@ def test_a_source_gone_since_the_page_was_written_says_so_at_every_click(
 
 
 @pytest.fixture(scope="module")
+def late_start(http_root) -> Path:
+    """An MP4 whose picture starts 5 s late (an edit list's empty edit: 8 s of picture
+    shown from 5 s to 13 s), captioned with --every-n 25 (at 5.0, 6.0, …, 12.0 s)."""
+    import subprocess
+
+    root, _ = http_root
+    (root / "late").mkdir()
+    video = root / "late" / "late.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
+         "-t", "8", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-output_ts_offset", "5",
+         str(video)],
+        check=True,
+    )  # fmt: skip
+    out = root / "late" / "out"
+    caption = ["caption", str(video), "--model", "tiny", "--every-n", "25", "--quiet"]
+    assert main([*caption, "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("where", ["file", "http"])
+def test_a_frame_of_a_video_that_starts_late_is_played_at_its_time(
+    browser, late_start: Path, http_root, where: str
+) -> None:
+    """Regression: Chromium first gives such a video the length of its picture alone (a
+    timeline to 8 s), so a click on its frame at 12 s did not seek: from disk the page said
+    the web server answered no range requests and fetched the file (refused: two console
+    errors); over HTTP it loaded the video whole and stopped at 8 s, showing another
+    moment under the clicked one's time, and said nothing. The page now seeks to the end
+    of the timeline as the browser lengthens it, then to the moment."""
+    _, base = http_root
+    url = (late_start / "index.html").as_uri() if where == "file" else f"{base}/late/out/index.html"
+    times = [row["time"] for row in read_jsonl(late_start / "late.jsonl")]
+    assert times[0] == 5.0 and times[-1] == 12.0
+    page = Page(browser, url)
+    try:
+        page.locator(".card[data-name='late'] .strip .frame").nth(len(times) - 1).click()
+        page.wait_for_function(
+            """(at) => { const v = document.getElementById('video');
+                         return v.readyState >= 1 && !v.seeking &&
+                           Math.abs(v.currentTime - at) < 0.01; }""",
+            arg=times[-1],
+            timeout=20_000,
+        )
+        assert page.text_content("#player-time").startswith("0:12.000")
+        assert page.is_hidden("#player-why")
+        assert page.problems == []
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # captions only: the player's .vtt scripts load when a player opens (the small folder)
     out = big_folder(

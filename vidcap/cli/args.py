@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from vidcap.backend import Backend, EmbeddedBackend, load_replicas
+from vidcap.cli.parser import nonempty
 from vidcap.cli.remote import add_client_arguments
 from vidcap.errors import UsageError
 from vidcap.inputs import LIST_SUFFIXES
@@ -37,13 +38,27 @@ from vidcap.similar import DEFAULT_DISTANCE
 from vidcap.video import VIDEO_EXTENSIONS
 from vidcap.wording import flags_that
 
+
+def model_arg(value: str) -> str:
+    """``--model``: ``canonical_model``, an empty name refused (it failed as a checkpoint
+    that cannot load, exit 1)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(
+            "an empty model name (an unset shell variable?); give a hub id, a folder or tiny"
+        )
+    return canonical_model(value)
+
+
 # ---- run: what to write --------------------------------------------------------------------
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """``--out``, ``--format`` and ``--quiet`` of ``vidcap caption``."""
     parser.add_argument(
-        "--out", required=True, help="output folder, or an fsspec URL (s3://…, gs://…)"
+        "--out",
+        required=True,
+        type=nonempty,
+        help="output folder, or an fsspec URL (s3://…, gs://…)",
     )
     parser.add_argument(
         "--format",
@@ -226,7 +241,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
-        type=canonical_model,  # (a local folder by its absolute path)
+        type=model_arg,  # (a local folder by its absolute path)
         default=model.model,
         help=f"hub id, local directory, or 'tiny' (default {model.model})",
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vidcap.cli import EXIT_FAILED, EXIT_OK, output_to_nowhere
+from vidcap.cli.parser import nonempty
 from vidcap.errors import VidcapError
 from vidcap.wording import counted
 
@@ -39,6 +40,7 @@ def add_caption_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         "inputs",
         nargs="+",
         metavar="INPUT",
+        type=nonempty,
         help="video files, folders (searched recursively), list files (.txt, or .csv/.tsv/"
         ".parquet with a 'path' column; other columns are carried into the outputs) or fsspec URLs",
     )

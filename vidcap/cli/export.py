@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from vidcap.cli import EXIT_FAILED, EXIT_OK
-from vidcap.cli.parser import check_out_folder, local_folder
+from vidcap.cli.parser import check_out_folder, local_folder, path_arg
 from vidcap.errors import UsageError
 from vidcap.mask import MaskSettings
 from vidcap.wording import counted, flags_that
@@ -35,7 +34,7 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "out", type=local_folder, metavar="OUT", help="a `vidcap caption --out` folder"
     )
     parser.add_argument(
-        "dir", type=Path, metavar="DIR", help="new or empty folder (or an earlier export)"
+        "dir", type=path_arg, metavar="DIR", help="new or empty folder (or an earlier export)"
     )
     parser.add_argument("--to", required=True, choices=FORMATS, help="the format")
     parser.add_argument("--query", action="append", default=[], metavar="TEXT",

@@ -23,7 +23,7 @@ from vidcap.cli.args import (
     generation_from_args,
     sampling_from_args,
 )
-from vidcap.cli.parser import check_out_file, check_out_folder, check_writable
+from vidcap.cli.parser import check_out_file, check_out_folder, check_writable, path_arg
 from vidcap.clips import (
     MANIFEST_NAME,
     ONE_VIDEO_ERRORS,
@@ -81,7 +81,9 @@ def add_mask_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
         epilog=MASK_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("source", type=Path, help="caption JSONL (--query) or video (--question)")
+    parser.add_argument(
+        "source", type=path_arg, help="caption JSONL (--query) or video (--question)"
+    )
     mode = parser.add_argument_group("what to find")
     mode.add_argument(
         "--query", action="append", default=[], metavar="TEXT",
@@ -100,7 +102,9 @@ def add_mask_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
                          "its last decodable frame, as `vidcap caption` finds it; for a "
                          "caption JSONL in an output folder, the duration the folder records; "
                          "else the last frame time + median frame interval)")  # fmt: skip
-    parser.add_argument("--out", type=Path, metavar="FILE", help="write the JSON here, not stdout")
+    parser.add_argument(
+        "--out", type=path_arg, metavar="FILE", help="write the JSON here, not stdout"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar (question mode)")
     _add_question_options(parser)
     parser.set_defaults(func=run_mask)
@@ -150,17 +154,17 @@ def add_clips_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         epilog=CLIPS_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("video", type=Path, nargs="?", help="the video (with --scenes: "
+    parser.add_argument("video", type=path_arg, nargs="?", help="the video (with --scenes: "
                         "default, the video each scene row names)")  # fmt: skip
-    parser.add_argument("segments", type=Path, nargs="?", help="SEGMENTS.json")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR")
+    parser.add_argument("segments", type=path_arg, nargs="?", help="SEGMENTS.json")
+    parser.add_argument("--out", type=path_arg, required=True, metavar="DIR")
     parser.add_argument(
         "--precise",
         action="store_true",
         help="frame-accurate re-encode (libx264) instead of keyframe-aligned stream copy",
     )
     scenes = parser.add_argument_group("clips per scene")
-    scenes.add_argument("--scenes", type=Path, metavar="SCENES",
+    scenes.add_argument("--scenes", type=path_arg, metavar="SCENES",
                         help="a <name>.scenes.jsonl, or an output folder of them")  # fmt: skip
     scenes.add_argument("--min-duration", type=float, metavar="S",
                         help="drop scenes (and pieces) shorter than S seconds")  # fmt: skip

@@ -98,11 +98,29 @@ class OneLineParser(argparse.ArgumentParser):
         return f"; did you mean {' or '.join(hints)}?" if hints else ""
 
 
+EMPTY_PATH = "an empty path (an unset shell variable?); give a file or folder ('.' for this one)"
+
+
+def path_arg(value: str) -> Path:
+    """A path argument (``type=path_arg``): an empty one is refused, not taken for '.' as
+    ``Path("")`` is (``vidcap caption "$VIDEOS"`` with the variable unset captioned the
+    whole working folder; ``--out ""`` wrote into it)."""
+    return Path(nonempty(value))
+
+
+def nonempty(value: str) -> str:
+    """A path or URL argument given as text (an input, ``--out``): not empty."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(EMPTY_PATH)
+    return value
+
+
 def local_folder(value: str) -> Path:
     """An output folder to read (``vidcap search``, ``report``, ``export``): a local path.
     A URL (``vidcap caption --out s3://…`` writes to one) is refused, saying what to do."""
     from vidcap.inputs import is_url, shown_source
 
+    nonempty(value)
     if is_url(value):
         raise argparse.ArgumentTypeError(
             f"{shown_source(value)} is a URL: search, report and export read a local folder; copy it here "

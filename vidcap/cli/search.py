@@ -16,7 +16,7 @@ from typing import TextIO
 from wcwidth import wcwidth
 
 from vidcap.cli import EXIT_FAILED, EXIT_OK
-from vidcap.cli.parser import check_out_folder, local_folder
+from vidcap.cli.parser import check_out_folder, local_folder, path_arg
 from vidcap.errors import UsageError
 from vidcap.mask import MaskSettings, Segment
 from vidcap.wording import counted
@@ -59,7 +59,7 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     form = parser.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="one JSON document on stdout")
     form.add_argument("--csv", action="store_true", help="CSV on stdout, one moment a row")
-    parser.add_argument("--clips", type=Path, metavar="DIR",
+    parser.add_argument("--clips", type=path_arg, metavar="DIR",
                         help="cut each moment into DIR/<name>/ as `vidcap clips` does")  # fmt: skip
     parser.add_argument("--precise", action="store_true",
                         help="with --clips: frame-accurate re-encode instead of stream copy")  # fmt: skip

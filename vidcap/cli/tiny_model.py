@@ -14,6 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
+from vidcap.cli.parser import path_arg
 from vidcap.errors import UsageError, VidcapError
 
 SEED_LIMIT = 2**63  # torch.manual_seed takes a 64-bit integer
@@ -25,7 +26,10 @@ def add_tiny_model_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
         "tiny-model", help="write the bundled tiny BLIP-2 checkpoint to a folder"
     )
     parser.add_argument(
-        "dir", type=Path, metavar="DIR", help="a new or empty folder to write it to (--model DIR)"
+        "dir",
+        type=path_arg,
+        metavar="DIR",
+        help="a new or empty folder to write it to (--model DIR)",
     )
     parser.add_argument(
         "--untrained", action="store_true", help="build fresh random weights instead"

@@ -534,11 +534,92 @@
     return false;
   }
 
+  function seekableEnd() {
+    var ranges = player.seekable;
+    return ranges.length ? ranges.end(ranges.length - 1) : 0;
+  }
+
+  // A video whose picture starts late (an MP4 whose edit list begins with an empty edit) is
+  // first given by Chromium the length of its picture alone, from where it starts (8 s of
+  // a picture from 5 s: a timeline to 8 s, not 13), lengthened as the browser reads on
+  // (a few seconds past where it plays): a moment past that end is reached by seeking to
+  // the end, again as it moves, then to the moment once the timeline holds it. Setting
+  // currentTime past the end would stop at the end, showing another moment, saying nothing.
+  var REACH_WAIT_MS = 3000;  // with no lengthening for this long, the timeline is whole
+  var reach = null;          // {target, name, last, timer}: the moment being reached
+
+  function stopReaching() {
+    if (reach !== null) clearTimeout(reach.timer);
+    reach = null;
+  }
+
+  function reachFor(seconds) {
+    stopReaching();
+    reach = { target: seconds, name: player.dataset.name, last: seekableEnd(), timer: null };
+    waitToReach();
+    player.currentTime = reach.last;
+  }
+
+  player.addEventListener('seeked', function () {
+    if (reach === null || reach.name !== player.dataset.name || canSeek(reach.target)) return;
+    var end = seekableEnd();
+    if (end > reach.last) {  // (lengthened while it sought: on to the new end)
+      reach.last = end;
+      waitToReach();
+      player.currentTime = end;
+    }
+  });
+
+  function waitToReach() {
+    clearTimeout(reach.timer);
+    reach.timer = setTimeout(function () {
+      var target = reach.target;
+      var same = reach.name === player.dataset.name;
+      stopReaching();
+      if (!same) return;
+      if (!player.dataset.whole && /^https?:/.test(player.currentSrc)) {
+        fetchWhole(target);  // (a server without range requests, which seeks in what it has)
+        return;
+      }
+      trouble('this moment, at ' + clock(target) + ', is past the end of the video as the ' +
+        'browser plays it (' + clock(seekableEnd()) + ')');
+    }, REACH_WAIT_MS);
+  }
+
+  player.addEventListener('durationchange', function () {
+    if (reach === null) return;
+    if (reach.name !== player.dataset.name) { stopReaching(); return; }
+    if (canSeek(reach.target)) {
+      var target = reach.target;
+      stopReaching();
+      player.currentTime = target;
+    } else {
+      waitToReach();  // (lengthened, not far enough yet)
+      if (!player.seeking && seekableEnd() > reach.last) {
+        reach.last = seekableEnd();
+        player.currentTime = reach.last;
+      }
+    }
+  });
+
   function seekTo(seconds) {
-    if (seconds === 0 || canSeek(seconds) || player.dataset.whole) {
+    stopReaching();
+    if (seconds === 0 || canSeek(seconds)) {
       player.currentTime = seconds;
       return;
     }
+    if (seekableEnd() > 0) {
+      reachFor(seconds);
+      return;
+    }
+    if (player.dataset.whole) {
+      player.currentTime = seconds;
+      return;
+    }
+    fetchWhole(seconds);
+  }
+
+  function fetchWhole(seconds) {
     // A web server that does not answer range requests (python -m http.server) leaves the
     // browser unable to seek: fetch the whole video once and play it from memory.
     var name = player.dataset.name;
