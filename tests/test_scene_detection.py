@@ -614,6 +614,31 @@ def test_scene_clips_of_a_source_changed_since_it_was_captioned_say_so(
     assert len(list((tmp_path / "later" / "cuts").glob("*.mp4"))) > 0  # cut all the same
 
 
+@pytest.mark.heavy
+def test_a_scene_clip_cut_short_at_the_videos_end_is_named_by_the_times_cut(
+    footage, tiny_captioner, tmp_path: Path
+) -> None:
+    """Regression: the scenes of a video cut on a shorter copy gave the last shot's clip
+    its scene's full span in its name (``…_scene0004_01_6.000-8.000.mp4``) while it holds
+    6–7 s, as its JSON said: the name now says the times cut, as a segment clip's does."""
+    from vidcap.ffmpeg import run_ffmpeg
+
+    path, _ = footage["cuts"]
+    _run([path], tmp_path / "out", tiny_captioner, SCENES)
+    rows = load_scenes(tmp_path / "out" / "cuts.scenes.jsonl")
+    last = rows[-1]
+    end = round((last["start"] + last["end"]) / 2, 1)  # (inside the last shot)
+    short = tmp_path / "short" / "cuts.mp4"
+    short.parent.mkdir()
+    run_ffmpeg(["-i", str(path), "-t", str(end), "-c:v", "libx264", "-y", str(short)])
+    scenes = tmp_path / "out" / "cuts.scenes.jsonl"
+    assert main(["clips", str(short), "--scenes", str(scenes), "--out", str(tmp_path / "c")]) == 0
+    pairs = sorted((tmp_path / "c").glob("*_scene*.json"))
+    final = json.loads(pairs[-1].read_text())
+    assert final["scene"] == last["scene"] and final["end"] < last["end"]
+    assert pairs[-1].stem.endswith(f"_{final['start']:.3f}-{final['end']:.3f}")
+
+
 def test_reused_and_scene_events_pass_the_engine_in_order(footage, tiny_captioner) -> None:
     """``caption_video`` (mask, clients, benches) gives reused frames their caption."""
     path, _ = footage["static"]

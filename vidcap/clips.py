@@ -837,8 +837,11 @@ def export_scene_clips(
             # past the file's: the pieces after its end hold nothing
             log.info("%s: no %s (after the end)", video, scene_clip_name(video.stem, piece))
             continue
-        segment = Segment(piece.start, piece.end, len(piece.captions()))
-        output = out_dir / scene_clip_name(video.stem, piece)
+        # (what the video holds of it, cut short at its end: the clip's name says these
+        # times, as its manifest entry does)
+        held = replace(piece, end=min(piece.end, duration))
+        segment = Segment(held.start, held.end, len(piece.captions()))
+        output = out_dir / scene_clip_name(video.stem, held)
         manifest.cutting(output.name)
         clip = export_clip(video, segment, output, precise, timing)
         timing = timing.after(clip)
