@@ -394,3 +394,35 @@ def test_cli_format_change_leaves_one_row_per_frame(tmp_path: Path) -> None:
     rows = pq.read_table(out / SHARD_DIR).to_pylist()
     assert len(rows) == summary["totals"]["frames"] == len(read_jsonl(out / "shapes.jsonl")) > 0
     assert len({(r["video"], r["frame"]) for r in rows}) == len(rows)
+
+
+def test_a_later_runs_columns_take_the_types_the_shards_hold(tmp_path: Path, caplog) -> None:
+    """Regression: each run typed its metadata columns from its own lists, so a folder built
+    by two runs (a CSV's text ``clip_id``, then a Parquet list's numbers) held ``clip_id``
+    as text in one shard and int64 in the next: ``ray.data.read_parquet`` and
+    ``pyarrow.unify_schemas`` refused the folder, ``read_table`` cast to the first shard's.
+    A later run now writes a column as the shards hold it where it can (text: the value's
+    JSON text; floats: whole numbers as floats), and warns, naming it, where it cannot."""
+    out = tmp_path / "out"
+    settings = RunSettings(out_dir=out, formats=("parquet",))
+    sources = _sources(tmp_path, 3)
+    runs = [
+        [{"clip_id": "c1", "score": 0.5}],  # (a CSV's text; a Parquet list's floats)
+        [{"clip_id": 4, "score": 2}],  # (a Parquet list's int64s)
+        [{"clip_id": "c9", "score": "high"}],  # (text where the shards hold floats)
+    ]
+    for source, metadata in zip(sources, runs, strict=True):
+        jobs, _ = plan([source], settings, metadata)
+        committer = Committer(settings, jobs, run_writers_for(settings, metadata))
+        _feed(committer, jobs[0].id, 2)
+        committer.close(1.0)
+    by_run = {pq.read_table(s).column("video")[0].as_py(): s for s in (out / SHARD_DIR).glob("*.parquet")}  # fmt: skip
+    shards = [by_run[source] for source in sources]  # (in the runs' order)
+    kinds = [(pq.read_schema(s).field("clip_id").type, pq.read_schema(s).field("score").type)
+             for s in shards]  # fmt: skip
+    assert kinds == [(pa.string(), pa.float64())] * 2 + [(pa.string(), pa.string())]
+    assert pa.unify_schemas([pq.read_schema(s) for s in shards[:2]])  # (raised before)
+    rows = pq.read_table(shards[1]).to_pylist()
+    assert {(r["clip_id"], r["score"]) for r in rows} == {("4", 2.0)}
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "the column 'score' is double in the shards there" in warned[0]

@@ -87,6 +87,43 @@ def metadata_schema(metadata: Sequence[dict[str, Any]]):  # -> pyarrow.Schema
     return pa.schema(fields)
 
 
+def agreeing_schema(schema: Any, folder: Path) -> Any:  # -> pyarrow.Schema
+    """The run's metadata ``schema`` made to agree with the shards ``folder`` holds (an
+    earlier run's, from other lists): a column they hold as text is text here too (each
+    value its JSON text, as for one run's lists that disagree), whole numbers where they
+    hold floats are floats. Readers that merge the shards' schemas (``ray.data.
+    read_parquet``, ``pyarrow.unify_schemas``) fail on a column of two types, and
+    ``read_table`` casts to the first shard's. Where no such change makes them agree
+    (numbers there, text here), a warning names the column."""
+    pa, pq = _pyarrow()
+    earlier: dict[str, Any] = {}
+    for shard in _shards(folder):
+        try:
+            for held in pq.read_schema(shard):
+                earlier.setdefault(held.name, held.type)
+        except (OSError, pa.ArrowException):
+            continue  # (not a shard: a reader of the folder says so)
+    fields = []
+    for column in schema:
+        had = earlier.get(column.name)
+        kind = column.type
+        if had is None or had == kind:
+            pass
+        elif pa.types.is_string(had) or pa.types.is_large_string(had):
+            kind = pa.string()
+        elif pa.types.is_floating(had) and pa.types.is_integer(kind):
+            kind = had
+        else:
+            log.warning(
+                "%s: the column %r is %s in the shards there and %s in this run's lists: "
+                "readers that merge the shards' schemas (ray.data.read_parquet) refuse the "
+                "folder; give it one type in every list (or another --out)",
+                folder, column.name, had, kind,
+            )  # fmt: skip
+        fields.append(pa.field(column.name, kind))
+    return pa.schema(fields)
+
+
 def metadata_value(value: Any, text: bool) -> Any:
     """A metadata value for its Parquet column; ``text``: the column holds text (its
     values' types differ), where a value that is not text is written as its JSON text
@@ -119,6 +156,8 @@ class ParquetShardWriter:
         self.key = key
         self.shard_rows = shard_rows
         self.meta_schema = metadata_schema(metadata)
+        if rows:  # (the columns' types as the folder's shards hold them)
+            self.meta_schema = agreeing_schema(self.meta_schema, self.folder)
         pa = self.pa
         self.schema = pa.schema(
             [
