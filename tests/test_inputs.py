@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import unicodedata
 from pathlib import Path
@@ -415,6 +416,33 @@ def test_file_urls_are_unescaped(tmp_path: Path) -> None:
     assert "%20" in video.as_uri()
     assert [v.source for v in expand_inputs([listing])] == [str(video), str(video)]
     assert [v.source for v in expand_inputs([video.as_uri()])] == [str(video)]
+
+
+def test_an_out_file_url_is_the_path_it_names_and_another_hosts_is_refused(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Regression: ``--out file://localhost/ABS`` wrote into ``./localhost/ABS`` and
+    ``--out file://server/x`` into ``./server/x``, exit 0 (inputs read the first right).
+    The first is ``/ABS``; a file URL naming another machine is a usage error, as an input,
+    an ``--out`` or a folder to read."""
+    from tests.support.cli import run_main
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "o u t"
+    args = ["--model", "tiny", "--quiet", "--max-frames", "2", "--no-thumbs"]
+    localhost = "file://localhost" + out.as_uri().removeprefix("file://")
+    assert run_main("caption", SAMPLE, "--out", localhost, *args).returncode == 0
+    assert (out / f"{SAMPLE.stem}.jsonl").is_file()
+    assert run_main("report", localhost).returncode == 0
+    for argv in (
+        ["caption", SAMPLE, "--out", "file://server/share/o", *args],
+        ["caption", "file://server/share/v.mp4", "--out", str(tmp_path / "x"), *args],
+        ["report", "file://server/share/o"],
+    ):
+        result = run_main(*argv)
+        assert result.returncode == 2, result.stderr
+        assert "names the machine 'server'" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o u t"]  # (no ./server, ./localhost)
 
 
 def test_an_unnamed_empty_column_is_no_column(tmp_path: Path) -> None:
@@ -912,3 +940,17 @@ def test_a_url_whose_file_system_is_not_installed_says_what_to_install(
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
     assert line.startswith("vidcap: error: ") and line.endswith(f"(pip install {package})"), line
+
+
+def test_a_list_at_a_host_that_cannot_be_reached_says_so(http_root: tuple[Path, str]) -> None:
+    """Regression: a list file at a URL whose host refused the connection was "no such file
+    or folder", which sends one checking paths; fsspec says FileNotFoundError of both. A
+    failure to reach the host is told as one; a 404 is still no such file."""
+    from tests.support.servers import free_port
+
+    _, base = http_root
+    with pytest.raises(UsageError, match="no such file or folder: .*/absent.csv$"):
+        expand_inputs([f"{base}/absent.csv"])
+    dead = f"http://127.0.0.1:{free_port()}/list.csv"
+    with pytest.raises(UsageError, match=f"cannot read {re.escape(dead)}: Cannot connect to host"):
+        expand_inputs([dead])

@@ -96,15 +96,23 @@ def is_url(item: str) -> bool:
     return "://" in item and not item.startswith("file://")
 
 
-def _local(item: str) -> str:
+def local_path(item: str) -> str:
     """A ``file:`` URL as the local path it names, its escapes undone (``Path.as_uri()`` and
     browsers write ``file:///a%20b.mp4`` for ``/a b.mp4``; ``file://localhost/…`` names this
-    machine too); anything else as it is."""
+    machine too); anything else as it is. One naming another machine
+    (``file://server/share/…``) is a usage error: it is not a path here (read as one, it
+    was the relative folder ``server/share/…``)."""
     if item[:7].lower() != "file://":
         return item
     rest = item[7:]
     if rest[:10].lower() == "localhost/":
         rest = rest[9:]
+    elif rest and not rest.startswith("/"):
+        host = rest.split("/", 1)[0]
+        raise UsageError(
+            f"{shown_source(item)} names the machine {host!r}: give a path of this one "
+            f"(file:///… or file://localhost/…), or mount it here"
+        )
     return unquote(rest)
 
 
@@ -117,7 +125,7 @@ def expand_inputs(
     Parquet list's paths are in its ``path_column``. ``out``: the run's own output folder,
     passed over without a word where a folder holds it (other vidcap output folders met in
     a walk are passed over with a warning). Raises ``UsageError`` on a bad input."""
-    named = [_local(str(raw)) for raw in items if not isinstance(raw, InputVideo)]
+    named = [local_path(str(raw)) for raw in items if not isinstance(raw, InputVideo)]
     if path_column != PATH_COLUMN and not any(_suffix(item) in TABLE_SUFFIXES for item in named):
         raise UsageError(
             f"--path-column {path_column!r} names a column of a CSV, TSV or Parquet list, and "
@@ -128,7 +136,7 @@ def expand_inputs(
         if isinstance(raw, InputVideo):
             videos.append(raw)
             continue
-        item = _local(str(raw))
+        item = local_path(str(raw))
         if is_url(item):
             videos.extend(_expand_url(item, path_column))
         else:
@@ -295,10 +303,21 @@ def _expand_url(url: str, path_column: str) -> list[InputVideo]:
             found = _in_folder(path.rstrip("/"), fs.find(path))
             return [InputVideo(fs.unstrip_protocol(p)) for p in found]
     except FileNotFoundError as exc:
-        raise UsageError(f"no such file or folder: {shown}") from exc
+        cause = exc.__cause__
+        if cause is None or isinstance(cause, FileNotFoundError) or _not_found(cause):
+            raise UsageError(f"no such file or folder: {shown}") from exc
+        # (fsspec's HTTP says FileNotFoundError of a host it cannot reach: that is told)
+        reason = str(cause).replace(url, shown) or type(cause).__name__
+        raise UsageError(f"cannot read {shown}: {reason}") from exc
     except OSError as exc:
         raise UsageError(f"cannot read {shown}: {str(exc).replace(url, shown)}") from exc
     return [InputVideo(url)]
+
+
+def _not_found(cause: BaseException) -> bool:
+    """Is ``cause`` (of fsspec's FileNotFoundError) a server's answer that there is no such
+    file (HTTP 404 or 410), not a failure to reach it?"""
+    return getattr(cause, "status", None) in (404, 410)
 
 
 @contextmanager
@@ -531,7 +550,7 @@ def _check_columns(name: str, columns: Sequence[str], path_column: str) -> None:
 def _resolve(path: str, base: str | None) -> str:
     """A list entry: a URL or absolute path as is; a relative path against the list's folder
     (``base``: the folder of a local list, the URL of a remote one)."""
-    path = _local(path)
+    path = local_path(path)
     if is_url(path) or base is None or os.path.isabs(path):
         return path
     if is_url(base):
@@ -595,7 +614,7 @@ def source_identity(source: str) -> dict[str, Any]:
     """What tells one input from another (its ``"path"`` names it): a local file's resolved
     path, size and modification time, or a URL's ``remote_identity``. Raises ``OSError``
     when the input cannot be reached."""
-    source = _local(source)
+    source = local_path(source)
     if is_url(source):
         return remote_identity(source)
     path = Path(source).resolve()
@@ -754,7 +773,7 @@ def local_copy(source: str, progress: Callable[[int], None] | None = None) -> It
     temporary copy downloaded with fsspec (deleted on exit). ``progress(bytes)``: called
     every ``PROGRESS_S`` while the copy grows (the decoder's heartbeat: a download that goes
     on is no stalled decoder, however long it takes; one that stops is ``HTTP_STALL_S``')."""
-    source = _local(source)
+    source = local_path(source)
     if not is_url(source):
         yield Path(source)
         return

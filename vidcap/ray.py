@@ -57,7 +57,7 @@ from vidcap.commit import Committer, check_out_dir
 from vidcap.decode import Decoded, Event, decode_events, encode_event, read_event
 from vidcap.engine import Captioned, FailingStreak, Uncaptioned, deliver
 from vidcap.errors import UsageError, VidcapError, install_hint
-from vidcap.inputs import PATH_COLUMN, InputVideo, expand_inputs, is_url
+from vidcap.inputs import PATH_COLUMN, InputVideo, expand_inputs, is_url, local_path
 from vidcap.jobs import RunSettings, RunWriter, VideoJob, VideoResult, split_formats
 from vidcap.model import (
     auto_batch_size,
@@ -650,7 +650,7 @@ def caption_dataset(
     if isinstance(formats, str):  # "jsonl,srt", as --format takes them
         formats = split_formats(formats)
     model = pinned(model or ModelSettings())  # every actor loads this one commit
-    local = None if is_url(str(out)) else Path(out)
+    local = None if is_url(str(out)) else Path(local_path(str(out)))
     videos = expand_inputs(inputs, path_column, out=local)
     with output_folder(out) as out_dir:
         settings = RunSettings(

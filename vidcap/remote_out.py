@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 
 from vidcap import scratch
 from vidcap.errors import UploadFailed, UsageError, VidcapError, reason
-from vidcap.inputs import fsspec_error, is_url, shown_source
+from vidcap.inputs import fsspec_error, is_url, local_path, shown_source
 from vidcap.journal import JOURNAL_DIR
 from vidcap.out_lock import LOCK_NAME
 from vidcap.outputs import PART_SUFFIX, STAGING_NAME, THUMBS_DIR, THUMBS_STAGING, telling
@@ -302,7 +302,7 @@ def output_folder(out: str | Path) -> Iterator[Path]:
     """The local folder a run writes into: ``out`` itself, or a staging folder for a URL,
     synced every ``SYNC_SECONDS``."""
     if not is_url(str(out)):
-        yield Path(str(out).removeprefix("file://"))
+        yield Path(local_path(str(out)))
         return
     staged = StagedFolder(str(out))
     try:

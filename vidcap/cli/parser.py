@@ -118,7 +118,7 @@ def nonempty(value: str) -> str:
 def local_folder(value: str) -> Path:
     """An output folder to read (``vidcap search``, ``report``, ``export``): a local path.
     A URL (``vidcap caption --out s3://…`` writes to one) is refused, saying what to do."""
-    from vidcap.inputs import is_url, shown_source
+    from vidcap.inputs import is_url, local_path, shown_source
 
     nonempty(value)
     if is_url(value):
@@ -126,7 +126,10 @@ def local_folder(value: str) -> Path:
             f"{shown_source(value)} is a URL: search, report and export read a local folder; copy it here "
             "first (aws s3 sync, gsutil rsync, or fsspec's get with recursive=True)"
         )
-    return Path(value.removeprefix("file://"))
+    try:
+        return Path(local_path(value))
+    except UsageError as exc:  # (a file:// URL of another machine)
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 # --- where a command writes --------------------------------------------------------------
