@@ -103,12 +103,19 @@ def test_unfinished_shard_leaves_nothing_and_is_redone(tmp_path: Path) -> None:
     assert not (out / STATE_DIR / "v1.json").exists()
     assert [p.name.startswith("part-") for p in (out / SHARD_DIR).iterdir()] == [True]
 
+    # A shard the run was writing when SIGKILLed (a hidden .part, never renamed in): it
+    # stayed for good (regression); the next run to write a shard removes it.
+    killed = out / SHARD_DIR / ".part-20261207T000000-dead00-00000.parquet.part"
+    killed.write_bytes(b"half a shard")
     todo, resumed = plan(sources, settings)
     assert [j.source for j in todo] == [sources[1]]
     assert [r.video for r in resumed] == [sources[0]]
-    committer = Committer(settings, todo, run_writers_for(settings))
+    writers = run_writers_for(settings)
+    assert killed.exists()  # (not when the writer is made: before the run holds the folder)
+    committer = Committer(settings, todo, writers)
     _feed(committer, 0, 2)
     committer.close(1.0)
+    assert not killed.exists()
     rows = pq.read_table(out / SHARD_DIR).to_pylist()
     assert sorted((r["video"], r["frame"]) for r in rows) == sorted(
         [(sources[0], i * 10) for i in range(3)] + [(sources[1], i * 10) for i in range(2)]

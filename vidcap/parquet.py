@@ -250,6 +250,11 @@ class ParquetShardWriter:
             return []
         if self._earlier is None:  # before this run's first shard: the earlier runs' ones
             self._earlier = self._index()
+            # and the shards a killed run (SIGKILL) was writing: hidden, skipped by readers,
+            # never renamed in; none is being written now (the run holds the folder,
+            # ``out_lock``, as it did not yet when this writer was made)
+            for stale in self.folder.glob(".part-*.parquet.part") if self.folder.is_dir() else ():
+                stale.unlink(missing_ok=True)
         if self.rows:
             own_folder(self.folder, parents=False)
             path = self.folder / f"part-{self.run_id}-{len(self.shards):05d}.parquet"
