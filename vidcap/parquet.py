@@ -96,13 +96,17 @@ def agreeing_schema(schema: Any, folder: Path) -> Any:  # -> pyarrow.Schema
     ``read_table`` casts to the first shard's. Where no such change makes them agree
     (numbers there, text here), a warning names the column."""
     pa, pq = _pyarrow()
+    wanted = set(schema.names)
     earlier: dict[str, Any] = {}
-    for shard in _shards(folder):
+    for shard in _shards(folder) if wanted else ():  # (footers only; until each is found)
         try:
             for held in pq.read_schema(shard):
-                earlier.setdefault(held.name, held.type)
+                if held.name in wanted:
+                    earlier.setdefault(held.name, held.type)
         except (OSError, pa.ArrowException):
             continue  # (not a shard: a reader of the folder says so)
+        if len(earlier) == len(wanted):
+            break
     fields = []
     for column in schema:
         had = earlier.get(column.name)
