@@ -546,7 +546,7 @@ def test_the_scripts_find_the_project_venv_in_a_new_shell(tmp_path: Path) -> Non
         timeout=60,
     )
     # Past "gunicorn not found": the settings check ran with the .venv's Python.
-    assert flask.stderr.strip() == "error: VIDCAP_READ_TIMEOUT must be a number, got 'soon'"
+    assert flask.stderr.strip() == "start.sh: VIDCAP_READ_TIMEOUT must be a number, got 'soon'"
     torchserve = subprocess.run(
         ["bash", str(root / "torchserve" / "start.sh")],
         env=bare_shell_env(MODEL_STORE=str(tmp_path / "store"), TS_RUN_DIR=str(tmp_path / "run")),
