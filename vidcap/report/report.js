@@ -555,19 +555,23 @@
 
   function reachFor(seconds) {
     stopReaching();
-    reach = { target: seconds, name: player.dataset.name, last: seekableEnd(), timer: null };
+    reach = { target: seconds, name: player.dataset.name, last: 0, timer: null };
     waitToReach();
-    player.currentTime = reach.last;
+    stepOn();
   }
 
-  player.addEventListener('seeked', function () {
-    if (reach === null || reach.name !== player.dataset.name || canSeek(reach.target)) return;
+  function stepOn() {  // to the timeline's end, where it has moved since the last step
     var end = seekableEnd();
-    if (end > reach.last) {  // (lengthened while it sought: on to the new end)
+    if (end > reach.last) {
       reach.last = end;
-      waitToReach();
       player.currentTime = end;
     }
+  }
+
+  player.addEventListener('seeked', function () {  // (lengthened while it sought: on)
+    if (reach === null || reach.name !== player.dataset.name || canSeek(reach.target)) return;
+    waitToReach();
+    stepOn();
   });
 
   function waitToReach() {
@@ -595,10 +599,7 @@
       player.currentTime = target;
     } else {
       waitToReach();  // (lengthened, not far enough yet)
-      if (!player.seeking && seekableEnd() > reach.last) {
-        reach.last = seekableEnd();
-        player.currentTime = reach.last;
-      }
+      if (!player.seeking) stepOn();
     }
   });
 
