@@ -31,7 +31,8 @@ from tests.support.videos import (
     with_edit_list,
     write_video,
 )
-from vidcap.container import Clock
+from vidcap import container
+from vidcap.container import Clock, demux_times
 from vidcap.decode import Decoded, Ended, decode_events
 from vidcap.errors import UsageError, VideoError
 from vidcap.frame_order import BestEffort, Reorder
@@ -1291,6 +1292,108 @@ def test_a_timestamp_reset_in_mpeg_ts_continues_the_timeline(tmp_path: Path, cap
     with VideoReader(joined) as reader:
         list(reader.frames(SamplingSettings(fps=1.0)))
     assert reader.stats.duration == pytest.approx(5.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("offset", [3, 50], ids=["3s-earlier", "50s-earlier"])
+@pytest.mark.parametrize("mode", ["exact", "all"])
+def test_a_reset_to_a_clock_before_the_files_start_continues_the_timeline(
+    tmp_path: Path, caplog, offset: int, mode: str
+) -> None:
+    """Regression: where the second recording's clock starts before the first's start (its
+    times negative from the file's start), the demux pass found the reset at 0 s, clamped,
+    and the decode pass matched no frame to it within 2 s: 50 s before, every frame of the
+    second was dropped as "could not be decoded"; 3 s before, the frame 2 s before was taken
+    as the reset and every sample after the join showed the picture 29 frames on."""
+    args = ["-c:v", "libx264", "-bf", "2", "-g", "10", "-f", "mpegts"]
+    first = encode_with_ffmpeg(
+        tmp_path / "a.ts", 30, "10", [*args, "-output_ts_offset", str(offset)]
+    )
+    second = encode_with_ffmpeg(tmp_path / "b.ts", 40, "10", args, first=30)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    with caplog.at_level(logging.WARNING, logger="vidcap.video"):
+        every = read(joined, SamplingSettings(every_n=1, mode=mode))
+        sampled = read(joined, SamplingSettings(fps=1.0, mode=mode))
+    assert not [r for r in caplog.records if "could not be" in r.getMessage()]
+    assert [frame_number(f.rgb) for f in every] == list(range(70))
+    assert [f.time for f in every] == pytest.approx([i / 10 for i in range(70)], abs=1e-6)
+    assert [frame_number(f.rgb) for f in sampled] == list(range(0, 70, 10))
+
+
+MID_GOP = {
+    "h264": ["-c:v", "libx264", "-bf", "2", "-g", "30"],
+    "h264-open-gop": ["-c:v", "libx264", "-bf", "3", "-g", "30", "-x264-params", "open-gop=1"],
+    "hevc": ["-c:v", "libx265", "-bf", "4", "-g", "30", "-x265-params", "log-level=error"],
+    "mpeg2": ["-c:v", "mpeg2video", "-bf", "2", "-g", "30"],
+}
+
+
+@pytest.mark.parametrize("args", MID_GOP.values(), ids=MID_GOP.keys())
+@pytest.mark.heavy
+def test_an_mpeg_ts_cut_mid_gop_is_sampled_once_and_numbered_as_ffprobe_lists_it(
+    tmp_path: Path, caplog, args: list[str]
+) -> None:
+    """Regression: an MPEG-TS recording that starts mid-GOP (a broadcast capture, a ``dd``
+    cut) holds packets shown before its first keyframe that decode to nothing. The demux
+    pass planned them as frames: exact mode's plan broke at 0 s and the video was decoded
+    again, every frame, twice (2-4 times the work of skipping), and ``--keyframes``
+    numbered its frames past those packets (5, 69, … where ffprobe lists 0, 64, …)."""
+    if "libx265" in args and not ffmpeg_has_encoder("libx265"):
+        pytest.skip("this ffmpeg has no libx265")
+    whole = encode_with_ffmpeg(tmp_path / "whole.ts", 150, "30", [*args, "-f", "mpegts"])
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(data[len(data) // 188 // 7 * 188 :])  # a seventh in: mid-GOP
+    truth = probe_frames(cut)  # (ffprobe 5.1's HEVC decoder shows 8 more: not PyAV's)
+    with VideoReader(cut) as reader:
+        every = [
+            (f.index, round(f.time, 6), frame_number(f.rgb))
+            for f in reader.frames(SamplingSettings(every_n=1))
+        ]
+    assert len(every) == len(truth) < 140  # (the packets before the first keyframe: no frame)
+    assert [t for _, t, _ in every] == pytest.approx([t for t, _ in truth], abs=1e-4)
+    for sampling in (
+        SamplingSettings(fps=1.0),
+        SamplingSettings(every_n=7),
+        SamplingSettings(keyframes=True),
+    ):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="vidcap.video"):
+            got = [(f.index, round(f.time, 6), frame_number(f.rgb)) for f in read(cut, sampling)]
+        assert got == [
+            (f.index, round(f.time, 6), frame_number(f.rgb))
+            for f in read(cut, replace(sampling, mode="all"))
+        ], sampling
+        assert set(got) <= set(every), sampling
+        if not sampling.keyframes or "open-gop=1" not in args:
+            # (--keyframes in an open GOP: the keyframes alone decode damaged, so every frame
+            # is decoded, as in a file that was not cut)
+            assert not [r for r in caplog.records if "decoding it again" in r.getMessage()]
+
+
+def test_a_decoder_that_shows_frames_before_the_first_keyframe_is_followed(
+    tmp_path: Path, caplog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where a decoder does show pictures predicted from frames the file does not hold
+    (MPEG-4 Part 2's, damaged), a plan that left them out is not kept: the frames the
+    decoder gives are sampled, as when every frame is decoded."""
+    whole = encode_with_ffmpeg(
+        tmp_path / "whole.ts", 150, "30", ["-c:v", "mpeg4", "-bf", "2", "-g", "30", "-f", "mpegts"]
+    )
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(data[len(data) // 188 // 7 * 188 :])
+    monkeypatch.setattr(container, "DROPS_UNREFERENCED", frozenset({"mpeg4"}))
+    with av.open(str(cut)) as opened:  # (times from the file's start, as the reader's)
+        start = opened.start_time / 1_000_000
+    first_key = demux_times(cut, start).unshown_before  # (the plan leaves them out)
+    assert first_key
+    sampling = SamplingSettings(fps=3.0)
+    with caplog.at_level(logging.INFO, logger="vidcap.video"):
+        got = [(f.index, round(f.time, 6)) for f in read(cut, sampling)]
+    assert "before the first keyframe" in caplog.text
+    expected = [(f.index, round(f.time, 6)) for f in read(cut, replace(sampling, mode="all"))]
+    assert got == expected and got[0][1] < first_key
 
 
 def pes_timestamp(marker: int, ticks: int) -> bytes:

@@ -63,6 +63,10 @@ AVFMT_NOTIMESTAMPS = 0x0080  # libavformat's flag for raw streams without timest
 AVFMT_TS_DISCONT = 0x0200  # libavformat's "timestamps may start again" (MPEG-TS/PS)
 # A frame this much before the latest in such a format: the clock started again.
 RESET_BACK_S = 1.0
+# Decoders that give no frame for pictures predicted from frames never decoded (a stream
+# that starts mid-GOP), without ``flags2 showall``: checked on x264/x265 (open and closed
+# GOPs) and MPEG-2 cut mid-GOP in MPEG-TS. MPEG-4 Part 2's shows them, damaged.
+DROPS_UNREFERENCED = frozenset({"h264", "hevc", "mpeg2video"})
 AVFMT_FLAG_GENPTS = 0x0001  # libavformat's "generate missing pts" (PyAV always sets it)
 MAX_PLAUSIBLE_FPS = 1000  # a codec's frame rate above this is a time base, not a rate
 AV_DISPOSITION_DEFAULT = 0x0001  # a stream's "default" flag (libavformat's dispositions)
@@ -381,7 +385,12 @@ class Clock:
         self._start = start
 
     def seconds(self, timestamp: int) -> float:
-        return max(0.0, timestamp * self._num / self._den - self._start)
+        return max(0.0, self.offset(timestamp))
+
+    def offset(self, timestamp: int) -> float:
+        """``timestamp``'s seconds from the origin, negative before it (not clamped: a clock
+        started again may start before the file's start)."""
+        return timestamp * self._num / self._den - self._start
 
     def span(self, ticks: int) -> float:
         return ticks * self._num / self._den
@@ -410,12 +419,16 @@ class Packets:
     # generated pts (PyAV asks for them) are one frame late there for H.264.
     clock: str = "pts"
     # MPEG-TS/PS: where the clock started again, the first packet's dts on the new clock
-    # (s, by the ``Clock``), in file order: confirmed by the packet after it (a lone
-    # packet timed far back is a damaged timestamp, not a reset).
+    # (s, by the ``Clock``'s ``offset``: negative where it starts before the file), in file
+    # order: confirmed by the packet after it (a lone packet timed far back is a damaged
+    # timestamp, not a reset).
     resets: tuple[float, ...] = ()
     # (time, where its bytes end in the file) of the last timed packet read: a cut-off
     # file's torn frame, where the file ends there (``VideoReader``); None: not known.
     last: tuple[float, int] | None = None
+    # A stream that starts mid-GOP: its first keyframe's time, the packets shown before it
+    # left out (``DROPS_UNREFERENCED``'s decoders give them no frame). None: none left out.
+    unshown_before: float | None = None
 
     @property
     def generated_pts(self) -> bool:
@@ -446,7 +459,8 @@ def demux_times(path: Path, start: float) -> Packets:
         plannable = not (no_pts and reorders and codec != "mpeg4")
         if clock == "dts" or not plannable:
             disable_generated_pts(container)
-        seconds = Clock(stream.time_base, start).seconds
+        timing = Clock(stream.time_base, start)
+        seconds = timing.seconds
         in_decode_order = True  # every packet's pts its dts
         may_reset = bool(container.format.flags & AVFMT_TS_DISCONT)
         latest_dts = -math.inf  # on the current clock
@@ -463,7 +477,7 @@ def demux_times(path: Path, start: float) -> Packets:
                 if packet.pts != packet.dts:
                     in_decode_order = False
                 if may_reset and packet.dts is not None:
-                    dts = seconds(packet.dts)
+                    dts = timing.offset(packet.dts)  # a new clock may start before 0
                     if dts >= latest_dts - RESET_BACK_S:
                         candidate, latest_dts = None, max(latest_dts, dts)
                     elif candidate is None:
@@ -486,6 +500,13 @@ def demux_times(path: Path, start: float) -> Packets:
                     keyframes.append(time)
         except av.FFmpegError:
             complete = False
+    unshown_before = None
+    if codec in DROPS_UNREFERENCED:
+        unshown = _before_the_first_keyframe(order, keys)
+        if unshown:
+            unshown_before = order[keys.find(1)]
+            order = array("d", (t for i, t in enumerate(order) if i not in unshown))
+            keys = bytearray(k for i, k in enumerate(keys) if i not in unshown)
     times, keyframes = packed_sorted(order), packed_sorted(keyframes)
     if any(a == b for a, b in itertools.pairwise(times)) or (
         reorders and in_decode_order and clock == "pts" and len(times) > 1
@@ -497,8 +518,25 @@ def demux_times(path: Path, start: float) -> Packets:
         plannable = False
     return Packets(
         times, keyframes, complete, order, bytes(keys), discarded, plannable, clock,
-        tuple(resets), last,
+        tuple(resets), last, unshown_before,
     )  # fmt: skip
+
+
+def _before_the_first_keyframe(order: array[float], keys: bytearray) -> set[int]:
+    """Of a stream that starts after a keyframe (an MPEG-TS recording or a ``dd`` cut
+    mid-GOP), the packets (decode-order positions) shown before its first keyframe: those
+    decoded before it, and an open GOP's leading pictures after it. They predict from
+    frames the file does not hold, and the decoders of ``DROPS_UNREFERENCED`` give no frame
+    for them (as ffprobe lists none): planned as frames, they broke exact mode's plan, so
+    a video was decoded again, every frame, twice, and ``--keyframes`` counted them in its
+    frame numbers."""
+    first = keys.find(1)
+    if first < 0:
+        return set()
+    key_time = order[first]
+    after = keys.find(1, first + 1)
+    end = len(order) if after < 0 else after
+    return set(range(first)) | {i for i in range(first + 1, end) if order[i] < key_time}
 
 
 def packed_sorted(times: array[float], unique: bool = False) -> array[float]:

@@ -508,6 +508,15 @@ class VideoReader:
             stats.corrupt_frames += decoded.is_corrupt
             key = time_key(pts)
             damaged = tainted or decoded.is_corrupt or key == self._torn_key
+            if (
+                not ranked
+                and packets.unshown_before is not None
+                and pts < packets.unshown_before - PTS_EPSILON
+            ):  # (a decoder that shows what predicts from frames the file does not hold)
+                raise _PlanBroken(
+                    f"a frame at {pts:.3f} s, before the first keyframe",
+                    damage=decoded.is_corrupt or self._damaged,
+                )
             if not ranked and (decoded.is_corrupt or self._damaged):
                 # Frames not decoded may be lost too: indices and keyframes need them all.
                 raise _PlanBroken(
