@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import numpy as np
 
 from vidcap.backend import each_caption
-from vidcap.cli.parser import OneLineParser
 from vidcap.cli.remote import add_client_arguments, backend_from_args
-from vidcap.client_scripts import run_script
+from vidcap.client import at_least
+from vidcap.client_scripts import run_script, script_parser
 from vidcap.model import model_input_size
 from vidcap.settings import DEFAULT_MODEL, GenerationSettings
 
@@ -29,8 +29,9 @@ def noise_frames(count: int, size: tuple[int, int], seed: int) -> Iterator[np.nd
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(description=__doc__.split("\n")[0])
+    parser = script_parser(__doc__)
     parser.add_argument("--frames", type=int, default=64, help="how many frames (default 64)")
+    parser.checks.append(lambda args: at_least("--frames", args.frames, 1))
     parser.add_argument(
         "--model", default=DEFAULT_MODEL, help="the served model, for its input size"
     )

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from vidcap.serve.config import ServeConfig
 from vidcap.serve.gate import GateSettings, Watchdog, serve
+from vidcap.wire import encode_image
 
 # --- the rule ---------------------------------------------------------------------------
 
@@ -109,6 +110,29 @@ class Upstream:
         except asyncio.CancelledError:  # the gate closed the connection
             self.cancelled += 1
             raise
+
+
+class OneWorker:
+    """TorchServe's one worker, as the gate's forwarding sees it: requests wait for
+    ``release``, then run one at a time (a "batch" of 0.02 s each); ``seen``: the order
+    requests reached it; ``inside``: how many are in it now, and most at once."""
+
+    def __init__(self) -> None:
+        self.lock, self.release = asyncio.Lock(), asyncio.Event()
+        self.seen: list[str] = []
+        self.inside = [0, 0]
+
+    async def answer(self, request: web.Request) -> web.Response:
+        self.seen.append(request.headers["X-Test"])
+        self.inside[0] += 1
+        self.inside[1] = max(self.inside)
+        try:
+            await self.release.wait()
+            async with self.lock:
+                await asyncio.sleep(0.02)
+        finally:
+            self.inside[0] -= 1
+        return web.json_response({"caption": request.headers["X-Test"]})
 
 
 async def with_gate(
@@ -247,21 +271,8 @@ def test_past_the_forwarding_limit_clients_take_turns(max_forwarded: int) -> Non
     With ``max_forwarded`` the gate forwards that many at once and lets the others wait in
     it, clients taking turns: the quiet client's request goes after one more of the busy
     one's. (Without the limit, the test's check that it does fails: it goes last.)"""
-    lock, release = asyncio.Lock(), asyncio.Event()
-    seen: list[str] = []  # in the order requests reach the upstream
-    inside = [0, 0]  # now, most
-
-    async def one_at_a_time(request: web.Request) -> web.Response:
-        seen.append(request.headers["X-Test"])
-        inside[0] += 1
-        inside[1] = max(inside)
-        try:
-            await release.wait()
-            async with lock:  # one worker, one request per "batch" of 0.02 s
-                await asyncio.sleep(0.02)
-        finally:
-            inside[0] -= 1
-        return web.json_response({"caption": request.headers["X-Test"]})
+    worker = OneWorker()
+    seen, inside, release = worker.seen, worker.inside, worker.release
 
     async def scenario(url: str) -> tuple[list, tuple]:
         other = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
@@ -275,7 +286,7 @@ def test_past_the_forwarding_limit_clients_take_turns(max_forwarded: int) -> Non
             return await asyncio.gather(*sent), await late
 
     answers, late = asyncio.run(
-        with_gate(Upstream(one_at_a_time), 30.0, scenario, max_forwarded=max_forwarded)
+        with_gate(Upstream(worker.answer), 30.0, scenario, max_forwarded=max_forwarded)
     )
     assert sorted((a[0], a[1]["caption"]) for a in answers) == [(200, f"busy{i}") for i in range(6)]
     assert (late[0], late[1]) == (200, {"caption": "quiet"})
@@ -284,6 +295,68 @@ def test_past_the_forwarding_limit_clients_take_turns(max_forwarded: int) -> Non
         assert seen.index("quiet") == 3, seen  # busy0, busy1 forwarded; busy2; then quiet
     else:
         assert seen[-1] == "quiet"  # first come, first served
+
+
+def test_a_request_of_large_frames_is_forwarded_alone_and_holds_another_client_up_once() -> None:
+    """Regression (an attack round): the gate counted requests, not what they cost the
+    handler to decode, so one address's valid requests of 15 4K frames each, 16 forwarded
+    at once, held another address's one small frame 36-73 s. A request counts its pixels'
+    share (``decode_weight``): these go alone, and the quiet client's request goes after
+    the one inside and one more of the busy client's (it was waiting first)."""
+    worker = OneWorker()
+    seen, inside, release = worker.seen, worker.inside, worker.release
+
+    large = encode_image(np.zeros((2160, 4096, 3), np.uint8), "png")  # 8.8 Mpx: weight 2.75
+    small = encode_image(np.zeros((224, 224, 3), np.uint8), "png")
+
+    async def send(session: aiohttp.ClientSession, url: str, tag: str, image: bytes) -> str:
+        headers = {"X-Test": tag, "Content-Type": "image/png"}
+        async with session.post(url, data=image, headers=headers) as answer:
+            return (await answer.json(content_type=None))["caption"]
+
+    async def scenario(url: str) -> tuple[list, str]:
+        other = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+        async with aiohttp.ClientSession() as busy, aiohttp.ClientSession(connector=other) as quiet:
+            sent = [asyncio.create_task(send(busy, url, f"busy{i}", large)) for i in range(4)]
+            while not seen:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)  # (the others wait in the gate)
+            late = asyncio.create_task(send(quiet, url, "quiet", small))
+            await asyncio.sleep(0.3)
+            release.set()
+            return await asyncio.gather(*sent), await late
+
+    answers, late = asyncio.run(with_gate(Upstream(worker.answer), 30.0, scenario, max_forwarded=2))
+    assert sorted(answers) == [f"busy{i}" for i in range(4)] and late == "quiet"
+    assert inside[1] == 1  # (counted as requests, two went at once)
+    assert seen.index("quiet") == 2, seen  # busy0 inside; busy1 waiting first; then quiet
+
+
+def test_a_text_part_under_another_name_is_refused_as_flask_refuses_it() -> None:
+    """Regression (an attack round): ``-F model=/etc/passwd`` beside a frame got Flask's
+    415 "part 'model' is not a JPEG or PNG image" but TorchServe's "frame 1 is not a
+    decodable JPEG or PNG image" (the handler gets every part as bytes). The gate applies
+    the rule that names the part (``protocol.image_parts``), before forwarding."""
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        return web.json_response([{"caption": "x"}])
+
+    async def scenario(url: str) -> tuple[int, dict]:
+        form = aiohttp.FormData()
+        form.add_field("frame0", encode_image(np.zeros((8, 8, 3), np.uint8), "png"),
+                       filename="f0.png", content_type="image/png")  # fmt: skip
+        form.add_field("model", "/etc/passwd")
+        async with aiohttp.ClientSession() as session, session.post(url, data=form) as got:
+            return got.status, await got.json(content_type=None)
+
+    status, body = asyncio.run(with_gate(Upstream(answer), 30.0, scenario))
+    assert (status, body) == (
+        415,
+        {"error": "part 'model' is not a JPEG or PNG image (got a text or JSON part)"},
+    )
+    assert not seen
 
 
 def test_a_request_cut_off_mid_body_gives_its_share_back() -> None:

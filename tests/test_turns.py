@@ -4,8 +4,10 @@ slots — let in by turns, never lost to a request cancelled while it waits."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
-from vidcap.serve.turns import Slots, Turns
+from vidcap.serve.turns import Slots, Turns, TurnSemaphore
 
 
 def test_a_clients_next_item_waits_for_one_of_each_other_client() -> None:
@@ -99,3 +101,109 @@ def test_no_limit_lets_every_request_in() -> None:
         return slots.inside
 
     assert asyncio.run(scenario()) == 6
+
+
+def test_a_heavy_request_enters_alone_and_holds_another_client_up_for_itself_only() -> None:
+    """Regression (an attack round): the gate counted requests, not what they cost, so one
+    client's requests of 15 4K frames each — 16 of them forwarded at once — held another
+    client's one small frame for 36-73 s. A request weighs its pixels' share: a heavy one
+    enters alone, in its turn, and the next client's light one enters once it leaves."""
+
+    async def scenario() -> list[str]:
+        slots, order = Slots(4), []
+
+        async def one(name: str, weight: float) -> None:
+            await slots.enter(name[0], weight)
+            order.append(name)
+
+        heavy = [asyncio.create_task(one(f"a{i}", 41.0)) for i in range(3)]
+        await asyncio.sleep(0)
+        light = asyncio.create_task(one("b1", 1.0))
+        await asyncio.sleep(0)
+        assert order == ["a0"] and slots.inside == 41.0 and slots.waiting == 3
+        slots.leave(41.0)  # a0 answered
+        await asyncio.sleep(0)
+        slots.leave(41.0)  # a1 answered
+        await asyncio.sleep(0)
+        slots.leave(1.0)  # b1 answered
+        await asyncio.gather(*heavy, light)
+        assert slots.inside == 41.0 and not slots.waiting
+        return order
+
+    assert asyncio.run(scenario()) == ["a0", "a1", "b1", "a2"]  # (a was waiting first)
+
+
+def test_light_requests_fill_the_limit_and_a_heavy_one_waits_for_room() -> None:
+    async def scenario() -> tuple[list[str], float]:
+        slots, order = Slots(4), []
+
+        async def one(name: str, weight: float) -> None:
+            await slots.enter(name[0], weight)
+            order.append(name)
+
+        tasks = []
+        for name, weight in (("a1", 1.0), ("a2", 1.0), ("b1", 3.0), ("c1", 1.0)):
+            tasks.append(asyncio.create_task(one(name, weight)))
+            await asyncio.sleep(0)
+        assert order == ["a1", "a2"]  # b1 does not fit, and c1 waits behind it in turn
+        slots.leave(1.0)
+        await asyncio.sleep(0)
+        assert order == ["a1", "a2", "b1"]  # 1 + 3 fit
+        slots.leave(1.0)
+        await asyncio.gather(*tasks)
+        return order, slots.inside
+
+    assert asyncio.run(scenario()) == (["a1", "a2", "b1", "c1"], 4.0)
+
+
+def test_threads_waiting_to_decode_get_in_in_their_clients_turns() -> None:
+    """Flask's request threads decode frames through a ``TurnSemaphore``: one client's many
+    threads waiting hold another client's frame up for one frame each, not for all."""
+    semaphore, order, lock = TurnSemaphore(1), [], threading.Lock()
+    semaphore.acquire("a")  # a frame of client a is decoding
+
+    def one(name: str) -> None:
+        with semaphore.held(name[0]):
+            with lock:
+                order.append(name)
+
+    threads = []
+    for name in ("a1", "a2", "a3", "b1"):
+        thread = threading.Thread(target=one, args=(name,))
+        thread.start()
+        threads.append(thread)
+        while len(semaphore._waiting) < len(threads):  # each waits before the next comes
+            time.sleep(0.001)
+    semaphore.release()
+    for thread in threads:
+        thread.join(10)
+    assert order == ["a1", "b1", "a2", "a3"]
+    semaphore.acquire("c")  # (every place given back)
+
+
+def test_the_flask_workers_threads_serve_requests_in_their_clients_turns() -> None:
+    """Regression (an attack round): gunicorn's thread pool served requests first come,
+    first served, so one address's connections, each resending as soon as it was answered,
+    held another address's request behind all of theirs (13-40 s). The worker's pool takes
+    them in their clients' turns."""
+    from types import SimpleNamespace
+
+    from vidcap.serve.gunicorn_worker import DeadlineThreadWorker
+
+    worker = SimpleNamespace(cfg=SimpleNamespace(threads=1))
+    pool = DeadlineThreadWorker.get_thread_pool(worker)  # type: ignore[arg-type]
+    busy, order = threading.Event(), []
+    try:
+        first = pool.submit(busy.wait, 10)  # the one thread is taken
+        done = [
+            pool.submit(order.append, SimpleNamespace(client=(address, 5000), name=name))
+            for address, name in (("10.0.0.1", "a1"), ("10.0.0.1", "a2"), ("10.0.0.1", "a3"))
+            + (("10.0.0.2", "b1"),)
+        ]
+        busy.set()
+        first.result(10)
+        for future in done:
+            future.result(10)
+    finally:
+        pool.shutdown(wait=True)
+    assert [conn.name for conn in order] == ["a1", "b1", "a2", "a3"]  # (first come: a1, a2, a3, b1)

@@ -113,8 +113,7 @@ class ClientOptions:
             "encode_workers": (self.encode_workers, 1),
         }
         for flag, (value, least) in checks.items():
-            if value < least:
-                raise UsageError(f"{flag} must be a whole number >= {least}, got {value}")
+            at_least(flag, value, least)
         if not self.timeout > 0:
             raise UsageError(f"--timeout must be a number of seconds > 0, got {self.timeout}")
         if not (0 <= self.backoff <= self.backoff_max):
@@ -125,6 +124,27 @@ class ClientOptions:
     def delay(self, attempt: int) -> float:
         """Backoff before retry number ``attempt`` (0-based)."""
         return min(self.backoff * 2**attempt, self.backoff_max)
+
+
+def at_least(flag: str, value: int, least: int) -> int:
+    """``value``, a whole number of ``flag``'s; ``UsageError`` when under ``least`` (the one
+    wording of the client options' checks, the example clients' own options too)."""
+    if value < least:
+        raise UsageError(f"{flag} must be a whole number >= {least}, got {value}")
+    return value
+
+
+def check_prebatch(prebatch: int, limit: int | None, urls: Sequence[str]) -> None:
+    """``UsageError`` when ``prebatch`` frames per request are more than the servers take in
+    one (``limit``, their info answer's ``max_frames_per_request``; ``None``: not said): every
+    request would be refused (413) and every video fail."""
+    if limit is None or prebatch <= limit:
+        return
+    which = "the server" if len(urls) == 1 else "one of the servers"
+    raise UsageError(
+        f"--prebatch {prebatch} is more than {which} takes in one request ({limit}): "
+        f"use --prebatch {limit} or less"
+    )
 
 
 # --- the retry policy ----------------------------------------------------------------------
@@ -248,13 +268,15 @@ class RemoteBackend:
         ``expected_size`` is used when no server says (an old server, or none reachable
         yet: the captioning requests then retry as usual). Raises ``ServerRejected``
         when endpoints serve different models or sizes, refuse the key or are not
-        endpoints (404), and when no size is known at all (``ServerUnavailable`` if no
-        endpoint answered).
+        endpoints (404, or a 2xx that is no vidcap answer), and when no size is known at
+        all (``ServerUnavailable`` if no endpoint answered); ``UsageError`` when
+        ``options.prebatch`` is more frames than a server takes in one request.
         """
         urls = parse_server_urls(urls)
         options = options or ClientOptions()
         infos, unreachable = server_info.asked(urls, token, options.timeout)
         agreed = server_info.agreed(infos)
+        check_prebatch(options.prebatch, agreed.max_frames, urls)
         model, revision = agreed.model, agreed.revision
         if agreed.input_size is not None:
             if expected_size is not None and agreed.input_size != expected_size:

@@ -11,17 +11,17 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from vidcap.backend import Backend
 from vidcap.cli.args import add_sampling_arguments, sampling_from_args
-from vidcap.cli.parser import OneLineParser
-from vidcap.cli.remote import add_client_arguments
+from vidcap.cli.parser import EXIT_USAGE, OneLineParser
+from vidcap.cli.remote import add_client_arguments, options_from_args
 from vidcap.engine import caption_video
-from vidcap.errors import VidcapError
+from vidcap.errors import UsageError, VidcapError
 from vidcap.ffmpeg import not_a_video_file
 from vidcap.settings import DEFAULT_MODEL, GenerationSettings
 
@@ -44,14 +44,49 @@ def _video_file(text: str) -> Path:
     return Path(text)
 
 
-def video_script_parser(
-    doc: str, *, require_server: bool = True, omit: Collection[str] = ()
-) -> argparse.ArgumentParser:
-    """``VIDEO --url … --model … --quiet`` plus the sampling and client options
-    (less ``omit``: options the script fixes itself, so its help does not offer them)."""
-    parser = OneLineParser(
+class ScriptParser(OneLineParser):
+    """A client script's parser: ``parse_args`` also checks the values the library takes
+    (the client options, the sampling: ``vidcap caption``'s own checks, and ``checks``, the
+    script's own), so a bad one is a usage error — one line, exit status 2 — before any
+    model loads or server is asked, not an error after connecting, or a run of nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.checks: list[Callable[[argparse.Namespace], object]] = [check_arguments]
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed = super().parse_args(args, namespace)
+        try:
+            for check in self.checks:
+                check(parsed)
+        except UsageError as exc:
+            self.exit(EXIT_USAGE, f"{self.prog}: error: {exc}\n")
+        return parsed
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """``UsageError`` for a value the client options or the sampling refuse, as they refuse
+    it (the parser's options only: those a script omitted keep their defaults)."""
+    options_from_args(args)
+    if hasattr(args, "fps"):
+        sampling_from_args(args)
+
+
+def script_parser(doc: str) -> ScriptParser:
+    """A client script's parser, its description the first line of ``doc``."""
+    return ScriptParser(
         description=doc.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
+
+
+def video_script_parser(
+    doc: str, *, require_server: bool = True, omit: Collection[str] = ()
+) -> ScriptParser:
+    """``VIDEO --url … --model … --quiet`` plus the sampling and client options
+    (less ``omit``: options the script fixes itself, so its help does not offer them)."""
+    parser = script_parser(doc)
     parser.add_argument("video", type=_video_file)
     parser.add_argument(
         "--model",
@@ -93,8 +128,10 @@ def summary_line(label: str, run: CaptionRun, how: str) -> str:
 
 
 def run_script(main: Callable[[], int]) -> NoReturn:
-    """Run a client's ``main``: user errors end in one line and exit status 1; a closed
-    stdout (``| head``) ends the script quietly; FFmpeg/OpenCV chatter stays off stderr."""
+    """Run a client's ``main``: user errors end in one line, exit status 2 for a usage
+    error (``SCRIPT: error: …``, as ``vidcap`` says it: a ``--prebatch`` over the server's
+    limit, say), 1 for any other (``error: …``); a closed stdout (``| head``) ends the
+    script quietly; FFmpeg/OpenCV chatter stays off stderr."""
     from vidcap.cli import quiet_libraries
 
     quiet_libraries()
@@ -102,6 +139,9 @@ def run_script(main: Callable[[], int]) -> NoReturn:
     try:
         code = main()
         sys.stdout.flush()
+    except UsageError as exc:
+        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+        code = EXIT_USAGE
     except VidcapError as exc:
         sys.exit(f"error: {exc}")
     except BrokenPipeError:

@@ -21,6 +21,15 @@ class UsageError(VidcapError):
     """A bad option or setting (CLI exit code 2, HTTP 400)."""
 
 
+class SettingError(UsageError):
+    """A setting's value refused, said with its command-line flag (``--num-beams: …``);
+    ``reason`` says it without (a server's client sent a field, not a flag)."""
+
+    def __init__(self, flag: str, reason: str) -> None:
+        super().__init__(f"{flag}: {reason}")
+        self.reason = reason
+
+
 class ModelLoadError(VidcapError):
     """The model could not be loaded (not cached, unreachable, or not a BLIP-2 checkpoint)."""
 

@@ -1,6 +1,8 @@
 """What the servers say they serve (the ``X-Vidcap-Info`` question, answered by Flask and
-TorchServe without the model): input size, model, hub commit and precision, checked to
-agree across endpoints before a run sends any frame."""
+TorchServe without the model): input size, model, hub commit, precision and the most frames
+one request may carry, checked to agree across endpoints before a run sends any frame. An
+endpoint that answers the question 2xx with something that is no vidcap answer (a metrics
+page, a web server's text) is no caption server: ``ServerRejected`` at once."""
 
 from __future__ import annotations
 
@@ -39,15 +41,18 @@ class ServerInfo:
     model: str | None = None
     revision: str | None = None  # the model's hub commit
     precision: str | None = None  # what its language model computes in (``float16``…)
+    max_frames: int | None = None  # the most frames one request may carry
 
 
 async def ask_info(
-    urls: Sequence[str], token: str | TorchServeKey | None, timeout: float
+    urls: Sequence[str], token: str | TorchServeKey | None, timeout: float, *, warn: bool = True
 ) -> tuple[dict[str, ServerInfo], dict[str, str]]:
     """What each endpoint that answered serves, and why the unreachable ones did not answer.
 
     Raises ``ServerRejected`` when an endpoint refuses the key (a ``TorchServeKey`` is
-    re-read first) or is no endpoint (404).
+    re-read first), is no endpoint (404, 405, 501) or answers 2xx with no vidcap answer.
+    ``warn``: an endpoint that did not say its input size is a warning (else logged as
+    information: a question asked again before frames are sent, which warns then).
     """
     infos: dict[str, ServerInfo] = {}
     unreachable: dict[str, str] = {}
@@ -83,7 +88,7 @@ async def ask_info(
                 raise ServerRejected(f"{url} answered HTTP {status}: {message}{KEY_HINT}")
             if status in NO_ENDPOINT:  # (no such path; a server that takes no POST there)
                 raise ServerRejected(f"{url} answered HTTP {status}: {message}{HINTS[404]}")
-            infos[url] = _info(url, status, body)
+            infos[url] = _info(url, status, body, warn)
     return infos, unreachable
 
 
@@ -94,23 +99,26 @@ def served_model(
     token: str | TorchServeKey | None = None,
 ) -> ServerInfo:
     """What the servers say they run (each field ``None`` when none says: an old server,
-    or none reachable). ``ServerRejected`` as ``RemoteBackend.connect`` raises it."""
-    infos, _ = asked(parse_server_urls(urls), token, timeout)
+    or none reachable). ``ServerRejected`` as ``RemoteBackend.connect`` raises it; an
+    endpoint that does not say its input size is not warned of here (``connect``, which
+    sends the frames, does)."""
+    infos, _ = asked(parse_server_urls(urls), token, timeout, warn=False)
     return agreed(infos)
 
 
 def asked(
-    urls: Sequence[str], token: str | TorchServeKey | None, timeout: float
+    urls: Sequence[str], token: str | TorchServeKey | None, timeout: float, *, warn: bool = True
 ) -> tuple[dict[str, ServerInfo], dict[str, str]]:
     """``ask_info`` from a caller's thread, each endpoint given at most ``timeout`` (and
     ``INFO_TIMEOUT_S``: the question needs no long wait)."""
-    return _run_apart(ask_info(urls, token, min(timeout, INFO_TIMEOUT_S)))
+    return _run_apart(ask_info(urls, token, min(timeout, INFO_TIMEOUT_S), warn=warn))
 
 
 def agreed(infos: dict[str, ServerInfo]) -> ServerInfo:
     """The input size, model and commit every endpoint that said them serves (``None``:
     none said); ``ServerRejected`` when endpoints serve different ones. The precisions they
-    compute in, comma-separated where they differ."""
+    compute in, comma-separated where they differ; the fewest frames per request any of
+    them takes (a request may go to any)."""
     sizes = {url: info.input_size for url, info in infos.items() if info.input_size}
     if len(set(sizes.values())) > 1:
         found = ", ".join(f"{url}: {h}x{w}" for url, (h, w) in sizes.items())
@@ -126,7 +134,13 @@ def agreed(infos: dict[str, ServerInfo]) -> ServerInfo:
     first = next(iter(sizes.values()), None), next(iter(models.values()), None)
     # (servers on a CPU and on a GPU may differ: a video's captions may come from either)
     precisions = sorted({info.precision for info in infos.values() if info.precision})
-    return ServerInfo(*first, next(iter(commits.values()), None), ",".join(precisions) or None)
+    limits = [info.max_frames for info in infos.values() if info.max_frames is not None]
+    return ServerInfo(
+        *first,
+        next(iter(commits.values()), None),
+        ",".join(precisions) or None,
+        min(limits, default=None),
+    )
 
 
 # The largest side an info answer's input size may have: a frame of a 4K video (models take
@@ -134,12 +148,21 @@ def agreed(infos: dict[str, ServerInfo]) -> ServerInfo:
 MAX_INPUT_SIDE = 4096
 
 
-def _info(url: str, status: int, body: bytes) -> ServerInfo:
+def _info(url: str, status: int, body: bytes, warn: bool = True) -> ServerInfo:
     try:
         answer = jsontext.loads(body)
     except ValueError:
         answer = None
-    size = model = revision = precision = None
+    if 200 <= status < 300 and not _vidcap_answer(answer):
+        # (TorchServe's metrics port, a web server's page: it took the POST and said
+        # something else; its captioning answers would too, each video failing after retries)
+        said = error_message(body)
+        said = said if len(said) <= 160 else said[:159] + "…"
+        raise ServerRejected(
+            f"{url} answered HTTP {status} with no vidcap answer (not a caption server?): "
+            f"{said}{HINTS[404]}"
+        )
+    size = model = revision = precision = max_frames = None
     if isinstance(answer, dict) and "input_size" in answer:
         said = answer["input_size"]
         if not (
@@ -164,9 +187,21 @@ def _info(url: str, status: int, body: bytes) -> ServerInfo:
             revision = answer["revision"]
         if isinstance(answer.get("precision"), str) and PRECISION.fullmatch(answer["precision"]):
             precision = answer["precision"]  # (a dtype's name: recorded with every video)
+        said = answer.get("max_frames_per_request")
+        if type(said) is int and said >= 1:  # (else not said: no limit the client knows)
+            max_frames = said
     if size is None:
-        log.warning("%s did not say its input size (HTTP %d)", url, status)
-    return ServerInfo(size, model, revision, precision)
+        (log.warning if warn else log.info)("%s did not say its input size (HTTP %d)", url, status)
+    return ServerInfo(size, model, revision, precision, max_frames)
+
+
+def _vidcap_answer(answer: object) -> bool:
+    """Is ``answer`` (parsed JSON, ``None`` for none) what a vidcap server answers with 2xx:
+    the info object (``input_size``) or captions (``{"caption": …}``, or a list of them)?"""
+    if isinstance(answer, dict) and "input_size" in answer:
+        return True
+    items = answer if isinstance(answer, list) and answer else [answer]
+    return all(isinstance(item, dict) and isinstance(item.get("caption"), str) for item in items)
 
 
 def _run_apart(coro: Coroutine[object, object, T]) -> T:

@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import asdict, dataclass, fields
 
-from vidcap.errors import UsageError
+from vidcap.errors import SettingError, UsageError
 from vidcap.wording import flags_that
 
 DEFAULT_MODEL = "Salesforce/blip2-opt-2.7b"
@@ -285,13 +285,15 @@ class GenerationSettings:
     def __post_init__(self) -> None:
         check_field_types(self)
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
-            raise UsageError(
-                f"--max-new-tokens: max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, "
-                f"got {self.max_new_tokens}"
+            raise SettingError(
+                "--max-new-tokens",
+                f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, "
+                f"got {self.max_new_tokens}",
             )
         if not 1 <= self.num_beams <= NUM_BEAMS_LIMIT:
-            raise UsageError(
-                f"--num-beams: num_beams must be between 1 and {NUM_BEAMS_LIMIT}, got {self.num_beams}"
+            raise SettingError(
+                "--num-beams",
+                f"num_beams must be between 1 and {NUM_BEAMS_LIMIT}, got {self.num_beams}",
             )
         if self.prompt is not None and len(self.prompt) > PROMPT_CHARS_LIMIT:
             raise UsageError(f"prompt is longer than {PROMPT_CHARS_LIMIT} characters")

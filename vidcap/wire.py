@@ -15,13 +15,13 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
 
-from vidcap.errors import BadRequest, UsageError
+from vidcap.errors import BadRequest, SettingError, UsageError
 from vidcap.frames import over_white, resize_for_model
 from vidcap.settings import GenerationSettings
 from vidcap.wording import counted
@@ -186,6 +186,16 @@ def open_image(data: bytes, limits: WireLimits, label: str = "image") -> Image.I
             "over the whole picture: a decoding-time bomb)"
         )
     return image
+
+
+def image_pixels(data: bytes | bytearray | memoryview) -> int:
+    """Width × height from an image's header (no pixel decoded); 0 where none is read (the
+    handler answers such a part)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.width * image.height
+    except Exception:  # noqa: BLE001 - any fault in a header: the handler names it
+        return 0
 
 
 def undecodable(label: str, exc: Exception) -> BadRequest:
@@ -479,6 +489,8 @@ def parse_settings(values: Mapping[str, str]) -> GenerationSettings:
         kwargs[name] = int(raw)
     try:
         return GenerationSettings(**kwargs)  # type: ignore[arg-type]
+    except SettingError as exc:  # (a field was sent, not a flag)
+        raise BadRequest(exc.reason) from None
     except UsageError as exc:
         raise BadRequest(str(exc)) from None
 
@@ -510,14 +522,12 @@ def build_request(
     batched: bool,
     limits: WireLimits,
     size: tuple[int, int] | None = None,
-    decoding: AbstractContextManager[object] | None = None,
 ) -> CaptionRequest:
     """Validate a request's image parts and settings; raise ``BadRequest`` on any fault.
 
     Every frame's format and size is checked from its header, and the request's total
     pixels against ``limits.max_total_pixels``, before any pixel is decoded. Frames are
-    then decoded one at a time — each inside ``decoding`` (e.g. a semaphore bounding
-    concurrent decodes) and, with ``size``, resized to it before the next one — so a
+    then decoded one at a time — with ``size``, resized to it before the next one — so a
     request never holds more than one full-size frame.
     """
     if not frames:
@@ -544,8 +554,7 @@ def build_request(
             )
         images: list[np.ndarray] = []
         for image, label in zip(opened, labels, strict=True):
-            with decoding if decoding is not None else nullcontext():
-                images.append(load_rgb(image, label, size))
+            images.append(load_rgb(image, label, size))
     return CaptionRequest(images=images, settings=settings, batched=batched)
 
 

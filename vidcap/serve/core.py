@@ -13,7 +13,6 @@ their captions.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -24,6 +23,7 @@ import numpy as np
 from vidcap.alone import each_alone
 from vidcap.errors import BadRequest
 from vidcap.serve.config import ServeConfig
+from vidcap.serve.turns import TurnSemaphore
 from vidcap.settings import GenerationSettings
 from vidcap.wire import CaptionRequest, build_request, settings_to_fields
 
@@ -105,8 +105,9 @@ class ServingCore:
         self.captioner = captioner
         self.config = config
         self.limits = config.limits()
-        # Bounds the full-size frames held at once across concurrent requests (Flask threads).
-        self.decoding = threading.BoundedSemaphore(config.decoders())
+        # Bounds the full-size frames held at once across concurrent requests (Flask threads),
+        # let in in their clients' turns.
+        self.decoding = TurnSemaphore(config.decoders())
         self.defaults = settings_to_fields(config.generation_defaults())
         self.budget = budget or TokenBudget.of(captioner)
         self.input_size = captioner.input_size
@@ -116,23 +117,27 @@ class ServingCore:
         self.max_batch: int = config.max_batch or getattr(captioner, "batch_size", None) or 1
 
     def decode(
-        self, frames: Sequence[bytes], fields: Mapping[str, str], batched: bool
+        self,
+        frames: Sequence[bytes],
+        fields: Mapping[str, str],
+        batched: bool,
+        client: str = "",
     ) -> CaptionRequest:
         """A valid request with model-sized frames, or ``BadRequest``.
 
         Sizes are checked from the image headers before any pixel is decoded; then each
-        frame is decoded and resized to the model's input size before the next, at most
-        ``config.decoders()`` frames at once across threads, so a batch of large frames
-        stays small and a request of large frames holds one at full size.
+        frame is decoded and resized to the model's input size before the next, so a
+        request of large frames holds one at full size; at most ``config.decoders()``
+        requests decode at once across threads, let in in their ``client``'s turn (a peer
+        address). A request decodes its frames in one go once in: one client's many
+        requests of large frames hold another client's request up for about one of theirs
+        (taken frame by frame, in turns, each of 16 such requests held its thread until
+        they all ended together, and a request waiting for a thread waited 33 s).
         """
-        request = build_request(
-            frames,
-            {**self.defaults, **fields},
-            batched,
-            self.limits,
-            size=self.input_size,
-            decoding=self.decoding,
-        )
+        with self.decoding.held(client):
+            request = build_request(
+                frames, {**self.defaults, **fields}, batched, self.limits, size=self.input_size
+            )
         self.budget.check(request.settings)
         return request
 

@@ -205,7 +205,7 @@ def create_app(core: ServingCore, *, model_name: str = "") -> Flask:
         refused = batcher.refuses(client, len(frames))  # (before any frame is decoded)
         if refused:
             return busy(refused)
-        job = core.decode(frames, fields, batched)
+        job = core.decode(frames, fields, batched, client)
         try:
             future = batcher.submit(job, client)
         except QueueFull as exc:
@@ -272,21 +272,15 @@ def read_request(max_parts: int) -> tuple[list[bytes], dict[str, str], bool]:
     protocol.check_body_headers(request.content_type, request.headers.get("Content-Encoding"))
     if request.mimetype != protocol.MULTIPART:
         return [body], fields, False
-    parts = protocol.parse_multipart(body, request.content_type or "", max_parts)
-    protocol.check_part_names([part.name for part in parts])
-    frames: list[tuple[str, bytes]] = []
+    parts = protocol.check_multipart(body, request.content_type or "", max_parts)
+    images = protocol.image_parts(parts)
     for part in parts:
         if part.name in wire.SETTING_FIELDS:
             try:
                 fields[part.name] = part.data.tobytes().decode("utf-8")
             except UnicodeDecodeError:
                 raise BadRequest(f"form field {part.name} is not UTF-8 text") from None
-        elif part.filename is None:
-            raise BadRequest(
-                f"part {part.name!r} is not a JPEG or PNG image (got a text or JSON part)", 415
-            )
-        else:
-            frames.append((part.name, part.data.tobytes()))
+    frames = [(part.name, part.data.tobytes()) for part in images]
     return wire.ordered_frames(frames), fields, True
 
 

@@ -28,7 +28,8 @@ gate listens on the public inference address and, before TorchServe sees a byte:
   batches per worker, one running and the next one full) and lets the others wait in the
   gate, taking clients in turns (``vidcap.serve.turns``, as Flask's batcher takes them): a
   client's request waits for one request of each other client, not for every request a
-  busy neighbour has queued in TorchServe.
+  busy neighbour has queued in TorchServe. A request counts for what its frames cost to
+  decode (``decode_weight``: a request of 4K frames tens, forwarded alone).
 
 Other requests go to TorchServe on a loopback port unchanged but for the key (path,
 query, body, headers); TorchServe's error answers that are not JSON are wrapped as
@@ -95,6 +96,9 @@ KEPT_RESPONSE_HEADERS = frozenset({"content-type", "retry-after", "www-authentic
 # A client past its share is answered this long after its request came (Retry-After's
 # second), so that one resending at once costs the gate one answer a second per connection.
 BUSY_ANSWER_S = 1.0
+# A request's forwarding weight is its pixels over a full pre-batch of BLIP-2-sized frames
+# (64 × 224 × 224: what ``vidcap caption --server`` sends at most), at least 1.
+WEIGHT_PIXELS = 64 * 224 * 224
 RETRY_AFTER_S = "1"
 # Headers that must not appear twice (the gate and TorchServe could read different ones).
 SINGLE_HEADERS = ("Content-Type", "Content-Length", "Transfer-Encoding", "Authorization")
@@ -334,11 +338,23 @@ async def continue_if_expected(request: web.BaseRequest) -> None:
         request.writer.output_size = 0  # (the answer itself has not started)
 
 
-def check_request(request: web.BaseRequest, body: bytes | bytearray, max_parts: int) -> None:
-    """The multipart rules of ``vidcap.serve.protocol``, before TorchServe parses the body."""
+def check_request(request: web.BaseRequest, body: bytes | bytearray, max_parts: int) -> float:
+    """The multipart rules of ``vidcap.serve.protocol``, before TorchServe parses the body;
+    the request's weight among those forwarded (``decode_weight``)."""
     content_type = request.headers.get("Content-Type", "")
-    if protocol.media_type(content_type) == protocol.MULTIPART:
-        protocol.check_multipart(body, content_type, max_parts)
+    if protocol.media_type(content_type) != protocol.MULTIPART:
+        return decode_weight([body])
+    parts = protocol.check_multipart(body, content_type, max_parts)
+    return decode_weight([part.data for part in protocol.image_parts(parts)])
+
+
+def decode_weight(images: list[bytes | bytearray | memoryview]) -> float:
+    """What decoding ``images`` costs the handler, in requests of the frames vidcap's client
+    sends (``WEIGHT_PIXELS``), at least 1: a request of 4K frames weighs tens, so one client
+    sending them holds another up for about one of them, not for a full forwarding queue
+    (the handler decodes a worker's frames one after another). Pixels are read from the
+    headers (``wire.image_pixels``)."""
+    return max(1.0, sum(wire.image_pixels(data) for data in images) / WEIGHT_PIXELS)
 
 
 def upstream_answer(status: int, headers: Mapping[str, str], body: bytes) -> web.Response:
@@ -440,10 +456,10 @@ class Gate:
                     connection.reading_done()
             try:
                 try:
-                    check_request(request, body, self.settings.max_parts)
+                    weight = check_request(request, body, self.settings.max_parts)
                 except BadRequest as exc:
                     return refuse(request, exc)
-                async with self.slots.held(client):
+                async with self.slots.held(client, weight):
                     return await self.forward(request, body)
             finally:
                 del body

@@ -39,6 +39,10 @@ them all. Here (``flask/start.sh`` selects it with ``--worker-class``):
   408 or 413 "gracefully", draining what the client still sends for up to 2 s — on the
   worker's main thread, so each slow client closed froze every other connection for
   that long. Here the drain happens as data arrives (``Lingering``), never blocking.
+* **Threads in turns.** A request that is in waits for a thread in its client's turn (a
+  peer address: ``vidcap.serve.turns.TurnQueue``), not first come, first served: one
+  client's many connections, each resending as soon as it is answered, no longer hold
+  another client's request behind all of theirs.
 * **JSON errors.** gunicorn's own answers to requests it cannot parse (a bad request
   line, header or chunk size, headers too large) are ``{"error": …}`` like every other
   answer, not HTML.
@@ -53,6 +57,7 @@ import re
 import selectors
 import socket
 import time
+from concurrent import futures
 from functools import partial
 from http import HTTPStatus
 
@@ -62,6 +67,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from vidcap.serve import protocol
 from vidcap.serve.config import ServeConfig
 from vidcap.serve.deadline_socket import DeadlineSocket
+from vidcap.serve.turns import TurnQueue
 from vidcap.wire import WireLimits
 
 # Seconds a client must have been sending its request before it may be disconnected
@@ -79,6 +85,14 @@ BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 GATHERED_FULL = "requests being sent would pass VIDCAP_MAX_BODIES_MB in memory"
+
+
+def _work_client(item: object) -> str:
+    """The peer address of a thread pool work item's connection ("": none, the pool's
+    shutdown marker)."""
+    args = getattr(item, "args", ())
+    address = getattr(args[0], "client", None) if args else None
+    return str(address[0]) if isinstance(address, tuple) and address else ""
 
 
 def _fields(head: bytes | bytearray) -> list[tuple[bytes, bytes]] | None:
@@ -341,6 +355,15 @@ class DeadlineThreadWorker(ThreadWorker):
                     protocol.headers_timeout if conn.request_end is None else protocol.read_timeout
                 )
                 self._close_gathering(conn, late(self.read_timeout))
+
+    def get_thread_pool(self) -> futures.ThreadPoolExecutor:
+        """Threads go to requests in their clients' turns (a peer address), not first come:
+        one client's many connections, each sending again as soon as it is answered, held
+        every thread in turn, and another client's request waited for all of them (13-40 s
+        behind 16 connections sending 15 4K frames each, on 2 cores)."""
+        pool = futures.ThreadPoolExecutor(max_workers=self.cfg.threads)
+        pool._work_queue = TurnQueue(_work_client)  # type: ignore[attr-defined]
+        return pool
 
     def enqueue_req(self, conn: TConn) -> None:
         self.inflight += 1

@@ -153,6 +153,20 @@ def check_part_names(names: Sequence[str | None]) -> None:
         seen.add(name)
 
 
+def image_parts(parts: Sequence[Part]) -> list[Part]:
+    """The parts that are not setting fields (``wire.SETTING_FIELDS``): each an image, sent
+    as a file part (with a filename); a text part under another name is a 415 naming it —
+    in both servers (TorchServe gives the handler every part as bytes, so it could only
+    say that "frame 1" did not decode)."""
+    images = [part for part in parts if part.name not in wire.SETTING_FIELDS]
+    for part in images:
+        if part.filename is None:
+            raise BadRequest(
+                f"part {part.name!r} is not a JPEG or PNG image (got a text or JSON part)", 415
+            )
+    return images
+
+
 # --- content type ------------------------------------------------------------------------
 
 
@@ -335,9 +349,11 @@ def parse_multipart(
 
 def check_multipart(
     body: bytes | bytearray | memoryview, content_type: str, max_parts: int
-) -> None:
-    """``parse_multipart``'s checks and the part-name rule, the parts themselves unused."""
-    check_part_names([part.name for part in parse_multipart(body, content_type, max_parts)])
+) -> list[Part]:
+    """``parse_multipart``'s parts, checked by its rules and the part-name rule."""
+    parts = parse_multipart(body, content_type, max_parts)
+    check_part_names([part.name for part in parts])
+    return parts
 
 
 def _part_headers(head: bytes, index: int) -> tuple[str, str | None, str | None]:

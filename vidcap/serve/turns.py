@@ -6,15 +6,19 @@ one of every other waiting client's. So a client's request waits for one request
 other client, not for everything a busy neighbour has queued. Flask's micro-batcher
 (``vidcap.serve.batcher``) collects its batches this way, under its lock; the TorchServe
 gate (``vidcap.serve.gate``) hands out its forwarding slots this way (``Slots``), in its
-event loop.
+event loop, a request weighing what its pixels cost to decode; Flask's worker hands its
+threads to requests this way (``TurnQueue``), and its request threads decode frames this
+way (``TurnSemaphore``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -66,47 +70,140 @@ class Turns(Generic[T]):
 
 
 class Slots:
-    """At most ``limit`` requests inside at once (0: no limit); past it, the requests
-    waiting to enter are let in in their clients' turns (``Turns``) as others leave.
+    """Requests inside at once weighing at most ``limit`` together (0: no limit), a request
+    weighing 1 unless said; past it, the requests waiting to enter are let in in their
+    clients' turns (``Turns``) as others leave. A request heavier than ``limit`` enters
+    alone, in its turn.
 
-    ``async with slots.held(client):`` around what must be limited."""
+    ``async with slots.held(client, weight):`` around what must be limited."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.inside = 0
-        self._waiting: Turns[asyncio.Future[None]] = Turns()
+        self.inside = 0.0  # the weight inside
+        self._waiting: Turns[tuple[asyncio.Future[None], float]] = Turns()
 
     @property
     def waiting(self) -> int:
         return len(self._waiting)
 
-    async def enter(self, client: str) -> None:
-        if not self.limit or (self.inside < self.limit and not self._waiting):
-            self.inside += 1
+    def _fits(self, weight: float) -> bool:
+        return not self.limit or not self.inside or self.inside + weight <= self.limit
+
+    async def enter(self, client: str, weight: float = 1.0) -> None:
+        if not self._waiting and self._fits(weight):
+            self.inside += weight
             return
         entry: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.push(client, entry)
+        item = (entry, weight)
+        self._waiting.push(client, item)
         try:
-            await entry  # (``leave`` hands its place over: ``inside`` stays counted)
+            await entry  # (``_let_in`` counted it inside)
         except asyncio.CancelledError:
             if entry.done() and not entry.cancelled():
-                self.leave()  # handed a place as it was cancelled: pass it on
+                self.leave(weight)  # let in as it was cancelled: pass its place on
             else:
-                self._waiting.remove(client, entry)
+                self._waiting.remove(client, item)
+                self._let_in()  # (it may have held up a lighter one behind it)
             raise
 
-    def leave(self) -> None:
+    def leave(self, weight: float = 1.0) -> None:
+        self.inside = max(0.0, self.inside - weight)
+        self._let_in()
+
+    def _let_in(self) -> None:
+        """Let waiting requests in, in turn, while the next one fits."""
         while self._waiting:
-            entry = self._waiting.pop()
-            if not entry.done():
-                entry.set_result(None)  # its place is the one leaving
+            entry, weight = self._waiting.peek()
+            if entry.done():  # (cancelled: ``enter`` removes it)
+                self._waiting.pop()
+                continue
+            if not self._fits(weight):
                 return
-        self.inside -= 1
+            self._waiting.pop()
+            self.inside += weight
+            entry.set_result(None)
 
     @asynccontextmanager
-    async def held(self, client: str) -> AsyncIterator[None]:
-        await self.enter(client)
+    async def held(self, client: str, weight: float = 1.0) -> AsyncIterator[None]:
+        await self.enter(client, weight)
         try:
             yield
         finally:
-            self.leave()
+            self.leave(weight)
+
+
+class TurnSemaphore:
+    """At most ``limit`` holders at once across threads; past it, the threads waiting are
+    let in in their clients' turns (``Turns``), so a client's frame waits for one frame of
+    each other client's, not for every frame a neighbour's many requests hold up.
+
+    ``with semaphore.held(client):`` around what must be limited."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        self._lock = threading.Lock()
+        self._free = limit
+        self._waiting: Turns[threading.Event] = Turns()
+
+    def acquire(self, client: str) -> None:
+        with self._lock:
+            if self._free and not self._waiting:
+                self._free -= 1
+                return
+            turn = threading.Event()
+            self._waiting.push(client, turn)
+        turn.wait()  # (``release`` hands its place over)
+
+    def release(self) -> None:
+        with self._lock:
+            if self._waiting:
+                self._waiting.pop().set()
+            else:
+                self._free += 1
+
+    @contextmanager
+    def held(self, client: str) -> Iterator[None]:
+        self.acquire(client)
+        try:
+            yield
+        finally:
+            self.release()
+
+
+class TurnQueue(Generic[T]):
+    """A thread-safe queue whose ``get`` gives items in their clients' turns (``Turns``;
+    ``client_of(item)`` names an item's client): the ``put``/``get`` a thread pool's
+    workers use (``queue.SimpleQueue``'s)."""
+
+    def __init__(self, client_of: Callable[[T], str]) -> None:
+        self._client_of = client_of
+        self._ready = threading.Condition()
+        self._turns: Turns[T] = Turns()
+
+    def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
+        with self._ready:
+            self._turns.push(self._client_of(item), item)
+            self._ready.notify()
+
+    def put_nowait(self, item: T) -> None:
+        self.put(item)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
+        with self._ready:
+            if block and not self._ready.wait_for(lambda: bool(self._turns), timeout):
+                raise queue.Empty
+            if not self._turns:
+                raise queue.Empty
+            return self._turns.pop()
+
+    def get_nowait(self) -> T:
+        return self.get(block=False)
+
+    def empty(self) -> bool:
+        with self._ready:
+            return not self._turns
+
+    def qsize(self) -> int:
+        with self._ready:
+            return len(self._turns)
