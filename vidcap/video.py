@@ -690,10 +690,12 @@ class VideoReader:
                     else:
                         skip = "NONREF"
                 if skip is None:
-                    if pending and not sampling.keyframes:
+                    if pending:
                         # Jumping to a later keyframe: drain what the decoder holds back
                         # for reordering first, or it comes out after the next group's
-                        # frames (FFmpeg's H.264 decoder does so after non-IDR keyframes).
+                        # frames (FFmpeg's H.264 decoder does so after non-IDR keyframes;
+                        # with --keyframes in an open GOP it held all but 3 of 10 back and
+                        # flagged damage, so every frame was decoded again).
                         yield from self._decode_packet(None)
                         codec.flush_buffers()
                         self._best_effort.reset()  # as flushing resets FFmpeg's
