@@ -306,7 +306,7 @@ def test_a_request_of_large_frames_is_forwarded_alone_and_holds_another_client_u
     worker = OneWorker()
     seen, inside, release = worker.seen, worker.inside, worker.release
 
-    large = encode_image(np.zeros((2160, 4096, 3), np.uint8), "png")  # 8.8 Mpx: weight 2.75
+    large = encode_image(np.zeros((2160, 4096, 3), np.uint8), "png")  # 8.8 Mpx: weight 3
     small = encode_image(np.zeros((224, 224, 3), np.uint8), "png")
 
     async def send(session: aiohttp.ClientSession, url: str, tag: str, image: bytes) -> str:

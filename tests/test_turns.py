@@ -112,48 +112,48 @@ def test_a_heavy_request_enters_alone_and_holds_another_client_up_for_itself_onl
     async def scenario() -> list[str]:
         slots, order = Slots(4), []
 
-        async def one(name: str, weight: float) -> None:
+        async def one(name: str, weight: int) -> None:
             await slots.enter(name[0], weight)
             order.append(name)
 
-        heavy = [asyncio.create_task(one(f"a{i}", 41.0)) for i in range(3)]
+        heavy = [asyncio.create_task(one(f"a{i}", 41)) for i in range(3)]
         await asyncio.sleep(0)
-        light = asyncio.create_task(one("b1", 1.0))
+        light = asyncio.create_task(one("b1", 1))
         await asyncio.sleep(0)
-        assert order == ["a0"] and slots.inside == 41.0 and slots.waiting == 3
-        slots.leave(41.0)  # a0 answered
+        assert order == ["a0"] and slots.inside == 41 and slots.waiting == 3
+        slots.leave(41)  # a0 answered
         await asyncio.sleep(0)
-        slots.leave(41.0)  # a1 answered
+        slots.leave(41)  # a1 answered
         await asyncio.sleep(0)
-        slots.leave(1.0)  # b1 answered
+        slots.leave(1)  # b1 answered
         await asyncio.gather(*heavy, light)
-        assert slots.inside == 41.0 and not slots.waiting
+        assert slots.inside == 41 and not slots.waiting
         return order
 
     assert asyncio.run(scenario()) == ["a0", "a1", "b1", "a2"]  # (a was waiting first)
 
 
 def test_light_requests_fill_the_limit_and_a_heavy_one_waits_for_room() -> None:
-    async def scenario() -> tuple[list[str], float]:
+    async def scenario() -> tuple[list[str], int]:
         slots, order = Slots(4), []
 
-        async def one(name: str, weight: float) -> None:
+        async def one(name: str, weight: int) -> None:
             await slots.enter(name[0], weight)
             order.append(name)
 
         tasks = []
-        for name, weight in (("a1", 1.0), ("a2", 1.0), ("b1", 3.0), ("c1", 1.0)):
+        for name, weight in (("a1", 1), ("a2", 1), ("b1", 3), ("c1", 1)):
             tasks.append(asyncio.create_task(one(name, weight)))
             await asyncio.sleep(0)
         assert order == ["a1", "a2"]  # b1 does not fit, and c1 waits behind it in turn
-        slots.leave(1.0)
+        slots.leave(1)
         await asyncio.sleep(0)
         assert order == ["a1", "a2", "b1"]  # 1 + 3 fit
-        slots.leave(1.0)
+        slots.leave(1)
         await asyncio.gather(*tasks)
         return order, slots.inside
 
-    assert asyncio.run(scenario()) == (["a1", "a2", "b1", "c1"], 4.0)
+    assert asyncio.run(scenario()) == (["a1", "a2", "b1", "c1"], 4)
 
 
 def test_threads_waiting_to_decode_get_in_in_their_clients_turns() -> None:

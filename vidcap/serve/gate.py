@@ -63,6 +63,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -97,7 +98,7 @@ KEPT_RESPONSE_HEADERS = frozenset({"content-type", "retry-after", "www-authentic
 # second), so that one resending at once costs the gate one answer a second per connection.
 BUSY_ANSWER_S = 1.0
 # A request's forwarding weight is its pixels over a full pre-batch of BLIP-2-sized frames
-# (64 × 224 × 224: what ``vidcap caption --server`` sends at most), at least 1.
+# (64 × 224 × 224: what ``vidcap caption --server`` sends at most), rounded up.
 WEIGHT_PIXELS = 64 * 224 * 224
 RETRY_AFTER_S = "1"
 # Headers that must not appear twice (the gate and TorchServe could read different ones).
@@ -338,7 +339,7 @@ async def continue_if_expected(request: web.BaseRequest) -> None:
         request.writer.output_size = 0  # (the answer itself has not started)
 
 
-def check_request(request: web.BaseRequest, body: bytes | bytearray, max_parts: int) -> float:
+def check_request(request: web.BaseRequest, body: bytes | bytearray, max_parts: int) -> int:
     """The multipart rules of ``vidcap.serve.protocol``, before TorchServe parses the body;
     the request's weight among those forwarded (``decode_weight``)."""
     content_type = request.headers.get("Content-Type", "")
@@ -348,13 +349,13 @@ def check_request(request: web.BaseRequest, body: bytes | bytearray, max_parts: 
     return decode_weight([part.data for part in protocol.image_parts(parts)])
 
 
-def decode_weight(images: list[bytes | bytearray | memoryview]) -> float:
+def decode_weight(images: list[bytes | bytearray | memoryview]) -> int:
     """What decoding ``images`` costs the handler, in requests of the frames vidcap's client
     sends (``WEIGHT_PIXELS``), at least 1: a request of 4K frames weighs tens, so one client
     sending them holds another up for about one of them, not for a full forwarding queue
     (the handler decodes a worker's frames one after another). Pixels are read from the
     headers (``wire.image_pixels``)."""
-    return max(1.0, sum(wire.image_pixels(data) for data in images) / WEIGHT_PIXELS)
+    return max(1, math.ceil(sum(wire.image_pixels(data) for data in images) / WEIGHT_PIXELS))
 
 
 def upstream_answer(status: int, headers: Mapping[str, str], body: bytes) -> web.Response:

@@ -79,17 +79,17 @@ class Slots:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.inside = 0.0  # the weight inside
-        self._waiting: Turns[tuple[asyncio.Future[None], float]] = Turns()
+        self.inside = 0  # the weight inside (whole numbers: it returns to 0 exactly)
+        self._waiting: Turns[tuple[asyncio.Future[None], int]] = Turns()
 
     @property
     def waiting(self) -> int:
         return len(self._waiting)
 
-    def _fits(self, weight: float) -> bool:
+    def _fits(self, weight: int) -> bool:
         return not self.limit or not self.inside or self.inside + weight <= self.limit
 
-    async def enter(self, client: str, weight: float = 1.0) -> None:
+    async def enter(self, client: str, weight: int = 1) -> None:
         if not self._waiting and self._fits(weight):
             self.inside += weight
             return
@@ -106,8 +106,8 @@ class Slots:
                 self._let_in()  # (it may have held up a lighter one behind it)
             raise
 
-    def leave(self, weight: float = 1.0) -> None:
-        self.inside = max(0.0, self.inside - weight)
+    def leave(self, weight: int = 1) -> None:
+        self.inside -= weight
         self._let_in()
 
     def _let_in(self) -> None:
@@ -124,7 +124,7 @@ class Slots:
             entry.set_result(None)
 
     @asynccontextmanager
-    async def held(self, client: str, weight: float = 1.0) -> AsyncIterator[None]:
+    async def held(self, client: str, weight: int = 1) -> AsyncIterator[None]:
         await self.enter(client, weight)
         try:
             yield
@@ -134,8 +134,8 @@ class Slots:
 
 class TurnSemaphore:
     """At most ``limit`` holders at once across threads; past it, the threads waiting are
-    let in in their clients' turns (``Turns``), so a client's frame waits for one frame of
-    each other client's, not for every frame a neighbour's many requests hold up.
+    let in in their clients' turns (``Turns``), so a client waits for one holder of each
+    other client's, not for all that a neighbour's many requests hold up.
 
     ``with semaphore.held(client):`` around what must be limited."""
 
