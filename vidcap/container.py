@@ -429,6 +429,9 @@ class Packets:
     # A stream that starts mid-GOP: its first keyframe's time, the packets shown before it
     # left out (``DROPS_UNREFERENCED``'s decoders give them no frame). None: none left out.
     unshown_before: float | None = None
+    # A packet after a keyframe (decode order) is shown before it: an open GOP's leading
+    # picture (``--keyframes`` drains the decoder after each keyframe there).
+    open_gop: bool = False
 
     @property
     def generated_pts(self) -> bool:
@@ -467,6 +470,7 @@ def demux_times(path: Path, start: float) -> Packets:
         resets: list[float] = []
         candidate: float | None = None  # a packet timed far back; a reset if the next is too
         last: tuple[float, int] | None = None
+        group_start, open_gop = -math.inf, False  # the latest keyframe's time
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
@@ -494,6 +498,10 @@ def demux_times(path: Path, start: float) -> Packets:
                 time = seconds(timestamp)
                 order.append(time)
                 keys.append(bool(packet.is_keyframe))
+                if packet.is_keyframe:
+                    group_start = time
+                elif time < group_start:
+                    open_gop = True
                 known = packet.pos is not None and packet.pos >= 0
                 last = (time, packet.pos + packet.size) if known else None
                 if packet.is_keyframe and (codec != "mpeg4" or packet.size > N_VOP_MAX_BYTES):
@@ -518,7 +526,7 @@ def demux_times(path: Path, start: float) -> Packets:
         plannable = False
     return Packets(
         times, keyframes, complete, order, bytes(keys), discarded, plannable, clock,
-        tuple(resets), last, unshown_before,
+        tuple(resets), last, unshown_before, open_gop,
     )  # fmt: skip
 
 
