@@ -4,10 +4,12 @@ parsers."""
 from __future__ import annotations
 
 import errno
+import json
 import re
 import resource
 import signal
 from datetime import timedelta
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -128,14 +130,33 @@ def test_only_requested_formats_written(tmp_path: Path, fmt: str) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"c.{fmt}"]
 
 
-def test_srt_and_vtt_round_times_the_same_way(tmp_path: Path) -> None:
+def test_srt_and_vtt_round_times_down_the_same_way(tmp_path: Path) -> None:
     # 1.0009 s: SRT used to truncate to 1.000 while VTT rounded to 1.001
     frames = [CaptionedFrame(0, 0.0, "a"), CaptionedFrame(1, 1.0009, "b")]
     write_video_outputs(tmp_path / "r", "r.mp4", frames, 2.0005, ("srt", "vtt"))
     subs = list(srt.parse((tmp_path / "r.srt").read_text()))
     vtt = webvtt.read(str(tmp_path / "r.vtt"))
-    assert [s.end for s in subs] == [timedelta(seconds=1.001), timedelta(seconds=2.001)]
-    assert [c.end for c in vtt] == ["00:00:01.001", "00:00:02.001"]
+    assert [s.end for s in subs] == [timedelta(seconds=1), timedelta(seconds=2)]
+    assert [c.end for c in vtt] == ["00:00:01.000", "00:00:02.000"]
+
+
+def test_each_frames_time_is_inside_its_own_cue(tmp_path: Path) -> None:
+    """Regression (an outside-in round): cue times were rounded to the nearest millisecond,
+    so a 23.976 fps frame at 41.708 ms had its cue from 42 ms: a player (or ``ffmpeg -vf
+    subtitles``) showed the caption before it on it, for 115 of 240 frames. Rounded down,
+    each frame is inside its own cue."""
+    rate = Fraction(24000, 1001)
+    frames = [CaptionedFrame(i, round(float(i / rate), 6), f"c{i}") for i in range(240)]
+    write_video_outputs(tmp_path / "f", "f.mp4", frames, float(240 / rate), ("srt", "vtt"))
+    subs = list(srt.parse((tmp_path / "f.srt").read_text()))
+    vtt = webvtt.read(str(tmp_path / "f.vtt"))
+    for frame, sub, cue in zip(frames, subs, vtt, strict=True):
+        assert sub.content == cue.text == frame.caption
+        assert sub.start.total_seconds() <= frame.time < sub.end.total_seconds(), frame
+        start, end = (
+            srt.srt_timestamp_to_timedelta(t.replace(".", ",")) for t in (cue.start, cue.end)
+        )
+        assert start == sub.start and end == sub.end
 
 
 def test_all_empty_captions_still_give_files_ffmpeg_opens(tmp_path: Path) -> None:
@@ -254,3 +275,15 @@ def test_a_failed_write_leaves_no_output(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(OSError, match="disk full"):
         write_video_outputs(tmp_path / "v", "v.mp4", FRAMES, 5.5, ("jsonl", "srt", "vtt"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_caption_holding_a_unicode_line_separator_is_one_jsonl_row(tmp_path: Path) -> None:
+    """Regression (an outside-in round): JSON may hold U+2028 and U+2029 raw, but
+    ``str.splitlines`` breaks lines there, so such a caption read as two rows of the
+    ``.jsonl``. They are written escaped; the caption reads back as written."""
+    captions = ["one\u2028two", "three\u2029four", "plain"]
+    frames = [CaptionedFrame(i, float(i), text) for i, text in enumerate(captions)]
+    write_video_outputs(tmp_path / "u", "u.mp4", frames, 3.0, ("jsonl",))
+    text = (tmp_path / "u.jsonl").read_text(encoding="utf-8")
+    assert len(text.splitlines()) == 3
+    assert [json.loads(row)["caption"] for row in text.splitlines()] == captions

@@ -1015,6 +1015,32 @@ def test_a_matroska_file_without_a_duration_is_judged_by_its_clusters(
     check_cut_off_files(tmp_path, files, ".mkv", "Matroska cluster", caplog)
 
 
+def test_one_still_over_sound_in_mpeg_ts_loses_no_frame(tmp_path: Path, caplog) -> None:
+    """Regression (an outside-in round): one H.264 frame over 10 s of sound in MPEG-TS was
+    said to have lost 869,934 of 875,624 frames, and recorded damaged: MPEG-TS states no
+    length, and FFmpeg's estimate for a stream of one packet is the file's (its sound's),
+    times a rate it guessed from the 90 kHz clock. No tail is counted from it."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    ffmpeg = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y"]
+    one, sound, still = tmp_path / "one.mp4", tmp_path / "sine.m4a", tmp_path / "still.ts"
+    for args in (
+        ["-f", "lavfi", "-i", "color=red:size=64x64:rate=25", "-frames:v", "1", "-c:v",
+         "libx264", str(one)],
+        ["-f", "lavfi", "-i", "sine=duration=10", "-c:a", "aac", str(sound)],
+        ["-i", str(one), "-i", str(sound), "-map", "0:v", "-map", "1:a", "-c", "copy", "-f",
+         "mpegts", str(still)],  # (a remux: FFmpeg then guesses 90,000 frames/s)
+    ):  # fmt: skip
+        subprocess.run([*ffmpeg, *args], check=True)
+    with caplog.at_level(logging.WARNING, logger="vidcap.video"):
+        with VideoReader(still) as reader:
+            frames = list(reader.frames(SamplingSettings(fps=1.0)))
+    assert len(frames) == 1 and reader.stats.lost_frames == 0
+    assert not [r for r in caplog.records if "could not be" in r.getMessage()]
+
+
 def test_a_matroska_video_track_shorter_than_its_audio_is_whole(tmp_path: Path, caplog) -> None:
     """The segment's duration covers every track: where the video (4 s) ends before the
     sound (6 s), nothing is missing; once the file is cut off, every track ends early."""

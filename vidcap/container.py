@@ -633,7 +633,9 @@ def missing_tail(
     does; a truncated file's header ends later. (AVI's ``duration`` without an index is
     a guess from the file size, so the frame count comes first.)
     """
-    if stats.nominal_fps <= 0:
+    if stats.nominal_fps <= 0 or container.format.flags & AVFMT_TS_DISCONT:
+        # (MPEG-TS/PS state no length: FFmpeg's estimate for a stream with few packets is
+        # the file's, its sound's — 869,934 frames "lost" of one still over 10 s of sound)
         return 0
     length = _header_length(stream)
     if stream.frames:

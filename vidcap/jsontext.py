@@ -24,6 +24,17 @@ def storable(text: str) -> str:
     return _LONE_SURROGATE.sub("\ufffd", text) if _LONE_SURROGATE.search(text) else text
 
 
+def line(value: Any) -> str:
+    """``value`` as one JSON Lines line (its newline included), UTF-8 text as written but
+    for U+2028 and U+2029, escaped: JSON may hold them raw, but ``str.splitlines`` (and
+    JavaScript before ES2019) breaks lines there, so a caption holding one read as two
+    rows of a ``.jsonl``."""
+    text = json.dumps(value, ensure_ascii=False)
+    if "\u2028" in text or "\u2029" in text:
+        text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return text + "\n"
+
+
 def loads(text: str | bytes | bytearray) -> Any:
     """``json.loads(text)``; a document nested too deep is a ``json.JSONDecodeError``."""
     try:

@@ -19,7 +19,6 @@ again. A remote ``--out``'s JSONL files are downloaded to be rewritten.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -176,7 +175,5 @@ def _rewritten_rows(move: Move, paths: Mapping[Path, Any]) -> dict[Path, str] | 
             isinstance(row, dict) and row.get("video") in names for row in rows
         ):
             return None
-        texts[path] = "".join(
-            json.dumps({**row, "video": move.video}, ensure_ascii=False) + "\n" for row in rows
-        )
+        texts[path] = "".join(jsontext.line({**row, "video": move.video}) for row in rows)
     return texts

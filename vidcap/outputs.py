@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -32,7 +33,7 @@ from typing import Any, BinaryIO, Protocol
 import srt
 import webvtt
 
-from vidcap import regular
+from vidcap import jsontext, regular
 from vidcap.scenes import Scene
 
 PART_SUFFIX = ".part"
@@ -288,7 +289,7 @@ def scene_cues(scenes: Sequence[Scene], frames: Sequence[CaptionedFrame]) -> lis
 
 def render_jsonl(video: str, frames: Sequence[CaptionedFrame]) -> str:
     """One JSON object (``frame_row``) per line."""
-    return "".join(json.dumps(frame_row(video, f), ensure_ascii=False) + "\n" for f in frames)
+    return "".join(jsontext.line(frame_row(video, f)) for f in frames)
 
 
 def merge_cues(frames: Sequence[CaptionedFrame], end_time: float) -> list[Cue]:
@@ -311,8 +312,11 @@ def merge_cues(frames: Sequence[CaptionedFrame], end_time: float) -> list[Cue]:
 
 
 def _millis(seconds: float) -> int:
-    """The one rounding rule of both subtitle formats: to the nearest millisecond."""
-    return round(seconds * 1000)
+    """The one rounding rule of both subtitle formats: down to the millisecond (a float's
+    error aside), so that each frame's time is inside its own cue — rounded to the nearest,
+    a 23.976 fps frame at 41.708 ms had its cue from 42 ms, and a player (or ``ffmpeg -vf
+    subtitles``) showed the caption before it on it: 115 of 240 frames."""
+    return math.floor(seconds * 1000 + 1e-6)
 
 
 # Where a caption's lines break: CR, LF, CRLF, as in both formats (``str.splitlines`` also
@@ -458,7 +462,7 @@ class ScenesFormat:
         scenes: Sequence[Scene] | None = None,
     ) -> str:
         rows = (scene_row(video, scene, frames) for scene in scenes or ())
-        return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        return "".join(jsontext.line(row) for row in rows)
 
 
 # Per-video formats: name → format. Adding a format is adding a class here.

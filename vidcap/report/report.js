@@ -227,8 +227,9 @@
     return count.toLocaleString('en') + ' ' + noun + (count === 1 ? '' : 's');
   }
 
+  // (down to the millisecond, as the subtitles' cue times: vidcap.outputs._millis)
   function clock(seconds) {
-    var ms = Math.round(seconds * 1000);
+    var ms = Math.floor(seconds * 1000 + 1e-6);
     var h = Math.floor(ms / 3600000);
     var m = Math.floor(ms / 60000) % 60;
     var s = (ms % 60000) / 1000;
