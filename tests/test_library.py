@@ -14,6 +14,7 @@ from vidcap.engine import caption_video
 from vidcap.errors import UsageError
 from vidcap.mask import MaskSettings, VideoCaptions, ask_frames, mask_captions, segments
 from vidcap.outputs import CaptionedFrame
+from vidcap.ray import RaySettings
 from vidcap.settings import (
     EngineSettings,
     GenerationSettings,
@@ -35,6 +36,7 @@ SAMPLE = Path(__file__).resolve().parent.parent / "sample_videos" / "subject.mp4
         (lambda: GenerationSettings(num_beams="2"), "GenerationSettings.num_beams must be a"),
         (lambda: EngineSettings(decode_timeout="5"), "EngineSettings.decode_timeout must be"),
         (lambda: MaskSettings(merge_gap="1"), "MaskSettings.merge_gap must be a number"),
+        (lambda: RaySettings(actors="2"), "RaySettings.actors must be a whole number"),
     ],
 )
 def test_a_setting_of_the_wrong_type_is_named(make, said: str) -> None:
@@ -85,6 +87,27 @@ def test_caption_dataset_refuses_bad_arguments_before_starting_anything(tmp_path
     assert not out.exists()
     with pytest.raises(UsageError, match=r"gone\.mp4"):  # (one path: the path, not "g")
         caption_dataset(str(tmp_path / "gone.mp4"), out)
+    # (an outside-in round: out="" wrote into the working folder and out=None into a folder
+    # named None; an input "" is the working folder to Path; no input at all failed deep)
+    for wrong, error, said in (
+        ({"out": ""}, UsageError, "out: an empty path"),
+        ({"out": None}, TypeError, "out must be a folder's path or an fsspec URL, got None"),
+        ({"inputs": [""]}, UsageError, "an input is an empty path"),
+        ({"inputs": None}, TypeError, "inputs must be paths, URLs or InputVideos, got None"),
+    ):
+        with pytest.raises(error, match=said):
+            caption_dataset(**{"inputs": [SAMPLE], "out": out, **wrong})  # type: ignore[arg-type]
+    assert not out.exists()
+
+
+def test_caption_dataset_takes_a_generator_of_paths(tmp_path: Path) -> None:
+    """Regression (an outside-in round): ``Path.glob(...)`` was read once to check the
+    inputs and found empty after: "no videos found in the given inputs". An iterable is
+    read once, as a list: here into the same refusal of a missing file as a list gives."""
+    from vidcap.ray import caption_dataset
+
+    with pytest.raises(UsageError, match=r"gone\.mp4"):
+        caption_dataset((p for p in [tmp_path / "gone.mp4"]), tmp_path / "out")
 
 
 def test_caption_video_refuses_settings_that_are_not_settings(tiny_captioner) -> None:
@@ -142,3 +165,16 @@ def test_ask_frames_with_sampling_that_makes_thumbnails_or_scenes(tiny_captioner
             assert answers.frames and answers.duration == pytest.approx(34.0)
     finally:
         backend.close()
+
+
+def test_a_second_caption_dataset_at_once_in_one_process_is_refused(tmp_path: Path) -> None:
+    """Regression (an outside-in round): two threads each calling ``caption_dataset`` fought
+    over the process's one Ray connection ("called ray.init twice?", a node timed out) and
+    left Ray's agents and the folders' locks behind. The second is refused, in one line,
+    before it makes anything."""
+    from vidcap import ray as vidcap_ray
+
+    with vidcap_ray._ONE_RUN:  # (a run going on in another thread holds it)
+        with pytest.raises(UsageError, match="already running in this process"):
+            vidcap_ray.caption_dataset([SAMPLE], tmp_path / "out")
+    assert not (tmp_path / "out").exists()

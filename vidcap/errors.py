@@ -17,6 +17,10 @@ class VidcapError(Exception):
     """Base class: a problem the user can fix, reported in one line, no traceback."""
 
 
+# An empty path or URL given: never taken for the working folder, as ``Path("")`` would be.
+EMPTY_PATH = "an empty path (an unset shell variable?); give a file or folder ('.' for this one)"
+
+
 class UsageError(VidcapError):
     """A bad option or setting (CLI exit code 2, HTTP 400)."""
 

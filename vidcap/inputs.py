@@ -48,7 +48,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from vidcap import regular
-from vidcap.errors import UsageError, VideoError, install_hint
+from vidcap.errors import EMPTY_PATH, UsageError, VideoError, install_hint
 from vidcap.ffmpeg import not_a_video_file
 from vidcap.outputs import OUTPUT_COLUMNS
 from vidcap.records import STATE_DIR
@@ -125,6 +125,8 @@ def expand_inputs(
     Parquet list's paths are in its ``path_column``. ``out``: the run's own output folder,
     passed over without a word where a folder holds it (other vidcap output folders met in
     a walk are passed over with a warning). Raises ``UsageError`` on a bad input."""
+    if any(not isinstance(raw, InputVideo) and not os.fspath(raw).strip() for raw in items):
+        raise UsageError(f"an input is {EMPTY_PATH}")  # (a library caller's: the CLI's refuses)
     named = [local_path(str(raw)) for raw in items if not isinstance(raw, InputVideo)]
     if path_column != PATH_COLUMN and not any(_suffix(item) in TABLE_SUFFIXES for item in named):
         raise UsageError(

@@ -44,7 +44,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -56,7 +56,7 @@ from vidcap.backend import CaptionFailed, caption_each
 from vidcap.commit import Committer, check_out_dir
 from vidcap.decode import Decoded, Event, decode_events, encode_event, read_event
 from vidcap.engine import Captioned, FailingStreak, Uncaptioned, deliver
-from vidcap.errors import UsageError, VidcapError, install_hint
+from vidcap.errors import EMPTY_PATH, UsageError, VidcapError, install_hint
 from vidcap.inputs import PATH_COLUMN, InputVideo, expand_inputs, is_url, local_path
 from vidcap.jobs import RunSettings, RunWriter, VideoJob, VideoResult, split_formats
 from vidcap.model import (
@@ -72,7 +72,12 @@ from vidcap.parquet import DEFAULT_SHARD_ROWS, run_writers_for
 from vidcap.plan import plan, say_other_precisions
 from vidcap.remote_out import output_folder
 from vidcap.report import refresh_report
-from vidcap.settings import GenerationSettings, ModelSettings, SamplingSettings
+from vidcap.settings import (
+    GenerationSettings,
+    ModelSettings,
+    SamplingSettings,
+    check_field_types,
+)
 from vidcap.wording import counted
 
 log = logging.getLogger(__name__)
@@ -107,6 +112,7 @@ class RaySettings:
     decode_retries: int = 3
 
     def __post_init__(self) -> None:
+        check_field_types(self)  # (``actors="2"``: one line, not a TypeError from ``<``)
         if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
             raise UsageError(f"--ray-gpus-per-actor must be >= 0, got {self.gpus_per_actor}")
         if self.actors is not None and self.actors < 1:
@@ -647,11 +653,48 @@ def caption_dataset(
                  ray_settings=ray_settings)  # fmt: skip
     if isinstance(inputs, str | os.PathLike | InputVideo):  # one input, not its characters
         inputs = [inputs]
+    elif isinstance(inputs, Iterable):  # (``Path.glob``: read once, as a list)
+        inputs = list(inputs)
+    else:
+        raise TypeError(f"inputs must be paths, URLs or InputVideos, got {inputs!r}")
+    if not isinstance(out, str | os.PathLike):
+        raise TypeError(f"out must be a folder's path or an fsspec URL, got {out!r}")
+    if not os.fspath(out).strip():  # (``Path("")`` is the working folder)
+        raise UsageError(f"out: {EMPTY_PATH}")
     if isinstance(formats, str):  # "jsonl,srt", as --format takes them
         formats = split_formats(formats)
     model = pinned(model or ModelSettings())  # every actor loads this one commit
     local = None if is_url(str(out)) else Path(local_path(str(out)))
     videos = expand_inputs(inputs, path_column, out=local)
+    if not _ONE_RUN.acquire(blocking=False):
+        raise UsageError(
+            "caption_dataset is already running in this process (another thread): one run "
+            "at a time, each on its own Ray connection; give one run all the inputs"
+        )
+    try:
+        return _caption(videos, out, model, sampling, generation, formats, ray_settings,
+                        shard_rows, quiet, on_done)  # fmt: skip
+    finally:
+        _ONE_RUN.release()
+
+
+# Two runs at once in one process shared, and fought over, its one Ray connection: each
+# started a local cluster ("called ray.init twice?", a node timed out) and left processes.
+_ONE_RUN = threading.Lock()
+
+
+def _caption(
+    videos: Sequence[InputVideo],
+    out: str | os.PathLike,
+    model: ModelSettings,
+    sampling: SamplingSettings | None,
+    generation: GenerationSettings | None,
+    formats: Sequence[str],
+    ray_settings: RaySettings | None,
+    shard_rows: int,
+    quiet: bool,
+    on_done: Callable[[VideoResult], None] | None,
+) -> list[VideoResult]:
     with output_folder(out) as out_dir:
         settings = RunSettings(
             out_dir=out_dir,

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from vidcap.errors import UsageError
+from vidcap.errors import EMPTY_PATH, UsageError
 
 EXIT_USAGE = 2
 
@@ -96,9 +96,6 @@ class OneLineParser(argparse.ArgumentParser):
                 close = list(dict.fromkeys(part))[:2] if begun else near
             hints += [flag for flag in close if flag not in hints]
         return f"; did you mean {' or '.join(hints)}?" if hints else ""
-
-
-EMPTY_PATH = "an empty path (an unset shell variable?); give a file or folder ('.' for this one)"
 
 
 def path_arg(value: str) -> Path:
