@@ -132,6 +132,33 @@ def test_subtitles_parse_and_cover_the_video(mixed_run) -> None:
             assert subs[0].start.total_seconds() == pytest.approx(nonempty[0]["time"], abs=1e-3)
 
 
+def test_the_summary_says_what_each_settings_key_stands_for(
+    mixed_run, mixed_folder: Path, tmp_path: Path
+) -> None:
+    """Regression (an outside-in round): the settings that made a folder's captions (the
+    prompt, the sampling) were nowhere in it, only each video's opaque ``key``, so a yes/no
+    answer read as a caption and a folder of two runs could not be told apart. The
+    summary lists, for each key its videos have, what it stands for, across runs."""
+    _, out = mixed_run
+    summary = json.loads((out / "summary.json").read_text())
+    keys = {v["key"] for v in summary["videos"] if v["status"] == "done"}
+    [key] = keys
+    assert summary["settings"][key]["sampling"]["fps"] == 2.0
+    assert summary["settings"][key]["model"] == "tiny"
+    folder = tmp_path / "two"
+    for fps, prompt in (("2", []), ("1", ["--prompt", "Question: is it red? Answer:"])):
+        video = mixed_folder / ("web.webm" if prompt else "cam1/clip.mp4")
+        run_main("caption", video, "--out", folder, "--model", "tiny", "--fps", fps, "--quiet",
+                 "--max-frames", "2", *prompt)  # fmt: skip
+    summary = json.loads((folder / "summary.json").read_text())
+    settings = summary["settings"]
+    assert sorted(settings) == sorted(v["key"] for v in summary["videos"])
+    by_video = {v["name"]: settings[v["key"]] for v in summary["videos"]}
+    assert by_video["clip"]["generation"]["prompt"] is None
+    assert by_video["web"]["generation"]["prompt"] == "Question: is it red? Answer:"
+    assert by_video["web"]["sampling"]["fps"] == 1.0
+
+
 def test_rerun_skips_finished_videos(mixed_run, mixed_folder: Path) -> None:
     _, out = mixed_run
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.jsonl")}

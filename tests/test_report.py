@@ -162,7 +162,7 @@ def test_the_page_from_a_runs_summary_is_the_page_from_the_records(folder: Path)
 def test_summary_json_holds_the_totals_first_then_one_video_a_line(folder: Path) -> None:
     summary = write_summary(folder, [], 0, 1.0)
     text = (folder / "summary.json").read_text(encoding="utf-8")
-    assert list(json.loads(text)) == ["totals", "run", "records_read_ns", "videos"]
+    assert list(json.loads(text)) == ["totals", "run", "records_read_ns", "settings", "videos"]
     assert json.loads(text) == summary
     lines = text.splitlines()
     start = lines.index('  "videos": [') + 1

@@ -596,7 +596,10 @@ class Committer:
             with contextlib.suppress(OSError):
                 self._staging.rmdir()
         try:
-            self.summary = write_summary(self.settings.out_dir, results, self.new_frames, seconds)
+            self.summary = write_summary(
+                self.settings.out_dir, results, self.new_frames, seconds,
+                {self.key: self.settings.keyed()},
+            )  # fmt: skip
         except OSError as exc:
             if exc.errno not in FOLDER_FULL:
                 raise

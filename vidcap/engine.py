@@ -192,7 +192,10 @@ def _run(
     for result in resumed:
         log.info("%s: already done, skipped", result.video)
     if not jobs:
-        summary = write_summary(settings.out_dir, resumed, 0, time.monotonic() - started)
+        summary = write_summary(
+            settings.out_dir, resumed, 0, time.monotonic() - started,
+            {settings.key(): settings.keyed()},
+        )  # fmt: skip
         refresh_report(settings.out_dir, summary)
         return list(resumed)
 

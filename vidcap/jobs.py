@@ -69,6 +69,11 @@ class RunSettings:
 
     def key(self) -> str:
         """Identifies what the outputs depend on; a rerun with other settings redoes videos."""
+        return hashlib.sha256(json.dumps(self.keyed(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def keyed(self) -> dict[str, Any]:
+        """What ``key`` hashes: the settings the captions depend on (``summary.json`` lists
+        them under the key, so a folder says what made its captions)."""
         data: dict[str, Any] = {
             "formats": sorted(self.formats),
             "sampling": self.sampling.key_fields(),
@@ -77,7 +82,7 @@ class RunSettings:
         }
         if self.lossy_wire:  # absent otherwise: keys of earlier versions stay valid
             data["wire"] = self.lossy_wire
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        return data
 
     def video_formats(self) -> tuple[str, ...]:
         """The per-video files each video gets: ``formats``' ones, and with ``--scenes``

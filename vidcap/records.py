@@ -98,10 +98,16 @@ def write_record(
 
 
 def write_summary(
-    out_dir: Path, run: Sequence[VideoResult], new_frames: int, seconds: float
+    out_dir: Path,
+    run: Sequence[VideoResult],
+    new_frames: int,
+    seconds: float,
+    keyed: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict:
     """``summary.json``: every video the folder holds a record of (``folder_videos``), and
-    this run's totals."""
+    this run's totals; ``settings``: for each settings key a video of the folder has, what
+    it stands for (``keyed``: this run's, ``RunSettings.keyed``; others as the summary
+    before listed them)."""
     read_from = next_tick(out_dir)  # before any record is looked at
     videos, indexed = _folder_videos(out_dir)
     indexed = indexed and read_from is not None
@@ -140,6 +146,9 @@ def write_summary(
     data: dict[str, Any] = {"totals": totals, "run": this_run}
     if indexed:  # (else, a record garbled or naming another video: they are read each time)
         data[READ_STAMP] = read_from
+    used = {v.get("key") for v in videos}
+    known = {**_summary_settings(out_dir), **(keyed or {})}
+    data["settings"] = {key: known[key] for key in sorted(known) if key in used}
     data["videos"] = videos
     write_atomic(out_dir / SUMMARY, _summary_text(data))
     return data
@@ -230,6 +239,18 @@ def record_times(out_dir: Path) -> dict[str, int]:
     except OSError:
         pass
     return times
+
+
+def _summary_settings(out_dir: Path) -> dict[str, Any]:
+    """``summary.json``'s ``settings`` (none where it is absent or not as vidcap wrote it)."""
+    try:
+        data = jsontext.loads(regular.read_text(out_dir / SUMMARY))
+    except (OSError, ValueError):
+        return {}
+    settings = data.get("settings") if isinstance(data, dict) else None
+    if not isinstance(settings, dict):
+        return {}
+    return {k: v for k, v in settings.items() if isinstance(k, str) and isinstance(v, dict)}
 
 
 def summary_videos(out_dir: Path) -> tuple[dict[str, dict], int] | None:
