@@ -109,7 +109,8 @@ def write_summary(
     it stands for (``keyed``: this run's, ``RunSettings.keyed``; others as the summary
     before listed them)."""
     read_from = next_tick(out_dir)  # before any record is looked at
-    videos, indexed = _folder_videos(out_dir)
+    before = _summary_document(out_dir)  # (read once: a big folder's is large)
+    videos, indexed = _folder_videos(out_dir, before)
     indexed = indexed and read_from is not None
     done = [v for v in videos if v.get("status") == "done"]
     totals = {
@@ -147,11 +148,14 @@ def write_summary(
     if indexed:  # (else, a record garbled or naming another video: they are read each time)
         data[READ_STAMP] = read_from
     used = {v.get("key") for v in videos}
-    known = {**_summary_settings(out_dir), **(keyed or {})}
+    known = {**_summary_settings(before), **(keyed or {})}
     data["settings"] = {key: known[key] for key in sorted(known) if key in used}
     data["videos"] = videos
     write_atomic(out_dir / SUMMARY, _summary_text(data))
     return data
+
+
+_UNREAD = object()  # (a summary not read yet: read it)
 
 
 def folder_videos(out_dir: Path) -> list[dict]:
@@ -160,12 +164,13 @@ def folder_videos(out_dir: Path) -> list[dict]:
     return _folder_videos(out_dir)[0]
 
 
-def _folder_videos(out_dir: Path) -> tuple[list[dict], bool]:
+def _folder_videos(out_dir: Path, summary: object = _UNREAD) -> tuple[list[dict], bool]:
     """``folder_videos``, and whether every record read named the video of its file name.
     A record unchanged since the last summary was written (its change time before the
-    summary's ``records_read_ns``) is taken from that summary, not read again."""
+    summary's ``records_read_ns``) is taken from that summary (``summary``: its document,
+    where the caller read it), not read again."""
     times = record_times(out_dir)
-    previous = summary_videos(out_dir) if times else None
+    previous = summary_videos(out_dir, summary) if times else None
     kept, stamp = previous if previous is not None else ({}, 0)
     videos: list[dict] = []
     indexed = True
@@ -241,25 +246,28 @@ def record_times(out_dir: Path) -> dict[str, int]:
     return times
 
 
-def _summary_settings(out_dir: Path) -> dict[str, Any]:
-    """``summary.json``'s ``settings`` (none where it is absent or not as vidcap wrote it)."""
+def _summary_document(out_dir: Path) -> object:
+    """``summary.json`` parsed (None where it is absent or not JSON)."""
     try:
-        data = jsontext.loads(regular.read_text(out_dir / SUMMARY))
+        return jsontext.loads(regular.read_text(out_dir / SUMMARY))
     except (OSError, ValueError):
-        return {}
+        return None
+
+
+def _summary_settings(data: object) -> dict[str, Any]:
+    """A summary's ``settings`` (none where it has none as vidcap writes them)."""
     settings = data.get("settings") if isinstance(data, dict) else None
     if not isinstance(settings, dict):
         return {}
     return {k: v for k, v in settings.items() if isinstance(k, str) and isinstance(v, dict)}
 
 
-def summary_videos(out_dir: Path) -> tuple[dict[str, dict], int] | None:
+def summary_videos(out_dir: Path, data: object = _UNREAD) -> tuple[dict[str, dict], int] | None:
     """``summary.json``'s videos by output name, and when their records were read; None
-    when it is absent, unreadable or from a version that did not say when."""
-    try:
-        data = jsontext.loads(regular.read_text(out_dir / SUMMARY))
-    except (OSError, ValueError):
-        return None
+    when it is absent, unreadable or from a version that did not say when (``data``: the
+    document, where the caller read it)."""
+    if data is _UNREAD:
+        data = _summary_document(out_dir)
     stamp = data.get(READ_STAMP) if isinstance(data, dict) else None
     videos = data.get("videos") if isinstance(data, dict) else None
     if not isinstance(stamp, int) or isinstance(stamp, bool) or not isinstance(videos, list):
