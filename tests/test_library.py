@@ -100,6 +100,25 @@ def test_caption_dataset_refuses_bad_arguments_before_starting_anything(tmp_path
     assert not out.exists()
 
 
+def test_a_caption_dataset_that_cannot_start_leaves_no_folder_it_made(tmp_path: Path) -> None:
+    """Regression (an outside-in round): a run that could not start (here, no such model)
+    left the folder it made holding only ``.vidcap/run.lock``, where the CLI removes it. A
+    folder that was there before stays, with what it holds."""
+    from vidcap.errors import ModelLoadError
+    from vidcap.ray import caption_dataset
+
+    gone = ModelSettings(model=str(tmp_path / "no-model"))
+    out = tmp_path / "out"
+    with pytest.raises(ModelLoadError, match="no such directory"):
+        caption_dataset([SAMPLE], out, model=gone, quiet=True)
+    assert not out.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    with pytest.raises(ModelLoadError):
+        caption_dataset([SAMPLE], kept, model=gone, quiet=True)
+    assert kept.is_dir()
+
+
 def test_caption_dataset_takes_a_generator_of_paths(tmp_path: Path) -> None:
     """Regression (an outside-in round): ``Path.glob(...)`` was read once to check the
     inputs and found empty after: "no videos found in the given inputs". An iterable is

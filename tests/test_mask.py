@@ -32,7 +32,7 @@ from vidcap.mask import (
     segments,
 )
 from vidcap.outputs import CaptionedFrame
-from vidcap.settings import SamplingSettings
+from vidcap.settings import GenerationSettings, SamplingSettings
 from vidcap.tiny.render import caption_at, read_truth, subject_ranges
 from vidcap.video import VideoReader
 
@@ -529,6 +529,19 @@ def test_cli_mask_out_under_a_file_is_a_usage_error(subject_jsonl: Path, tmp_pat
         run_cli(["mask", str(subject_jsonl), "--query", "red", "--out",
                  str(tmp_path / "file" / "x.json")])  # fmt: skip
     assert (tmp_path / "file").read_text() == "x"
+
+
+def test_a_question_too_long_is_said_as_a_question_not_a_prompt() -> None:
+    """Regression (an outside-in round): a --question over 482 characters (its prompt,
+    ``Question: … Answer:``, over 500) was refused as "prompt is longer than 500
+    characters", naming neither the flag given nor the length it may have."""
+    from vidcap.settings import PROMPT_CHARS_LIMIT, question_prompt
+
+    assert len(question_prompt("x" * 482)) == PROMPT_CHARS_LIMIT
+    with pytest.raises(UsageError, match="^--question is longer than 482 characters$"):
+        run_cli(["mask", str(SUBJECT), "--question", "x" * 483])
+    with pytest.raises(UsageError, match="^--prompt: prompt is longer than 500 characters$"):
+        GenerationSettings(prompt="x" * 501)
 
 
 def test_cli_query_on_a_video_points_to_question_mode() -> None:

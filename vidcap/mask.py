@@ -478,8 +478,6 @@ def ask_frames(
     times and the duration are the ones it writes. A progress bar shows on a terminal
     unless ``quiet``.
     """
-    if not question.strip():
-        raise UsageError("--question must not be empty")
     generation = replace(
         generation or GenerationSettings(max_new_tokens=QUESTION_MAX_NEW_TOKENS),
         prompt=question_prompt(question),

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from vidcap.errors import UsageError
+from vidcap.errors import UsageError, VidcapError
 from vidcap.records import STATE_DIR
 from vidcap.regular import own_folder
 
@@ -33,6 +33,25 @@ LOCK_NAME = "run.lock"
 NO_LOCKS = frozenset({errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL})
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def gone_if_unused(out_dir: Path) -> Iterator[None]:
+    """A run's block: where it cannot start (a ``VidcapError``: no inputs, no model, a device,
+    server or cluster it cannot have) and ``out_dir`` did not exist before it, the folder it
+    made for nothing is removed again, if it holds nothing but the run's lock. A folder that
+    holds anything else stays."""
+    made = not out_dir.exists()
+    try:
+        yield
+    except VidcapError:
+        if made:
+            with contextlib.suppress(OSError):
+                (out_dir / STATE_DIR / LOCK_NAME).unlink(missing_ok=True)
+            for folder in (out_dir / STATE_DIR, out_dir):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        raise
 
 
 @contextmanager

@@ -66,7 +66,7 @@ from vidcap.model import (
     precision_of,
     resolve_model_path,
 )
-from vidcap.out_lock import holding
+from vidcap.out_lock import gone_if_unused, holding
 from vidcap.outputs import CaptionedFrame
 from vidcap.parquet import DEFAULT_SHARD_ROWS, run_writers_for
 from vidcap.plan import plan, say_other_precisions
@@ -695,7 +695,7 @@ def _caption(
     quiet: bool,
     on_done: Callable[[VideoResult], None] | None,
 ) -> list[VideoResult]:
-    with output_folder(out) as out_dir:
+    with output_folder(out) as out_dir, gone_if_unused(out_dir):  # (could not start: gone)
         settings = RunSettings(
             out_dir=out_dir,
             formats=tuple(formats),

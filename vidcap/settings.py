@@ -296,12 +296,19 @@ class GenerationSettings:
                 f"num_beams must be between 1 and {NUM_BEAMS_LIMIT}, got {self.num_beams}",
             )
         if self.prompt is not None and len(self.prompt) > PROMPT_CHARS_LIMIT:
-            raise UsageError(f"prompt is longer than {PROMPT_CHARS_LIMIT} characters")
+            raise SettingError("--prompt", f"prompt is longer than {PROMPT_CHARS_LIMIT} characters")
 
 
 def question_prompt(question: str) -> str:
-    """BLIP-2's visual-question form: ``Question: … Answer:``."""
-    return f"Question: {question.strip()} Answer:"
+    """BLIP-2's visual-question form, ``Question: … Answer:``; a question that is empty or
+    makes a prompt over ``PROMPT_CHARS_LIMIT`` is refused, naming ``--question``."""
+    if not question.strip():
+        raise UsageError("--question must not be empty")
+    prompt = f"Question: {question.strip()} Answer:"
+    if len(prompt) > PROMPT_CHARS_LIMIT:
+        most = PROMPT_CHARS_LIMIT - len(prompt) + len(question.strip())
+        raise UsageError(f"--question is longer than {most} characters")
+    return prompt
 
 
 @dataclass(frozen=True)

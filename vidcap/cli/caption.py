@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import TYPE_CHECKING
 
 from vidcap.cli import EXIT_FAILED, EXIT_OK, output_to_nowhere
 from vidcap.cli.parser import nonempty
-from vidcap.errors import VidcapError
 from vidcap.wording import counted
 
 if TYPE_CHECKING:
@@ -87,6 +85,7 @@ def _caption(args: argparse.Namespace, out: Path) -> tuple[int, str | None]:
     )
     from vidcap.commit import check_out_dir
     from vidcap.inputs import shown_source
+    from vidcap.out_lock import gone_if_unused
     from vidcap.records import is_damaged
 
     settings = run_settings_from_args(args, out)
@@ -94,16 +93,9 @@ def _caption(args: argparse.Namespace, out: Path) -> tuple[int, str | None]:
     model = model_settings_from_args(args)
     engine = engine_from_args(args)
     ray_settings = ray_settings_from_args(args)
-    made = not out.exists()
-    check_out_dir(out)
-    try:
+    with gone_if_unused(out):  # (a run that could not start: the folder it made goes)
+        check_out_dir(out)
         results = _results(args, out, settings, model, engine, ray_settings)
-    except VidcapError:  # (a run that could not start — no inputs, no model, a device or
-        # server it cannot have, a cluster it cannot use: the folder it made for nothing goes;
-        # one that holds anything stays)
-        if made:
-            _remove_made(out)
-        raise
     failed = [r for r in results if r.status == "failed"]
     damaged = [r for r in results if is_damaged(r.lost_frames, r.damaged_frames)]
     done_frames = sum(r.frames for r in results)
@@ -177,15 +169,3 @@ def _results(
         # Embedded: the input size is known before the model loads, so decoding starts at once.
         input_size=None if args.server else model_input_size(args.model),
     )
-
-
-def _remove_made(out: Path) -> None:
-    """The output folder this run made, where it holds nothing but the run's lock: gone."""
-    from vidcap.out_lock import LOCK_NAME
-    from vidcap.records import STATE_DIR
-
-    with contextlib.suppress(OSError):
-        (out / STATE_DIR / LOCK_NAME).unlink(missing_ok=True)
-    for folder in (out / STATE_DIR, out):
-        with contextlib.suppress(OSError):
-            folder.rmdir()

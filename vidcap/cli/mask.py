@@ -58,6 +58,7 @@ from vidcap.mask import (
 )
 from vidcap.outputs import write_atomic
 from vidcap.records import SUMMARY
+from vidcap.settings import question_prompt
 from vidcap.video import VIDEO_EXTENSIONS, VideoReader
 from vidcap.wording import counted, flags_that
 
@@ -189,8 +190,8 @@ def run_mask(args: argparse.Namespace) -> int:
         raise UsageError("--query and --question cannot be used together: give one")
     if not querying and args.question is None:
         raise UsageError("give --query (to search a caption JSONL) or --question (to ask a video)")
-    if not querying and not args.question.strip():  # (before the model loads)
-        raise UsageError("--question must not be empty")
+    if not querying:  # (refused before the model loads)
+        question_prompt(args.question)
     reject_folder(args.source)
     require_utf8_name(args.source)
     if not args.source.exists():  # (named on the command line: a usage error, as caption's)
