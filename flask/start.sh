@@ -51,12 +51,16 @@ die() {
 command -v gunicorn >/dev/null || die "gunicorn not found; run: pip install -r flask/requirements.txt"
 threads="${THREADS:-64}"
 [[ "$threads" =~ ^[1-9][0-9]*$ ]] || die "THREADS must be a whole number >= 1 (got $threads)"
-# The VIDCAP_* settings, checked here so a mistake is one line, not a gunicorn traceback.
-"$(dirname "$(command -v gunicorn)")/python" -m vidcap.serve.config start.sh || exit 2
 port="${PORT:-5000}"
-[[ "$port" =~ ^[0-9]+$ ]] || die "PORT must be a port number (got $port)"
+[[ "$port" =~ ^[0-9]{1,5}$ ]] && ((10#$port >= 1 && 10#$port <= 65535)) ||
+    die "PORT must be a port number from 1 to 65535 (got $port)"
+# The VIDCAP_* settings, the model and its device, checked here so a mistake is one line,
+# not a gunicorn traceback.
+"$(dirname "$(command -v gunicorn)")/python" -m vidcap.serve.config start.sh --model --device ||
+    exit 2
 pid_file="${PID_FILE:-$here/logs/gunicorn-$port.pid}"
-mkdir -p "$(dirname "$pid_file")"
+mkdir -p "$(dirname "$pid_file")" 2>/dev/null && [[ -w "$(dirname "$pid_file")" ]] ||
+    die "cannot write the pid file's folder $(dirname "$pid_file"); give PID_FILE=/a/writable/path"
 if [[ -f "$pid_file" ]] && grep -q gunicorn "/proc/$(cat "$pid_file")/cmdline" 2>/dev/null; then
     die "a server already runs with pid file $pid_file (pid $(cat "$pid_file")); flask/stop.sh first"
 fi

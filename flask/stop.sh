@@ -13,6 +13,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 port="${PORT:-5000}"
 pid_file="${PID_FILE:-$here/logs/gunicorn-$port.pid}"
 stop_timeout="${STOP_TIMEOUT:-40}"
+[[ "$stop_timeout" =~ ^[0-9]{1,6}$ ]] || {
+    echo "stop.sh: STOP_TIMEOUT must be a whole number of seconds (got $stop_timeout)" >&2
+    exit 2
+}
 
 running() { # a process that still runs: alive, and not a zombie its parent has not reaped
     local state

@@ -357,9 +357,26 @@ def run_start_sh(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
             {"VIDCAP_MODEL": "tiny", "VIDCAP_READ_TIMEOUT": "soon"},
             "start.sh: VIDCAP_READ_TIMEOUT must be a number, got 'soon'",  # (as its own)
         ),
+        # (an outside-in round: each of these was a gunicorn traceback of 40 lines)
+        ({"VIDCAP_MODEL": "tiny", "VIDCAP_LOG_LEVEL": "LOUD"}, "start.sh: VIDCAP_LOG_LEVEL"),
+        ({"VIDCAP_MODEL": "tiny", "PORT": "99999"}, "start.sh: PORT must be a port number"),
+        ({"VIDCAP_MODEL": "{tmp}/gone"}, "start.sh: cannot load model '{tmp}/gone': no such"),
+        ({"VIDCAP_MODEL": "tiny", "VIDCAP_DEVICE": "cuda:7"}, "start.sh: device 'cuda:7' asked"),
+        ({"VIDCAP_MODEL": "tiny", "PID_FILE": "/proc/self/x/g.pid"}, "start.sh: cannot write"),
+        # (every request refused 413, the server saying it took 64 frames)
+        ({"VIDCAP_MODEL": "tiny", "VIDCAP_MAX_PARTS": "5"}, "start.sh: VIDCAP_MAX_PARTS must"),
     ],
 )
-def test_start_script_mistakes_are_one_line(env: dict[str, str], message: str) -> None:
+def test_start_script_mistakes_are_one_line(
+    env: dict[str, str], message: str, tmp_path: Path
+) -> None:
+    if "cuda" in env.get("VIDCAP_DEVICE", ""):
+        import torch
+
+        if torch.cuda.device_count() > 7:
+            pytest.skip("this machine has a GPU cuda:7")
+    env = {k: v.replace("{tmp}", str(tmp_path)) for k, v in env.items()}
+    message = message.replace("{tmp}", str(tmp_path))
     result = run_start_sh(env)
     assert result.returncode == 2
     assert result.stderr.strip().startswith(message), result.stderr

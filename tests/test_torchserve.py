@@ -4,11 +4,14 @@ TorchServe's own ``Context`` (fast), then a real TorchServe started by
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import os
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -378,6 +381,13 @@ def test_config_from_yaml_section_with_env_overrides() -> None:
         ({}, {"VIDCAP_READ_TIMEOUT": "0"}, "VIDCAP_READ_TIMEOUT must be > 0"),
         ({"num_beams": 50}, {}, "num_beams must be between"),
         ({}, {"VIDCAP_DTYPE": "float8"}, "unknown dtype 'float8'; supported values are"),
+        # (an outside-in round: each of these was a traceback, or taken and served wrong)
+        ({}, {"VIDCAP_LOG_LEVEL": "LOUD"}, "VIDCAP_LOG_LEVEL must be one of DEBUG, INFO,"),
+        (
+            {"max_frames": 8},
+            {"VIDCAP_MAX_PARTS": "5"},
+            r"VIDCAP_MAX_PARTS must be at least VIDCAP_MAX_FRAMES \+ 3 \(11: a full",
+        ),
     ],
 )
 def test_config_errors_name_the_problem(
@@ -385,6 +395,43 @@ def test_config_errors_name_the_problem(
 ) -> None:
     with pytest.raises(UsageError, match=message):
         ServeConfig.from_sources(section, env)
+
+
+def test_the_settings_check_says_a_misspelt_name_and_a_yaml_it_cannot_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression (an outside-in round): ``VIDCAP_MAX_FRAME=2`` was ignored without a word
+    (a misspelt ``handler:`` key is an error); a ``handler:`` section that is not a mapping,
+    or a YAML that does not parse, was a worker's traceback. The check start.sh and
+    server-create.sh run names each in one line."""
+    from vidcap.serve.config import main
+
+    for name in [n for n in os.environ if n.startswith("VIDCAP_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("VIDCAP_MODEL", "tiny")
+    monkeypatch.setenv("VIDCAP_MAX_FRAME", "2")
+    monkeypatch.setenv("VIDCAP_TOKEN", "a client's: no server setting, and no mistake")
+    assert main(["start.sh", "--model", "--device"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "start.sh: warning: VIDCAP_MAX_FRAME is no server setting (did you mean "
+        "VIDCAP_MAX_FRAMES?); ignored"
+    ]
+    monkeypatch.delenv("VIDCAP_MAX_FRAME")
+    for text, said in (
+        ("handler: [1, 2]\n", "its handler: section must be a mapping of settings"),
+        ("handler: {model: tiny\n", "while parsing a flow mapping"),
+        ("handler:\n  max_frame: 3\n", "unknown server setting max_frame; supported keys"),
+    ):
+        (tmp_path / "model-config.yaml").write_text(text)
+        assert main(["start.sh", "--section", str(tmp_path / "model-config.yaml")]) == 2
+        [line] = capsys.readouterr().err.splitlines()
+        assert line.startswith("start.sh: ") and said in line, line
+    monkeypatch.setenv("VIDCAP_MODEL", str(tmp_path / "nothing-here"))
+    assert main(["start.sh", "--model"]) == 2
+    assert capsys.readouterr().err == (
+        f"start.sh: cannot load model {str(tmp_path / 'nothing-here')!r}: no such directory, "
+        "and not a hub id (owner/name)\n"
+    )
 
 
 def test_worker_device_follows_gpu_id_and_falls_back_to_cpu() -> None:
@@ -449,6 +496,65 @@ def test_torchserve_worker_path_serves_a_mixed_batch(
 
 def decode(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+@pytest.mark.heavy
+def test_start_mistakes_are_one_line_before_anything_runs(tmp_path: Path) -> None:
+    """Regression (an outside-in round): a model that cannot load kept start.sh waiting
+    its whole START_TIMEOUT (900 s) while TorchServe restarted the worker; ``BATCH_SIZE=abc``,
+    a ``job_queue_size`` with a comment after it or a broken ``models`` line in the config
+    template were Python tracebacks; ``BATCH_SIZE=0`` was taken (batches of 1, and the
+    gate's client turns switched off). Each is one line now, before the gate or TorchServe
+    starts."""
+    store = tmp_path / "store" / "vidcap"
+    (store / "MAR-INF").mkdir(parents=True)
+    (store / "MAR-INF" / "MANIFEST.json").write_text("{}")
+    (store / "model-config.yaml").write_text("handler:\n  model: tiny\n")
+    template = tmp_path / "config.properties"
+    from tests.support.torchserve import free_ports
+
+    ports = dict(zip(("INFERENCE_PORT", "MANAGEMENT_PORT", "METRICS_PORT",
+                      "BACKEND_INFERENCE_PORT", "GRPC_INFERENCE_PORT", "GRPC_MANAGEMENT_PORT"),
+                     map(str, free_ports(6)), strict=True))  # fmt: skip
+    base = {"MODEL_STORE": str(tmp_path / "store"), "TS_RUN_DIR": str(tmp_path / "run"),
+            "NUM_GPUS": "0", "VIDCAP_MODEL": "", **ports}  # fmt: skip
+    cases = [
+        ({"BATCH_SIZE": "0"}, "start.sh: BATCH_SIZE must be a whole number >= 1 (got 0)"),
+        ({"MAX_BATCH_DELAY_MS": "-5x"}, "start.sh: MAX_BATCH_DELAY_MS must be a whole number"),
+        ({"START_TIMEOUT": "soon"}, "start.sh: START_TIMEOUT must be a whole number of seconds"),
+        ({"VIDCAP_MODEL": str(tmp_path / "gone")}, "start.sh: cannot load model "),
+        ({"TS_CONFIG": str(template), "T": "job_queue_size=128 # requests"},
+         f"start.sh: {template}: job_queue_size must be a whole number, got '128 # requests'"),
+        ({"TS_CONFIG": str(template), "T": 'models={"vidcap": '},
+         f"start.sh: {template}: models must be TorchServe's JSON of one model's settings"),
+    ]  # fmt: skip
+    for settings, said in cases:
+        template.write_text(settings.get("T", "") + "\n")
+        result = run_script("start.sh", script_env({**base, **settings}), timeout=60)
+        assert result.returncode != 0
+        assert result.stdout.strip().splitlines()[-1].startswith(said), result.stdout
+        assert not (tmp_path / "run" / "gate.pid").exists()
+        assert not (tmp_path / "run" / ".model_server.pid").exists()
+    (store / "model-config.yaml").write_text("handler:\n  model: tiny\n  max_frame: 3\n")
+    result = run_script("start.sh", script_env(base), timeout=60)
+    assert result.stdout.strip() == (
+        "start.sh: unknown server setting max_frame; supported keys are "
+        + ", ".join(f.name for f in dataclasses.fields(ServeConfig))
+    )
+
+
+def test_server_create_refuses_a_model_it_cannot_have_in_one_line(tmp_path: Path) -> None:
+    """Regression (an outside-in round): a mistyped local path as VIDCAP_MODEL ended
+    server-create.sh in a huggingface_hub traceback."""
+    for model in (str(tmp_path / "no" / "dir"), "bad model"):
+        env = script_env({"VIDCAP_MODEL": model, "MODEL_STORE": str(tmp_path / "store")})
+        result = run_script("server-create.sh", env, timeout=60)
+        assert result.returncode == 2
+        assert result.stdout.strip() == (
+            f"server-create.sh: cannot load model {model!r}: no such directory, and not a hub "
+            "id (owner/name)"
+        )
+        assert not (tmp_path / "store" / "vidcap").exists()
 
 
 def test_start_refuses_to_disable_tokens_on_a_public_address(tmp_path: Path) -> None:
@@ -662,6 +768,7 @@ def test_start_names_a_taken_grpc_port(tmp_path: Path) -> None:
                 "TS_RUN_DIR": str(tmp_path / "run"),
                 "NUM_GPUS": "0",
                 "GRPC_INFERENCE_PORT": str(port),
+                "VIDCAP_MODEL": "tiny",  # (the default, not in this cache, is refused first)
             }
         )
         result = run_script("start.sh", env, timeout=30)
@@ -785,6 +892,51 @@ def test_model_registration_through_the_api_is_off(torchserve: TorchServeInstanc
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_a_start_whose_worker_or_front_end_cannot_start_says_why_at_once(tmp_path: Path) -> None:
+    """Regression (an outside-in round): a model that passes every check but cannot load
+    (here a folder with an empty config.json) kept start.sh waiting its whole START_TIMEOUT
+    while TorchServe restarted the worker, then printed 30 lines of traceback; a front end
+    that refused its configuration was said with another line (``InterruptedException``),
+    or an earlier start's, from logs the run folder appends to. Now the worker's reason
+    stops the start at once, and the front end's own line of this start is said."""
+    import psutil
+
+    from tests.support.torchserve import free_ports
+
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "config.json").write_text("{}")
+    ports = dict(zip(("INFERENCE_PORT", "MANAGEMENT_PORT", "METRICS_PORT",
+                      "BACKEND_INFERENCE_PORT", "GRPC_INFERENCE_PORT", "GRPC_MANAGEMENT_PORT"),
+                     map(str, free_ports(6)), strict=True))  # fmt: skip
+    env = script_env({"MODEL_STORE": str(tmp_path / "store"), "TS_RUN_DIR": str(tmp_path / "run"),
+                      "NUM_GPUS": "0", "VIDCAP_MODEL": str(fake), "START_TIMEOUT": "600",
+                      **ports})  # fmt: skip
+    assert run_script("server-create.sh", env, timeout=120).returncode == 0
+    started = time.monotonic()
+    result = run_script("start.sh", env, timeout=700)
+    assert result.returncode == 1 and time.monotonic() - started < 120, result.stdout
+    assert (
+        f"the model worker cannot start: cannot load model from {str(fake)!r}: not a BLIP-2 "
+        "checkpoint"
+    ) in result.stdout
+    assert "Traceback" not in result.stdout and "TorchServe stopped" in result.stdout
+
+    template = tmp_path / "config.properties"
+    template.write_text("max_request_size=64MB\n")
+    result = run_script("start.sh", {**env, "TS_CONFIG": str(template)}, timeout=300)
+    assert result.returncode == 1
+    assert (
+        'TorchServe exited during start: Invalid configuration: For input string: "64MB" '
+        f"(from {tmp_path / 'run'}/torchserve.out)"
+    ) in result.stdout, result.stdout
+    assert "cannot load model" not in result.stdout  # (the first start's, in the same logs)
+    left = [p.pid for p in psutil.process_iter(["cmdline"])
+            if str(tmp_path / "run") in " ".join(p.info["cmdline"] or [])]  # fmt: skip
+    assert not left
+
+
 def test_stop_leaves_no_process_behind(torchserve: TorchServeInstance) -> None:
     import psutil
 
@@ -802,3 +954,6 @@ def test_stop_leaves_no_process_behind(torchserve: TorchServeInstance) -> None:
     # TorchServe's own keys go; the clients' inference key stays for the next start (#20).
     assert not (torchserve.run_dir / "backend" / "key_file.json").exists()
     assert (torchserve.run_dir / "key_file.json").stat().st_mode & 0o077 == 0
+    # (an outside-in round: the management and API keys, dead once TorchServe stops, were
+    # left in the clients' key file)
+    assert list(json.loads((torchserve.run_dir / "key_file.json").read_text())) == ["inference"]

@@ -61,6 +61,13 @@ print(handler["model"])
 PY
 )"
 
+# The archive's settings under VIDCAP_* (what start.sh checks again), and the model unless
+# SKIP_DOWNLOAD: a typo is one line here, not a worker failing to start later.
+check=(--section "$work/config/model-config.yaml")
+[[ "${SKIP_DOWNLOAD:-0}" == "1" ]] || check+=(--model)
+PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$python" -m vidcap.serve.config server-create.sh \
+    "${check[@]}" || exit 2
+
 # Fetch a hub model once, ahead of time, so workers never download it themselves.
 if [[ "$model" == "tiny" || -d "$model" || "${SKIP_DOWNLOAD:-0}" == "1" ]]; then
     echo "model: $model (no download needed)"
@@ -79,7 +86,11 @@ try:
     ignore = weights if any(f.endswith(".safetensors") for f in files) else []
     print(f"cached at {snapshot_download(repo_id, ignore_patterns=ignore)}")
 except Exception as exc:  # noqa: BLE001 - one line for the user, whatever the hub raised
-    if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+    try:
+        cached = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # noqa: BLE001 - (not a hub id: said by the line below)
+        cached = None
+    if isinstance(cached, str):
         print(f"hub not reachable ({type(exc).__name__}); using the copy already cached")
     else:
         sys.exit(f"server-create.sh: cannot download {repo_id}: {exc}".splitlines()[0])

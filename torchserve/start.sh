@@ -83,7 +83,6 @@ command -v java >/dev/null || [[ -n "${JAVA_HOME:-}" ]] ||
 [[ -f "$model_store/$model_name/MAR-INF/MANIFEST.json" ]] ||
     die "no archive at $model_store/$model_name; run ./server-create.sh first"
 [[ -f "$template" ]] || die "config template $template not found"
-
 num_gpus="${NUM_GPUS:-$(visible_gpus)}"
 [[ "$num_gpus" =~ ^[0-9]+$ ]] || die "NUM_GPUS must be a whole number >= 0 (got $num_gpus)"
 if ((num_gpus > 0)); then
@@ -120,6 +119,20 @@ esac
     die "MODEL_NAME may hold letters, digits, '_', '.', '-' only (got $model_name)"
 [[ "$model_store" =~ ^[A-Za-z0-9_/.+-]+$ ]] ||
     die "MODEL_STORE path may hold letters, digits and _ / . + - only (got $model_store)"
+
+# The archive's handler settings under this run's VIDCAP_* values, the model and its
+# device, checked before anything starts: a mistake is one line, not a worker that
+# TorchServe restarts until START_TIMEOUT.
+check=(--model --device)
+[[ ! -f "$model_store/$model_name/model-config.yaml" ]] ||
+    check+=(--section "$model_store/$model_name/model-config.yaml")
+"$python" -m vidcap.serve.config start.sh "${check[@]}" || exit 2
+[[ -z "${BATCH_SIZE:-}" || "${BATCH_SIZE}" =~ ^[1-9][0-9]{0,5}$ ]] ||
+    die "BATCH_SIZE must be a whole number >= 1 (got $BATCH_SIZE)"
+[[ -z "${MAX_BATCH_DELAY_MS:-}" || "${MAX_BATCH_DELAY_MS}" =~ ^[0-9]{1,6}$ ]] ||
+    die "MAX_BATCH_DELAY_MS must be a whole number of milliseconds (got $MAX_BATCH_DELAY_MS)"
+[[ "$start_timeout" =~ ^[1-9][0-9]{0,5}$ ]] ||
+    die "START_TIMEOUT must be a whole number of seconds >= 1 (got $start_timeout)"
 
 # Worker sockets live in the run folder; a Unix socket path has at most 107 bytes.
 ((${#run_dir} <= 90)) || die "TS_RUN_DIR path is too long for worker sockets: $run_dir"
@@ -205,23 +218,35 @@ for line in text.splitlines():
     key, sep, value = line.strip().partition("=")
     if sep and not key.startswith("#"):
         props[key.strip()] = value.strip()
-versions = next(iter(json.loads(props.get("models", "{}")).values()), {})
-model = next(iter(versions.values()), {})
+
+
+def refuse(what: str) -> None:  # one line, as TorchServe would fail on it after a while
+    sys.exit(f"start.sh: {template}: {what}")
+
+
+try:
+    versions = next(iter(json.loads(props.get("models", "{}")).values()), {})
+    model = next(iter(versions.values()), {})
+    model["batchSize"] = int(batch_size or model.get("batchSize", 1))
+    model["maxBatchDelay"] = int(batch_delay or model.get("maxBatchDelay", 100))
+except (ValueError, TypeError, AttributeError) as exc:
+    refuse(f"models must be TorchServe's JSON of one model's settings ({exc})")
+if model["batchSize"] < 1 or model["maxBatchDelay"] < 0:
+    refuse("a model's batchSize must be >= 1 and its maxBatchDelay >= 0")
 model.update(defaultVersion=True, marName=name, minWorkers=int(workers), maxWorkers=int(workers))
-if batch_size:
-    model["batchSize"] = int(batch_size)
-if batch_delay:
-    model["maxBatchDelay"] = int(batch_delay)
+try:
+    queue = int(props.get("job_queue_size", 100))  # (TorchServe's default)
+except ValueError:
+    refuse(f"job_queue_size must be a whole number, got {props['job_queue_size']!r}")
 overrides["models"] = json.dumps({name: {"1.0": model}})
 with open(target, "w", encoding="utf-8") as handle:
     handle.write(text.rstrip("\n") + "\n\n# written by start.sh for this run\n")
     handle.writelines(f"{key}={value}\n" for key, value in overrides.items())
-queue = int(props.get("job_queue_size", 100))  # (TorchServe's default)
-running = int(workers) * int(model.get("batchSize", 1))  # requests the workers run at once
+running = int(workers) * model["batchSize"]  # requests the workers run at once
 # (the gate: one client's share; requests forwarded at once, the next batches ready)
-print(model.get("maxBatchDelay", 100), running + queue // 2, 2 * running)  # (default delay)
+print(model["maxBatchDelay"], running + queue // 2, 2 * running)
 PY
-)"
+)" || exit 1
 read -r batch_delay_ms max_client_requests max_forwarded <<<"$batch_settings"
 
 # CPU workers share the cores instead of each starting one thread per core.
@@ -295,6 +320,10 @@ PY
     die "the protocol gate did not start: $(tail -n 3 "$run_dir/gate.log" 2>/dev/null | tr '\n' ' ')"
 }
 
+# Where this run's lines begin in the logs TorchServe appends to (a reason read there is
+# this start's, not an earlier one's).
+ts_log_from="$(stat -c %s "$run_dir/ts_log.log" 2>/dev/null || echo 0)"
+model_log_from="$(stat -c %s "$run_dir/model_log.log" 2>/dev/null || echo 0)"
 echo "starting TorchServe: $num_workers worker(s), $num_gpus GPU(s), model store $model_store"
 echo "  inference $inference_url (gate; TorchServe on $backend_url)  management $management_url  metrics $metrics_url/metrics"
 echo "  token authorization: $token_auth; logs in $run_dir"
@@ -313,11 +342,13 @@ echo "  token authorization: $token_auth; logs in $run_dir"
 }
 
 # Wait until every worker is READY and a prediction answers.
-if ! "$python" - "$run_dir" "$inference_url" "$management_url" "$model_name" "$num_workers" \
-    "$start_timeout" "$token_auth" <<'PY'; then
+waited=0
+"$python" - "$run_dir" "$inference_url" "$management_url" "$model_name" "$num_workers" \
+    "$start_timeout" "$token_auth" "$ts_log_from" "$model_log_from" <<'PY' || waited=$?
 import io
 import json
 import os
+import re
 import sys
 import time
 import urllib.error
@@ -325,6 +356,24 @@ import urllib.request
 
 run_dir, inference, management, name = sys.argv[1:5]
 workers, timeout, token_auth = int(sys.argv[5]), float(sys.argv[6]), sys.argv[7] == "on"
+since = {"ts_log.log": int(sys.argv[8]), "model_log.log": int(sys.argv[9])}
+# A reason in TorchServe's words: its configuration refused, Java missing, an exception.
+REASON = re.compile(r"Invalid configuration|not found|Exception|ERROR|Error:")
+# A worker that cannot start: vidcap's own error (a model, a setting), or any other raised
+# in the worker, once it died this often (TorchServe restarts it until the timeout).
+VIDCAP_ERROR = re.compile(r"vidcap\.errors\.\w+: (.+)$")
+RAISED = re.compile(r"(?:MODEL_LOG - |^)(\w+(?:Error|Exception): .+)$")
+DEATHS = 3
+
+
+def this_run(name: str) -> list[str]:
+    """The lines of one of the run folder's logs written since this start."""
+    try:
+        with open(os.path.join(run_dir, name), "rb") as handle:
+            handle.seek(since.get(name, 0))
+            return handle.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return []
 
 
 def test_image() -> bytes:
@@ -345,17 +394,26 @@ def alive() -> bool:
 
 
 def cause() -> str:
-    """The front end's own reason, from whichever log holds it."""
-    for name in ("ts_log.log", "torchserve.out"):
-        try:
-            with open(os.path.join(run_dir, name), encoding="utf-8", errors="replace") as handle:
-                lines = handle.read().splitlines()
-        except OSError:
-            continue
-        for line in reversed(lines):
-            if "Exception" in line or "ERROR" in line or "Error:" in line:
+    """The front end's own reason, from this start's lines: the first the launcher printed
+    (what followed it is its consequence), else the last of the front end's log."""
+    for name, lines in (("torchserve.out", this_run("torchserve.out")),
+                        ("ts_log.log", this_run("ts_log.log")[::-1])):  # fmt: skip
+        for line in lines:
+            if REASON.search(line):
                 return f"{line.strip()[:300]} (from {run_dir}/{name})"
     return f"no reason logged; see {run_dir}/torchserve.out and {run_dir}/ts_log.log"
+
+
+def worker_failure() -> str | None:
+    """Why the workers cannot start, once that is sure, from this start's model log."""
+    lines = this_run("model_log.log")
+    for line in lines:
+        if found := VIDCAP_ERROR.search(line):
+            return found.group(1).strip()[:300]
+    if sum("Backend worker process died" in line for line in lines) >= DEATHS:
+        raised = [found.group(1) for line in lines if (found := RAISED.search(line.strip()))]
+        return f"the model worker died {DEATHS} times" + (f": {raised[-1][:300]}" if raised else "")
+    return None
 
 
 def publish_keys() -> bool:
@@ -395,7 +453,11 @@ published = not token_auth
 while time.monotonic() < deadline:
     if not alive():
         print(f"TorchServe exited during start: {cause()}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(3)
+    if failure := worker_failure():
+        print(f"the model worker cannot start: {failure} (from {run_dir}/model_log.log)",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(3)
     published = published or publish_keys()
     if not published:
         state = "TorchServe has not written its keys yet"
@@ -416,8 +478,11 @@ while time.monotonic() < deadline:
 print(f"model not ready after {timeout:.0f}s: {state}", file=sys.stderr)
 sys.exit(1)
 PY
-    echo "start.sh: TorchServe did not come up; last lines of $run_dir/model_log.log:" >&2
-    tail -n 30 "$run_dir/model_log.log" >&2 2>/dev/null || true
+if ((waited != 0)); then
+    if ((waited != 3)); then # (else the reason, the front end's or a worker's, is said already)
+        echo "start.sh: TorchServe did not come up; this start's last lines of $run_dir/model_log.log:" >&2
+        tail -c "+$((model_log_from + 1))" "$run_dir/model_log.log" 2>/dev/null | tail -n 30 >&2 || true
+    fi
     TS_RUN_DIR="$run_dir" "$here/stop.sh" >&2 || true
     exit 1
 fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stop the TorchServe that ./start.sh started from the same run folder, and its protocol
 # gate, and make sure none of their processes (gate, front end, model workers) is left behind.
-# The clients' inference key ($TS_RUN_DIR/key_file.json) stays for the next start.
+# The clients' inference key ($TS_RUN_DIR/key_file.json) stays for the next start;
+# TorchServe's own management and API keys, dead once it stops, are taken out of it.
 #
 # Environment: TS_RUN_DIR (default ./logs, as for start.sh), STOP_TIMEOUT (seconds the
 # front end gets to stop its workers before they are killed; default 60).
@@ -17,6 +18,10 @@ run_dir="$(realpath -m "${TS_RUN_DIR:-$here/logs}")"
 pid_file="$run_dir/.model_server.pid"
 gate_pid_file="$run_dir/gate.pid"
 stop_timeout="${STOP_TIMEOUT:-60}"
+[[ "$stop_timeout" =~ ^[0-9]{1,6}$ ]] || {
+    echo "stop.sh: STOP_TIMEOUT must be a whole number of seconds (got $stop_timeout)" >&2
+    exit 2
+}
 
 is_torchserve() {
     grep -q "org.pytorch.serve.ModelServer" "/proc/$1/cmdline" 2>/dev/null
@@ -34,6 +39,55 @@ running() { # a process that still runs: alive, and not a zombie its parent has 
     local state
     state="$(sed -E 's/^.*\) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)"
     [[ -n "$state" && "$state" != Z ]]
+}
+
+orphan_workers() { # model workers of this run folder whose front end is gone (a failed start)
+    local proc pid
+    for proc in /proc/[0-9]*; do
+        pid="${proc#/proc/}"
+        tr '\0' ' ' <"$proc/cmdline" 2>/dev/null | grep -qF -- "--sock-name $run_dir/.ts.sock." &&
+            echo "$pid"
+    done
+    return 0
+}
+
+forget_backend_keys() { # TorchServe's keys, dead once it stops: only the clients' key stays
+    rm -f "$run_dir/backend/key_file.json"
+    [[ -f "$run_dir/key_file.json" ]] || return 0
+    python3 - "$run_dir/key_file.json" <<'PY' || true
+import json
+import os
+import sys
+
+path = sys.argv[1]
+try:
+    with open(path, encoding="utf-8") as handle:
+        keys = json.load(handle)
+    kept = {"inference": keys["inference"]}
+except (OSError, ValueError, KeyError, TypeError):
+    sys.exit(0)  # (not ours to mend: start.sh makes a new one)
+if kept != keys:
+    with open(os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        json.dump(kept, out, indent=2)
+    os.replace(path + ".tmp", path)
+PY
+}
+
+terminate() { # terminate PID...: SIGTERM, and SIGKILL for what still runs 10 s later
+    kill -TERM "$@" 2>/dev/null || true
+    wait_gone 10 "$@"
+    local p
+    for p in "$@"; do
+        running "$p" && kill -KILL "$p" 2>/dev/null || true
+    done
+}
+
+stop_orphans() {
+    local orphans
+    mapfile -t orphans < <(orphan_workers)
+    ((${#orphans[@]} > 0)) || return 0
+    echo "stopping model workers left by a failed start: ${orphans[*]}"
+    terminate "${orphans[@]}"
 }
 
 wait_gone() { # wait_gone SECONDS PID...
@@ -58,12 +112,15 @@ fi
 
 if [[ ! -f "$pid_file" ]]; then
     echo "TorchServe is not running from $run_dir"
+    stop_orphans
     exit 0
 fi
 pid="$(cat "$pid_file")"
 if ! is_torchserve "$pid"; then
     echo "TorchServe is not running from $run_dir (stale pid file removed)"
-    rm -f "$pid_file" "$run_dir/backend/key_file.json"
+    rm -f "$pid_file"
+    forget_backend_keys
+    stop_orphans
     exit 0
 fi
 
@@ -89,11 +146,9 @@ for p in "$pid" "${children[@]}"; do
 done
 if ((${#left[@]} > 0)); then
     echo "killing what did not stop: ${left[*]}"
-    kill -TERM "${left[@]}" 2>/dev/null || true
-    wait_gone 10 "${left[@]}"
-    for p in "${left[@]}"; do
-        running "$p" && kill -KILL "$p" 2>/dev/null || true
-    done
+    terminate "${left[@]}"
 fi
-rm -f "$pid_file" "$run_dir/backend/key_file.json" "$run_dir"/.ts.sock.*
+stop_orphans
+rm -f "$pid_file" "$run_dir"/.ts.sock.*
+forget_backend_keys
 echo "TorchServe stopped"

@@ -16,13 +16,16 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from vidcap.errors import UsageError
+from vidcap.errors import UsageError, VidcapError
 from vidcap.settings import DTYPES, GenerationSettings, ModelSettings, canonical_model
 from vidcap.wire import FULL_HD_PIXELS, SETTING_FIELDS, WireLimits
 
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "VIDCAP_"
+# ``VIDCAP_*`` variables that are not server settings: a shared environment may set them.
+OTHER_VARIABLES = frozenset({"VIDCAP_TOKEN", "VIDCAP_PYTHON", "VIDCAP_FIFTYONE_PYTHON"})
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Keys of the ``handler:`` section that TorchServe itself reads (``profile``: @timed).
 TORCHSERVE_KEYS = frozenset({"profile"})
 # Old names still understood, so an existing deployment keeps its setting.
@@ -109,6 +112,19 @@ class ServeConfig:
             raise UsageError(
                 f"{_env('max_delay_ms')} must be between 0 and 10000, got {self.max_delay_ms}"
             )
+        if self.max_parts is not None and self.max_parts < self.max_frames + len(SETTING_FIELDS):
+            raise UsageError(
+                f"{_env('max_parts')} must be at least {_env('max_frames')} + "
+                f"{len(SETTING_FIELDS)} ({self.max_frames + len(SETTING_FIELDS)}: a full "
+                f"request's frames and its setting fields), got {self.max_parts}"
+            )
+        level = self.log_level.strip().upper()
+        if level not in LOG_LEVELS:
+            raise UsageError(
+                f"{_env('log_level')} must be one of {', '.join(LOG_LEVELS)}, "
+                f"got {self.log_level!r:.40}"
+            )
+        object.__setattr__(self, "log_level", level)
         self.model_settings()  # validates device
         self.generation_defaults()  # validates prompt, max_new_tokens, num_beams
 
@@ -205,18 +221,70 @@ _INTEGER = re.compile(r"[+-]?[0-9]{1,12}")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]{1,12}(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?")
 
 
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """``VIDCAP_*`` variables of ``env`` that name no server setting (a misspelt one is
+    otherwise ignored), each with the setting it may have meant."""
+    import difflib
+
+    known = [_env(f.name) for f in fields(ServeConfig)] + [_env(old) for old in ALIASES]
+    said = []
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and name not in known and name not in OTHER_VARIABLES:
+            near = difflib.get_close_matches(name, known, n=1)
+            said.append(
+                f"{name} is no server setting" + (f" (did you mean {near[0]}?)" if near else "")
+            )
+    return said
+
+
+def handler_section(path: str) -> Mapping[str, object]:
+    """The ``handler:`` section of a ``model-config.yaml`` (safe YAML), as TorchServe hands
+    it to the handler; ``UsageError`` naming the file where it cannot be read."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.safe_load(handle)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise UsageError(f"{path}: {str(exc).splitlines()[0]}") from None
+    section = (document or {}).get("handler") if isinstance(document, dict) else None
+    if not isinstance(section or {}, dict):
+        raise UsageError(f"{path}: its handler: section must be a mapping of settings")
+    return section or {}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m vidcap.serve.config [PROGRAM]``: check the ``VIDCAP_*`` environment; a
-    mistake is one line, begun as the asking script's own are (``start.sh: …``; without
-    PROGRAM, ``error: …``), exit 2."""
+    """``python -m vidcap.serve.config [PROGRAM] [--section YAML] [--model] [--device]``:
+    check the ``VIDCAP_*`` environment (over a ``model-config.yaml``'s ``handler:``
+    section) before a server starts; with ``--model``, that the model can be loaded (no
+    download: a hub id not cached with the hub unreachable is refused), with ``--device``
+    that its device is here. A mistake is one line, begun as the asking script's own are
+    (``start.sh: …``; without PROGRAM, ``error: …``), exit 2; a ``VIDCAP_*`` variable that
+    is no setting is warned about."""
+    import argparse
     import sys
 
-    args = sys.argv[1:] if argv is None else argv
-    prefix = args[0] if args else "error"
+    parser = argparse.ArgumentParser(prog="python -m vidcap.serve.config")
+    parser.add_argument("program", nargs="?", default="error")
+    parser.add_argument("--section", metavar="YAML")
+    parser.add_argument("--model", action="store_true")
+    parser.add_argument("--device", action="store_true")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    for line in unknown_variables(os.environ):
+        print(f"{args.program}: warning: {line}; ignored", file=sys.stderr)
     try:
-        ServeConfig.from_sources({}, os.environ)
-    except UsageError as exc:
-        print(f"{prefix}: {exc}", file=sys.stderr)
+        section = handler_section(args.section) if args.section else {}
+        config = ServeConfig.from_sources(section, os.environ)
+        if args.model:
+            from vidcap.model import ensure_loadable, resolve_model_path
+
+            ensure_loadable(config.model, resolve_model_path(config.model))
+        if args.device and config.device not in ("auto", "cpu"):  # (those are always here)
+            from vidcap.model import pick_device
+
+            pick_device(config.device)
+    except VidcapError as exc:
+        print(f"{args.program}: {exc}", file=sys.stderr)
         return 2
     return 0
 
