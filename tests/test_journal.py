@@ -113,6 +113,9 @@ def test_a_rerun_sends_the_model_only_the_frames_an_interrupted_run_left(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["videos"][0]["kept_frames"] == 70
     assert summary["videos"][0]["precision"] == "float32"
+    # Regression (an outside-in round): the run's new frames, and its frames/s, counted
+    # the kept captions (10,800 frames and 645 frames/s for 5,856 captioned at ~350)
+    assert summary["run"]["frames"] == FRAMES - 70 and summary["totals"]["frames"] == FRAMES
 
 
 @pytest.mark.heavy

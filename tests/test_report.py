@@ -124,6 +124,34 @@ def test_a_partial_folder_gives_a_page_of_the_finished_videos(tmp_path: Path) ->
     assert sorted(videos_of(out)) == ["beach", "street"]
 
 
+def test_report_brings_a_killed_runs_summary_up_to_its_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression (an outside-in round at scale): a run killed (SIGKILL) after 107 more
+    videos left summary.json saying 100 until the next ``vidcap caption``, while search,
+    export and the page saw 207. ``vidcap report`` now rewrites it from the records first,
+    the last run's ``run`` kept; not while a run holds the folder (it writes it at its
+    end)."""
+    from vidcap.out_lock import holding
+
+    out = write_folder(tmp_path / "out", library()[:2])
+    killed = (out / "summary.json").read_text()  # as the killed run found it
+    write_folder(out, library()[:4])
+    (out / "summary.json").write_text(killed)
+    with holding(out):  # a run in the folder: its summary is its own to write
+        assert main(["report", str(out)]) == 0
+    assert (out / "summary.json").read_text() == killed
+    assert main(["report", str(out)]) == 0
+    capsys.readouterr()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["totals"]["videos"] == 4 and len(summary["videos"]) == 4
+    assert summary["run"] == json.loads(killed)["run"]
+    assert manifest_of(out)["videos"] == 4
+    again = (out / "summary.json").stat().st_mtime_ns
+    assert main(["report", str(out)]) == 0  # (current: not rewritten)
+    assert (out / "summary.json").stat().st_mtime_ns == again
+
+
 def test_rewriting_drops_data_files_of_videos_gone(folder: Path, monkeypatch) -> None:
     import vidcap.report
 

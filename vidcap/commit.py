@@ -438,7 +438,9 @@ class Committer:
             return
         self._close_journal(state)  # (removed once the record is written: ``_record``)
         result = self._result(state, "done", frames=len(frames))
-        self.new_frames += result.frames
+        # (captions kept from an interrupted run's journal are no new frames: not in the
+        # run's frames nor its frames/s)
+        self.new_frames += result.frames - (result.kept_frames or 0)
         durable = [state.job.id]
         self._undurable[state.job.id] = result
         for writer in self.run_writers:

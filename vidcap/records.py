@@ -109,8 +109,50 @@ def write_summary(
     it stands for (``keyed``: this run's, ``RunSettings.keyed``; others as the summary
     before listed them)."""
     read_from = next_tick(out_dir)  # before any record is looked at
-    before = _summary_document(out_dir)  # (read once: a big folder's is large)
-    videos, indexed = _folder_videos(out_dir, before)
+    new = [r for r in run if r.status == "done" and not r.resumed]
+    this_run = {
+        "videos": len(run),
+        "done": len(new),
+        "failed": sum(r.status == "failed" for r in run),
+        "resumed": sum(r.resumed for r in run),
+        "frames": new_frames,
+        "seconds": round(seconds, 3),
+        "frames_per_second": round(new_frames / seconds, 3) if seconds > 0 else 0.0,
+        "version": __version__,
+    }
+    if any(r.reused is not None for r in new):
+        this_run["reused"] = sum(r.reused or 0 for r in new)
+        this_run["model_calls"] = new_frames - this_run["reused"]
+    return _write_summary(out_dir, read_from, _summary_document(out_dir), this_run, keyed)
+
+
+def refresh_summary(out_dir: Path) -> dict | None:
+    """``summary.json`` brought up to the folder's records where they changed since it was
+    written (a run killed before its end wrote it, records copied in or removed): the
+    totals, settings and videos as they are now, the last run's ``run`` kept as it was.
+    None where it was current, or the folder holds no record (nothing written)."""
+    read_from = next_tick(out_dir)
+    if not record_times(out_dir):
+        return None
+    before = _summary_document(out_dir)
+    if current_summary(out_dir, before) is not None:
+        return None
+    last_run = before.get("run") if isinstance(before, dict) else None
+    return _write_summary(
+        out_dir, read_from, before, last_run if isinstance(last_run, dict) else None, None
+    )
+
+
+def _write_summary(
+    out_dir: Path,
+    read_from: int | None,
+    before: object,
+    this_run: dict | None,
+    keyed: Mapping[str, Mapping[str, Any]] | None,
+) -> dict:
+    """``summary.json`` of the folder's records (``read_from``: when they are read), with
+    ``this_run`` as its ``run`` (none: left out); ``before``: the summary it replaces."""
+    videos, indexed = _folder_videos(out_dir, before)  # (read once: a big folder's is large)
     indexed = indexed and read_from is not None
     done = [v for v in videos if v.get("status") == "done"]
     totals = {
@@ -130,21 +172,9 @@ def write_summary(
     if any(v.get("reused") is not None for v in done):  # --skip-similar: frames not captioned
         totals["reused"] = sum(v.get("reused") or 0 for v in done)
         totals["model_calls"] = totals["frames"] - totals["reused"]
-    new = [r for r in run if r.status == "done" and not r.resumed]
-    this_run = {
-        "videos": len(run),
-        "done": len(new),
-        "failed": sum(r.status == "failed" for r in run),
-        "resumed": sum(r.resumed for r in run),
-        "frames": new_frames,
-        "seconds": round(seconds, 3),
-        "frames_per_second": round(new_frames / seconds, 3) if seconds > 0 else 0.0,
-        "version": __version__,
-    }
-    if any(r.reused is not None for r in new):
-        this_run["reused"] = sum(r.reused or 0 for r in new)
-        this_run["model_calls"] = new_frames - this_run["reused"]
-    data: dict[str, Any] = {"totals": totals, "run": this_run}
+    data: dict[str, Any] = {"totals": totals}
+    if this_run is not None:
+        data["run"] = this_run
     if indexed:  # (else, a record garbled or naming another video: they are read each time)
         data[READ_STAMP] = read_from
     used = {v.get("key") for v in videos}
@@ -280,12 +310,12 @@ def summary_videos(out_dir: Path, data: object = _UNREAD) -> tuple[dict[str, dic
     return named, stamp
 
 
-def current_summary(out_dir: Path) -> list[dict] | None:
+def current_summary(out_dir: Path, data: object = _UNREAD) -> list[dict] | None:
     """``summary.json``'s videos when they are the folder's records as they are now — every
     record listed, none changed since they were read — in name order; else None (read the
-    records)."""
+    records). ``data``: the summary's document, where the caller read it."""
     times = record_times(out_dir)
-    listed = summary_videos(out_dir) if times else None
+    listed = summary_videos(out_dir, data) if times else None
     if listed is None:
         return None
     named, stamp = listed

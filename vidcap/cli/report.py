@@ -16,8 +16,9 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         help="write OUT/index.html: every video, its thumbnails and captions, and a search box",
         description="Write OUT/index.html (and its data files under OUT/report/) from the "
         "folder's summary.json and outputs. Every run of `vidcap caption` does this at its "
-        "end; run it by hand after copying, pruning or masking a folder. Open the page "
-        "from disk or serve the folder with any static web server.",
+        "end; run it by hand after copying, pruning or masking a folder, or after a run "
+        "killed before its end (summary.json is brought up to the folder's records first). "
+        "Open the page from disk or serve the folder with any static web server.",
     )
     parser.add_argument(
         "out", type=local_folder, metavar="OUT", help="a `vidcap caption --out` folder"
@@ -27,8 +28,17 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from vidcap.errors import UsageError
+    from vidcap.out_lock import holding
+    from vidcap.records import record_times, refresh_summary
     from vidcap.report import PAGE, write_report
 
+    if record_times(args.out):  # (a folder of records: its summary.json as they are now)
+        try:
+            with holding(args.out):
+                refresh_summary(args.out)
+        except UsageError:  # a run holds the folder: it writes the summary at its end
+            pass
     stats = write_report(args.out)
     print(args.out / PAGE)
     print(
