@@ -324,3 +324,25 @@ def test_a_video_that_fails_when_redone_for_a_missing_output_keeps_the_others(
     assert "earlier captioning are removed" not in result.stderr
     assert {p.name for p in out.glob("v.*")} == {"v.jsonl", "v.vtt", "v.scenes.jsonl"}
     assert (out / "thumbs" / "v").is_dir()
+
+
+@pytest.mark.heavy
+def test_a_failed_video_whose_file_was_deleted_is_no_longer_listed(tmp_path: Path) -> None:
+    """Regression (an outside-in round): a broken download that failed, then deleted,
+    stayed "failed" in summary.json's totals and on the page after every later run: its
+    record, which holds only the error, is removed by the next run. One still there is
+    still failed (and tried again)."""
+    library = tmp_path / "lib"
+    library.mkdir()
+    write_video(library / "good.mp4", VideoSpec("good", "libx264", ".mp4", constant_rate(4, 10)))
+    (library / "broken.mp4").write_bytes(b"not a video")
+    (library / "kept.mp4").write_bytes(b"not a video either")
+    out = tmp_path / "out"
+    args = ("--out", out, "--model", "tiny", "--quiet")
+    assert run_main("caption", library, *args).returncode == 1
+    (library / "broken.mp4").unlink()
+    assert run_main("caption", library, *args).returncode == 1  # (kept.mp4 fails again)
+    summary = json.loads((out / "summary.json").read_text())
+    assert {v["name"]: v["status"] for v in summary["videos"]} == {"good": "done", "kept": "failed"}
+    assert summary["totals"]["failed"] == 1
+    assert not (out / ".vidcap" / "broken.json").exists()

@@ -508,11 +508,11 @@ def write_video_outputs(
             path.unlink(missing_ok=True)
         raise
     for fmt in _ALL_FORMATS.keys() - set(formats):
-        _remove_output(base.with_name(f"{base.name}.{fmt}"))
+        remove_output(base.with_name(f"{base.name}.{fmt}"))
     return written
 
 
-def _remove_output(path: Path) -> bool:
+def remove_output(path: Path) -> bool:
     """Remove an output file (a link in its place: the link, never what it names), telling
     a remote ``--out``'s sync; whether there was one."""
     if not (path.is_symlink() or path.is_file()):
@@ -525,7 +525,7 @@ def _remove_output(path: Path) -> bool:
 def remove_video_outputs(out_dir: Path, name: str) -> list[str]:
     """Remove the per-video outputs and thumbnails named ``name`` (a link in their place:
     the link, never what it names); the names removed, relative to ``out_dir``."""
-    removed = [f"{name}.{fmt}" for fmt in _ALL_FORMATS if _remove_output(out_dir / f"{name}.{fmt}")]
+    removed = [f"{name}.{fmt}" for fmt in _ALL_FORMATS if remove_output(out_dir / f"{name}.{fmt}")]
     thumbs = thumbs_folder(out_dir, name)
     if thumbs.is_symlink() or thumbs.is_dir():
         removed.append(f"{thumbs.relative_to(out_dir).as_posix()}/")

@@ -37,8 +37,15 @@ from vidcap.inputs import (
 )
 from vidcap.jobs import RunSettings, VideoJob, VideoResult
 from vidcap.moved import Move, find_moved, held_names, relocate
-from vidcap.outputs import is_output_name, short_stem, thumbs_folder
-from vidcap.records import folder_videos, identity_of, read_record, record_times, write_record
+from vidcap.outputs import is_output_name, remove_output, short_stem, thumbs_folder
+from vidcap.records import (
+    STATE_DIR,
+    folder_videos,
+    identity_of,
+    read_record,
+    record_times,
+    write_record,
+)
 from vidcap.wording import counted
 
 log = logging.getLogger(__name__)
@@ -78,6 +85,27 @@ def _failed_and_gone(record: dict | None) -> bool:
     return failed and gone(_state_path(record))
 
 
+def _forget_failed_and_gone(out_dir: Path) -> None:
+    """The records of failed videos whose local file is gone from its path, removed: they
+    hold no caption, only an error, and kept the folder's totals (``summary.json``, the
+    page) counting a failure of a file deleted since, a broken download cleaned up. A
+    journal such a video left stays: a file moved goes on from it (``journal.same_file``)."""
+    forgotten = []
+    for video in folder_videos(out_dir):  # (the summary's index, where it is current)
+        name = video.get("name")
+        if video.get("status") != "failed" or not gone((video.get("identity") or {}).get("path")):
+            continue
+        if isinstance(name, str) and _failed_and_gone(read_record(out_dir, name)):
+            with contextlib.suppress(OSError):
+                remove_output(out_dir / STATE_DIR / f"{name}.json")
+                forgotten.append(name)
+    if forgotten:
+        log.info(
+            "%s whose %s gone no longer listed: %s", counted(len(forgotten), "failed video"),
+            "file is" if len(forgotten) == 1 else "files are", ", ".join(forgotten[:5]),
+        )  # fmt: skip
+
+
 def _now_names(owner: str | None, path: str) -> bool:
     """Does ``owner`` (the path a record's file had, resolved then) lead to the file at
     ``path`` now? A file replaced by a link to another (``ln -sf``, a deduplicating sync):
@@ -104,6 +132,7 @@ def plan(
     overwriting the first.
     """
     out_dir = settings.out_dir
+    _forget_failed_and_gone(out_dir)
     entries = _entries(sources, metadata)
     records: dict[str, dict | None] = {}
 

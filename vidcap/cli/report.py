@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from vidcap.cli import EXIT_OK
 from vidcap.cli.parser import local_folder
 from vidcap.wording import counted
+
+log = logging.getLogger(__name__)
 
 
 def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,9 +31,9 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from vidcap.errors import UsageError
+    from vidcap.errors import UsageError, reason
     from vidcap.out_lock import holding
-    from vidcap.records import record_times, refresh_summary
+    from vidcap.records import SUMMARY, record_times, refresh_summary
     from vidcap.report import PAGE, write_report
 
     if record_times(args.out):  # (a folder of records: its summary.json as they are now)
@@ -39,6 +42,8 @@ def run_report(args: argparse.Namespace) -> int:
                 refresh_summary(args.out)
         except UsageError:  # a run holds the folder: it writes the summary at its end
             pass
+        except OSError as exc:  # (the page is still written, from the records)
+            log.warning("%s could not be brought up to date: %s", args.out / SUMMARY, reason(exc))
     stats = write_report(args.out)
     print(args.out / PAGE)
     print(
