@@ -7,9 +7,15 @@
 
   var manifest = JSON.parse(document.getElementById('vidcap-manifest').textContent);
   var CARDS_AT_ONCE = 4; // per animation frame, while the end of the list is in view
+  var CARDS_MS = 20;     // and no card begun after this long in one frame (a long video's
+                         // card takes 10-20 ms to make and lay out: four made a 100 ms task)
   var MOMENTS_AT_ONCE = 100;
   var STRIP_FRAMES = 120;
   var FRAMES_AT_ONCE = 400; // per animation frame, once "show all" is clicked
+  // Buttons of a track at most: a longer one (3 hours of 1-second cues: 10,000 of them, each
+  // a tenth of a pixel wide) has one button per 1/200 of the timeline, holding the spans that
+  // start there, and the arrow keys step through those one by one (trackButton).
+  var TRACK_BUTTONS = 200;
   var WORD = '[\\p{L}\\p{N}_]'; // Python's \w in str patterns (JavaScript's \w is ASCII only)
 
   var videos = [];   // in folder order, as the shards arrive; video.shard: its shard
@@ -123,7 +129,8 @@
   // one search and not the other. Words are split, and blank text told, as Python does.
   var SPACE = '[\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]';
   var SPACES = new RegExp(SPACE + '+', 'u');
-  function blank(text) { return !text.split(SPACES).some(Boolean); }
+  var SOMETHING = new RegExp('[^' + SPACE.slice(1), 'u');  // (no array made per caption)
+  function blank(text) { return !SOMETHING.test(text); }
 
   function escapeRegex(text) { return text.replace(/[.*+?^${}()|[\]\\\/]/g, '\\$&'); }
 
@@ -224,8 +231,12 @@
 
   // "1 video", "2 videos", "1,250 frames": as vidcap.wording.counted says them.
   function counted(count, noun) {
-    return count.toLocaleString('en') + ' ' + noun + (count === 1 ? '' : 's');
+    return number(count) + ' ' + noun + (count === 1 ? '' : 's');
   }
+
+  // 100,000: as toLocaleString('en') writes a count, without its first call's 40 ms or so
+  // (the locale's data loaded) in the page's first task
+  function number(count) { return String(count).replace(/\B(?=(\d{3})+(?!\d))/g, ','); }
 
   // (down to the millisecond, as the subtitles' cue times: vidcap.outputs._millis)
   function clock(seconds) {
@@ -298,11 +309,14 @@
     var times = video.t;
     var end = video.D || video.d;
     var start = 0;
+    var empty = video.shard.empty || (video.shard.empty = []);  // blank(caption), by number
     for (var i = 1; i <= times.length; i++) {
       if (i < times.length && video.c[i] === video.c[start]) continue;
-      var text = video.shard.captions[video.c[start]];
+      var id = video.c[start];
+      var text = video.shard.captions[id];
       var stop = i < times.length ? times[i] : end;
-      if (!blank(text) && Math.round(stop * 1000) > Math.round(times[start] * 1000)) {
+      if (empty[id] === undefined) empty[id] = blank(text);
+      if (!empty[id] && Math.round(stop * 1000) > Math.round(times[start] * 1000)) {
         out.push({ start: times[start], end: stop, text: text, index: start });
       }
       start = i;
@@ -310,29 +324,81 @@
     return out;
   }
 
+  // A track: one button per span, or, where there are more than TRACK_BUTTONS spans, one per
+  // 1/TRACK_BUTTONS of the timeline, holding the spans that start there (those are under a
+  // pixel or two wide: drawn one by one they made 10,000 buttons, the page frozen for a
+  // second per card and every later redraw slow). Every span is still reached: the mouse
+  // plays the span under the pointer (its tooltip follows it), the arrow keys step through a
+  // button's spans before going on to the next button (its name is the span it is on), End
+  // goes to the very last span, Page Up and Page Down go from button to button.
   function track(video, className, label, spans) {
     var total = videoEnd(video) || 1;
     var wrap = el('div');
     wrap.appendChild(el('div', 'track-label', label));
     var bar = el('div', 'track ' + className);
     bar.setAttribute('role', 'toolbar');
-    bar.setAttribute('aria-label', label + ' of ' + video.n + ': arrow keys move, Enter plays');
-    spans.forEach(function (span) {
-      var part = el('button');
-      part.type = 'button';
-      part.tabIndex = -1;
-      part.style.left = (100 * span.start / total) + '%';
-      part.style.width = (100 * (span.end - span.start) / total) + '%';
-      part.title = clock(span.start) + ' – ' + clock(span.end) + (span.text ? '  ' + span.text : '');
-      part.setAttribute('aria-label', part.title);
-      part.addEventListener('click', function () {
-        openAt(video, span.start, span.end, span.index, span.text);
-      });
-      bar.appendChild(part);
-    });
+    bar.setAttribute('aria-label', label + ' of ' + video.n + ': arrow keys move, Enter plays' +
+      (spans.length > TRACK_BUTTONS ? ', Page Up and Page Down skip' : ''));
+    var from = 0;
+    var bucket = -1;  // the 1/TRACK_BUTTONS of the timeline that spans[from] starts in
+    for (var i = 0; i < spans.length; i++) {
+      var at = spans.length > TRACK_BUTTONS ?
+        Math.max(0, Math.min(TRACK_BUTTONS - 1, Math.floor(TRACK_BUTTONS * spans[i].start / total))) : i;
+      if (i > from && at !== bucket) {
+        bar.appendChild(trackButton(video, spans, from, i - 1, total));
+        from = i;
+      }
+      bucket = at;
+    }
+    if (spans.length) bar.appendChild(trackButton(video, spans, from, spans.length - 1, total));
     roving(bar);
     wrap.appendChild(bar);
     return wrap;
+  }
+
+  // The button of spans[first..last] (most often one span): it is on one of them at a time,
+  // the first at the start, and plays that one (its title and name say which).
+  function trackButton(video, spans, first, last, total) {
+    var part = el('button');
+    part.type = 'button';
+    part.tabIndex = -1;
+    part.style.left = (100 * spans[first].start / total) + '%';
+    part.style.width = (100 * (spans[last].end - spans[first].start) / total) + '%';
+    var on = first;
+    function show(i) {
+      on = i;
+      var span = spans[i];
+      part.title = clock(span.start) + ' – ' + clock(span.end) + (span.text ? '  ' + span.text : '');
+      part.setAttribute('aria-label', last > first ?
+        part.title + ' (' + (i - first + 1) + ' of ' + (last - first + 1) + ' here)' : part.title);
+    }
+    function under(x) {  // the span under the pointer (the last one starting before it)
+      var box = part.parentNode.getBoundingClientRect();
+      var time = (x - box.left) / (box.width || 1) * total;
+      var lo = first + 1, hi = last + 1;
+      while (lo < hi) {
+        var mid = (lo + hi) >> 1;
+        if (spans[mid].start <= time) lo = mid + 1; else hi = mid;
+      }
+      return lo - 1;
+    }
+    show(first);
+    // (for the keyboard: one step within, false at its end; entered at its first or last)
+    part.step = function (by) {
+      if (on + by < first || on + by > last) return false;
+      show(on + by);
+      return true;
+    };
+    part.enter = function (atLast) { show(atLast ? last : first); };
+    if (last > first) {
+      part.addEventListener('mousemove', function (event) { show(under(event.clientX)); });
+    }
+    part.addEventListener('click', function (event) {
+      if (event.detail > 0 && last > first) show(under(event.clientX));  // (0: Enter or Space)
+      var span = spans[on];
+      openAt(video, span.start, span.end, span.index, span.text);
+    });
+    return part;
   }
 
   // A strip of frames or a track of segments is one stop of the Tab key: the arrow keys,
@@ -351,13 +417,22 @@
       var item = event.target;
       if (item.parentNode !== container) return;
       var next = null;
-      if (event.key === 'ArrowRight' || event.key === 'ArrowDown') next = item.nextElementSibling;
-      else if (event.key === 'ArrowLeft' || event.key === 'ArrowUp') next = item.previousElementSibling;
+      var forward = event.key === 'ArrowRight' || event.key === 'ArrowDown';
+      var back = event.key === 'ArrowLeft' || event.key === 'ArrowUp';
+      var atLast = back || event.key === 'End';  // (a track's button: entered at its last span)
+      if ((forward || back) && item.step && item.step(forward ? 1 : -1)) {
+        event.preventDefault();  // (a step within a track's button of many spans)
+        return;
+      }
+      if (forward || (event.key === 'PageDown' && item.step)) next = item.nextElementSibling;
+      else if (back || (event.key === 'PageUp' && item.step)) next = item.previousElementSibling;
       else if (event.key === 'Home') next = container.firstElementChild;
       else if (event.key === 'End') next = container.lastElementChild;
       else return;
       event.preventDefault();
-      if (next) next.focus();
+      if (!next) return;
+      if (next.enter) next.enter(atLast);
+      next.focus();
     });
   }
 
@@ -437,7 +512,7 @@
     roving(strip);
     node.appendChild(strip);
     if (shown < video.t.length) {
-      var all = el('button', 'show-all', 'show all ' + video.t.length + ' frames');
+      var all = el('button', 'show-all', 'show all ' + number(video.t.length) + ' frames');
       all.type = 'button';
       all.addEventListener('click', function () {
         var focused = document.activeElement === all;
@@ -460,7 +535,7 @@
     for (var j = from; j < to; j++) chunk.appendChild(frameButton(video, j));
     strip.appendChild(chunk);
     if (to >= video.t.length) { button.remove(); return; }
-    button.textContent = 'showing ' + to + ' of ' + video.t.length + ' frames…';
+    button.textContent = 'showing ' + number(to) + ' of ' + number(video.t.length) + ' frames…';
     requestAnimationFrame(function () { showRest(video, strip, to, button); });
   }
 
@@ -482,12 +557,15 @@
   function fillNow() {
     var cards = $('cards');
     var added = 0;
-    while (cursor < videos.length && added < CARDS_AT_ONCE &&
+    var started = performance.now();
+    var more = true;
+    while (cursor < videos.length &&
+           (more = added < CARDS_AT_ONCE && performance.now() - started < CARDS_MS) &&
            $('sentinel').getBoundingClientRect().top < window.innerHeight + 1500) {
       var video = videos[cursor++];
       if (wanted(video)) { cards.appendChild(card(video)); added += 1; }
     }
-    if (added === CARDS_AT_ONCE) fill();
+    if (!more) fill();  // (the next frame goes on)
     var none = cursor >= videos.length && videos.length && !cards.firstChild;
     $('no-videos').textContent = none ? 'no video is ' + $('status-filter').value : '';
   }
@@ -855,9 +933,9 @@
 
   document.title = 'vidcap report: ' + manifest.title;
   $('title').textContent = 'vidcap report: ' + manifest.title;
-  $('totals').textContent = counted(manifest.videos, 'video') + ' · ' + manifest.done + ' done · ' +
-    manifest.failed + ' failed · ' +
-    (manifest.damaged ? manifest.damaged + ' damaged (corrupt or cut off) · ' : '') +
+  $('totals').textContent = counted(manifest.videos, 'video') + ' · ' + number(manifest.done) +
+    ' done · ' + number(manifest.failed) + ' failed · ' +
+    (manifest.damaged ? number(manifest.damaged) + ' damaged (corrupt or cut off) · ' : '') +
     counted(manifest.frames, 'frame') + ' · ' + clock(manifest.duration) +
     ' of video · vidcap ' + manifest.version;
   showLoading();
