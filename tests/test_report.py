@@ -152,6 +152,25 @@ def test_report_brings_a_killed_runs_summary_up_to_its_records(
     assert (out / "summary.json").stat().st_mtime_ns == again
 
 
+def test_a_data_file_holds_a_bounded_number_of_frames(folder: Path, monkeypatch) -> None:
+    """Regression (an outside-in round at scale): data files were cut by videos alone, so
+    250 three-hour videos sampled every second made one of 2.7 million frames, parsed in
+    one task of the page. A data file now ends before it would pass FRAMES_PER_SHARD."""
+    import vidcap.report
+
+    write_report(folder)
+    videos = videos_of(folder)
+    counts = sorted(len(v.get("t", [])) for v in videos.values())
+    monkeypatch.setattr(vidcap.report, "VIDEOS_PER_SHARD", 10_000)  # (no cut by names)
+    monkeypatch.setattr(vidcap.report, "FRAMES_PER_SHARD", counts[-1])
+    stats = write_report(folder)
+    assert 1 < stats.shards < len(videos)
+    monkeypatch.setattr(vidcap.report, "FRAMES_PER_SHARD", 1)  # (a video over it: alone)
+    assert write_report(folder).shards == len(videos)
+    times = {name: video.get("t") for name, video in videos.items()}
+    assert {name: video.get("t") for name, video in videos_of(folder).items()} == times
+
+
 def test_rewriting_drops_data_files_of_videos_gone(folder: Path, monkeypatch) -> None:
     import vidcap.report
 

@@ -5,7 +5,8 @@ works from ``file://`` and from any static web server. Layout::
 
     OUT/index.html               the page: its CSS and JS inline, and a small manifest
                                  (<script type="application/json" id="vidcap-manifest">)
-    OUT/report/data-<id>.js      about VIDEOS_PER_SHARD videos each, in name order:
+    OUT/report/data-<id>.js      about VIDEOS_PER_SHARD videos each (FRAMES_PER_SHARD
+                                 frames at most), in name order:
                                  vidcapShard(JSON.parse("{...}")) (<id>: the fingerprint
                                  of what it is made from, ``reuse.py``; data-00000.js, …
                                  in a folder whose captions are in Parquet shards)
@@ -67,6 +68,9 @@ log = logging.getLogger(__name__)
 PAGE = "index.html"
 DATA_DIR = "report"
 VIDEOS_PER_SHARD = 250
+# And at most about this many frames a data file (a few MB, parsed in one task of the page):
+# 250 three-hour videos sampled every second were one data file of 2.7 million frames.
+FRAMES_PER_SHARD = 100_000
 VIDEO_KEYS = {
     "n": "output name",
     "v": "source, as given to vidcap caption",
@@ -130,6 +134,8 @@ def write_report(out: Path | str, videos: Sequence[FolderVideo] | None = None) -
     else:  # captions from Parquet shards, in their order: the page is written whole
         (data / reuse.INDEX).unlink(missing_ok=True)
         for read in read_captions(videos):
+            if shards.entries and shards.frames + len(read.frames) > FRAMES_PER_SHARD:
+                shards.flush()
             shards.add(read, _vtt_script(out, read.video, shards.keep))
             if len(shards.entries) >= VIDEOS_PER_SHARD:
                 shards.flush()
@@ -201,16 +207,23 @@ def _empty(path: Path) -> bool:
 
 def _runs(videos: Sequence[FolderVideo]) -> Iterator[list[FolderVideo]]:
     """The videos in runs, in name order, one data file each: about ``VIDEOS_PER_SHARD``
-    (never over four times as many). Where a run ends is said by its last video's name (a
-    hash: one name in ``VIDEOS_PER_SHARD``), not by counting, so a video added or removed
-    changes its own run only (content-defined chunking, as rsync cuts files): a top-up run
-    whose new names fall anywhere among the old ones keeps every other data file."""
+    (never over four times as many), and ``FRAMES_PER_SHARD`` frames at most unless one
+    video has more. Where a run ends is said by its last video's name (a hash: one name in
+    ``VIDEOS_PER_SHARD``), not by counting, so a video added or removed changes its own run
+    only (content-defined chunking, as rsync cuts files): a top-up run whose new names fall
+    anywhere among the old ones keeps every other data file (of long videos, those up to
+    the next name that ends a run)."""
     run: list[FolderVideo] = []
+    frames = 0
     for video in videos:
+        if run and frames + video.frames > FRAMES_PER_SHARD:
+            yield run
+            run, frames = [], 0
         run.append(video)
+        frames += video.frames
         if len(run) >= 4 * VIDEOS_PER_SHARD or _ends_run(video.name):
             yield run
-            run = []
+            run, frames = [], 0
     if run:
         yield run
 
