@@ -426,6 +426,14 @@ def test_the_settings_check_says_a_misspelt_name_and_a_yaml_it_cannot_use(
         assert main(["start.sh", "--section", str(tmp_path / "model-config.yaml")]) == 2
         [line] = capsys.readouterr().err.splitlines()
         assert line.startswith("start.sh: ") and said in line, line
+    monkeypatch.setenv("VIDCAP_MODEL", "nobody/no-such-model")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["start.sh", "--model"]) == 2  # (what to do, said for a server too)
+    assert (
+        capsys.readouterr()
+        .err.rstrip()
+        .endswith("and pass --model /path/to/blip2 (a server: VIDCAP_MODEL=/path/to/blip2)")
+    )
     monkeypatch.setenv("VIDCAP_MODEL", str(tmp_path / "nothing-here"))
     assert main(["start.sh", "--model"]) == 2
     assert capsys.readouterr().err == (

@@ -367,5 +367,6 @@ def load_error_message(model: str, exc: BaseException | None, revision: str | No
     return (
         f"cannot load model {model!r}: it is not in the local Hugging Face cache and the hub "
         f"is not reachable; download it once where there is network (hf download "
-        f"{model or DEFAULT_MODEL} --local-dir /path/to/blip2) and pass --model /path/to/blip2"
+        f"{model or DEFAULT_MODEL} --local-dir /path/to/blip2) and pass --model /path/to/blip2 "
+        f"(a server: VIDCAP_MODEL=/path/to/blip2)"
     )
