@@ -228,6 +228,14 @@ def test_an_output_folder_inside_the_inputs_is_not_input(tmp_path: Path, caplog)
     )
     clips = tmp_path / "data" / "captions" / "clips"
     assert [v.source for v in expand_inputs([clips])] == [str(clips / "a_0001_0.000-1.000.mp4")]
+    # (an outside-in round: a link back up walked the folder again, "passed over 2 vidcap
+    # output folders" for one)
+    (tmp_path / "data" / "deep").mkdir()
+    (tmp_path / "data" / "deep" / "up").symlink_to("..")
+    caplog.clear()
+    assert len(expand_inputs([tmp_path / "data"])) == 1
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "passed over 1 vidcap output folder inside it" in warning
 
 
 def test_the_runs_own_output_folder_is_passed_over_without_a_word(tmp_path: Path, caplog) -> None:

@@ -544,6 +544,17 @@ def test_a_question_too_long_is_said_as_a_question_not_a_prompt() -> None:
         GenerationSettings(prompt="x" * 501)
 
 
+def test_client_flags_without_a_server_are_refused_in_question_mode() -> None:
+    """Regression (an outside-in round): ``mask --question`` took ``--prebatch 3``,
+    ``--wire-format jpeg`` or ``--token`` without ``--server`` and ignored them; ``vidcap
+    caption`` refuses them."""
+    with pytest.raises(UsageError, match="^--prebatch applies to --server only$"):
+        run_cli(["mask", str(SUBJECT), "--question", "red?", "--prebatch", "3"])
+    with pytest.raises(UsageError, match="^--wire-format and --token apply to --server only$"):
+        run_cli(["mask", str(SUBJECT), "--question", "red?", "--wire-format", "jpeg",
+                 "--token", "abc"])  # fmt: skip
+
+
 def test_cli_query_on_a_video_points_to_question_mode() -> None:
     with pytest.raises(UsageError, match="is a video: --query searches a caption JSONL"):
         run_cli(["mask", str(SUBJECT), "--query", "red"])

@@ -741,3 +741,34 @@ def test_shots_are_found_after_the_picture_changes_size(footage, tmp_path: Path)
     found = [scene.start_frame for scene in scenes[1:]]
     assert any(abs(f - 120) <= 1 for f in found), found
     assert not any(abs(f - 100) <= 1 for f in found), found
+
+
+def test_settings_that_make_no_difference_do_not_redo_a_folder(tmp_path: Path) -> None:
+    """Regression (an outside-in round): ``--scene-threshold 27`` (the content detector's
+    own), ``--decode-mode all`` with ``--scenes`` (every frame is decoded either way) and
+    ``--format jsonl,jsonl,srt,vtt`` each changed the settings key, so a rerun captioned
+    every video again for outputs byte for byte the same."""
+    import inspect
+
+    from vidcap.jobs import split_formats
+    from vidcap.settings import SCENE_THRESHOLDS, SamplingSettings
+
+    detectors = {"content": (scenedetect.ContentDetector, "threshold"),
+                 "adaptive": (scenedetect.AdaptiveDetector, "adaptive_threshold"),
+                 "hash": (scenedetect.HashDetector, "threshold"),
+                 "histogram": (scenedetect.HistogramDetector, "threshold")}  # fmt: skip
+    for name, (kind, argument) in detectors.items():  # (as PySceneDetect has them)
+        assert inspect.signature(kind).parameters[argument].default == SCENE_THRESHOLDS[name]
+
+    def key(formats: str = "jsonl,srt,vtt", **sampling: object) -> str:
+        settings = SamplingSettings(**sampling)  # type: ignore[arg-type]
+        return RunSettings(tmp_path, split_formats(formats), settings, model="tiny").key()
+
+    assert key(scenes=True) == key(scenes=True, scene_threshold=27.0)
+    assert key(scenes=True) == key(scenes=True, mode="all")
+    adaptive = {"scenes": True, "scene_detector": "adaptive"}
+    assert key(**adaptive) == key(**adaptive, scene_threshold=3.0)
+    assert key(**adaptive) != key(**adaptive, scene_threshold=2.5)
+    assert key() == key("jsonl,jsonl,srt,vtt") == key("vtt,srt,jsonl")
+    assert key() != key(mode="all")  # (without --scenes the mode decides the frames)
+    assert split_formats("jsonl, jsonl,srt") == ("jsonl", "srt")

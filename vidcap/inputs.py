@@ -227,10 +227,6 @@ def _files_under(folder: Path, out: Path | None = None) -> list[str]:
     walked: set[tuple[int, int]] = set()
     outputs: list[str] = []
     for root, dirs, files in os.walk(folder, onerror=unreadable.append, followlinks=True):
-        ours = [d for d in dirs if os.path.isdir(os.path.join(root, d, STATE_DIR))]
-        if ours:  # a vidcap output folder inside the inputs: its clips are no new videos
-            outputs += [p for d in ours if not _same(p := os.path.join(root, d), out)]
-            dirs[:] = [d for d in dirs if d not in ours]
         try:
             stat = os.stat(root)
         except OSError as exc:  # (gone while the walk went on)
@@ -238,9 +234,13 @@ def _files_under(folder: Path, out: Path | None = None) -> list[str]:
             dirs[:] = []
             continue
         if (stat.st_dev, stat.st_ino) in walked:
-            dirs[:] = []  # reached again through a link
+            dirs[:] = []  # reached again through a link (its output folders counted once)
             continue
         walked.add((stat.st_dev, stat.st_ino))
+        ours = [d for d in dirs if os.path.isdir(os.path.join(root, d, STATE_DIR))]
+        if ours:  # a vidcap output folder inside the inputs: its clips are no new videos
+            outputs += [p for d in ours if not _same(p := os.path.join(root, d), out)]
+            dirs[:] = [d for d in dirs if d not in ours]
         for name in files:
             file = os.path.join(root, name)
             if os.path.isfile(file):

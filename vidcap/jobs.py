@@ -26,8 +26,8 @@ RUN_FORMATS = ("parquet",)  # formats written across videos (``vidcap.parquet``)
 
 
 def split_formats(text: str) -> tuple[str, ...]:
-    """``"jsonl, srt"`` (``--format``) → the names."""
-    return tuple(name.strip() for name in text.split(",") if name.strip())
+    """``"jsonl, srt"`` (``--format``) → the names, each once (``jsonl,jsonl`` is one)."""
+    return tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class RunSettings:
         """What ``key`` hashes: the settings the captions depend on (``summary.json`` lists
         them under the key, so a folder says what made its captions)."""
         data: dict[str, Any] = {
-            "formats": sorted(self.formats),
+            "formats": sorted(set(self.formats)),
             "sampling": self.sampling.key_fields(),
             "generation": asdict(self.generation),
             "model": self.model,

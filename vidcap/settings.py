@@ -115,6 +115,9 @@ def joined_precisions(*parts: str) -> str:
 SCENE_DETECTORS = ("content", "adaptive", "hash", "histogram")
 """PySceneDetect's ContentDetector (the default), AdaptiveDetector, HashDetector,
 HistogramDetector (``vidcap.scenes``)."""
+# PySceneDetect's own threshold of each detector (``vidcap.scenes.make_detector`` leaves it
+# to the detector): a --scene-threshold equal to it is no setting of its own.
+SCENE_THRESHOLDS = {"content": 27.0, "adaptive": 3.0, "hash": 0.35, "histogram": 0.2}
 MAX_SCENE_FRAMES = 100
 # Detectors whose threshold is a relative difference, 0 to 1 (PySceneDetect's HashDetector
 # and HistogramDetector): above 1 no cut is ever found.
@@ -230,9 +233,15 @@ class SamplingSettings:
     def key_fields(self) -> dict:
         """The settings as they key outputs (``RunSettings.key``): the fields added for
         scenes and near-duplicates only where set, so a folder written before they existed
-        resumes with nothing redone."""
+        resumes with nothing redone; what makes no difference to the captions left as its
+        default (the decode mode with ``scenes``, which decode every frame; a threshold
+        given as the detector's own)."""
         data = asdict(self)
         del data["thumb_height"]  # thumbnails are not captions: any setting resumes
+        if self.scenes:
+            data["mode"] = SamplingSettings.mode
+        if self.scene_threshold == SCENE_THRESHOLDS[self.scene_detector]:
+            data["scene_threshold"] = None
         for name in _LATER_FIELDS:
             if data[name] == getattr(SamplingSettings, name):
                 del data[name]

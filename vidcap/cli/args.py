@@ -27,6 +27,7 @@ from vidcap.settings import (
     DEVICES_HELP,
     DTYPES,
     SCENE_DETECTORS,
+    SCENE_THRESHOLDS,
     THUMB_HEIGHT,
     EngineSettings,
     GenerationSettings,
@@ -166,8 +167,9 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=sampling.scene_threshold,
         metavar="T",
-        help="the detector's threshold (default: PySceneDetect's, 27 for content, 3 for "
-        "adaptive, 0.35 for hash, 0.2 for histogram)",
+        help="the detector's threshold (default: PySceneDetect's, "
+        + ", ".join(f"{t:g} for {name}" for name, t in SCENE_THRESHOLDS.items())
+        + ")",
     )
     group.add_argument(
         "--scene-frames",
@@ -419,12 +421,12 @@ def refuse_unused_flags(args: argparse.Namespace, formats: tuple[str, ...]) -> N
 
     ray, client = RaySettings(), ClientOptions()
     modes = (
-        ("--ray", args.ray is not None, (
+        ("--ray", getattr(args, "ray", None) is not None, (
             ("--ray-gpus-per-actor", "ray_gpus_per_actor", ray.gpus_per_actor),
             ("--ray-actors", "ray_actors", ray.actors),
             ("--ray-decode-tasks", "ray_decode_tasks", ray.decode_tasks),
         )),
-        ("--server", bool(args.server), (
+        ("--server", bool(getattr(args, "server", None)), (
             ("--wire-format", "wire_format", client.wire_format),
             ("--prebatch", "prebatch", client.prebatch),
             ("--inflight", "inflight", client.inflight),

@@ -48,7 +48,7 @@ def add_caption_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         type=column_name,
         default=PATH_COLUMN,
         help=f"the column of a .csv/.tsv/.parquet list file that holds the videos' paths or URLs "
-        f"(default: {PATH_COLUMN}; 'url' in a video2dataset list)",
+        f"(default: {PATH_COLUMN}; give url for a video2dataset list)",
     )
     add_output_arguments(parser)
     add_sampling_arguments(parser)

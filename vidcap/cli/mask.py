@@ -21,6 +21,7 @@ from vidcap.cli.args import (
     add_sampling_arguments,
     backend_from_args,
     generation_from_args,
+    refuse_unused_flags,
     sampling_from_args,
 )
 from vidcap.cli.parser import check_out_file, check_out_folder, check_writable, path_arg
@@ -250,6 +251,7 @@ def _question_mode(args: argparse.Namespace, settings: MaskSettings) -> dict:
         raise UsageError("--regex applies to --query only")
     if args.prompt is not None:
         raise UsageError("--prompt does not apply to --question: the question is the prompt")
+    refuse_unused_flags(args, ())  # (--prebatch without --server: said, not ignored)
     sampling = sampling_from_args(args)
     generation = generation_from_args(args)
     with VideoReader(args.source):  # a missing or undecodable video fails before the model loads
