@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 ENV_PREFIX = "VIDCAP_"
 # ``VIDCAP_*`` variables that are not server settings: a shared environment may set them.
 OTHER_VARIABLES = frozenset({"VIDCAP_TOKEN", "VIDCAP_PYTHON", "VIDCAP_FIFTYONE_PYTHON"})
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_LEVELS = tuple(logging.getLevelNamesMapping())  # (DEBUG, INFO, WARN, WARNING, …)
 # Keys of the ``handler:`` section that TorchServe itself reads (``profile``: @timed).
 TORCHSERVE_KEYS = frozenset({"profile"})
 # Old names still understood, so an existing deployment keeps its setting.
