@@ -904,7 +904,6 @@ def test_model_registration_through_the_api_is_off(torchserve: TorchServeInstanc
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_a_start_whose_worker_or_front_end_cannot_start_says_why_at_once(tmp_path: Path) -> None:
     """Regression (an outside-in round): a model that passes every check but cannot load
     (here a folder with an empty config.json) kept start.sh waiting its whole START_TIMEOUT
@@ -949,6 +948,7 @@ def test_a_start_whose_worker_or_front_end_cannot_start_says_why_at_once(tmp_pat
     assert not left
 
 
+@pytest.mark.slow
 def test_stop_leaves_no_process_behind(torchserve: TorchServeInstance) -> None:
     import psutil
 
