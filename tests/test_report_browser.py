@@ -135,6 +135,26 @@ def test_the_page_loads_without_errors_and_shows_every_video(
     page.screenshot_to(tmp_path, f"report-{page.url.split(':')[0]}.png")
 
 
+def test_drawn_resolves_once_every_card_in_view_is_drawn(browser, folder: Path) -> None:
+    """Regression: ``ready`` means the first four cards are drawn; the rest come over later
+    frames (more of them, and later, on a loaded machine: a card begun after 20 ms of a frame
+    waits for the next). This suite read the page once ``ready`` resolved, and a busy CI
+    machine saw four or eight cards of nine. ``vidcapReport.drawn()`` resolves once every
+    card in view is drawn. The page is read from its first moment, not after its load event,
+    which gives the frames time to run."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto((folder / "index.html").as_uri(), wait_until="commit")
+        names = page.evaluate(
+            "async () => { while (!window.vidcapReport) await new Promise(r => setTimeout(r));"
+            " await window.vidcapReport.drawn();"
+            " return [...document.querySelectorAll('.card')].map(c => c.dataset.name); }"
+        )
+        assert sorted(names) == sorted(v.name for v in open_folder(folder))
+    finally:
+        page.close()
+
+
 def test_the_caption_track_shows_the_subtitles_cues(page: Page, folder: Path) -> None:
     """The card's "captions (cues)" track is the video's subtitles: with ``--scenes`` one
     cue per shot from its start (the track showed each shot's cue from its captioned middle

@@ -541,6 +541,7 @@
 
   var cursor = 0; // next index of `videos` to consider for a card
   var filling = false;
+  var whenDrawn = []; // drawn()'s waiters: called once no card is left for a later frame
 
   function wanted(video) {
     var filter = $('status-filter').value;
@@ -566,6 +567,7 @@
       if (wanted(video)) { cards.appendChild(card(video)); added += 1; }
     }
     if (!more) fill();  // (the next frame goes on)
+    else if (!filling) whenDrawn.splice(0).forEach(function (resolve) { resolve(); });
     var none = cursor >= videos.length && videos.length && !cards.firstChild;
     $('no-videos').textContent = none ? 'no video is ' + $('status-filter').value : '';
   }
@@ -948,6 +950,15 @@
   // For scripts and tests: the same search the box runs, and the data.
   window.vidcapReport = {
     ready: ready,
+    // Resolves once the cards in (and near) view are all drawn: `ready` means the first ones
+    // are, and a slow machine draws the rest over a few more frames.
+    drawn: function () {
+      return ready.then(function () {
+        return new Promise(function (resolve) {
+          if (filling) whenDrawn.push(resolve); else resolve();
+        });
+      });
+    },
     search: function (query, options) {
       var result = search(query, options);
       result.moments = result.moments.map(function (m) {
