@@ -406,8 +406,9 @@ def test_the_settings_check_says_a_misspelt_name_and_a_yaml_it_cannot_use(
 ) -> None:
     """Regression (an outside-in round): ``VIDCAP_MAX_FRAME=2`` was ignored without a word
     (a misspelt ``handler:`` key is an error); a ``handler:`` section that is not a mapping,
-    or a YAML that does not parse, was a worker's traceback. The check start.sh and
-    server-create.sh run names each in one line."""
+    or a YAML that does not parse, was a worker's traceback, and a file that is a list was
+    taken as no settings at all. The check start.sh and server-create.sh run names each in
+    one line."""
     from vidcap.serve.config import main
 
     for name in [n for n in os.environ if n.startswith("VIDCAP_")]:
@@ -423,6 +424,7 @@ def test_the_settings_check_says_a_misspelt_name_and_a_yaml_it_cannot_use(
     monkeypatch.delenv("VIDCAP_MAX_FRAME")
     for text, said in (
         ("handler: [1, 2]\n", "its handler: section must be a mapping of settings"),
+        ("- handler:\n    max_frames: 3\n", "must be a mapping of sections"),  # was taken as {}
         ("handler: {model: tiny\n", "while parsing a flow mapping"),
         ("handler:\n  max_frame: 3\n", "unknown server setting max_frame; supported keys"),
     ):

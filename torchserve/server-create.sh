@@ -39,6 +39,14 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/tmp" "$work/config" "$model_store"
 
+# The archive's settings (model-config.yaml's handler: under VIDCAP_*, which start.sh checks
+# again), and the model unless SKIP_DOWNLOAD: a typo is one line here, not a traceback or a
+# worker failing to start later.
+check=(--section "$here/model-config.yaml")
+[[ "${SKIP_DOWNLOAD:-0}" == "1" ]] || check+=(--model)
+PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$python" -m vidcap.serve.config server-create.sh \
+    "${check[@]}" || exit 2
+
 # The archive's model-config.yaml: ours, with VIDCAP_MODEL written in when set.
 # Prints the model the archive will load.
 model="$(
@@ -60,13 +68,6 @@ with open(target, "w", encoding="utf-8") as handle:
 print(handler["model"])
 PY
 )"
-
-# The archive's settings under VIDCAP_* (what start.sh checks again), and the model unless
-# SKIP_DOWNLOAD: a typo is one line here, not a worker failing to start later.
-check=(--section "$work/config/model-config.yaml")
-[[ "${SKIP_DOWNLOAD:-0}" == "1" ]] || check+=(--model)
-PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$python" -m vidcap.serve.config server-create.sh \
-    "${check[@]}" || exit 2
 
 # Fetch a hub model once, ahead of time, so workers never download it themselves.
 if [[ "$model" == "tiny" || -d "$model" || "${SKIP_DOWNLOAD:-0}" == "1" ]]; then

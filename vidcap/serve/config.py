@@ -247,7 +247,9 @@ def handler_section(path: str) -> Mapping[str, object]:
             document = yaml.safe_load(handle)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise UsageError(f"{path}: {str(exc).splitlines()[0]}") from None
-    section = (document or {}).get("handler") if isinstance(document, dict) else None
+    if not isinstance(document or {}, dict):  # (TorchServe reads the file as a mapping)
+        raise UsageError(f"{path}: must be a mapping of sections (handler:, minWorkers: …)")
+    section = (document or {}).get("handler")
     if not isinstance(section or {}, dict):
         raise UsageError(f"{path}: its handler: section must be a mapping of settings")
     return section or {}
