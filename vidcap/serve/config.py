@@ -247,12 +247,13 @@ def handler_section(path: str) -> Mapping[str, object]:
             document = yaml.safe_load(handle)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise UsageError(f"{path}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(document or {}, dict):  # (TorchServe reads the file as a mapping)
+    document = document or {}  # (an empty file: no settings)
+    if not isinstance(document, dict):  # (TorchServe reads the file as a mapping)
         raise UsageError(f"{path}: must be a mapping of sections (handler:, minWorkers: …)")
-    section = (document or {}).get("handler")
-    if not isinstance(section or {}, dict):
+    section = document.get("handler") or {}
+    if not isinstance(section, dict):
         raise UsageError(f"{path}: its handler: section must be a mapping of settings")
-    return section or {}
+    return section
 
 
 def main(argv: list[str] | None = None) -> int:
