@@ -234,17 +234,24 @@ def test_a_clip_cut_again_decodes_from_shortly_before_it_not_from_the_files_star
     assert any(clip.note for clip in clips)  # the case is exercised
 
 
+@pytest.mark.parametrize("ahead", [False, True], ids=["back", "97s-ahead"])
 @pytest.mark.parametrize("precise", [False, True])
 @pytest.mark.heavy
-def test_clips_of_an_mpeg_ts_whose_clock_starts_again(tmp_path: Path, precise: bool) -> None:
+def test_clips_of_an_mpeg_ts_whose_clock_starts_again(
+    tmp_path: Path, precise: bool, ahead: bool
+) -> None:
     """Regression: two MPEG-TS recordings joined byte for byte (``cat a.ts b.ts``; a reset in
     a broadcast recording) repeat their timestamps. vidcap's timeline goes on past the
     reset (frames 100… of the second at 3.0 s), but clips were cut by ffmpeg's seek in the
     file's timestamps — from the first part again — and the container's duration (3 s)
-    refused every segment after it. Now each clip holds the frames vidcap timed there."""
+    refused every segment after it. Now each clip holds the frames vidcap timed there. The
+    same where the second clock is 97 s ahead (a splice: the timeline goes on there too)."""
     parts = [
-        encode_with_ffmpeg(tmp_path / f"{name}.ts", count, "10", ["-g", "10"], first=first)
-        for name, first, count in (("a", 0, 30), ("b", 100, 20))
+        encode_with_ffmpeg(tmp_path / f"{name}.ts", count, "10", ["-g", "10", *extra], first=first)
+        for name, first, count, extra in (
+            ("a", 0, 30, []),
+            ("b", 100, 20, ["-output_ts_offset", "100"] if ahead else []),
+        )
     ]
     joined = tmp_path / "joined.ts"
     joined.write_bytes(parts[0].read_bytes() + parts[1].read_bytes())

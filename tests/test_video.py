@@ -1346,6 +1346,60 @@ def test_a_reset_to_a_clock_before_the_files_start_continues_the_timeline(
     assert [frame_number(f.rgb) for f in sampled] == list(range(0, 70, 10))
 
 
+SPLICES = {  # the second part's clock, from the first's start (the first is 3 s long)
+    "97s-ahead": (100.0, True),  # a jump over the ffmpeg command's 10 s: closed
+    "5s-ahead": (8.0, False),  # a gap under it: kept, as the ffmpeg command keeps it
+    "0.4s-back": (2.6, True),  # back by more than 0.1 s: the clock started again
+    "0.9s-back": (2.1, True),
+}
+
+
+@pytest.mark.parametrize("mode", ["exact", "all"])
+@pytest.mark.parametrize("muxer", ["mpegts", "vob"])
+@pytest.mark.parametrize("splice", SPLICES.values(), ids=SPLICES.keys())
+def test_a_splice_in_mpeg_ts_or_ps_goes_on_as_the_ffmpeg_command_goes_on(
+    tmp_path: Path, caplog, splice: tuple[float, bool], muxer: str, mode: str
+) -> None:
+    """Regression: two recordings joined byte for byte whose clocks do not meet (HLS
+    segments across a discontinuity, a splice in a broadcast) were taken as a reset only
+    where the second clock went back more than 1 s. Ahead by 97 s, the second part's
+    frames were timed 97 s late (an SRT cue held over the gap, the duration 103 s for 6 s
+    of video), with no warning; back by 0.4 s in MPEG-TS, frames of the two parts came out
+    interleaved and 6 were dropped as "could not be decoded"; back by 0.9 s in MPEG-PS,
+    exact mode sampled frames 99, 124, 149 where decoding every frame sampled 80, 105, 130.
+    Now the clock starts again, as the ffmpeg command has it, where it goes back over 0.1 s
+    or ahead over 10 s (its ``-dts_delta_threshold``); a smaller jump ahead is a gap."""
+    offset, closed = splice
+    args = ["-c:v", "mpeg2video", "-bf", "2", "-g", "10", "-f", muxer]
+    suffix = ".ts" if muxer == "mpegts" else ".mpg"
+    first = encode_with_ffmpeg(tmp_path / f"a{suffix}", 30, "10", args)
+    second = encode_with_ffmpeg(
+        tmp_path / f"b{suffix}", 30, "10", [*args, "-output_ts_offset", str(offset)], first=30
+    )
+    joined = tmp_path / f"joined{suffix}"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    with caplog.at_level(logging.WARNING, logger="vidcap.video"):
+        every = read(joined, SamplingSettings(every_n=1, mode=mode))
+        sampled = read(joined, SamplingSettings(fps=1.0, mode=mode))
+    assert not caplog.records, caplog.text
+    numbers = [frame_number(f.rgb) for f in every]
+    if closed:
+        expected = [i / 10 for i in range(60)]
+        assert numbers == list(range(60))
+    else:  # a gap kept: the file's own times, as ffprobe lists them (MPEG-PS's decoder, and
+        expected = probe_times(joined)  # ffprobe's, lose the first part's last frame there)
+        gap = max(b - a for a, b in itertools.pairwise(expected))
+        assert numbers == sorted(numbers) and 4.5 < gap < 5.5
+    assert [f.time for f in every] == pytest.approx(expected, abs=1e-6)
+    ticks = range(math.floor(expected[-1]) + 1)  # --fps 1: the first frame at or after each
+    wanted = sorted({next(i for i, t in enumerate(expected) if t >= s - 1e-6) for s in ticks})
+    assert [f.index for f in sampled] == wanted
+    assert [frame_number(f.rgb) for f in sampled] == [numbers[i] for i in wanted]
+    with VideoReader(joined) as reader:
+        list(reader.frames(SamplingSettings(fps=1.0, mode=mode)))
+    assert reader.stats.duration == pytest.approx(expected[-1] + 0.1, abs=1e-6)
+
+
 MID_GOP = {
     "h264": ["-c:v", "libx264", "-bf", "2", "-g", "30"],
     "h264-open-gop": ["-c:v", "libx264", "-bf", "3", "-g", "30", "-x264-params", "open-gop=1"],

@@ -61,8 +61,11 @@ EDIT_LIST_FORMATS = frozenset({"mov", "mp4"})
 NO_PTS_FORMATS = frozenset({"avi", "asf"})
 AVFMT_NOTIMESTAMPS = 0x0080  # libavformat's flag for raw streams without timestamps
 AVFMT_TS_DISCONT = 0x0200  # libavformat's "timestamps may start again" (MPEG-TS/PS)
-# A frame this much before the latest in such a format: the clock started again.
-RESET_BACK_S = 1.0
+# In such a format, a packet more than this before the latest, or more than this after it,
+# is on a clock that started again (recordings joined, a splice in a broadcast): the ffmpeg
+# command's thresholds (a dts 0.1 s before the latest; `-dts_delta_threshold`, 10 s).
+RESET_BACK_S = 0.1
+RESET_FORWARD_S = 10.0
 # Decoders that give no frame for pictures predicted from frames never decoded (a stream
 # that starts mid-GOP), without ``flags2 showall``: checked on x264/x265 (open and closed
 # GOPs) and MPEG-2 cut mid-GOP in MPEG-TS. MPEG-4 Part 2's shows them, damaged.
@@ -420,8 +423,8 @@ class Packets:
     clock: str = "pts"
     # MPEG-TS/PS: where the clock started again, the first packet's dts on the new clock
     # (s, by the ``Clock``'s ``offset``: negative where it starts before the file), in file
-    # order: confirmed by the packet after it (a lone packet timed far back is a damaged
-    # timestamp, not a reset).
+    # order: confirmed by the packet after it (a lone packet timed far back or far ahead is
+    # a damaged timestamp, not a reset; ``off_the_clock``).
     resets: tuple[float, ...] = ()
     # (time, where its bytes end in the file) of the last timed packet read: a cut-off
     # file's torn frame, where the file ends there (``VideoReader``); None: not known.
@@ -437,6 +440,13 @@ class Packets:
     def generated_pts(self) -> bool:
         """Read packets with PyAV's generated pts? Only where they name frames right."""
         return self.plannable and self.clock == "pts"
+
+
+def off_the_clock(time: float, latest: float) -> bool:
+    """Is ``time`` (s) on another clock than ``latest`` (the latest time on the current one;
+    -inf: none yet), in a format whose clock may start again: more than ``RESET_BACK_S``
+    before it, or more than ``RESET_FORWARD_S`` after it?"""
+    return math.isfinite(latest) and not latest - RESET_BACK_S <= time <= latest + RESET_FORWARD_S
 
 
 def demux_times(path: Path, start: float) -> Packets:
@@ -482,12 +492,12 @@ def demux_times(path: Path, start: float) -> Packets:
                     in_decode_order = False
                 if may_reset and packet.dts is not None:
                     dts = timing.offset(packet.dts)  # a new clock may start before 0
-                    if dts >= latest_dts - RESET_BACK_S:
+                    if not off_the_clock(dts, latest_dts):
                         candidate, latest_dts = None, max(latest_dts, dts)
                     elif candidate is None:
                         candidate = dts
-                    else:  # two in a row: the clock started again (packet times name
-                        resets.append(candidate)  # frames only once decoded)
+                    else:  # two in a row: the clock started again, back or forward
+                        resets.append(candidate)  # (packet times name frames once decoded)
                         candidate, latest_dts, plannable = None, max(candidate, dts), False
                 if timestamp is None:
                     complete = False

@@ -39,7 +39,6 @@ import numpy as np
 from vidcap.container import (
     ALPHA_DECODERS,
     AVFMT_TS_DISCONT,
-    RESET_BACK_S,
     Clock,
     Packets,
     alpha_decoder,
@@ -51,6 +50,7 @@ from vidcap.container import (
     missing_file_tail,
     missing_tail,
     nominal_rate,
+    off_the_clock,
     open_container,
     other_video_streams,
     stated_end,
@@ -111,7 +111,7 @@ def restarted_duration(path: Path | str) -> float | None:
             return None
         for _ in reader.decoded_frames():
             pass
-        return reader.stats.duration
+        return round(reader.stats.duration, 6)  # (the sum of two clocks' floats: 4.99999…)
 
 
 # Decoders whose frames carry no key flag (libvpx's wrapper): one frame a packet, the packet's.
@@ -729,9 +729,11 @@ class VideoReader:
         frame before it; None: this is the first).
 
         In MPEG-TS/PS (``AVFMT_TS_DISCONT``), a clock that starts again (recordings joined
-        byte for byte, a reset in a broadcast) is a discontinuity, not damage: a frame more
-        than ``RESET_BACK_S`` before the latest goes on one interval after it, and so do
-        the frames after it, as the ffmpeg command does."""
+        byte for byte, a reset or a splice in a broadcast) is a discontinuity, not damage:
+        the first frame of a reset the demux pass found (more than ``RESET_BACK_S`` before
+        the latest, or more than ``RESET_FORWARD_S`` after it: ``off_the_clock``) goes on
+        one interval after the latest, and so do the frames after it, as the ffmpeg command
+        does."""
         stats = self.stats
         step = 1.0 / stats.nominal_fps if stats.nominal_fps > 0 else 0.0
         timestamp = self._best_effort(frame.pts, getattr(frame, "dts", None))
@@ -740,7 +742,7 @@ class VideoReader:
             return 0.0 if previous is None else previous + step
         seconds = timestamp * time_base.numerator / time_base.denominator - self._start
         time = seconds + self._reset_offset
-        if previous is not None and time < previous - RESET_BACK_S and self._reset_at(seconds):
+        if previous is not None and off_the_clock(time, previous) and self._reset_at(seconds):
             log.info(
                 "%s: the clock starts again at %.3f s; the timeline goes on", self.path, previous
             )
