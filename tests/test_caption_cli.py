@@ -481,6 +481,9 @@ def test_missing_input_is_a_usage_error(tmp_path: Path) -> None:
         (["--wire-format", "jpeg", "--token", "t"], "--wire-format and --token apply to --server"),
         (["--ray-actors", "2"], "--ray-actors applies to --ray only"),
         (["--shard-rows", "10"], "--shard-rows applies to --format parquet only"),
+        # ... and where given at their defaults (a script's flags, a server left out): ignored
+        (["--retries=5", "--inflight", "4"], "--inflight and --retries apply to --server"),
+        (["--shard-rows", "100000"], "--shard-rows applies to --format parquet only"),
     ],
 )
 def test_a_run_refused_at_its_start_says_why_and_leaves_no_folder(

@@ -14,6 +14,7 @@ import pytest
 
 from vidcap.backend import EmbeddedBackend
 from vidcap.cli.mask import add_clips_parser, add_mask_parser, answers_path
+from vidcap.cli.parser import OneLineParser
 from vidcap.errors import UsageError
 from vidcap.mask import (
     MaskSettings,
@@ -84,8 +85,8 @@ def iou(found: list[tuple[float, float]], truth: list[tuple[float, float]], end:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="vidcap")
-    subparsers = parser.add_subparsers()
+    parser = OneLineParser(prog="vidcap")  # (the CLI's: it records the flags given)
+    subparsers = parser.add_subparsers(parser_class=OneLineParser)
     add_mask_parser(subparsers)
     add_clips_parser(subparsers)
     return parser.parse_args(argv)
@@ -553,6 +554,8 @@ def test_client_flags_without_a_server_are_refused_in_question_mode() -> None:
     with pytest.raises(UsageError, match="^--wire-format and --token apply to --server only$"):
         run_cli(["mask", str(SUBJECT), "--question", "red?", "--wire-format", "jpeg",
                  "--token", "abc"])  # fmt: skip
+    with pytest.raises(UsageError, match="^--prebatch applies to --server only$"):  # its default
+        run_cli(["mask", str(SUBJECT), "--question", "red?", "--prebatch", "8"])
 
 
 def test_cli_query_on_a_video_points_to_question_mode() -> None:

@@ -438,8 +438,13 @@ def refuse_unused_flags(args: argparse.Namespace, formats: tuple[str, ...]) -> N
             ("--shard-rows", "shard_rows", DEFAULT_SHARD_ROWS),
         )),
     )  # fmt: skip
+    named = getattr(args, "given_flags", frozenset())  # (a value equal to the default too)
     for mode, taken, flags in modes:
-        given = [flag for flag, dest, default in flags if getattr(args, dest, default) != default]
+        given = [
+            flag
+            for flag, dest, default in flags
+            if flag in named or getattr(args, dest, default) != default
+        ]
         if given and not taken:
             raise UsageError(f"{flags_that(given, 'applies', 'apply')} to {mode} only")
 

@@ -64,6 +64,10 @@ class OneLineParser(argparse.ArgumentParser):
         parsed, extras = super().parse_known_args(args, namespace)
         if extras and self._subparsers is None:
             self._unrecognized(extras)
+        if self._subparsers is None:  # a command's: the flags given, at their defaults too
+            known = self._option_string_actions
+            flags = (word.split("=", 1)[0] for word in words if word.startswith("-"))
+            parsed.given_flags = frozenset(flag for flag in flags if flag in known)
         return parsed, extras
 
     def _unknown_flag(self, word: str) -> bool:
