@@ -333,7 +333,9 @@ def test_one_run_at_a_time_in_a_folder_and_the_lock_goes_with_its_process(
     while time.monotonic() < deadline and f"pid {first.pid} " not in _text(lock):
         time.sleep(0.002)
     first.send_signal(signal.SIGSTOP)  # held still (its lock with it) while the second tries
-    second = vidcap(*args)
+    # (the second and third runs in this process, as another process than the first: what
+    # they do and say is the point, not how their own process starts)
+    second = run_main(*args)
     assert first.poll() is None, "the first run ended before it was held: no overlap"
     assert second.returncode == 2
     assert re.fullmatch(
@@ -345,7 +347,7 @@ def test_one_run_at_a_time_in_a_folder_and_the_lock_goes_with_its_process(
 
     first.send_signal(signal.SIGKILL)  # the kernel lets its lock go: none stale
     first.wait()
-    third = vidcap(*args)
+    third = run_main(*args)
     assert third.returncode == 0, third.stderr
     assert len(read_jsonl(tmp_path / "o" / "long.jsonl")) == 100
 
@@ -861,7 +863,7 @@ def test_an_output_folder_removed_mid_run_stops_it(tmp_path: Path) -> None:
     )
     # (nor its staged thumbnails, journals or failure records: the folder stays gone)
     assert not out.exists(), sorted(str(p.relative_to(out)) for p in out.rglob("*"))
-    again = vidcap("caption", str(src), "--out", str(out), "--model", "tiny", "--fps", "10")
+    again = run_main("caption", src, "--out", out, "--model", "tiny", "--fps", "10")  # (quicker)
     assert again.returncode == 0, again.stderr
     assert json.loads((out / "summary.json").read_text())["totals"]["done"] == 10
 

@@ -568,44 +568,9 @@ def test_vidcap_caption_with_server_writes_the_same_outputs_as_embedded(
     assert resumed(remote, "png") == 0
 
 
-# --- against TorchServe (the handler engineer's launcher; token auth on) ------------------
-
-
-@pytest.fixture(scope="module")
-def torchserve(tmp_path_factory: pytest.TempPathFactory):
-    from tests.support.torchserve import TorchServeInstance
-
-    settings = {
-        "VIDCAP_MODEL": "tiny",
-        "NUM_GPUS": "0",
-        "NUM_WORKERS": "1",
-        "BATCH_SIZE": "4",
-        "MAX_BATCH_DELAY_MS": "20",
-        "TOKEN_AUTH": "on",
-        "VIDCAP_MAX_NEW_TOKENS": "10",  # a server default unlike the client's: sent explicitly
-    }
-    instance = TorchServeInstance.launch(tmp_path_factory.mktemp("ts-client"), settings)
-    try:
-        yield instance
-    finally:
-        instance.stop()
-
-
-@pytest.mark.slow
-def test_png_over_torchserve_equals_the_embedded_run(torchserve, embedded) -> None:
-    frames = make_frames(14, SIZE, seed=6)
-    token = torchserve.key("inference")
-    for settings in SETTINGS:
-        expected = list(embedded.caption_stream(frames, settings))
-        for prebatch in (1, 3):
-            options = {"prebatch": prebatch, "inflight": 3, "token": token}
-            with remote(torchserve.predictions_url, **options) as backend:
-                assert caption_all(backend, frames, settings) == expected, (settings, prebatch)
-    with (
-        remote(torchserve.predictions_url, retries=1) as backend,
-        pytest.raises(ServerUnavailable, match="HTTP 40[01]: Token Authorization failed"),
-    ):
-        caption_all(backend, frames[:1])
+# --- against TorchServe: test_torchserve.py's
+# test_the_client_over_torchserve_equals_the_embedded_run (on that module's server: a
+# TorchServe start is half a minute on 2 cores)
 
 
 # --- the example clients ----------------------------------------------------------------

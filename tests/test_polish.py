@@ -207,6 +207,12 @@ def test_ctrl_c_while_the_decoders_start_is_one_line_and_130(tmp_path: Path) -> 
     assert not any(map(_running, children))  # none left behind
 
 
+# The runs stopped once their first video is done: 8 copies of subject.mp4 (340 frames), a
+# caption every 4th frame: 85 frames a video, 7 x 85 still to do when the signal comes.
+# (Every frame made the wait for the first video 4 s longer, and checked nothing more.)
+EVERY_N = "4"
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
 @pytest.mark.slow  # over 3 s: in make test, not make test-fast
 @pytest.mark.parametrize("ray", [False, True], ids=["embedded", "ray"])
@@ -225,7 +231,7 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_recording_what_is_done(
         (videos / f"v{i}.mp4").write_bytes((SAMPLES / "subject.mp4").read_bytes())
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [*CMD, "caption", str(videos), "--out", str(out), "--model", "tiny", "--every-n", "1",
+        [*CMD, "caption", str(videos), "--out", str(out), "--model", "tiny", "--every-n", EVERY_N,
          "--quiet", *(["--ray"] if ray else ["--decode-workers", "1"])],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -268,7 +274,7 @@ def test_a_closed_terminal_stops_a_run_recording_what_is_done(tmp_path: Path) ->
     out = tmp_path / "out"
     terminal, tty = pty.openpty()
     proc = subprocess.Popen(
-        [*CMD, "caption", str(videos), "--out", str(out), "--model", "tiny", "--every-n", "1",
+        [*CMD, "caption", str(videos), "--out", str(out), "--model", "tiny", "--every-n", EVERY_N,
          "--decode-workers", "1"],
         stdin=tty, stdout=tty, stderr=tty, start_new_session=True,
     )  # fmt: skip

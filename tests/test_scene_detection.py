@@ -661,6 +661,15 @@ def _cli_run(path: Path, out: Path, *extra: str) -> None:
     assert main(["caption", str(path), "--out", str(out), *flags, "--skip-similar", *extra]) == 0
 
 
+@pytest.fixture(scope="module")
+def embedded_cuts(footage, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded run of ``cuts`` each other way of running is compared with: one run for
+    the module (its outputs are only read)."""
+    out = tmp_path_factory.mktemp("embedded")
+    _cli_run(footage["cuts"][0], out)
+    return out
+
+
 def _same_outputs(one: Path, other: Path, name: str) -> None:
     for suffix in BACKEND_FILES:
         assert (one / f"{name}.{suffix}").read_text() == (other / f"{name}.{suffix}").read_text()
@@ -669,23 +678,22 @@ def _same_outputs(one: Path, other: Path, name: str) -> None:
 
 
 @pytest.mark.slow
-def test_the_same_outputs_over_a_flask_server(footage, tmp_path: Path) -> None:
+def test_the_same_outputs_over_a_flask_server(footage, embedded_cuts: Path, tmp_path: Path) -> None:
     """``--scenes --skip-similar`` through ``--server`` (a real gunicorn + Flask server with
     the tiny model) writes what the embedded run writes."""
     from tests.support.servers import FlaskServer
 
     path, _ = footage["cuts"]
-    _cli_run(path, tmp_path / "embedded")
     server = FlaskServer(tmp_path / "flask.log").start()
     try:
         _cli_run(path, tmp_path / "server", "--server", server.url)
     finally:
         server.stop()
-    _same_outputs(tmp_path / "embedded", tmp_path / "server", "cuts")
+    _same_outputs(embedded_cuts, tmp_path / "server", "cuts")
 
 
 @pytest.mark.slow
-def test_the_same_outputs_on_ray(footage, tmp_path: Path) -> None:
+def test_the_same_outputs_on_ray(footage, embedded_cuts: Path, tmp_path: Path) -> None:
     """``--ray``: the decode tasks run the same generator; the Captioner actors pass the
     Reused and SceneFound events through; the driver's Committer writes the same files."""
     import os
@@ -693,14 +701,13 @@ def test_the_same_outputs_on_ray(footage, tmp_path: Path) -> None:
     import sys
 
     path, _ = footage["cuts"]
-    _cli_run(path, tmp_path / "embedded")
     command = [sys.executable, "-m", "vidcap", "caption", str(path), "--out", str(tmp_path / "ray")]
     command += ["--model", "tiny", "--device", "cpu", "--scenes", "--fps", "2"]
     command += ["--skip-similar", "--ray"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    _same_outputs(tmp_path / "embedded", tmp_path / "ray", "cuts")
+    _same_outputs(embedded_cuts, tmp_path / "ray", "cuts")
     # It says what the embedded run says, not Ray's token notice or Ray Data's progress
     # lines (Ray's C++ core still prints one line of every actor pool).
     said = result.stderr.splitlines()

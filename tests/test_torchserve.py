@@ -951,6 +951,48 @@ def test_a_start_whose_worker_or_front_end_cannot_start_says_why_at_once(tmp_pat
 
 
 @pytest.mark.slow
+def test_the_client_over_torchserve_equals_the_embedded_run(
+    torchserve: TorchServeInstance, tiny_captioner
+) -> None:
+    """``vidcap caption --server``'s client (``RemoteBackend``, PNG, the inference key) on
+    the real TorchServe: the embedded captioner's captions, one frame a request and
+    pre-batched, with the client's default settings (sent with every request: the server's
+    default differs) and others; refused without the key. (From test_client.py: on this
+    module's server rather than a TorchServe of its own.)"""
+    from tests.support.servers import make_frames
+    from vidcap.backend import EmbeddedBackend
+    from vidcap.client import ClientOptions, RemoteBackend
+    from vidcap.errors import ServerUnavailable
+
+    size = tiny_captioner.input_size
+    assert GenerationSettings().max_new_tokens != SERVER_DEFAULT_TOKENS
+
+    def remote(token: str | None = None, **options: object) -> RemoteBackend:
+        fast = {"wire_format": "png", "backoff": 0.01, "backoff_max": 0.05, "timeout": 10.0}
+        return RemoteBackend(
+            [torchserve.predictions_url], size, ClientOptions(**{**fast, **options}), token=token
+        )
+
+    frames = make_frames(14, size, seed=6)
+    token = torchserve.key("inference")
+    embedded = EmbeddedBackend(tiny_captioner)
+    for settings in (
+        GenerationSettings(),
+        GenerationSettings(prompt="a picture of", max_new_tokens=6),
+    ):
+        expected = list(embedded.caption_stream(frames, settings))
+        for prebatch in (1, 3):
+            with remote(token, prebatch=prebatch, inflight=3) as backend:
+                got = list(backend.caption_stream(frames, settings))
+                assert got == expected, (settings, prebatch)
+    with (
+        remote(retries=1) as backend,
+        pytest.raises(ServerUnavailable, match="HTTP 40[01]: Token Authorization failed"),
+    ):
+        list(backend.caption_stream(frames[:1], GenerationSettings()))
+
+
+@pytest.mark.slow
 def test_stop_leaves_no_process_behind(torchserve: TorchServeInstance) -> None:
     import psutil
 

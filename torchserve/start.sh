@@ -474,7 +474,7 @@ while time.monotonic() < deadline:
             sys.exit(0)
     except (OSError, ValueError, KeyError, IndexError, urllib.error.URLError) as exc:
         state = f"waiting ({exc})"
-    time.sleep(2)
+    time.sleep(0.5)  # (a management call a poll: cheap; a start is ready 0.75 s sooner on average)
 print(f"model not ready after {timeout:.0f}s: {state}", file=sys.stderr)
 sys.exit(1)
 PY

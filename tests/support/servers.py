@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import hashlib
 import http.server
@@ -233,6 +234,8 @@ class ScriptedServer:
         return f"http://127.0.0.1:{self.port}/caption"
 
     def __enter__(self) -> ScriptedServer:
+        if "bomb" in self.script:
+            gzip_bomb()  # (made before serving: seconds of CPU, no request's to wait for)
         self._loop = asyncio.new_event_loop()
         started = threading.Event()
         self._thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
@@ -322,8 +325,7 @@ class ScriptedServer:
     async def _flood(self, request: web.Request, *, compressed: bool) -> web.StreamResponse:
         chunk = b" " * 2**20
         if compressed:
-            body = gzip.compress(chunk * (FLOOD_BYTES // len(chunk)))
-            return web.Response(body=body, headers={"Content-Encoding": "gzip"})
+            return web.Response(body=gzip_bomb(), headers={"Content-Encoding": "gzip"})
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request)
         sent = 0
@@ -336,6 +338,14 @@ class ScriptedServer:
             pass
         self.flood_sent.append(sent)
         return response
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    """``FLOOD_BYTES`` of spaces, gzip-compressed (about 256 KB), made once, before the
+    server starts: compressed for each request, in the server's event loop, it took seconds
+    of a loaded machine, and the client's request could time out before the bomb came."""
+    return gzip.compress(b" " * FLOOD_BYTES)
 
 
 class QuietHTTPServer(http.server.ThreadingHTTPServer):
