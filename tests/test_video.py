@@ -1395,6 +1395,10 @@ def test_a_splice_in_mpeg_ts_or_ps_goes_on_as_the_ffmpeg_command_goes_on(
     wanted = sorted({next(i for i, t in enumerate(expected) if t >= s - 1e-6) for s in ticks})
     assert [f.index for f in sampled] == wanted
     assert [frame_number(f.rgb) for f in sampled] == [numbers[i] for i in wanted]
+    keyframes = read(joined, SamplingSettings(keyframes=True))  # (the second part's first too)
+    shown = {f.index: (round(f.time, 6), numbers[i]) for i, f in enumerate(every)}
+    got = {f.index: (round(f.time, 6), frame_number(f.rgb)) for f in keyframes}
+    assert got == {index: shown[index] for index in got} and 30 in [n for _, n in got.values()]
     with VideoReader(joined) as reader:
         list(reader.frames(SamplingSettings(fps=1.0, mode=mode)))
     assert reader.stats.duration == pytest.approx(expected[-1] + 0.1, abs=1e-6)
