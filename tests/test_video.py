@@ -1515,22 +1515,32 @@ def retime_video_pes(data: bytearray, which: int, ticks: int) -> None:
     raise AssertionError(f"no video PES number {which}")
 
 
-def test_one_damaged_timestamp_in_mpeg_ts_is_no_reset(tmp_path: Path, caplog) -> None:
+@pytest.mark.parametrize("ahead", [False, True], ids=["back", "7s-ahead"])
+def test_one_damaged_timestamp_in_mpeg_ts_is_no_reset(tmp_path: Path, caplog, ahead: bool) -> None:
     """A lone packet timed far back (a damaged PES timestamp) is not the clock starting
     again: the frames after it keep their times (only a reset the next packet confirms
-    moves the timeline on)."""
+    moves the timeline on). Regression: one timed 7 s ahead (within the 10 s a gap may be)
+    was taken as the clock's, the packets after it as a reset back, and every frame after
+    it was timed 7 s late; now the clock follows a packet ahead only where the next does."""
     spec = VideoSpec("a", "libx264", ".ts", constant_rate(40, Fraction(10)), size=(120, 160))
     path = write_video(tmp_path / "a.ts", spec)
+    with av.open(str(path)) as opened:
+        start = opened.streams.video[0].start_time  # (90 kHz ticks)
     data = bytearray(path.read_bytes())
-    retime_video_pes(data, 30, 90_000 * 0)  # frame 30 (3.0 s after the start) at the start
+    # frame 30 (3.0 s after the start) at the start, or 10 s after it
+    retime_video_pes(data, 30, start + 90_000 * 10 if ahead else 0)
     damaged = tmp_path / "damaged.ts"
     damaged.write_bytes(bytes(data))
     with caplog.at_level(logging.INFO, logger="vidcap.video"):
         frames = read(damaged, SamplingSettings(every_n=1, mode="all"))
     assert not [r for r in caplog.records if "clock starts again" in r.getMessage()]
     times = [f.time for f in frames]
-    assert times == sorted(times) and times[-1] == pytest.approx(3.9, abs=1e-6)
-    assert len(frames) >= 38  # the damaged frame (and at most one beside it) lost, no more
+    kept = [t for t in times if t < 3.95]  # (ahead: the damaged frame at its own time, last)
+    assert times == sorted(times) and kept[-1] == pytest.approx(3.9, abs=1e-6)
+    assert len(kept) >= 38  # the damaged frame (and at most one beside it) lost, no more
+    assert {round(t * 10) for t in kept} <= set(range(40))
+    assert all(abs(t * 10 - round(t * 10)) < 1e-6 for t in kept)
+    assert len(times) - len(kept) <= ahead
 
 
 KEYFRAMES = SamplingSettings(keyframes=True)

@@ -449,6 +449,40 @@ def off_the_clock(time: float, latest: float) -> bool:
     return math.isfinite(latest) and not latest - RESET_BACK_S <= time <= latest + RESET_FORWARD_S
 
 
+class ResetWatch:
+    """The demux pass's watch, packet by packet (dts, decode order), for a clock that starts
+    again in MPEG-TS/PS. Two packets in a row off the clock (``off_the_clock``) are a reset,
+    at the first (``resets``); a lone one is a damaged timestamp. A packet ahead of the
+    clock by more than ``RESET_BACK_S`` but not off it (a gap, or damage) moves the clock
+    only once the next packet follows it: a damaged timestamp up to 10 s ahead made the
+    packets after it look like a reset back, and moved the timeline on by its error."""
+
+    def __init__(self) -> None:
+        self.latest = -math.inf  # on the current clock
+        self.candidate: float | None = None  # off the clock; a reset if the next is too
+        self.ahead: float | None = None  # ahead; the clock's if the next follows it
+        self.resets: list[float] = []
+
+    def saw(self, dts: float) -> bool:
+        """Take the next packet's ``dts`` (s); True where it confirms a reset."""
+        if self.ahead is not None and dts >= self.ahead - RESET_BACK_S:
+            self.latest = max(self.latest, self.ahead)
+        self.ahead = None
+        if not off_the_clock(dts, self.latest):
+            self.candidate = None
+            if math.isfinite(self.latest) and dts > self.latest + RESET_BACK_S:
+                self.ahead = dts
+            else:
+                self.latest = max(self.latest, dts)
+            return False
+        if self.candidate is None:
+            self.candidate = dts
+            return False
+        self.resets.append(self.candidate)
+        self.candidate, self.latest = None, max(self.candidate, dts)
+        return True
+
+
 def demux_times(path: Path, start: float) -> Packets:
     """Read every packet's pts without decoding (cheap): the plan for the decode pass."""
     order = array("d")  # each packet's time, decode order
@@ -475,10 +509,7 @@ def demux_times(path: Path, start: float) -> Packets:
         timing = Clock(stream.time_base, start)
         seconds = timing.seconds
         in_decode_order = True  # every packet's pts its dts
-        may_reset = bool(container.format.flags & AVFMT_TS_DISCONT)
-        latest_dts = -math.inf  # on the current clock
-        resets: list[float] = []
-        candidate: float | None = None  # a packet timed far back; a reset if the next is too
+        watch = ResetWatch() if container.format.flags & AVFMT_TS_DISCONT else None
         last: tuple[float, int] | None = None
         group_start, open_gop = -math.inf, False  # the latest keyframe's time
         try:
@@ -490,15 +521,9 @@ def demux_times(path: Path, start: float) -> Packets:
                 timestamp = packet.dts if clock == "dts" else packet.pts
                 if packet.pts != packet.dts:
                     in_decode_order = False
-                if may_reset and packet.dts is not None:
-                    dts = timing.offset(packet.dts)  # a new clock may start before 0
-                    if not off_the_clock(dts, latest_dts):
-                        candidate, latest_dts = None, max(latest_dts, dts)
-                    elif candidate is None:
-                        candidate = dts
-                    else:  # two in a row: the clock started again, back or forward
-                        resets.append(candidate)  # (packet times name frames once decoded)
-                        candidate, latest_dts, plannable = None, max(candidate, dts), False
+                # (a new clock may start before 0; packet times name frames once decoded)
+                if watch and packet.dts is not None and watch.saw(timing.offset(packet.dts)):
+                    plannable = False
                 if timestamp is None:
                     complete = False
                     continue
@@ -536,7 +561,7 @@ def demux_times(path: Path, start: float) -> Packets:
         plannable = False
     return Packets(
         times, keyframes, complete, order, bytes(keys), discarded, plannable, clock,
-        tuple(resets), last, unshown_before, open_gop,
+        tuple(watch.resets if watch else ()), last, unshown_before, open_gop,
     )  # fmt: skip
 
 
