@@ -55,7 +55,12 @@ from vidcap.serve.torchserve import (
 )
 from vidcap.settings import GenerationSettings
 from vidcap.tiny.scenes import draw_scene, random_scene
-from vidcap.wire import encode_image, frame_part_name
+from vidcap.wire import (
+    encode_image,
+    explicit_settings_fields,
+    frame_part_name,
+    settings_to_headers,
+)
 
 PNG = "image/png"
 
@@ -287,6 +292,23 @@ def test_handler_defaults_apply_when_a_request_sends_no_settings(serve, said) ->
     results, captioner = serve([single(1)], ServeConfig(max_new_tokens=9, prompt="a photo of"))
     assert [results[0][1]] == captions(said, [1], defaults)
     assert captioner.calls[0][1] == defaults
+
+
+def test_a_client_asking_for_no_prompt_gets_none_from_a_server_with_a_default_prompt(
+    serve, said
+) -> None:
+    # what `vidcap caption --server` without --prompt sends: the embedded run's captions,
+    # not the ones the server's own default prompt (VIDCAP_PROMPT) would give
+    asked = GenerationSettings(max_new_tokens=9)
+    fields = explicit_settings_fields(asked)
+    config = ServeConfig(max_new_tokens=20, prompt="a photo of")
+    results, captioner = serve(
+        [single(1, **settings_to_headers(asked)), prebatch([2, 3], **fields)], config
+    )
+    assert [body for _, body, _ in results] == [
+        *captions(said, [1], asked), captions(said, [2, 3], asked)
+    ]
+    assert [settings for _, settings in captioner.calls] == [asked]
 
 
 def test_a_model_error_is_retried_per_request_so_batch_mates_get_captions(serve, said) -> None:

@@ -614,16 +614,18 @@ def ordered_frames(parts: Sequence[tuple[str, bytes]]) -> list[bytes]:
 
 
 def explicit_settings_fields(settings: GenerationSettings) -> dict[str, str]:
-    """Every generation setting as a field (``prompt`` only when set), for clients.
+    """Every generation setting as a field, for clients.
 
     Unlike ``settings_to_fields`` it does not leave out values equal to the library's
     defaults, so a server configured with other defaults still generates exactly what
-    the client asked for (and what the embedded run generates).
+    the client asked for (and what the embedded run generates). No prompt is sent as an
+    empty ``prompt``, which a server reads as no prompt: left out, a server started with
+    ``VIDCAP_PROMPT`` (or a handler ``prompt``) would caption with its own.
     """
     return {
-        name: str(getattr(settings, name))
+        name: "" if value is None else str(value)
         for name in SETTING_FIELDS
-        if getattr(settings, name) is not None
+        if (value := getattr(settings, name)) is not None or name == "prompt"
     }
 
 
