@@ -486,6 +486,22 @@ def test_missing_input_is_a_usage_error(tmp_path: Path) -> None:
         # ... and where given at their defaults (a script's flags, a server left out): ignored
         (["--retries=5", "--inflight", "4"], "--inflight and --retries apply to --server"),
         (["--shard-rows", "100000"], "--shard-rows applies to --format parquet only"),
+        # ... and the in-process model's flags with --server (its own are used): ignored
+        (
+            ["--server", "http://127.0.0.1:9/caption", "--device", "cpu"],
+            "--device is for the model in this process, not --server's",
+        ),
+        (
+            [
+                "--server",
+                "http://127.0.0.1:9/caption",
+                "--dtype",
+                "float32",
+                "--batch-size",
+                "auto",
+            ],
+            "--dtype and --batch-size are for the model in this process, not --server's",
+        ),
     ],
 )
 def test_a_run_refused_at_its_start_says_why_and_leaves_no_folder(

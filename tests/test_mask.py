@@ -556,6 +556,10 @@ def test_client_flags_without_a_server_are_refused_in_question_mode() -> None:
                  "--token", "abc"])  # fmt: skip
     with pytest.raises(UsageError, match="^--prebatch applies to --server only$"):  # its default
         run_cli(["mask", str(SUBJECT), "--question", "red?", "--prebatch", "8"])
+    # ... and the in-process model's flags with one (the server's own are used)
+    with pytest.raises(UsageError, match="^--device is for the model in this process, not"):
+        run_cli(["mask", str(SUBJECT), "--question", "red?", "--server",
+                 "http://127.0.0.1:9/caption", "--device", "cpu"])  # fmt: skip
 
 
 def test_cli_query_on_a_video_points_to_question_mode() -> None:

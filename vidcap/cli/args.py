@@ -415,8 +415,9 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
 
 def refuse_unused_flags(args: argparse.Namespace, formats: tuple[str, ...]) -> None:
     """Flags of a way of running the run does not take (``--ray-actors`` without ``--ray``,
-    ``--prebatch`` without ``--server``, ``--shard-rows`` without Parquet): a usage error,
-    as ``--scene-frames`` without ``--scenes`` is, rather than ignored."""
+    ``--prebatch`` without ``--server``, ``--shard-rows`` without Parquet), and the
+    in-process model's flags with ``--server`` (``--device``, ``--dtype``, ``--batch-size``):
+    a usage error, as ``--scene-frames`` without ``--scenes`` is, rather than ignored."""
     from vidcap.client import ClientOptions
 
     ray, client = RaySettings(), ClientOptions()
@@ -439,14 +440,28 @@ def refuse_unused_flags(args: argparse.Namespace, formats: tuple[str, ...]) -> N
         )),
     )  # fmt: skip
     named = getattr(args, "given_flags", frozenset())  # (a value equal to the default too)
-    for mode, taken, flags in modes:
-        given = [
+
+    def given(flags: tuple[tuple[str, str, object], ...]) -> list[str]:
+        return [
             flag
             for flag, dest, default in flags
             if flag in named or getattr(args, dest, default) != default
         ]
-        if given and not taken:
-            raise UsageError(f"{flags_that(given, 'applies', 'apply')} to {mode} only")
+
+    for mode, taken, flags in modes:
+        if (found := given(flags)) and not taken:
+            raise UsageError(f"{flags_that(found, 'applies', 'apply')} to {mode} only")
+    model = ModelSettings()
+    local = given((
+        ("--device", "device", model.device),
+        ("--dtype", "dtype", model.dtype),
+        ("--batch-size", "batch_size", model.batch_size),
+    ))  # fmt: skip
+    if local and getattr(args, "server", None):
+        raise UsageError(
+            f"{flags_that(local, 'is', 'are')} for the model in this process, not --server's: "
+            "each server sets its own device, dtype and batch (docs/serving.md)"
+        )
 
 
 def ray_settings_from_args(args: argparse.Namespace) -> RaySettings | None:
