@@ -306,7 +306,8 @@ def test_a_client_asking_for_no_prompt_gets_none_from_a_server_with_a_default_pr
         [single(1, **settings_to_headers(asked)), prebatch([2, 3], **fields)], config
     )
     assert [body for _, body, _ in results] == [
-        *captions(said, [1], asked), captions(said, [2, 3], asked)
+        *captions(said, [1], asked),
+        captions(said, [2, 3], asked),
     ]
     assert [settings for _, settings in captioner.calls] == [asked]
 
