@@ -333,12 +333,9 @@ def test_keyframes_mode_takes_only_keyframes_even_when_decoding_everything(
     assert 1 < len(full) < 60
 
 
-def test_a_clip_cut_with_stream_copy_has_no_false_warning_and_true_indices(
-    generated_videos, tmp_path: Path, caplog
-) -> None:
-    """Regression: an MP4 cut with ``ffmpeg -ss … -c copy`` keeps packets its edit list
-    hides (decoded as references, never shown); they were counted as frames, so indices
-    ran 0, 44, 74… and a corruption warning named 11 frames that never existed."""
+def stream_copy_cut(generated_videos, tmp_path: Path) -> Path:
+    """``ffmpeg -ss 1.3 -t 3 -c copy`` of the H.264 MP4 (a keyframe every 12 frames): a clip
+    cut between keyframes, its edit list hiding the keyframe its first frames predict from."""
     import subprocess
 
     import imageio_ffmpeg
@@ -350,6 +347,16 @@ def test_a_clip_cut_with_stream_copy_has_no_false_warning_and_true_indices(
          "-t", "3", "-c", "copy", str(cut)],
         check=True,
     )  # fmt: skip
+    return cut
+
+
+def test_a_clip_cut_with_stream_copy_has_no_false_warning_and_true_indices(
+    generated_videos, tmp_path: Path, caplog
+) -> None:
+    """Regression: an MP4 cut with ``ffmpeg -ss … -c copy`` keeps packets its edit list
+    hides (decoded as references, never shown); they were counted as frames, so indices
+    ran 0, 44, 74… and a corruption warning named 11 frames that never existed."""
+    cut = stream_copy_cut(generated_videos, tmp_path)
     times = probe_times(cut)
     runs = {}
     with caplog.at_level(logging.WARNING, logger="vidcap.video"):
@@ -360,6 +367,24 @@ def test_a_clip_cut_with_stream_copy_has_no_false_warning_and_true_indices(
     assert [(f.index, f.time) for f in runs["exact"]] == [(f.index, f.time) for f in runs["all"]]
     for frame in runs["exact"]:
         assert frame.time == pytest.approx(times[frame.index], abs=1e-6)
+
+
+def test_a_clip_cut_between_keyframes_numbers_its_keyframes_as_ffprobe_does(
+    generated_videos, tmp_path: Path
+) -> None:
+    """Regression: a clip cut with ``ffmpeg -ss … -c copy`` between keyframes shows frames
+    before its first shown keyframe that predict from the keyframe its edit list hides (in
+    the file, decoded, never shown). The demux pass took them for a stream that starts
+    mid-GOP (frames that do not decode) and left them out: ``--keyframes`` numbered its
+    keyframes as many frames low (frames 0, 3, 11… where ffprobe lists 1, 4, 12…), and
+    ``exact`` decoded the whole video again, its plan broken by frames it did not expect."""
+    cut = stream_copy_cut(generated_videos, tmp_path)
+    truth = probe_frames(cut)
+    assert not truth[0][1] and any(key for _, key in truth)  # shown keyframes, not first
+    for sampling in (MORE_MODES["keyframes"], MORE_MODES["all-keyframes"]):
+        assert_samples(cut, truth, sampling)
+    reader = assert_samples(cut, truth, MORE_MODES["exact-fps1"])
+    assert reader.stats.decoded_frames < len(truth)  # skipped frames: the plan held
 
 
 # --- the frames ffprobe lists, in every mode (#16) ---------------------------------------
@@ -1206,6 +1231,78 @@ def test_an_edit_list_that_cuts_the_media_loses_nothing(
     with VideoReader(cut) as reader:
         list(reader.frames(SamplingSettings(every_n=1, mode="all")))
         assert reader.stats.lost_frames > 10
+
+
+def test_keyframes_of_an_edit_list_that_cuts_the_media_end_where_it_ends(tmp_path: Path) -> None:
+    """Regression: ``--keyframes`` counted the packets an edit list hides (a cut in the
+    middle: media 0-1 s and 2-3 s shown) towards the video's end, where every other mode
+    does not: its duration (the last cue's end, ``summary.json``) was 3.0 s, not 2.0."""
+    args = ["-c:v", "libx264", "-bf", "0", "-g", "10"]  # (a keyframe a second)
+    whole = encode_with_ffmpeg(tmp_path / "whole.mp4", 40, "10", args)
+    edited = with_edit_list(whole, tmp_path / "edited.mp4", [(0.0, 1.0), (2.0, 1.0)])
+    ends = {}
+    for name, sampling in MORE_MODES.items():
+        with VideoReader(edited) as reader:
+            list(reader.frames(sampling))
+            ends[name] = round(reader.stats.duration, 6)
+    assert ends == dict.fromkeys(MORE_MODES, 2.0)
+
+
+def _fragments_shifted(source: Path, path: Path, seconds: float) -> Path:
+    """``source`` (a fragmented MP4) with every fragment's start (``tfdt``) ``seconds``
+    later, as a live recording joined after its start holds them."""
+    import struct
+
+    data = bytearray(source.read_bytes())
+    scales: dict[int, int] = {}
+    track = 0
+
+    def walk(start: int, end: int) -> None:
+        nonlocal track
+        at = start
+        while at + 8 <= end:
+            size, kind = struct.unpack(">I4s", data[at : at + 8])
+            version = data[at + 8]
+            if kind in (b"moov", b"trak", b"mdia", b"moof", b"traf"):
+                walk(at + 8, at + size)
+            elif kind == b"tkhd":
+                track = struct.unpack_from(">I", data, at + (20 if version == 0 else 28))[0]
+            elif kind == b"mdhd":
+                scales[track] = struct.unpack_from(">I", data, at + (20 if version == 0 else 28))[0]
+            elif kind == b"tfhd":
+                track = struct.unpack_from(">I", data, at + 12)[0]
+            elif kind == b"tfdt":
+                form = ">Q" if version == 1 else ">I"
+                base = struct.unpack_from(form, data, at + 12)[0]
+                struct.pack_into(form, data, at + 12, base + round(seconds * scales[track]))
+            at += size
+
+    walk(0, len(data))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_fragmented_mp4_that_starts_late_has_lost_nothing(tmp_path: Path, caplog) -> None:
+    """Regression: a fragmented MP4 whose first fragment starts at 100 s (a live stream
+    recorded from the middle, DASH/CMAF segments joined) was said to have lost 2500 of its
+    "2600" frames, and its duration would have run to 204 s where its sound ends: FFmpeg's
+    duration for a fragmented track is where it ends (104 s), not a length from its first
+    frame, and it was added to that first frame's 100 s."""
+    args = [
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=4",
+        "-c:v", "libx264", "-g", "10", "-bf", "0", "-c:a", "aac",
+        "-movflags", "frag_keyframe+empty_moov+default_base_moof",
+    ]  # fmt: skip
+    fragmented = encode_with_ffmpeg(tmp_path / "fragmented.mp4", 40, "10", args)
+    late = _fragments_shifted(fragmented, tmp_path / "late.mp4", 100.0)
+    truth = probe_frames(late)
+    assert truth[0][0] == pytest.approx(100.0, abs=1e-6)  # (the delay is kept, as ffprobe's)
+    for sampling in (MORE_MODES["exact-fps1"], MORE_MODES["all-fps1"], MORE_MODES["keyframes"]):
+        with caplog.at_level(logging.WARNING, logger="vidcap"):
+            caplog.clear()
+            reader = assert_samples(late, truth, sampling)
+        assert reader.stats.lost_frames == 0 and not caplog.records
+        assert reader.stats.duration == pytest.approx(truth[-1][0] + 0.1, abs=1e-3)
 
 
 def test_a_song_with_artwork_is_no_video(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import errno
 import functools
 import itertools
 import math
+import os
 import re
 from array import array
 from dataclasses import dataclass, field
@@ -512,6 +513,7 @@ def demux_times(path: Path, start: float) -> Packets:
         watch = ResetWatch() if container.format.flags & AVFMT_TS_DISCONT else None
         last: tuple[float, int] | None = None
         group_start, open_gop = -math.inf, False  # the latest keyframe's time
+        held_key = False  # an edit list hides a keyframe before the first one shown
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
@@ -529,6 +531,8 @@ def demux_times(path: Path, start: float) -> Packets:
                     continue
                 if packet.is_discard:  # before an edit list's start (a clip cut with -c copy)
                     discarded += 1
+                    # (its keyframe is in the file: the frames shown after it decode)
+                    held_key = held_key or (bool(packet.is_keyframe) and group_start == -math.inf)
                     continue
                 time = seconds(timestamp)
                 order.append(time)
@@ -544,7 +548,9 @@ def demux_times(path: Path, start: float) -> Packets:
         except av.FFmpegError:
             complete = False
     unshown_before = None
-    if codec in DROPS_UNREFERENCED:
+    if codec in DROPS_UNREFERENCED and not held_key:
+        # (a stream copy cut between keyframes: the edit list hides the keyframe the first
+        # frames shown predict from, but the file holds it, and they decode)
         unshown = _before_the_first_keyframe(order, keys)
         if unshown:
             unshown_before = order[keys.find(1)]
@@ -730,6 +736,36 @@ def missing_file_tail(
     return round((end - stats.duration) * stats.nominal_fps)
 
 
+def fragmented_mp4(container: av.container.InputContainer) -> bool:
+    """Is the file an MP4/MOV of movie fragments (``moof`` boxes: DASH/CMAF segments joined,
+    a live recording, ``-movflags frag_keyframe``)? FFmpeg's duration for its tracks is then
+    where the last fragment ends on the timeline from zero (each fragment states its start,
+    ``tfdt``), not a length from the track's first frame: a live recording whose first
+    fragment starts at 100 s, 4 s long, lasts 104 s to it."""
+    if not EDIT_LIST_FORMATS & set(container.format.name.split(",")):
+        return False
+    try:
+        with open(container.name, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            at = 0
+            for _ in range(1000):  # (the first fragment follows the index: a few boxes in)
+                if at + 8 > size:
+                    return False
+                handle.seek(at)
+                header = handle.read(16)
+                length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+                if kind == b"moof":
+                    return True
+                if length == 1 and len(header) == 16:
+                    length = int.from_bytes(header[8:16], "big")
+                if length < 8:
+                    return False
+                at += length
+    except OSError:
+        return False
+    return False
+
+
 def held_end(
     container: av.container.InputContainer,
     stream: av.video.stream.VideoStream,
@@ -744,8 +780,9 @@ def held_end(
     ``None`` where no sound goes on past the video."""
     if not TRACK_LENGTH_FORMATS & set(container.format.name.split(",")):
         return None
+    fragments = fragmented_mp4(container)  # (a length there is an end: from zero)
     ends = [
-        stream_start(sound) + length - origin
+        (0.0 if fragments else stream_start(sound)) + length - origin
         for sound in container.streams.audio
         if (length := _header_length(sound)) is not None
     ]

@@ -45,6 +45,7 @@ from vidcap.container import (
     assumed_rate,
     demux_times,
     disable_generated_pts,
+    fragmented_mp4,
     frames_from_duration,
     held_end,
     missing_file_tail,
@@ -241,8 +242,11 @@ class VideoReader:
             raise
         self._open_decoder()
         self._start = time_origin(self._container, self._stream)
-        # A kept late start (MP4/Matroska): the header's frame count starts there.
+        # A kept late start (MP4/Matroska): the header's frame count starts there. (Not in
+        # a fragmented MP4: its duration is where its last fragment ends, from zero.)
         self._delay = max(0.0, stream_start(self._stream) - self._start)
+        if self._delay and fragmented_mp4(self._container):
+            self._delay = 0.0
         self._picture = Picture(self._stream)  # rotation, SAR, HDR: what a player shows
         self._threads = threads
         self._one_thread = threads == 1  # decoding again after damage: on one thread
@@ -703,7 +707,8 @@ class VideoReader:
                         pending = False
                     if time is None:  # (--keyframes: not timed yet)
                         time = self._packet_time(packet)
-                    if time is not None:
+                    if time is not None and not packet.is_discard:
+                        # (a packet an edit list hides is no frame: it does not move the end)
                         yield packet, None, time
                     jumped = True
                     continue
