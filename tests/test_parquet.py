@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def _feed(committer: Committer, job_id: int, frames: int) -> None:
     committer.end(job_id, frames, frames * 1.0)
 
 
-def test_shards_rows_metadata_and_resume(tmp_path: Path) -> None:
+def test_shards_rows_metadata_and_resume(tmp_path: Path, caplog) -> None:
     out = tmp_path / "out"
     settings = RunSettings(out_dir=out, formats=("parquet",))
     sources = _sources(tmp_path, 3)
@@ -89,6 +90,19 @@ def test_shards_rows_metadata_and_resume(tmp_path: Path) -> None:
 
     todo, resumed = plan(sources, settings, metadata)
     assert (todo, len(resumed)) == ([], 3)
+    # Regression (an outside-in round): a list edited since (a value changed, a column
+    # added) was resumed as it was, its rows keeping the old values where a fresh run
+    # writes the new. Now such a video is captioned again, said in one line; the columns
+    # in another order, or the inputs named without a list, are the same values.
+    edited = [{"tag": "a", "clip_id": 1}, {"clip_id": 2, "tag": "new"}, {"clip_id": 3, "tag": "c"}]
+    with caplog.at_level(logging.WARNING, logger="vidcap.plan"):
+        todo, resumed = plan(sources, settings, edited)
+    assert [j.source for j in todo] == [sources[1]] and len(resumed) == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        "1 video done before is captioned again: its list row gives other values than its "
+        "Parquet rows hold (its other columns, edited or added since)"
+    ]
+    assert plan(sources, settings)[0] == []
 
 
 def test_unfinished_shard_leaves_nothing_and_is_redone(tmp_path: Path) -> None:

@@ -161,6 +161,7 @@ def plan(
     other_revisions: Counter[str] = Counter()
     kept_by_bytes = 0  # done videos whose file changed its modification time, not its bytes
     lacking: list[str] = []  # an output of each done video the folder no longer holds
+    relisted = 0  # done videos whose list row now gives other values (other columns)
     for source, identity, meta in entries:
         name = names[identity["path"]]
         record = record_of(name)
@@ -172,6 +173,8 @@ def plan(
             other_revisions[done_with] += 1  # another commit of the model: redone
         elif done and (missing := _missing_output(out_dir, name, record, settings)):
             lacking.append(missing)
+        elif done and "parquet" in settings.formats and _other_values(record, meta):
+            relisted += 1  # (its Parquet rows hold the values it was captioned with)
         elif done:
             recorded_as = identity_of(record) or {}
             if identity["path"] in moved and recorded_as == moved[identity["path"]]:
@@ -211,6 +214,14 @@ def plan(
             "its" if len(lacking) == 1 else "their", ", ".join(lacking[:3]),
             ", …" if len(lacking) > 3 else "",
         )  # fmt: skip
+    if relisted:
+        one = relisted == 1
+        log.warning(
+            "%s done before %s captioned again: %s list row gives other values than %s "
+            "Parquet rows hold (its other columns, edited or added since)",
+            counted(relisted, "video"), "is" if one else "are", "its" if one else "their",
+            "its" if one else "their",
+        )  # fmt: skip
     say_other_precisions(resumed, settings)
     for commit, count in sorted(other_revisions.items()):
         log.warning(
@@ -220,6 +231,16 @@ def plan(
             settings.model, settings.revision,
         )  # fmt: skip
     return todo, resumed
+
+
+def _other_values(record: dict, values: dict) -> bool:
+    """Does a list row give other values (its columns but the path) than the video's record
+    holds, the ones its Parquet rows were written with? (As JSON, in any order.) An input
+    with none (named on the command line, a plain list) keeps the values it had."""
+    recorded = record.get("metadata") or {}
+    return bool(values) and json.dumps(recorded, sort_keys=True) != json.dumps(
+        values, sort_keys=True
+    )
 
 
 def say_other_precisions(resumed: Sequence[VideoResult], settings: RunSettings) -> None:
