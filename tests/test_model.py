@@ -56,6 +56,21 @@ def test_prompt_is_not_echoed(tiny_captioner: Captioner) -> None:
     assert all("question" not in a.lower() for a in answers)
 
 
+def test_an_empty_prompt_is_no_prompt_with_its_settings_key(
+    tiny_captioner: Captioner, tmp_path: Path
+) -> None:
+    """Regression (an outside-in round): ``--prompt ""`` captioned as no prompt does, but
+    had a settings key of its own, so a folder done without a prompt was captioned again."""
+    from vidcap.jobs import RunSettings
+
+    empty, none = GenerationSettings(prompt=""), GenerationSettings()
+    assert empty == none and empty.prompt is None
+    images = scene_images(2)
+    assert tiny_captioner.caption(images, empty) == tiny_captioner.caption(images)
+    keys = [RunSettings(out_dir=tmp_path, generation=g).key() for g in (empty, none)]
+    assert keys[0] == keys[1]
+
+
 def test_input_size_known_without_loading(tiny_captioner: Captioner) -> None:
     """What clients resize to before loading anything must be what the model loads with."""
     assert model_input_size("tiny") == tiny_captioner.input_size == (64, 64)

@@ -293,6 +293,8 @@ class GenerationSettings:
 
     def __post_init__(self) -> None:
         check_field_types(self)
+        if self.prompt == "":  # no prompt, as the model and the wire take it: one settings key
+            object.__setattr__(self, "prompt", None)
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
             raise SettingError(
                 "--max-new-tokens",
