@@ -657,7 +657,7 @@ BACKEND_FILES = ("jsonl", "srt", "vtt", "scenes.jsonl")
 
 
 def _cli_run(path: Path, out: Path, *extra: str) -> None:
-    flags = ["--model", "tiny", "--device", "cpu", "--quiet", "--scenes", "--fps", "2"]
+    flags = ["--model", "tiny", "--quiet", "--scenes", "--fps", "2"]
     assert main(["caption", str(path), "--out", str(out), *flags, "--skip-similar", *extra]) == 0
 
 
@@ -666,7 +666,7 @@ def embedded_cuts(footage, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded run of ``cuts`` each other way of running is compared with: one run for
     the module (its outputs are only read)."""
     out = tmp_path_factory.mktemp("embedded")
-    _cli_run(footage["cuts"][0], out)
+    _cli_run(footage["cuts"][0], out, "--device", "cpu")
     return out
 
 
