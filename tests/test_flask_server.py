@@ -118,6 +118,7 @@ BAD_REQUESTS = {
     "too many tokens": (lambda: (png(make_frames(1, SIZE)[0]), PNG), {"X-Vidcap-Max-New-Tokens": "999"}, 400, "max_new_tokens must be between"),
     "long prompt": (lambda: frames_form(1, [("prompt", b"x" * 600, None)]), {}, 400, "longer than 500"),
     "no image parts": (lambda: multipart([("prompt", b"hi", None)]), {}, 400, "request has no image"),
+    "a prompt header beyond ASCII": (lambda: (png(make_frames(1, SIZE)[0]), PNG), {"X-Vidcap-Prompt": "un été".encode().decode("latin-1")}, 400, "^X-Vidcap-Prompt holds text beyond ASCII"),
     "prompt over the token limit": (lambda: frames_form(1, [("prompt", LONG_PROMPT.encode(), None)]), {}, 400, "^prompt is 251 tokens; with max_new_tokens 30 and 8 image tokens that is 289, more than the model's limit of 128 tokens"),
 }  # fmt: skip
 

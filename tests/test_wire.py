@@ -249,6 +249,11 @@ def test_settings_from_fields_and_headers() -> None:
     assert parse_settings(settings_from_headers(headers)) == GenerationSettings(
         prompt="Question: hi? Answer:", max_new_tokens=12
     )
+    # Regression (an outside-in round): a UTF-8 prompt in a header reached a WSGI server as
+    # Latin-1 (``un Ã©tÃ©``) and was captioned with; a header carries ASCII only, said so
+    for value in ("un été".encode().decode("latin-1"), "un été"):
+        with pytest.raises(BadRequest, match="^X-Vidcap-Prompt holds text beyond ASCII"):
+            settings_from_headers({"x-vidcap-prompt": value})
 
 
 def test_responses_round_trip() -> None:

@@ -499,7 +499,7 @@ class RemoteBackend:
         if (
             self.options.prebatch == 1
             and len(frames) == 1
-            and all(v.isascii() for v in fields.values())
+            and all(_header_holds(v) for v in fields.values())
         ):
             data = frames[0]
             headers["Content-Type"] = self._mime
@@ -568,6 +568,14 @@ class RemoteBackend:
         for name, value in fields.items():
             form.add_field(name, value)
         return form
+
+
+def _header_holds(value: str) -> bool:
+    """Does a header carry ``value`` as it is? Not text beyond ASCII, nor a control
+    character (a line break in a prompt: aiohttp refuses to send it, and the request never
+    went), nor spaces or tabs at either end (a server reads a header's value without them:
+    ``"a photo of "`` was captioned as ``"a photo of"``): such a setting goes as a form field."""
+    return value.isascii() and value.isprintable() and value == value.strip(" \t")
 
 
 def _seconds(value: str | None) -> float | None:

@@ -495,14 +495,30 @@ def parse_settings(values: Mapping[str, str]) -> GenerationSettings:
         raise BadRequest(str(exc)) from None
 
 
+def header_name(name: str) -> str:
+    """The header of a setting: ``max_new_tokens`` → ``X-Vidcap-Max-New-Tokens``."""
+    return HEADER_PREFIX + "-".join(word.capitalize() for word in name.split("_"))
+
+
 def settings_from_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """``X-Vidcap-Max-New-Tokens: 20`` → ``{"max_new_tokens": "20"}`` (case-insensitive)."""
+    """``X-Vidcap-Max-New-Tokens: 20`` → ``{"max_new_tokens": "20"}`` (case-insensitive).
+
+    A value beyond ASCII is a ``BadRequest``: a header's bytes have no agreed encoding (a
+    WSGI server reads them as Latin-1, so ``un été`` sent as UTF-8 was read as ``un Ã©tÃ©``
+    and captioned with that); a form field's text is UTF-8."""
     lowered = {k.lower(): v for k, v in headers.items()}
     found: dict[str, str] = {}
     for name in SETTING_FIELDS:
-        header = (HEADER_PREFIX + name.replace("_", "-")).lower()
-        if header in lowered:
-            found[name] = lowered[header]
+        header = header_name(name)
+        value = lowered.get(header.lower())
+        if value is None:
+            continue
+        if not value.isascii():
+            raise BadRequest(
+                f"{header} holds text beyond ASCII, which a header does not carry as it is: "
+                "send it as a form field (multipart/form-data, UTF-8)"
+            )
+        found[name] = value
     return found
 
 
@@ -631,7 +647,4 @@ def explicit_settings_fields(settings: GenerationSettings) -> dict[str, str]:
 
 def settings_to_headers(settings: GenerationSettings) -> dict[str, str]:
     """``explicit_settings_fields`` as ``X-Vidcap-<Name>`` headers, for single-image requests."""
-    return {
-        HEADER_PREFIX + "-".join(word.capitalize() for word in name.split("_")): value
-        for name, value in explicit_settings_fields(settings).items()
-    }
+    return {header_name(name): value for name, value in explicit_settings_fields(settings).items()}
