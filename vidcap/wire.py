@@ -639,9 +639,8 @@ def explicit_settings_fields(settings: GenerationSettings) -> dict[str, str]:
     ``VIDCAP_PROMPT`` (or a handler ``prompt``) would caption with its own.
     """
     return {
-        name: "" if value is None else str(value)
+        name: "" if (value := getattr(settings, name)) is None else str(value)
         for name in SETTING_FIELDS
-        if (value := getattr(settings, name)) is not None or name == "prompt"
     }
 
 
