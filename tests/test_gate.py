@@ -359,6 +359,38 @@ def test_a_text_part_under_another_name_is_refused_as_flask_refuses_it() -> None
     assert not seen
 
 
+def test_a_setting_header_of_bytes_not_utf8_is_refused_not_forwarded_as_other_text() -> None:
+    """Regression (an outside-in round): ``X-Vidcap-Prompt: \\xff\\xfe`` reached TorchServe
+    as an empty prompt (no prompt), ``a\\x80b`` as ``ab``, captioned without a word; the
+    gate read the header, dropped the bytes aiohttp could not decode, and forwarded the rest.
+    It now answers as Flask does (gunicorn reads the bytes as Latin-1, beyond ASCII): 400."""
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("X-Vidcap-Prompt", ""))
+        return web.json_response({"caption": "x"})
+
+    async def scenario(url: str) -> list[bytes]:
+        port = int(url.split(":")[2].split("/")[0])
+        answers = []
+        for value in (b"\xff\xfe", b"a\x80b", b"a photo of"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"POST /predictions/vidcap HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                b"Content-Length: 1\r\nConnection: close\r\nX-Vidcap-Prompt: " + value
+                + b"\r\n\r\nx"
+            )  # fmt: skip
+            answers.append(await asyncio.wait_for(reader.read(), 10))
+            writer.close()
+        return answers
+
+    *refused, good = asyncio.run(with_gate(Upstream(answer), 30.0, scenario))
+    for answer in refused:
+        assert answer.startswith(b"HTTP/1.1 400 "), answer
+        assert b'{"error": "X-Vidcap-Prompt holds text beyond ASCII' in answer, answer
+    assert good.startswith(b"HTTP/1.1 200 ") and seen == ["a photo of"]
+
+
 def test_a_request_cut_off_mid_body_gives_its_share_back() -> None:
     """A client that hangs up while sending its body is not counted against its share any
     more: with a share of one request, its next request is let in."""

@@ -260,13 +260,17 @@ class KeyFile:
 
 def check_headers(request: web.BaseRequest) -> None:
     """Headers that decide how a request is read or answered appear once: a second
-    ``Content-Type`` (say) would be read by the gate one way and by TorchServe another."""
+    ``Content-Type`` (say) would be read by the gate one way and by TorchServe another.
+    A setting header is ASCII (``wire.settings_from_headers``'s 400), checked here: bytes
+    that are not UTF-8 (``\\xff``) would otherwise be forwarded without them, as other
+    text (a prompt of only such bytes as no prompt)."""
     for name in SINGLE_HEADERS:
         if len(request.headers.getall(name, ())) > 1:
             raise BadRequest(f"request has more than one {name} header")
     for name in {key.lower() for key in request.headers if key.lower().startswith("x-vidcap-")}:
         if len(request.headers.getall(name, ())) > 1:
             raise BadRequest(f"request has more than one {name} header")
+    wire.settings_from_headers(request.headers)
 
 
 async def read_body(
