@@ -193,6 +193,33 @@ def test_a_dead_torchserve_worker_507_is_retried_and_costs_no_frame() -> None:
     assert server.statuses.count(507) == 2 and server.answered_frames == 8
 
 
+def test_an_answer_that_is_not_http_is_retried_then_fails_its_frames_alone() -> None:
+    """Regression (an outside-in round): a server (or a proxy before it) answering outside
+    HTTP (a ``Content-Length`` of letters, a bad status line) raised aiohttp's
+    ``ClientResponseError`` out of the client: the run stopped with it, every video in
+    flight failed. It is now "this request failed": retried, then its frames alone fail."""
+    frames = make_frames(4, SIZE)
+    with (
+        ScriptedServer(script=["malformed"]) as server,
+        remote(server.url, prebatch=2, retries=2) as backend,
+    ):
+        assert caption_all(backend, frames) == [pixel_digest(f) for f in frames]
+    assert server.answered_frames == 4
+    with (
+        ScriptedServer(script=["malformed"] * 3) as server,
+        remote(server.url, prebatch=2, retries=2) as backend,
+    ):
+        answers = list(backend.caption_stream(iter(frames[:2]), GenerationSettings()))
+        assert caption_all(backend, frames[2:]) == [pixel_digest(f) for f in frames[2:]]
+    for failed in answers:
+        assert isinstance(failed, CaptionFailed), failed
+        assert re.fullmatch(
+            r"no caption after 2 retries: http://127\.0\.0\.1:\d+/caption answered outside HTTP: Invalid character in "
+            r"Content-Length: b'Content-Length: abc'.*",
+            failed.reason,
+        ), failed
+
+
 def test_the_retries_help_names_the_retried_answers() -> None:
     parser = argparse.ArgumentParser()
     add_client_arguments(parser)

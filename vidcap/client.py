@@ -15,7 +15,8 @@ what a reply says: ``vidcap.replies``):
   ``Retry-After`` honoured, the endpoint cooling down. A request whose every attempt
   failed so raises ``ServerUnavailable``: no server can caption, the run stops.
 * **this request failed** (500, 507 and every other 5xx, 408, a connection dropped
-  mid-request, an answer that is not captions): retried the same way; past the retries,
+  mid-request, an answer that is not captions or not HTTP, anything else aiohttp raises):
+  retried the same way; past the retries,
   each of its frames gets a ``CaptionFailed`` in place of a caption, so only the videos
   of those frames fail and the run goes on.
 * **refused** (any other 4xx: the request itself is wrong, it would get the same answer
@@ -523,6 +524,11 @@ class RemoteBackend:
             raise _Failure(BUSY, f"{url}: {describe(exc)}") from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             # The server took the request, then dropped it (a dying worker or server).
+            raise _Failure(FAILED, f"{url}: {describe(exc)}") from None
+        except aiohttp.ClientResponseError as exc:  # an answer aiohttp cannot read as HTTP
+            said = " ".join(str(exc.message).split())[:200]
+            raise _Failure(FAILED, f"{url} answered outside HTTP: {said}") from None
+        except aiohttp.ClientError as exc:  # whatever else aiohttp meets: this request's
             raise _Failure(FAILED, f"{url}: {describe(exc)}") from None
         if not 200 <= status < 300:
             raise _failure_of(url, status, body, retry_after)

@@ -204,7 +204,7 @@ class ScriptedServer:
     """Serves ``POST /caption``; the first requests follow ``script`` (one action each).
 
     Actions: ``503``/``429`` (busy, JSON error), ``507`` (TorchServe's "Worker died."), ``drop`` (close the connection
-    unanswered), ``slow`` (answer after ``slow_seconds``), ``400``/``500``/``401`` (JSON
+    unanswered), ``malformed`` (an answer aiohttp cannot read as HTTP, then close), ``slow`` (answer after ``slow_seconds``), ``400``/``500``/``401`` (JSON
     error), ``garbage`` (200 with a non-caption body), ``deep`` (200 and JSON nested 100,000 deep), ``flood`` (200 and a body of
     ``FLOOD_BYTES`` spaces, streamed: ``flood_sent`` counts the bytes the client took before
     it hung up), ``bomb`` (200 and that body gzip-compressed, 64 KB on the wire). After the script, every frame
@@ -306,6 +306,12 @@ class ScriptedServer:
         if action == "drop":
             await request.read()
             assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=599)
+        if action == "malformed":  # an answer that is not HTTP (a proxy or server gone wrong)
+            await request.read()
+            assert request.transport is not None
+            request.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n")
             request.transport.close()
             return web.Response(status=599)
         if action == "slow":
