@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -18,7 +19,14 @@ import pytest
 import scenedetect
 import srt
 
-from tests.support.videos import probe_times, read_jsonl
+from tests.support.videos import (
+    SPECS,
+    encode_with_ffmpeg,
+    ffmpeg_has_encoder,
+    probe_times,
+    read_jsonl,
+    write_video,
+)
 from vidcap import engine
 from vidcap.backend import EmbeddedBackend
 from vidcap.cli import main
@@ -779,3 +787,69 @@ def test_settings_that_make_no_difference_do_not_redo_a_folder(tmp_path: Path) -
     assert key() == key("jsonl,jsonl,srt,vtt") == key("vtt,srt,jsonl")
     assert key() != key(mode="all")  # (without --scenes the mode decides the frames)
     assert split_formats("jsonl, jsonl,srt") == ("jsonl", "srt")
+
+
+@pytest.mark.parametrize("name", ["h264-bframes-avi", "h264-bframes-asf", "xvid-packed-avi"])
+def test_the_frames_scenes_read_are_timed_as_ffprobe_times_them(tmp_path: Path, name: str) -> None:
+    """Regression: ``decoded_frames`` (what ``--scenes`` reads) left PyAV's generated pts on,
+    where ``samples`` reads packets as ffprobe does. On one decoder thread (the decoder pool's
+    default) an AVI or ASF with B-frames had frames timed by libavformat's guesses: H.264 in
+    AVI started at 0.1 s, not 0.2 (ffprobe's), its end a frame short, with a "timeline lost"
+    warning; a packed XviD AVI's third frame took the fourth's time."""
+    if name == "xvid-packed-avi":
+        if not ffmpeg_has_encoder("libxvid"):
+            pytest.skip("imageio-ffmpeg's ffmpeg has no libxvid encoder")
+        path = encode_with_ffmpeg(
+            tmp_path / "xvid.avi", 40, "25", ["-c:v", "libxvid", "-bf", "2", "-vtag", "XVID"]
+        )
+    else:
+        spec = next(spec for spec in SPECS if spec.name == name)
+        path = write_video(tmp_path / f"{name}{spec.suffix}", spec)
+    truth = probe_times(path)
+    with VideoReader(path, threads=1) as reader:
+        every = [(frame.index, frame.time) for frame in reader.decoded_frames()]
+        stats = reader.stats
+    assert every == [(index, pytest.approx(time, abs=1e-6)) for index, time in enumerate(truth)]
+    assert stats.same_time_frames == 0
+    with VideoReader(path, threads=1) as reader:
+        list(reader.samples(SamplingSettings(every_n=1)))
+    assert stats.duration == pytest.approx(reader.stats.duration)
+    events = list(decode_events(0, str(path), SCENES, SIZE, threads=1))
+    scenes = [event.scene for event in events if isinstance(event, SceneFound)]
+    assert scenes[0].start == pytest.approx(truth[0])
+    assert scenes[-1].end == pytest.approx(reader.stats.duration)
+
+
+def variable_rate_shots(path: Path) -> Path:
+    """A screen recording's variable frame rate: a red shot of 50 frames and a blue one of 18
+    at 25 frames a second, then a green one of 20 frames 0.5 s apart (the picture still)."""
+    import av
+    import numpy as np
+
+    times = [i * 40 for i in range(68)] + [2720 + i * 500 for i in range(20)]
+    colours = [(200, 30, 30)] * 50 + [(30, 30, 200)] * 18 + [(30, 200, 30)] * 20
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.height, stream.width, stream.pix_fmt = 96, 128, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for time, colour in zip(times, colours, strict=True):
+            frame = av.VideoFrame.from_ndarray(np.full((96, 128, 3), colour, np.uint8), "rgb24")
+            frame.pts, frame.time_base = time, Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("name", ["adaptive", "histogram"])
+def test_a_variable_rate_video_has_the_shots_pyscenedetect_finds(tmp_path: Path, name: str) -> None:
+    """Regression: the detector was timed by the average frame rate (here 6.9 frames a
+    second), where PySceneDetect's readers take FFmpeg's ``r_frame_rate`` (here 50): its
+    shortest shot, 15 frames, was 2.2 s, not 0.3, and the 18-frame blue shot at 2.0 s was
+    merged into the next, which ``scenedetect.detect`` on the same file finds."""
+    path = variable_rate_shots(tmp_path / "vfr.mp4")
+    sampling = SamplingSettings(scenes=True, scene_detector=name, scene_frames=1)
+    scenes, _, _ = scene_events(path, sampling)
+    assert [(s.start_frame, s.end_frame) for s in scenes] == [(0, 50), (50, 68), (68, 88)]
+    assert [s.start for s in scenes] == pytest.approx([0.0, 2.0, 2.72])
+    theirs = scenedetect.detect(str(path), DETECTORS[name](), backend="pyav")
+    assert [round(s.start, 6) for s in scenes[1:]] == [round(a.seconds, 6) for a, _ in theirs[1:]]

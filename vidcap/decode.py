@@ -306,7 +306,7 @@ def _events(
                     if plan:
                         yield Planned(job, None)
                     sampler = SceneSampler(
-                        sampling, size, reader.stats.nominal_fps, reader.tick_tolerance
+                        sampling, size, reader.detector_rate, reader.tick_tolerance
                     )
                     for decoded in reader.decoded_frames():
                         yield from found(sampler.push(decoded))

@@ -39,6 +39,7 @@ import numpy as np
 from vidcap.container import (
     ALPHA_DECODERS,
     AVFMT_TS_DISCONT,
+    MAX_PLAUSIBLE_FPS,
     Clock,
     Packets,
     alpha_decoder,
@@ -280,6 +281,18 @@ class VideoReader:
     def close(self) -> None:
         self._container.close()
 
+    @property
+    def detector_rate(self) -> float:
+        """The frame rate PySceneDetect's readers time this stream by (its PyAV backend's
+        ``guessed_rate``, FFmpeg's ``r_frame_rate``, as OpenCV's reader has it too): the
+        clock of a scene detector's shortest shot, in frames. Not the average rate: in
+        variable-frame-rate video (a screen recording) that is lower, and shots PySceneDetect
+        finds were merged. The nominal rate where FFmpeg guesses none or a time base."""
+        guessed = self._stream.guessed_rate
+        if guessed and 0 < guessed <= MAX_PLAUSIBLE_FPS:
+            return float(guessed)
+        return self.stats.nominal_fps
+
     def stated_end(self) -> float | None:
         """Where the header says the picture ends, in the frames' times (``container.stated_end``)."""
         return stated_end(self._container, self._stream, self._delay, self._start)
@@ -449,6 +462,8 @@ class VideoReader:
         same indices and times as ``frames``; ``stats`` is complete afterwards."""
         packets = self._demux()
         self._find_tear(packets)
+        if not packets.generated_pts:  # frames timed as ffprobe times them (as ``samples``)
+            disable_generated_pts(self._container)
         sent = Sent()
         try:
             reached_end = yield from self._pass(_EVERY_FRAME, packets, None, None, sent, every=True)
