@@ -32,7 +32,7 @@ from vidcap.backend import EmbeddedBackend
 from vidcap.engine import EngineSettings, run
 from vidcap.errors import UsageError
 from vidcap.folder import open_folder
-from vidcap.jobs import RunSettings
+from vidcap.jobs import OUTPUTS, RunSettings
 from vidcap.settings import GenerationSettings, SamplingSettings
 from vidcap.video import VideoReader
 
@@ -281,6 +281,42 @@ def test_a_folder_written_before_identity_was_renamed_resumes_with_nothing_redon
         str(Path(v).resolve()) for v in videos
     ]
     assert all("source" not in v for v in summary["videos"])
+
+
+def test_videos_kept_from_an_earlier_outputs_revision_are_named(
+    tmp_path: Path, tiny_captioner, caplog
+) -> None:
+    """The settings key stays the same across fixes that change what some videos' outputs
+    hold (a late start's times, a rotated video's pictures), and every record says version
+    0.1.0: a rerun over a folder of an earlier vidcap kept its videos without a word. Each
+    record now holds the outputs revision it was made under, and a rerun names the videos
+    it keeps from an earlier one (a record without it: before the field), redoing none."""
+    out = tmp_path / "out"
+    videos = [str(clip(tmp_path / "in", "one", 3)), str(clip(tmp_path / "in", "two", 4))]
+    run(videos, settings_for(out), lambda: EmbeddedBackend(tiny_captioner))
+    record = json.loads((out / ".vidcap" / "one.json").read_text())
+    assert record["result"]["outputs"] == OUTPUTS
+    del record["result"]["outputs"]  # as a vidcap before the field wrote it
+    (out / ".vidcap" / "one.json").write_text(json.dumps(record))
+
+    def must_not_load():
+        raise AssertionError("a video was redone")
+
+    with caplog.at_level("WARNING", logger="vidcap"):
+        results = run(videos, settings_for(out), must_not_load)
+    assert all(r.resumed for r in results)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"1 video of {out} was captioned by an earlier vidcap (outputs revision 0, this one's "
+        f"{OUTPUTS}): kept, as the settings are the same, but fixes since may give it other "
+        "frame times, pictures or captions (CHANGELOG.md); to caption it again, remove its "
+        f"record, {out / '.vidcap'}/<name>.json (one)"
+    ]
+    (out / ".vidcap" / "one.json").unlink()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="vidcap"):
+        results = run(videos, settings_for(out), lambda: EmbeddedBackend(tiny_captioner))
+    assert sorted((r.name, r.resumed) for r in results) == [("one", False), ("two", True)]
+    assert not caplog.records
 
 
 @pytest.mark.heavy

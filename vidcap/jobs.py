@@ -23,6 +23,12 @@ from vidcap.scenes import Scene
 from vidcap.settings import GenerationSettings, SamplingSettings
 
 RUN_FORMATS = ("parquet",)  # formats written across videos (``vidcap.parquet``)
+# The revision of what a video's outputs hold under given settings (``VideoResult.outputs``),
+# raised by a fix that changes the frames, times or pictures some videos get (``__version__``
+# is no help: it stays the same across such fixes). Not part of the settings key: a library
+# is not captioned again for a fix most of its videos never needed, but a rerun says how many
+# videos it keeps from an earlier revision (``plan``); records from before it have none (0).
+OUTPUTS = 1
 
 
 def split_formats(text: str) -> tuple[str, ...]:
@@ -127,6 +133,7 @@ class VideoResult:
     key: str = ""
     model: str = ""
     version: str = __version__
+    outputs: int = OUTPUTS  # (0 for a record without it: written before ``OUTPUTS``)
     # Only in runs that use them (else None, and absent from records and summary.json):
     revision: str | None = None  # the model's hub commit, where known
     precision: str | None = None  # what the model computed in (``RunSettings.precision``)

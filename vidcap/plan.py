@@ -35,7 +35,7 @@ from vidcap.inputs import (
     shown_source,
     source_identity,
 )
-from vidcap.jobs import RunSettings, VideoJob, VideoResult
+from vidcap.jobs import OUTPUTS, RunSettings, VideoJob, VideoResult
 from vidcap.moved import Move, find_moved, held_names, relocate
 from vidcap.outputs import is_output_name, remove_output, short_stem, thumbs_folder
 from vidcap.records import (
@@ -223,6 +223,7 @@ def plan(
             "its" if one else "their",
         )  # fmt: skip
     say_other_precisions(resumed, settings)
+    say_earlier_outputs(resumed, settings)
     for commit, count in sorted(other_revisions.items()):
         log.warning(
             "%s of %s %s captioned with revision %s of %s, not %s, the one this "
@@ -257,6 +258,25 @@ def say_other_precisions(resumed: Sequence[VideoResult], settings: RunSettings) 
             "not part of the settings key, so new captions may be worded differently; --dtype "
             "%s matches them)", counted(count, "video"), settings.out_dir,
             "was" if count == 1 else "were", precision, settings.precision, precision,
+        )  # fmt: skip
+
+
+def say_earlier_outputs(resumed: Sequence[VideoResult], settings: RunSettings) -> None:
+    """One line for the kept videos captioned by a vidcap whose outputs revision is older
+    than this one's (``OUTPUTS``): fixes since may give some of them other frame times,
+    pictures or captions under the same settings, and the settings key cannot tell."""
+    earlier = [r for r in resumed if r.outputs < OUTPUTS]
+    if earlier:
+        one = len(earlier) == 1
+        log.warning(
+            "%s of %s %s captioned by an earlier vidcap (outputs revision %d, this one's %d): "
+            "kept, as the settings are the same, but fixes since may give %s other frame "
+            "times, pictures or captions (CHANGELOG.md); to caption %s again, remove %s "
+            "record, %s/<name>.json (%s%s)", counted(len(earlier), "video"), settings.out_dir,
+            "was" if one else "were", min(r.outputs for r in earlier), OUTPUTS,
+            "it" if one else "some of them", "it" if one else "one", "its" if one else "a video's",
+            settings.out_dir / STATE_DIR, ", ".join(r.name for r in earlier[:3]),
+            ", …" if len(earlier) > 3 else "",
         )  # fmt: skip
 
 
@@ -374,4 +394,7 @@ def _resumed(result: dict[str, Any]) -> VideoResult:
     known = {f.name for f in fields(VideoResult)}
     resumed = VideoResult(**{k: v for k, v in result.items() if k in known})
     resumed.resumed = True
+    outputs = result.get("outputs")  # (none in a record written before the field: 0)
+    if not isinstance(outputs, int) or isinstance(outputs, bool):
+        resumed.outputs = 0
     return resumed
