@@ -181,6 +181,24 @@ def test_several_folders_are_searched_in_order(folder: Path, tmp_path: Path) -> 
     assert stats.folders == 2 and stats.videos == len(library()) + 1
 
 
+def test_folders_of_one_last_name_are_told_apart_in_the_table(tmp_path: Path, capsys) -> None:
+    """Regression (an outside-in round): ``vidcap search a/plain b/plain`` labelled every
+    moment ``plain/street``: which folder a moment came from was in ``--json`` only. Each
+    folder is now labelled by the shortest end of its path no other folder's ends with."""
+    from vidcap.cli.search import folder_labels
+
+    for parent in ("a", "b"):
+        write_folder(tmp_path / parent / "plain", [FakeVideo("street", ("a red car",) * 2)])
+    write_folder(tmp_path / "c" / "other", [FakeVideo("street", ("a red car",))])
+    folders = [str(tmp_path / p) for p in ("a/plain", "b/plain", "c/other")]
+    assert main(["search", *folders, "red car"]) == 0
+    labels = [line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert sorted(labels) == ["a/plain/street", "b/plain/street", "other/street"]
+    assert folder_labels(["x/plain", "/data/x/plain"]) == {
+        "x/plain": "x/plain", "/data/x/plain": "data/x/plain"
+    }  # fmt: skip
+
+
 GOOD_ROW = {"video": "a.mp4", "frame": 0, "time": 0.0, "caption": "a red car"}
 
 

@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
@@ -171,8 +172,9 @@ def print_table(stream: TextIO, moments: list, several: bool = False) -> None:
     if stream.isatty() or os.environ.get("COLUMNS", "").isdigit():
         width = shutil.get_terminal_size((120, 24)).columns
     rows = []
+    labels = folder_labels(moment.folder for moment in moments) if several else {}
     for rank, moment in enumerate(moments, start=1):
-        name = f"{Path(moment.folder).name}/{moment.name}" if several else moment.name
+        name = f"{labels[moment.folder]}/{moment.name}" if several else moment.name
         frames = f"{moment.frames}" + (f" ({moment.damaged} damaged)" if moment.damaged else "")
         rows.append((str(rank), _flat(name), f"{moment.start:.3f}", f"{moment.end:.3f}",
                      frames, _flat(moment.caption)))  # fmt: skip
@@ -187,6 +189,25 @@ def print_table(stream: TextIO, moments: list, several: bool = False) -> None:
                 f"{row[3]:>{widths[3]}}  {row[4]:>{widths[4]}}  ")  # fmt: skip
         caption = row[5] if width is None else _cut(row[5], max(width - _cells(line), 10))
         stream.write(line + caption + "\n")
+
+
+def folder_labels(folders: Iterable[str]) -> dict[str, str]:
+    """Each folder's shortest trailing path that no other of ``folders`` ends with, to tell
+    their videos apart (``a/plain``, ``b/plain``; ``plain`` alone where the last names
+    differ); the folder as given where even that is shared."""
+    parts = {folder: Path(folder).parts for folder in set(folders)}
+    labels = {}
+    for folder, own in parts.items():
+        others = [other for name, other in parts.items() if name != folder]
+        labels[folder] = next(
+            (
+                str(Path(*own[-n:]))
+                for n in range(1, len(own) + 1)
+                if all(other[-n:] != own[-n:] for other in others)
+            ),
+            folder,
+        )
+    return labels
 
 
 def _flat(text: str) -> str:
@@ -233,6 +254,7 @@ def cut_clips(moments: list, out: Path, precise: bool, targets: dict[tuple[str, 
         for video in open_folder(folder):
             sources[(folder, video.name)] = video
     skipped = 0
+    labels = folder_labels(folder for folder, _ in by_video)
     for (folder, name), found in by_video.items():
         video = sources[(folder, name)]
         source = video.local_source()
@@ -246,7 +268,7 @@ def cut_clips(moments: list, out: Path, precise: bool, targets: dict[tuple[str, 
                   "the captions' times, which may not match it", file=sys.stderr)  # fmt: skip
         target = targets[(folder, name)]
         if target != name:  # (a video of another OUT has its name)
-            print(f"vidcap: {Path(folder).name}/{name}: its clips in {out / target}/, "
+            print(f"vidcap: {labels[folder]}/{name}: its clips in {out / target}/, "
                   f"as another folder's {name} has {out / name}/", file=sys.stderr)  # fmt: skip
         found.sort(key=lambda s: s.start)
         try:
