@@ -22,6 +22,7 @@ import pytest
 
 from tests.support.stopping import Counting
 from tests.support.videos import VideoSpec, constant_rate, write_video
+from vidcap.cli import main
 from vidcap.commit import Committer
 from vidcap.engine import EngineSettings, run
 from vidcap.jobs import RunSettings, VideoJob, VideoResult
@@ -98,18 +99,29 @@ def clean(
 
 @pytest.mark.heavy
 def test_a_rerun_sends_the_model_only_the_frames_an_interrupted_run_left(
-    tmp_path: Path, video: Path, tiny_captioner, clean: dict[str, bytes]
+    tmp_path: Path, video: Path, tiny_captioner, clean: dict[str, bytes], capsys
 ) -> None:
     out = tmp_path / "out"
     stop(video, settings_for(out), tiny_captioner, 70)
     assert not (out / "long.jsonl").exists()
     lines = journal_of(out).read_text().splitlines()
     assert len(lines) == 1 + 70  # the header, then each caption back before the stop
+    # The page and a search show no video stopped part-way, and say so (regression: "0
+    # videos" alone, with 70 captions kept), as they say nothing once it is done.
+    note = (
+        f"vidcap: note: {out}: 1 video stopped part-way, not shown (long: 70 captions so "
+        "far): its captions are kept for the `vidcap caption` run that finishes it (the "
+        "same command again)"
+    )
+    for command in (["report", str(out)], ["search", str(out), "a"]):
+        assert main(command) == 0
+        assert note in capsys.readouterr().err.splitlines()
     result, sent = rerun(video, settings_for(out), tiny_captioner)
     assert result.status == "done" and result.kept_frames == 70
     assert sent == FRAMES - 70
     assert outputs(out) == clean
     assert not journal_of(out).exists()
+    assert main(["report", str(out)]) == 0 and "note" not in capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["videos"][0]["kept_frames"] == 70
     assert summary["videos"][0]["precision"] == "float32"

@@ -28,6 +28,7 @@ from vidcap.mask import frame_ends, is_number, load_captions
 from vidcap.outputs import CaptionedFrame, is_output_name
 from vidcap.records import STATE_DIR, SUMMARY, current_summary, identity_of, read_record
 from vidcap.regular import is_regular
+from vidcap.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -550,3 +551,37 @@ def frame_rate(frames: Iterable[CaptionedFrame]) -> float | None:
     middle = len(rates) // 2
     rate = rates[middle] if len(rates) % 2 else (rates[middle - 1] + rates[middle]) / 2
     return rate if math.isfinite(rate) and rate > 0 else None
+
+
+def stopped_part_way(out: Path | str) -> str | None:
+    """A note on the videos of ``out`` a run began and none finished (stopped part-way:
+    killed, Ctrl-C, a lost server): a journal (``vidcap.journal``) and no record. They are
+    on no page and in no search, where "0 videos" alone would say the captions are lost;
+    None when there are none (one look at the journal folder, the usual case)."""
+    from vidcap.journal import JOURNAL_DIR
+
+    folder = Path(out) / STATE_DIR / JOURNAL_DIR
+    journals = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    if not journals:
+        return None
+    known = {video.name for video in open_folder(out)}
+    stopped: dict[str, int] = {}
+    for path in journals:
+        name = path.name.removesuffix(".jsonl")
+        if name in known or not is_regular(path):
+            continue
+        try:
+            with regular.open_regular(path, follow=False) as handle:
+                stopped[name] = max(sum(1 for _ in handle) - 1, 0)  # (its header line)
+        except OSError:
+            continue
+    if not stopped:
+        return None
+    first, count = next(iter(stopped.items()))
+    one = len(stopped) == 1
+    return (
+        f"{out}: {counted(len(stopped), 'video')} stopped part-way, not shown ({first}: "
+        f"{counted(count, 'caption')} so far{'' if one else ', …'}): "
+        f"{'its captions are' if one else 'theirs are'} kept for the `vidcap caption` run "
+        f"that finishes {'it' if one else 'them'} (the same command again)"
+    )

@@ -32,6 +32,7 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
 def run_report(args: argparse.Namespace) -> int:
     from vidcap.errors import UsageError, reason
+    from vidcap.folder import stopped_part_way
     from vidcap.out_lock import holding
     from vidcap.records import SUMMARY, record_times, refresh_summary
     from vidcap.report import PAGE, write_report
@@ -46,6 +47,8 @@ def run_report(args: argparse.Namespace) -> int:
             log.warning("%s could not be brought up to date: %s", args.out / SUMMARY, reason(exc))
     stats = write_report(args.out)
     print(args.out / PAGE)
+    if (note := stopped_part_way(args.out)) is not None:
+        print(f"vidcap: note: {note}", file=sys.stderr)
     print(
         f"{counted(stats.videos, 'video')}, {counted(stats.frames, 'frame')}, "
         f"{counted(stats.shards, 'data file')} in {stats.seconds:.2f} s",

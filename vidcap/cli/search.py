@@ -111,6 +111,11 @@ def run_search(args: argparse.Namespace) -> int:
         write_csv(sys.stdout, [m.row() for m in moments])
     else:
         print_table(sys.stdout, moments, several=len(args.out) > 1)
+    from vidcap.folder import stopped_part_way
+
+    for folder in dict.fromkeys(args.out):
+        if (note := stopped_part_way(folder)) is not None:
+            print(f"vidcap: note: {note}", file=sys.stderr)
     if stats.unread:  # (not searched: "0 moments" alone would say they hold none)
         more = f", and {stats.unread - 1} more" if stats.unread > 1 else ""
         print(
