@@ -1,7 +1,7 @@
 """The decode stage of today's tree beside earlier revisions', side by side in one run.
 
     python bench/decode_stage.py REV [REV ...] [--clips 6] [--repeat 5] [--interlaced]
-        [--out FILE]
+        [--scenes] [--out FILE]
 
 What each decoder process of ``vidcap caption`` runs, ``vidcap.decode.decode_events``: the
 sampled frames at the model's input size (224×224) with a 160-pixel JPEG thumbnail each (the
@@ -9,7 +9,8 @@ defaults), on one decoder thread, for H.264 clips like ``bench/bulk.py``'s (30 f
 x264's B-frames) at 360p (its cpu workload) and 720p (its gpu workload), at ``--fps 1`` and
 at every frame (where converting frames costs most). ``--interlaced``: 1080i clips instead
 (x264 coded interlaced, top field first, 25 frames/s: broadcast), where today's tree scales
-each frame's first field and older ones the woven frame.
+each frame's first field and older ones the woven frame. ``--scenes``: ``--scenes`` sampling
+instead (every frame to PySceneDetect's detector, a sample a shot).
 
 Each revision's whole ``vidcap/`` (``git archive``; ``WORKTREE`` for today's files, committed
 or not) runs in its own Python process, in turn (order reversed every other round). Reported:
@@ -42,6 +43,7 @@ WORKTREE = "WORKTREE"
 SIZES = {"360p": (5, 360, 640), "720p": (12, 720, 1280)}  # seconds, height, width
 INTERLACED = {"1080i": (6, 1080, 1920)}  # --interlaced: 1080i at 25 frames/s, top first
 SAMPLINGS = {"--fps 1": {"fps": 1.0}, "every frame": {"fps": None, "every_n": 1}}
+SCENES = {"--scenes": {"scenes": True}}  # --scenes: shots (every frame to the detector)
 MODEL_SIZE = (224, 224)
 THUMB_HEIGHT = 160
 
@@ -119,6 +121,9 @@ def main() -> None:
     parser.add_argument(
         "--interlaced", action="store_true", help="1080i clips instead (coded interlaced)"
     )
+    parser.add_argument(
+        "--scenes", action="store_true", help="--scenes sampling instead (shots, one a sample)"
+    )
     args = parser.parse_args()
     names = [args.today, *args.revisions]
     rows = []
@@ -130,7 +135,7 @@ def main() -> None:
             clips = folder / label
             clips.mkdir()
             paths = make_clips(clips, args.clips, seconds, height, width, fps, args.interlaced)
-            for sampling_label, sampling in SAMPLINGS.items():
+            for sampling_label, sampling in (SCENES if args.scenes else SAMPLINGS).items():
                 first = {n: decode(trees[n], paths, sampling, folder / f"{n}.npy") for n in names}
                 today_pixels = np.load(folder / f"{args.today}.npy").astype(np.int16)
                 wall: dict[str, list[float]] = {n: [] for n in names}
