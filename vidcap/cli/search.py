@@ -69,6 +69,7 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
 
 def run_search(args: argparse.Namespace) -> int:
+    from vidcap.folder import stopped_part_way
     from vidcap.search import SearchStats, distinct_folders, search
 
     settings = MaskSettings(
@@ -111,9 +112,7 @@ def run_search(args: argparse.Namespace) -> int:
         write_csv(sys.stdout, [m.row() for m in moments])
     else:
         print_table(sys.stdout, moments, several=len(args.out) > 1)
-    from vidcap.folder import stopped_part_way
-
-    for folder in dict.fromkeys(args.out):
+    for folder in args.out:
         if (note := stopped_part_way(folder)) is not None:
             print(f"vidcap: note: {note}", file=sys.stderr)
     if stats.unread:  # (not searched: "0 moments" alone would say they hold none)
