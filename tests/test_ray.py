@@ -629,3 +629,53 @@ def test_a_model_that_fails_every_frame_stops_the_ray_run_as_the_engines(
     assert len(results) == FAILING_VIDEOS_STOP  # not every video, each failed one by one
     assert all("illegal memory access" in r.error for r in results)
     assert all(r.status == "failed" for r in results)
+
+
+@pytest.mark.slow
+def test_a_local_cluster_starts_where_tmpdirs_path_is_too_long_for_rays_sockets(
+    tmp_path: Path,
+) -> None:
+    """A ``$TMPDIR`` whose path leaves Ray's socket paths past 107 bytes (``/var/tmp``, a
+    scheduler's per-job folder) failed every ``--ray`` run with Ray's
+    ``validate_socket_filename`` error, leaving its ``--out``: the cluster's folder goes
+    in ``/tmp`` instead, and nothing of it is left in either."""
+    from vidcap import scratch
+
+    long_tmp = tmp_path / "a-per-job-scratch-folder"  # (tmp_path: about 60 characters)
+    long_tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(long_tmp), "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.getcwd()}
+    command = [sys.executable, "-m", "vidcap", "caption", str(SAMPLES / "shapes.mp4")]
+    command += ["--out", str(tmp_path / "out"), "--model", "tiny", "--max-frames", "2"]
+    run = subprocess.Popen(
+        [*command, "--quiet", "--ray"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr[-3000:]
+    assert len(read_jsonl(tmp_path / "out" / "shapes.jsonl")) == 2
+    ours = f"vidcap-ray-{scratch._host()}-{run.pid}-*"
+    assert list(long_tmp.glob(ours)) == []
+    assert list(Path("/tmp").glob(ours)) == []
+
+
+@pytest.mark.slow
+def test_sigterm_after_the_local_cluster_is_shut_down_is_still_the_runs_to_handle() -> None:
+    """Ray 2.60's ``ray.shutdown()`` leaves SIGTERM to end the process: a second SIGTERM
+    while a stopped ``--ray`` run recorded what it did (``vidcap.cli``'s handler passes it
+    over) killed it, with no "stopped by SIGTERM" line and exit status -15, not 143."""
+    script = (
+        "import os, signal, sys, time\n"
+        "seen = []\n"
+        "signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))\n"
+        "from vidcap.ray import ray_cluster\n"
+        "with ray_cluster(None, quiet=True):\n"
+        "    pass\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(0.5)\n"
+        "print('handled' if seen else 'not handled')\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.getcwd()}
+    run = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
+    assert run.stdout.strip() == "handled"

@@ -41,6 +41,7 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -266,7 +267,8 @@ def ray_cluster(address: str | None, quiet: bool = False) -> Iterator[None]:
     try:
         yield
     finally:
-        ray.shutdown()
+        with _own_sigterm():  # (Ray 2.60's shutdown leaves SIGTERM to end the process)
+            ray.shutdown()
 
 
 # Seconds to open a TCP connection to a cluster's address before joining: Ray itself
@@ -416,8 +418,7 @@ def local_cluster(ray, level: int = logging.WARNING) -> Iterator[None]:  # noqa:
     from ray._private import ray_constants  # Ray is pinned to 2.60 (pyproject.toml)
 
     log.info("starting a local Ray cluster (loopback only)")
-    scratch.sweep("ray")  # (what a killed run's cluster left: its sessions, logs)
-    temp_root = scratch.folder("ray")
+    temp_root = cluster_folder()
     _private_token_file()
     umask = os.umask(LOCAL_UMASK)
     cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
@@ -431,8 +432,11 @@ def local_cluster(ray, level: int = logging.WARNING) -> Iterator[None]:  # noqa:
                 log_to_driver=level < logging.ERROR,
                 _temp_dir=str(temp_root / "ray"),
             )
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(temp_root, ignore_errors=True)
+        if isinstance(exc, OSError | RuntimeError):  # (not Ctrl-C)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise VidcapError(f"cannot start a local Ray cluster: {reason}") from exc
         raise
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
@@ -444,8 +448,42 @@ def local_cluster(ray, level: int = logging.WARNING) -> Iterator[None]:  # noqa:
     try:
         yield
     finally:
-        ray.shutdown()
+        with _own_sigterm():  # (Ray 2.60's shutdown leaves SIGTERM to end the process)
+            ray.shutdown()
         shutil.rmtree(temp_root, ignore_errors=True)
+
+
+# The longest path Ray 2.60 gives a socket below the cluster's folder (the plasma store's, in the
+# session folder it names after the time and this process), and the longest path a Unix
+# socket may have: Ray refuses to start past it.
+_SOCKET_TAIL = "/ray/session_2026-12-07_19-16-57_796708_{pid}/sockets/plasma_store"
+SOCKET_PATH_MAX = 103 if sys.platform == "darwin" else 107
+
+
+def sockets_fit(folder: Path) -> bool:
+    """Do the socket paths of a Ray cluster whose temp folder is ``folder`` fit?"""
+    longest = os.fsencode(f"{folder}{_SOCKET_TAIL.format(pid=os.getpid())}")
+    return len(longest) <= SOCKET_PATH_MAX
+
+
+def cluster_folder() -> Path:
+    """A new mode-700 folder for this run's local cluster, in ``$TMPDIR``, else in ``/tmp``
+    where ``$TMPDIR``'s path leaves Ray's sockets no room (``/var/tmp``, a scheduler's
+    ``/tmp/slurm-123``, macOS's ``/var/folders/…``), as Ray itself uses ``/tmp`` on macOS.
+    What killed runs' clusters left there is removed first."""
+    for root in dict.fromkeys((tempfile.gettempdir(), "/tmp")):
+        try:
+            scratch.sweep("ray", root)  # (what a killed run's cluster left: sessions, logs)
+            folder = scratch.folder("ray", root)
+        except OSError:
+            continue
+        if sockets_fit(folder):
+            return folder
+        folder.rmdir()
+    raise VidcapError(
+        f"cannot start a local Ray cluster: the path of $TMPDIR ({tempfile.gettempdir()}) "
+        "is too long for its sockets' paths; set TMPDIR to a shorter folder"
+    )
 
 
 def _private_token_file() -> None:

@@ -28,10 +28,10 @@ def _host() -> str:
     return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
-def folder(kind: str) -> Path:
-    """A new folder (mode 700) of this process in ``$TMPDIR`` for ``kind`` ("decoder",
-    "out")."""
-    return Path(tempfile.mkdtemp(prefix=f"vidcap-{kind}-{_host()}-{os.getpid()}-"))
+def folder(kind: str, root: str | None = None) -> Path:
+    """A new folder (mode 700) of this process in ``root`` (default ``$TMPDIR``) for
+    ``kind`` ("decoder", "out")."""
+    return Path(tempfile.mkdtemp(prefix=f"vidcap-{kind}-{_host()}-{os.getpid()}-", dir=root))
 
 
 def left_by_a_killed_run(path: Path, kind: str) -> bool:
@@ -69,15 +69,14 @@ def remove_if_left(path: Path, kind: str) -> bool:
     return not path.exists()
 
 
-def sweep(kind: str) -> int:
-    """Remove every ``kind`` folder in ``$TMPDIR`` that killed runs of this machine left;
-    how many were removed."""
+def sweep(kind: str, root: str | None = None) -> int:
+    """Remove every ``kind`` folder in ``root`` (default ``$TMPDIR``) that killed runs of
+    this machine left; how many were removed."""
+    root = root or tempfile.gettempdir()
     removed = [
-        path
-        for path in Path(tempfile.gettempdir()).glob(f"vidcap-{kind}-{_host()}-*")
-        if remove_if_left(path, kind)
+        path for path in Path(root).glob(f"vidcap-{kind}-{_host()}-*") if remove_if_left(path, kind)
     ]
     if removed:
         log.info("removed %d %s folders that killed runs left in %s", len(removed), kind,
-                 tempfile.gettempdir())  # fmt: skip
+                 root)  # fmt: skip
     return len(removed)
