@@ -361,6 +361,38 @@ def test_clicking_a_moment_plays_the_source_there_with_its_captions(
     page.screenshot_to(tmp_path, f"report-player-{page.url.split(':')[0]}.png")
 
 
+def test_a_frame_clicked_while_the_video_loads_whole_is_the_one_played(
+    browser, folder: Path, http_root
+) -> None:
+    """Regression: over a web server without range requests the page loads the video whole
+    before it seeks; a frame clicked while it loaded (a big file, a slow link) was passed
+    over: the player said that frame's time and caption, and played the one clicked first."""
+    _, base = http_root
+    times = [row["time"] for row in read_jsonl(folder / "subject.jsonl")]
+    page = Page(browser, f"{base}/out/index.html")
+    try:
+        page.evaluate("""() => { const real = window.fetch;  // (the whole file takes 2 s)
+                                 window.fetch = (...a) => new Promise(r => setTimeout(r, 2000))
+                                   .then(() => real(...a)); }""")
+        page.locator(".card[data-name='subject']").scroll_into_view_if_needed()
+        page.evaluate("window.vidcapReport.drawn()")
+        frames = page.locator(".card[data-name='subject'] .strip .frame")
+        frames.nth(1).click()
+        page.wait_for_function("document.getElementById('video').dataset.whole === 'loading'")
+        frames.nth(4).click()
+        played = page.wait_for_function(
+            """() => { const v = document.getElementById('video');
+                       return v.dataset.whole === 'yes' && v.readyState >= 1 && !v.seeking &&
+                         v.currentTime > 0 && v.currentTime; }""",
+            timeout=20_000,
+        ).json_value()
+        assert abs(played - times[4]) < 0.01, (played, times[1], times[4])
+        assert page.text_content("#player-time").startswith(clock(times[4]))
+        assert page.problems == []
+    finally:
+        page.close()
+
+
 def test_a_source_the_browser_cannot_reach_shows_the_thumbnail_and_why(page: Page) -> None:
     names = card_names(page)
     written = page.locator(".card").nth(names.index(WRITTEN_NAME))

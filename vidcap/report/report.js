@@ -596,6 +596,7 @@
 
   var player = $('video');
   var pendingSeek = null;
+  var wholeAt = null;     // where to play the video being loaded whole: the latest click's
   var opener = null;      // what had the focus when the player opened: it gets it back
   var shownThumb = null;  // the thumbnail of the moment in the player, if there is one
   // A cue ends where the next starts, and a browser seeking to that instant shows both:
@@ -686,6 +687,10 @@
 
   function seekTo(seconds) {
     stopReaching();
+    if (player.dataset.whole === 'loading') {  // (a click while it loads: played from memory)
+      wholeAt = seconds;
+      return;
+    }
     if (seconds === 0 || canSeek(seconds)) {
       player.currentTime = seconds;
       return;
@@ -706,6 +711,7 @@
     // browser unable to seek: fetch the whole video once and play it from memory.
     var name = player.dataset.name;
     player.dataset.whole = 'loading';
+    wholeAt = seconds;
     trouble('this web server does not answer range requests, so the browser cannot seek; ' +
       'loading the whole video…');
     var stop = new AbortController();
@@ -717,11 +723,12 @@
     }).then(function (blob) {
       if (player.dataset.name !== name) return;
       player.dataset.whole = 'yes';
-      pendingSeek = seconds;
+      pendingSeek = wholeAt;  // (a moment clicked while it loaded, not the first one)
       player.src = URL.createObjectURL(blob);
       trouble(null);
     }).catch(function (error) {
       if (player.dataset.name !== name) return;
+      player.dataset.whole = 'failed';  // (not loading: later clicks play what they can)
       trouble('cannot seek: this web server does not answer range requests (' + error.message +
         '); open index.html from disk, or serve the folder with a server that does');
     });
