@@ -35,6 +35,7 @@ from vidcap.journal import (
     journal_path,
     read_journal,
 )
+from vidcap.out_lock import holding
 from vidcap.outputs import CaptionedFrame
 from vidcap.records import STATE_DIR
 from vidcap.remote_out import output_folder
@@ -109,13 +110,19 @@ def test_a_rerun_sends_the_model_only_the_frames_an_interrupted_run_left(
     # The page and a search show no video stopped part-way, and say so (regression: "0
     # videos" alone, with 70 captions kept), as they say nothing once it is done.
     note = (
-        f"vidcap: note: {out}: 1 video stopped part-way, not shown (long: 70 captions so "
-        "far): its captions are kept for the `vidcap caption` run that finishes it (the "
-        "same command again)"
+        f"vidcap: note: {out}: 1 video is not shown (long: 70 captions so far): a run "
+        "stopped part-way through it; its captions are kept for the `vidcap caption` run "
+        "that finishes it (the same command again)"
     )
     for command in (["report", str(out)], ["search", str(out), "a"]):
         assert main(command) == 0
         assert note in capsys.readouterr().err.splitlines()
+    with holding(out):  # (as a run at it holds the folder)
+        assert main(["search", str(out), "a"]) == 0
+        assert (
+            f"vidcap: note: {out}: 1 video is not shown (long: 70 captions so far): in "
+            f"progress, by the run that holds the folder (pid {os.getpid()} on "
+        ) in capsys.readouterr().err
     result, sent = rerun(video, settings_for(out), tiny_captioner)
     assert result.status == "done" and result.kept_frames == 70
     assert sent == FRAMES - 70

@@ -554,10 +554,11 @@ def frame_rate(frames: Iterable[CaptionedFrame]) -> float | None:
 
 
 def stopped_part_way(out: Path | str) -> str | None:
-    """A note on the videos of ``out`` a run began and none finished (stopped part-way:
-    killed, Ctrl-C, a lost server): a journal (``vidcap.journal``) and no record. They are
-    on no page and in no search, where "0 videos" alone would say the captions are lost;
-    None when there are none (one look at the journal folder, the usual case)."""
+    """A note on the videos of ``out`` a run began and none finished: a journal
+    (``vidcap.journal``) and no record; in progress where a run holds the folder, else
+    stopped part-way (killed, Ctrl-C, a lost server). They are on no page and in no search,
+    where "0 videos" alone would say the captions are lost; None when there are none (one
+    look at the journal folder, the usual case)."""
     from vidcap.journal import JOURNAL_DIR
 
     folder = Path(out) / STATE_DIR / JOURNAL_DIR
@@ -577,11 +578,17 @@ def stopped_part_way(out: Path | str) -> str | None:
             continue
     if not stopped:
         return None
+    from vidcap.out_lock import held_by
+
     first, count = next(iter(stopped.items()))
     one = len(stopped) == 1
+    videos = f"{counted(len(stopped), 'video')} {'is' if one else 'are'} not shown ({first}: "
+    videos += f"{counted(count, 'caption')} so far{'' if one else ', …'})"
+    holder = held_by(Path(out))
+    if holder is not None:
+        return f"{out}: {videos}: in progress, by the run that holds the folder ({holder})"
     return (
-        f"{out}: {counted(len(stopped), 'video')} stopped part-way, not shown ({first}: "
-        f"{counted(count, 'caption')} so far{'' if one else ', …'}): "
+        f"{out}: {videos}: a run stopped part-way through {'it' if one else 'them'}; "
         f"{'its captions are' if one else 'theirs are'} kept for the `vidcap caption` run "
         f"that finishes {'it' if one else 'them'} (the same command again)"
     )

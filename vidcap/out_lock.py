@@ -103,3 +103,27 @@ def _open_lock(path: Path) -> int:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
     raise OSError(errno.EEXIST, "not a regular file, and it stays", str(path))
+
+
+def held_by(out_dir: Path) -> str | None:
+    """Who holds ``out_dir``'s run lock now (its ``pid … on …, since …`` line), or None: no
+    run holds it, or it cannot be told. Reads only: the lock file is neither made nor
+    written, and a shared lock is taken for an instant (a reader's ``search`` or ``report``
+    beside a run)."""
+    path = out_dir / STATE_DIR / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another run"
+        except OSError:
+            return None
+        return None
+    finally:
+        os.close(fd)  # (closing lets a shared lock go)
