@@ -308,7 +308,10 @@ def frame_display_matrix(frame: av.VideoFrame) -> tuple[int, ...] | None:
     (read in C), which keeps the turn and loses a mirroring.
     """
     try:
-        entries = list(_side_data(frame))
+        container = _side_data(frame)
+        # (PyAV 18.1.1's container iterates as the Mapping it is, giving each entry's type;
+        # 18.1.0's gave the entries themselves)
+        entries = [e if hasattr(e, "type") else container[e] for e in list(container)]
     except ValueError:
         return _rotation_matrix(frame.rotation) if frame.rotation else None
     for data in entries:
