@@ -385,6 +385,9 @@ def test_ray_settings_validation() -> None:
         (["--device", "cuda:0"], "--device does not apply to --ray"),
         (["--decode-workers", "2"], "--decode-workers does not apply to --ray"),
         (["--decode-timeout", "5"], "--decode-timeout does not apply to --ray"),
+        # (at the default's value too: it was taken and ignored)
+        (["--decode-timeout", "600"], "--decode-timeout does not apply to --ray"),
+        (["--device", "auto", "--decode-timeout=600"], "--decode-timeout does not apply"),
         (["--device", "cpu", "--ray-gpus-per-actor", "1"], "give one of them"),
         (["--ray="], "--ray= needs an ADDRESS"),
     ):

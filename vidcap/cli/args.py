@@ -474,6 +474,7 @@ def ray_settings_from_args(args: argparse.Namespace) -> RaySettings | None:
     if address is not None and not address.strip():
         raise UsageError("--ray= needs an ADDRESS (auto, HOST:PORT or ray://HOST:10001)")
     engine = EngineSettings()
+    named = getattr(args, "given_flags", frozenset())  # (a value equal to the default too)
     for flag, given, instead in (
         ("--device", args.device not in (ModelSettings().device, "cpu"),
          "Ray gives each Captioner actor its GPUs (--ray-gpus-per-actor; --device cpu: none)"),
@@ -482,7 +483,7 @@ def ray_settings_from_args(args: argparse.Namespace) -> RaySettings | None:
         ("--decode-timeout", args.decode_timeout != engine.decode_timeout,
          "Ray tasks decode, and Ray retries a task that dies, not one that hangs"),
     ):  # fmt: skip
-        if given:
+        if given or (flag in named and flag != "--device"):
             raise UsageError(f"{flag} does not apply to --ray: {instead}")
     gpus = args.ray_gpus_per_actor
     if args.device == "cpu":  # (the actors on CPUs: no GPU each)
