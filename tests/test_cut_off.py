@@ -135,3 +135,50 @@ def test_a_y4m_file_cut_inside_a_frame_warns(tmp_path: Path, caplog) -> None:
         "trailing bytes": (data + b"not a frame", False),
     }
     check_cut_off_files(tmp_path, files, ".y4m", "Y4M frame", caplog)
+
+
+def test_an_ivf_file_counts_its_length_whichever_ffmpeg_wrote_its_header(
+    tmp_path: Path, caplog
+) -> None:
+    """Regression: an IVF file (VP8, VP9 or AV1 as FFmpeg copies it out of WebM or MP4)
+    whose header FFmpeg 5.1 wrote holds its duration in time-base units where the frame
+    count goes (2000 for 2 s in milliseconds); FFmpeg 8 reads that as 2000 frames, and
+    every whole file warned "1950 of 2000 frames could not be decoded", in every mode,
+    recording 1950 lost frames. Either header now counts what a cut-off file misses, and
+    a whole file nothing."""
+    import struct
+    import subprocess
+
+    import imageio_ffmpeg
+
+    webm = encode_with_ffmpeg(
+        tmp_path / "w.webm", 50, "25", ["-c:v", "libvpx", "-deadline", "realtime", "-g", "10"]
+    )
+    whole = tmp_path / "w.ivf"
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(webm), "-c", "copy",
+         str(whole)],
+        check=True,
+    )  # fmt: skip
+    data = whole.read_bytes()
+    den, num, count = struct.unpack_from("<3I", data, 16)
+    assert (den, num, count) == (1000, 1, 50)  # (FFmpeg 9's header: the frame count)
+    # FFmpeg 5.1's header: the duration, 2 s in the time base
+    old = data[:24] + struct.pack("<I", 2000) + data[28:]
+    ends, at = [], 32  # where each frame ends (a 12-byte header, then its bytes)
+    while at < len(data):
+        at += 12 + struct.unpack_from("<I", data, at)[0]
+        ends.append(at)
+    half = ends[24]  # 25 whole frames
+    for label, content, lost in [
+        ("count", data, 0),
+        ("duration", old, 0),
+        ("count-cut", data[:half], 25),
+        ("duration-cut", old[:half], 25),
+    ]:
+        path = tmp_path / f"{label}.ivf"
+        path.write_bytes(content)
+        for sampling in (SamplingSettings(fps=1.0), SamplingSettings(every_n=1, mode="all")):
+            said, counted = cut_off_said(path, sampling, "could not be decoded", caplog)
+            assert counted == lost, (label, sampling, said)
+            assert [f"{lost} of 50 frames" in line for line in said] == [True] * bool(lost)

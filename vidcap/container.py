@@ -608,6 +608,23 @@ def frames_from_duration(stream: av.video.stream.VideoStream, rate: float | None
     return max(0, round(length * float(rate)))
 
 
+def ivf_count_is_length(stream: av.video.stream.VideoStream, end: float, rate: float) -> bool:
+    """Is an IVF file's header number its length in the stream's time base, not a frame
+    count? The header has one field for it: libvpx's and aomenc's writers, and FFmpeg 9's,
+    put the frame count there, FFmpeg 5.1's muxer the duration in time-base units (4000 for
+    4 s of 30 fps VP9 copied from WebM), and FFmpeg 8 reads it as both (``stream.frames``
+    and ``stream.duration``). Read as a length, it is one where the frames decoded, ending
+    at ``end``, do not go past it (as a count's length it would be far too short: 120
+    frames in milliseconds); a count otherwise. Where the time base is the frame interval,
+    the two agree."""
+    if "ivf" not in stream.container.format.name.split(","):
+        return False
+    if not stream.frames or stream.time_base is None or rate <= 0:
+        return False
+    length = float(stream.frames * stream.time_base)
+    return length >= end - TAIL_TOLERANCE_FRAMES / rate
+
+
 def _header_length(stream: av.video.stream.VideoStream) -> float | None:
     """How long the header says the stream lasts from its first frame, in seconds, if it
     says: the stream's duration, or, in Matroska/WebM (which stores none per stream), the
@@ -679,7 +696,7 @@ def missing_tail(
         # the file's, its sound's — 869,934 frames "lost" of one still over 10 s of sound)
         return 0
     length = _header_length(stream)
-    if stream.frames:
+    if stream.frames and not ivf_count_is_length(stream, stats.duration, stats.nominal_fps):
         promised = delay + (stream.frames - discarded) / stats.nominal_fps
         if length is not None and EDIT_LIST_FORMATS & set(container.format.name.split(",")):
             # An edit list that cuts the media (a trim or a cut made without re-encoding)

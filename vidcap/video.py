@@ -49,6 +49,7 @@ from vidcap.container import (
     fragmented_mp4,
     frames_from_duration,
     held_end,
+    ivf_count_is_length,
     missing_file_tail,
     missing_tail,
     nominal_rate,
@@ -832,6 +833,8 @@ class VideoReader:
             stats.stopped_early = True
             return
         discarded = self._packets.discarded if self._packets else 0
+        if ivf_count_is_length(self._stream, stats.duration, stats.nominal_fps):
+            stats.expected_frames = frames_from_duration(self._stream, stats.nominal_fps)
         stats.expected_frames = max(0, stats.expected_frames - discarded)
         stats.failed_frames += missing_tail(
             self._container, self._stream, stats, discarded, self._delay, self._start
