@@ -321,6 +321,41 @@ def test_keyframe_flags_that_are_no_random_access_points_do_not_lose_frames(
             assert np.array_equal(ours.rgb, theirs.rgb)
 
 
+@pytest.mark.parametrize("mode", ["exact", "all"])
+def test_keyframes_of_an_intra_refresh_capture_with_no_keyframe_take_its_first_frame(
+    tmp_path: Path, mode: str
+) -> None:
+    """Regression: an intra-refresh H.264 stream cut in its middle (a broadcast or
+    low-latency capture: no IDR in the file) has packets flagged keyframes (its recovery
+    points) but no frame its decoder flags one, and ffprobe lists none; decoded alone they
+    give nothing, and ``--keyframes`` failed the video, "no decodable frames". As where no
+    packet is flagged, the first frame stands for them."""
+    import av
+
+    whole = encode_with_ffmpeg(
+        tmp_path / "ir.ts",
+        90,
+        "30",
+        ["-c:v", "libx264", "-x264-params", "keyint=30:intra-refresh=1:bframes=0:scenecut=0"],
+    )
+    with av.open(str(whole)) as container:
+        flagged = [p.pos for p in container.demux(video=0) if p.is_keyframe and p.pos]
+    assert len(flagged) >= 3, flagged  # the IDR, then recovery points
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.ts"  # from between the two recovery points, on a TS packet
+    cut.write_bytes(data[(flagged[1] + flagged[2]) // 2 // 188 * 188 :])
+    listed = ffprobe_frames(cut)
+    assert listed and not any(key for _, key in listed)
+    with VideoReader(cut) as reader:
+        everything = list(reader.frames(SamplingSettings(every_n=1)))
+    with VideoReader(cut) as reader:
+        keyframes = list(reader.frames(SamplingSettings(keyframes=True, mode=mode)))
+    assert [(f.index, f.time) for f in keyframes] == [(0, pytest.approx(listed[0][0]))]
+    assert np.array_equal(keyframes[0].rgb, everything[0].rgb)
+    assert reader.stats.lost_frames == 0
+    assert reader.stats.duration == pytest.approx(everything[-1].time + 1 / 30, abs=1e-3)
+
+
 def test_keyframes_mode_takes_only_keyframes_even_when_decoding_everything(
     generated_videos,
 ) -> None:

@@ -390,6 +390,14 @@ class VideoReader:
             reached_end = yield from self._pass(sampling, packets, needed, plan, sent)
         except _PlanBroken as exc:
             reached_end = yield from self._again(exc, sampling, packets, sent)
+        if sampling.keyframes and reached_end and not self.stats.sampled_frames:
+            # Packets flagged keyframes whose frames the decoder flags none (the recovery
+            # points of an intra-refresh stream cut in its middle, as a broadcast capture
+            # starts: alone they decode to nothing): no frame shown is a keyframe, so the
+            # first stands for them, as where no packet is flagged (``_keyframes_or_first``).
+            first = replace(sampling, keyframes=False, fps=None, every_n=len(packets.times) + 1)
+            why = _PlanBroken("no frame it shows is a keyframe")
+            reached_end = yield from self._again(why, replace(first, mode="all"), packets, sent)
         self._finish(reached_end)
 
     def _keyframes_or_first(self, sampling: SamplingSettings, packets: Packets) -> SamplingSettings:
