@@ -1378,7 +1378,8 @@ def test_a_song_with_artwork_is_no_video(tmp_path: Path) -> None:
 def test_keyframes_of_a_cut_that_shows_no_keyframe_take_its_first_frame(tmp_path: Path) -> None:
     """Regression: ``--keyframes`` on a stream copy cut between two keyframes (its MP4 edit
     list hides the keyframe it starts from, so no frame shown is one) failed the video with
-    "no decodable frames"; its first frame now stands for the keyframes it lacks."""
+    "no decodable frames"; its first frame now stands for the keyframes it lacks, and the
+    video still ends where its last frame does (it ended after the first)."""
     import subprocess
 
     import imageio_ffmpeg
@@ -1401,6 +1402,17 @@ def test_keyframes_of_a_cut_that_shows_no_keyframe_take_its_first_frame(tmp_path
     assert (first.index, first.time) == (every[0].index, every[0].time) == (0, 0.0)
     assert np.array_equal(first.rgb, every[0].rgb)
     assert frame_number(first.rgb) == frame_number(every[0].rgb) > 0  # not the hidden keyframe
+    # The video lasts as long as in any mode (it ended one frame in: summary.json's duration
+    # and the one cue 0.033 s long, where the clip lasts 1.5 s)
+    from vidcap.decode import Ended, decode_events
+
+    for sampling in (SamplingSettings(keyframes=True), SamplingSettings(fps=1.0)):
+        [ended] = [
+            event
+            for event in decode_events(0, str(cut), sampling, (32, 32), digest=False)
+            if isinstance(event, Ended)
+        ]
+        assert ended.duration == pytest.approx(every[-1].time + 1 / 30, abs=1e-3), sampling
 
 
 @pytest.mark.parametrize(

@@ -409,7 +409,11 @@ class VideoReader:
         if packets.keyframe_times:
             return sampling
         log.info("%s: no keyframe among the frames shown; sampling the first frame", self.path)
-        return replace(sampling, keyframes=False, fps=None, every_n=1, max_frames=1, mode="all")
+        # (read to the end, as every mode is, for the video's duration and its lost frames:
+        # stopping after the first frame ended the video there, one frame long)
+        return replace(
+            sampling, keyframes=False, fps=None, every_n=len(packets.times) + 1, mode="all"
+        )
 
     def _again(
         self,
