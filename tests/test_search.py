@@ -199,6 +199,26 @@ def test_folders_of_one_last_name_are_told_apart_in_the_table(tmp_path: Path, ca
     }  # fmt: skip
 
 
+def test_folders_are_told_apart_from_every_folder_searched_not_only_those_shown(
+    tmp_path: Path, capsys
+) -> None:
+    """Regression (an outside-in round): with ``--limit`` (or a folder with no match), the
+    labels were made from the folders of the moments shown: ``vidcap search a/plain b/plain
+    --limit 1`` printed ``plain/street``, which tells neither folder from the other."""
+    write_folder(tmp_path / "a" / "plain", [FakeVideo("street", ("a red car",) * 2)])
+    write_folder(tmp_path / "b" / "plain", [FakeVideo("street", ("a blue car",) * 2)])
+    folders = [str(tmp_path / p) for p in ("a/plain", "b/plain")]
+    assert main(["search", *folders, "red car"]) == 0  # (b/plain holds no red car)
+    labels = [line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert labels == ["a/plain/street"]
+    for parent in ("c", "d"):
+        write_folder(tmp_path / parent / "plain", [FakeVideo("street", ("a red car",) * 2)])
+    folders = [str(tmp_path / p) for p in ("c/plain", "d/plain")]
+    assert main(["search", *folders, "red car", "--limit", "1"]) == 0
+    labels = [line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert labels == ["c/plain/street"]
+
+
 GOOD_ROW = {"video": "a.mp4", "frame": 0, "time": 0.0, "caption": "a red car"}
 
 

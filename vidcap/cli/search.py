@@ -10,7 +10,7 @@ import os
 import shutil
 import sys
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -111,7 +111,7 @@ def run_search(args: argparse.Namespace) -> int:
     elif args.csv:
         write_csv(sys.stdout, [m.row() for m in moments])
     else:
-        print_table(sys.stdout, moments, several=len(args.out) > 1)
+        print_table(sys.stdout, moments, args.out)
     for folder in args.out:
         if (note := stopped_part_way(folder)) is not None:
             print(f"vidcap: note: {note}", file=sys.stderr)
@@ -169,14 +169,17 @@ def _as_text(value: object) -> object:
     return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
 
 
-def print_table(stream: TextIO, moments: list, several: bool = False) -> None:
+def print_table(stream: TextIO, moments: list, folders: Sequence[Path | str] = ()) -> None:
     """Rank, video, start, end, frames, caption; one line each, cut to the terminal's width
-    on a terminal (or to ``COLUMNS`` where it is set), whole in a file or a pipe."""
+    on a terminal (or to ``COLUMNS`` where it is set), whole in a file or a pipe. With
+    several ``folders`` (those searched), each name is led by its folder's label, told apart
+    from every folder searched, not only those of the moments shown (``--limit``)."""
     width = None
     if stream.isatty() or os.environ.get("COLUMNS", "").isdigit():
         width = shutil.get_terminal_size((120, 24)).columns
     rows = []
-    labels = folder_labels(moment.folder for moment in moments) if several else {}
+    several = len(folders) > 1
+    labels = folder_labels(str(Path(folder)) for folder in folders) if several else {}
     for rank, moment in enumerate(moments, start=1):
         name = f"{labels[moment.folder]}/{moment.name}" if several else moment.name
         frames = f"{moment.frames}" + (f" ({moment.damaged} damaged)" if moment.damaged else "")
