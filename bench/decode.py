@@ -372,6 +372,7 @@ def main() -> None:
                 "seconds": args.seconds,
                 "encoding": "H.264 (libx264 medium, crf 23), 30 fps, -g 60, default B-frames",
                 "sampling": f"--fps {FPS}",
+                "best_of": args.repeat,
             },
             "one_process_auto_threads": one_process(clips, args.repeat, 0),
             "one_process_one_thread": one_process(clips, args.repeat, 1),

@@ -91,6 +91,8 @@ def test_the_page_reaches_the_source_where_a_browser_can(tmp_path: Path) -> None
     here.write_bytes(b"not really a video")
     edited = tmp_path / "videos" / "edited.mp4"
     edited.write_bytes(b"not really a video")
+    clipped = tmp_path / "videos" / "clipped.mp4"  # captioned with --max-frames: no SHA-256
+    clipped.write_bytes(b"not really a video")
     out = write_folder(
         tmp_path / "out",
         [
@@ -98,16 +100,21 @@ def test_the_page_reaches_the_source_where_a_browser_can(tmp_path: Path) -> None
             FakeVideo("gone", ("a",), source=str(tmp_path / "videos" / "gone.mp4")),
             FakeVideo("web", ("a",), source="https://example.com/v/clip%201.mp4"),
             FakeVideo("bucket", ("a",), source="s3://bucket/clip.mp4"),
-            FakeVideo("edited", ("a",), source=str(edited)),
+            FakeVideo("edited", ("a",), source=str(edited), digest=True),
+            FakeVideo("clipped", ("a",), source=str(clipped)),
         ],
     )
     edited.write_bytes(b"not really a video, edited")  # since it was captioned
+    clipped.write_bytes(b"not really a video, edited")
     write_report(out)
     videos = videos_of(out)
     assert videos["local"]["src"] == "../videos/here%20is.mp4" and "why" not in videos["local"]
     assert videos["edited"]["src"] == "../videos/edited.mp4"  # it plays, and the card says
     assert "the source is not the file captioned" in videos["edited"]["why"]
-    assert "command run again brings it up to date" in videos["edited"]["why"]  # (by its bytes)
+    assert "command run again brings it up to date" in videos["edited"]["why"]
+    assert "captions the video again only if its bytes changed" in videos["edited"]["why"]
+    # (a record without the file's digest cannot tell: it is captioned again, and says so)
+    assert "captions the video again)" in videos["clipped"]["why"]
     assert "src" not in videos["gone"] and "not on this machine" in videos["gone"]["why"]
     assert videos["web"]["src"] == "https://example.com/v/clip%201.mp4"
     assert "src" not in videos["bucket"] and "s3://" in videos["bucket"]["why"]

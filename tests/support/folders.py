@@ -8,6 +8,7 @@ then ``summary.json``. ``big_folder`` makes thousands of them with varied captio
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import random
@@ -37,6 +38,7 @@ class FakeVideo:
     source: str | None = None  # default: OUT/../videos/<name>.mp4 (need not exist)
     extra: dict = field(default_factory=dict)
     damaged: tuple[int, ...] = ()  # frame indices that may show decoding damage
+    digest: bool = False  # its record holds the source's SHA-256 (a run without --max-frames)
 
     @property
     def frames(self) -> tuple[CaptionedFrame, ...]:
@@ -90,6 +92,8 @@ def write_folder(
         # (a source that exists here: its own identity, as a run records it)
         exists = "://" not in source and Path(source).is_file()
         identity = source_identity(source) if exists else {"path": source, "size": 1, "mtime_ns": 1}
+        if exists and video.digest:
+            identity["sha256"] = hashlib.sha256(Path(source).read_bytes()).hexdigest()
         if durable:
             write_record(out, video.name, KEY, identity, result.__dict__, {})
         else:

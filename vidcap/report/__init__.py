@@ -359,10 +359,13 @@ def _source(out: Path, video: FolderVideo) -> dict:
     else:
         where = {"src": quote(Path(relative).as_posix())}
     if video.source_changed(path) is not None:  # it plays, and the card says why times may be off
+        again = (  # (a --max-frames record holds no SHA-256: its bytes cannot be compared)
+            "again" if "sha256" not in video.identity else "again only if its bytes changed"
+        )
         where["why"] = (
             f"the source {SOURCE_CHANGED}: captions and times may not match it; the same "
-            "vidcap caption command run again brings it up to date (it captions the video "
-            "again only if its bytes changed)"
+            f"vidcap caption command run again brings it up to date (it captions the video "
+            f"{again})"
         )
     return where
 
