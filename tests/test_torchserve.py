@@ -444,6 +444,8 @@ def test_the_settings_check_says_a_misspelt_name_and_a_yaml_it_cannot_use(
         "start.sh: warning: VIDCAP_MAX_FRAME is no server setting (did you mean "
         "VIDCAP_MAX_FRAMES?); ignored"
     ]
+    assert main(["--device"]) == 0  # (run by hand, without a program: "error: warning:" was)
+    assert capsys.readouterr().err.startswith("vidcap: warning: VIDCAP_MAX_FRAME is no server")
     monkeypatch.delenv("VIDCAP_MAX_FRAME")
     for text, said in (
         ("handler: [1, 2]\n", "its handler: section must be a mapping of settings"),

@@ -262,19 +262,19 @@ def main(argv: list[str] | None = None) -> int:
     section) before a server starts; with ``--model``, that the model can be loaded (no
     download: a hub id not cached with the hub unreachable is refused), with ``--device``
     that its device is here. A mistake is one line, begun as the asking script's own are
-    (``start.sh: …``; without PROGRAM, ``error: …``), exit 2; a ``VIDCAP_*`` variable that
+    (``start.sh: …``; without PROGRAM, ``error: …``, a warning ``vidcap: warning: …``), exit 2; a ``VIDCAP_*`` variable that
     is no setting is warned about."""
     import argparse
     import sys
 
     parser = argparse.ArgumentParser(prog="python -m vidcap.serve.config")
-    parser.add_argument("program", nargs="?", default="error")
+    parser.add_argument("program", nargs="?")
     parser.add_argument("--section", metavar="YAML")
     parser.add_argument("--model", action="store_true")
     parser.add_argument("--device", action="store_true")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     for line in unknown_variables(os.environ):
-        print(f"{args.program}: warning: {line}; ignored", file=sys.stderr)
+        print(f"{args.program or 'vidcap'}: warning: {line}; ignored", file=sys.stderr)
     try:
         section = handler_section(args.section) if args.section else {}
         config = ServeConfig.from_sources(section, os.environ)
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
 
             pick_device(config.device)
     except VidcapError as exc:
-        print(f"{args.program}: {exc}", file=sys.stderr)
+        print(f"{args.program or 'error'}: {exc}", file=sys.stderr)
         return 2
     return 0
 
