@@ -92,7 +92,9 @@ class Stub:
     dropped and the port closed). ``seen``: every request's headers. Every caption answer
     names ``model`` (``X-Vidcap-Model``) and ``revision`` when set (``X-Vidcap-Revision``);
     ``switch_after``: after that many caption requests it is restarted with ``other-model``,
-    as an operator might mid-run; ``update_after``: with revision ``updated`` of its model.
+    as an operator might mid-run; ``update_after``: with revision ``updated`` of its model;
+    ``precision``: the dtype it says (info and ``X-Vidcap-Precision``), ``bfloat16`` after
+    ``recast_after`` caption requests (restarted with another ``VIDCAP_DTYPE``).
     """
 
     model: str = "stub-model"
@@ -105,6 +107,8 @@ class Stub:
     switch_after: int | None = None
     revision: str | None = None
     update_after: int | None = None
+    precision: str | None = None
+    recast_after: int | None = None
     seen: list[dict[str, str]] = field(default_factory=list)
     colours: set[str] = field(default_factory=set)
     statuses: list[int] = field(default_factory=list)
@@ -167,12 +171,16 @@ class Stub:
             return web.json_response(body, status=400)
         if request.headers.get("X-Vidcap-Info") and not await request.read():
             info = {"model": self.model, "input_size": list(SIZE), "revision": self.revision}
+            if self.precision:
+                info["precision"] = self.precision
             return web.json_response(info)
         self.caption_requests += 1
         if self.switch_after is not None and self.caption_requests > self.switch_after:
             self.model = "other-model"
         if self.update_after is not None and self.caption_requests > self.update_after:
             self.revision = "updated"
+        if self.recast_after is not None and self.caption_requests > self.recast_after:
+            self.precision = "bfloat16"
         if self.down_after is not None and self.caption_requests > self.down_after:
             self._stop.set()  # (the port closes; this connection goes now)
             assert request.transport is not None
@@ -200,6 +208,8 @@ class Stub:
         named = {"X-Vidcap-Model": self.model}
         if self.revision:
             named["X-Vidcap-Revision"] = self.revision
+        if self.precision:
+            named["X-Vidcap-Precision"] = self.precision
         return web.json_response(wire.caption_response(captions, job.batched), headers=named)
 
 
@@ -373,6 +383,31 @@ def test_a_server_restarted_with_another_commit_stops_the_run_and_the_rerun_redo
     assert {v["revision"] for v in summary["videos"]} == {"updated"}
     assert "3 videos of" in caplog.text
     assert "were captioned with revision first of stub-model, not updated" in caplog.text
+
+
+@pytest.mark.heavy
+def test_a_server_restarted_in_another_precision_stops_the_run_never_misrecording_it(
+    three_videos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression (outside-in round 61): a server restarted with another ``VIDCAP_DTYPE``
+    mid-run (float32, then bfloat16: 8 of 20 test videos' captions differ with the tiny
+    model) went on answering, and every video's record said the precision of the start:
+    exit 0, and the rerun kept them. Every answer names its precision; one that no server
+    said at the start stops the run like another model; the rerun records the new one."""
+    with Stub(precision="float32", recast_after=3) as stub:
+        code, summary = caption_run(three_videos, tmp_path / "out", stub.url)
+    assert code == 1
+    assert "now answers with stub-model in bfloat16, not float32" in capsys.readouterr().err
+    videos = by_name(summary)
+    assert any(v["status"] == "failed" for v in videos.values())
+    assert all(v["precision"] == "float32" for v in videos.values() if v["status"] == "done")
+    with Stub(precision="bfloat16") as recast:
+        code, summary = caption_run(three_videos, tmp_path / "out", recast.url)
+    assert code == 0 and {v["status"] for v in summary["videos"]} == {"done"}
+    done_before = {n for n, v in videos.items() if v["status"] == "done"}
+    for name, video in by_name(summary).items():  # (a journal's float32 captions: both)
+        expected = {"float32"} if name in done_before else {"bfloat16", "bfloat16,float32"}
+        assert video["precision"] in expected
 
 
 @pytest.mark.heavy

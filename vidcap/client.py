@@ -54,7 +54,12 @@ from vidcap.backend import CaptionFailed
 from vidcap.balancer import Balancer, Endpoint
 from vidcap.errors import ServerChanged, ServerRejected, ServerUnavailable, UsageError
 from vidcap.replies import HINTS, TOO_LONG, describe, error_message, read_reply
-from vidcap.serve.protocol import MODEL_HEADER, REVISION_HEADER, model_from_value
+from vidcap.serve.protocol import (
+    MODEL_HEADER,
+    PRECISION_HEADER,
+    REVISION_HEADER,
+    model_from_value,
+)
 from vidcap.server_url import auth_headers, parse_server_urls
 from vidcap.settings import GenerationSettings
 from vidcap.torchserve_key import KEY_HINT, TorchServeKey, key_refused
@@ -188,8 +193,9 @@ class RemoteBackend:
     ``RemoteBackend(urls, input_size, options, token=…)`` builds one for a known size.
     ``token``: a string, sent as ``Authorization: Bearer`` to every endpoint, or a
     ``TorchServeKey``, sent to its own TorchServe only. Frames must be at ``input_size``
-    (a ``ValueError`` otherwise). ``model``, ``revision``: the served model's name and hub
-    commit, when the servers said them (``connect``): an answer from another is refused
+    (a ``ValueError`` otherwise). ``model``, ``revision``, ``precision``: the served model's
+    name, hub commit and dtype (several joined by commas, as ``server_info.agreed`` gives
+    them), when the servers said them (``connect``): an answer from another is refused
     (``ServerChanged``).
 
     Raises ``ServerUnavailable`` when a request found no server able to take it,
@@ -205,6 +211,7 @@ class RemoteBackend:
         token: str | TorchServeKey | None = None,
         model: str | None = None,
         revision: str | None = None,
+        precision: str | None = None,
     ) -> None:
         self.urls = parse_server_urls(urls)
         self.input_size = input_size
@@ -212,6 +219,7 @@ class RemoteBackend:
         self.token = token
         self.model = model
         self.revision = revision
+        self.precision = precision
         self._mime = wire.WIRE_FORMATS[self.options.wire_format]
         self._encoder = ThreadPoolExecutor(self.options.encode_workers, "vidcap-encode")
         self._loop = asyncio.new_event_loop()
@@ -278,13 +286,11 @@ class RemoteBackend:
         infos, unreachable = server_info.asked(urls, token, options.timeout)
         agreed = server_info.agreed(infos)
         check_prebatch(options.prebatch, agreed.max_frames, urls)
-        model, revision = agreed.model, agreed.revision
+        served = {"model": agreed.model, "revision": agreed.revision, "precision": agreed.precision}
         if agreed.input_size is not None:
             if expected_size is not None and agreed.input_size != expected_size:
                 log.info("the server's model takes %dx%d frames", *agreed.input_size)
-            return cls(
-                urls, agreed.input_size, options, token=token, model=model, revision=revision
-            )
+            return cls(urls, agreed.input_size, options, token=token, **served)
         if expected_size is None:
             if set(unreachable) == set(urls):
                 raise ServerUnavailable(
@@ -296,7 +302,7 @@ class RemoteBackend:
             log.warning(
                 "the server did not say its input size: sending %dx%d frames", *expected_size
             )
-        return cls(urls, expected_size, options, token=token, model=model, revision=revision)
+        return cls(urls, expected_size, options, token=token, **served)
 
     def close(self) -> None:
         if self._closed:
@@ -518,6 +524,7 @@ class RemoteBackend:
                 retry_after = _seconds(resp.headers.get("Retry-After"))
                 served = resp.headers.get(MODEL_HEADER)
                 commit = resp.headers.get(REVISION_HEADER)
+                precision = resp.headers.get(PRECISION_HEADER)
         except asyncio.TimeoutError:
             raise _Failure(BUSY, f"{url}: no answer within {self.options.timeout:g}s") from None
         except aiohttp.ClientConnectorError as exc:  # never reached the server
@@ -538,29 +545,41 @@ class RemoteBackend:
             captions = wire.captions_from_response(jsontext.loads(body), len(frames))
         except ValueError as exc:
             raise _Failure(FAILED, f"{url} answered HTTP {status} with a bad body: {exc}") from None
-        self._check_same_model(url, served, commit)
+        self._check_same_model(url, served, commit, precision)
         self._latencies.append(asyncio.get_running_loop().time() - started)
         return captions
 
-    def _check_same_model(self, url: str, served: str | None, commit: str | None) -> None:
-        """``ServerChanged`` when an answer names another model, or another commit of it,
-        than the run began with (``served``, ``commit``: its headers, where sent)."""
+    def _check_same_model(
+        self, url: str, served: str | None, commit: str | None, precision: str | None = None
+    ) -> None:
+        """``ServerChanged`` when an answer names another model, another commit of it, or
+        a precision none of the servers said at the start (its captions differ, and every
+        video's record names the run's), than the run began with (``served``, ``commit``,
+        ``precision``: its headers, where sent)."""
         served = model_from_value(served) if served else None
         commit = model_from_value(commit) if commit else None
+        precision = model_from_value(precision) if precision else None
+        stop = "mix two models' captions in one folder"
         if served and self.model is not None and served != self.model:
             said = f"the captions of {served}, not of {self.model}"
             why = "with another model"
+            rerun = "captions every video with the model the servers then serve"
         elif commit and self.revision is not None and commit != self.revision:
             said = f"revision {commit} of {self.model}, not {self.revision}"
             why = "after the model was updated"
+            rerun = "captions every video with the model the servers then serve"
+        elif precision and self.precision and precision not in self.precision.split(","):
+            said = f"{self.model} in {precision}, not {self.precision}"
+            why = "with another VIDCAP_DTYPE"
+            rerun = f"captions the videos left in {precision}, and records it"
+            stop = f"record captions computed in {precision} as {self.precision}'s"
         else:
             return
         change = (
             f"{url} now answers with {said}, which this run began with (a server restarted {why}?)"
         )
         raise ServerChanged(
-            f"{change}: the run stops rather than mix two models' captions in one folder; a "
-            "rerun captions every video with the model the servers then serve",
+            f"{change}: the run stops rather than {stop}; a rerun {rerun}",
             url,
             change,
         )

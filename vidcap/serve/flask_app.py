@@ -191,7 +191,7 @@ def create_app(core: ServingCore, *, model_name: str = "") -> Flask:
     app.wsgi_app = reader  # type: ignore[method-assign]
     answer_headers = {
         protocol.INPUT_SIZE_HEADER: protocol.input_size_value(core.input_size),
-        **protocol.model_headers(model_name, core.revision),
+        **protocol.model_headers(model_name, core.revision, core.precision),
     }
 
     # (OPTIONS named: else Flask answers it itself, 200 with an Allow header of them all)

@@ -48,12 +48,14 @@ from vidcap.errors import BadRequest
 # server's ``info`` (model, input size, limits) instead of captions.
 INFO_HEADER = "X-Vidcap-Info"
 # Every caption response says the model's input size, "HEIGHTxWIDTH", the model's name (as
-# the info answer names it, percent-encoded) and, for a hub model, the commit of it loaded:
-# a client can tell a server restarted with another model, or another commit of it, in the
-# middle of its run.
+# the info answer names it, percent-encoded), for a hub model the commit of it loaded, and
+# what its language model computes in (the info's ``precision``): a client can tell a server
+# restarted with another model, another commit of it or another dtype, in the middle of
+# its run.
 INPUT_SIZE_HEADER = "X-Vidcap-Input-Size"
 MODEL_HEADER = "X-Vidcap-Model"
 REVISION_HEADER = "X-Vidcap-Revision"
+PRECISION_HEADER = "X-Vidcap-Precision"
 ALLOWED_METHODS = ("POST",)
 MULTIPART = "multipart/form-data"
 # Media types a request body may have besides multipart (or none at all).
@@ -480,12 +482,14 @@ def model_value(name: str) -> str:
     return quote(name, safe="/:@-._~+")
 
 
-def model_headers(name: str, revision: str | None) -> dict[str, str]:
+def model_headers(name: str, revision: str | None, precision: str | None = None) -> dict[str, str]:
     """The model a caption answer comes from, as both servers say it (``MODEL_HEADER``,
-    and ``REVISION_HEADER`` where the commit is known)."""
+    ``REVISION_HEADER`` where the commit is known, ``PRECISION_HEADER`` where the dtype is)."""
     headers = {MODEL_HEADER: model_value(name)}
     if revision:
         headers[REVISION_HEADER] = model_value(revision)
+    if precision:
+        headers[PRECISION_HEADER] = model_value(precision)
     return headers
 
 

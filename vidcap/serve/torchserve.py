@@ -203,7 +203,7 @@ class Blip2Handler(BaseHandler):
             BATCH_REQUESTS_HEADER: str(len(data)),
             BATCH_FRAMES_HEADER: str(frames),
             protocol.INPUT_SIZE_HEADER: protocol.input_size_value(core.input_size),
-            **protocol.model_headers(self.model_name, core.revision),
+            **protocol.model_headers(self.model_name, core.revision, core.precision),
         }
         responses = []
         for idx, slot in enumerate(data):
