@@ -283,3 +283,31 @@ def test_an_empty_folder_is_filled_in_place(tmp_path: Path, monkeypatch) -> None
     assert main(["tiny-model", "."]) == 0
     assert (here / "config.json").is_file() and Path.cwd() == here
     assert sorted(p.name for p in here.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_checkpoint_with_damaged_weights_is_one_line_in_the_cli_and_the_server(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression (outside-in round 61): weights cut short (a full disk, a copy stopped
+    part-way) raised safetensors' own error, not an ``OSError``: ``vidcap caption --model``
+    and a Flask server restarted on them printed a 40-line traceback (gunicorn's "Worker
+    failed to boot"). Both now say it in one line; the server's worker exits with gunicorn's
+    "App failed to load" status."""
+    from gunicorn.arbiter import Arbiter
+
+    from vidcap.model import CHECKPOINT_DIR
+    from vidcap.serve.flask_app import create_app_from_env
+
+    broken = tmp_path / "broken"
+    shutil.copytree(CHECKPOINT_DIR, broken)
+    with open(broken / "model.safetensors", "r+b") as weights:
+        weights.truncate(1000)
+    said = r"cannot load model from '.*broken': not a BLIP-2 checkpoint, or a damaged one \("
+    with pytest.raises(ModelLoadError, match=said):
+        Captioner.load(ModelSettings(model=str(broken), device="cpu"))
+    env = {"VIDCAP_MODEL": str(broken), "VIDCAP_DEVICE": "cpu"}
+    with pytest.raises(SystemExit) as stopped:
+        create_app_from_env(env)
+    assert stopped.value.code == Arbiter.APP_LOAD_ERROR
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "damaged one" in errors[0] and "\n" not in errors[0]

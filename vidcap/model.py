@@ -168,7 +168,7 @@ class Captioner:
             model = Blip2ForConditionalGeneration.from_pretrained(
                 path, dtype=dtype, local_files_only=local_only, **commit
             )
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, *_weights_errors()) as exc:
             raise ModelLoadError(load_error_message(settings.model, exc)) from exc
         model.to(device).eval()
         return cls(processor, model, device, settings.batch_size, revision)
@@ -297,6 +297,17 @@ def hub_revision(model: str) -> str | None:
         return None
 
 
+def _weights_errors() -> tuple[type[Exception], ...]:
+    """What reading damaged weights raises beside ``OSError``: safetensors' own error, an
+    ``Exception`` only (a checkpoint cut short by a full disk or a copy stopped part-way:
+    "Error while deserializing header: invalid header length")."""
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # (a safetensors too old to export it)
+        return ()
+    return (SafetensorError,)
+
+
 def pinned(settings: ModelSettings) -> ModelSettings:
     """``settings`` with the hub commit its run captions with (``hub_revision``), unless it
     names one already."""
@@ -356,7 +367,10 @@ def load_error_message(model: str, exc: BaseException | None, revision: str | No
         return f"cannot load the bundled tiny model from {CHECKPOINT_DIR}: {exc}"
     if Path(model).exists():
         first_line = str(exc).strip().splitlines()[0][:200] if exc else "unknown error"
-        return f"cannot load model from {model!r}: not a BLIP-2 checkpoint ({first_line})"
+        return (
+            f"cannot load model from {model!r}: not a BLIP-2 checkpoint, or a damaged one "
+            f"({first_line})"
+        )
     if revision:  # (a Ray run's actors load the commit the driver's machine holds)
         return (
             f"cannot load model {model!r} at revision {revision} (the one this run captions "

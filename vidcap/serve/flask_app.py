@@ -28,7 +28,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from vidcap import wire
-from vidcap.errors import BadRequest
+from vidcap.errors import BadRequest, ModelLoadError
 from vidcap.serve import protocol
 from vidcap.serve.batcher import BatchSettings, MicroBatcher, QueueFull
 from vidcap.serve.config import ServeConfig
@@ -37,6 +37,9 @@ from vidcap.serve.core import ServingCore
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 64 * 1024
+# gunicorn's exit status for a worker whose app cannot load: its master stops ("App failed
+# to load") instead of restarting the worker for ever.
+APP_LOAD_ERROR = 4
 # Where ``BodyReader`` leaves the request body for the app.
 BODY_KEY = "vidcap.body"
 StartResponse = Callable[..., Any]
@@ -294,7 +297,11 @@ def create_app_from_env(env: Mapping[str, str] | None = None) -> Flask:
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    captioner = Captioner.load(pinned(config.model_settings()))
+    try:
+        captioner = Captioner.load(pinned(config.model_settings()))
+    except ModelLoadError as exc:  # one line, not gunicorn's traceback of its worker
+        log.error("%s", exc)
+        raise SystemExit(APP_LOAD_ERROR) from None
     core = ServingCore(captioner, config)
     log.info(
         "serving %s on %s, input %s, batches of up to %d frames, token limit %s",
