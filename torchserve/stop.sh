@@ -45,7 +45,7 @@ orphan_workers() { # model workers of this run folder whose front end is gone (a
     local proc pid
     for proc in /proc/[0-9]*; do
         pid="${proc#/proc/}"
-        tr '\0' ' ' <"$proc/cmdline" 2>/dev/null | grep -qF -- "--sock-name $run_dir/.ts.sock." &&
+        tr '\0' ' ' 2>/dev/null <"$proc/cmdline" | grep -qF -- "--sock-name $run_dir/.ts.sock." &&
             echo "$pid"
     done
     return 0
