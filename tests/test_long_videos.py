@@ -5,11 +5,15 @@ decoder per core)."""
 from __future__ import annotations
 
 import tracemalloc
+from collections.abc import Sequence
 from pathlib import Path
+from typing import overload
 
 import pytest
 
 from tests.support.videos import encode_with_ffmpeg
+from vidcap.outputs import SCENE_FORMATS, SCENES_FORMAT, VIDEO_FORMATS, CaptionedFrame
+from vidcap.scenes import Scene
 from vidcap.settings import SamplingSettings
 from vidcap.video import VideoReader
 
@@ -92,3 +96,39 @@ def test_decoding_every_frame_for_scenes_holds_a_few_bytes_per_packet(
     assert (short_frames, long_frames) == (SHORT, LONG)
     per_packet = (long_peak - short_peak) / (LONG - SHORT)
     assert per_packet < MAX_BYTES_PER_PACKET, f"{per_packet:.0f} bytes a packet"
+
+
+class _Counted(Sequence[CaptionedFrame]):
+    """A video's samples that count how many of them are looked at."""
+
+    def __init__(self, frames: list[CaptionedFrame]) -> None:
+        self._frames, self.looked = frames, 0
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    @overload
+    def __getitem__(self, i: int) -> CaptionedFrame: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[CaptionedFrame]: ...
+    def __getitem__(self, i: int | slice) -> CaptionedFrame | list[CaptionedFrame]:
+        got = self._frames[i]
+        self.looked += len(got) if isinstance(got, list) else 1
+        return got
+
+
+@pytest.mark.parametrize("fmt", ["srt", "vtt", SCENES_FORMAT])
+def test_a_long_videos_scenes_look_at_each_sample_a_few_times(fmt: str) -> None:
+    # Hours of 4 s shots sampled every second (--scenes --fps 1): each scene once took a
+    # pass over every sample (3 hours' outputs, 20 s of one core; 10 hours', minutes).
+    rate, shot, shots = 25, 4, 500
+    frames = _Counted(
+        [CaptionedFrame(s * rate, float(s), f"shot {s // shot}") for s in range(shots * shot)]
+    )
+    scenes = [
+        Scene(n + 1, n * shot * rate, (n + 1) * shot * rate, float(n * shot), float((n + 1) * shot))
+        for n in range(shots)
+    ]
+    text = {**VIDEO_FORMATS, **SCENE_FORMATS}[fmt].render("v", frames, shots * shot, scenes)
+    assert "shot 499" in text and "shot 0" in text
+    assert frames.looked < 20 * (len(frames) + shots * 12)  # (not shots × samples: 1,000,000)

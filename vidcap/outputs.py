@@ -15,6 +15,7 @@ Parquet shards (``vidcap.parquet``) and ``vidcap mask``'s saved answers.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import io
@@ -246,8 +247,16 @@ def frame_row(video: str, frame: CaptionedFrame) -> dict[str, Any]:
 
 
 def scene_frames(scene: Scene, frames: Sequence[CaptionedFrame]) -> list[CaptionedFrame]:
-    """The samples inside ``scene`` (``frames`` in order)."""
-    return [f for f in frames if scene.start_frame <= f.index < scene.end_frame]
+    """The samples inside ``scene`` (``frames`` in order of index): found by bisection, so
+    that a long video's scenes cost no pass over all its samples each (hours of shots
+    sampled every second were seconds to minutes of one core, growing as their product)."""
+    first = bisect.bisect_left(frames, scene.start_frame, key=_index)
+    stop = bisect.bisect_left(frames, scene.end_frame, lo=first, key=_index)
+    return list(frames[first:stop])
+
+
+def _index(frame: CaptionedFrame) -> int:
+    return frame.index
 
 
 def scene_caption(scene: Scene, frames: Sequence[CaptionedFrame]) -> str:
