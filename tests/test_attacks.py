@@ -1433,6 +1433,51 @@ def test_oversized_heads_get_the_same_status_from_both_servers(
             assert "aaaa" not in answer[1]["error"]
 
 
+@pytest.mark.slow
+def test_a_head_torchserve_would_refuse_is_refused_by_the_gate_first(
+    gate: GateProcess, flask_server: FlaskServer
+) -> None:
+    """Regression: TorchServe's Java front end reads a request line of 4,096 bytes and
+    8 KB of headers at most, where the gate's parser reads 8 KB and 32 KB: a request
+    between the two was read whole by the gate, forwarded, and answered TorchServe's own
+    400 ("Invalid HTTP message."), where Flask answers 414 (a line over 4,094 bytes), 431
+    (over 100 headers) or captions it. The gate now refuses those heads before the body,
+    as Flask does, and forwards none of them."""
+    image = wire.encode_image(make_frames(1, (64, 64))[0], "png")
+    cases = (
+        ("?" + "a" * 4_100, {}, 414),
+        ("", {f"X-Pad-{i}": "y" for i in range(120)}, 431),
+    )
+    forwarded = gate.upstream.requests
+    for suffix, headers, status in cases:
+        for port, path in ((gate.port, "/predictions/vidcap"), (flask_server.port, "/caption")):
+            request = raw_request(port, path + suffix, image, PNG, {**gate.auth, **headers})
+            answer = send_and_read(port, request)
+            assert not isinstance(answer, str), answer
+            assert answer[0] == status and "error" in answer[1], (port, answer)
+    # 9 KB of headers: past TorchServe's 8 KB (gunicorn takes 100 of up to 8 KB each)
+    request = raw_request(
+        gate.port,
+        "/predictions/vidcap",
+        image,
+        PNG,
+        {**gate.auth, **{f"X-Pad-{i}": "v" * 1_000 for i in range(9)}},
+    )
+    answer = send_and_read(gate.port, request)
+    assert not isinstance(answer, str), answer
+    assert answer[0] == 431 and "8 KB" not in answer[1]["error"], answer
+    assert gate.upstream.requests == forwarded
+    # a request just within every limit is still forwarded and captioned
+    request = raw_request(
+        gate.port,
+        "/predictions/vidcap?" + "a" * 3_900,
+        image,
+        PNG,
+        {**gate.auth, **{f"X-Pad-{i}": "v" * 1_000 for i in range(6)}},
+    )
+    assert send_and_read(gate.port, request) == (200, {"caption": "ok"})
+
+
 def _head_then_body(port: int, head: bytes, body: bytes) -> tuple[bytes, bytes]:
     """Send ``head``, wait up to 2 s for an interim "100 Continue" (what an
     ``Expect: 100-continue`` client waits for), then the body; (what came before the body

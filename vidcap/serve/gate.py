@@ -110,6 +110,14 @@ TOKEN_FAILED = (
 TOKEN_FAILED_MARK = b"Token Authorization failed"
 BEARER = re.compile(r"Bearer\s+(\S+)")
 NO_VERSION = "request line has no HTTP version: send HTTP/1.1"
+# The head TorchServe's Java front end (Netty) reads: a request line of 4,096 bytes at most,
+# 8,192 bytes of headers in all (past them its own 400, "Invalid HTTP message.", after the
+# gate had read the body). Refused first, as Flask's gunicorn refuses them: a line over
+# 4,094 bytes (414), more than 100 headers (431); the forwarded headers over what leaves
+# room for those aiohttp's client adds (Host, Accept, User-Agent, …: about 150 bytes), 431.
+MAX_LINE_BYTES = 4094
+MAX_HEADERS = 100
+MAX_HEADER_BYTES = 7680
 # Idle kept-alive connections are closed after this long (clients keep theirs 15 s).
 KEEPALIVE_S = 60.0
 # After an early answer (408, 413, …) the rest of a body is read and dropped for at most
@@ -271,6 +279,25 @@ def check_headers(request: web.BaseRequest) -> None:
         if len(request.headers.getall(name, ())) > 1:
             raise BadRequest(f"request has more than one {name} header")
     wire.settings_from_headers(request.headers)
+
+
+def check_head_size(request: web.BaseRequest) -> None:
+    """A head TorchServe's front end reads as the gate does: its request line as forwarded
+    at most ``MAX_LINE_BYTES`` (414), at most ``MAX_HEADERS`` headers and the forwarded ones
+    at most ``MAX_HEADER_BYTES`` in all (431) — else TorchServe answered its own 400 after
+    the gate had read, held and forwarded the whole body."""
+    line = len(request.method) + len(request.rel_url.raw_path_qs) + len(" HTTP/1.1 ")
+    if line > MAX_LINE_BYTES:
+        raise BadRequest(f"request line longer than {MAX_LINE_BYTES} bytes", 414)
+    if len(request.raw_headers) > MAX_HEADERS:
+        raise BadRequest(f"more than {MAX_HEADERS} request headers", 431)
+    size = sum(
+        len(name) + len(value) + 2
+        for name, value in request.raw_headers
+        if name.decode("latin-1").lower() not in DROPPED_REQUEST_HEADERS
+    )
+    if size > MAX_HEADER_BYTES:
+        raise BadRequest(f"request headers longer than {MAX_HEADER_BYTES} bytes in all", 431)
 
 
 async def read_body(
@@ -449,6 +476,7 @@ class Gate:
             held = [0]
             try:
                 protocol.check_method(request.method)
+                check_head_size(request)
                 check_headers(request)
                 self.authorize(request)
                 client = await self.admit(request)  # (before its body is read)
