@@ -360,6 +360,33 @@ def test_the_python_api_takes_a_path_column_and_writes_thumbnails_when_asked(
         caption_dataset([listed], tmp_path / "default", model=TINY, quiet=True)
 
 
+@pytest.mark.slow
+def test_relative_inputs_are_the_drivers_not_the_workers(
+    cluster: str, generated_videos, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a relative input (and a relative list file's entries) reached the decode
+    tasks as it was, and each worker opened it against its own working folder (that of
+    its node's ``ray start``): on a joined cluster every one failed "no such file". Here
+    the driver moves to another folder after the cluster's workers' was set."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    shutil.copy(generated_videos["h264-mp4"][0], clips / "a.mp4")
+    shutil.copy(generated_videos["vfr-mp4"][0], clips / "b.mp4")
+    (clips / "broken.mp4").write_bytes(b"\x00\x01 not a video" * 50)
+    (clips / "list.txt").write_text("b.mp4\nbroken.mp4\n")
+    monkeypatch.chdir(tmp_path)
+    results = caption_dataset(
+        ["clips/a.mp4", "clips/list.txt"], "out", model=TINY, formats=("jsonl",), quiet=True
+    )
+    assert [(r.name, r.status) for r in results] == [
+        ("a", "done"),
+        ("b", "done"),
+        ("broken", "failed"),
+    ]
+    assert results[2].error.startswith("clips/broken.mp4: ")  # (named as given, as embedded)
+    assert read_jsonl(tmp_path / "out" / "a.jsonl")[0]["video"] == "clips/a.mp4"  # as given
+
+
 def test_ray_settings_validation() -> None:
     with pytest.raises(UsageError, match=r"--ray-actors must be >= 1, got 0"):
         RaySettings(actors=0)

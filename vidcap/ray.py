@@ -55,7 +55,15 @@ import numpy as np
 from vidcap import errors, scratch
 from vidcap.backend import CaptionFailed, caption_each
 from vidcap.commit import Committer, check_out_dir
-from vidcap.decode import Decoded, Event, decode_events, encode_event, read_event
+from vidcap.decode import (
+    Decoded,
+    Event,
+    Failed,
+    Warned,
+    decode_events,
+    encode_event,
+    read_event,
+)
 from vidcap.engine import Captioned, FailingStreak, Uncaptioned, deliver
 from vidcap.errors import EMPTY_PATH, UsageError, VidcapError, install_hint
 from vidcap.inputs import PATH_COLUMN, InputVideo, expand_inputs, is_url, local_path
@@ -134,22 +142,35 @@ def decode_video(
     size: tuple[int, int],
     frames_per_block: int,
     kept: frozenset[tuple[int, float]] = frozenset(),
+    given: str | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """One video's events (frames resized for the model, then its end), in blocks of rows;
     a frame in ``kept`` (index, time: its caption journaled by a stopped run) without its
-    pixels, which the model stage passes over."""
+    pixels, which the model stage passes over. ``given``: the source as the driver was
+    given it (relative), named in its warnings and failure instead of ``source``
+    (``task_source``: absolute), as an embedded run names it."""
     rows: list[bytes] = []
     # One decoder thread: a decode task holds one CPU, and a node runs one task per CPU.
     # (its warnings travel as events: a Ray worker's own output is not shown with --quiet)
     for event in decode_events(job, source, sampling, size, threads=1):
         if isinstance(event, Decoded) and (event.frame.index, event.frame.time) in kept:
             event = _without_pixels(event)
+        elif given is not None and given != source:
+            event = _as_given(event, source, given)
         rows.append(encode_event(event))
         if len(rows) >= frames_per_block:
             yield _rows(job, rows)
             rows = []
     if rows:
         yield _rows(job, rows)
+
+
+def _as_given(event: Event, source: str, given: str) -> Event:
+    if isinstance(event, Failed):
+        return replace(event, error=event.error.replace(source, given))
+    if isinstance(event, Warned):
+        return replace(event, message=event.message.replace(source, given))
+    return event
 
 
 def _rows(job: int, events: list[bytes]) -> dict[str, np.ndarray]:
@@ -172,9 +193,12 @@ def _decode_batch(
     size: tuple[int, int],
     frames_per_block: int,
 ) -> Iterator[dict[str, np.ndarray]]:
-    for job, source, kept in zip(batch["job"], batch["source"], batch["kept"], strict=True):
+    rows = zip(batch["job"], batch["source"], batch["kept"], batch["given"], strict=True)
+    for job, source, kept, given in rows:
         journaled = frozenset((int(i), float(t)) for i, t in json.loads(str(kept)))
-        yield from decode_video(int(job), str(source), sampling, size, frames_per_block, journaled)
+        yield from decode_video(
+            int(job), str(source), sampling, size, frames_per_block, journaled, str(given)
+        )
 
 
 # ---- model stage (Ray actors, one Captioner each) ---------------------------------------
@@ -562,7 +586,12 @@ def build_pipeline(
     )
     kept = kept or {}
     items = [
-        {"job": job.id, "source": job.source, "kept": json.dumps(kept.get(job.id, []))}
+        {
+            "job": job.id,
+            "source": task_source(job.source),
+            "given": job.source,
+            "kept": json.dumps(kept.get(job.id, [])),
+        }
         for job in jobs
     ]
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_DECODE_BLOCKS))
@@ -606,6 +635,17 @@ def build_pipeline(
         # why in a line each)
         logging.getLogger("ray.data").setLevel(logging.CRITICAL if quiet else logging.ERROR)
     return ds
+
+
+def task_source(source: str) -> str:
+    """A video's source as a decode task opens it: a local path made absolute against the
+    driver's working folder. A relative one was opened against the worker's (the folder
+    its node's ``ray start`` ran in), so each of the driver's relative inputs, and a
+    relative list file's entries, failed "no such file" on a cluster joined with
+    ``--ray ADDRESS``. URLs (``file://`` ones too) are left as they are."""
+    if is_url(source) or source[:7].lower() == "file://":
+        return source
+    return os.path.abspath(source)
 
 
 def feed(committer: Committer, batches: Iterator[dict[str, np.ndarray]]) -> None:
