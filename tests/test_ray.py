@@ -36,7 +36,7 @@ from vidcap.inputs import InputVideo, expand_inputs
 from vidcap.jobs import RunSettings, VideoResult
 from vidcap.model import Captioner
 from vidcap.parquet import SHARD_DIR, run_writers_for
-from vidcap.ray import RaySettings, caption_dataset, reachable
+from vidcap.ray import RaySettings, caption_dataset, check_resources, reachable
 from vidcap.settings import ModelSettings, SamplingSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -385,6 +385,19 @@ def test_relative_inputs_are_the_drivers_not_the_workers(
     ]
     assert results[2].error.startswith("clips/broken.mp4: ")  # (named as given, as embedded)
     assert read_jsonl(tmp_path / "out" / "a.jsonl")[0]["video"] == "clips/a.mp4"  # as given
+
+
+def test_a_joined_cluster_whose_resources_other_jobs_hold_is_said(caplog) -> None:
+    """Regression: on a joined cluster whose CPUs another job held (its actors), the run
+    waited for ever saying nothing: only the cluster's totals were compared."""
+    total = {"CPU": 2.0}
+    with caplog.at_level("WARNING", logger="vidcap.ray"):
+        check_resources(1, 0.0, local=False, have=total, free={"CPU": 2.0})
+        assert not caplog.records
+        check_resources(1, 0.0, local=False, have=total, free={"CPU": 0.0})
+    assert len(caplog.records) == 1
+    assert "the cluster has 0 CPUs and 0 GPUs free (other jobs hold the rest)" in caplog.text
+    assert "the run waits until they are free" in caplog.text
 
 
 def test_ray_settings_validation() -> None:

@@ -350,13 +350,19 @@ def speaks_grpc(conn: socket.socket) -> bool:
 
 
 def check_resources(
-    actors: int, gpus: float, local: bool, have: Mapping[str, float] | None = None
+    actors: int,
+    gpus: float,
+    local: bool,
+    have: Mapping[str, float] | None = None,
+    free: Mapping[str, float] | None = None,
 ) -> None:
     """Where the cluster cannot hold the pipeline, say so: it would wait for ever. Each
     Captioner actor takes a CPU (and ``gpus``), each decode task a CPU: the actors must
     leave one. ``have``: the cluster's resources (default: the connected cluster's). A
     usage error on a local cluster; on a joined one, whose autoscaler may add nodes, a
-    warning."""
+    warning. On a joined cluster, also one where other jobs hold what the run needs now
+    (``free``: its free resources, default the connected cluster's): it waited saying
+    nothing until they let go."""
     if have is None:
         import ray
 
@@ -374,10 +380,29 @@ def check_resources(
             f"{cpus:g}: none is left to decode (give fewer --ray-actors)"
         )
     if problem is None:
+        if not local:
+            _say_busy(actors, gpus, free)
         return
     if local:
         raise UsageError(problem)
     log.warning("%s: the run waits until the cluster has them", problem)
+
+
+def _say_busy(actors: int, gpus: float, free: Mapping[str, float] | None) -> None:
+    """A warning where a joined cluster's free CPUs or GPUs cannot start the actors and a
+    decode task now: other jobs hold them, and the run waits (Ray says nothing)."""
+    if free is None:
+        import ray
+
+        free = ray.available_resources()
+    cpus, free_gpus = float(free.get("CPU", 0)), float(free.get("GPU", 0))
+    if actors + 1 <= cpus and actors * gpus <= free_gpus:
+        return
+    log.warning(
+        "the cluster has %g CPUs and %g GPUs free (other jobs hold the rest); %s and a "
+        "decode task need %g and %g: the run waits until they are free",
+        cpus, free_gpus, counted(actors, "Captioner actor"), actors + 1, actors * gpus,
+    )  # fmt: skip
 
 
 def local_resources() -> dict[str, float] | None:
