@@ -7,7 +7,7 @@ import asyncio
 import threading
 import time
 
-from vidcap.serve.turns import Slots, Turns, TurnSemaphore
+from vidcap.serve.turns import Slots, Turns, TurnSemaphore, client_of
 
 
 def test_a_clients_next_item_waits_for_one_of_each_other_client() -> None:
@@ -207,3 +207,66 @@ def test_the_flask_workers_threads_serve_requests_in_their_clients_turns() -> No
     finally:
         pool.shutdown(wait=True)
     assert [conn.name for conn in order] == ["a1", "b1", "a2", "a3"]  # (first come: a1, a2, a3, b1)
+
+
+def test_a_client_is_its_ipv4_address_or_its_ipv6_hosts_64() -> None:
+    assert client_of("10.0.0.1") == "10.0.0.1"
+    assert client_of("2001:db8:0:1::a") == client_of("2001:db8:0:1:ffff::b") == "2001:db8:0:1::/64"
+    assert client_of("2001:db8:0:2::a") == "2001:db8:0:2::/64"  # (another host's block)
+    assert client_of("::ffff:10.0.0.1") == "10.0.0.1"  # (IPv4 on a dual-stack socket)
+    assert client_of("fe80::1%eth0") == "fe80::/64"
+    assert client_of(None) == client_of("") == ""
+    assert client_of("/run/vidcap.sock") == "/run/vidcap.sock"  # (not an IP: as it is)
+
+
+def test_one_ipv6_host_takes_one_turn_whichever_addresses_of_its_64_it_sends_from() -> None:
+    """Regression (round 61's DoS audit, left alone there): each peer address was a client,
+    so one IPv6 host, free to send from any address of its /64, got a turn (and, at the
+    gate, a share of requests) for each. The Flask worker's threads, its batcher and the
+    gate key clients by ``client_of``."""
+    from types import SimpleNamespace
+
+    from vidcap.serve.gunicorn_worker import DeadlineThreadWorker
+
+    worker = SimpleNamespace(cfg=SimpleNamespace(threads=1))
+    pool = DeadlineThreadWorker.get_thread_pool(worker)  # type: ignore[arg-type]
+    busy, order = threading.Event(), []
+    try:
+        first = pool.submit(busy.wait, 10)  # the one thread is taken
+        done = [
+            pool.submit(order.append, SimpleNamespace(client=(address, 5000), name=name))
+            for address, name in (
+                ("2001:db8:0:1::a", "a1"),
+                ("2001:db8:0:1::b", "a2"),
+                ("2001:db8:0:1::c", "a3"),
+                ("2001:db8:0:2::1", "b1"),
+            )
+        ]
+        busy.set()
+        first.result(10)
+        for future in done:
+            future.result(10)
+    finally:
+        pool.shutdown(wait=True)
+    assert [conn.name for conn in order] == ["a1", "b1", "a2", "a3"]
+
+
+def test_the_gate_counts_one_ipv6_hosts_requests_as_one_clients() -> None:
+    from types import SimpleNamespace
+
+    from vidcap.errors import BadRequest
+    from vidcap.serve.gate import Gate, GateSettings
+
+    async def main() -> None:
+        settings = GateSettings("http://127.0.0.1:1", 1, 1.0, 1.0, 1.0, max_client_requests=1)
+        gate = Gate(settings, session=None)  # type: ignore[arg-type]  # (admit sends nothing)
+        assert await gate.admit(SimpleNamespace(remote="2001:db8:0:1::a")) == "2001:db8:0:1::/64"
+        assert await gate.admit(SimpleNamespace(remote="2001:db8:0:2::a"))  # another host
+        try:
+            await gate.admit(SimpleNamespace(remote="2001:db8:0:1::b"))  # the first host again
+        except BadRequest as exc:
+            assert exc.status == 503
+        else:
+            raise AssertionError("a second address of one /64 got a share of its own")
+
+    asyncio.run(main())

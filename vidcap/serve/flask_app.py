@@ -33,6 +33,7 @@ from vidcap.serve import protocol
 from vidcap.serve.batcher import BatchSettings, MicroBatcher, QueueFull
 from vidcap.serve.config import ServeConfig
 from vidcap.serve.core import ServingCore
+from vidcap.serve.turns import client_of
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ def create_app(core: ServingCore, *, model_name: str = "") -> Flask:
         if protocol.wants_info(request.headers) and not request.content_length:
             return jsonify(core.info(model_name))
         frames, fields, batched = read_request(config.max_body_parts)
-        client = request.remote_addr or ""
+        client = client_of(request.remote_addr)
         refused = batcher.refuses(client, len(frames))  # (before any frame is decoded)
         if refused:
             return busy(refused)

@@ -81,7 +81,7 @@ from vidcap.cli.parser import OneLineParser
 from vidcap.errors import BadRequest, UsageError
 from vidcap.serve import protocol
 from vidcap.serve.config import ServeConfig
-from vidcap.serve.turns import Slots
+from vidcap.serve.turns import Slots, client_of
 
 log = logging.getLogger(__name__)
 
@@ -452,7 +452,7 @@ class Gate:
         """Count the request against its client's share (``max_client_requests``), or —
         past it, after ``BUSY_ANSWER_S``, so that a client sending again at once, ignoring
         ``Retry-After``, cannot spin the gate — refuse it; the client, to ``release``."""
-        client = request.remote or ""
+        client = client_of(request.remote)
         cap = self.settings.max_client_requests
         if cap and self.admitted.get(client, 0) >= cap:
             await asyncio.sleep(BUSY_ANSWER_S)

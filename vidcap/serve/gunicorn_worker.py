@@ -67,7 +67,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from vidcap.serve import protocol
 from vidcap.serve.config import ServeConfig
 from vidcap.serve.deadline_socket import DeadlineSocket
-from vidcap.serve.turns import TurnQueue
+from vidcap.serve.turns import TurnQueue, client_of
 from vidcap.wire import WireLimits
 
 # Seconds a client must have been sending its request before it may be disconnected
@@ -88,11 +88,11 @@ GATHERED_FULL = "requests being sent would pass VIDCAP_MAX_BODIES_MB in memory"
 
 
 def _work_client(item: object) -> str:
-    """The peer address of a thread pool work item's connection ("": none, the pool's
-    shutdown marker)."""
+    """The client (``client_of`` its peer address) of a thread pool work item's connection
+    ("": none, the pool's shutdown marker)."""
     args = getattr(item, "args", ())
     address = getattr(args[0], "client", None) if args else None
-    return str(address[0]) if isinstance(address, tuple) and address else ""
+    return client_of(str(address[0])) if isinstance(address, tuple) and address else ""
 
 
 def _fields(head: bytes | bytearray) -> list[tuple[bytes, bytes]] | None:

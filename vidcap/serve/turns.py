@@ -8,12 +8,14 @@ other client, not for everything a busy neighbour has queued. Flask's micro-batc
 gate (``vidcap.serve.gate``) hands out its forwarding slots this way (``Slots``), in its
 event loop, a request weighing what its pixels cost to decode; Flask's worker hands its
 threads to requests this way (``TurnQueue``), and its request threads decode frames this
-way (``TurnSemaphore``).
+way (``TurnSemaphore``). A client is its peer address as ``client_of`` keys it: an IPv6
+host's /64, the block one host or one home is given, not each of its 2⁶⁴ addresses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import queue
 import threading
 from collections import deque
@@ -22,6 +24,25 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+IPV6_CLIENT_PREFIX = 64  # the prefix an IPv6 host is given (RFC 6177: a /64 at least)
+
+
+def client_of(address: str | None) -> str:
+    """The client a peer ``address`` counts as, for turns and shares: an IPv4 address as
+    it is (an IPv4-mapped IPv6 one as its IPv4), an IPv6 one as its /64 (one host may
+    take any address of its /64, and would get a turn and a share for each); anything
+    else (a Unix socket's, none: "") as it is."""
+    if not address:
+        return ""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # (no zone: fe80::1%eth0)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_CLIENT_PREFIX), strict=False))
+    return str(ip)
 
 
 class Turns(Generic[T]):
