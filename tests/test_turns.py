@@ -186,6 +186,13 @@ def test_the_flask_workers_threads_serve_requests_in_their_clients_turns() -> No
     first served, so one address's connections, each resending as soon as it was answered,
     held another address's request behind all of theirs (13-40 s). The worker's pool takes
     them in their clients' turns."""
+    order = _served_by_one_thread(("10.0.0.1", "10.0.0.1", "10.0.0.1", "10.0.0.2"))
+    assert order == [0, 3, 1, 2]  # (first come: 0, 1, 2, 3)
+
+
+def _served_by_one_thread(addresses: tuple[str, ...]) -> list[int]:
+    """The order the Flask worker's one thread serves connections from ``addresses``
+    (their indices), queued while the thread is busy."""
     from types import SimpleNamespace
 
     from vidcap.serve.gunicorn_worker import DeadlineThreadWorker
@@ -196,9 +203,8 @@ def test_the_flask_workers_threads_serve_requests_in_their_clients_turns() -> No
     try:
         first = pool.submit(busy.wait, 10)  # the one thread is taken
         done = [
-            pool.submit(order.append, SimpleNamespace(client=(address, 5000), name=name))
-            for address, name in (("10.0.0.1", "a1"), ("10.0.0.1", "a2"), ("10.0.0.1", "a3"))
-            + (("10.0.0.2", "b1"),)
+            pool.submit(order.append, SimpleNamespace(client=(address, 5000), name=n))
+            for n, address in enumerate(addresses)
         ]
         busy.set()
         first.result(10)
@@ -206,7 +212,7 @@ def test_the_flask_workers_threads_serve_requests_in_their_clients_turns() -> No
             future.result(10)
     finally:
         pool.shutdown(wait=True)
-    assert [conn.name for conn in order] == ["a1", "b1", "a2", "a3"]  # (first come: a1, a2, a3, b1)
+    return [conn.name for conn in order]
 
 
 def test_a_client_is_its_ipv4_address_or_its_ipv6_hosts_64() -> None:
@@ -224,31 +230,10 @@ def test_one_ipv6_host_takes_one_turn_whichever_addresses_of_its_64_it_sends_fro
     so one IPv6 host, free to send from any address of its /64, got a turn (and, at the
     gate, a share of requests) for each. The Flask worker's threads, its batcher and the
     gate key clients by ``client_of``."""
-    from types import SimpleNamespace
-
-    from vidcap.serve.gunicorn_worker import DeadlineThreadWorker
-
-    worker = SimpleNamespace(cfg=SimpleNamespace(threads=1))
-    pool = DeadlineThreadWorker.get_thread_pool(worker)  # type: ignore[arg-type]
-    busy, order = threading.Event(), []
-    try:
-        first = pool.submit(busy.wait, 10)  # the one thread is taken
-        done = [
-            pool.submit(order.append, SimpleNamespace(client=(address, 5000), name=name))
-            for address, name in (
-                ("2001:db8:0:1::a", "a1"),
-                ("2001:db8:0:1::b", "a2"),
-                ("2001:db8:0:1::c", "a3"),
-                ("2001:db8:0:2::1", "b1"),
-            )
-        ]
-        busy.set()
-        first.result(10)
-        for future in done:
-            future.result(10)
-    finally:
-        pool.shutdown(wait=True)
-    assert [conn.name for conn in order] == ["a1", "b1", "a2", "a3"]
+    order = _served_by_one_thread(
+        ("2001:db8:0:1::a", "2001:db8:0:1::b", "2001:db8:0:1::c", "2001:db8:0:2::1")
+    )
+    assert order == [0, 3, 1, 2]
 
 
 def test_the_gate_counts_one_ipv6_hosts_requests_as_one_clients() -> None:
