@@ -98,11 +98,12 @@ KEPT_RESPONSE_HEADERS = frozenset({"content-type", "retry-after", "www-authentic
 # second), so that one resending at once costs the gate one answer a second per connection.
 BUSY_ANSWER_S = 1.0
 # A request's forwarding weight is its pixels over a full pre-batch of BLIP-2-sized frames
-# (64 × 224 × 224: what ``vidcap caption --server`` sends at most), rounded up.
+# (64 × 224 × 224: what ``vidcap caption --server`` sends at most), rounded up. Not its
+# frames: ``max_forwarded`` is two TorchServe batches per worker, counted in requests as
+# TorchServe counts them, and a client's pre-batch is how a GPU's batch fills (the GPU
+# bench sends 64 frames a request, 4 requests a batch: counted by frames, one request would
+# be forwarded at a time). A neighbour's request waits for those two batches at most.
 WEIGHT_PIXELS = 64 * 224 * 224
-# ... and at least its frames over the pre-batch ``vidcap caption --server`` sends by
-# default (``--prebatch`` 8): what the model's time grows with, whatever their size.
-WEIGHT_FRAMES = 8
 RETRY_AFTER_S = "1"
 # Headers that must not appear twice (the gate and TorchServe could read different ones).
 SINGLE_HEADERS = ("Content-Type", "Content-Length", "Transfer-Encoding", "Authorization")
@@ -388,12 +389,8 @@ def decode_weight(images: list[bytes | bytearray | memoryview]) -> int:
     sends (``WEIGHT_PIXELS``), at least 1: a request of 4K frames weighs tens, so one client
     sending them holds another up for about one of them, not for a full forwarding queue
     (the handler decodes a worker's frames one after another). Pixels are read from the
-    headers (``wire.image_pixels``). And a request weighs at least its frames over
-    ``WEIGHT_FRAMES``, as the model's time grows with them: 16 requests of 64 small frames
-    each, weighing 1, were forwarded at once, and another client's one frame waited behind
-    their 1,024 frames in TorchServe's queue (2-16 s, 0.4 s alone)."""
-    pixels = math.ceil(sum(wire.image_pixels(data) for data in images) / WEIGHT_PIXELS)
-    return max(1, pixels, math.ceil(len(images) / WEIGHT_FRAMES))
+    headers (``wire.image_pixels``)."""
+    return max(1, math.ceil(sum(wire.image_pixels(data) for data in images) / WEIGHT_PIXELS))
 
 
 def upstream_answer(status: int, headers: Mapping[str, str], body: bytes) -> web.Response:
