@@ -223,6 +223,13 @@ class DecodedFrame:
 _EVERY_FRAME = SamplingSettings(every_n=1, mode="all")
 
 
+def _first_frame_only(sampling: SamplingSettings, packets: Packets) -> SamplingSettings:
+    """``sampling`` taking the first frame alone, for ``--keyframes`` where no frame shown is
+    a keyframe; every frame decoded (``all``) and read to the end, as every mode is, for the
+    video's duration and lost frames (stopping after the first ended the video there)."""
+    return replace(sampling, keyframes=False, fps=None, every_n=len(packets.times) + 1, mode="all")
+
+
 class VideoReader:
     """One open video. Iterate ``frames(sampling)`` once; ``stats`` is complete afterwards.
 
@@ -395,9 +402,9 @@ class VideoReader:
             # points of an intra-refresh stream cut in its middle, as a broadcast capture
             # starts: alone they decode to nothing): no frame shown is a keyframe, so the
             # first stands for them, as where no packet is flagged (``_keyframes_or_first``).
-            first = replace(sampling, keyframes=False, fps=None, every_n=len(packets.times) + 1)
             why = _PlanBroken("no frame it shows is a keyframe")
-            reached_end = yield from self._again(why, replace(first, mode="all"), packets, sent)
+            first = _first_frame_only(sampling, packets)
+            reached_end = yield from self._again(why, first, packets, sent)
         self._finish(reached_end)
 
     def _keyframes_or_first(self, sampling: SamplingSettings, packets: Packets) -> SamplingSettings:
@@ -409,11 +416,7 @@ class VideoReader:
         if packets.keyframe_times:
             return sampling
         log.info("%s: no keyframe among the frames shown; sampling the first frame", self.path)
-        # (read to the end, as every mode is, for the video's duration and its lost frames:
-        # stopping after the first frame ended the video there, one frame long)
-        return replace(
-            sampling, keyframes=False, fps=None, every_n=len(packets.times) + 1, mode="all"
-        )
+        return _first_frame_only(sampling, packets)
 
     def _again(
         self,
