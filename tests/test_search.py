@@ -280,7 +280,8 @@ def test_videos_without_captions_to_read_are_told_not_counted_as_searched(
         "vidcap: warning: 2 videos not searched, their captions unreadable (a: its captions "
         "are in neither a.jsonl nor Parquet, and 1 more)"
     )
-    assert last.startswith("vidcap: 0 moments in 0 videos; 0 captions of 2 videos searched")
+    # (not "of 2 videos searched" beside "2 videos not searched")
+    assert last.startswith("vidcap: 0 moments in 0 videos; 0 captions of 0 videos searched")
     assert main(["search", str(write_folder(tmp_path / "ok", videos)), "red car"]) == 0
     assert "warning" not in capsys.readouterr().err
 
@@ -503,6 +504,14 @@ def test_videos_of_one_name_in_two_folders_get_clip_folders_by_folder_order(
     assert (clip["start"], clip["end"]) == (3.0, 5.0)
     [clip] = json.loads((clips / "subject+" / "manifest.json").read_text())["clips"]
     assert (clip["start"], clip["end"]) == (10.0, 15.0)
+    # Regression: with --limit 1 only the second folder's moment is shown, and its clips
+    # went to clips2/subject/: the folder a video's clips get must not move with --limit.
+    clips2 = tmp_path / "clips2"
+    assert main([*argv[:-1], str(clips2), "--limit", "1"]) == 0
+    captured = capsys.readouterr()
+    [moment] = json.loads(captured.out)["moments"]
+    assert moment["clips"] == str(clips2 / "subject+")
+    assert sorted(p.name for p in clips2.iterdir()) == ["subject+"]
 
 
 @pytest.mark.slow

@@ -181,10 +181,11 @@ def iter_moments(
         videos = open_folder(folder)
         stats.folders += 1
         for read in read_captions(videos, prefilter):
-            stats.videos += 1
-            if read.problem:
+            if read.problem:  # (none read: not searched)
                 stats.unread += 1
                 stats.first_problem = stats.first_problem or f"{read.video.name}: {read.problem}"
+            else:
+                stats.videos += 1
             stats.frames += len(read.frames) + read.unread
             yield from video_moments(read, queries, settings, order)
             order += 1

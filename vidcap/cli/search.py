@@ -87,9 +87,10 @@ def run_search(args: argparse.Namespace) -> int:
     stats = SearchStats()
     moments = search(args.out, [args.query], settings, stats)
     total, videos = len(moments), len({(m.folder, m.name) for m in moments})
+    # (each video's folder of clips from every moment: the same whatever --limit shows)
+    targets = clip_folders(moments, args.out) if args.clips is not None else {}
     if args.limit is not None:
         moments = moments[: args.limit]
-    targets = clip_folders(moments, args.out) if args.clips is not None else {}
     if args.json:
         document = {
             "query": args.query,
