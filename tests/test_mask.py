@@ -796,6 +796,16 @@ def test_remasking_takes_the_duration_the_video_was_decoded_to(tmp_path: Path, c
     again = json.loads(capsys.readouterr().out)
     assert again["settings"]["duration"] == asked["settings"]["duration"] == 34.0
     assert again["segments"] == asked["segments"] and again["coverage"] == asked["coverage"]
+    # Regression: ``--out q/plain`` (no .json) writes q/plain.answers.jsonl, whose re-mask
+    # looked for q/plain.json only and inferred a duration.
+    plain = tmp_path / "q" / "plain"
+    assert answers_path(plain) == plain.with_name("plain.answers.jsonl")
+    out.rename(plain)
+    answers_path(out).rename(answers_path(plain))
+    run_cli(["mask", str(answers_path(plain)), "--regex", "--query", r"^\s*yes\b"])
+    again = json.loads(capsys.readouterr().out)
+    assert (again["settings"]["duration"], again["settings"]["duration_source"]) == (
+        34.0, "recorded")  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -436,21 +436,16 @@ def recorded_duration(captions: Path, video: str) -> float | None:
     """The duration recorded for ``video``, whose caption JSONL ``captions`` is, where it
     was decoded: the output folder holding it (``summary.json``, its records: what
     ``vidcap search`` and the page take), or, for a question's answers ``X.answers.jsonl``,
-    the ``X.json`` report written with them. None where neither says (then ``vidcap mask``
+    the ``X.json`` (or ``X``) report written with them. None where neither says (then ``vidcap mask``
     infers one)."""
     folder = captions.parent
     if captions.name.endswith(".answers.jsonl"):
-        report = folder / (captions.name.removesuffix(".answers.jsonl") + ".json")
-        try:
-            data = jsontext.loads(regular.read_text(report))
-        except (OSError, ValueError):
-            return None
-        settings = data.get("settings") if isinstance(data, dict) else None
-        if not isinstance(settings, dict) or data.get("video") != video:
-            return None
-        known = settings.get("duration")
-        decoded = settings.get("duration_source") in ("decoded", "recorded")  # (a re-mask's)
-        return float(known) if decoded and is_number(known) and known > 0 else None
+        stem = captions.name.removesuffix(".answers.jsonl")
+        # (``--out X.json`` writes X.answers.jsonl, and so does ``--out X``)
+        for report in (folder / f"{stem}.json", folder / stem):
+            if (known := _report_duration(report, video)) is not None:
+                return known
+        return None
     if not (folder / SUMMARY).is_file() and not (folder / STATE_DIR).is_dir():
         return None
     try:
@@ -461,6 +456,21 @@ def recorded_duration(captions: Path, video: str) -> float | None:
         if entry.video == video and entry.output(".jsonl").name == captions.name:
             return entry.duration if is_number(entry.duration) and entry.duration > 0 else None
     return None
+
+
+def _report_duration(report: Path, video: str) -> float | None:
+    """The decoded duration a ``vidcap mask --question`` report at ``report`` gives for
+    ``video``; None where it is no such report or states none."""
+    try:
+        data = jsontext.loads(regular.read_text(report))
+    except (OSError, ValueError):
+        return None
+    settings = data.get("settings") if isinstance(data, dict) else None
+    if not isinstance(settings, dict) or data.get("video") != video:
+        return None
+    known = settings.get("duration")
+    decoded = settings.get("duration_source") in ("decoded", "recorded")  # (a re-mask's)
+    return float(known) if decoded and is_number(known) and known > 0 else None
 
 
 def scenes_beside(captions: Path) -> Path:
