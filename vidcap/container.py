@@ -436,11 +436,23 @@ class Packets:
     # A packet after a keyframe (decode order) is shown before it: an open GOP's leading
     # picture (``--keyframes`` drains the decoder after each keyframe there).
     open_gop: bool = False
+    # Where the packets the demuxer flagged corrupt start in the file: data lost on the way
+    # (an MPEG-TS whose continuity counters skip, as a camera's or a broadcast's lost packets
+    # leave it). Not the last one read (a file's end cuts it short: the tail the header's
+    # length or ``torn_end`` reports), nor one just before a clock reset (recordings joined
+    # with ``cat``: the second's counters start again, and nothing is lost).
+    corrupt: frozenset[int] = frozenset()
 
     @property
     def generated_pts(self) -> bool:
         """Read packets with PyAV's generated pts? Only where they name frames right."""
         return self.plannable and self.clock == "pts"
+
+
+# A clock reset or jump ahead is confirmed on the new clock's second packet (its first: a
+# keyframe, where a recording was joined on); the packet FFmpeg flags where joined
+# recordings' continuity counters start again is among the few before it.
+JOIN_PACKETS = 4
 
 
 def off_the_clock(time: float, latest: float) -> bool:
@@ -463,11 +475,13 @@ class ResetWatch:
         self.candidate: float | None = None  # off the clock; a reset if the next is too
         self.ahead: float | None = None  # ahead; the clock's if the next follows it
         self.resets: list[float] = []
+        self.jumps = 0  # resets and jumps ahead confirmed: where a joined recording starts
 
     def saw(self, dts: float) -> bool:
         """Take the next packet's ``dts`` (s); True where it confirms a reset."""
         if self.ahead is not None and dts >= self.ahead - RESET_BACK_S:
             self.latest = max(self.latest, self.ahead)
+            self.jumps += 1
         self.ahead = None
         if not off_the_clock(dts, self.latest):
             self.candidate = None
@@ -480,6 +494,7 @@ class ResetWatch:
             self.candidate = dts
             return False
         self.resets.append(self.candidate)
+        self.jumps += 1
         self.candidate, self.latest = None, max(self.candidate, dts)
         return True
 
@@ -489,7 +504,10 @@ def demux_times(path: Path, start: float) -> Packets:
     order = array("d")  # each packet's time, decode order
     keys = bytearray()
     keyframes = array("d")
-    discarded = 0
+    discarded = read = 0
+    corrupt: dict[int, int] = {}  # flagged packets: file position → rank in decode order
+    torn_read = -1  # the last packet read, where it was flagged corrupt
+    last_key = False  # the packet before was a keyframe
     complete = True
     with open_container(path) as container:
         stream = the_video_stream(container, path)
@@ -518,14 +536,27 @@ def demux_times(path: Path, start: float) -> Packets:
             for packet in container.demux(stream):
                 if packet.size == 0:
                     continue
+                read += 1
+                torn_read = -1
+                if packet.is_corrupt and packet.pos is not None:
+                    corrupt[packet.pos] = read
+                    torn_read = packet.pos
                 if codec == "mpeg4" and plannable and not _one_picture(bytes(packet)):
                     plannable = False
                 timestamp = packet.dts if clock == "dts" else packet.pts
                 if packet.pts != packet.dts:
                     in_decode_order = False
                 # (a new clock may start before 0; packet times name frames once decoded)
+                jumps = watch.jumps if watch else 0
                 if watch and packet.dts is not None and watch.saw(timing.offset(packet.dts)):
                     plannable = False
+                if watch and watch.jumps > jumps and last_key:
+                    # (a new clock that starts on a keyframe: a recording joined on, whose
+                    # counters start again; packets lost mid-stream leave a gap too, but
+                    # the packets after it predict from what was lost)
+                    for pos in [p for p, rank in corrupt.items() if rank >= read - JOIN_PACKETS]:
+                        del corrupt[pos]
+                last_key = bool(packet.is_keyframe)
                 if timestamp is None:
                     complete = False
                     continue
@@ -547,6 +578,9 @@ def demux_times(path: Path, start: float) -> Packets:
                     keyframes.append(time)
         except av.FFmpegError:
             complete = False
+    # (the packet a cut-off file's end tears is flagged too: that is the tail the
+    # header's length or ``torn_end`` reports, not data lost on the way)
+    corrupt.pop(torn_read, None)
     unshown_before = None
     if codec in DROPS_UNREFERENCED and not held_key:
         # (a stream copy cut between keyframes: the edit list hides the keyframe the first
@@ -568,6 +602,7 @@ def demux_times(path: Path, start: float) -> Packets:
     return Packets(
         times, keyframes, complete, order, bytes(keys), discarded, plannable, clock,
         tuple(watch.resets if watch else ()), last, unshown_before, open_gop,
+        frozenset(corrupt),
     )  # fmt: skip
 
 

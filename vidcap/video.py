@@ -529,13 +529,21 @@ class VideoReader:
         clock = self._clock
         tainted = False  # since a corrupt reference or lost frame, no clean keyframe yet
         failed = stats.failed_frames
+        # Packets flagged corrupt (an MPEG-TS that lost packets): the stream is damaged from
+        # the start, so it is decoded whole on one thread and a packet that gives no frame
+        # is a frame lost; a frame released with such a packet, and those predicted from
+        # it, are marked. (Nothing more per frame for a file without them.)
+        lossy = bool(packets.corrupt)
+        self._damaged = self._damaged or lossy
         previous: float | None = None  # the time of the frame before, in presentation order
         for packet, decoded, pts in self._in_order(self._decode(sampling, needed)):
             if decoded is None:  # skipped on purpose: still counts towards the video's end
                 self._extend(pts, _packet_duration(packet, clock))
                 continue
-            if stats.failed_frames > failed or (
-                decoded.is_corrupt and decoded.pict_type != AV_PICTURE_TYPE_B
+            if (
+                stats.failed_frames > failed
+                or (decoded.is_corrupt and decoded.pict_type != AV_PICTURE_TYPE_B)
+                or (lossy and packet is not None and packet.pos in packets.corrupt)
             ):  # (frames after a corrupt B-frame do not predict from it: only it is marked)
                 tainted, failed = True, stats.failed_frames
             elif decoded.key_frame and not decoded.is_corrupt:
@@ -883,6 +891,14 @@ class VideoReader:
                 "samples that may show it are marked damaged",
                 self.path,
                 counted(stats.corrupt_frames, "frame"),
+            )
+        corrupt = len(self._packets.corrupt) if self._packets else 0
+        if corrupt:
+            log.warning(
+                "%s: %s of its video arrived damaged (data lost in recording or "
+                "transmission: gaps in the stream); samples that may show it are marked damaged",
+                self.path,
+                counted(corrupt, "packet"),
             )
         if not (stats.failed_frames or torn):
             held_to = held_end(self._container, self._stream, stats, self._start)
