@@ -27,12 +27,17 @@ ROOT = Path(__file__).resolve().parents[1]
 ARABIC = "قطة سوداء تجلس على طاولة خشبية"
 LONG = "a red circle " * 160  # 2,080 characters
 SERIOUS = ("serious", "critical")
-# The names of what has the focus, as a list (a test reads where Tab went)
+# The names of what has the focus, as a list (a test reads where Tab went): a frame's index
+# as a screen reader hears it ("(frame 121 of 130)": a strip shown whole holds the buttons in
+# view only), a track button's among its buttons
 FOCUSED = """() => { const e = document.activeElement;
   const card = e.closest('.card'), strip = e.closest('.strip, .track');
+  const position = e.querySelector(':scope > .position');
   return { tag: e.tagName, id: e.id, cls: e.className, card: card && card.dataset.name,
-           group: strip && strip.className,
-           index: strip ? [...strip.children].indexOf(e) : -1 }; }"""
+           group: strip && strip.className.replace(' whole', ''),
+           index: position ?
+                    Number(position.textContent.match(/frame ([\\d,]+)/)[1].replace(/,/g, '')) - 1 :
+                  strip ? [...strip.children].indexOf(e) : -1 }; }"""
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +130,10 @@ def test_show_all_hands_the_focus_to_the_first_frame_it_shows(page: Page) -> Non
     page.keyboard.press("Enter")
     page.wait_for_function("!document.querySelector('.card[data-name=long] button.show-all')")
     assert focused(page)["card"] == "long" and focused(page)["index"] == 120
+    # the strip holds every frame now: End, Home and the arrow keys go through them all
+    for key, index in (("End", 129), ("ArrowLeft", 128), ("Home", 0), ("ArrowLeft", 0)):
+        page.keyboard.press(key)
+        assert focused(page)["index"] == index, key
 
 
 def test_axe_finds_nothing_serious_in_any_state(browser, folder: Path) -> None:
@@ -141,6 +150,8 @@ def test_axe_finds_nothing_serious_in_any_state(browser, folder: Path) -> None:
         page.fill("#query", "circle")
         page.press("#query", "Enter")
         page.click(".moment")
+        assert [v for v in page.evaluate(run) if v[1] in SERIOUS] == [], options
+        page.click(".card[data-name=long] .show-all")  # a strip shown whole
         assert [v for v in page.evaluate(run) if v[1] in SERIOUS] == [], options
         assert page.problems == []
         page.close()

@@ -37,6 +37,13 @@ def browser():
             browser.close()
 
 
+def clock(seconds: float) -> str:
+    """The page's clock: ``H:MM:SS.mmm`` (``M:SS.mmm`` under an hour)."""
+    ms = round(seconds * 1000)
+    hours, minutes, rest = ms // 3_600_000, ms // 60_000 % 60, ms % 60_000 / 1000
+    return (f"{hours}:{minutes:02d}" if hours else f"{minutes}") + f":{rest:06.3f}"
+
+
 class Page:
     """A page with its console errors, uncaught exceptions and alert() calls collected."""
 

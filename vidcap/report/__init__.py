@@ -66,6 +66,7 @@ from vidcap.report import reuse
 log = logging.getLogger(__name__)
 
 PAGE = "index.html"
+SCRIPTS = ("strip.js", "report.js")  # the page's program, inlined in this order
 DATA_DIR = "report"
 VIDEOS_PER_SHARD = 250
 # And at most about this many frames a data file (a few MB, parsed in one task of the page):
@@ -428,10 +429,11 @@ def _files(data: Path) -> Iterable[Path]:
 
 
 def render_page(manifest: dict) -> str:
-    """The page: the template with its CSS, its script and ``manifest`` inlined."""
+    """The page: the template with its CSS, its scripts and ``manifest`` inlined (one
+    script element: ``strip.js``, the strips of frames, then ``report.js``, which uses it)."""
     assets = resources.files(__package__)
     template = assets.joinpath("page.html").read_text(encoding="utf-8")
-    script = assets.joinpath("report.js").read_text(encoding="utf-8")
+    script = "\n".join(assets.joinpath(name).read_text(encoding="utf-8") for name in SCRIPTS)
     style = assets.joinpath("report.css").read_text(encoding="utf-8")
     data = json.dumps(manifest, ensure_ascii=True)
     for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):

@@ -1,6 +1,6 @@
-// vidcap report: the page's whole program. Data arrive as script files (report/data-*.js
-// call vidcapShard, report/vtt/*.js call vidcapVtt): fetch() of local files is refused under
-// file://, script elements are not. Every string from the data goes into the document as
+// vidcap report: the page's program (its strips of frames: strip.js, inlined before it).
+// Data arrive as script files (report/data-*.js call vidcapShard, report/vtt/*.js call
+// vidcapVtt): fetch() of local files is refused under file://, script elements are not. Every string from the data goes into the document as
 // textContent or as an attribute value, never as markup.
 (function () {
   'use strict';
@@ -10,8 +10,6 @@
   var CARDS_MS = 20;     // and no card begun after this long in one frame (a long video's
                          // card takes 10-20 ms to make and lay out: four made a 100 ms task)
   var MOMENTS_AT_ONCE = 100;
-  var STRIP_FRAMES = 120;
-  var FRAMES_AT_ONCE = 400; // per animation frame, once "show all" is clicked
   // Buttons of a track at most: a longer one (3 hours of 1-second cues: 10,000 of them, each
   // a tenth of a pixel wide) has one button per 1/200 of the timeline, holding the spans that
   // start there, and the arrow keys step through those one by one (trackButton).
@@ -23,6 +21,13 @@
   var missing = [];  // shard scripts that failed to load
   var vttTexts = {};
   var $ = function (id) { return document.getElementById(id); };
+  // the strips of frames (strip.js, inlined before this file), and the roving focus of
+  // strips and tracks
+  var strips = window.vidcapStrip({
+    el: el, clock: clock, number: number, thumb: thumb, hasThumb: hasThumb,
+    isDamaged: isDamaged, play: openAt
+  });
+  var roving = strips.roving;
 
   // --- data -----------------------------------------------------------------------------
 
@@ -401,71 +406,11 @@
     return part;
   }
 
-  // A strip of frames or a track of segments is one stop of the Tab key: the arrow keys,
-  // Home and End move inside it, Enter or Space plays (each item is a button). The item
-  // last focused (or clicked) is the one Tab comes back to.
-  function roving(container) {
-    var first = container.firstElementChild;
-    if (first) first.tabIndex = 0;
-    container.addEventListener('focusin', function (event) {
-      if (event.target.parentNode !== container) return;
-      var current = container.querySelector('[tabindex="0"]');
-      if (current && current !== event.target) current.tabIndex = -1;
-      event.target.tabIndex = 0;
-    });
-    container.addEventListener('keydown', function (event) {
-      var item = event.target;
-      if (item.parentNode !== container) return;
-      var next = null;
-      var forward = event.key === 'ArrowRight' || event.key === 'ArrowDown';
-      var back = event.key === 'ArrowLeft' || event.key === 'ArrowUp';
-      var atLast = back || event.key === 'End';  // (a track's button: entered at its last span)
-      if ((forward || back) && item.step && item.step(forward ? 1 : -1)) {
-        event.preventDefault();  // (a step within a track's button of many spans)
-        return;
-      }
-      if (forward || (event.key === 'PageDown' && item.step)) next = item.nextElementSibling;
-      else if (back || (event.key === 'PageUp' && item.step)) next = item.previousElementSibling;
-      else if (event.key === 'Home') next = container.firstElementChild;
-      else if (event.key === 'End') next = container.lastElementChild;
-      else return;
-      event.preventDefault();
-      if (!next) return;
-      if (next.enter) next.enter(atLast);
-      next.focus();
-    });
-  }
-
   function isDamaged(video, frame) {
     // video.dm: the decoder indices of the damaged samples, sorted (few, or none)
     if (!video.dm || !video.dm.length) return false;
     if (!video.dmSet) video.dmSet = new Set(video.dm);
     return video.dmSet.has(frame);
-  }
-
-  // One sample of a strip: a button (its name: the time, a damage flag, the caption), so
-  // the keyboard plays it as the mouse does.
-  function frameButton(video, i) {
-    var button = el('button', 'frame');
-    button.type = 'button';
-    button.tabIndex = -1;
-    var frame = video.f[i];
-    var caption = video.shard.captions[video.c[i]];
-    if (hasThumb(video, frame)) button.appendChild(thumb(video, frame));
-    var text = el('span', 'text');
-    text.appendChild(el('span', 'time', clock(video.t[i])));
-    if (isDamaged(video, frame)) {
-      button.classList.add('damaged');
-      button.title = 'this frame may show decoding damage (a corrupt stream)';
-      text.appendChild(el('span', 'flag', 'damaged'));
-    }
-    var said = el('span', 'said', caption);
-    said.dir = 'auto';
-    text.appendChild(said);
-    button.appendChild(text);
-    var end = i + 1 < video.t.length ? video.t[i + 1] : video.d;
-    button.addEventListener('click', function () { openAt(video, video.t[i], end, i, caption); });
-    return button;
   }
 
   function card(video) {
@@ -504,39 +449,8 @@
         return { start: s[0], end: s[1], text: counted(s[2], 'frame') + (s[3] ? ' (' + s[3] + ' damaged)' : '') };
       })));
     }
-    var strip = el('div', 'strip');
-    strip.setAttribute('role', 'toolbar');
-    strip.setAttribute('aria-label', 'frames of ' + video.n + ': arrow keys move, Enter plays');
-    var shown = Math.min(video.t.length, STRIP_FRAMES);
-    for (var i = 0; i < shown; i++) strip.appendChild(frameButton(video, i));
-    roving(strip);
-    node.appendChild(strip);
-    if (shown < video.t.length) {
-      var all = el('button', 'show-all', 'show all ' + number(video.t.length) + ' frames');
-      all.type = 'button';
-      all.addEventListener('click', function () {
-        var focused = document.activeElement === all;
-        all.disabled = true;
-        showRest(video, strip, shown, all);
-        // (the button goes when every frame is shown: the keyboard goes on from the first new one)
-        if (focused && strip.children[shown]) strip.children[shown].focus();
-      });
-      node.appendChild(all);
-    }
+    strips.addStrip(node, video);
     return node;
-  }
-
-  // The rest of a long strip (an hour at every frame: 100,000 of them), a few hundred frames
-  // per animation frame, so the page never freezes while they are made; the button counts.
-  function showRest(video, strip, from, button) {
-    if (!strip.isConnected) return; // its card was redrawn (a filter): that one starts afresh
-    var to = Math.min(video.t.length, from + FRAMES_AT_ONCE);
-    var chunk = document.createDocumentFragment();
-    for (var j = from; j < to; j++) chunk.appendChild(frameButton(video, j));
-    strip.appendChild(chunk);
-    if (to >= video.t.length) { button.remove(); return; }
-    button.textContent = 'showing ' + number(to) + ' of ' + number(video.t.length) + ' frames…';
-    requestAnimationFrame(function () { showRest(video, strip, to, button); });
   }
 
   var cursor = 0; // next index of `videos` to consider for a card
