@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.browser import Page
+from tests.support.browser import Page, checked_page
 from tests.support.folders import FakeVideo, fake_thumbs, write_folder
 from tests.support.videos import VideoSpec, constant_rate, write_video
 from vidcap.cli import main
@@ -63,10 +63,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def page(browser, folder: Path):
-    page = Page(browser, (folder / "index.html").as_uri())
-    yield page
-    assert page.problems == []
-    page.close()
+    yield from checked_page(browser, (folder / "index.html").as_uri())
 
 
 def focused(page: Page) -> dict:

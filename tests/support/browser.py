@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,12 @@ class Page:
         ARTIFACTS.mkdir(exist_ok=True)
         shutil.copy(shot, ARTIFACTS / name)
         return shot
+
+
+def checked_page(browser, url: str) -> Iterator[Page]:
+    """A fixture's ``Page`` of ``url``: after the test, nothing went wrong on it, and it is
+    closed (``yield from checked_page(browser, url)``)."""
+    page = Page(browser, url)
+    yield page
+    assert page.problems == []
+    page.close()
