@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from fractions import Fraction
 from functools import partial
@@ -598,6 +599,99 @@ def test_vidcap_caption_with_server_writes_the_same_outputs_as_embedded(
     assert resumed(remote, "jpeg") == 0
     assert resumed(remote, "jpeg") == 3
     assert resumed(remote, "png") == 0
+
+
+@pytest.fixture(scope="module")
+def eight_videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 videos of 60 frames at 10 fps: 480 frames at ``--fps 10``, a run long enough on
+    one Flask server to be killed in (at 16 frames captioned)."""
+    from tests.support.videos import VideoSpec, constant_rate, write_video
+
+    folder = tmp_path_factory.mktemp("eight")
+    for number in range(8):
+        spec = VideoSpec(f"v{number}", "libx264", ".mp4", constant_rate(60, Fraction(10)))
+        write_video(folder / f"v{number}.mp4", spec)
+    return folder
+
+
+def caption_while_killing(
+    videos: Path, out: Path, servers: list[FlaskServer], killed: FlaskServer
+) -> subprocess.CompletedProcess[str]:
+    """``vidcap caption VIDEOS --server`` on ``servers`` (a subprocess: its stderr whole),
+    ``killed`` killed (``kill -9``, its whole process group) once it captioned 16 frames."""
+    command = [
+        sys.executable, "-m", "vidcap", "caption", str(videos), "--out", str(out),
+        "--model", "tiny", "--fps", "10", "--retries", "2",
+        "--server", ",".join(s.url for s in servers),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    try:
+        while process.poll() is None and killed.health()["stats"]["frames"] < 16:
+            time.sleep(0.05)
+        assert process.poll() is None, "the run ended before the kill"
+        killed.stop(signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+@pytest.mark.slow
+def test_the_only_server_killed_mid_run_is_one_line_then_the_stop(
+    eight_videos: Path, tmp_path: Path
+) -> None:
+    """Round 62: each frame request in flight when the server died printed its own warning
+    ("8 frames got no caption after 5 retries: …", and "failed: VIDEO: …" for their videos),
+    about 17 lines before the stop line. Now one line names the server that went away."""
+    server = FlaskServer(tmp_path / "server.log").start()
+    out = tmp_path / "out"
+    try:
+        result = caption_while_killing(eight_videos, out, [server], server)
+        assert result.returncode == 1, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 2, result.stderr
+        assert server.url in lines[0] and "went away" in lines[0], lines[0]
+        assert lines[1].startswith("vidcap: error: no server captioned"), lines[1]
+        first = json.loads((out / "summary.json").read_text())["videos"]
+        done = {v["video"] for v in first if v["status"] == "done"}
+        server.start()  # (the same port) a rerun completes, keeping what was captioned
+        again = subprocess.run(
+            [*result.args[:-2], "--server", server.url], capture_output=True, text=True,
+            timeout=300, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        )  # fmt: skip
+        assert again.returncode == 0, again.stderr
+        summary = json.loads((out / "summary.json").read_text())
+        assert {v["status"] for v in summary["videos"]} == {"done"}
+        assert summary["run"]["resumed"] == len(done)
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_one_of_two_servers_killed_mid_run_is_one_line_and_the_run_goes_on(
+    eight_videos: Path, tmp_path: Path
+) -> None:
+    """Round 62: a run on two servers, one killed, completed saying nothing of it."""
+    one, two = FlaskServer(tmp_path / "one.log"), FlaskServer(tmp_path / "two.log")
+    try:
+        one.start(wait=False)
+        two.start()
+        one.wait_healthy()
+        result = caption_while_killing(eight_videos, tmp_path / "out", [one, two], one)
+        assert result.returncode == 0, result.stderr
+        warned = [line for line in result.stderr.splitlines() if "WARNING" in line]
+        assert len(warned) == 1, result.stderr
+        assert one.url in warned[0] and two.url not in warned[0], warned[0]
+        assert "went away" in warned[0] and "the run goes on" in warned[0], warned[0]
+        summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+        assert {v["status"] for v in summary["videos"]} == {"done"}
+    finally:
+        one.stop()
+        two.stop()
 
 
 # --- against TorchServe: test_torchserve.py's

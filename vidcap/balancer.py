@@ -18,6 +18,8 @@ class Endpoint:
     outstanding: int = 0
     failures: int = 0
     down_until: float = 0.0
+    answered: bool = False  # it answered (or took a request) in this run
+    lost: bool = False  # its last attempt could not connect: said once, until it answers
 
 
 class Balancer:
@@ -92,6 +94,10 @@ class Balancer:
         self.endpoints = [e for e in self.endpoints if e.url != url]
         self._changed.set()
         return True
+
+    def reachable_besides(self, endpoint: Endpoint) -> list[Endpoint]:
+        """The other endpoints not known to be unreachable (``Endpoint.lost``)."""
+        return [e for e in self.endpoints if e is not endpoint and not e.lost]
 
     def any_healthy_besides(self, endpoint: Endpoint) -> bool:
         now = asyncio.get_running_loop().time()

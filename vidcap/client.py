@@ -15,12 +15,17 @@ what a reply says: ``vidcap.replies``):
   ``Retry-After`` honoured, the endpoint cooling down. A request whose every attempt
   failed so raises ``ServerUnavailable``: no server can caption, the run stops.
 * **this request failed** (500, 507 and every other 5xx, 408, a connection dropped
-  mid-request, an answer that is not captions or not HTTP, anything else aiohttp raises):
+  mid-request while the server still takes new ones, an answer that is not captions or not HTTP, anything else aiohttp raises):
   retried the same way; past the retries,
   each of its frames gets a ``CaptionFailed`` in place of a caption, so only the videos
   of those frames fail and the run goes on.
 * **refused** (any other 4xx: the request itself is wrong, it would get the same answer
   again): ``CaptionFailed`` at once.
+
+A server that cannot be connected to (never could, or dropped a request and now takes no
+connection: it went away) is said once, in one line naming it, not once per request in
+flight there (``RemoteBackend._gone``); a request whose last attempt met such a server is
+"unreachable", however it failed before.
 
 ``RemoteBackend.connect`` first asks every endpoint what it serves (``X-Vidcap-Info``,
 both servers answer it: the model's name and input size; ``vidcap.server_info``) and
@@ -60,7 +65,7 @@ from vidcap.serve.protocol import (
     REVISION_HEADER,
     model_from_value,
 )
-from vidcap.server_url import auth_headers, parse_server_urls
+from vidcap.server_url import auth_headers, origin, parse_server_urls
 from vidcap.settings import GenerationSettings
 from vidcap.torchserve_key import KEY_HINT, TorchServeKey, key_refused
 from vidcap.wording import counted
@@ -158,13 +163,23 @@ def check_prebatch(prebatch: int, limit: int | None, urls: Sequence[str]) -> Non
 BUSY, FAILED, REFUSED, KEY = "busy", "failed", "refused", "key"
 
 
-class _Failure(Exception):
-    """One failed attempt: ``kind`` says what it means (the module docstring)."""
+# How an attempt's connection failed, where it did: it never connected, or the server
+# closed it (or reset it) before answering.
+REFUSED_CONNECTION, DROPPED_CONNECTION = "refused", "dropped"
+PROBE_TIMEOUT_S = 5.0  # a dropped connection's server asked whether it still takes any
 
-    def __init__(self, kind: str, reason: str, retry_after: float | None = None) -> None:
+
+class _Failure(Exception):
+    """One failed attempt: ``kind`` says what it means (the module docstring);
+    ``connection``: how its connection failed, where it did (``REFUSED_CONNECTION``…)."""
+
+    def __init__(
+        self, kind: str, reason: str, retry_after: float | None = None, *, connection: str = ""
+    ) -> None:
         super().__init__(reason)
         self.kind = kind
         self.retry_after = retry_after
+        self.connection = connection
 
 
 def _failure_of(url: str, status: int, body: bytes, retry_after: float | None) -> _Failure:
@@ -243,7 +258,7 @@ class RemoteBackend:
         if self._closed or not self._thread.is_alive():
             raise RuntimeError("RemoteBackend is closed")
         window = self.options.inflight * len(self.urls) * 2
-        pending: deque[Future[list[str | CaptionFailed]]] = deque()
+        pending: deque[Future[list[str | CaptionFailed] | Exception]] = deque()
         frames = iter(images)
         exhausted = False
         try:
@@ -253,11 +268,14 @@ class RemoteBackend:
                     if not chunk:
                         exhausted = True
                         break
-                    coro = self._caption_batch(chunk, settings)
+                    coro = self._outcome(chunk, settings)
                     pending.append(asyncio.run_coroutine_threadsafe(coro, self._loop))
                 if not pending:
                     return
-                yield from pending.popleft().result()
+                answers = pending.popleft().result()
+                if isinstance(answers, Exception):
+                    raise answers
+                yield from answers
         finally:
             for future in pending:
                 future.cancel()
@@ -362,6 +380,18 @@ class RemoteBackend:
                 log.info("re-read the inference key from %s", self.token.run_dir)
         return self._key_for(url) not in (sent, None)
 
+    async def _outcome(
+        self, images: list[np.ndarray], settings: GenerationSettings
+    ) -> list[str | CaptionFailed] | Exception:
+        """``_caption_batch``'s answers, or what it raised, returned: the caller raises the
+        first; the others, done as it stopped reading (the requests in flight when every
+        server went away fail together), would each print "Task exception was never
+        retrieved" and a traceback."""
+        try:
+            return await self._caption_batch(images, settings)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller's thread, raised there
+            return exc
+
     async def _caption_batch(
         self, images: list[np.ndarray], settings: GenerationSettings
     ) -> list[str | CaptionFailed]:
@@ -378,6 +408,7 @@ class RemoteBackend:
         del images
         avoid: Endpoint | None = None
         failed: _Failure | None = None  # the last answer that failed this request itself
+        unreachable = False  # its last attempt could not connect
         reason = ""
         attempt = renewals = 0
         while True:
@@ -387,6 +418,7 @@ class RemoteBackend:
                 captions = await self._send(endpoint, frames, settings, key)
             except _Failure as exc:
                 reason = str(exc)
+                unreachable = await self._gone(endpoint, exc)
                 if exc.kind == KEY and renewals <= self.options.retries:
                     if self._renewed(endpoint.url, key):
                         renewals += 1  # a new key: try it at once, not counted as a retry
@@ -413,6 +445,7 @@ class RemoteBackend:
                 raise
             else:
                 self._balancer.release(endpoint, failed=False)
+                self._answered(endpoint)
                 return list(captions)
             if attempt == self.options.retries:
                 break
@@ -424,7 +457,9 @@ class RemoteBackend:
             await asyncio.sleep(delay)
         retries = self.options.retries
         after = f"after {counted(retries, 'retry', 'retries')}"
-        if failed is not None:  # a server took the request and failed it: these frames fail
+        if failed is not None and not unreachable:  # a server took the request and failed
+            # it: these frames fail (a request last met a server it cannot reach is the
+            # server gone, however it failed before: its connection dropped as it died)
             last = "" if str(failed) == reason else f"; last error: {reason}"
             log.warning(
                 "%s got no caption %s: %s%s", counted(len(frames), "frame"), after, failed, last
@@ -433,6 +468,51 @@ class RemoteBackend:
         raise ServerUnavailable(
             f"no server captioned {counted(len(frames), 'frame')} {after}; last error: {reason}"
         )
+
+    async def _gone(self, endpoint: Endpoint, failure: _Failure) -> bool:
+        """Is ``endpoint``'s server gone, after ``failure`` there? Yes when the attempt could
+        not connect, or its connection was dropped and no new one can be made (a server
+        killed: the requests in flight there are dropped, the port then closed; a worker
+        killed by one request drops only that one). Said once (``_lost``)."""
+        if failure.connection == REFUSED_CONNECTION:
+            self._lost(endpoint, str(failure))
+            return True
+        if failure.kind != KEY:
+            endpoint.answered = True  # (it took the request: a 5xx, a dropped connection …)
+        if failure.connection != DROPPED_CONNECTION:
+            return False
+        _, host, port = origin(endpoint.url)
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port), min(PROBE_TIMEOUT_S, self.options.timeout)
+            )
+        except (OSError, asyncio.TimeoutError) as exc:
+            self._lost(endpoint, f"{failure}; then {describe(exc)}")
+            return True
+        writer.close()
+        return False
+
+    def _lost(self, endpoint: Endpoint, reason: str) -> None:
+        """``endpoint`` could not be connected to: said once (not for each request in
+        flight there, each retried on), until it answers again (``_answered``)."""
+        others = self._balancer.reachable_besides(endpoint)
+        if endpoint.lost or not (endpoint.answered or others):
+            return  # (the only server, never reached: the stop line says so, if it stays away)
+        endpoint.lost = True
+        what = "went away" if endpoint.answered else "is unreachable"
+        why = reason.replace(f"{endpoint.url}: ", "")
+        if others:
+            servers = "server" if len(others) == 1 else f"{len(others)} servers"
+            then = f"the run goes on with the other {servers}, trying it again now and then"
+        else:
+            then = f"retrying (--retries {self.options.retries}); the run stops if it stays away"
+        log.warning("the server at %s %s (%s): %s", endpoint.url, what, why, then)
+
+    def _answered(self, endpoint: Endpoint) -> None:
+        endpoint.answered = True
+        if endpoint.lost:
+            endpoint.lost = False
+            log.warning("the server at %s answers again: it is used again", endpoint.url)
 
     def _retire(self, changed: ServerChanged) -> bool:
         """Stop using the server that answered with another model (its answer dropped);
@@ -528,9 +608,12 @@ class RemoteBackend:
         except asyncio.TimeoutError:
             raise _Failure(BUSY, f"{url}: no answer within {self.options.timeout:g}s") from None
         except aiohttp.ClientConnectorError as exc:  # never reached the server
-            raise _Failure(BUSY, f"{url}: {describe(exc)}") from None
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise _Failure(BUSY, f"{url}: {describe(exc)}", connection=REFUSED_CONNECTION) from None
+        except aiohttp.ClientConnectionError as exc:
             # The server took the request, then dropped it (a dying worker or server).
+            why = f"{url}: {describe(exc)}"
+            raise _Failure(FAILED, why, connection=DROPPED_CONNECTION) from None
+        except aiohttp.ClientPayloadError as exc:  # (its answer cut short)
             raise _Failure(FAILED, f"{url}: {describe(exc)}") from None
         except aiohttp.ClientResponseError as exc:  # an answer aiohttp cannot read as HTTP
             said = " ".join(str(exc.message).split())[:200]
