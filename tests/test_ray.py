@@ -455,6 +455,28 @@ def test_ray_settings_validation() -> None:
         web.shutdown()
 
 
+@pytest.mark.heavy
+def test_a_malformed_ray_address_is_refused_with_nothing_left_to_do(tmp_path: Path) -> None:
+    """Round 62: a rerun whose videos were all done exited 0 whatever ``--ray`` named, so
+    a script's typo showed only when there was work again. The address's form is checked
+    always; whether a cluster answers there, only when there is work for it (below)."""
+    from tests.support.cli import run_main
+
+    out = tmp_path / "out"
+    common = ["caption", SAMPLES / "shapes.mp4", "--out", out, "--model", "tiny", "--fps", "0.5"]
+    assert run_main(*common, "--device", "cpu", "--quiet").returncode == 0
+    result = run_main(*common, "--quiet", "--ray", "http://10.0.0.1:6379")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "vidcap: error: --ray=http://10.0.0.1:6379: give auto, HOST:PORT or ray://HOST:PORT "
+        "(a cluster's address)"
+    ]
+    # A well-formed address where no cluster is: nothing to do, no cluster needed (a rerun
+    # after the cluster was taken down), so not asked.
+    nobody = f"127.0.0.1:{free_port()}"
+    assert run_main(*common, "--quiet", "--ray", nobody).returncode == 0
+
+
 @pytest.mark.slow
 def test_a_local_cluster_that_cannot_hold_the_run_is_refused_before_it_starts(
     tmp_path: Path,

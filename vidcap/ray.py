@@ -130,6 +130,8 @@ class RaySettings:
             raise UsageError(f"--ray-decode-tasks must be >= 1, got {self.decode_tasks}")
         if self.frames_per_block < 1:
             raise UsageError(f"frames_per_block must be >= 1, got {self.frames_per_block}")
+        if self.address is not None:  # (its form, always: a run with nothing to do too)
+            address_parts(self.address)
 
 
 # ---- decode stage (Ray tasks on CPUs) ---------------------------------------------------
@@ -300,20 +302,33 @@ def ray_cluster(address: str | None, quiet: bool = False) -> Iterator[None]:
 REACH_TIMEOUT_S = 10.0
 
 
-def reachable(address: str) -> None:
-    """A usage error unless ``address`` (``HOST:PORT``, ``ray://HOST:PORT``; ``auto``
-    is Ray's to find) answers a TCP connection within ``REACH_TIMEOUT_S``."""
+def address_parts(address: str) -> tuple[str, int] | None:
+    """``address``'s host and port (``HOST:PORT``, ``ray://HOST:PORT``; None for ``auto``,
+    Ray's to find); ``UsageError`` for anything else. Checked when the settings are made,
+    whether or not a video is left to do; whether a cluster answers there only when one is
+    (``reachable``): a rerun with nothing to do needs no cluster (one taken down already),
+    and an address nothing answers at would cost it ``REACH_TIMEOUT_S``."""
     if address == "auto":
-        return
+        return None
     where = address.removeprefix("ray://")
     host, colon, port = where.rpartition(":")
     if not colon or not host or not port.isdigit() or "/" in where:
         raise UsageError(
             f"--ray={address}: give auto, HOST:PORT or ray://HOST:PORT (a cluster's address)"
         )
+    return host, int(port)
+
+
+def reachable(address: str) -> None:
+    """A usage error unless ``address`` (``HOST:PORT``, ``ray://HOST:PORT``; ``auto``
+    is Ray's to find) answers a TCP connection within ``REACH_TIMEOUT_S``."""
+    parts = address_parts(address)
+    if parts is None:
+        return
+    host, port = parts
     tls = os.environ.get("RAY_USE_TLS", "").strip().lower() in ("1", "true")  # (no h2 check)
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), REACH_TIMEOUT_S) as conn:
+        with socket.create_connection((host.strip("[]"), port), REACH_TIMEOUT_S) as conn:
             speaks = tls or speaks_grpc(conn)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
