@@ -15,10 +15,10 @@ what a reply says: ``vidcap.replies``):
   ``Retry-After`` honoured, the endpoint cooling down. A request whose every attempt
   failed so raises ``ServerUnavailable``: no server can caption, the run stops.
 * **this request failed** (500, 507 and every other 5xx, 408, a connection dropped
-  mid-request while the server still takes new ones, an answer that is not captions or not HTTP, anything else aiohttp raises):
-  retried the same way; past the retries,
-  each of its frames gets a ``CaptionFailed`` in place of a caption, so only the videos
-  of those frames fail and the run goes on.
+  mid-request while the server still takes new ones, an answer that is not captions or
+  not HTTP, anything else aiohttp raises): retried the same way; past the retries, each
+  of its frames gets a ``CaptionFailed`` in place of a caption, so only the videos of
+  those frames fail and the run goes on.
 * **refused** (any other 4xx: the request itself is wrong, it would get the same answer
   again): ``CaptionFailed`` at once.
 
