@@ -182,3 +182,44 @@ def test_an_ivf_file_counts_its_length_whichever_ffmpeg_wrote_its_header(
             said, counted = cut_off_said(path, sampling, "could not be decoded", caplog)
             assert counted == lost, (label, sampling, said)
             assert [f"{lost} of 50 frames" in line for line in said] == [True] * bool(lost)
+
+
+def _recording(path: Path, movflags: str, muxer: str = "mp4") -> bytes:
+    """Four seconds of numbered frames (30 fps, keyframes each second, B-frames) and sound,
+    as OBS Studio records them: ``-movflags movflags`` (a fragment per keyframe)."""
+    args = [
+        "-f", "lavfi", "-i", "sine=duration=4", "-c:v", "libx264", "-g", "30", "-c:a", "aac",
+        "-shortest", "-f", muxer, "-movflags", movflags,
+    ]  # fmt: skip
+    return encode_with_ffmpeg(path, 120, "30", args).read_bytes()
+
+
+def _top_boxes(data: bytes) -> list[tuple[bytes, int, int]]:
+    """(type, offset, length) of an MP4's top-level boxes."""
+    boxes, at = [], 0
+    while at + 8 <= len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        boxes.append((data[at + 4 : at + 8], at, length))
+        at += length
+    return boxes
+
+
+@pytest.mark.parametrize("muxer", ["mp4", "mov"])
+def test_a_fragmented_mp4_cut_inside_a_fragment_warns(tmp_path: Path, caplog, muxer: str) -> None:
+    """Regression: a fragmented MP4 or MOV (OBS Studio's crash-safe recording) cut off
+    inside a fragment was captioned as far as FFmpeg read it with no word: the fragments
+    after the cut were silently gone. Its top-level boxes are followed: a 'moof' or 'mdat'
+    the file ends inside is a cut; a cut between fragments, or inside the index after the
+    last ('mfra'), is not seen as one."""
+    data = _recording(tmp_path / f"w.{muxer}", "frag_keyframe+empty_moov", muxer)
+    boxes = _top_boxes(data)
+    moofs = [at for kind, at, _ in boxes if kind == b"moof"]
+    mdat = next((at, length) for kind, at, length in boxes if kind == b"mdat" and at > moofs[1])
+    assert boxes[-1][0] == b"mfra" and len(moofs) == 4, boxes
+    files = {  # name: does it end inside a fragment?
+        "whole": (data, False),
+        "cut between fragments": (data[: moofs[2]], False),
+        "cut in its last index": (data[: boxes[-1][1] + 20], False),
+        "cut inside a fragment's samples": (data[: mdat[0] + mdat[1] // 2], True),
+    }
+    check_cut_off_files(tmp_path, files, f".{muxer}", "MP4 fragment", caplog)

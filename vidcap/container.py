@@ -28,7 +28,12 @@ import numpy as np
 from vidcap.errors import VideoError
 from vidcap.ffmpeg import FOLLOWS, follows, local_name, packets_end
 from vidcap.picture import format_has_alpha
-from vidcap.torn import asf_stated_length, matroska_states_duration, unfinished_mp4
+from vidcap.torn import (
+    asf_stated_length,
+    matroska_states_duration,
+    mp4_boxes,
+    unfinished_mp4,
+)
 
 if TYPE_CHECKING:
     from vidcap.video import VideoStats
@@ -799,23 +804,11 @@ def fragmented_mp4(container: av.container.InputContainer) -> bool:
     try:
         with open(container.name, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
-            at = 0
-            for _ in range(1000):  # (the first fragment follows the index: a few boxes in)
-                if at + 8 > size:
-                    return False
-                handle.seek(at)
-                header = handle.read(16)
-                length, kind = int.from_bytes(header[:4], "big"), header[4:8]
-                if kind == b"moof":
-                    return True
-                if length == 1 and len(header) == 16:
-                    length = int.from_bytes(header[8:16], "big")
-                if length < 8:
-                    return False
-                at += length
+            # (the first fragment follows the index: a few boxes in)
+            boxes = itertools.islice(mp4_boxes(handle, size), 1000)
+            return any(kind == b"moof" for kind, _, _ in boxes)
     except OSError:
         return False
-    return False
 
 
 def held_end(

@@ -5,6 +5,7 @@ no length a decoder could check; ``unfinished_mp4``: why an MP4 FFmpeg cannot op
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +55,11 @@ ASF_HEADER = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")
 ASF_FILE_PROPERTIES = bytes.fromhex("a1dcab8c47a9cf118ee400c00c205365")
 ASF_BROADCAST = 0x1
 ASF_HEADER_READ = 1 << 20  # header bytes read at most (File Properties comes early)
+# MP4/MOV: top-level boxes of a 4-byte big-endian length (1: a 64-bit one follows the type;
+# 0: to the file's end) and a 4-byte type. A fragmented one (OBS Studio's default since 30,
+# ``-movflags frag_keyframe``, DASH/CMAF) holds fragments: a 'moof' (the fragment's sample
+# tables) and its 'mdat' (the samples), each written whole as recording goes on.
+MP4_BOXES_MAX = 1_000_000  # top-level boxes followed at most (a fragment a second: days)
 
 
 def _cut_transport_stream(path: str) -> bool:
@@ -92,6 +98,7 @@ def torn_end(container: av.container.InputContainer) -> str | None:
         ("gif", _cut_gif, "a GIF image"),
         ("dv", _cut_dv, "a DV frame"),
         ("yuv4mpegpipe", _cut_y4m, "a Y4M frame"),
+        ("mov", _cut_fragments, "an MP4 fragment"),
     )
     for name, cut, unit in checks:
         if name in names:
@@ -209,33 +216,71 @@ def unfinished_mp4(path: Path | str) -> str | None:
 
 
 def _unfinished_mp4(path: Path | str) -> str | None:
-    boxes: list[str] = []
+    boxes: list[bytes] = []
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
-        at = 0
-        while at + 8 <= size and len(boxes) < 1000:
-            handle.seek(at)
-            header = handle.read(16)
-            length, kind = int.from_bytes(header[:4], "big"), header[4:8]
-            if length == 1 and len(header) == 16:
-                length = int.from_bytes(header[8:16], "big")
-            elif length == 0:
-                length = size - at  # the last box runs to the end
-            if length < 8 or not kind.isascii() or not kind.isalnum():
-                return None  # not (or no longer) a box structure
-            boxes.append(kind.decode())
+        for kind, at, length in itertools.islice(mp4_boxes(handle, size), 1000):
+            boxes.append(kind)
             if kind == b"moov" and at + length > size:
                 return (
-                    "an MP4 cut off in its index ('moov' box): a copy or download that did not "
-                    "finish"
+                    "an MP4 cut off in its index ('moov' box): a copy or download that did "
+                    "not finish"
                 )
-            at += length
-    if "mdat" in boxes and "moov" not in boxes:
+    if b"mdat" in boxes and b"moov" not in boxes:
         return (
             "an MP4 without its index ('moov' box, written last): a recording never "
             "finished or a copy cut off; untrunc can rebuild a recording from a finished "
             "file of the same camera"
         )
+    return None
+
+
+def mp4_boxes(handle: BinaryIO, size: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, offset, length) of each top-level box of the MP4/MOV ``handle`` (``size``
+    bytes), from its start: the last may run past ``size`` (a cut); a header the end cuts
+    is type ``b""``. Stops at bytes that are no box."""
+    at = 0
+    for _ in range(MP4_BOXES_MAX):
+        if at >= size:
+            return
+        handle.seek(at)
+        header = handle.read(16)
+        length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+        if len(header) < 8 or (length == 1 and len(header) < 16):
+            yield b"", at, size - at + 1  # (inside a box's header)
+            return
+        if length == 1:
+            length = int.from_bytes(header[8:16], "big")
+        elif length == 0:
+            length = size - at  # the last box runs to the end
+        if length < 8 or not kind.isascii() or not kind.isalnum():
+            return  # not (or no longer) a box structure
+        yield kind, at, length
+        at += length
+
+
+def _cut_fragments(path: str) -> bool:
+    """Does this fragmented MP4/MOV end inside a fragment (its 'moof' or 'mdat', or a box
+    header after one)? Its top-level boxes are followed from the start, one read a box. An
+    index after the last fragment ('mfra') cut off loses no frame; an MP4 of no fragments
+    states its length in its index (``missing_tail`` counts what a cut loses)."""
+    return _fragment_cut(path) is not None
+
+
+def _fragment_cut(path: Path | str) -> tuple[bytes, int] | None:
+    """The box a fragmented MP4 ends inside, where it ends inside a fragment: its type
+    (``b""``: a box header the end cuts), and where its whole fragments end (the last whole
+    'mdat' after a 'moof'; 0: none is whole); None where the file is no fragmented MP4 or
+    does not end inside a fragment."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        fragmented, whole_end = False, 0
+        for kind, at, length in mp4_boxes(handle, size):
+            if at + length <= size:
+                fragmented = fragmented or kind == b"moof"
+                whole_end = at + length if fragmented and kind == b"mdat" else whole_end
+            elif kind == b"moof" or (fragmented and kind in (b"mdat", b"")):
+                return kind, whole_end
     return None
 
 
