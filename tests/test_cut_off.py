@@ -204,6 +204,20 @@ def _top_boxes(data: bytes) -> list[tuple[bytes, int, int]]:
     return boxes
 
 
+def _sampled(path: Path, sampling: SamplingSettings | None) -> tuple[list, float, int]:
+    """(index, time, frame number) of each sample (every decoded frame where None), the
+    video's duration and its frames counted lost."""
+    from tests.support.videos import frame_number
+
+    with VideoReader(path) as reader:
+        frames = reader.decoded_frames() if sampling is None else reader.samples(sampling)
+        got = [
+            (s.index, round(s.time, 4), frame_number(s.av_frame.to_ndarray(format="rgb24")))
+            for s in frames
+        ]
+    return got, round(reader.stats.duration, 4), reader.stats.lost_frames
+
+
 @pytest.mark.parametrize("muxer", ["mp4", "mov"])
 def test_a_fragmented_mp4_cut_inside_a_fragment_warns(tmp_path: Path, caplog, muxer: str) -> None:
     """Regression: a fragmented MP4 or MOV (OBS Studio's crash-safe recording) cut off
@@ -221,5 +235,30 @@ def test_a_fragmented_mp4_cut_inside_a_fragment_warns(tmp_path: Path, caplog, mu
         "cut between fragments": (data[: moofs[2]], False),
         "cut in its last index": (data[: boxes[-1][1] + 20], False),
         "cut inside a fragment's samples": (data[: mdat[0] + mdat[1] // 2], True),
+        "cut inside a fragment's index": (data[: moofs[2] + 100], True),
     }
     check_cut_off_files(tmp_path, files, f".{muxer}", "MP4 fragment", caplog)
+
+
+def test_a_fragmented_mp4_cut_inside_a_moof_keeps_its_whole_fragments(tmp_path: Path) -> None:
+    """Regression: a fragmented MP4 cut off inside a fragment's 'moof' box failed whole
+    ("FFmpeg cannot open it: Invalid data found"): FFmpeg reads every 'moof' as it opens
+    the file. It is opened up to its whole fragments, whose frames are captioned as the
+    file cut there gives them, in every mode; cut inside its first 'moof', nothing is
+    whole, and the one line says so."""
+    from vidcap.errors import VideoError
+
+    data = _recording(tmp_path / "w.mp4", "frag_keyframe+empty_moov")
+    moofs = [at for kind, at, _ in _top_boxes(data) if kind == b"moof"]
+    cut, whole = tmp_path / "cut.mp4", tmp_path / "whole-fragments.mp4"
+    cut.write_bytes(data[: moofs[3] + 100])
+    whole.write_bytes(data[: moofs[3]])
+    for sampling in (SamplingSettings(fps=1.0), SamplingSettings(every_n=7, fps=None), None):
+        frames, duration, lost = _sampled(cut, sampling)
+        assert (frames, duration) == _sampled(whole, sampling)[:2], sampling
+        assert len(frames) == (90 if sampling is None else 4 if sampling.fps else 13)
+        assert lost >= 1
+    first = tmp_path / "first.mp4"
+    first.write_bytes(data[: moofs[0] + 100])
+    with pytest.raises(VideoError, match=r"cut off inside its first fragment \('moof' box\)"):
+        _sampled(first, None)

@@ -29,10 +29,12 @@ from vidcap.errors import VideoError
 from vidcap.ffmpeg import FOLLOWS, follows, local_name, packets_end
 from vidcap.picture import format_has_alpha
 from vidcap.torn import (
+    FileHead,
     asf_stated_length,
     matroska_states_duration,
     mp4_boxes,
     unfinished_mp4,
+    whole_fragments_end,
 )
 
 if TYPE_CHECKING:
@@ -102,8 +104,17 @@ def allowed_demuxers() -> str:
 def open_input(path: Path | str) -> av.container.InputContainer:
     """``path`` opened by PyAV with a demuxer that reads the file alone (none of
     ``vidcap.ffmpeg.FOLLOWING_DEMUXERS``: FFmpeg refuses with EINVAL where its contents
-    call for one)."""
-    return av.open(local_name(path), options={"format_whitelist": allowed_demuxers()})
+    call for one). A fragmented MP4 cut off inside a fragment's index ('moof': a crashed
+    OBS recording), which FFmpeg cannot open, is opened up to its whole fragments
+    (``whole_fragments_end``: a few reads, where opening it failed)."""
+    options = {"format_whitelist": allowed_demuxers()}
+    try:
+        return av.open(local_name(path), options=options)
+    except av.FFmpegError as exc:
+        end = None if exc.errno == errno.EINVAL else whole_fragments_end(path)
+        if end is None:
+            raise
+    return av.open(FileHead(local_name(path), end), options=options)
 
 
 def why_unopened(path: Path | str, exc: av.FFmpegError) -> str:
@@ -191,7 +202,10 @@ WEBP_HINT = (
 
 def undecodable_why(container: av.container.InputContainer, path: Path | str) -> str | None:
     """Why a file that opened gave no frame, where it is known: an animated WebP (FFmpeg 8,
-    PyAV's, reads it as a still-image sequence and decodes none of its frames), else None."""
+    PyAV's, reads it as a still-image sequence and decodes none of its frames), an MP4
+    cut off before any fragment was whole (``unfinished_mp4``), else None."""
+    if EDIT_LIST_FORMATS & set(container.format.name.split(",")):
+        return unfinished_mp4(path)
     if container.format.name != "webp_pipe":
         return None
     try:

@@ -1,10 +1,12 @@
 """Files cut off or never finished: cut-off downloads and recordings stopped by a crash.
 ``torn_end``: a file that ends part-way through one of its own units, in formats that state
 no length a decoder could check; ``unfinished_mp4``: why an MP4 FFmpeg cannot open is one;
+``whole_fragments_end``: where the whole fragments of a fragmented MP4 cut inside one end;
 ``asf_stated_length``: the length a cut-off ASF file's header states, which FFmpeg drops."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 from collections.abc import Iterator
@@ -232,6 +234,11 @@ def _unfinished_mp4(path: Path | str) -> str | None:
             "finished or a copy cut off; untrunc can rebuild a recording from a finished "
             "file of the same camera"
         )
+    if boxes.count(b"moof") == 1 and boxes[-1] == b"moof" and b"mdat" not in boxes:
+        return (
+            "a fragmented MP4 cut off inside its first fragment ('moof' box): no frame of it "
+            "is whole"
+        )
     return None
 
 
@@ -282,6 +289,55 @@ def _fragment_cut(path: Path | str) -> tuple[bytes, int] | None:
             elif kind == b"moof" or (fragmented and kind in (b"mdat", b"")):
                 return kind, whole_end
     return None
+
+
+def whole_fragments_end(path: Path | str) -> int | None:
+    """Where the whole fragments of a fragmented MP4 cut off inside a fragment's 'moof' (or
+    a box header) end: FFmpeg cannot open such a file (it reads the 'moof' boxes as it opens
+    it), and opened up to there it reads the fragments before the cut. None where that is
+    not what the file is, or no fragment before the cut is whole."""
+    try:
+        cut = _fragment_cut(path)
+    except OSError:
+        return None
+    if cut is None or cut[0] == b"mdat" or not cut[1]:
+        return None
+    return cut[1]
+
+
+class FileHead(io.RawIOBase):
+    """The first ``end`` bytes of the file ``path``, read-only, as PyAV reads a file object
+    (its ``name`` the file's, as the container reports it): a fragmented MP4 up to its
+    whole fragments (``whole_fragments_end``). Closed with the last reference to it."""
+
+    def __init__(self, path: str, end: int) -> None:
+        super().__init__()
+        self.name = path
+        self._file = open(path, "rb")  # noqa: SIM115 (closed in close)
+        self._end = end
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        data = self._file.read(max(0, min(len(buffer), self._end - self._file.tell())))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_END:
+            return self._file.seek(self._end + offset)
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 def _element(head: bytes) -> tuple[int, int, int | None] | None:
