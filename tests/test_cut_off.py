@@ -262,3 +262,37 @@ def test_a_fragmented_mp4_cut_inside_a_moof_keeps_its_whole_fragments(tmp_path: 
     first.write_bytes(data[: moofs[0] + 100])
     with pytest.raises(VideoError, match=r"cut off inside its first fragment \('moof' box\)"):
         _sampled(first, None)
+
+
+@pytest.mark.parametrize("movflags", ["faststart", "frag_keyframe+empty_moov"])
+def test_an_mp4_cut_inside_a_frame_ends_alike_in_every_mode(tmp_path: Path, movflags: str) -> None:
+    """Regression: an MP4 (plain or fragmented) cut off inside a frame's bytes lasted
+    4.367 s with 19 frames lost at --fps 1 and 4.233 s with 24 lost with --decode-mode all:
+    FFmpeg reads what is left of the packet the cut tears (flagged corrupt), which H.264
+    cannot decode; the modes that skip frames skipped it, and its time moved the end, so
+    --every-n also numbered the frames after it one too high. That packet is decoded in
+    every mode now: each ends at the last frame that decodes (as ffprobe lists them), with
+    one count of frames lost, and the same samples as decoding every frame gives."""
+    import av
+
+    data = _recording(tmp_path / "w.mp4", movflags)
+    with av.open(str(tmp_path / "w.mp4")) as container:
+        video = [(p.pos, p.size) for p in container.demux(video=0) if p.size]
+    for at, size in video[94:97]:  # (a P-frame and the B-frames shown before it)
+        path = tmp_path / f"cut-{at}.mp4"
+        path.write_bytes(data[: at + size // 2])
+        every, end, lost = _sampled(path, None)
+        assert lost >= 1 and every, (at, lost)
+        for sampling in (
+            SamplingSettings(fps=1.0),
+            SamplingSettings(fps=1.0, mode="all"),
+            SamplingSettings(every_n=7, fps=None),
+            SamplingSettings(keyframes=True),
+        ):
+            frames, duration, counted = _sampled(path, sampling)
+            assert (duration, counted) == (end, lost), (at, sampling)
+            if sampling.keyframes:
+                continue
+            taken = [f for f in every if f[0] % 7 == 0] if sampling.every_n else None
+            assert taken is None or frames == taken, (at, frames[-3:], taken[-3:])
+        assert end == pytest.approx(every[-1][1] + 1 / 30, abs=1e-3), (at, end, every[-3:])

@@ -461,6 +461,11 @@ class Packets:
     # length or ``torn_end`` reports), nor one just before a clock reset (recordings joined
     # with ``cat``: the second's counters start again, and nothing is lost).
     corrupt: frozenset[int] = frozenset()
+    # The time of the packet a cut-off file's end tore (the last read, flagged corrupt:
+    # FFmpeg reads what is left of it), None where none. Whether it gives a frame is its
+    # decoder's to say (a cut H.264 packet in an MP4 gives none; in an MPEG-TS, a part), so
+    # every mode decodes it, and it moves the video's end only where it gives one.
+    torn: float | None = None
 
     @property
     def generated_pts(self) -> bool:
@@ -526,6 +531,7 @@ def demux_times(path: Path, start: float) -> Packets:
     discarded = read = 0
     corrupt: dict[int, int] = {}  # flagged packets: file position → rank in decode order
     torn_read = -1  # the last packet read, where it was flagged corrupt
+    torn: float | None = None  # its time
     last_key = False  # the packet before was a keyframe
     complete = True
     with open_container(path) as container:
@@ -556,7 +562,7 @@ def demux_times(path: Path, start: float) -> Packets:
                 if packet.size == 0:
                     continue
                 read += 1
-                torn_read = -1
+                torn_read, torn = -1, None
                 if packet.is_corrupt and packet.pos is not None:
                     corrupt[packet.pos] = read
                     torn_read = packet.pos
@@ -593,6 +599,7 @@ def demux_times(path: Path, start: float) -> Packets:
                     open_gop = True
                 known = packet.pos is not None and packet.pos >= 0
                 last = (time, packet.pos + packet.size) if known else None
+                torn = time if packet.is_corrupt else None
                 if packet.is_keyframe and (codec != "mpeg4" or packet.size > N_VOP_MAX_BYTES):
                     keyframes.append(time)
         except av.FFmpegError:
@@ -621,7 +628,7 @@ def demux_times(path: Path, start: float) -> Packets:
     return Packets(
         times, keyframes, complete, order, bytes(keys), discarded, plannable, clock,
         tuple(watch.resets if watch else ()), last, unshown_before, open_gop,
-        frozenset(corrupt),
+        frozenset(corrupt), torn,
     )  # fmt: skip
 
 

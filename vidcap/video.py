@@ -270,6 +270,7 @@ class VideoReader:
         self._by_dts = False  # packets timed by their dts (set by the demux pass)
         self._torn: str | None = None  # what a cut-off file ends inside (``torn_end``)
         self._torn_key: float | None = None  # the time of the frame the cut tears
+        self._torn_failed = False  # the packet the file's end tore gave no frame
         stream = self._stream
         rate = nominal_rate(self._container, stream)
         self.tick_tolerance = tick_tolerance(stream.time_base, float(rate or 0.0))
@@ -393,6 +394,11 @@ class VideoReader:
         self._unneeded = unneeded_times(packets, needed) if skipping and needed else array("d")
         sent = Sent()
         plan = {time_key(t) for t in needed} if skipping and needed else None
+        if needed is not None and packets.torn is not None:
+            # (decoded, not sampled: whether the torn packet gives a frame, which moves the
+            # end, is its decoder's to say, as where every frame is decoded)
+            needed = needed | {packets.torn}
+            self._unneeded = unneeded_times(packets, needed)
         try:
             reached_end = yield from self._pass(sampling, packets, needed, plan, sent)
         except _PlanBroken as exc:
@@ -582,6 +588,9 @@ class VideoReader:
                 index = shown
             else:
                 index = bisect.bisect_left(packets.times, pts - PTS_EPSILON)
+                # (the packet a cut tore, decoded before any frame after it is released:
+                # where it gave none, it is no frame to rank them by)
+                index -= self._torn_failed and pts > packets.torn
                 if index == last_index:  # two frames with one timestamp: keep indices distinct
                     index += 1
             shown += 1
@@ -618,7 +627,9 @@ class VideoReader:
         if self._damaged and (threaded or not ranked):
             where = "on several threads" if ranked else "while skipping frames"
             raise _PlanBroken(f"a damaged stream (at its end) {where}", damage=True)
-        if threaded and ranked and packets.complete and stats.decoded_frames < len(packets.times):
+        stats.failed_frames += self._torn_failed  # (a frame lost, counted once the pass ends)
+        held = stats.decoded_frames + self._torn_failed
+        if threaded and ranked and packets.complete and held < len(packets.times):
             # Frame threads can lose frames with no error at all (a truncated MP4 on 3)
             raise _PlanBroken(
                 f"{stats.decoded_frames} frames of {len(packets.times)} packets on several threads",
@@ -672,6 +683,7 @@ class VideoReader:
         self._reset_offset = 0.0  # seconds added after the clock started again (MPEG-TS/PS)
         self._resets_used = 0  # of the demux pass's resets, how many frames have met
         self._damaged = False  # decoding met errors, corrupt or disordered frames
+        self._torn_failed = False
         self.stats.decoded_frames = 0
         self.stats.corrupt_frames = 0
         self.stats.failed_frames = 0
@@ -722,7 +734,7 @@ class VideoReader:
                 time = None  # (the packet's, once needed)
                 if needed is None:
                     skip = "DEFAULT"
-                elif sampling.keyframes:
+                elif sampling.keyframes and (packet.is_keyframe or not needed):
                     skip = "DEFAULT" if packet.is_keyframe else None
                 else:
                     time = self._packet_time(packet)
@@ -811,6 +823,9 @@ class VideoReader:
             frames = self._codec.decode(packet)
         except av.FFmpegError as exc:
             log.debug("%s: a packet did not decode: %s", self.path, exc)
+            if self._is_torn(packet):  # (the file's end: nothing decodes after it)
+                self._torn_failed = True
+                return
             self.stats.failed_frames += 1
             self._damaged = True
             return
@@ -830,6 +845,11 @@ class VideoReader:
                     )
             self._picture.arrived(frame, self._codec)
             yield packet, frame, 0.0
+
+    def _is_torn(self, packet: av.Packet | None) -> bool:
+        """Is ``packet`` the one a cut-off file's end tore (``Packets.torn``)?"""
+        torn = self._packets.torn if self._packets else None
+        return torn is not None and packet is not None and self._packet_time(packet) == torn
 
     def _confirmed(self, frame: av.VideoFrame) -> bool:
         """Is ``frame``, decoded from a packet flagged a keyframe after a jump, one to its
@@ -871,7 +891,7 @@ class VideoReader:
                 self.path,
                 torn,
                 "; a sample of the frame it tears is marked damaged"
-                if self._torn_key is not None
+                if self._torn_key is not None and not self._torn_failed
                 else "",
             )
             stats.failed_frames = max(stats.failed_frames, 1)
@@ -908,11 +928,14 @@ class VideoReader:
         if stats.failed_frames or stats.late_frames:
             lost = stats.failed_frames + stats.late_frames
             kept = stats.decoded_frames - stats.late_frames
-            if self._decoded_all and stats.expected_frames > kept:
+            # (where frames were skipped, the demux pass counted what the file holds, less
+            # the packet its end tore where that gave no frame)
+            held = kept
+            if not self._decoded_all and self._packets is not None:
+                held = len(self._packets.times) - self._torn_failed
+            if stats.expected_frames > held:
                 # (a truncated last packet fails to decode and is missing from the tail)
-                lost = min(lost, stats.expected_frames - kept)
-            # (where frames were skipped, the demux pass counted what the file holds)
-            held = kept if self._decoded_all or self._packets is None else len(self._packets.times)
+                lost = min(lost, stats.expected_frames - held)
             total = max(stats.expected_frames, held + lost)
             stats.lost_frames = lost
             log.warning(
