@@ -84,9 +84,11 @@ def test_jsonl_rows(tmp_path: Path) -> None:
     [target] = write_video_outputs(tmp_path / "v", "in/v.mp4", frames, 3.0, ("jsonl",))
     assert target == tmp_path / "v.jsonl"
     assert read_jsonl(target) == [
-        {"video": "in/v.mp4", "frame": 0, "time": 0.0, "caption": FRAMES[0].caption},
-        {"video": "in/v.mp4", "frame": 20, "time": 2.0, "caption": FRAMES[2].caption},
-    ]
+        {"video": "in/v.mp4", "frame": 0, "time": 0.0, "caption": FRAMES[0].caption,
+         "damaged": False},
+        {"video": "in/v.mp4", "frame": 20, "time": 2.0, "caption": FRAMES[2].caption,
+         "damaged": False},
+    ]  # fmt: skip
     assert read_jsonl(target) == [frame_row("in/v.mp4", f) for f in frames]
 
 
@@ -95,7 +97,25 @@ def test_unicode_captions_round_trip(tmp_path: Path) -> None:
     [target] = write_video_outputs(tmp_path / "u", "ü.mp4", frames, 1.0, ("jsonl",))
     assert "Путин — café" in target.read_text(encoding="utf-8")  # not \u escapes
     assert read_jsonl(target)[0] == {"video": "ü.mp4", "frame": 0, "time": 0.0,
-                                     "caption": "Путин — café"}  # fmt: skip
+                                     "caption": "Путин — café", "damaged": False}  # fmt: skip
+
+
+def test_every_jsonl_row_has_the_same_keys(tmp_path: Path) -> None:
+    """A key only some rows had (``damaged``, ``same_as``) was lost or refused by readers
+    that take the columns from the first rows or the first file: polars' ``read_ndjson``
+    (its first 100 rows) dropped it, Hugging Face's ``load_dataset("json")`` failed on two
+    files that differed. Every row has each key, with one type (``same_as`` null where
+    captioned, with ``--skip-similar``)."""
+    for same_as in (False, True):
+        reused = 0 if same_as else None
+        frames = [FRAMES[0], CaptionedFrame(10, 1.0, FRAMES[0].caption, reused, damaged=True)]
+        write_video_outputs(tmp_path / "a", "a.mp4", frames, 2.0, ("jsonl",), same_as=same_as)
+        write_video_outputs(tmp_path / "b", "b.mp4", frames[:1], 2.0, ("jsonl",), same_as=same_as)
+        rows = read_jsonl(tmp_path / "a.jsonl") + read_jsonl(tmp_path / "b.jsonl")
+        assert len({tuple(row) for row in rows}) == 1, rows
+        assert [row["damaged"] for row in rows] == [False, True, False]
+        if same_as:
+            assert [row["same_as"] for row in rows] == [None, 0, None]
 
 
 def test_write_atomic_replaces_whole(tmp_path: Path) -> None:

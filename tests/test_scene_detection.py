@@ -407,8 +407,11 @@ def test_skip_similar_keeps_every_caption_and_saves_calls(
         assert [r["caption"] for r in rows] == [
             r["caption"] for r in read_jsonl(tmp_path / "plain" / f"{before.name}.jsonl")
         ]
-        assert all(rows[[r["frame"] for r in rows].index(r["same_as"])].get("same_as") is None
-                   for r in rows if "same_as" in r)  # fmt: skip
+        assert all(rows[[r["frame"] for r in rows].index(r["same_as"])]["same_as"] is None
+                   for r in rows if r["same_as"] is not None)  # fmt: skip
+        assert {tuple(r) for r in rows} == {
+            ("video", "frame", "time", "caption", "same_as", "damaged")
+        }  # every row: one set of keys
     static = skipping[0]
     assert static.frames >= 2 * (static.frames - static.reused) and static.reused > 0
     for name in ("srt", "vtt"):
@@ -682,7 +685,7 @@ def _same_outputs(one: Path, other: Path, name: str) -> None:
     for suffix in BACKEND_FILES:
         assert (one / f"{name}.{suffix}").read_text() == (other / f"{name}.{suffix}").read_text()
     rows = read_jsonl(one / f"{name}.jsonl")
-    assert any("same_as" in row for row in rows)
+    assert any(row["same_as"] is not None for row in rows)
 
 
 @pytest.mark.slow

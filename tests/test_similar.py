@@ -77,11 +77,13 @@ def test_new_events_round_trip_through_the_encoding() -> None:
     assert read_event(stream) is None
 
 
-def test_frame_row_marks_reused_rows_only() -> None:
+def test_frame_row_has_same_as_with_skip_similar() -> None:
     assert "same_as" not in frame_row("v.mp4", CaptionedFrame(0, 0.0, "x"))
-    row = frame_row("v.mp4", CaptionedFrame(10, 1.0, "x", same_as=0))
-    assert row == {"video": "v.mp4", "frame": 10, "time": 1.0, "caption": "x", "same_as": 0}
-    assert list(row) == ["video", "frame", "time", "caption", "same_as"]
+    assert frame_row("v.mp4", CaptionedFrame(0, 0.0, "x"), same_as=True)["same_as"] is None
+    row = frame_row("v.mp4", CaptionedFrame(10, 1.0, "x", same_as=0), same_as=True)
+    assert row == {"video": "v.mp4", "frame": 10, "time": 1.0, "caption": "x", "same_as": 0,
+                   "damaged": False}  # fmt: skip
+    assert list(row) == ["video", "frame", "time", "caption", "same_as", "damaged"]
 
 
 def _args(*flags: str):

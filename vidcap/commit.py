@@ -432,6 +432,7 @@ class Committer:
                 state.duration,
                 self.settings.video_formats(),
                 scenes,
+                same_as=self.settings.sampling.skip_similar is not None,
             )
         except (OSError, ValueError) as exc:  # (ValueError: text no file format can hold)
             self._unwritable(state, exc)

@@ -164,7 +164,7 @@ def _parse_record(path: Path, number: int, line: str) -> tuple[str, CaptionedFra
     frame = obj.get("frame", number - 1)
     if not isinstance(frame, int) or isinstance(frame, bool):
         raise UsageError(f"{where}: 'frame' must be a whole number, got {frame!r}")
-    damaged = obj.get("damaged") is True  # (written only where true)
+    damaged = obj.get("damaged") is True  # (files from before every row had it: absent)
     return str(obj.get("video", "")), CaptionedFrame(frame, float(time), caption, damaged=damaged)
 
 

@@ -229,20 +229,22 @@ OUTPUT_COLUMNS = frozenset(
 )  # fmt: skip
 
 
-def frame_row(video: str, frame: CaptionedFrame) -> dict[str, Any]:
-    """One captioned frame as a row: the source, frame index, time (s, to the microsecond)
-    and caption; ``same_as`` only on a frame that reused another's caption, ``damaged``
-    (true) only on a frame whose picture may show decoding damage."""
+def frame_row(video: str, frame: CaptionedFrame, same_as: bool = False) -> dict[str, Any]:
+    """One captioned frame as a row: the source, frame index, time (s, to the microsecond),
+    caption and ``damaged`` (true where its picture may show decoding damage); ``same_as``
+    (``--skip-similar``): the frame whose caption it reused, null where captioned. Every
+    row of a run has the same keys: readers that take them from the first rows or the first
+    file (polars' ``read_ndjson``, Hugging Face's ``load_dataset("json")``) lost or refused
+    a key only some rows had."""
     row: dict[str, Any] = {
         "video": video,
         "frame": frame.index,
         "time": round(frame.time, 6),
         "caption": frame.caption,
     }
-    if frame.same_as is not None:
+    if same_as or frame.same_as is not None:
         row["same_as"] = frame.same_as
-    if frame.damaged:
-        row["damaged"] = True
+    row["damaged"] = frame.damaged
     return row
 
 
@@ -296,9 +298,9 @@ def scene_cues(scenes: Sequence[Scene], frames: Sequence[CaptionedFrame]) -> lis
     return cues
 
 
-def render_jsonl(video: str, frames: Sequence[CaptionedFrame]) -> str:
-    """One JSON object (``frame_row``) per line."""
-    return "".join(jsontext.line(frame_row(video, f)) for f in frames)
+def render_jsonl(video: str, frames: Sequence[CaptionedFrame], same_as: bool = False) -> str:
+    """One JSON object (``frame_row``) per line; ``same_as``: the run skips similar samples."""
+    return "".join(jsontext.line(frame_row(video, f, same_as)) for f in frames)
 
 
 def merge_cues(frames: Sequence[CaptionedFrame], end_time: float) -> list[Cue]:
@@ -417,9 +419,11 @@ class VideoFormat(Protocol):
         frames: Sequence[CaptionedFrame],
         duration: float,
         scenes: Sequence[Scene] | None = None,
+        same_as: bool = False,
     ) -> str:
         """``frames``: every sampled frame of ``video`` in order; ``duration``: the video's
-        end (s); ``scenes``: its scenes in order (``--scenes``), else None."""
+        end (s); ``scenes``: its scenes in order (``--scenes``), else None; ``same_as``: the
+        run skips similar samples (``--skip-similar``: every row has ``same_as``)."""
         ...
 
 
@@ -430,8 +434,9 @@ class JsonlFormat:
         frames: Sequence[CaptionedFrame],
         duration: float,
         scenes: Sequence[Scene] | None = None,
+        same_as: bool = False,
     ) -> str:
-        return render_jsonl(video, frames)
+        return render_jsonl(video, frames, same_as)
 
 
 class _SubtitleFormat:
@@ -447,6 +452,7 @@ class _SubtitleFormat:
         frames: Sequence[CaptionedFrame],
         duration: float,
         scenes: Sequence[Scene] | None = None,
+        same_as: bool = False,
     ) -> str:
         cues = merge_cues(frames, duration) if scenes is None else scene_cues(scenes, frames)
         return self.syntax(cues, duration)
@@ -469,6 +475,7 @@ class ScenesFormat:
         frames: Sequence[CaptionedFrame],
         duration: float,
         scenes: Sequence[Scene] | None = None,
+        same_as: bool = False,
     ) -> str:
         rows = (scene_row(video, scene, frames) for scene in scenes or ())
         return "".join(jsontext.line(row) for row in rows)
@@ -493,16 +500,18 @@ def write_video_outputs(
     duration: float,
     formats: Sequence[str],
     scenes: Sequence[Scene] | None = None,
+    same_as: bool = False,
 ) -> list[Path]:
     """Render a finished video in every per-video format in ``formats`` and write each to
     ``base.<format>`` atomically; on failure none of them is left. ``scenes``: with
-    ``--scenes``, the video's scenes (``formats`` then names ``SCENES_FORMAT`` too).
+    ``--scenes``, the video's scenes (``formats`` then names ``SCENES_FORMAT`` too);
+    ``same_as``: with ``--skip-similar`` (every JSONL row has ``same_as``).
     Once they are written, the video's files of the other formats go: an earlier
     captioning's (``--format jsonl,srt`` before, ``jsonl`` now; ``--scenes`` then not), which
     no longer match its captions (the page would play the old subtitles)."""
     texts = {
         base.with_name(f"{base.name}.{fmt}"): _ALL_FORMATS[fmt].render(
-            video, frames, duration, scenes
+            video, frames, duration, scenes, same_as
         )
         for fmt in formats
         if fmt in _ALL_FORMATS
