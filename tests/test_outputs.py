@@ -216,12 +216,12 @@ def test_captions_with_markup_blank_lines_and_arrows_stay_one_cue_each(tmp_path:
     frames = [CaptionedFrame(i * 10, float(i), text) for i, text in enumerate(hostile)]
     write_video_outputs(tmp_path / "h", "h.mp4", frames, 3.0, ("srt", "vtt"))
     assert [s.content for s in srt.parse((tmp_path / "h.srt").read_text())] == [
-        "a dog\n\u200b00:00:05.000 --\u200b> 00:00:09.000\nfake cue",
+        "a dog\n00:00:\u200b05.000 --\u200b> 00:00:\u200b09.000\nfake cue",
         'a sign <b>reading</b> "A & B" -> here',
         "two lines\nof text",
     ]
     assert [c.text for c in webvtt.read(str(tmp_path / "h.vtt"))] == [
-        "a dog\n00:00:05.000 --&gt; 00:00:09.000\nfake cue",
+        "a dog\n00:00:\u200b05.000 --&gt; 00:00:\u200b09.000\nfake cue",
         'a sign &lt;b&gt;reading&lt;/b&gt; "A &amp; B" -&gt; here',
         "two lines\nof text",
     ]
@@ -276,6 +276,45 @@ def test_captions_readers_took_apart_stay_one_cue_as_written(tmp_path: Path) -> 
         # (its timing lines: FFmpeg's own SRT writer copies the VTT's text as it is)
         starts = re.findall(r"^(\d\d:\d\d:\d\d,\d{3}) --> ", read.stdout, re.MULTILINE)
         assert starts == [f"00:00:0{i},000" for i in range(6)], (name, read.stdout)
+
+
+# pysubs2's rule (1.8): any line holding two times is a timing line, wherever they stand.
+LAX_TIMES = {
+    "srt": re.compile(r"(\d{1,2}):(\d{1,2}):(\d{1,2})[.,](\d{1,3})"),
+    "vtt": re.compile(r"(\d{0,4}:)?(\d{2}):(\d{2})\.(\d{2,3})"),
+}
+
+
+def test_captions_holding_clock_times_stay_one_cue(tmp_path: Path) -> None:
+    """Regression (outside-in round 62, the subtitles read with pysubs2): a caption line
+    holding two clock times (a camera's clock, a prompt's answer) was a timing line to
+    pysubs2, which reads a line with two times as one wherever they stand: 6 cues of 4
+    from the SRT, 5 from the VTT, with times from the caption (12:30:45.5) and text lost.
+    A zero-width space before a time's seconds keeps it text; the other readers still
+    read one cue a caption, as written."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    said = [
+        "a camera clock 12:30:45.5 to 12:31:00.0",
+        "from 00:01.500 to 00:02.500 seconds",
+        "9:05:00,250 and 9:06:00,000",
+        "plain",
+    ]
+    frames = [CaptionedFrame(i * 10, float(i), text) for i, text in enumerate(said)]
+    write_video_outputs(tmp_path / "t", "t.mp4", frames, 4.0, ("srt", "vtt"))
+    for fmt, times in LAX_TIMES.items():
+        lines = (tmp_path / f"t.{fmt}").read_text(encoding="utf-8").splitlines()
+        assert sum(len(times.findall(line)) == 2 for line in lines) == len(said), fmt
+        read = subprocess.run(
+            [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(tmp_path / f"t.{fmt}"),
+             "-f", "srt", "-"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        cues = list(srt.parse(read.stdout))
+        assert [c.content.replace("\u200b", "") for c in cues] == said, fmt
+    assert [c.text.replace("\u200b", "") for c in webvtt.read(str(tmp_path / "t.vtt"))] == said
 
 
 def test_every_format_renders_a_finished_video(tmp_path: Path) -> None:

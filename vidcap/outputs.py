@@ -339,14 +339,18 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # line that starts with a time, which, after an index-like line, they take for a new cue.
 _SRT_ARROW = re.compile(r"-(?=[ -] *>)")
 _SRT_TIME_START = re.compile(r"^(?=\s*\d+[,.:，．。：]\d+[,.:，．。：]\d+)", re.MULTILINE)
+# A clock time's seconds (``12:30:45.5``, ``01:02.500``): pysubs2 takes any line holding two
+# times (``h:m:s[.,]f`` in SRT, ``[h:]mm:ss.fff`` in WebVTT) for a timing line, wherever they
+# stand and whatever is between them; a zero-width space before the seconds keeps them text.
+_CLOCK_SECONDS = re.compile(r"(?<=\d:)(?=\d{1,2}[.,]\d)")
 
 
 def _cue_lines(text: str) -> str:
     """A caption as cue text: its lines, without blank ones (a blank line ends a cue in
     both formats) and with plain newlines; control characters (NUL…) as U+FFFD. Model
     output is free text: a frame showing text, a prompt's answer, a server's reply may hold
-    anything."""
-    lines = _LINE_BREAK.split(_CONTROL.sub("\ufffd", text))
+    anything. A clock time's seconds follow a zero-width space (``_CLOCK_SECONDS``)."""
+    lines = _LINE_BREAK.split(_CLOCK_SECONDS.sub("\u200b", _CONTROL.sub("\ufffd", text)))
     return "\n".join(line for line in lines if line.strip())
 
 
