@@ -28,7 +28,7 @@ RUN_FORMATS = ("parquet",)  # formats written across videos (``vidcap.parquet``)
 # is no help: it stays the same across such fixes). Not part of the settings key: a library
 # is not captioned again for a fix most of its videos never needed, but a rerun says how many
 # videos it keeps from an earlier revision (``plan``); records from before it have none (0).
-OUTPUTS = 2
+OUTPUTS = 3
 
 
 def split_formats(text: str) -> tuple[str, ...]:
