@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import av
 import numpy as np
 
+from vidcap.edit_list import edit_list
 from vidcap.errors import VideoError
 from vidcap.ffmpeg import FOLLOWS, follows, local_name, packets_end
 from vidcap.picture import format_has_alpha
@@ -466,6 +467,9 @@ class Packets:
     # decoder's to say (a cut H.264 packet in an MP4 gives none; in an MPEG-TS, a part), so
     # every mode decodes it, and it moves the video's end only where it gives one.
     torn: float | None = None
+    # An MP4/MOV edit list's end (s, from zero: its empty edits, a delay, included;
+    # ``edit_list``): None where it has none.
+    edit_end: float | None = None
 
     @property
     def generated_pts(self) -> bool:
@@ -554,6 +558,11 @@ def demux_times(path: Path, start: float) -> Packets:
         seconds = timing.seconds
         in_decode_order = True  # every packet's pts its dts
         watch = ResetWatch() if container.format.flags & AVFMT_TS_DISCONT else None
+        edits = (
+            edit_list(str(path), stream.id)
+            if EDIT_LIST_FORMATS & set(container.format.name.split(","))
+            else None
+        )
         last: tuple[float, int] | None = None
         group_start, open_gop = -math.inf, False  # the latest keyframe's time
         held_key = False  # an edit list hides a keyframe before the first one shown
@@ -628,7 +637,7 @@ def demux_times(path: Path, start: float) -> Packets:
     return Packets(
         times, keyframes, complete, order, bytes(keys), discarded, plannable, clock,
         tuple(watch.resets if watch else ()), last, unshown_before, open_gop,
-        frozenset(corrupt), torn,
+        frozenset(corrupt), torn, edits.end if edits else None,
     )  # fmt: skip
 
 
@@ -712,14 +721,15 @@ def stated_end(
     stream: av.video.stream.VideoStream,
     delay: float,
     origin: float,
+    edit_end: float | None = None,
 ) -> float | None:
     """Where the header says the picture ends, on the frames' timeline (``delay``: a kept
-    late start; ``origin``: where times count from): the stream's length, else the file's
-    duration; None where neither is stated. For a run that stops before the end
-    (``--max-frames``): never said to go on past it."""
+    late start; ``origin``: where times count from; ``edit_end``: an MP4/MOV edit list's
+    end): the stream's length, else the file's duration; None where neither is stated. For
+    a run that stops before the end (``--max-frames``): never said to go on past it."""
     length = _header_length(stream)
     if length is not None:
-        return delay + length
+        return min(delay + length, math.inf if edit_end is None else edit_end)
     if container.duration is None:
         return None
     return (container.start_time or 0) / 1_000_000 + container.duration / 1_000_000 - origin
@@ -741,11 +751,12 @@ def missing_tail(
     discarded: int,
     delay: float,
     origin: float,
+    edit_end: float | None = None,
 ) -> int:
     """Frames the header promises after the last decodable frame's end (``delay``: a kept
-    late start, where the header's frames begin; ``origin``: where times count from).
-    Where the header's length is the file's (ASF), only if every other stream ends short
-    of it as well.
+    late start, where the header's frames begin; ``origin``: where times count from;
+    ``edit_end``: an MP4/MOV edit list's end, ``Packets.edit_end``). Where the header's
+    length is the file's (ASF), only if every other stream ends short of it as well.
 
     Compares times, not frame counts: a variable-frame-rate AVI's header counts the
     ticks of its rate (444 where 68 frames are stored), which ends where the last frame
@@ -759,10 +770,13 @@ def missing_tail(
     length = _header_length(stream)
     if stream.frames and not ivf_count_is_length(stream, stats.duration, stats.nominal_fps):
         promised = delay + (stream.frames - discarded) / stats.nominal_fps
-        if length is not None and EDIT_LIST_FORMATS & set(container.format.name.split(",")):
+        if edit_end is not None:
             # An edit list that cuts the media (a trim or a cut made without re-encoding)
-            # shows fewer frames than the track holds: the count is the media's, the
-            # track's duration the edit list's, what is shown.
+            # shows fewer frames than the track holds: the count is the media's, the edit
+            # list's end what is shown. (Not ``delay`` + FFmpeg's track duration: that is
+            # the edits' sum, the delay in it, where shorter than the media.)
+            promised = min(promised, edit_end)
+        elif length is not None and EDIT_LIST_FORMATS & set(container.format.name.split(",")):
             promised = min(promised, delay + length)
     elif length is not None:
         promised = delay + length

@@ -304,7 +304,8 @@ class VideoReader:
 
     def stated_end(self) -> float | None:
         """Where the header says the picture ends, in the frames' times (``container.stated_end``)."""
-        return stated_end(self._container, self._stream, self._delay, self._start)
+        edit_end = self._packets.edit_end if self._packets else None
+        return stated_end(self._container, self._stream, self._delay, self._start, edit_end)
 
     def warn_if_untimed(self) -> None:
         """Say so when the file holds no times and its codec no frame rate (raw MJPEG, raw
@@ -879,8 +880,9 @@ class VideoReader:
         if ivf_count_is_length(self._stream, stats.duration, stats.nominal_fps):
             stats.expected_frames = frames_from_duration(self._stream, stats.nominal_fps)
         stats.expected_frames = max(0, stats.expected_frames - discarded)
+        edit_end = self._packets.edit_end if self._packets else None
         stats.failed_frames += missing_tail(
-            self._container, self._stream, stats, discarded, self._delay, self._start
+            self._container, self._stream, stats, discarded, self._delay, self._start, edit_end
         ) or missing_file_tail(self._container, self._stream, stats, self._start)
         torn = self._torn  # its end is missing: how much, it never says
         if torn is not None:

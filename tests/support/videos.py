@@ -276,12 +276,13 @@ def _write_picture_video(path: Path, spec: VideoSpec) -> Path:
     return path
 
 
-def with_edit_list(source: Path, path: Path, edits: list[tuple[float, float]]) -> Path:
-    """``source`` (an MP4 of one track, its index after its pictures, as FFmpeg writes it)
-    (no B-frames: the edit list FFmpeg writes for their delay is replaced) with an edit
-    list of ``edits``, each (media start, length) in seconds, shown one after
-    the other: what a trim or a cut made without re-encoding leaves (QuickTime, a phone's
-    editor). Written as a new ``edts`` box in the track; ``moov`` and ``trak`` resized."""
+def with_edit_list(source: Path, path: Path, edits: list[tuple[float | None, float]]) -> Path:
+    """``source`` (an MP4/MOV of one track, its index after its pictures, as FFmpeg writes
+    it) with an edit list of ``edits``, each (media start, length) in seconds, shown one
+    after the other (a start of None: an empty edit, a delay): what a trim or a cut made
+    without re-encoding leaves (QuickTime, a phone's editor). Media starts are presentation
+    times: the B-frame delay of the edit FFmpeg wrote is added to each. Written as a new
+    ``edts`` box in the track; ``moov`` and ``trak`` resized."""
     import struct
 
     data = bytearray(source.read_bytes())
@@ -292,7 +293,7 @@ def with_edit_list(source: Path, path: Path, edits: list[tuple[float, float]]) -
         while at < end:
             size, kind = struct.unpack(">I4s", data[at : at + 8])
             boxes.append((at, size, kind))
-            if kind in (b"moov", b"trak", b"mdia"):
+            if kind in (b"moov", b"trak", b"mdia", b"edts"):
                 walk(at + 8, at + size)
             at += size
 
@@ -302,8 +303,18 @@ def with_edit_list(source: Path, path: Path, edits: list[tuple[float, float]]) -
     offsets = {kind: (at, size) for at, size, kind in boxes}
     movie_scale = struct.unpack(">I", data[offsets[b"mvhd"][0] + 20 : offsets[b"mvhd"][0] + 24])[0]
     media_scale = struct.unpack(">I", data[offsets[b"mdhd"][0] + 20 : offsets[b"mdhd"][0] + 24])[0]
+    delay = 0
+    if b"elst" in offsets:  # (version 0: the first entry's media time, from byte 20)
+        delay = max(
+            0, struct.unpack(">i", data[offsets[b"elst"][0] + 20 : offsets[b"elst"][0] + 24])[0]
+        )
     entries = b"".join(
-        struct.pack(">IiI", round(length * movie_scale), round(start * media_scale), 1 << 16)
+        struct.pack(
+            ">IiI",
+            round(length * movie_scale),
+            -1 if start is None else round(start * media_scale) + delay,
+            1 << 16,
+        )
         for start, length in edits
     )
     elst = struct.pack(">I4sII", 16 + len(entries), b"elst", 0, len(edits)) + entries
