@@ -12,6 +12,7 @@ import pytest
 from tests.support.videos import (
     FFPROBE,
     encode_with_ffmpeg,
+    ffmpeg_has_encoder,
     ffprobe_frames,
     frame_number,
     with_edit_list,
@@ -90,3 +91,38 @@ def test_an_edit_list_with_a_delay_that_cuts_the_media_loses_nothing(
         assert (duration, lost, warnings) == (round(start + 0.1 * len(shown), 6), 0, [])
     if FFPROBE:
         assert [t for _, t, _, _ in every] == [round(t, 6) for t, _ in ffprobe_frames(edited)]
+
+
+@pytest.mark.skipif(not ffmpeg_has_encoder("libx265"), reason="needs libx265")
+@pytest.mark.parametrize(
+    ("x265", "edits"),
+    [
+        # the second part starts on the keyframe that follows the first part's end: FFmpeg
+        # sends that keyframe twice, and its HEVC decoder gives no frame for the second
+        ("bframes=0", [(0.0, 1.5), (2.0, 2.0)]),
+        # B-frames over the join: FFmpeg 8's decoder loses the second part's first GOP
+        ("bframes=3", [(None, 0.1), (0.5, 2.0), (3.0, 2.0)]),
+    ],
+)
+def test_hevc_edits_joined_are_numbered_as_ffmpeg_decodes_them(
+    tmp_path: Path, caplog, x265: str, edits: list
+) -> None:
+    """Regression: in an HEVC MOV whose edit list joins two parts of the media,
+    ``--keyframes`` numbered the second part's keyframe one higher than ffprobe (it ranked
+    frames by packets, and FFmpeg's decoder gives no frame for one of them), and the frames
+    lost at the join were said to be a corrupt or truncated stream. Every mode now decodes
+    such a file whole and gives the same frames; one warning names the join."""
+    params = f"log-level=error:keyint=10:min-keyint=10:scenecut=0:{x265}"
+    args = ["-c:v", "libx265", "-x265-params", params, "-tag:v", "hvc1", "-pix_fmt", "yuv420p"]
+    whole = encode_with_ffmpeg(tmp_path / "whole.mov", 60, "10", args)
+    edited = with_edit_list(whole, tmp_path / "edited.mov", edits)
+    every, runs = _every_mode(edited, caplog)
+    _check_modes_agree(every, runs)
+    _, _, lost, warnings = runs["exact-fps1"]
+    assert lost > 0 and len(warnings) <= 2  # (and, with B-frames, two frames at one time)
+    assert "where its edit list joins 2 parts of its stream" in warnings[-1]
+    assert "corrupt" not in warnings[-1]
+    if FFPROBE and x265 == "bframes=0":  # (ffprobe 5.1 decodes B-frames there otherwise)
+        assert [i for i, _, _, key in every if key] == [
+            i for i, (_, key) in enumerate(ffprobe_frames(edited)) if key
+        ]

@@ -467,9 +467,10 @@ class Packets:
     # decoder's to say (a cut H.264 packet in an MP4 gives none; in an MPEG-TS, a part), so
     # every mode decodes it, and it moves the video's end only where it gives one.
     torn: float | None = None
-    # An MP4/MOV edit list's end (s, from zero: its empty edits, a delay, included;
-    # ``edit_list``): None where it has none.
+    # An MP4/MOV edit list's end (s, from zero: its empty edits, a delay, included), and how
+    # many joins of media edits it shows (``edit_list``): None and 0 where it has none.
     edit_end: float | None = None
+    joins: int = 0
 
     @property
     def generated_pts(self) -> bool:
@@ -563,6 +564,12 @@ def demux_times(path: Path, start: float) -> Packets:
             if EDIT_LIST_FORMATS & set(container.format.name.split(","))
             else None
         )
+        joins = max(0, edits.media_edits - 1) if edits else 0
+        # Several media edits (an edit made without re-encoding): FFmpeg joins the parts
+        # as one stream, the keyframe each starts from sent again, and its decoder may give
+        # no frame for packets there (HEVC's open GOPs): packet times name frames only once
+        # decoded, so every frame is decoded (as where an MPEG-TS clock starts again).
+        plannable = plannable and not joins
         last: tuple[float, int] | None = None
         group_start, open_gop = -math.inf, False  # the latest keyframe's time
         held_key = False  # an edit list hides a keyframe before the first one shown
@@ -637,7 +644,7 @@ def demux_times(path: Path, start: float) -> Packets:
     return Packets(
         times, keyframes, complete, order, bytes(keys), discarded, plannable, clock,
         tuple(watch.resets if watch else ()), last, unshown_before, open_gop,
-        frozenset(corrupt), torn, edits.end if edits else None,
+        frozenset(corrupt), torn, edits.end if edits else None, joins,
     )  # fmt: skip
 
 

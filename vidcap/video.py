@@ -636,10 +636,11 @@ class VideoReader:
                 f"{stats.decoded_frames} frames of {len(packets.times)} packets on several threads",
                 damage=True,
             )
-        if ranked and packets.complete and self._damaged:
-            # Every packet was sent and the stream showed damage: a packet that gave no
-            # frame is a frame lost (where nothing is wrong, one packet need not be one
-            # frame: field pairs, placeholders).
+        if ranked and packets.complete and (self._damaged or packets.joins):
+            # Every packet was sent and the stream showed damage, or joins edits (whose
+            # joins FFmpeg's decoders may not decode across): a packet that gave no frame
+            # is a frame lost (where nothing is wrong, one packet need not be one frame:
+            # field pairs, placeholders).
             unaccounted = len(packets.times) - stats.decoded_frames
             stats.failed_frames = max(stats.failed_frames, unaccounted)
         return True
@@ -940,6 +941,9 @@ class VideoReader:
                 lost = min(lost, stats.expected_frames - held)
             total = max(stats.expected_frames, held + lost)
             stats.lost_frames = lost
+            if self._packets is not None and self._packets.joins and not stats.late_frames:
+                self._warn_joins_lost(lost, kept)
+                return
             log.warning(
                 "%s: %d of %d frames could not be decoded%s (corrupt or truncated stream); %s",
                 self.path,
@@ -951,6 +955,23 @@ class VideoReader:
                 if self._decoded_all
                 else "kept every frame that decoded",
             )
+
+    def _warn_joins_lost(self, lost: int, kept: int) -> None:
+        """The one warning where frames are lost in a file whose edit list joins parts of
+        its stream (``Packets.joins``): FFmpeg joins them as one stream, and its decoder
+        (HEVC's, with open GOPs or B-frames) loses frames where they join; the file itself
+        is whole, and ffmpeg and ffprobe lose them too."""
+        log.warning(
+            "%s: %d of %d frames could not be decoded where its edit list joins %d parts "
+            "of its stream (edited without re-encoding): FFmpeg's %s decoder cannot decode "
+            "across such joins, and ffmpeg and ffprobe lose them too; kept the %d that decoded",
+            self.path,
+            lost,
+            lost + kept,
+            self._packets.joins + 1 if self._packets else 2,
+            self._stream.codec_context.name,
+            kept,
+        )
 
 
 class _PlanBroken(Exception):
