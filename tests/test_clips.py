@@ -520,6 +520,48 @@ def test_the_ffmpeg_program_opens_no_file_a_video_names(
     assert not allowed & {"concat", "hls", "dash", "imf", "avisynth", "lavfi", "x11grab"}
 
 
+def _numbers(path: Path) -> list[int]:
+    """The number (``numbered_frame``) of each frame ``path`` shows, in order."""
+    with av.open(str(path)) as container:
+        return [frame_number(f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+
+
+@pytest.mark.parametrize("program", ffmpeg_programs(), ids=lambda p: Path(p).name)
+@pytest.mark.parametrize("precise", [False, True])
+def test_clips_of_a_fragmented_mp4_cut_inside_a_moof_are_cut_from_its_whole_fragments(
+    tmp_path: Path, monkeypatch, program: str, precise: bool
+) -> None:
+    """Regression: a fragmented MP4 cut off inside a fragment's 'moof' (OBS Studio's
+    recording after a crash) is captioned up to its whole fragments, but its clips were cut
+    by the ffmpeg program, which (FFmpeg 8 and 9: the wheel's) cannot open it: "could not cut
+    …: trun sample count 0 exceeds the -1 samples the input can hold". ffmpeg now reads its
+    whole fragments only (the ``subfile`` protocol): the clip holds the frames the same cut
+    of the file cut there (``head -c N``) holds, whichever ffmpeg runs."""
+    which = shutil.which
+    monkeypatch.setattr(
+        ffmpeg.shutil, "which", lambda name: program if name == "ffmpeg" else which(name)
+    )
+    args = [
+        "-f", "lavfi", "-i", "sine=duration=4", "-c:v", "libx264", "-g", "30", "-c:a", "aac",
+        "-shortest", "-movflags", "frag_keyframe+empty_moov",
+    ]  # fmt: skip
+    data = encode_with_ffmpeg(tmp_path / "recording.mp4", 120, "30", args).read_bytes()
+    moofs = [at for at in range(len(data) - 4) if data[at : at + 4] == b"moof"]
+    assert len(moofs) >= 3
+    cut = tmp_path / "crashed,, odd:name.mp4"  # (nothing in its path is read as a protocol)
+    cut.write_bytes(data[: moofs[2] - 4 + 100])
+    whole = tmp_path / "whole.mp4"
+    whole.write_bytes(data[: moofs[2] - 4])
+    clips = {
+        name: export_clips(path, [Segment(0.5, 1.5)], tmp_path / name, precise=precise)
+        for name, path in (("cut", cut), ("whole", whole))
+    }
+    shown = {name: _numbers(tmp_path / name / c[0].path) for name, c in clips.items()}
+    assert shown["cut"] == shown["whole"], shown
+    assert len(shown["cut"]) >= 30  # (1 s at 30 fps)
+    assert clips["cut"][0].mode == clips["whole"][0].mode
+
+
 def test_names_manifest_and_no_partial_files(gop_video: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     clips = export_clips(gop_video, SEGMENTS[:2], out)

@@ -242,10 +242,11 @@ def cut_arguments(
         codecs = [*picture, *every_frame_at_its_time(), *PRECISE_AUDIO]
     else:
         codecs = ["-c", "copy"]
-    seek, source = ["-ss", f"{start:.6f}"], [*decoder, "-i", str(video.resolve())]
+    name = ffmpeg_input(video, timing)
+    seek, source = ["-ss", f"{start:.6f}"], [*decoder, "-i", name]
     sound = "0:a?"
     if held is not None:  # the picture from the keyframe before, the sound exactly
-        inputs = ["-noaccurate_seek", *seek, *source, *seek, "-i", str(video.resolve())]
+        inputs = ["-noaccurate_seek", *seek, *source, *seek, "-i", name]
         sound = "1:a?"
     else:
         inputs = source + seek if seek_late else seek + source
@@ -406,7 +407,9 @@ class SourceTiming:
     presentation time for frames its codec reorders (``container.stores_no_order``), so
     clips are re-encoded; ``headerless``: an elementary stream (``MediaInfo.headerless``),
     cut by decoding from its start and re-encoded; ``codec``: its video codec (ffprobe's
-    name); ``uncopyable``: MP4 refused that codec in an earlier clip's stream copy."""
+    name); ``uncopyable``: MP4 refused that codec in an earlier clip's stream copy;
+    ``whole``: a fragmented MP4 cut off inside a fragment's 'moof' (a crashed recording):
+    where its whole fragments end, all ffmpeg reads (``ffmpeg_input``)."""
 
     duration: float
     offset: float = 0.0
@@ -420,6 +423,7 @@ class SourceTiming:
     headerless: bool = False
     codec: str = ""
     uncopyable: bool = False
+    whole: int | None = None
 
     @property
     def origin(self) -> float:
@@ -436,6 +440,7 @@ class SourceTiming:
     @classmethod
     def of(cls, video: Path) -> SourceTiming:
         from vidcap.container import picture_end, seek_offset, stores_no_order
+        from vidcap.torn import whole_fragments_end
         from vidcap.video import restarted_duration
 
         info = probe(video)
@@ -452,7 +457,20 @@ class SourceTiming:
             duration, offset, frame, info.stream, info.transparent, info.decoder,
             restarts=restarted is not None, interlaced=first is not None and first[1],
             unordered=stores_no_order(video), headerless=info.headerless, codec=info.codec,
+            whole=whole_fragments_end(video),
         )  # fmt: skip
+
+
+def ffmpeg_input(video: Path, timing: SourceTiming | None) -> str:
+    """What the ffmpeg program opens for ``video``: the file, or, where it is a fragmented
+    MP4 cut off inside a 'moof' (``SourceTiming.whole``), its first bytes up to its whole
+    fragments, through FFmpeg's ``subfile`` protocol: ffmpeg 8 and 9 cannot open the whole
+    file ("trun sample count … exceeds"), as PyAV cannot (``container.open_input``). The
+    file is named with ``file:``, so no part of its path reads as a protocol."""
+    path = str(video.resolve())
+    if timing is None or timing.whole is None:
+        return path
+    return f"subfile,,start,0,end,{timing.whole},,:file:{path}"
 
 
 def _missing_start(
