@@ -119,9 +119,13 @@ def test_hevc_edits_joined_are_numbered_as_ffmpeg_decodes_them(
     every, runs = _every_mode(edited, caplog)
     _check_modes_agree(every, runs)
     _, _, lost, warnings = runs["exact-fps1"]
-    assert lost > 0 and len(warnings) <= 2  # (and, with B-frames, two frames at one time)
-    assert "where its edit list joins 2 parts of its stream" in warnings[-1]
-    assert "corrupt" not in warnings[-1]
+    # (PyAV's FFmpeg 8 loses frames at both joins; a later FFmpeg that decodes across them
+    # loses none, and then nothing is said: the modes agree either way)
+    lost_said = [w for w in warnings if "could not be decoded" in w]
+    assert len(lost_said) == (1 if lost else 0), warnings
+    if lost:
+        assert "where its edit list joins 2 parts of its stream" in lost_said[0]
+        assert "corrupt" not in lost_said[0]
     if FFPROBE and x265 == "bframes=0":  # (ffprobe 5.1 decodes B-frames there otherwise)
         assert [i for i, _, _, key in every if key] == [
             i for i, (_, key) in enumerate(ffprobe_frames(edited)) if key

@@ -39,7 +39,7 @@ from vidcap.torn import (
 )
 
 if TYPE_CHECKING:
-    from vidcap.video import VideoStats
+    from vidcap.decoded import VideoStats
 
 # Frames missing at the end count as failed only beyond this many frame intervals.
 TAIL_TOLERANCE_FRAMES = 1.5

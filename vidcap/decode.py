@@ -49,8 +49,8 @@ from vidcap.scenes import Scene
 from vidcap.settings import SamplingSettings
 
 if TYPE_CHECKING:
+    from vidcap.decoded import DecodedFrame
     from vidcap.inputs import FileState
-    from vidcap.video import DecodedFrame
 
 log = logging.getLogger(__name__)
 

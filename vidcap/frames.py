@@ -16,7 +16,7 @@ class Frame:
     player shows the picture at (non-square pixels and rotation applied): pictures for
     people take this shape (``vidcap.picture.display_image``); the model does not need it.
     None when constructing: the pixels' own (width, height). ``damaged``: the picture may
-    show decoding damage (``vidcap.video.DecodedFrame.damaged``).
+    show decoding damage (``vidcap.decoded.DecodedFrame.damaged``).
     """
 
     index: int

@@ -47,7 +47,7 @@ class CaptionedFrame:
 
     ``same_as``: with ``--skip-similar``, the index of the captioned frame whose caption
     this one reuses (it never reached the model); None for a captioned frame. ``damaged``:
-    its picture may show decoding damage (``vidcap.video.DecodedFrame.damaged``).
+    its picture may show decoding damage (``vidcap.decoded.DecodedFrame.damaged``).
     """
 
     index: int

@@ -65,7 +65,7 @@ from vidcap.sampling import PTS_EPSILON, grid_selector
 from vidcap.settings import SamplingSettings
 
 if TYPE_CHECKING:
-    from vidcap.video import DecodedFrame
+    from vidcap.decoded import DecodedFrame
 
 log = logging.getLogger(__name__)
 
