@@ -4,11 +4,16 @@ FFmpeg shows, numbered as it numbers them, and warns only of what is really lost
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import subprocess
 from pathlib import Path
 
+import imageio_ffmpeg
 import pytest
 
+from tests.support.cli import run_main
 from tests.support.videos import (
     FFPROBE,
     encode_with_ffmpeg,
@@ -130,3 +135,69 @@ def test_hevc_edits_joined_are_numbered_as_ffmpeg_decodes_them(
         assert [i for i, _, _, key in every if key] == [
             i for i, (_, key) in enumerate(ffprobe_frames(edited)) if key
         ]
+
+
+# A 4 s picture and 10 s of sound (input 1: the MP4/MOV's second track).
+WITH_SOUND = ["-f", "lavfi", "-i", "sine=duration=10", "-c:v", "libx264", "-c:a", "aac"]
+
+
+def sound_end(path: Path) -> float:
+    """Where the ffmpeg command's sound ends (its ``ashowinfo`` filter: the last audio
+    frame's time plus its samples): where a player stops holding the last picture."""
+    result = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path), "-map", "0:a:0",
+         "-af", "ashowinfo", "-f", "null", "-"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    last = [line for line in result.stderr.splitlines() if "ashowinfo" in line][-1]
+    field = {name: re.search(rf"\b{name}:\s*([-\d.e]+)", last).group(1)  # type: ignore[union-attr]
+             for name in ("pts_time", "nb_samples", "rate")}  # fmt: skip
+    return float(field["pts_time"]) + int(field["nb_samples"]) / int(field["rate"])
+
+
+def delayed_sound(folder: Path, suffix: str, edits: list) -> Path:
+    """100 frames at 25 fps over 10 s of sound whose track has the edit list ``edits``."""
+    whole = encode_with_ffmpeg(folder / f"whole{suffix}", 100, "25", WITH_SOUND)
+    return with_edit_list(whole, folder / f"edited{suffix}", edits, track=1)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "edits", "end"),
+    [
+        (".mp4", [(None, 1.0), (0.0, 5.0)], 6.0),  # delayed 1 s, its end trimmed
+        (".mov", [(None, 1.0), (2.0, 5.0)], 6.0),  # delayed, a part from 2 s
+        (".mp4", [(None, 0.5), (0.0, 2.0), (None, 1.0), (4.0, 3.0)], 6.5),  # two gaps
+        # delayed, whole: AAC's priming, which the edit skips, is in FFmpeg's length
+        (".mp4", [(None, 1.0), (0.0, 10.0)], 11.0),
+    ],
+)
+def test_a_delayed_sound_holds_the_picture_to_its_edit_lists_end(
+    tmp_path: Path, suffix: str, edits: list, end: float
+) -> None:
+    """Regression: where an MP4/MOV's sound starts late (an empty first edit) and goes on
+    after the picture, the video ended where FFmpeg's track start plus its track length
+    put it: the delay counted twice where the edit list shows less than the media (7 s
+    for a sound delayed 1 s and trimmed to 5 s, which ffmpeg plays to 6 s), and AAC's
+    priming counted (11.023 s for 11 s). The end is no later than the edit list's."""
+    edited = delayed_sound(tmp_path, suffix, edits)
+    assert sound_end(edited) == pytest.approx(end, abs=0.03)  # (AAC frames: 23 ms)
+    with VideoReader(edited) as reader:
+        frames = list(reader.frames(SamplingSettings(fps=1.0)))
+    assert len(frames) == 4 and reader.stats.failed_frames == 0
+    assert reader.stats.duration == pytest.approx(end, abs=1e-3)
+
+
+@pytest.mark.heavy
+def test_a_delayed_sounds_end_ends_the_last_cue_and_scene(tmp_path: Path) -> None:
+    """The last subtitle cue, the last scene and the summary end where the delayed, trimmed
+    sound does (6 s), not a delay later."""
+    edited = delayed_sound(tmp_path, ".mp4", [(None, 1.0), (0.0, 5.0)])
+    out = tmp_path / "out"
+    result = run_main("caption", edited, "--model", "tiny", "--out", out, "--scenes", "--quiet")
+    assert result.returncode == 0, result.stderr
+    cues = [line for line in (out / "edited.srt").read_text().splitlines() if "-->" in line]
+    assert cues[-1].endswith("--> 00:00:06,000"), cues
+    scenes = (out / "edited.scenes.jsonl").read_text().splitlines()
+    assert json.loads(scenes[-1])["end"] == pytest.approx(6.0, abs=1e-3)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["videos"][0]["duration"] == pytest.approx(6.0, abs=1e-3)

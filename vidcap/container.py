@@ -868,13 +868,32 @@ def held_end(
     if not TRACK_LENGTH_FORMATS & set(container.format.name.split(",")):
         return None
     fragments = fragmented_mp4(container)  # (a length there is an end: from zero)
-    ends = [
-        (0.0 if fragments else stream_start(sound)) + length - origin
-        for sound in container.streams.audio
-        if (length := _header_length(sound)) is not None
-    ]
-    end = max(ends, default=None)
+    ends = [_sound_end(container, sound, fragments) for sound in container.streams.audio]
+    end = max((end - origin for end in ends if end is not None), default=None)
     return end if end is not None and end - stats.duration > HELD_PICTURE_S else None
+
+
+def _sound_end(
+    container: av.container.InputContainer, sound: av.audio.stream.AudioStream, fragments: bool
+) -> float | None:
+    """Where the header says the audio track ``sound`` ends, on the timeline from zero
+    (``fragments``: the file is a fragmented MP4, whose lengths are ends).
+    Where an MP4/MOV track has an edit list, no later than its end (a delay, an empty first
+    edit, is both FFmpeg's start for the track and part of its length, the edits' sum,
+    where they show less than the media: a sound delayed 1 s and trimmed to 5 s ended at
+    7 s, not 6, as ffprobe's and ffmpeg's ended it; and AAC's priming, which a first edit
+    skips, is in the media's length)."""
+    length = _header_length(sound)
+    if length is None:
+        return None
+    if fragments:
+        return length
+    end = stream_start(sound) + length
+    if EDIT_LIST_FORMATS & set(container.format.name.split(",")):
+        edits = edit_list(container.name, sound.id)
+        if edits is not None and edits.end > 0:
+            end = min(end, edits.end)
+    return end
 
 
 def _others_reach(

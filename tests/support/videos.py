@@ -276,13 +276,16 @@ def _write_picture_video(path: Path, spec: VideoSpec) -> Path:
     return path
 
 
-def with_edit_list(source: Path, path: Path, edits: list[tuple[float | None, float]]) -> Path:
-    """``source`` (an MP4/MOV of one track, its index after its pictures, as FFmpeg writes
-    it) with an edit list of ``edits``, each (media start, length) in seconds, shown one
-    after the other (a start of None: an empty edit, a delay): what a trim or a cut made
-    without re-encoding leaves (QuickTime, a phone's editor). Media starts are presentation
-    times: the B-frame delay of the edit FFmpeg wrote is added to each. Written as a new
-    ``edts`` box in the track; ``moov`` and ``trak`` resized."""
+def with_edit_list(
+    source: Path, path: Path, edits: list[tuple[float | None, float]], track: int | None = None
+) -> Path:
+    """``source`` (an MP4/MOV, its index after its media, as FFmpeg writes it) with an edit
+    list of ``edits`` in its one track, or in its ``track``-th (from 0), each (media start,
+    length) in seconds, shown one after the other (a start of None: an empty edit, a
+    delay): what a trim or a cut made without re-encoding leaves (QuickTime, a phone's
+    editor). Media starts are presentation times: the delay of the edit FFmpeg wrote (a
+    B-frame delay) is added to each. Written as a new ``edts`` box in the track; ``moov``
+    and ``trak`` resized, the track's and the movie's lengths set."""
     import struct
 
     data = bytearray(source.read_bytes())
@@ -299,8 +302,14 @@ def with_edit_list(source: Path, path: Path, edits: list[tuple[float | None, flo
 
     walk(0, len(data))
     kinds = [kind for _, _, kind in boxes]
-    assert kinds.index(b"mdat") < kinds.index(b"moov") and kinds.count(b"trak") == 1
-    offsets = {kind: (at, size) for at, size, kind in boxes}
+    assert kinds.index(b"mdat") < kinds.index(b"moov")
+    assert track is not None or kinds.count(b"trak") == 1
+    trak = [(at, size) for at, size, kind in boxes if kind == b"trak"][track or 0]
+    offsets = {
+        kind: (at, size)
+        for at, size, kind in boxes
+        if kind in (b"moov", b"mvhd") or trak[0] <= at < trak[0] + trak[1]
+    }
     movie_scale = struct.unpack(">I", data[offsets[b"mvhd"][0] + 20 : offsets[b"mvhd"][0] + 24])[0]
     media_scale = struct.unpack(">I", data[offsets[b"mdhd"][0] + 20 : offsets[b"mdhd"][0] + 24])[0]
     delay = 0
@@ -318,6 +327,12 @@ def with_edit_list(source: Path, path: Path, edits: list[tuple[float | None, flo
         for start, length in edits
     )
     elst = struct.pack(">I4sII", 16 + len(entries), b"elst", 0, len(edits)) + entries
+    # (the track lasts as long as its edits, the movie as its longest track: as editors
+    # write them; version 0 boxes, FFmpeg's)
+    shown = round(sum(length for _, length in edits) * movie_scale)
+    struct.pack_into(">I", data, offsets[b"tkhd"][0] + 28, shown)
+    lengths = [struct.unpack_from(">I", data, at + 28)[0] for at, _, k in boxes if k == b"tkhd"]
+    struct.pack_into(">I", data, offsets[b"mvhd"][0] + 24, max(lengths))
     edts = struct.pack(">I4s", 8 + len(elst), b"edts") + elst
     if b"edts" in offsets:
         at, size = offsets[b"edts"]
