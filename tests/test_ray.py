@@ -447,6 +447,11 @@ def test_ray_settings_validation() -> None:
         for address, message in (
             (f"127.0.0.1:{free_port()}", "cannot reach the Ray cluster at 127.0.0.1"),
             ("http://x", "give auto, HOST:PORT or ray://HOST:PORT"),
+            # (round 62 review: '³' is a digit to str.isdigit, not to int(): a traceback;
+            # 99999 was wrapped by Python to port 34463, another service's)
+            ("10.0.0.1:³", "give auto, HOST:PORT or ray://HOST:PORT"),
+            ("10.0.0.1:99999", "give auto, HOST:PORT or ray://HOST:PORT"),
+            ("10.0.0.1:0", "give auto, HOST:PORT or ray://HOST:PORT"),
             (f"127.0.0.1:{web.server_address[1]}", "answers, but not as a Ray cluster does"),
         ):
             with pytest.raises(UsageError, match=message):

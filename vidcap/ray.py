@@ -312,11 +312,14 @@ def address_parts(address: str) -> tuple[str, int] | None:
         return None
     where = address.removeprefix("ray://")
     host, colon, port = where.rpartition(":")
-    if not colon or not host or not port.isdigit() or "/" in where:
+    # (ASCII digits only: str.isdigit takes '³', which int() refuses; a port past 65535
+    # is no port: Python wraps it, connecting to another)
+    number = int(port) if port.isascii() and port.isdigit() else 0
+    if not colon or not host or not 0 < number <= 65535 or "/" in where:
         raise UsageError(
             f"--ray={address}: give auto, HOST:PORT or ray://HOST:PORT (a cluster's address)"
         )
-    return host, int(port)
+    return host, number
 
 
 def reachable(address: str) -> None:
