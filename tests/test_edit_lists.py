@@ -201,3 +201,25 @@ def test_a_delayed_sounds_end_ends_the_last_cue_and_scene(tmp_path: Path) -> Non
     assert json.loads(scenes[-1])["end"] == pytest.approx(6.0, abs=1e-3)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["videos"][0]["duration"] == pytest.approx(6.0, abs=1e-3)
+
+
+def test_a_fragmented_mp4_whose_edit_lasts_to_the_end_states_its_length(tmp_path: Path) -> None:
+    """Round 62 review: a fragmented MP4 whose edit list's one edit has a duration of 0 (the
+    media to its end: ``-movflags delay_moov``, CMAF, written before its length is known)
+    was read as ending at 0 s, so a ``--max-frames`` run's last cue ran past the video's end
+    (3.5 s of video, ``--fps 1 --max-frames 4``: to 4 s, where the header says 3.5)."""
+    import struct
+
+    args = ["-c:v", "libx264", "-bf", "2", "-g", "10", "-movflags", "frag_keyframe+delay_moov"]
+    path = encode_with_ffmpeg(tmp_path / "frag.mp4", 35, "10", args)
+    data = bytearray(path.read_bytes())
+    # (its one entry's duration set to 0 here, whatever a later FFmpeg writes there)
+    at = data.index(b"elst") - 4
+    version = data[at + 8]
+    data[at + 16 : at + (24 if version else 20)] = bytes(8 if version else 4)
+    assert struct.unpack(">I", data[at + 12 : at + 16]) == (1,)
+    path.write_bytes(data)
+    with VideoReader(path) as reader:
+        samples = [f.time for f in reader.frames(SamplingSettings(fps=1.0, max_frames=4))]
+        assert samples == pytest.approx([0.0, 1.0, 2.0, 3.0])
+        assert reader.stated_end() == pytest.approx(3.5)

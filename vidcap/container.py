@@ -891,7 +891,7 @@ def _sound_end(
     end = stream_start(sound) + length
     if EDIT_LIST_FORMATS & set(container.format.name.split(",")):
         edits = edit_list(container.name, sound.id)
-        if edits is not None and edits.end > 0:
+        if edits is not None and edits.end is not None and edits.end > 0:
             end = min(end, edits.end)
     return end
 

@@ -22,9 +22,11 @@ ELST_ENTRIES_MAX = 100_000  # entries read at most (a hostile index may claim bi
 @dataclass(frozen=True)
 class EditList:
     """``end``: where the track's last edit ends on the movie's timeline from zero (s),
-    empty edits included; ``media_edits``: its edits that show media (not empty ones)."""
+    empty edits included; None where a media edit's duration is 0 (the media to its end:
+    a fragmented MP4's, ``-movflags delay_moov`` and CMAF write it so, its length not yet
+    known); ``media_edits``: its edits that show media (not empty ones)."""
 
-    end: float
+    end: float | None
     media_edits: int
 
 
@@ -91,5 +93,6 @@ def _entries(handle: BinaryIO, at: int, length: int, scale: int) -> EditList | N
     entries = [struct.unpack_from(form, data, i * step) for i in range(count)]
     if not entries:
         return None
-    end = sum(duration for duration, _ in entries) / scale
+    to_the_end = any(duration == 0 and media_time != -1 for duration, media_time in entries)
+    end = None if to_the_end else sum(duration for duration, _ in entries) / scale
     return EditList(end, sum(media_time != -1 for _, media_time in entries))
