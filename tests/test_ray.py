@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray  # the optional extra: `make test` installs it
 
+from tests.support.ray_nodes import MARKER, marked_processes
 from tests.support.servers import free_port
 from tests.support.stopping import Counting
 from tests.support.videos import VideoSpec, constant_rate, read_jsonl, write_video
@@ -42,7 +43,6 @@ from vidcap.settings import ModelSettings, SamplingSettings
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_videos"
 TINY = ModelSettings(model="tiny", device="cpu", batch_size=8)
-MARKER = "VIDCAP_RAY_TEST_MARKER"
 
 
 @pytest.fixture(scope="module")
@@ -91,22 +91,6 @@ def _videos(summary: Path) -> dict[str, dict]:
     """summary.json's per-video entries, without what differs between runs (timings)."""
     entries = json.loads(summary.read_text())["videos"]
     return {e["name"]: {k: v for k, v in e.items() if k != "seconds"} for e in entries}
-
-
-def _marked_processes(marker: str) -> list[tuple[int, str]]:
-    """Processes whose environment carries ``marker``: (pid, command line)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            environ = (proc / "environ").read_bytes()
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if f"{MARKER}={marker}".encode() in environ:
-            found.append((int(proc.name), cmdline))
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +193,7 @@ def test_ray_run_equals_embedded_per_frame(
 
 
 def _kill_caption_actor(marker: str) -> int:
-    for pid, cmdline in _marked_processes(marker):
+    for pid, cmdline in marked_processes(marker):
         if cmdline.startswith("ray::MapWorker(MapBatches(CaptionActor))"):
             os.kill(pid, signal.SIGKILL)
             return pid
@@ -609,9 +593,9 @@ def test_a_local_cluster_is_the_runs_own_on_loopback_private_and_gone_after(
     assert token.stat().st_mode & 0o777 == 0o600
     assert not left.exists()
     deadline = time.monotonic() + 20
-    while _marked_processes(marker) and time.monotonic() < deadline:
+    while marked_processes(marker) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _marked_processes(marker) == []
+    assert marked_processes(marker) == []
 
 
 def test_the_model_stage_fails_only_the_video_of_a_frame_the_model_fails_on(
@@ -647,7 +631,7 @@ def test_the_model_stage_fails_only_the_video_of_a_frame_the_model_fails_on(
     every = SamplingSettings(every_n=1)
     blocks = [block for job, video in enumerate(videos)
               for block in decode_video(job, str(video), every, actor.captioner.input_size, 64)]  # fmt: skip
-    batch = {key: np.concatenate([b[key] for b in blocks]) for key in ("job", "event")}
+    batch = {key: np.concatenate([b[key] for b in blocks]) for key in ("job", "event", "decoder")}
     answered = actor(batch)
     assert calls == [10] + [1] * 10  # the batch, then each frame alone
     settings = RunSettings(out_dir=tmp_path / "out", sampling=every, model="tiny", quiet=True)
@@ -688,7 +672,7 @@ def test_a_model_that_fails_every_frame_stops_the_ray_run_as_the_engines(
     answered = []
     for job in range(count):  # one batch per video, as the pipeline's blocks may come
         [block] = decode_video(job, str(video), every, actor.captioner.input_size, 64)
-        answered.append(actor({key: block[key] for key in ("job", "event")}))
+        answered.append(actor({key: block[key] for key in ("job", "event", "decoder")}))
     assert all(all(row) for batch in answered for row in batch["failed"][:2])
     settings = RunSettings(out_dir=tmp_path / "out", sampling=every, model="tiny", quiet=True)
     jobs = [VideoJob(i, str(video), f"v{i}", {"path": f"{video}#{i}"}) for i in range(count)]

@@ -69,6 +69,11 @@ class ServerRejected(RemoteError):
     """The servers cannot be used as asked (another model size, a refused key, a wrong URL)."""
 
 
+class NodeMismatch(VidcapError):
+    """A Ray worker runs another vidcap, outputs revision or model than the driver records
+    (``vidcap.ray_nodes``): the run stops rather than commit what it made."""
+
+
 class OutFolderFull(VidcapError):
     """The output folder takes no more outputs (disk full, over quota, read-only): the run
     stops, resumable, rather than fail every video left after captioning it."""

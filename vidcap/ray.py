@@ -79,6 +79,7 @@ from vidcap.out_lock import gone_if_unused, holding
 from vidcap.outputs import CaptionedFrame
 from vidcap.parquet import DEFAULT_SHARD_ROWS, run_writers_for
 from vidcap.plan import plan, say_other_precisions
+from vidcap.ray_nodes import Reports, captioner_report, decoder_report
 from vidcap.remote_out import output_folder
 from vidcap.report import refresh_report
 from vidcap.settings import (
@@ -179,6 +180,7 @@ def _rows(job: int, events: list[bytes]) -> dict[str, np.ndarray]:
     return {
         "job": np.full(len(events), job, dtype=np.int64),
         "event": np.array(events, dtype=object),
+        "decoder": np.full(len(events), decoder_report(), dtype=object),  # (vidcap.ray_nodes)
     }
 
 
@@ -216,6 +218,7 @@ class CaptionActor:
 
         self.captioner = Captioner.load(model)
         self.generation = generation
+        self.report = captioner_report(self.captioner.revision, self.captioner.precision)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         events = [_event(data) for data in batch["event"]]
@@ -241,6 +244,9 @@ class CaptionActor:
             "caption": captions,
             "failed": failed,
             "kept": kept,
+            # What decoded and captioned each row (vidcap.ray_nodes: the driver checks them)
+            "decoder": batch.get("decoder", np.full(len(events), "", dtype=object)),
+            "captioner": np.full(len(events), self.report, dtype=object),
         }
 
 
@@ -693,10 +699,15 @@ def task_source(source: str) -> str:
 
 def feed(committer: Committer, batches: Iterator[dict[str, np.ndarray]]) -> None:
     """The pipeline's output rows → the Committer (any order, duplicates welcome). A model
-    that fails every frame stops the run as the engine's does (``FailingStreak``)."""
+    that fails every frame stops the run as the engine's does (``FailingStreak``); a batch
+    from a worker that runs another vidcap or model than the run records stops it before
+    any of its rows is delivered (``NodeMismatch``)."""
     streak = FailingStreak()
     uncaptioned: set[int] = set()
+    reports = Reports(committer.settings.revision, committer.settings.precision)
     for batch in batches:
+        reports.check("decode task", batch.get("decoder"))
+        reports.check("Captioner actor", batch.get("captioner"))
         rows = zip(batch["event"], batch["caption"], batch["failed"], batch["kept"], strict=True)
         for data, caption, failed, kept in rows:
             event = _event(data)
