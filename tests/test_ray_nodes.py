@@ -100,3 +100,44 @@ def test_a_worker_report_that_differs_from_the_runs_record_is_refused() -> None:
             reports.check("Captioner actor", [same, bad])
     # (where the run records no commit, a local model's: none to compare)
     Reports(revision="", precision="float32").check("Captioner actor", [report(revision="x")])
+
+
+@pytest.mark.slow
+def test_joining_a_cluster_that_wants_a_token_says_so(tmp_path: Path) -> None:
+    """Regression: a driver without the token of a cluster with Ray's token authentication
+    (``ray start --head`` found ``~/.ray/auth_token``) printed Ray's ``InvalidAuthToken``
+    lines for 20 s, then "cannot join the Ray cluster at 127.0.0.1:PORT: Failed to connect
+    to Ray cluster at <the machine's address>:PORT", naming neither the cause nor the cure;
+    with ``RAY_AUTH_MODE=token`` and no token, a traceback. Each is one line now, and what
+    it says to do joins."""
+    import secrets
+
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    token = secrets.token_hex(32)
+    (home / ".ray" / "auth_token").write_text(token)
+    (home / ".ray" / "auth_token").chmod(0o600)
+    driver_home = tmp_path / "driver"  # (no token there)
+    driver_home.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with ray_nodes(home, env, cpus=2) as cluster:
+        cases = [
+            ({}, 2, "it wants a token (Ray's token authentication): set RAY_AUTH_MODE=token"),
+            ({"RAY_AUTH_MODE": "token"}, 2, "RAY_AUTH_MODE=token but no token found"),
+            ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}, 2,
+             "it refused this driver's token: give the cluster's, RAY_AUTH_TOKEN=TOKEN"),
+            ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}, 0, ""),
+        ]  # fmt: skip
+        for number, (extra, code, message) in enumerate(cases):
+            with pytest.MonkeyPatch.context() as patch:
+                for name, value in extra.items():
+                    patch.setenv(name, value)
+                run = caption_on(cluster.address, tmp_path / f"out{number}", driver_home)
+            said = [line for line in run.stderr.splitlines() if line.startswith("vidcap:")]
+            assert run.returncode == code, (extra, run.stderr[-3000:])
+            assert "Traceback" not in run.stderr, run.stderr[-3000:]
+            if code:
+                joining = f"vidcap: error: cannot join the Ray cluster at {cluster.address}: "
+                assert len(said) == 1 and said[0].startswith(joining), said
+                assert message in said[0], said
+    assert (tmp_path / "out3" / "shapes.jsonl").exists()

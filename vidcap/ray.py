@@ -293,14 +293,39 @@ def ray_cluster(address: str | None, quiet: bool = False) -> Iterator[None]:
         log.info("joining the Ray cluster at %s", address)
         with _own_sigterm():
             ray.init(address=address, logging_level=level, log_to_driver=not quiet)
-    except (ConnectionError, ValueError, RuntimeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"cannot join the Ray cluster at {address}: {reason}") from exc
+    except (ConnectionError, ValueError, RuntimeError, ray.exceptions.RayError) as exc:
+        raise UsageError(f"cannot join the Ray cluster at {address}: {_refusal(exc)}") from exc
     try:
         yield
     finally:
         with _own_sigterm():  # (Ray 2.60's shutdown leaves SIGTERM to end the process)
             ray.shutdown()
+
+
+# Where Ray 2.60 joins a cluster with token authentication and no token, or another: it
+# retries for 20 s (its own lines, ``InvalidAuthToken``), then says it failed to connect
+# to the address the GCS gave, its cause (this) in a traceback's text only.
+_NO_TOKEN = "InvalidAuthToken"
+_TOKEN_HELP = (
+    "RAY_AUTH_TOKEN=TOKEN, or RAY_AUTH_TOKEN_PATH=FILE (`ray get-auth-token` on the "
+    "cluster's head prints it)"
+)
+
+
+def _refusal(exc: BaseException) -> str:
+    """Why ``ray.init`` could not join, in words: a cluster that wants a token said so."""
+    said = f"{exc} {exc.__cause__ or ''}"
+    token_mode = os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "token"
+    if _NO_TOKEN in said and not token_mode:
+        return (
+            "it wants a token (Ray's token authentication): set RAY_AUTH_MODE=token and "
+            + _TOKEN_HELP
+        )
+    if _NO_TOKEN in said:
+        return f"it refused this driver's token: give the cluster's, {_TOKEN_HELP}"
+    if "no authentication token was found" in said:  # (RAY_AUTH_MODE=token alone)
+        return f"RAY_AUTH_MODE=token but no token found: give the cluster's, {_TOKEN_HELP}"
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 # Seconds to open a TCP connection to a cluster's address before joining: Ray itself
