@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ray_nodes import ray_nodes
+from tests.support.ray_nodes import ray_nodes, without_ray
 from vidcap import __version__
 from vidcap.errors import NodeMismatch
 from vidcap.jobs import OUTPUTS
@@ -34,15 +34,19 @@ def older_vidcap(folder: Path) -> Path:
     return folder
 
 
-def caption_on(address: str, out: Path, home: Path, *extra: str) -> subprocess.CompletedProcess:
-    """``vidcap caption`` (this checkout's) joining ``address``; run from ``out``'s parent,
-    not from the checkout: Ray puts the driver's working folder on its workers' path."""
-    env = {**os.environ, "HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+def caption_on(
+    address: str, out: Path, home: Path, ray_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``vidcap caption`` (this checkout's) joining ``address``, with Ray's variables
+    ``ray_env`` alone (``without_ray``); run from ``out``'s parent, not from the checkout:
+    Ray puts the driver's working folder on its workers' path."""
+    env = {**without_ray(os.environ), "HOME": str(home), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(REPO), **(ray_env or {})}  # fmt: skip
     clips = [str(SAMPLES / "shapes.mp4"), str(SAMPLES / "subject.mp4")]
     command = [sys.executable, "-m", "vidcap", "caption", *clips, "--out", str(out)]
     command += ["--model", "tiny", "--fps", "1", "--max-frames", "4", "--ray", address]
     return subprocess.run(
-        [*command, *extra], env=env, cwd=out.parent, capture_output=True, text=True, timeout=300
+        command, env=env, cwd=out.parent, capture_output=True, text=True, timeout=300
     )
 
 
@@ -129,10 +133,7 @@ def test_joining_a_cluster_that_wants_a_token_says_so(tmp_path: Path) -> None:
             ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}, 0, ""),
         ]  # fmt: skip
         for number, (extra, code, message) in enumerate(cases):
-            with pytest.MonkeyPatch.context() as patch:
-                for name, value in extra.items():
-                    patch.setenv(name, value)
-                run = caption_on(cluster.address, tmp_path / f"out{number}", driver_home)
+            run = caption_on(cluster.address, tmp_path / f"out{number}", driver_home, extra)
             said = [line for line in run.stderr.splitlines() if line.startswith("vidcap:")]
             assert run.returncode == code, (extra, run.stderr[-3000:])
             assert "Traceback" not in run.stderr, run.stderr[-3000:]

@@ -42,13 +42,21 @@ def marked_processes(marker: str) -> list[tuple[int, str]]:
     return found
 
 
+def without_ray(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without Ray's variables: a ``ray.init`` earlier in this process (another test
+    file's local cluster) leaves ``RAY_AUTH_MODE=token`` in ``os.environ`` (Ray 2.60 turns
+    token authentication on for the clusters it starts), which processes started with it
+    would take for a cluster of their own that wants one."""
+    return {key: value for key, value in env.items() if not key.startswith("RAY_")}
+
+
 class RayNodes:
     """A head (started at once) and the nodes a test adds; ``address`` is the head's."""
 
     def __init__(self, home: Path, env: Mapping[str, str]) -> None:
         self.marker = uuid.uuid4().hex
         self.home = home
-        self.env = {**env, "HOME": str(home), MARKER: self.marker}
+        self.env = {**without_ray(env), "HOME": str(home), MARKER: self.marker}
         self.env |= {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
         # (not under tmp_path: Ray's socket paths must fit in 107 bytes)
         self.temp = Path(tempfile.mkdtemp(prefix="vrn-", dir="/tmp"))
