@@ -179,23 +179,27 @@ def test_each_frames_time_is_inside_its_own_cue(tmp_path: Path) -> None:
         assert start == sub.start and end == sub.end
 
 
-def test_all_empty_captions_still_give_files_ffmpeg_opens(tmp_path: Path) -> None:
+def ffmpeg_as_srt(path: Path) -> str:
+    """``path`` (an SRT or a WebVTT file) as FFmpeg reads it, written back as SRT; a file
+    FFmpeg refuses fails the test with FFmpeg's error."""
     import subprocess
 
     import imageio_ffmpeg
 
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "srt", "-"]
+    read = subprocess.run(command, capture_output=True, text=True)
+    assert read.returncode == 0, read.stderr
+    return read.stdout
+
+
+def test_all_empty_captions_still_give_files_ffmpeg_opens(tmp_path: Path) -> None:
     frames = [CaptionedFrame(0, 0.0, ""), CaptionedFrame(10, 1.0, "  ")]
     write_video_outputs(tmp_path / "e", "e.mp4", frames, 2.0, ("srt", "vtt"))
     assert (tmp_path / "e.srt").stat().st_size > 0
     assert [s.content for s in srt.parse((tmp_path / "e.srt").read_text())] == [""]
     assert webvtt.read(str(tmp_path / "e.vtt")).captions == []
     for name in ("e.srt", "e.vtt"):
-        probe = subprocess.run(
-            [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(tmp_path / name),
-             "-f", "srt", "-"],
-            capture_output=True, text=True,
-        )  # fmt: skip
-        assert probe.returncode == 0, probe.stderr
+        ffmpeg_as_srt(tmp_path / name)  # (not refused)
 
 
 def test_captions_with_markup_blank_lines_and_arrows_stay_one_cue_each(tmp_path: Path) -> None:
@@ -204,10 +208,6 @@ def test_captions_with_markup_blank_lines_and_arrows_stay_one_cue_each(tmp_path:
     traceback, and an SRT reader took a caption line holding a timing for a cue of its own.
     Each caption stays one cue, shown as written (WebVTT escapes its markup characters),
     as webvtt-py, srt and FFmpeg read the files back."""
-    import subprocess
-
-    import imageio_ffmpeg
-
     hostile = [
         "a dog\n\n00:00:05.000 --> 00:00:09.000\nfake cue",
         'a sign <b>reading</b> "A & B" -> here',
@@ -226,13 +226,9 @@ def test_captions_with_markup_blank_lines_and_arrows_stay_one_cue_each(tmp_path:
         "two lines\nof text",
     ]
     for name in ("h.srt", "h.vtt"):  # FFmpeg reads three cues, the VTT's text unescaped
-        read = subprocess.run(
-            [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(tmp_path / name),
-             "-f", "srt", "-"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        cues = list(srt.parse(read.stdout))
-        assert [c.start.total_seconds() for c in cues] == [0.0, 1.0, 2.0], (name, read.stdout)
+        read = ffmpeg_as_srt(tmp_path / name)
+        cues = list(srt.parse(read))
+        assert [c.start.total_seconds() for c in cues] == [0.0, 1.0, 2.0], (name, read)
     assert cues[1].content == 'a sign <b>reading</b> "A & B" -> here'
 
 
@@ -243,10 +239,6 @@ def test_captions_readers_took_apart_stay_one_cue_as_written(tmp_path: Path) -> 
     line starting with a time; U+2028, form feeds and \\x1c…, which ``str.splitlines``
     breaks at, became line breaks. Each caption is one cue; its text comes back as written
     but for control characters (U+FFFD) and the zero-width spaces that keep it text."""
-    import subprocess
-
-    import imageio_ffmpeg
-
     hostile = [
         "see\n7\n00:00:10,000 -- > 00:00:11,000\nfake",
         "Chapter\n4\n00:00:08,000",
@@ -268,14 +260,10 @@ def test_captions_readers_took_apart_stay_one_cue_as_written(tmp_path: Path) -> 
     parsed = srt.parse((tmp_path / "h.srt").read_text(encoding="utf-8"))
     assert [s.content.replace("\u200b", "") for s in parsed] == shown
     for name in ("h.srt", "h.vtt"):
-        read = subprocess.run(
-            [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(tmp_path / name),
-             "-f", "srt", "-"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+        read = ffmpeg_as_srt(tmp_path / name)
         # (its timing lines: FFmpeg's own SRT writer copies the VTT's text as it is)
-        starts = re.findall(r"^(\d\d:\d\d:\d\d,\d{3}) --> ", read.stdout, re.MULTILINE)
-        assert starts == [f"00:00:0{i},000" for i in range(6)], (name, read.stdout)
+        starts = re.findall(r"^(\d\d:\d\d:\d\d,\d{3}) --> ", read, re.MULTILINE)
+        assert starts == [f"00:00:0{i},000" for i in range(6)], (name, read)
 
 
 # pysubs2's rule (1.8): any line holding two times is a timing line, wherever they stand.
@@ -292,10 +280,6 @@ def test_captions_holding_clock_times_stay_one_cue(tmp_path: Path) -> None:
     from the SRT, 5 from the VTT, with times from the caption (12:30:45.5) and text lost.
     A zero-width space before a time's seconds keeps it text; the other readers still
     read one cue a caption, as written."""
-    import subprocess
-
-    import imageio_ffmpeg
-
     said = [
         "a camera clock 12:30:45.5 to 12:31:00.0",
         "from 00:01.500 to 00:02.500 seconds",
@@ -307,12 +291,8 @@ def test_captions_holding_clock_times_stay_one_cue(tmp_path: Path) -> None:
     for fmt, times in LAX_TIMES.items():
         lines = (tmp_path / f"t.{fmt}").read_text(encoding="utf-8").splitlines()
         assert sum(len(times.findall(line)) == 2 for line in lines) == len(said), fmt
-        read = subprocess.run(
-            [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(tmp_path / f"t.{fmt}"),
-             "-f", "srt", "-"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        cues = list(srt.parse(read.stdout))
+        read = ffmpeg_as_srt(tmp_path / f"t.{fmt}")
+        cues = list(srt.parse(read))
         assert [c.content.replace("\u200b", "") for c in cues] == said, fmt
     assert [c.text.replace("\u200b", "") for c in webvtt.read(str(tmp_path / "t.vtt"))] == said
 
